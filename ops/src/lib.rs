@@ -11,6 +11,7 @@
 //!   documents the exact convention it follows.
 
 pub mod activation;
+pub mod backend;
 pub mod conformance;
 pub mod dtype;
 pub mod error;
