@@ -9,6 +9,8 @@
 //!   checked against by the suites in [`conformance`].
 //! - Semantics follow the Ascend operator library (aclnn / torch_npu names) where one exists; each module
 //!   documents the exact convention it follows.
+//! - `half` and `ndarray` are re-exported so callers (and the conformance macros) name exactly the
+//!   versions this crate's signatures use.
 
 pub mod activation;
 pub mod backend;
@@ -23,4 +25,8 @@ pub mod rope;
 pub mod sampling;
 
 pub use dtype::{DType, Float};
+
+// Re-exported so the conformance macros (and users) name the same versions this crate uses.
 pub use error::{OpsError, Result};
+pub use half;
+pub use ndarray;

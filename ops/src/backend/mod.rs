@@ -1,7 +1,25 @@
 //! Backends the conformance suites run through. [`Cpu`] is the reference and is always available.
+//!
+//! A backend is a value implementing [`Backend`] plus one trait per operator family:
+//! [`dense::DenseOps`], [`moe::MoeOps`], [`mla::MlaOps`]. The family methods take host arrays and return
+//! host arrays with exactly the signatures of the free reference functions, so a suite can run any
+//! backend and compare it with the reference. A device backend uploads, launches and downloads inside
+//! each method; how it does so is its own business.
+//!
+//! Contract for implementors: validate like the reference does (the same input must be rejected, with
+//! an [`OpsError`](crate::OpsError) naming the same operator), return
+//! [`OpsError::Unsupported`](crate::OpsError::Unsupported) for an operator or dtype not implemented yet
+//! (the suites report that as a skip, not a pass), and never panic.
+//!
+//! The family traits have generic methods, so they are used through generics (`B: DenseOps`), not as
+//! trait objects.
 pub mod dense;
 pub mod mla;
 pub mod moe;
+
+pub use dense::DenseOps;
+pub use mla::MlaOps;
+pub use moe::MoeOps;
 
 /// The CPU reference backend: calls the functions of this crate directly.
 #[derive(Debug, Clone, Copy, Default)]
@@ -9,6 +27,7 @@ pub struct Cpu;
 
 /// What every backend can say about itself.
 pub trait Backend: Send + Sync {
+    /// A short name for reports (`"cpu"`, `"sim"`, `"npu:0"`).
     fn name(&self) -> String;
 }
 

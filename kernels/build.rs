@@ -1,0 +1,147 @@
+//! Builds the host kernel binary: the host Ascend C layer (include/dsnpu_ascendc) and every kernel in
+//! src/ascendc, compiled with the `cc` crate's C++ compiler into one shared object in OUT_DIR that exports
+//! the simulator ABI (sim/include/dsnpu_sim_kernel.h). Also compiles and runs a probe that prints the C
+//! layout of the tiling structs (include/dsnpu_kernels/tiling.h) for the layout test.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Kernel sources, compiled together (one translation unit each).
+const SOURCES: &[&str] = &[
+    "src/ascendc/host_abi.cpp",
+    "src/ascendc/rms_norm.cpp",
+    "src/ascendc/rope.cpp",
+    "src/ascendc/silu_mul.cpp",
+    "src/ascendc/linear.cpp",
+    "src/ascendc/selftest.cpp",
+];
+
+/// File name of the host kernel binary in OUT_DIR.
+const BINARY: &str = "libdsnpu_kernels_host.so";
+
+fn main() {
+    let manifest =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let sim_include = manifest.join("../sim/include");
+    for p in ["include", "src/ascendc", "build"] {
+        println!("cargo:rerun-if-changed={}", manifest.join(p).display());
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        sim_include.join("dsnpu_sim_kernel.h").display()
+    );
+    println!("cargo:rerun-if-env-changed=ASCEND_HOME_PATH");
+
+    if env::var_os("CARGO_FEATURE_ASCEND").is_some() {
+        ascend_not_implemented();
+    }
+
+    let binary = out.join(BINARY);
+    build_host_binary(&manifest, &sim_include, &binary);
+    println!(
+        "cargo:rustc-env=DSNPU_HOST_KERNELS_PATH={}",
+        binary.display()
+    );
+    probe_layout(&manifest, &out);
+}
+
+fn build_host_binary(manifest: &Path, sim_include: &Path, binary: &Path) {
+    let compiler = cc::Build::new()
+        .cpp(true)
+        .opt_level(2)
+        .pic(true)
+        .cargo_metadata(false)
+        .get_compiler();
+    let mut cmd = compiler.to_command();
+    cmd.args(["-std=c++17", "-shared", "-fPIC", "-O2", "-pthread"])
+        // Only the ABI symbols are exported (DSNPU_HOST_EXPORT); a link fails on anything left undefined.
+        .args([
+            "-fvisibility=hidden",
+            "-fvisibility-inlines-hidden",
+            "-Wl,-z,defs",
+        ])
+        // No fused multiply-adds: the host's arithmetic is the documented, reproducible one.
+        .arg("-ffp-contract=off")
+        .args(["-Wall", "-Wextra"])
+        .arg("-DDSNPU_ASCENDC_HOST=1")
+        .arg("-I")
+        .arg(manifest.join("include/dsnpu_ascendc"))
+        .arg("-I")
+        .arg(manifest.join("include"))
+        .arg("-I")
+        .arg(sim_include);
+    for s in SOURCES {
+        cmd.arg(manifest.join(s));
+    }
+    cmd.arg("-o").arg(binary);
+    run(&mut cmd, "compiling the host kernel binary");
+}
+
+fn probe_layout(manifest: &Path, out: &Path) {
+    let target_rs = out.join("tiling_layout.rs");
+    if env::var("TARGET").ok() != env::var("HOST").ok() {
+        // A cross build cannot run the probe; the layout test then has nothing to compare against.
+        std::fs::write(
+            &target_rs,
+            "pub const C_LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[];\npub const C_ROPE_LAYOUTS: (u32, u32) = (0, 1);\n",
+        )
+        .expect("write tiling_layout.rs");
+        return;
+    }
+    let compiler = cc::Build::new()
+        .cpp(false)
+        .opt_level(0)
+        .cargo_metadata(false)
+        .get_compiler();
+    let exe = out.join("layout_probe");
+    let mut cmd = compiler.to_command();
+    cmd.arg("-std=c99")
+        .arg("-I")
+        .arg(manifest.join("include"))
+        .arg(manifest.join("build/layout_probe.c"))
+        .arg("-o")
+        .arg(&exe);
+    run(&mut cmd, "compiling the tiling layout probe");
+    let output = Command::new(&exe)
+        .output()
+        .expect("run the tiling layout probe");
+    assert!(
+        output.status.success(),
+        "the tiling layout probe failed: {output:?}"
+    );
+    std::fs::write(&target_rs, output.stdout).expect("write tiling_layout.rs");
+}
+
+fn run(cmd: &mut Command, what: &str) {
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+    if !output.status.success() {
+        panic!(
+            "{what} failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for line in String::from_utf8_lossy(&output.stderr).lines() {
+        if line.contains("warning:") {
+            println!("cargo:warning={what}: {line}");
+        }
+    }
+}
+
+/// The `ascend` feature would compile SOURCES for the AI Core (dav-c220) with CANN's Ascend C compiler
+/// into a fat binary next to the host one. No CANN toolkit exists where dsnpu is developed, so that path
+/// is not written; the feature stops the build instead of silently producing a host-only binary.
+fn ascend_not_implemented() -> ! {
+    let home = env::var("ASCEND_HOME_PATH").unwrap_or_default();
+    panic!(
+        "feature `ascend` of dsnpu-kernels: building the kernels for the AI Core (dav-c220) with CANN's \
+         compiler is not implemented (untested territory: no CANN toolkit where dsnpu is developed). \
+         ASCEND_HOME_PATH={home:?}. Build without the feature to get the host kernel binary for the \
+         simulator."
+    );
+}

@@ -1,0 +1,209 @@
+// TPipe, TQue and TBuf: Unified Buffer allocation of the host Ascend C layer.
+//
+// Contract: TPipe::InitBuffer hands out UB space linearly from address 0, each buffer's length rounded up
+// to 32 bytes, at most 64 buffers per pipe; asking for more than the block's UB capacity (from the
+// simulator's context: 192 KiB on 910B/910C) or more buffers is a fault. The pipe records the block's UB
+// high-water mark in the counters. A queue of `num` buffers cycles through them in order (num = 2 is
+// double buffering); AllocTensor with every buffer taken, EnQue/FreeTensor of a tensor that is not one of
+// the queue's buffers, and DeQue of an empty queue are faults (on the device they would hang or corrupt).
+#ifndef DSNPU_ASCENDC_HOST_PIPE_H
+#define DSNPU_ASCENDC_HOST_PIPE_H
+
+#include <cstdint>
+
+#include "block.h"
+#include "tensor.h"
+
+namespace dsnpu {
+namespace host {
+
+constexpr uint32_t kMaxPipeBuffers = 64;
+constexpr uint32_t kMaxQueBuffers = 8;
+
+// Reserve `num` buffers of `len` bytes (already rounded) and return the first address.
+inline uint32_t ub_reserve(const char* op, uint32_t num, uint32_t len) {
+    BlockState& b = block();
+    if (num == 0) fail("%s: a buffer count of 0", op);
+    if (b.ub_buffers + num > kMaxPipeBuffers) {
+        fail("%s: %u more buffers would exceed the pipe's limit of %u (already %u)", op, num, kMaxPipeBuffers,
+             b.ub_buffers);
+    }
+    const uint64_t bytes = static_cast<uint64_t>(num) * len;
+    if (b.ub_used + bytes > b.ub_capacity) {
+        fail("%s: %llu bytes on top of %u in use exceed the Unified Buffer's %u bytes", op,
+             static_cast<unsigned long long>(bytes), b.ub_used, b.ub_capacity);
+    }
+    const uint32_t addr = b.ub_used;
+    b.ub_used += static_cast<uint32_t>(bytes);
+    b.ub_buffers += num;
+    if (b.ub_used > b.counters->ub_high_water) b.counters->ub_high_water = b.ub_used;
+    return addr;
+}
+
+// The buffers of one queue and where each is in its Alloc -> EnQue -> DeQue -> Free cycle.
+class QueBase {
+public:
+    void dsnpu_init(const char* op, uint8_t num, uint32_t len) {
+        if (num_ != 0) fail("%s: the queue already has buffers", op);
+        if (num > kMaxQueBuffers) fail("%s: %u buffers in one queue (at most %u)", op, num, kMaxQueBuffers);
+        const uint32_t rounded = static_cast<uint32_t>(round_up32(len));
+        const uint32_t base = ub_reserve(op, num, rounded);
+        num_ = num;
+        len_ = rounded;
+        for (uint32_t i = 0; i < num_; ++i) {
+            addr_[i] = base + i * rounded;
+            state_[i] = kFree;
+        }
+    }
+
+protected:
+    enum State : uint8_t { kFree, kHeld, kQueued };
+
+    uint32_t alloc(const char* op) {
+        if (num_ == 0) fail("%s: the queue has no buffers (missing TPipe::InitBuffer?)", op);
+        for (uint32_t k = 0; k < num_; ++k) {
+            const uint32_t i = (next_ + k) % num_;
+            if (state_[i] == kFree) {
+                state_[i] = kHeld;
+                next_ = (i + 1) % num_;
+                return i;
+            }
+        }
+        fail("%s: all %u buffers of the queue are in use (missing FreeTensor?)", op, num_);
+    }
+    uint32_t find(const char* op, uint32_t ub_addr, State want) const {
+        for (uint32_t i = 0; i < num_; ++i) {
+            if (addr_[i] == ub_addr && state_[i] == want) return i;
+        }
+        fail("%s: the tensor at UB address %u is not a buffer of this queue in the expected state", op,
+             ub_addr);
+    }
+    void enque(const char* op, uint32_t ub_addr) {
+        const uint32_t i = find(op, ub_addr, kHeld);
+        state_[i] = kQueued;
+        fifo_[(head_ + count_) % kMaxQueBuffers] = static_cast<uint8_t>(i);
+        ++count_;
+    }
+    uint32_t deque(const char* op) {
+        if (count_ == 0) fail("%s: the queue is empty (nothing was EnQue'd)", op);
+        const uint32_t i = fifo_[head_];
+        head_ = (head_ + 1) % kMaxQueBuffers;
+        --count_;
+        state_[i] = kHeld;
+        return i;
+    }
+    void release(const char* op, uint32_t ub_addr) { state_[find(op, ub_addr, kHeld)] = kFree; }
+
+    uint32_t num_ = 0;
+    uint32_t len_ = 0;
+    uint32_t addr_[kMaxQueBuffers] = {};
+    State state_[kMaxQueBuffers] = {};
+    uint8_t fifo_[kMaxQueBuffers] = {};
+    uint32_t head_ = 0;
+    uint32_t count_ = 0;
+    uint32_t next_ = 0;
+};
+
+}  // namespace host
+}  // namespace dsnpu
+
+namespace AscendC {
+
+template <TPosition pos, int32_t depth = 1, auto mask = 0>
+class TQue : public ::dsnpu::host::QueBase {
+public:
+    template <typename T>
+    __aicore__ inline LocalTensor<T> AllocTensor() {
+        const uint32_t i = alloc("TQue::AllocTensor");
+        return LocalTensor<T>::dsnpu_make(addr_[i], static_cast<uint32_t>(len_ / sizeof(T)));
+    }
+    template <typename T>
+    __aicore__ inline bool EnQue(const LocalTensor<T>& tensor) {
+        enque("TQue::EnQue", tensor.dsnpu_addr());
+        return true;
+    }
+    template <typename T>
+    __aicore__ inline LocalTensor<T> DeQue() {
+        const uint32_t i = deque("TQue::DeQue");
+        return LocalTensor<T>::dsnpu_make(addr_[i], static_cast<uint32_t>(len_ / sizeof(T)));
+    }
+    template <typename T>
+    __aicore__ inline void FreeTensor(LocalTensor<T>& tensor) {
+        release("TQue::FreeTensor", tensor.dsnpu_addr());
+    }
+    __aicore__ inline bool VacantInQue() const { return count_ < num_; }
+    __aicore__ inline bool HasTensorInQue() const { return count_ != 0; }
+};
+
+template <TPosition pos = TPosition::VECCALC>
+class TBuf {
+public:
+    template <typename T>
+    __aicore__ inline LocalTensor<T> Get() const {
+        check_init("TBuf::Get");
+        return LocalTensor<T>::dsnpu_make(addr_, static_cast<uint32_t>(len_ / sizeof(T)));
+    }
+    // The first `len` elements.
+    template <typename T>
+    __aicore__ inline LocalTensor<T> Get(uint32_t len) const {
+        check_init("TBuf::Get");
+        if (static_cast<uint64_t>(len) * sizeof(T) > len_) {
+            ::dsnpu::host::fail("TBuf::Get: %u elements of %zu bytes exceed the buffer's %u bytes", len,
+                                sizeof(T), len_);
+        }
+        return LocalTensor<T>::dsnpu_make(addr_, len);
+    }
+    // `size` elements starting `bufOffset` bytes in.
+    template <typename T>
+    __aicore__ inline LocalTensor<T> GetWithOffset(uint32_t size, uint32_t bufOffset) const {
+        check_init("TBuf::GetWithOffset");
+        if (bufOffset + static_cast<uint64_t>(size) * sizeof(T) > len_) {
+            ::dsnpu::host::fail("TBuf::GetWithOffset: %u elements at byte %u exceed the buffer's %u bytes", size,
+                                bufOffset, len_);
+        }
+        return LocalTensor<T>::dsnpu_make(addr_ + bufOffset, size);
+    }
+
+    void dsnpu_init(uint32_t len) {
+        if (init_) ::dsnpu::host::fail("TPipe::InitBuffer: the TBuf already has a buffer");
+        len_ = static_cast<uint32_t>(::dsnpu::host::round_up32(len));
+        addr_ = ::dsnpu::host::ub_reserve("TPipe::InitBuffer", 1, len_);
+        init_ = true;
+    }
+
+private:
+    void check_init(const char* op) const {
+        if (!init_) ::dsnpu::host::fail("%s: the TBuf has no buffer (missing TPipe::InitBuffer?)", op);
+    }
+    uint32_t addr_ = 0;
+    uint32_t len_ = 0;
+    bool init_ = false;
+};
+
+class TPipe {
+public:
+    // A pipe owns the whole Unified Buffer of its block.
+    __aicore__ inline TPipe() { Reset(); }
+
+    template <class Q>
+    __aicore__ inline bool InitBuffer(Q& que, uint8_t num, uint32_t len) {
+        que.dsnpu_init("TPipe::InitBuffer", num, len);
+        return true;
+    }
+    template <TPosition pos>
+    __aicore__ inline bool InitBuffer(TBuf<pos>& buf, uint32_t len) {
+        buf.dsnpu_init(len);
+        return true;
+    }
+    // Releases every buffer; queues and TBufs initialised before must not be used afterwards.
+    __aicore__ inline void Reset() {
+        ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
+        b.ub_used = 0;
+        b.ub_buffers = 0;
+    }
+    __aicore__ inline void Destroy() { Reset(); }
+};
+
+}  // namespace AscendC
+
+#endif

@@ -1,0 +1,187 @@
+// GlobalTensor (global memory) and LocalTensor (Unified Buffer) of the host Ascend C layer.
+//
+// Contract: a GlobalTensor is a GM address plus, when SetGlobalBuffer was given one, a size in elements;
+// views made with operator[] remember their offset into that buffer. Every access through it (GetValue/SetValue here, DataCopy/DataCopyPad/Matmul elsewhere) is checked
+// against that size and against the simulator's allocation table (check_gm). A LocalTensor is a UB byte
+// address plus an extent in elements; every access is checked against the extent, and vector/copy
+// operations also check the 32-byte alignment the hardware requires of UB operands. LocalTensor views made
+// with operator[] shrink the extent from the front; a view past the end has extent 0.
+#ifndef DSNPU_ASCENDC_HOST_TENSOR_H
+#define DSNPU_ASCENDC_HOST_TENSOR_H
+
+#include <cstdint>
+#include <cstring>
+
+#include "block.h"
+#include "types.h"
+
+namespace AscendC {
+
+enum class TPosition : uint8_t {
+    GM = 0,
+    A1,
+    A2,
+    B1,
+    B2,
+    C1,
+    C2,
+    CO1,
+    CO2,
+    VECIN,
+    VECOUT,
+    VECCALC,
+    LCM = VECCALC,
+    SPM,
+    SHM = SPM,
+    TSCM,
+    C2PIPE2GM,
+    MAX,
+};
+using QuePosition = TPosition;
+
+template <typename T>
+class GlobalTensor {
+public:
+    using PrimType = T;
+
+    __aicore__ inline GlobalTensor() = default;
+
+    __aicore__ inline void SetGlobalBuffer(__gm__ T* buffer, uint64_t bufferSize) {
+        addr_ = buffer;
+        origin_ = 0;
+        root_size_ = bufferSize;
+        sized_ = true;
+    }
+    // Without a size only the allocation table bounds accesses.
+    __aicore__ inline void SetGlobalBuffer(__gm__ T* buffer) {
+        addr_ = buffer;
+        origin_ = 0;
+        root_size_ = 0;
+        sized_ = false;
+    }
+
+    __aicore__ inline const __gm__ T* GetPhyAddr() const { return addr_; }
+    __aicore__ inline __gm__ T* GetPhyAddr(const uint64_t offset) const { return offset_ptr(offset); }
+    __aicore__ inline uint64_t GetSize() const { return origin_ < root_size_ ? root_size_ - origin_ : 0; }
+
+    __aicore__ inline T GetValue(const uint64_t offset) const {
+        const T* p = dsnpu_span("GlobalTensor::GetValue", offset, 1);
+        T v;
+        std::memcpy(&v, p, sizeof(T));
+        return v;
+    }
+    __aicore__ inline void SetValue(const uint64_t offset, const T& value) const {
+        T* p = dsnpu_span("GlobalTensor::SetValue", offset, 1);
+        std::memcpy(p, &value, sizeof(T));
+    }
+
+    // A view starting `offset` elements in.
+    __aicore__ inline GlobalTensor operator[](const uint64_t offset) const {
+        GlobalTensor r = *this;
+        r.addr_ = offset_ptr(offset);
+        r.origin_ = origin_ + offset;
+        return r;
+    }
+
+    // Host only: the address of elements [offset, offset + count), after checking them against the
+    // tensor's size and the allocation table. `op` names the Ascend C operation in a fault message.
+    T* dsnpu_span(const char* op, uint64_t offset, uint64_t count) const {
+        // Checked against the buffer SetGlobalBuffer described, in its element numbering (views included).
+        const uint64_t first = origin_ + offset;
+        if (sized_ && (first < origin_ || first > root_size_ || count > root_size_ - first)) {
+            ::dsnpu::host::fail("%s: elements [%llu, %llu) are past the end of a GlobalTensor of %llu elements",
+                                op, static_cast<unsigned long long>(first),
+                                static_cast<unsigned long long>(first + count),
+                                static_cast<unsigned long long>(root_size_));
+        }
+        const uint64_t byte_off = ::dsnpu::host::mul_or_fail(op, offset, sizeof(T));
+        const uint64_t bytes = ::dsnpu::host::mul_or_fail(op, count, sizeof(T));
+        T* p = reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(addr_) + byte_off);
+        ::dsnpu::host::check_gm(op, p, bytes);
+        return p;
+    }
+    bool dsnpu_sized() const { return sized_; }
+
+private:
+    // Address arithmetic in integers: a view may point outside any allocation until it is accessed.
+    T* offset_ptr(uint64_t offset) const {
+        return reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(addr_) + offset * sizeof(T));
+    }
+
+    __gm__ T* addr_ = nullptr;
+    uint64_t origin_ = 0;     // elements from the SetGlobalBuffer address to this view
+    uint64_t root_size_ = 0;  // elements SetGlobalBuffer was given
+    bool sized_ = false;
+};
+
+template <typename T>
+class LocalTensor {
+public:
+    using PrimType = T;
+
+    __aicore__ inline LocalTensor() = default;
+
+    __aicore__ inline T GetValue(const uint32_t index) const {
+        T v;
+        std::memcpy(&v, element("LocalTensor::GetValue", index), sizeof(T));
+        return v;
+    }
+    __aicore__ inline void SetValue(const uint32_t index, const T& value) const {
+        std::memcpy(element("LocalTensor::SetValue", index), &value, sizeof(T));
+    }
+
+    // A view starting `offset` elements in.
+    __aicore__ inline LocalTensor operator[](const uint32_t offset) const {
+        LocalTensor r;
+        r.addr_ = addr_ + offset * static_cast<uint32_t>(sizeof(T));
+        r.len_ = offset <= len_ ? len_ - offset : 0;
+        return r;
+    }
+
+    // The same bytes seen as another element type.
+    template <typename U>
+    __aicore__ inline LocalTensor<U> ReinterpretCast() const {
+        return LocalTensor<U>::dsnpu_make(addr_, static_cast<uint32_t>(len_ * sizeof(T) / sizeof(U)));
+    }
+
+    __aicore__ inline uint32_t GetSize() const { return len_; }
+    __aicore__ inline uint32_t GetLength() const { return len_ * static_cast<uint32_t>(sizeof(T)); }
+    // The UB byte address.
+    __aicore__ inline uint64_t GetPhyAddr() const { return addr_; }
+
+    // Host only.
+    static LocalTensor dsnpu_make(uint32_t ub_addr, uint32_t len) {
+        LocalTensor t;
+        t.addr_ = ub_addr;
+        t.len_ = len;
+        return t;
+    }
+    uint32_t dsnpu_addr() const { return addr_; }
+    // The host address of elements [0, count) after checking the extent and, when `aligned`, the
+    // 32-byte UB alignment vector and copy instructions need. `what` names the operand.
+    T* dsnpu_span(const char* op, const char* what, uint64_t count, bool aligned = true) const {
+        if (count > len_) {
+            ::dsnpu::host::fail("%s: %llu elements of %s exceed its LocalTensor extent of %u elements", op,
+                                static_cast<unsigned long long>(count), what, len_);
+        }
+        if (aligned && addr_ % ::dsnpu::host::kUbBlock != 0) {
+            ::dsnpu::host::fail("%s: %s at UB address %u is not 32-byte aligned", op, what, addr_);
+        }
+        return reinterpret_cast<T*>(::dsnpu::host::block().ub + addr_);
+    }
+
+private:
+    T* element(const char* op, uint32_t index) const {
+        if (index >= len_) {
+            ::dsnpu::host::fail("%s: index %u is outside a LocalTensor of %u elements", op, index, len_);
+        }
+        return reinterpret_cast<T*>(::dsnpu::host::block().ub + addr_ + index * sizeof(T));
+    }
+
+    uint32_t addr_ = 0;  // UB byte address
+    uint32_t len_ = 0;   // extent in elements
+};
+
+}  // namespace AscendC
+
+#endif

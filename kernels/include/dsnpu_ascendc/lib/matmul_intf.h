@@ -1,0 +1,259 @@
+// Host implementation of the core of Ascend C's high-level Matmul API (lib/matmul_intf.h).
+//
+// Contract: C[singleCoreM x singleCoreN] = A[singleCoreM x singleCoreK] * B[singleCoreK x singleCoreN]
+// (+ bias[singleCoreN]) for the operands set on the object, in ND layout with leading dimensions from the
+// tiling's original shape (A: Ka, or M when transposed; B: N, or Kb when transposed; C: N). Products are
+// accumulated in f32 in ascending k, the bias added in f32, and the result rounded to C's type
+// (nearest-even) — what the cube's L0C accumulator and fixpipe do. The work is walked in baseM x baseN
+// output tiles with baseK steps; base sizes must fit L0A/L0B (64 KiB) and L0C (128 KiB as f32), or Init
+// faults. Every GM row segment read or written is checked (tensor size + allocation table).
+//
+// Counters: cube_macs += m*n*k of each step (no padding to 16x16x16 fractals); GM traffic follows a
+// no-reuse model: every output tile streams its A and B panels (and bias) once, counted in gm_to_ub_bytes,
+// and writes its C tile once, counted in ub_to_gm_bytes (on the device these go through L1/L0C, not UB).
+#ifndef DSNPU_ASCENDC_LIB_MATMUL_INTF_H
+#define DSNPU_ASCENDC_LIB_MATMUL_INTF_H
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "../kernel_operator.h"
+
+enum class CubeFormat : uint8_t {
+    ND = 0,
+    NZ,
+    ZN,
+    ZZ,
+    NN,
+    ND_ALIGN,
+    SCALAR,
+    VECTOR,
+};
+
+// The subset of TCubeTiling's fields the host Matmul reads (all int32, as in CANN).
+struct TCubeTiling {
+    int32_t usedCoreNum = 1;
+    int32_t M = 0;
+    int32_t N = 0;
+    int32_t Ka = 0;
+    int32_t Kb = 0;
+    int32_t singleCoreM = 0;
+    int32_t singleCoreN = 0;
+    int32_t singleCoreK = 0;
+    int32_t baseM = 0;
+    int32_t baseN = 0;
+    int32_t baseK = 0;
+    int32_t depthA1 = 1;
+    int32_t depthB1 = 1;
+    int32_t stepM = 1;
+    int32_t stepN = 1;
+    int32_t stepKa = 1;
+    int32_t stepKb = 1;
+    int32_t isBias = 0;
+    int32_t iterateOrder = 0;
+    int32_t dbL0A = 1;
+    int32_t dbL0B = 1;
+    int32_t dbL0C = 1;
+};
+
+namespace AscendC {
+
+template <TPosition POSITION, CubeFormat FORMAT, typename TYPE, bool ISTRANS = false>
+struct MatmulType {
+    static constexpr TPosition pos = POSITION;
+    static constexpr CubeFormat format = FORMAT;
+    static constexpr bool isTrans = ISTRANS;
+    using T = TYPE;
+};
+
+namespace detail {
+constexpr uint64_t kL0ABytes = 64 * 1024;
+constexpr uint64_t kL0BBytes = 64 * 1024;
+constexpr uint64_t kL0CBytes = 128 * 1024;
+}  // namespace detail
+
+template <class A_TYPE, class B_TYPE, class C_TYPE, class BIAS_TYPE = MatmulType<TPosition::GM, CubeFormat::ND, float>>
+class Matmul {
+    using A = typename A_TYPE::T;
+    using B = typename B_TYPE::T;
+    using C = typename C_TYPE::T;
+    using Bias = typename BIAS_TYPE::T;
+    static_assert(A_TYPE::format == CubeFormat::ND && B_TYPE::format == CubeFormat::ND &&
+                      C_TYPE::format == CubeFormat::ND,
+                  "the host Matmul implements ND layouts only");
+    static_assert(A_TYPE::pos == TPosition::GM && B_TYPE::pos == TPosition::GM && C_TYPE::pos == TPosition::GM,
+                  "the host Matmul implements GM operands only");
+
+public:
+    __aicore__ inline void Init(const TCubeTiling* tiling, TPipe* pipe = nullptr) {
+        (void)pipe;
+        const char* op = "Matmul::Init";
+        if (tiling == nullptr) ::dsnpu::host::fail("%s: no tiling", op);
+        t_ = *tiling;
+        if (t_.M <= 0 || t_.N <= 0 || t_.Ka <= 0 || t_.Kb <= 0 || t_.singleCoreM <= 0 || t_.singleCoreN <= 0 ||
+            t_.singleCoreK <= 0 || t_.baseM <= 0 || t_.baseN <= 0 || t_.baseK <= 0) {
+            ::dsnpu::host::fail("%s: non-positive shape in the tiling (M %d N %d Ka %d Kb %d single %d/%d/%d base %d/%d/%d)",
+                                op, t_.M, t_.N, t_.Ka, t_.Kb, t_.singleCoreM, t_.singleCoreN, t_.singleCoreK,
+                                t_.baseM, t_.baseN, t_.baseK);
+        }
+        const uint64_t l0a = static_cast<uint64_t>(t_.baseM) * t_.baseK * sizeof(A);
+        const uint64_t l0b = static_cast<uint64_t>(t_.baseK) * t_.baseN * sizeof(B);
+        const uint64_t l0c = static_cast<uint64_t>(t_.baseM) * t_.baseN * sizeof(float);
+        if (l0a > detail::kL0ABytes || l0b > detail::kL0BBytes || l0c > detail::kL0CBytes) {
+            ::dsnpu::host::fail("%s: base tile %dx%dx%d needs L0A %llu, L0B %llu, L0C %llu bytes (limits 65536, 65536, "
+                                "131072)",
+                                op, t_.baseM, t_.baseN, t_.baseK, static_cast<unsigned long long>(l0a),
+                                static_cast<unsigned long long>(l0b), static_cast<unsigned long long>(l0c));
+        }
+        m_ = t_.singleCoreM;
+        n_ = t_.singleCoreN;
+        k_ = t_.singleCoreK;
+        bias_on_ = t_.isBias != 0;
+        init_ = true;
+    }
+    __aicore__ inline void SetOrgShape(int orgM, int orgN, int orgKa, int orgKb = 0) {
+        t_.M = orgM;
+        t_.N = orgN;
+        t_.Ka = orgKa;
+        t_.Kb = orgKb == 0 ? orgKa : orgKb;
+    }
+    __aicore__ inline void SetSingleShape(int singleM, int singleN, int singleK) { SetTail(singleM, singleN, singleK); }
+    __aicore__ inline void SetTensorA(const GlobalTensor<A>& gm, bool isTransposeA = false) {
+        a_ = gm;
+        trans_a_ = isTransposeA;
+        has_a_ = true;
+    }
+    __aicore__ inline void SetTensorB(const GlobalTensor<B>& gm, bool isTransposeB = false) {
+        b_ = gm;
+        trans_b_ = isTransposeB;
+        has_b_ = true;
+    }
+    __aicore__ inline void SetBias(const GlobalTensor<Bias>& gm) {
+        bias_ = gm;
+        bias_on_ = true;
+        has_bias_ = true;
+    }
+    __aicore__ inline void DisableBias() { bias_on_ = false; }
+    // Reset this core's singleCoreM/N/K (for the tail blocks); -1 keeps a value.
+    __aicore__ inline void SetTail(int tailM = -1, int tailN = -1, int tailK = -1) {
+        if (tailM != -1) m_ = tailM;
+        if (tailN != -1) n_ = tailN;
+        if (tailK != -1) k_ = tailK;
+    }
+
+    // Compute the whole C block and write it to `gm` (adding to it with enAtomic = 1).
+    __aicore__ inline void IterateAll(const GlobalTensor<C>& gm, uint8_t enAtomic = 0) {
+        const char* op = "Matmul::IterateAll";
+        if (!init_) ::dsnpu::host::fail("%s: Init (REGIST_MATMUL_OBJ) was not called", op);
+        if (!has_a_ || !has_b_) ::dsnpu::host::fail("%s: SetTensorA/SetTensorB missing", op);
+        if (bias_on_ && !has_bias_) ::dsnpu::host::fail("%s: the tiling has isBias but SetBias was not called", op);
+        if (m_ <= 0 || n_ <= 0 || k_ <= 0) ::dsnpu::host::fail("%s: empty shape %dx%dx%d", op, m_, n_, k_);
+        const int64_t lda = trans_a_ ? t_.M : t_.Ka;
+        const int64_t ldb = trans_b_ ? t_.Kb : t_.N;
+        const int64_t ldc = t_.N;
+        dsnpu_sim_counters& ctr = ::dsnpu::host::counters();
+        std::vector<float> af, bf, acc;
+        for (int64_t m0 = 0; m0 < m_; m0 += t_.baseM) {
+            const int64_t bm = std::min<int64_t>(t_.baseM, m_ - m0);
+            for (int64_t n0 = 0; n0 < n_; n0 += t_.baseN) {
+                const int64_t bn = std::min<int64_t>(t_.baseN, n_ - n0);
+                acc.assign(static_cast<size_t>(bm * bn), 0.0f);
+                for (int64_t k0 = 0; k0 < k_; k0 += t_.baseK) {
+                    const int64_t bk = std::min<int64_t>(t_.baseK, k_ - k0);
+                    load(op, a_, trans_a_, lda, m0, bm, k0, bk, af);  // af[i*bk + kk]
+                    load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf);  // bf[j*bk + kk]
+                    for (int64_t i = 0; i < bm; ++i) {
+                        const float* ar = &af[static_cast<size_t>(i * bk)];
+                        for (int64_t j = 0; j < bn; ++j) {
+                            const float* br = &bf[static_cast<size_t>(j * bk)];
+                            float s = acc[static_cast<size_t>(i * bn + j)];
+                            for (int64_t kk = 0; kk < bk; ++kk) s += ar[kk] * br[kk];
+                            acc[static_cast<size_t>(i * bn + j)] = s;
+                        }
+                    }
+                    ctr.cube_macs += static_cast<uint64_t>(bm * bn * bk);
+                    ctr.gm_to_ub_bytes += static_cast<uint64_t>(bm * bk) * sizeof(A) + static_cast<uint64_t>(bk * bn) * sizeof(B);
+                }
+                if (bias_on_) {
+                    const Bias* bp = bias_.dsnpu_span(op, static_cast<uint64_t>(n0), static_cast<uint64_t>(bn));
+                    for (int64_t i = 0; i < bm; ++i) {
+                        for (int64_t j = 0; j < bn; ++j) {
+                            acc[static_cast<size_t>(i * bn + j)] +=
+                                static_cast<float>(::dsnpu::host::Elem<Bias>::to_d(bp[j]));
+                        }
+                    }
+                    ctr.gm_to_ub_bytes += static_cast<uint64_t>(bn) * sizeof(Bias);
+                }
+                for (int64_t i = 0; i < bm; ++i) {
+                    C* cp = gm.dsnpu_span(op, static_cast<uint64_t>((m0 + i) * ldc + n0), static_cast<uint64_t>(bn));
+                    for (int64_t j = 0; j < bn; ++j) {
+                        float v = acc[static_cast<size_t>(i * bn + j)];
+                        if (enAtomic) v += static_cast<float>(::dsnpu::host::Elem<C>::to_d(cp[j]));
+                        cp[j] = ::dsnpu::host::Elem<C>::from_d(v);
+                    }
+                }
+                ctr.ub_to_gm_bytes += static_cast<uint64_t>(bm * bn) * sizeof(C);
+            }
+        }
+    }
+    __aicore__ inline void End() {
+        has_a_ = has_b_ = has_bias_ = false;
+    }
+
+private:
+    // Load rows [r0, r0 + rows) x k-range [k0, k0 + bk) of an operand into out[r * bk + kk] as f32.
+    // `k_strided`: k runs down a stored column (A transposed, B not transposed), else along a stored row.
+    template <typename T>
+    static void load(const char* op, const GlobalTensor<T>& g, bool k_strided, int64_t ld, int64_t r0,
+                     int64_t rows, int64_t k0, int64_t bk, std::vector<float>& out) {
+        out.resize(static_cast<size_t>(rows * bk));
+        if (!k_strided) {
+            for (int64_t r = 0; r < rows; ++r) {
+                const T* p = g.dsnpu_span(op, static_cast<uint64_t>((r0 + r) * ld + k0), static_cast<uint64_t>(bk));
+                for (int64_t kk = 0; kk < bk; ++kk) {
+                    out[static_cast<size_t>(r * bk + kk)] = static_cast<float>(::dsnpu::host::Elem<T>::to_d(p[kk]));
+                }
+            }
+        } else {
+            for (int64_t kk = 0; kk < bk; ++kk) {
+                const T* p = g.dsnpu_span(op, static_cast<uint64_t>((k0 + kk) * ld + r0), static_cast<uint64_t>(rows));
+                for (int64_t r = 0; r < rows; ++r) {
+                    out[static_cast<size_t>(r * bk + kk)] = static_cast<float>(::dsnpu::host::Elem<T>::to_d(p[r]));
+                }
+            }
+        }
+    }
+
+    TCubeTiling t_{};
+    GlobalTensor<A> a_;
+    GlobalTensor<B> b_;
+    GlobalTensor<Bias> bias_;
+    int m_ = 0, n_ = 0, k_ = 0;
+    bool trans_a_ = false, trans_b_ = false;
+    bool has_a_ = false, has_b_ = false, has_bias_ = false, bias_on_ = false, init_ = false;
+};
+
+}  // namespace AscendC
+
+// Older CANN samples spell these through the matmul namespace.
+namespace matmul {
+using AscendC::Matmul;
+using AscendC::MatmulType;
+}  // namespace matmul
+
+// Initialise Matmul objects with their tilings: REGIST_MATMUL_OBJ(&pipe, workspace, mm, &tiling[, mm2, &t2]).
+#define REGIST_MATMUL_OBJ(tpipe, workspace, ...) ::dsnpu::host::regist_matmul((tpipe), (workspace), __VA_ARGS__)
+
+namespace dsnpu {
+namespace host {
+inline void regist_matmul(AscendC::TPipe*, GM_ADDR) {}
+template <class MM, class... Rest>
+inline void regist_matmul(AscendC::TPipe* pipe, GM_ADDR ws, MM& mm, const TCubeTiling* tiling, Rest&&... rest) {
+    mm.Init(tiling, pipe);
+    regist_matmul(pipe, ws, rest...);
+}
+}  // namespace host
+}  // namespace dsnpu
+
+#endif

@@ -1,0 +1,231 @@
+/*
+ * rope_<t> (t = f32, f16, bf16): rotary position embedding from precomputed cos/sin tables, in f32.
+ *
+ * For a row x of `dim` elements at position p, with c_i = cos[p, i], s_i = sin[p, i] (i < dim / 2) and the
+ * pair (a, b) = (x[2i], x[2i+1]) (interleaved) or (x[i], x[i + dim/2]) (half-split):
+ *   a' = a c_i - b s_i,   b' = b c_i + a s_i,
+ * written back to the same places. Any scaling (YaRN's frequencies and attention factor) is already in the
+ * tables.
+ *
+ * Vector form: per token, the tables are expanded to cos2[j] = c_{i(j)} and sin2[j] = -+s_{i(j)} (minus on
+ * each pair's first element) with Gather; per row, xs = x with each pair swapped (Gather), then
+ * y = x * cos2 + xs * sin2. Tokens are split across blocks and streamed in tiles of tokens_per_tile
+ * tokens (tokens_per_tile * heads rows, each padded to 32 bytes in UB) through a double-buffered queue;
+ * each rotated row goes back into the buffer it came from and out from there. UB use (R =
+ * tokens_per_tile * heads, P = round_up_32(dim * sizeof(t)), F = P / sizeof(t) * 4,
+ * H = round_up_32(dim / 2 * 4)):
+ *   2 R P (x queue) [+ R F (x in f32, 16-bit t only)] + 2 H (cos, sin rows) + 7 F (cos2, sin2, two
+ *   temporaries, swap and table offsets, signs).
+ */
+#include "dsnpu_kernels/kernel_util.h"
+#include "dsnpu_kernels/tiling.h"
+
+using namespace AscendC;
+using namespace dsnpu_kernels;
+
+namespace {
+
+template <typename T>
+class KernelRope {
+    static constexpr bool IS_F32 = IsSame<T, float>::value;
+
+public:
+    __aicore__ inline void Init(GM_ADDR x, GM_ADDR positions, GM_ADDR cosTable, GM_ADDR sinTable, GM_ADDR y,
+                                const DsnpuRopeTiling& t) {
+        heads_ = t.heads;
+        dim_ = t.dim;
+        half_ = t.dim / 2;
+        stride_ = t.row_stride;
+        layout_ = t.layout;
+        tileTokens_ = t.tokens_per_tile;
+        const uint64_t first = static_cast<uint64_t>(GetBlockIdx()) * t.tokens_per_block;
+        tokens_ = first >= t.tokens ? 0 : Min(t.tokens_per_block, static_cast<uint32_t>(t.tokens - first));
+        if (tokens_ == 0 || tileTokens_ == 0 || heads_ == 0 || dim_ == 0) {
+            tokens_ = 0;
+            return;
+        }
+        first_ = static_cast<uint32_t>(first);
+        const uint64_t rows = static_cast<uint64_t>(t.tokens) * heads_;
+        const uint64_t xSize = (rows - 1) * stride_ + dim_;
+        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), xSize);
+        yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), xSize);
+        posGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(positions), t.tokens);
+        cosGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(cosTable), static_cast<uint64_t>(t.table_rows) * half_);
+        sinGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sinTable), static_cast<uint64_t>(t.table_rows) * half_);
+
+        rowBytes_ = AlignUp(dim_ * sizeof(T), UB_BLOCK);
+        dimPad_ = rowBytes_ / sizeof(T);
+        const uint32_t tileRows = tileTokens_ * heads_;
+        const uint32_t f32Row = dimPad_ * sizeof(float);
+        tableBytes_ = AlignUp(half_ * sizeof(float), UB_BLOCK);
+        pipe_.InitBuffer(xQue_, BUFFER_NUM, tileRows * rowBytes_);
+        if constexpr (!IS_F32) {
+            pipe_.InitBuffer(xF_, tileRows * f32Row);
+        }
+        pipe_.InitBuffer(cs_, 2 * tableBytes_);
+        pipe_.InitBuffer(cos2_, f32Row);
+        pipe_.InitBuffer(sin2_, f32Row);
+        pipe_.InitBuffer(tmpA_, f32Row);
+        pipe_.InitBuffer(tmpB_, f32Row);
+        pipe_.InitBuffer(swap_, f32Row);
+        pipe_.InitBuffer(tidx_, f32Row);
+        pipe_.InitBuffer(sign_, f32Row);
+    }
+
+    __aicore__ inline void Process() {
+        if (tokens_ == 0) return;
+        BuildIndices();
+        for (uint32_t t0 = 0; t0 < tokens_; t0 += tileTokens_) {
+            const uint32_t n = Min(tileTokens_, tokens_ - t0);
+            CopyIn(t0, n);
+            Compute(t0, n);
+            CopyOut(t0, n);
+        }
+    }
+
+private:
+    // Byte offsets of each element's pair partner and table entry, and the sign of its sin term.
+    __aicore__ inline void BuildIndices() {
+        LocalTensor<uint32_t> swap = swap_.Get<uint32_t>();
+        LocalTensor<uint32_t> tidx = tidx_.Get<uint32_t>();
+        LocalTensor<float> sign = sign_.Get<float>();
+        for (uint32_t j = 0; j < dim_; ++j) {
+            uint32_t partner, entry;
+            bool first;
+            if (layout_ == DSNPU_ROPE_INTERLEAVED) {
+                partner = j ^ 1u;
+                entry = j / 2;
+                first = (j % 2) == 0;
+            } else {
+                partner = j < half_ ? j + half_ : j - half_;
+                entry = j < half_ ? j : j - half_;
+                first = j < half_;
+            }
+            swap.SetValue(j, partner * static_cast<uint32_t>(sizeof(float)));
+            tidx.SetValue(j, entry * static_cast<uint32_t>(sizeof(float)));
+            sign.SetValue(j, first ? -1.0f : 1.0f);
+        }
+        SetFlag<HardEvent::S_V>(0);
+        WaitFlag<HardEvent::S_V>(0);
+    }
+
+    __aicore__ inline uint64_t RowOffset(uint32_t token) const {
+        return static_cast<uint64_t>(first_ + token) * heads_ * stride_;
+    }
+
+    __aicore__ inline DataCopyExtParams Rows(uint32_t n, bool toUb) const {
+        const uint32_t gap = (stride_ - dim_) * static_cast<uint32_t>(sizeof(T));
+        return DataCopyExtParams(static_cast<uint16_t>(n * heads_), dim_ * static_cast<uint32_t>(sizeof(T)),
+                                 toUb ? gap : 0, toUb ? 0 : gap, 0);
+    }
+
+    __aicore__ inline void CopyIn(uint32_t t0, uint32_t n) {
+        LocalTensor<T> x = xQue_.AllocTensor<T>();
+        DataCopyPad(x, xGm_[RowOffset(t0)], Rows(n, true), DataCopyPadExtParams<T>(false, 0, 0, T(0)));
+        xQue_.EnQue(x);
+    }
+
+    // cos2/sin2 for the token at `pos` (a position outside the table faults in the checked copy).
+    __aicore__ inline void LoadTables(int32_t pos) {
+        LocalTensor<float> cs = cs_.Get<float>();
+        LocalTensor<float> c = cs;
+        LocalTensor<float> s = cs[tableBytes_ / sizeof(float)];
+        const uint64_t at = static_cast<uint64_t>(static_cast<int64_t>(pos)) * half_;
+        const DataCopyExtParams row(1, half_ * static_cast<uint32_t>(sizeof(float)), 0, 0, 0);
+        const DataCopyPadExtParams<float> noPad(false, 0, 0, 0.0f);
+        DataCopyPad(c, cosGm_[at], row, noPad);
+        DataCopyPad(s, sinGm_[at], row, noPad);
+        SetFlag<HardEvent::MTE2_V>(0);
+        WaitFlag<HardEvent::MTE2_V>(0);
+        LocalTensor<uint32_t> tidx = tidx_.Get<uint32_t>();
+        LocalTensor<float> cos2 = cos2_.Get<float>();
+        LocalTensor<float> sin2 = sin2_.Get<float>();
+        Gather(cos2, c, tidx, 0, dim_);
+        Gather(sin2, s, tidx, 0, dim_);
+        Mul(sin2, sin2, sign_.Get<float>(), dim_);
+    }
+
+    __aicore__ inline void Compute(uint32_t t0, uint32_t n) {
+        x_ = xQue_.DeQue<T>();
+        LocalTensor<float> xf;
+        if constexpr (IS_F32) {
+            xf = x_;
+        } else {
+            xf = xF_.Get<float>();
+            ToFloat(xf, x_, n * heads_ * dimPad_);
+        }
+        LocalTensor<float> cos2 = cos2_.Get<float>();
+        LocalTensor<float> sin2 = sin2_.Get<float>();
+        LocalTensor<float> a = tmpA_.Get<float>();
+        LocalTensor<float> b = tmpB_.Get<float>();
+        LocalTensor<uint32_t> swap = swap_.Get<uint32_t>();
+        for (uint32_t tt = 0; tt < n; ++tt) {
+            const int32_t pos = posGm_.GetValue(first_ + t0 + tt);
+            LoadTables(pos);
+            for (uint32_t h = 0; h < heads_; ++h) {
+                const uint32_t r = (tt * heads_ + h) * dimPad_;
+                LocalTensor<float> row = xf[r];
+                Gather(b, row, swap, 0, dim_);
+                Mul(a, row, cos2, dim_);
+                Mul(b, b, sin2, dim_);
+                if constexpr (IS_F32) {
+                    Add(row, a, b, dim_);
+                } else {
+                    Add(a, a, b, dim_);
+                    Cast(x_[r], a, RoundMode::CAST_RINT, dim_);
+                }
+            }
+        }
+        SetFlag<HardEvent::V_MTE3>(0);
+        WaitFlag<HardEvent::V_MTE3>(0);
+    }
+
+    __aicore__ inline void CopyOut(uint32_t t0, uint32_t n) {
+        DataCopyPad(yGm_[RowOffset(t0)], x_, Rows(n, false));
+        xQue_.FreeTensor(x_);
+    }
+
+    TPipe pipe_;
+    TQue<TPosition::VECIN, BUFFER_NUM> xQue_;
+    LocalTensor<T> x_;  // the tile between Compute and CopyOut
+    TBuf<TPosition::VECCALC> xF_, cs_, cos2_, sin2_, tmpA_, tmpB_, swap_, tidx_, sign_;
+    GlobalTensor<T> xGm_, yGm_;
+    GlobalTensor<int32_t> posGm_;
+    GlobalTensor<float> cosGm_, sinGm_;
+    uint32_t heads_ = 0, dim_ = 0, half_ = 0, stride_ = 0, layout_ = 0, tileTokens_ = 0;
+    uint32_t tokens_ = 0, first_ = 0, rowBytes_ = 0, dimPad_ = 0, tableBytes_ = 0;
+};
+
+template <typename T>
+__aicore__ inline void Rope(GM_ADDR x, GM_ADDR positions, GM_ADDR cosTable, GM_ADDR sinTable, GM_ADDR y,
+                            GM_ADDR tiling) {
+    GET_TILING_DATA_WITH_STRUCT(DsnpuRopeTiling, t, tiling);
+    KernelRope<T> op;
+    op.Init(x, positions, cosTable, sinTable, y, t);
+    op.Process();
+}
+
+}  // namespace
+
+extern "C" __global__ __aicore__ void DSNPU_KERNEL(rope_f32)(GM_ADDR x, GM_ADDR positions, GM_ADDR cosTable,
+                                                             GM_ADDR sinTable, GM_ADDR y, GM_ADDR workspace,
+                                                             GM_ADDR tiling) {
+    (void)workspace;
+    Rope<float>(x, positions, cosTable, sinTable, y, tiling);
+}
+extern "C" __global__ __aicore__ void DSNPU_KERNEL(rope_f16)(GM_ADDR x, GM_ADDR positions, GM_ADDR cosTable,
+                                                             GM_ADDR sinTable, GM_ADDR y, GM_ADDR workspace,
+                                                             GM_ADDR tiling) {
+    (void)workspace;
+    Rope<half>(x, positions, cosTable, sinTable, y, tiling);
+}
+extern "C" __global__ __aicore__ void DSNPU_KERNEL(rope_bf16)(GM_ADDR x, GM_ADDR positions, GM_ADDR cosTable,
+                                                              GM_ADDR sinTable, GM_ADDR y, GM_ADDR workspace,
+                                                              GM_ADDR tiling) {
+    (void)workspace;
+    Rope<bfloat16_t>(x, positions, cosTable, sinTable, y, tiling);
+}
+
+DSNPU_HOST_ENTRY(rope_f32)
+DSNPU_HOST_ENTRY(rope_f16)
+DSNPU_HOST_ENTRY(rope_bf16)

@@ -1,0 +1,119 @@
+//! dsnpu's Ascend C kernels and the host side of launching them.
+//!
+//! The kernels (`src/ascendc/*.cpp`) are Ascend C sources written for the AI Core. `build.rs` compiles
+//! them together with a clean-room host implementation of the Ascend C API subset they use
+//! (`include/dsnpu_ascendc`) into one shared object, the *host kernel binary*, which the dsnpu simulator
+//! loads like a device binary and launches through the real AscendCL calls. Its ABI is
+//! `sim/include/dsnpu_sim_kernel.h`: one exported symbol per kernel, named like the kernel.
+//!
+//! Layers and contracts:
+//! - the host Ascend C layer checks every memory access a kernel makes (GM against the tensor's size
+//!   and the simulator's allocation table, UB against the tensor's extent, the Unified Buffer capacity
+//!   and 32-byte alignment) and reports a violation through the simulator as a fault of the launch;
+//!   it counts GM traffic, vector element operations, cube multiply-adds and the UB high-water mark;
+//! - the kernels trust their tiling struct (computed here from validated shapes): a wrong tiling can
+//!   only make a kernel fault on a checked access;
+//! - [`tiling`] validates shapes and hardware budgets and returns typed errors, never panics.
+//!
+//! Exported kernels (`<t>` is `f32`, `f16` or `bf16`, see [`Kernel::symbol`]): `rms_norm_<t>`,
+//! `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`, `linear_<t>`, and the layer's self-tests
+//! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
+
+pub mod error;
+pub mod tiling;
+
+pub use error::{KernelError, Result};
+pub use tiling::{
+    CoreBudget, LinearTiling, RmsNormTiling, RopeLayout, RopeTiling, SelftestTiling, SiluMulTiling,
+    Tiling,
+};
+
+/// Absolute path of the host kernel binary built for this crate (in cargo's OUT_DIR).
+pub const HOST_KERNELS_PATH: &str = env!("DSNPU_HOST_KERNELS_PATH");
+
+/// The host kernel binary's bytes, for `aclrtBinaryLoadFromData` when the build directory is gone.
+pub static HOST_KERNELS: &[u8] = include_bytes!(env!("DSNPU_HOST_KERNELS_PATH"));
+
+/// The ABI version the host kernel binary exports (`DSNPU_SIM_KERNEL_ABI`).
+pub const HOST_KERNEL_ABI: u32 = 1;
+
+/// Element types the kernels are instantiated for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl KernelDtype {
+    /// All instantiated types.
+    pub const ALL: [KernelDtype; 3] = [KernelDtype::F32, KernelDtype::F16, KernelDtype::Bf16];
+
+    /// Bytes per element.
+    pub fn size(self) -> u32 {
+        match self {
+            KernelDtype::F32 => 4,
+            KernelDtype::F16 | KernelDtype::Bf16 => 2,
+        }
+    }
+}
+
+/// The kernels of the host kernel binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// `(x, weight, y, workspace, tiling)` with [`RmsNormTiling`].
+    RmsNorm,
+    /// `(x, residual, weight, y, sum, workspace, tiling)` with [`RmsNormTiling`].
+    AddRmsNorm,
+    /// `(x, positions, cos, sin, y, workspace, tiling)` with [`RopeTiling`].
+    Rope,
+    /// `(gate_up, out, workspace, tiling)` with [`SiluMulTiling`].
+    SiluMul,
+    /// `(x, w, bias, y, workspace, tiling)` with [`LinearTiling`]; bias is f32 and may be null.
+    Linear,
+}
+
+impl Kernel {
+    /// All kernels.
+    pub const ALL: [Kernel; 5] = [
+        Kernel::RmsNorm,
+        Kernel::AddRmsNorm,
+        Kernel::Rope,
+        Kernel::SiluMul,
+        Kernel::Linear,
+    ];
+
+    /// The exported symbol of this kernel for `dtype`.
+    pub fn symbol(self, dtype: KernelDtype) -> &'static str {
+        use Kernel::*;
+        use KernelDtype::*;
+        match (self, dtype) {
+            (RmsNorm, F32) => "rms_norm_f32",
+            (RmsNorm, F16) => "rms_norm_f16",
+            (RmsNorm, Bf16) => "rms_norm_bf16",
+            (AddRmsNorm, F32) => "add_rms_norm_f32",
+            (AddRmsNorm, F16) => "add_rms_norm_f16",
+            (AddRmsNorm, Bf16) => "add_rms_norm_bf16",
+            (Rope, F32) => "rope_f32",
+            (Rope, F16) => "rope_f16",
+            (Rope, Bf16) => "rope_bf16",
+            (SiluMul, F32) => "silu_mul_f32",
+            (SiluMul, F16) => "silu_mul_f16",
+            (SiluMul, Bf16) => "silu_mul_bf16",
+            (Linear, F32) => "linear_f32",
+            (Linear, F16) => "linear_f16",
+            (Linear, Bf16) => "linear_bf16",
+        }
+    }
+
+    /// Number of GM address parameters, tiling included.
+    pub fn arity(self) -> usize {
+        match self {
+            Kernel::RmsNorm => 5,
+            Kernel::AddRmsNorm => 7,
+            Kernel::Rope => 7,
+            Kernel::SiluMul => 4,
+            Kernel::Linear => 6,
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Memory-mapped safetensors checkpoints: one `model.safetensors` or shards listed by
+//! `model.safetensors.index.json`.
+//!
+//! # Contract
+//! - [`Checkpoint::open`] maps every file and validates each header (via the `safetensors` crate: JSON form,
+//!   offsets contiguous and inside the file, byte counts matching dtype × shape). A corrupt header is
+//!   [`ModelError::Safetensors`] naming the file; an index naming a tensor its shard lacks, or a tensor in two
+//!   shards, is [`ModelError::Checkpoint`].
+//! - Reads convert to `f32`: F32, BF16 and F16 exactly; F8_E4M3 by dequantizing with the tensor's
+//!   `<name>_scale_inv` block scales (see [`fp8`]). Other dtypes are [`ModelError::TensorDType`].
+//! - [`Checkpoint::matrix`] / [`Checkpoint::vector`] check the stored shape against the one the caller expects
+//!   and name the tensor on mismatch; a missing tensor is [`ModelError::MissingTensor`].
+//! - Trusted: that the files are not modified or truncated while mapped (see the SAFETY note in `map_file`).
+
+pub mod fp8;
+
+use crate::error::{ModelError, Result};
+use memmap2::Mmap;
+use ndarray::{Array1, Array2, ArrayView2};
+use safetensors::tensor::{Dtype, SafeTensors, TensorInfo};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// The single-file checkpoint name.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// The shard index name.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+struct MappedFile {
+    path: PathBuf,
+    map: Mmap,
+    /// Byte offset of the data section (8 + header length).
+    data_start: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    file: usize,
+    info: TensorInfo,
+}
+
+/// Dtype and shape of a stored tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorMeta {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
+/// An open checkpoint directory.
+pub struct Checkpoint {
+    dir: PathBuf,
+    files: Vec<MappedFile>,
+    tensors: BTreeMap<String, Entry>,
+    fp8_block: [usize; 2],
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("dir", &self.dir)
+            .field("files", &self.files.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl Checkpoint {
+    /// Open `dir/model.safetensors.index.json` if present, else `dir/model.safetensors`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let index_path = dir.join(INDEX_FILE);
+        let file_names: Vec<String> = if index_path.is_file() {
+            let index = read_index(&index_path)?;
+            let mut names: Vec<String> = index.values().cloned().collect();
+            names.sort();
+            names.dedup();
+            let mut ckpt = Checkpoint::from_files(&dir, &names)?;
+            // The index is the authority on where each tensor lives.
+            for (tensor, file) in &index {
+                let in_file = ckpt
+                    .tensors
+                    .get(tensor)
+                    .map(|e| ckpt.files[e.file].path.ends_with(file));
+                if in_file != Some(true) {
+                    return Err(ModelError::Checkpoint {
+                        dir,
+                        reason: format!("{INDEX_FILE} places tensor `{tensor}` in `{file}`, which does not hold it"),
+                    });
+                }
+            }
+            ckpt.tensors.retain(|name, _| index.contains_key(name));
+            return Ok(ckpt);
+        } else if dir.join(SINGLE_FILE).is_file() {
+            vec![SINGLE_FILE.to_string()]
+        } else if !dir.is_dir() {
+            return Err(ModelError::Checkpoint {
+                dir,
+                reason: "not a directory".into(),
+            });
+        } else {
+            return Err(ModelError::Checkpoint {
+                dir,
+                reason: format!("holds neither {SINGLE_FILE} nor {INDEX_FILE}"),
+            });
+        };
+        Checkpoint::from_files(&dir, &file_names)
+    }
+
+    fn from_files(dir: &Path, names: &[String]) -> Result<Self> {
+        let mut files = Vec::with_capacity(names.len());
+        let mut tensors = BTreeMap::new();
+        for name in names {
+            if Path::new(name).components().count() != 1 {
+                return Err(ModelError::Checkpoint {
+                    dir: dir.to_path_buf(),
+                    reason: format!("shard name `{name}` is not a plain file name"),
+                });
+            }
+            let path = dir.join(name);
+            let map = map_file(&path)?;
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&map).map_err(|e| ModelError::Safetensors {
+                    path: path.clone(),
+                    reason: describe(&e),
+                })?;
+            let file = files.len();
+            for (tensor, info) in metadata.tensors() {
+                if let Some(prev) = tensors.insert(
+                    tensor.clone(),
+                    Entry {
+                        file,
+                        info: info.clone(),
+                    },
+                ) {
+                    let first: &MappedFile = &files[prev.file];
+                    return Err(ModelError::Checkpoint {
+                        dir: dir.to_path_buf(),
+                        reason: format!(
+                            "tensor `{tensor}` is in both {} and {name}",
+                            first.path.display()
+                        ),
+                    });
+                }
+            }
+            files.push(MappedFile {
+                path,
+                map,
+                data_start: 8 + header_len,
+            });
+        }
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            files,
+            tensors,
+            fp8_block: [128, 128],
+        })
+    }
+
+    /// Use `block` (rows, columns) for FP8 `weight_scale_inv` instead of 128×128.
+    pub fn with_fp8_block(mut self, block: [usize; 2]) -> Self {
+        self.fp8_block = block;
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Names of all stored tensors, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn meta(&self, name: &str) -> Option<TensorMeta> {
+        self.tensors.get(name).map(|e| TensorMeta {
+            dtype: e.info.dtype,
+            shape: e.info.shape.clone(),
+        })
+    }
+
+    /// Raw stored bytes of `name`.
+    fn bytes(&self, name: &str) -> Result<(&[u8], &TensorInfo)> {
+        let entry = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let file = &self.files[entry.file];
+        let (s, e) = entry.info.data_offsets;
+        // read_metadata checked that the offsets lie inside the mapped file.
+        Ok((
+            &file.map[file.data_start + s..file.data_start + e],
+            &entry.info,
+        ))
+    }
+
+    /// `name` as f32 in row-major order, after checking that it has `shape`.
+    pub fn read_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (bytes, info) = self.bytes(name)?;
+        if info.shape != shape {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                got: info.shape.clone(),
+                expected: shape.to_vec(),
+            });
+        }
+        match info.dtype {
+            Dtype::F32 => Ok(bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()),
+            Dtype::BF16 => Ok(bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect()),
+            Dtype::F16 => Ok(bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect()),
+            Dtype::F8_E4M3 => self.read_fp8(name, bytes, shape),
+            other => Err(ModelError::TensorDType {
+                name: name.to_string(),
+                reason: format!(
+                    "dtype {other:?} is not supported (expected F32, BF16, F16 or F8_E4M3)"
+                ),
+            }),
+        }
+    }
+
+    fn read_fp8(&self, name: &str, bytes: &[u8], shape: &[usize]) -> Result<Vec<f32>> {
+        let &[rows, cols] = shape else {
+            return Err(ModelError::TensorDType {
+                name: name.to_string(),
+                reason: format!(
+                    "F8_E4M3 is supported for matrices only, this one has shape {shape:?}"
+                ),
+            });
+        };
+        let scale_name = format!("{name}_scale_inv");
+        if !self.contains(&scale_name) {
+            return Err(ModelError::TensorDType {
+                name: name.to_string(),
+                reason: format!("F8_E4M3 weight without its block scales `{scale_name}`"),
+            });
+        }
+        let [br, bc] = self.fp8_block;
+        let scale_shape = [rows.div_ceil(br), cols.div_ceil(bc)];
+        let scale = self.read_f32(&scale_name, &scale_shape)?;
+        if scale.iter().any(|s| !s.is_finite()) {
+            return Err(ModelError::TensorDType {
+                name: scale_name,
+                reason: "non-finite scale".into(),
+            });
+        }
+        let q = ArrayView2::from_shape((rows, cols), bytes)
+            .expect("byte count validated by read_metadata");
+        let s = ArrayView2::from_shape((scale_shape[0], scale_shape[1]), &scale[..])
+            .expect("shape checked above");
+        Ok(fp8::dequantize_blocks(q, s, self.fp8_block)
+            .into_raw_vec_and_offset()
+            .0)
+    }
+
+    /// `name` as an f32 `[rows, cols]` matrix.
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Array2<f32>> {
+        let data = self.read_f32(name, &[rows, cols])?;
+        Ok(Array2::from_shape_vec((rows, cols), data).expect("length checked against the shape"))
+    }
+
+    /// `name` as an f32 vector of `len`.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Array1<f32>> {
+        Ok(Array1::from_vec(self.read_f32(name, &[len])?))
+    }
+}
+
+fn describe(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => "shorter than the 8-byte header length".into(),
+        E::HeaderTooLarge => "header length too large".into(),
+        E::InvalidHeaderLength => "header length runs past the end of the file".into(),
+        E::InvalidHeader => "header is not UTF-8".into(),
+        E::InvalidHeaderDeserialization => "header is not a valid safetensors JSON header".into(),
+        E::InvalidOffset(name) => format!("tensor `{name}` has invalid data offsets"),
+        E::TensorInvalidInfo => "a tensor's byte size does not match its dtype and shape".into(),
+        E::MetadataIncompleteBuffer => "the tensors' data does not cover the file exactly".into(),
+        E::ValidationOverflow => "a tensor's size overflows".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: the mapping is read-only and private to this process; the contract of this module is that the
+    // checkpoint files are not modified or truncated while the checkpoint is open (as for any loader that
+    // maps weights). Every slice taken from it is bounds-checked against the mapped length.
+    let map = unsafe { Mmap::map(&file) }.map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(map)
+}
+
+fn read_index(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let json_err = |reason: String| ModelError::Json {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| json_err(e.to_string()))?;
+    let map = value
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| json_err("no `weight_map` object".into()))?;
+    map.iter()
+        .map(|(k, v)| {
+            v.as_str()
+                .map(|f| (k.clone(), f.to_string()))
+                .ok_or_else(|| json_err(format!("weight_map entry `{k}` is not a file name")))
+        })
+        .collect()
+}

@@ -1,0 +1,66 @@
+//! The one error type of `dsnpu-model`.
+
+use std::path::PathBuf;
+
+/// Loading a checkpoint or running the model failed. Every variant names what was wrong: the file, the
+/// configuration field, the tensor, or the sequence.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file (config.json, the shard index) is not valid JSON of the expected form.
+    #[error("{path}: {reason}")]
+    Json { path: PathBuf, reason: String },
+    /// config.json is well-formed JSON but describes no model this crate can build.
+    #[error("config: field `{field}`: {reason}")]
+    Config { field: String, reason: String },
+    /// `model_type` is not `deepseek_v3` or `deepseek_v2`.
+    #[error("config: unsupported model_type `{0}` (expected `deepseek_v3` or `deepseek_v2`)")]
+    UnknownModelType(String),
+    /// A safetensors file's header is corrupt or inconsistent with the file.
+    #[error("{path}: corrupt safetensors file: {reason}")]
+    Safetensors { path: PathBuf, reason: String },
+    /// The checkpoint directory holds no weights, or its shard index is inconsistent.
+    #[error("{dir}: {reason}")]
+    Checkpoint { dir: PathBuf, reason: String },
+    /// A tensor the model needs is absent from the checkpoint.
+    #[error("checkpoint has no tensor `{0}`")]
+    MissingTensor(String),
+    /// A tensor has a shape other than the configuration implies.
+    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    TensorShape {
+        name: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    /// A tensor is stored in an element type this crate does not read, or in an inconsistent one.
+    #[error("tensor `{name}`: {reason}")]
+    TensorDType { name: String, reason: String },
+    /// An operator rejected its input or failed.
+    #[error(transparent)]
+    Ops(#[from] dsnpu_ops::OpsError),
+    /// A request to the model or the cache is invalid (token id out of range, unknown sequence, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The paged cache has too few free blocks for the request.
+    #[error("KV cache out of blocks: need {needed}, {free} free")]
+    OutOfBlocks { needed: usize, free: usize },
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+pub(crate) fn config_err(field: &str, reason: impl Into<String>) -> ModelError {
+    ModelError::Config {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn invalid_input(reason: impl Into<String>) -> ModelError {
+    ModelError::InvalidInput(reason.into())
+}

@@ -1,0 +1,228 @@
+//! The model's weights in `f32`, read from a checkpoint under the Hugging Face hub names.
+//!
+//! # Contract
+//! - Every tensor the configuration implies is read with the shape it implies; a missing or mis-shaped tensor
+//!   fails with its full name. Tensors the model does not use (the multi-token-prediction layer at index
+//!   `num_hidden_layers`, rotary caches, `weight_scale_inv` consumed by dequantization) are ignored.
+//! - Weights are converted to `f32` on load (bf16/f16 exactly, FP8 dequantized), so the model computes in f32
+//!   whatever the checkpoint's dtype. This is the reference precision; device backends choose their own.
+//! - Load-time rearrangements, done once: `kv_b_proj` `[H·(dn+dv), Dl]` is also split into the per-head key
+//!   up-projection `w_uk` `[H, dn, Dl]` (absorbed into the query at decode) and the transposed value
+//!   up-projection `w_uv_t` `[H, Dl, dv]`; dense/shared MLP gate and up are stacked into one `[2I, hidden]`
+//!   matrix (the `silu_mul` operator's layout); routed experts are stacked into `[E, I, hidden]` /
+//!   `[E, hidden, I]`.
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{ModelConfig, ModelType};
+use crate::error::Result;
+use ndarray::{concatenate, Array1, Array2, Array3, Axis};
+
+/// Query projection: low-rank with a norm in between, or one matrix.
+#[derive(Debug, Clone)]
+pub enum QueryProj {
+    LowRank {
+        a: Array2<f32>,
+        a_norm: Array1<f32>,
+        b: Array2<f32>,
+    },
+    Full(Array2<f32>),
+}
+
+#[derive(Debug, Clone)]
+pub struct AttentionWeights {
+    pub q: QueryProj,
+    /// `[Dl + dr, hidden]`: the latent and the shared rope key.
+    pub kv_a: Array2<f32>,
+    pub kv_a_norm: Array1<f32>,
+    /// `[H·(dn+dv), Dl]`, per head the key rows then the value rows (expanded form).
+    pub kv_b: Array2<f32>,
+    /// `[H, dn, Dl]`.
+    pub w_uk: Array3<f32>,
+    /// `[H, Dl, dv]`.
+    pub w_uv_t: Array3<f32>,
+    /// `[hidden, H·dv]`.
+    pub o: Array2<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MlpWeights {
+    /// `[2I, hidden]`: gate rows then up rows.
+    pub gate_up: Array2<f32>,
+    /// `[hidden, I]`.
+    pub down: Array2<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MoeWeights {
+    /// Router `[E, hidden]`.
+    pub router: Array2<f32>,
+    /// `e_score_correction_bias` `[E]` (V3 only).
+    pub bias: Option<Array1<f32>>,
+    /// `[E, I, hidden]`.
+    pub gate: Array3<f32>,
+    pub up: Array3<f32>,
+    /// `[E, hidden, I]`.
+    pub down: Array3<f32>,
+    pub shared: MlpWeights,
+}
+
+#[derive(Debug, Clone)]
+pub enum FfnWeights {
+    Dense(MlpWeights),
+    Moe(Box<MoeWeights>),
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub input_norm: Array1<f32>,
+    pub attention: AttentionWeights,
+    pub post_attention_norm: Array1<f32>,
+    pub ffn: FfnWeights,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelWeights {
+    /// `[V, hidden]`.
+    pub embed: Array2<f32>,
+    pub layers: Vec<LayerWeights>,
+    pub norm: Array1<f32>,
+    /// `[V, hidden]`.
+    pub lm_head: Array2<f32>,
+}
+
+impl ModelWeights {
+    /// Read every weight of `cfg` from `ckpt`; `progress(done, total)` is called after each layer.
+    pub fn load(
+        cfg: &ModelConfig,
+        ckpt: &Checkpoint,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let total = cfg.num_hidden_layers + 2;
+        let embed = ckpt.matrix("model.embed_tokens.weight", cfg.vocab_size, cfg.hidden_size)?;
+        progress(1, total);
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            layers.push(load_layer(cfg, ckpt, i)?);
+            progress(i + 2, total);
+        }
+        let norm = ckpt.vector("model.norm.weight", cfg.hidden_size)?;
+        let lm_head = if cfg.tie_word_embeddings && !ckpt.contains("lm_head.weight") {
+            embed.clone()
+        } else {
+            ckpt.matrix("lm_head.weight", cfg.vocab_size, cfg.hidden_size)?
+        };
+        progress(total, total);
+        Ok(ModelWeights {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+}
+
+fn load_layer(cfg: &ModelConfig, ckpt: &Checkpoint, i: usize) -> Result<LayerWeights> {
+    let p = format!("model.layers.{i}.");
+    let h = cfg.hidden_size;
+    Ok(LayerWeights {
+        input_norm: ckpt.vector(&format!("{p}input_layernorm.weight"), h)?,
+        attention: load_attention(cfg, ckpt, &format!("{p}self_attn."))?,
+        post_attention_norm: ckpt.vector(&format!("{p}post_attention_layernorm.weight"), h)?,
+        ffn: if cfg.is_moe_layer(i) {
+            FfnWeights::Moe(Box::new(load_moe(cfg, ckpt, &format!("{p}mlp."))?))
+        } else {
+            FfnWeights::Dense(load_mlp(
+                ckpt,
+                &format!("{p}mlp."),
+                h,
+                cfg.intermediate_size,
+            )?)
+        },
+    })
+}
+
+fn load_attention(cfg: &ModelConfig, ckpt: &Checkpoint, p: &str) -> Result<AttentionWeights> {
+    let (h, heads) = (cfg.hidden_size, cfg.num_attention_heads);
+    let (dn, dr, dv, dl) = (
+        cfg.qk_nope_head_dim,
+        cfg.qk_rope_head_dim,
+        cfg.v_head_dim,
+        cfg.kv_lora_rank,
+    );
+    let q_out = heads * (dn + dr);
+    let q = match cfg.q_lora_rank {
+        Some(r) => QueryProj::LowRank {
+            a: ckpt.matrix(&format!("{p}q_a_proj.weight"), r, h)?,
+            a_norm: ckpt.vector(&format!("{p}q_a_layernorm.weight"), r)?,
+            b: ckpt.matrix(&format!("{p}q_b_proj.weight"), q_out, r)?,
+        },
+        None => QueryProj::Full(ckpt.matrix(&format!("{p}q_proj.weight"), q_out, h)?),
+    };
+    let kv_b = ckpt.matrix(&format!("{p}kv_b_proj.weight"), heads * (dn + dv), dl)?;
+    let w_uk = Array3::from_shape_fn((heads, dn, dl), |(hd, j, c)| kv_b[[hd * (dn + dv) + j, c]]);
+    let w_uv_t = Array3::from_shape_fn((heads, dl, dv), |(hd, c, j)| {
+        kv_b[[hd * (dn + dv) + dn + j, c]]
+    });
+    Ok(AttentionWeights {
+        q,
+        kv_a: ckpt.matrix(&format!("{p}kv_a_proj_with_mqa.weight"), dl + dr, h)?,
+        kv_a_norm: ckpt.vector(&format!("{p}kv_a_layernorm.weight"), dl)?,
+        kv_b,
+        w_uk,
+        w_uv_t,
+        o: ckpt.matrix(&format!("{p}o_proj.weight"), h, heads * dv)?,
+    })
+}
+
+fn load_mlp(ckpt: &Checkpoint, p: &str, hidden: usize, inter: usize) -> Result<MlpWeights> {
+    let gate = ckpt.matrix(&format!("{p}gate_proj.weight"), inter, hidden)?;
+    let up = ckpt.matrix(&format!("{p}up_proj.weight"), inter, hidden)?;
+    Ok(MlpWeights {
+        gate_up: concatenate(Axis(0), &[gate.view(), up.view()]).expect("same column count"),
+        down: ckpt.matrix(&format!("{p}down_proj.weight"), hidden, inter)?,
+    })
+}
+
+fn load_moe(cfg: &ModelConfig, ckpt: &Checkpoint, p: &str) -> Result<MoeWeights> {
+    let (h, e, inter) = (
+        cfg.hidden_size,
+        cfg.n_routed_experts,
+        cfg.moe_intermediate_size,
+    );
+    let bias_name = format!("{p}gate.e_score_correction_bias");
+    let bias = match cfg.model_type {
+        ModelType::DeepseekV3 => Some(ckpt.vector(&bias_name, e)?),
+        ModelType::DeepseekV2 => None,
+    };
+    // Read (and shape-check) every expert before allocating the stacks, so a config that overstates the
+    // expert count fails on the first missing tensor instead of on an enormous allocation.
+    let (mut gate, mut up, mut down) = (
+        Vec::with_capacity(e),
+        Vec::with_capacity(e),
+        Vec::with_capacity(e),
+    );
+    for x in 0..e {
+        let q = format!("{p}experts.{x}.");
+        gate.push(ckpt.matrix(&format!("{q}gate_proj.weight"), inter, h)?);
+        up.push(ckpt.matrix(&format!("{q}up_proj.weight"), inter, h)?);
+        down.push(ckpt.matrix(&format!("{q}down_proj.weight"), h, inter)?);
+    }
+    let stack3 = |m: Vec<Array2<f32>>| {
+        let views: Vec<_> = m.iter().map(|a| a.view()).collect();
+        ndarray::stack(Axis(0), &views).expect("experts share one shape, checked on read")
+    };
+    let (gate, up, down) = (stack3(gate), stack3(up), stack3(down));
+    Ok(MoeWeights {
+        router: ckpt.matrix(&format!("{p}gate.weight"), e, h)?,
+        bias,
+        gate,
+        up,
+        down,
+        shared: load_mlp(
+            ckpt,
+            &format!("{p}shared_experts."),
+            h,
+            inter * cfg.n_shared_experts,
+        )?,
+    })
+}
