@@ -1,0 +1,4 @@
+//! The CLI's subcommands, one file each.
+pub mod forward;
+pub mod generate;
+pub mod info;

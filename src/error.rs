@@ -1,0 +1,20 @@
+//! The CLI's error type.
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Load(#[from] dsnpu_ffi::LoadError),
+    #[error(transparent)]
+    Runtime(#[from] dsnpu_runtime::RuntimeError),
+    #[error(transparent)]
+    Model(#[from] dsnpu_model::ModelError),
+    #[error(transparent)]
+    Ops(#[from] dsnpu_ops::OpsError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
