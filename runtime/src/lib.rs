@@ -1,1 +1,37 @@
-//! placeholder
+//! Safe ownership over AscendCL: devices, streams, events, typed buffers, a stream-ordered caching
+//! allocator, and kernel launches. Built on `dsnpu-ffi`'s loader and result layer, and run against
+//! a CANN install or the workspace's simulator alike.
+//!
+//! Contracts, layer by layer (details in each module):
+//! - [`init`]: `aclInit` once per process, on first use; [`finalize`] only when asked.
+//! - [`device`]: every call binds the right context on the calling thread, so every type here is
+//!   `Send + Sync`; a device is reset when its last user is dropped.
+//! - [`memory`]: buffers know their device and length; copies check lengths and devices;
+//!   asynchronous copies take only pinned [`HostBuffer`]s, which the host cannot read, write or
+//!   free until the copy is done; every buffer is ordered across streams by events. The allocator
+//!   reuses blocks in stream order, retries after releasing its cache on out-of-memory, and counts.
+//! - [`kernel`]: loading and lookup are safe; launching is `unsafe` because the kernel's parameter
+//!   list and memory accesses cannot be checked from the host.
+//!
+//! Trusted throughout: that the loaded library implements AscendCL's documented semantics.
+
+pub mod device;
+pub mod error;
+pub mod event;
+pub mod init;
+pub mod kernel;
+pub mod memory;
+pub mod stream;
+
+pub use device::{Device, MemInfo};
+pub use error::{Result, RuntimeError};
+pub use event::{Event, EventFlags};
+pub use init::{finalize, init, library, soc_name, version};
+pub use kernel::{Function, LaunchArgs, Module};
+pub use memory::device_buffer::DeviceBuffer;
+pub use memory::host_buffer::HostBuffer;
+pub use memory::pool::{MemPool, PoolStats};
+pub use memory::repr::DeviceRepr;
+pub use stream::{Stream, LAUNCH_BLOCKING_ENV};
+
+pub use dsnpu_ffi::{LibraryInfo, LibraryKind};

@@ -1,0 +1,123 @@
+//! The crate's one error type.
+
+use dsnpu_ffi::FfiError;
+
+/// Every way a runtime operation can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The library could not be loaded, lacks a symbol, or an AscendCL call failed.
+    #[error(transparent)]
+    Ffi(#[from] FfiError),
+    /// `finalize` ran; AscendCL allows one initialization per process.
+    #[error("AscendCL was finalized in this process and cannot be initialized again")]
+    Finalized,
+    #[error("device {ordinal} does not exist ({count} device(s) present)")]
+    InvalidDevice { ordinal: i32, count: u32 },
+    /// Device memory exhausted even after the caching allocator released every cached block.
+    #[error(
+        "out of memory on device {device}: requested {requested} bytes; {free} bytes free after \
+         releasing {cached} cached bytes; {allocated} bytes in use by the pool"
+    )]
+    OutOfMemory {
+        device: i32,
+        requested: usize,
+        free: usize,
+        cached: usize,
+        allocated: usize,
+    },
+    #[error("{op}: length mismatch: expected {expected} elements, got {actual}")]
+    SizeMismatch {
+        op: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    #[error("{len} elements of {elem_size} bytes overflow the address space")]
+    SizeOverflow { len: usize, elem_size: usize },
+    #[error("{op}: an object of device {actual} was used on device {expected}")]
+    DeviceMismatch {
+        op: &'static str,
+        expected: i32,
+        actual: i32,
+    },
+    #[error("elapsed time needs two events created with EventFlags::TIME_LINE")]
+    EventNotTimed,
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Loading a kernel binary failed; `origin` names the file (or the byte count).
+    #[error("kernel binary {origin}: {source}")]
+    KernelBinary {
+        origin: String,
+        #[source]
+        source: Box<RuntimeError>,
+    },
+    /// Looking up or launching a kernel failed.
+    #[error("kernel `{kernel}`: {source}")]
+    Kernel {
+        kernel: String,
+        #[source]
+        source: Box<RuntimeError>,
+    },
+}
+
+impl RuntimeError {
+    /// The AscendCL error code at the root of this error, if any.
+    pub fn acl_code(&self) -> Option<i32> {
+        match self {
+            RuntimeError::Ffi(e) => e.acl_code(),
+            RuntimeError::Kernel { source, .. } | RuntimeError::KernelBinary { source, .. } => {
+                source.acl_code()
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn in_kernel(self, kernel: &str) -> RuntimeError {
+        RuntimeError::Kernel {
+            kernel: kernel.to_string(),
+            source: Box::new(self),
+        }
+    }
+}
+
+impl From<dsnpu_ffi::LoadError> for RuntimeError {
+    fn from(e: dsnpu_ffi::LoadError) -> Self {
+        RuntimeError::Ffi(e.into())
+    }
+}
+
+/// This crate's result type.
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsnpu_ffi::AclError;
+
+    #[test]
+    fn acl_code_is_found_through_kernel_context() {
+        let inner = RuntimeError::Ffi(AclError::new("aclrtSynchronizeStream", 507015, None).into());
+        let e = inner.in_kernel("vec_add");
+        assert_eq!(e.acl_code(), Some(507015));
+        assert_eq!(
+            e.to_string(),
+            "kernel `vec_add`: aclrtSynchronizeStream failed: ACL_ERROR_RT_AICORE_EXCEPTION (507015)"
+        );
+        assert_eq!(RuntimeError::EventNotTimed.acl_code(), None);
+    }
+
+    #[test]
+    fn out_of_memory_says_requested_free_and_cached() {
+        let e = RuntimeError::OutOfMemory {
+            device: 0,
+            requested: 100,
+            free: 10,
+            cached: 20,
+            allocated: 30,
+        };
+        assert_eq!(
+            e.to_string(),
+            "out of memory on device 0: requested 100 bytes; 10 bytes free after releasing 20 cached \
+             bytes; 30 bytes in use by the pool"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! Pinned staging memory for small uploads queued on a stream (kernel tiling structs).
+//!
+//! An asynchronous host-to-device copy needs page-locked source memory that stays untouched until
+//! the copy is done. Each stream keeps a few pinned slots; a slot is reused once the event recorded
+//! after its last copy has completed, so uploads never block unless every slot is still in flight.
+
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use dsnpu_ffi::{result, sys};
+
+use crate::error::Result;
+use crate::event::{Event, EventFlags};
+use crate::stream::StreamInner;
+
+const MAX_SLOTS: usize = 8;
+const MIN_SLOT_BYTES: usize = 4096;
+
+struct Slot {
+    host: *mut c_void,
+    cap: usize,
+    /// Recorded after the slot's last copy.
+    done: Event,
+}
+
+// SAFETY: the pinned pointer is owned by the slot and only touched under the staging mutex.
+unsafe impl Send for Slot {}
+
+impl Slot {
+    fn new(stream: &StreamInner, len: usize) -> Result<Slot> {
+        let cap = len.max(MIN_SLOT_BYTES).next_power_of_two();
+        let done = Event::on_core(stream.core().clone(), EventFlags::SYNC)?;
+        let host = result::memory::malloc_host(cap)?;
+        Ok(Slot { host, cap, done })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The copy reading this memory must be complete before it is freed.
+        if self.done.synchronize().is_ok() && self.done.core().bind().is_ok() {
+            // SAFETY: from malloc_host; its last copy is complete and nothing else refers to it.
+            let _ = unsafe { result::memory::free_host(self.host) };
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Staging {
+    slots: Mutex<Vec<Slot>>,
+}
+
+impl Staging {
+    /// Queues a copy of `bytes` to device address `dst` (valid for `dst_max >= bytes.len()` bytes)
+    /// on `stream`.
+    ///
+    /// # Safety
+    /// `dst` is device memory of `stream`'s device, valid for `dst_max` bytes until the copy
+    /// completes, and ordered on `stream` (no other stream uses it meanwhile).
+    pub(crate) unsafe fn upload(
+        &self,
+        stream: &StreamInner,
+        dst: *mut c_void,
+        dst_max: usize,
+        bytes: &[u8],
+    ) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        stream.core().bind()?;
+        let mut idle = None;
+        for (i, s) in slots.iter().enumerate() {
+            if s.cap >= bytes.len() && s.done.is_complete()? {
+                idle = Some(i);
+                break;
+            }
+        }
+        let i = match idle {
+            Some(i) => i,
+            None if slots.len() < MAX_SLOTS => {
+                slots.push(Slot::new(stream, bytes.len())?);
+                slots.len() - 1
+            }
+            None => {
+                // Every slot is in flight: replace the first one once its copy is done.
+                slots[0].done.synchronize()?;
+                slots[0] = Slot::new(stream, bytes.len())?;
+                0
+            }
+        };
+        let slot = &slots[i];
+        // SAFETY: the slot holds `cap >= bytes.len()` pinned bytes that no queued copy reads any more
+        // (its `done` event is complete), and the slot is exclusively ours under the lock.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), slot.host.cast::<u8>(), bytes.len())
+        };
+        // SAFETY: source is pinned and stays untouched until `done` (recorded next) completes;
+        // destination per this function's contract.
+        unsafe {
+            result::memory::memcpy_async(
+                dst,
+                dst_max,
+                slot.host,
+                bytes.len(),
+                sys::aclrtMemcpyKind::ACL_MEMCPY_HOST_TO_DEVICE,
+                stream.handle(),
+            )?
+        };
+        if let Err(e) = slot.done.record_on(stream) {
+            // Without the event the slot would look idle while its copy may still run.
+            let _ = stream.synchronize();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Frees every slot (waiting for its copy first).
+    pub(crate) fn clear(&self) {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}

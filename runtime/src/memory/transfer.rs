@@ -1,0 +1,165 @@
+//! Allocation, copies and fills queued on a [`Stream`].
+//!
+//! Validated: equal lengths of source and destination; device buffers on the stream's device.
+//! Host memory of asynchronous copies is always a pinned [`HostBuffer`] (a pageable slice is not
+//! accepted), and both buffers are tracked until the copy is done (see `tracker`).
+
+use dsnpu_ffi::{result, sys};
+
+use crate::error::{Result, RuntimeError};
+use crate::memory::device_buffer::DeviceBuffer;
+use crate::memory::host_buffer::HostBuffer;
+use crate::memory::repr::DeviceRepr;
+use crate::memory::tracker::run_ordered;
+use crate::stream::Stream;
+
+fn same_len(op: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(RuntimeError::SizeMismatch {
+            op,
+            expected,
+            actual,
+        })
+    }
+}
+
+impl Stream {
+    /// `len` uninitialized elements from this stream's pool, ordered on this stream.
+    pub fn alloc<T: DeviceRepr>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        self.pool().alloc(self, len)
+    }
+
+    /// `len` zeroed elements from this stream's pool (the fill is queued on this stream).
+    pub fn alloc_zeroed<T: DeviceRepr>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        let mut b = self.alloc(len)?;
+        self.memset_zeros(&mut b)?;
+        Ok(b)
+    }
+
+    /// `len` uninitialized elements straight from `aclrtMalloc`, bypassing the cache; freeing waits
+    /// for the buffer's last operation.
+    pub fn alloc_uncached<T: DeviceRepr>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        DeviceBuffer::raw(self, len)
+    }
+
+    /// A device copy of `values` (pool allocation, then a synchronous copy).
+    pub fn upload<T: DeviceRepr>(&self, values: &[T]) -> Result<DeviceBuffer<T>> {
+        let mut b = self.alloc(values.len())?;
+        b.copy_from_host(values)?;
+        Ok(b)
+    }
+
+    fn check_device<T: DeviceRepr>(&self, op: &'static str, b: &DeviceBuffer<T>) -> Result<()> {
+        self.inner().core().expect_same(op, b.core())
+    }
+
+    /// Queues a copy from pinned host memory to the device.
+    pub fn memcpy_htod<T: DeviceRepr>(
+        &self,
+        src: &HostBuffer<T>,
+        dst: &mut DeviceBuffer<T>,
+    ) -> Result<()> {
+        same_len("memcpy_htod", dst.len(), src.len())?;
+        self.check_device("memcpy_htod", dst)?;
+        let bytes = dst.num_bytes();
+        if bytes == 0 {
+            return Ok(());
+        }
+        let s = self.inner();
+        s.core().bind()?;
+        run_ordered(s, &[&src.track, &dst.track], || {
+            // SAFETY: pinned source and device destination of `bytes` bytes each; both trackers
+            // keep the host from touching them and later work from overtaking until the copy is done.
+            unsafe {
+                result::memory::memcpy_async(
+                    dst.device_ptr(),
+                    bytes,
+                    src.ptr().cast(),
+                    bytes,
+                    sys::aclrtMemcpyKind::ACL_MEMCPY_HOST_TO_DEVICE,
+                    s.handle(),
+                )?
+            };
+            Ok(())
+        })
+    }
+
+    /// Queues a copy from the device to pinned host memory.
+    pub fn memcpy_dtoh<T: DeviceRepr>(
+        &self,
+        src: &DeviceBuffer<T>,
+        dst: &mut HostBuffer<T>,
+    ) -> Result<()> {
+        same_len("memcpy_dtoh", dst.len(), src.len())?;
+        self.check_device("memcpy_dtoh", src)?;
+        let bytes = src.num_bytes();
+        if bytes == 0 {
+            return Ok(());
+        }
+        let s = self.inner();
+        s.core().bind()?;
+        run_ordered(s, &[&src.track, &dst.track], || {
+            // SAFETY: as memcpy_htod, reversed.
+            unsafe {
+                result::memory::memcpy_async(
+                    dst.ptr().cast(),
+                    bytes,
+                    src.device_ptr(),
+                    bytes,
+                    sys::aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_HOST,
+                    s.handle(),
+                )?
+            };
+            Ok(())
+        })
+    }
+
+    /// Queues a device-to-device copy (both on this stream's device).
+    pub fn memcpy_dtod<T: DeviceRepr>(
+        &self,
+        src: &DeviceBuffer<T>,
+        dst: &mut DeviceBuffer<T>,
+    ) -> Result<()> {
+        same_len("memcpy_dtod", dst.len(), src.len())?;
+        self.check_device("memcpy_dtod", src)?;
+        self.check_device("memcpy_dtod", dst)?;
+        let bytes = src.num_bytes();
+        if bytes == 0 {
+            return Ok(());
+        }
+        let s = self.inner();
+        s.core().bind()?;
+        run_ordered(s, &[&src.track, &dst.track], || {
+            // SAFETY: two distinct (`&` vs `&mut`) device buffers of `bytes` bytes, ordered on `s`.
+            unsafe {
+                result::memory::memcpy_async(
+                    dst.device_ptr(),
+                    bytes,
+                    src.device_ptr(),
+                    bytes,
+                    sys::aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_DEVICE,
+                    s.handle(),
+                )?
+            };
+            Ok(())
+        })
+    }
+
+    /// Queues a fill of `dst` with zero bytes.
+    pub fn memset_zeros<T: DeviceRepr>(&self, dst: &mut DeviceBuffer<T>) -> Result<()> {
+        self.check_device("memset_zeros", dst)?;
+        let bytes = dst.num_bytes();
+        if bytes == 0 {
+            return Ok(());
+        }
+        let s = self.inner();
+        s.core().bind()?;
+        run_ordered(s, &[&dst.track], || {
+            // SAFETY: device memory of `bytes` bytes, ordered on `s`.
+            unsafe { result::memory::memset_async(dst.device_ptr(), bytes, 0, bytes, s.handle())? };
+            Ok(())
+        })
+    }
+}

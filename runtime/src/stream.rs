@@ -1,0 +1,181 @@
+//! Streams: in-order queues of device work.
+//!
+//! A [`Stream`] is a cheap-to-clone handle; the AscendCL stream is synchronized and destroyed when
+//! the last handle and the last buffer that used it are gone. Work is enqueued from any thread;
+//! asynchronous failures (a faulting kernel) are reported by the next synchronizing call. With
+//! `DSNPU_LAUNCH_BLOCKING=1` in the environment (or [`Stream::set_launch_blocking`]) every kernel
+//! launch synchronizes, so such a failure is reported by the launch that caused it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use dsnpu_ffi::{result, sys};
+
+use crate::device::{next_id, Device, DeviceCore};
+use crate::error::Result;
+use crate::event::Event;
+use crate::memory::pool::MemPool;
+use crate::memory::staging::Staging;
+
+/// Environment variable: `1` makes every launch synchronize its stream.
+pub const LAUNCH_BLOCKING_ENV: &str = "DSNPU_LAUNCH_BLOCKING";
+
+fn launch_blocking_default() -> bool {
+    static DEFAULT: OnceLock<bool> = OnceLock::new();
+    *DEFAULT
+        .get_or_init(|| std::env::var(LAUNCH_BLOCKING_ENV).is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+pub(crate) struct StreamInner {
+    handle: sys::aclrtStream,
+    id: u64,
+    launch_blocking: AtomicBool,
+    pub(crate) staging: Staging,
+    pool: MemPool,
+    core: Arc<DeviceCore>,
+}
+
+// SAFETY: the stream handle is a process-wide AscendCL object; AscendCL accepts work for one stream
+// from several threads, and every call binds the owning device's context first.
+unsafe impl Send for StreamInner {}
+// SAFETY: as above; the shared state (`launch_blocking`, `staging`) is atomic or mutex-guarded.
+unsafe impl Sync for StreamInner {}
+
+impl StreamInner {
+    pub(crate) fn handle(&self) -> sys::aclrtStream {
+        self.handle
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn core(&self) -> &Arc<DeviceCore> {
+        &self.core
+    }
+
+    pub(crate) fn pool(&self) -> &MemPool {
+        &self.pool
+    }
+
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        self.core.bind()?;
+        // SAFETY: the handle is live while `self` exists.
+        unsafe { result::stream::synchronize(self.handle) }.map_err(Into::into)
+    }
+
+    /// Makes later work on `self` wait for `event`'s recorded point.
+    pub(crate) fn wait_event(&self, event: &Event) -> Result<()> {
+        self.core.expect_same("stream wait", event.core())?;
+        self.core.bind()?;
+        // SAFETY: both handles are live and on one device.
+        unsafe { result::stream::wait_event(self.handle, event.handle()) }.map_err(Into::into)
+    }
+}
+
+impl Drop for StreamInner {
+    fn drop(&mut self) {
+        // AscendCL wants a stream's work finished before it is destroyed; errors cannot be reported
+        // from drop, and the staging buffers are freed only once their copies are done.
+        let _ = self.synchronize();
+        self.staging.clear();
+        if self.core.bind().is_ok() {
+            // SAFETY: the stream is live, idle, and no handle to it remains.
+            let _ = unsafe { result::stream::destroy(self.handle) };
+        }
+    }
+}
+
+/// A handle to an AscendCL stream.
+#[derive(Clone)]
+pub struct Stream {
+    inner: Arc<StreamInner>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("device", &self.inner.core.ordinal())
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+impl Stream {
+    /// A new stream on `device` that allocates from the device's default pool.
+    pub fn new(device: &Device) -> Result<Stream> {
+        Stream::with_pool(device, device.pool().clone())
+    }
+
+    /// A new stream whose [`Stream::alloc`] uses `pool` (which must belong to `device`).
+    pub fn with_pool(device: &Device, pool: MemPool) -> Result<Stream> {
+        let core = device.core().clone();
+        core.expect_same("stream pool", pool.core())?;
+        core.bind()?;
+        let handle = result::stream::create()?;
+        Ok(Stream {
+            inner: Arc::new(StreamInner {
+                handle,
+                id: next_id(),
+                launch_blocking: AtomicBool::new(launch_blocking_default()),
+                staging: Staging::default(),
+                pool,
+                core,
+            }),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<StreamInner> {
+        &self.inner
+    }
+
+    pub(crate) fn from_inner(inner: Arc<StreamInner>) -> Stream {
+        Stream { inner }
+    }
+
+    pub fn device_ordinal(&self) -> i32 {
+        self.inner.core.ordinal()
+    }
+
+    /// The pool [`Stream::alloc`] uses.
+    pub fn pool(&self) -> &MemPool {
+        &self.inner.pool
+    }
+
+    /// Whether two handles name the same AscendCL stream.
+    pub fn same_as(&self, other: &Stream) -> bool {
+        self.inner.id == other.inner.id
+    }
+
+    /// Blocks until all queued work is done; reports asynchronous failures of that work.
+    pub fn synchronize(&self) -> Result<()> {
+        self.inner.synchronize()
+    }
+
+    /// Whether all queued work is done, without blocking.
+    pub fn is_idle(&self) -> Result<bool> {
+        self.inner.core.bind()?;
+        // SAFETY: the handle is live.
+        Ok(unsafe { result::stream::query(self.inner.handle)? })
+    }
+
+    /// Work queued on this stream after this call waits for `event`'s recorded point.
+    pub fn wait_event(&self, event: &Event) -> Result<()> {
+        self.inner.wait_event(event)
+    }
+
+    /// Records `event` at the current end of this stream.
+    pub fn record_event(&self, event: &Event) -> Result<()> {
+        event.record(self)
+    }
+
+    /// Whether launches on this stream synchronize (see the module docs).
+    pub fn launch_blocking(&self) -> bool {
+        self.inner.launch_blocking.load(Ordering::Relaxed)
+    }
+
+    /// Turns synchronize-after-every-launch on or off for this stream (all its handles).
+    pub fn set_launch_blocking(&self, on: bool) {
+        self.inner.launch_blocking.store(on, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,97 @@
+/*
+ * The host kernel ABI between the dsnpu simulator and a host kernel binary.
+ *
+ * A host kernel binary is a shared object. The simulator loads it for aclrtBinaryLoadFromFile /
+ * aclrtBinaryLoadFromData, checks `dsnpu_sim_kernel_abi_version() == DSNPU_SIM_KERNEL_ABI`, and
+ * resolves a kernel for aclrtBinaryGetFunction(bin, "name") as the exported symbol `name` with the
+ * type `dsnpu_sim_kernel_fn`.
+ *
+ * A launch of numBlocks blocks calls the kernel once per block, every block on its own thread and all
+ * blocks of a launch concurrently (so `sync_all` can meet). `args` points at the packed argument bytes
+ * exactly as the host passed them (aclrtLaunchKernelWithHostArgs) or as appended through
+ * aclrtKernelArgsAppend: for Ascend C kernels, one 8-byte GM address per parameter, in order. The
+ * bytes stay valid for the duration of the call.
+ *
+ * A kernel reports a fault (an out-of-bounds GM access, a UB overflow) through `fail` and then returns
+ * from the block; the simulator turns it into ACL_ERROR_RT_AICORE_EXCEPTION on the launch's stream.
+ */
+#ifndef DSNPU_SIM_KERNEL_H
+#define DSNPU_SIM_KERNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DSNPU_SIM_KERNEL_ABI 1u
+
+/* Per-block traffic counters; the kernel adds to them, the simulator sums them per launch. */
+typedef struct dsnpu_sim_counters {
+    uint64_t gm_to_ub_bytes;   /* bytes read from global memory into the Unified Buffer */
+    uint64_t ub_to_gm_bytes;   /* bytes written from the Unified Buffer to global memory */
+    uint64_t vector_elem_ops;  /* element operations issued by vector instructions */
+    uint64_t cube_macs;        /* multiply-accumulates issued to the cube unit */
+    uint64_t ub_high_water;    /* this block's peak Unified Buffer use, bytes */
+    uint64_t reserved[3];
+} dsnpu_sim_counters;
+
+typedef struct dsnpu_sim_block_ctx {
+    uint32_t abi_version;      /* DSNPU_SIM_KERNEL_ABI */
+    uint32_t block_idx;        /* GetBlockIdx() */
+    uint32_t block_num;        /* GetBlockNum() */
+    uint32_t ub_capacity;      /* Unified Buffer bytes per block (196608 on 910B/910C) */
+    const void *args;          /* packed kernel arguments */
+    size_t args_size;          /* their length in bytes */
+    dsnpu_sim_counters *counters;
+    void *sim;                 /* opaque, passed back to the callbacks below */
+    /* Barrier across all blocks of this launch (Ascend C SyncAll). Returns 0, or non-zero when another
+     * block failed and the launch is being abandoned: the caller should return. */
+    int (*sync_all)(void *sim);
+    /* 0 when [ptr, ptr + len) lies inside one live device allocation, else non-zero. */
+    int (*check_gm)(void *sim, const void *ptr, size_t len);
+    /* Record a fault for this launch; `msg` is copied. The block should return afterwards. */
+    void (*fail)(void *sim, const char *msg);
+    /* A non-fatal diagnostic (e.g. an unaligned DataCopy length); `msg` is copied. */
+    void (*warn)(void *sim, const char *msg);
+} dsnpu_sim_block_ctx;
+
+typedef void (*dsnpu_sim_kernel_fn)(const dsnpu_sim_block_ctx *ctx);
+
+/* Exported by every host kernel binary. */
+uint32_t dsnpu_sim_kernel_abi_version(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Simulator extensions, exported by libdsnpu_sim.so next to the AscendCL symbols (not AscendCL).
+ * Return values are AscendCL codes (aclError, an int): 0 on success.
+ * ------------------------------------------------------------------------------------------- */
+
+/* What the most recent completed kernel launch on a stream did (for benchmarks). */
+typedef struct dsnpu_sim_launch_counters {
+    uint64_t launch_seq;       /* launches completed on this stream so far (1-based); 0 = none yet */
+    uint32_t num_blocks;       /* numBlocks of that launch */
+    int32_t status;            /* its aclError: 0, or the failure (ACL_ERROR_RT_AICORE_EXCEPTION for a block fault) */
+    uint64_t elapsed_ns;       /* wall time from the first block starting to the last one returning */
+    uint64_t warnings;         /* calls to `warn` summed over blocks */
+    dsnpu_sim_counters totals; /* summed over blocks, except ub_high_water: the maximum over blocks */
+    char kernel_name[128];     /* NUL-terminated, truncated to 127 bytes */
+} dsnpu_sim_launch_counters;
+
+/* "dsnpu-sim <version>"; a loader calls it to tell the simulator from a real libascendcl.so. */
+const char *dsnpu_sim_version(void);
+
+/* Copies the counters of the last launch that COMPLETED on `stream` (NULL = the default stream of the
+ * calling thread's current context) into *out. Synchronize the stream first to read a given launch;
+ * launch_seq tells which one it is. The stream must belong to the current context, as for any
+ * stream call. */
+int dsnpu_sim_last_launch_counters(void *stream, dsnpu_sim_launch_counters *out);
+
+/* The simulated core counts of a device (DSNPU_SIM_AICORE_NUM; default 24 cube, 48 vector). */
+int dsnpu_sim_get_core_num(int32_t device_id, uint32_t *cube_cores, uint32_t *vector_cores);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DSNPU_SIM_KERNEL_H */

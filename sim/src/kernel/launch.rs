@@ -1,0 +1,319 @@
+//! Running one kernel launch on a stream worker: every block on its own (pooled) thread,
+//! concurrently.
+//!
+//! Blocks run in waves of at most [`SimConfig::resident_blocks`] threads (the simulated core
+//! count), like the hardware runs more blocks than it has cores. `SyncAll` needs every block
+//! resident at once: in a launch larger than one wave it fails the launch instead of hanging.
+//! A fault reported through `fail` (or an abandoned `SyncAll`) fails the launch with
+//! `ACL_ERROR_RT_AICORE_EXCEPTION` and the message `"kernel <name> block <i>: <msg>"`; blocks still
+//! running finish, later waves are not started.
+//!
+//! The argument bytes are copied into a buffer registered as device memory of the launch's device
+//! for the duration of the launch, so placeholder pointers into it pass `check_gm`.
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dsnpu_ffi::sys;
+
+use super::abi::{BlockCtx, Counters, KernelFn, DSNPU_SIM_KERNEL_ABI};
+use super::args::LaunchArgs;
+use super::barrier::{BlockBarrier, SyncOutcome};
+use super::binary::Function;
+use super::pool;
+use crate::config::{SimConfig, UB_CAPACITY};
+use crate::error::SimError;
+use crate::memory::Memory;
+use crate::sync::lock;
+
+/// Warnings printed per launch before the rest are only counted.
+const PRINTED_WARNINGS: u64 = 8;
+
+/// A queued launch.
+pub(crate) struct Launch {
+    pub func: Arc<Function>,
+    pub num_blocks: u32,
+    pub args: LaunchArgs,
+}
+
+/// What a completed launch did (`dsnpu_sim_last_launch_counters`).
+#[derive(Debug, Clone)]
+pub(crate) struct LaunchRecord {
+    pub kernel: String,
+    pub num_blocks: u32,
+    pub status: sys::aclError,
+    pub elapsed: Duration,
+    pub warnings: u64,
+    pub totals: Counters,
+}
+
+struct LaunchShared<'a> {
+    kernel: &'a str,
+    memory: &'a Memory,
+    device: i32,
+    num_blocks: u32,
+    resident: u32,
+    barrier: BlockBarrier,
+    fault: Mutex<Option<SimError>>,
+    warnings: AtomicU64,
+}
+
+impl LaunchShared<'_> {
+    fn record(&self, err: SimError) {
+        lock(&self.fault).get_or_insert(err);
+        self.barrier.abort();
+    }
+
+    fn fault(&self, block: u32, msg: String) {
+        self.record(SimError::KernelFault {
+            kernel: self.kernel.to_string(),
+            block,
+            msg,
+        });
+    }
+}
+
+/// The `sim` pointer of a block's context.
+struct BlockSim<'a> {
+    shared: &'a LaunchShared<'a>,
+    block: u32,
+}
+
+impl BlockSim<'_> {
+    fn sync_all(&self) -> c_int {
+        let sh = self.shared;
+        if sh.num_blocks > sh.resident {
+            sh.fault(
+                self.block,
+                format!(
+                    "SyncAll needs all {} blocks running at once, but the simulated device runs {} at a time \
+                     (DSNPU_SIM_AICORE_NUM)",
+                    sh.num_blocks, sh.resident
+                ),
+            );
+            return 1;
+        }
+        match sh.barrier.sync() {
+            SyncOutcome::Passed => 0,
+            SyncOutcome::Abandoned => 1,
+            SyncOutcome::Impossible => {
+                sh.fault(
+                    self.block,
+                    "SyncAll can never complete: another block already returned".into(),
+                );
+                1
+            }
+        }
+    }
+
+    fn check_gm(&self, ptr: *const c_void, len: usize) -> c_int {
+        c_int::from(
+            !self
+                .shared
+                .memory
+                .check_gm(self.shared.device, ptr as usize, len),
+        )
+    }
+
+    fn warn(&self, msg: String) {
+        let n = self.shared.warnings.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= PRINTED_WARNINGS {
+            eprintln!(
+                "dsnpu-sim: warning: kernel {} block {}: {msg}",
+                self.shared.kernel, self.block
+            );
+        } else if n == PRINTED_WARNINGS + 1 {
+            eprintln!(
+                "dsnpu-sim: further warnings of this launch of {} are only counted",
+                self.shared.kernel
+            );
+        }
+    }
+}
+
+/// # Safety
+/// `sim` is NULL or the `sim` pointer of a live block context (the kernel passes it back as given).
+unsafe fn block_of<'a>(sim: *mut c_void) -> Option<&'a BlockSim<'a>> {
+    // SAFETY: per this function's contract, a non-null `sim` points at the BlockSim that lives on
+    // the block thread's stack for the whole kernel call.
+    unsafe { (sim as *const BlockSim<'a>).as_ref() }
+}
+
+/// # Safety
+/// `msg` is NULL or a NUL-terminated string.
+unsafe fn message(msg: *const c_char) -> String {
+    if msg.is_null() {
+        return "(no message)".to_string();
+    }
+    // SAFETY: per this function's contract.
+    unsafe { CStr::from_ptr(msg) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+unsafe extern "C" fn cb_sync_all(sim: *mut c_void) -> c_int {
+    // SAFETY: kernels pass back their context's `sim` pointer (ABI contract).
+    let Some(b) = (unsafe { block_of(sim) }) else {
+        return 1;
+    };
+    catch_unwind(AssertUnwindSafe(|| b.sync_all())).unwrap_or(1)
+}
+
+unsafe extern "C" fn cb_check_gm(sim: *mut c_void, ptr: *const c_void, len: usize) -> c_int {
+    // SAFETY: as in cb_sync_all.
+    let Some(b) = (unsafe { block_of(sim) }) else {
+        return 1;
+    };
+    catch_unwind(AssertUnwindSafe(|| b.check_gm(ptr, len))).unwrap_or(1)
+}
+
+unsafe extern "C" fn cb_fail(sim: *mut c_void, msg: *const c_char) {
+    // SAFETY: as in cb_sync_all; `msg` is a C string by the ABI.
+    let Some(b) = (unsafe { block_of(sim) }) else {
+        return;
+    };
+    // SAFETY: `msg` is NULL or NUL-terminated by the ABI.
+    let text = unsafe { message(msg) };
+    let _ = catch_unwind(AssertUnwindSafe(|| b.shared.fault(b.block, text)));
+}
+
+unsafe extern "C" fn cb_warn(sim: *mut c_void, msg: *const c_char) {
+    // SAFETY: as in cb_sync_all.
+    let Some(b) = (unsafe { block_of(sim) }) else {
+        return;
+    };
+    // SAFETY: `msg` is NULL or NUL-terminated by the ABI.
+    let text = unsafe { message(msg) };
+    let _ = catch_unwind(AssertUnwindSafe(|| b.warn(text)));
+}
+
+fn run_block(
+    shared: &LaunchShared<'_>,
+    entry: KernelFn,
+    block: u32,
+    counters: &mut Counters,
+    args: usize,
+    args_size: usize,
+) {
+    let sim = BlockSim { shared, block };
+    let ctx = BlockCtx {
+        abi_version: DSNPU_SIM_KERNEL_ABI,
+        block_idx: block,
+        block_num: shared.num_blocks,
+        ub_capacity: UB_CAPACITY,
+        args: args as *const c_void,
+        args_size,
+        counters: counters as *mut Counters,
+        sim: &sim as *const BlockSim<'_> as *mut c_void,
+        sync_all: Some(cb_sync_all),
+        check_gm: Some(cb_check_gm),
+        fail: Some(cb_fail),
+        warn: Some(cb_warn),
+    };
+    // SAFETY: `entry` is a kernel of a binary kept loaded by the launch's Function; the context,
+    // the counters, the registered argument buffer (kept allocated by the launch's access guard)
+    // and `sim` all outlive the call. Kernel code itself is trusted to follow the ABI.
+    unsafe { entry(&ctx) };
+    if shared.barrier.exit() {
+        shared.fault(
+            block,
+            "returned without reaching the SyncAll that other blocks are waiting in".into(),
+        );
+    }
+}
+
+/// Copies the arguments into a registered buffer and applies the placeholder patches.
+fn install_args(memory: &Memory, device: i32, args: &LaunchArgs) -> Result<usize, SimError> {
+    // A launch without arguments still gets a (one-byte) buffer, so `args` is never NULL.
+    let bytes: &[u8] = if args.bytes.is_empty() {
+        &[0]
+    } else {
+        &args.bytes
+    };
+    let base = memory.insert_args(device, bytes)?;
+    for p in &args.patches {
+        let value = (base + p.data) as u64;
+        // SAFETY: LaunchArgs guarantees slot + 8 <= len; the buffer was just registered and no
+        // kernel of this launch runs yet, so nothing else accesses it.
+        unsafe {
+            ((base + p.slot) as *mut u8)
+                .cast::<u64>()
+                .write_unaligned(value)
+        };
+    }
+    Ok(base)
+}
+
+/// Runs `launch` on `device`. The record is produced whether or not the launch failed.
+pub(crate) fn run_launch(
+    launch: &Launch,
+    device: i32,
+    memory: &Memory,
+    config: &SimConfig,
+) -> (Result<(), SimError>, LaunchRecord) {
+    let _access = memory.begin_access();
+    let started = Instant::now();
+    let n = launch.num_blocks;
+    let kernel = launch.func.name.as_str();
+    let shared = LaunchShared {
+        kernel,
+        memory,
+        device,
+        num_blocks: n,
+        resident: config.resident_blocks(),
+        barrier: BlockBarrier::new(n),
+        fault: Mutex::new(None),
+        warnings: AtomicU64::new(0),
+    };
+    let mut counters = vec![Counters::default(); n as usize];
+    match install_args(memory, device, &launch.args) {
+        Ok(args) => {
+            let wave = shared.resident as usize;
+            let entry = launch.func.entry;
+            let args_size = launch.args.args_size;
+            for (w, chunk) in counters.chunks_mut(wave).enumerate() {
+                let sh = &shared;
+                let jobs: Vec<Box<dyn FnOnce() + Send + '_>> = chunk
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let block = (w * wave + i) as u32;
+                        Box::new(move || run_block(sh, entry, block, c, args, args_size))
+                            as Box<dyn FnOnce() + Send + '_>
+                    })
+                    .collect();
+                pool::run_all(jobs, |i, e| {
+                    shared.record(SimError::Resources(format!(
+                        "kernel {kernel}: cannot start a thread for block {}: {e}",
+                        w * wave + i
+                    )))
+                });
+                if lock(&shared.fault).is_some() {
+                    break;
+                }
+            }
+            memory.remove_args(args);
+        }
+        Err(e) => shared.record(e),
+    }
+    let mut totals = Counters::default();
+    counters.iter().for_each(|c| totals.accumulate(c));
+    let result = match lock(&shared.fault).take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
+    let record = LaunchRecord {
+        kernel: kernel.to_string(),
+        num_blocks: n,
+        status: result
+            .as_ref()
+            .err()
+            .map_or(sys::ACL_SUCCESS, SimError::acl_code),
+        elapsed: started.elapsed(),
+        warnings: shared.warnings.load(Ordering::Relaxed),
+        totals,
+    };
+    (result, record)
+}
