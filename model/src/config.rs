@@ -570,7 +570,7 @@ fn validate(c: &ModelConfig, f: &Fields) -> Result<()> {
     if c.q_lora_rank == Some(0) {
         return Err(config_err("q_lora_rank", "must be positive or null"));
     }
-    if c.qk_rope_head_dim % 2 != 0 {
+    if !c.qk_rope_head_dim.is_multiple_of(2) {
         return Err(config_err(
             "qk_rope_head_dim",
             format!("must be even, got {}", c.qk_rope_head_dim),
@@ -631,7 +631,7 @@ fn validate(c: &ModelConfig, f: &Fields) -> Result<()> {
         ));
     }
     if c.model_type == ModelType::DeepseekV3 {
-        if c.n_group == 0 || e % c.n_group != 0 {
+        if c.n_group == 0 || !e.is_multiple_of(c.n_group) {
             return Err(config_err(
                 "n_group",
                 format!("must divide n_routed_experts ({e}), got {}", c.n_group),
