@@ -6,9 +6,10 @@
  * resolves a kernel for aclrtBinaryGetFunction(bin, "name") as the exported symbol `name` with the
  * type `dsnpu_sim_kernel_fn`.
  *
- * A launch of numBlocks blocks calls the kernel once per block, every block on its own thread and all
- * blocks of a launch concurrently (so `sync_all` can meet). `args` points at the packed argument bytes
- * exactly as the host passed them (aclrtLaunchKernelWithHostArgs) or as appended through
+ * A launch of numBlocks blocks calls the kernel once per block, every block on its own thread. Up to the
+ * simulated core count (DSNPU_SIM_AICORE_NUM) blocks run concurrently, so `sync_all` can meet; a larger
+ * launch runs in waves, as the hardware does, and a `sync_all` in it fails the launch instead of hanging.
+ * `args` points at the packed argument bytes exactly as the host passed them (aclrtLaunchKernelWithHostArgs) or as appended through
  * aclrtKernelArgsAppend: for Ascend C kernels, one 8-byte GM address per parameter, in order. The
  * bytes stay valid for the duration of the call.
  *
