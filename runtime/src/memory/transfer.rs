@@ -10,8 +10,9 @@ use crate::error::{Result, RuntimeError};
 use crate::memory::device_buffer::DeviceBuffer;
 use crate::memory::host_buffer::HostBuffer;
 use crate::memory::repr::DeviceRepr;
-use crate::memory::tracker::run_ordered;
+use crate::memory::tracker::{run_ordered, Tracker};
 use crate::stream::Stream;
+use std::ffi::c_void;
 
 fn same_len(op: &'static str, expected: usize, actual: usize) -> Result<()> {
     if expected == actual {
@@ -63,27 +64,16 @@ impl Stream {
     ) -> Result<()> {
         same_len("memcpy_htod", dst.len(), src.len())?;
         self.check_device("memcpy_htod", dst)?;
-        let bytes = dst.num_bytes();
-        if bytes == 0 {
-            return Ok(());
+        // SAFETY: a pinned source and a device destination of the same `num_bytes`, both tracked.
+        unsafe {
+            self.queue_copy(
+                &[&src.track, &dst.track],
+                dst.device_ptr(),
+                src.ptr().cast(),
+                dst.num_bytes(),
+                sys::aclrtMemcpyKind::ACL_MEMCPY_HOST_TO_DEVICE,
+            )
         }
-        let s = self.inner();
-        s.core().bind()?;
-        run_ordered(s, &[&src.track, &dst.track], || {
-            // SAFETY: pinned source and device destination of `bytes` bytes each; both trackers
-            // keep the host from touching them and later work from overtaking until the copy is done.
-            unsafe {
-                result::memory::memcpy_async(
-                    dst.device_ptr(),
-                    bytes,
-                    src.ptr().cast(),
-                    bytes,
-                    sys::aclrtMemcpyKind::ACL_MEMCPY_HOST_TO_DEVICE,
-                    s.handle(),
-                )?
-            };
-            Ok(())
-        })
     }
 
     /// Queues a copy from the device to pinned host memory.
@@ -94,26 +84,16 @@ impl Stream {
     ) -> Result<()> {
         same_len("memcpy_dtoh", dst.len(), src.len())?;
         self.check_device("memcpy_dtoh", src)?;
-        let bytes = src.num_bytes();
-        if bytes == 0 {
-            return Ok(());
+        // SAFETY: a device source and a pinned destination of the same `num_bytes`, both tracked.
+        unsafe {
+            self.queue_copy(
+                &[&src.track, &dst.track],
+                dst.ptr().cast(),
+                src.device_ptr(),
+                src.num_bytes(),
+                sys::aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_HOST,
+            )
         }
-        let s = self.inner();
-        s.core().bind()?;
-        run_ordered(s, &[&src.track, &dst.track], || {
-            // SAFETY: as memcpy_htod, reversed.
-            unsafe {
-                result::memory::memcpy_async(
-                    dst.ptr().cast(),
-                    bytes,
-                    src.device_ptr(),
-                    bytes,
-                    sys::aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_HOST,
-                    s.handle(),
-                )?
-            };
-            Ok(())
-        })
     }
 
     /// Queues a device-to-device copy (both on this stream's device).
@@ -125,24 +105,40 @@ impl Stream {
         same_len("memcpy_dtod", dst.len(), src.len())?;
         self.check_device("memcpy_dtod", src)?;
         self.check_device("memcpy_dtod", dst)?;
-        let bytes = src.num_bytes();
+        // SAFETY: two distinct (`&` vs `&mut`) device buffers of the same `num_bytes`, both tracked.
+        unsafe {
+            self.queue_copy(
+                &[&src.track, &dst.track],
+                dst.device_ptr(),
+                src.device_ptr(),
+                src.num_bytes(),
+                sys::aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_DEVICE,
+            )
+        }
+    }
+
+    /// Queues one `aclrtMemcpyAsync` of `bytes` bytes, ordered after the last use of every tracked
+    /// buffer; the trackers then keep the host and later work off both ends until it is done.
+    ///
+    /// # Safety
+    /// `dst` and `src` must be valid for `bytes` bytes of the memory `kind` names, and belong to the
+    /// buffers whose trackers are in `tracks`.
+    unsafe fn queue_copy(
+        &self,
+        tracks: &[&Tracker],
+        dst: *mut c_void,
+        src: *const c_void,
+        bytes: usize,
+        kind: sys::aclrtMemcpyKind::Type,
+    ) -> Result<()> {
         if bytes == 0 {
             return Ok(());
         }
         let s = self.inner();
         s.core().bind()?;
-        run_ordered(s, &[&src.track, &dst.track], || {
-            // SAFETY: two distinct (`&` vs `&mut`) device buffers of `bytes` bytes, ordered on `s`.
-            unsafe {
-                result::memory::memcpy_async(
-                    dst.device_ptr(),
-                    bytes,
-                    src.device_ptr(),
-                    bytes,
-                    sys::aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_DEVICE,
-                    s.handle(),
-                )?
-            };
+        run_ordered(s, tracks, || {
+            // SAFETY: the caller's contract; `run_ordered` holds the trackers for the copy's lifetime.
+            unsafe { result::memory::memcpy_async(dst, bytes, src, bytes, kind, s.handle())? };
             Ok(())
         })
     }
