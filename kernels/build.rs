@@ -15,6 +15,10 @@ const SOURCES: &[&str] = &[
     "src/ascendc/silu_mul.cpp",
     "src/ascendc/linear.cpp",
     "src/ascendc/selftest.cpp",
+    "src/ascendc/moe_gating_topk.cpp",
+    "src/ascendc/moe_init_routing.cpp",
+    "src/ascendc/moe_grouped_matmul.cpp",
+    "src/ascendc/moe_finalize_routing.cpp",
 ];
 
 /// File name of the host kernel binary in OUT_DIR.
@@ -85,7 +89,9 @@ fn probe_layout(manifest: &Path, out: &Path) {
         // A cross build cannot run the probe; the layout test then has nothing to compare against.
         std::fs::write(
             &target_rs,
-            "pub const C_LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[];\npub const C_ROPE_LAYOUTS: (u32, u32) = (0, 1);\n",
+            "pub const C_LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[];\npub const C_ROPE_LAYOUTS: (u32, u32) = (0, 1);\n\
+             #[allow(dead_code)]\npub const C_MOE_LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[];\n\
+             #[allow(dead_code)]\npub const C_MOE_CONSTANTS: &[(&str, u32)] = &[];\n",
         )
         .expect("write tiling_layout.rs");
         return;

@@ -69,5 +69,88 @@ int main(void) {
     printf("];\n");
     printf("/// DSNPU_ROPE_INTERLEAVED and DSNPU_ROPE_HALF_SPLIT.\n");
     printf("pub const C_ROPE_LAYOUTS: (u32, u32) = (%u, %u);\n", DSNPU_ROPE_INTERLEAVED, DSNPU_ROPE_HALF_SPLIT);
+
+    /* The MoE structs in a table of their own (tests/moe_layout.rs compares it). */
+    printf("/// The MoE tiling structs, laid out by the C compiler.\n#[allow(dead_code)]\n");
+    printf("pub const C_MOE_LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[\n");
+
+    STRUCT_BEGIN(DsnpuMoeGatingTiling)
+    FIELD(DsnpuMoeGatingTiling, tokens)
+    FIELD(DsnpuMoeGatingTiling, experts)
+    FIELD(DsnpuMoeGatingTiling, top_k)
+    FIELD(DsnpuMoeGatingTiling, n_group)
+    FIELD(DsnpuMoeGatingTiling, topk_group)
+    FIELD(DsnpuMoeGatingTiling, group_pad)
+    FIELD(DsnpuMoeGatingTiling, score_func)
+    FIELD(DsnpuMoeGatingTiling, has_bias)
+    FIELD(DsnpuMoeGatingTiling, normalize)
+    FIELD(DsnpuMoeGatingTiling, routed_scaling_factor)
+    FIELD(DsnpuMoeGatingTiling, tokens_per_block)
+    FIELD(DsnpuMoeGatingTiling, tokens_per_tile)
+    STRUCT_END()
+
+    STRUCT_BEGIN(DsnpuMoeInitRoutingTiling)
+    FIELD(DsnpuMoeInitRoutingTiling, tokens)
+    FIELD(DsnpuMoeInitRoutingTiling, hidden)
+    FIELD(DsnpuMoeInitRoutingTiling, top_k)
+    FIELD(DsnpuMoeInitRoutingTiling, experts)
+    FIELD(DsnpuMoeInitRoutingTiling, active_start)
+    FIELD(DsnpuMoeInitRoutingTiling, active_end)
+    FIELD(DsnpuMoeInitRoutingTiling, tokens_mode)
+    FIELD(DsnpuMoeInitRoutingTiling, blocks)
+    FIELD(DsnpuMoeInitRoutingTiling, tokens_per_block)
+    FIELD(DsnpuMoeInitRoutingTiling, tokens_per_chunk)
+    FIELD(DsnpuMoeInitRoutingTiling, tokens_per_tile)
+    FIELD(DsnpuMoeInitRoutingTiling, experts_per_block)
+    STRUCT_END()
+
+    STRUCT_BEGIN(DsnpuGroupedMatmulTiling)
+    FIELD(DsnpuGroupedMatmulTiling, rows)
+    FIELD(DsnpuGroupedMatmulTiling, groups)
+    FIELD(DsnpuGroupedMatmulTiling, n)
+    FIELD(DsnpuGroupedMatmulTiling, k)
+    FIELD(DsnpuGroupedMatmulTiling, list_type)
+    FIELD(DsnpuGroupedMatmulTiling, single_m)
+    FIELD(DsnpuGroupedMatmulTiling, single_n)
+    FIELD(DsnpuGroupedMatmulTiling, base_m)
+    FIELD(DsnpuGroupedMatmulTiling, base_n)
+    FIELD(DsnpuGroupedMatmulTiling, base_k)
+    STRUCT_END()
+
+    STRUCT_BEGIN(DsnpuExpertFfnTiling)
+    FIELD(DsnpuExpertFfnTiling, rows)
+    FIELD(DsnpuExpertFfnTiling, groups)
+    FIELD(DsnpuExpertFfnTiling, hidden)
+    FIELD(DsnpuExpertFfnTiling, inter)
+    FIELD(DsnpuExpertFfnTiling, list_type)
+    FIELD(DsnpuExpertFfnTiling, single_m)
+    FIELD(DsnpuExpertFfnTiling, base_m)
+    FIELD(DsnpuExpertFfnTiling, single_n1)
+    FIELD(DsnpuExpertFfnTiling, base_n1)
+    FIELD(DsnpuExpertFfnTiling, base_k1)
+    FIELD(DsnpuExpertFfnTiling, single_n2)
+    FIELD(DsnpuExpertFfnTiling, base_n2)
+    FIELD(DsnpuExpertFfnTiling, base_k2)
+    FIELD(DsnpuExpertFfnTiling, swiglu_rows)
+    STRUCT_END()
+
+    STRUCT_BEGIN(DsnpuMoeFinalizeTiling)
+    FIELD(DsnpuMoeFinalizeTiling, tokens)
+    FIELD(DsnpuMoeFinalizeTiling, hidden)
+    FIELD(DsnpuMoeFinalizeTiling, top_k)
+    FIELD(DsnpuMoeFinalizeTiling, rows)
+    FIELD(DsnpuMoeFinalizeTiling, has_shared)
+    FIELD(DsnpuMoeFinalizeTiling, has_residual)
+    FIELD(DsnpuMoeFinalizeTiling, tokens_per_block)
+    FIELD(DsnpuMoeFinalizeTiling, tokens_per_tile)
+    FIELD(DsnpuMoeFinalizeTiling, cols_per_tile)
+    FIELD(DsnpuMoeFinalizeTiling, reserved)
+    STRUCT_END()
+
+    printf("];\n");
+    printf("/// The MoE #defines of the header, by name.\n#[allow(dead_code)]\n");
+    printf("pub const C_MOE_CONSTANTS: &[(&str, u32)] = &[(\"DSNPU_MOE_SCORE_SOFTMAX\", %u), "
+           "(\"DSNPU_MOE_SCORE_SIGMOID\", %u), (\"DSNPU_MOE_LIST_CUMSUM\", %u), (\"DSNPU_MOE_LIST_COUNT\", %u)];\n",
+           DSNPU_MOE_SCORE_SOFTMAX, DSNPU_MOE_SCORE_SIGMOID, DSNPU_MOE_LIST_CUMSUM, DSNPU_MOE_LIST_COUNT);
     return 0;
 }

@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-/// Why a tiling could not be computed.
+/// Why a tiling could not be computed or a launch failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
     /// A shape the kernel cannot take (empty, odd rotary dimension, too large for its index types, ...).
@@ -19,6 +19,23 @@ pub enum KernelError {
     /// A hardware description with no cores or no Unified Buffer.
     #[error("invalid hardware description: {0}")]
     InvalidHardware(String),
+    /// A device buffer passed to a launcher does not hold what the shape needs.
+    #[error("{kernel}: argument `{arg}` has {actual} elements, the shape needs {expected}")]
+    BufferLength {
+        kernel: &'static str,
+        arg: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    /// The runtime failed to load, look up or launch a kernel, or the launch faulted. `message` is the
+    /// runtime error's full text (for a fault it names the kernel, block and operation); `code` its
+    /// AscendCL error code, if it has one (`ACL_ERROR_RT_AICORE_EXCEPTION` = 507015 for a fault).
+    #[error("{kernel}: {message}")]
+    Device {
+        kernel: String,
+        code: Option<i32>,
+        message: String,
+    },
 }
 
 /// Result with [`KernelError`].

@@ -14,18 +14,28 @@
 //! - the kernels trust their tiling struct (computed here from validated shapes): a wrong tiling can
 //!   only make a kernel fault on a checked access;
 //! - [`tiling`] validates shapes and hardware budgets and returns typed errors, never panics.
+//! - [`launch`] runs the kernels through `dsnpu-runtime`: one typed launcher per kernel that checks the
+//!   buffers against the shape, tiles for the device's cores and Unified Buffer, and launches.
 //!
 //! Exported kernels (`<t>` is `f32`, `f16` or `bf16`, see [`Kernel::symbol`]): `rms_norm_<t>`,
-//! `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`, `linear_<t>`, and the layer's self-tests
+//! `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`, `linear_<t>`, the mixture-of-experts kernels
+//! `moe_gating_topk_<t>`, `moe_init_routing_<t>`, `moe_init_routing_quant_<t>`, `grouped_matmul_<t>`,
+//! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
 pub mod error;
+pub mod launch;
 pub mod tiling;
+pub mod tiling_moe;
 
 pub use error::{KernelError, Result};
 pub use tiling::{
     CoreBudget, LinearTiling, RmsNormTiling, RopeLayout, RopeTiling, SelftestTiling, SiluMulTiling,
     Tiling,
+};
+pub use tiling_moe::{
+    ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,
+    MoeInitRoutingTiling, MoeList, MoeScore,
 };
 
 /// Absolute path of the host kernel binary built for this crate (in cargo's OUT_DIR).
@@ -71,16 +81,40 @@ pub enum Kernel {
     SiluMul,
     /// `(x, w, bias, y, workspace, tiling)` with [`LinearTiling`]; bias is f32 and may be null.
     Linear,
+    /// `(logits, bias, ids, weights, workspace, tiling)` with [`MoeGatingTiling`]: bias f32 `[E]` (null
+    /// unless `has_bias`), ids i32 and weights f32 `[T, K]`.
+    MoeGatingTopK,
+    /// `(x, ids, expanded_x, expanded_row_idx, expert_tokens, workspace, tiling)` with
+    /// [`MoeInitRoutingTiling`]: ids and row indices i32 `[T*K]`, `expanded_x` `[T*K, H]` (the first R
+    /// rows written), expert_tokens i64 `[E]`; a workspace of `workspace_bytes()`; SyncAll.
+    MoeInitRouting,
+    /// `(x, ids, expanded_x, scales, expanded_row_idx, expert_tokens, workspace, tiling)`: as
+    /// [`Kernel::MoeInitRouting`] with int8 `expanded_x` and f32 `scales` `[T*K]`.
+    MoeInitRoutingQuant,
+    /// `(x, w, group_list, y, workspace, tiling)` with [`GroupedMatmulTiling`]: group_list i64 `[G]`.
+    GroupedMatmul,
+    /// `(x, w_gate, w_up, w_down, group_list, y, workspace, tiling)` with [`ExpertFfnTiling`]; a workspace
+    /// of `workspace_bytes()`; SyncAll.
+    ExpertFfn,
+    /// `(y, expanded_row_idx, weights, shared, residual, out, workspace, tiling)` with
+    /// [`MoeFinalizeTiling`]: weights f32 `[T, K]`; shared and residual may be null.
+    MoeFinalizeRouting,
 }
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 5] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
         Kernel::SiluMul,
         Kernel::Linear,
+        Kernel::MoeGatingTopK,
+        Kernel::MoeInitRouting,
+        Kernel::MoeInitRoutingQuant,
+        Kernel::GroupedMatmul,
+        Kernel::ExpertFfn,
+        Kernel::MoeFinalizeRouting,
     ];
 
     /// The exported symbol of this kernel for `dtype`.
@@ -103,6 +137,24 @@ impl Kernel {
             (Linear, F32) => "linear_f32",
             (Linear, F16) => "linear_f16",
             (Linear, Bf16) => "linear_bf16",
+            (MoeGatingTopK, F32) => "moe_gating_topk_f32",
+            (MoeGatingTopK, F16) => "moe_gating_topk_f16",
+            (MoeGatingTopK, Bf16) => "moe_gating_topk_bf16",
+            (MoeInitRouting, F32) => "moe_init_routing_f32",
+            (MoeInitRouting, F16) => "moe_init_routing_f16",
+            (MoeInitRouting, Bf16) => "moe_init_routing_bf16",
+            (MoeInitRoutingQuant, F32) => "moe_init_routing_quant_f32",
+            (MoeInitRoutingQuant, F16) => "moe_init_routing_quant_f16",
+            (MoeInitRoutingQuant, Bf16) => "moe_init_routing_quant_bf16",
+            (GroupedMatmul, F32) => "grouped_matmul_f32",
+            (GroupedMatmul, F16) => "grouped_matmul_f16",
+            (GroupedMatmul, Bf16) => "grouped_matmul_bf16",
+            (ExpertFfn, F32) => "expert_ffn_f32",
+            (ExpertFfn, F16) => "expert_ffn_f16",
+            (ExpertFfn, Bf16) => "expert_ffn_bf16",
+            (MoeFinalizeRouting, F32) => "moe_finalize_routing_f32",
+            (MoeFinalizeRouting, F16) => "moe_finalize_routing_f16",
+            (MoeFinalizeRouting, Bf16) => "moe_finalize_routing_bf16",
         }
     }
 
@@ -114,6 +166,21 @@ impl Kernel {
             Kernel::Rope => 7,
             Kernel::SiluMul => 4,
             Kernel::Linear => 6,
+            Kernel::MoeGatingTopK => 6,
+            Kernel::MoeInitRouting => 7,
+            Kernel::MoeInitRoutingQuant => 8,
+            Kernel::GroupedMatmul => 6,
+            Kernel::ExpertFfn => 8,
+            Kernel::MoeFinalizeRouting => 8,
         }
+    }
+
+    /// Whether the kernel meets all its blocks at `SyncAll`: they must all run concurrently (and
+    /// `moe_init_routing*` must get exactly its tiling's `block_dim()` blocks).
+    pub fn uses_sync_all(self) -> bool {
+        matches!(
+            self,
+            Kernel::MoeInitRouting | Kernel::MoeInitRoutingQuant | Kernel::ExpertFfn
+        )
     }
 }

@@ -27,7 +27,7 @@ impl CoreBudget {
         ub_bytes: 196_608,
     };
 
-    fn validate(self) -> Result<Self> {
+    pub(crate) fn validate(self) -> Result<Self> {
         if self.cores == 0 || self.ub_bytes == 0 {
             return Err(KernelError::InvalidHardware(format!(
                 "{} cores with {} bytes of UB",
@@ -58,16 +58,17 @@ macro_rules! impl_tiling {
         }
     )*};
 }
+pub(crate) use impl_tiling;
 
 /// Most blocks one DataCopyPad moves (its blockCount), which bounds rows per tile.
 pub const MAX_ROWS_PER_COPY: u32 = 4095;
-const UB_BLOCK: u64 = 32;
+pub(crate) const UB_BLOCK: u64 = 32;
 
-fn round_up(n: u64, to: u64) -> u64 {
+pub(crate) fn round_up(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
 }
 
-fn invalid(kernel: &'static str, reason: impl Into<String>) -> KernelError {
+pub(crate) fn invalid(kernel: &'static str, reason: impl Into<String>) -> KernelError {
     KernelError::InvalidShape {
         kernel,
         reason: reason.into(),
@@ -75,12 +76,18 @@ fn invalid(kernel: &'static str, reason: impl Into<String>) -> KernelError {
 }
 
 /// `value` as u32, or an InvalidShape error naming `what`.
-fn to_u32(kernel: &'static str, what: &str, value: u64) -> Result<u32> {
+pub(crate) fn to_u32(kernel: &'static str, what: &str, value: u64) -> Result<u32> {
     u32::try_from(value).map_err(|_| invalid(kernel, format!("{what} = {value} exceeds u32")))
 }
 
 /// The largest `n` in `1..=cap` with `fixed + n * per <= budget`, or DoesNotFit.
-fn largest_fit(kernel: &'static str, fixed: u64, per: u64, cap: u32, budget: u32) -> Result<u32> {
+pub(crate) fn largest_fit(
+    kernel: &'static str,
+    fixed: u64,
+    per: u64,
+    cap: u32,
+    budget: u32,
+) -> Result<u32> {
     let budget = u64::from(budget);
     if fixed + per > budget {
         return Err(KernelError::DoesNotFit {
@@ -94,7 +101,7 @@ fn largest_fit(kernel: &'static str, fixed: u64, per: u64, cap: u32, budget: u32
 }
 
 /// Split `items` over at most `cores` blocks: (items per block, blocks).
-fn split(items: u32, cores: u32) -> (u32, u32) {
+pub(crate) fn split(items: u32, cores: u32) -> (u32, u32) {
     let per = items.div_ceil(cores);
     (per, items.div_ceil(per))
 }
@@ -374,7 +381,7 @@ pub struct LinearTiling {
 }
 
 /// Cube fractal edge: shapes are padded to multiples of 16 in the cube.
-const FRACTAL: u64 = 16;
+pub(crate) const FRACTAL: u64 = 16;
 /// Modelled per-core GM bytes per cycle (1.6 TB/s over 24 cube cores at 1.8 GHz).
 const GM_BYTES_PER_CORE_CYCLE: f64 = 1.6e12 / 24.0 / 1.8e9;
 

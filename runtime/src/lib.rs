@@ -12,6 +12,8 @@
 //!   reuses blocks in stream order, retries after releasing its cache on out-of-memory, and counts.
 //! - [`kernel`]: loading and lookup are safe; launching is `unsafe` because the kernel's parameter
 //!   list and memory accesses cannot be checked from the host.
+//! - [`sim_counters`]: the simulator's per-launch counters and core counts, looked up only when the
+//!   simulator is loaded (`Unsupported` on a CANN install).
 //!
 //! Trusted throughout: that the loaded library implements AscendCL's documented semantics.
 
@@ -21,6 +23,7 @@ pub mod event;
 pub mod init;
 pub mod kernel;
 pub mod memory;
+pub mod sim_counters;
 pub mod stream;
 
 pub use device::{Device, MemInfo};
@@ -32,6 +35,7 @@ pub use memory::device_buffer::DeviceBuffer;
 pub use memory::host_buffer::HostBuffer;
 pub use memory::pool::{MemPool, PoolStats};
 pub use memory::repr::DeviceRepr;
+pub use sim_counters::{KernelCounters, LaunchCounters};
 pub use stream::{Stream, LAUNCH_BLOCKING_ENV};
 
 pub use dsnpu_ffi::{LibraryInfo, LibraryKind};

@@ -241,6 +241,20 @@ impl Api {
         &self.info
     }
 
+    /// A symbol of the AscendCL library outside the generated bindings (the simulator's own
+    /// extensions, `dsnpu_sim_*`), looked up on each call; `Unsupported` when the library lacks it.
+    ///
+    /// # Safety
+    /// `T` must be the function-pointer type of `name`'s real signature.
+    pub unsafe fn extension<T: Copy>(&self, name: &'static str) -> Result<T, FfiError> {
+        // SAFETY: the signature is the caller's promise; the library is never unloaded, so the
+        // pointer stays valid for the life of the process.
+        unsafe { lookup::<T>(&self.acl.lib, name) }.ok_or_else(|| FfiError::Unsupported {
+            symbol: name,
+            library: self.acl.path.clone(),
+        })
+    }
+
     /// The library that exports `name`, loading HCCL on the first HCCL call.
     fn library_for(&self, name: &str) -> Result<(&libloading::Library, &Path), FfiError> {
         if !name.starts_with("Hccl") || self.info.kind == LibraryKind::Simulator {

@@ -81,6 +81,115 @@ typedef struct DsnpuSelftestTiling {
     uint32_t reserved;
 } DsnpuSelftestTiling;
 
+/* ---------------------------------------------------------------------------------------------------------
+ * Mixture-of-experts kernels (src/ascendc/moe_*.cpp; Rust mirrors in src/tiling_moe.rs).
+ * ------------------------------------------------------------------------------------------------------- */
+
+/* Score functions of moe_gating_topk_<t>. */
+#define DSNPU_MOE_SCORE_SOFTMAX 0u
+#define DSNPU_MOE_SCORE_SIGMOID 1u
+
+/* Forms of a per-expert token list, numbered as aclnn numbers them (expertTokensNumType / group_list_type):
+ * inclusive cumulative sums or plain counts. */
+#define DSNPU_MOE_LIST_CUMSUM 0u
+#define DSNPU_MOE_LIST_COUNT 1u
+
+/* moe_gating_topk_<t>: logits [tokens, experts] (t) and bias f32[experts] (when has_bias) -> ids
+ * int32[tokens, top_k] and weights f32[tokens, top_k]. The experts form n_group groups of experts / n_group;
+ * in UB every group starts on a boundary of group_pad elements (a multiple of 16). Tokens are split into runs
+ * of tokens_per_block per block, walked in tiles of tokens_per_tile tokens. */
+typedef struct DsnpuMoeGatingTiling {
+    uint32_t tokens;
+    uint32_t experts;
+    uint32_t top_k;
+    uint32_t n_group;
+    uint32_t topk_group;
+    uint32_t group_pad;
+    uint32_t score_func;
+    uint32_t has_bias;
+    uint32_t normalize;
+    float routed_scaling_factor;
+    uint32_t tokens_per_block;
+    uint32_t tokens_per_tile;
+} DsnpuMoeGatingTiling;
+
+/* moe_init_routing_<t> / moe_init_routing_quant_<t>: x [tokens, hidden] and ids int32[tokens, top_k] ->
+ * rows sorted stably by expert. Pairs whose expert is outside [active_start, active_end) are dropped.
+ * tokens_mode is a DSNPU_MOE_LIST_* form of expert_tokens (int64[experts]). The launch has exactly `blocks`
+ * blocks; block b dispatches tokens [b * tokens_per_block, ...), holding the ids of tokens_per_chunk tokens
+ * in UB at a time and moving x in tiles of tokens_per_tile rows, and sums the histograms of experts
+ * [b * experts_per_block, ...) (a multiple of 8). Workspace: int32[(blocks + 1) * experts]. */
+typedef struct DsnpuMoeInitRoutingTiling {
+    uint32_t tokens;
+    uint32_t hidden;
+    uint32_t top_k;
+    uint32_t experts;
+    uint32_t active_start;
+    uint32_t active_end;
+    uint32_t tokens_mode;
+    uint32_t blocks;
+    uint32_t tokens_per_block;
+    uint32_t tokens_per_chunk;
+    uint32_t tokens_per_tile;
+    uint32_t experts_per_block;
+} DsnpuMoeInitRoutingTiling;
+
+/* grouped_matmul_<t>: y[rows, n] = x[rows, k] * w[g, n, k]^T for the rows of group g, the groups given by
+ * group_list (int64[groups], DSNPU_MOE_LIST_* form list_type). The work is the (group, m-tile, n-tile)
+ * tasks of single_m x single_n output blocks over the non-empty groups, dealt round-robin to the blocks;
+ * each task runs in base_m x base_n x base_k cube steps. */
+typedef struct DsnpuGroupedMatmulTiling {
+    uint32_t rows;
+    uint32_t groups;
+    uint32_t n;
+    uint32_t k;
+    uint32_t list_type;
+    uint32_t single_m;
+    uint32_t single_n;
+    uint32_t base_m;
+    uint32_t base_n;
+    uint32_t base_k;
+} DsnpuGroupedMatmulTiling;
+
+/* expert_ffn_<t>: y = (silu(x w_gate^T) * (x w_up^T)) w_down^T per group, w_gate/w_up [groups, inter, hidden],
+ * w_down [groups, hidden, inter]. Phase 1 deals (group, m-tile, inter-tile) tasks of single_m x single_n1
+ * (gate and up GEMMs into f32 workspace, then SwiGLU in UB tiles of swiglu_rows rows into the intermediate
+ * h, rounded to t); after SyncAll, phase 2 deals (group, m-tile, hidden-tile) tasks of single_m x single_n2
+ * (the down GEMM). Workspace: rows * inter * (4 + 4 + sizeof(t)) bytes (gate f32, up f32, h). */
+typedef struct DsnpuExpertFfnTiling {
+    uint32_t rows;
+    uint32_t groups;
+    uint32_t hidden;
+    uint32_t inter;
+    uint32_t list_type;
+    uint32_t single_m;
+    uint32_t base_m;
+    uint32_t single_n1;
+    uint32_t base_n1;
+    uint32_t base_k1;
+    uint32_t single_n2;
+    uint32_t base_n2;
+    uint32_t base_k2;
+    uint32_t swiglu_rows;
+} DsnpuExpertFfnTiling;
+
+/* moe_finalize_routing_<t>: out[t] = sum_k weights[t, k] * y[expanded_row_idx[t * top_k + k]] (+ shared[t])
+ * (+ residual[t]) with y [rows, hidden] (rows may be 0), indices -1 skipped. Tokens are split into runs of
+ * tokens_per_block per block, their indices and weights loaded tokens_per_tile tokens at a time, rows
+ * walked in column chunks of cols_per_tile. */
+typedef struct DsnpuMoeFinalizeTiling {
+    uint32_t tokens;
+    uint32_t hidden;
+    uint32_t top_k;
+    uint32_t rows;
+    uint32_t has_shared;
+    uint32_t has_residual;
+    uint32_t tokens_per_block;
+    uint32_t tokens_per_tile;
+    uint32_t cols_per_tile;
+    uint32_t reserved;
+} DsnpuMoeFinalizeTiling;
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,4 +1,5 @@
-//! Backends the conformance suites run through. [`Cpu`] is the reference and is always available.
+//! Backends the conformance suites run through. [`Cpu`] is the reference and is always available;
+//! `Npu` (feature `npu`, on by default) runs dsnpu's kernels on a device or the simulator.
 //!
 //! A backend is a value implementing [`Backend`] plus one trait per operator family:
 //! [`dense::DenseOps`], [`moe::MoeOps`], [`mla::MlaOps`]. The family methods take host arrays and return
@@ -16,10 +17,14 @@
 pub mod dense;
 pub mod mla;
 pub mod moe;
+#[cfg(feature = "npu")]
+pub mod npu;
 
 pub use dense::DenseOps;
 pub use mla::MlaOps;
 pub use moe::MoeOps;
+#[cfg(feature = "npu")]
+pub use npu::Npu;
 
 /// The CPU reference backend: calls the functions of this crate directly.
 #[derive(Debug, Clone, Copy, Default)]

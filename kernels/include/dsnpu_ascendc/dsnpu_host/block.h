@@ -159,6 +159,10 @@ __aicore__ inline int64_t GetBlockNum() { return ::dsnpu::host::block().ctx->blo
 // The system workspace the Matmul API may use. The host Matmul needs none.
 __aicore__ inline GM_ADDR GetSysWorkSpacePtr() { return nullptr; }
 
+// The part of the kernel's `workspace` argument that belongs to the operator (CANN puts the system
+// workspace first). The host reserves no system workspace, so it is the whole argument.
+__aicore__ inline GM_ADDR GetUserWorkspace(GM_ADDR workspace) { return workspace; }
+
 // All blocks of the launch meet here. If another block failed, the launch is being abandoned and this
 // block stops too (without reporting a fault of its own).
 template <bool isAIVOnly = true>

@@ -1,4 +1,4 @@
-// TPipe, TQue and TBuf: Unified Buffer allocation of the host Ascend C layer.
+// TPipe, TQue (and TQueBind) and TBuf: Unified Buffer allocation of the host Ascend C layer.
 //
 // Contract: TPipe::InitBuffer hands out UB space linearly from address 0, each buffer's length rounded up
 // to 32 bytes, at most 64 buffers per pipe; asking for more than the block's UB capacity (from the
@@ -109,8 +109,11 @@ protected:
 
 namespace AscendC {
 
-template <TPosition pos, int32_t depth = 1, auto mask = 0>
-class TQue : public ::dsnpu::host::QueBase {
+// A queue whose buffers are filled at position `src` and drained at `dst`: TQueBind<VECIN, VECOUT> carries
+// data that leaves the Unified Buffer exactly as it came in (GM -> UB -> GM, no vector work in between).
+// On the host the positions only document the hand-over; the buffer discipline is that of every queue.
+template <TPosition src, TPosition dst, int32_t depth, auto mask = 0>
+class TQueBind : public ::dsnpu::host::QueBase {
 public:
     template <typename T>
     __aicore__ inline LocalTensor<T> AllocTensor() {
@@ -134,6 +137,10 @@ public:
     __aicore__ inline bool VacantInQue() const { return count_ < num_; }
     __aicore__ inline bool HasTensorInQue() const { return count_ != 0; }
 };
+
+// A queue used at one position (VECIN: filled by MTE2, drained by the vector unit; VECOUT: the reverse).
+template <TPosition pos, int32_t depth = 1, auto mask = 0>
+class TQue : public TQueBind<pos, pos, depth, mask> {};
 
 template <TPosition pos = TPosition::VECCALC>
 class TBuf {

@@ -1,0 +1,341 @@
+//! [`DenseOps`] on the device: rms_norm, add_rms_norm, rope, silu_mul and linear run their kernels;
+//! batched_matmul runs the linear kernel once per batch on the host-transposed right operand;
+//! embedding, softmax and argmax have no kernel yet (`Unsupported`).
+//!
+//! Validation repeats the reference's checks (see `norm`, `rope`, `linear`, `activation`) so the same
+//! inputs are rejected with the same operator and argument names before anything reaches the device.
+
+use dsnpu_kernels::launch::{self, RopeShape};
+use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis};
+
+use super::{by_dtype, DevElem, Npu};
+use crate::backend::DenseOps;
+use crate::error::{expect_shape, invalid, shape_error};
+use crate::rope::{RopeLayout, RopeTable};
+use crate::{Float, OpsError, Result};
+
+fn check_eps(op: &'static str, eps: f32) -> Result<()> {
+    if eps.is_finite() && eps >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            op,
+            "eps",
+            format!("must be finite and >= 0, got {eps}"),
+        ))
+    }
+}
+
+fn check_x_weight<T>(op: &'static str, x: &ArrayView2<T>, weight: &ArrayView1<T>) -> Result<()> {
+    if x.ncols() == 0 {
+        return Err(shape_error(op, "x", x.shape(), "[T, H] with H >= 1"));
+    }
+    expect_shape(op, "weight", weight.shape(), &[x.ncols()])
+}
+
+fn array2<T>(rows: usize, cols: usize, v: Vec<T>) -> Array2<T> {
+    Array2::from_shape_vec((rows, cols), v).expect("the kernel output holds rows x cols elements")
+}
+
+impl Npu {
+    fn rms_norm_as<T: Float, E: DevElem>(
+        &self,
+        x: ArrayView2<T>,
+        weight: ArrayView1<T>,
+        eps: f32,
+    ) -> Result<Array2<T>> {
+        const OP: &str = "rms_norm";
+        let (rows, cols) = x.dim();
+        let xd = self.upload::<T, E>(OP, x.iter())?;
+        let wd = self.upload::<T, E>(OP, weight.iter())?;
+        let mut yd = self.alloc::<E>(OP, rows * cols)?;
+        launch::rms_norm(&self.lib, &self.stream, &xd, &wd, &mut yd, rows, eps)
+            .map_err(|e| self.kernel_error(OP, e))?;
+        self.finish(OP)?;
+        Ok(array2(rows, cols, self.download::<T, E>(OP, &yd)?))
+    }
+
+    fn add_rms_norm_as<T: Float, E: DevElem>(
+        &self,
+        x: ArrayView2<T>,
+        residual: ArrayView2<T>,
+        weight: ArrayView1<T>,
+        eps: f32,
+    ) -> Result<(Array2<T>, Array2<T>)> {
+        const OP: &str = "add_rms_norm";
+        let (rows, cols) = x.dim();
+        let xd = self.upload::<T, E>(OP, x.iter())?;
+        let rd = self.upload::<T, E>(OP, residual.iter())?;
+        let wd = self.upload::<T, E>(OP, weight.iter())?;
+        let mut yd = self.alloc::<E>(OP, rows * cols)?;
+        let mut sd = self.alloc::<E>(OP, rows * cols)?;
+        launch::add_rms_norm(
+            &self.lib,
+            &self.stream,
+            &xd,
+            &rd,
+            &wd,
+            &mut yd,
+            &mut sd,
+            rows,
+            eps,
+        )
+        .map_err(|e| self.kernel_error(OP, e))?;
+        self.finish(OP)?;
+        let y = array2(rows, cols, self.download::<T, E>(OP, &yd)?);
+        let s = array2(rows, cols, self.download::<T, E>(OP, &sd)?);
+        Ok((y, s))
+    }
+
+    fn rope_as<T: Float, E: DevElem>(
+        &self,
+        x: ArrayView3<T>,
+        positions: ArrayView1<i32>,
+        table: &RopeTable,
+        layout: RopeLayout,
+    ) -> Result<Array3<T>> {
+        const OP: &str = "rope";
+        let (tokens, heads, dim) = x.dim();
+        let xd = self.upload::<T, E>(OP, x.iter())?;
+        let pos: Vec<i32> = positions.iter().copied().collect();
+        let pd = self.upload_raw(OP, &pos)?;
+        let cos: Vec<f32> = table.cos.iter().copied().collect();
+        let sin: Vec<f32> = table.sin.iter().copied().collect();
+        let (cd, sd) = (self.upload_raw(OP, &cos)?, self.upload_raw(OP, &sin)?);
+        let mut yd = self.alloc::<E>(OP, x.len())?;
+        let layout = match layout {
+            RopeLayout::Interleaved => dsnpu_kernels::RopeLayout::Interleaved,
+            RopeLayout::HalfSplit => dsnpu_kernels::RopeLayout::HalfSplit,
+        };
+        let shape = RopeShape::dense(tokens, heads, dim, table.max_positions(), layout);
+        launch::rope(&self.lib, &self.stream, &xd, &pd, &cd, &sd, &mut yd, shape)
+            .map_err(|e| self.kernel_error(OP, e))?;
+        self.finish(OP)?;
+        let y = self.download::<T, E>(OP, &yd)?;
+        Ok(Array3::from_shape_vec((tokens, heads, dim), y).expect("y holds x's elements"))
+    }
+
+    fn silu_mul_as<T: Float, E: DevElem>(&self, gate_up: ArrayView2<T>) -> Result<Array2<T>> {
+        const OP: &str = "silu_mul";
+        let (rows, width) = gate_up.dim();
+        let inter = width / 2;
+        let gd = self.upload::<T, E>(OP, gate_up.iter())?;
+        let mut od = self.alloc::<E>(OP, rows * inter)?;
+        launch::silu_mul(&self.lib, &self.stream, &gd, &mut od, rows, inter)
+            .map_err(|e| self.kernel_error(OP, e))?;
+        self.finish(OP)?;
+        Ok(array2(rows, inter, self.download::<T, E>(OP, &od)?))
+    }
+
+    /// `x · wᵀ (+ bias)` for non-empty `[m, k]` x `[n, k]`; `w_rows` yields w's rows in order.
+    fn linear_as<'a, T: Float, E: DevElem>(
+        &self,
+        op: &'static str,
+        x: ArrayView2<T>,
+        w: impl IntoIterator<Item = &'a T>,
+        n: usize,
+        bias: Option<ArrayView1<T>>,
+    ) -> Result<Array2<T>> {
+        let (m, k) = x.dim();
+        let xd = self.upload::<T, E>(op, x.iter())?;
+        let wd = self.upload::<T, E>(op, w)?;
+        let bias: Option<Vec<f32>> = bias.map(|b| b.iter().map(|v| v.to_f32()).collect());
+        let bd = bias.map(|b| self.upload_raw(op, &b)).transpose()?;
+        let mut yd = self.alloc::<E>(op, m * n)?;
+        launch::linear(
+            &self.lib,
+            &self.stream,
+            &xd,
+            &wd,
+            bd.as_ref(),
+            &mut yd,
+            m,
+            n,
+            k,
+        )
+        .map_err(|e| self.kernel_error(op, e))?;
+        self.finish(op)?;
+        Ok(array2(m, n, self.download::<T, E>(op, &yd)?))
+    }
+}
+
+/// `x · wᵀ + bias` with nothing to multiply (K = 0): the bias (or zeros), rounded once, as the
+/// reference computes it.
+fn empty_product<T: Float>(m: usize, n: usize, bias: Option<ArrayView1<T>>) -> Array2<T> {
+    Array2::from_shape_fn((m, n), |(_, j)| {
+        T::from_f32(0.0 + bias.as_ref().map_or(0.0, |b| b[j].to_f32()))
+    })
+}
+
+impl DenseOps for Npu {
+    fn rms_norm<T: Float>(
+        &self,
+        x: ArrayView2<T>,
+        weight: ArrayView1<T>,
+        eps: f32,
+    ) -> Result<Array2<T>> {
+        const OP: &str = "rms_norm";
+        check_x_weight(OP, &x, &weight)?;
+        check_eps(OP, eps)?;
+        if x.nrows() == 0 {
+            return Ok(Array2::default(x.raw_dim()));
+        }
+        by_dtype!(self, OP, T, rms_norm_as(x, weight, eps))
+    }
+
+    fn add_rms_norm<T: Float>(
+        &self,
+        x: ArrayView2<T>,
+        residual: ArrayView2<T>,
+        weight: ArrayView1<T>,
+        eps: f32,
+    ) -> Result<(Array2<T>, Array2<T>)> {
+        const OP: &str = "add_rms_norm";
+        check_x_weight(OP, &x, &weight)?;
+        expect_shape(OP, "residual", residual.shape(), x.shape())?;
+        check_eps(OP, eps)?;
+        if x.nrows() == 0 {
+            return Ok((Array2::default(x.raw_dim()), Array2::default(x.raw_dim())));
+        }
+        by_dtype!(self, OP, T, add_rms_norm_as(x, residual, weight, eps))
+    }
+
+    fn rope<T: Float>(
+        &self,
+        x: ArrayView3<T>,
+        positions: ArrayView1<i32>,
+        table: &RopeTable,
+        layout: RopeLayout,
+    ) -> Result<Array3<T>> {
+        const OP: &str = "rope";
+        if table.cos.shape() != table.sin.shape() {
+            return Err(shape_error(
+                OP,
+                "table.sin",
+                table.sin.shape(),
+                format!("{:?} (shape of table.cos)", table.cos.shape()),
+            ));
+        }
+        let (t, h, d) = x.dim();
+        if d != table.dim() || d == 0 {
+            return Err(shape_error(
+                OP,
+                "x",
+                x.shape(),
+                format!("[T, H, {}] (the table's dim)", table.dim()),
+            ));
+        }
+        expect_shape(OP, "positions", positions.shape(), &[t])?;
+        let rows = table.max_positions();
+        for (i, &p) in positions.iter().enumerate() {
+            if p < 0 || p as usize >= rows {
+                return Err(OpsError::IndexOutOfRange {
+                    op: OP,
+                    arg: "positions",
+                    index: p as i64,
+                    position: i,
+                    bound: rows as i64,
+                });
+            }
+        }
+        if t == 0 || h == 0 {
+            return Ok(Array3::default(x.raw_dim()));
+        }
+        by_dtype!(self, OP, T, rope_as(x, positions, table, layout))
+    }
+
+    fn linear<T: Float>(
+        &self,
+        x: ArrayView2<T>,
+        w: ArrayView2<T>,
+        bias: Option<ArrayView1<T>>,
+    ) -> Result<Array2<T>> {
+        const OP: &str = "linear";
+        let (m, k) = x.dim();
+        let n = w.nrows();
+        if w.ncols() != k {
+            return Err(shape_error(
+                OP,
+                "w",
+                w.shape(),
+                format!("[N, {k}] (K of x)"),
+            ));
+        }
+        if let Some(b) = &bias {
+            if b.len() != n {
+                return Err(shape_error(
+                    OP,
+                    "bias",
+                    b.shape(),
+                    format!("[{n}] (N of w)"),
+                ));
+            }
+        }
+        if m == 0 || n == 0 || k == 0 {
+            return Ok(empty_product(m, n, bias));
+        }
+        by_dtype!(self, OP, T, linear_as(OP, x, w.iter(), n, bias))
+    }
+
+    fn batched_matmul<T: Float>(&self, a: ArrayView3<T>, b: ArrayView3<T>) -> Result<Array3<T>> {
+        const OP: &str = "batched_matmul";
+        let (batch, m, k) = a.dim();
+        let (bb, bk, n) = b.dim();
+        if bb != batch || bk != k {
+            return Err(shape_error(
+                OP,
+                "b",
+                b.shape(),
+                format!("[{batch}, {k}, N] (B and K of a)"),
+            ));
+        }
+        let mut c = Array3::<T>::default((batch, m, n));
+        if m == 0 || n == 0 || k == 0 {
+            return Ok(c);
+        }
+        for ((ai, bi), mut ci) in a
+            .axis_iter(Axis(0))
+            .zip(b.axis_iter(Axis(0)))
+            .zip(c.axis_iter_mut(Axis(0)))
+        {
+            // b[i] is [K, N]: its transpose, iterated in logical order, is the [N, K] weight.
+            let wt = bi.reversed_axes();
+            let y = by_dtype!(self, OP, T, linear_as(OP, ai, wt.iter(), n, None))?;
+            ci.assign(&y);
+        }
+        Ok(c)
+    }
+
+    fn silu_mul<T: Float>(&self, gate_up: ArrayView2<T>) -> Result<Array2<T>> {
+        const OP: &str = "silu_mul";
+        let (rows, width) = gate_up.dim();
+        if width % 2 == 1 {
+            return Err(shape_error(
+                OP,
+                "gate_up",
+                gate_up.shape(),
+                "[T, 2I] (even width)",
+            ));
+        }
+        if rows == 0 || width == 0 {
+            return Ok(Array2::default((rows, width / 2)));
+        }
+        by_dtype!(self, OP, T, silu_mul_as(gate_up))
+    }
+
+    fn embedding<T: Float>(
+        &self,
+        _table: ArrayView2<T>,
+        _ids: ArrayView1<i32>,
+    ) -> Result<Array2<T>> {
+        Err(self.unsupported("embedding", "no device kernel yet"))
+    }
+
+    fn softmax<T: Float>(&self, _x: ArrayView2<T>) -> Result<Array2<f32>> {
+        Err(self.unsupported("softmax", "no device kernel yet"))
+    }
+
+    fn argmax<T: Float>(&self, _x: ArrayView2<T>) -> Result<Array1<i32>> {
+        Err(self.unsupported("argmax", "no device kernel yet"))
+    }
+}

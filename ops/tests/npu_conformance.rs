@@ -1,0 +1,21 @@
+//! Every conformance suite (dense, MoE, MLA × f32, f16, bf16) run on the device backend, [`Npu`] on
+//! device 0: the simulator here (the test binary finds `libdsnpu_sim.so` next to itself), an NPU where
+//! one and the AI Core build exist.
+//!
+//! The dense suites must pass for the operators that have kernels (rms_norm, add_rms_norm, rope,
+//! linear, batched_matmul through the linear kernel, silu_mul) under the harness's default tolerances;
+//! embedding, softmax, argmax and the MoE and MLA families print skips until their kernels are wired.
+
+use dsnpu_ops::backend::Npu;
+use std::sync::OnceLock;
+
+/// A backend on device 0 with a stream of its own, so concurrently running tests do not see each
+/// other's faults. The first one stays alive for the whole run, which keeps the device open and the
+/// kernel binary loaded between tests.
+fn npu() -> Npu {
+    static FIRST: OnceLock<Npu> = OnceLock::new();
+    let first = FIRST.get_or_init(|| Npu::new(0).expect("open device 0 and load the kernels"));
+    Npu::with_library(first.library().clone()).expect("a stream on device 0")
+}
+
+dsnpu_ops::conformance_suite!(npu());

@@ -1,0 +1,225 @@
+//! What the simulator counted: per-launch traffic counters and the simulated core counts.
+//!
+//! These are extensions exported by `libdsnpu_sim.so` next to the AscendCL symbols
+//! (`sim/include/dsnpu_sim_kernel.h`), not AscendCL. They are looked up only when the loaded library
+//! is the simulator, on each call; with a CANN install every function here returns
+//! [`FfiError::Unsupported`] (inside [`RuntimeError::Ffi`]) without touching the library.
+//!
+//! Validated: the stream's context is bound before the call, the simulator's return code is checked.
+//! Trusted: that the simulator fills the structs as its header declares (their layout is asserted
+//! below with the header's numbers).
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use dsnpu_ffi::{loader, result, sys, AclError, FfiError, LibraryKind};
+
+use crate::device::Device;
+use crate::error::{Result, RuntimeError};
+use crate::init::library;
+use crate::stream::Stream;
+
+const LAST_LAUNCH_SYMBOL: &str = "dsnpu_sim_last_launch_counters";
+const CORE_NUM_SYMBOL: &str = "dsnpu_sim_get_core_num";
+
+/// `dsnpu_sim_counters`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct RawCounters {
+    gm_to_ub_bytes: u64,
+    ub_to_gm_bytes: u64,
+    vector_elem_ops: u64,
+    cube_macs: u64,
+    ub_high_water: u64,
+    reserved: [u64; 3],
+}
+
+/// `dsnpu_sim_launch_counters`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawLaunchCounters {
+    launch_seq: u64,
+    num_blocks: u32,
+    status: i32,
+    elapsed_ns: u64,
+    warnings: u64,
+    totals: RawCounters,
+    kernel_name: [c_char; 128],
+}
+
+// The header's layout (the simulator asserts the same numbers on its side).
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<RawCounters>() == 64);
+    assert!(offset_of!(RawCounters, ub_high_water) == 32);
+    assert!(size_of::<RawLaunchCounters>() == 224);
+    assert!(offset_of!(RawLaunchCounters, totals) == 32);
+    assert!(offset_of!(RawLaunchCounters, kernel_name) == 96);
+};
+
+type LastLaunchFn = unsafe extern "C" fn(sys::aclrtStream, *mut RawLaunchCounters) -> sys::aclError;
+type CoreNumFn = unsafe extern "C" fn(i32, *mut u32, *mut u32) -> sys::aclError;
+
+/// Traffic and work of one launch, summed over its blocks (the UB high-water mark is the largest
+/// block's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Bytes read from global memory into the Unified Buffer (or, for cube work, into L1).
+    pub gm_to_ub_bytes: u64,
+    /// Bytes written back to global memory.
+    pub ub_to_gm_bytes: u64,
+    /// Element operations issued by vector instructions.
+    pub vector_elem_ops: u64,
+    /// Multiply-accumulates issued to the cube unit.
+    pub cube_macs: u64,
+    /// The largest Unified Buffer use of any block, bytes.
+    pub ub_high_water: u64,
+}
+
+impl KernelCounters {
+    /// All global-memory traffic, both directions.
+    pub fn gm_bytes(&self) -> u64 {
+        self.gm_to_ub_bytes.saturating_add(self.ub_to_gm_bytes)
+    }
+}
+
+/// The last completed launch of a stream, as the simulator recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchCounters {
+    /// Launches completed on the stream so far (1-based): which launch this is.
+    pub launch_seq: u64,
+    /// The kernel's name (truncated to 127 bytes by the simulator).
+    pub kernel: String,
+    pub num_blocks: u32,
+    /// The launch's `aclError`: 0, or the failure (`ACL_ERROR_RT_AICORE_EXCEPTION` for a fault).
+    pub status: i32,
+    /// Host wall time from the first block starting to the last returning (simulator time, not a
+    /// device estimate).
+    pub elapsed: Duration,
+    /// Non-fatal diagnostics of the launch (unaligned `DataCopy` lengths, ...).
+    pub warnings: u64,
+    pub totals: KernelCounters,
+}
+
+/// Whether the process's AscendCL library is the simulator.
+pub fn is_simulator() -> Result<bool> {
+    Ok(library()?.kind == LibraryKind::Simulator)
+}
+
+/// Looks up a simulator extension, or `Unsupported` when a CANN install is loaded.
+///
+/// # Safety
+/// `T` must be the function-pointer type of `name`'s signature in the simulator's header.
+unsafe fn extension<T: Copy>(name: &'static str) -> Result<T> {
+    let info = library()?;
+    if info.kind != LibraryKind::Simulator {
+        return Err(FfiError::Unsupported {
+            symbol: name,
+            library: info.path.clone(),
+        }
+        .into());
+    }
+    let api = loader::api()?;
+    // SAFETY: forwarded to the caller.
+    Ok(unsafe { api.extension::<T>(name)? })
+}
+
+fn check(function: &'static str, code: sys::aclError) -> Result<()> {
+    if code == sys::ACL_SUCCESS {
+        Ok(())
+    } else {
+        Err(RuntimeError::Ffi(
+            AclError::new(function, code, result::recent_err_msg()).into(),
+        ))
+    }
+}
+
+/// The counters of the last launch that **completed** on `stream`, or `None` if none has.
+///
+/// This does not wait: synchronize the stream first to read a given launch (`launch_seq` tells
+/// which one was read). A failed launch is reported too, with its status.
+pub fn last_launch_counters(stream: &Stream) -> Result<Option<LaunchCounters>> {
+    // SAFETY: the header declares `int dsnpu_sim_last_launch_counters(void *, dsnpu_sim_launch_counters *)`.
+    let f = unsafe { extension::<LastLaunchFn>(LAST_LAUNCH_SYMBOL)? };
+    let inner = stream.inner();
+    inner.core().bind()?;
+    let mut raw = RawLaunchCounters {
+        launch_seq: 0,
+        num_blocks: 0,
+        status: 0,
+        elapsed_ns: 0,
+        warnings: 0,
+        totals: RawCounters::default(),
+        kernel_name: [0; 128],
+    };
+    // SAFETY: the stream handle is live and belongs to the context just bound; `raw` is a valid
+    // out-parameter of the declared type for the duration of the call.
+    check(LAST_LAUNCH_SYMBOL, unsafe { f(inner.handle(), &mut raw) })?;
+    if raw.launch_seq == 0 {
+        return Ok(None);
+    }
+    let name: Vec<u8> = raw
+        .kernel_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let t = raw.totals;
+    Ok(Some(LaunchCounters {
+        launch_seq: raw.launch_seq,
+        kernel: String::from_utf8_lossy(&name).into_owned(),
+        num_blocks: raw.num_blocks,
+        status: raw.status,
+        elapsed: Duration::from_nanos(raw.elapsed_ns),
+        warnings: raw.warnings,
+        totals: KernelCounters {
+            gm_to_ub_bytes: t.gm_to_ub_bytes,
+            ub_to_gm_bytes: t.ub_to_gm_bytes,
+            vector_elem_ops: t.vector_elem_ops,
+            cube_macs: t.cube_macs,
+            ub_high_water: t.ub_high_water,
+        },
+    }))
+}
+
+/// Cube and vector core counts of a simulated device (the simulator's `DSNPU_SIM_AICORE_NUM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreCounts {
+    pub cube: u32,
+    pub vector: u32,
+}
+
+/// The simulated core counts of `device`; `Unsupported` on a CANN install.
+pub fn simulated_core_counts(device: &Device) -> Result<CoreCounts> {
+    // SAFETY: the header declares `int dsnpu_sim_get_core_num(int32_t, uint32_t *, uint32_t *)`.
+    let f = unsafe { extension::<CoreNumFn>(CORE_NUM_SYMBOL)? };
+    device.core().bind()?;
+    let (mut cube, mut vector) = (0u32, 0u32);
+    // SAFETY: two valid u32 out-parameters for the duration of the call.
+    check(CORE_NUM_SYMBOL, unsafe {
+        f(device.ordinal(), &mut cube, &mut vector)
+    })?;
+    Ok(CoreCounts { cube, vector })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gm_bytes_add_both_directions() {
+        let c = KernelCounters {
+            gm_to_ub_bytes: 192,
+            ub_to_gm_bytes: 128,
+            ..Default::default()
+        };
+        assert_eq!(c.gm_bytes(), 320);
+        let big = KernelCounters {
+            gm_to_ub_bytes: u64::MAX,
+            ub_to_gm_bytes: 1,
+            ..Default::default()
+        };
+        assert_eq!(big.gm_bytes(), u64::MAX);
+    }
+}
