@@ -12,6 +12,9 @@ mod c_layout {
     include!(concat!(env!("OUT_DIR"), "/tiling_layout.rs"));
 }
 
+/// (struct name, size, [(field, offset)]).
+type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
+
 macro_rules! rust_layout {
     ($t:ty, $c:literal, [$($f:ident),* $(,)?]) => {
         ($c, size_of::<$t>(), vec![$((stringify!($f), offset_of!($t, $f))),*])
@@ -20,7 +23,7 @@ macro_rules! rust_layout {
 
 #[test]
 fn moe_tiling_layouts_match_the_c_header() {
-    let rust: Vec<(&str, usize, Vec<(&str, usize)>)> = vec![
+    let rust: Vec<Layout> = vec![
         rust_layout!(
             MoeGatingTiling,
             "DsnpuMoeGatingTiling",
