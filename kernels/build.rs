@@ -2,6 +2,12 @@
 //! src/ascendc, compiled with the `cc` crate's C++ compiler into one shared object in OUT_DIR that exports
 //! the simulator ABI (sim/include/dsnpu_sim_kernel.h). Also compiles and runs a probe that prints the C
 //! layout of the tiling structs (include/dsnpu_kernels/tiling.h) for the layout test.
+//!
+//! With feature `ascend` it also compiles the same sources for the AI Core (dav-c220) with CANN's compiler
+//! from ASCEND_HOME_PATH into one fat binary in OUT_DIR (build/ascend_plan.rs; never run against CANN).
+
+#[path = "build/ascend_plan.rs"]
+mod ascend_plan;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -39,7 +45,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=ASCEND_HOME_PATH");
 
     if env::var_os("CARGO_FEATURE_ASCEND").is_some() {
-        ascend_not_implemented();
+        build_aicore_binary(&manifest, &out);
     }
 
     let binary = out.join(BINARY);
@@ -139,15 +145,35 @@ fn run(cmd: &mut Command, what: &str) {
     }
 }
 
-/// The `ascend` feature would compile SOURCES for the AI Core (dav-c220) with CANN's Ascend C compiler
-/// into a fat binary next to the host one. No CANN toolkit exists where dsnpu is developed, so that path
-/// is not written; the feature stops the build instead of silently producing a host-only binary.
-fn ascend_not_implemented() -> ! {
-    let home = env::var("ASCEND_HOME_PATH").unwrap_or_default();
-    panic!(
-        "feature `ascend` of dsnpu-kernels: building the kernels for the AI Core (dav-c220) with CANN's \
-         compiler is not implemented (untested territory: no CANN toolkit where dsnpu is developed). \
-         ASCEND_HOME_PATH={home:?}. Build without the feature to get the host kernel binary for the \
-         simulator."
+/// Feature `ascend`: plans the AI Core build from ASCEND_HOME_PATH, runs it and exposes the fat binary as
+/// `DSNPU_AICORE_KERNELS_PATH`. Any failure stops the build with the plan's error (the paths it tried, or
+/// the failing command's stderr) rather than leaving a crate without the binary the feature promised.
+fn build_aicore_binary(manifest: &Path, out: &Path) {
+    let home = env::var_os("ASCEND_HOME_PATH")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
+    let host = env::var("HOST").expect("cargo sets HOST");
+    let inputs = ascend_plan::Inputs {
+        ascend_home: home.as_deref(),
+        host_arch: host.split('-').next().unwrap_or(&host),
+        manifest_dir: manifest,
+        out_dir: out,
+        sources: ascend_plan::KERNEL_SOURCES,
+    };
+    let fail = |e: ascend_plan::PlanError| -> ! {
+        panic!("feature `ascend` of dsnpu-kernels (AI Core build, never tested against CANN): {e}")
+    };
+    let plan = ascend_plan::plan(&inputs, &|p: &Path| p.exists()).unwrap_or_else(|e| fail(e));
+    ascend_plan::execute(&plan).unwrap_or_else(|e| fail(e));
+    println!(
+        "cargo:warning=feature `ascend`: built the AI Core kernels with {} and {} into {}; this path has \
+         never been tested against CANN",
+        plan.compiler.display(),
+        plan.linker.display(),
+        plan.binary.display()
+    );
+    println!(
+        "cargo:rustc-env=DSNPU_AICORE_KERNELS_PATH={}",
+        plan.binary.display()
     );
 }

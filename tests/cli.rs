@@ -172,3 +172,38 @@ fn generate_rejects_malformed_prompt_ids() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("error:"), "{stderr}");
 }
+
+#[test]
+fn generate_on_the_npu_backend_matches_transformers_and_reports_where_ops_ran() {
+    let (_, prompt, _) = reference_tensor("v3_base", "prompt_ids");
+    let (_, generated, _) = reference_tensor("v3_base", "generated_ids");
+    let (prompt, generated) = (i32s(&prompt), i32s(&generated));
+    let model = checkpoint("v3_base");
+    let out = dsnpu(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt-ids",
+        &join(&prompt),
+        "--max-new-tokens",
+        &generated.len().to_string(),
+        "--backend",
+        "npu",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stderr: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        vec![join(&generated).as_str()]
+    );
+    // Dense operators ran on the simulator's device 0, the rest on the CPU references.
+    let device = stderr
+        .lines()
+        .find(|l| l.starts_with("ops on sim:0: "))
+        .unwrap_or_else(|| panic!("no device line: {stderr}"));
+    assert!(
+        device.contains("linear ") && device.contains("rms_norm "),
+        "{device}"
+    );
+}

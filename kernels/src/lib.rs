@@ -44,6 +44,11 @@ pub const HOST_KERNELS_PATH: &str = env!("DSNPU_HOST_KERNELS_PATH");
 /// The host kernel binary's bytes, for `aclrtBinaryLoadFromData` when the build directory is gone.
 pub static HOST_KERNELS: &[u8] = include_bytes!(env!("DSNPU_HOST_KERNELS_PATH"));
 
+/// Absolute path of the AI Core fat binary (dav-c220) that feature `ascend` built with CANN's compiler, for
+/// `aclrtBinaryLoadFromFile` on a real CANN install. Never tested against CANN (see the crate README).
+#[cfg(feature = "ascend")]
+pub const AICORE_KERNELS_PATH: &str = env!("DSNPU_AICORE_KERNELS_PATH");
+
 /// The ABI version the host kernel binary exports (`DSNPU_SIM_KERNEL_ABI`).
 pub const HOST_KERNEL_ABI: u32 = 1;
 

@@ -10,15 +10,15 @@
 //!   directly against the cached latent (`q_nope·k_nope = (q_nope·W_UK)·latent`); the attention output, a
 //!   latent, is multiplied by `W_UV`. Same numbers, no per-token key/value expansion.
 //!
-//! The caller guarantees the plan matches `x` (token counts, positions, slots); operators check shapes anyway.
+//! Every operator runs on the backend `be`. The caller guarantees the plan matches `x` (token counts,
+//! positions, slots); operators check shapes anyway.
 
+use crate::backend::ModelBackend;
 use crate::config::{ModelConfig, LATENT_NORM_EPS};
 use crate::error::Result;
 use crate::weights::{AttentionWeights, QueryProj};
-use dsnpu_ops::linear::{batched_matmul, linear};
-use dsnpu_ops::mla::{mla_decode, mla_prefill, PagedLatentCache};
-use dsnpu_ops::norm::rms_norm;
-use dsnpu_ops::rope::{rope, RopeTable};
+use dsnpu_ops::mla::PagedLatentCache;
+use dsnpu_ops::rope::RopeTable;
 use ndarray::{concatenate, s, Array, Array1, Array2, ArrayView2, Axis, Dimension, IntoDimension};
 
 /// How the layer attends.
@@ -51,7 +51,8 @@ fn reshape<D: Dimension, E: IntoDimension>(x: Array<f32, D>, dim: E) -> Array<f3
         .expect("element count preserved by construction")
 }
 
-pub(crate) fn attention(
+pub(crate) fn attention<B: ModelBackend>(
+    be: &B,
     w: &AttentionWeights,
     cfg: &ModelConfig,
     table: &RopeTable,
@@ -71,28 +72,28 @@ pub(crate) fn attention(
 
     let q = match &w.q {
         QueryProj::LowRank { a, a_norm, b } => {
-            let qa = linear(x, a.view(), None)?;
-            let qa = rms_norm(qa.view(), a_norm.view(), LATENT_NORM_EPS)?;
-            linear(qa.view(), b.view(), None)?
+            let qa = be.linear(x, a.view(), None)?;
+            let qa = be.rms_norm(qa.view(), a_norm.view(), LATENT_NORM_EPS)?;
+            be.linear(qa.view(), b.view(), None)?
         }
-        QueryProj::Full(m) => linear(x, m.view(), None)?,
+        QueryProj::Full(m) => be.linear(x, m.view(), None)?,
     };
     let q = reshape(q, (t, heads, dn + dr));
     let q_nope = q.slice(s![.., .., ..dn]);
-    let q_pe = rope(
+    let q_pe = be.rope(
         q.slice(s![.., .., dn..]),
         step.positions.view(),
         table,
         cfg.rope_layout,
     )?;
 
-    let kv_a = linear(x, w.kv_a.view(), None)?;
-    let latent = rms_norm(
+    let kv_a = be.linear(x, w.kv_a.view(), None)?;
+    let latent = be.rms_norm(
         kv_a.slice(s![.., ..dl]),
         w.kv_a_norm.view(),
         LATENT_NORM_EPS,
     )?;
-    let k_pe = rope(
+    let k_pe = be.rope(
         kv_a.slice(s![.., dl..]).insert_axis(Axis(1)),
         step.positions.view(),
         table,
@@ -102,13 +103,13 @@ pub(crate) fn attention(
 
     let mut cache = cache;
     if let (Some(c), Some(slots)) = (cache.as_deref_mut(), step.slots) {
-        c.write(latent.view(), k_pe.view(), slots.view())?;
+        be.mla_cache_write(c, latent.view(), k_pe.view(), slots.view())?;
     }
 
     let out = match step.plan {
         AttnPlan::Prefill { cu_seqlens } => {
             let kv = reshape(
-                linear(latent.view(), w.kv_b.view(), None)?,
+                be.linear(latent.view(), w.kv_b.view(), None)?,
                 (t, heads, dn + dv),
             );
             let query = concatenate(Axis(2), &[q_nope, q_pe.view()]).expect("same leading dims");
@@ -118,7 +119,7 @@ pub(crate) fn attention(
                 .expect("one rope key shared by all heads");
             let key = concatenate(Axis(2), &[kv.slice(s![.., .., ..dn]), k_pe_heads])
                 .expect("same leading dims");
-            let (out, _lse) = mla_prefill(
+            let (out, _lse) = be.mla_prefill(
                 query.view(),
                 key.view(),
                 kv.slice(s![.., .., dn..]),
@@ -136,10 +137,10 @@ pub(crate) fn attention(
             let cache = cache
                 .ok_or_else(|| crate::error::invalid_input("absorbed decode needs a cache"))?;
             // [H, T, dn] · [H, dn, Dl] → [H, T, Dl]
-            let q_abs = batched_matmul(q_nope.permuted_axes([1, 0, 2]), w.w_uk.view())?;
+            let q_abs = be.batched_matmul(q_nope.permuted_axes([1, 0, 2]), w.w_uk.view())?;
             let q_abs = reshape(q_abs.permuted_axes([1, 0, 2]), (batch, s_len, heads, dl));
             let q_pe = reshape(q_pe, (batch, s_len, heads, dr));
-            let (out, _lse) = mla_decode(
+            let (out, _lse) = be.mla_decode(
                 q_abs.view(),
                 q_pe.view(),
                 cache,
@@ -149,9 +150,9 @@ pub(crate) fn attention(
             )?;
             // [H, T, Dl] · [H, Dl, dv] → [H, T, dv]
             let out = reshape(out, (t, heads, dl));
-            let out = batched_matmul(out.view().permuted_axes([1, 0, 2]), w.w_uv_t.view())?;
+            let out = be.batched_matmul(out.view().permuted_axes([1, 0, 2]), w.w_uv_t.view())?;
             reshape(out.permuted_axes([1, 0, 2]), (t, heads * dv))
         }
     };
-    Ok(linear(out.view(), w.o.view(), None)?)
+    Ok(be.linear(out.view(), w.o.view(), None)?)
 }

@@ -4,9 +4,9 @@
 //! # Contract
 //! - A sequence's tokens live in its blocks in order: token `p` is at slot
 //!   `blocks[p / block_size] · block_size + p % block_size` in every layer.
-//! - [`KvCache::reserve`] grows a batch of sequences all-or-nothing: if the free blocks do not suffice, nothing
+//! - `KvCache::reserve` grows a batch of sequences all-or-nothing: if the free blocks do not suffice, nothing
 //!   changes and the error says how many were needed. A reservation that the model step then fails to fill is
-//!   undone with [`KvCache::rollback`], so a failed step leaves the cache as it was.
+//!   undone with `KvCache::rollback`, so a failed step leaves the cache as it was.
 //! - Block ids are never handed out twice; freeing a block that is not in use is an error, not a corruption.
 
 use crate::config::ModelConfig;

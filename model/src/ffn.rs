@@ -5,45 +5,46 @@
 //! scaled; V2: softmax and greedy top-k, scaled) → dispatch rows to experts → grouped expert SwiGLU →
 //! weighted combine, plus the shared experts, plus the residual (fused into the combine operator).
 
+use crate::backend::ModelBackend;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::weights::{MlpWeights, MoeWeights};
-use dsnpu_ops::activation::silu_mul;
-use dsnpu_ops::linear::linear;
-use dsnpu_ops::moe::{
-    expert_ffn, moe_finalize_routing, moe_gating_topk, moe_init_routing, ExpertTokensMode,
-    GroupListType,
-};
+use dsnpu_ops::moe::{ExpertTokensMode, GroupListType};
 use ndarray::{Array2, ArrayView2};
 
 /// `down(silu(gate(x)) · up(x))`.
-pub(crate) fn dense_mlp(w: &MlpWeights, x: ArrayView2<f32>) -> Result<Array2<f32>> {
-    let gate_up = linear(x, w.gate_up.view(), None)?;
-    let act = silu_mul(gate_up.view())?;
-    Ok(linear(act.view(), w.down.view(), None)?)
+pub(crate) fn dense_mlp<B: ModelBackend>(
+    be: &B,
+    w: &MlpWeights,
+    x: ArrayView2<f32>,
+) -> Result<Array2<f32>> {
+    let gate_up = be.linear(x, w.gate_up.view(), None)?;
+    let act = be.silu_mul(gate_up.view())?;
+    Ok(be.linear(act.view(), w.down.view(), None)?)
 }
 
 /// `residual + Σ_k w_k·expert_k(x) + shared(x)`.
-pub(crate) fn moe(
+pub(crate) fn moe<B: ModelBackend>(
+    be: &B,
     w: &MoeWeights,
     cfg: &ModelConfig,
     x: ArrayView2<f32>,
     residual: ArrayView2<f32>,
 ) -> Result<Array2<f32>> {
-    let logits = linear(x, w.router.view(), None)?;
-    let (ids, weights) = moe_gating_topk(
+    let logits = be.linear(x, w.router.view(), None)?;
+    let (ids, weights) = be.moe_gating_topk(
         logits.view(),
         w.bias.as_ref().map(|b| b.view()),
         &cfg.gating(),
     )?;
-    let routed = moe_init_routing(
+    let routed = be.moe_init_routing(
         x,
         ids.view(),
         cfg.n_routed_experts,
         None,
         ExpertTokensMode::Count,
     )?;
-    let y = expert_ffn(
+    let y = be.expert_ffn(
         routed.expanded_x.view(),
         w.gate.view(),
         w.up.view(),
@@ -51,8 +52,8 @@ pub(crate) fn moe(
         routed.expert_tokens.view(),
         GroupListType::Counts,
     )?;
-    let shared = dense_mlp(&w.shared, x)?;
-    Ok(moe_finalize_routing(
+    let shared = dense_mlp(be, &w.shared, x)?;
+    Ok(be.moe_finalize_routing(
         y.view(),
         routed.expanded_row_idx.view(),
         weights.view(),

@@ -9,6 +9,7 @@
 //! - Validates the options and that prompt + new tokens fit `max_position_embeddings`, before any work.
 //!   The cache is sized for the whole request, so a request that is accepted does not run out of blocks.
 
+use crate::backend::{Cpu, ModelBackend};
 use crate::cache::SeqId;
 use crate::error::{invalid_input, Result};
 use crate::model::DeepseekV3;
@@ -43,15 +44,15 @@ impl GenerateOptions {
     }
 }
 
-/// Generates with one model and one set of options.
+/// Generates with one model (on any backend) and one set of options.
 #[derive(Debug, Clone)]
-pub struct Generator<'m> {
-    model: &'m DeepseekV3,
+pub struct Generator<'m, B = Cpu> {
+    model: &'m DeepseekV3<B>,
     opts: GenerateOptions,
 }
 
-impl<'m> Generator<'m> {
-    pub fn new(model: &'m DeepseekV3, opts: GenerateOptions) -> Result<Self> {
+impl<'m, B: ModelBackend> Generator<'m, B> {
+    pub fn new(model: &'m DeepseekV3<B>, opts: GenerateOptions) -> Result<Self> {
         Sampler::new(opts.temperature, opts.top_p, opts.seed)?; // validates temperature and top_p
         if opts.block_size == 0 {
             return Err(invalid_input("block_size must be positive"));

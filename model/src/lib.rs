@@ -5,17 +5,20 @@
 //! - [`checkpoint`]: memory-mapped safetensors (single or sharded), f32/bf16/f16 and block-scaled FP8.
 //! - [`weights`]: the tensors the configuration implies, by hub name, checked and converted to f32.
 //! - [`cache`]: the paged latent KV cache and its block allocator.
+//! - [`backend`]: what the operators run on ([`Cpu`] by default, or any `dsnpu-ops` backend).
 //! - [`model`]: the decoder — prefill (expanded MLA) and decode (absorbed MLA over the cache), MoE.
 //! - [`generate`]: greedy and sampled generation over a batch of prompts.
 //!
 //! # Contract
 //! The model computes in f32 and matches transformers 5.24's `DeepseekV3ForCausalLM` /
 //! `DeepseekV2ForCausalLM` (the acceptance peer; `model/tests/` compares against its outputs on tiny random
-//! checkpoints made by `scripts/make_tiny_checkpoints.py`). All arithmetic is done by `dsnpu_ops` operators;
-//! this crate only arranges data (splits, concatenations, transposes) between them. Bad checkpoints and bad
-//! requests give a [`ModelError`] that names the problem; nothing panics on input.
+//! checkpoints made by `scripts/make_tiny_checkpoints.py`). All arithmetic is done by `dsnpu_ops` operators,
+//! called through the model's backend; this crate only arranges data (splits, concatenations, transposes)
+//! between them. Bad checkpoints and bad requests give a [`ModelError`] that names the problem; nothing
+//! panics on input.
 
 mod attention;
+pub mod backend;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
@@ -25,6 +28,7 @@ pub mod generate;
 pub mod model;
 pub mod weights;
 
+pub use backend::{Cpu, ModelBackend};
 pub use cache::{BlockAllocator, KvCache, SeqId};
 pub use checkpoint::Checkpoint;
 pub use config::{ModelConfig, ModelType};

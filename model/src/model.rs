@@ -8,29 +8,32 @@
 //!   [`DeepseekV3::decode`] / [`DeepseekV3::extend`]: new tokens of cached sequences, absorbed attention over
 //!   the cache. A batch may mix sequences of different lengths.
 //! - Validates token ids (`< vocab_size`), positions (`< max_position_embeddings`), sequence ids and batch
-//!   shapes, returning [`ModelError::InvalidInput`]; a failed cached step leaves the cache unchanged.
+//!   shapes, returning [`ModelError::InvalidInput`](crate::ModelError::InvalidInput); a failed cached step leaves the cache unchanged.
 //! - Trusts the weights to have the shapes [`ModelWeights::load`] checked.
+//! - Every operator runs on the model's backend `B` ([`Cpu`] unless built with
+//!   [`DeepseekV3::load_with_backend`] / [`DeepseekV3::from_parts_with_backend`]). The model's own work is
+//!   arranging data between operators, which is the same for every backend; an operator error of the
+//!   backend (including `Unsupported`) is the step's error, after which the cache is as before the step.
 
 use crate::attention::{attention, AttnPlan, AttnStep};
+use crate::backend::{Cpu, ModelBackend};
 use crate::cache::{KvCache, SeqId};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{invalid_input, Result};
 use crate::ffn::{dense_mlp, moe};
 use crate::weights::{FfnWeights, ModelWeights};
-use dsnpu_ops::linear::linear;
-use dsnpu_ops::norm::{add_rms_norm, rms_norm};
 use dsnpu_ops::rope::RopeTable;
-use dsnpu_ops::sampling::embedding;
 use ndarray::{Array1, Array2, ArrayView1, Axis};
 use std::path::Path;
 
-/// A loaded model.
+/// A loaded model running its operators on backend `B`.
 #[derive(Debug, Clone)]
-pub struct DeepseekV3 {
+pub struct DeepseekV3<B = Cpu> {
     config: ModelConfig,
     weights: ModelWeights,
     rope: RopeTable,
+    backend: B,
 }
 
 /// Which rows of the final hidden states become logits.
@@ -41,15 +44,51 @@ enum Logits {
     Last,
 }
 
-impl DeepseekV3 {
-    /// Load `dir/config.json` and the checkpoint beside it.
+impl DeepseekV3<Cpu> {
+    /// Load `dir/config.json` and the checkpoint beside it, to run on the CPU references.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::load_with_progress(dir, &mut |_, _| {})
+        Self::load_with_backend(dir, Cpu)
     }
 
     /// [`load`](Self::load), calling `progress(done, total)` as layers are read.
     pub fn load_with_progress(
         dir: impl AsRef<Path>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        Self::load_with_backend_progress(dir, Cpu, progress)
+    }
+
+    /// A model from weights already in memory (shapes as [`ModelWeights::load`] produces them).
+    pub fn from_parts(config: ModelConfig, weights: ModelWeights) -> Result<Self> {
+        Self::from_parts_with_backend(config, weights, Cpu)
+    }
+}
+
+impl<B> DeepseekV3<B> {
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &ModelWeights {
+        &self.weights
+    }
+
+    /// The backend every operator runs on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+}
+
+impl<B: ModelBackend> DeepseekV3<B> {
+    /// [`load`](DeepseekV3::load) with the operators running on `backend`.
+    pub fn load_with_backend(dir: impl AsRef<Path>, backend: B) -> Result<Self> {
+        Self::load_with_backend_progress(dir, backend, &mut |_, _| {})
+    }
+
+    /// [`load_with_backend`](Self::load_with_backend), calling `progress(done, total)` as layers are read.
+    pub fn load_with_backend_progress(
+        dir: impl AsRef<Path>,
+        backend: B,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let dir = dir.as_ref();
@@ -59,25 +98,22 @@ impl DeepseekV3 {
             ckpt = ckpt.with_fp8_block(q.block);
         }
         let weights = ModelWeights::load(&config, &ckpt, progress)?;
-        Self::from_parts(config, weights)
+        Self::from_parts_with_backend(config, weights, backend)
     }
 
-    /// A model from weights already in memory (shapes as [`ModelWeights::load`] produces them).
-    pub fn from_parts(config: ModelConfig, weights: ModelWeights) -> Result<Self> {
+    /// [`from_parts`](DeepseekV3::from_parts) with the operators running on `backend`.
+    pub fn from_parts_with_backend(
+        config: ModelConfig,
+        weights: ModelWeights,
+        backend: B,
+    ) -> Result<Self> {
         let rope = RopeTable::new(&config.rope, config.max_position_embeddings)?;
         Ok(DeepseekV3 {
             config,
             weights,
             rope,
+            backend,
         })
-    }
-
-    pub fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    pub fn weights(&self) -> &ModelWeights {
-        &self.weights
     }
 
     /// Logits `[len, V]` for every position of `ids`, without a cache.
@@ -336,21 +372,23 @@ impl DeepseekV3 {
         let w = &self.weights;
         let eps = self.config.rms_norm_eps;
         let ids = ArrayView1::from(ids);
-        let mut h = embedding(w.embed.view(), ids)?;
+        let be = &self.backend;
+        let mut h = be.embedding(w.embed.view(), ids)?;
         // A dense MLP's output waits here to be added to `h` by the next norm (add_rms_norm).
         let mut pending: Option<Array2<f32>> = None;
         for (l, layer) in w.layers.iter().enumerate() {
             let normed = match pending.take() {
                 Some(delta) => {
                     let (normed, sum) =
-                        add_rms_norm(delta.view(), h.view(), layer.input_norm.view(), eps)?;
+                        be.add_rms_norm(delta.view(), h.view(), layer.input_norm.view(), eps)?;
                     h = sum;
                     normed
                 }
-                None => rms_norm(h.view(), layer.input_norm.view(), eps)?,
+                None => be.rms_norm(h.view(), layer.input_norm.view(), eps)?,
             };
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(l));
             let attn = attention(
+                be,
                 &layer.attention,
                 &self.config,
                 &self.rope,
@@ -359,17 +397,17 @@ impl DeepseekV3 {
                 layer_cache,
             )?;
             let (normed, sum) =
-                add_rms_norm(attn.view(), h.view(), layer.post_attention_norm.view(), eps)?;
+                be.add_rms_norm(attn.view(), h.view(), layer.post_attention_norm.view(), eps)?;
             h = sum;
             match &layer.ffn {
-                FfnWeights::Dense(mlp) => pending = Some(dense_mlp(mlp, normed.view())?),
-                FfnWeights::Moe(m) => h = moe(m, &self.config, normed.view(), h.view())?,
+                FfnWeights::Dense(mlp) => pending = Some(dense_mlp(be, mlp, normed.view())?),
+                FfnWeights::Moe(m) => h = moe(be, m, &self.config, normed.view(), h.view())?,
             }
         }
         let h_rows = h.select(Axis(0), rows);
         let normed = match pending {
             Some(delta) => {
-                add_rms_norm(
+                be.add_rms_norm(
                     delta.select(Axis(0), rows).view(),
                     h_rows.view(),
                     w.norm.view(),
@@ -377,9 +415,9 @@ impl DeepseekV3 {
                 )?
                 .0
             }
-            None => rms_norm(h_rows.view(), w.norm.view(), eps)?,
+            None => be.rms_norm(h_rows.view(), w.norm.view(), eps)?,
         };
-        Ok(linear(normed.view(), w.lm_head.view(), None)?)
+        Ok(be.linear(normed.view(), w.lm_head.view(), None)?)
     }
 }
 

@@ -1,8 +1,12 @@
-//! `dsnpu forward --model DIR --prompt-ids 1,2,3 --out FILE`: writes a safetensors file holding `logits`,
-//! f32 `[seq_len, vocab]`, the model's logits at every prompt position. Timing goes to stderr.
+//! `dsnpu forward --model DIR --prompt-ids 1,2,3 --out FILE [--backend cpu|npu]`: writes a safetensors
+//! file holding `logits`, f32 `[seq_len, vocab]`, the model's logits at every prompt position. Timing and
+//! which operators ran on which backend go to stderr.
 
-use super::generate::{load_model, parse_ids};
+use super::generate::{
+    device_backend, load_model, load_model_on, parse_ids, report_backend, BackendChoice,
+};
 use crate::error::CliError;
+use dsnpu_model::{DeepseekV3, ModelBackend};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,19 +22,41 @@ pub struct ForwardArgs {
     /// Output safetensors file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Where the operators run.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
 }
 
 pub fn run(args: &ForwardArgs) -> Result<(), CliError> {
     let ids = parse_ids(&args.prompt_ids)?;
-    let model = load_model(&args.model)?;
+    let logits = match args.backend {
+        BackendChoice::Cpu => {
+            let logits = forward_with(&load_model(&args.model)?, &ids)?;
+            eprintln!("ops on cpu: all");
+            logits
+        }
+        BackendChoice::Npu => {
+            let model = load_model_on(&args.model, device_backend()?)?;
+            let logits = forward_with(&model, &ids);
+            report_backend(model.backend());
+            logits?
+        }
+    };
+    write_logits(&args.out, &logits)
+}
+
+fn forward_with<B: ModelBackend>(
+    model: &DeepseekV3<B>,
+    ids: &[i32],
+) -> Result<ndarray::Array2<f32>, CliError> {
     let start = Instant::now();
-    let logits = model.forward(&ids)?;
+    let logits = model.forward(ids)?;
     eprintln!(
         "forward over {} tokens in {:.3} s",
         ids.len(),
         start.elapsed().as_secs_f64()
     );
-    write_logits(&args.out, &logits)
+    Ok(logits)
 }
 
 /// Write `logits` `[T, V]` as the f32 safetensors tensor `logits`.
@@ -45,4 +71,59 @@ pub fn write_logits(path: &Path, logits: &ndarray::Array2<f32>) -> Result<(), Cl
     let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = TensorView::new(Dtype::F32, logits.shape().to_vec(), &bytes).map_err(io_err)?;
     safetensors::serialize_to_file([("logits", view)], &None, path).map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_logits(path: &Path) -> Vec<f32> {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("logits").unwrap();
+        assert_eq!(t.dtype(), Dtype::F32);
+        t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    #[test]
+    fn the_npu_backend_writes_the_cpu_backends_logits_within_device_rounding() {
+        let dir =
+            std::env::temp_dir().join(format!("dsnpu-forward-backend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/data/v3_base");
+        let mut logits = Vec::new();
+        for (name, backend) in [("cpu", BackendChoice::Cpu), ("npu", BackendChoice::Npu)] {
+            let out = dir.join(format!("{name}.safetensors"));
+            let args = ForwardArgs {
+                model: model.clone(),
+                prompt_ids: "3,1,4,1,5,9,2,6".into(),
+                out: out.clone(),
+                backend,
+            };
+            run(&args).unwrap();
+            logits.push(read_logits(&out));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let (cpu, npu) = (&logits[0], &logits[1]);
+        assert_eq!(
+            cpu.len(),
+            8 * 128,
+            "8 positions of the 128-token vocabulary"
+        );
+        // Device kernels round differently from the references (see model/tests/npu_backend.rs):
+        // 1e-5 of the logits' scale.
+        let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = cpu
+            .iter()
+            .zip(npu)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-5 * scale,
+            "max |npu - cpu| {worst}, scale {scale}"
+        );
+        assert!(scale > 1.0);
+    }
 }

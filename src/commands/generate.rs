@@ -1,9 +1,15 @@
-//! `dsnpu generate --model DIR --prompt-ids 1,2,3 --max-new-tokens N [--temperature T --top-p P --seed S]`:
-//! prints the generated token ids, comma-separated, on one line of stdout. Generation stops early at the
-//! config's `eos_token_id` (which is printed). Timing and the loading progress bar go to stderr.
+//! `dsnpu generate --model DIR --prompt-ids 1,2,3 --max-new-tokens N [--temperature T --top-p P --seed S]
+//! [--backend cpu|npu]`: prints the generated token ids, comma-separated, on one line of stdout.
+//! Generation stops early at the config's `eos_token_id` (which is printed). Timing, the loading progress
+//! bar and which operators ran on which backend go to stderr.
+//!
+//! Also the backend choice both model commands share: `cpu` runs the CPU references; `npu` runs
+//! `Fallback<Npu, Cpu>` on device 0 (the simulator when no CANN is installed): dsnpu's kernels where
+//! they exist, the references for the other operators.
 
 use crate::error::CliError;
-use dsnpu_model::{DeepseekV3, GenerateOptions, Generator};
+use dsnpu_model::{DeepseekV3, GenerateOptions, Generator, ModelBackend};
+use dsnpu_ops::backend::{Cpu, Fallback, Npu};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -28,6 +34,35 @@ pub struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
+    /// Where the operators run.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
+}
+
+/// Where a model command runs its operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// The CPU reference operators.
+    #[default]
+    Cpu,
+    /// dsnpu's kernels on device 0 (the simulator without CANN); operators without a kernel on the CPU.
+    Npu,
+}
+
+/// The device path: the kernels on device 0, the CPU references for what they do not cover.
+pub type DeviceBackend = Fallback<Npu, Cpu>;
+
+/// Opens device 0 and loads its kernels.
+pub fn device_backend() -> Result<DeviceBackend, CliError> {
+    Ok(Fallback::new(Npu::new(0)?, Cpu))
+}
+
+/// Prints on stderr which operators each backend served (`ops on sim:0: linear 24, ...` and
+/// `ops on cpu: embedding 1, ...`).
+pub fn report_backend(backend: &DeviceBackend) {
+    for line in backend.report().to_string().lines() {
+        eprintln!("ops on {line}");
+    }
 }
 
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
@@ -42,7 +77,26 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
 /// The tokens `run` prints.
 pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
     let prompt = parse_ids(&args.prompt_ids)?;
-    let model = load_model(&args.model)?;
+    match args.backend {
+        BackendChoice::Cpu => {
+            let ids = generate_with(&load_model(&args.model)?, &prompt, args)?;
+            eprintln!("ops on cpu: all");
+            Ok(ids)
+        }
+        BackendChoice::Npu => {
+            let model = load_model_on(&args.model, device_backend()?)?;
+            let ids = generate_with(&model, &prompt, args);
+            report_backend(model.backend());
+            ids
+        }
+    }
+}
+
+fn generate_with<B: ModelBackend>(
+    model: &DeepseekV3<B>,
+    prompt: &[i32],
+    args: &GenerateArgs,
+) -> Result<Vec<i32>, CliError> {
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -51,9 +105,9 @@ pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
         stop_ids: model.config().eos_token_ids.clone(),
         ..GenerateOptions::greedy(args.max_new_tokens)
     };
-    let generator = Generator::new(&model, opts)?;
+    let generator = Generator::new(model, opts)?;
     let start = Instant::now();
-    let ids = generator.generate(&prompt)?;
+    let ids = generator.generate(prompt)?;
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "generated {} tokens from a {}-token prompt in {secs:.3} s ({:.1} tokens/s)",
@@ -84,8 +138,14 @@ pub fn format_ids(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
 
-/// Load a checkpoint with a progress bar on stderr (hidden when stderr is not a terminal).
+/// Load a checkpoint for the CPU references, with a progress bar on stderr.
 pub fn load_model(dir: &Path) -> Result<DeepseekV3, CliError> {
+    load_model_on(dir, Cpu)
+}
+
+/// Load a checkpoint to run on `backend`, with a progress bar on stderr (hidden when stderr is not a
+/// terminal).
+pub fn load_model_on<B: ModelBackend>(dir: &Path, backend: B) -> Result<DeepseekV3<B>, CliError> {
     let start = Instant::now();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -93,16 +153,17 @@ pub fn load_model(dir: &Path) -> Result<DeepseekV3, CliError> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(dir.display().to_string());
-    let model = DeepseekV3::load_with_progress(dir, &mut |done, total| {
+    let model = DeepseekV3::load_with_backend_progress(dir, backend, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });
     bar.finish_and_clear();
     let model = model?;
     eprintln!(
-        "loaded {} in {:.3} s",
+        "loaded {} in {:.3} s (backend {})",
         dir.display(),
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        model.backend().name()
     );
     Ok(model)
 }
@@ -110,6 +171,53 @@ pub fn load_model(dir: &Path) -> Result<DeepseekV3, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A committed tiny checkpoint and transformers' ids for it: (dir, prompt, greedy continuation).
+    fn v3_base() -> (PathBuf, Vec<i32>, Vec<i32>) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/data/v3_base");
+        let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let ints = |name: &str| -> Vec<i32> {
+            let t = st.tensor(name).unwrap();
+            t.data()
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        (dir, ints("prompt_ids"), ints("generated_ids"))
+    }
+
+    #[test]
+    fn both_backends_generate_transformers_greedy_ids() {
+        let (dir, prompt, generated) = v3_base();
+        for backend in [BackendChoice::Cpu, BackendChoice::Npu] {
+            let args = GenerateArgs {
+                model: dir.clone(),
+                prompt_ids: format_ids(&prompt),
+                max_new_tokens: generated.len(),
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: 0,
+                backend,
+            };
+            assert_eq!(generate_ids(&args).unwrap(), generated, "{backend:?}");
+        }
+    }
+
+    #[test]
+    fn the_device_backend_runs_the_dense_operators_on_the_device() {
+        let (dir, prompt, _) = v3_base();
+        let model = load_model_on(&dir, device_backend().unwrap()).unwrap();
+        model.forward(&prompt).unwrap();
+        let report = model.backend().report();
+        let linear = report
+            .counts
+            .iter()
+            .find(|c| c.op == dsnpu_ops::backend::Op::Linear)
+            .unwrap();
+        assert!(linear.primary > 0 && linear.secondary == 0, "{report}");
+        assert!(report.primary.ends_with(":0") && report.secondary == "cpu");
+    }
 
     #[test]
     fn prompt_ids_parse_and_print_back() {

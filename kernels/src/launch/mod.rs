@@ -14,9 +14,11 @@
 //! comes through [`device_error`]. Every launcher is safe: the argument lists match the kernels'
 //! parameter lists (see [`crate::Kernel`]), the buffers are sized for the shape, and each kernel's source
 //! states that it reads and writes only within the extents its tiling gives it. The one input a launcher
-//! cannot check is device-resident data that the kernel uses as an index (rope's positions): an
-//! out-of-range value makes the kernel fault on its checked table read on the simulator (and read
-//! unspecified table values on an NPU); it never makes a kernel write outside its output.
+//! cannot check is device-resident data that the kernel uses as an index (rope's positions, the MoE
+//! kernels' expert ids, row indices and group lists): the kernels drop ids outside the active experts
+//! and clamp group lists to their rows, and an out-of-range position or row index makes the kernel
+//! fault on its checked read on the simulator (and read unspecified values on an NPU); none of them
+//! makes a kernel write outside its outputs.
 //!
 //! Trusted: the kernels themselves (their sources document their memory accesses), and that the host
 //! kernel binary embedded in this crate ([`crate::HOST_KERNELS`]) is the one built from those sources.
@@ -24,6 +26,10 @@
 mod hardware;
 mod library;
 mod linear;
+mod moe_finalize;
+mod moe_gating;
+mod moe_grouped;
+mod moe_routing;
 mod norm;
 mod rope;
 mod silu_mul;
@@ -31,12 +37,19 @@ mod silu_mul;
 pub use hardware::Hardware;
 pub use library::KernelLibrary;
 pub use linear::linear;
+pub use moe_finalize::{moe_finalize_routing, CombineShape};
+pub use moe_gating::moe_gating_topk;
+pub use moe_grouped::{expert_ffn, grouped_matmul, FfnShape, GroupList, GroupedShape};
+pub use moe_routing::{moe_init_routing, moe_init_routing_quant, RoutingShape};
 pub use norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeShape};
 pub use silu_mul::silu_mul;
 
 use dsnpu_runtime::{DeviceRepr, RuntimeError};
 
+use crate::{
+    ExpertFfnTiling, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling, MoeInitRoutingTiling,
+};
 use crate::{KernelDtype, KernelError, LinearTiling, RmsNormTiling, RopeTiling, SelftestTiling};
 use crate::{Result, SiluMulTiling};
 
@@ -67,6 +80,17 @@ unsafe impl DeviceRepr for SiluMulTiling {}
 unsafe impl DeviceRepr for LinearTiling {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for SelftestTiling {}
+// SAFETY (the five MoE tilings): #[repr(C)] with only u32/f32 fields and no padding (the MoE layout
+// test compares every offset with the C compiler's); every bit pattern of u32 and f32 is valid.
+unsafe impl DeviceRepr for MoeGatingTiling {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for MoeInitRoutingTiling {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for GroupedMatmulTiling {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for ExpertFfnTiling {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for MoeFinalizeTiling {}
 
 /// What a launcher queued.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -15,12 +15,14 @@
 //! The family traits have generic methods, so they are used through generics (`B: DenseOps`), not as
 //! trait objects.
 pub mod dense;
+pub mod fallback;
 pub mod mla;
 pub mod moe;
 #[cfg(feature = "npu")]
 pub mod npu;
 
 pub use dense::DenseOps;
+pub use fallback::{Fallback, FallbackCounts, FallbackReport, Op, OpCount};
 pub use mla::MlaOps;
 pub use moe::MoeOps;
 #[cfg(feature = "npu")]

@@ -1,0 +1,230 @@
+//! Launchers of `grouped_matmul_<t>` and `expert_ffn_<t>` (`src/ascendc/moe_grouped_matmul.cpp`):
+//! GEMMs over expert groups along M, the groups given by a device-resident list.
+//!
+//! The list may be a window of a longer one ([`GroupList::first`]): the per-expert counts a dispatch
+//! writes for all E experts, of which a rank holds the weights of `first..first + groups`. The kernel
+//! reads its list from one address, so a window that does not start at entry 0 is passed as an address
+//! inside a private stream-ordered copy of the list (a few hundred bytes): the launch is then ordered
+//! after the list's producer, and the copy stays allocated until the launch has run (it returns to the
+//! pool in this stream's order).
+//!
+//! The list's values are not checked (they live on the device): the kernels clamp every group's end to
+//! `[start, rows]`, so a malformed list gives wrong rows, never an access outside `x`, `y` or the
+//! workspace. Rows past the groups' total are left unwritten.
+
+use dsnpu_runtime::{DeviceBuffer, Stream};
+
+use super::{device_error, expect_len, product, KernelElem, KernelLibrary, Launched};
+use crate::tiling::invalid;
+use crate::{ExpertFfnTiling, GroupedMatmulTiling, Kernel, KernelError, MoeList, Result};
+
+/// `groups` consecutive entries of a device list of per-group rows, starting at entry `first`.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupList<'a> {
+    pub list: &'a DeviceBuffer<i64>,
+    pub first: usize,
+    /// Counts or inclusive cumulative sums (of the window: a cumsum window must start from the rows
+    /// before it, which a dispatch's flat-before-the-active-range cumsum does).
+    pub kind: MoeList,
+}
+
+impl<'a> GroupList<'a> {
+    /// The whole of `list`.
+    pub fn all(list: &'a DeviceBuffer<i64>, kind: MoeList) -> Self {
+        GroupList {
+            list,
+            first: 0,
+            kind,
+        }
+    }
+}
+
+/// The window's address: `None` to pass the list itself (it starts at entry 0), or a stream-ordered
+/// copy of the list and the byte offset of the window in it.
+fn window(
+    kernel: &'static str,
+    stream: &Stream,
+    g: &GroupList<'_>,
+    groups: usize,
+) -> Result<Option<(DeviceBuffer<i64>, u64)>> {
+    let end = g.first.checked_add(groups).ok_or_else(|| {
+        invalid(
+            kernel,
+            format!("group window {} + {groups} overflows", g.first),
+        )
+    })?;
+    if end > g.list.len() {
+        return Err(KernelError::BufferLength {
+            kernel,
+            arg: "group_list",
+            expected: end,
+            actual: g.list.len(),
+        });
+    }
+    if g.first == 0 {
+        return Ok(None);
+    }
+    let err = |e| device_error(kernel, e);
+    let mut copy = stream.alloc::<i64>(g.list.len()).map_err(err)?;
+    stream.memcpy_dtod(g.list, &mut copy).map_err(err)?;
+    Ok(Some((copy, g.first as u64 * 8)))
+}
+
+/// The shape of a grouped GEMM: `x [rows, k]`, `w [groups, n, k]`, `y [rows, n]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupedShape {
+    pub rows: usize,
+    pub groups: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// `y[r] = x[r] · w[g]ᵀ` for the rows r of group g (dsnpu-ops' `grouped_matmul`), f32 accumulation in
+/// the cube, tiled over the cube cores as (group, m-tile, n-tile) tasks of the non-empty groups.
+/// `rows == 0` (or any empty dimension) is [`KernelError::InvalidShape`]: launch nothing.
+pub fn grouped_matmul<T: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    x: &DeviceBuffer<T>,
+    w: &DeviceBuffer<T>,
+    group_list: GroupList<'_>,
+    y: &mut DeviceBuffer<T>,
+    shape: GroupedShape,
+) -> Result<Launched<GroupedMatmulTiling>> {
+    const K: &str = "grouped_matmul";
+    let GroupedShape { rows, groups, n, k } = shape;
+    let cube = lib.hardware().cube;
+    let tiling = GroupedMatmulTiling::new(
+        rows as u64,
+        groups as u64,
+        n as u64,
+        k as u64,
+        group_list.kind,
+        cube,
+    )?;
+    expect_len(K, "x", x.len(), product(K, "rows * k", rows, k)?)?;
+    let gn = product(K, "groups * n", groups, n)?;
+    expect_len(K, "w", w.len(), product(K, "groups * n * k", gn, k)?)?;
+    expect_len(K, "y", y.len(), product(K, "rows * n", rows, n)?)?;
+    let win = window(K, stream, &group_list, groups)?;
+    let symbol = Kernel::GroupedMatmul.symbol(T::DTYPE);
+    let f = lib.function(Kernel::GroupedMatmul, T::DTYPE)?;
+    let blocks = tiling.block_dim(cube);
+    // SAFETY: grouped_matmul_<t>(x, w, group_list, y, workspace, tiling); x holds rows x k, w
+    // groups x n x k and y rows x n elements of T (checked above), the sizes the kernel gives its
+    // GlobalTensors; it reads `groups` i64 of the list: the list itself (at least `groups` entries,
+    // checked by `window`) or the window's address inside `win`'s copy (first + groups <= its length),
+    // which is ordered after the list's producer by the copy, queued on this stream before the launch,
+    // and freed in this stream's order after it. Rows of a task come from the list clamped to [0, rows].
+    // Only y is written (arg_mut); the workspace is unused.
+    unsafe {
+        let mut args = f.builder(stream);
+        args.arg(x).arg(w);
+        match &win {
+            Some((copy, offset)) => args.scalar(copy.device_ptr() as u64 + offset),
+            None => args.arg(group_list.list),
+        };
+        args.arg_mut(y).null().tiling(&tiling).launch(blocks)
+    }
+    .map_err(|e| device_error(symbol, e))?;
+    Ok(Launched {
+        symbol,
+        blocks,
+        tiling,
+    })
+}
+
+/// The shape of an expert FFN: `x [rows, hidden]`, gate/up `[groups, inter, hidden]`, down
+/// `[groups, hidden, inter]`, `y [rows, hidden]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FfnShape {
+    pub rows: usize,
+    pub groups: usize,
+    pub hidden: usize,
+    pub inter: usize,
+}
+
+/// The fused expert FFN (dsnpu-ops' `expert_ffn`): per group, `h = t(silu(x·w_gateᵀ) · (x·w_upᵀ))`
+/// (gate, up and SwiGLU in f32, h rounded to T once) and `y = h·w_downᵀ`. Both phases are spread over
+/// the cube cores as (group, tile) tasks of the non-empty groups, so a hot expert still uses every core
+/// and an empty one costs a scalar load. The f32 gate/up and T h workspace (`[rows, inter]` each) is
+/// allocated from the stream's pool.
+///
+/// `rows` may exceed the groups' total (a dispatch's room for every pair): only the groups' rows are
+/// computed and written. `rows == 0` is [`KernelError::InvalidShape`]: launch nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn expert_ffn<T: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    x: &DeviceBuffer<T>,
+    w_gate: &DeviceBuffer<T>,
+    w_up: &DeviceBuffer<T>,
+    w_down: &DeviceBuffer<T>,
+    group_list: GroupList<'_>,
+    y: &mut DeviceBuffer<T>,
+    shape: FfnShape,
+) -> Result<Launched<ExpertFfnTiling>> {
+    const K: &str = "expert_ffn";
+    let FfnShape {
+        rows,
+        groups,
+        hidden,
+        inter,
+    } = shape;
+    let cube = lib.hardware().cube;
+    let tiling = ExpertFfnTiling::new(
+        rows as u64,
+        groups as u64,
+        hidden as u64,
+        inter as u64,
+        group_list.kind,
+        T::DTYPE,
+        cube,
+    )?;
+    let rh = product(K, "rows * hidden", rows, hidden)?;
+    expect_len(K, "x", x.len(), rh)?;
+    let w = product(
+        K,
+        "groups * inter * hidden",
+        product(K, "groups * inter", groups, inter)?,
+        hidden,
+    )?;
+    expect_len(K, "w_gate", w_gate.len(), w)?;
+    expect_len(K, "w_up", w_up.len(), w)?;
+    expect_len(K, "w_down", w_down.len(), w)?;
+    expect_len(K, "y", y.len(), rh)?;
+    let win = window(K, stream, &group_list, groups)?;
+    let symbol = Kernel::ExpertFfn.symbol(T::DTYPE);
+    let f = lib.function(Kernel::ExpertFfn, T::DTYPE)?;
+    let ws_bytes = usize::try_from(tiling.workspace_bytes(T::DTYPE))
+        .map_err(|_| invalid(K, "the workspace does not fit the address space"))?;
+    let mut workspace = stream
+        .alloc::<u8>(ws_bytes)
+        .map_err(|e| device_error(symbol, e))?;
+    let blocks = tiling.block_dim(cube);
+    // SAFETY: expert_ffn_<t>(x, w_gate, w_up, w_down, group_list, y, workspace, tiling); x and y hold
+    // rows x hidden, w_gate and w_up groups x inter x hidden, w_down groups x hidden x inter elements of
+    // T (checked above; the two weight shapes have the same element count), the sizes the kernel gives
+    // its GlobalTensors; the workspace is workspace_bytes() (gate and up f32, h in T, rows x inter each).
+    // The list is read as in grouped_matmul (`groups` entries, from the list or from `win`'s
+    // stream-ordered copy). The kernel meets at SyncAll with block_dim() <= the cube cores blocks, all
+    // resident. Written: y and the workspace (arg_mut).
+    unsafe {
+        let mut args = f.builder(stream);
+        args.arg(x).arg(w_gate).arg(w_up).arg(w_down);
+        match &win {
+            Some((copy, offset)) => args.scalar(copy.device_ptr() as u64 + offset),
+            None => args.arg(group_list.list),
+        };
+        args.arg_mut(y)
+            .arg_mut(&mut workspace)
+            .tiling(&tiling)
+            .launch(blocks)
+    }
+    .map_err(|e| device_error(symbol, e))?;
+    Ok(Launched {
+        symbol,
+        blocks,
+        tiling,
+    })
+}

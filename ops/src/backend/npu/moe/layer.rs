@@ -1,0 +1,232 @@
+//! The whole routed-expert layer on the device (dsnpu-ops' `moe_layer` is the contract):
+//!
+//! ```text
+//! x ─┬─ (f32) ── linear_f32 ── logits f32 [T,E] ── moe_gating_topk_f32 ── ids [T,K], weights [T,K]
+//!    └─ (t) ──────────────── moe_init_routing_t (active = local) ── expanded_x [T·K,H], row idx, counts [E]
+//! expanded_x, counts[local] ── expert_ffn_t ── y [T·K,H] ── moe_finalize_routing_t (+ shared, residual) ── out
+//! ```
+//!
+//! Inputs are uploaded once, every intermediate stays in device memory and the stream is synchronized
+//! once, when `out` is read back: no stage waits for the host.
+//! - **Router** in f32 like the reference (`x` and the router as f32, f32 accumulation in the cube),
+//!   so the logits are not rounded to t before gating. A product that overflows f32 from finite inputs
+//!   is not detected (the reference rejects its non-finite logits; here routing is then unspecified).
+//! - **Rows are not counted on the host**: the dispatch writes the local experts' rows first, and the
+//!   FFN and combine are sized for the room of every pair (`T·K` rows). The FFN takes its groups from
+//!   the dispatch's per-expert counts on the device, the local window of them
+//!   ([`GroupList::first`]), and computes only those rows; the combine reads only rows that indices
+//!   name. Rows past the dispatched ones are never read.
+//! - With no local expert (an empty range) there is nothing to run between dispatch and combine; with
+//!   an empty intermediate size the expert outputs are zeros.
+
+use dsnpu_kernels::launch::{self, CombineShape, FfnShape, GroupList, RoutingShape};
+use dsnpu_kernels::MoeList;
+use dsnpu_runtime::DeviceBuffer;
+use ndarray::{Array2, ArrayView2};
+
+use super::super::{by_dtype, DevElem, Npu};
+use super::{array2, gating_params, validate};
+use crate::error::expect_shape;
+use crate::moe::MoeLayerParams;
+use crate::{Float, Result};
+
+const OP: &str = "moe_layer";
+
+impl Npu {
+    /// Validates like the reference, answers the empty cases on the host, then runs on the device.
+    pub(super) fn moe_layer_on_device<T: Float>(
+        &self,
+        x: ArrayView2<T>,
+        params: &MoeLayerParams<T>,
+        shared: Option<ArrayView2<T>>,
+        residual: Option<ArrayView2<T>>,
+    ) -> Result<Array2<T>> {
+        let (tokens, hidden) = x.dim();
+        params.validate(OP, hidden)?;
+        // In the reference's stage order, with its stages' names.
+        validate::gating_config(
+            "moe_gating_topk",
+            params.num_experts(),
+            params.bias.as_ref(),
+            &params.gating,
+        )?;
+        validate::finite(OP, "x", &x)?;
+        validate::finite(OP, "router", &params.router)?;
+        let (n_local, inter, _) = params.w_gate.dim();
+        const FFN: &str = "expert_ffn";
+        expect_shape(
+            FFN,
+            "w_gate",
+            params.w_gate.shape(),
+            &[n_local, inter, hidden],
+        )?;
+        expect_shape(FFN, "w_up", params.w_up.shape(), &[n_local, inter, hidden])?;
+        expect_shape(
+            FFN,
+            "w_down",
+            params.w_down.shape(),
+            &[n_local, hidden, inter],
+        )?;
+        validate::extras(
+            "moe_finalize_routing",
+            tokens,
+            hidden,
+            shared.as_ref(),
+            residual.as_ref(),
+        )?;
+        if tokens == 0 || hidden == 0 {
+            return Ok(Array2::default((tokens, hidden)));
+        }
+        by_dtype!(self, OP, T, layer_as(x, params, shared, residual))
+    }
+
+    fn layer_as<T: Float, E: DevElem>(
+        &self,
+        x: ArrayView2<T>,
+        params: &MoeLayerParams<T>,
+        shared: Option<ArrayView2<T>>,
+        residual: Option<ArrayView2<T>>,
+    ) -> Result<Array2<T>> {
+        let (tokens, hidden) = x.dim();
+        let experts = params.num_experts();
+        let top_k = params.gating.top_k;
+        let pairs = tokens * top_k;
+        let local = params.local_range();
+        let (n_local, inter, _) = params.w_gate.dim();
+        let (lib, s) = (&*self.lib, &self.stream);
+
+        // Uploads.
+        let xd = self.upload::<T, E>(OP, x.iter())?;
+        // The f32 image of x for the router: x itself when t is f32.
+        let xf_own = match as_f32(&xd) {
+            Some(_) => None,
+            None => Some(self.upload::<T, f32>(OP, x.iter())?),
+        };
+        let xf = xf_own
+            .as_ref()
+            .or(as_f32(&xd))
+            .expect("one of the two exists");
+        let router = self.upload::<T, f32>(OP, params.router.iter())?;
+        let bias: Option<Vec<f32>> = params.bias.map(|b| b.to_vec());
+        let bias = bias.map(|b| self.upload_raw(OP, &b)).transpose()?;
+
+        // Router and gating, in f32.
+        let mut logits = self.alloc::<f32>(OP, tokens * experts)?;
+        let r = launch::linear(
+            lib,
+            s,
+            xf,
+            &router,
+            None,
+            &mut logits,
+            tokens,
+            experts,
+            hidden,
+        );
+        self.launched(OP, r)?;
+        let mut ids = self.alloc::<i32>(OP, pairs)?;
+        let mut weights = self.alloc::<f32>(OP, pairs)?;
+        let p = gating_params(&params.gating, bias.is_some());
+        let r = launch::moe_gating_topk(
+            lib,
+            s,
+            &logits,
+            bias.as_ref(),
+            &mut ids,
+            &mut weights,
+            tokens,
+            experts,
+            &p,
+        );
+        self.launched(OP, r)?;
+        drop(logits);
+
+        // Dispatch to the local experts.
+        let mut expanded_x = self.alloc::<E>(OP, pairs * hidden)?;
+        let mut row_idx = self.alloc::<i32>(OP, pairs)?;
+        let mut counts = self.alloc::<i64>(OP, experts)?;
+        let shape = RoutingShape {
+            tokens,
+            hidden,
+            top_k,
+            experts,
+            active: Some(local.clone()),
+            mode: MoeList::Count,
+        };
+        let r = launch::moe_init_routing(
+            lib,
+            s,
+            &xd,
+            &ids,
+            &mut expanded_x,
+            &mut row_idx,
+            &mut counts,
+            &shape,
+        );
+        self.launched(OP, r)?;
+        drop((xd, xf_own, ids));
+
+        // The local experts' FFN over the dispatched rows.
+        let y = if n_local == 0 {
+            // Every index is -1: the combine reads no row.
+            self.alloc::<E>(OP, 0)?
+        } else if inter == 0 {
+            s.alloc_zeroed::<E>(pairs * hidden)
+                .map_err(|e| self.fail(OP, e))?
+        } else {
+            let wg = self.upload::<T, E>(OP, params.w_gate.iter())?;
+            let wu = self.upload::<T, E>(OP, params.w_up.iter())?;
+            let wd = self.upload::<T, E>(OP, params.w_down.iter())?;
+            let mut y = self.alloc::<E>(OP, pairs * hidden)?;
+            let list = GroupList {
+                list: &counts,
+                first: local.start,
+                kind: MoeList::Count,
+            };
+            let shape = FfnShape {
+                rows: pairs,
+                groups: n_local,
+                hidden,
+                inter,
+            };
+            let r = launch::expert_ffn(lib, s, &expanded_x, &wg, &wu, &wd, list, &mut y, shape);
+            self.launched(OP, r)?;
+            y
+        };
+        drop((expanded_x, counts));
+
+        // Combine, with the shared experts' output and the residual fused in.
+        let sd = shared
+            .map(|v| self.upload::<T, E>(OP, v.iter()))
+            .transpose()?;
+        let rd = residual
+            .map(|v| self.upload::<T, E>(OP, v.iter()))
+            .transpose()?;
+        let mut out = self.alloc::<E>(OP, tokens * hidden)?;
+        let shape = CombineShape {
+            tokens,
+            hidden,
+            top_k,
+            rows: y.len() / hidden,
+        };
+        let r = launch::moe_finalize_routing(
+            lib,
+            s,
+            &y,
+            &row_idx,
+            &weights,
+            sd.as_ref(),
+            rd.as_ref(),
+            &mut out,
+            shape,
+        );
+        self.launched(OP, r)?;
+        self.finish(OP)?;
+        Ok(array2(tokens, hidden, self.download::<T, E>(OP, &out)?))
+    }
+}
+
+/// `buf` as an f32 buffer when its element type is f32.
+fn as_f32<E: DevElem>(buf: &DeviceBuffer<E>) -> Option<&DeviceBuffer<f32>> {
+    (buf as &dyn std::any::Any).downcast_ref::<DeviceBuffer<f32>>()
+}
