@@ -14,11 +14,11 @@
 #ifndef DSNPU_KERNELS_ENTRY_H
 #define DSNPU_KERNELS_ENTRY_H
 
-#include "kernel_operator.h"
-
 #ifdef DSNPU_ASCENDC_HOST
+#include "host_kernel_operator.h"
 #define DSNPU_KERNEL(name) dsnpu_host_impl_##name
 #else
+#include "kernel_operator.h"
 #define DSNPU_KERNEL(name) name
 #define DSNPU_HOST_ENTRY(name)
 #endif

@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../kernel_operator.h"
+#include "../host_kernel_operator.h"
 
 enum class CubeFormat : uint8_t {
     ND = 0,

@@ -1,8 +1,8 @@
 // Host (clean-room) implementation of the Ascend C basic API subset dsnpu's kernels use.
 //
-// Kernels include "kernel_operator.h" as they would with CANN; with this directory first on the include
-// path they get the host layer, which runs each block on a host thread inside the dsnpu simulator,
-// checks every memory access (see the headers under dsnpu_host/ for each part's contract) and counts
+// Kernels include it through dsnpu_kernels/entry.h, which takes CANN's "kernel_operator.h" when built for
+// the AI Core and this file for the host kernel binary (DSNPU_ASCENDC_HOST). The host layer runs each block
+// on a host thread inside the dsnpu simulator, checks every memory access (see the headers under dsnpu_host/ for each part's contract) and counts
 // traffic. Written from the public Ascend C API documentation: same names, template parameters, argument
 // order and units; no Huawei code.
 #ifndef DSNPU_ASCENDC_KERNEL_OPERATOR_H
