@@ -9,16 +9,11 @@
 //! - a **modelled 910B2 time** from those counters, and the **roofline** time of the operator itself
 //!   (its minimal bytes and its necessary multiply-adds under the same model).
 //!
-//! # The model (one 910B2 die)
-//! - HBM: ~1.6 TB/s (third-party figure) → `t_mem = GM bytes / 1.6e12 s`.
-//! - Cube: 24 cube cores at 1.8 GHz, each a 16×16×16 multiply-accumulate per cycle →
-//!   24 · 4096 · 1.8e9 ≈ 1.77e14 MAC/s (≈ 354 TFLOPS) → `t_cube = MACs / 1.77e14 s`.
-//! - Vector: 48 vector cores at 1.8 GHz, each 256 bytes per repeat per cycle. The kernels do their
-//!   vector math in f32, so an element operation is 4 bytes: 48 · 64 · 1.8e9 ≈ 5.53e12 element
-//!   operations/s → `t_vec = vector element ops / 5.53e12 s`.
-//! - Modelled time = max(t_mem, t_cube, t_vec): perfect overlap of the three units, no launch
-//!   overhead, no L2 reuse, every core busy. It is a bound, not a prediction; the ratio between the
-//!   modelled time and the roofline time is what the kernel's traffic and work cost over the minimum.
+//! The model (one 910B2 die: ~1.6 TB/s HBM, 24 cube cores at 1.8 GHz doing 16×16×16 per cycle, 48
+//! vector cores at 256 bytes per cycle with f32 element operations; modelled time = max of the three
+//! units' times) is `dsnpu_kernels::roofline`, whose docs derive the rates. It is a bound, not a
+//! prediction; the ratio between the modelled time and the roofline time is what the kernel's traffic
+//! and work cost over the minimum.
 //!
 //! Where the ratio exceeds 1 it is the kernels' design, not noise: every block of `rms_norm` and
 //! `add_rms_norm` reads the whole weight row (16 blocks → 16 copies), and each of `linear`'s grid
@@ -32,14 +27,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dsnpu_kernels::launch::{self, Hardware, KernelLibrary, RopeShape};
+use dsnpu_kernels::roofline::ASCEND_910B2;
 use dsnpu_kernels::RopeLayout;
 use dsnpu_runtime::sim_counters::{self, LaunchCounters};
 use dsnpu_runtime::{Device, DeviceBuffer, Stream};
 use half::bf16;
-
-const HBM_BYTES_PER_S: f64 = 1.6e12;
-const CUBE_MACS_PER_S: f64 = 24.0 * 16.0 * 16.0 * 16.0 * 1.8e9;
-const VECTOR_ELEMS_PER_S: f64 = 48.0 * (256.0 / 4.0) * 1.8e9;
 
 /// DeepSeek-V3 sizes.
 const TOKENS: usize = 16;
@@ -177,29 +169,14 @@ fn micros(seconds: f64) -> f64 {
     seconds * 1e6
 }
 
-/// (t_mem, t_cube, t_vec) in seconds.
-fn model(bytes: u64, macs: u64, vec_ops: u64) -> (f64, f64, f64) {
-    (
-        bytes as f64 / HBM_BYTES_PER_S,
-        macs as f64 / CUBE_MACS_PER_S,
-        vec_ops as f64 / VECTOR_ELEMS_PER_S,
-    )
-}
-
 fn report(case: &Case, c: &LaunchCounters) {
     let t = c.totals;
     let gm = t.gm_bytes();
-    let (mem, cube, vec) = model(gm, t.cube_macs, t.vector_elem_ops);
-    let modelled = mem.max(cube).max(vec);
-    let bound = if modelled == mem {
-        "HBM"
-    } else if modelled == cube {
-        "cube"
-    } else {
-        "vector"
-    };
-    let (rmem, rcube, _) = model(case.min_bytes, case.min_macs, 0);
-    let roofline = rmem.max(rcube);
+    let times = ASCEND_910B2.times(gm, t.cube_macs, t.vector_elem_ops);
+    let (mem, cube, vec) = (times.mem, times.cube, times.vector);
+    let modelled = times.modelled();
+    let bound = times.bound().name();
+    let roofline = ASCEND_910B2.roofline(case.min_bytes, case.min_macs);
     println!(
         "| {:<12} | {:<26} | {:>6} | {:>10} | {:>10} | {:>10} | {:>5.3} | {:>10} | {:>10} | {:>7} | {:>8.2} | {:>9.2} | {:>8.2} | {:>8.2} | {:<6} | {:>7.2} | {:>6.2} |",
         case.name,

@@ -14,6 +14,8 @@
 //! - the kernels trust their tiling struct (computed here from validated shapes): a wrong tiling can
 //!   only make a kernel fault on a checked access;
 //! - [`tiling`] validates shapes and hardware budgets and returns typed errors, never panics.
+//! - [`roofline`] models a launch's counters and an operator's least traffic on a 910B2 die, for the
+//!   benchmarks;
 //! - [`launch`] runs the kernels through `dsnpu-runtime`: one typed launcher per kernel that checks the
 //!   buffers against the shape, tiles for the device's cores and Unified Buffer, and launches.
 //!
@@ -25,6 +27,7 @@
 
 pub mod error;
 pub mod launch;
+pub mod roofline;
 pub mod tiling;
 pub mod tiling_moe;
 

@@ -3,8 +3,9 @@
 //! one and the AI Core build exist.
 //!
 //! The dense suites must pass for the operators that have kernels (rms_norm, add_rms_norm, rope,
-//! linear, batched_matmul through the linear kernel, silu_mul) under the harness's default tolerances;
-//! embedding, softmax, argmax and the MoE and MLA families print skips until their kernels are wired.
+//! linear, batched_matmul through the linear kernel, silu_mul) and the MoE suites for every MoE operator,
+//! under the harness's default tolerances; embedding, softmax, argmax and the MLA family print skips
+//! until they have kernels.
 
 use dsnpu_ops::backend::Npu;
 use std::sync::OnceLock;

@@ -133,7 +133,7 @@ fn gating<T: Float>() {
 }
 
 fn mode_for(i: usize) -> ExpertTokensMode {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         ExpertTokensMode::Count
     } else {
         ExpertTokensMode::Cumsum
@@ -268,7 +268,7 @@ fn combine<T: Float>(cases: Vec<RoutingCase>) {
         );
         let idx = plan.expanded_row_idx.view();
         let want = Cpu
-            .moe_finalize_routing(y.view(), idx, w.view(), sv.clone(), rv.clone())
+            .moe_finalize_routing(y.view(), idx, w.view(), sv, rv)
             .unwrap();
         let got = npu
             .moe_finalize_routing(y.view(), idx, w.view(), sv, rv)
@@ -360,6 +360,99 @@ fn ffn<T: Float>() {
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_close(&what, got.view(), want.view(), tol);
     }
+}
+
+/// Shapes with nothing to launch (answered on the host) and a layer whose rank holds no expert give
+/// what the reference gives.
+#[test]
+fn empty_and_degenerate_shapes_match_the_reference() {
+    let npu = checked_npu();
+    let mut rng = CaseRng::new(0xE0);
+    let cfg = GatingConfig::deepseek_v3();
+    let logits = Array2::<bf16>::zeros((0, E));
+    let (ids, w) = npu.moe_gating_topk(logits.view(), None, &cfg).unwrap();
+    assert_eq!((ids.dim(), w.dim()), ((0, 8), (0, 8)));
+
+    // Zero-width rows and zero pairs still route.
+    let ids = dsnpu_ops::ndarray::array![[3, 1], [1, 0]];
+    let x = Array2::<f32>::zeros((2, 0));
+    let got = npu
+        .moe_init_routing(
+            x.view(),
+            ids.view(),
+            4,
+            Some(1..4),
+            ExpertTokensMode::Cumsum,
+        )
+        .unwrap();
+    let want = Cpu
+        .moe_init_routing(
+            x.view(),
+            ids.view(),
+            4,
+            Some(1..4),
+            ExpertTokensMode::Cumsum,
+        )
+        .unwrap();
+    assert_eq!(got.expanded_row_idx, want.expanded_row_idx);
+    assert_eq!(got.expert_tokens, want.expert_tokens);
+    assert_eq!(got.expanded_x.dim(), (3, 0));
+    let no_pairs = Array2::<i32>::zeros((2, 0));
+    let x = rng.uniform::<f32, _>((2, 8), -1.0, 1.0);
+    let got = npu
+        .moe_init_routing_quant(x.view(), no_pairs.view(), 4, None, ExpertTokensMode::Count)
+        .unwrap();
+    assert_eq!(
+        (got.expanded_x.dim(), got.expert_tokens.to_vec()),
+        ((0, 8), vec![0; 4])
+    );
+
+    // An empty intermediate: the FFN outputs zeros.
+    let xf = rng.uniform::<f16, _>((3, 8), -1.0, 1.0);
+    let (wg, wd) = (
+        Array3::<f16>::zeros((2, 0, 8)),
+        Array3::<f16>::zeros((2, 8, 0)),
+    );
+    let gl = dsnpu_ops::ndarray::array![1i64, 2];
+    let y = npu
+        .expert_ffn(
+            xf.view(),
+            wg.view(),
+            wg.view(),
+            wd.view(),
+            gl.view(),
+            GroupListType::Counts,
+        )
+        .unwrap();
+    assert!(y.iter().all(|v| v.to_f32() == 0.0) && y.dim() == (3, 8));
+
+    // A combine of no pairs is shared + residual.
+    let (s, r) = (
+        rng.uniform::<bf16, _>((2, 8), -1.0, 1.0),
+        rng.uniform::<bf16, _>((2, 8), -1.0, 1.0),
+    );
+    let y0 = Array2::<bf16>::zeros((0, 8));
+    let idx = dsnpu_ops::ndarray::Array1::<i32>::zeros(0);
+    let w0 = Array2::<f32>::zeros((2, 0));
+    let got = npu
+        .moe_finalize_routing(
+            y0.view(),
+            idx.view(),
+            w0.view(),
+            Some(s.view()),
+            Some(r.view()),
+        )
+        .unwrap();
+    let want = Cpu
+        .moe_finalize_routing(
+            y0.view(),
+            idx.view(),
+            w0.view(),
+            Some(s.view()),
+            Some(r.view()),
+        )
+        .unwrap();
+    assert_eq!(got, want);
 }
 
 macro_rules! per_dtype {

@@ -6,8 +6,8 @@
 //! that wants fewer cores). Functions are looked up once and cached.
 //!
 //! The host kernel binary is a host shared object: only the simulator can load it. On a CANN install the
-//! load is refused with an explanation (the AI Core build of the same sources, feature `ascend`, is not
-//! implemented).
+//! library loads the AI Core build of the same sources instead (feature `ascend`, never run on an NPU by
+//! this project); without that feature the load is refused with an explanation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -61,18 +61,13 @@ impl KernelLibrary {
                 )));
             }
         }
-        const WHAT: &str = "host kernel binary";
-        if !sim_counters::is_simulator().map_err(|e| device_error(WHAT, e))? {
-            return Err(KernelError::Device {
-                kernel: WHAT.into(),
-                code: None,
-                message:
-                    "the host kernel binary runs only on the dsnpu simulator; the AI Core build \
-                          (feature `ascend`) is not implemented"
-                        .into(),
-            });
-        }
-        let module = Module::load_bytes(device, HOST_KERNELS).map_err(|e| device_error(WHAT, e))?;
+        let on_simulator = sim_counters::is_simulator().map_err(|e| device_error("kernels", e))?;
+        let module = if on_simulator {
+            Module::load_bytes(device, HOST_KERNELS)
+                .map_err(|e| device_error("host kernel binary", e))?
+        } else {
+            load_aicore_binary(device)?
+        };
         Ok(Arc::new(KernelLibrary {
             device: device.clone(),
             module,
@@ -108,4 +103,23 @@ impl KernelLibrary {
         cache.insert(symbol.to_string(), f.clone());
         Ok(f)
     }
+}
+
+/// The AI Core build of the kernels, for a CANN device.
+#[cfg(feature = "ascend")]
+fn load_aicore_binary(device: &Device) -> Result<Module> {
+    Module::load_file(device, crate::AICORE_KERNELS_PATH)
+        .map_err(|e| device_error("AI Core kernel binary", e))
+}
+
+/// Without feature `ascend` there is no binary a CANN device can run.
+#[cfg(not(feature = "ascend"))]
+fn load_aicore_binary(_device: &Device) -> Result<Module> {
+    Err(KernelError::Device {
+        kernel: "kernels".into(),
+        code: None,
+        message: "this AscendCL is not the dsnpu simulator, and the host kernel binary runs only there; \
+                  build dsnpu-kernels with `--features ascend` (ASCEND_HOME_PATH set) for a CANN device"
+            .into(),
+    })
 }

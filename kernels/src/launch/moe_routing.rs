@@ -91,6 +91,7 @@ const KERNEL: &str = "moe_init_routing";
 ///
 /// Expert ids live on the device and are not checked here: one outside `0..experts` (or the active
 /// range) is dropped like an inactive one, never used as an address.
+#[allow(clippy::too_many_arguments)]
 pub fn moe_init_routing<T: KernelElem>(
     lib: &KernelLibrary,
     stream: &Stream,

@@ -207,7 +207,8 @@ impl Npu {
         self.finish(op)?;
         let get = |e| self.fail(op, e);
         let expert_tokens: Vec<i64> = d.expert_tokens.to_vec().map_err(get)?;
-        let rows = dispatched_rows(&expert_tokens, mode);
+        // At most every pair (the kernel's own count; bounded so a wrong one cannot mis-shape).
+        let rows = dispatched_rows(&expert_tokens, mode).min(pairs);
         let mut expanded_x = d.expanded_x.to_vec().map_err(get)?;
         expanded_x.truncate(rows * hidden);
         Ok(HostDispatch {

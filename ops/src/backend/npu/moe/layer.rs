@@ -6,8 +6,9 @@
 //! expanded_x, counts[local] ── expert_ffn_t ── y [T·K,H] ── moe_finalize_routing_t (+ shared, residual) ── out
 //! ```
 //!
-//! Inputs are uploaded once, every intermediate stays in device memory and the stream is synchronized
-//! once, when `out` is read back: no stage waits for the host.
+//! Every input is uploaded before the first launch, every intermediate stays in device memory, and the
+//! stream is synchronized once, when `out` is read back: no stage waits for the host (unless the
+//! stream is launch-blocking, the checked debugging mode of the parent module).
 //! - **Router** in f32 like the reference (`x` and the router as f32, f32 accumulation in the cube),
 //!   so the logits are not rounded to t before gating. A product that overflows f32 from finite inputs
 //!   is not detected (the reference rejects its non-finite logits; here routing is then unspecified).
@@ -95,7 +96,8 @@ impl Npu {
         let (n_local, inter, _) = params.w_gate.dim();
         let (lib, s) = (&*self.lib, &self.stream);
 
-        // Uploads.
+        // Every upload first: a host-to-device copy into a buffer of this stream waits for the work
+        // queued on it, so uploading between launches would stall the pipeline.
         let xd = self.upload::<T, E>(OP, x.iter())?;
         // The f32 image of x for the router: x itself when t is f32.
         let xf_own = match as_f32(&xd) {
@@ -109,6 +111,21 @@ impl Npu {
         let router = self.upload::<T, f32>(OP, params.router.iter())?;
         let bias: Option<Vec<f32>> = params.bias.map(|b| b.to_vec());
         let bias = bias.map(|b| self.upload_raw(OP, &b)).transpose()?;
+        let ffn_weights = if n_local > 0 && inter > 0 {
+            Some((
+                self.upload::<T, E>(OP, params.w_gate.iter())?,
+                self.upload::<T, E>(OP, params.w_up.iter())?,
+                self.upload::<T, E>(OP, params.w_down.iter())?,
+            ))
+        } else {
+            None
+        };
+        let sd = shared
+            .map(|v| self.upload::<T, E>(OP, v.iter()))
+            .transpose()?;
+        let rd = residual
+            .map(|v| self.upload::<T, E>(OP, v.iter()))
+            .transpose()?;
 
         // Router and gating, in f32.
         let mut logits = self.alloc::<f32>(OP, tokens * experts)?;
@@ -167,41 +184,34 @@ impl Npu {
         drop((xd, xf_own, ids));
 
         // The local experts' FFN over the dispatched rows.
-        let y = if n_local == 0 {
+        let y = match &ffn_weights {
+            Some((wg, wu, wd)) => {
+                let mut y = self.alloc::<E>(OP, pairs * hidden)?;
+                let list = GroupList {
+                    list: &counts,
+                    first: local.start,
+                    kind: MoeList::Count,
+                };
+                let shape = FfnShape {
+                    rows: pairs,
+                    groups: n_local,
+                    hidden,
+                    inter,
+                };
+                let r = launch::expert_ffn(lib, s, &expanded_x, wg, wu, wd, list, &mut y, shape);
+                self.launched(OP, r)?;
+                y
+            }
             // Every index is -1: the combine reads no row.
-            self.alloc::<E>(OP, 0)?
-        } else if inter == 0 {
-            s.alloc_zeroed::<E>(pairs * hidden)
-                .map_err(|e| self.fail(OP, e))?
-        } else {
-            let wg = self.upload::<T, E>(OP, params.w_gate.iter())?;
-            let wu = self.upload::<T, E>(OP, params.w_up.iter())?;
-            let wd = self.upload::<T, E>(OP, params.w_down.iter())?;
-            let mut y = self.alloc::<E>(OP, pairs * hidden)?;
-            let list = GroupList {
-                list: &counts,
-                first: local.start,
-                kind: MoeList::Count,
-            };
-            let shape = FfnShape {
-                rows: pairs,
-                groups: n_local,
-                hidden,
-                inter,
-            };
-            let r = launch::expert_ffn(lib, s, &expanded_x, &wg, &wu, &wd, list, &mut y, shape);
-            self.launched(OP, r)?;
-            y
+            None if n_local == 0 => self.alloc::<E>(OP, 0)?,
+            // No intermediate width: every expert outputs zeros.
+            None => s
+                .alloc_zeroed::<E>(pairs * hidden)
+                .map_err(|e| self.fail(OP, e))?,
         };
-        drop((expanded_x, counts));
+        drop((expanded_x, counts, ffn_weights));
 
         // Combine, with the shared experts' output and the residual fused in.
-        let sd = shared
-            .map(|v| self.upload::<T, E>(OP, v.iter()))
-            .transpose()?;
-        let rd = residual
-            .map(|v| self.upload::<T, E>(OP, v.iter()))
-            .transpose()?;
         let mut out = self.alloc::<E>(OP, tokens * hidden)?;
         let shape = CombineShape {
             tokens,
