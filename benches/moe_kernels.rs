@@ -33,9 +33,8 @@
 //! Where the ratio exceeds 1 it is the design, not noise: the router's `linear` grid blocks each
 //! stream their own copy of x (no L2 reuse is modelled); every gating block reads the whole bias; and
 //! the expert FFN is tiled, as the layer launches it, for the room of every pair (T·K rows) because
-//! the dispatched count stays on the device — `expert_ffn`'s tiling sizes its tiles for all of those
-//! rows in one expert, which at T = 512 picks 16-column gate/up tiles, so each expert's x rows are
-//! re-read once per tile.
+//! the dispatched count stays on the device, and the Matmul layout re-reads each expert's rows once
+//! per 256-column base block (8 times for gate/up at hidden 7168), plus the f32 workspace round trip.
 //!
 //! Criterion's timings afterwards measure the **simulator** (host threads running host code), not an
 //! NPU; the counters are the figures. The expert FFN is timed at T = 1 only (at T = 512 one simulated

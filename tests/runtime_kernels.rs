@@ -210,3 +210,100 @@ fn launch_arguments_are_validated() {
     assert_eq!(args.packed().len(), 24);
     assert_eq!(&args.packed()[8..12], &7u32.to_ne_bytes());
 }
+
+#[test]
+fn buffers_can_be_passed_at_an_element_offset() {
+    let (d, m) = setup();
+    let s = d.new_stream().unwrap();
+    let f = m.function("vec_add").unwrap();
+    // 128 floats = one 512-byte pool block each, so x's window [120, 128) ends exactly at the
+    // allocation's end, where the simulator would see an overrun.
+    let len = 128;
+    let x: Vec<f32> = (0..len).map(|i| i as f32).collect();
+    let y: Vec<f32> = (0..len).map(|i| 1000.0 * i as f32).collect();
+    let xd = s.upload(&x).unwrap();
+    let yd = s.upload(&y).unwrap();
+    let mut zd = s.alloc_zeroed::<f32>(len).unwrap();
+    // SAFETY: vec_add(x, y, z, tiling{8}) touches 8 floats from each address: x[120..128],
+    // y[3..11] and z[5..13], all inside their 128-element buffers.
+    unsafe {
+        f.builder(&s)
+            .arg_at(&xd, 120)
+            .arg_at(&yd, 3)
+            .arg_mut_at(&mut zd, 5)
+            .tiling(&Tiling { n: 8 })
+            .launch(3)
+            .unwrap();
+    }
+    let z = zd.to_vec().unwrap();
+    // z[5 + i] = x[120 + i] + y[3 + i] = (120 + i) + 1000 (3 + i): 3120, 4121, ..., 10127.
+    let mut expected = vec![0.0f32; len];
+    for i in 0..8 {
+        expected[5 + i] = 3120.0 + 1001.0 * i as f32;
+    }
+    assert_eq!(z[5], 3120.0);
+    assert_eq!(z[12], 10127.0);
+    assert_eq!(z, expected);
+
+    // Offset 0 is the buffer itself, and `len` (one past the end) is accepted for a kernel that
+    // reads nothing there (n = 0: no block touches memory).
+    let mut packed = Vec::new();
+    for offset in [0, len] {
+        let mut args = f.builder(&s);
+        args.arg_at(&xd, offset);
+        packed.push(args.packed().to_vec());
+    }
+    let base = xd.device_ptr() as u64;
+    assert_eq!(packed[0], base.to_ne_bytes());
+    assert_eq!(packed[1], (base + 4 * len as u64).to_ne_bytes());
+    // SAFETY: n = 0: the kernel returns before touching any buffer.
+    unsafe {
+        f.builder(&s)
+            .arg_at(&xd, len)
+            .arg(&yd)
+            .arg_mut_at(&mut zd, len)
+            .tiling(&Tiling { n: 0 })
+            .launch(1)
+            .unwrap();
+    }
+    assert_eq!(zd.to_vec().unwrap(), expected);
+}
+
+#[test]
+fn an_offset_past_the_end_is_an_error_and_launches_nothing() {
+    let (d, m) = setup();
+    let s = d.new_stream().unwrap();
+    let f = m.function("vec_add").unwrap();
+    let x = s.upload(&[1.0f32; 16]).unwrap();
+    let mut z = s.alloc_zeroed::<f32>(16).unwrap();
+    let invalid = |e: &RuntimeError| {
+        matches!(e, RuntimeError::Kernel { kernel, source }
+            if kernel == "vec_add" && matches!(**source, RuntimeError::InvalidArgument(_)))
+    };
+    // SAFETY: rejected before anything is queued.
+    let e = unsafe {
+        f.builder(&s)
+            .arg_at(&x, 17)
+            .arg(&x)
+            .arg_mut(&mut z)
+            .tiling(&Tiling { n: 1 })
+            .launch(1)
+    }
+    .unwrap_err();
+    assert!(invalid(&e), "{e}");
+    assert!(e.to_string().contains("offset 17"), "{e}");
+    // SAFETY: as above.
+    let e = unsafe {
+        f.builder(&s)
+            .arg(&x)
+            .arg(&x)
+            .arg_mut_at(&mut z, usize::MAX)
+            .tiling(&Tiling { n: 1 })
+            .launch(1)
+    }
+    .unwrap_err();
+    assert!(invalid(&e), "{e}");
+    assert!(e.to_string().contains("argument 2"), "{e}");
+    s.synchronize().unwrap();
+    assert_eq!(z.to_vec().unwrap(), [0.0; 16]);
+}

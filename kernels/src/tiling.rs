@@ -383,7 +383,7 @@ pub struct LinearTiling {
 /// Cube fractal edge: shapes are padded to multiples of 16 in the cube.
 pub(crate) const FRACTAL: u64 = 16;
 /// Modelled per-core GM bytes per cycle (1.6 TB/s over 24 cube cores at 1.8 GHz).
-const GM_BYTES_PER_CORE_CYCLE: f64 = 1.6e12 / 24.0 / 1.8e9;
+pub(crate) const GM_BYTES_PER_CORE_CYCLE: f64 = 1.6e12 / 24.0 / 1.8e9;
 
 impl LinearTiling {
     /// `y[m, n] = x[m, k] * w[n, k]^T (+ bias)` on `budget.cores` cube cores.

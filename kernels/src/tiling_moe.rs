@@ -19,8 +19,8 @@
 use std::ops::Range;
 
 use crate::tiling::{
-    impl_tiling, invalid, largest_fit, round_up, split, to_u32, Tiling, FRACTAL, MAX_ROWS_PER_COPY,
-    UB_BLOCK,
+    impl_tiling, invalid, largest_fit, round_up, split, to_u32, Tiling, FRACTAL,
+    GM_BYTES_PER_CORE_CYCLE, MAX_ROWS_PER_COPY, UB_BLOCK,
 };
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
@@ -364,32 +364,126 @@ impl MoeInitRoutingTiling {
 /// Rows per task of the grouped GEMMs: the cube's sweet spot for one L0A tile.
 const GROUPED_SINGLE_M: u64 = 128;
 
-/// Choose (single_m, single_n) for `rows` rows split into groups, `n` output columns, on `cores` blocks,
-/// for the worst case of one group holding every row: single_m covers up to 128 rows (fewer only when
-/// n alone cannot make `cores` tiles: splitting m re-reads the weights, splitting n does not), and
-/// single_n (whole 16-column fractals) minimises the slowest block's share of columns,
-/// ceil(tasks / cores) * single_n, preferring splits that give every core a task, then wider tiles.
-fn grouped_tiles(rows: u64, n: u64, cores: u32) -> (u64, u64) {
+/// Choose single_m for `rows` rows split into groups and `n` output columns on `cores` blocks: up to
+/// 128 rows, fewer only when n alone cannot make `cores` tiles for one group holding every row
+/// (splitting m re-reads the weights, splitting n re-reads only the rows).
+fn grouped_single_m(rows: u64, n: u64, cores: u32) -> u64 {
     let cores = u64::from(cores);
     let max_n_tiles = n.div_ceil(FRACTAL);
-    let mut single_m = round_up(rows, FRACTAL).min(GROUPED_SINGLE_M).min(rows);
+    let single_m = round_up(rows, FRACTAL).min(GROUPED_SINGLE_M).min(rows);
     if rows.div_ceil(single_m) * max_n_tiles < cores {
         let m_tiles = cores.div_ceil(max_n_tiles);
-        single_m = round_up(rows.div_ceil(m_tiles), FRACTAL).min(single_m);
+        return round_up(rows.div_ceil(m_tiles), FRACTAL).min(single_m);
     }
-    let m_tiles = rows.div_ceil(single_m);
-    let single_n = (1..=max_n_tiles.min(8 * cores))
-        .map(|n_tiles| round_up(n.div_ceil(n_tiles), FRACTAL).min(n))
-        .min_by_key(|&single_n| {
-            let tasks = m_tiles * n.div_ceil(single_n);
-            (
-                tasks.div_ceil(cores) * single_n,
-                tasks < cores,
-                std::cmp::Reverse(single_n),
+    single_m
+}
+
+/// One GEMM phase of a grouped kernel as the tile choice models it: every task runs `gemms` products
+/// `[m, k] x [k, n]` of `elem`-byte inputs and moves `out_bytes` per output element besides.
+#[derive(Debug, Clone, Copy)]
+struct GroupedPhase {
+    n: u64,
+    k: u64,
+    gemms: u64,
+    elem: u64,
+    out_bytes: u64,
+}
+
+impl GroupedPhase {
+    /// Modelled cycles of one task of `m x n` outputs with the bases of (single_m, single_n): the max of
+    /// the cube (16x16x16 per cycle) and the GM traffic of the Matmul API, which streams the A panel
+    /// once per base_n columns and the B panel once per base_m rows, at the per-core share of HBM.
+    fn task_cycles(&self, m: u64, n: u64, single_m: u64, single_n: u64) -> f64 {
+        let (base_m, base_n, _) = base_sizes(single_m, single_n, self.k);
+        let pad = |v: u64| round_up(v, FRACTAL) as f64;
+        let cube = self.gemms as f64 * pad(m) * pad(n) * pad(self.k) / (FRACTAL.pow(3)) as f64;
+        let panels =
+            m * self.k * n.div_ceil(u64::from(base_n)) + n * self.k * m.div_ceil(u64::from(base_m));
+        let bytes = (self.gemms * panels * self.elem + m * n * self.out_bytes) as f64;
+        cube.max(bytes / GM_BYTES_PER_CORE_CYCLE)
+    }
+
+    /// Modelled cycles of the slowest block when the groups' rows are `(count, rows)` runs of equal
+    /// groups: the round-robin deal gives it ceil(tasks / cores) tasks, charged as full tiles.
+    fn slowest_block(
+        &self,
+        groups: &[(u64, u64)],
+        single_m: u64,
+        single_n: u64,
+        cores: u64,
+    ) -> f64 {
+        let m_tiles: u64 = groups
+            .iter()
+            .map(|&(count, rows)| count * rows.div_ceil(single_m))
+            .sum();
+        let largest = groups
+            .iter()
+            .filter(|&&(count, _)| count > 0)
+            .map(|&(_, rows)| rows)
+            .max()
+            .unwrap_or(0);
+        let tasks = m_tiles * self.n.div_ceil(single_n);
+        tasks.div_ceil(cores) as f64
+            * self.task_cycles(
+                largest.min(single_m),
+                single_n.min(self.n),
+                single_m,
+                single_n,
             )
-        })
-        .unwrap_or(n);
-    (single_m, single_n)
+    }
+}
+
+/// Choose single_n (whole 16-column fractals, at most `max_n`) for `rows` rows in `groups` groups
+/// tiled by `single_m`, weighing the slowest block's cube work against its GM traffic (narrow tiles
+/// re-read each group's rows once per tile, wide ones leave cores idle). The rows' split is not known
+/// when tiling (it stays on the device), so each width is scored on two splits — one group holding
+/// every row, and the rows spread evenly over every group — by its modelled time over the best
+/// width's for that split, and the width with the smallest worse ratio wins (ties: wider). Widths that
+/// give a hot group fewer tasks than `cores` are taken only when none gives as many. Empty groups have
+/// no tasks, so they cost nothing whatever the width.
+fn grouped_single_n(
+    rows: u64,
+    groups: u64,
+    single_m: u64,
+    phase: GroupedPhase,
+    max_n: u64,
+    cores: u32,
+) -> u64 {
+    let cores = u64::from(cores);
+    let n = phase.n;
+    let g = groups.min(rows).max(1);
+    let splits: [&[(u64, u64)]; 2] = [
+        &[(1, rows)],
+        &[(rows % g, rows / g + 1), (g - rows % g, rows / g)],
+    ];
+    let widths: Vec<u64> = (1..=n.div_ceil(FRACTAL).min(8 * cores))
+        .map(|n_tiles| round_up(n.div_ceil(n_tiles), FRACTAL).min(n))
+        .filter(|&w| w <= max_n.max(FRACTAL.min(n)))
+        .collect();
+    let busy = |w: u64| rows.div_ceil(single_m) * n.div_ceil(w) >= cores;
+    let any_busy = widths.iter().any(|&w| busy(w));
+    let candidates: Vec<u64> = widths
+        .into_iter()
+        .filter(|&w| busy(w) || !any_busy)
+        .collect();
+    let times: Vec<[f64; 2]> = candidates
+        .iter()
+        .map(|&w| splits.map(|split| phase.slowest_block(split, single_m, w, cores)))
+        .collect();
+    let best = |i: usize| {
+        times
+            .iter()
+            .map(|t| t[i])
+            .fold(f64::INFINITY, f64::min)
+            .max(f64::MIN_POSITIVE)
+    };
+    let best = [best(0), best(1)];
+    candidates
+        .iter()
+        .zip(&times)
+        .map(|(&w, t)| ((t[0] / best[0]).max(t[1] / best[1]), w))
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)))
+        .map_or(n.min(max_n), |(_, w)| w)
 }
 
 /// Base (cube step) sizes within L0A/L0B 64 KiB and L0C 128 KiB (as f32) for every element type.
@@ -457,7 +551,16 @@ impl GroupedMatmulTiling {
         const K: &str = "grouped_matmul";
         let budget = budget.validate()?;
         check_gemm_dims(K, &[("rows", rows), ("groups", groups), ("n", n), ("k", k)])?;
-        let (single_m, single_n) = grouped_tiles(rows, n, budget.cores);
+        let single_m = grouped_single_m(rows, n, budget.cores);
+        // The tiling does not know the element type: modelled as 2-byte (bf16 / f16) inputs.
+        let phase = GroupedPhase {
+            n,
+            k,
+            gemms: 1,
+            elem: 2,
+            out_bytes: 2,
+        };
+        let single_n = grouped_single_n(rows, groups, single_m, phase, n, budget.cores);
         let (base_m, base_n, base_k) = base_sizes(single_m, single_n, k);
         Ok(GroupedMatmulTiling {
             rows: rows as u32,
@@ -538,8 +641,6 @@ impl ExpertFfnTiling {
         )?;
         to_u32(K, "hidden * 4", hidden * 4)?;
         to_u32(K, "inter * 4", inter * 4)?;
-        let (single_m, mut single_n1) = grouped_tiles(rows, inter, budget.cores);
-        let (_, single_n2) = grouped_tiles(rows, hidden, budget.cores);
         // One SwiGLU row of single_n1 columns must fit in UB.
         let per_col = Self::swiglu_bytes_per_col(dtype);
         let max_cols = u64::from(budget.ub_bytes) / per_col / FRACTAL * FRACTAL;
@@ -550,7 +651,27 @@ impl ExpertFfnTiling {
                 available: u64::from(budget.ub_bytes),
             });
         }
-        single_n1 = single_n1.min(max_cols);
+        // Both phases share single_m (the kernel tiles h's rows as it tiled x's).
+        let single_m = grouped_single_m(rows, inter, budget.cores);
+        let elem = u64::from(dtype.size());
+        // Phase 1: gate and up from x; their f32 tiles are written, read back by the SwiGLU, and h
+        // written. Phase 2: down from h.
+        let gate_up = GroupedPhase {
+            n: inter,
+            k: hidden,
+            gemms: 2,
+            elem,
+            out_bytes: 4 * 4 + elem,
+        };
+        let down = GroupedPhase {
+            n: hidden,
+            k: inter,
+            gemms: 1,
+            elem,
+            out_bytes: elem,
+        };
+        let single_n1 = grouped_single_n(rows, groups, single_m, gate_up, max_cols, budget.cores);
+        let single_n2 = grouped_single_n(rows, groups, single_m, down, hidden, budget.cores);
         let (base_m, base_n1, base_k1) = base_sizes(single_m, single_n1, hidden);
         let (_, base_n2, base_k2) = base_sizes(single_m, single_n2, inter);
         let per_row = round_up(single_n1, FRACTAL) * per_col;
@@ -909,7 +1030,8 @@ mod tests {
             (256, 128),
             (96, 512),
         ] {
-            let (m, sn) = grouped_tiles(rows, n, 24);
+            let t = GroupedMatmulTiling::new(rows, 8, n, 7168, MoeList::Count, C).unwrap();
+            let (m, sn) = (u64::from(t.single_m), u64::from(t.single_n));
             let tasks = rows.div_ceil(m) * n.div_ceil(sn);
             assert!(
                 tasks >= 24,
@@ -926,6 +1048,63 @@ mod tests {
         let t = GroupedMatmulTiling::new(8, 1, 16, 64, MoeList::Count, C).unwrap();
         assert_eq!(t.block_dim(C), 1);
         assert!(GroupedMatmulTiling::new(0, 4, 16, 16, MoeList::Count, C).is_err());
+    }
+
+    #[test]
+    fn expert_ffn_tiles_do_not_re_read_the_rows_per_narrow_tile() {
+        // DeepSeek-V3 at T = 512 on a rank of 8 experts: room for 512 x 8 = 4096 rows; routed, they
+        // average 512 x 8 / 256 = 16 rows per expert.
+        let (rows, groups, hidden, inter) = (4096u64, 8u64, 7168u64, 2048u64);
+        let t = ExpertFfnTiling::new(
+            rows,
+            groups,
+            hidden,
+            inter,
+            MoeList::Count,
+            KernelDtype::Bf16,
+            C,
+        )
+        .unwrap();
+        let (m, n1, n2) = (
+            u64::from(t.single_m),
+            u64::from(t.single_n1),
+            u64::from(t.single_n2),
+        );
+        // The Matmul API streams a task's A panel once per 256-column base block, so x is read at
+        // least 2048 / 256 = 8 times per gate or up product; the tiles must not add to that (16-wide
+        // tiles read it 128 times).
+        let x_reads = inter.div_ceil(n1) * n1.div_ceil(u64::from(t.base_n1));
+        assert_eq!(x_reads, 8, "{t:?}");
+        // Phase 1 GM bytes of the 8 x 16 split, from first principles: every gate and up weight once
+        // (8 experts x 2 x 2048 x 7168 bf16) and x once per read, against the weights alone.
+        let weights = groups * 2 * inter * hidden * 2;
+        let x = 2 * groups * 16 * hidden * 2 * x_reads;
+        assert!((weights + x) as f64 / weights as f64 <= 1.07);
+        // Every core still gets a task: from one hot expert holding all 4096 rows (32 m-tiles) in
+        // both phases, and from the typical 8 x 16 split.
+        assert_eq!(m, 128);
+        assert!(rows.div_ceil(m) * inter.div_ceil(n1) >= 24);
+        assert!(rows.div_ceil(m) * hidden.div_ceil(n2) >= 24);
+        assert!(groups * inter.div_ceil(n1) >= 24, "{t:?}");
+        assert!(groups * hidden.div_ceil(n2) >= 24, "{t:?}");
+        assert_eq!(t.block_dim(C), 24);
+
+        // Decode: 8 rows, one hot expert still spreads over every core in both phases.
+        let t = ExpertFfnTiling::new(8, 8, hidden, inter, MoeList::Count, KernelDtype::Bf16, C)
+            .unwrap();
+        assert_eq!(t.single_m, 8);
+        assert!(inter.div_ceil(u64::from(t.single_n1)) >= 24, "{t:?}");
+        assert!(hidden.div_ceil(u64::from(t.single_n2)) >= 24, "{t:?}");
+
+        // The SwiGLU's UB caps the gate/up width: 28 bytes per f32 column in 896 bytes = 32 columns.
+        let small = CoreBudget {
+            cores: 2,
+            ub_bytes: 896,
+        };
+        let t =
+            ExpertFfnTiling::new(64, 2, 64, 256, MoeList::Count, KernelDtype::F32, small).unwrap();
+        assert!(t.single_n1 <= 32 && t.single_n1.is_multiple_of(16), "{t:?}");
+        assert!(t.ub_bytes(KernelDtype::F32) <= 896);
     }
 
     #[test]

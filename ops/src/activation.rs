@@ -6,10 +6,10 @@
 use crate::{Float, Result};
 use ndarray::{s, Array2, ArrayView2, Zip};
 
-/// `gate_up` is `[T, 2I]`: gate in columns `..I`, up in `I..`. Returns `silu(gate) * up`, `[T, I]`.
-pub fn silu_mul<T: Float>(gate_up: ArrayView2<T>) -> Result<Array2<T>> {
-    let width = gate_up.ncols();
-    if width % 2 == 1 {
+/// The check of [`silu_mul`]: `gate_up` is `[T, 2I]` (an even width). The device backend runs the
+/// same one.
+pub fn check_silu_mul<T>(gate_up: &ArrayView2<T>) -> Result<()> {
+    if gate_up.ncols() % 2 == 1 {
         return Err(crate::error::shape_error(
             "silu_mul",
             "gate_up",
@@ -17,6 +17,13 @@ pub fn silu_mul<T: Float>(gate_up: ArrayView2<T>) -> Result<Array2<T>> {
             "[T, 2I] (even width)",
         ));
     }
+    Ok(())
+}
+
+/// `gate_up` is `[T, 2I]`: gate in columns `..I`, up in `I..`. Returns `silu(gate) * up`, `[T, I]`.
+pub fn silu_mul<T: Float>(gate_up: ArrayView2<T>) -> Result<Array2<T>> {
+    check_silu_mul(&gate_up)?;
+    let width = gate_up.ncols();
     let i = width / 2;
     let gate = gate_up.slice(s![.., ..i]);
     let up = gate_up.slice(s![.., i..]);

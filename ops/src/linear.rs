@@ -133,14 +133,15 @@ fn to_f32_rows<T: Float>(a: ArrayView2<T>) -> Vec<f32> {
     a.iter().map(|v| v.to_f32()).collect()
 }
 
-/// `y = x · wᵀ (+ bias)`, `x` `[M, K]`, `w` `[N, K]` as stored in Hugging Face checkpoints.
-pub fn linear<T: Float>(
-    x: ArrayView2<T>,
-    w: ArrayView2<T>,
-    bias: Option<ArrayView1<T>>,
-) -> Result<Array2<T>> {
+/// The checks of [`linear`]: `w` is `[N, K]` with `x`'s K, `bias` (when given) is `[N]`. The device
+/// backend runs the same ones.
+pub fn check_linear<T>(
+    x: &ArrayView2<T>,
+    w: &ArrayView2<T>,
+    bias: Option<&ArrayView1<T>>,
+) -> Result<()> {
     const OP: &str = "linear";
-    let (m, k) = x.dim();
+    let k = x.ncols();
     if w.ncols() != k {
         return Err(shape_error(
             OP,
@@ -149,35 +150,51 @@ pub fn linear<T: Float>(
             format!("[N, {k}] (K of x)"),
         ));
     }
-    let bias: Option<Vec<f32>> = match bias {
-        Some(b) if b.len() != w.nrows() => {
-            return Err(shape_error(
-                OP,
-                "bias",
-                b.shape(),
-                format!("[{}] (N of w)", w.nrows()),
-            ))
-        }
-        Some(b) => Some(b.iter().map(|v| v.to_f32()).collect()),
-        None => None,
-    };
+    match bias {
+        Some(b) if b.len() != w.nrows() => Err(shape_error(
+            OP,
+            "bias",
+            b.shape(),
+            format!("[{}] (N of w)", w.nrows()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The checks of [`batched_matmul`]: `b` is `[B, K, N]` with `a`'s B and K. The device backend runs
+/// the same ones.
+pub fn check_batched_matmul<T>(a: &ArrayView3<T>, b: &ArrayView3<T>) -> Result<()> {
+    let (batch, _, k) = a.dim();
+    let (bb, bk, _) = b.dim();
+    if bb != batch || bk != k {
+        return Err(shape_error(
+            "batched_matmul",
+            "b",
+            b.shape(),
+            format!("[{batch}, {k}, N] (B and K of a)"),
+        ));
+    }
+    Ok(())
+}
+
+/// `y = x · wᵀ (+ bias)`, `x` `[M, K]`, `w` `[N, K]` as stored in Hugging Face checkpoints.
+pub fn linear<T: Float>(
+    x: ArrayView2<T>,
+    w: ArrayView2<T>,
+    bias: Option<ArrayView1<T>>,
+) -> Result<Array2<T>> {
+    check_linear(&x, &w, bias.as_ref())?;
+    let (m, k) = x.dim();
+    let bias: Option<Vec<f32>> = bias.map(|b| b.iter().map(|v| v.to_f32()).collect());
     let xf = to_f32_rows(x);
     Ok(gemm_nt(&xf, m, k, w, bias.as_deref()))
 }
 
 /// `c[b] = a[b] · b[b]`, `a` `[B, M, K]`, `b` `[B, K, N]`.
 pub fn batched_matmul<T: Float>(a: ArrayView3<T>, b: ArrayView3<T>) -> Result<Array3<T>> {
-    const OP: &str = "batched_matmul";
+    check_batched_matmul(&a, &b)?;
     let (batch, m, k) = a.dim();
-    let (bb, bk, n) = b.dim();
-    if bb != batch || bk != k {
-        return Err(shape_error(
-            OP,
-            "b",
-            b.shape(),
-            format!("[{batch}, {k}, N] (B and K of a)"),
-        ));
-    }
+    let n = b.dim().2;
     let mut c = Array3::<T>::default((batch, m, n));
     for ((ai, bi), mut ci) in a.outer_iter().zip(b.outer_iter()).zip(c.outer_iter_mut()) {
         let af = to_f32_rows(ai);

@@ -11,6 +11,26 @@ use crate::error::{expect_shape, invalid};
 use crate::{Float, Result};
 use ndarray::{Array2, ArrayView1, ArrayView2, Zip};
 
+/// The checks of [`rms_norm`] (see the module docs); the device backend runs the same ones.
+pub fn check_rms_norm<T>(x: &ArrayView2<T>, weight: &ArrayView1<T>, eps: f32) -> Result<()> {
+    const OP: &str = "rms_norm";
+    check_x_weight(OP, x, weight)?;
+    check_eps(OP, eps)
+}
+
+/// The checks of [`add_rms_norm`] (see the module docs); the device backend runs the same ones.
+pub fn check_add_rms_norm<T>(
+    x: &ArrayView2<T>,
+    residual: &ArrayView2<T>,
+    weight: &ArrayView1<T>,
+    eps: f32,
+) -> Result<()> {
+    const OP: &str = "add_rms_norm";
+    check_x_weight(OP, x, weight)?;
+    expect_shape(OP, "residual", residual.shape(), x.shape())?;
+    check_eps(OP, eps)
+}
+
 fn check_eps(op: &'static str, eps: f32) -> Result<()> {
     if eps.is_finite() && eps >= 0.0 {
         Ok(())
@@ -49,9 +69,7 @@ fn norm_row<T: Float>(row: &[f32], weight: &[f32], eps: f32, out: ndarray::Array
 
 /// `y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight`, over the last axis.
 pub fn rms_norm<T: Float>(x: ArrayView2<T>, weight: ArrayView1<T>, eps: f32) -> Result<Array2<T>> {
-    const OP: &str = "rms_norm";
-    check_x_weight(OP, &x, &weight)?;
-    check_eps(OP, eps)?;
+    check_rms_norm(&x, &weight, eps)?;
     let w: Vec<f32> = weight.iter().map(|v| v.to_f32()).collect();
     let mut y = Array2::<T>::default(x.raw_dim());
     let mut row = vec![0f32; x.ncols()];
@@ -73,10 +91,7 @@ pub fn add_rms_norm<T: Float>(
     weight: ArrayView1<T>,
     eps: f32,
 ) -> Result<(Array2<T>, Array2<T>)> {
-    const OP: &str = "add_rms_norm";
-    check_x_weight(OP, &x, &weight)?;
-    expect_shape(OP, "residual", residual.shape(), x.shape())?;
-    check_eps(OP, eps)?;
+    check_add_rms_norm(&x, &residual, &weight, eps)?;
     let w: Vec<f32> = weight.iter().map(|v| v.to_f32()).collect();
     let sum = Zip::from(&x)
         .and(&residual)

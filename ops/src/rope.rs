@@ -256,13 +256,14 @@ pub fn softmax_scale_correction(cfg: &RopeConfig) -> f32 {
     }
 }
 
-/// Rotate `x` `[T, H, dim]` at `positions` `[T]` (each `< table rows`).
-pub fn rope<T: Float>(
-    x: ArrayView3<T>,
-    positions: ArrayView1<i32>,
+/// The checks of [`rope`]: the table's halves agree, `x` is `[T, H, dim]` with the table's
+/// `dim >= 1`, `positions` is `[T]` and every position is a row of the table. The device backend runs
+/// the same ones.
+pub fn check_rope<T>(
+    x: &ArrayView3<T>,
+    positions: &ArrayView1<i32>,
     table: &RopeTable,
-    layout: RopeLayout,
-) -> Result<Array3<T>> {
+) -> Result<()> {
     const OP: &str = "rope";
     if table.cos.shape() != table.sin.shape() {
         return Err(shape_error(
@@ -294,6 +295,18 @@ pub fn rope<T: Float>(
             });
         }
     }
+    Ok(())
+}
+
+/// Rotate `x` `[T, H, dim]` at `positions` `[T]` (each `< table rows`).
+pub fn rope<T: Float>(
+    x: ArrayView3<T>,
+    positions: ArrayView1<i32>,
+    table: &RopeTable,
+    layout: RopeLayout,
+) -> Result<Array3<T>> {
+    check_rope(&x, &positions, table)?;
+    let d = x.dim().2;
     let half = d / 2;
     // For pair i: the indices of its two elements.
     let pair = |i: usize| match layout {

@@ -15,7 +15,8 @@ use std::ops::Range;
 use dsnpu_ops::backend::{Cpu, MoeOps};
 use dsnpu_ops::conformance::cases::CaseRng;
 use dsnpu_ops::conformance::moe::{
-    gating_inputs, group_list, routing_ids, GatingCase, IdDraw, LogitDraw, RoutingCase,
+    assert_dispatch, assert_quant_dispatch, gating_inputs, group_list, routing_ids, GatingCase,
+    IdDraw, LogitDraw, RoutingCase,
 };
 use dsnpu_ops::conformance::tolerance::{assert_close, assert_equal, Tolerance};
 use dsnpu_ops::half::{bf16, f16};
@@ -154,22 +155,7 @@ fn dispatch<T: Float>(cases: Vec<RoutingCase>) {
         let got = npu
             .moe_init_routing(x.view(), ids.view(), E, case.active.clone(), mode)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_equal(
-            &format!("{what} (expanded_row_idx)"),
-            got.expanded_row_idx.view(),
-            want.expanded_row_idx.view(),
-        );
-        assert_equal(
-            &format!("{what} (expert_tokens)"),
-            got.expert_tokens.view(),
-            want.expert_tokens.view(),
-        );
-        assert_close(
-            &format!("{what} (expanded_x)"),
-            got.expanded_x.view(),
-            want.expanded_x.view(),
-            Tolerance::EXACT,
-        );
+        assert_dispatch(&what, &got, &want);
     }
 }
 
@@ -196,40 +182,15 @@ fn dispatch_int8<T: Float>(cases: Vec<RoutingCase>) {
         let got = npu
             .moe_init_routing_quant(x.view(), ids.view(), E, case.active.clone(), mode)
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_equal(
-            &format!("{what} (expanded_row_idx)"),
-            got.expanded_row_idx.view(),
-            want.expanded_row_idx.view(),
-        );
-        assert_equal(
-            &format!("{what} (expert_tokens)"),
-            got.expert_tokens.view(),
-            want.expert_tokens.view(),
-        );
-        assert_close(
-            &format!("{what} (scales)"),
-            got.scales.view(),
-            want.scales.view(),
+        assert_quant_dispatch(
+            &what,
+            &got,
+            &want,
+            x.view(),
+            case.top_k,
             Tolerance::for_dtype(DType::F32),
-        );
-        let codes = |q: &Array2<i8>| q.mapv(|v| v as f32);
-        assert_close(
-            &format!("{what} (codes)"),
-            codes(&got.expanded_x).view(),
-            codes(&want.expanded_x).view(),
             code_tol,
         );
-        for (pair, &r) in got.expanded_row_idx.iter().enumerate() {
-            if r < 0 {
-                continue;
-            }
-            let (t, r) = (pair / case.top_k, r as usize);
-            let s = got.scales[r];
-            for (q, v) in got.expanded_x.row(r).iter().zip(x.row(t)) {
-                let err = (*q as f32 * s - v.to_f32()).abs();
-                assert!(err <= 1.5 * s + 1e-6, "{what}: row {r}: {q}·{s} for {v:?}");
-            }
-        }
     }
 }
 

@@ -6,8 +6,9 @@
 //! buffers as 8-byte global-memory addresses, and a `#[repr(C)]` tiling struct uploaded to device
 //! memory (through the stream's pool and pinned staging, stream-ordered) and passed by address.
 //!
-//! Validated: every buffer and the stream are on the kernel's device; `num_blocks > 0`; names
-//! without interior NUL. Ordered: every buffer argument, like any other operation on it (see the
+//! Validated: every buffer and the stream are on the kernel's device; an element offset into a
+//! buffer is at most its length; `num_blocks > 0`; names without interior NUL. Ordered: every
+//! buffer argument (the whole buffer, whatever the offset), like any other operation on it (see the
 //! memory module). Trusted (hence `unsafe fn launch`): that the arguments match the kernel's
 //! parameter list and that the kernel stays inside the buffers it is given. Errors name the kernel.
 //! A module is unloaded only after the streams it launched on have finished.
@@ -191,6 +192,7 @@ impl Function {
             func: self,
             stream,
             packed: Vec::new(),
+            args: 0,
             trackers: Vec::new(),
             uploads: Vec::new(),
             error: None,
@@ -205,11 +207,24 @@ fn pack(packed: &mut Vec<u8>, bytes: &[u8], align: usize) {
     packed.extend_from_slice(bytes);
 }
 
+/// The device address of element `offset` of `buf`; `offset <= buf.len()`, so the byte offset is at
+/// most the buffer's size (which fits a `usize`) and the address stays within or one past it.
+fn element_address<T: DeviceRepr>(buf: &DeviceBuffer<T>, offset: usize) -> *mut std::ffi::c_void {
+    debug_assert!(offset <= buf.len());
+    // A device address: never dereferenced on the host, so plain address arithmetic.
+    buf.device_ptr()
+        .cast::<u8>()
+        .wrapping_add(offset * std::mem::size_of::<T>())
+        .cast()
+}
+
 /// The argument list of one launch, in the kernel's parameter order.
 pub struct LaunchArgs<'a> {
     func: &'a Function,
     stream: &'a Stream,
     packed: Vec<u8>,
+    /// Arguments pushed so far (names the argument in an error).
+    args: usize,
     trackers: Vec<&'a Tracker>,
     /// Tiling copies in device memory, kept until the arguments are dropped (so launching the same
     /// arguments again stays valid), then returned to the pool in stream order.
@@ -221,6 +236,7 @@ pub struct LaunchArgs<'a> {
 impl<'a> LaunchArgs<'a> {
     fn push_bytes(&mut self, bytes: &[u8], align: usize) {
         pack(&mut self.packed, bytes, align);
+        self.args += 1;
     }
 
     fn push_address(&mut self, addr: *mut std::ffi::c_void) {
@@ -256,6 +272,45 @@ impl<'a> LaunchArgs<'a> {
             self.trackers.push(&buf.track);
         }
         self
+    }
+
+    /// A buffer the kernel only reads, passed as the device address of its element `offset`
+    /// (`offset <= len`; `len` is one past the end, for a kernel that reads nothing there). The whole
+    /// buffer is ordered, as with [`LaunchArgs::arg`]. An offset past the end is reported by `launch`
+    /// as [`RuntimeError::InvalidArgument`].
+    pub fn arg_at<T: DeviceRepr>(&mut self, buf: &'a DeviceBuffer<T>, offset: usize) -> &mut Self {
+        if self.check_device(buf.core()) && self.check_offset(buf, offset) {
+            self.push_address(element_address(buf, offset));
+            self.trackers.push(&buf.track);
+        }
+        self
+    }
+
+    /// A buffer the kernel writes, passed as the device address of its element `offset`, bounds
+    /// checked as in [`LaunchArgs::arg_at`].
+    pub fn arg_mut_at<T: DeviceRepr>(
+        &mut self,
+        buf: &'a mut DeviceBuffer<T>,
+        offset: usize,
+    ) -> &mut Self {
+        if self.check_device(buf.core()) && self.check_offset(buf, offset) {
+            self.push_address(element_address(buf, offset));
+            self.trackers.push(&buf.track);
+        }
+        self
+    }
+
+    /// Records an error unless `offset <= buf.len()`.
+    fn check_offset<T: DeviceRepr>(&mut self, buf: &DeviceBuffer<T>, offset: usize) -> bool {
+        if offset <= buf.len() {
+            return true;
+        }
+        self.error = Some(RuntimeError::InvalidArgument(format!(
+            "argument {}: element offset {offset} is past the end of a buffer of {} elements",
+            self.args,
+            buf.len()
+        )));
+        false
     }
 
     /// A null address (an unused optional input or workspace).
@@ -319,8 +374,9 @@ impl<'a> LaunchArgs<'a> {
     ///   buffer holds the element type the kernel reads or writes there; a tiling struct has the
     ///   layout the kernel copies out of its `tiling` address);
     /// - the kernel, with `num_blocks` blocks and these arguments, accesses each buffer only within
-    ///   its [`DeviceBuffer::num_bytes`], and writes only buffers passed with
-    ///   [`LaunchArgs::arg_mut`];
+    ///   its [`DeviceBuffer::num_bytes`] (from the element offset on, for a buffer passed with
+    ///   [`LaunchArgs::arg_at`] / [`LaunchArgs::arg_mut_at`]), and writes only buffers passed with
+    ///   [`LaunchArgs::arg_mut`] or [`LaunchArgs::arg_mut_at`];
     /// - any device address reached other than through these arguments is valid and ordered by the
     ///   caller.
     ///

@@ -2,11 +2,9 @@
 //! GEMMs over expert groups along M, the groups given by a device-resident list.
 //!
 //! The list may be a window of a longer one ([`GroupList::first`]): the per-expert counts a dispatch
-//! writes for all E experts, of which a rank holds the weights of `first..first + groups`. The kernel
-//! reads its list from one address, so a window that does not start at entry 0 is passed as an address
-//! inside a private stream-ordered copy of the list (a few hundred bytes): the launch is then ordered
-//! after the list's producer, and the copy stays allocated until the launch has run (it returns to the
-//! pool in this stream's order).
+//! writes for all E experts, of which a rank holds the weights of `first..first + groups`. The window
+//! is checked to lie inside the list and passed as the address of its first entry (the runtime's
+//! offset argument), so the launch is ordered after the list's producer like any buffer argument.
 //!
 //! The list's values are not checked (they live on the device): the kernels clamp every group's end to
 //! `[start, rows]`, so a malformed list gives wrong rows, never an access outside `x`, `y` or the
@@ -39,14 +37,8 @@ impl<'a> GroupList<'a> {
     }
 }
 
-/// The window's address: `None` to pass the list itself (it starts at entry 0), or a stream-ordered
-/// copy of the list and the byte offset of the window in it.
-fn window(
-    kernel: &'static str,
-    stream: &Stream,
-    g: &GroupList<'_>,
-    groups: usize,
-) -> Result<Option<(DeviceBuffer<i64>, u64)>> {
+/// Checks that the window's `groups` entries lie inside the list.
+fn check_window(kernel: &'static str, g: &GroupList<'_>, groups: usize) -> Result<()> {
     let end = g.first.checked_add(groups).ok_or_else(|| {
         invalid(
             kernel,
@@ -61,13 +53,7 @@ fn window(
             actual: g.list.len(),
         });
     }
-    if g.first == 0 {
-        return Ok(None);
-    }
-    let err = |e| device_error(kernel, e);
-    let mut copy = stream.alloc::<i64>(g.list.len()).map_err(err)?;
-    stream.memcpy_dtod(g.list, &mut copy).map_err(err)?;
-    Ok(Some((copy, g.first as u64 * 8)))
+    Ok(())
 }
 
 /// The shape of a grouped GEMM: `x [rows, k]`, `w [groups, n, k]`, `y [rows, n]`.
@@ -106,25 +92,24 @@ pub fn grouped_matmul<T: KernelElem>(
     let gn = product(K, "groups * n", groups, n)?;
     expect_len(K, "w", w.len(), product(K, "groups * n * k", gn, k)?)?;
     expect_len(K, "y", y.len(), product(K, "rows * n", rows, n)?)?;
-    let win = window(K, stream, &group_list, groups)?;
+    check_window(K, &group_list, groups)?;
     let symbol = Kernel::GroupedMatmul.symbol(T::DTYPE);
     let f = lib.function(Kernel::GroupedMatmul, T::DTYPE)?;
     let blocks = tiling.block_dim(cube);
     // SAFETY: grouped_matmul_<t>(x, w, group_list, y, workspace, tiling); x holds rows x k, w
     // groups x n x k and y rows x n elements of T (checked above), the sizes the kernel gives its
-    // GlobalTensors; it reads `groups` i64 of the list: the list itself (at least `groups` entries,
-    // checked by `window`) or the window's address inside `win`'s copy (first + groups <= its length),
-    // which is ordered after the list's producer by the copy, queued on this stream before the launch,
-    // and freed in this stream's order after it. Rows of a task come from the list clamped to [0, rows].
+    // GlobalTensors; it reads `groups` i64 of the list from entry `first` on (first + groups <= its
+    // length, checked by `check_window`). Rows of a task come from the list clamped to [0, rows].
     // Only y is written (arg_mut); the workspace is unused.
     unsafe {
-        let mut args = f.builder(stream);
-        args.arg(x).arg(w);
-        match &win {
-            Some((copy, offset)) => args.scalar(copy.device_ptr() as u64 + offset),
-            None => args.arg(group_list.list),
-        };
-        args.arg_mut(y).null().tiling(&tiling).launch(blocks)
+        f.builder(stream)
+            .arg(x)
+            .arg(w)
+            .arg_at(group_list.list, group_list.first)
+            .arg_mut(y)
+            .null()
+            .tiling(&tiling)
+            .launch(blocks)
     }
     .map_err(|e| device_error(symbol, e))?;
     Ok(Launched {
@@ -193,7 +178,7 @@ pub fn expert_ffn<T: KernelElem>(
     expect_len(K, "w_up", w_up.len(), w)?;
     expect_len(K, "w_down", w_down.len(), w)?;
     expect_len(K, "y", y.len(), rh)?;
-    let win = window(K, stream, &group_list, groups)?;
+    check_window(K, &group_list, groups)?;
     let symbol = Kernel::ExpertFfn.symbol(T::DTYPE);
     let f = lib.function(Kernel::ExpertFfn, T::DTYPE)?;
     let ws_bytes = usize::try_from(tiling.workspace_bytes(T::DTYPE))
@@ -206,17 +191,17 @@ pub fn expert_ffn<T: KernelElem>(
     // rows x hidden, w_gate and w_up groups x inter x hidden, w_down groups x hidden x inter elements of
     // T (checked above; the two weight shapes have the same element count), the sizes the kernel gives
     // its GlobalTensors; the workspace is workspace_bytes() (gate and up f32, h in T, rows x inter each).
-    // The list is read as in grouped_matmul (`groups` entries, from the list or from `win`'s
-    // stream-ordered copy). The kernel meets at SyncAll with block_dim() <= the cube cores blocks, all
-    // resident. Written: y and the workspace (arg_mut).
+    // The list is read as in grouped_matmul (`groups` entries from entry `first` on). The kernel
+    // meets at SyncAll with block_dim() <= the cube cores blocks, all resident. Written: y and the
+    // workspace (arg_mut).
     unsafe {
-        let mut args = f.builder(stream);
-        args.arg(x).arg(w_gate).arg(w_up).arg(w_down);
-        match &win {
-            Some((copy, offset)) => args.scalar(copy.device_ptr() as u64 + offset),
-            None => args.arg(group_list.list),
-        };
-        args.arg_mut(y)
+        f.builder(stream)
+            .arg(x)
+            .arg(w_gate)
+            .arg(w_up)
+            .arg(w_down)
+            .arg_at(group_list.list, group_list.first)
+            .arg_mut(y)
             .arg_mut(&mut workspace)
             .tiling(&tiling)
             .launch(blocks)

@@ -10,26 +10,20 @@
 //!   `Unsupported` or answers `Unsupported` without looking, and either way the secondary then
 //!   validates like the reference. Nothing is checked here.
 //! - Trusts the primary to have no side effect when it answers `Unsupported`; the one operator with a
-//!   side effect, [`MlaOps::mla_cache_write`], is then written by the secondary alone.
-//! - [`MoeOps::moe_layer`] falls back as a whole like every other operator (the secondary runs the
+//!   side effect, [`MlaOps::mla_cache_write`](super::MlaOps::mla_cache_write), is then written by the secondary alone.
+//! - The family traits' implementations for `Fallback` are made with the traits (`op_family!` in
+//!   `dense`, `moe`, `mla`), each method a call of `Fallback::route`.
+//! - [`MoeOps::moe_layer`](super::MoeOps::moe_layer) falls back as a whole like every other operator (the secondary runs the
 //!   whole layer); a caller wanting each stage on the best backend calls the stages.
 //! - [`FallbackCounts`] counts, per operator, the calls each backend *served* (returned `Ok` for).
 //!   Failed calls are not counted. The counters are atomics behind an `Arc` shared by clones of the
 //!   `Fallback`, so a handle taken before the backend moves into a model keeps reporting.
 use std::fmt;
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ndarray::{Array1, Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4};
-
-use super::{Backend, DenseOps, MlaOps, MoeOps};
-use crate::mla::PagedLatentCache;
-use crate::moe::{
-    ExpertTokensMode, GatingConfig, GroupListType, InitRouting, InitRoutingQuant, MoeLayerParams,
-};
-use crate::rope::{RopeLayout, RopeTable};
-use crate::{Float, OpsError, Result};
+use super::Backend;
+use crate::{OpsError, Result};
 
 /// Every operator of the family traits, named as its trait method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -229,14 +223,16 @@ impl<P, S> Fallback<P, S> {
         &self.counts
     }
 
-    /// `primary` answers unless it says `Unsupported`; the side that answered `Ok` is counted.
-    fn route<R>(
+    /// The primary's answer `first` stands unless it says `Unsupported`, and then `secondary` is
+    /// asked; the side that answered `Ok` is counted. (The family implementations, made by
+    /// `op_family!`, call this for every method.)
+    pub(super) fn route<R>(
         &self,
         op: Op,
-        primary: impl FnOnce(&P) -> Result<R>,
+        first: Result<R>,
         secondary: impl FnOnce(&S) -> Result<R>,
     ) -> Result<R> {
-        let (result, by_primary) = match primary(&self.primary) {
+        let (result, by_primary) = match first {
             Err(OpsError::Unsupported { .. }) => (secondary(&self.secondary), false),
             r => (r, true),
         };
@@ -262,258 +258,5 @@ impl<P: Backend, S: Backend> Backend for Fallback<P, S> {
     /// `"<primary>+<secondary>"`, e.g. `"sim:0+cpu"`.
     fn name(&self) -> String {
         format!("{}+{}", self.primary.name(), self.secondary.name())
-    }
-}
-
-impl<P: DenseOps, S: DenseOps> DenseOps for Fallback<P, S> {
-    fn rms_norm<T: Float>(
-        &self,
-        x: ArrayView2<T>,
-        weight: ArrayView1<T>,
-        eps: f32,
-    ) -> Result<Array2<T>> {
-        self.route(
-            Op::RmsNorm,
-            |b| b.rms_norm(x, weight, eps),
-            |b| b.rms_norm(x, weight, eps),
-        )
-    }
-
-    fn add_rms_norm<T: Float>(
-        &self,
-        x: ArrayView2<T>,
-        residual: ArrayView2<T>,
-        weight: ArrayView1<T>,
-        eps: f32,
-    ) -> Result<(Array2<T>, Array2<T>)> {
-        self.route(
-            Op::AddRmsNorm,
-            |b| b.add_rms_norm(x, residual, weight, eps),
-            |b| b.add_rms_norm(x, residual, weight, eps),
-        )
-    }
-
-    fn rope<T: Float>(
-        &self,
-        x: ArrayView3<T>,
-        positions: ArrayView1<i32>,
-        table: &RopeTable,
-        layout: RopeLayout,
-    ) -> Result<Array3<T>> {
-        self.route(
-            Op::Rope,
-            |b| b.rope(x, positions, table, layout),
-            |b| b.rope(x, positions, table, layout),
-        )
-    }
-
-    fn linear<T: Float>(
-        &self,
-        x: ArrayView2<T>,
-        w: ArrayView2<T>,
-        bias: Option<ArrayView1<T>>,
-    ) -> Result<Array2<T>> {
-        self.route(
-            Op::Linear,
-            |b| b.linear(x, w, bias),
-            |b| b.linear(x, w, bias),
-        )
-    }
-
-    fn batched_matmul<T: Float>(&self, a: ArrayView3<T>, b: ArrayView3<T>) -> Result<Array3<T>> {
-        self.route(
-            Op::BatchedMatmul,
-            |be| be.batched_matmul(a, b),
-            |be| be.batched_matmul(a, b),
-        )
-    }
-
-    fn silu_mul<T: Float>(&self, gate_up: ArrayView2<T>) -> Result<Array2<T>> {
-        self.route(
-            Op::SiluMul,
-            |b| b.silu_mul(gate_up),
-            |b| b.silu_mul(gate_up),
-        )
-    }
-
-    fn embedding<T: Float>(&self, table: ArrayView2<T>, ids: ArrayView1<i32>) -> Result<Array2<T>> {
-        self.route(
-            Op::Embedding,
-            |b| b.embedding(table, ids),
-            |b| b.embedding(table, ids),
-        )
-    }
-
-    fn softmax<T: Float>(&self, x: ArrayView2<T>) -> Result<Array2<f32>> {
-        self.route(Op::Softmax, |b| b.softmax(x), |b| b.softmax(x))
-    }
-
-    fn argmax<T: Float>(&self, x: ArrayView2<T>) -> Result<Array1<i32>> {
-        self.route(Op::Argmax, |b| b.argmax(x), |b| b.argmax(x))
-    }
-}
-
-impl<P: MoeOps, S: MoeOps> MoeOps for Fallback<P, S> {
-    fn moe_gating_topk<T: Float>(
-        &self,
-        logits: ArrayView2<T>,
-        bias: Option<ArrayView1<f32>>,
-        cfg: &GatingConfig,
-    ) -> Result<(Array2<i32>, Array2<f32>)> {
-        self.route(
-            Op::MoeGatingTopk,
-            |b| b.moe_gating_topk(logits, bias, cfg),
-            |b| b.moe_gating_topk(logits, bias, cfg),
-        )
-    }
-
-    fn moe_init_routing<T: Float>(
-        &self,
-        x: ArrayView2<T>,
-        ids: ArrayView2<i32>,
-        num_experts: usize,
-        active: Option<Range<usize>>,
-        mode: ExpertTokensMode,
-    ) -> Result<InitRouting<T>> {
-        let again = active.clone();
-        self.route(
-            Op::MoeInitRouting,
-            |b| b.moe_init_routing(x, ids, num_experts, active, mode),
-            |b| b.moe_init_routing(x, ids, num_experts, again, mode),
-        )
-    }
-
-    fn moe_init_routing_quant<T: Float>(
-        &self,
-        x: ArrayView2<T>,
-        ids: ArrayView2<i32>,
-        num_experts: usize,
-        active: Option<Range<usize>>,
-        mode: ExpertTokensMode,
-    ) -> Result<InitRoutingQuant> {
-        let again = active.clone();
-        self.route(
-            Op::MoeInitRoutingQuant,
-            |b| b.moe_init_routing_quant(x, ids, num_experts, active, mode),
-            |b| b.moe_init_routing_quant(x, ids, num_experts, again, mode),
-        )
-    }
-
-    fn grouped_matmul<T: Float>(
-        &self,
-        x: ArrayView2<T>,
-        w: ArrayView3<T>,
-        group_list: ArrayView1<i64>,
-        list_type: GroupListType,
-    ) -> Result<Array2<T>> {
-        self.route(
-            Op::GroupedMatmul,
-            |b| b.grouped_matmul(x, w, group_list, list_type),
-            |b| b.grouped_matmul(x, w, group_list, list_type),
-        )
-    }
-
-    fn expert_ffn<T: Float>(
-        &self,
-        x: ArrayView2<T>,
-        w_gate: ArrayView3<T>,
-        w_up: ArrayView3<T>,
-        w_down: ArrayView3<T>,
-        group_list: ArrayView1<i64>,
-        list_type: GroupListType,
-    ) -> Result<Array2<T>> {
-        self.route(
-            Op::ExpertFfn,
-            |b| b.expert_ffn(x, w_gate, w_up, w_down, group_list, list_type),
-            |b| b.expert_ffn(x, w_gate, w_up, w_down, group_list, list_type),
-        )
-    }
-
-    fn moe_finalize_routing<T: Float>(
-        &self,
-        y: ArrayView2<T>,
-        expanded_row_idx: ArrayView1<i32>,
-        weights: ArrayView2<f32>,
-        shared: Option<ArrayView2<T>>,
-        residual: Option<ArrayView2<T>>,
-    ) -> Result<Array2<T>> {
-        self.route(
-            Op::MoeFinalizeRouting,
-            |b| b.moe_finalize_routing(y, expanded_row_idx, weights, shared, residual),
-            |b| b.moe_finalize_routing(y, expanded_row_idx, weights, shared, residual),
-        )
-    }
-
-    fn moe_layer<T: Float>(
-        &self,
-        x: ArrayView2<T>,
-        params: &MoeLayerParams<T>,
-        shared: Option<ArrayView2<T>>,
-        residual: Option<ArrayView2<T>>,
-    ) -> Result<Array2<T>> {
-        self.route(
-            Op::MoeLayer,
-            |b| b.moe_layer(x, params, shared, residual),
-            |b| b.moe_layer(x, params, shared, residual),
-        )
-    }
-}
-
-impl<P: MlaOps, S: MlaOps> MlaOps for Fallback<P, S> {
-    fn mla_cache_write<T: Float>(
-        &self,
-        cache: &mut PagedLatentCache<T>,
-        latent: ArrayView2<T>,
-        k_rope: ArrayView2<T>,
-        slot_mapping: ArrayView1<i32>,
-    ) -> Result<()> {
-        // Not through `route`: both attempts need the cache mutably, one after the other.
-        let (result, by_primary) =
-            match self
-                .primary
-                .mla_cache_write(cache, latent, k_rope, slot_mapping)
-            {
-                Err(OpsError::Unsupported { .. }) => (
-                    self.secondary
-                        .mla_cache_write(cache, latent, k_rope, slot_mapping),
-                    false,
-                ),
-                r => (r, true),
-            };
-        if result.is_ok() {
-            self.counts.served(Op::MlaCacheWrite, by_primary);
-        }
-        result
-    }
-
-    fn mla_decode<T: Float>(
-        &self,
-        q_nope: ArrayView4<T>,
-        q_rope: ArrayView4<T>,
-        cache: &PagedLatentCache<T>,
-        block_table: ArrayView2<i32>,
-        seq_lens: ArrayView1<i32>,
-        scale: f32,
-    ) -> Result<(Array4<T>, Array3<f32>)> {
-        self.route(
-            Op::MlaDecode,
-            |b| b.mla_decode(q_nope, q_rope, cache, block_table, seq_lens, scale),
-            |b| b.mla_decode(q_nope, q_rope, cache, block_table, seq_lens, scale),
-        )
-    }
-
-    fn mla_prefill<T: Float>(
-        &self,
-        q: ArrayView3<T>,
-        k: ArrayView3<T>,
-        v: ArrayView3<T>,
-        cu_seqlens: ArrayView1<i32>,
-        scale: f32,
-    ) -> Result<(Array3<T>, Array2<f32>)> {
-        self.route(
-            Op::MlaPrefill,
-            |b| b.mla_prefill(q, k, v, cu_seqlens, scale),
-            |b| b.mla_prefill(q, k, v, cu_seqlens, scale),
-        )
     }
 }

@@ -16,6 +16,7 @@
 //! trait objects.
 pub mod dense;
 pub mod fallback;
+mod family;
 pub mod mla;
 pub mod moe;
 #[cfg(feature = "npu")]

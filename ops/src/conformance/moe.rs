@@ -28,10 +28,11 @@ use crate::backend::moe::MoeOps;
 use crate::backend::Cpu;
 use crate::moe::gating::{scores, selection_scores};
 use crate::moe::{
-    router_logits, ExpertTokensMode, GatingConfig, GroupListType, MoeLayerParams, ScoreFunc,
+    router_logits, ExpertTokensMode, GatingConfig, GroupListType, InitRouting, InitRoutingQuant,
+    MoeLayerParams, ScoreFunc,
 };
 use crate::{Float, Result};
-use ndarray::{Array1, Array2, Array3};
+use ndarray::{Array1, Array2, Array3, ArrayView2};
 use std::ops::Range;
 
 /// Minimum gap between the selection scores on either side of a routing boundary (see module docs):
@@ -342,6 +343,79 @@ fn mode_for(i: usize) -> ExpertTokensMode {
     }
 }
 
+/// A dispatch `got` against the reference's `want`: row indices and token counts exactly, the copied
+/// rows bit-exactly.
+pub fn assert_dispatch<T: Float>(what: &str, got: &InitRouting<T>, want: &InitRouting<T>) {
+    assert_equal(
+        &format!("{what} (expanded_row_idx)"),
+        got.expanded_row_idx.view(),
+        want.expanded_row_idx.view(),
+    );
+    assert_equal(
+        &format!("{what} (expert_tokens)"),
+        got.expert_tokens.view(),
+        want.expert_tokens.view(),
+    );
+    assert_close(
+        &format!("{what} (expanded_x)"),
+        got.expanded_x.view(),
+        want.expanded_x.view(),
+        Tolerance::EXACT,
+    );
+}
+
+/// An int8 dispatch `got` of `x` (`top_k` pairs a token) against the reference's `want`: row indices
+/// and token counts exactly, scales within `scale_tol`, codes within `code_tol`; and, independent of
+/// the reference, every dispatched row dequantizes to its token's row within 1.5 steps.
+pub fn assert_quant_dispatch<T: Float>(
+    what: &str,
+    got: &InitRoutingQuant,
+    want: &InitRoutingQuant,
+    x: ArrayView2<T>,
+    top_k: usize,
+    scale_tol: Tolerance,
+    code_tol: Tolerance,
+) {
+    assert_equal(
+        &format!("{what} (expanded_row_idx)"),
+        got.expanded_row_idx.view(),
+        want.expanded_row_idx.view(),
+    );
+    assert_equal(
+        &format!("{what} (expert_tokens)"),
+        got.expert_tokens.view(),
+        want.expert_tokens.view(),
+    );
+    assert_close(
+        &format!("{what} (scales)"),
+        got.scales.view(),
+        want.scales.view(),
+        scale_tol,
+    );
+    let codes = |q: &Array2<i8>| q.mapv(|v| v as f32);
+    assert_close(
+        &format!("{what} (codes)"),
+        codes(&got.expanded_x).view(),
+        codes(&want.expanded_x).view(),
+        code_tol,
+    );
+    for (pair, &r) in got.expanded_row_idx.iter().enumerate() {
+        if r < 0 {
+            continue;
+        }
+        let (t, r) = (pair / top_k, r as usize);
+        let s = got.scales[r];
+        for (q, v) in got.expanded_x.row(r).iter().zip(x.row(t)) {
+            let err = (*q as f32 * s - v.to_f32()).abs();
+            assert!(
+                err <= 1.5 * s + 1e-6,
+                "{what}: row {r} dequantizes {q}·{s} for {}",
+                v.to_f32()
+            );
+        }
+    }
+}
+
 pub fn moe_init_routing<B: MoeOps, T: Float>(b: &B) {
     let mut rng = CaseRng::new(0x30E_0002);
     for (i, case) in routing_cases().into_iter().enumerate() {
@@ -370,22 +444,7 @@ pub fn moe_init_routing<B: MoeOps, T: Float>(b: &B) {
                 mode,
             ),
         ) {
-            assert_equal(
-                &format!("{what} (expanded_row_idx)"),
-                got.expanded_row_idx.view(),
-                want.expanded_row_idx.view(),
-            );
-            assert_equal(
-                &format!("{what} (expert_tokens)"),
-                got.expert_tokens.view(),
-                want.expert_tokens.view(),
-            );
-            assert_close(
-                &format!("{what} (expanded_x)"),
-                got.expanded_x.view(),
-                want.expanded_x.view(),
-                Tolerance::EXACT,
-            );
+            assert_dispatch(&what, &got, &want);
         }
     }
     let x = rng.uniform::<T, _>((2, 8), -1.0, 1.0);
@@ -444,45 +503,15 @@ pub fn moe_init_routing_quant<B: MoeOps, T: Float>(b: &B) {
         ) else {
             continue;
         };
-        assert_equal(
-            &format!("{what} (expanded_row_idx)"),
-            got.expanded_row_idx.view(),
-            want.expanded_row_idx.view(),
-        );
-        assert_equal(
-            &format!("{what} (expert_tokens)"),
-            got.expert_tokens.view(),
-            want.expert_tokens.view(),
-        );
-        assert_close(
-            &format!("{what} (scales)"),
-            got.scales.view(),
-            want.scales.view(),
+        assert_quant_dispatch(
+            &what,
+            &got,
+            &want,
+            x.view(),
+            case.top_k,
             scale_tol,
-        );
-        let codes = |q: &Array2<i8>| q.mapv(|v| v as f32);
-        assert_close(
-            &format!("{what} (codes)"),
-            codes(&got.expanded_x).view(),
-            codes(&want.expanded_x).view(),
             code_tol,
         );
-        // Independent of the reference: every dispatched row dequantizes to its token's row.
-        for (pair, &r) in got.expanded_row_idx.iter().enumerate() {
-            if r < 0 {
-                continue;
-            }
-            let (t, r) = (pair / case.top_k, r as usize);
-            let s = got.scales[r];
-            for (q, v) in got.expanded_x.row(r).iter().zip(x.row(t)) {
-                let err = (*q as f32 * s - v.to_f32()).abs();
-                assert!(
-                    err <= 1.5 * s + 1e-6,
-                    "{what}: row {r} dequantizes {q}·{s} for {}",
-                    v.to_f32()
-                );
-            }
-        }
     }
     let x = rng.uniform::<T, _>((2, 8), -1.0, 1.0);
     let bad = ndarray::array![[0], [-1]];

@@ -16,16 +16,18 @@ use ndarray::{Array2, ArrayView1, ArrayView2};
 
 const OP: &str = "moe_finalize_routing";
 
-/// `out[t] = Σ_k weights[t,k]·y[expanded_row_idx[t*K+k]] (+ shared[t] + residual[t])`; index -1 contributes 0.
-pub fn moe_finalize_routing<T: Float>(
-    y: ArrayView2<T>,
-    expanded_row_idx: ArrayView1<i32>,
-    weights: ArrayView2<f32>,
-    shared: Option<ArrayView2<T>>,
-    residual: Option<ArrayView2<T>>,
-) -> Result<Array2<T>> {
+/// The checks of [`moe_finalize_routing`] for `y [rows, hidden]` (see the module docs):
+/// `expanded_row_idx [T*K]` with every entry in `[-1, rows)`, then the extras. The device backend
+/// runs the same ones.
+pub fn check_finalize<T>(
+    rows: usize,
+    hidden: usize,
+    expanded_row_idx: &ArrayView1<i32>,
+    weights: &ArrayView2<f32>,
+    shared: Option<&ArrayView2<T>>,
+    residual: Option<&ArrayView2<T>>,
+) -> Result<()> {
     let (tokens, k) = weights.dim();
-    let (rows, hidden) = y.dim();
     expect_shape(
         OP,
         "expanded_row_idx",
@@ -45,12 +47,43 @@ pub fn moe_finalize_routing<T: Float>(
             bound: rows as i64,
         });
     }
-    if let Some(s) = &shared {
+    check_extras(tokens, hidden, shared, residual)
+}
+
+/// `shared` and `residual`, when given, are `[tokens, hidden]` (errors name `moe_finalize_routing`).
+pub fn check_extras<T>(
+    tokens: usize,
+    hidden: usize,
+    shared: Option<&ArrayView2<T>>,
+    residual: Option<&ArrayView2<T>>,
+) -> Result<()> {
+    if let Some(s) = shared {
         expect_shape(OP, "shared", s.shape(), &[tokens, hidden])?;
     }
-    if let Some(res) = &residual {
-        expect_shape(OP, "residual", res.shape(), &[tokens, hidden])?;
+    if let Some(r) = residual {
+        expect_shape(OP, "residual", r.shape(), &[tokens, hidden])?;
     }
+    Ok(())
+}
+
+/// `out[t] = Σ_k weights[t,k]·y[expanded_row_idx[t*K+k]] (+ shared[t] + residual[t])`; index -1 contributes 0.
+pub fn moe_finalize_routing<T: Float>(
+    y: ArrayView2<T>,
+    expanded_row_idx: ArrayView1<i32>,
+    weights: ArrayView2<f32>,
+    shared: Option<ArrayView2<T>>,
+    residual: Option<ArrayView2<T>>,
+) -> Result<Array2<T>> {
+    let (tokens, k) = weights.dim();
+    let (rows, hidden) = y.dim();
+    check_finalize(
+        rows,
+        hidden,
+        &expanded_row_idx,
+        &weights,
+        shared.as_ref(),
+        residual.as_ref(),
+    )?;
 
     let mut out = Array2::<T>::default((tokens, hidden));
     let mut acc = vec![0.0f32; hidden];

@@ -124,9 +124,8 @@ pub fn moe_gating_topk<T: Float>(
     bias: Option<ArrayView1<f32>>,
     cfg: &GatingConfig,
 ) -> Result<(Array2<i32>, Array2<f32>)> {
-    let (tokens, experts) = logits.dim();
-    cfg.validate(OP, experts)?;
-    check_finite_inputs(logits, bias)?;
+    let tokens = logits.nrows();
+    check_gating(OP, &logits, bias.as_ref(), cfg)?;
     let bias: Option<Vec<f32>> = bias.map(|b| b.to_vec());
 
     let k = cfg.top_k;
@@ -239,27 +238,51 @@ pub fn weights_of(scores: &[f32], chosen: &[usize], cfg: &GatingConfig) -> Vec<f
     w
 }
 
-fn check_finite_inputs<T: Float>(
-    logits: ArrayView2<T>,
-    bias: Option<ArrayView1<f32>>,
+/// The checks of [`moe_gating_topk`] (see the module docs), errors naming `op`: the configuration
+/// against E, the bias, then every logit finite. The device backend runs the same ones.
+pub fn check_gating<T: Float>(
+    op: &'static str,
+    logits: &ArrayView2<T>,
+    bias: Option<&ArrayView1<f32>>,
+    cfg: &GatingConfig,
 ) -> Result<()> {
-    let experts = logits.ncols();
+    check_gating_config(op, logits.ncols(), bias, cfg)?;
+    check_finite(op, "logits", logits)
+}
+
+/// The configuration against `experts`, then the bias (`[E]`, every value finite).
+pub fn check_gating_config(
+    op: &'static str,
+    experts: usize,
+    bias: Option<&ArrayView1<f32>>,
+    cfg: &GatingConfig,
+) -> Result<()> {
+    cfg.validate(op, experts)?;
     if let Some(b) = bias {
-        expect_shape(OP, "bias", b.shape(), &[experts])?;
+        expect_shape(op, "bias", b.shape(), &[experts])?;
         if let Some((i, v)) = b.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(invalid(
-                OP,
+                op,
                 "bias",
                 format!("element {i} is {v}, not finite"),
             ));
         }
     }
-    if let Some(((t, e), v)) = logits.indexed_iter().find(|(_, v)| !v.to_f32().is_finite()) {
-        return Err(OpsError::InvalidArgument {
-            op: OP,
-            arg: "logits",
-            reason: format!("element [{t}, {e}] is {}, not finite", v.to_f32()),
-        });
-    }
     Ok(())
+}
+
+/// Every element of `a` finite, or [`OpsError::InvalidArgument`] naming `arg` and the first offender.
+pub fn check_finite<T: Float>(
+    op: &'static str,
+    arg: &'static str,
+    a: &ArrayView2<T>,
+) -> Result<()> {
+    match a.indexed_iter().find(|(_, v)| !v.to_f32().is_finite()) {
+        Some(((r, c), v)) => Err(OpsError::InvalidArgument {
+            op,
+            arg,
+            reason: format!("element [{r}, {c}] is {}, not finite", v.to_f32()),
+        }),
+        None => Ok(()),
+    }
 }

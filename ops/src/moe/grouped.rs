@@ -38,10 +38,8 @@ pub fn grouped_matmul<T: Float>(
     group_list: ArrayView1<i64>,
     list_type: GroupListType,
 ) -> Result<Array2<T>> {
-    const OP: &str = "grouped_matmul";
-    let (groups, n, k) = w.dim();
-    expect_shape(OP, "w", w.shape(), &[groups, n, x.ncols()])?;
-    let ranges = group_ranges(OP, group_list, list_type, groups, x.nrows())?;
+    let ranges = check_grouped_matmul(&x, &w, group_list, list_type)?;
+    let k = w.dim().2;
     let acc = grouped_matmul_f32(&rows_f32(x), k, w, &ranges);
     Ok(acc.mapv(T::from_f32))
 }
@@ -55,12 +53,8 @@ pub fn expert_ffn<T: Float>(
     group_list: ArrayView1<i64>,
     list_type: GroupListType,
 ) -> Result<Array2<T>> {
-    const OP: &str = "expert_ffn";
-    let (groups, inter, hidden) = w_gate.dim();
-    expect_shape(OP, "w_gate", w_gate.shape(), &[groups, inter, x.ncols()])?;
-    expect_shape(OP, "w_up", w_up.shape(), &[groups, inter, hidden])?;
-    expect_shape(OP, "w_down", w_down.shape(), &[groups, hidden, inter])?;
-    let ranges = group_ranges(OP, group_list, list_type, groups, x.nrows())?;
+    let ranges = check_expert_ffn(&x, &w_gate, &w_up, &w_down, group_list, list_type)?;
+    let (_, inter, hidden) = w_gate.dim();
 
     let xf = rows_f32(x);
     let gate = grouped_matmul_f32(&xf, hidden, w_gate, &ranges);
@@ -73,6 +67,55 @@ pub fn expert_ffn<T: Float>(
         .collect();
     let y = grouped_matmul_f32(&h, inter, w_down, &ranges);
     Ok(y.mapv(T::from_f32))
+}
+
+/// The checks of [`grouped_matmul`] (see the module docs); returns each group's row range. The device
+/// backend runs the same ones.
+pub fn check_grouped_matmul<T>(
+    x: &ArrayView2<T>,
+    w: &ArrayView3<T>,
+    group_list: ArrayView1<i64>,
+    list_type: GroupListType,
+) -> Result<Vec<Range<usize>>> {
+    const OP: &str = "grouped_matmul";
+    let (groups, n, _) = w.dim();
+    expect_shape(OP, "w", w.shape(), &[groups, n, x.ncols()])?;
+    group_ranges(OP, group_list, list_type, groups, x.nrows())
+}
+
+/// The checks of [`expert_ffn`] (see the module docs); returns each group's row range. The device
+/// backend runs the same ones.
+pub fn check_expert_ffn<T>(
+    x: &ArrayView2<T>,
+    w_gate: &ArrayView3<T>,
+    w_up: &ArrayView3<T>,
+    w_down: &ArrayView3<T>,
+    group_list: ArrayView1<i64>,
+    list_type: GroupListType,
+) -> Result<Vec<Range<usize>>> {
+    check_ffn_weights(x.ncols(), w_gate, w_up, w_down)?;
+    group_ranges(
+        "expert_ffn",
+        group_list,
+        list_type,
+        w_gate.dim().0,
+        x.nrows(),
+    )
+}
+
+/// The expert FFN's weights for `hidden` columns: `w_gate`, `w_up` `[E, I, hidden]`, `w_down`
+/// `[E, hidden, I]` (errors name `expert_ffn`).
+pub fn check_ffn_weights<T>(
+    hidden: usize,
+    w_gate: &ArrayView3<T>,
+    w_up: &ArrayView3<T>,
+    w_down: &ArrayView3<T>,
+) -> Result<()> {
+    const OP: &str = "expert_ffn";
+    let (groups, inter, _) = w_gate.dim();
+    expect_shape(OP, "w_gate", w_gate.shape(), &[groups, inter, hidden])?;
+    expect_shape(OP, "w_up", w_up.shape(), &[groups, inter, hidden])?;
+    expect_shape(OP, "w_down", w_down.shape(), &[groups, hidden, inter])
 }
 
 /// `g / (1 + e^{-g})` in `f32`.

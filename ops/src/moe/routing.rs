@@ -67,6 +67,55 @@ pub fn moe_init_routing<T: Float>(
     })
 }
 
+/// The checks of dispatch (see the module docs), errors naming `op`: `ids [tokens, K]`, `E >= 1`,
+/// `T*K` within i32, the active range within `0..E`, every id in `[0, E)`. Returns the active range
+/// (all experts when `None`). The device backend runs the same ones.
+pub fn check_routing(
+    op: &'static str,
+    tokens: usize,
+    ids: &ArrayView2<i32>,
+    num_experts: usize,
+    active: Option<Range<usize>>,
+) -> Result<Range<usize>> {
+    let k = ids.ncols();
+    expect_shape(op, "ids", ids.shape(), &[tokens, k])?;
+    if num_experts == 0 {
+        return Err(invalid(op, "num_experts", "must be at least 1"));
+    }
+    if tokens.checked_mul(k).is_none_or(|p| p > i32::MAX as usize) {
+        return Err(invalid(
+            op,
+            "ids",
+            format!("T*K = {tokens}*{k} does not fit the i32 row index"),
+        ));
+    }
+    let active = active.unwrap_or(0..num_experts);
+    if active.start > active.end || active.end > num_experts {
+        return Err(invalid(
+            op,
+            "active",
+            format!(
+                "range {}..{} is not within 0..{num_experts}",
+                active.start, active.end
+            ),
+        ));
+    }
+    if let Some((i, &e)) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, &e)| e < 0 || e as usize >= num_experts)
+    {
+        return Err(OpsError::IndexOutOfRange {
+            op,
+            arg: "ids",
+            index: e.into(),
+            position: i,
+            bound: num_experts as i64,
+        });
+    }
+    Ok(active)
+}
+
 /// Where every (token, k) pair goes: the part of dispatch that does not touch the hidden rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutingPlan {
@@ -88,45 +137,11 @@ impl RoutingPlan {
         num_experts: usize,
         active: Option<Range<usize>>,
     ) -> Result<RoutingPlan> {
+        let active = check_routing(op, tokens, &ids, num_experts, active)?;
         let k = ids.ncols();
-        expect_shape(op, "ids", ids.shape(), &[tokens, k])?;
-        if num_experts == 0 {
-            return Err(invalid(op, "num_experts", "must be at least 1"));
-        }
-        let pairs = tokens.checked_mul(k).filter(|&p| p <= i32::MAX as usize);
-        let Some(pairs) = pairs else {
-            return Err(invalid(
-                op,
-                "ids",
-                format!("T*K = {tokens}*{k} does not fit the i32 row index"),
-            ));
-        };
-        let active = active.unwrap_or(0..num_experts);
-        if active.start > active.end || active.end > num_experts {
-            return Err(invalid(
-                op,
-                "active",
-                format!(
-                    "range {}..{} is not within 0..{num_experts}",
-                    active.start, active.end
-                ),
-            ));
-        }
-        // Row-major flat order is exactly i = t*K + k.
+        // Row-major flat order is exactly i = t*K + k; `check_routing` bounded T*K by i32::MAX.
         let flat: Vec<i32> = ids.iter().copied().collect();
-        if let Some((i, &e)) = flat
-            .iter()
-            .enumerate()
-            .find(|(_, &e)| e < 0 || e as usize >= num_experts)
-        {
-            return Err(OpsError::IndexOutOfRange {
-                op,
-                arg: "ids",
-                index: e.into(),
-                position: i,
-                bound: num_experts as i64,
-            });
-        }
+        let pairs = flat.len();
 
         // Counting sort: histogram, exclusive prefix sum, then place pairs in ascending i (stable).
         let mut counts = vec![0i64; num_experts];

@@ -2,36 +2,17 @@
 //! batched_matmul runs the linear kernel once per batch on the host-transposed right operand;
 //! embedding, softmax and argmax have no kernel yet (`Unsupported`).
 //!
-//! Validation repeats the reference's checks (see `norm`, `rope`, `linear`, `activation`) so the same
-//! inputs are rejected with the same operator and argument names before anything reaches the device.
+//! Validation is the reference's own: each method first calls the `check_*` function its reference
+//! calls (in `norm`, `rope`, `linear`, `activation`), so the same inputs are rejected with the same
+//! errors before anything reaches the device.
 
 use dsnpu_kernels::launch::{self, RopeShape};
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis};
 
 use super::{by_dtype, DevElem, Npu};
 use crate::backend::DenseOps;
-use crate::error::{expect_shape, invalid, shape_error};
 use crate::rope::{RopeLayout, RopeTable};
-use crate::{Float, OpsError, Result};
-
-fn check_eps(op: &'static str, eps: f32) -> Result<()> {
-    if eps.is_finite() && eps >= 0.0 {
-        Ok(())
-    } else {
-        Err(invalid(
-            op,
-            "eps",
-            format!("must be finite and >= 0, got {eps}"),
-        ))
-    }
-}
-
-fn check_x_weight<T>(op: &'static str, x: &ArrayView2<T>, weight: &ArrayView1<T>) -> Result<()> {
-    if x.ncols() == 0 {
-        return Err(shape_error(op, "x", x.shape(), "[T, H] with H >= 1"));
-    }
-    expect_shape(op, "weight", weight.shape(), &[x.ncols()])
-}
+use crate::{activation, linear, norm, rope, Float, Result};
 
 fn array2<T>(rows: usize, cols: usize, v: Vec<T>) -> Array2<T> {
     Array2::from_shape_vec((rows, cols), v).expect("the kernel output holds rows x cols elements")
@@ -175,8 +156,7 @@ impl DenseOps for Npu {
         eps: f32,
     ) -> Result<Array2<T>> {
         const OP: &str = "rms_norm";
-        check_x_weight(OP, &x, &weight)?;
-        check_eps(OP, eps)?;
+        norm::check_rms_norm(&x, &weight, eps)?;
         if x.nrows() == 0 {
             return Ok(Array2::default(x.raw_dim()));
         }
@@ -191,9 +171,7 @@ impl DenseOps for Npu {
         eps: f32,
     ) -> Result<(Array2<T>, Array2<T>)> {
         const OP: &str = "add_rms_norm";
-        check_x_weight(OP, &x, &weight)?;
-        expect_shape(OP, "residual", residual.shape(), x.shape())?;
-        check_eps(OP, eps)?;
+        norm::check_add_rms_norm(&x, &residual, &weight, eps)?;
         if x.nrows() == 0 {
             return Ok((Array2::default(x.raw_dim()), Array2::default(x.raw_dim())));
         }
@@ -208,36 +186,8 @@ impl DenseOps for Npu {
         layout: RopeLayout,
     ) -> Result<Array3<T>> {
         const OP: &str = "rope";
-        if table.cos.shape() != table.sin.shape() {
-            return Err(shape_error(
-                OP,
-                "table.sin",
-                table.sin.shape(),
-                format!("{:?} (shape of table.cos)", table.cos.shape()),
-            ));
-        }
-        let (t, h, d) = x.dim();
-        if d != table.dim() || d == 0 {
-            return Err(shape_error(
-                OP,
-                "x",
-                x.shape(),
-                format!("[T, H, {}] (the table's dim)", table.dim()),
-            ));
-        }
-        expect_shape(OP, "positions", positions.shape(), &[t])?;
-        let rows = table.max_positions();
-        for (i, &p) in positions.iter().enumerate() {
-            if p < 0 || p as usize >= rows {
-                return Err(OpsError::IndexOutOfRange {
-                    op: OP,
-                    arg: "positions",
-                    index: p as i64,
-                    position: i,
-                    bound: rows as i64,
-                });
-            }
-        }
+        rope::check_rope(&x, &positions, table)?;
+        let (t, h, _) = x.dim();
         if t == 0 || h == 0 {
             return Ok(Array3::default(x.raw_dim()));
         }
@@ -251,26 +201,9 @@ impl DenseOps for Npu {
         bias: Option<ArrayView1<T>>,
     ) -> Result<Array2<T>> {
         const OP: &str = "linear";
+        linear::check_linear(&x, &w, bias.as_ref())?;
         let (m, k) = x.dim();
         let n = w.nrows();
-        if w.ncols() != k {
-            return Err(shape_error(
-                OP,
-                "w",
-                w.shape(),
-                format!("[N, {k}] (K of x)"),
-            ));
-        }
-        if let Some(b) = &bias {
-            if b.len() != n {
-                return Err(shape_error(
-                    OP,
-                    "bias",
-                    b.shape(),
-                    format!("[{n}] (N of w)"),
-                ));
-            }
-        }
         if m == 0 || n == 0 || k == 0 {
             return Ok(empty_product(m, n, bias));
         }
@@ -279,16 +212,9 @@ impl DenseOps for Npu {
 
     fn batched_matmul<T: Float>(&self, a: ArrayView3<T>, b: ArrayView3<T>) -> Result<Array3<T>> {
         const OP: &str = "batched_matmul";
+        linear::check_batched_matmul(&a, &b)?;
         let (batch, m, k) = a.dim();
-        let (bb, bk, n) = b.dim();
-        if bb != batch || bk != k {
-            return Err(shape_error(
-                OP,
-                "b",
-                b.shape(),
-                format!("[{batch}, {k}, N] (B and K of a)"),
-            ));
-        }
+        let n = b.dim().2;
         let mut c = Array3::<T>::default((batch, m, n));
         if m == 0 || n == 0 || k == 0 {
             return Ok(c);
@@ -308,15 +234,8 @@ impl DenseOps for Npu {
 
     fn silu_mul<T: Float>(&self, gate_up: ArrayView2<T>) -> Result<Array2<T>> {
         const OP: &str = "silu_mul";
+        activation::check_silu_mul(&gate_up)?;
         let (rows, width) = gate_up.dim();
-        if width % 2 == 1 {
-            return Err(shape_error(
-                OP,
-                "gate_up",
-                gate_up.shape(),
-                "[T, 2I] (even width)",
-            ));
-        }
         if rows == 0 || width == 0 {
             return Ok(Array2::default((rows, width / 2)));
         }

@@ -2,9 +2,9 @@
 //! each run their kernel ([`dsnpu_kernels::launch`]); [`MoeOps::moe_layer`] runs the whole routed-expert
 //! layer on the device without returning to the host between stages (see [`layer`]).
 //!
-//! Validation repeats the references' checks ([`validate`]) before anything is uploaded, so the same
-//! inputs are rejected with the same operator and argument names, and the kernels get only what they
-//! trust (ids in range, group lists that add up, row indices within `[-1, R)`). Shapes with nothing
+//! Validation is the references' own: each method first calls the `check_*` function its reference
+//! calls (`crate::moe::{gating, routing, grouped, finalize}`), before anything is uploaded, so the same
+//! inputs are rejected with the same errors, and the kernels get only what they trust (ids in range, group lists that add up, row indices within `[-1, R)`). Shapes with nothing
 //! to launch are answered on the host: no tokens or no pairs (empty outputs), no rows (empty or zero
 //! outputs), an empty reduction (zeros), and the two degenerate cases the kernels do not take, a
 //! dispatch of zero-width rows and a combine of zero pairs, by the reference itself (no row is moved
@@ -18,7 +18,6 @@
 //! [`OpsError::Backend`](crate::OpsError). Without it launches stay asynchronous.
 
 mod layer;
-mod validate;
 
 use std::ops::Range;
 
@@ -31,11 +30,9 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayView3};
 
 use super::{by_dtype, DevElem, Npu};
 use crate::backend::MoeOps;
-use crate::error::expect_shape;
-use crate::moe::grouped::group_ranges;
 use crate::moe::{
-    self, ExpertTokensMode, GatingConfig, GroupListType, InitRouting, InitRoutingQuant,
-    MoeLayerParams, ScoreFunc,
+    self, finalize, gating, grouped, routing, ExpertTokensMode, GatingConfig, GroupListType,
+    InitRouting, InitRoutingQuant, MoeLayerParams, ScoreFunc,
 };
 use crate::{Float, Result};
 
@@ -109,6 +106,20 @@ impl Npu {
             self.check_launch(op, l.symbol)?;
         }
         Ok(l)
+    }
+
+    /// A launch's `[rows, cols]` output `buf` on the host, once the launch is checked and the stream
+    /// has finished.
+    fn output<T: Float, E: DevElem, L>(
+        &self,
+        op: &'static str,
+        r: std::result::Result<Launched<L>, KernelError>,
+        buf: &DeviceBuffer<E>,
+        (rows, cols): (usize, usize),
+    ) -> Result<Array2<T>> {
+        self.launched(op, r)?;
+        self.finish(op)?;
+        Ok(array2(rows, cols, self.download::<T, E>(op, buf)?))
     }
 
     /// The stream's last completed launch must be `symbol`'s, clean: no fault, no warning.
@@ -312,8 +323,7 @@ impl Npu {
         let (groups, n, _) = w.dim();
         let xd = self.upload::<T, E>(OP, x.iter())?;
         let wd = self.upload::<T, E>(OP, w.iter())?;
-        let list: Vec<i64> = group_list.to_vec();
-        let ld = self.upload_raw(OP, &list)?;
+        let ld = self.upload_raw(OP, &group_list.to_vec())?;
         let mut yd = self.alloc::<E>(OP, rows * n)?;
         let r = launch::grouped_matmul(
             &self.lib,
@@ -324,9 +334,7 @@ impl Npu {
             &mut yd,
             GroupedShape { rows, groups, n, k },
         );
-        self.launched(OP, r)?;
-        self.finish(OP)?;
-        Ok(array2(rows, n, self.download::<T, E>(OP, &yd)?))
+        self.output(OP, r, &yd, (rows, n))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -346,8 +354,7 @@ impl Npu {
         let gd = self.upload::<T, E>(OP, w_gate.iter())?;
         let ud = self.upload::<T, E>(OP, w_up.iter())?;
         let dd = self.upload::<T, E>(OP, w_down.iter())?;
-        let list: Vec<i64> = group_list.to_vec();
-        let ld = self.upload_raw(OP, &list)?;
+        let ld = self.upload_raw(OP, &group_list.to_vec())?;
         let mut yd = self.alloc::<E>(OP, rows * hidden)?;
         let r = launch::expert_ffn(
             &self.lib,
@@ -365,9 +372,7 @@ impl Npu {
                 inter,
             },
         );
-        self.launched(OP, r)?;
-        self.finish(OP)?;
-        Ok(array2(rows, hidden, self.download::<T, E>(OP, &yd)?))
+        self.output(OP, r, &yd, (rows, hidden))
     }
 
     fn finalize_as<T: Float, E: DevElem>(
@@ -409,9 +414,7 @@ impl Npu {
                 rows,
             },
         );
-        self.launched(OP, r)?;
-        self.finish(OP)?;
-        Ok(array2(tokens, hidden, self.download::<T, E>(OP, &od)?))
+        self.output(OP, r, &od, (tokens, hidden))
     }
 }
 
@@ -440,7 +443,7 @@ impl MoeOps for Npu {
         cfg: &GatingConfig,
     ) -> Result<(Array2<i32>, Array2<f32>)> {
         const OP: &str = "moe_gating_topk";
-        validate::gating(OP, &logits, bias.as_ref(), cfg)?;
+        gating::check_gating(OP, &logits, bias.as_ref(), cfg)?;
         if logits.nrows() == 0 {
             return Ok((Array2::zeros((0, cfg.top_k)), Array2::zeros((0, cfg.top_k))));
         }
@@ -456,7 +459,7 @@ impl MoeOps for Npu {
         mode: ExpertTokensMode,
     ) -> Result<InitRouting<T>> {
         const OP: &str = "moe_init_routing";
-        let active = validate::routing(OP, x.nrows(), &ids, num_experts, active)?;
+        let active = routing::check_routing(OP, x.nrows(), &ids, num_experts, active)?;
         if ids.is_empty() || x.ncols() == 0 {
             // Nothing to copy: the plan alone, as the reference makes it.
             return moe::moe_init_routing(x, ids, num_experts, Some(active), mode);
@@ -478,7 +481,7 @@ impl MoeOps for Npu {
         mode: ExpertTokensMode,
     ) -> Result<InitRoutingQuant> {
         const OP: &str = "moe_init_routing_quant";
-        let active = validate::routing(OP, x.nrows(), &ids, num_experts, active)?;
+        let active = routing::check_routing(OP, x.nrows(), &ids, num_experts, active)?;
         if ids.is_empty() || x.ncols() == 0 {
             return moe::moe_init_routing_quant(x, ids, num_experts, Some(active), mode);
         }
@@ -498,9 +501,8 @@ impl MoeOps for Npu {
         list_type: GroupListType,
     ) -> Result<Array2<T>> {
         const OP: &str = "grouped_matmul";
-        let (groups, n, _) = w.dim();
-        expect_shape(OP, "w", w.shape(), &[groups, n, x.ncols()])?;
-        group_ranges(OP, group_list, list_type, groups, x.nrows())?;
+        grouped::check_grouped_matmul(&x, &w, group_list, list_type)?;
+        let n = w.dim().1;
         if x.nrows() == 0 || n == 0 || x.ncols() == 0 {
             // No rows, no columns, or an empty reduction (zeros).
             return Ok(Array2::default((x.nrows(), n)));
@@ -518,11 +520,8 @@ impl MoeOps for Npu {
         list_type: GroupListType,
     ) -> Result<Array2<T>> {
         const OP: &str = "expert_ffn";
-        let (groups, inter, hidden) = w_gate.dim();
-        expect_shape(OP, "w_gate", w_gate.shape(), &[groups, inter, x.ncols()])?;
-        expect_shape(OP, "w_up", w_up.shape(), &[groups, inter, hidden])?;
-        expect_shape(OP, "w_down", w_down.shape(), &[groups, hidden, inter])?;
-        group_ranges(OP, group_list, list_type, groups, x.nrows())?;
+        grouped::check_expert_ffn(&x, &w_gate, &w_up, &w_down, group_list, list_type)?;
+        let (_, inter, hidden) = w_gate.dim();
         if x.nrows() == 0 || hidden == 0 || inter == 0 {
             // No rows, no columns, or h is empty and the down product sums nothing (zeros).
             return Ok(Array2::default((x.nrows(), hidden)));
@@ -545,8 +544,7 @@ impl MoeOps for Npu {
     ) -> Result<Array2<T>> {
         const OP: &str = "moe_finalize_routing";
         let (rows, hidden) = y.dim();
-        validate::combine(
-            OP,
+        finalize::check_finalize(
             rows,
             hidden,
             &expanded_row_idx,

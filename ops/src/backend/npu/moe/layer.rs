@@ -26,9 +26,8 @@ use dsnpu_runtime::DeviceBuffer;
 use ndarray::{Array2, ArrayView2};
 
 use super::super::{by_dtype, DevElem, Npu};
-use super::{array2, gating_params, validate};
-use crate::error::expect_shape;
-use crate::moe::MoeLayerParams;
+use super::{array2, gating_params};
+use crate::moe::{finalize, gating, grouped, MoeLayerParams};
 use crate::{Float, Result};
 
 const OP: &str = "moe_layer";
@@ -45,36 +44,16 @@ impl Npu {
         let (tokens, hidden) = x.dim();
         params.validate(OP, hidden)?;
         // In the reference's stage order, with its stages' names.
-        validate::gating_config(
+        gating::check_gating_config(
             "moe_gating_topk",
             params.num_experts(),
             params.bias.as_ref(),
             &params.gating,
         )?;
-        validate::finite(OP, "x", &x)?;
-        validate::finite(OP, "router", &params.router)?;
-        let (n_local, inter, _) = params.w_gate.dim();
-        const FFN: &str = "expert_ffn";
-        expect_shape(
-            FFN,
-            "w_gate",
-            params.w_gate.shape(),
-            &[n_local, inter, hidden],
-        )?;
-        expect_shape(FFN, "w_up", params.w_up.shape(), &[n_local, inter, hidden])?;
-        expect_shape(
-            FFN,
-            "w_down",
-            params.w_down.shape(),
-            &[n_local, hidden, inter],
-        )?;
-        validate::extras(
-            "moe_finalize_routing",
-            tokens,
-            hidden,
-            shared.as_ref(),
-            residual.as_ref(),
-        )?;
+        gating::check_finite(OP, "x", &x)?;
+        gating::check_finite(OP, "router", &params.router)?;
+        grouped::check_ffn_weights(hidden, &params.w_gate, &params.w_up, &params.w_down)?;
+        finalize::check_extras(tokens, hidden, shared.as_ref(), residual.as_ref())?;
         if tokens == 0 || hidden == 0 {
             return Ok(Array2::default((tokens, hidden)));
         }
