@@ -25,6 +25,7 @@ const SOURCES: &[&str] = &[
     "src/ascendc/moe_init_routing.cpp",
     "src/ascendc/moe_grouped_matmul.cpp",
     "src/ascendc/moe_finalize_routing.cpp",
+    "src/ascendc/mla_decode.cpp",
 ];
 
 /// File name of the host kernel binary in OUT_DIR.
@@ -97,7 +98,8 @@ fn probe_layout(manifest: &Path, out: &Path) {
             &target_rs,
             "pub const C_LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[];\npub const C_ROPE_LAYOUTS: (u32, u32) = (0, 1);\n\
              #[allow(dead_code)]\npub const C_MOE_LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[];\n\
-             #[allow(dead_code)]\npub const C_MOE_CONSTANTS: &[(&str, u32)] = &[];\n",
+             #[allow(dead_code)]\npub const C_MOE_CONSTANTS: &[(&str, u32)] = &[];\n\
+             #[allow(dead_code)]\npub const C_MLA_LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[];\n",
         )
         .expect("write tiling_layout.rs");
         return;

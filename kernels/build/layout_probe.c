@@ -152,5 +152,29 @@ int main(void) {
     printf("pub const C_MOE_CONSTANTS: &[(&str, u32)] = &[(\"DSNPU_MOE_SCORE_SOFTMAX\", %u), "
            "(\"DSNPU_MOE_SCORE_SIGMOID\", %u), (\"DSNPU_MOE_LIST_CUMSUM\", %u), (\"DSNPU_MOE_LIST_COUNT\", %u)];\n",
            DSNPU_MOE_SCORE_SOFTMAX, DSNPU_MOE_SCORE_SIGMOID, DSNPU_MOE_LIST_CUMSUM, DSNPU_MOE_LIST_COUNT);
+    /* The MLA struct in a table of its own (tests/mla_layout.rs compares it). */
+    printf("/// The MLA tiling structs, laid out by the C compiler.\n#[allow(dead_code)]\n");
+    printf("pub const C_MLA_LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[\n");
+    STRUCT_BEGIN(DsnpuMlaDecodeTiling)
+    FIELD(DsnpuMlaDecodeTiling, batch)
+    FIELD(DsnpuMlaDecodeTiling, s_q)
+    FIELD(DsnpuMlaDecodeTiling, heads)
+    FIELD(DsnpuMlaDecodeTiling, latent_dim)
+    FIELD(DsnpuMlaDecodeTiling, rope_dim)
+    FIELD(DsnpuMlaDecodeTiling, block_size)
+    FIELD(DsnpuMlaDecodeTiling, num_blocks)
+    FIELD(DsnpuMlaDecodeTiling, max_blocks)
+    FIELD(DsnpuMlaDecodeTiling, scale)
+    FIELD(DsnpuMlaDecodeTiling, heads_per_task)
+    FIELD(DsnpuMlaDecodeTiling, rows_per_tile)
+    FIELD(DsnpuMlaDecodeTiling, tasks)
+    FIELD(DsnpuMlaDecodeTiling, tasks_per_block)
+    FIELD(DsnpuMlaDecodeTiling, latent_stride)
+    FIELD(DsnpuMlaDecodeTiling, rope_stride)
+    FIELD(DsnpuMlaDecodeTiling, score_stride)
+    FIELD(DsnpuMlaDecodeTiling, work_elems)
+    FIELD(DsnpuMlaDecodeTiling, reserved)
+    STRUCT_END()
+    printf("];\n");
     return 0;
 }

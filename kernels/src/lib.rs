@@ -22,13 +22,15 @@
 //! Exported kernels (`<t>` is `f32`, `f16` or `bf16`, see [`Kernel::symbol`]): `rms_norm_<t>`,
 //! `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`, `linear_<t>`, the mixture-of-experts kernels
 //! `moe_gating_topk_<t>`, `moe_init_routing_<t>`, `moe_init_routing_quant_<t>`, `grouped_matmul_<t>`,
-//! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), and the layer's self-tests
+//! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), the MLA decode
+//! `mla_decode_<t>` (tiling in [`tiling_mla`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
 pub mod error;
 pub mod launch;
 pub mod roofline;
 pub mod tiling;
+pub mod tiling_mla;
 pub mod tiling_moe;
 
 pub use error::{KernelError, Result};
@@ -36,6 +38,7 @@ pub use tiling::{
     CoreBudget, LinearTiling, RmsNormTiling, RopeLayout, RopeTiling, SelftestTiling, SiluMulTiling,
     Tiling,
 };
+pub use tiling_mla::{MlaDecodeDims, MlaDecodeTiling};
 pub use tiling_moe::{
     ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,
     MoeInitRoutingTiling, MoeList, MoeScore,
@@ -107,11 +110,14 @@ pub enum Kernel {
     /// `(y, expanded_row_idx, weights, shared, residual, out, workspace, tiling)` with
     /// [`MoeFinalizeTiling`]: weights f32 `[T, K]`; shared and residual may be null.
     MoeFinalizeRouting,
+    /// `(q_nope, q_rope, latent, rope, block_table, seq_lens, out, lse, workspace, tiling)` with
+    /// [`MlaDecodeTiling`]: block_table and seq_lens i32, lse f32 `[B, H, S]`.
+    MlaDecode,
 }
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 12] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -123,6 +129,7 @@ impl Kernel {
         Kernel::GroupedMatmul,
         Kernel::ExpertFfn,
         Kernel::MoeFinalizeRouting,
+        Kernel::MlaDecode,
     ];
 
     /// The exported symbol of this kernel for `dtype`.
@@ -163,6 +170,9 @@ impl Kernel {
             (MoeFinalizeRouting, F32) => "moe_finalize_routing_f32",
             (MoeFinalizeRouting, F16) => "moe_finalize_routing_f16",
             (MoeFinalizeRouting, Bf16) => "moe_finalize_routing_bf16",
+            (MlaDecode, F32) => "mla_decode_f32",
+            (MlaDecode, F16) => "mla_decode_f16",
+            (MlaDecode, Bf16) => "mla_decode_bf16",
         }
     }
 
@@ -180,6 +190,7 @@ impl Kernel {
             Kernel::GroupedMatmul => 6,
             Kernel::ExpertFfn => 8,
             Kernel::MoeFinalizeRouting => 8,
+            Kernel::MlaDecode => 10,
         }
     }
 

@@ -2,9 +2,9 @@
 //! device 0: the simulator here (the test binary finds `libdsnpu_sim.so` next to itself), an NPU where
 //! one and the AI Core build exist.
 //!
-//! The dense suites must pass for the operators that have kernels (rms_norm, add_rms_norm, rope,
-//! linear, batched_matmul through the linear kernel, silu_mul) and the MoE suites for every MoE operator,
-//! under the harness's default tolerances; embedding, softmax, argmax and the MLA family print skips
+//! The suites must pass, under the harness's default tolerances, for every operator that has a kernel:
+//! rms_norm, add_rms_norm, rope, linear, batched_matmul (through the linear kernel), silu_mul, every MoE
+//! operator, and mla_decode; embedding, softmax, argmax, mla_cache_write and mla_prefill print skips
 //! until they have kernels.
 
 use dsnpu_ops::backend::Npu;

@@ -190,6 +190,32 @@ typedef struct DsnpuMoeFinalizeTiling {
     uint32_t reserved;
 } DsnpuMoeFinalizeTiling;
 
+/* mla_decode_<t>: absorbed MLA decode over the paged latent cache. One task per (batch, query token,
+ * group of heads_per_task heads), tasks_per_block consecutive tasks per block; a task streams the visible
+ * cache rows rows_per_tile at a time (never across a cache block). latent_stride / rope_stride are the UB
+ * row pitches in elements (round_up_32 of a row of t); score_stride the f32 pitch of a head's scores;
+ * work_elems the f32 work space of the reductions. */
+typedef struct DsnpuMlaDecodeTiling {
+    uint32_t batch;
+    uint32_t s_q;
+    uint32_t heads;
+    uint32_t latent_dim;
+    uint32_t rope_dim;
+    uint32_t block_size;
+    uint32_t num_blocks;
+    uint32_t max_blocks;
+    float scale;
+    uint32_t heads_per_task;
+    uint32_t rows_per_tile;
+    uint32_t tasks;
+    uint32_t tasks_per_block;
+    uint32_t latent_stride;
+    uint32_t rope_stride;
+    uint32_t score_stride;
+    uint32_t work_elems;
+    uint32_t reserved;
+} DsnpuMlaDecodeTiling;
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,6 +26,7 @@
 mod hardware;
 mod library;
 mod linear;
+mod mla;
 mod moe_finalize;
 mod moe_gating;
 mod moe_grouped;
@@ -37,6 +38,7 @@ mod silu_mul;
 pub use hardware::Hardware;
 pub use library::KernelLibrary;
 pub use linear::linear;
+pub use mla::{mla_decode, MlaDecodeInputs, MlaDecodeShape};
 pub use moe_finalize::{moe_finalize_routing, CombineShape};
 pub use moe_gating::moe_gating_topk;
 pub use moe_grouped::{expert_ffn, grouped_matmul, FfnShape, GroupList, GroupedShape};
@@ -47,6 +49,7 @@ pub use silu_mul::silu_mul;
 
 use dsnpu_runtime::{DeviceRepr, RuntimeError};
 
+use crate::MlaDecodeTiling;
 use crate::{
     ExpertFfnTiling, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling, MoeInitRoutingTiling,
 };
@@ -91,6 +94,9 @@ unsafe impl DeviceRepr for GroupedMatmulTiling {}
 unsafe impl DeviceRepr for ExpertFfnTiling {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for MoeFinalizeTiling {}
+// SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
+// with the C compiler's); every bit pattern of u32 and f32 is valid.
+unsafe impl DeviceRepr for MlaDecodeTiling {}
 
 /// What a launcher queued.
 #[derive(Debug, Clone, Copy, PartialEq)]

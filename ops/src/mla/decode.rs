@@ -15,7 +15,7 @@
 //!   `q·kᵀ·scale`).
 //!
 //! # Validation
-//! Before computing anything: the cache ([`PagedLatentCache::check`]); `q_nope` `[B,S,H,Dl]` with
+//! [`check_mla_decode`], shared by the reference and the device backends, before anything is computed: the cache ([`PagedLatentCache::check`]); `q_nope` `[B,S,H,Dl]` with
 //! `S ≥ 1`, `H ≥ 1` and `Dl` the cache's latent width; `q_rope` `[B,S,H,Dr]` with `Dr` the cache's
 //! rope width; `block_table` `[B, max_blocks]`; `seq_lens` `[B]` with
 //! `max(1, S) ≤ seq_lens[b] ≤ max_blocks · block_size`; a finite `scale`; and every block-table
@@ -43,7 +43,7 @@ pub fn mla_decode<T: Float>(
     seq_lens: ArrayView1<i32>,
     scale: f32,
 ) -> Result<(Array4<T>, Array3<f32>)> {
-    let seq_lens = validate(&q_nope, &q_rope, cache, &block_table, &seq_lens, scale)?;
+    let seq_lens = check_mla_decode(&q_nope, &q_rope, cache, &block_table, &seq_lens, scale)?;
     let (batch, s_q, heads, dl) = q_nope.dim();
     let dr = cache.rope_dim();
     let bs = cache.block_size();
@@ -96,8 +96,9 @@ pub fn mla_decode<T: Float>(
     Ok((out, lse))
 }
 
-/// Check every argument; returns `seq_lens` as `usize`s.
-fn validate<T: Float>(
+/// Check every argument of [`mla_decode`] (module docs); returns `seq_lens` as `usize`s. Backends call
+/// it before they upload anything, so they reject exactly what the reference rejects.
+pub fn check_mla_decode<T: Float>(
     q_nope: &ArrayView4<T>,
     q_rope: &ArrayView4<T>,
     cache: &PagedLatentCache<T>,

@@ -8,8 +8,8 @@
 //! reduction) are answered on the host, as the kernels take no empty shapes. A shape the reference
 //! accepts but a kernel cannot take (more than 4095 heads, sizes past the kernels' 32-bit indices) is
 //! [`OpsError::Unsupported`], and so is every operator without a kernel yet: embedding, softmax,
-//! argmax, and the MLA family. The MoE family's whole layer runs on the device without returning to
-//! the host between its stages (`moe`).
+//! argmax, and the MLA cache write and prefill (`mla`; MLA decode has its kernel). The MoE family's
+//! whole layer runs on the device without returning to the host between its stages (`moe`).
 //!
 //! Element types: `f32`, `f16` and `bf16` map to the kernels of that type. Values cross as their
 //! `f32` images (`T -> f32 -> kernel type` and back), which is exact for those three types.
@@ -19,8 +19,8 @@
 //! ([`Npu::new`] shares the device's loaded kernels and memory pool, and costs one stream).
 
 mod dense;
+mod mla;
 mod moe;
-mod unsupported;
 
 use std::sync::Arc;
 

@@ -96,7 +96,7 @@ fn dispatched_rows(list: &[i64], mode: ExpertTokensMode) -> usize {
 
 impl Npu {
     /// A launcher's result; with a launch-blocking stream, also the counter check (module docs).
-    fn launched<L>(
+    pub(super) fn launched<L>(
         &self,
         op: &'static str,
         r: std::result::Result<Launched<L>, KernelError>,

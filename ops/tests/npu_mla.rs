@@ -1,0 +1,133 @@
+//! MLA on the device backend with every launch checked (a launch-blocking stream: each `mla_decode`
+//! launch is waited for and fails unless it completed without a fault and with **zero sanitizer
+//! warnings**): the MLA conformance suite (decode on the device in f32/f16/bf16; cache write and
+//! prefill have no kernel and print skips), a hand-worked decode, and a DeepSeek-width decode
+//! (H = 16, Dl = 512, Dr = 64, ~1024 cached tokens) against the CPU reference with its launch
+//! counters.
+
+use std::sync::OnceLock;
+
+use dsnpu_ops::backend::{Cpu, MlaOps, Npu};
+use dsnpu_ops::conformance::cases::CaseRng;
+use dsnpu_ops::conformance::mla::{DecodeCase, DecodeSpec};
+use dsnpu_ops::conformance::tolerance::{assert_close, Tolerance};
+use dsnpu_ops::mla::PagedLatentCache;
+use dsnpu_ops::Float;
+use dsnpu_runtime::sim_counters;
+use half::bf16;
+use ndarray::{Array1, Array2, Array4};
+
+/// A checked backend on device 0 with a stream of its own; the first one keeps the device open.
+fn checked_npu() -> Npu {
+    static FIRST: OnceLock<Npu> = OnceLock::new();
+    let first = FIRST.get_or_init(|| Npu::new(0).expect("open device 0 and load the kernels"));
+    let npu = Npu::with_library(first.library().clone()).expect("a stream on device 0");
+    npu.stream().set_launch_blocking(true);
+    npu
+}
+
+dsnpu_ops::mla_conformance!(checked_npu());
+
+/// Two cached positions, scale 1, with scores 0 and ln 3 by construction: p = (1/4, 3/4), so
+/// out = latent0 / 4 + 3 latent1 / 4 and lse = ln(1 + 3).
+#[test]
+fn hand_worked_two_position_decode() {
+    let npu = checked_npu();
+    let (dl, dr) = (8, 8);
+    let mut cache = PagedLatentCache::<f32>::new(2, 16, dl, dr).unwrap();
+    cache.latent.fill(f32::NAN); // rows the decode must not read
+    cache.rope.fill(f32::NAN);
+    let ln3 = 3f32.ln();
+    // Block 1 holds the sequence: row 0 scores q·k = 0, row 1 scores ln 3 (from its rope part).
+    let lat0 = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -2.0];
+    let lat1 = [0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 4.0, 0.0];
+    let rope0 = [0.0; 8];
+    let rope1 = [ln3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    for d in 0..8 {
+        cache.latent[[1, 0, d]] = lat0[d];
+        cache.latent[[1, 1, d]] = lat1[d];
+        cache.rope[[1, 0, d]] = rope0[d];
+        cache.rope[[1, 1, d]] = rope1[d];
+    }
+    // q_nope = e0 (latent column 0 is 0 in both rows), q_rope = e0.
+    let mut q_nope = Array4::<f32>::zeros((1, 1, 1, dl));
+    q_nope[[0, 0, 0, 0]] = 1.0;
+    let q_rope = q_nope.clone();
+    let table = Array2::from_shape_vec((1, 2), vec![1, -1]).unwrap();
+    let lens = Array1::from(vec![2]);
+    let (out, lse) = npu
+        .mla_decode(
+            q_nope.view(),
+            q_rope.view(),
+            &cache,
+            table.view(),
+            lens.view(),
+            1.0,
+        )
+        .unwrap();
+    let want: Vec<f32> = (0..8).map(|d| 0.25 * lat0[d] + 0.75 * lat1[d]).collect();
+    for d in 0..8 {
+        assert!(
+            (out[[0, 0, 0, d]] - want[d]).abs() < 1e-6,
+            "d={d}: {} vs {}",
+            out[[0, 0, 0, d]],
+            want[d]
+        );
+    }
+    assert!(
+        (lse[[0, 0, 0]] - 4f32.ln()).abs() < 1e-6,
+        "{}",
+        lse[[0, 0, 0]]
+    );
+}
+
+/// DeepSeek-V3 widths: 16 heads, Dl 512, Dr 64, block size 128, ~1024 cached tokens (one query
+/// token; two query tokens over two ragged sequences), in f32 (tight tolerance) and bf16, against the
+/// CPU reference; then the launch's own counters: the right kernel, no warning, a UB high-water mark
+/// within 192 KiB, exactly the output rows and lse values written back, every visible row read.
+#[test]
+fn deepseek_width_decode_matches_the_reference() {
+    deepseek_width::<f32>("mla_decode_f32");
+    deepseek_width::<bf16>("mla_decode_bf16");
+}
+
+fn deepseek_width<T: Float>(symbol: &str) {
+    let npu = checked_npu();
+    let mut rng = CaseRng::new(0x4D4C_0DEC);
+    for (s_q, seq_lens) in [(1usize, vec![1024usize]), (2, vec![1000, 1031])] {
+        let spec = DecodeSpec {
+            block_size: 128,
+            heads: 16,
+            latent_dim: 512,
+            rope_dim: 64,
+            s_q,
+            seq_lens: seq_lens.clone(),
+            spare_blocks: 1,
+            extra_cols: 1,
+            scale: 0.1352,
+        };
+        let case = DecodeCase::<T>::build(&mut rng, &spec).unwrap();
+        let (want_out, want_lse) = case.run(&Cpu).unwrap();
+        let (out, lse) = case.run(&npu).unwrap();
+        let what = format!("deepseek mla_decode S={s_q} seq_lens={seq_lens:?}");
+        let tol = Tolerance::of::<T>();
+        assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
+        assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
+
+        let c = sim_counters::last_launch_counters(npu.stream())
+            .unwrap()
+            .expect("a completed launch");
+        assert_eq!((c.kernel.as_str(), c.status, c.warnings), (symbol, 0, 0));
+        assert!(c.totals.ub_high_water <= 196_608, "{c:?}");
+        let rows = (seq_lens.len() * s_q * 16) as u64;
+        let sz = std::mem::size_of::<T>() as u64;
+        // out rows of 512 bf16 and one f32 lse per (b, s, h).
+        assert_eq!(c.totals.ub_to_gm_bytes, rows * 512 * sz + rows * 4, "{c:?}");
+        // At least every visible cache row once and every query row once.
+        let visible: u64 = seq_lens.iter().map(|&l| (l - s_q + 1) as u64).sum();
+        assert!(
+            c.totals.gm_to_ub_bytes >= (visible + rows) * 576 * sz,
+            "{c:?}"
+        );
+    }
+}
