@@ -139,6 +139,7 @@ fn a_fault_is_sticky_until_synchronize_and_the_device_stays_usable() {
     );
     ok(sync(s));
     // The device and the stream work again.
+    // SAFETY: `out` is a live 4-byte device allocation and `s` a live stream of this context.
     ok(unsafe { aclrtMemsetAsync(out, 4, 0, 4, s) });
     ok(sync(s));
     assert_eq!(d2h::<u32>(out, 1), vec![0]);
