@@ -16,9 +16,10 @@
 //! and work cost over the minimum.
 //!
 //! Where the ratio exceeds 1 it is the kernels' design, not noise: every block of `rms_norm` and
-//! `add_rms_norm` reads the whole weight row (16 blocks → 16 copies), and each of `linear`'s grid
-//! blocks along N streams its own copy of `x` (the host layer models no L2 reuse; on the device L2 would
-//! serve most of those repeats).
+//! `add_rms_norm` reads the whole weight row (16 blocks → 16 copies), and `linear`'s grid blocks read
+//! their rows of `x` once per 256 output columns and of `w` once per 128 output rows (the host Matmul
+//! models no L1/L2 reuse). `LinearTiling` picks the grid that weighs those re-reads against using every
+//! core.
 //!
 //! Criterion's timings measure the **simulator** (host threads running host code) and say nothing
 //! about an NPU; the counters are the figures.

@@ -382,15 +382,27 @@ pub struct LinearTiling {
 
 /// Cube fractal edge: shapes are padded to multiples of 16 in the cube.
 pub(crate) const FRACTAL: u64 = 16;
-/// Modelled per-core GM bytes per cycle (1.6 TB/s over 24 cube cores at 1.8 GHz).
+/// Modelled per-core GM bytes per cycle (1.6 TB/s over 24 cube cores at 1.8 GHz): one core's fair
+/// share of HBM, and the pessimistic bound on what one core can draw when others are idle.
 pub(crate) const GM_BYTES_PER_CORE_CYCLE: f64 = 1.6e12 / 24.0 / 1.8e9;
+/// Modelled GM bytes per cycle of the whole die (1.6 TB/s at 1.8 GHz), shared by every block.
+pub(crate) const GM_BYTES_PER_DIE_CYCLE: f64 = 1.6e12 / 1.8e9;
+/// The optimistic bound on one core's GM bytes per cycle when the die's HBM has room: one 1024-bit
+/// port (the width of Ascend 910's mesh NoC links as presented at Hot Chips 2019). An assumption, not
+/// a measured 910B2 figure, which is why the linear tiling hedges it against the fair share.
+pub(crate) const GM_BYTES_PER_PORT_CYCLE: f64 = 128.0;
 
 impl LinearTiling {
-    /// `y[m, n] = x[m, k] * w[n, k]^T (+ bias)` on `budget.cores` cube cores.
+    /// `y[m, n] = x[m, k] * w[n, k]^T (+ bias)` on at most `budget.cores` cube cores.
     ///
-    /// The grid is the split of y into `m_blocks x n_blocks` blocks that minimises the slowest block's
-    /// modelled time, max(cube cycles at 16x16x16 per cycle, GM bytes at the per-core share of HBM
-    /// bandwidth); ties go to fewer blocks.
+    /// The grid is a split of y into `m_blocks x n_blocks` blocks of whole 16-row/column fractals. Each
+    /// grid is modelled (`LinearPlan`) as the max of the die's GM traffic at the die's HBM rate (every
+    /// block re-reads its rows of x and columns of w, so more blocks move more bytes), the slowest
+    /// block's traffic at one core's rate, and its cube cycles at 16x16x16 per cycle. One core's rate
+    /// is uncertain, so each grid is timed twice — at the fair share (`GM_BYTES_PER_CORE_CYCLE`,
+    /// which favours many blocks) and at one port (`GM_BYTES_PER_PORT_CYCLE`, which lets few blocks
+    /// save the re-reads) — and the grid whose worse ratio to each rate's best grid is smallest wins;
+    /// ties go to fewer blocks.
     pub fn new(
         m: u64,
         n: u64,
@@ -418,39 +430,23 @@ impl LinearTiling {
         to_u32(K, "m * k", m * k)?;
         to_u32(K, "n * k", n * k)?;
         to_u32(K, "m * n", m * n)?;
-        let elem = f64::from(dtype.size());
-        let mut best: Option<(f64, u32, u64, u64)> = None;
-        for mb in 1..=u64::from(budget.cores) {
-            let nb = u64::from(budget.cores) / mb;
-            let single_m = round_up(m.div_ceil(mb), FRACTAL).min(m);
-            let single_n = round_up(n.div_ceil(nb), FRACTAL).min(n);
-            let blocks = (m.div_ceil(single_m) * n.div_ceil(single_n)) as u32;
-            let pad = |v: u64| round_up(v, FRACTAL) as f64;
-            let cube =
-                pad(single_m) * pad(single_n) * pad(k) / (FRACTAL * FRACTAL * FRACTAL) as f64;
-            let bytes = (single_m + single_n) as f64 * k as f64 * elem
-                + (single_m * single_n) as f64 * elem;
-            let time = cube.max(bytes / GM_BYTES_PER_CORE_CYCLE);
-            let better = match best {
-                None => true,
-                Some((t, b, _, _)) => time < t || (time == t && blocks < b),
-            };
-            if better {
-                best = Some((time, blocks, single_m, single_n));
-            }
-        }
-        let (_, _, single_m, single_n) = best.expect("cores >= 1, so the loop ran");
-        let base_m = round_up(single_m, FRACTAL).min(128);
-        let base_n = round_up(single_n, FRACTAL).min(256);
-        let base_k = round_up(k, FRACTAL).min(64);
+        let shape = LinearShape {
+            m,
+            n,
+            k,
+            elem: u64::from(dtype.size()),
+            has_bias,
+        };
+        let plan = shape.best_plan(u64::from(budget.cores));
+        let (base_m, base_n, base_k) = linear_bases(plan.single_m, plan.single_n, k);
         Ok(LinearTiling {
             m: m as u32,
             n: n as u32,
             k: k as u32,
-            m_blocks: m.div_ceil(single_m) as u32,
-            n_blocks: n.div_ceil(single_n) as u32,
-            single_m: single_m as u32,
-            single_n: single_n as u32,
+            m_blocks: m.div_ceil(plan.single_m) as u32,
+            n_blocks: n.div_ceil(plan.single_n) as u32,
+            single_m: plan.single_m as u32,
+            single_n: plan.single_n as u32,
             base_m: base_m as u32,
             base_n: base_n as u32,
             base_k: base_k as u32,
@@ -462,6 +458,129 @@ impl LinearTiling {
     /// Blocks to launch.
     pub fn block_dim(&self) -> u32 {
         self.m_blocks * self.n_blocks
+    }
+}
+
+/// Base (cube step) sizes within L0A/L0B 64 KiB and L0C 128 KiB (as f32) for every element type:
+/// 128 x 64 x 4 B = 32 KiB, 64 x 256 x 4 B = 64 KiB, 128 x 256 x 4 B = 128 KiB.
+fn linear_bases(single_m: u64, single_n: u64, k: u64) -> (u64, u64, u64) {
+    (
+        round_up(single_m, FRACTAL).min(128),
+        round_up(single_n, FRACTAL).min(256),
+        round_up(k, FRACTAL).min(64),
+    )
+}
+
+/// The product a linear tiling is chosen for.
+#[derive(Debug, Clone, Copy)]
+struct LinearShape {
+    m: u64,
+    n: u64,
+    k: u64,
+    elem: u64,
+    has_bias: bool,
+}
+
+/// One candidate grid and what it costs: the Matmul API streams a block's x rows once per base_n
+/// columns and its w rows (and f32 bias) once per base_m rows, and writes y once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LinearPlan {
+    single_m: u64,
+    single_n: u64,
+    blocks: u64,
+    /// GM bytes of the whole launch.
+    total_bytes: u64,
+    /// GM bytes and padded cube cycles of the largest (first) block, the slowest.
+    block_bytes: u64,
+    block_cube: f64,
+}
+
+impl LinearPlan {
+    /// Modelled cycles when one core moves at most `core_bytes_per_cycle`.
+    fn cycles(&self, core_bytes_per_cycle: f64) -> f64 {
+        (self.total_bytes as f64 / GM_BYTES_PER_DIE_CYCLE)
+            .max(self.block_bytes as f64 / core_bytes_per_cycle)
+            .max(self.block_cube)
+    }
+}
+
+impl LinearShape {
+    /// The grid of blocks `single_m x single_n` (the last row/column of blocks holds the rest).
+    fn plan(&self, single_m: u64, single_n: u64) -> LinearPlan {
+        let (base_m, base_n, _) = linear_bases(single_m, single_n, self.k);
+        let (m_tiles, n_tiles) = (self.m.div_ceil(single_m), self.n.div_ceil(single_n));
+        let x_passes = |cols: u64| cols.div_ceil(base_n);
+        let w_passes = |rows: u64| rows.div_ceil(base_m);
+        // Passes summed over the grid's column (row) tiles: each block of a column tile reads x's rows
+        // that many times, so x moves m * k elements per pass (w likewise).
+        let x_total =
+            (n_tiles - 1) * x_passes(single_n) + x_passes(self.n - (n_tiles - 1) * single_n);
+        let w_total =
+            (m_tiles - 1) * w_passes(single_m) + w_passes(self.m - (m_tiles - 1) * single_m);
+        let bias = u64::from(self.has_bias) * 4;
+        let total_bytes = self.k * self.elem * (self.m * x_total + self.n * w_total)
+            + self.m * self.n * self.elem
+            + self.n * bias * w_total;
+        let block_bytes =
+            self.k * self.elem * (single_m * x_passes(single_n) + single_n * w_passes(single_m))
+                + single_m * single_n * self.elem
+                + single_n * bias * w_passes(single_m);
+        let pad = |v: u64| round_up(v, FRACTAL) as f64;
+        LinearPlan {
+            single_m,
+            single_n,
+            blocks: m_tiles * n_tiles,
+            total_bytes,
+            block_bytes,
+            block_cube: pad(single_m) * pad(single_n) * pad(self.k) / FRACTAL.pow(3) as f64,
+        }
+    }
+
+    /// Every grid of at most `cores` blocks, each side split into tiles of whole fractals (each
+    /// distinct width once; the n tiles bounded by what the m tiles leave, so O(cores log cores) grids).
+    fn plans(&self, cores: u64) -> Vec<LinearPlan> {
+        let side = |len: u64, tiles: u64| round_up(len.div_ceil(tiles), FRACTAL).min(len);
+        let mut plans = Vec::new();
+        for mt in 1..=cores.min(self.m.div_ceil(FRACTAL)) {
+            let sm = side(self.m, mt);
+            if mt > 1 && sm == side(self.m, mt - 1) {
+                continue;
+            }
+            // sm >= m / mt, so m needs at most mt <= cores tiles of it.
+            let max_nt = cores / self.m.div_ceil(sm);
+            for nt in 1..=max_nt.min(self.n.div_ceil(FRACTAL)) {
+                let sn = side(self.n, nt);
+                if nt > 1 && sn == side(self.n, nt - 1) {
+                    continue;
+                }
+                plans.push(self.plan(sm, sn));
+            }
+        }
+        plans
+    }
+
+    /// The grid with the smallest worse ratio to the best grid at each per-core rate (ties: fewer
+    /// blocks, then the first found: fewer m tiles, then fewer n tiles).
+    fn best_plan(&self, cores: u64) -> LinearPlan {
+        let rates = [GM_BYTES_PER_CORE_CYCLE, GM_BYTES_PER_PORT_CYCLE];
+        let plans = self.plans(cores);
+        let best = rates.map(|r| {
+            plans
+                .iter()
+                .map(|p| p.cycles(r))
+                .fold(f64::INFINITY, f64::min)
+        });
+        let score = |p: &LinearPlan| {
+            rates
+                .iter()
+                .zip(best)
+                .map(|(&r, b)| p.cycles(r) / b)
+                .fold(0.0, f64::max)
+        };
+        *plans
+            .iter()
+            .min_by(|a, b| score(a).total_cmp(&score(b)).then(a.blocks.cmp(&b.blocks)))
+            .expect("m, n >= 1 and cores >= 1 give the one-block grid")
     }
 }
 
@@ -622,7 +741,8 @@ mod tests {
         let t = LinearTiling::new(37, 45, 70, false, KernelDtype::Bf16, SMALL).unwrap();
         assert!(t.block_dim() <= 4);
         assert!(t.m_blocks * t.single_m >= 37 && t.n_blocks * t.single_n >= 45);
-        // A decode-shaped product splits n (the weight) rather than m.
+        // A decode-shaped product splits n (the weight) rather than m: x is one 14 KiB row, so its 24
+        // copies cost 0.6% more than one, less than leaving cores idle at the fair share.
         let t = LinearTiling::new(
             1,
             4096,
@@ -636,5 +756,123 @@ mod tests {
         // L0 limits: A 64 KiB, B 64 KiB, C (f32) 128 KiB.
         assert!(t.base_m * t.base_k * 2 <= 65_536 && t.base_k * t.base_n * 2 <= 65_536);
         assert!(t.base_m * t.base_n * 4 <= 131_072);
+    }
+
+    #[test]
+    fn linear_plan_counts_the_matmul_traffic() {
+        // The hand-worked launch of tests/kernels_counters.rs: [2, 4] x [3, 4]^T f32 with bias, one
+        // block: x 32 B + w 48 B + bias 12 B in, y 24 B out.
+        let s = LinearShape {
+            m: 2,
+            n: 3,
+            k: 4,
+            elem: 4,
+            has_bias: true,
+        };
+        let p = s.plan(2, 3);
+        assert_eq!((p.blocks, p.total_bytes, p.block_bytes), (1, 116, 116));
+        // [40, 100] x [300, 100]^T bf16 in 32 x 160 blocks: 2 x 2 blocks (rows 32 + 8, columns
+        // 160 + 140), each reading its x rows and w rows once (bases 32 x 160). x moves 2 times
+        // 40 x 100 x 2 B, w 2 times 300 x 100 x 2 B, y 40 x 300 x 2 B once: 16000 + 120000 + 24000.
+        // The first block: (32 + 160) x 100 x 2 B in, 32 x 160 x 2 B out; cube 32 x 160 x 112 / 4096.
+        let s = LinearShape {
+            m: 40,
+            n: 300,
+            k: 100,
+            elem: 2,
+            has_bias: false,
+        };
+        let p = s.plan(32, 160);
+        assert_eq!(
+            (p.blocks, p.total_bytes, p.block_bytes),
+            (4, 160_000, 48_640)
+        );
+        assert_eq!(p.block_cube, 140.0);
+        // A block wider than base_n = 256 streams x once per 256 columns: 576 columns -> 3 passes of
+        // 16 x 64 x 2 B, plus w 576 x 64 x 2 B and y 16 x 576 x 2 B.
+        let s = LinearShape {
+            m: 16,
+            n: 576,
+            k: 64,
+            elem: 2,
+            has_bias: false,
+        };
+        assert_eq!(s.plan(16, 576).total_bytes, 3 * 2048 + 73_728 + 18_432);
+    }
+
+    #[test]
+    fn linear_weighs_the_rereads_of_x() {
+        // The MoE router, [64, 7168] x [256, 7168]^T f32. The 24-block grid of 16 x 48 blocks reads
+        // x (1_835_008 B) 6 times and w (7_340_032 B) 4 times: 40.4 MB, 45_490 cycles at the die's
+        // 888.9 B/cycle; its slowest block moves (16 + 48) x 7168 x 4 B + 16 x 48 x 4 B = 1_838_080 B,
+        // 49_628 cycles at the fair share of 37.04 B/cycle. The 12 blocks of 32 x 48 read x 6 times
+        // and w twice: 6 x 1_835_008 + 2 x 7_340_032 + 65_536 = 25_755_648 B (28_975 cycles), and the
+        // slowest block's 2_299_904 B take 62_097 cycles at the fair share, 17_968 at 128 B/cycle. Its
+        // worse ratio (62_097 / 49_628 = 1.25) beats the 24-block grid's (45_490 / 28_975 = 1.57),
+        // and no grid does better on both (checked with an independent model of the same rules).
+        let t = LinearTiling::new(
+            64,
+            256,
+            7168,
+            false,
+            KernelDtype::F32,
+            CoreBudget::ASCEND_910B2_CUBE,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.m_blocks, t.n_blocks, t.single_m, t.single_n),
+            (2, 6, 32, 48)
+        );
+        let s = LinearShape {
+            m: 64,
+            n: 256,
+            k: 7168,
+            elem: 4,
+            has_bias: false,
+        };
+        assert_eq!(s.plan(32, 48).total_bytes, 25_755_648);
+        assert_eq!(
+            s.plan(16, 48).total_bytes,
+            6 * 1_835_008 + 4 * 7_340_032 + 65_536
+        );
+        // A block moving few bytes next to its cube work keeps every core busy: a [2048, 2048] x
+        // [2048, 2048]^T bf16 product is cube-bound, so the grid uses all 24 blocks.
+        let t = LinearTiling::new(
+            2048,
+            2048,
+            2048,
+            false,
+            KernelDtype::Bf16,
+            CoreBudget::ASCEND_910B2_CUBE,
+        )
+        .unwrap();
+        assert!(t.block_dim() >= 20, "{t:?}");
+    }
+
+    #[test]
+    fn linear_grids_fit_the_budget_and_l0() {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (17, 33, 5),
+            (300, 7, 4096),
+            (4096, 4096, 64),
+            (5, 70_000, 16),
+        ] {
+            for cores in [1, 3, 4, 24] {
+                let budget = CoreBudget {
+                    cores,
+                    ub_bytes: 196_608,
+                };
+                let t = LinearTiling::new(m, n, k, true, KernelDtype::F32, budget).unwrap();
+                assert!(t.block_dim() >= 1 && t.block_dim() <= cores, "{t:?}");
+                // Every block starts inside y, and the grid covers it.
+                assert!(u64::from((t.m_blocks - 1) * t.single_m) < m);
+                assert!(u64::from((t.n_blocks - 1) * t.single_n) < n);
+                assert!(u64::from(t.m_blocks * t.single_m) >= m);
+                assert!(u64::from(t.n_blocks * t.single_n) >= n);
+                assert!(t.base_m * t.base_k * 4 <= 65_536 && t.base_k * t.base_n * 4 <= 65_536);
+                assert!(t.base_m * t.base_n * 4 <= 131_072);
+            }
+        }
     }
 }
