@@ -85,26 +85,27 @@ fn info_with_a_bad_explicit_library_fails_and_names_it() {
     );
 }
 
-#[test]
-fn generate_matches_transformers_greedy_ids() {
+/// Runs `dsnpu generate` on v3_base's reference prompt with `extra` arguments; checks that stdout is
+/// exactly one line holding transformers' greedy ids, and returns stderr.
+fn generate_reference_ids(extra: &[&str]) -> String {
     let (_, prompt, _) = reference_tensor("v3_base", "prompt_ids");
     let (_, generated, _) = reference_tensor("v3_base", "generated_ids");
     let (prompt, generated) = (i32s(&prompt), i32s(&generated));
     let model = checkpoint("v3_base");
-    let out = dsnpu(&[
+    let (prompt, max_new) = (join(&prompt), generated.len().to_string());
+    let mut args = vec![
         "generate",
         "--model",
         model.to_str().unwrap(),
         "--prompt-ids",
-        &join(&prompt),
+        &prompt,
         "--max-new-tokens",
-        &generated.len().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        &max_new,
+    ];
+    args.extend_from_slice(extra);
+    let out = dsnpu(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stderr: {stderr}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
@@ -112,6 +113,12 @@ fn generate_matches_transformers_greedy_ids() {
         vec![join(&generated).as_str()],
         "stdout must be exactly one line of ids"
     );
+    stderr
+}
+
+#[test]
+fn generate_matches_transformers_greedy_ids() {
+    generate_reference_ids(&[]);
 }
 
 #[test]
@@ -175,35 +182,13 @@ fn generate_rejects_malformed_prompt_ids() {
 
 #[test]
 fn generate_on_the_npu_backend_matches_transformers_and_reports_where_ops_ran() {
-    let (_, prompt, _) = reference_tensor("v3_base", "prompt_ids");
-    let (_, generated, _) = reference_tensor("v3_base", "generated_ids");
-    let (prompt, generated) = (i32s(&prompt), i32s(&generated));
-    let model = checkpoint("v3_base");
-    let out = dsnpu(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt-ids",
-        &join(&prompt),
-        "--max-new-tokens",
-        &generated.len().to_string(),
-        "--backend",
-        "npu",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "stderr: {stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
-        vec![join(&generated).as_str()]
-    );
-    // Dense operators ran on the simulator's device 0, the rest on the CPU references.
+    let stderr = generate_reference_ids(&["--backend", "npu"]);
+    // Operators with kernels ran on the simulator's device 0, the rest on the CPU references.
     let device = stderr
         .lines()
         .find(|l| l.starts_with("ops on sim:0: "))
         .unwrap_or_else(|| panic!("no device line: {stderr}"));
-    assert!(
-        device.contains("linear ") && device.contains("rms_norm "),
-        "{device}"
-    );
+    for op in ["linear ", "rms_norm ", "moe_init_routing ", "mla_decode "] {
+        assert!(device.contains(op), "{op}missing: {device}");
+    }
 }
