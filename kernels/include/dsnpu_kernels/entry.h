@@ -15,7 +15,7 @@
 #define DSNPU_KERNELS_ENTRY_H
 
 #ifdef DSNPU_ASCENDC_HOST
-#include "host_kernel_operator.h"
+#include "ascendc_host_api.h"
 #define DSNPU_KERNEL(name) dsnpu_host_impl_##name
 #else
 #include "kernel_operator.h"

@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "../host_kernel_operator.h"
+#include "../ascendc_host_api.h"
 
 enum class CubeFormat : uint8_t {
     ND = 0,
