@@ -5,7 +5,8 @@
 # byte-identical for the pinned wheel, bindgen and libclang versions below; `--check` fails if the
 # committed file differs from a fresh generation.
 #
-# Needs: python3 + pip (PyPI), bindgen-cli (cargo), libclang (Debian: libclang-dev).
+# Needs: python3 + pip (PyPI), bindgen-cli (cargo, installed here), libclang and clang's builtin headers
+# (Debian: libclang-dev, installed here when missing and running as root).
 set -euo pipefail
 
 TORCH_NPU_VERSION="2.14.0"
@@ -21,9 +22,45 @@ if ! command -v bindgen >/dev/null || [[ "$(bindgen --version)" != "bindgen $BIN
     echo "installing bindgen-cli $BINDGEN_VERSION" >&2
     cargo install --locked --quiet bindgen-cli --version "$BINDGEN_VERSION"
 fi
-if ! ldconfig -p | grep -q libclang; then
-    echo "libclang is missing: apt-get install libclang-dev" >&2
-    exit 1
+# What bindgen really needs from clang: a loadable libclang (found the way clang-sys finds it:
+# libclang.so or libclang-<N>.so*, not libclang-cpp) and clang's resource directory with its builtin
+# headers (stddef.h). Debian's libclang-dev brings both; an image that ships only libclang-cpp or LLVM
+# has neither.
+libclang_found() {
+    local dirs=("${LIBCLANG_PATH:-}" /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib
+        /usr/local/lib /usr/lib/llvm-*/lib)
+    local d f
+    for d in "${dirs[@]}"; do
+        [[ -n "$d" && -d "$d" ]] || continue
+        for f in "$d"/libclang.so "$d"/libclang.so.* "$d"/libclang-[0-9]*.so "$d"/libclang-[0-9]*.so.*; do
+            [[ -e "$f" ]] && return 0
+        done
+    done
+    return 1
+}
+clang_headers_found() {
+    local f
+    for f in /usr/lib/llvm-*/lib/clang/*/include/stddef.h /usr/lib/clang/*/include/stddef.h \
+        /usr/local/lib/clang/*/include/stddef.h; do
+        [[ -e "$f" ]] && return 0
+    done
+    return 1
+}
+missing_clang() {
+    libclang_found || echo -n "libclang (libclang.so or libclang-<N>.so*) "
+    clang_headers_found || echo -n "clang's builtin headers (clang/<version>/include/stddef.h) "
+}
+if [[ -n "$(missing_clang)" ]]; then
+    echo "bindgen needs $(missing_clang)- installing libclang-dev" >&2
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null || true
+    fi
+    if [[ -n "$(missing_clang)" ]]; then
+        echo "error: bindgen needs $(missing_clang)and they could not be installed." >&2
+        echo "  Debian/Ubuntu: apt-get install libclang-dev (as root); elsewhere install libclang and clang's" >&2
+        echo "  resource headers, and point LIBCLANG_PATH at the folder holding libclang.so." >&2
+        exit 1
+    fi
 fi
 
 inc="$cache/$TORCH_NPU_VERSION/torch_npu/include"
