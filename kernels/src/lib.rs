@@ -26,6 +26,7 @@
 //! `mla_decode_<t>` (tiling in [`tiling_mla`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
+pub mod bench_report;
 pub mod error;
 pub mod launch;
 pub mod roofline;
