@@ -35,13 +35,30 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
+            for (i, line) in error_lines(&err).iter().enumerate() {
+                if i == 0 {
+                    eprintln!("error: {line}");
+                } else {
+                    eprintln!("  caused by: {line}");
+                }
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// One line per cause: the error, then each cause in its `source()` chain whose text the lines before do
+/// not already hold (most errors here print their cause inline, e.g. `config.json: No such file or
+/// directory`, and also expose it as their source).
+fn error_lines(err: &dyn std::error::Error) -> Vec<String> {
+    let mut lines = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !lines.iter().any(|l| l.contains(&text)) {
+            lines.push(text);
+        }
+        source = cause.source();
+    }
+    lines
 }

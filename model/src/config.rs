@@ -73,6 +73,15 @@ pub struct ModelConfig {
     pub quantization: Option<Fp8Quantization>,
 }
 
+/// The most f32 elements one array may hold: `isize::MAX` bytes, Rust's limit on one allocation, over 4 bytes.
+/// Every weight's element count the configuration implies is checked against it (with checked arithmetic)
+/// before anything is allocated, so no size wraps.
+pub const MAX_ELEMENTS: usize = isize::MAX as usize / 4;
+
+/// The most positions `max_position_embeddings` may ask for: the rope table is built for every position when
+/// the model loads (DeepSeek-V3 uses 163,840; positions are i32 on the device either way).
+pub const MAX_POSITIONS: usize = 1 << 20;
+
 /// The eps of the latent norms (`q_a_layernorm`, `kv_a_layernorm`): both transformers and DeepSeek build them
 /// with the RMSNorm default, not `rms_norm_eps`.
 pub const LATENT_NORM_EPS: f32 = 1e-6;
@@ -81,10 +90,7 @@ impl ModelConfig {
     /// Read and validate `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::files::read_json_text(path)?;
         Self::from_json_str(&text).map_err(|e| match e {
             ModelError::Json { reason, .. } => ModelError::Json {
                 path: path.to_path_buf(),
@@ -106,7 +112,7 @@ impl ModelConfig {
                 reason: "not a JSON object".into(),
             });
         };
-        parse(&Fields(&map))
+        parse(&Fields::top(&map))
     }
 
     pub fn qk_head_dim(&self) -> usize {
@@ -152,12 +158,40 @@ impl ModelConfig {
     }
 }
 
-/// Typed access to the fields of a JSON object; errors name the field.
-struct Fields<'a>(&'a Map<String, Value>);
+/// Typed access to the fields of a JSON object; errors name the field by its full path
+/// (`rope_scaling.factor`).
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    /// `""` at the top level, `"rope_scaling."` in a nested object.
+    prefix: String,
+}
 
-impl Fields<'_> {
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key).filter(|v| !v.is_null())
+impl<'a> Fields<'a> {
+    fn top(map: &'a Map<String, Value>) -> Self {
+        Fields {
+            map,
+            prefix: String::new(),
+        }
+    }
+
+    fn nested(map: &'a Map<String, Value>, name: &str) -> Self {
+        Fields {
+            map,
+            prefix: format!("{name}."),
+        }
+    }
+
+    /// The full path of `key`.
+    fn path(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn err(&self, key: &str, reason: impl Into<String>) -> ModelError {
+        config_err(&self.path(key), reason)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
     }
 
     fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
@@ -167,15 +201,12 @@ impl Fields<'_> {
                 .as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .map(Some)
-                .ok_or_else(|| {
-                    config_err(key, format!("expected a non-negative integer, got {v}"))
-                }),
+                .ok_or_else(|| self.err(key, format!("expected a non-negative integer, got {v}"))),
         }
     }
 
     fn usize_req(&self, key: &str) -> Result<usize> {
-        self.usize_opt(key)?
-            .ok_or_else(|| config_err(key, "missing"))
+        self.usize_opt(key)?.ok_or_else(|| self.err(key, "missing"))
     }
 
     fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
@@ -187,9 +218,10 @@ impl Fields<'_> {
             None => Ok(None),
             Some(v) => v
                 .as_f64()
+                .map(|x| x as f32)
                 .filter(|x| x.is_finite())
-                .map(|x| Some(x as f32))
-                .ok_or_else(|| config_err(key, format!("expected a number, got {v}"))),
+                .map(Some)
+                .ok_or_else(|| self.err(key, format!("expected a number, got {v}"))),
         }
     }
 
@@ -198,7 +230,7 @@ impl Fields<'_> {
             None => Ok(default),
             Some(v) => v
                 .as_bool()
-                .ok_or_else(|| config_err(key, format!("expected true or false, got {v}"))),
+                .ok_or_else(|| self.err(key, format!("expected true or false, got {v}"))),
         }
     }
 
@@ -208,7 +240,7 @@ impl Fields<'_> {
             Some(v) => v
                 .as_str()
                 .map(Some)
-                .ok_or_else(|| config_err(key, format!("expected a string, got {v}"))),
+                .ok_or_else(|| self.err(key, format!("expected a string, got {v}"))),
         }
     }
 
@@ -217,7 +249,7 @@ impl Fields<'_> {
             v.as_i64()
                 .and_then(|n| i32::try_from(n).ok())
                 .filter(|n| *n >= 0)
-                .ok_or_else(|| config_err(key, format!("expected a token id, got {v}")))
+                .ok_or_else(|| self.err(key, format!("expected a token id, got {v}")))
         };
         match self.get(key) {
             None => Ok(Vec::new()),
@@ -286,7 +318,7 @@ fn parse(f: &Fields) -> Result<ModelConfig> {
         norm_topk_prob: f.bool_or("norm_topk_prob", v3)?,
         first_k_dense_replace,
         kv_lora_rank: f.usize_req("kv_lora_rank")?,
-        q_lora_rank: match f.0.get("q_lora_rank") {
+        q_lora_rank: match f.map.get("q_lora_rank") {
             // Present and null: the plain q_proj. Absent: transformers' default rank.
             Some(Value::Null) => None,
             None => Some(1536),
@@ -323,7 +355,7 @@ fn parse_rope(f: &Fields) -> Result<RopeConfig> {
     };
     let block = match block {
         None => None,
-        Some(Value::Object(m)) => Some(Fields(m)),
+        Some(Value::Object(m)) => Some(Fields::nested(m, block_name)),
         Some(v) => {
             return Err(config_err(
                 block_name,
@@ -331,18 +363,21 @@ fn parse_rope(f: &Fields) -> Result<RopeConfig> {
             ))
         }
     };
-    let theta = match block
+    let (theta_field, theta) = match block
         .as_ref()
         .map(|b| b.f32_opt("rope_theta"))
         .transpose()?
         .flatten()
     {
-        Some(t) => t,
-        None => f.f32_opt("rope_theta")?.unwrap_or(10000.0),
+        Some(t) => (format!("{block_name}.rope_theta"), t),
+        None => (
+            "rope_theta".to_string(),
+            f.f32_opt("rope_theta")?.unwrap_or(10000.0),
+        ),
     };
     if theta <= 1.0 {
         return Err(config_err(
-            "rope_theta",
+            &theta_field,
             format!("must be > 1, got {theta}"),
         ));
     }
@@ -353,7 +388,6 @@ fn parse_rope(f: &Fields) -> Result<RopeConfig> {
             scaling: None,
         });
     };
-    let field = |k: &str| format!("{block_name}.{k}");
     let kind = match b.str_opt("rope_type")? {
         Some(k) => Some(k),
         None => b.str_opt("type")?,
@@ -367,22 +401,17 @@ fn parse_rope(f: &Fields) -> Result<RopeConfig> {
             })
         }
         "yarn" => {}
-        other => {
-            return Err(config_err(
-                &field("rope_type"),
-                format!("unsupported rope type `{other}`"),
-            ))
-        }
+        other => return Err(b.err("rope_type", format!("unsupported rope type `{other}`"))),
     }
     if b.get("attention_factor").is_some() {
-        return Err(config_err(
-            &field("attention_factor"),
+        return Err(b.err(
+            "attention_factor",
             "an explicit YaRN attention factor is not supported",
         ));
     }
     if !b.bool_or("truncate", true)? {
-        return Err(config_err(
-            &field("truncate"),
+        return Err(b.err(
+            "truncate",
             "only the truncated YaRN correction range is supported",
         ));
     }
@@ -392,19 +421,13 @@ fn parse_rope(f: &Fields) -> Result<RopeConfig> {
         .or(f.usize_opt("original_max_position_embeddings")?)
         .unwrap_or(max_pos);
     if original == 0 {
-        return Err(config_err(
-            &field("original_max_position_embeddings"),
-            "must be positive",
-        ));
+        return Err(b.err("original_max_position_embeddings", "must be positive"));
     }
     let factor = b
         .f32_opt("factor")?
         .unwrap_or(max_pos as f32 / original as f32);
     if factor <= 0.0 {
-        return Err(config_err(
-            &field("factor"),
-            format!("must be positive, got {factor}"),
-        ));
+        return Err(b.err("factor", format!("must be positive, got {factor}")));
     }
     // transformers: a zero/absent beta falls back to the paper's 32/1.
     let beta_fast = b
@@ -446,13 +469,16 @@ fn parse_quantization(f: &Fields) -> Result<Option<Fp8Quantization>> {
             format!("expected an object, got {q}"),
         ));
     };
-    let q = Fields(m);
+    let q = Fields::nested(m, "quantization_config");
     match q.str_opt("quant_method")? {
         Some("fp8") => {}
         other => {
             return Err(config_err(
                 "quantization_config.quant_method",
-                format!("only `fp8` is supported, got {other:?}"),
+                match other {
+                    Some(m) => format!("only `fp8` is supported, got `{m}`"),
+                    None => "missing (only `fp8` is supported)".to_string(),
+                },
             ))
         }
     }
@@ -565,8 +591,25 @@ fn validate(c: &ModelConfig, f: &Fields) -> Result<()> {
         }
     }
     if c.vocab_size > i32::MAX as usize {
-        return Err(config_err("vocab_size", "token ids must fit in i32"));
+        return Err(config_err(
+            "vocab_size",
+            format!(
+                "{} exceeds {}: token ids must fit in i32",
+                c.vocab_size,
+                i32::MAX
+            ),
+        ));
     }
+    if c.max_position_embeddings > MAX_POSITIONS {
+        return Err(config_err(
+            "max_position_embeddings",
+            format!(
+                "{} exceeds {MAX_POSITIONS}, the most positions dsnpu builds a rope table for",
+                c.max_position_embeddings
+            ),
+        ));
+    }
+    check_sizes(c)?;
     if c.q_lora_rank == Some(0) {
         return Err(config_err("q_lora_rank", "must be positive or null"));
     }
@@ -664,6 +707,131 @@ fn validate(c: &ModelConfig, f: &Fields) -> Result<()> {
     }
     if c.routed_scaling_factor <= 0.0 {
         return Err(config_err("routed_scaling_factor", "must be positive"));
+    }
+    Ok(())
+}
+
+/// One size the configuration implies, as a product of named factors.
+struct Size {
+    /// What the product is the size of, e.g. `q_b_proj.weight`.
+    what: &'static str,
+    factors: Vec<(&'static str, usize)>,
+}
+
+/// Every element count the configuration implies (each weight matrix, each stacked expert tensor), computed
+/// with checked arithmetic and bounded by [`MAX_ELEMENTS`]. The error names the largest factor's field (the
+/// likely culprit) and the whole product, with every factor's value and never a wrapped result.
+fn check_sizes(c: &ModelConfig) -> Result<()> {
+    type Factor = (&'static str, usize);
+    let sum = |a: Factor, b: Factor| -> Result<usize> {
+        a.1.checked_add(b.1).ok_or_else(|| {
+            let (name, value) = if a.1 >= b.1 { a } else { b };
+            config_err(
+                name,
+                format!(
+                    "{name} = {value} is too large: {} + {} = {} + {} does not fit in 64 bits",
+                    a.0, b.0, a.1, b.1
+                ),
+            )
+        })
+    };
+    let qk = (
+        "(qk_nope_head_dim + qk_rope_head_dim)",
+        sum(
+            ("qk_nope_head_dim", c.qk_nope_head_dim),
+            ("qk_rope_head_dim", c.qk_rope_head_dim),
+        )?,
+    );
+    let kv = (
+        "(qk_nope_head_dim + v_head_dim)",
+        sum(
+            ("qk_nope_head_dim", c.qk_nope_head_dim),
+            ("v_head_dim", c.v_head_dim),
+        )?,
+    );
+    let latent = (
+        "(kv_lora_rank + qk_rope_head_dim)",
+        sum(
+            ("kv_lora_rank", c.kv_lora_rank),
+            ("qk_rope_head_dim", c.qk_rope_head_dim),
+        )?,
+    );
+    let heads = ("num_attention_heads", c.num_attention_heads);
+    let hidden = ("hidden_size", c.hidden_size);
+    let size = |what, factors: &[Factor]| Size {
+        what,
+        factors: factors.to_vec(),
+    };
+    let mut sizes = vec![
+        size(
+            "embed_tokens.weight and lm_head.weight",
+            &[("vocab_size", c.vocab_size), hidden],
+        ),
+        size("kv_a_proj_with_mqa.weight", &[latent, hidden]),
+        size(
+            "kv_b_proj.weight",
+            &[heads, kv, ("kv_lora_rank", c.kv_lora_rank)],
+        ),
+        size(
+            "o_proj.weight",
+            &[hidden, heads, ("v_head_dim", c.v_head_dim)],
+        ),
+    ];
+    match c.q_lora_rank {
+        Some(r) => {
+            sizes.push(size("q_a_proj.weight", &[("q_lora_rank", r), hidden]));
+            sizes.push(size("q_b_proj.weight", &[heads, qk, ("q_lora_rank", r)]));
+        }
+        None => sizes.push(size("q_proj.weight", &[heads, qk, hidden])),
+    }
+    if c.first_k_dense_replace > 0 {
+        sizes.push(size(
+            "a dense layer's gate_proj and up_proj, stacked",
+            &[("2", 2), ("intermediate_size", c.intermediate_size), hidden],
+        ));
+    }
+    if c.first_k_dense_replace < c.num_hidden_layers {
+        let inter = ("moe_intermediate_size", c.moe_intermediate_size);
+        sizes.push(size(
+            "a MoE layer's routed experts, stacked",
+            &[("n_routed_experts", c.n_routed_experts), inter, hidden],
+        ));
+        sizes.push(size(
+            "a MoE layer's shared experts' gate_proj and up_proj, stacked",
+            &[
+                ("2", 2),
+                ("n_shared_experts", c.n_shared_experts),
+                inter,
+                hidden,
+            ],
+        ));
+    }
+    for size in &sizes {
+        let product = size
+            .factors
+            .iter()
+            .try_fold(1usize, |acc, &(_, v)| acc.checked_mul(v));
+        if matches!(product, Some(n) if n <= MAX_ELEMENTS) {
+            continue;
+        }
+        // The largest factor that is a field of its own (not a sum, not the constant 2).
+        let &(culprit, value) = size
+            .factors
+            .iter()
+            .filter(|(name, _)| name.contains('_') && !name.starts_with('('))
+            .max_by_key(|(_, v)| *v)
+            .expect("every size has a field among its factors");
+        let names: Vec<&str> = size.factors.iter().map(|(n, _)| *n).collect();
+        let values: Vec<String> = size.factors.iter().map(|(_, v)| v.to_string()).collect();
+        return Err(config_err(
+            culprit,
+            format!(
+                "{culprit} = {value} is too large: {} = {} for {} exceeds {MAX_ELEMENTS}, the most f32 elements one array can hold",
+                names.join(" × "),
+                values.join(" × "),
+                size.what,
+            ),
+        ));
     }
     Ok(())
 }

@@ -13,6 +13,11 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    /// A path that must be a regular file (after following symlinks) is something else: a directory, a FIFO,
+    /// a device, a socket, or a symbolic link whose target does not exist. Checked before opening, so a FIFO
+    /// never blocks the loader.
+    #[error("{path}: expected a regular file, found {found}")]
+    NotAFile { path: PathBuf, found: String },
     /// A JSON file (config.json, the shard index) is not valid JSON of the expected form.
     #[error("{path}: {reason}")]
     Json { path: PathBuf, reason: String },
@@ -32,7 +37,7 @@ pub enum ModelError {
     #[error("checkpoint has no tensor `{0}`")]
     MissingTensor(String),
     /// A tensor has a shape other than the configuration implies.
-    #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    #[error("tensor `{name}` has shape {}, expected {}", fmt_index(.got), fmt_index(.expected))]
     TensorShape {
         name: String,
         got: Vec<usize>,
@@ -41,6 +46,24 @@ pub enum ModelError {
     /// A tensor is stored in an element type this crate does not read, or in an inconsistent one.
     #[error("tensor `{name}`: {reason}")]
     TensorDType { name: String, reason: String },
+    /// A stored weight holds NaN or an infinity (found while converting it to f32).
+    #[error("tensor `{name}` holds {what} at index {}", fmt_index(.index))]
+    NonFiniteWeight {
+        name: String,
+        /// The first bad element, one index per dimension.
+        index: Vec<usize>,
+        /// The bad value, and for FP8 the stored byte and scale.
+        what: String,
+    },
+    /// An operator produced NaN or an infinity from finite inputs (overflow): the first such output of a
+    /// forward step, so no non-finite logits are ever returned.
+    #[error("{op} produced {value} at index {} (the first non-finite output of this step)", fmt_index(.index))]
+    NonFiniteOutput {
+        /// The operator and where it ran, e.g. `layer 2 mlp (shared experts + routed experts)`.
+        op: String,
+        index: Vec<usize>,
+        value: f32,
+    },
     /// An operator rejected its input or failed.
     #[error(transparent)]
     Ops(#[from] dsnpu_ops::OpsError),
@@ -53,6 +76,12 @@ pub enum ModelError {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// `[3, 5]`: an element index as the messages print it.
+pub fn fmt_index(index: &[usize]) -> String {
+    let parts: Vec<String> = index.iter().map(usize::to_string).collect();
+    format!("[{}]", parts.join(", "))
+}
 
 pub(crate) fn config_err(field: &str, reason: impl Into<String>) -> ModelError {
     ModelError::Config {

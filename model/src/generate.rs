@@ -92,14 +92,15 @@ impl<'m, B: ModelBackend> Generator<'m, B> {
                 return Err(invalid_input(format!("prompt {i} is empty")));
             }
             // The last new token is never fed back, so it needs no position.
-            let positions = p.len() + n_new - 1;
-            if positions > cfg.max_position_embeddings {
+            // Checked: `n_new` comes from the caller (the command line) unbounded.
+            let positions = p.len().checked_add(n_new - 1);
+            let Some(positions) = positions.filter(|&n| n <= cfg.max_position_embeddings) else {
                 return Err(invalid_input(format!(
-                    "prompt {i}: {} prompt + {n_new} new tokens need {positions} positions, max_position_embeddings is {}",
+                    "prompt {i}: {} prompt + {n_new} new tokens need more than the {} positions of max_position_embeddings",
                     p.len(),
                     cfg.max_position_embeddings
                 )));
-            }
+            };
             blocks += positions.div_ceil(bs);
         }
         let mut cache = self.model.new_cache(blocks, bs)?;

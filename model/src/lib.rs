@@ -1,7 +1,8 @@
 //! DeepSeek-V3/R1 (and DeepSeek-V2) from Hugging Face checkpoints, composed from the `dsnpu-ops` operators.
 //!
 //! # Layers of this crate
-//! - [`config`]: `config.json` (hub and transformers v5 forms), validated.
+//! - [`config`]: `config.json` (hub and transformers v5 forms), validated: every size it implies is bounded
+//!   with checked arithmetic before anything is allocated.
 //! - [`checkpoint`]: memory-mapped safetensors (single or sharded), f32/bf16/f16 and block-scaled FP8.
 //! - [`weights`]: the tensors the configuration implies, by hub name, checked and converted to f32.
 //! - [`cache`]: the paged latent KV cache and its block allocator.
@@ -24,6 +25,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 mod ffn;
+mod files;
+mod finite;
 pub mod generate;
 pub mod model;
 pub mod weights;

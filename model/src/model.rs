@@ -10,6 +10,9 @@
 //! - Validates token ids (`< vocab_size`), positions (`< max_position_embeddings`), sequence ids and batch
 //!   shapes, returning [`ModelError::InvalidInput`](crate::ModelError::InvalidInput); a failed cached step leaves the cache unchanged.
 //! - Trusts the weights to have the shapes [`ModelWeights::load`] checked.
+//! - Never returns non-finite logits: every stage's output (embedding, each norm, attention, MLP/MoE, final
+//!   norm, `lm_head`) is scanned as it is made, and the first NaN/∞ fails the step with
+//!   [`ModelError::NonFiniteOutput`](crate::ModelError::NonFiniteOutput) naming the layer and stage.
 //! - Every operator runs on the model's backend `B` ([`Cpu`] unless built with
 //!   [`DeepseekV3::load_with_backend`] / [`DeepseekV3::from_parts_with_backend`]). The model's own work is
 //!   arranging data between operators, which is the same for every backend; an operator error of the
@@ -22,6 +25,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::error::{invalid_input, Result};
 use crate::ffn::{dense_mlp, moe};
+use crate::finite::check_output;
 use crate::weights::{FfnWeights, ModelWeights};
 use dsnpu_ops::rope::RopeTable;
 use ndarray::{Array1, Array2, ArrayView1, Axis};
@@ -374,6 +378,7 @@ impl<B: ModelBackend> DeepseekV3<B> {
         let ids = ArrayView1::from(ids);
         let be = &self.backend;
         let mut h = be.embedding(w.embed.view(), ids)?;
+        check_output(|| "embedding (model.embed_tokens)".into(), &h)?;
         // A dense MLP's output waits here to be added to `h` by the next norm (add_rms_norm).
         let mut pending: Option<Array2<f32>> = None;
         for (l, layer) in w.layers.iter().enumerate() {
@@ -386,6 +391,7 @@ impl<B: ModelBackend> DeepseekV3<B> {
                 }
                 None => be.rms_norm(h.view(), layer.input_norm.view(), eps)?,
             };
+            check_output(|| format!("layer {l} input_layernorm"), &normed)?;
             let layer_cache = cache.as_deref_mut().map(|c| c.layer_mut(l));
             let attn = attention(
                 be,
@@ -396,12 +402,27 @@ impl<B: ModelBackend> DeepseekV3<B> {
                 step,
                 layer_cache,
             )?;
+            check_output(
+                || format!("layer {l} self_attn (MLA, through o_proj)"),
+                &attn,
+            )?;
             let (normed, sum) =
                 be.add_rms_norm(attn.view(), h.view(), layer.post_attention_norm.view(), eps)?;
             h = sum;
+            check_output(|| format!("layer {l} post_attention_layernorm"), &normed)?;
             match &layer.ffn {
-                FfnWeights::Dense(mlp) => pending = Some(dense_mlp(be, mlp, normed.view())?),
-                FfnWeights::Moe(m) => h = moe(be, m, &self.config, normed.view(), h.view())?,
+                FfnWeights::Dense(mlp) => {
+                    let out = dense_mlp(be, mlp, normed.view())?;
+                    check_output(|| format!("layer {l} mlp (dense SwiGLU)"), &out)?;
+                    pending = Some(out);
+                }
+                FfnWeights::Moe(m) => {
+                    h = moe(be, m, &self.config, normed.view(), h.view())?;
+                    check_output(
+                        || format!("layer {l} mlp (MoE: routed and shared experts + residual)"),
+                        &h,
+                    )?;
+                }
             }
         }
         let h_rows = h.select(Axis(0), rows);
@@ -417,7 +438,10 @@ impl<B: ModelBackend> DeepseekV3<B> {
             }
             None => be.rms_norm(h_rows.view(), w.norm.view(), eps)?,
         };
-        Ok(be.linear(normed.view(), w.lm_head.view(), None)?)
+        check_output(|| "final norm (model.norm)".into(), &normed)?;
+        let logits = be.linear(normed.view(), w.lm_head.view(), None)?;
+        check_output(|| "lm_head (linear)".into(), &logits)?;
+        Ok(logits)
     }
 }
 

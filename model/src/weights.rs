@@ -1,6 +1,9 @@
 //! The model's weights in `f32`, read from a checkpoint under the Hugging Face hub names.
 //!
 //! # Contract
+//! - Before anything is allocated, `num_hidden_layers` and `n_routed_experts` are checked against the layers
+//!   and experts the checkpoint holds tensors for (the config bounds every other size, see
+//!   [`crate::config::MAX_ELEMENTS`]); the error names the field, its value and the checkpoint's count.
 //! - Every tensor the configuration implies is read with the shape it implies; a missing or mis-shaped tensor
 //!   fails with its full name. Tensors the model does not use (the multi-token-prediction layer at index
 //!   `num_hidden_layers`, rotary caches, `weight_scale_inv` consumed by dequantization) are ignored.
@@ -14,7 +17,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, ModelType};
-use crate::error::Result;
+use crate::error::{config_err, Result};
 use ndarray::{concatenate, Array1, Array2, Array3, Axis};
 
 /// Query projection: low-rank with a norm in between, or one matrix.
@@ -97,6 +100,7 @@ impl ModelWeights {
         ckpt: &Checkpoint,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
+        check_counts_against(cfg, ckpt)?;
         let total = cfg.num_hidden_layers + 2;
         let embed = ckpt.matrix("model.embed_tokens.weight", cfg.vocab_size, cfg.hidden_size)?;
         progress(1, total);
@@ -119,6 +123,51 @@ impl ModelWeights {
             lm_head,
         })
     }
+}
+
+/// The counts the checkpoint bounds: `num_hidden_layers` by the layers it holds tensors for and
+/// `n_routed_experts` by the experts it holds, so an overstated count fails here with both numbers instead
+/// of on an allocation sized by it (or after reading every tensor up to the first missing one).
+fn check_counts_against(cfg: &ModelConfig, ckpt: &Checkpoint) -> Result<()> {
+    let (mut layers, mut experts) = (0usize, 0usize);
+    for name in ckpt.names() {
+        let Some((layer, rest)) = name
+            .strip_prefix("model.layers.")
+            .and_then(|r| r.split_once('.'))
+        else {
+            continue;
+        };
+        let Ok(layer) = layer.parse::<usize>() else {
+            continue;
+        };
+        layers = layers.max(layer.saturating_add(1));
+        let expert = rest
+            .strip_prefix("mlp.experts.")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(x, _)| x.parse::<usize>().ok());
+        if let Some(x) = expert {
+            experts = experts.max(x.saturating_add(1));
+        }
+    }
+    if cfg.num_hidden_layers > layers {
+        return Err(config_err(
+            "num_hidden_layers",
+            format!(
+                "{} exceeds the {layers} layers the checkpoint holds",
+                cfg.num_hidden_layers
+            ),
+        ));
+    }
+    if cfg.first_k_dense_replace < cfg.num_hidden_layers && cfg.n_routed_experts > experts {
+        return Err(config_err(
+            "n_routed_experts",
+            format!(
+                "{} exceeds the {experts} routed experts the checkpoint holds",
+                cfg.n_routed_experts
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn load_layer(cfg: &ModelConfig, ckpt: &Checkpoint, i: usize) -> Result<LayerWeights> {
@@ -222,6 +271,7 @@ fn load_moe(cfg: &ModelConfig, ckpt: &Checkpoint, p: &str) -> Result<MoeWeights>
             ckpt,
             &format!("{p}shared_experts."),
             h,
+            // Bounded with the other sizes by the config's validation.
             inter * cfg.n_shared_experts,
         )?,
     })

@@ -65,7 +65,8 @@ pub fn write_logits(path: &Path, logits: &ndarray::Array2<f32>) -> Result<(), Cl
         path: path.display().to_string(),
         source: match e {
             safetensors::SafeTensorError::IoError(io) => io,
-            other => std::io::Error::other(format!("{other:?}")),
+            // Only an I/O failure is possible for a tensor built here; say so rather than print a Debug form.
+            _ => std::io::Error::other("the logits could not be serialized as safetensors"),
         },
     };
     let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -23,17 +23,44 @@ pub fn e4m3_to_f32(byte: u8) -> f32 {
     sign * magnitude
 }
 
-/// `q` decoded and multiplied by its block's scale. The caller has checked that `scale_inv` has
-/// `[ceil(N/block[0]), ceil(K/block[1])]` entries.
+/// The first element of a block-quantized weight whose value is not finite.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NonFinite {
+    pub row: usize,
+    pub col: usize,
+    /// The stored e4m3 byte (0x7F/0xFF is NaN).
+    pub byte: u8,
+    /// Its block's scale.
+    pub scale: f32,
+    /// `e4m3(byte) · scale`: NaN, or an infinity when the product overflows.
+    pub value: f32,
+}
+
+/// `q` decoded and multiplied by its block's scale, checking each product as it is made; the first NaN or
+/// infinity (a NaN byte, or a product that overflows) is returned instead. The caller has checked that
+/// `scale_inv` has `[ceil(N/block[0]), ceil(K/block[1])]` entries.
 pub fn dequantize_blocks(
     q: ArrayView2<u8>,
     scale_inv: ArrayView2<f32>,
     block: [usize; 2],
-) -> Array2<f32> {
+) -> Result<Array2<f32>, NonFinite> {
     let table: Vec<f32> = (0..=255u8).map(e4m3_to_f32).collect();
-    Array2::from_shape_fn(q.dim(), |(i, j)| {
-        table[usize::from(q[[i, j]])] * scale_inv[[i / block[0], j / block[1]]]
-    })
+    let mut out = Vec::with_capacity(q.len());
+    for ((row, col), &byte) in q.indexed_iter() {
+        let scale = scale_inv[[row / block[0], col / block[1]]];
+        let value = table[usize::from(byte)] * scale;
+        if !value.is_finite() {
+            return Err(NonFinite {
+                row,
+                col,
+                byte,
+                scale,
+                value,
+            });
+        }
+        out.push(value);
+    }
+    Ok(Array2::from_shape_vec(q.dim(), out).expect("one value per byte, in row-major order"))
 }
 
 #[cfg(test)]
@@ -63,12 +90,28 @@ mod tests {
         // 3×5 weight, 2×2 blocks → scales [2, 3]; every byte is 1.0.
         let q = Array2::from_elem((3, 5), 0x38u8);
         let s = ndarray::arr2(&[[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]]);
-        let w = dequantize_blocks(q.view(), s.view(), [2, 2]);
+        let w = dequantize_blocks(q.view(), s.view(), [2, 2]).unwrap();
         let expected = ndarray::arr2(&[
             [1.0, 1.0, 2.0, 2.0, 3.0],
             [1.0, 1.0, 2.0, 2.0, 3.0],
             [4.0, 4.0, 5.0, 5.0, 6.0],
         ]);
         assert_eq!(w, expected);
+    }
+
+    #[test]
+    fn nan_bytes_and_overflowing_products_are_reported_at_their_index() {
+        let mut q = Array2::from_elem((3, 5), 0x38u8);
+        q[[2, 3]] = 0x7f;
+        q[[1, 4]] = 0xff; // the first in row-major order
+        let s = ndarray::arr2(&[[1.0f32, 1.0, 1.0], [1.0, 1.0, 1.0]]);
+        let bad = dequantize_blocks(q.view(), s.view(), [2, 2]).unwrap_err();
+        assert_eq!((bad.row, bad.col, bad.byte), (1, 4, 0xff));
+        assert!(bad.value.is_nan());
+        // 448 · 1e37 overflows f32.
+        let q = Array2::from_elem((1, 1), 0x7eu8);
+        let s = ndarray::arr2(&[[1e37f32]]);
+        let bad = dequantize_blocks(q.view(), s.view(), [1, 1]).unwrap_err();
+        assert_eq!((bad.row, bad.col, bad.value), (0, 0, f32::INFINITY));
     }
 }

@@ -10,11 +10,19 @@
 //!   `<name>_scale_inv` block scales (see [`fp8`]). Other dtypes are [`ModelError::TensorDType`].
 //! - [`Checkpoint::matrix`] / [`Checkpoint::vector`] check the stored shape against the one the caller expects
 //!   and name the tensor on mismatch; a missing tensor is [`ModelError::MissingTensor`].
+//! - Every file (the index, each shard, `model.safetensors`) must be a regular file after following symlinks:
+//!   a directory, FIFO, device or dangling link is [`ModelError::NotAFile`] saying what was found, checked
+//!   before opening (a FIFO never blocks).
+//! - Every value is checked for NaN/∞ as it is converted (FP8: the NaN bytes 0x7F/0xFF, and products with
+//!   the block scale that overflow), in the same pass; the first bad one is [`ModelError::NonFiniteWeight`]
+//!   naming the tensor and the element's index.
 //! - Trusted: that the files are not modified or truncated while mapped (see the SAFETY note in `map_file`).
 
 pub mod fp8;
 
 use crate::error::{ModelError, Result};
+use crate::files;
+use crate::finite::convert;
 use memmap2::Mmap;
 use ndarray::{Array1, Array2, ArrayView2};
 use safetensors::tensor::{Dtype, SafeTensors, TensorInfo};
@@ -70,7 +78,9 @@ impl Checkpoint {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let index_path = dir.join(INDEX_FILE);
-        let file_names: Vec<String> = if index_path.is_file() {
+        let single_path = dir.join(SINGLE_FILE);
+        let file_names: Vec<String> = if files::exists(&index_path) {
+            files::require_regular_file(&index_path)?;
             let index = read_index(&index_path)?;
             let mut names: Vec<String> = index.values().cloned().collect();
             names.sort();
@@ -91,7 +101,8 @@ impl Checkpoint {
             }
             ckpt.tensors.retain(|name, _| index.contains_key(name));
             return Ok(ckpt);
-        } else if dir.join(SINGLE_FILE).is_file() {
+        } else if files::exists(&single_path) {
+            // A directory, FIFO, device or dangling link under the name is reported as such by `map_file`.
             vec![SINGLE_FILE.to_string()]
         } else if !dir.is_dir() {
             return Err(ModelError::Checkpoint {
@@ -209,23 +220,17 @@ impl Checkpoint {
             });
         }
         match info.dtype {
-            Dtype::F32 => Ok(bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()),
-            Dtype::BF16 => Ok(bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect()),
-            Dtype::F16 => Ok(bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect()),
+            Dtype::F32 => convert(name, shape, bytes, f32::from_le_bytes),
+            Dtype::BF16 => convert(name, shape, bytes, |b| {
+                half::bf16::from_le_bytes(b).to_f32()
+            }),
+            Dtype::F16 => convert(name, shape, bytes, |b| half::f16::from_le_bytes(b).to_f32()),
             Dtype::F8_E4M3 => self.read_fp8(name, bytes, shape),
             other => Err(ModelError::TensorDType {
                 name: name.to_string(),
                 reason: format!(
-                    "dtype {other:?} is not supported (expected F32, BF16, F16 or F8_E4M3)"
+                    "dtype {} is not supported (expected F32, BF16, F16 or F8_E4M3)",
+                    dtype_name(other)
                 ),
             }),
         }
@@ -236,7 +241,8 @@ impl Checkpoint {
             return Err(ModelError::TensorDType {
                 name: name.to_string(),
                 reason: format!(
-                    "F8_E4M3 is supported for matrices only, this one has shape {shape:?}"
+                    "F8_E4M3 is supported for matrices only, this one has shape {}",
+                    crate::error::fmt_index(shape)
                 ),
             });
         };
@@ -249,20 +255,26 @@ impl Checkpoint {
         }
         let [br, bc] = self.fp8_block;
         let scale_shape = [rows.div_ceil(br), cols.div_ceil(bc)];
+        // Non-finite scales are rejected while they are read, like any tensor.
         let scale = self.read_f32(&scale_name, &scale_shape)?;
-        if scale.iter().any(|s| !s.is_finite()) {
-            return Err(ModelError::TensorDType {
-                name: scale_name,
-                reason: "non-finite scale".into(),
-            });
-        }
         let q = ArrayView2::from_shape((rows, cols), bytes)
             .expect("byte count validated by read_metadata");
         let s = ArrayView2::from_shape((scale_shape[0], scale_shape[1]), &scale[..])
             .expect("shape checked above");
-        Ok(fp8::dequantize_blocks(q, s, self.fp8_block)
-            .into_raw_vec_and_offset()
-            .0)
+        fp8::dequantize_blocks(q, s, self.fp8_block)
+            .map(|w| w.into_raw_vec_and_offset().0)
+            .map_err(|bad| ModelError::NonFiniteWeight {
+                name: name.to_string(),
+                index: vec![bad.row, bad.col],
+                what: if bad.byte & 0x7f == 0x7f {
+                    format!("NaN (e4m3 byte 0x{:02X})", bad.byte)
+                } else {
+                    format!(
+                        "{} (e4m3 byte 0x{:02X} times block scale {})",
+                        bad.value, bad.byte, bad.scale
+                    )
+                },
+            })
     }
 
     /// `name` as an f32 `[rows, cols]` matrix.
@@ -289,11 +301,28 @@ fn describe(e: &safetensors::SafeTensorError) -> String {
         E::TensorInvalidInfo => "a tensor's byte size does not match its dtype and shape".into(),
         E::MetadataIncompleteBuffer => "the tensors' data does not cover the file exactly".into(),
         E::ValidationOverflow => "a tensor's size overflows".into(),
-        other => format!("{other:?}"),
+        E::InvalidHeaderStart => "header does not start with `{`".into(),
+        E::TensorNotFound(name) => format!("no tensor `{name}`"),
+        E::IoError(e) => e.to_string(),
+        E::JsonError(e) => format!("header is not valid JSON: {e}"),
+        E::InvalidTensorView(dtype, shape, len) => format!(
+            "{len} bytes do not hold a {} tensor of shape {}",
+            dtype_name(*dtype),
+            crate::error::fmt_index(shape)
+        ),
+        // A variant added by a later safetensors.
+        #[allow(unreachable_patterns)]
+        _ => "header is not a valid safetensors header".into(),
     }
 }
 
+/// A dtype as safetensors headers spell it (`F8_E4M3`, `I32`): the name of its unit variant.
+pub fn dtype_name(dtype: Dtype) -> String {
+    format!("{dtype:?}")
+}
+
 fn map_file(path: &Path) -> Result<Mmap> {
+    files::require_regular_file(path)?;
     let file = File::open(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
@@ -309,10 +338,7 @@ fn map_file(path: &Path) -> Result<Mmap> {
 }
 
 fn read_index(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = files::read_json_text(path)?;
     let json_err = |reason: String| ModelError::Json {
         path: path.to_path_buf(),
         reason,
