@@ -302,3 +302,333 @@ fn unsupported_dtypes_are_named() {
         "{err}"
     );
 }
+
+// ---- Sizes from config.json: bounded, checked, named (issue 15) ----
+
+/// The `Config` error of loading `variant` with `key` set to `value`: (field, whole message).
+fn config_error(variant: &str, edits: &[(&str, serde_json::Value)]) -> (String, String) {
+    let (_tmp, dir) = copy_variant(variant);
+    edit_config(&dir, |c| {
+        for (k, v) in edits {
+            c.insert((*k).into(), v.clone());
+        }
+    });
+    match load_err(&dir) {
+        err @ ModelError::Config { .. } => {
+            let ModelError::Config { field, .. } = &err else {
+                unreachable!()
+            };
+            (field.clone(), err.to_string())
+        }
+        other => panic!("{edits:?}: unexpected error {other}"),
+    }
+}
+
+/// No number in `msg` is one that arithmetic wrapped to (anything ≥ 2^63 that is not a value we put in).
+fn assert_no_wrapped_numbers(msg: &str, put_in: &[u64]) {
+    for word in msg.split(|c: char| !c.is_ascii_digit()) {
+        if let Ok(n) = word.parse::<u128>() {
+            assert!(
+                n < 1 << 63 || put_in.contains(&(n as u64)),
+                "{n} in `{msg}`"
+            );
+        }
+    }
+}
+
+#[test]
+fn layer_counts_beyond_the_checkpoint_are_refused_before_allocating() {
+    for layers in [1u64 << 40, 1 << 60, u64::MAX] {
+        let (field, msg) = config_error("v3_base", &[("num_hidden_layers", layers.into())]);
+        assert_eq!(field, "num_hidden_layers", "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "{layers} exceeds the 3 layers the checkpoint holds"
+            )),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn huge_expert_counts_are_refused_for_deepseek_v2() {
+    // Small enough that the stacked experts fit in memory's address space: the checkpoint bounds it.
+    let (field, msg) = config_error("v2_lite", &[("n_routed_experts", (1u64 << 40).into())]);
+    assert_eq!(field, "n_routed_experts", "{msg}");
+    assert!(
+        msg.contains("1099511627776 exceeds the 8 routed experts the checkpoint holds"),
+        "{msg}"
+    );
+    // Large enough that n_routed_experts × moe_intermediate_size × hidden_size overflows: the config does.
+    let (field, msg) = config_error("v2_lite", &[("n_routed_experts", (1u64 << 60).into())]);
+    assert_eq!(field, "n_routed_experts", "{msg}");
+    assert!(
+        msg.contains("n_routed_experts × moe_intermediate_size × hidden_size = 1152921504606846976 × 16 × 64"),
+        "{msg}"
+    );
+    assert_no_wrapped_numbers(&msg, &[]);
+}
+
+#[test]
+fn a_head_count_that_would_wrap_the_query_width_is_named_with_its_factors() {
+    let heads = 1u64 << 62;
+    let (field, msg) = config_error(
+        "v3_base",
+        &[
+            ("num_attention_heads", heads.into()),
+            ("num_key_value_heads", heads.into()),
+        ],
+    );
+    assert_eq!(field, "num_attention_heads", "{msg}");
+    assert!(
+        msg.contains("num_attention_heads = 4611686018427387904 is too large"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("the most f32 elements one array can hold"),
+        "{msg}"
+    );
+    assert_no_wrapped_numbers(&msg, &[]);
+
+    // A sum that overflows on its own.
+    let (field, msg) = config_error("v3_base", &[("qk_nope_head_dim", u64::MAX.into())]);
+    assert_eq!(field, "qk_nope_head_dim", "{msg}");
+    assert!(msg.contains("does not fit in 64 bits"), "{msg}");
+    assert_no_wrapped_numbers(&msg, &[u64::MAX]);
+}
+
+#[test]
+fn nested_fields_are_named_by_their_full_path() {
+    let (_tmp, dir) = copy_variant("v3_bf16");
+    edit_config(&dir, |c| {
+        c["rope_scaling"]["factor"] = "four".into();
+    });
+    let err = load_err(&dir);
+    assert!(
+        matches!(&err, ModelError::Config { field, .. } if field == "rope_scaling.factor"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "config: field `rope_scaling.factor`: expected a number, got \"four\""
+    );
+}
+
+#[test]
+fn an_unsupported_quantization_is_quoted_without_debug_formatting() {
+    let (field, msg) = config_error(
+        "v3_base",
+        &[(
+            "quantization_config",
+            serde_json::json!({"quant_method": "awq"}),
+        )],
+    );
+    assert_eq!(field, "quantization_config.quant_method");
+    assert!(msg.contains("only `fp8` is supported, got `awq`"), "{msg}");
+    assert!(!msg.contains("Some("), "{msg}");
+}
+
+// ---- NaN and infinities in the weights (issue 15) ----
+
+/// Loading fails with `NonFiniteWeight` naming `name` at `index`; returns the message.
+fn assert_non_finite(dir: &Path, name: &str, index: &[usize]) -> String {
+    match load_err(dir) {
+        err @ ModelError::NonFiniteWeight { .. } => {
+            let ModelError::NonFiniteWeight {
+                name: n, index: i, ..
+            } = &err
+            else {
+                unreachable!()
+            };
+            assert_eq!((n.as_str(), i.as_slice()), (name, index), "{err}");
+            err.to_string()
+        }
+        other => panic!("unexpected error {other}"),
+    }
+}
+
+#[test]
+fn a_nan_in_the_final_norm_is_rejected_at_load() {
+    let (_tmp, dir) = copy_variant("v3_base");
+    let name = "model.norm.weight";
+    edit_tensors(&dir, "model.safetensors", |t| {
+        let (_, _, bytes) = t.get_mut(name).unwrap();
+        bytes[4 * 37..4 * 38].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    let msg = assert_non_finite(&dir, name, &[37]);
+    assert_eq!(msg, "tensor `model.norm.weight` holds NaN at index [37]");
+}
+
+#[test]
+fn an_infinity_in_a_shared_expert_is_rejected_at_load() {
+    let (_tmp, dir) = copy_variant("v3_bf16");
+    let name = "model.layers.1.mlp.shared_experts.up_proj.weight"; // bf16 [16, 64]
+    edit_tensors(&dir, "model.safetensors", |t| {
+        let (_, _, bytes) = t.get_mut(name).unwrap();
+        let flat = 5 * 64 + 9;
+        bytes[2 * flat..2 * flat + 2].copy_from_slice(&half::bf16::NEG_INFINITY.to_le_bytes());
+    });
+    let msg = assert_non_finite(&dir, name, &[5, 9]);
+    assert!(msg.contains("holds -inf at index [5, 9]"), "{msg}");
+}
+
+#[test]
+fn a_nan_byte_in_an_fp8_weight_is_rejected_at_load() {
+    for byte in [0x7fu8, 0xff] {
+        let (_tmp, dir) = copy_variant("v3_fp8");
+        let name = "model.layers.1.mlp.experts.0.gate_proj.weight"; // e4m3 [16, 144]
+        edit_tensors(&dir, "model.safetensors", |t| {
+            let (_, _, bytes) = t.get_mut(name).unwrap();
+            bytes[3 * 144 + 130] = byte;
+        });
+        let msg = assert_non_finite(&dir, name, &[3, 130]);
+        assert!(
+            msg.contains(&format!("NaN (e4m3 byte 0x{byte:02X})")),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn a_non_finite_fp8_block_scale_is_rejected_at_load() {
+    let (_tmp, dir) = copy_variant("v3_fp8");
+    let name = "model.layers.1.mlp.experts.0.gate_proj.weight_scale_inv"; // f32 [1, 2]
+    edit_tensors(&dir, "model.safetensors", |t| {
+        let (_, _, bytes) = t.get_mut(name).unwrap();
+        bytes[4..8].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    });
+    assert_non_finite(&dir, name, &[0, 1]);
+}
+
+#[test]
+fn a_nan_row_in_lm_head_is_rejected_at_load() {
+    let (_tmp, dir) = copy_variant("v3_base");
+    let name = "lm_head.weight"; // f32 [128, 64]
+    edit_tensors(&dir, "model.safetensors", |t| {
+        let (_, _, bytes) = t.get_mut(name).unwrap();
+        for v in bytes[4 * 64 * 90..4 * 64 * 91].chunks_exact_mut(4) {
+            v.copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+    });
+    assert_non_finite(&dir, name, &[90, 0]);
+}
+
+// ---- Non-finite activations: no step returns them (issue 15) ----
+
+#[test]
+fn an_overflowing_lm_head_fails_the_step_naming_it() {
+    // Finite weights whose product overflows f32: 64 columns of 3e38 times a normed hidden state.
+    let mut model = DeepseekV3::load(data_dir("v3_base")).unwrap();
+    let (config, mut weights) = (model.config().clone(), model.weights().clone());
+    weights.lm_head.row_mut(7).fill(3e38);
+    model = DeepseekV3::from_parts(config, weights).unwrap();
+    match model.forward(&[1, 2, 3]) {
+        Err(ModelError::NonFiniteOutput { op, index, value }) => {
+            assert_eq!(op, "lm_head (linear)");
+            assert_eq!(index[1], 7, "the overflowing vocabulary column");
+            assert!(!value.is_finite(), "{value}");
+        }
+        other => panic!("unexpected result {other:?}"),
+    }
+}
+
+#[test]
+fn a_nan_inside_a_layer_is_named_by_the_first_stage_it_reaches() {
+    let model = DeepseekV3::load(data_dir("v3_base")).unwrap();
+    let (config, mut weights) = (model.config().clone(), model.weights().clone());
+    // Layer 1's o_proj: attention's output goes NaN there, before any later stage.
+    weights.layers[1].attention.o[[3, 5]] = f32::NAN;
+    let model = DeepseekV3::from_parts(config, weights).unwrap();
+    let err = model.forward(&[1, 2, 3]).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::NonFiniteOutput { op, .. } if op.starts_with("layer 1 self_attn")),
+        "{err}"
+    );
+    // Generation fails the same way instead of sampling from NaN.
+    let gen = dsnpu_model::Generator::new(&model, dsnpu_model::GenerateOptions::greedy(3)).unwrap();
+    assert!(matches!(
+        gen.generate(&[1, 2, 3]),
+        Err(ModelError::NonFiniteOutput { .. })
+    ));
+}
+
+// ---- Files that are not regular files (issue 15) ----
+
+/// Runs `f` on another thread; fails the test if it takes more than 10 s (a blocked open).
+fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the loader blocked")
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_config_is_reported_without_blocking() {
+    let (tmp, dir) = copy_variant("v3_base");
+    let config = dir.join("config.json");
+    std::fs::remove_file(&config).unwrap();
+    mkfifo(&config);
+    let err = within_10s(move || load_err(&dir));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: expected a regular file, found a FIFO (named pipe)",
+            config.display()
+        )
+    );
+    drop(tmp);
+}
+
+#[test]
+fn weights_that_are_not_regular_files_say_what_they_are() {
+    type Make = fn(&Path);
+    let cases: [(&str, Make); 4] = [
+        ("a directory", |p| std::fs::create_dir(p).unwrap()),
+        ("a symbolic link to `", |p| {
+            std::os::unix::fs::symlink(p.with_extension("gone"), p).unwrap()
+        }),
+        ("a character device", |p| {
+            std::os::unix::fs::symlink("/dev/zero", p).unwrap()
+        }),
+        ("a FIFO (named pipe)", mkfifo),
+    ];
+    for (found, make) in cases {
+        let (_tmp, dir) = copy_variant("v3_base");
+        let path = dir.join("model.safetensors");
+        std::fs::remove_file(&path).unwrap();
+        make(&path);
+        let err = within_10s(move || load_err(&dir));
+        match &err {
+            ModelError::NotAFile { path: p, found: f } => {
+                assert_eq!(p, &path);
+                assert!(f.starts_with(found), "{err}");
+            }
+            other => panic!("{found}: unexpected error {other}"),
+        }
+        assert!(!err.to_string().contains("holds neither"), "{err}");
+    }
+}
+
+#[test]
+fn a_shard_that_is_a_fifo_is_reported_without_blocking() {
+    let (tmp, dir) = copy_variant("v3_yarn");
+    let shard = dir.join("model-00002-of-00002.safetensors");
+    std::fs::remove_file(&shard).unwrap();
+    mkfifo(&shard);
+    let err = within_10s(move || load_err(&dir));
+    assert!(
+        matches!(&err, ModelError::NotAFile { path, .. } if path == &shard),
+        "{err}"
+    );
+    drop(tmp);
+}
