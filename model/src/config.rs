@@ -711,124 +711,120 @@ fn validate(c: &ModelConfig, f: &Fields) -> Result<()> {
     Ok(())
 }
 
-/// One size the configuration implies, as a product of named factors.
+/// One size the configuration implies: a product of factors, each a sum of named fields.
 struct Size {
     /// What the product is the size of, e.g. `q_b_proj.weight`.
     what: &'static str,
-    factors: Vec<(&'static str, usize)>,
+    factors: Vec<Vec<(&'static str, usize)>>,
+}
+
+impl Size {
+    /// `heads × (nope + rope)` and `4 × (16 + 8)`: the formula and its values, as the error prints them.
+    fn describe(&self, part: impl Fn(&(&'static str, usize)) -> String) -> String {
+        let factors: Vec<String> = self
+            .factors
+            .iter()
+            .map(|terms| {
+                let t: Vec<String> = terms.iter().map(&part).collect();
+                if t.len() > 1 {
+                    format!("({})", t.join(" + "))
+                } else {
+                    t.join("")
+                }
+            })
+            .collect();
+        factors.join(" × ")
+    }
 }
 
 /// Every element count the configuration implies (each weight matrix, each stacked expert tensor), computed
-/// with checked arithmetic and bounded by [`MAX_ELEMENTS`]. The error names the largest factor's field (the
-/// likely culprit) and the whole product, with every factor's value and never a wrapped result.
+/// with checked arithmetic and bounded by [`MAX_ELEMENTS`]. The error names the largest field among the
+/// factors (the likely culprit) and the whole formula with every field's value, never a computed result, so
+/// no wrapped number can appear.
 fn check_sizes(c: &ModelConfig) -> Result<()> {
-    type Factor = (&'static str, usize);
-    let sum = |a: Factor, b: Factor| -> Result<usize> {
-        a.1.checked_add(b.1).ok_or_else(|| {
-            let (name, value) = if a.1 >= b.1 { a } else { b };
-            config_err(
-                name,
-                format!(
-                    "{name} = {value} is too large: {} + {} = {} + {} does not fit in 64 bits",
-                    a.0, b.0, a.1, b.1
-                ),
-            )
-        })
-    };
-    let qk = (
-        "(qk_nope_head_dim + qk_rope_head_dim)",
-        sum(
-            ("qk_nope_head_dim", c.qk_nope_head_dim),
-            ("qk_rope_head_dim", c.qk_rope_head_dim),
-        )?,
-    );
-    let kv = (
-        "(qk_nope_head_dim + v_head_dim)",
-        sum(
-            ("qk_nope_head_dim", c.qk_nope_head_dim),
-            ("v_head_dim", c.v_head_dim),
-        )?,
-    );
-    let latent = (
-        "(kv_lora_rank + qk_rope_head_dim)",
-        sum(
-            ("kv_lora_rank", c.kv_lora_rank),
-            ("qk_rope_head_dim", c.qk_rope_head_dim),
-        )?,
-    );
     let heads = ("num_attention_heads", c.num_attention_heads);
     let hidden = ("hidden_size", c.hidden_size);
-    let size = |what, factors: &[Factor]| Size {
+    let (nope, rope, dv, dl) = (
+        ("qk_nope_head_dim", c.qk_nope_head_dim),
+        ("qk_rope_head_dim", c.qk_rope_head_dim),
+        ("v_head_dim", c.v_head_dim),
+        ("kv_lora_rank", c.kv_lora_rank),
+    );
+    let size = |what, factors: &[&[(&'static str, usize)]]| Size {
         what,
-        factors: factors.to_vec(),
+        factors: factors.iter().map(|t| t.to_vec()).collect(),
     };
     let mut sizes = vec![
         size(
             "embed_tokens.weight and lm_head.weight",
-            &[("vocab_size", c.vocab_size), hidden],
+            &[&[("vocab_size", c.vocab_size)], &[hidden]],
         ),
-        size("kv_a_proj_with_mqa.weight", &[latent, hidden]),
-        size(
-            "kv_b_proj.weight",
-            &[heads, kv, ("kv_lora_rank", c.kv_lora_rank)],
-        ),
-        size(
-            "o_proj.weight",
-            &[hidden, heads, ("v_head_dim", c.v_head_dim)],
-        ),
+        size("kv_a_proj_with_mqa.weight", &[&[dl, rope], &[hidden]]),
+        size("kv_b_proj.weight", &[&[heads], &[nope, dv], &[dl]]),
+        size("o_proj.weight", &[&[hidden], &[heads], &[dv]]),
+        size("the latent cache's token width", &[&[dl, rope]]),
     ];
     match c.q_lora_rank {
         Some(r) => {
-            sizes.push(size("q_a_proj.weight", &[("q_lora_rank", r), hidden]));
-            sizes.push(size("q_b_proj.weight", &[heads, qk, ("q_lora_rank", r)]));
+            let r = ("q_lora_rank", r);
+            sizes.push(size("q_a_proj.weight", &[&[r], &[hidden]]));
+            sizes.push(size("q_b_proj.weight", &[&[heads], &[nope, rope], &[r]]));
         }
-        None => sizes.push(size("q_proj.weight", &[heads, qk, hidden])),
+        None => sizes.push(size("q_proj.weight", &[&[heads], &[nope, rope], &[hidden]])),
     }
     if c.first_k_dense_replace > 0 {
         sizes.push(size(
             "a dense layer's gate_proj and up_proj, stacked",
-            &[("2", 2), ("intermediate_size", c.intermediate_size), hidden],
+            &[
+                &[("2", 2)],
+                &[("intermediate_size", c.intermediate_size)],
+                &[hidden],
+            ],
         ));
     }
     if c.first_k_dense_replace < c.num_hidden_layers {
         let inter = ("moe_intermediate_size", c.moe_intermediate_size);
         sizes.push(size(
             "a MoE layer's routed experts, stacked",
-            &[("n_routed_experts", c.n_routed_experts), inter, hidden],
+            &[
+                &[("n_routed_experts", c.n_routed_experts)],
+                &[inter],
+                &[hidden],
+            ],
         ));
         sizes.push(size(
             "a MoE layer's shared experts' gate_proj and up_proj, stacked",
             &[
-                ("2", 2),
-                ("n_shared_experts", c.n_shared_experts),
-                inter,
-                hidden,
+                &[("2", 2)],
+                &[("n_shared_experts", c.n_shared_experts)],
+                &[inter],
+                &[hidden],
             ],
         ));
     }
     for size in &sizes {
-        let product = size
-            .factors
-            .iter()
-            .try_fold(1usize, |acc, &(_, v)| acc.checked_mul(v));
+        let product = size.factors.iter().try_fold(1usize, |acc, terms| {
+            let sum = terms
+                .iter()
+                .try_fold(0usize, |s, &(_, v)| s.checked_add(v))?;
+            acc.checked_mul(sum)
+        });
         if matches!(product, Some(n) if n <= MAX_ELEMENTS) {
             continue;
         }
-        // The largest factor that is a field of its own (not a sum, not the constant 2).
         let &(culprit, value) = size
             .factors
             .iter()
-            .filter(|(name, _)| name.contains('_') && !name.starts_with('('))
+            .flatten()
+            .filter(|(name, _)| name.contains('_'))
             .max_by_key(|(_, v)| *v)
             .expect("every size has a field among its factors");
-        let names: Vec<&str> = size.factors.iter().map(|(n, _)| *n).collect();
-        let values: Vec<String> = size.factors.iter().map(|(_, v)| v.to_string()).collect();
         return Err(config_err(
             culprit,
             format!(
                 "{culprit} = {value} is too large: {} = {} for {} exceeds {MAX_ELEMENTS}, the most f32 elements one array can hold",
-                names.join(" × "),
-                values.join(" × "),
+                size.describe(|(name, _)| name.to_string()),
+                size.describe(|(_, v)| v.to_string()),
                 size.what,
             ),
         ));

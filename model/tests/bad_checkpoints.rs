@@ -393,7 +393,11 @@ fn a_head_count_that_would_wrap_the_query_width_is_named_with_its_factors() {
     // A sum that overflows on its own.
     let (field, msg) = config_error("v3_base", &[("qk_nope_head_dim", u64::MAX.into())]);
     assert_eq!(field, "qk_nope_head_dim", "{msg}");
-    assert!(msg.contains("does not fit in 64 bits"), "{msg}");
+    assert!(
+        msg.contains("qk_nope_head_dim = 18446744073709551615 is too large")
+            && msg.contains("(18446744073709551615 + "),
+        "{msg}"
+    );
     assert_no_wrapped_numbers(&msg, &[u64::MAX]);
 }
 
