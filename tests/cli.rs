@@ -192,3 +192,241 @@ fn generate_on_the_npu_backend_matches_transformers_and_reports_where_ops_ran() 
         assert!(device.contains(op), "{op}missing: {device}");
     }
 }
+
+// ---- Bad input on the command line and in checkpoints: clean failures (issue 15) ----
+
+/// Runs `dsnpu args` with a 60 s limit; a run that hangs is killed and fails the test.
+fn dsnpu_within_60s(args: &[&str]) -> Output {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dsnpu"))
+        .args(args)
+        .env_remove("DSNPU_ACL_LIB")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dsnpu");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dsnpu {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// The run failed with exit code 1 and one `error:` line; returns that line.
+fn error_line(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0].to_string()
+}
+
+/// A temp copy of a committed checkpoint.
+fn copy_checkpoint(variant: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(checkpoint(variant)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    let dir = tmp.path().to_path_buf();
+    (tmp, dir)
+}
+
+/// Replaces f32 tensor `name` of `dir/model.safetensors` by `edit` of its values.
+fn edit_f32_tensor(dir: &Path, name: &str, edit: impl FnOnce(&mut [f32])) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    let (_, dtype, _, data) = tensors.iter_mut().find(|t| t.0 == name).unwrap();
+    assert_eq!(*dtype, Dtype::F32);
+    let mut values = f32s(data);
+    edit(&mut values);
+    *data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, &path).unwrap();
+}
+
+#[test]
+fn generate_with_the_largest_max_new_tokens_fails_without_wrapping() {
+    let model = checkpoint("v3_base");
+    let out = dsnpu_within_60s(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt-ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "18446744073709551615",
+    ]);
+    let line = error_line(&out);
+    assert_eq!(
+        line,
+        "error: invalid input: prompt 0: 3 prompt + 18446744073709551615 new tokens need more than the 64 \
+         positions of max_position_embeddings"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let out = dsnpu_within_60s(&[
+        "forward",
+        "--model",
+        "/nonexistent/dsnpu-model",
+        "--prompt-ids",
+        "1",
+        "--out",
+        "/nonexistent/out.safetensors",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = error_line(&out);
+    assert_eq!(
+        line,
+        "error: /nonexistent/dsnpu-model/config.json: No such file or directory (os error 2)"
+    );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("caused by"), "{stderr}");
+}
+
+#[test]
+fn a_fifo_config_fails_without_blocking() {
+    let (_tmp, dir) = copy_checkpoint("v3_base");
+    let config = dir.join("config.json");
+    std::fs::remove_file(&config).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&config)
+        .status()
+        .unwrap()
+        .success());
+    let out = dsnpu_within_60s(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt-ids",
+        "1",
+        "--max-new-tokens",
+        "1",
+    ]);
+    assert_eq!(
+        error_line(&out),
+        format!(
+            "error: {}: expected a regular file, found a FIFO (named pipe)",
+            config.display()
+        )
+    );
+}
+
+#[test]
+fn dev_zero_as_the_weights_is_named_a_character_device() {
+    let (_tmp, dir) = copy_checkpoint("v3_base");
+    let weights = dir.join("model.safetensors");
+    std::fs::remove_file(&weights).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &weights).unwrap();
+    let out = dsnpu_within_60s(&[
+        "forward",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt-ids",
+        "1",
+        "--out",
+        dir.join("out.safetensors").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        error_line(&out),
+        format!(
+            "error: {}: expected a regular file, found a character device",
+            weights.display()
+        )
+    );
+}
+
+#[test]
+fn forward_refuses_nan_weights_and_never_writes_non_finite_logits() {
+    // A NaN in the final norm: rejected at load.
+    let (_tmp, dir) = copy_checkpoint("v3_base");
+    edit_f32_tensor(&dir, "model.norm.weight", |v| v[3] = f32::NAN);
+    let out_file = dir.join("logits.safetensors");
+    let args = [
+        "forward",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt-ids",
+        "1,2,3",
+        "--out",
+        out_file.to_str().unwrap(),
+    ];
+    assert_eq!(
+        error_line(&dsnpu_within_60s(&args)),
+        "error: tensor `model.norm.weight` holds NaN at index [3]"
+    );
+    assert!(!out_file.exists());
+
+    // Finite weights that overflow: lm_head row 9 of 3e38 makes logit column 9 non-finite, on both backends.
+    let (_tmp, dir) = copy_checkpoint("v3_base");
+    edit_f32_tensor(&dir, "lm_head.weight", |v| v[9 * 64..10 * 64].fill(3e38));
+    let out_file = dir.join("logits.safetensors");
+    for backend in ["cpu", "npu"] {
+        let out = dsnpu_within_60s(&[
+            "forward",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-ids",
+            "1,2,3",
+            "--out",
+            out_file.to_str().unwrap(),
+            "--backend",
+            backend,
+        ]);
+        let line = error_line(&out);
+        assert!(
+            line.starts_with("error: lm_head (linear) produced ") && line.contains(", 9] "),
+            "{backend}: {line}"
+        );
+        assert!(!out_file.exists(), "{backend}");
+    }
+}
