@@ -9,7 +9,17 @@
 //! - Validates consistency (experts divisible into groups, `num_experts_per_tok ≤ topk_group·E/n_group`, at least
 //!   two experts per group for V3's top-2 group score, MLA's one KV head per query head, an even rope dimension,
 //!   ...) and rejects what this crate cannot run (other activations, attention/MLP biases, `moe_layer_freq ≠ 1`,
-//!   other rope types, V2's `group_limited_greedy`) with [`ModelError::Config`] naming the field.
+//!   other rope types, V2's `group_limited_greedy`) with [`ModelError::Config`] naming the field by its full
+//!   path (`rope_scaling.factor`) and quoting the value it found.
+//! - Bounds every size before anything is allocated: each weight's element count the fields imply
+//!   (`num_attention_heads × (qk_nope_head_dim + qk_rope_head_dim) × q_lora_rank`, `n_routed_experts ×
+//!   moe_intermediate_size × hidden_size`, ...) is computed with checked arithmetic and must not exceed
+//!   [`MAX_ELEMENTS`]; `max_position_embeddings` must not exceed [`MAX_POSITIONS`]; `vocab_size` must fit i32.
+//!   The error names the largest field of the formula and prints the formula with every field's value,
+//!   never a computed (possibly wrapped) size. The counts the checkpoint bounds (`num_hidden_layers`,
+//!   `n_routed_experts`) are checked against it when the weights load ([`crate::weights`]).
+//! - `config.json` must be a regular file (after symlinks) of at most 64 MiB; a FIFO, directory or device is
+//!   reported without being opened.
 //!
 //! Semantics follow transformers 5.24's `DeepseekV3ForCausalLM` / `DeepseekV2ForCausalLM`, the acceptance peer:
 //! V3 routes with sigmoid scores, the correction bias and group-limited top-k whatever `topk_method` says; V2
