@@ -62,3 +62,45 @@ fn error_lines(err: &dyn std::error::Error) -> Vec<String> {
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::error_lines;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Inline {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("loading failed")]
+    struct Wrapping {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let e = Inline {
+            path: "config.json".into(),
+            source: std::io::Error::from_raw_os_error(2),
+        };
+        assert_eq!(
+            error_lines(&e),
+            vec!["config.json: No such file or directory (os error 2)"]
+        );
+    }
+
+    #[test]
+    fn a_cause_the_message_lacks_gets_its_own_line() {
+        let e = Wrapping {
+            source: std::io::Error::from_raw_os_error(2),
+        };
+        assert_eq!(
+            error_lines(&e),
+            vec!["loading failed", "No such file or directory (os error 2)"]
+        );
+    }
+}

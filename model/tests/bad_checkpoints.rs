@@ -419,6 +419,19 @@ fn nested_fields_are_named_by_their_full_path() {
 }
 
 #[test]
+fn fields_of_the_v5_rope_block_are_named_by_their_full_path() {
+    let (_tmp, dir) = copy_variant("v3_yarn");
+    edit_config(&dir, |c| {
+        c["rope_parameters"]["factor"] = (-2.0).into();
+    });
+    let err = load_err(&dir);
+    assert_eq!(
+        err.to_string(),
+        "config: field `rope_parameters.factor`: must be positive, got -2"
+    );
+}
+
+#[test]
 fn an_unsupported_quantization_is_quoted_without_debug_formatting() {
     let (field, msg) = config_error(
         "v3_base",
