@@ -375,6 +375,8 @@ enum StMutation {
     Rename(prop::sample::Index, prop::sample::Index),
     /// Drop a tensor from the header (the data is then not covered exactly).
     Drop(prop::sample::Index),
+    /// NaN or an infinity (of the tensor's dtype) written into one element of a tensor.
+    Poison(prop::sample::Index, prop::sample::Index, bool, bool),
     /// The 8-byte header length.
     HeaderLen(u64),
     /// Bytes replaced, mostly in the header.
@@ -401,6 +403,7 @@ fn st_mutation() -> impl Strategy<Value = StMutation> {
         2 => (idx(), dim(), dim()).prop_map(|(i, a, b)| StMutation::Offsets(i, a, b)),
         1 => (idx(), idx()).prop_map(|(a, b)| StMutation::Rename(a, b)),
         1 => idx().prop_map(StMutation::Drop),
+        3 => (idx(), idx(), any::<bool>(), any::<bool>()).prop_map(|(t, e, nan, neg)| StMutation::Poison(t, e, nan, neg)),
         1 => dim().prop_map(StMutation::HeaderLen),
         2 => (proptest::collection::vec((idx(), any::<u8>()), 1..8), any::<bool>())
             .prop_map(|(b, h)| StMutation::Bytes(b, h)),
@@ -440,6 +443,32 @@ fn mutate_file(seed: &[u8], m: &StMutation) -> (Vec<u8>, String) {
         StMutation::Drop(i) => {
             header.remove(&pick(i));
             join_file(&header, data)
+        }
+        StMutation::Poison(t, e, nan, neg) => {
+            let info = &header[&pick(t)];
+            let dtype = info["dtype"].as_str().unwrap_or("");
+            let start = info["data_offsets"][0].as_u64().unwrap() as usize;
+            let end = info["data_offsets"][1].as_u64().unwrap() as usize;
+            let sign = if *neg { 0x80u8 } else { 0 };
+            let pattern: Vec<u8> = match (dtype, nan) {
+                ("F32", true) => f32::NAN.to_le_bytes().to_vec(),
+                ("F32", false) => f32::INFINITY.to_le_bytes().to_vec(),
+                ("BF16", true) => vec![0xc0, 0x7f | sign],
+                ("BF16", false) => vec![0x80, 0x7f | sign],
+                ("F16", true) => vec![0x00, 0x7e | sign],
+                ("F16", false) => vec![0x00, 0x7c | sign],
+                // e4m3fn has no infinity: both bytes are its NaN.
+                ("F8_E4M3", _) => vec![0x7f | sign],
+                _ => vec![],
+            };
+            let mut data = data.to_vec();
+            let width = pattern.len().max(1);
+            let count = (end - start) / width;
+            if !pattern.is_empty() && count > 0 {
+                let at = start + e.index(count) * width;
+                data[at..at + width].copy_from_slice(&pattern);
+            }
+            join_file(&header, &data)
         }
         StMutation::HeaderLen(n) => {
             let mut out = seed.to_vec();
