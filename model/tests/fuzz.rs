@@ -447,8 +447,8 @@ fn mutate_file(seed: &[u8], m: &StMutation) -> (Vec<u8>, String) {
         StMutation::Poison(t, e, nan, neg) => {
             let info = &header[&pick(t)];
             let dtype = info["dtype"].as_str().unwrap_or("");
-            let start = info["data_offsets"][0].as_u64().unwrap() as usize;
-            let end = info["data_offsets"][1].as_u64().unwrap() as usize;
+            let offset = |i: usize| info["data_offsets"][i].as_u64().unwrap_or(u64::MAX) as usize;
+            let (start, end) = (offset(0), offset(1));
             let sign = if *neg { 0x80u8 } else { 0 };
             let pattern: Vec<u8> = match (dtype, nan) {
                 ("F32", true) => f32::NAN.to_le_bytes().to_vec(),
@@ -463,7 +463,12 @@ fn mutate_file(seed: &[u8], m: &StMutation) -> (Vec<u8>, String) {
             };
             let mut data = data.to_vec();
             let width = pattern.len().max(1);
-            let count = (end - start) / width;
+            // An earlier mutation may have left offsets that do not describe the data: then poison nothing.
+            let count = if start <= end && end <= data.len() {
+                (end - start) / width
+            } else {
+                0
+            };
             if !pattern.is_empty() && count > 0 {
                 let at = start + e.index(count) * width;
                 data[at..at + width].copy_from_slice(&pattern);
