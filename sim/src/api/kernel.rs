@@ -210,9 +210,18 @@ pub unsafe extern "C" fn aclrtLaunchKernelWithConfig(
     stream: aclrtStream,
     cfg: *mut aclrtLaunchKernelCfg,
     args_handle: aclrtArgsHandle,
-    _reserve: *mut c_void,
+    reserve: *mut c_void,
 ) -> aclError {
     acl_call("aclrtLaunchKernelWithConfig", || {
+        // The docs: "reserve: reserved, currently always NULL" (hicann/runtime
+        // docs/api_docs/aclrtLaunchKernelWithConfig.md);
+        // CANN's implementation rejects anything else with ACL_ERROR_INVALID_PARAM
+        // (src/acl/aclrt_impl/kernel.cpp, aclrtLaunchKernelWithConfigImpl).
+        if !reserve.is_null() {
+            return Err(SimError::InvalidParam(
+                "reserve is a reserved parameter and must be NULL".into(),
+            ));
+        }
         check_launch(num_blocks, cfg)?;
         let rt = runtime()?;
         let func = rt.functions.get(func_handle)?;
