@@ -113,7 +113,8 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
             return Ok(());
         }
         let rt = runtime()?;
-        let s = rt.resolve_stream(stream)?;
+        // Arguments before the stream: CANN's ACL layer checks pointers and the kind before the
+        // runtime looks at the stream.
         let Some(plan) = plan_copy(
             &rt.memory,
             dst as usize,
@@ -125,6 +126,7 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
         else {
             return Ok(());
         };
+        let s = rt.resolve_stream(stream)?;
         if plan.is_host_to_host() {
             return Err(SimError::Unsupported(
                 "asynchronous host-to-host copies are not supported".into(),
@@ -174,8 +176,9 @@ pub unsafe extern "C" fn aclrtMemsetAsync(
             return Ok(());
         }
         let rt = runtime()?;
+        let plan = plan_memset(&rt.memory, dev_ptr as usize, max_count, value, count)?;
         let s = rt.resolve_stream(stream)?;
-        if let Some(plan) = plan_memset(&rt.memory, dev_ptr as usize, max_count, value, count)? {
+        if let Some(plan) = plan {
             s.enqueue(TaskKind::Memset(plan))?;
         }
         Ok(())

@@ -25,7 +25,8 @@ pub(crate) fn backable_bytes() -> u64 {
     if let Some(cg) = cgroup_room() {
         room = room.min(cg);
     }
-    room - headroom(room)
+    // Whole pages: the budget is charged in multiples of 32 bytes.
+    (room - headroom(room)) & !4095
 }
 
 /// What is kept back for the process itself.
