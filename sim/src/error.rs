@@ -99,9 +99,6 @@ pub enum SimError {
     /// A file that is not a host kernel binary of this ABI.
     #[error("{path} is not a usable dsnpu host kernel binary: {reason}")]
     InvalidBinary { path: String, reason: String },
-    /// Writing a binary given as bytes to its temporary file failed.
-    #[error("cannot write the kernel binary to {path}: {reason}")]
-    FileWrite { path: String, reason: String },
     /// `aclrtBinaryGetFunction` of a name the binary does not export.
     #[error("kernel {name:?} not found in kernel binary {binary}")]
     KernelNotFound { name: String, binary: String },
@@ -157,7 +154,6 @@ impl SimError {
                 sys::ACL_ERROR_INVALID_FILE
             }
             SimError::ConfigParse { .. } => sys::ACL_ERROR_PARSE_FILE,
-            SimError::FileWrite { .. } => sys::ACL_ERROR_WRITE_FILE,
             SimError::KernelNotFound { .. } => sys::ACL_ERROR_RT_KERNEL_LOOKUP,
             SimError::KernelFault { .. } => sys::ACL_ERROR_RT_AICORE_EXCEPTION,
             SimError::Resources(_) => sys::ACL_ERROR_RT_RESOURCE_ALLOC_FAIL,

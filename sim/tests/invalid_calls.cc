@@ -495,6 +495,7 @@ static void group_hccl(void) {
     EXPECT(HcclAllReduce(NULL, buf, 16, HCCL_DATA_TYPE_FP32, HCCL_REDUCE_SUM, comm, s), HCCL_E_PTR);
     EXPECT(HcclAllReduce(buf, NULL, 16, HCCL_DATA_TYPE_FP32, HCCL_REDUCE_SUM, comm, s), HCCL_E_PTR);
     EXPECT(HcclAllReduce(NULL, NULL, 0, HCCL_DATA_TYPE_FP32, HCCL_REDUCE_SUM, comm, s), HCCL_E_PTR);
+    EXPECT(HcclAllReduce(NULL, buf, 16, (HcclDataType)999, HCCL_REDUCE_SUM, comm, s), HCCL_E_PTR);
     EXPECT(HcclAllGather(NULL, buf, 16, HCCL_DATA_TYPE_FP32, comm, s), HCCL_E_PTR);
     EXPECT(HcclAllGather(buf, NULL, 16, HCCL_DATA_TYPE_FP32, comm, s), HCCL_E_PTR);
     uint64_t counts[1] = {4}, displs[1] = {0};

@@ -40,17 +40,18 @@ fn vendor_headers() -> PathBuf {
     inc
 }
 
-/// `libdsnpu_sim.so`, built by cargo next to the test's `deps/` directory.
+/// The directory of `libdsnpu_sim.so`: rustc writes the cdylib next to the rlib this test links,
+/// in `<target>/<profile>/deps/` (the copy in `<target>/<profile>/` is only refreshed when the
+/// simulator is built as a requested package, so it can be stale).
 fn simulator_library() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its path");
     let dir = exe
         .parent()
-        .and_then(Path::parent)
         .expect("tests run from <target>/<profile>/deps");
     let lib = dir.join("libdsnpu_sim.so");
     assert!(
         lib.is_file(),
-        "{} is missing: cargo builds the simulator cdylib with the dsnpu-sim tests",
+        "{} is missing: rustc builds the simulator cdylib with the rlib the dsnpu-sim tests link",
         lib.display()
     );
     dir.to_path_buf()
@@ -70,10 +71,9 @@ fn invalid_calls_through_the_vendor_headers_get_their_codes_and_never_crash() {
         .arg("-I")
         .arg(inc.join("third_party/acl/inc"))
         .arg(&source)
-        .arg("-L")
-        .arg(&lib_dir)
-        .arg("-ldsnpu_sim")
-        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        // By path: the cdylib has no SONAME, so the executable records this exact file and the
+        // loader cannot pick up a stale copy from LD_LIBRARY_PATH (cargo sets it for tests).
+        .arg(lib_dir.join("libdsnpu_sim.so"))
         .arg("-o")
         .arg(&exe)
         .status()

@@ -2,7 +2,9 @@
 //!
 //! Launches copy their arguments at call time and queue the launch on the stream; the fault of a
 //! block is reported by the stream's next synchronization (see `crate::stream`). `numBlocks` must
-//! be 1..=65535. Launch configuration attributes are accepted and ignored.
+//! be 1..=65535. Launch configuration attributes are accepted and ignored; the `reserve` argument
+//! of `aclrtLaunchKernelWithConfig` must be NULL. Binaries are validated and loaded as described
+//! in `crate::kernel::binary`.
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 

@@ -126,8 +126,8 @@ impl Part {
         device: i32,
         ranks: usize,
     ) -> Result<Vec<Pin>, SimError> {
-        // HCCL checks the buffer pointers before anything else and answers HCCL_E_PTR for NULL
-        // (CHK_PTR_NULL in HCCL's collective entry points), whatever the count.
+        // HCCL answers HCCL_E_PTR for a NULL buffer whatever the count (CHK_PTR_NULL at the top of
+        // its collectives); the exports check it first, this keeps the part self-consistent.
         let (send, recv) = match self {
             Part::AllReduce { send, recv, .. }
             | Part::AllGather { send, recv, .. }
