@@ -63,21 +63,7 @@ if [[ -n "$(missing_clang)" ]]; then
     fi
 fi
 
-inc="$cache/$TORCH_NPU_VERSION/torch_npu/include"
-if [[ ! -f "$inc/third_party/acl/inc/acl/acl.h" ]]; then
-    mkdir -p "$cache/wheels" "$cache/$TORCH_NPU_VERSION"
-    python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
-        --platform manylinux_2_28_x86_64 -d "$cache/wheels" "torch-npu==$TORCH_NPU_VERSION"
-    wheel="$(ls "$cache"/wheels/torch_npu-"$TORCH_NPU_VERSION"-*.whl | head -n1)"
-    python3 - "$wheel" "$cache/$TORCH_NPU_VERSION" <<'PY'
-import sys, zipfile
-wheel, dest = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(wheel) as z:
-    for name in z.namelist():
-        if name.startswith(("torch_npu/include/third_party/acl/inc/", "torch_npu/include/third_party/hccl/inc/")):
-            z.extract(name, dest)
-PY
-fi
+inc="$(TORCH_NPU_VERSION="$TORCH_NPU_VERSION" bash "$root/scripts/fetch-ascend-headers.sh")"
 
 wrapper="$cache/wrapper.hpp"
 cat >"$wrapper" <<'HPP'

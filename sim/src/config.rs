@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `DSNPU_SIM_DEVICES` | number of virtual devices, 1..=64 | 1 |
 //! | `DSNPU_SIM_MEM_BYTES` | device memory per device: bytes, or with a `K`/`M`/`G`/`T` suffix (binary, optional `iB`/`B`) | 64 GiB |
+//! | `DSNPU_SIM_HOST_MEM_BYTES` | host memory all devices and pinned buffers may commit together (same syntax) | estimated at `aclInit` from `MemAvailable` and the memory cgroup, see `memory::host` |
 //! | `DSNPU_SIM_AICORE_NUM` | cores per device: `C` (cube C, vector 2C) or `C,V` | 24,48 |
 //! | `DSNPU_SIM_HCCL_TIMEOUT_MS` | how long a collective waits for its other ranks | 120000 |
 //!
@@ -20,6 +21,8 @@ pub const UB_CAPACITY: u32 = 196_608;
 pub struct SimConfig {
     pub devices: u32,
     pub mem_bytes: u64,
+    /// `None`: estimated from the host at `aclInit`.
+    pub host_mem_bytes: Option<u64>,
     pub cube_cores: u32,
     pub vector_cores: u32,
     pub hccl_timeout: Duration,
@@ -30,6 +33,7 @@ impl Default for SimConfig {
         SimConfig {
             devices: 1,
             mem_bytes: 64 << 30,
+            host_mem_bytes: None,
             cube_cores: 24,
             vector_cores: 48,
             hccl_timeout: Duration::from_secs(120),
@@ -70,6 +74,19 @@ impl SimConfig {
                     )
                 })?;
         }
+        if let Some(v) = get("DSNPU_SIM_HOST_MEM_BYTES") {
+            cfg.host_mem_bytes = Some(
+                parse_bytes(&v)
+                    .filter(|&b| b > 0 && b <= isize::MAX as u64)
+                    .ok_or_else(|| {
+                        bad(
+                            "DSNPU_SIM_HOST_MEM_BYTES",
+                            &v,
+                            "a positive byte count such as 17179869184 or 16G",
+                        )
+                    })?,
+            );
+        }
         if let Some(v) = get("DSNPU_SIM_AICORE_NUM") {
             (cfg.cube_cores, cfg.vector_cores) = parse_cores(&v).ok_or_else(|| {
                 bad(
@@ -102,6 +119,88 @@ impl SimConfig {
     pub fn resident_blocks(&self) -> u32 {
         self.cube_cores.max(self.vector_cores).max(1)
     }
+}
+
+/// The largest `aclInit` configuration file CANN reads (`MAX_CONFIG_FILE_BYTE`).
+pub const MAX_INIT_FILE_BYTES: u64 = 10 << 20;
+/// The deepest nesting of `{` (and, separately, `[`) CANN accepts in it.
+pub const MAX_INIT_FILE_DEPTH: usize = 10;
+
+/// Checks the `aclInit` configuration file the way CANN does (hicann/runtime
+/// `src/acl/common/json_parser.cpp`, `GetConfigStrFromFile` and `ParseJson`): it must exist and be
+/// a regular file after following symlinks (a directory or a FIFO is `ACL_ERROR_INVALID_FILE`,
+/// checked before opening, so a FIFO never blocks), of at most 10 MiB; an empty file is accepted;
+/// otherwise it must be JSON nested at most 10 levels deep (`ACL_ERROR_PARSE_FILE`). The settings
+/// themselves (dump, profiling) do not apply to the simulator and are ignored.
+pub fn check_init_file(path: &str) -> Result<(), SimError> {
+    let invalid = |reason: String| SimError::ConfigFile {
+        path: path.to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| invalid(e.to_string()))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(invalid(format!("it is {what}")));
+    }
+    if meta.len() > MAX_INIT_FILE_BYTES {
+        return Err(invalid(format!(
+            "it holds {} bytes, more than the {MAX_INIT_FILE_BYTES} allowed",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let parse = |reason: String| SimError::ConfigParse {
+        path: path.to_string(),
+        reason,
+    };
+    let (objects, arrays) = json_depths(&bytes);
+    if objects > MAX_INIT_FILE_DEPTH || arrays > MAX_INIT_FILE_DEPTH {
+        return Err(parse(format!(
+            "objects nest {objects} deep and arrays {arrays} deep; at most {MAX_INIT_FILE_DEPTH} each"
+        )));
+    }
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .map(drop)
+        .map_err(|e| parse(format!("not JSON: {e}")))
+}
+
+/// The deepest nesting of objects and of arrays in JSON text (brackets inside strings ignored).
+fn json_depths(bytes: &[u8]) -> (usize, usize) {
+    let (mut obj, mut arr, mut max_obj, mut max_arr) = (0usize, 0usize, 0, 0);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => {
+                obj += 1;
+                max_obj = max_obj.max(obj);
+            }
+            b'}' => obj = obj.saturating_sub(1),
+            b'[' => {
+                arr += 1;
+                max_arr = max_arr.max(arr);
+            }
+            b']' => arr = arr.saturating_sub(1),
+            _ => {}
+        }
+    }
+    (max_obj, max_arr)
 }
 
 /// Parses "1024", "512M", "64G", "64GiB", "1t" (binary multiples).
@@ -172,11 +271,51 @@ mod tests {
     }
 
     #[test]
+    fn init_files_are_regular_json_files() {
+        let dir = std::env::temp_dir().join(format!("dsnpu-sim-init-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_string_lossy().into_owned()
+        };
+        let code = |p: &str| check_init_file(p).err().map(|e| e.acl_code());
+        assert_eq!(
+            code(&file("ok.json", r#"{"max_opqueue_num": "10000"}"#)),
+            None
+        );
+        assert_eq!(
+            code(&file("empty.json", "")),
+            None,
+            "CANN accepts an empty file"
+        );
+        assert_eq!(code(&file("text.json", "not json")), Some(100006));
+        assert_eq!(code(&file("cut.json", r#"{"a": ["#)), Some(100006));
+        let deep = format!("{}{}", "{\"a\":".repeat(11), "1}".repeat(11));
+        assert_eq!(json_depths(deep.as_bytes()), (11, 0));
+        assert_eq!(code(&file("deep.json", &deep)), Some(100006));
+        let text = r#"{"s": "{{{{[[[[ \" {{{{"}"#;
+        assert_eq!(json_depths(text.as_bytes()), (1, 0), "brackets in strings");
+        assert_eq!(code(&dir.to_string_lossy()), Some(100003), "a directory");
+        assert_eq!(code("/nonexistent/acl.json"), Some(100003));
+        let e = check_init_file(&dir.to_string_lossy()).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn bad_variables_name_themselves() {
         let err = cfg(&[("DSNPU_SIM_DEVICES", "0")]).unwrap_err();
         assert_eq!(err.acl_code(), 100000);
         assert!(err.to_string().contains("DSNPU_SIM_DEVICES=\"0\""), "{err}");
         assert!(cfg(&[("DSNPU_SIM_MEM_BYTES", "lots")]).is_err());
+        assert!(cfg(&[("DSNPU_SIM_HOST_MEM_BYTES", "0")]).is_err());
+        assert_eq!(
+            cfg(&[("DSNPU_SIM_HOST_MEM_BYTES", "2G")])
+                .unwrap()
+                .host_mem_bytes,
+            Some(2 << 30)
+        );
         let c = cfg(&[
             ("DSNPU_SIM_DEVICES", "4"),
             ("DSNPU_SIM_MEM_BYTES", "1G"),

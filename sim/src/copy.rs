@@ -7,7 +7,7 @@
 use dsnpu_ffi::sys::aclrtMemcpyKind as kind;
 
 use crate::error::SimError;
-use crate::memory::{Memory, Region, Space};
+use crate::memory::{Memory, Pin, Region, Space};
 
 /// One side of a copy after validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,21 +58,22 @@ fn side(mem: &Memory, what: &str, ptr: usize, len: usize, want: Want) -> Result<
     }
 }
 
-/// Checks that a validated side is still allocated when the operation runs.
+/// Checks that a validated side is still allocated when the operation runs, and pins it for the
+/// operation (`None` for pageable memory, which the caller owns).
 fn revalidate(
     mem: &Memory,
     what: &str,
     ptr: usize,
     len: usize,
     side: Side,
-) -> Result<(), SimError> {
+) -> Result<Option<Pin>, SimError> {
     let want = match side {
         Side::Device(d) => Region::Tracked(Space::Device(d)),
         Side::Pinned => Region::Tracked(Space::PinnedHost),
-        Side::Pageable => return Ok(()),
+        Side::Pageable => return Ok(None),
     };
-    match mem.classify(ptr, len) {
-        Ok(found) if found == want => Ok(()),
+    match mem.pin(ptr, len) {
+        Ok((found, pin)) if found == want => Ok(pin),
         _ => Err(SimError::MemoryGone(format!(
             "{what} {ptr:#x} ({len} bytes) was freed before the queued operation ran"
         ))),
@@ -89,7 +90,7 @@ pub(crate) struct CopyPlan {
     pub src_side: Side,
 }
 
-/// Validates a memcpy; `None` for a zero-byte copy.
+/// Validates a memcpy; `None` for a zero-byte copy (whatever the other arguments).
 pub(crate) fn plan_copy(
     mem: &Memory,
     dst: usize,
@@ -98,16 +99,18 @@ pub(crate) fn plan_copy(
     count: usize,
     copy_kind: kind::Type,
 ) -> Result<Option<CopyPlan>, SimError> {
+    // The order of CANN's aclrtMemcpyImpl (hicann/runtime src/acl/aclrt_impl/memory.cpp): a
+    // zero-byte copy succeeds before any check (NULL pointers included), then NULL pointers and the
+    // kind are checked by the ACL layer (ACL_ERROR_INVALID_PARAM), then the runtime layer rejects
+    // count > destMax with ACL_ERROR_RT_PARAM_INVALID.
+    if count == 0 {
+        return Ok(None);
+    }
     if dst == 0 {
         return Err(SimError::NullPointer("dst"));
     }
     if src == 0 {
         return Err(SimError::NullPointer("src"));
-    }
-    if count > dest_max {
-        return Err(SimError::InvalidParam(format!(
-            "count {count} exceeds destMax {dest_max}"
-        )));
     }
     let (dw, sw) = match copy_kind {
         kind::ACL_MEMCPY_HOST_TO_HOST => (Want::Host, Want::Host),
@@ -125,8 +128,10 @@ pub(crate) fn plan_copy(
             )))
         }
     };
-    if count == 0 {
-        return Ok(None);
+    if count > dest_max {
+        return Err(SimError::RtParam(format!(
+            "count {count} exceeds destMax {dest_max}"
+        )));
     }
     let dst_side = side(mem, "dst", dst, count, dw)?;
     let src_side = side(mem, "src", src, count, sw)?;
@@ -150,11 +155,10 @@ impl CopyPlan {
 
     /// Performs the copy (memmove semantics for overlapping device ranges).
     pub(crate) fn execute(&self, mem: &Memory) -> Result<(), SimError> {
-        let _access = mem.begin_access();
-        revalidate(mem, "dst", self.dst, self.len, self.dst_side)?;
-        revalidate(mem, "src", self.src, self.len, self.src_side)?;
-        // SAFETY: tracked sides were just found inside live allocations, which the access guard
-        // keeps allocated until the copy ends; pageable sides are the caller's memory, valid for
+        let _dst = revalidate(mem, "dst", self.dst, self.len, self.dst_side)?;
+        let _src = revalidate(mem, "src", self.src, self.len, self.src_side)?;
+        // SAFETY: tracked sides were just found inside live allocations, whose pins keep their
+        // host memory mapped until the copy ends; pageable sides are the caller's memory, valid for
         // `len` bytes by the AscendCL contract and alive because pageable copies are synchronous.
         unsafe { std::ptr::copy(self.src as *const u8, self.dst as *mut u8, self.len) };
         Ok(())
@@ -178,16 +182,19 @@ pub(crate) fn plan_memset(
     value: i32,
     count: usize,
 ) -> Result<Option<MemsetPlan>, SimError> {
+    // As CANN's aclrtMemsetImpl (hicann/runtime src/acl/aclrt_impl/memory.cpp): zero bytes
+    // succeed before any check, a NULL pointer is ACL_ERROR_INVALID_PARAM, count > maxCount is the
+    // runtime layer's ACL_ERROR_RT_PARAM_INVALID.
+    if count == 0 {
+        return Ok(None);
+    }
     if dst == 0 {
         return Err(SimError::NullPointer("devPtr"));
     }
     if count > max_count {
-        return Err(SimError::InvalidParam(format!(
+        return Err(SimError::RtParam(format!(
             "count {count} exceeds maxCount {max_count}"
         )));
-    }
-    if count == 0 {
-        return Ok(None);
     }
     let side = match side(mem, "devPtr", dst, count, Want::Any)? {
         Side::Pageable => {
@@ -208,10 +215,9 @@ pub(crate) fn plan_memset(
 
 impl MemsetPlan {
     pub(crate) fn execute(&self, mem: &Memory) -> Result<(), SimError> {
-        let _access = mem.begin_access();
-        revalidate(mem, "devPtr", self.dst, self.len, self.side)?;
-        // SAFETY: the range was just found inside a live allocation that the access guard keeps
-        // allocated until the write ends.
+        let _pin = revalidate(mem, "devPtr", self.dst, self.len, self.side)?;
+        // SAFETY: the range was just found inside a live allocation whose pin keeps its host
+        // memory mapped until the write ends.
         unsafe { std::ptr::write_bytes(self.dst as *mut u8, self.value, self.len) };
         Ok(())
     }
@@ -223,7 +229,7 @@ mod tests {
 
     #[test]
     fn kinds_are_checked_against_the_table() {
-        let m = Memory::new(1, 1 << 20);
+        let m = Memory::new(1, 1 << 20, 1 << 30);
         let d = m.malloc_device(0, 64).unwrap();
         let h = m.malloc_host(64).unwrap();
         let mut local = [0u8; 64];
@@ -253,12 +259,18 @@ mod tests {
                 .acl_code(),
             107000
         );
-        // Sizes and nulls.
+        // Sizes and nulls: count > destMax is the runtime layer's 107000, as in CANN.
+        assert_eq!(
+            plan_copy(&m, d, 64, l, 65, kind::ACL_MEMCPY_HOST_TO_DEVICE)
+                .unwrap_err()
+                .to_string(),
+            "count 65 exceeds destMax 64"
+        );
         assert_eq!(
             plan_copy(&m, d, 64, l, 65, kind::ACL_MEMCPY_HOST_TO_DEVICE)
                 .unwrap_err()
                 .acl_code(),
-            100000
+            107000
         );
         assert_eq!(
             plan_copy(&m, d, 128, l, 65, kind::ACL_MEMCPY_HOST_TO_DEVICE)
@@ -273,6 +285,10 @@ mod tests {
         assert!(plan_copy(&m, d, 64, l, 0, kind::ACL_MEMCPY_HOST_TO_DEVICE)
             .unwrap()
             .is_none());
+        // Zero bytes succeed before any check, NULL pointers and bad kinds included (CANN 8.x).
+        assert!(plan_copy(&m, 0, 0, 0, 0, 99).unwrap().is_none());
+        assert!(plan_memset(&m, 0, 0, 0, 0).unwrap().is_none());
+        assert_eq!(plan_memset(&m, d, 4, 0, 5).unwrap_err().acl_code(), 107000);
         assert_eq!(
             plan_copy(&m, d, 64, l, 1, 99).unwrap_err().acl_code(),
             100000
@@ -289,7 +305,7 @@ mod tests {
 
     #[test]
     fn copies_and_memsets_move_bytes_and_notice_frees() {
-        let m = Memory::new(1, 1 << 20);
+        let m = Memory::new(1, 1 << 20, 1 << 30);
         let d = m.malloc_device(0, 16).unwrap();
         let src: Vec<u8> = (1..=16).collect();
         let mut back = [0u8; 16];

@@ -61,6 +61,20 @@ pub enum SimError {
         free: u64,
         total: u64,
     },
+    /// The host cannot back an allocation the device would have room for (device memory is host
+    /// memory here): the real out-of-memory code, at once rather than a stall when it is written.
+    #[error(
+        "{what} out of memory: requested {requested} bytes ({charged} after rounding), but the host \
+         can back only {host_free} of {host_budget} bytes more (the budget taken at aclInit from \
+         MemAvailable; DSNPU_SIM_HOST_MEM_BYTES overrides it)"
+    )]
+    HostOutOfMemory {
+        what: String,
+        requested: usize,
+        charged: usize,
+        host_free: u64,
+        host_budget: u64,
+    },
     /// Host memory (pinned buffers, argument copies) could not be allocated.
     #[error("host allocation of {0} bytes failed")]
     HostAlloc(usize),
@@ -76,15 +90,15 @@ pub enum SimError {
     /// The `aclInit` configuration file cannot be read.
     #[error("cannot read the aclInit configuration file {path}: {reason}")]
     ConfigFile { path: String, reason: String },
+    /// The `aclInit` configuration file is not JSON (or nests too deep).
+    #[error("cannot parse the aclInit configuration file {path}: {reason}")]
+    ConfigParse { path: String, reason: String },
     /// A kernel binary path that cannot be opened.
     #[error("cannot open kernel binary {path}: {reason}")]
     FileOpen { path: String, reason: String },
     /// A file that is not a host kernel binary of this ABI.
     #[error("{path} is not a usable dsnpu host kernel binary: {reason}")]
     InvalidBinary { path: String, reason: String },
-    /// Writing a binary given as bytes to its temporary file failed.
-    #[error("cannot write the kernel binary to {path}: {reason}")]
-    FileWrite { path: String, reason: String },
     /// `aclrtBinaryGetFunction` of a name the binary does not export.
     #[error("kernel {name:?} not found in kernel binary {binary}")]
     KernelNotFound { name: String, binary: String },
@@ -128,7 +142,9 @@ impl SimError {
             SimError::NoContext => sys::ACL_ERROR_RT_CONTEXT_NULL,
             SimError::InvalidHandle { .. } => sys::ACL_ERROR_RT_INVALID_HANDLE,
             SimError::StreamContext { .. } => sys::ACL_ERROR_RT_STREAM_CONTEXT,
-            SimError::OutOfMemory { .. } => sys::ACL_ERROR_RT_MEMORY_ALLOCATION,
+            SimError::OutOfMemory { .. } | SimError::HostOutOfMemory { .. } => {
+                sys::ACL_ERROR_RT_MEMORY_ALLOCATION
+            }
             SimError::HostAlloc(_) => sys::ACL_ERROR_BAD_ALLOC,
             SimError::BadFree(_) => sys::ACL_ERROR_RT_MEMORY_FREE,
             SimError::MemoryGone(_) => sys::ACL_ERROR_RT_DEVICE_MEM_ERROR,
@@ -137,7 +153,7 @@ impl SimError {
             SimError::InvalidBinary { .. } | SimError::ConfigFile { .. } => {
                 sys::ACL_ERROR_INVALID_FILE
             }
-            SimError::FileWrite { .. } => sys::ACL_ERROR_WRITE_FILE,
+            SimError::ConfigParse { .. } => sys::ACL_ERROR_PARSE_FILE,
             SimError::KernelNotFound { .. } => sys::ACL_ERROR_RT_KERNEL_LOOKUP,
             SimError::KernelFault { .. } => sys::ACL_ERROR_RT_AICORE_EXCEPTION,
             SimError::Resources(_) => sys::ACL_ERROR_RT_RESOURCE_ALLOC_FAIL,
@@ -159,7 +175,9 @@ impl SimError {
             | SimError::StreamContext { .. }
             | SimError::MemoryGone(_)
             | SimError::BadFree(_) => HcclResult::HCCL_E_PARA,
-            SimError::OutOfMemory { .. } | SimError::HostAlloc(_) => HcclResult::HCCL_E_MEMORY,
+            SimError::OutOfMemory { .. }
+            | SimError::HostOutOfMemory { .. }
+            | SimError::HostAlloc(_) => HcclResult::HCCL_E_MEMORY,
             SimError::Unsupported(_) => HcclResult::HCCL_E_NOT_SUPPORT,
             SimError::Timeout(_) => HcclResult::HCCL_E_TIMEOUT,
             SimError::Uninitialized | SimError::NoContext => HcclResult::HCCL_E_RUNTIME,

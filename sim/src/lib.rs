@@ -14,20 +14,24 @@
 //! free or collective against the allocation table (never allocated, freed, partially outside an
 //! allocation, wrong memory kind for the copy direction); kernel GM accesses that kernels report
 //! through `check_gm`; the stream's context against the calling thread's current context;
-//! `numBlocks` (1..=65535); the kernel ABI version of loaded binaries. Failures return the real
+//! `numBlocks` (1..=65535); the structure of kernel binaries (ELF headers, segment and section
+//! ranges inside the given length) and the kernel ABI version they define; the `aclInit`
+//! configuration file (a regular JSON file). Failures return the real
 //! AscendCL (or HCCL) code and leave a message for `aclGetRecentErrMsg` on the calling thread.
 //! No export unwinds: panics become `ACL_ERROR_RT_INTERNAL_ERROR`, poisoned locks are recovered.
 //!
 //! **Trusted** — what cannot be checked: the extent of host memory the simulator did not
-//! allocate (pageable buffers of copies, argument blobs, out-parameters), and kernel binaries,
-//! which are host code run in-process (as device code is trusted on the NPU): a kernel that
-//! writes outside what it checked corrupts memory, as it would on the device.
+//! allocate (pageable buffers of copies, argument blobs, out-parameters), and the code of
+//! structurally valid kernel binaries, which is host code run in-process (as device code is
+//! trusted on the NPU): a kernel that writes outside what it checked corrupts memory, as it
+//! would on the device.
 //!
 //! **Not modeled** — timing (copies and kernels run at host speed; event times are host wall
 //! clock), device-side caches, memory bandwidth, multiple processes (HCCL connects ranks of one
 //! process only), graph capture, binary load options and launch attributes (accepted, ignored),
 //! and reclaiming memory on `aclrtResetDevice` (allocations live until freed or `aclFinalize`).
-//! Device memory is zero-filled rather than uninitialized. A launch with more blocks than
+//! Device memory reads as zeros rather than uninitialized. The host budget is an estimate taken
+//! once: memory other processes take later is not seen (`DSNPU_SIM_HOST_MEM_BYTES` overrides it). A launch with more blocks than
 //! simulated cores runs in waves, as on the hardware; `SyncAll` then fails the launch.
 //!
 //! # Configuration
@@ -39,12 +43,20 @@
 //!   reported*: the next `aclrtSynchronizeStream` of that stream returns it and clears it; copies,
 //!   memsets and launches queued behind the fault are skipped until then, event records still
 //!   complete. A stream is usable only where its context is current (`ACL_ERROR_RT_STREAM_CONTEXT`).
-//! * `aclrtMalloc` charges `round_up(size, 32) + 32` bytes, returns 64-byte aligned, zeroed
-//!   memory; only the requested `size` bytes are valid. Asynchronous copies from or to pageable
-//!   host memory complete before the call returns (and report the stream's pending error, like a
-//!   synchronize); asynchronous host-to-host copies are rejected. `aclrtMemcpy`/`aclrtMemset`
-//!   run at once on the calling thread, unordered with streams. Memory freed while a task may use
-//!   it stays allocated on the host until no task is in flight.
+//! * `aclrtMalloc` charges `round_up(size, 32) + 32` bytes, returns 64-byte aligned memory that
+//!   reads as zeros and commits host memory only when written (lazy anonymous mappings); only the
+//!   requested `size` bytes are valid. Allocations are bounded by the device capacity and by what
+//!   the host can back (estimated at `aclInit`): past either, 207001 at once, never a stall or an
+//!   OOM kill; `aclrtGetMemInfo` reports the smaller room as free. Asynchronous copies from or to
+//!   pageable host memory complete before the call returns (and report the stream's pending
+//!   error, like a synchronize); asynchronous host-to-host copies are rejected.
+//!   `aclrtMemcpy`/`aclrtMemset` run at once on the calling thread, unordered with streams;
+//!   zero-byte copies and memsets succeed before any check (CANN 8.x). Freed memory returns to
+//!   the host as soon as no task that validated it (a copy, a collective, a kernel block through
+//!   `check_gm` or its arguments) is still running; unrelated work does not hold it.
+//! * Kernel binaries are validated as ELF shared objects before they are loaded (from an
+//!   in-memory file, never a temporary file); `aclrtBinaryGetFunction` resolves only functions
+//!   the binary itself defines.
 //! * A launch copies its arguments, runs one (pooled) thread per block, every block of a wave at
 //!   once, and fails with `ACL_ERROR_RT_AICORE_EXCEPTION` (`"kernel <name> block <i>: <msg>"`) when
 //!   a block reports a fault or `SyncAll` cannot complete. `dsnpu_sim_last_launch_counters`

@@ -54,17 +54,15 @@ pub(crate) fn runtime() -> Result<Arc<Runtime>, SimError> {
     }
 }
 
-/// `aclInit`: `config_path` must name a readable file when given (its content is ignored).
+/// `aclInit`: `config_path`, when given, must name a readable JSON file (see
+/// [`crate::config::check_init_file`]; its settings are ignored).
 pub(crate) fn init(config_path: Option<&str>) -> Result<(), SimError> {
     let mut phase = write(&PHASE);
     if !matches!(*phase, Phase::Uninit) {
         return Err(SimError::RepeatInit);
     }
     if let Some(path) = config_path.filter(|p| !p.is_empty()) {
-        std::fs::File::open(path).map_err(|e| SimError::ConfigFile {
-            path: path.to_string(),
-            reason: e.to_string(),
-        })?;
+        crate::config::check_init_file(path)?;
     }
     let config = SimConfig::from_env()?;
     *phase = Phase::Ready(Arc::new(Runtime::new(config)));
@@ -91,7 +89,10 @@ pub(crate) fn finalize() -> Result<(), SimError> {
 
 impl Runtime {
     fn new(config: SimConfig) -> Runtime {
-        let memory = Arc::new(Memory::new(config.devices, config.mem_bytes));
+        let host_budget = config
+            .host_mem_bytes
+            .unwrap_or_else(crate::memory::host::backable_bytes);
+        let memory = Arc::new(Memory::new(config.devices, config.mem_bytes, host_budget));
         Runtime {
             defaults: (0..config.devices)
                 .map(|_| Mutex::new(DefaultContext::default()))

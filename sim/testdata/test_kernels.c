@@ -30,6 +30,10 @@
  *       Every block polls flag[0] until it is non-zero (the host sets it with aclrtMemcpy, which
  *       does not wait for streams), then returns; after max_ms milliseconds it fails with
  *       "spin_until: flag not set within <max_ms> ms". A gate for tests of asynchrony.
+ *   spin_signal(started, flag, tiling)  tiling = { uint64_t max_ms; }  started, flag: uint32_t[1]
+ *       Like spin_until, after checking both buffers once and setting started[0] = 1, so the host
+ *       can tell the kernel is running (poll `started` with aclrtMemcpy). The flag is read through
+ *       the pointer checked once, as a kernel that validated its buffer at entry would.
  *   counters_probe(unused)              no memory access
  *       Block b adds gm_to_ub 100, ub_to_gm 10, vector_elem_ops 1, cube_macs b, sets
  *       ub_high_water = 1000*(b+1), and calls warn("counters_probe warning") once.
@@ -229,6 +233,28 @@ void spin_until(const dsnpu_sim_block_ctx *ctx) {
         if (now_ms() - start > max_ms) {
             char msg[96];
             snprintf(msg, sizeof msg, "spin_until: flag not set within %llu ms", (unsigned long long)max_ms);
+            ctx->fail(ctx->sim, msg);
+            return;
+        }
+        nanosleep(&pause, NULL);
+    }
+}
+
+void spin_signal(const dsnpu_sim_block_ctx *ctx) {
+    void *started, *flag, *tiling;
+    uint64_t max_ms;
+    if (arg_ptr(ctx, 0, "spin_signal", &started) || arg_ptr(ctx, 1, "spin_signal", &flag) ||
+        arg_ptr(ctx, 2, "spin_signal", &tiling) || tiling_u64(ctx, tiling, "spin_signal", &max_ms) ||
+        check(ctx, started, 4, "spin_signal", "started") || check(ctx, flag, 4, "spin_signal", "flag")) {
+        return;
+    }
+    __atomic_store_n((uint32_t *)started, 1u, __ATOMIC_RELEASE);
+    const uint64_t start = now_ms();
+    const struct timespec pause = {0, 200000}; /* 0.2 ms */
+    while (__atomic_load_n((const uint32_t *)flag, __ATOMIC_ACQUIRE) == 0) {
+        if (now_ms() - start > max_ms) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "spin_signal: flag not set within %llu ms", (unsigned long long)max_ms);
             ctx->fail(ctx->sim, msg);
             return;
         }

@@ -41,6 +41,18 @@ fn comm_stream(rt: &Runtime, comm: &Comm, stream: aclrtStream) -> Result<Arc<Str
     Ok(s)
 }
 
+/// HCCL's collectives begin with `CHK_PTR_NULL(sendBuf); CHK_PTR_NULL(recvBuf);
+/// CHK_PTR_NULL(comm); CHK_PTR_NULL(stream)` (HCCL_E_PTR) before looking at counts or types.
+fn check_buffers(send: *const c_void, recv: *const c_void) -> Result<(), SimError> {
+    if send.is_null() {
+        return Err(SimError::NullPointer("sendBuf"));
+    }
+    if recv.is_null() {
+        return Err(SimError::NullPointer("recvBuf"));
+    }
+    Ok(())
+}
+
 /// Validates the calling rank's part and queues it.
 fn submit(rt: &Runtime, comm: HcclComm, stream: aclrtStream, part: Part) -> Result<(), SimError> {
     let comm = rt.comms.get(comm)?;
@@ -170,6 +182,7 @@ pub unsafe extern "C" fn HcclAllReduce(
     stream: aclrtStream,
 ) -> HcclResult::Type {
     hccl_call("HcclAllReduce", || {
+        check_buffers(send_buf, recv_buf)?;
         let elem = Elem::from_hccl(data_type)?;
         let op = ReduceOp::from_hccl(op)?;
         if matches!(elem, Elem::Opaque(_)) {
@@ -199,6 +212,7 @@ pub unsafe extern "C" fn HcclAllGather(
     stream: aclrtStream,
 ) -> HcclResult::Type {
     hccl_call("HcclAllGather", || {
+        check_buffers(send_buf, recv_buf)?;
         let elem = Elem::from_hccl(data_type)?;
         let part = Part::AllGather {
             send: send_buf as usize,
@@ -239,6 +253,7 @@ pub unsafe extern "C" fn HcclAlltoAllV(
     stream: aclrtStream,
 ) -> HcclResult::Type {
     hccl_call("HcclAlltoAllV", || {
+        check_buffers(send_buf, recv_buf)?;
         let elem = Elem::from_hccl(send_type)?;
         if Elem::from_hccl(recv_type)? != elem {
             return Err(SimError::InvalidParam(format!(

@@ -1,5 +1,6 @@
 //! Process lifecycle and identity: `aclInit`, `aclFinalize`, `aclGetRecentErrMsg`,
-//! `aclrtGetVersion`, `aclrtGetSocName`.
+//! `aclrtGetVersion`, `aclrtGetSocName`. The `aclInit` configuration file is checked like CANN
+//! checks it (`crate::config::check_init_file`).
 use std::ffi::c_char;
 
 use dsnpu_ffi::sys::aclError;

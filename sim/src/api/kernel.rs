@@ -2,7 +2,9 @@
 //!
 //! Launches copy their arguments at call time and queue the launch on the stream; the fault of a
 //! block is reported by the stream's next synchronization (see `crate::stream`). `numBlocks` must
-//! be 1..=65535. Launch configuration attributes are accepted and ignored.
+//! be 1..=65535. Launch configuration attributes are accepted and ignored; the `reserve` argument
+//! of `aclrtLaunchKernelWithConfig` must be NULL. Binaries are validated and loaded as described
+//! in `crate::kernel::binary`.
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
@@ -210,9 +212,18 @@ pub unsafe extern "C" fn aclrtLaunchKernelWithConfig(
     stream: aclrtStream,
     cfg: *mut aclrtLaunchKernelCfg,
     args_handle: aclrtArgsHandle,
-    _reserve: *mut c_void,
+    reserve: *mut c_void,
 ) -> aclError {
     acl_call("aclrtLaunchKernelWithConfig", || {
+        // The docs: "reserve: reserved, currently always NULL" (hicann/runtime
+        // docs/api_docs/aclrtLaunchKernelWithConfig.md);
+        // CANN's implementation rejects anything else with ACL_ERROR_INVALID_PARAM
+        // (src/acl/aclrt_impl/kernel.cpp, aclrtLaunchKernelWithConfigImpl).
+        if !reserve.is_null() {
+            return Err(SimError::InvalidParam(
+                "reserve is a reserved parameter and must be NULL".into(),
+            ));
+        }
         check_launch(num_blocks, cfg)?;
         let rt = runtime()?;
         let func = rt.functions.get(func_handle)?;

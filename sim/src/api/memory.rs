@@ -5,6 +5,11 @@
 //! pending error like `aclrtSynchronizeStream`. Asynchronous host-to-host copies are rejected with
 //! `ACL_ERROR_RT_FEATURE_NOT_SUPPORT`, as by the real runtime. The synchronous `aclrtMemcpy` and
 //! `aclrtMemset` run on the calling thread at once and are not ordered with stream work.
+//!
+//! A zero-byte copy or memset succeeds before any other check (NULL pointers, the kind, the
+//! stream, even `aclInit`), as in CANN 8.x's `aclrtMemcpyImpl`/`aclrtMemsetImpl` and their
+//! asynchronous forms (hicann/runtime `src/acl/aclrt_impl/memory.cpp`). `count > destMax` is
+//! `ACL_ERROR_RT_PARAM_INVALID`, the runtime layer's code there.
 use std::ffi::c_void;
 
 use dsnpu_ffi::sys::{aclError, aclrtMemAttr, aclrtMemMallocPolicy, aclrtMemcpyKind, aclrtStream};
@@ -74,6 +79,10 @@ pub unsafe extern "C" fn aclrtMemcpy(
     kind: aclrtMemcpyKind::Type,
 ) -> aclError {
     acl_call("aclrtMemcpy", || {
+        if count == 0 {
+            // CANN returns success for zero bytes before checking anything else (module docs).
+            return Ok(());
+        }
         let rt = runtime()?;
         match plan_copy(
             &rt.memory,
@@ -99,8 +108,13 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
     stream: aclrtStream,
 ) -> aclError {
     acl_call("aclrtMemcpyAsync", || {
+        if count == 0 {
+            // CANN returns success for zero bytes before checking anything else (module docs).
+            return Ok(());
+        }
         let rt = runtime()?;
-        let s = rt.resolve_stream(stream)?;
+        // Arguments before the stream: CANN's ACL layer checks pointers and the kind before the
+        // runtime looks at the stream.
         let Some(plan) = plan_copy(
             &rt.memory,
             dst as usize,
@@ -112,6 +126,7 @@ pub unsafe extern "C" fn aclrtMemcpyAsync(
         else {
             return Ok(());
         };
+        let s = rt.resolve_stream(stream)?;
         if plan.is_host_to_host() {
             return Err(SimError::Unsupported(
                 "asynchronous host-to-host copies are not supported".into(),
@@ -135,6 +150,10 @@ pub unsafe extern "C" fn aclrtMemset(
     count: usize,
 ) -> aclError {
     acl_call("aclrtMemset", || {
+        if count == 0 {
+            // CANN returns success for zero bytes before checking anything else (module docs).
+            return Ok(());
+        }
         let rt = runtime()?;
         match plan_memset(&rt.memory, dev_ptr as usize, max_count, value, count)? {
             Some(plan) => plan.execute(&rt.memory),
@@ -152,9 +171,14 @@ pub unsafe extern "C" fn aclrtMemsetAsync(
     stream: aclrtStream,
 ) -> aclError {
     acl_call("aclrtMemsetAsync", || {
+        if count == 0 {
+            // CANN returns success for zero bytes before checking anything else (module docs).
+            return Ok(());
+        }
         let rt = runtime()?;
+        let plan = plan_memset(&rt.memory, dev_ptr as usize, max_count, value, count)?;
         let s = rt.resolve_stream(stream)?;
-        if let Some(plan) = plan_memset(&rt.memory, dev_ptr as usize, max_count, value, count)? {
+        if let Some(plan) = plan {
             s.enqueue(TaskKind::Memset(plan))?;
         }
         Ok(())

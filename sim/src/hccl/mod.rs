@@ -21,7 +21,7 @@ pub(crate) use dtype::{Elem, ReduceOp};
 
 use crate::error::SimError;
 use crate::handles::next_handle;
-use crate::memory::{try_bytes, try_copy, Memory};
+use crate::memory::{try_bytes, try_copy, Memory, Pin};
 use crate::sync::{lock, wait_timeout};
 
 /// One rank's side of a collective.
@@ -118,26 +118,41 @@ impl Part {
         Ok(out)
     }
 
-    /// Checks that every non-empty range is device memory of `device`.
+    /// Checks that both buffers are non-NULL and every non-empty range is device memory of
+    /// `device`; the pins keep that memory mapped while they are held.
     pub(crate) fn validate(
         &self,
         memory: &Memory,
         device: i32,
         ranks: usize,
-    ) -> Result<(), SimError> {
+    ) -> Result<Vec<Pin>, SimError> {
+        // HCCL answers HCCL_E_PTR for a NULL buffer whatever the count (CHK_PTR_NULL at the top of
+        // its collectives); the exports check it first, this keeps the part self-consistent.
+        let (send, recv) = match self {
+            Part::AllReduce { send, recv, .. }
+            | Part::AllGather { send, recv, .. }
+            | Part::AlltoAllV { send, recv, .. } => (*send, *recv),
+        };
+        if send == 0 {
+            return Err(SimError::NullPointer("sendBuf"));
+        }
+        if recv == 0 {
+            return Err(SimError::NullPointer("recvBuf"));
+        }
+        let mut pins = Vec::new();
         for (what, ptr, len) in self.ranges(ranks)? {
             if len > 0 {
-                memory.expect_device(what, ptr, len, Some(device))?;
+                pins.push(memory.expect_device(what, ptr, len, Some(device))?.1);
             }
         }
-        Ok(())
+        Ok(pins)
     }
 }
 
 /// Copies `len` bytes of validated device memory out.
 ///
 /// # Safety
-/// `[ptr, ptr + len)` was validated inside a live allocation under an access guard that is still held.
+/// `[ptr, ptr + len)` was validated inside a live allocation and its pin is still held.
 unsafe fn read_bytes(ptr: usize, len: usize) -> Result<Vec<u8>, SimError> {
     // SAFETY: per the function contract.
     try_copy(unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
@@ -150,13 +165,17 @@ unsafe fn write_bytes(ptr: usize, bytes: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr as *mut u8, bytes.len()) };
 }
 
-/// Performs a collective whose ranks all arrived. Runs under the group lock, with every rank's
-/// worker holding an access guard, so the validated buffers stay allocated.
+/// Performs a collective whose ranks all arrived. Runs under the group lock; the pins taken while
+/// validating keep every rank's buffers mapped until the data has moved.
 fn execute(parts: &[Part], devices: &[i32], memory: &Memory) -> Result<(), SimError> {
     let n = parts.len();
+    // Held until the collective's reads and writes are done.
+    let mut held = Vec::new();
     for (r, p) in parts.iter().enumerate() {
-        p.validate(memory, devices[r], n)
-            .map_err(|e| SimError::RtParam(format!("{} rank {r}: {e}", p.name())))?;
+        held.extend(
+            p.validate(memory, devices[r], n)
+                .map_err(|e| SimError::RtParam(format!("{} rank {r}: {e}", p.name())))?,
+        );
     }
     let mismatch = |r: usize| {
         SimError::RtParam(format!(
@@ -182,7 +201,7 @@ fn execute(parts: &[Part], devices: &[i32], memory: &Memory) -> Result<(), SimEr
                         op: o,
                         ..
                     } if (c, e, o) == (count, elem, op) => {
-                        // SAFETY: validated above; the access guards are held (execute's contract).
+                        // SAFETY: validated above; their pins are held (`held`).
                         inputs.push(unsafe { read_bytes(*send, bytes) }?);
                     }
                     _ => return Err(mismatch(r)),
@@ -207,7 +226,7 @@ fn execute(parts: &[Part], devices: &[i32], memory: &Memory) -> Result<(), SimEr
                         elem: e,
                         ..
                     } if (c, e) == (count, elem) => {
-                        // SAFETY: validated above; the access guards are held.
+                        // SAFETY: validated above; their pins are held.
                         gathered.extend_from_slice(&unsafe { read_bytes(*send, bytes) }?);
                     }
                     _ => return Err(mismatch(r)),
@@ -258,7 +277,7 @@ fn execute(parts: &[Part], devices: &[i32], memory: &Memory) -> Result<(), SimEr
                     }
                     let from = send + elem.bytes(sdispls[j])?;
                     let to = recv + elem.bytes(rdispls[r])?;
-                    // SAFETY: both pieces are ranges validated above; the access guards are held.
+                    // SAFETY: both pieces are ranges validated above; their pins are held.
                     pieces.push((to, unsafe { read_bytes(from, len) }?));
                 }
             }
@@ -399,7 +418,6 @@ pub(crate) struct CollectiveTask {
 
 impl CollectiveTask {
     pub(crate) fn run(&self, memory: &Memory) -> Result<(), SimError> {
-        let _access = memory.begin_access();
         self.comm
             .group
             .join(self.comm.rank, self.seq, self.part.clone(), memory)
@@ -540,7 +558,7 @@ mod tests {
 
     #[test]
     fn all_gather_and_all_to_all_move_the_right_bytes() {
-        let m = Memory::new(2, 1 << 20);
+        let m = Memory::new(2, 1 << 20, 1 << 30);
         let s0 = m.malloc_device(0, 8).unwrap();
         let s1 = m.malloc_device(1, 8).unwrap();
         let r0 = m.malloc_device(0, 16).unwrap();

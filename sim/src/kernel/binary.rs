@@ -1,12 +1,22 @@
 //! Host kernel binaries: shared objects loaded with `dlopen`, kernels resolved with `dlsym`.
 //!
-//! A binary is accepted when it exports `dsnpu_sim_kernel_abi_version` returning
-//! `DSNPU_SIM_KERNEL_ABI`. Binaries given as bytes are written to a temporary file, loaded, and the
-//! file is deleted at once. Loading runs the object's initializers and calling a kernel runs its
-//! code: kernel binaries are trusted, as device code is on the real NPU.
+//! Every image is validated before `dlopen` sees it ([`super::elf`]): a truncated or malformed
+//! file is an error code, not a SIGBUS inside the loader. The validated bytes are copied into an
+//! anonymous memory file (`memfd_create`) and loaded from `/proc/self/fd/<n>`, so no temporary
+//! file exists that could be left behind, and a file given by path cannot change between
+//! validation and loading. The memory file stays open while the binary is loaded (its descriptor
+//! number, part of the name the loader knows it by, is not reused meanwhile).
+//!
+//! A binary is accepted when it defines `dsnpu_sim_kernel_abi_version` itself, returning
+//! `DSNPU_SIM_KERNEL_ABI`. `aclrtBinaryGetFunction` resolves only functions the binary itself
+//! defines and exports (its dynamic symbol table), never a symbol of its dependencies (`abort`,
+//! `memcpy`): those do not carry the kernel ABI. Loading runs the object's initializers and calling
+//! a kernel runs its code: structurally valid binaries are trusted, as device code is on the NPU.
+use std::collections::BTreeSet;
 use std::ffi::CString;
-use std::fs;
+use std::fs::{self, File};
 use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,13 +24,22 @@ use libloading::os::unix::{Library as UnixLibrary, RTLD_LOCAL, RTLD_NOW};
 use libloading::Library;
 
 use super::abi::{AbiVersionFn, KernelFn, ABI_VERSION_SYMBOL, DSNPU_SIM_KERNEL_ABI};
+use super::elf;
 use crate::error::SimError;
+
+/// The largest binary accepted (the real loader has limits too; this one keeps a bad length from
+/// becoming a huge copy).
+pub const MAX_BINARY_BYTES: usize = 1 << 30;
 
 pub(crate) struct Binary {
     pub id: u64,
     /// The path, or a description of the bytes it came from (for messages).
     pub origin: String,
+    /// Functions the binary defines itself.
+    functions: BTreeSet<String>,
+    // Field order is drop order: the library is closed before its memory file.
     lib: Library,
+    _memfd: File,
 }
 
 /// A kernel looked up in a binary; keeps the binary loaded while it (or a launch of it) lives.
@@ -29,6 +48,11 @@ pub(crate) struct Function {
     pub binary: Arc<Binary>,
     pub name: String,
     pub entry: KernelFn,
+}
+
+fn abi_symbol_name() -> &'static str {
+    // The constant is ASCII with one trailing NUL.
+    std::str::from_utf8(&ABI_VERSION_SYMBOL[..ABI_VERSION_SYMBOL.len() - 1]).unwrap_or("")
 }
 
 impl Binary {
@@ -40,17 +64,26 @@ impl Binary {
                 "binPath {path:?} must be an absolute path"
             )));
         }
-        let meta = fs::metadata(p).map_err(|e| SimError::FileOpen {
+        let open_err = |reason: String| SimError::FileOpen {
             path: path.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        // Checked before opening, so a FIFO or a device never blocks or streams forever.
+        let meta = fs::metadata(p).map_err(|e| open_err(e.to_string()))?;
         if !meta.is_file() {
-            return Err(SimError::FileOpen {
+            return Err(open_err("not a regular file".into()));
+        }
+        if meta.len() > MAX_BINARY_BYTES as u64 {
+            return Err(SimError::InvalidBinary {
                 path: path.to_string(),
-                reason: "not a regular file".into(),
+                reason: format!(
+                    "{} bytes exceed the {MAX_BINARY_BYTES}-byte limit",
+                    meta.len()
+                ),
             });
         }
-        Self::open(id, p, path.to_string())
+        let bytes = fs::read(p).map_err(|e| open_err(e.to_string()))?;
+        Self::load(id, &bytes, path.to_string())
     }
 
     /// `aclrtBinaryLoadFromData`.
@@ -58,41 +91,54 @@ impl Binary {
         if data.is_empty() {
             return Err(SimError::InvalidParam("length must not be 0".into()));
         }
-        let path =
-            std::env::temp_dir().join(format!("dsnpu-sim-kernel-{}-{id:x}.so", std::process::id()));
-        let shown = path.display().to_string();
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            f.write_all(data)?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&path);
-            return Err(SimError::FileWrite {
-                path: shown,
-                reason: e.to_string(),
-            });
+        if data.len() > MAX_BINARY_BYTES {
+            return Err(SimError::InvalidParam(format!(
+                "length {} exceeds the {MAX_BINARY_BYTES}-byte limit",
+                data.len()
+            )));
         }
-        let loaded = Self::open(
+        Self::load(
             id,
-            &path,
+            data,
             format!("<{} bytes of kernel binary data>", data.len()),
-        );
-        // The mapping survives the unlink; the file is not needed any more, loaded or not.
-        let _ = fs::remove_file(&path);
-        loaded
+        )
     }
 
-    fn open(id: u64, path: &Path, origin: String) -> Result<Binary, SimError> {
+    /// Validates `image`, copies it into a memory file and loads it from there.
+    fn load(id: u64, image: &[u8], origin: String) -> Result<Binary, SimError> {
+        let info = elf::validate(image).map_err(|reason| SimError::InvalidBinary {
+            path: origin.clone(),
+            reason,
+        })?;
+        if !info.functions.contains(abi_symbol_name()) {
+            return Err(SimError::InvalidBinary {
+                path: origin,
+                reason: format!("it does not define {} itself", abi_symbol_name()),
+            });
+        }
+        let memfd = memory_file(image).map_err(|e| {
+            SimError::Resources(format!(
+                "cannot create the in-memory file to load kernel binary {origin} from: {e}"
+            ))
+        })?;
+        let path = format!("/proc/self/fd/{}", memfd.as_raw_fd());
+        Self::open(id, Path::new(&path), origin, info.functions, memfd)
+    }
+
+    fn open(
+        id: u64,
+        path: &Path,
+        origin: String,
+        functions: BTreeSet<String>,
+        memfd: File,
+    ) -> Result<Binary, SimError> {
         let invalid = |reason: String| SimError::InvalidBinary {
             path: origin.clone(),
             reason,
         };
-        // SAFETY: loading runs the shared object's initializers; host kernel binaries are trusted
-        // code by the simulator's contract (module docs).
+        // SAFETY: the image passed structural validation (no segment past its end); loading runs
+        // the shared object's initializers, and host kernel binaries are trusted code by the
+        // simulator's contract (module docs).
         let lib = unsafe { UnixLibrary::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
             .map_err(|e| invalid(e.to_string()))?;
         // SAFETY: the ABI declares this symbol as `uint32_t dsnpu_sim_kernel_abi_version(void)`.
@@ -108,11 +154,13 @@ impl Binary {
         Ok(Binary {
             id,
             origin,
+            functions,
             lib: Library::from(lib),
+            _memfd: memfd,
         })
     }
 
-    /// `aclrtBinaryGetFunction`: the exported kernel `name`.
+    /// `aclrtBinaryGetFunction`: the kernel `name`, a function the binary itself defines.
     pub(crate) fn kernel(&self, name: &str) -> Result<KernelFn, SimError> {
         if name.is_empty() {
             return Err(SimError::InvalidParam(
@@ -128,6 +176,10 @@ impl Binary {
             name: name.to_string(),
             binary: self.origin.clone(),
         };
+        // Only functions the binary defines: dlsym would also find its dependencies' symbols.
+        if !self.functions.contains(name) {
+            return Err(not_found());
+        }
         let symbol = CString::new(name).map_err(|_| not_found())?;
         // SAFETY: by the ABI every kernel symbol has the type dsnpu_sim_kernel_fn; the pointer is
         // only called while the library is loaded (a Function holds an Arc of this Binary).
@@ -135,4 +187,17 @@ impl Binary {
             .map_err(|_| not_found())?;
         Ok(*f)
     }
+}
+
+/// An anonymous, close-on-exec memory file holding `bytes`, positioned at its start.
+fn memory_file(bytes: &[u8]) -> std::io::Result<File> {
+    // SAFETY: the name is a NUL-terminated literal; memfd_create has no other preconditions.
+    let fd = unsafe { libc::memfd_create(c"dsnpu-sim-kernel".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a freshly created descriptor owned by nobody else.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(bytes)?;
+    Ok(file)
 }

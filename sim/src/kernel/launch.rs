@@ -25,7 +25,7 @@ use super::binary::Function;
 use super::pool;
 use crate::config::{SimConfig, UB_CAPACITY};
 use crate::error::SimError;
-use crate::memory::Memory;
+use crate::memory::{Memory, Pins};
 use crate::sync::lock;
 
 /// Warnings printed per launch before the rest are only counted.
@@ -79,6 +79,9 @@ impl LaunchShared<'_> {
 struct BlockSim<'a> {
     shared: &'a LaunchShared<'a>,
     block: u32,
+    /// What this block validated through `check_gm`: kept mapped until the block returns, even if
+    /// the host frees it meanwhile. Only the block's own thread locks it.
+    pins: Mutex<Pins>,
 }
 
 impl BlockSim<'_> {
@@ -109,11 +112,12 @@ impl BlockSim<'_> {
     }
 
     fn check_gm(&self, ptr: *const c_void, len: usize) -> c_int {
+        let mut pins = lock(&self.pins);
         c_int::from(
             !self
                 .shared
                 .memory
-                .check_gm(self.shared.device, ptr as usize, len),
+                .check_gm(self.shared.device, ptr as usize, len, &mut pins),
         )
     }
 
@@ -197,7 +201,11 @@ fn run_block(
     args: usize,
     args_size: usize,
 ) {
-    let sim = BlockSim { shared, block };
+    let sim = BlockSim {
+        shared,
+        block,
+        pins: Mutex::new(Pins::default()),
+    };
     let ctx = BlockCtx {
         abi_version: DSNPU_SIM_KERNEL_ABI,
         block_idx: block,
@@ -213,7 +221,7 @@ fn run_block(
         warn: Some(cb_warn),
     };
     // SAFETY: `entry` is a kernel of a binary kept loaded by the launch's Function; the context,
-    // the counters, the registered argument buffer (kept allocated by the launch's access guard)
+    // the counters, the registered argument buffer (unregistered only after every block returned)
     // and `sim` all outlive the call. Kernel code itself is trusted to follow the ABI.
     unsafe { entry(&ctx) };
     if shared.barrier.exit() {
@@ -253,7 +261,10 @@ pub(crate) fn run_launch(
     memory: &Memory,
     config: &SimConfig,
 ) -> (Result<(), SimError>, LaunchRecord) {
-    let _access = memory.begin_access();
+    // Memory the arguments point into stays mapped until the launch ends, even if freed: the
+    // kernel may use it without asking check_gm (which pins the rest, per block).
+    let mut referenced = Pins::default();
+    memory.pin_referenced(device, &launch.args.bytes, &mut referenced);
     let started = Instant::now();
     let n = launch.num_blocks;
     let kernel = launch.func.name.as_str();

@@ -142,11 +142,32 @@ fn bad_pointers_and_sizes_are_error_codes() {
             sys::ACL_ERROR_RT_PARAM_INVALID,
         );
         assert!(m.contains("run past the end"), "{m}");
+        // count > destMax is the runtime layer's code in CANN, not ACL_ERROR_INVALID_PARAM.
         let m = fails(
             aclrtMemcpy(d, 64, h, 65, kind::ACL_MEMCPY_HOST_TO_DEVICE),
-            sys::ACL_ERROR_INVALID_PARAM,
+            sys::ACL_ERROR_RT_PARAM_INVALID,
         );
         assert!(m.contains("destMax"), "{m}");
+        let m = fails(aclrtMemset(d, 8, 0, 9), sys::ACL_ERROR_RT_PARAM_INVALID);
+        assert!(m.contains("maxCount"), "{m}");
+        // Zero bytes succeed before any other check, as in CANN 8.x.
+        ok(aclrtMemcpy(
+            null_mut(),
+            0,
+            std::ptr::null(),
+            0,
+            kind::ACL_MEMCPY_HOST_TO_DEVICE,
+        ));
+        ok(aclrtMemcpyAsync(
+            null_mut(),
+            0,
+            std::ptr::null(),
+            0,
+            42,
+            null_mut(),
+        ));
+        ok(aclrtMemset(null_mut(), 0, 0, 0));
+        ok(aclrtMemsetAsync(null_mut(), 0, 0, 0, null_mut()));
         fails(
             aclrtMemcpy(null_mut(), 64, h, 8, kind::ACL_MEMCPY_HOST_TO_DEVICE),
             sys::ACL_ERROR_INVALID_PARAM,
