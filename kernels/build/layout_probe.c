@@ -144,7 +144,7 @@ int main(void) {
     FIELD(DsnpuMoeFinalizeTiling, tokens_per_block)
     FIELD(DsnpuMoeFinalizeTiling, tokens_per_tile)
     FIELD(DsnpuMoeFinalizeTiling, cols_per_tile)
-    FIELD(DsnpuMoeFinalizeTiling, reserved)
+    FIELD(DsnpuMoeFinalizeTiling, mutation)
     STRUCT_END()
 
     printf("];\n");

@@ -187,7 +187,7 @@ typedef struct DsnpuMoeFinalizeTiling {
     uint32_t tokens_per_block;
     uint32_t tokens_per_tile;
     uint32_t cols_per_tile;
-    uint32_t reserved;
+    uint32_t mutation; /* test-only systematic error, 0 in normal launches (tiling_moe.rs) */
 } DsnpuMoeFinalizeTiling;
 
 /* mla_decode_<t>: split-KV absorbed MLA decode over the paged latent cache (src/ascendc/mla_decode.cpp).
