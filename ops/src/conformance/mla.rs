@@ -121,7 +121,6 @@ impl<T: Float> DecodeCase<T> {
     /// the exact side of the systematic-error check.
     pub fn exact(&self) -> (Array4<f64>, Array3<f64>) {
         let (batch, s_q, heads, dl) = self.q_nope.dim();
-        let dr = self.cache.rope_dim();
         let bs = self.cache.block_size();
         let f = |v: &T| f64::from(v.to_f32());
         let scale = f64::from(self.scale);
