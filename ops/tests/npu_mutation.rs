@@ -17,6 +17,9 @@ use half::{bf16, f16};
 
 const KNOB: &str = "DSNPU_KERNEL_MUTATION";
 
+/// (kernel, dtype, the suite run on the device).
+type Suite<'a> = (&'static str, &'static str, Box<dyn Fn() + 'a>);
+
 fn npu() -> Npu {
     let npu = Npu::new(0).expect("open device 0 and load the kernels");
     npu.stream().set_launch_blocking(true);
@@ -37,7 +40,7 @@ fn fails(mutation: Option<&str>, suite: &dyn Fn()) -> bool {
 #[test]
 fn seeded_systematic_errors_fail_the_suites_in_every_dtype() {
     let npu = npu();
-    let suites: Vec<(&str, &str, Box<dyn Fn()>)> = vec![
+    let suites: Vec<Suite> = vec![
         (
             "mla_decode",
             "f32",
