@@ -194,7 +194,7 @@ impl Kernel {
             Kernel::GroupedMatmul => 6,
             Kernel::ExpertFfn => 8,
             Kernel::MoeFinalizeRouting => 8,
-            Kernel::MlaDecode => 10,
+            Kernel::MlaDecode => 11,
         }
     }
 
