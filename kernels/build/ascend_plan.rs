@@ -88,7 +88,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     },
     KernelSource {
         path: "src/ascendc/mla_decode.cpp",
-        kind: CoreKind::Vector,
+        kind: CoreKind::Mix,
     },
 ];
 

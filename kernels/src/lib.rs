@@ -29,6 +29,8 @@
 pub mod bench_report;
 pub mod error;
 pub mod launch;
+#[cfg(feature = "mutation")]
+mod mutation;
 pub mod roofline;
 pub mod tiling;
 pub mod tiling_mla;
@@ -39,7 +41,7 @@ pub use tiling::{
     CoreBudget, LinearTiling, RmsNormTiling, RopeLayout, RopeTiling, SelftestTiling, SiluMulTiling,
     Tiling,
 };
-pub use tiling_mla::{MlaDecodeDims, MlaDecodeTiling};
+pub use tiling_mla::{MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling};
 pub use tiling_moe::{
     ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,
     MoeInitRoutingTiling, MoeList, MoeScore,
@@ -111,8 +113,9 @@ pub enum Kernel {
     /// `(y, expanded_row_idx, weights, shared, residual, out, workspace, tiling)` with
     /// [`MoeFinalizeTiling`]: weights f32 `[T, K]`; shared and residual may be null.
     MoeFinalizeRouting,
-    /// `(q_nope, q_rope, latent, rope, block_table, seq_lens, out, lse, workspace, tiling)` with
-    /// [`MlaDecodeTiling`]: block_table and seq_lens i32, lse f32 `[B, H, S]`.
+    /// `(q_nope, q_rope, latent, rope, block_table, seq_lens, plan, out, lse, workspace, tiling)` with
+    /// [`MlaDecodeTiling`]: block_table, seq_lens and plan ([`MlaDecodePlan::words`]) i32, lse f32
+    /// `[B, H, S]`; a workspace of `workspace_bytes()`; SyncAll.
     MlaDecode,
 }
 
@@ -191,7 +194,7 @@ impl Kernel {
             Kernel::GroupedMatmul => 6,
             Kernel::ExpertFfn => 8,
             Kernel::MoeFinalizeRouting => 8,
-            Kernel::MlaDecode => 10,
+            Kernel::MlaDecode => 11,
         }
     }
 

@@ -1,24 +1,123 @@
-//! Tiling of the MLA decode kernel (`src/ascendc/mla_decode.cpp`): the `#[repr(C)]` mirror of
-//! `DsnpuMlaDecodeTiling` (`include/dsnpu_kernels/tiling.h`; `tests/mla_layout.rs` compares the layout
-//! with the C compiler's), computed from the shape and the hardware budget.
+//! Tiling of the MLA decode kernel (`src/ascendc/mla_decode.cpp`): the split-KV plan
+//! ([`MlaDecodePlan`], FlashMLA's `get_mla_metadata`: computed once per decode step from the sequence
+//! lengths and shared by every layer) and the `#[repr(C)]` mirror of `DsnpuMlaDecodeTiling`
+//! (`include/dsnpu_kernels/tiling.h`; `tests/mla_layout.rs` compares the layout with the C compiler's).
 //!
-//! Contract, as for [`crate::tiling`]: [`MlaDecodeTiling::new`] validates the shape (no empty extent, a
-//! finite scale, everything within the kernel's 32-bit fields) and returns a tiling whose Unified Buffer
-//! plan — the formula the kernel's source states and allocates, mirrored by
-//! [`MlaDecodeTiling::ub_bytes`] — fits the budget, or a typed error. The kernel trusts these values.
+//! Contract, as for [`crate::tiling`]: [`MlaDecodePlan::new`] and [`MlaDecodeTiling::new`] validate
+//! their inputs (no empty extent, a finite scale, everything within the kernel's 32-bit fields) and
+//! return a tiling whose Unified Buffer plan for both phases — the formulas the kernel's source states
+//! and allocates, mirrored by [`MlaDecodeTiling::ub_bytes`] — fits the budget, or a typed error. The
+//! kernel trusts these values.
 //!
 //! Not checked here, because it lives on the device: the block table and the sequence lengths. The
-//! kernel clamps a length to the block table's slots and reads cache rows only through checked GM
-//! accesses (a block id outside the cache faults on the simulator); callers with host copies validate
-//! them as dsnpu-ops' `check_mla_decode` does.
+//! kernel clamps a length to the block table's slots and a task to the plan's chunk, and reads cache
+//! rows only through checked GM accesses (a block id outside the cache faults on the simulator);
+//! callers with host copies validate them as dsnpu-ops' `check_mla_decode` does.
 
-use crate::tiling::{impl_tiling, invalid, round_up, split, to_u32, Tiling, UB_BLOCK};
+use crate::tiling::{impl_tiling, invalid, round_up, to_u32, Tiling, UB_BLOCK};
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
-/// Most heads one task handles (the kernel keeps their running max and sum in fixed arrays).
-pub const MLA_MAX_GROUP: u32 = 128;
-/// Most cache rows one tile holds.
-pub const MLA_MAX_TILE_ROWS: u32 = 128;
+/// Most cache positions one task (one chunk of one sequence) covers.
+pub const MLA_MAX_CHUNK: u32 = 4096;
+/// Fewest positions a chunk is cut to (a cube fractal's rows): shorter chunks cost more in partial
+/// results than they gain in parallelism.
+pub const MLA_MIN_CHUNK: u32 = 16;
+/// Most rows of a UB slab in either phase.
+const MAX_SLAB_ROWS: u64 = 64;
+/// L0A / L0B bytes and L0C bytes (as f32) of the cube's base tiles.
+const L0AB: u64 = 64 * 1024;
+
+/// The split-KV work plan of one decode step: every sequence's visible keys cut into chunks so that
+/// there are about as many (sequence, chunk) tasks as cores, even at batch 1.
+///
+/// Device layout ([`MlaDecodePlan::words`], int32): `[batch × 2]` (first task, task count) per
+/// sequence, then `[tasks × 3]` (sequence, first position, end position) per task, tasks in sequence
+/// order. It depends only on the lengths and the core count, so one upload serves every layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlaDecodePlan {
+    batch: u32,
+    tasks: u32,
+    chunk: u32,
+    words: Vec<i32>,
+}
+
+impl MlaDecodePlan {
+    /// Plans `seq_lens` (cached tokens per sequence, queries included) over `cores` cores: the chunk
+    /// length is the total over the cores, within [`MLA_MIN_CHUNK`, `MLA_MAX_CHUNK`]; each sequence is then cut into that many equal pieces. An empty sequence gets one empty task.
+    pub fn new(seq_lens: &[usize], cores: u32) -> Result<Self> {
+        const K: &str = "mla_decode plan";
+        if seq_lens.is_empty() {
+            return Err(invalid(K, "no sequences"));
+        }
+        if cores == 0 {
+            return Err(invalid(K, "no cores"));
+        }
+        let batch = to_u32(K, "batch", seq_lens.len() as u64)?;
+        let mut total = 0u64;
+        for &l in seq_lens {
+            if l > i32::MAX as usize {
+                return Err(invalid(K, format!("sequence length {l} exceeds int32")));
+            }
+            total += l as u64;
+        }
+        let chunk = total
+            .div_ceil(u64::from(cores))
+            .clamp(u64::from(MLA_MIN_CHUNK), u64::from(MLA_MAX_CHUNK));
+        let mut seq = Vec::with_capacity(2 * seq_lens.len());
+        let mut tasks = Vec::new();
+        let mut longest = 0u64;
+        for (b, &len) in seq_lens.iter().enumerate() {
+            let len = len as u64;
+            let n = len.div_ceil(chunk).max(1);
+            let piece = len.div_ceil(n);
+            seq.push(to_u32(K, "tasks", (tasks.len() / 3) as u64)? as i32);
+            seq.push(n as i32);
+            for i in 0..n {
+                let (c0, c1) = ((i * piece).min(len), ((i + 1) * piece).min(len));
+                longest = longest.max(c1 - c0);
+                tasks.extend([b as i32, c0 as i32, c1 as i32]);
+            }
+        }
+        let n_tasks = to_u32(K, "tasks", (tasks.len() / 3) as u64)?;
+        if n_tasks > i32::MAX as u32 {
+            return Err(invalid(K, "more tasks than int32 holds"));
+        }
+        seq.extend(tasks);
+        Ok(MlaDecodePlan {
+            batch,
+            tasks: n_tasks,
+            chunk: (longest as u32).max(1),
+            words: seq,
+        })
+    }
+
+    /// Sequences planned.
+    pub fn batch(&self) -> u32 {
+        self.batch
+    }
+
+    /// (sequence, chunk) tasks.
+    pub fn tasks(&self) -> u32 {
+        self.tasks
+    }
+
+    /// Longest chunk, positions.
+    pub fn chunk(&self) -> u32 {
+        self.chunk
+    }
+
+    /// The plan as the kernel reads it (see the type's docs).
+    pub fn words(&self) -> &[i32] {
+        &self.words
+    }
+
+    /// Task `k` as (sequence, first position, end position).
+    pub fn task(&self, k: u32) -> Option<(u32, u32, u32)> {
+        let at = 2 * self.batch as usize + 3 * k as usize;
+        let w = self.words.get(at..at + 3)?;
+        Some((w[0] as u32, w[1] as u32, w[2] as u32))
+    }
+}
 
 /// The extents of an MLA decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +136,7 @@ pub struct MlaDecodeDims {
     pub max_blocks: u64,
 }
 
-/// Tiling of `mla_decode_<t>` (`DsnpuMlaDecodeTiling`).
+/// Tiling of `mla_decode_<t>` (`DsnpuMlaDecodeTiling`; field meanings in the C header).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MlaDecodeTiling {
@@ -50,25 +149,37 @@ pub struct MlaDecodeTiling {
     pub num_blocks: u32,
     pub max_blocks: u32,
     pub scale: f32,
-    pub heads_per_task: u32,
-    pub rows_per_tile: u32,
     pub tasks: u32,
-    pub tasks_per_block: u32,
-    pub latent_stride: u32,
-    pub rope_stride: u32,
-    pub score_stride: u32,
+    pub chunk: u32,
+    pub pitch: u32,
+    pub softmax_rows: u32,
+    pub combine_rows: u32,
+    pub latent_pitch: u32,
     pub work_elems: u32,
+    pub qk_base_m: u32,
+    pub qk_base_n: u32,
+    pub qk_base_k: u32,
+    pub pv_base_m: u32,
+    pub pv_base_n: u32,
+    pub pv_base_k: u32,
+    pub ws_partial_at_lo: u32,
+    pub ws_partial_at_hi: u32,
+    pub mutation: u32,
     pub reserved: u32,
 }
 
+/// The largest multiple of 16 (at least 16) that is `≤ v`.
+fn down16(v: u64) -> u64 {
+    (v / 16 * 16).max(16)
+}
+
 impl MlaDecodeTiling {
-    /// Plans the tasks (batch × query token × head group) and the tile for `d`.
-    ///
-    /// Heads are grouped so that there are at least as many tasks as cores when the heads allow it
-    /// (each group re-reads the sequence's cache rows, so the groups are as large as that permits);
-    /// then the tile shrinks, and if need be the group, until the Unified Buffer plan fits.
+    /// Tiles the decode of `d` planned by `plan` on `budget.cores` blocks (cube cores, each with the
+    /// UB of a vector core): the rows of the UB slabs of the softmax and the combine (as many as fit,
+    /// at most 64) and the cube's base tiles within L0A/L0B (64 KiB) and L0C (128 KiB as f32).
     pub fn new(
         d: MlaDecodeDims,
+        plan: &MlaDecodePlan,
         scale: f32,
         dtype: KernelDtype,
         budget: CoreBudget,
@@ -93,8 +204,18 @@ impl MlaDecodeTiling {
         if !scale.is_finite() {
             return Err(invalid(K, format!("scale {scale} is not finite")));
         }
-        let rows = d.batch.saturating_mul(d.s_q).saturating_mul(d.heads);
-        to_u32(K, "batch * s_q * heads", rows)?;
+        if u64::from(plan.batch) != d.batch {
+            return Err(invalid(
+                K,
+                format!(
+                    "the plan has {} sequences, the shape {}",
+                    plan.batch, d.batch
+                ),
+            ));
+        }
+        let g = d.s_q.saturating_mul(d.heads);
+        to_u32(K, "s_q * heads", g)?;
+        to_u32(K, "batch * s_q * heads", d.batch.saturating_mul(g))?;
         to_u32(
             K,
             "max_blocks * block_size",
@@ -105,98 +226,124 @@ impl MlaDecodeTiling {
             "batch * max_blocks",
             d.batch.saturating_mul(d.max_blocks),
         )?;
+        to_u32(
+            K,
+            "num_blocks * block_size * latent_dim",
+            d.num_blocks
+                .saturating_mul(d.block_size)
+                .saturating_mul(d.latent_dim),
+        )?;
         let sz = u64::from(dtype.size());
-        let per_block = UB_BLOCK / sz;
-        let latent_stride = to_u32(K, "latent_dim", round_up(d.latent_dim, per_block))?;
-        let rope_stride = to_u32(K, "rope_dim", round_up(d.rope_dim, per_block))?;
-        let heads = d.heads as u32; // <= rows, checked above
-                                    // Groups per (batch, query token) wanted to give every core a task.
-        let pairs = d.batch * d.s_q;
-        let want_groups = u64::from(budget.cores).div_ceil(pairs).max(1);
-        let mut group = (d.heads.div_ceil(want_groups) as u32).clamp(1, MLA_MAX_GROUP);
-        let mut t = MlaDecodeTiling {
+        let chunk = u64::from(plan.chunk);
+        let pitch = round_up(chunk, 16);
+        let latent_pitch = round_up(d.latent_dim, 16);
+        let ub = u64::from(budget.ub_bytes);
+        let work_elems = round_up(2 * pitch.div_ceil(64), 8);
+        // Phase 1 per slab row, and what does not scale with the rows.
+        let p1_row = 2 * pitch * 4 + 2 * pitch * sz;
+        let p1_fixed = round_up(work_elems * 4, UB_BLOCK) + 2 * UB_BLOCK;
+        let p1_ml = |r: u64| 2 * round_up(8 * r, UB_BLOCK);
+        let mut softmax_rows = g.min(MAX_SLAB_ROWS);
+        while softmax_rows > 0 && softmax_rows * p1_row + p1_ml(softmax_rows) + p1_fixed > ub {
+            softmax_rows -= 1;
+        }
+        let p2_row = latent_pitch * 4 * 3 + 2 * latent_pitch * sz + 2 * UB_BLOCK;
+        let p2_fixed = 2 * UB_BLOCK;
+        let mut combine_rows = g.min(MAX_SLAB_ROWS);
+        while combine_rows > 0 && combine_rows * p2_row + p2_fixed > ub {
+            combine_rows -= 1;
+        }
+        if softmax_rows == 0 || combine_rows == 0 {
+            return Err(KernelError::DoesNotFit {
+                kernel: K,
+                needed: (p1_row + p1_ml(1) + p1_fixed).max(p2_row + p2_fixed),
+                available: ub,
+            });
+        }
+        // Cube base tiles: M covers up to 128 query rows so a cache row is streamed once per 128 rows.
+        let base_m = round_up(g, 16).min(128);
+        let seg = d.block_size.min(chunk);
+        let qk_base_n = round_up(seg, 16).min(128);
+        let qk_base_k = down16(L0AB / (base_m.max(qk_base_n) * sz)).min(256);
+        let pv_base_n = round_up(d.latent_dim, 16).min(256);
+        let pv_base_k = down16(L0AB / (base_m.max(pv_base_n) * sz)).min(256);
+        let blocks = u64::from(plan.tasks.min(budget.cores).max(1));
+        let scratch = blocks * g * pitch * (4 + sz);
+        let partial_at = round_up(scratch, UB_BLOCK);
+        Ok(MlaDecodeTiling {
             batch: d.batch as u32,
             s_q: d.s_q as u32,
-            heads,
+            heads: d.heads as u32,
             latent_dim: to_u32(K, "latent_dim", d.latent_dim)?,
             rope_dim: to_u32(K, "rope_dim", d.rope_dim)?,
             block_size: to_u32(K, "block_size", d.block_size)?,
             num_blocks: to_u32(K, "num_blocks", d.num_blocks)?,
             max_blocks: d.max_blocks as u32,
             scale,
-            heads_per_task: group,
-            rows_per_tile: d.block_size.min(u64::from(MLA_MAX_TILE_ROWS)) as u32,
-            tasks: 0,
-            tasks_per_block: 0,
-            latent_stride,
-            rope_stride,
-            score_stride: 0,
-            work_elems: 0,
+            tasks: plan.tasks,
+            chunk: plan.chunk,
+            pitch: pitch as u32,
+            softmax_rows: softmax_rows as u32,
+            combine_rows: combine_rows as u32,
+            latent_pitch: latent_pitch as u32,
+            work_elems: work_elems as u32,
+            qk_base_m: base_m as u32,
+            qk_base_n: qk_base_n as u32,
+            qk_base_k: qk_base_k as u32,
+            pv_base_m: base_m as u32,
+            pv_base_n: pv_base_n as u32,
+            pv_base_k: pv_base_k as u32,
+            ws_partial_at_lo: partial_at as u32,
+            ws_partial_at_hi: (partial_at >> 32) as u32,
+            mutation: mutation(),
             reserved: 0,
-        };
-        let ub = u64::from(budget.ub_bytes);
-        loop {
-            t.heads_per_task = group;
-            t.score_stride = round_up(u64::from(t.rows_per_tile), 8) as u32;
-            // ReduceMax's work space with the index (2 partials per 64-float repeat), the largest count.
-            let count = t.latent_dim.max(t.rope_dim).max(t.rows_per_tile);
-            t.work_elems = round_up(2 * u64::from(count).div_ceil(64), 8) as u32;
-            if t.ub_bytes(dtype) <= ub {
-                break;
-            }
-            if t.rows_per_tile > 1 {
-                t.rows_per_tile = t.rows_per_tile.div_ceil(2);
-            } else if group > 1 {
-                group = group.div_ceil(2);
-            } else {
-                return Err(KernelError::DoesNotFit {
-                    kernel: K,
-                    needed: t.ub_bytes(dtype),
-                    available: ub,
-                });
-            }
-        }
-        let groups = heads.div_ceil(t.heads_per_task);
-        t.tasks = to_u32(K, "tasks", pairs * u64::from(groups))?;
-        t.tasks_per_block = split(t.tasks, budget.cores).0;
-        Ok(t)
+        })
     }
 
-    /// The kernel's Unified Buffer use per block, bytes (the formula of its source).
+    /// The kernel's Unified Buffer use per block in its larger phase, bytes (the source's formulas).
     pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
         let sz = u64::from(dtype.size());
-        let (g, n) = (
-            u64::from(self.heads_per_task),
-            u64::from(self.rows_per_tile),
-        );
-        let (l, r) = (u64::from(self.latent_stride), u64::from(self.rope_stride));
-        let row = l + r;
-        let widened = if dtype == KernelDtype::F32 {
-            0
-        } else {
-            n * row * 4 + g * row * 4
-        };
-        2 * n * row * sz
-            + g * row * sz
-            + g * l * sz
-            + UB_BLOCK * g
-            + g * l * 4
-            + g * u64::from(self.score_stride) * 4
-            + l.max(r) * 4
+        let (r, p) = (u64::from(self.softmax_rows), u64::from(self.pitch));
+        let phase1 = 2 * r * p * 4
+            + 2 * r * p * sz
+            + 2 * round_up(8 * r, UB_BLOCK)
             + round_up(u64::from(self.work_elems) * 4, UB_BLOCK)
-            + 2 * UB_BLOCK
-            + widened
+            + 2 * UB_BLOCK;
+        let (q, l) = (u64::from(self.combine_rows), u64::from(self.latent_pitch));
+        let phase2 = q * l * 4 + 2 * q * l * 4 + 2 * q * l * sz + 2 * UB_BLOCK * q + 2 * UB_BLOCK;
+        phase1.max(phase2)
     }
 
-    /// Blocks to launch.
-    pub fn block_dim(&self) -> u32 {
-        self.tasks.div_ceil(self.tasks_per_block)
+    /// Blocks to launch: one per task up to the cores (every block meets the combine's SyncAll).
+    pub fn block_dim(&self, budget: CoreBudget) -> u32 {
+        self.tasks.min(budget.cores).max(1)
     }
 
-    /// Device workspace the launch needs: none.
+    /// Where the partial outputs start in the workspace, bytes.
+    pub fn partial_offset(&self) -> u64 {
+        u64::from(self.ws_partial_at_lo) | (u64::from(self.ws_partial_at_hi) << 32)
+    }
+
+    /// Device workspace the launch needs, bytes: the per-block score and P scratch, then per task the
+    /// f32 partial output `[S·H, Dl]` and `(m, l)` per row.
     pub fn workspace_bytes(&self) -> u64 {
-        0
+        let g = u64::from(self.s_q) * u64::from(self.heads);
+        self.partial_offset() + u64::from(self.tasks) * g * (u64::from(self.latent_dim) + 2) * 4
     }
+}
+
+/// The systematic error a mutation test seeds into the kernel (0 = none). Read from
+/// `DSNPU_KERNEL_MUTATION=mla_decode:<n>` only in builds with the `mutation` feature, which no normal
+/// build enables; `n` is 1 (softmax scale), 2 (softmax denominator) or 3 (combine weights), each off by
+/// a factor 1.001.
+#[cfg(feature = "mutation")]
+fn mutation() -> u32 {
+    crate::mutation::for_kernel("mla_decode")
+}
+
+#[cfg(not(feature = "mutation"))]
+fn mutation() -> u32 {
+    0
 }
 
 impl_tiling!(MlaDecodeTiling);
@@ -205,7 +352,7 @@ impl_tiling!(MlaDecodeTiling);
 mod tests {
     use super::*;
 
-    const V: CoreBudget = CoreBudget::ASCEND_910B2_VECTOR;
+    const CUBE: CoreBudget = CoreBudget::ASCEND_910B2_CUBE;
 
     fn dims(batch: u64, s_q: u64, heads: u64, block_size: u64) -> MlaDecodeDims {
         MlaDecodeDims {
@@ -216,72 +363,92 @@ mod tests {
             rope_dim: 64,
             block_size,
             num_blocks: 64,
-            max_blocks: 16,
+            max_blocks: 64,
         }
     }
 
     #[test]
-    fn deepseek_widths_fit_and_feed_every_core() {
+    fn batch_one_is_cut_so_every_core_has_a_chunk() {
+        // 4096 positions over 24 cores: at most 171 per chunk, 24 chunks of 171 (the last 163).
+        let p = MlaDecodePlan::new(&[4096], 24).unwrap();
+        assert_eq!((p.tasks(), p.chunk()), (24, 171));
+        assert_eq!(p.task(0), Some((0, 0, 171)));
+        assert_eq!(p.task(23), Some((0, 3933, 4096)));
+        assert_eq!(&p.words()[..2], &[0, 24]);
+        // The chunks tile the sequence exactly.
+        let mut next = 0;
+        for k in 0..p.tasks() {
+            let (b, c0, c1) = p.task(k).unwrap();
+            assert_eq!((b, c0), (0, next));
+            next = c1;
+        }
+        assert_eq!(next, 4096);
+    }
+
+    #[test]
+    fn many_short_sequences_are_not_cut() {
+        let lens: Vec<usize> = (0..64).map(|i| 100 + i).collect();
+        let p = MlaDecodePlan::new(&lens, 24).unwrap();
+        assert_eq!(p.tasks(), 64);
+        for b in 0..64u32 {
+            assert_eq!(p.task(b), Some((b, 0, 100 + b)));
+            assert_eq!(
+                &p.words()[2 * b as usize..2 * b as usize + 2],
+                &[b as i32, 1]
+            );
+        }
+        // Ragged: a long sequence among short ones gets the chunks, each at most MLA_MAX_CHUNK.
+        let p = MlaDecodePlan::new(&[1, 32768, 5], 2).unwrap();
+        assert_eq!(p.chunk(), MLA_MAX_CHUNK);
+        assert_eq!(p.tasks(), 1 + 8 + 1);
+        assert_eq!(&p.words()[..6], &[0, 1, 1, 8, 9, 1]);
+    }
+
+    #[test]
+    fn rejects_empty_plans() {
+        assert!(MlaDecodePlan::new(&[], 24).is_err());
+        assert!(MlaDecodePlan::new(&[3], 0).is_err());
+    }
+
+    #[test]
+    fn deepseek_widths_fit() {
         for dt in KernelDtype::ALL {
-            // One sequence, 16 heads: 48 cores want 48 groups, so one head per task, 16 tasks.
-            let t = MlaDecodeTiling::new(dims(1, 1, 16, 64), 0.1352, dt, V).unwrap();
-            assert_eq!((t.heads_per_task, t.tasks, t.block_dim()), (1, 16, 16));
-            assert!(t.ub_bytes(dt) <= u64::from(V.ub_bytes));
-            // 16 sequences x 2 query tokens = 32 pairs: 2 groups of 8 heads each, 64 tasks.
-            let t = MlaDecodeTiling::new(dims(16, 2, 16, 128), 0.1352, dt, V).unwrap();
-            assert_eq!((t.heads_per_task, t.tasks), (8, 64));
-            assert_eq!((t.tasks_per_block, t.block_dim()), (2, 32));
-            assert!(t.ub_bytes(dt) <= u64::from(V.ub_bytes), "{t:?}");
-            assert!(t.rows_per_tile >= 8, "{t:?}");
-            // 512 f32 / 64 bf16 elements are already whole 32-byte blocks.
-            assert_eq!((t.latent_stride, t.rope_stride), (512, 64));
+            for (batch, s_q, heads, lens) in [
+                (1u64, 1u64, 16u64, vec![4096usize]),
+                (1, 4, 128, vec![32768]),
+                (64, 2, 128, vec![512; 64]),
+            ] {
+                let p = MlaDecodePlan::new(&lens, CUBE.cores).unwrap();
+                let t = MlaDecodeTiling::new(dims(batch, s_q, heads, 128), &p, 0.1352, dt, CUBE)
+                    .unwrap();
+                assert!(t.ub_bytes(dt) <= u64::from(CUBE.ub_bytes), "{t:?}");
+                assert!(t.softmax_rows >= 1 && t.combine_rows >= 1, "{t:?}");
+                let sz = u64::from(dt.size());
+                let l0 = |a: u32, b: u32, s: u64| u64::from(a) * u64::from(b) * s;
+                assert!(
+                    l0(t.qk_base_m, t.qk_base_k, sz) <= L0AB
+                        && l0(t.qk_base_k, t.qk_base_n, sz) <= L0AB
+                );
+                assert!(
+                    l0(t.pv_base_m, t.pv_base_k, sz) <= L0AB
+                        && l0(t.pv_base_k, t.pv_base_n, sz) <= L0AB
+                );
+                assert!(l0(t.pv_base_m, t.pv_base_n, 4) <= 2 * L0AB);
+                assert_eq!(t.mutation, 0);
+                assert!(t.workspace_bytes() > t.partial_offset());
+            }
         }
-    }
-
-    #[test]
-    fn odd_widths_pad_rows_to_32_bytes() {
-        let d = MlaDecodeDims {
-            latent_dim: 36,
-            rope_dim: 12,
-            ..dims(4, 1, 1, 16)
-        };
-        let t = MlaDecodeTiling::new(d, 0.5, KernelDtype::F32, V).unwrap();
-        assert_eq!((t.latent_stride, t.rope_stride), (40, 16));
-        let t = MlaDecodeTiling::new(d, 0.5, KernelDtype::Bf16, V).unwrap();
-        assert_eq!((t.latent_stride, t.rope_stride), (48, 16));
-        assert_eq!((t.rows_per_tile, t.score_stride), (16, 16));
-        // ReduceMax over at most 36 floats: one repeat, 2 partials, one 8-float block.
-        assert_eq!(t.work_elems, 8);
-    }
-
-    #[test]
-    fn a_small_ub_shrinks_the_tile_then_the_group() {
-        let small = CoreBudget {
-            cores: 1,
-            ub_bytes: 40_000,
-        };
-        let t = MlaDecodeTiling::new(dims(1, 1, 16, 128), 1.0, KernelDtype::F16, small).unwrap();
-        assert!(t.ub_bytes(KernelDtype::F16) <= 40_000, "{t:?}");
-        assert!(t.heads_per_task < 16 && t.rows_per_tile == 1, "{t:?}");
-        let tiny = CoreBudget {
-            cores: 1,
-            ub_bytes: 4096,
-        };
-        assert!(matches!(
-            MlaDecodeTiling::new(dims(1, 1, 16, 128), 1.0, KernelDtype::F16, tiny),
-            Err(KernelError::DoesNotFit { .. })
-        ));
     }
 
     #[test]
     fn rejects_what_the_kernel_cannot_take() {
+        let p = MlaDecodePlan::new(&[64], 4).unwrap();
         let bad = |d: MlaDecodeDims, scale: f32| {
             matches!(
-                MlaDecodeTiling::new(d, scale, KernelDtype::F32, V),
+                MlaDecodeTiling::new(d, &p, scale, KernelDtype::F32, CUBE),
                 Err(KernelError::InvalidShape { .. })
             )
         };
-        assert!(bad(dims(0, 1, 16, 64), 1.0));
         assert!(bad(dims(1, 0, 16, 64), 1.0));
         assert!(bad(
             MlaDecodeDims {
@@ -291,6 +458,15 @@ mod tests {
             1.0
         ));
         assert!(bad(dims(1, 1, 16, 64), f32::NAN));
-        assert!(bad(dims(1 << 20, 1 << 10, 16, 64), 1.0));
+        // The plan is for one sequence.
+        assert!(bad(dims(2, 1, 16, 64), 1.0));
+        let tiny = CoreBudget {
+            cores: 1,
+            ub_bytes: 4096,
+        };
+        assert!(matches!(
+            MlaDecodeTiling::new(dims(1, 1, 16, 64), &p, 1.0, KernelDtype::F32, tiny),
+            Err(KernelError::DoesNotFit { .. })
+        ));
     }
 }

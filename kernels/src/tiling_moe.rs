@@ -753,7 +753,8 @@ pub struct MoeFinalizeTiling {
     pub tokens_per_block: u32,
     pub tokens_per_tile: u32,
     pub cols_per_tile: u32,
-    pub reserved: u32,
+    /// Test-only systematic error (0 in every normal build; see `src/mutation.rs` and the kernel).
+    pub mutation: u32,
 }
 
 impl MoeFinalizeTiling {
@@ -796,7 +797,7 @@ impl MoeFinalizeTiling {
             tokens_per_block,
             tokens_per_tile: tokens_per_block.min(FINALIZE_TILE_TOKENS),
             cols_per_tile: hidden,
-            reserved: 0,
+            mutation: finalize_mutation(),
         };
         let ub = u64::from(budget.ub_bytes);
         // The whole row when it fits, else the widest chunk of whole 64-element groups (32-byte blocks
@@ -857,6 +858,19 @@ impl_tiling!(
     ExpertFfnTiling,
     MoeFinalizeTiling
 );
+
+/// The systematic error a mutation test seeds into `moe_finalize_routing` (0 = none): read from
+/// `DSNPU_KERNEL_MUTATION=moe_finalize_routing:<n>` only with the `mutation` feature; `n` is 1 (every
+/// routing weight), 2 (the routed sum) or 3 (the whole output), each off by a factor 1.001.
+#[cfg(feature = "mutation")]
+fn finalize_mutation() -> u32 {
+    crate::mutation::for_kernel("moe_finalize_routing")
+}
+
+#[cfg(not(feature = "mutation"))]
+fn finalize_mutation() -> u32 {
+    0
+}
 
 #[cfg(test)]
 mod tests {

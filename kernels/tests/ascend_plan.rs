@@ -189,8 +189,8 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         &fake_fs(CANN8),
     )
     .unwrap();
-    // 7 vector sources once, 2 mix sources twice, 2 host-only sources never, then the link.
-    assert_eq!(p.commands.len(), 7 + 2 * 2 + 1);
+    // 6 vector sources once, 3 mix sources twice, 2 host-only sources never, then the link.
+    assert_eq!(p.commands.len(), 6 + 3 * 2 + 1);
     let (link, compiles) = p.commands.split_last().unwrap();
     assert_eq!(link.program, p.linker);
     assert_eq!(link.output, p.binary);
@@ -252,7 +252,8 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         cube,
         BTreeSet::from([
             "/src/kernels/src/ascendc/linear.cpp",
-            "/src/kernels/src/ascendc/moe_grouped_matmul.cpp"
+            "/src/kernels/src/ascendc/moe_grouped_matmul.cpp",
+            "/src/kernels/src/ascendc/mla_decode.cpp"
         ])
     );
     assert_eq!(seen.iter().filter(|(_, a)| a == "dav-c220-vec").count(), 9);

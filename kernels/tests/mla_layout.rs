@@ -30,15 +30,23 @@ fn mla_tiling_layout_matches_the_c_header() {
             num_blocks,
             max_blocks,
             scale,
-            heads_per_task,
-            rows_per_tile,
             tasks,
-            tasks_per_block,
-            latent_stride,
-            rope_stride,
-            score_stride,
+            chunk,
+            pitch,
+            softmax_rows,
+            combine_rows,
+            latent_pitch,
             work_elems,
-            reserved
+            qk_base_m,
+            qk_base_n,
+            qk_base_k,
+            pv_base_m,
+            pv_base_n,
+            pv_base_k,
+            ws_partial_at_lo,
+            ws_partial_at_hi,
+            mutation,
+            reserved,
         ]
     )];
     if c_layout::C_MLA_LAYOUT.is_empty() {
@@ -53,8 +61,8 @@ fn mla_tiling_layout_matches_the_c_header() {
         assert_eq!(csize, rsize, "{cname} size");
         assert_eq!(cfields.to_vec(), *rfields, "{cname} fields");
     }
-    // 18 four-byte fields, no padding.
-    assert_eq!(size_of::<MlaDecodeTiling>(), 72);
+    // 26 four-byte fields, no padding.
+    assert_eq!(size_of::<MlaDecodeTiling>(), 104);
 }
 
 #[test]
@@ -69,17 +77,25 @@ fn tiling_bytes_are_the_fields_in_order() {
         num_blocks: 7,
         max_blocks: 8,
         scale: 0.5,
-        heads_per_task: 10,
-        rows_per_tile: 11,
-        tasks: 12,
-        tasks_per_block: 13,
-        latent_stride: 14,
-        rope_stride: 15,
-        score_stride: 16,
-        work_elems: 17,
-        reserved: 18,
+        tasks: 10,
+        chunk: 11,
+        pitch: 12,
+        softmax_rows: 13,
+        combine_rows: 14,
+        latent_pitch: 15,
+        work_elems: 16,
+        qk_base_m: 17,
+        qk_base_n: 18,
+        qk_base_k: 19,
+        pv_base_m: 20,
+        pv_base_n: 21,
+        pv_base_k: 22,
+        ws_partial_at_lo: 23,
+        ws_partial_at_hi: 24,
+        mutation: 25,
+        reserved: 26,
     };
-    let want: Vec<u8> = (1u32..=18)
+    let want: Vec<u8> = (1u32..=26)
         .flat_map(|v| {
             if v == 9 {
                 0.5f32.to_ne_bytes()

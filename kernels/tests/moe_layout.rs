@@ -98,7 +98,7 @@ fn moe_tiling_layouts_match_the_c_header() {
                 tokens_per_block,
                 tokens_per_tile,
                 cols_per_tile,
-                reserved
+                mutation
             ]
         ),
     ];
@@ -146,7 +146,7 @@ fn tiling_bytes_are_the_fields_in_order() {
         tokens_per_block: 7,
         tokens_per_tile: 8,
         cols_per_tile: 9,
-        reserved: 10,
+        mutation: 10,
     };
     let want: Vec<u8> = (1u32..=10).flat_map(u32::to_ne_bytes).collect();
     assert_eq!(t.as_bytes(), want.as_slice());

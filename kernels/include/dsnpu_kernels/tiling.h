@@ -187,14 +187,16 @@ typedef struct DsnpuMoeFinalizeTiling {
     uint32_t tokens_per_block;
     uint32_t tokens_per_tile;
     uint32_t cols_per_tile;
-    uint32_t reserved;
+    uint32_t mutation; /* test-only systematic error, 0 in normal launches (tiling_moe.rs) */
 } DsnpuMoeFinalizeTiling;
 
-/* mla_decode_<t>: absorbed MLA decode over the paged latent cache. One task per (batch, query token,
- * group of heads_per_task heads), tasks_per_block consecutive tasks per block; a task streams the visible
- * cache rows rows_per_tile at a time (never across a cache block). latent_stride / rope_stride are the UB
- * row pitches in elements (round_up_32 of a row of t); score_stride the f32 pitch of a head's scores;
- * work_elems the f32 work space of the reductions. */
+/* mla_decode_<t>: split-KV absorbed MLA decode over the paged latent cache (src/ascendc/mla_decode.cpp).
+ * Tasks are the (sequence, chunk) entries of the host plan, each at most `chunk` cache positions and all
+ * s_q * heads query rows; `pitch` = round_up(chunk, 16) is the column pitch of the per-block score and P
+ * workspaces; softmax_rows / combine_rows the rows per UB slab of the two phases; latent_pitch the UB pitch
+ * of a latent row (round_up(latent_dim, 16)); work_elems the f32 work space of the reductions; qk_* and
+ * pv_* the cube base tiles of the two matmuls; the partial outputs start ws_partial_at (lo | hi << 32)
+ * bytes into the workspace. mutation is 0 except in the mutation tests (tiling_mla.rs). */
 typedef struct DsnpuMlaDecodeTiling {
     uint32_t batch;
     uint32_t s_q;
@@ -205,14 +207,22 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t num_blocks;
     uint32_t max_blocks;
     float scale;
-    uint32_t heads_per_task;
-    uint32_t rows_per_tile;
     uint32_t tasks;
-    uint32_t tasks_per_block;
-    uint32_t latent_stride;
-    uint32_t rope_stride;
-    uint32_t score_stride;
+    uint32_t chunk;
+    uint32_t pitch;
+    uint32_t softmax_rows;
+    uint32_t combine_rows;
+    uint32_t latent_pitch;
     uint32_t work_elems;
+    uint32_t qk_base_m;
+    uint32_t qk_base_n;
+    uint32_t qk_base_k;
+    uint32_t pv_base_m;
+    uint32_t pv_base_n;
+    uint32_t pv_base_k;
+    uint32_t ws_partial_at_lo;
+    uint32_t ws_partial_at_hi;
+    uint32_t mutation;
     uint32_t reserved;
 } DsnpuMlaDecodeTiling;
 

@@ -1,33 +1,42 @@
 /*
- * mla_decode_<t> (t = f32, f16, bf16): absorbed MLA decode over the paged latent cache (the contract is
- * dsnpu-ops' mla::mla_decode; FlashMLA / FusedInferAttentionScore with a query rope part).
+ * mla_decode_<t> (t = f32, f16, bf16): split-KV absorbed MLA decode over the paged latent cache (the
+ * contract is dsnpu-ops' mla::mla_decode; FlashMLA's flash_mla_with_kvcache with get_mla_metadata).
  *
  * For sequence b (seq_lens[b] cached tokens, the last S of them the queries), query s, head h:
  *   score_j = scale * (q_nope[b,s,h] . latent_j + q_rope[b,s,h] . rope_j),  j < seq_lens[b] - S + s + 1
  *   out[b,s,h] = t( sum_j softmax(score)_j * latent_j ),   lse[b,h,s] = ln sum_j exp(score_j)
- * with position j in row j % block_size of cache block block_table[b, j / block_size]. Keys are
- * latent || rope, values the latent itself.
+ * with position j in row j % block_size of cache block block_table[b, j / block_size].
  *
- * Vector cores only (no cube / Matmul): a first kernel, memory-bound at decode sizes. Work split: one
- * task per (batch, query token, group of heads_per_task heads), tasks_per_block consecutive tasks per
- * block. A task loads its G query rows once (widened to f32), then streams the visible cache rows
- * through a double-buffered input queue, rows_per_tile at a time and never across a cache block (one
- * DataCopyPad of the latent rows and one of the rope rows per tile, through the block table): the next
- * tile is in flight while the current one is scored. Every tile is shared by the G heads. Per head, an
- * online softmax in f32: the tile's scores (a Mul and a ReduceSum per row and part), the running max m
- * and sum l, the accumulator rescaled by exp(m_old - m_new) before the tile's p_j * latent_j are added.
- * At the end acc / l is narrowed to t and lse = m + ln l; both leave through one output buffer.
- * Rows past a sequence's visible length are never read (they may hold anything, NaN included).
- * GM traffic per task: its G query rows, the visible latent and rope rows once, G output rows and G lse.
+ * Work: the host plan (tiling_mla.rs, MlaDecodePlan) cuts every sequence's keys into chunks of at most
+ * `chunk` positions so that there are about as many chunks as blocks, even at batch 1. The plan is an
+ * int32 device buffer: [batch x 2] (first task, task count of the sequence), then [tasks x 3] (b, c0, c1).
+ * Task k runs on block k % GetBlockNum(). A task serves ALL G = S * H query rows of its sequence (q rows
+ * of b are contiguous, row r = s * H + h), so each cache row of the chunk is streamed once per sequence:
+ *   1. cube: scores[G, C] = q_nope . latent^T (+ q_rope . rope^T, accumulated) per cache-block segment of
+ *      the chunk, into this block's f32 score workspace (Matmul API, operands in GM);
+ *   2. vector: per row, scale, causal mask (at most S - 1 positions of the last chunk), max m, p = exp(s - m),
+ *      l = sum p; p rounded to t into the P workspace; (m, l) per row into the task's ml workspace;
+ *   3. cube: O[G, Dl] = P . latent per segment, accumulated in f32, into the task's partial workspace
+ *      (unnormalised: sum_j exp(s_j - m) latent_j).
+ * SyncAll; then the combine phase, rows (b, r) split over blocks: M = max of the tasks' m, w_i = exp(m_i - M),
+ * L = sum w_i l_i, out = t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped).
+ * On the AI Core the cube runs steps 1 and 3 and the block's vector cores step 2 and the combine (a 1:2 mix
+ * kernel; the cross-core flags between the steps are not written yet: the host runs a block's steps in
+ * program order). Rows past a sequence's visible length are never read.
  *
- * UB rows are padded to 32 bytes: L = latent_stride, R = rope_stride elements of t (the same pitches
- * are used for the f32 copies). UB use (G = heads_per_task, N = rows_per_tile, sz = sizeof(t)):
- *   2 N (L+R) sz (tile queue) + G (L+R) sz (query queue) + G L sz + 32 G (output queue)
- *   + G L 4 (accumulators) + G score_stride 4 (scores) + max(L, R) 4 (products) + work_elems 4 + 64
- *   [+ N (L+R) 4 (tile in f32) + G (L+R) 4 (queries in f32), 16-bit t only].
+ * Workspace (bytes, offsets in the tiling): per block: scores f32 [G, pitch] | P t [G, pitch];
+ * per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
+ * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
+ *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 64.
+ * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16)): Q L 4 (acc) + 2 Q L 4 (partials queue)
+ *   + 2 Q L sz (out queue) + 2 * 32 Q (lse queue) + 64.
+ *
+ * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla.rs): 1 scales the
+ * softmax scale by 1.001, 2 the combine's denominator L by 1.001, 3 the combine weights by 1.001.
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
+#include "lib/matmul_intf.h"
 
 using namespace AscendC;
 using namespace dsnpu_kernels;
@@ -35,24 +44,41 @@ using namespace dsnpu_kernels;
 namespace {
 
 constexpr float NEG_INF = -__builtin_inff();
+constexpr float MUTATE = 1.001f;
+
+__aicore__ inline TCubeTiling MlaCubeTiling(uint32_t m, uint32_t n, uint32_t k, uint32_t baseM, uint32_t baseN,
+                                            uint32_t baseK) {
+    TCubeTiling c;
+    c.usedCoreNum = 1;
+    c.M = static_cast<int32_t>(m);
+    c.N = static_cast<int32_t>(n);
+    c.Ka = static_cast<int32_t>(k);
+    c.Kb = static_cast<int32_t>(k);
+    c.singleCoreM = static_cast<int32_t>(m);
+    c.singleCoreN = static_cast<int32_t>(n);
+    c.singleCoreK = static_cast<int32_t>(k);
+    c.baseM = static_cast<int32_t>(baseM);
+    c.baseN = static_cast<int32_t>(baseN);
+    c.baseK = static_cast<int32_t>(baseK);
+    c.isBias = 0;
+    return c;
+}
 
 template <typename T>
 class KernelMlaDecode {
-    static constexpr bool IS_F32 = IsSame<T, float>::value;
+    using MmQk = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
+                        MatmulType<TPosition::GM, CubeFormat::ND, float>>;
+    using MmPv = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, T>,
+                        MatmulType<TPosition::GM, CubeFormat::ND, float>>;
 
 public:
     __aicore__ inline void Init(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, GM_ADDR rope, GM_ADDR blockTable,
-                                GM_ADDR seqLens, GM_ADDR out, GM_ADDR lse, const DsnpuMlaDecodeTiling& t) {
+                                GM_ADDR seqLens, GM_ADDR plan, GM_ADDR out, GM_ADDR lse, GM_ADDR workspace,
+                                const DsnpuMlaDecodeTiling& t) {
         t_ = t;
-        const uint64_t first = static_cast<uint64_t>(GetBlockIdx()) * t.tasks_per_block;
-        tasks_ = first >= t.tasks ? 0 : Min(t.tasks_per_block, static_cast<uint32_t>(t.tasks - first));
-        if (tasks_ == 0 || t.heads_per_task == 0 || t.rows_per_tile == 0) {
-            tasks_ = 0;
-            return;
-        }
-        first_ = static_cast<uint32_t>(first);
-        groups_ = CeilDiv(t.heads, t.heads_per_task);
-        const uint64_t rowsQ = static_cast<uint64_t>(t.batch) * t.s_q * t.heads;
+        G_ = t.s_q * t.heads;
+        scale_ = t.mutation == 1 ? t.scale * MUTATE : t.scale;
+        const uint64_t rowsQ = static_cast<uint64_t>(t.batch) * G_;
         const uint64_t slots = static_cast<uint64_t>(t.num_blocks) * t.block_size;
         qNopeGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(qNope), rowsQ * t.latent_dim);
         qRopeGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(qRope), rowsQ * t.rope_dim);
@@ -61,128 +87,203 @@ public:
         tableGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(blockTable),
                                  static_cast<uint64_t>(t.batch) * t.max_blocks);
         lensGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(seqLens), t.batch);
+        planGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(plan),
+                                2 * static_cast<uint64_t>(t.batch) + 3 * static_cast<uint64_t>(t.tasks));
         outGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(out), rowsQ * t.latent_dim);
         lseGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(lse), rowsQ);
 
-        const uint32_t G = t.heads_per_task, N = t.rows_per_tile;
-        const uint32_t row = t.latent_stride + t.rope_stride;  // elements of a padded key row
-        pipe_.InitBuffer(kvQue_, BUFFER_NUM, N * row * sizeof(T));
-        pipe_.InitBuffer(qQue_, 1, G * row * sizeof(T));
-        pipe_.InitBuffer(outQue_, 1, G * t.latent_stride * sizeof(T) + G * UB_BLOCK);
-        pipe_.InitBuffer(acc_, G * t.latent_stride * sizeof(float));
-        pipe_.InitBuffer(score_, G * t.score_stride * sizeof(float));
-        pipe_.InitBuffer(tmp_, (t.latent_stride > t.rope_stride ? t.latent_stride : t.rope_stride) * sizeof(float));
-        pipe_.InitBuffer(work_, t.work_elems * sizeof(float));
-        pipe_.InitBuffer(small_, 2 * UB_BLOCK);
-        if constexpr (!IS_F32) {
-            pipe_.InitBuffer(kvF_, N * row * sizeof(float));
-            pipe_.InitBuffer(qF_, G * row * sizeof(float));
-        }
+        GM_ADDR ws = GetUserWorkspace(workspace);
+        const uint64_t block = static_cast<uint64_t>(GetBlockIdx());
+        const uint64_t scoreElems = static_cast<uint64_t>(G_) * t.pitch;
+        GM_ADDR mine = ws + block * (scoreElems * (sizeof(float) + sizeof(T)));
+        scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems);
+        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine + scoreElems * sizeof(float)), scoreElems);
+        GM_ADDR partial = ws + static_cast<uint64_t>(t.ws_partial_at_lo) + (static_cast<uint64_t>(t.ws_partial_at_hi) << 32);
+        const uint64_t perTask = static_cast<uint64_t>(G_) * t.latent_dim;
+        partialWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial), perTask * t.tasks);
+        mlWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial + perTask * t.tasks * sizeof(float)),
+                              2 * static_cast<uint64_t>(G_) * t.tasks);
+
+        qk_ = MlaCubeTiling(G_, t.pitch, t.latent_dim, t.qk_base_m, t.qk_base_n, t.qk_base_k);
+        pv_ = MlaCubeTiling(G_, t.latent_dim, t.pitch, t.pv_base_m, t.pv_base_n, t.pv_base_k);
+        REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmQk_, &qk_, mmPv_, &pv_);
     }
 
     __aicore__ inline void Process() {
-        for (uint32_t i = 0; i < tasks_; ++i) Task(first_ + i);
+        const uint32_t blocks = static_cast<uint32_t>(GetBlockNum());
+        const uint32_t me = static_cast<uint32_t>(GetBlockIdx());
+        if (t_.tasks > 0 && t_.softmax_rows > 0) {
+            InitPhase1();
+            for (uint32_t k = me; k < t_.tasks; k += blocks) Task(k);
+            pipe_.Reset();
+        }
+        // The combine needs every task's partial results.
+        SyncAll<false>();
+        if (t_.combine_rows == 0) return;
+        InitPhase2();
+        const uint64_t rows = static_cast<uint64_t>(t_.batch) * G_;
+        const uint64_t per = (rows + blocks - 1) / blocks;
+        const uint64_t r0 = per * me;
+        const uint64_t r1 = r0 + per < rows ? r0 + per : rows;
+        // Slabs of combine_rows rows, never across a sequence.
+        uint64_t r = r0;
+        while (r < r1) {
+            const uint32_t b = static_cast<uint32_t>(r / G_);
+            const uint64_t seqEnd = static_cast<uint64_t>(b + 1) * G_;
+            uint64_t end = r + t_.combine_rows;
+            if (end > r1) end = r1;
+            if (end > seqEnd) end = seqEnd;
+            Combine(b, static_cast<uint32_t>(r - static_cast<uint64_t>(b) * G_), static_cast<uint32_t>(end - r));
+            r = end;
+        }
     }
 
 private:
-    // Task index = ((b * S) + s) * groups + g.
-    __aicore__ inline void Task(uint32_t task) {
-        const uint32_t g = task % groups_;
-        const uint32_t bs = task / groups_;
-        const uint32_t s = bs % t_.s_q, b = bs / t_.s_q;
-        const uint32_t h0 = g * t_.heads_per_task;
-        const uint32_t G = Min(t_.heads_per_task, t_.heads - h0);
+    // ---------------------------------------------------------------- phase 1: one (sequence, chunk) task
+    __aicore__ inline void InitPhase1() {
+        const uint32_t R = t_.softmax_rows, P = t_.pitch;
+        pipe_.InitBuffer(scQue_, BUFFER_NUM, R * P * sizeof(float));
+        pipe_.InitBuffer(pQue_, BUFFER_NUM, R * P * sizeof(T));
+        pipe_.InitBuffer(mlQue_, BUFFER_NUM, AlignUp(2 * R * sizeof(float), UB_BLOCK));
+        pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));
+        pipe_.InitBuffer(small_, 2 * UB_BLOCK);
+    }
+
+    __aicore__ inline int64_t SeqLen(uint32_t b) {
         // The host validated seq_lens; clamp anyway so a bad length only shortens the walk.
         int64_t len = lensGm_.GetValue(b);
         const int64_t cap = static_cast<int64_t>(t_.max_blocks) * t_.block_size;
         if (len > cap) len = cap;
-        int64_t visible = len - static_cast<int64_t>(t_.s_q) + s + 1;
-        if (visible < 0) visible = 0;
-        const uint32_t vis = static_cast<uint32_t>(visible);
-
-        const uint64_t qRow = (static_cast<uint64_t>(b) * t_.s_q + s) * t_.heads + h0;
-        LocalTensor<float> q = LoadQueries(qRow, G);
-        LocalTensor<float> acc = acc_.Get<float>();
-        Duplicate(acc, 0.0f, static_cast<int32_t>(G * t_.latent_stride));
-        for (uint32_t h = 0; h < G; ++h) {
-            m_[h] = NEG_INF;
-            l_[h] = 0.0f;
-        }
-        if (vis > 0) {
-            uint32_t pos = 0;
-            uint32_t n = Issue(b, pos, vis);
-            while (n > 0) {
-                const uint32_t next = pos + n;
-                const uint32_t n2 = next < vis ? Issue(b, next, vis) : 0;  // prefetch
-                LocalTensor<T> tile = kvQue_.DeQue<T>();
-                Attend(q, acc, Widen(tile, n), n, G);
-                kvQue_.FreeTensor(tile);
-                pos = next;
-                n = n2;
-            }
-        }
-        Finish(acc, G, qRow, b, s, h0);
-        if constexpr (IS_F32) {
-            qQue_.FreeTensor(q);
-        }
+        if (len < 0) len = 0;
+        return len;
     }
 
-    // The G query rows (latent part at [h * L], rope part at [G * L + h * R]) in f32.
-    __aicore__ inline LocalTensor<float> LoadQueries(uint64_t qRow, uint32_t G) {
-        LocalTensor<T> raw = qQue_.AllocTensor<T>();
-        const uint32_t ropeAt = t_.heads_per_task * t_.latent_stride;
-        DataCopyPad(raw, qNopeGm_[qRow * t_.latent_dim],
-                    DataCopyExtParams(G, t_.latent_dim * static_cast<uint32_t>(sizeof(T)), 0, 0, 0),
-                    DataCopyPadExtParams<T>(false, 0, 0, T(0)));
-        DataCopyPad(raw[ropeAt], qRopeGm_[qRow * t_.rope_dim],
-                    DataCopyExtParams(G, t_.rope_dim * static_cast<uint32_t>(sizeof(T)), 0, 0, 0),
-                    DataCopyPadExtParams<T>(false, 0, 0, T(0)));
-        qQue_.EnQue(raw);
-        raw = qQue_.DeQue<T>();
-        if constexpr (IS_F32) {
-            return raw;  // freed at the end of the task
-        } else {
-            LocalTensor<float> f = qF_.Get<float>();
-            ToFloat(f, raw, G * t_.latent_stride);
-            ToFloat(f[ropeAt], raw[ropeAt], G * t_.rope_stride);
-            qQue_.FreeTensor(raw);
-            return f;
-        }
-    }
-
-    // Queues the load of the tile starting at visible position pos: at most rows_per_tile rows, all in
-    // pos's cache block, none past vis. Returns its row count.
-    __aicore__ inline uint32_t Issue(uint32_t b, uint32_t pos, uint32_t vis) {
-        const uint32_t off = pos % t_.block_size;
-        uint32_t n = Min(t_.rows_per_tile, t_.block_size - off);
-        n = Min(n, vis - pos);
+    __aicore__ inline uint64_t Slot(uint32_t b, uint32_t pos) {
         const int32_t block = tableGm_.GetValue(static_cast<uint64_t>(b) * t_.max_blocks + pos / t_.block_size);
         // A negative block id (never after host validation) is read as a huge one: a checked fault.
-        const uint64_t slot = static_cast<uint64_t>(static_cast<uint32_t>(block)) * t_.block_size + off;
-        LocalTensor<T> tile = kvQue_.AllocTensor<T>();
-        DataCopyPad(tile, latentGm_[slot * t_.latent_dim],
-                    DataCopyExtParams(static_cast<uint16_t>(n), t_.latent_dim * static_cast<uint32_t>(sizeof(T)), 0,
-                                      0, 0),
-                    DataCopyPadExtParams<T>(false, 0, 0, T(0)));
-        DataCopyPad(tile[t_.rows_per_tile * t_.latent_stride], ropeGm_[slot * t_.rope_dim],
-                    DataCopyExtParams(static_cast<uint16_t>(n), t_.rope_dim * static_cast<uint32_t>(sizeof(T)), 0, 0,
-                                      0),
-                    DataCopyPadExtParams<T>(false, 0, 0, T(0)));
-        kvQue_.EnQue(tile);
-        return n;
+        return static_cast<uint64_t>(static_cast<uint32_t>(block)) * t_.block_size + pos % t_.block_size;
     }
 
-    // The tile in f32 (latent rows at [j * L], rope rows at [N * L + j * R]).
-    __aicore__ inline LocalTensor<float> Widen(const LocalTensor<T>& tile, uint32_t n) {
-        if constexpr (IS_F32) {
-            return tile;
-        } else {
-            LocalTensor<float> f = kvF_.Get<float>();
-            const uint32_t ropeAt = t_.rows_per_tile * t_.latent_stride;
-            ToFloat(f, tile, n * t_.latent_stride);
-            ToFloat(f[ropeAt], tile[ropeAt], n * t_.rope_stride);
-            return f;
+    __aicore__ inline void Task(uint32_t k) {
+        const uint64_t at = 2 * static_cast<uint64_t>(t_.batch) + 3 * static_cast<uint64_t>(k);
+        const int32_t bRaw = planGm_.GetValue(at);
+        if (bRaw < 0 || static_cast<uint32_t>(bRaw) >= t_.batch) return;
+        const uint32_t b = static_cast<uint32_t>(bRaw);
+        const int64_t len = SeqLen(b);
+        int64_t c0 = planGm_.GetValue(at + 1), c1 = planGm_.GetValue(at + 2);
+        if (c1 > len) c1 = len;
+        if (c1 - c0 > static_cast<int64_t>(t_.chunk)) c1 = c0 + t_.chunk;
+        if (c0 < 0) c0 = 0;
+        const uint32_t C = c1 > c0 ? static_cast<uint32_t>(c1 - c0) : 0;
+        const uint64_t qRow = static_cast<uint64_t>(b) * G_;
+        // 1. scores = q . k^T, one cube call per cache-block segment (and one for the rope part).
+        for (uint32_t p = 0; p < C;) {
+            const uint32_t pos = static_cast<uint32_t>(c0) + p;
+            const uint32_t n = Min(t_.block_size - pos % t_.block_size, C - p);
+            const uint64_t slot = Slot(b, pos);
+            mmQk_.SetOrgShape(G_, t_.pitch, t_.latent_dim, t_.latent_dim);
+            mmQk_.SetTensorA(qNopeGm_[qRow * t_.latent_dim]);
+            mmQk_.SetTensorB(latentGm_[slot * t_.latent_dim], true);
+            mmQk_.SetTail(static_cast<int>(G_), static_cast<int>(n), static_cast<int>(t_.latent_dim));
+            mmQk_.IterateAll(scoresWs_[p]);
+            mmQk_.End();
+            mmQk_.SetOrgShape(G_, t_.pitch, t_.rope_dim, t_.rope_dim);
+            mmQk_.SetTensorA(qRopeGm_[qRow * t_.rope_dim]);
+            mmQk_.SetTensorB(ropeGm_[slot * t_.rope_dim], true);
+            mmQk_.SetTail(static_cast<int>(G_), static_cast<int>(n), static_cast<int>(t_.rope_dim));
+            mmQk_.IterateAll(scoresWs_[p], 1);
+            mmQk_.End();
+            p += n;
         }
+        // 2. the row softmax of the chunk.
+        for (uint32_t r = 0; r < G_; r += t_.softmax_rows) {
+            Softmax(k, r, Min(t_.softmax_rows, G_ - r), len, static_cast<uint32_t>(c0), C);
+        }
+        // 3. O = P . latent, accumulated over the segments.
+        const uint64_t oAt = static_cast<uint64_t>(k) * G_ * t_.latent_dim;
+        if (C == 0) return;  // every row has l = 0: the combine skips this task
+        for (uint32_t p = 0; p < C;) {
+            const uint32_t pos = static_cast<uint32_t>(c0) + p;
+            const uint32_t n = Min(t_.block_size - pos % t_.block_size, C - p);
+            const uint64_t slot = Slot(b, pos);
+            mmPv_.SetOrgShape(G_, t_.latent_dim, t_.pitch, t_.pitch);
+            mmPv_.SetTensorA(pWs_[p]);
+            mmPv_.SetTensorB(latentGm_[slot * t_.latent_dim]);
+            mmPv_.SetTail(static_cast<int>(G_), static_cast<int>(t_.latent_dim), static_cast<int>(n));
+            mmPv_.IterateAll(partialWs_[oAt], p == 0 ? 0 : 1);
+            mmPv_.End();
+            p += n;
+        }
+    }
+
+    // Rows [r0, r0 + R) of task k's scores: mask, max, exp, sum; P rows in t and (m, l) out.
+    __aicore__ inline void Softmax(uint32_t k, uint32_t r0, uint32_t R, int64_t len, uint32_t c0, uint32_t C) {
+        const uint32_t P = t_.pitch;
+        LocalTensor<float> ml = mlQue_.AllocTensor<float>();
+        LocalTensor<T> pt = pQue_.AllocTensor<T>();
+        if (C > 0) {
+            LocalTensor<float> sc = scQue_.AllocTensor<float>();
+            const uint32_t f32Gap = (P * sizeof(float) - AlignUp(C * sizeof(float), UB_BLOCK)) / UB_BLOCK;
+            DataCopyPad(sc, scoresWs_[static_cast<uint64_t>(r0) * P],
+                        DataCopyExtParams(static_cast<uint16_t>(R), C * static_cast<uint32_t>(sizeof(float)),
+                                          (P - C) * static_cast<uint32_t>(sizeof(float)), f32Gap, 0),
+                        DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+            scQue_.EnQue(sc);
+            sc = scQue_.DeQue<float>();
+            LocalTensor<float> red = small_.Get<float>();
+            for (uint32_t i = 0; i < R; ++i) {
+                const uint32_t r = r0 + i;
+                const uint32_t s = r / t_.heads;
+                int64_t vis = len - static_cast<int64_t>(t_.s_q) + s + 1 - c0;  // visible columns of the chunk
+                if (vis > C) vis = C;
+                LocalTensor<float> row = sc[i * P];
+                if (vis <= 0) {
+                    Duplicate(row, 0.0f, static_cast<int32_t>(C));
+                    ml.SetValue(2 * i, NEG_INF);
+                    ml.SetValue(2 * i + 1, 0.0f);
+                    continue;
+                }
+                Muls(row, row, scale_, static_cast<int32_t>(C));
+                if (vis < C) {
+                    SetFlag<HardEvent::V_S>(0);
+                    WaitFlag<HardEvent::V_S>(0);
+                    for (uint32_t j = static_cast<uint32_t>(vis); j < C; ++j) row.SetValue(j, NEG_INF);
+                    SetFlag<HardEvent::S_V>(0);
+                    WaitFlag<HardEvent::S_V>(0);
+                }
+                ReduceMax(red, row, work_.Get<float>(), static_cast<int32_t>(C));
+                const float m = Scalar(red);
+                SetFlag<HardEvent::S_V>(0);
+                WaitFlag<HardEvent::S_V>(0);
+                Adds(row, row, -m, static_cast<int32_t>(C));
+                Exp(row, row, static_cast<int32_t>(C));
+                ReduceSum(red, row, work_.Get<float>(), static_cast<int32_t>(C));
+                const float l = Scalar(red);
+                ml.SetValue(2 * i, m);
+                ml.SetValue(2 * i + 1, l);
+            }
+            FromFloat(pt, sc, R * P);
+            scQue_.FreeTensor(sc);
+        } else {
+            for (uint32_t i = 0; i < R; ++i) {
+                ml.SetValue(2 * i, NEG_INF);
+                ml.SetValue(2 * i + 1, 0.0f);
+            }
+        }
+        mlQue_.EnQue(ml);
+        ml = mlQue_.DeQue<float>();
+        DataCopyPad(mlWs_[(static_cast<uint64_t>(k) * G_ + r0) * 2], ml,
+                    DataCopyExtParams(1, 2 * R * static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
+        mlQue_.FreeTensor(ml);
+        pQue_.EnQue(pt);
+        pt = pQue_.DeQue<T>();
+        if (C > 0) {
+            const uint32_t tGap = (P * sizeof(T) - AlignUp(C * sizeof(T), UB_BLOCK)) / UB_BLOCK;
+            DataCopyPad(pWs_[static_cast<uint64_t>(r0) * P], pt,
+                        DataCopyExtParams(static_cast<uint16_t>(R), C * static_cast<uint32_t>(sizeof(T)), tGap,
+                                          (P - C) * static_cast<uint32_t>(sizeof(T)), 0));
+        }
+        pQue_.FreeTensor(pt);
     }
 
     // dst[0] after a reduction, on the scalar unit.
@@ -192,131 +293,142 @@ private:
         return r.GetValue(0);
     }
 
-    __aicore__ inline float Dot(const LocalTensor<float>& a, const LocalTensor<float>& b, uint32_t count) {
-        LocalTensor<float> tmp = tmp_.Get<float>();
-        LocalTensor<float> red = small_.Get<float>();
-        Mul(tmp, a, b, static_cast<int32_t>(count));
-        ReduceSum(red, tmp, work_.Get<float>(), static_cast<int32_t>(count));
-        return Scalar(red);
+    // ---------------------------------------------------------------- phase 2: combine the partials
+    __aicore__ inline void InitPhase2() {
+        const uint32_t Q = t_.combine_rows, L = t_.latent_pitch;
+        pipe_.InitBuffer(acc_, Q * L * sizeof(float));
+        pipe_.InitBuffer(oQue_, BUFFER_NUM, Q * L * sizeof(float));
+        pipe_.InitBuffer(outQue_, BUFFER_NUM, Q * L * sizeof(T));
+        pipe_.InitBuffer(lseQue_, BUFFER_NUM, Q * UB_BLOCK);
+        pipe_.InitBuffer(small2_, 2 * UB_BLOCK);
     }
 
     // exp(x) through the vector unit (no scalar transcendental on the AI Core).
     __aicore__ inline float VecExp(float x) {
-        LocalTensor<float> e = small_.Get<float>()[UB_BLOCK / sizeof(float)];
+        LocalTensor<float> e = small2_.Get<float>();
         SetFlag<HardEvent::S_V>(0);
         WaitFlag<HardEvent::S_V>(0);
         Duplicate(e, x, 8);
         Exp(e, e, 8);
-        return Scalar(e);
+        SetFlag<HardEvent::V_S>(0);
+        WaitFlag<HardEvent::V_S>(0);
+        return e.GetValue(0);
     }
 
-    // One tile of n rows for the G heads: online-softmax update of m, l and the accumulators.
-    __aicore__ inline void Attend(const LocalTensor<float>& q, const LocalTensor<float>& acc,
-                                  const LocalTensor<float>& kv, uint32_t n, uint32_t G) {
-        const uint32_t L = t_.latent_stride, R = t_.rope_stride;
-        const uint32_t qRope = t_.heads_per_task * L, kRope = t_.rows_per_tile * L;
-        const int32_t dl = static_cast<int32_t>(t_.latent_dim);
-        LocalTensor<float> tmp = tmp_.Get<float>();
-        LocalTensor<float> red = small_.Get<float>();
-        for (uint32_t h = 0; h < G; ++h) {
-            LocalTensor<float> sc = score_.Get<float>()[h * t_.score_stride];
-            for (uint32_t j = 0; j < n; ++j) {
-                const float d = Dot(q[h * L], kv[j * L], t_.latent_dim) + Dot(q[qRope + h * R], kv[kRope + j * R], t_.rope_dim);
-                sc.SetValue(j, t_.scale * d);
+    // Rows [r0, r0 + Q) of sequence b (all in b).
+    __aicore__ inline void Combine(uint32_t b, uint32_t r0, uint32_t Q) {
+        constexpr uint32_t MAXQ = 64;
+        const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim;
+        int64_t first = planGm_.GetValue(2 * static_cast<uint64_t>(b));
+        int64_t count = planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1);
+        if (first < 0) first = 0;
+        if (count < 0) count = 0;
+        if (first > t_.tasks) first = t_.tasks;
+        if (first + count > t_.tasks) count = t_.tasks - first;
+        float mMax[MAXQ], lSum[MAXQ];
+        for (uint32_t i = 0; i < Q; ++i) {
+            mMax[i] = NEG_INF;
+            lSum[i] = 0.0f;
+            for (int64_t k = first; k < first + count; ++k) {
+                const uint64_t at = (static_cast<uint64_t>(k) * G_ + r0 + i) * 2;
+                const float m = mlWs_.GetValue(at), l = mlWs_.GetValue(at + 1);
+                if (l > 0.0f && m > mMax[i]) mMax[i] = m;
             }
-            SetFlag<HardEvent::S_V>(0);
-            WaitFlag<HardEvent::S_V>(0);
-            ReduceMax(red, sc, work_.Get<float>(), static_cast<int32_t>(n));
-            const float tileMax = Scalar(red);
-            const float mOld = m_[h];
-            const float mNew = tileMax > mOld ? tileMax : mOld;
-            SetFlag<HardEvent::S_V>(0);
-            WaitFlag<HardEvent::S_V>(0);
-            Adds(sc, sc, -mNew, static_cast<int32_t>(n));
-            Exp(sc, sc, static_cast<int32_t>(n));
-            ReduceSum(red, sc, work_.Get<float>(), static_cast<int32_t>(n));
-            const float tileSum = Scalar(red);
-            const float alpha = VecExp(mOld - mNew);  // 0 on the first tile (mOld = -inf)
-            m_[h] = mNew;
-            l_[h] = l_[h] * alpha + tileSum;
-            LocalTensor<float> a = acc[h * L];
-            Muls(a, a, alpha, dl);
-            for (uint32_t j = 0; j < n; ++j) {
-                const float p = sc.GetValue(j);
+            for (int64_t k = first; k < first + count; ++k) {
+                const uint64_t at = (static_cast<uint64_t>(k) * G_ + r0 + i) * 2;
+                const float m = mlWs_.GetValue(at), l = mlWs_.GetValue(at + 1);
+                if (l > 0.0f) lSum[i] += VecExp(m - mMax[i]) * l;
+            }
+            if (t_.mutation == 2) lSum[i] *= MUTATE;
+        }
+        LocalTensor<float> acc = acc_.Get<float>();
+        Duplicate(acc, 0.0f, static_cast<int32_t>(Q * L));
+        const uint32_t gap = (L - AlignUp(Dl, 8)) * sizeof(float) / UB_BLOCK;
+        for (int64_t k = first; k < first + count; ++k) {
+            LocalTensor<float> o = oQue_.AllocTensor<float>();
+            DataCopyPad(o, partialWs_[(static_cast<uint64_t>(k) * G_ + r0) * Dl],
+                        DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(float)), 0, gap,
+                                          0),
+                        DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+            oQue_.EnQue(o);
+            o = oQue_.DeQue<float>();
+            for (uint32_t i = 0; i < Q; ++i) {
+                const uint64_t at = (static_cast<uint64_t>(k) * G_ + r0 + i) * 2;
+                const float m = mlWs_.GetValue(at), l = mlWs_.GetValue(at + 1);
+                if (!(l > 0.0f)) continue;  // this chunk saw none of the row's keys (its O was not written)
+                float w = VecExp(m - mMax[i]) / lSum[i];
+                if (t_.mutation == 3) w *= MUTATE;
                 SetFlag<HardEvent::S_V>(0);
                 WaitFlag<HardEvent::S_V>(0);
-                Muls(tmp, kv[j * L], p, dl);
-                Add(a, a, tmp, dl);
+                Muls(o[i * L], o[i * L], w, static_cast<int32_t>(Dl));
+                Add(acc[i * L], acc[i * L], o[i * L], static_cast<int32_t>(Dl));
             }
+            oQue_.FreeTensor(o);
         }
-    }
-
-    // out rows = t(acc / l), lse = m + ln l; one output buffer, two copies out.
-    __aicore__ inline void Finish(const LocalTensor<float>& acc, uint32_t G, uint64_t qRow, uint32_t b, uint32_t s,
-                                  uint32_t h0) {
-        const uint32_t L = t_.latent_stride;
-        LocalTensor<T> o = outQue_.AllocTensor<T>();
-        LocalTensor<float> lse = o[t_.heads_per_task * L].template ReinterpretCast<float>();
-        LocalTensor<float> e = small_.Get<float>()[UB_BLOCK / sizeof(float)];
-        for (uint32_t h = 0; h < G; ++h) {
-            LocalTensor<float> a = acc[h * L];
-            const float l = l_[h];
-            // l >= 1 whenever a row was seen (the max term is exp(0)); with none, out is 0 and lse -inf.
-            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        LocalTensor<T> out = outQue_.AllocTensor<T>();
+        FromFloat(out, acc, Q * L);
+        outQue_.EnQue(out);
+        out = outQue_.DeQue<T>();
+        const uint32_t tGap = (L * sizeof(T) - AlignUp(Dl * sizeof(T), UB_BLOCK)) / UB_BLOCK;
+        DataCopyPad(outGm_[(static_cast<uint64_t>(b) * G_ + r0) * Dl], out,
+                    DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(T)), tGap, 0, 0));
+        outQue_.FreeTensor(out);
+        // lse[b, h, s] = M + ln L, one 32-byte UB block per row.
+        LocalTensor<float> lse = lseQue_.AllocTensor<float>();
+        const uint32_t per = UB_BLOCK / sizeof(float);
+        for (uint32_t i = 0; i < Q; ++i) {
             SetFlag<HardEvent::S_V>(0);
             WaitFlag<HardEvent::S_V>(0);
-            Muls(a, a, inv, static_cast<int32_t>(t_.latent_dim));
-            Duplicate(e, l, 8);
-            Ln(e, e, 8);
-            Adds(lse[h * (UB_BLOCK / sizeof(float))], e, m_[h], 8);
+            Duplicate(lse[i * per], lSum[i], static_cast<int32_t>(per));
+            Ln(lse[i * per], lse[i * per], static_cast<int32_t>(per));
+            Adds(lse[i * per], lse[i * per], mMax[i], static_cast<int32_t>(per));
         }
-        FromFloat(o, acc, G * L);
-        outQue_.EnQue(o);
-        o = outQue_.DeQue<T>();
-        DataCopyPad(outGm_[qRow * t_.latent_dim], o,
-                    DataCopyExtParams(G, t_.latent_dim * static_cast<uint32_t>(sizeof(T)), 0, 0, 0));
-        // lse[b, h, s] for h in [h0, h0 + G): S floats apart in GM, one 32-byte UB block each.
-        const uint64_t at = (static_cast<uint64_t>(b) * t_.heads + h0) * t_.s_q + s;
-        DataCopyPad(lseGm_[at], lse,
-                    DataCopyExtParams(G, static_cast<uint32_t>(sizeof(float)), 0,
-                                      (t_.s_q - 1) * static_cast<uint32_t>(sizeof(float)), 0));
-        outQue_.FreeTensor(o);
+        lseQue_.EnQue(lse);
+        lse = lseQue_.DeQue<float>();
+        for (uint32_t i = 0; i < Q; ++i) {
+            const uint32_t r = r0 + i, s = r / t_.heads, h = r % t_.heads;
+            const uint64_t at = (static_cast<uint64_t>(b) * t_.heads + h) * t_.s_q + s;
+            DataCopyPad(lseGm_[at], lse[i * per], DataCopyExtParams(1, static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
+        }
+        lseQue_.FreeTensor(lse);
     }
 
-    static constexpr uint32_t MAX_GROUP = 128;
-
     TPipe pipe_;
-    TQue<TPosition::VECIN, BUFFER_NUM> kvQue_;
-    TQue<TPosition::VECIN, 1> qQue_;
-    TQue<TPosition::VECOUT, 1> outQue_;
-    TBuf<TPosition::VECCALC> acc_, score_, tmp_, work_, small_, kvF_, qF_;
-    GlobalTensor<T> qNopeGm_, qRopeGm_, latentGm_, ropeGm_, outGm_;
-    GlobalTensor<int32_t> tableGm_, lensGm_;
-    GlobalTensor<float> lseGm_;
+    TQue<TPosition::VECIN, BUFFER_NUM> scQue_, oQue_;
+    TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, mlQue_, outQue_, lseQue_;
+    TBuf<TPosition::VECCALC> work_, small_, acc_, small2_;
+    GlobalTensor<T> qNopeGm_, qRopeGm_, latentGm_, ropeGm_, outGm_, pWs_;
+    GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_;
+    GlobalTensor<int32_t> tableGm_, lensGm_, planGm_;
+    TCubeTiling qk_, pv_;
+    MmQk mmQk_;
+    MmPv mmPv_;
     DsnpuMlaDecodeTiling t_{};
-    uint32_t tasks_ = 0, first_ = 0, groups_ = 1;
-    float m_[MAX_GROUP] = {};
-    float l_[MAX_GROUP] = {};
+    uint32_t G_ = 0;
+    float scale_ = 1.0f;
 };
 
 template <typename T>
 __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, GM_ADDR rope, GM_ADDR blockTable,
-                                 GM_ADDR seqLens, GM_ADDR out, GM_ADDR lse, GM_ADDR tiling) {
+                                 GM_ADDR seqLens, GM_ADDR plan, GM_ADDR out, GM_ADDR lse, GM_ADDR workspace,
+                                 GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuMlaDecodeTiling, t, tiling);
-    if (t.heads_per_task > 128) return;  // the tiling never plans more (MLA_MAX_GROUP on the host)
+    if (t.s_q == 0 || t.heads == 0 || t.latent_dim == 0 || t.pitch == 0 || t.combine_rows > 64) {
+        SyncAll<false>();  // every block meets the others' barrier
+        return;
+    }
     KernelMlaDecode<T> op;
-    op.Init(qNope, qRope, latent, rope, blockTable, seqLens, out, lse, t);
+    op.Init(qNope, qRope, latent, rope, blockTable, seqLens, plan, out, lse, workspace, t);
     op.Process();
 }
 
 }  // namespace
 
-#define DSNPU_MLA_DECODE(suffix, type)                                                                        \
-    extern "C" __global__ __aicore__ void DSNPU_KERNEL(mla_decode_##suffix)(                                  \
-        GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, GM_ADDR rope, GM_ADDR blockTable, GM_ADDR seqLens,       \
-        GM_ADDR out, GM_ADDR lse, GM_ADDR workspace, GM_ADDR tiling) {                                         \
-        (void)workspace;                                                                                       \
-        MlaDecode<type>(qNope, qRope, latent, rope, blockTable, seqLens, out, lse, tiling);                    \
+#define DSNPU_MLA_DECODE(suffix, type)                                                                       \
+    extern "C" __global__ __aicore__ void DSNPU_KERNEL(mla_decode_##suffix)(                                 \
+        GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, GM_ADDR rope, GM_ADDR blockTable, GM_ADDR seqLens,      \
+        GM_ADDR plan, GM_ADDR out, GM_ADDR lse, GM_ADDR workspace, GM_ADDR tiling) {                          \
+        MlaDecode<type>(qNope, qRope, latent, rope, blockTable, seqLens, plan, out, lse, workspace, tiling); \
     }
 
 DSNPU_MLA_DECODE(f32, float)

@@ -124,7 +124,8 @@ private:
         for (uint32_t k = 0; k < t_.top_k; ++k) {
             const int32_t r = idx.GetValue(i * t_.top_k + k);
             if (r < 0) continue;
-            const float wt = w.GetValue(i * t_.top_k + k);
+            float wt = w.GetValue(i * t_.top_k + k);
+            if (t_.mutation == 1) wt *= 1.001f;  // test-only (tiling_moe.rs)
             LocalTensor<T> row = Load(yGm_, static_cast<uint64_t>(r), c0, cols);
             LocalTensor<float> v = Widen(row, cols);
             if (!any) {
@@ -137,9 +138,11 @@ private:
             rowQue_.FreeTensor(row);
         }
         if (!any) Duplicate(acc, 0.0f, n);
+        if (t_.mutation == 2) Muls(acc, acc, 1.001f, n);  // test-only (tiling_moe.rs)
         const uint64_t at = static_cast<uint64_t>(first_ + token);
         if (t_.has_shared != 0) AddRow(acc, sharedGm_, at, c0, cols);
         if (t_.has_residual != 0) AddRow(acc, residualGm_, at, c0, cols);
+        if (t_.mutation == 3) Muls(acc, acc, 1.001f, n);  // test-only (tiling_moe.rs)
         if constexpr (!IS_F32) {
             FromFloat(o, acc, cols);
         }

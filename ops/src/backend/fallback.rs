@@ -259,4 +259,8 @@ impl<P: Backend, S: Backend> Backend for Fallback<P, S> {
     fn name(&self) -> String {
         format!("{}+{}", self.primary.name(), self.secondary.name())
     }
+
+    fn has_kernel(&self, op: &str) -> bool {
+        self.primary.has_kernel(op) || self.secondary.has_kernel(op)
+    }
 }

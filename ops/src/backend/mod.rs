@@ -37,6 +37,14 @@ pub struct Cpu;
 pub trait Backend: Send + Sync {
     /// A short name for reports (`"cpu"`, `"sim"`, `"npu:0"`).
     fn name(&self) -> String;
+
+    /// Whether `op` (an operator name, as in [`OpsError::Unsupported`](crate::OpsError)) runs on a
+    /// kernel of this backend. The conformance harness fails, rather than skips, a case where such an
+    /// op answers `Unsupported`.
+    fn has_kernel(&self, op: &str) -> bool {
+        let _ = op;
+        false
+    }
 }
 
 impl Backend for Cpu {

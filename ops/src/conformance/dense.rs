@@ -20,12 +20,19 @@ use crate::rope::{RopeConfig, RopeLayout, RopeTable, YarnScaling};
 use crate::{Float, OpsError, Result};
 use ndarray::{Array1, Array2, Axis};
 
-/// `Some(value)` on success, `None` (after a note on stderr) when the backend does not support the case.
-/// Any other error is a failure.
+/// `Some(value)` on success, `None` (after a note on stderr) when the backend does not support the case
+/// and has no kernel for the op ([`Backend::has_kernel`](crate::backend::Backend::has_kernel)). Any other
+/// error, and `Unsupported` from an op with a kernel, is a failure.
 #[track_caller]
 pub fn ran<R, B: crate::backend::Backend>(backend: &B, what: &str, r: Result<R>) -> Option<R> {
     match r {
         Ok(v) => Some(v),
+        Err(OpsError::Unsupported { op, reason, .. }) if backend.has_kernel(op) => {
+            panic!(
+                "{what} on {}: {op} has a kernel but answered unsupported: {reason}",
+                backend.name()
+            )
+        }
         Err(OpsError::Unsupported { reason, .. }) => {
             eprintln!("skip {what} on {}: unsupported: {reason}", backend.name());
             None

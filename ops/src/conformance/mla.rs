@@ -2,7 +2,8 @@
 //! CPU reference.
 //!
 //! The matrix follows what DeepSeek-V3 serving meets: block sizes 16, 64 and 128 (Ascend uses 16 or
-//! 128, FlashMLA 64); one query token and two (multi-token prediction); 1 and 16 heads; a batch whose
+//! 128, FlashMLA 64); one, two and four query tokens (multi-token prediction); 1, 16 and 128 heads;
+//! batch 64 with ragged lengths; contexts up to 32768; a batch whose
 //! sequences have different lengths — the shortest equal to S (seq_len 1 when S = 1), one ending
 //! exactly on a block boundary, one ending mid-block; block tables that are shuffled and non-contiguous,
 //! with unused trailing entries set to -1; small odd widths for speed plus DeepSeek's
@@ -16,11 +17,18 @@
 //! row and its `lse` is its own score), and that the backend rejects malformed input.
 //!
 //! Tolerances: [`Tolerance::of::<T>()`](Tolerance::of) for the outputs and, per the harness rule, also
-//! for the `f32` `lse`; cache writes are copies and must be bit-exact.
+//! for the `f32` `lse` against the CPU reference; cache writes are copies and must be bit-exact. The
+//! decode is also compared with its `f64` evaluation on the same rounded inputs ([`DecodeCase::exact`]):
+//! `out` element-wise under `T`'s tolerance, `lse` under `f32`'s (it is computed in `f32` from exact
+//! inputs whatever `T` is), and both over the whole output with [`SystematicBound`] (relative bias and
+//! RMS error), which catches a 0.1% systematic error in bf16 that the element-wise bounds absorb
+//! (`tests/npu_mutation.rs` proves it).
 
 use super::cases::CaseRng;
 use super::dense::{ran, rejects};
-use super::tolerance::{assert_close, assert_close_mixed, Tolerance};
+use super::tolerance::{
+    assert_close, assert_close_mixed, assert_unbiased, SystematicBound, Tolerance,
+};
 use crate::backend::mla::MlaOps;
 use crate::backend::Cpu;
 use crate::mla::PagedLatentCache;
@@ -113,27 +121,104 @@ impl<T: Float> DecodeCase<T> {
     }
 }
 
+impl<T: Float> DecodeCase<T> {
+    /// The decode evaluated in `f64` on this case's (rounded) values: `(out [B,S,H,Dl], lse [B,H,S])`,
+    /// the exact side of the systematic-error check.
+    pub fn exact(&self) -> (Array4<f64>, Array3<f64>) {
+        let (batch, s_q, heads, dl) = self.q_nope.dim();
+        let bs = self.cache.block_size();
+        let f = |v: &T| f64::from(v.to_f32());
+        let scale = f64::from(self.scale);
+        let mut out = Array4::zeros((batch, s_q, heads, dl));
+        let mut lse = Array3::zeros((batch, heads, s_q));
+        for b in 0..batch {
+            let len = self.seq_lens[b] as usize;
+            let rows: Vec<(Vec<f64>, Vec<f64>)> = (0..len)
+                .map(|j| {
+                    let block = self.block_table[[b, j / bs]] as usize;
+                    (
+                        self.cache
+                            .latent
+                            .slice(s![block, j % bs, ..])
+                            .iter()
+                            .map(f)
+                            .collect(),
+                        self.cache
+                            .rope
+                            .slice(s![block, j % bs, ..])
+                            .iter()
+                            .map(f)
+                            .collect(),
+                    )
+                })
+                .collect();
+            for si in 0..s_q {
+                let visible = len - s_q + si + 1;
+                for h in 0..heads {
+                    let qn: Vec<f64> = self.q_nope.slice(s![b, si, h, ..]).iter().map(f).collect();
+                    let qr: Vec<f64> = self.q_rope.slice(s![b, si, h, ..]).iter().map(f).collect();
+                    let scores: Vec<f64> = rows[..visible]
+                        .iter()
+                        .map(|(l, r)| {
+                            scale
+                                * (qn.iter().zip(l).map(|(a, c)| a * c).sum::<f64>()
+                                    + qr.iter().zip(r).map(|(a, c)| a * c).sum::<f64>())
+                        })
+                        .collect();
+                    let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let w: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+                    let sum: f64 = w.iter().sum();
+                    lse[[b, h, si]] = m + sum.ln();
+                    for (wj, (l, _)) in w.iter().zip(&rows) {
+                        for d in 0..dl {
+                            out[[b, si, h, d]] += wj / sum * l[d];
+                        }
+                    }
+                }
+            }
+        }
+        (out, lse)
+    }
+}
+
 /// The decode matrix: block sizes × heads × S over small widths, plus DeepSeek's widths.
 pub fn decode_specs() -> Vec<DecodeSpec> {
+    let small = |block_size: usize, heads: usize, s_q: usize, seq_lens: Vec<usize>| DecodeSpec {
+        block_size,
+        heads,
+        latent_dim: 36,
+        rope_dim: 12,
+        s_q,
+        seq_lens,
+        spare_blocks: 2,
+        extra_cols: 1,
+        scale: 1.0 / ((36 + 12) as f32).sqrt(),
+    };
     let mut specs = Vec::new();
     for block_size in [16, 64, 128] {
         for heads in [1, 16] {
-            for s_q in [1, 2] {
-                specs.push(DecodeSpec {
-                    block_size,
-                    heads,
-                    latent_dim: 36,
-                    rope_dim: 12,
-                    s_q,
-                    // Shortest possible, one block exactly full, mid-block after two blocks, one short.
-                    seq_lens: vec![s_q, block_size, 2 * block_size + 5, s_q + 3],
-                    spare_blocks: 2,
-                    extra_cols: 1,
-                    scale: 1.0 / ((36 + 12) as f32).sqrt(),
-                });
+            for s_q in [1, 2, 4] {
+                // Shortest possible, one block exactly full, mid-block after two blocks, one short.
+                let lens = vec![s_q, block_size, 2 * block_size + 5, s_q + 3];
+                specs.push(small(block_size, heads, s_q, lens));
             }
         }
     }
+    // 128 heads (S·H = 256 query rows: several cube M tiles and UB slabs per task).
+    specs.push(small(128, 128, 2, vec![2, 300]));
+    // Batch 64 with ragged lengths 1..~250 (every sequence one chunk).
+    specs.push(small(
+        16,
+        16,
+        1,
+        (0..64).map(|i| 1 + (i * 37) % 250).collect(),
+    ));
+    // Long contexts: 32768 and 4100 cached tokens next to short ones (many chunks per sequence; the
+    // last chunk holds the S causal query positions).
+    specs.push(DecodeSpec {
+        heads: 4,
+        ..small(128, 4, 4, vec![32768, 4, 4100, 77])
+    });
     // DeepSeek-V3 widths and softmax scale (192^-0.5 · mscale²).
     specs.push(DecodeSpec {
         block_size: 64,
@@ -253,6 +338,22 @@ pub fn mla_decode<B: MlaOps, T: Float>(b: &B) {
         };
         assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
         assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
+        // Against the exact evaluation: element-wise and over the whole output (systematic errors).
+        let (exact_out, exact_lse) = case.exact();
+        assert_unbiased(
+            &format!("{what} out vs f64"),
+            out.view(),
+            exact_out.view(),
+            tol,
+            SystematicBound::of::<T>(out.len()),
+        );
+        assert_unbiased(
+            &format!("{what} lse vs f64"),
+            lse.view(),
+            exact_lse.view(),
+            Tolerance::of::<f32>(),
+            SystematicBound::f32(lse.len()),
+        );
         // Independent of the reference: in a sequence of exactly S tokens, query 0 sees position 0 only.
         for bi in (0..spec.seq_lens.len()).filter(|&bi| spec.seq_lens[bi] == spec.s_q) {
             let block = case.block_table[[bi, 0]] as usize;

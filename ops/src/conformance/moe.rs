@@ -23,7 +23,7 @@
 //! [`moe_conformance!`](crate::moe_conformance) turns the suites into `#[test]` functions.
 use super::cases::CaseRng;
 use super::dense::{ran, rejects};
-use super::tolerance::{assert_close, assert_equal, Tolerance};
+use super::tolerance::{assert_close, assert_equal, assert_unbiased, SystematicBound, Tolerance};
 use crate::backend::moe::MoeOps;
 use crate::backend::Cpu;
 use crate::moe::gating::{scores, selection_scores};
@@ -782,6 +782,28 @@ pub fn moe_finalize_routing<B: MoeOps, T: Float>(b: &B) {
             b.moe_finalize_routing(y.view(), plan.expanded_row_idx.view(), w.view(), sv, rv),
         ) {
             assert_close(&what, got.view(), want.view(), tol);
+            // Against the f64 evaluation on the same values, over the whole output too.
+            let k = case.top_k;
+            let exact = Array2::from_shape_fn((case.tokens, case.hidden), |(t, d)| {
+                let mut v = 0.0f64;
+                for j in 0..k {
+                    let r = plan.expanded_row_idx[t * k + j];
+                    if r >= 0 {
+                        v += f64::from(w[[t, j]]) * f64::from(y[[r as usize, d]].to_f32());
+                    }
+                }
+                for extra in [&shared, &residual].into_iter().flatten() {
+                    v += f64::from(extra[[t, d]].to_f32());
+                }
+                v
+            });
+            assert_unbiased(
+                &format!("{what} vs f64"),
+                got.view(),
+                exact.view(),
+                tol,
+                SystematicBound::of::<T>(got.len()),
+            );
         }
     }
     let y = rng.uniform::<T, _>((2, 4), -1.0, 1.0);

@@ -294,6 +294,120 @@ where
     }
 }
 
+/// Whole-output error statistics of `actual` against an exact (`f64`) evaluation of the reference on
+/// the same (already rounded) inputs. Element-wise tolerances absorb a small systematic error (a 0.1%
+/// error in a scale stays below one bf16 ulp); these see it, because it does not average out:
+/// - `rel_bias = Σ (a − e)·e / Σ e²`: the output's error along itself, i.e. a relative scale error of the
+///   whole output (what a wrong scale, softmax denominator or weight causes);
+/// - `mean_signed = Σ (a − e) / Σ |e|`: the mean signed error, relative to the mean magnitude;
+/// - `rel_rms = sqrt(Σ (a − e)² / Σ e²)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorStats {
+    pub n: usize,
+    pub max_abs: f64,
+    pub rel_bias: f64,
+    pub mean_signed: f64,
+    pub rel_rms: f64,
+}
+
+impl ErrorStats {
+    /// The statistics over every element (NaN anywhere gives NaN statistics, which fail every bound).
+    pub fn of<A: Float, D: Dimension>(
+        actual: ArrayView<A, D>,
+        exact: ArrayView<f64, D>,
+    ) -> ErrorStats {
+        let (mut ee, mut de, mut dd, mut d, mut abs_e, mut max_abs) =
+            (0.0, 0.0, 0.0, 0.0, 0.0, 0.0f64);
+        for (&a, &e) in actual.iter().zip(exact.iter()) {
+            let diff = f64::from(a.to_f32()) - e;
+            ee += e * e;
+            de += diff * e;
+            dd += diff * diff;
+            d += diff;
+            abs_e += e.abs();
+            max_abs = if diff.is_nan() {
+                f64::NAN
+            } else {
+                max_abs.max(diff.abs())
+            };
+        }
+        let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { x };
+        ErrorStats {
+            n: exact.len(),
+            max_abs,
+            rel_bias: ratio(de, ee),
+            mean_signed: ratio(d, abs_e),
+            rel_rms: ratio(dd, ee).sqrt(),
+        }
+    }
+}
+
+/// Bounds on [`ErrorStats`] for an output whose computation rounds to a type of machine epsilon `eps`
+/// (see the module docs) a bounded number of times with round-to-nearest: unbiased rounding errors
+/// average out, so the bias statistics shrink as `1/√n`; `2·eps/√n` is about seven standard
+/// deviations of a sum of independent roundings (each at most `eps/2` relative). `floor` is the `f32`
+/// accumulation noise (reordered sums) that even exact-`f32` outputs carry. The RMS bound allows one
+/// `eps` (a store rounding plus a rounded intermediate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SystematicBound {
+    pub bias: f64,
+    pub rms: f64,
+}
+
+impl SystematicBound {
+    /// Relative floor for `f32` accumulation: far below the 1e-3 errors the suites must catch.
+    pub const F32_FLOOR: f64 = 1e-5;
+
+    /// The bound for `n` elements of an output rounded through a type of epsilon `eps`.
+    pub fn new(eps: f64, n: usize) -> SystematicBound {
+        let n = n.max(1) as f64;
+        SystematicBound {
+            bias: 2.0 * eps / n.sqrt() + Self::F32_FLOOR,
+            rms: eps + Self::F32_FLOOR,
+        }
+    }
+
+    /// The bound for an output stored as `T`.
+    pub fn of<T: Float>(n: usize) -> SystematicBound {
+        Self::new(epsilon(T::DTYPE), n)
+    }
+
+    /// The bound for an `f32` result (such as `lse`) computed from inputs that are exact in `f32`.
+    pub fn f32(n: usize) -> SystematicBound {
+        Self::new(epsilon(DType::F32), n)
+    }
+}
+
+/// Machine epsilon of a float dtype (the gap above 1.0).
+pub fn epsilon(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 2f64.powi(-10),
+        DType::BF16 => 2f64.powi(-7),
+        _ => 2f64.powi(-23),
+    }
+}
+
+/// Fails unless `actual` is within `tol` of `exact` element-wise AND its whole-output statistics are
+/// within `bound` (the systematic-error check; see [`ErrorStats`]).
+#[track_caller]
+pub fn assert_unbiased<A: Float, D: Dimension>(
+    what: &str,
+    actual: ArrayView<A, D>,
+    exact: ArrayView<f64, D>,
+    tol: Tolerance,
+    bound: SystematicBound,
+) {
+    let exact32 = exact.mapv(|v| v as f32);
+    assert_close_mixed(what, actual.view(), exact32.view(), tol);
+    let st = ErrorStats::of(actual, exact);
+    let ok = st.rel_bias.abs() <= bound.bias
+        && st.mean_signed.abs() <= bound.bias
+        && st.rel_rms <= bound.rms;
+    if !ok {
+        panic!("{what}: systematic error beyond {bound:?}: {st:?}");
+    }
+}
+
 /// Turn an ndarray index pattern into a plain `Vec<usize>` for reports.
 trait IntoPatternVec {
     fn into_pattern_vec(self) -> Vec<usize>;

@@ -1,5 +1,5 @@
-//! [`MlaOps`] on the device: `mla_decode` runs the `mla_decode_<t>` kernel
-//! ([`dsnpu_kernels::launch::mla_decode`]; vector cores only, no cube yet). `mla_cache_write` and
+//! [`MlaOps`] on the device: `mla_decode` plans the split-KV work ([`MlaDecodePlan`]) and runs the
+//! `mla_decode_<t>` kernel ([`dsnpu_kernels::launch::mla_decode`]; cube and vector cores). `mla_cache_write` and
 //! `mla_prefill` have no kernel yet and are [`OpsError::Unsupported`](crate::OpsError) (the
 //! [`Fallback`](crate::backend::Fallback) backend routes them to the CPU).
 //!
@@ -11,6 +11,7 @@
 //! like the MoE family's (no fault, zero sanitizer warnings).
 
 use dsnpu_kernels::launch::{self, MlaDecodeInputs, MlaDecodeShape};
+use dsnpu_kernels::MlaDecodePlan;
 use ndarray::{Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4};
 
 use super::{by_dtype, DevElem, Npu};
@@ -51,6 +52,10 @@ impl Npu {
         let table: Vec<i32> = block_table.iter().copied().collect();
         let table = self.upload_raw(OP, &table)?;
         let lens = self.upload_raw(OP, &seq_lens.to_vec())?;
+        let host_lens: Vec<usize> = seq_lens.iter().map(|&l| l as usize).collect();
+        let plan = MlaDecodePlan::new(&host_lens, self.lib.hardware().cube.cores)
+            .map_err(|e| self.fail(OP, e))?;
+        let words = self.upload_raw(OP, plan.words())?;
         let rows = batch * s_q * heads;
         let mut out = self.alloc::<E>(OP, rows * dl)?;
         let mut lse = self.alloc::<f32>(OP, rows)?;
@@ -64,6 +69,8 @@ impl Npu {
                 rope: &rope,
                 block_table: &table,
                 seq_lens: &lens,
+                plan: &plan,
+                plan_words: &words,
             },
             &mut out,
             &mut lse,

@@ -137,9 +137,22 @@ impl Npu {
     }
 }
 
+/// The operators of the backend traits that have no device kernel yet (they answer `Unsupported`).
+const NO_KERNEL_OPS: &[&str] = &[
+    "embedding",
+    "softmax",
+    "argmax",
+    "mla_cache_write",
+    "mla_prefill",
+];
+
 impl Backend for Npu {
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn has_kernel(&self, op: &str) -> bool {
+        !NO_KERNEL_OPS.contains(&op)
     }
 }
 
