@@ -175,6 +175,18 @@ int main(void) {
     FIELD(DsnpuMlaDecodeTiling, work_elems)
     FIELD(DsnpuMlaDecodeTiling, reserved)
     STRUCT_END()
+    STRUCT_BEGIN(DsnpuMlaCacheWriteTiling)
+    FIELD(DsnpuMlaCacheWriteTiling, tokens)
+    FIELD(DsnpuMlaCacheWriteTiling, latent_dim)
+    FIELD(DsnpuMlaCacheWriteTiling, rope_dim)
+    FIELD(DsnpuMlaCacheWriteTiling, kv_stride)
+    FIELD(DsnpuMlaCacheWriteTiling, num_slots)
+    FIELD(DsnpuMlaCacheWriteTiling, table_rows)
+    FIELD(DsnpuMlaCacheWriteTiling, layout)
+    FIELD(DsnpuMlaCacheWriteTiling, tokens_per_block)
+    FIELD(DsnpuMlaCacheWriteTiling, eps)
+    FIELD(DsnpuMlaCacheWriteTiling, reserved)
+    STRUCT_END()
     printf("];\n");
     return 0;
 }

@@ -23,7 +23,8 @@
 //! `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`, `linear_<t>`, the mixture-of-experts kernels
 //! `moe_gating_topk_<t>`, `moe_init_routing_<t>`, `moe_init_routing_quant_<t>`, `grouped_matmul_<t>`,
 //! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), the MLA decode
-//! `mla_decode_<t>` (tiling in [`tiling_mla`]), and the layer's self-tests
+//! `mla_decode_<t>` (tiling in [`tiling_mla`]), the fused MLA cache write `mla_cache_write_<t>` (tiling in
+//! [`tiling_cache_write`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
 pub mod bench_report;
@@ -31,6 +32,7 @@ pub mod error;
 pub mod launch;
 pub mod roofline;
 pub mod tiling;
+pub mod tiling_cache_write;
 pub mod tiling_mla;
 pub mod tiling_moe;
 
@@ -39,6 +41,7 @@ pub use tiling::{
     CoreBudget, LinearTiling, RmsNormTiling, RopeLayout, RopeTiling, SelftestTiling, SiluMulTiling,
     Tiling,
 };
+pub use tiling_cache_write::{MlaCacheWriteDims, MlaCacheWriteTiling};
 pub use tiling_mla::{MlaDecodeDims, MlaDecodeTiling};
 pub use tiling_moe::{
     ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,
@@ -114,11 +117,14 @@ pub enum Kernel {
     /// `(q_nope, q_rope, latent, rope, block_table, seq_lens, out, lse, workspace, tiling)` with
     /// [`MlaDecodeTiling`]: block_table and seq_lens i32, lse f32 `[B, H, S]`.
     MlaDecode,
+    /// `(kv, weight, positions, cos, sin, slot_mapping, latent_cache, rope_cache, workspace, tiling)` with
+    /// [`MlaCacheWriteTiling`]: positions and slot_mapping i32, cos and sin f32.
+    MlaCacheWrite,
 }
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 13] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -131,6 +137,7 @@ impl Kernel {
         Kernel::ExpertFfn,
         Kernel::MoeFinalizeRouting,
         Kernel::MlaDecode,
+        Kernel::MlaCacheWrite,
     ];
 
     /// The exported symbol of this kernel for `dtype`.
@@ -174,6 +181,9 @@ impl Kernel {
             (MlaDecode, F32) => "mla_decode_f32",
             (MlaDecode, F16) => "mla_decode_f16",
             (MlaDecode, Bf16) => "mla_decode_bf16",
+            (MlaCacheWrite, F32) => "mla_cache_write_f32",
+            (MlaCacheWrite, F16) => "mla_cache_write_f16",
+            (MlaCacheWrite, Bf16) => "mla_cache_write_bf16",
         }
     }
 
@@ -192,6 +202,7 @@ impl Kernel {
             Kernel::ExpertFfn => 8,
             Kernel::MoeFinalizeRouting => 8,
             Kernel::MlaDecode => 10,
+            Kernel::MlaCacheWrite => 10,
         }
     }
 

@@ -216,6 +216,25 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t reserved;
 } DsnpuMlaDecodeTiling;
 
+/* mla_cache_write_<t>: the fused MLA cache write. For token t of kv [tokens, kv_stride] (the
+ * kv_a_proj_with_mqa output, latent_dim latent elements then rope_dim rope elements per row): the latent
+ * part RMS-normalised with weight [latent_dim] and eps, the rope part rotated at positions[t] with the f32
+ * tables cos/sin [table_rows, rope_dim / 2] in `layout`, both written to row slot_mapping[t] of the
+ * latent cache [num_slots, latent_dim] and the rope cache [num_slots, rope_dim]; slot -1 is skipped.
+ * Tokens are split into runs of tokens_per_block per block. */
+typedef struct DsnpuMlaCacheWriteTiling {
+    uint32_t tokens;
+    uint32_t latent_dim;
+    uint32_t rope_dim;
+    uint32_t kv_stride;
+    uint32_t num_slots;
+    uint32_t table_rows;
+    uint32_t layout;
+    uint32_t tokens_per_block;
+    float eps;
+    uint32_t reserved;
+} DsnpuMlaCacheWriteTiling;
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,6 +27,7 @@ mod hardware;
 mod library;
 mod linear;
 mod mla;
+mod mla_cache_write;
 mod moe_finalize;
 mod moe_gating;
 mod moe_grouped;
@@ -39,6 +40,7 @@ pub use hardware::Hardware;
 pub use library::KernelLibrary;
 pub use linear::linear;
 pub use mla::{mla_decode, MlaDecodeInputs, MlaDecodeShape};
+pub use mla_cache_write::{mla_cache_write, MlaCacheWriteInputs, MlaCacheWriteShape};
 pub use moe_finalize::{moe_finalize_routing, CombineShape};
 pub use moe_gating::moe_gating_topk;
 pub use moe_grouped::{expert_ffn, grouped_matmul, FfnShape, GroupList, GroupedShape};
@@ -97,6 +99,9 @@ unsafe impl DeviceRepr for MoeFinalizeTiling {}
 // SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
 // with the C compiler's); every bit pattern of u32 and f32 is valid.
 unsafe impl DeviceRepr for MlaDecodeTiling {}
+// SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
+// with the C compiler's); every bit pattern of u32 and f32 is valid.
+unsafe impl DeviceRepr for crate::MlaCacheWriteTiling {}
 
 /// What a launcher queued.
 #[derive(Debug, Clone, Copy, PartialEq)]
