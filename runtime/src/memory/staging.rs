@@ -107,6 +107,7 @@ impl Staging {
                 stream.handle(),
             )?
         };
+        crate::transfer_stats::note_tiling(bytes.len());
         if let Err(e) = slot.done.record_on(stream) {
             // Without the event the slot would look idle while its copy may still run.
             let _ = stream.synchronize();
