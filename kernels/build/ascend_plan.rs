@@ -94,6 +94,14 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         path: "src/ascendc/mla_cache_write.cpp",
         kind: CoreKind::Vector,
     },
+    KernelSource {
+        path: "src/ascendc/gather_rows.cpp",
+        kind: CoreKind::Vector,
+    },
+    KernelSource {
+        path: "src/ascendc/argmax.cpp",
+        kind: CoreKind::Vector,
+    },
 ];
 
 /// Directory of OUT_DIR that holds the objects and the fat binary.

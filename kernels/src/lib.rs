@@ -24,7 +24,7 @@
 //! `moe_gating_topk_<t>`, `moe_init_routing_<t>`, `moe_init_routing_quant_<t>`, `grouped_matmul_<t>`,
 //! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), the MLA decode
 //! `mla_decode_<t>` (tiling in [`tiling_mla`]), the fused MLA cache write `mla_cache_write_<t>` (tiling in
-//! [`tiling_cache_write`]), and the layer's self-tests
+//! [`tiling_cache_write`]), the step kernels `gather_rows_<t>` and `argmax_<t>` (tilings in [`tiling_step`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
 pub mod bench_report;
@@ -35,6 +35,7 @@ pub mod tiling;
 pub mod tiling_cache_write;
 pub mod tiling_mla;
 pub mod tiling_moe;
+pub mod tiling_step;
 
 pub use error::{KernelError, Result};
 pub use tiling::{
@@ -47,6 +48,7 @@ pub use tiling_moe::{
     ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,
     MoeInitRoutingTiling, MoeList, MoeScore,
 };
+pub use tiling_step::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling};
 
 /// Absolute path of the host kernel binary built for this crate (in cargo's OUT_DIR).
 pub const HOST_KERNELS_PATH: &str = env!("DSNPU_HOST_KERNELS_PATH");
@@ -120,11 +122,15 @@ pub enum Kernel {
     /// `(kv, weight, positions, cos, sin, slot_mapping, latent_cache, rope_cache, workspace, tiling)` with
     /// [`MlaCacheWriteTiling`]: positions and slot_mapping i32, cos and sin f32.
     MlaCacheWrite,
+    /// `(x, idx, y, workspace, tiling)` with [`GatherRowsTiling`]: idx i32 `[rows]`, null unless `has_idx`.
+    GatherRows,
+    /// `(x, out, workspace, tiling)` with [`ArgmaxTiling`]: out i32 `[rows]`.
+    Argmax,
 }
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -138,6 +144,8 @@ impl Kernel {
         Kernel::MoeFinalizeRouting,
         Kernel::MlaDecode,
         Kernel::MlaCacheWrite,
+        Kernel::GatherRows,
+        Kernel::Argmax,
     ];
 
     /// The exported symbol of this kernel for `dtype`.
@@ -184,6 +192,12 @@ impl Kernel {
             (MlaCacheWrite, F32) => "mla_cache_write_f32",
             (MlaCacheWrite, F16) => "mla_cache_write_f16",
             (MlaCacheWrite, Bf16) => "mla_cache_write_bf16",
+            (GatherRows, F32) => "gather_rows_f32",
+            (GatherRows, F16) => "gather_rows_f16",
+            (GatherRows, Bf16) => "gather_rows_bf16",
+            (Argmax, F32) => "argmax_f32",
+            (Argmax, F16) => "argmax_f16",
+            (Argmax, Bf16) => "argmax_bf16",
         }
     }
 
@@ -203,6 +217,8 @@ impl Kernel {
             Kernel::MoeFinalizeRouting => 8,
             Kernel::MlaDecode => 10,
             Kernel::MlaCacheWrite => 10,
+            Kernel::GatherRows => 5,
+            Kernel::Argmax => 4,
         }
     }
 

@@ -35,6 +35,7 @@ mod moe_routing;
 mod norm;
 mod rope;
 mod silu_mul;
+mod step;
 
 pub use hardware::Hardware;
 pub use library::KernelLibrary;
@@ -48,6 +49,7 @@ pub use moe_routing::{moe_init_routing, moe_init_routing_quant, RoutingShape};
 pub use norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeShape};
 pub use silu_mul::silu_mul;
+pub use step::{argmax, gather_rows, RowSource};
 
 use dsnpu_runtime::{DeviceRepr, RuntimeError};
 
@@ -102,6 +104,10 @@ unsafe impl DeviceRepr for MlaDecodeTiling {}
 // SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
 // with the C compiler's); every bit pattern of u32 and f32 is valid.
 unsafe impl DeviceRepr for crate::MlaCacheWriteTiling {}
+// SAFETY: as above (the two step tilings: only u32 fields).
+unsafe impl DeviceRepr for crate::GatherRowsTiling {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for crate::ArgmaxTiling {}
 
 /// What a launcher queued.
 #[derive(Debug, Clone, Copy, PartialEq)]
