@@ -54,7 +54,7 @@ impl GatherRowsTiling {
     pub fn new(d: GatherRowsDims, dtype: KernelDtype, budget: CoreBudget) -> Result<Self> {
         const K: &str = "gather_rows";
         let budget = budget.validate()?;
-        if d.rows == 0 || d.cols == 0 || d.inner == 0 || d.rows % d.inner != 0 {
+        if d.rows == 0 || d.cols == 0 || d.inner == 0 || !d.rows.is_multiple_of(d.inner) {
             return Err(invalid(
                 K,
                 format!("{} rows of {} ({} inner)", d.rows, d.cols, d.inner),

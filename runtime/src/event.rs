@@ -115,7 +115,6 @@ impl Event {
             return Ok(());
         }
         self.core.bind()?;
-        crate::transfer_stats::note_sync();
         // SAFETY: the handle is live.
         unsafe { result::stream::synchronize_event(self.handle) }.map_err(Into::into)
     }

@@ -3,7 +3,8 @@
 //! Every host↔device copy this crate makes is counted where it is made (the synchronous
 //! [`DeviceBuffer`](crate::DeviceBuffer) copies, the queued [`Stream`](crate::Stream) copies, and the
 //! pinned staging that carries kernel tiling structs), and so is every host wait (a stream
-//! synchronization, an event synchronization such as the one a download makes before it reads). The
+//! synchronization, the wait for a buffer's queued work a download makes before it reads; the
+//! staging waits for tiling slots are counted on their own). The
 //! counts belong to the thread that issued the call, so concurrent tests and clients do not see each
 //! other's traffic; a caller takes a [`transfer_stats`] snapshot before and after a piece of work and
 //! subtracts.
@@ -21,8 +22,12 @@ pub struct TransferStats {
     /// Kernel tiling structs copied to the device with their launches.
     pub tiling_copies: u64,
     pub tiling_bytes: u64,
-    /// Times the host blocked until device work was done.
+    /// Times the host blocked until device work was done: stream synchronizations and waits for a
+    /// buffer's queued work before host access (a download, an upload into a buffer in use).
     pub syncs: u64,
+    /// Times every pinned staging slot for tiling structs was in flight and the host waited for the
+    /// oldest (many launches queued without a synchronization).
+    pub staging_waits: u64,
 }
 
 impl std::ops::Sub for TransferStats {
@@ -38,6 +43,7 @@ impl std::ops::Sub for TransferStats {
             tiling_copies: self.tiling_copies - o.tiling_copies,
             tiling_bytes: self.tiling_bytes - o.tiling_bytes,
             syncs: self.syncs - o.syncs,
+            staging_waits: self.staging_waits - o.staging_waits,
         }
     }
 }
@@ -51,6 +57,7 @@ thread_local! {
         tiling_copies: 0,
         tiling_bytes: 0,
         syncs: 0,
+        staging_waits: 0,
     }) };
 }
 
@@ -90,4 +97,8 @@ pub(crate) fn note_tiling(bytes: usize) {
 
 pub(crate) fn note_sync() {
     update(|s| s.syncs += 1);
+}
+
+pub(crate) fn note_staging_wait() {
+    update(|s| s.staging_waits += 1);
 }

@@ -84,6 +84,7 @@ impl Staging {
             }
             None => {
                 // Every slot is in flight: replace the first one once its copy is done.
+                crate::transfer_stats::note_staging_wait();
                 slots[0].done.synchronize()?;
                 slots[0] = Slot::new(stream, bytes.len())?;
                 0

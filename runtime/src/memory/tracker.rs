@@ -65,6 +65,7 @@ impl TrackState {
         }
         let event = self.event_for(&prev)?;
         event.record_on(&prev)?;
+        crate::transfer_stats::note_sync();
         event.synchronize()?;
         self.stream = None;
         Ok(())
@@ -80,8 +81,10 @@ impl Tracker {
     pub(crate) fn new(stream: Option<Arc<StreamInner>>) -> Tracker {
         Tracker {
             state: Mutex::new(TrackState {
-                // Fresh memory from a stream's pool may still be used by what is queued so far.
-                seq: stream.as_ref().map_or(0, |s| s.queued()),
+                // Fresh memory from a stream's pool may still be used by what is queued so far, or by
+                // another stream that this one was made to wait for: only a synchronization after
+                // now covers it, so the hand-out gets a sequence number of its own.
+                seq: stream.as_ref().map_or(0, |s| s.note_queued()),
                 stream,
                 event: None,
             }),
