@@ -90,6 +90,18 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         path: "src/ascendc/mla_decode.cpp",
         kind: CoreKind::Mix,
     },
+    KernelSource {
+        path: "src/ascendc/mla_cache_write.cpp",
+        kind: CoreKind::Vector,
+    },
+    KernelSource {
+        path: "src/ascendc/gather_rows.cpp",
+        kind: CoreKind::Vector,
+    },
+    KernelSource {
+        path: "src/ascendc/argmax.cpp",
+        kind: CoreKind::Vector,
+    },
 ];
 
 /// Directory of OUT_DIR that holds the objects and the fat binary.

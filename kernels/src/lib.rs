@@ -23,7 +23,8 @@
 //! `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`, `linear_<t>`, the mixture-of-experts kernels
 //! `moe_gating_topk_<t>`, `moe_init_routing_<t>`, `moe_init_routing_quant_<t>`, `grouped_matmul_<t>`,
 //! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), the MLA decode
-//! `mla_decode_<t>` (tiling in [`tiling_mla`]), and the layer's self-tests
+//! `mla_decode_<t>` (tiling in [`tiling_mla`]), the fused MLA cache write `mla_cache_write_<t>` (tiling in
+//! [`tiling_cache_write`]), the step kernels `gather_rows_<t>` and `argmax_<t>` (tilings in [`tiling_step`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
 pub mod bench_report;
@@ -33,19 +34,23 @@ pub mod launch;
 mod mutation;
 pub mod roofline;
 pub mod tiling;
+pub mod tiling_cache_write;
 pub mod tiling_mla;
 pub mod tiling_moe;
+pub mod tiling_step;
 
 pub use error::{KernelError, Result};
 pub use tiling::{
     CoreBudget, LinearTiling, RmsNormTiling, RopeLayout, RopeTiling, SelftestTiling, SiluMulTiling,
     Tiling,
 };
+pub use tiling_cache_write::{MlaCacheWriteDims, MlaCacheWriteTiling};
 pub use tiling_mla::{MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling};
 pub use tiling_moe::{
     ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,
     MoeInitRoutingTiling, MoeList, MoeScore,
 };
+pub use tiling_step::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling};
 
 /// Absolute path of the host kernel binary built for this crate (in cargo's OUT_DIR).
 pub const HOST_KERNELS_PATH: &str = env!("DSNPU_HOST_KERNELS_PATH");
@@ -117,11 +122,18 @@ pub enum Kernel {
     /// [`MlaDecodeTiling`]: block_table, seq_lens and plan ([`MlaDecodePlan::words`]) i32, lse f32
     /// `[B, H, S]`; a workspace of `workspace_bytes()`; SyncAll.
     MlaDecode,
+    /// `(kv, weight, positions, cos, sin, slot_mapping, latent_cache, rope_cache, workspace, tiling)` with
+    /// [`MlaCacheWriteTiling`]: positions and slot_mapping i32, cos and sin f32.
+    MlaCacheWrite,
+    /// `(x, idx, y, workspace, tiling)` with [`GatherRowsTiling`]: idx i32 `[rows]`, null unless `has_idx`.
+    GatherRows,
+    /// `(x, out, workspace, tiling)` with [`ArgmaxTiling`]: out i32 `[rows]`.
+    Argmax,
 }
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -134,6 +146,9 @@ impl Kernel {
         Kernel::ExpertFfn,
         Kernel::MoeFinalizeRouting,
         Kernel::MlaDecode,
+        Kernel::MlaCacheWrite,
+        Kernel::GatherRows,
+        Kernel::Argmax,
     ];
 
     /// The exported symbol of this kernel for `dtype`.
@@ -177,6 +192,15 @@ impl Kernel {
             (MlaDecode, F32) => "mla_decode_f32",
             (MlaDecode, F16) => "mla_decode_f16",
             (MlaDecode, Bf16) => "mla_decode_bf16",
+            (MlaCacheWrite, F32) => "mla_cache_write_f32",
+            (MlaCacheWrite, F16) => "mla_cache_write_f16",
+            (MlaCacheWrite, Bf16) => "mla_cache_write_bf16",
+            (GatherRows, F32) => "gather_rows_f32",
+            (GatherRows, F16) => "gather_rows_f16",
+            (GatherRows, Bf16) => "gather_rows_bf16",
+            (Argmax, F32) => "argmax_f32",
+            (Argmax, F16) => "argmax_f16",
+            (Argmax, Bf16) => "argmax_bf16",
         }
     }
 
@@ -195,6 +219,9 @@ impl Kernel {
             Kernel::ExpertFfn => 8,
             Kernel::MoeFinalizeRouting => 8,
             Kernel::MlaDecode => 11,
+            Kernel::MlaCacheWrite => 10,
+            Kernel::GatherRows => 5,
+            Kernel::Argmax => 4,
         }
     }
 

@@ -73,6 +73,23 @@ pub enum ModelError {
     /// The paged cache has too few free blocks for the request.
     #[error("KV cache out of blocks: need {needed}, {free} free")]
     OutOfBlocks { needed: usize, free: usize },
+    /// The weights do not fit in device memory: the first tensor that could not be placed, the bytes
+    /// all the weights need and the bytes the device had free before loading. Nothing stays allocated.
+    #[error("device memory: tensor `{tensor}` does not fit: the weights need {needed} bytes in all, {free} bytes were free")]
+    DeviceMemory {
+        tensor: String,
+        needed: u64,
+        free: u64,
+    },
+    /// A device runtime call failed.
+    #[error("device: {0}")]
+    Device(#[from] dsnpu_runtime::RuntimeError),
+    /// A kernel launch was refused or failed.
+    #[error("kernel: {0}")]
+    Kernel(#[from] dsnpu_kernels::KernelError),
+    /// `step()` was called with no live sequence.
+    #[error("a step needs at least one live sequence")]
+    NoLiveSequences,
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

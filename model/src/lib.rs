@@ -8,6 +8,8 @@
 //! - [`cache`]: the paged latent KV cache and its block allocator.
 //! - [`backend`]: what the operators run on ([`Cpu`] by default, or any `dsnpu-ops` backend).
 //! - [`model`]: the decoder — prefill (expanded MLA) and decode (absorbed MLA over the cache), MoE.
+//! - [`device`]: the model resident on a device — tensors that know where they live, weights uploaded once,
+//!   the cache in device memory, and the step-by-step [`device::Engine`] (continuous batching).
 //! - [`generate`]: greedy and sampled generation over a batch of prompts.
 //!
 //! # Contract
@@ -23,6 +25,7 @@ pub mod backend;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod error;
 mod ffn;
 mod files;

@@ -12,6 +12,7 @@
 //!   reuses blocks in stream order, retries after releasing its cache on out-of-memory, and counts.
 //! - [`kernel`]: loading and lookup are safe; launching is `unsafe` because the kernel's parameter
 //!   list and memory accesses cannot be checked from the host.
+//! - [`transfer_stats`]: every host↔device copy and host wait, counted where it is made, per thread.
 //! - [`sim_counters`]: the simulator's per-launch counters and core counts, looked up only when the
 //!   simulator is loaded (`Unsupported` on a CANN install).
 //!
@@ -25,6 +26,7 @@ pub mod kernel;
 pub mod memory;
 pub mod sim_counters;
 pub mod stream;
+pub mod transfer_stats;
 
 pub use device::{Device, MemInfo};
 pub use error::{Result, RuntimeError};
@@ -37,5 +39,6 @@ pub use memory::pool::{MemPool, PoolStats};
 pub use memory::repr::DeviceRepr;
 pub use sim_counters::{KernelCounters, LaunchCounters};
 pub use stream::{Stream, LAUNCH_BLOCKING_ENV};
+pub use transfer_stats::{transfer_stats, TransferStats};
 
 pub use dsnpu_ffi::{LibraryInfo, LibraryKind};

@@ -6,7 +6,7 @@
 //! `DSNPU_LAUNCH_BLOCKING=1` in the environment (or [`Stream::set_launch_blocking`]) every kernel
 //! launch synchronizes, so such a failure is reported by the launch that caused it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dsnpu_ffi::{result, sys};
@@ -30,6 +30,10 @@ pub(crate) struct StreamInner {
     handle: sys::aclrtStream,
     id: u64,
     launch_blocking: AtomicBool,
+    /// Operations queued through the buffer trackers so far (their sequence numbers are 1, 2, ...).
+    queued: AtomicU64,
+    /// Every operation with a sequence number up to this one is complete (a synchronization saw it).
+    completed: AtomicU64,
     pub(crate) staging: Staging,
     pool: MemPool,
     core: Arc<DeviceCore>,
@@ -60,8 +64,27 @@ impl StreamInner {
 
     pub(crate) fn synchronize(&self) -> Result<()> {
         self.core.bind()?;
+        let queued = self.queued();
+        crate::transfer_stats::note_sync();
         // SAFETY: the handle is live while `self` exists.
-        unsafe { result::stream::synchronize(self.handle) }.map_err(Into::into)
+        unsafe { result::stream::synchronize(self.handle) }?;
+        self.completed.fetch_max(queued, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The sequence number of the last operation queued so far.
+    pub(crate) fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Numbers an operation just queued.
+    pub(crate) fn note_queued(&self) -> u64 {
+        self.queued.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Whether operation `seq` is known complete without asking the device.
+    pub(crate) fn completed_through(&self, seq: u64) -> bool {
+        self.completed.load(Ordering::Acquire) >= seq
     }
 
     /// Makes later work on `self` wait for `event`'s recorded point.
@@ -118,6 +141,8 @@ impl Stream {
                 handle,
                 id: next_id(),
                 launch_blocking: AtomicBool::new(launch_blocking_default()),
+                queued: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
                 staging: Staging::default(),
                 pool,
                 core,

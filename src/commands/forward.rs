@@ -2,9 +2,8 @@
 //! file holding `logits`, f32 `[seq_len, vocab]`, the model's logits at every prompt position. Timing and
 //! which operators ran on which backend go to stderr.
 
-use super::generate::{
-    device_backend, load_model, load_model_on, parse_ids, report_backend, BackendChoice,
-};
+use super::device_run::{self, DtypeChoice};
+use super::generate::{load_model, parse_ids, BackendChoice};
 use crate::error::CliError;
 use dsnpu_model::{DeepseekV3, ModelBackend};
 use safetensors::tensor::{Dtype, TensorView};
@@ -25,22 +24,37 @@ pub struct ForwardArgs {
     /// Where the operators run.
     #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
     pub backend: BackendChoice,
+    /// Compute dtype of the activations.
+    #[arg(long, value_enum, default_value_t = DtypeChoice::F32)]
+    pub dtype: DtypeChoice,
+    /// Write load/prefill transfer and timing statistics as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
 }
 
 pub fn run(args: &ForwardArgs) -> Result<(), CliError> {
     let ids = parse_ids(&args.prompt_ids)?;
+    device_run::check_dtype(args.dtype)?;
     let logits = match args.backend {
         BackendChoice::Cpu => {
-            let logits = forward_with(&load_model(&args.model)?, &ids)?;
+            let start = Instant::now();
+            let model = load_model(&args.model)?;
+            let load_seconds = start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            let logits = forward_with(&model, &ids)?;
             eprintln!("ops on cpu: all");
+            if let Some(path) = &args.stats_json {
+                let v = device_run::cpu_stats_json(
+                    load_seconds,
+                    4 * super::generate::model_elements(&model),
+                    (ids.len() as u64, start.elapsed().as_secs_f64()),
+                    (0, 0.0),
+                );
+                device_run::write_stats(path, &v)?;
+            }
             logits
         }
-        BackendChoice::Npu => {
-            let model = load_model_on(&args.model, device_backend()?)?;
-            let logits = forward_with(&model, &ids);
-            report_backend(model.backend());
-            logits?
-        }
+        BackendChoice::Npu => device_run::forward(&args.model, &ids, args.stats_json.as_deref())?,
     };
     write_logits(&args.out, &logits)
 }
@@ -103,6 +117,8 @@ mod tests {
                 prompt_ids: "3,1,4,1,5,9,2,6".into(),
                 out: out.clone(),
                 backend,
+                dtype: DtypeChoice::F32,
+                stats_json: None,
             };
             run(&args).unwrap();
             logits.push(read_logits(&out));

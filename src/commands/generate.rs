@@ -7,6 +7,7 @@
 //! `Fallback<Npu, Cpu>` on device 0 (the simulator when no CANN is installed): dsnpu's kernels where
 //! they exist, the references for the other operators.
 
+use super::device_run::{self, DtypeChoice};
 use crate::error::CliError;
 use dsnpu_model::{DeepseekV3, GenerateOptions, Generator, ModelBackend};
 use dsnpu_ops::backend::{Cpu, Fallback, Npu};
@@ -37,6 +38,12 @@ pub struct GenerateArgs {
     /// Where the operators run.
     #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
     pub backend: BackendChoice,
+    /// Compute dtype of the activations.
+    #[arg(long, value_enum, default_value_t = DtypeChoice::F32)]
+    pub dtype: DtypeChoice,
+    /// Write load/prefill/decode transfer and timing statistics as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
 }
 
 /// Where a model command runs its operators.
@@ -45,7 +52,7 @@ pub enum BackendChoice {
     /// The CPU reference operators.
     #[default]
     Cpu,
-    /// dsnpu's kernels on device 0 (the simulator without CANN); operators without a kernel on the CPU.
+    /// The device-resident engine on device 0 (the simulator without CANN): every operator on the device.
     Npu,
 }
 
@@ -77,26 +84,78 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
 /// The tokens `run` prints.
 pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
     let prompt = parse_ids(&args.prompt_ids)?;
+    device_run::check_dtype(args.dtype)?;
     match args.backend {
         BackendChoice::Cpu => {
-            let ids = generate_with(&load_model(&args.model)?, &prompt, args)?;
+            let start = Instant::now();
+            let model = load_model(&args.model)?;
+            let load_seconds = start.elapsed().as_secs_f64();
+            let (ids, prefill_s, decode_s) = generate_with(&model, &prompt, args)?;
             eprintln!("ops on cpu: all");
+            if let Some(path) = &args.stats_json {
+                let weight_bytes = 4 * model_elements(&model);
+                let steps = ids.len().saturating_sub(1) as u64;
+                let v = device_run::cpu_stats_json(
+                    load_seconds,
+                    weight_bytes,
+                    (prompt.len() as u64, prefill_s),
+                    (steps, decode_s),
+                );
+                device_run::write_stats(path, &v)?;
+            }
             Ok(ids)
         }
-        BackendChoice::Npu => {
-            let model = load_model_on(&args.model, device_backend()?)?;
-            let ids = generate_with(&model, &prompt, args);
-            report_backend(model.backend());
-            ids
-        }
+        BackendChoice::Npu => device_run::generate(
+            &args.model,
+            &prompt,
+            args.max_new_tokens,
+            (args.temperature, args.top_p, args.seed),
+            args.stats_json.as_deref(),
+        ),
     }
 }
 
+/// f32 elements the CPU model holds (its weight bytes / 4).
+pub(crate) fn model_elements<B>(model: &DeepseekV3<B>) -> u64 {
+    let w = model.weights();
+    let mut n = w.embed.len() + w.norm.len() + w.lm_head.len();
+    for l in &w.layers {
+        n += l.input_norm.len() + l.post_attention_norm.len();
+        let a = &l.attention;
+        n += a.kv_a.len()
+            + a.kv_a_norm.len()
+            + a.kv_b.len()
+            + a.w_uk.len()
+            + a.w_uv_t.len()
+            + a.o.len();
+        n += match &a.q {
+            dsnpu_model::weights::QueryProj::LowRank { a, a_norm, b } => {
+                a.len() + a_norm.len() + b.len()
+            }
+            dsnpu_model::weights::QueryProj::Full(m) => m.len(),
+        };
+        n += match &l.ffn {
+            dsnpu_model::weights::FfnWeights::Dense(m) => m.gate_up.len() + m.down.len(),
+            dsnpu_model::weights::FfnWeights::Moe(m) => {
+                m.router.len()
+                    + m.bias.as_ref().map_or(0, |b| b.len())
+                    + m.gate.len()
+                    + m.up.len()
+                    + m.down.len()
+                    + m.shared.gate_up.len()
+                    + m.shared.down.len()
+            }
+        };
+    }
+    n as u64
+}
+
+/// Ids, then the seconds to the first token (prefill) and after it (decode).
 fn generate_with<B: ModelBackend>(
     model: &DeepseekV3<B>,
     prompt: &[i32],
     args: &GenerateArgs,
-) -> Result<Vec<i32>, CliError> {
+) -> Result<(Vec<i32>, f64, f64), CliError> {
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -107,7 +166,13 @@ fn generate_with<B: ModelBackend>(
     };
     let generator = Generator::new(model, opts)?;
     let start = Instant::now();
-    let ids = generator.generate(prompt)?;
+    let mut first = None;
+    let ids = generator.generate_batch_with(&[prompt], &mut |n| {
+        if n == 1 {
+            first = Some(start.elapsed().as_secs_f64());
+        }
+    })?;
+    let ids = ids.into_iter().next().unwrap_or_default();
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "generated {} tokens from a {}-token prompt in {secs:.3} s ({:.1} tokens/s)",
@@ -115,7 +180,8 @@ fn generate_with<B: ModelBackend>(
         prompt.len(),
         ids.len() as f64 / secs.max(1e-9)
     );
-    Ok(ids)
+    let prefill = first.unwrap_or(secs);
+    Ok((ids, prefill, secs - prefill))
 }
 
 /// `1,2,3` → `[1, 2, 3]`; spaces around ids are allowed, empty or non-numeric entries are a usage error.
@@ -199,6 +265,8 @@ mod tests {
                 top_p: 1.0,
                 seed: 0,
                 backend,
+                dtype: DtypeChoice::F32,
+                stats_json: None,
             };
             assert_eq!(generate_ids(&args).unwrap(), generated, "{backend:?}");
         }

@@ -226,6 +226,53 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t reserved;
 } DsnpuMlaDecodeTiling;
 
+/* mla_cache_write_<t>: the fused MLA cache write. For token t of kv [tokens, kv_stride] (the
+ * kv_a_proj_with_mqa output, latent_dim latent elements then rope_dim rope elements per row): the latent
+ * part RMS-normalised with weight [latent_dim] and eps, the rope part rotated at positions[t] with the f32
+ * tables cos/sin [table_rows, rope_dim / 2] in `layout`, both written to row slot_mapping[t] of the
+ * latent cache [num_slots, latent_dim] and the rope cache [num_slots, rope_dim]; slot -1 is skipped.
+ * Tokens are split into runs of tokens_per_block per block. */
+typedef struct DsnpuMlaCacheWriteTiling {
+    uint32_t tokens;
+    uint32_t latent_dim;
+    uint32_t rope_dim;
+    uint32_t kv_stride;
+    uint32_t num_slots;
+    uint32_t table_rows;
+    uint32_t layout;
+    uint32_t tokens_per_block;
+    float eps;
+    uint32_t reserved;
+} DsnpuMlaCacheWriteTiling;
+
+/* gather_rows_<t>: y[r, :cols] = x[src(r) .. src(r) + cols] for r < rows, r = i * inner + j, with
+ * src(r) = offset + i * stride_a + j * stride_b (+ idx[r] * stride_idx when has_idx; idx i32 [rows]).
+ * Embedding lookups (idx = token ids), row selection and axis permutations of activations. x holds src_len
+ * elements; rows are split into runs of rows_per_block per block and copied cols_per_tile at a time. */
+typedef struct DsnpuGatherRowsTiling {
+    uint32_t rows;
+    uint32_t inner;
+    uint32_t cols;
+    uint32_t has_idx;
+    uint32_t offset;
+    uint32_t stride_a;
+    uint32_t stride_b;
+    uint32_t stride_idx;
+    uint32_t src_len;
+    uint32_t rows_per_block;
+    uint32_t cols_per_tile;
+    uint32_t reserved;
+} DsnpuGatherRowsTiling;
+
+/* argmax_<t>: out[r] = the lowest index of the largest of x[r, :cols] (i32), compared in f32. Rows are
+ * split into runs of rows_per_block per block, each row scanned cols_per_tile at a time. */
+typedef struct DsnpuArgmaxTiling {
+    uint32_t rows;
+    uint32_t cols;
+    uint32_t rows_per_block;
+    uint32_t cols_per_tile;
+} DsnpuArgmaxTiling;
+
 #ifdef __cplusplus
 }
 #endif

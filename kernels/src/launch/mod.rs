@@ -27,6 +27,7 @@ mod hardware;
 mod library;
 mod linear;
 mod mla;
+mod mla_cache_write;
 mod moe_finalize;
 mod moe_gating;
 mod moe_grouped;
@@ -34,11 +35,13 @@ mod moe_routing;
 mod norm;
 mod rope;
 mod silu_mul;
+mod step;
 
 pub use hardware::Hardware;
 pub use library::KernelLibrary;
 pub use linear::linear;
 pub use mla::{mla_decode, MlaDecodeInputs, MlaDecodeShape};
+pub use mla_cache_write::{mla_cache_write, MlaCacheWriteInputs, MlaCacheWriteShape};
 pub use moe_finalize::{moe_finalize_routing, CombineShape};
 pub use moe_gating::moe_gating_topk;
 pub use moe_grouped::{expert_ffn, grouped_matmul, FfnShape, GroupList, GroupedShape};
@@ -46,6 +49,7 @@ pub use moe_routing::{moe_init_routing, moe_init_routing_quant, RoutingShape};
 pub use norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeShape};
 pub use silu_mul::silu_mul;
+pub use step::{argmax, gather_rows, RowSource};
 
 use dsnpu_runtime::{DeviceRepr, RuntimeError};
 
@@ -97,6 +101,13 @@ unsafe impl DeviceRepr for MoeFinalizeTiling {}
 // SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
 // with the C compiler's); every bit pattern of u32 and f32 is valid.
 unsafe impl DeviceRepr for MlaDecodeTiling {}
+// SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
+// with the C compiler's); every bit pattern of u32 and f32 is valid.
+unsafe impl DeviceRepr for crate::MlaCacheWriteTiling {}
+// SAFETY: as above (the two step tilings: only u32 fields).
+unsafe impl DeviceRepr for crate::GatherRowsTiling {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for crate::ArgmaxTiling {}
 
 /// What a launcher queued.
 #[derive(Debug, Clone, Copy, PartialEq)]

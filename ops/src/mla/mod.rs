@@ -9,10 +9,12 @@
 //!
 //! Scores, softmax and accumulation are `f32`; outputs are rounded once to the element type.
 pub mod cache;
+pub mod cache_write;
 pub mod decode;
 pub mod prefill;
 mod softmax;
 
 pub use cache::PagedLatentCache;
+pub use cache_write::{mla_cache_write_fused, CacheWriteParams};
 pub use decode::mla_decode;
 pub use prefill::mla_prefill;

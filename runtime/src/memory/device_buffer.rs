@@ -177,6 +177,7 @@ impl<T: DeviceRepr> DeviceBuffer<T> {
                 sys::aclrtMemcpyKind::ACL_MEMCPY_HOST_TO_DEVICE,
             )?
         };
+        crate::transfer_stats::note_h2d(bytes);
         Ok(())
     }
 
@@ -202,6 +203,7 @@ impl<T: DeviceRepr> DeviceBuffer<T> {
                 sys::aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_HOST,
             )?
         };
+        crate::transfer_stats::note_d2h(bytes);
         Ok(())
     }
 

@@ -13,8 +13,11 @@ use crate::error::Result;
 use crate::event::{Event, EventFlags};
 use crate::stream::StreamInner;
 
-const MAX_SLOTS: usize = 8;
-const MIN_SLOT_BYTES: usize = 4096;
+// A model step queues a few hundred launches before its one synchronization; each holds a slot until its
+// copy is done, so the ring must cover a step or the host stalls on the oldest slot mid-step.
+const MAX_SLOTS: usize = 256;
+// Tiling structs are tens of bytes.
+const MIN_SLOT_BYTES: usize = 256;
 
 struct Slot {
     host: *mut c_void,
@@ -47,7 +50,8 @@ impl Drop for Slot {
 
 #[derive(Default)]
 pub(crate) struct Staging {
-    slots: Mutex<Vec<Slot>>,
+    /// The slots and the ring cursor: the next slot to try (the oldest in use when all are).
+    slots: Mutex<(Vec<Slot>, usize)>,
 }
 
 impl Staging {
@@ -67,28 +71,30 @@ impl Staging {
         if bytes.is_empty() {
             return Ok(());
         }
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let (slots, cursor) = &mut *guard;
         stream.core().bind()?;
-        let mut idle = None;
-        for (i, s) in slots.iter().enumerate() {
-            if s.cap >= bytes.len() && s.done.is_complete()? {
-                idle = Some(i);
-                break;
+        // Slots are used in ring order, so the one at the cursor is the oldest: one event query per
+        // upload instead of a scan.
+        let next = (!slots.is_empty()).then_some(*cursor % slots.len().max(1));
+        let i = match next {
+            Some(i) if slots[i].cap >= bytes.len() && slots[i].done.is_complete()? => i,
+            _ if slots.len() < MAX_SLOTS => {
+                slots.insert(*cursor, Slot::new(stream, bytes.len())?);
+                *cursor
             }
-        }
-        let i = match idle {
-            Some(i) => i,
-            None if slots.len() < MAX_SLOTS => {
-                slots.push(Slot::new(stream, bytes.len())?);
-                slots.len() - 1
-            }
-            None => {
-                // Every slot is in flight: replace the first one once its copy is done.
-                slots[0].done.synchronize()?;
-                slots[0] = Slot::new(stream, bytes.len())?;
-                0
+            _ => {
+                // Every slot is in flight: wait for the oldest and replace it if it is too small.
+                let i = *cursor % slots.len();
+                crate::transfer_stats::note_staging_wait();
+                slots[i].done.synchronize()?;
+                if slots[i].cap < bytes.len() {
+                    slots[i] = Slot::new(stream, bytes.len())?;
+                }
+                i
             }
         };
+        *cursor = i + 1;
         let slot = &slots[i];
         // SAFETY: the slot holds `cap >= bytes.len()` pinned bytes that no queued copy reads any more
         // (its `done` event is complete), and the slot is exclusively ours under the lock.
@@ -107,6 +113,7 @@ impl Staging {
                 stream.handle(),
             )?
         };
+        crate::transfer_stats::note_tiling(bytes.len());
         if let Err(e) = slot.done.record_on(stream) {
             // Without the event the slot would look idle while its copy may still run.
             let _ = stream.synchronize();
@@ -117,6 +124,10 @@ impl Staging {
 
     /// Frees every slot (waiting for its copy first).
     pub(crate) fn clear(&self) {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clear();
     }
 }

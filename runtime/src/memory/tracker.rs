@@ -19,6 +19,9 @@ pub(crate) struct TrackState {
     pub(crate) stream: Option<Arc<StreamInner>>,
     /// Reused for every join; replaced when the previous stream is on another device.
     pub(crate) event: Option<Event>,
+    /// The stream's queue sequence number of the last operation (see `StreamInner::note_queued`): once
+    /// the stream has been synchronized past it, host access needs no wait.
+    pub(crate) seq: u64,
 }
 
 impl TrackState {
@@ -55,8 +58,14 @@ impl TrackState {
         let Some(prev) = self.stream.clone() else {
             return Ok(());
         };
+        if prev.completed_through(self.seq) {
+            // A stream synchronization since the last operation already waited for it.
+            self.stream = None;
+            return Ok(());
+        }
         let event = self.event_for(&prev)?;
         event.record_on(&prev)?;
+        crate::transfer_stats::note_sync();
         event.synchronize()?;
         self.stream = None;
         Ok(())
@@ -72,6 +81,10 @@ impl Tracker {
     pub(crate) fn new(stream: Option<Arc<StreamInner>>) -> Tracker {
         Tracker {
             state: Mutex::new(TrackState {
+                // Fresh memory from a stream's pool may still be used by what is queued so far, or by
+                // another stream that this one was made to wait for: only a synchronization after
+                // now covers it, so the hand-out gets a sequence number of its own.
+                seq: stream.as_ref().map_or(0, |s| s.note_queued()),
                 stream,
                 event: None,
             }),
@@ -108,9 +121,11 @@ pub(crate) fn run_ordered<R>(
         g.join(stream)?;
     }
     let out = op();
+    let seq = stream.note_queued();
     // Even a failed enqueue leaves the joins queued on `stream`, so `stream` is now the right one.
     for g in guards.iter_mut() {
         g.stream = Some(stream.clone());
+        g.seq = seq;
     }
     out
 }

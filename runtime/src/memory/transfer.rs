@@ -140,7 +140,13 @@ impl Stream {
             // SAFETY: the caller's contract; `run_ordered` holds the trackers for the copy's lifetime.
             unsafe { result::memory::memcpy_async(dst, bytes, src, bytes, kind, s.handle())? };
             Ok(())
-        })
+        })?;
+        if kind == sys::aclrtMemcpyKind::ACL_MEMCPY_HOST_TO_DEVICE {
+            crate::transfer_stats::note_h2d(bytes);
+        } else if kind == sys::aclrtMemcpyKind::ACL_MEMCPY_DEVICE_TO_HOST {
+            crate::transfer_stats::note_d2h(bytes);
+        }
+        Ok(())
     }
 
     /// Queues a fill of `dst` with zero bytes.

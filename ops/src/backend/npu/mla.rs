@@ -1,7 +1,9 @@
 //! [`MlaOps`] on the device: `mla_decode` plans the split-KV work ([`MlaDecodePlan`]) and runs the
-//! `mla_decode_<t>` kernel ([`dsnpu_kernels::launch::mla_decode`]; cube and vector cores). `mla_cache_write` and
-//! `mla_prefill` have no kernel yet and are [`OpsError::Unsupported`](crate::OpsError) (the
-//! [`Fallback`](crate::backend::Fallback) backend routes them to the CPU).
+//! `mla_decode_<t>` kernel ([`dsnpu_kernels::launch::mla_decode`]; cube and vector cores). `mla_cache_write`
+//! and `mla_prefill` are [`OpsError::Unsupported`](crate::OpsError) here (the
+//! [`Fallback`](crate::backend::Fallback) backend routes them to the CPU): the trait's cache write takes
+//! the already normalised and rotated rows, while the device kernel is the fused one
+//! ([`Npu::mla_cache_write_fused`], `mla_cache_write`), which the device-resident model calls.
 //!
 //! Validation is the reference's own: `mla_decode` first calls [`check_mla_decode`], before anything is
 //! uploaded, so the same inputs are rejected with the same errors and the kernel only gets what it

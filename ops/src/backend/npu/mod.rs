@@ -20,6 +20,7 @@
 
 mod dense;
 mod mla;
+mod mla_cache_write;
 mod moe;
 
 use std::sync::Arc;

@@ -1,0 +1,74 @@
+/*
+ * gather_rows_<t> (t = f32, f16, bf16): y[r, :cols] = x[src(r) .. src(r) + cols], r < rows, r = i * inner + j,
+ *   src(r) = offset + i * stride_a + j * stride_b (+ idx[r] * stride_idx with an index list).
+ * One kernel for the data movement of a device-resident model step: embedding lookups (idx = token ids,
+ * stride_idx = hidden), picking rows (each sequence's last token), and permutations of two leading axes
+ * ([A, B, c] <-> [B, A, c] through the strides). Pure data movement, no arithmetic: GM -> UB -> GM.
+ *
+ * Rows are split into runs of rows_per_block per block; each row moves in chunks of cols_per_tile elements
+ * through one UB buffer (MTE2 in, MTE3 out, the two ordered by flags). An index outside x faults on the
+ * checked GM read (negative indices read as huge unsigned ones). UB use: round_up_32(cols_per_tile * s).
+ */
+#include "dsnpu_kernels/kernel_util.h"
+#include "dsnpu_kernels/tiling.h"
+
+using namespace AscendC;
+using namespace dsnpu_kernels;
+
+namespace {
+
+template <typename T>
+__aicore__ inline void GatherRows(GM_ADDR x, GM_ADDR idx, GM_ADDR y, GM_ADDR tiling) {
+    GET_TILING_DATA_WITH_STRUCT(DsnpuGatherRowsTiling, t, tiling);
+    const uint64_t first = static_cast<uint64_t>(GetBlockIdx()) * t.rows_per_block;
+    if (first >= t.rows || t.cols == 0 || t.inner == 0 || t.cols_per_tile == 0) return;
+    const uint32_t n = Min(t.rows_per_block, static_cast<uint32_t>(t.rows - first));
+    GlobalTensor<T> xGm, yGm;
+    GlobalTensor<int32_t> idxGm;
+    xGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), t.src_len);
+    yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), static_cast<uint64_t>(t.rows) * t.cols);
+    if (t.has_idx != 0) idxGm.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(idx), t.rows);
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> buf;
+    pipe.InitBuffer(buf, AlignUp(t.cols_per_tile * sizeof(T), UB_BLOCK));
+    LocalTensor<T> row = buf.Get<T>();
+    const DataCopyPadExtParams<T> noPad(false, 0, 0, T(0));
+    for (uint32_t k = 0; k < n; ++k) {
+        const uint32_t r = static_cast<uint32_t>(first) + k;
+        const uint32_t i = r / t.inner, j = r % t.inner;
+        uint64_t src = static_cast<uint64_t>(t.offset) + static_cast<uint64_t>(i) * t.stride_a +
+                       static_cast<uint64_t>(j) * t.stride_b;
+        if (t.has_idx != 0) {
+            // Through u32: a negative index becomes a huge one and faults on the checked read.
+            src += static_cast<uint64_t>(static_cast<uint32_t>(idxGm.GetValue(r))) * t.stride_idx;
+        }
+        const uint64_t dst = static_cast<uint64_t>(r) * t.cols;
+        for (uint32_t c0 = 0; c0 < t.cols; c0 += t.cols_per_tile) {
+            const uint32_t c = Min(t.cols_per_tile, t.cols - c0);
+            const DataCopyExtParams p(1, c * static_cast<uint32_t>(sizeof(T)), 0, 0, 0);
+            DataCopyPad(row, xGm[src + c0], p, noPad);
+            SetFlag<HardEvent::MTE2_MTE3>(0);
+            WaitFlag<HardEvent::MTE2_MTE3>(0);
+            DataCopyPad(yGm[dst + c0], row, p);
+            SetFlag<HardEvent::MTE3_MTE2>(0);
+            WaitFlag<HardEvent::MTE3_MTE2>(0);
+        }
+    }
+}
+
+}  // namespace
+
+#define DSNPU_GATHER_ROWS(name, type)                                                                        \
+    extern "C" __global__ __aicore__ void DSNPU_KERNEL(name)(GM_ADDR x, GM_ADDR idx, GM_ADDR y,              \
+                                                             GM_ADDR workspace, GM_ADDR tiling) {            \
+        (void)workspace;                                                                                     \
+        GatherRows<type>(x, idx, y, tiling);                                                                 \
+    }
+
+DSNPU_GATHER_ROWS(gather_rows_f32, float)
+DSNPU_GATHER_ROWS(gather_rows_f16, half)
+DSNPU_GATHER_ROWS(gather_rows_bf16, bfloat16_t)
+
+DSNPU_HOST_ENTRY(gather_rows_f32)
+DSNPU_HOST_ENTRY(gather_rows_f16)
+DSNPU_HOST_ENTRY(gather_rows_bf16)

@@ -1,0 +1,152 @@
+//! Launchers of `gather_rows_<t>` and `argmax_<t>` (`src/ascendc/gather_rows.cpp`, `argmax.cpp`): the
+//! data movement and greedy sampling of a device-resident model step.
+
+use dsnpu_runtime::{DeviceBuffer, Stream};
+
+use super::{device_error, expect_len, product, KernelElem, KernelLibrary, Launched};
+use crate::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling, Kernel, Result};
+
+/// Where each output row of a gather comes from (see [`GatherRowsDims`]): `y[r] = x[offset + i·stride_a
+/// + j·stride_b (+ idx[r]·stride_idx) ..][..cols]` with `r = i·inner + j`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSource {
+    pub rows: usize,
+    pub inner: usize,
+    pub cols: usize,
+    pub offset: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    /// `Some((stride, rows it may select))` with an index list.
+    pub by_index: Option<(usize, usize)>,
+}
+
+impl RowSource {
+    /// `[a, b, c]` (row-major, rows `stride` apart within a `[a, b, stride]` source, starting at
+    /// `offset`) to `[b, a, c]`.
+    pub fn swap_leading(a: usize, b: usize, c: usize, stride: usize, offset: usize) -> RowSource {
+        RowSource {
+            rows: a * b,
+            inner: a,
+            cols: c,
+            offset,
+            stride_a: stride,
+            stride_b: b * stride,
+            by_index: None,
+        }
+    }
+
+    /// Rows of `cols` picked from a `[table_rows, cols]` table by an index list of `rows` entries.
+    pub fn lookup(rows: usize, cols: usize, table_rows: usize) -> RowSource {
+        RowSource {
+            rows,
+            inner: 1,
+            cols,
+            offset: 0,
+            stride_a: 0,
+            stride_b: 0,
+            by_index: Some((cols, table_rows)),
+        }
+    }
+}
+
+/// Copies the rows `src` describes from `x` into `y [rows, cols]`; `idx` (i32 `[rows]`) is required
+/// exactly when `src.by_index` is set. Index values live on the device and are not checked here: one
+/// outside the source faults on the kernel's checked read (simulator). Only `y` is written.
+pub fn gather_rows<T: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    x: &DeviceBuffer<T>,
+    idx: Option<&DeviceBuffer<i32>>,
+    y: &mut DeviceBuffer<T>,
+    src: RowSource,
+) -> Result<Launched<GatherRowsTiling>> {
+    const K: &str = "gather_rows";
+    if idx.is_some() != src.by_index.is_some() {
+        return Err(crate::KernelError::InvalidShape {
+            kernel: K,
+            reason: "an index list is passed exactly when rows are picked by index".into(),
+        });
+    }
+    let tiling = GatherRowsTiling::new(
+        GatherRowsDims {
+            rows: src.rows as u64,
+            inner: src.inner as u64,
+            cols: src.cols as u64,
+            offset: src.offset as u64,
+            stride_a: src.stride_a as u64,
+            stride_b: src.stride_b as u64,
+            stride_idx: src.by_index.map(|(s, _)| s as u64),
+            src_len: x.len() as u64,
+            idx_rows: src.by_index.map_or(0, |(_, n)| n as u64),
+        },
+        T::DTYPE,
+        lib.hardware().vector,
+    )?;
+    expect_len(
+        K,
+        "y",
+        y.len(),
+        product(K, "rows * cols", src.rows, src.cols)?,
+    )?;
+    if let Some(i) = idx {
+        expect_len(K, "idx", i.len(), src.rows)?;
+    }
+    let symbol = Kernel::GatherRows.symbol(T::DTYPE);
+    let f = lib.function(Kernel::GatherRows, T::DTYPE)?;
+    let blocks = tiling.block_dim();
+    // SAFETY: gather_rows_<t>(x, idx, y, workspace, tiling); the tiling gives x's GlobalTensor exactly
+    // x.len() elements (src_len) and y rows x cols (checked), idx `rows` i32 when has_idx (checked; null
+    // otherwise and then never read); every read is a checked GM access, so a bad index faults rather
+    // than leaving x. Only y is written (arg_mut); the workspace is unused.
+    unsafe {
+        let mut a = f.builder(stream);
+        a.arg(x);
+        match idx {
+            Some(i) => a.arg(i),
+            None => a.null(),
+        };
+        a.arg_mut(y).null().tiling(&tiling).launch(blocks)
+    }
+    .map_err(|e| device_error(symbol, e))?;
+    Ok(Launched {
+        symbol,
+        blocks,
+        tiling,
+    })
+}
+
+/// `out[r]` = the lowest index of the largest of `x[r, :cols]`, compared in f32 (`x [rows, cols]`,
+/// `out` i32 `[rows]`).
+pub fn argmax<T: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    x: &DeviceBuffer<T>,
+    out: &mut DeviceBuffer<i32>,
+    rows: usize,
+    cols: usize,
+) -> Result<Launched<ArgmaxTiling>> {
+    const K: &str = "argmax";
+    let tiling = ArgmaxTiling::new(rows as u64, cols as u64, T::DTYPE, lib.hardware().vector)?;
+    expect_len(K, "x", x.len(), product(K, "rows * cols", rows, cols)?)?;
+    expect_len(K, "out", out.len(), rows)?;
+    let symbol = Kernel::Argmax.symbol(T::DTYPE);
+    let f = lib.function(Kernel::Argmax, T::DTYPE)?;
+    let blocks = tiling.block_dim();
+    // SAFETY: argmax_<t>(x, out, workspace, tiling); x holds rows x cols elements of T and out rows i32
+    // (checked above), the extents the kernel gives its GlobalTensors; only out is written (arg_mut);
+    // the workspace is unused.
+    unsafe {
+        f.builder(stream)
+            .arg(x)
+            .arg_mut(out)
+            .null()
+            .tiling(&tiling)
+            .launch(blocks)
+    }
+    .map_err(|e| device_error(symbol, e))?;
+    Ok(Launched {
+        symbol,
+        blocks,
+        tiling,
+    })
+}

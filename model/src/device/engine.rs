@@ -1,0 +1,892 @@
+//! [`Engine`]: the model resident on one device, driven step by step — the library API a serving stack
+//! uses (continuous batching) and what `generate`/`forward --backend npu` are thin layers over.
+//!
+//! # Contract
+//! - [`Engine::load`] uploads the weights once ([`DeviceWeights`]), the rope tables once, and allocates the
+//!   paged latent cache of every layer in device memory (`num_blocks × block_size` slots). Computation is
+//!   in f32 (activations, accumulation, norms, softmax, router and gating).
+//! - [`Engine::add_sequence`] validates a prompt (non-empty, ids `< vocab_size`, fits
+//!   `max_position_embeddings`) and queues it; [`Engine::remove_sequence`] forgets a sequence and frees its
+//!   cache blocks for reuse. Both may be called between any two steps.
+//! - [`Engine::step`] advances every live sequence by one token and returns `(id, next token)` for each,
+//!   in id order: sequences added since the last step are prefilled (one device pass per sequence, its
+//!   whole prompt written to the cache by the fused cache-write kernel and attended absorbed, causally,
+//!   by `mla_decode`), the others decode together in one pass. A pass queues all its kernels on the one
+//!   stream and the host waits once, for the sampled ids (`[rows]` i32, greedy `argmax` on the device).
+//!   With temperature > 0 the pass downloads the rows' logits instead and samples on the host with the
+//!   CPU [`Sampler`] (top-p on the device is not written yet). Per-pass uploads are the new token ids and
+//!   the small metadata (positions, slots, block table, lengths, per-head row counts, picked rows).
+//! - Errors: no live sequence ([`ModelError::NoLiveSequences`]); a sequence that outgrows the cache
+//!   ([`ModelError::OutOfBlocks`], the step changes nothing) or `max_position_embeddings`; a failed pass
+//!   rolls its cache reservation back.
+//! - Trusted: the kernels' contracts; the block tables and slots built here are valid by construction
+//!   (the kernels would fault on a bad one on the simulator).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use dsnpu_kernels::launch::{self, KernelLibrary, RowSource};
+use dsnpu_kernels::{GatingParams, MlaDecodePlan, MoeList, MoeScore};
+use dsnpu_ops::moe::ScoreFunc;
+use dsnpu_ops::rope::RopeTable;
+use dsnpu_ops::sampling::Sampler;
+use dsnpu_runtime::{
+    transfer_stats, Device, DeviceBuffer, DeviceRepr, HostBuffer, Stream, TransferStats,
+};
+
+use super::ops::{Buf, Ctx};
+use super::weights::{AttentionW, DeviceWeights, FfnW, MlpW, QueryW};
+use crate::cache::{BlockAllocator, SeqId};
+use crate::checkpoint::Checkpoint;
+use crate::config::{ModelConfig, LATENT_NORM_EPS};
+use crate::error::{invalid_input, ModelError, Result};
+
+/// How the engine is set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOptions {
+    /// Device ordinal.
+    pub device: i32,
+    /// Cache blocks (shared by all sequences) and tokens per block.
+    pub num_blocks: usize,
+    pub block_size: usize,
+    /// 0 = greedy on the device; else sampled on the host from downloaded logits.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// Sequence `id` samples with seed `seed + id`.
+    pub seed: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            device: 0,
+            num_blocks: 64,
+            block_size: 16,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// What one phase (prefill or decode) moved and how long it took.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PhaseStats {
+    /// Prompt tokens (prefill) or decode passes (decode).
+    pub count: u64,
+    pub transfers: TransferStats,
+    pub seconds: f64,
+}
+
+/// The engine's counters since load.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineStats {
+    pub load: TransferStats,
+    pub load_seconds: f64,
+    /// Bytes of the weights as stored on the device.
+    pub weight_bytes: u64,
+    /// Bytes of the paged cache (all layers).
+    pub cache_bytes: u64,
+    pub prefill: PhaseStats,
+    pub decode: PhaseStats,
+    /// Kernel launches by operator.
+    pub ops: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug)]
+struct Seq {
+    blocks: Vec<u32>,
+    /// Tokens in the cache.
+    len: usize,
+    /// The prompt, until it is prefilled.
+    prompt: Option<Vec<i32>>,
+    /// The token to feed next (the last one returned).
+    next: Option<i32>,
+    sampler: Option<Sampler>,
+}
+
+/// The layer caches.
+#[derive(Debug)]
+struct LayerCache {
+    latent: Buf,
+    rope: Buf,
+}
+
+/// One pass's device inputs (uploaded before any kernel is queued).
+struct Pass {
+    batch: usize,
+    s: usize,
+    tokens: usize,
+    ids: DeviceBuffer<i32>,
+    positions: DeviceBuffer<i32>,
+    slots: DeviceBuffer<i32>,
+    block_table: DeviceBuffer<i32>,
+    max_blocks: usize,
+    seq_lens: DeviceBuffer<i32>,
+    /// The split-KV decode plan, made once per pass (every layer's `mla_decode` shares it), and its
+    /// words on the device.
+    plan: MlaDecodePlan,
+    plan_words: DeviceBuffer<i32>,
+    head_counts: DeviceBuffer<i64>,
+    /// Rows of the step whose logits are wanted (`None` = all).
+    picked: Option<(DeviceBuffer<i32>, usize)>,
+    /// The pinned sources of the queued uploads, kept until the pass's synchronization.
+    _staged: Staged,
+}
+
+/// Pinned host copies of a pass's inputs (their uploads are queued on the stream, so the host does not
+/// wait; the buffers must outlive the copies, which the pass's one synchronization covers).
+#[derive(Default)]
+struct Staged {
+    i32s: Vec<HostBuffer<i32>>,
+    i64s: Vec<HostBuffer<i64>>,
+}
+
+/// The model on a device (see the module docs).
+pub struct Engine {
+    cfg: ModelConfig,
+    opts: EngineOptions,
+    ctx: Ctx,
+    weights: DeviceWeights,
+    cos: Buf,
+    sin: Buf,
+    table_rows: usize,
+    caches: Vec<LayerCache>,
+    allocator: BlockAllocator,
+    seqs: BTreeMap<SeqId, Seq>,
+    next_id: SeqId,
+    stats: EngineStats,
+    _device: Device,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("device", &self.opts.device)
+            .field("live", &self.seqs.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Loads `dir` (config.json and the checkpoint) onto device `opts.device`.
+    pub fn load(
+        dir: impl AsRef<Path>,
+        opts: EngineOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg = ModelConfig::from_file(dir.join("config.json"))?;
+        let mut ckpt = Checkpoint::open(dir)?;
+        if let Some(q) = cfg.quantization {
+            ckpt = ckpt.with_fp8_block(q.block);
+        }
+        Sampler::new(opts.temperature, opts.top_p, opts.seed)?;
+        if opts.block_size == 0 || opts.num_blocks == 0 {
+            return Err(invalid_input(
+                "the cache needs at least one block of at least one token",
+            ));
+        }
+        let slots = opts
+            .num_blocks
+            .checked_mul(opts.block_size)
+            .filter(|&n| n <= i32::MAX as usize)
+            .ok_or_else(|| invalid_input("cache slots must fit in i32"))?;
+        let start = Instant::now();
+        let before = transfer_stats();
+        let device = Device::new(opts.device)?;
+        let lib = KernelLibrary::get(&device)?;
+        let stream = device.new_stream()?;
+        let weights = DeviceWeights::load::<f32>(&cfg, &ckpt, &device, &stream, progress)?;
+        let table = RopeTable::new(&cfg.rope, cfg.max_position_embeddings)?;
+        let cos = stream.upload(table.cos.as_slice().expect("a standard-layout table"))?;
+        let sin = stream.upload(table.sin.as_slice().expect("a standard-layout table"))?;
+        let (dl, dr) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
+        let caches = (0..cfg.num_hidden_layers)
+            .map(|_| {
+                Ok(LayerCache {
+                    latent: stream.alloc_zeroed(slots * dl)?,
+                    rope: stream.alloc_zeroed(slots * dr)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        stream.synchronize()?;
+        let stats = EngineStats {
+            load: transfer_stats() - before,
+            load_seconds: start.elapsed().as_secs_f64(),
+            weight_bytes: weights.bytes,
+            cache_bytes: (cfg.num_hidden_layers * slots * (dl + dr) * 4) as u64,
+            ..EngineStats::default()
+        };
+        Ok(Engine {
+            table_rows: table.max_positions(),
+            allocator: BlockAllocator::new(opts.num_blocks),
+            cfg,
+            opts,
+            ctx: Ctx {
+                lib,
+                stream,
+                ops: RefCell::new(BTreeMap::new()),
+            },
+            weights,
+            cos,
+            sin,
+            caches,
+            seqs: BTreeMap::new(),
+            next_id: 0,
+            stats,
+            _device: device,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Counters since load (the operator counts as of now).
+    pub fn stats(&self) -> EngineStats {
+        let mut s = self.stats.clone();
+        s.ops = self.ctx.ops.borrow().clone();
+        s
+    }
+
+    /// Device memory the stream's pool has held at most, bytes.
+    pub fn device_peak_bytes(&self) -> u64 {
+        self.ctx.stream.pool().stats().peak_reserved as u64
+    }
+
+    /// Live sequences, in id order.
+    pub fn live(&self) -> Vec<SeqId> {
+        self.seqs.keys().copied().collect()
+    }
+
+    /// Queues a prompt; it is prefilled by the next [`step`](Self::step). Returns its id (ids count up
+    /// from 0 and are never reused).
+    pub fn add_sequence(&mut self, prompt: &[i32]) -> Result<SeqId> {
+        if prompt.is_empty() {
+            return Err(invalid_input("an empty prompt"));
+        }
+        if let Some((i, t)) = prompt
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t < 0 || t as usize >= self.cfg.vocab_size)
+        {
+            return Err(invalid_input(format!(
+                "prompt token {i} is {t}, outside the vocabulary of {}",
+                self.cfg.vocab_size
+            )));
+        }
+        if prompt.len() > self.cfg.max_position_embeddings {
+            return Err(invalid_input(format!(
+                "a {}-token prompt exceeds max_position_embeddings {}",
+                prompt.len(),
+                self.cfg.max_position_embeddings
+            )));
+        }
+        let id = self.next_id;
+        let sampler = (self.opts.temperature != 0.0)
+            .then(|| {
+                Sampler::new(
+                    self.opts.temperature,
+                    self.opts.top_p,
+                    self.opts.seed.wrapping_add(id),
+                )
+            })
+            .transpose()?;
+        self.next_id += 1;
+        self.seqs.insert(
+            id,
+            Seq {
+                blocks: Vec::new(),
+                len: 0,
+                prompt: Some(prompt.to_vec()),
+                next: None,
+                sampler,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Forgets a sequence and frees its cache blocks.
+    pub fn remove_sequence(&mut self, id: SeqId) -> Result<()> {
+        let seq = self
+            .seqs
+            .remove(&id)
+            .ok_or_else(|| invalid_input(format!("unknown sequence {id}")))?;
+        for b in seq.blocks {
+            self.allocator.free(b)?;
+        }
+        Ok(())
+    }
+
+    /// Free cache blocks.
+    pub fn free_blocks(&self) -> usize {
+        self.allocator.num_free()
+    }
+
+    /// One token for every live sequence (see the module docs).
+    pub fn step(&mut self) -> Result<Vec<(SeqId, i32)>> {
+        if self.seqs.is_empty() {
+            return Err(ModelError::NoLiveSequences);
+        }
+        let mut out = Vec::with_capacity(self.seqs.len());
+        let new: Vec<SeqId> = self
+            .seqs
+            .iter()
+            .filter(|(_, s)| s.prompt.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        let decoding: Vec<SeqId> = self
+            .seqs
+            .iter()
+            .filter(|(_, s)| s.prompt.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        // Decode first: the prefills below must not change what the decoders see.
+        if !decoding.is_empty() {
+            let feeds: Vec<(SeqId, Vec<i32>)> = decoding
+                .iter()
+                .map(|&id| {
+                    (
+                        id,
+                        vec![self.seqs[&id]
+                            .next
+                            .expect("a prefilled sequence has a next token")],
+                    )
+                })
+                .collect();
+            let start = Instant::now();
+            let before = transfer_stats();
+            let ids = self.pass(&feeds, false)?;
+            self.stats.decode.transfers =
+                add(self.stats.decode.transfers, transfer_stats() - before);
+            self.stats.decode.seconds += start.elapsed().as_secs_f64();
+            self.stats.decode.count += 1;
+            out.extend(decoding.iter().copied().zip(ids));
+        }
+        for id in new {
+            let prompt = self.seqs[&id].prompt.clone().expect("filtered above");
+            let start = Instant::now();
+            let before = transfer_stats();
+            let ids = self.pass(&[(id, prompt.clone())], true)?;
+            self.stats.prefill.transfers =
+                add(self.stats.prefill.transfers, transfer_stats() - before);
+            self.stats.prefill.seconds += start.elapsed().as_secs_f64();
+            self.stats.prefill.count += prompt.len() as u64;
+            self.seqs.get_mut(&id).expect("live").prompt = None;
+            out.push((id, ids[0]));
+        }
+        for &(id, t) in &out {
+            self.seqs.get_mut(&id).expect("live").next = Some(t);
+        }
+        out.sort_by_key(|&(id, _)| id);
+        Ok(out)
+    }
+
+    /// Full logits `[len, V]` of a prompt (`forward`): a temporary sequence, prefilled and removed.
+    pub fn prompt_logits(&mut self, prompt: &[i32]) -> Result<Vec<f32>> {
+        let id = self.add_sequence(prompt)?;
+        let start = Instant::now();
+        let before = transfer_stats();
+        let r = self
+            .reserve(&[(id, prompt.len())])
+            .and_then(|(slots, undo)| {
+                let r = self.run_pass(&[(id, prompt.to_vec())], &slots, true, true);
+                if r.is_err() {
+                    self.rollback(undo);
+                }
+                r
+            });
+        self.stats.prefill.transfers = add(self.stats.prefill.transfers, transfer_stats() - before);
+        self.stats.prefill.seconds += start.elapsed().as_secs_f64();
+        self.stats.prefill.count += prompt.len() as u64;
+        let removed = self.remove_sequence(id);
+        let logits = match r? {
+            PassOut::Logits(l) => l,
+            PassOut::Ids(_) => unreachable!("all_logits asks for logits"),
+        };
+        removed?;
+        Ok(logits)
+    }
+
+    /// Reserves `n` new tokens for each sequence (all or nothing); returns their slots and the undo list.
+    #[allow(clippy::type_complexity)]
+    fn reserve(
+        &mut self,
+        batch: &[(SeqId, usize)],
+    ) -> Result<(Vec<i32>, Vec<(SeqId, usize, usize)>)> {
+        let bs = self.opts.block_size;
+        let mut needed = 0;
+        for &(id, n) in batch {
+            let seq = &self.seqs[&id];
+            if seq.len + n > self.cfg.max_position_embeddings {
+                return Err(invalid_input(format!(
+                    "sequence {id} would hold {} tokens, max_position_embeddings is {}",
+                    seq.len + n,
+                    self.cfg.max_position_embeddings
+                )));
+            }
+            needed += (seq.len + n).div_ceil(bs) - seq.blocks.len();
+        }
+        let mut fresh = self.allocator.allocate(needed)?.into_iter();
+        let mut slots = Vec::new();
+        let mut undo = Vec::new();
+        for &(id, n) in batch {
+            let seq = self.seqs.get_mut(&id).expect("checked above");
+            undo.push((id, seq.len, seq.blocks.len()));
+            while seq.blocks.len() * bs < seq.len + n {
+                seq.blocks
+                    .push(fresh.next().expect("allocated exactly the blocks needed"));
+            }
+            for p in seq.len..seq.len + n {
+                slots.push((seq.blocks[p / bs] as usize * bs + p % bs) as i32);
+            }
+            seq.len += n;
+        }
+        Ok((slots, undo))
+    }
+
+    fn rollback(&mut self, undo: Vec<(SeqId, usize, usize)>) {
+        for (id, len, nblocks) in undo {
+            if let Some(seq) = self.seqs.get_mut(&id) {
+                seq.len = len;
+                for b in seq.blocks.drain(nblocks..) {
+                    let _ = self.allocator.free(b);
+                }
+            }
+        }
+    }
+
+    /// Feeds each sequence its tokens (all the same count, or one prefill), returns the next ids.
+    fn pass(&mut self, feeds: &[(SeqId, Vec<i32>)], prefill: bool) -> Result<Vec<i32>> {
+        let batch: Vec<(SeqId, usize)> = feeds.iter().map(|(id, t)| (*id, t.len())).collect();
+        let (slots, undo) = self.reserve(&batch)?;
+        match self.run_pass(feeds, &slots, prefill, false) {
+            Ok(PassOut::Ids(ids)) => Ok(ids),
+            Ok(PassOut::Logits(_)) => unreachable!("only prompt_logits asks for logits"),
+            Err(e) => {
+                self.rollback(undo);
+                Err(e)
+            }
+        }
+    }
+
+    fn upload_pass(
+        &self,
+        feeds: &[(SeqId, Vec<i32>)],
+        slots: &[i32],
+        all_rows: bool,
+    ) -> Result<Pass> {
+        let s = feeds[0].1.len();
+        let batch = feeds.len();
+        let tokens = batch * s;
+        let mut ids = Vec::with_capacity(tokens);
+        let mut positions = Vec::with_capacity(tokens);
+        let mut lens = Vec::with_capacity(batch);
+        let max_blocks = feeds
+            .iter()
+            .map(|(id, _)| self.seqs[id].blocks.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut table = vec![-1i32; batch * max_blocks];
+        for (b, (id, feed)) in feeds.iter().enumerate() {
+            let seq = &self.seqs[id];
+            let start = seq.len - feed.len();
+            ids.extend_from_slice(feed);
+            positions.extend((start..seq.len).map(|p| p as i32));
+            lens.push(seq.len as i32);
+            for (j, &blk) in seq.blocks.iter().enumerate() {
+                table[b * max_blocks + j] = blk as i32;
+            }
+        }
+        let (st, dev) = (&self.ctx.stream, &self._device);
+        let heads = self.cfg.num_attention_heads;
+        let mut staged = Staged::default();
+        let mut up = |v: &[i32]| stage(dev, st, v, &mut staged.i32s);
+        // Prefill wants the last row of each sequence; decode (s = 1) every row.
+        let picked = if all_rows || s == 1 {
+            None
+        } else {
+            let rows: Vec<i32> = (1..=batch).map(|b| (b * s - 1) as i32).collect();
+            Some((up(&rows)?, batch))
+        };
+        let (ids, positions, slots, block_table, seq_lens) = (
+            up(&ids)?,
+            up(&positions)?,
+            up(slots)?,
+            up(&table)?,
+            up(&lens)?,
+        );
+        let host_lens: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
+        let plan = MlaDecodePlan::new(&host_lens, self.ctx.lib.hardware().cube.cores)?;
+        let plan_words = stage(dev, st, plan.words(), &mut staged.i32s)?;
+        let head_counts = stage(dev, st, &vec![tokens as i64; heads], &mut staged.i64s)?;
+        Ok(Pass {
+            batch,
+            s,
+            tokens,
+            ids,
+            positions,
+            slots,
+            block_table,
+            max_blocks,
+            seq_lens,
+            plan,
+            plan_words,
+            head_counts,
+            picked,
+            _staged: staged,
+        })
+    }
+
+    fn run_pass(
+        &mut self,
+        feeds: &[(SeqId, Vec<i32>)],
+        slots: &[i32],
+        _prefill: bool,
+        all_logits: bool,
+    ) -> Result<PassOut> {
+        let p = self.upload_pass(feeds, slots, all_logits)?;
+        let (logits, rows) = self.forward_pass(&p)?;
+        let v = self.cfg.vocab_size;
+        let greedy = self.opts.temperature == 0.0;
+        if all_logits || !greedy {
+            self.ctx.stream.synchronize()?;
+            let logits = logits.to_vec()?;
+            if all_logits {
+                return Ok(PassOut::Logits(logits));
+            }
+            let mut ids = Vec::with_capacity(rows);
+            for (r, (id, _)) in feeds.iter().enumerate() {
+                let seq = self.seqs.get_mut(id).expect("live");
+                let sampler = seq.sampler.as_mut().expect("a sampler when not greedy");
+                ids.push(sampler.sample(ndarray::ArrayView1::from(&logits[r * v..(r + 1) * v]))?);
+            }
+            return Ok(PassOut::Ids(ids));
+        }
+        let mut ids = self.ctx.alloc::<i32>(rows)?;
+        let r = launch::argmax(&self.ctx.lib, &self.ctx.stream, &logits, &mut ids, rows, v);
+        self.ctx.note_launch("argmax", r)?;
+        self.ctx.stream.synchronize()?;
+        Ok(PassOut::Ids(ids.to_vec()?))
+    }
+
+    /// Every layer over the pass's tokens; returns the logits of the wanted rows `[R, V]` and R.
+    fn forward_pass(&mut self, p: &Pass) -> Result<(Buf, usize)> {
+        let env = Env {
+            cfg: &self.cfg,
+            ctx: &self.ctx,
+            cos: &self.cos,
+            sin: &self.sin,
+            table_rows: self.table_rows,
+            num_slots: self.opts.num_blocks * self.opts.block_size,
+            block_size: self.opts.block_size,
+            num_blocks: self.opts.num_blocks,
+        };
+        let caches = &mut self.caches;
+        let (cfg, ctx, w) = (env.cfg, env.ctx, &self.weights);
+        let (hid, t) = (cfg.hidden_size, p.tokens);
+        let eps = cfg.rms_norm_eps;
+        let mut h = ctx.gather(
+            w.embed.device()?,
+            Some(&p.ids),
+            RowSource::lookup(t, hid, cfg.vocab_size),
+        )?;
+        let mut pending: Option<Buf> = None;
+        for (l, layer) in w.layers.iter().enumerate() {
+            let normed = match pending.take() {
+                Some(delta) => {
+                    let (n, s) = ctx.add_rms_norm(&delta, &h, &layer.input_norm, t, eps)?;
+                    h = s;
+                    n
+                }
+                None => ctx.rms_norm(&h, &layer.input_norm, t, eps)?,
+            };
+            let attn = env.attention(&layer.attention, &mut caches[l], &normed, p)?;
+            let (normed, sum) = ctx.add_rms_norm(&attn, &h, &layer.post_attention_norm, t, eps)?;
+            h = sum;
+            match &layer.ffn {
+                FfnW::Dense(m) => pending = Some(mlp(ctx, m, &normed, t)?),
+                FfnW::Moe(m) => {
+                    let (e, k) = (cfg.n_routed_experts, cfg.num_experts_per_tok);
+                    let logits = ctx.linear(&normed, &m.router, t)?;
+                    let mut ids = ctx.alloc::<i32>(t * k)?;
+                    let mut weights = ctx.alloc::<f32>(t * k)?;
+                    let g = cfg.gating();
+                    let params = GatingParams {
+                        top_k: g.top_k as u64,
+                        n_group: g.n_group as u64,
+                        topk_group: g.topk_group as u64,
+                        score: match g.score {
+                            ScoreFunc::Softmax => MoeScore::Softmax,
+                            ScoreFunc::Sigmoid => MoeScore::Sigmoid,
+                        },
+                        has_bias: m.bias.is_some(),
+                        normalize: g.normalize,
+                        routed_scaling_factor: g.routed_scaling_factor,
+                    };
+                    let bias = m.bias.as_ref().map(|b| b.device::<f32>()).transpose()?;
+                    let r = launch::moe_gating_topk(
+                        &ctx.lib,
+                        &ctx.stream,
+                        &logits,
+                        bias,
+                        &mut ids,
+                        &mut weights,
+                        t,
+                        e,
+                        &params,
+                    );
+                    ctx.note_launch("moe_gating_topk", r)?;
+                    let mut expanded = ctx.alloc::<f32>(t * k * hid)?;
+                    let mut row_idx = ctx.alloc::<i32>(t * k)?;
+                    let mut counts = ctx.alloc::<i64>(e)?;
+                    let shape = launch::RoutingShape {
+                        tokens: t,
+                        hidden: hid,
+                        top_k: k,
+                        experts: e,
+                        active: None,
+                        mode: MoeList::Count,
+                    };
+                    let r = launch::moe_init_routing(
+                        &ctx.lib,
+                        &ctx.stream,
+                        &normed,
+                        &ids,
+                        &mut expanded,
+                        &mut row_idx,
+                        &mut counts,
+                        &shape,
+                    );
+                    ctx.note_launch("moe_init_routing", r)?;
+                    let inter = cfg.moe_intermediate_size;
+                    let mut y = ctx.alloc::<f32>(t * k * hid)?;
+                    let r = launch::expert_ffn(
+                        &ctx.lib,
+                        &ctx.stream,
+                        &expanded,
+                        m.gate.device()?,
+                        m.up.device()?,
+                        m.down.device()?,
+                        launch::GroupList::all(&counts, MoeList::Count),
+                        &mut y,
+                        launch::FfnShape {
+                            rows: t * k,
+                            groups: e,
+                            hidden: hid,
+                            inter,
+                        },
+                    );
+                    ctx.note_launch("expert_ffn", r)?;
+                    let shared = mlp(ctx, &m.shared, &normed, t)?;
+                    let mut out = ctx.alloc::<f32>(t * hid)?;
+                    let r = launch::moe_finalize_routing(
+                        &ctx.lib,
+                        &ctx.stream,
+                        &y,
+                        &row_idx,
+                        &weights,
+                        Some(&shared),
+                        Some(&h),
+                        &mut out,
+                        launch::CombineShape {
+                            tokens: t,
+                            hidden: hid,
+                            top_k: k,
+                            rows: t * k,
+                        },
+                    );
+                    ctx.note_launch("moe_finalize_routing", r)?;
+                    h = out;
+                }
+            }
+        }
+        let (h_rows, pending_rows, rows) = match &p.picked {
+            Some((idx, n)) => {
+                let pick = |b: &Buf| ctx.gather(b, Some(idx), RowSource::lookup(*n, hid, t));
+                (pick(&h)?, pending.as_ref().map(pick).transpose()?, *n)
+            }
+            None => (h, pending, t),
+        };
+        let normed = match pending_rows {
+            Some(d) => ctx.add_rms_norm(&d, &h_rows, &w.norm, rows, eps)?.0,
+            None => ctx.rms_norm(&h_rows, &w.norm, rows, eps)?,
+        };
+        Ok((ctx.linear(&normed, w.lm_head(), rows)?, rows))
+    }
+}
+
+fn mlp(ctx: &Ctx, w: &MlpW, x: &Buf, t: usize) -> Result<Buf> {
+    let inter = w.gate_up.shape()[0] / 2;
+    let gu = ctx.linear(x, &w.gate_up, t)?;
+    let act = ctx.silu_mul(&gu, t, inter)?;
+    ctx.linear(&act, &w.down, t)
+}
+
+/// What a pass's layers read besides the weights and the caches.
+struct Env<'a> {
+    cfg: &'a ModelConfig,
+    ctx: &'a Ctx,
+    cos: &'a Buf,
+    sin: &'a Buf,
+    table_rows: usize,
+    num_slots: usize,
+    block_size: usize,
+    num_blocks: usize,
+}
+
+impl Env<'_> {
+    /// Absorbed MLA of layer `l` over the pass's tokens (see `crate::attention` for the math): the new
+    /// latents go into the cache first (fused cache write), then every query attends to its sequence's
+    /// cached rows, causally among the pass's own tokens.
+    fn attention(&self, a: &AttentionW, cache: &mut LayerCache, x: &Buf, p: &Pass) -> Result<Buf> {
+        let (cfg, ctx) = (self.cfg, self.ctx);
+        let t = p.tokens;
+        let heads = cfg.num_attention_heads;
+        let (dn, dr, dv, dl) = (
+            cfg.qk_nope_head_dim,
+            cfg.qk_rope_head_dim,
+            cfg.v_head_dim,
+            cfg.kv_lora_rank,
+        );
+        let q = match &a.q {
+            QueryW::LowRank(lr) => {
+                let x = ctx.linear(x, &lr.a, t)?;
+                let x = ctx.rms_norm(&x, &lr.a_norm, t, LATENT_NORM_EPS)?;
+                ctx.linear(&x, &lr.b, t)?
+            }
+            QueryW::Full(m) => ctx.linear(x, m, t)?,
+        };
+        // [T, H, dn+dr] -> q_nope [H, T, dn] and q_pe [T, H, dr].
+        let q_nope = ctx.gather(&q, None, RowSource::swap_leading(t, heads, dn, dn + dr, 0))?;
+        let q_pe = ctx.gather(
+            &q,
+            None,
+            RowSource {
+                rows: t * heads,
+                inner: heads,
+                cols: dr,
+                offset: dn,
+                stride_a: heads * (dn + dr),
+                stride_b: dn + dr,
+                by_index: None,
+            },
+        )?;
+        let layout = crate::device::kernel_layout(cfg.rope_layout);
+        let mut q_rope = ctx.alloc::<f32>(t * heads * dr)?;
+        let r = launch::rope(
+            &ctx.lib,
+            &ctx.stream,
+            &q_pe,
+            &p.positions,
+            self.cos,
+            self.sin,
+            &mut q_rope,
+            launch::RopeShape::dense(t, heads, dr, self.table_rows, layout),
+        );
+        ctx.note_launch("rope", r)?;
+        let kv = ctx.linear(x, &a.kv_a, t)?;
+        let slots_total = self.num_slots;
+        {
+            let r = launch::mla_cache_write(
+                &ctx.lib,
+                &ctx.stream,
+                launch::MlaCacheWriteInputs {
+                    kv: &kv,
+                    norm_weight: a.kv_a_norm.device()?,
+                    positions: &p.positions,
+                    cos: self.cos,
+                    sin: self.sin,
+                    slot_mapping: &p.slots,
+                },
+                &mut cache.latent,
+                &mut cache.rope,
+                launch::MlaCacheWriteShape {
+                    tokens: t,
+                    latent_dim: dl,
+                    rope_dim: dr,
+                    num_slots: slots_total,
+                    table_rows: self.table_rows,
+                    layout,
+                },
+                LATENT_NORM_EPS,
+            );
+            ctx.note_launch("mla_cache_write", r)?;
+        }
+        // q_nope · W_UK per head: [H, T, dn] x [H, Dl, dn]ᵀ -> [H, T, Dl] -> [T, H, Dl].
+        let q_abs = ctx.grouped(&q_nope, &a.w_uk_t, &p.head_counts, heads * t)?;
+        let q_lat = ctx.gather(&q_abs, None, RowSource::swap_leading(heads, t, dl, dl, 0))?;
+        let mut out = ctx.alloc::<f32>(t * heads * dl)?;
+        let mut lse = ctx.alloc::<f32>(t * heads)?;
+        let r = launch::mla_decode(
+            &ctx.lib,
+            &ctx.stream,
+            launch::MlaDecodeInputs {
+                q_nope: &q_lat,
+                q_rope: &q_rope,
+                latent: &cache.latent,
+                rope: &cache.rope,
+                block_table: &p.block_table,
+                seq_lens: &p.seq_lens,
+                plan: &p.plan,
+                plan_words: &p.plan_words,
+            },
+            &mut out,
+            &mut lse,
+            launch::MlaDecodeShape {
+                batch: p.batch,
+                s_q: p.s,
+                heads,
+                latent_dim: dl,
+                rope_dim: dr,
+                block_size: self.block_size,
+                num_blocks: self.num_blocks,
+                max_blocks: p.max_blocks,
+            },
+            cfg.softmax_scale(),
+        );
+        ctx.note_launch("mla_decode", r)?;
+        // [T, H, Dl] -> [H, T, Dl], times W_UV per head -> [H, T, dv] -> [T, H·dv], then o_proj.
+        let out_h = ctx.gather(&out, None, RowSource::swap_leading(t, heads, dl, dl, 0))?;
+        let v = ctx.grouped(&out_h, &a.w_uv, &p.head_counts, heads * t)?;
+        let v = ctx.gather(&v, None, RowSource::swap_leading(heads, t, dv, dv, 0))?;
+        ctx.linear(&v, &a.o, t)
+    }
+}
+
+enum PassOut {
+    Ids(Vec<i32>),
+    Logits(Vec<f32>),
+}
+
+/// `v` in a fresh pinned buffer (kept in `keep`) and a device buffer its copy is queued into.
+fn stage<T: DeviceRepr>(
+    dev: &Device,
+    stream: &Stream,
+    v: &[T],
+    keep: &mut Vec<HostBuffer<T>>,
+) -> Result<DeviceBuffer<T>> {
+    let mut host = HostBuffer::new(dev, v.len())?;
+    host.as_mut_slice()?.copy_from_slice(v);
+    let mut buf = stream.alloc(v.len())?;
+    stream.memcpy_htod(&host, &mut buf)?;
+    keep.push(host);
+    Ok(buf)
+}
+
+fn add(a: TransferStats, b: TransferStats) -> TransferStats {
+    TransferStats {
+        h2d_copies: a.h2d_copies + b.h2d_copies,
+        h2d_bytes: a.h2d_bytes + b.h2d_bytes,
+        d2h_copies: a.d2h_copies + b.d2h_copies,
+        d2h_bytes: a.d2h_bytes + b.d2h_bytes,
+        tiling_copies: a.tiling_copies + b.tiling_copies,
+        tiling_bytes: a.tiling_bytes + b.tiling_bytes,
+        syncs: a.syncs + b.syncs,
+        staging_waits: a.staging_waits + b.staging_waits,
+    }
+}

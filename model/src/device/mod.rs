@@ -1,0 +1,19 @@
+//! The device-resident model: [`Tensor`]s that know where they live, weights uploaded once
+//! ([`weights`]), the paged latent cache in device memory, and [`Engine`], a step-by-step API over them
+//! in which every operator of a step runs on the device (see [`engine`] for the contract).
+
+pub mod engine;
+mod ops;
+pub mod tensor;
+pub mod weights;
+
+pub use engine::{Engine, EngineOptions, EngineStats, PhaseStats};
+pub use tensor::{DType, Tensor};
+
+/// The kernels' name for a rope layout.
+pub(crate) fn kernel_layout(layout: dsnpu_ops::rope::RopeLayout) -> dsnpu_kernels::RopeLayout {
+    match layout {
+        dsnpu_ops::rope::RopeLayout::Interleaved => dsnpu_kernels::RopeLayout::Interleaved,
+        dsnpu_ops::rope::RopeLayout::HalfSplit => dsnpu_kernels::RopeLayout::HalfSplit,
+    }
+}

@@ -1,0 +1,116 @@
+//! `--stats-json` and `--dtype` of `generate`/`forward`: the report's schema with counts that follow from
+//! the run (one host wait and one 4-byte id per decode step on the device engine, the weights loaded
+//! once), and bf16 refused with a clear error while it is not built.
+use serde_json::Value;
+use std::process::Command;
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dsnpu"))
+        .args(args)
+        .output()
+        .expect("run dsnpu")
+}
+
+fn model() -> String {
+    format!("{}/model/tests/data/v3_base", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn generate_writes_the_stats_schema_on_both_backends() {
+    let dir = std::env::temp_dir().join(format!("dsnpu-cli-stats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ids = Vec::new();
+    for backend in ["cpu", "npu"] {
+        let path = dir.join(format!("{backend}.json"));
+        let out = run(&[
+            "generate",
+            "--model",
+            &model(),
+            "--prompt-ids",
+            "5,9,14,2,7",
+            "--max-new-tokens",
+            "6",
+            "--backend",
+            backend,
+            "--stats-json",
+            path.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(String::from_utf8_lossy(&out.stdout).to_string());
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for key in ["backend", "load", "device", "prefill", "decode", "ops"] {
+            assert!(v.get(key).is_some(), "{backend}: no {key} in {v}");
+        }
+        for (section, fields) in [
+            (
+                "load",
+                &[
+                    "h2d_bytes",
+                    "weight_bytes",
+                    "seconds",
+                    "host_peak_rss_bytes",
+                ][..],
+            ),
+            (
+                "prefill",
+                &["tokens", "h2d_bytes", "d2h_bytes", "syncs", "seconds"][..],
+            ),
+            (
+                "decode",
+                &["steps", "h2d_bytes", "d2h_bytes", "syncs", "seconds"][..],
+            ),
+        ] {
+            for f in fields {
+                assert!(
+                    v[section].get(*f).is_some(),
+                    "{backend}: no {section}.{f} in {v}"
+                );
+            }
+        }
+        assert_eq!(v["prefill"]["tokens"], 5);
+        assert_eq!(v["decode"]["steps"], 5, "{v}");
+        if backend == "npu" {
+            assert_eq!(v["decode"]["syncs"], 5);
+            assert_eq!(v["decode"]["d2h_bytes"], 4 * 5);
+            assert_eq!(v["prefill"]["d2h_bytes"], 4);
+            let load = v["load"]["h2d_bytes"].as_f64().unwrap();
+            let weights = v["load"]["weight_bytes"].as_f64().unwrap();
+            assert!(load >= weights && load <= 1.05 * weights, "{v}");
+            assert!(
+                v["ops"]["sim:0"]["mla_cache_write"].as_u64().unwrap() > 0,
+                "{v}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(ids[0], ids[1], "both backends generate the same ids");
+}
+
+#[test]
+fn bf16_is_refused_clearly() {
+    for backend in ["cpu", "npu"] {
+        let out = run(&[
+            "generate",
+            "--model",
+            &model(),
+            "--prompt-ids",
+            "5,9",
+            "--max-new-tokens",
+            "2",
+            "--backend",
+            backend,
+            "--dtype",
+            "bf16",
+        ]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--dtype bf16") && err.contains("not built yet"),
+            "{err}"
+        );
+    }
+}
