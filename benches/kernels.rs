@@ -27,10 +27,12 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
+use dsnpu_kernels::cost_model::PipeModel;
 use dsnpu_kernels::launch::{self, Hardware, KernelLibrary, RopeShape};
 use dsnpu_kernels::roofline::ASCEND_910B2;
 use dsnpu_kernels::RopeLayout;
-use dsnpu_runtime::sim_counters::{self, LaunchCounters};
+use dsnpu_runtime::sim_counters::{self, LaunchCounters, ModelCounters};
 use dsnpu_runtime::{Device, DeviceBuffer, Stream};
 use half::bf16;
 
@@ -170,7 +172,7 @@ fn micros(seconds: f64) -> f64 {
     seconds * 1e6
 }
 
-fn report(case: &Case, c: &LaunchCounters) {
+fn report(case: &Case, c: &LaunchCounters, m: &ModelCounters) -> BenchCase {
     let t = c.totals;
     let gm = t.gm_bytes();
     let times = ASCEND_910B2.times(gm, t.cube_macs, t.vector_elem_ops);
@@ -178,8 +180,12 @@ fn report(case: &Case, c: &LaunchCounters) {
     let modelled = times.modelled();
     let bound = times.bound().name();
     let roofline = ASCEND_910B2.roofline(case.min_bytes, case.min_macs);
+    let pipes = PipeModel {
+        cycles: m.cycles,
+        pipe_busy: m.pipe_busy,
+    };
     println!(
-        "| {:<12} | {:<26} | {:>6} | {:>10} | {:>10} | {:>10} | {:>5.3} | {:>10} | {:>10} | {:>7} | {:>8.2} | {:>9.2} | {:>8.2} | {:>8.2} | {:<6} | {:>7.2} | {:>6.2} |",
+        "| {:<12} | {:<26} | {:>6} | {:>10} | {:>10} | {:>10} | {:>5.3} | {:>10} | {:>10} | {:>7} | {:>8.2} | {:>9.2} | {:>8.2} | {:>8.2} | {:<6} | {:>7.2} | {:>6.2} | {:>8.2} | {:<7} | {:<28} |",
         case.name,
         case.shape,
         c.num_blocks,
@@ -197,7 +203,23 @@ fn report(case: &Case, c: &LaunchCounters) {
         bound,
         micros(roofline),
         modelled / roofline,
+        pipes.model_us(),
+        pipes.bound(),
+        pipes.busy_summary(),
     );
+    BenchCase {
+        kernel: c.kernel.clone(),
+        shape: case.shape.clone(),
+        dtype: "bf16".into(),
+        gm_read_bytes: t.gm_to_ub_bytes,
+        gm_write_bytes: t.ub_to_gm_bytes,
+        minimal_bytes: case.min_bytes,
+        cube_macs: t.cube_macs,
+        vector_ops: t.vector_elem_ops,
+        model_us: pipes.model_us(),
+        roof_us: micros(roofline),
+        bound: pipes.bound().into(),
+    }
 }
 
 fn kernels(c: &mut Criterion) {
@@ -210,9 +232,10 @@ fn kernels(c: &mut Criterion) {
 
     println!("\ndsnpu kernels, DeepSeek-V3 decode shapes, bf16; modelled on one 910B2 die (see the bench docs)\n");
     println!(
-        "| kernel       | shape                      | blocks |  GM read B | GM write B |  minimal B | ratio |    vec ops |  cube MACs | UB peak | t_mem µs | t_cube µs | t_vec µs | model µs | bound  | roof µs | x roof |"
+        "| kernel       | shape                      | blocks |  GM read B | GM write B |  minimal B | ratio |    vec ops |  cube MACs | UB peak | t_mem µs | t_cube µs | t_vec µs | units µs | bound  | roof µs | x roof | pipes µs | bound   | busy                         |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut json = BenchReport::new("kernels");
     for case in &mut cases {
         let symbol = (case.launch)();
         stream.synchronize().expect("kernel");
@@ -220,9 +243,16 @@ fn kernels(c: &mut Criterion) {
             .expect("the simulator's counters")
             .expect("a completed launch");
         assert_eq!(counters.kernel, symbol);
-        report(case, &counters);
+        let model = sim_counters::last_launch_model(&stream)
+            .expect("the simulator's counters")
+            .expect("a completed launch");
+        json.cases.push(report(case, &counters, &model));
     }
     println!();
+    let path = json
+        .write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("write the bench report");
+    println!("report: {}\n", path.display());
 
     let mut g = c.benchmark_group("kernels_on_simulator");
     g.sample_size(10)

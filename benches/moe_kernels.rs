@@ -44,12 +44,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
+use dsnpu_kernels::cost_model::PipeModel;
 use dsnpu_kernels::launch::{
     self, CombineShape, FfnShape, GroupList, Hardware, KernelLibrary, RoutingShape,
 };
 use dsnpu_kernels::roofline::ASCEND_910B2;
 use dsnpu_kernels::{GatingParams, MoeList, MoeScore};
-use dsnpu_runtime::sim_counters::{self, LaunchCounters};
+use dsnpu_runtime::sim_counters::{self, KernelCounters};
 use dsnpu_runtime::{Device, DeviceBuffer, DeviceRepr, Stream};
 use half::bf16;
 
@@ -98,8 +100,16 @@ fn alloc<E: DeviceRepr>(s: &Stream, n: usize) -> DeviceBuffer<E> {
     s.alloc(n).expect("alloc")
 }
 
+/// What one launch counted, and what the pipe model made of it.
+struct Launched {
+    kernel: String,
+    num_blocks: u32,
+    totals: KernelCounters,
+    model: PipeModel,
+}
+
 /// A launched kernel's clean counters (no fault, no sanitizer warning).
-fn counters(s: &Stream, symbol: &str) -> LaunchCounters {
+fn counters(s: &Stream, symbol: &str) -> Launched {
     s.synchronize().expect("kernel");
     let c = sim_counters::last_launch_counters(s)
         .expect("the simulator's counters")
@@ -109,7 +119,18 @@ fn counters(s: &Stream, symbol: &str) -> LaunchCounters {
         (symbol, 0, 0),
         "{c:?}"
     );
-    c
+    let m = sim_counters::last_launch_model(s)
+        .expect("the simulator's counters")
+        .expect("a completed launch");
+    Launched {
+        kernel: c.kernel,
+        num_blocks: c.num_blocks,
+        totals: c.totals,
+        model: PipeModel {
+            cycles: m.cycles,
+            pipe_busy: m.pipe_busy,
+        },
+    }
 }
 
 /// One table row.
@@ -118,7 +139,7 @@ struct Row {
     tokens: usize,
     min_bytes: u64,
     min_macs: u64,
-    c: LaunchCounters,
+    c: Launched,
 }
 
 /// One criterion case: queues its kernel (the buffers live in the closure).
@@ -131,13 +152,14 @@ fn micros(seconds: f64) -> f64 {
     seconds * 1e6
 }
 
-fn print_row(r: &Row) {
+fn print_row(r: &Row) -> BenchCase {
     let t = r.c.totals;
     let gm = t.gm_bytes();
     let times = ASCEND_910B2.times(gm, t.cube_macs, t.vector_elem_ops);
     let roof = ASCEND_910B2.roofline(r.min_bytes, r.min_macs);
+    let m = &r.c.model;
     println!(
-        "| {:<22} | {:>3} | {:>6} | {:>11} | {:>11} | {:>11} | {:>5.3} | {:>11} | {:>10} | {:>7} | {:>8.2} | {:>8.2} | {:<6} | {:>8.2} | {:>6.2} |",
+        "| {:<22} | {:>3} | {:>6} | {:>11} | {:>11} | {:>11} | {:>5.3} | {:>11} | {:>10} | {:>7} | {:>8.2} | {:>8.2} | {:<6} | {:>8.2} | {:>6.2} | {:>9.2} | {:<7} | {:<28} |",
         r.kernel,
         r.tokens,
         r.c.num_blocks,
@@ -153,7 +175,23 @@ fn print_row(r: &Row) {
         times.bound().name(),
         micros(roof),
         times.modelled() / roof,
+        m.model_us(),
+        m.bound(),
+        m.busy_summary(),
     );
+    BenchCase {
+        kernel: r.c.kernel.clone(),
+        shape: format!("T {}", r.tokens),
+        dtype: "bf16".into(),
+        gm_read_bytes: t.gm_to_ub_bytes,
+        gm_write_bytes: t.ub_to_gm_bytes,
+        minimal_bytes: r.min_bytes,
+        cube_macs: t.cube_macs,
+        vector_ops: t.vector_elem_ops,
+        model_us: m.model_us(),
+        roof_us: micros(roof),
+        bound: m.bound().into(),
+    }
 }
 
 /// Every stage of the layer at `t` tokens: the table rows, and the criterion cases.
@@ -425,13 +463,18 @@ fn moe_kernels(c: &mut Criterion) {
          modelled on one 910B2 die (see the bench docs)\n"
     );
     println!(
-        "| kernel                 |   T | blocks |   GM read B |  GM write B |   minimal B | ratio |   cube MACs |    vec ops | UB peak | t_mem µs | model µs | bound  |  roof µs | x roof |"
+        "| kernel                 |   T | blocks |   GM read B |  GM write B |   minimal B | ratio |   cube MACs |    vec ops | UB peak | t_mem µs | units µs | bound  |  roof µs | x roof |  pipes µs | bound   | busy                         |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut json = BenchReport::new("moe_kernels");
     for r in &rows {
-        print_row(r);
+        json.cases.push(print_row(r));
     }
     println!();
+    let path = json
+        .write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("write the bench report");
+    println!("report: {}\n", path.display());
 
     let mut g = c.benchmark_group("moe_kernels_on_simulator");
     g.sample_size(10)

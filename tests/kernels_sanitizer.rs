@@ -173,3 +173,61 @@ fn a_typed_launch_that_faults_names_its_kernel_and_the_next_one_works() {
         "{got:?}"
     );
 }
+
+/// Runs `selftest_defect(a, b, workspace, {mode, 64})` on `blocks` blocks and waits for it.
+fn defect(
+    lib: &KernelLibrary,
+    s: &Stream,
+    a: &DeviceBuffer<f32>,
+    b: &mut DeviceBuffer<f32>,
+    mode: u32,
+    blocks: u32,
+) -> Result<(), RuntimeError> {
+    let f = lib.function_named("selftest_defect").unwrap();
+    let tiling = SelftestTiling {
+        mode,
+        count: 64,
+        arg: 0,
+        reserved: 0,
+    };
+    // SAFETY: selftest_defect takes (a, b, workspace, tiling) and touches at most `count` f32 of a and
+    // b, both 64 elements; its defects are in the ordering of UB accesses (which the host layer reports,
+    // executing them in program order) or in flags, never out of bounds.
+    unsafe {
+        f.builder(s)
+            .arg(a)
+            .arg_mut(b)
+            .null()
+            .tiling(&tiling)
+            .launch(blocks)?
+    };
+    s.synchronize()
+}
+
+#[test]
+fn sanitizer_findings_fail_the_launch_with_their_kind() {
+    // The workspace's .cargo/config.toml turns every check on for cargo commands.
+    let (lib, s) = setup();
+    let (a, mut b) = buffers(&s);
+    let e = defect(&lib, &s, &a, &mut b, 4, 1).unwrap_err();
+    assert_eq!(e.acl_code(), Some(AICORE_EXCEPTION), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "kernel selftest_defect block 0: race: DataCopy on MTE2 writes TQue<VECIN> buffer 0"
+        ),
+        "{text}"
+    );
+    let e = defect(&lib, &s, &a, &mut b, 8, 1).unwrap_err();
+    assert!(
+        e.to_string().contains("block 0: sync: WaitFlag<MTE2_V>(3)"),
+        "{e}"
+    );
+    // SyncAll reached by blocks 1..3 only: the simulator reports it as a sync finding.
+    let e = defect(&lib, &s, &a, &mut b, 14, 4).unwrap_err();
+    assert_eq!(e.acl_code(), Some(AICORE_EXCEPTION), "{e}");
+    assert!(e.to_string().contains(": sync: "), "{e}");
+    // The synchronized variant runs clean on the same stream and computes b = 2a.
+    defect(&lib, &s, &a, &mut b, 104, 1).unwrap();
+    assert_eq!(b.to_vec().unwrap(), vec![2.0; 64]);
+}

@@ -28,6 +28,7 @@
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
 pub mod bench_report;
+pub mod cost_model;
 pub mod error;
 pub mod launch;
 #[cfg(feature = "mutation")]

@@ -31,7 +31,9 @@ struct RawCounters {
     vector_elem_ops: u64,
     cube_macs: u64,
     ub_high_water: u64,
-    reserved: [u64; 3],
+    model_cycles: u64,
+    pipe_busy_q8: u64,
+    reserved: [u64; 1],
 }
 
 /// `dsnpu_sim_launch_counters`.
@@ -82,6 +84,19 @@ impl KernelCounters {
     pub fn gm_bytes(&self) -> u64 {
         self.gm_to_ub_bytes.saturating_add(self.ub_to_gm_bytes)
     }
+}
+
+/// The pipes of the host layer's cycle model, in the order of `pipe_busy_q8`.
+pub const MODEL_PIPES: [&str; 7] = ["S", "V", "M", "MTE1", "MTE2", "MTE3", "FIX"];
+
+/// What the host kernel layer's cycle model says about a launch
+/// (`kernels/include/dsnpu_ascendc/dsnpu_host/cost.h`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModelCounters {
+    /// Cycles of the busiest core (its blocks one after another), without launch latency.
+    pub cycles: u64,
+    /// Busy fraction of each pipe of the longest block, in [`MODEL_PIPES`] order.
+    pub pipe_busy: [f64; 7],
 }
 
 /// The last completed launch of a stream, as the simulator recorded it.
@@ -135,11 +150,22 @@ fn check(function: &'static str, code: sys::aclError) -> Result<()> {
     }
 }
 
-/// The counters of the last launch that **completed** on `stream`, or `None` if none has.
-///
-/// This does not wait: synchronize the stream first to read a given launch (`launch_seq` tells
-/// which one was read). A failed launch is reported too, with its status.
-pub fn last_launch_counters(stream: &Stream) -> Result<Option<LaunchCounters>> {
+/// The cycle model of the last launch that completed on `stream` (as [`last_launch_counters`]).
+pub fn last_launch_model(stream: &Stream) -> Result<Option<ModelCounters>> {
+    let Some(raw) = raw_last_launch(stream)? else {
+        return Ok(None);
+    };
+    let mut pipe_busy = [0.0; 7];
+    for (i, f) in pipe_busy.iter_mut().enumerate() {
+        *f = ((raw.totals.pipe_busy_q8 >> (8 * i)) & 0xFF) as f64 / 255.0;
+    }
+    Ok(Some(ModelCounters {
+        cycles: raw.totals.model_cycles,
+        pipe_busy,
+    }))
+}
+
+fn raw_last_launch(stream: &Stream) -> Result<Option<RawLaunchCounters>> {
     // SAFETY: the header declares `int dsnpu_sim_last_launch_counters(void *, dsnpu_sim_launch_counters *)`.
     let f = unsafe { extension::<LastLaunchFn>(LAST_LAUNCH_SYMBOL)? };
     let inner = stream.inner();
@@ -156,9 +182,17 @@ pub fn last_launch_counters(stream: &Stream) -> Result<Option<LaunchCounters>> {
     // SAFETY: the stream handle is live and belongs to the context just bound; `raw` is a valid
     // out-parameter of the declared type for the duration of the call.
     check(LAST_LAUNCH_SYMBOL, unsafe { f(inner.handle(), &mut raw) })?;
-    if raw.launch_seq == 0 {
+    Ok((raw.launch_seq != 0).then_some(raw))
+}
+
+/// The counters of the last launch that **completed** on `stream`, or `None` if none has.
+///
+/// This does not wait: synchronize the stream first to read a given launch (`launch_seq` tells
+/// which one was read). A failed launch is reported too, with its status.
+pub fn last_launch_counters(stream: &Stream) -> Result<Option<LaunchCounters>> {
+    let Some(raw) = raw_last_launch(stream)? else {
         return Ok(None);
-    }
+    };
     let name: Vec<u8> = raw
         .kernel_name
         .iter()

@@ -35,7 +35,13 @@ typedef struct dsnpu_sim_counters {
     uint64_t vector_elem_ops;  /* element operations issued by vector instructions */
     uint64_t cube_macs;        /* multiply-accumulates issued to the cube unit */
     uint64_t ub_high_water;    /* this block's peak Unified Buffer use, bytes */
-    uint64_t reserved[3];
+    /* The host layer's cycle model (kernels/include/dsnpu_ascendc/dsnpu_host/cost.h), 0 if the kernel has
+     * none. Per block: its modelled cycles, and each pipe's busy fraction (S, V, M, MTE1, MTE2, MTE3, FIX
+     * in bytes 0..6, 255 = always busy). In a launch's totals: the cycles of the busiest core (the blocks
+     * it runs one after another summed) and the busy fractions of the longest block. */
+    uint64_t model_cycles;
+    uint64_t pipe_busy_q8;
+    uint64_t reserved[1];
 } dsnpu_sim_counters;
 
 typedef struct dsnpu_sim_block_ctx {

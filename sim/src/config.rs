@@ -7,6 +7,7 @@
 //! | `DSNPU_SIM_HOST_MEM_BYTES` | host memory all devices and pinned buffers may commit together (same syntax) | estimated at `aclInit` from `MemAvailable` and the memory cgroup, see `memory::host` |
 //! | `DSNPU_SIM_AICORE_NUM` | cores per device: `C` (cube C, vector 2C) or `C,V` | 24,48 |
 //! | `DSNPU_SIM_HCCL_TIMEOUT_MS` | how long a collective waits for its other ranks | 120000 |
+//! | `DSNPU_SIM_CHECK` | kernel sanitizer checks: comma-separated `mem`, `race`, `init`, `sync`, or `all` (read by the host kernel layer at each block; validated here) | `mem` |
 //!
 //! A set but malformed variable makes `aclInit` fail with `ACL_ERROR_INVALID_PARAM` naming it.
 use std::time::Duration;
@@ -110,6 +111,16 @@ impl SimConfig {
                     )
                 })?;
             cfg.hccl_timeout = Duration::from_millis(ms);
+        }
+        if let Some(v) = get("DSNPU_SIM_CHECK") {
+            let known = ["mem", "race", "init", "sync", "all"];
+            if v.split(',').any(|w| !known.contains(&w.trim())) {
+                return Err(bad(
+                    "DSNPU_SIM_CHECK",
+                    &v,
+                    "a comma-separated list of mem, race, init, sync, all",
+                ));
+            }
         }
         Ok(cfg)
     }
@@ -316,6 +327,8 @@ mod tests {
                 .host_mem_bytes,
             Some(2 << 30)
         );
+        assert!(cfg(&[("DSNPU_SIM_CHECK", "mem,racy")]).is_err());
+        assert!(cfg(&[("DSNPU_SIM_CHECK", "mem,race,init,sync")]).is_ok());
         let c = cfg(&[
             ("DSNPU_SIM_DEVICES", "4"),
             ("DSNPU_SIM_MEM_BYTES", "1G"),

@@ -46,6 +46,47 @@ __aicore__ inline void FromFloat(const AscendC::LocalTensor<T>& dst, const Ascen
     }
 }
 
+// Results computed in place in a VECIN queue's buffer and copied out from there: the queue's implicit
+// flags order MTE2 refills only after the vector unit (FreeTensor = V_MTE2), not after the MTE3 copy-out,
+// so each buffer's copy-out must be waited for before MTE2 refills it (facts: "Pipes and
+// synchronization"). Buffers are handed out round-robin, so tile i uses slot i % depth; each slot has
+// its own MTE3_MTE2 event ID (`firstEvent` + slot), and the copy-out of one tile still overlaps the
+// next tile's load.
+template <int32_t DEPTH>
+class CopyOutGuard {
+public:
+    __aicore__ inline explicit CopyOutGuard(int32_t firstEvent = 0) : first_(firstEvent) {}
+    // Before the AllocTensor + DataCopy that refills the next buffer.
+    __aicore__ inline void BeforeRefill() {
+        const uint32_t slot = next_ % DEPTH;
+        if (pending_[slot]) {
+            AscendC::WaitFlag<AscendC::HardEvent::MTE3_MTE2>(first_ + static_cast<int32_t>(slot));
+            pending_[slot] = false;
+        }
+    }
+    // After the DataCopy that copies the tile out (tiles are copied out in the order they came in).
+    __aicore__ inline void CopiedOut() {
+        const uint32_t slot = next_ % DEPTH;
+        AscendC::SetFlag<AscendC::HardEvent::MTE3_MTE2>(first_ + static_cast<int32_t>(slot));
+        pending_[slot] = true;
+        ++next_;
+    }
+    // At the end: no flag may be left set.
+    __aicore__ inline void Drain() {
+        for (uint32_t slot = 0; slot < DEPTH; ++slot) {
+            if (pending_[slot]) {
+                AscendC::WaitFlag<AscendC::HardEvent::MTE3_MTE2>(first_ + static_cast<int32_t>(slot));
+                pending_[slot] = false;
+            }
+        }
+    }
+
+private:
+    int32_t first_;
+    uint32_t next_ = 0;
+    bool pending_[DEPTH] = {};
+};
+
 }  // namespace dsnpu_kernels
 
 #endif

@@ -139,6 +139,9 @@ private:
         LocalTensor<int32_t> ids = idsQue_.AllocTensor<int32_t>();
         LocalTensor<float> w = wQue_.AllocTensor<float>();
         for (uint32_t i = 0; i < n; ++i) Select(s[i * rowElems_], ids, w, i * t_.top_k);
+        // ids and w were written by the scalar unit (SetValue): the queue's implicit V_MTE3 flag does not
+        // cover that, so MTE3 waits for S explicitly (CopyOut).
+        SetFlag<HardEvent::S_MTE3>(0);
         idsQue_.EnQue(ids);
         wQue_.EnQue(w);
     }
@@ -264,11 +267,15 @@ private:
         const DataCopyExtParams p(1, n * t_.top_k * static_cast<uint32_t>(sizeof(int32_t)), 0, 0, 0);
         const uint64_t at = static_cast<uint64_t>(t0) * t_.top_k;
         LocalTensor<int32_t> ids = idsQue_.DeQue<int32_t>();
+        LocalTensor<float> w = wQue_.DeQue<float>();
+        WaitFlag<HardEvent::S_MTE3>(0);
         DataCopyPad(idsGm_[at], ids, p);
         idsQue_.FreeTensor(ids);
-        LocalTensor<float> w = wQue_.DeQue<float>();
         DataCopyPad(wGm_[at], w, p);
         wQue_.FreeTensor(w);
+        // The next tiles' SetValue may land in these buffers; FreeTensor orders only V after MTE3.
+        SetFlag<HardEvent::MTE3_S>(0);
+        WaitFlag<HardEvent::MTE3_S>(0);
     }
 
     TPipe pipe_;

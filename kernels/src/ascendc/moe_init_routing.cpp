@@ -310,6 +310,9 @@ private:
             xQue_.FreeTensor(rows);
         } else {
             qQue_.FreeTensor(rows);
+            // The next tile's scales are stored by the scalar unit into slots MTE3 has been reading.
+            SetFlag<HardEvent::MTE3_S>(0);
+            WaitFlag<HardEvent::MTE3_S>(0);
         }
     }
 

@@ -8,7 +8,8 @@
  * Rows are split across blocks (DsnpuRmsNormTiling.rows_per_block) and streamed through UB in tiles of
  * rows_per_tile rows with double-buffered input queues; each row sits in UB padded to 32 bytes, and the
  * vector work on the padding never reaches GM. Results go back into the input buffers they came from (y
- * into x's, the sum into the residual's) and are copied out from there, so no output queues are needed;
+ * into x's, the sum into the residual's) and are copied out from there, so no output queues are needed
+ * (an MTE3_MTE2 flag per buffer, CopyOutGuard, keeps the refill behind the copy-out);
  * f32 rows are normalised in place. UB use (the host tiling's budget, bytes; R = rows_per_tile,
  * P = round_up_32(cols * sizeof(t)), F = P / sizeof(t) * 4):
  *   2 R P (x) [+ 2 R P (residual)] [+ R F (x in f32, 16-bit t only)] + F (weight) + F (scratch row)
@@ -78,6 +79,8 @@ public:
             Compute(n);
             CopyOut(r0, n);
         }
+        xOut_.Drain();
+        rOut_.Drain();
     }
 
 private:
@@ -103,10 +106,12 @@ private:
 
     __aicore__ inline void CopyIn(uint32_t r0, uint32_t n) {
         const DataCopyPadExtParams<T> noPad(false, 0, 0, T(0));
+        xOut_.BeforeRefill();
         LocalTensor<T> x = xQue_.AllocTensor<T>();
         DataCopyPad(x, xGm_[static_cast<uint64_t>(r0) * cols_], Rows(n), noPad);
         xQue_.EnQue(x);
         if constexpr (RESIDUAL) {
+            rOut_.BeforeRefill();
             LocalTensor<T> r = rQue_.AllocTensor<T>();
             DataCopyPad(r, rGm_[static_cast<uint64_t>(r0) * cols_], Rows(n), noPad);
             rQue_.EnQue(r);
@@ -164,9 +169,11 @@ private:
 
     __aicore__ inline void CopyOut(uint32_t r0, uint32_t n) {
         DataCopyPad(yGm_[static_cast<uint64_t>(r0) * cols_], x_, Rows(n));
+        xOut_.CopiedOut();
         xQue_.FreeTensor(x_);
         if constexpr (RESIDUAL) {
             DataCopyPad(sGm_[static_cast<uint64_t>(r0) * cols_], r_, Rows(n));
+            rOut_.CopiedOut();
             rQue_.FreeTensor(r_);
         }
     }
@@ -176,6 +183,7 @@ private:
     TBuf<TPosition::VECCALC> xF_, wF_, tmp_, red_;
     GlobalTensor<T> xGm_, rGm_, wGm_, yGm_, sGm_;
     LocalTensor<T> x_, r_;  // the tile between Compute and CopyOut
+    CopyOutGuard<BUFFER_NUM> xOut_{0}, rOut_{BUFFER_NUM};  // y and the sum leave from the input buffers
     uint32_t rows_ = 0, cols_ = 0, tileRows_ = 0, rowBytes_ = 0, colsPad_ = 0;
     float eps_ = 0.0f;
 };

@@ -81,6 +81,7 @@ public:
             Compute(t0, n);
             CopyOut(t0, n);
         }
+        xOut_.Drain();
     }
 
 private:
@@ -120,6 +121,7 @@ private:
     }
 
     __aicore__ inline void CopyIn(uint32_t t0, uint32_t n) {
+        xOut_.BeforeRefill();
         LocalTensor<T> x = xQue_.AllocTensor<T>();
         DataCopyPad(x, xGm_[RowOffset(t0)], Rows(n, true), DataCopyPadExtParams<T>(false, 0, 0, T(0)));
         xQue_.EnQue(x);
@@ -133,6 +135,9 @@ private:
         const uint64_t at = static_cast<uint64_t>(static_cast<int64_t>(pos)) * half_;
         const DataCopyExtParams row(1, half_ * static_cast<uint32_t>(sizeof(float)), 0, 0, 0);
         const DataCopyPadExtParams<float> noPad(false, 0, 0, 0.0f);
+        // The previous token's Gathers read this buffer: MTE2 may refill it only after them.
+        SetFlag<HardEvent::V_MTE2>(0);
+        WaitFlag<HardEvent::V_MTE2>(0);
         DataCopyPad(c, cosGm_[at], row, noPad);
         DataCopyPad(s, sinGm_[at], row, noPad);
         SetFlag<HardEvent::MTE2_V>(0);
@@ -182,12 +187,14 @@ private:
 
     __aicore__ inline void CopyOut(uint32_t t0, uint32_t n) {
         DataCopyPad(yGm_[RowOffset(t0)], x_, Rows(n, false));
+        xOut_.CopiedOut();
         xQue_.FreeTensor(x_);
     }
 
     TPipe pipe_;
     TQue<TPosition::VECIN, BUFFER_NUM> xQue_;
     LocalTensor<T> x_;  // the tile between Compute and CopyOut
+    CopyOutGuard<BUFFER_NUM> xOut_;  // y leaves from x's buffer
     TBuf<TPosition::VECCALC> xF_, cs_, cos2_, sin2_, tmpA_, tmpB_, swap_, tidx_, sign_;
     GlobalTensor<T> xGm_, yGm_;
     GlobalTensor<int32_t> posGm_;

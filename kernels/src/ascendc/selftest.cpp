@@ -20,9 +20,36 @@
  *   b[0] = ReduceMax value, b[1] = its index bits, b[2] = ReduceSum.
  * selftest_sync_all(out, workspace, tiling): block i sets out[i] = i + 1, SyncAll, then
  *   out[n + i] = out[(i + 1) % n] (only correct if every block wrote before any read).
+ * selftest_defect(a, b, workspace, tiling): seeded defects for the sanitizer (DSNPU_SIM_CHECK), each with
+ *   the finding it must raise; modes >= 100 are the correctly synchronized variants, which compute
+ *   b[i] = 2 a[i] for i < count (count a multiple of 8, at most 4096) and raise nothing.
+ *   1 / 101  DataCopy a -> UB (MTE2), Muls (V) with no / an MTE2_V flag          -- race
+ *   2 / 102  Muls (V), DataCopy UB -> b (MTE3) with no / a V_MTE3 flag            -- race
+ *   3 / 103  SetValue (S) of every element, DataCopy out with no / an S_MTE3 flag  -- race
+ *   4 / 104  tiles of 8 through a depth-2 VECIN queue, computed in place and copied
+ *            out from it, with no / a per-buffer MTE3_MTE2 flag before the refill  -- race
+ *   5 / 105  Muls reads a buffer, MTE2 reloads it with no / a V_MTE2 flag          -- race
+ *   6        DataCopy to b from a TBuf nothing wrote                               -- init
+ *   7        GetValue of a TBuf element nothing wrote                              -- init
+ *   8        WaitFlag<MTE2_V> with no SetFlag                                      -- sync
+ *   9        SetFlag<V_MTE3> never waited for                                      -- sync
+ *   10       SetFlag with eventID 8 (0..7 exist)                                   -- sync
+ *   11       PipeBarrier<PIPE_S> (a hardware error)                                -- sync
+ *   12       Add on a LocalTensor view 4 bytes into a buffer (not 32-byte aligned) -- mem
+ *   13       Matmul base tile 256x256x128 of f32 (L0A 128 KiB > 64 KiB)             -- mem
+ *   14       block 0 returns without the SyncAll the other blocks wait in          -- sync (simulator)
+ *   106      the 1 / 101 pipeline with PipeBarrier<PIPE_ALL> instead of flags
+ * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
+ *   (a multiple of `arg`, the tile length, itself a multiple of 8):
+ *   0  copy a -> b through a depth-1 TQueBind<VECIN, VECOUT> in tiles            -- copy in/out serialized
+ *   1  the same with depth 2 (double buffering)                                   -- loads overlap stores
+ *   2  depth 2 with a PipeBarrier<PIPE_ALL> after every tile                      -- the overlap is gone
+ *   3  b[0] = max of a by a scalar GetValue loop                                   -- scalar bound
+ *   4  b[0] = max of a by one ReduceMax                                            -- vectorized
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
+#include "lib/matmul_intf.h"
 
 using namespace AscendC;
 using namespace dsnpu_kernels;
@@ -36,6 +63,8 @@ __aicore__ inline void CopyThrough(GlobalTensor<float>& dst, GlobalTensor<float>
     LocalTensor<float> t = buf.Get<float>();
     const DataCopyExtParams p(1, count * static_cast<uint32_t>(sizeof(float)), 0, 0, 0);
     DataCopyPad(t, src, p, DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+    SetFlag<HardEvent::MTE2_MTE3>(0);
+    WaitFlag<HardEvent::MTE2_MTE3>(0);
     DataCopyPad(dst, t, p);
 }
 
@@ -96,6 +125,8 @@ __aicore__ inline void Fault(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t)
             TBuf<TPosition::VECCALC> buf;
             pipe.InitBuffer(buf, t.count * sizeof(float));
             DataCopy(buf.Get<float>(), ag, t.count);
+            SetFlag<HardEvent::MTE2_MTE3>(0);
+            WaitFlag<HardEvent::MTE2_MTE3>(0);
             DataCopy(bg, buf.Get<float>(), t.count);
             break;
         }
@@ -124,7 +155,11 @@ __aicore__ inline void CastProbe(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling
     pipe.InitBuffer(dst, t.count * sizeof(D));
     const DataCopyExtParams in(1, t.count * static_cast<uint32_t>(sizeof(float)), 0, 0, 0);
     DataCopyPad(src.Get<float>(), ag, in, DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+    SetFlag<HardEvent::MTE2_V>(0);
+    WaitFlag<HardEvent::MTE2_V>(0);
     Cast(dst.Get<D>(), src.Get<float>(), static_cast<RoundMode>(t.arg), t.count);
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
     const DataCopyExtParams out(1, t.count * static_cast<uint32_t>(sizeof(D)), 0, 0, 0);
     DataCopyPad(bg, dst.Get<D>(), out);
 }
@@ -142,9 +177,13 @@ __aicore__ inline void DivProbe(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling&
     pipe.InitBuffer(three, t.count * sizeof(D));
     const DataCopyExtParams in(1, t.count * static_cast<uint32_t>(sizeof(float)), 0, 0, 0);
     DataCopyPad(src.Get<float>(), ag, in, DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+    SetFlag<HardEvent::MTE2_V>(0);
+    WaitFlag<HardEvent::MTE2_V>(0);
     Cast(dst.Get<D>(), src.Get<float>(), RoundMode::CAST_RINT, t.count);
     Duplicate(three.Get<D>(), D(3.0f), static_cast<int32_t>(t.count));
     Div(dst.Get<D>(), dst.Get<D>(), three.Get<D>(), static_cast<int32_t>(t.count));
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
     const DataCopyExtParams out(1, t.count * static_cast<uint32_t>(sizeof(D)), 0, 0, 0);
     DataCopyPad(bg, dst.Get<D>(), out);
 }
@@ -161,15 +200,238 @@ __aicore__ inline void ReduceProbe(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTili
     pipe.InitBuffer(work, t.count * sizeof(T) + 64);
     const DataCopyExtParams in(1, t.count * static_cast<uint32_t>(sizeof(T)), 0, 0, 0);
     DataCopyPad(src.Get<T>(), ag, in, DataCopyPadExtParams<T>(false, 0, 0, T(0)));
+    SetFlag<HardEvent::MTE2_V>(0);
+    WaitFlag<HardEvent::MTE2_V>(0);
     LocalTensor<T> r = res.Get<T>();
     ReduceMax(r, src.Get<T>(), work.Get<T>(), static_cast<int32_t>(t.count), true);
     ReduceSum(r[8 * sizeof(float) / sizeof(T)], src.Get<T>(), work.Get<T>(), static_cast<int32_t>(t.count));
+    SetFlag<HardEvent::V_S>(0);
+    WaitFlag<HardEvent::V_S>(0);
     bg.SetValue(0, r.GetValue(0));
     bg.SetValue(1, r.GetValue(1));
     bg.SetValue(2, r.GetValue(8 * sizeof(float) / sizeof(T)));
 }
 
+
+// b = 2 a through one TBuf, with the synchronization `mode` asks for.
+__aicore__ inline void DefectPipeline(GlobalTensor<float>& ag, GlobalTensor<float>& bg, uint32_t n, uint32_t mode) {
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> buf;
+    pipe.InitBuffer(buf, n * sizeof(float));
+    LocalTensor<float> t = buf.Get<float>();
+    DataCopy(t, ag, n);
+    if (mode == 101 || mode == 2 || mode == 102) {
+        SetFlag<HardEvent::MTE2_V>(0);
+        WaitFlag<HardEvent::MTE2_V>(0);
+    } else if (mode == 106) {
+        PipeBarrier<PIPE_ALL>();
+    }
+    Muls(t, t, 2.0f, static_cast<int32_t>(n));
+    if (mode == 101 || mode == 1 || mode == 102) {
+        SetFlag<HardEvent::V_MTE3>(0);
+        WaitFlag<HardEvent::V_MTE3>(0);
+    } else if (mode == 106) {
+        PipeBarrier<PIPE_ALL>();
+    }
+    DataCopy(bg, t, n);
+}
+
+// b = 2 a written element by element by the scalar unit.
+__aicore__ inline void DefectScalar(GlobalTensor<float>& ag, GlobalTensor<float>& bg, uint32_t n, bool sync) {
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> buf;
+    pipe.InitBuffer(buf, n * sizeof(float));
+    LocalTensor<float> t = buf.Get<float>();
+    for (uint32_t i = 0; i < n; ++i) t.SetValue(i, 2.0f * ag.GetValue(i));
+    if (sync) {
+        SetFlag<HardEvent::S_MTE3>(0);
+        WaitFlag<HardEvent::S_MTE3>(0);
+    }
+    DataCopy(bg, t, n);
+}
+
+// b = 2 a in tiles of 8 through a double-buffered VECIN queue whose buffers are also copied out.
+__aicore__ inline void DefectQueueReuse(GlobalTensor<float>& ag, GlobalTensor<float>& bg, uint32_t n, bool sync) {
+    TPipe pipe;
+    TQue<TPosition::VECIN, 2> q;
+    pipe.InitBuffer(q, 2, 8 * sizeof(float));
+    CopyOutGuard<2> guard;
+    for (uint32_t i = 0; i < n; i += 8) {
+        if (sync) guard.BeforeRefill();
+        LocalTensor<float> x = q.AllocTensor<float>();
+        DataCopy(x, ag[i], 8);
+        q.EnQue(x);
+        x = q.DeQue<float>();
+        Muls(x, x, 2.0f, 8);
+        SetFlag<HardEvent::V_MTE3>(0);
+        WaitFlag<HardEvent::V_MTE3>(0);
+        DataCopy(bg[i], x, 8);
+        if (sync) guard.CopiedOut();
+        q.FreeTensor(x);
+    }
+    if (sync) guard.Drain();
+}
+
+// b = 2 a, the table buffer reloaded after a vector read of its previous contents (as rope's tables).
+__aicore__ inline void DefectReload(GlobalTensor<float>& ag, GlobalTensor<float>& bg, uint32_t n, bool sync) {
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> in, out;
+    pipe.InitBuffer(in, n * sizeof(float));
+    pipe.InitBuffer(out, n * sizeof(float));
+    LocalTensor<float> t = in.Get<float>();
+    LocalTensor<float> o = out.Get<float>();
+    Duplicate(t, 0.0f, static_cast<int32_t>(n));
+    Muls(o, t, 2.0f, static_cast<int32_t>(n));  // reads the old contents
+    if (sync) {
+        SetFlag<HardEvent::V_MTE2>(0);
+        WaitFlag<HardEvent::V_MTE2>(0);
+    }
+    DataCopy(t, ag, n);
+    SetFlag<HardEvent::MTE2_V>(0);
+    WaitFlag<HardEvent::MTE2_V>(0);
+    Muls(o, t, 2.0f, static_cast<int32_t>(n));
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
+    DataCopy(bg, o, n);
+}
+
+__aicore__ inline void Defect(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
+    GlobalTensor<float> ag, bg;
+    const uint32_t n = t.count;
+    if (n == 0 || n % 8 != 0 || n > 4096) return;
+    ag.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(a), n);
+    bg.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(b), n);
+    switch (t.mode) {
+        case 1: case 101: case 2: case 102: case 106: DefectPipeline(ag, bg, n, t.mode); break;
+        case 3: case 103: DefectScalar(ag, bg, n, t.mode == 103); break;
+        case 4: case 104: DefectQueueReuse(ag, bg, n, t.mode == 104); break;
+        case 5: case 105: DefectReload(ag, bg, n, t.mode == 105); break;
+        case 6: {
+            TPipe pipe;
+            TBuf<TPosition::VECCALC> buf;
+            pipe.InitBuffer(buf, n * sizeof(float));
+            DataCopy(bg, buf.Get<float>(), n);
+            break;
+        }
+        case 7: {
+            TPipe pipe;
+            TBuf<TPosition::VECCALC> buf;
+            pipe.InitBuffer(buf, n * sizeof(float));
+            bg.SetValue(0, buf.Get<float>().GetValue(n - 1));
+            break;
+        }
+        case 8: WaitFlag<HardEvent::MTE2_V>(3); break;
+        case 9: SetFlag<HardEvent::V_MTE3>(2); break;
+        case 10: SetFlag<HardEvent::V_MTE3>(8); break;
+        case 11: PipeBarrier<PIPE_S>(); break;
+        case 12: {
+            TPipe pipe;
+            TBuf<TPosition::VECCALC> buf;
+            pipe.InitBuffer(buf, (n + 8) * sizeof(float));
+            LocalTensor<float> v = buf.Get<float>();
+            Duplicate(v, 1.0f, static_cast<int32_t>(n + 8));
+            LocalTensor<float> w = v[1];
+            Add(w, w, w, static_cast<int32_t>(n));
+            break;
+        }
+        case 13: {
+            TCubeTiling tiling;
+            tiling.M = tiling.singleCoreM = 256;
+            tiling.N = tiling.singleCoreN = 256;
+            tiling.Ka = tiling.Kb = tiling.singleCoreK = 128;
+            tiling.baseM = 256;
+            tiling.baseN = 256;
+            tiling.baseK = 128;
+            Matmul<MatmulType<TPosition::GM, CubeFormat::ND, float>, MatmulType<TPosition::GM, CubeFormat::ND, float>,
+                   MatmulType<TPosition::GM, CubeFormat::ND, float>>
+                mm;
+            TPipe pipe;
+            REGIST_MATMUL_OBJ(&pipe, nullptr, mm, &tiling);
+            break;
+        }
+        case 14:
+            if (GetBlockIdx() != 0) SyncAll();
+            break;
+        default:
+            break;
+    }
+}
+
+template <int32_t DEPTH>
+__aicore__ inline void CostCopy(GlobalTensor<float>& ag, GlobalTensor<float>& bg, uint32_t n, uint32_t tile,
+                                bool barrier) {
+    TPipe pipe;
+    TQueBind<TPosition::VECIN, TPosition::VECOUT, DEPTH> q;
+    pipe.InitBuffer(q, DEPTH, tile * sizeof(float));
+    for (uint32_t i = 0; i < n; i += tile) {
+        LocalTensor<float> x = q.template AllocTensor<float>();
+        DataCopy(x, ag[i], tile);
+        q.EnQue(x);
+        x = q.template DeQue<float>();
+        DataCopy(bg[i], x, tile);
+        q.FreeTensor(x);
+        if (barrier) PipeBarrier<PIPE_ALL>();
+    }
+}
+
+__aicore__ inline void CostMax(GlobalTensor<float>& ag, GlobalTensor<float>& bg, uint32_t n, bool scalar) {
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> in, red, work;
+    pipe.InitBuffer(in, n * sizeof(float));
+    pipe.InitBuffer(red, 32);
+    pipe.InitBuffer(work, n * sizeof(float));
+    LocalTensor<float> x = in.Get<float>();
+    DataCopy(x, ag, n);
+    float m;
+    if (scalar) {
+        SetFlag<HardEvent::MTE2_S>(0);
+        WaitFlag<HardEvent::MTE2_S>(0);
+        m = x.GetValue(0);
+        for (uint32_t i = 1; i < n; ++i) {
+            const float v = x.GetValue(i);
+            if (v > m) m = v;
+        }
+    } else {
+        SetFlag<HardEvent::MTE2_V>(0);
+        WaitFlag<HardEvent::MTE2_V>(0);
+        ReduceMax(red.Get<float>(), x, work.Get<float>(), static_cast<int32_t>(n));
+        SetFlag<HardEvent::V_S>(0);
+        WaitFlag<HardEvent::V_S>(0);
+        m = red.Get<float>().GetValue(0);
+    }
+    bg.SetValue(0, m);
+}
+
+__aicore__ inline void Cost(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
+    GlobalTensor<float> ag, bg;
+    const uint32_t n = t.count, tile = t.arg;
+    if (tile == 0 || tile % 8 != 0 || n % tile != 0 || n > 16384) return;
+    ag.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(a), n);
+    bg.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(b), n);
+    switch (t.mode) {
+        case 0: CostCopy<1>(ag, bg, n, tile, false); break;
+        case 1: CostCopy<2>(ag, bg, n, tile, false); break;
+        case 2: CostCopy<2>(ag, bg, n, tile, true); break;
+        case 3: CostMax(ag, bg, n, true); break;
+        case 4: CostMax(ag, bg, n, false); break;
+        default: break;
+    }
+}
 }  // namespace
+
+extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_cost)(GM_ADDR a, GM_ADDR b, GM_ADDR workspace,
+                                                                  GM_ADDR tiling) {
+    (void)workspace;
+    GET_TILING_DATA_WITH_STRUCT(DsnpuSelftestTiling, t, tiling);
+    Cost(a, b, t);
+}
+
+extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_defect)(GM_ADDR a, GM_ADDR b, GM_ADDR workspace,
+                                                                    GM_ADDR tiling) {
+    (void)workspace;
+    GET_TILING_DATA_WITH_STRUCT(DsnpuSelftestTiling, t, tiling);
+    Defect(a, b, t);
+}
 
 extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_fault)(GM_ADDR a, GM_ADDR b, GM_ADDR workspace,
                                                                    GM_ADDR tiling) {
@@ -220,6 +482,8 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_sync_all)(GM_ADDR ou
 }
 
 DSNPU_HOST_ENTRY(selftest_fault)
+DSNPU_HOST_ENTRY(selftest_defect)
+DSNPU_HOST_ENTRY(selftest_cost)
 DSNPU_HOST_ENTRY(selftest_cast)
 DSNPU_HOST_ENTRY(selftest_reduce)
 DSNPU_HOST_ENTRY(selftest_sync_all)

@@ -58,6 +58,7 @@ public:
                 CopyOut(r0, c0, n, w);
             }
         }
+        gOut_.Drain();
     }
 
 private:
@@ -67,6 +68,7 @@ private:
                                   (2 * inter_ - w) * static_cast<uint32_t>(sizeof(T)), 0, 0);
         const DataCopyPadExtParams<T> noPad(false, 0, 0, T(0));
         const uint64_t at = static_cast<uint64_t>(r0) * 2 * inter_ + c0;
+        gOut_.BeforeRefill();
         LocalTensor<T> g = gQue_.AllocTensor<T>();
         DataCopyPad(g, guGm_[at], p, noPad);
         gQue_.EnQue(g);
@@ -107,6 +109,7 @@ private:
         const DataCopyExtParams p(static_cast<uint16_t>(n), w * static_cast<uint32_t>(sizeof(T)), 0,
                                   (inter_ - w) * static_cast<uint32_t>(sizeof(T)), 0);
         DataCopyPad(outGm_[static_cast<uint64_t>(r0) * inter_ + c0], g_, p);
+        gOut_.CopiedOut();
         gQue_.FreeTensor(g_);
     }
 
@@ -115,6 +118,7 @@ private:
     TBuf<TPosition::VECCALC> gF_, tF_;
     GlobalTensor<T> guGm_, outGm_;
     LocalTensor<T> g_;  // the tile between Compute and CopyOut
+    CopyOutGuard<BUFFER_NUM> gOut_;  // the result leaves from the gate's buffer
     uint32_t rows_ = 0, inter_ = 0, tileRows_ = 0, tileCols_ = 0;
 };
 

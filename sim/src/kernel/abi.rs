@@ -18,7 +18,12 @@ pub struct Counters {
     pub vector_elem_ops: u64,
     pub cube_macs: u64,
     pub ub_high_water: u64,
-    pub reserved: [u64; 3],
+    /// The host layer's cycle model: a block's modelled cycles; in a launch's totals, the busiest
+    /// core's (see [`Counters::model_launch`]).
+    pub model_cycles: u64,
+    /// Busy fraction of each pipe (S, V, M, MTE1, MTE2, MTE3, FIX in bytes 0..6, 255 = always).
+    pub pipe_busy_q8: u64,
+    pub reserved: [u64; 1],
 }
 
 impl Counters {
@@ -30,6 +35,23 @@ impl Counters {
         self.vector_elem_ops = self.vector_elem_ops.wrapping_add(block.vector_elem_ops);
         self.cube_macs = self.cube_macs.wrapping_add(block.cube_macs);
         self.ub_high_water = self.ub_high_water.max(block.ub_high_water);
+    }
+
+    /// The launch's modelled cycles and busy fractions from its blocks (block i runs on core
+    /// i % cores, after the blocks before it on that core): the busiest core's summed cycles, and the
+    /// busy fractions of the longest block.
+    pub fn model_launch(&mut self, blocks: &[Counters], cores: usize) {
+        let cores = cores.max(1);
+        let mut per_core = vec![0u64; cores.min(blocks.len()).max(1)];
+        let n = per_core.len();
+        for (i, b) in blocks.iter().enumerate() {
+            per_core[i % n] = per_core[i % n].saturating_add(b.model_cycles);
+        }
+        self.model_cycles = per_core.into_iter().max().unwrap_or(0);
+        self.pipe_busy_q8 = blocks
+            .iter()
+            .max_by_key(|b| b.model_cycles)
+            .map_or(0, |b| b.pipe_busy_q8);
     }
 }
 

@@ -104,7 +104,7 @@ impl BlockSim<'_> {
             SyncOutcome::Impossible => {
                 sh.fault(
                     self.block,
-                    "SyncAll can never complete: another block already returned".into(),
+                    "sync: SyncAll can never complete: another block already returned".into(),
                 );
                 1
             }
@@ -227,7 +227,7 @@ fn run_block(
     if shared.barrier.exit() {
         shared.fault(
             block,
-            "returned without reaching the SyncAll that other blocks are waiting in".into(),
+            "sync: returned without reaching the SyncAll that other blocks are waiting in".into(),
         );
     }
 }
@@ -311,6 +311,7 @@ pub(crate) fn run_launch(
     }
     let mut totals = Counters::default();
     counters.iter().for_each(|c| totals.accumulate(c));
+    totals.model_launch(&counters, shared.resident as usize);
     let result = match lock(&shared.fault).take() {
         Some(e) => Err(e),
         None => Ok(()),

@@ -1,5 +1,6 @@
 // Per-block state of the host Ascend C layer: the simulator's block context, this block's Unified Buffer,
-// fault reporting, counters, block indices, SyncAll and the (no-op) pipeline synchronisation.
+// fault reporting, counters and block indices. Pipes and their synchronisation (SetFlag/WaitFlag,
+// PipeBarrier, SyncAll) are in pipeline.h and sync.h.
 //
 // Contract: the entry shim (entry.h) installs one BlockState per kernel call on the calling thread and
 // removes it afterwards; every API call of the layer reads it from the thread-local `t_block`. A fault
@@ -22,6 +23,8 @@ namespace host {
 // Thrown after a fault has been reported (or when SyncAll learns the launch is being abandoned).
 struct BlockAbort {};
 
+class Pipeline;
+
 struct BlockState {
     const dsnpu_sim_block_ctx* ctx = nullptr;
     uint8_t* ub = nullptr;      // this block's Unified Buffer, ub_capacity bytes, 64-byte aligned
@@ -29,6 +32,7 @@ struct BlockState {
     uint32_t ub_used = 0;       // bytes handed out by the current TPipe
     uint32_t ub_buffers = 0;    // buffers handed out by the current TPipe
     dsnpu_sim_counters* counters = nullptr;
+    Pipeline* pipeline = nullptr;  // pipes, sanitizer and cycle model of this block (pipeline.h)
 };
 
 inline thread_local BlockState* t_block = nullptr;
@@ -162,29 +166,6 @@ __aicore__ inline GM_ADDR GetSysWorkSpacePtr() { return nullptr; }
 // The part of the kernel's `workspace` argument that belongs to the operator (CANN puts the system
 // workspace first). The host reserves no system workspace, so it is the whole argument.
 __aicore__ inline GM_ADDR GetUserWorkspace(GM_ADDR workspace) { return workspace; }
-
-// All blocks of the launch meet here. If another block failed, the launch is being abandoned and this
-// block stops too (without reporting a fault of its own).
-template <bool isAIVOnly = true>
-__aicore__ inline void SyncAll() {
-    ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
-    if (b.ctx->sync_all(b.ctx->sim) != 0) {
-        throw ::dsnpu::host::BlockAbort{};
-    }
-}
-
-// Pipes run in program order on the host, so flags and barriers have nothing to wait for. They are kept
-// typed so the same source compiles for the AI Core, where they matter.
-template <HardEvent event>
-__aicore__ inline void SetFlag(int32_t eventID) {
-    (void)eventID;
-}
-template <HardEvent event>
-__aicore__ inline void WaitFlag(int32_t eventID) {
-    (void)eventID;
-}
-template <pipe_t pipe>
-__aicore__ inline void PipeBarrier() {}
 
 }  // namespace AscendC
 

@@ -12,6 +12,8 @@
 //   blockCount 0 or blockLen 0 moves nothing.
 // Every GM access is checked against the GlobalTensor's size and the allocation table, every UB access
 // against the LocalTensor's extent. Bytes moved are added to the block's gm_to_ub / ub_to_gm counters.
+// Pipes (pipeline.h): GM -> UB issues on MTE2 and writes (defines) the UB bytes it fills; UB -> GM issues
+// on MTE3, reads its UB bytes and requires them defined; UB -> UB issues on V.
 #ifndef DSNPU_ASCENDC_HOST_DATA_COPY_H
 #define DSNPU_ASCENDC_HOST_DATA_COPY_H
 
@@ -19,6 +21,7 @@
 #include <cstring>
 
 #include "block.h"
+#include "pipeline.h"
 #include "tensor.h"
 
 namespace AscendC {
@@ -80,6 +83,10 @@ __aicore__ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>
     const uint64_t n = bytes / sizeof(T);
     T* d = dst.dsnpu_span("DataCopy", "the UB destination", n);
     const T* s = src.dsnpu_span("DataCopy", 0, n);
+    ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
+    pl.issue(::dsnpu::host::kPipeMte2, "DataCopy", pl.cost().mte_cycles(bytes), ::dsnpu::host::cost::kMteLatency);
+    pl.ub_write(dst.dsnpu_addr(), bytes);
+    pl.set_defined(dst.dsnpu_addr(), bytes, true);
     std::memcpy(d, s, bytes);
     ::dsnpu::host::counters().gm_to_ub_bytes += bytes;
 }
@@ -91,6 +98,10 @@ __aicore__ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>
     const uint64_t n = bytes / sizeof(T);
     const T* s = src.dsnpu_span("DataCopy", "the UB source", n);
     T* d = dst.dsnpu_span("DataCopy", 0, n);
+    ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
+    pl.issue(::dsnpu::host::kPipeMte3, "DataCopy", pl.cost().mte_cycles(bytes), ::dsnpu::host::cost::kMteLatency);
+    pl.ub_read(src.dsnpu_addr(), bytes);
+    pl.require_defined(src.dsnpu_addr(), bytes, "copies to GM");
     std::memcpy(d, s, bytes);
     ::dsnpu::host::counters().ub_to_gm_bytes += bytes;
 }
@@ -102,6 +113,11 @@ __aicore__ inline void DataCopy(const LocalTensor<T>& dst, const LocalTensor<T>&
     const uint64_t n = bytes / sizeof(T);
     T* d = dst.dsnpu_span("DataCopy", "the UB destination", n);
     const T* s = src.dsnpu_span("DataCopy", "the UB source", n);
+    ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
+    pl.issue(::dsnpu::host::kPipeV, "DataCopy", ::dsnpu::host::cost::vector(bytes, ::dsnpu::host::cost::VecClass::kSimple));
+    pl.ub_read(src.dsnpu_addr(), bytes);
+    pl.ub_write(dst.dsnpu_addr(), bytes);
+    pl.copy_defined(dst.dsnpu_addr(), src.dsnpu_addr(), bytes);
     std::memmove(d, s, bytes);
 }
 
@@ -124,16 +140,24 @@ inline void block_copy(const char* op, bool to_ub, const LocalTensor<T>& ub, con
     uint8_t* u = reinterpret_cast<uint8_t*>(
         ub.dsnpu_span(op, to_ub ? "the UB destination" : "the UB source", ub_span / sizeof(T)));
     uint8_t* g = reinterpret_cast<uint8_t*>(gm.dsnpu_span(op, 0, gm_span / sizeof(T)));
+    const uint64_t moved = static_cast<uint64_t>(blocks) * block_bytes;
+    ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
+    pl.issue(to_ub ? ::dsnpu::host::kPipeMte2 : ::dsnpu::host::kPipeMte3, op, pl.cost().mte_cycles(moved),
+             ::dsnpu::host::cost::kMteLatency);
     for (uint32_t i = 0; i < blocks; ++i) {
         uint8_t* ub_p = u + i * ub_pitch + ub_lead;
         uint8_t* gm_p = g + i * gm_pitch;
+        const uint32_t at = static_cast<uint32_t>(ub.dsnpu_addr() + i * ub_pitch + ub_lead);
         if (to_ub) {
+            pl.ub_write(at, block_bytes);
+            pl.set_defined(at, block_bytes, true);
             std::memcpy(ub_p, gm_p, block_bytes);
         } else {
+            pl.ub_read(at, block_bytes);
+            pl.require_defined(at, block_bytes, "copies to GM");
             std::memcpy(gm_p, ub_p, block_bytes);
         }
     }
-    const uint64_t moved = static_cast<uint64_t>(blocks) * block_bytes;
     if (to_ub) {
         ::dsnpu::host::counters().gm_to_ub_bytes += moved;
     } else {
@@ -188,6 +212,13 @@ __aicore__ inline void DataCopyPad(const LocalTensor<T>& dst, const GlobalTensor
             for (uint32_t k = 0; k < pad.rightPadding; ++k) {
                 std::memcpy(tail + k * sizeof(T), &pad.paddingValue, sizeof(T));
             }
+            // The padding is written by the same MTE2 instruction.
+            const uint32_t at = static_cast<uint32_t>(dst.dsnpu_addr() + i * pitch);
+            ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
+            pl.ub_write(at, left);
+            pl.set_defined(at, left, true);
+            pl.ub_write(static_cast<uint32_t>(at + left + p.blockLen), right);
+            pl.set_defined(static_cast<uint32_t>(at + left + p.blockLen), right, true);
         }
     }
 }

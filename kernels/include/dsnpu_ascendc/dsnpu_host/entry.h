@@ -5,17 +5,25 @@
 // Unified Buffer (filled with 0xFF so reads of never-written UB show up as NaN), installs the thread-local
 // block state and calls the kernel compiled as DSNPU_KERNEL(name). Faults end the block through
 // BlockAbort; any other C++ exception is reported as an internal fault. Nothing is thrown past the shim.
+// Each block gets a Pipeline (pipeline.h) with the checks of DSNPU_SIM_CHECK; when the kernel returns,
+// flags left set are a sync finding, and the block's modelled cycles and per-pipe busy fractions go into
+// the counters (model_cycles, pipe_busy_q8).
 #ifndef DSNPU_ASCENDC_HOST_ENTRY_H
 #define DSNPU_ASCENDC_HOST_ENTRY_H
 
 #include <cstdint>
 #include <cstring>
+#include <cmath>
+#include <cstdlib>
 #include <exception>
+#include <memory>
 #include <new>
 #include <utility>
 
 #include "block.h"
 #include "macros.h"
+#include "pipeline.h"
+#include "sync.h"
 
 namespace dsnpu {
 namespace host {
@@ -36,6 +44,7 @@ inline void run_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*
     st.ub_capacity = ctx->ub_capacity;
     st.counters = ctx->counters != nullptr ? ctx->counters : &scratch;
     uint8_t* ub = nullptr;
+    std::unique_ptr<Pipeline> pipeline;
     BlockState* saved = t_block;
     t_block = &st;
     try {
@@ -49,9 +58,14 @@ inline void run_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*
         ub = static_cast<uint8_t*>(::operator new(st.ub_capacity == 0 ? 1 : st.ub_capacity, std::align_val_t{64}));
         std::memset(ub, 0xFF, st.ub_capacity);
         st.ub = ub;
+        pipeline.reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), st.ub_capacity, ctx->block_num));
+        st.pipeline = pipeline.get();
         uint64_t a[n];
         std::memcpy(a, ctx->args, sizeof a);
         call_with_addrs(fn, a, std::make_index_sequence<n>{});
+        pipeline->finish(event_names());
+        st.counters->model_cycles = static_cast<uint64_t>(std::llround(pipeline->cost().block_cycles()));
+        st.counters->pipe_busy_q8 = pipeline->cost().busy_q8();
     } catch (const BlockAbort&) {
         // Already reported (or the launch is being abandoned by another block's fault).
     } catch (const std::exception& e) {

@@ -6,12 +6,16 @@
 // high-water mark in the counters. A queue of `num` buffers cycles through them in order (num = 2 is
 // double buffering); AllocTensor with every buffer taken, EnQue/FreeTensor of a tensor that is not one of
 // the queue's buffers, and DeQue of an empty queue are faults (on the device they would hang or corrupt).
+// Each queue buffer carries the implicit flags of its positions (pipeline.h): EnQue publishes the producer
+// pipe's clock, DeQue makes the consumer wait for it, FreeTensor publishes the consumer's, and the buffer's
+// next AllocTensor makes the producer wait for that. A TBuf carries none.
 #ifndef DSNPU_ASCENDC_HOST_PIPE_H
 #define DSNPU_ASCENDC_HOST_PIPE_H
 
 #include <cstdint>
 
 #include "block.h"
+#include "pipeline.h"
 #include "tensor.h"
 
 namespace dsnpu {
@@ -21,7 +25,7 @@ constexpr uint32_t kMaxPipeBuffers = 64;
 constexpr uint32_t kMaxQueBuffers = 8;
 
 // Reserve `num` buffers of `len` bytes (already rounded) and return the first address.
-inline uint32_t ub_reserve(const char* op, uint32_t num, uint32_t len) {
+inline uint32_t ub_reserve(const char* op, uint32_t num, uint32_t len, const char* kind = "TBuf") {
     BlockState& b = block();
     if (num == 0) fail("%s: a buffer count of 0", op);
     if (b.ub_buffers + num > kMaxPipeBuffers) {
@@ -37,6 +41,7 @@ inline uint32_t ub_reserve(const char* op, uint32_t num, uint32_t len) {
     b.ub_used += static_cast<uint32_t>(bytes);
     b.ub_buffers += num;
     if (b.ub_used > b.counters->ub_high_water) b.counters->ub_high_water = b.ub_used;
+    for (uint32_t i = 0; i < num; ++i) pipeline().add_region(addr + i * len, len, kind, i);
     return addr;
 }
 
@@ -47,16 +52,24 @@ public:
         if (num_ != 0) fail("%s: the queue already has buffers", op);
         if (num > kMaxQueBuffers) fail("%s: %u buffers in one queue (at most %u)", op, num, kMaxQueBuffers);
         const uint32_t rounded = static_cast<uint32_t>(round_up32(len));
-        const uint32_t base = ub_reserve(op, num, rounded);
+        const uint32_t base = ub_reserve(op, num, rounded, kind_);
         num_ = num;
         len_ = rounded;
         for (uint32_t i = 0; i < num_; ++i) {
             addr_[i] = base + i * rounded;
             state_[i] = kFree;
+            enq_[i] = Edge{};
+            freed_[i] = Edge{};
         }
     }
 
 protected:
+    // The pipes that fill (producer) and drain (consumer) the queue's buffers, and its name in messages.
+    void set_pipes(uint32_t producer, uint32_t consumer, const char* kind) {
+        producer_ = producer;
+        consumer_ = consumer;
+        kind_ = kind;
+    }
     enum State : uint8_t { kFree, kHeld, kQueued };
 
     uint32_t alloc(const char* op) {
@@ -66,6 +79,10 @@ protected:
             if (state_[i] == kFree) {
                 state_[i] = kHeld;
                 next_ = (i + 1) % num_;
+                Pipeline& pl = pipeline();
+                pl.cost().flag_op(producer_);
+                pl.wait(producer_, freed_[i]);  // WaitFlag<consumer_producer> of the last FreeTensor
+                freed_[i].valid = false;
                 return i;
             }
         }
@@ -81,6 +98,8 @@ protected:
     void enque(const char* op, uint32_t ub_addr) {
         const uint32_t i = find(op, ub_addr, kHeld);
         state_[i] = kQueued;
+        pipeline().cost().flag_op(producer_);
+        enq_[i] = pipeline().publish(producer_);  // SetFlag<producer_consumer>
         fifo_[(head_ + count_) % kMaxQueBuffers] = static_cast<uint8_t>(i);
         ++count_;
     }
@@ -90,9 +109,17 @@ protected:
         head_ = (head_ + 1) % kMaxQueBuffers;
         --count_;
         state_[i] = kHeld;
+        pipeline().cost().flag_op(consumer_);
+        pipeline().wait(consumer_, enq_[i]);  // WaitFlag<producer_consumer>
+        enq_[i].valid = false;
         return i;
     }
-    void release(const char* op, uint32_t ub_addr) { state_[find(op, ub_addr, kHeld)] = kFree; }
+    void release(const char* op, uint32_t ub_addr) {
+        const uint32_t i = find(op, ub_addr, kHeld);
+        state_[i] = kFree;
+        pipeline().cost().flag_op(consumer_);
+        freed_[i] = pipeline().publish(consumer_);  // SetFlag<consumer_producer>
+    }
 
     uint32_t num_ = 0;
     uint32_t len_ = 0;
@@ -102,7 +129,34 @@ protected:
     uint32_t head_ = 0;
     uint32_t count_ = 0;
     uint32_t next_ = 0;
+    Edge enq_[kMaxQueBuffers];
+    Edge freed_[kMaxQueBuffers];
+    uint32_t producer_ = kPipeV;
+    uint32_t consumer_ = kPipeV;
+    const char* kind_ = "TQue";
 };
+
+// The pipe that fills a buffer at position `pos`, and the one that drains it.
+constexpr uint32_t producer_of(AscendC::TPosition pos) {
+    return pos == AscendC::TPosition::VECIN ? kPipeMte2
+           : pos == AscendC::TPosition::A1 || pos == AscendC::TPosition::B1 ? kPipeMte2
+           : pos == AscendC::TPosition::A2 || pos == AscendC::TPosition::B2 ? kPipeMte1
+           : pos == AscendC::TPosition::CO1 ? kPipeM
+                                            : kPipeV;
+}
+constexpr uint32_t consumer_of(AscendC::TPosition pos) {
+    return pos == AscendC::TPosition::VECOUT ? kPipeMte3
+           : pos == AscendC::TPosition::A1 || pos == AscendC::TPosition::B1 ? kPipeMte1
+           : pos == AscendC::TPosition::A2 || pos == AscendC::TPosition::B2 ? kPipeM
+           : pos == AscendC::TPosition::CO1 ? kPipeFix
+                                            : kPipeV;
+}
+constexpr const char* position_name(AscendC::TPosition pos) {
+    return pos == AscendC::TPosition::VECIN ? "TQue<VECIN>"
+           : pos == AscendC::TPosition::VECOUT ? "TQue<VECOUT>"
+           : pos == AscendC::TPosition::VECCALC ? "TQue<VECCALC>"
+                                                : "TQue";
+}
 
 }  // namespace host
 }  // namespace dsnpu
@@ -115,6 +169,11 @@ namespace AscendC {
 template <TPosition src, TPosition dst, int32_t depth, auto mask = 0>
 class TQueBind : public ::dsnpu::host::QueBase {
 public:
+    // VECIN -> VECOUT binds GM -> UB -> GM: MTE2 fills, MTE3 drains.
+    TQueBind() {
+        set_pipes(::dsnpu::host::producer_of(src), ::dsnpu::host::consumer_of(dst),
+                  src == dst ? ::dsnpu::host::position_name(src) : "TQueBind");
+    }
     template <typename T>
     __aicore__ inline LocalTensor<T> AllocTensor() {
         const uint32_t i = alloc("TQue::AllocTensor");
@@ -174,7 +233,7 @@ public:
     void dsnpu_init(uint32_t len) {
         if (init_) ::dsnpu::host::fail("TPipe::InitBuffer: the TBuf already has a buffer");
         len_ = static_cast<uint32_t>(::dsnpu::host::round_up32(len));
-        addr_ = ::dsnpu::host::ub_reserve("TPipe::InitBuffer", 1, len_);
+        addr_ = ::dsnpu::host::ub_reserve("TPipe::InitBuffer", 1, len_, "TBuf");
         init_ = true;
     }
 
@@ -207,6 +266,7 @@ public:
         ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
         b.ub_used = 0;
         b.ub_buffers = 0;
+        ::dsnpu::host::pipeline().reset_regions();
     }
     __aicore__ inline void Destroy() { Reset(); }
 };

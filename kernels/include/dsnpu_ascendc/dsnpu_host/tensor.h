@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "block.h"
+#include "pipeline.h"
 #include "types.h"
 
 namespace AscendC {
@@ -65,12 +66,14 @@ public:
     __aicore__ inline uint64_t GetSize() const { return origin_ < root_size_ ? root_size_ - origin_ : 0; }
 
     __aicore__ inline T GetValue(const uint64_t offset) const {
+        ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::GetValue", ::dsnpu::host::cost::kScalarGm);
         const T* p = dsnpu_span("GlobalTensor::GetValue", offset, 1);
         T v;
         std::memcpy(&v, p, sizeof(T));
         return v;
     }
     __aicore__ inline void SetValue(const uint64_t offset, const T& value) const {
+        ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::SetValue", ::dsnpu::host::cost::kScalarGm);
         T* p = dsnpu_span("GlobalTensor::SetValue", offset, 1);
         std::memcpy(p, &value, sizeof(T));
     }
@@ -121,13 +124,26 @@ public:
 
     __aicore__ inline LocalTensor() = default;
 
+    // Scalar-unit accesses (PIPE_S): ordered against other pipes only by S_X / X_S flags.
     __aicore__ inline T GetValue(const uint32_t index) const {
         T v;
-        std::memcpy(&v, element("LocalTensor::GetValue", index), sizeof(T));
+        const T* p = element("LocalTensor::GetValue", index);
+        ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
+        pl.issue(::dsnpu::host::kPipeS, "LocalTensor::GetValue", ::dsnpu::host::cost::kScalarUb);
+        const uint32_t at = addr_ + index * static_cast<uint32_t>(sizeof(T));
+        pl.ub_read(at, sizeof(T));
+        pl.require_defined(at, sizeof(T), "reads");
+        std::memcpy(&v, p, sizeof(T));
         return v;
     }
     __aicore__ inline void SetValue(const uint32_t index, const T& value) const {
-        std::memcpy(element("LocalTensor::SetValue", index), &value, sizeof(T));
+        T* p = element("LocalTensor::SetValue", index);
+        ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
+        pl.issue(::dsnpu::host::kPipeS, "LocalTensor::SetValue", ::dsnpu::host::cost::kScalarUb);
+        const uint32_t at = addr_ + index * static_cast<uint32_t>(sizeof(T));
+        pl.ub_write(at, sizeof(T));
+        pl.set_defined(at, sizeof(T), true);
+        std::memcpy(p, &value, sizeof(T));
     }
 
     // A view starting `offset` elements in.

@@ -11,10 +11,14 @@
 // Counters: cube_macs += m*n*k of each step (no padding to 16x16x16 fractals); GM traffic follows a
 // no-reuse model: every output tile streams its A and B panels (and bias) once, counted in gm_to_ub_bytes,
 // and writes its C tile once, counted in ub_to_gm_bytes (on the device these go through L1/L0C, not UB).
+// Cycle model (dsnpu_host/cost.h): each base step loads its A and B panels on MTE2, multiplies on M in
+// 16x16x16 fractals (each padded dimension rounded up to 16) after its load, and each output tile leaves
+// through FIX after its last step; L0 double buffering is assumed, so loads overlap the previous step.
 #ifndef DSNPU_ASCENDC_LIB_MATMUL_INTF_H
 #define DSNPU_ASCENDC_LIB_MATMUL_INTF_H
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -173,6 +177,7 @@ public:
                         }
                     }
                     ctr.cube_macs += static_cast<uint64_t>(bm * bn * bk);
+                    model_step(bm, bn, bk);
                     ctr.gm_to_ub_bytes += static_cast<uint64_t>(bm * bk) * sizeof(A) + static_cast<uint64_t>(bk * bn) * sizeof(B);
                 }
                 if (bias_on_) {
@@ -194,6 +199,7 @@ public:
                     }
                 }
                 ctr.ub_to_gm_bytes += static_cast<uint64_t>(bm * bn) * sizeof(C);
+                model_fix(static_cast<uint64_t>(bm * bn) * sizeof(C));
             }
         }
     }
@@ -202,6 +208,25 @@ public:
     }
 
 private:
+    // The cycle model of one base step: MTE2 loads, then M (ordered after its load).
+    void model_step(int64_t bm, int64_t bn, int64_t bk) {
+        namespace h = ::dsnpu::host;
+        h::Pipeline& pl = h::pipeline();
+        const uint64_t bytes = static_cast<uint64_t>(bm * bk) * sizeof(A) + static_cast<uint64_t>(bk * bn) * sizeof(B);
+        pl.issue(h::kPipeMte2, "Matmul(load A/B)", pl.cost().mte_cycles(bytes), h::cost::kMteLatency);
+        pl.wait(h::kPipeM, pl.publish(h::kPipeMte2));
+        const double fractals = std::ceil(bm / 16.0) * std::ceil(bn / 16.0) * std::ceil(bk / 16.0);
+        const double rate = sizeof(A) == 1 ? 2.0 : sizeof(A) == 4 ? 0.5 : 1.0;  // fractals per cycle (cost.h)
+        pl.issue(h::kPipeM, "Matmul(Mmad)", fractals / rate);
+    }
+    // The output tile leaves through FIX after the cube finished it.
+    void model_fix(uint64_t bytes) {
+        namespace h = ::dsnpu::host;
+        h::Pipeline& pl = h::pipeline();
+        pl.wait(h::kPipeFix, pl.publish(h::kPipeM));
+        pl.issue(h::kPipeFix, "Matmul(Fixpipe)", pl.cost().mte_cycles(bytes), h::cost::kMteLatency);
+    }
+
     // Load rows [r0, r0 + rows) x k-range [k0, k0 + bk) of an operand into out[r * bk + kk] as f32.
     // `k_strided`: k runs down a stored column (A transposed, B not transposed), else along a stored row.
     template <typename T>

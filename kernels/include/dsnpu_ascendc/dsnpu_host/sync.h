@@ -1,0 +1,102 @@
+// SetFlag / WaitFlag, PipeBarrier and SyncAll of the host Ascend C layer: the edges of pipeline.h.
+//
+// HardEvent X_Y names the source pipe X and the destination pipe Y: "MTE2_V: PIPE_V waits for PIPE_MTE2"
+// (asc-devkit docs/api/context/SetFlag-WaitFlag(ISASI).md). SyncAll makes every block of the launch meet
+// (the simulator's barrier) and, like PipeBarrier<PIPE_ALL>, drains this block's pipes first, so GM
+// written by MTE3 before it is visible to every block after it (SyncAll.md).
+#ifndef DSNPU_ASCENDC_HOST_SYNC_H
+#define DSNPU_ASCENDC_HOST_SYNC_H
+
+#include "block.h"
+#include "pipeline.h"
+
+namespace dsnpu {
+namespace host {
+
+struct EventPipes {
+    uint8_t src, dst;
+    const char* name;
+};
+
+// Indexed by HardEvent (block.h), in its order.
+inline const EventPipes& event_pipes(uint32_t ev) {
+    static const EventPipes table[] = {
+        {kPipeMte2, kPipeMte1, "MTE2_MTE1"}, {kPipeMte1, kPipeMte2, "MTE1_MTE2"}, {kPipeMte1, kPipeM, "MTE1_M"},
+        {kPipeM, kPipeMte1, "M_MTE1"},       {kPipeMte2, kPipeV, "MTE2_V"},       {kPipeV, kPipeMte2, "V_MTE2"},
+        {kPipeMte3, kPipeV, "MTE3_V"},       {kPipeV, kPipeMte3, "V_MTE3"},       {kPipeM, kPipeV, "M_V"},
+        {kPipeV, kPipeM, "V_M"},             {kPipeV, kPipeV, "V_V"},             {kPipeMte3, kPipeMte1, "MTE3_MTE1"},
+        {kPipeMte1, kPipeMte3, "MTE1_MTE3"}, {kPipeMte1, kPipeV, "MTE1_V"},       {kPipeMte2, kPipeM, "MTE2_M"},
+        {kPipeM, kPipeMte2, "M_MTE2"},       {kPipeV, kPipeMte1, "V_MTE1"},       {kPipeM, kPipeFix, "M_FIX"},
+        {kPipeFix, kPipeM, "FIX_M"},         {kPipeMte3, kPipeMte2, "MTE3_MTE2"}, {kPipeMte2, kPipeMte3, "MTE2_MTE3"},
+        {kPipeS, kPipeV, "S_V"},             {kPipeV, kPipeS, "V_S"},             {kPipeS, kPipeMte2, "S_MTE2"},
+        {kPipeMte2, kPipeS, "MTE2_S"},       {kPipeS, kPipeMte3, "S_MTE3"},       {kPipeMte3, kPipeS, "MTE3_S"},
+        {kPipeMte2, kPipeFix, "MTE2_FIX"},   {kPipeFix, kPipeMte2, "FIX_MTE2"},   {kPipeFix, kPipeS, "FIX_S"},
+        {kPipeM, kPipeS, "M_S"},             {kPipeFix, kPipeMte3, "FIX_MTE3"},
+    };
+    static_assert(sizeof(table) / sizeof(table[0]) == kEvents, "one entry per HardEvent");
+    return table[ev < kEvents ? ev : 0];
+}
+
+inline const char* const* event_names() {
+    static const char* names[kEvents];
+    static bool init = [] {
+        for (uint32_t i = 0; i < kEvents; ++i) names[i] = event_pipes(i).name;
+        return true;
+    }();
+    (void)init;
+    return names;
+}
+
+}  // namespace host
+}  // namespace dsnpu
+
+namespace AscendC {
+
+template <HardEvent event>
+__aicore__ inline void SetFlag(int32_t eventID) {
+    static_assert(static_cast<uint32_t>(event) < ::dsnpu::host::kEvents, "a pipe-to-pipe HardEvent");
+    const auto& e = ::dsnpu::host::event_pipes(static_cast<uint32_t>(event));
+    ::dsnpu::host::pipeline().set_flag(static_cast<uint32_t>(event), e.src, eventID, e.name);
+}
+template <HardEvent event>
+__aicore__ inline void WaitFlag(int32_t eventID) {
+    static_assert(static_cast<uint32_t>(event) < ::dsnpu::host::kEvents, "a pipe-to-pipe HardEvent");
+    const auto& e = ::dsnpu::host::event_pipes(static_cast<uint32_t>(event));
+    ::dsnpu::host::pipeline().wait_flag(static_cast<uint32_t>(event), e.dst, eventID, e.name);
+}
+
+template <pipe_t pipe>
+__aicore__ inline void PipeBarrier() {
+    ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
+    if constexpr (pipe == PIPE_ALL) {
+        pl.barrier_all(::dsnpu::host::cost::kBarrier);
+    } else if constexpr (pipe == PIPE_S) {
+        // "Scalar pipes are synchronized by hardware; PipeBarrier<PIPE_S>() raises a hardware error."
+        if (pl.sync_on()) ::dsnpu::host::fail("sync: PipeBarrier<PIPE_S> is a hardware error");
+    } else {
+        constexpr uint32_t p = pipe == PIPE_V      ? ::dsnpu::host::kPipeV
+                               : pipe == PIPE_M    ? ::dsnpu::host::kPipeM
+                               : pipe == PIPE_MTE1 ? ::dsnpu::host::kPipeMte1
+                               : pipe == PIPE_MTE2 ? ::dsnpu::host::kPipeMte2
+                               : pipe == PIPE_MTE3 ? ::dsnpu::host::kPipeMte3
+                               : pipe == PIPE_FIX  ? ::dsnpu::host::kPipeFix
+                                                   : ::dsnpu::host::kPipeV;
+        pl.barrier_pipe(p);
+    }
+}
+
+// All blocks of the launch meet here. If another block failed, the launch is being abandoned and this
+// block stops too (without reporting a fault of its own). A block that returns while others wait in
+// SyncAll is reported by the simulator ("sync: ...").
+template <bool isAIVOnly = true>
+__aicore__ inline void SyncAll() {
+    ::dsnpu::host::pipeline().barrier_all(::dsnpu::host::cost::kSyncAll);
+    ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
+    if (b.ctx->sync_all(b.ctx->sim) != 0) {
+        throw ::dsnpu::host::BlockAbort{};
+    }
+}
+
+}  // namespace AscendC
+
+#endif

@@ -1,0 +1,256 @@
+//! The sanitizer's acceptance: kernels with one seeded defect each are caught with the right kind
+//! (race / init / sync findings, mem faults), and the correctly synchronized variants of the same
+//! kernels raise nothing and compute the right answer. The kernels are `selftest_defect`'s modes
+//! (documented in `src/ascendc/selftest.cpp`); the checks are DSNPU_SIM_CHECK's, which the workspace's
+//! `.cargo/config.toml` turns all on for cargo commands (this file asserts it).
+mod common;
+
+use common::*;
+use dsnpu_kernels::SelftestTiling;
+
+const N: u32 = 64;
+
+fn run(mode: u32) -> (Outcome, Vec<f32>, Vec<f32>) {
+    let mut dev = Device::new();
+    let a: Vec<f32> = (0..N).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let ga = dev.upload(&a);
+    let gb = dev.upload(&vec![0.0f32; N as usize]);
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode,
+        count: N,
+        arg: 0,
+        reserved: 0,
+    });
+    let out = dev.launch(
+        "selftest_defect",
+        1,
+        &[dev.addr(ga), dev.addr(gb), 0, dev.addr(t)],
+    );
+    (out, a, dev.download(gb))
+}
+
+fn checks_are_on() {
+    let v = std::env::var("DSNPU_SIM_CHECK").unwrap_or_default();
+    for k in ["race", "init", "sync"] {
+        assert!(
+            v.split(',').any(|w| w == k || w == "all"),
+            "DSNPU_SIM_CHECK={v:?} lacks {k}: run through cargo (.cargo/config.toml sets it)"
+        );
+    }
+}
+
+/// The single finding of `mode`, after checking its kind prefix.
+fn finding(mode: u32, kind: &str) -> String {
+    checks_are_on();
+    let (out, _, _) = run(mode);
+    let msg = out.only_failure().to_string();
+    assert!(
+        msg.starts_with(&format!("{kind}: ")),
+        "mode {mode}: expected a {kind} finding, got {msg}"
+    );
+    msg
+}
+
+#[test]
+fn unsynchronized_mte2_to_v_is_a_race() {
+    let m = finding(1, "race");
+    assert!(
+        m.contains("Muls on V reads") && m.contains("DataCopy on MTE2 wrote"),
+        "{m}"
+    );
+    assert!(m.contains("TBuf buffer 0 at UB [0, 256)"), "{m}");
+}
+
+#[test]
+fn unsynchronized_v_to_mte3_is_a_race() {
+    let m = finding(2, "race");
+    assert!(
+        m.contains("DataCopy on MTE3 reads") && m.contains("Muls on V wrote"),
+        "{m}"
+    );
+}
+
+#[test]
+fn unsynchronized_s_to_mte3_is_a_race() {
+    let m = finding(3, "race");
+    assert!(
+        m.contains("DataCopy on MTE3 reads") && m.contains("LocalTensor::SetValue on S wrote"),
+        "{m}"
+    );
+}
+
+#[test]
+fn vecin_buffer_refilled_while_copied_out_is_a_race() {
+    let m = finding(4, "race");
+    assert!(
+        m.contains("DataCopy on MTE2 writes") && m.contains("DataCopy on MTE3 read"),
+        "{m}"
+    );
+    assert!(m.contains("TQue<VECIN> buffer 0"), "{m}");
+}
+
+#[test]
+fn reload_under_a_vector_read_is_a_race() {
+    let m = finding(5, "race");
+    assert!(
+        m.contains("DataCopy on MTE2 writes") && m.contains("on V"),
+        "{m}"
+    );
+}
+
+#[test]
+fn copying_out_unwritten_ub_is_an_init_finding() {
+    let m = finding(6, "init");
+    assert!(m.contains("DataCopy on MTE3 copies to GM UB byte 0"), "{m}");
+}
+
+#[test]
+fn scalar_read_of_unwritten_ub_is_an_init_finding() {
+    let m = finding(7, "init");
+    assert!(
+        m.contains("LocalTensor::GetValue on S reads UB byte 252"),
+        "{m}"
+    );
+}
+
+#[test]
+fn wait_without_set_is_a_sync_finding() {
+    let m = finding(8, "sync");
+    assert!(m.contains("WaitFlag<MTE2_V>(3) with no SetFlag"), "{m}");
+}
+
+#[test]
+fn flag_left_set_is_a_sync_finding() {
+    let m = finding(9, "sync");
+    assert!(m.contains("SetFlag<V_MTE3>(2) was never waited for"), "{m}");
+}
+
+#[test]
+fn event_id_out_of_range_is_a_sync_finding() {
+    let m = finding(10, "sync");
+    assert!(m.contains("eventID outside 0..7"), "{m}");
+}
+
+#[test]
+fn pipe_barrier_on_the_scalar_pipe_is_a_sync_finding() {
+    let m = finding(11, "sync");
+    assert!(m.contains("PipeBarrier<PIPE_S>"), "{m}");
+}
+
+#[test]
+fn misaligned_local_tensor_is_a_mem_fault() {
+    let (out, _, _) = run(12);
+    assert_eq!(
+        out.only_failure(),
+        "Add: dst at UB address 4 is not 32-byte aligned"
+    );
+}
+
+#[test]
+fn l0_overflow_is_a_mem_fault() {
+    let (out, _, _) = run(13);
+    let m = out.only_failure();
+    assert!(
+        m.starts_with("Matmul::Init: base tile 256x256x128 needs L0A 131072"),
+        "{m}"
+    );
+}
+
+#[test]
+fn ub_overflow_is_a_mem_fault() {
+    // selftest_fault mode 1: TPipe::InitBuffer past the 192 KiB Unified Buffer.
+    let mut dev = Device::new();
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode: 1,
+        count: 196_609,
+        arg: 0,
+        reserved: 0,
+    });
+    let out = dev.launch("selftest_fault", 1, &[0, 0, 0, dev.addr(t)]);
+    assert!(out
+        .only_failure()
+        .starts_with("TPipe::InitBuffer: 196640 bytes"));
+}
+
+#[test]
+fn synchronized_variants_raise_nothing_and_compute_the_result() {
+    checks_are_on();
+    for mode in [101, 102, 103, 104, 105, 106] {
+        let (out, a, b) = run(mode);
+        assert!(
+            out.failures.is_empty() && out.warnings.is_empty(),
+            "mode {mode}: {:?} {:?}",
+            out.failures,
+            out.warnings
+        );
+        let want: Vec<f32> = a.iter().map(|x| 2.0 * x).collect();
+        assert_eq!(b, want, "mode {mode}");
+    }
+}
+
+#[test]
+fn the_cost_model_sees_the_synchronization() {
+    // The same b = 2a with flags and with full barriers: the block's modelled cycles (reserved[0]) are
+    // positive, and barriers never make it faster.
+    let (flags, _, _) = run(101);
+    let (barriers, _, _) = run(106);
+    let (f, b) = (
+        flags.counters[0].reserved[0],
+        barriers.counters[0].reserved[0],
+    );
+    assert!(f > 0, "no modelled cycles");
+    assert!(b >= f, "barriers {b} < flags {f}");
+}
+
+/// `selftest_cost` in `mode` over 8192 f32 in tiles of 1024 on one block: (modelled cycles, b).
+fn cost(mode: u32) -> (u64, Vec<f32>) {
+    let n = 8192u32;
+    let mut dev = Device::new();
+    let a: Vec<f32> = (0..n).map(|i| ((i * 37) % 1001) as f32 - 500.0).collect();
+    let ga = dev.upload(&a);
+    let gb = dev.upload(&vec![0.0f32; n as usize]);
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode,
+        count: n,
+        arg: 1024,
+        reserved: 0,
+    });
+    let out = dev.launch(
+        "selftest_cost",
+        1,
+        &[dev.addr(ga), dev.addr(gb), 0, dev.addr(t)],
+    );
+    out.assert_ok();
+    (out.counters[0].reserved[0], dev.download(gb))
+}
+
+#[test]
+fn the_cost_model_on_kernels_that_isolate_one_effect() {
+    checks_are_on();
+    let (single, b) = cost(0);
+    let (double, b2) = cost(1);
+    let (barrier, b3) = cost(2);
+    let a: Vec<f32> = (0..8192u32)
+        .map(|i| ((i * 37) % 1001) as f32 - 500.0)
+        .collect();
+    assert!(b == a && b2 == a && b3 == a, "the copies are exact");
+    // One block gets the per-core MTE cap of 128 B/cycle: a 4 KiB tile is 32 busy cycles + 500 latency
+    // each way. Serialized (depth 1): every tile costs load + store, 8 x (2 x 532) ~ 8.5k cycles.
+    // Double buffered: the next load overlaps the previous store, ~ 8 x 532 + 532.
+    println!("copy 8 tiles: depth 1 {single}, depth 2 {double}, depth 2 + barrier per tile {barrier} cycles");
+    assert!(
+        (8 * 2 * 532 - 64..8 * 2 * 532 + 600).contains(&single),
+        "{single}"
+    );
+    assert!(
+        (double as f64) < 0.7 * single as f64,
+        "{double} vs {single}"
+    );
+    assert!(barrier >= single, "{barrier} vs {single}");
+    let (scalar, m1) = cost(3);
+    let (vector, m2) = cost(4);
+    assert_eq!((m1[0], m2[0]), (500.0, 500.0));
+    println!("max of 8192: scalar loop {scalar}, ReduceMax {vector} cycles");
+    // 8192 scalar reads at 2 cycles vs one 32 KiB reduction (128 repeats).
+    assert!(scalar > 10 * vector, "{scalar} vs {vector}");
+}
