@@ -12,11 +12,15 @@
 //!   reuses blocks in stream order, retries after releasing its cache on out-of-memory, and counts.
 //! - [`kernel`]: loading and lookup are safe; launching is `unsafe` because the kernel's parameter
 //!   list and memory accesses cannot be checked from the host.
+//! - [`comm`]: HCCL communicators own their stream like buffers do; collectives are ordered with the
+//!   buffers' other work and check devices and lengths; the matching calls on the other ranks are
+//!   trusted (HCCL reports a mismatch or a dead peer as a stream error).
 //! - [`sim_counters`]: the simulator's per-launch counters and core counts, looked up only when the
 //!   simulator is loaded (`Unsupported` on a CANN install).
 //!
 //! Trusted throughout: that the loaded library implements AscendCL's documented semantics.
 
+pub mod comm;
 pub mod device;
 pub mod error;
 pub mod event;
@@ -26,6 +30,7 @@ pub mod memory;
 pub mod sim_counters;
 pub mod stream;
 
+pub use comm::{Communicator, HcclElem, ReduceOp, RootInfo, Traffic};
 pub use device::{Device, MemInfo};
 pub use error::{Result, RuntimeError};
 pub use event::{Event, EventFlags};
