@@ -85,7 +85,8 @@ functions=(
     aclrtLaunchKernelWithConfig aclrtLaunchKernelWithHostArgs
     aclrtGetVersion aclrtGetSocName aclGetRecentErrMsg
     HcclGetRootInfo HcclCommInitRootInfo HcclCommInitAll HcclCommDestroy HcclAllReduce HcclAllGather
-    HcclAlltoAllV HcclGetRankSize HcclGetRankId HcclGetErrorString
+    HcclAlltoAllV HcclGetRankSize HcclGetRankId HcclGetErrorString HcclBroadcast HcclReduceScatter
+    HcclSend HcclRecv
 )
 allow=()
 for f in "${functions[@]}"; do allow+=(--allowlist-function "^${f}\$"); done

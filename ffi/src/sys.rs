@@ -686,6 +686,23 @@ unsafe extern "C" {
         comm: HcclComm,
         stream: aclrtStream,
     ) -> HcclResult::Type;
+    pub fn HcclBroadcast(
+        buf: *mut ::core::ffi::c_void,
+        count: u64,
+        dataType: HcclDataType::Type,
+        root: u32,
+        comm: HcclComm,
+        stream: aclrtStream,
+    ) -> HcclResult::Type;
+    pub fn HcclReduceScatter(
+        sendBuf: *mut ::core::ffi::c_void,
+        recvBuf: *mut ::core::ffi::c_void,
+        recvCount: u64,
+        dataType: HcclDataType::Type,
+        op: HcclReduceOp::Type,
+        comm: HcclComm,
+        stream: aclrtStream,
+    ) -> HcclResult::Type;
     pub fn HcclAllGather(
         sendBuf: *mut ::core::ffi::c_void,
         recvBuf: *mut ::core::ffi::c_void,
@@ -696,6 +713,22 @@ unsafe extern "C" {
     ) -> HcclResult::Type;
     pub fn HcclGetRankSize(comm: HcclComm, rankSize: *mut u32) -> HcclResult::Type;
     pub fn HcclGetRankId(comm: HcclComm, rank: *mut u32) -> HcclResult::Type;
+    pub fn HcclSend(
+        sendBuf: *mut ::core::ffi::c_void,
+        count: u64,
+        dataType: HcclDataType::Type,
+        destRank: u32,
+        comm: HcclComm,
+        stream: aclrtStream,
+    ) -> HcclResult::Type;
+    pub fn HcclRecv(
+        recvBuf: *mut ::core::ffi::c_void,
+        count: u64,
+        dataType: HcclDataType::Type,
+        srcRank: u32,
+        comm: HcclComm,
+        stream: aclrtStream,
+    ) -> HcclResult::Type;
     pub fn HcclAlltoAllV(
         sendBuf: *const ::core::ffi::c_void,
         sendCounts: *const ::core::ffi::c_void,
@@ -743,6 +776,14 @@ pub type PFN_HcclAlltoAllV = unsafe extern "C" fn(
     comm: HcclComm,
     stream: aclrtStream,
 ) -> HcclResult::Type;
+pub type PFN_HcclBroadcast = unsafe extern "C" fn(
+    buf: *mut ::core::ffi::c_void,
+    count: u64,
+    dataType: HcclDataType::Type,
+    root: u32,
+    comm: HcclComm,
+    stream: aclrtStream,
+) -> HcclResult::Type;
 pub type PFN_HcclCommDestroy = unsafe extern "C" fn(comm: HcclComm) -> HcclResult::Type;
 pub type PFN_HcclCommInitAll =
     unsafe extern "C" fn(ndev: u32, devices: *mut i32, comms: *mut HcclComm) -> HcclResult::Type;
@@ -760,6 +801,31 @@ pub type PFN_HcclGetRankSize =
     unsafe extern "C" fn(comm: HcclComm, rankSize: *mut u32) -> HcclResult::Type;
 pub type PFN_HcclGetRootInfo =
     unsafe extern "C" fn(rootInfo: *mut HcclRootInfo) -> HcclResult::Type;
+pub type PFN_HcclRecv = unsafe extern "C" fn(
+    recvBuf: *mut ::core::ffi::c_void,
+    count: u64,
+    dataType: HcclDataType::Type,
+    srcRank: u32,
+    comm: HcclComm,
+    stream: aclrtStream,
+) -> HcclResult::Type;
+pub type PFN_HcclReduceScatter = unsafe extern "C" fn(
+    sendBuf: *mut ::core::ffi::c_void,
+    recvBuf: *mut ::core::ffi::c_void,
+    recvCount: u64,
+    dataType: HcclDataType::Type,
+    op: HcclReduceOp::Type,
+    comm: HcclComm,
+    stream: aclrtStream,
+) -> HcclResult::Type;
+pub type PFN_HcclSend = unsafe extern "C" fn(
+    sendBuf: *mut ::core::ffi::c_void,
+    count: u64,
+    dataType: HcclDataType::Type,
+    destRank: u32,
+    comm: HcclComm,
+    stream: aclrtStream,
+) -> HcclResult::Type;
 pub type PFN_aclFinalize = unsafe extern "C" fn() -> aclError;
 pub type PFN_aclGetRecentErrMsg = unsafe extern "C" fn() -> *const ::core::ffi::c_char;
 pub type PFN_aclInit = unsafe extern "C" fn(configPath: *const ::core::ffi::c_char) -> aclError;
@@ -895,6 +961,7 @@ macro_rules! for_each_acl_function {
             HcclAllGather: PFN_HcclAllGather,
             HcclAllReduce: PFN_HcclAllReduce,
             HcclAlltoAllV: PFN_HcclAlltoAllV,
+            HcclBroadcast: PFN_HcclBroadcast,
             HcclCommDestroy: PFN_HcclCommDestroy,
             HcclCommInitAll: PFN_HcclCommInitAll,
             HcclCommInitRootInfo: PFN_HcclCommInitRootInfo,
@@ -902,6 +969,9 @@ macro_rules! for_each_acl_function {
             HcclGetRankId: PFN_HcclGetRankId,
             HcclGetRankSize: PFN_HcclGetRankSize,
             HcclGetRootInfo: PFN_HcclGetRootInfo,
+            HcclRecv: PFN_HcclRecv,
+            HcclReduceScatter: PFN_HcclReduceScatter,
+            HcclSend: PFN_HcclSend,
             aclFinalize: PFN_aclFinalize,
             aclGetRecentErrMsg: PFN_aclGetRecentErrMsg,
             aclInit: PFN_aclInit,

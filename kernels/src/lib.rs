@@ -18,6 +18,8 @@
 //!   benchmarks;
 //! - [`launch`] runs the kernels through `dsnpu-runtime`: one typed launcher per kernel that checks the
 //!   buffers against the shape, tiles for the device's cores and Unified Buffer, and launches.
+//! - [`ep`] chains the routing and combine kernels with HCCL AlltoAllV into expert-parallel MoE
+//!   dispatch and combine across ranks.
 //!
 //! Exported kernels (`<t>` is `f32`, `f16` or `bf16`, see [`Kernel::symbol`]): `rms_norm_<t>`,
 //! `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`, `linear_<t>`, the mixture-of-experts kernels
@@ -29,6 +31,7 @@
 
 pub mod bench_report;
 pub mod cost_model;
+pub mod ep;
 pub mod error;
 pub mod launch;
 #[cfg(feature = "mutation")]

@@ -13,11 +13,15 @@
 //! - [`kernel`]: loading and lookup are safe; launching is `unsafe` because the kernel's parameter
 //!   list and memory accesses cannot be checked from the host.
 //! - [`transfer_stats`]: every host↔device copy and host wait, counted where it is made, per thread.
+//! - [`comm`]: HCCL communicators own their stream like buffers do; collectives are ordered with the
+//!   buffers' other work and check devices and lengths; the matching calls on the other ranks are
+//!   trusted (HCCL reports a mismatch or a dead peer as a stream error).
 //! - [`sim_counters`]: the simulator's per-launch counters and core counts, looked up only when the
 //!   simulator is loaded (`Unsupported` on a CANN install).
 //!
 //! Trusted throughout: that the loaded library implements AscendCL's documented semantics.
 
+pub mod comm;
 pub mod device;
 pub mod error;
 pub mod event;
@@ -28,6 +32,7 @@ pub mod sim_counters;
 pub mod stream;
 pub mod transfer_stats;
 
+pub use comm::{Communicator, HcclElem, ReduceOp, RootInfo, Traffic};
 pub use device::{Device, MemInfo};
 pub use error::{Result, RuntimeError};
 pub use event::{Event, EventFlags};

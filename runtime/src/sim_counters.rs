@@ -126,7 +126,7 @@ pub fn is_simulator() -> Result<bool> {
 ///
 /// # Safety
 /// `T` must be the function-pointer type of `name`'s signature in the simulator's header.
-unsafe fn extension<T: Copy>(name: &'static str) -> Result<T> {
+pub(crate) unsafe fn extension<T: Copy>(name: &'static str) -> Result<T> {
     let info = library()?;
     if info.kind != LibraryKind::Simulator {
         return Err(FfiError::Unsupported {

@@ -1,4 +1,4 @@
-//! dsnpu-sim: a host simulator of AscendCL (and single-process HCCL).
+//! dsnpu-sim: a host simulator of AscendCL and HCCL (ranks in one or many processes).
 //!
 //! Built as a cdylib (`libdsnpu_sim.so`), it exports the AscendCL C functions that
 //! `dsnpu_ffi::sys` binds, with the exact generated signatures (checked at compile time in
@@ -27,8 +27,8 @@
 //! would on the device.
 //!
 //! **Not modeled** — timing (copies and kernels run at host speed; event times are host wall
-//! clock), device-side caches, memory bandwidth, multiple processes (HCCL connects ranks of one
-//! process only), graph capture, binary load options and launch attributes (accepted, ignored),
+//! clock), device-side caches, memory bandwidth, link bandwidth (HCCL moves bytes through `/dev/shm` at
+//! host speed), graph capture, binary load options and launch attributes (accepted, ignored),
 //! and reclaiming memory on `aclrtResetDevice` (allocations live until freed or `aclFinalize`).
 //! Device memory reads as zeros rather than uninitialized. The host budget is an estimate taken
 //! once: memory other processes take later is not seen (`DSNPU_SIM_HOST_MEM_BYTES` overrides it). A launch with more blocks than

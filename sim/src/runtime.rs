@@ -9,7 +9,7 @@ use crate::context::Context;
 use crate::error::SimError;
 use crate::event::Event;
 use crate::handles::Registry;
-use crate::hccl::{Comm, RootTable};
+use crate::hccl::Comm;
 use crate::kernel::{Binary, Function, KernelArgs};
 use crate::memory::Memory;
 use crate::stream::{Stream, WorkerEnv};
@@ -35,7 +35,6 @@ pub(crate) struct Runtime {
     pub functions: Registry<Function>,
     pub args: Registry<KernelArgs>,
     pub comms: Registry<Comm>,
-    pub roots: RootTable,
 }
 
 enum Phase {
@@ -106,7 +105,6 @@ impl Runtime {
             functions: Registry::new("function"),
             args: Registry::new("args"),
             comms: Registry::new("comm"),
-            roots: RootTable::new(),
         }
     }
 

@@ -172,6 +172,85 @@ pub unsafe fn all_to_all_v(
     })
 }
 
+/// `HcclReduceScatter`, queued on `stream`: `send` holds `recv_count × ranks` elements, `recv`
+/// receives this rank's block of the reduction.
+///
+/// # Safety
+/// As [`all_reduce`], with `send` sized `recv_count × rank size` and `recv` sized `recv_count`.
+pub unsafe fn reduce_scatter(
+    send: *mut c_void,
+    recv: *mut c_void,
+    recv_count: u64,
+    dtype: sys::HcclDataType::Type,
+    op: sys::HcclReduceOp::Type,
+    comm: sys::HcclComm,
+    stream: sys::aclrtStream,
+) -> Result<()> {
+    let f = acl()?.HcclReduceScatter()?;
+    // SAFETY: forwarded to the caller.
+    check("HcclReduceScatter", unsafe {
+        f(send, recv, recv_count, dtype, op, comm, stream)
+    })
+}
+
+/// `HcclBroadcast`, queued on `stream`: `buf` of rank `root` overwrites `buf` of every rank.
+///
+/// # Safety
+/// `comm` and `stream` are live; `buf` is device memory of `count` elements of `dtype`, valid and
+/// not otherwise accessed until the collective completes.
+pub unsafe fn broadcast(
+    buf: *mut c_void,
+    count: u64,
+    dtype: sys::HcclDataType::Type,
+    root: u32,
+    comm: sys::HcclComm,
+    stream: sys::aclrtStream,
+) -> Result<()> {
+    let f = acl()?.HcclBroadcast()?;
+    // SAFETY: forwarded to the caller.
+    check("HcclBroadcast", unsafe {
+        f(buf, count, dtype, root, comm, stream)
+    })
+}
+
+/// `HcclSend` of `count` elements to rank `dest`, queued on `stream`.
+///
+/// # Safety
+/// As [`broadcast`], for `buf` (read only).
+pub unsafe fn send(
+    buf: *mut c_void,
+    count: u64,
+    dtype: sys::HcclDataType::Type,
+    dest: u32,
+    comm: sys::HcclComm,
+    stream: sys::aclrtStream,
+) -> Result<()> {
+    let f = acl()?.HcclSend()?;
+    // SAFETY: forwarded to the caller.
+    check("HcclSend", unsafe {
+        f(buf, count, dtype, dest, comm, stream)
+    })
+}
+
+/// `HcclRecv` of `count` elements from rank `src`, queued on `stream`.
+///
+/// # Safety
+/// As [`broadcast`], for `buf` (written).
+pub unsafe fn recv(
+    buf: *mut c_void,
+    count: u64,
+    dtype: sys::HcclDataType::Type,
+    src: u32,
+    comm: sys::HcclComm,
+    stream: sys::aclrtStream,
+) -> Result<()> {
+    let f = acl()?.HcclRecv()?;
+    // SAFETY: forwarded to the caller.
+    check("HcclRecv", unsafe {
+        f(buf, count, dtype, src, comm, stream)
+    })
+}
+
 /// `HcclGetErrorString`.
 pub fn error_string(code: sys::HcclResult::Type) -> Result<Option<String>> {
     let f = acl()?.HcclGetErrorString()?;

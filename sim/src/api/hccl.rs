@@ -1,4 +1,4 @@
-//! HCCL, single process (see `crate::hccl`).
+//! HCCL exports: argument checks at the call, then a task on the caller's stream (see `crate::hccl`).
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
@@ -7,14 +7,12 @@ use dsnpu_ffi::sys::{aclrtStream, HcclComm, HcclDataType, HcclReduceOp, HcclResu
 use super::{host_slice, out, put};
 use crate::error::SimError;
 use crate::guard::hccl_call;
-use crate::handles::{next_handle, to_ptr};
-use crate::hccl::{
-    read_root_info, write_root_info, CollectiveTask, Comm, CommGroup, Elem, Part, ReduceOp,
-};
+use crate::handles::to_ptr;
+use crate::hccl::{write_root_info, Comm, Elem, Part, ReduceOp};
 use crate::runtime::{runtime, Runtime};
 use crate::stream::{Stream, TaskKind};
 
-/// The most ranks one root info may gather (they are threads of this process).
+/// The most ranks one root info may gather.
 pub const MAX_RANKS: u32 = 4096;
 
 fn register(rt: &Runtime, comm: Comm) -> u64 {
@@ -57,11 +55,8 @@ fn check_buffers(send: *const c_void, recv: *const c_void) -> Result<(), SimErro
 fn submit(rt: &Runtime, comm: HcclComm, stream: aclrtStream, part: Part) -> Result<(), SimError> {
     let comm = rt.comms.get(comm)?;
     let s = comm_stream(rt, &comm, stream)?;
-    part.validate(&rt.memory, comm.device(), comm.size() as usize)?;
-    s.enqueue_with(|| {
-        let seq = comm.next_seq();
-        TaskKind::Collective(Box::new(CollectiveTask { comm, seq, part }))
-    })?;
+    let pins = part.validate(&rt.memory, comm.device(), comm.size() as usize)?;
+    s.enqueue_with(|| TaskKind::Collective(Box::new(comm.task(part, pins))))?;
     Ok(())
 }
 
@@ -71,7 +66,7 @@ pub unsafe extern "C" fn HcclGetRootInfo(root_info: *mut HcclRootInfo) -> HcclRe
         let o = out(root_info, "rootInfo")?;
         runtime()?;
         // SAFETY: a non-null rootInfo points to a writable HcclRootInfo (export contract).
-        write_root_info(unsafe { &mut *o.as_ptr() }, next_handle());
+        write_root_info(unsafe { &mut *o.as_ptr() });
         Ok(())
     })
 }
@@ -93,14 +88,12 @@ pub unsafe extern "C" fn HcclCommInitRootInfo(
                 "rank {rank} of nRanks {n_ranks} is out of range (nRanks at most {MAX_RANKS})"
             )));
         }
-        // SAFETY: a non-null rootInfo points to an HcclRootInfo (export contract).
-        let key = read_root_info(unsafe { &*root_info })?;
         let rt = runtime()?;
         let device = rt.current_context()?.device;
-        let group = rt
-            .roots
-            .join(key, n_ranks, rank, device, rt.config.hccl_timeout)?;
-        let id = register(&rt, Comm::new(group, rank));
+        // SAFETY: a non-null rootInfo points to an HcclRootInfo (export contract).
+        let info = unsafe { &*root_info };
+        let comm = Comm::join(info, n_ranks, rank, device, rt.config.hccl_timeout)?;
+        let id = register(&rt, comm);
         // SAFETY: checked non-null out-parameter (export contract).
         unsafe { put(o, to_ptr(id)) };
         Ok(())
@@ -132,11 +125,11 @@ pub unsafe extern "C" fn HcclCommInitAll(
                 )));
             }
         }
-        let group = CommGroup::new(ids, rt.config.hccl_timeout);
-        for rank in 0..ndev {
-            let id = register(&rt, Comm::new(Arc::clone(&group), rank));
+        let group = Comm::local_group(&ids, rt.config.hccl_timeout)?;
+        for (rank, comm) in group.into_iter().enumerate() {
+            let id = register(&rt, comm);
             // SAFETY: `comms` has room for `ndev` handles (export contract).
-            unsafe { put(o.add(rank as usize), to_ptr(id)) };
+            unsafe { put(o.add(rank), to_ptr(id)) };
         }
         Ok(())
     })
@@ -185,11 +178,7 @@ pub unsafe extern "C" fn HcclAllReduce(
         check_buffers(send_buf, recv_buf)?;
         let elem = Elem::from_hccl(data_type)?;
         let op = ReduceOp::from_hccl(op)?;
-        if matches!(elem, Elem::Opaque(_)) {
-            return Err(SimError::Unsupported(format!(
-                "{elem:?} data cannot be reduced"
-            )));
-        }
+        reducible(elem)?;
         let part = Part::AllReduce {
             send: send_buf as usize,
             recv: recv_buf as usize,
@@ -275,6 +264,160 @@ pub unsafe extern "C" fn HcclAlltoAllV(
             }
         };
         submit(&rt, comm, stream, part)
+    })
+}
+
+fn reducible(elem: Elem) -> Result<(), SimError> {
+    if matches!(elem, Elem::Opaque(_)) {
+        return Err(SimError::Unsupported(format!(
+            "{elem:?} data cannot be reduced"
+        )));
+    }
+    Ok(())
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn HcclReduceScatter(
+    send_buf: *mut c_void,
+    recv_buf: *mut c_void,
+    recv_count: u64,
+    data_type: HcclDataType::Type,
+    op: HcclReduceOp::Type,
+    comm: HcclComm,
+    stream: aclrtStream,
+) -> HcclResult::Type {
+    hccl_call("HcclReduceScatter", || {
+        let elem = Elem::from_hccl(data_type)?;
+        let op = ReduceOp::from_hccl(op)?;
+        reducible(elem)?;
+        let part = Part::ReduceScatter {
+            send: send_buf as usize,
+            recv: recv_buf as usize,
+            count: recv_count,
+            elem,
+            op,
+        };
+        let rt = runtime()?;
+        submit(&rt, comm, stream, part)
+    })
+}
+
+/// Checks a root or peer rank against the communicator's size (and, for peers, not this rank).
+fn check_rank(
+    rt: &Runtime,
+    comm: HcclComm,
+    other: u32,
+    what: &str,
+    peer: bool,
+) -> Result<(), SimError> {
+    let c = rt.comms.get(comm)?;
+    if other >= c.size() || (peer && other == c.rank) {
+        return Err(SimError::InvalidParam(format!(
+            "{what} {other} is not {} of the {} ranks (this is rank {})",
+            if peer { "another" } else { "one" },
+            c.size(),
+            c.rank
+        )));
+    }
+    Ok(())
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn HcclBroadcast(
+    buf: *mut c_void,
+    count: u64,
+    data_type: HcclDataType::Type,
+    root: u32,
+    comm: HcclComm,
+    stream: aclrtStream,
+) -> HcclResult::Type {
+    hccl_call("HcclBroadcast", || {
+        let elem = Elem::from_hccl(data_type)?;
+        let rt = runtime()?;
+        check_rank(&rt, comm, root, "root", false)?;
+        let part = Part::Broadcast {
+            buf: buf as usize,
+            count,
+            elem,
+            root,
+        };
+        submit(&rt, comm, stream, part)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn HcclSend(
+    send_buf: *mut c_void,
+    count: u64,
+    data_type: HcclDataType::Type,
+    dest_rank: u32,
+    comm: HcclComm,
+    stream: aclrtStream,
+) -> HcclResult::Type {
+    hccl_call("HcclSend", || {
+        let elem = Elem::from_hccl(data_type)?;
+        let rt = runtime()?;
+        check_rank(&rt, comm, dest_rank, "destRank", true)?;
+        let part = Part::Send {
+            buf: send_buf as usize,
+            count,
+            elem,
+            peer: dest_rank,
+        };
+        submit(&rt, comm, stream, part)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn HcclRecv(
+    recv_buf: *mut c_void,
+    count: u64,
+    data_type: HcclDataType::Type,
+    src_rank: u32,
+    comm: HcclComm,
+    stream: aclrtStream,
+) -> HcclResult::Type {
+    hccl_call("HcclRecv", || {
+        let elem = Elem::from_hccl(data_type)?;
+        let rt = runtime()?;
+        check_rank(&rt, comm, src_rank, "srcRank", true)?;
+        let part = Part::Recv {
+            buf: recv_buf as usize,
+            count,
+            elem,
+            peer: src_rank,
+        };
+        submit(&rt, comm, stream, part)
+    })
+}
+
+/// `dsnpu_sim_hccl_traffic(comm, sent, received, len)`: the bytes this rank sent to and received
+/// from each peer so far (completed calls), into two arrays of `len` = rank size entries.
+#[no_mangle]
+pub unsafe extern "C" fn dsnpu_sim_hccl_traffic(
+    comm: HcclComm,
+    sent: *mut u64,
+    received: *mut u64,
+    len: u32,
+) -> HcclResult::Type {
+    hccl_call("dsnpu_sim_hccl_traffic", || {
+        let (s, r) = (out(sent, "sent")?, out(received, "received")?);
+        let c = runtime()?.comms.get(comm)?;
+        if len != c.size() {
+            return Err(SimError::InvalidParam(format!(
+                "len {len} differs from the communicator's {} ranks",
+                c.size()
+            )));
+        }
+        let (tx, rx) = c.traffic();
+        for (i, (a, b)) in tx.into_iter().zip(rx).enumerate() {
+            // SAFETY: both arrays hold `len` u64 (export contract); i < len.
+            unsafe {
+                put(s.add(i), a);
+                put(r.add(i), b);
+            }
+        }
+        Ok(())
     })
 }
 
