@@ -2,3 +2,4 @@
 pub mod forward;
 pub mod generate;
 pub mod info;
+pub mod verify;
