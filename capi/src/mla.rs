@@ -1,16 +1,93 @@
-//! Entry points of the MLA kernels: decode over the paged latent cache.
+//! Entry points of the MLA kernels: the split-KV decode plan (made once per decode step, as FlashMLA's
+//! `get_mla_metadata`) and decode over the paged latent cache.
 //!
-//! To add when their kernels merge (one entry point each, same conventions): the cache write
-//! (`dsnpu_mla_cache_write`: latent and rope rows into their slots), the split-KV decode metadata
-//! (`dsnpu_mla_decode_metadata`) and prefill (`dsnpu_mla_prefill`).
+//! Not here yet: the fused cache write (`dsnpu_mla_cache_write`; its kernel exists in dsnpu-kernels)
+//! and prefill (no kernel yet).
 
 use std::ffi::c_void;
 
 use dsnpu_kernels::launch::{self, MlaDecodeInputs, MlaDecodeShape};
+use dsnpu_kernels::MlaDecodePlan;
+use dsnpu_runtime::DeviceBuffer;
 
 use crate::args::{borrow, kernel, product, size, with_dtype, Check};
 use crate::context::{context, DsnpuContext};
-use crate::error::guard;
+use crate::error::{guard, CapiError, Result};
+
+/// A split-KV decode plan: how the visible keys of every sequence of a batch are cut into chunks so
+/// that every core has work (made on the host from the sequence lengths, its words on the device).
+/// Opaque to C; one plan serves every layer of a decode step with those lengths.
+pub struct DsnpuMlaDecodePlan {
+    plan: MlaDecodePlan,
+    words: DeviceBuffer<i32>,
+}
+
+/// Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
+/// sequence including the new ones) and stores the plan in `*out`. The plan's words are copied to
+/// the device on `stream` (the call returns once they are there). Free it with
+/// [`dsnpu_mla_decode_plan_destroy`].
+///
+/// # Safety
+/// `ctx` is a live context and `stream` a live stream of its device; `host_seq_lens` is null (an
+/// error) or valid for reading `batch` values; `out` is null (an error) or valid for writing a
+/// pointer.
+#[no_mangle]
+pub unsafe extern "C" fn dsnpu_mla_decode_plan_create(
+    ctx: *const DsnpuContext,
+    stream: *mut c_void,
+    host_seq_lens: *const i32,
+    batch: i64,
+    out: *mut *mut DsnpuMlaDecodePlan,
+) -> i32 {
+    const F: &str = "dsnpu_mla_decode_plan_create";
+    guard(F, || {
+        // SAFETY: the caller's contract.
+        let ctx = unsafe { context(F, ctx) }?;
+        if out.is_null() {
+            return Err(CapiError::Null { func: F, arg: "out" });
+        }
+        if host_seq_lens.is_null() {
+            return Err(CapiError::Null {
+                func: F,
+                arg: "host_seq_lens",
+            });
+        }
+        let batch = size(F, "batch", batch)?;
+        // SAFETY: non-null and valid for `batch` reads (the caller's contract).
+        let lens = unsafe { std::slice::from_raw_parts(host_seq_lens, batch) };
+        let lens = lens
+            .iter()
+            .map(|&l| {
+                usize::try_from(l).map_err(|_| CapiError::Invalid {
+                    func: F,
+                    reason: format!("a sequence length is negative ({l})"),
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let plan = MlaDecodePlan::new(&lens, ctx.lib().hardware().cube.cores).map_err(kernel(F))?;
+        let s = ctx.stream(F, stream)?;
+        let runtime = |source| CapiError::Runtime { func: F, source };
+        let mut words = s.alloc::<i32>(plan.words().len()).map_err(runtime)?;
+        words.copy_from_host(plan.words()).map_err(runtime)?;
+        let boxed = Box::new(DsnpuMlaDecodePlan { plan, words });
+        // SAFETY: `out` is non-null and valid for writing (the caller's contract).
+        unsafe { *out = Box::into_raw(boxed) };
+        Ok(())
+    })
+}
+
+/// Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it
+/// must have been enqueued (they hold the device words until they ran).
+///
+/// # Safety
+/// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`] not freed before.
+#[no_mangle]
+pub unsafe extern "C" fn dsnpu_mla_decode_plan_destroy(plan: *mut DsnpuMlaDecodePlan) {
+    if !plan.is_null() {
+        // SAFETY: made by Box::into_raw in dsnpu_mla_decode_plan_create and not freed before.
+        drop(unsafe { Box::from_raw(plan) });
+    }
+}
 
 /// MLA decode (absorbed, DeepSeek-V3's decode path) over a paged latent cache. For each sequence `b`
 /// of `batch`, query token `s` of `s_q` and head `h`: scores `scale · (q_nope · latent_j + q_rope ·
@@ -21,7 +98,9 @@ use crate::error::guard;
 ///
 /// `q_nope`: `T [batch, s_q, heads, latent_dim]`; `q_rope`: `T [batch, s_q, heads, rope_dim]`;
 /// `latent`: `T [num_blocks, block_size, latent_dim]`; `rope`: `T [num_blocks, block_size,
-/// rope_dim]`; `block_table`: `int32 [batch, max_blocks]`; `seq_lens`: `int32 [batch]` (each in
+/// rope_dim]`; `block_table`: `int32 [batch, max_blocks]`; `plan`: from
+/// [`dsnpu_mla_decode_plan_create`] with the host copy of the same `seq_lens` (the kernel clamps each
+/// task to the plan's chunk); `seq_lens`: `int32 [batch]` (each in
 /// `s_q..=max_blocks * block_size`, and block ids in `0..num_blocks`: not validated); `out`: `T [batch,
 /// s_q, heads, latent_dim]`; `lse`: `float [batch, heads, s_q]`.
 ///
@@ -40,6 +119,7 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
     rope: *const c_void,
     block_table: *const c_void,
     seq_lens: *const c_void,
+    plan: *const DsnpuMlaDecodePlan,
     out: *mut c_void,
     lse: *mut c_void,
     batch: i64,
@@ -56,6 +136,14 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
     guard(F, || {
         // SAFETY: the caller's contract.
         let ctx = unsafe { context(F, ctx) }?;
+        // SAFETY: null or a live plan (the caller's contract).
+        let plan = unsafe { plan.as_ref() }.ok_or(CapiError::Null { func: F, arg: "plan" })?;
+        if plan.plan.batch() as i64 != batch {
+            return Err(CapiError::Invalid {
+                func: F,
+                reason: format!("the plan is for {} sequences, not {batch}", plan.plan.batch()),
+            });
+        }
         let shape = MlaDecodeShape {
             batch: size(F, "batch", batch)?,
             s_q: size(F, "s_q", s_q)?,
@@ -117,6 +205,8 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
                 rope: &rp,
                 block_table: &bt,
                 seq_lens: &sl,
+                plan: &plan.plan,
+                plan_words: &plan.words,
             };
             launch::mla_decode(ctx.lib(), &s, inputs, &mut ob, &mut lb, shape, scale).map_err(kernel(F))?;
             Ok(())

@@ -133,6 +133,8 @@ static float from_bf16(uint16_t h) {
 
 static float silu(float g) { return g / (1.0f + expf(-g)); }
 
+static void expect_error(const char *what, int32_t st, int32_t want, const char *needle);
+
 static void test_rms_norm(void) {
     enum { R = 3, C = 37 };
     float x[R * C], w[C], y[R * C], want[R * C];
@@ -485,13 +487,20 @@ static void test_mla_decode(void) {
     void *dqn = dev_upload(qn, sizeof qn), *dqr = dev_upload(qr, sizeof qr), *dl = dev_upload(lat, sizeof lat);
     void *drp = dev_upload(rp, sizeof rp), *dt = dev_upload(table, sizeof table), *dn = dev_upload(lens, sizeof lens);
     void *dout = dev_alloc(sizeof out), *dlse = dev_alloc(sizeof lse);
-    OK(dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, dout, dlse, B, S, H, DL, DR, BS,
-                        NB, MB, scale));
+    DsnpuMlaDecodePlan *plan = NULL;
+    OK(dsnpu_mla_decode_plan_create(ctx, s, lens, B, &plan));
+    OK(dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, B, S, H, DL, DR,
+                        BS, NB, MB, scale));
     ACL(acl_sync_stream(s));
     download(out, dout, sizeof out);
     download(lse, dlse, sizeof lse);
     close_to("mla_decode out f32", out, want_out, B * S * H * DL, 1e-5f, 1e-4f);
     close_to("mla_decode lse f32", lse, want_lse, B * H * S, 1e-5f, 1e-5f);
+    expect_error("plan for another batch",
+                 dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, B + 1, S,
+                                  H, DL, DR, BS, NB, MB, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "plan is for");
+    dsnpu_mla_decode_plan_destroy(plan);
     done_stream(s);
     acl_free(dqn), acl_free(dqr), acl_free(dl), acl_free(drp), acl_free(dt), acl_free(dn), acl_free(dout), acl_free(dlse);
 }

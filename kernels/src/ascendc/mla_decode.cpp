@@ -272,8 +272,14 @@ private:
         }
         mlQue_.EnQue(ml);
         ml = mlQue_.DeQue<float>();
+        // (m, l) were written on the scalar unit: the queue's V->MTE3 edge does not cover them, so
+        // MTE3 waits for S, and the next tile's scalar writes wait for this copy (MTE3->S).
+        SetFlag<HardEvent::S_MTE3>(0);
+        WaitFlag<HardEvent::S_MTE3>(0);
         DataCopyPad(mlWs_[(static_cast<uint64_t>(k) * G_ + r0) * 2], ml,
                     DataCopyExtParams(1, 2 * R * static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
+        SetFlag<HardEvent::MTE3_S>(0);
+        WaitFlag<HardEvent::MTE3_S>(0);
         mlQue_.FreeTensor(ml);
         pQue_.EnQue(pt);
         pt = pQue_.DeQue<T>();
