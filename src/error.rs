@@ -12,6 +12,9 @@ pub enum CliError {
     Ops(#[from] dsnpu_ops::OpsError),
     #[error("{0}")]
     Usage(String),
+    /// A check the command ran did not pass (`dsnpu verify`).
+    #[error("{0}")]
+    Failed(String),
     #[error("{path}: {source}")]
     Io {
         path: String,

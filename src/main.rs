@@ -23,6 +23,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Run a forward pass and write the logits of every prompt position to a safetensors file.
     Forward(commands::forward::ForwardArgs),
+    /// Run the operator conformance suites on device 0 (or the CPU) and report per operator and dtype.
+    Verify(commands::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Command::Info(args) => commands::info::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Forward(args) => commands::forward::run(args),
+        Command::Verify(args) => commands::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

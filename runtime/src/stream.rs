@@ -28,6 +28,8 @@ fn launch_blocking_default() -> bool {
 
 pub(crate) struct StreamInner {
     handle: sys::aclrtStream,
+    /// `false` for a stream borrowed from the caller ([`Stream::borrow_raw`]): never destroyed here.
+    owned: bool,
     id: u64,
     launch_blocking: AtomicBool,
     /// Operations queued through the buffer trackers so far (their sequence numbers are 1, 2, ...).
@@ -102,7 +104,7 @@ impl Drop for StreamInner {
         // from drop, and the staging buffers are freed only once their copies are done.
         let _ = self.synchronize();
         self.staging.clear();
-        if self.core.bind().is_ok() {
+        if self.owned && self.core.bind().is_ok() {
             // SAFETY: the stream is live, idle, and no handle to it remains.
             let _ = unsafe { result::stream::destroy(self.handle) };
         }
@@ -139,6 +141,7 @@ impl Stream {
         Ok(Stream {
             inner: Arc::new(StreamInner {
                 handle,
+                owned: true,
                 id: next_id(),
                 launch_blocking: AtomicBool::new(launch_blocking_default()),
                 queued: AtomicU64::new(0),
@@ -148,6 +151,44 @@ impl Stream {
                 core,
             }),
         })
+    }
+
+    /// A handle to an AscendCL stream created by someone else (a serving stack's `aclrtStream`),
+    /// allocating from `device`'s default pool. Work queued through it goes on the caller's stream in
+    /// the caller's order. Dropping the last handle (and the last buffer or pool block that used it)
+    /// synchronizes the stream and frees this crate's staging memory, but does not destroy it.
+    ///
+    /// # Safety
+    /// - `handle` is a live stream created on `device` in the device's default context (the one
+    ///   `aclrtSetDevice` makes current; AscendCL refuses launches on a stream of another context);
+    /// - it stays live until every handle made from it here, every buffer used on it, and the
+    ///   device's pool are done with it: in practice, drop the returned `Stream` (which waits for its
+    ///   work) before `aclrtDestroyStream`, and do not destroy it while work queued here may still be
+    ///   pending in the pool's bookkeeping;
+    /// - the same raw stream is not wrapped twice at once: two wrappers would not know each other's
+    ///   pending work (their ids differ), so the pool could hand one's memory to the other early.
+    pub unsafe fn borrow_raw(device: &Device, handle: sys::aclrtStream) -> Result<Stream> {
+        if handle.is_null() {
+            return Err(crate::error::RuntimeError::InvalidArgument(
+                "borrowed stream handle is null".into(),
+            ));
+        }
+        Ok(Stream {
+            inner: Arc::new(StreamInner {
+                handle,
+                owned: false,
+                id: next_id(),
+                launch_blocking: AtomicBool::new(launch_blocking_default()),
+                staging: Staging::default(),
+                pool: device.pool().clone(),
+                core: device.core().clone(),
+            }),
+        })
+    }
+
+    /// The raw AscendCL handle (for calls this crate does not wrap; the stream stays owned here).
+    pub fn raw_handle(&self) -> sys::aclrtStream {
+        self.inner.handle
     }
 
     pub(crate) fn inner(&self) -> &Arc<StreamInner> {

@@ -3,3 +3,4 @@ pub mod device_run;
 pub mod forward;
 pub mod generate;
 pub mod info;
+pub mod verify;

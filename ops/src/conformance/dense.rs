@@ -26,18 +26,36 @@ use ndarray::{Array1, Array2, Axis};
 #[track_caller]
 pub fn ran<R, B: crate::backend::Backend>(backend: &B, what: &str, r: Result<R>) -> Option<R> {
     match r {
-        Ok(v) => Some(v),
+        Ok(v) => {
+            super::observe::case_started();
+            Some(v)
+        }
         Err(OpsError::Unsupported { op, reason, .. }) if backend.has_kernel(op) => {
-            panic!(
+            // An operator with a kernel never skips: its case fails.
+            let message = format!(
                 "{what} on {}: {op} has a kernel but answered unsupported: {reason}",
                 backend.name()
-            )
+            );
+            if super::observe::case_errored(message.clone()) {
+                return None;
+            }
+            panic!("{message}")
         }
         Err(OpsError::Unsupported { reason, .. }) => {
-            eprintln!("skip {what} on {}: unsupported: {reason}", backend.name());
+            if super::observe::observing() {
+                super::observe::case_skipped();
+            } else {
+                eprintln!("skip {what} on {}: unsupported: {reason}", backend.name());
+            }
             None
         }
-        Err(e) => panic!("{what} on {}: unexpected error: {e}", backend.name()),
+        Err(e) => {
+            let message = format!("{what} on {}: unexpected error: {e}", backend.name());
+            if super::observe::case_errored(message.clone()) {
+                return None;
+            }
+            panic!("{message}")
+        }
     }
 }
 
@@ -50,6 +68,10 @@ fn reference<R>(what: &str, r: Result<R>) -> R {
 /// The backend must reject a malformed input with an error (any variant), not accept or panic.
 #[track_caller]
 pub fn rejects<R, B: crate::backend::Backend>(backend: &B, what: &str, r: Result<R>) {
+    let what_on = format!("{what} on {}", backend.name());
+    if super::observe::rejection(&what_on, r.is_err()) {
+        return;
+    }
     if r.is_ok() {
         panic!("{what} on {}: accepted malformed input", backend.name());
     }

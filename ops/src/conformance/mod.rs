@@ -4,6 +4,8 @@
 //! - [`cases`]: the seeded [`CaseRng`](cases::CaseRng) and the shape matrices.
 //! - [`dense`], [`moe`], [`mla`]: one suite function per operator, generic over the backend
 //!   ([`crate::backend`]) and the element type, comparing the backend with the CPU reference.
+//! - [`observe`], [`runner`]: the suites run as a program (`dsnpu verify`) instead of as tests,
+//!   reporting per operator and dtype instead of panicking.
 //!
 //! To check a new backend, implement the family traits of [`crate::backend`] for it and, in an
 //! integration test, write `dsnpu_ops::conformance_suite!(MyBackend::new());`: it generates one `#[test]`
@@ -12,6 +14,8 @@ pub mod cases;
 pub mod dense;
 pub mod mla;
 pub mod moe;
+pub mod observe;
+pub mod runner;
 pub mod tolerance;
 
 /// Every conformance suite (dense, MoE, MLA) for `$backend`, as `#[test]` functions. See the module docs.

@@ -28,6 +28,8 @@ enum Origin {
     },
     /// Straight from `aclrtMalloc`, freed with `aclrtFree`.
     Raw,
+    /// Someone else's memory ([`DeviceBuffer::borrow_raw`]): never freed here.
+    Borrowed,
 }
 
 /// `len` elements of `T` in device memory.
@@ -108,6 +110,36 @@ impl<T: DeviceRepr> DeviceBuffer<T> {
             core,
             origin: Origin::Raw,
             // Fresh memory has no pending work.
+            track: Tracker::new(None),
+            _marker: PhantomData,
+        })
+    }
+
+    /// A view of `len` elements of device memory owned by someone else (a serving stack's tensor),
+    /// for passing to a kernel launch on `stream`. Dropping it frees nothing. It carries no record
+    /// of earlier work on that memory: ordering is the caller's, by queuing everything that touches
+    /// the memory on `stream` (or synchronizing).
+    ///
+    /// # Safety
+    /// - `ptr` is device memory of `stream`'s device, valid for `len × size_of::<T>()` bytes (null
+    ///   only when that is 0), suitably aligned for `T`, and stays valid until the work queued with
+    ///   the returned buffer has completed;
+    /// - while the returned buffer lives, no other `DeviceBuffer` (borrowed or owned) covering any of
+    ///   those bytes is passed as a kernel output, and the bytes are not written through a buffer
+    ///   passed as an input (Rust's `&`/`&mut` rules are only as good as this);
+    /// - other work on that memory is ordered with `stream` by the caller.
+    pub unsafe fn borrow_raw(stream: &Stream, ptr: *mut c_void, len: usize) -> Result<Self> {
+        let bytes = byte_len::<T>(len)?;
+        if ptr.is_null() && bytes != 0 {
+            return Err(RuntimeError::InvalidArgument(
+                "borrowed device pointer is null".into(),
+            ));
+        }
+        Ok(DeviceBuffer {
+            ptr,
+            len,
+            core: stream.inner().core().clone(),
+            origin: Origin::Borrowed,
             track: Tracker::new(None),
             _marker: PhantomData,
         })
@@ -226,7 +258,7 @@ impl<T: DeviceRepr> Drop for DeviceBuffer<T> {
     fn drop(&mut self) {
         let track = self.track.get_mut();
         match std::mem::replace(&mut self.origin, Origin::Empty) {
-            Origin::Empty => {}
+            Origin::Empty | Origin::Borrowed => {}
             Origin::Pool { pool, size } => {
                 let block = Block {
                     ptr: self.ptr,

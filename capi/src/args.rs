@@ -1,0 +1,184 @@
+//! Argument checks shared by the entry points: sizes, dtype and enum codes, device pointers wrapped
+//! as borrowed buffers, and output overlap.
+
+use std::ffi::c_void;
+
+use dsnpu_runtime::{DeviceBuffer, DeviceRepr, Stream};
+
+use crate::error::{CapiError, Result};
+
+/// A size argument: non-negative, as `usize`.
+pub fn size(func: &'static str, name: &'static str, v: i64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| CapiError::Invalid {
+        func,
+        reason: format!("`{name}` is {v}, must be >= 0"),
+    })
+}
+
+/// `dims` multiplied, or an overflow error naming `what`.
+pub fn product(func: &'static str, what: &str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| CapiError::Invalid {
+            func,
+            reason: format!("{what} overflows"),
+        })
+}
+
+/// One tensor argument: its name, address, and elements and element size (for the overlap check).
+pub struct Tensor {
+    pub name: &'static str,
+    pub ptr: *const c_void,
+    pub bytes: usize,
+    pub output: bool,
+}
+
+/// Fails when any output's bytes overlap any other argument's.
+pub fn check_disjoint(func: &'static str, tensors: &[Tensor]) -> Result<()> {
+    for (i, out) in tensors.iter().enumerate().filter(|(_, t)| t.output) {
+        for (j, other) in tensors.iter().enumerate() {
+            if i == j || out.bytes == 0 || other.bytes == 0 || other.ptr.is_null() {
+                continue;
+            }
+            let (a, b) = (out.ptr as usize, other.ptr as usize);
+            if a < b.saturating_add(other.bytes) && b < a.saturating_add(out.bytes) {
+                return Err(CapiError::Overlap {
+                    func,
+                    output: out.name,
+                    other: other.name,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fails when a required pointer is null.
+pub fn non_null<P>(func: &'static str, arg: &'static str, p: *const P) -> Result<()> {
+    if p.is_null() {
+        Err(CapiError::Null { func, arg })
+    } else {
+        Ok(())
+    }
+}
+
+/// `len` elements of `T` at the caller's device address `ptr`, as a buffer that frees nothing.
+///
+/// # Safety
+/// `ptr` addresses at least `len` elements of `T` of device memory on `stream`'s device that stay
+/// valid until the work queued with the buffer has run, and the entry point's outputs do not overlap
+/// its other arguments (checked by [`check_disjoint`] before this is called).
+pub unsafe fn borrow<T: DeviceRepr>(
+    func: &'static str,
+    stream: &Stream,
+    ptr: *const c_void,
+    len: usize,
+) -> Result<DeviceBuffer<T>> {
+    // SAFETY: the caller's contract above is `borrow_raw`'s; the kernels write only the buffers
+    // passed as outputs, which the entry points wrap from their `*mut` arguments.
+    unsafe { DeviceBuffer::borrow_raw(stream, ptr.cast_mut(), len) }
+        .map_err(|source| CapiError::Runtime { func, source })
+}
+
+/// Calls `$body` with `$t` the Rust element type of dtype code `$dtype`, or fails with
+/// [`CapiError::UnknownCode`].
+macro_rules! with_dtype {
+    ($func:expr, $dtype:expr, $t:ident => $body:expr) => {
+        match $dtype {
+            $crate::DSNPU_DTYPE_F32 => {
+                type $t = f32;
+                $body
+            }
+            $crate::DSNPU_DTYPE_F16 => {
+                type $t = half::f16;
+                $body
+            }
+            $crate::DSNPU_DTYPE_BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+            code => Err($crate::error::CapiError::UnknownCode {
+                func: $func,
+                what: "dtype",
+                code,
+            }),
+        }
+    };
+}
+pub(crate) use with_dtype;
+
+/// Collects an entry point's tensor arguments, checking each pointer, then their overlap.
+pub struct Check {
+    func: &'static str,
+    tensors: Vec<Tensor>,
+}
+
+impl Check {
+    pub fn new(func: &'static str) -> Check {
+        Check {
+            func,
+            tensors: Vec::new(),
+        }
+    }
+
+    fn push<T>(
+        &mut self,
+        name: &'static str,
+        ptr: *const c_void,
+        len: usize,
+        output: bool,
+    ) -> Result<()> {
+        let bytes = product(self.func, name, &[len, std::mem::size_of::<T>()])?;
+        self.tensors.push(Tensor {
+            name,
+            ptr,
+            bytes,
+            output,
+        });
+        Ok(())
+    }
+
+    /// A required input of `len` elements of `T`.
+    pub fn input<T>(&mut self, name: &'static str, ptr: *const c_void, len: usize) -> Result<()> {
+        non_null(self.func, name, ptr)?;
+        self.push::<T>(name, ptr, len, false)
+    }
+
+    /// An input that may be null (absent).
+    pub fn optional<T>(
+        &mut self,
+        name: &'static str,
+        ptr: *const c_void,
+        len: usize,
+    ) -> Result<()> {
+        if ptr.is_null() {
+            return Ok(());
+        }
+        self.push::<T>(name, ptr, len, false)
+    }
+
+    /// A required output of `len` elements of `T`.
+    pub fn output<T>(&mut self, name: &'static str, ptr: *mut c_void, len: usize) -> Result<()> {
+        non_null(self.func, name, ptr)?;
+        self.push::<T>(name, ptr, len, true)
+    }
+
+    /// Every output is disjoint from every other argument.
+    pub fn finish(self) -> Result<()> {
+        check_disjoint(self.func, &self.tensors)
+    }
+}
+
+/// A code argument that must be one of `known`.
+pub fn code(func: &'static str, what: &'static str, code: i32, known: &[i32]) -> Result<i32> {
+    if known.contains(&code) {
+        Ok(code)
+    } else {
+        Err(CapiError::UnknownCode { func, what, code })
+    }
+}
+
+/// A kernel launcher's error in entry point `func`.
+pub fn kernel(func: &'static str) -> impl Fn(dsnpu_kernels::KernelError) -> CapiError {
+    move |source| CapiError::Kernel { func, source }
+}

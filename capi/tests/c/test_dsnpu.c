@@ -1,0 +1,569 @@
+/*
+ * The C ABI from C: allocates with aclrtMalloc on the AscendCL library named by DSNPU_ACL_LIB (the
+ * simulator in the tests; libdsnpu.so loads the same file), calls each dsnpu entry point on a stream
+ * of its own, and checks the results against values computed here. Then bad arguments: each must
+ * return an error status with a message, never crash. Prints one line per check; exits non-zero on
+ * the first failure.
+ */
+#include <dlfcn.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsnpu.h"
+
+typedef int (*acl_init_t)(const char *);
+typedef int (*acl_set_device_t)(int32_t);
+typedef int (*acl_create_stream_t)(void **);
+typedef int (*acl_destroy_stream_t)(void *);
+typedef int (*acl_sync_stream_t)(void *);
+typedef int (*acl_malloc_t)(void **, size_t, int);
+typedef int (*acl_free_t)(void *);
+typedef int (*acl_memcpy_t)(void *, size_t, const void *, size_t, int);
+
+enum { H2D = 1, D2H = 2 };
+
+static acl_init_t acl_init;
+static acl_set_device_t acl_set_device;
+static acl_create_stream_t acl_create_stream;
+static acl_destroy_stream_t acl_destroy_stream;
+static acl_sync_stream_t acl_sync_stream;
+static acl_malloc_t acl_malloc;
+static acl_free_t acl_free;
+static acl_memcpy_t acl_memcpy;
+
+static DsnpuContext *ctx;
+static int checks;
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                       \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fprintf(stderr, "\n");                                                                     \
+        exit(1);                                                                                   \
+    } while (0)
+
+#define ACL(call)                                                                                  \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != 0) FAIL("%s = %d", #call, rc_);                                                 \
+    } while (0)
+
+#define OK(call)                                                                                   \
+    do {                                                                                           \
+        int32_t st_ = (call);                                                                      \
+        if (st_ != DSNPU_STATUS_OK)                                                                \
+            FAIL("%s = %s: %s", #call, dsnpu_status_name(st_),                                     \
+                 dsnpu_last_error() ? dsnpu_last_error() : "(no message)");                       \
+        if (dsnpu_last_error() != NULL) FAIL("%s: success left an error message", #call);         \
+    } while (0)
+
+static void *sym(void *lib, const char *name) {
+    void *p = dlsym(lib, name);
+    if (!p) FAIL("symbol %s: %s", name, dlerror());
+    return p;
+}
+
+static void *dev_upload(const void *host, size_t bytes) {
+    void *d = NULL;
+    ACL(acl_malloc(&d, bytes, 0));
+    ACL(acl_memcpy(d, bytes, host, bytes, H2D));
+    return d;
+}
+
+static void *dev_alloc(size_t bytes) {
+    void *d = NULL;
+    ACL(acl_malloc(&d, bytes, 0));
+    return d;
+}
+
+static void download(void *host, const void *dev, size_t bytes) {
+    ACL(acl_memcpy(host, bytes, dev, bytes, D2H));
+}
+
+static void *new_stream(void) {
+    void *s = NULL;
+    ACL(acl_create_stream(&s));
+    return s;
+}
+
+static void done_stream(void *s) {
+    ACL(acl_sync_stream(s));
+    OK(dsnpu_context_release_stream(ctx, s));
+    ACL(acl_destroy_stream(s));
+}
+
+/* Deterministic values in [-1, 1). */
+static float val(int i, int salt) {
+    unsigned h = (unsigned)i * 2654435761u + (unsigned)salt * 40503u;
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    h ^= h >> 15;
+    return (float)(h % 2000u) / 1000.0f - 1.0f;
+}
+
+static void fill(float *a, int n, int salt) {
+    for (int i = 0; i < n; i++) a[i] = val(i, salt);
+}
+
+static void close_to(const char *what, const float *got, const float *want, int n, float atol,
+                     float rtol) {
+    for (int i = 0; i < n; i++) {
+        if (!(fabsf(got[i] - want[i]) <= atol + rtol * fabsf(want[i])))
+            FAIL("%s[%d]: got %.7g want %.7g", what, i, got[i], want[i]);
+    }
+    checks++;
+    printf("ok %s (%d values)\n", what, n);
+}
+
+static uint16_t to_bf16(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return (uint16_t)(b >> 16);
+}
+
+static float from_bf16(uint16_t h) {
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+static float silu(float g) { return g / (1.0f + expf(-g)); }
+
+static void expect_error(const char *what, int32_t st, int32_t want, const char *needle);
+
+static void test_rms_norm(void) {
+    enum { R = 3, C = 37 };
+    float x[R * C], w[C], y[R * C], want[R * C];
+    fill(x, R * C, 1);
+    fill(w, C, 2);
+    for (int r = 0; r < R; r++) {
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)x[r * C + c] * x[r * C + c];
+        float inv = (float)(1.0 / sqrt(ss / C + 1e-6));
+        for (int c = 0; c < C; c++) want[r * C + c] = x[r * C + c] * inv * w[c];
+    }
+    void *s = new_stream();
+    void *dx = dev_upload(x, sizeof x), *dw = dev_upload(w, sizeof w), *dy = dev_alloc(sizeof y);
+    OK(dsnpu_rms_norm(ctx, s, DSNPU_DTYPE_F32, dx, dw, dy, R, C, 1e-6f));
+    ACL(acl_sync_stream(s));
+    download(y, dy, sizeof y);
+    close_to("rms_norm f32", y, want, R * C, 1e-5f, 1e-5f);
+
+    /* The same in bf16: inputs rounded to bf16 here, output compared within 3 bf16 ulps. */
+    uint16_t xb[R * C], wb[C], yb[R * C];
+    float xr[R * C], wr[C], got[R * C];
+    for (int i = 0; i < R * C; i++) xr[i] = from_bf16(xb[i] = to_bf16(x[i]));
+    for (int i = 0; i < C; i++) wr[i] = from_bf16(wb[i] = to_bf16(w[i]));
+    for (int r = 0; r < R; r++) {
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)xr[r * C + c] * xr[r * C + c];
+        float inv = (float)(1.0 / sqrt(ss / C + 1e-6));
+        for (int c = 0; c < C; c++) want[r * C + c] = xr[r * C + c] * inv * wr[c];
+    }
+    void *dxb = dev_upload(xb, sizeof xb), *dwb = dev_upload(wb, sizeof wb), *dyb = dev_alloc(sizeof yb);
+    OK(dsnpu_rms_norm(ctx, s, DSNPU_DTYPE_BF16, dxb, dwb, dyb, R, C, 1e-6f));
+    ACL(acl_sync_stream(s));
+    download(yb, dyb, sizeof yb);
+    for (int i = 0; i < R * C; i++) got[i] = from_bf16(yb[i]);
+    close_to("rms_norm bf16", got, want, R * C, 1.0f / 128, 2.0f / 128);
+    done_stream(s);
+    acl_free(dx), acl_free(dw), acl_free(dy), acl_free(dxb), acl_free(dwb), acl_free(dyb);
+}
+
+static void test_add_rms_norm(void) {
+    enum { R = 2, C = 16 };
+    float x[R * C], res[R * C], w[C], y[R * C], sum[R * C], want_y[R * C], want_s[R * C];
+    fill(x, R * C, 3);
+    fill(res, R * C, 4);
+    fill(w, C, 5);
+    for (int r = 0; r < R; r++) {
+        double ss = 0;
+        for (int c = 0; c < C; c++) {
+            float v = x[r * C + c] + res[r * C + c];
+            want_s[r * C + c] = v;
+            ss += (double)v * v;
+        }
+        float inv = (float)(1.0 / sqrt(ss / C + 1e-6));
+        for (int c = 0; c < C; c++) want_y[r * C + c] = want_s[r * C + c] * inv * w[c];
+    }
+    void *s = new_stream();
+    void *dx = dev_upload(x, sizeof x), *dr = dev_upload(res, sizeof res), *dw = dev_upload(w, sizeof w);
+    void *dy = dev_alloc(sizeof y), *ds = dev_alloc(sizeof sum);
+    OK(dsnpu_add_rms_norm(ctx, s, DSNPU_DTYPE_F32, dx, dr, dw, dy, ds, R, C, 1e-6f));
+    ACL(acl_sync_stream(s));
+    download(y, dy, sizeof y);
+    download(sum, ds, sizeof sum);
+    close_to("add_rms_norm sum", sum, want_s, R * C, 0, 0);
+    close_to("add_rms_norm y", y, want_y, R * C, 1e-5f, 1e-5f);
+    done_stream(s);
+    acl_free(dx), acl_free(dr), acl_free(dw), acl_free(dy), acl_free(ds);
+}
+
+static void test_rope(void) {
+    enum { T = 2, H = 3, D = 8, P = 5 };
+    float x[T * H * D], y[T * H * D], want[T * H * D], cs[P * D / 2], sn[P * D / 2];
+    int32_t pos[T] = {4, 1};
+    fill(x, T * H * D, 6);
+    for (int p = 0; p < P; p++)
+        for (int i = 0; i < D / 2; i++) {
+            float ang = (float)p * powf(10000.0f, -2.0f * i / D);
+            cs[p * D / 2 + i] = cosf(ang);
+            sn[p * D / 2 + i] = sinf(ang);
+        }
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < D / 2; i++) {
+                const float *row = x + (t * H + h) * D;
+                float c = cs[pos[t] * D / 2 + i], sv = sn[pos[t] * D / 2 + i];
+                float a = row[i], b = row[i + D / 2]; /* half-split pairs */
+                want[(t * H + h) * D + i] = a * c - b * sv;
+                want[(t * H + h) * D + i + D / 2] = b * c + a * sv;
+            }
+    void *s = new_stream();
+    void *dx = dev_upload(x, sizeof x), *dp = dev_upload(pos, sizeof pos);
+    void *dc = dev_upload(cs, sizeof cs), *dsn = dev_upload(sn, sizeof sn), *dy = dev_alloc(sizeof y);
+    OK(dsnpu_rope(ctx, s, DSNPU_DTYPE_F32, dx, dp, dc, dsn, dy, T, H, D, P, DSNPU_ROPE_HALF_SPLIT));
+    ACL(acl_sync_stream(s));
+    download(y, dy, sizeof y);
+    close_to("rope half-split f32", y, want, T * H * D, 1e-6f, 1e-5f);
+    done_stream(s);
+    acl_free(dx), acl_free(dp), acl_free(dc), acl_free(dsn), acl_free(dy);
+}
+
+static void test_silu_mul(void) {
+    enum { R = 3, I = 10 };
+    float gu[R * 2 * I], out[R * I], want[R * I];
+    fill(gu, R * 2 * I, 7);
+    for (int i = 0; i < R * 2 * I; i++) gu[i] *= 6.0f;
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < I; i++) want[r * I + i] = silu(gu[r * 2 * I + i]) * gu[r * 2 * I + I + i];
+    void *s = new_stream();
+    void *dg = dev_upload(gu, sizeof gu), *dout = dev_alloc(sizeof out);
+    OK(dsnpu_silu_mul(ctx, s, DSNPU_DTYPE_F32, dg, dout, R, I));
+    ACL(acl_sync_stream(s));
+    download(out, dout, sizeof out);
+    close_to("silu_mul f32", out, want, R * I, 1e-5f, 1e-5f);
+    done_stream(s);
+    acl_free(dg), acl_free(dout);
+}
+
+static void test_linear(void) {
+    enum { M = 3, K = 20, N = 5 };
+    float x[M * K], w[N * K], bias[N], y[M * N], want[M * N];
+    fill(x, M * K, 8);
+    fill(w, N * K, 9);
+    fill(bias, N, 10);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double acc = bias[n];
+            for (int k = 0; k < K; k++) acc += (double)x[m * K + k] * w[n * K + k];
+            want[m * N + n] = (float)acc;
+        }
+    void *s = new_stream();
+    void *dx = dev_upload(x, sizeof x), *dw = dev_upload(w, sizeof w), *db = dev_upload(bias, sizeof bias);
+    void *dy = dev_alloc(sizeof y);
+    OK(dsnpu_linear(ctx, s, DSNPU_DTYPE_F32, dx, dw, db, dy, M, K, N));
+    ACL(acl_sync_stream(s));
+    download(y, dy, sizeof y);
+    close_to("linear f32 (bias)", y, want, M * N, 1e-5f, 1e-5f);
+    done_stream(s);
+    acl_free(dx), acl_free(dw), acl_free(db), acl_free(dy);
+}
+
+static void test_gating(void) {
+    enum { T = 2, E = 8, K = 2 };
+    /* Distinct logits: token 0 prefers experts 5 then 2, token 1 experts 0 then 7. */
+    float logits[T * E] = {0.1f, -0.3f, 1.5f, 0.2f, -1.0f, 2.0f, 0.0f, 0.3f,
+                           3.0f, 0.5f, -0.5f, 0.1f, 0.2f, -2.0f, 0.4f, 1.0f};
+    int32_t want_ids[T * K] = {5, 2, 0, 7}, ids[T * K];
+    float w[T * K], want_w[T * K];
+    for (int t = 0; t < T; t++) {
+        /* softmax scores; normalized over the chosen two, so the softmax denominator cancels. */
+        float a = expf(logits[t * E + want_ids[t * K]]), b = expf(logits[t * E + want_ids[t * K + 1]]);
+        want_w[t * K] = a / (a + b);
+        want_w[t * K + 1] = b / (a + b);
+    }
+    void *s = new_stream();
+    void *dl = dev_upload(logits, sizeof logits), *di = dev_alloc(sizeof ids), *dw = dev_alloc(sizeof w);
+    OK(dsnpu_moe_gating_topk(ctx, s, DSNPU_DTYPE_F32, dl, NULL, di, dw, T, E, K, 1, 1,
+                             DSNPU_SCORE_SOFTMAX, 1, 1.0f));
+    ACL(acl_sync_stream(s));
+    download(ids, di, sizeof ids);
+    download(w, dw, sizeof w);
+    for (int i = 0; i < T * K; i++)
+        if (ids[i] != want_ids[i]) FAIL("gating ids[%d] = %d, want %d", i, ids[i], want_ids[i]);
+    checks++;
+    printf("ok moe_gating_topk ids\n");
+    close_to("moe_gating_topk weights", w, want_w, T * K, 1e-6f, 1e-5f);
+    done_stream(s);
+    acl_free(dl), acl_free(di), acl_free(dw);
+}
+
+/* The dispatch this file expects: pairs sorted stably by expert. */
+enum { RT = 3, RH = 4, RK = 2, RE = 4 };
+static const int32_t route_ids[RT * RK] = {2, 0, 1, 2, 0, 3};
+
+static void expected_dispatch(const float *x, float *ex, int32_t *row_idx, int64_t *counts) {
+    int r = 0;
+    for (int e = 0; e < RE; e++) {
+        counts[e] = 0;
+        for (int p = 0; p < RT * RK; p++)
+            if (route_ids[p] == e) {
+                memcpy(ex + r * RH, x + (p / RK) * RH, RH * sizeof(float));
+                row_idx[p] = r++;
+                counts[e]++;
+            }
+    }
+}
+
+static void test_init_routing(void) {
+    float x[RT * RH], ex[RT * RK * RH], want_ex[RT * RK * RH];
+    int32_t row_idx[RT * RK], want_idx[RT * RK];
+    int64_t counts[RE], want_counts[RE];
+    fill(x, RT * RH, 11);
+    expected_dispatch(x, want_ex, want_idx, want_counts);
+    void *s = new_stream();
+    void *dx = dev_upload(x, sizeof x), *di = dev_upload(route_ids, sizeof route_ids);
+    void *dex = dev_alloc(sizeof ex), *dri = dev_alloc(sizeof row_idx), *dc = dev_alloc(sizeof counts);
+    OK(dsnpu_moe_init_routing(ctx, s, DSNPU_DTYPE_F32, dx, di, dex, dri, dc, RT, RH, RK, RE, -1, -1,
+                              DSNPU_LIST_COUNT));
+    ACL(acl_sync_stream(s));
+    download(ex, dex, sizeof ex);
+    download(row_idx, dri, sizeof row_idx);
+    download(counts, dc, sizeof counts);
+    for (int p = 0; p < RT * RK; p++)
+        if (row_idx[p] != want_idx[p]) FAIL("init_routing row_idx[%d] = %d, want %d", p, row_idx[p], want_idx[p]);
+    for (int e = 0; e < RE; e++)
+        if (counts[e] != want_counts[e]) FAIL("init_routing counts[%d] = %lld", e, (long long)counts[e]);
+    checks++;
+    printf("ok moe_init_routing indices and counts\n");
+    close_to("moe_init_routing expanded_x", ex, want_ex, RT * RK * RH, 0, 0);
+
+    /* int8: codes within one step of x / scale, scale = max|row| / 127. */
+    int8_t q[RT * RK * RH];
+    float scales[RT * RK];
+    void *dq = dev_alloc(sizeof q), *dsc = dev_alloc(sizeof scales);
+    OK(dsnpu_moe_init_routing_quant(ctx, s, DSNPU_DTYPE_F32, dx, di, dq, dsc, dri, dc, RT, RH, RK, RE,
+                                    -1, -1, DSNPU_LIST_COUNT));
+    ACL(acl_sync_stream(s));
+    download(q, dq, sizeof q);
+    download(scales, dsc, sizeof scales);
+    for (int r = 0; r < RT * RK; r++) {
+        float amax = 0;
+        for (int h = 0; h < RH; h++) amax = fmaxf(amax, fabsf(want_ex[r * RH + h]));
+        float want_scale = amax / 127.0f;
+        if (fabsf(scales[r] - want_scale) > 1e-6f * (1 + want_scale)) FAIL("quant scale[%d] = %g, want %g", r, scales[r], want_scale);
+        for (int h = 0; h < RH; h++) {
+            float ideal = want_ex[r * RH + h] / want_scale;
+            if (fabsf((float)q[r * RH + h] - ideal) > 1.0f) FAIL("quant code[%d,%d] = %d, ideal %g", r, h, q[r * RH + h], ideal);
+        }
+    }
+    checks++;
+    printf("ok moe_init_routing_quant codes and scales\n");
+    done_stream(s);
+    acl_free(dx), acl_free(di), acl_free(dex), acl_free(dri), acl_free(dc), acl_free(dq), acl_free(dsc);
+}
+
+static void test_grouped(void) {
+    enum { R = 5, G = 2, N = 3, K = 4, I = 4, HD = 8 };
+    int64_t counts[G] = {2, 3};
+    float x[R * K], w[G * N * K], y[R * N], want[R * N];
+    fill(x, R * K, 12);
+    fill(w, G * N * K, 13);
+    for (int r = 0; r < R; r++) {
+        int g = r < 2 ? 0 : 1;
+        for (int n = 0; n < N; n++) {
+            double acc = 0;
+            for (int k = 0; k < K; k++) acc += (double)x[r * K + k] * w[(g * N + n) * K + k];
+            want[r * N + n] = (float)acc;
+        }
+    }
+    void *s = new_stream();
+    void *dx = dev_upload(x, sizeof x), *dw = dev_upload(w, sizeof w), *dg = dev_upload(counts, sizeof counts);
+    void *dy = dev_alloc(sizeof y);
+    OK(dsnpu_grouped_matmul(ctx, s, DSNPU_DTYPE_F32, dx, dw, dg, dy, R, G, N, K, DSNPU_LIST_COUNT));
+    ACL(acl_sync_stream(s));
+    download(y, dy, sizeof y);
+    close_to("grouped_matmul f32", y, want, R * N, 1e-5f, 1e-5f);
+
+    /* Expert FFN: rows 0 in group 0, rows 1..4 in group 1 (cumsum list {1, 4}). */
+    int64_t cums[G] = {1, 4};
+    float xf[4 * HD], wg[G * I * HD], wu[G * I * HD], wd[G * HD * I], yf[4 * HD], wantf[4 * HD];
+    fill(xf, 4 * HD, 14);
+    fill(wg, G * I * HD, 15);
+    fill(wu, G * I * HD, 16);
+    fill(wd, G * HD * I, 17);
+    for (int r = 0; r < 4; r++) {
+        int g = r < 1 ? 0 : 1;
+        float h[I];
+        for (int i = 0; i < I; i++) {
+            double a = 0, b = 0;
+            for (int k = 0; k < HD; k++) {
+                a += (double)xf[r * HD + k] * wg[(g * I + i) * HD + k];
+                b += (double)xf[r * HD + k] * wu[(g * I + i) * HD + k];
+            }
+            h[i] = silu((float)a) * (float)b;
+        }
+        for (int o = 0; o < HD; o++) {
+            double acc = 0;
+            for (int i = 0; i < I; i++) acc += (double)h[i] * wd[(g * HD + o) * I + i];
+            wantf[r * HD + o] = (float)acc;
+        }
+    }
+    void *dxf = dev_upload(xf, sizeof xf), *dwg = dev_upload(wg, sizeof wg), *dwu = dev_upload(wu, sizeof wu);
+    void *dwd = dev_upload(wd, sizeof wd), *dcs = dev_upload(cums, sizeof cums), *dyf = dev_alloc(sizeof yf);
+    OK(dsnpu_expert_ffn(ctx, s, DSNPU_DTYPE_F32, dxf, dwg, dwu, dwd, dcs, dyf, 4, G, HD, I, DSNPU_LIST_CUMSUM));
+    ACL(acl_sync_stream(s));
+    download(yf, dyf, sizeof yf);
+    close_to("expert_ffn f32", yf, wantf, 4 * HD, 1e-5f, 1e-4f);
+    done_stream(s);
+    acl_free(dx), acl_free(dw), acl_free(dg), acl_free(dy);
+    acl_free(dxf), acl_free(dwg), acl_free(dwu), acl_free(dwd), acl_free(dcs), acl_free(dyf);
+}
+
+static void test_finalize(void) {
+    enum { T = 2, K = 2, H = 4, R = 3 };
+    float y[R * H], wts[T * K] = {0.25f, 0.75f, 0.5f, 2.0f}, res[T * H], out[T * H], want[T * H];
+    int32_t idx[T * K] = {2, 0, -1, 1};
+    fill(y, R * H, 18);
+    fill(res, T * H, 19);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            float acc = 0;
+            for (int k = 0; k < K; k++) {
+                int r = idx[t * K + k];
+                if (r >= 0) acc += wts[t * K + k] * y[r * H + h];
+            }
+            want[t * H + h] = acc + res[t * H + h];
+        }
+    void *s = new_stream();
+    void *dy = dev_upload(y, sizeof y), *di = dev_upload(idx, sizeof idx), *dw = dev_upload(wts, sizeof wts);
+    void *dr = dev_upload(res, sizeof res), *dout = dev_alloc(sizeof out);
+    OK(dsnpu_moe_finalize_routing(ctx, s, DSNPU_DTYPE_F32, dy, di, dw, NULL, dr, dout, T, H, K, R));
+    ACL(acl_sync_stream(s));
+    download(out, dout, sizeof out);
+    close_to("moe_finalize_routing f32 (residual, a dropped pair)", out, want, T * H, 1e-6f, 1e-5f);
+    done_stream(s);
+    acl_free(dy), acl_free(di), acl_free(dw), acl_free(dr), acl_free(dout);
+}
+
+static void test_mla_decode(void) {
+    enum { B = 1, S = 1, H = 2, DL = 8, DR = 4, BS = 16, NB = 3, MB = 2, LEN = 20 };
+    float qn[B * S * H * DL], qr[B * S * H * DR], lat[NB * BS * DL], rp[NB * BS * DR];
+    float out[B * S * H * DL], lse[B * H * S], want_out[B * S * H * DL], want_lse[B * H * S];
+    int32_t table[B * MB] = {2, 0}, lens[B] = {LEN};
+    const float scale = 0.5f;
+    fill(qn, B * S * H * DL, 20);
+    fill(qr, B * S * H * DR, 21);
+    fill(lat, NB * BS * DL, 22);
+    fill(rp, NB * BS * DR, 23);
+    for (int h = 0; h < H; h++) {
+        float sc[LEN], mx = -INFINITY;
+        for (int j = 0; j < LEN; j++) {
+            int slot = table[j / BS] * BS + j % BS;
+            double d = 0;
+            for (int c = 0; c < DL; c++) d += (double)qn[h * DL + c] * lat[slot * DL + c];
+            for (int c = 0; c < DR; c++) d += (double)qr[h * DR + c] * rp[slot * DR + c];
+            sc[j] = scale * (float)d;
+            mx = fmaxf(mx, sc[j]);
+        }
+        double den = 0;
+        for (int j = 0; j < LEN; j++) den += exp(sc[j] - mx);
+        for (int c = 0; c < DL; c++) {
+            double acc = 0;
+            for (int j = 0; j < LEN; j++) {
+                int slot = table[j / BS] * BS + j % BS;
+                acc += exp(sc[j] - mx) / den * lat[slot * DL + c];
+            }
+            want_out[h * DL + c] = (float)acc;
+        }
+        want_lse[h] = mx + (float)log(den);
+    }
+    void *s = new_stream();
+    void *dqn = dev_upload(qn, sizeof qn), *dqr = dev_upload(qr, sizeof qr), *dl = dev_upload(lat, sizeof lat);
+    void *drp = dev_upload(rp, sizeof rp), *dt = dev_upload(table, sizeof table), *dn = dev_upload(lens, sizeof lens);
+    void *dout = dev_alloc(sizeof out), *dlse = dev_alloc(sizeof lse);
+    DsnpuMlaDecodePlan *plan = NULL;
+    OK(dsnpu_mla_decode_plan_create(ctx, s, lens, B, &plan));
+    OK(dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, B, S, H, DL, DR,
+                        BS, NB, MB, scale));
+    ACL(acl_sync_stream(s));
+    download(out, dout, sizeof out);
+    download(lse, dlse, sizeof lse);
+    close_to("mla_decode out f32", out, want_out, B * S * H * DL, 1e-5f, 1e-4f);
+    close_to("mla_decode lse f32", lse, want_lse, B * H * S, 1e-5f, 1e-5f);
+    expect_error("plan for another batch",
+                 dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, B + 1, S,
+                                  H, DL, DR, BS, NB, MB, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "plan is for");
+    dsnpu_mla_decode_plan_destroy(plan);
+    done_stream(s);
+    acl_free(dqn), acl_free(dqr), acl_free(dl), acl_free(drp), acl_free(dt), acl_free(dn), acl_free(dout), acl_free(dlse);
+}
+
+static void expect_error(const char *what, int32_t st, int32_t want, const char *needle) {
+    const char *msg = dsnpu_last_error();
+    if (st != want) FAIL("%s: status %s, want %s (%s)", what, dsnpu_status_name(st), dsnpu_status_name(want), msg ? msg : "");
+    if (!msg || !strstr(msg, needle)) FAIL("%s: message %s lacks \"%s\"", what, msg ? msg : "(null)", needle);
+    checks++;
+    printf("ok rejects %s: %s\n", what, msg);
+}
+
+static void test_bad_arguments(void) {
+    void *s = new_stream();
+    float host[64] = {0};
+    void *a = dev_upload(host, sizeof host), *b = dev_upload(host, sizeof host), *c = dev_alloc(sizeof host);
+    const int32_t INV = DSNPU_STATUS_INVALID_ARGUMENT;
+    expect_error("null x", dsnpu_rms_norm(ctx, s, DSNPU_DTYPE_F32, NULL, b, c, 2, 8, 1e-6f), INV, "`x`");
+    expect_error("null context", dsnpu_rms_norm(NULL, s, DSNPU_DTYPE_F32, a, b, c, 2, 8, 1e-6f), INV, "`ctx`");
+    expect_error("null stream", dsnpu_rms_norm(ctx, NULL, DSNPU_DTYPE_F32, a, b, c, 2, 8, 1e-6f), INV, "`stream`");
+    expect_error("unknown dtype", dsnpu_silu_mul(ctx, s, 7, a, c, 2, 4), INV, "dtype code 7");
+    expect_error("negative rows", dsnpu_silu_mul(ctx, s, DSNPU_DTYPE_F32, a, c, -1, 4), INV, "`rows` is -1");
+    expect_error("zero width", dsnpu_rms_norm(ctx, s, DSNPU_DTYPE_F32, a, b, c, 2, 0, 1e-6f), INV, "invalid shape");
+    expect_error("output aliasing its input", dsnpu_rms_norm(ctx, s, DSNPU_DTYPE_F32, a, b, a, 2, 8, 1e-6f), INV, "overlaps");
+    expect_error("top_k > experts", dsnpu_moe_gating_topk(ctx, s, DSNPU_DTYPE_F32, a, NULL, c, b, 1, 4, 5, 1, 1, DSNPU_SCORE_SOFTMAX, 0, 1.0f), INV, "top_k 5 > experts 4");
+    expect_error("unknown rope layout", dsnpu_rope(ctx, s, DSNPU_DTYPE_F32, a, b, b, b, c, 1, 1, 8, 1, 9), INV, "rope layout code 9");
+    expect_error("unknown list type", dsnpu_grouped_matmul(ctx, s, DSNPU_DTYPE_F32, a, b, b, c, 2, 1, 2, 2, 3), INV, "list type code 3");
+    expect_error("active range past the experts", dsnpu_moe_init_routing(ctx, s, DSNPU_DTYPE_F32, a, b, c, c, c, 1, 1, 1, 4, 0, 5, DSNPU_LIST_COUNT), INV, "active experts 0..5");
+    expect_error("size overflow", dsnpu_linear(ctx, s, DSNPU_DTYPE_F32, a, b, NULL, c, 1LL << 40, 1LL << 40, 1), INV, "overflows");
+    /* A failure leaves the stream usable: a good call on it still succeeds. */
+    OK(dsnpu_silu_mul(ctx, s, DSNPU_DTYPE_F32, a, c, 2, 4));
+    done_stream(s);
+    acl_free(a), acl_free(b), acl_free(c);
+}
+
+int main(void) {
+    const char *path = getenv("DSNPU_ACL_LIB");
+    if (!path) FAIL("DSNPU_ACL_LIB is not set");
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) FAIL("dlopen %s: %s", path, dlerror());
+    acl_init = (acl_init_t)sym(lib, "aclInit");
+    acl_set_device = (acl_set_device_t)sym(lib, "aclrtSetDevice");
+    acl_create_stream = (acl_create_stream_t)sym(lib, "aclrtCreateStream");
+    acl_destroy_stream = (acl_destroy_stream_t)sym(lib, "aclrtDestroyStream");
+    acl_sync_stream = (acl_sync_stream_t)sym(lib, "aclrtSynchronizeStream");
+    acl_malloc = (acl_malloc_t)sym(lib, "aclrtMalloc");
+    acl_free = (acl_free_t)sym(lib, "aclrtFree");
+    acl_memcpy = (acl_memcpy_t)sym(lib, "aclrtMemcpy");
+    ACL(acl_init(NULL));
+    ACL(acl_set_device(0));
+    OK(dsnpu_context_create(0, &ctx));
+    test_rms_norm();
+    test_add_rms_norm();
+    test_rope();
+    test_silu_mul();
+    test_linear();
+    test_gating();
+    test_init_routing();
+    test_grouped();
+    test_finalize();
+    test_mla_decode();
+    test_bad_arguments();
+    OK(dsnpu_context_destroy(ctx));
+    printf("all %d checks passed\n", checks);
+    return 0;
+}

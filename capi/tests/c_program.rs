@@ -1,0 +1,83 @@
+//! The C test program (`tests/c/test_dsnpu.c`) compiled with the system C compiler against
+//! `include/dsnpu.h` and `libdsnpu.so`, run on the simulator: it allocates with `aclrtMalloc`, calls
+//! every entry point on a stream of its own, checks the results against values it computes itself,
+//! and checks that bad arguments return error statuses. See the program for the cases.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `target/<profile>`: this test runs from its `deps/` folder.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+fn find(dir: &Path, names: &[&str]) -> PathBuf {
+    for name in names {
+        for d in [dir.to_path_buf(), dir.join("deps")] {
+            let p = d.join(name);
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!("none of {names:?} in {} or its deps/", dir.display());
+}
+
+#[test]
+fn the_c_program_passes_on_the_simulator() {
+    let target = target_dir();
+    let lib = find(&target, &["libdsnpu.so"]);
+    let sim = find(&target, &["libdsnpu_sim.so"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test_dsnpu_c");
+    let compiler = cc::Build::new()
+        .cargo_metadata(false)
+        .opt_level(0)
+        .target(&current_target())
+        .host(&current_target())
+        .get_compiler();
+    let status = compiler
+        .to_command()
+        .arg("-std=c11")
+        .arg("-Wall")
+        .arg("-Werror")
+        .arg("-D_GNU_SOURCE")
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/test_dsnpu.c"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib.parent().unwrap().display()))
+        .arg("-ldsnpu")
+        .arg(format!("-Wl,-rpath,{}", lib.parent().unwrap().display()))
+        .args(["-ldl", "-lm"])
+        .status()
+        .expect("run the C compiler");
+    assert!(status.success(), "compiling the C test program failed");
+    let out = Command::new(&exe)
+        .env("DSNPU_ACL_LIB", &sim)
+        .env_remove("ASCEND_HOME_PATH")
+        .env_remove("ASCEND_TOOLKIT_HOME")
+        .output()
+        .expect("run the C test program");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "C test program failed\n{stdout}\n{stderr}"
+    );
+    // 17 result checks over the 12 kernel entry points and 12 bad-argument cases.
+    assert!(stdout.contains("all 29 checks passed"), "{stdout}");
+}
+
+/// The target triple this test was built for (the cc crate wants one outside build scripts).
+fn current_target() -> String {
+    let arch = std::env::consts::ARCH;
+    format!("{arch}-unknown-linux-gnu")
+}

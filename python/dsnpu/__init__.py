@@ -1,0 +1,203 @@
+"""dsnpu's DeepSeek-V3 operators on numpy arrays.
+
+Each operator runs on ``backend="npu"`` (dsnpu's kernels on device 0 of whatever AscendCL loaded: a
+CANN install, or dsnpu's simulator, found like the Rust crates find it; operators without a kernel
+raise ``ValueError`` naming the backend's ``Unsupported`` reason) or ``backend="cpu"`` (the CPU
+reference implementations the conformance suites use as the oracle).
+
+Float tensors are ``float32``, ``float16`` or bfloat16: ``ml_dtypes.bfloat16`` arrays when
+``ml_dtypes`` is installed, or ``uint16`` arrays of bf16 bit patterns passed with ``dtype="bf16"``.
+Results come back in the inputs' type (bf16 results as ``ml_dtypes.bfloat16`` when available, else
+``uint16`` bit patterns). Ids and row indices are ``int32``, token counts and group lists ``int64``.
+Invalid inputs raise ``ValueError`` with the operator's message.
+"""
+
+import numpy as np
+
+from . import _dsnpu
+
+try:  # optional: a real bfloat16 numpy dtype
+    import ml_dtypes
+
+    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - exercised only without ml_dtypes
+    ml_dtypes = None
+    BFLOAT16 = None
+
+__all__ = [
+    "backend_name",
+    "rms_norm",
+    "add_rms_norm",
+    "rope",
+    "silu_mul",
+    "linear",
+    "moe_gating_topk",
+    "moe_init_routing",
+    "moe_init_routing_quant",
+    "grouped_matmul",
+    "expert_ffn",
+    "moe_finalize_routing",
+    "mla_decode",
+    "cases",
+]
+
+_CODES = {
+    np.dtype(np.float32): "f32",
+    np.dtype(np.float16): "f16",
+    np.dtype(np.int32): "i32",
+    np.dtype(np.int64): "i64",
+    np.dtype(np.int8): "i8",
+}
+_TYPES = {"f32": np.float32, "f16": np.float16, "i32": np.int32, "i64": np.int64, "i8": np.int8}
+
+
+def _wire(a, dtype=None):
+    """A numpy array as the extension's (bytes, shape, dtype) triple."""
+    a = np.asarray(a)
+    if dtype == "bf16" or (BFLOAT16 is not None and a.dtype == BFLOAT16):
+        if a.dtype not in (np.dtype(np.uint16), BFLOAT16):
+            raise ValueError(f"bf16 tensors must be ml_dtypes.bfloat16 or uint16 bit patterns, got {a.dtype}")
+        return (np.ascontiguousarray(a).view(np.uint16).astype("<u2").tobytes(), list(a.shape), "bf16")
+    code = _CODES.get(a.dtype)
+    if code is None:
+        raise ValueError(f"unsupported dtype {a.dtype}")
+    return (np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes(), list(a.shape), code)
+
+
+def _opt(a, dtype=None):
+    return None if a is None else _wire(a, dtype)
+
+
+def _array(t):
+    data, shape, code = t
+    if code == "bf16":
+        bits = np.frombuffer(data, dtype="<u2").astype(np.uint16).reshape(shape)
+        return bits.view(BFLOAT16) if BFLOAT16 is not None else bits
+    return np.frombuffer(data, dtype=np.dtype(_TYPES[code]).newbyteorder("<")).astype(_TYPES[code]).reshape(shape)
+
+
+def backend_name(backend="npu"):
+    """What the backend calls itself: "cpu", "sim:0" (the simulator) or "npu:0"."""
+    return _dsnpu.backend_name(backend)
+
+
+def rms_norm(x, weight, eps=1e-6, backend="npu", dtype=None):
+    """``x [T, H] / sqrt(mean(x**2, -1) + eps) * weight [H]``, in f32, rounded once."""
+    return _array(_dsnpu.rms_norm(_wire(x, dtype), _wire(weight, dtype), eps, backend))
+
+
+def add_rms_norm(x, residual, weight, eps=1e-6, backend="npu", dtype=None):
+    """``(rms_norm(s) * weight, s)`` with ``s = x + residual`` rounded to the dtype."""
+    y, s = _dsnpu.add_rms_norm(_wire(x, dtype), _wire(residual, dtype), _wire(weight, dtype), eps, backend)
+    return _array(y), _array(s)
+
+
+def rope(x, positions, theta=10000.0, max_positions=None, interleaved=False, backend="npu", dtype=None):
+    """Rotary embedding of ``x [T, heads, D]`` at ``positions [T]`` (no YaRN scaling): pairs
+    ``(x[2i], x[2i+1])`` when ``interleaved``, else ``(x[i], x[i + D/2])``; frequency
+    ``theta ** (-2i / D)``."""
+    positions = np.asarray(positions, dtype=np.int32)
+    if max_positions is None:
+        max_positions = int(positions.max()) + 1 if positions.size else 1
+    return _array(_dsnpu.rope(_wire(x, dtype), _wire(positions), theta, max_positions, interleaved, backend))
+
+
+def silu_mul(gate_up, backend="npu", dtype=None):
+    """``silu(g) * u`` for ``gate_up [T, 2I] = [g | u]``."""
+    return _array(_dsnpu.silu_mul(_wire(gate_up, dtype), backend))
+
+
+def linear(x, w, bias=None, backend="npu", dtype=None):
+    """``x [M, K] @ w[N, K].T (+ bias [N])``."""
+    return _array(_dsnpu.linear(_wire(x, dtype), _wire(w, dtype), _opt(bias, dtype), backend))
+
+
+def moe_gating_topk(
+    logits,
+    top_k,
+    bias=None,
+    n_group=1,
+    topk_group=1,
+    score="sigmoid",
+    normalize=True,
+    routed_scaling_factor=1.0,
+    backend="npu",
+    dtype=None,
+):
+    """DeepSeek-V3 routing of ``logits [T, E]``: ``(ids int32 [T, top_k], weights float32 [T, top_k])``."""
+    b = None if bias is None else _wire(np.asarray(bias, dtype=np.float32))
+    ids, w = _dsnpu.moe_gating_topk(
+        _wire(logits, dtype), b, top_k, n_group, topk_group, score, normalize, routed_scaling_factor, backend
+    )
+    return _array(ids), _array(w)
+
+
+def moe_init_routing(x, ids, num_experts, active=None, cumsum=False, backend="npu", dtype=None):
+    """Dispatch: ``(expanded_x, expanded_row_idx, expert_tokens)`` (see dsnpu_ops::moe)."""
+    ids = np.asarray(ids, dtype=np.int32)
+    r = _dsnpu.moe_init_routing(_wire(x, dtype), _wire(ids), num_experts, active, cumsum, backend)
+    return tuple(_array(t) for t in r)
+
+
+def moe_init_routing_quant(x, ids, num_experts, active=None, cumsum=False, backend="npu", dtype=None):
+    """Dispatch with int8 rows: ``(codes int8, scales float32, expanded_row_idx, expert_tokens)``."""
+    ids = np.asarray(ids, dtype=np.int32)
+    r = _dsnpu.moe_init_routing_quant(_wire(x, dtype), _wire(ids), num_experts, active, cumsum, backend)
+    return tuple(_array(t) for t in r)
+
+
+def grouped_matmul(x, w, group_list, cumsum=False, backend="npu", dtype=None):
+    """``y[r] = x[r] @ w[g].T`` for the rows of group ``g`` (``group_list`` counts or cumsums)."""
+    gl = np.asarray(group_list, dtype=np.int64)
+    return _array(_dsnpu.grouped_matmul(_wire(x, dtype), _wire(w, dtype), _wire(gl), cumsum, backend))
+
+
+def expert_ffn(x, w_gate, w_up, w_down, group_list, cumsum=False, backend="npu", dtype=None):
+    """Per group: ``(silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T``."""
+    gl = np.asarray(group_list, dtype=np.int64)
+    return _array(
+        _dsnpu.expert_ffn(
+            _wire(x, dtype), _wire(w_gate, dtype), _wire(w_up, dtype), _wire(w_down, dtype), _wire(gl), cumsum, backend
+        )
+    )
+
+
+def moe_finalize_routing(y, expanded_row_idx, weights, shared=None, residual=None, backend="npu", dtype=None):
+    """Combine: ``sum_k weights[t,k] * y[idx[t*K+k]] (+ shared) (+ residual)``; index -1 drops a pair."""
+    idx = np.asarray(expanded_row_idx, dtype=np.int32)
+    w = np.asarray(weights, dtype=np.float32)
+    return _array(
+        _dsnpu.moe_finalize_routing(
+            _wire(y, dtype), _wire(idx), _wire(w), _opt(shared, dtype), _opt(residual, dtype), backend
+        )
+    )
+
+
+def mla_decode(q_nope, q_rope, latent, rope_cache, block_table, seq_lens, scale, backend="npu", dtype=None):
+    """MLA decode over a paged latent cache: ``(out [B,S,H,Dl], lse float32 [B,H,S])``."""
+    return tuple(
+        _array(t)
+        for t in _dsnpu.mla_decode(
+            _wire(q_nope, dtype),
+            _wire(q_rope, dtype),
+            _wire(latent, dtype),
+            _wire(rope_cache, dtype),
+            _wire(np.asarray(block_table, dtype=np.int32)),
+            _wire(np.asarray(seq_lens, dtype=np.int32)),
+            scale,
+            backend,
+        )
+    )
+
+
+class cases:
+    """The conformance suites' case generators."""
+
+    row_shapes = staticmethod(_dsnpu.row_shapes)
+    matmul_shapes = staticmethod(_dsnpu.matmul_shapes)
+    rope_shapes = staticmethod(_dsnpu.rope_shapes)
+
+    @staticmethod
+    def uniform(seed, shape, lo=-1.0, hi=1.0, dtype="f32"):
+        """Seeded values uniform in ``[lo, hi)`` (the suites' ChaCha8 stream), rounded to ``dtype``."""
+        return _array(_dsnpu.uniform(seed, list(shape), lo, hi, dtype))

@@ -1,0 +1,297 @@
+"""dsnpu's operators from Python, each checked against a numpy implementation written here.
+
+Runs on both backends: "npu" (dsnpu's kernels on device 0: the simulator in CI) and "cpu" (the
+references). Inputs are rounded to the dtype first and the numpy side computes in float64 from the
+rounded values; tolerances are the conformance harness's per-dtype bounds (ops/src/conformance/
+tolerance.rs): |got - want| <= atol + rtol |want|.
+"""
+
+import numpy as np
+import pytest
+
+import dsnpu
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+TOL = {
+    "f32": (1 / 65536, 1 / 65536),
+    "f16": (1 / 1024, 2 / 1024),
+    "bf16": (1 / 128, 2 / 128),
+}
+NP = {"f32": np.float32, "f16": np.float16, "bf16": BF16}
+BACKENDS = ["npu", "cpu"]
+DTYPES = ["f32", "f16", "bf16"]
+
+
+def rnd(rng, shape, dtype, lo=-1.0, hi=1.0):
+    """Values uniform in [lo, hi) rounded to dtype."""
+    return rng.uniform(lo, hi, size=shape).astype(np.float32).astype(NP[dtype])
+
+
+def f64(a):
+    return np.asarray(a).astype(np.float32).astype(np.float64)
+
+
+def close(got, want, dtype, widen=1.0):
+    atol, rtol = TOL[dtype]
+    got, want = f64(got), np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape
+    bad = np.abs(got - want) > widen * (atol + rtol * np.abs(want))
+    assert not bad.any(), f"{bad.sum()} of {bad.size} differ; worst {np.max(np.abs(got - want))}"
+
+
+def silu(g):
+    return g / (1.0 + np.exp(-g))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+def test_the_npu_backend_is_a_device():
+    name = dsnpu.backend_name("npu")
+    assert name.startswith("sim:") or name.startswith("npu:")
+    assert dsnpu.backend_name("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 33), (3, 7000)])
+def test_rms_norm(backend, dtype, shape):
+    rng = np.random.default_rng(1)
+    x, w = rnd(rng, shape, dtype, -2, 2), rnd(rng, shape[1], dtype, 0.5, 1.5)
+    want = f64(x) / np.sqrt(np.mean(f64(x) ** 2, axis=1, keepdims=True) + 1e-6) * f64(w)
+    got = dsnpu.rms_norm(x, w, 1e-6, backend=backend)
+    assert got.dtype == NP[dtype]
+    close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_rms_norm(backend, dtype):
+    rng = np.random.default_rng(2)
+    x, r, w = rnd(rng, (4, 40), dtype), rnd(rng, (4, 40), dtype), rnd(rng, 40, dtype, 0.5, 1.5)
+    s = (f64(x) + f64(r)).astype(np.float32).astype(NP[dtype])
+    want_y = f64(s) / np.sqrt(np.mean(f64(s) ** 2, axis=1, keepdims=True) + 1e-6) * f64(w)
+    y, got_s = dsnpu.add_rms_norm(x, r, w, 1e-6, backend=backend)
+    close(got_s, f64(s), dtype)
+    close(y, want_y, dtype)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_rope(backend, dtype, interleaved):
+    rng = np.random.default_rng(3)
+    t, h, d = 5, 3, 64
+    x = rnd(rng, (t, h, d), dtype, -2, 2)
+    pos = np.array([0, 7, 100, 4095, 12], dtype=np.int32)
+    inv = 10000.0 ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    ang = pos[:, None].astype(np.float64) * inv[None, :]
+    cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    xf = f64(x)
+    a, b = (xf[..., 0::2], xf[..., 1::2]) if interleaved else (xf[..., : d // 2], xf[..., d // 2 :])
+    ra, rb = a * cos - b * sin, b * cos + a * sin
+    want = np.empty_like(xf)
+    if interleaved:
+        want[..., 0::2], want[..., 1::2] = ra, rb
+    else:
+        want[..., : d // 2], want[..., d // 2 :] = ra, rb
+    got = dsnpu.rope(x, pos, 10000.0, 4096, interleaved=interleaved, backend=backend)
+    # The table is built in f32 (angles up to 4095 rad): allow f32 rounding of the angle.
+    close(got, want, dtype, widen=4.0 if dtype == "f32" else 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_mul(backend, dtype):
+    rng = np.random.default_rng(4)
+    gu = rnd(rng, (6, 2 * 33), dtype, -12, 12)
+    g, u = f64(gu)[:, :33], f64(gu)[:, 33:]
+    close(dsnpu.silu_mul(gu, backend=backend), silu(g) * u, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mkn", [(1, 7, 3), (5, 33, 17), (3, 700, 5)])
+def test_linear(backend, dtype, mkn):
+    m, k, n = mkn
+    rng = np.random.default_rng(5)
+    s = np.sqrt(3.0 / k)
+    x, w, bias = rnd(rng, (m, k), dtype), rnd(rng, (n, k), dtype, -s, s), rnd(rng, n, dtype)
+    close(dsnpu.linear(x, w, backend=backend), f64(x) @ f64(w).T, dtype)
+    close(dsnpu.linear(x, w, bias, backend=backend), f64(x) @ f64(w).T + f64(bias), dtype)
+
+
+def test_gating_softmax_topk(backend):
+    rng = np.random.default_rng(6)
+    t, e, k = 9, 16, 4
+    # Distinct, well-separated logits so the choice does not hinge on rounding.
+    logits = np.stack([rng.permutation(e) * 0.25 for _ in range(t)]).astype(np.float32)
+    ids, w = dsnpu.moe_gating_topk(logits, k, score="softmax", normalize=True, backend=backend)
+    want_ids = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(ids, want_ids)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    chosen = np.take_along_axis(p, want_ids, axis=1)
+    close(w, chosen / chosen.sum(axis=1, keepdims=True), "f32")
+
+
+def test_gating_deepseek_groups_with_bias(backend):
+    rng = np.random.default_rng(7)
+    t, e, k, groups, keep, scale = 4, 64, 8, 8, 4, 2.5
+    logits = np.stack([rng.permutation(e) * 0.05 - 1.6 for _ in range(t)]).astype(np.float32)
+    bias = (rng.permutation(e) * 0.001).astype(np.float32)
+    ids, w = dsnpu.moe_gating_topk(logits, k, bias, groups, keep, "sigmoid", True, scale, backend=backend)
+    s = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    sel = s + bias
+    for ti in range(t):
+        gs = sel[ti].reshape(groups, -1)
+        gscore = np.sort(gs, axis=1)[:, -2:].sum(axis=1)
+        kept = np.argsort(-gscore, kind="stable")[:keep]
+        mask = np.full(e, -np.inf)
+        for g in kept:
+            mask[g * (e // groups) : (g + 1) * (e // groups)] = 0
+        want = np.argsort(-(sel[ti] + mask), kind="stable")[:k]
+        np.testing.assert_array_equal(ids[ti], want)
+        ww = s[ti, want]
+        close(w[ti], ww / ww.sum() * scale, "f32")
+
+
+def dispatch_reference(x, ids, e):
+    pairs = ids.reshape(-1)
+    order = np.argsort(pairs, kind="stable")
+    row_idx = np.empty_like(order)
+    row_idx[order] = np.arange(len(order))
+    k = ids.shape[1]
+    return x[order // k], row_idx.astype(np.int32), np.bincount(pairs, minlength=e).astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_init_routing(backend, dtype):
+    rng = np.random.default_rng(8)
+    t, h, k, e = 7, 33, 3, 8
+    x = rnd(rng, (t, h), dtype)
+    ids = np.stack([rng.choice(e, size=k, replace=False) for _ in range(t)]).astype(np.int32)
+    want_x, want_idx, want_counts = dispatch_reference(x, ids, e)
+    ex, idx, counts = dsnpu.moe_init_routing(x, ids, e, backend=backend)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(counts, want_counts)
+    np.testing.assert_array_equal(f64(ex), f64(want_x))
+    _, _, cums = dsnpu.moe_init_routing(x, ids, e, cumsum=True, backend=backend)
+    np.testing.assert_array_equal(cums, np.cumsum(want_counts))
+
+
+def test_init_routing_quant(backend):
+    rng = np.random.default_rng(9)
+    t, h, k, e = 5, 40, 2, 4
+    x = rnd(rng, (t, h), "f32", -3, 3)
+    ids = np.stack([rng.choice(e, size=k, replace=False) for _ in range(t)]).astype(np.int32)
+    want_x, want_idx, _ = dispatch_reference(x, ids, e)
+    q, scales, idx, _ = dsnpu.moe_init_routing_quant(x, ids, e, backend=backend)
+    np.testing.assert_array_equal(idx, want_idx)
+    want_scales = np.abs(want_x).max(axis=1) / 127
+    close(scales, want_scales, "f32")
+    assert q.dtype == np.int8
+    assert np.all(np.abs(q.astype(np.float64) - want_x / want_scales[:, None]) <= 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_grouped_matmul(backend, dtype):
+    rng = np.random.default_rng(10)
+    counts = np.array([3, 0, 5, 1], dtype=np.int64)
+    rows, n, kk = int(counts.sum()), 17, 33
+    x, w = rnd(rng, (rows, kk), dtype), rnd(rng, (4, n, kk), dtype, -0.3, 0.3)
+    want = np.concatenate([f64(x[a:b]) @ f64(w[g]).T for g, (a, b) in enumerate(zip(np.r_[0, np.cumsum(counts)[:-1]], np.cumsum(counts)))])
+    close(dsnpu.grouped_matmul(x, w, counts, backend=backend), want, dtype)
+    close(dsnpu.grouped_matmul(x, w, np.cumsum(counts), cumsum=True, backend=backend), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_expert_ffn(backend, dtype):
+    rng = np.random.default_rng(11)
+    counts = np.array([2, 3], dtype=np.int64)
+    hid, inter = 32, 16
+    x = rnd(rng, (5, hid), dtype)
+    wg, wu = rnd(rng, (2, inter, hid), dtype, -0.3, 0.3), rnd(rng, (2, inter, hid), dtype, -0.3, 0.3)
+    wd = rnd(rng, (2, hid, inter), dtype, -0.4, 0.4)
+    want = []
+    for g, (a, b) in enumerate([(0, 2), (2, 5)]):
+        hh = silu(f64(x[a:b]) @ f64(wg[g]).T) * (f64(x[a:b]) @ f64(wu[g]).T)
+        hh = hh.astype(np.float32).astype(NP[dtype])  # the kernel rounds h once to the dtype
+        want.append(f64(hh) @ f64(wd[g]).T)
+    # Two chained products: the harness's factor 2.
+    close(dsnpu.expert_ffn(x, wg, wu, wd, counts, backend=backend), np.concatenate(want), dtype, widen=2.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_finalize_routing(backend, dtype):
+    rng = np.random.default_rng(12)
+    t, k, h, rows = 4, 2, 24, 6
+    y = rnd(rng, (rows, h), dtype)
+    idx = np.array([0, 5, -1, 2, 3, 1, 4, -1], dtype=np.int32)
+    w = rng.uniform(0, 1, size=(t, k)).astype(np.float32)
+    shared, res = rnd(rng, (t, h), dtype), rnd(rng, (t, h), dtype)
+    want = np.zeros((t, h))
+    for ti in range(t):
+        for ki in range(k):
+            r = idx[ti * k + ki]
+            if r >= 0:
+                want[ti] += w[ti, ki] * f64(y[r])
+    close(dsnpu.moe_finalize_routing(y, idx, w, backend=backend), want, dtype)
+    close(dsnpu.moe_finalize_routing(y, idx, w, shared, res, backend=backend), want + f64(shared) + f64(res), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mla_decode(backend, dtype):
+    rng = np.random.default_rng(13)
+    b, s, h, dl, dr, bs, nb, mb = 2, 1, 4, 64, 16, 16, 6, 3
+    lens = np.array([40, 1], dtype=np.int32)
+    table = np.array([[5, 0, 2], [3, 1, 4]], dtype=np.int32)
+    qn, qr = rnd(rng, (b, s, h, dl), dtype), rnd(rng, (b, s, h, dr), dtype)
+    lat, rp = rnd(rng, (nb, bs, dl), dtype), rnd(rng, (nb, bs, dr), dtype)
+    scale = 1 / np.sqrt(dl + dr)
+    want_out = np.zeros((b, s, h, dl))
+    want_lse = np.zeros((b, h, s))
+    for bi in range(b):
+        slots = [(table[bi, j // bs], j % bs) for j in range(lens[bi])]
+        kl = np.stack([f64(lat[blk, r]) for blk, r in slots])
+        kr = np.stack([f64(rp[blk, r]) for blk, r in slots])
+        for hi in range(h):
+            sc = scale * (kl @ f64(qn[bi, 0, hi]) + kr @ f64(qr[bi, 0, hi]))
+            m = sc.max()
+            p = np.exp(sc - m)
+            want_out[bi, 0, hi] = (p / p.sum()) @ kl
+            want_lse[bi, hi, 0] = m + np.log(p.sum())
+    out, lse = dsnpu.mla_decode(qn, qr, lat, rp, table, lens, scale, backend=backend)
+    close(out, want_out, dtype)
+    close(lse, want_lse, dtype)
+
+
+def test_bf16_as_uint16_bit_patterns(backend):
+    rng = np.random.default_rng(14)
+    x, w = rnd(rng, (3, 16), "bf16"), rnd(rng, 16, "bf16", 0.5, 1.5)
+    a = dsnpu.rms_norm(x, w, backend=backend)
+    b = dsnpu.rms_norm(x.view(np.uint16), w.view(np.uint16), backend=backend, dtype="bf16")
+    np.testing.assert_array_equal(np.asarray(a).view(np.uint16), np.asarray(b).view(np.uint16))
+
+
+def test_bad_input_raises_value_error(backend):
+    x = np.zeros((2, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="rms_norm"):
+        dsnpu.rms_norm(x, np.ones(7, dtype=np.float32), backend=backend)
+    with pytest.raises(ValueError, match="dtype"):
+        dsnpu.rms_norm(x, np.ones(8, dtype=np.float16), backend=backend)
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        dsnpu.silu_mul(np.zeros((2, 4), dtype=np.float64), backend=backend)
+    with pytest.raises(ValueError, match="backend"):
+        dsnpu.silu_mul(x, backend="gpu")
+
+
+def test_case_generators_are_the_suites():
+    a = dsnpu.cases.uniform(7, (3, 4), -1.0, 1.0)
+    assert a.dtype == np.float32 and a.shape == (3, 4)
+    np.testing.assert_array_equal(a, dsnpu.cases.uniform(7, (3, 4), -1.0, 1.0))
+    assert not np.array_equal(a, dsnpu.cases.uniform(8, (3, 4), -1.0, 1.0))
+    assert np.all((a >= -1) & (a < 1))
+    assert (1, 1) in dsnpu.cases.row_shapes() and (1, 7000) in dsnpu.cases.row_shapes()
+    assert (3, 7000, 5) in dsnpu.cases.matmul_shapes()
+    b = dsnpu.cases.uniform(7, (3, 4), -1.0, 1.0, dtype="bf16")
+    np.testing.assert_array_equal(f64(b), f64(a.astype(BF16)))
