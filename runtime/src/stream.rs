@@ -179,6 +179,8 @@ impl Stream {
                 owned: false,
                 id: next_id(),
                 launch_blocking: AtomicBool::new(launch_blocking_default()),
+                queued: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
                 staging: Staging::default(),
                 pool: device.pool().clone(),
                 core: device.core().clone(),
