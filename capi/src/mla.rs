@@ -44,7 +44,10 @@ pub unsafe extern "C" fn dsnpu_mla_decode_plan_create(
         // SAFETY: the caller's contract.
         let ctx = unsafe { context(F, ctx) }?;
         if out.is_null() {
-            return Err(CapiError::Null { func: F, arg: "out" });
+            return Err(CapiError::Null {
+                func: F,
+                arg: "out",
+            });
         }
         if host_seq_lens.is_null() {
             return Err(CapiError::Null {
@@ -137,11 +140,17 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
         // SAFETY: the caller's contract.
         let ctx = unsafe { context(F, ctx) }?;
         // SAFETY: null or a live plan (the caller's contract).
-        let plan = unsafe { plan.as_ref() }.ok_or(CapiError::Null { func: F, arg: "plan" })?;
+        let plan = unsafe { plan.as_ref() }.ok_or(CapiError::Null {
+            func: F,
+            arg: "plan",
+        })?;
         if plan.plan.batch() as i64 != batch {
             return Err(CapiError::Invalid {
                 func: F,
-                reason: format!("the plan is for {} sequences, not {batch}", plan.plan.batch()),
+                reason: format!(
+                    "the plan is for {} sequences, not {batch}",
+                    plan.plan.batch()
+                ),
             });
         }
         let shape = MlaDecodeShape {

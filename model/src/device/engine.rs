@@ -408,6 +408,16 @@ impl Engine {
             PassOut::Ids(_) => unreachable!("all_logits asks for logits"),
         };
         removed?;
+        // The downloaded logits are checked on the host: no forward returns non-finite logits. The
+        // device's earlier stages are not checked one by one (the CPU backend names the first stage).
+        let vocab = self.cfg.vocab_size;
+        if let Some((flat, &value)) = logits.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(ModelError::NonFiniteOutput {
+                op: "the device forward's logits (lm_head; run --backend cpu to name the first stage)".into(),
+                index: vec![flat / vocab.max(1), flat % vocab.max(1)],
+                value,
+            });
+        }
         Ok(logits)
     }
 
