@@ -438,8 +438,26 @@ impl Communicator {
                 .collect()
         };
         let (sd, rd) = (displs(send_counts), displs(recv_counts));
-        let (sp, rp) = (send.device_ptr(), recv.device_ptr());
-        self.queue(&[&send.track, &recv.track], |c, s| {
+        // HCCL rejects a NULL buffer whatever the counts (CHK_PTR_NULL), and an empty buffer has no
+        // address: a rank that sends or receives nothing passes a one-element placeholder instead,
+        // which no count addresses.
+        let placeholder = |b: &DeviceBuffer<T>| -> Result<Option<DeviceBuffer<T>>> {
+            Ok(if b.is_empty() {
+                Some(self.inner.stream.alloc::<T>(1)?)
+            } else {
+                None
+            })
+        };
+        let (send_ph, recv_ph) = (placeholder(send)?, placeholder(recv)?);
+        let sp = send_ph
+            .as_ref()
+            .map_or(send.device_ptr(), |p| p.device_ptr());
+        let rp = recv_ph
+            .as_ref()
+            .map_or(recv.device_ptr(), |p| p.device_ptr());
+        let mut tracks = vec![&send.track, &recv.track];
+        tracks.extend(send_ph.iter().chain(recv_ph.iter()).map(|p| &p.track));
+        self.queue(&tracks, |c, s| {
             // SAFETY: the packed ranges lie inside the buffers (sums checked above); the count
             // arrays have one entry per rank and are read during the call only; tracked.
             unsafe {
