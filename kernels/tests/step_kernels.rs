@@ -5,7 +5,13 @@
 use dsnpu_kernels::launch::{self, Hardware, KernelElem, KernelLibrary, RowSource};
 use dsnpu_runtime::{sim_counters, Device, Stream};
 use half::{bf16, f16};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+/// KNOWN BUG, not understood yet: while a launch faults on one stream, a launch running at the same time
+/// on another stream of the device sometimes leaves its output unwritten (argmax read back stale
+/// pool memory in about 1 run of 10 under load). Until it is found, the faulting test runs alone
+/// (write lock) and the others share the read lock.
+static FAULTS_ALONE: RwLock<()> = RwLock::new(());
 
 fn setup() -> (Arc<KernelLibrary>, Stream) {
     let dev = Device::new(0).unwrap();
@@ -110,21 +116,25 @@ fn gathers<T: KernelElem + FromF32 + PartialEq + std::fmt::Debug>(symbol: &str) 
 
 #[test]
 fn gather_rows_f32() {
+    let _shared = FAULTS_ALONE.read().unwrap_or_else(|e| e.into_inner());
     gathers::<f32>("gather_rows_f32");
 }
 
 #[test]
 fn gather_rows_bf16() {
+    let _shared = FAULTS_ALONE.read().unwrap_or_else(|e| e.into_inner());
     gathers::<bf16>("gather_rows_bf16");
 }
 
 #[test]
 fn gather_rows_f16() {
+    let _shared = FAULTS_ALONE.read().unwrap_or_else(|e| e.into_inner());
     gathers::<f16>("gather_rows_f16");
 }
 
 #[test]
 fn a_bad_index_faults_and_nothing_is_refused_silently() {
+    let _alone = FAULTS_ALONE.write().unwrap_or_else(|e| e.into_inner());
     let (lib, s) = setup();
     let xd = s.upload(&[0f32; 12]).unwrap();
     let ids = s.upload(&[1i32, 7]).unwrap(); // the table has 4 rows of 3
@@ -184,6 +194,7 @@ fn argmaxes<T: KernelElem + FromF32>(symbol: &str) {
 
 #[test]
 fn argmax_every_dtype() {
+    let _shared = FAULTS_ALONE.read().unwrap_or_else(|e| e.into_inner());
     argmaxes::<f32>("argmax_f32");
     argmaxes::<f16>("argmax_f16");
     argmaxes::<bf16>("argmax_bf16");
