@@ -66,6 +66,11 @@
 // An opened device with dsnpu's kernels loaded (opaque to C).
 typedef struct DsnpuContext DsnpuContext;
 
+// A split-KV decode plan: how the visible keys of every sequence of a batch are cut into chunks so
+// that every core has work (made on the host from the sequence lengths, its words on the device).
+// Opaque to C; one plan serves every layer of a decode step with those lengths.
+typedef struct DsnpuMlaDecodePlan DsnpuMlaDecodePlan;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -186,6 +191,28 @@ const char *dsnpu_last_error(void);
 // A static name for a status code (`"DSNPU_STATUS_OK"`, ...; `"unknown status"` otherwise).
 const char *dsnpu_status_name(int32_t status);
 
+// Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
+// sequence including the new ones) and stores the plan in `*out`. The plan's words are copied to
+// the device on `stream` (the call returns once they are there). Free it with
+// [`dsnpu_mla_decode_plan_destroy`].
+//
+// # Safety
+// `ctx` is a live context and `stream` a live stream of its device; `host_seq_lens` is null (an
+// error) or valid for reading `batch` values; `out` is null (an error) or valid for writing a
+// pointer.
+int32_t dsnpu_mla_decode_plan_create(const struct DsnpuContext *ctx,
+                                     void *stream,
+                                     const int32_t *host_seq_lens,
+                                     int64_t batch,
+                                     struct DsnpuMlaDecodePlan **out);
+
+// Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it
+// must have been enqueued (they hold the device words until they ran).
+//
+// # Safety
+// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`] not freed before.
+void dsnpu_mla_decode_plan_destroy(struct DsnpuMlaDecodePlan *plan);
+
 // MLA decode (absorbed, DeepSeek-V3's decode path) over a paged latent cache. For each sequence `b`
 // of `batch`, query token `s` of `s_q` and head `h`: scores `scale · (q_nope · latent_j + q_rope ·
 // rope_j)` over the sequence's cached positions `j < seq_lens[b] - s_q + 1 + s` (causal within the
@@ -195,7 +222,9 @@ const char *dsnpu_status_name(int32_t status);
 //
 // `q_nope`: `T [batch, s_q, heads, latent_dim]`; `q_rope`: `T [batch, s_q, heads, rope_dim]`;
 // `latent`: `T [num_blocks, block_size, latent_dim]`; `rope`: `T [num_blocks, block_size,
-// rope_dim]`; `block_table`: `int32 [batch, max_blocks]`; `seq_lens`: `int32 [batch]` (each in
+// rope_dim]`; `block_table`: `int32 [batch, max_blocks]`; `plan`: from
+// [`dsnpu_mla_decode_plan_create`] with the host copy of the same `seq_lens` (the kernel clamps each
+// task to the plan's chunk); `seq_lens`: `int32 [batch]` (each in
 // `s_q..=max_blocks * block_size`, and block ids in `0..num_blocks`: not validated); `out`: `T [batch,
 // s_q, heads, latent_dim]`; `lse`: `float [batch, heads, s_q]`.
 //
@@ -211,6 +240,7 @@ int32_t dsnpu_mla_decode(const struct DsnpuContext *ctx,
                          const void *rope,
                          const void *block_table,
                          const void *seq_lens,
+                         const struct DsnpuMlaDecodePlan *plan,
                          void *out,
                          void *lse,
                          int64_t batch,
