@@ -5,6 +5,7 @@
 
 use crate::error::CliError;
 use dsnpu_model::device::{Engine, EngineOptions, EngineStats, PhaseStats};
+use dsnpu_model::ModelConfig;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Instant;
@@ -76,15 +77,17 @@ pub fn generate(
     if max_new_tokens == 0 {
         return Ok(Vec::new());
     }
-    let mut engine = load(dir, prompt.len() + max_new_tokens, temperature, top_p, seed)?;
-    let positions = prompt.len() + max_new_tokens - 1;
-    let max = engine.config().max_position_embeddings;
+    // The length check comes before the load: the cache is sized from it, and a length past usize
+    // (`--max-new-tokens 18446744073709551615`) must be refused, not overflow.
+    let max = ModelConfig::from_file(dir.join("config.json"))?.max_position_embeddings;
+    let positions = prompt.len().saturating_add(max_new_tokens - 1);
     if positions > max {
         return Err(CliError::Model(dsnpu_model::ModelError::InvalidInput(format!(
             "prompt 0: {} prompt + {max_new_tokens} new tokens need {positions} positions, max_position_embeddings is {max}",
             prompt.len()
         ))));
     }
+    let mut engine = load(dir, positions + 1, temperature, top_p, seed)?;
     let stop = engine.config().eos_token_ids.clone();
     let start = Instant::now();
     let id = engine.add_sequence(prompt)?;
