@@ -68,29 +68,55 @@ fn build_host_binary(manifest: &Path, sim_include: &Path, binary: &Path) {
         .pic(true)
         .cargo_metadata(false)
         .get_compiler();
-    let mut cmd = compiler.to_command();
-    cmd.args(["-std=c++17", "-shared", "-fPIC", "-O2", "-pthread"])
-        // Only the ABI symbols are exported (DSNPU_HOST_EXPORT); a link fails on anything left undefined.
-        .args([
-            "-fvisibility=hidden",
-            "-fvisibility-inlines-hidden",
-            "-Wl,-z,defs",
-        ])
-        // No fused multiply-adds: the host's arithmetic is the documented, reproducible one.
-        .arg("-ffp-contract=off")
-        .args(["-Wall", "-Wextra"])
-        .arg("-DDSNPU_ASCENDC_HOST=1")
-        .arg("-I")
-        .arg(manifest.join("include/dsnpu_ascendc"))
-        .arg("-I")
-        .arg(manifest.join("include"))
-        .arg("-I")
-        .arg(sim_include);
-    for s in SOURCES {
-        cmd.arg(manifest.join(s));
-    }
-    cmd.arg("-o").arg(binary);
-    run(&mut cmd, "compiling the host kernel binary");
+    let flags = |cmd: &mut Command| {
+        cmd.args(["-std=c++17", "-fPIC", "-O2", "-pthread"])
+            // Only the ABI symbols are exported (DSNPU_HOST_EXPORT).
+            .args(["-fvisibility=hidden", "-fvisibility-inlines-hidden"])
+            // No fused multiply-adds: the host's arithmetic is the documented, reproducible one.
+            .arg("-ffp-contract=off")
+            .args(["-Wall", "-Wextra"])
+            .arg("-DDSNPU_ASCENDC_HOST=1")
+            .arg("-I")
+            .arg(manifest.join("include/dsnpu_ascendc"))
+            .arg("-I")
+            .arg(manifest.join("include"))
+            .arg("-I")
+            .arg(sim_include);
+    };
+    // One compiler per translation unit, as many at once as cargo gives this build script jobs: the
+    // kernel binary is on the critical path of every crate above `kernels`.
+    let objects: Vec<PathBuf> = SOURCES
+        .iter()
+        .map(|s| binary.with_file_name(format!("{}.o", s.replace(['/', '.'], "_"))))
+        .collect();
+    let jobs = env::var("NUM_JOBS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(SOURCES.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(source) = SOURCES.get(i) else { break };
+                let mut cmd = compiler.to_command();
+                flags(&mut cmd);
+                cmd.arg("-c")
+                    .arg(manifest.join(source))
+                    .arg("-o")
+                    .arg(&objects[i]);
+                run(&mut cmd, &format!("compiling {source}"));
+            });
+        }
+    });
+    let mut link = compiler.to_command();
+    // A link fails on anything left undefined.
+    link.args(["-shared", "-pthread", "-Wl,-z,defs"])
+        .args(&objects)
+        .arg("-o")
+        .arg(binary);
+    run(&mut link, "linking the host kernel binary");
 }
 
 fn probe_layout(manifest: &Path, out: &Path) {

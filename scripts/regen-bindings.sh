@@ -20,7 +20,7 @@ check=false
 
 if ! command -v bindgen >/dev/null || [[ "$(bindgen --version)" != "bindgen $BINDGEN_VERSION" ]]; then
     echo "installing bindgen-cli $BINDGEN_VERSION" >&2
-    cargo install --locked --quiet bindgen-cli --version "$BINDGEN_VERSION"
+    cargo install --locked --quiet --debug bindgen-cli --version "$BINDGEN_VERSION"
 fi
 # What bindgen really needs from clang: a loadable libclang (found the way clang-sys finds it:
 # libclang.so or libclang-<N>.so*, not libclang-cpp) and clang's resource directory with its builtin
