@@ -14,12 +14,15 @@
 //!   token's rank, as the issue asks), so its bytes are compared with that per-pair minimum and also
 //!   with the deduplicated minimum a combine that reduces on the expert's rank would reach.
 //! - a **modelled exchange time** on 910B HCCS: a full mesh of 8 chips, 7 links × 56 GB/s = 392 GB/s
-//!   per chip (Huawei's published figure for the 8-card 910B server, taken from
-//!   /work/shared/ascend-facts.md; an assumption, not a measurement). Each rank's time is its busiest
-//!   link's bytes / 56 GB/s; the step's time is the slowest rank's. No latency or synchronization
-//!   cost is modelled, so this is a lower bound on a real exchange. Next to it, the published EP8
-//!   numbers for 128 tokens, hidden 7168, top-8: DeepEP low-latency on H800 (dispatch 77 µs, FP8;
-//!   combine 114 µs) and CloudMatrix384's fused dispatch/combine on Ascend (116 µs / 118 µs).
+//!   per chip (the HCCS bandwidth Huawei publishes for the 8-card Atlas 800T A2 / 910B server, as
+//!   quoted in the project's hardware facts; an assumption, not a measurement, and not checked
+//!   against a datasheet here). Each rank's time is its busiest link's bytes / 56 GB/s; the step's
+//!   time is the slowest rank's. No latency or synchronization cost is modelled, so this is a lower
+//!   bound on a real exchange. Next to it, the published EP8 numbers for 128 tokens, hidden 7168,
+//!   top-8: DeepEP low-latency on H800 + CX7 (dispatch 77 µs with FP8 rows, combine 114 µs; the
+//!   deepseek-ai/DeepEP README) and the fused dispatch/combine of DeepSeek-R1 on CloudMatrix384
+//!   (116 µs / 118 µs; Zuo et al., "Serving Large Language Models on Huawei CloudMatrix384",
+//!   arXiv 2506.12708).
 //!
 //! Criterion's timing afterwards measures the simulator (host threads, files in /dev/shm), not an NPU.
 use std::time::Duration;

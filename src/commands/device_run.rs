@@ -161,7 +161,7 @@ fn phase(p: &PhaseStats, count_name: &str) -> Value {
     })
 }
 
-fn engine_stats_json(engine: &Engine) -> Value {
+pub(crate) fn engine_stats_json(engine: &Engine) -> Value {
     let s: EngineStats = engine.stats();
     let ops: serde_json::Map<String, Value> = s
         .ops

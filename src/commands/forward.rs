@@ -27,12 +27,20 @@ pub struct ForwardArgs {
     /// Compute dtype of the activations.
     #[arg(long, value_enum, default_value_t = DtypeChoice::F32)]
     pub dtype: DtypeChoice,
-    /// Write load/prefill transfer and timing statistics as JSON to FILE.
+    /// Write load/prefill transfer and timing statistics as JSON to FILE (with `--ep`, rank k writes
+    /// FILE.rank<k>).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    /// Run on N devices, one worker process each (MoE expert-parallel over HCCL; rank 0 computes the
+    /// prompt and writes `--out`). Always the device engine.
+    #[arg(long, value_name = "N")]
+    pub ep: Option<usize>,
 }
 
 pub fn run(args: &ForwardArgs) -> Result<(), CliError> {
+    if let Some(n) = args.ep {
+        return super::ep::forward(args, n);
+    }
     let ids = parse_ids(&args.prompt_ids)?;
     device_run::check_dtype(args.dtype)?;
     let logits = match args.backend {
@@ -119,6 +127,7 @@ mod tests {
                 backend,
                 dtype: DtypeChoice::F32,
                 stats_json: None,
+                ep: None,
             };
             run(&args).unwrap();
             logits.push(read_logits(&out));

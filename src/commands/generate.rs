@@ -41,9 +41,14 @@ pub struct GenerateArgs {
     /// Compute dtype of the activations.
     #[arg(long, value_enum, default_value_t = DtypeChoice::F32)]
     pub dtype: DtypeChoice,
-    /// Write load/prefill/decode transfer and timing statistics as JSON to FILE.
+    /// Write load/prefill/decode transfer and timing statistics as JSON to FILE (with `--ep`, rank k
+    /// writes FILE.rank<k>).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    /// Run on N devices, one worker process each: attention data-parallel, MoE expert-parallel over
+    /// HCCL (always the device engine; `--prompt-ids` may then hold several prompts separated by `;`).
+    #[arg(long, value_name = "N")]
+    pub ep: Option<usize>,
 }
 
 /// Where a model command runs its operators.
@@ -73,6 +78,9 @@ pub fn report_backend(backend: &DeviceBackend) {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
+    if let Some(n) = args.ep {
+        return super::ep::generate(args, n);
+    }
     let ids = generate_ids(args)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", format_ids(&ids)).map_err(|source| CliError::Io {
@@ -267,6 +275,7 @@ mod tests {
                 backend,
                 dtype: DtypeChoice::F32,
                 stats_json: None,
+                ep: None,
             };
             assert_eq!(generate_ids(&args).unwrap(), generated, "{backend:?}");
         }

@@ -1,5 +1,6 @@
 //! The CLI's subcommands, one file each.
 pub mod device_run;
+pub mod ep;
 pub mod forward;
 pub mod generate;
 pub mod info;

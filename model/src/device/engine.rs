@@ -36,8 +36,9 @@ use dsnpu_runtime::{
     transfer_stats, Device, DeviceBuffer, DeviceRepr, HostBuffer, Stream, TransferStats,
 };
 
+use super::ep::MoeLayer;
 use super::ops::{Buf, Ctx};
-use super::weights::{AttentionW, DeviceWeights, FfnW, MlpW, QueryW};
+use super::weights::{AttentionW, DeviceWeights, FfnW, MlpW, MoeW, QueryW};
 use crate::cache::{BlockAllocator, SeqId};
 use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, LATENT_NORM_EPS};
@@ -158,6 +159,8 @@ pub struct Engine {
     seqs: BTreeMap<SeqId, Seq>,
     next_id: SeqId,
     stats: EngineStats,
+    /// Replaces the single-device MoE layer (expert parallelism, [`super::ep`]).
+    moe_layer: Option<Box<dyn MoeLayer>>,
     _device: Device,
 }
 
@@ -175,6 +178,17 @@ impl Engine {
     pub fn load(
         dir: impl AsRef<Path>,
         opts: EngineOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        Self::load_sharded(dir, opts, None, progress)
+    }
+
+    /// [`Engine::load`] holding only the routed experts `experts` (`None`: all); the expert-parallel
+    /// mode ([`super::ep`]) pairs a partial range with its [`MoeLayer`].
+    pub(super) fn load_sharded(
+        dir: impl AsRef<Path>,
+        opts: EngineOptions,
+        experts: Option<std::ops::Range<usize>>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let dir = dir.as_ref();
@@ -199,7 +213,9 @@ impl Engine {
         let device = Device::new(opts.device)?;
         let lib = KernelLibrary::get(&device)?;
         let stream = device.new_stream()?;
-        let weights = DeviceWeights::load::<f32>(&cfg, &ckpt, &device, &stream, progress)?;
+        let experts = experts.unwrap_or(0..cfg.n_routed_experts);
+        let weights =
+            DeviceWeights::load_experts::<f32>(&cfg, &ckpt, &device, &stream, experts, progress)?;
         let table = RopeTable::new(&cfg.rope, cfg.max_position_embeddings)?;
         let cos = stream.upload(table.cos.as_slice().expect("a standard-layout table"))?;
         let sin = stream.upload(table.sin.as_slice().expect("a standard-layout table"))?;
@@ -237,8 +253,24 @@ impl Engine {
             seqs: BTreeMap::new(),
             next_id: 0,
             stats,
+            moe_layer: None,
             _device: device,
         })
+    }
+
+    /// Every MoE layer of a pass runs `layer` instead of the single-device routing.
+    pub(super) fn set_moe_layer(&mut self, layer: Box<dyn MoeLayer>) {
+        self.moe_layer = Some(layer);
+    }
+
+    /// The stream, kernels and op counters, and the MoE layers' weights in layer order (the
+    /// expert-parallel mode's idle passes run those layers over no tokens).
+    pub(super) fn moe_parts(&self) -> (&Ctx, &ModelConfig, Vec<&MoeW>) {
+        let moe = self.weights.layers.iter().filter_map(|l| match &l.ffn {
+            FfnW::Moe(m) => Some(&**m),
+            FfnW::Dense(_) => None,
+        });
+        (&self.ctx, &self.cfg, moe.collect())
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -620,6 +652,10 @@ impl Engine {
             h = sum;
             match &layer.ffn {
                 FfnW::Dense(m) => pending = Some(mlp(ctx, m, &normed, t)?),
+                FfnW::Moe(m) if self.moe_layer.is_some() => {
+                    let layer = self.moe_layer.as_ref().expect("guarded");
+                    h = layer.forward(ctx, cfg, m, &normed, &h, t)?;
+                }
                 FfnW::Moe(m) => {
                     let (e, k) = (cfg.n_routed_experts, cfg.num_experts_per_tok);
                     let logits = ctx.linear(&normed, &m.router, t)?;

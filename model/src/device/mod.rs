@@ -1,13 +1,16 @@
 //! The device-resident model: [`Tensor`]s that know where they live, weights uploaded once
 //! ([`weights`]), the paged latent cache in device memory, and [`Engine`], a step-by-step API over them
-//! in which every operator of a step runs on the device (see [`engine`] for the contract).
+//! in which every operator of a step runs on the device (see [`engine`] for the contract), and [`ep`], the
+//! engine as one rank of an expert-parallel group over HCCL.
 
 pub mod engine;
+pub mod ep;
 mod ops;
 pub mod tensor;
 pub mod weights;
 
 pub use engine::{Engine, EngineOptions, EngineStats, PhaseStats};
+pub use ep::{EpEngine, EpGroup, HcclBytes};
 pub use tensor::{DType, Tensor};
 
 /// The kernels' name for a rope layout.

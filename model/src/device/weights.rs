@@ -18,6 +18,11 @@
 //!   transposed, `w_uk_t [H, Dl, dn]` (the absorbed query is `q_nope · W_UK`, a grouped matmul with
 //!   weights `[n = Dl, k = dn]`), and the value up-projection `w_uv [H, dv, Dl]` (its rows as stored).
 //!   `kv_b_proj` itself is not kept: prefill runs absorbed too.
+//! - Expert parallelism ([`DeviceWeights::load_experts`]): only the routed experts of a contiguous range
+//!   are read and stacked (`[L, I, hidden]`, local expert `j` = global expert `range.start + j`); every
+//!   other tensor (attention, router, shared experts, dense layers, embeddings) is loaded whole.
+
+use std::ops::Range;
 
 use dsnpu_ops::Float;
 use dsnpu_runtime::{Device, RuntimeError, Stream};
@@ -109,7 +114,7 @@ impl DeviceWeights {
 
 /// Elements each tensor the configuration implies takes, `(name for errors, elements, f32?)`, in load
 /// order.
-fn plan(cfg: &ModelConfig, tied: bool) -> Vec<(String, u64, bool)> {
+fn plan(cfg: &ModelConfig, tied: bool, local_experts: u64) -> Vec<(String, u64, bool)> {
     let (h, v) = (cfg.hidden_size as u64, cfg.vocab_size as u64);
     let heads = cfg.num_attention_heads as u64;
     let (dn, dr, dv, dl) = (
@@ -166,6 +171,7 @@ fn plan(cfg: &ModelConfig, tied: bool) -> Vec<(String, u64, bool)> {
             if cfg.model_type == ModelType::DeepseekV3 {
                 p.push((format!("{pre}mlp.gate.e_score_correction_bias"), e, true));
             }
+            let e = local_experts;
             p.push((
                 format!("{pre}mlp.experts.*.gate_proj.weight"),
                 e * inter * h,
@@ -200,6 +206,8 @@ fn plan(cfg: &ModelConfig, tied: bool) -> Vec<(String, u64, bool)> {
 /// Uploads tensors one at a time, counting bytes and naming the tensor in a device-memory error.
 struct Uploader<'a> {
     ckpt: &'a Checkpoint,
+    /// The routed experts to load (all of them unless expert-parallel).
+    experts: Range<usize>,
     stream: &'a Stream,
     needed: u64,
     free: u64,
@@ -262,10 +270,10 @@ impl Uploader<'_> {
         p: &str,
         which: &str,
         shape: [usize; 2],
-        e: usize,
     ) -> Result<Tensor> {
+        let e = self.experts.len();
         let mut stacked = Vec::with_capacity(e * shape[0] * shape[1]);
-        for x in 0..e {
+        for x in self.experts.clone() {
             stacked.extend(self.read::<E>(&format!("{p}experts.{x}.{which}.weight"), &shape)?);
         }
         self.put(
@@ -329,9 +337,28 @@ impl DeviceWeights {
         stream: &Stream,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
+        Self::load_experts::<E>(cfg, ckpt, device, stream, 0..cfg.n_routed_experts, progress)
+    }
+
+    /// [`DeviceWeights::load`] holding only the routed experts `experts` (a non-empty range within
+    /// `0..n_routed_experts`) of every MoE layer.
+    pub fn load_experts<E: Elem + Float>(
+        cfg: &ModelConfig,
+        ckpt: &Checkpoint,
+        device: &Device,
+        stream: &Stream,
+        experts: Range<usize>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        if experts.end > cfg.n_routed_experts || (experts.is_empty() && cfg.n_routed_experts > 0) {
+            return Err(ModelError::InvalidInput(format!(
+                "experts {experts:?} are not a non-empty range within 0..{}",
+                cfg.n_routed_experts
+            )));
+        }
         let tied = cfg.tie_word_embeddings && !ckpt.contains("lm_head.weight");
         let free = device.mem_info()?.free as u64;
-        let sized: Vec<(String, u64)> = plan(cfg, tied)
+        let sized: Vec<(String, u64)> = plan(cfg, tied, experts.len() as u64)
             .into_iter()
             .map(|(n, elems, f32)| {
                 (
@@ -363,6 +390,7 @@ impl DeviceWeights {
         }
         let mut up = Uploader {
             ckpt,
+            experts,
             stream,
             needed,
             free,
@@ -404,9 +432,9 @@ impl DeviceWeights {
                         }
                         ModelType::DeepseekV2 => None,
                     },
-                    gate: up.experts::<E>(&m, "gate_proj", [inter, h], e)?,
-                    up: up.experts::<E>(&m, "up_proj", [inter, h], e)?,
-                    down: up.experts::<E>(&m, "down_proj", [h, inter], e)?,
+                    gate: up.experts::<E>(&m, "gate_proj", [inter, h])?,
+                    up: up.experts::<E>(&m, "up_proj", [inter, h])?,
+                    down: up.experts::<E>(&m, "down_proj", [h, inter])?,
                     shared: up.mlp::<E>(
                         &format!("{m}shared_experts."),
                         h,
