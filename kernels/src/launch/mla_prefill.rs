@@ -137,15 +137,21 @@ pub struct MlaCacheShape {
     pub latent_dim: usize,
     /// Slots of the cache (`num_blocks · block_size`).
     pub num_slots: usize,
+    /// New tokens (queries).
+    pub tokens_q: usize,
+    /// How `q_nope` (dn wide) and `q_rope` (dr wide, rotated) are laid out in their buffers.
+    pub q_nope: MlaOperand,
+    pub q_rope: MlaOperand,
 }
 
-/// The inputs of [`mla_prefill_from_cache`]: the new tokens' queries `q [Tq, H, dn + dr]` (rope part
-/// already rotated), the cache `latent [slots, Dl]` and `rope [slots, dr]`, `kv_b [H·(dn + dv), Dl]`
+/// The inputs of [`mla_prefill_from_cache`]: the new tokens' queries (`q_nope`, and `q_rope` rotated,
+/// as the shape's views describe: both views of one `[Tq, H, dn + dr]` buffer, or two buffers), the cache `latent [slots, Dl]` and `rope [slots, dr]`, `kv_b [H·(dn + dv), Dl]`
 /// (kv_b_proj as stored), and for every key of every sequence (prefix then new tokens, in order) its
 /// cache slot, i32 `[Tk]` (the block table resolved on the host: `block·block_size + offset`).
 #[derive(Debug, Clone, Copy)]
 pub struct MlaCacheInputs<'a, T: KernelElem> {
-    pub q: &'a DeviceBuffer<T>,
+    pub q_nope: &'a DeviceBuffer<T>,
+    pub q_rope: &'a DeviceBuffer<T>,
     pub latent: &'a DeviceBuffer<T>,
     pub rope: &'a DeviceBuffer<T>,
     pub kv_b: &'a DeviceBuffer<T>,
@@ -158,7 +164,7 @@ pub struct MlaCacheInputs<'a, T: KernelElem> {
 
 /// Chunked prefill over the paged cache (see the module docs): gathers the keys' latent and rope rows
 /// by slot, expands the latent with `kv_b` (the `linear` kernel) into a workspace `kv [Tk, H, dn + dv]`,
-/// and runs [`mla_prefill`] with `q_nope`/`q_rope` as views of `q` and `k_nope`/`v` as views of `kv`.
+/// and runs [`mla_prefill`] with the query views and `k_nope`/`v` as views of `kv`.
 /// Returns the prefill's launch (the three helper launches precede it on the stream). Slot values live
 /// on the device and are not checked here: one outside the cache faults on the gather's checked read
 /// (simulator).
@@ -175,14 +181,7 @@ pub fn mla_prefill_from_cache<T: KernelElem>(
     let s = shape;
     let i = inputs;
     let tk = i.key_slots.len();
-    let dqk = s.dn + s.dr;
-    let tq = i.q.len() / product(K, "heads * (dn + dr)", s.heads, dqk)?.max(1);
-    expect_len(
-        K,
-        "q",
-        i.q.len(),
-        product(K, "Tq * H * (dn + dr)", tq * s.heads, dqk)?,
-    )?;
+    let tq = s.tokens_q;
     expect_len(
         K,
         "latent",
@@ -237,7 +236,6 @@ pub fn mla_prefill_from_cache<T: KernelElem>(
         s.latent_dim,
     )?;
     let (h, dn, dr, dv) = (s.heads as u64, s.dn as u64, s.dr as u64, s.dv as u64);
-    let q_len = i.q.len() as u64;
     let kv_len = kv.len() as u64;
     let dims = MlaPrefillDims {
         heads: h,
@@ -246,18 +244,8 @@ pub fn mla_prefill_from_cache<T: KernelElem>(
         dn,
         dr,
         dv,
-        q_nope: MlaOperand {
-            tok: h * (dn + dr),
-            head: dn + dr,
-            off: 0,
-            len: q_len,
-        },
-        q_rope: MlaOperand {
-            tok: h * (dn + dr),
-            head: dn + dr,
-            off: dn,
-            len: q_len,
-        },
+        q_nope: s.q_nope,
+        q_rope: s.q_rope,
         k_nope: MlaOperand {
             tok: h * (dn + dv),
             head: dn + dv,
@@ -281,8 +269,8 @@ pub fn mla_prefill_from_cache<T: KernelElem>(
         lib,
         stream,
         MlaPrefillInputs {
-            q_nope: i.q,
-            q_rope: i.q,
+            q_nope: i.q_nope,
+            q_rope: i.q_rope,
             k_nope: &kv,
             k_rope: &k_rope,
             v: &kv,

@@ -61,7 +61,7 @@ impl Npu {
         dv: usize,
     ) -> Result<(Array3<T>, Array2<f32>)> {
         const OP: &str = "mla_prefill_cached";
-        let (tq, heads, _) = q.dim();
+        let (tq, heads, width) = q.dim();
         // Each key's slot (the block table resolved here, as the reference's expansion does).
         let mut slots = Vec::new();
         let mut cu_k = vec![0i32];
@@ -86,7 +86,8 @@ impl Npu {
             &self.lib,
             &self.stream,
             MlaCacheInputs {
-                q: &qd,
+                q_nope: &qd,
+                q_rope: &qd,
                 latent: &lat,
                 rope: &rope,
                 kv_b: &wd,
@@ -103,6 +104,19 @@ impl Npu {
                 dv,
                 latent_dim: cache.latent_dim(),
                 num_slots: cache.capacity(),
+                tokens_q: tq,
+                q_nope: MlaOperand {
+                    tok: (heads * width) as u64,
+                    head: width as u64,
+                    off: 0,
+                    len: qd.len() as u64,
+                },
+                q_rope: MlaOperand {
+                    tok: (heads * width) as u64,
+                    head: width as u64,
+                    off: dn as u64,
+                    len: qd.len() as u64,
+                },
             },
             &mut out,
             &mut lse,
