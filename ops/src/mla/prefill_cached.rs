@@ -60,7 +60,7 @@ pub fn check_mla_prefill_cached<T: Float>(
     }
     let dn = width - dr;
     let rows = kv_b.nrows();
-    if rows % heads != 0 || rows / heads <= dn || kv_b.ncols() != dl {
+    if !rows.is_multiple_of(heads) || rows / heads <= dn || kv_b.ncols() != dl {
         return Err(OpsError::Shape {
             op: OP,
             arg: "kv_b",
