@@ -13,7 +13,12 @@
 //! cases are not run — batch 8 at context 32768 and batch 64 at context 4096 with 128 heads, and batch
 //! 64 at context 32768 — because the host's cube emulation would need 36 G to 290 G multiply-adds
 //! (minutes to an hour on the simulator); they are listed as not run.
-//! Prefill has no kernel yet (listed as not built).
+//! Prefill (`mla_prefill_bf16`, expanded form: Dqk 192, Dv 128) runs one causal sequence of 4096 tokens
+//! with 128 heads. The simulator runs it with 1 head and the counters are multiplied by 128: every head
+//! is the same set of independent (query tile, head) tasks with the same traffic and work, and the model
+//! sums counters over all blocks (a 128-head launch would take the host's cube emulation ~350 G
+//! multiply-adds, about an hour). Its minimum: q, k, v read once, out and lse written once; its
+//! necessary work: `H · T(T+1)/2 · (192 + 128)` multiply-adds.
 //!
 //! Why the ratios exceed 1 (the kernel's design under the host Matmul API, see the kernel's source):
 //! the cube's operands come from GM, so the latent rows are streamed twice (q·Kᵀ and P·V), the query
@@ -24,9 +29,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
-use dsnpu_kernels::launch::{self, Hardware, KernelLibrary, MlaDecodeInputs, MlaDecodeShape};
+use dsnpu_kernels::launch::{
+    self, Hardware, KernelLibrary, MlaDecodeInputs, MlaDecodeShape, MlaPrefillInputs,
+};
 use dsnpu_kernels::roofline::ASCEND_910B2;
-use dsnpu_kernels::MlaDecodePlan;
+use dsnpu_kernels::{MlaDecodePlan, MlaOperand, MlaPrefillDims};
 use dsnpu_runtime::sim_counters::{self, LaunchCounters};
 use dsnpu_runtime::{Device, DeviceBuffer, Stream};
 use half::bf16;
@@ -185,6 +192,98 @@ fn row(d: &Decode, c: &LaunchCounters, cores: u32) -> BenchCase {
     case
 }
 
+/// One causal prefill of `tokens` tokens and `heads` heads in the expanded form (bf16), launched and
+/// reported with its counters multiplied by `scale_heads / heads`.
+fn prefill_case(
+    lib: &KernelLibrary,
+    s: &Stream,
+    tokens: usize,
+    heads: usize,
+    scale_heads: usize,
+) -> BenchCase {
+    const DQK: usize = 192;
+    const DV: usize = 128;
+    let q = fill(s, tokens * heads * DQK, 11);
+    let k = fill(s, tokens * heads * DQK, 12);
+    let v = fill(s, tokens * heads * DV, 13);
+    let cu = vec![0, tokens as i32];
+    let cu_d = s.upload(&cu).expect("upload");
+    let mut out = s.alloc::<bf16>(tokens * heads * DV).expect("alloc");
+    let mut lse = s.alloc::<f32>(tokens * heads).expect("alloc");
+    let (t, h) = (tokens as u64, heads as u64);
+    let dims = MlaPrefillDims {
+        heads: h,
+        tokens_q: t,
+        tokens_k: t,
+        dn: DQK as u64,
+        dr: 0,
+        dv: DV as u64,
+        q_nope: MlaOperand::dense(t, h, DQK as u64),
+        q_rope: MlaOperand::default(),
+        k_nope: MlaOperand::dense(t, h, DQK as u64),
+        k_rope: MlaOperand::default(),
+        v: MlaOperand::dense(t, h, DV as u64),
+    };
+    let inputs = MlaPrefillInputs {
+        q_nope: &q,
+        q_rope: &q,
+        k_nope: &k,
+        k_rope: &k,
+        v: &v,
+        cu_q: &cu_d,
+        cu_k: &cu_d,
+        host_cu_q: &cu,
+        host_cu_k: &cu,
+    };
+    let l =
+        launch::mla_prefill(lib, s, inputs, dims, &mut out, &mut lse, 0.1352).expect("mla_prefill");
+    s.synchronize().expect("mla_prefill");
+    let c = sim_counters::last_launch_counters(s)
+        .expect("the simulator's counters")
+        .expect("a completed launch");
+    assert_eq!((c.kernel.as_str(), c.warnings), (l.symbol, 0));
+    let f = (scale_heads / heads) as u64;
+    let tt = c.totals;
+    let (rd, wr) = (tt.gm_to_ub_bytes * f, tt.ub_to_gm_bytes * f);
+    let (macs, vops) = (tt.cube_macs * f, tt.vector_elem_ops * f);
+    let hh = scale_heads as u64;
+    let minimal_bytes = t * hh * (2 * DQK as u64 + 2 * DV as u64) * E + t * hh * 4;
+    let minimal_macs = hh * t * (t + 1) / 2 * (DQK + DV) as u64;
+    let times = ASCEND_910B2.times(rd + wr, macs, vops);
+    let roof = ASCEND_910B2.roofline(minimal_bytes, minimal_macs);
+    let case = BenchCase {
+        kernel: c.kernel.clone(),
+        shape: format!("T={tokens} H={scale_heads} Dqk=192 Dv=128 causal"),
+        dtype: "bf16".into(),
+        gm_read_bytes: rd,
+        gm_write_bytes: wr,
+        minimal_bytes,
+        cube_macs: macs,
+        vector_ops: vops,
+        model_us: micros(times.modelled()),
+        roof_us: micros(roof),
+        bound: times.bound().name().into(),
+    };
+    println!(
+        "| {:<32} | {:>7} | {:>14} | {:>12} | {:>6.2} | {:>15} | {:>13} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:<6} | {:>8.1} | {:>5.1}% |",
+        case.shape,
+        l.tiling.tasks as usize * scale_heads / heads,
+        rd + wr,
+        case.minimal_bytes,
+        case.ratio(),
+        macs,
+        vops,
+        micros(times.mem),
+        micros(times.cube),
+        micros(times.vector),
+        case.model_us,
+        case.bound,
+        case.roof_us,
+        100.0 * case.roof_us / case.model_us,
+    );
+    case
+}
+
 fn mla_kernels(c: &mut Criterion) {
     let device = Device::new(0).expect("device 0");
     // Tile for a real 910B2 whatever the simulator's configuration, so the counters are the NPU's.
@@ -218,7 +317,11 @@ fn mla_kernels(c: &mut Criterion) {
             }
         }
     }
-    println!("| prefill T=4096 H=128     | not built: no prefill kernel yet |");
+    println!();
+    println!("MLA prefill (mla_prefill_bf16, flash-style, expanded form); run with 1 head, counters × 128\n");
+    println!("| shape                            |   tasks |       GM bytes |    minimal B |  ratio |       cube MACs |    vector ops |  t_mem µs | t_cube µs |  t_vec µs |  model µs | bound  |  roof µs | roof/model |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    report.cases.push(prefill_case(&lib, &stream, 4096, 1, 128));
     println!();
     let path = report
         .write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))

@@ -26,6 +26,7 @@ const SOURCES: &[&str] = &[
     "src/ascendc/moe_grouped_matmul.cpp",
     "src/ascendc/moe_finalize_routing.cpp",
     "src/ascendc/mla_decode.cpp",
+    "src/ascendc/mla_prefill.cpp",
     "src/ascendc/mla_cache_write.cpp",
     "src/ascendc/gather_rows.cpp",
     "src/ascendc/argmax.cpp",

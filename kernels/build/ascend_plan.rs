@@ -91,6 +91,10 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         kind: CoreKind::Mix,
     },
     KernelSource {
+        path: "src/ascendc/mla_prefill.cpp",
+        kind: CoreKind::Mix,
+    },
+    KernelSource {
         path: "src/ascendc/mla_cache_write.cpp",
         kind: CoreKind::Vector,
     },

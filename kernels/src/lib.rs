@@ -25,7 +25,8 @@
 //! `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`, `linear_<t>`, the mixture-of-experts kernels
 //! `moe_gating_topk_<t>`, `moe_init_routing_<t>`, `moe_init_routing_quant_<t>`, `grouped_matmul_<t>`,
 //! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), the MLA decode
-//! `mla_decode_<t>` (tiling in [`tiling_mla`]), the fused MLA cache write `mla_cache_write_<t>` (tiling in
+//! `mla_decode_<t>` (tiling in [`tiling_mla`]), the MLA prefill `mla_prefill_<t>` (tiling in
+//! [`tiling_mla_prefill`]), the fused MLA cache write `mla_cache_write_<t>` (tiling in
 //! [`tiling_cache_write`]), the step kernels `gather_rows_<t>` and `argmax_<t>` (tilings in [`tiling_step`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
@@ -40,6 +41,7 @@ pub mod roofline;
 pub mod tiling;
 pub mod tiling_cache_write;
 pub mod tiling_mla;
+pub mod tiling_mla_prefill;
 pub mod tiling_moe;
 pub mod tiling_step;
 
@@ -50,6 +52,7 @@ pub use tiling::{
 };
 pub use tiling_cache_write::{MlaCacheWriteDims, MlaCacheWriteTiling};
 pub use tiling_mla::{MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling};
+pub use tiling_mla_prefill::{MlaOperand, MlaPrefillDims, MlaPrefillTiling};
 pub use tiling_moe::{
     ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,
     MoeInitRoutingTiling, MoeList, MoeScore,
@@ -126,6 +129,10 @@ pub enum Kernel {
     /// [`MlaDecodeTiling`]: block_table, seq_lens and plan ([`MlaDecodePlan::words`]) i32, lse f32
     /// `[B, H, S]`; a workspace of `workspace_bytes()`; SyncAll.
     MlaDecode,
+    /// `(q_nope, q_rope, k_nope, k_rope, v, cu_q, cu_k, out, lse, workspace, tiling)` with
+    /// [`MlaPrefillTiling`]: cu_q and cu_k i32 `[B + 1]`, lse f32 `[H, Tq]`; a workspace of
+    /// `workspace_bytes()`.
+    MlaPrefill,
     /// `(kv, weight, positions, cos, sin, slot_mapping, latent_cache, rope_cache, workspace, tiling)` with
     /// [`MlaCacheWriteTiling`]: positions and slot_mapping i32, cos and sin f32.
     MlaCacheWrite,
@@ -137,7 +144,7 @@ pub enum Kernel {
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 15] = [
+    pub const ALL: [Kernel; 16] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -150,6 +157,7 @@ impl Kernel {
         Kernel::ExpertFfn,
         Kernel::MoeFinalizeRouting,
         Kernel::MlaDecode,
+        Kernel::MlaPrefill,
         Kernel::MlaCacheWrite,
         Kernel::GatherRows,
         Kernel::Argmax,
@@ -196,6 +204,9 @@ impl Kernel {
             (MlaDecode, F32) => "mla_decode_f32",
             (MlaDecode, F16) => "mla_decode_f16",
             (MlaDecode, Bf16) => "mla_decode_bf16",
+            (MlaPrefill, F32) => "mla_prefill_f32",
+            (MlaPrefill, F16) => "mla_prefill_f16",
+            (MlaPrefill, Bf16) => "mla_prefill_bf16",
             (MlaCacheWrite, F32) => "mla_cache_write_f32",
             (MlaCacheWrite, F16) => "mla_cache_write_f16",
             (MlaCacheWrite, Bf16) => "mla_cache_write_bf16",
@@ -223,6 +234,7 @@ impl Kernel {
             Kernel::ExpertFfn => 8,
             Kernel::MoeFinalizeRouting => 8,
             Kernel::MlaDecode => 11,
+            Kernel::MlaPrefill => 11,
             Kernel::MlaCacheWrite => 10,
             Kernel::GatherRows => 5,
             Kernel::Argmax => 4,

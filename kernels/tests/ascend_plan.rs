@@ -189,8 +189,8 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         &fake_fs(CANN8),
     )
     .unwrap();
-    // 9 vector sources once, 3 mix sources twice, 2 host-only sources never, then the link.
-    assert_eq!(p.commands.len(), 9 + 3 * 2 + 1);
+    // 9 vector sources once, 4 mix sources twice, 2 host-only sources never, then the link.
+    assert_eq!(p.commands.len(), 9 + 4 * 2 + 1);
     let (link, compiles) = p.commands.split_last().unwrap();
     assert_eq!(link.program, p.linker);
     assert_eq!(link.output, p.binary);
@@ -238,6 +238,7 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         "moe_grouped_matmul",
         "moe_finalize_routing",
         "mla_decode",
+        "mla_prefill",
         "mla_cache_write",
         "gather_rows",
         "argmax",
@@ -256,10 +257,11 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         BTreeSet::from([
             "/src/kernels/src/ascendc/linear.cpp",
             "/src/kernels/src/ascendc/moe_grouped_matmul.cpp",
-            "/src/kernels/src/ascendc/mla_decode.cpp"
+            "/src/kernels/src/ascendc/mla_decode.cpp",
+            "/src/kernels/src/ascendc/mla_prefill.cpp"
         ])
     );
-    assert_eq!(seen.iter().filter(|(_, a)| a == "dav-c220-vec").count(), 12);
+    assert_eq!(seen.iter().filter(|(_, a)| a == "dav-c220-vec").count(), 13);
 }
 
 #[test]

@@ -79,6 +79,7 @@ fn a_batch_of_three_keeps_to_the_transfer_budget() {
     for op in [
         "gather_rows(index)",
         "mla_cache_write",
+        "mla_prefill",
         "mla_decode",
         "argmax",
         "expert_ffn",

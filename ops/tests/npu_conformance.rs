@@ -4,7 +4,7 @@
 //!
 //! The suites must pass, under the harness's default tolerances, for every operator that has a kernel:
 //! rms_norm, add_rms_norm, rope, linear, batched_matmul (through the linear kernel), silu_mul, every MoE
-//! operator, and mla_decode; embedding, softmax, argmax, mla_cache_write and mla_prefill print skips
+//! operator, mla_decode and mla_prefill; embedding, softmax, argmax and mla_cache_write print skips
 //! until they have kernels.
 
 use dsnpu_ops::backend::Npu;

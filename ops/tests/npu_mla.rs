@@ -1,7 +1,7 @@
 //! MLA on the device backend with every launch checked (a launch-blocking stream: each `mla_decode`
 //! launch is waited for and fails unless it completed without a fault and with **zero sanitizer
-//! warnings**): the MLA conformance suite (decode on the device in f32/f16/bf16; cache write and
-//! prefill have no kernel and print skips), a hand-worked decode, and a DeepSeek-width decode
+//! warnings**): the MLA conformance suite (decode and prefill on the device in f32/f16/bf16; the
+//! trait's cache write has no kernel and prints skips), a hand-worked decode, and a DeepSeek-width decode
 //! (H = 16, Dl = 512, Dr = 64, ~1024 cached tokens) against the CPU reference with its launch
 //! counters.
 

@@ -3,7 +3,8 @@
 //! kernels read `DSNPU_KERNEL_MUTATION`; no normal build has it).
 //!
 //! The mutations (see the kernels' sources): `mla_decode` 1 = softmax scale × 1.001, 2 = softmax
-//! denominator × 1.001, 3 = combine weights × 1.001; `moe_finalize_routing` 1 = every routing weight
+//! denominator × 1.001, 3 = combine weights × 1.001; `mla_prefill` 1 = softmax scale × 1.001, 2 = the
+//! final softmax denominator × 1.001, 3 = the P weights of P·V × 1.001; `moe_finalize_routing` 1 = every routing weight
 //! × 1.001, 2 = the routed sum × 1.001, 3 = the whole output × 1.001. Before any mutation the same suites
 //! must pass, so a failure is the mutation's doing.
 //!
@@ -55,6 +56,21 @@ fn seeded_systematic_errors_fail_the_suites_in_every_dtype() {
             "mla_decode",
             "bf16",
             Box::new(|| mla::mla_decode::<_, bf16>(&npu)),
+        ),
+        (
+            "mla_prefill",
+            "f32",
+            Box::new(|| mla::mla_prefill::<_, f32>(&npu)),
+        ),
+        (
+            "mla_prefill",
+            "f16",
+            Box::new(|| mla::mla_prefill::<_, f16>(&npu)),
+        ),
+        (
+            "mla_prefill",
+            "bf16",
+            Box::new(|| mla::mla_prefill::<_, bf16>(&npu)),
         ),
         (
             "moe_finalize_routing",

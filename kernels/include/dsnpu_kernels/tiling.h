@@ -226,6 +226,57 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t reserved;
 } DsnpuMlaDecodeTiling;
 
+/* mla_prefill_<t>: flash-style causal attention over packed variable-length sequences (the expanded
+ * MLA form). Sequence b owns queries cu_q[b]..cu_q[b+1] and keys cu_k[b]..cu_k[b+1] (its cached prefix,
+ * if any, first); query i of its Lq sees keys j <= Lk - Lq + i. Every operand is addressed as
+ * `off + token * tok + head * head + d` in elements (head 0 = shared by all heads): q_nope/k_nope dn
+ * wide, q_rope/k_rope dr wide (dr 0 = none), v dv wide; *_len are the buffers' element counts. out is
+ * [tokens_q, heads, dv], lse f32 [heads, tokens_q]. Tasks are (query tile of block_m rows, head) pairs. */
+typedef struct DsnpuMlaPrefillTiling {
+    uint32_t batch;
+    uint32_t heads;
+    uint32_t tokens_q;
+    uint32_t tokens_k;
+    uint32_t dn;
+    uint32_t dr;
+    uint32_t dv;
+    uint32_t qn_tok;
+    uint32_t qn_head;
+    uint32_t qn_off;
+    uint32_t qn_len;
+    uint32_t qr_tok;
+    uint32_t qr_head;
+    uint32_t qr_off;
+    uint32_t qr_len;
+    uint32_t kn_tok;
+    uint32_t kn_head;
+    uint32_t kn_off;
+    uint32_t kn_len;
+    uint32_t kr_tok;
+    uint32_t kr_head;
+    uint32_t kr_off;
+    uint32_t kr_len;
+    uint32_t v_tok;
+    uint32_t v_head;
+    uint32_t v_off;
+    uint32_t v_len;
+    float scale;
+    uint32_t tasks;
+    uint32_t block_m;
+    uint32_t block_n;
+    uint32_t dv_pitch;
+    uint32_t softmax_rows;
+    uint32_t work_elems;
+    uint32_t qk_base_m;
+    uint32_t qk_base_n;
+    uint32_t qk_base_k;
+    uint32_t pv_base_m;
+    uint32_t pv_base_n;
+    uint32_t pv_base_k;
+    uint32_t mutation;
+    uint32_t reserved;
+} DsnpuMlaPrefillTiling;
+
 /* mla_cache_write_<t>: the fused MLA cache write. For token t of kv [tokens, kv_stride] (the
  * kv_a_proj_with_mqa output, latent_dim latent elements then rope_dim rope elements per row): the latent
  * part RMS-normalised with weight [latent_dim] and eps, the rope part rotated at positions[t] with the f32

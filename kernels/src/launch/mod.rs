@@ -28,6 +28,7 @@ mod library;
 mod linear;
 mod mla;
 mod mla_cache_write;
+mod mla_prefill;
 mod moe_finalize;
 mod moe_gating;
 mod moe_grouped;
@@ -42,6 +43,9 @@ pub use library::KernelLibrary;
 pub use linear::linear;
 pub use mla::{mla_decode, MlaDecodeInputs, MlaDecodeShape};
 pub use mla_cache_write::{mla_cache_write, MlaCacheWriteInputs, MlaCacheWriteShape};
+pub use mla_prefill::{
+    mla_prefill, mla_prefill_from_cache, MlaCacheInputs, MlaCacheShape, MlaPrefillInputs,
+};
 pub use moe_finalize::{moe_finalize_routing, CombineShape};
 pub use moe_gating::moe_gating_topk;
 pub use moe_grouped::{expert_ffn, grouped_matmul, FfnShape, GroupList, GroupedShape};
@@ -104,6 +108,9 @@ unsafe impl DeviceRepr for MlaDecodeTiling {}
 // SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
 // with the C compiler's); every bit pattern of u32 and f32 is valid.
 unsafe impl DeviceRepr for crate::MlaCacheWriteTiling {}
+// SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
+// with the C compiler's); every bit pattern of u32 and f32 is valid.
+unsafe impl DeviceRepr for crate::MlaPrefillTiling {}
 // SAFETY: as above (the two step tilings: only u32 fields).
 unsafe impl DeviceRepr for crate::GatherRowsTiling {}
 // SAFETY: as above.

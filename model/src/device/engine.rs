@@ -28,7 +28,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use dsnpu_kernels::launch::{self, KernelLibrary, RowSource};
-use dsnpu_kernels::{GatingParams, MlaDecodePlan, MoeList, MoeScore};
+use dsnpu_kernels::{GatingParams, MlaDecodePlan, MlaOperand, MoeList, MoeScore};
 use dsnpu_ops::moe::ScoreFunc;
 use dsnpu_ops::rope::RopeTable;
 use dsnpu_ops::sampling::Sampler;
@@ -133,8 +133,20 @@ struct Pass {
     head_counts: DeviceBuffer<i64>,
     /// Rows of the step whose logits are wanted (`None` = all).
     picked: Option<(DeviceBuffer<i32>, usize)>,
+    /// A prefill pass's keys for `mla_prefill` (`None` in decode passes, which run `mla_decode`).
+    prefill: Option<PrefillKeys>,
     /// The pinned sources of the queued uploads, kept until the pass's synchronization.
     _staged: Staged,
+}
+
+/// The keys of a prefill pass: every cached position of each sequence (its prefix, then the pass's
+/// tokens) by cache slot, and the cumulative query and key counts, on the device and on the host.
+struct PrefillKeys {
+    slots: DeviceBuffer<i32>,
+    cu_q: DeviceBuffer<i32>,
+    cu_k: DeviceBuffer<i32>,
+    host_cu_q: Vec<i32>,
+    host_cu_k: Vec<i32>,
 }
 
 /// Pinned host copies of a pass's inputs (their uploads are queued on the stream, so the host does not
@@ -520,6 +532,7 @@ impl Engine {
         feeds: &[(SeqId, Vec<i32>)],
         slots: &[i32],
         all_rows: bool,
+        prefill: bool,
     ) -> Result<Pass> {
         let s = feeds[0].1.len();
         let batch = feeds.len();
@@ -566,6 +579,27 @@ impl Engine {
         let plan = MlaDecodePlan::new(&host_lens, self.ctx.lib.hardware().cube.cores)?;
         let plan_words = stage(dev, st, plan.words(), &mut staged.i32s)?;
         let head_counts = stage(dev, st, &vec![tokens as i64; heads], &mut staged.i64s)?;
+        let prefill = if prefill {
+            let bs = self.opts.block_size;
+            let (mut key_slots, mut cu_q, mut cu_k) = (Vec::new(), vec![0i32], vec![0i32]);
+            for (id, feed) in feeds {
+                let seq = &self.seqs[id];
+                key_slots.extend(
+                    (0..seq.len).map(|p| (seq.blocks[p / bs] as usize * bs + p % bs) as i32),
+                );
+                cu_q.push(cu_q[cu_q.len() - 1] + feed.len() as i32);
+                cu_k.push(key_slots.len() as i32);
+            }
+            Some(PrefillKeys {
+                slots: stage(dev, st, &key_slots, &mut staged.i32s)?,
+                cu_q: stage(dev, st, &cu_q, &mut staged.i32s)?,
+                cu_k: stage(dev, st, &cu_k, &mut staged.i32s)?,
+                host_cu_q: cu_q,
+                host_cu_k: cu_k,
+            })
+        } else {
+            None
+        };
         Ok(Pass {
             batch,
             s,
@@ -580,6 +614,7 @@ impl Engine {
             plan_words,
             head_counts,
             picked,
+            prefill,
             _staged: staged,
         })
     }
@@ -588,10 +623,10 @@ impl Engine {
         &mut self,
         feeds: &[(SeqId, Vec<i32>)],
         slots: &[i32],
-        _prefill: bool,
+        prefill: bool,
         all_logits: bool,
     ) -> Result<PassOut> {
-        let p = self.upload_pass(feeds, slots, all_logits)?;
+        let p = self.upload_pass(feeds, slots, all_logits, prefill)?;
         let (logits, rows) = self.forward_pass(&p)?;
         let v = self.cfg.vocab_size;
         let greedy = self.opts.temperature == 0.0;
@@ -786,9 +821,10 @@ struct Env<'a> {
 }
 
 impl Env<'_> {
-    /// Absorbed MLA of layer `l` over the pass's tokens (see `crate::attention` for the math): the new
-    /// latents go into the cache first (fused cache write), then every query attends to its sequence's
-    /// cached rows, causally among the pass's own tokens.
+    /// MLA of layer `l` over the pass's tokens (see `crate::attention` for the math): the new latents go
+    /// into the cache first (fused cache write), then every query attends to its sequence's cached rows,
+    /// causally among the pass's own tokens — expanded (`mla_prefill`) in a prefill pass, absorbed
+    /// (`mla_decode`) otherwise.
     fn attention(&self, a: &AttentionW, cache: &mut LayerCache, x: &Buf, p: &Pass) -> Result<Buf> {
         let (cfg, ctx) = (self.cfg, self.ctx);
         let t = p.tokens;
@@ -863,6 +899,9 @@ impl Env<'_> {
             );
             ctx.note_launch("mla_cache_write", r)?;
         }
+        if let Some(pk) = &p.prefill {
+            return self.prefill_attention(a, cache, &q, &q_rope, pk, t);
+        }
         // q_nope · W_UK per head: [H, T, dn] x [H, Dl, dn]ᵀ -> [H, T, Dl] -> [T, H, Dl].
         let q_abs = ctx.grouped(&q_nope, &a.w_uk_t, &p.head_counts, heads * t)?;
         let q_lat = ctx.gather(&q_abs, None, RowSource::swap_leading(heads, t, dl, dl, 0))?;
@@ -901,6 +940,63 @@ impl Env<'_> {
         let v = ctx.grouped(&out_h, &a.w_uv, &p.head_counts, heads * t)?;
         let v = ctx.gather(&v, None, RowSource::swap_leading(heads, t, dv, dv, 0))?;
         ctx.linear(&v, &a.o, t)
+    }
+
+    /// A prefill pass's attention in the expanded form: `mla_prefill` over every cached key of each
+    /// sequence (its prefix and the pass's tokens, written to the cache just before), up-projected from
+    /// the cache with kv_b_proj; then o_proj of `[T, H·dv]`.
+    fn prefill_attention(
+        &self,
+        a: &AttentionW,
+        cache: &LayerCache,
+        q: &Buf,
+        q_rope: &Buf,
+        pk: &PrefillKeys,
+        t: usize,
+    ) -> Result<Buf> {
+        let (cfg, ctx) = (self.cfg, self.ctx);
+        let heads = cfg.num_attention_heads;
+        let (dn, dr, dv) = (cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim);
+        let (h, w) = (heads as u64, (dn + dr) as u64);
+        let mut out = ctx.alloc::<f32>(t * heads * dv)?;
+        let mut lse = ctx.alloc::<f32>(t * heads)?;
+        let r = launch::mla_prefill_from_cache(
+            &ctx.lib,
+            &ctx.stream,
+            launch::MlaCacheInputs {
+                q_nope: q,
+                q_rope,
+                latent: &cache.latent,
+                rope: &cache.rope,
+                kv_b: a.kv_b.device()?,
+                key_slots: &pk.slots,
+                cu_q: &pk.cu_q,
+                cu_k: &pk.cu_k,
+                host_cu_q: &pk.host_cu_q,
+                host_cu_k: &pk.host_cu_k,
+            },
+            launch::MlaCacheShape {
+                heads,
+                dn,
+                dr,
+                dv,
+                latent_dim: cfg.kv_lora_rank,
+                num_slots: self.num_slots,
+                tokens_q: t,
+                q_nope: MlaOperand {
+                    tok: h * w,
+                    head: w,
+                    off: 0,
+                    len: q.len() as u64,
+                },
+                q_rope: MlaOperand::dense(t as u64, h, dr as u64),
+            },
+            &mut out,
+            &mut lse,
+            cfg.softmax_scale(),
+        );
+        ctx.note_launch("mla_prefill", r)?;
+        ctx.linear(&out, &a.o, t)
     }
 }
 

@@ -17,7 +17,8 @@
 //!   into `[E, I, hidden]` / `[E, hidden, I]`; `kv_b_proj` split into the per-head key up-projection
 //!   transposed, `w_uk_t [H, Dl, dn]` (the absorbed query is `q_nope · W_UK`, a grouped matmul with
 //!   weights `[n = Dl, k = dn]`), and the value up-projection `w_uv [H, dv, Dl]` (its rows as stored).
-//!   `kv_b_proj` itself is not kept: prefill runs absorbed too.
+//!   `kv_b_proj` itself is also kept, as stored (`[H·(dn + dv), Dl]`): prefill runs in the expanded
+//!   form and up-projects the cached latent with it (`launch::mla_prefill_from_cache`).
 //! - Expert parallelism ([`DeviceWeights::load_experts`]): only the routed experts of a contiguous range
 //!   are read and stacked (`[L, I, hidden]`, local expert `j` = global expert `range.start + j`); every
 //!   other tensor (attention, router, shared experts, dense layers, embeddings) is loaded whole.
@@ -57,6 +58,8 @@ pub struct AttentionW {
     pub w_uk_t: Tensor,
     /// `[H, dv, Dl]`.
     pub w_uv: Tensor,
+    /// kv_b_proj as stored, `[H·(dn + dv), Dl]` (the expanded prefill's up-projection).
+    pub kv_b: Tensor,
     /// `[hidden, H·dv]`.
     pub o: Tensor,
 }
@@ -315,13 +318,14 @@ impl Uploader<'_> {
             }
             w_uv.extend_from_slice(&rows[dn * dl..]);
         }
-        drop(kv_b);
+        let kv_b = self.put(&name, &[heads * (dn + dv), dl], kv_b)?;
         Ok(AttentionW {
             q,
             kv_a,
             kv_a_norm,
             w_uk_t: self.put(&name, &[heads, dl, dn], w_uk_t)?,
             w_uv: self.put(&name, &[heads, dv, dl], w_uv)?,
+            kv_b,
             o: self.tensor::<E>(&format!("{p}o_proj.weight"), &[h, heads * dv])?,
         })
     }

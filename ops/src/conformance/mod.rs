@@ -13,6 +13,7 @@
 pub mod cases;
 pub mod dense;
 pub mod mla;
+pub mod mla_prefill;
 pub mod moe;
 pub mod observe;
 pub mod runner;

@@ -2,7 +2,8 @@
 //
 // Contract: C[singleCoreM x singleCoreN] = A[singleCoreM x singleCoreK] * B[singleCoreK x singleCoreN]
 // (+ bias[singleCoreN]) for the operands set on the object, in ND layout with leading dimensions from the
-// tiling's original shape (A: Ka, or M when transposed; B: N, or Kb when transposed; C: N). Products are
+// tiling's original shape (A: Ka, or M when transposed; B: N, or Kb when transposed; C: N, or the orgKc of
+// SetOrgShape when it is not 0 — B's and C's rows may then differ, as in CANN). Products are
 // accumulated in f32 in ascending k, the bias added in f32, and the result rounded to C's type
 // (nearest-even) — what the cube's L0C accumulator and fixpipe do. The work is walked in baseM x baseN
 // output tiles with baseK steps; base sizes must fit L0A/L0B (64 KiB) and L0C (128 KiB as f32), or Init
@@ -116,11 +117,12 @@ public:
         bias_on_ = t_.isBias != 0;
         init_ = true;
     }
-    __aicore__ inline void SetOrgShape(int orgM, int orgN, int orgKa, int orgKb = 0) {
+    __aicore__ inline void SetOrgShape(int orgM, int orgN, int orgKa, int orgKb = 0, int orgKc = 0) {
         t_.M = orgM;
         t_.N = orgN;
         t_.Ka = orgKa;
         t_.Kb = orgKb == 0 ? orgKa : orgKb;
+        org_kc_ = orgKc;
     }
     __aicore__ inline void SetSingleShape(int singleM, int singleN, int singleK) { SetTail(singleM, singleN, singleK); }
     __aicore__ inline void SetTensorA(const GlobalTensor<A>& gm, bool isTransposeA = false) {
@@ -155,7 +157,7 @@ public:
         if (m_ <= 0 || n_ <= 0 || k_ <= 0) ::dsnpu::host::fail("%s: empty shape %dx%dx%d", op, m_, n_, k_);
         const int64_t lda = trans_a_ ? t_.M : t_.Ka;
         const int64_t ldb = trans_b_ ? t_.Kb : t_.N;
-        const int64_t ldc = t_.N;
+        const int64_t ldc = org_kc_ != 0 ? org_kc_ : t_.N;
         dsnpu_sim_counters& ctr = ::dsnpu::host::counters();
         std::vector<float> af, bf, acc;
         for (int64_t m0 = 0; m0 < m_; m0 += t_.baseM) {
@@ -254,7 +256,7 @@ private:
     GlobalTensor<A> a_;
     GlobalTensor<B> b_;
     GlobalTensor<Bias> bias_;
-    int m_ = 0, n_ = 0, k_ = 0;
+    int m_ = 0, n_ = 0, k_ = 0, org_kc_ = 0;
     bool trans_a_ = false, trans_b_ = false;
     bool has_a_ = false, has_b_ = false, has_bias_ = false, bias_on_ = false, init_ = false;
 };

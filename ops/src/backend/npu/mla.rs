@@ -1,6 +1,6 @@
 //! [`MlaOps`] on the device: `mla_decode` plans the split-KV work ([`MlaDecodePlan`]) and runs the
-//! `mla_decode_<t>` kernel ([`dsnpu_kernels::launch::mla_decode`]; cube and vector cores). `mla_cache_write`
-//! and `mla_prefill` are [`OpsError::Unsupported`](crate::OpsError) here (the
+//! `mla_decode_<t>` kernel ([`dsnpu_kernels::launch::mla_decode`]; cube and vector cores); `mla_prefill`
+//! runs `mla_prefill_<t>` (`mla_prefill.rs`). `mla_cache_write` is [`OpsError::Unsupported`](crate::OpsError) here (the
 //! [`Fallback`](crate::backend::Fallback) backend routes them to the CPU): the trait's cache write takes
 //! the already normalised and rotated rows, while the device kernel is the fused one
 //! ([`Npu::mla_cache_write_fused`], `mla_cache_write`), which the device-resident model calls.
@@ -130,12 +130,12 @@ impl MlaOps for Npu {
 
     fn mla_prefill<T: Float>(
         &self,
-        _q: ArrayView3<T>,
-        _k: ArrayView3<T>,
-        _v: ArrayView3<T>,
-        _cu_seqlens: ArrayView1<i32>,
-        _scale: f32,
+        q: ArrayView3<T>,
+        k: ArrayView3<T>,
+        v: ArrayView3<T>,
+        cu_seqlens: ArrayView1<i32>,
+        scale: f32,
     ) -> Result<(Array3<T>, Array2<f32>)> {
-        Err(self.unsupported("mla_prefill", NO_KERNEL))
+        self.mla_prefill_dense(q, k, v, cu_seqlens, scale)
     }
 }

@@ -8,7 +8,7 @@
 //! reduction) are answered on the host, as the kernels take no empty shapes. A shape the reference
 //! accepts but a kernel cannot take (more than 4095 heads, sizes past the kernels' 32-bit indices) is
 //! [`OpsError::Unsupported`], and so is every operator without a kernel yet: embedding, softmax,
-//! argmax, and the MLA cache write and prefill (`mla`; MLA decode has its kernel). The MoE family's
+//! argmax, and the trait's MLA cache write (`mla`; MLA decode and prefill have their kernels). The MoE family's
 //! whole layer runs on the device without returning to the host between its stages (`moe`).
 //!
 //! Element types: `f32`, `f16` and `bf16` map to the kernels of that type. Values cross as their
@@ -21,6 +21,7 @@
 mod dense;
 mod mla;
 mod mla_cache_write;
+mod mla_prefill;
 mod moe;
 
 use std::sync::Arc;
@@ -139,13 +140,7 @@ impl Npu {
 }
 
 /// The operators of the backend traits that have no device kernel yet (they answer `Unsupported`).
-const NO_KERNEL_OPS: &[&str] = &[
-    "embedding",
-    "softmax",
-    "argmax",
-    "mla_cache_write",
-    "mla_prefill",
-];
+const NO_KERNEL_OPS: &[&str] = &["embedding", "softmax", "argmax", "mla_cache_write"];
 
 impl Backend for Npu {
     fn name(&self) -> String {
