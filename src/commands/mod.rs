@@ -3,4 +3,5 @@ pub mod device_run;
 pub mod forward;
 pub mod generate;
 pub mod info;
+pub mod kernel;
 pub mod verify;
