@@ -25,6 +25,8 @@ enum Command {
     Forward(commands::forward::ForwardArgs),
     /// Run the operator conformance suites on device 0 (or the CPU) and report per operator and dtype.
     Verify(commands::verify::VerifyArgs),
+    /// Build and run your own Ascend C kernels on the simulator (sanitizer, counters, cycle model).
+    Kernel(commands::kernel::KernelArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run(args),
         Command::Forward(args) => commands::forward::run(args),
         Command::Verify(args) => commands::verify::run(args),
+        Command::Kernel(args) => commands::kernel::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

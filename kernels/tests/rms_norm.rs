@@ -49,7 +49,13 @@ fn check<T: Elem>(rows: usize, cols: usize, budget: CoreBudget, residual: bool) 
             args(&dev, &[Some(gx), Some(gw), Some(gy)], gt),
         )
     };
-    let out = dev.launch_with(kernel.symbol(T::DT), t.block_dim(), &a, budget.ub_bytes, 1);
+    let out = dev.launch_with(
+        kernel.symbol(T::DT),
+        t.block_dim(),
+        &a,
+        budget.ub_bytes,
+        dsnpu_kernels::HOST_KERNEL_ABI,
+    );
     out.assert_ok();
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     assert!(out.total().ub_high_water <= u64::from(budget.ub_bytes));

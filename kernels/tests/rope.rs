@@ -93,7 +93,7 @@ fn check<T: Elem>(c: &Case, layout: RopeLayout, budget: CoreBudget, in_place: bo
         t.block_dim(),
         &a,
         budget.ub_bytes,
-        1,
+        dsnpu_kernels::HOST_KERNEL_ABI,
     );
     out.assert_ok();
     let xw: Vec<f64> = x.iter().map(|v| f64::from(v.to_f32())).collect();

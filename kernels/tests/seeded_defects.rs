@@ -254,3 +254,56 @@ fn the_cost_model_on_kernels_that_isolate_one_effect() {
     // 8192 scalar reads at 2 cycles vs one 32 KiB reduction (128 repeats).
     assert!(scalar > 10 * vector, "{scalar} vs {vector}");
 }
+
+/// Seeded defect 15, "unwritten output read back", through the simulator (the GM side of init needs its
+/// shadow of device memory, which the stand-in above does not keep): `b += 2 a` on a `b` nothing wrote
+/// since `aclrtMalloc` is an init finding naming the operation and the unwritten bytes; after a copy into
+/// `b` the same kernel is the correct variant, runs clean and computes `b + 2 a`.
+#[test]
+fn unwritten_output_read_back_is_an_init_finding() {
+    use dsnpu_kernels::launch::KernelLibrary;
+    checks_are_on();
+    let dev = dsnpu_runtime::Device::new(0).unwrap();
+    let lib = KernelLibrary::get(&dev).unwrap();
+    let s = dev.new_stream().unwrap();
+    let a: Vec<f32> = (0..N).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let ad = s.upload(&a).unwrap();
+    // An exact aclrtMalloc (a pool block may have been written by an earlier owner).
+    let mut b = s.alloc_uncached::<f32>(N as usize).unwrap();
+    let f = lib.function_named("selftest_defect").unwrap();
+    let tiling = SelftestTiling {
+        mode: 15,
+        count: N,
+        arg: 0,
+        reserved: 0,
+    };
+    let launch = |b: &mut dsnpu_runtime::DeviceBuffer<f32>| {
+        // SAFETY: selftest_defect(a, b, workspace, tiling) touches `count` = 64 f32 of a and b, both 64
+        // elements long; mode 15 only reads a and reads then writes b.
+        unsafe {
+            f.builder(&s)
+                .arg(&ad)
+                .arg_mut(b)
+                .null()
+                .tiling(&tiling)
+                .launch(1)
+                .unwrap()
+        };
+        s.synchronize()
+    };
+    let e = launch(&mut b).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!(
+            "kernel selftest_defect block 0: init: DataCopy reads GM bytes [0, {}) of the {}-byte device allocation",
+            N * 4,
+            N * 4
+        )),
+        "{text}"
+    );
+    let start: Vec<f32> = (0..N).map(|i| i as f32).collect();
+    b.copy_from_host(&start).unwrap();
+    launch(&mut b).unwrap();
+    let want: Vec<f32> = (0..N as usize).map(|i| start[i] + 2.0 * a[i]).collect();
+    assert_eq!(b.to_vec().unwrap(), want);
+}

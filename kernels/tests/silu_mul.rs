@@ -18,7 +18,7 @@ fn check<T: Elem>(rows: usize, inter: usize, budget: CoreBudget, expect_chunks: 
         t.block_dim(),
         &args(&dev, &[Some(gg), Some(go)], gt),
         budget.ub_bytes,
-        1,
+        dsnpu_kernels::HOST_KERNEL_ABI,
     );
     out.assert_ok();
     let mut want = vec![0.0f64; rows * inter];

@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::path::Path;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use dsnpu_ffi::{result, sys};
 
@@ -24,13 +24,13 @@ use crate::error::{Result, RuntimeError};
 use crate::memory::device_buffer::DeviceBuffer;
 use crate::memory::repr::{as_bytes, DeviceRepr};
 use crate::memory::tracker::{run_ordered, Tracker};
-use crate::stream::{Stream, StreamInner};
+use crate::stream::{Stream, StreamInner, WeakStream};
 
 struct ModuleInner {
     handle: sys::aclrtBinHandle,
     origin: String,
     /// Streams that may still run this module's kernels.
-    launched_on: Mutex<Vec<Weak<StreamInner>>>,
+    launched_on: Mutex<Vec<WeakStream>>,
     core: Arc<DeviceCore>,
 }
 
@@ -43,12 +43,9 @@ unsafe impl Sync for ModuleInner {}
 impl ModuleInner {
     fn note_launch(&self, stream: &Arc<StreamInner>) {
         let mut list = self.launched_on.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|w| w.strong_count() > 0);
-        if !list
-            .iter()
-            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(stream)))
-        {
-            list.push(Arc::downgrade(stream));
+        list.retain(|w| !w.is_finished());
+        if !list.iter().any(|w| w.is(stream)) {
+            list.push(WeakStream::new(stream));
         }
     }
 }
@@ -56,14 +53,14 @@ impl ModuleInner {
 impl Drop for ModuleInner {
     fn drop(&mut self) {
         // Kernels of this binary may still be queued: wait for every stream that launched them
-        // (a stream already gone synchronized when it dropped).
+        // (a stream already gone has synchronized in its drop, or is waited for until it has).
         let list = std::mem::take(
             self.launched_on
                 .get_mut()
                 .unwrap_or_else(|e| e.into_inner()),
         );
         let mut all_done = true;
-        for s in list.iter().filter_map(Weak::upgrade) {
+        for s in list.iter().filter_map(WeakStream::upgrade_or_drained) {
             all_done &= s.synchronize().is_ok();
         }
         if all_done && self.core.bind().is_ok() {

@@ -7,7 +7,7 @@
 //! launch synchronizes, so such a failure is reported by the launch that caused it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 
 use dsnpu_ffi::{result, sys};
 
@@ -26,6 +26,72 @@ fn launch_blocking_default() -> bool {
         .get_or_init(|| std::env::var(LAUNCH_BLOCKING_ENV).is_ok_and(|v| !v.is_empty() && v != "0"))
 }
 
+/// Set when a dropped stream's queued work has finished (its `Drop` synchronized it).
+#[derive(Default)]
+pub(crate) struct Drained {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Drained {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            done = self.cv.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A weak reference to a stream for bookkeeping that must not keep it alive (cached pool blocks,
+/// the streams a kernel binary ran on).
+///
+/// A plain `Weak` is not enough: it stops upgrading as soon as the last handle is released, which
+/// is *before* `StreamInner::drop` has synchronized the stream, so "gone" would not yet mean
+/// "idle" and work still queued on it could race with whoever trusts that (the bug behind stale
+/// kernel outputs: a cached block handed to another stream without any wait while the dropped
+/// stream's tiling copy and kernel were still queued on it). [`WeakStream::upgrade_or_drained`]
+/// waits for the drop's synchronization instead.
+#[derive(Clone)]
+pub(crate) struct WeakStream {
+    stream: Weak<StreamInner>,
+    drained: Arc<Drained>,
+}
+
+impl WeakStream {
+    pub(crate) fn new(stream: &Arc<StreamInner>) -> WeakStream {
+        WeakStream {
+            stream: Arc::downgrade(stream),
+            drained: stream.drained.clone(),
+        }
+    }
+
+    /// The stream while any handle to it lives; otherwise `None` once its drop has waited for all
+    /// its work (blocking until then if another thread is dropping it right now).
+    pub(crate) fn upgrade_or_drained(&self) -> Option<Arc<StreamInner>> {
+        if let Some(s) = self.stream.upgrade() {
+            return Some(s);
+        }
+        self.drained.wait();
+        None
+    }
+
+    /// Whether this refers to `stream`.
+    pub(crate) fn is(&self, stream: &Arc<StreamInner>) -> bool {
+        std::ptr::eq(self.stream.as_ptr(), Arc::as_ptr(stream))
+    }
+
+    /// Whether the stream is gone and its work finished (without waiting).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.stream.strong_count() == 0
+            && *self.drained.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 pub(crate) struct StreamInner {
     handle: sys::aclrtStream,
     /// `false` for a stream borrowed from the caller ([`Stream::borrow_raw`]): never destroyed here.
@@ -39,6 +105,8 @@ pub(crate) struct StreamInner {
     pub(crate) staging: Staging,
     pool: MemPool,
     core: Arc<DeviceCore>,
+    /// Set at the end of `Drop`, after the stream's work finished (see [`WeakStream`]).
+    drained: Arc<Drained>,
 }
 
 // SAFETY: the stream handle is a process-wide AscendCL object; AscendCL accepts work for one stream
@@ -108,6 +176,9 @@ impl Drop for StreamInner {
             // SAFETY: the stream is live, idle, and no handle to it remains.
             let _ = unsafe { result::stream::destroy(self.handle) };
         }
+        // Even when synchronizing failed: the simulator and AscendCL both report the error only
+        // after every queued task has run.
+        self.drained.set();
     }
 }
 
@@ -149,6 +220,7 @@ impl Stream {
                 staging: Staging::default(),
                 pool,
                 core,
+                drained: Arc::default(),
             }),
         })
     }
@@ -184,6 +256,7 @@ impl Stream {
                 staging: Staging::default(),
                 pool: device.pool().clone(),
                 core: device.core().clone(),
+                drained: Arc::default(),
             }),
         })
     }

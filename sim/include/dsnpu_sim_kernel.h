@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define DSNPU_SIM_KERNEL_ABI 1u
+#define DSNPU_SIM_KERNEL_ABI 2u
 
 /* Per-block traffic counters; the kernel adds to them, the simulator sums them per launch. */
 typedef struct dsnpu_sim_counters {
@@ -62,6 +62,12 @@ typedef struct dsnpu_sim_block_ctx {
     void (*fail)(void *sim, const char *msg);
     /* A non-fatal diagnostic (e.g. an unaligned DataCopy length); `msg` is copied. */
     void (*warn)(void *sim, const char *msg);
+    /* ABI 2. The GM side of the init check (DSNPU_SIM_CHECK with `init`); NULL when it is off. The kernel
+     * reports each GM access of the host layer's operations: a store (`write` non-zero) marks
+     * [ptr, ptr + len) written; a load of bytes nothing wrote since the allocation (no copy, memset,
+     * collective or kernel store) records an "init: " fault naming `op` and returns non-zero, and the block
+     * should return. Device allocations start filled with 0xFF bytes while the check is on. */
+    int (*gm_access)(void *sim, const char *op, const void *ptr, size_t len, int write);
 } dsnpu_sim_block_ctx;
 
 typedef void (*dsnpu_sim_kernel_fn)(const dsnpu_sim_block_ctx *ctx);

@@ -27,6 +27,9 @@ pub struct SimConfig {
     pub cube_cores: u32,
     pub vector_cores: u32,
     pub hccl_timeout: Duration,
+    /// `init` is among the `DSNPU_SIM_CHECK` checks: device allocations start poisoned and kernel
+    /// reads of GM bytes nothing wrote are findings (see `memory::written`).
+    pub init_check: bool,
 }
 
 impl Default for SimConfig {
@@ -38,6 +41,7 @@ impl Default for SimConfig {
             cube_cores: 24,
             vector_cores: 48,
             hccl_timeout: Duration::from_secs(120),
+            init_check: false,
         }
     }
 }
@@ -121,6 +125,7 @@ impl SimConfig {
                     "a comma-separated list of mem, race, init, sync, all",
                 ));
             }
+            cfg.init_check = v.split(',').any(|w| matches!(w.trim(), "init" | "all"));
         }
         Ok(cfg)
     }
@@ -329,6 +334,9 @@ mod tests {
         );
         assert!(cfg(&[("DSNPU_SIM_CHECK", "mem,racy")]).is_err());
         assert!(cfg(&[("DSNPU_SIM_CHECK", "mem,race,init,sync")]).is_ok());
+        assert!(cfg(&[("DSNPU_SIM_CHECK", "mem,init")]).unwrap().init_check);
+        assert!(cfg(&[("DSNPU_SIM_CHECK", "all")]).unwrap().init_check);
+        assert!(!cfg(&[("DSNPU_SIM_CHECK", "mem,race")]).unwrap().init_check);
         let c = cfg(&[
             ("DSNPU_SIM_DEVICES", "4"),
             ("DSNPU_SIM_MEM_BYTES", "1G"),

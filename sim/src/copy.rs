@@ -161,6 +161,9 @@ impl CopyPlan {
         // host memory mapped until the copy ends; pageable sides are the caller's memory, valid for
         // `len` bytes by the AscendCL contract and alive because pageable copies are synchronous.
         unsafe { std::ptr::copy(self.src as *const u8, self.dst as *mut u8, self.len) };
+        if self.dst_side.is_device() {
+            mem.mark_written(self.dst, self.len);
+        }
         Ok(())
     }
 }
@@ -219,6 +222,9 @@ impl MemsetPlan {
         // SAFETY: the range was just found inside a live allocation whose pin keeps its host
         // memory mapped until the write ends.
         unsafe { std::ptr::write_bytes(self.dst as *mut u8, self.value, self.len) };
+        if self.side.is_device() {
+            mem.mark_written(self.dst, self.len);
+        }
         Ok(())
     }
 }

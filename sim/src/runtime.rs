@@ -91,7 +91,9 @@ impl Runtime {
         let host_budget = config
             .host_mem_bytes
             .unwrap_or_else(crate::memory::host::backable_bytes);
-        let memory = Arc::new(Memory::new(config.devices, config.mem_bytes, host_budget));
+        let mut memory = Memory::new(config.devices, config.mem_bytes, host_budget);
+        memory.set_init_check(config.init_check);
+        let memory = Arc::new(memory);
         Runtime {
             defaults: (0..config.devices)
                 .map(|_| Mutex::new(DefaultContext::default()))

@@ -306,6 +306,8 @@ fn freed_memory_returns_to_the_host_while_an_unrelated_kernel_runs() {
             ok(unsafe { aclrtCreateStream(&mut s) });
             let (rc, flag, _) = timed_malloc(4);
             ok(rc);
+            // Fresh device memory is not zeros (poisoned under the init check): clear the flag.
+            memset(flag, 4, 0);
             launch_spinner(f, s, flag, 60_000);
             // The case: 48 x 32 MiB written and freed during a 1-block kernel.
             let before = rss();
@@ -363,6 +365,8 @@ fn memory_a_running_kernel_uses_stays_mapped_when_freed() {
             // Large enough to be its own mapping: unmapping it under the kernel would SIGSEGV.
             let (rc, flag, _) = timed_malloc(8 * MIB);
             ok(rc);
+            // Fresh device memory is not zeros (poisoned under the init check): clear the flag.
+            memset(flag, 8 * MIB, 0);
             launch_spinner(f, s, flag, 300);
             free(flag);
             // The kernel keeps polling the freed (still mapped) flag and times out normally.

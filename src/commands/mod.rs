@@ -4,4 +4,5 @@ pub mod ep;
 pub mod forward;
 pub mod generate;
 pub mod info;
+pub mod kernel;
 pub mod verify;

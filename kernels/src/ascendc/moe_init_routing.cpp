@@ -216,8 +216,14 @@ private:
             if (!resident) LoadIds(c0, nc);
             for (uint32_t j0 = c0; j0 < c0 + nc; j0 += t_.tokens_per_tile) {
                 const uint32_t nj = Min(t_.tokens_per_tile, c0 + nc - j0);
-                LoadTile(j0, nj);
-                LocalTensor<Out> rows = Prepare(nj);
+                // Rows after the tile's last active pair are never written out, so they are not read
+                // either (a caller may leave them unwritten, as ep_combine's padding rows are).
+                const uint32_t live = LiveRows(j0 - c0, nj);
+                LocalTensor<Out> rows;
+                if (live > 0) {
+                    LoadTile(j0, live);
+                    rows = Prepare(live);
+                }
                 for (uint32_t j = 0; j < nj; ++j) {
                     for (uint32_t k = 0; k < t_.top_k; ++k) {
                         const uint32_t i = (j0 - c0 + j) * t_.top_k + k;
@@ -232,7 +238,7 @@ private:
                         WriteRow(rows, j, static_cast<uint64_t>(r));
                     }
                 }
-                Release(rows);
+                if (live > 0) Release(rows);
             }
             SetFlag<HardEvent::S_MTE3>(0);
             WaitFlag<HardEvent::S_MTE3>(0);
@@ -241,6 +247,19 @@ private:
             SetFlag<HardEvent::MTE3_MTE2>(0);
             WaitFlag<HardEvent::MTE3_MTE2>(0);
         }
+    }
+
+    // 1 + the last row among `n` tile rows (ids from pair `first * top_k` of the chunk in UB) with an
+    // active pair, 0 when none has one.
+    __aicore__ inline uint32_t LiveRows(uint32_t first, uint32_t n) {
+        LocalTensor<int32_t> ids = ids_.Get<int32_t>();
+        uint32_t live = 0;
+        for (uint32_t j = 0; j < n; ++j) {
+            for (uint32_t k = 0; k < t_.top_k; ++k) {
+                if (Active(ids.GetValue((first + j) * t_.top_k + k))) live = j + 1;
+            }
+        }
+        return live;
     }
 
     __aicore__ inline void LoadTile(uint32_t j0, uint32_t n) {

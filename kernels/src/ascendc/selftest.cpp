@@ -38,6 +38,9 @@
  *   12       Add on a LocalTensor view 4 bytes into a buffer (not 32-byte aligned) -- mem
  *   13       Matmul base tile 256x256x128 of f32 (L0A 128 KiB > 64 KiB)             -- mem
  *   14       block 0 returns without the SyncAll the other blocks wait in          -- sync (simulator)
+ *   15       b += 2 a: reads its output b back from GM before writing it; a finding only when nothing
+ *            wrote b since its allocation (the GM side of init, simulator); after a copy or memset
+ *            into b it is the correct variant and computes b + 2 a                  -- init (simulator)
  *   106      the 1 / 101 pipeline with PipeBarrier<PIPE_ALL> instead of flags
  * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
  *   (a multiple of `arg`, the tile length, itself a multiple of 8):
@@ -295,6 +298,25 @@ __aicore__ inline void DefectReload(GlobalTensor<float>& ag, GlobalTensor<float>
     DataCopy(bg, o, n);
 }
 
+// b += 2 a, reading b's old contents from GM first (seeded defect 15 on an output nothing wrote).
+__aicore__ inline void AccumulateInto(GlobalTensor<float>& ag, GlobalTensor<float>& bg, uint32_t n) {
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> in, acc;
+    pipe.InitBuffer(in, n * sizeof(float));
+    pipe.InitBuffer(acc, n * sizeof(float));
+    LocalTensor<float> x = in.Get<float>();
+    LocalTensor<float> y = acc.Get<float>();
+    DataCopy(x, ag, n);
+    DataCopy(y, bg, n);
+    SetFlag<HardEvent::MTE2_V>(0);
+    WaitFlag<HardEvent::MTE2_V>(0);
+    Muls(x, x, 2.0f, static_cast<int32_t>(n));
+    Add(y, y, x, static_cast<int32_t>(n));
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
+    DataCopy(bg, y, n);
+}
+
 __aicore__ inline void Defect(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
     GlobalTensor<float> ag, bg;
     const uint32_t n = t.count;
@@ -352,6 +374,7 @@ __aicore__ inline void Defect(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t
         case 14:
             if (GetBlockIdx() != 0) SyncAll();
             break;
+        case 15: AccumulateInto(ag, bg, n); break;
         default:
             break;
     }

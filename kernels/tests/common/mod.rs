@@ -37,6 +37,10 @@ pub struct BlockCtx {
     pub check_gm: unsafe extern "C" fn(*mut c_void, *const c_void, usize) -> c_int,
     pub fail: unsafe extern "C" fn(*mut c_void, *const c_char),
     pub warn: unsafe extern "C" fn(*mut c_void, *const c_char),
+    /// ABI 2: the GM side of the init check; this stand-in does none.
+    pub gm_access: Option<
+        unsafe extern "C" fn(*mut c_void, *const c_char, *const c_void, usize, c_int) -> c_int,
+    >,
 }
 
 type KernelFn = unsafe extern "C" fn(*const BlockCtx);
@@ -151,7 +155,13 @@ impl Device {
 
     /// Launch `kernel` on `blocks` blocks with the given packed GM addresses.
     pub fn launch(&self, kernel: &str, blocks: u32, args: &[u64]) -> Outcome {
-        self.launch_with(kernel, blocks, args, UB_910B, 1)
+        self.launch_with(
+            kernel,
+            blocks,
+            args,
+            UB_910B,
+            dsnpu_kernels::HOST_KERNEL_ABI,
+        )
     }
 
     pub fn launch_with(
@@ -195,6 +205,7 @@ impl Device {
                         check_gm: cb_check_gm,
                         fail: cb_fail,
                         warn: cb_warn,
+                        gm_access: None,
                     };
                     // SAFETY: `ctx` and everything it points to (args, counters, sim) outlive the call.
                     unsafe { f(&ctx) };

@@ -98,7 +98,7 @@ fn run(
     ub: u32,
 ) -> Result<Launch, String> {
     let symbol = kernel.symbol(dt);
-    let outcome = dev.launch_with(symbol, blocks, args, ub, 1);
+    let outcome = dev.launch_with(symbol, blocks, args, ub, dsnpu_kernels::HOST_KERNEL_ABI);
     if !outcome.failures.is_empty() || !outcome.warnings.is_empty() {
         return Err(format!(
             "{symbol} on {blocks} blocks: faults {:?}, warnings {:?}",

@@ -5,7 +5,9 @@
 //!   twice, or for large blocks 1/8 more than, the request), preferring the smallest fit.
 //! - Reuse on the same stream needs no synchronization: the block's old work precedes the new work
 //!   in stream order. Reuse on another stream queues a device-side wait for an event recorded on the
-//!   old stream (no host block). A block whose stream is gone is idle (streams synchronize on drop).
+//!   old stream (no host block). A block whose stream is gone is idle once that stream's drop has
+//!   synchronized it; reuse during the drop waits for that ([`WeakStream`]), since the last handle
+//!   is released before the drop's synchronization finishes.
 //! - When `aclrtMalloc` reports out-of-memory, every cached block is released (after its stream
 //!   finishes) and the allocation is retried once; a second failure is
 //!   [`RuntimeError::OutOfMemory`] with the requested, free and released byte counts.
@@ -14,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::c_void;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dsnpu_ffi::{result, sys};
 
@@ -23,7 +25,7 @@ use crate::error::{Result, RuntimeError};
 use crate::event::{Event, EventFlags};
 use crate::memory::device_buffer::DeviceBuffer;
 use crate::memory::repr::{byte_len, DeviceRepr};
-use crate::stream::{Stream, StreamInner};
+use crate::stream::{Stream, StreamInner, WeakStream};
 
 /// Block sizes are multiples of this (AscendCL itself aligns device allocations to 32 bytes).
 pub const BLOCK_ALIGN: usize = 512;
@@ -81,7 +83,7 @@ fn is_oom(e: &dsnpu_ffi::FfiError) -> bool {
 struct FreeBlock {
     ptr: *mut c_void,
     /// Stream of the block's last use; `None` when nothing can be pending.
-    stream: Option<Weak<StreamInner>>,
+    stream: Option<WeakStream>,
     stream_id: u64,
     event: Option<Event>,
 }
@@ -147,7 +149,10 @@ impl PoolInner {
         let mut failed: Vec<u64> = Vec::new();
         let mut released = 0;
         for (key, block) in blocks {
-            let live = block.stream.as_ref().and_then(Weak::upgrade);
+            let live = block
+                .stream
+                .as_ref()
+                .and_then(WeakStream::upgrade_or_drained);
             let idle = match live {
                 None => true,
                 Some(s) if synced.contains(&s.id()) => true,
@@ -263,7 +268,11 @@ impl MemPool {
         if let Some((key, mut free)) = state.take_fit(size, stream.id()) {
             let size = key.0;
             if free.stream_id != stream.id() {
-                if let Some(prev) = free.stream.as_ref().and_then(Weak::upgrade) {
+                if let Some(prev) = free
+                    .stream
+                    .as_ref()
+                    .and_then(WeakStream::upgrade_or_drained)
+                {
                     if let Err(e) = Self::order_after(&mut free, &prev, stream) {
                         state.free.insert(key, free);
                         return Err(e);
@@ -341,7 +350,7 @@ impl MemPool {
             FreeBlock {
                 ptr: block.ptr,
                 stream_id: last.as_ref().map_or(0, |s| s.id()),
-                stream: last.as_ref().map(Arc::downgrade),
+                stream: last.as_ref().map(WeakStream::new),
                 event: block.event,
             },
         );

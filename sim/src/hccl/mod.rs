@@ -307,6 +307,10 @@ unsafe fn device_slice<'a>(ptr: usize, len: usize) -> &'a [u8] {
 unsafe fn write_bytes(ptr: usize, bytes: &[u8]) {
     // SAFETY: per the function contract; `bytes` is a separate host buffer, so no overlap.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr as *mut u8, bytes.len()) };
+    // Received data counts as written for the init check.
+    if let Ok(rt) = crate::runtime::runtime() {
+        rt.memory.mark_written(ptr, bytes.len());
+    }
 }
 
 /// Tickets in call order: a task runs once every earlier ticket finished (or gave up).

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_int, c_void};
 
 /// `DSNPU_SIM_KERNEL_ABI`.
-pub const DSNPU_SIM_KERNEL_ABI: u32 = 1;
+pub const DSNPU_SIM_KERNEL_ABI: u32 = 2;
 
 /// The symbol every host kernel binary exports, NUL-terminated.
 pub const ABI_VERSION_SYMBOL: &[u8] = b"dsnpu_sim_kernel_abi_version\0";
@@ -62,6 +62,14 @@ pub type CheckGmFn =
     unsafe extern "C" fn(sim: *mut c_void, ptr: *const c_void, len: usize) -> c_int;
 /// `fail` / `warn` callbacks; the message is copied.
 pub type MessageFn = unsafe extern "C" fn(sim: *mut c_void, msg: *const c_char);
+/// `gm_access` callback (the init check): marks a store, checks a load; non-zero after a finding.
+pub type GmAccessFn = unsafe extern "C" fn(
+    sim: *mut c_void,
+    op: *const c_char,
+    ptr: *const c_void,
+    len: usize,
+    write: c_int,
+) -> c_int;
 
 /// `dsnpu_sim_block_ctx`: what one block of a launch sees.
 #[repr(C)]
@@ -79,6 +87,7 @@ pub struct BlockCtx {
     pub check_gm: Option<CheckGmFn>,
     pub fail: Option<MessageFn>,
     pub warn: Option<MessageFn>,
+    pub gm_access: Option<GmAccessFn>,
 }
 
 /// `dsnpu_sim_kernel_fn`.
@@ -141,10 +150,11 @@ impl LaunchCounters {
 #[cfg(target_pointer_width = "64")]
 const _: () = {
     use std::mem::{offset_of, size_of};
-    assert!(size_of::<BlockCtx>() == 80);
+    assert!(size_of::<BlockCtx>() == 88);
     assert!(offset_of!(BlockCtx, args) == 16);
     assert!(offset_of!(BlockCtx, sim) == 40);
     assert!(offset_of!(BlockCtx, warn) == 72);
+    assert!(offset_of!(BlockCtx, gm_access) == 80);
     assert!(size_of::<Counters>() == 64);
     assert!(offset_of!(Counters, ub_high_water) == 32);
     assert!(size_of::<LaunchCounters>() == 224);

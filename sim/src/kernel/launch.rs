@@ -8,6 +8,10 @@
 //! `ACL_ERROR_RT_AICORE_EXCEPTION` and the message `"kernel <name> block <i>: <msg>"`; blocks still
 //! running finish, later waves are not started.
 //!
+//! With the init check on (`DSNPU_SIM_CHECK` with `init`) blocks get the `gm_access` callback: kernel
+//! stores mark device bytes written, and a kernel load of bytes nothing wrote since allocation fails
+//! the launch with an `init:` finding naming the operation, the allocation and the byte range.
+//!
 //! The argument bytes are copied into a buffer registered as device memory of the launch's device
 //! for the duration of the launch, so placeholder pointers into it pass `check_gm`.
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -58,6 +62,7 @@ struct LaunchShared<'a> {
     barrier: BlockBarrier,
     fault: Mutex<Option<SimError>>,
     warnings: AtomicU64,
+    init_check: bool,
 }
 
 impl LaunchShared<'_> {
@@ -121,6 +126,29 @@ impl BlockSim<'_> {
         )
     }
 
+    /// The init check: marks a store written; a load of unwritten bytes is a finding (returns 1).
+    fn gm_access(&self, op: &str, ptr: usize, len: usize, write: bool) -> c_int {
+        let memory = self.shared.memory;
+        if write {
+            memory.mark_written(ptr, len);
+            return 0;
+        }
+        match memory.unwritten(ptr, len) {
+            None => 0,
+            Some(u) => {
+                self.shared.fault(
+                    self.block,
+                    format!(
+                        "init: {op} reads GM bytes [{}, {}) of the {}-byte device allocation at {:#x}, \
+                         which nothing wrote since it was allocated (no copy, memset, collective or kernel store)",
+                        u.from, u.to, u.alloc_len, u.alloc
+                    ),
+                );
+                1
+            }
+        }
+    }
+
     fn warn(&self, msg: String) {
         let n = self.shared.warnings.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= PRINTED_WARNINGS {
@@ -173,6 +201,25 @@ unsafe extern "C" fn cb_check_gm(sim: *mut c_void, ptr: *const c_void, len: usiz
     catch_unwind(AssertUnwindSafe(|| b.check_gm(ptr, len))).unwrap_or(1)
 }
 
+unsafe extern "C" fn cb_gm_access(
+    sim: *mut c_void,
+    op: *const c_char,
+    ptr: *const c_void,
+    len: usize,
+    write: c_int,
+) -> c_int {
+    // SAFETY: as in cb_sync_all.
+    let Some(b) = (unsafe { block_of(sim) }) else {
+        return 1;
+    };
+    // SAFETY: `op` is NULL or NUL-terminated by the ABI.
+    let op = unsafe { message(op) };
+    catch_unwind(AssertUnwindSafe(|| {
+        b.gm_access(&op, ptr as usize, len, write != 0)
+    }))
+    .unwrap_or(1)
+}
+
 unsafe extern "C" fn cb_fail(sim: *mut c_void, msg: *const c_char) {
     // SAFETY: as in cb_sync_all; `msg` is a C string by the ABI.
     let Some(b) = (unsafe { block_of(sim) }) else {
@@ -219,6 +266,9 @@ fn run_block(
         check_gm: Some(cb_check_gm),
         fail: Some(cb_fail),
         warn: Some(cb_warn),
+        gm_access: shared
+            .init_check
+            .then_some(cb_gm_access as super::abi::GmAccessFn),
     };
     // SAFETY: `entry` is a kernel of a binary kept loaded by the launch's Function; the context,
     // the counters, the registered argument buffer (unregistered only after every block returned)
@@ -277,6 +327,7 @@ pub(crate) fn run_launch(
         barrier: BlockBarrier::new(n),
         fault: Mutex::new(None),
         warnings: AtomicU64::new(0),
+        init_check: config.init_check,
     };
     let mut counters = vec![Counters::default(); n as usize];
     match install_args(memory, device, &launch.args) {

@@ -25,10 +25,14 @@
 //! when the last pin is released — immediately when nothing uses it, however much unrelated work
 //! is running. Kernels pin what they `check_gm` and what their arguments point into.
 //!
-//! Per-allocation state lives in [`Alloc`]; a later shadow of initialized bytes (for
-//! uninitialized-read checks) belongs there, created in [`Memory::insert`].
+//! Per-allocation state lives in [`Alloc`]. With the init check on ([`Memory::set_init_check`],
+//! `DSNPU_SIM_CHECK` with `init`), device allocations (up to [`POISON_MAX_BYTES`]) are filled with
+//! [`POISON`] instead of zeros and carry a shadow of the bytes written since ([`written`]): copies, memsets, collectives and
+//! kernel stores mark it ([`Memory::mark_written`]); kernel reads are checked against it
+//! ([`Memory::unwritten`]).
 mod backing;
 pub(crate) mod host;
+pub(crate) mod written;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -37,6 +41,15 @@ use std::sync::{Arc, RwLock};
 use crate::error::SimError;
 use crate::sync::{read, write};
 use backing::Backing;
+use written::Written;
+
+/// The byte device allocations are filled with under the init check: NaN in every float format,
+/// -1 as an integer, so an output nothing wrote does not pass as zeros.
+pub const POISON: u8 = 0xFF;
+
+/// Larger allocations are not poisoned: filling them would commit all their host pages at once (a
+/// lazily mapped multi-GiB weight buffer). Their shadow still catches reads of unwritten bytes.
+pub const POISON_MAX_BYTES: usize = 64 << 20;
 
 /// Alignment of device allocations (the real runtime guarantees 64 bytes).
 pub const DEVICE_ALIGN: usize = 64;
@@ -111,6 +124,8 @@ struct Alloc {
     host_charged: u64,
     space: Space,
     block: Arc<Backing>,
+    /// Bytes written since allocation (device memory under the init check only).
+    written: Option<Arc<Written>>,
 }
 
 impl Alloc {
@@ -138,6 +153,19 @@ pub(crate) struct Memory {
     capacity: u64,
     /// What the host can back, for all devices and pinned memory together.
     host_budget: u64,
+    /// Poison fresh device memory and shadow its writes (the init check).
+    init_check: bool,
+}
+
+/// A kernel read of bytes nothing wrote (the init check's finding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unwritten {
+    /// Start and length of the allocation.
+    pub alloc: usize,
+    pub alloc_len: usize,
+    /// The unwritten byte range, as offsets into the allocation.
+    pub from: usize,
+    pub to: usize,
 }
 
 fn space_name(space: Space) -> String {
@@ -158,7 +186,45 @@ impl Memory {
             }),
             capacity,
             host_budget,
+            init_check: false,
         }
+    }
+
+    /// Turns the init check on or off for allocations made from now on.
+    pub(crate) fn set_init_check(&mut self, on: bool) {
+        self.init_check = on;
+    }
+
+    /// Records that `[ptr, ptr + len)` was written, if it lies in a shadowed allocation.
+    pub(crate) fn mark_written(&self, ptr: usize, len: usize) {
+        if !self.init_check || len == 0 {
+            return;
+        }
+        let t = read(&self.table);
+        if let Ok(Some((start, a))) = Self::locate_with_start(&t, ptr, len) {
+            if let Some(w) = &a.written {
+                w.mark(ptr - start, len);
+            }
+        }
+    }
+
+    /// The first run of bytes in `[ptr, ptr + len)` that nothing wrote since allocation, if the
+    /// range lies in a shadowed allocation.
+    pub(crate) fn unwritten(&self, ptr: usize, len: usize) -> Option<Unwritten> {
+        if !self.init_check || len == 0 {
+            return None;
+        }
+        let t = read(&self.table);
+        let (start, a) = Self::locate_with_start(&t, ptr, len).ok()??;
+        let w = a.written.as_ref()?;
+        let off = ptr - start;
+        let from = w.first_unwritten(off, len)?;
+        Some(Unwritten {
+            alloc: start,
+            alloc_len: a.len,
+            from,
+            to: w.unwritten_until(from, off + len),
+        })
     }
 
     fn device_index(&self, t: &Table, device: i32) -> Result<usize, SimError> {
@@ -186,6 +252,13 @@ impl Memory {
         block: Backing,
     ) -> usize {
         let addr = block.addr();
+        let written = (self.init_check && matches!(space, Space::Device(_))).then(|| {
+            if len <= POISON_MAX_BYTES {
+                // SAFETY: the block is fresh, at least `len` bytes, and not shared yet.
+                unsafe { std::ptr::write_bytes(block.as_mut_ptr(), POISON, len) };
+            }
+            Arc::new(Written::new(len))
+        });
         t.allocs.insert(
             addr,
             Alloc {
@@ -194,6 +267,7 @@ impl Memory {
                 host_charged,
                 space,
                 block: Arc::new(block),
+                written,
             },
         );
         addr
@@ -368,6 +442,16 @@ impl Memory {
             .saturating_sub(t.used[d])
             .min(self.host_free(&t));
         Ok((free, self.capacity))
+    }
+
+    /// As [`Memory::locate`], with the allocation's start address.
+    fn locate_with_start(
+        t: &Table,
+        ptr: usize,
+        len: usize,
+    ) -> Result<Option<(usize, &Alloc)>, String> {
+        let found = Self::locate(t, ptr, len)?;
+        Ok(found.map(|a| (a.block.addr(), a)))
     }
 
     /// The allocation holding `[ptr, ptr + len)`, `None` outside every allocation, `Err` for a
@@ -630,6 +714,28 @@ mod tests {
         };
         m.free(e, false).unwrap();
         assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn the_init_check_poisons_and_tracks_writes() {
+        let mut m = Memory::new(1, 1 << 20, 1 << 30);
+        m.set_init_check(true);
+        let d = m.malloc_device(0, 100).unwrap();
+        // SAFETY: 100 bytes of a live allocation, nothing else uses them.
+        let bytes = unsafe { std::slice::from_raw_parts(d as *const u8, 100) };
+        assert!(bytes.iter().all(|&b| b == POISON));
+        let u = m.unwritten(d + 8, 16).unwrap();
+        assert_eq!((u.alloc, u.alloc_len, u.from, u.to), (d, 100, 8, 24));
+        m.mark_written(d, 12);
+        assert_eq!(m.unwritten(d + 8, 16).unwrap().from, 12);
+        m.mark_written(d + 12, 88);
+        assert_eq!(m.unwritten(d, 100), None);
+        let h = m.malloc_host(64).unwrap();
+        assert_eq!(m.unwritten(h, 64), None, "host memory is not shadowed");
+        let mut plain = Memory::new(1, 1 << 20, 1 << 30);
+        plain.set_init_check(false);
+        let z = plain.malloc_device(0, 100).unwrap();
+        assert_eq!(plain.unwritten(z, 100), None);
     }
 
     #[test]

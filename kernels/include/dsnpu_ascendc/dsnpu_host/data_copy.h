@@ -13,7 +13,8 @@
 // Every GM access is checked against the GlobalTensor's size and the allocation table, every UB access
 // against the LocalTensor's extent. Bytes moved are added to the block's gm_to_ub / ub_to_gm counters.
 // Pipes (pipeline.h): GM -> UB issues on MTE2 and writes (defines) the UB bytes it fills; UB -> GM issues
-// on MTE3, reads its UB bytes and requires them defined; UB -> UB issues on V.
+// on MTE3, reads its UB bytes and requires them defined; UB -> UB issues on V. Under the init check GM loads
+// must read bytes something wrote, and GM stores mark theirs written (gm_access, pipeline.h).
 #ifndef DSNPU_ASCENDC_HOST_DATA_COPY_H
 #define DSNPU_ASCENDC_HOST_DATA_COPY_H
 
@@ -87,6 +88,7 @@ __aicore__ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>
     pl.issue(::dsnpu::host::kPipeMte2, "DataCopy", pl.cost().mte_cycles(bytes), ::dsnpu::host::cost::kMteLatency);
     pl.ub_write(dst.dsnpu_addr(), bytes);
     pl.set_defined(dst.dsnpu_addr(), bytes, true);
+    ::dsnpu::host::gm_read("DataCopy", s, bytes);
     std::memcpy(d, s, bytes);
     ::dsnpu::host::counters().gm_to_ub_bytes += bytes;
 }
@@ -103,6 +105,7 @@ __aicore__ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>
     pl.ub_read(src.dsnpu_addr(), bytes);
     pl.require_defined(src.dsnpu_addr(), bytes, "copies to GM");
     std::memcpy(d, s, bytes);
+    ::dsnpu::host::gm_wrote("DataCopy", d, bytes);
     ::dsnpu::host::counters().ub_to_gm_bytes += bytes;
 }
 
@@ -151,11 +154,13 @@ inline void block_copy(const char* op, bool to_ub, const LocalTensor<T>& ub, con
         if (to_ub) {
             pl.ub_write(at, block_bytes);
             pl.set_defined(at, block_bytes, true);
+            ::dsnpu::host::gm_read(op, gm_p, block_bytes);
             std::memcpy(ub_p, gm_p, block_bytes);
         } else {
             pl.ub_read(at, block_bytes);
             pl.require_defined(at, block_bytes, "copies to GM");
             std::memcpy(gm_p, ub_p, block_bytes);
+            ::dsnpu::host::gm_wrote(op, gm_p, block_bytes);
         }
     }
     if (to_ub) {

@@ -34,7 +34,9 @@
 //   defined values; InitBuffer makes its bytes undefined); vector instructions propagate it element-wise;
 //   a finding is raised where an undefined value is *used*: copied out to GM (MTE3), read by the scalar
 //   unit (GetValue) or used as a Gather offset. Vector work on the padding lanes of a row is therefore
-//   allowed, as on the device, as long as its results never leave the core.
+//   allowed, as on the device, as long as its results never leave the core. On the GM side (gm_access
+//   below) a load of GM bytes nothing wrote since their allocation is the finding: the simulator poisons
+//   fresh device memory and tracks what copies, memsets, collectives and kernel stores wrote.
 #ifndef DSNPU_ASCENDC_HOST_PIPELINE_H
 #define DSNPU_ASCENDC_HOST_PIPELINE_H
 
@@ -364,6 +366,19 @@ private:
 };
 
 inline Pipeline& pipeline() { return *block().pipeline; }
+
+// The GM side of the init check (gm_access in dsnpu_sim_kernel.h, ABI 2): every GM store of the layer's
+// operations marks its bytes written, every GM load asks the simulator whether something (a copy, memset,
+// collective or kernel store) wrote them since allocation; if not, the simulator records an "init: " finding
+// naming `op` and the block ends. Off unless DSNPU_SIM_CHECK has init and the simulator passes the callback.
+inline void gm_access(const char* op, const void* p, uint64_t bytes, bool write) {
+    if (bytes == 0) return;
+    BlockState& b = block();
+    if (b.ctx->gm_access == nullptr || b.pipeline == nullptr || !b.pipeline->init_on()) return;
+    if (b.ctx->gm_access(b.ctx->sim, op, p, static_cast<size_t>(bytes), write ? 1 : 0) != 0) throw BlockAbort{};
+}
+inline void gm_read(const char* op, const void* p, uint64_t bytes) { gm_access(op, p, bytes, false); }
+inline void gm_wrote(const char* op, const void* p, uint64_t bytes) { gm_access(op, p, bytes, true); }
 
 // Shorthands for the instruction hooks of the other headers.
 inline void issue(uint32_t p, const char* op, double busy, double latency = 0) {

@@ -68,6 +68,7 @@ public:
     __aicore__ inline T GetValue(const uint64_t offset) const {
         ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::GetValue", ::dsnpu::host::cost::kScalarGm);
         const T* p = dsnpu_span("GlobalTensor::GetValue", offset, 1);
+        ::dsnpu::host::gm_read("GlobalTensor::GetValue", p, sizeof(T));
         T v;
         std::memcpy(&v, p, sizeof(T));
         return v;
@@ -76,6 +77,7 @@ public:
         ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::SetValue", ::dsnpu::host::cost::kScalarGm);
         T* p = dsnpu_span("GlobalTensor::SetValue", offset, 1);
         std::memcpy(p, &value, sizeof(T));
+        ::dsnpu::host::gm_wrote("GlobalTensor::SetValue", p, sizeof(T));
     }
 
     // A view starting `offset` elements in.

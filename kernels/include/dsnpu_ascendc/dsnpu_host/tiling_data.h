@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "block.h"
+#include "pipeline.h"
 
 namespace dsnpu {
 namespace host {
@@ -19,6 +20,7 @@ template <typename S>
 inline void copy_tiling(S* out, const void* tiling) {
     static_assert(std::is_trivially_copyable<S>::value, "tiling structs are copied as bytes");
     check_gm("GET_TILING_DATA", tiling, sizeof(S));
+    gm_read("GET_TILING_DATA", tiling, sizeof(S));
     std::memcpy(out, tiling, sizeof(S));
 }
 

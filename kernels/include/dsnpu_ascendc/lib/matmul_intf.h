@@ -184,6 +184,7 @@ public:
                 }
                 if (bias_on_) {
                     const Bias* bp = bias_.dsnpu_span(op, static_cast<uint64_t>(n0), static_cast<uint64_t>(bn));
+                    ::dsnpu::host::gm_read(op, bp, static_cast<uint64_t>(bn) * sizeof(Bias));
                     for (int64_t i = 0; i < bm; ++i) {
                         for (int64_t j = 0; j < bn; ++j) {
                             acc[static_cast<size_t>(i * bn + j)] +=
@@ -194,11 +195,13 @@ public:
                 }
                 for (int64_t i = 0; i < bm; ++i) {
                     C* cp = gm.dsnpu_span(op, static_cast<uint64_t>((m0 + i) * ldc + n0), static_cast<uint64_t>(bn));
+                    if (enAtomic) ::dsnpu::host::gm_read(op, cp, static_cast<uint64_t>(bn) * sizeof(C));
                     for (int64_t j = 0; j < bn; ++j) {
                         float v = acc[static_cast<size_t>(i * bn + j)];
                         if (enAtomic) v += static_cast<float>(::dsnpu::host::Elem<C>::to_d(cp[j]));
                         cp[j] = ::dsnpu::host::Elem<C>::from_d(v);
                     }
+                    ::dsnpu::host::gm_wrote(op, cp, static_cast<uint64_t>(bn) * sizeof(C));
                 }
                 ctr.ub_to_gm_bytes += static_cast<uint64_t>(bm * bn) * sizeof(C);
                 model_fix(static_cast<uint64_t>(bm * bn) * sizeof(C));
@@ -238,6 +241,7 @@ private:
         if (!k_strided) {
             for (int64_t r = 0; r < rows; ++r) {
                 const T* p = g.dsnpu_span(op, static_cast<uint64_t>((r0 + r) * ld + k0), static_cast<uint64_t>(bk));
+                ::dsnpu::host::gm_read(op, p, static_cast<uint64_t>(bk) * sizeof(T));
                 for (int64_t kk = 0; kk < bk; ++kk) {
                     out[static_cast<size_t>(r * bk + kk)] = static_cast<float>(::dsnpu::host::Elem<T>::to_d(p[kk]));
                 }
@@ -245,6 +249,7 @@ private:
         } else {
             for (int64_t kk = 0; kk < bk; ++kk) {
                 const T* p = g.dsnpu_span(op, static_cast<uint64_t>((k0 + kk) * ld + r0), static_cast<uint64_t>(rows));
+                ::dsnpu::host::gm_read(op, p, static_cast<uint64_t>(rows) * sizeof(T));
                 for (int64_t r = 0; r < rows; ++r) {
                     out[static_cast<size_t>(r * bk + kk)] = static_cast<float>(::dsnpu::host::Elem<T>::to_d(p[r]));
                 }
