@@ -8,8 +8,8 @@ mod common;
 use common::*;
 use dsnpu_model::device::{DType, Engine, EngineOptions};
 use dsnpu_model::{Checkpoint, ModelError};
-use safetensors::Dtype;
 use ndarray::Array2;
+use safetensors::Dtype;
 
 const TOLERANCE: f32 = 1e-3;
 
@@ -301,6 +301,9 @@ fn bf16_compute_stays_within_five_percent_of_the_f32_logits() {
         assert_eq!(ids.len(), 2);
         // The router ran in f32 on an f32 copy of its bf16 input.
         let ops = e.stats().ops;
-        assert!(ops.get("gather_rows(to f32)").copied().unwrap_or(0) > 0, "{ops:?}");
+        assert!(
+            ops.get("gather_rows(to f32)").copied().unwrap_or(0) > 0,
+            "{ops:?}"
+        );
     }
 }

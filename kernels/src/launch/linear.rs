@@ -2,7 +2,9 @@
 
 use dsnpu_runtime::{DeviceBuffer, Stream};
 
-use super::{device_error, expect_len, product, weight_kernel, KernelElem, KernelLibrary, Launched};
+use super::{
+    device_error, expect_len, product, weight_kernel, KernelElem, KernelLibrary, Launched,
+};
 use crate::{Kernel, LinearTiling, Result};
 
 /// `y[m, n] = x[m, k] * w[n, k]^T (+ bias[n])` (weights stored `[out, in]`, as in Hugging Face

@@ -57,7 +57,9 @@ use crate::MlaDecodeTiling;
 use crate::{
     ExpertFfnTiling, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling, MoeInitRoutingTiling,
 };
-use crate::{Kernel, KernelDtype, KernelError, LinearTiling, RmsNormTiling, RopeTiling, SelftestTiling};
+use crate::{
+    Kernel, KernelDtype, KernelError, LinearTiling, RmsNormTiling, RopeTiling, SelftestTiling,
+};
 use crate::{Result, SiluMulTiling};
 
 /// Element types the kernels are instantiated for.

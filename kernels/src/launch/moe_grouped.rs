@@ -12,7 +12,9 @@
 
 use dsnpu_runtime::{DeviceBuffer, Stream};
 
-use super::{device_error, expect_len, product, weight_kernel, KernelElem, KernelLibrary, Launched};
+use super::{
+    device_error, expect_len, product, weight_kernel, KernelElem, KernelLibrary, Launched,
+};
 use crate::tiling::invalid;
 use crate::{ExpertFfnTiling, GroupedMatmulTiling, Kernel, KernelError, MoeList, Result};
 

@@ -216,9 +216,11 @@ impl Engine {
             .map(|_| {
                 let zeroed = |n: usize| -> Result<Tensor> {
                     match dtype {
-                        DType::BF16 => {
-                            Tensor::from_device(&[n], stream.alloc_zeroed::<half::bf16>(n)?, &stream)
-                        }
+                        DType::BF16 => Tensor::from_device(
+                            &[n],
+                            stream.alloc_zeroed::<half::bf16>(n)?,
+                            &stream,
+                        ),
                         _ => Tensor::from_device(&[n], stream.alloc_zeroed::<f32>(n)?, &stream),
                     }
                 };
@@ -628,11 +630,8 @@ impl Engine {
         let (cfg, ctx, w) = (env.cfg, env.ctx, &self.weights);
         let (hid, t) = (cfg.hidden_size, p.tokens);
         let eps = cfg.rms_norm_eps;
-        let mut h: Buf<T> = ctx.lookup(
-            &w.embed,
-            &p.ids,
-            RowSource::lookup(t, hid, cfg.vocab_size),
-        )?;
+        let mut h: Buf<T> =
+            ctx.lookup(&w.embed, &p.ids, RowSource::lookup(t, hid, cfg.vocab_size))?;
         let mut pending: Option<Buf<T>> = None;
         for (l, layer) in w.layers.iter().enumerate() {
             let normed = match pending.take() {

@@ -93,7 +93,13 @@ impl Ctx {
         Ok(y)
     }
 
-    pub fn rms_norm<T: Act>(&self, x: &Buf<T>, w: &Tensor, rows: usize, eps: f32) -> Result<Buf<T>> {
+    pub fn rms_norm<T: Act>(
+        &self,
+        x: &Buf<T>,
+        w: &Tensor,
+        rows: usize,
+        eps: f32,
+    ) -> Result<Buf<T>> {
         let mut y = self.alloc(x.len())?;
         let r = launch::rms_norm(&self.lib, &self.stream, x, w.device()?, &mut y, rows, eps);
         self.note("rms_norm", r)?;
@@ -255,7 +261,7 @@ impl Ctx {
 /// computation in another 16-bit type).
 fn as_act<T: Act>(y: Buf<f32>) -> Result<Buf<T>> {
     let any: Box<dyn std::any::Any> = Box::new(y);
-    any.downcast::<Buf<T>>()
-        .map(|b| *b)
-        .map_err(|_| invalid_input("a weight table stored in another 16-bit type than the activations"))
+    any.downcast::<Buf<T>>().map(|b| *b).map_err(|_| {
+        invalid_input("a weight table stored in another 16-bit type than the activations")
+    })
 }
