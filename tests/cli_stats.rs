@@ -1,6 +1,7 @@
 //! `--stats-json` and `--dtype` of `generate`/`forward`: the report's schema with counts that follow from
 //! the run (one host wait and one 4-byte id per decode step on the device engine, the weights loaded
-//! once), and bf16 refused with a clear error while it is not built.
+//! once), and `--dtype bf16`: run by the device engine (the same greedy ids as f32 on the test
+//! checkpoint), refused clearly on the CPU backend.
 use serde_json::Value;
 use std::process::Command;
 
@@ -91,26 +92,40 @@ fn generate_writes_the_stats_schema_on_both_backends() {
 }
 
 #[test]
-fn bf16_is_refused_clearly() {
-    for backend in ["cpu", "npu"] {
-        let out = run(&[
+fn bf16_runs_on_the_device_and_is_refused_on_the_cpu() {
+    let gen = |backend: &str, dtype: &str| {
+        run(&[
             "generate",
             "--model",
             &model(),
             "--prompt-ids",
-            "5,9",
+            "5,9,14,2",
             "--max-new-tokens",
-            "2",
+            "3",
             "--backend",
             backend,
             "--dtype",
-            "bf16",
-        ]);
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
+            dtype,
+        ])
+    };
+    let cpu = gen("cpu", "bf16");
+    assert!(!cpu.status.success());
+    let err = String::from_utf8_lossy(&cpu.stderr);
+    assert!(
+        err.contains("--dtype bf16") && err.contains("--backend npu"),
+        "{err}"
+    );
+    let bf16 = gen("npu", "bf16");
+    let f32 = gen("npu", "f32");
+    for out in [&bf16, &f32] {
         assert!(
-            err.contains("--dtype bf16") && err.contains("not built yet"),
-            "{err}"
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
+    let ids = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(!ids(&bf16).is_empty());
+    // Three greedy ids of the tiny checkpoint: bf16 rounding does not flip them.
+    assert_eq!(ids(&bf16), ids(&f32));
 }

@@ -140,11 +140,20 @@ pub enum Kernel {
     GatherRows,
     /// `(x, out, workspace, tiling)` with [`ArgmaxTiling`]: out i32 `[rows]`.
     Argmax,
+    /// [`Kernel::Linear`] with f32 `x` and `y` and the weights in the given dtype (widened tile by tile
+    /// in the kernel): a 16-bit checkpoint computed in f32 keeps 16-bit weights on the device.
+    LinearF32W,
+    /// [`Kernel::GroupedMatmul`] with f32 activations and the weights in the given dtype.
+    GroupedMatmulF32W,
+    /// [`Kernel::ExpertFfn`] with f32 activations (and workspace) and the weights in the given dtype.
+    ExpertFfnF32W,
+    /// [`Kernel::GatherRows`] from a source in the given dtype into f32 rows (widened on the way).
+    GatherRowsF32,
 }
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 20] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -161,6 +170,10 @@ impl Kernel {
         Kernel::MlaCacheWrite,
         Kernel::GatherRows,
         Kernel::Argmax,
+        Kernel::LinearF32W,
+        Kernel::GroupedMatmulF32W,
+        Kernel::ExpertFfnF32W,
+        Kernel::GatherRowsF32,
     ];
 
     /// The exported symbol of this kernel for `dtype`.
@@ -216,6 +229,18 @@ impl Kernel {
             (Argmax, F32) => "argmax_f32",
             (Argmax, F16) => "argmax_f16",
             (Argmax, Bf16) => "argmax_bf16",
+            (LinearF32W, F32) => "linear_f32_wf32",
+            (LinearF32W, F16) => "linear_f32_wf16",
+            (LinearF32W, Bf16) => "linear_f32_wbf16",
+            (GroupedMatmulF32W, F32) => "grouped_matmul_f32_wf32",
+            (GroupedMatmulF32W, F16) => "grouped_matmul_f32_wf16",
+            (GroupedMatmulF32W, Bf16) => "grouped_matmul_f32_wbf16",
+            (ExpertFfnF32W, F32) => "expert_ffn_f32_wf32",
+            (ExpertFfnF32W, F16) => "expert_ffn_f32_wf16",
+            (ExpertFfnF32W, Bf16) => "expert_ffn_f32_wbf16",
+            (GatherRowsF32, F32) => "gather_rows_f32_f32",
+            (GatherRowsF32, F16) => "gather_rows_f16_f32",
+            (GatherRowsF32, Bf16) => "gather_rows_bf16_f32",
         }
     }
 
@@ -238,6 +263,10 @@ impl Kernel {
             Kernel::MlaCacheWrite => 10,
             Kernel::GatherRows => 5,
             Kernel::Argmax => 4,
+            Kernel::LinearF32W => 6,
+            Kernel::GroupedMatmulF32W => 6,
+            Kernel::ExpertFfnF32W => 8,
+            Kernel::GatherRowsF32 => 5,
         }
     }
 
@@ -246,7 +275,10 @@ impl Kernel {
     pub fn uses_sync_all(self) -> bool {
         matches!(
             self,
-            Kernel::MoeInitRouting | Kernel::MoeInitRoutingQuant | Kernel::ExpertFfn
+            Kernel::MoeInitRouting
+                | Kernel::MoeInitRoutingQuant
+                | Kernel::ExpertFfn
+                | Kernel::ExpertFfnF32W
         )
     }
 }

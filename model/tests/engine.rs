@@ -6,16 +6,22 @@
 mod common;
 
 use common::*;
-use dsnpu_model::device::{Engine, EngineOptions};
-use dsnpu_model::ModelError;
+use dsnpu_model::device::{DType, Engine, EngineOptions};
+use dsnpu_model::{Checkpoint, ModelError};
 use ndarray::Array2;
+use safetensors::Dtype;
 
 const TOLERANCE: f32 = 1e-3;
 
 fn engine(variant: &str, num_blocks: usize) -> Engine {
+    engine_as(variant, num_blocks, DType::F32)
+}
+
+fn engine_as(variant: &str, num_blocks: usize, dtype: DType) -> Engine {
     let opts = EngineOptions {
         num_blocks,
         block_size: 4,
+        dtype,
         ..EngineOptions::default()
     };
     Engine::load(data_dir(variant), opts, &mut |_, _| {}).unwrap()
@@ -198,4 +204,107 @@ fn a_checkpoint_larger_than_device_memory_is_a_typed_error() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The bytes the device should hold for `variant` computed in `compute`, from the checkpoint's headers
+/// alone: norm weights in the compute dtype, the router and its bias in f32, every other tensor (the
+/// GEMM weights; `kv_b_proj` is split but keeps its element count) in its stored dtype when that is
+/// 16-bit, else in the compute dtype (f32, or bf16 when computing in bf16).
+fn expected_weight_bytes(variant: &str, compute: DType) -> u64 {
+    let ckpt = Checkpoint::open(data_dir(variant)).unwrap();
+    let layers = dsnpu_model::ModelConfig::from_file(data_dir(variant).join("config.json"))
+        .unwrap()
+        .num_hidden_layers;
+    let mut total = 0u64;
+    for name in ckpt.names() {
+        if name.ends_with("_scale_inv") {
+            continue; // FP8 block scales: folded into the dequantized weights
+        }
+        // The MTP layer (layer `num_hidden_layers`) is not loaded.
+        let layer = name
+            .strip_prefix("model.layers.")
+            .and_then(|r| r.split('.').next())
+            .map(|i| i.parse::<usize>().unwrap());
+        if layer.is_some_and(|i| i >= layers) {
+            continue;
+        }
+        let meta = ckpt.meta(name).unwrap();
+        let elems: u64 = meta.shape.iter().map(|&d| d as u64).product();
+        let size = if name.ends_with("norm.weight") {
+            compute.size() as u64
+        } else if name.ends_with("mlp.gate.weight") || name.ends_with("e_score_correction_bias") {
+            4
+        } else if compute == DType::BF16 {
+            2
+        } else {
+            match meta.dtype {
+                Dtype::BF16 | Dtype::F16 => 2,
+                _ => 4,
+            }
+        };
+        total += elems * size;
+    }
+    total
+}
+
+#[test]
+fn sixteen_bit_checkpoints_keep_sixteen_bit_weights_on_the_device() {
+    for (variant, compute) in [
+        ("v3_bf16", DType::F32),
+        ("v3_base", DType::F32),
+        ("v3_bf16", DType::BF16),
+        ("v3_base", DType::BF16),
+    ] {
+        let e = engine_as(variant, 8, compute);
+        let s = e.stats();
+        assert_eq!(
+            s.weight_bytes,
+            expected_weight_bytes(variant, compute),
+            "{variant} computed in {compute}"
+        );
+        let load = s.load.h2d_bytes as f64;
+        assert!(
+            load <= 1.05 * s.weight_bytes as f64 && load >= s.weight_bytes as f64,
+            "{variant} in {compute}: load moved {load} bytes for {} bytes of weights",
+            s.weight_bytes
+        );
+    }
+    // The bf16 checkpoint computed in f32 holds about half the bytes of the same model in f32.
+    let (bf, f) = (
+        expected_weight_bytes("v3_bf16", DType::F32),
+        expected_weight_bytes("v3_base", DType::F32),
+    );
+    assert!((bf as f64) < 0.55 * f as f64, "{bf} vs {f}");
+}
+
+#[test]
+fn bf16_compute_stays_within_five_percent_of_the_f32_logits() {
+    for variant in VARIANTS {
+        let r = reference(variant);
+        let full = r.full_sequence();
+        let want = engine(variant, 32).prompt_logits(&full).unwrap();
+        let mut e = engine_as(variant, 32, DType::BF16);
+        let got = e.prompt_logits(&full).unwrap();
+        assert_eq!(got.len(), want.len());
+        let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            diff <= 5e-2 * max,
+            "{variant}: bf16 logits differ by {diff}, max |logit| {max}"
+        );
+        // Not the f32 computation in disguise: bf16 rounding shows.
+        assert!(diff > 0.0, "{variant}: bf16 logits equal the f32 ones");
+        // Greedy decoding runs in bf16 too (argmax over bf16 logits on the device).
+        let ids = alone(&mut e, &r.prompt, 2);
+        assert_eq!(ids.len(), 2);
+        // The router ran in f32 on an f32 copy of its bf16 input.
+        let ops = e.stats().ops;
+        assert!(
+            ops.get("gather_rows(to f32)").copied().unwrap_or(0) > 0,
+            "{ops:?}"
+        );
+    }
 }

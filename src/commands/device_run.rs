@@ -3,8 +3,9 @@
 //! operator of a step on the device, one host wait per step), plus the `--stats-json` report both
 //! backends write and the `--dtype` choice.
 
+use super::generate::BackendChoice;
 use crate::error::CliError;
-use dsnpu_model::device::{Engine, EngineOptions, EngineStats, PhaseStats};
+use dsnpu_model::device::{DType, Engine, EngineOptions, EngineStats, PhaseStats};
 use dsnpu_model::ModelConfig;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -16,18 +17,29 @@ pub enum DtypeChoice {
     /// f32 activations (the transformers-pinned numerics).
     #[default]
     F32,
-    /// bf16 activations with f32 accumulation (not built yet: refused with a clear error).
+    /// bf16 activations with f32 accumulation, f32 norm/softmax statistics and f32 gating (device
+    /// engine only).
     Bf16,
 }
 
-/// Refuses what is not built: bf16 compute on either backend.
-pub fn check_dtype(d: DtypeChoice) -> Result<(), CliError> {
-    match d {
-        DtypeChoice::F32 => Ok(()),
-        DtypeChoice::Bf16 => Err(CliError::Usage(
-            "--dtype bf16: bf16 compute is not built yet (the device engine and the CPU references compute in f32)"
+impl DtypeChoice {
+    /// The engine's compute dtype.
+    pub fn engine_dtype(self) -> DType {
+        match self {
+            DtypeChoice::F32 => DType::F32,
+            DtypeChoice::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// Refuses what is not built: bf16 compute on the CPU backend (the CPU references compute in f32).
+pub fn check_dtype(d: DtypeChoice, backend: BackendChoice) -> Result<(), CliError> {
+    match (d, backend) {
+        (DtypeChoice::Bf16, BackendChoice::Cpu) => Err(CliError::Usage(
+            "--dtype bf16: the CPU backend computes in f32 only (the references); bf16 compute runs on --backend npu"
                 .into(),
         )),
+        _ => Ok(()),
     }
 }
 
@@ -37,9 +49,8 @@ const BLOCK_SIZE: usize = 16;
 fn load(
     dir: &Path,
     tokens: usize,
-    temperature: f32,
-    top_p: f32,
-    seed: u64,
+    (temperature, top_p, seed): (f32, f32, u64),
+    dtype: DtypeChoice,
 ) -> Result<Engine, CliError> {
     let start = Instant::now();
     let opts = EngineOptions {
@@ -48,6 +59,7 @@ fn load(
         temperature,
         top_p,
         seed,
+        dtype: dtype.engine_dtype(),
         ..EngineOptions::default()
     };
     let bar = indicatif::ProgressBar::new(0);
@@ -71,7 +83,8 @@ pub fn generate(
     dir: &Path,
     prompt: &[i32],
     max_new_tokens: usize,
-    (temperature, top_p, seed): (f32, f32, u64),
+    sampling: (f32, f32, u64),
+    dtype: DtypeChoice,
     stats_json: Option<&Path>,
 ) -> Result<Vec<i32>, CliError> {
     if max_new_tokens == 0 {
@@ -87,7 +100,7 @@ pub fn generate(
             prompt.len()
         ))));
     }
-    let mut engine = load(dir, positions + 1, temperature, top_p, seed)?;
+    let mut engine = load(dir, positions + 1, sampling, dtype)?;
     let stop = engine.config().eos_token_ids.clone();
     let start = Instant::now();
     let id = engine.add_sequence(prompt)?;
@@ -118,9 +131,10 @@ pub fn generate(
 pub fn forward(
     dir: &Path,
     ids: &[i32],
+    dtype: DtypeChoice,
     stats_json: Option<&Path>,
 ) -> Result<ndarray::Array2<f32>, CliError> {
-    let mut engine = load(dir, ids.len(), 0.0, 1.0, 0)?;
+    let mut engine = load(dir, ids.len(), (0.0, 1.0, 0), dtype)?;
     let start = Instant::now();
     let logits = engine.prompt_logits(ids)?;
     eprintln!(

@@ -91,11 +91,21 @@ fn check_ep(n: usize) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The expert-parallel layer computes in f32 only.
+fn check_ep_dtype(d: device_run::DtypeChoice) -> Result<(), CliError> {
+    match d {
+        device_run::DtypeChoice::F32 => Ok(()),
+        device_run::DtypeChoice::Bf16 => Err(CliError::Usage(
+            "--dtype bf16 with --ep: the expert-parallel MoE layer computes in f32 only".into(),
+        )),
+    }
+}
+
 /// `generate --ep n`.
 pub fn generate(args: &GenerateArgs, n: usize) -> Result<(), CliError> {
     check_ep(n)?;
     let prompts = parse_prompts(&args.prompt_ids)?;
-    device_run::check_dtype(args.dtype)?;
+    check_ep_dtype(args.dtype)?;
     let Some(group) = worker_group(n)? else {
         return spawn_workers(n);
     };
@@ -151,7 +161,7 @@ pub fn generate(args: &GenerateArgs, n: usize) -> Result<(), CliError> {
 pub fn forward(args: &ForwardArgs, n: usize) -> Result<(), CliError> {
     check_ep(n)?;
     let ids = parse_ids(&args.prompt_ids)?;
-    device_run::check_dtype(args.dtype)?;
+    check_ep_dtype(args.dtype)?;
     let Some(group) = worker_group(n)? else {
         return spawn_workers(n);
     };

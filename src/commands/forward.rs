@@ -42,7 +42,7 @@ pub fn run(args: &ForwardArgs) -> Result<(), CliError> {
         return super::ep::forward(args, n);
     }
     let ids = parse_ids(&args.prompt_ids)?;
-    device_run::check_dtype(args.dtype)?;
+    device_run::check_dtype(args.dtype, args.backend)?;
     let logits = match args.backend {
         BackendChoice::Cpu => {
             let start = Instant::now();
@@ -62,7 +62,9 @@ pub fn run(args: &ForwardArgs) -> Result<(), CliError> {
             }
             logits
         }
-        BackendChoice::Npu => device_run::forward(&args.model, &ids, args.stats_json.as_deref())?,
+        BackendChoice::Npu => {
+            device_run::forward(&args.model, &ids, args.dtype, args.stats_json.as_deref())?
+        }
     };
     write_logits(&args.out, &logits)
 }

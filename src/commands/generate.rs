@@ -92,7 +92,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
 /// The tokens `run` prints.
 pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
     let prompt = parse_ids(&args.prompt_ids)?;
-    device_run::check_dtype(args.dtype)?;
+    device_run::check_dtype(args.dtype, args.backend)?;
     match args.backend {
         BackendChoice::Cpu => {
             let start = Instant::now();
@@ -118,6 +118,7 @@ pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
             &prompt,
             args.max_new_tokens,
             (args.temperature, args.top_p, args.seed),
+            args.dtype,
             args.stats_json.as_deref(),
         ),
     }

@@ -6,6 +6,10 @@
  *   expert_ffn:     h[r] = t(silu(x[r] w_gate[g]^T) * (x[r] w_up[g]^T))     (gate, up and SwiGLU in f32,
  *                   y[r] = h[r] * w_down[g]^T                                h rounded to t once)
  *
+ * grouped_matmul_f32_w<t> and expert_ffn_f32_w<t>: the same with f32 activations (x, y, the h workspace)
+ * and weights stored in t, each weight tile widened to f32 on its way into the cube (exact), so 16-bit
+ * checkpoints computed in f32 keep their weights 16-bit in GM (see linear.cpp).
+ *
  * The groups come from group_list (int64, counts or inclusive cumsum), read by every block with scalar
  * loads and clamped to [0, R], so a malformed list gives wrong rows, never an access outside x or y.
  * Work is the list of (group, m-tile, n-tile) tasks over the NON-EMPTY groups, single_m x single_n output
@@ -117,20 +121,21 @@ private:
     uint64_t taskBase_ = 0, groupTasks_ = 0, local_ = 0;
 };
 
-template <typename T>
+template <typename T, typename W = T>
 __aicore__ inline void GroupedMatmul(GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM_ADDR y, GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuGroupedMatmulTiling, t, tiling);
     if (t.single_m == 0 || t.single_n == 0 || t.rows == 0) return;
-    GlobalTensor<T> xGm, wGm, yGm;
+    GlobalTensor<T> xGm, yGm;
+    GlobalTensor<W> wGm;
     GlobalTensor<int64_t> listGm;
     xGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), static_cast<uint64_t>(t.rows) * t.k);
-    wGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(w), static_cast<uint64_t>(t.groups) * t.n * t.k);
+    wGm.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(w), static_cast<uint64_t>(t.groups) * t.n * t.k);
     yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), static_cast<uint64_t>(t.rows) * t.n);
     listGm.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
 
     TCubeTiling cube = CubeTiling(t.rows, t.n, t.k, t.single_m, t.single_n, t.base_m, t.base_n, t.base_k);
     TPipe pipe;
-    Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
+    Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, W, true>,
            MatmulType<TPosition::GM, CubeFormat::ND, T>>
         mm;
     REGIST_MATMUL_OBJ(&pipe, GetSysWorkSpacePtr(), mm, &cube);
@@ -146,12 +151,12 @@ __aicore__ inline void GroupedMatmul(GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM
     }
 }
 
-template <typename T>
+template <typename T, typename W = T>
 class KernelExpertFfn {
-    using MmUp = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
+    using MmUp = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, W, true>,
                         MatmulType<TPosition::GM, CubeFormat::ND, float>>;
     using MmDown = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>,
-                          MatmulType<TPosition::GM, CubeFormat::ND, T, true>, MatmulType<TPosition::GM, CubeFormat::ND, T>>;
+                          MatmulType<TPosition::GM, CubeFormat::ND, W, true>, MatmulType<TPosition::GM, CubeFormat::ND, T>>;
 
 public:
     __aicore__ inline void Init(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR wDown, GM_ADDR groupList, GM_ADDR y,
@@ -159,9 +164,9 @@ public:
         t_ = t;
         const uint64_t rows = t.rows, hidden = t.hidden, inter = t.inter;
         xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), rows * hidden);
-        wGateGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(wGate), t.groups * inter * hidden);
-        wUpGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(wUp), t.groups * inter * hidden);
-        wDownGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(wDown), t.groups * hidden * inter);
+        wGateGm_.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(wGate), t.groups * inter * hidden);
+        wUpGm_.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(wUp), t.groups * inter * hidden);
+        wDownGm_.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(wDown), t.groups * hidden * inter);
         listGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
         yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), rows * hidden);
         GM_ADDR ws = GetUserWorkspace(workspace);
@@ -263,7 +268,8 @@ private:
     TQue<TPosition::VECIN, BUFFER_NUM> gQue_, uQue_;
     TQue<TPosition::VECOUT, BUFFER_NUM> hQue_;
     TBuf<TPosition::VECCALC> tmp_;
-    GlobalTensor<T> xGm_, wGateGm_, wUpGm_, wDownGm_, yGm_, hWs_;
+    GlobalTensor<T> xGm_, yGm_, hWs_;
+    GlobalTensor<W> wGateGm_, wUpGm_, wDownGm_;
     GlobalTensor<float> gateWs_, upWs_;
     GlobalTensor<int64_t> listGm_;
     TCubeTiling up_, down_;
@@ -273,7 +279,7 @@ private:
     uint32_t pad_ = 0;
 };
 
-template <typename T>
+template <typename T, typename W = T>
 __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR wDown, GM_ADDR groupList, GM_ADDR y,
                                  GM_ADDR workspace, GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuExpertFfnTiling, t, tiling);
@@ -281,7 +287,7 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
         SyncAll<false>();  // every block meets the others' barrier
         return;
     }
-    KernelExpertFfn<T> op;
+    KernelExpertFfn<T, W> op;
     op.Init(x, wGate, wUp, wDown, groupList, y, workspace, t);
     op.Process();
 }
@@ -300,6 +306,22 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
         ExpertFfn<type>(x, wGate, wUp, wDown, groupList, y, workspace, tiling);                                \
     }
 
+#define DSNPU_GROUPED_MATMUL_F32_W(suffix, type)                                                              \
+    extern "C" __global__ __aicore__ void DSNPU_KERNEL(grouped_matmul_f32_w##suffix)(                         \
+        GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {             \
+        (void)workspace;                                                                                       \
+        GroupedMatmul<float, type>(x, w, groupList, y, tiling);                                                \
+    }                                                                                                          \
+    extern "C" __global__ __aicore__ void DSNPU_KERNEL(expert_ffn_f32_w##suffix)(                             \
+        GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR wDown, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, \
+        GM_ADDR tiling) {                                                                                      \
+        ExpertFfn<float, type>(x, wGate, wUp, wDown, groupList, y, workspace, tiling);                         \
+    }
+
+DSNPU_GROUPED_MATMUL_F32_W(f32, float)
+DSNPU_GROUPED_MATMUL_F32_W(f16, half)
+DSNPU_GROUPED_MATMUL_F32_W(bf16, bfloat16_t)
+
 DSNPU_GROUPED_MATMUL(f32, float)
 DSNPU_GROUPED_MATMUL(f16, half)
 DSNPU_GROUPED_MATMUL(bf16, bfloat16_t)
@@ -310,3 +332,9 @@ DSNPU_HOST_ENTRY(grouped_matmul_bf16)
 DSNPU_HOST_ENTRY(expert_ffn_f32)
 DSNPU_HOST_ENTRY(expert_ffn_f16)
 DSNPU_HOST_ENTRY(expert_ffn_bf16)
+DSNPU_HOST_ENTRY(grouped_matmul_f32_wf32)
+DSNPU_HOST_ENTRY(grouped_matmul_f32_wf16)
+DSNPU_HOST_ENTRY(grouped_matmul_f32_wbf16)
+DSNPU_HOST_ENTRY(expert_ffn_f32_wf32)
+DSNPU_HOST_ENTRY(expert_ffn_f32_wf16)
+DSNPU_HOST_ENTRY(expert_ffn_f32_wbf16)

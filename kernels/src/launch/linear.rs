@@ -2,18 +2,24 @@
 
 use dsnpu_runtime::{DeviceBuffer, Stream};
 
-use super::{device_error, expect_len, product, KernelElem, KernelLibrary, Launched};
+use super::{
+    device_error, expect_len, product, weight_kernel, KernelElem, KernelLibrary, Launched,
+};
 use crate::{Kernel, LinearTiling, Result};
 
 /// `y[m, n] = x[m, k] * w[n, k]^T (+ bias[n])` (weights stored `[out, in]`, as in Hugging Face
 /// checkpoints), with f32 accumulation in the cube; the f32 bias is added before the result is rounded
 /// to `T`. Tiled over the cube cores of the library's hardware.
+///
+/// The weights' type `W` is `T`, or any type with f32 activations (`linear_f32_w<w>`: each weight tile
+/// is widened to f32 in the kernel, exactly, so 16-bit weights stay 16-bit in device memory); other
+/// pairings are [`crate::KernelError::InvalidShape`].
 #[allow(clippy::too_many_arguments)]
-pub fn linear<T: KernelElem>(
+pub fn linear<T: KernelElem, W: KernelElem>(
     lib: &KernelLibrary,
     stream: &Stream,
     x: &DeviceBuffer<T>,
-    w: &DeviceBuffer<T>,
+    w: &DeviceBuffer<W>,
     bias: Option<&DeviceBuffer<f32>>,
     y: &mut DeviceBuffer<T>,
     m: usize,
@@ -35,11 +41,12 @@ pub fn linear<T: KernelElem>(
         T::DTYPE,
         lib.hardware().cube,
     )?;
-    let symbol = Kernel::Linear.symbol(T::DTYPE);
-    let f = lib.function(Kernel::Linear, T::DTYPE)?;
+    let (kernel, dtype) = weight_kernel(K, Kernel::Linear, Kernel::LinearF32W, T::DTYPE, W::DTYPE)?;
+    let symbol = kernel.symbol(dtype);
+    let f = lib.function(kernel, dtype)?;
     let blocks = tiling.block_dim();
-    // SAFETY: linear_<t>(x, w, bias, y, workspace, tiling); x holds m x k, w n x k and y m x n
-    // elements of T, bias (when given, and only then is has_bias set) n f32 (checked above): the sizes
+    // SAFETY: linear_<t> / linear_f32_w<w>(x, w, bias, y, workspace, tiling); x holds m x k and y m x n
+    // elements of T, w n x k of W (the kernel's weight type, picked by weight_kernel), bias (when given, and only then is has_bias set) n f32 (checked above): the sizes
     // the kernel gives its GlobalTensors; only y is written (arg_mut); the workspace is unused.
     unsafe {
         let mut args = f.builder(stream);

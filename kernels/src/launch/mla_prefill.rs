@@ -149,12 +149,14 @@ pub struct MlaCacheShape {
 /// (kv_b_proj as stored), and for every key of every sequence (prefix then new tokens, in order) its
 /// cache slot, i32 `[Tk]` (the block table resolved on the host: `block·block_size + offset`).
 #[derive(Debug, Clone, Copy)]
-pub struct MlaCacheInputs<'a, T: KernelElem> {
+pub struct MlaCacheInputs<'a, T: KernelElem, W: KernelElem = T> {
     pub q_nope: &'a DeviceBuffer<T>,
     pub q_rope: &'a DeviceBuffer<T>,
     pub latent: &'a DeviceBuffer<T>,
     pub rope: &'a DeviceBuffer<T>,
-    pub kv_b: &'a DeviceBuffer<T>,
+    /// `kv_b_proj` as stored; its dtype may differ from the activations' (the `linear` kernel widens
+    /// 16-bit weight tiles for f32 activations).
+    pub kv_b: &'a DeviceBuffer<W>,
     pub key_slots: &'a DeviceBuffer<i32>,
     pub cu_q: &'a DeviceBuffer<i32>,
     pub cu_k: &'a DeviceBuffer<i32>,
@@ -168,10 +170,10 @@ pub struct MlaCacheInputs<'a, T: KernelElem> {
 /// Returns the prefill's launch (the three helper launches precede it on the stream). Slot values live
 /// on the device and are not checked here: one outside the cache faults on the gather's checked read
 /// (simulator).
-pub fn mla_prefill_from_cache<T: KernelElem>(
+pub fn mla_prefill_from_cache<T: KernelElem, W: KernelElem>(
     lib: &KernelLibrary,
     stream: &Stream,
-    inputs: MlaCacheInputs<'_, T>,
+    inputs: MlaCacheInputs<'_, T, W>,
     shape: MlaCacheShape,
     out: &mut DeviceBuffer<T>,
     lse: &mut DeviceBuffer<f32>,

@@ -53,7 +53,7 @@ pub use moe_routing::{moe_init_routing, moe_init_routing_quant, RoutingShape};
 pub use norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeShape};
 pub use silu_mul::silu_mul;
-pub use step::{argmax, gather_rows, RowSource};
+pub use step::{argmax, gather_rows, gather_rows_f32, RowSource};
 
 use dsnpu_runtime::{DeviceRepr, RuntimeError};
 
@@ -61,7 +61,9 @@ use crate::MlaDecodeTiling;
 use crate::{
     ExpertFfnTiling, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling, MoeInitRoutingTiling,
 };
-use crate::{KernelDtype, KernelError, LinearTiling, RmsNormTiling, RopeTiling, SelftestTiling};
+use crate::{
+    Kernel, KernelDtype, KernelError, LinearTiling, RmsNormTiling, RopeTiling, SelftestTiling,
+};
 use crate::{Result, SiluMulTiling};
 
 /// Element types the kernels are instantiated for.
@@ -143,6 +145,30 @@ impl KernelError {
             KernelError::Device { code, .. } => *code,
             _ => None,
         }
+    }
+}
+
+/// The kernel and instantiation for activations in `act` and weights in `weights`: `same` when they
+/// agree, `f32_w` (f32 activations, weights widened in the kernel) for f32 activations with other weights;
+/// any other pairing is [`KernelError::InvalidShape`].
+fn weight_kernel(
+    kernel: &'static str,
+    same: Kernel,
+    f32_w: Kernel,
+    act: KernelDtype,
+    weights: KernelDtype,
+) -> Result<(Kernel, KernelDtype)> {
+    if act == weights {
+        Ok((same, act))
+    } else if act == KernelDtype::F32 {
+        Ok((f32_w, weights))
+    } else {
+        Err(KernelError::InvalidShape {
+            kernel,
+            reason: format!(
+                "{act:?} activations with {weights:?} weights: mixed dtypes need f32 activations"
+            ),
+        })
     }
 }
 

@@ -12,7 +12,9 @@
 
 use dsnpu_runtime::{DeviceBuffer, Stream};
 
-use super::{device_error, expect_len, product, KernelElem, KernelLibrary, Launched};
+use super::{
+    device_error, expect_len, product, weight_kernel, KernelElem, KernelLibrary, Launched,
+};
 use crate::tiling::invalid;
 use crate::{ExpertFfnTiling, GroupedMatmulTiling, Kernel, KernelError, MoeList, Result};
 
@@ -68,11 +70,12 @@ pub struct GroupedShape {
 /// `y[r] = x[r] · w[g]ᵀ` for the rows r of group g (dsnpu-ops' `grouped_matmul`), f32 accumulation in
 /// the cube, tiled over the cube cores as (group, m-tile, n-tile) tasks of the non-empty groups.
 /// `rows == 0` (or any empty dimension) is [`KernelError::InvalidShape`]: launch nothing.
-pub fn grouped_matmul<T: KernelElem>(
+/// Weights of another type than `T` need f32 activations (see [`super::linear`]).
+pub fn grouped_matmul<T: KernelElem, W: KernelElem>(
     lib: &KernelLibrary,
     stream: &Stream,
     x: &DeviceBuffer<T>,
-    w: &DeviceBuffer<T>,
+    w: &DeviceBuffer<W>,
     group_list: GroupList<'_>,
     y: &mut DeviceBuffer<T>,
     shape: GroupedShape,
@@ -93,11 +96,19 @@ pub fn grouped_matmul<T: KernelElem>(
     expect_len(K, "w", w.len(), product(K, "groups * n * k", gn, k)?)?;
     expect_len(K, "y", y.len(), product(K, "rows * n", rows, n)?)?;
     check_window(K, &group_list, groups)?;
-    let symbol = Kernel::GroupedMatmul.symbol(T::DTYPE);
-    let f = lib.function(Kernel::GroupedMatmul, T::DTYPE)?;
+    let (kernel, dtype) = weight_kernel(
+        K,
+        Kernel::GroupedMatmul,
+        Kernel::GroupedMatmulF32W,
+        T::DTYPE,
+        W::DTYPE,
+    )?;
+    let symbol = kernel.symbol(dtype);
+    let f = lib.function(kernel, dtype)?;
     let blocks = tiling.block_dim(cube);
-    // SAFETY: grouped_matmul_<t>(x, w, group_list, y, workspace, tiling); x holds rows x k, w
-    // groups x n x k and y rows x n elements of T (checked above), the sizes the kernel gives its
+    // SAFETY: grouped_matmul_<t> / grouped_matmul_f32_w<w>(x, w, group_list, y, workspace, tiling); x
+    // holds rows x k and y rows x n elements of T, w groups x n x k of W (checked above; the kernel's
+    // weight type is W, picked by weight_kernel), the sizes the kernel gives its
     // GlobalTensors; it reads `groups` i64 of the list from entry `first` on (first + groups <= its
     // length, checked by `check_window`). Rows of a task come from the list clamped to [0, rows].
     // Only y is written (arg_mut); the workspace is unused.
@@ -136,15 +147,16 @@ pub struct FfnShape {
 /// allocated from the stream's pool.
 ///
 /// `rows` may exceed the groups' total (a dispatch's room for every pair): only the groups' rows are
-/// computed and written. `rows == 0` is [`KernelError::InvalidShape`]: launch nothing.
+/// computed and written. `rows == 0` is [`KernelError::InvalidShape`]: launch nothing. Weights of
+/// another type than `T` need f32 activations (see [`super::linear`]).
 #[allow(clippy::too_many_arguments)]
-pub fn expert_ffn<T: KernelElem>(
+pub fn expert_ffn<T: KernelElem, W: KernelElem>(
     lib: &KernelLibrary,
     stream: &Stream,
     x: &DeviceBuffer<T>,
-    w_gate: &DeviceBuffer<T>,
-    w_up: &DeviceBuffer<T>,
-    w_down: &DeviceBuffer<T>,
+    w_gate: &DeviceBuffer<W>,
+    w_up: &DeviceBuffer<W>,
+    w_down: &DeviceBuffer<W>,
     group_list: GroupList<'_>,
     y: &mut DeviceBuffer<T>,
     shape: FfnShape,
@@ -179,18 +191,25 @@ pub fn expert_ffn<T: KernelElem>(
     expect_len(K, "w_down", w_down.len(), w)?;
     expect_len(K, "y", y.len(), rh)?;
     check_window(K, &group_list, groups)?;
-    let symbol = Kernel::ExpertFfn.symbol(T::DTYPE);
-    let f = lib.function(Kernel::ExpertFfn, T::DTYPE)?;
+    let (kernel, dtype) = weight_kernel(
+        K,
+        Kernel::ExpertFfn,
+        Kernel::ExpertFfnF32W,
+        T::DTYPE,
+        W::DTYPE,
+    )?;
+    let symbol = kernel.symbol(dtype);
+    let f = lib.function(kernel, dtype)?;
     let ws_bytes = usize::try_from(tiling.workspace_bytes(T::DTYPE))
         .map_err(|_| invalid(K, "the workspace does not fit the address space"))?;
     let mut workspace = stream
         .alloc::<u8>(ws_bytes)
         .map_err(|e| device_error(symbol, e))?;
     let blocks = tiling.block_dim(cube);
-    // SAFETY: expert_ffn_<t>(x, w_gate, w_up, w_down, group_list, y, workspace, tiling); x and y hold
-    // rows x hidden, w_gate and w_up groups x inter x hidden, w_down groups x hidden x inter elements of
-    // T (checked above; the two weight shapes have the same element count), the sizes the kernel gives
-    // its GlobalTensors; the workspace is workspace_bytes() (gate and up f32, h in T, rows x inter each).
+    // SAFETY: expert_ffn_<t> / expert_ffn_f32_w<w>(x, w_gate, w_up, w_down, group_list, y, workspace,
+    // tiling); x and y hold rows x hidden elements of T, w_gate and w_up groups x inter x hidden, w_down
+    // groups x hidden x inter elements of W, the kernel's weight type (checked above; the two weight
+    // shapes have the same element count), the sizes the kernel gives its GlobalTensors; the workspace is workspace_bytes() (gate and up f32, h in T, rows x inter each).
     // The list is read as in grouped_matmul (`groups` entries from entry `first` on). The kernel
     // meets at SyncAll with block_dim() <= the cube cores blocks, all resident. Written: y and the
     // workspace (arg_mut).

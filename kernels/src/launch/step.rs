@@ -1,4 +1,4 @@
-//! Launchers of `gather_rows_<t>` and `argmax_<t>` (`src/ascendc/gather_rows.cpp`, `argmax.cpp`): the
+//! Launchers of `gather_rows_<t>`, `gather_rows_<t>_f32` and `argmax_<t>` (`src/ascendc/gather_rows.cpp`, `argmax.cpp`): the
 //! data movement and greedy sampling of a device-resident model step.
 
 use dsnpu_runtime::{DeviceBuffer, Stream};
@@ -60,6 +60,33 @@ pub fn gather_rows<T: KernelElem>(
     y: &mut DeviceBuffer<T>,
     src: RowSource,
 ) -> Result<Launched<GatherRowsTiling>> {
+    gather(lib, stream, x, idx, y, src, Kernel::GatherRows)
+}
+
+/// [`gather_rows`] into f32 rows from a source of any kernel type (`gather_rows_<s>_f32`, widened
+/// exactly on the way): the lookup of a 16-bit embedding table by an f32 model, the f32 copy of
+/// 16-bit activations.
+pub fn gather_rows_f32<S: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    x: &DeviceBuffer<S>,
+    idx: Option<&DeviceBuffer<i32>>,
+    y: &mut DeviceBuffer<f32>,
+    src: RowSource,
+) -> Result<Launched<GatherRowsTiling>> {
+    gather(lib, stream, x, idx, y, src, Kernel::GatherRowsF32)
+}
+
+/// `kernel` (GatherRows with `S == D`, GatherRowsF32 with `D = f32`) instantiated for `S`.
+fn gather<S: KernelElem, D: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    x: &DeviceBuffer<S>,
+    idx: Option<&DeviceBuffer<i32>>,
+    y: &mut DeviceBuffer<D>,
+    src: RowSource,
+    kernel: Kernel,
+) -> Result<Launched<GatherRowsTiling>> {
     const K: &str = "gather_rows";
     if idx.is_some() != src.by_index.is_some() {
         return Err(crate::KernelError::InvalidShape {
@@ -67,6 +94,14 @@ pub fn gather_rows<T: KernelElem>(
             reason: "an index list is passed exactly when rows are picked by index".into(),
         });
     }
+    // The widening kernel holds a chunk twice in UB (source type and f32): tile for f32 in half the UB.
+    let mut budget = lib.hardware().vector;
+    let tile_dtype = if kernel == Kernel::GatherRowsF32 {
+        budget.ub_bytes /= 2;
+        crate::KernelDtype::F32
+    } else {
+        S::DTYPE
+    };
     let tiling = GatherRowsTiling::new(
         GatherRowsDims {
             rows: src.rows as u64,
@@ -79,8 +114,8 @@ pub fn gather_rows<T: KernelElem>(
             src_len: x.len() as u64,
             idx_rows: src.by_index.map_or(0, |(_, n)| n as u64),
         },
-        T::DTYPE,
-        lib.hardware().vector,
+        tile_dtype,
+        budget,
     )?;
     expect_len(
         K,
@@ -91,13 +126,15 @@ pub fn gather_rows<T: KernelElem>(
     if let Some(i) = idx {
         expect_len(K, "idx", i.len(), src.rows)?;
     }
-    let symbol = Kernel::GatherRows.symbol(T::DTYPE);
-    let f = lib.function(Kernel::GatherRows, T::DTYPE)?;
+    let symbol = kernel.symbol(S::DTYPE);
+    let f = lib.function(kernel, S::DTYPE)?;
     let blocks = tiling.block_dim();
-    // SAFETY: gather_rows_<t>(x, idx, y, workspace, tiling); the tiling gives x's GlobalTensor exactly
-    // x.len() elements (src_len) and y rows x cols (checked), idx `rows` i32 when has_idx (checked; null
+    // SAFETY: gather_rows_<s>(x, idx, y, workspace, tiling) with y in S, or gather_rows_<s>_f32 with y
+    // in f32 (the callers pair `kernel` with D); the tiling gives x's GlobalTensor exactly x.len()
+    // elements (src_len) and y rows x cols (checked), idx `rows` i32 when has_idx (checked; null
     // otherwise and then never read); every read is a checked GM access, so a bad index faults rather
-    // than leaving x. Only y is written (arg_mut); the workspace is unused.
+    // than leaving x. UB: cols_per_tile elements (of S, or of S and f32 in half the UB). Only y is
+    // written (arg_mut); the workspace is unused.
     unsafe {
         let mut a = f.builder(stream);
         a.arg(x);

@@ -3,8 +3,11 @@
 //!
 //! # Contract
 //! - [`Engine::load`] uploads the weights once ([`DeviceWeights`]), the rope tables once, and allocates the
-//!   paged latent cache of every layer in device memory (`num_blocks × block_size` slots). Computation is
-//!   in f32 (activations, accumulation, norms, softmax, router and gating).
+//!   paged latent cache of every layer in device memory (`num_blocks × block_size` slots).
+//! - Compute dtype ([`EngineOptions::dtype`]): f32 (default) or bf16 activations, caches and logits;
+//!   GEMMs accumulate in f32 and the norm/softmax kernels keep their statistics in f32 in both; the
+//!   router runs in f32 on an f32 copy of its input and gating is f32. Weights keep their 16-bit
+//!   checkpoint dtype on the device (see [`DeviceWeights`]).
 //! - [`Engine::add_sequence`] validates a prompt (non-empty, ids `< vocab_size`, fits
 //!   `max_position_embeddings`) and queues it; [`Engine::remove_sequence`] forgets a sequence and frees its
 //!   cache blocks for reuse. Both may be called between any two steps.
@@ -37,7 +40,8 @@ use dsnpu_runtime::{
 };
 
 use super::ep::MoeLayer;
-use super::ops::{Buf, Ctx};
+use super::ops::{Act, Buf, Ctx};
+use super::tensor::{DType, Elem, Tensor};
 use super::weights::{AttentionW, DeviceWeights, FfnW, MlpW, MoeW, QueryW};
 use crate::cache::{BlockAllocator, SeqId};
 use crate::checkpoint::Checkpoint;
@@ -57,6 +61,8 @@ pub struct EngineOptions {
     pub top_p: f32,
     /// Sequence `id` samples with seed `seed + id`.
     pub seed: u64,
+    /// Compute dtype: [`DType::F32`] or [`DType::BF16`].
+    pub dtype: DType,
 }
 
 impl Default for EngineOptions {
@@ -68,6 +74,7 @@ impl Default for EngineOptions {
             temperature: 0.0,
             top_p: 1.0,
             seed: 0,
+            dtype: DType::F32,
         }
     }
 }
@@ -108,11 +115,11 @@ struct Seq {
     sampler: Option<Sampler>,
 }
 
-/// The layer caches.
+/// The layer caches, in the compute dtype.
 #[derive(Debug)]
 struct LayerCache {
-    latent: Buf,
-    rope: Buf,
+    latent: Tensor,
+    rope: Tensor,
 }
 
 /// One pass's device inputs (uploaded before any kernel is queued).
@@ -226,17 +233,28 @@ impl Engine {
         let lib = KernelLibrary::get(&device)?;
         let stream = device.new_stream()?;
         let experts = experts.unwrap_or(0..cfg.n_routed_experts);
+        let dtype = opts.dtype;
         let weights =
-            DeviceWeights::load_experts::<f32>(&cfg, &ckpt, &device, &stream, experts, progress)?;
+            DeviceWeights::load_experts(&cfg, &ckpt, &device, &stream, dtype, experts, progress)?;
         let table = RopeTable::new(&cfg.rope, cfg.max_position_embeddings)?;
         let cos = stream.upload(table.cos.as_slice().expect("a standard-layout table"))?;
         let sin = stream.upload(table.sin.as_slice().expect("a standard-layout table"))?;
         let (dl, dr) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
         let caches = (0..cfg.num_hidden_layers)
             .map(|_| {
+                let zeroed = |n: usize| -> Result<Tensor> {
+                    match dtype {
+                        DType::BF16 => Tensor::from_device(
+                            &[n],
+                            stream.alloc_zeroed::<half::bf16>(n)?,
+                            &stream,
+                        ),
+                        _ => Tensor::from_device(&[n], stream.alloc_zeroed::<f32>(n)?, &stream),
+                    }
+                };
                 Ok(LayerCache {
-                    latent: stream.alloc_zeroed(slots * dl)?,
-                    rope: stream.alloc_zeroed(slots * dr)?,
+                    latent: zeroed(slots * dl)?,
+                    rope: zeroed(slots * dr)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -245,7 +263,7 @@ impl Engine {
             load: transfer_stats() - before,
             load_seconds: start.elapsed().as_secs_f64(),
             weight_bytes: weights.bytes,
-            cache_bytes: (cfg.num_hidden_layers * slots * (dl + dr) * 4) as u64,
+            cache_bytes: (cfg.num_hidden_layers * slots * (dl + dr) * dtype.size()) as u64,
             ..EngineStats::default()
         };
         Ok(Engine {
@@ -626,13 +644,26 @@ impl Engine {
         prefill: bool,
         all_logits: bool,
     ) -> Result<PassOut> {
+        match self.opts.dtype {
+            DType::BF16 => self.run_pass_as::<half::bf16>(feeds, slots, prefill, all_logits),
+            _ => self.run_pass_as::<f32>(feeds, slots, prefill, all_logits),
+        }
+    }
+
+    fn run_pass_as<T: Act>(
+        &mut self,
+        feeds: &[(SeqId, Vec<i32>)],
+        slots: &[i32],
+        prefill: bool,
+        all_logits: bool,
+    ) -> Result<PassOut> {
         let p = self.upload_pass(feeds, slots, all_logits, prefill)?;
-        let (logits, rows) = self.forward_pass(&p)?;
+        let (logits, rows) = self.forward_pass::<T>(&p)?;
         let v = self.cfg.vocab_size;
         let greedy = self.opts.temperature == 0.0;
         if all_logits || !greedy {
             self.ctx.stream.synchronize()?;
-            let logits = logits.to_vec()?;
+            let logits: Vec<f32> = logits.to_vec()?.into_iter().map(|x| x.to_f32()).collect();
             if all_logits {
                 return Ok(PassOut::Logits(logits));
             }
@@ -652,7 +683,7 @@ impl Engine {
     }
 
     /// Every layer over the pass's tokens; returns the logits of the wanted rows `[R, V]` and R.
-    fn forward_pass(&mut self, p: &Pass) -> Result<(Buf, usize)> {
+    fn forward_pass<T: Act>(&mut self, p: &Pass) -> Result<(Buf<T>, usize)> {
         let env = Env {
             cfg: &self.cfg,
             ctx: &self.ctx,
@@ -667,12 +698,9 @@ impl Engine {
         let (cfg, ctx, w) = (env.cfg, env.ctx, &self.weights);
         let (hid, t) = (cfg.hidden_size, p.tokens);
         let eps = cfg.rms_norm_eps;
-        let mut h = ctx.gather(
-            w.embed.device()?,
-            Some(&p.ids),
-            RowSource::lookup(t, hid, cfg.vocab_size),
-        )?;
-        let mut pending: Option<Buf> = None;
+        let mut h: Buf<T> =
+            ctx.lookup(&w.embed, &p.ids, RowSource::lookup(t, hid, cfg.vocab_size))?;
+        let mut pending: Option<Buf<T>> = None;
         for (l, layer) in w.layers.iter().enumerate() {
             let normed = match pending.take() {
                 Some(delta) => {
@@ -689,11 +717,27 @@ impl Engine {
                 FfnW::Dense(m) => pending = Some(mlp(ctx, m, &normed, t)?),
                 FfnW::Moe(m) if self.moe_layer.is_some() => {
                     let layer = self.moe_layer.as_ref().expect("guarded");
-                    h = layer.forward(ctx, cfg, m, &normed, &h, t)?;
+                    // The expert-parallel layer computes in f32 (bf16 with `--ep` is not built).
+                    let (Some(x), Some(residual)) = (f32_view(&normed), f32_view(&h)) else {
+                        return Err(invalid_input(
+                            "expert parallelism runs with f32 compute only (--dtype bf16 with --ep is not built)",
+                        ));
+                    };
+                    let y = layer.forward(ctx, cfg, m, x, residual, t)?;
+                    h = super::ops::as_act::<T>(y)?;
                 }
                 FfnW::Moe(m) => {
                     let (e, k) = (cfg.n_routed_experts, cfg.num_experts_per_tok);
-                    let logits = ctx.linear(&normed, &m.router, t)?;
+                    // The router in f32 (on an f32 copy of a 16-bit input).
+                    let widened;
+                    let router_in = match f32_view(&normed) {
+                        Some(x) => x,
+                        None => {
+                            widened = ctx.to_f32(&normed, t, hid)?;
+                            &widened
+                        }
+                    };
+                    let logits = ctx.linear(router_in, &m.router, t)?;
                     let mut ids = ctx.alloc::<i32>(t * k)?;
                     let mut weights = ctx.alloc::<f32>(t * k)?;
                     let g = cfg.gating();
@@ -722,7 +766,7 @@ impl Engine {
                         &params,
                     );
                     ctx.note_launch("moe_gating_topk", r)?;
-                    let mut expanded = ctx.alloc::<f32>(t * k * hid)?;
+                    let mut expanded = ctx.alloc::<T>(t * k * hid)?;
                     let mut row_idx = ctx.alloc::<i32>(t * k)?;
                     let mut counts = ctx.alloc::<i64>(e)?;
                     let shape = launch::RoutingShape {
@@ -745,26 +789,19 @@ impl Engine {
                     );
                     ctx.note_launch("moe_init_routing", r)?;
                     let inter = cfg.moe_intermediate_size;
-                    let mut y = ctx.alloc::<f32>(t * k * hid)?;
-                    let r = launch::expert_ffn(
-                        &ctx.lib,
-                        &ctx.stream,
+                    let y = ctx.expert_ffn(
                         &expanded,
-                        m.gate.device()?,
-                        m.up.device()?,
-                        m.down.device()?,
-                        launch::GroupList::all(&counts, MoeList::Count),
-                        &mut y,
+                        (&m.gate, &m.up, &m.down),
+                        &counts,
                         launch::FfnShape {
                             rows: t * k,
                             groups: e,
                             hidden: hid,
                             inter,
                         },
-                    );
-                    ctx.note_launch("expert_ffn", r)?;
+                    )?;
                     let shared = mlp(ctx, &m.shared, &normed, t)?;
-                    let mut out = ctx.alloc::<f32>(t * hid)?;
+                    let mut out = ctx.alloc::<T>(t * hid)?;
                     let r = launch::moe_finalize_routing(
                         &ctx.lib,
                         &ctx.stream,
@@ -788,7 +825,7 @@ impl Engine {
         }
         let (h_rows, pending_rows, rows) = match &p.picked {
             Some((idx, n)) => {
-                let pick = |b: &Buf| ctx.gather(b, Some(idx), RowSource::lookup(*n, hid, t));
+                let pick = |b: &Buf<T>| ctx.gather(b, Some(idx), RowSource::lookup(*n, hid, t));
                 (pick(&h)?, pending.as_ref().map(pick).transpose()?, *n)
             }
             None => (h, pending, t),
@@ -801,7 +838,12 @@ impl Engine {
     }
 }
 
-fn mlp(ctx: &Ctx, w: &MlpW, x: &Buf, t: usize) -> Result<Buf> {
+/// `x` itself when `T` is f32.
+fn f32_view<T: Act>(x: &Buf<T>) -> Option<&Buf<f32>> {
+    (x as &dyn std::any::Any).downcast_ref::<Buf<f32>>()
+}
+
+fn mlp<T: Act>(ctx: &Ctx, w: &MlpW, x: &Buf<T>, t: usize) -> Result<Buf<T>> {
     let inter = w.gate_up.shape()[0] / 2;
     let gu = ctx.linear(x, &w.gate_up, t)?;
     let act = ctx.silu_mul(&gu, t, inter)?;
@@ -825,7 +867,13 @@ impl Env<'_> {
     /// into the cache first (fused cache write), then every query attends to its sequence's cached rows,
     /// causally among the pass's own tokens — expanded (`mla_prefill`) in a prefill pass, absorbed
     /// (`mla_decode`) otherwise.
-    fn attention(&self, a: &AttentionW, cache: &mut LayerCache, x: &Buf, p: &Pass) -> Result<Buf> {
+    fn attention<T: Act>(
+        &self,
+        a: &AttentionW,
+        cache: &mut LayerCache,
+        x: &Buf<T>,
+        p: &Pass,
+    ) -> Result<Buf<T>> {
         let (cfg, ctx) = (self.cfg, self.ctx);
         let t = p.tokens;
         let heads = cfg.num_attention_heads;
@@ -859,7 +907,7 @@ impl Env<'_> {
             },
         )?;
         let layout = crate::device::kernel_layout(cfg.rope_layout);
-        let mut q_rope = ctx.alloc::<f32>(t * heads * dr)?;
+        let mut q_rope = ctx.alloc::<T>(t * heads * dr)?;
         let r = launch::rope(
             &ctx.lib,
             &ctx.stream,
@@ -885,8 +933,8 @@ impl Env<'_> {
                     sin: self.sin,
                     slot_mapping: &p.slots,
                 },
-                &mut cache.latent,
-                &mut cache.rope,
+                cache.latent.device_mut::<T>()?,
+                cache.rope.device_mut::<T>()?,
                 launch::MlaCacheWriteShape {
                     tokens: t,
                     latent_dim: dl,
@@ -905,7 +953,7 @@ impl Env<'_> {
         // q_nope · W_UK per head: [H, T, dn] x [H, Dl, dn]ᵀ -> [H, T, Dl] -> [T, H, Dl].
         let q_abs = ctx.grouped(&q_nope, &a.w_uk_t, &p.head_counts, heads * t)?;
         let q_lat = ctx.gather(&q_abs, None, RowSource::swap_leading(heads, t, dl, dl, 0))?;
-        let mut out = ctx.alloc::<f32>(t * heads * dl)?;
+        let mut out = ctx.alloc::<T>(t * heads * dl)?;
         let mut lse = ctx.alloc::<f32>(t * heads)?;
         let r = launch::mla_decode(
             &ctx.lib,
@@ -913,8 +961,8 @@ impl Env<'_> {
             launch::MlaDecodeInputs {
                 q_nope: &q_lat,
                 q_rope: &q_rope,
-                latent: &cache.latent,
-                rope: &cache.rope,
+                latent: cache.latent.device::<T>()?,
+                rope: cache.rope.device::<T>()?,
                 block_table: &p.block_table,
                 seq_lens: &p.seq_lens,
                 plan: &p.plan,
@@ -945,20 +993,40 @@ impl Env<'_> {
     /// A prefill pass's attention in the expanded form: `mla_prefill` over every cached key of each
     /// sequence (its prefix and the pass's tokens, written to the cache just before), up-projected from
     /// the cache with kv_b_proj; then o_proj of `[T, H·dv]`.
-    fn prefill_attention(
+    fn prefill_attention<T: Act>(
         &self,
         a: &AttentionW,
         cache: &LayerCache,
-        q: &Buf,
-        q_rope: &Buf,
+        q: &Buf<T>,
+        q_rope: &Buf<T>,
         pk: &PrefillKeys,
         t: usize,
-    ) -> Result<Buf> {
+    ) -> Result<Buf<T>> {
+        match a.kv_b.dtype() {
+            DType::F32 => self.prefill_attention_w::<T, f32>(a, cache, q, q_rope, pk, t),
+            DType::BF16 => self.prefill_attention_w::<T, half::bf16>(a, cache, q, q_rope, pk, t),
+            DType::F16 => self.prefill_attention_w::<T, half::f16>(a, cache, q, q_rope, pk, t),
+            other => Err(invalid_input(format!(
+                "kv_b_proj stored as {other}: the prefill's up-projection takes f32, f16 or bf16"
+            ))),
+        }
+    }
+
+    /// [`Env::prefill_attention`] with `kv_b_proj` stored as `W`.
+    fn prefill_attention_w<T: Act, W: Elem + dsnpu_kernels::launch::KernelElem>(
+        &self,
+        a: &AttentionW,
+        cache: &LayerCache,
+        q: &Buf<T>,
+        q_rope: &Buf<T>,
+        pk: &PrefillKeys,
+        t: usize,
+    ) -> Result<Buf<T>> {
         let (cfg, ctx) = (self.cfg, self.ctx);
         let heads = cfg.num_attention_heads;
         let (dn, dr, dv) = (cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim);
         let (h, w) = (heads as u64, (dn + dr) as u64);
-        let mut out = ctx.alloc::<f32>(t * heads * dv)?;
+        let mut out = ctx.alloc::<T>(t * heads * dv)?;
         let mut lse = ctx.alloc::<f32>(t * heads)?;
         let r = launch::mla_prefill_from_cache(
             &ctx.lib,
@@ -966,9 +1034,9 @@ impl Env<'_> {
             launch::MlaCacheInputs {
                 q_nope: q,
                 q_rope,
-                latent: &cache.latent,
-                rope: &cache.rope,
-                kv_b: a.kv_b.device()?,
+                latent: cache.latent.device::<T>()?,
+                rope: cache.rope.device::<T>()?,
+                kv_b: a.kv_b.device::<W>()?,
                 key_slots: &pk.slots,
                 cu_q: &pk.cu_q,
                 cu_k: &pk.cu_k,

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dsnpu_kernels::ep::{ep_combine, ep_dispatch, EpConfig, ExpandX};
-use dsnpu_kernels::launch::{self, FfnShape, GroupList};
-use dsnpu_kernels::{GatingParams, MoeList, MoeScore};
+use dsnpu_kernels::launch::{self, FfnShape};
+use dsnpu_kernels::{GatingParams, MoeScore};
 use dsnpu_ops::moe::ScoreFunc;
 use dsnpu_runtime::{Communicator, ReduceOp, RootInfo};
 
@@ -113,26 +113,21 @@ impl MoeLayer for EpMoe {
         let ExpandX::Float(expand_x) = &d.expand_x else {
             unreachable!("dispatch without quantization returns float rows")
         };
-        let mut y = ctx.alloc::<f32>(expand_x.len())?;
-        if !expand_x.is_empty() {
-            let r = launch::expert_ffn(
-                &ctx.lib,
-                &ctx.stream,
+        let y = if expand_x.is_empty() {
+            ctx.alloc::<f32>(0)?
+        } else {
+            ctx.expert_ffn(
                 expand_x,
-                w.gate.device()?,
-                w.up.device()?,
-                w.down.device()?,
-                GroupList::all(&d.expert_token_nums, MoeList::Count),
-                &mut y,
+                (&w.gate, &w.up, &w.down),
+                &d.expert_token_nums,
                 FfnShape {
                     rows: expand_x.len() / hid,
                     groups: w.gate.shape()[0],
                     hidden: hid,
                     inter,
                 },
-            );
-            ctx.note_launch("expert_ffn", r)?;
-        }
+            )?
+        };
         let shared = if t > 0 {
             let s = &w.shared;
             let gu = ctx.linear(x, &s.gate_up, t)?;

@@ -1,17 +1,29 @@
 //! The engine's kernel calls: one method per operator on device buffers, each queued on the engine's
 //! stream through its typed launcher, and counted by operator name. Nothing here synchronizes or
 //! copies to or from the host: outputs are fresh buffers from the stream's pool.
+//!
+//! Activations are `DeviceBuffer<T>` for the compute type `T` ([`Act`]: f32 or bf16); weights are
+//! [`Tensor`]s whose dtype the methods dispatch on: the same type as `T`, or with `T = f32` a 16-bit
+//! type the kernels' `_f32_w<t>` forms widen tile by tile (see `device::weights`). Any other pairing is
+//! a typed error from the launcher.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dsnpu_kernels::launch::{self, KernelLibrary, Launched, RowSource};
+use dsnpu_kernels::launch::{self, KernelElem, KernelLibrary, Launched, RowSource};
 use dsnpu_kernels::KernelError;
+use dsnpu_ops::Float;
 use dsnpu_runtime::{DeviceBuffer, Stream};
+use half::{bf16, f16};
 
-use super::tensor::Tensor;
-use crate::error::Result;
+use super::tensor::{DType, Elem, Tensor};
+use crate::error::{invalid_input, Result};
+
+/// A compute (activation) type of the engine.
+pub(crate) trait Act: KernelElem + Elem + Float + 'static {}
+impl Act for f32 {}
+impl Act for bf16 {}
 
 /// The stream, the kernels and the per-operator launch counts.
 #[derive(Debug)]
@@ -21,7 +33,31 @@ pub(crate) struct Ctx {
     pub ops: RefCell<BTreeMap<&'static str, u64>>,
 }
 
-pub(crate) type Buf = DeviceBuffer<f32>;
+pub(crate) type Buf<T = f32> = DeviceBuffer<T>;
+
+/// Runs `$body` with `$W` the Rust type of weight tensor `$w`'s dtype (f32, f16 or bf16).
+macro_rules! by_weight {
+    ($w:expr, $W:ident => $body:expr) => {
+        match $w.dtype() {
+            DType::F32 => {
+                type $W = f32;
+                $body
+            }
+            DType::BF16 => {
+                type $W = bf16;
+                $body
+            }
+            DType::F16 => {
+                type $W = f16;
+                $body
+            }
+            other => Err(invalid_input(format!(
+                "a {other} weight of shape {:?}: the kernels take f32, f16 or bf16 weights",
+                $w.shape()
+            ))),
+        }
+    };
+}
 
 impl Ctx {
     fn note<L>(
@@ -39,25 +75,31 @@ impl Ctx {
     }
 
     /// `x [m, k] · wᵀ` with `w` a device tensor `[n, k]`.
-    pub fn linear(&self, x: &Buf, w: &Tensor, m: usize) -> Result<Buf> {
+    pub fn linear<T: Act>(&self, x: &Buf<T>, w: &Tensor, m: usize) -> Result<Buf<T>> {
         let (n, k) = (w.shape()[0], w.shape()[1]);
         let mut y = self.alloc(m * n)?;
-        let r = launch::linear(
+        let r = by_weight!(w, W => Ok(launch::linear(
             &self.lib,
             &self.stream,
             x,
-            w.device()?,
+            w.device::<W>()?,
             None,
             &mut y,
             m,
             n,
             k,
-        );
+        )))?;
         self.note("linear", r)?;
         Ok(y)
     }
 
-    pub fn rms_norm(&self, x: &Buf, w: &Tensor, rows: usize, eps: f32) -> Result<Buf> {
+    pub fn rms_norm<T: Act>(
+        &self,
+        x: &Buf<T>,
+        w: &Tensor,
+        rows: usize,
+        eps: f32,
+    ) -> Result<Buf<T>> {
         let mut y = self.alloc(x.len())?;
         let r = launch::rms_norm(&self.lib, &self.stream, x, w.device()?, &mut y, rows, eps);
         self.note("rms_norm", r)?;
@@ -65,14 +107,14 @@ impl Ctx {
     }
 
     /// `(normed, sum)` of `x + residual`.
-    pub fn add_rms_norm(
+    pub fn add_rms_norm<T: Act>(
         &self,
-        x: &Buf,
-        residual: &Buf,
+        x: &Buf<T>,
+        residual: &Buf<T>,
         w: &Tensor,
         rows: usize,
         eps: f32,
-    ) -> Result<(Buf, Buf)> {
+    ) -> Result<(Buf<T>, Buf<T>)> {
         let mut y = self.alloc(x.len())?;
         let mut s = self.alloc(x.len())?;
         let r = launch::add_rms_norm(
@@ -90,14 +132,19 @@ impl Ctx {
         Ok((y, s))
     }
 
-    pub fn silu_mul(&self, gate_up: &Buf, rows: usize, inter: usize) -> Result<Buf> {
+    pub fn silu_mul<T: Act>(&self, gate_up: &Buf<T>, rows: usize, inter: usize) -> Result<Buf<T>> {
         let mut y = self.alloc(rows * inter)?;
         let r = launch::silu_mul(&self.lib, &self.stream, gate_up, &mut y, rows, inter);
         self.note("silu_mul", r)?;
         Ok(y)
     }
 
-    pub fn gather(&self, x: &Buf, idx: Option<&DeviceBuffer<i32>>, src: RowSource) -> Result<Buf> {
+    pub fn gather<T: Act>(
+        &self,
+        x: &Buf<T>,
+        idx: Option<&DeviceBuffer<i32>>,
+        src: RowSource,
+    ) -> Result<Buf<T>> {
         let mut y = self.alloc(src.rows * src.cols)?;
         let r = launch::gather_rows(&self.lib, &self.stream, x, idx, &mut y, src);
         self.note(
@@ -111,26 +158,93 @@ impl Ctx {
         Ok(y)
     }
 
-    /// `y [rows, n]` with rows grouped by `counts` (i64 `[groups]`), group `g` times `w[g]ᵀ` (`w [G, n, k]`).
-    pub fn grouped(
+    /// Rows of a weight table (the embedding) picked by `idx`, in the compute type: a plain gather when
+    /// the table is stored in `T`, else (f32 compute over a 16-bit table) widened on the way.
+    pub fn lookup<T: Act>(
         &self,
-        x: &Buf,
+        table: &Tensor,
+        idx: &DeviceBuffer<i32>,
+        src: RowSource,
+    ) -> Result<Buf<T>> {
+        if table.dtype() == <T as Elem>::DTYPE {
+            return self.gather(table.device::<T>()?, Some(idx), src);
+        }
+        let mut y = self.alloc::<f32>(src.rows * src.cols)?;
+        let r = by_weight!(table, W => Ok(launch::gather_rows_f32(
+            &self.lib,
+            &self.stream,
+            table.device::<W>()?,
+            Some(idx),
+            &mut y,
+            src,
+        )))?;
+        self.note("gather_rows(index)", r)?;
+        // With T = f32 this is the buffer itself; any other T with a table not in T is refused.
+        as_act(y)
+    }
+
+    /// An f32 copy of `x [rows, cols]` (the router's input, f32 logits of a 16-bit model).
+    pub fn to_f32<T: Act>(&self, x: &Buf<T>, rows: usize, cols: usize) -> Result<Buf<f32>> {
+        let mut y = self.alloc::<f32>(rows * cols)?;
+        let src = RowSource {
+            rows,
+            inner: 1,
+            cols,
+            offset: 0,
+            stride_a: cols,
+            stride_b: 0,
+            by_index: None,
+        };
+        let r = launch::gather_rows_f32(&self.lib, &self.stream, x, None, &mut y, src);
+        self.note("gather_rows(to f32)", r)?;
+        Ok(y)
+    }
+
+    /// `y [rows, n]` with rows grouped by `counts` (i64 `[groups]`), group `g` times `w[g]ᵀ` (`w [G, n, k]`).
+    pub fn grouped<T: Act>(
+        &self,
+        x: &Buf<T>,
         w: &Tensor,
         counts: &DeviceBuffer<i64>,
         rows: usize,
-    ) -> Result<Buf> {
+    ) -> Result<Buf<T>> {
         let (groups, n, k) = (w.shape()[0], w.shape()[1], w.shape()[2]);
         let mut y = self.alloc(rows * n)?;
-        let r = launch::grouped_matmul(
+        let r = by_weight!(w, W => Ok(launch::grouped_matmul(
             &self.lib,
             &self.stream,
             x,
-            w.device()?,
+            w.device::<W>()?,
             launch::GroupList::all(counts, dsnpu_kernels::MoeList::Count),
             &mut y,
             launch::GroupedShape { rows, groups, n, k },
-        );
+        )))?;
         self.note("grouped_matmul", r)?;
+        Ok(y)
+    }
+
+    /// The routed experts' fused FFN over `x [rows, hidden]` grouped by `counts`; the three weight
+    /// tensors share one dtype.
+    pub fn expert_ffn<T: Act>(
+        &self,
+        x: &Buf<T>,
+        (gate, up, down): (&Tensor, &Tensor, &Tensor),
+        counts: &DeviceBuffer<i64>,
+        shape: launch::FfnShape,
+    ) -> Result<Buf<T>> {
+        let mut y = self.alloc(shape.rows * shape.hidden)?;
+        let r = by_weight!(gate, W => Ok(launch::expert_ffn(
+            &self.lib,
+            &self.stream,
+            x,
+            gate.device::<W>()?,
+            up.device::<W>()?,
+            down.device::<W>()?,
+            launch::GroupList::all(counts, dsnpu_kernels::MoeList::Count),
+            &mut y,
+            shape,
+        )))?;
+        self.note("expert_ffn", r)?;
         Ok(y)
     }
 
@@ -141,4 +255,13 @@ impl Ctx {
     ) -> Result<()> {
         self.note(op, r)
     }
+}
+
+/// An f32 buffer as `Buf<T>` when `T` is f32; for any other `T` a typed error (a 16-bit table used by a
+/// computation in another 16-bit type).
+pub(crate) fn as_act<T: Act>(y: Buf<f32>) -> Result<Buf<T>> {
+    let any: Box<dyn std::any::Any> = Box::new(y);
+    any.downcast::<Buf<T>>().map(|b| *b).map_err(|_| {
+        invalid_input("a weight table stored in another 16-bit type than the activations")
+    })
 }

@@ -9,7 +9,7 @@
 //! - Typed access ([`Tensor::device`], [`Tensor::host`]) fails with a typed error naming both dtypes
 //!   rather than reinterpreting bytes.
 //! - FP8 (e4m3) and int8 are storage types only: no kernel consumes them yet (the engine dequantizes FP8
-//!   checkpoints at load, see `device::weights`).
+//!   checkpoints at load, see `device::weights`). f16 and bf16 weights are consumed as they are.
 
 use dsnpu_runtime::{DeviceBuffer, DeviceRepr, Stream};
 use half::{bf16, f16};
@@ -61,6 +61,7 @@ pub trait Elem: DeviceRepr + Default {
     const DTYPE: DType;
     fn wrap_device(b: DeviceBuffer<Self>) -> DeviceData;
     fn device_of(d: &DeviceData) -> Option<&DeviceBuffer<Self>>;
+    fn device_of_mut(d: &mut DeviceData) -> Option<&mut DeviceBuffer<Self>>;
     fn wrap_host(v: Vec<Self>) -> HostData;
     fn host_of(h: &HostData) -> Option<&[Self]>;
 }
@@ -78,6 +79,9 @@ macro_rules! elems {
                 const DTYPE: DType = DType::$dtype;
                 fn wrap_device(b: DeviceBuffer<Self>) -> DeviceData { DeviceData::$variant(b) }
                 fn device_of(d: &DeviceData) -> Option<&DeviceBuffer<Self>> {
+                    match d { DeviceData::$variant(b) => Some(b), #[allow(unreachable_patterns)] _ => None }
+                }
+                fn device_of_mut(d: &mut DeviceData) -> Option<&mut DeviceBuffer<Self>> {
                     match d { DeviceData::$variant(b) => Some(b), #[allow(unreachable_patterns)] _ => None }
                 }
                 fn wrap_host(v: Vec<Self>) -> HostData { HostData::$variant(v) }
@@ -244,6 +248,22 @@ impl Tensor {
             Storage::Host(_) => Err(invalid_input(format!(
                 "a host tensor of shape {:?} used where a device tensor is needed",
                 self.shape
+            ))),
+        }
+    }
+
+    /// The device buffer of a device tensor of element type `T`, for writing (a cache).
+    pub fn device_mut<T: Elem>(&mut self) -> Result<&mut DeviceBuffer<T>> {
+        let (dtype, shape) = (self.dtype, self.shape.clone());
+        match &mut self.storage {
+            Storage::Device { data, .. } => T::device_of_mut(data).ok_or_else(|| {
+                invalid_input(format!(
+                    "a {dtype} tensor of shape {shape:?} read as {}",
+                    T::DTYPE
+                ))
+            }),
+            Storage::Host(_) => Err(invalid_input(format!(
+                "a host tensor of shape {shape:?} used where a device tensor is needed"
             ))),
         }
     }

@@ -2,14 +2,20 @@
 //!
 //! # Contract
 //! - Each tensor is read from the checkpoint (shape-checked against the configuration, as
-//!   [`crate::weights`] does), converted to the compute element type `E` on the host, uploaded, and its
-//!   host copy dropped before the next one is read: host memory peaks at about the largest tensor (a
-//!   stacked expert tensor) in `E`, never the whole model.
-//! - The stored dtype is `E`. When the checkpoint is stored in `E` (f32 checkpoints computed in f32,
-//!   bf16 ones computed in bf16) the device holds exactly the checkpoint's values in its dtype. A 16-bit
-//!   checkpoint computed in f32 is **widened at upload** (no mixed-dtype GEMM exists yet), and FP8
-//!   checkpoints are **dequantized** at load: FP8 is not yet device-resident.
-//! - The router (and the V3 correction bias) is kept in f32 whatever `E` is (gating is f32).
+//!   [`crate::weights`] does), converted to its device dtype on the host, uploaded, and its host copy
+//!   dropped before the next one is read: host memory peaks at about the largest tensor (a stacked
+//!   expert tensor, read as f32 then converted), never the whole model.
+//! - Device dtypes, for compute dtype `C` (f32 or bf16):
+//!   - GEMM weights (projections, experts, the split `kv_b_proj`, the embedding table and `lm_head`):
+//!     with `C = f32`, **the checkpoint's own dtype** when it is bf16 or f16 (the f32 kernels read
+//!     them through their `_f32_w<t>` forms, widening each tile exactly in the kernel, and the
+//!     embedding lookup widens its rows), else f32; with `C = bf16`, bf16 (f32 and f16 checkpoints are
+//!     rounded to bf16 at load, as serving does). A group that one kernel call reads (gate and up,
+//!     the stacked experts) takes the dtype of its first tensor.
+//!   - Norm weights: `C` (the norm kernels take weights in the activation type).
+//!   - The router and the V3 correction bias: f32 whatever `C` is (gating is f32).
+//!   - FP8 e4m3 checkpoints are **dequantized at load** (to f32 with `C = f32`, to bf16 with
+//!     `C = bf16`): FP8 is not device-resident yet (no GEMM dequantizes 128×128 blocks tile by tile).
 //! - Before anything is uploaded, the bytes all tensors need are compared with the device's free memory;
 //!   a shortfall, or a device allocation failing on the way, is [`ModelError::DeviceMemory`] naming the
 //!   tensor, and every buffer of the partial load is freed and returned to the device.
@@ -25,10 +31,11 @@
 
 use std::ops::Range;
 
-use dsnpu_ops::Float;
 use dsnpu_runtime::{Device, RuntimeError, Stream};
+use half::{bf16, f16};
+use safetensors::Dtype;
 
-use super::tensor::{Elem, Tensor};
+use super::tensor::{DType, Elem, Tensor};
 use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, ModelType};
 use crate::error::{ModelError, Result};
@@ -115,9 +122,22 @@ impl DeviceWeights {
     }
 }
 
-/// Elements each tensor the configuration implies takes, `(name for errors, elements, f32?)`, in load
+/// How a planned tensor is stored (see the module docs).
+#[derive(Debug, Clone)]
+enum Kind {
+    /// Always f32 (router, bias).
+    F32,
+    /// In the compute dtype (norm weights).
+    Compute,
+    /// A GEMM weight: its dtype follows the checkpoint tensor of this name.
+    Weight(String),
+}
+
+/// Elements each tensor the configuration implies takes, `(name for errors, elements, kind)`, in load
 /// order.
-fn plan(cfg: &ModelConfig, tied: bool, local_experts: u64) -> Vec<(String, u64, bool)> {
+fn plan(cfg: &ModelConfig, tied: bool, local_experts: u64) -> Vec<(String, u64, Kind)> {
+    use Kind::{Compute, F32};
+    let w = |n: &str| Kind::Weight(n.to_string());
     let (h, v) = (cfg.hidden_size as u64, cfg.vocab_size as u64);
     let heads = cfg.num_attention_heads as u64;
     let (dn, dr, dv, dl) = (
@@ -126,69 +146,71 @@ fn plan(cfg: &ModelConfig, tied: bool, local_experts: u64) -> Vec<(String, u64, 
         cfg.v_head_dim as u64,
         cfg.kv_lora_rank as u64,
     );
-    let mut p = vec![("model.embed_tokens.weight".to_string(), v * h, false)];
+    let mut p = vec![(
+        "model.embed_tokens.weight".to_string(),
+        v * h,
+        w("model.embed_tokens.weight"),
+    )];
     for i in 0..cfg.num_hidden_layers {
         let pre = format!("model.layers.{i}.");
         let q_out = heads * (dn + dr);
-        p.push((format!("{pre}input_layernorm.weight"), h, false));
+        p.push((format!("{pre}input_layernorm.weight"), h, Compute));
         match cfg.q_lora_rank {
             Some(r) => {
                 let r = r as u64;
-                p.push((format!("{pre}self_attn.q_a_proj.weight"), r * h, false));
-                p.push((format!("{pre}self_attn.q_a_layernorm.weight"), r, false));
-                p.push((format!("{pre}self_attn.q_b_proj.weight"), q_out * r, false));
+                let n = format!("{pre}self_attn.q_a_proj.weight");
+                p.push((n.clone(), r * h, w(&n)));
+                p.push((format!("{pre}self_attn.q_a_layernorm.weight"), r, Compute));
+                let n = format!("{pre}self_attn.q_b_proj.weight");
+                p.push((n.clone(), q_out * r, w(&n)));
             }
-            None => p.push((format!("{pre}self_attn.q_proj.weight"), q_out * h, false)),
+            None => {
+                let n = format!("{pre}self_attn.q_proj.weight");
+                p.push((n.clone(), q_out * h, w(&n)))
+            }
         }
-        p.push((
-            format!("{pre}self_attn.kv_a_proj_with_mqa.weight"),
-            (dl + dr) * h,
-            false,
-        ));
-        p.push((format!("{pre}self_attn.kv_a_layernorm.weight"), dl, false));
-        p.push((
-            format!("{pre}self_attn.kv_b_proj.weight"),
-            heads * (dn + dv) * dl,
-            false,
-        ));
-        p.push((
-            format!("{pre}self_attn.o_proj.weight"),
-            h * heads * dv,
-            false,
-        ));
-        p.push((format!("{pre}post_attention_layernorm.weight"), h, false));
-        let mlp = |p: &mut Vec<(String, u64, bool)>, name: String, inter: u64| {
+        let n = format!("{pre}self_attn.kv_a_proj_with_mqa.weight");
+        p.push((n.clone(), (dl + dr) * h, w(&n)));
+        p.push((format!("{pre}self_attn.kv_a_layernorm.weight"), dl, Compute));
+        let n = format!("{pre}self_attn.kv_b_proj.weight");
+        // Twice: split for the absorbed decode (w_uk_t, w_uv) and as stored for the expanded prefill.
+        p.push((n.clone(), 2 * heads * (dn + dv) * dl, w(&n)));
+        let n = format!("{pre}self_attn.o_proj.weight");
+        p.push((n.clone(), h * heads * dv, w(&n)));
+        p.push((format!("{pre}post_attention_layernorm.weight"), h, Compute));
+        let mlp = |p: &mut Vec<(String, u64, Kind)>, name: String, inter: u64| {
             p.push((
                 format!("{name}gate_proj.weight + up_proj.weight"),
                 2 * inter * h,
-                false,
+                w(&format!("{name}gate_proj.weight")),
             ));
-            p.push((format!("{name}down_proj.weight"), h * inter, false));
+            let n = format!("{name}down_proj.weight");
+            p.push((n.clone(), h * inter, w(&n)));
         };
         if cfg.is_moe_layer(i) {
             let (e, inter) = (
                 cfg.n_routed_experts as u64,
                 cfg.moe_intermediate_size as u64,
             );
-            p.push((format!("{pre}mlp.gate.weight"), e * h, true));
+            p.push((format!("{pre}mlp.gate.weight"), e * h, F32));
             if cfg.model_type == ModelType::DeepseekV3 {
-                p.push((format!("{pre}mlp.gate.e_score_correction_bias"), e, true));
+                p.push((format!("{pre}mlp.gate.e_score_correction_bias"), e, F32));
             }
             let e = local_experts;
             p.push((
                 format!("{pre}mlp.experts.*.gate_proj.weight"),
                 e * inter * h,
-                false,
+                w(&format!("{pre}mlp.experts.0.gate_proj.weight")),
             ));
             p.push((
                 format!("{pre}mlp.experts.*.up_proj.weight"),
                 e * inter * h,
-                false,
+                w(&format!("{pre}mlp.experts.0.up_proj.weight")),
             ));
             p.push((
                 format!("{pre}mlp.experts.*.down_proj.weight"),
                 e * h * inter,
-                false,
+                w(&format!("{pre}mlp.experts.0.down_proj.weight")),
             ));
             mlp(
                 &mut p,
@@ -199,9 +221,9 @@ fn plan(cfg: &ModelConfig, tied: bool, local_experts: u64) -> Vec<(String, u64, 
             mlp(&mut p, format!("{pre}mlp."), cfg.intermediate_size as u64);
         }
     }
-    p.push(("model.norm.weight".to_string(), h, false));
+    p.push(("model.norm.weight".to_string(), h, Compute));
     if !tied {
-        p.push(("lm_head.weight".to_string(), v * h, false));
+        p.push(("lm_head.weight".to_string(), v * h, w("lm_head.weight")));
     }
     p
 }
@@ -212,9 +234,20 @@ struct Uploader<'a> {
     /// The routed experts to load (all of them unless expert-parallel).
     experts: Range<usize>,
     stream: &'a Stream,
+    compute: DType,
     needed: u64,
     free: u64,
     bytes: u64,
+}
+
+/// The device dtype of a GEMM weight stored as `stored` in the checkpoint (see the module docs).
+fn weight_dtype(compute: DType, stored: Option<Dtype>) -> DType {
+    match (compute, stored) {
+        (DType::BF16, _) => DType::BF16,
+        (_, Some(Dtype::BF16)) => DType::BF16,
+        (_, Some(Dtype::F16)) => DType::F16,
+        _ => DType::F32,
+    }
 }
 
 impl Uploader<'_> {
@@ -236,18 +269,48 @@ impl Uploader<'_> {
         Tensor::from_device(shape, buf, self.stream)
     }
 
-    fn read<E: Elem + Float>(&self, name: &str, shape: &[usize]) -> Result<Vec<E>> {
-        Ok(self
-            .ckpt
-            .read_f32(name, shape)?
-            .into_iter()
-            .map(E::from_f32)
-            .collect())
+    /// `host` (f32 values) uploaded as `dtype` (f32, f16 or bf16; rounded to nearest-even).
+    fn put_as(
+        &mut self,
+        dtype: DType,
+        name: &str,
+        shape: &[usize],
+        host: Vec<f32>,
+    ) -> Result<Tensor> {
+        match dtype {
+            DType::F32 => self.put(name, shape, host),
+            DType::BF16 => {
+                let v: Vec<bf16> = host.into_iter().map(bf16::from_f32).collect();
+                self.put(name, shape, v)
+            }
+            DType::F16 => {
+                let v: Vec<f16> = host.into_iter().map(f16::from_f32).collect();
+                self.put(name, shape, v)
+            }
+            other => unreachable!("weights are stored as f32, f16 or bf16, not {other}"),
+        }
     }
 
-    fn tensor<E: Elem + Float>(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let host = self.read::<E>(name, shape)?;
-        self.put(name, shape, host)
+    /// The device dtype of GEMM weight `name`.
+    fn dtype_of(&self, name: &str) -> DType {
+        weight_dtype(self.compute, self.ckpt.meta(name).map(|m| m.dtype))
+    }
+
+    fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.ckpt.read_f32(name, shape)
+    }
+
+    /// A GEMM weight in its device dtype.
+    fn weight(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let dtype = self.dtype_of(name);
+        let host = self.read(name, shape)?;
+        self.put_as(dtype, name, shape, host)
+    }
+
+    /// A norm weight, in the compute dtype.
+    fn norm(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let host = self.read(name, shape)?;
+        self.put_as(self.compute, name, shape, host)
     }
 
     fn f32_tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
@@ -255,38 +318,33 @@ impl Uploader<'_> {
         self.put(name, shape, host)
     }
 
-    fn mlp<E: Elem + Float>(&mut self, p: &str, hidden: usize, inter: usize) -> Result<MlpW> {
-        let mut gate_up = self.read::<E>(&format!("{p}gate_proj.weight"), &[inter, hidden])?;
-        gate_up.extend(self.read::<E>(&format!("{p}up_proj.weight"), &[inter, hidden])?);
+    fn mlp(&mut self, p: &str, hidden: usize, inter: usize) -> Result<MlpW> {
+        let gate = format!("{p}gate_proj.weight");
+        let dtype = self.dtype_of(&gate);
+        let mut gate_up = self.read(&gate, &[inter, hidden])?;
+        gate_up.extend(self.read(&format!("{p}up_proj.weight"), &[inter, hidden])?);
         Ok(MlpW {
-            gate_up: self.put(
-                &format!("{p}gate_proj.weight"),
-                &[2 * inter, hidden],
-                gate_up,
-            )?,
-            down: self.tensor::<E>(&format!("{p}down_proj.weight"), &[hidden, inter])?,
+            gate_up: self.put_as(dtype, &gate, &[2 * inter, hidden], gate_up)?,
+            down: self.weight(&format!("{p}down_proj.weight"), &[hidden, inter])?,
         })
     }
 
-    fn experts<E: Elem + Float>(
-        &mut self,
-        p: &str,
-        which: &str,
-        shape: [usize; 2],
-    ) -> Result<Tensor> {
+    fn experts(&mut self, p: &str, which: &str, shape: [usize; 2]) -> Result<Tensor> {
         let e = self.experts.len();
+        let dtype = self.dtype_of(&format!("{p}experts.{}.{which}.weight", self.experts.start));
         let mut stacked = Vec::with_capacity(e * shape[0] * shape[1]);
         for x in self.experts.clone() {
-            stacked.extend(self.read::<E>(&format!("{p}experts.{x}.{which}.weight"), &shape)?);
+            stacked.extend(self.read(&format!("{p}experts.{x}.{which}.weight"), &shape)?);
         }
-        self.put(
+        self.put_as(
+            dtype,
             &format!("{p}experts.*.{which}.weight"),
             &[e, shape[0], shape[1]],
             stacked,
         )
     }
 
-    fn attention<E: Elem + Float>(&mut self, cfg: &ModelConfig, p: &str) -> Result<AttentionW> {
+    fn attention(&mut self, cfg: &ModelConfig, p: &str) -> Result<AttentionW> {
         let (h, heads) = (cfg.hidden_size, cfg.num_attention_heads);
         let (dn, dr, dv, dl) = (
             cfg.qk_nope_head_dim,
@@ -297,18 +355,19 @@ impl Uploader<'_> {
         let q_out = heads * (dn + dr);
         let q = match cfg.q_lora_rank {
             Some(r) => QueryW::LowRank(Box::new(LowRankQ {
-                a: self.tensor::<E>(&format!("{p}q_a_proj.weight"), &[r, h])?,
-                a_norm: self.tensor::<E>(&format!("{p}q_a_layernorm.weight"), &[r])?,
-                b: self.tensor::<E>(&format!("{p}q_b_proj.weight"), &[q_out, r])?,
+                a: self.weight(&format!("{p}q_a_proj.weight"), &[r, h])?,
+                a_norm: self.norm(&format!("{p}q_a_layernorm.weight"), &[r])?,
+                b: self.weight(&format!("{p}q_b_proj.weight"), &[q_out, r])?,
             })),
             None => QueryW::Full(Box::new(
-                self.tensor::<E>(&format!("{p}q_proj.weight"), &[q_out, h])?,
+                self.weight(&format!("{p}q_proj.weight"), &[q_out, h])?,
             )),
         };
-        let kv_a = self.tensor::<E>(&format!("{p}kv_a_proj_with_mqa.weight"), &[dl + dr, h])?;
-        let kv_a_norm = self.tensor::<E>(&format!("{p}kv_a_layernorm.weight"), &[dl])?;
+        let kv_a = self.weight(&format!("{p}kv_a_proj_with_mqa.weight"), &[dl + dr, h])?;
+        let kv_a_norm = self.norm(&format!("{p}kv_a_layernorm.weight"), &[dl])?;
         let name = format!("{p}kv_b_proj.weight");
-        let kv_b = self.read::<E>(&name, &[heads * (dn + dv), dl])?;
+        let dtype = self.dtype_of(&name);
+        let kv_b = self.read(&name, &[heads * (dn + dv), dl])?;
         let mut w_uk_t = Vec::with_capacity(heads * dl * dn);
         let mut w_uv = Vec::with_capacity(heads * dv * dl);
         for hd in 0..heads {
@@ -318,39 +377,50 @@ impl Uploader<'_> {
             }
             w_uv.extend_from_slice(&rows[dn * dl..]);
         }
-        let kv_b = self.put(&name, &[heads * (dn + dv), dl], kv_b)?;
+        let kv_b = self.put_as(dtype, &name, &[heads * (dn + dv), dl], kv_b)?;
         Ok(AttentionW {
             q,
             kv_a,
             kv_a_norm,
-            w_uk_t: self.put(&name, &[heads, dl, dn], w_uk_t)?,
-            w_uv: self.put(&name, &[heads, dv, dl], w_uv)?,
+            w_uk_t: self.put_as(dtype, &name, &[heads, dl, dn], w_uk_t)?,
+            w_uv: self.put_as(dtype, &name, &[heads, dv, dl], w_uv)?,
             kv_b,
-            o: self.tensor::<E>(&format!("{p}o_proj.weight"), &[h, heads * dv])?,
+            o: self.weight(&format!("{p}o_proj.weight"), &[h, heads * dv])?,
         })
     }
 }
 
 impl DeviceWeights {
-    /// Uploads every weight of `cfg` from `ckpt` in element type `E` on `stream`'s device; `progress(done,
-    /// total)` after each layer.
-    pub fn load<E: Elem + Float>(
+    /// Uploads every weight of `cfg` from `ckpt` for compute dtype `compute` (f32 or bf16; see the module
+    /// docs for each tensor's device dtype) on `stream`'s device; `progress(done, total)` after each
+    /// layer.
+    pub fn load(
         cfg: &ModelConfig,
         ckpt: &Checkpoint,
         device: &Device,
         stream: &Stream,
+        compute: DType,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
-        Self::load_experts::<E>(cfg, ckpt, device, stream, 0..cfg.n_routed_experts, progress)
+        Self::load_experts(
+            cfg,
+            ckpt,
+            device,
+            stream,
+            compute,
+            0..cfg.n_routed_experts,
+            progress,
+        )
     }
 
     /// [`DeviceWeights::load`] holding only the routed experts `experts` (a non-empty range within
     /// `0..n_routed_experts`) of every MoE layer.
-    pub fn load_experts<E: Elem + Float>(
+    pub fn load_experts(
         cfg: &ModelConfig,
         ckpt: &Checkpoint,
         device: &Device,
         stream: &Stream,
+        compute: DType,
         experts: Range<usize>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
@@ -360,20 +430,22 @@ impl DeviceWeights {
                 cfg.n_routed_experts
             )));
         }
+        if !matches!(compute, DType::F32 | DType::BF16) {
+            return Err(crate::error::invalid_input(format!(
+                "compute dtype {compute}: the engine computes in f32 or bf16"
+            )));
+        }
         let tied = cfg.tie_word_embeddings && !ckpt.contains("lm_head.weight");
         let free = device.mem_info()?.free as u64;
         let sized: Vec<(String, u64)> = plan(cfg, tied, experts.len() as u64)
             .into_iter()
-            .map(|(n, elems, f32)| {
-                (
-                    n,
-                    elems
-                        * if f32 {
-                            4
-                        } else {
-                            <E as Elem>::DTYPE.size() as u64
-                        },
-                )
+            .map(|(n, elems, kind)| {
+                let dtype = match kind {
+                    Kind::F32 => DType::F32,
+                    Kind::Compute => compute,
+                    Kind::Weight(name) => weight_dtype(compute, ckpt.meta(&name).map(|m| m.dtype)),
+                };
+                (n, elems * dtype.size() as u64)
             })
             .collect();
         let needed: u64 = sized.iter().map(|(_, b)| b).sum();
@@ -396,11 +468,12 @@ impl DeviceWeights {
             ckpt,
             experts,
             stream,
+            compute,
             needed,
             free,
             bytes: 0,
         };
-        let loaded = Self::upload_all::<E>(cfg, &mut up, tied, progress);
+        let loaded = Self::upload_all(cfg, &mut up, tied, progress);
         if loaded.is_err() {
             // The partial load's buffers are back in the pool: give them back to the device.
             stream.synchronize().ok();
@@ -409,7 +482,7 @@ impl DeviceWeights {
         loaded
     }
 
-    fn upload_all<E: Elem + Float>(
+    fn upload_all(
         cfg: &ModelConfig,
         up: &mut Uploader<'_>,
         tied: bool,
@@ -417,14 +490,14 @@ impl DeviceWeights {
     ) -> Result<Self> {
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
         let total = cfg.num_hidden_layers + 2;
-        let embed = up.tensor::<E>("model.embed_tokens.weight", &[v, h])?;
+        let embed = up.weight("model.embed_tokens.weight", &[v, h])?;
         progress(1, total);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}.");
-            let input_norm = up.tensor::<E>(&format!("{p}input_layernorm.weight"), &[h])?;
-            let attention = up.attention::<E>(cfg, &format!("{p}self_attn."))?;
-            let post = up.tensor::<E>(&format!("{p}post_attention_layernorm.weight"), &[h])?;
+            let input_norm = up.norm(&format!("{p}input_layernorm.weight"), &[h])?;
+            let attention = up.attention(cfg, &format!("{p}self_attn."))?;
+            let post = up.norm(&format!("{p}post_attention_layernorm.weight"), &[h])?;
             let ffn = if cfg.is_moe_layer(i) {
                 let m = format!("{p}mlp.");
                 let (e, inter) = (cfg.n_routed_experts, cfg.moe_intermediate_size);
@@ -436,17 +509,17 @@ impl DeviceWeights {
                         }
                         ModelType::DeepseekV2 => None,
                     },
-                    gate: up.experts::<E>(&m, "gate_proj", [inter, h])?,
-                    up: up.experts::<E>(&m, "up_proj", [inter, h])?,
-                    down: up.experts::<E>(&m, "down_proj", [h, inter])?,
-                    shared: up.mlp::<E>(
+                    gate: up.experts(&m, "gate_proj", [inter, h])?,
+                    up: up.experts(&m, "up_proj", [inter, h])?,
+                    down: up.experts(&m, "down_proj", [h, inter])?,
+                    shared: up.mlp(
                         &format!("{m}shared_experts."),
                         h,
                         inter * cfg.n_shared_experts,
                     )?,
                 }))
             } else {
-                FfnW::Dense(Box::new(up.mlp::<E>(
+                FfnW::Dense(Box::new(up.mlp(
                     &format!("{p}mlp."),
                     h,
                     cfg.intermediate_size,
@@ -460,11 +533,11 @@ impl DeviceWeights {
             });
             progress(i + 2, total);
         }
-        let norm = up.tensor::<E>("model.norm.weight", &[h])?;
+        let norm = up.norm("model.norm.weight", &[h])?;
         let lm_head = if tied {
             None
         } else {
-            Some(up.tensor::<E>("lm_head.weight", &[v, h])?)
+            Some(up.weight("lm_head.weight", &[v, h])?)
         };
         progress(total, total);
         Ok(DeviceWeights {

@@ -1,0 +1,690 @@
+//! One DeepSeek-V3 decoder layer's decode step on the simulator, and the device engine's decode against
+//! the CPU backend.
+//!
+//! Run: `cargo bench --bench model_decode`. Part 1 prints (and writes to
+//! `target/bench-reports/model_decode.json`, the DEVELOPERS.md format, one case per layer step) the
+//! simulator's counters summed over every launch of one layer's decode step, built from the kernels'
+//! launchers exactly as the engine composes them (`model/src/device/engine.rs`), in bf16 with random
+//! weights made here: hidden 7168, q_lora 1536, MLA with kv_lora 512 / rope 64 / nope 128 / v 128 at 16
+//! heads (TP8) and 128 heads (TP1), 8 local experts of intermediate 2048 with top-8 routing (EP32: 256
+//! experts over 32 ranks; every token picks 8 experts and the bench routes all of them to the local 8,
+//! the worst case for this rank), one shared expert; context 4096 (block size 128), batch 1, 16, 64.
+//! - `GM bytes` (both directions, workspaces included) against the minimum: every weight and the KV
+//!   cache read once, plus the layer's input and output and the new cache rows;
+//! - `model µs`: the sum over launches of the 910B2 model of each launch's counters
+//!   (`dsnpu_kernels::roofline`, the same model the kernel benches use) and `roof µs`: the layer's
+//!   roofline (its minimal bytes at HBM rate against its minimal multiply-adds at cube rate).
+//!
+//! The host emulates the cube with scalar loops, so a case above `DSNPU_BENCH_MAX_MACS` multiply-adds
+//! (default 4 G, about a minute here) is listed as not run; set the variable higher to run them all.
+//! `DSNPU_BENCH_HIDDEN` (default 7168) and `DSNPU_BENCH_INTER` (default 2048) shrink the layer.
+//!
+//! Part 2 (criterion): wall time of 8 greedy decode steps of the device engine on the simulator against
+//! the CPU backend's `Generator`, both on the small test checkpoint `model/tests/data/v3_base`.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
+use dsnpu_kernels::launch::{self, Hardware, KernelLibrary, RowSource};
+use dsnpu_kernels::roofline::ASCEND_910B2;
+use dsnpu_kernels::{GatingParams, MlaDecodePlan, MoeList, MoeScore, RopeLayout};
+use dsnpu_runtime::sim_counters;
+use dsnpu_runtime::{DeviceBuffer, Stream};
+use half::bf16;
+
+const BLOCK: usize = 128;
+const CTX: usize = 4096;
+
+/// The layer's widths.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    hidden: usize,
+    q_lora: usize,
+    kv_lora: usize,
+    rope: usize,
+    nope: usize,
+    v: usize,
+    heads: usize,
+    experts: usize,
+    top_k: usize,
+    inter: usize,
+}
+
+impl Dims {
+    fn q_head(&self) -> usize {
+        self.nope + self.rope
+    }
+    /// Weight elements (all bf16 but the f32 router and bias) and the layer's minimal multiply-adds for
+    /// `b` tokens at context `ctx`.
+    fn weight_bytes(&self) -> u64 {
+        let (h, hd) = (self.hidden, self.heads);
+        let bf = h * self.q_lora
+            + self.q_lora
+            + hd * self.q_head() * self.q_lora
+            + (self.kv_lora + self.rope) * h
+            + self.kv_lora
+            + hd * self.kv_lora * self.nope
+            + hd * self.v * self.kv_lora
+            + h * hd * self.v
+            + 2 * h
+            + 3 * self.experts * self.inter * h
+            + 3 * self.inter * h;
+        (bf * 2 + (self.experts * h + self.experts) * 4) as u64
+    }
+    fn macs(&self, b: usize, ctx: usize) -> u64 {
+        let (h, hd) = (self.hidden, self.heads);
+        let per_token = h * self.q_lora
+            + hd * self.q_head() * self.q_lora
+            + (self.kv_lora + self.rope) * h
+            + hd * self.kv_lora * self.nope
+            + hd * self.v * self.kv_lora
+            + h * hd * self.v
+            + self.experts * h
+            + 3 * self.top_k * self.inter * h
+            + 3 * self.inter * h;
+        (b * per_token + b * hd * ctx * (2 * self.kv_lora + self.rope)) as u64
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn random<T: dsnpu_runtime::DeviceRepr>(
+    s: &Stream,
+    n: usize,
+    seed: u32,
+    scale: f32,
+    f: fn(f32) -> T,
+) -> DeviceBuffer<T> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    let v: Vec<T> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            f(((x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale)
+        })
+        .collect();
+    s.upload(&v).expect("upload")
+}
+
+fn rb(s: &Stream, n: usize, seed: u32, scale: f32) -> DeviceBuffer<bf16> {
+    random(s, n, seed, scale, bf16::from_f32)
+}
+
+/// One layer's weights, in bf16 (router and bias f32).
+struct Layer {
+    in_norm: DeviceBuffer<bf16>,
+    q_a: DeviceBuffer<bf16>,
+    q_a_norm: DeviceBuffer<bf16>,
+    q_b: DeviceBuffer<bf16>,
+    kv_a: DeviceBuffer<bf16>,
+    kv_norm: DeviceBuffer<bf16>,
+    w_uk_t: DeviceBuffer<bf16>,
+    w_uv: DeviceBuffer<bf16>,
+    o: DeviceBuffer<bf16>,
+    post_norm: DeviceBuffer<bf16>,
+    router: DeviceBuffer<f32>,
+    bias: DeviceBuffer<f32>,
+    gate: DeviceBuffer<bf16>,
+    up: DeviceBuffer<bf16>,
+    down: DeviceBuffer<bf16>,
+    shared_gate_up: DeviceBuffer<bf16>,
+    shared_down: DeviceBuffer<bf16>,
+}
+
+impl Layer {
+    fn new(s: &Stream, d: &Dims) -> Layer {
+        let (h, hd) = (d.hidden, d.heads);
+        let w = |n: usize, seed: u32, fan_in: usize| rb(s, n, seed, (1.0 / fan_in as f32).sqrt());
+        Layer {
+            in_norm: rb(s, h, 1, 1.0),
+            q_a: w(d.q_lora * h, 2, h),
+            q_a_norm: rb(s, d.q_lora, 3, 1.0),
+            q_b: w(hd * d.q_head() * d.q_lora, 4, d.q_lora),
+            kv_a: w((d.kv_lora + d.rope) * h, 5, h),
+            kv_norm: rb(s, d.kv_lora, 6, 1.0),
+            w_uk_t: w(hd * d.kv_lora * d.nope, 7, d.nope),
+            w_uv: w(hd * d.v * d.kv_lora, 8, d.kv_lora),
+            o: w(h * hd * d.v, 9, hd * d.v),
+            post_norm: rb(s, h, 10, 1.0),
+            router: random(s, d.experts * h, 11, (1.0 / h as f32).sqrt(), |x| x),
+            bias: random(s, d.experts, 12, 0.1, |x| x),
+            gate: w(d.experts * d.inter * h, 13, h),
+            up: w(d.experts * d.inter * h, 14, h),
+            down: w(d.experts * h * d.inter, 15, d.inter),
+            shared_gate_up: w(2 * d.inter * h, 16, h),
+            shared_down: w(h * d.inter, 17, d.inter),
+        }
+    }
+}
+
+/// Launches, each synchronized and its counters summed.
+struct Meter<'a> {
+    lib: &'a KernelLibrary,
+    s: &'a Stream,
+    gm_read: u64,
+    gm_write: u64,
+    macs: u64,
+    vector: u64,
+    model_s: f64,
+    launches: u32,
+}
+
+impl Meter<'_> {
+    fn count<L>(&mut self, r: dsnpu_kernels::Result<launch::Launched<L>>) {
+        let symbol = r.expect("launch").symbol;
+        self.s.synchronize().expect("kernel");
+        let c = sim_counters::last_launch_counters(self.s)
+            .expect("the simulator's counters")
+            .expect("a completed launch");
+        assert_eq!(c.kernel, symbol);
+        let t = c.totals;
+        self.gm_read += t.gm_to_ub_bytes;
+        self.gm_write += t.ub_to_gm_bytes;
+        self.macs += t.cube_macs;
+        self.vector += t.vector_elem_ops;
+        self.model_s += ASCEND_910B2
+            .times(t.gm_bytes(), t.cube_macs, t.vector_elem_ops)
+            .modelled();
+        self.launches += 1;
+    }
+
+    fn alloc<T: dsnpu_runtime::DeviceRepr>(&self, n: usize) -> DeviceBuffer<T> {
+        self.s.alloc(n).expect("alloc")
+    }
+
+    fn linear(
+        &mut self,
+        x: &DeviceBuffer<bf16>,
+        w: &DeviceBuffer<bf16>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> DeviceBuffer<bf16> {
+        let mut y = self.alloc(m * n);
+        let r = launch::linear(self.lib, self.s, x, w, None, &mut y, m, n, k);
+        self.count(r);
+        y
+    }
+
+    fn norm(
+        &mut self,
+        x: &DeviceBuffer<bf16>,
+        w: &DeviceBuffer<bf16>,
+        rows: usize,
+    ) -> DeviceBuffer<bf16> {
+        let mut y = self.alloc(x.len());
+        let r = launch::rms_norm(self.lib, self.s, x, w, &mut y, rows, 1e-6);
+        self.count(r);
+        y
+    }
+
+    fn gather(&mut self, x: &DeviceBuffer<bf16>, src: RowSource) -> DeviceBuffer<bf16> {
+        let mut y = self.alloc(src.rows * src.cols);
+        let r = launch::gather_rows(self.lib, self.s, x, None, &mut y, src);
+        self.count(r);
+        y
+    }
+
+    fn grouped(
+        &mut self,
+        x: &DeviceBuffer<bf16>,
+        w: &DeviceBuffer<bf16>,
+        counts: &DeviceBuffer<i64>,
+        shape: launch::GroupedShape,
+    ) -> DeviceBuffer<bf16> {
+        let mut y = self.alloc(shape.rows * shape.n);
+        let r = launch::grouped_matmul(
+            self.lib,
+            self.s,
+            x,
+            w,
+            launch::GroupList::all(counts, MoeList::Count),
+            &mut y,
+            shape,
+        );
+        self.count(r);
+        y
+    }
+}
+
+/// The per-step inputs of a batch of `b` sequences of `CTX - 1` cached tokens, and their caches.
+struct Batch {
+    b: usize,
+    x: DeviceBuffer<bf16>,
+    positions: DeviceBuffer<i32>,
+    slots: DeviceBuffer<i32>,
+    table: DeviceBuffer<i32>,
+    lens: DeviceBuffer<i32>,
+    plan: MlaDecodePlan,
+    words: DeviceBuffer<i32>,
+    head_counts: DeviceBuffer<i64>,
+    latent: DeviceBuffer<bf16>,
+    rope: DeviceBuffer<bf16>,
+    cos: DeviceBuffer<f32>,
+    sin: DeviceBuffer<f32>,
+}
+
+impl Batch {
+    fn new(lib: &KernelLibrary, s: &Stream, d: &Dims, b: usize) -> Batch {
+        let per_seq = CTX.div_ceil(BLOCK);
+        let blocks = b * per_seq;
+        let table: Vec<i32> = (0..b)
+            .flat_map(|q| (0..per_seq).map(move |k| (k * b + q) as i32))
+            .collect();
+        let slots: Vec<i32> = (0..b)
+            .map(|q| {
+                (table[q * per_seq + (CTX - 1) / BLOCK] as usize * BLOCK + (CTX - 1) % BLOCK) as i32
+            })
+            .collect();
+        let plan = MlaDecodePlan::new(&vec![CTX; b], lib.hardware().cube.cores).expect("plan");
+        let half_rope = d.rope / 2;
+        let cos: Vec<f32> = (0..CTX * half_rope)
+            .map(|i| ((i % 97) as f32 * 0.01).cos())
+            .collect();
+        let sin: Vec<f32> = (0..CTX * half_rope)
+            .map(|i| ((i % 97) as f32 * 0.01).sin())
+            .collect();
+        Batch {
+            b,
+            x: rb(s, b * d.hidden, 20, 1.0),
+            positions: s.upload(&vec![(CTX - 1) as i32; b]).expect("upload"),
+            slots: s.upload(&slots).expect("upload"),
+            table: s.upload(&table).expect("upload"),
+            lens: s.upload(&vec![CTX as i32; b]).expect("upload"),
+            words: s.upload(plan.words()).expect("upload"),
+            plan,
+            head_counts: s.upload(&vec![b as i64; d.heads]).expect("upload"),
+            latent: rb(s, blocks * BLOCK * d.kv_lora, 21, 1.0),
+            rope: rb(s, blocks * BLOCK * d.rope, 22, 1.0),
+            cos: s.upload(&cos).expect("upload"),
+            sin: s.upload(&sin).expect("upload"),
+        }
+    }
+
+    /// The layer's minimal GM bytes: weights and the KV cache once, the input and output, the new cache
+    /// rows.
+    fn minimal_bytes(&self, d: &Dims) -> u64 {
+        d.weight_bytes()
+            + (self.b * CTX * (d.kv_lora + d.rope) * 2) as u64
+            + (2 * self.b * d.hidden * 2) as u64
+            + (self.b * (d.kv_lora + d.rope) * 2) as u64
+    }
+}
+
+/// One decode step of the layer over `bt`, every launch counted.
+fn layer_step(m: &mut Meter<'_>, d: &Dims, w: &Layer, bt: &mut Batch) {
+    let (t, h, hd) = (bt.b, d.hidden, d.heads);
+    let (lib, s) = (m.lib, m.s);
+    let xn = m.norm(&bt.x, &w.in_norm, t);
+    let qa = m.linear(&xn, &w.q_a, t, d.q_lora, h);
+    let qa = m.norm(&qa, &w.q_a_norm, t);
+    let q = m.linear(&qa, &w.q_b, t, hd * d.q_head(), d.q_lora);
+    let q_nope = m.gather(&q, RowSource::swap_leading(t, hd, d.nope, d.q_head(), 0));
+    let q_pe = m.gather(
+        &q,
+        RowSource {
+            rows: t * hd,
+            inner: hd,
+            cols: d.rope,
+            offset: d.nope,
+            stride_a: hd * d.q_head(),
+            stride_b: d.q_head(),
+            by_index: None,
+        },
+    );
+    let mut q_rope = m.alloc::<bf16>(t * hd * d.rope);
+    let r = launch::rope(
+        lib,
+        s,
+        &q_pe,
+        &bt.positions,
+        &bt.cos,
+        &bt.sin,
+        &mut q_rope,
+        launch::RopeShape::dense(t, hd, d.rope, CTX, RopeLayout::Interleaved),
+    );
+    m.count(r);
+    let kv = m.linear(&xn, &w.kv_a, t, d.kv_lora + d.rope, h);
+    let num_slots = bt.latent.len() / d.kv_lora;
+    let r = launch::mla_cache_write(
+        lib,
+        s,
+        launch::MlaCacheWriteInputs {
+            kv: &kv,
+            norm_weight: &w.kv_norm,
+            positions: &bt.positions,
+            cos: &bt.cos,
+            sin: &bt.sin,
+            slot_mapping: &bt.slots,
+        },
+        &mut bt.latent,
+        &mut bt.rope,
+        launch::MlaCacheWriteShape {
+            tokens: t,
+            latent_dim: d.kv_lora,
+            rope_dim: d.rope,
+            num_slots,
+            table_rows: CTX,
+            layout: RopeLayout::Interleaved,
+        },
+        1e-6,
+    );
+    m.count(r);
+    let q_abs = m.grouped(
+        &q_nope,
+        &w.w_uk_t,
+        &bt.head_counts,
+        launch::GroupedShape {
+            rows: hd * t,
+            groups: hd,
+            n: d.kv_lora,
+            k: d.nope,
+        },
+    );
+    let q_lat = m.gather(
+        &q_abs,
+        RowSource::swap_leading(hd, t, d.kv_lora, d.kv_lora, 0),
+    );
+    let mut out = m.alloc::<bf16>(t * hd * d.kv_lora);
+    let mut lse = m.alloc::<f32>(t * hd);
+    let per_seq = CTX.div_ceil(BLOCK);
+    let r = launch::mla_decode(
+        lib,
+        s,
+        launch::MlaDecodeInputs {
+            q_nope: &q_lat,
+            q_rope: &q_rope,
+            latent: &bt.latent,
+            rope: &bt.rope,
+            block_table: &bt.table,
+            seq_lens: &bt.lens,
+            plan: &bt.plan,
+            plan_words: &bt.words,
+        },
+        &mut out,
+        &mut lse,
+        launch::MlaDecodeShape {
+            batch: t,
+            s_q: 1,
+            heads: hd,
+            latent_dim: d.kv_lora,
+            rope_dim: d.rope,
+            block_size: BLOCK,
+            num_blocks: t * per_seq,
+            max_blocks: per_seq,
+        },
+        0.1352,
+    );
+    m.count(r);
+    let out_h = m.gather(
+        &out,
+        RowSource::swap_leading(t, hd, d.kv_lora, d.kv_lora, 0),
+    );
+    let v = m.grouped(
+        &out_h,
+        &w.w_uv,
+        &bt.head_counts,
+        launch::GroupedShape {
+            rows: hd * t,
+            groups: hd,
+            n: d.v,
+            k: d.kv_lora,
+        },
+    );
+    let v = m.gather(&v, RowSource::swap_leading(hd, t, d.v, d.v, 0));
+    let attn = m.linear(&v, &w.o, t, h, hd * d.v);
+    let mut xn2 = m.alloc::<bf16>(t * h);
+    let mut res = m.alloc::<bf16>(t * h);
+    let r = launch::add_rms_norm(
+        lib,
+        s,
+        &attn,
+        &bt.x,
+        &w.post_norm,
+        &mut xn2,
+        &mut res,
+        t,
+        1e-6,
+    );
+    m.count(r);
+    // The router in f32.
+    let mut xf = m.alloc::<f32>(t * h);
+    let r = launch::gather_rows_f32(
+        lib,
+        s,
+        &xn2,
+        None,
+        &mut xf,
+        RowSource {
+            rows: t,
+            inner: 1,
+            cols: h,
+            offset: 0,
+            stride_a: h,
+            stride_b: 0,
+            by_index: None,
+        },
+    );
+    m.count(r);
+    let mut logits = m.alloc::<f32>(t * d.experts);
+    let r = launch::linear(lib, s, &xf, &w.router, None, &mut logits, t, d.experts, h);
+    m.count(r);
+    let (mut ids, mut weights) = (m.alloc::<i32>(t * d.top_k), m.alloc::<f32>(t * d.top_k));
+    let params = GatingParams {
+        top_k: d.top_k as u64,
+        n_group: 1,
+        topk_group: 1,
+        score: MoeScore::Sigmoid,
+        has_bias: true,
+        normalize: true,
+        routed_scaling_factor: 2.5,
+    };
+    let r = launch::moe_gating_topk(
+        lib,
+        s,
+        &logits,
+        Some(&w.bias),
+        &mut ids,
+        &mut weights,
+        t,
+        d.experts,
+        &params,
+    );
+    m.count(r);
+    let rows = t * d.top_k;
+    let (mut expanded, mut row_idx, mut counts) = (
+        m.alloc::<bf16>(rows * h),
+        m.alloc::<i32>(rows),
+        m.alloc::<i64>(d.experts),
+    );
+    let shape = launch::RoutingShape {
+        tokens: t,
+        hidden: h,
+        top_k: d.top_k,
+        experts: d.experts,
+        active: None,
+        mode: MoeList::Count,
+    };
+    let r = launch::moe_init_routing(
+        lib,
+        s,
+        &xn2,
+        &ids,
+        &mut expanded,
+        &mut row_idx,
+        &mut counts,
+        &shape,
+    );
+    m.count(r);
+    let mut y = m.alloc::<bf16>(rows * h);
+    let r = launch::expert_ffn(
+        lib,
+        s,
+        &expanded,
+        &w.gate,
+        &w.up,
+        &w.down,
+        launch::GroupList::all(&counts, MoeList::Count),
+        &mut y,
+        launch::FfnShape {
+            rows,
+            groups: d.experts,
+            hidden: h,
+            inter: d.inter,
+        },
+    );
+    m.count(r);
+    let gu = m.linear(&xn2, &w.shared_gate_up, t, 2 * d.inter, h);
+    let mut act = m.alloc::<bf16>(t * d.inter);
+    let r = launch::silu_mul(lib, s, &gu, &mut act, t, d.inter);
+    m.count(r);
+    let shared = m.linear(&act, &w.shared_down, t, h, d.inter);
+    let mut layer_out = m.alloc::<bf16>(t * h);
+    let r = launch::moe_finalize_routing(
+        lib,
+        s,
+        &y,
+        &row_idx,
+        &weights,
+        Some(&shared),
+        Some(&res),
+        &mut layer_out,
+        launch::CombineShape {
+            tokens: t,
+            hidden: h,
+            top_k: d.top_k,
+            rows,
+        },
+    );
+    m.count(r);
+}
+
+fn layer_report() {
+    let device = dsnpu_runtime::Device::new(0).expect("device 0");
+    let lib = KernelLibrary::load_with(&device, Hardware::ASCEND_910B2).expect("load kernels");
+    let s = device.new_stream().expect("stream");
+    let max_macs = env_usize("DSNPU_BENCH_MAX_MACS", 4_000_000_000) as u64;
+    let mut report = BenchReport::new("model_decode");
+    println!("\nOne DeepSeek-V3 decoder layer, decode step, bf16, context {CTX}; modelled on one 910B2 die\n");
+    println!("| shape | launches | GM bytes | minimal B | ratio | cube MACs | vector ops | model µs | roof µs | x roof |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for heads in [16usize, 128] {
+        let d = Dims {
+            hidden: env_usize("DSNPU_BENCH_HIDDEN", 7168),
+            q_lora: 1536,
+            kv_lora: 512,
+            rope: 64,
+            nope: 128,
+            v: 128,
+            heads,
+            experts: 8,
+            top_k: 8,
+            inter: env_usize("DSNPU_BENCH_INTER", 2048),
+        };
+        let mut layer = None;
+        for b in [1usize, 16, 64] {
+            let shape = format!(
+                "H={} heads={heads} experts=8/top-8 inter={} B={b} ctx={CTX}",
+                d.hidden, d.inter
+            );
+            let macs = d.macs(b, CTX);
+            if macs > max_macs {
+                println!("| {shape} | not run: {:.1} G multiply-adds on the simulator's scalar cube (DSNPU_BENCH_MAX_MACS) |", macs as f64 / 1e9);
+                continue;
+            }
+            let w = layer.get_or_insert_with(|| Layer::new(&s, &d));
+            let mut bt = Batch::new(&lib, &s, &d, b);
+            s.synchronize().expect("uploads");
+            let mut m = Meter {
+                lib: &lib,
+                s: &s,
+                gm_read: 0,
+                gm_write: 0,
+                macs: 0,
+                vector: 0,
+                model_s: 0.0,
+                launches: 0,
+            };
+            layer_step(&mut m, &d, w, &mut bt);
+            let minimal = bt.minimal_bytes(&d);
+            let roof = ASCEND_910B2.roofline(minimal, macs);
+            let case = BenchCase {
+                kernel: "decoder_layer_step".into(),
+                shape: shape.clone(),
+                dtype: "bf16".into(),
+                gm_read_bytes: m.gm_read,
+                gm_write_bytes: m.gm_write,
+                minimal_bytes: minimal,
+                cube_macs: m.macs,
+                vector_ops: m.vector,
+                model_us: m.model_s * 1e6,
+                roof_us: roof * 1e6,
+                bound: "sum of launches".into(),
+            };
+            println!(
+                "| {shape} | {} | {} | {} | {:.2} | {} | {} | {:.1} | {:.1} | {:.2} |",
+                m.launches,
+                m.gm_read + m.gm_write,
+                minimal,
+                case.ratio(),
+                m.macs,
+                m.vector,
+                case.model_us,
+                case.roof_us,
+                case.model_us / case.roof_us
+            );
+            report.cases.push(case);
+        }
+    }
+    let path = report
+        .write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
+        .expect("write the bench report");
+    println!("\nreport: {}\n", path.display());
+}
+
+fn model_decode(c: &mut Criterion) {
+    layer_report();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/data/v3_base");
+    let prompt = [5, 9, 14, 2, 7];
+    const STEPS: usize = 8;
+    let mut g = c.benchmark_group("model_decode_8_steps_v3_base");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let mut engine = dsnpu_model::device::Engine::load(
+        &dir,
+        dsnpu_model::device::EngineOptions::default(),
+        &mut |_, _| {},
+    )
+    .expect("engine");
+    g.bench_function("engine on the simulator", |b| {
+        b.iter(|| {
+            let id = engine.add_sequence(&prompt).expect("prompt");
+            engine.step().expect("prefill");
+            for _ in 0..STEPS {
+                engine.step().expect("decode");
+            }
+            engine.remove_sequence(id).expect("remove");
+        })
+    });
+    let model = dsnpu_model::DeepseekV3::load(&dir).expect("cpu model");
+    g.bench_function("cpu backend", |b| {
+        b.iter(|| {
+            let opts = dsnpu_model::GenerateOptions::greedy(STEPS + 1);
+            let gen = dsnpu_model::Generator::new(&model, opts).expect("generator");
+            gen.generate_batch_with(&[&prompt[..]], &mut |_| {})
+                .expect("generate")
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, model_decode);
+criterion_main!(benches);
