@@ -25,6 +25,8 @@ enum Command {
     Forward(commands::forward::ForwardArgs),
     /// Run the operator conformance suites on device 0 (or the CPU) and report per operator and dtype.
     Verify(commands::verify::VerifyArgs),
+    /// Run the kernels at DeepSeek-V3 shapes: measured on a device, modelled on the simulator.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run(args),
         Command::Forward(args) => commands::forward::run(args),
         Command::Verify(args) => commands::verify::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
