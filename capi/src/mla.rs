@@ -12,7 +12,7 @@ use dsnpu_kernels::launch::{
 use dsnpu_kernels::{MlaDecodePlan, RopeLayout};
 use dsnpu_runtime::DeviceBuffer;
 
-use crate::args::{borrow, code, device_tensors, kernel, product, size, with_dtype, Check};
+use crate::args::{code, device_tensors, kernel, product, size, with_dtype};
 use crate::context::{context, DsnpuContext};
 use crate::error::{guard, CapiError, Result};
 use crate::{DSNPU_ROPE_HALF_SPLIT, DSNPU_ROPE_INTERLEAVED};
@@ -284,41 +284,27 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
         );
         let nt = product(F, "batch * max_blocks", &[shape.batch, shape.max_blocks])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("q_nope", q_nope, nq)?;
-            c.input::<T>("q_rope", q_rope, rq)?;
-            c.input::<T>("latent", latent, nl)?;
-            c.input::<T>("rope", rope, nr)?;
-            c.input::<i32>("block_table", block_table, nt)?;
-            c.input::<i32>("seq_lens", seq_lens, shape.batch)?;
-            c.output::<T>("out", out, nq)?;
-            c.output::<f32>("lse", lse, rows)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (qn, qr, lat, rp, bt, sl, mut ob, mut lb) = unsafe {
-                (
-                    borrow::<T>(F, &s, q_nope, nq)?,
-                    borrow::<T>(F, &s, q_rope, rq)?,
-                    borrow::<T>(F, &s, latent, nl)?,
-                    borrow::<T>(F, &s, rope, nr)?,
-                    borrow::<i32>(F, &s, block_table, nt)?,
-                    borrow::<i32>(F, &s, seq_lens, shape.batch)?,
-                    borrow::<T>(F, &s, out, nq)?,
-                    borrow::<f32>(F, &s, lse, rows)?,
-                )
-            };
+            device_tensors!(F, ctx, stream => s;
+                input q_nope: T [nq],
+                input q_rope: T [rq],
+                input latent: T [nl],
+                input rope: T [nr],
+                input block_table: i32 [nt],
+                input seq_lens: i32 [shape.batch],
+                output out: T [nq],
+                output lse: f32 [rows],
+            );
             let inputs = MlaDecodeInputs {
-                q_nope: &qn,
-                q_rope: &qr,
-                latent: &lat,
-                rope: &rp,
-                block_table: &bt,
-                seq_lens: &sl,
+                q_nope: &q_nope,
+                q_rope: &q_rope,
+                latent: &latent,
+                rope: &rope,
+                block_table: &block_table,
+                seq_lens: &seq_lens,
                 plan: &plan.plan,
                 plan_words: &plan.words,
             };
-            launch::mla_decode(ctx.lib(), &s, inputs, &mut ob, &mut lb, shape, scale).map_err(kernel(F))?;
+            launch::mla_decode(ctx.lib(), &s, inputs, &mut out, &mut lse, shape, scale).map_err(kernel(F))?;
             Ok(())
         })
     })
