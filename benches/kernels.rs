@@ -1,5 +1,6 @@
 //! dsnpu's kernels on the simulator, at DeepSeek-V3 decode shapes (bf16, 16 tokens), reported through
-//! the simulator's per-launch counters.
+//! the simulator's per-launch counters. The cases (buffers, launches, minimal bytes and multiply-adds)
+//! are `dsnpu::bench::cases::dense_cases`, the ones `dsnpu bench` runs.
 //!
 //! Run: `cargo bench --bench kernels` (add `-- --measurement-time 1 --warm-up-time 0.5` for a quick
 //! pass). Before criterion's timings, a table is printed with, per kernel:
@@ -27,172 +28,39 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use dsnpu::bench::cases::{self, KernelCase, DEEPSEEK_V3};
 use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
 use dsnpu_kernels::cost_model::PipeModel;
-use dsnpu_kernels::launch::{self, Hardware, KernelLibrary, RopeShape};
+use dsnpu_kernels::launch::{Hardware, KernelLibrary};
 use dsnpu_kernels::roofline::ASCEND_910B2;
-use dsnpu_kernels::RopeLayout;
 use dsnpu_runtime::sim_counters::{self, LaunchCounters, ModelCounters};
-use dsnpu_runtime::{Device, DeviceBuffer, Stream};
-use half::bf16;
-
-/// DeepSeek-V3 sizes.
-const TOKENS: usize = 16;
-const HIDDEN: usize = 7168;
-const HEADS: usize = 128;
-const ROPE_DIM: usize = 64;
-const INTER: usize = 18432;
-/// `kv_a_proj_with_mqa`: hidden → kv_lora_rank + rope dim.
-const KV_A_OUT: usize = 512 + 64;
-const E: u64 = 2; // bf16 bytes
-
-/// One benchmarked launch: queues the kernel and returns its symbol.
-type Launcher = Box<dyn FnMut() -> &'static str>;
-
-struct Case {
-    name: &'static str,
-    shape: String,
-    min_bytes: u64,
-    min_macs: u64,
-    launch: Launcher,
-}
-
-fn fill(s: &Stream, n: usize, seed: u32) -> DeviceBuffer<bf16> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    let v: Vec<bf16> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            bf16::from_f32((x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0)
-        })
-        .collect();
-    s.upload(&v).expect("upload")
-}
-
-fn cases(lib: &std::sync::Arc<KernelLibrary>, s: &Stream) -> Vec<Case> {
-    let (t, h) = (TOKENS, HIDDEN);
-    let mut out = Vec::new();
-
-    let (lib1, s1) = (lib.clone(), s.clone());
-    let (x, w) = (fill(s, t * h, 1), fill(s, h, 2));
-    let mut y = s.alloc::<bf16>(t * h).expect("alloc");
-    out.push(Case {
-        name: "rms_norm",
-        shape: format!("[{t}, {h}]"),
-        min_bytes: (2 * t * h + h) as u64 * E,
-        min_macs: 0,
-        launch: Box::new(move || {
-            launch::rms_norm(&lib1, &s1, &x, &w, &mut y, t, 1e-6)
-                .expect("rms_norm")
-                .symbol
-        }),
-    });
-
-    let (lib1, s1) = (lib.clone(), s.clone());
-    let (x, r, w) = (fill(s, t * h, 3), fill(s, t * h, 4), fill(s, h, 5));
-    let (mut y, mut sum) = (
-        s.alloc::<bf16>(t * h).expect("alloc"),
-        s.alloc::<bf16>(t * h).expect("alloc"),
-    );
-    out.push(Case {
-        name: "add_rms_norm",
-        shape: format!("[{t}, {h}]"),
-        min_bytes: (4 * t * h + h) as u64 * E,
-        min_macs: 0,
-        launch: Box::new(move || {
-            launch::add_rms_norm(&lib1, &s1, &x, &r, &w, &mut y, &mut sum, t, 1e-6)
-                .expect("add_rms_norm")
-                .symbol
-        }),
-    });
-
-    let (lib1, s1) = (lib.clone(), s.clone());
-    let table_rows = 4096;
-    let half = ROPE_DIM / 2;
-    let x = fill(s, t * HEADS * ROPE_DIM, 6);
-    let positions: Vec<i32> = (0..t as i32).map(|i| 100 + 37 * i).collect();
-    let pos = s.upload(&positions).expect("upload");
-    let table: Vec<f32> = (0..table_rows * half)
-        .map(|i| (i as f32 * 1e-3).cos())
-        .collect();
-    let (cos, sin) = (
-        s.upload(&table).expect("upload"),
-        s.upload(&table).expect("upload"),
-    );
-    let mut y = s.alloc::<bf16>(t * HEADS * ROPE_DIM).expect("alloc");
-    let shape = RopeShape::dense(t, HEADS, ROPE_DIM, table_rows, RopeLayout::Interleaved);
-    out.push(Case {
-        name: "rope",
-        shape: format!("[{t}, {HEADS}, {ROPE_DIM}]"),
-        // x in, y out, the positions, and one cos and one sin row (f32) per (distinct) position.
-        min_bytes: 2 * (t * HEADS * ROPE_DIM) as u64 * E + 4 * t as u64 + 2 * (t * half * 4) as u64,
-        min_macs: 0,
-        launch: Box::new(move || {
-            launch::rope(&lib1, &s1, &x, &pos, &cos, &sin, &mut y, shape)
-                .expect("rope")
-                .symbol
-        }),
-    });
-
-    let (lib1, s1) = (lib.clone(), s.clone());
-    let gu = fill(s, t * 2 * INTER, 7);
-    let mut o = s.alloc::<bf16>(t * INTER).expect("alloc");
-    out.push(Case {
-        name: "silu_mul",
-        shape: format!("[{t}, 2 x {INTER}]"),
-        min_bytes: 3 * (t * INTER) as u64 * E,
-        min_macs: 0,
-        launch: Box::new(move || {
-            launch::silu_mul(&lib1, &s1, &gu, &mut o, t, INTER)
-                .expect("silu_mul")
-                .symbol
-        }),
-    });
-
-    let (lib1, s1) = (lib.clone(), s.clone());
-    let (m, n, k) = (t, KV_A_OUT, h);
-    let (x, w) = (fill(s, m * k, 8), fill(s, n * k, 9));
-    let mut y = s.alloc::<bf16>(m * n).expect("alloc");
-    out.push(Case {
-        name: "linear",
-        shape: format!("[{m}, {k}] x [{n}, {k}]^T"),
-        min_bytes: (m * k + n * k + m * n) as u64 * E,
-        min_macs: (m * n * k) as u64,
-        launch: Box::new(move || {
-            launch::linear(&lib1, &s1, &x, &w, None, &mut y, m, n, k)
-                .expect("linear")
-                .symbol
-        }),
-    });
-    out
-}
+use dsnpu_runtime::Device;
 
 fn micros(seconds: f64) -> f64 {
     seconds * 1e6
 }
 
-fn report(case: &Case, c: &LaunchCounters, m: &ModelCounters) -> BenchCase {
+fn report(case: &KernelCase, c: &LaunchCounters, m: &ModelCounters) -> BenchCase {
     let t = c.totals;
     let gm = t.gm_bytes();
     let times = ASCEND_910B2.times(gm, t.cube_macs, t.vector_elem_ops);
     let (mem, cube, vec) = (times.mem, times.cube, times.vector);
     let modelled = times.modelled();
     let bound = times.bound().name();
-    let roofline = ASCEND_910B2.roofline(case.min_bytes, case.min_macs);
+    let roofline = ASCEND_910B2.roofline(case.minimal_bytes, case.minimal_macs);
     let pipes = PipeModel {
         cycles: m.cycles,
         pipe_busy: m.pipe_busy,
     };
     println!(
         "| {:<12} | {:<26} | {:>6} | {:>10} | {:>10} | {:>10} | {:>5.3} | {:>10} | {:>10} | {:>7} | {:>8.2} | {:>9.2} | {:>8.2} | {:>8.2} | {:<6} | {:>7.2} | {:>6.2} | {:>8.2} | {:<7} | {:<28} |",
-        case.name,
+        case.op,
         case.shape,
         c.num_blocks,
         t.gm_to_ub_bytes,
         t.ub_to_gm_bytes,
-        case.min_bytes,
-        gm as f64 / case.min_bytes as f64,
+        case.minimal_bytes,
+        gm as f64 / case.minimal_bytes as f64,
         t.vector_elem_ops,
         t.cube_macs,
         t.ub_high_water,
@@ -213,7 +81,7 @@ fn report(case: &Case, c: &LaunchCounters, m: &ModelCounters) -> BenchCase {
         dtype: "bf16".into(),
         gm_read_bytes: t.gm_to_ub_bytes,
         gm_write_bytes: t.ub_to_gm_bytes,
-        minimal_bytes: case.min_bytes,
+        minimal_bytes: case.minimal_bytes,
         cube_macs: t.cube_macs,
         vector_ops: t.vector_elem_ops,
         model_us: pipes.model_us(),
@@ -227,7 +95,8 @@ fn kernels(c: &mut Criterion) {
     // Tile for a real 910B2 whatever the simulator's configuration, so the counters are the NPU's.
     let lib = KernelLibrary::load_with(&device, Hardware::ASCEND_910B2).expect("load kernels");
     let stream = device.new_stream().expect("stream");
-    let mut cases = cases(&lib, &stream);
+    let mut cases =
+        cases::dense_cases(&lib, &stream, &DEEPSEEK_V3, &|_| true).expect("set up the cases");
     stream.synchronize().expect("uploads");
 
     println!("\ndsnpu kernels, DeepSeek-V3 decode shapes, bf16; modelled on one 910B2 die (see the bench docs)\n");
@@ -237,7 +106,7 @@ fn kernels(c: &mut Criterion) {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json = BenchReport::new("kernels");
     for case in &mut cases {
-        let symbol = (case.launch)();
+        let symbol = case.launch().expect("launch");
         stream.synchronize().expect("kernel");
         let counters = sim_counters::last_launch_counters(&stream)
             .expect("the simulator's counters")
@@ -259,9 +128,9 @@ fn kernels(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for case in &mut cases {
-        g.bench_function(case.name, |b| {
+        g.bench_function(case.op, |b| {
             b.iter(|| {
-                (case.launch)();
+                case.launch().expect("launch");
                 stream.synchronize().expect("kernel");
             })
         });

@@ -44,6 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use dsnpu::bench::cases::values;
 use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
 use dsnpu_kernels::cost_model::PipeModel;
 use dsnpu_kernels::launch::{
@@ -74,17 +75,6 @@ const GATING: GatingParams = GatingParams {
     normalize: true,
     routed_scaling_factor: 2.5,
 };
-
-/// Values uniform in `[-scale, scale)` from a xorshift stream (fast enough for 10^8 weights).
-fn values(n: usize, seed: u32, scale: f32) -> impl Iterator<Item = f32> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..n).map(move |_| {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        ((x >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale
-    })
-}
 
 fn bf16s(s: &Stream, n: usize, seed: u32, scale: f32) -> DeviceBuffer<bf16> {
     let v: Vec<bf16> = values(n, seed, scale).map(bf16::from_f32).collect();

@@ -191,6 +191,45 @@ const char *dsnpu_last_error(void);
 // A static name for a status code (`"DSNPU_STATUS_OK"`, ...; `"unknown status"` otherwise).
 const char *dsnpu_status_name(int32_t status);
 
+// The fused MLA cache write (DeepSeek-V3's `kv_a_layernorm`, rope of `k_pe` and the paged-cache
+// scatter in one launch). For each token `t` of `tokens` with `slot = slot_mapping[t]` not -1:
+// `latent_cache[slot, :] = kv[t, :latent_dim] / sqrt(mean(kv[t, :latent_dim]²) + eps) *
+// norm_weight`, and `rope_cache[slot, :]` = `kv[t, latent_dim:]` rotated at `positions[t]` with the
+// f32 tables `cos`/`sin` (pairs as in [`crate::dense::dsnpu_rope`] by `layout`). Arithmetic in f32,
+// each result rounded to `T` once. Rows of other slots are left as they are; a slot of -1 skips its
+// token.
+//
+// `kv`: `T [tokens, latent_dim + rope_dim]` (the `kv_a_proj_with_mqa` output); `norm_weight`: `T
+// [latent_dim]`; `positions`, `slot_mapping`: `int32 [tokens]`; `cos`, `sin`: `float [table_rows,
+// rope_dim / 2]`; `latent_cache`: `T [num_slots, latent_dim]` and `rope_cache`: `T [num_slots,
+// rope_dim]` (`num_slots = num_blocks * block_size` of the paged cache). Validated: pointers, sizes,
+// overlap, the layout code, the shape (`rope_dim` even, widths the kernel supports). Not validated
+// (device data): slots in `-1..num_slots` without repeats and positions in `0..table_rows`; on the
+// simulator an entry outside faults the launch (reported by the stream), on an NPU it reaches
+// unspecified memory.
+//
+// # Safety
+// `ctx` is a live context; `stream` a live stream of its device (see the crate docs); each pointer
+// addresses device memory of the size given above, valid until the stream has run the kernel.
+int32_t dsnpu_mla_cache_write(const struct DsnpuContext *ctx,
+                              void *stream,
+                              int32_t dtype,
+                              const void *kv,
+                              const void *norm_weight,
+                              const void *positions,
+                              const void *cos,
+                              const void *sin,
+                              const void *slot_mapping,
+                              void *latent_cache,
+                              void *rope_cache,
+                              int64_t tokens,
+                              int64_t latent_dim,
+                              int64_t rope_dim,
+                              int64_t num_slots,
+                              int64_t table_rows,
+                              int32_t layout,
+                              float eps);
+
 // Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
 // sequence including the new ones) and stores the plan in `*out`. The plan's words are copied to
 // the device on `stream` (the call returns once they are there). Free it with

@@ -10,6 +10,14 @@ pub enum CliError {
     Model(#[from] dsnpu_model::ModelError),
     #[error(transparent)]
     Ops(#[from] dsnpu_ops::OpsError),
+    #[error(transparent)]
+    Kernel(#[from] dsnpu_kernels::KernelError),
+    #[error(transparent)]
+    BenchCase(#[from] crate::bench::cases::CaseError),
+    #[error(transparent)]
+    Bench(#[from] crate::bench::measure::MeasureError),
+    #[error(transparent)]
+    Plot(#[from] crate::bench::plot::PlotError),
     #[error("{0}")]
     Usage(String),
     /// A check the command ran did not pass (`dsnpu verify`).

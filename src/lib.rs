@@ -9,5 +9,6 @@ pub use dsnpu_model as model;
 pub use dsnpu_ops as ops;
 pub use dsnpu_runtime as runtime;
 
+pub mod bench;
 pub mod commands;
 pub mod error;

@@ -27,6 +27,8 @@ enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Build and run your own Ascend C kernels on the simulator (sanitizer, counters, cycle model).
     Kernel(commands::kernel::KernelArgs),
+    /// Run the kernels at DeepSeek-V3 shapes: measured on a device, modelled on the simulator.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Forward(args) => commands::forward::run(args),
         Command::Verify(args) => commands::verify::run(args),
         Command::Kernel(args) => commands::kernel::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

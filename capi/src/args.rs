@@ -182,3 +182,53 @@ pub fn code(func: &'static str, what: &'static str, code: i32, known: &[i32]) ->
 pub fn kernel(func: &'static str) -> impl Fn(dsnpu_kernels::KernelError) -> CapiError {
     move |source| CapiError::Kernel { func, source }
 }
+
+/// The tensor plumbing every entry point shares, from one list of its tensor arguments: checks each
+/// (`input` and `output` non-null, `optional` may be null; byte sizes overflow-free), checks that the
+/// outputs are disjoint from every other argument, gets the caller's stream as `$s`, and rebinds each
+/// argument's name to a borrowed device buffer of its elements (`mut` for outputs, an `Option` for
+/// optional inputs). Use inside a closure returning [`Result`] (errors return with `?`).
+///
+/// ```ignore
+/// device_tensors!(F, ctx, stream => s;
+///     input x: T [n], optional bias: f32 [cols], output y: T [n]);
+/// launch::thing(ctx.lib(), &s, &x, bias.as_ref(), &mut y)
+/// ```
+macro_rules! device_tensors {
+    ($func:expr, $ctx:expr, $stream:expr => $s:ident;
+     $($kind:ident $name:ident : $t:ty [$len:expr]),+ $(,)?) => {
+        let mut check = $crate::args::Check::new($func);
+        $( $crate::args::device_tensors!(@check check, $kind, $name, $t, $len); )+
+        check.finish()?;
+        let $s = $ctx.stream($func, $stream)?;
+        $( $crate::args::device_tensors!(@borrow $func, $s, $kind, $name, $t, $len); )+
+    };
+    (@check $c:ident, input, $name:ident, $t:ty, $len:expr) => {
+        $c.input::<$t>(stringify!($name), $name, $len)?;
+    };
+    (@check $c:ident, optional, $name:ident, $t:ty, $len:expr) => {
+        $c.optional::<$t>(stringify!($name), $name, $len)?;
+    };
+    (@check $c:ident, output, $name:ident, $t:ty, $len:expr) => {
+        $c.output::<$t>(stringify!($name), $name, $len)?;
+    };
+    (@borrow $f:expr, $s:ident, input, $name:ident, $t:ty, $len:expr) => {
+        // SAFETY: non-null and sized by the shape (checked above), the outputs disjoint from it
+        // (checked above); that it addresses that much live device memory is the caller's contract.
+        let $name = unsafe { $crate::args::borrow::<$t>($f, &$s, $name, $len) }?;
+    };
+    (@borrow $f:expr, $s:ident, output, $name:ident, $t:ty, $len:expr) => {
+        // SAFETY: as for an input; only this buffer is written through it.
+        #[allow(unused_mut)]
+        let mut $name = unsafe { $crate::args::borrow::<$t>($f, &$s, $name.cast_const(), $len) }?;
+    };
+    (@borrow $f:expr, $s:ident, optional, $name:ident, $t:ty, $len:expr) => {
+        let $name = if $name.is_null() {
+            None
+        } else {
+            // SAFETY: as for an input (non-null here).
+            Some(unsafe { $crate::args::borrow::<$t>($f, &$s, $name, $len) }?)
+        };
+    };
+}
+pub(crate) use device_tensors;

@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use dsnpu_kernels::launch::{self, RopeShape};
 use dsnpu_kernels::RopeLayout;
 
-use crate::args::{borrow, code, kernel, product, size, with_dtype, Check};
+use crate::args::{code, device_tensors, kernel, product, size, with_dtype};
 use crate::context::{context, DsnpuContext};
 use crate::error::guard;
 use crate::{DSNPU_ROPE_HALF_SPLIT, DSNPU_ROPE_INTERLEAVED};
@@ -37,21 +37,12 @@ pub unsafe extern "C" fn dsnpu_rms_norm(
         let (rows, cols) = (size(F, "rows", rows)?, size(F, "cols", cols)?);
         let n = product(F, "rows * cols", &[rows, cols])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("x", x, n)?;
-            c.input::<T>("weight", weight, cols)?;
-            c.output::<T>("y", y, n)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (x, w, mut y) = unsafe {
-                (
-                    borrow::<T>(F, &s, x, n)?,
-                    borrow::<T>(F, &s, weight, cols)?,
-                    borrow::<T>(F, &s, y, n)?,
-                )
-            };
-            launch::rms_norm(ctx.lib(), &s, &x, &w, &mut y, rows, eps).map_err(kernel(F))?;
+            device_tensors!(F, ctx, stream => s;
+                input x: T [n],
+                input weight: T [cols],
+                output y: T [n],
+            );
+            launch::rms_norm(ctx.lib(), &s, &x, &weight, &mut y, rows, eps).map_err(kernel(F))?;
             Ok(())
         })
     })
@@ -84,25 +75,14 @@ pub unsafe extern "C" fn dsnpu_add_rms_norm(
         let (rows, cols) = (size(F, "rows", rows)?, size(F, "cols", cols)?);
         let n = product(F, "rows * cols", &[rows, cols])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("x", x, n)?;
-            c.input::<T>("residual", residual, n)?;
-            c.input::<T>("weight", weight, cols)?;
-            c.output::<T>("y", y, n)?;
-            c.output::<T>("sum", sum, n)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (x, r, w, mut y, mut sm) = unsafe {
-                (
-                    borrow::<T>(F, &s, x, n)?,
-                    borrow::<T>(F, &s, residual, n)?,
-                    borrow::<T>(F, &s, weight, cols)?,
-                    borrow::<T>(F, &s, y, n)?,
-                    borrow::<T>(F, &s, sum, n)?,
-                )
-            };
-            launch::add_rms_norm(ctx.lib(), &s, &x, &r, &w, &mut y, &mut sm, rows, eps)
+            device_tensors!(F, ctx, stream => s;
+                input x: T [n],
+                input residual: T [n],
+                input weight: T [cols],
+                output y: T [n],
+                output sum: T [n],
+            );
+            launch::add_rms_norm(ctx.lib(), &s, &x, &residual, &weight, &mut y, &mut sum, rows, eps)
                 .map_err(kernel(F))?;
             Ok(())
         })
@@ -154,26 +134,15 @@ pub unsafe extern "C" fn dsnpu_rope(
         let n = product(F, "tokens * heads * dim", &[tokens, heads, dim])?;
         let table = product(F, "table_rows * dim / 2", &[table_rows, dim / 2])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("x", x, n)?;
-            c.input::<i32>("positions", positions, tokens)?;
-            c.input::<f32>("cos", cos, table)?;
-            c.input::<f32>("sin", sin, table)?;
-            c.output::<T>("y", y, n)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (xb, pb, cb, sb, mut yb) = unsafe {
-                (
-                    borrow::<T>(F, &s, x, n)?,
-                    borrow::<i32>(F, &s, positions, tokens)?,
-                    borrow::<f32>(F, &s, cos, table)?,
-                    borrow::<f32>(F, &s, sin, table)?,
-                    borrow::<T>(F, &s, y, n)?,
-                )
-            };
+            device_tensors!(F, ctx, stream => s;
+                input x: T [n],
+                input positions: i32 [tokens],
+                input cos: f32 [table],
+                input sin: f32 [table],
+                output y: T [n],
+            );
             let shape = RopeShape::dense(tokens, heads, dim, table_rows, layout);
-            launch::rope(ctx.lib(), &s, &xb, &pb, &cb, &sb, &mut yb, shape).map_err(kernel(F))?;
+            launch::rope(ctx.lib(), &s, &x, &positions, &cos, &sin, &mut y, shape).map_err(kernel(F))?;
             Ok(())
         })
     })
@@ -202,16 +171,11 @@ pub unsafe extern "C" fn dsnpu_silu_mul(
         let n_out = product(F, "rows * inter", &[rows, inter])?;
         let n_in = product(F, "rows * 2 * inter", &[n_out, 2])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("gate_up", gate_up, n_in)?;
-            c.output::<T>("out", out, n_out)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (g, mut o) = unsafe {
-                (borrow::<T>(F, &s, gate_up, n_in)?, borrow::<T>(F, &s, out, n_out)?)
-            };
-            launch::silu_mul(ctx.lib(), &s, &g, &mut o, rows, inter).map_err(kernel(F))?;
+            device_tensors!(F, ctx, stream => s;
+                input gate_up: T [n_in],
+                output out: T [n_out],
+            );
+            launch::silu_mul(ctx.lib(), &s, &gate_up, &mut out, rows, inter).map_err(kernel(F))?;
             Ok(())
         })
     })
@@ -247,28 +211,13 @@ pub unsafe extern "C" fn dsnpu_linear(
             product(F, "m * n", &[m, n])?,
         );
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("x", x, mk)?;
-            c.input::<T>("w", w, nk)?;
-            c.optional::<f32>("bias", bias, n)?;
-            c.output::<T>("y", y, mn)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (xb, wb, mut yb) = unsafe {
-                (
-                    borrow::<T>(F, &s, x, mk)?,
-                    borrow::<T>(F, &s, w, nk)?,
-                    borrow::<T>(F, &s, y, mn)?,
-                )
-            };
-            let bb = if bias.is_null() {
-                None
-            } else {
-                // SAFETY: as above.
-                Some(unsafe { borrow::<f32>(F, &s, bias, n) }?)
-            };
-            launch::linear(ctx.lib(), &s, &xb, &wb, bb.as_ref(), &mut yb, m, n, k)
+            device_tensors!(F, ctx, stream => s;
+                input x: T [mk],
+                input w: T [nk],
+                optional bias: f32 [n],
+                output y: T [mn],
+            );
+            launch::linear(ctx.lib(), &s, &x, &w, bias.as_ref(), &mut y, m, n, k)
                 .map_err(kernel(F))?;
             Ok(())
         })

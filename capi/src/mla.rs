@@ -1,18 +1,119 @@
-//! Entry points of the MLA kernels: the split-KV decode plan (made once per decode step, as FlashMLA's
-//! `get_mla_metadata`) and decode over the paged latent cache.
+//! Entry points of the MLA kernels: the fused cache write (norm + rope + paged scatter of a step's new
+//! tokens), the split-KV decode plan (made once per decode step, as FlashMLA's `get_mla_metadata`) and
+//! decode over the paged latent cache.
 //!
-//! Not here yet: the fused cache write (`dsnpu_mla_cache_write`; its kernel exists in dsnpu-kernels)
-//! and prefill (no kernel yet).
+//! Not here yet: prefill (no kernel yet).
 
 use std::ffi::c_void;
 
-use dsnpu_kernels::launch::{self, MlaDecodeInputs, MlaDecodeShape};
-use dsnpu_kernels::MlaDecodePlan;
+use dsnpu_kernels::launch::{
+    self, MlaCacheWriteInputs, MlaCacheWriteShape, MlaDecodeInputs, MlaDecodeShape,
+};
+use dsnpu_kernels::{MlaDecodePlan, RopeLayout};
 use dsnpu_runtime::DeviceBuffer;
 
-use crate::args::{borrow, kernel, product, size, with_dtype, Check};
+use crate::args::{code, device_tensors, kernel, product, size, with_dtype};
 use crate::context::{context, DsnpuContext};
 use crate::error::{guard, CapiError, Result};
+use crate::{DSNPU_ROPE_HALF_SPLIT, DSNPU_ROPE_INTERLEAVED};
+
+/// The fused MLA cache write (DeepSeek-V3's `kv_a_layernorm`, rope of `k_pe` and the paged-cache
+/// scatter in one launch). For each token `t` of `tokens` with `slot = slot_mapping[t]` not -1:
+/// `latent_cache[slot, :] = kv[t, :latent_dim] / sqrt(mean(kv[t, :latent_dim]²) + eps) *
+/// norm_weight`, and `rope_cache[slot, :]` = `kv[t, latent_dim:]` rotated at `positions[t]` with the
+/// f32 tables `cos`/`sin` (pairs as in [`crate::dense::dsnpu_rope`] by `layout`). Arithmetic in f32,
+/// each result rounded to `T` once. Rows of other slots are left as they are; a slot of -1 skips its
+/// token.
+///
+/// `kv`: `T [tokens, latent_dim + rope_dim]` (the `kv_a_proj_with_mqa` output); `norm_weight`: `T
+/// [latent_dim]`; `positions`, `slot_mapping`: `int32 [tokens]`; `cos`, `sin`: `float [table_rows,
+/// rope_dim / 2]`; `latent_cache`: `T [num_slots, latent_dim]` and `rope_cache`: `T [num_slots,
+/// rope_dim]` (`num_slots = num_blocks * block_size` of the paged cache). Validated: pointers, sizes,
+/// overlap, the layout code, the shape (`rope_dim` even, widths the kernel supports). Not validated
+/// (device data): slots in `-1..num_slots` without repeats and positions in `0..table_rows`; on the
+/// simulator an entry outside faults the launch (reported by the stream), on an NPU it reaches
+/// unspecified memory.
+///
+/// # Safety
+/// `ctx` is a live context; `stream` a live stream of its device (see the crate docs); each pointer
+/// addresses device memory of the size given above, valid until the stream has run the kernel.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn dsnpu_mla_cache_write(
+    ctx: *const DsnpuContext,
+    stream: *mut c_void,
+    dtype: i32,
+    kv: *const c_void,
+    norm_weight: *const c_void,
+    positions: *const c_void,
+    cos: *const c_void,
+    sin: *const c_void,
+    slot_mapping: *const c_void,
+    latent_cache: *mut c_void,
+    rope_cache: *mut c_void,
+    tokens: i64,
+    latent_dim: i64,
+    rope_dim: i64,
+    num_slots: i64,
+    table_rows: i64,
+    layout: i32,
+    eps: f32,
+) -> i32 {
+    const F: &str = "dsnpu_mla_cache_write";
+    guard(F, || {
+        // SAFETY: the caller's contract.
+        let ctx = unsafe { context(F, ctx) }?;
+        let layout = match code(
+            F,
+            "rope layout",
+            layout,
+            &[DSNPU_ROPE_INTERLEAVED, DSNPU_ROPE_HALF_SPLIT],
+        )? {
+            DSNPU_ROPE_INTERLEAVED => RopeLayout::Interleaved,
+            _ => RopeLayout::HalfSplit,
+        };
+        let shape = MlaCacheWriteShape {
+            tokens: size(F, "tokens", tokens)?,
+            latent_dim: size(F, "latent_dim", latent_dim)?,
+            rope_dim: size(F, "rope_dim", rope_dim)?,
+            num_slots: size(F, "num_slots", num_slots)?,
+            table_rows: size(F, "table_rows", table_rows)?,
+            layout,
+        };
+        let (t, dl, dr) = (shape.tokens, shape.latent_dim, shape.rope_dim);
+        let width = dl.checked_add(dr).ok_or_else(|| CapiError::Invalid {
+            func: F,
+            reason: "latent_dim + rope_dim overflows".into(),
+        })?;
+        let nkv = product(F, "tokens * (latent_dim + rope_dim)", &[t, width])?;
+        let table = product(F, "table_rows * rope_dim / 2", &[shape.table_rows, dr / 2])?;
+        let nl = product(F, "num_slots * latent_dim", &[shape.num_slots, dl])?;
+        let nr = product(F, "num_slots * rope_dim", &[shape.num_slots, dr])?;
+        with_dtype!(F, dtype, T => {
+            device_tensors!(F, ctx, stream => s;
+                input kv: T [nkv],
+                input norm_weight: T [dl],
+                input positions: i32 [t],
+                input cos: f32 [table],
+                input sin: f32 [table],
+                input slot_mapping: i32 [t],
+                output latent_cache: T [nl],
+                output rope_cache: T [nr],
+            );
+            let inputs = MlaCacheWriteInputs {
+                kv: &kv,
+                norm_weight: &norm_weight,
+                positions: &positions,
+                cos: &cos,
+                sin: &sin,
+                slot_mapping: &slot_mapping,
+            };
+            launch::mla_cache_write(ctx.lib(), &s, inputs, &mut latent_cache, &mut rope_cache, shape, eps)
+                .map_err(kernel(F))?;
+            Ok(())
+        })
+    })
+}
 
 /// A split-KV decode plan: how the visible keys of every sequence of a batch are cut into chunks so
 /// that every core has work (made on the host from the sequence lengths, its words on the device).
@@ -183,41 +284,27 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
         );
         let nt = product(F, "batch * max_blocks", &[shape.batch, shape.max_blocks])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("q_nope", q_nope, nq)?;
-            c.input::<T>("q_rope", q_rope, rq)?;
-            c.input::<T>("latent", latent, nl)?;
-            c.input::<T>("rope", rope, nr)?;
-            c.input::<i32>("block_table", block_table, nt)?;
-            c.input::<i32>("seq_lens", seq_lens, shape.batch)?;
-            c.output::<T>("out", out, nq)?;
-            c.output::<f32>("lse", lse, rows)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (qn, qr, lat, rp, bt, sl, mut ob, mut lb) = unsafe {
-                (
-                    borrow::<T>(F, &s, q_nope, nq)?,
-                    borrow::<T>(F, &s, q_rope, rq)?,
-                    borrow::<T>(F, &s, latent, nl)?,
-                    borrow::<T>(F, &s, rope, nr)?,
-                    borrow::<i32>(F, &s, block_table, nt)?,
-                    borrow::<i32>(F, &s, seq_lens, shape.batch)?,
-                    borrow::<T>(F, &s, out, nq)?,
-                    borrow::<f32>(F, &s, lse, rows)?,
-                )
-            };
+            device_tensors!(F, ctx, stream => s;
+                input q_nope: T [nq],
+                input q_rope: T [rq],
+                input latent: T [nl],
+                input rope: T [nr],
+                input block_table: i32 [nt],
+                input seq_lens: i32 [shape.batch],
+                output out: T [nq],
+                output lse: f32 [rows],
+            );
             let inputs = MlaDecodeInputs {
-                q_nope: &qn,
-                q_rope: &qr,
-                latent: &lat,
-                rope: &rp,
-                block_table: &bt,
-                seq_lens: &sl,
+                q_nope: &q_nope,
+                q_rope: &q_rope,
+                latent: &latent,
+                rope: &rope,
+                block_table: &block_table,
+                seq_lens: &seq_lens,
                 plan: &plan.plan,
                 plan_words: &plan.words,
             };
-            launch::mla_decode(ctx.lib(), &s, inputs, &mut ob, &mut lb, shape, scale).map_err(kernel(F))?;
+            launch::mla_decode(ctx.lib(), &s, inputs, &mut out, &mut lse, shape, scale).map_err(kernel(F))?;
             Ok(())
         })
     })

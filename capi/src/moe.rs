@@ -8,7 +8,7 @@ use std::ffi::c_void;
 use dsnpu_kernels::launch::{self, CombineShape, FfnShape, GroupList, GroupedShape, RoutingShape};
 use dsnpu_kernels::{GatingParams, MoeList, MoeScore};
 
-use crate::args::{borrow, code, kernel, product, size, with_dtype, Check};
+use crate::args::{code, device_tensors, kernel, product, size, with_dtype};
 use crate::context::{context, DsnpuContext};
 use crate::error::{guard, CapiError, Result};
 use crate::{DSNPU_LIST_COUNT, DSNPU_LIST_CUMSUM, DSNPU_SCORE_SIGMOID, DSNPU_SCORE_SOFTMAX};
@@ -89,28 +89,13 @@ pub unsafe extern "C" fn dsnpu_moe_gating_topk(
             routed_scaling_factor,
         };
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("logits", logits, te)?;
-            c.optional::<f32>("bias", bias, experts)?;
-            c.output::<i32>("ids", ids, tk)?;
-            c.output::<f32>("weights", weights, tk)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (lb, mut ib, mut wb) = unsafe {
-                (
-                    borrow::<T>(F, &s, logits, te)?,
-                    borrow::<i32>(F, &s, ids, tk)?,
-                    borrow::<f32>(F, &s, weights, tk)?,
-                )
-            };
-            let bb = if bias.is_null() {
-                None
-            } else {
-                // SAFETY: as above.
-                Some(unsafe { borrow::<f32>(F, &s, bias, experts) }?)
-            };
-            launch::moe_gating_topk(ctx.lib(), &s, &lb, bb.as_ref(), &mut ib, &mut wb, tokens, experts, &p)
+            device_tensors!(F, ctx, stream => s;
+                input logits: T [te],
+                optional bias: f32 [experts],
+                output ids: i32 [tk],
+                output weights: f32 [tk],
+            );
+            launch::moe_gating_topk(ctx.lib(), &s, &logits, bias.as_ref(), &mut ids, &mut weights, tokens, experts, &p)
                 .map_err(kernel(F))?;
             Ok(())
         })
@@ -203,25 +188,14 @@ pub unsafe extern "C" fn dsnpu_moe_init_routing(
         let pairs = product(F, "tokens * top_k", &[shape.tokens, shape.top_k])?;
         let ph = product(F, "tokens * top_k * hidden", &[pairs, shape.hidden])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("x", x, th)?;
-            c.input::<i32>("ids", ids, pairs)?;
-            c.output::<T>("expanded_x", expanded_x, ph)?;
-            c.output::<i32>("expanded_row_idx", expanded_row_idx, pairs)?;
-            c.output::<i64>("expert_tokens", expert_tokens, shape.experts)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (xb, ib, mut eb, mut rb, mut tb) = unsafe {
-                (
-                    borrow::<T>(F, &s, x, th)?,
-                    borrow::<i32>(F, &s, ids, pairs)?,
-                    borrow::<T>(F, &s, expanded_x, ph)?,
-                    borrow::<i32>(F, &s, expanded_row_idx, pairs)?,
-                    borrow::<i64>(F, &s, expert_tokens, shape.experts)?,
-                )
-            };
-            launch::moe_init_routing(ctx.lib(), &s, &xb, &ib, &mut eb, &mut rb, &mut tb, &shape)
+            device_tensors!(F, ctx, stream => s;
+                input x: T [th],
+                input ids: i32 [pairs],
+                output expanded_x: T [ph],
+                output expanded_row_idx: i32 [pairs],
+                output expert_tokens: i64 [shape.experts],
+            );
+            launch::moe_init_routing(ctx.lib(), &s, &x, &ids, &mut expanded_x, &mut expanded_row_idx, &mut expert_tokens, &shape)
                 .map_err(kernel(F))?;
             Ok(())
         })
@@ -273,28 +247,16 @@ pub unsafe extern "C" fn dsnpu_moe_init_routing_quant(
         let pairs = product(F, "tokens * top_k", &[shape.tokens, shape.top_k])?;
         let ph = product(F, "tokens * top_k * hidden", &[pairs, shape.hidden])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("x", x, th)?;
-            c.input::<i32>("ids", ids, pairs)?;
-            c.output::<i8>("expanded_x", expanded_x, ph)?;
-            c.output::<f32>("scales", scales, pairs)?;
-            c.output::<i32>("expanded_row_idx", expanded_row_idx, pairs)?;
-            c.output::<i64>("expert_tokens", expert_tokens, shape.experts)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (xb, ib, mut eb, mut sb, mut rb, mut tb) = unsafe {
-                (
-                    borrow::<T>(F, &s, x, th)?,
-                    borrow::<i32>(F, &s, ids, pairs)?,
-                    borrow::<i8>(F, &s, expanded_x, ph)?,
-                    borrow::<f32>(F, &s, scales, pairs)?,
-                    borrow::<i32>(F, &s, expanded_row_idx, pairs)?,
-                    borrow::<i64>(F, &s, expert_tokens, shape.experts)?,
-                )
-            };
+            device_tensors!(F, ctx, stream => s;
+                input x: T [th],
+                input ids: i32 [pairs],
+                output expanded_x: i8 [ph],
+                output scales: f32 [pairs],
+                output expanded_row_idx: i32 [pairs],
+                output expert_tokens: i64 [shape.experts],
+            );
             launch::moe_init_routing_quant(
-                ctx.lib(), &s, &xb, &ib, &mut eb, &mut sb, &mut rb, &mut tb, &shape,
+                ctx.lib(), &s, &x, &ids, &mut expanded_x, &mut scales, &mut expanded_row_idx, &mut expert_tokens, &shape,
             )
             .map_err(kernel(F))?;
             Ok(())
@@ -340,23 +302,13 @@ pub unsafe extern "C" fn dsnpu_grouped_matmul(
         let gnk = product(F, "groups * n * k", &[shape.groups, shape.n, shape.k])?;
         let rn = product(F, "rows * n", &[shape.rows, shape.n])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("x", x, rk)?;
-            c.input::<T>("w", w, gnk)?;
-            c.input::<i64>("group_list", group_list, shape.groups)?;
-            c.output::<T>("y", y, rn)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (xb, wb, gb, mut yb) = unsafe {
-                (
-                    borrow::<T>(F, &s, x, rk)?,
-                    borrow::<T>(F, &s, w, gnk)?,
-                    borrow::<i64>(F, &s, group_list, shape.groups)?,
-                    borrow::<T>(F, &s, y, rn)?,
-                )
-            };
-            launch::grouped_matmul(ctx.lib(), &s, &xb, &wb, GroupList::all(&gb, kind), &mut yb, shape)
+            device_tensors!(F, ctx, stream => s;
+                input x: T [rk],
+                input w: T [gnk],
+                input group_list: i64 [shape.groups],
+                output y: T [rn],
+            );
+            launch::grouped_matmul(ctx.lib(), &s, &x, &w, GroupList::all(&group_list, kind), &mut y, shape)
                 .map_err(kernel(F))?;
             Ok(())
         })
@@ -406,27 +358,15 @@ pub unsafe extern "C" fn dsnpu_expert_ffn(
             &[shape.groups, shape.inter, shape.hidden],
         )?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("x", x, rh)?;
-            c.input::<T>("w_gate", w_gate, gih)?;
-            c.input::<T>("w_up", w_up, gih)?;
-            c.input::<T>("w_down", w_down, gih)?;
-            c.input::<i64>("group_list", group_list, shape.groups)?;
-            c.output::<T>("y", y, rh)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (xb, gb, ub, db, lb, mut yb) = unsafe {
-                (
-                    borrow::<T>(F, &s, x, rh)?,
-                    borrow::<T>(F, &s, w_gate, gih)?,
-                    borrow::<T>(F, &s, w_up, gih)?,
-                    borrow::<T>(F, &s, w_down, gih)?,
-                    borrow::<i64>(F, &s, group_list, shape.groups)?,
-                    borrow::<T>(F, &s, y, rh)?,
-                )
-            };
-            launch::expert_ffn(ctx.lib(), &s, &xb, &gb, &ub, &db, GroupList::all(&lb, kind), &mut yb, shape)
+            device_tensors!(F, ctx, stream => s;
+                input x: T [rh],
+                input w_gate: T [gih],
+                input w_up: T [gih],
+                input w_down: T [gih],
+                input group_list: i64 [shape.groups],
+                output y: T [rh],
+            );
+            launch::expert_ffn(ctx.lib(), &s, &x, &w_gate, &w_up, &w_down, GroupList::all(&group_list, kind), &mut y, shape)
                 .map_err(kernel(F))?;
             Ok(())
         })
@@ -472,34 +412,15 @@ pub unsafe extern "C" fn dsnpu_moe_finalize_routing(
         let pairs = product(F, "tokens * top_k", &[shape.tokens, shape.top_k])?;
         let th = product(F, "tokens * hidden", &[shape.tokens, shape.hidden])?;
         with_dtype!(F, dtype, T => {
-            let mut c = Check::new(F);
-            c.input::<T>("y", y, rh)?;
-            c.input::<i32>("expanded_row_idx", expanded_row_idx, pairs)?;
-            c.input::<f32>("weights", weights, pairs)?;
-            c.optional::<T>("shared", shared, th)?;
-            c.optional::<T>("residual", residual, th)?;
-            c.output::<T>("out", out, th)?;
-            c.finish()?;
-            let s = ctx.stream(F, stream)?;
-            // SAFETY: sizes from the shape, outputs disjoint (checked), validity the caller's.
-            let (yb, ib, wb, mut ob) = unsafe {
-                (
-                    borrow::<T>(F, &s, y, rh)?,
-                    borrow::<i32>(F, &s, expanded_row_idx, pairs)?,
-                    borrow::<f32>(F, &s, weights, pairs)?,
-                    borrow::<T>(F, &s, out, th)?,
-                )
-            };
-            let opt = |p: *const c_void| -> Result<Option<dsnpu_runtime::DeviceBuffer<T>>> {
-                if p.is_null() {
-                    Ok(None)
-                } else {
-                    // SAFETY: as above.
-                    Ok(Some(unsafe { borrow::<T>(F, &s, p, th) }?))
-                }
-            };
-            let (sh, re) = (opt(shared)?, opt(residual)?);
-            launch::moe_finalize_routing(ctx.lib(), &s, &yb, &ib, &wb, sh.as_ref(), re.as_ref(), &mut ob, shape)
+            device_tensors!(F, ctx, stream => s;
+                input y: T [rh],
+                input expanded_row_idx: i32 [pairs],
+                input weights: f32 [pairs],
+                optional shared: T [th],
+                optional residual: T [th],
+                output out: T [th],
+            );
+            launch::moe_finalize_routing(ctx.lib(), &s, &y, &expanded_row_idx, &weights, shared.as_ref(), residual.as_ref(), &mut out, shape)
                 .map_err(kernel(F))?;
             Ok(())
         })

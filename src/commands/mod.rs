@@ -1,4 +1,5 @@
 //! The CLI's subcommands, one file each.
+pub mod bench;
 pub mod device_run;
 pub mod ep;
 pub mod forward;

@@ -505,6 +505,63 @@ static void test_mla_decode(void) {
     acl_free(dqn), acl_free(dqr), acl_free(dl), acl_free(drp), acl_free(dt), acl_free(dn), acl_free(dout), acl_free(dlse);
 }
 
+/* The fused cache write: RMSNorm of kv[:, :DL] and interleaved rope of kv[:, DL:] into a paged cache
+ * of S slots at slot_mapping (-1 skips a token); the other slots keep their values. */
+static void test_mla_cache_write(void) {
+    enum { T = 3, DL = 512, DR = 64, S = 32, P = 40 };
+    static float kv[T * (DL + DR)], w[DL], lat[S * DL], rop[S * DR], want_l[S * DL], want_r[S * DR];
+    static float cs[P * DR / 2], sn[P * DR / 2];
+    int32_t pos[T] = {3, 39, 17}, slots[T] = {5, -1, 30};
+    fill(kv, T * (DL + DR), 21);
+    fill(w, DL, 22);
+    fill(lat, S * DL, 23);
+    fill(rop, S * DR, 24);
+    memcpy(want_l, lat, sizeof lat);
+    memcpy(want_r, rop, sizeof rop);
+    for (int p = 0; p < P; p++)
+        for (int i = 0; i < DR / 2; i++) {
+            float ang = (float)p * powf(10000.0f, -2.0f * i / DR);
+            cs[p * DR / 2 + i] = cosf(ang);
+            sn[p * DR / 2 + i] = sinf(ang);
+        }
+    for (int t = 0; t < T; t++) {
+        if (slots[t] < 0) continue;
+        const float *row = kv + t * (DL + DR);
+        double ss = 0;
+        for (int i = 0; i < DL; i++) ss += (double)row[i] * row[i];
+        float inv = (float)(1.0 / sqrt(ss / DL + 1e-6));
+        for (int i = 0; i < DL; i++) want_l[slots[t] * DL + i] = row[i] * inv * w[i];
+        for (int i = 0; i < DR / 2; i++) {
+            float c = cs[pos[t] * DR / 2 + i], sv = sn[pos[t] * DR / 2 + i];
+            float a = row[DL + 2 * i], b = row[DL + 2 * i + 1]; /* interleaved pairs */
+            want_r[slots[t] * DR + 2 * i] = a * c - b * sv;
+            want_r[slots[t] * DR + 2 * i + 1] = b * c + a * sv;
+        }
+    }
+    void *s = new_stream();
+    void *dkv = dev_upload(kv, sizeof kv), *dw = dev_upload(w, sizeof w), *dp = dev_upload(pos, sizeof pos);
+    void *dc = dev_upload(cs, sizeof cs), *dsn = dev_upload(sn, sizeof sn), *dsl = dev_upload(slots, sizeof slots);
+    void *dl = dev_upload(lat, sizeof lat), *dr = dev_upload(rop, sizeof rop);
+    OK(dsnpu_mla_cache_write(ctx, s, DSNPU_DTYPE_F32, dkv, dw, dp, dc, dsn, dsl, dl, dr, T, DL, DR, S, P,
+                             DSNPU_ROPE_INTERLEAVED, 1e-6f));
+    ACL(acl_sync_stream(s));
+    download(lat, dl, sizeof lat);
+    download(rop, dr, sizeof rop);
+    close_to("mla_cache_write latent f32", lat, want_l, S * DL, 1e-5f, 1e-5f);
+    close_to("mla_cache_write rope f32", rop, want_r, S * DR, 1e-5f, 1e-5f);
+    /* A null cache and a layout code the kernel lacks are refused before anything is queued. */
+    expect_error("mla_cache_write null rope_cache",
+                 dsnpu_mla_cache_write(ctx, s, DSNPU_DTYPE_F32, dkv, dw, dp, dc, dsn, dsl, dl, NULL, T, DL, DR, S, P,
+                                       DSNPU_ROPE_INTERLEAVED, 1e-6f),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`rope_cache`");
+    expect_error("mla_cache_write cache aliasing kv",
+                 dsnpu_mla_cache_write(ctx, s, DSNPU_DTYPE_F32, dkv, dw, dp, dc, dsn, dsl, dkv, dr, T, DL, DR, 1, P,
+                                       DSNPU_ROPE_INTERLEAVED, 1e-6f),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "overlaps");
+    done_stream(s);
+    acl_free(dkv), acl_free(dw), acl_free(dp), acl_free(dc), acl_free(dsn), acl_free(dsl), acl_free(dl), acl_free(dr);
+}
+
 static void expect_error(const char *what, int32_t st, int32_t want, const char *needle) {
     const char *msg = dsnpu_last_error();
     if (st != want) FAIL("%s: status %s, want %s (%s)", what, dsnpu_status_name(st), dsnpu_status_name(want), msg ? msg : "");
@@ -562,6 +619,7 @@ int main(void) {
     test_grouped();
     test_finalize();
     test_mla_decode();
+    test_mla_cache_write();
     test_bad_arguments();
     OK(dsnpu_context_destroy(ctx));
     printf("all %d checks passed\n", checks);

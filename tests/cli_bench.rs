@@ -1,0 +1,154 @@
+//! `dsnpu bench` end to end on the simulator (quick preset): the JSON report has every kernel with
+//! positive modelled and roofline times, figures that agree with sizes worked out here, and `--plot`
+//! writes a PNG; `--op` selects and an unknown operator is a usage error.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const KERNELS: [&str; 13] = [
+    "moe_gating_topk_f32",
+    "moe_init_routing_bf16",
+    "moe_init_routing_quant_bf16",
+    "grouped_matmul_bf16",
+    "expert_ffn_bf16",
+    "moe_finalize_routing_bf16",
+    "linear_bf16",
+    "rms_norm_bf16",
+    "add_rms_norm_bf16",
+    "rope_bf16",
+    "silu_mul_bf16",
+    "mla_cache_write_bf16",
+    "mla_decode_bf16",
+];
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dsnpu"))
+        .arg("bench")
+        .args(args)
+        .env_remove("DSNPU_ACL_LIB")
+        .env_remove("ASCEND_HOME_PATH")
+        .env_remove("ASCEND_TOOLKIT_HOME")
+        .output()
+        .expect("run dsnpu bench")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dsnpu-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Width and height from a PNG's signature and IHDR chunk, or None when it is not a PNG.
+fn png_size(path: &Path) -> Option<(u32, u32)> {
+    let b = std::fs::read(path).ok()?;
+    let sig = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    if b.len() < 33 || b[..8] != sig || &b[12..16] != b"IHDR" || !b.ends_with(b"IEND\xaeB`\x82") {
+        return None;
+    }
+    let be = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    Some((be(16), be(20)))
+}
+
+#[test]
+fn quick_preset_reports_every_kernel_and_draws_the_roofline() {
+    let dir = temp_dir("all");
+    let (json, png) = (dir.join("bench.json"), dir.join("roofline.png"));
+    let out = bench(&[
+        "--preset",
+        "quick",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("MODELLED"), "{stdout}");
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["timing"], "modelled");
+    assert_eq!(doc["device"], "910B2 model");
+    let cases = doc["cases"].as_array().unwrap();
+    let kernels: Vec<&str> = cases
+        .iter()
+        .map(|c| c["kernel"].as_str().unwrap())
+        .collect();
+    assert_eq!(kernels, KERNELS);
+    for c in cases {
+        let k = c["kernel"].as_str().unwrap();
+        for field in ["model_us", "roof_us", "ratio"] {
+            assert!(
+                c[field].as_f64().unwrap() > 0.0,
+                "{k}: {field} {}",
+                c[field]
+            );
+        }
+        for field in ["gm_read_bytes", "gm_write_bytes", "minimal_bytes"] {
+            assert!(c[field].as_u64().unwrap() > 0, "{k}: {field}");
+        }
+        assert!(c["shape"].is_string() && c["bound"].is_string(), "{k}");
+        // The pipe model's time includes the 3 µs launch latency.
+        assert!(c["model_us"].as_f64().unwrap() >= 3.0, "{k}");
+    }
+
+    // silu_mul at the quick preset (4 tokens, intermediate 1024, bf16): it must read gate_up once and
+    // write out once, and as a vector-only operator its roofline is its minimal bytes at 1.6 TB/s.
+    let silu = &cases[10];
+    let (t, i) = (4u64, 1024u64);
+    assert_eq!(silu["minimal_bytes"].as_u64(), Some(3 * t * i * 2));
+    assert_eq!(silu["gm_read_bytes"].as_u64(), Some(2 * t * i * 2));
+    assert_eq!(silu["gm_write_bytes"].as_u64(), Some(t * i * 2));
+    assert_eq!(silu["cube_macs"].as_u64(), Some(0));
+    let roof = silu["roof_us"].as_f64().unwrap();
+    assert!(
+        (roof - (3 * t * i * 2) as f64 / 1.6e12 * 1e6).abs() < 1e-9,
+        "{roof}"
+    );
+    // linear [4, 512] x [576, 512]^T: exactly 4 * 576 * 512 multiply-adds on the cube.
+    assert_eq!(cases[6]["cube_macs"].as_u64(), Some(4 * 576 * 512));
+
+    let (w, h) = png_size(&png).expect("a PNG");
+    assert!(w > 0 && h > 0);
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn op_selects_cases_and_an_unknown_op_is_refused() {
+    let dir = temp_dir("op");
+    let json = dir.join("bench.json");
+    let out = bench(&[
+        "--preset",
+        "quick",
+        "--op",
+        "mla_cache_write",
+        "--op",
+        "rms_norm",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ops: Vec<&str> = doc["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["rms_norm", "mla_cache_write"]); // in the bench's order, not the arguments'
+
+    let out = bench(&["--preset", "quick", "--op", "flash_attention"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("unknown operator(s) flash_attention"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
