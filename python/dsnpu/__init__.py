@@ -38,6 +38,8 @@ __all__ = [
     "expert_ffn",
     "moe_finalize_routing",
     "mla_decode",
+    "mla_cache_write",
+    "Model",
     "cases",
 ]
 
@@ -188,6 +190,79 @@ def mla_decode(q_nope, q_rope, latent, rope_cache, block_table, seq_lens, scale,
             backend,
         )
     )
+
+
+def mla_cache_write(
+    latent_cache,
+    rope_cache,
+    kv,
+    norm_weight,
+    positions,
+    slot_mapping,
+    eps=1e-6,
+    theta=10000.0,
+    max_positions=None,
+    interleaved=True,
+    backend="npu",
+    dtype=None,
+):
+    """The fused MLA cache write (``kv_a_layernorm`` + rope of ``k_pe`` + paged scatter).
+
+    ``kv [T, Dl + Dr]`` (the ``kv_a_proj_with_mqa`` output), ``norm_weight [Dl]``, ``positions`` and
+    ``slot_mapping`` int32 ``[T]`` (slot ``-1`` skips a token; slots must not repeat), caches
+    ``latent_cache [blocks, block_size, Dl]`` and ``rope_cache [blocks, block_size, Dr]``. Returns the
+    updated ``(latent_cache, rope_cache)`` (new arrays; the inputs are not modified): at row
+    ``slot_mapping[t]``, RMSNorm(``eps``) of ``kv[t, :Dl]`` and plain RoPE (base ``theta``, no YaRN;
+    ``interleaved`` pairs or half-split) of ``kv[t, Dl:]`` at ``positions[t]``.
+    """
+    positions = np.asarray(positions, dtype=np.int32)
+    if max_positions is None:
+        max_positions = int(positions.max()) + 1 if positions.size else 1
+    r = _dsnpu.mla_cache_write(
+        _wire(latent_cache, dtype),
+        _wire(rope_cache, dtype),
+        _wire(kv, dtype),
+        _wire(norm_weight, dtype),
+        _wire(positions),
+        _wire(np.asarray(slot_mapping, dtype=np.int32)),
+        eps,
+        theta,
+        max_positions,
+        interleaved,
+        backend,
+    )
+    return tuple(_array(t) for t in r)
+
+
+class Model:
+    """A DeepSeek-V3/V2 checkpoint directory (``config.json`` + safetensors) loaded for inference.
+
+    ``backend="npu"``: the device-resident engine on device 0 (the simulator without CANN), with a
+    paged cache of ``max_tokens`` tokens; ``backend="cpu"``: the host model on the CPU references.
+    Both compute in float32 and stop after the config's ``eos_token_id`` (included).
+    """
+
+    def __init__(self, path, backend="npu", max_tokens=1024):
+        self._model = _dsnpu.Model(str(path), backend, max_tokens)
+
+    @property
+    def backend(self):
+        return self._model.backend
+
+    @property
+    def vocab_size(self):
+        return self._model.vocab_size
+
+    def generate(self, ids, max_new_tokens=16, temperature=0.0, top_p=1.0, seed=0):
+        """Up to ``max_new_tokens`` new token ids (``int32``) after the prompt ``ids``; greedy at 0."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+        new = self._model.generate(ids, max_new_tokens, temperature, top_p, seed)
+        return np.asarray(new, dtype=np.int32)
+
+    def forward(self, ids):
+        """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+        return _array(self._model.forward(ids))
 
 
 class cases:

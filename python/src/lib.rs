@@ -12,11 +12,13 @@
 // pyo3 0.22's #[pyfunction] expansion converts PyErr into PyErr, which newer clippy flags in our code.
 #![allow(clippy::useless_conversion)]
 
+mod model;
+
 use std::sync::Mutex;
 
 use dsnpu_ops::backend::{Backend, Cpu, DenseOps, MlaOps, MoeOps, Npu};
 use dsnpu_ops::conformance::{cases, cases::CaseRng};
-use dsnpu_ops::mla::PagedLatentCache;
+use dsnpu_ops::mla::{mla_cache_write_fused, CacheWriteParams, PagedLatentCache};
 use dsnpu_ops::moe::{ExpertTokensMode, GatingConfig, GroupListType, ScoreFunc};
 use dsnpu_ops::rope::{RopeConfig, RopeLayout, RopeTable};
 use dsnpu_ops::{Float, OpsError};
@@ -689,6 +691,85 @@ fn mla_decode(
 }
 
 /// The conformance suites' `(rows, width)` matrix for row-wise operators.
+#[allow(clippy::too_many_arguments)]
+fn mla_cache_write_t<T: Float + Elem>(
+    be: &Be,
+    py: Python<'_>,
+    caches: (&In, &In),
+    kv: &In,
+    weight: &In,
+    positions: &In,
+    slots: &In,
+    eps: f32,
+    (table, layout): (&RopeTable, RopeLayout),
+) -> PyResult<(Out, Out)> {
+    let mut cache = PagedLatentCache {
+        latent: arr::<T, Ix3>("latent_cache", caches.0)?,
+        rope: arr::<T, Ix3>("rope_cache", caches.1)?,
+    };
+    let kv = arr::<T, Ix2>("kv", kv)?;
+    let weight = arr::<T, Ix1>("norm_weight", weight)?;
+    let positions = arr::<i32, Ix1>("positions", positions)?;
+    let slots = arr::<i32, Ix1>("slot_mapping", slots)?;
+    let params = CacheWriteParams {
+        norm_weight: weight.view(),
+        eps,
+        positions: positions.view(),
+        table,
+        layout,
+    };
+    match be {
+        Be::Cpu(_) => mla_cache_write_fused(&mut cache, kv.view(), params, slots.view()),
+        Be::Npu(npu) => npu.mla_cache_write_fused(&mut cache, kv.view(), params, slots.view()),
+    }
+    .map_err(ops_err)?;
+    Ok((out(py, cache.latent), out(py, cache.rope)))
+}
+
+/// The fused MLA cache write: RMSNorm (`eps`) of `kv[:, :Dl]` and plain RoPE (base `theta`, no YaRN) of
+/// `kv[:, Dl:]` at `positions`, written into copies of the caches at `slot_mapping` (-1 skips).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn mla_cache_write(
+    py: Python<'_>,
+    latent_cache: In,
+    rope_cache: In,
+    kv: In,
+    norm_weight: In,
+    positions: In,
+    slot_mapping: In,
+    eps: f32,
+    theta: f32,
+    max_positions: usize,
+    interleaved: bool,
+    backend_: &str,
+) -> PyResult<(Out, Out)> {
+    let dim = rope_cache.1.last().copied().unwrap_or(0);
+    let cfg = RopeConfig {
+        dim,
+        theta,
+        scaling: None,
+    };
+    let table = RopeTable::new(&cfg, max_positions).map_err(ops_err)?;
+    let layout = if interleaved {
+        RopeLayout::Interleaved
+    } else {
+        RopeLayout::HalfSplit
+    };
+    let be = backend(backend_)?;
+    let caches = (&latent_cache, &rope_cache);
+    let (w, p, sl) = (&norm_weight, &positions, &slot_mapping);
+    let rope = (&table, layout);
+    match kv.2.as_str() {
+        "f32" => mla_cache_write_t::<f32>(&be, py, caches, &kv, w, p, sl, eps, rope),
+        "f16" => mla_cache_write_t::<half::f16>(&be, py, caches, &kv, w, p, sl, eps, rope),
+        "bf16" => mla_cache_write_t::<half::bf16>(&be, py, caches, &kv, w, p, sl, eps, rope),
+        d => Err(PyValueError::new_err(format!(
+            "dtype {d}: expected f32, f16 or bf16"
+        ))),
+    }
+}
+
 #[pyfunction]
 fn row_shapes() -> Vec<(usize, usize)> {
     cases::row_shapes()
@@ -746,9 +827,11 @@ fn _dsnpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(expert_ffn, m)?)?;
     m.add_function(wrap_pyfunction!(moe_finalize_routing, m)?)?;
     m.add_function(wrap_pyfunction!(mla_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(mla_cache_write, m)?)?;
     m.add_function(wrap_pyfunction!(row_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(matmul_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(rope_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(uniform, m)?)?;
+    m.add_class::<model::Model>()?;
     Ok(())
 }

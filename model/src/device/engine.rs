@@ -325,8 +325,16 @@ impl Engine {
     }
 
     /// Queues a prompt; it is prefilled by the next [`step`](Self::step). Returns its id (ids count up
-    /// from 0 and are never reused).
+    /// from 0 and are never reused). When sampling, the sequence's sampler is seeded with the engine's
+    /// seed plus its id, so the sequences of one engine draw different streams.
     pub fn add_sequence(&mut self, prompt: &[i32]) -> Result<SeqId> {
+        let seed = self.opts.seed.wrapping_add(self.next_id);
+        self.add_sequence_seeded(prompt, seed)
+    }
+
+    /// [`add_sequence`](Self::add_sequence) with the sampler seeded with `seed` itself: a prompt added
+    /// with the same seed to an engine with the same options samples the same ids.
+    pub fn add_sequence_seeded(&mut self, prompt: &[i32], seed: u64) -> Result<SeqId> {
         if prompt.is_empty() {
             return Err(invalid_input("an empty prompt"));
         }
@@ -349,13 +357,7 @@ impl Engine {
         }
         let id = self.next_id;
         let sampler = (self.opts.temperature != 0.0)
-            .then(|| {
-                Sampler::new(
-                    self.opts.temperature,
-                    self.opts.top_p,
-                    self.opts.seed.wrapping_add(id),
-                )
-            })
+            .then(|| Sampler::new(self.opts.temperature, self.opts.top_p, seed))
             .transpose()?;
         self.next_id += 1;
         self.seqs.insert(

@@ -36,6 +36,20 @@ impl Npu {
         slot_mapping: ArrayView1<i32>,
     ) -> Result<()> {
         check_mla_cache_write_fused(cache, &kv, &params, &slot_mapping)?;
+        // The kernel's blocks scatter in parallel: a repeated slot would be a race, not "the last row
+        // wins" as in the reference, so it is refused here where the slots are still on the host.
+        let mut seen = std::collections::HashSet::with_capacity(slot_mapping.len());
+        if let Some((t, s)) = slot_mapping
+            .iter()
+            .enumerate()
+            .find(|&(_, &s)| s >= 0 && !seen.insert(s))
+        {
+            return Err(crate::error::invalid(
+                OP,
+                "slot_mapping",
+                format!("slot {s} repeats at position {t}: the device scatters rows in parallel"),
+            ));
+        }
         if slot_mapping.is_empty() {
             return Ok(());
         }

@@ -1,0 +1,201 @@
+//! `dsnpu._dsnpu.Model`: a DeepSeek-V3/V2 checkpoint directory loaded for `generate` and `forward`.
+//!
+//! - `backend="npu"`: the device-resident [`Engine`] on device 0 (the simulator without CANN): weights
+//!   uploaded once, the paged cache in device memory (`max_tokens` tokens of it, shared by the calls),
+//!   every operator on the device. The engine fixes its sampling options when loaded, so a `generate`
+//!   with other `temperature`/`top_p`/`seed` than the loaded engine's loads it again.
+//! - `backend="cpu"`: the host model ([`DeepseekV3`] on the CPU references) and its [`Generator`].
+//!
+//! Both stop after the config's `eos_token_id` (included), like `dsnpu generate`. Validation is the
+//! model crate's: a bad checkpoint, an empty prompt, an id outside the vocabulary or too many positions
+//! raise `ValueError` with its message (device failures `RuntimeError`).
+
+use std::path::PathBuf;
+
+use dsnpu_model::device::{Engine, EngineOptions};
+use dsnpu_model::{DeepseekV3, GenerateOptions, Generator, ModelError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+use super::{out, Out};
+
+/// Tokens per cache block of the engine.
+const BLOCK_SIZE: usize = 16;
+
+fn model_err(e: ModelError) -> PyErr {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(c) = src {
+        msg += &format!(": {c}");
+        src = c.source();
+    }
+    match e {
+        ModelError::Device(_) | ModelError::Ops(_) => PyRuntimeError::new_err(msg),
+        _ => PyValueError::new_err(msg),
+    }
+}
+
+/// The engine and the sampling options it was loaded with.
+struct Loaded {
+    engine: Engine,
+    sampling: (f32, f32, u64),
+}
+
+enum Inner {
+    Cpu(Box<DeepseekV3>),
+    Npu {
+        dir: PathBuf,
+        max_tokens: usize,
+        loaded: Loaded,
+    },
+}
+
+/// A checkpoint loaded on a backend (see the module docs).
+#[pyclass(unsendable, module = "dsnpu._dsnpu")]
+pub struct Model {
+    inner: Inner,
+}
+
+fn load_engine(dir: &PathBuf, max_tokens: usize, sampling: (f32, f32, u64)) -> PyResult<Loaded> {
+    let (temperature, top_p, seed) = sampling;
+    let opts = EngineOptions {
+        num_blocks: max_tokens.div_ceil(BLOCK_SIZE).max(1),
+        block_size: BLOCK_SIZE,
+        temperature,
+        top_p,
+        seed,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::load(dir, opts, &mut |_, _| {}).map_err(model_err)?;
+    Ok(Loaded { engine, sampling })
+}
+
+#[pymethods]
+impl Model {
+    #[new]
+    #[pyo3(signature = (path, backend = "npu", max_tokens = 1024))]
+    fn new(path: PathBuf, backend: &str, max_tokens: usize) -> PyResult<Model> {
+        let inner = match backend {
+            "cpu" => Inner::Cpu(Box::new(DeepseekV3::load(&path).map_err(model_err)?)),
+            "npu" => {
+                if max_tokens == 0 {
+                    return Err(PyValueError::new_err("max_tokens must be positive"));
+                }
+                let loaded = load_engine(&path, max_tokens, (0.0, 1.0, 0))?;
+                Inner::Npu {
+                    dir: path,
+                    max_tokens,
+                    loaded,
+                }
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "backend {other:?}: expected \"npu\" or \"cpu\""
+                )))
+            }
+        };
+        Ok(Model { inner })
+    }
+
+    /// `"cpu"` or `"npu"`.
+    #[getter]
+    fn backend(&self) -> &'static str {
+        match self.inner {
+            Inner::Cpu(_) => "cpu",
+            Inner::Npu { .. } => "npu",
+        }
+    }
+
+    /// The vocabulary size (the width of `forward`'s logits).
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        match &self.inner {
+            Inner::Cpu(m) => m.config().vocab_size,
+            Inner::Npu { loaded, .. } => loaded.engine.config().vocab_size,
+        }
+    }
+
+    /// Up to `max_new_tokens` new ids after `ids`, greedy when `temperature` is 0.
+    #[pyo3(signature = (ids, max_new_tokens, temperature = 0.0, top_p = 1.0, seed = 0))]
+    fn generate(
+        &mut self,
+        ids: Vec<i32>,
+        max_new_tokens: usize,
+        temperature: f32,
+        top_p: f32,
+        seed: u64,
+    ) -> PyResult<Vec<i32>> {
+        match &mut self.inner {
+            Inner::Cpu(model) => {
+                let opts = GenerateOptions {
+                    temperature,
+                    top_p,
+                    seed,
+                    stop_ids: model.config().eos_token_ids.clone(),
+                    ..GenerateOptions::greedy(max_new_tokens)
+                };
+                Generator::new(model, opts)
+                    .and_then(|g| g.generate(&ids))
+                    .map_err(model_err)
+            }
+            Inner::Npu {
+                dir,
+                max_tokens,
+                loaded,
+            } => {
+                if max_new_tokens == 0 {
+                    return Ok(Vec::new());
+                }
+                let need = ids.len().saturating_add(max_new_tokens);
+                if need > *max_tokens {
+                    return Err(PyValueError::new_err(format!(
+                        "{} prompt + {max_new_tokens} new tokens exceed the model's max_tokens {max_tokens}",
+                        ids.len()
+                    )));
+                }
+                if loaded.sampling != (temperature, top_p, seed) {
+                    *loaded = load_engine(dir, *max_tokens, (temperature, top_p, seed))?;
+                }
+                let engine = &mut loaded.engine;
+                let stop = engine.config().eos_token_ids.clone();
+                let id = engine.add_sequence_seeded(&ids, seed).map_err(model_err)?;
+                let mut new = Vec::with_capacity(max_new_tokens);
+                let result = (|| {
+                    while new.len() < max_new_tokens {
+                        let t = engine.step()?[0].1;
+                        new.push(t);
+                        if stop.contains(&t) {
+                            break;
+                        }
+                    }
+                    Ok(())
+                })();
+                engine.remove_sequence(id).map_err(model_err)?;
+                result.map_err(model_err)?;
+                Ok(new)
+            }
+        }
+    }
+
+    /// Logits `f32 [len(ids), vocab_size]` of every position of `ids`, as a wire triple.
+    fn forward(&mut self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
+        let logits = match &mut self.inner {
+            Inner::Cpu(model) => model.forward(&ids).map_err(model_err),
+            Inner::Npu {
+                max_tokens, loaded, ..
+            } => {
+                if ids.len() > *max_tokens {
+                    return Err(PyValueError::new_err(format!(
+                        "{} tokens exceed the model's max_tokens {max_tokens}",
+                        ids.len()
+                    )));
+                }
+                let v = loaded.engine.config().vocab_size;
+                let flat = loaded.engine.prompt_logits(&ids).map_err(model_err)?;
+                ndarray::Array2::from_shape_vec((ids.len(), v), flat)
+                    .map_err(|e| PyRuntimeError::new_err(format!("engine logits: {e}")))
+            }
+        }?;
+        Ok(out(py, logits))
+    }
+}
