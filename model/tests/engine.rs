@@ -242,7 +242,14 @@ fn expected_weight_bytes(variant: &str, compute: DType) -> u64 {
                 _ => 4,
             }
         };
-        total += elems * size;
+        // kv_b_proj is held twice: split per head for the absorbed decode and as stored for the
+        // expanded prefill.
+        let copies = if name.ends_with("kv_b_proj.weight") {
+            2
+        } else {
+            1
+        };
+        total += elems * size * copies;
     }
     total
 }

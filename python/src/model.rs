@@ -46,7 +46,7 @@ enum Inner {
     Npu {
         dir: PathBuf,
         max_tokens: usize,
-        loaded: Loaded,
+        loaded: Box<Loaded>,
     },
 }
 
@@ -81,7 +81,7 @@ impl Model {
                 if max_tokens == 0 {
                     return Err(PyValueError::new_err("max_tokens must be positive"));
                 }
-                let loaded = load_engine(&path, max_tokens, (0.0, 1.0, 0))?;
+                let loaded = Box::new(load_engine(&path, max_tokens, (0.0, 1.0, 0))?);
                 Inner::Npu {
                     dir: path,
                     max_tokens,
@@ -154,7 +154,7 @@ impl Model {
                     )));
                 }
                 if loaded.sampling != (temperature, top_p, seed) {
-                    *loaded = load_engine(dir, *max_tokens, (temperature, top_p, seed))?;
+                    **loaded = load_engine(dir, *max_tokens, (temperature, top_p, seed))?;
                 }
                 let engine = &mut loaded.engine;
                 let stop = engine.config().eos_token_ids.clone();
