@@ -31,8 +31,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use dsnpu_kernels::launch::{self, KernelLibrary, RowSource};
-use dsnpu_kernels::{GatingParams, MlaDecodePlan, MlaOperand, MoeList, MoeScore};
-use dsnpu_ops::moe::ScoreFunc;
+use dsnpu_kernels::{MlaDecodePlan, MlaOperand, MoeList};
 use dsnpu_ops::rope::RopeTable;
 use dsnpu_ops::sampling::Sampler;
 use dsnpu_runtime::{
@@ -739,35 +738,7 @@ impl Engine {
                             &widened
                         }
                     };
-                    let logits = ctx.linear(router_in, &m.router, t)?;
-                    let mut ids = ctx.alloc::<i32>(t * k)?;
-                    let mut weights = ctx.alloc::<f32>(t * k)?;
-                    let g = cfg.gating();
-                    let params = GatingParams {
-                        top_k: g.top_k as u64,
-                        n_group: g.n_group as u64,
-                        topk_group: g.topk_group as u64,
-                        score: match g.score {
-                            ScoreFunc::Softmax => MoeScore::Softmax,
-                            ScoreFunc::Sigmoid => MoeScore::Sigmoid,
-                        },
-                        has_bias: m.bias.is_some(),
-                        normalize: g.normalize,
-                        routed_scaling_factor: g.routed_scaling_factor,
-                    };
-                    let bias = m.bias.as_ref().map(|b| b.device::<f32>()).transpose()?;
-                    let r = launch::moe_gating_topk(
-                        &ctx.lib,
-                        &ctx.stream,
-                        &logits,
-                        bias,
-                        &mut ids,
-                        &mut weights,
-                        t,
-                        e,
-                        &params,
-                    );
-                    ctx.note_launch("moe_gating_topk", r)?;
+                    let (ids, weights) = super::ep::gating(ctx, cfg, m, router_in, t)?;
                     let mut expanded = ctx.alloc::<T>(t * k * hid)?;
                     let mut row_idx = ctx.alloc::<i32>(t * k)?;
                     let mut counts = ctx.alloc::<i64>(e)?;

@@ -158,9 +158,9 @@ fn count(ctx: &Ctx, op: &'static str) {
     *ctx.ops.borrow_mut().entry(op).or_default() += 1;
 }
 
-/// The router and top-k gating of `t` tokens: ids `[t, K]` (global expert ids) and weights `[t, K]`.
-/// (The same launch as the single-device layer in `engine.rs`.)
-fn gating(
+/// The router (f32) and top-k gating of `t` tokens: ids `[t, K]` (global expert ids) and weights
+/// `[t, K]`. Shared by the single-device MoE layer in `engine.rs` and the expert-parallel one.
+pub(super) fn gating(
     ctx: &Ctx,
     cfg: &ModelConfig,
     m: &MoeW,
