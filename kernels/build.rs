@@ -54,7 +54,7 @@ fn main() {
     }
 
     let binary = out.join(BINARY);
-    build_host_binary(&manifest, &sim_include, &binary);
+    build_host_binary_cached(&manifest, &sim_include, &out, &binary);
     println!(
         "cargo:rustc-env=DSNPU_HOST_KERNELS_PATH={}",
         binary.display()
@@ -62,28 +62,102 @@ fn main() {
     probe_layout(&manifest, &out);
 }
 
-fn build_host_binary(manifest: &Path, sim_include: &Path, binary: &Path) {
-    let compiler = cc::Build::new()
+/// The host kernel binary depends only on the C++ sources, headers and flags, not on the cargo profile or
+/// features of the crate being built; yet cargo runs this script once per profile and feature set (tests,
+/// the dev build the Python package uses, clippy, the mutation tests), and the compile is most of a
+/// minute of CPU. So the binary is cached beside the profile's build directory under a hash of everything
+/// it is made from, and a later run with the same inputs copies it instead of compiling.
+fn build_host_binary_cached(manifest: &Path, sim_include: &Path, out: &Path, binary: &Path) {
+    let compiler = host_compiler();
+    let key = host_binary_key(manifest, sim_include, &compiler);
+    // OUT_DIR is <profile dir>/build/dsnpu-kernels-<hash>/out; anything else gets no cache.
+    let cache_dir = out
+        .ancestors()
+        .nth(3)
+        .filter(|_| out.ancestors().nth(2).and_then(Path::file_name) == Some("build".as_ref()))
+        .map(|profile_dir| profile_dir.join("dsnpu-kernels-host-cache"));
+    let Some(cache_dir) = cache_dir else {
+        return build_host_binary(manifest, sim_include, &compiler, binary);
+    };
+    let cached = cache_dir.join(format!("{key:016x}.so"));
+    if std::fs::copy(&cached, binary).is_ok() {
+        return;
+    }
+    build_host_binary(manifest, sim_include, &compiler, binary);
+    // Published by rename, so a concurrent run sees a whole binary or none; a failure only costs the cache.
+    let staging = cache_dir.join(format!("{key:016x}.{}.tmp", std::process::id()));
+    let _ = std::fs::create_dir_all(&cache_dir)
+        .and_then(|()| std::fs::copy(binary, &staging))
+        .and_then(|_| std::fs::rename(&staging, &cached));
+}
+
+/// The C++ compiler the `cc` crate picks (CXX, the target's default), with the flags the cargo profile
+/// adds (debug info) left out so that every profile compiles the same binary.
+fn host_compiler() -> cc::Tool {
+    cc::Build::new()
         .cpp(true)
         .opt_level(2)
+        .debug(false)
         .pic(true)
         .cargo_metadata(false)
-        .get_compiler();
-    let flags = |cmd: &mut Command| {
-        cmd.args(["-std=c++17", "-fPIC", "-O2", "-pthread"])
-            // Only the ABI symbols are exported (DSNPU_HOST_EXPORT).
-            .args(["-fvisibility=hidden", "-fvisibility-inlines-hidden"])
-            // No fused multiply-adds: the host's arithmetic is the documented, reproducible one.
-            .arg("-ffp-contract=off")
-            .args(["-Wall", "-Wextra"])
-            .arg("-DDSNPU_ASCENDC_HOST=1")
-            .arg("-I")
-            .arg(manifest.join("include/dsnpu_ascendc"))
-            .arg("-I")
-            .arg(manifest.join("include"))
-            .arg("-I")
-            .arg(sim_include);
-    };
+        .get_compiler()
+}
+
+/// A hash of the compiler, its flags and the contents of every source and header the binary is built from.
+fn host_binary_key(manifest: &Path, sim_include: &Path, compiler: &cc::Tool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut probe = compiler.to_command();
+    host_flags(&mut probe, manifest, sim_include);
+    // The program and its arguments; not the environment, which carries the profile and features.
+    probe.get_program().hash(&mut hasher);
+    probe.get_args().for_each(|arg| arg.hash(&mut hasher));
+    let mut files = Vec::new();
+    for dir in ["include", "src/ascendc"] {
+        collect_files(&manifest.join(dir), &mut files);
+    }
+    files.push(sim_include.join("dsnpu_sim_kernel.h"));
+    files.sort();
+    for file in files {
+        file.hash(&mut hasher);
+        std::fs::read(&file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()))
+            .hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            collect_files(&path, files);
+        } else {
+            files.push(path);
+        }
+    }
+}
+
+fn host_flags(cmd: &mut Command, manifest: &Path, sim_include: &Path) {
+    cmd.args(["-std=c++17", "-fPIC", "-O2", "-pthread"])
+        // Only the ABI symbols are exported (DSNPU_HOST_EXPORT).
+        .args(["-fvisibility=hidden", "-fvisibility-inlines-hidden"])
+        // No fused multiply-adds: the host's arithmetic is the documented, reproducible one.
+        .arg("-ffp-contract=off")
+        .args(["-Wall", "-Wextra"])
+        .arg("-DDSNPU_ASCENDC_HOST=1")
+        .arg("-I")
+        .arg(manifest.join("include/dsnpu_ascendc"))
+        .arg("-I")
+        .arg(manifest.join("include"))
+        .arg("-I")
+        .arg(sim_include);
+}
+
+fn build_host_binary(manifest: &Path, sim_include: &Path, compiler: &cc::Tool, binary: &Path) {
+    let flags = |cmd: &mut Command| host_flags(cmd, manifest, sim_include);
     // One compiler per translation unit, as many at once as cargo gives this build script jobs: the
     // kernel binary is on the critical path of every crate above `kernels`.
     let objects: Vec<PathBuf> = SOURCES

@@ -13,8 +13,10 @@ fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "numpy>=1.23" "ml_dtypes>=0.3"
 # The simulator the extension falls back to when no CANN install is found: built into target/debug, the
-# profile directory the extension's loader searches.
-cargo build --quiet -p dsnpu-sim
+# profile directory the extension's loader searches. It is a dev-dependency, so it is built as the
+# workspace's tests build it: with the same feature resolution, nothing is rebuilt after
+# `cargo test --workspace` (`-p dsnpu-sim` resolves its dependencies' features differently and would).
+cargo test --workspace --no-run --quiet
 # A debug build keeps the compile short; the tests are small.
 (cd python && VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" "$venv/bin/maturin" develop --quiet)
 # The search must reach the simulator, whatever the environment says.
