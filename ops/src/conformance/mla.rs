@@ -167,11 +167,17 @@ impl<T: Float> DecodeCase<T> {
                     let w: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
                     let sum: f64 = w.iter().sum();
                     lse[[b, h, si]] = m + sum.ln();
+                    // Accumulated in a plain row: indexing the 4-d array per product was most of the time.
+                    let mut acc = vec![0.0f64; dl];
                     for (wj, (l, _)) in w.iter().zip(&rows) {
-                        for d in 0..dl {
-                            out[[b, si, h, d]] += wj / sum * l[d];
-                        }
+                        acc.iter_mut()
+                            .zip(l)
+                            .for_each(|(a, ld)| *a += wj / sum * ld);
                     }
+                    out.slice_mut(s![b, si, h, ..])
+                        .iter_mut()
+                        .zip(&acc)
+                        .for_each(|(o, a)| *o = *a);
                 }
             }
         }
