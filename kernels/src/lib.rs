@@ -40,6 +40,7 @@ mod mutation;
 pub mod roofline;
 pub mod tiling;
 pub mod tiling_cache_write;
+pub mod tiling_cube;
 pub mod tiling_mla;
 pub mod tiling_mla_prefill;
 pub mod tiling_moe;
@@ -51,6 +52,7 @@ pub use tiling::{
     Tiling,
 };
 pub use tiling_cache_write::{MlaCacheWriteDims, MlaCacheWriteTiling};
+pub use tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
 pub use tiling_mla::{MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling};
 pub use tiling_mla_prefill::{MlaOperand, MlaPrefillDims, MlaPrefillTiling};
 pub use tiling_moe::{
