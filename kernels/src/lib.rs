@@ -107,7 +107,8 @@ pub enum Kernel {
     Rope,
     /// `(gate_up, out, workspace, tiling)` with [`SiluMulTiling`].
     SiluMul,
-    /// `(x, w, bias, y, workspace, tiling)` with [`LinearTiling`]; bias is f32 and may be null.
+    /// `(x, w, bias, y, workspace, tiling)` with [`LinearTiling`]; bias is f32 and may be null; a 1:2 mix
+    /// kernel (cube + two vector cores per block) whose workspace is [`LinearTiling::workspace_bytes`].
     Linear,
     /// `(logits, bias, ids, weights, workspace, tiling)` with [`MoeGatingTiling`]: bias f32 `[E]` (null
     /// unless `has_bias`), ids i32 and weights f32 `[T, K]`.
