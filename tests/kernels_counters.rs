@@ -195,14 +195,17 @@ fn linear_2x3x4_f32_with_bias_on_one_cube_block() {
     assert_eq!(
         c.totals,
         KernelCounters {
-            // One 2 x 3 x 4 cube step: x 2 x 4 x 4 = 32 B, w 3 x 4 x 4 = 48 B, bias 3 x 4 = 12 B in;
-            // y 2 x 3 x 4 = 24 B out.
-            gm_to_ub_bytes: 32 + 48 + 12,
-            ub_to_gm_bytes: 24,
-            vector_elem_ops: 0,
+            // A 1:2 mix block. The cube: one 2 x 3 x 4 step reading x 2 x 4 x 4 = 32 B and w
+            // 3 x 4 x 4 = 48 B, writing the f32 tile (24 B) to the workspace. Vector core 0 (both rows;
+            // core 1's half of the 16-row base tile is empty): the tile 24 B and bias 3 x 4 = 12 B in,
+            // y 2 x 3 x 4 = 24 B out, with one Add of the 3 bias elements per row (the f32 "rounding"
+            // is a UB copy, not counted as vector element operations).
+            gm_to_ub_bytes: 32 + 48 + 24 + 12,
+            ub_to_gm_bytes: 24 + 24,
+            vector_elem_ops: 2 * 3,
             cube_macs: 2 * 3 * 4,
-            // The cube path uses no Unified Buffer.
-            ub_high_water: 0,
+            // Vector core 0: 8 rows x 16 f32 in, the same out, one 16-f32 bias row.
+            ub_high_water: 512 + 512 + 64,
         }
     );
     // Row 0 = [1, 2, 3, 4]: [1 + 0.5, 2, 10 - 1]; row 1 = [5, 6, 7, 8]: [5.5, 6, 25].

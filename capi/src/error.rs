@@ -63,7 +63,9 @@ impl CapiError {
                 KernelError::InvalidShape { .. } | KernelError::BufferLength { .. } => {
                     DSNPU_STATUS_INVALID_ARGUMENT
                 }
-                KernelError::DoesNotFit { .. } => DSNPU_STATUS_UNSUPPORTED,
+                KernelError::DoesNotFit { .. } | KernelError::CubeBufferOverflow { .. } => {
+                    DSNPU_STATUS_UNSUPPORTED
+                }
                 KernelError::InvalidHardware(_) | KernelError::Device { .. } => DSNPU_STATUS_DEVICE,
             },
             CapiError::Runtime { source, .. } => match source {

@@ -16,6 +16,16 @@ pub enum KernelError {
         needed: u64,
         available: u64,
     },
+    /// A cube tiling whose blocks do not fit one of the cube core's buffers (L0A, L0B, L0C, L1).
+    #[error(
+        "{kernel}: the cube tiling needs {needed} bytes of {buffer}, the cube core has {available}"
+    )]
+    CubeBufferOverflow {
+        kernel: &'static str,
+        buffer: &'static str,
+        needed: u64,
+        available: u64,
+    },
     /// A hardware description with no cores or no Unified Buffer.
     #[error("invalid hardware description: {0}")]
     InvalidHardware(String),

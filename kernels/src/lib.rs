@@ -40,6 +40,7 @@ mod mutation;
 pub mod roofline;
 pub mod tiling;
 pub mod tiling_cache_write;
+pub mod tiling_cube;
 pub mod tiling_mla;
 pub mod tiling_mla_prefill;
 pub mod tiling_moe;
@@ -51,6 +52,7 @@ pub use tiling::{
     Tiling,
 };
 pub use tiling_cache_write::{MlaCacheWriteDims, MlaCacheWriteTiling};
+pub use tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
 pub use tiling_mla::{MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling};
 pub use tiling_mla_prefill::{MlaOperand, MlaPrefillDims, MlaPrefillTiling};
 pub use tiling_moe::{
@@ -105,7 +107,8 @@ pub enum Kernel {
     Rope,
     /// `(gate_up, out, workspace, tiling)` with [`SiluMulTiling`].
     SiluMul,
-    /// `(x, w, bias, y, workspace, tiling)` with [`LinearTiling`]; bias is f32 and may be null.
+    /// `(x, w, bias, y, workspace, tiling)` with [`LinearTiling`]; bias is f32 and may be null; a 1:2 mix
+    /// kernel (cube + two vector cores per block) whose workspace is [`LinearTiling::workspace_bytes`].
     Linear,
     /// `(logits, bias, ids, weights, workspace, tiling)` with [`MoeGatingTiling`]: bias f32 `[E]` (null
     /// unless `has_bias`), ids i32 and weights f32 `[T, K]`.

@@ -6,6 +6,7 @@
 //! kernel's source states and allocates — fits `CoreBudget::ub_bytes`. The kernels trust these values.
 //! `block_dim()` is the number of blocks to launch.
 
+use crate::tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
 use crate::{KernelDtype, KernelError, Result};
 
 /// What one launch may use: cores (blocks) and Unified Buffer bytes per core.
@@ -362,7 +363,10 @@ impl SiluMulTiling {
     }
 }
 
-/// Tiling of `linear_<t>` (`DsnpuLinearTiling`).
+/// Tiling of `linear_<t>` (`DsnpuLinearTiling`), a 1:2 mix kernel: block (i, j) of the
+/// `m_blocks x n_blocks` grid is one AI Core, whose cube core runs the Matmul of `cube` (no bias) tile
+/// by tile into a double-buffered f32 workspace and whose two vector cores add the bias and round each
+/// tile into y (`src/ascendc/linear.cpp`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinearTiling {
@@ -373,11 +377,8 @@ pub struct LinearTiling {
     pub n_blocks: u32,
     pub single_m: u32,
     pub single_n: u32,
-    pub base_m: u32,
-    pub base_n: u32,
-    pub base_k: u32,
     pub has_bias: u32,
-    pub reserved: u32,
+    pub cube: CubeTiling,
 }
 
 /// Cube fractal edge: shapes are padded to multiples of 16 in the cube.
@@ -438,26 +439,49 @@ impl LinearTiling {
             has_bias,
         };
         let plan = shape.best_plan(u64::from(budget.cores));
-        let (base_m, base_n, base_k) = linear_bases(plan.single_m, plan.single_n, k);
+        let (m_blocks, n_blocks) = (m.div_ceil(plan.single_m), n.div_ceil(plan.single_n));
+        let cube = CubeTiling::new(
+            K,
+            CubeProblem {
+                org_m: m,
+                org_n: n,
+                org_k: k,
+                single_m: plan.single_m,
+                single_n: plan.single_n,
+                single_k: k,
+                used_cores: m_blocks * n_blocks,
+                base: linear_bases(plan.single_m, plan.single_n, k),
+                a_bytes: u64::from(dtype.size()),
+                b_bytes: u64::from(dtype.size()),
+                bias: false,
+            },
+        )?;
         Ok(LinearTiling {
             m: m as u32,
             n: n as u32,
             k: k as u32,
-            m_blocks: m.div_ceil(plan.single_m) as u32,
-            n_blocks: n.div_ceil(plan.single_n) as u32,
+            m_blocks: m_blocks as u32,
+            n_blocks: n_blocks as u32,
             single_m: plan.single_m as u32,
             single_n: plan.single_n as u32,
-            base_m: base_m as u32,
-            base_n: base_n as u32,
-            base_k: base_k as u32,
             has_bias: u32::from(has_bias),
-            reserved: 0,
+            cube,
         })
     }
 
-    /// Blocks to launch.
+    /// Blocks (AI Cores: one cube and two vector cores each) to launch.
     pub fn block_dim(&self) -> u32 {
         self.m_blocks * self.n_blocks
+    }
+
+    /// The cube's output tiles in flight per AI Core (the workspace's double buffer).
+    pub const WORKSPACE_TILES: u64 = 2;
+
+    /// Device workspace of one launch: the system part, then per block two f32 tiles of
+    /// `baseM x baseN` (the cube writes one while the vector cores read the other).
+    pub fn workspace_bytes(&self) -> u64 {
+        let tile = self.cube.baseM.max(0) as u64 * self.cube.baseN.max(0) as u64 * 4;
+        SYS_WORKSPACE_BYTES + u64::from(self.block_dim()) * Self::WORKSPACE_TILES * tile
     }
 }
 
@@ -753,9 +777,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!((t.m_blocks, t.n_blocks), (1, 24));
-        // L0 limits: A 64 KiB, B 64 KiB, C (f32) 128 KiB.
-        assert!(t.base_m * t.base_k * 2 <= 65_536 && t.base_k * t.base_n * 2 <= 65_536);
-        assert!(t.base_m * t.base_n * 4 <= 131_072);
+        // L0 limits: A 64 KiB, B 64 KiB, C (f32) 128 KiB; and L1 (checked by validate).
+        let c = t.cube;
+        assert!(c.baseM * c.baseK * 2 <= 65_536 && c.baseK * c.baseN * 2 <= 65_536);
+        assert!(c.baseM * c.baseN * 4 <= 131_072);
+        assert_eq!(c.validate("linear", 2, 2), Ok(()));
     }
 
     #[test]
@@ -870,8 +896,10 @@ mod tests {
                 assert!(u64::from((t.n_blocks - 1) * t.single_n) < n);
                 assert!(u64::from(t.m_blocks * t.single_m) >= m);
                 assert!(u64::from(t.n_blocks * t.single_n) >= n);
-                assert!(t.base_m * t.base_k * 4 <= 65_536 && t.base_k * t.base_n * 4 <= 65_536);
-                assert!(t.base_m * t.base_n * 4 <= 131_072);
+                let c = t.cube;
+                assert!(c.baseM * c.baseK * 4 <= 65_536 && c.baseK * c.baseN * 4 <= 65_536);
+                assert!(c.baseM * c.baseN * 4 <= 131_072);
+                assert_eq!(c.validate("linear", 4, 4), Ok(()));
             }
         }
     }

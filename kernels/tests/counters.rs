@@ -69,17 +69,31 @@ fn linear_2x3x4_f32_with_bias() {
     ]);
     let b = dev.upload(&[0.5f32, 0.0, -1.0]);
     let y = dev.alloc(24);
+    let ws = dev.alloc(t.workspace_bytes() as usize);
     let gt = dev.upload_tiling(&t);
     let out = dev.launch(
         "linear_f32",
         1,
-        &args(&dev, &[Some(x), Some(w), Some(b), Some(y)], gt),
+        &[
+            dev.addr(x),
+            dev.addr(w),
+            dev.addr(b),
+            dev.addr(y),
+            dev.addr(ws),
+            dev.addr(gt),
+        ],
     );
     out.assert_ok();
     let c = out.counters[0];
-    // One 2x3x4 cube step: 24 multiply-adds; reads x 32 B + w 48 B + bias 12 B; writes y 24 B.
+    // A 1:2 mix block. The cube: one 2x3x4 step, 24 multiply-adds, reading x 32 B + w 48 B and writing
+    // the f32 tile (24 B) to the workspace. Vector core 0 (rows 0..2 of the 16-row base tile; core 1's
+    // half is empty): the tile 24 B and bias 12 B in, y 24 B out.
     assert_eq!(c.cube_macs, 24);
-    assert_eq!((c.gm_to_ub_bytes, c.ub_to_gm_bytes), (32 + 48 + 12, 24));
-    assert_eq!(c.ub_high_water, 0);
+    assert_eq!(
+        (c.gm_to_ub_bytes, c.ub_to_gm_bytes),
+        (32 + 48 + 24 + 12, 24 + 24)
+    );
+    // Vector core 0's UB: 8 rows x 16 f32 in, the same out, one 16-f32 bias row.
+    assert_eq!(c.ub_high_water, 512 + 512 + 64);
     assert_eq!(dev.download::<f32>(y), vec![1.5, 2.0, 9.0, 5.5, 6.0, 25.0]);
 }

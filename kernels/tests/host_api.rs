@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use dsnpu_kernels::{
-    Kernel, KernelDtype, LinearTiling, RmsNormTiling, RopeTiling, SelftestTiling, SiluMulTiling,
+    CubeTiling, Kernel, KernelDtype, LinearTiling, RmsNormTiling, RopeTiling, SelftestTiling,
+    SiluMulTiling,
 };
 use half::{bf16, f16};
 use std::mem::{offset_of, size_of};
@@ -300,12 +301,48 @@ fn tiling_structs_match_the_c_header() {
             ]
         ),
         rust_layout!(
+            CubeTiling,
+            "DsnpuCubeTiling",
+            [
+                usedCoreNum,
+                M,
+                N,
+                Ka,
+                Kb,
+                singleCoreM,
+                singleCoreN,
+                singleCoreK,
+                baseM,
+                baseN,
+                baseK,
+                depthA1,
+                depthB1,
+                stepM,
+                stepN,
+                isBias,
+                transLength,
+                iterateOrder,
+                shareMode,
+                shareL1Size,
+                shareL0CSize,
+                shareUbSize,
+                batchM,
+                batchN,
+                singleBatchM,
+                singleBatchN,
+                stepKa,
+                stepKb,
+                depthAL1CacheUB,
+                depthBL1CacheUB,
+                dbL0A,
+                dbL0B,
+                dbL0C
+            ]
+        ),
+        rust_layout!(
             LinearTiling,
             "DsnpuLinearTiling",
-            [
-                m, n, k, m_blocks, n_blocks, single_m, single_n, base_m, base_n, base_k, has_bias,
-                reserved
-            ]
+            [m, n, k, m_blocks, n_blocks, single_m, single_n, has_bias, cube]
         ),
         rust_layout!(
             SelftestTiling,

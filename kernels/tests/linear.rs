@@ -1,10 +1,34 @@
-//! linear_<t> (Matmul API) against a straightforward f64 product, with and without bias, on a grid of
-//! blocks, and with base tiles smaller than a block's share (several cube steps per block).
+//! linear_<t> (a 1:2 mix kernel: Matmul on the cube cores, bias and rounding on the vector cores) against
+//! a straightforward f64 product, with and without bias, on a grid of blocks, and with base tiles smaller
+//! than a block's share (several cube tiles through the double-buffered workspace per block); tilings the
+//! cube's buffers cannot hold fault the launch.
 mod common;
 
 use common::*;
 use dsnpu_kernels::{CoreBudget, Kernel, LinearTiling, Tiling};
 use half::{bf16, f16};
+
+/// Launch `kernel` with x, w, bias, y, a workspace of `t.workspace_bytes()` and the tiling.
+fn launch(
+    dev: &mut Device,
+    kernel: &str,
+    t: &LinearTiling,
+    xw: [Gm; 2],
+    bias: Option<Gm>,
+    y: Gm,
+) -> Outcome {
+    let ws = dev.alloc(t.workspace_bytes() as usize);
+    let gt = dev.upload_tiling(t);
+    let a = [
+        dev.addr(xw[0]),
+        dev.addr(xw[1]),
+        bias.map_or(0, |b| dev.addr(b)),
+        dev.addr(y),
+        dev.addr(ws),
+        dev.addr(gt),
+    ];
+    dev.launch(kernel, t.block_dim(), &a)
+}
 
 fn run<T: Elem>(m: usize, n: usize, k: usize, bias: bool, t: &LinearTiling) {
     let x: Vec<T> = random(m * k, 31, 2.0);
@@ -14,13 +38,9 @@ fn run<T: Elem>(m: usize, n: usize, k: usize, bias: bool, t: &LinearTiling) {
     let (gx, gw) = (dev.upload(&x), dev.upload(&w));
     let gb = bias.then(|| dev.upload(&b));
     let gy = dev.alloc(m * n * std::mem::size_of::<T>());
-    let gt = dev.upload_tiling(t);
-    let out = dev.launch(
-        Kernel::Linear.symbol(T::DT),
-        t.block_dim(),
-        &args(&dev, &[Some(gx), Some(gw), gb, Some(gy)], gt),
-    );
+    let out = launch(&mut dev, Kernel::Linear.symbol(T::DT), t, [gx, gw], gb, gy);
     out.assert_ok();
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     assert_eq!(out.total().cube_macs, (m * n * k) as u64);
     let mut want = vec![0.0f64; m * n];
     let mut scale = vec![0.0f64; m * n];
@@ -74,9 +94,9 @@ fn all_cases<T: Elem>() {
         },
     )
     .unwrap();
-    t.base_m = 16;
-    t.base_n = 16;
-    t.base_k = 16;
+    t.cube.baseM = 16;
+    t.cube.baseN = 16;
+    t.cube.baseK = 16;
     run::<T>(37, 45, 70, true, &t);
 }
 
@@ -95,9 +115,8 @@ fn linear_bf16() {
     all_cases::<bf16>();
 }
 
-#[test]
-fn oversized_base_tile_faults() {
-    // 256 x 256 f32 needs 256 KiB of L0C.
+/// A 4 x 4 x 4 f32 tiling (one block) whose cube fields `edit` changes, launched: its only fault.
+fn fault_of(edit: impl Fn(&mut dsnpu_kernels::CubeTiling)) -> String {
     let mut t = LinearTiling::new(
         4,
         4,
@@ -110,25 +129,74 @@ fn oversized_base_tile_faults() {
         },
     )
     .unwrap();
-    t.base_m = 256;
-    t.base_n = 256;
+    edit(&mut t.cube);
     let mut dev = Device::new();
     let (gx, gw, gy) = (
         dev.upload(&[1f32; 16]),
         dev.upload(&[1f32; 16]),
         dev.alloc(64),
     );
-    let gt = dev.upload_tiling(&t);
-    assert_eq!(t.as_bytes().len(), 48);
-    let out = dev.launch(
-        "linear_f32",
-        1,
-        &args(&dev, &[Some(gx), Some(gw), None, Some(gy)], gt),
-    );
+    assert_eq!(t.as_bytes().len(), 8 * 4 + 33 * 4);
+    let out = launch(&mut dev, "linear_f32", &t, [gx, gw], None, gy);
+    out.only_failure().to_string()
+}
+
+#[test]
+fn oversized_base_tile_faults() {
+    // 256 x 128 f32 accumulators, double buffered (dbL0C 2): 256 KiB of L0C.
+    let m = fault_of(|c| {
+        c.baseM = 256;
+        c.baseN = 128;
+    });
     assert!(
-        out.only_failure()
-            .starts_with("Matmul::Init: base tile 256x256"),
-        "{:?}",
-        out.failures
+        m.starts_with("Matmul::Init: base tile 256x128x16 needs") && m.ends_with("(on AIC)"),
+        "{m}"
+    );
+}
+
+#[test]
+fn l1_overflow_faults_on_the_cube_core() {
+    // 16 K steps of 128 x 64 and 256 x 64 f32 blocks (32 + 64 KiB), double buffered: 3 MiB of L1.
+    let m = fault_of(|c| {
+        c.baseM = 128;
+        c.baseN = 256;
+        c.baseK = 64;
+        c.dbL0B = 1;
+        c.dbL0C = 1;
+        c.stepKa = 16;
+        c.stepKb = 16;
+        c.depthA1 = 32;
+        c.depthB1 = 32;
+    });
+    assert!(m.starts_with("Matmul::Init: L1 needs 3145728 bytes"), "{m}");
+    // And the host tiling refuses the same fields as a typed error.
+    let mut t = dsnpu_kernels::CubeTiling {
+        baseM: 128,
+        baseN: 256,
+        baseK: 64,
+        stepM: 1,
+        stepN: 1,
+        stepKa: 16,
+        stepKb: 16,
+        depthA1: 32,
+        depthB1: 32,
+        dbL0A: 1,
+        dbL0B: 1,
+        dbL0C: 1,
+        ..Default::default()
+    };
+    assert_eq!(
+        t.validate("linear", 4, 4),
+        Err(dsnpu_kernels::KernelError::CubeBufferOverflow {
+            kernel: "linear",
+            buffer: "L1",
+            needed: 3 * 1024 * 1024,
+            available: 512 * 1024,
+        })
+    );
+    t.depthA1 = 20;
+    assert!(
+        t.validate("linear", 4, 4).is_err(),
+        "depth != step x (1 or 2)"
     );
 }

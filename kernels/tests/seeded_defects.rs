@@ -307,3 +307,118 @@ fn unwritten_output_read_back_is_an_init_finding() {
     let want: Vec<f32> = (0..N as usize).map(|i| start[i] + 2.0 * a[i]).collect();
     assert_eq!(b.to_vec().unwrap(), want);
 }
+
+// --- Mix kernels: cube and vector cores of one AI Core (`selftest_mix`, src/ascendc/selftest.cpp) ------
+
+const MIX_N: usize = 16;
+
+/// `selftest_mix` in `mode` on `blocks` blocks: (outcome, a, w, out as f32 bits).
+fn run_mix(mode: u32, blocks: u32) -> (Outcome, Vec<f32>, Vec<f32>, Vec<u32>) {
+    let mut dev = Device::new();
+    let a: Vec<f32> = (0..MIX_N * MIX_N).map(|i| (i % 13) as f32 - 6.0).collect();
+    let w: Vec<f32> = (0..MIX_N * MIX_N)
+        .map(|i| ((i * 7) % 5) as f32 - 2.0)
+        .collect();
+    let (ga, gw) = (dev.upload(&a), dev.upload(&w));
+    let gout = dev.upload(&vec![0u32; MIX_N * MIX_N]);
+    let ws = dev.alloc(dsnpu_kernels::SYS_WORKSPACE_BYTES as usize + MIX_N * MIX_N * 4);
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode,
+        count: 0,
+        arg: 0,
+        reserved: 0,
+    });
+    let out = dev.launch(
+        "selftest_mix",
+        blocks,
+        &[
+            dev.addr(ga),
+            dev.addr(gw),
+            dev.addr(gout),
+            dev.addr(ws),
+            dev.addr(t),
+        ],
+    );
+    (out, a, w, dev.download(gout))
+}
+
+#[test]
+fn mix_launch_indices_are_as_documented() {
+    // 2 blocks of a 1:2 mix launch: AIC i has GetBlockIdx i; its AIVs 2i and 2i + 1, sub-blocks 0 and
+    // 1; GetBlockNum is 2 everywhere; GetTaskRation 1 on the AIC, 2 on the AIVs.
+    let (out, _, _, got) = run_mix(4, 2);
+    out.assert_ok();
+    let want: Vec<u32> = [
+        [0, 2, 0, 1],
+        [0, 2, 0, 2],
+        [1, 2, 1, 2],
+        [1, 2, 0, 1],
+        [2, 2, 0, 2],
+        [3, 2, 1, 2],
+    ]
+    .concat();
+    assert_eq!(&got[..24], &want[..]);
+}
+
+#[test]
+fn cross_core_flag_orders_the_workspace_tile() {
+    checks_are_on();
+    let (out, a, w, got) = run_mix(0, 1);
+    assert!(
+        out.failures.is_empty() && out.warnings.is_empty(),
+        "{:?} {:?}",
+        out.failures,
+        out.warnings
+    );
+    // out = 2 a w^T, small integers: exact in f32.
+    for i in 0..MIX_N {
+        for j in 0..MIX_N {
+            let s: f32 = (0..MIX_N)
+                .map(|k| a[i * MIX_N + k] * w[j * MIX_N + k])
+                .sum();
+            assert_eq!(f32::from_bits(got[i * MIX_N + j]), 2.0 * s, "({i}, {j})");
+        }
+    }
+    // The cube's work is on the AIC, the vector's on the AIVs: the block did both.
+    let c = out.counters[0];
+    assert_eq!(c.cube_macs, (MIX_N * MIX_N * MIX_N) as u64);
+    assert_eq!(c.vector_elem_ops, (MIX_N * MIX_N) as u64);
+}
+
+#[test]
+fn missing_cross_core_flag_is_a_gm_race() {
+    checks_are_on();
+    // Whichever core's access comes second in real time reports it: the vector core's read after the
+    // cube's write, or the cube's write after a vector core's read.
+    let (out, _, _, _) = run_mix(1, 1);
+    let m = out.only_failure();
+    println!("{m}");
+    assert!(m.starts_with("race: "), "{m}");
+    assert!(
+        m.contains("Matmul::GetTensorC on FIX of AIC") && m.contains("DataCopyPad on MTE2 of AIV"),
+        "{m}"
+    );
+    assert!(m.contains("with no cross-core flag between"), "{m}");
+}
+
+#[test]
+fn cross_core_wait_nobody_sets_is_a_sync_finding() {
+    checks_are_on();
+    let (out, _, _, _) = run_mix(2, 1);
+    let m = out.only_failure();
+    assert!(
+        m.starts_with("sync: CrossCoreWaitFlag(1) can never be satisfied"),
+        "{m}"
+    );
+}
+
+#[test]
+fn cross_core_flag_left_set_is_a_sync_finding() {
+    checks_are_on();
+    let (out, _, _, _) = run_mix(3, 1);
+    let m = out.only_failure();
+    assert!(
+        m.starts_with("sync: CrossCoreSetFlag(0) towards AIV 0 was never waited for"),
+        "{m}"
+    );
+}

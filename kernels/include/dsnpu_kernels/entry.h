@@ -6,6 +6,8 @@
  *     extern "C" __global__ __aicore__ void DSNPU_KERNEL(rms_norm_f32)(GM_ADDR x, ..., GM_ADDR tiling) {...}
  *     DSNPU_HOST_ENTRY(rms_norm_f32)
  *
+ * A 1:2 mix kernel (cube + vector cores, KERNEL_TYPE_MIX_AIC_1_2) is exported with DSNPU_HOST_ENTRY_MIX.
+ *
  * For the AI Core (CANN's compiler, DSNPU_ASCENDC_HOST undefined) DSNPU_KERNEL(name) is `name` and
  * DSNPU_HOST_ENTRY vanishes. For the host kernel binary the kernel body is compiled as the internal
  * `dsnpu_host_impl_<name>` and DSNPU_HOST_ENTRY exports the simulator ABI symbol `name`, which unpacks the
@@ -21,6 +23,7 @@
 #include "kernel_operator.h"
 #define DSNPU_KERNEL(name) name
 #define DSNPU_HOST_ENTRY(name)
+#define DSNPU_HOST_ENTRY_MIX(name)
 #endif
 
 #endif

@@ -58,6 +58,44 @@ typedef struct DsnpuSiluMulTiling {
 /* linear_<t>: y[m, n] = x[m, k] * w[n, k]^T (+ bias f32[n] when has_bias). Blocks form an m_blocks x
  * n_blocks grid (block b -> row b / n_blocks, column b % n_blocks), each computing a single_m x single_n
  * block of y (less at the edges) in base_m x base_n x base_k cube steps. */
+/* TCubeTiling's documented fields in its order (src/tiling_cube.rs computes them; lib/matmul_intf.h). */
+typedef struct DsnpuCubeTiling {
+    int32_t usedCoreNum;
+    int32_t M;
+    int32_t N;
+    int32_t Ka;
+    int32_t Kb;
+    int32_t singleCoreM;
+    int32_t singleCoreN;
+    int32_t singleCoreK;
+    int32_t baseM;
+    int32_t baseN;
+    int32_t baseK;
+    int32_t depthA1;
+    int32_t depthB1;
+    int32_t stepM;
+    int32_t stepN;
+    int32_t isBias;
+    int32_t transLength;
+    int32_t iterateOrder;
+    int32_t shareMode;
+    int32_t shareL1Size;
+    int32_t shareL0CSize;
+    int32_t shareUbSize;
+    int32_t batchM;
+    int32_t batchN;
+    int32_t singleBatchM;
+    int32_t singleBatchN;
+    int32_t stepKa;
+    int32_t stepKb;
+    int32_t depthAL1CacheUB;
+    int32_t depthBL1CacheUB;
+    int32_t dbL0A;
+    int32_t dbL0B;
+    int32_t dbL0C;
+} DsnpuCubeTiling;
+
+/* linear_<t>: a 1:2 mix kernel; the cube's Matmul tiling (no bias: the vector cores add it) in `cube`. */
 typedef struct DsnpuLinearTiling {
     uint32_t m;
     uint32_t n;
@@ -66,11 +104,8 @@ typedef struct DsnpuLinearTiling {
     uint32_t n_blocks;
     uint32_t single_m;
     uint32_t single_n;
-    uint32_t base_m;
-    uint32_t base_n;
-    uint32_t base_k;
     uint32_t has_bias;
-    uint32_t reserved;
+    DsnpuCubeTiling cube;
 } DsnpuLinearTiling;
 
 /* selftest_fault: exercises one fault (or none) of the host layer; see kernels/src/ascendc/selftest.cpp. */

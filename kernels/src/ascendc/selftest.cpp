@@ -42,6 +42,16 @@
  *            wrote b since its allocation (the GM side of init, simulator); after a copy or memset
  *            into b it is the correct variant and computes b + 2 a                  -- init (simulator)
  *   106      the 1 / 101 pipeline with PipeBarrier<PIPE_ALL> instead of flags
+ * selftest_mix(a, w, out, workspace, tiling): a 1:2 mix kernel (one cube and two vector cores per block);
+ *   a and w are 16 x 16 f32, out 16 x 16 f32 (modes 0-3) or 12 int32 per block (mode 4). The cube core
+ *   computes C = a * w^T (Matmul, one 16x16x16 tile) into the user workspace (after the 1 MiB system
+ *   workspace); vector core s copies rows [8s, 8s + 8) of C in, doubles them and writes out = 2 C.
+ *   0  CrossCoreSetFlag<2, PIPE_FIX>(0) after GetTensorC, CrossCoreWaitFlag(0) before the copy in -- none
+ *   1  no cross-core flag: the vector cores read the tile the cube writes            -- race (GM)
+ *   2  as 0, then the vector cores wait for flag 1, which nobody sets                 -- sync
+ *   3  as 0, and the cube sets flag 0 a second time that nobody waits for             -- sync
+ *   4  every core writes {GetBlockIdx, GetBlockNum, GetSubBlockIdx, GetTaskRation} to out[4 * core],
+ *      core = 3 * block + (0 for the AIC, 1 + GetSubBlockIdx for an AIV)              -- none
  * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
  *   (a multiple of `arg`, the tile length, itself a multiple of 8):
  *   0  copy a -> b through a depth-1 TQueBind<VECIN, VECOUT> in tiles            -- copy in/out serialized
@@ -504,9 +514,87 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_sync_all)(GM_ADDR ou
     o.SetValue(n + i, o.GetValue((i + 1) % n));
 }
 
+
+namespace {
+
+// selftest_mix: see the header.
+__aicore__ inline void MixProbe(GM_ADDR out) {
+    GlobalTensor<int32_t> o;
+    const int64_t block = GetBlockIdx() / GetTaskRation();
+    const int64_t core = 3 * block + (ASCEND_IS_AIC ? 0 : 1 + GetSubBlockIdx());
+    o.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(out) + 4 * core, 4);
+    o.SetValue(0, static_cast<int32_t>(GetBlockIdx()));
+    o.SetValue(1, static_cast<int32_t>(GetBlockNum()));
+    o.SetValue(2, static_cast<int32_t>(GetSubBlockIdx()));
+    o.SetValue(3, static_cast<int32_t>(GetTaskRation()));
+}
+
+__aicore__ inline void MixTile(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR out, GM_ADDR workspace) {
+    constexpr uint32_t kN = 16;
+    GlobalTensor<float> ws;
+    ws.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(GetUserWorkspace(workspace)), kN * kN);
+    const bool flags = mode != 1;
+    if ASCEND_IS_AIC {
+        GlobalTensor<float> aGm, wGm;
+        aGm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(a), kN * kN);
+        wGm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(w), kN * kN);
+        TCubeTiling t;
+        t.M = t.N = t.Ka = t.Kb = t.singleCoreM = t.singleCoreN = t.singleCoreK = kN;
+        t.baseM = t.baseN = t.baseK = kN;
+        TPipe pipe;
+        Matmul<MatmulType<TPosition::GM, CubeFormat::ND, float>, MatmulType<TPosition::GM, CubeFormat::ND, float, true>,
+               MatmulType<TPosition::GM, CubeFormat::ND, float>>
+            mm;
+        mm.Init(&t, &pipe);
+        mm.SetTensorA(aGm);
+        mm.SetTensorB(wGm, true);
+        while (mm.Iterate()) mm.GetTensorC(ws, 0, true);
+        mm.End();
+        if (flags) CrossCoreSetFlag<2, PIPE_FIX>(0);
+        if (mode == 3) CrossCoreSetFlag<2, PIPE_FIX>(0);
+        return;
+    }
+    const uint32_t r0 = static_cast<uint32_t>(GetSubBlockIdx()) * (kN / 2);
+    GlobalTensor<float> o;
+    o.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(out), kN * kN);
+    TPipe pipe;
+    TQue<TPosition::VECIN, 1> inQ;
+    TQue<TPosition::VECOUT, 1> outQ;
+    pipe.InitBuffer(inQ, 1, kN / 2 * kN * sizeof(float));
+    pipe.InitBuffer(outQ, 1, kN / 2 * kN * sizeof(float));
+    if (flags) CrossCoreWaitFlag(0);
+    LocalTensor<float> x = inQ.AllocTensor<float>();
+    DataCopyPad(x, ws[r0 * kN], DataCopyExtParams{kN / 2, kN * sizeof(float), 0, 0, 0},
+                DataCopyPadExtParams<float>{false, 0, 0, 0.0f});
+    inQ.EnQue(x);
+    x = inQ.DeQue<float>();
+    LocalTensor<float> y = outQ.AllocTensor<float>();
+    Muls(y, x, 2.0f, kN / 2 * kN);
+    inQ.FreeTensor(x);
+    outQ.EnQue(y);
+    y = outQ.DeQue<float>();
+    DataCopyPad(o[r0 * kN], y, DataCopyExtParams{kN / 2, kN * sizeof(float), 0, 0, 0});
+    outQ.FreeTensor(y);
+    if (mode == 2) CrossCoreWaitFlag(1);
+}
+
+}  // namespace
+
+extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_mix)(GM_ADDR a, GM_ADDR w, GM_ADDR out, GM_ADDR workspace,
+                                                                 GM_ADDR tiling) {
+    KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);
+    GET_TILING_DATA_WITH_STRUCT(DsnpuSelftestTiling, t, tiling);
+    if (t.mode == 4) {
+        MixProbe(out);
+    } else {
+        MixTile(t.mode, a, w, out, workspace);
+    }
+}
+
 DSNPU_HOST_ENTRY(selftest_fault)
 DSNPU_HOST_ENTRY(selftest_defect)
 DSNPU_HOST_ENTRY(selftest_cost)
 DSNPU_HOST_ENTRY(selftest_cast)
 DSNPU_HOST_ENTRY(selftest_reduce)
 DSNPU_HOST_ENTRY(selftest_sync_all)
+DSNPU_HOST_ENTRY_MIX(selftest_mix)

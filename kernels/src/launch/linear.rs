@@ -5,6 +5,7 @@ use dsnpu_runtime::{DeviceBuffer, Stream};
 use super::{
     device_error, expect_len, product, weight_kernel, KernelElem, KernelLibrary, Launched,
 };
+use crate::tiling::invalid;
 use crate::{Kernel, LinearTiling, Result};
 
 /// `y[m, n] = x[m, k] * w[n, k]^T (+ bias[n])` (weights stored `[out, in]`, as in Hugging Face
@@ -45,9 +46,16 @@ pub fn linear<T: KernelElem, W: KernelElem>(
     let symbol = kernel.symbol(dtype);
     let f = lib.function(kernel, dtype)?;
     let blocks = tiling.block_dim();
-    // SAFETY: linear_<t> / linear_f32_w<w>(x, w, bias, y, workspace, tiling); x holds m x k and y m x n
-    // elements of T, w n x k of W (the kernel's weight type, picked by weight_kernel), bias (when given, and only then is has_bias set) n f32 (checked above): the sizes
-    // the kernel gives its GlobalTensors; only y is written (arg_mut); the workspace is unused.
+    let ws_bytes = usize::try_from(tiling.workspace_bytes())
+        .map_err(|_| invalid(K, "the workspace does not fit the address space"))?;
+    let mut workspace = stream
+        .alloc::<u8>(ws_bytes)
+        .map_err(|e| device_error(symbol, e))?;
+    // SAFETY: linear_<t> / linear_f32_w<w>(x, w, bias, y, workspace, tiling), a 1:2 mix kernel; x holds
+    // m x k and y m x n elements of T, w n x k of W (the kernel's weight type, picked by weight_kernel),
+    // bias (when given, and only then is has_bias set) n f32 (checked above): the sizes the kernel gives
+    // its GlobalTensors. Written: y and the workspace (arg_mut), which is workspace_bytes(): the system
+    // part, then two f32 baseM x baseN tiles per block.
     unsafe {
         let mut args = f.builder(stream);
         args.arg(x).arg(w);
@@ -55,7 +63,10 @@ pub fn linear<T: KernelElem, W: KernelElem>(
             Some(b) => args.arg(b),
             None => args.null(),
         };
-        args.arg_mut(y).null().tiling(&tiling).launch(blocks)
+        args.arg_mut(y)
+            .arg_mut(&mut workspace)
+            .tiling(&tiling)
+            .launch(blocks)
     }
     .map_err(|e| device_error(symbol, e))?;
     Ok(Launched {

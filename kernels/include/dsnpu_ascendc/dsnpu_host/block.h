@@ -24,6 +24,12 @@ namespace host {
 struct BlockAbort {};
 
 class Pipeline;
+class MixGroup;
+
+// The core a kernel body runs on. A plain launch runs each block on one vector core (kAiv, the only
+// kind the non-mix kernels know); a mix launch (DSNPU_HOST_ENTRY_MIX, mix.h) runs each block as one
+// cube core and two vector cores.
+enum class CoreKind : uint8_t { kAiv = 0, kAic = 1 };
 
 struct BlockState {
     const dsnpu_sim_block_ctx* ctx = nullptr;
@@ -33,6 +39,15 @@ struct BlockState {
     uint32_t ub_buffers = 0;    // buffers handed out by the current TPipe
     dsnpu_sim_counters* counters = nullptr;
     Pipeline* pipeline = nullptr;  // pipes, sanitizer and cycle model of this block (pipeline.h)
+    // Mix launches (mix.h): this core's kind, its sub-block index among the group's vector cores, and
+    // the group the three cores of one block share (cross-core flags, GM race shadow). Plain launches:
+    // kAiv, 0, nullptr.
+    CoreKind kind = CoreKind::kAiv;
+    uint8_t sub_block = 0;
+    MixGroup* group = nullptr;
+    // The system workspace (GetSysWorkSpacePtr): set by the mix entry from the kernel's workspace
+    // argument, as CANN's framework does for operators built with a workspace; SetSysWorkspace sets it.
+    uint8_t* sys_workspace = nullptr;
 };
 
 inline thread_local BlockState* t_block = nullptr;
@@ -47,9 +62,27 @@ inline BlockState& block() {
     return *t_block;
 }
 
+// The " (on AIC)" / " (on AIV 1)" suffix of a mix core's findings; empty on a plain launch.
+inline const char* core_suffix(const BlockState& b) {
+    if (b.group == nullptr) return "";
+    if (b.kind == CoreKind::kAic) return " (on AIC)";
+    return b.sub_block == 0 ? " (on AIV 0)" : " (on AIV 1)";
+}
+
+// Mix blocks (mix.h): true for the first fault of the block's three cores, which alone is reported;
+// it also releases the others' cross-core waits, which then end without a finding of their own.
+bool mix_claim_fault(MixGroup* g);
+
 [[noreturn]] inline void fail_msg(const char* msg) {
     BlockState& b = block();
-    b.ctx->fail(b.ctx->sim, msg);
+    if (b.group != nullptr && !mix_claim_fault(b.group)) throw BlockAbort{};
+    if (b.group == nullptr) {
+        b.ctx->fail(b.ctx->sim, msg);
+    } else {
+        char full[600];
+        std::snprintf(full, sizeof full, "%s%s", msg, core_suffix(b));
+        b.ctx->fail(b.ctx->sim, full);
+    }
     throw BlockAbort{};
 }
 
@@ -157,15 +190,34 @@ enum class HardEvent : uint8_t {
     MAX,
 };
 
-__aicore__ inline int64_t GetBlockIdx() { return ::dsnpu::host::block().ctx->block_idx; }
+// The core's index (GetBlockIdx.md): in a plain launch the block index, [0, numBlocks). In a mix
+// launch with AIC:AIV = 1:2 the cube core of block i has index i, in [0, numBlocks), and its vector
+// cores 2i and 2i + 1 (GetSubBlockIdx 0 and 1), in [0, 2 * numBlocks).
+__aicore__ inline int64_t GetBlockIdx() {
+    const ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
+    if (b.group != nullptr && b.kind == ::dsnpu::host::CoreKind::kAiv) {
+        return static_cast<int64_t>(b.ctx->block_idx) * 2 + b.sub_block;
+    }
+    return b.ctx->block_idx;
+}
+// The launch's numBlocks (GetBlockNum.md): the number of logical AI Cores, on every core kind; a 1:2
+// mix launch runs numBlocks cube cores and 2 * numBlocks vector cores (GetTaskRation() * numBlocks).
 __aicore__ inline int64_t GetBlockNum() { return ::dsnpu::host::block().ctx->block_num; }
 
-// The system workspace the Matmul API may use. The host Matmul needs none.
-__aicore__ inline GM_ADDR GetSysWorkSpacePtr() { return nullptr; }
+// The system workspace (GetSysWorkSpacePtr.md, SetSysWorkSpace.md): the first kSysWorkspaceBytes of the
+// kernel's workspace argument. The mix entry sets it, as CANN's framework does for operators built
+// with a workspace; plain (legacy) launches have none (nullptr) unless the kernel calls SetSysWorkspace.
+constexpr uint64_t kSysWorkspaceBytes = 1024 * 1024;  // dsnpu's choice, mirrored by SYS_WORKSPACE_BYTES
+__aicore__ inline GM_ADDR GetSysWorkSpacePtr() { return ::dsnpu::host::block().sys_workspace; }
+__aicore__ inline void SetSysWorkspace(GM_ADDR workspace) { ::dsnpu::host::block().sys_workspace = workspace; }
 
-// The part of the kernel's `workspace` argument that belongs to the operator (CANN puts the system
-// workspace first). The host reserves no system workspace, so it is the whole argument.
-__aicore__ inline GM_ADDR GetUserWorkspace(GM_ADDR workspace) { return workspace; }
+// The operator's part of the workspace (GetUserWorkspace.md): CANN lays the system workspace out first,
+// so the user part starts kSysWorkspaceBytes in. A launch with no system workspace set (the plain
+// legacy kernels, whose launchers reserve none yet) gets its whole argument.
+__aicore__ inline GM_ADDR GetUserWorkspace(GM_ADDR workspace) {
+    if (workspace == nullptr || ::dsnpu::host::block().sys_workspace == nullptr) return workspace;
+    return workspace + kSysWorkspaceBytes;
+}
 
 }  // namespace AscendC
 

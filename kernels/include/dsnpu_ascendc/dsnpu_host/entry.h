@@ -5,7 +5,8 @@
 // Unified Buffer (filled with 0xFF so reads of never-written UB show up as NaN), installs the thread-local
 // block state and calls the kernel compiled as DSNPU_KERNEL(name). Faults end the block through
 // BlockAbort; any other C++ exception is reported as an internal fault. Nothing is thrown past the shim.
-// Each block gets a Pipeline (pipeline.h) with the checks of DSNPU_SIM_CHECK; when the kernel returns,
+// DSNPU_HOST_ENTRY_MIX(name) exports a 1:2 mix kernel: each block runs as one cube core and two vector
+// cores on three threads (mix.h). Each block (each core) gets a Pipeline (pipeline.h) with the checks of DSNPU_SIM_CHECK; when the kernel returns,
 // flags left set are a sync finding, and the block's modelled cycles and per-pipe busy fractions go into
 // the counters (model_cycles, pipe_busy_q8).
 #ifndef DSNPU_ASCENDC_HOST_ENTRY_H
@@ -20,8 +21,12 @@
 #include <new>
 #include <utility>
 
+#include <string>
+#include <thread>
+
 #include "block.h"
 #include "macros.h"
+#include "mix.h"
 #include "pipeline.h"
 #include "sync.h"
 
@@ -33,18 +38,23 @@ inline void call_with_addrs(void (*fn)(Args...), const uint64_t* a, std::index_s
     fn(reinterpret_cast<Args>(static_cast<uintptr_t>(a[I]))...);
 }
 
+// One core's run of the kernel body: its BlockState (on this thread), Unified Buffer, Pipeline and
+// counters. `group` is nullptr on a plain launch. Returns whether the body ended in a fault.
 template <typename... Args>
-inline void run_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn)(Args...)) {
-    static_assert(sizeof...(Args) > 0, "Ascend C kernels take at least the tiling pointer");
+inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn)(Args...), MixGroup* group,
+                     CoreKind kind, uint8_t sub_block, dsnpu_sim_counters* counters,
+                     std::unique_ptr<Pipeline>* keep) {
     constexpr size_t n = sizeof...(Args);
-    if (ctx == nullptr) return;
-    dsnpu_sim_counters scratch{};
     BlockState st;
     st.ctx = ctx;
-    st.ub_capacity = ctx->ub_capacity;
-    st.counters = ctx->counters != nullptr ? ctx->counters : &scratch;
+    st.kind = kind;
+    st.sub_block = sub_block;
+    st.group = group;
+    // The AIC has L1/L0 buffers, no Unified Buffer.
+    st.ub_capacity = kind == CoreKind::kAic ? 0 : ctx->ub_capacity;
+    st.counters = counters;
     uint8_t* ub = nullptr;
-    std::unique_ptr<Pipeline> pipeline;
+    bool faulted = false;
     BlockState* saved = t_block;
     t_block = &st;
     try {
@@ -58,25 +68,116 @@ inline void run_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*
         ub = static_cast<uint8_t*>(::operator new(st.ub_capacity == 0 ? 1 : st.ub_capacity, std::align_val_t{64}));
         std::memset(ub, 0xFF, st.ub_capacity);
         st.ub = ub;
-        pipeline.reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), st.ub_capacity, ctx->block_num));
-        st.pipeline = pipeline.get();
+        keep->reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), st.ub_capacity, ctx->block_num));
+        Pipeline* pipeline = keep->get();
+        pipeline->set_slot(group == nullptr ? 0 : core_slot(st));
+        st.pipeline = pipeline;
         uint64_t a[n];
         std::memcpy(a, ctx->args, sizeof a);
+        // A mix operator's workspace argument (second to last) starts with the system workspace.
+        if (group != nullptr && n >= 2) st.sys_workspace = reinterpret_cast<uint8_t*>(static_cast<uintptr_t>(a[n - 2]));
         call_with_addrs(fn, a, std::make_index_sequence<n>{});
         pipeline->finish(event_names());
-        st.counters->model_cycles = static_cast<uint64_t>(std::llround(pipeline->cost().block_cycles()));
-        st.counters->pipe_busy_q8 = pipeline->cost().busy_q8();
+        counters->model_cycles = static_cast<uint64_t>(std::llround(pipeline->cost().block_cycles()));
+        counters->pipe_busy_q8 = pipeline->cost().busy_q8();
     } catch (const BlockAbort&) {
         // Already reported (or the launch is being abandoned by another block's fault).
+        faulted = true;
     } catch (const std::exception& e) {
         char msg[512];
         std::snprintf(msg, sizeof msg, "internal: C++ exception in the host kernel: %s", e.what());
         ctx->fail(ctx->sim, msg);
+        faulted = true;
     } catch (...) {
         ctx->fail(ctx->sim, "internal: unknown C++ exception in the host kernel");
+        faulted = true;
     }
     if (ub != nullptr) ::operator delete(ub, std::align_val_t{64});
     t_block = saved;
+    return faulted;
+}
+
+template <typename... Args>
+inline void run_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn)(Args...)) {
+    static_assert(sizeof...(Args) > 0, "Ascend C kernels take at least the tiling pointer");
+    if (ctx == nullptr) return;
+    dsnpu_sim_counters scratch{};
+    std::unique_ptr<Pipeline> pipeline;
+    run_core(ctx, name, fn, nullptr, CoreKind::kAiv, 0, ctx->counters != nullptr ? ctx->counters : &scratch,
+             &pipeline);
+}
+
+// A block of a 1:2 mix launch: its AIC on this thread, its two AIVs on two more, sharing a MixGroup
+// (mix.h). The block's counters are the three cores' sums (high-water mark: the largest); its modelled
+// cycles are the slowest core's, and each pipe's busy fraction is the busiest core's over that time, so
+// cube work shows on the AIC's M/MTE1/FIX and vector work on the AIVs' V. Each core shares HBM as one
+// block of the launch would (the cube and vector cores of one AI Core are counted once: a
+// simplification that favours kernels whose cores stream at the same time).
+template <typename... Args>
+inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn)(Args...)) {
+    static_assert(sizeof...(Args) > 0, "Ascend C kernels take at least the tiling pointer");
+    if (ctx == nullptr) return;
+    // The ABI checks once for the block, before its cores start (each core would repeat them).
+    constexpr size_t n = sizeof...(Args);
+    if (ctx->abi_version != DSNPU_SIM_KERNEL_ABI || ctx->args_size != n * sizeof(uint64_t) || ctx->args == nullptr) {
+        std::unique_ptr<Pipeline> pipeline;
+        dsnpu_sim_counters scratch{};
+        run_core(ctx, name, fn, nullptr, CoreKind::kAiv, 0, &scratch, &pipeline);  // reports and returns
+        return;
+    }
+    MixGroup group;
+    dsnpu_sim_counters c[kCoreSlots]{};
+    std::unique_ptr<Pipeline> pl[kCoreSlots];
+    bool faulted[kCoreSlots] = {false, false, false};
+    auto core = [&](uint32_t slot) {
+        const CoreKind kind = slot == 0 ? CoreKind::kAic : CoreKind::kAiv;
+        const uint8_t sub = slot == 0 ? 0 : static_cast<uint8_t>(slot - 1);
+        faulted[slot] = run_core(ctx, name, fn, &group, kind, sub, &c[slot], &pl[slot]);
+        group.done(slot, faulted[slot]);
+    };
+    std::thread aiv0, aiv1;
+    try {
+        aiv0 = std::thread(core, 1u);
+        aiv1 = std::thread(core, 2u);
+    } catch (const std::exception& e) {
+        group.done(0, true);
+        if (aiv0.joinable()) aiv0.join();
+        char msg[256];
+        std::snprintf(msg, sizeof msg, "internal: cannot start the vector cores' threads: %s", e.what());
+        ctx->fail(ctx->sim, msg);
+        return;
+    }
+    core(0);
+    aiv0.join();
+    aiv1.join();
+    if (!faulted[0] && !faulted[1] && !faulted[2]) {
+        const std::string left = group.leftover();
+        if (!left.empty() && (parse_checks(std::getenv("DSNPU_SIM_CHECK")) & kCheckSync) != 0) {
+            ctx->fail(ctx->sim, left.c_str());
+        }
+    }
+    dsnpu_sim_counters& out = *(ctx->counters != nullptr ? ctx->counters : &c[0]);
+    if (&out == &c[0]) return;
+    double t = 0;
+    for (uint32_t s = 0; s < kCoreSlots; ++s) {
+        out.gm_to_ub_bytes += c[s].gm_to_ub_bytes;
+        out.ub_to_gm_bytes += c[s].ub_to_gm_bytes;
+        out.vector_elem_ops += c[s].vector_elem_ops;
+        out.cube_macs += c[s].cube_macs;
+        out.ub_high_water = out.ub_high_water > c[s].ub_high_water ? out.ub_high_water : c[s].ub_high_water;
+        if (pl[s] != nullptr) t = t > pl[s]->cost().block_cycles() ? t : pl[s]->cost().block_cycles();
+    }
+    out.model_cycles = static_cast<uint64_t>(std::llround(t));
+    uint64_t packed = 0;
+    for (uint32_t p = 0; p < kPipeCount; ++p) {
+        double f = 0;
+        for (uint32_t s = 0; s < kCoreSlots; ++s) {
+            if (pl[s] != nullptr && t > 0) f = f > pl[s]->cost().busy(p) / t ? f : pl[s]->cost().busy(p) / t;
+        }
+        if (f > 1) f = 1;
+        packed |= static_cast<uint64_t>(std::lround(f * 255)) << (8 * p);
+    }
+    out.pipe_busy_q8 = packed;
 }
 
 }  // namespace host
@@ -86,6 +187,12 @@ inline void run_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*
 #define DSNPU_HOST_ENTRY(name)                                              \
     DSNPU_HOST_EXPORT void name(const dsnpu_sim_block_ctx* ctx) {          \
         ::dsnpu::host::run_kernel(ctx, #name, &dsnpu_host_impl_##name);    \
+    }
+
+// The same for a 1:2 mix kernel (KERNEL_TYPE_MIX_AIC_1_2): every block runs one AIC and two AIVs.
+#define DSNPU_HOST_ENTRY_MIX(name)                                          \
+    DSNPU_HOST_EXPORT void name(const dsnpu_sim_block_ctx* ctx) {          \
+        ::dsnpu::host::run_mix_kernel(ctx, #name, &dsnpu_host_impl_##name); \
     }
 
 #endif

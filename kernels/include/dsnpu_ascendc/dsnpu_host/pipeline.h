@@ -81,11 +81,17 @@ inline uint32_t parse_checks(const char* s) {
     return bits;
 }
 
-// What a pipe's next instruction is ordered after: for each pipe, the newest epoch of it that is.
+// The cores whose pipes a clock tracks: one plain block, or a mix block's AIC and two AIVs (mix.h).
+// Core slot c's pipe p is entry c * kPipeCount + p, so cross-core flags carry clocks unchanged.
+constexpr uint32_t kCoreSlots = 3;
+constexpr uint32_t kClockSlots = kCoreSlots * kPipeCount;
+
+// What a pipe's next instruction is ordered after: for each pipe (of each core), the newest epoch of it
+// that is.
 struct Clock {
-    uint32_t e[kPipeCount] = {};
+    uint32_t e[kClockSlots] = {};
     void join(const Clock& o) {
-        for (uint32_t i = 0; i < kPipeCount; ++i) e[i] = e[i] > o.e[i] ? e[i] : o.e[i];
+        for (uint32_t i = 0; i < kClockSlots; ++i) e[i] = e[i] > o.e[i] ? e[i] : o.e[i];
     }
 };
 
@@ -134,6 +140,15 @@ public:
         if (checks_ & kCheckInit) defined_.assign(ub_capacity, 0);
         if (checks_ & kCheckRace) log_.assign(static_cast<size_t>(kPipeCount) * kLogSize, LogEntry{});
     }
+
+    // This core's slot in the clocks (0 on a plain block and on a mix block's AIC, 1 + sub-block on its
+    // AIVs); set once before the kernel runs.
+    void set_slot(uint32_t slot) { slot_ = slot < kCoreSlots ? slot : 0; }
+    uint32_t slot() const { return slot_; }
+    uint32_t cur_pipe() const { return cur_pipe_; }
+    const char* cur_op() const { return cur_op_; }
+    uint32_t epoch(uint32_t p) const { return epoch_[p]; }
+    const Clock& clock(uint32_t p) const { return clock_[p]; }
 
     bool race_on() const { return (checks_ & kCheckRace) != 0; }
     bool init_on() const { return (checks_ & kCheckInit) != 0; }
@@ -195,7 +210,7 @@ public:
         if (p != kPipeS) clock_[p].join(clock_[kPipeS]);  // issued in program order, like any instruction
         Edge e;
         e.clock = clock_[p];
-        e.clock.e[p] = epoch_[p];
+        e.clock.e[ix(p)] = epoch_[p];
         ++epoch_[p];
         e.time = cost_.done(p);
         e.valid = true;
@@ -287,10 +302,12 @@ private:
     static uint32_t tag_pipe(uint32_t t) { return t >> kEpochBits; }
     static uint32_t tag_epoch(uint32_t t) { return t & ((1u << kEpochBits) - 1); }
 
+    uint32_t ix(uint32_t p) const { return slot_ * kPipeCount + p; }
+
     // Is the access tagged `t` ordered before pipe p's current instruction?
     bool ordered(uint32_t t, uint32_t p) const {
         const uint32_t q = tag_pipe(t);
-        return q == p || tag_epoch(t) <= clock_[p].e[q];
+        return q == p || tag_epoch(t) <= clock_[p].e[ix(q)];
     }
 
     void access(uint32_t addr, uint64_t bytes, bool write) {
@@ -352,6 +369,7 @@ private:
     }
 
     uint32_t checks_;
+    uint32_t slot_ = 0;
     CostModel cost_;
     Clock clock_[kPipeCount];
     uint32_t epoch_[kPipeCount];
@@ -367,13 +385,18 @@ private:
 
 inline Pipeline& pipeline() { return *block().pipeline; }
 
-// The GM side of the init check (gm_access in dsnpu_sim_kernel.h, ABI 2): every GM store of the layer's
+// The GM side of the init check (gm_access in dsnpu_sim_kernel.h, ABI 2), and in a mix block the GM
+// race check between its cores (mix_gm_race): every GM store of the layer's
 // operations marks its bytes written, every GM load asks the simulator whether something (a copy, memset,
 // collective or kernel store) wrote them since allocation; if not, the simulator records an "init: " finding
 // naming `op` and the block ends. Off unless DSNPU_SIM_CHECK has init and the simulator passes the callback.
+// The GM side of the race check between the cores of a mix block (mix.h).
+void mix_gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write);
+
 inline void gm_access(const char* op, const void* p, uint64_t bytes, bool write) {
     if (bytes == 0) return;
     BlockState& b = block();
+    if (b.group != nullptr && b.pipeline != nullptr && b.pipeline->race_on()) mix_gm_race(b, op, p, bytes, write);
     if (b.ctx->gm_access == nullptr || b.pipeline == nullptr || !b.pipeline->init_on()) return;
     if (b.ctx->gm_access(b.ctx->sim, op, p, static_cast<size_t>(bytes), write ? 1 : 0) != 0) throw BlockAbort{};
 }

@@ -90,8 +90,9 @@ __aicore__ inline void PipeBarrier() {
 // SyncAll is reported by the simulator ("sync: ...").
 template <bool isAIVOnly = true>
 __aicore__ inline void SyncAll() {
-    ::dsnpu::host::pipeline().barrier_all(::dsnpu::host::cost::kSyncAll);
     ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
+    if (b.group != nullptr) ::dsnpu::host::fail("SyncAll: not implemented for mix launches by the host layer");
+    ::dsnpu::host::pipeline().barrier_all(::dsnpu::host::cost::kSyncAll);
     if (b.ctx->sync_all(b.ctx->sim) != 0) {
         throw ::dsnpu::host::BlockAbort{};
     }

@@ -6,8 +6,16 @@
 // SetOrgShape when it is not 0 — B's and C's rows may then differ, as in CANN). Products are
 // accumulated in f32 in ascending k, the bias added in f32, and the result rounded to C's type
 // (nearest-even) — what the cube's L0C accumulator and fixpipe do. The work is walked in baseM x baseN
-// output tiles with baseK steps; base sizes must fit L0A/L0B (64 KiB) and L0C (128 KiB as f32), or Init
-// faults. Every GM row segment read or written is checked (tensor size + allocation table).
+// output tiles with baseK steps: all at once (IterateAll) or one tile per Iterate, written by GetTensorC.
+// Init checks the tiling's buffers as TCubeTiling's documented constraints state: base blocks times
+// dbL0A/B/C within L0A/L0B (64 KiB) and L0C (128 KiB as f32), depthA1/depthB1 blocks plus the bias row
+// within L1 (512 KiB), depth = step * (1 or 2); a violation faults the block. Every GM row segment read
+// or written is checked (tensor size + allocation table).
+//
+// Where it runs: on a plain launch, on the calling block (the legacy kernels); in a mix launch, on the
+// cube core, called under ASCEND_IS_AIC. CANN also lets the vector cores drive a cube-side object by
+// messages (REGIST_MATMUL_OBJ's KFC server); the host layer does not implement that path, and a Matmul
+// used on a vector core of a mix launch faults.
 //
 // Counters: cube_macs += m*n*k of each step (no padding to 16x16x16 fractals); GM traffic follows a
 // no-reuse model: every output tile streams its A and B panels (and bias) once, counted in gm_to_ub_bytes,
@@ -36,7 +44,9 @@ enum class CubeFormat : uint8_t {
     VECTOR,
 };
 
-// The subset of TCubeTiling's fields the host Matmul reads (all int32, as in CANN).
+// TCubeTiling: the fields of CANN's documented table (TCubeTiling结构体.md), in its order, all int32; the
+// reserved ones (share*, batch*) are carried but unused. dsnpu's host tiling functions fill it
+// (kernels/src/tiling_cube.rs, mirrored as DsnpuCubeTiling in dsnpu_kernels/tiling.h).
 struct TCubeTiling {
     int32_t usedCoreNum = 1;
     int32_t M = 0;
@@ -53,10 +63,21 @@ struct TCubeTiling {
     int32_t depthB1 = 1;
     int32_t stepM = 1;
     int32_t stepN = 1;
+    int32_t isBias = 0;
+    int32_t transLength = 0;
+    int32_t iterateOrder = 0;
+    int32_t shareMode = 0;
+    int32_t shareL1Size = 0;
+    int32_t shareL0CSize = 0;
+    int32_t shareUbSize = 0;
+    int32_t batchM = 0;
+    int32_t batchN = 0;
+    int32_t singleBatchM = 0;
+    int32_t singleBatchN = 0;
     int32_t stepKa = 1;
     int32_t stepKb = 1;
-    int32_t isBias = 0;
-    int32_t iterateOrder = 0;
+    int32_t depthAL1CacheUB = 0;
+    int32_t depthBL1CacheUB = 0;
     int32_t dbL0A = 1;
     int32_t dbL0B = 1;
     int32_t dbL0C = 1;
@@ -73,6 +94,7 @@ struct MatmulType {
 };
 
 namespace detail {
+constexpr uint64_t kL1Bytes = 512 * 1024;
 constexpr uint64_t kL0ABytes = 64 * 1024;
 constexpr uint64_t kL0BBytes = 64 * 1024;
 constexpr uint64_t kL0CBytes = 128 * 1024;
@@ -102,15 +124,7 @@ public:
                                 op, t_.M, t_.N, t_.Ka, t_.Kb, t_.singleCoreM, t_.singleCoreN, t_.singleCoreK,
                                 t_.baseM, t_.baseN, t_.baseK);
         }
-        const uint64_t l0a = static_cast<uint64_t>(t_.baseM) * t_.baseK * sizeof(A);
-        const uint64_t l0b = static_cast<uint64_t>(t_.baseK) * t_.baseN * sizeof(B);
-        const uint64_t l0c = static_cast<uint64_t>(t_.baseM) * t_.baseN * sizeof(float);
-        if (l0a > detail::kL0ABytes || l0b > detail::kL0BBytes || l0c > detail::kL0CBytes) {
-            ::dsnpu::host::fail("%s: base tile %dx%dx%d needs L0A %llu, L0B %llu, L0C %llu bytes (limits 65536, 65536, "
-                                "131072)",
-                                op, t_.baseM, t_.baseN, t_.baseK, static_cast<unsigned long long>(l0a),
-                                static_cast<unsigned long long>(l0b), static_cast<unsigned long long>(l0c));
-        }
+        check_buffers(op);
         m_ = t_.singleCoreM;
         n_ = t_.singleCoreN;
         k_ = t_.singleCoreK;
@@ -151,74 +165,174 @@ public:
     // Compute the whole C block and write it to `gm` (adding to it with enAtomic = 1).
     __aicore__ inline void IterateAll(const GlobalTensor<C>& gm, uint8_t enAtomic = 0) {
         const char* op = "Matmul::IterateAll";
-        if (!init_) ::dsnpu::host::fail("%s: Init (REGIST_MATMUL_OBJ) was not called", op);
-        if (!has_a_ || !has_b_) ::dsnpu::host::fail("%s: SetTensorA/SetTensorB missing", op);
-        if (bias_on_ && !has_bias_) ::dsnpu::host::fail("%s: the tiling has isBias but SetBias was not called", op);
-        if (m_ <= 0 || n_ <= 0 || k_ <= 0) ::dsnpu::host::fail("%s: empty shape %dx%dx%d", op, m_, n_, k_);
-        const int64_t lda = trans_a_ ? t_.M : t_.Ka;
-        const int64_t ldb = trans_b_ ? t_.Kb : t_.N;
+        check_ready(op);
         const int64_t ldc = org_kc_ != 0 ? org_kc_ : t_.N;
-        dsnpu_sim_counters& ctr = ::dsnpu::host::counters();
-        std::vector<float> af, bf, acc;
         for (int64_t m0 = 0; m0 < m_; m0 += t_.baseM) {
             const int64_t bm = std::min<int64_t>(t_.baseM, m_ - m0);
             for (int64_t n0 = 0; n0 < n_; n0 += t_.baseN) {
                 const int64_t bn = std::min<int64_t>(t_.baseN, n_ - n0);
-                acc.assign(static_cast<size_t>(bm * bn), 0.0f);
-                for (int64_t k0 = 0; k0 < k_; k0 += t_.baseK) {
-                    const int64_t bk = std::min<int64_t>(t_.baseK, k_ - k0);
-                    load(op, a_, trans_a_, lda, m0, bm, k0, bk, af);  // af[i*bk + kk]
-                    load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf);  // bf[j*bk + kk]
-                    for (int64_t i = 0; i < bm; ++i) {
-                        const float* ar = &af[static_cast<size_t>(i * bk)];
-                        for (int64_t j = 0; j < bn; ++j) {
-                            const float* br = &bf[static_cast<size_t>(j * bk)];
-                            float s = acc[static_cast<size_t>(i * bn + j)];
-                            for (int64_t kk = 0; kk < bk; ++kk) s += ar[kk] * br[kk];
-                            acc[static_cast<size_t>(i * bn + j)] = s;
-                        }
-                    }
-                    ctr.cube_macs += static_cast<uint64_t>(bm * bn * bk);
-                    model_step(bm, bn, bk);
-                    ctr.gm_to_ub_bytes += static_cast<uint64_t>(bm * bk) * sizeof(A) + static_cast<uint64_t>(bk * bn) * sizeof(B);
-                }
-                if (bias_on_) {
-                    const Bias* bp = bias_.dsnpu_span(op, static_cast<uint64_t>(n0), static_cast<uint64_t>(bn));
-                    ::dsnpu::host::gm_read(op, bp, static_cast<uint64_t>(bn) * sizeof(Bias));
-                    for (int64_t i = 0; i < bm; ++i) {
-                        for (int64_t j = 0; j < bn; ++j) {
-                            acc[static_cast<size_t>(i * bn + j)] +=
-                                static_cast<float>(::dsnpu::host::Elem<Bias>::to_d(bp[j]));
-                        }
-                    }
-                    ctr.gm_to_ub_bytes += static_cast<uint64_t>(bn) * sizeof(Bias);
-                }
-                for (int64_t i = 0; i < bm; ++i) {
-                    C* cp = gm.dsnpu_span(op, static_cast<uint64_t>((m0 + i) * ldc + n0), static_cast<uint64_t>(bn));
-                    if (enAtomic) ::dsnpu::host::gm_read(op, cp, static_cast<uint64_t>(bn) * sizeof(C));
-                    for (int64_t j = 0; j < bn; ++j) {
-                        float v = acc[static_cast<size_t>(i * bn + j)];
-                        if (enAtomic) v += static_cast<float>(::dsnpu::host::Elem<C>::to_d(cp[j]));
-                        cp[j] = ::dsnpu::host::Elem<C>::from_d(v);
-                    }
-                    ::dsnpu::host::gm_wrote(op, cp, static_cast<uint64_t>(bn) * sizeof(C));
-                }
-                ctr.ub_to_gm_bytes += static_cast<uint64_t>(bm * bn) * sizeof(C);
-                model_fix(static_cast<uint64_t>(bm * bn) * sizeof(C));
+                compute_tile(op, m0, bm, n0, bn);
+                store_tile(op, gm[static_cast<uint64_t>(m0 * ldc + n0)], ldc, bm, bn, enAtomic);
             }
         }
     }
+    // One baseM x baseN tile of C per call, in iterateOrder (0: down M first, then along N), computed into
+    // the L0C accumulator; false when the block is done.
+    __aicore__ inline bool Iterate(bool enPartialSum = false) {
+        (void)enPartialSum;
+        const char* op = "Matmul::Iterate";
+        check_ready(op);
+        const int64_t mt = (m_ + t_.baseM - 1) / t_.baseM, nt = (n_ + t_.baseN - 1) / t_.baseN;
+        if (iter_ >= mt * nt) {
+            iter_ = 0;
+            return false;
+        }
+        const int64_t i = t_.iterateOrder == 0 ? iter_ % mt : iter_ / nt;
+        const int64_t j = t_.iterateOrder == 0 ? iter_ / mt : iter_ % nt;
+        ++iter_;
+        tile_m0_ = i * t_.baseM;
+        tile_n0_ = j * t_.baseN;
+        tile_bm_ = std::min<int64_t>(t_.baseM, m_ - tile_m0_);
+        tile_bn_ = std::min<int64_t>(t_.baseN, n_ - tile_n0_);
+        compute_tile(op, tile_m0_, tile_bm_, tile_n0_, tile_bn_);
+        return true;
+    }
+    // The tile of the last Iterate to GM through FIX: at its place in C (leading dimension N, or orgKc),
+    // or with enSequentialWrite compactly at `gm` (tile rows x tile columns, row pitch = tile columns).
+    __aicore__ inline void GetTensorC(const GlobalTensor<C>& gm, uint8_t enAtomic = 0, bool enSequentialWrite = false) {
+        const char* op = "Matmul::GetTensorC";
+        if (tile_bm_ == 0) ::dsnpu::host::fail("%s: no tile (call Iterate first)", op);
+        const int64_t ldc = enSequentialWrite ? tile_bn_ : (org_kc_ != 0 ? org_kc_ : t_.N);
+        const GlobalTensor<C> at =
+            enSequentialWrite ? gm : gm[static_cast<uint64_t>(tile_m0_ * ldc + tile_n0_)];
+        store_tile(op, at, ldc, tile_bm_, tile_bn_, enAtomic);
+        tile_bm_ = 0;
+    }
     __aicore__ inline void End() {
         has_a_ = has_b_ = has_bias_ = false;
+        iter_ = 0;
     }
 
 private:
-    // The cycle model of one base step: MTE2 loads, then M (ordered after its load).
-    void model_step(int64_t bm, int64_t bn, int64_t bk) {
+    void check_ready(const char* op) {
+        if (!init_) ::dsnpu::host::fail("%s: Init (REGIST_MATMUL_OBJ) was not called", op);
+        const ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
+        if (b.group != nullptr && b.kind == ::dsnpu::host::CoreKind::kAiv) {
+            ::dsnpu::host::fail("%s: a Matmul on a vector core of a mix launch sends its work to the cube core, "
+                                "which the host layer does not implement: run it under ASCEND_IS_AIC",
+                                op);
+        }
+        if (!has_a_ || !has_b_) ::dsnpu::host::fail("%s: SetTensorA/SetTensorB missing", op);
+        if (bias_on_ && !has_bias_) ::dsnpu::host::fail("%s: the tiling has isBias but SetBias was not called", op);
+        if (m_ <= 0 || n_ <= 0 || k_ <= 0) ::dsnpu::host::fail("%s: empty shape %dx%dx%d", op, m_, n_, k_);
+    }
+
+    // The documented TCubeTiling constraints on the cube's buffers (TCubeTiling结构体.md, table 2): L0A,
+    // L0B and L0C hold their base blocks (times dbL0A/B/C), L1 holds depthA1 A blocks, depthB1 B blocks
+    // and the bias row, and depthA1 = stepM * stepKa * (1 or 2), depthB1 = stepN * stepKb * (1 or 2).
+    void check_buffers(const char* op) {
+        auto bad_db = [](int32_t v) { return v != 1 && v != 2; };
+        if (bad_db(t_.dbL0A) || bad_db(t_.dbL0B) || bad_db(t_.dbL0C) || t_.depthA1 <= 0 || t_.depthB1 <= 0 ||
+            t_.stepM <= 0 || t_.stepN <= 0 || t_.stepKa <= 0 || t_.stepKb <= 0) {
+            ::dsnpu::host::fail("%s: dbL0A/B/C %d/%d/%d must be 1 or 2 and depth/step positive (depthA1 %d depthB1 %d "
+                                "stepM %d stepN %d stepKa %d stepKb %d)",
+                                op, t_.dbL0A, t_.dbL0B, t_.dbL0C, t_.depthA1, t_.depthB1, t_.stepM, t_.stepN,
+                                t_.stepKa, t_.stepKb);
+        }
+        const int64_t a_steps = static_cast<int64_t>(t_.stepM) * t_.stepKa;
+        const int64_t b_steps = static_cast<int64_t>(t_.stepN) * t_.stepKb;
+        if (t_.depthA1 != a_steps && t_.depthA1 != 2 * a_steps) {
+            ::dsnpu::host::fail("%s: depthA1 %d is neither stepM * stepKa = %lld nor twice it", op, t_.depthA1,
+                                static_cast<long long>(a_steps));
+        }
+        if (t_.depthB1 != b_steps && t_.depthB1 != 2 * b_steps) {
+            ::dsnpu::host::fail("%s: depthB1 %d is neither stepN * stepKb = %lld nor twice it", op, t_.depthB1,
+                                static_cast<long long>(b_steps));
+        }
+        const uint64_t a_blk = static_cast<uint64_t>(t_.baseM) * t_.baseK * sizeof(A);
+        const uint64_t b_blk = static_cast<uint64_t>(t_.baseK) * t_.baseN * sizeof(B);
+        const uint64_t l0a = a_blk * t_.dbL0A;
+        const uint64_t l0b = b_blk * t_.dbL0B;
+        const uint64_t l0c = static_cast<uint64_t>(t_.baseM) * t_.baseN * sizeof(float) * t_.dbL0C;
+        if (l0a > detail::kL0ABytes || l0b > detail::kL0BBytes || l0c > detail::kL0CBytes) {
+            ::dsnpu::host::fail("%s: base tile %dx%dx%d needs L0A %llu, L0B %llu, L0C %llu bytes (limits 65536, 65536, "
+                                "131072)",
+                                op, t_.baseM, t_.baseN, t_.baseK, static_cast<unsigned long long>(l0a),
+                                static_cast<unsigned long long>(l0b), static_cast<unsigned long long>(l0c));
+        }
+        const uint64_t l1 = a_blk * t_.depthA1 + b_blk * t_.depthB1 +
+                            (t_.isBias != 0 ? static_cast<uint64_t>(t_.baseN) * sizeof(Bias) : 0);
+        if (l1 > detail::kL1Bytes) {
+            ::dsnpu::host::fail("%s: L1 needs %llu bytes (depthA1 %d x %llu + depthB1 %d x %llu%s), the cube core has "
+                                "524288",
+                                op, static_cast<unsigned long long>(l1), t_.depthA1,
+                                static_cast<unsigned long long>(a_blk), t_.depthB1,
+                                static_cast<unsigned long long>(b_blk), t_.isBias != 0 ? " + bias" : "");
+        }
+    }
+
+    // C tile [m0, m0 + bm) x [n0, n0 + bn) into acc_ (f32, + bias): the k steps of the cube.
+    void compute_tile(const char* op, int64_t m0, int64_t bm, int64_t n0, int64_t bn) {
+        const int64_t lda = trans_a_ ? t_.M : t_.Ka;
+        const int64_t ldb = trans_b_ ? t_.Kb : t_.N;
+        dsnpu_sim_counters& ctr = ::dsnpu::host::counters();
+        acc_.assign(static_cast<size_t>(bm * bn), 0.0f);
+        for (int64_t k0 = 0; k0 < k_; k0 += t_.baseK) {
+            const int64_t bk = std::min<int64_t>(t_.baseK, k_ - k0);
+            model_load(bm, bn, bk);
+            load(op, a_, trans_a_, lda, m0, bm, k0, bk, af_);  // af[i*bk + kk]
+            load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf_);  // bf[j*bk + kk]
+            for (int64_t i = 0; i < bm; ++i) {
+                const float* ar = &af_[static_cast<size_t>(i * bk)];
+                for (int64_t j = 0; j < bn; ++j) {
+                    const float* br = &bf_[static_cast<size_t>(j * bk)];
+                    float s = acc_[static_cast<size_t>(i * bn + j)];
+                    for (int64_t kk = 0; kk < bk; ++kk) s += ar[kk] * br[kk];
+                    acc_[static_cast<size_t>(i * bn + j)] = s;
+                }
+            }
+            ctr.cube_macs += static_cast<uint64_t>(bm * bn * bk);
+            model_mmad(bm, bn, bk);
+            ctr.gm_to_ub_bytes += static_cast<uint64_t>(bm * bk) * sizeof(A) + static_cast<uint64_t>(bk * bn) * sizeof(B);
+        }
+        if (bias_on_) {
+            const Bias* bp = bias_.dsnpu_span(op, static_cast<uint64_t>(n0), static_cast<uint64_t>(bn));
+            ::dsnpu::host::gm_read(op, bp, static_cast<uint64_t>(bn) * sizeof(Bias));
+            for (int64_t i = 0; i < bm; ++i) {
+                for (int64_t j = 0; j < bn; ++j) {
+                    acc_[static_cast<size_t>(i * bn + j)] += static_cast<float>(::dsnpu::host::Elem<Bias>::to_d(bp[j]));
+                }
+            }
+            ctr.gm_to_ub_bytes += static_cast<uint64_t>(bn) * sizeof(Bias);
+        }
+    }
+    // acc_ (bm x bn) to GM rows of pitch ldc starting at `at`, rounded to C (+ what is there with enAtomic).
+    void store_tile(const char* op, const GlobalTensor<C>& at, int64_t ldc, int64_t bm, int64_t bn, uint8_t enAtomic) {
+        model_fix(static_cast<uint64_t>(bm * bn) * sizeof(C));
+        for (int64_t i = 0; i < bm; ++i) {
+            C* cp = at.dsnpu_span(op, static_cast<uint64_t>(i * ldc), static_cast<uint64_t>(bn));
+            if (enAtomic) ::dsnpu::host::gm_read(op, cp, static_cast<uint64_t>(bn) * sizeof(C));
+            for (int64_t j = 0; j < bn; ++j) {
+                float v = acc_[static_cast<size_t>(i * bn + j)];
+                if (enAtomic) v += static_cast<float>(::dsnpu::host::Elem<C>::to_d(cp[j]));
+                cp[j] = ::dsnpu::host::Elem<C>::from_d(v);
+            }
+            ::dsnpu::host::gm_wrote(op, cp, static_cast<uint64_t>(bn) * sizeof(C));
+        }
+        ::dsnpu::host::counters().ub_to_gm_bytes += static_cast<uint64_t>(bm * bn) * sizeof(C);
+    }
+
+    // The cycle model of one base step: MTE2 loads (issued before the loads' GM accesses, which the race
+    // check tags with it), then M, ordered after its load.
+    void model_load(int64_t bm, int64_t bn, int64_t bk) {
         namespace h = ::dsnpu::host;
         h::Pipeline& pl = h::pipeline();
         const uint64_t bytes = static_cast<uint64_t>(bm * bk) * sizeof(A) + static_cast<uint64_t>(bk * bn) * sizeof(B);
         pl.issue(h::kPipeMte2, "Matmul(load A/B)", pl.cost().mte_cycles(bytes), h::cost::kMteLatency);
+    }
+    void model_mmad(int64_t bm, int64_t bn, int64_t bk) {
+        namespace h = ::dsnpu::host;
+        h::Pipeline& pl = h::pipeline();
         pl.wait(h::kPipeM, pl.publish(h::kPipeMte2));
         const double fractals = std::ceil(bm / 16.0) * std::ceil(bn / 16.0) * std::ceil(bk / 16.0);
         const double rate = sizeof(A) == 1 ? 2.0 : sizeof(A) == 4 ? 0.5 : 1.0;  // fractals per cycle (cost.h)
@@ -262,6 +376,8 @@ private:
     GlobalTensor<B> b_;
     GlobalTensor<Bias> bias_;
     int m_ = 0, n_ = 0, k_ = 0, org_kc_ = 0;
+    int64_t iter_ = 0, tile_m0_ = 0, tile_n0_ = 0, tile_bm_ = 0, tile_bn_ = 0;
+    std::vector<float> af_, bf_, acc_;
     bool trans_a_ = false, trans_b_ = false;
     bool has_a_ = false, has_b_ = false, has_bias_ = false, bias_on_ = false, init_ = false;
 };

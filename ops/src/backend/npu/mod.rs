@@ -87,9 +87,9 @@ impl Npu {
     /// A launcher's error: shapes the kernel cannot take are `Unsupported`, the rest backend failures.
     fn kernel_error(&self, op: &'static str, e: KernelError) -> OpsError {
         match e {
-            KernelError::InvalidShape { .. } | KernelError::DoesNotFit { .. } => {
-                self.unsupported(op, e.to_string())
-            }
+            KernelError::InvalidShape { .. }
+            | KernelError::DoesNotFit { .. }
+            | KernelError::CubeBufferOverflow { .. } => self.unsupported(op, e.to_string()),
             e => self.fail(op, e),
         }
     }

@@ -1,0 +1,419 @@
+// Mix (cube + vector) kernels as on dav-c220 (910B/910C, the "separated" architecture): core kinds,
+// sub-block indices, cross-core flags, and the GM race check between the cores of one AI Core group.
+//
+// Semantics (asc-devkit docs; docs/api/context/ in older trees, docs/zh/api/SIMD-API/基础API/ in newer):
+// - A 1:2 mix launch (KERNEL_TYPE_MIX_AIC_1_2) of numBlocks blocks runs numBlocks cube cores (AIC) and
+//   2 * numBlocks vector cores (AIV). GetBlockIdx is [0, numBlocks) on the AIC and [0, 2 * numBlocks) on
+//   the AIV (GetBlockIdx.md); GetBlockNum is numBlocks on both (GetBlockNum.md); GetSubBlockIdx is 0 or 1
+//   on the two AIVs of one AI Core, 0 on the AIC (GetSubBlockIdx(ISASI).md); GetTaskRation /
+//   GetTaskRatio / GetSubBlockNum return 1 on the AIC and 2 on the AIV (GetTaskRation.md,
+//   GetSubBlockNum(ISASI).md). The AIC has no Unified Buffer.
+// - CrossCoreSetFlag<modeId, pipe>(flagId) / CrossCoreWaitFlag(flagId) (CrossCoreSetFlag(ISASI).md,
+//   CrossCoreWaitFlag(ISASI).md): flagId 0..10 on A2/A3, each a counter of the waiting core, set at most
+//   15 times. Mode 2 (AIC <-> AIV in one AI Core): a set on the AIC releases one wait on each AIV; a wait
+//   on the AIC proceeds once both AIVs have set. Mode 1 (the two AIVs of one AI Core): a wait proceeds once
+//   both AIVs have set. Mode 0 (all cores of one kind across AI Cores) is not modelled (a fault). The set
+//   issues on `pipe`, so it orders what that pipe did before it; the wait blocks every later instruction
+//   of the waiting core ("CrossCoreWaitFlag之后的所有指令都将被阻塞").
+//
+// The model: the three cores of a block run on their own threads (entry.h) and share a MixGroup. A set
+// publishes the setting pipe's clock (pipeline.h) into the waiting core's counter queue; a wait pops it
+// and joins it into the scalar unit's clock, which orders every later instruction of the core. Clocks
+// carry all three cores' pipes, so the same vector clocks order GM accesses across cores:
+// - race (GM): every GM access of a mix core is tagged (core, pipe, epoch) in a per-group interval map;
+//   two accesses to overlapping GM bytes from different cores of the group, one a write, with no
+//   cross-core flag chain between them, are a finding that names both instructions. Accesses of one
+//   core to its own GM writes are not checked (GM ordering inside a core is left to the kernel, as
+//   before), nor are accesses of different blocks.
+// - sync: a CrossCoreWaitFlag that can never be satisfied (every other core of the group has returned
+//   or waits itself with nothing to release it: a hang on the device), a counter set more than 15 times
+//   without a wait, a flagId outside 0..10, and flags left set when all three cores have returned.
+#ifndef DSNPU_ASCENDC_HOST_MIX_H
+#define DSNPU_ASCENDC_HOST_MIX_H
+
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "block.h"
+#include "pipeline.h"
+
+namespace dsnpu {
+namespace host {
+
+constexpr uint32_t kCrossFlags = 11;     // flagId 0..10 (A2/A3)
+constexpr uint32_t kCrossFlagMax = 15;   // sets a counter holds
+constexpr uint32_t kSlotAic = 0;         // core slots: AIC, AIV 0, AIV 1
+
+inline const char* slot_name(uint32_t s) { return s == 0 ? "AIC" : s == 1 ? "AIV 0" : "AIV 1"; }
+
+inline uint32_t core_slot(const BlockState& b) {
+    return b.kind == CoreKind::kAic ? kSlotAic : 1u + b.sub_block;
+}
+
+// One GM access remembered for the race check.
+struct GmTag {
+    const char* op = nullptr;
+    uint32_t epoch = 0;
+    uint8_t slot = 0, pipe = 0;
+    bool valid = false;
+};
+
+// A GM byte range with the same history: its last write and each core's last read.
+struct GmSeg {
+    uint64_t end = 0;
+    GmTag w;
+    GmTag r[kCoreSlots];
+};
+
+class MixGroup {
+public:
+    enum class State : uint8_t { kRunning, kWaiting, kDone };
+
+    // --- cross-core flags -----------------------------------------------------------------------------
+    // Returns an empty string, or the sync finding.
+    std::string set(uint32_t from, uint32_t mode, uint32_t flag, const Edge& e) {
+        std::lock_guard<std::mutex> lk(mu_);
+        char msg[256];
+        if (flag >= kCrossFlags) {
+            std::snprintf(msg, sizeof msg, "sync: CrossCoreSetFlag(%u): flagId outside 0..10", flag);
+            return msg;
+        }
+        ++sets_[from][flag];
+        if (mode == 2 && from == kSlotAic) {
+            for (uint32_t r = 1; r < kCoreSlots; ++r) {
+                if (!push(r, flag, e, msg, sizeof msg)) return msg;
+            }
+        } else if (mode == 2) {
+            pending_[kSlotAic][flag][from].push_back(e);
+            if (!pair(kSlotAic, flag, msg, sizeof msg)) return msg;
+        } else if (mode == 1 && from != kSlotAic) {
+            for (uint32_t r = 1; r < kCoreSlots; ++r) {
+                pending_[r][flag][from].push_back(e);
+                if (!pair(r, flag, msg, sizeof msg)) return msg;
+            }
+        } else {
+            std::snprintf(msg, sizeof msg,
+                          "sync: CrossCoreSetFlag<%u>(%u) on %s: the host layer models mode 2 (AIC <-> AIV) and "
+                          "mode 1 (AIV <-> AIV) within one AI Core only",
+                          mode, flag, slot_name(from));
+            return msg;
+        }
+        cv_.notify_all();
+        return std::string();
+    }
+
+    // Blocks until a set releases `slot`'s wait on `flag`; the released edge goes to *out. Returns an empty
+    // string, "abort" when another core faulted, or the sync finding of a wait that can never complete.
+    std::string wait(uint32_t slot, uint32_t flag, Edge* out) {
+        std::unique_lock<std::mutex> lk(mu_);
+        char msg[512];
+        if (flag >= kCrossFlags) {
+            std::snprintf(msg, sizeof msg, "sync: CrossCoreWaitFlag(%u): flagId outside 0..10", flag);
+            return msg;
+        }
+        state_[slot] = State::kWaiting;
+        waiting_[slot] = flag;
+        for (;;) {
+            if (aborted_) return "abort";
+            std::deque<Edge>& q = ready_[slot][flag];
+            if (!q.empty()) {
+                *out = q.front();
+                q.pop_front();
+                state_[slot] = State::kRunning;
+                return std::string();
+            }
+            if (stuck(slot)) {
+                std::snprintf(msg, sizeof msg,
+                              "sync: CrossCoreWaitFlag(%u) can never be satisfied: no core of this AI Core "
+                              "that is still running will set it (%s: %s, %s: %s); the core would hang",
+                              flag, slot_name((slot + 1) % kCoreSlots), describe((slot + 1) % kCoreSlots),
+                              slot_name((slot + 2) % kCoreSlots), describe((slot + 2) % kCoreSlots));
+                return msg;
+            }
+            cv_.wait(lk);
+        }
+    }
+
+    // A core returned (or faulted: `abort`).
+    void done(uint32_t slot, bool abort) {
+        std::lock_guard<std::mutex> lk(mu_);
+        state_[slot] = State::kDone;
+        if (abort) aborted_ = true;
+        cv_.notify_all();
+    }
+    // The first fault of the block claims the report; every wait is released.
+    bool claim_fault() {
+        std::lock_guard<std::mutex> lk(mu_);
+        const bool first = !aborted_;
+        aborted_ = true;
+        cv_.notify_all();
+        return first;
+    }
+
+    // After all three cores returned: the first flag left set, or empty.
+    std::string leftover() {
+        std::lock_guard<std::mutex> lk(mu_);
+        char msg[256];
+        for (uint32_t r = 0; r < kCoreSlots; ++r) {
+            for (uint32_t f = 0; f < kCrossFlags; ++f) {
+                size_t n = ready_[r][f].size();
+                for (uint32_t s = 0; s < kCoreSlots; ++s) n += pending_[r][f][s].size();
+                if (n != 0) {
+                    std::snprintf(msg, sizeof msg,
+                                  "sync: CrossCoreSetFlag(%u) towards %s was never waited for (%zu set%s left at "
+                                  "kernel end)",
+                                  f, slot_name(r), n, n == 1 ? "" : "s");
+                    return msg;
+                }
+            }
+        }
+        return std::string();
+    }
+
+    // --- GM race check --------------------------------------------------------------------------------
+    // Core `slot`'s current instruction (pipe `pipe`, epoch `epoch`, ordered after `clock`) accesses GM
+    // [a, a + len). Returns an empty string or the race finding.
+    std::string gm(uint32_t slot, uint32_t pipe, uint32_t epoch, const Clock& clock, const char* op, uint64_t a,
+                   uint64_t len, bool write) {
+        std::lock_guard<std::mutex> lk(gm_mu_);
+        const uint64_t b = a + len;
+        split(a);
+        split(b);
+        GmTag me;
+        me.op = op;
+        me.epoch = epoch;
+        me.slot = static_cast<uint8_t>(slot);
+        me.pipe = static_cast<uint8_t>(pipe);
+        me.valid = true;
+        uint64_t cur = a;
+        auto it = segs_.lower_bound(a);
+        while (cur < b) {
+            if (it == segs_.end() || it->first > cur) {
+                GmSeg fresh;
+                fresh.end = (it == segs_.end() || it->first > b) ? b : it->first;
+                it = segs_.emplace_hint(it, cur, fresh);
+            }
+            GmSeg& s = it->second;
+            if (!ordered(s.w, slot, clock)) return race(me, write, s.w, true, it->first, s.end);
+            if (write) {
+                for (uint32_t k = 0; k < kCoreSlots; ++k) {
+                    if (!ordered(s.r[k], slot, clock)) return race(me, write, s.r[k], false, it->first, s.end);
+                }
+                s.w = me;
+                for (uint32_t k = 0; k < kCoreSlots; ++k) s.r[k] = GmTag{};
+            } else {
+                s.r[slot] = me;
+            }
+            cur = s.end;
+            ++it;
+        }
+        return std::string();
+    }
+
+private:
+    // Caller holds mu_. Pushes a released edge to `r`'s counter; false (with msg) past 15 sets.
+    bool push(uint32_t r, uint32_t flag, const Edge& e, char* msg, size_t n) {
+        if (ready_[r][flag].size() >= kCrossFlagMax) {
+            std::snprintf(msg, n,
+                          "sync: CrossCoreSetFlag(%u) towards %s set %u times with no CrossCoreWaitFlag: the "
+                          "counter holds %u",
+                          flag, slot_name(r), kCrossFlagMax + 1, kCrossFlagMax);
+            return false;
+        }
+        ready_[r][flag].push_back(e);
+        return true;
+    }
+    // Caller holds mu_. Releases `r`'s wait when both AIVs have a pending set.
+    bool pair(uint32_t r, uint32_t flag, char* msg, size_t n) {
+        std::deque<Edge>& a = pending_[r][flag][1];
+        std::deque<Edge>& b = pending_[r][flag][2];
+        if (a.size() > kCrossFlagMax || b.size() > kCrossFlagMax) {
+            std::snprintf(msg, n, "sync: CrossCoreSetFlag(%u) towards %s set more than %u times with no wait", flag,
+                          slot_name(r), kCrossFlagMax);
+            return false;
+        }
+        while (!a.empty() && !b.empty()) {
+            Edge e = a.front();
+            e.clock.join(b.front().clock);
+            e.time = e.time > b.front().time ? e.time : b.front().time;
+            a.pop_front();
+            b.pop_front();
+            if (!push(r, flag, e, msg, n)) return false;
+        }
+        return true;
+    }
+    // Caller holds mu_: no other core can ever release `slot`.
+    bool stuck(uint32_t slot) const {
+        for (uint32_t k = 0; k < kCoreSlots; ++k) {
+            if (k == slot) continue;
+            if (state_[k] == State::kRunning) return false;
+            if (state_[k] == State::kWaiting && !ready_[k][waiting_[k]].empty()) return false;
+        }
+        return true;
+    }
+    const char* describe(uint32_t k) const {
+        switch (state_[k]) {
+            case State::kDone: return "returned";
+            case State::kWaiting: return "waits too";
+            default: return "running";
+        }
+    }
+
+    void split(uint64_t at) {
+        auto it = segs_.upper_bound(at);
+        if (it == segs_.begin()) return;
+        --it;
+        if (it->first < at && at < it->second.end) {
+            GmSeg right = it->second;
+            it->second.end = at;
+            segs_.emplace(at, right);
+        }
+    }
+    static bool ordered(const GmTag& t, uint32_t slot, const Clock& clock) {
+        if (!t.valid || t.slot == slot) return true;
+        return t.epoch <= clock.e[t.slot * kPipeCount + t.pipe];
+    }
+    static std::string race(const GmTag& me, bool write, const GmTag& other, bool other_write, uint64_t lo,
+                            uint64_t hi) {
+        char msg[512];
+        std::snprintf(msg, sizeof msg,
+                      "race: %s on %s of %s %s GM bytes [%#llx, %#llx), and the earlier %s on %s of %s %s them, with "
+                      "no cross-core flag between %s and %s",
+                      me.op != nullptr ? me.op : "?", pipe_name(me.pipe), slot_name(me.slot), write ? "writes" : "reads",
+                      static_cast<unsigned long long>(lo), static_cast<unsigned long long>(hi),
+                      other.op != nullptr ? other.op : "?", pipe_name(other.pipe), slot_name(other.slot),
+                      other_write ? "wrote" : "read", slot_name(other.slot), slot_name(me.slot));
+        return msg;
+    }
+
+    std::mutex mu_;
+    std::condition_variable cv_;
+    State state_[kCoreSlots] = {State::kRunning, State::kRunning, State::kRunning};
+    uint32_t waiting_[kCoreSlots] = {};
+    bool aborted_ = false;
+    std::deque<Edge> ready_[kCoreSlots][kCrossFlags];
+    std::deque<Edge> pending_[kCoreSlots][kCrossFlags][kCoreSlots];
+    uint32_t sets_[kCoreSlots][kCrossFlags] = {};
+
+    std::mutex gm_mu_;
+    std::map<uint64_t, GmSeg> segs_;
+};
+
+inline bool mix_claim_fault(MixGroup* g) { return g->claim_fault(); }
+
+inline void mix_gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write) {
+    Pipeline& pl = *b.pipeline;
+    const uint32_t pipe = pl.cur_pipe();
+    const std::string r = b.group->gm(core_slot(b), pipe, pl.epoch(pipe), pl.clock(pipe), op,
+                                      static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)), bytes, write);
+    if (!r.empty()) fail_msg(r.c_str());
+}
+
+inline MixGroup* mix_group_or_fail(const char* op) {
+    BlockState& b = block();
+    if (b.group == nullptr) {
+        fail("%s: cross-core flags need a mix launch (the kernel's entry is DSNPU_HOST_ENTRY, not "
+             "DSNPU_HOST_ENTRY_MIX)",
+             op);
+    }
+    return b.group;
+}
+
+inline uint32_t pipe_index(pipe_t p) {
+    switch (p) {
+        case PIPE_S: return kPipeS;
+        case PIPE_V: return kPipeV;
+        case PIPE_M: return kPipeM;
+        case PIPE_MTE1: return kPipeMte1;
+        case PIPE_MTE2: return kPipeMte2;
+        case PIPE_MTE3: return kPipeMte3;
+        case PIPE_FIX: return kPipeFix;
+        default: return kPipeCount;
+    }
+}
+
+}  // namespace host
+}  // namespace dsnpu
+
+namespace AscendC {
+
+enum CoreType : uint8_t { AIC = 1, AIV = 2 };
+
+__aicore__ inline int64_t GetSubBlockIdx() { return ::dsnpu::host::block().sub_block; }
+// Vector cores per AI Core on an AIV of a 1:2 mix launch, else 1 (GetTaskRation.md / GetTaskRatio.md).
+__aicore__ inline int64_t GetTaskRation() {
+    const ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
+    return b.group != nullptr && b.kind == ::dsnpu::host::CoreKind::kAiv ? 2 : 1;
+}
+__aicore__ inline int64_t GetTaskRatio() { return GetTaskRation(); }
+__aicore__ inline int64_t GetSubBlockNum() { return GetTaskRation(); }
+
+template <uint8_t modeId, pipe_t pipe>
+__aicore__ inline void CrossCoreSetFlag(uint16_t flagId) {
+    namespace h = ::dsnpu::host;
+    h::MixGroup* g = h::mix_group_or_fail("CrossCoreSetFlag");
+    const uint32_t p = h::pipe_index(pipe);
+    if (p == h::kPipeCount) h::fail("CrossCoreSetFlag: pipe %d is not one pipe", static_cast<int>(pipe));
+    h::Pipeline& pl = h::pipeline();
+    pl.cost().flag_op(p);
+    const h::Edge e = pl.publish(p);
+    const std::string r = g->set(h::core_slot(h::block()), modeId, flagId, e);
+    if (!r.empty()) h::fail_msg(r.c_str());
+}
+
+template <uint8_t modeId = 0, pipe_t pipe = PIPE_S>
+__aicore__ inline void CrossCoreWaitFlag(uint16_t flagId) {
+    namespace h = ::dsnpu::host;
+    h::MixGroup* g = h::mix_group_or_fail("CrossCoreWaitFlag");
+    h::Edge e;
+    const std::string r = g->wait(h::core_slot(h::block()), flagId, &e);
+    if (r == "abort") throw h::BlockAbort{};
+    if (!r.empty()) h::fail_msg(r.c_str());
+    // Every later instruction of the core waits: the scalar unit issues them all after this.
+    h::Pipeline& pl = h::pipeline();
+    pl.cost().flag_op(h::kPipeS);
+    pl.wait(h::kPipeS, e);
+}
+
+}  // namespace AscendC
+
+// Kernel types (设置Kernel类型.md). The host entry decides how a kernel runs (DSNPU_HOST_ENTRY: plain,
+// DSNPU_HOST_ENTRY_MIX: 1:2 mix); KERNEL_TASK_TYPE_DEFAULT checks that the kernel's declaration agrees.
+enum KernelMetaType : uint8_t {
+    KERNEL_TYPE_AIV_ONLY,
+    KERNEL_TYPE_AIC_ONLY,
+    KERNEL_TYPE_MIX_AIV_1_0,
+    KERNEL_TYPE_MIX_AIC_1_0,
+    KERNEL_TYPE_MIX_AIC_1_1,
+    KERNEL_TYPE_MIX_AIC_1_2,
+};
+
+namespace dsnpu {
+namespace host {
+inline void declare_kernel_type(KernelMetaType type) {
+    const bool mix = block().group != nullptr;
+    if (type == KERNEL_TYPE_MIX_AIC_1_2 && !mix) {
+        fail("KERNEL_TASK_TYPE_DEFAULT: the kernel is KERNEL_TYPE_MIX_AIC_1_2 but exported with DSNPU_HOST_ENTRY");
+    }
+    if (type != KERNEL_TYPE_MIX_AIC_1_2 && mix) {
+        fail("KERNEL_TASK_TYPE_DEFAULT: the host layer runs mix kernels as KERNEL_TYPE_MIX_AIC_1_2 only (type %d)",
+             static_cast<int>(type));
+    }
+}
+}  // namespace host
+}  // namespace dsnpu
+
+#define KERNEL_TASK_TYPE_DEFAULT(type) ::dsnpu::host::declare_kernel_type(type)
+
+// The core kind a kernel body runs on (CANN spells these as macros over the core type).
+#define g_coreType                                                                                             \
+    (::dsnpu::host::block().kind == ::dsnpu::host::CoreKind::kAic ? ::AscendC::AIC : ::AscendC::AIV)
+#define ASCEND_IS_AIC (g_coreType == ::AscendC::AIC)
+#define ASCEND_IS_AIV (g_coreType == ::AscendC::AIV)
+
+#endif
