@@ -22,8 +22,14 @@
 //!
 //! Why the ratios exceed 1 (the kernel's design under the host Matmul API, see the kernel's source):
 //! the cube's operands come from GM, so the latent rows are streamed twice (q·Kᵀ and P·V), the query
-//! panel once per cache-block segment, and the scores, P and the f32 partial outputs of every chunk
-//! go through the workspace (on an NPU most of that would stay in L1/L2, which the model does not see).
+//! panel once per segment (a run of consecutively numbered cache blocks: one block in the interleaved
+//! tables used here at batch > 1, the whole chunk at batch 1), and the scores (f32, written twice: the
+//! rope part is accumulated onto the latent part), P and the f32 partial output of every segment go
+//! through the workspace; the combine reads every chunk's f32 partial back. That measures 2.2–2.5× the
+//! minimum at 16 heads and 4.3–6.6× at 128 heads (the f32 scores and partials grow with the heads). On an NPU the workspace traffic would mostly stay in L2 (192 MiB) and the cache
+//! tile in L1 for both products; the simulator counts every GM byte as HBM traffic.
+//! The split-KV plan is `MlaDecodePlan::for_shape` (it weighs the partial outputs against spreading
+//! the work over the cores).
 
 use std::time::Duration;
 
@@ -33,7 +39,7 @@ use dsnpu_kernels::launch::{
     self, Hardware, KernelLibrary, MlaDecodeInputs, MlaDecodeShape, MlaPrefillInputs,
 };
 use dsnpu_kernels::roofline::ASCEND_910B2;
-use dsnpu_kernels::{MlaDecodePlan, MlaOperand, MlaPrefillDims};
+use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaOperand, MlaPlanShape, MlaPrefillDims};
 use dsnpu_runtime::sim_counters::{self, LaunchCounters};
 use dsnpu_runtime::{Device, DeviceBuffer, Stream};
 use half::bf16;
@@ -84,7 +90,13 @@ impl Decode {
             .flat_map(|b| (0..per_seq).map(move |k| (k * batch + b) as i32))
             .collect();
         let lens = vec![ctx; batch];
-        let plan = MlaDecodePlan::new(&lens, lib.hardware().cube.cores).expect("plan");
+        let shape = MlaPlanShape {
+            query_rows: heads as u32,
+            latent_dim: DL as u32,
+            rope_dim: DR as u32,
+            dtype: KernelDtype::Bf16,
+        };
+        let plan = MlaDecodePlan::for_shape(&lens, shape, lib.hardware().cube.cores).expect("plan");
         let rows = batch * heads;
         Decode {
             batch,

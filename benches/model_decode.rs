@@ -28,7 +28,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
 use dsnpu_kernels::launch::{self, Hardware, KernelLibrary, RowSource};
 use dsnpu_kernels::roofline::ASCEND_910B2;
-use dsnpu_kernels::{GatingParams, MlaDecodePlan, MoeList, MoeScore, RopeLayout};
+use dsnpu_kernels::{
+    GatingParams, KernelDtype, MlaDecodePlan, MlaPlanShape, MoeList, MoeScore, RopeLayout,
+};
 use dsnpu_runtime::sim_counters;
 use dsnpu_runtime::{DeviceBuffer, Stream};
 use half::bf16;
@@ -283,7 +285,14 @@ impl Batch {
                 (table[q * per_seq + (CTX - 1) / BLOCK] as usize * BLOCK + (CTX - 1) % BLOCK) as i32
             })
             .collect();
-        let plan = MlaDecodePlan::new(&vec![CTX; b], lib.hardware().cube.cores).expect("plan");
+        let shape = MlaPlanShape {
+            query_rows: d.heads as u32,
+            latent_dim: d.kv_lora as u32,
+            rope_dim: d.rope as u32,
+            dtype: KernelDtype::Bf16,
+        };
+        let plan = MlaDecodePlan::for_shape(&vec![CTX; b], shape, lib.hardware().cube.cores)
+            .expect("plan");
         let half_rope = d.rope / 2;
         let cos: Vec<f32> = (0..CTX * half_rope)
             .map(|i| ((i % 97) as f32 * 0.01).cos())

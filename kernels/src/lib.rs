@@ -53,7 +53,7 @@ pub use tiling::{
 };
 pub use tiling_cache_write::{MlaCacheWriteDims, MlaCacheWriteTiling};
 pub use tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
-pub use tiling_mla::{MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling};
+pub use tiling_mla::{MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling, MlaPlanShape};
 pub use tiling_mla_prefill::{MlaOperand, MlaPrefillDims, MlaPrefillTiling};
 pub use tiling_moe::{
     ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,

@@ -1,6 +1,6 @@
 //! Tiling of the MLA decode kernel (`src/ascendc/mla_decode.cpp`): the split-KV plan
 //! ([`MlaDecodePlan`], FlashMLA's `get_mla_metadata`: computed once per decode step from the sequence
-//! lengths and shared by every layer) and the `#[repr(C)]` mirror of `DsnpuMlaDecodeTiling`
+//! lengths and, with [`MlaDecodePlan::for_shape`], the query rows and widths; shared by every layer) and the `#[repr(C)]` mirror of `DsnpuMlaDecodeTiling`
 //! (`include/dsnpu_kernels/tiling.h`; `tests/mla_layout.rs` compares the layout with the C compiler's).
 //!
 //! Contract, as for [`crate::tiling`]: [`MlaDecodePlan::new`] and [`MlaDecodeTiling::new`] validate
@@ -41,28 +41,85 @@ pub struct MlaDecodePlan {
     words: Vec<i32>,
 }
 
+/// What [`MlaDecodePlan::for_shape`] weighs when it cuts the sequences: the query rows every task
+/// serves (`s_q · heads`: each writes a partial `[rows, Dl]` f32 output and `(m, l)` per row that the
+/// combine reads back) and the bytes of one cache position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MlaPlanShape {
+    /// Query rows per sequence: `s_q · heads`.
+    pub query_rows: u32,
+    /// Dl (kv_lora_rank).
+    pub latent_dim: u32,
+    /// Dr (qk_rope_dim).
+    pub rope_dim: u32,
+    pub dtype: KernelDtype,
+}
+
+/// HBM bytes per second of one 910B2 die (`crate::roofline`).
+const PLAN_HBM_BYTES_PER_S: f64 = 1.6e12;
+/// GM bytes per second one core's copy engine moves: 128 bytes per cycle at 1.8 GHz (the cap of the
+/// host layer's cycle model, `include/dsnpu_ascendc/dsnpu_host/cost.h`, a GUESS there too). About
+/// seven cores saturate HBM: that, not the core count, is how far a memory-bound decode needs cutting.
+const PLAN_CORE_BYTES_PER_S: f64 = 128.0 * 1.8e9;
+/// Multiply-adds per second of one cube core (16×16×16 per cycle at 1.8 GHz).
+const PLAN_CORE_MACS_PER_S: f64 = 4096.0 * 1.8e9;
+
 impl MlaDecodePlan {
-    /// Plans `seq_lens` (cached tokens per sequence, queries included) over `cores` cores: the chunk
-    /// length is the total over the cores, within [`MLA_MIN_CHUNK`, `MLA_MAX_CHUNK`]; each sequence is then cut into that many equal pieces. An empty sequence gets one empty task.
+    /// Plans `seq_lens` (cached tokens per sequence, queries included) over `cores` cores without
+    /// knowing the heads: the chunk length is the total over the cores, within [`MLA_MIN_CHUNK`,
+    /// `MLA_MAX_CHUNK`]; each sequence is then cut into that many equal pieces. An empty sequence gets
+    /// one empty task. Prefer [`MlaDecodePlan::for_shape`], which also weighs the partial results.
     pub fn new(seq_lens: &[usize], cores: u32) -> Result<Self> {
-        const K: &str = "mla_decode plan";
-        if seq_lens.is_empty() {
-            return Err(invalid(K, "no sequences"));
-        }
-        if cores == 0 {
-            return Err(invalid(K, "no cores"));
-        }
-        let batch = to_u32(K, "batch", seq_lens.len() as u64)?;
-        let mut total = 0u64;
-        for &l in seq_lens {
-            if l > i32::MAX as usize {
-                return Err(invalid(K, format!("sequence length {l} exceeds int32")));
-            }
-            total += l as u64;
-        }
+        let total = validate_lens(seq_lens, cores)?;
         let chunk = total
             .div_ceil(u64::from(cores))
             .clamp(u64::from(MLA_MIN_CHUNK), u64::from(MLA_MAX_CHUNK));
+        Self::cut(seq_lens, chunk)
+    }
+
+    /// Plans `seq_lens` for a decode of `shape` over `cores` cores (FlashMLA's `get_mla_metadata`,
+    /// which also takes `s_q · h_q`): of the chunk lengths that cut the longest sequence into 1, 2, …
+    /// equal pieces (within [`MLA_MIN_CHUNK`, `MLA_MAX_CHUNK`]), the one with the least estimated time,
+    /// the longer on ties. The estimate is the larger of (a) every byte the plan makes the kernel move —
+    /// the cache rows, and per task the query panel plus its partial output and `(m, l)` written and
+    /// read back by the combine — at HBM speed, and (b) the busiest core (tasks dealt round-robin, as the
+    /// kernel does), each task costing the larger of its bytes at one core's copy rate and its
+    /// multiply-adds at one cube core's rate. Cutting more spreads the work over more cores but adds a
+    /// partial output per piece: a memory-bound decode is cut until about seven cores saturate HBM, a
+    /// cube-bound one (many heads) further, and a short context with many heads hardly at all.
+    pub fn for_shape(seq_lens: &[usize], shape: MlaPlanShape, cores: u32) -> Result<Self> {
+        const K: &str = "mla_decode plan";
+        validate_lens(seq_lens, cores)?;
+        if shape.query_rows == 0 || shape.latent_dim == 0 {
+            return Err(invalid(K, "no query rows or an empty latent"));
+        }
+        let longest = seq_lens.iter().copied().max().unwrap_or(0) as u64;
+        let (lo, hi) = (u64::from(MLA_MIN_CHUNK), u64::from(MLA_MAX_CHUNK));
+        let mut best: Option<(f64, u64)> = None;
+        let mut last = 0;
+        // Pieces of the longest sequence: beyond four per core nothing can gain.
+        for pieces in 1..=(4 * u64::from(cores)).max(1) {
+            let chunk = round_up(longest.div_ceil(pieces).max(1), 16).clamp(lo, hi);
+            if chunk == last {
+                continue;
+            }
+            last = chunk;
+            let t = plan_estimate(seq_lens, chunk, &shape, cores);
+            if best.is_none_or(|(bt, _)| t < bt) {
+                best = Some((t, chunk));
+            }
+            if chunk == lo {
+                break;
+            }
+        }
+        let chunk = best.map_or(hi, |(_, c)| c);
+        Self::cut(seq_lens, chunk)
+    }
+
+    /// Every sequence cut into `ceil(len / chunk)` equal pieces (one empty task for an empty one).
+    fn cut(seq_lens: &[usize], chunk: u64) -> Result<Self> {
+        const K: &str = "mla_decode plan";
+        let batch = to_u32(K, "batch", seq_lens.len() as u64)?;
         let mut seq = Vec::with_capacity(2 * seq_lens.len());
         let mut tasks = Vec::new();
         let mut longest = 0u64;
@@ -117,6 +174,58 @@ impl MlaDecodePlan {
         let w = self.words.get(at..at + 3)?;
         Some((w[0] as u32, w[1] as u32, w[2] as u32))
     }
+}
+
+/// The sum of the lengths, after checking there are sequences and cores and every length fits int32.
+fn validate_lens(seq_lens: &[usize], cores: u32) -> Result<u64> {
+    const K: &str = "mla_decode plan";
+    if seq_lens.is_empty() {
+        return Err(invalid(K, "no sequences"));
+    }
+    if cores == 0 {
+        return Err(invalid(K, "no cores"));
+    }
+    to_u32(K, "batch", seq_lens.len() as u64)?;
+    let mut total = 0u64;
+    for &l in seq_lens {
+        if l > i32::MAX as usize {
+            return Err(invalid(K, format!("sequence length {l} exceeds int32")));
+        }
+        total += l as u64;
+    }
+    Ok(total)
+}
+
+/// Estimated seconds of a decode of `shape` cut into chunks of `chunk` positions (see
+/// [`MlaDecodePlan::for_shape`]).
+fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u32) -> f64 {
+    let rows = f64::from(shape.query_rows);
+    let (dl, dr) = (f64::from(shape.latent_dim), f64::from(shape.rope_dim));
+    let sz = f64::from(shape.dtype.size());
+    let key_bytes = (dl + dr) * sz;
+    // Per task: the query panel in, the partial output and (m, l) out and back in.
+    let task_bytes = rows * (dl + dr) * sz + 2.0 * rows * (dl + 2.0) * 4.0;
+    let key_macs = rows * (2.0 * dl + dr);
+    let mut per_task = Vec::new();
+    let mut total = 0.0;
+    for &len in seq_lens {
+        let len = len as u64;
+        let n = len.div_ceil(chunk).max(1);
+        let piece = len.div_ceil(n);
+        for i in 0..n {
+            let c = (((i + 1) * piece).min(len) - (i * piece).min(len)) as f64;
+            let bytes = c * key_bytes + task_bytes;
+            total += bytes;
+            per_task.push((bytes / PLAN_CORE_BYTES_PER_S).max(c * key_macs / PLAN_CORE_MACS_PER_S));
+        }
+    }
+    let blocks = per_task.len().min(cores as usize).max(1);
+    let mut busy = vec![0.0f64; blocks];
+    for (k, t) in per_task.iter().enumerate() {
+        busy[k % blocks] += t;
+    }
+    let busiest = busy.iter().copied().fold(0.0, f64::max);
+    busiest.max(total / PLAN_HBM_BYTES_PER_S)
 }
 
 /// The extents of an MLA decode.
@@ -260,12 +369,14 @@ impl MlaDecodeTiling {
                 available: ub,
             });
         }
-        // Cube base tiles: M covers up to 128 query rows so a cache row is streamed once per 128 rows.
+        // Cube base tiles: M covers up to 128 query rows so a cache row is streamed once per 128 rows;
+        // N as wide as L0C holds (f32) up to 512, since the host Matmul streams A (the query panel,
+        // P) once per output tile: a wide N reads it once per segment (a run of cache blocks).
         let base_m = round_up(g, 16).min(128);
-        let seg = d.block_size.min(chunk);
-        let qk_base_n = round_up(seg, 16).min(128);
+        let l0c_n = down16(2 * L0AB / (base_m * 4)).min(512);
+        let qk_base_n = round_up(chunk, 16).min(l0c_n);
         let qk_base_k = down16(L0AB / (base_m.max(qk_base_n) * sz)).min(256);
-        let pv_base_n = round_up(d.latent_dim, 16).min(256);
+        let pv_base_n = round_up(d.latent_dim, 16).min(l0c_n);
         let pv_base_k = down16(L0AB / (base_m.max(pv_base_n) * sz)).min(256);
         let blocks = u64::from(plan.tasks.min(budget.cores).max(1));
         let scratch = blocks * g * pitch * (4 + sz);
@@ -402,6 +513,69 @@ mod tests {
         assert_eq!(p.chunk(), MLA_MAX_CHUNK);
         assert_eq!(p.tasks(), 1 + 8 + 1);
         assert_eq!(&p.words()[..6], &[0, 1, 1, 8, 9, 1]);
+    }
+
+    fn shape(query_rows: u32) -> MlaPlanShape {
+        MlaPlanShape {
+            query_rows,
+            latent_dim: 512,
+            rope_dim: 64,
+            dtype: KernelDtype::Bf16,
+        }
+    }
+
+    /// Every sequence's chunks cover it exactly, in order, none longer than the plan's chunk.
+    fn assert_tiles(p: &MlaDecodePlan, lens: &[usize]) {
+        let mut k = 0;
+        for (b, &len) in lens.iter().enumerate() {
+            let (first, count) = (p.words()[2 * b], p.words()[2 * b + 1]);
+            assert_eq!(first as u32, k);
+            let mut next = 0;
+            for _ in 0..count {
+                let (sb, c0, c1) = p.task(k).unwrap();
+                assert_eq!((sb, c0), (b as u32, next));
+                assert!(c1 - c0 <= p.chunk());
+                next = c1;
+                k += 1;
+            }
+            assert_eq!(next as usize, len);
+        }
+        assert_eq!(k, p.tasks());
+    }
+
+    #[test]
+    fn shaped_plans_weigh_the_partials_against_the_cores() {
+        // Batch 1, 4096 positions, 16 heads: cut across several cores, but not into 24 pieces whose
+        // 24 partial outputs would cost a third of the cache's bytes.
+        let p = MlaDecodePlan::for_shape(&[4096], shape(16), 24).unwrap();
+        assert!(p.tasks() > 4 && p.tasks() < 24, "{p:?}");
+        assert_tiles(&p, &[4096]);
+        // 128 heads are cube-bound: cut further than 16 heads.
+        let q = MlaDecodePlan::for_shape(&[32768], shape(128), 24).unwrap();
+        let r = MlaDecodePlan::for_shape(&[32768], shape(16), 24).unwrap();
+        assert!(q.tasks() > r.tasks(), "{q:?} {r:?}");
+        // A short context with 128 heads is cut less than the head-blind plan cuts it.
+        let s = MlaDecodePlan::for_shape(&[512], shape(128), 24).unwrap();
+        assert!(s.tasks() < MlaDecodePlan::new(&[512], 24).unwrap().tasks());
+        // Many sequences: one task each.
+        let lens = vec![512; 64];
+        let p = MlaDecodePlan::for_shape(&lens, shape(128), 24).unwrap();
+        assert_eq!(p.tasks(), 64);
+        assert_tiles(&p, &lens);
+        // Ragged, with empty sequences and the chunk cap.
+        let lens = [1, 0, 100_000, 5];
+        let p = MlaDecodePlan::for_shape(&lens, shape(16), 2).unwrap();
+        assert!(p.chunk() <= MLA_MAX_CHUNK);
+        assert_tiles(&p, &lens);
+        // The chosen chunk is never estimated slower than the head-blind one.
+        for (lens, rows) in [(vec![4096], 16), (vec![512], 128), (vec![4096; 8], 128)] {
+            let a = MlaDecodePlan::for_shape(&lens, shape(rows), 24).unwrap();
+            let b = MlaDecodePlan::new(&lens, 24).unwrap();
+            let est = |c: u32| plan_estimate(&lens, u64::from(c), &shape(rows), 24);
+            assert!(est(a.chunk()) <= est(b.chunk()) * 1.0001, "{a:?} {b:?}");
+        }
+        assert!(MlaDecodePlan::for_shape(&[4], shape(0), 24).is_err());
+        assert!(MlaDecodePlan::for_shape(&[], shape(16), 24).is_err());
     }
 
     #[test]

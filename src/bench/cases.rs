@@ -14,7 +14,10 @@ use dsnpu_kernels::launch::{
     self, CombineShape, FfnShape, GroupList, GroupedShape, KernelLibrary, MlaCacheWriteInputs,
     MlaCacheWriteShape, MlaDecodeInputs, MlaDecodeShape, RopeShape, RoutingShape,
 };
-use dsnpu_kernels::{GatingParams, KernelError, MlaDecodePlan, MoeList, MoeScore, RopeLayout};
+use dsnpu_kernels::{
+    GatingParams, KernelDtype, KernelError, MlaDecodePlan, MlaPlanShape, MoeList, MoeScore,
+    RopeLayout,
+};
 use dsnpu_runtime::{DeviceBuffer, DeviceRepr, RuntimeError, Stream};
 use half::bf16;
 
@@ -638,7 +641,13 @@ pub fn decode_case(
         .flat_map(|b| (0..per_seq).map(move |k| (k * batch + b) as i32))
         .collect();
     let lens = vec![ctx; batch];
-    let plan = MlaDecodePlan::new(&lens, lib.hardware().cube.cores)?;
+    let shape = MlaPlanShape {
+        query_rows: heads as u32,
+        latent_dim: dl as u32,
+        rope_dim: dr as u32,
+        dtype: KernelDtype::Bf16,
+    };
+    let plan = MlaDecodePlan::for_shape(&lens, shape, lib.hardware().cube.cores)?;
     let rows = batch * heads;
     let q_nope = bf16s(s, rows * dl, 1, 1.0)?;
     let q_rope = bf16s(s, rows * dr, 2, 1.0)?;

@@ -12,8 +12,9 @@
  * int32 device buffer: [batch x 2] (first task, task count of the sequence), then [tasks x 3] (b, c0, c1).
  * Task k runs on block k % GetBlockNum(). A task serves ALL G = S * H query rows of its sequence (q rows
  * of b are contiguous, row r = s * H + h), so each cache row of the chunk is streamed once per sequence:
- *   1. cube: scores[G, C] = q_nope . latent^T (+ q_rope . rope^T, accumulated) per cache-block segment of
- *      the chunk, into this block's f32 score workspace (Matmul API, operands in GM);
+ *   1. cube: scores[G, C] = q_nope . latent^T (+ q_rope . rope^T, accumulated) per segment of the chunk
+ *      (a run of cache blocks the block table numbers consecutively, so one block at worst), into this
+ *      block's f32 score workspace (Matmul API, operands in GM);
  *   2. vector: per row, scale, causal mask (at most S - 1 positions of the last chunk), max m, p = exp(s - m),
  *      l = sum p; p rounded to t into the P workspace; (m, l) per row into the task's ml workspace;
  *   3. cube: O[G, Dl] = P . latent per segment, accumulated in f32, into the task's partial workspace
@@ -164,6 +165,26 @@ private:
         return static_cast<uint64_t>(static_cast<uint32_t>(block)) * t_.block_size + pos % t_.block_size;
     }
 
+    // Positions from `pos` (at most `left`) whose cache rows are consecutive slots: the rest of pos's
+    // block, extended over the following blocks while the block table numbers them consecutively. One
+    // cube call covers such a run, so the query panel is read and the partial output written once per
+    // run, not once per cache block.
+    __aicore__ inline uint32_t Run(uint32_t b, uint32_t pos, uint32_t left) {
+        const uint32_t bs = t_.block_size;
+        uint32_t n = Min(bs - pos % bs, left);
+        const uint64_t row = static_cast<uint64_t>(b) * t_.max_blocks;
+        uint32_t blk = pos / bs;
+        int32_t id = tableGm_.GetValue(row + blk);
+        while (n < left && blk + 1 < t_.max_blocks) {
+            const int32_t next = tableGm_.GetValue(row + blk + 1);
+            if (id < 0 || next != id + 1) break;
+            n += Min(bs, left - n);
+            ++blk;
+            id = next;
+        }
+        return n;
+    }
+
     __aicore__ inline void Task(uint32_t k) {
         const uint64_t at = 2 * static_cast<uint64_t>(t_.batch) + 3 * static_cast<uint64_t>(k);
         const int32_t bRaw = planGm_.GetValue(at);
@@ -179,8 +200,8 @@ private:
         // 1. scores = q . k^T, one cube call per cache-block segment (and one for the rope part).
         for (uint32_t p = 0; p < C;) {
             const uint32_t pos = static_cast<uint32_t>(c0) + p;
-            const uint32_t n = Min(t_.block_size - pos % t_.block_size, C - p);
             const uint64_t slot = Slot(b, pos);
+            const uint32_t n = Run(b, pos, C - p);
             mmQk_.SetOrgShape(G_, t_.pitch, t_.latent_dim, t_.latent_dim);
             mmQk_.SetTensorA(qNopeGm_[qRow * t_.latent_dim]);
             mmQk_.SetTensorB(latentGm_[slot * t_.latent_dim], true);
@@ -204,8 +225,8 @@ private:
         if (C == 0) return;  // every row has l = 0: the combine skips this task
         for (uint32_t p = 0; p < C;) {
             const uint32_t pos = static_cast<uint32_t>(c0) + p;
-            const uint32_t n = Min(t_.block_size - pos % t_.block_size, C - p);
             const uint64_t slot = Slot(b, pos);
+            const uint32_t n = Run(b, pos, C - p);
             mmPv_.SetOrgShape(G_, t_.latent_dim, t_.pitch, t_.pitch);
             mmPv_.SetTensorA(pWs_[p]);
             mmPv_.SetTensorB(latentGm_[slot * t_.latent_dim]);

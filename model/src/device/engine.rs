@@ -31,7 +31,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use dsnpu_kernels::launch::{self, KernelLibrary, RowSource};
-use dsnpu_kernels::{MlaDecodePlan, MlaOperand, MoeList};
+use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaOperand, MlaPlanShape, MoeList};
 use dsnpu_ops::rope::RopeTable;
 use dsnpu_ops::sampling::Sampler;
 use dsnpu_runtime::{
@@ -595,7 +595,19 @@ impl Engine {
             up(&lens)?,
         );
         let host_lens: Vec<usize> = lens.iter().map(|&l| l as usize).collect();
-        let plan = MlaDecodePlan::new(&host_lens, self.ctx.lib.hardware().cube.cores)?;
+        let plan = MlaDecodePlan::for_shape(
+            &host_lens,
+            MlaPlanShape {
+                query_rows: (s * heads) as u32,
+                latent_dim: self.cfg.kv_lora_rank as u32,
+                rope_dim: self.cfg.qk_rope_head_dim as u32,
+                dtype: match self.opts.dtype {
+                    DType::BF16 => KernelDtype::Bf16,
+                    _ => KernelDtype::F32,
+                },
+            },
+            self.ctx.lib.hardware().cube.cores,
+        )?;
         let plan_words = stage(dev, st, plan.words(), &mut staged.i32s)?;
         let head_counts = stage(dev, st, &vec![tokens as i64; heads], &mut staged.i64s)?;
         let prefill = if prefill {

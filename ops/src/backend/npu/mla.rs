@@ -13,7 +13,7 @@
 //! like the MoE family's (no fault, zero sanitizer warnings).
 
 use dsnpu_kernels::launch::{self, MlaDecodeInputs, MlaDecodeShape};
-use dsnpu_kernels::MlaDecodePlan;
+use dsnpu_kernels::{MlaDecodePlan, MlaPlanShape};
 use ndarray::{Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4};
 
 use super::{by_dtype, DevElem, Npu};
@@ -55,7 +55,13 @@ impl Npu {
         let table = self.upload_raw(OP, &table)?;
         let lens = self.upload_raw(OP, &seq_lens.to_vec())?;
         let host_lens: Vec<usize> = seq_lens.iter().map(|&l| l as usize).collect();
-        let plan = MlaDecodePlan::new(&host_lens, self.lib.hardware().cube.cores)
+        let plan_shape = MlaPlanShape {
+            query_rows: (s_q * heads) as u32,
+            latent_dim: dl as u32,
+            rope_dim: cache.rope_dim() as u32,
+            dtype: <E as dsnpu_kernels::launch::KernelElem>::DTYPE,
+        };
+        let plan = MlaDecodePlan::for_shape(&host_lens, plan_shape, self.lib.hardware().cube.cores)
             .map_err(|e| self.fail(OP, e))?;
         let words = self.upload_raw(OP, plan.words())?;
         let rows = batch * s_q * heads;
