@@ -242,6 +242,7 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         "mla_cache_write",
         "gather_rows",
         "argmax",
+        "sample_top_p",
     ]
     .iter()
     .map(|s| format!("/src/kernels/src/ascendc/{s}.cpp"))

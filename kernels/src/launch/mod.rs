@@ -36,6 +36,7 @@ mod moe_routing;
 mod norm;
 mod rope;
 mod silu_mul;
+mod sample;
 mod step;
 
 pub use hardware::Hardware;
@@ -54,6 +55,7 @@ pub use norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeShape};
 pub use silu_mul::silu_mul;
 pub use step::{argmax, gather_rows, gather_rows_f32, RowSource};
+pub use sample::sample_top_p;
 
 use dsnpu_runtime::{DeviceRepr, RuntimeError};
 
@@ -117,6 +119,8 @@ unsafe impl DeviceRepr for crate::MlaPrefillTiling {}
 unsafe impl DeviceRepr for crate::GatherRowsTiling {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for crate::ArgmaxTiling {}
+// SAFETY: as above (u32 and f32 fields only).
+unsafe impl DeviceRepr for crate::SampleTopPTiling {}
 
 /// What a launcher queued.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -23,6 +23,7 @@ mod mla;
 mod mla_cache_write;
 mod mla_prefill;
 mod moe;
+mod sampling;
 
 use std::sync::Arc;
 
