@@ -255,7 +255,9 @@ impl Sampler {
             }
         }
         // Rounding left the running sum at or under the target: the last kept token.
-        Ok(*kept.last().expect("the nucleus keeps the most likely token") as i32)
+        Ok(*kept
+            .last()
+            .expect("the nucleus keeps the most likely token") as i32)
     }
 }
 

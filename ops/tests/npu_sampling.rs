@@ -91,7 +91,10 @@ fn greedy_samplers_run_argmax_without_drawing() {
     let npu = checked_npu();
     let logits = array![[0.5f32, 2.0, -1.0, 2.0], [3.0, 1.0, 3.0, 0.0]];
     let mut s = samplers(2, 0.0, 0.3, 0);
-    assert_eq!(npu.sample(logits.view(), &mut s).unwrap().to_vec(), vec![1, 0]);
+    assert_eq!(
+        npu.sample(logits.view(), &mut s).unwrap().to_vec(),
+        vec![1, 0]
+    );
     // No draw was consumed: the next uniform is still draw 0.
     assert_eq!(s[0].next_uniform(), uniform(0, 0));
 }

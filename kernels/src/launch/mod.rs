@@ -35,8 +35,8 @@ mod moe_grouped;
 mod moe_routing;
 mod norm;
 mod rope;
-mod silu_mul;
 mod sample;
+mod silu_mul;
 mod step;
 
 pub use hardware::Hardware;
@@ -53,9 +53,9 @@ pub use moe_grouped::{expert_ffn, grouped_matmul, FfnShape, GroupList, GroupedSh
 pub use moe_routing::{moe_init_routing, moe_init_routing_quant, RoutingShape};
 pub use norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeShape};
+pub use sample::sample_top_p;
 pub use silu_mul::silu_mul;
 pub use step::{argmax, gather_rows, gather_rows_f32, RowSource};
-pub use sample::sample_top_p;
 
 use dsnpu_runtime::{DeviceRepr, RuntimeError};
 

@@ -679,7 +679,12 @@ impl Engine {
         // draw) goes up with the pass, the ids come back; the samplers advance once the pass succeeded.
         let mut advanced: Vec<Sampler> = feeds
             .iter()
-            .map(|(id, _)| self.seqs[id].sampler.clone().expect("a sampler when not greedy"))
+            .map(|(id, _)| {
+                self.seqs[id]
+                    .sampler
+                    .clone()
+                    .expect("a sampler when not greedy")
+            })
             .collect();
         let u: Vec<f32> = advanced.iter_mut().map(Sampler::next_uniform).collect();
         let mut pinned = Vec::new();
