@@ -11,6 +11,7 @@ use dsnpu_ops::backend::Npu;
 use dsnpu_ops::conformance::cases::CaseRng;
 use dsnpu_ops::sampling::{uniform, Sampler};
 use dsnpu_ops::{Float, OpsError};
+use dsnpu_runtime::sim_counters;
 use half::{bf16, f16};
 use ndarray::{array, Array2};
 
@@ -62,6 +63,15 @@ fn random_cases<T: Float>() {
                 want,
                 "{} [{rows}, {cols}] temperature {temperature} top_p {top_p}",
                 T::DTYPE
+            );
+            // The last launch was this kernel's, clean: no fault and no sanitizer warning.
+            let l = sim_counters::last_launch_counters(npu.stream())
+                .unwrap()
+                .expect("a completed launch");
+            let symbol = format!("sample_top_p_{}", T::DTYPE);
+            assert_eq!(
+                (l.kernel.as_str(), l.status, l.warnings),
+                (symbol.as_str(), 0, 0)
             );
             // The draws are not all the same token (the comparison has something to compare).
             if cols > 7 && top_p > 0.5 {
