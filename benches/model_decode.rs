@@ -19,8 +19,10 @@
 //! (default 4 G, about a minute here) is listed as not run; set the variable higher to run them all.
 //! `DSNPU_BENCH_HIDDEN` (default 7168) and `DSNPU_BENCH_INTER` (default 2048) shrink the layer.
 //!
-//! Part 2 (criterion): wall time of 8 greedy decode steps of the device engine on the simulator against
-//! the CPU backend's `Generator`, both on the small test checkpoint `model/tests/data/v3_base`.
+//! Part 2 (criterion): wall time of a prefill and 8 greedy decode steps of batches of 1, 16 and 64
+//! sequences on the device engine on the simulator (the batch decodes together, one pass per step)
+//! against the CPU backend's `Generator` with the same prompts, both on the small test checkpoint
+//! `model/tests/data/v3_base`.
 
 use std::time::Duration;
 
@@ -661,7 +663,6 @@ fn layer_report() {
 fn model_decode(c: &mut Criterion) {
     layer_report();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/data/v3_base");
-    let prompt = [5, 9, 14, 2, 7];
     const STEPS: usize = 8;
     let mut g = c.benchmark_group("model_decode_8_steps_v3_base");
     g.sample_size(10)
@@ -669,29 +670,50 @@ fn model_decode(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     let mut engine = dsnpu_model::device::Engine::load(
         &dir,
-        dsnpu_model::device::EngineOptions::default(),
+        dsnpu_model::device::EngineOptions {
+            // 64 sequences of 5 + 9 tokens: one 16-slot block each.
+            num_blocks: 128,
+            ..Default::default()
+        },
         &mut |_, _| {},
     )
     .expect("engine");
-    g.bench_function("engine on the simulator", |b| {
-        b.iter(|| {
-            let id = engine.add_sequence(&prompt).expect("prompt");
-            engine.step().expect("prefill");
-            for _ in 0..STEPS {
-                engine.step().expect("decode");
-            }
-            engine.remove_sequence(id).expect("remove");
-        })
-    });
     let model = dsnpu_model::DeepseekV3::load(&dir).expect("cpu model");
-    g.bench_function("cpu backend", |b| {
-        b.iter(|| {
-            let opts = dsnpu_model::GenerateOptions::greedy(STEPS + 1);
-            let gen = dsnpu_model::Generator::new(&model, opts).expect("generator");
-            gen.generate_batch_with(&[&prompt[..]], &mut |_| {})
-                .expect("generate")
-        })
-    });
+    for batch in [1usize, 16, 64] {
+        // Different prompts per sequence (the same five tokens, shifted), so rows do not repeat.
+        let prompts: Vec<Vec<i32>> = (0..batch)
+            .map(|i| {
+                [5, 9, 14, 2, 7]
+                    .iter()
+                    .map(|&t| (t + 3 * i as i32) % 128)
+                    .collect()
+            })
+            .collect();
+        g.bench_function(format!("engine on the simulator/B={batch}"), |b| {
+            b.iter(|| {
+                let ids: Vec<_> = prompts
+                    .iter()
+                    .map(|p| engine.add_sequence(p).expect("prompt"))
+                    .collect();
+                engine.step().expect("prefill");
+                for _ in 0..STEPS {
+                    engine.step().expect("decode");
+                }
+                for id in ids {
+                    engine.remove_sequence(id).expect("remove");
+                }
+            })
+        });
+        let refs: Vec<&[i32]> = prompts.iter().map(Vec::as_slice).collect();
+        g.bench_function(format!("cpu backend/B={batch}"), |b| {
+            b.iter(|| {
+                let opts = dsnpu_model::GenerateOptions::greedy(STEPS + 1);
+                let gen = dsnpu_model::Generator::new(&model, opts).expect("generator");
+                gen.generate_batch_with(&refs, &mut |_| {})
+                    .expect("generate")
+            })
+        });
+    }
     g.finish();
 }
 

@@ -30,6 +30,7 @@ const SOURCES: &[&str] = &[
     "src/ascendc/mla_cache_write.cpp",
     "src/ascendc/gather_rows.cpp",
     "src/ascendc/argmax.cpp",
+    "src/ascendc/sample_top_p.cpp",
 ];
 
 /// File name of the host kernel binary in OUT_DIR.

@@ -145,3 +145,55 @@ fn bf16_runs_on_the_device_and_is_refused_on_the_cpu() {
         "the prefill's id (a clear maximum)"
     );
 }
+
+#[test]
+fn top_p_sampling_runs_on_the_device_and_matches_the_cpu() {
+    // `sample_top_p` on the device with the CPU Sampler's contract: the same ids as `--backend cpu` for
+    // the same flags (the logits of the two backends agree far closer than any boundary of these draws),
+    // one sampling launch per pass, and still one 4-byte id per sequence and step downloaded.
+    let dir = std::env::temp_dir().join(format!("dsnpu-cli-topp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ids = Vec::new();
+    for (backend, seed) in [("cpu", "1"), ("npu", "1"), ("npu", "2")] {
+        let path = dir.join(format!("{backend}-{seed}.json"));
+        let out = run(&[
+            "generate",
+            "--model",
+            &model(),
+            "--prompt-ids",
+            "5,9,14,2,7",
+            "--max-new-tokens",
+            "12",
+            "--top-p",
+            "0.9",
+            "--temperature",
+            "0.7",
+            "--seed",
+            seed,
+            "--backend",
+            backend,
+            "--stats-json",
+            path.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(String::from_utf8_lossy(&out.stdout).to_string());
+        if backend == "npu" {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let ops = v["ops"].as_object().unwrap();
+            assert_eq!(ops.len(), 1, "only the device served operators: {v}");
+            assert_eq!(v["ops"]["sim:0"]["sample_top_p"], 12, "{v}");
+            assert!(v["ops"]["sim:0"].get("argmax").is_none(), "{v}");
+            assert_eq!(v["decode"]["steps"], 11);
+            assert_eq!(v["decode"]["syncs"], 11);
+            assert_eq!(v["decode"]["d2h_bytes"], 4 * 11, "{v}");
+            assert_eq!(v["prefill"]["d2h_bytes"], 4, "{v}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(ids[0], ids[1], "both backends sample the same ids");
+    assert_ne!(ids[1], ids[2], "another seed samples other ids");
+}

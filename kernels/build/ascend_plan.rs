@@ -106,6 +106,10 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         path: "src/ascendc/argmax.cpp",
         kind: CoreKind::Vector,
     },
+    KernelSource {
+        path: "src/ascendc/sample_top_p.cpp",
+        kind: CoreKind::Vector,
+    },
 ];
 
 /// Directory of OUT_DIR that holds the objects and the fat binary.

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "dsnpu_kernels/tiling.h"
+#include "dsnpu_kernels/tiling_sample.h"
 
 #define STRUCT_BEGIN(s) printf("    (\"%s\", %zu, &[", #s, sizeof(s));
 #define FIELD(s, f) printf("(\"%s\", %zu), ", #f, offsetof(s, f));
@@ -291,6 +292,14 @@ int main(void) {
     FIELD(DsnpuArgmaxTiling, cols)
     FIELD(DsnpuArgmaxTiling, rows_per_block)
     FIELD(DsnpuArgmaxTiling, cols_per_tile)
+    STRUCT_END()
+    STRUCT_BEGIN(DsnpuSampleTopPTiling)
+    FIELD(DsnpuSampleTopPTiling, rows)
+    FIELD(DsnpuSampleTopPTiling, cols)
+    FIELD(DsnpuSampleTopPTiling, rows_per_block)
+    FIELD(DsnpuSampleTopPTiling, cols_per_tile)
+    FIELD(DsnpuSampleTopPTiling, inv_temperature)
+    FIELD(DsnpuSampleTopPTiling, top_p)
     STRUCT_END()
     printf("];\n");
     return 0;

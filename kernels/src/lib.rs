@@ -27,7 +27,8 @@
 //! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), the MLA decode
 //! `mla_decode_<t>` (tiling in [`tiling_mla`]), the MLA prefill `mla_prefill_<t>` (tiling in
 //! [`tiling_mla_prefill`]), the fused MLA cache write `mla_cache_write_<t>` (tiling in
-//! [`tiling_cache_write`]), the step kernels `gather_rows_<t>` and `argmax_<t>` (tilings in [`tiling_step`]), and the layer's self-tests
+//! [`tiling_cache_write`]), the step kernels `gather_rows_<t>` and `argmax_<t>` (tilings in [`tiling_step`]), the top-p sampler `sample_top_p_<t>` (tiling in
+//! [`tiling_sample`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
 pub mod bench_report;
@@ -44,6 +45,7 @@ pub mod tiling_cube;
 pub mod tiling_mla;
 pub mod tiling_mla_prefill;
 pub mod tiling_moe;
+pub mod tiling_sample;
 pub mod tiling_step;
 
 pub use error::{KernelError, Result};
@@ -59,6 +61,7 @@ pub use tiling_moe::{
     ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,
     MoeInitRoutingTiling, MoeList, MoeScore,
 };
+pub use tiling_sample::SampleTopPTiling;
 pub use tiling_step::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling};
 
 /// Absolute path of the host kernel binary built for this crate (in cargo's OUT_DIR).
@@ -152,11 +155,14 @@ pub enum Kernel {
     ExpertFfnF32W,
     /// [`Kernel::GatherRows`] from a source in the given dtype into f32 rows (widened on the way).
     GatherRowsF32,
+    /// `(x, u, out, workspace, tiling)` with [`SampleTopPTiling`]: u f32 `[rows]` (the uniforms of
+    /// `dsnpu_ops::sampling::uniform`), out i32 `[rows]` (-1 for a row it cannot sample).
+    SampleTopP,
 }
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -177,6 +183,7 @@ impl Kernel {
         Kernel::GroupedMatmulF32W,
         Kernel::ExpertFfnF32W,
         Kernel::GatherRowsF32,
+        Kernel::SampleTopP,
     ];
 
     /// The exported symbol of this kernel for `dtype`.
@@ -244,6 +251,9 @@ impl Kernel {
             (GatherRowsF32, F32) => "gather_rows_f32_f32",
             (GatherRowsF32, F16) => "gather_rows_f16_f32",
             (GatherRowsF32, Bf16) => "gather_rows_bf16_f32",
+            (SampleTopP, F32) => "sample_top_p_f32",
+            (SampleTopP, F16) => "sample_top_p_f16",
+            (SampleTopP, Bf16) => "sample_top_p_bf16",
         }
     }
 
@@ -270,6 +280,7 @@ impl Kernel {
             Kernel::GroupedMatmulF32W => 6,
             Kernel::ExpertFfnF32W => 8,
             Kernel::GatherRowsF32 => 5,
+            Kernel::SampleTopP => 5,
         }
     }
 

@@ -189,8 +189,8 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         &fake_fs(CANN8),
     )
     .unwrap();
-    // 9 vector sources once, 4 mix sources twice, 2 host-only sources never, then the link.
-    assert_eq!(p.commands.len(), 9 + 4 * 2 + 1);
+    // 10 vector sources once, 4 mix sources twice, 2 host-only sources never, then the link.
+    assert_eq!(p.commands.len(), 10 + 4 * 2 + 1);
     let (link, compiles) = p.commands.split_last().unwrap();
     assert_eq!(link.program, p.linker);
     assert_eq!(link.output, p.binary);
@@ -242,6 +242,7 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         "mla_cache_write",
         "gather_rows",
         "argmax",
+        "sample_top_p",
     ]
     .iter()
     .map(|s| format!("/src/kernels/src/ascendc/{s}.cpp"))
@@ -261,7 +262,7 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
             "/src/kernels/src/ascendc/mla_prefill.cpp"
         ])
     );
-    assert_eq!(seen.iter().filter(|(_, a)| a == "dav-c220-vec").count(), 13);
+    assert_eq!(seen.iter().filter(|(_, a)| a == "dav-c220-vec").count(), 14);
 }
 
 #[test]

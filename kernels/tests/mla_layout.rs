@@ -2,7 +2,8 @@
 //! (`src/tiling_mla.rs`): size and every field offset as the C compiler lays them out (printed by
 //! `build/layout_probe.c` at build time), and the bytes the launcher passes.
 use dsnpu_kernels::{
-    ArgmaxTiling, GatherRowsTiling, MlaCacheWriteTiling, MlaDecodeTiling, MlaPrefillTiling, Tiling,
+    ArgmaxTiling, GatherRowsTiling, MlaCacheWriteTiling, MlaDecodeTiling, MlaPrefillTiling,
+    SampleTopPTiling, Tiling,
 };
 use std::mem::{offset_of, size_of};
 
@@ -138,6 +139,18 @@ fn mla_tiling_layout_matches_the_c_header() {
             ArgmaxTiling,
             "DsnpuArgmaxTiling",
             [rows, cols, rows_per_block, cols_per_tile]
+        ),
+        rust_layout!(
+            SampleTopPTiling,
+            "DsnpuSampleTopPTiling",
+            [
+                rows,
+                cols,
+                rows_per_block,
+                cols_per_tile,
+                inv_temperature,
+                top_p
+            ]
         ),
     ];
     if c_layout::C_MLA_LAYOUT.is_empty() {

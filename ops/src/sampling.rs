@@ -13,8 +13,6 @@
 use crate::error::{invalid, shape_error};
 use crate::{Float, OpsError, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 /// Rows of `table` `[V, H]` at `ids` `[T]`.
 pub fn embedding<T: Float>(table: ArrayView2<T>, ids: ArrayView1<i32>) -> Result<Array2<T>> {
@@ -111,16 +109,47 @@ pub fn argmax<T: Float>(x: ArrayView2<T>) -> Result<Array1<i32>> {
 /// Temperature/top-p sampler with a seeded generator: the same seed gives the same tokens.
 ///
 /// - `temperature == 0`: greedy, the lowest index among the maximal logits (no random draw).
-/// - otherwise: `p = softmax(logits / temperature)` (in `f64`); tokens are ordered by descending `p`,
-///   ties by ascending index; the nucleus keeps every token whose **preceding** cumulative probability is
-///   below `top_p` (the smallest prefix reaching `top_p`, as Hugging Face's `TopPLogitsWarper`), so the most
-///   likely token is always kept; one uniform draw from ChaCha8 in `[0, 1)` picks a token from the
-///   renormalised nucleus.
+/// - otherwise, in f32 with a fixed order of operations (the device kernel `sample_top_p_<t>` performs
+///   the same operations, so on the simulator it returns the same ids bit for bit; on hardware whose
+///   `exp` differs in the last ulp the two can differ only when a draw or the cut lands within rounding
+///   of a boundary):
+///   1. `m = max x`; weight `w_i = exp((x_i - m) * (1 / temperature))` (the subtraction and product
+///      rounded to f32, the `exp` evaluated in f64 and rounded to f32); the maximum maps to 1;
+///   2. `Z = M(0)` and `cut = top_p * Z`, where `M(v)` is the f32 sum, in ascending index order, of the
+///      weights greater than `v`;
+///   3. the nucleus keeps token `i` when the weight ranked before it (greater weights, equal weights of
+///      lower index) is below `cut` — Hugging Face's `TopPLogitsWarper` rule (the smallest prefix of the
+///      tokens by descending probability reaching `top_p`; the most likely token is always kept).
+///      Found without sorting: `v` = the smallest f32 with `M(v) < cut` (bisection over the bit patterns
+///      of `(0, 1]`; `M` is monotone, so `v` is the smallest kept weight), every weight above `v` is kept,
+///      and the weights equal to `v` are kept in index order while `M(v) + (earlier ties) < cut`;
+///   4. one uniform `u` in `[0, 1)` picks a token: `target = u * K` with `K` the f32 sum of the kept
+///      weights in index order; the kept tokens are walked in **ascending id** order and the first
+///      whose running f32 sum exceeds `target` is returned (the last kept one if none does).
+/// - The uniforms are counter-based, not a stream: draw `n` (counting from 0) of a sampler seeded with
+///   `seed` uses [`uniform`]`(seed, n)`; the device engine computes the same values for the kernel.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     temperature: f32,
     top_p: f32,
-    rng: ChaCha8Rng,
+    seed: u64,
+    draws: u64,
+}
+
+/// The splitmix64 finaliser: a bijection of `u64` that mixes every input bit into every output bit.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The uniform of draw `draw` of a sampler seeded with `seed`: `mix64(mix64(seed) + (draw + 1)·φ)`
+/// (φ = 0x9E3779B97F4A7C15, wrapping; the splitmix64 generator started at `mix64(seed)`), its top 24 bits
+/// scaled to `[0, 1)` — exact in f32 and f64, so host and device draw the same value.
+pub fn uniform(seed: u64, draw: u64) -> f32 {
+    const PHI: u64 = 0x9E37_79B9_7F4A_7C15;
+    let z = mix64(mix64(seed).wrapping_add(draw.wrapping_add(1).wrapping_mul(PHI)));
+    (z >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
 }
 
 impl Sampler {
@@ -144,7 +173,8 @@ impl Sampler {
         Ok(Sampler {
             temperature,
             top_p,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            seed,
+            draws: 0,
         })
     }
 
@@ -156,7 +186,15 @@ impl Sampler {
         self.top_p
     }
 
-    fn check_logits<T: Float>(logits: &ArrayView1<T>) -> Result<Vec<f32>> {
+    /// The uniform of the next draw, advancing the counter (what [`sample`](Self::sample) uses when not
+    /// greedy; the device engine takes it from here to sample on the device).
+    pub fn next_uniform(&mut self) -> f32 {
+        let u = uniform(self.seed, self.draws);
+        self.draws += 1;
+        u
+    }
+
+    pub(crate) fn check_logits<T: Float>(logits: &ArrayView1<T>) -> Result<Vec<f32>> {
         const OP: &str = "Sampler::sample";
         if logits.is_empty() {
             return Err(shape_error(OP, "logits", logits.shape(), "[V] with V >= 1"));
@@ -180,51 +218,100 @@ impl Sampler {
     }
 
     /// The tokens `sample` can return for `logits` and their probabilities (renormalised over the
-    /// nucleus), most likely first. Greedy samplers return the single argmax with probability 1.
+    /// nucleus), most likely first (ties by id). Greedy samplers return the single argmax with
+    /// probability 1.
     pub fn distribution<T: Float>(&self, logits: ArrayView1<T>) -> Result<Vec<(i32, f64)>> {
         let v = Self::check_logits(&logits)?;
         if self.temperature == 0.0 {
             return Ok(vec![(argmax_row(v.iter().copied()) as i32, 1.0)]);
         }
-        let t = self.temperature as f64;
-        let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        // exp((l - max) / t): the maximum maps to 1, so the sum is >= 1 and nothing overflows.
-        let weights: Vec<f64> = v.iter().map(|&l| ((l as f64 - max) / t).exp()).collect();
-        let total: f64 = weights.iter().sum();
-        let mut order: Vec<usize> = (0..v.len()).collect();
-        // Stable sort: equal probabilities stay in ascending index order.
-        order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]));
-        let top_p = self.top_p as f64;
-        let mut kept = Vec::new();
-        let mut before = 0.0;
-        for &i in &order {
-            if before >= top_p || weights[i] == 0.0 {
-                break;
-            }
-            let p = weights[i] / total;
-            kept.push((i as i32, p));
-            before += p;
-        }
-        let mass: f64 = kept.iter().map(|(_, p)| p).sum();
-        kept.iter_mut().for_each(|(_, p)| *p /= mass);
-        Ok(kept)
+        let nucleus = Nucleus::new(&v, self.temperature, self.top_p);
+        let kept = nucleus.kept();
+        let mass: f64 = kept.iter().map(|&i| nucleus.w[i] as f64).sum();
+        let mut dist: Vec<(i32, f64)> = kept
+            .iter()
+            .map(|&i| (i as i32, nucleus.w[i] as f64 / mass))
+            .collect();
+        // Stable: equal probabilities stay in ascending id order.
+        dist.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(dist)
     }
 
     /// Draw one token from `logits` `[V]`.
     pub fn sample<T: Float>(&mut self, logits: ArrayView1<T>) -> Result<i32> {
-        let dist = self.distribution(logits)?;
+        let v = Self::check_logits(&logits)?;
         if self.temperature == 0.0 {
-            return Ok(dist[0].0);
+            return Ok(argmax_row(v.iter().copied()) as i32);
         }
-        let u: f64 = self.rng.gen();
-        let mut cum = 0.0;
-        for &(id, p) in &dist {
-            cum += p;
-            if u < cum {
-                return Ok(id);
+        let nucleus = Nucleus::new(&v, self.temperature, self.top_p);
+        let kept = nucleus.kept();
+        let total = kept.iter().fold(0f32, |s, &i| s + nucleus.w[i]);
+        let target = self.next_uniform() * total;
+        let mut cum = 0f32;
+        for &i in &kept {
+            cum += nucleus.w[i];
+            if target < cum {
+                return Ok(i as i32);
             }
         }
-        // Rounding left the cumulative sum a hair under u: the last kept token.
-        Ok(dist[dist.len() - 1].0)
+        // Rounding left the running sum at or under the target: the last kept token.
+        Ok(*kept
+            .last()
+            .expect("the nucleus keeps the most likely token") as i32)
     }
+}
+
+/// The f32 weights of a row and its nucleus (steps 1-3 of [`Sampler`]'s contract).
+struct Nucleus {
+    w: Vec<f32>,
+    /// The smallest kept weight.
+    v: f32,
+    cut: f32,
+}
+
+impl Nucleus {
+    fn new(x: &[f32], temperature: f32, top_p: f32) -> Nucleus {
+        let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let inv_t = 1.0f32 / temperature;
+        let w: Vec<f32> = x
+            .iter()
+            .map(|&l| (((l - m) * inv_t) as f64).exp() as f32)
+            .collect();
+        let cut = top_p * mass_above(&w, 0.0);
+        // M(lo) >= cut (M(0) = Z >= top_p Z) and M(hi) < cut (no weight exceeds 1, and cut > 0).
+        let (mut lo, mut hi) = (0u32, 1f32.to_bits());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if mass_above(&w, f32::from_bits(mid)) < cut {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Nucleus {
+            w,
+            v: f32::from_bits(hi),
+            cut,
+        }
+    }
+
+    /// The kept ids, ascending.
+    fn kept(&self) -> Vec<usize> {
+        let mut tie_before = mass_above(&self.w, self.v);
+        let mut kept = Vec::new();
+        for (i, &w) in self.w.iter().enumerate() {
+            if w > self.v {
+                kept.push(i);
+            } else if w == self.v && tie_before < self.cut {
+                tie_before += w;
+                kept.push(i);
+            }
+        }
+        kept
+    }
+}
+
+/// `M(v)`: the f32 sum, in index order, of the weights greater than `v`.
+fn mass_above(w: &[f32], v: f32) -> f32 {
+    w.iter().fold(0f32, |s, &w| if w > v { s + w } else { s })
 }

@@ -547,6 +547,8 @@ fn clones_share_counts_across_threads_and_reset_clears_them() {
             primary: "dev".into(),
             secondary: "cpu".into(),
             counts: handle.snapshot(),
+            // The fakes copy nothing between host and device.
+            transfers: vec![],
         }
     );
     assert_eq!(report.to_string(), "dev: argmax 100\ncpu: softmax 100");

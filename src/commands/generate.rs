@@ -70,10 +70,15 @@ pub fn device_backend() -> Result<DeviceBackend, CliError> {
 }
 
 /// Prints on stderr which operators each backend served (`ops on sim:0: linear 24, ...` and
-/// `ops on cpu: embedding 1, ...`).
+/// `ops on cpu: embedding 1, ...`) and, when anything crossed, each operator's host↔device copies
+/// (`transfers: linear h2d 40 (81920 B) d2h 20 (2560 B), ...`).
 pub fn report_backend(backend: &DeviceBackend) {
     for line in backend.report().to_string().lines() {
-        eprintln!("ops on {line}");
+        if line.starts_with("transfers: ") {
+            eprintln!("{line}");
+        } else {
+            eprintln!("ops on {line}");
+        }
     }
 }
 

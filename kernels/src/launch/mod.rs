@@ -35,6 +35,7 @@ mod moe_grouped;
 mod moe_routing;
 mod norm;
 mod rope;
+mod sample;
 mod silu_mul;
 mod step;
 
@@ -52,6 +53,7 @@ pub use moe_grouped::{expert_ffn, grouped_matmul, FfnShape, GroupList, GroupedSh
 pub use moe_routing::{moe_init_routing, moe_init_routing_quant, RoutingShape};
 pub use norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeShape};
+pub use sample::sample_top_p;
 pub use silu_mul::silu_mul;
 pub use step::{argmax, gather_rows, gather_rows_f32, RowSource};
 
@@ -117,6 +119,8 @@ unsafe impl DeviceRepr for crate::MlaPrefillTiling {}
 unsafe impl DeviceRepr for crate::GatherRowsTiling {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for crate::ArgmaxTiling {}
+// SAFETY: as above (u32 and f32 fields only).
+unsafe impl DeviceRepr for crate::SampleTopPTiling {}
 
 /// What a launcher queued.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -209,8 +209,39 @@ impl Checkpoint {
         ))
     }
 
-    /// `name` as f32 in row-major order, after checking that it has `shape`.
+    /// `name` as f32 in row-major order, after checking that it has `shape`. The tensor's mapped pages
+    /// are released once it is converted (see [`Checkpoint::release`]).
     pub fn read_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let r = self.read_f32_mapped(name, shape);
+        self.release(name);
+        r
+    }
+
+    /// Drops this process's resident pages of `name`'s stored bytes (`MADV_DONTNEED`): a load that reads
+    /// the checkpoint tensor by tensor then holds one tensor's pages at a time, not every shard it has
+    /// read (file pages stay in the page cache; a later read faults them back in unchanged). Best
+    /// effort: a failed advice only leaves the pages resident.
+    pub fn release(&self, name: &str) {
+        let Some(entry) = self.tensors.get(name) else {
+            return;
+        };
+        let file = &self.files[entry.file];
+        let (s, e) = entry.info.data_offsets;
+        #[cfg(unix)]
+        // SAFETY: the mapping is read-only and never written through, so MADV_DONTNEED only drops the
+        // page-table entries of file-backed pages; the next access reads the same bytes from the file
+        // (the module's trust that the file is not modified while mapped covers that). No reference into
+        // the range is invalidated: its contents do not change.
+        unsafe {
+            let _ = file.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                file.data_start + s,
+                e - s,
+            );
+        }
+    }
+
+    fn read_f32_mapped(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (bytes, info) = self.bytes(name)?;
         if info.shape != shape {
             return Err(ModelError::TensorShape {

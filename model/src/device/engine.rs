@@ -15,10 +15,12 @@
 //!   in id order: sequences added since the last step are prefilled (one device pass per sequence, its
 //!   whole prompt written to the cache by the fused cache-write kernel and attended absorbed, causally,
 //!   by `mla_decode`), the others decode together in one pass. A pass queues all its kernels on the one
-//!   stream and the host waits once, for the sampled ids (`[rows]` i32, greedy `argmax` on the device).
-//!   With temperature > 0 the pass downloads the rows' logits instead and samples on the host with the
-//!   CPU [`Sampler`] (top-p on the device is not written yet). Per-pass uploads are the new token ids and
-//!   the small metadata (positions, slots, block table, lengths, per-head row counts, picked rows).
+//!   stream and the host waits once, for the sampled ids (`[rows]` i32): greedy `argmax` on the device,
+//!   or with temperature > 0 `sample_top_p` on the device, with the CPU [`Sampler`]'s contract (each
+//!   sequence's sampler supplies the counter-based uniform of its next draw, uploaded with the pass; on
+//!   the simulator the ids are the CPU sampler's bit for bit given the same logits). Per-pass uploads are
+//!   the new token ids and the small metadata (positions, slots, block table, lengths, per-head row
+//!   counts, picked rows, the uniforms).
 //! - Errors: no live sequence ([`ModelError::NoLiveSequences`]); a sequence that outgrows the cache
 //!   ([`ModelError::OutOfBlocks`], the step changes nothing) or `max_position_embeddings`; a failed pass
 //!   rolls its cache reservation back.
@@ -55,7 +57,7 @@ pub struct EngineOptions {
     /// Cache blocks (shared by all sequences) and tokens per block.
     pub num_blocks: usize,
     pub block_size: usize,
-    /// 0 = greedy on the device; else sampled on the host from downloaded logits.
+    /// 0 = greedy (argmax on the device); else top-p sampling on the device (`sample_top_p`).
     pub temperature: f32,
     pub top_p: f32,
     /// Sequence `id` samples with seed `seed + id`.
@@ -673,26 +675,60 @@ impl Engine {
         let p = self.upload_pass(feeds, slots, all_logits, prefill)?;
         let (logits, rows) = self.forward_pass::<T>(&p)?;
         let v = self.cfg.vocab_size;
-        let greedy = self.opts.temperature == 0.0;
-        if all_logits || !greedy {
+        if all_logits {
             self.ctx.stream.synchronize()?;
             let logits: Vec<f32> = logits.to_vec()?.into_iter().map(|x| x.to_f32()).collect();
-            if all_logits {
-                return Ok(PassOut::Logits(logits));
-            }
-            let mut ids = Vec::with_capacity(rows);
-            for (r, (id, _)) in feeds.iter().enumerate() {
-                let seq = self.seqs.get_mut(id).expect("live");
-                let sampler = seq.sampler.as_mut().expect("a sampler when not greedy");
-                ids.push(sampler.sample(ndarray::ArrayView1::from(&logits[r * v..(r + 1) * v]))?);
-            }
-            return Ok(PassOut::Ids(ids));
+            return Ok(PassOut::Logits(logits));
         }
         let mut ids = self.ctx.alloc::<i32>(rows)?;
-        let r = launch::argmax(&self.ctx.lib, &self.ctx.stream, &logits, &mut ids, rows, v);
-        self.ctx.note_launch("argmax", r)?;
+        if self.opts.temperature == 0.0 {
+            let r = launch::argmax(&self.ctx.lib, &self.ctx.stream, &logits, &mut ids, rows, v);
+            self.ctx.note_launch("argmax", r)?;
+            self.ctx.stream.synchronize()?;
+            return Ok(PassOut::Ids(ids.to_vec()?));
+        }
+        // Sampling on the device: each row's next uniform (the counter-based value its CPU Sampler would
+        // draw) goes up with the pass, the ids come back; the samplers advance once the pass succeeded.
+        let mut advanced: Vec<Sampler> = feeds
+            .iter()
+            .map(|(id, _)| {
+                self.seqs[id]
+                    .sampler
+                    .clone()
+                    .expect("a sampler when not greedy")
+            })
+            .collect();
+        let u: Vec<f32> = advanced.iter_mut().map(Sampler::next_uniform).collect();
+        let mut pinned = Vec::new();
+        let ud = stage(&self._device, &self.ctx.stream, &u, &mut pinned)?;
+        let r = launch::sample_top_p(
+            &self.ctx.lib,
+            &self.ctx.stream,
+            &logits,
+            &ud,
+            &mut ids,
+            rows,
+            v,
+            self.opts.temperature,
+            self.opts.top_p,
+        );
+        self.ctx.note_launch("sample_top_p", r)?;
         self.ctx.stream.synchronize()?;
-        Ok(PassOut::Ids(ids.to_vec()?))
+        drop(pinned);
+        let ids = ids.to_vec()?;
+        if let Some(r) = ids.iter().position(|&id| id < 0) {
+            // The kernel marks a row it cannot sample (NaN, +inf or only -inf logits).
+            return Err(ModelError::NonFiniteOutput {
+                op: "the device's sampled logits (lm_head; run --backend cpu to name the first stage)"
+                    .into(),
+                index: vec![r],
+                value: f32::NAN,
+            });
+        }
+        for ((id, _), sampler) in feeds.iter().zip(advanced) {
+            self.seqs.get_mut(id).expect("live").sampler = Some(sampler);
+        }
+        Ok(PassOut::Ids(ids))
     }
 
     /// Every layer over the pass's tokens; returns the logits of the wanted rows `[R, V]` and R.

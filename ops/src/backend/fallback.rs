@@ -18,6 +18,11 @@
 //! - [`FallbackCounts`] counts, per operator, the calls each backend *served* (returned `Ok` for).
 //!   Failed calls are not counted. The counters are atomics behind an `Arc` shared by clones of the
 //!   `Fallback`, so a handle taken before the backend moves into a model keeps reporting.
+//! - [`FallbackCounts::transfers`] counts, per operator, every host↔device copy made while the operator
+//!   ran through the `Fallback` — by the primary (its uploads and downloads, including those of a call
+//!   it then answered `Unsupported` for) and by the secondary —, served or failed: the runtime's
+//!   per-thread counters (`dsnpu_runtime::transfer_stats`) are read before the primary is called and
+//!   after the answer. Without the `npu` feature nothing can cross and the counts stay zero.
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -120,11 +125,54 @@ pub struct OpCount {
     pub secondary: u64,
 }
 
-/// Per-operator counts of the calls each side of a [`Fallback`] served.
+/// Host↔device copies made while one operator ran through a [`Fallback`] (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpTransfers {
+    pub h2d_copies: u64,
+    pub h2d_bytes: u64,
+    pub d2h_copies: u64,
+    pub d2h_bytes: u64,
+}
+
+impl OpTransfers {
+    fn is_zero(&self) -> bool {
+        *self == OpTransfers::default()
+    }
+
+    /// The calling thread's copies so far (zero without the `npu` feature).
+    pub(super) fn now() -> OpTransfers {
+        #[cfg(feature = "npu")]
+        {
+            let t = dsnpu_runtime::transfer_stats();
+            OpTransfers {
+                h2d_copies: t.h2d_copies,
+                h2d_bytes: t.h2d_bytes,
+                d2h_copies: t.d2h_copies,
+                d2h_bytes: t.d2h_bytes,
+            }
+        }
+        #[cfg(not(feature = "npu"))]
+        OpTransfers::default()
+    }
+
+    fn since(self, before: OpTransfers) -> OpTransfers {
+        OpTransfers {
+            h2d_copies: self.h2d_copies.wrapping_sub(before.h2d_copies),
+            h2d_bytes: self.h2d_bytes.wrapping_sub(before.h2d_bytes),
+            d2h_copies: self.d2h_copies.wrapping_sub(before.d2h_copies),
+            d2h_bytes: self.d2h_bytes.wrapping_sub(before.d2h_bytes),
+        }
+    }
+}
+
+/// Per-operator counts of the calls each side of a [`Fallback`] served, and of the host↔device copies
+/// made while each operator ran.
 #[derive(Debug, Default)]
 pub struct FallbackCounts {
     primary: [AtomicU64; Op::COUNT],
     secondary: [AtomicU64; Op::COUNT],
+    /// h2d copies, h2d bytes, d2h copies, d2h bytes.
+    transfers: [[AtomicU64; 4]; Op::COUNT],
 }
 
 impl FallbackCounts {
@@ -142,10 +190,37 @@ impl FallbackCounts {
         Op::ALL.iter().map(|&op| self.get(op)).collect()
     }
 
+    /// The host↔device copies made while `op` ran through the `Fallback` (see the module docs).
+    pub fn transfers(&self, op: Op) -> OpTransfers {
+        let t = &self.transfers[op.index()];
+        let get = |i: usize| t[i].load(Ordering::Relaxed);
+        OpTransfers {
+            h2d_copies: get(0),
+            h2d_bytes: get(1),
+            d2h_copies: get(2),
+            d2h_bytes: get(3),
+        }
+    }
+
     /// Sets every count to zero.
     pub fn reset(&self) {
-        for c in self.primary.iter().chain(&self.secondary) {
+        for c in self
+            .primary
+            .iter()
+            .chain(&self.secondary)
+            .chain(self.transfers.iter().flatten())
+        {
             c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn moved(&self, op: Op, d: OpTransfers) {
+        let t = &self.transfers[op.index()];
+        for (i, v) in [d.h2d_copies, d.h2d_bytes, d.d2h_copies, d.d2h_bytes]
+            .into_iter()
+            .enumerate()
+        {
+            t[i].fetch_add(v, Ordering::Relaxed);
         }
     }
 
@@ -162,12 +237,15 @@ impl FallbackCounts {
 /// What ran where, for a report: the backends' names and the counts at the time it was taken.
 ///
 /// Displays as two lines, one per backend, listing the operators it served with their call counts
-/// (`sim:0: linear 20, rms_norm 9` / `cpu: embedding 1`), or `none`.
+/// (`sim:0: linear 20, rms_norm 9` / `cpu: embedding 1`), or `none`; then, when anything crossed, a
+/// third line with each operator's copies (`transfers: linear h2d 40 (81920 B) d2h 20 (2560 B), ...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FallbackReport {
     pub primary: String,
     pub secondary: String,
     pub counts: Vec<OpCount>,
+    /// The operators whose calls copied anything, in [`Op::ALL`] order.
+    pub transfers: Vec<(Op, OpTransfers)>,
 }
 
 impl fmt::Display for FallbackReport {
@@ -188,7 +266,21 @@ impl fmt::Display for FallbackReport {
         };
         line(f, &self.primary, |c| c.primary)?;
         writeln!(f)?;
-        line(f, &self.secondary, |c| c.secondary)
+        line(f, &self.secondary, |c| c.secondary)?;
+        if !self.transfers.is_empty() {
+            let list: Vec<String> = self
+                .transfers
+                .iter()
+                .map(|(op, t)| {
+                    format!(
+                        "{op} h2d {} ({} B) d2h {} ({} B)",
+                        t.h2d_copies, t.h2d_bytes, t.d2h_copies, t.d2h_bytes
+                    )
+                })
+                .collect();
+            write!(f, "\ntransfers: {}", list.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -226,9 +318,12 @@ impl<P, S> Fallback<P, S> {
     /// The primary's answer `first` stands unless it says `Unsupported`, and then `secondary` is
     /// asked; the side that answered `Ok` is counted. (The family implementations, made by
     /// `op_family!`, call this for every method.)
+    /// `before` is [`OpTransfers::now`] taken before the primary was called: the copies since are
+    /// the operator's.
     pub(super) fn route<R>(
         &self,
         op: Op,
+        before: OpTransfers,
         first: Result<R>,
         secondary: impl FnOnce(&S) -> Result<R>,
     ) -> Result<R> {
@@ -238,6 +333,10 @@ impl<P, S> Fallback<P, S> {
         };
         if result.is_ok() {
             self.counts.served(op, by_primary);
+        }
+        let moved = OpTransfers::now().since(before);
+        if !moved.is_zero() {
+            self.counts.moved(op, moved);
         }
         result
     }
@@ -250,6 +349,11 @@ impl<P: Backend, S: Backend> Fallback<P, S> {
             primary: self.primary.name(),
             secondary: self.secondary.name(),
             counts: self.counts.snapshot(),
+            transfers: Op::ALL
+                .iter()
+                .map(|&op| (op, self.counts.transfers(op)))
+                .filter(|(_, t)| !t.is_zero())
+                .collect(),
         }
     }
 }

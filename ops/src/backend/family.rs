@@ -50,8 +50,10 @@ macro_rules! op_family {
                     $($marg: &mut $mty,)?
                     $($arg: $ty),*
                 ) -> $crate::Result<$ret> {
+                    let before = $crate::backend::fallback::OpTransfers::now();
                     self.route(
                         $crate::backend::Op::$op,
+                        before,
                         self.primary()
                             .$name($(&mut *$marg,)? $(<$ty as Clone>::clone(&$arg)),*),
                         |b| b.$name($($marg,)? $($arg),*),

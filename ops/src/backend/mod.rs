@@ -23,7 +23,7 @@ pub mod moe;
 pub mod npu;
 
 pub use dense::DenseOps;
-pub use fallback::{Fallback, FallbackCounts, FallbackReport, Op, OpCount};
+pub use fallback::{Fallback, FallbackCounts, FallbackReport, Op, OpCount, OpTransfers};
 pub use mla::MlaOps;
 pub use moe::MoeOps;
 #[cfg(feature = "npu")]

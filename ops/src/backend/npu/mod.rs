@@ -10,6 +10,8 @@
 //! [`OpsError::Unsupported`], and so is every operator without a kernel yet: embedding, softmax,
 //! argmax, and the trait's MLA cache write (`mla`; MLA decode and prefill have their kernels). The MoE family's
 //! whole layer runs on the device without returning to the host between its stages (`moe`).
+//! Outside the family traits, [`Npu::sample`] draws ids with the CPU `Sampler`'s contract through the
+//! top-p sampling kernel (`sampling`).
 //!
 //! Element types: `f32`, `f16` and `bf16` map to the kernels of that type. Values cross as their
 //! `f32` images (`T -> f32 -> kernel type` and back), which is exact for those three types.
@@ -23,6 +25,7 @@ mod mla;
 mod mla_cache_write;
 mod mla_prefill;
 mod moe;
+mod sampling;
 
 use std::sync::Arc;
 

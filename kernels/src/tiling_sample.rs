@@ -1,0 +1,126 @@
+//! Tiling of the top-p sampling kernel `sample_top_p_<t>` (`src/ascendc/sample_top_p.cpp`), the
+//! `#[repr(C)]` mirror of `DsnpuSampleTopPTiling` (`include/dsnpu_kernels/tiling_sample.h`;
+//! `tests/mla_layout.rs` compares the layouts with the C compiler's).
+//!
+//! Contract, as for [`crate::tiling`]: the constructor validates the shape (no empty extent, ids within
+//! i32) and the parameters (temperature finite and > 0 — greedy is `argmax_<t>` —, top_p in (0, 1]) and
+//! returns a tiling whose Unified Buffer plan fits the budget, or a typed error.
+
+use crate::tiling::{impl_tiling, invalid, round_up, split, to_u32, Tiling, UB_BLOCK};
+use crate::tiling_step::STEP_MAX_TILE;
+use crate::{CoreBudget, KernelDtype, Result};
+
+/// Tiling of `sample_top_p_<t>` (`DsnpuSampleTopPTiling`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleTopPTiling {
+    pub rows: u32,
+    pub cols: u32,
+    pub rows_per_block: u32,
+    pub cols_per_tile: u32,
+    /// `1 / temperature`, rounded to f32 (the kernel scales `x - max` by it).
+    pub inv_temperature: f32,
+    pub top_p: f32,
+}
+
+impl SampleTopPTiling {
+    pub fn new(
+        rows: u64,
+        cols: u64,
+        temperature: f32,
+        top_p: f32,
+        dtype: KernelDtype,
+        budget: CoreBudget,
+    ) -> Result<Self> {
+        const K: &str = "sample_top_p";
+        let budget = budget.validate()?;
+        if rows == 0 || cols == 0 {
+            return Err(invalid(K, format!("empty input [{rows}, {cols}]")));
+        }
+        if cols > i32::MAX as u64 {
+            return Err(invalid(K, format!("{cols} columns exceed i32 ids")));
+        }
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(invalid(
+                K,
+                format!("temperature must be finite and > 0 (0 is argmax), got {temperature}"),
+            ));
+        }
+        let inv_temperature = 1.0 / temperature;
+        if !inv_temperature.is_finite() {
+            return Err(invalid(
+                K,
+                format!("temperature {temperature} is too small to invert in f32"),
+            ));
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(invalid(K, format!("top_p must be in (0, 1], got {top_p}")));
+        }
+        to_u32(K, "rows * cols", rows.saturating_mul(cols))?;
+        let rows = rows as u32;
+        let (rows_per_block, _) = split(rows, budget.cores);
+        let t = SampleTopPTiling {
+            rows,
+            cols: cols as u32,
+            rows_per_block,
+            cols_per_tile: (cols as u32).min(STEP_MAX_TILE),
+            inv_temperature,
+            top_p,
+        };
+        let needed = t.ub_bytes(dtype);
+        if needed > u64::from(budget.ub_bytes) {
+            return Err(crate::KernelError::DoesNotFit {
+                kernel: K,
+                needed,
+                available: u64::from(budget.ub_bytes),
+            });
+        }
+        Ok(t)
+    }
+
+    /// The kernel's Unified Buffer use per block, bytes (the formula of its source).
+    pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
+        let c = u64::from(self.cols_per_tile);
+        let s = u64::from(dtype.size());
+        let tile = round_up(c * s, UB_BLOCK);
+        let wide = if dtype == KernelDtype::F32 {
+            0
+        } else {
+            tile / s * 4
+        };
+        tile + wide
+            + UB_BLOCK
+            + round_up(c.div_ceil(64) * 2 * 4, UB_BLOCK)
+            + round_up(u64::from(self.rows_per_block) * 4, UB_BLOCK)
+    }
+
+    /// Blocks to launch.
+    pub fn block_dim(&self) -> u32 {
+        self.rows.div_ceil(self.rows_per_block)
+    }
+}
+
+impl_tiling!(SampleTopPTiling);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: CoreBudget = CoreBudget::ASCEND_910B2_VECTOR;
+
+    #[test]
+    fn validates_parameters_and_fits_a_deepseek_vocabulary() {
+        let t = SampleTopPTiling::new(64, 129_280, 0.7, 0.9, KernelDtype::Bf16, B).unwrap();
+        assert_eq!((t.block_dim(), t.cols_per_tile), (32, STEP_MAX_TILE));
+        assert_eq!(t.inv_temperature, 1.0 / 0.7f32);
+        assert!(t.ub_bytes(KernelDtype::Bf16) <= 192 * 1024);
+        let bad = |temp: f32, p: f32| SampleTopPTiling::new(1, 8, temp, p, KernelDtype::F32, B);
+        assert!(bad(0.0, 0.9).is_err());
+        assert!(bad(f32::NAN, 0.9).is_err());
+        assert!(bad(1e-39, 0.9).is_err());
+        assert!(bad(1.0, 0.0).is_err());
+        assert!(bad(1.0, 1.5).is_err());
+        assert!(bad(1.0, 1.0).is_ok());
+        assert!(SampleTopPTiling::new(0, 8, 1.0, 1.0, KernelDtype::F32, B).is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! Seeded temperature/top-p sampling on the device: [`Npu::sample`] draws one id per row of logits with
+//! one CPU [`Sampler`] per row, through `sample_top_p_<t>` (or `argmax_<t>` when the samplers are
+//! greedy), and gives the ids `Sampler::sample` gives for the same logits and sampler state (up to a
+//! draw or a nucleus cut within f32 rounding of a boundary: the kernel sums in f32, the reference in f64).
+//!
+//! Validation is the reference's: every row is checked by the sampler's own check (NaN, `+inf`, all
+//! `-inf`, empty) before anything is uploaded, so bad rows fail with the same errors and consume no draw.
+//! The samplers of one call must share their temperature and top_p (one kernel launch).
+
+use dsnpu_kernels::launch;
+use ndarray::{Array1, ArrayView2};
+
+use super::{DevElem, Npu};
+use crate::error::invalid;
+use crate::sampling::Sampler;
+use crate::{Float, OpsError, Result};
+
+impl Npu {
+    /// One id per row of `logits` `[R, V]`, row `r` drawn with `samplers[r]` (which advances by one draw
+    /// unless greedy), as `samplers[r].sample(logits.row(r))` does on the host.
+    pub fn sample<T: Float>(
+        &self,
+        logits: ArrayView2<T>,
+        samplers: &mut [Sampler],
+    ) -> Result<Array1<i32>> {
+        const OP: &str = "sample_top_p";
+        if samplers.len() != logits.nrows() {
+            return Err(invalid(
+                OP,
+                "samplers",
+                format!("{} samplers for {} rows", samplers.len(), logits.nrows()),
+            ));
+        }
+        let Some(first) = samplers.first() else {
+            return Ok(Array1::zeros(0));
+        };
+        let (temperature, top_p) = (first.temperature(), first.top_p());
+        if samplers
+            .iter()
+            .any(|s| s.temperature() != temperature || s.top_p() != top_p)
+        {
+            return Err(invalid(
+                OP,
+                "samplers",
+                "the samplers of one call must share temperature and top_p",
+            ));
+        }
+        for row in logits.rows() {
+            Sampler::check_logits(&row)?;
+        }
+        match T::DTYPE {
+            crate::DType::F32 => self.sample_as::<T, f32>(logits, samplers, temperature, top_p),
+            crate::DType::F16 => {
+                self.sample_as::<T, half::f16>(logits, samplers, temperature, top_p)
+            }
+            crate::DType::BF16 => {
+                self.sample_as::<T, half::bf16>(logits, samplers, temperature, top_p)
+            }
+            d => Err(self.unsupported(OP, format!("no kernel for element type {d}"))),
+        }
+    }
+
+    fn sample_as<T: Float, E: DevElem>(
+        &self,
+        logits: ArrayView2<T>,
+        samplers: &mut [Sampler],
+        temperature: f32,
+        top_p: f32,
+    ) -> Result<Array1<i32>> {
+        const OP: &str = "sample_top_p";
+        let (rows, cols) = logits.dim();
+        let xd = self.upload::<T, E>(OP, logits.iter())?;
+        let mut out = self.alloc::<i32>(OP, rows)?;
+        if temperature == 0.0 {
+            launch::argmax(&self.lib, &self.stream, &xd, &mut out, rows, cols)
+                .map_err(|e| self.kernel_error(OP, e))?;
+        } else {
+            let u: Vec<f32> = samplers.iter_mut().map(Sampler::next_uniform).collect();
+            let ud = self.upload_raw(OP, &u)?;
+            launch::sample_top_p(
+                &self.lib,
+                &self.stream,
+                &xd,
+                &ud,
+                &mut out,
+                rows,
+                cols,
+                temperature,
+                top_p,
+            )
+            .map_err(|e| self.kernel_error(OP, e))?;
+        }
+        self.finish(OP)?;
+        let ids = out.to_vec().map_err(|e| self.fail(OP, e))?;
+        if let Some(r) = ids.iter().position(|&id| id < 0 || id as usize >= cols) {
+            // The rows were checked above: the kernel broke its contract.
+            return Err(OpsError::Backend {
+                op: OP,
+                backend: self.name.clone(),
+                source: format!("row {r}: the kernel returned id {} of {cols}", ids[r]).into(),
+            });
+        }
+        Ok(Array1::from(ids))
+    }
+}
