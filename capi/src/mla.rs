@@ -1,15 +1,19 @@
 //! Entry points of the MLA kernels: the fused cache write (norm + rope + paged scatter of a step's new
-//! tokens), the split-KV decode plan (made once per decode step, as FlashMLA's `get_mla_metadata`) and
-//! decode over the paged latent cache.
+//! tokens), the split-KV decode plan (made once per decode step, as FlashMLA's `get_mla_metadata`),
+//! decode over the paged latent cache, and prefill in the expanded form over packed variable-length
+//! sequences (a cached prefix given as extra keys).
 //!
-//! Not here yet: prefill (no kernel yet).
+//! Not here: prefill straight from the paged latent cache (the device backend's
+//! `mla_prefill_from_cache`: gather + up-projection + prefill); a caller expands its cached prefix into
+//! `k`/`v` and passes it to [`dsnpu_mla_prefill`] as the first keys of each sequence.
 
 use std::ffi::c_void;
 
 use dsnpu_kernels::launch::{
     self, MlaCacheWriteInputs, MlaCacheWriteShape, MlaDecodeInputs, MlaDecodeShape,
+    MlaPrefillInputs,
 };
-use dsnpu_kernels::{MlaDecodePlan, RopeLayout};
+use dsnpu_kernels::{MlaDecodePlan, MlaOperand, MlaPrefillDims, RopeLayout};
 use dsnpu_runtime::DeviceBuffer;
 
 use crate::args::{code, device_tensors, kernel, product, size, with_dtype};
@@ -308,4 +312,162 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
             Ok(())
         })
     })
+}
+
+/// MLA prefill in the expanded form (DeepSeek-V3's prefill path, flash-attention's varlen layout):
+/// causal attention over packed variable-length sequences, each with an optional cached prefix.
+/// Sequence `b` owns the queries `cu_q[b] .. cu_q[b+1]` of `q` and the keys `cu_k[b] .. cu_k[b+1]` of
+/// `k` and `v`: `Lk ≥ Lq` keys for `Lq` queries, the first `Lk - Lq` its cached prefix (seen by every
+/// query), the last `Lq` the queries' own tokens (seen causally: query `i` sees keys `j ≤ Lk - Lq + i`,
+/// flash-attention's bottom-right alignment). Without a prefix pass the same arrays for `cu_q` and
+/// `cu_k` (and `tokens_k = tokens_q`). For each query `t` and head `h`: scores `scale · q[t,h] · k[j,h]`,
+/// softmax in f32, `out[t,h] = Σ_j p_j v[j,h]` rounded once to `T`, `lse[h,t] = ln Σ_j
+/// exp(score_j)`.
+///
+/// `q`: `T [tokens_q, heads, dqk]`; `k`: `T [tokens_k, heads, dqk]`; `v`: `T [tokens_k, heads, dv]`
+/// (DeepSeek-V3: `dqk = 192` = nope 128 ‖ rope 64, `dv = 128`; other widths the kernel's tiling takes
+/// work too); `cu_q`, `cu_k`: `int32 [batch + 1]` on the device; `host_cu_q`, `host_cu_k`: the same
+/// values in host memory (the kernel's tiling is computed from them; the call does not keep them);
+/// `out`: `T [tokens_q, heads, dv]`; `lse`: `float [heads, tokens_q]`.
+///
+/// Validated: pointers, sizes, overlap, the dtype; `heads`, `dqk`, `dv` ≥ 1 and `batch` ≥ 1; a finite
+/// `scale`; the host copies start at 0, never decrease, end at `tokens_q` / `tokens_k`, and give every
+/// sequence at least as many keys as queries. Not validated: that the device copies equal the host
+/// copies (the kernel clamps what it reads to the token counts, so a mismatch misplaces work inside
+/// `out` and `lse` only). With `tokens_q = 0` nothing is queued.
+///
+/// # Safety
+/// `ctx` is a live context; `stream` a live stream of its device (see the crate docs); each device
+/// pointer addresses device memory of the size given above, valid until the stream has run the
+/// kernel; `host_cu_q` and `host_cu_k` are null (an error) or valid for reading `batch + 1` values
+/// during the call.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn dsnpu_mla_prefill(
+    ctx: *const DsnpuContext,
+    stream: *mut c_void,
+    dtype: i32,
+    q: *const c_void,
+    k: *const c_void,
+    v: *const c_void,
+    cu_q: *const c_void,
+    cu_k: *const c_void,
+    host_cu_q: *const i32,
+    host_cu_k: *const i32,
+    out: *mut c_void,
+    lse: *mut c_void,
+    batch: i64,
+    tokens_q: i64,
+    tokens_k: i64,
+    heads: i64,
+    dqk: i64,
+    dv: i64,
+    scale: f32,
+) -> i32 {
+    const F: &str = "dsnpu_mla_prefill";
+    guard(F, || {
+        // SAFETY: the caller's contract.
+        let ctx = unsafe { context(F, ctx) }?;
+        let batch = size(F, "batch", batch)?;
+        let (tq, tk) = (
+            size(F, "tokens_q", tokens_q)?,
+            size(F, "tokens_k", tokens_k)?,
+        );
+        let (h, dqk, dv) = (
+            size(F, "heads", heads)?,
+            size(F, "dqk", dqk)?,
+            size(F, "dv", dv)?,
+        );
+        for (name, value) in [("batch", batch), ("heads", h), ("dqk", dqk), ("dv", dv)] {
+            if value == 0 {
+                return Err(CapiError::Invalid {
+                    func: F,
+                    reason: format!("`{name}` is 0, must be >= 1"),
+                });
+            }
+        }
+        let entries = batch.checked_add(1).ok_or_else(|| CapiError::Invalid {
+            func: F,
+            reason: "batch + 1 overflows".into(),
+        })?;
+        let host_cu = |name: &'static str, p: *const i32| -> Result<Vec<i32>> {
+            if p.is_null() {
+                return Err(CapiError::Null { func: F, arg: name });
+            }
+            // SAFETY: non-null and valid for `batch + 1` reads (the caller's contract).
+            Ok(unsafe { std::slice::from_raw_parts(p, entries) }.to_vec())
+        };
+        let (hq, hk) = (
+            host_cu("host_cu_q", host_cu_q)?,
+            host_cu("host_cu_k", host_cu_k)?,
+        );
+        let nq = product(F, "tokens_q * heads * dqk", &[tq, h, dqk])?;
+        let nk = product(F, "tokens_k * heads * dqk", &[tk, h, dqk])?;
+        let nv = product(F, "tokens_k * heads * dv", &[tk, h, dv])?;
+        let no = product(F, "tokens_q * heads * dv", &[tq, h, dv])?;
+        let rows = product(F, "tokens_q * heads", &[tq, h])?;
+        // The dims' fields are u64; usize is no wider on the targets dsnpu builds for.
+        let (t64, k64, h64) = (tq as u64, tk as u64, h as u64);
+        let dims = MlaPrefillDims {
+            heads: h64,
+            tokens_q: t64,
+            tokens_k: k64,
+            dn: dqk as u64,
+            dr: 0,
+            dv: dv as u64,
+            q_nope: MlaOperand::dense(t64, h64, dqk as u64),
+            q_rope: MlaOperand::default(),
+            k_nope: MlaOperand::dense(k64, h64, dqk as u64),
+            k_rope: MlaOperand::default(),
+            v: MlaOperand::dense(k64, h64, dv as u64),
+        };
+        with_dtype!(F, dtype, T => {
+            device_tensors!(F, ctx, stream => s;
+                input q: T [nq],
+                input k: T [nk],
+                input v: T [nv],
+                input cu_q: i32 [entries],
+                input cu_k: i32 [entries],
+                output out: T [no],
+                output lse: f32 [rows],
+            );
+            if tq == 0 {
+                // The tiling takes no empty pack; check the lengths as it would, then queue nothing.
+                check_empty_pack(&hq, &hk, tk)?;
+                return Ok(());
+            }
+            let inputs = MlaPrefillInputs {
+                q_nope: &q,
+                q_rope: &q,
+                k_nope: &k,
+                k_rope: &k,
+                v: &v,
+                cu_q: &cu_q,
+                cu_k: &cu_k,
+                host_cu_q: &hq,
+                host_cu_k: &hk,
+            };
+            launch::mla_prefill(ctx.lib(), &s, inputs, dims, &mut out, &mut lse, scale).map_err(kernel(F))?;
+            Ok(())
+        })
+    })
+}
+
+/// The checks of a pack of no queries (which the kernel's tiling does not take): `host_cu_q` all 0 and
+/// `host_cu_k` non-decreasing from 0 to `tokens_k`.
+fn check_empty_pack(cu_q: &[i32], cu_k: &[i32], tokens_k: usize) -> Result<()> {
+    const F: &str = "dsnpu_mla_prefill";
+    let bad = |reason: String| CapiError::Invalid { func: F, reason };
+    if cu_q.iter().any(|&c| c != 0) {
+        return Err(bad("host_cu_q must be all 0 when tokens_q is 0".into()));
+    }
+    if cu_k.first() != Some(&0)
+        || cu_k.windows(2).any(|w| w[1] < w[0])
+        || cu_k.last().map(|&c| c as i64) != Some(tokens_k as i64)
+    {
+        return Err(bad(format!(
+            "host_cu_k must rise from 0 to tokens_k = {tokens_k}"
+        )));
+    }
+    Ok(())
 }
