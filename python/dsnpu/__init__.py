@@ -38,6 +38,7 @@ __all__ = [
     "expert_ffn",
     "moe_finalize_routing",
     "mla_decode",
+    "mla_prefill",
     "mla_cache_write",
     "Model",
     "cases",
@@ -186,6 +187,28 @@ def mla_decode(q_nope, q_rope, latent, rope_cache, block_table, seq_lens, scale,
             _wire(rope_cache, dtype),
             _wire(np.asarray(block_table, dtype=np.int32)),
             _wire(np.asarray(seq_lens, dtype=np.int32)),
+            scale,
+            backend,
+        )
+    )
+
+
+def mla_prefill(q, k, v, cu_seqlens, scale, backend="npu", dtype=None):
+    """MLA prefill in the expanded form: causal attention over packed variable-length sequences.
+
+    ``q``, ``k`` ``[T, H, Dqk]`` (DeepSeek-V3: 192), ``v`` ``[T, H, Dv]`` (128), ``cu_seqlens`` int32
+    ``[B + 1]`` (flash-attention's varlen layout: sequence ``b`` owns tokens ``cu_seqlens[b] ..
+    cu_seqlens[b + 1]``; starts at 0, never decreases, ends at ``T``). Token ``t`` attends to the tokens
+    of its own sequence up to itself, scores ``scale * q . k`` in float32. Returns ``(out [T, H, Dv],
+    lse float32 [H, T])`` with ``lse`` the natural log of the softmax denominator.
+    """
+    return tuple(
+        _array(t)
+        for t in _dsnpu.mla_prefill(
+            _wire(q, dtype),
+            _wire(k, dtype),
+            _wire(v, dtype),
+            _wire(np.asarray(cu_seqlens, dtype=np.int32)),
             scale,
             backend,
         )

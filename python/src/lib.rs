@@ -691,6 +691,45 @@ fn mla_decode(
 }
 
 /// The conformance suites' `(rows, width)` matrix for row-wise operators.
+fn mla_prefill_t<B: MlaOps, T: Float + Elem>(
+    b: &B,
+    py: Python<'_>,
+    q: &In,
+    k: &In,
+    v: &In,
+    cu: &In,
+    scale: f32,
+) -> PyResult<(Out, Out)> {
+    let (q, k, v) = (
+        arr::<T, Ix3>("q", q)?,
+        arr::<T, Ix3>("k", k)?,
+        arr::<T, Ix3>("v", v)?,
+    );
+    let cu = arr::<i32, Ix1>("cu_seqlens", cu)?;
+    let (o, lse) = b
+        .mla_prefill(q.view(), k.view(), v.view(), cu.view(), scale)
+        .map_err(ops_err)?;
+    Ok((out(py, o), out(py, lse)))
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn mla_prefill(
+    py: Python<'_>,
+    q: In,
+    k: In,
+    v: In,
+    cu_seqlens: In,
+    scale: f32,
+    backend_: &str,
+) -> PyResult<(Out, Out)> {
+    dispatch!(
+        backend(backend_)?,
+        q.2,
+        mla_prefill_t(py, &q, &k, &v, &cu_seqlens, scale)
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn mla_cache_write_t<T: Float + Elem>(
     be: &Be,
@@ -827,6 +866,7 @@ fn _dsnpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(expert_ffn, m)?)?;
     m.add_function(wrap_pyfunction!(moe_finalize_routing, m)?)?;
     m.add_function(wrap_pyfunction!(mla_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(mla_prefill, m)?)?;
     m.add_function(wrap_pyfunction!(mla_cache_write, m)?)?;
     m.add_function(wrap_pyfunction!(row_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(matmul_shapes, m)?)?;

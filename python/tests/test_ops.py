@@ -265,6 +265,51 @@ def test_mla_decode(backend, dtype):
     close(lse, want_lse, dtype)
 
 
+def prefill_reference(q, k, v, cu, scale):
+    """Causal attention per packed sequence in float64: (out [T, H, Dv], lse [H, T])."""
+    t, h, _ = q.shape
+    out, lse = np.zeros((t, h, v.shape[2])), np.zeros((h, t))
+    for start, end in zip(cu[:-1], cu[1:]):
+        for i in range(start, end):
+            for hi in range(h):
+                sc = scale * (f64(k[start : i + 1, hi]) @ f64(q[i, hi]))
+                m = sc.max()
+                p = np.exp(sc - m)
+                out[i, hi] = (p / p.sum()) @ f64(v[start : i + 1, hi])
+                lse[hi, i] = m + np.log(p.sum())
+    return out, lse
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mla_prefill(backend, dtype):
+    rng = np.random.default_rng(15)
+    # Three sequences of 3, 0 and 5 tokens (an empty one in the middle), DeepSeek's widths.
+    cu = np.array([0, 3, 3, 8], dtype=np.int32)
+    t, h, dqk, dv = 8, 2, 192, 128
+    q, k, v = rnd(rng, (t, h, dqk), dtype), rnd(rng, (t, h, dqk), dtype), rnd(rng, (t, h, dv), dtype)
+    scale = 1 / np.sqrt(dqk)
+    want_out, want_lse = prefill_reference(q, k, v, cu, scale)
+    out, lse = dsnpu.mla_prefill(q, k, v, cu, scale, backend=backend)
+    assert out.dtype == NP[dtype] and lse.dtype == np.float32
+    close(out, want_out, dtype)
+    close(lse, want_lse, dtype)
+    # Causality: the last token of a sequence does not change the earlier tokens' outputs.
+    v2 = v.copy()
+    v2[7] = rnd(rng, (h, dv), dtype)
+    out2, _ = dsnpu.mla_prefill(q, k, v2, cu, scale, backend=backend)
+    np.testing.assert_array_equal(f64(out2[:7]), f64(out[:7]))
+    assert not np.array_equal(f64(out2[7]), f64(out[7]))
+
+
+def test_mla_prefill_bad_input(backend):
+    q = np.zeros((4, 2, 16), dtype=np.float32)
+    v = np.zeros((4, 2, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        dsnpu.mla_prefill(q, q, v, [0, 3], 0.25, backend=backend)  # ends before T
+    with pytest.raises(ValueError, match="mla_prefill"):
+        dsnpu.mla_prefill(q, q[:, :1], v, [0, 4], 0.25, backend=backend)  # k has one head
+
+
 def test_bf16_as_uint16_bit_patterns(backend):
     rng = np.random.default_rng(14)
     x, w = rnd(rng, (3, 16), "bf16"), rnd(rng, 16, "bf16", 0.5, 1.5)
