@@ -780,7 +780,7 @@ pub fn prefill_case<E: BenchElem>(
     let (lib, s1) = (lib.clone(), s.clone());
     Ok(KernelCase {
         op: "mla_prefill",
-        shape: format!("T={t} (2 seqs) H={heads} Dqk={dqk} Dv={dv} causal"),
+        shape: format!("T={t} (2 seqs) H={heads} Dqk={dqk} Dv={dv}"),
         dtype: E::NAME,
         // q, k and v read once, out and lse written once, both cumulative-length lists read once.
         minimal_bytes: tt * h * (2 * dqk + 2 * dv) as u64 * elem + tt * h * 4 + 2 * 3 * 4,
