@@ -339,6 +339,60 @@ int32_t dsnpu_mla_prefill(const struct DsnpuContext *ctx,
                           int64_t dv,
                           float scale);
 
+// Chunked MLA prefill straight from the paged latent cache (vLLM's chunked prefill / prefix reuse):
+// the new tokens of each sequence attend to its cached prefix and, causally, to each other, with every
+// key — prefix and new tokens alike, all already written to the cache by
+// [`dsnpu_mla_cache_write`] — read from the cache and expanded per head with `kv_b_proj`:
+// `k = [W_UK,h · latent ‖ rope]`, `v = W_UV,h · latent` (f32 sums rounded to `T`), then the prefill
+// of [`dsnpu_mla_prefill`] with the queries `q = [q_nope ‖ q_rope]` (rope already applied).
+//
+// Sequence `b` owns the queries `cu_q[b] .. cu_q[b+1]` and the keys `cu_k[b] .. cu_k[b+1]` (its
+// `seq_lens[b]` cached positions, the prefix first); key `j` of the pack lives in cache slot
+// `key_slots[j]`, which for position `p` of sequence `b` is `block_table[b, p / block_size] *
+// block_size + p % block_size` (the block table resolved by the caller, as a slot mapping). Query `i`
+// of `Lq` sees the sequence's keys `≤ Lk - Lq + i`.
+//
+// `q`: `T [tokens_q, heads, dn + dr]`; `latent`: `T [num_slots, latent_dim]` and `rope`: `T
+// [num_slots, dr]` (the cache of [`dsnpu_mla_cache_write`], `num_slots = num_blocks * block_size`);
+// `kv_b`: `T [heads * (dn + dv), latent_dim]` (kv_b_proj as stored: per head `dn` key rows then `dv`
+// value rows); `key_slots`: `int32 [tokens_k]`; `cu_q`, `cu_k`: `int32 [batch + 1]` on the device and
+// `host_cu_q`, `host_cu_k` the same values in host memory; `out`: `T [tokens_q, heads, dv]`; `lse`:
+// `float [heads, tokens_q]`. DeepSeek-V3: `dn = 128`, `dr = 64`, `dv = 128`, `latent_dim = 512`.
+//
+// Validated: pointers, sizes, overlap, the dtype; `batch`, `heads`, `dn`, `dv`, `latent_dim` ≥ 1,
+// `tokens_k` ≥ 1; a finite `scale`; the host lists as for [`dsnpu_mla_prefill`]. Not validated
+// (device data): the slots (each must be in `0..num_slots`; one outside faults the gather on the
+// simulator and reads unspecified memory on an NPU) and that the device lists equal the host lists.
+// Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements.
+// With `tokens_q = 0` nothing is queued.
+//
+// # Safety
+// As [`dsnpu_mla_prefill`].
+int32_t dsnpu_mla_prefill_cached(const struct DsnpuContext *ctx,
+                                 void *stream,
+                                 int32_t dtype,
+                                 const void *q,
+                                 const void *latent,
+                                 const void *rope,
+                                 const void *kv_b,
+                                 const void *key_slots,
+                                 const void *cu_q,
+                                 const void *cu_k,
+                                 const int32_t *host_cu_q,
+                                 const int32_t *host_cu_k,
+                                 void *out,
+                                 void *lse,
+                                 int64_t batch,
+                                 int64_t tokens_q,
+                                 int64_t tokens_k,
+                                 int64_t heads,
+                                 int64_t dn,
+                                 int64_t dr,
+                                 int64_t dv,
+                                 int64_t latent_dim,
+                                 int64_t num_slots,
+                                 float scale);
+
 // Gating: scores `s = softmax(logits)` or `sigmoid(logits)` per token (`score_func`
 // `DSNPU_SCORE_*`); experts are chosen by `s + bias` (`bias`: `float [experts]` or NULL) restricted
 // to the best `topk_group` of `n_group` equal groups (a group's score: the sum of its two best), the

@@ -689,6 +689,62 @@ static void test_mla_prefill(void) {
     acl_free(dqb), acl_free(dkb), acl_free(dvb), acl_free(doutb);
 }
 
+/* Chunked prefill from the paged cache: sequence 0 has 4 cached tokens then 3 new (7 keys in blocks 2, 0),
+ * sequence 1 has 5 new tokens and no prefix (blocks 3, 1); block size 4. The keys are expanded here with
+ * kv_b (per head DN key rows then DV value rows) and the expanded prefill's reference is reused. */
+static void test_mla_prefill_cached(void) {
+    enum { B = 2, H = 2, DN = 16, DR = 16, DV = 16, DLAT = 32, BS = 4, NB = 4, TQ = 8, TK = 12 };
+    enum { W = DN + DR, SLOTS = NB * BS };
+    static float q[TQ * H * W], lat[SLOTS * DLAT], rp[SLOTS * DR], kvb[H * (DN + DV) * DLAT];
+    static float k[TK * H * W], v[TK * H * DV], out[TQ * H * DV], lse[H * TQ], want_out[TQ * H * DV],
+        want_lse[H * TQ];
+    const int32_t cu_q[B + 1] = {0, 3, 8}, cu_k[B + 1] = {0, 7, 12}, table[B][2] = {{2, 0}, {3, 1}};
+    int32_t slots[TK];
+    const float scale = 1.0f / sqrtf((float)W);
+    fill(q, TQ * H * W, 40);
+    fill(lat, SLOTS * DLAT, 41);
+    fill(rp, SLOTS * DR, 42);
+    fill(kvb, H * (DN + DV) * DLAT, 43);
+    for (int i = 0; i < H * (DN + DV) * DLAT; i++) kvb[i] *= 0.3f;
+    for (int b = 0, j = 0; b < B; b++)
+        for (int p = 0; p < cu_k[b + 1] - cu_k[b]; p++, j++) slots[j] = table[b][p / BS] * BS + p % BS;
+    for (int j = 0; j < TK; j++)
+        for (int h = 0; h < H; h++) {
+            const float *c = lat + (size_t)slots[j] * DLAT;
+            for (int r = 0; r < DN + DV; r++) {
+                double acc = 0;
+                for (int e = 0; e < DLAT; e++) acc += (double)kvb[((size_t)h * (DN + DV) + r) * DLAT + e] * c[e];
+                if (r < DN) k[((size_t)j * H + h) * W + r] = (float)acc;
+                else v[((size_t)j * H + h) * DV + r - DN] = (float)acc;
+            }
+            for (int r = 0; r < DR; r++) k[((size_t)j * H + h) * W + DN + r] = rp[(size_t)slots[j] * DR + r];
+        }
+    prefill_reference(q, k, v, cu_q, cu_k, B, H, W, DV, scale, want_out, want_lse, TQ);
+    void *s = new_stream();
+    void *dq = dev_upload(q, sizeof q), *dl = dev_upload(lat, sizeof lat), *dr = dev_upload(rp, sizeof rp);
+    void *dw = dev_upload(kvb, sizeof kvb), *dsl = dev_upload(slots, sizeof slots);
+    void *dcq = dev_upload(cu_q, sizeof cu_q), *dck = dev_upload(cu_k, sizeof cu_k);
+    void *dout = dev_alloc(sizeof out), *dlse = dev_alloc(sizeof lse);
+    OK(dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, dw, dsl, dcq, dck, cu_q, cu_k, dout, dlse, B,
+                                TQ, TK, H, DN, DR, DV, DLAT, SLOTS, scale));
+    ACL(acl_sync_stream(s));
+    download(out, dout, sizeof out);
+    download(lse, dlse, sizeof lse);
+    close_to("mla_prefill_cached out f32 (prefix 4, 0)", out, want_out, TQ * H * DV, 1e-5f, 1e-4f);
+    close_to("mla_prefill_cached lse f32 (prefix 4, 0)", lse, want_lse, H * TQ, 1e-5f, 1e-5f);
+    expect_error("mla_prefill_cached null kv_b",
+                 dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, NULL, dsl, dcq, dck, cu_q, cu_k, dout,
+                                          dlse, B, TQ, TK, H, DN, DR, DV, DLAT, SLOTS, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`kv_b`");
+    expect_error("mla_prefill_cached cu_k not ending at tokens_k",
+                 dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, dw, dsl, dcq, dck, cu_q, cu_k, dout,
+                                          dlse, B, TQ, TK - 1, H, DN, DR, DV, DLAT, SLOTS, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "cu_k ends at 12");
+    done_stream(s);
+    acl_free(dq), acl_free(dl), acl_free(dr), acl_free(dw), acl_free(dsl), acl_free(dcq), acl_free(dck);
+    acl_free(dout), acl_free(dlse);
+}
+
 static void expect_error(const char *what, int32_t st, int32_t want, const char *needle) {
     const char *msg = dsnpu_last_error();
     if (st != want) FAIL("%s: status %s, want %s (%s)", what, dsnpu_status_name(st), dsnpu_status_name(want), msg ? msg : "");
@@ -748,6 +804,7 @@ int main(void) {
     test_mla_decode();
     test_mla_cache_write();
     test_mla_prefill();
+    test_mla_prefill_cached();
     test_bad_arguments();
     OK(dsnpu_context_destroy(ctx));
     printf("all %d checks passed\n", checks);
