@@ -292,6 +292,107 @@ int32_t dsnpu_mla_decode(const struct DsnpuContext *ctx,
                          int64_t max_blocks,
                          float scale);
 
+// MLA prefill in the expanded form (DeepSeek-V3's prefill path, flash-attention's varlen layout):
+// causal attention over packed variable-length sequences, each with an optional cached prefix.
+// Sequence `b` owns the queries `cu_q[b] .. cu_q[b+1]` of `q` and the keys `cu_k[b] .. cu_k[b+1]` of
+// `k` and `v`: `Lk ≥ Lq` keys for `Lq` queries, the first `Lk - Lq` its cached prefix (seen by every
+// query), the last `Lq` the queries' own tokens (seen causally: query `i` sees keys `j ≤ Lk - Lq + i`,
+// flash-attention's bottom-right alignment). Without a prefix pass the same arrays for `cu_q` and
+// `cu_k` (and `tokens_k = tokens_q`). For each query `t` and head `h`: scores `scale · q[t,h] · k[j,h]`,
+// softmax in f32, `out[t,h] = Σ_j p_j v[j,h]` rounded once to `T`, `lse[h,t] = ln Σ_j
+// exp(score_j)`.
+//
+// `q`: `T [tokens_q, heads, dqk]`; `k`: `T [tokens_k, heads, dqk]`; `v`: `T [tokens_k, heads, dv]`
+// (DeepSeek-V3: `dqk = 192` = nope 128 ‖ rope 64, `dv = 128`; other widths the kernel's tiling takes
+// work too); `cu_q`, `cu_k`: `int32 [batch + 1]` on the device; `host_cu_q`, `host_cu_k`: the same
+// values in host memory (the kernel's tiling is computed from them; the call does not keep them);
+// `out`: `T [tokens_q, heads, dv]`; `lse`: `float [heads, tokens_q]`.
+//
+// Validated: pointers, sizes, overlap, the dtype; `heads`, `dqk`, `dv` ≥ 1 and `batch` ≥ 1; a finite
+// `scale`; the host copies start at 0, never decrease, end at `tokens_q` / `tokens_k`, and give every
+// sequence at least as many keys as queries. Not validated: that the device copies equal the host
+// copies (the kernel clamps what it reads to the token counts, so a mismatch misplaces work inside
+// `out` and `lse` only). With `tokens_q = 0` nothing is queued.
+//
+// # Safety
+// `ctx` is a live context; `stream` a live stream of its device (see the crate docs); each device
+// pointer addresses device memory of the size given above, valid until the stream has run the
+// kernel; `host_cu_q` and `host_cu_k` are null (an error) or valid for reading `batch + 1` values
+// during the call.
+int32_t dsnpu_mla_prefill(const struct DsnpuContext *ctx,
+                          void *stream,
+                          int32_t dtype,
+                          const void *q,
+                          const void *k,
+                          const void *v,
+                          const void *cu_q,
+                          const void *cu_k,
+                          const int32_t *host_cu_q,
+                          const int32_t *host_cu_k,
+                          void *out,
+                          void *lse,
+                          int64_t batch,
+                          int64_t tokens_q,
+                          int64_t tokens_k,
+                          int64_t heads,
+                          int64_t dqk,
+                          int64_t dv,
+                          float scale);
+
+// Chunked MLA prefill straight from the paged latent cache (vLLM's chunked prefill / prefix reuse):
+// the new tokens of each sequence attend to its cached prefix and, causally, to each other, with every
+// key — prefix and new tokens alike, all already written to the cache by
+// [`dsnpu_mla_cache_write`] — read from the cache and expanded per head with `kv_b_proj`:
+// `k = [W_UK,h · latent ‖ rope]`, `v = W_UV,h · latent` (f32 sums rounded to `T`), then the prefill
+// of [`dsnpu_mla_prefill`] with the queries `q = [q_nope ‖ q_rope]` (rope already applied).
+//
+// Sequence `b` owns the queries `cu_q[b] .. cu_q[b+1]` and the keys `cu_k[b] .. cu_k[b+1]` (its
+// `seq_lens[b]` cached positions, the prefix first); key `j` of the pack lives in cache slot
+// `key_slots[j]`, which for position `p` of sequence `b` is `block_table[b, p / block_size] *
+// block_size + p % block_size` (the block table resolved by the caller, as a slot mapping). Query `i`
+// of `Lq` sees the sequence's keys `≤ Lk - Lq + i`.
+//
+// `q`: `T [tokens_q, heads, dn + dr]`; `latent`: `T [num_slots, latent_dim]` and `rope`: `T
+// [num_slots, dr]` (the cache of [`dsnpu_mla_cache_write`], `num_slots = num_blocks * block_size`);
+// `kv_b`: `T [heads * (dn + dv), latent_dim]` (kv_b_proj as stored: per head `dn` key rows then `dv`
+// value rows); `key_slots`: `int32 [tokens_k]`; `cu_q`, `cu_k`: `int32 [batch + 1]` on the device and
+// `host_cu_q`, `host_cu_k` the same values in host memory; `out`: `T [tokens_q, heads, dv]`; `lse`:
+// `float [heads, tokens_q]`. DeepSeek-V3: `dn = 128`, `dr = 64`, `dv = 128`, `latent_dim = 512`.
+//
+// Validated: pointers, sizes, overlap, the dtype; `batch`, `heads`, `dn`, `dv`, `latent_dim` ≥ 1,
+// `tokens_k` ≥ 1; a finite `scale`; the host lists as for [`dsnpu_mla_prefill`]. Not validated
+// (device data): the slots (each must be in `0..num_slots`; one outside faults the gather on the
+// simulator and reads unspecified memory on an NPU) and that the device lists equal the host lists.
+// Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements.
+// With `tokens_q = 0` nothing is queued.
+//
+// # Safety
+// As [`dsnpu_mla_prefill`].
+int32_t dsnpu_mla_prefill_cached(const struct DsnpuContext *ctx,
+                                 void *stream,
+                                 int32_t dtype,
+                                 const void *q,
+                                 const void *latent,
+                                 const void *rope,
+                                 const void *kv_b,
+                                 const void *key_slots,
+                                 const void *cu_q,
+                                 const void *cu_k,
+                                 const int32_t *host_cu_q,
+                                 const int32_t *host_cu_k,
+                                 void *out,
+                                 void *lse,
+                                 int64_t batch,
+                                 int64_t tokens_q,
+                                 int64_t tokens_k,
+                                 int64_t heads,
+                                 int64_t dn,
+                                 int64_t dr,
+                                 int64_t dv,
+                                 int64_t latent_dim,
+                                 int64_t num_slots,
+                                 float scale);
+
 // Gating: scores `s = softmax(logits)` or `sigmoid(logits)` per token (`score_func`
 // `DSNPU_SCORE_*`); experts are chosen by `s + bias` (`bias`: `float [experts]` or NULL) restricted
 // to the best `topk_group` of `n_group` equal groups (a group's score: the sum of its two best), the

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const KERNELS: [&str; 13] = [
+const KERNELS: [&str; 16] = [
     "moe_gating_topk_f32",
     "moe_init_routing_bf16",
     "moe_init_routing_quant_bf16",
@@ -21,6 +21,9 @@ const KERNELS: [&str; 13] = [
     "silu_mul_bf16",
     "mla_cache_write_bf16",
     "mla_decode_bf16",
+    "mla_prefill_f32",
+    "mla_prefill_f16",
+    "mla_prefill_bf16",
 ];
 
 fn bench(args: &[&str]) -> Output {
@@ -113,6 +116,29 @@ fn quick_preset_reports_every_kernel_and_draws_the_roofline() {
     // linear [4, 512] x [576, 512]^T: exactly 4 * 576 * 512 multiply-adds on the cube.
     assert_eq!(cases[6]["cube_macs"].as_u64(), Some(4 * 576 * 512));
 
+    // mla_prefill at the quick preset: 64 tokens as two causal sequences of 32, 16 heads, q/k 192 and
+    // v 128 wide, in f32, f16 and bf16. Its minimum reads q, k, v and writes out and lse once (plus the
+    // two 3-entry cumulative-length lists); the cube must do at least the 32·33/2 visible pairs per
+    // sequence and head, 192 + 128 multiply-adds each (whole tiles may do more, never less).
+    let (t, h, pairs) = (64u64, 16u64, 2 * 32 * 33 / 2);
+    for (c, (dtype, e)) in cases[13..]
+        .iter()
+        .zip([("f32", 4u64), ("f16", 2), ("bf16", 2)])
+    {
+        assert_eq!(c["op"], "mla_prefill");
+        assert_eq!(c["dtype"], dtype);
+        assert_eq!(
+            c["minimal_bytes"].as_u64(),
+            Some(t * h * (2 * 192 + 2 * 128) * e + t * h * 4 + 24),
+            "{dtype}"
+        );
+        assert!(
+            c["cube_macs"].as_u64().unwrap() >= h * pairs * (192 + 128),
+            "{dtype}: {}",
+            c["cube_macs"]
+        );
+    }
+
     let (w, h) = png_size(&png).expect("a PNG");
     assert!(w > 0 && h > 0);
     assert!(std::fs::metadata(&png).unwrap().len() > 1000);
@@ -129,6 +155,8 @@ fn op_selects_cases_and_an_unknown_op_is_refused() {
         "--op",
         "mla_cache_write",
         "--op",
+        "mla_prefill",
+        "--op",
         "rms_norm",
         "--json",
         json.to_str().unwrap(),
@@ -141,7 +169,17 @@ fn op_selects_cases_and_an_unknown_op_is_refused() {
         .iter()
         .map(|c| c["op"].as_str().unwrap())
         .collect();
-    assert_eq!(ops, ["rms_norm", "mla_cache_write"]); // in the bench's order, not the arguments'
+    // In the bench's order, not the arguments'; prefill in each of its dtypes.
+    assert_eq!(
+        ops,
+        [
+            "rms_norm",
+            "mla_cache_write",
+            "mla_prefill",
+            "mla_prefill",
+            "mla_prefill"
+        ]
+    );
 
     let out = bench(&["--preset", "quick", "--op", "flash_attention"]);
     assert!(!out.status.success());

@@ -105,3 +105,50 @@ fn unknown_operators_are_a_usage_error() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("unknown operator \"flash_attention\""));
 }
+
+/// MLA prefill has a kernel in every dtype: its suites run every case (none skipped) and pass, and a
+/// corrupted prefill fails and is named.
+#[test]
+fn mla_prefill_is_verified_on_its_kernel_in_every_dtype() {
+    let dir = std::env::temp_dir().join(format!("dsnpu-verify-prefill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("verify.json");
+    let out = verify(
+        &[
+            "--quick",
+            "--op",
+            "mla_prefill",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    let dtypes: Vec<&str> = results
+        .iter()
+        .map(|r| r["dtype"].as_str().unwrap())
+        .collect();
+    assert_eq!(dtypes, ["f32", "f16", "bf16"]);
+    for r in results {
+        assert_eq!(r["op"], "mla_prefill");
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["skipped"], 0, "{r}");
+        assert!(r["cases"].as_u64().unwrap() >= 10, "{r}");
+        assert_eq!(r["cases"], r["passed"], "{r}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+
+    let out = verify(
+        &["--op", "mla_prefill", "--dtype", "f16"],
+        Some("mla_prefill"),
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("1 of 1 suites failed: mla_prefill f16"),
+        "{stderr}"
+    );
+}

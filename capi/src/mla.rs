@@ -1,15 +1,19 @@
 //! Entry points of the MLA kernels: the fused cache write (norm + rope + paged scatter of a step's new
-//! tokens), the split-KV decode plan (made once per decode step, as FlashMLA's `get_mla_metadata`) and
-//! decode over the paged latent cache.
+//! tokens), the split-KV decode plan (made once per decode step, as FlashMLA's `get_mla_metadata`),
+//! decode over the paged latent cache, and prefill in the expanded form over packed variable-length
+//! sequences (a cached prefix given as extra keys).
 //!
-//! Not here yet: prefill (no kernel yet).
+//! Prefill comes in two forms: [`dsnpu_mla_prefill`] on expanded `q`/`k`/`v`, and
+//! [`dsnpu_mla_prefill_cached`] straight from the paged latent cache (chunked prefill: the keys' rows
+//! gathered by slot, up-projected with `kv_b_proj` into a workspace, then the same kernel).
 
 use std::ffi::c_void;
 
 use dsnpu_kernels::launch::{
-    self, MlaCacheWriteInputs, MlaCacheWriteShape, MlaDecodeInputs, MlaDecodeShape,
+    self, MlaCacheInputs, MlaCacheShape, MlaCacheWriteInputs, MlaCacheWriteShape, MlaDecodeInputs,
+    MlaDecodeShape, MlaPrefillInputs,
 };
-use dsnpu_kernels::{MlaDecodePlan, RopeLayout};
+use dsnpu_kernels::{MlaDecodePlan, MlaOperand, MlaPrefillDims, RopeLayout};
 use dsnpu_runtime::DeviceBuffer;
 
 use crate::args::{code, device_tensors, kernel, product, size, with_dtype};
@@ -305,6 +309,351 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
                 plan_words: &plan.words,
             };
             launch::mla_decode(ctx.lib(), &s, inputs, &mut out, &mut lse, shape, scale).map_err(kernel(F))?;
+            Ok(())
+        })
+    })
+}
+
+/// MLA prefill in the expanded form (DeepSeek-V3's prefill path, flash-attention's varlen layout):
+/// causal attention over packed variable-length sequences, each with an optional cached prefix.
+/// Sequence `b` owns the queries `cu_q[b] .. cu_q[b+1]` of `q` and the keys `cu_k[b] .. cu_k[b+1]` of
+/// `k` and `v`: `Lk ≥ Lq` keys for `Lq` queries, the first `Lk - Lq` its cached prefix (seen by every
+/// query), the last `Lq` the queries' own tokens (seen causally: query `i` sees keys `j ≤ Lk - Lq + i`,
+/// flash-attention's bottom-right alignment). Without a prefix pass the same arrays for `cu_q` and
+/// `cu_k` (and `tokens_k = tokens_q`). For each query `t` and head `h`: scores `scale · q[t,h] · k[j,h]`,
+/// softmax in f32, `out[t,h] = Σ_j p_j v[j,h]` rounded once to `T`, `lse[h,t] = ln Σ_j
+/// exp(score_j)`.
+///
+/// `q`: `T [tokens_q, heads, dqk]`; `k`: `T [tokens_k, heads, dqk]`; `v`: `T [tokens_k, heads, dv]`
+/// (DeepSeek-V3: `dqk = 192` = nope 128 ‖ rope 64, `dv = 128`; other widths the kernel's tiling takes
+/// work too); `cu_q`, `cu_k`: `int32 [batch + 1]` on the device; `host_cu_q`, `host_cu_k`: the same
+/// values in host memory (the kernel's tiling is computed from them; the call does not keep them);
+/// `out`: `T [tokens_q, heads, dv]`; `lse`: `float [heads, tokens_q]`.
+///
+/// Validated: pointers, sizes, overlap, the dtype; `heads`, `dqk`, `dv` ≥ 1 and `batch` ≥ 1; a finite
+/// `scale`; the host copies start at 0, never decrease, end at `tokens_q` / `tokens_k`, and give every
+/// sequence at least as many keys as queries. Not validated: that the device copies equal the host
+/// copies (the kernel clamps what it reads to the token counts, so a mismatch misplaces work inside
+/// `out` and `lse` only). With `tokens_q = 0` nothing is queued.
+///
+/// # Safety
+/// `ctx` is a live context; `stream` a live stream of its device (see the crate docs); each device
+/// pointer addresses device memory of the size given above, valid until the stream has run the
+/// kernel; `host_cu_q` and `host_cu_k` are null (an error) or valid for reading `batch + 1` values
+/// during the call.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn dsnpu_mla_prefill(
+    ctx: *const DsnpuContext,
+    stream: *mut c_void,
+    dtype: i32,
+    q: *const c_void,
+    k: *const c_void,
+    v: *const c_void,
+    cu_q: *const c_void,
+    cu_k: *const c_void,
+    host_cu_q: *const i32,
+    host_cu_k: *const i32,
+    out: *mut c_void,
+    lse: *mut c_void,
+    batch: i64,
+    tokens_q: i64,
+    tokens_k: i64,
+    heads: i64,
+    dqk: i64,
+    dv: i64,
+    scale: f32,
+) -> i32 {
+    const F: &str = "dsnpu_mla_prefill";
+    guard(F, || {
+        // SAFETY: the caller's contract.
+        let ctx = unsafe { context(F, ctx) }?;
+        let batch = size(F, "batch", batch)?;
+        let (tq, tk) = (
+            size(F, "tokens_q", tokens_q)?,
+            size(F, "tokens_k", tokens_k)?,
+        );
+        let (h, dqk, dv) = (
+            size(F, "heads", heads)?,
+            size(F, "dqk", dqk)?,
+            size(F, "dv", dv)?,
+        );
+        for (name, value) in [("batch", batch), ("heads", h), ("dqk", dqk), ("dv", dv)] {
+            if value == 0 {
+                return Err(CapiError::Invalid {
+                    func: F,
+                    reason: format!("`{name}` is 0, must be >= 1"),
+                });
+            }
+        }
+        let entries = batch.checked_add(1).ok_or_else(|| CapiError::Invalid {
+            func: F,
+            reason: "batch + 1 overflows".into(),
+        })?;
+        let host_cu = |name: &'static str, p: *const i32| -> Result<Vec<i32>> {
+            if p.is_null() {
+                return Err(CapiError::Null { func: F, arg: name });
+            }
+            // SAFETY: non-null and valid for `batch + 1` reads (the caller's contract).
+            Ok(unsafe { std::slice::from_raw_parts(p, entries) }.to_vec())
+        };
+        let (hq, hk) = (
+            host_cu("host_cu_q", host_cu_q)?,
+            host_cu("host_cu_k", host_cu_k)?,
+        );
+        let nq = product(F, "tokens_q * heads * dqk", &[tq, h, dqk])?;
+        let nk = product(F, "tokens_k * heads * dqk", &[tk, h, dqk])?;
+        let nv = product(F, "tokens_k * heads * dv", &[tk, h, dv])?;
+        let no = product(F, "tokens_q * heads * dv", &[tq, h, dv])?;
+        let rows = product(F, "tokens_q * heads", &[tq, h])?;
+        // The dims' fields are u64; usize is no wider on the targets dsnpu builds for.
+        let (t64, k64, h64) = (tq as u64, tk as u64, h as u64);
+        let dims = MlaPrefillDims {
+            heads: h64,
+            tokens_q: t64,
+            tokens_k: k64,
+            dn: dqk as u64,
+            dr: 0,
+            dv: dv as u64,
+            q_nope: MlaOperand::dense(t64, h64, dqk as u64),
+            q_rope: MlaOperand::default(),
+            k_nope: MlaOperand::dense(k64, h64, dqk as u64),
+            k_rope: MlaOperand::default(),
+            v: MlaOperand::dense(k64, h64, dv as u64),
+        };
+        with_dtype!(F, dtype, T => {
+            device_tensors!(F, ctx, stream => s;
+                input q: T [nq],
+                input k: T [nk],
+                input v: T [nv],
+                input cu_q: i32 [entries],
+                input cu_k: i32 [entries],
+                output out: T [no],
+                output lse: f32 [rows],
+            );
+            if tq == 0 {
+                // The tiling takes no empty pack; check the lengths as it would, then queue nothing.
+                check_empty_pack(F, &hq, &hk, tk)?;
+                return Ok(());
+            }
+            let inputs = MlaPrefillInputs {
+                q_nope: &q,
+                q_rope: &q,
+                k_nope: &k,
+                k_rope: &k,
+                v: &v,
+                cu_q: &cu_q,
+                cu_k: &cu_k,
+                host_cu_q: &hq,
+                host_cu_k: &hk,
+            };
+            launch::mla_prefill(ctx.lib(), &s, inputs, dims, &mut out, &mut lse, scale).map_err(kernel(F))?;
+            Ok(())
+        })
+    })
+}
+
+/// The checks of a pack of no queries (which the kernel's tiling does not take): `host_cu_q` all 0 and
+/// `host_cu_k` non-decreasing from 0 to `tokens_k`.
+fn check_empty_pack(func: &'static str, cu_q: &[i32], cu_k: &[i32], tokens_k: usize) -> Result<()> {
+    let bad = |reason: String| CapiError::Invalid { func, reason };
+    if cu_q.iter().any(|&c| c != 0) {
+        return Err(bad("host_cu_q must be all 0 when tokens_q is 0".into()));
+    }
+    if cu_k.first() != Some(&0)
+        || cu_k.windows(2).any(|w| w[1] < w[0])
+        || cu_k.last().map(|&c| c as i64) != Some(tokens_k as i64)
+    {
+        return Err(bad(format!(
+            "host_cu_k must rise from 0 to tokens_k = {tokens_k}"
+        )));
+    }
+    Ok(())
+}
+
+/// A copy of the host list `p` of `len` values, or a null-pointer error naming `arg`.
+///
+/// # Safety
+/// `p` is null or valid for reading `len` values.
+unsafe fn host_list(
+    func: &'static str,
+    arg: &'static str,
+    p: *const i32,
+    len: usize,
+) -> Result<Vec<i32>> {
+    if p.is_null() {
+        return Err(CapiError::Null { func, arg });
+    }
+    // SAFETY: non-null and valid for `len` reads (this function's contract).
+    Ok(unsafe { std::slice::from_raw_parts(p, len) }.to_vec())
+}
+
+/// Chunked MLA prefill straight from the paged latent cache (vLLM's chunked prefill / prefix reuse):
+/// the new tokens of each sequence attend to its cached prefix and, causally, to each other, with every
+/// key — prefix and new tokens alike, all already written to the cache by
+/// [`dsnpu_mla_cache_write`] — read from the cache and expanded per head with `kv_b_proj`:
+/// `k = [W_UK,h · latent ‖ rope]`, `v = W_UV,h · latent` (f32 sums rounded to `T`), then the prefill
+/// of [`dsnpu_mla_prefill`] with the queries `q = [q_nope ‖ q_rope]` (rope already applied).
+///
+/// Sequence `b` owns the queries `cu_q[b] .. cu_q[b+1]` and the keys `cu_k[b] .. cu_k[b+1]` (its
+/// `seq_lens[b]` cached positions, the prefix first); key `j` of the pack lives in cache slot
+/// `key_slots[j]`, which for position `p` of sequence `b` is `block_table[b, p / block_size] *
+/// block_size + p % block_size` (the block table resolved by the caller, as a slot mapping). Query `i`
+/// of `Lq` sees the sequence's keys `≤ Lk - Lq + i`.
+///
+/// `q`: `T [tokens_q, heads, dn + dr]`; `latent`: `T [num_slots, latent_dim]` and `rope`: `T
+/// [num_slots, dr]` (the cache of [`dsnpu_mla_cache_write`], `num_slots = num_blocks * block_size`);
+/// `kv_b`: `T [heads * (dn + dv), latent_dim]` (kv_b_proj as stored: per head `dn` key rows then `dv`
+/// value rows); `key_slots`: `int32 [tokens_k]`; `cu_q`, `cu_k`: `int32 [batch + 1]` on the device and
+/// `host_cu_q`, `host_cu_k` the same values in host memory; `out`: `T [tokens_q, heads, dv]`; `lse`:
+/// `float [heads, tokens_q]`. DeepSeek-V3: `dn = 128`, `dr = 64`, `dv = 128`, `latent_dim = 512`.
+///
+/// Validated: pointers, sizes, overlap, the dtype; `batch`, `heads`, `dn`, `dv`, `latent_dim` ≥ 1,
+/// `tokens_k` ≥ 1; a finite `scale`; the host lists as for [`dsnpu_mla_prefill`]. Not validated
+/// (device data): the slots (each must be in `0..num_slots`; one outside faults the gather on the
+/// simulator and reads unspecified memory on an NPU) and that the device lists equal the host lists.
+/// Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements.
+/// With `tokens_q = 0` nothing is queued.
+///
+/// # Safety
+/// As [`dsnpu_mla_prefill`].
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn dsnpu_mla_prefill_cached(
+    ctx: *const DsnpuContext,
+    stream: *mut c_void,
+    dtype: i32,
+    q: *const c_void,
+    latent: *const c_void,
+    rope: *const c_void,
+    kv_b: *const c_void,
+    key_slots: *const c_void,
+    cu_q: *const c_void,
+    cu_k: *const c_void,
+    host_cu_q: *const i32,
+    host_cu_k: *const i32,
+    out: *mut c_void,
+    lse: *mut c_void,
+    batch: i64,
+    tokens_q: i64,
+    tokens_k: i64,
+    heads: i64,
+    dn: i64,
+    dr: i64,
+    dv: i64,
+    latent_dim: i64,
+    num_slots: i64,
+    scale: f32,
+) -> i32 {
+    const F: &str = "dsnpu_mla_prefill_cached";
+    guard(F, || {
+        // SAFETY: the caller's contract.
+        let ctx = unsafe { context(F, ctx) }?;
+        let batch = size(F, "batch", batch)?;
+        let (tq, tk) = (
+            size(F, "tokens_q", tokens_q)?,
+            size(F, "tokens_k", tokens_k)?,
+        );
+        let (h, dn, dr, dv) = (
+            size(F, "heads", heads)?,
+            size(F, "dn", dn)?,
+            size(F, "dr", dr)?,
+            size(F, "dv", dv)?,
+        );
+        let (dl, slots) = (
+            size(F, "latent_dim", latent_dim)?,
+            size(F, "num_slots", num_slots)?,
+        );
+        for (name, value) in [
+            ("batch", batch),
+            ("heads", h),
+            ("dn", dn),
+            ("dv", dv),
+            ("latent_dim", dl),
+            ("tokens_k", tk),
+        ] {
+            if value == 0 {
+                return Err(CapiError::Invalid {
+                    func: F,
+                    reason: format!("`{name}` is 0, must be >= 1"),
+                });
+            }
+        }
+        let entries = batch.checked_add(1).ok_or_else(|| CapiError::Invalid {
+            func: F,
+            reason: "batch + 1 overflows".into(),
+        })?;
+        // SAFETY: null (an error) or valid for `batch + 1` reads (the caller's contract).
+        let (hq, hk) = unsafe {
+            (
+                host_list(F, "host_cu_q", host_cu_q, entries)?,
+                host_list(F, "host_cu_k", host_cu_k, entries)?,
+            )
+        };
+        let width = dn.checked_add(dr).ok_or_else(|| CapiError::Invalid {
+            func: F,
+            reason: "dn + dr overflows".into(),
+        })?;
+        let kv_rows = product(F, "heads * (dn + dv)", &[h, dn.saturating_add(dv)])?;
+        let nq = product(F, "tokens_q * heads * (dn + dr)", &[tq, h, width])?;
+        let nl = product(F, "num_slots * latent_dim", &[slots, dl])?;
+        let nr = product(F, "num_slots * dr", &[slots, dr])?;
+        let nw = product(F, "heads * (dn + dv) * latent_dim", &[kv_rows, dl])?;
+        let no = product(F, "tokens_q * heads * dv", &[tq, h, dv])?;
+        let rows = product(F, "tokens_q * heads", &[tq, h])?;
+        // The views' fields are u64; usize is no wider on the targets dsnpu builds for.
+        let (tok, head) = ((h * width) as u64, width as u64);
+        let shape = MlaCacheShape {
+            heads: h,
+            dn,
+            dr,
+            dv,
+            latent_dim: dl,
+            num_slots: slots,
+            tokens_q: tq,
+            q_nope: MlaOperand {
+                tok,
+                head,
+                off: 0,
+                len: nq as u64,
+            },
+            q_rope: MlaOperand {
+                tok,
+                head,
+                off: dn as u64,
+                len: nq as u64,
+            },
+        };
+        with_dtype!(F, dtype, T => {
+            device_tensors!(F, ctx, stream => s;
+                input q: T [nq],
+                input latent: T [nl],
+                input rope: T [nr],
+                input kv_b: T [nw],
+                input key_slots: i32 [tk],
+                input cu_q: i32 [entries],
+                input cu_k: i32 [entries],
+                output out: T [no],
+                output lse: f32 [rows],
+            );
+            if tq == 0 {
+                check_empty_pack(F, &hq, &hk, tk)?;
+                return Ok(());
+            }
+            let inputs = MlaCacheInputs {
+                q_nope: &q,
+                q_rope: &q,
+                latent: &latent,
+                rope: &rope,
+                kv_b: &kv_b,
+                key_slots: &key_slots,
+                cu_q: &cu_q,
+                cu_k: &cu_k,
+                host_cu_q: &hq,
+                host_cu_k: &hk,
+            };
+            launch::mla_prefill_from_cache(ctx.lib(), &s, inputs, shape, &mut out, &mut lse, scale)
+                .map_err(kernel(F))?;
             Ok(())
         })
     })

@@ -38,6 +38,8 @@ __all__ = [
     "expert_ffn",
     "moe_finalize_routing",
     "mla_decode",
+    "mla_prefill",
+    "mla_prefill_cached",
     "mla_cache_write",
     "Model",
     "cases",
@@ -186,6 +188,57 @@ def mla_decode(q_nope, q_rope, latent, rope_cache, block_table, seq_lens, scale,
             _wire(rope_cache, dtype),
             _wire(np.asarray(block_table, dtype=np.int32)),
             _wire(np.asarray(seq_lens, dtype=np.int32)),
+            scale,
+            backend,
+        )
+    )
+
+
+def mla_prefill(q, k, v, cu_seqlens, scale, backend="npu", dtype=None):
+    """MLA prefill in the expanded form: causal attention over packed variable-length sequences.
+
+    ``q``, ``k`` ``[T, H, Dqk]`` (DeepSeek-V3: 192), ``v`` ``[T, H, Dv]`` (128), ``cu_seqlens`` int32
+    ``[B + 1]`` (flash-attention's varlen layout: sequence ``b`` owns tokens ``cu_seqlens[b] ..
+    cu_seqlens[b + 1]``; starts at 0, never decreases, ends at ``T``). Token ``t`` attends to the tokens
+    of its own sequence up to itself, scores ``scale * q . k`` in float32. Returns ``(out [T, H, Dv],
+    lse float32 [H, T])`` with ``lse`` the natural log of the softmax denominator.
+    """
+    return tuple(
+        _array(t)
+        for t in _dsnpu.mla_prefill(
+            _wire(q, dtype),
+            _wire(k, dtype),
+            _wire(v, dtype),
+            _wire(np.asarray(cu_seqlens, dtype=np.int32)),
+            scale,
+            backend,
+        )
+    )
+
+
+def mla_prefill_cached(q, cu_q, latent, rope_cache, block_table, seq_lens, kv_b, scale, backend="npu", dtype=None):
+    """Chunked prefill from the paged latent cache: new tokens attend to their sequence's cached prefix
+    and, causally, to each other.
+
+    The cache (``latent [blocks, block_size, Dl]``, ``rope_cache [blocks, block_size, Dr]``) already holds
+    every key of sequence ``b`` (its prefix, then its new tokens: the cache write runs first) at positions
+    ``0 .. seq_lens[b]``, position ``p`` in row ``p % block_size`` of block ``block_table[b, p //
+    block_size]``. Each key is expanded per head with ``kv_b [H * (dn + dv), Dl]`` (kv_b_proj as stored:
+    per head ``dn`` key rows, then ``dv`` value rows): ``k = [W_UK c || rope]``, ``v = W_UV c``, rounded
+    to the dtype. ``q [Tq, H, dn + Dr]`` with ``cu_q`` int32 ``[B + 1]`` as in :func:`mla_prefill`; query
+    ``i`` of a sequence's ``Lq`` sees positions ``<= seq_lens[b] - Lq + i``. Returns ``(out [Tq, H, dv],
+    lse float32 [H, Tq])``.
+    """
+    return tuple(
+        _array(t)
+        for t in _dsnpu.mla_prefill_cached(
+            _wire(q, dtype),
+            _wire(np.asarray(cu_q, dtype=np.int32)),
+            _wire(latent, dtype),
+            _wire(rope_cache, dtype),
+            _wire(np.asarray(block_table, dtype=np.int32)),
+            _wire(np.asarray(seq_lens, dtype=np.int32)),
+            _wire(kv_b, dtype),
             scale,
             backend,
         )

@@ -18,7 +18,10 @@ use std::sync::Mutex;
 
 use dsnpu_ops::backend::{Backend, Cpu, DenseOps, MlaOps, MoeOps, Npu};
 use dsnpu_ops::conformance::{cases, cases::CaseRng};
-use dsnpu_ops::mla::{mla_cache_write_fused, CacheWriteParams, PagedLatentCache};
+use dsnpu_ops::mla::{
+    mla_cache_write_fused, mla_prefill_cached as cpu_mla_prefill_cached, CacheWriteParams,
+    PagedLatentCache,
+};
 use dsnpu_ops::moe::{ExpertTokensMode, GatingConfig, GroupListType, ScoreFunc};
 use dsnpu_ops::rope::{RopeConfig, RopeLayout, RopeTable};
 use dsnpu_ops::{Float, OpsError};
@@ -691,6 +694,109 @@ fn mla_decode(
 }
 
 /// The conformance suites' `(rows, width)` matrix for row-wise operators.
+fn mla_prefill_t<B: MlaOps, T: Float + Elem>(
+    b: &B,
+    py: Python<'_>,
+    q: &In,
+    k: &In,
+    v: &In,
+    cu: &In,
+    scale: f32,
+) -> PyResult<(Out, Out)> {
+    let (q, k, v) = (
+        arr::<T, Ix3>("q", q)?,
+        arr::<T, Ix3>("k", k)?,
+        arr::<T, Ix3>("v", v)?,
+    );
+    let cu = arr::<i32, Ix1>("cu_seqlens", cu)?;
+    let (o, lse) = b
+        .mla_prefill(q.view(), k.view(), v.view(), cu.view(), scale)
+        .map_err(ops_err)?;
+    Ok((out(py, o), out(py, lse)))
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn mla_prefill(
+    py: Python<'_>,
+    q: In,
+    k: In,
+    v: In,
+    cu_seqlens: In,
+    scale: f32,
+    backend_: &str,
+) -> PyResult<(Out, Out)> {
+    dispatch!(
+        backend(backend_)?,
+        q.2,
+        mla_prefill_t(py, &q, &k, &v, &cu_seqlens, scale)
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mla_prefill_cached_t<T: Float + Elem>(
+    be: &Be,
+    py: Python<'_>,
+    q: &In,
+    cu_q: &In,
+    caches: (&In, &In),
+    table: &In,
+    lens: &In,
+    kv_b: &In,
+    scale: f32,
+) -> PyResult<(Out, Out)> {
+    let (q, cu_q) = (arr::<T, Ix3>("q", q)?, arr::<i32, Ix1>("cu_q", cu_q)?);
+    let cache = PagedLatentCache {
+        latent: arr::<T, Ix3>("latent", caches.0)?,
+        rope: arr::<T, Ix3>("rope_cache", caches.1)?,
+    };
+    let (table, lens) = (
+        arr::<i32, Ix2>("block_table", table)?,
+        arr::<i32, Ix1>("seq_lens", lens)?,
+    );
+    let kv_b = arr::<T, Ix2>("kv_b", kv_b)?;
+    let (qv, cv, tv, lv, wv) = (
+        q.view(),
+        cu_q.view(),
+        table.view(),
+        lens.view(),
+        kv_b.view(),
+    );
+    let (o, lse) = match be {
+        Be::Cpu(_) => cpu_mla_prefill_cached(qv, cv, &cache, tv, lv, wv, scale),
+        Be::Npu(npu) => npu.mla_prefill_cached(qv, cv, &cache, tv, lv, wv, scale),
+    }
+    .map_err(ops_err)?;
+    Ok((out(py, o), out(py, lse)))
+}
+
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn mla_prefill_cached(
+    py: Python<'_>,
+    q: In,
+    cu_q: In,
+    latent: In,
+    rope_cache: In,
+    block_table: In,
+    seq_lens: In,
+    kv_b: In,
+    scale: f32,
+    backend_: &str,
+) -> PyResult<(Out, Out)> {
+    let be = backend(backend_)?;
+    let caches = (&latent, &rope_cache);
+    let (c, t, l, w) = (&cu_q, &block_table, &seq_lens, &kv_b);
+    match q.2.as_str() {
+        "f32" => mla_prefill_cached_t::<f32>(&be, py, &q, c, caches, t, l, w, scale),
+        "f16" => mla_prefill_cached_t::<half::f16>(&be, py, &q, c, caches, t, l, w, scale),
+        "bf16" => mla_prefill_cached_t::<half::bf16>(&be, py, &q, c, caches, t, l, w, scale),
+        d => Err(PyValueError::new_err(format!(
+            "dtype {d}: expected f32, f16 or bf16"
+        ))),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn mla_cache_write_t<T: Float + Elem>(
     be: &Be,
@@ -827,6 +933,8 @@ fn _dsnpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(expert_ffn, m)?)?;
     m.add_function(wrap_pyfunction!(moe_finalize_routing, m)?)?;
     m.add_function(wrap_pyfunction!(mla_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(mla_prefill, m)?)?;
+    m.add_function(wrap_pyfunction!(mla_prefill_cached, m)?)?;
     m.add_function(wrap_pyfunction!(mla_cache_write, m)?)?;
     m.add_function(wrap_pyfunction!(row_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(matmul_shapes, m)?)?;

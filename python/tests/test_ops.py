@@ -265,6 +265,92 @@ def test_mla_decode(backend, dtype):
     close(lse, want_lse, dtype)
 
 
+def prefill_reference(q, k, v, cu, scale):
+    """Causal attention per packed sequence in float64: (out [T, H, Dv], lse [H, T])."""
+    t, h, _ = q.shape
+    out, lse = np.zeros((t, h, v.shape[2])), np.zeros((h, t))
+    for start, end in zip(cu[:-1], cu[1:]):
+        for i in range(start, end):
+            for hi in range(h):
+                sc = scale * (f64(k[start : i + 1, hi]) @ f64(q[i, hi]))
+                m = sc.max()
+                p = np.exp(sc - m)
+                out[i, hi] = (p / p.sum()) @ f64(v[start : i + 1, hi])
+                lse[hi, i] = m + np.log(p.sum())
+    return out, lse
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mla_prefill(backend, dtype):
+    rng = np.random.default_rng(15)
+    # Three sequences of 3, 0 and 5 tokens (an empty one in the middle), DeepSeek's widths.
+    cu = np.array([0, 3, 3, 8], dtype=np.int32)
+    t, h, dqk, dv = 8, 2, 192, 128
+    q, k, v = rnd(rng, (t, h, dqk), dtype), rnd(rng, (t, h, dqk), dtype), rnd(rng, (t, h, dv), dtype)
+    scale = 1 / np.sqrt(dqk)
+    want_out, want_lse = prefill_reference(q, k, v, cu, scale)
+    out, lse = dsnpu.mla_prefill(q, k, v, cu, scale, backend=backend)
+    assert out.dtype == NP[dtype] and lse.dtype == np.float32
+    close(out, want_out, dtype)
+    close(lse, want_lse, dtype)
+    # Causality: the last token of a sequence does not change the earlier tokens' outputs.
+    v2 = v.copy()
+    v2[7] = rnd(rng, (h, dv), dtype)
+    out2, _ = dsnpu.mla_prefill(q, k, v2, cu, scale, backend=backend)
+    np.testing.assert_array_equal(f64(out2[:7]), f64(out[:7]))
+    assert not np.array_equal(f64(out2[7]), f64(out[7]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mla_prefill_cached(backend, dtype):
+    rng = np.random.default_rng(16)
+    h, dn, dr, dv, dl, bs, nb = 2, 16, 16, 16, 32, 16, 4
+    # Sequence 0: 20 cached tokens then 3 new (blocks 2, 0); sequence 1: 5 new tokens, no prefix (block 3).
+    lens, new = np.array([23, 5], dtype=np.int32), [3, 5]
+    table = np.array([[2, 0], [3, 1]], dtype=np.int32)
+    cu_q = np.array([0, 3, 8], dtype=np.int32)
+    q = rnd(rng, (8, h, dn + dr), dtype)
+    lat, rp = rnd(rng, (nb, bs, dl), dtype), rnd(rng, (nb, bs, dr), dtype)
+    kv_b = rnd(rng, (h * (dn + dv), dl), dtype, -0.3, 0.3)
+    scale = 1 / np.sqrt(dn + dr)
+    want_out, want_lse = np.zeros((8, h, dv)), np.zeros((h, 8))
+    w = f64(kv_b).reshape(h, dn + dv, dl)
+    for b in range(2):
+        rows = [(table[b, p // bs], p % bs) for p in range(lens[b])]
+        c = np.stack([f64(lat[blk, r]) for blk, r in rows])  # [L, Dl]
+        r_ = np.stack([f64(rp[blk, r]) for blk, r in rows])  # [L, Dr]
+        for hi in range(h):
+            # The expanded keys and values, rounded to the dtype as the device's up-projection stores them.
+            k_nope = f64((c @ w[hi, :dn].T).astype(np.float32).astype(NP[dtype]))
+            v = f64((c @ w[hi, dn:].T).astype(np.float32).astype(NP[dtype]))
+            k = np.concatenate([k_nope, r_], axis=1)
+            for i in range(new[b]):
+                t, seen = cu_q[b] + i, lens[b] - new[b] + i + 1
+                sc = scale * (k[:seen] @ f64(q[t, hi]))
+                m = sc.max()
+                p = np.exp(sc - m)
+                want_out[t, hi] = (p / p.sum()) @ v[:seen]
+                want_lse[hi, t] = m + np.log(p.sum())
+    out, lse = dsnpu.mla_prefill_cached(q, cu_q, lat, rp, table, lens, kv_b, scale, backend=backend)
+    # widen: the reference rounds f64 sums to the dtype, the device its f32 sums (one ulp apart at most).
+    close(out, want_out, dtype, widen=2.0)
+    close(lse, want_lse, dtype, widen=2.0)
+    # The prefix matters: without it (sequence 0 of 3 tokens only) the first outputs change.
+    out0, _ = dsnpu.mla_prefill_cached(
+        q[:3], cu_q[:2], lat, rp, table[:1], np.array([3], np.int32), kv_b, scale, backend=backend
+    )
+    assert not np.allclose(f64(out0), f64(out[:3]))
+
+
+def test_mla_prefill_bad_input(backend):
+    q = np.zeros((4, 2, 16), dtype=np.float32)
+    v = np.zeros((4, 2, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        dsnpu.mla_prefill(q, q, v, [0, 3], 0.25, backend=backend)  # ends before T
+    with pytest.raises(ValueError, match="mla_prefill"):
+        dsnpu.mla_prefill(q, q[:, :1], v, [0, 4], 0.25, backend=backend)  # k has one head
+
+
 def test_bf16_as_uint16_bit_patterns(backend):
     rng = np.random.default_rng(14)
     x, w = rnd(rng, (3, 16), "bf16"), rnd(rng, 16, "bf16", 0.5, 1.5)

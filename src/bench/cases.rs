@@ -11,18 +11,19 @@
 use std::sync::Arc;
 
 use dsnpu_kernels::launch::{
-    self, CombineShape, FfnShape, GroupList, GroupedShape, KernelLibrary, MlaCacheWriteInputs,
-    MlaCacheWriteShape, MlaDecodeInputs, MlaDecodeShape, RopeShape, RoutingShape,
+    self, CombineShape, FfnShape, GroupList, GroupedShape, KernelElem, KernelLibrary,
+    MlaCacheWriteInputs, MlaCacheWriteShape, MlaDecodeInputs, MlaDecodeShape, MlaPrefillInputs,
+    RopeShape, RoutingShape,
 };
 use dsnpu_kernels::{
-    GatingParams, KernelDtype, KernelError, MlaDecodePlan, MlaPlanShape, MoeList, MoeScore,
-    RopeLayout,
+    GatingParams, KernelDtype, KernelError, MlaDecodePlan, MlaOperand, MlaPlanShape,
+    MlaPrefillDims, MoeList, MoeScore, RopeLayout,
 };
 use dsnpu_runtime::{DeviceBuffer, DeviceRepr, RuntimeError, Stream};
 use half::bf16;
 
 /// Every operator with a kernel that the bench covers, in report order.
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 14] = [
     "moe_gating_topk",
     "moe_init_routing",
     "moe_init_routing_quant",
@@ -36,6 +37,7 @@ pub const OPS: [&str; 13] = [
     "silu_mul",
     "mla_cache_write",
     "mla_decode",
+    "mla_prefill",
 ];
 
 /// Why a case could not be set up or launched.
@@ -73,11 +75,14 @@ pub struct Shapes {
     /// MLA decode: sequences and cached tokens of each.
     pub decode_batch: usize,
     pub decode_ctx: usize,
+    /// MLA prefill: packed tokens, in two causal sequences of half each.
+    pub prefill_tokens: usize,
 }
 
 /// DeepSeek-V3 at a 16-token decode step: hidden 7168, 128 heads, rope 64, dense FFN 18432, 256 routed
 /// experts (sigmoid with bias, 8 groups keeping 4, top-8, ×2.5) of FFN 2048 with 8 on this rank
-/// (expert parallelism over 32), MLA Dl 512 with 128-token cache blocks, decode of 4 sequences × 4096.
+/// (expert parallelism over 32), MLA Dl 512 with 128-token cache blocks, decode of 4 sequences × 4096,
+/// prefill of two 128-token sequences (the simulator's cube emulation makes longer ones take minutes).
 pub const DEEPSEEK_V3: Shapes = Shapes {
     name: "deepseek-v3",
     tokens: 16,
@@ -102,6 +107,7 @@ pub const DEEPSEEK_V3: Shapes = Shapes {
     block_size: 128,
     decode_batch: 4,
     decode_ctx: 4096,
+    prefill_tokens: 256,
 };
 
 /// DeepSeek-V3's structure at a fraction of its sizes (Dl, Dr and the block size kept), for tests:
@@ -130,6 +136,7 @@ pub const QUICK: Shapes = Shapes {
     block_size: 128,
     decode_batch: 2,
     decode_ctx: 256,
+    prefill_tokens: 64,
 };
 
 /// Queues one launch and returns the launched kernel's symbol.
@@ -210,6 +217,11 @@ pub fn build(
     }
     if wanted("mla_decode") {
         cases.push(decode_case(lib, s, shapes)?);
+    }
+    if wanted("mla_prefill") {
+        cases.push(prefill_case::<f32>(lib, s, shapes)?);
+        cases.push(prefill_case::<half::f16>(lib, s, shapes)?);
+        cases.push(prefill_case::<bf16>(lib, s, shapes)?);
     }
     cases.retain(|c| wanted(c.op));
     cases.sort_by_key(|c| OPS.iter().position(|&op| op == c.op));
@@ -692,6 +704,107 @@ pub fn decode_case(
             };
             let scale = 1.0 / ((dl + dr) as f32).sqrt();
             Ok(launch::mla_decode(&lib, &s1, inputs, &mut o, &mut lse, shape, scale)?.symbol)
+        }),
+    })
+}
+
+/// An element type of the prefill cases, made from the bench's f32 values.
+pub trait BenchElem: KernelElem + Copy + 'static {
+    const NAME: &'static str;
+    fn from_f32(v: f32) -> Self;
+}
+
+impl BenchElem for f32 {
+    const NAME: &'static str = "f32";
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl BenchElem for half::f16 {
+    const NAME: &'static str = "f16";
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+}
+
+impl BenchElem for bf16 {
+    const NAME: &'static str = "bf16";
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+}
+
+/// DeepSeek-V3's expanded-form widths: `q`/`k` 192 (nope 128 ‖ rope 64), `v` 128.
+const PREFILL_DQK: usize = 192;
+const PREFILL_DV: usize = 128;
+
+/// MLA prefill in the expanded form (`q`, `k` `[T, H, 192]`, `v` `[T, H, 128]`) of `prefill_tokens`
+/// packed as two causal sequences of half each, in element type `E`.
+pub fn prefill_case<E: BenchElem>(
+    lib: &Arc<KernelLibrary>,
+    s: &Stream,
+    sh: &Shapes,
+) -> Result<KernelCase, CaseError> {
+    let (t, heads) = (sh.prefill_tokens, sh.heads);
+    let (dqk, dv) = (PREFILL_DQK, PREFILL_DV);
+    let half_t = t / 2;
+    let cu = vec![0, half_t as i32, t as i32];
+    let elems = |n: usize, seed: u32| -> Result<DeviceBuffer<E>, CaseError> {
+        let v: Vec<E> = values(n, seed, 1.0).map(E::from_f32).collect();
+        Ok(s.upload(&v)?)
+    };
+    let q = elems(t * heads * dqk, 70)?;
+    let k = elems(t * heads * dqk, 71)?;
+    let v = elems(t * heads * dv, 72)?;
+    let cu_d = s.upload(&cu)?;
+    let (mut o, mut lse) = (alloc::<E>(s, t * heads * dv)?, alloc::<f32>(s, t * heads)?);
+    let (tt, h) = (t as u64, heads as u64);
+    let dims = MlaPrefillDims {
+        heads: h,
+        tokens_q: tt,
+        tokens_k: tt,
+        dn: dqk as u64,
+        dr: 0,
+        dv: dv as u64,
+        q_nope: MlaOperand::dense(tt, h, dqk as u64),
+        q_rope: MlaOperand::default(),
+        k_nope: MlaOperand::dense(tt, h, dqk as u64),
+        k_rope: MlaOperand::default(),
+        v: MlaOperand::dense(tt, h, dv as u64),
+    };
+    let elem = u64::from(E::DTYPE.size());
+    // Each sequence of L tokens: L(L+1)/2 visible (query, key) pairs per head, each 192 + 128
+    // multiply-adds (q·k and p·v).
+    let pairs: u64 = cu
+        .windows(2)
+        .map(|w| {
+            let l = (w[1] - w[0]) as u64;
+            l * (l + 1) / 2
+        })
+        .sum();
+    let (lib, s1) = (lib.clone(), s.clone());
+    Ok(KernelCase {
+        op: "mla_prefill",
+        shape: format!("T={t} (2 seqs) H={heads} Dqk={dqk} Dv={dv}"),
+        dtype: E::NAME,
+        // q, k and v read once, out and lse written once, both cumulative-length lists read once.
+        minimal_bytes: tt * h * (2 * dqk + 2 * dv) as u64 * elem + tt * h * 4 + 2 * 3 * 4,
+        minimal_macs: h * pairs * (dqk + dv) as u64,
+        launch: Box::new(move || {
+            let inputs = MlaPrefillInputs {
+                q_nope: &q,
+                q_rope: &q,
+                k_nope: &k,
+                k_rope: &k,
+                v: &v,
+                cu_q: &cu_d,
+                cu_k: &cu_d,
+                host_cu_q: &cu,
+                host_cu_k: &cu,
+            };
+            let scale = 1.0 / (dqk as f32).sqrt();
+            Ok(launch::mla_prefill(&lib, &s1, inputs, dims, &mut o, &mut lse, scale)?.symbol)
         }),
     })
 }

@@ -135,7 +135,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
                 Err(kernel) => eprintln!("plot: {kernel} has no FLOPs on record; not plotted"),
             }
         }
-        plot::draw(path, &points)?;
+        plot::draw(path, &points, simulator)?;
         eprintln!("roofline chart: {}", path.display());
     }
     Ok(())

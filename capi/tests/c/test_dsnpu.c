@@ -562,6 +562,189 @@ static void test_mla_cache_write(void) {
     acl_free(dkv), acl_free(dw), acl_free(dp), acl_free(dc), acl_free(dsn), acl_free(dsl), acl_free(dl), acl_free(dr);
 }
 
+/* MLA prefill reference in double: sequence b owns queries cu_q[b]..cu_q[b+1] and keys cu_k[b]..cu_k[b+1];
+ * query i of Lq sees keys j <= Lk - Lq + i (a cached prefix of Lk - Lq keys, then causal). */
+static void prefill_reference(const float *q, const float *k, const float *v, const int32_t *cu_q,
+                              const int32_t *cu_k, int batch, int heads, int dqk, int dv, float scale,
+                              float *out, float *lse, int tokens_q) {
+    for (int b = 0; b < batch; b++) {
+        int lq = cu_q[b + 1] - cu_q[b], lk = cu_k[b + 1] - cu_k[b];
+        for (int i = 0; i < lq; i++) {
+            int t = cu_q[b] + i, seen = lk - lq + i + 1;
+            for (int h = 0; h < heads; h++) {
+                double sc[64], mx = -INFINITY, den = 0;
+                for (int j = 0; j < seen; j++) {
+                    const float *kj = k + ((size_t)(cu_k[b] + j) * heads + h) * dqk;
+                    const float *qt = q + ((size_t)t * heads + h) * dqk;
+                    double d = 0;
+                    for (int c = 0; c < dqk; c++) d += (double)qt[c] * kj[c];
+                    sc[j] = scale * d;
+                    mx = fmax(mx, sc[j]);
+                }
+                for (int j = 0; j < seen; j++) den += exp(sc[j] - mx);
+                for (int c = 0; c < dv; c++) {
+                    double acc = 0;
+                    for (int j = 0; j < seen; j++)
+                        acc += exp(sc[j] - mx) / den * v[((size_t)(cu_k[b] + j) * heads + h) * dv + c];
+                    out[((size_t)t * heads + h) * dv + c] = (float)acc;
+                }
+                lse[(size_t)h * tokens_q + t] = (float)(mx + log(den));
+            }
+        }
+    }
+}
+
+/* Prefill in the expanded form (DeepSeek widths: q/k 192, v 128), two heads: two sequences of 3 and 5
+ * tokens (f32, then bf16), then the same queries with a cached prefix of 2 and 4 keys (f32). */
+static void test_mla_prefill(void) {
+    enum { B = 2, H = 2, DQK = 192, DV = 128, TQ = 8, TK = 14 };
+    static float q[TQ * H * DQK], k[TK * H * DQK], v[TK * H * DV];
+    static float out[TQ * H * DV], lse[H * TQ], want_out[TQ * H * DV], want_lse[H * TQ];
+    static uint16_t qb[TQ * H * DQK], kb[TQ * H * DQK], vb[TQ * H * DV], outb[TQ * H * DV];
+    const int32_t cu[B + 1] = {0, 3, 8}, cu_k[B + 1] = {0, 5, 14};
+    const float scale = 1.0f / sqrtf((float)DQK);
+    fill(q, TQ * H * DQK, 30);
+    fill(k, TK * H * DQK, 31);
+    fill(v, TK * H * DV, 32);
+    void *s = new_stream();
+    void *dq = dev_upload(q, sizeof q), *dcu = dev_upload(cu, sizeof cu), *dcuk = dev_upload(cu_k, sizeof cu_k);
+    void *dk = dev_upload(k, sizeof k), *dv = dev_upload(v, sizeof v);
+    void *dout = dev_alloc(sizeof out), *dlse = dev_alloc(sizeof lse);
+
+    /* No prefix: the first TQ keys, cu_k = cu_q. */
+    prefill_reference(q, k, v, cu, cu, B, H, DQK, DV, scale, want_out, want_lse, TQ);
+    OK(dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_F32, dq, dk, dv, dcu, dcu, cu, cu, dout, dlse, B, TQ, TQ, H, DQK, DV,
+                         scale));
+    ACL(acl_sync_stream(s));
+    download(out, dout, sizeof out);
+    download(lse, dlse, sizeof lse);
+    close_to("mla_prefill out f32 (lens 3, 5)", out, want_out, TQ * H * DV, 1e-5f, 1e-4f);
+    close_to("mla_prefill lse f32 (lens 3, 5)", lse, want_lse, H * TQ, 1e-5f, 1e-5f);
+
+    /* bf16: inputs rounded to bf16 here, the reference on the rounded values, the output rounded once. */
+    static float qr[TQ * H * DQK], kr[TQ * H * DQK], vr[TQ * H * DV];
+    for (int i = 0; i < TQ * H * DQK; i++) qr[i] = from_bf16(qb[i] = to_bf16(q[i]));
+    for (int i = 0; i < TQ * H * DQK; i++) kr[i] = from_bf16(kb[i] = to_bf16(k[i]));
+    for (int i = 0; i < TQ * H * DV; i++) vr[i] = from_bf16(vb[i] = to_bf16(v[i]));
+    prefill_reference(qr, kr, vr, cu, cu, B, H, DQK, DV, scale, want_out, want_lse, TQ);
+    void *dqb = dev_upload(qb, sizeof qb), *dkb = dev_upload(kb, sizeof kb), *dvb = dev_upload(vb, sizeof vb);
+    void *doutb = dev_alloc(sizeof outb);
+    OK(dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_BF16, dqb, dkb, dvb, dcu, dcu, cu, cu, doutb, dlse, B, TQ, TQ, H, DQK,
+                         DV, scale));
+    ACL(acl_sync_stream(s));
+    download(outb, doutb, sizeof outb);
+    download(lse, dlse, sizeof lse);
+    for (int i = 0; i < TQ * H * DV; i++) out[i] = from_bf16(outb[i]);
+    /* bf16 probabilities on the cube (8 significant bits) and the output's own rounding. */
+    close_to("mla_prefill out bf16 (lens 3, 5)", out, want_out, TQ * H * DV, 1e-2f, 1e-2f);
+    close_to("mla_prefill lse bf16 (lens 3, 5)", lse, want_lse, H * TQ, 1e-3f, 1e-3f);
+
+    /* A cached prefix: sequence 0 has 2 prefix keys + its 3 tokens, sequence 1 has 4 + 5. */
+    prefill_reference(q, k, v, cu, cu_k, B, H, DQK, DV, scale, want_out, want_lse, TQ);
+    OK(dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_F32, dq, dk, dv, dcu, dcuk, cu, cu_k, dout, dlse, B, TQ, TK, H, DQK, DV,
+                         scale));
+    ACL(acl_sync_stream(s));
+    download(out, dout, sizeof out);
+    download(lse, dlse, sizeof lse);
+    close_to("mla_prefill out f32 (prefix 2, 4)", out, want_out, TQ * H * DV, 1e-5f, 1e-4f);
+    close_to("mla_prefill lse f32 (prefix 2, 4)", lse, want_lse, H * TQ, 1e-5f, 1e-5f);
+
+    /* Bad arguments are refused before anything is queued. */
+    const int32_t INV = DSNPU_STATUS_INVALID_ARGUMENT;
+    const int32_t short_k[B + 1] = {0, 2, 8}, ends_early[B + 1] = {0, 3, 7};
+    expect_error("mla_prefill null q",
+                 dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_F32, NULL, dk, dv, dcu, dcu, cu, cu, dout, dlse, B, TQ, TQ,
+                                   H, DQK, DV, scale),
+                 INV, "`q`");
+    expect_error("mla_prefill null host_cu_k",
+                 dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_F32, dq, dk, dv, dcu, dcu, cu, NULL, dout, dlse, B, TQ, TQ,
+                                   H, DQK, DV, scale),
+                 INV, "`host_cu_k`");
+    expect_error("mla_prefill unknown dtype",
+                 dsnpu_mla_prefill(ctx, s, 5, dq, dk, dv, dcu, dcu, cu, cu, dout, dlse, B, TQ, TQ, H, DQK, DV,
+                                   scale),
+                 INV, "dtype code 5");
+    expect_error("mla_prefill cu_q not ending at tokens_q",
+                 dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_F32, dq, dk, dv, dcu, dcu, ends_early, ends_early, dout,
+                                   dlse, B, TQ, TQ, H, DQK, DV, scale),
+                 INV, "not at the 8 tokens");
+    expect_error("mla_prefill fewer keys than queries",
+                 dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_F32, dq, dk, dv, dcu, dcu, cu, short_k, dout, dlse, B, TQ,
+                                   TQ, H, DQK, DV, scale),
+                 INV, "only 2 keys");
+    expect_error("mla_prefill zero heads",
+                 dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_F32, dq, dk, dv, dcu, dcu, cu, cu, dout, dlse, B, TQ, TQ, 0,
+                                   DQK, DV, scale),
+                 INV, "`heads` is 0");
+    expect_error("mla_prefill out aliasing k",
+                 dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_F32, dq, dk, dv, dcu, dcu, cu, cu, dk, dlse, B, TQ, TQ, H,
+                                   DQK, DV, scale),
+                 INV, "overlaps");
+    expect_error("mla_prefill NaN scale",
+                 dsnpu_mla_prefill(ctx, s, DSNPU_DTYPE_F32, dq, dk, dv, dcu, dcu, cu, cu, dout, dlse, B, TQ, TQ, H,
+                                   DQK, DV, NAN),
+                 INV, "not finite");
+    done_stream(s);
+    acl_free(dq), acl_free(dk), acl_free(dv), acl_free(dcu), acl_free(dcuk), acl_free(dout), acl_free(dlse);
+    acl_free(dqb), acl_free(dkb), acl_free(dvb), acl_free(doutb);
+}
+
+/* Chunked prefill from the paged cache: sequence 0 has 4 cached tokens then 3 new (7 keys in blocks 2, 0),
+ * sequence 1 has 5 new tokens and no prefix (blocks 3, 1); block size 4. The keys are expanded here with
+ * kv_b (per head DN key rows then DV value rows) and the expanded prefill's reference is reused. */
+static void test_mla_prefill_cached(void) {
+    enum { B = 2, H = 2, DN = 16, DR = 16, DV = 16, DLAT = 32, BS = 4, NB = 4, TQ = 8, TK = 12 };
+    enum { W = DN + DR, SLOTS = NB * BS };
+    static float q[TQ * H * W], lat[SLOTS * DLAT], rp[SLOTS * DR], kvb[H * (DN + DV) * DLAT];
+    static float k[TK * H * W], v[TK * H * DV], out[TQ * H * DV], lse[H * TQ], want_out[TQ * H * DV],
+        want_lse[H * TQ];
+    const int32_t cu_q[B + 1] = {0, 3, 8}, cu_k[B + 1] = {0, 7, 12}, table[B][2] = {{2, 0}, {3, 1}};
+    int32_t slots[TK];
+    const float scale = 1.0f / sqrtf((float)W);
+    fill(q, TQ * H * W, 40);
+    fill(lat, SLOTS * DLAT, 41);
+    fill(rp, SLOTS * DR, 42);
+    fill(kvb, H * (DN + DV) * DLAT, 43);
+    for (int i = 0; i < H * (DN + DV) * DLAT; i++) kvb[i] *= 0.3f;
+    for (int b = 0, j = 0; b < B; b++)
+        for (int p = 0; p < cu_k[b + 1] - cu_k[b]; p++, j++) slots[j] = table[b][p / BS] * BS + p % BS;
+    for (int j = 0; j < TK; j++)
+        for (int h = 0; h < H; h++) {
+            const float *c = lat + (size_t)slots[j] * DLAT;
+            for (int r = 0; r < DN + DV; r++) {
+                double acc = 0;
+                for (int e = 0; e < DLAT; e++) acc += (double)kvb[((size_t)h * (DN + DV) + r) * DLAT + e] * c[e];
+                if (r < DN) k[((size_t)j * H + h) * W + r] = (float)acc;
+                else v[((size_t)j * H + h) * DV + r - DN] = (float)acc;
+            }
+            for (int r = 0; r < DR; r++) k[((size_t)j * H + h) * W + DN + r] = rp[(size_t)slots[j] * DR + r];
+        }
+    prefill_reference(q, k, v, cu_q, cu_k, B, H, W, DV, scale, want_out, want_lse, TQ);
+    void *s = new_stream();
+    void *dq = dev_upload(q, sizeof q), *dl = dev_upload(lat, sizeof lat), *dr = dev_upload(rp, sizeof rp);
+    void *dw = dev_upload(kvb, sizeof kvb), *dsl = dev_upload(slots, sizeof slots);
+    void *dcq = dev_upload(cu_q, sizeof cu_q), *dck = dev_upload(cu_k, sizeof cu_k);
+    void *dout = dev_alloc(sizeof out), *dlse = dev_alloc(sizeof lse);
+    OK(dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, dw, dsl, dcq, dck, cu_q, cu_k, dout, dlse, B,
+                                TQ, TK, H, DN, DR, DV, DLAT, SLOTS, scale));
+    ACL(acl_sync_stream(s));
+    download(out, dout, sizeof out);
+    download(lse, dlse, sizeof lse);
+    close_to("mla_prefill_cached out f32 (prefix 4, 0)", out, want_out, TQ * H * DV, 1e-5f, 1e-4f);
+    close_to("mla_prefill_cached lse f32 (prefix 4, 0)", lse, want_lse, H * TQ, 1e-5f, 1e-5f);
+    expect_error("mla_prefill_cached null kv_b",
+                 dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, NULL, dsl, dcq, dck, cu_q, cu_k, dout,
+                                          dlse, B, TQ, TK, H, DN, DR, DV, DLAT, SLOTS, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`kv_b`");
+    expect_error("mla_prefill_cached cu_k not ending at tokens_k",
+                 dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, dw, dsl, dcq, dck, cu_q, cu_k, dout,
+                                          dlse, B, TQ, TK - 1, H, DN, DR, DV, DLAT, SLOTS, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "cu_k ends at 12");
+    done_stream(s);
+    acl_free(dq), acl_free(dl), acl_free(dr), acl_free(dw), acl_free(dsl), acl_free(dcq), acl_free(dck);
+    acl_free(dout), acl_free(dlse);
+}
+
 static void expect_error(const char *what, int32_t st, int32_t want, const char *needle) {
     const char *msg = dsnpu_last_error();
     if (st != want) FAIL("%s: status %s, want %s (%s)", what, dsnpu_status_name(st), dsnpu_status_name(want), msg ? msg : "");
@@ -620,6 +803,8 @@ int main(void) {
     test_finalize();
     test_mla_decode();
     test_mla_cache_write();
+    test_mla_prefill();
+    test_mla_prefill_cached();
     test_bad_arguments();
     OK(dsnpu_context_destroy(ctx));
     printf("all %d checks passed\n", checks);
