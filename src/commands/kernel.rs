@@ -124,6 +124,10 @@ const HOST_HEADERS: &[(&str, &str)] = &[
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/macros.h"),
     ),
     (
+        "dsnpu_host/mix.h",
+        include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/mix.h"),
+    ),
+    (
         "dsnpu_host/pipe.h",
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/pipe.h"),
     ),
@@ -632,5 +636,38 @@ extern "C" void not_a_kernel(int);
             "kernel k block 0: DataCopy: GM range [..) is not inside one live device allocation",
         );
         assert_eq!((f.kind.as_str(), f.block), ("mem", Some(0)));
+    }
+
+    /// The embedded copy of the host layer must hold every header it has: a header added to
+    /// kernels/include/dsnpu_ascendc and not listed here breaks every user build.
+    #[test]
+    fn the_embedded_headers_are_the_host_layer_s_headers() {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/include/dsnpu_ascendc");
+        let mut on_disk = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    on_disk.push(
+                        path.strip_prefix(&root)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
+                }
+            }
+        }
+        on_disk.sort();
+        let mut embedded: Vec<String> = HOST_HEADERS
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .filter(|name| root.join(name).exists())
+            .collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
     }
 }
