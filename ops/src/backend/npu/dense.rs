@@ -1,7 +1,8 @@
 //! [`DenseOps`] on the device: rms_norm, add_rms_norm, rope, silu_mul and linear run their kernels;
 //! batched_matmul runs the linear kernel once per batch on the host-transposed right operand;
-//! embedding gathers the table's rows with `gather_rows_<t>` and argmax runs `argmax_<t>` (rows holding
-//! NaN are answered on the host: the kernel never takes NaN as the maximum); softmax has no kernel yet (`Unsupported`).
+//! embedding gathers the table's rows with `gather_rows_<t>` (ids checked on the host first) and argmax
+//! runs `argmax_<t>` (rows holding NaN are answered on the host: the kernel never takes NaN as the
+//! maximum); softmax has no kernel yet (`Unsupported`).
 //!
 //! Validation is the reference's own: each method first calls the `check_*` function its reference
 //! calls (in `norm`, `rope`, `linear`, `activation`), so the same inputs are rejected with the same
