@@ -14,8 +14,9 @@ use crate::error::{invalid, shape_error};
 use crate::{Float, OpsError, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
-/// Rows of `table` `[V, H]` at `ids` `[T]`.
-pub fn embedding<T: Float>(table: ArrayView2<T>, ids: ArrayView1<i32>) -> Result<Array2<T>> {
+/// The validation of [`embedding`] (shared with the device backends): every id indexes a row of
+/// `table`.
+pub fn check_embedding<T>(table: &ArrayView2<T>, ids: &ArrayView1<i32>) -> Result<()> {
     let v = table.nrows();
     for (position, &id) in ids.iter().enumerate() {
         if id < 0 || id as usize >= v {
@@ -28,6 +29,12 @@ pub fn embedding<T: Float>(table: ArrayView2<T>, ids: ArrayView1<i32>) -> Result
             });
         }
     }
+    Ok(())
+}
+
+/// Rows of `table` `[V, H]` at `ids` `[T]`.
+pub fn embedding<T: Float>(table: ArrayView2<T>, ids: ArrayView1<i32>) -> Result<Array2<T>> {
+    check_embedding(&table, &ids)?;
     let mut out = Array2::<T>::default((ids.len(), table.ncols()));
     for (mut row, &id) in out.rows_mut().into_iter().zip(ids) {
         row.assign(&table.row(id as usize));
@@ -89,9 +96,9 @@ fn argmax_row(values: impl Iterator<Item = f32>) -> usize {
     best
 }
 
-/// Index of the maximum of each row; ties pick the lowest index.
-pub fn argmax<T: Float>(x: ArrayView2<T>) -> Result<Array1<i32>> {
-    nonempty_rows("argmax", &x)?;
+/// The validation of [`argmax`] (shared with the device backends): rows of 1 to `i32::MAX` elements.
+pub fn check_argmax<T>(x: &ArrayView2<T>) -> Result<()> {
+    nonempty_rows("argmax", x)?;
     if x.ncols() > i32::MAX as usize {
         return Err(shape_error(
             "argmax",
@@ -100,6 +107,12 @@ pub fn argmax<T: Float>(x: ArrayView2<T>) -> Result<Array1<i32>> {
             "[T, V] with V <= i32::MAX",
         ));
     }
+    Ok(())
+}
+
+/// Index of the maximum of each row; ties pick the lowest index.
+pub fn argmax<T: Float>(x: ArrayView2<T>) -> Result<Array1<i32>> {
+    check_argmax(&x)?;
     Ok(x.rows()
         .into_iter()
         .map(|r| argmax_row(r.iter().map(|v| v.to_f32())) as i32)

@@ -3,9 +3,9 @@
 //! one and the AI Core build exist.
 //!
 //! The suites must pass, under the harness's default tolerances, for every operator that has a kernel:
-//! rms_norm, add_rms_norm, rope, linear, batched_matmul (through the linear kernel), silu_mul, every MoE
-//! operator, mla_decode and mla_prefill; embedding, softmax, argmax and mla_cache_write print skips
-//! until they have kernels.
+//! rms_norm, add_rms_norm, rope, linear, batched_matmul (through the linear kernel), silu_mul, embedding
+//! (`gather_rows_<t>`), argmax, every MoE operator, mla_decode and mla_prefill; softmax and the trait's
+//! mla_cache_write print skips until they have kernels.
 
 use dsnpu_ops::backend::Npu;
 use std::sync::OnceLock;

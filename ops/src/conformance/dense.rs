@@ -346,6 +346,27 @@ pub fn argmax<B: DenseOps, T: Float>(b: &B) {
             }
         }
     }
+    // The value conventions, hand-worked: NaN is above every number (its first occurrence wins), a row
+    // of only -inf picks index 0, +inf beats every finite value.
+    let (nan, ninf, inf) = (f32::NAN, f32::NEG_INFINITY, f32::INFINITY);
+    let x = Array2::from_shape_vec(
+        (4, 5),
+        [
+            [1.0, 3.0, nan, 3.0, nan],
+            [ninf, ninf, ninf, ninf, ninf],
+            [2.0, inf, 5.0, inf, ninf],
+            [nan, 9.0, 9.0, 9.0, 9.0],
+        ]
+        .iter()
+        .flatten()
+        .map(|&e| T::from_f32(e))
+        .collect(),
+    )
+    .expect("4 x 5 values");
+    let what = format!("argmax<{}> NaN and infinities", T::DTYPE);
+    if let Some(got) = ran(b, &what, b.argmax(x.view())) {
+        assert_equal(&what, got.view(), Array1::from(vec![2, 0, 1, 0]).view());
+    }
     let x = Array2::<T>::default((3, 0));
     rejects(b, "argmax over an empty row", b.argmax(x.view()));
 }

@@ -1,18 +1,20 @@
 //! [`DenseOps`] on the device: rms_norm, add_rms_norm, rope, silu_mul and linear run their kernels;
 //! batched_matmul runs the linear kernel once per batch on the host-transposed right operand;
-//! embedding, softmax and argmax have no kernel yet (`Unsupported`).
+//! embedding gathers the table's rows with `gather_rows_<t>` (ids checked on the host first) and argmax
+//! runs `argmax_<t>` (rows holding NaN are answered on the host: the kernel never takes NaN as the
+//! maximum); softmax has no kernel yet (`Unsupported`).
 //!
 //! Validation is the reference's own: each method first calls the `check_*` function its reference
 //! calls (in `norm`, `rope`, `linear`, `activation`), so the same inputs are rejected with the same
 //! errors before anything reaches the device.
 
-use dsnpu_kernels::launch::{self, RopeShape};
+use dsnpu_kernels::launch::{self, RopeShape, RowSource};
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis};
 
 use super::{by_dtype, DevElem, Npu};
 use crate::backend::DenseOps;
 use crate::rope::{RopeLayout, RopeTable};
-use crate::{activation, linear, norm, rope, Float, Result};
+use crate::{activation, linear, norm, rope, sampling, Float, Result};
 
 fn array2<T>(rows: usize, cols: usize, v: Vec<T>) -> Array2<T> {
     Array2::from_shape_vec((rows, cols), v).expect("the kernel output holds rows x cols elements")
@@ -148,6 +150,67 @@ fn empty_product<T: Float>(m: usize, n: usize, bias: Option<ArrayView1<T>>) -> A
     })
 }
 
+impl Npu {
+    /// `table`'s rows at `ids` through `gather_rows_<t>` (a copy: exact). The ids are valid (checked by
+    /// the caller).
+    fn embedding_as<T: Float, E: DevElem>(
+        &self,
+        table: ArrayView2<T>,
+        ids: ArrayView1<i32>,
+    ) -> Result<Array2<T>> {
+        const OP: &str = "embedding";
+        let (vocab, hidden) = table.dim();
+        let rows = ids.len();
+        let td = self.upload::<T, E>(OP, table.iter())?;
+        let ids_host: Vec<i32> = ids.iter().copied().collect();
+        let idd = self.upload_raw(OP, &ids_host)?;
+        let mut yd = self.alloc::<E>(OP, rows * hidden)?;
+        launch::gather_rows(
+            &self.lib,
+            &self.stream,
+            &td,
+            Some(&idd),
+            &mut yd,
+            RowSource::lookup(rows, hidden, vocab),
+        )
+        .map_err(|e| self.kernel_error(OP, e))?;
+        self.finish(OP)?;
+        Ok(array2(rows, hidden, self.download::<T, E>(OP, &yd)?))
+    }
+
+    /// The first maximum of each row through `argmax_<t>`. The kernel compares in f32 and never takes
+    /// NaN as larger; the reference returns a row's first NaN, so rows holding NaN are answered on the
+    /// host from the same scan that converts the values for the upload.
+    fn argmax_as<T: Float, E: DevElem>(&self, x: ArrayView2<T>) -> Result<Array1<i32>> {
+        const OP: &str = "argmax";
+        let (rows, cols) = x.dim();
+        let mut first_nan: Vec<Option<usize>> = vec![None; rows];
+        let mut host = Vec::with_capacity(rows * cols);
+        for (row, nan) in x.rows().into_iter().zip(first_nan.iter_mut()) {
+            for (i, v) in row.iter().enumerate() {
+                let f = v.to_f32();
+                if f.is_nan() && nan.is_none() {
+                    *nan = Some(i);
+                }
+                host.push(E::from_f32(f));
+            }
+        }
+        let xd = self.upload_raw(OP, &host)?;
+        let mut outd = self.alloc::<i32>(OP, rows)?;
+        launch::argmax(&self.lib, &self.stream, &xd, &mut outd, rows, cols)
+            .map_err(|e| self.kernel_error(OP, e))?;
+        self.finish(OP)?;
+        let mut out = outd.to_vec().map_err(|e| self.fail(OP, e))?;
+        for (o, nan) in out.iter_mut().zip(first_nan) {
+            if let Some(i) = nan {
+                // cols <= i32::MAX (checked by the caller).
+                *o = i as i32;
+            }
+        }
+        Ok(Array1::from(out))
+    }
+}
+
 impl DenseOps for Npu {
     fn rms_norm<T: Float>(
         &self,
@@ -242,19 +305,27 @@ impl DenseOps for Npu {
         by_dtype!(self, OP, T, silu_mul_as(gate_up))
     }
 
-    fn embedding<T: Float>(
-        &self,
-        _table: ArrayView2<T>,
-        _ids: ArrayView1<i32>,
-    ) -> Result<Array2<T>> {
-        Err(self.unsupported("embedding", "no device kernel yet"))
+    fn embedding<T: Float>(&self, table: ArrayView2<T>, ids: ArrayView1<i32>) -> Result<Array2<T>> {
+        const OP: &str = "embedding";
+        // Every id is checked here: the kernel trusts its index list (an id outside the table would
+        // fault on the device rather than come back as a typed error).
+        sampling::check_embedding(&table, &ids)?;
+        if ids.is_empty() || table.ncols() == 0 {
+            return Ok(Array2::default((ids.len(), table.ncols())));
+        }
+        by_dtype!(self, OP, T, embedding_as(table, ids))
     }
 
     fn softmax<T: Float>(&self, _x: ArrayView2<T>) -> Result<Array2<f32>> {
         Err(self.unsupported("softmax", "no device kernel yet"))
     }
 
-    fn argmax<T: Float>(&self, _x: ArrayView2<T>) -> Result<Array1<i32>> {
-        Err(self.unsupported("argmax", "no device kernel yet"))
+    fn argmax<T: Float>(&self, x: ArrayView2<T>) -> Result<Array1<i32>> {
+        const OP: &str = "argmax";
+        sampling::check_argmax(&x)?;
+        if x.nrows() == 0 {
+            return Ok(Array1::default(0));
+        }
+        by_dtype!(self, OP, T, argmax_as(x))
     }
 }

@@ -7,8 +7,9 @@
 //! [`OpsError::Backend`]) and copies the result back. Cases with nothing to compute (no rows, an empty
 //! reduction) are answered on the host, as the kernels take no empty shapes. A shape the reference
 //! accepts but a kernel cannot take (more than 4095 heads, sizes past the kernels' 32-bit indices) is
-//! [`OpsError::Unsupported`], and so is every operator without a kernel yet: embedding, softmax,
-//! argmax, and the trait's MLA cache write (`mla`; MLA decode and prefill have their kernels). The MoE family's
+//! [`OpsError::Unsupported`], and so is every operator without a kernel yet: softmax and the trait's
+//! MLA cache write (`mla`; MLA decode and prefill have their kernels). Embedding and argmax run the
+//! step kernels `gather_rows_<t>` and `argmax_<t>` (`dense`). The MoE family's
 //! whole layer runs on the device without returning to the host between its stages (`moe`).
 //! Outside the family traits, [`Npu::sample`] draws ids with the CPU `Sampler`'s contract through the
 //! top-p sampling kernel (`sampling`).
@@ -143,7 +144,7 @@ impl Npu {
 }
 
 /// The operators of the backend traits that have no device kernel yet (they answer `Unsupported`).
-const NO_KERNEL_OPS: &[&str] = &["embedding", "softmax", "argmax", "mla_cache_write"];
+const NO_KERNEL_OPS: &[&str] = &["softmax", "mla_cache_write"];
 
 impl Backend for Npu {
     fn name(&self) -> String {
