@@ -288,6 +288,8 @@ fn ep_moe(c: &mut Criterion) {
             model_us: l.model_us,
             roof_us: l.roof_us,
             bound: "HCCS link 56 GB/s".to_string(),
+            hbm_read_bytes: None,
+            hbm_write_bytes: None,
         });
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

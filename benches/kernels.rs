@@ -87,6 +87,8 @@ fn report(case: &KernelCase, c: &LaunchCounters, m: &ModelCounters) -> BenchCase
         model_us: pipes.model_us(),
         roof_us: micros(roofline),
         bound: pipes.bound().into(),
+        hbm_read_bytes: Some(t.hbm_read_bytes),
+        hbm_write_bytes: Some(t.hbm_write_bytes),
     }
 }
 

@@ -17,8 +17,15 @@
 //! with 128 heads. The simulator runs it with 1 head and the counters are multiplied by 128: every head
 //! is the same set of independent (query tile, head) tasks with the same traffic and work, and the model
 //! sums counters over all blocks (a 128-head launch would take the host's cube emulation ~350 G
-//! multiply-adds, about an hour). Its minimum: q, k, v read once, out and lse written once; its
-//! necessary work: `H · T(T+1)/2 · (192 + 128)` multiply-adds.
+//! multiply-adds, about an hour). The 1-head run is tiled for one cube core, so its one block runs the
+//! head's 32 query tiles one after another, as each of the 24 blocks of the 128-head launch runs its
+//! contiguous run of ~171 tasks (about 5.3 whole heads) one after another: the L2 model then sees each
+//! head as a block of the real launch does. Two corrections, both pessimistic: the heads whose tasks
+//! are split between two blocks (at most 23; 16 here) have their K and V read from HBM twice
+//! (23 · 4096 · 320 · 2 bytes are added to the HBM reads), and the real launch's 24 blocks have 8 MiB L2 slices where the 1-block run has
+//! the whole 192 MiB (one head's K, V, q and out are 5.6 MB, so the hits are the same).
+//! Its minimum: q, k, v read once, out and lse written once; its necessary work:
+//! `H · T(T+1)/2 · (192 + 128)` multiply-adds.
 //!
 //! Why the ratios exceed 1 (the kernel's design under the host Matmul API, see the kernel's source):
 //! the cube's operands come from GM, so the latent rows are streamed twice (q·Kᵀ and P·V), the query
@@ -26,8 +33,11 @@
 //! tables used here at batch > 1, the whole chunk at batch 1), and the scores (f32, written twice: the
 //! rope part is accumulated onto the latent part), P and the f32 partial output of every segment go
 //! through the workspace; the combine reads every chunk's f32 partial back. That measures 2.2–2.5× the
-//! minimum at 16 heads and 4.3–6.6× at 128 heads (the f32 scores and partials grow with the heads). On an NPU the workspace traffic would mostly stay in L2 (192 MiB) and the cache
-//! tile in L1 for both products; the simulator counts every GM byte as HBM traffic.
+//! minimum at 16 heads and 4.3–6.6× at 128 heads (the f32 scores and partials grow with the heads).
+//! The host layer's L2 model (`dsnpu_host/cost.h`: a private 192 MiB / blocks slice per block) splits
+//! that GM traffic into L2 hits and HBM traffic (`HBM bytes`: read misses and dirtied lines' write-backs);
+//! the modelled time is max(HBM bytes / 1.6 TB/s, GM bytes / L2 bandwidth (a GUESS, 5.5 TB/s), cube,
+//! vector): `crate::roofline`'s `times_l2`.
 //! The split-KV plan is `MlaDecodePlan::for_shape` (it weighs the partial outputs against spreading
 //! the work over the cores).
 
@@ -44,6 +54,8 @@ use dsnpu_runtime::sim_counters::{self, LaunchCounters};
 use dsnpu_runtime::{Device, DeviceBuffer, Stream};
 use half::bf16;
 
+/// Cube cores of a 910B2: blocks of the 128-head prefill launch.
+const ASCEND_CUBE_CORES: u32 = 24;
 const DL: usize = 512;
 const DR: usize = 64;
 const BLOCK: usize = 128;
@@ -168,7 +180,7 @@ fn micros(seconds: f64) -> f64 {
 fn row(d: &Decode, c: &LaunchCounters, cores: u32) -> BenchCase {
     let t = c.totals;
     let gm = t.gm_bytes();
-    let times = ASCEND_910B2.times(gm, t.cube_macs, t.vector_elem_ops);
+    let times = ASCEND_910B2.times_l2(gm, t.hbm_bytes(), t.cube_macs, t.vector_elem_ops);
     let roof = ASCEND_910B2.roofline(d.minimal_bytes(), d.minimal_macs());
     let case = BenchCase {
         kernel: c.kernel.clone(),
@@ -182,19 +194,23 @@ fn row(d: &Decode, c: &LaunchCounters, cores: u32) -> BenchCase {
         model_us: micros(times.modelled()),
         roof_us: micros(roof),
         bound: times.bound().name().into(),
+        hbm_read_bytes: Some(t.hbm_read_bytes),
+        hbm_write_bytes: Some(t.hbm_write_bytes),
     };
     println!(
-        "| {:<24} | {:>5} | {:>6}/{:<2} | {:>12} | {:>12} | {:>6.2} | {:>13} | {:>11} | {:>9.2} | {:>9.2} | {:>9.2} | {:<6} | {:>8.2} | {:>6.2} |",
+        "| {:<24} | {:>5} | {:>6}/{:<2} | {:>12} | {:>12} | {:>12} | {:>6.2} | {:>13} | {:>11} | {:>9.2} | {:>9.2} | {:>9.2} | {:>9.2} | {:<6} | {:>8.2} | {:>6.2} |",
         case.shape,
         d.plan.tasks(),
         c.num_blocks,
         cores,
         gm,
+        t.hbm_bytes(),
         case.minimal_bytes,
         case.ratio(),
         case.cube_macs,
         case.vector_ops,
         micros(times.mem),
+        micros(times.l2),
         micros(times.cube),
         case.model_us,
         case.bound,
@@ -257,11 +273,19 @@ fn prefill_case(
     let f = (scale_heads / heads) as u64;
     let tt = c.totals;
     let (rd, wr) = (tt.gm_to_ub_bytes * f, tt.ub_to_gm_bytes * f);
+    // The heads split between two blocks of the real launch (one fewer than its blocks) read K and V
+    // twice (see the module docs).
+    let split_heads = u64::from(ASCEND_CUBE_CORES - 1);
+    let kv_head = t * (DQK + DV) as u64 * E;
+    let (hrd, hwr) = (
+        tt.hbm_read_bytes * f + split_heads * kv_head,
+        tt.hbm_write_bytes * f,
+    );
     let (macs, vops) = (tt.cube_macs * f, tt.vector_elem_ops * f);
     let hh = scale_heads as u64;
     let minimal_bytes = t * hh * (2 * DQK as u64 + 2 * DV as u64) * E + t * hh * 4;
     let minimal_macs = hh * t * (t + 1) / 2 * (DQK + DV) as u64;
-    let times = ASCEND_910B2.times(rd + wr, macs, vops);
+    let times = ASCEND_910B2.times_l2(rd + wr, hrd + hwr, macs, vops);
     let roof = ASCEND_910B2.roofline(minimal_bytes, minimal_macs);
     let case = BenchCase {
         kernel: c.kernel.clone(),
@@ -275,17 +299,21 @@ fn prefill_case(
         model_us: micros(times.modelled()),
         roof_us: micros(roof),
         bound: times.bound().name().into(),
+        hbm_read_bytes: Some(hrd),
+        hbm_write_bytes: Some(hwr),
     };
     println!(
-        "| {:<32} | {:>7} | {:>14} | {:>12} | {:>6.2} | {:>15} | {:>13} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:<6} | {:>8.1} | {:>5.1}% |",
+        "| {:<32} | {:>7} | {:>14} | {:>13} | {:>12} | {:>6.2} | {:>15} | {:>13} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:<6} | {:>8.1} | {:>5.1}% |",
         case.shape,
         l.tiling.tasks as usize * scale_heads / heads,
         rd + wr,
+        hrd + hwr,
         case.minimal_bytes,
         case.ratio(),
         macs,
         vops,
         micros(times.mem),
+        micros(times.l2),
         micros(times.cube),
         micros(times.vector),
         case.model_us,
@@ -305,8 +333,8 @@ fn mla_kernels(c: &mut Criterion) {
     let mut report = BenchReport::new("mla_kernels");
 
     println!("\nMLA decode (mla_decode_bf16, split-KV), Dl 512, Dr 64, block 128; modelled on one 910B2 die\n");
-    println!("| shape                    | tasks | blocks    |     GM bytes |    minimal B |  ratio |     cube MACs |  vector ops |  t_mem µs | t_cube µs |  model µs | bound  |  roof µs | x roof |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| shape                    | tasks | blocks    |     GM bytes |    HBM bytes |    minimal B |  ratio |     cube MACs |  vector ops |  t_hbm µs |   t_l2 µs | t_cube µs |  model µs | bound  |  roof µs | x roof |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for batch in [1usize, 8, 64] {
         for ctx in [512usize, 4096, 32768] {
             for heads in [16usize, 128] {
@@ -331,9 +359,14 @@ fn mla_kernels(c: &mut Criterion) {
     }
     println!();
     println!("MLA prefill (mla_prefill_bf16, flash-style, expanded form); run with 1 head, counters × 128\n");
-    println!("| shape                            |   tasks |       GM bytes |    minimal B |  ratio |       cube MACs |    vector ops |  t_mem µs | t_cube µs |  t_vec µs |  model µs | bound  |  roof µs | roof/model |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    report.cases.push(prefill_case(&lib, &stream, 4096, 1, 128));
+    println!("| shape                            |   tasks |       GM bytes |     HBM bytes |    minimal B |  ratio |       cube MACs |    vector ops |  t_hbm µs |   t_l2 µs | t_cube µs |  t_vec µs |  model µs | bound  |  roof µs | roof/model |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    // One block runs the head's tasks in a row, as every block of the 128-head launch does (module docs).
+    let one_core = KernelLibrary::load_with(&device, Hardware::with_cores(1, 48))
+        .expect("load kernels for one cube core");
+    report
+        .cases
+        .push(prefill_case(&one_core, &stream, 4096, 1, 128));
     println!();
     let path = report
         .write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))

@@ -638,6 +638,8 @@ fn layer_report() {
                 model_us: m.model_s * 1e6,
                 roof_us: roof * 1e6,
                 bound: "sum of launches".into(),
+                hbm_read_bytes: None,
+                hbm_write_bytes: None,
             };
             println!(
                 "| {shape} | {} | {} | {} | {:.2} | {} | {} | {:.1} | {:.1} | {:.2} |",

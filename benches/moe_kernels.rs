@@ -181,6 +181,8 @@ fn print_row(r: &Row) -> BenchCase {
         model_us: m.model_us(),
         roof_us: micros(roof),
         bound: m.bound().into(),
+        hbm_read_bytes: Some(t.hbm_read_bytes),
+        hbm_write_bytes: Some(t.hbm_write_bytes),
     }
 }
 

@@ -87,6 +87,10 @@ fn rms_norm_2x16_f32_on_two_blocks() {
             // Per block: x queue 2 x 64 (depth 2 of one 64-byte row) + weight 64 + scratch row 64
             // + ReduceSum result 32 + work round_up(ceil(16 / 64) x 4, 32) = 32.
             ub_high_water: 2 * 64 + 64 + 64 + 32 + 32,
+            // The L2 model: every block's slice starts empty and nothing is read twice by one block,
+            // so every GM byte goes to HBM (the weight once per block).
+            hbm_read_bytes: 2 * (64 + 64),
+            hbm_write_bytes: 2 * 64,
         }
     );
     assert_eq!(
@@ -127,6 +131,9 @@ fn silu_mul_1x8_f32() {
             cube_macs: 0,
             // Gate and up queues of depth 2 x one 32-byte row, and one 32-byte f32 scratch row.
             ub_high_water: 2 * 32 + 2 * 32 + 32,
+            // Gate and up are one 32-byte sector each: both miss.
+            hbm_read_bytes: 64,
+            hbm_write_bytes: 32,
         }
     );
     assert_eq!(out.to_vec().unwrap(), vec![0.0; 8]);
@@ -163,6 +170,10 @@ fn rope_2_tokens_half_split_f32_on_two_blocks() {
             // Per block: x queue 2 x 32 (a 16-byte row padded to 32), cos and sin rows 2 x 32, and
             // seven 32-byte f32 rows (cos2, sin2, two temporaries, swap and table offsets, signs).
             ub_high_water: 2 * 32 + 2 * 32 + 7 * 32,
+            // Each block reads its rows once from its own (empty) L2 slice: all misses, each a whole
+            // 32-byte sector from HBM; its 16-byte output row dirties one sector.
+            hbm_read_bytes: 2 * 3 * 32,
+            hbm_write_bytes: 2 * 32,
         }
     );
     // Half-split pairs (x0, x2), (x1, x3): a' = a cos - b sin, b' = b cos + a sin.
@@ -206,6 +217,11 @@ fn linear_2x3x4_f32_with_bias_on_one_cube_block() {
             cube_macs: 2 * 3 * 4,
             // Vector core 0: 8 rows x 16 f32 in, the same out, one 16-f32 bias row.
             ub_high_water: 512 + 512 + 64,
+            // Each of the mix block's cores has its own L2 slice, so the vector core misses on the tile
+            // the cube wrote. In 32-byte sectors: x 1, w (48 B) 2, the tile (24 B) 1 and bias 1 read;
+            // the tile and y (24 B each) dirty one sector each.
+            hbm_read_bytes: (1 + 2 + 1 + 1) * 32,
+            hbm_write_bytes: 2 * 32,
         }
     );
     // Row 0 = [1, 2, 3, 4]: [1 + 0.5, 2, 10 - 1]; row 1 = [5, 6, 7, 8]: [5.5, 6, 25].

@@ -3,8 +3,14 @@
 //!
 //! ```json
 //! {"bench": "NAME", "device": "910B2 model", "cases": [{"kernel", "shape", "dtype", "gm_read_bytes",
-//!  "gm_write_bytes", "minimal_bytes", "ratio", "cube_macs", "vector_ops", "model_us", "roof_us", "bound"}]}
+//!  "gm_write_bytes", "minimal_bytes", "ratio", "cube_macs", "vector_ops", "model_us", "roof_us", "bound",
+//!  "hbm_read_bytes", "hbm_write_bytes"}]}
 //! ```
+//!
+//! `gm_read_bytes` / `gm_write_bytes` are all GM traffic the launch issued; `hbm_read_bytes` /
+//! `hbm_write_bytes` the HBM traffic of it under the host layer's L2 model (32-byte sectors fetched by
+//! read misses, dirtied sectors written back; `include/dsnpu_ascendc/dsnpu_host/cost.h`), `null` where
+//! a bench has no such count.
 //!
 //! `ratio` is GM bytes moved over the minimal bytes; `model_us` is the cost model's time for the launch's
 //! counters and `roof_us` the operator's roofline time (`crate::roofline`); `bound` names the unit that
@@ -26,6 +32,10 @@ pub struct BenchCase {
     pub model_us: f64,
     pub roof_us: f64,
     pub bound: String,
+    /// GM bytes read that missed the L2 model (HBM reads), when the bench measured them.
+    pub hbm_read_bytes: Option<u64>,
+    /// GM bytes written that the L2 model writes back to HBM, when the bench measured them.
+    pub hbm_write_bytes: Option<u64>,
 }
 
 impl BenchCase {
@@ -42,7 +52,7 @@ impl BenchCase {
         format!(
             "{{\"kernel\": {}, \"shape\": {}, \"dtype\": {}, \"gm_read_bytes\": {}, \"gm_write_bytes\": {}, \
              \"minimal_bytes\": {}, \"ratio\": {}, \"cube_macs\": {}, \"vector_ops\": {}, \"model_us\": {}, \
-             \"roof_us\": {}, \"bound\": {}}}",
+             \"roof_us\": {}, \"bound\": {}, \"hbm_read_bytes\": {}, \"hbm_write_bytes\": {}}}",
             json_str(&self.kernel),
             json_str(&self.shape),
             json_str(&self.dtype),
@@ -55,6 +65,8 @@ impl BenchCase {
             json_num(self.model_us),
             json_num(self.roof_us),
             json_str(&self.bound),
+            json_opt(self.hbm_read_bytes),
+            json_opt(self.hbm_write_bytes),
         )
     }
 }
@@ -121,6 +133,10 @@ fn json_str(s: &str) -> String {
     out
 }
 
+fn json_opt(x: Option<u64>) -> String {
+    x.map_or_else(|| "null".to_string(), |v| v.to_string())
+}
+
 /// JSON has no NaN or infinity: those become `null`.
 fn json_num(x: f64) -> String {
     if x.is_finite() {
@@ -149,12 +165,15 @@ mod tests {
             model_us: 0.5,
             roof_us: f64::NAN,
             bound: "HBM".into(),
+            hbm_read_bytes: Some(120),
+            hbm_write_bytes: None,
         });
         let j = r.to_json();
         assert!(j.starts_with("{\"bench\": \"demo\", \"device\": \"910B2 model\", \"cases\": ["));
         assert!(j.contains("\"shape\": \"[16, 7168] \\\"x\\\"\""));
         assert!(j.contains("\"ratio\": 2,"));
         assert!(j.contains("\"roof_us\": null"));
+        assert!(j.contains("\"hbm_read_bytes\": 120, \"hbm_write_bytes\": null}"));
         assert_eq!(r.cases[0].ratio(), 2.0);
     }
 }

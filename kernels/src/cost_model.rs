@@ -8,9 +8,15 @@
 //! a launch latency) and names what bounds the launch.
 //!
 //! Unlike the roofline, the model sees the scalar unit, vector repeat granularity, cube fractal padding,
-//! per-transfer GM latency, barriers and whether double buffering really overlaps. It does not see
-//! register-only scalar work between API calls (loops, address arithmetic), L2 reuse, bank conflicts,
-//! or the wait of a `SyncAll` for slower blocks.
+//! per-transfer GM latency, barriers, whether double buffering really overlaps, and L2 reuse: every GM
+//! transfer is looked up in an L2 model (192 MiB, 512-byte lines, 16-way LRU, write-back; cost.h) and
+//! its hits cost L2 bandwidth, its misses (and the first write of each dirtied line) the block's share
+//! of HBM; the counters `hbm_read_bytes` / `hbm_write_bytes` are that HBM traffic. To stay
+//! deterministic the L2 is modelled as one private slice per core (192 MiB / concurrent blocks), empty
+//! at the start of every block: data shared between blocks, between a mix block's cube and vector
+//! cores, or between launches misses once per core (pessimistic for such data). It does not see
+//! register-only scalar work between API calls (loops, address arithmetic), bank conflicts, or the wait
+//! of a `SyncAll` for slower blocks.
 
 /// AI Core clock of the 910B2 (the roofline's figure).
 pub const CLOCK_HZ: f64 = 1.8e9;

@@ -11,6 +11,10 @@
 //!   operations/s → `t_vec = vector element ops / 5.53e12 s`.
 //! - Modelled time = max(t_mem, t_cube, t_vec): perfect overlap of the three units, no launch
 //!   overhead, no L2 reuse, every core busy. It is a bound, not a prediction.
+//! - With the L2 model's counters ([`Machine::times_l2`]): `t_mem` = HBM bytes (L2 misses and
+//!   write-backs) / 1.6e12 s, and every GM byte also passes the L2: `t_l2` = GM bytes / 5.53e12 s
+//!   (GUESS, the figure of the host layer's `cost.h`: 24 AI Cores × 128 B/cycle × 1.8 GHz; no L2
+//!   bandwidth is published). Modelled time = max(t_mem, t_l2, t_cube, t_vec).
 //! - Roofline time of an operator = max(minimal bytes / HBM, necessary MACs / cube): what any kernel
 //!   must spend. The ratio of the two times is what the kernel's extra traffic and work cost.
 
@@ -18,6 +22,8 @@
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Machine {
     pub hbm_bytes_per_s: f64,
+    /// GUESS (see the module docs): L2 bytes per second over all cores.
+    pub l2_bytes_per_s: f64,
     pub cube_macs_per_s: f64,
     pub vector_elems_per_s: f64,
 }
@@ -25,6 +31,7 @@ pub struct Machine {
 /// One 910B2 die (see the module docs).
 pub const ASCEND_910B2: Machine = Machine {
     hbm_bytes_per_s: 1.6e12,
+    l2_bytes_per_s: 24.0 * 128.0 * 1.8e9,
     cube_macs_per_s: 24.0 * 16.0 * 16.0 * 16.0 * 1.8e9,
     vector_elems_per_s: 48.0 * (256.0 / 4.0) * 1.8e9,
 };
@@ -33,6 +40,7 @@ pub const ASCEND_910B2: Machine = Machine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
     Hbm,
+    L2,
     Cube,
     Vector,
 }
@@ -41,6 +49,7 @@ impl Bound {
     pub fn name(self) -> &'static str {
         match self {
             Bound::Hbm => "HBM",
+            Bound::L2 => "L2",
             Bound::Cube => "cube",
             Bound::Vector => "vector",
         }
@@ -51,6 +60,8 @@ impl Bound {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Times {
     pub mem: f64,
+    /// GM traffic through the L2 (0 from [`Machine::times`], which charges all of it to `mem`).
+    pub l2: f64,
     pub cube: f64,
     pub vector: f64,
 }
@@ -58,7 +69,7 @@ pub struct Times {
 impl Times {
     /// The slowest unit's time: the modelled time under perfect overlap.
     pub fn modelled(&self) -> f64 {
-        self.mem.max(self.cube).max(self.vector)
+        self.mem.max(self.l2).max(self.cube).max(self.vector)
     }
 
     /// The unit that sets [`Times::modelled`] (memory first on ties).
@@ -66,6 +77,8 @@ impl Times {
         let t = self.modelled();
         if t == self.mem {
             Bound::Hbm
+        } else if t == self.l2 {
+            Bound::L2
         } else if t == self.cube {
             Bound::Cube
         } else {
@@ -80,8 +93,18 @@ impl Machine {
     pub fn times(&self, bytes: u64, macs: u64, vector_ops: u64) -> Times {
         Times {
             mem: bytes as f64 / self.hbm_bytes_per_s,
+            l2: 0.0,
             cube: macs as f64 / self.cube_macs_per_s,
             vector: vector_ops as f64 / self.vector_elems_per_s,
+        }
+    }
+
+    /// The units' times with the L2 model's counters: `hbm_bytes` of HBM traffic out of `gm_bytes` of
+    /// GM traffic (every GM byte passes the L2).
+    pub fn times_l2(&self, gm_bytes: u64, hbm_bytes: u64, macs: u64, vector_ops: u64) -> Times {
+        Times {
+            l2: gm_bytes as f64 / self.l2_bytes_per_s,
+            ..self.times(hbm_bytes, macs, vector_ops)
         }
     }
 
@@ -113,5 +136,13 @@ mod tests {
             m.times(0, 176_947_200 * 3, 0).cube
         );
         assert_eq!(Bound::Cube.name(), "cube");
+        // 5.5296e12 B/s of L2: 5.5296 MB of GM traffic is 1 µs of L2, 1.6 MB of HBM 1 µs of HBM.
+        let t = m.times_l2(5_529_600 * 2, 1_600_000, 0, 0);
+        assert!((t.l2 - 2e-6).abs() < 1e-15 && (t.mem - 1e-6).abs() < 1e-15);
+        assert_eq!(
+            (t.modelled(), t.bound(), t.bound().name()),
+            (t.l2, Bound::L2, "L2")
+        );
+        assert_eq!(m.times(1, 0, 0).l2, 0.0);
     }
 }

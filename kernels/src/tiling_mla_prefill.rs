@@ -17,8 +17,9 @@ use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 /// Query rows of a task (the kernel's per-row state arrays hold this many).
 pub const MLA_PREFILL_MAX_BLOCK_M: u64 = 128;
-/// Keys per tile.
-const BLOCK_N: u64 = 128;
+/// Keys per tile: 256 halves the f32 P·V tile's workspace round trip and the query tile's reloads per
+/// key against 128 (each is once per key tile), at 128 KiB of f32 scores per block in the workspace.
+const BLOCK_N: u64 = 256;
 /// Most rows of a UB slab.
 const MAX_SLAB_ROWS: u64 = 32;
 /// L0A / L0B bytes of the cube's base tiles.
@@ -247,7 +248,9 @@ impl MlaPrefillTiling {
         }
         let tasks: u64 = lq.iter().map(|&l| l.div_ceil(block_m)).sum::<u64>() * d.heads;
         let base_m = round_up(block_m, 16).min(128);
-        let qk_base_n = BLOCK_N.min(128);
+        // A whole key tile per base step (L0C: 128 x 256 f32 = 128 KiB), so the query tile is loaded
+        // once per key tile.
+        let qk_base_n = BLOCK_N.min(256);
         let qk_base_k = down16(L0AB / (base_m.max(qk_base_n) * sz)).min(256);
         let pv_base_n = round_up(d.dv, 16).min(256);
         let pv_base_k = down16(L0AB / (base_m.max(pv_base_n) * sz)).min(256);
@@ -379,7 +382,7 @@ mod tests {
                 CUBE,
             )
             .unwrap();
-            assert_eq!((t.block_m, t.block_n), (128, 128));
+            assert_eq!((t.block_m, t.block_n), (128, 256));
             assert_eq!(t.tasks, 32 * 128);
             assert!(t.ub_bytes(dtype) <= 196_608, "{t:?}");
             assert_eq!(t.block_dim(CUBE), 24);

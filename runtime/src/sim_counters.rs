@@ -33,7 +33,8 @@ struct RawCounters {
     ub_high_water: u64,
     model_cycles: u64,
     pipe_busy_q8: u64,
-    reserved: [u64; 1],
+    hbm_read_bytes: u64,
+    hbm_write_bytes: u64,
 }
 
 /// `dsnpu_sim_launch_counters`.
@@ -53,11 +54,12 @@ struct RawLaunchCounters {
 #[cfg(target_pointer_width = "64")]
 const _: () = {
     use std::mem::{offset_of, size_of};
-    assert!(size_of::<RawCounters>() == 64);
+    assert!(size_of::<RawCounters>() == 72);
     assert!(offset_of!(RawCounters, ub_high_water) == 32);
-    assert!(size_of::<RawLaunchCounters>() == 224);
+    assert!(offset_of!(RawCounters, hbm_read_bytes) == 56);
+    assert!(size_of::<RawLaunchCounters>() == 232);
     assert!(offset_of!(RawLaunchCounters, totals) == 32);
-    assert!(offset_of!(RawLaunchCounters, kernel_name) == 96);
+    assert!(offset_of!(RawLaunchCounters, kernel_name) == 104);
 };
 
 type LastLaunchFn = unsafe extern "C" fn(sys::aclrtStream, *mut RawLaunchCounters) -> sys::aclError;
@@ -77,12 +79,22 @@ pub struct KernelCounters {
     pub cube_macs: u64,
     /// The largest Unified Buffer use of any block, bytes.
     pub ub_high_water: u64,
+    /// HBM bytes read for the reads of `gm_to_ub_bytes` that missed the host layer's L2 model (whole
+    /// 32-byte sectors, so it can exceed `gm_to_ub_bytes` for tiny or unaligned reads).
+    pub hbm_read_bytes: u64,
+    /// HBM bytes written back for the 32-byte sectors the writes of `ub_to_gm_bytes` dirtied (once each).
+    pub hbm_write_bytes: u64,
 }
 
 impl KernelCounters {
     /// All global-memory traffic, both directions.
     pub fn gm_bytes(&self) -> u64 {
         self.gm_to_ub_bytes.saturating_add(self.ub_to_gm_bytes)
+    }
+
+    /// The HBM traffic of the L2 model, both directions.
+    pub fn hbm_bytes(&self) -> u64 {
+        self.hbm_read_bytes.saturating_add(self.hbm_write_bytes)
     }
 }
 
@@ -213,6 +225,8 @@ pub fn last_launch_counters(stream: &Stream) -> Result<Option<LaunchCounters>> {
             vector_elem_ops: t.vector_elem_ops,
             cube_macs: t.cube_macs,
             ub_high_water: t.ub_high_water,
+            hbm_read_bytes: t.hbm_read_bytes,
+            hbm_write_bytes: t.hbm_write_bytes,
         },
     }))
 }
@@ -249,6 +263,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(c.gm_bytes(), 320);
+        let h = KernelCounters {
+            hbm_read_bytes: 64,
+            hbm_write_bytes: 32,
+            ..c
+        };
+        assert_eq!(h.hbm_bytes(), 96);
         let big = KernelCounters {
             gm_to_ub_bytes: u64::MAX,
             ub_to_gm_bytes: 1,

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define DSNPU_SIM_KERNEL_ABI 2u
+#define DSNPU_SIM_KERNEL_ABI 3u
 
 /* Per-block traffic counters; the kernel adds to them, the simulator sums them per launch. */
 typedef struct dsnpu_sim_counters {
@@ -41,7 +41,11 @@ typedef struct dsnpu_sim_counters {
      * it runs one after another summed) and the busy fractions of the longest block. */
     uint64_t model_cycles;
     uint64_t pipe_busy_q8;
-    uint64_t reserved[1];
+    /* ABI 3. The HBM traffic of the GM traffic above under the host layer's L2 model (cost.h): the 32-byte
+     * sectors that reads miss (fetched whole), and the sectors that writes dirty (each written back once).
+     * The GM counters above stay all GM traffic, L2 hits included. */
+    uint64_t hbm_read_bytes;
+    uint64_t hbm_write_bytes;
 } dsnpu_sim_counters;
 
 typedef struct dsnpu_sim_block_ctx {

@@ -53,11 +53,11 @@ _Static_assert(sizeof(void *) != 8 || offsetof(dsnpu_sim_block_ctx, args) == 16,
 _Static_assert(sizeof(void *) != 8 || offsetof(dsnpu_sim_block_ctx, sim) == 40, "sim offset");
 _Static_assert(sizeof(void *) != 8 || offsetof(dsnpu_sim_block_ctx, warn) == 72, "warn offset");
 _Static_assert(sizeof(void *) != 8 || offsetof(dsnpu_sim_block_ctx, gm_access) == 80, "gm_access offset");
-_Static_assert(sizeof(dsnpu_sim_counters) == 64, "counters size");
+_Static_assert(sizeof(dsnpu_sim_counters) == 72, "counters size");
 _Static_assert(offsetof(dsnpu_sim_counters, ub_high_water) == 32, "ub_high_water offset");
-_Static_assert(sizeof(dsnpu_sim_launch_counters) == 224, "launch counters size");
+_Static_assert(sizeof(dsnpu_sim_launch_counters) == 232, "launch counters size");
 _Static_assert(offsetof(dsnpu_sim_launch_counters, totals) == 32, "totals offset");
-_Static_assert(offsetof(dsnpu_sim_launch_counters, kernel_name) == 96, "kernel_name offset");
+_Static_assert(offsetof(dsnpu_sim_launch_counters, kernel_name) == 104, "kernel_name offset");
 
 uint32_t dsnpu_sim_kernel_abi_version(void) { return DSNPU_SIM_KERNEL_ABI; }
 

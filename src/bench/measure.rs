@@ -118,6 +118,8 @@ pub fn modelled(case: &mut KernelCase, stream: &Stream) -> Result<BenchCase, Mea
         model_us: pipes.model_us(),
         roof_us: roof_us(case),
         bound: pipes.bound().into(),
+        hbm_read_bytes: Some(c.totals.hbm_read_bytes),
+        hbm_write_bytes: Some(c.totals.hbm_write_bytes),
     })
 }
 

@@ -11,8 +11,9 @@
 //!
 //! `run` loads such a binary on device 0 of the simulator, allocates each `--arg` (exact
 //! `aclrtMalloc`s, in order, filled as asked), then the workspace and the tiling bytes, launches the
-//! kernel once and reports its status, its sanitizer finding, the launch counters, the modelled time
-//! of the host layer's cycle model and the roofline time of the traffic and work the launch did.
+//! kernel once and reports its status, its sanitizer finding, the launch counters (GM traffic, and the
+//! part of it the L2 model sends to HBM: `hbm_read_bytes`, `hbm_write_bytes`), the modelled time of the
+//! host layer's cycle model and the roofline time of the traffic and work the launch did.
 //!
 //! Validated here: the argument specs, the check list, that entries exist and that the library is the
 //! simulator. Trusted: the kernel code itself (as device code is on the NPU); every GM and UB access it
@@ -552,6 +553,8 @@ fn run_kernel(args: &RunArgs) -> Result<(), CliError> {
             "vector_elem_ops": c.totals.vector_elem_ops,
             "cube_macs": c.totals.cube_macs,
             "ub_high_water": c.totals.ub_high_water,
+            "hbm_read_bytes": c.totals.hbm_read_bytes,
+            "hbm_write_bytes": c.totals.hbm_write_bytes,
             "warnings": c.warnings,
             "model_cycles": model.map_or(0, |m| m.cycles),
         })),
@@ -580,6 +583,10 @@ fn run_kernel(args: &RunArgs) -> Result<(), CliError> {
                 c.totals.cube_macs,
                 c.totals.ub_high_water,
                 c.warnings
+            );
+            println!(
+                "  of which through the L2 model to HBM: read {} B, written {} B",
+                c.totals.hbm_read_bytes, c.totals.hbm_write_bytes
             );
         }
         println!("  modelled {model_us:.2} us (roofline of its traffic and work {roof_us:.3} us)");

@@ -12,8 +12,13 @@
  * kv_b_proj output [Tk, H, 128 + 128] as k_nope and v (offset 128), one shared k_rope row per key (head
  * stride 0), or the plain expanded form (dn = 192, dr = 0).
  *
- * Work: a task is (query tile of at most block_m rows of one sequence, head); task k runs on block
- * k % GetBlockNum(); there is no cross-block step. Per task, over key tiles of block_n keys up to the
+ * Work: a task is (query tile of at most block_m rows of one sequence, head). Tasks are numbered head by
+ * head (all query tiles of head 0, then of head 1, ...), the tiles of a head in zig-zag order (0, n-1, 1,
+ * n-2, ...: a light causal tile next to a heavy one), and block i runs the contiguous run of tasks
+ * [i * tasks / blocks, (i + 1) * tasks / blocks): the runs carry about the same work, and a block works
+ * on one head's keys and values for many tasks in a row, which then stay in L2 (a head's K and V are
+ * read from HBM about once per block that touches the head, not once per query tile). There is no
+ * cross-block step. Per task, over key tiles of block_n keys up to the
  * tile's last visible key (flash attention: no [T, T] score matrix anywhere, the running max m, sum l
  * and f32 accumulator acc [block_m, dv] stay on the vector core):
  *   1. cube: S[M, N] = q_nope . k_nope^T (+ q_rope . k_rope^T, accumulated) into the block's f32 score
@@ -119,7 +124,14 @@ public:
         pipe_.InitBuffer(lseQue_, BUFFER_NUM, AlignUp(t_.block_m * sizeof(float), UB_BLOCK));
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));
         pipe_.InitBuffer(small_, 2 * UB_BLOCK);
-        for (uint32_t k = me; k < t_.tasks; k += blocks) Task(k);
+        const uint32_t perHead = t_.tasks / t_.heads;  // query tiles of all sequences, for one head
+        if (perHead == 0) return;
+        const uint64_t lo = static_cast<uint64_t>(t_.tasks) * me / blocks;
+        const uint64_t hi = static_cast<uint64_t>(t_.tasks) * (me + 1) / blocks;
+        for (uint64_t k = lo; k < hi; ++k) {
+            const uint32_t h = static_cast<uint32_t>(k / perHead), p = static_cast<uint32_t>(k % perHead);
+            Task(h, p % 2 == 0 ? p / 2 : perHead - 1 - p / 2);
+        }
     }
 
 private:
@@ -132,10 +144,9 @@ private:
         return c;
     }
 
-    __aicore__ inline void Task(uint32_t k) {
-        const uint32_t H = t_.heads, BM = t_.block_m, BN = t_.block_n;
-        const uint32_t h = k % H;
-        uint32_t tile = k / H;
+    // Query tile `tile` (numbered sequence by sequence) of head h.
+    __aicore__ inline void Task(uint32_t h, uint32_t tile) {
+        const uint32_t BM = t_.block_m, BN = t_.block_n;
         // Find the sequence and query tile of this task: tiles are numbered sequence by sequence.
         uint32_t b = 0;
         int64_t q0 = 0, q1 = 0, k0 = 0, k1 = 0;

@@ -59,6 +59,10 @@
  *   2  depth 2 with a PipeBarrier<PIPE_ALL> after every tile                      -- the overlap is gone
  *   3  b[0] = max of a by a scalar GetValue loop                                   -- scalar bound
  *   4  b[0] = max of a by one ReduceMax                                            -- vectorized
+ * selftest_l2(a, b, workspace, tiling): the L2 model (dsnpu_host/cost.h). Block i streams its own region of
+ *   `count` tiles of 32 KiB (8192 f32), starting at the first 512-byte boundary of a (and of b) plus
+ *   i * count * 32 KiB, `mode` times in a row (mode 0 = once) through a depth-2 queue; with arg 1 every
+ *   tile is also written back to the same place in b. Nothing is computed: only the traffic matters.
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
@@ -452,6 +456,50 @@ __aicore__ inline void Cost(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) 
 }
 }  // namespace
 
+namespace {
+constexpr uint32_t L2_TILE = 8192;  // f32 per tile: 32 KiB
+
+// The element offset of the first 512-byte boundary at or after p.
+__aicore__ inline uint64_t LineAligned(GM_ADDR p) {
+    const uint64_t at = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
+    return (((at + 511) & ~static_cast<uint64_t>(511)) - at) / sizeof(float);
+}
+
+__aicore__ inline void L2Stream(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
+    const uint32_t tiles = t.count, passes = t.mode == 0 ? 1 : t.mode;
+    if (tiles == 0 || tiles > 65536) return;
+    const uint64_t region = static_cast<uint64_t>(tiles) * L2_TILE;
+    const uint64_t blocks = static_cast<uint64_t>(GetBlockNum());
+    GlobalTensor<float> ag, bg;
+    ag.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(a), blocks * region + 128);
+    ag = ag[LineAligned(a) + static_cast<uint64_t>(GetBlockIdx()) * region];
+    if (t.arg == 1) {
+        bg.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(b), blocks * region + 128);
+        bg = bg[LineAligned(b) + static_cast<uint64_t>(GetBlockIdx()) * region];
+    }
+    TPipe pipe;
+    TQueBind<TPosition::VECIN, TPosition::VECOUT, 2> q;
+    pipe.InitBuffer(q, 2, L2_TILE * sizeof(float));
+    for (uint32_t p = 0; p < passes; ++p) {
+        for (uint32_t i = 0; i < tiles; ++i) {
+            LocalTensor<float> x = q.AllocTensor<float>();
+            DataCopy(x, ag[static_cast<uint64_t>(i) * L2_TILE], L2_TILE);
+            q.EnQue(x);
+            x = q.DeQue<float>();
+            if (t.arg == 1) DataCopy(bg[static_cast<uint64_t>(i) * L2_TILE], x, L2_TILE);
+            q.FreeTensor(x);
+        }
+    }
+}
+}  // namespace
+
+extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_l2)(GM_ADDR a, GM_ADDR b, GM_ADDR workspace,
+                                                                GM_ADDR tiling) {
+    (void)workspace;
+    GET_TILING_DATA_WITH_STRUCT(DsnpuSelftestTiling, t, tiling);
+    L2Stream(a, b, t);
+}
+
 extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_cost)(GM_ADDR a, GM_ADDR b, GM_ADDR workspace,
                                                                   GM_ADDR tiling) {
     (void)workspace;
@@ -594,6 +642,7 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_mix)(GM_ADDR a, GM_A
 DSNPU_HOST_ENTRY(selftest_fault)
 DSNPU_HOST_ENTRY(selftest_defect)
 DSNPU_HOST_ENTRY(selftest_cost)
+DSNPU_HOST_ENTRY(selftest_l2)
 DSNPU_HOST_ENTRY(selftest_cast)
 DSNPU_HOST_ENTRY(selftest_reduce)
 DSNPU_HOST_ENTRY(selftest_sync_all)

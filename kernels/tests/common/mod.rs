@@ -19,7 +19,11 @@ pub struct Counters {
     pub vector_elem_ops: u64,
     pub cube_macs: u64,
     pub ub_high_water: u64,
-    pub reserved: [u64; 3],
+    /// `model_cycles`, `pipe_busy_q8`.
+    pub reserved: [u64; 2],
+    /// ABI 3: the L2 model's HBM traffic.
+    pub hbm_read_bytes: u64,
+    pub hbm_write_bytes: u64,
 }
 
 /// `dsnpu_sim_block_ctx`.
@@ -256,6 +260,8 @@ impl Outcome {
             t.vector_elem_ops += c.vector_elem_ops;
             t.cube_macs += c.cube_macs;
             t.ub_high_water = t.ub_high_water.max(c.ub_high_water);
+            t.hbm_read_bytes += c.hbm_read_bytes;
+            t.hbm_write_bytes += c.hbm_write_bytes;
         }
         t
     }

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_int, c_void};
 
 /// `DSNPU_SIM_KERNEL_ABI`.
-pub const DSNPU_SIM_KERNEL_ABI: u32 = 2;
+pub const DSNPU_SIM_KERNEL_ABI: u32 = 3;
 
 /// The symbol every host kernel binary exports, NUL-terminated.
 pub const ABI_VERSION_SYMBOL: &[u8] = b"dsnpu_sim_kernel_abi_version\0";
@@ -23,7 +23,11 @@ pub struct Counters {
     pub model_cycles: u64,
     /// Busy fraction of each pipe (S, V, M, MTE1, MTE2, MTE3, FIX in bytes 0..6, 255 = always).
     pub pipe_busy_q8: u64,
-    pub reserved: [u64; 1],
+    /// ABI 3: HBM bytes read for the GM reads that missed the host layer's L2 model (whole 32-byte
+    /// sectors).
+    pub hbm_read_bytes: u64,
+    /// ABI 3: HBM bytes written back for the 32-byte sectors GM writes dirtied (once per residency).
+    pub hbm_write_bytes: u64,
 }
 
 impl Counters {
@@ -35,6 +39,8 @@ impl Counters {
         self.vector_elem_ops = self.vector_elem_ops.wrapping_add(block.vector_elem_ops);
         self.cube_macs = self.cube_macs.wrapping_add(block.cube_macs);
         self.ub_high_water = self.ub_high_water.max(block.ub_high_water);
+        self.hbm_read_bytes = self.hbm_read_bytes.wrapping_add(block.hbm_read_bytes);
+        self.hbm_write_bytes = self.hbm_write_bytes.wrapping_add(block.hbm_write_bytes);
     }
 
     /// The launch's modelled cycles and busy fractions from its blocks (block i runs on core
@@ -155,11 +161,12 @@ const _: () = {
     assert!(offset_of!(BlockCtx, sim) == 40);
     assert!(offset_of!(BlockCtx, warn) == 72);
     assert!(offset_of!(BlockCtx, gm_access) == 80);
-    assert!(size_of::<Counters>() == 64);
+    assert!(size_of::<Counters>() == 72);
     assert!(offset_of!(Counters, ub_high_water) == 32);
-    assert!(size_of::<LaunchCounters>() == 224);
+    assert!(size_of::<LaunchCounters>() == 232);
     assert!(offset_of!(LaunchCounters, totals) == 32);
-    assert!(offset_of!(LaunchCounters, kernel_name) == 96);
+    assert!(offset_of!(LaunchCounters, kernel_name) == 104);
+    assert!(offset_of!(Counters, hbm_read_bytes) == 56);
 };
 
 #[cfg(test)]
@@ -173,10 +180,13 @@ mod tests {
             gm_to_ub_bytes: u64::MAX,
             ub_high_water: 5,
             cube_macs: 2,
+            hbm_read_bytes: 7,
             ..Default::default()
         });
         t.accumulate(&Counters {
             gm_to_ub_bytes: 2,
+            hbm_read_bytes: 1,
+            hbm_write_bytes: 3,
             ub_high_water: 3,
             cube_macs: 2,
             ..Default::default()
@@ -184,6 +194,7 @@ mod tests {
         assert_eq!(t.gm_to_ub_bytes, 1, "wraps instead of panicking");
         assert_eq!(t.ub_high_water, 5);
         assert_eq!(t.cube_macs, 4);
+        assert_eq!((t.hbm_read_bytes, t.hbm_write_bytes), (8, 3));
     }
 
     #[test]

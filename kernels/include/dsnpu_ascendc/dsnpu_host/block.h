@@ -25,6 +25,7 @@ struct BlockAbort {};
 
 class Pipeline;
 class MixGroup;
+class L2Slice;
 
 // The core a kernel body runs on. A plain launch runs each block on one vector core (kAiv, the only
 // kind the non-mix kernels know); a mix launch (DSNPU_HOST_ENTRY_MIX, mix.h) runs each block as one
@@ -39,6 +40,7 @@ struct BlockState {
     uint32_t ub_buffers = 0;    // buffers handed out by the current TPipe
     dsnpu_sim_counters* counters = nullptr;
     Pipeline* pipeline = nullptr;  // pipes, sanitizer and cycle model of this block (pipeline.h)
+    L2Slice* l2 = nullptr;         // this core's slice of the L2 model (cost.h); nullptr: everything misses
     // Mix launches (mix.h): this core's kind, its sub-block index among the group's vector cores, and
     // the group the three cores of one block share (cross-core flags, GM race shadow). Plain launches:
     // kAiv, 0, nullptr.

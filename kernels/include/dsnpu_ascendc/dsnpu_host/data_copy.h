@@ -85,7 +85,8 @@ __aicore__ inline void DataCopy(const LocalTensor<T>& dst, const GlobalTensor<T>
     T* d = dst.dsnpu_span("DataCopy", "the UB destination", n);
     const T* s = src.dsnpu_span("DataCopy", 0, n);
     ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
-    pl.issue(::dsnpu::host::kPipeMte2, "DataCopy", pl.cost().mte_cycles(bytes), ::dsnpu::host::cost::kMteLatency);
+    const ::dsnpu::host::L2Split split = ::dsnpu::host::l2_access(s, bytes, false);
+    pl.issue(::dsnpu::host::kPipeMte2, "DataCopy", pl.cost().mte_cycles(split), ::dsnpu::host::cost::kMteLatency);
     pl.ub_write(dst.dsnpu_addr(), bytes);
     pl.set_defined(dst.dsnpu_addr(), bytes, true);
     ::dsnpu::host::gm_read("DataCopy", s, bytes);
@@ -101,7 +102,8 @@ __aicore__ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>
     const T* s = src.dsnpu_span("DataCopy", "the UB source", n);
     T* d = dst.dsnpu_span("DataCopy", 0, n);
     ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
-    pl.issue(::dsnpu::host::kPipeMte3, "DataCopy", pl.cost().mte_cycles(bytes), ::dsnpu::host::cost::kMteLatency);
+    const ::dsnpu::host::L2Split split = ::dsnpu::host::l2_access(d, bytes, true);
+    pl.issue(::dsnpu::host::kPipeMte3, "DataCopy", pl.cost().mte_cycles(split), ::dsnpu::host::cost::kMteLatency);
     pl.ub_read(src.dsnpu_addr(), bytes);
     pl.require_defined(src.dsnpu_addr(), bytes, "copies to GM");
     std::memcpy(d, s, bytes);
@@ -145,7 +147,11 @@ inline void block_copy(const char* op, bool to_ub, const LocalTensor<T>& ub, con
     uint8_t* g = reinterpret_cast<uint8_t*>(gm.dsnpu_span(op, 0, gm_span / sizeof(T)));
     const uint64_t moved = static_cast<uint64_t>(blocks) * block_bytes;
     ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
-    pl.issue(to_ub ? ::dsnpu::host::kPipeMte2 : ::dsnpu::host::kPipeMte3, op, pl.cost().mte_cycles(moved),
+    ::dsnpu::host::L2Split split;
+    for (uint32_t i = 0; i < blocks; ++i) {
+        ::dsnpu::host::add_split(split, ::dsnpu::host::l2_access(g + i * gm_pitch, block_bytes, !to_ub));
+    }
+    pl.issue(to_ub ? ::dsnpu::host::kPipeMte2 : ::dsnpu::host::kPipeMte3, op, pl.cost().mte_cycles(split),
              ::dsnpu::host::cost::kMteLatency);
     for (uint32_t i = 0; i < blocks; ++i) {
         uint8_t* ub_p = u + i * ub_pitch + ub_lead;

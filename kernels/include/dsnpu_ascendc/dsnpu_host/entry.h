@@ -8,7 +8,8 @@
 // DSNPU_HOST_ENTRY_MIX(name) exports a 1:2 mix kernel: each block runs as one cube core and two vector
 // cores on three threads (mix.h). Each block (each core) gets a Pipeline (pipeline.h) with the checks of DSNPU_SIM_CHECK; when the kernel returns,
 // flags left set are a sync finding, and the block's modelled cycles and per-pipe busy fractions go into
-// the counters (model_cycles, pipe_busy_q8).
+// the counters (model_cycles, pipe_busy_q8). Each core also gets its slice of the L2 model (cost.h), empty
+// at the start of the block; the HBM counters (hbm_read_bytes, hbm_write_bytes) count its misses.
 #ifndef DSNPU_ASCENDC_HOST_ENTRY_H
 #define DSNPU_ASCENDC_HOST_ENTRY_H
 
@@ -40,6 +41,14 @@ inline void call_with_addrs(void (*fn)(Args...), const uint64_t* a, std::index_s
 
 // One core's run of the kernel body: its BlockState (on this thread), Unified Buffer, Pipeline and
 // counters. `group` is nullptr on a plain launch. Returns whether the body ended in a fault.
+// The L2 slice of one core (cost.h): the die's L2 divided among the launch's concurrent blocks (at most
+// 48), and a mix block's share again among its three cores.
+inline uint64_t l2_slice_bytes(uint32_t block_num, bool mix) {
+    uint64_t n = block_num == 0 ? 1 : block_num;
+    if (n > cost::kMaxConcurrentCores) n = cost::kMaxConcurrentCores;
+    return cost::kL2Bytes / n / (mix ? kCoreSlots : 1);
+}
+
 template <typename... Args>
 inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn)(Args...), MixGroup* group,
                      CoreKind kind, uint8_t sub_block, dsnpu_sim_counters* counters,
@@ -54,6 +63,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     st.ub_capacity = kind == CoreKind::kAic ? 0 : ctx->ub_capacity;
     st.counters = counters;
     uint8_t* ub = nullptr;
+    std::unique_ptr<L2Slice> l2;
     bool faulted = false;
     BlockState* saved = t_block;
     t_block = &st;
@@ -69,6 +79,8 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         std::memset(ub, 0xFF, st.ub_capacity);
         st.ub = ub;
         keep->reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), st.ub_capacity, ctx->block_num));
+        l2.reset(new L2Slice(l2_slice_bytes(ctx->block_num, group != nullptr)));
+        st.l2 = l2.get();
         Pipeline* pipeline = keep->get();
         pipeline->set_slot(group == nullptr ? 0 : core_slot(st));
         st.pipeline = pipeline;
@@ -164,6 +176,8 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
         out.ub_to_gm_bytes += c[s].ub_to_gm_bytes;
         out.vector_elem_ops += c[s].vector_elem_ops;
         out.cube_macs += c[s].cube_macs;
+        out.hbm_read_bytes += c[s].hbm_read_bytes;
+        out.hbm_write_bytes += c[s].hbm_write_bytes;
         out.ub_high_water = out.ub_high_water > c[s].ub_high_water ? out.ub_high_water : c[s].ub_high_water;
         if (pl[s] != nullptr) t = t > pl[s]->cost().block_cycles() ? t : pl[s]->cost().block_cycles();
     }

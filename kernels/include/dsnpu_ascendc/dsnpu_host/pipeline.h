@@ -400,6 +400,31 @@ inline void gm_access(const char* op, const void* p, uint64_t bytes, bool write)
     if (b.ctx->gm_access == nullptr || b.pipeline == nullptr || !b.pipeline->init_on()) return;
     if (b.ctx->gm_access(b.ctx->sim, op, p, static_cast<size_t>(bytes), write ? 1 : 0) != 0) throw BlockAbort{};
 }
+// The L2 model's verdict on GM bytes [p, p + bytes) that the next instruction moves (cost.h): updates
+// the core's slice and (with `count`) the HBM counters; time the instruction with
+// `pipeline().cost().mte_cycles(split)`. Scalar GlobalTensor accesses pass `count` false: they are not in
+// the GM counters either, and the HBM counters are the HBM side of those.
+inline L2Split l2_access(const void* p, uint64_t bytes, bool write, bool count = true) {
+    BlockState& b = block();
+    L2Split s;
+    if (b.l2 != nullptr) {
+        s = b.l2->access(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)), bytes, write);
+    } else {
+        s.miss = bytes;
+    }
+    if (!count) return s;
+    if (write) {
+        b.counters->hbm_write_bytes += s.miss;
+    } else {
+        b.counters->hbm_read_bytes += s.miss;
+    }
+    return s;
+}
+inline void add_split(L2Split& into, const L2Split& s) {
+    into.hit += s.hit;
+    into.miss += s.miss;
+}
+
 inline void gm_read(const char* op, const void* p, uint64_t bytes) { gm_access(op, p, bytes, false); }
 inline void gm_wrote(const char* op, const void* p, uint64_t bytes) { gm_access(op, p, bytes, true); }
 

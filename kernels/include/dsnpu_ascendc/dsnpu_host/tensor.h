@@ -66,16 +66,20 @@ public:
     __aicore__ inline uint64_t GetSize() const { return origin_ < root_size_ ? root_size_ - origin_ : 0; }
 
     __aicore__ inline T GetValue(const uint64_t offset) const {
-        ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::GetValue", ::dsnpu::host::cost::kScalarGm);
         const T* p = dsnpu_span("GlobalTensor::GetValue", offset, 1);
+        const bool hit = ::dsnpu::host::l2_access(p, sizeof(T), false, false).miss == 0;
+        ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::GetValue",
+                             hit ? ::dsnpu::host::cost::kScalarGmHit : ::dsnpu::host::cost::kScalarGm);
         ::dsnpu::host::gm_read("GlobalTensor::GetValue", p, sizeof(T));
         T v;
         std::memcpy(&v, p, sizeof(T));
         return v;
     }
     __aicore__ inline void SetValue(const uint64_t offset, const T& value) const {
-        ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::SetValue", ::dsnpu::host::cost::kScalarGm);
         T* p = dsnpu_span("GlobalTensor::SetValue", offset, 1);
+        const bool hit = ::dsnpu::host::l2_access(p, sizeof(T), true, false).miss == 0;
+        ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::SetValue",
+                             hit ? ::dsnpu::host::cost::kScalarGmHit : ::dsnpu::host::cost::kScalarGm);
         std::memcpy(p, &value, sizeof(T));
         ::dsnpu::host::gm_wrote("GlobalTensor::SetValue", p, sizeof(T));
     }

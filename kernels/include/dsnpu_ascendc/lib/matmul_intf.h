@@ -279,7 +279,7 @@ private:
         acc_.assign(static_cast<size_t>(bm * bn), 0.0f);
         for (int64_t k0 = 0; k0 < k_; k0 += t_.baseK) {
             const int64_t bk = std::min<int64_t>(t_.baseK, k_ - k0);
-            model_load(bm, bn, bk);
+            model_load(bm, bn, bk, lda, ldb, m0, n0, k0);
             load(op, a_, trans_a_, lda, m0, bm, k0, bk, af_);  // af[i*bk + kk]
             load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf_);  // bf[j*bk + kk]
             for (int64_t i = 0; i < bm; ++i) {
@@ -297,6 +297,7 @@ private:
         }
         if (bias_on_) {
             const Bias* bp = bias_.dsnpu_span(op, static_cast<uint64_t>(n0), static_cast<uint64_t>(bn));
+            (void)::dsnpu::host::l2_access(bp, static_cast<uint64_t>(bn) * sizeof(Bias), false);  // untimed, as before
             ::dsnpu::host::gm_read(op, bp, static_cast<uint64_t>(bn) * sizeof(Bias));
             for (int64_t i = 0; i < bm; ++i) {
                 for (int64_t j = 0; j < bn; ++j) {
@@ -308,7 +309,12 @@ private:
     }
     // acc_ (bm x bn) to GM rows of pitch ldc starting at `at`, rounded to C (+ what is there with enAtomic).
     void store_tile(const char* op, const GlobalTensor<C>& at, int64_t ldc, int64_t bm, int64_t bn, uint8_t enAtomic) {
-        model_fix(static_cast<uint64_t>(bm * bn) * sizeof(C));
+        ::dsnpu::host::L2Split split;
+        for (int64_t i = 0; i < bm; ++i) {
+            ::dsnpu::host::add_split(split, ::dsnpu::host::l2_access(at.GetPhyAddr(static_cast<uint64_t>(i * ldc)),
+                                                                     static_cast<uint64_t>(bn) * sizeof(C), true));
+        }
+        model_fix(split);
         for (int64_t i = 0; i < bm; ++i) {
             C* cp = at.dsnpu_span(op, static_cast<uint64_t>(i * ldc), static_cast<uint64_t>(bn));
             if (enAtomic) ::dsnpu::host::gm_read(op, cp, static_cast<uint64_t>(bn) * sizeof(C));
@@ -324,11 +330,30 @@ private:
 
     // The cycle model of one base step: MTE2 loads (issued before the loads' GM accesses, which the race
     // check tags with it), then M, ordered after its load.
-    void model_load(int64_t bm, int64_t bn, int64_t bk) {
+    // The L2 model sees the GM rows load() below reads, in the same order.
+    void model_load(int64_t bm, int64_t bn, int64_t bk, int64_t lda, int64_t ldb, int64_t m0, int64_t n0, int64_t k0) {
         namespace h = ::dsnpu::host;
         h::Pipeline& pl = h::pipeline();
-        const uint64_t bytes = static_cast<uint64_t>(bm * bk) * sizeof(A) + static_cast<uint64_t>(bk * bn) * sizeof(B);
-        pl.issue(h::kPipeMte2, "Matmul(load A/B)", pl.cost().mte_cycles(bytes), h::cost::kMteLatency);
+        h::L2Split split;
+        l2_rows(a_, trans_a_, lda, m0, bm, k0, bk, split);
+        l2_rows(b_, !trans_b_, ldb, n0, bn, k0, bk, split);
+        pl.issue(h::kPipeMte2, "Matmul(load A/B)", pl.cost().mte_cycles(split), h::cost::kMteLatency);
+    }
+    template <typename T>
+    static void l2_rows(const GlobalTensor<T>& g, bool k_strided, int64_t ld, int64_t r0, int64_t rows, int64_t k0,
+                        int64_t bk, ::dsnpu::host::L2Split& split) {
+        namespace h = ::dsnpu::host;
+        if (!k_strided) {
+            for (int64_t r = 0; r < rows; ++r) {
+                h::add_split(split, h::l2_access(g.GetPhyAddr(static_cast<uint64_t>((r0 + r) * ld + k0)),
+                                                 static_cast<uint64_t>(bk) * sizeof(T), false));
+            }
+        } else {
+            for (int64_t kk = 0; kk < bk; ++kk) {
+                h::add_split(split, h::l2_access(g.GetPhyAddr(static_cast<uint64_t>((k0 + kk) * ld + r0)),
+                                                 static_cast<uint64_t>(rows) * sizeof(T), false));
+            }
+        }
     }
     void model_mmad(int64_t bm, int64_t bn, int64_t bk) {
         namespace h = ::dsnpu::host;
@@ -339,11 +364,11 @@ private:
         pl.issue(h::kPipeM, "Matmul(Mmad)", fractals / rate);
     }
     // The output tile leaves through FIX after the cube finished it.
-    void model_fix(uint64_t bytes) {
+    void model_fix(const ::dsnpu::host::L2Split& split) {
         namespace h = ::dsnpu::host;
         h::Pipeline& pl = h::pipeline();
         pl.wait(h::kPipeFix, pl.publish(h::kPipeM));
-        pl.issue(h::kPipeFix, "Matmul(Fixpipe)", pl.cost().mte_cycles(bytes), h::cost::kMteLatency);
+        pl.issue(h::kPipeFix, "Matmul(Fixpipe)", pl.cost().mte_cycles(split), h::cost::kMteLatency);
     }
 
     // Load rows [r0, r0 + rows) x k-range [k0, k0 + bk) of an operand into out[r * bk + kk] as f32.

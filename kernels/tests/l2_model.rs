@@ -1,0 +1,121 @@
+//! The L2 model of the host layer's cycle model (`include/dsnpu_ascendc/dsnpu_host/cost.h`) on a kernel
+//! that isolates it: `selftest_l2` streams a per-block region of 32 KiB tiles, some number of passes, and
+//! optionally writes every tile back (src/ascendc/selftest.cpp). Every launch here has 24 blocks, as a
+//! 910B2's cube cores, so each block's L2 slice is 192 MiB / 24 = 8 MiB = 1024 sets of 16 lines of 512 B;
+//! its HBM share is 1.6e12 / 1.8e9 / 24 ≈ 37.04 B/cycle and its L2 share min(128, 3072 / 24) = 128
+//! B/cycle. The expected counts below are worked out by hand from those numbers.
+
+mod common;
+
+use common::*;
+use dsnpu_kernels::SelftestTiling;
+
+const BLOCKS: u32 = 24;
+const TILE: u64 = 32 * 1024;
+const MIB: u64 = 1024 * 1024;
+const HBM_SHARE: f64 = 1.6e12 / 1.8e9 / 24.0;
+const L2_SHARE: f64 = 128.0;
+const LATENCY: f64 = 500.0;
+
+/// Per-block counters of `selftest_l2` over `tiles` tiles per block, `passes` passes, writing back
+/// with `write`: (counters of block 0, every block's counters equal).
+fn stream(tiles: u32, passes: u32, write: bool) -> Counters {
+    let mut dev = Device::new();
+    // Each region starts at the first 512-byte boundary of the buffer: 512 spare bytes.
+    let bytes = BLOCKS as usize * tiles as usize * TILE as usize + 512;
+    let a = dev.alloc(bytes);
+    let b = dev.alloc(if write { bytes } else { 512 });
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode: passes,
+        count: tiles,
+        arg: u32::from(write),
+        reserved: 0,
+    });
+    let out = dev.launch(
+        "selftest_l2",
+        BLOCKS,
+        &[dev.addr(a), dev.addr(b), 0, dev.addr(t)],
+    );
+    out.assert_ok();
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let first = out.counters[0];
+    for (i, c) in out.counters.iter().enumerate() {
+        assert_eq!(c, &first, "block {i} differs from block 0");
+    }
+    first
+}
+
+fn cycles(c: &Counters) -> f64 {
+    c.reserved[0] as f64
+}
+
+/// Cycles of `n` 32 KiB loads through the depth-2 queue: a load can start only when the load two
+/// before it completed (busy + latency), so a tile costs max(busy, (busy + latency) / 2).
+fn loads(n: u64, share: f64) -> f64 {
+    let busy = TILE as f64 / share;
+    n as f64 * busy.max((busy + LATENCY) / 2.0)
+}
+
+fn assert_near(what: &str, got: f64, want: f64) {
+    assert!(
+        (got - want).abs() <= 0.02 * want + LATENCY + 100.0,
+        "{what}: {got} cycles, want about {want}"
+    );
+}
+
+#[test]
+fn streaming_more_than_the_slice_once_misses_everything() {
+    // 9 MiB per block (288 tiles) read once through an 8 MiB slice: no line is ever reused, so every
+    // byte is an HBM read and the time is what the model charged before it had an L2: bytes / share.
+    let c = stream(288, 1, false);
+    assert_eq!(c.gm_to_ub_bytes, 9 * MIB);
+    assert_eq!(c.hbm_read_bytes, 9 * MIB);
+    assert_eq!((c.ub_to_gm_bytes, c.hbm_write_bytes), (0, 0));
+    // 884.7 busy cycles per tile > (884.7 + 500) / 2: bandwidth bound, 288 x 884.7 ≈ 254.8k cycles.
+    assert_near("stream", cycles(&c), loads(288, HBM_SHARE));
+}
+
+#[test]
+fn rereading_a_small_buffer_hits_after_the_first_pass() {
+    // 1 MiB per block (32 tiles) read 4 times: the first pass misses (1 MiB from HBM), the other three
+    // hit. Hits are 256 busy cycles, latency bound in the depth-2 queue at (256 + 500) / 2 = 378 per
+    // tile: 32 x 884.7 + 96 x 378 ≈ 64.6k cycles instead of 128 x 884.7 ≈ 113.2k with every byte from HBM.
+    let c = stream(32, 4, false);
+    assert_eq!(c.gm_to_ub_bytes, 4 * MIB);
+    assert_eq!(c.hbm_read_bytes, MIB);
+    let want = loads(32, HBM_SHARE) + loads(96, L2_SHARE);
+    assert_near("reread", cycles(&c), want);
+    assert!(cycles(&c) < 0.6 * loads(128, HBM_SHARE), "{}", cycles(&c));
+    // The same launch again: the same hits and the same modelled time.
+    assert_eq!(stream(32, 4, false), c);
+}
+
+#[test]
+fn a_working_set_one_line_per_set_over_the_slice_thrashes() {
+    // Exactly the slice (8 MiB = 256 tiles), two passes: the second pass hits everywhere.
+    let fits = stream(256, 2, false);
+    assert_eq!(fits.gm_to_ub_bytes, 16 * MIB);
+    assert_eq!(fits.hbm_read_bytes, 8 * MIB);
+    // 8.5 MiB (272 tiles): 512 KiB more = one more line in each of the 1024 sets, so every set cycles
+    // through 17 lines with 16 ways and LRU evicts exactly the line needed next: both passes miss.
+    let over = stream(272, 2, false);
+    assert_eq!(over.gm_to_ub_bytes, 17 * MIB);
+    assert_eq!(over.hbm_read_bytes, 17 * MIB);
+    // Time: 256 misses + 256 hits ≈ 323k cycles against 544 misses ≈ 481k.
+    assert_near(
+        "fits",
+        cycles(&fits),
+        loads(256, HBM_SHARE) + loads(256, L2_SHARE),
+    );
+    assert_near("thrash", cycles(&over), loads(544, HBM_SHARE));
+}
+
+#[test]
+fn rewritten_lines_are_written_back_once() {
+    // 1 MiB per block read and written back 4 times: 4 MiB each way through GM, 1 MiB of HBM reads (the
+    // first pass) and 1 MiB of HBM writes (each 32-byte sector dirtied once; rewrites of dirty sectors
+    // stay in L2). Reads and writes (2 MiB) fit the slice.
+    let c = stream(32, 4, true);
+    assert_eq!((c.gm_to_ub_bytes, c.ub_to_gm_bytes), (4 * MIB, 4 * MIB));
+    assert_eq!((c.hbm_read_bytes, c.hbm_write_bytes), (MIB, MIB));
+}
