@@ -17,9 +17,10 @@ use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 /// Query rows of a task (the kernel's per-row state arrays hold this many).
 pub const MLA_PREFILL_MAX_BLOCK_M: u64 = 128;
-/// Keys per tile: 256 halves the f32 P·V tile's workspace round trip and the query tile's reloads per
-/// key against 128 (each is once per key tile), at 128 KiB of f32 scores per block in the workspace.
-const BLOCK_N: u64 = 256;
+/// Keys per tile: 512 quarters the f32 P·V tile's workspace round trip per key against 128 (it is once
+/// per key tile) and halves the query tile's reloads (once per 256-key base step), at 256 KiB of f32
+/// scores per block in the workspace.
+const BLOCK_N: u64 = 512;
 /// Most rows of a UB slab.
 const MAX_SLAB_ROWS: u64 = 32;
 /// L0A / L0B bytes of the cube's base tiles.
@@ -248,8 +249,8 @@ impl MlaPrefillTiling {
         }
         let tasks: u64 = lq.iter().map(|&l| l.div_ceil(block_m)).sum::<u64>() * d.heads;
         let base_m = round_up(block_m, 16).min(128);
-        // A whole key tile per base step (L0C: 128 x 256 f32 = 128 KiB), so the query tile is loaded
-        // once per key tile.
+        // 256 keys per base step (L0C: 128 x 256 f32 = 128 KiB, all of it), so the query tile is loaded
+        // once per 256 keys.
         let qk_base_n = BLOCK_N.min(256);
         let qk_base_k = down16(L0AB / (base_m.max(qk_base_n) * sz)).min(256);
         let pv_base_n = round_up(d.dv, 16).min(256);
@@ -382,7 +383,7 @@ mod tests {
                 CUBE,
             )
             .unwrap();
-            assert_eq!((t.block_m, t.block_n), (128, 256));
+            assert_eq!((t.block_m, t.block_n), (128, 512));
             assert_eq!(t.tasks, 32 * 128);
             assert!(t.ub_bytes(dtype) <= 196_608, "{t:?}");
             assert_eq!(t.block_dim(CUBE), 24);
