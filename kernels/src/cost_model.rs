@@ -9,7 +9,8 @@
 //!
 //! Unlike the roofline, the model sees the scalar unit, vector repeat granularity, cube fractal padding,
 //! per-transfer GM latency, barriers, whether double buffering really overlaps, and L2 reuse: every GM
-//! transfer is looked up in an L2 model (192 MiB, 512-byte lines, 16-way LRU, write-back; cost.h) and
+//! transfer is looked up in an L2 model (192 MiB, 512-byte lines, fully associative LRU, write-back;
+//! cost.h) and
 //! its hits cost L2 bandwidth, its misses (and the first write of each dirtied line) the block's share
 //! of HBM; the counters `hbm_read_bytes` / `hbm_write_bytes` are that HBM traffic. To stay
 //! deterministic the L2 is modelled as one private slice per core (192 MiB / concurrent blocks), empty

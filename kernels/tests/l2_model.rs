@@ -1,7 +1,8 @@
 //! The L2 model of the host layer's cycle model (`include/dsnpu_ascendc/dsnpu_host/cost.h`) on a kernel
 //! that isolates it: `selftest_l2` streams a per-block region of 32 KiB tiles, some number of passes, and
 //! optionally writes every tile back (src/ascendc/selftest.cpp). Every launch here has 24 blocks, as a
-//! 910B2's cube cores, so each block's L2 slice is 192 MiB / 24 = 8 MiB = 1024 sets of 16 lines of 512 B;
+//! 910B2's cube cores, so each block's L2 slice is 192 MiB / 24 = 8 MiB = 16384 lines of 512 B (fully
+//! associative, LRU);
 //! its HBM share is 1.6e12 / 1.8e9 / 24 ≈ 37.04 B/cycle and its L2 share min(128, 3072 / 24) = 128
 //! B/cycle. The expected counts below are worked out by hand from those numbers.
 
@@ -91,23 +92,23 @@ fn rereading_a_small_buffer_hits_after_the_first_pass() {
 }
 
 #[test]
-fn a_working_set_one_line_per_set_over_the_slice_thrashes() {
+fn a_working_set_just_over_the_slice_thrashes() {
     // Exactly the slice (8 MiB = 256 tiles), two passes: the second pass hits everywhere.
     let fits = stream(256, 2, false);
     assert_eq!(fits.gm_to_ub_bytes, 16 * MIB);
     assert_eq!(fits.hbm_read_bytes, 8 * MIB);
-    // 8.5 MiB (272 tiles): 512 KiB more = one more line in each of the 1024 sets, so every set cycles
-    // through 17 lines with 16 ways and LRU evicts exactly the line needed next: both passes miss.
-    let over = stream(272, 2, false);
-    assert_eq!(over.gm_to_ub_bytes, 17 * MIB);
-    assert_eq!(over.hbm_read_bytes, 17 * MIB);
-    // Time: 256 misses + 256 hits ≈ 323k cycles against 544 misses ≈ 481k.
+    // One tile more (8 MiB + 32 KiB): a cyclic sweep over more lines than the LRU slice holds evicts
+    // exactly the line needed next, so both passes miss everywhere.
+    let over = stream(257, 2, false);
+    assert_eq!(over.gm_to_ub_bytes, 2 * 257 * TILE);
+    assert_eq!(over.hbm_read_bytes, 2 * 257 * TILE);
+    // Time: 256 misses + 256 hits ≈ 323k cycles against 514 misses ≈ 455k.
     assert_near(
         "fits",
         cycles(&fits),
         loads(256, HBM_SHARE) + loads(256, L2_SHARE),
     );
-    assert_near("thrash", cycles(&over), loads(544, HBM_SHARE));
+    assert_near("thrash", cycles(&over), loads(514, HBM_SHARE));
 }
 
 #[test]

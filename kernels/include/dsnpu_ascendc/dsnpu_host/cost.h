@@ -31,8 +31,9 @@
 // store, scalar GlobalTensor access) is looked up line by line in an L2 model before it is timed:
 // - capacity 192 MiB per die (910B2, CANN platform_config via the project's ascend-facts), lines of
 //   512 bytes (the 910B/910C GM access granule; third-party reports of Huawei's Ascend 950 announcement
-//   say the granule "shrinks from 512 bytes to 128 bytes"), 16-way set-associative (GUESS: not published),
-//   set = line number modulo the set count, LRU within a set.
+//   say the granule "shrinks from 512 bytes to 128 bytes"), fully associative with LRU replacement (GUESS:
+//   the associativity is not published; a set-associative model would make conflict misses depend on the
+//   absolute host addresses the simulator's device memory gets, which change from run to run).
 // - lines hold 16 sectors of 32 bytes (the DataCopy granule) with a valid and a dirty bit each; the unit of
 //   HBM traffic is the sector (GUESS: the L2's fill and write-back granule is not published; whole 512-byte
 //   line fills would cost more for scattered small accesses, less tag work for nothing else).
@@ -82,7 +83,6 @@ constexpr double kScalarGmHit = 30;
 constexpr uint64_t kL2Bytes = 192ull << 20;
 constexpr uint64_t kL2Line = 512;
 constexpr uint64_t kL2Sector = 32;
-constexpr uint32_t kL2Ways = 16;
 constexpr double kL2BytesPerCycle = 24 * 128;
 
 // Cycles per 256-byte repeat by instruction class.
@@ -107,23 +107,37 @@ struct L2Split {
     uint64_t miss = 0;
 };
 
-// One core's slice of the L2 (see the table above): a fixed tag array allocated once per core, zero
-// pages until touched (calloc), no allocation per access.
+// One core's slice of the L2 (see the table above): fully associative, LRU. Fixed arrays allocated once
+// per core (calloc: zero pages until touched): the lines with their LRU links, and an open-addressing
+// index (linear probing, backward-shift deletion) from line number to line. No allocation per access.
 class L2Slice {
 public:
     explicit L2Slice(uint64_t capacity) {
-        sets_ = capacity / (cost::kL2Line * cost::kL2Ways);
-        if (sets_ == 0) sets_ = 1;
-        lines_ = static_cast<Line*>(std::calloc(sets_ * cost::kL2Ways, sizeof(Line)));
+        cap_ = capacity / cost::kL2Line;
+        if (cap_ == 0) cap_ = 1;
+        if (cap_ > kNone) cap_ = kNone;
+        buckets_ = 1;
+        while (buckets_ < 2 * cap_) buckets_ <<= 1;
+        index_ = static_cast<uint32_t*>(std::calloc(buckets_, sizeof(uint32_t)));
+        lines_ = static_cast<Line*>(std::calloc(cap_, sizeof(Line)));
+        if (index_ == nullptr || lines_ == nullptr) {
+            std::free(index_);
+            std::free(lines_);
+            index_ = nullptr;
+            lines_ = nullptr;
+        }
     }
-    ~L2Slice() { std::free(lines_); }
+    ~L2Slice() {
+        std::free(index_);
+        std::free(lines_);
+    }
     L2Slice(const L2Slice&) = delete;
     L2Slice& operator=(const L2Slice&) = delete;
 
-    uint64_t capacity() const { return sets_ * cost::kL2Ways * cost::kL2Line; }
+    uint64_t capacity() const { return cap_ * cost::kL2Line; }
 
     // Looks up GM bytes [addr, addr + len) in address order, updates the slice, returns the split.
-    // Without a tag array (the allocation failed) everything misses.
+    // Without its arrays (the allocation failed) everything misses.
     L2Split access(uint64_t addr, uint64_t len, bool write) {
         L2Split r;
         if (len == 0) return r;
@@ -137,7 +151,7 @@ public:
             const uint64_t line = a / cost::kL2Line;
             const uint64_t line_end = (line + 1) * cost::kL2Line;
             const uint64_t stop = end < line_end ? end : line_end;
-            Line& l = find(line);
+            Line& l = lines_[find(line)];
             uint64_t s = a;
             while (s < stop) {
                 const uint64_t sector = (s % cost::kL2Line) / cost::kL2Sector;
@@ -160,39 +174,80 @@ public:
     }
 
 private:
+    static constexpr uint32_t kNone = 0xFFFFFFFFu;
     struct Line {
-        uint64_t tag;    // line number + 1; 0 = empty
-        uint64_t stamp;  // last use, for LRU
-        uint16_t valid;  // one bit per 32-byte sector: in L2
-        uint16_t dirty;  // one bit per 32-byte sector: written since it came in
+        uint64_t tag;        // line number
+        uint32_t prev, next;  // LRU list: towards the most / the least recently used
+        uint16_t valid;      // one bit per 32-byte sector: in L2
+        uint16_t dirty;      // one bit per 32-byte sector: written since it came in
     };
-    // The way holding `line`, or the set's least recently used way, emptied and retagged.
-    Line& find(uint64_t line) {
-        Line* set = lines_ + (line % sets_) * cost::kL2Ways;
-        Line* victim = nullptr;
-        ++clock_;
-        for (uint32_t w = 0; w < cost::kL2Ways; ++w) {
-            if (set[w].tag == line + 1) {
-                set[w].stamp = clock_;
-                return set[w];
+
+    uint64_t home(uint64_t line) const { return (line * 0x9E3779B97F4A7C15ull) >> 17 & (buckets_ - 1); }
+    // The index slot holding `line`, or the empty slot where it would go.
+    uint64_t slot_of(uint64_t line) const {
+        uint64_t i = home(line);
+        while (index_[i] != 0 && lines_[index_[i] - 1].tag != line) i = (i + 1) & (buckets_ - 1);
+        return i;
+    }
+    void unlink(uint32_t n) {
+        Line& l = lines_[n];
+        if (l.prev != kNone) lines_[l.prev].next = l.next; else head_ = l.next;
+        if (l.next != kNone) lines_[l.next].prev = l.prev; else tail_ = l.prev;
+    }
+    void push_front(uint32_t n) {
+        lines_[n].prev = kNone;
+        lines_[n].next = head_;
+        if (head_ != kNone) lines_[head_].prev = n;
+        head_ = n;
+        if (tail_ == kNone) tail_ = n;
+    }
+    // Linear probing's deletion: later entries of the probe run move back over the hole.
+    void erase_slot(uint64_t i) {
+        const uint64_t mask = buckets_ - 1;
+        for (;;) {
+            index_[i] = 0;
+            uint64_t j = i;
+            for (;;) {
+                j = (j + 1) & mask;
+                if (index_[j] == 0) return;
+                const uint64_t k = home(lines_[index_[j] - 1].tag);
+                const bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+                if (!stays) break;
             }
-            // The first empty way, else the oldest.
-            if (set[w].tag == 0) {
-                if (victim == nullptr || victim->tag != 0) victim = &set[w];
-            } else if (victim == nullptr || (victim->tag != 0 && set[w].stamp < victim->stamp)) {
-                victim = &set[w];
-            }
+            index_[i] = index_[j];
+            i = j;
         }
-        victim->tag = line + 1;
-        victim->stamp = clock_;
-        victim->valid = 0;
-        victim->dirty = 0;
-        return *victim;
+    }
+    // The line's index in lines_, made the most recently used; a missing line takes a free entry or
+    // the least recently used one's, emptied.
+    uint32_t find(uint64_t line) {
+        uint64_t slot = slot_of(line);
+        uint32_t n;
+        if (index_[slot] != 0) {
+            n = index_[slot] - 1;
+            unlink(n);
+        } else {
+            if (used_ < cap_) {
+                n = static_cast<uint32_t>(used_++);
+            } else {
+                n = tail_;
+                unlink(n);
+                erase_slot(slot_of(lines_[n].tag));
+                slot = slot_of(line);
+            }
+            lines_[n].tag = line;
+            lines_[n].valid = 0;
+            lines_[n].dirty = 0;
+            index_[slot] = n + 1;
+        }
+        push_front(n);
+        return n;
     }
 
+    uint32_t* index_ = nullptr;
     Line* lines_ = nullptr;
-    uint64_t sets_ = 1;
-    uint64_t clock_ = 0;
+    uint64_t cap_ = 1, buckets_ = 1, used_ = 0;
+    uint32_t head_ = kNone, tail_ = kNone;
 };
 
 class CostModel {
