@@ -39,8 +39,6 @@ inline void call_with_addrs(void (*fn)(Args...), const uint64_t* a, std::index_s
     fn(reinterpret_cast<Args>(static_cast<uintptr_t>(a[I]))...);
 }
 
-// One core's run of the kernel body: its BlockState (on this thread), Unified Buffer, Pipeline and
-// counters. `group` is nullptr on a plain launch. Returns whether the body ended in a fault.
 // The L2 slice of one core (cost.h): the die's L2 divided among the launch's concurrent blocks (at most
 // 48), and a mix block's share again among its three cores.
 inline uint64_t l2_slice_bytes(uint32_t block_num, bool mix) {
@@ -48,6 +46,9 @@ inline uint64_t l2_slice_bytes(uint32_t block_num, bool mix) {
     if (n > cost::kMaxConcurrentCores) n = cost::kMaxConcurrentCores;
     return cost::kL2Bytes / n / (mix ? kCoreSlots : 1);
 }
+
+// One core's run of the kernel body: its BlockState (on this thread), Unified Buffer, Pipeline, L2 slice
+// and counters. `group` is nullptr on a plain launch. Returns whether the body ended in a fault.
 
 template <typename... Args>
 inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn)(Args...), MixGroup* group,
