@@ -11,8 +11,7 @@ use dsnpu_kernels::launch;
 use ndarray::{Array1, ArrayView2};
 
 use super::{DevElem, Npu};
-use crate::error::invalid;
-use crate::sampling::Sampler;
+use crate::sampling::{check_sample_top_p, Sampler};
 use crate::{Float, OpsError, Result};
 
 impl Npu {
@@ -24,30 +23,11 @@ impl Npu {
         samplers: &mut [Sampler],
     ) -> Result<Array1<i32>> {
         const OP: &str = "sample_top_p";
-        if samplers.len() != logits.nrows() {
-            return Err(invalid(
-                OP,
-                "samplers",
-                format!("{} samplers for {} rows", samplers.len(), logits.nrows()),
-            ));
-        }
+        check_sample_top_p(samplers, &logits)?;
         let Some(first) = samplers.first() else {
             return Ok(Array1::zeros(0));
         };
         let (temperature, top_p) = (first.temperature(), first.top_p());
-        if samplers
-            .iter()
-            .any(|s| s.temperature() != temperature || s.top_p() != top_p)
-        {
-            return Err(invalid(
-                OP,
-                "samplers",
-                "the samplers of one call must share temperature and top_p",
-            ));
-        }
-        for row in logits.rows() {
-            Sampler::check_logits(&row)?;
-        }
         match T::DTYPE {
             crate::DType::F32 => self.sample_as::<T, f32>(logits, samplers, temperature, top_p),
             crate::DType::F16 => {
