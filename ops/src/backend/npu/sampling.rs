@@ -5,7 +5,9 @@
 //!
 //! Validation is the reference's: every row is checked by the sampler's own check (NaN, `+inf`, all
 //! `-inf`, empty) before anything is uploaded, so bad rows fail with the same errors and consume no draw.
-//! The samplers of one call must share their temperature and top_p (one kernel launch).
+//! The samplers of one call must share their temperature and top_p (one kernel launch). On a
+//! launch-blocking stream each launch is checked like the other kernels' (no fault, no sanitizer
+//! warning).
 
 use dsnpu_kernels::launch;
 use ndarray::{Array1, ArrayView2};
@@ -52,12 +54,14 @@ impl Npu {
         let xd = self.upload::<T, E>(OP, logits.iter())?;
         let mut out = self.alloc::<i32>(OP, rows)?;
         if temperature == 0.0 {
-            launch::argmax(&self.lib, &self.stream, &xd, &mut out, rows, cols)
-                .map_err(|e| self.kernel_error(OP, e))?;
+            let r = launch::argmax(&self.lib, &self.stream, &xd, &mut out, rows, cols);
+            self.launched(OP, r)?;
         } else {
-            let u: Vec<f32> = samplers.iter_mut().map(Sampler::next_uniform).collect();
+            // Each sampler's next uniform, drawn for real only once the ids are back: a call that
+            // fails (or answers `Unsupported`, for a shape the kernel cannot take) consumes no draw.
+            let u: Vec<f32> = samplers.iter().map(|s| s.clone().next_uniform()).collect();
             let ud = self.upload_raw(OP, &u)?;
-            launch::sample_top_p(
+            let r = launch::sample_top_p(
                 &self.lib,
                 &self.stream,
                 &xd,
@@ -67,8 +71,8 @@ impl Npu {
                 cols,
                 temperature,
                 top_p,
-            )
-            .map_err(|e| self.kernel_error(OP, e))?;
+            );
+            self.launched(OP, r)?;
         }
         self.finish(OP)?;
         let ids = out.to_vec().map_err(|e| self.fail(OP, e))?;
@@ -78,6 +82,11 @@ impl Npu {
                 op: OP,
                 backend: self.name.clone(),
                 source: format!("row {r}: the kernel returned id {} of {cols}", ids[r]).into(),
+            });
+        }
+        if temperature != 0.0 {
+            samplers.iter_mut().for_each(|s| {
+                s.next_uniform();
             });
         }
         Ok(Array1::from(ids))
