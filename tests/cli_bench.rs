@@ -180,7 +180,7 @@ fn op_selects_cases_and_an_unknown_op_is_refused() {
         "--preset",
         "quick",
         "--op",
-        "mla_cache_write",
+        "mla_cache_write_fused",
         "--op",
         "mla_prefill",
         "--op",
@@ -203,7 +203,7 @@ fn op_selects_cases_and_an_unknown_op_is_refused() {
         ops,
         [
             "rms_norm",
-            "mla_cache_write",
+            "mla_cache_write_fused",
             "mla_prefill",
             "mla_prefill",
             "mla_prefill",

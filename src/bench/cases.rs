@@ -23,7 +23,8 @@ use dsnpu_kernels::{
 use dsnpu_runtime::{DeviceBuffer, DeviceRepr, RuntimeError, Stream};
 use half::bf16;
 
-/// Every operator with a kernel that the bench covers, in report order.
+/// Every operator with a kernel that the bench covers, in report order, named as `dsnpu verify` names
+/// them (the fused MLA cache write's kernel is `mla_cache_write_<t>`, the embedding's `gather_rows_<t>`).
 pub const OPS: [&str; 17] = [
     "moe_gating_topk",
     "moe_init_routing",
@@ -36,7 +37,7 @@ pub const OPS: [&str; 17] = [
     "add_rms_norm",
     "rope",
     "silu_mul",
-    "mla_cache_write",
+    "mla_cache_write_fused",
     "mla_decode",
     "mla_prefill",
     "embedding",
@@ -221,7 +222,7 @@ pub fn build(
         cases.extend(moe_cases(lib, s, shapes)?);
     }
     cases.extend(dense_cases(lib, s, shapes, &wanted)?);
-    if wanted("mla_cache_write") {
+    if wanted("mla_cache_write_fused") {
         cases.push(cache_write_case(lib, s, shapes)?);
     }
     if wanted("mla_decode") {
@@ -691,7 +692,7 @@ pub fn cache_write_case(
     };
     let (lib, s1) = (lib.clone(), s.clone());
     Ok(KernelCase {
-        op: "mla_cache_write",
+        op: "mla_cache_write_fused",
         shape: format!("T {t}, Dl {dl}, Dr {dr}, {num_slots} slots"),
         dtype: "bf16",
         // kv and the norm weight read once, positions and slots, one cos and one sin row per
@@ -887,4 +888,18 @@ pub fn prefill_case<E: BenchElem>(
             Ok(launch::mla_prefill(&lib, &s1, inputs, dims, &mut o, &mut lse, scale)?.symbol)
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every bench operator is a `verify` operator: the two commands name each operator alike.
+    #[test]
+    fn the_bench_names_operators_as_verify_does() {
+        for op in super::OPS {
+            assert!(
+                dsnpu_ops::conformance::runner::op_named(op).is_some(),
+                "{op} is not an operator of dsnpu verify"
+            );
+        }
+    }
 }
