@@ -4,7 +4,10 @@
 //! The contract is exact: for the same logits and the same sampler states a backend returns the ids
 //! the CPU reference returns (integers, zero tolerance) and leaves its samplers in the same state (one
 //! draw consumed per row unless greedy, none on a rejected call). Every call is compared that way; the
-//! sampler states are compared through the uniform each sampler would draw next.
+//! sampler states are compared through the uniform each sampler would draw next. (A device kernel
+//! performs the reference's f32 operations in the same order; one whose `exp` differs in the last ulp
+//! could still differ where a draw lands within rounding of a boundary, and would fail here: see
+//! [`Sampler`].)
 //!
 //! Hand-worked cases, checked against values worked out here and not only against the reference:
 //! greedy samplers (temperature 0: the first maximum, no draw consumed); a tiny top_p (only the most
