@@ -28,7 +28,9 @@
 //! `mla_decode_<t>` (tiling in [`tiling_mla`]), the MLA prefill `mla_prefill_<t>` (tiling in
 //! [`tiling_mla_prefill`]), the fused MLA cache write `mla_cache_write_<t>` (tiling in
 //! [`tiling_cache_write`]), the step kernels `gather_rows_<t>` and `argmax_<t>` (tilings in [`tiling_step`]), the top-p sampler `sample_top_p_<t>` (tiling in
-//! [`tiling_sample`]), and the layer's self-tests
+//! [`tiling_sample`]), the FP8-weight GEMMs `linear_fp8_<t>`, `grouped_matmul_fp8_<t>` and
+//! `expert_ffn_fp8_<t>` (`<t>` the activations; e4m3 codes and 128×128 block scales dequantized tile by
+//! tile, see [`launch::linear_fp8`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
 pub mod bench_report;

@@ -8,6 +8,8 @@
 //!   shards, is [`ModelError::Checkpoint`].
 //! - Reads convert to `f32`: F32, BF16 and F16 exactly; F8_E4M3 by dequantizing with the tensor's
 //!   `<name>_scale_inv` block scales (see [`fp8`]). Other dtypes are [`ModelError::TensorDType`].
+//!   [`Checkpoint::read_fp8_raw`] returns an FP8 weight's codes and scales as stored, after the same
+//!   checks (for weights that stay FP8 on the device).
 //! - [`Checkpoint::matrix`] / [`Checkpoint::vector`] check the stored shape against the one the caller expects
 //!   and name the tensor on mismatch; a missing tensor is [`ModelError::MissingTensor`].
 //! - Every file (the index, each shard, `model.safetensors`) must be a regular file after following symlinks:
