@@ -226,7 +226,7 @@ fn expected_weight_bytes(variant: &str, compute: DType) -> u64 {
             if !dequantized(w)
                 && w.split('.')
                     .nth(2)
-                    .map_or(true, |i| i.parse::<usize>().unwrap() < layers)
+                    .is_none_or(|i| i.parse::<usize>().unwrap() < layers)
             {
                 let meta = ckpt.meta(name).unwrap();
                 total += 4 * meta.shape.iter().map(|&d| d as u64).product::<u64>();

@@ -397,9 +397,24 @@ impl Uploader<'_> {
         let down = format!("{p}down_proj.weight");
         if self.all_fp8(&[gate.clone(), up.clone(), down.clone()]) {
             return Ok(MlpW {
-                gate_up: self.fp8_stacked(&gate, &[gate.clone()], [inter, hidden], false)?,
-                up: Some(self.fp8_stacked(&up, &[up.clone()], [inter, hidden], false)?),
-                down: self.fp8_stacked(&down, &[down.clone()], [hidden, inter], false)?,
+                gate_up: self.fp8_stacked(
+                    &gate,
+                    std::slice::from_ref(&gate),
+                    [inter, hidden],
+                    false,
+                )?,
+                up: Some(self.fp8_stacked(
+                    &up,
+                    std::slice::from_ref(&up),
+                    [inter, hidden],
+                    false,
+                )?),
+                down: self.fp8_stacked(
+                    &down,
+                    std::slice::from_ref(&down),
+                    [hidden, inter],
+                    false,
+                )?,
             });
         }
         let dtype = self.dense_dtype_of(&gate);
