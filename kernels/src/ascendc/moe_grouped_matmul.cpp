@@ -324,10 +324,11 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
 // These are plain launches, like grouped_matmul: on the host the block's thread runs the dequantization
 // and the Matmul; on a dav-c220 AI Core the dequantization belongs on the vector cores of a mix launch
 // with cross-core flags around the panel, which is not written yet.
-// UB per block: DQ_ROWS x 128 x (1 + 2 + 4 + 4 + sizeof(t)) bytes + the 1 KiB table (62,464 bytes at most).
+// UB per block: DQ_ROWS x 128 x (1 + 2 + 4 + 4 + sizeof(t)) bytes + the 1 KiB table (123,904 bytes at most;
+// expert_ffn_fp8 sizes its SwiGLU rows to the rest).
 
 constexpr uint32_t FP8_BLOCK = 128;  // rows and columns of weight per scale (DeepSeek-V3's weight_block_size)
-constexpr uint32_t DQ_ROWS = 32;     // weight rows per dequantization pass
+constexpr uint32_t DQ_ROWS = 64;     // weight rows per dequantization pass
 
 template <HardEvent E>
 __aicore__ inline void Serialize() {

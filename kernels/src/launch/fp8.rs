@@ -24,7 +24,7 @@ use crate::{
 pub const FP8_BLOCK: usize = 128;
 
 /// Weight rows the kernels dequantize per Unified Buffer pass (`DQ_ROWS` in the source).
-const DQ_ROWS: u64 = 32;
+const DQ_ROWS: u64 = 64;
 
 /// An FP8 weight on the device: e4m3 codes and their f32 block scales.
 #[derive(Debug, Clone, Copy)]
