@@ -56,7 +56,9 @@ fn main() {
             })
             .collect();
         let (sn, sk) = (n.div_ceil(128), k.div_ceil(128));
-        let scale: Vec<f32> = (0..sn * sk).map(|i| 1e-3 * (1.0 + (i % 7) as f32)).collect();
+        let scale: Vec<f32> = (0..sn * sk)
+            .map(|i| 1e-3 * (1.0 + (i % 7) as f32))
+            .collect();
         let wbf: Vec<bf16> = (0..n * k)
             .map(|i| bf16::from_f32(e4m3(codes[i]) * scale[(i / k / 128) * sk + i % k / 128]))
             .collect();
@@ -64,7 +66,10 @@ fn main() {
             .map(|i| bf16::from_f32(((i % 13) as f32 - 6.0) / 8.0))
             .collect();
         let gx = s.upload(&x).expect("x");
-        let (gc, gs) = (s.upload(&codes).expect("codes"), s.upload(&scale).expect("scales"));
+        let (gc, gs) = (
+            s.upload(&codes).expect("codes"),
+            s.upload(&scale).expect("scales"),
+        );
         let gw = s.upload(&wbf).expect("bf16 weights");
         let mut y = s.alloc::<bf16>(m * n).expect("y");
         let io = (2 * m * k + 2 * m * n) as u64;
