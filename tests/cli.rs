@@ -436,3 +436,75 @@ fn forward_refuses_nan_weights_and_never_writes_non_finite_logits() {
         assert!(!out_file.exists(), "{backend}");
     }
 }
+
+/// `forward` on v3_fp8 with `extra` arguments: the logits `[prompt, vocab]` and stderr.
+fn fp8_forward(prompt: &[i32], extra: &[&str]) -> (Vec<f32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("logits.safetensors");
+    let model = checkpoint("v3_fp8");
+    let mut args = vec![
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt-ids",
+    ];
+    let ids = join(prompt);
+    args.push(&ids);
+    args.extend_from_slice(&["--out", file.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let out = dsnpu(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "stderr: {stderr}");
+    let bytes = std::fs::read(&file).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("logits").unwrap();
+    assert_eq!(t.dtype(), Dtype::F32);
+    assert_eq!(t.shape()[0], prompt.len());
+    (f32s(t.data()), stderr)
+}
+
+/// The FP8 checkpoint on the device (weights kept FP8, dequantized tile by tile in the kernels)
+/// against the CPU backend (weights dequantized at load): the same greedy ids, and logits within 1e-3
+/// (the engine's tolerance against transformers), in f32.
+#[test]
+fn fp8_checkpoint_on_the_npu_backend_matches_the_cpu_backend() {
+    let (_, prompt, _) = reference_tensor("v3_fp8", "prompt_ids");
+    let prompt = i32s(&prompt);
+    let (cpu, _) = fp8_forward(&prompt, &[]);
+    let (npu, stderr) = fp8_forward(&prompt, &["--backend", "npu"]);
+    let worst = cpu
+        .iter()
+        .zip(&npu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let max = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    eprintln!("v3_fp8 forward, npu vs cpu: max |logit difference| {worst}, max |logit| {max}");
+    assert!(worst <= 1e-3, "max |logit difference| {worst}");
+    assert!(stderr.contains("linear_fp8"), "{stderr}");
+    assert!(stderr.contains("expert_ffn_fp8"), "{stderr}");
+
+    let model = checkpoint("v3_fp8");
+    let ids = join(&prompt);
+    let generate = |backend: &str| {
+        let out = dsnpu(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt-ids",
+            &ids,
+            "--max-new-tokens",
+            "8",
+            "--backend",
+            backend,
+        ]);
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (cpu_ids, npu_ids) = (generate("cpu"), generate("npu"));
+    assert_eq!(cpu_ids.lines().count(), 1, "{cpu_ids}");
+    assert_eq!(npu_ids, cpu_ids);
+}

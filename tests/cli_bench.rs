@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const KERNELS: [&str; 16] = [
+const KERNELS: [&str; 19] = [
     "moe_gating_topk_f32",
     "moe_init_routing_bf16",
     "moe_init_routing_quant_bf16",
@@ -24,6 +24,9 @@ const KERNELS: [&str; 16] = [
     "mla_prefill_f32",
     "mla_prefill_f16",
     "mla_prefill_bf16",
+    "gather_rows_bf16",
+    "argmax_bf16",
+    "sample_top_p_bf16",
 ];
 
 fn bench(args: &[&str]) -> Output {
@@ -139,6 +142,30 @@ fn quick_preset_reports_every_kernel_and_draws_the_roofline() {
         );
     }
 
+    // The step's ends at the quick preset (4 tokens, hidden 512, vocab 16384, bf16): the embedding
+    // lookup reads and writes each of the 4 rows once (its minimum adds the 4 ids); argmax reads the
+    // logits once and writes 4 ids; top-p sampling writes 4 ids and reads the logits at least once
+    // (its nucleus search reads them again: its ratio is above 1).
+    let (t, h, v) = (4u64, 512u64, 16384u64);
+    let step = &cases[16..];
+    assert_eq!(
+        step.iter()
+            .map(|c| c["op"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["embedding", "argmax", "sample_top_p"]
+    );
+    assert_eq!(
+        step[0]["minimal_bytes"].as_u64(),
+        Some(4 * t + 2 * t * h * 2)
+    );
+    assert_eq!(step[0]["gm_write_bytes"].as_u64(), Some(t * h * 2));
+    assert_eq!(step[1]["minimal_bytes"].as_u64(), Some(t * v * 2 + 4 * t));
+    assert_eq!(step[1]["gm_read_bytes"].as_u64(), Some(t * v * 2));
+    assert_eq!(step[1]["gm_write_bytes"].as_u64(), Some(4 * t));
+    assert_eq!(step[2]["minimal_bytes"].as_u64(), Some(t * v * 2 + 8 * t));
+    assert!(step[2]["gm_read_bytes"].as_u64().unwrap() >= t * v * 2);
+    assert_eq!(step[2]["gm_write_bytes"].as_u64(), Some(4 * t));
+
     let (w, h) = png_size(&png).expect("a PNG");
     assert!(w > 0 && h > 0);
     assert!(std::fs::metadata(&png).unwrap().len() > 1000);
@@ -153,11 +180,13 @@ fn op_selects_cases_and_an_unknown_op_is_refused() {
         "--preset",
         "quick",
         "--op",
-        "mla_cache_write",
+        "mla_cache_write_fused",
         "--op",
         "mla_prefill",
         "--op",
         "rms_norm",
+        "--op",
+        "sample_top_p",
         "--json",
         json.to_str().unwrap(),
     ]);
@@ -174,10 +203,11 @@ fn op_selects_cases_and_an_unknown_op_is_refused() {
         ops,
         [
             "rms_norm",
-            "mla_cache_write",
+            "mla_cache_write_fused",
             "mla_prefill",
             "mla_prefill",
-            "mla_prefill"
+            "mla_prefill",
+            "sample_top_p"
         ]
     );
 

@@ -90,7 +90,7 @@ fn csv(ids: &[i32]) -> String {
 
 #[test]
 fn ep_2_and_4_print_the_ids_of_ep_1_and_of_transformers() {
-    for variant in ["v3_base", "v2_lite"] {
+    for variant in ["v3_base", "v2_lite", "v3_fp8"] {
         let (prompt, want) = reference(variant);
         let model = data(variant);
         let n_new = want.len().to_string();

@@ -28,7 +28,9 @@
 //! `mla_decode_<t>` (tiling in [`tiling_mla`]), the MLA prefill `mla_prefill_<t>` (tiling in
 //! [`tiling_mla_prefill`]), the fused MLA cache write `mla_cache_write_<t>` (tiling in
 //! [`tiling_cache_write`]), the step kernels `gather_rows_<t>` and `argmax_<t>` (tilings in [`tiling_step`]), the top-p sampler `sample_top_p_<t>` (tiling in
-//! [`tiling_sample`]), and the layer's self-tests
+//! [`tiling_sample`]), the FP8-weight GEMMs `linear_fp8_<t>`, `grouped_matmul_fp8_<t>` and
+//! `expert_ffn_fp8_<t>` (`<t>` the activations; e4m3 codes and 128×128 block scales dequantized tile by
+//! tile, see [`launch::linear_fp8`]), and the layer's self-tests
 //! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
 
 pub mod bench_report;
@@ -158,11 +160,21 @@ pub enum Kernel {
     /// `(x, u, out, workspace, tiling)` with [`SampleTopPTiling`]: u f32 `[rows]` (the uniforms of
     /// `dsnpu_ops::sampling::uniform`), out i32 `[rows]` (-1 for a row it cannot sample).
     SampleTopP,
+    /// `(x, w, scale, y, workspace, tiling)` with [`GroupedMatmulTiling`] (one group, no list): `y = x·wᵀ`
+    /// with `w` FP8 e4m3 codes `[n, k]` and f32 `scale` `[ceil(n/128), ceil(k/128)]` (`weight_scale_inv`),
+    /// dequantized 128 columns at a time into a per-block panel; the dtype is the activations'.
+    LinearFp8,
+    /// `(x, w, scale, group_list, y, workspace, tiling)` with [`GroupedMatmulTiling`]: `w` FP8 codes
+    /// `[G, n, k]`, `scale` f32 `[G, ceil(n/128), ceil(k/128)]`.
+    GroupedMatmulFp8,
+    /// `(x, w_gate, s_gate, w_up, s_up, w_down, s_down, group_list, y, workspace, tiling)` with
+    /// [`ExpertFfnTiling`]: FP8 codes and f32 block scales for each weight; SyncAll.
+    ExpertFfnFp8,
 }
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 24] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -184,6 +196,9 @@ impl Kernel {
         Kernel::ExpertFfnF32W,
         Kernel::GatherRowsF32,
         Kernel::SampleTopP,
+        Kernel::LinearFp8,
+        Kernel::GroupedMatmulFp8,
+        Kernel::ExpertFfnFp8,
     ];
 
     /// The exported symbol of this kernel for `dtype`.
@@ -254,6 +269,15 @@ impl Kernel {
             (SampleTopP, F32) => "sample_top_p_f32",
             (SampleTopP, F16) => "sample_top_p_f16",
             (SampleTopP, Bf16) => "sample_top_p_bf16",
+            (LinearFp8, F32) => "linear_fp8_f32",
+            (LinearFp8, F16) => "linear_fp8_f16",
+            (LinearFp8, Bf16) => "linear_fp8_bf16",
+            (GroupedMatmulFp8, F32) => "grouped_matmul_fp8_f32",
+            (GroupedMatmulFp8, F16) => "grouped_matmul_fp8_f16",
+            (GroupedMatmulFp8, Bf16) => "grouped_matmul_fp8_bf16",
+            (ExpertFfnFp8, F32) => "expert_ffn_fp8_f32",
+            (ExpertFfnFp8, F16) => "expert_ffn_fp8_f16",
+            (ExpertFfnFp8, Bf16) => "expert_ffn_fp8_bf16",
         }
     }
 
@@ -281,6 +305,9 @@ impl Kernel {
             Kernel::ExpertFfnF32W => 8,
             Kernel::GatherRowsF32 => 5,
             Kernel::SampleTopP => 5,
+            Kernel::LinearFp8 => 6,
+            Kernel::GroupedMatmulFp8 => 7,
+            Kernel::ExpertFfnFp8 => 11,
         }
     }
 
@@ -293,6 +320,7 @@ impl Kernel {
                 | Kernel::MoeInitRoutingQuant
                 | Kernel::ExpertFfn
                 | Kernel::ExpertFfnF32W
+                | Kernel::ExpertFfnFp8
         )
     }
 }

@@ -207,9 +207,11 @@ fn a_checkpoint_larger_than_device_memory_is_a_typed_error() {
 }
 
 /// The bytes the device should hold for `variant` computed in `compute`, from the checkpoint's headers
-/// alone: norm weights in the compute dtype, the router and its bias in f32, every other tensor (the
-/// GEMM weights; `kv_b_proj` is split but keeps its element count) in its stored dtype when that is
-/// 16-bit, else in the compute dtype (f32, or bf16 when computing in bf16).
+/// alone: norm weights in the compute dtype, the router and its bias in f32, FP8 GEMM weights as stored
+/// (one byte per element, plus their f32 `weight_scale_inv`) except `kv_b_proj` and the embedding
+/// table, which are dequantized at load, and every other tensor (the GEMM weights; `kv_b_proj` is split
+/// but keeps its element count) in its stored dtype when that is 16-bit, else in the compute dtype
+/// (f32, or bf16 when computing in bf16).
 fn expected_weight_bytes(variant: &str, compute: DType) -> u64 {
     let ckpt = Checkpoint::open(data_dir(variant)).unwrap();
     let layers = dsnpu_model::ModelConfig::from_file(data_dir(variant).join("config.json"))
@@ -217,8 +219,19 @@ fn expected_weight_bytes(variant: &str, compute: DType) -> u64 {
         .num_hidden_layers;
     let mut total = 0u64;
     for name in ckpt.names() {
-        if name.ends_with("_scale_inv") {
-            continue; // FP8 block scales: folded into the dequantized weights
+        let dequantized =
+            |n: &str| n.ends_with("kv_b_proj.weight") || n == "model.embed_tokens.weight";
+        if let Some(w) = name.strip_suffix("_scale_inv") {
+            // FP8 block scales: uploaded with their codes, or folded into the dequantized weights.
+            if !dequantized(w)
+                && w.split('.')
+                    .nth(2)
+                    .is_none_or(|i| i.parse::<usize>().unwrap() < layers)
+            {
+                let meta = ckpt.meta(name).unwrap();
+                total += 4 * meta.shape.iter().map(|&d| d as u64).product::<u64>();
+            }
+            continue;
         }
         // The MTP layer (layer `num_hidden_layers`) is not loaded.
         let layer = name
@@ -234,6 +247,8 @@ fn expected_weight_bytes(variant: &str, compute: DType) -> u64 {
             compute.size() as u64
         } else if name.ends_with("mlp.gate.weight") || name.ends_with("e_score_correction_bias") {
             4
+        } else if meta.dtype == Dtype::F8_E4M3 && !dequantized(name) {
+            1
         } else if compute == DType::BF16 {
             2
         } else {
@@ -282,6 +297,59 @@ fn sixteen_bit_checkpoints_keep_sixteen_bit_weights_on_the_device() {
         expected_weight_bytes("v3_base", DType::F32),
     );
     assert!((bf as f64) < 0.55 * f as f64, "{bf} vs {f}");
+}
+
+#[test]
+fn fp8_checkpoints_keep_fp8_weights_on_the_device() {
+    for compute in [DType::F32, DType::BF16] {
+        let mut e = engine_as("v3_fp8", 8, compute);
+        let s = e.stats();
+        assert_eq!(
+            s.weight_bytes,
+            expected_weight_bytes("v3_fp8", compute),
+            "v3_fp8 computed in {compute}"
+        );
+        let load = s.load.h2d_bytes as f64;
+        assert!(
+            load <= 1.05 * s.weight_bytes as f64 && load >= s.weight_bytes as f64,
+            "v3_fp8 in {compute}: load moved {load} bytes for {} bytes of weights",
+            s.weight_bytes
+        );
+        // The FP8 tensors: about one byte per element plus the scales, not their dequantized size.
+        let ckpt = Checkpoint::open(data_dir("v3_fp8")).unwrap();
+        let (mut fp8_elems, mut scale_elems) = (0u64, 0u64);
+        for name in ckpt.names() {
+            let meta = ckpt.meta(name).unwrap();
+            let n: u64 = meta.shape.iter().map(|&d| d as u64).product();
+            if meta.dtype == Dtype::F8_E4M3 && !name.ends_with("kv_b_proj.weight") {
+                fp8_elems += n;
+                scale_elems += ckpt
+                    .meta(&format!("{name}_scale_inv"))
+                    .unwrap()
+                    .shape
+                    .iter()
+                    .map(|&d| d as u64)
+                    .product::<u64>();
+            }
+        }
+        assert!(fp8_elems > 0);
+        eprintln!(
+            "v3_fp8 in {compute}: {} weight bytes on the device; the {fp8_elems} FP8 elements take \
+             {} bytes with their scales, {} dequantized",
+            s.weight_bytes,
+            fp8_elems + 4 * scale_elems,
+            fp8_elems * compute.size() as u64
+        );
+        // The FP8 kernels ran: every dense projection, MLP and expert FFN is an FP8 launch.
+        e.prompt_logits(&[1, 2, 3]).unwrap();
+        let ops = e.stats().ops;
+        for op in ["linear_fp8", "expert_ffn_fp8", "expert_ffn_fp8(dense)"] {
+            assert!(
+                ops.get(op).copied().unwrap_or(0) > 0,
+                "{compute}: no {op} in {ops:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Embedding lookup, softmax, argmax and seeded temperature/top-p sampling.
+//! Embedding lookup, softmax, argmax and seeded temperature/top-p sampling ([`Sampler`] for one row,
+//! [`sample_top_p`] for a batch of rows with one sampler each: the operator the backends implement).
 //!
 //! Validation: `embedding` checks every id against the table (`IndexOutOfRange` naming the position);
 //! `softmax` and `argmax` need rows of at least one element; the [`Sampler`] checks its parameters and
@@ -117,6 +118,53 @@ pub fn argmax<T: Float>(x: ArrayView2<T>) -> Result<Array1<i32>> {
         .into_iter()
         .map(|r| argmax_row(r.iter().map(|v| v.to_f32())) as i32)
         .collect())
+}
+
+/// The validation of [`sample_top_p`] (shared with the device backends): one sampler per row, the
+/// samplers sharing their temperature and top_p (a device draws a whole batch with one launch), and every
+/// row a distribution [`Sampler::sample`] accepts (checked for all rows before any is sampled).
+pub fn check_sample_top_p<T: Float>(samplers: &[Sampler], logits: &ArrayView2<T>) -> Result<()> {
+    const OP: &str = "sample_top_p";
+    if samplers.len() != logits.nrows() {
+        return Err(invalid(
+            OP,
+            "samplers",
+            format!("{} samplers for {} rows", samplers.len(), logits.nrows()),
+        ));
+    }
+    let Some(first) = samplers.first() else {
+        return Ok(());
+    };
+    let (temperature, top_p) = (first.temperature(), first.top_p());
+    if samplers
+        .iter()
+        .any(|s| s.temperature() != temperature || s.top_p() != top_p)
+    {
+        return Err(invalid(
+            OP,
+            "samplers",
+            "the samplers of one call must share temperature and top_p",
+        ));
+    }
+    for row in logits.rows() {
+        Sampler::check_logits(&row)?;
+    }
+    Ok(())
+}
+
+/// One id per row of `logits` `[R, V]`: row `r` drawn by `samplers[r]` exactly as
+/// `samplers[r].sample(logits.row(r))` does (each sampler advances by one draw unless greedy). Every
+/// row and sampler is checked first ([`check_sample_top_p`]), so a rejected call consumes no draw.
+pub fn sample_top_p<T: Float>(
+    samplers: &mut [Sampler],
+    logits: ArrayView2<T>,
+) -> Result<Array1<i32>> {
+    check_sample_top_p(samplers, &logits)?;
+    samplers
+        .iter_mut()
+        .zip(logits.rows())
+        .map(|(s, row)| s.sample(row))
+        .collect()
 }
 
 /// Temperature/top-p sampler with a seeded generator: the same seed gives the same tokens.

@@ -3,6 +3,7 @@
 use dsnpu_ops::backend::{Backend, Cpu, DenseOps};
 use dsnpu_ops::conformance::dense;
 use dsnpu_ops::rope::{RopeLayout, RopeTable};
+use dsnpu_ops::sampling::Sampler;
 use dsnpu_ops::{Float, OpsError, Result};
 use half::bf16;
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3};
@@ -101,6 +102,9 @@ impl DenseOps for Broken {
     }
     fn argmax<T: Float>(&self, x: ArrayView2<T>) -> Result<Array1<i32>> {
         Cpu.argmax(x)
+    }
+    fn sample_top_p<T: Float>(&self, s: &mut [Sampler], x: ArrayView2<T>) -> Result<Array1<i32>> {
+        Cpu.sample_top_p(s, x)
     }
 }
 

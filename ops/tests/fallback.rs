@@ -6,7 +6,7 @@
 use dsnpu_ops::backend::{
     Backend, Cpu, DenseOps, Fallback, FallbackReport, MlaOps, MoeOps, Op, OpCount,
 };
-use dsnpu_ops::mla::PagedLatentCache;
+use dsnpu_ops::mla::{CacheWriteParams, PagedLatentCache};
 use dsnpu_ops::moe::{
     ExpertTokensMode, GatingConfig, GroupListType, InitRouting, InitRoutingQuant, MoeLayerParams,
     ScoreFunc,
@@ -15,6 +15,7 @@ use dsnpu_ops::ndarray::{
     array, Array1, Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4,
 };
 use dsnpu_ops::rope::{RopeLayout, RopeTable};
+use dsnpu_ops::sampling::Sampler;
 use dsnpu_ops::{Float, OpsError, Result};
 use std::ops::Range;
 use std::sync::Mutex;
@@ -132,6 +133,10 @@ impl DenseOps for Fake {
         self.gate(Op::Argmax)?;
         Cpu.argmax(x)
     }
+    fn sample_top_p<T: Float>(&self, s: &mut [Sampler], x: ArrayView2<T>) -> Result<Array1<i32>> {
+        self.gate(Op::SampleTopP)?;
+        Cpu.sample_top_p(s, x)
+    }
 }
 
 impl MoeOps for Fake {
@@ -221,6 +226,16 @@ impl MlaOps for Fake {
     ) -> Result<()> {
         self.gate(Op::MlaCacheWrite)?;
         Cpu.mla_cache_write(c, l, k, s)
+    }
+    fn mla_cache_write_fused<T: Float>(
+        &self,
+        c: &mut PagedLatentCache<T>,
+        kv: ArrayView2<T>,
+        p: CacheWriteParams<'_, T>,
+        s: ArrayView1<i32>,
+    ) -> Result<()> {
+        self.gate(Op::MlaCacheWriteFused)?;
+        Cpu.mla_cache_write_fused(c, kv, p, s)
     }
     fn mla_decode<T: Float>(
         &self,
@@ -521,6 +536,13 @@ fn clones_share_counts_across_threads_and_reset_clears_them() {
         }
         fn argmax<T: Float>(&self, x: ArrayView2<T>) -> Result<Array1<i32>> {
             Cpu.argmax(x)
+        }
+        fn sample_top_p<T: Float>(
+            &self,
+            s: &mut [Sampler],
+            x: ArrayView2<T>,
+        ) -> Result<Array1<i32>> {
+            Cpu.sample_top_p(s, x)
         }
     }
 

@@ -4,8 +4,9 @@
 //!
 //! The suites must pass, under the harness's default tolerances, for every operator that has a kernel:
 //! rms_norm, add_rms_norm, rope, linear, batched_matmul (through the linear kernel), silu_mul, embedding
-//! (`gather_rows_<t>`), argmax, every MoE operator, mla_decode and mla_prefill; softmax and the trait's
-//! mla_cache_write print skips until they have kernels.
+//! (`gather_rows_<t>`), argmax, sample_top_p (`sample_top_p_<t>`, ids equal to the CPU sampler's), every
+//! MoE operator, mla_cache_write_fused (`mla_cache_write_<t>`), mla_decode and mla_prefill; softmax and
+//! the trait's unfused mla_cache_write print skips until they have kernels.
 
 use dsnpu_ops::backend::Npu;
 use std::sync::OnceLock;

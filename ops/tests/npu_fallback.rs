@@ -1,10 +1,14 @@
 //! `Fallback<Npu, Cpu>` counts the host↔device copies each operator made: a linear the device serves
 //! (its two uploads and one download, bytes from the shapes), a rope the device uploads for and then
 //! answers `Unsupported` (4096 heads: more than one launch takes) so the CPU serves it — the wasted
-//! uploads are the rope's —, and a softmax the device declines without looking (no copies).
-use dsnpu_ops::backend::{Cpu, DenseOps, Fallback, Npu, Op, OpTransfers};
+//! uploads are the rope's —, and a softmax the device declines without looking (no copies); and the
+//! fused MLA cache write and top-p sampling served by the device with their own copies.
+use dsnpu_ops::backend::{Cpu, DenseOps, Fallback, MlaOps, Npu, Op, OpTransfers};
+use dsnpu_ops::conformance::tolerance::{assert_close, Tolerance};
+use dsnpu_ops::mla::{CacheWriteParams, PagedLatentCache};
 use dsnpu_ops::rope::{RopeConfig, RopeLayout, RopeTable};
-use ndarray::{Array1, Array2, Array3};
+use dsnpu_ops::sampling::Sampler;
+use ndarray::{array, Array1, Array2, Array3};
 
 #[test]
 fn transfers_are_counted_per_operator() {
@@ -90,4 +94,78 @@ fn transfers_are_counted_per_operator() {
     );
     c.reset();
     assert_eq!(c.transfers(Op::Linear), OpTransfers::default());
+}
+
+#[test]
+fn the_fused_cache_write_and_sampling_are_served_by_the_device() {
+    let fb = Fallback::new(Npu::new(0).unwrap(), Cpu);
+    let c = fb.counts().clone();
+
+    // Top-p sampling of 2 rows of 5 f32 logits: logits (40 B) and the 2 uniforms (8 B) up, 2 ids
+    // (8 B) down; then a greedy call: the logits up, the ids down. The same ids as the CPU's samplers.
+    let logits = array![[0.1f32, 2.0, -1.0, 0.5, 1.5], [3.0, 2.5, 0.0, -2.0, 1.0]];
+    for (temperature, h2d) in [(0.9f32, (2, 48)), (0.0, (1, 40))] {
+        c.reset();
+        let mut dev: Vec<Sampler> = (0..2)
+            .map(|r| Sampler::new(temperature, 0.9, r).unwrap())
+            .collect();
+        let mut cpu = dev.clone();
+        let got = fb.sample_top_p(&mut dev, logits.view()).unwrap();
+        assert_eq!(got, Cpu.sample_top_p(&mut cpu, logits.view()).unwrap());
+        assert_eq!(c.get(Op::SampleTopP).primary, 1);
+        assert_eq!(c.get(Op::SampleTopP).secondary, 0);
+        assert_eq!(
+            c.transfers(Op::SampleTopP),
+            OpTransfers {
+                h2d_copies: h2d.0,
+                h2d_bytes: h2d.1,
+                d2h_copies: 1,
+                d2h_bytes: 8,
+            }
+        );
+    }
+
+    // The fused write of 3 tokens (Dl 4, Dr 2) into 2 blocks of 4 slots: kv (72 B), weight (16 B),
+    // positions and slots (12 B each), cos and sin (4 positions x 1, 16 B each), and the whole cache
+    // (latent 128 B, rope 64 B) up; the cache down.
+    c.reset();
+    let table = RopeTable::new(
+        &RopeConfig {
+            dim: 2,
+            theta: 10000.0,
+            scaling: None,
+        },
+        4,
+    )
+    .unwrap();
+    let kv = Array2::<f32>::from_shape_fn((3, 6), |(i, j)| (i * 6 + j) as f32 * 0.25 - 2.0);
+    let weight = array![1.0f32, 0.5, 2.0, 1.0];
+    let positions = array![0, 3, 1];
+    let slots = array![5, -1, 2];
+    let params = CacheWriteParams {
+        norm_weight: weight.view(),
+        eps: 1e-6,
+        positions: positions.view(),
+        table: &table,
+        layout: RopeLayout::Interleaved,
+    };
+    let mut got = PagedLatentCache::<f32>::new(2, 4, 4, 2).unwrap();
+    let mut want = got.clone();
+    fb.mla_cache_write_fused(&mut got, kv.view(), params, slots.view())
+        .unwrap();
+    Cpu.mla_cache_write_fused(&mut want, kv.view(), params, slots.view())
+        .unwrap();
+    let tol = Tolerance::of::<f32>();
+    assert_close("latent", got.latent.view(), want.latent.view(), tol);
+    assert_close("rope", got.rope.view(), want.rope.view(), tol);
+    assert_eq!(c.get(Op::MlaCacheWriteFused).primary, 1);
+    assert_eq!(
+        c.transfers(Op::MlaCacheWriteFused),
+        OpTransfers {
+            h2d_copies: 8,
+            h2d_bytes: 72 + 16 + 12 + 12 + 16 + 16 + 128 + 64,
+            d2h_copies: 2,
+            d2h_bytes: 128 + 64,
+        }
+    );
 }

@@ -1,15 +1,15 @@
 //! The fused MLA cache write (`mla_cache_write_<t>`) on the device backend against the CPU reference
 //! (`mla::mla_cache_write_fused`, itself the model's unfused rms_norm + rope + write), with every launch
-//! checked (launch-blocking stream: no fault and **zero sanitizer warnings**): f32/f16/bf16, both rope
-//! layouts, plain and YaRN tables, padding slots, several blocks per launch, a DeepSeek-width case with
-//! its traffic counters, the reference's errors, and a mutation check that the comparison sees a 0.1%
-//! error in the norm weight and a wrong layout.
+//! checked (launch-blocking stream: no fault and **zero sanitizer warnings**): the conformance suite in
+//! f32/f16/bf16 (both rope layouts, plain and YaRN tables, padding slots, several blocks per launch), a
+//! DeepSeek-width case with its traffic counters, the reference's errors (each variant), and a mutation
+//! check that the comparison sees a 0.1% error in the norm weight and a wrong layout.
 
 use std::sync::OnceLock;
 
 use dsnpu_ops::backend::Npu;
-use dsnpu_ops::conformance::cases::CaseRng;
 use dsnpu_ops::conformance::tolerance::{assert_close, check_close, Tolerance};
+use dsnpu_ops::conformance::{self, cases::CaseRng};
 use dsnpu_ops::mla::{mla_cache_write_fused, CacheWriteParams, PagedLatentCache};
 use dsnpu_ops::rope::{RopeConfig, RopeLayout, RopeTable, YarnScaling};
 use dsnpu_ops::{Float, OpsError};
@@ -164,42 +164,24 @@ fn compare<T: Float>(what: &str, c: &Case<T>, got: &PagedLatentCache<T>) {
     }
 }
 
-fn conformance<T: Float>() {
-    let npu = checked_npu();
-    let mut seed = 0;
-    for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
-        for yarn in [false, true] {
-            for (tokens, dims, cache, padding) in [
-                (1, (16, 8), (2, 4), 0.0),
-                (7, (32, 16), (3, 4), 0.3),
-                (37, (40, 10), (4, 16), 0.2),
-                (130, (64, 32), (3, 64), 0.1),
-            ] {
-                seed += 1;
-                let c = case::<T>(seed, tokens, dims, cache, layout, yarn, padding);
-                let what = format!(
-                    "{} {layout:?} yarn={yarn} T={tokens} dims={dims:?} cache={cache:?}",
-                    T::DTYPE
-                );
-                compare(&what, &c, &c.device(&npu));
-            }
-        }
-    }
-}
+// The conformance suite (`dsnpu_ops::conformance::mla::mla_cache_write_fused`: hand-worked rows, both
+// layouts, plain and YaRN tables, padding, DeepSeek's widths, malformed inputs), which `npu_conformance`
+// and `dsnpu verify` also run, here on a launch-blocking stream: every launch is also checked for
+// faults and sanitizer warnings.
 
 #[test]
 fn conformance_f32() {
-    conformance::<f32>();
+    conformance::mla::mla_cache_write_fused::<_, f32>(&checked_npu());
 }
 
 #[test]
 fn conformance_f16() {
-    conformance::<f16>();
+    conformance::mla::mla_cache_write_fused::<_, f16>(&checked_npu());
 }
 
 #[test]
 fn conformance_bf16() {
-    conformance::<bf16>();
+    conformance::mla::mla_cache_write_fused::<_, bf16>(&checked_npu());
 }
 
 /// DeepSeek-V3's widths (Dl 512, Dr 64, block 128, its YaRN table) in bf16, 300 tokens with padding:

@@ -1,16 +1,16 @@
 //! Top-p sampling on the device (`Npu::sample`, kernel `sample_top_p_<t>`) against the CPU [`Sampler`]
-//! (the oracle): the same ids for the same logits and seeds, for f32/f16/bf16 logits, one and several
-//! tiles per row, several temperatures and top_p values; hand-built ties at the nucleus boundary; masked
-//! (-inf) tokens; the reference's errors; the kernel's -1 for a row it cannot sample; and a mutation
-//! check that the comparison sees a changed top_p. Every launch is checked (launch-blocking stream).
+//! (the oracle): the conformance suite in f32/f16/bf16 (the same ids for the same logits and seeds; see
+//! `dsnpu_ops::conformance::sampling`), which kernel runs, the reference's errors (the same message),
+//! the kernel's -1 for a row it cannot sample, and a mutation check that the comparison sees a changed
+//! top_p. Every launch is checked (launch-blocking stream).
 
 use std::sync::OnceLock;
 
 use dsnpu_kernels::launch;
 use dsnpu_ops::backend::Npu;
-use dsnpu_ops::conformance::cases::CaseRng;
+use dsnpu_ops::conformance::{self, cases::CaseRng};
 use dsnpu_ops::sampling::{uniform, Sampler};
-use dsnpu_ops::{Float, OpsError};
+use dsnpu_ops::OpsError;
 use dsnpu_runtime::sim_counters;
 use half::{bf16, f16};
 use ndarray::{array, Array2};
@@ -29,128 +29,42 @@ fn samplers(rows: usize, temperature: f32, top_p: f32, seed: u64) -> Vec<Sampler
         .collect()
 }
 
-/// `draws` steps of every row on the device and on the CPU, with the same seeds; returns the ids.
-fn both<T: Float>(
-    npu: &Npu,
-    logits: &Array2<T>,
-    temperature: f32,
-    top_p: f32,
-    draws: usize,
-) -> (Vec<i32>, Vec<i32>) {
-    let rows = logits.nrows();
-    let mut dev = samplers(rows, temperature, top_p, 11);
-    let mut cpu = dev.clone();
-    let (mut got, mut want) = (Vec::new(), Vec::new());
-    for _ in 0..draws {
-        got.extend(npu.sample(logits.view(), &mut dev).unwrap());
-        for (r, s) in cpu.iter_mut().enumerate() {
-            want.push(s.sample(logits.row(r)).unwrap());
-        }
-    }
-    (got, want)
-}
-
-fn random_cases<T: Float>() {
-    let npu = checked_npu();
-    let mut rng = CaseRng::new(7);
-    // 9000 columns: two tiles per row (8192 + 808).
-    for &(rows, cols) in &[(1usize, 7usize), (5, 1000), (3, 9000)] {
-        for &(temperature, top_p) in &[(0.7f32, 0.9f32), (1.0, 1.0), (2.0, 0.5), (0.3, 0.95)] {
-            let logits: Array2<T> = rng.normalish((rows, cols), 3.0);
-            let (got, want) = both(&npu, &logits, temperature, top_p, 6);
-            assert_eq!(
-                got,
-                want,
-                "{} [{rows}, {cols}] temperature {temperature} top_p {top_p}",
-                T::DTYPE
-            );
-            // The last launch was this kernel's, clean: no fault and no sanitizer warning.
-            let l = sim_counters::last_launch_counters(npu.stream())
-                .unwrap()
-                .expect("a completed launch");
-            let symbol = format!("sample_top_p_{}", T::DTYPE);
-            assert_eq!(
-                (l.kernel.as_str(), l.status, l.warnings),
-                (symbol.as_str(), 0, 0)
-            );
-            // The draws are not all the same token (the comparison has something to compare).
-            if cols > 7 && top_p > 0.5 {
-                assert!(want.iter().any(|&id| id != want[0]), "{want:?}");
-            }
-        }
-    }
-}
+// The conformance suite (`dsnpu_ops::conformance::dense::sample_top_p`: exact ids against the CPU
+// sampler for greedy, tiny and full top_p, ties at the nucleus boundary, masked tokens, ragged rows,
+// 1 to 9000 columns, and malformed inputs consuming no draw), which `npu_conformance` and
+// `dsnpu verify` also run, here on a launch-blocking stream: every launch of `sample_top_p_<t>` and
+// `argmax_<t>` is also checked for faults and sanitizer warnings.
 
 #[test]
 fn same_ids_as_the_cpu_sampler_f32() {
-    random_cases::<f32>();
+    conformance::dense::sample_top_p::<_, f32>(&checked_npu());
 }
 
 #[test]
 fn same_ids_as_the_cpu_sampler_f16() {
-    random_cases::<f16>();
+    conformance::dense::sample_top_p::<_, f16>(&checked_npu());
 }
 
 #[test]
 fn same_ids_as_the_cpu_sampler_bf16() {
-    random_cases::<bf16>();
+    conformance::dense::sample_top_p::<_, bf16>(&checked_npu());
 }
 
+/// The kernel is the one that ran: after a sampling call the stream's last launch is
+/// `sample_top_p_<t>`, clean; after a greedy one it is `argmax_<t>`, and no draw was consumed.
 #[test]
-fn greedy_samplers_run_argmax_without_drawing() {
+fn the_kernels_that_run() {
     let npu = checked_npu();
-    let logits = array![[0.5f32, 2.0, -1.0, 2.0], [3.0, 1.0, 3.0, 0.0]];
-    let mut s = samplers(2, 0.0, 0.3, 0);
-    assert_eq!(
-        npu.sample(logits.view(), &mut s).unwrap().to_vec(),
-        vec![1, 0]
-    );
-    // No draw was consumed: the next uniform is still draw 0.
-    assert_eq!(s[0].next_uniform(), uniform(0, 0));
-}
-
-#[test]
-fn ties_at_the_nucleus_boundary() {
-    // Four equal tokens (weights exactly 1) and two smaller: top_p 0.5 of the total 4 + 2e^-2 is
-    // 2.135..., so the ties are kept in id order while the weight before them is below it: ids 1, 2, 4
-    // (before = 0, 1, 2) and not id 5 (before = 3).
-    let npu = checked_npu();
-    let logits = array![[-2.0f32, 0.0, 0.0, -2.0, 0.0, 0.0]];
-    let mut dev = samplers(1, 1.0, 0.5, 3);
-    let mut cpu = dev.clone();
-    let mut seen = [0usize; 6];
-    for _ in 0..64 {
-        let got = npu.sample(logits.view(), &mut dev).unwrap()[0];
-        assert_eq!(got, cpu[0].sample(logits.row(0)).unwrap());
-        seen[got as usize] += 1;
-    }
-    assert_eq!((seen[0], seen[3], seen[5]), (0, 0, 0), "{seen:?}");
-    assert!(seen[1] > 0 && seen[2] > 0 && seen[4] > 0, "{seen:?}");
-    // A cut exactly at a cumulative weight: p = 1/4 each, top_p 0.5 keeps ids 0 and 1 only (the weight
-    // before id 2 is exactly half, not below it).
-    let logits = array![[1.0f32, 1.0, 1.0, 1.0]];
-    let mut dev = samplers(1, 0.5, 0.5, 9);
-    let mut cpu = dev.clone();
-    for _ in 0..32 {
-        let got = npu.sample(logits.view(), &mut dev).unwrap()[0];
-        assert_eq!(got, cpu[0].sample(logits.row(0)).unwrap());
-        assert!(got < 2, "{got}");
-    }
-}
-
-#[test]
-fn masked_tokens_are_never_sampled() {
-    let npu = checked_npu();
-    let n = f32::NEG_INFINITY;
-    let logits = array![[n, 0.0, n, 0.5, n], [1.0, n, n, n, n]];
-    let (got, want) = both(&npu, &logits, 1.0, 1.0, 40);
-    assert_eq!(got, want);
-    for (i, id) in got.iter().enumerate() {
-        if i % 2 == 0 {
-            assert!(*id == 1 || *id == 3, "{id}");
-        } else {
-            assert_eq!(*id, 0);
-        }
+    let logits: Array2<bf16> = CaseRng::new(3).normalish((3, 9000), 3.0);
+    for (temperature, kernel) in [(0.8f32, "sample_top_p_bf16"), (0.0, "argmax_bf16")] {
+        let mut s = samplers(3, temperature, 0.9, 1);
+        npu.sample(logits.view(), &mut s).unwrap();
+        let l = sim_counters::last_launch_counters(npu.stream())
+            .unwrap()
+            .expect("a completed launch");
+        assert_eq!((l.kernel.as_str(), l.status, l.warnings), (kernel, 0, 0));
+        let draws = u64::from(temperature != 0.0);
+        assert_eq!(s[0].next_uniform(), uniform(1, draws));
     }
 }
 

@@ -6,14 +6,15 @@
 //! Contract: the shapes come from a [`Shapes`] preset and are valid for the kernels' tilings; a
 //! launcher's errors (tiling, buffers, device) are returned, never unwrapped. Inputs are pseudo-random
 //! values in [-1, 1) (their values do not change the kernels' traffic or work), except the MoE ids,
-//! which the gating kernel computes, and the MLA block tables and slots, which are laid out here.
+//! which the gating kernel computes, the MLA block tables and slots and the embedding ids, which are laid
+//! out here, and the sampling uniforms, in [0, 1).
 
 use std::sync::Arc;
 
 use dsnpu_kernels::launch::{
     self, CombineShape, FfnShape, GroupList, GroupedShape, KernelElem, KernelLibrary,
     MlaCacheWriteInputs, MlaCacheWriteShape, MlaDecodeInputs, MlaDecodeShape, MlaPrefillInputs,
-    RopeShape, RoutingShape,
+    RopeShape, RoutingShape, RowSource,
 };
 use dsnpu_kernels::{
     GatingParams, KernelDtype, KernelError, MlaDecodePlan, MlaOperand, MlaPlanShape,
@@ -22,8 +23,9 @@ use dsnpu_kernels::{
 use dsnpu_runtime::{DeviceBuffer, DeviceRepr, RuntimeError, Stream};
 use half::bf16;
 
-/// Every operator with a kernel that the bench covers, in report order.
-pub const OPS: [&str; 14] = [
+/// Every operator with a kernel that the bench covers, in report order, named as `dsnpu verify` names
+/// them (the fused MLA cache write's kernel is `mla_cache_write_<t>`, the embedding's `gather_rows_<t>`).
+pub const OPS: [&str; 17] = [
     "moe_gating_topk",
     "moe_init_routing",
     "moe_init_routing_quant",
@@ -35,9 +37,12 @@ pub const OPS: [&str; 14] = [
     "add_rms_norm",
     "rope",
     "silu_mul",
-    "mla_cache_write",
+    "mla_cache_write_fused",
     "mla_decode",
     "mla_prefill",
+    "embedding",
+    "argmax",
+    "sample_top_p",
 ];
 
 /// Why a case could not be set up or launched.
@@ -77,12 +82,15 @@ pub struct Shapes {
     pub decode_ctx: usize,
     /// MLA prefill: packed tokens, in two causal sequences of half each.
     pub prefill_tokens: usize,
+    /// The vocabulary: rows of the embedding table, columns of the logits argmax and sampling read.
+    pub vocab: usize,
 }
 
 /// DeepSeek-V3 at a 16-token decode step: hidden 7168, 128 heads, rope 64, dense FFN 18432, 256 routed
 /// experts (sigmoid with bias, 8 groups keeping 4, top-8, ×2.5) of FFN 2048 with 8 on this rank
 /// (expert parallelism over 32), MLA Dl 512 with 128-token cache blocks, decode of 4 sequences × 4096,
-/// prefill of two 128-token sequences (the simulator's cube emulation makes longer ones take minutes).
+/// prefill of two 128-token sequences (the simulator's cube emulation makes longer ones take minutes),
+/// vocabulary 129280 (the embedding lookup, and argmax and top-p sampling over the logits).
 pub const DEEPSEEK_V3: Shapes = Shapes {
     name: "deepseek-v3",
     tokens: 16,
@@ -108,6 +116,7 @@ pub const DEEPSEEK_V3: Shapes = Shapes {
     decode_batch: 4,
     decode_ctx: 4096,
     prefill_tokens: 256,
+    vocab: 129280,
 };
 
 /// DeepSeek-V3's structure at a fraction of its sizes (Dl, Dr and the block size kept), for tests:
@@ -137,6 +146,7 @@ pub const QUICK: Shapes = Shapes {
     decode_batch: 2,
     decode_ctx: 256,
     prefill_tokens: 64,
+    vocab: 16384,
 };
 
 /// Queues one launch and returns the launched kernel's symbol.
@@ -212,7 +222,7 @@ pub fn build(
         cases.extend(moe_cases(lib, s, shapes)?);
     }
     cases.extend(dense_cases(lib, s, shapes, &wanted)?);
-    if wanted("mla_cache_write") {
+    if wanted("mla_cache_write_fused") {
         cases.push(cache_write_case(lib, s, shapes)?);
     }
     if wanted("mla_decode") {
@@ -223,6 +233,7 @@ pub fn build(
         cases.push(prefill_case::<half::f16>(lib, s, shapes)?);
         cases.push(prefill_case::<bf16>(lib, s, shapes)?);
     }
+    cases.extend(step_cases(lib, s, shapes, &wanted)?);
     cases.retain(|c| wanted(c.op));
     cases.sort_by_key(|c| OPS.iter().position(|&op| op == c.op));
     Ok(cases)
@@ -579,6 +590,76 @@ pub fn moe_cases(
     Ok(out)
 }
 
+/// The decode step's ends at `tokens` rows (those `wanted`): the embedding lookup of the tokens' rows
+/// (`gather_rows`, a `[vocab, hidden]` table), and greedy (`argmax`) and top-p (`sample_top_p`,
+/// temperature 0.7, top_p 0.9) selection of one id per row of `[tokens, vocab]` logits, all bf16.
+pub fn step_cases(
+    lib: &Arc<KernelLibrary>,
+    s: &Stream,
+    sh: &Shapes,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<KernelCase>, CaseError> {
+    let (t, h, v) = (sh.tokens, sh.hidden, sh.vocab);
+    let mut out = Vec::new();
+    if wanted("embedding") {
+        let (lib, s1) = (lib.clone(), s.clone());
+        let table = bf16s(s, v * h, 80, 1.0)?;
+        // Ids spread over the table (distinct rows, none adjacent).
+        let ids: Vec<i32> = (0..t).map(|i| ((i * 7919 + 13) % v) as i32).collect();
+        let ids = s.upload(&ids)?;
+        let mut y = alloc::<bf16>(s, t * h)?;
+        let src = RowSource::lookup(t, h, v);
+        out.push(KernelCase {
+            op: "embedding",
+            shape: format!("{t} ids into [{v}, {h}]"),
+            dtype: "bf16",
+            // The ids, and each looked-up row read once and written once.
+            minimal_bytes: 4 * t as u64 + 2 * (t * h) as u64 * BF16,
+            minimal_macs: 0,
+            launch: Box::new(move || {
+                Ok(launch::gather_rows(&lib, &s1, &table, Some(&ids), &mut y, src)?.symbol)
+            }),
+        });
+    }
+    if !(wanted("argmax") || wanted("sample_top_p")) {
+        return Ok(out);
+    }
+    // Logits of standard deviation ~2, as a model's last layer gives.
+    let logits = Arc::new(bf16s(s, t * v, 81, 3.5)?);
+    if wanted("argmax") {
+        let (lib, s1, x) = (lib.clone(), s.clone(), logits.clone());
+        let mut ids = alloc::<i32>(s, t)?;
+        out.push(KernelCase {
+            op: "argmax",
+            shape: format!("[{t}, {v}]"),
+            dtype: "bf16",
+            // The logits read once, one id per row written.
+            minimal_bytes: (t * v) as u64 * BF16 + 4 * t as u64,
+            minimal_macs: 0,
+            launch: Box::new(move || Ok(launch::argmax(&lib, &s1, &x, &mut ids, t, v)?.symbol)),
+        });
+    }
+    if wanted("sample_top_p") {
+        let (lib, s1, x) = (lib.clone(), s.clone(), logits);
+        let u: Vec<f32> = values(t, 82, 0.5).map(|x| x + 0.5).collect();
+        let u = s.upload(&u)?;
+        let mut ids = alloc::<i32>(s, t)?;
+        out.push(KernelCase {
+            op: "sample_top_p",
+            shape: format!("[{t}, {v}] temperature 0.7 top_p 0.9"),
+            dtype: "bf16",
+            // The logits read once, one uniform per row read and one id written (the nucleus search
+            // makes the kernel read each row more than once: that is its ratio).
+            minimal_bytes: (t * v) as u64 * BF16 + 8 * t as u64,
+            minimal_macs: 0,
+            launch: Box::new(move || {
+                Ok(launch::sample_top_p(&lib, &s1, &x, &u, &mut ids, t, v, 0.7, 0.9)?.symbol)
+            }),
+        });
+    }
+    Ok(out)
+}
+
 /// The fused MLA cache write of `tokens` new tokens into a paged cache of 64 blocks.
 pub fn cache_write_case(
     lib: &Arc<KernelLibrary>,
@@ -611,7 +692,7 @@ pub fn cache_write_case(
     };
     let (lib, s1) = (lib.clone(), s.clone());
     Ok(KernelCase {
-        op: "mla_cache_write",
+        op: "mla_cache_write_fused",
         shape: format!("T {t}, Dl {dl}, Dr {dr}, {num_slots} slots"),
         dtype: "bf16",
         // kv and the norm weight read once, positions and slots, one cos and one sin row per
@@ -807,4 +888,18 @@ pub fn prefill_case<E: BenchElem>(
             Ok(launch::mla_prefill(&lib, &s1, inputs, dims, &mut o, &mut lse, scale)?.symbol)
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every bench operator is a `verify` operator: the two commands name each operator alike.
+    #[test]
+    fn the_bench_names_operators_as_verify_does() {
+        for op in super::OPS {
+            assert!(
+                dsnpu_ops::conformance::runner::op_named(op).is_some(),
+                "{op} is not an operator of dsnpu verify"
+            );
+        }
+    }
 }

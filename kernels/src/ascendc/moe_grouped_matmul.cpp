@@ -67,8 +67,10 @@ struct Task {
 // This block's share of the (group, m-tile, n-tile) tasks, walked in order.
 class GroupTasks {
 public:
+    // `hasList` false: one group of all `rows` rows, no list read (linear_fp8).
     __aicore__ inline void Init(const GlobalTensor<int64_t>& list, uint32_t groups, uint32_t rows, uint32_t listType,
-                                uint32_t singleM, uint32_t cols, uint32_t singleN) {
+                                uint32_t singleM, uint32_t cols, uint32_t singleN, bool hasList = true) {
+        hasList_ = hasList;
         list_ = list;
         groups_ = groups;
         rows_ = rows;
@@ -101,7 +103,7 @@ public:
                 ++group_;
             }
             if (group_ >= groups_) return false;
-            const int64_t v = list_.GetValue(group_);
+            const int64_t v = hasList_ ? list_.GetValue(group_) : static_cast<int64_t>(rows_);
             int64_t end = listType_ == DSNPU_MOE_LIST_COUNT ? static_cast<int64_t>(start_) + v : v;
             end = end < static_cast<int64_t>(start_) ? start_ : (end > static_cast<int64_t>(rows_) ? rows_ : end);
             end_ = static_cast<uint32_t>(end);
@@ -116,7 +118,7 @@ private:
     GlobalTensor<int64_t> list_;
     uint32_t groups_ = 0, rows_ = 0, listType_ = 0, singleM_ = 1, cols_ = 0, singleN_ = 1, nTiles_ = 1;
     uint64_t blocks_ = 1, block_ = 0;
-    bool open_ = false;
+    bool open_ = false, hasList_ = true;
     uint32_t group_ = 0, start_ = 0, end_ = 0;
     uint64_t taskBase_ = 0, groupTasks_ = 0, local_ = 0;
 };
@@ -292,6 +294,398 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
     op.Process();
 }
 
+
+// ---------------------------------------------------------------------------------------------------------
+// FP8 (e4m3) weights: linear_fp8_<t>, grouped_matmul_fp8_<t>, expert_ffn_fp8_<t> (t = the activations).
+//
+// Weights are e4m3 codes, one byte each, [G, N, K] (row-major, out x in, as in the checkpoint) with f32
+// block scales `weight_scale_inv` [G, ceil(N/128), ceil(K/128)]: w[n, k] = e4m3(code) * scale[n/128, k/128].
+// The 910B cube has no FP8 input type, so a task's B operand is dequantized 128 columns of K at a time
+// (one scale column) by the vector unit into a per-block panel [task n, <= 128] of t in the workspace, and
+// the cube multiplies that panel (Matmul with B = the panel, A = x's 128 columns), adding each K chunk's
+// product to an f32 accumulator with IterateAll's enAtomic. The whole dequantized weight never exists in
+// GM: at most one [single_n, 128] panel per block.
+//
+// Dequantization of a panel, DQ_ROWS weight rows per UB pass (all on PIPE_V after the codes' MTE2 copy):
+//   codes u8 -> half (Cast, exact) -> int32 (Cast CAST_ROUND, exact) -> byte offsets (Muls 4) ->
+//   Gather from a 256-entry f32 table of the e4m3 values (built once per block on the scalar unit:
+//   sign, 4-bit exponent bias 7, 3-bit mantissa, subnormals, 0x7F/0xFF NaN) -> Muls by the row's block scale
+//   (rows of one 128-row block at once) -> t (Cast CAST_RINT; a copy for f32) -> the panel (MTE3).
+// w = e4m3 * scale is rounded to f32 once, then to t: the values the host's dequantization at load gives
+// (dsnpu-model's checkpoint::fp8) rounded to t.
+//
+// Accumulator: with t = f32 the chunks accumulate in y (or the f32 gate/up workspace) directly; with a
+// 16-bit t they accumulate in a per-block f32 tile [single_m, single_n] in the workspace that the vector
+// unit then rounds to t into y. Workspace per block (after expert_ffn's gate/up/h): the panel
+// round_up(single_n * 128 * sizeof(t), 32) bytes, then (16-bit t) the f32 tile single_m * single_n * 4.
+// GM ordering inside a block (panel written on MTE3, read by the cube; C written on FIX, read on MTE2)
+// uses PipeBarrier<PIPE_ALL> between the stages.
+//
+// These are plain launches, like grouped_matmul: on the host the block's thread runs the dequantization
+// and the Matmul; on a dav-c220 AI Core the dequantization belongs on the vector cores of a mix launch
+// with cross-core flags around the panel, which is not written yet.
+// UB per block: DQ_ROWS x 128 x (1 + 2 + 4 + 4 + sizeof(t)) bytes + the 1 KiB table (123,904 bytes at most;
+// expert_ffn_fp8 sizes its SwiGLU rows to the rest).
+
+constexpr uint32_t FP8_BLOCK = 128;  // rows and columns of weight per scale (DeepSeek-V3's weight_block_size)
+constexpr uint32_t DQ_ROWS = 64;     // weight rows per dequantization pass
+
+template <HardEvent E>
+__aicore__ inline void Serialize() {
+    SetFlag<E>(0);
+    WaitFlag<E>(0);
+}
+
+// The f32 value of an e4m3fn byte (no infinities; S.1111.111 is NaN).
+__aicore__ inline float E4m3Value(uint32_t code) {
+    const uint32_t sign = (code >> 7) & 1u, exp = (code >> 3) & 0xFu, mant = code & 7u;
+    union {
+        uint32_t u;
+        float f;
+    } v;
+    if (exp == 0xFu && mant == 7u) {
+        v.u = 0x7FC00000u;  // quiet NaN
+    } else if (exp == 0) {
+        v.f = static_cast<float>(mant) * 0.001953125f;  // mant / 8 * 2^-6, exact
+    } else {
+        v.u = ((exp + 120u) << 23) | (mant << 20);  // 2^(exp - 7) * (1 + mant / 8)
+    }
+    v.u |= sign << 31;
+    return v.f;
+}
+
+// The UB side of FP8 dequantization and of the f32 -> t epilogue.
+template <typename T>
+class Fp8Dequant {
+public:
+    __aicore__ inline void Init(TPipe& pipe) {
+        constexpr uint32_t E = DQ_ROWS * FP8_BLOCK;
+        pipe.InitBuffer(codes_, E);
+        pipe.InitBuffer(halves_, E * sizeof(half));
+        pipe.InitBuffer(offsets_, E * sizeof(int32_t));
+        pipe.InitBuffer(values_, E * sizeof(float));
+        pipe.InitBuffer(out_, E * sizeof(T));
+        pipe.InitBuffer(table_, 256 * sizeof(float));
+        LocalTensor<float> table = table_.Get<float>();
+        for (uint32_t c = 0; c < 256; ++c) table.SetValue(c, E4m3Value(c));
+        // Row padding of the codes holds defined (zero) codes, so the whole pass can be converted.
+        Duplicate(codes_.Get<uint8_t>().ReinterpretCast<half>(), static_cast<half>(0.0f), static_cast<int32_t>(E / 2));
+        Serialize<HardEvent::S_V>();
+        Serialize<HardEvent::V_MTE2>();
+    }
+
+    // panel[r, c] = t(e4m3(w[row0 + r, kc + c]) * scale[(row0 + r) / 128, kc / 128]) for r < rows, c < kw;
+    // w is [*, k] codes, scale [*, sCols] (both from the group's start), panel compact [rows, kw].
+    __aicore__ inline void Panel(const GlobalTensor<uint8_t>& w, uint32_t k, const GlobalTensor<float>& scale,
+                                 uint32_t sCols, uint32_t row0, uint32_t rows, uint32_t kc, uint32_t kw,
+                                 const GlobalTensor<T>& panel) {
+        LocalTensor<uint8_t> codes = codes_.Get<uint8_t>();
+        LocalTensor<half> halves = halves_.Get<half>();
+        LocalTensor<int32_t> offsets = offsets_.Get<int32_t>();
+        LocalTensor<float> values = values_.Get<float>();
+        LocalTensor<float> table = table_.Get<float>();
+        LocalTensor<T> out = out_.Get<T>();
+        const uint32_t codeGap = (FP8_BLOCK - AlignUp(kw, UB_BLOCK)) / UB_BLOCK;
+        const uint32_t outGap = (FP8_BLOCK * sizeof(T) - AlignUp(kw * sizeof(T), UB_BLOCK)) / UB_BLOCK;
+        for (uint32_t r0 = 0; r0 < rows; r0 += DQ_ROWS) {
+            const uint32_t n = Min(DQ_ROWS, rows - r0);
+            const int32_t count = static_cast<int32_t>(n * FP8_BLOCK);
+            DataCopyPad(codes, w[static_cast<uint64_t>(row0 + r0) * k + kc],
+                        DataCopyExtParams(static_cast<uint16_t>(n), kw, k - kw, codeGap, 0),
+                        DataCopyPadExtParams<uint8_t>(false, 0, 0, 0));
+            Serialize<HardEvent::MTE2_V>();
+            Cast(halves, codes, RoundMode::CAST_NONE, static_cast<uint32_t>(count));
+            Cast(offsets, halves, RoundMode::CAST_ROUND, static_cast<uint32_t>(count));
+            Muls(offsets, offsets, static_cast<int32_t>(sizeof(float)), count);
+            Gather(values, table, offsets.ReinterpretCast<uint32_t>(), 0, static_cast<uint32_t>(count));
+            // One Muls per run of rows in the same 128-row block.
+            for (uint32_t a = 0; a < n;) {
+                const uint32_t blockRow = (row0 + r0 + a) / FP8_BLOCK;
+                const uint32_t b = Min(n, (blockRow + 1) * FP8_BLOCK - row0 - r0);
+                const float s = scale.GetValue(static_cast<uint64_t>(blockRow) * sCols + kc / FP8_BLOCK);
+                Muls(values[a * FP8_BLOCK], values[a * FP8_BLOCK], s, static_cast<int32_t>((b - a) * FP8_BLOCK));
+                a = b;
+            }
+            FromFloat(out, values, static_cast<uint32_t>(count));
+            Serialize<HardEvent::V_MTE3>();
+            DataCopyPad(panel[static_cast<uint64_t>(r0) * kw], out,
+                        DataCopyExtParams(static_cast<uint16_t>(n), static_cast<uint32_t>(kw * sizeof(T)), outGap,
+                                          0, 0));
+            Serialize<HardEvent::MTE3_V>();  // the next pass rewrites out
+            Serialize<HardEvent::V_MTE2>();  // the next pass reloads the codes this one converted
+        }
+    }
+
+    // y[r, c] (pitch ldy) = t(acc[r, c]) (pitch n) for r < m, c < n: the 16-bit epilogue.
+    __aicore__ inline void Narrow(const GlobalTensor<float>& acc, uint32_t m, uint32_t n, const GlobalTensor<T>& y,
+                                  uint32_t ldy) {
+        LocalTensor<float> values = values_.Get<float>();
+        LocalTensor<T> out = out_.Get<T>();
+        for (uint32_t c0 = 0; c0 < n; c0 += FP8_BLOCK) {
+            const uint32_t cw = Min(FP8_BLOCK, n - c0);
+            const uint32_t fGap = (FP8_BLOCK * 4 - AlignUp(cw * 4, UB_BLOCK)) / UB_BLOCK;
+            const uint32_t tGap = (FP8_BLOCK * sizeof(T) - AlignUp(cw * sizeof(T), UB_BLOCK)) / UB_BLOCK;
+            for (uint32_t r0 = 0; r0 < m; r0 += DQ_ROWS) {
+                const uint32_t rows = Min(DQ_ROWS, m - r0);
+                DataCopyPad(values, acc[static_cast<uint64_t>(r0) * n + c0],
+                            DataCopyExtParams(static_cast<uint16_t>(rows), cw * 4, (n - cw) * 4, fGap, 0),
+                            DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+                Serialize<HardEvent::MTE2_V>();
+                FromFloat(out, values, rows * FP8_BLOCK);
+                Serialize<HardEvent::V_MTE3>();
+                DataCopyPad(y[static_cast<uint64_t>(r0) * ldy + c0], out,
+                            DataCopyExtParams(static_cast<uint16_t>(rows), static_cast<uint32_t>(cw * sizeof(T)), tGap,
+                                              static_cast<uint32_t>((ldy - cw) * sizeof(T)), 0));
+                Serialize<HardEvent::MTE3_V>();
+                Serialize<HardEvent::V_MTE2>();
+            }
+        }
+    }
+
+private:
+    TBuf<TPosition::VECCALC> codes_, halves_, offsets_, values_, out_, table_;
+};
+
+// One block's FP8 GEMM machinery: the dequantizer, the panel and (16-bit t) the f32 tile.
+template <typename T>
+class Fp8Gemm {
+public:
+    using Mm = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
+                      MatmulType<TPosition::GM, CubeFormat::ND, float>>;
+    static constexpr bool kF32 = IsSame<T, float>::value;
+
+    // Bytes of one block's share of the workspace.
+    __aicore__ static inline uint64_t BlockBytes(uint32_t singleM, uint32_t singleN) {
+        const uint64_t panel = AlignUp(singleN * FP8_BLOCK * static_cast<uint32_t>(sizeof(T)), UB_BLOCK);
+        return panel + (kF32 ? 0 : static_cast<uint64_t>(singleM) * singleN * sizeof(float));
+    }
+
+    __aicore__ inline void Init(TPipe& pipe, GM_ADDR blockWs, uint32_t singleM, uint32_t singleN) {
+        dq_.Init(pipe);
+        const uint64_t panel = AlignUp(singleN * FP8_BLOCK * static_cast<uint32_t>(sizeof(T)), UB_BLOCK);
+        panel_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(blockWs), static_cast<uint64_t>(singleN) * FP8_BLOCK);
+        if (!kF32) {
+            tile_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(blockWs + panel),
+                                  static_cast<uint64_t>(singleM) * singleN);
+        }
+    }
+
+    // c[i, j] (pitch ldc, f32) = sum_k a[i, k] w[j, k] for i < m, j < n: a at the task's first row (pitch
+    // k), w the codes at the task's first weight row `row0` of its group (pitch k), scale the group's
+    // scales ([*, ceil(k / 128)]).
+    __aicore__ inline void Accumulate(Mm& mm, const GlobalTensor<T>& a, uint32_t m, const GlobalTensor<uint8_t>& w,
+                                      const GlobalTensor<float>& scale, uint32_t row0, uint32_t n, uint32_t k,
+                                      const GlobalTensor<float>& c, uint32_t ldc) {
+        const uint32_t sCols = CeilDiv(k, FP8_BLOCK);
+        for (uint32_t kc = 0; kc < k; kc += FP8_BLOCK) {
+            const uint32_t kw = Min(FP8_BLOCK, k - kc);
+            dq_.Panel(w, k, scale, sCols, row0, n, kc, kw, panel_);
+            PipeBarrier<PIPE_ALL>();  // the panel is in GM before the cube loads it
+            mm.SetOrgShape(static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), static_cast<int>(kw),
+                           static_cast<int>(ldc));
+            mm.SetTensorA(a[kc]);
+            mm.SetTensorB(panel_, true);
+            mm.SetTail(static_cast<int>(m), static_cast<int>(n), static_cast<int>(kw));
+            mm.IterateAll(c, kc == 0 ? 0 : 1);
+            mm.End();
+            PipeBarrier<PIPE_ALL>();  // C is in GM, and the cube is done with the panel
+        }
+    }
+
+    // y (pitch ldy) = the task's product, through the f32 tile for a 16-bit t.
+    __aicore__ inline void Product(Mm& mm, const GlobalTensor<T>& a, uint32_t m, const GlobalTensor<uint8_t>& w,
+                                   const GlobalTensor<float>& scale, uint32_t row0, uint32_t n, uint32_t k,
+                                   const GlobalTensor<T>& y, uint32_t ldy) {
+        if constexpr (kF32) {
+            Accumulate(mm, a, m, w, scale, row0, n, k, y, ldy);
+        } else {
+            Accumulate(mm, a, m, w, scale, row0, n, k, tile_, n);
+            dq_.Narrow(tile_, m, n, y, ldy);
+            PipeBarrier<PIPE_ALL>();
+        }
+    }
+
+    Fp8Dequant<T> dq_;
+    GlobalTensor<T> panel_;
+    GlobalTensor<float> tile_;
+};
+
+// linear_fp8 (hasList false: one group of all rows, group_list unused) and grouped_matmul_fp8.
+template <typename T>
+__aicore__ inline void GroupedMatmulFp8(GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_ADDR groupList, GM_ADDR y,
+                                        GM_ADDR workspace, GM_ADDR tiling, bool hasList) {
+    GET_TILING_DATA_WITH_STRUCT(DsnpuGroupedMatmulTiling, t, tiling);
+    if (t.single_m == 0 || t.single_n == 0 || t.rows == 0) return;
+    const uint64_t sRows = CeilDiv(t.n, FP8_BLOCK), sCols = CeilDiv(t.k, FP8_BLOCK);
+    GlobalTensor<T> xGm, yGm;
+    GlobalTensor<uint8_t> wGm;
+    GlobalTensor<float> sGm;
+    GlobalTensor<int64_t> listGm;
+    xGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), static_cast<uint64_t>(t.rows) * t.k);
+    wGm.SetGlobalBuffer(reinterpret_cast<__gm__ uint8_t*>(w), static_cast<uint64_t>(t.groups) * t.n * t.k);
+    sGm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(scale), t.groups * sRows * sCols);
+    yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), static_cast<uint64_t>(t.rows) * t.n);
+    if (hasList) listGm.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
+
+    TCubeTiling cube = CubeTiling(t.rows, t.n, t.k, t.single_m, t.single_n, t.base_m, t.base_n, Min(t.base_k, FP8_BLOCK));
+    TPipe pipe;
+    typename Fp8Gemm<T>::Mm mm;
+    REGIST_MATMUL_OBJ(&pipe, GetSysWorkSpacePtr(), mm, &cube);
+    Fp8Gemm<T> gemm;
+    gemm.Init(pipe, workspace + GetBlockIdx() * Fp8Gemm<T>::BlockBytes(t.single_m, t.single_n), t.single_m,
+              t.single_n);
+    GroupTasks tasks;
+    tasks.Init(listGm, t.groups, t.rows, t.list_type, t.single_m, t.n, t.single_n, hasList);
+    Task task;
+    while (tasks.Next(task)) {
+        const uint64_t g = task.group;
+        gemm.Product(mm, xGm[static_cast<uint64_t>(task.row0) * t.k], task.m, wGm[g * t.n * t.k],
+                     sGm[g * sRows * sCols], task.col0, task.n, t.k,
+                     yGm[static_cast<uint64_t>(task.row0) * t.n + task.col0], t.n);
+    }
+}
+
+template <typename T>
+class KernelExpertFfnFp8 {
+    using Mm = typename Fp8Gemm<T>::Mm;
+
+public:
+    __aicore__ inline void Init(GM_ADDR x, GM_ADDR wGate, GM_ADDR sGate, GM_ADDR wUp, GM_ADDR sUp, GM_ADDR wDown,
+                                GM_ADDR sDown, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace,
+                                const DsnpuExpertFfnTiling& t) {
+        t_ = t;
+        const uint64_t rows = t.rows, hidden = t.hidden, inter = t.inter, groups = t.groups;
+        sUpLen_ = CeilDiv(t.inter, FP8_BLOCK) * static_cast<uint64_t>(CeilDiv(t.hidden, FP8_BLOCK));
+        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), rows * hidden);
+        wGateGm_.SetGlobalBuffer(reinterpret_cast<__gm__ uint8_t*>(wGate), groups * inter * hidden);
+        wUpGm_.SetGlobalBuffer(reinterpret_cast<__gm__ uint8_t*>(wUp), groups * inter * hidden);
+        wDownGm_.SetGlobalBuffer(reinterpret_cast<__gm__ uint8_t*>(wDown), groups * hidden * inter);
+        sGateGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sGate), groups * sUpLen_);
+        sUpGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sUp), groups * sUpLen_);
+        sDownGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sDown), groups * sUpLen_);
+        hasList_ = groupList != nullptr;  // none: one group of all rows (a dense MLP or shared expert)
+        if (hasList_) listGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
+        yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), rows * hidden);
+        gateWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(workspace), rows * inter);
+        upWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(workspace) + rows * inter, rows * inter);
+        hWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(workspace + 2 * rows * inter * sizeof(float)), rows * inter);
+        const uint64_t shared = (rows * inter * (8 + sizeof(T)) + UB_BLOCK - 1) / UB_BLOCK * UB_BLOCK;
+        const uint32_t singleN = t.single_n1 > t.single_n2 ? t.single_n1 : t.single_n2;
+        gemm_.Init(pipe_, workspace + shared + GetBlockIdx() * Fp8Gemm<T>::BlockBytes(t.single_m, singleN),
+                   t.single_m, singleN);
+
+        up_ = CubeTiling(t.rows, t.inter, t.hidden, t.single_m, t.single_n1, t.base_m, t.base_n1,
+                         Min(t.base_k1, FP8_BLOCK));
+        down_ = CubeTiling(t.rows, t.hidden, t.inter, t.single_m, t.single_n2, t.base_m, t.base_n2,
+                           Min(t.base_k2, FP8_BLOCK));
+        REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmUp_, &up_, mmDown_, &down_);
+
+        pad_ = AlignUp(t.single_n1, 16);
+        const uint32_t rowsPerTile = t.swiglu_rows;
+        pipe_.InitBuffer(gQue_, BUFFER_NUM, rowsPerTile * pad_ * sizeof(float));
+        pipe_.InitBuffer(uQue_, BUFFER_NUM, rowsPerTile * pad_ * sizeof(float));
+        pipe_.InitBuffer(tmp_, rowsPerTile * pad_ * sizeof(float));
+        pipe_.InitBuffer(hQue_, BUFFER_NUM, rowsPerTile * pad_ * sizeof(T));
+    }
+
+    __aicore__ inline void Process() {
+        Task task;
+        GroupTasks first;
+        first.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.inter, t_.single_n1, hasList_);
+        while (first.Next(task)) GateUp(task);
+        SyncAll<false>();  // phase 2 needs whole rows of h, produced by many blocks
+        GroupTasks second;
+        second.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.hidden, t_.single_n2, hasList_);
+        while (second.Next(task)) {
+            const uint64_t g = task.group;
+            gemm_.Product(mmDown_, hWs_[static_cast<uint64_t>(task.row0) * t_.inter], task.m,
+                          wDownGm_[g * t_.hidden * t_.inter], sDownGm_[g * sUpLen_], task.col0, task.n, t_.inter,
+                          yGm_[static_cast<uint64_t>(task.row0) * t_.hidden + task.col0], t_.hidden);
+        }
+    }
+
+private:
+    __aicore__ inline void GateUp(const Task& task) {
+        const uint64_t g = task.group;
+        const uint64_t c = static_cast<uint64_t>(task.row0) * t_.inter + task.col0;
+        const GlobalTensor<T> a = xGm_[static_cast<uint64_t>(task.row0) * t_.hidden];
+        const uint64_t w = g * t_.inter * t_.hidden;
+        gemm_.Accumulate(mmUp_, a, task.m, wGateGm_[w], sGateGm_[g * sUpLen_], task.col0, task.n, t_.hidden,
+                         gateWs_[c], t_.inter);
+        gemm_.Accumulate(mmUp_, a, task.m, wUpGm_[w], sUpGm_[g * sUpLen_], task.col0, task.n, t_.hidden, upWs_[c],
+                         t_.inter);
+        for (uint32_t r0 = 0; r0 < task.m; r0 += t_.swiglu_rows) {
+            SwiGlu(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
+        }
+    }
+
+    // As KernelExpertFfn::SwiGlu.
+    __aicore__ inline void SwiGlu(uint64_t at, uint32_t rows, uint32_t cols) {
+        const uint32_t gmGap = (t_.inter - cols);
+        const uint32_t f32Gap = (pad_ * sizeof(float) - AlignUp(cols * sizeof(float), UB_BLOCK)) / UB_BLOCK;
+        const DataCopyExtParams in(static_cast<uint16_t>(rows), cols * static_cast<uint32_t>(sizeof(float)),
+                                   gmGap * static_cast<uint32_t>(sizeof(float)), f32Gap, 0);
+        const DataCopyPadExtParams<float> noPad(false, 0, 0, 0.0f);
+        LocalTensor<float> g = gQue_.AllocTensor<float>();
+        DataCopyPad(g, gateWs_[at], in, noPad);
+        gQue_.EnQue(g);
+        LocalTensor<float> u = uQue_.AllocTensor<float>();
+        DataCopyPad(u, upWs_[at], in, noPad);
+        uQue_.EnQue(u);
+
+        const int32_t total = static_cast<int32_t>(rows * pad_);
+        g = gQue_.DeQue<float>();
+        u = uQue_.DeQue<float>();
+        LocalTensor<float> tmp = tmp_.Get<float>();
+        Muls(tmp, g, -1.0f, total);
+        Exp(tmp, tmp, total);
+        Adds(tmp, tmp, 1.0f, total);
+        Div(g, g, tmp, total);
+        Mul(g, g, u, total);
+        uQue_.FreeTensor(u);
+        LocalTensor<T> h = hQue_.AllocTensor<T>();
+        FromFloat(h, g, static_cast<uint32_t>(total));
+        gQue_.FreeTensor(g);
+        hQue_.EnQue(h);
+
+        h = hQue_.DeQue<T>();
+        const uint32_t tGap = (pad_ * sizeof(T) - AlignUp(cols * sizeof(T), UB_BLOCK)) / UB_BLOCK;
+        DataCopyPad(hWs_[at], h,
+                    DataCopyExtParams(static_cast<uint16_t>(rows), cols * static_cast<uint32_t>(sizeof(T)), tGap,
+                                      gmGap * static_cast<uint32_t>(sizeof(T)), 0));
+        hQue_.FreeTensor(h);
+    }
+
+    TPipe pipe_;
+    TQue<TPosition::VECIN, BUFFER_NUM> gQue_, uQue_;
+    TQue<TPosition::VECOUT, BUFFER_NUM> hQue_;
+    TBuf<TPosition::VECCALC> tmp_;
+    GlobalTensor<T> xGm_, yGm_, hWs_;
+    GlobalTensor<uint8_t> wGateGm_, wUpGm_, wDownGm_;
+    GlobalTensor<float> sGateGm_, sUpGm_, sDownGm_, gateWs_, upWs_;
+    GlobalTensor<int64_t> listGm_;
+    TCubeTiling up_, down_;
+    Mm mmUp_, mmDown_;
+    Fp8Gemm<T> gemm_;
+    DsnpuExpertFfnTiling t_{};
+    uint32_t pad_ = 0;
+    uint64_t sUpLen_ = 0;
+    bool hasList_ = true;
+};
+
+template <typename T>
+__aicore__ inline void ExpertFfnFp8(GM_ADDR x, GM_ADDR wGate, GM_ADDR sGate, GM_ADDR wUp, GM_ADDR sUp, GM_ADDR wDown,
+                                    GM_ADDR sDown, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {
+    GET_TILING_DATA_WITH_STRUCT(DsnpuExpertFfnTiling, t, tiling);
+    if (t.single_m == 0 || t.single_n1 == 0 || t.single_n2 == 0 || t.swiglu_rows == 0 || t.rows == 0) {
+        SyncAll<false>();  // every block meets the others' barrier
+        return;
+    }
+    KernelExpertFfnFp8<T> op;
+    op.Init(x, wGate, sGate, wUp, sUp, wDown, sDown, groupList, y, GetUserWorkspace(workspace), t);
+    op.Process();
+}
+
 }  // namespace
 
 #define DSNPU_GROUPED_MATMUL(suffix, type)                                                                    \
@@ -338,3 +732,32 @@ DSNPU_HOST_ENTRY(grouped_matmul_f32_wbf16)
 DSNPU_HOST_ENTRY(expert_ffn_f32_wf32)
 DSNPU_HOST_ENTRY(expert_ffn_f32_wf16)
 DSNPU_HOST_ENTRY(expert_ffn_f32_wbf16)
+
+#define DSNPU_FP8_WEIGHTS(suffix, type)                                                                          \
+    extern "C" __global__ __aicore__ void DSNPU_KERNEL(linear_fp8_##suffix)(                                      \
+        GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {                      \
+        GroupedMatmulFp8<type>(x, w, scale, nullptr, y, GetUserWorkspace(workspace), tiling, false);               \
+    }                                                                                                               \
+    extern "C" __global__ __aicore__ void DSNPU_KERNEL(grouped_matmul_fp8_##suffix)(                              \
+        GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {   \
+        GroupedMatmulFp8<type>(x, w, scale, groupList, y, GetUserWorkspace(workspace), tiling, true);              \
+    }                                                                                                               \
+    extern "C" __global__ __aicore__ void DSNPU_KERNEL(expert_ffn_fp8_##suffix)(                                  \
+        GM_ADDR x, GM_ADDR wGate, GM_ADDR sGate, GM_ADDR wUp, GM_ADDR sUp, GM_ADDR wDown, GM_ADDR sDown,          \
+        GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {                                        \
+        ExpertFfnFp8<type>(x, wGate, sGate, wUp, sUp, wDown, sDown, groupList, y, workspace, tiling);             \
+    }
+
+DSNPU_FP8_WEIGHTS(f32, float)
+DSNPU_FP8_WEIGHTS(f16, half)
+DSNPU_FP8_WEIGHTS(bf16, bfloat16_t)
+
+DSNPU_HOST_ENTRY(linear_fp8_f32)
+DSNPU_HOST_ENTRY(linear_fp8_f16)
+DSNPU_HOST_ENTRY(linear_fp8_bf16)
+DSNPU_HOST_ENTRY(grouped_matmul_fp8_f32)
+DSNPU_HOST_ENTRY(grouped_matmul_fp8_f16)
+DSNPU_HOST_ENTRY(grouped_matmul_fp8_bf16)
+DSNPU_HOST_ENTRY(expert_ffn_fp8_f32)
+DSNPU_HOST_ENTRY(expert_ffn_fp8_f16)
+DSNPU_HOST_ENTRY(expert_ffn_fp8_bf16)

@@ -23,6 +23,7 @@
 //! Trusted: the kernels themselves (their sources document their memory accesses), and that the host
 //! kernel binary embedded in this crate ([`crate::HOST_KERNELS`]) is the one built from those sources.
 
+mod fp8;
 mod hardware;
 mod library;
 mod linear;
@@ -39,6 +40,9 @@ mod sample;
 mod silu_mul;
 mod step;
 
+pub use fp8::{
+    expert_ffn_fp8, fp8_scale_len, grouped_matmul_fp8, linear_fp8, Fp8Weights, FP8_BLOCK,
+};
 pub use hardware::Hardware;
 pub use library::KernelLibrary;
 pub use linear::linear;

@@ -40,7 +40,7 @@ impl<'a> GroupList<'a> {
 }
 
 /// Checks that the window's `groups` entries lie inside the list.
-fn check_window(kernel: &'static str, g: &GroupList<'_>, groups: usize) -> Result<()> {
+pub(super) fn check_window(kernel: &'static str, g: &GroupList<'_>, groups: usize) -> Result<()> {
     let end = g.first.checked_add(groups).ok_or_else(|| {
         invalid(
             kernel,

@@ -63,6 +63,31 @@ pub fn dequantize_blocks(
     Ok(Array2::from_shape_vec(q.dim(), out).expect("one value per byte, in row-major order"))
 }
 
+/// Checks `q` as [`dequantize_blocks`] does (the first NaN byte, or product with its block's scale
+/// that is not finite, is returned) without materializing the dequantized matrix: for weights that stay
+/// FP8 on the device.
+pub fn check_blocks(
+    q: ArrayView2<u8>,
+    scale_inv: ArrayView2<f32>,
+    block: [usize; 2],
+) -> Result<(), NonFinite> {
+    let table: Vec<f32> = (0..=255u8).map(e4m3_to_f32).collect();
+    for ((row, col), &byte) in q.indexed_iter() {
+        let scale = scale_inv[[row / block[0], col / block[1]]];
+        let value = table[usize::from(byte)] * scale;
+        if !value.is_finite() {
+            return Err(NonFinite {
+                row,
+                col,
+                byte,
+                scale,
+                value,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,8 @@
 //!   shards, is [`ModelError::Checkpoint`].
 //! - Reads convert to `f32`: F32, BF16 and F16 exactly; F8_E4M3 by dequantizing with the tensor's
 //!   `<name>_scale_inv` block scales (see [`fp8`]). Other dtypes are [`ModelError::TensorDType`].
+//!   [`Checkpoint::read_fp8_raw`] returns an FP8 weight's codes and scales as stored, after the same
+//!   checks (for weights that stay FP8 on the device).
 //! - [`Checkpoint::matrix`] / [`Checkpoint::vector`] check the stored shape against the one the caller expects
 //!   and name the tensor on mismatch; a missing tensor is [`ModelError::MissingTensor`].
 //! - Every file (the index, each shard, `model.safetensors`) must be a regular file after following symlinks:
@@ -174,6 +176,94 @@ impl Checkpoint {
         self
     }
 
+    /// Rows × columns of weight per FP8 `weight_scale_inv` entry.
+    pub fn fp8_block(&self) -> [usize; 2] {
+        self.fp8_block
+    }
+
+    /// FP8 e4m3 weight `name` (a `[rows, cols]` matrix) as stored: its codes, row-major, and its f32
+    /// block scales `[ceil(rows / br), ceil(cols / bc)]` for the checkpoint's block `[br, bc]`, after the
+    /// same checks as [`Checkpoint::read_f32`] (shape, scales present and finite, no NaN byte, no code
+    /// whose product with its scale overflows). Any other stored dtype is [`ModelError::TensorDType`].
+    pub fn read_fp8_raw(&self, name: &str, shape: &[usize]) -> Result<(Vec<u8>, Vec<f32>)> {
+        let r = self.read_fp8_raw_mapped(name, shape);
+        self.release(name);
+        r
+    }
+
+    fn read_fp8_raw_mapped(&self, name: &str, shape: &[usize]) -> Result<(Vec<u8>, Vec<f32>)> {
+        let (bytes, info) = self.bytes(name)?;
+        if info.shape != shape {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                got: info.shape.clone(),
+                expected: shape.to_vec(),
+            });
+        }
+        if info.dtype != Dtype::F8_E4M3 {
+            return Err(ModelError::TensorDType {
+                name: name.to_string(),
+                reason: format!(
+                    "expected F8_E4M3 like the other weights it is loaded with, got {}",
+                    dtype_name(info.dtype)
+                ),
+            });
+        }
+        let (rows, cols, scale) = self.fp8_scales(name, shape)?;
+        let q = ArrayView2::from_shape((rows, cols), bytes)
+            .expect("byte count validated by read_metadata");
+        let s = ArrayView2::from_shape(
+            (
+                rows.div_ceil(self.fp8_block[0]),
+                cols.div_ceil(self.fp8_block[1]),
+            ),
+            &scale[..],
+        )
+        .expect("shape checked by fp8_scales");
+        fp8::check_blocks(q, s, self.fp8_block).map_err(|bad| Self::fp8_error(name, bad))?;
+        Ok((bytes.to_vec(), scale))
+    }
+
+    /// The block scales of FP8 matrix `name` of `shape` (read and checked like any tensor).
+    fn fp8_scales(&self, name: &str, shape: &[usize]) -> Result<(usize, usize, Vec<f32>)> {
+        let &[rows, cols] = shape else {
+            return Err(ModelError::TensorDType {
+                name: name.to_string(),
+                reason: format!(
+                    "F8_E4M3 is supported for matrices only, this one has shape {}",
+                    crate::error::fmt_index(shape)
+                ),
+            });
+        };
+        let scale_name = format!("{name}_scale_inv");
+        if !self.contains(&scale_name) {
+            return Err(ModelError::TensorDType {
+                name: name.to_string(),
+                reason: format!("F8_E4M3 weight without its block scales `{scale_name}`"),
+            });
+        }
+        let [br, bc] = self.fp8_block;
+        let scale_shape = [rows.div_ceil(br), cols.div_ceil(bc)];
+        // Non-finite scales are rejected while they are read, like any tensor.
+        let scale = self.read_f32(&scale_name, &scale_shape)?;
+        Ok((rows, cols, scale))
+    }
+
+    fn fp8_error(name: &str, bad: fp8::NonFinite) -> ModelError {
+        ModelError::NonFiniteWeight {
+            name: name.to_string(),
+            index: vec![bad.row, bad.col],
+            what: if bad.byte & 0x7f == 0x7f {
+                format!("NaN (e4m3 byte 0x{:02X})", bad.byte)
+            } else {
+                format!(
+                    "{} (e4m3 byte 0x{:02X} times block scale {})",
+                    bad.value, bad.byte, bad.scale
+                )
+            },
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -268,44 +358,20 @@ impl Checkpoint {
     }
 
     fn read_fp8(&self, name: &str, bytes: &[u8], shape: &[usize]) -> Result<Vec<f32>> {
-        let &[rows, cols] = shape else {
-            return Err(ModelError::TensorDType {
-                name: name.to_string(),
-                reason: format!(
-                    "F8_E4M3 is supported for matrices only, this one has shape {}",
-                    crate::error::fmt_index(shape)
-                ),
-            });
-        };
-        let scale_name = format!("{name}_scale_inv");
-        if !self.contains(&scale_name) {
-            return Err(ModelError::TensorDType {
-                name: name.to_string(),
-                reason: format!("F8_E4M3 weight without its block scales `{scale_name}`"),
-            });
-        }
-        let [br, bc] = self.fp8_block;
-        let scale_shape = [rows.div_ceil(br), cols.div_ceil(bc)];
-        // Non-finite scales are rejected while they are read, like any tensor.
-        let scale = self.read_f32(&scale_name, &scale_shape)?;
+        let (rows, cols, scale) = self.fp8_scales(name, shape)?;
         let q = ArrayView2::from_shape((rows, cols), bytes)
             .expect("byte count validated by read_metadata");
-        let s = ArrayView2::from_shape((scale_shape[0], scale_shape[1]), &scale[..])
-            .expect("shape checked above");
+        let s = ArrayView2::from_shape(
+            (
+                rows.div_ceil(self.fp8_block[0]),
+                cols.div_ceil(self.fp8_block[1]),
+            ),
+            &scale[..],
+        )
+        .expect("shape checked by fp8_scales");
         fp8::dequantize_blocks(q, s, self.fp8_block)
             .map(|w| w.into_raw_vec_and_offset().0)
-            .map_err(|bad| ModelError::NonFiniteWeight {
-                name: name.to_string(),
-                index: vec![bad.row, bad.col],
-                what: if bad.byte & 0x7f == 0x7f {
-                    format!("NaN (e4m3 byte 0x{:02X})", bad.byte)
-                } else {
-                    format!(
-                        "{} (e4m3 byte 0x{:02X} times block scale {})",
-                        bad.value, bad.byte, bad.scale
-                    )
-                },
-            })
+            .map_err(|bad| Self::fp8_error(name, bad))
     }
 
     /// `name` as an f32 `[rows, cols]` matrix.

@@ -864,7 +864,12 @@ fn f32_view<T: Act>(x: &Buf<T>) -> Option<&Buf<f32>> {
     (x as &dyn std::any::Any).downcast_ref::<Buf<f32>>()
 }
 
-fn mlp<T: Act>(ctx: &Ctx, w: &MlpW, x: &Buf<T>, t: usize) -> Result<Buf<T>> {
+/// A dense MLP or shared expert: FP8 weights through the fused `expert_ffn_fp8` (one group), others
+/// as gate/up linear, SwiGLU, down linear.
+pub(crate) fn mlp<T: Act>(ctx: &Ctx, w: &MlpW, x: &Buf<T>, t: usize) -> Result<Buf<T>> {
+    if let Some(up) = &w.up {
+        return ctx.mlp_fp8(x, (&w.gate_up, up, &w.down), t);
+    }
     let inter = w.gate_up.shape()[0] / 2;
     let gu = ctx.linear(x, &w.gate_up, t)?;
     let act = ctx.silu_mul(&gu, t, inter)?;

@@ -129,10 +129,7 @@ impl MoeLayer for EpMoe {
             )?
         };
         let shared = if t > 0 {
-            let s = &w.shared;
-            let gu = ctx.linear(x, &s.gate_up, t)?;
-            let act = ctx.silu_mul(&gu, t, s.gate_up.shape()[0] / 2)?;
-            Some(ctx.linear(&act, &s.down, t)?)
+            Some(super::engine::mlp(ctx, &w.shared, x, t)?)
         } else {
             None
         };

@@ -4,8 +4,9 @@
 //!
 //! Activations are `DeviceBuffer<T>` for the compute type `T` ([`Act`]: f32 or bf16); weights are
 //! [`Tensor`]s whose dtype the methods dispatch on: the same type as `T`, or with `T = f32` a 16-bit
-//! type the kernels' `_f32_w<t>` forms widen tile by tile (see `device::weights`). Any other pairing is
-//! a typed error from the launcher.
+//! type the kernels' `_f32_w<t>` forms widen tile by tile (see `device::weights`), or FP8 e4m3 with
+//! block scales, which the `*_fp8` kernels dequantize tile by tile (any activation type). Any other
+//! pairing is a typed error from the launcher.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -59,6 +60,20 @@ macro_rules! by_weight {
     };
 }
 
+/// The codes and block scales of an FP8 device tensor.
+fn fp8(w: &Tensor) -> Result<launch::Fp8Weights<'_>> {
+    let scale = w.block_scale().ok_or_else(|| {
+        invalid_input(format!(
+            "an FP8 weight of shape {:?} without its block scales",
+            w.shape()
+        ))
+    })?;
+    Ok(launch::Fp8Weights {
+        codes: w.device::<u8>()?,
+        scale: scale.device::<f32>()?,
+    })
+}
+
 impl Ctx {
     fn note<L>(
         &self,
@@ -78,6 +93,11 @@ impl Ctx {
     pub fn linear<T: Act>(&self, x: &Buf<T>, w: &Tensor, m: usize) -> Result<Buf<T>> {
         let (n, k) = (w.shape()[0], w.shape()[1]);
         let mut y = self.alloc(m * n)?;
+        if w.dtype() == DType::F8E4M3 {
+            let r = launch::linear_fp8(&self.lib, &self.stream, x, fp8(w)?, &mut y, m, n, k);
+            self.note("linear_fp8", r)?;
+            return Ok(y);
+        }
         let r = by_weight!(w, W => Ok(launch::linear(
             &self.lib,
             &self.stream,
@@ -210,6 +230,21 @@ impl Ctx {
     ) -> Result<Buf<T>> {
         let (groups, n, k) = (w.shape()[0], w.shape()[1], w.shape()[2]);
         let mut y = self.alloc(rows * n)?;
+        let list = launch::GroupList::all(counts, dsnpu_kernels::MoeList::Count);
+        let shape = launch::GroupedShape { rows, groups, n, k };
+        if w.dtype() == DType::F8E4M3 {
+            let r = launch::grouped_matmul_fp8(
+                &self.lib,
+                &self.stream,
+                x,
+                fp8(w)?,
+                list,
+                &mut y,
+                shape,
+            );
+            self.note("grouped_matmul_fp8", r)?;
+            return Ok(y);
+        }
         let r = by_weight!(w, W => Ok(launch::grouped_matmul(
             &self.lib,
             &self.stream,
@@ -233,6 +268,22 @@ impl Ctx {
         shape: launch::FfnShape,
     ) -> Result<Buf<T>> {
         let mut y = self.alloc(shape.rows * shape.hidden)?;
+        if gate.dtype() == DType::F8E4M3 {
+            let list = launch::GroupList::all(counts, dsnpu_kernels::MoeList::Count);
+            let r = launch::expert_ffn_fp8(
+                &self.lib,
+                &self.stream,
+                x,
+                fp8(gate)?,
+                fp8(up)?,
+                fp8(down)?,
+                Some(list),
+                &mut y,
+                shape,
+            );
+            self.note("expert_ffn_fp8", r)?;
+            return Ok(y);
+        }
         let r = by_weight!(gate, W => Ok(launch::expert_ffn(
             &self.lib,
             &self.stream,
@@ -245,6 +296,37 @@ impl Ctx {
             shape,
         )))?;
         self.note("expert_ffn", r)?;
+        Ok(y)
+    }
+
+    /// A dense MLP (or shared expert) with FP8 gate, up `[inter, hidden]` and down `[hidden, inter]`:
+    /// `expert_ffn_fp8` with one group of all `rows` rows and no group list.
+    pub fn mlp_fp8<T: Act>(
+        &self,
+        x: &Buf<T>,
+        (gate, up, down): (&Tensor, &Tensor, &Tensor),
+        rows: usize,
+    ) -> Result<Buf<T>> {
+        let (inter, hidden) = (gate.shape()[0], gate.shape()[1]);
+        let mut y = self.alloc(rows * hidden)?;
+        let shape = launch::FfnShape {
+            rows,
+            groups: 1,
+            hidden,
+            inter,
+        };
+        let r = launch::expert_ffn_fp8(
+            &self.lib,
+            &self.stream,
+            x,
+            fp8(gate)?,
+            fp8(up)?,
+            fp8(down)?,
+            None,
+            &mut y,
+            shape,
+        );
+        self.note("expert_ffn_fp8(dense)", r)?;
         Ok(y)
     }
 

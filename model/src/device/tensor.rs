@@ -8,8 +8,9 @@
 //! - The element count always equals the product of the shape (checked at construction).
 //! - Typed access ([`Tensor::device`], [`Tensor::host`]) fails with a typed error naming both dtypes
 //!   rather than reinterpreting bytes.
-//! - FP8 (e4m3) and int8 are storage types only: no kernel consumes them yet (the engine dequantizes FP8
-//!   checkpoints at load, see `device::weights`). f16 and bf16 weights are consumed as they are.
+//! - FP8 (e4m3) weights are consumed as they are, with their f32 128×128 block scales attached
+//!   ([`Tensor::with_block_scale`]): the `*_fp8` GEMM kernels dequantize them tile by tile (see
+//!   `device::weights`). int8 is a storage type only. f16 and bf16 weights are consumed as they are.
 
 use dsnpu_runtime::{DeviceBuffer, DeviceRepr, Stream};
 use half::{bf16, f16};
@@ -133,6 +134,8 @@ pub struct Tensor {
     shape: Vec<usize>,
     dtype: DType,
     storage: Storage,
+    /// FP8 weights: the f32 `weight_scale_inv` block scales (`[.., ceil(n/128), ceil(k/128)]`).
+    block_scale: Option<Box<Tensor>>,
 }
 
 fn check_len(shape: &[usize], len: usize) -> Result<()> {
@@ -153,6 +156,7 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype: T::DTYPE,
             storage: Storage::Host(T::wrap_host(data)),
+            block_scale: None,
         })
     }
 
@@ -170,7 +174,35 @@ impl Tensor {
                 data: T::wrap_device(buf),
                 stream: stream.clone(),
             },
+            block_scale: None,
         })
+    }
+
+    /// This FP8 tensor with its f32 block scales `scale` (`[.., ceil(n/128), ceil(k/128)]` for a
+    /// `[.., n, k]` tensor, the leading dimensions equal, in the same storage).
+    pub fn with_block_scale(mut self, scale: Tensor) -> Result<Tensor> {
+        let (s, sc) = (&self.shape, scale.shape());
+        let fits = self.dtype == DType::F8E4M3
+            && scale.dtype == DType::F32
+            && s.len() >= 2
+            && sc.len() == s.len()
+            && s[..s.len() - 2] == sc[..sc.len() - 2]
+            && sc[sc.len() - 2] == s[s.len() - 2].div_ceil(128)
+            && sc[sc.len() - 1] == s[s.len() - 1].div_ceil(128)
+            && self.is_on_device() == scale.is_on_device();
+        if !fits {
+            return Err(invalid_input(format!(
+                "block scales {} {sc:?} for a {} tensor of shape {s:?}",
+                scale.dtype, self.dtype
+            )));
+        }
+        self.block_scale = Some(Box::new(scale));
+        Ok(self)
+    }
+
+    /// The block scales of an FP8 tensor.
+    pub fn block_scale(&self) -> Option<&Tensor> {
+        self.block_scale.as_deref()
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -216,6 +248,10 @@ impl Tensor {
                     data: h.to_device(stream)?,
                     stream: stream.clone(),
                 },
+                block_scale: match &self.block_scale {
+                    Some(b) => Some(Box::new(b.to_device(stream)?)),
+                    None => None,
+                },
             }),
             Storage::Device { .. } => {
                 Err(invalid_input("to_device of a tensor already on the device"))
@@ -230,11 +266,19 @@ impl Tensor {
                 shape: self.shape.clone(),
                 dtype: self.dtype,
                 storage: Storage::Host(data.to_host()?),
+                block_scale: match &self.block_scale {
+                    Some(b) => Some(Box::new(b.to_host()?)),
+                    None => None,
+                },
             }),
             Storage::Host(h) => Ok(Tensor {
                 shape: self.shape.clone(),
                 dtype: self.dtype,
                 storage: Storage::Host(h.clone()),
+                block_scale: match &self.block_scale {
+                    Some(b) => Some(Box::new(b.to_host()?)),
+                    None => None,
+                },
             }),
         }
     }
@@ -286,11 +330,12 @@ impl Tensor {
         ))
     }
 
-    /// Bytes held on the device (0 for a host tensor).
+    /// Bytes held on the device (0 for a host tensor), block scales included.
     pub fn device_bytes(&self) -> usize {
-        match &self.storage {
+        let own = match &self.storage {
             Storage::Device { data, .. } => data.num_bytes(),
             Storage::Host(_) => 0,
-        }
+        };
+        own + self.block_scale.as_ref().map_or(0, |b| b.device_bytes())
     }
 }

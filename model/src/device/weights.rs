@@ -14,8 +14,17 @@
 //!     the stacked experts) takes the dtype of its first tensor.
 //!   - Norm weights: `C` (the norm kernels take weights in the activation type).
 //!   - The router and the V3 correction bias: f32 whatever `C` is (gating is f32).
-//!   - FP8 e4m3 checkpoints are **dequantized at load** (to f32 with `C = f32`, to bf16 with
-//!     `C = bf16`): FP8 is not device-resident yet (no GEMM dequantizes 128×128 blocks tile by tile).
+//!   - FP8 e4m3 GEMM weights with 128×128 `weight_scale_inv` blocks **stay FP8 on the device**
+//!     (whatever `C` is): their codes (one byte each) and f32 block scales are uploaded as stored (after
+//!     the NaN/overflow checks of a dequantizing read) and the `*_fp8` kernels dequantize them tile by
+//!     tile (`linear_fp8`, `expert_ffn_fp8` for the routed experts and, with no group list, for dense
+//!     MLPs and shared experts). A dense MLP or shared expert whose gate, up and down are all FP8 keeps
+//!     them as three tensors (`MlpW::up` set): gate and up cannot be stacked into one FP8 matrix unless
+//!     the intermediate size is a multiple of 128. Dequantized at load instead (to `C`, or f32 with
+//!     `C = f32`): `kv_b_proj` (split per head and transposed for the absorbed decode, which breaks its
+//!     blocks; ~0.2% of DeepSeek-V3's weights), the embedding table (read by a row gather), any FP8
+//!     tensor whose gate/up/down companions are not all FP8, and every FP8 tensor of a checkpoint whose
+//!     `weight_block_size` is not 128×128.
 //! - Before anything is uploaded, the bytes all tensors need are compared with the device's free memory;
 //!   a shortfall, or a device allocation failing on the way, is [`ModelError::DeviceMemory`] naming the
 //!   tensor, and every buffer of the partial load is freed and returned to the device.
@@ -34,6 +43,8 @@ use std::ops::Range;
 use dsnpu_runtime::{Device, RuntimeError, Stream};
 use half::{bf16, f16};
 use safetensors::Dtype;
+
+use dsnpu_kernels::launch::FP8_BLOCK;
 
 use super::tensor::{DType, Elem, Tensor};
 use crate::checkpoint::Checkpoint;
@@ -73,8 +84,10 @@ pub struct AttentionW {
 
 #[derive(Debug)]
 pub struct MlpW {
-    /// `[2I, hidden]`.
+    /// `[2I, hidden]`; FP8 (`up` set): the gate alone, `[I, hidden]`.
     pub gate_up: Tensor,
+    /// FP8 only: the up projection `[I, hidden]` (see the module docs).
+    pub up: Option<Tensor>,
     /// `[hidden, I]`.
     pub down: Tensor,
 }
@@ -131,6 +144,8 @@ enum Kind {
     Compute,
     /// A GEMM weight: its dtype follows the checkpoint tensor of this name.
     Weight(String),
+    /// A GEMM weight dequantized at load when FP8 (the embedding table, `kv_b_proj`).
+    Dense(String),
 }
 
 /// Elements each tensor the configuration implies takes, `(name for errors, elements, kind)`, in load
@@ -146,10 +161,11 @@ fn plan(cfg: &ModelConfig, tied: bool, local_experts: u64) -> Vec<(String, u64, 
         cfg.v_head_dim as u64,
         cfg.kv_lora_rank as u64,
     );
+    let dense = |n: &str| Kind::Dense(n.to_string());
     let mut p = vec![(
         "model.embed_tokens.weight".to_string(),
         v * h,
-        w("model.embed_tokens.weight"),
+        dense("model.embed_tokens.weight"),
     )];
     for i in 0..cfg.num_hidden_layers {
         let pre = format!("model.layers.{i}.");
@@ -174,7 +190,7 @@ fn plan(cfg: &ModelConfig, tied: bool, local_experts: u64) -> Vec<(String, u64, 
         p.push((format!("{pre}self_attn.kv_a_layernorm.weight"), dl, Compute));
         let n = format!("{pre}self_attn.kv_b_proj.weight");
         // Twice: split for the absorbed decode (w_uk_t, w_uv) and as stored for the expanded prefill.
-        p.push((n.clone(), 2 * heads * (dn + dv) * dl, w(&n)));
+        p.push((n.clone(), 2 * heads * (dn + dv) * dl, dense(&n)));
         let n = format!("{pre}self_attn.o_proj.weight");
         p.push((n.clone(), h * heads * dv, w(&n)));
         p.push((format!("{pre}post_attention_layernorm.weight"), h, Compute));
@@ -235,14 +251,18 @@ struct Uploader<'a> {
     experts: Range<usize>,
     stream: &'a Stream,
     compute: DType,
+    /// FP8 weights stay FP8 (the checkpoint's blocks are 128×128, what the kernels take).
+    fp8: bool,
     needed: u64,
     free: u64,
     bytes: u64,
 }
 
-/// The device dtype of a GEMM weight stored as `stored` in the checkpoint (see the module docs).
-fn weight_dtype(compute: DType, stored: Option<Dtype>) -> DType {
+/// The device dtype of a GEMM weight stored as `stored` in the checkpoint (see the module docs); `fp8`:
+/// whether an FP8 weight may stay FP8.
+fn weight_dtype(compute: DType, stored: Option<Dtype>, fp8: bool) -> DType {
     match (compute, stored) {
+        (_, Some(Dtype::F8_E4M3)) if fp8 => DType::F8E4M3,
         (DType::BF16, _) => DType::BF16,
         (_, Some(Dtype::BF16)) => DType::BF16,
         (_, Some(Dtype::F16)) => DType::F16,
@@ -293,7 +313,51 @@ impl Uploader<'_> {
 
     /// The device dtype of GEMM weight `name`.
     fn dtype_of(&self, name: &str) -> DType {
-        weight_dtype(self.compute, self.ckpt.meta(name).map(|m| m.dtype))
+        weight_dtype(
+            self.compute,
+            self.ckpt.meta(name).map(|m| m.dtype),
+            self.fp8,
+        )
+    }
+
+    /// The device dtype of GEMM weight `name` when FP8 is dequantized at load.
+    fn dense_dtype_of(&self, name: &str) -> DType {
+        weight_dtype(self.compute, self.ckpt.meta(name).map(|m| m.dtype), false)
+    }
+
+    /// Whether every one of `names` stays FP8 on the device.
+    fn all_fp8(&self, names: &[String]) -> bool {
+        names.iter().all(|n| self.dtype_of(n) == DType::F8E4M3)
+    }
+
+    /// FP8 weights `names` (each `shape`), codes and block scales uploaded as stored; `stacked`: along
+    /// a new leading axis (`[names.len(), n, k]`), else one `[n, k]` weight.
+    fn fp8_stacked(
+        &mut self,
+        label: &str,
+        names: &[String],
+        shape: [usize; 2],
+        stacked: bool,
+    ) -> Result<Tensor> {
+        let mut codes = Vec::with_capacity(names.len() * shape[0] * shape[1]);
+        let mut scales = Vec::new();
+        for n in names {
+            let (c, s) = self.ckpt.read_fp8_raw(n, &shape)?;
+            codes.extend_from_slice(&c);
+            scales.extend_from_slice(&s);
+        }
+        let (sn, sk) = (shape[0].div_ceil(128), shape[1].div_ceil(128));
+        let (wshape, sshape) = if stacked {
+            (
+                vec![names.len(), shape[0], shape[1]],
+                vec![names.len(), sn, sk],
+            )
+        } else {
+            (vec![shape[0], shape[1]], vec![sn, sk])
+        };
+        let codes = self.put(label, &wshape, codes)?;
+        let scales = self.put(&format!("{label}_scale_inv"), &sshape, scales)?;
+        codes.with_block_scale(scales)
     }
 
     fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
@@ -303,6 +367,15 @@ impl Uploader<'_> {
     /// A GEMM weight in its device dtype.
     fn weight(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let dtype = self.dtype_of(name);
+        if let (DType::F8E4M3, &[n, k]) = (dtype, shape) {
+            return self.fp8_stacked(name, &[name.to_string()], [n, k], false);
+        }
+        self.dense(name, shape)
+    }
+
+    /// A GEMM weight in its device dtype, FP8 dequantized at load.
+    fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let dtype = self.dense_dtype_of(name);
         let host = self.read(name, shape)?;
         self.put_as(dtype, name, shape, host)
     }
@@ -320,18 +393,61 @@ impl Uploader<'_> {
 
     fn mlp(&mut self, p: &str, hidden: usize, inter: usize) -> Result<MlpW> {
         let gate = format!("{p}gate_proj.weight");
-        let dtype = self.dtype_of(&gate);
+        let up = format!("{p}up_proj.weight");
+        let down = format!("{p}down_proj.weight");
+        if self.all_fp8(&[gate.clone(), up.clone(), down.clone()]) {
+            return Ok(MlpW {
+                gate_up: self.fp8_stacked(
+                    &gate,
+                    std::slice::from_ref(&gate),
+                    [inter, hidden],
+                    false,
+                )?,
+                up: Some(self.fp8_stacked(
+                    &up,
+                    std::slice::from_ref(&up),
+                    [inter, hidden],
+                    false,
+                )?),
+                down: self.fp8_stacked(
+                    &down,
+                    std::slice::from_ref(&down),
+                    [hidden, inter],
+                    false,
+                )?,
+            });
+        }
+        let dtype = self.dense_dtype_of(&gate);
         let mut gate_up = self.read(&gate, &[inter, hidden])?;
-        gate_up.extend(self.read(&format!("{p}up_proj.weight"), &[inter, hidden])?);
+        gate_up.extend(self.read(&up, &[inter, hidden])?);
         Ok(MlpW {
             gate_up: self.put_as(dtype, &gate, &[2 * inter, hidden], gate_up)?,
-            down: self.weight(&format!("{p}down_proj.weight"), &[hidden, inter])?,
+            up: None,
+            down: self.dense(&down, &[hidden, inter])?,
         })
+    }
+
+    /// Whether the routed experts of MoE layer `p` stay FP8 (gate, up and down of the first all FP8).
+    fn experts_fp8(&self, p: &str) -> bool {
+        let first = self.experts.start;
+        self.all_fp8(
+            &["gate_proj", "up_proj", "down_proj"]
+                .map(|w| format!("{p}experts.{first}.{w}.weight")),
+        )
     }
 
     fn experts(&mut self, p: &str, which: &str, shape: [usize; 2]) -> Result<Tensor> {
         let e = self.experts.len();
-        let dtype = self.dtype_of(&format!("{p}experts.{}.{which}.weight", self.experts.start));
+        if self.experts_fp8(p) {
+            let names: Vec<String> = self
+                .experts
+                .clone()
+                .map(|x| format!("{p}experts.{x}.{which}.weight"))
+                .collect();
+            return self.fp8_stacked(&format!("{p}experts.*.{which}.weight"), &names, shape, true);
+        }
+        let dtype =
+            self.dense_dtype_of(&format!("{p}experts.{}.{which}.weight", self.experts.start));
         let mut stacked = Vec::with_capacity(e * shape[0] * shape[1]);
         for x in self.experts.clone() {
             stacked.extend(self.read(&format!("{p}experts.{x}.{which}.weight"), &shape)?);
@@ -366,7 +482,7 @@ impl Uploader<'_> {
         let kv_a = self.weight(&format!("{p}kv_a_proj_with_mqa.weight"), &[dl + dr, h])?;
         let kv_a_norm = self.norm(&format!("{p}kv_a_layernorm.weight"), &[dl])?;
         let name = format!("{p}kv_b_proj.weight");
-        let dtype = self.dtype_of(&name);
+        let dtype = self.dense_dtype_of(&name);
         let kv_b = self.read(&name, &[heads * (dn + dv), dl])?;
         let mut w_uk_t = Vec::with_capacity(heads * dl * dn);
         let mut w_uv = Vec::with_capacity(heads * dv * dl);
@@ -436,16 +552,35 @@ impl DeviceWeights {
             )));
         }
         let tied = cfg.tie_word_embeddings && !ckpt.contains("lm_head.weight");
+        let fp8 = ckpt.fp8_block() == [FP8_BLOCK, FP8_BLOCK];
         let free = device.mem_info()?.free as u64;
         let sized: Vec<(String, u64)> = plan(cfg, tied, experts.len() as u64)
             .into_iter()
             .map(|(n, elems, kind)| {
-                let dtype = match kind {
-                    Kind::F32 => DType::F32,
-                    Kind::Compute => compute,
-                    Kind::Weight(name) => weight_dtype(compute, ckpt.meta(&name).map(|m| m.dtype)),
+                let bytes = match kind {
+                    Kind::F32 => elems * 4,
+                    Kind::Compute => elems * compute.size() as u64,
+                    Kind::Dense(name) => {
+                        let stored = ckpt.meta(&name).map(|m| m.dtype);
+                        elems * weight_dtype(compute, stored, false).size() as u64
+                    }
+                    Kind::Weight(name) => {
+                        let stored = ckpt.meta(&name).map(|m| m.dtype);
+                        match weight_dtype(compute, stored, fp8) {
+                            // The codes, and the block scales of each of the `elems / one` tensors.
+                            DType::F8E4M3 => {
+                                let count = |n: &str| {
+                                    ckpt.meta(n)
+                                        .map_or(0, |m| m.shape.iter().map(|&d| d as u64).product())
+                                };
+                                let one = count(&name).max(1);
+                                elems + elems / one * count(&format!("{name}_scale_inv")) * 4
+                            }
+                            d => elems * d.size() as u64,
+                        }
+                    }
                 };
-                (n, elems * dtype.size() as u64)
+                (n, bytes)
             })
             .collect();
         let needed: u64 = sized.iter().map(|(_, b)| b).sum();
@@ -469,6 +604,7 @@ impl DeviceWeights {
             experts,
             stream,
             compute,
+            fp8,
             needed,
             free,
             bytes: 0,
@@ -490,7 +626,7 @@ impl DeviceWeights {
     ) -> Result<Self> {
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
         let total = cfg.num_hidden_layers + 2;
-        let embed = up.weight("model.embed_tokens.weight", &[v, h])?;
+        let embed = up.dense("model.embed_tokens.weight", &[v, h])?;
         progress(1, total);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {

@@ -3,15 +3,17 @@
 //!
 //! Each method has the arguments and result of the free function of the same name; see those functions
 //! for the contracts. Host-side helpers that a device does not run (building a [`RopeTable`], the
-//! softmax-scale correction, the [`Sampler`](crate::sampling::Sampler)) are not part of the trait.
+//! softmax-scale correction, a single [`Sampler`]'s draw) are not part of the trait; sampling a batch
+//! of rows ([`sampling::sample_top_p`], one sampler per row) is.
 use super::family::op_family;
 use crate::rope::{RopeLayout, RopeTable};
+use crate::sampling::Sampler;
 use crate::{activation, linear, norm, rope, sampling};
 use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3};
 
 op_family! {
     /// Dense operators: normalisation, rotary embedding, matrix products, activation, embedding,
-    /// softmax, argmax.
+    /// softmax, argmax, top-p sampling.
     pub trait DenseOps {
         /// See [`norm::rms_norm`].
         fn rms_norm(x: ArrayView2<T>, weight: ArrayView1<T>, eps: f32) -> Array2<T>
@@ -53,5 +55,10 @@ op_family! {
 
         /// See [`sampling::argmax`].
         fn argmax(x: ArrayView2<T>) -> Array1<i32> = sampling::argmax, Argmax;
+
+        /// See [`sampling::sample_top_p`]: one id per row of `logits`, row `r` drawn by `samplers[r]`
+        /// (advanced by one draw unless greedy).
+        fn sample_top_p(&mut samplers: [Sampler], logits: ArrayView2<T>) -> Array1<i32>
+            = sampling::sample_top_p, SampleTopP;
     }
 }

@@ -9,8 +9,11 @@
 //! - Validation is the backends' (see [`crate::backend`]): a primary validates before it says
 //!   `Unsupported` or answers `Unsupported` without looking, and either way the secondary then
 //!   validates like the reference. Nothing is checked here.
-//! - Trusts the primary to have no side effect when it answers `Unsupported`; the one operator with a
-//!   side effect, [`MlaOps::mla_cache_write`](super::MlaOps::mla_cache_write), is then written by the secondary alone.
+//! - Trusts the primary to have no side effect when it answers `Unsupported`; the operators with a side
+//!   effect — the cache writes [`MlaOps::mla_cache_write`](super::MlaOps::mla_cache_write) and
+//!   [`MlaOps::mla_cache_write_fused`](super::MlaOps::mla_cache_write_fused), and
+//!   [`DenseOps::sample_top_p`](super::DenseOps::sample_top_p), which advances its samplers — are then
+//!   run by the secondary alone.
 //! - The family traits' implementations for `Fallback` are made with the traits (`op_family!` in
 //!   `dense`, `moe`, `mla`), each method a call of `Fallback::route`.
 //! - [`MoeOps::moe_layer`](super::MoeOps::moe_layer) falls back as a whole like every other operator (the secondary runs the
@@ -42,6 +45,7 @@ pub enum Op {
     Embedding,
     Softmax,
     Argmax,
+    SampleTopP,
     MoeGatingTopk,
     MoeInitRouting,
     MoeInitRoutingQuant,
@@ -50,13 +54,14 @@ pub enum Op {
     MoeFinalizeRouting,
     MoeLayer,
     MlaCacheWrite,
+    MlaCacheWriteFused,
     MlaDecode,
     MlaPrefill,
 }
 
 impl Op {
     /// Number of operators.
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 21;
 
     /// All operators, dense, MoE then MLA, each family in trait order.
     pub const ALL: [Op; Op::COUNT] = [
@@ -69,6 +74,7 @@ impl Op {
         Op::Embedding,
         Op::Softmax,
         Op::Argmax,
+        Op::SampleTopP,
         Op::MoeGatingTopk,
         Op::MoeInitRouting,
         Op::MoeInitRoutingQuant,
@@ -77,6 +83,7 @@ impl Op {
         Op::MoeFinalizeRouting,
         Op::MoeLayer,
         Op::MlaCacheWrite,
+        Op::MlaCacheWriteFused,
         Op::MlaDecode,
         Op::MlaPrefill,
     ];
@@ -93,6 +100,7 @@ impl Op {
             Op::Embedding => "embedding",
             Op::Softmax => "softmax",
             Op::Argmax => "argmax",
+            Op::SampleTopP => "sample_top_p",
             Op::MoeGatingTopk => "moe_gating_topk",
             Op::MoeInitRouting => "moe_init_routing",
             Op::MoeInitRoutingQuant => "moe_init_routing_quant",
@@ -101,6 +109,7 @@ impl Op {
             Op::MoeFinalizeRouting => "moe_finalize_routing",
             Op::MoeLayer => "moe_layer",
             Op::MlaCacheWrite => "mla_cache_write",
+            Op::MlaCacheWriteFused => "mla_cache_write_fused",
             Op::MlaDecode => "mla_decode",
             Op::MlaPrefill => "mla_prefill",
         }

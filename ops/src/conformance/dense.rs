@@ -20,6 +20,8 @@ use crate::rope::{RopeConfig, RopeLayout, RopeTable, YarnScaling};
 use crate::{Float, OpsError, Result};
 use ndarray::{Array1, Array2, Axis};
 
+pub use super::sampling::sample_top_p;
+
 /// `Some(value)` on success, `None` (after a note on stderr) when the backend does not support the case
 /// and has no kernel for the op ([`Backend::has_kernel`](crate::backend::Backend::has_kernel)). Any other
 /// error, and `Unsupported` from an op with a kernel, is a failure.
@@ -404,7 +406,8 @@ macro_rules! dense_conformance {
 macro_rules! __dense_conformance_tests {
     ($backend:expr, $t:ty) => {
         $crate::__dense_conformance_tests!(@each $backend, $t,
-            rms_norm, add_rms_norm, rope, linear, batched_matmul, silu_mul, embedding, softmax, argmax);
+            rms_norm, add_rms_norm, rope, linear, batched_matmul, silu_mul, embedding, softmax, argmax,
+            sample_top_p);
     };
     (@each $backend:expr, $t:ty, $($suite:ident),*) => {
         $(

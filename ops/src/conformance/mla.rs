@@ -33,6 +33,8 @@ use crate::mla::PagedLatentCache;
 use crate::{Float, Result};
 use ndarray::{s, Array1, Array2, Array3, Array4};
 
+pub use super::mla_cache_write::mla_cache_write_fused;
+
 /// The reference must accept every case the suites generate; an error there is a bug in the reference.
 #[track_caller]
 fn reference<R>(what: &str, r: Result<R>) -> R {
@@ -501,7 +503,8 @@ macro_rules! mla_conformance {
 #[macro_export]
 macro_rules! __mla_conformance_tests {
     ($backend:expr, $t:ty) => {
-        $crate::__mla_conformance_tests!(@each $backend, $t, mla_cache_write, mla_decode, mla_prefill);
+        $crate::__mla_conformance_tests!(@each $backend, $t,
+            mla_cache_write, mla_cache_write_fused, mla_decode, mla_prefill);
     };
     (@each $backend:expr, $t:ty, $($suite:ident),*) => {
         $(

@@ -3,7 +3,9 @@
 //! - [`tolerance`]: per-dtype [`Tolerance`](tolerance::Tolerance)s and `assert_close`.
 //! - [`cases`]: the seeded [`CaseRng`](cases::CaseRng) and the shape matrices.
 //! - [`dense`], [`moe`], [`mla`]: one suite function per operator, generic over the backend
-//!   ([`crate::backend`]) and the element type, comparing the backend with the CPU reference.
+//!   ([`crate::backend`]) and the element type, comparing the backend with the CPU reference (the
+//!   top-p sampling suite is written in [`sampling`] and the fused MLA cache write's in
+//!   [`mla_cache_write`]; `dense` and `mla` re-export them).
 //! - [`observe`], [`runner`]: the suites run as a program (`dsnpu verify`) instead of as tests,
 //!   reporting per operator and dtype instead of panicking.
 //!
@@ -13,10 +15,12 @@
 pub mod cases;
 pub mod dense;
 pub mod mla;
+pub mod mla_cache_write;
 pub mod mla_prefill;
 pub mod moe;
 pub mod observe;
 pub mod runner;
+pub mod sampling;
 pub mod tolerance;
 
 /// Every conformance suite (dense, MoE, MLA) for `$backend`, as `#[test]` functions. See the module docs.

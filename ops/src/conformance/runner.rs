@@ -20,11 +20,12 @@ use std::ops::Range;
 use super::observe::{observe, Observation};
 use super::{dense, mla, moe};
 use crate::backend::{Backend, DenseOps, MlaOps, MoeOps, Op};
-use crate::mla::PagedLatentCache;
+use crate::mla::{CacheWriteParams, PagedLatentCache};
 use crate::moe::{
     ExpertTokensMode, GatingConfig, GroupListType, InitRouting, InitRoutingQuant, MoeLayerParams,
 };
 use crate::rope::{RopeLayout, RopeTable};
+use crate::sampling::Sampler;
 use crate::{DType, Float, Result};
 
 /// The float dtypes every suite runs in.
@@ -88,6 +89,7 @@ fn suite<B: DenseOps + MoeOps + MlaOps, T: Float>(b: &B, op: Op) {
         Op::Embedding => dense::embedding::<B, T>(b),
         Op::Softmax => dense::softmax::<B, T>(b),
         Op::Argmax => dense::argmax::<B, T>(b),
+        Op::SampleTopP => dense::sample_top_p::<B, T>(b),
         Op::MoeGatingTopk => moe::moe_gating_topk::<B, T>(b),
         Op::MoeInitRouting => moe::moe_init_routing::<B, T>(b),
         Op::MoeInitRoutingQuant => moe::moe_init_routing_quant::<B, T>(b),
@@ -96,6 +98,7 @@ fn suite<B: DenseOps + MoeOps + MlaOps, T: Float>(b: &B, op: Op) {
         Op::MoeFinalizeRouting => moe::moe_finalize_routing::<B, T>(b),
         Op::MoeLayer => moe::moe_layer::<B, T>(b),
         Op::MlaCacheWrite => mla::mla_cache_write::<B, T>(b),
+        Op::MlaCacheWriteFused => mla::mla_cache_write_fused::<B, T>(b),
         Op::MlaDecode => mla::mla_decode::<B, T>(b),
         Op::MlaPrefill => mla::mla_prefill::<B, T>(b),
     }
@@ -113,6 +116,26 @@ pub struct Mutant<B> {
 impl<B> Mutant<B> {
     pub fn new(inner: B, broken: Op) -> Mutant<B> {
         Mutant { inner, broken }
+    }
+
+    /// A cache write's output is the first slot it wrote: its first latent element is moved by 1.
+    fn corrupt_slot<T: Float>(
+        &self,
+        op: Op,
+        cache: &mut PagedLatentCache<T>,
+        slot_mapping: ArrayView1<i32>,
+    ) {
+        if op != self.broken {
+            return;
+        }
+        if let Some(&slot) = slot_mapping.iter().find(|&&s| s >= 0) {
+            let bs = cache.block_size();
+            let (b, r) = (slot as usize / bs, slot as usize % bs);
+            let at = [b, r, 0].into_dimension();
+            if let Some(x) = cache.latent.get_mut(at) {
+                *x = T::from_f32(x.to_f32() + 1.0);
+            }
+        }
     }
 
     fn corrupt<A: Corrupt>(&self, op: Op, r: Result<A>) -> Result<A> {
@@ -245,6 +268,15 @@ impl<B: DenseOps> DenseOps for Mutant<B> {
     fn argmax<T: Float>(&self, x: ArrayView2<T>) -> Result<Array1<i32>> {
         self.corrupt(Op::Argmax, self.inner.argmax(x))
     }
+
+    fn sample_top_p<T: Float>(
+        &self,
+        samplers: &mut [Sampler],
+        logits: ArrayView2<T>,
+    ) -> Result<Array1<i32>> {
+        let r = self.inner.sample_top_p(samplers, logits);
+        self.corrupt(Op::SampleTopP, r)
+    }
 }
 
 impl<B: MoeOps> MoeOps for Mutant<B> {
@@ -348,17 +380,20 @@ impl<B: MlaOps> MlaOps for Mutant<B> {
     ) -> Result<()> {
         self.inner
             .mla_cache_write(cache, latent, k_rope, slot_mapping)?;
-        if self.broken == Op::MlaCacheWrite {
-            // The written slot is the operator's output.
-            if let Some(&slot) = slot_mapping.iter().find(|&&s| s >= 0) {
-                let bs = cache.block_size();
-                let (b, r) = (slot as usize / bs, slot as usize % bs);
-                let at = [b, r, 0].into_dimension();
-                if let Some(x) = cache.latent.get_mut(at) {
-                    *x = T::from_f32(x.to_f32() + 1.0);
-                }
-            }
-        }
+        self.corrupt_slot(Op::MlaCacheWrite, cache, slot_mapping);
+        Ok(())
+    }
+
+    fn mla_cache_write_fused<T: Float>(
+        &self,
+        cache: &mut PagedLatentCache<T>,
+        kv: ArrayView2<T>,
+        params: CacheWriteParams<'_, T>,
+        slot_mapping: ArrayView1<i32>,
+    ) -> Result<()> {
+        self.inner
+            .mla_cache_write_fused(cache, kv, params, slot_mapping)?;
+        self.corrupt_slot(Op::MlaCacheWriteFused, cache, slot_mapping);
         Ok(())
     }
 
@@ -397,7 +432,12 @@ mod tests {
 
     #[test]
     fn the_reference_passes_its_own_suites() {
-        for op in [Op::RmsNorm, Op::MoeGatingTopk, Op::MlaDecode] {
+        for op in [
+            Op::RmsNorm,
+            Op::MoeGatingTopk,
+            Op::MlaDecode,
+            Op::MlaCacheWriteFused,
+        ] {
             let r = run_suite(&Cpu, op, DType::BF16);
             assert!(r.passed(), "{op}: {:?}", r.seen.failures);
             assert!(
@@ -416,7 +456,9 @@ mod tests {
             Op::Rope,
             Op::MoeInitRoutingQuant,
             Op::MlaCacheWrite,
+            Op::MlaCacheWriteFused,
             Op::Argmax,
+            Op::SampleTopP,
         ] {
             let m = Mutant::new(Cpu, broken);
             let r = run_suite(&m, broken, DType::F32);

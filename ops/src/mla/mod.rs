@@ -9,6 +9,10 @@
 //!   directly over the cached latent ‖ rope rows ([`PagedLatentCache`]); the caller applies `W_UV`
 //!   to the latent output afterwards.
 //!
+//! New tokens enter the cache through [`PagedLatentCache::write`] (rows already normalised and rotated)
+//! or [`mla_cache_write_fused`] (the `kv_a_proj_with_mqa` output: RMSNorm of the latent and rope of
+//! `k_pe` fused with the scatter, as the device kernel `mla_cache_write_<t>` does).
+//!
 //! Scores, softmax and accumulation are `f32`; outputs are rounded once to the element type.
 pub mod cache;
 pub mod cache_write;

@@ -2,7 +2,8 @@
 //! batched_matmul runs the linear kernel once per batch on the host-transposed right operand;
 //! embedding gathers the table's rows with `gather_rows_<t>` (ids checked on the host first) and argmax
 //! runs `argmax_<t>` (rows holding NaN are answered on the host: the kernel never takes NaN as the
-//! maximum); softmax has no kernel yet (`Unsupported`).
+//! maximum); sample_top_p is [`Npu::sample`] (`sample_top_p_<t>`, `sampling.rs`); softmax has no
+//! kernel yet (`Unsupported`).
 //!
 //! Validation is the reference's own: each method first calls the `check_*` function its reference
 //! calls (in `norm`, `rope`, `linear`, `activation`), so the same inputs are rejected with the same
@@ -14,6 +15,7 @@ use ndarray::{Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayView3, Axis};
 use super::{by_dtype, DevElem, Npu};
 use crate::backend::DenseOps;
 use crate::rope::{RopeLayout, RopeTable};
+use crate::sampling::Sampler;
 use crate::{activation, linear, norm, rope, sampling, Float, Result};
 
 fn array2<T>(rows: usize, cols: usize, v: Vec<T>) -> Array2<T> {
@@ -327,5 +329,14 @@ impl DenseOps for Npu {
             return Ok(Array1::default(0));
         }
         by_dtype!(self, OP, T, argmax_as(x))
+    }
+
+    /// [`Npu::sample`] (`sample_top_p_<t>`, or `argmax_<t>` for greedy samplers).
+    fn sample_top_p<T: Float>(
+        &self,
+        samplers: &mut [Sampler],
+        logits: ArrayView2<T>,
+    ) -> Result<Array1<i32>> {
+        self.sample(logits, samplers)
     }
 }

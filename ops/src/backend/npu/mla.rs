@@ -1,9 +1,10 @@
 //! [`MlaOps`] on the device: `mla_decode` plans the split-KV work ([`MlaDecodePlan`]) and runs the
 //! `mla_decode_<t>` kernel ([`dsnpu_kernels::launch::mla_decode`]; cube and vector cores); `mla_prefill`
-//! runs `mla_prefill_<t>` (`mla_prefill.rs`). `mla_cache_write` is [`OpsError::Unsupported`](crate::OpsError) here (the
-//! [`Fallback`](crate::backend::Fallback) backend routes them to the CPU): the trait's cache write takes
-//! the already normalised and rotated rows, while the device kernel is the fused one
-//! ([`Npu::mla_cache_write_fused`], `mla_cache_write`), which the device-resident model calls.
+//! runs `mla_prefill_<t>` (`mla_prefill.rs`); `mla_cache_write_fused` runs `mla_cache_write_<t>`
+//! ([`Npu::mla_cache_write_fused`], `mla_cache_write.rs`). `mla_cache_write` is
+//! [`OpsError::Unsupported`](crate::OpsError) here (the [`Fallback`](crate::backend::Fallback) backend
+//! routes it to the CPU): it takes the already normalised and rotated rows, while the device kernel is
+//! the fused one, which the device-resident model calls.
 //!
 //! Validation is the reference's own: `mla_decode` first calls [`check_mla_decode`], before anything is
 //! uploaded, so the same inputs are rejected with the same errors and the kernel only gets what it
@@ -19,7 +20,7 @@ use ndarray::{Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayV
 use super::{by_dtype, DevElem, Npu};
 use crate::backend::MlaOps;
 use crate::mla::decode::check_mla_decode;
-use crate::mla::PagedLatentCache;
+use crate::mla::{CacheWriteParams, PagedLatentCache};
 use crate::{Float, Result};
 
 const NO_KERNEL: &str = "no device kernel yet (the Fallback backend runs it on the CPU)";
@@ -106,6 +107,17 @@ impl MlaOps for Npu {
         _slot_mapping: ArrayView1<i32>,
     ) -> Result<()> {
         Err(self.unsupported("mla_cache_write", NO_KERNEL))
+    }
+
+    /// The inherent [`Npu::mla_cache_write_fused`] (`mla_cache_write_<t>`).
+    fn mla_cache_write_fused<T: Float>(
+        &self,
+        cache: &mut PagedLatentCache<T>,
+        kv: ArrayView2<T>,
+        params: CacheWriteParams<'_, T>,
+        slot_mapping: ArrayView1<i32>,
+    ) -> Result<()> {
+        Npu::mla_cache_write_fused(self, cache, kv, params, slot_mapping)
     }
 
     fn mla_decode<T: Float>(

@@ -1,5 +1,6 @@
 //! The fused MLA cache write on the device (`mla_cache_write_<t>`, [`launch::mla_cache_write`]), on
-//! host arrays: [`Npu::mla_cache_write_fused`] has the reference's arguments
+//! host arrays: [`Npu::mla_cache_write_fused`] (also the backend's
+//! [`MlaOps::mla_cache_write_fused`](crate::backend::MlaOps::mla_cache_write_fused)) has the reference's arguments
 //! ([`crate::mla::mla_cache_write_fused`]) and runs the reference's checks first
 //! ([`check_mla_cache_write_fused`]), so the same inputs are rejected with the same errors and the
 //! kernel only gets slots and positions it can trust. The host cache is uploaded, written on the device

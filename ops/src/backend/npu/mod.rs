@@ -8,11 +8,11 @@
 //! reduction) are answered on the host, as the kernels take no empty shapes. A shape the reference
 //! accepts but a kernel cannot take (more than 4095 heads, sizes past the kernels' 32-bit indices) is
 //! [`OpsError::Unsupported`], and so is every operator without a kernel yet: softmax and the trait's
-//! MLA cache write (`mla`; MLA decode and prefill have their kernels). Embedding and argmax run the
-//! step kernels `gather_rows_<t>` and `argmax_<t>` (`dense`). The MoE family's
-//! whole layer runs on the device without returning to the host between its stages (`moe`).
-//! Outside the family traits, [`Npu::sample`] draws ids with the CPU `Sampler`'s contract through the
-//! top-p sampling kernel (`sampling`).
+//! unfused MLA cache write (`mla`; the fused `mla_cache_write_fused`, MLA decode and prefill have their
+//! kernels). Embedding and argmax run the step kernels `gather_rows_<t>` and `argmax_<t>` (`dense`);
+//! `sample_top_p` draws ids with the CPU `Sampler`'s contract through the top-p sampling kernel
+//! ([`Npu::sample`], `sampling`). The MoE family's whole layer runs on the device without returning to
+//! the host between its stages (`moe`).
 //!
 //! Element types: `f32`, `f16` and `bf16` map to the kernels of that type. Values cross as their
 //! `f32` images (`T -> f32 -> kernel type` and back), which is exact for those three types.
