@@ -121,6 +121,8 @@ fn main() {
                 model_us: pipes.model_us(),
                 roof_us: roof,
                 bound: pipes.bound().into(),
+                hbm_read_bytes: Some(t.hbm_read_bytes),
+                hbm_write_bytes: Some(t.hbm_write_bytes),
             });
         }
     }
