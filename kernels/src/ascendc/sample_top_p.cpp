@@ -17,23 +17,28 @@
  * sums in index order, the exp evaluated as the vector Exp does; on the simulator the ids are the CPU's
  * bit for bit.
  *
- * The search for v: a bisection over the f32 bit patterns of a bracket (lo, hi] with M(lo) >= cut and
- * M(hi) < cut, where every probe also snaps the bracket to the row's weights (M only changes where v
- * crosses a weight): lo rises to just below the smallest weight above the probe (M(probe) >= cut), or hi
- * falls to the largest weight at or below it (M(probe) < cut). The bracket starts at (just below the smallest positive weight, 1] and ends with
- * the same v as the CPU's plain bisection over (0, 1] (the smallest pattern with M < cut is a weight), in
- * fewer probes; M(hi) is kept from the probe that set hi, so the ties need no pass of their own.
- * A probe's sum only sees weights above lo (the others are skipped by the index-order fold, so dropping
- * them changes no bit): once at most list_capacity weights are above lo, the next pass copies them, in
- * index order, into a Unified Buffer list, and later probes and the kept-weight sum read the list (and
- * compact it in place as lo rises) instead of re-reading the row from GM and recomputing exp.
+ * The search for v: a bisection over the f32 bit patterns of a bracket (lo, hi] with M(lo) >= cut and M(hi)
+ * < cut, where every probe also snaps the bracket to the row's weights (M only changes where v crosses a
+ * weight): lo rises to just below the smallest weight above the probe (M(probe) >= cut), or hi falls to the
+ * largest weight at or below it (M(probe) < cut). The bracket starts at (just below the smallest positive
+ * weight, 1] and ends with the same v as the CPU's plain bisection over (0, 1] (the smallest pattern with M
+ * < cut is a weight), in fewer probes; M(hi) is kept from the probe that set hi, so the ties need no pass
+ * of their own. Where probes lie only changes the speed, never v: the total's pass also probes the quarters
+ * of the patterns between the first tile's smallest weight and 1 (compared with the cut once the pass has
+ * the total), and a pass that must stream the row probes the quarters of the bracket (three sums in
+ * registers instead of two more passes over the row). A probe's sum only sees weights above lo (the others
+ * are skipped by the index-order fold, so dropping them changes no bit): once at most list_capacity weights
+ * are above lo, the next pass copies them, in index order, into a Unified Buffer list, and later probes and
+ * the kept-weight sum read the list (and compact it in place as lo rises) instead of re-reading the row
+ * from GM and recomputing exp.
  *
- * Cost per row: a max pass (vector) and the total's pass; probes that stream the row while more than
- * list_capacity weights are above lo (each a GM read of the row, w on the vector unit, one scalar read per
- * element), then probes over the shrinking list; the kept weight over the list; the draw streams the row
- * again up to the token it picks (it needs ids, the list holds weights only). The sums run on the scalar
- * unit, one element after another, because the contract fixes every M(v) as an f32 sum in index order
- * over the whole row: a vectorized or multi-core sum would round differently. One block per row run.
+ * Cost per row: a max pass (vector), one tile for the first probes' placement, the total's pass; passes of
+ * three probes that stream the row while more than list_capacity weights are above lo (each a GM read of
+ * the row, w on the vector unit, one scalar read per element), then probes over the shrinking list; the
+ * kept weight over the list; the draw streams the row again up to the token it picks (it needs ids, the
+ * list holds weights only). The sums run on the scalar unit, one element after another, because the
+ * contract fixes every M(v) as an f32 sum in index order over the whole row: a vectorized or multi-core sum
+ * would round differently. One block per row run.
  * UB use (bytes, s = sizeof(t), C = cols_per_tile, L = list_capacity): round_up_32(C s)
  *   [+ round_up_32(C 4), 16-bit t] + 32 (ReduceMax result) + round_up_32(ceil(C / 64) * 2 * 4) (ReduceMax
  *   work) + round_up_32(rows_per_block * 4) (the block's ids, copied out once) + round_up_32(L 4) (list).
@@ -87,7 +92,9 @@ public:
         pipe_.InitBuffer(res_, UB_BLOCK);
         pipe_.InitBuffer(work_, AlignUp(CeilDiv(t_.cols_per_tile, 64) * 2 * sizeof(float), UB_BLOCK));
         pipe_.InitBuffer(ids_, AlignUp(t_.rows_per_block * sizeof(int32_t), UB_BLOCK));
-        if (t_.list_capacity > 0) pipe_.InitBuffer(list_, AlignUp(t_.list_capacity * sizeof(float), UB_BLOCK));
+        if (t_.list_capacity > 0) {
+            pipe_.InitBuffer(list_, AlignUp(t_.list_capacity * sizeof(float), UB_BLOCK));
+        }
         LocalTensor<int32_t> found = ids_.Get<int32_t>();
         for (uint32_t k = 0; k < n; ++k) {
             const uint64_t r = first + k;
@@ -251,9 +258,16 @@ private:
         }
     }
 
+    // A probe at mid over the weights above lo, writing them to the list when compact.
+    __aicore__ inline Probe MakeProbe(float mid, float lo, bool compact) {
+        const LocalTensor<float> list = t_.list_capacity > 0 ? list_.Get<float>() : LocalTensor<float>();
+        return Probe{mid, lo, compact, false, list, 0.0f, 0u, 2.0f, -1.0f, 0u, false};
+    }
+
     __aicore__ inline Probe Evaluate(uint64_t r, float m, float mid, float lo, uint32_t nAbove) {
         const bool compact = resident_ || nAbove <= t_.list_capacity;
-        Probe p{mid, lo, compact, resident_, t_.list_capacity > 0 ? list_.Get<float>() : LocalTensor<float>(), 0.0f, 0u, 2.0f, -1.0f, 0u, false};
+        Probe p = MakeProbe(mid, lo, compact);
+        p.inPlace = resident_;
         Scan(r, m, p);
         if (compact) {
             resident_ = true;
@@ -262,26 +276,18 @@ private:
         return p;
     }
 
-    __aicore__ inline int32_t Row(uint64_t r, float u) {
-        resident_ = false;
-        listLen_ = 0;
-        const float m = RowMax(r);
-        // Every weight is > 0 or 0, so the sum of those above 0 is the total (an exact f32 sum in index
-        // order: the contract's M(0)).
-        const Probe total = Evaluate(r, m, 0.0f, 0.0f, t_.cols);
-        if (total.bad) return -1;
-        const float cut = t_.top_p * total.sum;
-        // Invariant: M(lo) >= cut and M(hi) < cut; mHi = M(hi). M(v) only changes where v crosses a weight,
-        // so lo snaps up to just below the smallest weight above a probe and hi down to the largest weight
-        // at or below it: the same smallest v with M(v) < cut as the plain bisection over (0, 1], in fewer
-        // probes, and always a weight (1, the maximum's, at the start: M(1) = 0).
-        uint32_t lo = FloatToBits(total.minAbove) - 1;
-        uint32_t nAbove = total.above;  // weights above lo
-        uint32_t hi = 0x3F800000u;
-        float mHi = 0.0f;
-        while (hi - lo > 1) {
-            const uint32_t mid = lo + (hi - lo) / 2;
-            const Probe p = Evaluate(r, m, BitsToFloat(mid), BitsToFloat(lo), nAbove);
+    // The search's bracket: M(lo) >= cut and M(hi) < cut; mHi = M(hi); nAbove = the weights above lo.
+    struct Bracket {
+        uint32_t lo;
+        uint32_t hi;
+        float mHi;
+        uint32_t nAbove;
+        float cut;
+        // Narrows the bracket with the probe p at mid (ignored unless mid is inside it). M(v) only changes
+        // where v crosses a weight, so lo snaps up to just below the smallest weight above mid and hi down
+        // to the largest weight at or below it (p saw every weight above the bracket's lo).
+        __aicore__ inline void Apply(uint32_t mid, const Probe& p) {
+            if (mid <= lo || mid >= hi) return;
             if (p.sum < cut) {
                 hi = p.maxBelow > BitsToFloat(lo) ? FloatToBits(p.maxBelow) : mid;
                 mHi = p.sum;
@@ -290,6 +296,99 @@ private:
                 nAbove = p.above;
             }
         }
+    };
+
+    // Three probes in one pass over the row.
+    struct ThreeProbes {
+        Probe q[3];
+        __aicore__ inline bool operator()(uint32_t i, float w) {
+            q[0](i, w);
+            q[1](i, w);
+            q[2](i, w);
+            return true;
+        }
+    };
+
+    // The total's pass, which also probes three points of the bracket (its end has no cut yet: the
+    // probes are compared once the pass is over).
+    struct TotalPass {
+        Probe total;
+        ThreeProbes three;
+        __aicore__ inline bool operator()(uint32_t i, float w) {
+            total(i, w);
+            return three(i, w);
+        }
+    };
+
+    // The smallest weight of the row's first tile (w as ForEachWeight computes it; 0 if any is 0): where
+    // the total's pass places its probes, a guess of the row's smallest weight (only the speed depends
+    // on it).
+    __aicore__ inline float FirstTileMinWeight(uint64_t r, float m) {
+        const uint32_t c = Min(t_.cols_per_tile, t_.cols);
+        LocalTensor<float> w = Load(r, 0, c);
+        Adds(w, w, -m, static_cast<int32_t>(c));
+        Muls(w, w, t_.inv_temperature, static_cast<int32_t>(c));
+        Exp(w, w, static_cast<int32_t>(c));
+        Muls(w, w, -1.0f, static_cast<int32_t>(c));
+        LocalTensor<float> res = res_.Get<float>();
+        ReduceMax(res, w, work_.Get<float>(), static_cast<int32_t>(c), false);
+        SetFlag<HardEvent::V_S>(0);
+        WaitFlag<HardEvent::V_S>(0);
+        const float v = -res.GetValue(0);
+        TileDone();
+        return v;
+    }
+
+    __aicore__ inline int32_t Row(uint64_t r, float u) {
+        resident_ = false;
+        listLen_ = 0;
+        const float m = RowMax(r);
+        // Probes at the quarters of the bit patterns between the first tile's smallest weight and 1.
+        const float w0 = FirstTileMinWeight(r, m);
+        const uint32_t one = 0x3F800000u;
+        const uint32_t base = (w0 > 0.0f && w0 < 1.0f) ? FloatToBits(w0) : 1u;
+        const uint32_t quarter = (one - base) / 4;
+        const uint32_t mids[3] = {base + quarter, base + 2 * quarter, base + 3 * quarter};
+        // Every weight is > 0 or 0, so the sum of those above 0 is the total (an exact f32 sum in index
+        // order: the contract's M(0)).
+        const bool compact = t_.cols <= t_.list_capacity;
+        TotalPass tp{MakeProbe(0.0f, 0.0f, compact), {}};
+        for (uint32_t k = 0; k < 3; ++k) {
+            tp.three.q[k] = MakeProbe(BitsToFloat(mids[k]), 0.0f, false);
+        }
+        ForEachWeight(r, m, tp);
+        if (compact) {
+            resident_ = true;
+            listLen_ = tp.total.n;
+        }
+        const Probe& total = tp.total;
+        if (total.bad) return -1;
+        const float cut = t_.top_p * total.sum;
+        // From (just below the smallest positive weight, 1] (M(1) = 0: no weight exceeds 1), a bisection
+        // over the bit patterns that snaps to the weights: it ends at the same smallest v with M(v) < cut
+        // as the plain bisection over (0, 1] (that v is a weight), in fewer probes.
+        Bracket br{FloatToBits(total.minAbove) - 1, one, 0.0f, total.above, cut};
+        for (uint32_t k = 0; k < 3; ++k) br.Apply(mids[k], tp.three.q[k]);
+        while (br.hi - br.lo > 1) {
+            const uint32_t quarter = (br.hi - br.lo) / 4;
+            if (!resident_ && br.nAbove > t_.list_capacity && quarter > 0) {
+                // Too many weights for the list: this pass streams the row anyway, so it probes three
+                // points (three sums in registers instead of two more passes over the row).
+                const uint32_t qm[3] = {br.lo + quarter, br.lo + 2 * quarter, br.lo + 3 * quarter};
+                const float lo = BitsToFloat(br.lo);
+                ThreeProbes sp{};
+                for (uint32_t k = 0; k < 3; ++k) {
+                    sp.q[k] = MakeProbe(BitsToFloat(qm[k]), lo, false);
+                }
+                ForEachWeight(r, m, sp);
+                for (uint32_t k = 0; k < 3; ++k) br.Apply(qm[k], sp.q[k]);
+                continue;
+            }
+            const uint32_t mid = br.lo + (br.hi - br.lo) / 2;
+            br.Apply(mid, Evaluate(r, m, BitsToFloat(mid), BitsToFloat(br.lo), br.nAbove));
+        }
+        const uint32_t hi = br.hi;
+        const float mHi = br.mHi;
         const float v = BitsToFloat(hi);
         // The kept tokens all weigh at least v > lo: the list (when resident) holds them in index order.
         KeptMass km{Kept{v, cut, mHi}, 0.0f};
