@@ -25,8 +25,9 @@
  * < cut is a weight), in fewer probes; M(hi) is kept from the probe that set hi, so the ties need no pass
  * of their own. Where probes lie only changes the speed, never v: the total's pass also probes the quarters
  * of the patterns between the first tile's smallest weight and 1 (compared with the cut once the pass has
- * the total), and a pass that must stream the row probes the quarters of the bracket (three sums in
- * registers instead of two more passes over the row). A probe's sum only sees weights above lo (the others
+ * the total), and every later pass over the row or the list probes the quarters of the bracket (three sums
+ * in registers per element read instead of two more passes; one probe at a time once the bracket spans
+ * fewer than four patterns). A probe's sum only sees weights above lo (the others
  * are skipped by the index-order fold, so dropping them changes no bit): once at most list_capacity weights
  * are above lo, the next pass copies them, in index order, into a Unified Buffer list, and later probes and
  * the kept-weight sum read the list (and compact it in place as lo rises) instead of re-reading the row
@@ -34,7 +35,7 @@
  *
  * Cost per row: a max pass (vector), one tile for the first probes' placement, the total's pass; passes of
  * three probes that stream the row while more than list_capacity weights are above lo (each a GM read of
- * the row, w on the vector unit, one scalar read per element), then probes over the shrinking list; the
+ * the row, w on the vector unit, one scalar read per element), then passes over the shrinking list; the
  * kept weight over the list; the draw streams the row again up to the token it picks (it needs ids, the
  * list holds weights only). The sums run on the scalar unit, one element after another, because the
  * contract fixes every M(v) as an f32 sum in index order over the whole row: a vectorized or multi-core sum
@@ -371,16 +372,22 @@ private:
         for (uint32_t k = 0; k < 3; ++k) br.Apply(mids[k], tp.three.q[k]);
         while (br.hi - br.lo > 1) {
             const uint32_t quarter = (br.hi - br.lo) / 4;
-            if (!resident_ && br.nAbove > t_.list_capacity && quarter > 0) {
-                // Too many weights for the list: this pass streams the row anyway, so it probes three
-                // points (three sums in registers instead of two more passes over the row).
+            if (quarter > 0) {
+                // Three probes per pass over the row or the list (three sums in registers per element
+                // read instead of two more passes); the first also compacts.
                 const uint32_t qm[3] = {br.lo + quarter, br.lo + 2 * quarter, br.lo + 3 * quarter};
                 const float lo = BitsToFloat(br.lo);
+                const bool compact = resident_ || br.nAbove <= t_.list_capacity;
                 ThreeProbes sp{};
                 for (uint32_t k = 0; k < 3; ++k) {
-                    sp.q[k] = MakeProbe(BitsToFloat(qm[k]), lo, false);
+                    sp.q[k] = MakeProbe(BitsToFloat(qm[k]), lo, k == 0 && compact);
                 }
-                ForEachWeight(r, m, sp);
+                sp.q[0].inPlace = resident_;
+                Scan(r, m, sp);
+                if (compact) {
+                    resident_ = true;
+                    listLen_ = sp.q[0].n;
+                }
                 for (uint32_t k = 0; k < 3; ++k) br.Apply(qm[k], sp.q[k]);
                 continue;
             }
