@@ -25,13 +25,14 @@
  * < cut is a weight), in fewer probes; M(hi) is kept from the probe that set hi, so the ties need no pass
  * of their own. Where probes lie only changes the speed, never v: the total's pass also probes the quarters
  * of the patterns between the first tile's smallest weight and 1 (compared with the cut once the pass has
- * the total), and every later pass over the row or the list probes the quarters of the bracket (three sums
- * in registers per element read instead of two more passes; one probe at a time once the bracket spans
- * fewer than four patterns). A probe's sum only sees weights above lo (the others
- * are skipped by the index-order fold, so dropping them changes no bit): once at most list_capacity weights
- * are above lo, the next pass copies them, in index order, into a Unified Buffer list, and later probes and
- * the kept-weight sum read the list (and compact it in place as lo rises) instead of re-reading the row
- * from GM and recomputing exp.
+ * the total; it also copies the weights above the highest of them to the list, used if lo ends at or above
+ * it and they fit), and every later pass over the row or the list probes the quarters of the bracket (three
+ * sums in registers per element read instead of two more passes; one probe at a time once the bracket spans
+ * fewer than four patterns). A probe's sum only sees weights above lo (the others are skipped by the index-
+ * order fold, so dropping them changes no bit): once at most list_capacity weights are above lo, the next
+ * pass copies them, in index order, into a Unified Buffer list, and later probes and the kept-weight sum
+ * read the list (and compact it in place as lo rises) instead of re-reading the row from GM and recomputing
+ * exp.
  *
  * Cost per row: a max pass (vector), one tile for the first probes' placement, the total's pass; passes of
  * three probes that stream the row while more than list_capacity weights are above lo (each a GM read of
@@ -312,12 +313,28 @@ private:
 
     // The total's pass, which also probes three points of the bracket (its end has no cut yet: the
     // probes are compared once the pass is over).
+    // It may also fill the list speculatively (spec, when the row is wider than the list) with the weights
+    // above the highest probe, given up if they overflow it. The list is used when the search's lo ends at
+    // or above that probe, and spares the pass that would copy it. (Lower probes would fill the list with
+    // more weights, costing more writes than the pass they might spare.)
     struct TotalPass {
         Probe total;
         ThreeProbes three;
+        LocalTensor<float> list;
+        uint32_t cap;
+        bool spec;
+        uint32_t n;
         __aicore__ inline bool operator()(uint32_t i, float w) {
             total(i, w);
-            return three(i, w);
+            three(i, w);
+            if (spec && w > three.q[2].mid) {
+                if (n == cap) {
+                    spec = false;
+                } else {
+                    list.SetValue(n++, w);
+                }
+            }
+            return true;
         }
     };
 
@@ -353,7 +370,8 @@ private:
         // Every weight is > 0 or 0, so the sum of those above 0 is the total (an exact f32 sum in index
         // order: the contract's M(0)).
         const bool compact = t_.cols <= t_.list_capacity;
-        TotalPass tp{MakeProbe(0.0f, 0.0f, compact), {}};
+        TotalPass tp{MakeProbe(0.0f, 0.0f, compact), {}, MakeProbe(0.0f, 0.0f, false).list, t_.list_capacity,
+                     !compact && t_.list_capacity > 0, 0u};
         for (uint32_t k = 0; k < 3; ++k) {
             tp.three.q[k] = MakeProbe(BitsToFloat(mids[k]), 0.0f, false);
         }
@@ -370,6 +388,11 @@ private:
         // as the plain bisection over (0, 1] (that v is a weight), in fewer probes.
         Bracket br{FloatToBits(total.minAbove) - 1, one, 0.0f, total.above, cut};
         for (uint32_t k = 0; k < 3; ++k) br.Apply(mids[k], tp.three.q[k]);
+        if (tp.spec && br.lo >= mids[2]) {
+            // Every weight above lo is above the list's probe: the list holds them, in index order.
+            resident_ = true;
+            listLen_ = tp.n;
+        }
         while (br.hi - br.lo > 1) {
             const uint32_t quarter = (br.hi - br.lo) / 4;
             if (quarter > 0) {
