@@ -300,6 +300,7 @@ int main(void) {
     FIELD(DsnpuSampleTopPTiling, cols_per_tile)
     FIELD(DsnpuSampleTopPTiling, inv_temperature)
     FIELD(DsnpuSampleTopPTiling, top_p)
+    FIELD(DsnpuSampleTopPTiling, list_capacity)
     STRUCT_END()
     printf("];\n");
     return 0;

@@ -21,6 +21,9 @@ pub struct SampleTopPTiling {
     /// `1 / temperature`, rounded to f32 (the kernel scales `x - max` by it).
     pub inv_temperature: f32,
     pub top_p: f32,
+    /// f32 entries of the Unified Buffer list that holds, in index order, the weights still able to
+    /// matter to the nucleus search once they are few enough (at most `cols`; the rest of the budget).
+    pub list_capacity: u32,
 }
 
 impl SampleTopPTiling {
@@ -59,13 +62,14 @@ impl SampleTopPTiling {
         to_u32(K, "rows * cols", rows.saturating_mul(cols))?;
         let rows = rows as u32;
         let (rows_per_block, _) = split(rows, budget.cores);
-        let t = SampleTopPTiling {
+        let mut t = SampleTopPTiling {
             rows,
             cols: cols as u32,
             rows_per_block,
             cols_per_tile: (cols as u32).min(STEP_MAX_TILE),
             inv_temperature,
             top_p,
+            list_capacity: 0,
         };
         let needed = t.ub_bytes(dtype);
         if needed > u64::from(budget.ub_bytes) {
@@ -75,6 +79,9 @@ impl SampleTopPTiling {
                 available: u64::from(budget.ub_bytes),
             });
         }
+        // The rest of the budget, in whole 32-byte blocks of f32, no more than a row.
+        let spare = (u64::from(budget.ub_bytes) - needed) / UB_BLOCK * (UB_BLOCK / 4);
+        t.list_capacity = spare.min(u64::from(t.cols)) as u32;
         Ok(t)
     }
 
@@ -92,6 +99,7 @@ impl SampleTopPTiling {
             + UB_BLOCK
             + round_up(c.div_ceil(64) * 2 * 4, UB_BLOCK)
             + round_up(u64::from(self.rows_per_block) * 4, UB_BLOCK)
+            + round_up(u64::from(self.list_capacity) * 4, UB_BLOCK)
     }
 
     /// Blocks to launch.
@@ -114,6 +122,11 @@ mod tests {
         assert_eq!((t.block_dim(), t.cols_per_tile), (32, STEP_MAX_TILE));
         assert_eq!(t.inv_temperature, 1.0 / 0.7f32);
         assert!(t.ub_bytes(KernelDtype::Bf16) <= 192 * 1024);
+        // The list takes what the tiles leave: more than a quarter of a 129k row, less than the budget.
+        assert!(t.list_capacity > 129_280 / 4, "{}", t.list_capacity);
+        assert!(t.ub_bytes(KernelDtype::Bf16) + UB_BLOCK > 192 * 1024);
+        let small = SampleTopPTiling::new(2, 100, 1.0, 0.5, KernelDtype::F32, B).unwrap();
+        assert_eq!(small.list_capacity, 100);
         let bad = |temp: f32, p: f32| SampleTopPTiling::new(1, 8, temp, p, KernelDtype::F32, B);
         assert!(bad(0.0, 0.9).is_err());
         assert!(bad(f32::NAN, 0.9).is_err());

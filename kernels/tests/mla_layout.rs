@@ -149,7 +149,8 @@ fn mla_tiling_layout_matches_the_c_header() {
                 rows_per_block,
                 cols_per_tile,
                 inv_temperature,
-                top_p
+                top_p,
+                list_capacity
             ]
         ),
     ];

@@ -14,7 +14,8 @@ extern "C" {
 
 /* sample_top_p_<t>: out[r] = one id drawn from the nucleus of softmax(x[r, :cols] / temperature) with the
  * uniform u[r] in [0, 1) (or -1 for a row with NaN, +inf or only -inf). Rows are split into runs of
- * rows_per_block per block, each row scanned cols_per_tile at a time. */
+ * rows_per_block per block, each row scanned cols_per_tile at a time; once at most list_capacity weights
+ * of a row can still matter to the nucleus search, they are kept in a Unified Buffer list of that many f32. */
 typedef struct DsnpuSampleTopPTiling {
     uint32_t rows;
     uint32_t cols;
@@ -22,6 +23,7 @@ typedef struct DsnpuSampleTopPTiling {
     uint32_t cols_per_tile;
     float inv_temperature;
     float top_p;
+    uint32_t list_capacity;
 } DsnpuSampleTopPTiling;
 
 #ifdef __cplusplus

@@ -160,6 +160,15 @@ pub fn sample_top_p<B: DenseOps, T: Float>(b: &B) {
         assert!(ids.contains(&0) && ids.contains(&1), "{what}: {ids:?}");
     }
 
+    // Wide rows of seven tie classes (logit -(c mod 7), weights e^-k each held by ~14k tokens): the cut
+    // falls inside a class, whose ties are kept in id order — on a row wider than a device's on-chip list.
+    let cols = 100_000;
+    let x = Array2::from_shape_fn((2, cols), |(r, c)| T::from_f32(-(((c + r) % 7) as f32)));
+    for top_p in [0.5f32, 0.75, 0.999] {
+        let what = format!("sample_top_p<{ty}> [2, {cols}] seven tie classes, top_p {top_p}");
+        compare(b, &what, &x, (1.0, top_p), 11, 3);
+    }
+
     // top_p 1 with masked tokens: a masked token is never drawn.
     let x = logits::<T, 5>(&[[n, 0.0, n, 0.5, n], [1.0, n, n, n, n]]);
     let what = format!("sample_top_p<{ty}> top_p 1, masked tokens");
@@ -183,7 +192,15 @@ pub fn sample_top_p<B: DenseOps, T: Float>(b: &B) {
         (0.0, 0.9),
         (1.0, 1e-6),
     ];
-    for (rows, cols) in [(1usize, 1usize), (1, 7), (16, 33), (5, 1000), (3, 9000)] {
+    // The wide rows are larger than a device's on-chip list: its search starts out streaming the row.
+    for (rows, cols) in [
+        (1usize, 1usize),
+        (1, 7),
+        (16, 33),
+        (5, 1000),
+        (3, 9000),
+        (2, 100_000),
+    ] {
         for (i, &(temperature, top_p)) in params.iter().enumerate() {
             let x = rng.normalish::<T, _>((rows, cols), 3.0);
             let what = format!(
