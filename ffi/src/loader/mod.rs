@@ -320,8 +320,8 @@ mod tests {
             tried,
             [
                 "/nonexistent-dsnpu/cann/lib64/libascendcl.so",
-                "/nonexistent-dsnpu/bin/libdsnpu_sim.so",
                 "/nonexistent-dsnpu/bin/deps/libdsnpu_sim.so",
+                "/nonexistent-dsnpu/bin/libdsnpu_sim.so",
                 "/nonexistent-dsnpu/libdsnpu_sim.so",
             ]
         );

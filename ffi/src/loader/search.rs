@@ -206,9 +206,11 @@ pub fn acl_candidates(env: &SearchEnv) -> Vec<Candidate> {
     out
 }
 
-/// The simulator's places: `DSNPU_SIM_LIB` alone when set; else next to the executable, in its
-/// `deps/` and parent (test and bench executables live in `target/<profile>/deps`), and in the
-/// profile dir of the build that compiled this crate.
+/// The simulator's places: `DSNPU_SIM_LIB` alone when set; else in the executable's `deps/`, next to
+/// it and in its parent (test and bench executables live in `target/<profile>/deps`), and in the
+/// profile dir of the build that compiled this crate. `deps/` comes first: cargo writes every build of
+/// the simulator there, but copies it next to the executable only when a `cargo build` asks for it, so
+/// after a `cargo test` the copy next to `target/<profile>/dsnpu` can be an older simulator.
 pub fn simulator_candidates(env: &SearchEnv) -> Vec<Candidate> {
     let mut out = Vec::new();
     if let Some(explicit) = env.var(ENV_SIM_LIB) {
@@ -216,8 +218,8 @@ pub fn simulator_candidates(env: &SearchEnv) -> Vec<Candidate> {
         return out;
     }
     if let Some(dir) = &env.exe_dir {
-        push(&mut out, dir.join(SIM_FILE), Origin::ExeDir);
         push(&mut out, dir.join("deps").join(SIM_FILE), Origin::ExeDeps);
+        push(&mut out, dir.join(SIM_FILE), Origin::ExeDir);
         if let Some(parent) = dir.parent() {
             push(&mut out, parent.join(SIM_FILE), Origin::ExeParent);
         }
@@ -290,8 +292,8 @@ mod tests {
                 s("/cann/lib64/libascendcl.so", Origin::AscendHomePath),
                 s("/toolkit/lib64/libascendcl.so", Origin::AscendToolkitHome),
                 s("libascendcl.so", Origin::SystemLoader),
-                s("/t/debug/deps/libdsnpu_sim.so", Origin::ExeDir),
                 s("/t/debug/deps/deps/libdsnpu_sim.so", Origin::ExeDeps),
+                s("/t/debug/deps/libdsnpu_sim.so", Origin::ExeDir),
                 s("/t/debug/libdsnpu_sim.so", Origin::ExeParent),
                 s("/b/release/libdsnpu_sim.so", Origin::BuildProfile),
                 s("/b/release/deps/libdsnpu_sim.so", Origin::BuildProfileDeps),
