@@ -153,77 +153,28 @@ __aicore__ inline void GroupedMatmul(GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM
     }
 }
 
-template <typename T, typename W = T>
-class KernelExpertFfn {
-    using MmUp = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, W, true>,
-                        MatmulType<TPosition::GM, CubeFormat::ND, float>>;
-    using MmDown = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>,
-                          MatmulType<TPosition::GM, CubeFormat::ND, W, true>, MatmulType<TPosition::GM, CubeFormat::ND, T>>;
-
+// The SwiGLU step of expert_ffn and expert_ffn_fp8: h = t(silu(g) * u) from the f32 gate and up workspaces
+// [R, inter] into the t workspace h, in tiles of up to `tileRows` rows of up to `maxCols` columns.
+template <typename T>
+class SwiGluStage {
 public:
-    __aicore__ inline void Init(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR wDown, GM_ADDR groupList, GM_ADDR y,
-                                GM_ADDR workspace, const DsnpuExpertFfnTiling& t) {
-        t_ = t;
-        const uint64_t rows = t.rows, hidden = t.hidden, inter = t.inter;
-        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), rows * hidden);
-        wGateGm_.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(wGate), t.groups * inter * hidden);
-        wUpGm_.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(wUp), t.groups * inter * hidden);
-        wDownGm_.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(wDown), t.groups * hidden * inter);
-        listGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
-        yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), rows * hidden);
-        GM_ADDR ws = GetUserWorkspace(workspace);
-        gateWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(ws), rows * inter);
-        upWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(ws) + rows * inter, rows * inter);
-        hWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(ws + 2 * rows * inter * sizeof(float)), rows * inter);
-
-        up_ = CubeTiling(t.rows, t.inter, t.hidden, t.single_m, t.single_n1, t.base_m, t.base_n1, t.base_k1);
-        down_ = CubeTiling(t.rows, t.hidden, t.inter, t.single_m, t.single_n2, t.base_m, t.base_n2, t.base_k2);
-        REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmUp_, &up_, mmDown_, &down_);
-
-        pad_ = AlignUp(t.single_n1, 16);
-        const uint32_t rowsPerTile = t.swiglu_rows;
-        pipe_.InitBuffer(gQue_, BUFFER_NUM, rowsPerTile * pad_ * sizeof(float));
-        pipe_.InitBuffer(uQue_, BUFFER_NUM, rowsPerTile * pad_ * sizeof(float));
-        pipe_.InitBuffer(tmp_, rowsPerTile * pad_ * sizeof(float));
-        pipe_.InitBuffer(hQue_, BUFFER_NUM, rowsPerTile * pad_ * sizeof(T));
+    __aicore__ inline void Init(TPipe& pipe, const GlobalTensor<float>& gate, const GlobalTensor<float>& up,
+                                const GlobalTensor<T>& h, uint32_t inter, uint32_t maxCols, uint32_t tileRows) {
+        gateWs_ = gate;
+        upWs_ = up;
+        hWs_ = h;
+        inter_ = inter;
+        pad_ = AlignUp(maxCols, 16);
+        pipe.InitBuffer(gQue_, BUFFER_NUM, tileRows * pad_ * sizeof(float));
+        pipe.InitBuffer(uQue_, BUFFER_NUM, tileRows * pad_ * sizeof(float));
+        pipe.InitBuffer(tmp_, tileRows * pad_ * sizeof(float));
+        pipe.InitBuffer(hQue_, BUFFER_NUM, tileRows * pad_ * sizeof(T));
     }
 
-    __aicore__ inline void Process() {
-        Task task;
-        GroupTasks first;
-        first.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.inter, t_.single_n1);
-        while (first.Next(task)) GateUp(task);
-        // Phase 2 needs whole rows of h, produced by many blocks.
-        SyncAll<false>();
-        GroupTasks second;
-        second.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.hidden, t_.single_n2);
-        while (second.Next(task)) Down(task);
-    }
-
-private:
-    __aicore__ inline void GateUp(const Task& task) {
-        const uint64_t a = static_cast<uint64_t>(task.row0) * t_.hidden;
-        const uint64_t b = (static_cast<uint64_t>(task.group) * t_.inter + task.col0) * t_.hidden;
-        const uint64_t c = static_cast<uint64_t>(task.row0) * t_.inter + task.col0;
-        mmUp_.SetTensorA(xGm_[a]);
-        mmUp_.SetTensorB(wGateGm_[b], true);
-        mmUp_.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
-        mmUp_.IterateAll(gateWs_[c]);
-        mmUp_.End();
-        mmUp_.SetTensorA(xGm_[a]);
-        mmUp_.SetTensorB(wUpGm_[b], true);
-        mmUp_.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
-        mmUp_.IterateAll(upWs_[c]);
-        mmUp_.End();
-        for (uint32_t r0 = 0; r0 < task.m; r0 += t_.swiglu_rows) {
-            SwiGlu(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
-        }
-    }
-
-    // h = t(silu(g) * u) for `rows` rows of `cols` columns at element `at` of the [R, inter] workspaces.
+    // `rows` rows of `cols` columns at element `at` of the workspaces.
     // Rows sit in UB pad_ elements apart for both f32 and t (pad_ is a multiple of 16).
-    __aicore__ inline void SwiGlu(uint64_t at, uint32_t rows, uint32_t cols) {
-        const uint32_t gmGap = (t_.inter - cols);
+    __aicore__ inline void Run(uint64_t at, uint32_t rows, uint32_t cols) {
+        const uint32_t gmGap = (inter_ - cols);
         const uint32_t f32Gap = (pad_ * sizeof(float) - AlignUp(cols * sizeof(float), UB_BLOCK)) / UB_BLOCK;
         const DataCopyExtParams in(static_cast<uint16_t>(rows), cols * static_cast<uint32_t>(sizeof(float)),
                                    gmGap * static_cast<uint32_t>(sizeof(float)), f32Gap, 0);
@@ -258,6 +209,77 @@ private:
         hQue_.FreeTensor(h);
     }
 
+private:
+    TQue<TPosition::VECIN, BUFFER_NUM> gQue_, uQue_;
+    TQue<TPosition::VECOUT, BUFFER_NUM> hQue_;
+    TBuf<TPosition::VECCALC> tmp_;
+    GlobalTensor<float> gateWs_, upWs_;
+    GlobalTensor<T> hWs_;
+    uint32_t inter_ = 0, pad_ = 0;
+};
+
+template <typename T, typename W = T>
+class KernelExpertFfn {
+    using MmUp = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, W, true>,
+                        MatmulType<TPosition::GM, CubeFormat::ND, float>>;
+    using MmDown = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>,
+                          MatmulType<TPosition::GM, CubeFormat::ND, W, true>, MatmulType<TPosition::GM, CubeFormat::ND, T>>;
+
+public:
+    __aicore__ inline void Init(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR wDown, GM_ADDR groupList, GM_ADDR y,
+                                GM_ADDR workspace, const DsnpuExpertFfnTiling& t) {
+        t_ = t;
+        const uint64_t rows = t.rows, hidden = t.hidden, inter = t.inter;
+        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), rows * hidden);
+        wGateGm_.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(wGate), t.groups * inter * hidden);
+        wUpGm_.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(wUp), t.groups * inter * hidden);
+        wDownGm_.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(wDown), t.groups * hidden * inter);
+        listGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
+        yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), rows * hidden);
+        GM_ADDR ws = GetUserWorkspace(workspace);
+        gateWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(ws), rows * inter);
+        upWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(ws) + rows * inter, rows * inter);
+        hWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(ws + 2 * rows * inter * sizeof(float)), rows * inter);
+
+        up_ = CubeTiling(t.rows, t.inter, t.hidden, t.single_m, t.single_n1, t.base_m, t.base_n1, t.base_k1);
+        down_ = CubeTiling(t.rows, t.hidden, t.inter, t.single_m, t.single_n2, t.base_m, t.base_n2, t.base_k2);
+        REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmUp_, &up_, mmDown_, &down_);
+
+        swiglu_.Init(pipe_, gateWs_, upWs_, hWs_, t.inter, t.single_n1, t.swiglu_rows);
+    }
+
+    __aicore__ inline void Process() {
+        Task task;
+        GroupTasks first;
+        first.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.inter, t_.single_n1);
+        while (first.Next(task)) GateUp(task);
+        // Phase 2 needs whole rows of h, produced by many blocks.
+        SyncAll<false>();
+        GroupTasks second;
+        second.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.hidden, t_.single_n2);
+        while (second.Next(task)) Down(task);
+    }
+
+private:
+    __aicore__ inline void GateUp(const Task& task) {
+        const uint64_t a = static_cast<uint64_t>(task.row0) * t_.hidden;
+        const uint64_t b = (static_cast<uint64_t>(task.group) * t_.inter + task.col0) * t_.hidden;
+        const uint64_t c = static_cast<uint64_t>(task.row0) * t_.inter + task.col0;
+        mmUp_.SetTensorA(xGm_[a]);
+        mmUp_.SetTensorB(wGateGm_[b], true);
+        mmUp_.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
+        mmUp_.IterateAll(gateWs_[c]);
+        mmUp_.End();
+        mmUp_.SetTensorA(xGm_[a]);
+        mmUp_.SetTensorB(wUpGm_[b], true);
+        mmUp_.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
+        mmUp_.IterateAll(upWs_[c]);
+        mmUp_.End();
+        for (uint32_t r0 = 0; r0 < task.m; r0 += t_.swiglu_rows) {
+            swiglu_.Run(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
+        }
+    }
+
     __aicore__ inline void Down(const Task& task) {
         mmDown_.SetTensorA(hWs_[static_cast<uint64_t>(task.row0) * t_.inter]);
         mmDown_.SetTensorB(wDownGm_[(static_cast<uint64_t>(task.group) * t_.hidden + task.col0) * t_.inter], true);
@@ -267,9 +289,7 @@ private:
     }
 
     TPipe pipe_;
-    TQue<TPosition::VECIN, BUFFER_NUM> gQue_, uQue_;
-    TQue<TPosition::VECOUT, BUFFER_NUM> hQue_;
-    TBuf<TPosition::VECCALC> tmp_;
+    SwiGluStage<T> swiglu_;
     GlobalTensor<T> xGm_, yGm_, hWs_;
     GlobalTensor<W> wGateGm_, wUpGm_, wDownGm_;
     GlobalTensor<float> gateWs_, upWs_;
@@ -278,7 +298,6 @@ private:
     MmUp mmUp_;
     MmDown mmDown_;
     DsnpuExpertFfnTiling t_{};
-    uint32_t pad_ = 0;
 };
 
 template <typename T, typename W = T>
@@ -580,12 +599,7 @@ public:
                            Min(t.base_k2, FP8_BLOCK));
         REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmUp_, &up_, mmDown_, &down_);
 
-        pad_ = AlignUp(t.single_n1, 16);
-        const uint32_t rowsPerTile = t.swiglu_rows;
-        pipe_.InitBuffer(gQue_, BUFFER_NUM, rowsPerTile * pad_ * sizeof(float));
-        pipe_.InitBuffer(uQue_, BUFFER_NUM, rowsPerTile * pad_ * sizeof(float));
-        pipe_.InitBuffer(tmp_, rowsPerTile * pad_ * sizeof(float));
-        pipe_.InitBuffer(hQue_, BUFFER_NUM, rowsPerTile * pad_ * sizeof(T));
+        swiglu_.Init(pipe_, gateWs_, upWs_, hWs_, t.inter, t.single_n1, t.swiglu_rows);
     }
 
     __aicore__ inline void Process() {
@@ -615,51 +629,12 @@ private:
         gemm_.Accumulate(mmUp_, a, task.m, wUpGm_[w], sUpGm_[g * sUpLen_], task.col0, task.n, t_.hidden, upWs_[c],
                          t_.inter);
         for (uint32_t r0 = 0; r0 < task.m; r0 += t_.swiglu_rows) {
-            SwiGlu(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
+            swiglu_.Run(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
         }
     }
 
-    // As KernelExpertFfn::SwiGlu.
-    __aicore__ inline void SwiGlu(uint64_t at, uint32_t rows, uint32_t cols) {
-        const uint32_t gmGap = (t_.inter - cols);
-        const uint32_t f32Gap = (pad_ * sizeof(float) - AlignUp(cols * sizeof(float), UB_BLOCK)) / UB_BLOCK;
-        const DataCopyExtParams in(static_cast<uint16_t>(rows), cols * static_cast<uint32_t>(sizeof(float)),
-                                   gmGap * static_cast<uint32_t>(sizeof(float)), f32Gap, 0);
-        const DataCopyPadExtParams<float> noPad(false, 0, 0, 0.0f);
-        LocalTensor<float> g = gQue_.AllocTensor<float>();
-        DataCopyPad(g, gateWs_[at], in, noPad);
-        gQue_.EnQue(g);
-        LocalTensor<float> u = uQue_.AllocTensor<float>();
-        DataCopyPad(u, upWs_[at], in, noPad);
-        uQue_.EnQue(u);
-
-        const int32_t total = static_cast<int32_t>(rows * pad_);
-        g = gQue_.DeQue<float>();
-        u = uQue_.DeQue<float>();
-        LocalTensor<float> tmp = tmp_.Get<float>();
-        Muls(tmp, g, -1.0f, total);
-        Exp(tmp, tmp, total);
-        Adds(tmp, tmp, 1.0f, total);
-        Div(g, g, tmp, total);
-        Mul(g, g, u, total);
-        uQue_.FreeTensor(u);
-        LocalTensor<T> h = hQue_.AllocTensor<T>();
-        FromFloat(h, g, static_cast<uint32_t>(total));
-        gQue_.FreeTensor(g);
-        hQue_.EnQue(h);
-
-        h = hQue_.DeQue<T>();
-        const uint32_t tGap = (pad_ * sizeof(T) - AlignUp(cols * sizeof(T), UB_BLOCK)) / UB_BLOCK;
-        DataCopyPad(hWs_[at], h,
-                    DataCopyExtParams(static_cast<uint16_t>(rows), cols * static_cast<uint32_t>(sizeof(T)), tGap,
-                                      gmGap * static_cast<uint32_t>(sizeof(T)), 0));
-        hQue_.FreeTensor(h);
-    }
-
     TPipe pipe_;
-    TQue<TPosition::VECIN, BUFFER_NUM> gQue_, uQue_;
-    TQue<TPosition::VECOUT, BUFFER_NUM> hQue_;
-    TBuf<TPosition::VECCALC> tmp_;
+    SwiGluStage<T> swiglu_;
     GlobalTensor<T> xGm_, yGm_, hWs_;
     GlobalTensor<uint8_t> wGateGm_, wUpGm_, wDownGm_;
     GlobalTensor<float> sGateGm_, sUpGm_, sDownGm_, gateWs_, upWs_;
@@ -668,7 +643,6 @@ private:
     Mm mmUp_, mmDown_;
     Fp8Gemm<T> gemm_;
     DsnpuExpertFfnTiling t_{};
-    uint32_t pad_ = 0;
     uint64_t sUpLen_ = 0;
     bool hasList_ = true;
 };
