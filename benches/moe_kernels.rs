@@ -31,7 +31,8 @@
 //!   on-chip FFN would not move it).
 //!
 //! Where the ratio exceeds 1 it is the design, not noise: the router's `linear` grid blocks re-read
-//! their rows of x per 256 output columns (no L1/L2 reuse is modelled); every gating block reads the whole bias; and
+//! their rows of x per 256 output columns (GM bytes count every transfer; L2 hits show only in the HBM
+//! counters, and only within a block); every gating block reads the whole bias; and
 //! the expert FFN is tiled, as the layer launches it, for the room of every pair (T·K rows) because
 //! the dispatched count stays on the device, and the Matmul layout re-reads each expert's rows once
 //! per 256-column base block (8 times for gate/up at hidden 7168), plus the f32 workspace round trip.
