@@ -7,15 +7,16 @@
 
 use std::sync::OnceLock;
 
-use dsnpu_ops::backend::Npu;
-use dsnpu_ops::conformance::tolerance::{assert_close, check_close, Tolerance};
+use dsnpu_ops::backend::{Cpu, Npu};
+use dsnpu_ops::conformance::mla_cache_write::{self, random_case, table, Case};
+use dsnpu_ops::conformance::tolerance::{check_close, Tolerance};
 use dsnpu_ops::conformance::{self, cases::CaseRng};
-use dsnpu_ops::mla::{mla_cache_write_fused, CacheWriteParams, PagedLatentCache};
-use dsnpu_ops::rope::{RopeConfig, RopeLayout, RopeTable, YarnScaling};
+use dsnpu_ops::mla::PagedLatentCache;
+use dsnpu_ops::rope::RopeLayout;
 use dsnpu_ops::{Float, OpsError};
 use dsnpu_runtime::sim_counters;
 use half::{bf16, f16};
-use ndarray::{s, Array1, Array2};
+use ndarray::s;
 
 fn checked_npu() -> Npu {
     static FIRST: OnceLock<Npu> = OnceLock::new();
@@ -25,143 +26,33 @@ fn checked_npu() -> Npu {
     npu
 }
 
-fn table(dim: usize, positions: usize, yarn: bool) -> RopeTable {
-    let scaling = yarn.then_some(YarnScaling {
-        factor: 40.0,
-        original_max_position_embeddings: 64,
-        beta_fast: 32.0,
-        beta_slow: 1.0,
-        mscale: 0.7,
-        mscale_all_dim: 1.0,
-    });
-    RopeTable::new(
-        &RopeConfig {
-            dim,
-            theta: 10000.0,
-            scaling,
-        },
-        positions,
-    )
-    .unwrap()
-}
-
-/// One random case: the cache starts with random contents (rows not written must keep them exactly).
-struct Case<T> {
-    cache: PagedLatentCache<T>,
-    kv: Array2<T>,
-    weight: Array1<T>,
-    positions: Array1<i32>,
-    slots: Array1<i32>,
-    table: RopeTable,
-    layout: RopeLayout,
-}
-
+/// A suite case (`conformance::mla_cache_write::random_case`) from `seed`, with a 300-row table.
 #[allow(clippy::too_many_arguments)]
 fn case<T: Float>(
     seed: u64,
     tokens: usize,
     (dl, dr): (usize, usize),
-    (blocks, block_size): (usize, usize),
+    blocks: (usize, usize),
     layout: RopeLayout,
     yarn: bool,
     padding: f64,
 ) -> Case<T> {
-    let mut r = CaseRng::new(seed);
-    let mut cache = PagedLatentCache::<T>::new(blocks, block_size, dl, dr).unwrap();
-    cache.latent = r.normalish(cache.latent.raw_dim(), 1.0);
-    cache.rope = r.normalish(cache.rope.raw_dim(), 1.0);
-    let capacity = blocks * block_size;
-    assert!(tokens <= capacity);
-    let order = r.permutation(capacity);
-    let slots: Array1<i32> = (0..tokens)
-        .map(|i| {
-            if r.chance(padding) {
-                -1
-            } else {
-                order[i] as i32
-            }
-        })
-        .collect();
-    let table = table(dr, 300, yarn);
-    Case {
-        kv: r.normalish((tokens, dl + dr), 2.0),
-        weight: r.uniform(dl, 0.5, 1.5),
-        positions: r.ints(tokens, 0, 300),
-        slots,
-        cache,
-        table,
+    let mut rng = CaseRng::new(seed);
+    random_case(
+        &mut rng,
+        tokens,
+        (dl, dr),
+        blocks,
+        table(dr, 300, yarn),
         layout,
-    }
+        padding,
+    )
 }
 
-impl<T: Float> Case<T> {
-    fn params(&self) -> CacheWriteParams<'_, T> {
-        CacheWriteParams {
-            norm_weight: self.weight.view(),
-            eps: 1e-6,
-            positions: self.positions.view(),
-            table: &self.table,
-            layout: self.layout,
-        }
-    }
-
-    fn reference(&self) -> PagedLatentCache<T> {
-        let mut c = self.cache.clone();
-        mla_cache_write_fused(&mut c, self.kv.view(), self.params(), self.slots.view()).unwrap();
-        c
-    }
-
-    fn device(&self, npu: &Npu) -> PagedLatentCache<T> {
-        let mut c = self.cache.clone();
-        npu.mla_cache_write_fused(&mut c, self.kv.view(), self.params(), self.slots.view())
-            .unwrap();
-        c
-    }
-}
-
-/// The device cache against the reference: written rows within the dtype's tolerance, every other row
-/// bit-identical to what was there.
+/// The device cache against the reference, as the suite compares them.
 fn compare<T: Float>(what: &str, c: &Case<T>, got: &PagedLatentCache<T>) {
-    let want = c.reference();
-    let tol = Tolerance::of::<T>();
-    assert_close(
-        &format!("{what} latent"),
-        got.latent.view(),
-        want.latent.view(),
-        tol,
-    );
-    assert_close(
-        &format!("{what} rope"),
-        got.rope.view(),
-        want.rope.view(),
-        tol,
-    );
-    let bs = c.cache.block_size();
-    for slot in 0..c.cache.capacity() as i32 {
-        if c.slots.iter().any(|&s| s == slot) {
-            continue;
-        }
-        let (b, o) = (slot as usize / bs, slot as usize % bs);
-        for (got, was) in [
-            (
-                got.latent.slice(s![b, o, ..]),
-                c.cache.latent.slice(s![b, o, ..]),
-            ),
-            (
-                got.rope.slice(s![b, o, ..]),
-                c.cache.rope.slice(s![b, o, ..]),
-            ),
-        ] {
-            let same = got
-                .iter()
-                .zip(was)
-                .all(|(a, b)| a.to_f32().to_bits() == b.to_f32().to_bits());
-            assert!(
-                same,
-                "{what}: slot {slot} was not in slot_mapping but changed"
-            );
-        }
-    }
+    let want = c.run(&Cpu).unwrap();
+    mla_cache_write::compare(what, c, got, &want, Tolerance::of::<T>());
 }
 
 // The conformance suite (`dsnpu_ops::conformance::mla::mla_cache_write_fused`: hand-worked rows, both
@@ -199,7 +90,7 @@ fn deepseek_width_bf16_with_counters() {
         true,
         0.1,
     );
-    compare("deepseek bf16", &c, &c.device(&npu));
+    compare("deepseek bf16", &c, &c.run(&npu).unwrap());
     let l = sim_counters::last_launch_counters(npu.stream())
         .unwrap()
         .expect("a completed launch");
@@ -224,25 +115,18 @@ fn deepseek_width_bf16_with_counters() {
 fn the_comparison_sees_small_errors() {
     let npu = checked_npu();
     let c = case::<f32>(7, 40, (64, 32), (2, 32), RopeLayout::Interleaved, true, 0.0);
-    let got = c.device(&npu);
-    let mut mutated = Case {
-        weight: c.weight.mapv(|w| w * 1.001),
-        cache: c.cache.clone(),
-        kv: c.kv.clone(),
-        positions: c.positions.clone(),
-        slots: c.slots.clone(),
-        table: c.table.clone(),
-        layout: c.layout,
-    };
+    let got = c.run(&npu).unwrap();
+    let mut mutated = c.clone();
+    mutated.weight = c.weight.mapv(|w| w * 1.001);
     let tol = Tolerance::of::<f32>();
-    let want = mutated.reference();
+    let want = mutated.run(&Cpu).unwrap();
     assert!(check_close("mutation", got.latent.view(), want.latent.view(), tol).is_err());
     mutated.weight = c.weight.clone();
     mutated.layout = RopeLayout::HalfSplit;
-    let want = mutated.reference();
+    let want = mutated.run(&Cpu).unwrap();
     assert!(check_close("mutation", got.rope.view(), want.rope.view(), tol).is_err());
     // And the unmutated reference passes, so the two failures are the mutations'.
-    let want = c.reference();
+    let want = c.run(&Cpu).unwrap();
     assert!(check_close("mutation", got.latent.view(), want.latent.view(), tol).is_ok());
     assert!(check_close("mutation", got.rope.view(), want.rope.view(), tol).is_ok());
 }

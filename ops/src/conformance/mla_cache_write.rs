@@ -29,21 +29,22 @@ fn reference<R>(what: &str, r: Result<R>) -> R {
     r.unwrap_or_else(|e| panic!("{what}: reference rejected a valid case: {e}"))
 }
 
-/// One write: a cache with random contents and what to write into it.
+/// One write: a cache with random contents and what to write into it (public for the device tests that
+/// add counters and mutations to the suite's cases).
 #[derive(Clone)]
-struct Case<T> {
-    cache: PagedLatentCache<T>,
-    kv: Array2<T>,
-    weight: Array1<T>,
-    eps: f32,
-    positions: Array1<i32>,
-    slots: Array1<i32>,
-    table: RopeTable,
-    layout: RopeLayout,
+pub struct Case<T> {
+    pub cache: PagedLatentCache<T>,
+    pub kv: Array2<T>,
+    pub weight: Array1<T>,
+    pub eps: f32,
+    pub positions: Array1<i32>,
+    pub slots: Array1<i32>,
+    pub table: RopeTable,
+    pub layout: RopeLayout,
 }
 
 impl<T: Float> Case<T> {
-    fn params(&self) -> CacheWriteParams<'_, T> {
+    pub fn params(&self) -> CacheWriteParams<'_, T> {
         CacheWriteParams {
             norm_weight: self.weight.view(),
             eps: self.eps,
@@ -54,7 +55,7 @@ impl<T: Float> Case<T> {
     }
 
     /// The cache after the write on `b`.
-    fn run<B: MlaOps>(&self, b: &B) -> Result<PagedLatentCache<T>> {
+    pub fn run<B: MlaOps>(&self, b: &B) -> Result<PagedLatentCache<T>> {
         let mut c = self.cache.clone();
         b.mla_cache_write_fused(&mut c, self.kv.view(), self.params(), self.slots.view())?;
         Ok(c)
@@ -63,7 +64,7 @@ impl<T: Float> Case<T> {
 
 /// A table of `positions` rows at rotary width `dim`: plain, or YaRN-scaled with an attention factor
 /// other than 1 (so a backend that drops it fails).
-fn table(dim: usize, positions: usize, yarn: bool) -> RopeTable {
+pub fn table(dim: usize, positions: usize, yarn: bool) -> RopeTable {
     let cfg = RopeConfig {
         dim,
         theta: 10000.0,
@@ -82,7 +83,7 @@ fn table(dim: usize, positions: usize, yarn: bool) -> RopeTable {
 /// `tokens` distinct slots of a `blocks × block_size` cache in random order, each `-1` with
 /// probability `padding`; random `kv`, weight, positions; the cache filled with random values.
 #[allow(clippy::too_many_arguments)]
-fn random_case<T: Float>(
+pub fn random_case<T: Float>(
     rng: &mut CaseRng,
     tokens: usize,
     (dl, dr): (usize, usize),
@@ -121,7 +122,7 @@ fn random_case<T: Float>(
 
 /// `got` against `want` (both caches after the same write): every element within `tol`, and every row
 /// not in `c.slots` bit-identical to what `c.cache` held before.
-fn compare<T: Float>(
+pub fn compare<T: Float>(
     what: &str,
     c: &Case<T>,
     got: &PagedLatentCache<T>,
