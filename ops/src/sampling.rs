@@ -214,7 +214,8 @@ pub fn uniform(seed: u64, draw: u64) -> f32 {
 }
 
 impl Sampler {
-    /// `temperature` 0 means greedy; `top_p` in (0, 1].
+    /// `temperature` 0 means greedy, otherwise it must be finite with a finite reciprocal in f32 (the
+    /// same bound as the device kernel's); `top_p` in (0, 1].
     pub fn new(temperature: f32, top_p: f32, seed: u64) -> Result<Self> {
         const OP: &str = "Sampler::new";
         if !(temperature.is_finite() && temperature >= 0.0) {
@@ -222,6 +223,15 @@ impl Sampler {
                 OP,
                 "temperature",
                 format!("must be finite and >= 0, got {temperature}"),
+            ));
+        }
+        // The weights scale by 1/temperature: a temperature whose reciprocal overflows f32 (below
+        // ~2.9e-39) would turn the maximum's weight into 0·inf = NaN.
+        if temperature != 0.0 && !(1.0 / temperature).is_finite() {
+            return Err(invalid(
+                OP,
+                "temperature",
+                format!("{temperature:e} is too small to invert in f32 (use 0 for greedy)"),
             ));
         }
         if !(top_p > 0.0 && top_p <= 1.0) {

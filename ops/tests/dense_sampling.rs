@@ -168,6 +168,12 @@ fn sampler_bad_inputs() {
     bad_new(-0.1, 1.0, "temperature");
     bad_new(f32::NAN, 1.0, "temperature");
     bad_new(f32::INFINITY, 1.0, "temperature");
+    // Subnormal temperatures: 1/t overflows f32 (found by tests/cli_fuzz.rs with --temperature 1e-45).
+    bad_new(1e-45, 1.0, "temperature");
+    bad_new(f32::MIN_POSITIVE / 8.0, 1.0, "temperature");
+    // The smallest normal temperature still inverts, and samples the maximum.
+    let mut cold = Sampler::new(f32::MIN_POSITIVE, 1.0, 0).unwrap();
+    assert_eq!(cold.sample(array![0.5f32, 0.75, 0.25].view()).unwrap(), 1);
     bad_new(1.0, 0.0, "top_p");
     bad_new(1.0, 1.5, "top_p");
     bad_new(1.0, f32::NAN, "top_p");
