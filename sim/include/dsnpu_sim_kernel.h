@@ -6,9 +6,14 @@
  * resolves a kernel for aclrtBinaryGetFunction(bin, "name") as the exported symbol `name` with the
  * type `dsnpu_sim_kernel_fn`.
  *
- * A launch of numBlocks blocks calls the kernel once per block, every block on its own thread. Up to the
- * simulated core count (DSNPU_SIM_AICORE_NUM) blocks run concurrently, so `sync_all` can meet; a larger
- * launch runs in waves, as the hardware does, and a `sync_all` in it fails the launch instead of hanging.
+ * A launch of numBlocks blocks calls the kernel once per block. ABI 4: a kernel whose blocks meet in
+ * `sync_all` says so by exporting, next to `name`, the object `const uint8_t name__dsnpu_sync_all = 1`
+ * (DSNPU_SIM_SYNC_ALL_SUFFIX; the Ascend C host layer's DSNPU_HOST_ENTRY_SYNC does it). Its blocks run
+ * every one on its own thread: up to the simulated core count (DSNPU_SIM_AICORE_NUM) concurrently, so
+ * `sync_all` can meet; a larger launch runs in waves, as the hardware does, and a `sync_all` in it fails
+ * the launch instead of hanging. The blocks of any other kernel are independent: the simulator runs short
+ * ones one after another on one thread (a thread handoff per block cost more than a small block's work)
+ * and the rest concurrently, in any order; a `sync_all` in such a kernel fails the launch.
  * `args` points at the packed argument bytes exactly as the host passed them (aclrtLaunchKernelWithHostArgs) or as appended through
  * aclrtKernelArgsAppend: for Ascend C kernels, one 8-byte GM address per parameter, in order. The
  * bytes stay valid for the duration of the call.
@@ -26,7 +31,10 @@
 extern "C" {
 #endif
 
-#define DSNPU_SIM_KERNEL_ABI 3u
+#define DSNPU_SIM_KERNEL_ABI 4u
+
+/* The suffix of the object that declares a kernel's blocks meet in sync_all (see above). */
+#define DSNPU_SIM_SYNC_ALL_SUFFIX "__dsnpu_sync_all"
 
 /* Per-block traffic counters; the kernel adds to them, the simulator sums them per launch. */
 typedef struct dsnpu_sim_counters {

@@ -47,11 +47,19 @@ struct State {
     closed: bool,
     launches: u64,
     last_launch: Option<LaunchRecord>,
+    /// The worker sleeps on `Shared::work` (nothing queued).
+    worker_idle: bool,
+    /// The smallest task number a host thread sleeps on `Shared::done` for: the worker wakes them
+    /// once that task completed, not after every task (a decode step queues dozens).
+    wake_at: Option<u64>,
 }
 
 struct Shared {
     state: Mutex<State>,
-    cv: Condvar,
+    /// The worker waits here for tasks (and for `closed`).
+    work: Condvar,
+    /// Host threads wait here for completions.
+    done: Condvar,
 }
 
 pub(crate) struct Stream {
@@ -79,11 +87,14 @@ impl Stream {
     ) -> Result<Arc<Stream>, SimError> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
-            cv: Condvar::new(),
+            work: Condvar::new(),
+            done: Condvar::new(),
         });
         let worker_shared = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name(format!("dsnpu-stream-{id:x}"))
+            // The worker runs one block of each launch itself (kernel::pool::run_all).
+            .stack_size(crate::kernel::pool::BLOCK_STACK_BYTES)
             .spawn(move || worker_loop(&worker_shared, &env, device))
             .map_err(|e| {
                 SimError::Resources(format!(
@@ -112,7 +123,9 @@ impl Stream {
         s.submitted += 1;
         let seq = s.submitted;
         s.queue.push_back((seq, make()));
-        self.shared.cv.notify_all();
+        if s.worker_idle {
+            self.shared.work.notify_one();
+        }
         Ok(seq)
     }
 
@@ -124,7 +137,8 @@ impl Stream {
     pub(crate) fn wait_for(&self, seq: u64) {
         let mut s = lock(&self.shared.state);
         while s.completed < seq {
-            s = wait(&self.shared.cv, s);
+            s.wake_at = Some(s.wake_at.map_or(seq, |w| w.min(seq)));
+            s = wait(&self.shared.done, s);
         }
     }
 
@@ -160,7 +174,7 @@ impl Stream {
         {
             let mut s = lock(&self.shared.state);
             s.closed = true;
-            self.shared.cv.notify_all();
+            self.shared.work.notify_all();
         }
         let handle = lock(&self.worker).take();
         if let Some(h) = handle {
@@ -181,7 +195,9 @@ fn worker_loop(shared: &Shared, env: &WorkerEnv, device: i32) {
                 if s.closed {
                     return;
                 }
-                s = wait(&shared.cv, s);
+                s.worker_idle = true;
+                s = wait(&shared.work, s);
+                s.worker_idle = false;
             }
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| run_task(task, faulted, env, device)))
@@ -200,7 +216,11 @@ fn worker_loop(shared: &Shared, env: &WorkerEnv, device: i32) {
             s.error.get_or_insert(e);
         }
         s.completed = seq;
-        shared.cv.notify_all();
+        // Every waiter re-arms wake_at with its own target if it is not done yet.
+        if s.wake_at.is_some_and(|w| w <= seq) {
+            s.wake_at = None;
+            shared.done.notify_all();
+        }
     }
 }
 

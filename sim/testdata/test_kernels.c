@@ -19,6 +19,9 @@
  *       out[0] = sum(partials[0..numBlocks]) = numBlocks*(numBlocks+1)/2 and every block b writes
  *       out[1 + b] = partials[(b + 1) % numBlocks] (a value another block wrote before the barrier).
  *       out: uint64_t[1 + numBlocks]. Needs all blocks running at once.
+ *   sync_all_undeclared(partials, out, tiling)
+ *       sync_all_sum without the ABI 4 declaration that its blocks meet in sync_all: the launch must
+ *       fail, naming the declaration, and must not hang.
  *   sync_abandon(out, tiling)           tiling = { uint64_t mode; }  out: uint32_t[numBlocks]
  *       Block 0 never reaches SyncAll: mode 0 = it calls fail("block 0 gave up"), mode 1 = it just
  *       returns. Every other block b calls SyncAll and writes out[b] = 1 if SyncAll returned
@@ -147,6 +150,10 @@ void write_block_idx(const dsnpu_sim_block_ctx *ctx) {
     o[1] = ctx->block_num;
 }
 
+/* ABI 4: the blocks of these two meet in sync_all (every other kernel here has independent blocks). */
+const uint8_t sync_all_sum__dsnpu_sync_all = 1;
+const uint8_t sync_abandon__dsnpu_sync_all = 1;
+
 void sync_all_sum(const dsnpu_sim_block_ctx *ctx) {
     void *partials, *out, *tiling;
     uint64_t n;
@@ -178,6 +185,8 @@ void sync_all_sum(const dsnpu_sim_block_ctx *ctx) {
     }
     o[1 + ctx->block_idx] = p[(ctx->block_idx + 1) % nb];
 }
+
+void sync_all_undeclared(const dsnpu_sim_block_ctx *ctx) { sync_all_sum(ctx); }
 
 void sync_abandon(const dsnpu_sim_block_ctx *ctx) {
     void *out, *tiling;

@@ -6,7 +6,9 @@
  *     extern "C" __global__ __aicore__ void DSNPU_KERNEL(rms_norm_f32)(GM_ADDR x, ..., GM_ADDR tiling) {...}
  *     DSNPU_HOST_ENTRY(rms_norm_f32)
  *
- * A 1:2 mix kernel (cube + vector cores, KERNEL_TYPE_MIX_AIC_1_2) is exported with DSNPU_HOST_ENTRY_MIX.
+ * A 1:2 mix kernel (cube + vector cores, KERNEL_TYPE_MIX_AIC_1_2) is exported with DSNPU_HOST_ENTRY_MIX, a
+ * kernel whose blocks meet in SyncAll with DSNPU_HOST_ENTRY_SYNC (the simulator then runs all its blocks at
+ * once; other kernels' blocks may run one after another).
  *
  * For the AI Core (CANN's compiler, DSNPU_ASCENDC_HOST undefined) DSNPU_KERNEL(name) is `name` and
  * DSNPU_HOST_ENTRY vanishes. For the host kernel binary the kernel body is compiled as the internal
@@ -23,6 +25,7 @@
 #include "kernel_operator.h"
 #define DSNPU_KERNEL(name) name
 #define DSNPU_HOST_ENTRY(name)
+#define DSNPU_HOST_ENTRY_SYNC(name)
 #define DSNPU_HOST_ENTRY_MIX(name)
 #endif
 

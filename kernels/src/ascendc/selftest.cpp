@@ -639,11 +639,11 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_mix)(GM_ADDR a, GM_A
     }
 }
 
-DSNPU_HOST_ENTRY(selftest_fault)
-DSNPU_HOST_ENTRY(selftest_defect)
+DSNPU_HOST_ENTRY_SYNC(selftest_fault)
+DSNPU_HOST_ENTRY_SYNC(selftest_defect)
 DSNPU_HOST_ENTRY(selftest_cost)
 DSNPU_HOST_ENTRY(selftest_l2)
 DSNPU_HOST_ENTRY(selftest_cast)
 DSNPU_HOST_ENTRY(selftest_reduce)
-DSNPU_HOST_ENTRY(selftest_sync_all)
+DSNPU_HOST_ENTRY_SYNC(selftest_sync_all)
 DSNPU_HOST_ENTRY_MIX(selftest_mix)

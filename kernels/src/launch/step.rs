@@ -21,6 +21,17 @@ pub struct RowSource {
 }
 
 impl RowSource {
+    /// Whether the gather would copy a `[rows, cols]` source as it is (no index list, every row where
+    /// it already is): a caller can use the source instead of launching.
+    pub fn is_identity(&self) -> bool {
+        self.by_index.is_none()
+            && self.offset == 0
+            && self.inner >= 1
+            && self.rows.is_multiple_of(self.inner)
+            && (self.inner == 1 || self.stride_b == self.cols)
+            && (self.rows == self.inner || Some(self.stride_a) == self.inner.checked_mul(self.cols))
+    }
+
     /// `[a, b, c]` (row-major, rows `stride` apart within a `[a, b, stride]` source, starting at
     /// `offset`) to `[b, a, c]`.
     pub fn swap_leading(a: usize, b: usize, c: usize, stride: usize, offset: usize) -> RowSource {
@@ -186,4 +197,38 @@ pub fn argmax<T: KernelElem>(
         blocks,
         tiling,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowSource;
+
+    /// The source row each output row reads, by the formula of [`RowSource`].
+    fn sources(s: &RowSource) -> Vec<usize> {
+        (0..s.rows)
+            .map(|r| s.offset + (r / s.inner) * s.stride_a + (r % s.inner) * s.stride_b)
+            .collect()
+    }
+
+    #[test]
+    fn identity_is_exactly_the_in_place_layouts() {
+        let cases = [
+            (RowSource::swap_leading(4, 1, 8, 8, 0), true), // [H, 1, d] -> [1, H, d]
+            (RowSource::swap_leading(1, 3, 8, 8, 0), true), // [1, T, d] -> [T, 1, d]
+            (RowSource::swap_leading(2, 3, 8, 8, 0), false),
+            (RowSource::swap_leading(4, 1, 8, 10, 0), false), // q_nope of [1, H, dn + dr]
+            (RowSource::swap_leading(4, 1, 8, 8, 2), false),
+            (RowSource::lookup(3, 8, 3), false),
+        ];
+        for (s, want) in cases {
+            assert_eq!(s.is_identity(), want, "{s:?}");
+            // Independently: an identity reads row r from r·cols for every r.
+            let in_place = s.by_index.is_none()
+                && sources(&s)
+                    .iter()
+                    .enumerate()
+                    .all(|(r, &src)| src == r * s.cols);
+            assert_eq!(in_place, want, "{s:?}");
+        }
+    }
 }

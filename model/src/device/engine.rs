@@ -918,7 +918,7 @@ impl Env<'_> {
             QueryW::Full(m) => ctx.linear(x, m, t)?,
         };
         // [T, H, dn+dr] -> q_nope [H, T, dn] and q_pe [T, H, dr].
-        let q_nope = ctx.gather(&q, None, RowSource::swap_leading(t, heads, dn, dn + dr, 0))?;
+        let q_nope = ctx.rearrange(&q, RowSource::swap_leading(t, heads, dn, dn + dr, 0))?;
         let q_pe = ctx.gather(
             &q,
             None,
@@ -978,7 +978,7 @@ impl Env<'_> {
         }
         // q_nope · W_UK per head: [H, T, dn] x [H, Dl, dn]ᵀ -> [H, T, Dl] -> [T, H, Dl].
         let q_abs = ctx.grouped(&q_nope, &a.w_uk_t, &p.head_counts, heads * t)?;
-        let q_lat = ctx.gather(&q_abs, None, RowSource::swap_leading(heads, t, dl, dl, 0))?;
+        let q_lat = ctx.rearrange(&q_abs, RowSource::swap_leading(heads, t, dl, dl, 0))?;
         let mut out = ctx.alloc::<T>(t * heads * dl)?;
         let mut lse = ctx.alloc::<f32>(t * heads)?;
         let r = launch::mla_decode(
@@ -1010,9 +1010,9 @@ impl Env<'_> {
         );
         ctx.note_launch("mla_decode", r)?;
         // [T, H, Dl] -> [H, T, Dl], times W_UV per head -> [H, T, dv] -> [T, H·dv], then o_proj.
-        let out_h = ctx.gather(&out, None, RowSource::swap_leading(t, heads, dl, dl, 0))?;
+        let out_h = ctx.rearrange(&out, RowSource::swap_leading(t, heads, dl, dl, 0))?;
         let v = ctx.grouped(&out_h, &a.w_uv, &p.head_counts, heads * t)?;
-        let v = ctx.gather(&v, None, RowSource::swap_leading(heads, t, dv, dv, 0))?;
+        let v = ctx.rearrange(&v, RowSource::swap_leading(heads, t, dv, dv, 0))?;
         ctx.linear(&v, &a.o, t)
     }
 

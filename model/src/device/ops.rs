@@ -36,6 +36,23 @@ pub(crate) struct Ctx {
 
 pub(crate) type Buf<T = f32> = DeviceBuffer<T>;
 
+/// The rows [`Ctx::rearrange`] asked for: the source itself when they are already in place, else a
+/// fresh buffer.
+pub(crate) enum Rows<'a, T: Act> {
+    InPlace(&'a Buf<T>),
+    Copied(Buf<T>),
+}
+
+impl<T: Act> std::ops::Deref for Rows<'_, T> {
+    type Target = Buf<T>;
+    fn deref(&self) -> &Buf<T> {
+        match self {
+            Rows::InPlace(b) => b,
+            Rows::Copied(b) => b,
+        }
+    }
+}
+
 /// Runs `$body` with `$W` the Rust type of weight tensor `$w`'s dtype (f32, f16 or bf16).
 macro_rules! by_weight {
     ($w:expr, $W:ident => $body:expr) => {
@@ -176,6 +193,15 @@ impl Ctx {
             r,
         )?;
         Ok(y)
+    }
+
+    /// The rows `src` selects from `x` without an index list: `x` itself when `src` keeps every row
+    /// where it is (a head/token swap with one token or one head), else a [`gather`](Self::gather).
+    pub fn rearrange<'a, T: Act>(&self, x: &'a Buf<T>, src: RowSource) -> Result<Rows<'a, T>> {
+        if src.is_identity() && Some(x.len()) == src.rows.checked_mul(src.cols) {
+            return Ok(Rows::InPlace(x));
+        }
+        self.gather(x, None, src).map(Rows::Copied)
     }
 
     /// Rows of a weight table (the embedding) picked by `idx`, in the compute type: a plain gather when

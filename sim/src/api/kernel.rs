@@ -95,6 +95,7 @@ pub unsafe extern "C" fn aclrtBinaryGetFunction(
         let rt = runtime()?;
         let binary = rt.binaries.get(bin_handle)?;
         let entry = binary.kernel(name)?;
+        let sync_all = binary.declares_sync_all(name);
         let id = next_handle();
         rt.functions.insert(
             id,
@@ -103,6 +104,7 @@ pub unsafe extern "C" fn aclrtBinaryGetFunction(
                 binary,
                 name: name.to_string(),
                 entry,
+                sync_all,
             }),
         );
         // SAFETY: checked non-null out-parameter (export contract).

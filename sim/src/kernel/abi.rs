@@ -4,7 +4,11 @@
 use std::ffi::{c_char, c_int, c_void};
 
 /// `DSNPU_SIM_KERNEL_ABI`.
-pub const DSNPU_SIM_KERNEL_ABI: u32 = 3;
+pub const DSNPU_SIM_KERNEL_ABI: u32 = 4;
+
+/// `DSNPU_SIM_SYNC_ALL_SUFFIX`: `<kernel><suffix>`, a `uint8_t` object, declares that the kernel's blocks
+/// meet in `sync_all` (ABI 4).
+pub const SYNC_ALL_SUFFIX: &str = "__dsnpu_sync_all";
 
 /// The symbol every host kernel binary exports, NUL-terminated.
 pub const ABI_VERSION_SYMBOL: &[u8] = b"dsnpu_sim_kernel_abi_version\0";

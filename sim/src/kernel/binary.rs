@@ -23,7 +23,9 @@ use std::sync::Arc;
 use libloading::os::unix::{Library as UnixLibrary, RTLD_LOCAL, RTLD_NOW};
 use libloading::Library;
 
-use super::abi::{AbiVersionFn, KernelFn, ABI_VERSION_SYMBOL, DSNPU_SIM_KERNEL_ABI};
+use super::abi::{
+    AbiVersionFn, KernelFn, ABI_VERSION_SYMBOL, DSNPU_SIM_KERNEL_ABI, SYNC_ALL_SUFFIX,
+};
 use super::elf;
 use crate::error::SimError;
 
@@ -43,11 +45,14 @@ pub(crate) struct Binary {
 }
 
 /// A kernel looked up in a binary; keeps the binary loaded while it (or a launch of it) lives.
+/// `sync_all`: the binary declares that the kernel's blocks meet in `sync_all`, so they must run
+/// concurrently (ABI 4); the blocks of other kernels are independent.
 pub(crate) struct Function {
     pub id: u64,
     pub binary: Arc<Binary>,
     pub name: String,
     pub entry: KernelFn,
+    pub sync_all: bool,
 }
 
 fn abi_symbol_name() -> &'static str {
@@ -186,6 +191,23 @@ impl Binary {
         let f = unsafe { self.lib.get::<KernelFn>(symbol.as_bytes_with_nul()) }
             .map_err(|_| not_found())?;
         Ok(*f)
+    }
+}
+
+impl Binary {
+    /// Whether the binary declares that kernel `name`'s blocks meet in `sync_all`: it exports the
+    /// object `<name>__dsnpu_sync_all` and that byte is non-zero.
+    pub(crate) fn declares_sync_all(&self, name: &str) -> bool {
+        let Ok(symbol) = CString::new(format!("{name}{SYNC_ALL_SUFFIX}")) else {
+            return false;
+        };
+        // SAFETY: by the ABI the symbol, if exported, is a `const uint8_t`; it is read once, while
+        // the library is loaded (self holds it).
+        match unsafe { self.lib.get::<*const u8>(symbol.as_bytes_with_nul()) } {
+            // SAFETY: a non-null address of the exported byte, valid while the library is loaded.
+            Ok(p) if !p.is_null() => unsafe { **p != 0 },
+            _ => false,
+        }
     }
 }
 

@@ -1,9 +1,14 @@
-//! Running one kernel launch on a stream worker: every block on its own (pooled) thread,
-//! concurrently.
+//! Running one kernel launch on a stream worker.
 //!
-//! Blocks run in waves of at most [`SimConfig::resident_blocks`] threads (the simulated core
-//! count), like the hardware runs more blocks than it has cores. `SyncAll` needs every block
-//! resident at once: in a launch larger than one wave it fails the launch instead of hanging.
+//! A kernel that declares its blocks meet in `SyncAll` (ABI 4, [`Function::sync_all`]) runs every
+//! block on its own (pooled) thread, concurrently, in waves of at most
+//! [`SimConfig::resident_blocks`] threads (the simulated core count), like the hardware runs more
+//! blocks than it has cores. `SyncAll` needs every block resident at once: in a launch larger than
+//! one wave it fails the launch instead of hanging. The blocks of any other kernel are independent:
+//! they run one after another on the stream worker while each takes less than [`INLINE_BLOCK`]
+//! (a small model's decode step is mostly such launches, and a thread handoff per block cost more
+//! than the block), and the rest then in waves as above. A `SyncAll` in such a kernel fails the
+//! launch, naming the declaration it lacks.
 //! A fault reported through `fail` (or an abandoned `SyncAll`) fails the launch with
 //! `ACL_ERROR_RT_AICORE_EXCEPTION` and the message `"kernel <name> block <i>: <msg>"`; blocks still
 //! running finish, later waves are not started.
@@ -31,6 +36,10 @@ use crate::config::{SimConfig, UB_CAPACITY};
 use crate::error::SimError;
 use crate::memory::{Memory, Pins};
 use crate::sync::lock;
+
+/// Blocks of a kernel without `SyncAll` run on the stream worker, one after another, until one takes
+/// longer than this; the rest then run concurrently.
+pub(crate) const INLINE_BLOCK: Duration = Duration::from_micros(300);
 
 /// Warnings printed per launch before the rest are only counted.
 const PRINTED_WARNINGS: u64 = 8;
@@ -60,6 +69,8 @@ struct LaunchShared<'a> {
     num_blocks: u32,
     resident: u32,
     barrier: BlockBarrier,
+    /// The kernel declared that its blocks meet in `SyncAll`.
+    sync_all: bool,
     fault: Mutex<Option<SimError>>,
     warnings: AtomicU64,
     init_check: bool,
@@ -92,6 +103,18 @@ struct BlockSim<'a> {
 impl BlockSim<'_> {
     fn sync_all(&self) -> c_int {
         let sh = self.shared;
+        if !sh.sync_all {
+            sh.fault(
+                self.block,
+                format!(
+                    "SyncAll in a kernel that does not declare it: its blocks may run one after another. \
+                     Export {}{} (DSNPU_HOST_ENTRY_SYNC in the Ascend C host layer)",
+                    sh.kernel,
+                    super::abi::SYNC_ALL_SUFFIX
+                ),
+            );
+            return 1;
+        }
         if sh.num_blocks > sh.resident {
             sh.fault(
                 self.block,
@@ -325,6 +348,7 @@ pub(crate) fn run_launch(
         num_blocks: n,
         resident: config.resident_blocks(),
         barrier: BlockBarrier::new(n),
+        sync_all: launch.func.sync_all,
         fault: Mutex::new(None),
         warnings: AtomicU64::new(0),
         init_check: config.init_check,
@@ -335,13 +359,31 @@ pub(crate) fn run_launch(
             let wave = shared.resident as usize;
             let entry = launch.func.entry;
             let args_size = launch.args.args_size;
-            for (w, chunk) in counters.chunks_mut(wave).enumerate() {
+            // Independent blocks: inline while they are short.
+            let mut first = 0;
+            if !shared.sync_all {
+                for c in counters.iter_mut() {
+                    let started = Instant::now();
+                    run_block(&shared, entry, first as u32, c, args, args_size);
+                    first += 1;
+                    if lock(&shared.fault).is_some() || started.elapsed() > INLINE_BLOCK {
+                        break;
+                    }
+                }
+            }
+            let faulted = lock(&shared.fault).is_some();
+            let rest = if faulted {
+                &mut [][..]
+            } else {
+                &mut counters[first..]
+            };
+            for (w, chunk) in rest.chunks_mut(wave).enumerate() {
                 let sh = &shared;
                 let jobs: Vec<Box<dyn FnOnce() + Send + '_>> = chunk
                     .iter_mut()
                     .enumerate()
                     .map(|(i, c)| {
-                        let block = (w * wave + i) as u32;
+                        let block = (first + w * wave + i) as u32;
                         Box::new(move || run_block(sh, entry, block, c, args, args_size))
                             as Box<dyn FnOnce() + Send + '_>
                     })
@@ -349,7 +391,7 @@ pub(crate) fn run_launch(
                 pool::run_all(jobs, |i, e| {
                     shared.record(SimError::Resources(format!(
                         "kernel {kernel}: cannot start a thread for block {}: {e}",
-                        w * wave + i
+                        first + w * wave + i
                     )))
                 });
                 if lock(&shared.fault).is_some() {

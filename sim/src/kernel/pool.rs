@@ -1,7 +1,9 @@
 //! Reusable block threads. Starting a thread per block per launch costs tens of microseconds per
 //! block; instead a launch borrows one idle pool thread per block (starting new ones only when none
-//! is idle), hands each its block and waits until every block returned. Each block still has a
-//! thread of its own for the whole launch, so all blocks of a wave run concurrently (`SyncAll`).
+//! is idle), hands each its block and waits until every block returned. The last block runs on the
+//! calling thread itself (the stream worker, started with the same stack size), so a one-block launch
+//! needs no handoff at all. Each block still has a thread of its own for the whole launch, so all
+//! blocks of a wave run concurrently (`SyncAll`).
 //! `aclFinalize` stops the idle threads ([`shutdown`]), so no simulator code keeps running after it.
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -10,8 +12,9 @@ use std::thread::{self, JoinHandle};
 
 use crate::sync::{lock, wait};
 
-/// Stack of each block thread: host kernels may keep sizeable local buffers.
-const BLOCK_STACK_BYTES: usize = 8 << 20;
+/// Stack of each block thread: host kernels may keep sizeable local buffers. A thread that calls
+/// [`run_all`] needs at least this much too (it runs one of the blocks).
+pub(crate) const BLOCK_STACK_BYTES: usize = 8 << 20;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -117,12 +120,13 @@ impl Drop for CountDown {
     }
 }
 
-/// Runs every job on its own thread, all at the same time, and returns when all have finished.
-/// If no thread can be obtained for job `i`, `abandon(i, error)` runs first (it must release
-/// started jobs that wait for the others, e.g. abort their barrier), jobs `i..` are dropped
+/// Runs every job on its own thread, all at the same time, and returns when all have finished: the
+/// last job on the calling thread (whose stack must be at least [`BLOCK_STACK_BYTES`]), the others on
+/// pool threads. If no thread can be obtained for job `i`, `abandon(i, error)` runs first (it must
+/// release started jobs that wait for the others, e.g. abort their barrier), jobs `i..` are dropped
 /// unstarted, and the started ones are waited for.
 pub(crate) fn run_all<'env>(
-    jobs: Vec<Box<dyn FnOnce() + Send + 'env>>,
+    mut jobs: Vec<Box<dyn FnOnce() + Send + 'env>>,
     abandon: impl FnOnce(usize, io::Error),
 ) {
     let latch = Latch {
@@ -130,6 +134,9 @@ pub(crate) fn run_all<'env>(
         cv: Condvar::new(),
     };
     let _wait = WaitOnDrop(&latch);
+    let Some(last) = jobs.pop() else {
+        return;
+    };
     for (i, job) in jobs.into_iter().enumerate() {
         let worker = match checkout() {
             Ok(w) => w,
@@ -153,6 +160,8 @@ pub(crate) fn run_all<'env>(
         *lock(&worker.slot) = Slot::Job(job);
         worker.cv.notify_one();
     }
+    // As on a pool thread, a panic ends only this job; `_wait` then waits for the others.
+    let _ = catch_unwind(AssertUnwindSafe(last));
 }
 
 /// Stops and joins every block thread (at `aclFinalize`, when no launch runs any more; a thread

@@ -115,6 +115,16 @@ fn sync_all_meets_all_blocks_and_never_hangs() {
         m.contains("SyncAll needs all 12 blocks running at once"),
         "{m}"
     );
+    // A kernel that does not declare its SyncAll (ABI 4) may have its blocks run one after another:
+    // its SyncAll fails the launch, naming the declaration, instead of hanging.
+    let u = function(bin, "sync_all_undeclared");
+    ok(launch(u, 4, s, &[addr(partials), addr(out), addr(t)]));
+    let m = fails(sync(s), sys::ACL_ERROR_RT_AICORE_EXCEPTION);
+    assert!(
+        m.contains("SyncAll in a kernel that does not declare it")
+            && m.contains("sync_all_undeclared__dsnpu_sync_all"),
+        "{m}"
+    );
     // A block that fails or leaves releases the blocks waiting in SyncAll.
     let g = function(bin, "sync_abandon");
     let marks = dev_alloc(4 * 6);

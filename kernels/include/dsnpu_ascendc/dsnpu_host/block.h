@@ -37,6 +37,7 @@ struct BlockState {
     uint8_t* ub = nullptr;      // this block's Unified Buffer, ub_capacity bytes, 64-byte aligned
     uint32_t ub_capacity = 0;
     uint32_t ub_used = 0;       // bytes handed out by the current TPipe
+    uint32_t ub_peak = 0;       // the most ub_used has been: what the block may have written (entry.h refills it)
     uint32_t ub_buffers = 0;    // buffers handed out by the current TPipe
     dsnpu_sim_counters* counters = nullptr;
     Pipeline* pipeline = nullptr;  // pipes, sanitizer and cycle model of this block (pipeline.h)

@@ -107,25 +107,17 @@ struct L2Split {
     uint64_t miss = 0;
 };
 
-// One core's slice of the L2 (see the table above): fully associative, LRU. Fixed arrays allocated once
-// per core (calloc: zero pages until touched): the lines with their LRU links, and an open-addressing
-// index (linear probing, backward-shift deletion) from line number to line. No allocation per access.
+// One core's slice of the L2 (see the table above): fully associative, LRU. Two arrays: the lines with
+// their LRU links, and an open-addressing index (linear probing, backward-shift deletion, at most half
+// full) from line number to line. Both start small and double as lines come in, up to the slice's
+// capacity: a block that touches a few KiB does not pay for zeroing a 192 MiB slice's tables (most
+// launches of a small model's decode step). Once at capacity, no allocation per access.
 class L2Slice {
 public:
     explicit L2Slice(uint64_t capacity) {
         cap_ = capacity / cost::kL2Line;
         if (cap_ == 0) cap_ = 1;
-        if (cap_ > kNone) cap_ = kNone;
-        buckets_ = 1;
-        while (buckets_ < 2 * cap_) buckets_ <<= 1;
-        index_ = static_cast<uint32_t*>(std::calloc(buckets_, sizeof(uint32_t)));
-        lines_ = static_cast<Line*>(std::calloc(cap_, sizeof(Line)));
-        if (index_ == nullptr || lines_ == nullptr) {
-            std::free(index_);
-            std::free(lines_);
-            index_ = nullptr;
-            lines_ = nullptr;
-        }
+        if (cap_ > kNone / 2) cap_ = kNone / 2;
     }
     ~L2Slice() {
         std::free(index_);
@@ -137,11 +129,11 @@ public:
     uint64_t capacity() const { return cap_ * cost::kL2Line; }
 
     // Looks up GM bytes [addr, addr + len) in address order, updates the slice, returns the split.
-    // Without its arrays (the allocation failed) everything misses.
+    // If its arrays cannot grow (out of host memory), the slice keeps the lines it has: LRU over fewer.
     L2Split access(uint64_t addr, uint64_t len, bool write) {
         L2Split r;
         if (len == 0) return r;
-        if (lines_ == nullptr) {
+        if (used_ == 0 && !grow()) {  // no memory for even one line: everything misses
             r.miss = len;
             return r;
         }
@@ -151,7 +143,9 @@ public:
             const uint64_t line = a / cost::kL2Line;
             const uint64_t line_end = (line + 1) * cost::kL2Line;
             const uint64_t stop = end < line_end ? end : line_end;
-            Line& l = lines_[find(line)];
+            // find() may move lines_ (growth): index after it returns (lines_[find()] reads lines_ first).
+            const uint32_t at = find(line);
+            Line& l = lines_[at];
             uint64_t s = a;
             while (s < stop) {
                 const uint64_t sector = (s % cost::kL2Line) / cost::kL2Sector;
@@ -227,8 +221,9 @@ private:
             n = index_[slot] - 1;
             unlink(n);
         } else {
-            if (used_ < cap_) {
+            if (used_ < cap_ && grow()) {
                 n = static_cast<uint32_t>(used_++);
+                slot = slot_of(line);  // the index may have been rebuilt
             } else {
                 n = tail_;
                 unlink(n);
@@ -244,9 +239,36 @@ private:
         return n;
     }
 
+    // Room for one more line: the lines array holds used_ + 1 and the index stays at most half full.
+    // False when the host is out of memory; the slice then stops at the used_ lines it has.
+    bool grow() {
+        if (used_ == lines_len_) {
+            uint64_t len = lines_len_ == 0 ? 64 : 2 * lines_len_;
+            if (len > cap_) len = cap_;
+            Line* lines = static_cast<Line*>(std::realloc(lines_, len * sizeof(Line)));
+            if (lines == nullptr) return stop();
+            lines_ = lines;
+            lines_len_ = len;
+        }
+        if (2 * (used_ + 1) > buckets_) {
+            const uint64_t buckets = buckets_ < 128 ? 128 : 2 * buckets_;
+            uint32_t* index = static_cast<uint32_t*>(std::calloc(buckets, sizeof(uint32_t)));
+            if (index == nullptr) return stop();
+            std::free(index_);
+            index_ = index;
+            buckets_ = buckets;
+            for (uint64_t n = 0; n < used_; ++n) index_[slot_of(lines_[n].tag)] = static_cast<uint32_t>(n + 1);
+        }
+        return true;
+    }
+    bool stop() {
+        if (used_ > 0) cap_ = used_;
+        return false;
+    }
+
     uint32_t* index_ = nullptr;
     Line* lines_ = nullptr;
-    uint64_t cap_ = 1, buckets_ = 1, used_ = 0;
+    uint64_t cap_ = 1, lines_len_ = 0, buckets_ = 0, used_ = 0;
     uint32_t head_ = kNone, tail_ = kNone;
 };
 

@@ -1,12 +1,12 @@
 // The per-kernel entry shim between the simulator's ABI (dsnpu_sim_kernel.h) and an Ascend C kernel.
 //
 // DSNPU_HOST_ENTRY(name) exports `extern "C" void name(const dsnpu_sim_block_ctx*)`, which checks the ABI
-// version and the argument bytes (one 8-byte GM address per kernel parameter), gives the block a fresh
-// Unified Buffer (filled with 0xFF so reads of never-written UB show up as NaN), installs the thread-local
+// version and the argument bytes (one 8-byte GM address per kernel parameter), gives the block a
+// Unified Buffer all 0xFF (so reads of never-written UB show up as NaN), installs the thread-local
 // block state and calls the kernel compiled as DSNPU_KERNEL(name). Faults end the block through
 // BlockAbort; any other C++ exception is reported as an internal fault. Nothing is thrown past the shim.
 // DSNPU_HOST_ENTRY_MIX(name) exports a 1:2 mix kernel: each block runs as one cube core and two vector
-// cores on three threads (mix.h). Each block (each core) gets a Pipeline (pipeline.h) with the checks of DSNPU_SIM_CHECK; when the kernel returns,
+// cores, run cooperatively on the block's thread (coop.h, mix.h). Each block (each core) gets a Pipeline (pipeline.h) with the checks of DSNPU_SIM_CHECK; when the kernel returns,
 // flags left set are a sync finding, and the block's modelled cycles and per-pipe busy fractions go into
 // the counters (model_cycles, pipe_busy_q8). Each core also gets its slice of the L2 model (cost.h), empty
 // at the start of the block; the HBM counters (hbm_read_bytes, hbm_write_bytes) count its misses.
@@ -22,10 +22,11 @@
 #include <new>
 #include <utility>
 
+#include <functional>
 #include <string>
-#include <thread>
 
 #include "block.h"
+#include "coop.h"
 #include "macros.h"
 #include "mix.h"
 #include "pipeline.h"
@@ -45,6 +46,38 @@ inline uint64_t l2_slice_bytes(uint32_t block_num, bool mix) {
     uint64_t n = block_num == 0 ? 1 : block_num;
     if (n > cost::kMaxConcurrentCores) n = cost::kMaxConcurrentCores;
     return cost::kL2Bytes / n / (mix ? kCoreSlots : 1);
+}
+
+// The Unified Buffer of a core this thread runs, kept from block to block: allocating and filling
+// 192 KiB per block was most of a small launch's cost. Every block still finds all of it 0xFF, because
+// each block refills the bytes it reserved (its high-water mark) before it returns.
+class ThreadUb {
+public:
+    ~ThreadUb() {
+        if (p_ != nullptr) ::operator delete(p_, std::align_val_t{64});
+    }
+    // At least `len` bytes, all 0xFF. Throws std::bad_alloc.
+    uint8_t* get(uint32_t len) {
+        if (len > len_ || p_ == nullptr) {
+            uint8_t* p = static_cast<uint8_t*>(::operator new(len == 0 ? 1 : len, std::align_val_t{64}));
+            std::memset(p, 0xFF, len);
+            if (p_ != nullptr) ::operator delete(p_, std::align_val_t{64});
+            p_ = p;
+            len_ = len;
+        }
+        return p_;
+    }
+    void refill(uint64_t used) { std::memset(p_, 0xFF, used < len_ ? used : len_); }
+
+private:
+    uint8_t* p_ = nullptr;
+    uint32_t len_ = 0;
+};
+
+// One per core slot: the two vector cores of a mix block run on the same thread (coop.h).
+inline ThreadUb& thread_ub(uint32_t slot) {
+    thread_local ThreadUb ub[kCoreSlots];
+    return ub[slot < kCoreSlots ? slot : 0];
 }
 
 // One core's run of the kernel body: its BlockState (on this thread), Unified Buffer, Pipeline, L2 slice
@@ -76,8 +109,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
             fail("entry: kernel %s takes %zu 8-byte GM addresses, the launch passed %zu argument bytes", name, n,
                  ctx->args_size);
         }
-        ub = static_cast<uint8_t*>(::operator new(st.ub_capacity == 0 ? 1 : st.ub_capacity, std::align_val_t{64}));
-        std::memset(ub, 0xFF, st.ub_capacity);
+        ub = thread_ub(core_slot(st)).get(st.ub_capacity);
         st.ub = ub;
         keep->reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), st.ub_capacity, ctx->block_num));
         l2.reset(new L2Slice(l2_slice_bytes(ctx->block_num, group != nullptr)));
@@ -105,7 +137,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         ctx->fail(ctx->sim, "internal: unknown C++ exception in the host kernel");
         faulted = true;
     }
-    if (ub != nullptr) ::operator delete(ub, std::align_val_t{64});
+    if (ub != nullptr) thread_ub(core_slot(st)).refill(st.ub_peak);
     t_block = saved;
     return faulted;
 }
@@ -120,7 +152,7 @@ inline void run_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*
              &pipeline);
 }
 
-// A block of a 1:2 mix launch: its AIC on this thread, its two AIVs on two more, sharing a MixGroup
+// A block of a 1:2 mix launch: its AIC and two AIVs, each on its own stack on this thread, sharing a MixGroup
 // (mix.h). The block's counters are the three cores' sums (high-water mark: the largest); its modelled
 // cycles are the slowest core's, and each pipe's busy fraction is the busiest core's over that time, so
 // cube work shows on the AIC's M/MTE1/FIX and vector work on the AIVs' V. Each core shares HBM as one
@@ -148,21 +180,11 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
         faulted[slot] = run_core(ctx, name, fn, &group, kind, sub, &c[slot], &pl[slot]);
         group.done(slot, faulted[slot]);
     };
-    std::thread aiv0, aiv1;
-    try {
-        aiv0 = std::thread(core, 1u);
-        aiv1 = std::thread(core, 2u);
-    } catch (const std::exception& e) {
-        group.done(0, true);
-        if (aiv0.joinable()) aiv0.join();
-        char msg[256];
-        std::snprintf(msg, sizeof msg, "internal: cannot start the vector cores' threads: %s", e.what());
-        ctx->fail(ctx->sim, msg);
+    CoopCores coop;
+    if (!coop.run(kCoreSlots, core)) {
+        ctx->fail(ctx->sim, "internal: cannot map the stacks of the block's cores");
         return;
     }
-    core(0);
-    aiv0.join();
-    aiv1.join();
     if (!faulted[0] && !faulted[1] && !faulted[2]) {
         const std::string left = group.leftover();
         if (!left.empty() && (parse_checks(std::getenv("DSNPU_SIM_CHECK")) & kCheckSync) != 0) {
@@ -203,6 +225,13 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
     DSNPU_HOST_EXPORT void name(const dsnpu_sim_block_ctx* ctx) {          \
         ::dsnpu::host::run_kernel(ctx, #name, &dsnpu_host_impl_##name);    \
     }
+
+// The same for a kernel whose blocks meet in SyncAll: also exports `name__dsnpu_sync_all` (ABI 4), so
+// the simulator runs all its blocks at once. The blocks of a kernel without it may run one after another,
+// and a SyncAll in them fails the launch.
+#define DSNPU_HOST_ENTRY_SYNC(name)                                         \
+    DSNPU_HOST_EXPORT const uint8_t name##__dsnpu_sync_all = 1;            \
+    DSNPU_HOST_ENTRY(name)
 
 // The same for a 1:2 mix kernel (KERNEL_TYPE_MIX_AIC_1_2): every block runs one AIC and two AIVs.
 #define DSNPU_HOST_ENTRY_MIX(name)                                          \

@@ -16,7 +16,8 @@
 //   issues on `pipe`, so it orders what that pipe did before it; the wait blocks every later instruction
 //   of the waiting core ("CrossCoreWaitFlag之后的所有指令都将被阻塞").
 //
-// The model: the three cores of a block run on their own threads (entry.h) and share a MixGroup. A set
+// The model: the three cores of a block run cooperatively on the block's thread (coop.h, entry.h) and
+// share a MixGroup; a core switches out only in a wait whose counter is empty. A set
 // publishes the setting pipe's clock (pipeline.h) into the waiting core's counter queue; a wait pops it
 // and joins it into the scalar unit's clock, which orders every later instruction of the core. Clocks
 // carry all three cores' pipes, so the same vector clocks order GM accesses across cores:
@@ -31,15 +32,14 @@
 #ifndef DSNPU_ASCENDC_HOST_MIX_H
 #define DSNPU_ASCENDC_HOST_MIX_H
 
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
-#include <deque>
 #include <map>
-#include <mutex>
 #include <string>
+#include <vector>
 
 #include "block.h"
+#include "coop.h"
 #include "pipeline.h"
 
 namespace dsnpu {
@@ -70,6 +70,28 @@ struct GmSeg {
     GmTag r[kCoreSlots];
 };
 
+// A FIFO of released edges that allocates nothing until its first push (a group has 132, mostly unused).
+class EdgeQueue {
+public:
+    bool empty() const { return head_ == v_.size(); }
+    size_t size() const { return v_.size() - head_; }
+    const Edge& front() const { return v_[head_]; }
+    void pop_front() { ++head_; }
+    void push_back(const Edge& e) {
+        if (empty()) {
+            v_.clear();
+            head_ = 0;
+        }
+        v_.push_back(e);
+    }
+
+private:
+    std::vector<Edge> v_;
+    size_t head_ = 0;
+};
+
+// The shared state of one mix block's three cores. They run on one thread (coop.h), so nothing here
+// needs a lock.
 class MixGroup {
 public:
     enum class State : uint8_t { kRunning, kWaiting, kDone };
@@ -77,7 +99,6 @@ public:
     // --- cross-core flags -----------------------------------------------------------------------------
     // Returns an empty string, or the sync finding.
     std::string set(uint32_t from, uint32_t mode, uint32_t flag, const Edge& e) {
-        std::lock_guard<std::mutex> lk(mu_);
         char msg[256];
         if (flag >= kCrossFlags) {
             std::snprintf(msg, sizeof msg, "sync: CrossCoreSetFlag(%u): flagId outside 0..10", flag);
@@ -103,14 +124,12 @@ public:
                           mode, flag, slot_name(from));
             return msg;
         }
-        cv_.notify_all();
         return std::string();
     }
 
-    // Blocks until a set releases `slot`'s wait on `flag`; the released edge goes to *out. Returns an empty
+    // Returns once a set releases `slot`'s wait on `flag` (the other cores run meanwhile); the released edge goes to *out. Returns an empty
     // string, "abort" when another core faulted, or the sync finding of a wait that can never complete.
     std::string wait(uint32_t slot, uint32_t flag, Edge* out) {
-        std::unique_lock<std::mutex> lk(mu_);
         char msg[512];
         if (flag >= kCrossFlags) {
             std::snprintf(msg, sizeof msg, "sync: CrossCoreWaitFlag(%u): flagId outside 0..10", flag);
@@ -120,7 +139,7 @@ public:
         waiting_[slot] = flag;
         for (;;) {
             if (aborted_) return "abort";
-            std::deque<Edge>& q = ready_[slot][flag];
+            EdgeQueue& q = ready_[slot][flag];
             if (!q.empty()) {
                 *out = q.front();
                 q.pop_front();
@@ -135,29 +154,27 @@ public:
                               slot_name((slot + 2) % kCoreSlots), describe((slot + 2) % kCoreSlots));
                 return msg;
             }
-            cv_.wait(lk);
+            // Another core has to run first: a set may still come (stuck() said so).
+            CoopCores* coop = CoopCores::current();
+            if (coop == nullptr) return "internal: a cross-core wait outside a mix block's scheduler";
+            coop->yield();
         }
     }
 
     // A core returned (or faulted: `abort`).
     void done(uint32_t slot, bool abort) {
-        std::lock_guard<std::mutex> lk(mu_);
         state_[slot] = State::kDone;
         if (abort) aborted_ = true;
-        cv_.notify_all();
     }
     // The first fault of the block claims the report; every wait is released.
     bool claim_fault() {
-        std::lock_guard<std::mutex> lk(mu_);
         const bool first = !aborted_;
         aborted_ = true;
-        cv_.notify_all();
         return first;
     }
 
     // After all three cores returned: the first flag left set, or empty.
     std::string leftover() {
-        std::lock_guard<std::mutex> lk(mu_);
         char msg[256];
         for (uint32_t r = 0; r < kCoreSlots; ++r) {
             for (uint32_t f = 0; f < kCrossFlags; ++f) {
@@ -180,7 +197,6 @@ public:
     // [a, a + len). Returns an empty string or the race finding.
     std::string gm(uint32_t slot, uint32_t pipe, uint32_t epoch, const Clock& clock, const char* op, uint64_t a,
                    uint64_t len, bool write) {
-        std::lock_guard<std::mutex> lk(gm_mu_);
         const uint64_t b = a + len;
         split(a);
         split(b);
@@ -230,8 +246,8 @@ private:
     }
     // Caller holds mu_. Releases `r`'s wait when both AIVs have a pending set.
     bool pair(uint32_t r, uint32_t flag, char* msg, size_t n) {
-        std::deque<Edge>& a = pending_[r][flag][1];
-        std::deque<Edge>& b = pending_[r][flag][2];
+        EdgeQueue& a = pending_[r][flag][1];
+        EdgeQueue& b = pending_[r][flag][2];
         if (a.size() > kCrossFlagMax || b.size() > kCrossFlagMax) {
             std::snprintf(msg, n, "sync: CrossCoreSetFlag(%u) towards %s set more than %u times with no wait", flag,
                           slot_name(r), kCrossFlagMax);
@@ -291,16 +307,13 @@ private:
         return msg;
     }
 
-    std::mutex mu_;
-    std::condition_variable cv_;
     State state_[kCoreSlots] = {State::kRunning, State::kRunning, State::kRunning};
     uint32_t waiting_[kCoreSlots] = {};
     bool aborted_ = false;
-    std::deque<Edge> ready_[kCoreSlots][kCrossFlags];
-    std::deque<Edge> pending_[kCoreSlots][kCrossFlags][kCoreSlots];
+    EdgeQueue ready_[kCoreSlots][kCrossFlags];
+    EdgeQueue pending_[kCoreSlots][kCrossFlags][kCoreSlots];
     uint32_t sets_[kCoreSlots][kCrossFlags] = {};
 
-    std::mutex gm_mu_;
     std::map<uint64_t, GmSeg> segs_;
 };
 

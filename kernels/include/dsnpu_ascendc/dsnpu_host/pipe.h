@@ -41,6 +41,7 @@ inline uint32_t ub_reserve(const char* op, uint32_t num, uint32_t len, const cha
     b.ub_used += static_cast<uint32_t>(bytes);
     b.ub_buffers += num;
     if (b.ub_used > b.counters->ub_high_water) b.counters->ub_high_water = b.ub_used;
+    if (b.ub_used > b.ub_peak) b.ub_peak = b.ub_used;
     for (uint32_t i = 0; i < num; ++i) pipeline().add_region(addr + i * len, len, kind, i);
     return addr;
 }
