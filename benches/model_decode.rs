@@ -22,7 +22,9 @@
 //! Part 2 (criterion): wall time of a prefill and 8 greedy decode steps of batches of 1, 16 and 64
 //! sequences on the device engine on the simulator (the batch decodes together, one pass per step)
 //! against the CPU backend's `Generator` with the same prompts, both on the small test checkpoint
-//! `model/tests/data/v3_base`.
+//! `model/tests/data/v3_base` (hidden 64: launch overhead dominates); and of batch 1 on a checkpoint of
+//! the width the device engine's issue measured (hidden 1024, 16 heads, 32 experts top-8, 4 layers,
+//! bf16 random weights), written once by this bench under `target/bench-data/v3_w1024`.
 
 use std::time::Duration;
 
@@ -662,16 +664,152 @@ fn layer_report() {
     println!("\nreport: {}\n", path.display());
 }
 
-fn model_decode(c: &mut Criterion) {
-    layer_report();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/data/v3_base");
+/// The bf16 bytes of `n` values uniform in ±sqrt(3 / fan_in) (unit-variance outputs for unit inputs),
+/// from a splitmix64 stream seeded `seed`.
+fn random_bf16(n: usize, fan_in: usize, seed: u64) -> Vec<u8> {
+    let a = (3.0 / fan_in as f64).sqrt() as f32;
+    let mut z = seed;
+    (0..n)
+        .flat_map(|_| {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let u = ((x ^ (x >> 31)) >> 40) as f32 / (1u64 << 24) as f32;
+            bf16::from_f32(a * (2.0 * u - 1.0)).to_le_bytes()
+        })
+        .collect()
+}
+
+/// A DeepSeek-V3-shaped checkpoint at hidden 1024 (16 heads, q_lora 384, kv_lora 256, rope 32, nope 64,
+/// v 64; 1 dense layer of intermediate 2816 and 3 MoE layers of 32 experts of 256 with top-8 over 8
+/// groups, one shared expert; vocab 8192), bf16 random weights; written on first use.
+fn wide_checkpoint() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/bench-data/v3_w1024");
+    if dir.join("model.safetensors").exists() {
+        return dir;
+    }
+    let (h, heads, ql, kl, dr, dn, dv) = (1024, 16, 384, 256, 32, 64, 64);
+    let (inter, mi, experts, layers, vocab) = (2816, 256, 32, 4, 8192);
+    let base = std::fs::read_to_string(root.join("model/tests/data/v3_base/config.json"))
+        .expect("v3_base config");
+    let mut cfg: serde_json::Value = serde_json::from_str(&base).expect("config json");
+    for (k, v) in [
+        ("vocab_size", vocab),
+        ("hidden_size", h),
+        ("intermediate_size", inter),
+        ("moe_intermediate_size", mi),
+        ("num_hidden_layers", layers),
+        ("num_attention_heads", heads),
+        ("num_key_value_heads", heads),
+        ("n_routed_experts", experts),
+        ("kv_lora_rank", kl),
+        ("q_lora_rank", ql),
+        ("qk_rope_head_dim", dr),
+        ("v_head_dim", dv),
+        ("qk_nope_head_dim", dn),
+        ("n_group", 8),
+        ("topk_group", 4),
+        ("num_experts_per_tok", 8),
+        ("max_position_embeddings", 4096),
+    ] {
+        cfg[k] = serde_json::json!(v);
+    }
+    cfg["torch_dtype"] = serde_json::json!("bfloat16");
+    // (name, shape, fan_in; 0 = a norm weight of ones)
+    let mut specs: Vec<(String, Vec<usize>, usize)> = vec![
+        ("model.embed_tokens.weight".into(), vec![vocab, h], 1),
+        ("lm_head.weight".into(), vec![vocab, h], h),
+        ("model.norm.weight".into(), vec![h], 0),
+    ];
+    for i in 0..layers {
+        let p = format!("model.layers.{i}.");
+        let a = format!("{p}self_attn.");
+        specs.extend([
+            (format!("{p}input_layernorm.weight"), vec![h], 0),
+            (format!("{p}post_attention_layernorm.weight"), vec![h], 0),
+            (format!("{a}q_a_proj.weight"), vec![ql, h], h),
+            (format!("{a}q_a_layernorm.weight"), vec![ql], 0),
+            (
+                format!("{a}q_b_proj.weight"),
+                vec![heads * (dn + dr), ql],
+                ql,
+            ),
+            (format!("{a}kv_a_proj_with_mqa.weight"), vec![kl + dr, h], h),
+            (format!("{a}kv_a_layernorm.weight"), vec![kl], 0),
+            (
+                format!("{a}kv_b_proj.weight"),
+                vec![heads * (dn + dv), kl],
+                kl,
+            ),
+            (format!("{a}o_proj.weight"), vec![h, heads * dv], heads * dv),
+        ]);
+        let mlp = |m: &str, n: usize| {
+            [
+                (format!("{m}gate_proj.weight"), vec![n, h], h),
+                (format!("{m}up_proj.weight"), vec![n, h], h),
+                (format!("{m}down_proj.weight"), vec![h, n], n),
+            ]
+        };
+        if i == 0 {
+            specs.extend(mlp(&format!("{p}mlp."), inter));
+        } else {
+            // Router weights of std 2/sqrt(h)·sqrt(h) ~ 2: routing far from ties.
+            specs.push((format!("{p}mlp.gate.weight"), vec![experts, h], h / 4));
+            for e in 0..experts {
+                specs.extend(mlp(&format!("{p}mlp.experts.{e}."), mi));
+            }
+            specs.extend(mlp(&format!("{p}mlp.shared_experts."), mi));
+        }
+    }
+    let mut data: Vec<(String, Vec<usize>, safetensors::Dtype, Vec<u8>)> = specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape, fan_in))| {
+            let n = shape.iter().product();
+            let bytes = if fan_in == 0 {
+                bf16::ONE.to_le_bytes().repeat(n)
+            } else {
+                random_bf16(n, fan_in, 1000 + i as u64)
+            };
+            (name, shape, safetensors::Dtype::BF16, bytes)
+        })
+        .collect();
+    for i in 1..layers {
+        let name = format!("model.layers.{i}.mlp.gate.e_score_correction_bias");
+        data.push((
+            name,
+            vec![experts],
+            safetensors::Dtype::F32,
+            vec![0; 4 * experts],
+        ));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(name, shape, dtype, bytes)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                .expect("tensor view");
+            (name.clone(), view)
+        })
+        .collect();
+    std::fs::create_dir_all(&dir).expect("bench data dir");
+    std::fs::write(dir.join("config.json"), cfg.to_string()).expect("config");
+    safetensors::serialize_to_file(views, &None, &dir.join("model.safetensors")).expect("weights");
+    dir
+}
+
+/// Criterion cases of a prefill and `steps` greedy decode steps of `prompts` (decoded together) on the
+/// device engine on the simulator and on the CPU backend.
+fn decode_cases(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    dir: &std::path::Path,
+    batches: &[usize],
+    vocab: i32,
+) {
     const STEPS: usize = 8;
-    let mut g = c.benchmark_group("model_decode_8_steps_v3_base");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
     let mut engine = dsnpu_model::device::Engine::load(
-        &dir,
+        dir,
         dsnpu_model::device::EngineOptions {
             // 64 sequences of 5 + 9 tokens: one 16-slot block each.
             num_blocks: 128,
@@ -680,14 +818,14 @@ fn model_decode(c: &mut Criterion) {
         &mut |_, _| {},
     )
     .expect("engine");
-    let model = dsnpu_model::DeepseekV3::load(&dir).expect("cpu model");
-    for batch in [1usize, 16, 64] {
+    let model = dsnpu_model::DeepseekV3::load(dir).expect("cpu model");
+    for &batch in batches {
         // Different prompts per sequence (the same five tokens, shifted), so rows do not repeat.
         let prompts: Vec<Vec<i32>> = (0..batch)
             .map(|i| {
                 [5, 9, 14, 2, 7]
                     .iter()
-                    .map(|&t| (t + 3 * i as i32) % 128)
+                    .map(|&t| (t + 3 * i as i32) % vocab)
                     .collect()
             })
             .collect();
@@ -716,6 +854,27 @@ fn model_decode(c: &mut Criterion) {
             })
         });
     }
+}
+
+fn model_decode(c: &mut Criterion) {
+    layer_report();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut g = c.benchmark_group("model_decode_8_steps_v3_base");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    decode_cases(
+        &mut g,
+        &root.join("model/tests/data/v3_base"),
+        &[1, 16, 64],
+        128,
+    );
+    g.finish();
+    let mut g = c.benchmark_group("model_decode_8_steps_v3_w1024");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(10));
+    decode_cases(&mut g, &wide_checkpoint(), &[1], 8192);
     g.finish();
 }
 

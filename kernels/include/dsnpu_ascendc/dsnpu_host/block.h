@@ -51,6 +51,12 @@ struct BlockState {
     // The system workspace (GetSysWorkSpacePtr): set by the mix entry from the kernel's workspace
     // argument, as CANN's framework does for operators built with a workspace; SetSysWorkspace sets it.
     uint8_t* sys_workspace = nullptr;
+    // GM ranges the simulator already validated for this block (check_gm): it pins their allocations
+    // until the block returns, so an access inside one needs no second look. Filled round robin.
+    static constexpr uint32_t kValidRanges = 8;
+    uintptr_t valid_lo[kValidRanges] = {};
+    uintptr_t valid_hi[kValidRanges] = {};
+    uint32_t valid_next = 0;
 };
 
 inline thread_local BlockState* t_block = nullptr;
@@ -112,11 +118,41 @@ __attribute__((format(printf, 1, 2))) inline void warn(const char* fmt, ...) {
 
 inline dsnpu_sim_counters& counters() { return *block().counters; }
 
+// Whether the simulator already validated a range holding [p, p + bytes) for this block.
+inline bool gm_validated(const BlockState& b, uintptr_t p, uint64_t bytes) {
+    for (uint32_t i = 0; i < BlockState::kValidRanges; ++i) {
+        if (p >= b.valid_lo[i] && p < b.valid_hi[i] && bytes <= b.valid_hi[i] - p) return true;
+    }
+    return false;
+}
+
+// Asks the simulator whether [p, p + bytes) lies inside one live device allocation; remembers it if so.
+inline bool gm_validate(BlockState& b, uintptr_t p, uint64_t bytes) {
+    if (b.ctx->check_gm(b.ctx->sim, reinterpret_cast<const void*>(p), static_cast<size_t>(bytes)) != 0) {
+        return false;
+    }
+    const uint32_t i = b.valid_next++ % BlockState::kValidRanges;
+    b.valid_lo[i] = p;
+    b.valid_hi[i] = p + bytes;
+    return true;
+}
+
 // Fail unless [p, p + bytes) lies inside one live device allocation. Zero bytes touch nothing.
-inline void check_gm(const char* op, const void* p, uint64_t bytes) {
+// `extent` (optional) is the whole buffer the access belongs to (a GlobalTensor's SetGlobalBuffer
+// range): validated once, it covers the buffer's later accesses (one simulator call instead of one per
+// element for scalar GetValue loops); if it is not inside one allocation, only the access is checked.
+inline void check_gm(const char* op, const void* p, uint64_t bytes, const void* extent = nullptr,
+                     uint64_t extent_bytes = 0) {
     if (bytes == 0) return;
     BlockState& b = block();
-    if (b.ctx->check_gm(b.ctx->sim, p, static_cast<size_t>(bytes)) != 0) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (gm_validated(b, a, bytes)) return;
+    const uintptr_t e = reinterpret_cast<uintptr_t>(extent);
+    if (extent != nullptr && a >= e && a - e <= extent_bytes && bytes <= extent_bytes - (a - e) &&
+        gm_validate(b, e, extent_bytes)) {
+        return;
+    }
+    if (!gm_validate(b, a, bytes)) {
         fail("%s: GM range [%p, +%llu bytes) is not inside one live device allocation", op, p,
              static_cast<unsigned long long>(bytes));
     }

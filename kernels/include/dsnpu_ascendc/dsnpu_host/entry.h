@@ -111,7 +111,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         }
         ub = thread_ub(core_slot(st)).get(st.ub_capacity);
         st.ub = ub;
-        keep->reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), st.ub_capacity, ctx->block_num));
+        keep->reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), ctx->block_num));
         l2.reset(new L2Slice(l2_slice_bytes(ctx->block_num, group != nullptr)));
         st.l2 = l2.get();
         Pipeline* pipeline = keep->get();

@@ -44,6 +44,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "block.h"
@@ -117,11 +118,12 @@ constexpr uint32_t kEvents = 32;
 inline int reader_slot(uint32_t p) { return p == kPipeS ? 0 : p == kPipeV ? 1 : p == kPipeMte3 ? 2 : -1; }
 
 // One remembered instruction.
+// Trivial on purpose: the log is allocated uninitialized (only entries written are ever read).
 struct LogEntry {
-    const char* op = nullptr;
-    uint32_t epoch = 0;
-    uint32_t lo = 0, hi = 0;  // UB byte range
-    bool write = false;
+    const char* op;
+    uint32_t epoch;
+    uint32_t lo, hi;  // UB byte range
+    bool write;
 };
 
 // A named UB region handed out by TPipe::InitBuffer, for messages.
@@ -133,12 +135,12 @@ struct UbRegion {
 
 class Pipeline {
 public:
-    Pipeline(uint32_t checks, uint32_t ub_capacity, uint32_t blocks_sharing_hbm)
+    Pipeline(uint32_t checks, uint32_t blocks_sharing_hbm)
         : checks_(checks), cost_(blocks_sharing_hbm) {
         for (uint32_t p = 0; p < kPipeCount; ++p) epoch_[p] = 1;
-        if (checks_ & kCheckRace) shadow_.assign(ub_capacity / kGranule + 1, Granule{});
-        if (checks_ & kCheckInit) defined_.assign(ub_capacity, 0);
-        if (checks_ & kCheckRace) log_.assign(static_cast<size_t>(kPipeCount) * kLogSize, LogEntry{});
+        // The race shadow and the defined bits cover the UB the block reserves (add_region grows them):
+        // zeroing them for all 192 KiB per block cost more than a small kernel's whole run.
+        if (checks_ & kCheckRace) log_.reset(new LogEntry[static_cast<size_t>(kPipeCount) * kLogSize]);
     }
 
     // This core's slot in the clocks (0 on a plain block and on a mix block's AIC, 1 + sub-block on its
@@ -282,7 +284,12 @@ public:
     // --- UB regions, for messages ------------------------------------------------------------------------
     void add_region(uint32_t addr, uint32_t len, const char* kind, uint32_t index) {
         regions_.push_back(UbRegion{addr, len, kind, index});
-        if (init_on()) set_defined(addr, len, false);
+        const uint64_t end = static_cast<uint64_t>(addr) + len;
+        if (race_on() && shadow_.size() < end / kGranule + 1) shadow_.resize(end / kGranule + 1, Granule{});
+        if (init_on()) {
+            if (defined_.size() < end) defined_.resize(end, 0);
+            set_defined(addr, len, false);
+        }
     }
     void reset_regions() { regions_.clear(); }
     void describe(uint32_t addr, uint64_t bytes, char* out, size_t n) const {
@@ -375,7 +382,7 @@ private:
     uint32_t epoch_[kPipeCount];
     std::vector<Granule> shadow_;
     std::vector<uint8_t> defined_;
-    std::vector<LogEntry> log_;
+    std::unique_ptr<LogEntry[]> log_;
     uint32_t log_next_[kPipeCount] = {};
     Edge flags_[kEvents][kEventIds];
     std::vector<UbRegion> regions_;

@@ -106,7 +106,14 @@ public:
         const uint64_t byte_off = ::dsnpu::host::mul_or_fail(op, offset, sizeof(T));
         const uint64_t bytes = ::dsnpu::host::mul_or_fail(op, count, sizeof(T));
         T* p = reinterpret_cast<T*>(reinterpret_cast<uintptr_t>(addr_) + byte_off);
-        ::dsnpu::host::check_gm(op, p, bytes);
+        if (sized_) {
+            // The whole SetGlobalBuffer range (root_size_ elements from the root address) is the extent:
+            // sized_ bounds origin_ and root_size_ by what the checks above accepted.
+            const uintptr_t root = reinterpret_cast<uintptr_t>(addr_) - origin_ * sizeof(T);
+            ::dsnpu::host::check_gm(op, p, bytes, reinterpret_cast<const void*>(root), root_size_ * sizeof(T));
+        } else {
+            ::dsnpu::host::check_gm(op, p, bytes);
+        }
         return p;
     }
     bool dsnpu_sized() const { return sized_; }
