@@ -1,10 +1,16 @@
 //! Builds the host kernel binary: the host Ascend C layer (include/dsnpu_ascendc) and every kernel in
 //! src/ascendc, compiled with the `cc` crate's C++ compiler into one shared object in OUT_DIR that exports
-//! the simulator ABI (sim/include/dsnpu_sim_kernel.h). Also compiles and runs a probe that prints the C
+//! the simulator ABI (sim/include/dsnpu_sim_kernel.h). The sources and each kernel's entry points come
+//! from the kernel registry (src/registry.rs): the entries are generated into
+//! `<OUT_DIR>/dsnpu_entries/<source>.inc`, which each source includes. Also compiles and runs a probe that prints the C
 //! layout of the tiling structs (include/dsnpu_kernels/tiling.h) for the layout test.
 //!
 //! With feature `ascend` it also compiles the same sources for the AI Core (dav-c220) with CANN's compiler
 //! from ASCEND_HOME_PATH into one fat binary in OUT_DIR (build/ascend_plan.rs; never run against CANN).
+
+#[path = "src/registry.rs"]
+#[allow(dead_code)]
+mod registry;
 
 #[path = "build/ascend_plan.rs"]
 mod ascend_plan;
@@ -12,26 +18,6 @@ mod ascend_plan;
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Kernel sources, compiled together (one translation unit each).
-const SOURCES: &[&str] = &[
-    "src/ascendc/host_abi.cpp",
-    "src/ascendc/rms_norm.cpp",
-    "src/ascendc/rope.cpp",
-    "src/ascendc/silu_mul.cpp",
-    "src/ascendc/linear.cpp",
-    "src/ascendc/selftest.cpp",
-    "src/ascendc/moe_gating_topk.cpp",
-    "src/ascendc/moe_init_routing.cpp",
-    "src/ascendc/moe_grouped_matmul.cpp",
-    "src/ascendc/moe_finalize_routing.cpp",
-    "src/ascendc/mla_decode.cpp",
-    "src/ascendc/mla_prefill.cpp",
-    "src/ascendc/mla_cache_write.cpp",
-    "src/ascendc/gather_rows.cpp",
-    "src/ascendc/argmax.cpp",
-    "src/ascendc/sample_top_p.cpp",
-];
 
 /// File name of the host kernel binary in OUT_DIR.
 const BINARY: &str = "libdsnpu_kernels_host.so";
@@ -41,7 +27,7 @@ fn main() {
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let sim_include = manifest.join("../sim/include");
-    for p in ["include", "src/ascendc", "build"] {
+    for p in ["include", "src/ascendc", "build", "src/registry.rs"] {
         println!("cargo:rerun-if-changed={}", manifest.join(p).display());
     }
     println!(
@@ -55,7 +41,9 @@ fn main() {
     }
 
     let binary = out.join(BINARY);
-    build_host_binary_cached(&manifest, &sim_include, &out, &binary);
+    let entries = out.join("entries");
+    write_host_entries(&entries);
+    build_host_binary_cached(&manifest, &sim_include, &entries, &out, &binary);
     println!(
         "cargo:rustc-env=DSNPU_HOST_KERNELS_PATH={}",
         binary.display()
@@ -63,12 +51,36 @@ fn main() {
     probe_layout(&manifest, &out);
 }
 
+/// Writes `<dir>/dsnpu_entries/<source stem>.inc` for every kernel source: its host entry points
+/// (registry::host_entries). Rewritten only when the text changes.
+fn write_host_entries(dir: &Path) {
+    let inc = dir.join("dsnpu_entries");
+    std::fs::create_dir_all(&inc).expect("create the entries directory");
+    for src in registry::KERNEL_SOURCES {
+        let stem = Path::new(src.path)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("a source file name");
+        let path = inc.join(format!("{stem}.inc"));
+        let text = registry::host_entries(src.path);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text).expect("write a host entries file");
+        }
+    }
+}
+
 /// The host kernel binary depends only on the C++ sources, headers and flags, not on the cargo profile or
 /// features of the crate being built; yet cargo runs this script once per profile and feature set (tests,
 /// the dev build the Python package uses, clippy, the mutation tests), and the compile is most of a
 /// minute of CPU. So the binary is cached beside the profile's build directory under a hash of everything
 /// it is made from, and a later run with the same inputs copies it instead of compiling.
-fn build_host_binary_cached(manifest: &Path, sim_include: &Path, out: &Path, binary: &Path) {
+fn build_host_binary_cached(
+    manifest: &Path,
+    sim_include: &Path,
+    entries: &Path,
+    out: &Path,
+    binary: &Path,
+) {
     let compiler = host_compiler();
     let key = host_binary_key(manifest, sim_include, &compiler);
     // OUT_DIR is <profile dir>/build/dsnpu-kernels-<hash>/out; anything else gets no cache.
@@ -78,13 +90,13 @@ fn build_host_binary_cached(manifest: &Path, sim_include: &Path, out: &Path, bin
         .filter(|_| out.ancestors().nth(2).and_then(Path::file_name) == Some("build".as_ref()))
         .map(|profile_dir| profile_dir.join("dsnpu-kernels-host-cache"));
     let Some(cache_dir) = cache_dir else {
-        return build_host_binary(manifest, sim_include, &compiler, binary);
+        return build_host_binary(manifest, sim_include, entries, &compiler, binary);
     };
     let cached = cache_dir.join(format!("{key:016x}.so"));
     if std::fs::copy(&cached, binary).is_ok() {
         return;
     }
-    build_host_binary(manifest, sim_include, &compiler, binary);
+    build_host_binary(manifest, sim_include, entries, &compiler, binary);
     // Published by rename, so a concurrent run sees a whole binary or none; a failure only costs the cache.
     let staging = cache_dir.join(format!("{key:016x}.{}.tmp", std::process::id()));
     let _ = std::fs::create_dir_all(&cache_dir)
@@ -109,7 +121,9 @@ fn host_binary_key(manifest: &Path, sim_include: &Path, compiler: &cc::Tool) -> 
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     let mut probe = compiler.to_command();
-    host_flags(&mut probe, manifest, sim_include);
+    // The generated entries' directory is under OUT_DIR, which differs per profile: it is hashed as a
+    // placeholder, and what it holds through the registry it is generated from (src/, below).
+    host_flags(&mut probe, manifest, sim_include, Path::new("<entries>"));
     // The program and its arguments; not the environment, which carries the profile and features.
     probe.get_program().hash(&mut hasher);
     probe.get_args().for_each(|arg| arg.hash(&mut hasher));
@@ -117,6 +131,7 @@ fn host_binary_key(manifest: &Path, sim_include: &Path, compiler: &cc::Tool) -> 
     for dir in ["include", "src/ascendc"] {
         collect_files(&manifest.join(dir), &mut files);
     }
+    files.push(manifest.join("src/registry.rs"));
     files.push(sim_include.join("dsnpu_sim_kernel.h"));
     files.sort();
     for file in files {
@@ -141,7 +156,7 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
-fn host_flags(cmd: &mut Command, manifest: &Path, sim_include: &Path) {
+fn host_flags(cmd: &mut Command, manifest: &Path, sim_include: &Path, entries: &Path) {
     cmd.args(["-std=c++17", "-fPIC", "-O2", "-pthread"])
         // Only the ABI symbols are exported (DSNPU_HOST_EXPORT).
         .args(["-fvisibility=hidden", "-fvisibility-inlines-hidden"])
@@ -154,14 +169,23 @@ fn host_flags(cmd: &mut Command, manifest: &Path, sim_include: &Path) {
         .arg("-I")
         .arg(manifest.join("include"))
         .arg("-I")
-        .arg(sim_include);
+        .arg(sim_include)
+        .arg("-I")
+        .arg(entries);
 }
 
-fn build_host_binary(manifest: &Path, sim_include: &Path, compiler: &cc::Tool, binary: &Path) {
-    let flags = |cmd: &mut Command| host_flags(cmd, manifest, sim_include);
+fn build_host_binary(
+    manifest: &Path,
+    sim_include: &Path,
+    entries: &Path,
+    compiler: &cc::Tool,
+    binary: &Path,
+) {
+    let flags = |cmd: &mut Command| host_flags(cmd, manifest, sim_include, entries);
+    let sources: Vec<&str> = registry::KERNEL_SOURCES.iter().map(|s| s.path).collect();
     // One compiler per translation unit, as many at once as cargo gives this build script jobs: the
     // kernel binary is on the critical path of every crate above `kernels`.
-    let objects: Vec<PathBuf> = SOURCES
+    let objects: Vec<PathBuf> = sources
         .iter()
         .map(|s| binary.with_file_name(format!("{}.o", s.replace(['/', '.'], "_"))))
         .collect();
@@ -172,10 +196,10 @@ fn build_host_binary(manifest: &Path, sim_include: &Path, compiler: &cc::Tool, b
         .max(1);
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for _ in 0..jobs.min(SOURCES.len()) {
+        for _ in 0..jobs.min(sources.len()) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(source) = SOURCES.get(i) else { break };
+                let Some(source) = sources.get(i) else { break };
                 let mut cmd = compiler.to_command();
                 flags(&mut cmd);
                 cmd.arg("-c")
@@ -265,7 +289,7 @@ fn build_aicore_binary(manifest: &Path, out: &Path) {
         host_arch: host.split('-').next().unwrap_or(&host),
         manifest_dir: manifest,
         out_dir: out,
-        sources: ascend_plan::KERNEL_SOURCES,
+        sources: registry::KERNEL_SOURCES,
     };
     let fail = |e: ascend_plan::PlanError| -> ! {
         panic!("feature `ascend` of dsnpu-kernels (AI Core build, never tested against CANN): {e}")

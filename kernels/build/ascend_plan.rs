@@ -22,95 +22,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Which AI Core units a source's kernels run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CoreKind {
-    /// Vector unit only: compiled once for `dav-c220-vec`.
-    Vector,
-    /// Cube work through the high-level `Matmul` API, driven from the vector cores: compiled for both
-    /// `dav-c220-cube` and `dav-c220-vec` and linked side by side (a MIX_AIC_1_2 kernel, the 910B default
-    /// for Matmul; hicann/pyasc python/asc/runtime/compiler.py picks it for `asc.compile_mix` modules).
-    Mix,
-    /// Part of the host kernel binary only (the simulator ABI marker, the deliberately faulting self-tests):
-    /// not compiled for the AI Core.
-    HostOnly,
-}
-
-/// One translation unit of src/ascendc and the units its kernels use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KernelSource {
-    /// Relative to the crate's manifest directory.
-    pub path: &'static str,
-    pub kind: CoreKind,
-}
-
-/// Every source of src/ascendc (a test checks the table against the directory and the `Matmul` includes).
-pub const KERNEL_SOURCES: &[KernelSource] = &[
-    KernelSource {
-        path: "src/ascendc/host_abi.cpp",
-        kind: CoreKind::HostOnly,
-    },
-    KernelSource {
-        path: "src/ascendc/rms_norm.cpp",
-        kind: CoreKind::Vector,
-    },
-    KernelSource {
-        path: "src/ascendc/rope.cpp",
-        kind: CoreKind::Vector,
-    },
-    KernelSource {
-        path: "src/ascendc/silu_mul.cpp",
-        kind: CoreKind::Vector,
-    },
-    KernelSource {
-        path: "src/ascendc/linear.cpp",
-        kind: CoreKind::Mix,
-    },
-    KernelSource {
-        path: "src/ascendc/selftest.cpp",
-        kind: CoreKind::HostOnly,
-    },
-    KernelSource {
-        path: "src/ascendc/moe_gating_topk.cpp",
-        kind: CoreKind::Vector,
-    },
-    KernelSource {
-        path: "src/ascendc/moe_init_routing.cpp",
-        kind: CoreKind::Vector,
-    },
-    KernelSource {
-        path: "src/ascendc/moe_grouped_matmul.cpp",
-        kind: CoreKind::Mix,
-    },
-    KernelSource {
-        path: "src/ascendc/moe_finalize_routing.cpp",
-        kind: CoreKind::Vector,
-    },
-    KernelSource {
-        path: "src/ascendc/mla_decode.cpp",
-        kind: CoreKind::Mix,
-    },
-    KernelSource {
-        path: "src/ascendc/mla_prefill.cpp",
-        kind: CoreKind::Mix,
-    },
-    KernelSource {
-        path: "src/ascendc/mla_cache_write.cpp",
-        kind: CoreKind::Vector,
-    },
-    KernelSource {
-        path: "src/ascendc/gather_rows.cpp",
-        kind: CoreKind::Vector,
-    },
-    KernelSource {
-        path: "src/ascendc/argmax.cpp",
-        kind: CoreKind::Vector,
-    },
-    KernelSource {
-        path: "src/ascendc/sample_top_p.cpp",
-        kind: CoreKind::Vector,
-    },
-];
+// The source table and its types live in the kernel registry (src/registry.rs), which whoever includes
+// this file declares as `registry` next to it.
+pub use super::registry::{CoreKind, KernelSource};
 
 /// Directory of OUT_DIR that holds the objects and the fat binary.
 pub const AICORE_DIR: &str = "aicore";

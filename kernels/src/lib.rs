@@ -40,6 +40,7 @@ pub mod error;
 pub mod launch;
 #[cfg(feature = "mutation")]
 mod mutation;
+pub mod registry;
 pub mod roofline;
 pub mod tiling;
 pub mod tiling_cache_write;
@@ -201,126 +202,48 @@ impl Kernel {
         Kernel::ExpertFfnFp8,
     ];
 
+    /// This kernel's row of the registry ([`registry::KERNELS`], in the order of the variants).
+    pub fn spec(self) -> &'static registry::KernelSpec {
+        &registry::KERNELS[self as usize]
+    }
+
     /// The exported symbol of this kernel for `dtype`.
     pub fn symbol(self, dtype: KernelDtype) -> &'static str {
-        use Kernel::*;
-        use KernelDtype::*;
-        match (self, dtype) {
-            (RmsNorm, F32) => "rms_norm_f32",
-            (RmsNorm, F16) => "rms_norm_f16",
-            (RmsNorm, Bf16) => "rms_norm_bf16",
-            (AddRmsNorm, F32) => "add_rms_norm_f32",
-            (AddRmsNorm, F16) => "add_rms_norm_f16",
-            (AddRmsNorm, Bf16) => "add_rms_norm_bf16",
-            (Rope, F32) => "rope_f32",
-            (Rope, F16) => "rope_f16",
-            (Rope, Bf16) => "rope_bf16",
-            (SiluMul, F32) => "silu_mul_f32",
-            (SiluMul, F16) => "silu_mul_f16",
-            (SiluMul, Bf16) => "silu_mul_bf16",
-            (Linear, F32) => "linear_f32",
-            (Linear, F16) => "linear_f16",
-            (Linear, Bf16) => "linear_bf16",
-            (MoeGatingTopK, F32) => "moe_gating_topk_f32",
-            (MoeGatingTopK, F16) => "moe_gating_topk_f16",
-            (MoeGatingTopK, Bf16) => "moe_gating_topk_bf16",
-            (MoeInitRouting, F32) => "moe_init_routing_f32",
-            (MoeInitRouting, F16) => "moe_init_routing_f16",
-            (MoeInitRouting, Bf16) => "moe_init_routing_bf16",
-            (MoeInitRoutingQuant, F32) => "moe_init_routing_quant_f32",
-            (MoeInitRoutingQuant, F16) => "moe_init_routing_quant_f16",
-            (MoeInitRoutingQuant, Bf16) => "moe_init_routing_quant_bf16",
-            (GroupedMatmul, F32) => "grouped_matmul_f32",
-            (GroupedMatmul, F16) => "grouped_matmul_f16",
-            (GroupedMatmul, Bf16) => "grouped_matmul_bf16",
-            (ExpertFfn, F32) => "expert_ffn_f32",
-            (ExpertFfn, F16) => "expert_ffn_f16",
-            (ExpertFfn, Bf16) => "expert_ffn_bf16",
-            (MoeFinalizeRouting, F32) => "moe_finalize_routing_f32",
-            (MoeFinalizeRouting, F16) => "moe_finalize_routing_f16",
-            (MoeFinalizeRouting, Bf16) => "moe_finalize_routing_bf16",
-            (MlaDecode, F32) => "mla_decode_f32",
-            (MlaDecode, F16) => "mla_decode_f16",
-            (MlaDecode, Bf16) => "mla_decode_bf16",
-            (MlaPrefill, F32) => "mla_prefill_f32",
-            (MlaPrefill, F16) => "mla_prefill_f16",
-            (MlaPrefill, Bf16) => "mla_prefill_bf16",
-            (MlaCacheWrite, F32) => "mla_cache_write_f32",
-            (MlaCacheWrite, F16) => "mla_cache_write_f16",
-            (MlaCacheWrite, Bf16) => "mla_cache_write_bf16",
-            (GatherRows, F32) => "gather_rows_f32",
-            (GatherRows, F16) => "gather_rows_f16",
-            (GatherRows, Bf16) => "gather_rows_bf16",
-            (Argmax, F32) => "argmax_f32",
-            (Argmax, F16) => "argmax_f16",
-            (Argmax, Bf16) => "argmax_bf16",
-            (LinearF32W, F32) => "linear_f32_wf32",
-            (LinearF32W, F16) => "linear_f32_wf16",
-            (LinearF32W, Bf16) => "linear_f32_wbf16",
-            (GroupedMatmulF32W, F32) => "grouped_matmul_f32_wf32",
-            (GroupedMatmulF32W, F16) => "grouped_matmul_f32_wf16",
-            (GroupedMatmulF32W, Bf16) => "grouped_matmul_f32_wbf16",
-            (ExpertFfnF32W, F32) => "expert_ffn_f32_wf32",
-            (ExpertFfnF32W, F16) => "expert_ffn_f32_wf16",
-            (ExpertFfnF32W, Bf16) => "expert_ffn_f32_wbf16",
-            (GatherRowsF32, F32) => "gather_rows_f32_f32",
-            (GatherRowsF32, F16) => "gather_rows_f16_f32",
-            (GatherRowsF32, Bf16) => "gather_rows_bf16_f32",
-            (SampleTopP, F32) => "sample_top_p_f32",
-            (SampleTopP, F16) => "sample_top_p_f16",
-            (SampleTopP, Bf16) => "sample_top_p_bf16",
-            (LinearFp8, F32) => "linear_fp8_f32",
-            (LinearFp8, F16) => "linear_fp8_f16",
-            (LinearFp8, Bf16) => "linear_fp8_bf16",
-            (GroupedMatmulFp8, F32) => "grouped_matmul_fp8_f32",
-            (GroupedMatmulFp8, F16) => "grouped_matmul_fp8_f16",
-            (GroupedMatmulFp8, Bf16) => "grouped_matmul_fp8_bf16",
-            (ExpertFfnFp8, F32) => "expert_ffn_fp8_f32",
-            (ExpertFfnFp8, F16) => "expert_ffn_fp8_f16",
-            (ExpertFfnFp8, Bf16) => "expert_ffn_fp8_bf16",
+        let [f32, f16, bf16] = self.spec().symbols;
+        match dtype {
+            KernelDtype::F32 => f32,
+            KernelDtype::F16 => f16,
+            KernelDtype::Bf16 => bf16,
         }
     }
 
     /// Number of GM address parameters, tiling included.
     pub fn arity(self) -> usize {
-        match self {
-            Kernel::RmsNorm => 5,
-            Kernel::AddRmsNorm => 7,
-            Kernel::Rope => 7,
-            Kernel::SiluMul => 4,
-            Kernel::Linear => 6,
-            Kernel::MoeGatingTopK => 6,
-            Kernel::MoeInitRouting => 7,
-            Kernel::MoeInitRoutingQuant => 8,
-            Kernel::GroupedMatmul => 6,
-            Kernel::ExpertFfn => 8,
-            Kernel::MoeFinalizeRouting => 8,
-            Kernel::MlaDecode => 11,
-            Kernel::MlaPrefill => 11,
-            Kernel::MlaCacheWrite => 10,
-            Kernel::GatherRows => 5,
-            Kernel::Argmax => 4,
-            Kernel::LinearF32W => 6,
-            Kernel::GroupedMatmulF32W => 6,
-            Kernel::ExpertFfnF32W => 8,
-            Kernel::GatherRowsF32 => 5,
-            Kernel::SampleTopP => 5,
-            Kernel::LinearFp8 => 6,
-            Kernel::GroupedMatmulFp8 => 7,
-            Kernel::ExpertFfnFp8 => 11,
-        }
+        self.spec().arity
     }
 
     /// Whether the kernel meets all its blocks at `SyncAll`: they must all run concurrently (and
     /// `moe_init_routing*` must get exactly its tiling's `block_dim()` blocks).
     pub fn uses_sync_all(self) -> bool {
-        matches!(
-            self,
-            Kernel::MoeInitRouting
-                | Kernel::MoeInitRoutingQuant
-                | Kernel::ExpertFfn
-                | Kernel::ExpertFfnF32W
-                | Kernel::ExpertFfnFp8
-        )
+        self.spec().entry == registry::HostEntry::SyncAll
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{registry, Kernel};
+
+    #[test]
+    fn the_registry_has_one_row_per_kernel_in_variant_order() {
+        assert_eq!(registry::KERNELS.len(), Kernel::ALL.len());
+        for (i, k) in Kernel::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i, "{k:?} is listed out of order in Kernel::ALL");
+            assert!(
+                registry::KERNEL_SOURCES
+                    .iter()
+                    .any(|s| s.path == k.spec().source),
+                "{k:?}'s source is not in KERNEL_SOURCES"
+            );
+        }
     }
 }

@@ -3,6 +3,10 @@
 //! table against src/ascendc; and the executor driving fake `bisheng`/`ld.lld` scripts that record their
 //! argv. No real CANN compiler is involved anywhere.
 
+#[path = "../src/registry.rs"]
+#[allow(dead_code)]
+mod registry;
+
 #[path = "../build/ascend_plan.rs"]
 mod plan;
 
@@ -10,7 +14,8 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use plan::{Arch, CoreKind, Inputs, KernelSource, PlanError, KERNEL_SOURCES};
+use plan::{Arch, CoreKind, Inputs, KernelSource, PlanError};
+use registry::KERNEL_SOURCES;
 
 const HOME: &str = "/opt/cann";
 const MANIFEST: &str = "/src/kernels";

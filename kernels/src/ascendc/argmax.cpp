@@ -93,6 +93,7 @@ DSNPU_ARGMAX(argmax_f32, float)
 DSNPU_ARGMAX(argmax_f16, half)
 DSNPU_ARGMAX(argmax_bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY(argmax_f32)
-DSNPU_HOST_ENTRY(argmax_f16)
-DSNPU_HOST_ENTRY(argmax_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/argmax.inc"
+#endif

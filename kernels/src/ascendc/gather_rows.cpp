@@ -126,10 +126,6 @@ DSNPU_GATHER_ROWS_F32(gather_rows_f32_f32, float)
 DSNPU_GATHER_ROWS_F32(gather_rows_f16_f32, half)
 DSNPU_GATHER_ROWS_F32(gather_rows_bf16_f32, bfloat16_t)
 
-DSNPU_HOST_ENTRY(gather_rows_f32_f32)
-DSNPU_HOST_ENTRY(gather_rows_f16_f32)
-DSNPU_HOST_ENTRY(gather_rows_bf16_f32)
-
 #define DSNPU_GATHER_ROWS(name, type)                                                                        \
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(name)(GM_ADDR x, GM_ADDR idx, GM_ADDR y,              \
                                                              GM_ADDR workspace, GM_ADDR tiling) {            \
@@ -141,6 +137,7 @@ DSNPU_GATHER_ROWS(gather_rows_f32, float)
 DSNPU_GATHER_ROWS(gather_rows_f16, half)
 DSNPU_GATHER_ROWS(gather_rows_bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY(gather_rows_f32)
-DSNPU_HOST_ENTRY(gather_rows_f16)
-DSNPU_HOST_ENTRY(gather_rows_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/gather_rows.inc"
+#endif

@@ -199,9 +199,7 @@ DSNPU_LINEAR_F32_W(f32, float)
 DSNPU_LINEAR_F32_W(f16, half)
 DSNPU_LINEAR_F32_W(bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY_MIX(linear_f32)
-DSNPU_HOST_ENTRY_MIX(linear_f16)
-DSNPU_HOST_ENTRY_MIX(linear_bf16)
-DSNPU_HOST_ENTRY_MIX(linear_f32_wf32)
-DSNPU_HOST_ENTRY_MIX(linear_f32_wf16)
-DSNPU_HOST_ENTRY_MIX(linear_f32_wbf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/linear.inc"
+#endif

@@ -266,6 +266,7 @@ DSNPU_MLA_CACHE_WRITE(mla_cache_write_f32, float)
 DSNPU_MLA_CACHE_WRITE(mla_cache_write_f16, half)
 DSNPU_MLA_CACHE_WRITE(mla_cache_write_bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY(mla_cache_write_f32)
-DSNPU_HOST_ENTRY(mla_cache_write_f16)
-DSNPU_HOST_ENTRY(mla_cache_write_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/mla_cache_write.inc"
+#endif

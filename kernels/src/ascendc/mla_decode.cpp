@@ -462,6 +462,7 @@ DSNPU_MLA_DECODE(f32, float)
 DSNPU_MLA_DECODE(f16, half)
 DSNPU_MLA_DECODE(bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY_SYNC(mla_decode_f32)
-DSNPU_HOST_ENTRY_SYNC(mla_decode_f16)
-DSNPU_HOST_ENTRY_SYNC(mla_decode_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/mla_decode.inc"
+#endif

@@ -413,6 +413,7 @@ DSNPU_MLA_PREFILL(f32, float)
 DSNPU_MLA_PREFILL(f16, half)
 DSNPU_MLA_PREFILL(bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY(mla_prefill_f32)
-DSNPU_HOST_ENTRY(mla_prefill_f16)
-DSNPU_HOST_ENTRY(mla_prefill_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/mla_prefill.inc"
+#endif

@@ -193,6 +193,7 @@ DSNPU_MOE_FINALIZE(f32, float)
 DSNPU_MOE_FINALIZE(f16, half)
 DSNPU_MOE_FINALIZE(bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY(moe_finalize_routing_f32)
-DSNPU_HOST_ENTRY(moe_finalize_routing_f16)
-DSNPU_HOST_ENTRY(moe_finalize_routing_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/moe_finalize_routing.inc"
+#endif

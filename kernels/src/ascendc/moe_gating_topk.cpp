@@ -318,6 +318,7 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(moe_gating_topk_bf16)(GM_ADDR
     MoeGating<bfloat16_t>(logits, bias, ids, weights, tiling);
 }
 
-DSNPU_HOST_ENTRY(moe_gating_topk_f32)
-DSNPU_HOST_ENTRY(moe_gating_topk_f16)
-DSNPU_HOST_ENTRY(moe_gating_topk_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/moe_gating_topk.inc"
+#endif

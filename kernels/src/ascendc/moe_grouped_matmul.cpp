@@ -313,7 +313,6 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
     op.Process();
 }
 
-
 // ---------------------------------------------------------------------------------------------------------
 // FP8 (e4m3) weights: linear_fp8_<t>, grouped_matmul_fp8_<t>, expert_ffn_fp8_<t> (t = the activations).
 //
@@ -694,19 +693,6 @@ DSNPU_GROUPED_MATMUL(f32, float)
 DSNPU_GROUPED_MATMUL(f16, half)
 DSNPU_GROUPED_MATMUL(bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY(grouped_matmul_f32)
-DSNPU_HOST_ENTRY(grouped_matmul_f16)
-DSNPU_HOST_ENTRY(grouped_matmul_bf16)
-DSNPU_HOST_ENTRY_SYNC(expert_ffn_f32)
-DSNPU_HOST_ENTRY_SYNC(expert_ffn_f16)
-DSNPU_HOST_ENTRY_SYNC(expert_ffn_bf16)
-DSNPU_HOST_ENTRY(grouped_matmul_f32_wf32)
-DSNPU_HOST_ENTRY(grouped_matmul_f32_wf16)
-DSNPU_HOST_ENTRY(grouped_matmul_f32_wbf16)
-DSNPU_HOST_ENTRY_SYNC(expert_ffn_f32_wf32)
-DSNPU_HOST_ENTRY_SYNC(expert_ffn_f32_wf16)
-DSNPU_HOST_ENTRY_SYNC(expert_ffn_f32_wbf16)
-
 #define DSNPU_FP8_WEIGHTS(suffix, type)                                                                          \
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(linear_fp8_##suffix)(                                      \
         GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {                      \
@@ -726,12 +712,7 @@ DSNPU_FP8_WEIGHTS(f32, float)
 DSNPU_FP8_WEIGHTS(f16, half)
 DSNPU_FP8_WEIGHTS(bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY(linear_fp8_f32)
-DSNPU_HOST_ENTRY(linear_fp8_f16)
-DSNPU_HOST_ENTRY(linear_fp8_bf16)
-DSNPU_HOST_ENTRY(grouped_matmul_fp8_f32)
-DSNPU_HOST_ENTRY(grouped_matmul_fp8_f16)
-DSNPU_HOST_ENTRY(grouped_matmul_fp8_bf16)
-DSNPU_HOST_ENTRY_SYNC(expert_ffn_fp8_f32)
-DSNPU_HOST_ENTRY_SYNC(expert_ffn_fp8_f16)
-DSNPU_HOST_ENTRY_SYNC(expert_ffn_fp8_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/moe_grouped_matmul.inc"
+#endif

@@ -378,9 +378,7 @@ DSNPU_MOE_INIT_ROUTING(f32, float)
 DSNPU_MOE_INIT_ROUTING(f16, half)
 DSNPU_MOE_INIT_ROUTING(bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY_SYNC(moe_init_routing_f32)
-DSNPU_HOST_ENTRY_SYNC(moe_init_routing_f16)
-DSNPU_HOST_ENTRY_SYNC(moe_init_routing_bf16)
-DSNPU_HOST_ENTRY_SYNC(moe_init_routing_quant_f32)
-DSNPU_HOST_ENTRY_SYNC(moe_init_routing_quant_f16)
-DSNPU_HOST_ENTRY_SYNC(moe_init_routing_quant_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/moe_init_routing.inc"
+#endif

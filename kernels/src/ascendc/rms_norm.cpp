@@ -241,9 +241,7 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(add_rms_norm_bf16)(GM_ADDR x,
     AddRmsNorm<bfloat16_t>(x, residual, weight, y, sum, tiling);
 }
 
-DSNPU_HOST_ENTRY(rms_norm_f32)
-DSNPU_HOST_ENTRY(rms_norm_f16)
-DSNPU_HOST_ENTRY(rms_norm_bf16)
-DSNPU_HOST_ENTRY(add_rms_norm_f32)
-DSNPU_HOST_ENTRY(add_rms_norm_f16)
-DSNPU_HOST_ENTRY(add_rms_norm_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/rms_norm.inc"
+#endif

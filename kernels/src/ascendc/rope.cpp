@@ -233,6 +233,7 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(rope_bf16)(GM_ADDR x, GM_ADDR
     Rope<bfloat16_t>(x, positions, cosTable, sinTable, y, tiling);
 }
 
-DSNPU_HOST_ENTRY(rope_f32)
-DSNPU_HOST_ENTRY(rope_f16)
-DSNPU_HOST_ENTRY(rope_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/rope.inc"
+#endif

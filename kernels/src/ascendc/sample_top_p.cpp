@@ -458,6 +458,7 @@ DSNPU_SAMPLE_TOP_P(sample_top_p_f32, float)
 DSNPU_SAMPLE_TOP_P(sample_top_p_f16, half)
 DSNPU_SAMPLE_TOP_P(sample_top_p_bf16, bfloat16_t)
 
-DSNPU_HOST_ENTRY(sample_top_p_f32)
-DSNPU_HOST_ENTRY(sample_top_p_f16)
-DSNPU_HOST_ENTRY(sample_top_p_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/sample_top_p.inc"
+#endif

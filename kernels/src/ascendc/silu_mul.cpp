@@ -148,6 +148,7 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(silu_mul_bf16)(GM_ADDR gateUp
     SiluMul<bfloat16_t>(gateUp, out, tiling);
 }
 
-DSNPU_HOST_ENTRY(silu_mul_f32)
-DSNPU_HOST_ENTRY(silu_mul_f16)
-DSNPU_HOST_ENTRY(silu_mul_bf16)
+#ifdef DSNPU_ASCENDC_HOST
+// The host entry points of this file's kernels, generated from kernels/src/registry.rs.
+#include "dsnpu_entries/silu_mul.inc"
+#endif

@@ -35,6 +35,12 @@
 namespace dsnpu {
 namespace host {
 
+// The parameter count of a kernel (the generated entries check it against kernels/src/registry.rs).
+template <typename... Args>
+constexpr size_t arity(void (*)(Args...)) {
+    return sizeof...(Args);
+}
+
 template <typename... Args, size_t... I>
 inline void call_with_addrs(void (*fn)(Args...), const uint64_t* a, std::index_sequence<I...>) {
     fn(reinterpret_cast<Args>(static_cast<uintptr_t>(a[I]))...);
