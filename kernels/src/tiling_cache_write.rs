@@ -1,4 +1,4 @@
-//! Tiling of the fused MLA cache write (`src/ascendc/mla_cache_write.cpp`): the `#[repr(C)]` mirror of
+//! Tiling of the fused MLA cache write (`src/ascendc/mla_cache_write.cpp`): `MlaCacheWriteTiling`, generated from
 //! `DsnpuMlaCacheWriteTiling` (`include/dsnpu_kernels/tiling.h`; `tests/mla_layout.rs` compares the
 //! layout with the C compiler's), computed from the shape and the hardware budget.
 //!
@@ -9,8 +9,10 @@
 //! error. Not checked here, because they live on the device: the slots and the positions (an entry
 //! outside the caches or the tables faults on the kernel's checked GM access).
 
-use crate::tiling::{impl_tiling, invalid, round_up, split, to_u32, Tiling, UB_BLOCK};
+use crate::tiling::{invalid, round_up, split, to_u32, UB_BLOCK};
 use crate::{CoreBudget, KernelDtype, KernelError, Result, RopeLayout};
+
+pub use crate::tiling_structs::MlaCacheWriteTiling;
 
 /// The extents of a fused cache write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,24 +29,6 @@ pub struct MlaCacheWriteDims {
     /// Rows of the cos and sin tables.
     pub table_rows: u64,
 }
-
-/// Tiling of `mla_cache_write_<t>` (`DsnpuMlaCacheWriteTiling`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MlaCacheWriteTiling {
-    pub tokens: u32,
-    pub latent_dim: u32,
-    pub rope_dim: u32,
-    pub kv_stride: u32,
-    pub num_slots: u32,
-    pub table_rows: u32,
-    pub layout: u32,
-    pub tokens_per_block: u32,
-    pub eps: f32,
-    pub reserved: u32,
-}
-
-impl_tiling!(MlaCacheWriteTiling);
 
 impl MlaCacheWriteTiling {
     /// Tokens split evenly over the budget's cores.

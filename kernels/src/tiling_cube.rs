@@ -1,4 +1,4 @@
-//! The cube's Matmul tiling (`TCubeTiling`, mirrored as `DsnpuCubeTiling` in
+//! The cube's Matmul tiling (`TCubeTiling`: `CubeTiling`, generated from `DsnpuCubeTiling` in
 //! `include/dsnpu_kernels/tiling.h`) and the system workspace of mix kernels.
 //!
 //! Contract: [`CubeTiling::new`] turns a per-core problem and base block into the documented
@@ -10,6 +10,8 @@
 //! host Matmul (`lib/matmul_intf.h`) checks the same constraints in `Init` and faults the block.
 
 use crate::{KernelError, Result};
+
+pub use crate::tiling_structs::CubeTiling;
 
 /// L1 buffer of one cube core (910B/910C), bytes.
 pub const L1_BYTES: u64 = 512 * 1024;
@@ -23,46 +25,6 @@ pub const L0C_BYTES: u64 = 128 * 1024;
 /// dsnpu's size, not CANN's `GetLibApiWorkSpaceSize`, which an AI Core build must query instead.
 /// Mirrors `kSysWorkspaceBytes` in `dsnpu_host/block.h`.
 pub const SYS_WORKSPACE_BYTES: u64 = 1024 * 1024;
-
-/// `TCubeTiling` with CANN's field names and order (all `int32`). The reserved fields stay 0.
-#[repr(C)]
-#[allow(non_snake_case)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CubeTiling {
-    pub usedCoreNum: i32,
-    pub M: i32,
-    pub N: i32,
-    pub Ka: i32,
-    pub Kb: i32,
-    pub singleCoreM: i32,
-    pub singleCoreN: i32,
-    pub singleCoreK: i32,
-    pub baseM: i32,
-    pub baseN: i32,
-    pub baseK: i32,
-    pub depthA1: i32,
-    pub depthB1: i32,
-    pub stepM: i32,
-    pub stepN: i32,
-    pub isBias: i32,
-    pub transLength: i32,
-    pub iterateOrder: i32,
-    pub shareMode: i32,
-    pub shareL1Size: i32,
-    pub shareL0CSize: i32,
-    pub shareUbSize: i32,
-    pub batchM: i32,
-    pub batchN: i32,
-    pub singleBatchM: i32,
-    pub singleBatchN: i32,
-    pub stepKa: i32,
-    pub stepKb: i32,
-    pub depthAL1CacheUB: i32,
-    pub depthBL1CacheUB: i32,
-    pub dbL0A: i32,
-    pub dbL0B: i32,
-    pub dbL0C: i32,
-}
 
 /// One cube core's problem: `C[m, n] = A[m, k] * B[k, n]` out of the original `[M, Ka] x [Kb, N]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

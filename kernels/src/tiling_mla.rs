@@ -1,6 +1,6 @@
 //! Tiling of the MLA decode kernel (`src/ascendc/mla_decode.cpp`): the split-KV plan
 //! ([`MlaDecodePlan`], FlashMLA's `get_mla_metadata`: computed once per decode step from the sequence
-//! lengths and, with [`MlaDecodePlan::for_shape`], the query rows and widths; shared by every layer) and the `#[repr(C)]` mirror of `DsnpuMlaDecodeTiling`
+//! lengths and, with [`MlaDecodePlan::for_shape`], the query rows and widths; shared by every layer) and `MlaDecodeTiling`, generated from `DsnpuMlaDecodeTiling`
 //! (`include/dsnpu_kernels/tiling.h`; `tests/mla_layout.rs` compares the layout with the C compiler's).
 //!
 //! Contract, as for [`crate::tiling`]: [`MlaDecodePlan::new`] and [`MlaDecodeTiling::new`] validate
@@ -14,8 +14,10 @@
 //! rows only through checked GM accesses (a block id outside the cache faults on the simulator);
 //! callers with host copies validate them as dsnpu-ops' `check_mla_decode` does.
 
-use crate::tiling::{impl_tiling, invalid, round_up, to_u32, Tiling, UB_BLOCK};
+use crate::tiling::{invalid, round_up, to_u32, UB_BLOCK};
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
+
+pub use crate::tiling_structs::MlaDecodeTiling;
 
 /// Most cache positions one task (one chunk of one sequence) covers.
 pub const MLA_MAX_CHUNK: u32 = 4096;
@@ -245,38 +247,6 @@ pub struct MlaDecodeDims {
     pub max_blocks: u64,
 }
 
-/// Tiling of `mla_decode_<t>` (`DsnpuMlaDecodeTiling`; field meanings in the C header).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MlaDecodeTiling {
-    pub batch: u32,
-    pub s_q: u32,
-    pub heads: u32,
-    pub latent_dim: u32,
-    pub rope_dim: u32,
-    pub block_size: u32,
-    pub num_blocks: u32,
-    pub max_blocks: u32,
-    pub scale: f32,
-    pub tasks: u32,
-    pub chunk: u32,
-    pub pitch: u32,
-    pub softmax_rows: u32,
-    pub combine_rows: u32,
-    pub latent_pitch: u32,
-    pub work_elems: u32,
-    pub qk_base_m: u32,
-    pub qk_base_n: u32,
-    pub qk_base_k: u32,
-    pub pv_base_m: u32,
-    pub pv_base_n: u32,
-    pub pv_base_k: u32,
-    pub ws_partial_at_lo: u32,
-    pub ws_partial_at_hi: u32,
-    pub mutation: u32,
-    pub reserved: u32,
-}
-
 /// The largest multiple of 16 (at least 16) that is `≤ v`.
 fn down16(v: u64) -> u64 {
     (v / 16 * 16).max(16)
@@ -456,8 +426,6 @@ fn mutation() -> u32 {
 fn mutation() -> u32 {
     0
 }
-
-impl_tiling!(MlaDecodeTiling);
 
 #[cfg(test)]
 mod tests {

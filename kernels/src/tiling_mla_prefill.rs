@@ -1,4 +1,4 @@
-//! Tiling of the MLA prefill kernel (`src/ascendc/mla_prefill.cpp`): the `#[repr(C)]` mirror of
+//! Tiling of the MLA prefill kernel (`src/ascendc/mla_prefill.cpp`): `MlaPrefillTiling`, generated from
 //! `DsnpuMlaPrefillTiling` (`include/dsnpu_kernels/tiling.h`; `tests/mla_layout.rs` compares the
 //! layout with the C compiler's) and its computation.
 //!
@@ -12,8 +12,10 @@
 //! copies given here (the launcher's caller uploads them); the kernel clamps what it reads to the
 //! token counts, so a mismatch can only make it skip or misplace work inside its own outputs.
 
-use crate::tiling::{impl_tiling, invalid, round_up, to_u32, Tiling, UB_BLOCK};
+use crate::tiling::{invalid, round_up, to_u32, UB_BLOCK};
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
+
+pub use crate::tiling_structs::MlaPrefillTiling;
 
 /// Query rows of a task (the kernel's per-row state arrays hold this many).
 pub const MLA_PREFILL_MAX_BLOCK_M: u64 = 128;
@@ -64,54 +66,6 @@ pub struct MlaPrefillDims {
     pub k_nope: MlaOperand,
     pub k_rope: MlaOperand,
     pub v: MlaOperand,
-}
-
-/// Tiling of `mla_prefill_<t>` (`DsnpuMlaPrefillTiling`; field meanings in the C header).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MlaPrefillTiling {
-    pub batch: u32,
-    pub heads: u32,
-    pub tokens_q: u32,
-    pub tokens_k: u32,
-    pub dn: u32,
-    pub dr: u32,
-    pub dv: u32,
-    pub qn_tok: u32,
-    pub qn_head: u32,
-    pub qn_off: u32,
-    pub qn_len: u32,
-    pub qr_tok: u32,
-    pub qr_head: u32,
-    pub qr_off: u32,
-    pub qr_len: u32,
-    pub kn_tok: u32,
-    pub kn_head: u32,
-    pub kn_off: u32,
-    pub kn_len: u32,
-    pub kr_tok: u32,
-    pub kr_head: u32,
-    pub kr_off: u32,
-    pub kr_len: u32,
-    pub v_tok: u32,
-    pub v_head: u32,
-    pub v_off: u32,
-    pub v_len: u32,
-    pub scale: f32,
-    pub tasks: u32,
-    pub block_m: u32,
-    pub block_n: u32,
-    pub dv_pitch: u32,
-    pub softmax_rows: u32,
-    pub work_elems: u32,
-    pub qk_base_m: u32,
-    pub qk_base_n: u32,
-    pub qk_base_k: u32,
-    pub pv_base_m: u32,
-    pub pv_base_n: u32,
-    pub pv_base_k: u32,
-    pub mutation: u32,
-    pub reserved: u32,
 }
 
 /// The largest multiple of 16 (at least 16) that is `≤ v`.
@@ -346,8 +300,6 @@ fn mutation() -> u32 {
 fn mutation() -> u32 {
     0
 }
-
-impl_tiling!(MlaPrefillTiling);
 
 #[cfg(test)]
 mod tests {

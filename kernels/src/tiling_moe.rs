@@ -1,4 +1,4 @@
-//! Tilings of the mixture-of-experts kernels (`src/ascendc/moe_*.cpp`): `#[repr(C)]` mirrors of
+//! Tilings of the mixture-of-experts kernels (`src/ascendc/moe_*.cpp`): the structs generated from
 //! `DsnpuMoeGatingTiling`, `DsnpuMoeInitRoutingTiling`, `DsnpuGroupedMatmulTiling`,
 //! `DsnpuExpertFfnTiling` and `DsnpuMoeFinalizeTiling` (`include/dsnpu_kernels/tiling.h`; a test
 //! compares the layouts with the C compiler's), computed from shapes and the hardware budget.
@@ -19,10 +19,14 @@
 use std::ops::Range;
 
 use crate::tiling::{
-    impl_tiling, invalid, largest_fit, round_up, split, to_u32, Tiling, FRACTAL,
-    GM_BYTES_PER_CORE_CYCLE, MAX_ROWS_PER_COPY, UB_BLOCK,
+    invalid, largest_fit, round_up, split, to_u32, FRACTAL, GM_BYTES_PER_CORE_CYCLE,
+    MAX_ROWS_PER_COPY, UB_BLOCK,
 };
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
+
+pub use crate::tiling_structs::{
+    ExpertFfnTiling, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling, MoeInitRoutingTiling,
+};
 
 /// How gating turns logits into scores (`DSNPU_MOE_SCORE_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,24 +66,6 @@ pub struct GatingParams {
 pub const GATING_MAX_EXPERTS: u64 = 512;
 /// Largest top-k `moe_gating_topk` takes.
 pub const GATING_MAX_TOP_K: u64 = 16;
-
-/// Tiling of `moe_gating_topk_<t>` (`DsnpuMoeGatingTiling`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MoeGatingTiling {
-    pub tokens: u32,
-    pub experts: u32,
-    pub top_k: u32,
-    pub n_group: u32,
-    pub topk_group: u32,
-    pub group_pad: u32,
-    pub score_func: u32,
-    pub has_bias: u32,
-    pub normalize: u32,
-    pub routed_scaling_factor: f32,
-    pub tokens_per_block: u32,
-    pub tokens_per_tile: u32,
-}
 
 impl MoeGatingTiling {
     /// Logits `[tokens, experts]` routed by `p`.
@@ -199,24 +185,6 @@ impl MoeGatingTiling {
 
 /// Pairs of ids a routing block holds in UB at once (16 KiB of int32), at most.
 const ROUTING_CHUNK_PAIRS: u64 = 4096;
-
-/// Tiling of `moe_init_routing_<t>` and `moe_init_routing_quant_<t>` (`DsnpuMoeInitRoutingTiling`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MoeInitRoutingTiling {
-    pub tokens: u32,
-    pub hidden: u32,
-    pub top_k: u32,
-    pub experts: u32,
-    pub active_start: u32,
-    pub active_end: u32,
-    pub tokens_mode: u32,
-    pub blocks: u32,
-    pub tokens_per_block: u32,
-    pub tokens_per_chunk: u32,
-    pub tokens_per_tile: u32,
-    pub experts_per_block: u32,
-}
 
 impl MoeInitRoutingTiling {
     /// `x [tokens, hidden]`, `ids [tokens, top_k]` over `experts` experts, keeping those in `active`
@@ -521,22 +489,6 @@ fn check_gemm_dims(kernel: &'static str, dims: &[(&str, u64)]) -> Result<()> {
     Ok(())
 }
 
-/// Tiling of `grouped_matmul_<t>` (`DsnpuGroupedMatmulTiling`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupedMatmulTiling {
-    pub rows: u32,
-    pub groups: u32,
-    pub n: u32,
-    pub k: u32,
-    pub list_type: u32,
-    pub single_m: u32,
-    pub single_n: u32,
-    pub base_m: u32,
-    pub base_n: u32,
-    pub base_k: u32,
-}
-
 impl GroupedMatmulTiling {
     /// `y [rows, n] = x [rows, k] · w[g] [n, k]ᵀ` over `groups` groups given as `list`, on
     /// `budget.cores` cube cores. Empty products (`rows == 0`) are an error: launch nothing.
@@ -592,26 +544,6 @@ impl GroupedMatmulTiling {
     pub fn workspace_bytes(&self) -> u64 {
         0
     }
-}
-
-/// Tiling of `expert_ffn_<t>` (`DsnpuExpertFfnTiling`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExpertFfnTiling {
-    pub rows: u32,
-    pub groups: u32,
-    pub hidden: u32,
-    pub inter: u32,
-    pub list_type: u32,
-    pub single_m: u32,
-    pub base_m: u32,
-    pub single_n1: u32,
-    pub base_n1: u32,
-    pub base_k1: u32,
-    pub single_n2: u32,
-    pub base_n2: u32,
-    pub base_k2: u32,
-    pub swiglu_rows: u32,
 }
 
 impl ExpertFfnTiling {
@@ -740,23 +672,6 @@ impl ExpertFfnTiling {
 /// Tokens whose indices and weights a combine block loads at once, at most.
 const FINALIZE_TILE_TOKENS: u32 = 256;
 
-/// Tiling of `moe_finalize_routing_<t>` (`DsnpuMoeFinalizeTiling`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MoeFinalizeTiling {
-    pub tokens: u32,
-    pub hidden: u32,
-    pub top_k: u32,
-    pub rows: u32,
-    pub has_shared: u32,
-    pub has_residual: u32,
-    pub tokens_per_block: u32,
-    pub tokens_per_tile: u32,
-    pub cols_per_tile: u32,
-    /// Test-only systematic error (0 in every normal build; see `src/mutation.rs` and the kernel).
-    pub mutation: u32,
-}
-
 impl MoeFinalizeTiling {
     /// `out [tokens, hidden]` from `y [rows, hidden]` (`rows` may be 0), `top_k` pairs per token.
     #[allow(clippy::too_many_arguments)]
@@ -850,14 +765,6 @@ impl MoeFinalizeTiling {
         0
     }
 }
-
-impl_tiling!(
-    MoeGatingTiling,
-    MoeInitRoutingTiling,
-    GroupedMatmulTiling,
-    ExpertFfnTiling,
-    MoeFinalizeTiling
-);
 
 /// The systematic error a mutation test seeds into `moe_finalize_routing` (0 = none): read from
 /// `DSNPU_KERNEL_MUTATION=moe_finalize_routing:<n>` only with the `mutation` feature; `n` is 1 (every

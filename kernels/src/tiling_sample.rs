@@ -1,30 +1,16 @@
 //! Tiling of the top-p sampling kernel `sample_top_p_<t>` (`src/ascendc/sample_top_p.cpp`), the
-//! `#[repr(C)]` mirror of `DsnpuSampleTopPTiling` (`include/dsnpu_kernels/tiling_sample.h`;
+//! struct generated from `DsnpuSampleTopPTiling` (`include/dsnpu_kernels/tiling_sample.h`;
 //! `tests/mla_layout.rs` compares the layouts with the C compiler's).
 //!
 //! Contract, as for [`crate::tiling`]: the constructor validates the shape (no empty extent, ids within
 //! i32) and the parameters (temperature finite and > 0 — greedy is `argmax_<t>` —, top_p in (0, 1]) and
 //! returns a tiling whose Unified Buffer plan fits the budget, or a typed error.
 
-use crate::tiling::{impl_tiling, invalid, round_up, split, to_u32, Tiling, UB_BLOCK};
+use crate::tiling::{invalid, round_up, split, to_u32, UB_BLOCK};
 use crate::tiling_step::STEP_MAX_TILE;
 use crate::{CoreBudget, KernelDtype, Result};
 
-/// Tiling of `sample_top_p_<t>` (`DsnpuSampleTopPTiling`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SampleTopPTiling {
-    pub rows: u32,
-    pub cols: u32,
-    pub rows_per_block: u32,
-    pub cols_per_tile: u32,
-    /// `1 / temperature`, rounded to f32 (the kernel scales `x - max` by it).
-    pub inv_temperature: f32,
-    pub top_p: f32,
-    /// f32 entries of the Unified Buffer list that holds, in index order, the weights still able to
-    /// matter to the nucleus search once they are few enough (at most `cols`; the rest of the budget).
-    pub list_capacity: u32,
-}
+pub use crate::tiling_structs::SampleTopPTiling;
 
 impl SampleTopPTiling {
     pub fn new(
@@ -107,8 +93,6 @@ impl SampleTopPTiling {
         self.rows.div_ceil(self.rows_per_block)
     }
 }
-
-impl_tiling!(SampleTopPTiling);
 
 #[cfg(test)]
 mod tests {

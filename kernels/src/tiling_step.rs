@@ -1,6 +1,6 @@
 //! Tilings of the small data-movement and sampling kernels a device-resident model step needs:
 //! `gather_rows_<t>` (`src/ascendc/gather_rows.cpp`) and `argmax_<t>` (`src/ascendc/argmax.cpp`), the
-//! `#[repr(C)]` mirrors of `DsnpuGatherRowsTiling` and `DsnpuArgmaxTiling`
+//! structs generated from `DsnpuGatherRowsTiling` and `DsnpuArgmaxTiling`
 //! (`include/dsnpu_kernels/tiling.h`; `tests/mla_layout.rs` compares the layouts with the C compiler's).
 //!
 //! Contract, as for [`crate::tiling`]: the constructors validate the shape (no empty extent, every
@@ -8,8 +8,10 @@
 //! return a tiling whose Unified Buffer plan fits the budget, or a typed error. Not checked here: an
 //! index list, which lives on the device (an entry outside the source faults on the checked read).
 
-use crate::tiling::{impl_tiling, invalid, round_up, split, to_u32, Tiling, UB_BLOCK};
+use crate::tiling::{invalid, round_up, split, to_u32, UB_BLOCK};
 use crate::{CoreBudget, KernelDtype, Result};
+
+pub use crate::tiling_structs::{ArgmaxTiling, GatherRowsTiling};
 
 /// Most elements one tile of either kernel holds.
 pub const STEP_MAX_TILE: u32 = 8192;
@@ -30,24 +32,6 @@ pub struct GatherRowsDims {
     pub src_len: u64,
     /// With an index list: how many rows of `stride_idx` it may select (for the bound check).
     pub idx_rows: u64,
-}
-
-/// Tiling of `gather_rows_<t>` (`DsnpuGatherRowsTiling`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GatherRowsTiling {
-    pub rows: u32,
-    pub inner: u32,
-    pub cols: u32,
-    pub has_idx: u32,
-    pub offset: u32,
-    pub stride_a: u32,
-    pub stride_b: u32,
-    pub stride_idx: u32,
-    pub src_len: u32,
-    pub rows_per_block: u32,
-    pub cols_per_tile: u32,
-    pub reserved: u32,
 }
 
 impl GatherRowsTiling {
@@ -108,16 +92,6 @@ impl GatherRowsTiling {
     }
 }
 
-/// Tiling of `argmax_<t>` (`DsnpuArgmaxTiling`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArgmaxTiling {
-    pub rows: u32,
-    pub cols: u32,
-    pub rows_per_block: u32,
-    pub cols_per_tile: u32,
-}
-
 impl ArgmaxTiling {
     pub fn new(rows: u64, cols: u64, dtype: KernelDtype, budget: CoreBudget) -> Result<Self> {
         const K: &str = "argmax";
@@ -169,8 +143,6 @@ impl ArgmaxTiling {
         self.rows.div_ceil(self.rows_per_block)
     }
 }
-
-impl_tiling!(GatherRowsTiling, ArgmaxTiling);
 
 #[cfg(test)]
 mod tests {

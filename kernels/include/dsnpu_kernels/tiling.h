@@ -1,6 +1,6 @@
 /*
- * Tiling structs of dsnpu's Ascend C kernels, shared by the kernels (C++) and the host (Rust mirrors in
- * kernels/src/tiling.rs, checked field by field against this header by a layout test).
+ * Tiling structs of dsnpu's Ascend C kernels, shared by the kernels (C++) and the host: kernels/build.rs generates
+ * the Rust structs from this header (a layout test also compares them with the C compiler's offsets).
  *
  * Plain C, fixed-width fields, no padding: the host packs one of these into device memory and passes its
  * address as the kernel's last argument; the kernel copies it out with GET_TILING_DATA_WITH_STRUCT. The
@@ -117,7 +117,7 @@ typedef struct DsnpuSelftestTiling {
 } DsnpuSelftestTiling;
 
 /* ---------------------------------------------------------------------------------------------------------
- * Mixture-of-experts kernels (src/ascendc/moe_*.cpp; Rust mirrors in src/tiling_moe.rs).
+ * Mixture-of-experts kernels (src/ascendc/moe_*.cpp; computed in src/tiling_moe.rs).
  * ------------------------------------------------------------------------------------------------------- */
 
 /* Score functions of moe_gating_topk_<t>. */

@@ -1,7 +1,7 @@
 /*
  * Tiling of sample_top_p_<t> (src/ascendc/sample_top_p.cpp), in its own header so the sampling kernel's
- * registry entry stays one small block (the Rust mirror is kernels/src/tiling_sample.rs; the layout probe
- * compares the two).
+ * registry entry stays one small block (kernels/build.rs generates its Rust struct; kernels/src/tiling_sample.rs
+ * computes it).
  */
 #ifndef DSNPU_KERNELS_TILING_SAMPLE_H
 #define DSNPU_KERNELS_TILING_SAMPLE_H
