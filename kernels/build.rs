@@ -60,7 +60,7 @@ const TILING_HEADERS: &[&str] = &[
 
 /// Writes `<OUT_DIR>/tiling_structs.rs`: for every tiling struct of [`TILING_HEADERS`], its `#[repr(C)]`
 /// Rust twin `<Name>` (the C name without `Dsnpu`, same fields in the same order, the C comment before it
-/// as its doc) and its `Tiling` impl. The C header is the one definition: a struct with padding, or a
+/// as its doc) and its `Tiling` and `DeviceRepr` impls. The C header is the one definition: a struct with padding, or a
 /// field type outside u32/i32/u64/i64/float/another tiling, stops the build.
 fn generate_tiling_structs(manifest: &Path, out: &Path) {
     let mut rust =
@@ -172,7 +172,7 @@ fn tiling_structs_of(header: &str, text: &str) -> String {
             .map(|l| format!("/// {}\n", l.replace('[', "\\[").replace(']', "\\]")))
             .collect();
         out.push_str(&format!(
-            "\n{}///\n/// `{c_name}` of `{header}`.\n#[repr(C)]\n#[allow(non_snake_case)]\n#[derive(Debug, Clone, Copy, PartialEq, Default{})]\npub struct {name} {{\n{fields}}}\n\nimpl crate::tiling::Tiling for {name} {{\n    fn as_bytes(&self) -> &[u8] {{\n        // SAFETY: the struct is #[repr(C)] with fields of 4 or 8 bytes placed without padding (build.rs\n        // checked every offset; the layout test compares them with the C compiler's), so all\n        // size_of::<Self>() bytes behind `self` are initialised for the borrow's lifetime.\n        unsafe {{ std::slice::from_raw_parts((self as *const Self).cast::<u8>(), std::mem::size_of::<Self>()) }}\n    }}\n}}\n",
+            "\n{}///\n/// `{c_name}` of `{header}`.\n#[repr(C)]\n#[allow(non_snake_case)]\n#[derive(Debug, Clone, Copy, PartialEq, Default{})]\npub struct {name} {{\n{fields}}}\n\nimpl crate::tiling::Tiling for {name} {{\n    fn as_bytes(&self) -> &[u8] {{\n        // SAFETY: the struct is #[repr(C)] with fields of 4 or 8 bytes placed without padding (build.rs\n        // checked every offset; the layout test compares them with the C compiler's), so all\n        // size_of::<Self>() bytes behind `self` are initialised for the borrow's lifetime.\n        unsafe {{ std::slice::from_raw_parts((self as *const Self).cast::<u8>(), std::mem::size_of::<Self>()) }}\n    }}\n}}\n\n// SAFETY: as above, and every bit pattern of its u32/i32/u64/i64/f32 fields is a valid value.\nunsafe impl dsnpu_runtime::DeviceRepr for {name} {{}}\n",
             doc.concat(),
             if eq { ", Eq" } else { "" },
         ));

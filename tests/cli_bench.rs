@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const KERNELS: [&str; 19] = [
+const KERNELS: [&str; 20] = [
     "moe_gating_topk_f32",
     "moe_init_routing_bf16",
     "moe_init_routing_quant_bf16",
@@ -26,6 +26,7 @@ const KERNELS: [&str; 19] = [
     "mla_prefill_bf16",
     "gather_rows_bf16",
     "argmax_bf16",
+    "softmax_bf16",
     "sample_top_p_bf16",
 ];
 
@@ -144,7 +145,7 @@ fn quick_preset_reports_every_kernel_and_draws_the_roofline() {
 
     // The step's ends at the quick preset (4 tokens, hidden 512, vocab 16384, bf16): the embedding
     // lookup reads and writes each of the 4 rows once (its minimum adds the 4 ids); argmax reads the
-    // logits once and writes 4 ids; top-p sampling writes 4 ids and reads the logits at least once
+    // logits once and writes 4 ids; softmax reads them three times; top-p sampling writes 4 ids and reads the logits at least once
     // (its nucleus search reads them again: its ratio is above 1).
     let (t, h, v) = (4u64, 512u64, 16384u64);
     let step = &cases[16..];
@@ -152,7 +153,7 @@ fn quick_preset_reports_every_kernel_and_draws_the_roofline() {
         step.iter()
             .map(|c| c["op"].as_str().unwrap())
             .collect::<Vec<_>>(),
-        ["embedding", "argmax", "sample_top_p"]
+        ["embedding", "argmax", "softmax", "sample_top_p"]
     );
     assert_eq!(
         step[0]["minimal_bytes"].as_u64(),
@@ -162,9 +163,13 @@ fn quick_preset_reports_every_kernel_and_draws_the_roofline() {
     assert_eq!(step[1]["minimal_bytes"].as_u64(), Some(t * v * 2 + 4 * t));
     assert_eq!(step[1]["gm_read_bytes"].as_u64(), Some(t * v * 2));
     assert_eq!(step[1]["gm_write_bytes"].as_u64(), Some(4 * t));
-    assert_eq!(step[2]["minimal_bytes"].as_u64(), Some(t * v * 2 + 8 * t));
-    assert!(step[2]["gm_read_bytes"].as_u64().unwrap() >= t * v * 2);
-    assert_eq!(step[2]["gm_write_bytes"].as_u64(), Some(4 * t));
+    // Softmax reads the logits in three passes and writes the f32 probabilities once.
+    assert_eq!(step[2]["minimal_bytes"].as_u64(), Some(t * v * (2 + 4)));
+    assert_eq!(step[2]["gm_read_bytes"].as_u64(), Some(3 * t * v * 2));
+    assert_eq!(step[2]["gm_write_bytes"].as_u64(), Some(4 * t * v));
+    assert_eq!(step[3]["minimal_bytes"].as_u64(), Some(t * v * 2 + 8 * t));
+    assert!(step[3]["gm_read_bytes"].as_u64().unwrap() >= t * v * 2);
+    assert_eq!(step[3]["gm_write_bytes"].as_u64(), Some(4 * t));
 
     let (w, h) = png_size(&png).expect("a PNG");
     assert!(w > 0 && h > 0);

@@ -71,7 +71,7 @@ pub use tiling_moe::{
     MoeInitRoutingTiling, MoeList, MoeScore,
 };
 pub use tiling_sample::SampleTopPTiling;
-pub use tiling_step::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling};
+pub use tiling_step::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling, SoftmaxTiling};
 
 /// Absolute path of the host kernel binary built for this crate (in cargo's OUT_DIR).
 pub const HOST_KERNELS_PATH: &str = env!("DSNPU_HOST_KERNELS_PATH");
@@ -177,11 +177,13 @@ pub enum Kernel {
     /// `(x, w_gate, s_gate, w_up, s_up, w_down, s_down, group_list, y, workspace, tiling)` with
     /// [`ExpertFfnTiling`]: FP8 codes and f32 block scales for each weight; SyncAll.
     ExpertFfnFp8,
+    /// `(x, out, workspace, tiling)` with [`SoftmaxTiling`]: out f32 `[rows, cols]`.
+    Softmax,
 }
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 24] = [
+    pub const ALL: [Kernel; 25] = [
         Kernel::RmsNorm,
         Kernel::AddRmsNorm,
         Kernel::Rope,
@@ -206,6 +208,7 @@ impl Kernel {
         Kernel::LinearFp8,
         Kernel::GroupedMatmulFp8,
         Kernel::ExpertFfnFp8,
+        Kernel::Softmax,
     ];
 
     /// This kernel's row of the registry ([`registry::KERNELS`], in the order of the variants).

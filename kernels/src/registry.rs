@@ -50,6 +50,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     source("src/ascendc/gather_rows.cpp", CoreKind::Vector),
     source("src/ascendc/argmax.cpp", CoreKind::Vector),
     source("src/ascendc/sample_top_p.cpp", CoreKind::Vector),
+    source("src/ascendc/softmax.cpp", CoreKind::Vector),
 ];
 
 const fn source(path: &'static str, kind: CoreKind) -> KernelSource {
@@ -284,6 +285,12 @@ pub const KERNELS: &[KernelSpec] = &[
         11,
         "src/ascendc/moe_grouped_matmul.cpp",
         SyncAll,
+    ),
+    kernel(
+        ["softmax_f32", "softmax_f16", "softmax_bf16"],
+        4,
+        "src/ascendc/softmax.cpp",
+        Plain,
     ),
 ];
 

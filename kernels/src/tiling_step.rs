@@ -11,7 +11,7 @@
 use crate::tiling::{invalid, round_up, split, to_u32, UB_BLOCK};
 use crate::{CoreBudget, KernelDtype, Result};
 
-pub use crate::tiling_structs::{ArgmaxTiling, GatherRowsTiling};
+pub use crate::tiling_structs::{ArgmaxTiling, GatherRowsTiling, SoftmaxTiling};
 
 /// Most elements one tile of either kernel holds.
 pub const STEP_MAX_TILE: u32 = 8192;
@@ -136,6 +136,50 @@ impl ArgmaxTiling {
             + UB_BLOCK
             + round_up(c.div_ceil(64) * 2 * 4, UB_BLOCK)
             + round_up(u64::from(self.rows_per_block) * 4, UB_BLOCK)
+    }
+
+    /// Blocks to launch.
+    pub fn block_dim(&self) -> u32 {
+        self.rows.div_ceil(self.rows_per_block)
+    }
+}
+
+impl SoftmaxTiling {
+    pub fn new(rows: u64, cols: u64, dtype: KernelDtype, budget: CoreBudget) -> Result<Self> {
+        const K: &str = "softmax";
+        let budget = budget.validate()?;
+        if rows == 0 || cols == 0 {
+            return Err(invalid(K, format!("empty input [{rows}, {cols}]")));
+        }
+        to_u32(K, "rows * cols", rows.saturating_mul(cols))?;
+        let rows = rows as u32;
+        let (rows_per_block, _) = split(rows, budget.cores);
+        let t = SoftmaxTiling {
+            rows,
+            cols: cols as u32,
+            rows_per_block,
+            cols_per_tile: (cols as u32).min(STEP_MAX_TILE),
+        };
+        let needed = t.ub_bytes(dtype);
+        if needed > u64::from(budget.ub_bytes) {
+            return Err(crate::KernelError::DoesNotFit {
+                kernel: K,
+                needed,
+                available: u64::from(budget.ub_bytes),
+            });
+        }
+        Ok(t)
+    }
+
+    /// The kernel's Unified Buffer use per block, bytes (the formula of its source).
+    pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
+        let c = u64::from(self.cols_per_tile);
+        let wide = if dtype == KernelDtype::F32 { 0 } else { c * 4 };
+        round_up(c * u64::from(dtype.size()), UB_BLOCK)
+            + wide
+            + c * 4
+            + UB_BLOCK
+            + round_up((c * 4).div_ceil(256) * 2 * 4, UB_BLOCK)
     }
 
     /// Blocks to launch.

@@ -194,8 +194,8 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         &fake_fs(CANN8),
     )
     .unwrap();
-    // 10 vector sources once, 4 mix sources twice, 2 host-only sources never, then the link.
-    assert_eq!(p.commands.len(), 10 + 4 * 2 + 1);
+    // 11 vector sources once, 4 mix sources twice, 2 host-only sources never, then the link.
+    assert_eq!(p.commands.len(), 11 + 4 * 2 + 1);
     let (link, compiles) = p.commands.split_last().unwrap();
     assert_eq!(link.program, p.linker);
     assert_eq!(link.output, p.binary);
@@ -248,6 +248,7 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
         "gather_rows",
         "argmax",
         "sample_top_p",
+        "softmax",
     ]
     .iter()
     .map(|s| format!("/src/kernels/src/ascendc/{s}.cpp"))
@@ -267,7 +268,7 @@ fn the_full_table_compiles_each_device_source_once_per_arch_and_links_last() {
             "/src/kernels/src/ascendc/mla_prefill.cpp"
         ])
     );
-    assert_eq!(seen.iter().filter(|(_, a)| a == "dav-c220-vec").count(), 14);
+    assert_eq!(seen.iter().filter(|(_, a)| a == "dav-c220-vec").count(), 15);
 }
 
 #[test]

@@ -43,6 +43,11 @@ pub fn embedding<T: Float>(table: ArrayView2<T>, ids: ArrayView1<i32>) -> Result
     Ok(out)
 }
 
+/// The validation of [`softmax`] (shared with the device backends): rows of at least one element.
+pub fn check_softmax<T>(x: &ArrayView2<T>) -> Result<()> {
+    nonempty_rows("softmax", x)
+}
+
 fn nonempty_rows<T>(op: &'static str, x: &ArrayView2<T>) -> Result<()> {
     if x.ncols() == 0 {
         Err(shape_error(op, "x", x.shape(), "[T, V] with V >= 1"))
@@ -69,7 +74,7 @@ fn softmax_row(row: &[f32], out: &mut [f32]) {
 
 /// Softmax over the last axis, computed in f32.
 pub fn softmax<T: Float>(x: ArrayView2<T>) -> Result<Array2<f32>> {
-    nonempty_rows("softmax", &x)?;
+    check_softmax(&x)?;
     let mut out = Array2::<f32>::zeros(x.raw_dim());
     let mut row = vec![0f32; x.ncols()];
     let mut res = vec![0f32; x.ncols()];

@@ -1,8 +1,9 @@
 //! `Fallback<Npu, Cpu>` counts the host↔device copies each operator made: a linear the device serves
 //! (its two uploads and one download, bytes from the shapes), a rope the device uploads for and then
 //! answers `Unsupported` (4096 heads: more than one launch takes) so the CPU serves it — the wasted
-//! uploads are the rope's —, and a softmax the device declines without looking (no copies); and the
-//! fused MLA cache write and top-p sampling served by the device with their own copies.
+//! uploads are the rope's —, a softmax the device serves (x up, the f32 result down), and the unfused
+//! MLA cache write the device declines without looking (no copies); and the fused MLA cache write and
+//! top-p sampling served by the device with their own copies.
 use dsnpu_ops::backend::{Cpu, DenseOps, Fallback, MlaOps, Npu, Op, OpTransfers};
 use dsnpu_ops::conformance::tolerance::{assert_close, Tolerance};
 use dsnpu_ops::mla::{CacheWriteParams, PagedLatentCache};
@@ -47,7 +48,16 @@ fn transfers_are_counted_per_operator() {
         .unwrap();
     assert_eq!(got, want);
 
-    fb.softmax(x.view()).unwrap();
+    assert_close(
+        "softmax",
+        fb.softmax(x.view()).unwrap().view(),
+        Cpu.softmax(x.view()).unwrap().view(),
+        Tolerance::of::<f32>(),
+    );
+    let mut cache = PagedLatentCache::<f32>::new(1, 4, 4, 2).unwrap();
+    let (latent, k_rope) = (Array2::<f32>::ones((1, 4)), Array2::<f32>::ones((1, 2)));
+    fb.mla_cache_write(&mut cache, latent.view(), k_rope.view(), array![2].view())
+        .unwrap();
 
     let c = fb.counts();
     assert_eq!(
@@ -75,7 +85,18 @@ fn transfers_are_counted_per_operator() {
             d2h_bytes: 0,
         }
     );
-    assert_eq!(c.transfers(Op::Softmax), OpTransfers::default());
+    // Softmax of 2 x 8 f32: x (64 B) up, the f32 result (64 B) down.
+    assert_eq!(
+        c.transfers(Op::Softmax),
+        OpTransfers {
+            h2d_copies: 1,
+            h2d_bytes: 64,
+            d2h_copies: 1,
+            d2h_bytes: 64,
+        }
+    );
+    assert_eq!(c.transfers(Op::MlaCacheWrite), OpTransfers::default());
+    assert_eq!(c.get(Op::MlaCacheWrite).secondary, 1);
     let report = fb.report();
     assert_eq!(
         report
@@ -83,12 +104,13 @@ fn transfers_are_counted_per_operator() {
             .iter()
             .map(|(op, _)| *op)
             .collect::<Vec<_>>(),
-        vec![Op::Rope, Op::Linear]
+        vec![Op::Rope, Op::Linear, Op::Softmax]
     );
     let text = report.to_string();
     assert!(
         text.ends_with(
-            "transfers: rope h2d 4 (65668 B) d2h 0 (0 B), linear h2d 4 (384 B) d2h 2 (64 B)"
+            "transfers: rope h2d 4 (65668 B) d2h 0 (0 B), linear h2d 4 (384 B) d2h 2 (64 B), \
+             softmax h2d 1 (64 B) d2h 1 (64 B)"
         ),
         "{text}"
     );

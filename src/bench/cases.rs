@@ -25,7 +25,7 @@ use half::bf16;
 
 /// Every operator with a kernel that the bench covers, in report order, named as `dsnpu verify` names
 /// them (the fused MLA cache write's kernel is `mla_cache_write_<t>`, the embedding's `gather_rows_<t>`).
-pub const OPS: [&str; 17] = [
+pub const OPS: [&str; 18] = [
     "moe_gating_topk",
     "moe_init_routing",
     "moe_init_routing_quant",
@@ -42,6 +42,7 @@ pub const OPS: [&str; 17] = [
     "mla_prefill",
     "embedding",
     "argmax",
+    "softmax",
     "sample_top_p",
 ];
 
@@ -591,8 +592,8 @@ pub fn moe_cases(
 }
 
 /// The decode step's ends at `tokens` rows (those `wanted`): the embedding lookup of the tokens' rows
-/// (`gather_rows`, a `[vocab, hidden]` table), and greedy (`argmax`) and top-p (`sample_top_p`,
-/// temperature 0.7, top_p 0.9) selection of one id per row of `[tokens, vocab]` logits, all bf16.
+/// (`gather_rows`, a `[vocab, hidden]` table), greedy (`argmax`) and top-p (`sample_top_p`, temperature
+/// 0.7, top_p 0.9) selection of one id per row of `[tokens, vocab]` logits, and their softmax, all bf16.
 pub fn step_cases(
     lib: &Arc<KernelLibrary>,
     s: &Stream,
@@ -621,7 +622,7 @@ pub fn step_cases(
             }),
         });
     }
-    if !(wanted("argmax") || wanted("sample_top_p")) {
+    if !(wanted("argmax") || wanted("softmax") || wanted("sample_top_p")) {
         return Ok(out);
     }
     // Logits of standard deviation ~2, as a model's last layer gives.
@@ -637,6 +638,20 @@ pub fn step_cases(
             minimal_bytes: (t * v) as u64 * BF16 + 4 * t as u64,
             minimal_macs: 0,
             launch: Box::new(move || Ok(launch::argmax(&lib, &s1, &x, &mut ids, t, v)?.symbol)),
+        });
+    }
+    if wanted("softmax") {
+        let (lib, s1, x) = (lib.clone(), s.clone(), logits.clone());
+        let mut p = alloc::<f32>(s, t * v)?;
+        out.push(KernelCase {
+            op: "softmax",
+            shape: format!("[{t}, {v}]"),
+            dtype: "bf16",
+            // The logits read once, the f32 probabilities written once (the kernel's three passes
+            // read each row three times: that is its ratio).
+            minimal_bytes: (t * v) as u64 * (BF16 + 4),
+            minimal_macs: 0,
+            launch: Box::new(move || Ok(launch::softmax(&lib, &s1, &x, &mut p, t, v)?.symbol)),
         });
     }
     if wanted("sample_top_p") {

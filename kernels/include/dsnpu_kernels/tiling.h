@@ -359,6 +359,15 @@ typedef struct DsnpuArgmaxTiling {
     uint32_t cols_per_tile;
 } DsnpuArgmaxTiling;
 
+/* softmax_<t>: out[r, :] = softmax(x[r, :cols]) in f32. Rows are split into runs of rows_per_block per block,
+ * each row walked cols_per_tile elements at a time in three passes (maximum, sum, output). */
+typedef struct DsnpuSoftmaxTiling {
+    uint32_t rows;
+    uint32_t cols;
+    uint32_t rows_per_block;
+    uint32_t cols_per_tile;
+} DsnpuSoftmaxTiling;
+
 #ifdef __cplusplus
 }
 #endif

@@ -59,18 +59,11 @@ pub use norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeShape};
 pub use sample::sample_top_p;
 pub use silu_mul::silu_mul;
-pub use step::{argmax, gather_rows, gather_rows_f32, RowSource};
+pub use step::{argmax, gather_rows, gather_rows_f32, softmax, RowSource};
 
 use dsnpu_runtime::{DeviceRepr, RuntimeError};
 
-use crate::MlaDecodeTiling;
-use crate::{
-    ExpertFfnTiling, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling, MoeInitRoutingTiling,
-};
-use crate::{
-    Kernel, KernelDtype, KernelError, LinearTiling, RmsNormTiling, RopeTiling, SelftestTiling,
-};
-use crate::{Result, SiluMulTiling};
+use crate::{Kernel, KernelDtype, KernelError, Result};
 
 /// Element types the kernels are instantiated for.
 pub trait KernelElem: DeviceRepr {
@@ -86,45 +79,6 @@ impl KernelElem for half::f16 {
 impl KernelElem for half::bf16 {
     const DTYPE: KernelDtype = KernelDtype::Bf16;
 }
-
-// SAFETY (all five): the tiling structs are #[repr(C)] with only u32/f32 fields and no padding (the
-// layout test compares every offset with the C compiler's), and every bit pattern of u32 and f32 is a
-// valid value.
-unsafe impl DeviceRepr for RmsNormTiling {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for RopeTiling {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for SiluMulTiling {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for LinearTiling {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for SelftestTiling {}
-// SAFETY (the five MoE tilings): #[repr(C)] with only u32/f32 fields and no padding (the MoE layout
-// test compares every offset with the C compiler's); every bit pattern of u32 and f32 is valid.
-unsafe impl DeviceRepr for MoeGatingTiling {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for MoeInitRoutingTiling {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for GroupedMatmulTiling {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for ExpertFfnTiling {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for MoeFinalizeTiling {}
-// SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
-// with the C compiler's); every bit pattern of u32 and f32 is valid.
-unsafe impl DeviceRepr for MlaDecodeTiling {}
-// SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
-// with the C compiler's); every bit pattern of u32 and f32 is valid.
-unsafe impl DeviceRepr for crate::MlaCacheWriteTiling {}
-// SAFETY: #[repr(C)] with only u32/f32 fields and no padding (tests/mla_layout.rs compares every offset
-// with the C compiler's); every bit pattern of u32 and f32 is valid.
-unsafe impl DeviceRepr for crate::MlaPrefillTiling {}
-// SAFETY: as above (the two step tilings: only u32 fields).
-unsafe impl DeviceRepr for crate::GatherRowsTiling {}
-// SAFETY: as above.
-unsafe impl DeviceRepr for crate::ArgmaxTiling {}
-// SAFETY: as above (u32 and f32 fields only).
-unsafe impl DeviceRepr for crate::SampleTopPTiling {}
 
 /// What a launcher queued.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,10 +1,10 @@
-//! Launchers of `gather_rows_<t>`, `gather_rows_<t>_f32` and `argmax_<t>` (`src/ascendc/gather_rows.cpp`, `argmax.cpp`): the
+//! Launchers of `gather_rows_<t>`, `gather_rows_<t>_f32`, `argmax_<t>` and `softmax_<t>` (`src/ascendc/gather_rows.cpp`, `argmax.cpp`, `softmax.cpp`): the
 //! data movement and greedy sampling of a device-resident model step.
 
 use dsnpu_runtime::{DeviceBuffer, Stream};
 
 use super::{device_error, expect_len, product, KernelElem, KernelLibrary, Launched};
-use crate::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling, Kernel, Result};
+use crate::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling, Kernel, Result, SoftmaxTiling};
 
 /// Where each output row of a gather comes from (see [`GatherRowsDims`]): `y[r] = x[offset + i·stride_a
 /// + j·stride_b (+ idx[r]·stride_idx) ..][..cols]` with `r = i·inner + j`.
@@ -183,6 +183,43 @@ pub fn argmax<T: KernelElem>(
     // SAFETY: argmax_<t>(x, out, workspace, tiling); x holds rows x cols elements of T and out rows i32
     // (checked above), the extents the kernel gives its GlobalTensors; only out is written (arg_mut);
     // the workspace is unused.
+    unsafe {
+        f.builder(stream)
+            .arg(x)
+            .arg_mut(out)
+            .null()
+            .tiling(&tiling)
+            .launch(blocks)
+    }
+    .map_err(|e| device_error(symbol, e))?;
+    Ok(Launched {
+        symbol,
+        blocks,
+        tiling,
+    })
+}
+
+/// `out[r, :]` = softmax of `x[r, :cols]` in f32 (`x [rows, cols]`, `out` f32 `[rows, cols]`); the
+/// semantics of `dsnpu_ops::sampling::softmax`.
+pub fn softmax<T: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    x: &DeviceBuffer<T>,
+    out: &mut DeviceBuffer<f32>,
+    rows: usize,
+    cols: usize,
+) -> Result<Launched<SoftmaxTiling>> {
+    const K: &str = "softmax";
+    let tiling = SoftmaxTiling::new(rows as u64, cols as u64, T::DTYPE, lib.hardware().vector)?;
+    let n = product(K, "rows * cols", rows, cols)?;
+    expect_len(K, "x", x.len(), n)?;
+    expect_len(K, "out", out.len(), n)?;
+    let symbol = Kernel::Softmax.symbol(T::DTYPE);
+    let f = lib.function(Kernel::Softmax, T::DTYPE)?;
+    let blocks = tiling.block_dim();
+    // SAFETY: softmax_<t>(x, out, workspace, tiling); x holds rows x cols elements of T and out rows x
+    // cols f32 (checked above), the extents the kernel gives its GlobalTensors; only out is written
+    // (arg_mut); the workspace is unused.
     unsafe {
         f.builder(stream)
             .arg(x)

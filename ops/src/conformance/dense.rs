@@ -314,6 +314,60 @@ pub fn softmax<B: DenseOps, T: Float>(b: &B) {
             );
         }
     }
+    // Rows wider than one 8192-element tile of the device kernel (a vocabulary-sized row).
+    let x = rng.uniform::<T, _>((2, 20_000), -8.0, 8.0);
+    let what = format!("softmax<{}> T=2 V=20000", T::DTYPE);
+    let want = reference(&what, Cpu.softmax(x.view()));
+    if let Some(got) = ran(b, &what, b.softmax(x.view())) {
+        assert_close(&what, got.view(), want.view(), tol);
+    }
+    // Hand-worked: exp(0) : exp(ln 3) = 1 : 3; a masked entry is 0; a row holding NaN, a row of only
+    // -inf and a row whose maximum is +inf are all NaN.
+    let (nan, ninf, inf) = (f32::NAN, f32::NEG_INFINITY, f32::INFINITY);
+    let x = Array2::from_shape_vec(
+        (5, 3),
+        [
+            [0.0, 3f32.ln(), ninf],
+            [5.0, 5.0, 5.0],
+            [1.0, nan, 2.0],
+            [ninf, ninf, ninf],
+            [1.0, inf, 2.0],
+        ]
+        .iter()
+        .flatten()
+        .map(|&e| T::from_f32(e))
+        .collect(),
+    )
+    .expect("5 x 3 values");
+    let third = 1.0 / 3.0;
+    // ln 3 rounds differently in each dtype: the expected ratio follows the value the row holds.
+    let ln3 = x[[0, 1]].to_f32();
+    let p1 = ln3.exp() / (1.0 + ln3.exp());
+    let want = Array2::from_shape_vec(
+        (5, 3),
+        vec![
+            1.0 - p1,
+            p1,
+            0.0,
+            third,
+            third,
+            third,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+        ],
+    )
+    .expect("5 x 3 values");
+    let what = format!("softmax<{}> hand-worked rows, NaN and infinities", T::DTYPE);
+    if let Some(got) = ran(b, &what, b.softmax(x.view())) {
+        assert_close(&what, got.view(), want.view(), Tolerance::of::<f32>());
+    }
     let x = Array2::<T>::default((2, 0));
     rejects(b, "softmax over an empty row", b.softmax(x.view()));
 }

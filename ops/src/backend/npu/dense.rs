@@ -2,8 +2,8 @@
 //! batched_matmul runs the linear kernel once per batch on the host-transposed right operand;
 //! embedding gathers the table's rows with `gather_rows_<t>` (ids checked on the host first) and argmax
 //! runs `argmax_<t>` (rows holding NaN are answered on the host: the kernel never takes NaN as the
-//! maximum); sample_top_p is [`Npu::sample`] (`sample_top_p_<t>`, `sampling.rs`); softmax has no
-//! kernel yet (`Unsupported`).
+//! maximum); sample_top_p is [`Npu::sample`] (`sample_top_p_<t>`, `sampling.rs`); softmax runs
+//! `softmax_<t>`.
 //!
 //! Validation is the reference's own: each method first calls the `check_*` function its reference
 //! calls (in `norm`, `rope`, `linear`, `activation`), so the same inputs are rejected with the same
@@ -213,6 +213,22 @@ impl Npu {
     }
 }
 
+impl Npu {
+    /// Softmax of each row through `softmax_<t>` (f32 out).
+    fn softmax_as<T: Float, E: DevElem>(&self, x: ArrayView2<T>) -> Result<Array2<f32>> {
+        const OP: &str = "softmax";
+        let (rows, cols) = x.dim();
+        let host: Vec<E> = x.iter().map(|v| E::from_f32(v.to_f32())).collect();
+        let xd = self.upload_raw(OP, &host)?;
+        let mut outd = self.alloc::<f32>(OP, rows * cols)?;
+        launch::softmax(&self.lib, &self.stream, &xd, &mut outd, rows, cols)
+            .map_err(|e| self.kernel_error(OP, e))?;
+        self.finish(OP)?;
+        let out = outd.to_vec().map_err(|e| self.fail(OP, e))?;
+        Array2::from_shape_vec((rows, cols), out).map_err(|e| self.fail(OP, e))
+    }
+}
+
 impl DenseOps for Npu {
     fn rms_norm<T: Float>(
         &self,
@@ -318,8 +334,13 @@ impl DenseOps for Npu {
         by_dtype!(self, OP, T, embedding_as(table, ids))
     }
 
-    fn softmax<T: Float>(&self, _x: ArrayView2<T>) -> Result<Array2<f32>> {
-        Err(self.unsupported("softmax", "no device kernel yet"))
+    fn softmax<T: Float>(&self, x: ArrayView2<T>) -> Result<Array2<f32>> {
+        const OP: &str = "softmax";
+        sampling::check_softmax(&x)?;
+        if x.nrows() == 0 {
+            return Ok(Array2::zeros(x.raw_dim()));
+        }
+        by_dtype!(self, OP, T, softmax_as(x))
     }
 
     fn argmax<T: Float>(&self, x: ArrayView2<T>) -> Result<Array1<i32>> {

@@ -7,9 +7,10 @@
 //! [`OpsError::Backend`]) and copies the result back. Cases with nothing to compute (no rows, an empty
 //! reduction) are answered on the host, as the kernels take no empty shapes. A shape the reference
 //! accepts but a kernel cannot take (more than 4095 heads, sizes past the kernels' 32-bit indices) is
-//! [`OpsError::Unsupported`], and so is every operator without a kernel yet: softmax and the trait's
-//! unfused MLA cache write (`mla`; the fused `mla_cache_write_fused`, MLA decode and prefill have their
-//! kernels). Embedding and argmax run the step kernels `gather_rows_<t>` and `argmax_<t>` (`dense`);
+//! [`OpsError::Unsupported`], and so is the one operator without a kernel: the trait's unfused MLA cache
+//! write (`mla`; the fused `mla_cache_write_fused`, MLA decode and prefill have their kernels).
+//! Embedding, argmax and softmax run the step kernels `gather_rows_<t>`, `argmax_<t>` and `softmax_<t>`
+//! (`dense`);
 //! `sample_top_p` draws ids with the CPU `Sampler`'s contract through the top-p sampling kernel
 //! ([`Npu::sample`], `sampling`). The MoE family's whole layer runs on the device without returning to
 //! the host between its stages (`moe`).
@@ -144,7 +145,7 @@ impl Npu {
 }
 
 /// The operators of the backend traits that have no device kernel yet (they answer `Unsupported`).
-const NO_KERNEL_OPS: &[&str] = &["softmax", "mla_cache_write"];
+const NO_KERNEL_OPS: &[&str] = &["mla_cache_write"];
 
 impl Backend for Npu {
     fn name(&self) -> String {
