@@ -92,33 +92,52 @@ impl GatherRowsTiling {
     }
 }
 
+/// The row split both row-scanning kernels (`argmax_<t>`, `softmax_<t>`) use: (rows, cols,
+/// rows_per_block, cols_per_tile), rows over the cores and each row in tiles of at most
+/// [`STEP_MAX_TILE`] elements; with `ids`, column indices must fit in i32 (argmax returns them).
+fn row_scan(
+    k: &'static str,
+    rows: u64,
+    cols: u64,
+    ids: bool,
+    budget: CoreBudget,
+) -> Result<(u32, u32, u32, u32)> {
+    if rows == 0 || cols == 0 {
+        return Err(invalid(k, format!("empty input [{rows}, {cols}]")));
+    }
+    if ids && cols > i32::MAX as u64 {
+        return Err(invalid(k, format!("{cols} columns exceed i32 ids")));
+    }
+    to_u32(k, "rows * cols", rows.saturating_mul(cols))?;
+    let (rows, cols) = (rows as u32, cols as u32);
+    let (rows_per_block, _) = split(rows, budget.cores);
+    Ok((rows, cols, rows_per_block, cols.min(STEP_MAX_TILE)))
+}
+
+/// DoesNotFit unless `needed` UB bytes fit the budget.
+fn check_ub(k: &'static str, needed: u64, budget: CoreBudget) -> Result<()> {
+    if needed > u64::from(budget.ub_bytes) {
+        return Err(crate::KernelError::DoesNotFit {
+            kernel: k,
+            needed,
+            available: u64::from(budget.ub_bytes),
+        });
+    }
+    Ok(())
+}
+
 impl ArgmaxTiling {
     pub fn new(rows: u64, cols: u64, dtype: KernelDtype, budget: CoreBudget) -> Result<Self> {
         const K: &str = "argmax";
         let budget = budget.validate()?;
-        if rows == 0 || cols == 0 {
-            return Err(invalid(K, format!("empty input [{rows}, {cols}]")));
-        }
-        if cols > i32::MAX as u64 {
-            return Err(invalid(K, format!("{cols} columns exceed i32 ids")));
-        }
-        to_u32(K, "rows * cols", rows.saturating_mul(cols))?;
-        let rows = rows as u32;
-        let (rows_per_block, _) = split(rows, budget.cores);
+        let (rows, cols, rows_per_block, cols_per_tile) = row_scan(K, rows, cols, true, budget)?;
         let t = ArgmaxTiling {
             rows,
-            cols: cols as u32,
+            cols,
             rows_per_block,
-            cols_per_tile: (cols as u32).min(STEP_MAX_TILE),
+            cols_per_tile,
         };
-        let needed = t.ub_bytes(dtype);
-        if needed > u64::from(budget.ub_bytes) {
-            return Err(crate::KernelError::DoesNotFit {
-                kernel: K,
-                needed,
-                available: u64::from(budget.ub_bytes),
-            });
-        }
+        check_ub(K, t.ub_bytes(dtype), budget)?;
         Ok(t)
     }
 
@@ -148,26 +167,14 @@ impl SoftmaxTiling {
     pub fn new(rows: u64, cols: u64, dtype: KernelDtype, budget: CoreBudget) -> Result<Self> {
         const K: &str = "softmax";
         let budget = budget.validate()?;
-        if rows == 0 || cols == 0 {
-            return Err(invalid(K, format!("empty input [{rows}, {cols}]")));
-        }
-        to_u32(K, "rows * cols", rows.saturating_mul(cols))?;
-        let rows = rows as u32;
-        let (rows_per_block, _) = split(rows, budget.cores);
+        let (rows, cols, rows_per_block, cols_per_tile) = row_scan(K, rows, cols, false, budget)?;
         let t = SoftmaxTiling {
             rows,
-            cols: cols as u32,
+            cols,
             rows_per_block,
-            cols_per_tile: (cols as u32).min(STEP_MAX_TILE),
+            cols_per_tile,
         };
-        let needed = t.ub_bytes(dtype);
-        if needed > u64::from(budget.ub_bytes) {
-            return Err(crate::KernelError::DoesNotFit {
-                kernel: K,
-                needed,
-                available: u64::from(budget.ub_bytes),
-            });
-        }
+        check_ub(K, t.ub_bytes(dtype), budget)?;
         Ok(t)
     }
 
