@@ -180,6 +180,8 @@ struct Meter<'a> {
     vector: u64,
     model_s: f64,
     launches: u32,
+    /// GM bytes (both directions) by kernel symbol, for the breakdown under the table.
+    by_kernel: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Meter<'_> {
@@ -199,6 +201,7 @@ impl Meter<'_> {
             .times(t.gm_bytes(), t.cube_macs, t.vector_elem_ops)
             .modelled();
         self.launches += 1;
+        *self.by_kernel.entry(symbol).or_default() += t.gm_bytes();
     }
 
     fn alloc<T: dsnpu_runtime::DeviceRepr>(&self, n: usize) -> DeviceBuffer<T> {
@@ -585,6 +588,7 @@ fn layer_report() {
     let s = device.new_stream().expect("stream");
     let max_macs = env_usize("DSNPU_BENCH_MAX_MACS", 4_000_000_000) as u64;
     let mut report = BenchReport::new("model_decode");
+    let mut breakdown = Vec::new();
     println!("\nOne DeepSeek-V3 decoder layer, decode step, bf16, context {CTX}; modelled on one 910B2 die\n");
     println!("| shape | launches | GM bytes | minimal B | ratio | cube MACs | vector ops | model µs | roof µs | x roof |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
@@ -624,6 +628,7 @@ fn layer_report() {
                 vector: 0,
                 model_s: 0.0,
                 launches: 0,
+                by_kernel: Default::default(),
             };
             layer_step(&mut m, &d, w, &mut bt);
             let minimal = bt.minimal_bytes(&d);
@@ -656,7 +661,19 @@ fn layer_report() {
                 case.model_us / case.roof_us
             );
             report.cases.push(case);
+            breakdown.push((shape, m.by_kernel));
         }
+    }
+    println!("\nGM bytes by kernel, largest first:");
+    for (shape, by_kernel) in breakdown {
+        let mut k: Vec<_> = by_kernel.into_iter().collect();
+        k.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+        let top: Vec<String> = k
+            .iter()
+            .take(6)
+            .map(|(s, b)| format!("{s} {:.1} MB", *b as f64 / 1e6))
+            .collect();
+        println!("- {shape}: {}", top.join(", "));
     }
     let path = report
         .write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
