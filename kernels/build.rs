@@ -50,6 +50,13 @@ fn main() {
     );
     probe_layout(&manifest, &out);
     generate_tiling_structs(&manifest, &out);
+    write_if_changed(&out.join("kernel_enum.rs"), &registry::kernel_enum());
+}
+
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
 }
 
 /// The headers whose `typedef struct Dsnpu<Name> {...} Dsnpu<Name>;` tilings become Rust structs.
@@ -169,7 +176,11 @@ fn tiling_structs_of(header: &str, text: &str) -> String {
         let doc: Vec<String> = comment
             .iter()
             .filter(|l| !l.is_empty())
-            .map(|l| format!("/// {}\n", l.replace('[', "\\[").replace(']', "\\]")))
+            .map(|l| {
+                // Markdown: C's `x[r, c]` and `op_<t>` are text, not links or HTML tags.
+                let l = l.replace('[', "\\[").replace(']', "\\]");
+                format!("/// {}\n", l.replace('<', "\\<").replace('>', "\\>"))
+            })
             .collect();
         out.push_str(&format!(
             "\n{}///\n/// `{c_name}` of `{header}`.\n#[repr(C)]\n#[allow(non_snake_case)]\n#[derive(Debug, Clone, Copy, PartialEq, Default{})]\npub struct {name} {{\n{fields}}}\n\nimpl crate::tiling::Tiling for {name} {{\n    fn as_bytes(&self) -> &[u8] {{\n        // SAFETY: the struct is #[repr(C)] with fields of 4 or 8 bytes placed without padding (build.rs\n        // checked every offset; the layout test compares them with the C compiler's), so all\n        // size_of::<Self>() bytes behind `self` are initialised for the borrow's lifetime.\n        unsafe {{ std::slice::from_raw_parts((self as *const Self).cast::<u8>(), std::mem::size_of::<Self>()) }}\n    }}\n}}\n\n// SAFETY: as above, and every bit pattern of its u32/i32/u64/i64/f32 fields is a valid value.\nunsafe impl dsnpu_runtime::DeviceRepr for {name} {{}}\n",

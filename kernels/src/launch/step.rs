@@ -6,8 +6,8 @@ use dsnpu_runtime::{DeviceBuffer, Stream};
 use super::{device_error, expect_len, product, KernelElem, KernelLibrary, Launched};
 use crate::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling, Kernel, Result, SoftmaxTiling};
 
-/// Where each output row of a gather comes from (see [`GatherRowsDims`]): `y[r] = x[offset + i·stride_a
-/// + j·stride_b (+ idx[r]·stride_idx) ..][..cols]` with `r = i·inner + j`.
+/// Where each output row of a gather comes from (see [`GatherRowsDims`]): with `r = i·inner + j`,
+/// `y[r] = x[offset + i·stride_a + j·stride_b (+ idx[r]·stride_idx) ..][..cols]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowSource {
     pub rows: usize,
