@@ -93,7 +93,7 @@ impl Stream {
         let worker_shared = Arc::clone(&shared);
         let handle = thread::Builder::new()
             .name(format!("dsnpu-stream-{id:x}"))
-            // The worker runs one block of each launch itself (kernel::pool::run_all).
+            // The worker runs kernel blocks itself (kernel::launch, kernel::pool::run_all).
             .stack_size(crate::kernel::pool::BLOCK_STACK_BYTES)
             .spawn(move || worker_loop(&worker_shared, &env, device))
             .map_err(|e| {
