@@ -233,7 +233,9 @@ int32_t dsnpu_mla_cache_write(const struct DsnpuContext *ctx,
 // Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
 // sequence including the new ones) and stores the plan in `*out`. The plan's words are copied to
 // the device on `stream` (the call returns once they are there). Free it with
-// [`dsnpu_mla_decode_plan_destroy`].
+// [`dsnpu_mla_decode_plan_destroy`]. This plan knows only the lengths; when the query shape is
+// known, [`dsnpu_mla_decode_plan_create_for_shape`] plans better (how finely to split each
+// sequence's keys depends on the query rows and widths).
 //
 // # Safety
 // `ctx` is a live context and `stream` a live stream of its device; `host_seq_lens` is null (an
@@ -244,6 +246,25 @@ int32_t dsnpu_mla_decode_plan_create(const struct DsnpuContext *ctx,
                                      const int32_t *host_seq_lens,
                                      int64_t batch,
                                      struct DsnpuMlaDecodePlan **out);
+
+// [`dsnpu_mla_decode_plan_create`] for the decode calls' query shape: `dtype`, `s_q` query tokens of
+// `heads` heads per sequence, `latent_dim` and `rope_dim` (as they will be passed to
+// [`dsnpu_mla_decode`]). The split of each sequence's keys weighs the partial results' traffic
+// against keeping every core busy for that shape (`MlaDecodePlan::for_shape`, what the Rust engine
+// uses); any shape the plan was not made for still decodes correctly.
+//
+// # Safety
+// As for [`dsnpu_mla_decode_plan_create`].
+int32_t dsnpu_mla_decode_plan_create_for_shape(const struct DsnpuContext *ctx,
+                                               void *stream,
+                                               const int32_t *host_seq_lens,
+                                               int64_t batch,
+                                               int32_t dtype,
+                                               int64_t s_q,
+                                               int64_t heads,
+                                               int64_t latent_dim,
+                                               int64_t rope_dim,
+                                               struct DsnpuMlaDecodePlan **out);
 
 // Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it
 // must have been enqueued (they hold the device words until they ran).

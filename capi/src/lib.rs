@@ -36,8 +36,8 @@ pub use context::{
 pub use dense::{dsnpu_add_rms_norm, dsnpu_linear, dsnpu_rms_norm, dsnpu_rope, dsnpu_silu_mul};
 pub use error::{dsnpu_last_error, dsnpu_status_name};
 pub use mla::{
-    dsnpu_mla_decode, dsnpu_mla_decode_plan_create, dsnpu_mla_decode_plan_destroy,
-    dsnpu_mla_prefill, dsnpu_mla_prefill_cached, DsnpuMlaDecodePlan,
+    dsnpu_mla_decode, dsnpu_mla_decode_plan_create, dsnpu_mla_decode_plan_create_for_shape,
+    dsnpu_mla_decode_plan_destroy, dsnpu_mla_prefill, dsnpu_mla_prefill_cached, DsnpuMlaDecodePlan,
 };
 pub use moe::{
     dsnpu_expert_ffn, dsnpu_grouped_matmul, dsnpu_moe_finalize_routing, dsnpu_moe_gating_topk,

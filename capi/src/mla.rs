@@ -9,11 +9,12 @@
 
 use std::ffi::c_void;
 
+use dsnpu_kernels::launch::KernelElem;
 use dsnpu_kernels::launch::{
     self, MlaCacheInputs, MlaCacheShape, MlaCacheWriteInputs, MlaCacheWriteShape, MlaDecodeInputs,
     MlaDecodeShape, MlaPrefillInputs,
 };
-use dsnpu_kernels::{MlaDecodePlan, MlaOperand, MlaPrefillDims, RopeLayout};
+use dsnpu_kernels::{MlaDecodePlan, MlaOperand, MlaPlanShape, MlaPrefillDims, RopeLayout};
 use dsnpu_runtime::DeviceBuffer;
 
 use crate::args::{code, device_tensors, kernel, product, size, with_dtype};
@@ -130,7 +131,9 @@ pub struct DsnpuMlaDecodePlan {
 /// Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
 /// sequence including the new ones) and stores the plan in `*out`. The plan's words are copied to
 /// the device on `stream` (the call returns once they are there). Free it with
-/// [`dsnpu_mla_decode_plan_destroy`].
+/// [`dsnpu_mla_decode_plan_destroy`]. This plan knows only the lengths; when the query shape is
+/// known, [`dsnpu_mla_decode_plan_create_for_shape`] plans better (how finely to split each
+/// sequence's keys depends on the query rows and widths).
 ///
 /// # Safety
 /// `ctx` is a live context and `stream` a live stream of its device; `host_seq_lens` is null (an
@@ -147,41 +150,110 @@ pub unsafe extern "C" fn dsnpu_mla_decode_plan_create(
     const F: &str = "dsnpu_mla_decode_plan_create";
     guard(F, || {
         // SAFETY: the caller's contract.
-        let ctx = unsafe { context(F, ctx) }?;
-        if out.is_null() {
-            return Err(CapiError::Null {
-                func: F,
-                arg: "out",
-            });
-        }
-        if host_seq_lens.is_null() {
-            return Err(CapiError::Null {
-                func: F,
-                arg: "host_seq_lens",
-            });
-        }
-        let batch = size(F, "batch", batch)?;
-        // SAFETY: non-null and valid for `batch` reads (the caller's contract).
-        let lens = unsafe { std::slice::from_raw_parts(host_seq_lens, batch) };
-        let lens = lens
-            .iter()
-            .map(|&l| {
-                usize::try_from(l).map_err(|_| CapiError::Invalid {
-                    func: F,
-                    reason: format!("a sequence length is negative ({l})"),
-                })
+        unsafe {
+            make_plan(F, ctx, stream, host_seq_lens, batch, out, |lens, cores| {
+                MlaDecodePlan::new(lens, cores)
             })
-            .collect::<Result<Vec<usize>>>()?;
-        let plan = MlaDecodePlan::new(&lens, ctx.lib().hardware().cube.cores).map_err(kernel(F))?;
-        let s = ctx.stream(F, stream)?;
-        let runtime = |source| CapiError::Runtime { func: F, source };
-        let mut words = s.alloc::<i32>(plan.words().len()).map_err(runtime)?;
-        words.copy_from_host(plan.words()).map_err(runtime)?;
-        let boxed = Box::new(DsnpuMlaDecodePlan { plan, words });
-        // SAFETY: `out` is non-null and valid for writing (the caller's contract).
-        unsafe { *out = Box::into_raw(boxed) };
-        Ok(())
+        }
     })
+}
+
+/// [`dsnpu_mla_decode_plan_create`] for the decode calls' query shape: `dtype`, `s_q` query tokens of
+/// `heads` heads per sequence, `latent_dim` and `rope_dim` (as they will be passed to
+/// [`dsnpu_mla_decode`]). The split of each sequence's keys weighs the partial results' traffic
+/// against keeping every core busy for that shape (`MlaDecodePlan::for_shape`, what the Rust engine
+/// uses); any shape the plan was not made for still decodes correctly.
+///
+/// # Safety
+/// As for [`dsnpu_mla_decode_plan_create`].
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn dsnpu_mla_decode_plan_create_for_shape(
+    ctx: *const DsnpuContext,
+    stream: *mut c_void,
+    host_seq_lens: *const i32,
+    batch: i64,
+    dtype: i32,
+    s_q: i64,
+    heads: i64,
+    latent_dim: i64,
+    rope_dim: i64,
+    out: *mut *mut DsnpuMlaDecodePlan,
+) -> i32 {
+    const F: &str = "dsnpu_mla_decode_plan_create_for_shape";
+    guard(F, || {
+        let rows = product(
+            F,
+            "s_q * heads",
+            &[size(F, "s_q", s_q)?, size(F, "heads", heads)?],
+        )?;
+        let u32_of = |name: &'static str, v: usize| {
+            u32::try_from(v).map_err(|_| CapiError::Invalid {
+                func: F,
+                reason: format!("`{name}` is {v}, more than the kernel's 32-bit fields"),
+            })
+        };
+        let shape = MlaPlanShape {
+            query_rows: u32_of("s_q * heads", rows)?,
+            latent_dim: u32_of("latent_dim", size(F, "latent_dim", latent_dim)?)?,
+            rope_dim: u32_of("rope_dim", size(F, "rope_dim", rope_dim)?)?,
+            dtype: with_dtype!(F, dtype, T => Ok(<T as KernelElem>::DTYPE))?,
+        };
+        // SAFETY: the caller's contract.
+        unsafe {
+            make_plan(F, ctx, stream, host_seq_lens, batch, out, |lens, cores| {
+                MlaDecodePlan::for_shape(lens, shape, cores)
+            })
+        }
+    })
+}
+
+/// The checks and the upload both plan constructors share; `plan` makes the plan from the lengths
+/// and the cube core count.
+///
+/// # Safety
+/// As for [`dsnpu_mla_decode_plan_create`].
+unsafe fn make_plan(
+    func: &'static str,
+    ctx: *const DsnpuContext,
+    stream: *mut c_void,
+    host_seq_lens: *const i32,
+    batch: i64,
+    out: *mut *mut DsnpuMlaDecodePlan,
+    plan: impl FnOnce(&[usize], u32) -> dsnpu_kernels::Result<MlaDecodePlan>,
+) -> Result<()> {
+    // SAFETY: the caller's contract.
+    let ctx = unsafe { context(func, ctx) }?;
+    if out.is_null() {
+        return Err(CapiError::Null { func, arg: "out" });
+    }
+    if host_seq_lens.is_null() {
+        return Err(CapiError::Null {
+            func,
+            arg: "host_seq_lens",
+        });
+    }
+    let batch = size(func, "batch", batch)?;
+    // SAFETY: non-null and valid for `batch` reads (the caller's contract).
+    let lens = unsafe { std::slice::from_raw_parts(host_seq_lens, batch) };
+    let lens = lens
+        .iter()
+        .map(|&l| {
+            usize::try_from(l).map_err(|_| CapiError::Invalid {
+                func,
+                reason: format!("a sequence length is negative ({l})"),
+            })
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    let plan = plan(&lens, ctx.lib().hardware().cube.cores).map_err(kernel(func))?;
+    let s = ctx.stream(func, stream)?;
+    let runtime = |source| CapiError::Runtime { func, source };
+    let mut words = s.alloc::<i32>(plan.words().len()).map_err(runtime)?;
+    words.copy_from_host(plan.words()).map_err(runtime)?;
+    let boxed = Box::new(DsnpuMlaDecodePlan { plan, words });
+    // SAFETY: `out` is non-null and valid for writing (the caller's contract).
+    unsafe { *out = Box::into_raw(boxed) };
+    Ok(())
 }
 
 /// Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it

@@ -72,10 +72,10 @@ fn the_c_program_passes_on_the_simulator() {
         out.status.success(),
         "C test program failed\n{stdout}\n{stderr}"
     );
-    // 27 result checks over the 15 kernel entry points (prefill: f32 and bf16 without a prefix, f32
-    // with one; prefill from the paged cache with a prefix), 24 bad-argument cases and a decode plan
-    // made for another batch size.
-    assert!(stdout.contains("all 52 checks passed"), "{stdout}");
+    // 29 result checks over the 16 kernel entry points (prefill: f32 and bf16 without a prefix, f32
+    // with one; prefill from the paged cache with a prefix; decode with the length-only plan and with
+    // the plan for its query shape), 26 bad-argument cases and a decode plan made for another batch size.
+    assert!(stdout.contains("all 56 checks passed"), "{stdout}");
 }
 
 /// The target triple this test was built for (the cc crate wants one outside build scripts).

@@ -501,6 +501,26 @@ static void test_mla_decode(void) {
                                   H, DL, DR, BS, NB, MB, scale),
                  DSNPU_STATUS_INVALID_ARGUMENT, "plan is for");
     dsnpu_mla_decode_plan_destroy(plan);
+    /* The plan made for the query shape gives the same results. */
+    plan = NULL;
+    OK(dsnpu_mla_decode_plan_create_for_shape(ctx, s, lens, B, DSNPU_DTYPE_F32, S, H, DL, DR, &plan));
+    void *dout2 = dev_alloc(sizeof out), *dlse2 = dev_alloc(sizeof lse);
+    OK(dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout2, dlse2, B, S, H, DL, DR,
+                        BS, NB, MB, scale));
+    ACL(acl_sync_stream(s));
+    download(out, dout2, sizeof out);
+    download(lse, dlse2, sizeof lse);
+    close_to("mla_decode out f32 (shape plan)", out, want_out, B * S * H * DL, 1e-5f, 1e-4f);
+    close_to("mla_decode lse f32 (shape plan)", lse, want_lse, B * H * S, 1e-5f, 1e-5f);
+    dsnpu_mla_decode_plan_destroy(plan);
+    acl_free(dout2), acl_free(dlse2);
+    DsnpuMlaDecodePlan *bad = NULL;
+    expect_error("shape plan unknown dtype",
+                 dsnpu_mla_decode_plan_create_for_shape(ctx, s, lens, B, 7, S, H, DL, DR, &bad),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "dtype");
+    expect_error("shape plan negative heads",
+                 dsnpu_mla_decode_plan_create_for_shape(ctx, s, lens, B, DSNPU_DTYPE_F32, S, -1, DL, DR, &bad),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`heads`");
     done_stream(s);
     acl_free(dqn), acl_free(dqr), acl_free(dl), acl_free(drp), acl_free(dt), acl_free(dn), acl_free(dout), acl_free(dlse);
 }
