@@ -57,9 +57,11 @@
 //! * Kernel binaries are validated as ELF shared objects before they are loaded (from an
 //!   in-memory file, never a temporary file); `aclrtBinaryGetFunction` resolves only functions
 //!   the binary itself defines.
-//! * A launch copies its arguments, runs one (pooled) thread per block, every block of a wave at
-//!   once, and fails with `ACL_ERROR_RT_AICORE_EXCEPTION` (`"kernel <name> block <i>: <msg>"`) when
-//!   a block reports a fault or `SyncAll` cannot complete. `dsnpu_sim_last_launch_counters`
+//! * A launch copies its arguments and runs its blocks: a kernel that declares `SyncAll` (kernel ABI
+//!   4) one (pooled) thread per block, every block of a wave at once; any other kernel's short blocks
+//!   one after another on the stream worker, the rest as waves. It fails with
+//!   `ACL_ERROR_RT_AICORE_EXCEPTION` (`"kernel <name> block <i>: <msg>"`) when a block reports a
+//!   fault or `SyncAll` cannot complete (or is called by a kernel that did not declare it). `dsnpu_sim_last_launch_counters`
 //!   reports the last completed launch of a stream. The kernel ABI is
 //!   `sim/include/dsnpu_sim_kernel.h`, mirrored in [`kernel::abi`].
 //!
