@@ -187,6 +187,7 @@ impl SoftmaxTiling {
             + c * 4
             + UB_BLOCK
             + round_up((c * 4).div_ceil(256) * 2 * 4, UB_BLOCK)
+            + UB_BLOCK
     }
 
     /// Blocks to launch.

@@ -360,7 +360,7 @@ typedef struct DsnpuArgmaxTiling {
 } DsnpuArgmaxTiling;
 
 /* softmax_<t>: out[r, :] = softmax(x[r, :cols]) in f32. Rows are split into runs of rows_per_block per block,
- * each row walked cols_per_tile elements at a time in three passes (maximum, sum, output). */
+ * each row walked cols_per_tile elements at a time in two passes (running maximum and sum, output). */
 typedef struct DsnpuSoftmaxTiling {
     uint32_t rows;
     uint32_t cols;

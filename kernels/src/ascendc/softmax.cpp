@@ -4,11 +4,14 @@
  * is +inf or -inf, comes out all NaN on its own (IEEE: exp(NaN) and inf - inf propagate into the sum).
  *
  * Rows are split into runs of rows_per_block per block; a row is walked cols_per_tile elements at a time
- * in three passes over GM (a row of DeepSeek-V3's vocabulary does not fit in UB): the maximum, the sum of
- * exp(x - m), and exp(x - m) * (1 / sum) written out. The sum is the vector unit's per tile, added up in
- * f32 tile by tile (the reference adds element by element: they agree to rounding).
+ * in two passes over GM (a row of DeepSeek-V3's vocabulary does not fit in UB): the running maximum m
+ * and sum of exp(x - m) (online: when a tile raises m, the sum so far is scaled by exp(m_old - m_new);
+ * tiles whose maximum is still -inf add nothing, so a leading run of masked entries stays 0), then
+ * exp(x - m) * (1 / sum) written out. The per-tile sums are the vector unit's, added up in f32 tile by
+ * tile (the reference adds element by element: they agree to rounding).
  * UB use (bytes, s = sizeof(t), C = cols_per_tile): round_up_32(C s) [+ C 4, 16-bit t] + C 4 (the f32
- *   result tile) + 32 (reduction result) + round_up_32(ceil(C s' / 256) * 2 * 4) (reduction work, s' = 4).
+ *   result tile) + 32 (reduction result) + round_up_32(ceil(C s' / 256) * 2 * 4) (reduction work, s' = 4)
+ *   + 32 (the scalar exp).
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
@@ -33,6 +36,7 @@ public:
         pipe_.InitBuffer(res_, UB_BLOCK);
         pipe_.InitBuffer(work_, AlignUp(CeilDiv(c * sizeof(float), 256u) * 2 * sizeof(float), UB_BLOCK));
         pipe_.InitBuffer(y_, c * sizeof(float));
+        pipe_.InitBuffer(one_, UB_BLOCK);
     }
 
     __aicore__ inline void Process() {
@@ -62,37 +66,45 @@ private:
         }
     }
 
-    // The reduction's result, read by the scalar unit.
-    __aicore__ inline float Scalar() {
+    // Element 0 of a vector result, read by the scalar unit.
+    __aicore__ inline float Scalar(const LocalTensor<float>& t) {
         SetFlag<HardEvent::V_S>(0);
         WaitFlag<HardEvent::V_S>(0);
-        const float v = res_.Get<float>().GetValue(0);
-        // The next reduction may overwrite it only after the read.
+        const float v = t.GetValue(0);
+        // The next vector instruction may overwrite it only after the read.
         SetFlag<HardEvent::S_V>(0);
         WaitFlag<HardEvent::S_V>(0);
         return v;
     }
 
+    // exp(x) through the vector unit (no scalar transcendental on the AI Core).
+    __aicore__ inline float VecExp(float x) {
+        LocalTensor<float> e = one_.Get<float>();
+        SetFlag<HardEvent::S_V>(0);
+        WaitFlag<HardEvent::S_V>(0);
+        Duplicate(e, x, 8);
+        Exp(e, e, 8);
+        return Scalar(e);
+    }
+
     __aicore__ inline void Row(uint64_t r) {
         const uint32_t cols = t_.cols, step = t_.cols_per_tile;
-        float m = 0.0f;
+        float m = -INFINITY, sum = 0.0f;
         for (uint32_t c0 = 0; c0 < cols; c0 += step) {
             const uint32_t c = Min(step, cols - c0);
             LocalTensor<float> f = Load(r, c0, c);
             ReduceMax(res_.Get<float>(), f, work_.Get<float>(), static_cast<int32_t>(c), false);
-            const float v = Scalar();
-            // NaN in the first place stays (nothing compares larger): the row comes out NaN as it should.
-            if (c0 == 0 || v > m) m = v;
-        }
-        float sum = 0.0f;
-        for (uint32_t c0 = 0; c0 < cols; c0 += step) {
-            const uint32_t c = Min(step, cols - c0);
-            LocalTensor<float> f = Load(r, c0, c);
+            const float v = Scalar(res_.Get<float>());
+            // NaN first in a tile stays (nothing compares larger): the row comes out NaN as it should.
+            const float next = (c0 == 0 || v > m || v != v) ? v : m;
+            if (next == -INFINITY) continue;  // nothing but -inf so far: the sum stays 0
+            if (c0 != 0 && next != m) sum *= VecExp(m - next);
+            m = next;
             LocalTensor<float> e = y_.Get<float>();
             Adds(e, f, -m, static_cast<int32_t>(c));
             Exp(e, e, static_cast<int32_t>(c));
             ReduceSum(res_.Get<float>(), e, work_.Get<float>(), static_cast<int32_t>(c));
-            sum += Scalar();
+            sum += Scalar(res_.Get<float>());
         }
         const float inv = 1.0f / sum;
         for (uint32_t c0 = 0; c0 < cols; c0 += step) {
@@ -119,7 +131,7 @@ private:
     GlobalTensor<T> xGm_;
     GlobalTensor<float> outGm_;
     TPipe pipe_;
-    TBuf<TPosition::VECCALC> raw_, wide_, res_, work_, y_;
+    TBuf<TPosition::VECCALC> raw_, wide_, res_, work_, y_, one_;
 };
 
 }  // namespace

@@ -314,8 +314,13 @@ pub fn softmax<B: DenseOps, T: Float>(b: &B) {
             );
         }
     }
-    // Rows wider than one 8192-element tile of the device kernel (a vocabulary-sized row).
-    let x = rng.uniform::<T, _>((2, 20_000), -8.0, 8.0);
+    // Rows wider than one 8192-element tile of the device kernel (a vocabulary-sized row); the second
+    // is masked (-inf) over its first 9000 entries, more than a whole tile.
+    let mut x = rng.uniform::<T, _>((2, 20_000), -8.0, 8.0);
+    x.row_mut(1)
+        .iter_mut()
+        .take(9000)
+        .for_each(|e| *e = T::from_f32(f32::NEG_INFINITY));
     let what = format!("softmax<{}> T=2 V=20000", T::DTYPE);
     let want = reference(&what, Cpu.softmax(x.view()));
     if let Some(got) = ran(b, &what, b.softmax(x.view())) {
