@@ -106,37 +106,13 @@ pub fn linear_fp8<T: KernelElem>(
     n: usize,
     k: usize,
 ) -> Result<Launched<GroupedMatmulTiling>> {
-    const K: &str = "linear_fp8";
-    let cube = lib.hardware().cube;
-    let tiling = GroupedMatmulTiling::new(m as u64, 1, n as u64, k as u64, MoeList::Count, cube)?;
-    expect_len(K, "x", x.len(), product(K, "m * k", m, k)?)?;
-    expect_len(K, "y", y.len(), product(K, "m * n", m, n)?)?;
-    check_weights(K, &w, 1, n, k)?;
-    let symbol = Kernel::LinearFp8.symbol(T::DTYPE);
-    let f = lib.function(Kernel::LinearFp8, T::DTYPE)?;
-    let blocks = tiling.block_dim(cube);
-    let ws_bytes = u64::from(blocks) * block_bytes(T::DTYPE, tiling.single_m, tiling.single_n);
-    let mut ws = workspace(K, symbol, stream, ws_bytes)?;
-    // SAFETY: linear_fp8_<t>(x, w, scale, y, workspace, tiling); x holds m x k and y m x n elements of
-    // T, w n x k bytes and scale ceil(n/128) x ceil(k/128) f32 (checked above), the sizes the kernel
-    // gives its GlobalTensors (groups = 1, no list read). Written: y and the workspace (arg_mut), which
-    // holds block_bytes() for each of the `blocks` blocks (block i uses [i·b, (i+1)·b)).
-    unsafe {
-        f.builder(stream)
-            .arg(x)
-            .arg(w.codes)
-            .arg(w.scale)
-            .arg_mut(y)
-            .arg_mut(&mut ws)
-            .tiling(&tiling)
-            .launch(blocks)
-    }
-    .map_err(|e| device_error(symbol, e))?;
-    Ok(Launched {
-        symbol,
-        blocks,
-        tiling,
-    })
+    let shape = GroupedShape {
+        rows: m,
+        groups: 1,
+        n,
+        k,
+    };
+    fp8_gemm(lib, stream, x, w, None, y, shape)
 }
 
 /// [`super::grouped_matmul`] with FP8 weights `w [groups, n, k]` and their block scales.
@@ -149,43 +125,60 @@ pub fn grouped_matmul_fp8<T: KernelElem>(
     y: &mut DeviceBuffer<T>,
     shape: GroupedShape,
 ) -> Result<Launched<GroupedMatmulTiling>> {
-    const K: &str = "grouped_matmul_fp8";
+    fp8_gemm(lib, stream, x, w, Some(group_list), y, shape)
+}
+
+/// Both FP8 GEMMs: `linear_fp8_<t>` without a group list (`shape.groups` is then 1: one group of all
+/// rows), else `grouped_matmul_fp8_<t>`.
+fn fp8_gemm<T: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    x: &DeviceBuffer<T>,
+    w: Fp8Weights<'_>,
+    group_list: Option<GroupList<'_>>,
+    y: &mut DeviceBuffer<T>,
+    shape: GroupedShape,
+) -> Result<Launched<GroupedMatmulTiling>> {
+    let (kernel, name) = match group_list {
+        None => (Kernel::LinearFp8, "linear_fp8"),
+        Some(_) => (Kernel::GroupedMatmulFp8, "grouped_matmul_fp8"),
+    };
     let GroupedShape { rows, groups, n, k } = shape;
     let cube = lib.hardware().cube;
+    let list_kind = group_list.as_ref().map_or(MoeList::Count, |l| l.kind);
     let tiling = GroupedMatmulTiling::new(
         rows as u64,
         groups as u64,
         n as u64,
         k as u64,
-        group_list.kind,
+        list_kind,
         cube,
     )?;
-    expect_len(K, "x", x.len(), product(K, "rows * k", rows, k)?)?;
-    expect_len(K, "y", y.len(), product(K, "rows * n", rows, n)?)?;
-    check_weights(K, &w, groups, n, k)?;
-    check_window(K, &group_list, groups)?;
-    let symbol = Kernel::GroupedMatmulFp8.symbol(T::DTYPE);
-    let f = lib.function(Kernel::GroupedMatmulFp8, T::DTYPE)?;
+    expect_len(name, "x", x.len(), product(name, "rows * k", rows, k)?)?;
+    expect_len(name, "y", y.len(), product(name, "rows * n", rows, n)?)?;
+    check_weights(name, &w, groups, n, k)?;
+    if let Some(list) = &group_list {
+        check_window(name, list, groups)?;
+    }
+    let symbol = kernel.symbol(T::DTYPE);
+    let f = lib.function(kernel, T::DTYPE)?;
     let blocks = tiling.block_dim(cube);
     let ws_bytes = u64::from(blocks) * block_bytes(T::DTYPE, tiling.single_m, tiling.single_n);
-    let mut ws = workspace(K, symbol, stream, ws_bytes)?;
-    // SAFETY: grouped_matmul_fp8_<t>(x, w, scale, group_list, y, workspace, tiling); x holds rows x k
-    // and y rows x n elements of T, w groups x n x k bytes, scale groups x ceil(n/128) x ceil(k/128) f32
-    // (checked above), the sizes the kernel gives its GlobalTensors; the list is read as in
-    // grouped_matmul (`groups` entries from `first` on, checked by check_window; rows clamped to
-    // [0, rows]). Written: y and the workspace (block_bytes() per launched block).
-    unsafe {
-        f.builder(stream)
-            .arg(x)
-            .arg(w.codes)
-            .arg(w.scale)
-            .arg_at(group_list.list, group_list.first)
-            .arg_mut(y)
-            .arg_mut(&mut ws)
-            .tiling(&tiling)
-            .launch(blocks)
+    let mut ws = workspace(name, symbol, stream, ws_bytes)?;
+    let mut b = f.builder(stream);
+    b.arg(x).arg(w.codes).arg(w.scale);
+    if let Some(list) = &group_list {
+        b.arg_at(list.list, list.first);
     }
-    .map_err(|e| device_error(symbol, e))?;
+    // SAFETY: linear_fp8_<t>(x, w, scale, y, workspace, tiling) or grouped_matmul_fp8_<t>(x, w, scale,
+    // group_list, y, workspace, tiling); x holds rows x k and y rows x n elements of T, w groups x n x k
+    // bytes and scale groups x ceil(n/128) x ceil(k/128) f32 (checked above), the sizes the kernel
+    // gives its GlobalTensors; a list is read as in grouped_matmul (`groups` entries from `first` on,
+    // checked by check_window; rows clamped to [0, rows]); without one, groups is 1 and no list is
+    // read. Written: y and the workspace (arg_mut), which holds block_bytes() for each of the `blocks`
+    // blocks (block i uses [i·b, (i+1)·b)).
+    unsafe { b.arg_mut(y).arg_mut(&mut ws).tiling(&tiling).launch(blocks) }
+        .map_err(|e| device_error(symbol, e))?;
     Ok(Launched {
         symbol,
         blocks,
