@@ -67,6 +67,8 @@ pub enum HostEntry {
     SyncAll,
     /// `DSNPU_HOST_ENTRY_MIX`: a 1:2 mix kernel, each block one cube and two vector cores.
     Mix,
+    /// `DSNPU_HOST_ENTRY_MIX_SYNC`: a 1:2 mix kernel whose cores meet in `SyncAll`.
+    MixSyncAll,
 }
 
 /// One operator kernel, instantiated for f32, f16 and bf16.
@@ -103,7 +105,7 @@ const fn kernel(
     }
 }
 
-use HostEntry::{Mix, Plain, SyncAll};
+use HostEntry::{Mix, MixSyncAll, Plain, SyncAll};
 
 /// Every operator kernel; [`crate::Kernel`] has one variant per row, in this order.
 pub const KERNELS: &[KernelSpec] = &[
@@ -197,11 +199,11 @@ pub const KERNELS: &[KernelSpec] = &[
     ),
     kernel(
         "ExpertFfn",
-        "`(x, w_gate, w_up, w_down, group_list, y, workspace, tiling)` with [`ExpertFfnTiling`]; a workspace of `workspace_bytes()`; SyncAll.",
+        "`(x, w_gate, w_up, w_down, group_list, y, workspace, tiling)` with [`ExpertFfnTiling`]; a workspace of `workspace_bytes()` (the system workspace first); a 1:2 mix kernel whose vector cores drive the cube's Matmul and meet in SyncAll.",
         ["expert_ffn_f32", "expert_ffn_f16", "expert_ffn_bf16"],
         8,
         "src/ascendc/moe_grouped_matmul.cpp",
-        SyncAll,
+        MixSyncAll,
     ),
     kernel(
         "MoeFinalizeRouting",
@@ -289,7 +291,7 @@ pub const KERNELS: &[KernelSpec] = &[
         ],
         8,
         "src/ascendc/moe_grouped_matmul.cpp",
-        SyncAll,
+        MixSyncAll,
     ),
     kernel(
         "GatherRowsF32",
@@ -363,6 +365,7 @@ pub fn host_entries(source: &str) -> String {
             HostEntry::Plain => "DSNPU_HOST_ENTRY",
             HostEntry::SyncAll => "DSNPU_HOST_ENTRY_SYNC",
             HostEntry::Mix => "DSNPU_HOST_ENTRY_MIX",
+            HostEntry::MixSyncAll => "DSNPU_HOST_ENTRY_MIX_SYNC",
         };
         for s in k.symbols {
             out.push_str(&format!(

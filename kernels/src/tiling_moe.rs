@@ -22,6 +22,7 @@ use crate::tiling::{
     invalid, largest_fit, round_up, split, to_u32, FRACTAL, GM_BYTES_PER_CORE_CYCLE,
     MAX_ROWS_PER_COPY, UB_BLOCK,
 };
+use crate::tiling_cube::SYS_WORKSPACE_BYTES;
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::{
@@ -663,9 +664,15 @@ impl ExpertFfnTiling {
         tasks.min(u64::from(budget.cores)).max(1) as u32
     }
 
-    /// Device workspace: gate and up in f32 and the intermediate h in t, `[rows, inter]` each.
-    pub fn workspace_bytes(&self, dtype: KernelDtype) -> u64 {
+    /// Gate and up in f32 and the intermediate h in t, `[rows, inter]` each: the user workspace.
+    pub fn intermediate_bytes(&self, dtype: KernelDtype) -> u64 {
         u64::from(self.rows) * u64::from(self.inter) * (8 + u64::from(dtype.size()))
+    }
+
+    /// Device workspace of `expert_ffn` (a mix kernel): the system workspace, then
+    /// [`Self::intermediate_bytes`].
+    pub fn workspace_bytes(&self, dtype: KernelDtype) -> u64 {
+        SYS_WORKSPACE_BYTES + self.intermediate_bytes(dtype)
     }
 }
 
@@ -1035,7 +1042,7 @@ mod tests {
             assert!(t.swiglu_rows >= 1 && t.ub_bytes(dt) <= u64::from(C.ub_bytes));
             assert_eq!(
                 t.workspace_bytes(dt),
-                4096 * 2048 * (8 + u64::from(dt.size()))
+                SYS_WORKSPACE_BYTES + 4096 * 2048 * (8 + u64::from(dt.size()))
             );
         }
         // A UB too small for even one 16-column SwiGLU row.

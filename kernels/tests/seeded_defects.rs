@@ -422,3 +422,141 @@ fn cross_core_flag_left_set_is_a_sync_finding() {
         "{m}"
     );
 }
+
+// --- Vector cores driving the cube's Matmul, and SyncAll in mix launches (`selftest_kfc`) ---------------
+
+/// `selftest_kfc` in `mode` on `blocks` blocks: (outcome, a, w, out as u32 bits: 256 per block, or
+/// 4 * blocks for the SyncAll modes).
+fn run_kfc(mode: u32, blocks: u32) -> (Outcome, Vec<f32>, Vec<f32>, Vec<u32>) {
+    let mut dev = Device::new();
+    let a: Vec<f32> = (0..MIX_N * MIX_N).map(|i| (i % 11) as f32 - 5.0).collect();
+    let w: Vec<f32> = (0..MIX_N * MIX_N)
+        .map(|i| ((i * 3) % 7) as f32 - 3.0)
+        .collect();
+    let (ga, gw) = (dev.upload(&a), dev.upload(&w));
+    let gout = dev.upload(&vec![0u32; MIX_N * MIX_N * blocks as usize]);
+    let ws = dev.alloc(
+        dsnpu_kernels::SYS_WORKSPACE_BYTES as usize + 2 * MIX_N * MIX_N * 4 * blocks as usize,
+    );
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode,
+        count: 0,
+        arg: 0,
+        reserved: 0,
+    });
+    let out = dev.launch(
+        "selftest_kfc",
+        blocks,
+        &[
+            dev.addr(ga),
+            dev.addr(gw),
+            dev.addr(gout),
+            dev.addr(ws),
+            dev.addr(t),
+        ],
+    );
+    (out, a, w, dev.download(gout))
+}
+
+/// out = 2 a wᵀ in every block (small integers: exact in f32).
+fn assert_twice_product(a: &[f32], w: &[f32], got: &[u32], blocks: usize) {
+    for b in 0..blocks {
+        for i in 0..MIX_N {
+            for j in 0..MIX_N {
+                let s: f32 = (0..MIX_N)
+                    .map(|k| a[i * MIX_N + k] * w[j * MIX_N + k])
+                    .sum();
+                let at = b * MIX_N * MIX_N + i * MIX_N + j;
+                assert_eq!(f32::from_bits(got[at]), 2.0 * s, "block {b} ({i}, {j})");
+            }
+        }
+    }
+}
+
+#[test]
+fn vector_cores_drive_the_cube_matmul() {
+    checks_are_on();
+    for (mode, blocks) in [(0, 1), (0, 3), (2, 2)] {
+        let (out, a, w, got) = run_kfc(mode, blocks);
+        assert!(
+            out.failures.is_empty() && out.warnings.is_empty(),
+            "mode {mode}: {:?} {:?}",
+            out.failures,
+            out.warnings
+        );
+        assert_twice_product(&a, &w, &got, blocks as usize);
+        // The multiplies ran on the cube core: each block's two requests of 8 x 16 x 16.
+        for c in &out.counters {
+            assert_eq!(c.cube_macs, (MIX_N * MIX_N * MIX_N) as u64, "mode {mode}");
+        }
+    }
+}
+
+#[test]
+fn an_operand_written_on_mte3_without_a_flag_races_with_the_cube() {
+    checks_are_on();
+    let (out, _, _, _) = run_kfc(1, 1);
+    let m = out.only_failure();
+    assert!(m.starts_with("race: "), "{m}");
+    assert!(
+        m.contains("Matmul::IterateAll on MTE2 of AIC reads")
+            && m.contains("DataCopyPad on MTE3 of AIV"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_flag_the_serving_cube_never_sets_is_a_sync_finding() {
+    checks_are_on();
+    let (out, _, _, _) = run_kfc(3, 1);
+    let m = out.only_failure();
+    assert!(
+        m.starts_with("sync: CrossCoreWaitFlag(0) can never be satisfied")
+            && m.contains("AIC: serves Matmul requests"),
+        "{m}"
+    );
+}
+
+#[test]
+fn sync_all_in_a_mix_launch_orders_every_vector_core() {
+    checks_are_on();
+    for blocks in [1u32, 2, 5] {
+        let (out, _, _, got) = run_kfc(4, blocks);
+        assert!(
+            out.failures.is_empty() && out.warnings.is_empty(),
+            "{blocks} blocks: {:?}",
+            out.failures
+        );
+        let n = 2 * blocks as usize;
+        let want: Vec<u32> = (0..n)
+            .map(|v| v as u32 + 1)
+            .chain((0..n).map(|v| ((v + 1) % n) as u32 + 1))
+            .collect();
+        assert_eq!(&got[..2 * n], &want[..], "{blocks} blocks");
+    }
+}
+
+#[test]
+fn sync_all_some_cores_skip_is_a_sync_finding() {
+    checks_are_on();
+    let (out, _, _, _) = run_kfc(5, 1);
+    let m = out.only_failure();
+    assert!(
+        m.starts_with("sync: SyncAll on AIV 0 is reached by some cores of its AI Core only"),
+        "{m}"
+    );
+    // SyncAll<false> while the cube core serves Matmul requests: it never arrives.
+    let (out, _, _, _) = run_kfc(7, 1);
+    let m = out.only_failure();
+    assert!(
+        m.starts_with("sync: SyncAll on AIV") && m.contains("AIC: serves Matmul requests"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_vector_core_matmul_needs_regist_matmul_obj() {
+    let (out, _, _, _) = run_kfc(6, 1);
+    let m = out.only_failure();
+    assert!(m.contains("register it with REGIST_MATMUL_OBJ"), "{m}");
+}

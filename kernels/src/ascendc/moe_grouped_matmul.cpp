@@ -12,19 +12,24 @@
  *
  * The groups come from group_list (int64, counts or inclusive cumsum), read by every block with scalar
  * loads and clamped to [0, R], so a malformed list gives wrong rows, never an access outside x or y.
+ * grouped_matmul is a cube-only kernel (KERNEL_TYPE_AIC_ONLY: each block is a cube core, no UB).
  * Work is the list of (group, m-tile, n-tile) tasks over the NON-EMPTY groups, single_m x single_n output
  * blocks in group order (n-tiles innermost, so consecutive blocks share an A panel), dealt round-robin:
  * task i runs on block i % GetBlockNum(). A group with no rows has no tasks and costs one scalar load; a
  * single hot group still spreads over every block (the host sizes the tiles so that even all R rows in
  * one group make at least as many tasks as there are blocks).
  *
- * expert_ffn is a MIX kernel: phase 1 runs the gate and up GEMMs of a task into f32 workspace tiles, then
- * SwiGLU streams that tile through UB (double-buffered queues, swiglu_rows rows at a time) into h in
- * workspace; SyncAll; phase 2 runs the down-GEMM tasks on h. On the AI Core the cube executes the Matmul
- * calls and its vector cores the SwiGLU; the host runs both on the block's thread.
- * Workspace: gate f32 [R, inter] | up f32 [R, inter] | h t [R, inter].
+ * expert_ffn is a 1:2 mix kernel (KERNEL_TYPE_MIX_AIC_1_2) in CANN's vector-driven form: the cube core of
+ * each block only serves Matmul requests (REGIST_MATMUL_OBJ), and the tasks are dealt over the vector
+ * cores: task i on vector core s of block b for i % (2 * GetBlockNum()) = s * GetBlockNum() + b, so
+ * consecutive tasks reach different cube cores first. Phase 1: a vector core has the
+ * cube run its task's gate and up GEMMs into f32 workspace tiles (IterateAll), then streams them through
+ * UB (double-buffered queues, swiglu_rows rows at a time) as h = t(silu(g) * u) into the workspace.
+ * SyncAll (vector cores; it orders every h row before phase 2 reads it). Phase 2: the down-GEMM tasks on h,
+ * written to y by the cube. Workspace: the system workspace, then gate f32 [R, inter] | up f32
+ * [R, inter] | h t [R, inter].
  *
- * UB use of expert_ffn (R = swiglu_rows, P = round_up(single_n1, 16)):
+ * UB use of expert_ffn per vector core (R = swiglu_rows, P = round_up(single_n1, 16)):
  *   2 R P 4 (gate queue) + 2 R P 4 (up queue) + R P 4 (scratch) + 2 R P sizeof(t) (h queue).
  * grouped_matmul uses no UB.
  */
@@ -81,6 +86,12 @@ public:
         nTiles_ = CeilDiv(cols, singleN);
         blocks_ = static_cast<uint64_t>(GetBlockNum());
         block_ = static_cast<uint64_t>(GetBlockIdx());
+    }
+    // Deal the tasks over `workers` (e.g. the vector cores of a mix launch) instead of the blocks; call
+    // before the first Next.
+    __aicore__ inline void DealOver(uint64_t workers, uint64_t worker) {
+        blocks_ = workers;
+        block_ = worker;
     }
 
     // The next task of this block, or false when none is left.
@@ -226,6 +237,7 @@ class KernelExpertFfn {
                           MatmulType<TPosition::GM, CubeFormat::ND, W, true>, MatmulType<TPosition::GM, CubeFormat::ND, T>>;
 
 public:
+    // Both core kinds: the GM views and the two tilings (the cube core serves with them).
     __aicore__ inline void Init(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR wDown, GM_ADDR groupList, GM_ADDR y,
                                 GM_ADDR workspace, const DsnpuExpertFfnTiling& t) {
         t_ = t;
@@ -240,63 +252,68 @@ public:
         gateWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(ws), rows * inter);
         upWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(ws) + rows * inter, rows * inter);
         hWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(ws + 2 * rows * inter * sizeof(float)), rows * inter);
-
-        up_ = CubeTiling(t.rows, t.inter, t.hidden, t.single_m, t.single_n1, t.base_m, t.base_n1, t.base_k1);
-        down_ = CubeTiling(t.rows, t.hidden, t.inter, t.single_m, t.single_n2, t.base_m, t.base_n2, t.base_k2);
-        REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmUp_, &up_, mmDown_, &down_);
-
-        swiglu_.Init(pipe_, gateWs_, upWs_, hWs_, t.inter, t.single_n1, t.swiglu_rows);
+        up = CubeTiling(t.rows, t.inter, t.hidden, t.single_m, t.single_n1, t.base_m, t.base_n1, t.base_k1);
+        down = CubeTiling(t.rows, t.hidden, t.inter, t.single_m, t.single_n2, t.base_m, t.base_n2, t.base_k2);
     }
 
+    // A vector core (after REGIST_MATMUL_OBJ made mmUp and mmDown its clients): both phases.
     __aicore__ inline void Process() {
+        swiglu_.Init(pipe, gateWs_, upWs_, hWs_, t_.inter, t_.single_n1, t_.swiglu_rows);
+        // Worker sub * blocks + block: consecutive tasks go to different cube cores first.
+        const uint64_t blocks = static_cast<uint64_t>(GetBlockNum());
+        const uint64_t workers = blocks * static_cast<uint64_t>(GetTaskRation());
+        const uint64_t me = static_cast<uint64_t>(GetSubBlockIdx()) * blocks + static_cast<uint64_t>(GetBlockIdx()) / 2;
         Task task;
         GroupTasks first;
         first.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.inter, t_.single_n1);
+        first.DealOver(workers, me);
         while (first.Next(task)) GateUp(task);
-        // Phase 2 needs whole rows of h, produced by many blocks.
-        SyncAll<false>();
+        // Phase 2 needs whole rows of h, produced by many vector cores.
+        SyncAll();
         GroupTasks second;
         second.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.hidden, t_.single_n2);
+        second.DealOver(workers, me);
         while (second.Next(task)) Down(task);
     }
+
+    TPipe pipe;
+    TCubeTiling up, down;
+    MmUp mmUp;
+    MmDown mmDown;
 
 private:
     __aicore__ inline void GateUp(const Task& task) {
         const uint64_t a = static_cast<uint64_t>(task.row0) * t_.hidden;
         const uint64_t b = (static_cast<uint64_t>(task.group) * t_.inter + task.col0) * t_.hidden;
         const uint64_t c = static_cast<uint64_t>(task.row0) * t_.inter + task.col0;
-        mmUp_.SetTensorA(xGm_[a]);
-        mmUp_.SetTensorB(wGateGm_[b], true);
-        mmUp_.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
-        mmUp_.IterateAll(gateWs_[c]);
-        mmUp_.End();
-        mmUp_.SetTensorA(xGm_[a]);
-        mmUp_.SetTensorB(wUpGm_[b], true);
-        mmUp_.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
-        mmUp_.IterateAll(upWs_[c]);
-        mmUp_.End();
+        mmUp.SetTensorA(xGm_[a]);
+        mmUp.SetTensorB(wGateGm_[b], true);
+        mmUp.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
+        mmUp.IterateAll(gateWs_[c]);
+        mmUp.End();
+        mmUp.SetTensorA(xGm_[a]);
+        mmUp.SetTensorB(wUpGm_[b], true);
+        mmUp.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
+        mmUp.IterateAll(upWs_[c]);
+        mmUp.End();
         for (uint32_t r0 = 0; r0 < task.m; r0 += t_.swiglu_rows) {
             swiglu_.Run(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
         }
     }
 
     __aicore__ inline void Down(const Task& task) {
-        mmDown_.SetTensorA(hWs_[static_cast<uint64_t>(task.row0) * t_.inter]);
-        mmDown_.SetTensorB(wDownGm_[(static_cast<uint64_t>(task.group) * t_.hidden + task.col0) * t_.inter], true);
-        mmDown_.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
-        mmDown_.IterateAll(yGm_[static_cast<uint64_t>(task.row0) * t_.hidden + task.col0]);
-        mmDown_.End();
+        mmDown.SetTensorA(hWs_[static_cast<uint64_t>(task.row0) * t_.inter]);
+        mmDown.SetTensorB(wDownGm_[(static_cast<uint64_t>(task.group) * t_.hidden + task.col0) * t_.inter], true);
+        mmDown.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
+        mmDown.IterateAll(yGm_[static_cast<uint64_t>(task.row0) * t_.hidden + task.col0]);
+        mmDown.End();
     }
 
-    TPipe pipe_;
     SwiGluStage<T> swiglu_;
     GlobalTensor<T> xGm_, yGm_, hWs_;
     GlobalTensor<W> wGateGm_, wUpGm_, wDownGm_;
     GlobalTensor<float> gateWs_, upWs_;
     GlobalTensor<int64_t> listGm_;
-    TCubeTiling up_, down_;
-    MmUp mmUp_;
-    MmDown mmDown_;
     DsnpuExpertFfnTiling t_{};
 };
 
@@ -304,12 +321,12 @@ template <typename T, typename W = T>
 __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR wDown, GM_ADDR groupList, GM_ADDR y,
                                  GM_ADDR workspace, GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuExpertFfnTiling, t, tiling);
-    if (t.single_m == 0 || t.single_n1 == 0 || t.single_n2 == 0 || t.swiglu_rows == 0 || t.rows == 0) {
-        SyncAll<false>();  // every block meets the others' barrier
-        return;
-    }
+    // The same tiling on every core: all return here, or none.
+    if (t.single_m == 0 || t.single_n1 == 0 || t.single_n2 == 0 || t.swiglu_rows == 0 || t.rows == 0) return;
     KernelExpertFfn<T, W> op;
     op.Init(x, wGate, wUp, wDown, groupList, y, workspace, t);
+    // The cube core serves the vector cores' Matmul requests here and returns when both are done.
+    REGIST_MATMUL_OBJ(&op.pipe, GetSysWorkSpacePtr(), op.mmUp, &op.up, op.mmDown, &op.down);
     op.Process();
 }
 
@@ -665,11 +682,13 @@ __aicore__ inline void ExpertFfnFp8(GM_ADDR x, GM_ADDR wGate, GM_ADDR sGate, GM_
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(grouped_matmul_##suffix)(                              \
         GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {             \
         (void)workspace;                                                                                       \
+        KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIC_ONLY);                                                        \
         GroupedMatmul<type>(x, w, groupList, y, tiling);                                                       \
     }                                                                                                          \
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(expert_ffn_##suffix)(                                  \
         GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR wDown, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, \
         GM_ADDR tiling) {                                                                                      \
+        KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);                                                     \
         ExpertFfn<type>(x, wGate, wUp, wDown, groupList, y, workspace, tiling);                                \
     }
 
@@ -677,11 +696,13 @@ __aicore__ inline void ExpertFfnFp8(GM_ADDR x, GM_ADDR wGate, GM_ADDR sGate, GM_
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(grouped_matmul_f32_w##suffix)(                         \
         GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {             \
         (void)workspace;                                                                                       \
+        KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIC_ONLY);                                                        \
         GroupedMatmul<float, type>(x, w, groupList, y, tiling);                                                \
     }                                                                                                          \
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(expert_ffn_f32_w##suffix)(                             \
         GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR wDown, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, \
         GM_ADDR tiling) {                                                                                      \
+        KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);                                                     \
         ExpertFfn<float, type>(x, wGate, wUp, wDown, groupList, y, workspace, tiling);                         \
     }
 

@@ -52,6 +52,22 @@
  *   3  as 0, and the cube sets flag 0 a second time that nobody waits for             -- sync
  *   4  every core writes {GetBlockIdx, GetBlockNum, GetSubBlockIdx, GetTaskRation} to out[4 * core],
  *      core = 3 * block + (0 for the AIC, 1 + GetSubBlockIdx for an AIV)              -- none
+ * selftest_kfc(a, w, out, workspace, tiling): a 1:2 mix kernel whose vector cores drive the cube core's
+ *   Matmul through REGIST_MATMUL_OBJ, and SyncAll in a mix launch. a and w are 16 x 16 f32; per block the
+ *   user workspace holds C (16 x 16 f32) and a copy of a (16 x 16); out is 16 x 16 f32 per block (modes
+ *   0-3, 6, 7) or 4 * blocks int32 (modes 4, 5). Vector core s of every block asks for rows [8s, 8s + 8)
+ *   of C = a * w^T (IterateAll into the workspace), copies them in, doubles them and writes them to out.
+ *   0  as above                                                                       -- none
+ *   1  A is the vector core's own copy of its rows of a, written by MTE3 just before the request with
+ *      no MTE3_S flag: the cube core's load of it is unordered                         -- race (GM)
+ *   2  as 1 with SetFlag/WaitFlag<MTE3_S> before the request                          -- none
+ *   3  as 0, then vector core 0 waits for cross-core flag 0, which the serving cube core never sets
+ *                                                                                     -- sync
+ *   4  no Matmul: vector core v (GetBlockIdx) writes out[v] = v + 1, SyncAll, then
+ *      out[n + v] = out[(v + 1) % n], n = 2 * blocks (only right if all wrote first)  -- none
+ *   5  as 4 but vector core 1 of each block returns before the SyncAll                 -- sync
+ *   6  a Matmul used on a vector core without REGIST_MATMUL_OBJ                        -- fault
+ *   7  as 0, then SyncAll<false>, which the serving cube core never reaches            -- sync
  * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
  *   (a multiple of `arg`, the tile length, itself a multiple of 8):
  *   0  copy a -> b through a depth-1 TQueBind<VECIN, VECOUT> in tiles            -- copy in/out serialized
@@ -639,6 +655,111 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_mix)(GM_ADDR a, GM_A
     }
 }
 
+namespace {
+
+// selftest_kfc: see the header.
+using KfcMm = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, float>,
+                     MatmulType<TPosition::GM, CubeFormat::ND, float, true>, MatmulType<TPosition::GM, CubeFormat::ND, float>>;
+constexpr uint32_t kKfcN = 16;
+
+__aicore__ inline TCubeTiling KfcTiling() {
+    TCubeTiling t;
+    t.M = t.N = t.Ka = t.Kb = t.singleCoreN = t.singleCoreK = kKfcN;
+    t.singleCoreM = kKfcN / 2;
+    t.baseM = t.baseN = t.baseK = kKfcN;
+    return t;
+}
+
+// Vector core `sub` copies `rows` rows of f32 from `src` into UB, optionally doubles them, writes `dst`.
+__aicore__ inline void KfcRows(TPipe& pipe, const GlobalTensor<float>& src, const GlobalTensor<float>& dst,
+                               bool twice) {
+    constexpr uint32_t rows = kKfcN / 2;
+    TQue<TPosition::VECIN, 1> inQ;
+    TQue<TPosition::VECOUT, 1> outQ;
+    pipe.InitBuffer(inQ, 1, rows * kKfcN * sizeof(float));
+    pipe.InitBuffer(outQ, 1, rows * kKfcN * sizeof(float));
+    LocalTensor<float> x = inQ.AllocTensor<float>();
+    DataCopyPad(x, src, DataCopyExtParams{rows, kKfcN * sizeof(float), 0, 0, 0},
+                DataCopyPadExtParams<float>{false, 0, 0, 0.0f});
+    inQ.EnQue(x);
+    x = inQ.DeQue<float>();
+    LocalTensor<float> y = outQ.AllocTensor<float>();
+    Muls(y, x, twice ? 2.0f : 1.0f, rows * kKfcN);
+    inQ.FreeTensor(x);
+    outQ.EnQue(y);
+    y = outQ.DeQue<float>();
+    DataCopyPad(dst, y, DataCopyExtParams{rows, kKfcN * sizeof(float), 0, 0, 0});
+    outQ.FreeTensor(y);
+}
+
+__aicore__ inline void KfcSyncAll(uint32_t mode, GM_ADDR out) {
+    if ASCEND_IS_AIC {
+        return;
+    }
+    const uint32_t n = static_cast<uint32_t>(GetBlockNum() * 2), v = static_cast<uint32_t>(GetBlockIdx());
+    GlobalTensor<int32_t> o;
+    o.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(out), 2 * n);
+    if (mode == 5 && GetSubBlockIdx() == 1) return;
+    o.SetValue(v, static_cast<int32_t>(v + 1));
+    SyncAll();
+    o.SetValue(n + v, o.GetValue((v + 1) % n));
+}
+
+__aicore__ inline void KfcMatmul(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR out, GM_ADDR workspace) {
+    const uint32_t block = static_cast<uint32_t>(GetBlockIdx() / GetTaskRation());
+    const uint64_t tile = static_cast<uint64_t>(kKfcN) * kKfcN;
+    GlobalTensor<float> aGm, wGm, cWs, aWs, o;
+    aGm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(a), tile);
+    wGm.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(w), tile);
+    cWs.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(GetUserWorkspace(workspace)) + 2 * tile * block, tile);
+    aWs.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(GetUserWorkspace(workspace)) + 2 * tile * block + tile, tile);
+    o.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(out) + tile * block, tile);
+    TPipe pipe;
+    TCubeTiling tiling = KfcTiling();
+    KfcMm mm;
+    if (mode == 6) {
+        if ASCEND_IS_AIC {
+            return;
+        }
+        mm.Init(&tiling, &pipe);
+        mm.SetTensorA(aGm);
+        mm.SetTensorB(wGm, true);
+        mm.IterateAll(cWs);
+        return;
+    }
+    REGIST_MATMUL_OBJ(&pipe, GetSysWorkSpacePtr(), mm, &tiling);
+    const uint64_t r0 = static_cast<uint64_t>(GetSubBlockIdx()) * (kKfcN / 2) * kKfcN;
+    GlobalTensor<float> aRows = aGm[r0];
+    if (mode == 1 || mode == 2) {
+        KfcRows(pipe, aGm[r0], aWs[r0], false);  // the operand, written on MTE3
+        if (mode == 2) {
+            SetFlag<HardEvent::MTE3_S>(0);
+            WaitFlag<HardEvent::MTE3_S>(0);
+        }
+        aRows = aWs[r0];
+    }
+    mm.SetTensorA(aRows);
+    mm.SetTensorB(wGm, true);
+    mm.IterateAll(cWs[r0]);
+    mm.End();
+    KfcRows(pipe, cWs[r0], o[r0], true);
+    if (mode == 3 && GetSubBlockIdx() == 0) CrossCoreWaitFlag(0);
+    if (mode == 7) SyncAll<false>();
+}
+
+}  // namespace
+
+extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_kfc)(GM_ADDR a, GM_ADDR w, GM_ADDR out, GM_ADDR workspace,
+                                                                 GM_ADDR tiling) {
+    KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);
+    GET_TILING_DATA_WITH_STRUCT(DsnpuSelftestTiling, t, tiling);
+    if (t.mode == 4 || t.mode == 5) {
+        KfcSyncAll(t.mode, out);
+    } else {
+        KfcMatmul(t.mode, a, w, out, workspace);
+    }
+}
+
 DSNPU_HOST_ENTRY_SYNC(selftest_fault)
 DSNPU_HOST_ENTRY_SYNC(selftest_defect)
 DSNPU_HOST_ENTRY(selftest_cost)
@@ -647,3 +768,4 @@ DSNPU_HOST_ENTRY(selftest_cast)
 DSNPU_HOST_ENTRY(selftest_reduce)
 DSNPU_HOST_ENTRY_SYNC(selftest_sync_all)
 DSNPU_HOST_ENTRY_MIX(selftest_mix)
+DSNPU_HOST_ENTRY_MIX_SYNC(selftest_kfc)

@@ -252,7 +252,7 @@ pub fn expert_ffn_fp8<T: KernelElem>(
     let symbol = Kernel::ExpertFfnFp8.symbol(T::DTYPE);
     let f = lib.function(Kernel::ExpertFfnFp8, T::DTYPE)?;
     let blocks = tiling.block_dim(budget);
-    let shared = round_up(tiling.workspace_bytes(T::DTYPE), 32);
+    let shared = round_up(tiling.intermediate_bytes(T::DTYPE), 32);
     let single_n = tiling.single_n1.max(tiling.single_n2);
     let ws_bytes = shared + u64::from(blocks) * block_bytes(T::DTYPE, tiling.single_m, single_n);
     let mut ws = workspace(K, symbol, stream, ws_bytes)?;

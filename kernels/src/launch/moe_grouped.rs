@@ -209,10 +209,11 @@ pub fn expert_ffn<T: KernelElem, W: KernelElem>(
     // SAFETY: expert_ffn_<t> / expert_ffn_f32_w<w>(x, w_gate, w_up, w_down, group_list, y, workspace,
     // tiling); x and y hold rows x hidden elements of T, w_gate and w_up groups x inter x hidden, w_down
     // groups x hidden x inter elements of W, the kernel's weight type (checked above; the two weight
-    // shapes have the same element count), the sizes the kernel gives its GlobalTensors; the workspace is workspace_bytes() (gate and up f32, h in T, rows x inter each).
-    // The list is read as in grouped_matmul (`groups` entries from entry `first` on). The kernel
-    // meets at SyncAll with block_dim() <= the cube cores blocks, all resident. Written: y and the
-    // workspace (arg_mut).
+    // shapes have the same element count), the sizes the kernel gives its GlobalTensors; the workspace
+    // is workspace_bytes() (the system workspace, then gate and up f32 and h in T, rows x inter each).
+    // The list is read as in grouped_matmul (`groups` entries from entry `first` on). A mix launch of
+    // block_dim() <= the cube cores blocks, all resident, so its vector cores meet at SyncAll. Written: y
+    // and the workspace (arg_mut).
     unsafe {
         f.builder(stream)
             .arg(x)

@@ -245,4 +245,9 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
         ::dsnpu::host::run_mix_kernel(ctx, #name, &dsnpu_host_impl_##name); \
     }
 
+// A mix kernel whose cores meet in SyncAll (sync.h): a mix entry that also declares SyncAll (ABI 4).
+#define DSNPU_HOST_ENTRY_MIX_SYNC(name)                                     \
+    DSNPU_HOST_EXPORT const uint8_t name##__dsnpu_sync_all = 1;            \
+    DSNPU_HOST_ENTRY_MIX(name)
+
 #endif

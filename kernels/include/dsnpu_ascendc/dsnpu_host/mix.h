@@ -29,11 +29,22 @@
 // - sync: a CrossCoreWaitFlag that can never be satisfied (every other core of the group has returned
 //   or waits itself with nothing to release it: a hang on the device), a counter set more than 15 times
 //   without a wait, a flagId outside 0..10, and flags left set when all three cores have returned.
+//
+// Two more channels use the same counters, beside the 11 user flags:
+// - Matmul requests (REGIST_MATMUL_OBJ in a mix kernel, lib/matmul_intf.h): the cube core runs a server
+//   loop and each vector core's Matmul calls become requests to it ("KFC" messages in CANN). A request
+//   carries the vector core's scalar clock (what the scalar unit issued or waited for before the call);
+//   the reply carries the cube's MTE2, M and FIX clocks after it served the request. The server returns
+//   when both vector cores have returned.
+// - SyncAll in a mix launch (sync.h): the cores that take part (the two AIVs, or all three with
+//   SyncAll<false>) meet here first, each carrying its pipes' clocks, then the block meets the others in
+//   the simulator's barrier. A core that returns while another waits here is a sync finding.
 #ifndef DSNPU_ASCENDC_HOST_MIX_H
 #define DSNPU_ASCENDC_HOST_MIX_H
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -46,6 +57,11 @@ namespace dsnpu {
 namespace host {
 
 constexpr uint32_t kCrossFlags = 11;     // flagId 0..10 (A2/A3)
+// Internal channels after the user flags (see above).
+constexpr uint32_t kChanKfcRequest = kCrossFlags;      // towards the AIC: a vector core's Matmul request
+constexpr uint32_t kChanKfcReply = kCrossFlags + 1;    // towards an AIV: its request was served
+constexpr uint32_t kChanSyncAll = kCrossFlags + 2;     // towards a core waiting in SyncAll: all arrived
+constexpr uint32_t kChannels = kCrossFlags + 3;
 constexpr uint32_t kCrossFlagMax = 15;   // sets a counter holds
 constexpr uint32_t kSlotAic = 0;         // core slots: AIC, AIV 0, AIV 1
 
@@ -130,11 +146,18 @@ public:
     // Returns once a set releases `slot`'s wait on `flag` (the other cores run meanwhile); the released edge goes to *out. Returns an empty
     // string, "abort" when another core faulted, or the sync finding of a wait that can never complete.
     std::string wait(uint32_t slot, uint32_t flag, Edge* out) {
-        char msg[512];
         if (flag >= kCrossFlags) {
+            char msg[128];
             std::snprintf(msg, sizeof msg, "sync: CrossCoreWaitFlag(%u): flagId outside 0..10", flag);
             return msg;
         }
+        return wait_channel(slot, flag, out);
+    }
+
+    // wait() on any channel, user flag or internal. An AIC waiting for Matmul requests returns "quit"
+    // once both vector cores have returned with none left.
+    std::string wait_channel(uint32_t slot, uint32_t flag, Edge* out) {
+        char msg[512];
         state_[slot] = State::kWaiting;
         waiting_[slot] = flag;
         for (;;) {
@@ -146,12 +169,28 @@ public:
                 state_[slot] = State::kRunning;
                 return std::string();
             }
-            if (stuck(slot)) {
-                std::snprintf(msg, sizeof msg,
-                              "sync: CrossCoreWaitFlag(%u) can never be satisfied: no core of this AI Core "
-                              "that is still running will set it (%s: %s, %s: %s); the core would hang",
-                              flag, slot_name((slot + 1) % kCoreSlots), describe((slot + 1) % kCoreSlots),
-                              slot_name((slot + 2) % kCoreSlots), describe((slot + 2) % kCoreSlots));
+            if (flag == kChanKfcRequest && state_[1] == State::kDone && state_[2] == State::kDone) {
+                state_[slot] = State::kRunning;
+                return "quit";
+            }
+            // A server with nothing to serve never reports: a vector core stuck waiting on it does.
+            if (flag != kChanKfcRequest && stuck(slot)) {
+                const uint32_t o1 = (slot + 1) % kCoreSlots, o2 = (slot + 2) % kCoreSlots;
+                if (flag == kChanSyncAll) {
+                    std::snprintf(msg, sizeof msg,
+                                  "sync: SyncAll on %s is reached by some cores of its AI Core only (%s: %s, %s: "
+                                  "%s); the core would hang",
+                                  slot_name(slot), slot_name(o1), describe(o1), slot_name(o2), describe(o2));
+                } else if (flag == kChanKfcReply) {
+                    std::snprintf(msg, sizeof msg,
+                                  "sync: the Matmul request of %s is never served (AIC: %s); the core would hang",
+                                  slot_name(slot), describe(kSlotAic));
+                } else {
+                    std::snprintf(msg, sizeof msg,
+                                  "sync: CrossCoreWaitFlag(%u) can never be satisfied: no core of this AI Core "
+                                  "that is still running will set it (%s: %s, %s: %s); the core would hang",
+                                  flag, slot_name(o1), describe(o1), slot_name(o2), describe(o2));
+                }
                 return msg;
             }
             // Another core has to run first: a set may still come (stuck() said so).
@@ -159,6 +198,67 @@ public:
             if (coop == nullptr) return "internal: a cross-core wait outside a mix block's scheduler";
             coop->yield();
         }
+    }
+
+    // --- Matmul requests (lib/matmul_intf.h) ---------------------------------------------------------
+    // The cube core's server objects: `index` in REGIST_MATMUL_OBJ's order, one instance per vector core.
+    struct KfcObject {
+        const void* type = nullptr;  // the Matmul type's tag (kfc_type_tag)
+        void* inst[2] = {nullptr, nullptr};
+    };
+    void kfc_publish(std::vector<KfcObject> objects) { kfc_objects_ = std::move(objects); }
+    // Vector core `from` asks the cube core to run `run` on its instance of object `index` (of type
+    // `type`); the caller then waits on kChanKfcReply. Returns an empty string or the finding.
+    std::string kfc_request(uint32_t from, uint32_t index, const void* type, std::function<void(void*)> run,
+                            const Edge& e) {
+        kfc_queue_.push_back(KfcRequest{from, index, type, std::move(run)});
+        ready_[kSlotAic][kChanKfcRequest].push_back(e);
+        return std::string();
+    }
+    // The cube core's next request (after wait_channel(kSlotAic, kChanKfcRequest) returned its edge).
+    struct KfcRequest {
+        uint32_t from = 0, index = 0;
+        const void* type = nullptr;
+        std::function<void(void*)> run;
+    };
+    KfcRequest kfc_pop() {
+        KfcRequest r = std::move(kfc_queue_.front());
+        kfc_queue_.erase(kfc_queue_.begin());
+        return r;
+    }
+    // The instance serving `r`, or nullptr (with the reason in *why) when the server has no such object.
+    void* kfc_instance(const KfcRequest& r, const char** why) const {
+        if (r.index >= kfc_objects_.size()) {
+            *why = "the vector core registered more Matmul objects than the cube core";
+            return nullptr;
+        }
+        if (kfc_objects_[r.index].type != r.type) {
+            *why = "the vector core's Matmul object has another type than the cube core's at the same position";
+            return nullptr;
+        }
+        return kfc_objects_[r.index].inst[r.from == 2 ? 1 : 0];
+    }
+    void kfc_reply(uint32_t to, const Edge& e) { ready_[to][kChanKfcReply].push_back(e); }
+
+    // --- SyncAll of a mix launch (sync.h) ---------------------------------------------------------------
+    // Core `slot` arrives with `e`; true when it is the last of `parties` (a bit per slot), and then
+    // *all is every arrival joined. The others wait on kChanSyncAll for release_sync_all.
+    bool arrive_sync_all(uint32_t slot, uint32_t parties, const Edge& e, Edge* all) {
+        sync_arrived_ |= 1u << slot;
+        sync_edge_.clock.join(e.clock);
+        sync_edge_.time = sync_edge_.time > e.time ? sync_edge_.time : e.time;
+        sync_edge_.valid = true;
+        if ((sync_arrived_ & parties) != parties) return false;
+        *all = sync_edge_;
+        return true;
+    }
+    // The last core came through the launch-wide barrier: release the others of `parties`.
+    void release_sync_all(uint32_t slot, uint32_t parties) {
+        for (uint32_t k = 0; k < kCoreSlots; ++k) {
+            if (k != slot && (parties & (1u << k)) != 0) ready_[k][kChanSyncAll].push_back(sync_edge_);
+        }
+        sync_arrived_ = 0;
+        sync_edge_ = Edge{};
     }
 
     // A core returned (or faulted: `abort`).
@@ -275,7 +375,11 @@ private:
     const char* describe(uint32_t k) const {
         switch (state_[k]) {
             case State::kDone: return "returned";
-            case State::kWaiting: return "waits too";
+            case State::kWaiting:
+                return waiting_[k] == kChanKfcRequest ? "serves Matmul requests"
+                       : waiting_[k] == kChanSyncAll  ? "waits in SyncAll"
+                       : waiting_[k] == kChanKfcReply ? "waits for its Matmul request"
+                                                      : "waits too";
             default: return "running";
         }
     }
@@ -310,8 +414,12 @@ private:
     State state_[kCoreSlots] = {State::kRunning, State::kRunning, State::kRunning};
     uint32_t waiting_[kCoreSlots] = {};
     bool aborted_ = false;
-    EdgeQueue ready_[kCoreSlots][kCrossFlags];
+    EdgeQueue ready_[kCoreSlots][kChannels];
     EdgeQueue pending_[kCoreSlots][kCrossFlags][kCoreSlots];
+    std::vector<KfcObject> kfc_objects_;
+    std::vector<KfcRequest> kfc_queue_;
+    uint32_t sync_arrived_ = 0;
+    Edge sync_edge_;
     uint32_t sets_[kCoreSlots][kCrossFlags] = {};
 
     std::map<uint64_t, GmSeg> segs_;
@@ -408,8 +516,16 @@ enum KernelMetaType : uint8_t {
 
 namespace dsnpu {
 namespace host {
+// KERNEL_TYPE_AIC_ONLY on a plain launch: the block is a cube core from here on (no Unified Buffer, so
+// any UB use faults), as a cube-only kernel runs on the AIC of each AI Core.
 inline void declare_kernel_type(KernelMetaType type) {
     const bool mix = block().group != nullptr;
+    if (type == KERNEL_TYPE_AIC_ONLY && !mix) {
+        BlockState& b = block();
+        if (b.ub_used != 0) fail("KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIC_ONLY) after the block used its UB");
+        b.kind = CoreKind::kAic;
+        b.ub_capacity = 0;
+    }
     if (type == KERNEL_TYPE_MIX_AIC_1_2 && !mix) {
         fail("KERNEL_TASK_TYPE_DEFAULT: the kernel is KERNEL_TYPE_MIX_AIC_1_2 but exported with DSNPU_HOST_ENTRY");
     }

@@ -7,7 +7,10 @@
 #ifndef DSNPU_ASCENDC_HOST_SYNC_H
 #define DSNPU_ASCENDC_HOST_SYNC_H
 
+#include <string>
+
 #include "block.h"
+#include "mix.h"
 #include "pipeline.h"
 
 namespace dsnpu {
@@ -88,13 +91,43 @@ __aicore__ inline void PipeBarrier() {
 // All blocks of the launch meet here. If another block failed, the launch is being abandoned and this
 // block stops too (without reporting a fault of its own). A block that returns while others wait in
 // SyncAll is reported by the simulator ("sync: ...").
+//
+// In a mix launch (SyncAll.md): SyncAll<true>() (the default) makes the vector cores of every block meet,
+// SyncAll<false>() every cube and vector core. The cores of one block that take part meet first (mix.h:
+// each carries its pipes' clocks to the others, so GM written before the barrier by one core is ordered
+// before the others' accesses after it); the last one takes the block through the launch's barrier.
+// SyncAll<true> on a cube core is a fault. A cube core serving Matmul requests (REGIST_MATMUL_OBJ) never
+// reaches a SyncAll<false>: the vector cores waiting there are a sync finding, as the hang they are.
 template <bool isAIVOnly = true>
 __aicore__ inline void SyncAll() {
-    ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
-    if (b.group != nullptr) ::dsnpu::host::fail("SyncAll: not implemented for mix launches by the host layer");
-    ::dsnpu::host::pipeline().barrier_all(::dsnpu::host::cost::kSyncAll);
+    namespace h = ::dsnpu::host;
+    h::BlockState& b = h::block();
+    h::pipeline().barrier_all(h::cost::kSyncAll);
+    if (b.group != nullptr) {
+        if (isAIVOnly && b.kind == h::CoreKind::kAic) {
+            h::fail("SyncAll<true> (vector cores only) called on the cube core of a mix launch");
+        }
+        const uint32_t me = h::core_slot(b);
+        const uint32_t parties = isAIVOnly ? 0b110u : 0b111u;
+        h::Pipeline& pl = h::pipeline();
+        h::Edge all;
+        if (b.group->arrive_sync_all(me, parties, pl.publish(h::kPipeS), &all)) {
+            // The block's other parties wait on this thread: nothing else of the block can run meanwhile.
+            if (b.ctx->sync_all(b.ctx->sim) != 0) {
+                h::mix_claim_fault(b.group);
+                throw h::BlockAbort{};
+            }
+            b.group->release_sync_all(me, parties);
+        } else {
+            const std::string r = b.group->wait_channel(me, h::kChanSyncAll, &all);
+            if (r == "abort") throw h::BlockAbort{};
+            if (!r.empty()) h::fail_msg(r.c_str());
+        }
+        for (uint32_t p = 0; p < h::kPipeCount; ++p) pl.wait(p, all);
+        return;
+    }
     if (b.ctx->sync_all(b.ctx->sim) != 0) {
-        throw ::dsnpu::host::BlockAbort{};
+        throw h::BlockAbort{};
     }
 }
 

@@ -12,10 +12,19 @@
 // within L1 (512 KiB), depth = step * (1 or 2); a violation faults the block. Every GM row segment read
 // or written is checked (tensor size + allocation table).
 //
-// Where it runs: on a plain launch, on the calling block (the legacy kernels); in a mix launch, on the
-// cube core, called under ASCEND_IS_AIC. CANN also lets the vector cores drive a cube-side object by
-// messages (REGIST_MATMUL_OBJ's KFC server); the host layer does not implement that path, and a Matmul
-// used on a vector core of a mix launch faults.
+// Where it runs: on a plain launch, on the calling block; in a mix launch, on the cube core: either
+// called there (under ASCEND_IS_AIC, after Init), or driven from the vector cores through
+// REGIST_MATMUL_OBJ as CANN does on dav-c220 (lib/matmul_intf.h of asc-devkit): on the cube core the
+// macro initialises the objects, serves the vector cores' requests until both have returned, and returns
+// from the calling function; on a vector core it initialises the objects as clients. A client's Set*
+// calls stay local; IterateAll, Iterate, GetTensorC and End are requests (mix.h's kChanKfcRequest) that
+// the cube core runs on its instance for that vector core (one per vector core, as CANN's server keeps),
+// with the client's operands. Every request is synchronous here: the vector core resumes after the cube
+// served it (the reply orders the cube's MTE2, M and FIX work before the client's later instructions),
+// and the request is ordered after what the client's scalar unit issued or waited for, so an operand the
+// client wrote to GM on MTE3 needs an MTE3_S flag before the call (the race check reports it otherwise).
+// C goes to GM only (GetTensorC into a LocalTensor is not implemented). A Matmul used on a vector core of
+// a mix launch without REGIST_MATMUL_OBJ faults.
 //
 // Counters: cube_macs += m*n*k of each step (no padding to 16x16x16 fractals); GM traffic follows a
 // no-reuse model: every output tile streams its A and B panels (and bias) once, counted in gm_to_ub_bytes,
@@ -29,6 +38,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "../ascendc_host_api.h"
@@ -164,6 +176,10 @@ public:
 
     // Compute the whole C block and write it to `gm` (adding to it with enAtomic = 1).
     __aicore__ inline void IterateAll(const GlobalTensor<C>& gm, uint8_t enAtomic = 0) {
+        if (client_) {
+            kfc_call([&](Matmul& s) { s.IterateAll(gm, enAtomic); });
+            return;
+        }
         const char* op = "Matmul::IterateAll";
         check_ready(op);
         const int64_t ldc = org_kc_ != 0 ? org_kc_ : t_.N;
@@ -179,6 +195,11 @@ public:
     // One baseM x baseN tile of C per call, in iterateOrder (0: down M first, then along N), computed into
     // the L0C accumulator; false when the block is done.
     __aicore__ inline bool Iterate(bool enPartialSum = false) {
+        if (client_) {
+            bool more = false;
+            kfc_call([&](Matmul& s) { more = s.Iterate(enPartialSum); });
+            return more;
+        }
         (void)enPartialSum;
         const char* op = "Matmul::Iterate";
         check_ready(op);
@@ -200,6 +221,10 @@ public:
     // The tile of the last Iterate to GM through FIX: at its place in C (leading dimension N, or orgKc),
     // or with enSequentialWrite compactly at `gm` (tile rows x tile columns, row pitch = tile columns).
     __aicore__ inline void GetTensorC(const GlobalTensor<C>& gm, uint8_t enAtomic = 0, bool enSequentialWrite = false) {
+        if (client_) {
+            kfc_call([&](Matmul& s) { s.GetTensorC(gm, enAtomic, enSequentialWrite); });
+            return;
+        }
         const char* op = "Matmul::GetTensorC";
         if (tile_bm_ == 0) ::dsnpu::host::fail("%s: no tile (call Iterate first)", op);
         const int64_t ldc = enSequentialWrite ? tile_bn_ : (org_kc_ != 0 ? org_kc_ : t_.N);
@@ -209,17 +234,70 @@ public:
         tile_bm_ = 0;
     }
     __aicore__ inline void End() {
+        if (client_) kfc_call([](Matmul& s) { s.End(); });
         has_a_ = has_b_ = has_bias_ = false;
         iter_ = 0;
     }
 
+    // --- the host layer's REGIST_MATMUL_OBJ (below), not Ascend C API ---------------------------------
+    // This object is vector core's client of the cube core's object number `index`.
+    void dsnpu_bind_client(uint32_t index) {
+        client_ = true;
+        kfc_index_ = index;
+    }
+    // A tag unique to this Matmul type: a request names the type it expects the server's object to have.
+    static const void* dsnpu_type_tag() {
+        static const char tag = 0;
+        return &tag;
+    }
+
 private:
+    // The operands and shapes a client set, taken over by the cube core's instance for each request.
+    void adopt(const Matmul& c) {
+        t_ = c.t_;
+        a_ = c.a_;
+        b_ = c.b_;
+        bias_ = c.bias_;
+        m_ = c.m_;
+        n_ = c.n_;
+        k_ = c.k_;
+        org_kc_ = c.org_kc_;
+        trans_a_ = c.trans_a_;
+        trans_b_ = c.trans_b_;
+        has_a_ = c.has_a_;
+        has_b_ = c.has_b_;
+        has_bias_ = c.has_bias_;
+        bias_on_ = c.bias_on_;
+    }
+    // Runs `f` on the cube core's instance of this object (with this client's operands) and waits for it.
+    template <class F>
+    void kfc_call(F&& f) {
+        namespace h = ::dsnpu::host;
+        h::BlockState& b = h::block();
+        const uint32_t me = h::core_slot(b);
+        h::Pipeline& pl = h::pipeline();
+        pl.cost().flag_op(h::kPipeS);
+        b.group->kfc_request(me, kfc_index_, dsnpu_type_tag(),
+                             [this, &f](void* server) {
+                                 Matmul& s = *static_cast<Matmul*>(server);
+                                 s.adopt(*this);
+                                 f(s);
+                             },
+                             pl.publish(h::kPipeS));
+        h::Edge done;
+        const std::string r = b.group->wait_channel(me, h::kChanKfcReply, &done);
+        if (r == "abort") throw h::BlockAbort{};
+        if (!r.empty()) h::fail_msg(r.c_str());
+        pl.cost().flag_op(h::kPipeS);
+        pl.wait(h::kPipeS, done);
+    }
+
     void check_ready(const char* op) {
         if (!init_) ::dsnpu::host::fail("%s: Init (REGIST_MATMUL_OBJ) was not called", op);
         const ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
         if (b.group != nullptr && b.kind == ::dsnpu::host::CoreKind::kAiv) {
-            ::dsnpu::host::fail("%s: a Matmul on a vector core of a mix launch sends its work to the cube core, "
-                                "which the host layer does not implement: run it under ASCEND_IS_AIC",
+            ::dsnpu::host::fail("%s: a Matmul on a vector core of a mix launch sends its work to the cube core: "
+                                "register it with REGIST_MATMUL_OBJ, or run it under ASCEND_IS_AIC",
                                 op);
         }
         if (!has_a_ || !has_b_) ::dsnpu::host::fail("%s: SetTensorA/SetTensorB missing", op);
@@ -405,6 +483,8 @@ private:
     std::vector<float> af_, bf_, acc_;
     bool trans_a_ = false, trans_b_ = false;
     bool has_a_ = false, has_b_ = false, has_bias_ = false, bias_on_ = false, init_ = false;
+    bool client_ = false;
+    uint32_t kfc_index_ = 0;
 };
 
 }  // namespace AscendC
@@ -415,16 +495,89 @@ using AscendC::Matmul;
 using AscendC::MatmulType;
 }  // namespace matmul
 
-// Initialise Matmul objects with their tilings: REGIST_MATMUL_OBJ(&pipe, workspace, mm, &tiling[, mm2, &t2]).
-#define REGIST_MATMUL_OBJ(tpipe, workspace, ...) ::dsnpu::host::regist_matmul((tpipe), (workspace), __VA_ARGS__)
+// REGIST_MATMUL_OBJ(&pipe, workspace, mm, &tiling[, mm2, &t2]...): initialise Matmul objects with their
+// tilings. In a mix launch, on the cube core: serve the vector cores' requests, then `return` from the
+// calling (void) function, as CANN's macro does; on a vector core: the objects become clients. Elsewhere
+// (a plain launch): the objects run on the calling block.
+#define REGIST_MATMUL_OBJ(tpipe, workspace, ...)                                      \
+    if (::dsnpu::host::kfc_serve((tpipe), (workspace), __VA_ARGS__)) return;         \
+    ::dsnpu::host::regist_matmul(0, (tpipe), (workspace), __VA_ARGS__)
 
 namespace dsnpu {
 namespace host {
-inline void regist_matmul(AscendC::TPipe*, GM_ADDR) {}
+inline void regist_matmul(uint32_t, AscendC::TPipe*, GM_ADDR) {}
 template <class MM, class... Rest>
-inline void regist_matmul(AscendC::TPipe* pipe, GM_ADDR ws, MM& mm, const TCubeTiling* tiling, Rest&&... rest) {
+inline void regist_matmul(uint32_t index, AscendC::TPipe* pipe, GM_ADDR ws, MM& mm, const TCubeTiling* tiling,
+                          Rest&&... rest) {
     mm.Init(tiling, pipe);
-    regist_matmul(pipe, ws, rest...);
+    const BlockState& b = block();
+    if (b.group != nullptr && b.kind == CoreKind::kAiv) mm.dsnpu_bind_client(index);
+    regist_matmul(index + 1, pipe, ws, rest...);
+}
+
+// The cube core's instances of one registered object, one per vector core.
+struct KfcInstancesBase {
+    virtual ~KfcInstancesBase() = default;
+};
+template <class MM>
+struct KfcInstances : KfcInstancesBase {
+    explicit KfcInstances(const MM& mm) : inst{mm, mm} {}
+    MM inst[2];
+};
+
+inline void kfc_instances(std::vector<MixGroup::KfcObject>&, std::vector<std::unique_ptr<KfcInstancesBase>>&,
+                          AscendC::TPipe*) {}
+template <class MM, class... Rest>
+inline void kfc_instances(std::vector<MixGroup::KfcObject>& objects,
+                          std::vector<std::unique_ptr<KfcInstancesBase>>& keep, AscendC::TPipe* pipe, MM& mm,
+                          const TCubeTiling* tiling, Rest&&... rest) {
+    mm.Init(tiling, pipe);
+    std::unique_ptr<KfcInstances<MM>> inst(new KfcInstances<MM>(mm));
+    MixGroup::KfcObject o;
+    o.type = MM::dsnpu_type_tag();
+    o.inst[0] = &inst->inst[0];
+    o.inst[1] = &inst->inst[1];
+    objects.push_back(o);
+    keep.push_back(std::move(inst));
+    kfc_instances(objects, keep, pipe, rest...);
+}
+
+// On the cube core of a mix launch: serve the vector cores' Matmul requests until both returned; true.
+// Elsewhere false (nothing done).
+template <class... Args>
+inline bool kfc_serve(AscendC::TPipe* pipe, GM_ADDR workspace, Args&&... args) {
+    (void)workspace;
+    BlockState& b = block();
+    if (b.group == nullptr || b.kind != CoreKind::kAic) return false;
+    std::vector<MixGroup::KfcObject> objects;
+    std::vector<std::unique_ptr<KfcInstancesBase>> keep;
+    kfc_instances(objects, keep, pipe, args...);
+    b.group->kfc_publish(std::move(objects));
+    Pipeline& pl = pipeline();
+    for (;;) {
+        Edge request;
+        const std::string r = b.group->wait_channel(kSlotAic, kChanKfcRequest, &request);
+        if (r == "quit") break;
+        if (r == "abort") throw BlockAbort{};
+        if (!r.empty()) fail_msg(r.c_str());
+        MixGroup::KfcRequest req = b.group->kfc_pop();
+        pl.cost().flag_op(kPipeS);
+        pl.wait(kPipeS, request);
+        const char* why = "";
+        void* inst = b.group->kfc_instance(req, &why);
+        if (inst == nullptr) fail("REGIST_MATMUL_OBJ: %s (request from %s)", why, slot_name(req.from));
+        req.run(inst);
+        // The reply orders everything the cube did for it: its loads, multiplies and stores.
+        Edge done = pl.publish(kPipeMte2);
+        for (uint32_t p : {static_cast<uint32_t>(kPipeM), static_cast<uint32_t>(kPipeFix)}) {
+            const Edge e = pl.publish(p);
+            done.clock.join(e.clock);
+            done.time = done.time > e.time ? done.time : e.time;
+        }
+        b.group->kfc_reply(req.from, done);
+    }
+    b.group->kfc_publish({});
+    return true;
 }
 }  // namespace host
 }  // namespace dsnpu
