@@ -315,11 +315,11 @@ pub const KERNELS: &[KernelSpec] = &[
     ),
     kernel(
         "LinearFp8",
-        "`(x, w, scale, y, workspace, tiling)` with [`GroupedMatmulTiling`] (one group, no list): `y = x·wᵀ` with `w` FP8 e4m3 codes `[n, k]` and f32 `scale` `[ceil(n/128), ceil(k/128)]` (`weight_scale_inv`), dequantized 128 columns at a time into a per-block panel; the dtype is the activations'.",
+        "`(x, w, scale, y, workspace, tiling)` with [`GroupedMatmulTiling`] (one group, no list): `y = x·wᵀ` with `w` FP8 e4m3 codes `[n, k]` and f32 `scale` `[ceil(n/128), ceil(k/128)]` (`weight_scale_inv`), dequantized 128 columns at a time into a per-vector-core panel by a 1:2 mix kernel; the dtype is the activations'.",
         ["linear_fp8_f32", "linear_fp8_f16", "linear_fp8_bf16"],
         6,
         "src/ascendc/moe_grouped_matmul.cpp",
-        Plain,
+        Mix,
     ),
     kernel(
         "GroupedMatmulFp8",
@@ -331,11 +331,11 @@ pub const KERNELS: &[KernelSpec] = &[
         ],
         7,
         "src/ascendc/moe_grouped_matmul.cpp",
-        Plain,
+        Mix,
     ),
     kernel(
         "ExpertFfnFp8",
-        "`(x, w_gate, s_gate, w_up, s_up, w_down, s_down, group_list, y, workspace, tiling)` with [`ExpertFfnTiling`]: FP8 codes and f32 block scales for each weight; SyncAll.",
+        "`(x, w_gate, s_gate, w_up, s_up, w_down, s_down, group_list, y, workspace, tiling)` with [`ExpertFfnTiling`]: FP8 codes and f32 block scales for each weight; a 1:2 mix kernel whose vector cores meet in SyncAll.",
         [
             "expert_ffn_fp8_f32",
             "expert_ffn_fp8_f16",
@@ -343,7 +343,7 @@ pub const KERNELS: &[KernelSpec] = &[
         ],
         11,
         "src/ascendc/moe_grouped_matmul.cpp",
-        SyncAll,
+        MixSyncAll,
     ),
     kernel(
         "Softmax",

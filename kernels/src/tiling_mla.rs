@@ -15,6 +15,7 @@
 //! callers with host copies validate them as dsnpu-ops' `check_mla_decode` does.
 
 use crate::tiling::{invalid, round_up, to_u32, UB_BLOCK};
+use crate::tiling_cube::{CubeProblem, CubeTiling};
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::MlaDecodeTiling;
@@ -252,6 +253,32 @@ fn down16(v: u64) -> u64 {
     (v / 16 * 16).max(16)
 }
 
+/// The `TCubeTiling` of one of the kernel's per-task products `[m, k] x [k, n]` (one core's whole
+/// problem) with the given base block and element size.
+pub(crate) fn task_cube(
+    kernel: &'static str,
+    (m, n, k): (u64, u64, u64),
+    base: (u64, u64, u64),
+    elem: u64,
+) -> Result<CubeTiling> {
+    CubeTiling::new(
+        kernel,
+        CubeProblem {
+            org_m: m,
+            org_n: n,
+            org_k: k,
+            single_m: m,
+            single_n: n,
+            single_k: k,
+            used_cores: 1,
+            base,
+            a_bytes: elem,
+            b_bytes: elem,
+            bias: false,
+        },
+    )
+}
+
 impl MlaDecodeTiling {
     /// Tiles the decode of `d` planned by `plan` on `budget.cores` blocks (cube cores, each with the
     /// UB of a vector core): the rows of the UB slabs of the softmax and the combine (as many as fit,
@@ -348,6 +375,18 @@ impl MlaDecodeTiling {
         let qk_base_k = down16(L0AB / (base_m.max(qk_base_n) * sz)).min(256);
         let pv_base_n = round_up(d.latent_dim, 16).min(l0c_n);
         let pv_base_k = down16(L0AB / (base_m.max(pv_base_n) * sz)).min(256);
+        let qk_cube = task_cube(
+            K,
+            (g, pitch, d.latent_dim),
+            (base_m, qk_base_n, qk_base_k),
+            sz,
+        )?;
+        let pv_cube = task_cube(
+            K,
+            (g, d.latent_dim, pitch),
+            (base_m, pv_base_n, pv_base_k),
+            sz,
+        )?;
         let blocks = u64::from(plan.tasks.min(budget.cores).max(1));
         let scratch = blocks * g * pitch * (4 + sz);
         let partial_at = round_up(scratch, UB_BLOCK);
@@ -378,6 +417,8 @@ impl MlaDecodeTiling {
             ws_partial_at_hi: (partial_at >> 32) as u32,
             mutation: mutation(),
             reserved: 0,
+            qk_cube,
+            pv_cube,
         })
     }
 

@@ -13,6 +13,7 @@
 //! token counts, so a mismatch can only make it skip or misplace work inside its own outputs.
 
 use crate::tiling::{invalid, round_up, to_u32, UB_BLOCK};
+use crate::tiling_mla::task_cube;
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::MlaPrefillTiling;
@@ -209,6 +210,18 @@ impl MlaPrefillTiling {
         let qk_base_k = down16(L0AB / (base_m.max(qk_base_n) * sz)).min(256);
         let pv_base_n = round_up(d.dv, 16).min(256);
         let pv_base_k = down16(L0AB / (base_m.max(pv_base_n) * sz)).min(256);
+        let qk_cube = task_cube(
+            K,
+            (block_m, BLOCK_N, d.dn),
+            (base_m, qk_base_n, qk_base_k),
+            sz,
+        )?;
+        let pv_cube = task_cube(
+            K,
+            (block_m, d.dv, BLOCK_N),
+            (base_m, pv_base_n, pv_base_k),
+            sz,
+        )?;
         let u = |what: &str, v: u64| to_u32(K, what, v);
         Ok(MlaPrefillTiling {
             batch: u("batch", lq.len() as u64)?,
@@ -253,6 +266,8 @@ impl MlaPrefillTiling {
             pv_base_k: pv_base_k as u32,
             mutation: mutation(),
             reserved: 0,
+            qk_cube,
+            pv_cube,
         })
     }
 

@@ -22,7 +22,7 @@ use crate::tiling::{
     invalid, largest_fit, round_up, split, to_u32, FRACTAL, GM_BYTES_PER_CORE_CYCLE,
     MAX_ROWS_PER_COPY, UB_BLOCK,
 };
-use crate::tiling_cube::SYS_WORKSPACE_BYTES;
+use crate::tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::{
@@ -464,6 +464,38 @@ fn base_sizes(single_m: u64, single_n: u64, k: u64) -> (u32, u32, u32) {
     )
 }
 
+/// The `TCubeTiling` of one grouped GEMM task (`single_m x single_n x k` out of `[rows, n, k]`), sized
+/// for 4-byte inputs: an upper bound for every element type the kernels take (f32, f16, bf16, and the
+/// FP8 kernels' dequantized panels), so the Matmul's own check with its real types passes as well.
+#[allow(clippy::too_many_arguments)]
+fn grouped_cube(
+    kernel: &'static str,
+    rows: u64,
+    n: u64,
+    k: u64,
+    single_m: u64,
+    single_n: u64,
+    base: (u32, u32, u32),
+    cores: u32,
+) -> Result<CubeTiling> {
+    CubeTiling::new(
+        kernel,
+        CubeProblem {
+            org_m: rows,
+            org_n: n,
+            org_k: k,
+            single_m,
+            single_n,
+            single_k: k,
+            used_cores: u64::from(cores),
+            base: (u64::from(base.0), u64::from(base.1), u64::from(base.2)),
+            a_bytes: 4,
+            b_bytes: 4,
+            bias: false,
+        },
+    )
+}
+
 /// Upper bound of the tasks of a grouped GEMM. With `g` non-empty groups of m_i rows,
 /// sum ceil(m_i / single_m) = sum (floor((m_i - 1) / single_m) + 1) <= floor((rows - g) / single_m) + g,
 /// which grows with g, so g = min(groups, rows) bounds it; times the n-tiles.
@@ -515,6 +547,16 @@ impl GroupedMatmulTiling {
         };
         let single_n = grouped_single_n(rows, groups, single_m, phase, n, budget.cores);
         let (base_m, base_n, base_k) = base_sizes(single_m, single_n, k);
+        let cube = grouped_cube(
+            K,
+            rows,
+            n,
+            k,
+            single_m,
+            single_n,
+            (base_m, base_n, base_k),
+            budget.cores,
+        )?;
         Ok(GroupedMatmulTiling {
             rows: rows as u32,
             groups: groups as u32,
@@ -526,6 +568,7 @@ impl GroupedMatmulTiling {
             base_m,
             base_n,
             base_k,
+            cube,
         })
     }
 
@@ -610,6 +653,26 @@ impl ExpertFfnTiling {
         let per_row = round_up(single_n1, FRACTAL) * per_col;
         let cap = single_m.min(u64::from(MAX_ROWS_PER_COPY)) as u32;
         let swiglu_rows = largest_fit(K, 0, per_row, cap, budget.ub_bytes)?;
+        let cube_up = grouped_cube(
+            K,
+            rows,
+            inter,
+            hidden,
+            single_m,
+            single_n1,
+            (base_m, base_n1, base_k1),
+            budget.cores,
+        )?;
+        let cube_down = grouped_cube(
+            K,
+            rows,
+            hidden,
+            inter,
+            single_m,
+            single_n2,
+            (base_m, base_n2, base_k2),
+            budget.cores,
+        )?;
         Ok(ExpertFfnTiling {
             rows: rows as u32,
             groups: groups as u32,
@@ -625,6 +688,8 @@ impl ExpertFfnTiling {
             base_n2,
             base_k2,
             swiglu_rows,
+            cube_up,
+            cube_down,
         })
     }
 
@@ -1033,6 +1098,45 @@ mod tests {
             ExpertFfnTiling::new(64, 2, 64, 256, MoeList::Count, KernelDtype::F32, small).unwrap();
         assert!(t.single_n1 <= 32 && t.single_n1.is_multiple_of(16), "{t:?}");
         assert!(t.ub_bytes(KernelDtype::F32) <= 896);
+    }
+
+    #[test]
+    fn grouped_tilings_carry_their_cube_tiling() {
+        // The Matmul's TCubeTiling comes from the host tiling: one task's block, the tiling's bases,
+        // within the cube's buffers for every element type (4-byte inputs bound them all).
+        for (rows, groups, n, k) in [
+            (1, 1, 16, 16),
+            (128, 8, 2048, 7168),
+            (4096, 256, 7168, 2048),
+        ] {
+            let g = GroupedMatmulTiling::new(rows, groups, n, k, MoeList::Count, C).unwrap();
+            let c = g.cube;
+            assert_eq!(
+                (c.M, c.N, c.Ka, c.singleCoreM, c.singleCoreN, c.singleCoreK),
+                (
+                    rows as i32,
+                    n as i32,
+                    k as i32,
+                    g.single_m as i32,
+                    g.single_n as i32,
+                    k as i32
+                )
+            );
+            assert_eq!(
+                (c.baseM, c.baseN, c.baseK),
+                (g.base_m as i32, g.base_n as i32, g.base_k as i32)
+            );
+            for bytes in [2, 4] {
+                c.validate("grouped_matmul", bytes, bytes).unwrap();
+            }
+            let f = ExpertFfnTiling::new(rows, groups, k, n, MoeList::Count, KernelDtype::F32, C)
+                .unwrap();
+            assert_eq!(f.cube_up.singleCoreN, f.single_n1 as i32);
+            assert_eq!(f.cube_down.singleCoreN, f.single_n2 as i32);
+            assert_eq!((f.cube_up.Ka, f.cube_down.Ka), (k as i32, n as i32));
+            f.cube_up.validate("expert_ffn", 4, 4).unwrap();
+            f.cube_down.validate("expert_ffn", 4, 4).unwrap();
+        }
     }
 
     #[test]

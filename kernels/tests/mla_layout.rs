@@ -2,8 +2,8 @@
 //! (`src/tiling_mla.rs`): size and every field offset as the C compiler lays them out (printed by
 //! `build/layout_probe.c` at build time), and the bytes the launcher passes.
 use dsnpu_kernels::{
-    ArgmaxTiling, GatherRowsTiling, MlaCacheWriteTiling, MlaDecodeTiling, MlaPrefillTiling,
-    SampleTopPTiling, Tiling,
+    ArgmaxTiling, CubeTiling, GatherRowsTiling, MlaCacheWriteTiling, MlaDecodeTiling,
+    MlaPrefillTiling, SampleTopPTiling, Tiling,
 };
 use std::mem::{offset_of, size_of};
 
@@ -51,6 +51,8 @@ fn mla_tiling_layout_matches_the_c_header() {
                 ws_partial_at_hi,
                 mutation,
                 reserved,
+                qk_cube,
+                pv_cube,
             ]
         ),
         rust_layout!(
@@ -99,6 +101,8 @@ fn mla_tiling_layout_matches_the_c_header() {
                 pv_base_k,
                 mutation,
                 reserved,
+                qk_cube,
+                pv_cube,
             ]
         ),
         rust_layout!(
@@ -166,8 +170,8 @@ fn mla_tiling_layout_matches_the_c_header() {
         assert_eq!(csize, rsize, "{cname} size");
         assert_eq!(cfields.to_vec(), *rfields, "{cname} fields");
     }
-    // 26 four-byte fields, no padding.
-    assert_eq!(size_of::<MlaDecodeTiling>(), 104);
+    // 26 four-byte fields and two TCubeTilings (33 int32 each), no padding.
+    assert_eq!(size_of::<MlaDecodeTiling>(), 104 + 2 * 132);
     assert_eq!(size_of::<MlaCacheWriteTiling>(), 40);
 }
 
@@ -200,7 +204,16 @@ fn tiling_bytes_are_the_fields_in_order() {
         ws_partial_at_hi: 24,
         mutation: 25,
         reserved: 26,
+        qk_cube: CubeTiling {
+            M: 27,
+            ..CubeTiling::default()
+        },
+        pv_cube: CubeTiling {
+            usedCoreNum: 28,
+            ..CubeTiling::default()
+        },
     };
+    let cube_bytes = |c: &CubeTiling| c.as_bytes().to_vec();
     let want: Vec<u8> = (1u32..=26)
         .flat_map(|v| {
             if v == 9 {
@@ -209,6 +222,11 @@ fn tiling_bytes_are_the_fields_in_order() {
                 v.to_ne_bytes()
             }
         })
+        .chain(cube_bytes(&t.qk_cube))
+        .chain(cube_bytes(&t.pv_cube))
         .collect();
+    // TCubeTiling's first two fields are usedCoreNum and M.
+    assert_eq!(&want[26 * 4 + 4..26 * 4 + 8], &27i32.to_ne_bytes());
+    assert_eq!(&want[26 * 4 + 132..26 * 4 + 136], &28i32.to_ne_bytes());
     assert_eq!(t.as_bytes(), want.as_slice());
 }

@@ -63,7 +63,7 @@ fn moe_tiling_layouts_match_the_c_header() {
         rust_layout!(
             GroupedMatmulTiling,
             "DsnpuGroupedMatmulTiling",
-            [rows, groups, n, k, list_type, single_m, single_n, base_m, base_n, base_k]
+            [rows, groups, n, k, list_type, single_m, single_n, base_m, base_n, base_k, cube]
         ),
         rust_layout!(
             ExpertFfnTiling,
@@ -82,7 +82,9 @@ fn moe_tiling_layouts_match_the_c_header() {
                 single_n2,
                 base_n2,
                 base_k2,
-                swiglu_rows
+                swiglu_rows,
+                cube_up,
+                cube_down
             ]
         ),
         rust_layout!(

@@ -184,13 +184,15 @@ typedef struct DsnpuGroupedMatmulTiling {
     uint32_t base_m;
     uint32_t base_n;
     uint32_t base_k;
+    DsnpuCubeTiling cube; /* one task's Matmul (single_m x single_n x k), from tiling_moe.rs */
 } DsnpuGroupedMatmulTiling;
 
 /* expert_ffn_<t>: y = (silu(x w_gate^T) * (x w_up^T)) w_down^T per group, w_gate/w_up [groups, inter, hidden],
  * w_down [groups, hidden, inter]. Phase 1 deals (group, m-tile, inter-tile) tasks of single_m x single_n1
  * (gate and up GEMMs into f32 workspace, then SwiGLU in UB tiles of swiglu_rows rows into the intermediate
  * h, rounded to t); after SyncAll, phase 2 deals (group, m-tile, hidden-tile) tasks of single_m x single_n2
- * (the down GEMM). Workspace: rows * inter * (4 + 4 + sizeof(t)) bytes (gate f32, up f32, h). */
+ * (the down GEMM). Workspace: the system workspace, then rows * inter * (4 + 4 + sizeof(t)) bytes (gate f32,
+ * up f32, h). */
 typedef struct DsnpuExpertFfnTiling {
     uint32_t rows;
     uint32_t groups;
@@ -206,6 +208,8 @@ typedef struct DsnpuExpertFfnTiling {
     uint32_t base_n2;
     uint32_t base_k2;
     uint32_t swiglu_rows;
+    DsnpuCubeTiling cube_up;   /* gate and up: single_m x single_n1 x hidden, from tiling_moe.rs */
+    DsnpuCubeTiling cube_down; /* down: single_m x single_n2 x inter */
 } DsnpuExpertFfnTiling;
 
 /* moe_finalize_routing_<t>: out[t] = sum_k weights[t, k] * y[expanded_row_idx[t * top_k + k]] (+ shared[t])
@@ -259,6 +263,8 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t ws_partial_at_hi;
     uint32_t mutation;
     uint32_t reserved;
+    DsnpuCubeTiling qk_cube; /* scores: [s_q * heads, pitch] = q [.., latent_dim] x cache^T (tiling_mla.rs) */
+    DsnpuCubeTiling pv_cube; /* partial: [s_q * heads, latent_dim] = P [.., pitch] x cache */
 } DsnpuMlaDecodeTiling;
 
 /* mla_prefill_<t>: flash-style causal attention over packed variable-length sequences (the expanded
@@ -310,6 +316,8 @@ typedef struct DsnpuMlaPrefillTiling {
     uint32_t pv_base_k;
     uint32_t mutation;
     uint32_t reserved;
+    DsnpuCubeTiling qk_cube; /* scores: [block_m, block_n] over dn (tiling_mla_prefill.rs) */
+    DsnpuCubeTiling pv_cube; /* output: [block_m, dv] over block_n */
 } DsnpuMlaPrefillTiling;
 
 /* mla_cache_write_<t>: the fused MLA cache write. For token t of kv [tokens, kv_stride] (the

@@ -38,6 +38,7 @@
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
 #include "lib/matmul_intf.h"
+#include "dsnpu_kernels/cube_tiling.h"
 
 using namespace AscendC;
 using namespace dsnpu_kernels;
@@ -46,24 +47,6 @@ namespace {
 
 constexpr float NEG_INF = -__builtin_inff();
 constexpr float MUTATE = 1.001f;
-
-__aicore__ inline TCubeTiling MlaCubeTiling(uint32_t m, uint32_t n, uint32_t k, uint32_t baseM, uint32_t baseN,
-                                            uint32_t baseK) {
-    TCubeTiling c;
-    c.usedCoreNum = 1;
-    c.M = static_cast<int32_t>(m);
-    c.N = static_cast<int32_t>(n);
-    c.Ka = static_cast<int32_t>(k);
-    c.Kb = static_cast<int32_t>(k);
-    c.singleCoreM = static_cast<int32_t>(m);
-    c.singleCoreN = static_cast<int32_t>(n);
-    c.singleCoreK = static_cast<int32_t>(k);
-    c.baseM = static_cast<int32_t>(baseM);
-    c.baseN = static_cast<int32_t>(baseN);
-    c.baseK = static_cast<int32_t>(baseK);
-    c.isBias = 0;
-    return c;
-}
 
 template <typename T>
 class KernelMlaDecode {
@@ -105,8 +88,8 @@ public:
         mlWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial + perTask * t.tasks * sizeof(float)),
                               2 * static_cast<uint64_t>(G_) * t.tasks);
 
-        qk_ = MlaCubeTiling(G_, t.pitch, t.latent_dim, t.qk_base_m, t.qk_base_n, t.qk_base_k);
-        pv_ = MlaCubeTiling(G_, t.latent_dim, t.pitch, t.pv_base_m, t.pv_base_n, t.pv_base_k);
+        qk_ = ToCubeTiling(t.qk_cube);
+        pv_ = ToCubeTiling(t.pv_cube);
         REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmQk_, &qk_, mmPv_, &pv_);
     }
 

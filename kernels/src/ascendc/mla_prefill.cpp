@@ -44,6 +44,7 @@
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
 #include "lib/matmul_intf.h"
+#include "dsnpu_kernels/cube_tiling.h"
 
 using namespace AscendC;
 using namespace dsnpu_kernels;
@@ -53,24 +54,6 @@ namespace {
 constexpr float NEG_INF = -__builtin_inff();
 constexpr float MUTATE = 1.001f;
 constexpr uint32_t MAX_BLOCK_M = 128;
-
-__aicore__ inline TCubeTiling PrefillCubeTiling(uint32_t m, uint32_t n, uint32_t k, uint32_t baseM, uint32_t baseN,
-                                                uint32_t baseK) {
-    TCubeTiling c;
-    c.usedCoreNum = 1;
-    c.M = static_cast<int32_t>(m);
-    c.N = static_cast<int32_t>(n);
-    c.Ka = static_cast<int32_t>(k);
-    c.Kb = static_cast<int32_t>(k);
-    c.singleCoreM = static_cast<int32_t>(m);
-    c.singleCoreN = static_cast<int32_t>(n);
-    c.singleCoreK = static_cast<int32_t>(k);
-    c.baseM = static_cast<int32_t>(baseM);
-    c.baseN = static_cast<int32_t>(baseN);
-    c.baseK = static_cast<int32_t>(baseK);
-    c.isBias = 0;
-    return c;
-}
 
 template <typename T>
 class KernelMlaPrefill {
@@ -107,8 +90,8 @@ public:
         pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine + sElems * sizeof(float)), sElems);
         oWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine + sElems * (sizeof(float) + sizeof(T))), oElems);
 
-        qk_ = PrefillCubeTiling(t.block_m, t.block_n, t.dn, t.qk_base_m, t.qk_base_n, t.qk_base_k);
-        pv_ = PrefillCubeTiling(t.block_m, t.dv, t.block_n, t.pv_base_m, t.pv_base_n, t.pv_base_k);
+        qk_ = ToCubeTiling(t.qk_cube);
+        pv_ = ToCubeTiling(t.pv_cube);
         REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmQk_, &qk_, mmPv_, &pv_);
     }
 

@@ -36,29 +36,12 @@
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
 #include "lib/matmul_intf.h"
+#include "dsnpu_kernels/cube_tiling.h"
 
 using namespace AscendC;
 using namespace dsnpu_kernels;
 
 namespace {
-
-__aicore__ inline TCubeTiling CubeTiling(uint32_t m, uint32_t n, uint32_t k, uint32_t singleM, uint32_t singleN,
-                                         uint32_t baseM, uint32_t baseN, uint32_t baseK) {
-    TCubeTiling c;
-    c.usedCoreNum = static_cast<int32_t>(GetBlockNum());
-    c.M = static_cast<int32_t>(m);
-    c.N = static_cast<int32_t>(n);
-    c.Ka = static_cast<int32_t>(k);
-    c.Kb = static_cast<int32_t>(k);
-    c.singleCoreM = static_cast<int32_t>(singleM);
-    c.singleCoreN = static_cast<int32_t>(singleN);
-    c.singleCoreK = static_cast<int32_t>(k);
-    c.baseM = static_cast<int32_t>(baseM);
-    c.baseN = static_cast<int32_t>(baseN);
-    c.baseK = static_cast<int32_t>(baseK);
-    c.isBias = 0;
-    return c;
-}
 
 // One task of a grouped GEMM: rows [row0, row0 + m) of group `group`, columns [col0, col0 + n).
 struct Task {
@@ -146,7 +129,7 @@ __aicore__ inline void GroupedMatmul(GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM
     yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), static_cast<uint64_t>(t.rows) * t.n);
     listGm.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
 
-    TCubeTiling cube = CubeTiling(t.rows, t.n, t.k, t.single_m, t.single_n, t.base_m, t.base_n, t.base_k);
+    TCubeTiling cube = ToCubeTiling(t.cube);
     TPipe pipe;
     Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, W, true>,
            MatmulType<TPosition::GM, CubeFormat::ND, T>>
@@ -252,8 +235,8 @@ public:
         gateWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(ws), rows * inter);
         upWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(ws) + rows * inter, rows * inter);
         hWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(ws + 2 * rows * inter * sizeof(float)), rows * inter);
-        up = CubeTiling(t.rows, t.inter, t.hidden, t.single_m, t.single_n1, t.base_m, t.base_n1, t.base_k1);
-        down = CubeTiling(t.rows, t.hidden, t.inter, t.single_m, t.single_n2, t.base_m, t.base_n2, t.base_k2);
+        up = ToCubeTiling(t.cube_up);
+        down = ToCubeTiling(t.cube_down);
     }
 
     // A vector core (after REGIST_MATMUL_OBJ made mmUp and mmDown its clients): both phases.
@@ -350,16 +333,18 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
 // (dsnpu-model's checkpoint::fp8) rounded to t.
 //
 // Accumulator: with t = f32 the chunks accumulate in y (or the f32 gate/up workspace) directly; with a
-// 16-bit t they accumulate in a per-block f32 tile [single_m, single_n] in the workspace that the vector
-// unit then rounds to t into y. Workspace per block (after expert_ffn's gate/up/h): the panel
-// round_up(single_n * 128 * sizeof(t), 32) bytes, then (16-bit t) the f32 tile single_m * single_n * 4.
-// GM ordering inside a block (panel written on MTE3, read by the cube; C written on FIX, read on MTE2)
-// uses PipeBarrier<PIPE_ALL> between the stages.
+// 16-bit t they accumulate in a per-vector-core f32 tile [single_m, single_n] in the workspace that the vector
+// unit then rounds to t into y. Workspace per vector core (after the system workspace and expert_ffn's
+// gate/up/h): the panel round_up(single_n * 128 * sizeof(t), 32) bytes, then (16-bit t) the f32 tile
+// single_m * single_n * 4.
 //
-// These are plain launches, like grouped_matmul: on the host the block's thread runs the dequantization
-// and the Matmul; on a dav-c220 AI Core the dequantization belongs on the vector cores of a mix launch
-// with cross-core flags around the panel, which is not written yet.
-// UB per block: DQ_ROWS x 128 x (1 + 2 + 4 + 4 + sizeof(t)) bytes + the 1 KiB table (123,904 bytes at most;
+// All three are 1:2 mix kernels built like expert_ffn: the vector cores take the tasks (VectorWorker),
+// dequantize the panels and drive their cube core's Matmul through REGIST_MATMUL_OBJ; expert_ffn_fp8's
+// vector cores meet in SyncAll between its phases. A request is ordered after what the vector core's
+// scalar unit waited for, so the PipeBarrier<PIPE_ALL> after each panel (written on MTE3) orders it
+// before the cube loads it, and the reply orders C (written on FIX) before the vector core reads it.
+// The two vector cores of a block take turns on the cube: one dequantizes while the other's product runs.
+// UB per vector core: DQ_ROWS x 128 x (1 + 2 + 4 + 4 + sizeof(t)) bytes + the 1 KiB table (123,904 bytes at most;
 // expert_ffn_fp8 sizes its SwiGLU rows to the rest).
 
 constexpr uint32_t FP8_BLOCK = 128;  // rows and columns of weight per scale (DeepSeek-V3's weight_block_size)
@@ -545,7 +530,18 @@ public:
     GlobalTensor<float> tile_;
 };
 
-// linear_fp8 (hasList false: one group of all rows, group_list unused) and grouped_matmul_fp8.
+// The vector cores' deal of a mix launch: worker sub * blocks + block of 2 * blocks, so consecutive
+// tasks reach different cube cores first.
+__aicore__ inline uint64_t VectorWorker() {
+    return static_cast<uint64_t>(GetSubBlockIdx()) * static_cast<uint64_t>(GetBlockNum()) +
+           static_cast<uint64_t>(GetBlockIdx() / GetTaskRation());
+}
+__aicore__ inline uint64_t VectorWorkers() {
+    return static_cast<uint64_t>(GetBlockNum()) * static_cast<uint64_t>(GetTaskRation());
+}
+
+// linear_fp8 (hasList false: one group of all rows, group_list unused) and grouped_matmul_fp8: 1:2 mix
+// kernels whose vector cores take the tasks, dequantize the panels and drive their cube core's Matmul.
 template <typename T>
 __aicore__ inline void GroupedMatmulFp8(GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_ADDR groupList, GM_ADDR y,
                                         GM_ADDR workspace, GM_ADDR tiling, bool hasList) {
@@ -562,15 +558,18 @@ __aicore__ inline void GroupedMatmulFp8(GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_
     yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), static_cast<uint64_t>(t.rows) * t.n);
     if (hasList) listGm.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
 
-    TCubeTiling cube = CubeTiling(t.rows, t.n, t.k, t.single_m, t.single_n, t.base_m, t.base_n, Min(t.base_k, FP8_BLOCK));
+    // The host's base K (at most 64) lies within one 128-column scale block, as each chunk needs.
+    TCubeTiling cube = ToCubeTiling(t.cube);
     TPipe pipe;
     typename Fp8Gemm<T>::Mm mm;
+    // The cube core serves the vector cores' requests here and returns when both are done.
     REGIST_MATMUL_OBJ(&pipe, GetSysWorkSpacePtr(), mm, &cube);
     Fp8Gemm<T> gemm;
-    gemm.Init(pipe, workspace + GetBlockIdx() * Fp8Gemm<T>::BlockBytes(t.single_m, t.single_n), t.single_m,
+    gemm.Init(pipe, workspace + VectorWorker() * Fp8Gemm<T>::BlockBytes(t.single_m, t.single_n), t.single_m,
               t.single_n);
     GroupTasks tasks;
     tasks.Init(listGm, t.groups, t.rows, t.list_type, t.single_m, t.n, t.single_n, hasList);
+    tasks.DealOver(VectorWorkers(), VectorWorker());
     Task task;
     while (tasks.Next(task)) {
         const uint64_t g = task.group;
@@ -605,30 +604,30 @@ public:
         upWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(workspace) + rows * inter, rows * inter);
         hWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(workspace + 2 * rows * inter * sizeof(float)), rows * inter);
         const uint64_t shared = (rows * inter * (8 + sizeof(T)) + UB_BLOCK - 1) / UB_BLOCK * UB_BLOCK;
-        const uint32_t singleN = t.single_n1 > t.single_n2 ? t.single_n1 : t.single_n2;
-        gemm_.Init(pipe_, workspace + shared + GetBlockIdx() * Fp8Gemm<T>::BlockBytes(t.single_m, singleN),
-                   t.single_m, singleN);
-
-        up_ = CubeTiling(t.rows, t.inter, t.hidden, t.single_m, t.single_n1, t.base_m, t.base_n1,
-                         Min(t.base_k1, FP8_BLOCK));
-        down_ = CubeTiling(t.rows, t.hidden, t.inter, t.single_m, t.single_n2, t.base_m, t.base_n2,
-                           Min(t.base_k2, FP8_BLOCK));
-        REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmUp_, &up_, mmDown_, &down_);
-
-        swiglu_.Init(pipe_, gateWs_, upWs_, hWs_, t.inter, t.single_n1, t.swiglu_rows);
+        gemmWs_ = workspace + shared;
+        // The host's base K (at most 64) is within one 128-column scale block, as each chunk needs.
+        up = ToCubeTiling(t.cube_up);
+        down = ToCubeTiling(t.cube_down);
     }
 
+    // A vector core (after REGIST_MATMUL_OBJ made mmUp and mmDown its clients): both phases.
     __aicore__ inline void Process() {
+        const uint32_t singleN = t_.single_n1 > t_.single_n2 ? t_.single_n1 : t_.single_n2;
+        gemm_.Init(pipe, gemmWs_ + VectorWorker() * Fp8Gemm<T>::BlockBytes(t_.single_m, singleN), t_.single_m,
+                   singleN);
+        swiglu_.Init(pipe, gateWs_, upWs_, hWs_, t_.inter, t_.single_n1, t_.swiglu_rows);
         Task task;
         GroupTasks first;
         first.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.inter, t_.single_n1, hasList_);
+        first.DealOver(VectorWorkers(), VectorWorker());
         while (first.Next(task)) GateUp(task);
-        SyncAll<false>();  // phase 2 needs whole rows of h, produced by many blocks
+        SyncAll();  // phase 2 needs whole rows of h, produced by many vector cores
         GroupTasks second;
         second.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.hidden, t_.single_n2, hasList_);
+        second.DealOver(VectorWorkers(), VectorWorker());
         while (second.Next(task)) {
             const uint64_t g = task.group;
-            gemm_.Product(mmDown_, hWs_[static_cast<uint64_t>(task.row0) * t_.inter], task.m,
+            gemm_.Product(mmDown, hWs_[static_cast<uint64_t>(task.row0) * t_.inter], task.m,
                           wDownGm_[g * t_.hidden * t_.inter], sDownGm_[g * sUpLen_], task.col0, task.n, t_.inter,
                           yGm_[static_cast<uint64_t>(task.row0) * t_.hidden + task.col0], t_.hidden);
         }
@@ -640,23 +639,27 @@ private:
         const uint64_t c = static_cast<uint64_t>(task.row0) * t_.inter + task.col0;
         const GlobalTensor<T> a = xGm_[static_cast<uint64_t>(task.row0) * t_.hidden];
         const uint64_t w = g * t_.inter * t_.hidden;
-        gemm_.Accumulate(mmUp_, a, task.m, wGateGm_[w], sGateGm_[g * sUpLen_], task.col0, task.n, t_.hidden,
+        gemm_.Accumulate(mmUp, a, task.m, wGateGm_[w], sGateGm_[g * sUpLen_], task.col0, task.n, t_.hidden,
                          gateWs_[c], t_.inter);
-        gemm_.Accumulate(mmUp_, a, task.m, wUpGm_[w], sUpGm_[g * sUpLen_], task.col0, task.n, t_.hidden, upWs_[c],
+        gemm_.Accumulate(mmUp, a, task.m, wUpGm_[w], sUpGm_[g * sUpLen_], task.col0, task.n, t_.hidden, upWs_[c],
                          t_.inter);
         for (uint32_t r0 = 0; r0 < task.m; r0 += t_.swiglu_rows) {
             swiglu_.Run(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
         }
     }
 
-    TPipe pipe_;
+public:
+    TPipe pipe;
+    TCubeTiling up, down;
+    Mm mmUp, mmDown;
+
+private:
     SwiGluStage<T> swiglu_;
     GlobalTensor<T> xGm_, yGm_, hWs_;
     GlobalTensor<uint8_t> wGateGm_, wUpGm_, wDownGm_;
     GlobalTensor<float> sGateGm_, sUpGm_, sDownGm_, gateWs_, upWs_;
     GlobalTensor<int64_t> listGm_;
-    TCubeTiling up_, down_;
-    Mm mmUp_, mmDown_;
+    GM_ADDR gemmWs_ = nullptr;
     Fp8Gemm<T> gemm_;
     DsnpuExpertFfnTiling t_{};
     uint64_t sUpLen_ = 0;
@@ -667,12 +670,12 @@ template <typename T>
 __aicore__ inline void ExpertFfnFp8(GM_ADDR x, GM_ADDR wGate, GM_ADDR sGate, GM_ADDR wUp, GM_ADDR sUp, GM_ADDR wDown,
                                     GM_ADDR sDown, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuExpertFfnTiling, t, tiling);
-    if (t.single_m == 0 || t.single_n1 == 0 || t.single_n2 == 0 || t.swiglu_rows == 0 || t.rows == 0) {
-        SyncAll<false>();  // every block meets the others' barrier
-        return;
-    }
+    // The same tiling on every core: all return here, or none.
+    if (t.single_m == 0 || t.single_n1 == 0 || t.single_n2 == 0 || t.swiglu_rows == 0 || t.rows == 0) return;
     KernelExpertFfnFp8<T> op;
     op.Init(x, wGate, sGate, wUp, sUp, wDown, sDown, groupList, y, GetUserWorkspace(workspace), t);
+    // The cube core serves the vector cores' Matmul requests here and returns when both are done.
+    REGIST_MATMUL_OBJ(&op.pipe, GetSysWorkSpacePtr(), op.mmUp, &op.up, op.mmDown, &op.down);
     op.Process();
 }
 
@@ -717,15 +720,18 @@ DSNPU_GROUPED_MATMUL(bf16, bfloat16_t)
 #define DSNPU_FP8_WEIGHTS(suffix, type)                                                                          \
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(linear_fp8_##suffix)(                                      \
         GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {                      \
+        KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);                                                      \
         GroupedMatmulFp8<type>(x, w, scale, nullptr, y, GetUserWorkspace(workspace), tiling, false);               \
     }                                                                                                               \
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(grouped_matmul_fp8_##suffix)(                              \
         GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {   \
+        KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);                                                      \
         GroupedMatmulFp8<type>(x, w, scale, groupList, y, GetUserWorkspace(workspace), tiling, true);              \
     }                                                                                                               \
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(expert_ffn_fp8_##suffix)(                                  \
         GM_ADDR x, GM_ADDR wGate, GM_ADDR sGate, GM_ADDR wUp, GM_ADDR sUp, GM_ADDR wDown, GM_ADDR sDown,          \
         GM_ADDR groupList, GM_ADDR y, GM_ADDR workspace, GM_ADDR tiling) {                                        \
+        KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);                                                      \
         ExpertFfnFp8<type>(x, wGate, sGate, wUp, sUp, wDown, sDown, groupList, y, workspace, tiling);             \
     }
 

@@ -18,6 +18,7 @@ use super::{KernelLibrary, Launched};
 use crate::tiling::{invalid, round_up};
 use crate::{
     CoreBudget, ExpertFfnTiling, GroupedMatmulTiling, Kernel, KernelDtype, MoeList, Result,
+    SYS_WORKSPACE_BYTES,
 };
 
 /// Rows and columns of weight per block scale (DeepSeek-V3's `weight_block_size`).
@@ -163,7 +164,9 @@ fn fp8_gemm<T: KernelElem>(
     let symbol = kernel.symbol(T::DTYPE);
     let f = lib.function(kernel, T::DTYPE)?;
     let blocks = tiling.block_dim(cube);
-    let ws_bytes = u64::from(blocks) * block_bytes(T::DTYPE, tiling.single_m, tiling.single_n);
+    // The system workspace, then one panel (and tile) per vector core: two per block.
+    let ws_bytes = SYS_WORKSPACE_BYTES
+        + 2 * u64::from(blocks) * block_bytes(T::DTYPE, tiling.single_m, tiling.single_n);
     let mut ws = workspace(name, symbol, stream, ws_bytes)?;
     let mut b = f.builder(stream);
     b.arg(x).arg(w.codes).arg(w.scale);
@@ -175,8 +178,8 @@ fn fp8_gemm<T: KernelElem>(
     // bytes and scale groups x ceil(n/128) x ceil(k/128) f32 (checked above), the sizes the kernel
     // gives its GlobalTensors; a list is read as in grouped_matmul (`groups` entries from `first` on,
     // checked by check_window; rows clamped to [0, rows]); without one, groups is 1 and no list is
-    // read. Written: y and the workspace (arg_mut), which holds block_bytes() for each of the `blocks`
-    // blocks (block i uses [i·b, (i+1)·b)).
+    // read. A 1:2 mix launch. Written: y and the workspace (arg_mut): the system workspace, then
+    // block_bytes() for each of the 2·`blocks` vector cores (worker i uses [i·b, (i+1)·b) after it).
     unsafe { b.arg_mut(y).arg_mut(&mut ws).tiling(&tiling).launch(blocks) }
         .map_err(|e| device_error(symbol, e))?;
     Ok(Launched {
@@ -187,8 +190,8 @@ fn fp8_gemm<T: KernelElem>(
 }
 
 /// [`super::expert_ffn`] with FP8 gate, up (`[groups, inter, hidden]`) and down (`[groups, hidden,
-/// inter]`) weights and their block scales. The workspace holds the f32 gate/up and `t` h
-/// `[rows, inter]` as for the 16-bit kernel, then one FP8 panel (and f32 tile) per block.
+/// inter]`) weights and their block scales. The workspace holds the system workspace and the f32 gate/up
+/// and `t` h `[rows, inter]` as for the 16-bit kernel, then one FP8 panel (and f32 tile) per vector core.
 ///
 /// `group_list` `None`: one group of all `rows` rows, no list read (`groups` must be 1): a dense MLP
 /// or a shared expert, whose gate and up cannot be stacked into one FP8 matrix unless `inter` is a
@@ -254,15 +257,18 @@ pub fn expert_ffn_fp8<T: KernelElem>(
     let blocks = tiling.block_dim(budget);
     let shared = round_up(tiling.intermediate_bytes(T::DTYPE), 32);
     let single_n = tiling.single_n1.max(tiling.single_n2);
-    let ws_bytes = shared + u64::from(blocks) * block_bytes(T::DTYPE, tiling.single_m, single_n);
+    let ws_bytes = SYS_WORKSPACE_BYTES
+        + shared
+        + 2 * u64::from(blocks) * block_bytes(T::DTYPE, tiling.single_m, single_n);
     let mut ws = workspace(K, symbol, stream, ws_bytes)?;
     // SAFETY: expert_ffn_fp8_<t>(x, w_gate, s_gate, w_up, s_up, w_down, s_down, group_list, y,
     // workspace, tiling); x and y hold rows x hidden elements of T, the codes groups x inter x hidden
     // bytes each and the scales their block counts (checked above), the sizes the kernel gives its
     // GlobalTensors; the list, when given, is read as in expert_ffn (checked by check_window); without
-    // one (null) the kernel reads none and takes all rows as its one group. The kernel meets at
-    // SyncAll with block_dim() <= the cube cores blocks, all resident. Written: y and the workspace:
-    // gate/up f32 and h in T ([rows, inter] each, rounded up to 32 bytes), then block_bytes() per block.
+    // one (null) the kernel reads none and takes all rows as its one group. A mix launch of
+    // block_dim() <= the cube cores blocks, all resident, so its vector cores meet at SyncAll. Written:
+    // y and the workspace: the system workspace, gate/up f32 and h in T ([rows, inter] each, rounded up
+    // to 32 bytes), then block_bytes() per vector core (two per block).
     unsafe {
         let mut args = f.builder(stream);
         args.arg(x)
