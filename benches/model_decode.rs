@@ -11,6 +11,9 @@
 //! the worst case for this rank), one shared expert; context 4096 (block size 128), batch 1, 16, 64.
 //! - `GM bytes` (both directions, workspaces included) against the minimum: every weight and the KV
 //!   cache read once, plus the layer's input and output and the new cache rows;
+//! - `HBM bytes (L2 model)`: the part of that traffic that misses the host layer's L2 model (each core a
+//!   private LRU slice of the 192 MiB L2, emptied per block: data shared between cores misses once per
+//!   core, so this is an upper bound of what a shared L2 would let through), and its ratio to the minimum;
 //! - `model µs`: the sum over launches of the 910B2 model of each launch's counters
 //!   (`dsnpu_kernels::roofline`, the same model the kernel benches use) and `roof µs`: the layer's
 //!   roofline (its minimal bytes at HBM rate against its minimal multiply-adds at cube rate).
@@ -176,6 +179,9 @@ struct Meter<'a> {
     s: &'a Stream,
     gm_read: u64,
     gm_write: u64,
+    /// The GM traffic that misses the L2 model: what reaches HBM.
+    hbm_read: u64,
+    hbm_write: u64,
     macs: u64,
     vector: u64,
     model_s: f64,
@@ -195,6 +201,8 @@ impl Meter<'_> {
         let t = c.totals;
         self.gm_read += t.gm_to_ub_bytes;
         self.gm_write += t.ub_to_gm_bytes;
+        self.hbm_read += t.hbm_read_bytes;
+        self.hbm_write += t.hbm_write_bytes;
         self.macs += t.cube_macs;
         self.vector += t.vector_elem_ops;
         self.model_s += ASCEND_910B2
@@ -590,8 +598,8 @@ fn layer_report() {
     let mut report = BenchReport::new("model_decode");
     let mut breakdown = Vec::new();
     println!("\nOne DeepSeek-V3 decoder layer, decode step, bf16, context {CTX}; modelled on one 910B2 die\n");
-    println!("| shape | launches | GM bytes | minimal B | ratio | cube MACs | vector ops | model µs | roof µs | x roof |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| shape | launches | GM bytes | minimal B | ratio | HBM bytes (L2 model) | HBM ratio | cube MACs | vector ops | model µs | roof µs | x roof |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for heads in [16usize, 128] {
         let d = Dims {
             hidden: env_usize("DSNPU_BENCH_HIDDEN", 7168),
@@ -624,6 +632,8 @@ fn layer_report() {
                 s: &s,
                 gm_read: 0,
                 gm_write: 0,
+                hbm_read: 0,
+                hbm_write: 0,
                 macs: 0,
                 vector: 0,
                 model_s: 0.0,
@@ -645,15 +655,18 @@ fn layer_report() {
                 model_us: m.model_s * 1e6,
                 roof_us: roof * 1e6,
                 bound: "sum of launches".into(),
-                hbm_read_bytes: None,
-                hbm_write_bytes: None,
+                hbm_read_bytes: Some(m.hbm_read),
+                hbm_write_bytes: Some(m.hbm_write),
             };
+            let hbm = m.hbm_read + m.hbm_write;
             println!(
-                "| {shape} | {} | {} | {} | {:.2} | {} | {} | {:.1} | {:.1} | {:.2} |",
+                "| {shape} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} | {:.1} | {:.1} | {:.2} |",
                 m.launches,
                 m.gm_read + m.gm_write,
                 minimal,
                 case.ratio(),
+                hbm,
+                hbm as f64 / minimal as f64,
                 m.macs,
                 m.vector,
                 case.model_us,

@@ -219,19 +219,19 @@ pub const KERNELS: &[KernelSpec] = &[
     ),
     kernel(
         "MlaDecode",
-        "`(q_nope, q_rope, latent, rope, block_table, seq_lens, plan, out, lse, workspace, tiling)` with [`MlaDecodeTiling`]: block_table, seq_lens and plan ([`MlaDecodePlan::words`]) i32, lse f32 `[B, H, S]`; a workspace of `workspace_bytes()`; SyncAll.",
+        "`(q_nope, q_rope, latent, rope, block_table, seq_lens, plan, out, lse, workspace, tiling)` with [`MlaDecodeTiling`]: block_table, seq_lens and plan ([`MlaDecodePlan::words`]) i32, lse f32 `[B, H, S]`; a workspace of `workspace_bytes()`; a 1:2 mix kernel whose vector cores meet in SyncAll.",
         ["mla_decode_f32", "mla_decode_f16", "mla_decode_bf16"],
         11,
         "src/ascendc/mla_decode.cpp",
-        SyncAll,
+        MixSyncAll,
     ),
     kernel(
         "MlaPrefill",
-        "`(q_nope, q_rope, k_nope, k_rope, v, cu_q, cu_k, out, lse, workspace, tiling)` with [`MlaPrefillTiling`]: cu_q and cu_k i32 `[B + 1]`, lse f32 `[H, Tq]`; a workspace of `workspace_bytes()`.",
+        "`(q_nope, q_rope, k_nope, k_rope, v, cu_q, cu_k, out, lse, workspace, tiling)` with [`MlaPrefillTiling`]: cu_q and cu_k i32 `[B + 1]`, lse f32 `[H, Tq]`; a workspace of `workspace_bytes()`; a 1:2 mix kernel.",
         ["mla_prefill_f32", "mla_prefill_f16", "mla_prefill_bf16"],
         11,
         "src/ascendc/mla_prefill.cpp",
-        Plain,
+        Mix,
     ),
     kernel(
         "MlaCacheWrite",

@@ -15,7 +15,7 @@
 //! callers with host copies validate them as dsnpu-ops' `check_mla_decode` does.
 
 use crate::tiling::{invalid, round_up, to_u32, UB_BLOCK};
-use crate::tiling_cube::{CubeProblem, CubeTiling};
+use crate::tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::MlaDecodeTiling;
@@ -387,8 +387,9 @@ impl MlaDecodeTiling {
             (base_m, pv_base_n, pv_base_k),
             sz,
         )?;
+        // Scratch per vector core: two per block of the mix launch.
         let blocks = u64::from(plan.tasks.min(budget.cores).max(1));
-        let scratch = blocks * g * pitch * (4 + sz);
+        let scratch = 2 * blocks * g * pitch * (4 + sz);
         let partial_at = round_up(scratch, UB_BLOCK);
         Ok(MlaDecodeTiling {
             batch: d.batch as u32,
@@ -450,7 +451,9 @@ impl MlaDecodeTiling {
     /// f32 partial output `[S·H, Dl]` and `(m, l)` per row.
     pub fn workspace_bytes(&self) -> u64 {
         let g = u64::from(self.s_q) * u64::from(self.heads);
-        self.partial_offset() + u64::from(self.tasks) * g * (u64::from(self.latent_dim) + 2) * 4
+        SYS_WORKSPACE_BYTES
+            + self.partial_offset()
+            + u64::from(self.tasks) * g * (u64::from(self.latent_dim) + 2) * 4
     }
 }
 

@@ -13,6 +13,7 @@
 //! token counts, so a mismatch can only make it skip or misplace work inside its own outputs.
 
 use crate::tiling::{invalid, round_up, to_u32, UB_BLOCK};
+use crate::tiling_cube::SYS_WORKSPACE_BYTES;
 use crate::tiling_mla::task_cube;
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
@@ -293,12 +294,13 @@ impl MlaPrefillTiling {
         self.tasks.min(budget.cores).max(1)
     }
 
-    /// Device workspace the launch needs for `blocks` blocks, bytes: per block the f32 scores and the
-    /// `t` P of one tile, and the f32 P·V of one tile.
+    /// Device workspace the launch (a mix launch) needs for `blocks` blocks, bytes: the system
+    /// workspace, then per vector core (two per block) the f32 scores and the `t` P of one tile, and
+    /// the f32 P·V of one tile.
     pub fn workspace_bytes(&self, dtype: KernelDtype, blocks: u32) -> u64 {
         let (bm, n) = (u64::from(self.block_m), u64::from(self.block_n));
         let per = bm * n * (4 + u64::from(dtype.size())) + bm * u64::from(self.dv) * 4;
-        u64::from(blocks) * per
+        SYS_WORKSPACE_BYTES + 2 * u64::from(blocks) * per
     }
 }
 

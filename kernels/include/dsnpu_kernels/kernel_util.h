@@ -24,6 +24,16 @@ __aicore__ inline constexpr uint32_t CeilDiv(uint32_t a, uint32_t b) { return (a
 __aicore__ inline constexpr uint32_t AlignUp(uint32_t a, uint32_t b) { return CeilDiv(a, b) * b; }
 __aicore__ inline constexpr uint32_t Min(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
+// The vector cores of a 1:2 mix launch as workers: vector core s of block b is worker s * blocks + b
+// of 2 * blocks, so a deal of tasks i % workers reaches different cube cores first.
+__aicore__ inline uint64_t VectorWorker() {
+    return static_cast<uint64_t>(AscendC::GetSubBlockIdx()) * static_cast<uint64_t>(AscendC::GetBlockNum()) +
+           static_cast<uint64_t>(AscendC::GetBlockIdx() / AscendC::GetTaskRation());
+}
+__aicore__ inline uint64_t VectorWorkers() {
+    return static_cast<uint64_t>(AscendC::GetBlockNum()) * static_cast<uint64_t>(AscendC::GetTaskRation());
+}
+
 // Widen `count` elements to f32 (a UB-to-UB copy for f32 itself: count * 4 must be a multiple of 32).
 template <typename T>
 __aicore__ inline void ToFloat(const AscendC::LocalTensor<float>& dst, const AscendC::LocalTensor<T>& src,

@@ -10,22 +10,24 @@
  * Work: the host plan (tiling_mla.rs, MlaDecodePlan) cuts every sequence's keys into chunks of at most
  * `chunk` positions so that there are about as many chunks as blocks, even at batch 1. The plan is an
  * int32 device buffer: [batch x 2] (first task, task count of the sequence), then [tasks x 3] (b, c0, c1).
- * Task k runs on block k % GetBlockNum(). A task serves ALL G = S * H query rows of its sequence (q rows
+ * Task k runs on vector core k % (2 * GetBlockNum()) (the deal of the FP8 GEMMs: consecutive tasks on
+ * different cube cores first). A task serves ALL G = S * H query rows of its sequence (q rows
  * of b are contiguous, row r = s * H + h), so each cache row of the chunk is streamed once per sequence:
  *   1. cube: scores[G, C] = q_nope . latent^T (+ q_rope . rope^T, accumulated) per segment of the chunk
  *      (a run of cache blocks the block table numbers consecutively, so one block at worst), into this
- *      block's f32 score workspace (Matmul API, operands in GM);
+ *      vector core's f32 score workspace (Matmul API, operands in GM);
  *   2. vector: per row, scale, causal mask (at most S - 1 positions of the last chunk), max m, p = exp(s - m),
  *      l = sum p; p rounded to t into the P workspace; (m, l) per row into the task's ml workspace;
  *   3. cube: O[G, Dl] = P . latent per segment, accumulated in f32, into the task's partial workspace
  *      (unnormalised: sum_j exp(s_j - m) latent_j).
- * SyncAll; then the combine phase, rows (b, r) split over blocks: M = max of the tasks' m, w_i = exp(m_i - M),
- * L = sum w_i l_i, out = t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped).
- * On the AI Core the cube runs steps 1 and 3 and the block's vector cores step 2 and the combine (a 1:2 mix
- * kernel; the cross-core flags between the steps are not written yet: the host runs a block's steps in
- * program order). Rows past a sequence's visible length are never read.
+ * SyncAll (vector cores); then the combine phase, rows (b, r) split over the vector cores: M = max of the
+ * tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out = t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0
+ * saw no visible key: skipped). A 1:2 mix kernel: the vector cores run step 2 and the combine and drive
+ * their cube core's Matmul for steps 1 and 3 (REGIST_MATMUL_OBJ; the cube core only serves). Rows past a
+ * sequence's visible length are never read.
  *
- * Workspace (bytes, offsets in the tiling): per block: scores f32 [G, pitch] | P t [G, pitch];
+ * Workspace (bytes, offsets in the tiling, after the system workspace): per vector core: scores f32
+ * [G, pitch] | P t [G, pitch];
  * per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
  *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 64.
@@ -77,9 +79,8 @@ public:
         lseGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(lse), rowsQ);
 
         GM_ADDR ws = GetUserWorkspace(workspace);
-        const uint64_t block = static_cast<uint64_t>(GetBlockIdx());
         const uint64_t scoreElems = static_cast<uint64_t>(G_) * t.pitch;
-        GM_ADDR mine = ws + block * (scoreElems * (sizeof(float) + sizeof(T)));
+        GM_ADDR mine = ws + VectorWorker() * (scoreElems * (sizeof(float) + sizeof(T)));
         scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems);
         pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine + scoreElems * sizeof(float)), scoreElems);
         GM_ADDR partial = ws + static_cast<uint64_t>(t.ws_partial_at_lo) + (static_cast<uint64_t>(t.ws_partial_at_hi) << 32);
@@ -88,21 +89,21 @@ public:
         mlWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial + perTask * t.tasks * sizeof(float)),
                               2 * static_cast<uint64_t>(G_) * t.tasks);
 
-        qk_ = ToCubeTiling(t.qk_cube);
-        pv_ = ToCubeTiling(t.pv_cube);
-        REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmQk_, &qk_, mmPv_, &pv_);
+        qk = ToCubeTiling(t.qk_cube);
+        pv = ToCubeTiling(t.pv_cube);
     }
 
+    // A vector core (after REGIST_MATMUL_OBJ made mmQk and mmPv its clients): both phases.
     __aicore__ inline void Process() {
-        const uint32_t blocks = static_cast<uint32_t>(GetBlockNum());
-        const uint32_t me = static_cast<uint32_t>(GetBlockIdx());
+        const uint32_t blocks = static_cast<uint32_t>(VectorWorkers());
+        const uint32_t me = static_cast<uint32_t>(VectorWorker());
         if (t_.tasks > 0 && t_.softmax_rows > 0) {
             InitPhase1();
             for (uint32_t k = me; k < t_.tasks; k += blocks) Task(k);
             pipe_.Reset();
         }
         // The combine needs every task's partial results.
-        SyncAll<false>();
+        SyncAll();
         if (t_.combine_rows == 0) return;
         InitPhase2();
         const uint64_t rows = static_cast<uint64_t>(t_.batch) * G_;
@@ -185,24 +186,27 @@ private:
             const uint32_t pos = static_cast<uint32_t>(c0) + p;
             const uint64_t slot = Slot(b, pos);
             const uint32_t n = Run(b, pos, C - p);
-            mmQk_.SetOrgShape(G_, t_.pitch, t_.latent_dim, t_.latent_dim);
-            mmQk_.SetTensorA(qNopeGm_[qRow * t_.latent_dim]);
-            mmQk_.SetTensorB(latentGm_[slot * t_.latent_dim], true);
-            mmQk_.SetTail(static_cast<int>(G_), static_cast<int>(n), static_cast<int>(t_.latent_dim));
-            mmQk_.IterateAll(scoresWs_[p]);
-            mmQk_.End();
-            mmQk_.SetOrgShape(G_, t_.pitch, t_.rope_dim, t_.rope_dim);
-            mmQk_.SetTensorA(qRopeGm_[qRow * t_.rope_dim]);
-            mmQk_.SetTensorB(ropeGm_[slot * t_.rope_dim], true);
-            mmQk_.SetTail(static_cast<int>(G_), static_cast<int>(n), static_cast<int>(t_.rope_dim));
-            mmQk_.IterateAll(scoresWs_[p], 1);
-            mmQk_.End();
+            mmQk.SetOrgShape(G_, t_.pitch, t_.latent_dim, t_.latent_dim);
+            mmQk.SetTensorA(qNopeGm_[qRow * t_.latent_dim]);
+            mmQk.SetTensorB(latentGm_[slot * t_.latent_dim], true);
+            mmQk.SetTail(static_cast<int>(G_), static_cast<int>(n), static_cast<int>(t_.latent_dim));
+            mmQk.IterateAll(scoresWs_[p]);
+            mmQk.End();
+            mmQk.SetOrgShape(G_, t_.pitch, t_.rope_dim, t_.rope_dim);
+            mmQk.SetTensorA(qRopeGm_[qRow * t_.rope_dim]);
+            mmQk.SetTensorB(ropeGm_[slot * t_.rope_dim], true);
+            mmQk.SetTail(static_cast<int>(G_), static_cast<int>(n), static_cast<int>(t_.rope_dim));
+            mmQk.IterateAll(scoresWs_[p], 1);
+            mmQk.End();
             p += n;
         }
         // 2. the row softmax of the chunk.
         for (uint32_t r = 0; r < G_; r += t_.softmax_rows) {
             Softmax(k, r, Min(t_.softmax_rows, G_ - r), len, static_cast<uint32_t>(c0), C);
         }
+        // P went out on MTE3: the cube may load it only after those copies (the request follows S).
+        SetFlag<HardEvent::MTE3_S>(0);
+        WaitFlag<HardEvent::MTE3_S>(0);
         // 3. O = P . latent, accumulated over the segments.
         const uint64_t oAt = static_cast<uint64_t>(k) * G_ * t_.latent_dim;
         if (C == 0) return;  // every row has l = 0: the combine skips this task
@@ -210,12 +214,12 @@ private:
             const uint32_t pos = static_cast<uint32_t>(c0) + p;
             const uint64_t slot = Slot(b, pos);
             const uint32_t n = Run(b, pos, C - p);
-            mmPv_.SetOrgShape(G_, t_.latent_dim, t_.pitch, t_.pitch);
-            mmPv_.SetTensorA(pWs_[p]);
-            mmPv_.SetTensorB(latentGm_[slot * t_.latent_dim]);
-            mmPv_.SetTail(static_cast<int>(G_), static_cast<int>(t_.latent_dim), static_cast<int>(n));
-            mmPv_.IterateAll(partialWs_[oAt], p == 0 ? 0 : 1);
-            mmPv_.End();
+            mmPv.SetOrgShape(G_, t_.latent_dim, t_.pitch, t_.pitch);
+            mmPv.SetTensorA(pWs_[p]);
+            mmPv.SetTensorB(latentGm_[slot * t_.latent_dim]);
+            mmPv.SetTail(static_cast<int>(G_), static_cast<int>(t_.latent_dim), static_cast<int>(n));
+            mmPv.IterateAll(partialWs_[oAt], p == 0 ? 0 : 1);
+            mmPv.End();
             p += n;
         }
     }
@@ -403,16 +407,19 @@ private:
         lseQue_.FreeTensor(lse);
     }
 
+public:
     TPipe pipe_;
+    TCubeTiling qk, pv;
+    MmQk mmQk;
+    MmPv mmPv;
+
+private:
     TQue<TPosition::VECIN, BUFFER_NUM> scQue_, oQue_;
     TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, mlQue_, outQue_, lseQue_;
     TBuf<TPosition::VECCALC> work_, small_, acc_, small2_;
     GlobalTensor<T> qNopeGm_, qRopeGm_, latentGm_, ropeGm_, outGm_, pWs_;
     GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_;
     GlobalTensor<int32_t> tableGm_, lensGm_, planGm_;
-    TCubeTiling qk_, pv_;
-    MmQk mmQk_;
-    MmPv mmPv_;
     DsnpuMlaDecodeTiling t_{};
     uint32_t G_ = 0;
     float scale_ = 1.0f;
@@ -423,12 +430,12 @@ __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, G
                                  GM_ADDR seqLens, GM_ADDR plan, GM_ADDR out, GM_ADDR lse, GM_ADDR workspace,
                                  GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuMlaDecodeTiling, t, tiling);
-    if (t.s_q == 0 || t.heads == 0 || t.latent_dim == 0 || t.pitch == 0 || t.combine_rows > 64) {
-        SyncAll<false>();  // every block meets the others' barrier
-        return;
-    }
+    // The same tiling on every core: all return here, or none.
+    if (t.s_q == 0 || t.heads == 0 || t.latent_dim == 0 || t.pitch == 0 || t.combine_rows > 64) return;
     KernelMlaDecode<T> op;
     op.Init(qNope, qRope, latent, rope, blockTable, seqLens, plan, out, lse, workspace, t);
+    // The cube core serves the vector cores' Matmul requests here and returns when both are done.
+    REGIST_MATMUL_OBJ(&op.pipe_, GetSysWorkSpacePtr(), op.mmQk, &op.qk, op.mmPv, &op.pv);
     op.Process();
 }
 
@@ -438,6 +445,7 @@ __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, G
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(mla_decode_##suffix)(                                 \
         GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, GM_ADDR rope, GM_ADDR blockTable, GM_ADDR seqLens,      \
         GM_ADDR plan, GM_ADDR out, GM_ADDR lse, GM_ADDR workspace, GM_ADDR tiling) {                          \
+        KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);                                                    \
         MlaDecode<type>(qNope, qRope, latent, rope, blockTable, seqLens, plan, out, lse, workspace, tiling); \
     }
 

@@ -14,14 +14,14 @@
  *
  * Work: a task is (query tile of at most block_m rows of one sequence, head). Tasks are numbered head by
  * head (all query tiles of head 0, then of head 1, ...), the tiles of a head in zig-zag order (0, n-1, 1,
- * n-2, ...: a light causal tile next to a heavy one), and block i runs the contiguous run of tasks
- * [i * tasks / blocks, (i + 1) * tasks / blocks): the runs carry about the same work, and a block works
- * on one head's keys and values for many tasks in a row, which then stay in L2 (a head's K and V are
- * read from HBM about once per block that touches the head, not once per query tile). There is no
- * cross-block step. Per task, over key tiles of block_n keys up to the
+ * n-2, ...: a light causal tile next to a heavy one), and vector core i (GetBlockIdx, 2 per block) runs
+ * the contiguous run of tasks [i * tasks / W, (i + 1) * tasks / W), W = 2 * blocks: the runs carry about
+ * the same work, and a block's two vector cores work on neighbouring runs of one head's keys and values,
+ * which then stay in L2 (a head's K and V are read from HBM about once per block that touches the head,
+ * not once per query tile). There is no cross-block step. Per task, over key tiles of block_n keys up to the
  * tile's last visible key (flash attention: no [T, T] score matrix anywhere, the running max m, sum l
  * and f32 accumulator acc [block_m, dv] stay on the vector core):
- *   1. cube: S[M, N] = q_nope . k_nope^T (+ q_rope . k_rope^T, accumulated) into the block's f32 score
+ *   1. cube: S[M, N] = q_nope . k_nope^T (+ q_rope . k_rope^T, accumulated) into the vector core's f32 score
  *      workspace (Matmul API, operands in GM with their token strides as the original shape);
  *   2. vector, per slab of softmax_rows rows: scale, causal mask (only tiles crossing the diagonal),
  *      m' = max(m, rowmax), p = exp(s - m'), alpha = exp(m - m'), l = alpha l + sum p; p rounded to t into
@@ -29,11 +29,10 @@
  *   3. cube: O[M, dv] = P . V into the f32 O workspace;
  *   4. vector: acc = alpha acc + O.
  * Then out = t(acc / l) (rows scattered with the head stride), lse = m + ln l (contiguous per head).
- * On the AI Core the cube runs steps 1 and 3 and the vector cores 2 and 4 (a mix kernel; the cross-core
- * flags between the steps are not written yet: the host runs a block's steps in program order, as in
- * mla_decode).
+ * A 1:2 mix kernel: the vector cores run steps 2 and 4 and drive their cube core's Matmul for steps 1
+ * and 3 (REGIST_MATMUL_OBJ; the cube core only serves), as in mla_decode.
  *
- * Workspace (bytes), per block: S f32 [block_m, block_n] | P t [block_m, block_n] | O f32 [block_m, dv].
+ * Workspace (bytes), the system workspace, then per vector core: S f32 [block_m, block_n] | P t [block_m, block_n] | O f32 [block_m, dv].
  * UB (R = softmax_rows, N = block_n, D = dv_pitch, sz = sizeof(t)): block_m D 4 (acc)
  *   + 2 R N 4 (score queue) + 2 R N sz (P queue) + 2 R D 4 (O queue) + 2 R D sz (out queue)
  *   + 2 * round_up(block_m 4, 32) (lse queue) + work_elems 4 + 2 * 32.
@@ -85,18 +84,18 @@ public:
         const uint64_t sElems = static_cast<uint64_t>(t.block_m) * t.block_n;
         const uint64_t oElems = static_cast<uint64_t>(t.block_m) * t.dv;
         const uint64_t perBlock = sElems * (sizeof(float) + sizeof(T)) + oElems * sizeof(float);
-        GM_ADDR mine = ws + static_cast<uint64_t>(GetBlockIdx()) * perBlock;
+        GM_ADDR mine = ws + static_cast<uint64_t>(GetBlockIdx()) * perBlock;  // per vector core
         scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), sElems);
         pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine + sElems * sizeof(float)), sElems);
         oWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine + sElems * (sizeof(float) + sizeof(T))), oElems);
 
-        qk_ = ToCubeTiling(t.qk_cube);
-        pv_ = ToCubeTiling(t.pv_cube);
-        REGIST_MATMUL_OBJ(&pipe_, GetSysWorkSpacePtr(), mmQk_, &qk_, mmPv_, &pv_);
+        qk = ToCubeTiling(t.qk_cube);
+        pv = ToCubeTiling(t.pv_cube);
     }
 
+    // A vector core (after REGIST_MATMUL_OBJ made mmQk and mmPv its clients).
     __aicore__ inline void Process() {
-        const uint32_t blocks = static_cast<uint32_t>(GetBlockNum());
+        const uint32_t blocks = static_cast<uint32_t>(VectorWorkers());
         const uint32_t me = static_cast<uint32_t>(GetBlockIdx());
         const uint32_t R = t_.softmax_rows, N = t_.block_n, D = t_.dv_pitch;
         pipe_.InitBuffer(acc_, t_.block_m * D * sizeof(float));
@@ -169,34 +168,37 @@ private:
             const uint32_t N = static_cast<uint32_t>(kEnd - c0 < BN ? kEnd - c0 : BN);
             const uint64_t kTok = static_cast<uint64_t>(k0) + static_cast<uint64_t>(c0);
             // 1. S = q . k^T (nope, then rope accumulated).
-            mmQk_.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qn_tok),
+            mmQk.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qn_tok),
                               static_cast<int>(t_.kn_tok));
-            mmQk_.SetTensorA(qnGm_[t_.qn_off + qTok * t_.qn_tok + static_cast<uint64_t>(h) * t_.qn_head]);
-            mmQk_.SetTensorB(knGm_[t_.kn_off + kTok * t_.kn_tok + static_cast<uint64_t>(h) * t_.kn_head], true);
-            mmQk_.SetTail(static_cast<int>(M), static_cast<int>(N), static_cast<int>(t_.dn));
-            mmQk_.IterateAll(scoresWs_);
-            mmQk_.End();
+            mmQk.SetTensorA(qnGm_[t_.qn_off + qTok * t_.qn_tok + static_cast<uint64_t>(h) * t_.qn_head]);
+            mmQk.SetTensorB(knGm_[t_.kn_off + kTok * t_.kn_tok + static_cast<uint64_t>(h) * t_.kn_head], true);
+            mmQk.SetTail(static_cast<int>(M), static_cast<int>(N), static_cast<int>(t_.dn));
+            mmQk.IterateAll(scoresWs_);
+            mmQk.End();
             if (t_.dr > 0) {
-                mmQk_.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qr_tok),
+                mmQk.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qr_tok),
                                   static_cast<int>(t_.kr_tok));
-                mmQk_.SetTensorA(qrGm_[t_.qr_off + qTok * t_.qr_tok + static_cast<uint64_t>(h) * t_.qr_head]);
-                mmQk_.SetTensorB(krGm_[t_.kr_off + kTok * t_.kr_tok + static_cast<uint64_t>(h) * t_.kr_head], true);
-                mmQk_.SetTail(static_cast<int>(M), static_cast<int>(N), static_cast<int>(t_.dr));
-                mmQk_.IterateAll(scoresWs_, 1);
-                mmQk_.End();
+                mmQk.SetTensorA(qrGm_[t_.qr_off + qTok * t_.qr_tok + static_cast<uint64_t>(h) * t_.qr_head]);
+                mmQk.SetTensorB(krGm_[t_.kr_off + kTok * t_.kr_tok + static_cast<uint64_t>(h) * t_.kr_head], true);
+                mmQk.SetTail(static_cast<int>(M), static_cast<int>(N), static_cast<int>(t_.dr));
+                mmQk.IterateAll(scoresWs_, 1);
+                mmQk.End();
             }
             // 2. the online softmax of the tile.
             for (uint32_t r = 0; r < M; r += t_.softmax_rows) {
                 Softmax(r, Min(t_.softmax_rows, M - r), prefix + i0 - c0, N);
             }
+            // P went out on MTE3: the cube may load it only after those copies (the request follows S).
+            SetFlag<HardEvent::MTE3_S>(0);
+            WaitFlag<HardEvent::MTE3_S>(0);
             // 3. O = P . V.
-            mmPv_.SetOrgShape(static_cast<int>(M), static_cast<int>(t_.v_tok), static_cast<int>(BN),
+            mmPv.SetOrgShape(static_cast<int>(M), static_cast<int>(t_.v_tok), static_cast<int>(BN),
                               static_cast<int>(BN), static_cast<int>(t_.dv));
-            mmPv_.SetTensorA(pWs_);
-            mmPv_.SetTensorB(vGm_[t_.v_off + kTok * t_.v_tok + static_cast<uint64_t>(h) * t_.v_head]);
-            mmPv_.SetTail(static_cast<int>(M), static_cast<int>(t_.dv), static_cast<int>(N));
-            mmPv_.IterateAll(oWs_);
-            mmPv_.End();
+            mmPv.SetTensorA(pWs_);
+            mmPv.SetTensorB(vGm_[t_.v_off + kTok * t_.v_tok + static_cast<uint64_t>(h) * t_.v_head]);
+            mmPv.SetTail(static_cast<int>(M), static_cast<int>(t_.dv), static_cast<int>(N));
+            mmPv.IterateAll(oWs_);
+            mmPv.End();
             // 4. acc = alpha acc + O.
             for (uint32_t r = 0; r < M; r += t_.softmax_rows) Accumulate(r, Min(t_.softmax_rows, M - r));
         }
@@ -355,16 +357,19 @@ private:
         return e.GetValue(0);
     }
 
+public:
     TPipe pipe_;
+    TCubeTiling qk, pv;
+    MmQk mmQk;
+    MmPv mmPv;
+
+private:
     TQue<TPosition::VECIN, BUFFER_NUM> scQue_, oQue_;
     TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, outQue_, lseQue_;
     TBuf<TPosition::VECCALC> acc_, work_, small_;
     GlobalTensor<T> qnGm_, qrGm_, knGm_, krGm_, vGm_, outGm_, pWs_;
     GlobalTensor<float> lseGm_, scoresWs_, oWs_;
     GlobalTensor<int32_t> cuQGm_, cuKGm_;
-    TCubeTiling qk_, pv_;
-    MmQk mmQk_;
-    MmPv mmPv_;
     DsnpuMlaPrefillTiling t_{};
     float scale_ = 1.0f;
     float m_[MAX_BLOCK_M], l_[MAX_BLOCK_M], alpha_[MAX_BLOCK_M], lnArg_[MAX_BLOCK_M];
@@ -380,6 +385,8 @@ __aicore__ inline void MlaPrefill(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR kNope, G
     }
     KernelMlaPrefill<T> op;
     op.Init(qNope, qRope, kNope, kRope, v, cuQ, cuK, out, lse, workspace, t);
+    // The cube core serves the vector cores' Matmul requests here and returns when both are done.
+    REGIST_MATMUL_OBJ(&op.pipe_, GetSysWorkSpacePtr(), op.mmQk, &op.qk, op.mmPv, &op.pv);
     op.Process();
 }
 
@@ -389,6 +396,7 @@ __aicore__ inline void MlaPrefill(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR kNope, G
     extern "C" __global__ __aicore__ void DSNPU_KERNEL(mla_prefill_##suffix)(                             \
         GM_ADDR qNope, GM_ADDR qRope, GM_ADDR kNope, GM_ADDR kRope, GM_ADDR v, GM_ADDR cuQ, GM_ADDR cuK,   \
         GM_ADDR out, GM_ADDR lse, GM_ADDR workspace, GM_ADDR tiling) {                                    \
+        KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);                                                 \
         MlaPrefill<type>(qNope, qRope, kNope, kRope, v, cuQ, cuK, out, lse, workspace, tiling);           \
     }
 

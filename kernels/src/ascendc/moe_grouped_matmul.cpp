@@ -242,10 +242,7 @@ public:
     // A vector core (after REGIST_MATMUL_OBJ made mmUp and mmDown its clients): both phases.
     __aicore__ inline void Process() {
         swiglu_.Init(pipe, gateWs_, upWs_, hWs_, t_.inter, t_.single_n1, t_.swiglu_rows);
-        // Worker sub * blocks + block: consecutive tasks go to different cube cores first.
-        const uint64_t blocks = static_cast<uint64_t>(GetBlockNum());
-        const uint64_t workers = blocks * static_cast<uint64_t>(GetTaskRation());
-        const uint64_t me = static_cast<uint64_t>(GetSubBlockIdx()) * blocks + static_cast<uint64_t>(GetBlockIdx()) / 2;
+        const uint64_t workers = VectorWorkers(), me = VectorWorker();
         Task task;
         GroupTasks first;
         first.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.inter, t_.single_n1);
@@ -529,16 +526,6 @@ public:
     GlobalTensor<T> panel_;
     GlobalTensor<float> tile_;
 };
-
-// The vector cores' deal of a mix launch: worker sub * blocks + block of 2 * blocks, so consecutive
-// tasks reach different cube cores first.
-__aicore__ inline uint64_t VectorWorker() {
-    return static_cast<uint64_t>(GetSubBlockIdx()) * static_cast<uint64_t>(GetBlockNum()) +
-           static_cast<uint64_t>(GetBlockIdx() / GetTaskRation());
-}
-__aicore__ inline uint64_t VectorWorkers() {
-    return static_cast<uint64_t>(GetBlockNum()) * static_cast<uint64_t>(GetTaskRation());
-}
 
 // linear_fp8 (hasList false: one group of all rows, group_list unused) and grouped_matmul_fp8: 1:2 mix
 // kernels whose vector cores take the tasks, dequantize the panels and drive their cube core's Matmul.

@@ -135,10 +135,11 @@ pub fn mla_decode<T: KernelElem>(
     // SAFETY: mla_decode_<t>(q_nope, q_rope, latent, rope, block_table, seq_lens, plan, out, lse,
     // workspace, tiling); every buffer holds exactly the elements the tiling's shape gives the kernel's
     // GlobalTensors (checked above: the plan's words are the plan the tiling was made from); the
-    // workspace is workspace_bytes() (per-block scratch for block_dim() blocks, per-task partials).
-    // Cache reads through the device-resident block table are bounds-checked against the cache's size
-    // on the simulator (see the docs). Written: out, lse and the workspace (arg_mut). Every block meets
-    // at SyncAll with block_dim() <= the cube cores, all resident.
+    // workspace is workspace_bytes() (the system workspace, then scratch for the 2 x block_dim()
+    // vector cores and the per-task partials). Cache reads through the device-resident block table are
+    // bounds-checked against the cache's size on the simulator (see the docs). Written: out, lse and
+    // the workspace (arg_mut). A mix launch of block_dim() <= the cube cores blocks, all resident, so
+    // its vector cores meet at SyncAll.
     unsafe {
         f.builder(stream)
             .arg(i.q_nope)

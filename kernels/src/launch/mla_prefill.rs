@@ -99,7 +99,7 @@ pub fn mla_prefill<T: KernelElem>(
     // (checked above; the rope buffers are not bound when dr is 0), and the tiling checked that every
     // view's last element lies inside its length; cu_q/cu_k hold B + 1 i32 (their values are clamped by
     // the kernel); out holds Tq·H·dv and lse Tq·H elements; the workspace is workspace_bytes() for
-    // `blocks` blocks. Written: out, lse and the workspace (arg_mut). No SyncAll.
+    // `blocks` blocks of the mix launch. Written: out, lse and the workspace (arg_mut). No SyncAll.
     unsafe {
         f.builder(stream)
             .arg(i.q_nope)
