@@ -17,10 +17,11 @@
 //! with 128 heads. The simulator runs it with 1 head and the counters are multiplied by 128: every head
 //! is the same set of independent (query tile, head) tasks with the same traffic and work, and the model
 //! sums counters over all blocks (a 128-head launch would take the host's cube emulation ~350 G
-//! multiply-adds, about an hour). The 1-head run is tiled for one cube core, so its one block runs the
-//! head's 32 query tiles one after another, as each of the 24 blocks of the 128-head launch runs its
-//! contiguous run of ~171 tasks (about 5.3 whole heads) one after another: the L2 model then sees each
-//! head as a block of the real launch does. Two corrections, both pessimistic: the heads whose tasks
+//! multiply-adds, about an hour). The 1-head run is tiled for one cube core, so its one block's two vector
+//! cores run the head's 32 query tiles as two contiguous runs of 16 on the block's cube core, as each of
+//! the 24 blocks of the 128-head launch runs its contiguous run of ~171 tasks (about 5.3 whole heads) on
+//! its two vector cores: the L2 model (one slice per block, shared by its cores) then sees each head as
+//! a block of the real launch does. Two corrections, both pessimistic: the heads whose tasks
 //! are split between two blocks (at most 23; 16 here) have their K and V read from HBM twice
 //! (23 · 4096 · 320 · 2 bytes are added to the HBM reads), and the real launch's 24 blocks have 8 MiB L2 slices where the 1-block run has
 //! the whole 192 MiB (one head's K, V, q and out are 5.6 MB, so the hits are the same).
@@ -34,7 +35,8 @@
 //! rope part is accumulated onto the latent part), P and the f32 partial output of every segment go
 //! through the workspace; the combine reads every chunk's f32 partial back. That measures 2.2–2.5× the
 //! minimum at 16 heads and 4.3–6.6× at 128 heads (the f32 scores and partials grow with the heads).
-//! The host layer's L2 model (`dsnpu_host/cost.h`: a private 192 MiB / blocks slice per block) splits
+//! The host layer's L2 model (`dsnpu_host/cost.h`: a private 192 MiB / blocks slice per block, shared by
+//! the block's cube and vector cores) splits
 //! that GM traffic into L2 hits and HBM traffic (`HBM bytes`: read misses and dirtied lines' write-backs);
 //! the modelled time is max(HBM bytes / 1.6 TB/s, GM bytes / L2 bandwidth (a GUESS, 5.5 TB/s), cube,
 //! vector): `crate::roofline`'s `times_l2`.

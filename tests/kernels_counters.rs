@@ -217,10 +217,10 @@ fn linear_2x3x4_f32_with_bias_on_one_cube_block() {
             cube_macs: 2 * 3 * 4,
             // Vector core 0: 8 rows x 16 f32 in, the same out, one 16-f32 bias row.
             ub_high_water: 512 + 512 + 64,
-            // Each of the mix block's cores has its own L2 slice, so the vector core misses on the tile
-            // the cube wrote. In 32-byte sectors: x 1, w (48 B) 2, the tile (24 B) 1 and bias 1 read;
-            // the tile and y (24 B each) dirty one sector each.
-            hbm_read_bytes: (1 + 2 + 1 + 1) * 32,
+            // The mix block's cores share its L2 slice, so the vector core's read of the tile the cube
+            // wrote hits. In 32-byte sectors: x 1, w (48 B) 2 and bias 1 read from HBM; the tile and y
+            // (24 B each) dirty one sector each.
+            hbm_read_bytes: (1 + 2 + 1) * 32,
             hbm_write_bytes: 2 * 32,
         }
     );

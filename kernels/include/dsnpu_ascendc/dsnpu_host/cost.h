@@ -49,11 +49,11 @@
 //   among the concurrent blocks). GUESS: no L2 bandwidth is published; 128 B/cycle is the MTE cap above
 //   and 3072 = 24 AI Cores x 128 B/cycle (~5.5 TB/s at 1.8 GHz), i.e. the L2 is assumed to serve every AI
 //   Core's port at full rate, ~3.5x HBM. The transfer latency stays 500 cycles whether it hits or not.
-// - determinism: the real L2 is shared by all cores. The model gives each core an equal private slice
-//   instead (192 MiB / the launch's concurrent blocks, at most 48; a 1:2 mix block's slice is split in three
-//   for its AIC and two AIVs), looked up in that core's program order, so the same launch always gets
-//   the same hits and cycles whatever the host threads' interleaving. Consequences: data read by several
-//   blocks (or by the AIC and the AIVs of one mix block) misses once per core instead of once per die
+// - determinism: the real L2 is shared by all cores. The model gives each block an equal private slice
+//   instead (192 MiB / the launch's concurrent blocks, at most 48; the AIC and two AIVs of a 1:2 mix block
+//   share their block's slice, looked up in the order the block's cooperatively run cores issue), so the
+//   same launch always gets the same hits and cycles whatever the host threads' interleaving.
+//   Consequences: data read by several blocks misses once per block instead of once per die
 //   (pessimistic), and a slice starts empty at every block: nothing is carried between the blocks of a
 //   launch or between launches.
 #ifndef DSNPU_ASCENDC_HOST_COST_H
@@ -107,7 +107,7 @@ struct L2Split {
     uint64_t miss = 0;
 };
 
-// One core's slice of the L2 (see the table above): fully associative, LRU. Two arrays: the lines with
+// One block's slice of the L2 (see the table above): fully associative, LRU. Two arrays: the lines with
 // their LRU links, and an open-addressing index (linear probing, backward-shift deletion, at most half
 // full) from line number to line. Both start small and double as lines come in, up to the slice's
 // capacity: a block that touches a few KiB does not pay for zeroing a 192 MiB slice's tables (most

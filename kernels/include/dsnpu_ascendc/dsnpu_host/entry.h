@@ -8,8 +8,9 @@
 // DSNPU_HOST_ENTRY_MIX(name) exports a 1:2 mix kernel: each block runs as one cube core and two vector
 // cores, run cooperatively on the block's thread (coop.h, mix.h). Each block (each core) gets a Pipeline (pipeline.h) with the checks of DSNPU_SIM_CHECK; when the kernel returns,
 // flags left set are a sync finding, and the block's modelled cycles and per-pipe busy fractions go into
-// the counters (model_cycles, pipe_busy_q8). Each core also gets its slice of the L2 model (cost.h), empty
-// at the start of the block; the HBM counters (hbm_read_bytes, hbm_write_bytes) count its misses.
+// the counters (model_cycles, pipe_busy_q8). Each block also gets its slice of the L2 model (cost.h), empty
+// at the start of the block and shared by a mix block's three cores; the HBM counters (hbm_read_bytes,
+// hbm_write_bytes) count each core's misses.
 #ifndef DSNPU_ASCENDC_HOST_ENTRY_H
 #define DSNPU_ASCENDC_HOST_ENTRY_H
 
@@ -46,12 +47,13 @@ inline void call_with_addrs(void (*fn)(Args...), const uint64_t* a, std::index_s
     fn(reinterpret_cast<Args>(static_cast<uintptr_t>(a[I]))...);
 }
 
-// The L2 slice of one core (cost.h): the die's L2 divided among the launch's concurrent blocks (at most
-// 48), and a mix block's share again among its three cores.
-inline uint64_t l2_slice_bytes(uint32_t block_num, bool mix) {
+// The L2 slice of one block (cost.h): the die's L2 divided among the launch's concurrent blocks (at most
+// 48). The three cores of a mix block share their block's slice (MixGroup::l2): the L2 is shared by every
+// core of the die, and in a mix kernel the cube core does most of the loading.
+inline uint64_t l2_slice_bytes(uint32_t block_num) {
     uint64_t n = block_num == 0 ? 1 : block_num;
     if (n > cost::kMaxConcurrentCores) n = cost::kMaxConcurrentCores;
-    return cost::kL2Bytes / n / (mix ? kCoreSlots : 1);
+    return cost::kL2Bytes / n;
 }
 
 // The Unified Buffer of a core this thread runs, kept from block to block: allocating and filling
@@ -118,8 +120,12 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         ub = thread_ub(core_slot(st)).get(st.ub_capacity);
         st.ub = ub;
         keep->reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), ctx->block_num));
-        l2.reset(new L2Slice(l2_slice_bytes(ctx->block_num, group != nullptr)));
-        st.l2 = l2.get();
+        if (group != nullptr) {
+            st.l2 = group->l2(l2_slice_bytes(ctx->block_num));
+        } else {
+            l2.reset(new L2Slice(l2_slice_bytes(ctx->block_num)));
+            st.l2 = l2.get();
+        }
         Pipeline* pipeline = keep->get();
         pipeline->set_slot(group == nullptr ? 0 : core_slot(st));
         st.pipeline = pipeline;

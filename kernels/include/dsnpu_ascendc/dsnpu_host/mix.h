@@ -46,6 +46,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -240,6 +241,12 @@ public:
     }
     void kfc_reply(uint32_t to, const Edge& e) { ready_[to][kChanKfcReply].push_back(e); }
 
+    // --- the block's slice of the L2 model (cost.h), shared by its three cores ------------------------
+    L2Slice* l2(uint64_t capacity) {
+        if (l2_ == nullptr) l2_.reset(new L2Slice(capacity));
+        return l2_.get();
+    }
+
     // --- SyncAll of a mix launch (sync.h) ---------------------------------------------------------------
     // Core `slot` arrives with `e`; true when it is the last of `parties` (a bit per slot), and then
     // *all is every arrival joined. The others wait on kChanSyncAll for release_sync_all.
@@ -420,6 +427,7 @@ private:
     std::vector<KfcRequest> kfc_queue_;
     uint32_t sync_arrived_ = 0;
     Edge sync_edge_;
+    std::unique_ptr<L2Slice> l2_;
     uint32_t sets_[kCoreSlots][kCrossFlags] = {};
 
     std::map<uint64_t, GmSeg> segs_;
