@@ -186,8 +186,8 @@ struct Meter<'a> {
     vector: u64,
     model_s: f64,
     launches: u32,
-    /// GM bytes (both directions) by kernel symbol, for the breakdown under the table.
-    by_kernel: std::collections::BTreeMap<&'static str, u64>,
+    /// GM and HBM bytes (both directions) by kernel symbol, for the breakdown under the table.
+    by_kernel: std::collections::BTreeMap<&'static str, (u64, u64)>,
 }
 
 impl Meter<'_> {
@@ -209,7 +209,9 @@ impl Meter<'_> {
             .times(t.gm_bytes(), t.cube_macs, t.vector_elem_ops)
             .modelled();
         self.launches += 1;
-        *self.by_kernel.entry(symbol).or_default() += t.gm_bytes();
+        let e = self.by_kernel.entry(symbol).or_default();
+        e.0 += t.gm_bytes();
+        e.1 += t.hbm_read_bytes + t.hbm_write_bytes;
     }
 
     fn alloc<T: dsnpu_runtime::DeviceRepr>(&self, n: usize) -> DeviceBuffer<T> {
@@ -677,14 +679,14 @@ fn layer_report() {
             breakdown.push((shape, m.by_kernel));
         }
     }
-    println!("\nGM bytes by kernel, largest first:");
+    println!("\nGM bytes (HBM bytes) by kernel, largest first:");
     for (shape, by_kernel) in breakdown {
         let mut k: Vec<_> = by_kernel.into_iter().collect();
-        k.sort_by_key(|(_, b)| std::cmp::Reverse(*b));
+        k.sort_by_key(|(_, b)| std::cmp::Reverse(b.0));
         let top: Vec<String> = k
             .iter()
             .take(6)
-            .map(|(s, b)| format!("{s} {:.1} MB", *b as f64 / 1e6))
+            .map(|(s, b)| format!("{s} {:.1} MB ({:.1})", b.0 as f64 / 1e6, b.1 as f64 / 1e6))
             .collect();
         println!("- {shape}: {}", top.join(", "));
     }

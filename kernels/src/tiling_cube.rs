@@ -53,6 +53,34 @@ fn int(kernel: &'static str, what: &str, v: u64) -> Result<i32> {
 }
 
 impl CubeTiling {
+    /// The tiling of one core's `single` block (`m, n, k`) of the `org` problem on `used_cores` cores,
+    /// with A and B of `elem` bytes and no bias: [`Self::new`] of that [`CubeProblem`].
+    pub fn without_bias(
+        kernel: &'static str,
+        org: (u64, u64, u64),
+        single: (u64, u64, u64),
+        base: (u64, u64, u64),
+        used_cores: u64,
+        elem: u64,
+    ) -> Result<Self> {
+        Self::new(
+            kernel,
+            CubeProblem {
+                org_m: org.0,
+                org_n: org.1,
+                org_k: org.2,
+                single_m: single.0,
+                single_n: single.1,
+                single_k: single.2,
+                used_cores,
+                base,
+                a_bytes: elem,
+                b_bytes: elem,
+                bias: false,
+            },
+        )
+    }
+
     /// The tiling of `p` for `kernel` (named in errors); see the module docs.
     pub fn new(kernel: &'static str, p: CubeProblem) -> Result<Self> {
         let (bm, bn, bk) = p.base;

@@ -15,7 +15,7 @@
 //! callers with host copies validate them as dsnpu-ops' `check_mla_decode` does.
 
 use crate::tiling::{invalid, round_up, to_u32, UB_BLOCK};
-use crate::tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
+use crate::tiling_cube::{CubeTiling, SYS_WORKSPACE_BYTES};
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::MlaDecodeTiling;
@@ -257,26 +257,11 @@ fn down16(v: u64) -> u64 {
 /// problem) with the given base block and element size.
 pub(crate) fn task_cube(
     kernel: &'static str,
-    (m, n, k): (u64, u64, u64),
+    mnk: (u64, u64, u64),
     base: (u64, u64, u64),
     elem: u64,
 ) -> Result<CubeTiling> {
-    CubeTiling::new(
-        kernel,
-        CubeProblem {
-            org_m: m,
-            org_n: n,
-            org_k: k,
-            single_m: m,
-            single_n: n,
-            single_k: k,
-            used_cores: 1,
-            base,
-            a_bytes: elem,
-            b_bytes: elem,
-            bias: false,
-        },
-    )
+    CubeTiling::without_bias(kernel, mnk, mnk, base, 1, elem)
 }
 
 impl MlaDecodeTiling {

@@ -22,7 +22,7 @@ use crate::tiling::{
     invalid, largest_fit, round_up, split, to_u32, FRACTAL, GM_BYTES_PER_CORE_CYCLE,
     MAX_ROWS_PER_COPY, UB_BLOCK,
 };
-use crate::tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
+use crate::tiling_cube::{CubeTiling, SYS_WORKSPACE_BYTES};
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::{
@@ -478,21 +478,14 @@ fn grouped_cube(
     base: (u32, u32, u32),
     cores: u32,
 ) -> Result<CubeTiling> {
-    CubeTiling::new(
+    let base = (u64::from(base.0), u64::from(base.1), u64::from(base.2));
+    CubeTiling::without_bias(
         kernel,
-        CubeProblem {
-            org_m: rows,
-            org_n: n,
-            org_k: k,
-            single_m,
-            single_n,
-            single_k: k,
-            used_cores: u64::from(cores),
-            base: (u64::from(base.0), u64::from(base.1), u64::from(base.2)),
-            a_bytes: 4,
-            b_bytes: 4,
-            bias: false,
-        },
+        (rows, n, k),
+        (single_m, single_n, k),
+        base,
+        u64::from(cores),
+        4,
     )
 }
 

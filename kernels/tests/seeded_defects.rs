@@ -314,14 +314,36 @@ const MIX_N: usize = 16;
 
 /// `selftest_mix` in `mode` on `blocks` blocks: (outcome, a, w, out as f32 bits).
 fn run_mix(mode: u32, blocks: u32) -> (Outcome, Vec<f32>, Vec<f32>, Vec<u32>) {
-    let mut dev = Device::new();
     let a: Vec<f32> = (0..MIX_N * MIX_N).map(|i| (i % 13) as f32 - 6.0).collect();
     let w: Vec<f32> = (0..MIX_N * MIX_N)
         .map(|i| ((i * 7) % 5) as f32 - 2.0)
         .collect();
+    run_tile_kernel(
+        "selftest_mix",
+        mode,
+        blocks,
+        a,
+        w,
+        MIX_N * MIX_N,
+        MIX_N * MIX_N,
+    )
+}
+
+/// `kernel(a, w, out, workspace, tiling)` with `SelftestTiling { mode }` on `blocks` blocks, `out_len`
+/// u32 of zeros and a workspace of the system workspace plus `user_ws` f32: (outcome, a, w, out).
+fn run_tile_kernel(
+    kernel: &str,
+    mode: u32,
+    blocks: u32,
+    a: Vec<f32>,
+    w: Vec<f32>,
+    out_len: usize,
+    user_ws: usize,
+) -> (Outcome, Vec<f32>, Vec<f32>, Vec<u32>) {
+    let mut dev = Device::new();
     let (ga, gw) = (dev.upload(&a), dev.upload(&w));
-    let gout = dev.upload(&vec![0u32; MIX_N * MIX_N]);
-    let ws = dev.alloc(dsnpu_kernels::SYS_WORKSPACE_BYTES as usize + MIX_N * MIX_N * 4);
+    let gout = dev.upload(&vec![0u32; out_len]);
+    let ws = dev.alloc(dsnpu_kernels::SYS_WORKSPACE_BYTES as usize + user_ws * 4);
     let t = dev.upload_tiling(&SelftestTiling {
         mode,
         count: 0,
@@ -329,7 +351,7 @@ fn run_mix(mode: u32, blocks: u32) -> (Outcome, Vec<f32>, Vec<f32>, Vec<u32>) {
         reserved: 0,
     });
     let out = dev.launch(
-        "selftest_mix",
+        kernel,
         blocks,
         &[
             dev.addr(ga),
@@ -428,34 +450,12 @@ fn cross_core_flag_left_set_is_a_sync_finding() {
 /// `selftest_kfc` in `mode` on `blocks` blocks: (outcome, a, w, out as u32 bits: 256 per block, or
 /// 4 * blocks for the SyncAll modes).
 fn run_kfc(mode: u32, blocks: u32) -> (Outcome, Vec<f32>, Vec<f32>, Vec<u32>) {
-    let mut dev = Device::new();
     let a: Vec<f32> = (0..MIX_N * MIX_N).map(|i| (i % 11) as f32 - 5.0).collect();
     let w: Vec<f32> = (0..MIX_N * MIX_N)
         .map(|i| ((i * 3) % 7) as f32 - 3.0)
         .collect();
-    let (ga, gw) = (dev.upload(&a), dev.upload(&w));
-    let gout = dev.upload(&vec![0u32; MIX_N * MIX_N * blocks as usize]);
-    let ws = dev.alloc(
-        dsnpu_kernels::SYS_WORKSPACE_BYTES as usize + 2 * MIX_N * MIX_N * 4 * blocks as usize,
-    );
-    let t = dev.upload_tiling(&SelftestTiling {
-        mode,
-        count: 0,
-        arg: 0,
-        reserved: 0,
-    });
-    let out = dev.launch(
-        "selftest_kfc",
-        blocks,
-        &[
-            dev.addr(ga),
-            dev.addr(gw),
-            dev.addr(gout),
-            dev.addr(ws),
-            dev.addr(t),
-        ],
-    );
-    (out, a, w, dev.download(gout))
+    let per_block = MIX_N * MIX_N * blocks as usize;
+    run_tile_kernel("selftest_kfc", mode, blocks, a, w, per_block, 2 * per_block)
 }
 
 /// out = 2 a wᵀ in every block (small integers: exact in f32).
