@@ -2,7 +2,7 @@
 //! (written as for CANN) are built with the system C++ compiler and launched on the simulator. The clean
 //! copy reports no finding and the traffic it must have made (every byte of x read once, every byte of y
 //! written once); the copy without flags reports a race naming both pipes; an input left unwritten is an
-//! init finding.
+//! init finding; a mix kernel's vector cores drive its cube core's Matmul.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -31,6 +31,19 @@ fn build(dir: &Path, example: &str) -> PathBuf {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out
+}
+
+#[test]
+fn a_mix_kernel_drives_the_cube_from_its_vector_cores() {
+    let dir = tempfile::tempdir().unwrap();
+    let so = build(dir.path(), "gram_mix.cpp");
+    let (ok, v) = run_json(&so, "gram_plus_one_f32", "rand");
+    assert!(ok, "{v}");
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["findings"].as_array().unwrap().len(), 0, "{v}");
+    // 2 blocks, each two requests of 8 x 16 x 16 on its cube core, and 128 Adds per vector core.
+    assert_eq!(v["counters"]["cube_macs"], 2 * 2 * 8 * 16 * 16, "{v}");
+    assert_eq!(v["counters"]["vector_elem_ops"], 2 * 2 * 128, "{v}");
 }
 
 fn run_json(binary: &Path, kernel: &str, x_fill: &str) -> (bool, serde_json::Value) {
