@@ -14,15 +14,16 @@
  * loads and clamped to [0, R], so a malformed list gives wrong rows, never an access outside x or y.
  * grouped_matmul is a cube-only kernel (KERNEL_TYPE_AIC_ONLY: each block is a cube core, no UB).
  * Work is the list of (group, m-tile, n-tile) tasks over the NON-EMPTY groups, single_m x single_n output
- * blocks in group order (n-tiles innermost, so consecutive blocks share an A panel), dealt round-robin:
- * task i runs on block i % GetBlockNum(). A group with no rows has no tasks and costs one scalar load; a
- * single hot group still spreads over every block (the host sizes the tiles so that even all R rows in
- * one group make at least as many tasks as there are blocks).
+ * blocks in group order (n-tiles innermost, so consecutive tasks share an A panel), dealt in contiguous
+ * runs: of T tasks, block b runs [T b / blocks, T (b + 1) / blocks) (GroupTasks::DealRuns), so a block
+ * stays on one or two groups and their rows stay in its L2 slice. A group with no rows has no tasks and
+ * costs one scalar load (two: the deal counts the tasks first); a single hot group still spreads over
+ * every block (the host sizes the tiles so that even all R rows in one group make at least as many tasks
+ * as there are blocks).
  *
  * expert_ffn is a 1:2 mix kernel (KERNEL_TYPE_MIX_AIC_1_2) in CANN's vector-driven form: the cube core of
- * each block only serves Matmul requests (REGIST_MATMUL_OBJ), and the tasks are dealt over the vector
- * cores: task i on vector core s of block b for i % (2 * GetBlockNum()) = s * GetBlockNum() + b, so
- * consecutive tasks reach different cube cores first. Phase 1: a vector core has the
+ * each block only serves Matmul requests (REGIST_MATMUL_OBJ); each block's run of tasks is taken in turn
+ * by its two vector cores. Phase 1: a vector core has the
  * cube run its task's gate and up GEMMs into f32 workspace tiles (IterateAll), then streams them through
  * UB (double-buffered queues, swiglu_rows rows at a time) as h = t(silu(g) * u) into the workspace.
  * SyncAll (vector cores; it orders every h row before phase 2 reads it). Phase 2: the down-GEMM tasks on h,
@@ -55,7 +56,8 @@ struct Task {
 // This block's share of the (group, m-tile, n-tile) tasks, walked in order.
 class GroupTasks {
 public:
-    // `hasList` false: one group of all `rows` rows, no list read (linear_fp8).
+    // `hasList` false: one group of all `rows` rows, no list read (linear_fp8). Deals round-robin over the
+    // blocks (task i on block i % GetBlockNum()) until DealRuns says otherwise.
     __aicore__ inline void Init(const GlobalTensor<int64_t>& list, uint32_t groups, uint32_t rows, uint32_t listType,
                                 uint32_t singleM, uint32_t cols, uint32_t singleN, bool hasList = true) {
         hasList_ = hasList;
@@ -67,20 +69,32 @@ public:
         cols_ = cols;
         singleN_ = singleN;
         nTiles_ = CeilDiv(cols, singleN);
-        blocks_ = static_cast<uint64_t>(GetBlockNum());
-        block_ = static_cast<uint64_t>(GetBlockIdx());
+        first_ = static_cast<uint64_t>(GetBlockIdx());
+        step_ = static_cast<uint64_t>(GetBlockNum());
     }
-    // Deal the tasks over `workers` (e.g. the vector cores of a mix launch) instead of the blocks; call
-    // before the first Next.
-    __aicore__ inline void DealOver(uint64_t workers, uint64_t worker) {
-        blocks_ = workers;
-        block_ = worker;
+    // Deal contiguous runs of the task order instead: cube core `core` of `cores` gets tasks
+    // [T * core / cores, T * (core + 1) / cores) of the T tasks, taken in turn by its `subs` workers
+    // (worker `sub`: the run's tasks sub, sub + subs, ...). A run keeps a core on one or two groups, so
+    // their rows stay in its L2 slice across the run's n-tiles; T costs a scan of the group list (one
+    // scalar load per group). Call before the first Next.
+    __aicore__ inline void DealRuns(uint64_t cores, uint64_t core, uint64_t subs, uint64_t sub) {
+        uint64_t total = 0;
+        uint32_t start = 0;
+        for (uint32_t g = 0; g < groups_; ++g) {
+            const uint32_t end = GroupEnd(g, start);
+            total += static_cast<uint64_t>(CeilDiv(end - start, singleM_)) * nTiles_;
+            start = end;
+        }
+        const uint64_t lo = total * core / cores;
+        first_ = lo + sub;
+        step_ = subs;
+        last_ = total * (core + 1) / cores;
     }
 
-    // The next task of this block, or false when none is left.
+    // The next task of this worker, or false when none is left.
     __aicore__ inline bool Next(Task& task) {
         while (true) {
-            if (open_ && local_ < groupTasks_) {
+            if (open_ && local_ < groupTasks_ && taskBase_ + local_ < last_) {
                 const uint32_t mi = static_cast<uint32_t>(local_ / nTiles_);
                 const uint32_t ni = static_cast<uint32_t>(local_ % nTiles_);
                 task.group = group_;
@@ -88,7 +102,7 @@ public:
                 task.m = Min(singleM_, end_ - task.row0);
                 task.col0 = ni * singleN_;
                 task.n = Min(singleN_, cols_ - task.col0);
-                local_ += blocks_;
+                local_ += step_;
                 return true;
             }
             if (open_) {
@@ -96,26 +110,38 @@ public:
                 start_ = end_;
                 ++group_;
             }
-            if (group_ >= groups_) return false;
-            const int64_t v = hasList_ ? list_.GetValue(group_) : static_cast<int64_t>(rows_);
-            int64_t end = listType_ == DSNPU_MOE_LIST_COUNT ? static_cast<int64_t>(start_) + v : v;
-            end = end < static_cast<int64_t>(start_) ? start_ : (end > static_cast<int64_t>(rows_) ? rows_ : end);
-            end_ = static_cast<uint32_t>(end);
+            if (group_ >= groups_ || taskBase_ >= last_) return false;
+            end_ = GroupEnd(group_, start_);
             groupTasks_ = static_cast<uint64_t>(CeilDiv(end_ - start_, singleM_)) * nTiles_;
-            // The first task index of this group that is this block's (index = block mod blocks).
-            local_ = (block_ + blocks_ - taskBase_ % blocks_) % blocks_;
+            // The first task of this group that is this worker's: first_ + j * step_ >= taskBase_.
+            const uint64_t from = taskBase_ > first_ ? taskBase_ : first_;
+            local_ = first_ + (from - first_ + step_ - 1) / step_ * step_ - taskBase_;
             open_ = true;
         }
     }
 
 private:
+    // The end row of group g starting at row `start`, from the list clamped to [start, rows].
+    __aicore__ inline uint32_t GroupEnd(uint32_t g, uint32_t start) {
+        const int64_t v = hasList_ ? list_.GetValue(g) : static_cast<int64_t>(rows_);
+        int64_t end = listType_ == DSNPU_MOE_LIST_COUNT ? static_cast<int64_t>(start) + v : v;
+        end = end < static_cast<int64_t>(start) ? start : (end > static_cast<int64_t>(rows_) ? rows_ : end);
+        return static_cast<uint32_t>(end);
+    }
+
     GlobalTensor<int64_t> list_;
     uint32_t groups_ = 0, rows_ = 0, listType_ = 0, singleM_ = 1, cols_ = 0, singleN_ = 1, nTiles_ = 1;
-    uint64_t blocks_ = 1, block_ = 0;
+    uint64_t first_ = 0, step_ = 1, last_ = ~0ull;
     bool open_ = false, hasList_ = true;
     uint32_t group_ = 0, start_ = 0, end_ = 0;
     uint64_t taskBase_ = 0, groupTasks_ = 0, local_ = 0;
 };
+
+// A mix kernel's deal: a run of tasks per cube core, taken in turn by its two vector cores.
+__aicore__ inline void DealRuns(GroupTasks& tasks) {
+    tasks.DealRuns(static_cast<uint64_t>(GetBlockNum()), static_cast<uint64_t>(GetBlockIdx() / GetTaskRation()),
+                   static_cast<uint64_t>(GetTaskRation()), static_cast<uint64_t>(GetSubBlockIdx()));
+}
 
 template <typename T, typename W = T>
 __aicore__ inline void GroupedMatmul(GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM_ADDR y, GM_ADDR tiling) {
@@ -137,6 +163,7 @@ __aicore__ inline void GroupedMatmul(GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM
     REGIST_MATMUL_OBJ(&pipe, GetSysWorkSpacePtr(), mm, &cube);
     GroupTasks tasks;
     tasks.Init(listGm, t.groups, t.rows, t.list_type, t.single_m, t.n, t.single_n);
+    tasks.DealRuns(static_cast<uint64_t>(GetBlockNum()), static_cast<uint64_t>(GetBlockIdx()), 1, 0);
     Task task;
     while (tasks.Next(task)) {
         mm.SetTensorA(xGm[static_cast<uint64_t>(task.row0) * t.k]);
@@ -242,17 +269,16 @@ public:
     // A vector core (after REGIST_MATMUL_OBJ made mmUp and mmDown its clients): both phases.
     __aicore__ inline void Process() {
         swiglu_.Init(pipe, gateWs_, upWs_, hWs_, t_.inter, t_.single_n1, t_.swiglu_rows);
-        const uint64_t workers = VectorWorkers(), me = VectorWorker();
         Task task;
         GroupTasks first;
         first.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.inter, t_.single_n1);
-        first.DealOver(workers, me);
+        DealRuns(first);
         while (first.Next(task)) GateUp(task);
         // Phase 2 needs whole rows of h, produced by many vector cores.
         SyncAll();
         GroupTasks second;
         second.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.hidden, t_.single_n2);
-        second.DealOver(workers, me);
+        DealRuns(second);
         while (second.Next(task)) Down(task);
     }
 
@@ -335,7 +361,8 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
 // gate/up/h): the panel round_up(single_n * 128 * sizeof(t), 32) bytes, then (16-bit t) the f32 tile
 // single_m * single_n * 4.
 //
-// All three are 1:2 mix kernels built like expert_ffn: the vector cores take the tasks (VectorWorker),
+// All three are 1:2 mix kernels built like expert_ffn: the vector cores take the tasks (each block's run,
+// in turn; VectorWorker numbers their panels),
 // dequantize the panels and drive their cube core's Matmul through REGIST_MATMUL_OBJ; expert_ffn_fp8's
 // vector cores meet in SyncAll between its phases. A request is ordered after what the vector core's
 // scalar unit waited for, so the PipeBarrier<PIPE_ALL> after each panel (written on MTE3) orders it
@@ -556,7 +583,7 @@ __aicore__ inline void GroupedMatmulFp8(GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_
               t.single_n);
     GroupTasks tasks;
     tasks.Init(listGm, t.groups, t.rows, t.list_type, t.single_m, t.n, t.single_n, hasList);
-    tasks.DealOver(VectorWorkers(), VectorWorker());
+    DealRuns(tasks);
     Task task;
     while (tasks.Next(task)) {
         const uint64_t g = task.group;
@@ -606,12 +633,12 @@ public:
         Task task;
         GroupTasks first;
         first.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.inter, t_.single_n1, hasList_);
-        first.DealOver(VectorWorkers(), VectorWorker());
+        DealRuns(first);
         while (first.Next(task)) GateUp(task);
         SyncAll();  // phase 2 needs whole rows of h, produced by many vector cores
         GroupTasks second;
         second.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.hidden, t_.single_n2, hasList_);
-        second.DealOver(VectorWorkers(), VectorWorker());
+        DealRuns(second);
         while (second.Next(task)) {
             const uint64_t g = task.group;
             gemm_.Product(mmDown, hWs_[static_cast<uint64_t>(task.row0) * t_.inter], task.m,
