@@ -9,8 +9,8 @@
  * A launch of numBlocks blocks calls the kernel once per block. ABI 4: a kernel whose blocks meet in
  * `sync_all` says so by exporting, next to `name`, the object `const uint8_t name__dsnpu_sync_all = 1`
  * (DSNPU_SIM_SYNC_ALL_SUFFIX; the Ascend C host layer's DSNPU_HOST_ENTRY_SYNC does it). Its blocks run
- * every one on its own thread: up to the simulated core count (DSNPU_SIM_AICORE_NUM) concurrently, so
- * `sync_all` can meet; a larger launch runs in waves, as the hardware does, and a `sync_all` in it fails
+ * all at once, up to the simulated core count (DSNPU_SIM_AICORE_NUM), so `sync_all` can meet: every one
+ * on its own thread, or, if it also declares DSNPU_SIM_COOP_SUFFIX, cooperatively on one thread; a larger launch runs in waves, as the hardware does, and a `sync_all` in it fails
  * the launch instead of hanging. The blocks of any other kernel are independent: the simulator runs short
  * ones one after another on one thread (a thread handoff per block cost more than a small block's work)
  * and the rest concurrently, in any order; a `sync_all` in such a kernel fails the launch.
@@ -35,6 +35,12 @@ extern "C" {
 
 /* The suffix of the object that declares a kernel's blocks meet in sync_all (see above). */
 #define DSNPU_SIM_SYNC_ALL_SUFFIX "__dsnpu_sync_all"
+
+/* The suffix of the object that declares, next to the sync_all one, that the kernel's blocks may also run
+ * cooperatively: all on one thread, each on its own stack, switching only inside sync_all (so the kernel
+ * keeps no per-block state in thread-locals across sync_all, or restores it). While such a kernel's
+ * blocks are short the simulator runs them so instead of a thread each. */
+#define DSNPU_SIM_COOP_SUFFIX "__dsnpu_coop"
 
 /* Per-block traffic counters; the kernel adds to them, the simulator sums them per launch. */
 typedef struct dsnpu_sim_counters {

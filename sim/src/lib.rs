@@ -58,8 +58,10 @@
 //!   in-memory file, never a temporary file); `aclrtBinaryGetFunction` resolves only functions
 //!   the binary itself defines.
 //! * A launch copies its arguments and runs its blocks: a kernel that declares `SyncAll` (kernel ABI
-//!   4) one (pooled) thread per block, every block of a wave at once; any other kernel's short blocks
-//!   one after another on the stream worker, the rest as waves. It fails with
+//!   4) every block of a wave at once, on one (pooled) thread per block, or, while its blocks are
+//!   short and the binary declares them cooperative (`<name>__dsnpu_coop`, as the Ascend C host layer
+//!   does), all on the stream worker, each on its own stack, switching in `SyncAll`; any other
+//!   kernel's short blocks one after another on the stream worker, the rest as waves. It fails with
 //!   `ACL_ERROR_RT_AICORE_EXCEPTION` (`"kernel <name> block <i>: <msg>"`) when a block reports a
 //!   fault or `SyncAll` cannot complete (or is called by a kernel that did not declare it). `dsnpu_sim_last_launch_counters`
 //!   reports the last completed launch of a stream. The kernel ABI is

@@ -153,6 +153,8 @@ void write_block_idx(const dsnpu_sim_block_ctx *ctx) {
 /* ABI 4: the blocks of these two meet in sync_all (every other kernel here has independent blocks). */
 const uint8_t sync_all_sum__dsnpu_sync_all = 1;
 const uint8_t sync_abandon__dsnpu_sync_all = 1;
+/* sync_all_sum keeps no state in thread-locals: its blocks may run cooperatively on one thread. */
+const uint8_t sync_all_sum__dsnpu_coop = 1;
 
 void sync_all_sum(const dsnpu_sim_block_ctx *ctx) {
     void *partials, *out, *tiling;

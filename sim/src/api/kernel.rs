@@ -96,6 +96,7 @@ pub unsafe extern "C" fn aclrtBinaryGetFunction(
         let binary = rt.binaries.get(bin_handle)?;
         let entry = binary.kernel(name)?;
         let sync_all = binary.declares_sync_all(name);
+        let coop = sync_all && binary.declares_coop(name);
         let id = next_handle();
         rt.functions.insert(
             id,
@@ -105,6 +106,8 @@ pub unsafe extern "C" fn aclrtBinaryGetFunction(
                 name: name.to_string(),
                 entry,
                 sync_all,
+                coop,
+                block_nanos: std::sync::atomic::AtomicU64::new(0),
             }),
         );
         // SAFETY: checked non-null out-parameter (export contract).

@@ -10,6 +10,10 @@ pub const DSNPU_SIM_KERNEL_ABI: u32 = 4;
 /// meet in `sync_all` (ABI 4).
 pub const SYNC_ALL_SUFFIX: &str = "__dsnpu_sync_all";
 
+/// `DSNPU_SIM_COOP_SUFFIX`: `<kernel><suffix>`, a `uint8_t` object next to the `sync_all` one, declares
+/// that the kernel's blocks may run cooperatively on one thread, switching only in `sync_all`.
+pub const COOP_SUFFIX: &str = "__dsnpu_coop";
+
 /// The symbol every host kernel binary exports, NUL-terminated.
 pub const ABI_VERSION_SYMBOL: &[u8] = b"dsnpu_sim_kernel_abi_version\0";
 

@@ -18,13 +18,14 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use libloading::os::unix::{Library as UnixLibrary, RTLD_LOCAL, RTLD_NOW};
 use libloading::Library;
 
 use super::abi::{
-    AbiVersionFn, KernelFn, ABI_VERSION_SYMBOL, DSNPU_SIM_KERNEL_ABI, SYNC_ALL_SUFFIX,
+    AbiVersionFn, KernelFn, ABI_VERSION_SYMBOL, COOP_SUFFIX, DSNPU_SIM_KERNEL_ABI, SYNC_ALL_SUFFIX,
 };
 use super::elf;
 use crate::error::SimError;
@@ -53,6 +54,12 @@ pub(crate) struct Function {
     pub name: String,
     pub entry: KernelFn,
     pub sync_all: bool,
+    /// The binary declares that the blocks of this `sync_all` kernel may run cooperatively on one
+    /// thread, each on its own stack, switching only in `sync_all` ([`super::coop`]).
+    pub coop: bool,
+    /// `sync_all` kernels: the mean wall time per block of the last launch, in nanoseconds (0 before
+    /// the first), which picks how the next runs its blocks ([`super::launch`]).
+    pub block_nanos: AtomicU64,
 }
 
 fn abi_symbol_name() -> &'static str {
@@ -198,7 +205,18 @@ impl Binary {
     /// Whether the binary declares that kernel `name`'s blocks meet in `sync_all`: it exports the
     /// object `<name>__dsnpu_sync_all` and that byte is non-zero.
     pub(crate) fn declares_sync_all(&self, name: &str) -> bool {
-        let Ok(symbol) = CString::new(format!("{name}{SYNC_ALL_SUFFIX}")) else {
+        self.declares(name, SYNC_ALL_SUFFIX)
+    }
+
+    /// Whether the binary declares that kernel `name`'s blocks may share a thread, switching only in
+    /// `sync_all`: it exports the object `<name>__dsnpu_coop` and that byte is non-zero.
+    pub(crate) fn declares_coop(&self, name: &str) -> bool {
+        self.declares(name, COOP_SUFFIX)
+    }
+
+    /// Whether the binary exports the `uint8_t` object `<name><suffix>` and it is non-zero.
+    fn declares(&self, name: &str, suffix: &str) -> bool {
+        let Ok(symbol) = CString::new(format!("{name}{suffix}")) else {
             return false;
         };
         // SAFETY: by the ABI the symbol, if exported, is a `const uint8_t`; it is read once, while

@@ -1,10 +1,13 @@
 //! Running one kernel launch on a stream worker.
 //!
-//! A kernel that declares its blocks meet in `SyncAll` (ABI 4, [`Function::sync_all`]) runs every
-//! block on its own (pooled) thread, concurrently, in waves of at most
-//! [`SimConfig::resident_blocks`] threads (the simulated core count), like the hardware runs more
-//! blocks than it has cores. `SyncAll` needs every block resident at once: in a launch larger than
-//! one wave it fails the launch instead of hanging. The blocks of any other kernel are independent:
+//! A kernel that declares its blocks meet in `SyncAll` (ABI 4, [`Function::sync_all`]) runs its
+//! blocks in waves of at most [`SimConfig::resident_blocks`] (the simulated core count), like the
+//! hardware runs more blocks than it has cores; the blocks of a wave all run at once. If the binary
+//! also declares them cooperative ([`Function::coop`]) and the kernel's blocks are short (its last launch took at most [`INLINE_BLOCK`] of wall time per block)
+//! they run cooperatively on the stream worker, each on its own stack, switching where a block waits
+//! in `SyncAll` ([`coop`]); otherwise every block runs on its own (pooled) thread. `SyncAll` needs
+//! every block resident at once: in a launch larger than one wave it fails the launch instead of
+//! hanging. The blocks of any other kernel are independent:
 //! they run one after another on the stream worker while each takes less than [`INLINE_BLOCK`]
 //! (a small model's decode step is mostly such launches, and a thread handoff per block cost more
 //! than the block), and the rest then in waves as above. A `SyncAll` in such a kernel fails the
@@ -19,10 +22,11 @@
 //!
 //! The argument bytes are copied into a buffer registered as device memory of the launch's device
 //! for the duration of the launch, so placeholder pointers into it pass `check_gm`.
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dsnpu_ffi::sys;
@@ -31,10 +35,11 @@ use super::abi::{BlockCtx, Counters, KernelFn, DSNPU_SIM_KERNEL_ABI};
 use super::args::LaunchArgs;
 use super::barrier::{BlockBarrier, SyncOutcome};
 use super::binary::Function;
+use super::coop;
 use super::pool;
 use crate::config::{SimConfig, UB_CAPACITY};
 use crate::error::SimError;
-use crate::memory::{Memory, Pins};
+use crate::memory::{GmCache, Memory, Pins};
 use crate::sync::lock;
 
 /// Blocks of a kernel without `SyncAll` run on the stream worker, one after another, until one takes
@@ -74,6 +79,10 @@ struct LaunchShared<'a> {
     fault: Mutex<Option<SimError>>,
     warnings: AtomicU64,
     init_check: bool,
+    /// What the blocks validated through `check_gm`: kept mapped until the launch ends, even if the
+    /// host frees it meanwhile; and the validated allocations, so the next block's check of the same
+    /// buffer needs no table lookup.
+    gm: Mutex<(Pins, GmCache)>,
 }
 
 impl LaunchShared<'_> {
@@ -95,9 +104,6 @@ impl LaunchShared<'_> {
 struct BlockSim<'a> {
     shared: &'a LaunchShared<'a>,
     block: u32,
-    /// What this block validated through `check_gm`: kept mapped until the block returns, even if
-    /// the host frees it meanwhile. Only the block's own thread locks it.
-    pins: Mutex<Pins>,
 }
 
 impl BlockSim<'_> {
@@ -140,13 +146,15 @@ impl BlockSim<'_> {
     }
 
     fn check_gm(&self, ptr: *const c_void, len: usize) -> c_int {
-        let mut pins = lock(&self.pins);
-        c_int::from(
-            !self
-                .shared
-                .memory
-                .check_gm(self.shared.device, ptr as usize, len, &mut pins),
-        )
+        let mut gm = lock(&self.shared.gm);
+        let (pins, cache) = &mut *gm;
+        c_int::from(!self.shared.memory.check_gm_cached(
+            self.shared.device,
+            ptr as usize,
+            len,
+            cache,
+            pins,
+        ))
     }
 
     /// The init check: marks a store written; a load of unwritten bytes is a finding (returns 1).
@@ -271,11 +279,7 @@ fn run_block(
     args: usize,
     args_size: usize,
 ) {
-    let sim = BlockSim {
-        shared,
-        block,
-        pins: Mutex::new(Pins::default()),
-    };
+    let sim = BlockSim { shared, block };
     let ctx = BlockCtx {
         abi_version: DSNPU_SIM_KERNEL_ABI,
         block_idx: block,
@@ -303,6 +307,15 @@ fn run_block(
             "sync: returned without reaching the SyncAll that other blocks are waiting in".into(),
         );
     }
+}
+
+/// The host's hardware threads (at least 1).
+fn parallelism() -> u32 {
+    static N: OnceLock<u32> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+    })
 }
 
 /// Copies the arguments into a registered buffer and applies the placeholder patches.
@@ -335,23 +348,27 @@ pub(crate) fn run_launch(
     config: &SimConfig,
 ) -> (Result<(), SimError>, LaunchRecord) {
     // Memory the arguments point into stays mapped until the launch ends, even if freed: the
-    // kernel may use it without asking check_gm (which pins the rest, per block).
+    // kernel may use it without asking check_gm (which pins the rest, for the launch).
     let mut referenced = Pins::default();
     memory.pin_referenced(device, &launch.args.bytes, &mut referenced);
     let started = Instant::now();
     let n = launch.num_blocks;
     let kernel = launch.func.name.as_str();
+    // SyncAll blocks run cooperatively on this thread while they are short (see the module doc).
+    let cooperative = launch.func.coop
+        && launch.func.block_nanos.load(Ordering::Relaxed) <= INLINE_BLOCK.as_nanos() as u64;
     let shared = LaunchShared {
         kernel,
         memory,
         device,
         num_blocks: n,
         resident: config.resident_blocks(),
-        barrier: BlockBarrier::new(n),
+        barrier: BlockBarrier::new(n, cooperative),
         sync_all: launch.func.sync_all,
         fault: Mutex::new(None),
         warnings: AtomicU64::new(0),
         init_check: config.init_check,
+        gm: Mutex::new((Pins::default(), GmCache::default())),
     };
     let mut counters = vec![Counters::default(); n as usize];
     match install_args(memory, device, &launch.args) {
@@ -379,6 +396,25 @@ pub(crate) fn run_launch(
             };
             for (w, chunk) in rest.chunks_mut(wave).enumerate() {
                 let sh = &shared;
+                if cooperative {
+                    let base = first + w * wave;
+                    let slots: Vec<Cell<Option<&mut Counters>>> =
+                        chunk.iter_mut().map(|c| Cell::new(Some(c))).collect();
+                    let job = |i: usize| {
+                        if let Some(c) = slots[i].take() {
+                            run_block(sh, entry, (base + i) as u32, c, args, args_size);
+                        }
+                    };
+                    if let Err(e) = coop::run(slots.len(), &job) {
+                        shared.record(SimError::Resources(format!(
+                            "kernel {kernel}: cannot map the stacks of its blocks: {e}"
+                        )));
+                    }
+                    if lock(&shared.fault).is_some() {
+                        break;
+                    }
+                    continue;
+                }
                 let jobs: Vec<Box<dyn FnOnce() + Send + '_>> = chunk
                     .iter_mut()
                     .enumerate()
@@ -401,6 +437,15 @@ pub(crate) fn run_launch(
             memory.remove_args(args);
         }
         Err(e) => shared.record(e),
+    }
+    if launch.func.sync_all && n > 0 {
+        // The mean wall time of a block: of the launch on one thread, or times the cores that ran it.
+        let spread = if cooperative { 1 } else { n.min(parallelism()) };
+        let nanos = started.elapsed().as_nanos() * u128::from(spread) / u128::from(n);
+        launch
+            .func
+            .block_nanos
+            .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
     let mut totals = Counters::default();
     counters.iter().for_each(|c| totals.accumulate(c));

@@ -3,6 +3,7 @@ pub mod abi;
 pub(crate) mod args;
 pub(crate) mod barrier;
 pub(crate) mod binary;
+pub(crate) mod coop;
 pub(crate) mod elf;
 pub(crate) mod launch;
 pub(crate) mod pool;

@@ -36,6 +36,7 @@ pub(crate) mod written;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::error::SimError;
@@ -146,9 +147,20 @@ struct Table {
     host_used: u64,
 }
 
+/// Allocations a launch's blocks already validated through [`Memory::check_gm_cached`], valid while
+/// the table's generation is `generation`: a range inside one of them needs no table lookup.
+#[derive(Default)]
+pub(crate) struct GmCache {
+    generation: u64,
+    /// `(start, len)` of each allocation.
+    ranges: Vec<(usize, usize)>,
+}
+
 /// The allocation table of all devices plus pinned host memory.
 pub(crate) struct Memory {
     table: RwLock<Table>,
+    /// Counts the table's changes (allocations added or removed), under its write lock.
+    generation: AtomicU64,
     /// Capacity of each device.
     capacity: u64,
     /// What the host can back, for all devices and pinned memory together.
@@ -184,6 +196,7 @@ impl Memory {
                 used: vec![0; devices as usize],
                 host_used: 0,
             }),
+            generation: AtomicU64::new(0),
             capacity,
             host_budget,
             init_check: false,
@@ -259,6 +272,7 @@ impl Memory {
             }
             Arc::new(Written::new(len))
         });
+        self.generation.fetch_add(1, Ordering::Release);
         t.allocs.insert(
             addr,
             Alloc {
@@ -373,6 +387,7 @@ impl Memory {
     pub(crate) fn remove_args(&self, addr: usize) {
         let mut t = write(&self.table);
         if matches!(t.allocs.get(&addr), Some(a) if matches!(a.space, Space::LaunchArgs(_))) {
+            self.generation.fetch_add(1, Ordering::Release);
             t.allocs.remove(&addr);
         }
     }
@@ -415,6 +430,7 @@ impl Memory {
                 space_name(space)
             )));
         }
+        self.generation.fetch_add(1, Ordering::Release);
         let Some(a) = t.allocs.remove(&addr) else {
             return Err(SimError::Internal(
                 "allocation vanished under the table lock".into(),
@@ -504,14 +520,45 @@ impl Memory {
 
     /// Whether a kernel on `device` may access `[ptr, ptr + len)`: one live device (or launch
     /// argument) allocation of that device. When it may, the allocation is pinned in `pins`.
+    #[cfg(test)]
     pub(crate) fn check_gm(&self, device: i32, ptr: usize, len: usize, pins: &mut Pins) -> bool {
+        self.check_gm_cached(device, ptr, len, &mut GmCache::default(), pins)
+    }
+
+    /// Whether a kernel on `device` may access `[ptr, ptr + len)`: one live device (or launch
+    /// argument) allocation of that device. When it may, the allocation is pinned in `pins`. First
+    /// looks in `cache`: the allocations this launch already validated, while the table is unchanged
+    /// (a kernel's blocks validate the same few buffers).
+    pub(crate) fn check_gm_cached(
+        &self,
+        device: i32,
+        ptr: usize,
+        len: usize,
+        cache: &mut GmCache,
+        pins: &mut Pins,
+    ) -> bool {
+        let inside = |c: &GmCache| {
+            c.ranges
+                .iter()
+                .any(|&(start, n)| ptr >= start && ptr - start < n && len <= n - (ptr - start))
+        };
+        if cache.generation == self.generation.load(Ordering::Acquire) && inside(cache) {
+            return true;
+        }
         let t = read(&self.table);
-        match Self::locate(&t, ptr, len) {
-            Ok(Some(a)) if matches!(a.space, Space::Device(d) | Space::LaunchArgs(d) if d == device) =>
+        // Stable while the read lock is held.
+        let generation = self.generation.load(Ordering::Acquire);
+        if cache.generation != generation {
+            cache.generation = generation;
+            cache.ranges.clear();
+        }
+        match Self::locate_with_start(&t, ptr, len) {
+            Ok(Some((start, a))) if matches!(a.space, Space::Device(d) | Space::LaunchArgs(d) if d == device) =>
             {
-                if !pins.0.contains_key(&a.block.addr()) {
+                if !pins.0.contains_key(&start) {
                     pins.hold(a.pin());
                 }
+                cache.ranges.push((start, a.len));
                 true
             }
             _ => false,
@@ -522,11 +569,18 @@ impl Memory {
     /// points into: the memory a kernel can reach through its arguments without `check_gm`.
     pub(crate) fn pin_referenced(&self, device: i32, bytes: &[u8], pins: &mut Pins) {
         let t = read(&self.table);
+        // Values outside every allocation (most of the unaligned ones) need no lookup.
+        let (Some((&lo, _)), Some((&last, a))) =
+            (t.allocs.first_key_value(), t.allocs.last_key_value())
+        else {
+            return;
+        };
+        let hi = last + a.block_len();
         for w in bytes.windows(8) {
             let mut v = [0u8; 8];
             v.copy_from_slice(w);
             let p = u64::from_le_bytes(v) as usize;
-            if p == 0 {
+            if p == 0 || p < lo || p >= hi {
                 continue;
             }
             if let Ok(Some(a)) = Self::locate(&t, p, 1) {
@@ -714,6 +768,31 @@ mod tests {
         };
         m.free(e, false).unwrap();
         assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn the_check_gm_cache_follows_the_table() {
+        let m = Memory::new(1, 1 << 30, 1 << 30);
+        let d = m.malloc_device(0, 100).unwrap();
+        let mut pins = Pins::default();
+        let mut cache = GmCache::default();
+        let mut check =
+            |p: usize, n: usize, pins: &mut Pins| m.check_gm_cached(0, p, n, &mut cache, pins);
+        assert!(check(d, 100, &mut pins));
+        assert!(check(d + 10, 90, &mut pins), "inside, from the cache");
+        assert!(!check(d + 10, 91, &mut pins), "past the end");
+        let at_end = m.check_gm(0, d + 100, 0, &mut Pins::default());
+        assert_eq!(
+            check(d + 100, 0, &mut pins),
+            at_end,
+            "at the end: the table decides"
+        );
+        let e = m.malloc_device(0, 64).unwrap();
+        assert!(check(e, 64, &mut pins));
+        m.free(d, false).unwrap();
+        assert!(!check(d, 1, &mut pins), "freed: the cache is stale");
+        assert!(check(e + 8, 8, &mut pins));
+        assert_eq!(pins.len(), 2);
     }
 
     #[test]

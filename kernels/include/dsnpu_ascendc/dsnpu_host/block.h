@@ -3,7 +3,9 @@
 // PipeBarrier, SyncAll) are in pipeline.h and sync.h.
 //
 // Contract: the entry shim (entry.h) installs one BlockState per kernel call on the calling thread and
-// removes it afterwards; every API call of the layer reads it from the thread-local `t_block`. A fault
+// removes it afterwards; every API call of the layer reads it from the thread-local `t_block`. The
+// simulator may run other blocks of a SyncAll launch on the same thread while one waits in SyncAll
+// (each on its own stack); the entry shim's sync_all puts the waiting block's `t_block` back. A fault
 // calls the simulator's `fail` once with a message that starts with the Ascend C operation's name, then
 // throws `BlockAbort`, which only the entry shim catches: the rest of the block does not run.
 #ifndef DSNPU_ASCENDC_HOST_BLOCK_H
@@ -51,6 +53,9 @@ struct BlockState {
     // The system workspace (GetSysWorkSpacePtr): set by the mix entry from the kernel's workspace
     // argument, as CANN's framework does for operators built with a workspace; SetSysWorkspace sets it.
     uint8_t* sys_workspace = nullptr;
+    // The simulator's sync_all: the core's ctx is a copy whose sync_all (entry.h) restores this thread's
+    // block state after the simulator ran other blocks of the launch on this thread meanwhile.
+    int (*sim_sync_all)(void* sim) = nullptr;
     // GM ranges the simulator already validated for this block (check_gm): it pins their allocations
     // until the block returns, so an access inside one needs no second look. Filled round robin.
     static constexpr uint32_t kValidRanges = 8;

@@ -22,6 +22,7 @@
 #include <memory>
 #include <new>
 #include <utility>
+#include <vector>
 
 #include <functional>
 #include <string>
@@ -56,9 +57,9 @@ inline uint64_t l2_slice_bytes(uint32_t block_num) {
     return cost::kL2Bytes / n;
 }
 
-// The Unified Buffer of a core this thread runs, kept from block to block: allocating and filling
-// 192 KiB per block was most of a small launch's cost. Every block still finds all of it 0xFF, because
-// each block refills the bytes it reserved (its high-water mark) before it returns.
+// A Unified Buffer kept from block to block: allocating and filling 192 KiB per block was most of a small
+// launch's cost. Every block still finds all of it 0xFF, because each block refills the bytes it reserved
+// (its high-water mark) before it gives the buffer back.
 class ThreadUb {
 public:
     ~ThreadUb() {
@@ -82,10 +83,44 @@ private:
     uint32_t len_ = 0;
 };
 
-// One per core slot: the two vector cores of a mix block run on the same thread (coop.h).
-inline ThreadUb& thread_ub(uint32_t slot) {
-    thread_local ThreadUb ub[kCoreSlots];
-    return ub[slot < kCoreSlots ? slot : 0];
+// The Unified Buffers of this thread not in use. A core takes one for its run and gives it back: the
+// three cores of a mix block (coop.h) hold one each, and so does every block of a SyncAll launch the
+// simulator runs cooperatively on this thread (a block waiting in SyncAll keeps its UB contents).
+class ThreadUbs {
+public:
+    // Throws std::bad_alloc.
+    std::unique_ptr<ThreadUb> take() {
+        if (idle_.empty()) {
+            idle_.reserve(held_ + 1);  // so that give() never allocates
+            ++held_;
+            return std::unique_ptr<ThreadUb>(new ThreadUb);
+        }
+        std::unique_ptr<ThreadUb> ub = std::move(idle_.back());
+        idle_.pop_back();
+        return ub;
+    }
+    void give(std::unique_ptr<ThreadUb> ub) noexcept { idle_.push_back(std::move(ub)); }
+
+private:
+    std::vector<std::unique_ptr<ThreadUb>> idle_;
+    size_t held_ = 0;  // buffers created: the most idle_ has to hold
+};
+
+inline ThreadUbs& thread_ubs() {
+    thread_local ThreadUbs ubs;
+    return ubs;
+}
+
+// The sync_all of a core's ctx: the simulator may run other blocks on this thread while this one waits
+// (a SyncAll launch's blocks run cooperatively, each on its own stack), so the thread-local state of the
+// layer is this block's again when it returns.
+inline int sync_all_keep_state(void* sim) {
+    BlockState* mine = t_block;
+    CoopCores* coop = t_coop;
+    const int r = mine->sim_sync_all(sim);
+    t_block = mine;
+    t_coop = coop;
+    return r;
 }
 
 // One core's run of the kernel body: its BlockState (on this thread), Unified Buffer, Pipeline, L2 slice
@@ -105,6 +140,8 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     st.ub_capacity = kind == CoreKind::kAic ? 0 : ctx->ub_capacity;
     st.counters = counters;
     uint8_t* ub = nullptr;
+    std::unique_ptr<ThreadUb> ub_keep;
+    dsnpu_sim_block_ctx own{};
     std::unique_ptr<L2Slice> l2;
     bool faulted = false;
     BlockState* saved = t_block;
@@ -117,7 +154,12 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
             fail("entry: kernel %s takes %zu 8-byte GM addresses, the launch passed %zu argument bytes", name, n,
                  ctx->args_size);
         }
-        ub = thread_ub(core_slot(st)).get(st.ub_capacity);
+        own = *ctx;
+        own.sync_all = &sync_all_keep_state;
+        st.sim_sync_all = ctx->sync_all;
+        st.ctx = &own;
+        ub_keep = thread_ubs().take();
+        ub = ub_keep->get(st.ub_capacity);
         st.ub = ub;
         keep->reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), ctx->block_num));
         if (group != nullptr) {
@@ -149,7 +191,10 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         ctx->fail(ctx->sim, "internal: unknown C++ exception in the host kernel");
         faulted = true;
     }
-    if (ub != nullptr) thread_ub(core_slot(st)).refill(st.ub_peak);
+    if (ub_keep != nullptr) {
+        if (ub != nullptr) ub_keep->refill(st.ub_peak);
+        thread_ubs().give(std::move(ub_keep));
+    }
     t_block = saved;
     return faulted;
 }
@@ -241,8 +286,11 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
 // The same for a kernel whose blocks meet in SyncAll: also exports `name__dsnpu_sync_all` (ABI 4), so
 // the simulator runs all its blocks at once. The blocks of a kernel without it may run one after another,
 // and a SyncAll in them fails the launch.
+// It also declares the blocks cooperative (`name__dsnpu_coop`): the simulator may run them all on one thread,
+// switching in SyncAll, which restores this layer's thread-local state (sync_all_keep_state).
 #define DSNPU_HOST_ENTRY_SYNC(name)                                         \
     DSNPU_HOST_EXPORT const uint8_t name##__dsnpu_sync_all = 1;            \
+    DSNPU_HOST_EXPORT const uint8_t name##__dsnpu_coop = 1;                \
     DSNPU_HOST_ENTRY(name)
 
 // The same for a 1:2 mix kernel (KERNEL_TYPE_MIX_AIC_1_2): every block runs one AIC and two AIVs.

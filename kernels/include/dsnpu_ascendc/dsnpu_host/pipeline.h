@@ -45,6 +45,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <vector>
 
 #include "block.h"
@@ -231,11 +232,11 @@ public:
             if (sync_on()) fail("sync: SetFlag<%s>(%d): eventID outside 0..7", name, id);
             return;
         }
-        Edge& slot = flags_[event][id];
-        if (slot.valid && sync_on()) {
+        if (flag_is_set(event, static_cast<uint32_t>(id)) && sync_on()) {
             fail("sync: SetFlag<%s>(%d) while the same flag is still set (no WaitFlag in between)", name, id);
         }
-        slot = publish(src);
+        new (&flags_[event][id].edge) Edge(publish(src));
+        flag_set_[event] = static_cast<uint8_t>(flag_set_[event] | (1u << id));
     }
     void wait_flag(uint32_t event, uint32_t dst, int32_t id, const char* name) {
         cost_.flag_op(dst);
@@ -243,15 +244,14 @@ public:
             if (sync_on()) fail("sync: WaitFlag<%s>(%d): eventID outside 0..7", name, id);
             return;
         }
-        Edge& slot = flags_[event][id];
-        if (!slot.valid) {
+        if (!flag_is_set(event, static_cast<uint32_t>(id))) {
             if (sync_on()) {
                 fail("sync: WaitFlag<%s>(%d) with no SetFlag before it: the pipe would wait forever", name, id);
             }
             return;
         }
-        wait(dst, slot);
-        slot.valid = false;
+        wait(dst, flags_[event][id].edge);
+        flag_set_[event] = static_cast<uint8_t>(flag_set_[event] & ~(1u << id));
     }
     // PipeBarrier<PIPE_ALL> (and what SyncAll implies): every pipe waits for every other.
     void barrier_all(double extra_cycles) {
@@ -273,7 +273,7 @@ public:
         if (!sync_on()) return;
         for (uint32_t ev = 0; ev < kEvents; ++ev) {
             for (uint32_t id = 0; id < kEventIds; ++id) {
-                if (flags_[ev][id].valid) {
+                if (flag_is_set(ev, id)) {
                     fail("sync: SetFlag<%s>(%u) was never waited for (flags left set at kernel end)",
                          event_names[ev], id);
                 }
@@ -384,7 +384,16 @@ private:
     std::vector<uint8_t> defined_;
     std::unique_ptr<LogEntry[]> log_;
     uint32_t log_next_[kPipeCount] = {};
-    Edge flags_[kEvents][kEventIds];
+    // The edge of each set flag (SetFlag without its WaitFlag yet). Only a set flag's slot is ever read,
+    // so the slots (28 KiB) are not initialized: zeroing them cost more than a small core's whole run.
+    union FlagSlot {
+        FlagSlot() {}
+        Edge edge;
+    };
+    static_assert(kEventIds <= 8, "one bit per eventID in flag_set_");
+    FlagSlot flags_[kEvents][kEventIds];
+    uint8_t flag_set_[kEvents] = {};  // bit `id` of entry `event`: that flag is set
+    bool flag_is_set(uint32_t event, uint32_t id) const { return ((flag_set_[event] >> id) & 1u) != 0; }
     std::vector<UbRegion> regions_;
     const char* cur_op_ = nullptr;
     uint32_t cur_pipe_ = kPipeS;

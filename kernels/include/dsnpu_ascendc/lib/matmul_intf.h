@@ -358,15 +358,18 @@ private:
         for (int64_t k0 = 0; k0 < k_; k0 += t_.baseK) {
             const int64_t bk = std::min<int64_t>(t_.baseK, k_ - k0);
             model_load(bm, bn, bk, lda, ldb, m0, n0, k0);
-            load(op, a_, trans_a_, lda, m0, bm, k0, bk, af_);  // af[i*bk + kk]
-            load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf_);  // bf[j*bk + kk]
+            load(op, a_, trans_a_, lda, m0, bm, k0, bk, af_, false);  // af[i*bk + kk]
+            load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf_, true);   // bf[kk*bn + j]
+            // Each output accumulates in f32, in ascending k, one rounded product and one rounded sum
+            // per step (the order of a dot product per output); the loop runs along j, over
+            // independent outputs, so it pipelines (and vectorizes) instead of waiting on one sum.
             for (int64_t i = 0; i < bm; ++i) {
                 const float* ar = &af_[static_cast<size_t>(i * bk)];
-                for (int64_t j = 0; j < bn; ++j) {
-                    const float* br = &bf_[static_cast<size_t>(j * bk)];
-                    float s = acc_[static_cast<size_t>(i * bn + j)];
-                    for (int64_t kk = 0; kk < bk; ++kk) s += ar[kk] * br[kk];
-                    acc_[static_cast<size_t>(i * bn + j)] = s;
+                float* __restrict acc = &acc_[static_cast<size_t>(i * bn)];
+                for (int64_t kk = 0; kk < bk; ++kk) {
+                    const float a = ar[kk];
+                    const float* __restrict br = &bf_[static_cast<size_t>(kk * bn)];
+                    for (int64_t j = 0; j < bn; ++j) acc[j] += a * br[j];
                 }
             }
             ctr.cube_macs += static_cast<uint64_t>(bm * bn * bk);
@@ -449,18 +452,22 @@ private:
         pl.issue(h::kPipeFix, "Matmul(Fixpipe)", pl.cost().mte_cycles(split), h::cost::kMteLatency);
     }
 
-    // Load rows [r0, r0 + rows) x k-range [k0, k0 + bk) of an operand into out[r * bk + kk] as f32.
-    // `k_strided`: k runs down a stored column (A transposed, B not transposed), else along a stored row.
+    // Load rows [r0, r0 + rows) x k-range [k0, k0 + bk) of an operand as f32 into out[r * bk + kk], or
+    // with `k_major` into out[kk * rows + r]. `k_strided`: k runs down a stored column (A transposed, B not
+    // transposed), else along a stored row.
     template <typename T>
     static void load(const char* op, const GlobalTensor<T>& g, bool k_strided, int64_t ld, int64_t r0,
-                     int64_t rows, int64_t k0, int64_t bk, std::vector<float>& out) {
+                     int64_t rows, int64_t k0, int64_t bk, std::vector<float>& out, bool k_major) {
         out.resize(static_cast<size_t>(rows * bk));
+        const int64_t r_step = k_major ? 1 : bk;
+        const int64_t k_step = k_major ? rows : 1;
+        float* o = out.data();
         if (!k_strided) {
             for (int64_t r = 0; r < rows; ++r) {
                 const T* p = g.dsnpu_span(op, static_cast<uint64_t>((r0 + r) * ld + k0), static_cast<uint64_t>(bk));
                 ::dsnpu::host::gm_read(op, p, static_cast<uint64_t>(bk) * sizeof(T));
                 for (int64_t kk = 0; kk < bk; ++kk) {
-                    out[static_cast<size_t>(r * bk + kk)] = static_cast<float>(::dsnpu::host::Elem<T>::to_d(p[kk]));
+                    o[r * r_step + kk * k_step] = static_cast<float>(::dsnpu::host::Elem<T>::to_d(p[kk]));
                 }
             }
         } else {
@@ -468,7 +475,7 @@ private:
                 const T* p = g.dsnpu_span(op, static_cast<uint64_t>((k0 + kk) * ld + r0), static_cast<uint64_t>(rows));
                 ::dsnpu::host::gm_read(op, p, static_cast<uint64_t>(rows) * sizeof(T));
                 for (int64_t r = 0; r < rows; ++r) {
-                    out[static_cast<size_t>(r * bk + kk)] = static_cast<float>(::dsnpu::host::Elem<T>::to_d(p[r]));
+                    o[r * r_step + kk * k_step] = static_cast<float>(::dsnpu::host::Elem<T>::to_d(p[r]));
                 }
             }
         }
