@@ -20,8 +20,11 @@ use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::MlaDecodeTiling;
 
-/// Most cache positions one task (one chunk of one sequence) covers.
-pub const MLA_MAX_CHUNK: u32 = 4096;
+/// Most cache positions one task (one chunk of one sequence) covers. A block's two vector cores run a
+/// task each, and their cube requests interleave: two chunks' latent and rope rows (2 × 2048 × 576 × 2
+/// bytes in bf16, 4.7 MB) fit in a block's L2 slice (8 MiB at 24 blocks), so P·V reads the rows q·Kᵀ
+/// just loaded from L2 instead of HBM.
+pub const MLA_MAX_CHUNK: u32 = 2048;
 /// Fewest positions a chunk is cut to (a cube fractal's rows): shorter chunks cost more in partial
 /// results than they gain in parallelism.
 pub const MLA_MIN_CHUNK: u32 = 16;
@@ -508,8 +511,9 @@ mod tests {
         // Ragged: a long sequence among short ones gets the chunks, each at most MLA_MAX_CHUNK.
         let p = MlaDecodePlan::new(&[1, 32768, 5], 2).unwrap();
         assert_eq!(p.chunk(), MLA_MAX_CHUNK);
-        assert_eq!(p.tasks(), 1 + 8 + 1);
-        assert_eq!(&p.words()[..6], &[0, 1, 1, 8, 9, 1]);
+        let n = (32768 / MLA_MAX_CHUNK) as i32;
+        assert_eq!(p.tasks(), 1 + n as u32 + 1);
+        assert_eq!(&p.words()[..6], &[0, 1, 1, n, 1 + n, 1]);
     }
 
     fn shape(query_rows: u32) -> MlaPlanShape {
