@@ -204,17 +204,16 @@ public:
     // --- Matmul requests (lib/matmul_intf.h) ---------------------------------------------------------
     // The cube core's server objects: `index` in REGIST_MATMUL_OBJ's order, one instance per vector core.
     struct KfcObject {
-        const void* type = nullptr;  // the Matmul type's tag (kfc_type_tag)
+        const void* type = nullptr;  // the Matmul type's tag (Matmul::dsnpu_type_tag)
         void* inst[2] = {nullptr, nullptr};
     };
     void kfc_publish(std::vector<KfcObject> objects) { kfc_objects_ = std::move(objects); }
     // Vector core `from` asks the cube core to run `run` on its instance of object `index` (of type
-    // `type`); the caller then waits on kChanKfcReply. Returns an empty string or the finding.
-    std::string kfc_request(uint32_t from, uint32_t index, const void* type, std::function<void(void*)> run,
-                            const Edge& e) {
+    // `type`); the caller then waits on kChanKfcReply. Requests are synchronous, so at most two queue.
+    void kfc_request(uint32_t from, uint32_t index, const void* type, std::function<void(void*)> run,
+                     const Edge& e) {
         kfc_queue_.push_back(KfcRequest{from, index, type, std::move(run)});
         ready_[kSlotAic][kChanKfcRequest].push_back(e);
-        return std::string();
     }
     // The cube core's next request (after wait_channel(kSlotAic, kChanKfcRequest) returned its edge).
     struct KfcRequest {
@@ -339,7 +338,7 @@ public:
     }
 
 private:
-    // Caller holds mu_. Pushes a released edge to `r`'s counter; false (with msg) past 15 sets.
+    // Pushes a released edge to `r`'s counter; false (with msg) past 15 sets.
     bool push(uint32_t r, uint32_t flag, const Edge& e, char* msg, size_t n) {
         if (ready_[r][flag].size() >= kCrossFlagMax) {
             std::snprintf(msg, n,
@@ -351,7 +350,7 @@ private:
         ready_[r][flag].push_back(e);
         return true;
     }
-    // Caller holds mu_. Releases `r`'s wait when both AIVs have a pending set.
+    // Releases `r`'s wait when both AIVs have a pending set.
     bool pair(uint32_t r, uint32_t flag, char* msg, size_t n) {
         EdgeQueue& a = pending_[r][flag][1];
         EdgeQueue& b = pending_[r][flag][2];
@@ -370,7 +369,7 @@ private:
         }
         return true;
     }
-    // Caller holds mu_: no other core can ever release `slot`.
+    // No other core can ever release `slot`.
     bool stuck(uint32_t slot) const {
         for (uint32_t k = 0; k < kCoreSlots; ++k) {
             if (k == slot) continue;

@@ -240,7 +240,7 @@ public:
     }
 
     // --- the host layer's REGIST_MATMUL_OBJ (below), not Ascend C API ---------------------------------
-    // This object is vector core's client of the cube core's object number `index`.
+    // This object becomes its vector core's client of the cube core's object number `index`.
     void dsnpu_bind_client(uint32_t index) {
         client_ = true;
         kfc_index_ = index;
