@@ -15,6 +15,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <vector>
 
 #include "block.h"
 #include "pipeline.h"
@@ -23,7 +25,7 @@ namespace dsnpu {
 namespace host {
 
 // A core's stack: 8 MiB like a default thread's, reserved lazily (MAP_NORESERVE), with a guard page
-// below it; kept by the thread for its later blocks.
+// below it; kept (in the thread's CoopStackPool) for later blocks.
 class CoopStack {
 public:
     static constexpr size_t kBytes = size_t{8} << 20;
@@ -54,6 +56,43 @@ private:
     size_t len_ = 0, guard_ = 0;
 };
 
+// The stacks of one mix block's cores. A thread keeps them for later blocks in a pool: the simulator may
+// run several blocks of a SyncAll launch cooperatively on one thread (each waiting in SyncAll while the
+// others run), and each such block holds a set of its own until it returns.
+struct CoopStackSet {
+    CoopStack core[kCoreSlots];
+};
+
+class CoopStackPool {
+public:
+    // A set no running block holds; nullptr if none could be allocated.
+    std::unique_ptr<CoopStackSet> take() noexcept {
+        if (!idle_.empty()) {
+            std::unique_ptr<CoopStackSet> set = std::move(idle_.back());
+            idle_.pop_back();
+            return set;
+        }
+        try {
+            idle_.reserve(held_ + 1);  // so that give() never allocates
+            std::unique_ptr<CoopStackSet> set(new CoopStackSet);
+            ++held_;
+            return set;
+        } catch (...) {
+            return nullptr;
+        }
+    }
+    void give(std::unique_ptr<CoopStackSet> set) noexcept { idle_.push_back(std::move(set)); }
+
+private:
+    std::vector<std::unique_ptr<CoopStackSet>> idle_;
+    size_t held_ = 0;  // sets created: the most idle_ has to hold
+};
+
+inline CoopStackPool& coop_stacks() {
+    thread_local CoopStackPool pool;
+    return pool;
+}
+
 class CoopCores;
 inline thread_local CoopCores* t_coop = nullptr;
 
@@ -62,10 +101,14 @@ public:
     // Runs body(0) .. body(n - 1) (n <= kCoreSlots) to completion, round robin from core 0, each resumed
     // where it yielded. False if a stack could not be mapped (nothing ran).
     bool run(uint32_t n, const std::function<void(uint32_t)>& body) {
-        thread_local CoopStack stacks[kCoreSlots];
+        std::unique_ptr<CoopStackSet> stacks = coop_stacks().take();
+        if (stacks == nullptr) return false;
         body_ = &body;
         for (uint32_t s = 0; s < n; ++s) {
-            if (!prepare(s, stacks[s])) return false;
+            if (!prepare(s, stacks->core[s])) {
+                coop_stacks().give(std::move(stacks));
+                return false;
+            }
         }
         CoopCores* outer = t_coop;
         BlockState* block_state = t_block;
@@ -79,6 +122,7 @@ public:
             if (finished_[s]) --live;
         }
         t_coop = outer;
+        coop_stacks().give(std::move(stacks));
         return true;
     }
 

@@ -300,8 +300,11 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
     }
 
 // A mix kernel whose cores meet in SyncAll (sync.h): a mix entry that also declares SyncAll (ABI 4).
+// Its blocks are cooperative too (`name__dsnpu_coop`): each holds its own core stacks (coop.h) while it
+// waits in SyncAll, and sync_all_keep_state restores the waiting core's thread-local state.
 #define DSNPU_HOST_ENTRY_MIX_SYNC(name)                                     \
     DSNPU_HOST_EXPORT const uint8_t name##__dsnpu_sync_all = 1;            \
+    DSNPU_HOST_EXPORT const uint8_t name##__dsnpu_coop = 1;                \
     DSNPU_HOST_ENTRY_MIX(name)
 
 #endif
