@@ -1,7 +1,7 @@
 //! Launchers of `gather_rows_<t>`, `gather_rows_<t>_f32`, `argmax_<t>` and `softmax_<t>` (`src/ascendc/gather_rows.cpp`, `argmax.cpp`, `softmax.cpp`): the
 //! data movement and greedy sampling of a device-resident model step.
 
-use dsnpu_runtime::{DeviceBuffer, Stream};
+use dsnpu_runtime::{DeviceBuffer, DeviceRepr, Stream};
 
 use super::{device_error, expect_len, product, KernelElem, KernelLibrary, Launched};
 use crate::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling, Kernel, Result, SoftmaxTiling};
@@ -177,26 +177,10 @@ pub fn argmax<T: KernelElem>(
     let tiling = ArgmaxTiling::new(rows as u64, cols as u64, T::DTYPE, lib.hardware().vector)?;
     expect_len(K, "x", x.len(), product(K, "rows * cols", rows, cols)?)?;
     expect_len(K, "out", out.len(), rows)?;
-    let symbol = Kernel::Argmax.symbol(T::DTYPE);
-    let f = lib.function(Kernel::Argmax, T::DTYPE)?;
     let blocks = tiling.block_dim();
-    // SAFETY: argmax_<t>(x, out, workspace, tiling); x holds rows x cols elements of T and out rows i32
-    // (checked above), the extents the kernel gives its GlobalTensors; only out is written (arg_mut);
-    // the workspace is unused.
-    unsafe {
-        f.builder(stream)
-            .arg(x)
-            .arg_mut(out)
-            .null()
-            .tiling(&tiling)
-            .launch(blocks)
-    }
-    .map_err(|e| device_error(symbol, e))?;
-    Ok(Launched {
-        symbol,
-        blocks,
-        tiling,
-    })
+    // SAFETY: x holds rows x cols elements of T and out rows i32 (checked above), the extents
+    // argmax_<t> gives its GlobalTensors.
+    unsafe { launch_row_kernel(lib, stream, Kernel::Argmax, x, out, tiling, blocks) }
 }
 
 /// `out[r, :]` = softmax of `x[r, :cols]` in f32 (`x [rows, cols]`, `out` f32 `[rows, cols]`); the
@@ -214,12 +198,30 @@ pub fn softmax<T: KernelElem>(
     let n = product(K, "rows * cols", rows, cols)?;
     expect_len(K, "x", x.len(), n)?;
     expect_len(K, "out", out.len(), n)?;
-    let symbol = Kernel::Softmax.symbol(T::DTYPE);
-    let f = lib.function(Kernel::Softmax, T::DTYPE)?;
     let blocks = tiling.block_dim();
-    // SAFETY: softmax_<t>(x, out, workspace, tiling); x holds rows x cols elements of T and out rows x
-    // cols f32 (checked above), the extents the kernel gives its GlobalTensors; only out is written
-    // (arg_mut); the workspace is unused.
+    // SAFETY: x holds rows x cols elements of T and out rows x cols f32 (checked above), the extents
+    // softmax_<t> gives its GlobalTensors.
+    unsafe { launch_row_kernel(lib, stream, Kernel::Softmax, x, out, tiling, blocks) }
+}
+
+/// Launches a row kernel `kernel_<t>(x, out, workspace, tiling)` (argmax, softmax) on `blocks` blocks:
+/// only `out` is written, the workspace is unused (null).
+///
+/// # Safety
+/// `x` and `out` hold at least the elements `tiling` makes the kernel address.
+unsafe fn launch_row_kernel<T: KernelElem, O: DeviceRepr, L: DeviceRepr>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    kernel: Kernel,
+    x: &DeviceBuffer<T>,
+    out: &mut DeviceBuffer<O>,
+    tiling: L,
+    blocks: u32,
+) -> Result<Launched<L>> {
+    let symbol = kernel.symbol(T::DTYPE);
+    let f = lib.function(kernel, T::DTYPE)?;
+    // SAFETY: the caller guarantees the extents of x and out; only out is written (arg_mut); the
+    // workspace is unused.
     unsafe {
         f.builder(stream)
             .arg(x)

@@ -25,7 +25,7 @@ namespace dsnpu {
 namespace host {
 
 // A core's stack: 8 MiB like a default thread's, reserved lazily (MAP_NORESERVE), with a guard page
-// below it; kept (in the thread's CoopStackPool) for later blocks.
+// below it; kept (in the thread's pool, coop_stacks) for later blocks.
 class CoopStack {
 public:
     static constexpr size_t kBytes = size_t{8} << 20;
@@ -56,40 +56,42 @@ private:
     size_t len_ = 0, guard_ = 0;
 };
 
-// The stacks of one mix block's cores. A thread keeps them for later blocks in a pool: the simulator may
-// run several blocks of a SyncAll launch cooperatively on one thread (each waiting in SyncAll while the
-// others run), and each such block holds a set of its own until it returns.
-struct CoopStackSet {
-    CoopStack core[kCoreSlots];
-};
-
-class CoopStackPool {
+// Objects a thread lends to the cores it runs (their stacks, their Unified Buffers): the three cores of a
+// mix block hold one each, and so does every block of a SyncAll launch the simulator runs cooperatively on
+// the thread (a block waiting in SyncAll keeps what it holds). Given back objects are kept for later runs.
+template <class T>
+class IdlePool {
 public:
-    // A set no running block holds; nullptr if none could be allocated.
-    std::unique_ptr<CoopStackSet> take() noexcept {
+    // An object no running core holds; nullptr if none could be allocated.
+    std::unique_ptr<T> take() noexcept {
         if (!idle_.empty()) {
-            std::unique_ptr<CoopStackSet> set = std::move(idle_.back());
+            std::unique_ptr<T> t = std::move(idle_.back());
             idle_.pop_back();
-            return set;
+            return t;
         }
         try {
             idle_.reserve(held_ + 1);  // so that give() never allocates
-            std::unique_ptr<CoopStackSet> set(new CoopStackSet);
+            std::unique_ptr<T> t(new T);
             ++held_;
-            return set;
+            return t;
         } catch (...) {
             return nullptr;
         }
     }
-    void give(std::unique_ptr<CoopStackSet> set) noexcept { idle_.push_back(std::move(set)); }
+    void give(std::unique_ptr<T> t) noexcept { idle_.push_back(std::move(t)); }
 
 private:
-    std::vector<std::unique_ptr<CoopStackSet>> idle_;
-    size_t held_ = 0;  // sets created: the most idle_ has to hold
+    std::vector<std::unique_ptr<T>> idle_;
+    size_t held_ = 0;  // objects created: the most idle_ has to hold
 };
 
-inline CoopStackPool& coop_stacks() {
-    thread_local CoopStackPool pool;
+// The stacks of one mix block's cores.
+struct CoopStackSet {
+    CoopStack core[kCoreSlots];
+};
+
+inline IdlePool<CoopStackSet>& coop_stacks() {
+    thread_local IdlePool<CoopStackSet> pool;
     return pool;
 }
 

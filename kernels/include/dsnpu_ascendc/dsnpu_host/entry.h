@@ -83,31 +83,9 @@ private:
     uint32_t len_ = 0;
 };
 
-// The Unified Buffers of this thread not in use. A core takes one for its run and gives it back: the
-// three cores of a mix block (coop.h) hold one each, and so does every block of a SyncAll launch the
-// simulator runs cooperatively on this thread (a block waiting in SyncAll keeps its UB contents).
-class ThreadUbs {
-public:
-    // Throws std::bad_alloc.
-    std::unique_ptr<ThreadUb> take() {
-        if (idle_.empty()) {
-            idle_.reserve(held_ + 1);  // so that give() never allocates
-            ++held_;
-            return std::unique_ptr<ThreadUb>(new ThreadUb);
-        }
-        std::unique_ptr<ThreadUb> ub = std::move(idle_.back());
-        idle_.pop_back();
-        return ub;
-    }
-    void give(std::unique_ptr<ThreadUb> ub) noexcept { idle_.push_back(std::move(ub)); }
-
-private:
-    std::vector<std::unique_ptr<ThreadUb>> idle_;
-    size_t held_ = 0;  // buffers created: the most idle_ has to hold
-};
-
-inline ThreadUbs& thread_ubs() {
-    thread_local ThreadUbs ubs;
+// The Unified Buffers of this thread not in use (IdlePool, coop.h): a core takes one for its run.
+inline IdlePool<ThreadUb>& thread_ubs() {
+    thread_local IdlePool<ThreadUb> ubs;
     return ubs;
 }
 
@@ -159,6 +137,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         st.sim_sync_all = ctx->sync_all;
         st.ctx = &own;
         ub_keep = thread_ubs().take();
+        if (ub_keep == nullptr) throw std::bad_alloc();
         ub = ub_keep->get(st.ub_capacity);
         st.ub = ub;
         keep->reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), ctx->block_num));
