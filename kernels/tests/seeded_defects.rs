@@ -493,6 +493,34 @@ fn vector_cores_drive_the_cube_matmul() {
 }
 
 #[test]
+fn partial_sums_stay_in_l0c_until_get_tensor_c() {
+    checks_are_on();
+    for blocks in [1u32, 2] {
+        let (out, a, w, got) = run_kfc(8, blocks);
+        assert!(
+            out.failures.is_empty() && out.warnings.is_empty(),
+            "{blocks} blocks: {:?} {:?}",
+            out.failures,
+            out.warnings
+        );
+        assert_twice_product(&a, &w, &got, blocks as usize);
+        for c in &out.counters {
+            assert_eq!(c.cube_macs, (MIX_N * MIX_N * MIX_N) as u64);
+            // C (16 x 16 f32) left through FIX once, not once per k half; the vector cores'
+            // copies out of the doubled rows are the other 16 x 16 x 4 bytes.
+            assert_eq!(c.ub_to_gm_bytes, 2 * (MIX_N * MIX_N * 4) as u64);
+        }
+    }
+    // Iterate(true) with no tile in L0C to add to.
+    let (out, _, _, _) = run_kfc(9, 1);
+    let m = out.only_failure();
+    assert!(
+        m.contains("Matmul::Iterate: enPartialSum without a tile in L0C"),
+        "{m}"
+    );
+}
+
+#[test]
 fn an_operand_written_on_mte3_without_a_flag_races_with_the_cube() {
     checks_are_on();
     let (out, _, _, _) = run_kfc(1, 1);

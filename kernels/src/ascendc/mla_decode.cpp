@@ -18,8 +18,8 @@
  *      vector core's f32 score workspace (Matmul API, operands in GM);
  *   2. vector: per row, scale, causal mask (at most S - 1 positions of the last chunk), max m, p = exp(s - m),
  *      l = sum p; p rounded to t into the P workspace; (m, l) per row into the task's ml workspace;
- *   3. cube: O[G, Dl] = P . latent per segment, accumulated in f32, into the task's partial workspace
- *      (unnormalised: sum_j exp(s_j - m) latent_j).
+ *   3. cube: O[G, Dl] = P . latent, per base tile of O summed over the segments in L0C (Iterate with
+ *      enPartialSum), then once into the task's partial workspace (unnormalised: sum_j exp(s_j - m) latent_j).
  * SyncAll (vector cores); then the combine phase, rows (b, r) split over the vector cores: M = max of the
  * tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out = t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0
  * saw no visible key: skipped). A 1:2 mix kernel: the vector cores run step 2 and the combine and drive
@@ -207,20 +207,29 @@ private:
         // P went out on MTE3: the cube may load it only after those copies (the request follows S).
         SetFlag<HardEvent::MTE3_S>(0);
         WaitFlag<HardEvent::MTE3_S>(0);
-        // 3. O = P . latent, accumulated over the segments.
+        // 3. O = P . latent: each base tile of O sums its products over the segments in L0C (Iterate with
+        //    enPartialSum) and goes to the partial workspace once, not once per segment.
         const uint64_t oAt = static_cast<uint64_t>(k) * G_ * t_.latent_dim;
         if (C == 0) return;  // every row has l = 0: the combine skips this task
-        for (uint32_t p = 0; p < C;) {
-            const uint32_t pos = static_cast<uint32_t>(c0) + p;
-            const uint64_t slot = Slot(b, pos);
-            const uint32_t n = Run(b, pos, C - p);
-            mmPv.SetOrgShape(G_, t_.latent_dim, t_.pitch, t_.pitch);
-            mmPv.SetTensorA(pWs_[p]);
-            mmPv.SetTensorB(latentGm_[slot * t_.latent_dim]);
-            mmPv.SetTail(static_cast<int>(G_), static_cast<int>(t_.latent_dim), static_cast<int>(n));
-            mmPv.IterateAll(partialWs_[oAt], p == 0 ? 0 : 1);
-            mmPv.End();
-            p += n;
+        const uint32_t Dl = t_.latent_dim;
+        for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) {
+            const uint32_t rows = Min(t_.pv_base_m, G_ - m0);
+            for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
+                const uint32_t cols = Min(t_.pv_base_n, Dl - n0);
+                for (uint32_t p = 0; p < C;) {
+                    const uint32_t pos = static_cast<uint32_t>(c0) + p;
+                    const uint64_t slot = Slot(b, pos);
+                    const uint32_t n = Run(b, pos, C - p);
+                    mmPv.SetOrgShape(G_, Dl, t_.pitch, t_.pitch);
+                    mmPv.SetTensorA(pWs_[static_cast<uint64_t>(m0) * t_.pitch + p]);
+                    mmPv.SetTensorB(latentGm_[slot * Dl + n0]);
+                    mmPv.SetTail(static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(n));
+                    mmPv.Iterate(p > 0);
+                    p += n;
+                }
+                mmPv.GetTensorC(partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0]);
+                mmPv.End();
+            }
         }
     }
 

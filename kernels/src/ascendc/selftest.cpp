@@ -55,7 +55,7 @@
  * selftest_kfc(a, w, out, workspace, tiling): a 1:2 mix kernel whose vector cores drive the cube core's
  *   Matmul through REGIST_MATMUL_OBJ, and SyncAll in a mix launch. a and w are 16 x 16 f32; per block the
  *   user workspace holds C (16 x 16 f32) and a copy of a (16 x 16); out is 16 x 16 f32 per block (modes
- *   0-3, 6, 7) or 4 * blocks int32 (modes 4, 5). Vector core s of every block asks for rows [8s, 8s + 8)
+ *   0-3, 6-9) or 4 * blocks int32 (modes 4, 5). Vector core s of every block asks for rows [8s, 8s + 8)
  *   of C = a * w^T (IterateAll into the workspace), copies them in, doubles them and writes them to out.
  *   0  as above                                                                       -- none
  *   1  A is the vector core's own copy of its rows of a, written by MTE3 just before the request with
@@ -68,6 +68,9 @@
  *   5  as 4 but vector core 1 of each block returns before the SyncAll                 -- sync
  *   6  a Matmul used on a vector core without REGIST_MATMUL_OBJ                        -- fault
  *   7  as 0, then SyncAll<false>, which the serving cube core never reaches            -- sync
+ *   8  as 0, but C is two products over the k halves (Iterate, then Iterate(true) on the second
+ *      operand pair: summed in L0C), moved out once by GetTensorC                      -- none
+ *   9  as 8 without the first Iterate: nothing in L0C to add to                        -- fault
  * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
  *   (a multiple of `arg`, the tile length, itself a multiple of 8):
  *   0  copy a -> b through a depth-1 TQueBind<VECIN, VECOUT> in tiles            -- copy in/out serialized
@@ -738,9 +741,22 @@ __aicore__ inline void KfcMatmul(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR ou
         }
         aRows = aWs[r0];
     }
-    mm.SetTensorA(aRows);
-    mm.SetTensorB(wGm, true);
-    mm.IterateAll(cWs[r0]);
+    if (mode == 8 || mode == 9) {
+        // The k halves as two operand pairs, summed in L0C (enPartialSum), moved out once.
+        constexpr int half = static_cast<int>(kKfcN / 2);
+        mm.SetTail(-1, -1, half);
+        mm.SetTensorA(aRows);
+        mm.SetTensorB(wGm, true);
+        if (mode == 8) mm.Iterate();
+        mm.SetTensorA(aRows[half]);
+        mm.SetTensorB(wGm[half], true);
+        mm.Iterate(true);
+        mm.GetTensorC(cWs[r0]);
+    } else {
+        mm.SetTensorA(aRows);
+        mm.SetTensorB(wGm, true);
+        mm.IterateAll(cWs[r0]);
+    }
     mm.End();
     KfcRows(pipe, cWs[r0], o[r0], true);
     if (mode == 3 && GetSubBlockIdx() == 0) CrossCoreWaitFlag(0);

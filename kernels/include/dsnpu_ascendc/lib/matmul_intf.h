@@ -23,6 +23,7 @@
 // served it (the reply orders the cube's MTE2, M and FIX work before the client's later instructions),
 // and the request is ordered after what the client's scalar unit issued or waited for, so an operand the
 // client wrote to GM on MTE3 needs an MTE3_S flag before the call (the race check reports it otherwise).
+// Iterate(true) (enPartialSum) adds a product to the tile still in L0C; GetTensorC moves it out once.
 // C goes to GM only (GetTensorC into a LocalTensor is not implemented). A Matmul used on a vector core of
 // a mix launch without REGIST_MATMUL_OBJ faults.
 //
@@ -194,15 +195,31 @@ public:
     }
     // One baseM x baseN tile of C per call, in iterateOrder (0: down M first, then along N), computed into
     // the L0C accumulator; false when the block is done.
+    // enPartialSum: the product of the operands now set is added to the tile still in L0C (computed by
+    // an earlier Iterate and not yet moved out by GetTensorC), as CANN documents it: only for a C of one
+    // tile (singleCoreM <= baseM, singleCoreN <= baseN; here the current tail shape) and the same tile
+    // extent; returns true. This is how a sum over operand pieces that are not one strided matrix (cache
+    // rows in scattered pages) stays in L0C instead of going to GM and back per piece.
     __aicore__ inline bool Iterate(bool enPartialSum = false) {
         if (client_) {
             bool more = false;
             kfc_call([&](Matmul& s) { more = s.Iterate(enPartialSum); });
             return more;
         }
-        (void)enPartialSum;
         const char* op = "Matmul::Iterate";
         check_ready(op);
+        if (enPartialSum) {
+            if (tile_bm_ == 0) ::dsnpu::host::fail("%s: enPartialSum without a tile in L0C (Iterate first)", op);
+            if (bias_on_) ::dsnpu::host::fail("%s: enPartialSum with a bias (it would be added again)", op);
+            if (m_ > t_.baseM || n_ > t_.baseN || m_ != tile_bm_ || n_ != tile_bn_ || tile_m0_ != 0 || tile_n0_ != 0) {
+                ::dsnpu::host::fail("%s: enPartialSum needs C to be the one tile in L0C (C %dx%d, base %dx%d, tile "
+                                    "%lldx%lld)",
+                                    op, m_, n_, t_.baseM, t_.baseN, static_cast<long long>(tile_bm_),
+                                    static_cast<long long>(tile_bn_));
+            }
+            compute_tile(op, 0, tile_bm_, 0, tile_bn_, true);
+            return true;
+        }
         const int64_t mt = (m_ + t_.baseM - 1) / t_.baseM, nt = (n_ + t_.baseN - 1) / t_.baseN;
         if (iter_ >= mt * nt) {
             iter_ = 0;
@@ -349,12 +366,13 @@ private:
         }
     }
 
-    // C tile [m0, m0 + bm) x [n0, n0 + bn) into acc_ (f32, + bias): the k steps of the cube.
-    void compute_tile(const char* op, int64_t m0, int64_t bm, int64_t n0, int64_t bn) {
+    // C tile [m0, m0 + bm) x [n0, n0 + bn) into acc_ (f32, + bias): the k steps of the cube, onto what
+    // acc_ holds with `accumulate` (enPartialSum), else from zero.
+    void compute_tile(const char* op, int64_t m0, int64_t bm, int64_t n0, int64_t bn, bool accumulate = false) {
         const int64_t lda = trans_a_ ? t_.M : t_.Ka;
         const int64_t ldb = trans_b_ ? t_.Kb : t_.N;
         dsnpu_sim_counters& ctr = ::dsnpu::host::counters();
-        acc_.assign(static_cast<size_t>(bm * bn), 0.0f);
+        if (!accumulate) acc_.assign(static_cast<size_t>(bm * bn), 0.0f);
         for (int64_t k0 = 0; k0 < k_; k0 += t_.baseK) {
             const int64_t bk = std::min<int64_t>(t_.baseK, k_ - k0);
             model_load(bm, bn, bk, lda, ldb, m0, n0, k0);
