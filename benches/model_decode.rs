@@ -15,7 +15,9 @@
 //!   private LRU slice of the 192 MiB L2, emptied per block: data shared between cores misses once per
 //!   core, so this is an upper bound of what a shared L2 would let through), and its ratio to the minimum;
 //! - `model µs`: the sum over launches of the 910B2 model of each launch's counters
-//!   (`dsnpu_kernels::roofline`, the same model the kernel benches use) and `roof µs`: the layer's
+//!   (`dsnpu_kernels::roofline`'s `times_l2`, the model the kernel benches use: HBM bytes at HBM rate,
+//!   GM bytes at the L2's rate, multiply-adds and vector operations at their units' rates, the slowest
+//!   of them per launch) and `roof µs`: the layer's
 //!   roofline (its minimal bytes at HBM rate against its minimal multiply-adds at cube rate).
 //!
 //! The host emulates the cube with scalar loops, so a case above `DSNPU_BENCH_MAX_MACS` multiply-adds
@@ -205,8 +207,10 @@ impl Meter<'_> {
         self.hbm_write += t.hbm_write_bytes;
         self.macs += t.cube_macs;
         self.vector += t.vector_elem_ops;
+        // As the kernel benches model a launch: HBM bytes (the L2 model's misses) at HBM speed, every
+        // GM byte at L2 speed, the MACs and vector operations at their units' rates.
         self.model_s += ASCEND_910B2
-            .times(t.gm_bytes(), t.cube_macs, t.vector_elem_ops)
+            .times_l2(t.gm_bytes(), t.hbm_bytes(), t.cube_macs, t.vector_elem_ops)
             .modelled();
         self.launches += 1;
         let e = self.by_kernel.entry(symbol).or_default();

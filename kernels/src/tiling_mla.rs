@@ -87,8 +87,9 @@ impl MlaDecodePlan {
     /// which also takes `s_q · h_q`): of the chunk lengths that cut the longest sequence into 1, 2, …
     /// equal pieces (within [`MLA_MIN_CHUNK`, `MLA_MAX_CHUNK`]), the one with the least estimated time,
     /// the longer on ties. The estimate is the larger of (a) every byte the plan makes the kernel move —
-    /// the cache rows, and per task the query panel plus its partial output and `(m, l)` written and
-    /// read back by the combine — at HBM speed, and (b) the busiest core (tasks dealt round-robin, as the
+    /// the cache rows, per task the query panel plus its partial output and `(m, l)` written and
+    /// read back by the combine, and once per vector core its score scratch (written back by L2) — at
+    /// HBM speed, and (b) the busiest core (tasks dealt round-robin, as the
     /// kernel does), each task costing the larger of its bytes at one core's copy rate and its
     /// multiply-adds at one cube core's rate. Cutting more spreads the work over more cores but adds a
     /// partial output per piece: a memory-bound decode is cut until about seven cores saturate HBM, a
@@ -225,6 +226,10 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
             per_task.push((bytes / PLAN_CORE_BYTES_PER_S).max(c * key_macs / PLAN_CORE_MACS_PER_S));
         }
     }
+    // Each vector core with a task dirties its score scratch ([rows, chunk] f32, P written over it)
+    // once: L2 writes it back to HBM, however many of its tasks reuse it.
+    let workers = per_task.len().min(2 * cores as usize) as f64;
+    total += workers * rows * round_up(chunk, 16) as f64 * 4.0;
     let blocks = per_task.len().min(cores as usize).max(1);
     let mut busy = vec![0.0f64; blocks];
     for (k, t) in per_task.iter().enumerate() {
@@ -377,7 +382,8 @@ impl MlaDecodeTiling {
         )?;
         // Scratch per vector core: two per block of the mix launch.
         let blocks = u64::from(plan.tasks.min(budget.cores).max(1));
-        let scratch = 2 * blocks * g * pitch * (4 + sz);
+        // Scores f32 [g, pitch] per vector core; P is written over them.
+        let scratch = 2 * blocks * g * pitch * 4;
         let partial_at = round_up(scratch, UB_BLOCK);
         Ok(MlaDecodeTiling {
             batch: d.batch as u32,
@@ -551,10 +557,14 @@ mod tests {
         let p = MlaDecodePlan::for_shape(&[4096], shape(16), 24).unwrap();
         assert!(p.tasks() > 4 && p.tasks() < 24, "{p:?}");
         assert_tiles(&p, &[4096]);
-        // 128 heads are cube-bound: cut further than 16 heads.
-        let q = MlaDecodePlan::for_shape(&[32768], shape(128), 24).unwrap();
-        let r = MlaDecodePlan::for_shape(&[32768], shape(16), 24).unwrap();
-        assert!(q.tasks() > r.tasks(), "{q:?} {r:?}");
+        // A long context is cut at least far enough for the cores to saturate HBM (about seven), but
+        // with 128 heads not into a piece per vector core: each worker's score scratch ([128, chunk]
+        // f32) is written back once, and a partial output per piece.
+        for rows in [16, 128] {
+            let q = MlaDecodePlan::for_shape(&[32768], shape(rows), 24).unwrap();
+            assert!(q.tasks() >= 8 && q.tasks() < 48, "{rows}: {q:?}");
+            assert_tiles(&q, &[32768]);
+        }
         // A short context with 128 heads is cut less than the head-blind plan cuts it.
         let s = MlaDecodePlan::for_shape(&[512], shape(128), 24).unwrap();
         assert!(s.tasks() < MlaDecodePlan::new(&[512], 24).unwrap().tasks());

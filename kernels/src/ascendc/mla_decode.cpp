@@ -27,7 +27,8 @@
  * sequence's visible length are never read.
  *
  * Workspace (bytes, offsets in the tiling, after the system workspace): per vector core: scores f32
- * [G, pitch] | P t [G, pitch];
+ * [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
+ * pitch * 4 / sizeof(t) elements of t);
  * per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
  *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 64.
@@ -80,9 +81,11 @@ public:
 
         GM_ADDR ws = GetUserWorkspace(workspace);
         const uint64_t scoreElems = static_cast<uint64_t>(G_) * t.pitch;
-        GM_ADDR mine = ws + VectorWorker() * (scoreElems * (sizeof(float) + sizeof(T)));
+        GM_ADDR mine = ws + VectorWorker() * (scoreElems * sizeof(float));
         scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems);
-        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine + scoreElems * sizeof(float)), scoreElems);
+        // P row r overwrites the start of score row r (read before): half the scratch HBM writes back.
+        pPitch_ = t.pitch * static_cast<uint32_t>(sizeof(float) / sizeof(T));
+        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine), static_cast<uint64_t>(G_) * pPitch_);
         GM_ADDR partial = ws + static_cast<uint64_t>(t.ws_partial_at_lo) + (static_cast<uint64_t>(t.ws_partial_at_hi) << 32);
         const uint64_t perTask = static_cast<uint64_t>(G_) * t.latent_dim;
         partialWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial), perTask * t.tasks);
@@ -220,8 +223,8 @@ private:
                     const uint32_t pos = static_cast<uint32_t>(c0) + p;
                     const uint64_t slot = Slot(b, pos);
                     const uint32_t n = Run(b, pos, C - p);
-                    mmPv.SetOrgShape(G_, Dl, t_.pitch, t_.pitch);
-                    mmPv.SetTensorA(pWs_[static_cast<uint64_t>(m0) * t_.pitch + p]);
+                    mmPv.SetOrgShape(G_, Dl, pPitch_, pPitch_);
+                    mmPv.SetTensorA(pWs_[static_cast<uint64_t>(m0) * pPitch_ + p]);
                     mmPv.SetTensorB(latentGm_[slot * Dl + n0]);
                     mmPv.SetTail(static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(n));
                     mmPv.Iterate(p > 0);
@@ -302,9 +305,9 @@ private:
         pt = pQue_.DeQue<T>();
         if (C > 0) {
             const uint32_t tGap = (P * sizeof(T) - AlignUp(C * sizeof(T), UB_BLOCK)) / UB_BLOCK;
-            DataCopyPad(pWs_[static_cast<uint64_t>(r0) * P], pt,
+            DataCopyPad(pWs_[static_cast<uint64_t>(r0) * pPitch_], pt,
                         DataCopyExtParams(static_cast<uint16_t>(R), C * static_cast<uint32_t>(sizeof(T)), tGap,
-                                          (P - C) * static_cast<uint32_t>(sizeof(T)), 0));
+                                          (pPitch_ - C) * static_cast<uint32_t>(sizeof(T)), 0));
         }
         pQue_.FreeTensor(pt);
     }
@@ -430,7 +433,7 @@ private:
     GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_;
     GlobalTensor<int32_t> tableGm_, lensGm_, planGm_;
     DsnpuMlaDecodeTiling t_{};
-    uint32_t G_ = 0;
+    uint32_t G_ = 0, pPitch_ = 0;
     float scale_ = 1.0f;
 };
 
