@@ -315,7 +315,7 @@ pub const KERNELS: &[KernelSpec] = &[
     ),
     kernel(
         "LinearFp8",
-        "`(x, w, scale, y, workspace, tiling)` with [`GroupedMatmulTiling`] (one group, no list): `y = x·wᵀ` with `w` FP8 e4m3 codes `[n, k]` and f32 `scale` `[ceil(n/128), ceil(k/128)]` (`weight_scale_inv`), dequantized 128 columns at a time into a per-vector-core panel by a 1:2 mix kernel; the dtype is the activations'.",
+        "`(x, w, scale, y, workspace, tiling)` with [`GroupedMatmulTiling`] (one group, no list): `y = x·wᵀ` with `w` FP8 e4m3 codes `[n, k]` and f32 `scale` `[ceil(n/128), ceil(k/128)]` (`weight_scale_inv`), dequantized 512 columns of K (four scale blocks) at a time into a per-vector-core panel by a 1:2 mix kernel; the dtype is the activations'.",
         ["linear_fp8_f32", "linear_fp8_f16", "linear_fp8_bf16"],
         6,
         "src/ascendc/moe_grouped_matmul.cpp",

@@ -446,7 +446,7 @@ fn scales_of_the_wrong_shape_are_typed_errors() {
 
 /// The GM traffic of `linear_fp8_bf16` with one m-tile, exactly: every weight element is dequantized
 /// once into the block's bf16 panel (2 bytes written, read back by the cube), the f32 tile is written
-/// once per 128-column K chunk, y once; the codes are read once (1 byte each). Printed next to
+/// once (the K panels' products add up in L0C: C is one base tile), y once; the codes are read once (1 byte each). Printed next to
 /// `linear_bf16` on bf16 weights of the same shape: in the simulator's GM counters the panel's round
 /// trip makes the FP8 GEMM move more bytes than the 16-bit one (on an NPU the small panel would stay in
 /// L2; the counters do not model L2).
@@ -477,9 +477,9 @@ fn an_fp8_weight_is_dequantized_once_per_m_tile_through_a_panel() {
         .unwrap()
         .unwrap()
         .totals;
-    let (nk, chunks) = ((n * k) as u64, k.div_ceil(128) as u64);
+    let nk = (n * k) as u64;
     let (m, n) = (m as u64, n as u64);
-    assert_eq!(c.ub_to_gm_bytes, nk * 2 + m * n * 4 * chunks + m * n * 2);
+    assert_eq!(c.ub_to_gm_bytes, nk * 2 + m * n * 4 + m * n * 2);
     // In: the codes and the panel once each, plus x and the f32 tile (a few KiB).
     assert!(
         c.gm_to_ub_bytes >= nk * 3 && c.gm_to_ub_bytes <= nk * 3 + 8192,

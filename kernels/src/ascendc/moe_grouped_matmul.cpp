@@ -341,13 +341,15 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
 //
 // Weights are e4m3 codes, one byte each, [G, N, K] (row-major, out x in, as in the checkpoint) with f32
 // block scales `weight_scale_inv` [G, ceil(N/128), ceil(K/128)]: w[n, k] = e4m3(code) * scale[n/128, k/128].
-// The 910B cube has no FP8 input type, so a task's B operand is dequantized 128 columns of K at a time
-// (one scale column) by the vector unit into a per-block panel [task n, <= 128] of t in the workspace, and
-// the cube multiplies that panel (Matmul with B = the panel, A = x's 128 columns), adding each K chunk's
-// product to an f32 accumulator with IterateAll's enAtomic. The whole dequantized weight never exists in
-// GM: at most one [single_n, 128] panel per block.
+// The 910B cube has no FP8 input type, so a task's B operand is dequantized PANEL_K (512) columns of K at
+// a time (four scale columns, one after the other) by the vector unit into a per-vector-core panel
+// [task n, <= 512] of t in the workspace, and the cube multiplies that panel (Matmul with B = the panel,
+// A = x's 512 columns). The panels' products add up in L0C (Iterate with enPartialSum; C goes out once)
+// when the task's C is one base tile, else in an f32 accumulator in GM (IterateAll's enAtomic). The whole
+// dequantized weight never exists in GM: at most one [single_n, 512] panel per vector core.
 //
-// Dequantization of a panel, DQ_ROWS weight rows per UB pass (all on PIPE_V after the codes' MTE2 copy):
+// Dequantization of a panel, DQ_ROWS weight rows of one scale column per UB pass (all on PIPE_V after the
+// codes' MTE2 copy; the next pass's copy in and the last one's copy out overlap it):
 //   codes u8 -> half (Cast, exact) -> int32 (Cast CAST_ROUND, exact) -> byte offsets (Muls 4) ->
 //   Gather from a 256-entry f32 table of the e4m3 values (built once per block on the scalar unit:
 //   sign, 4-bit exponent bias 7, 3-bit mantissa, subnormals, 0x7F/0xFF NaN) -> Muls by the row's block scale
@@ -358,7 +360,7 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
 // Accumulator: with t = f32 the chunks accumulate in y (or the f32 gate/up workspace) directly; with a
 // 16-bit t they accumulate in a per-vector-core f32 tile [single_m, single_n] in the workspace that the vector
 // unit then rounds to t into y. Workspace per vector core (after the system workspace and expert_ffn's
-// gate/up/h): the panel round_up(single_n * 128 * sizeof(t), 32) bytes, then (16-bit t) the f32 tile
+// gate/up/h): the panel round_up(single_n * 512 * sizeof(t), 32) bytes, then (16-bit t) the f32 tile
 // single_m * single_n * 4.
 //
 // All three are 1:2 mix kernels built like expert_ffn: the vector cores take the tasks (each block's run,
@@ -368,11 +370,15 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
 // scalar unit waited for, so the PipeBarrier<PIPE_ALL> after each panel (written on MTE3) orders it
 // before the cube loads it, and the reply orders C (written on FIX) before the vector core reads it.
 // The two vector cores of a block take turns on the cube: one dequantizes while the other's product runs.
-// UB per vector core: DQ_ROWS x 128 x (1 + 2 + 4 + 4 + sizeof(t)) bytes + the 1 KiB table (123,904 bytes at most;
-// expert_ffn_fp8 sizes its SwiGLU rows to the rest).
+// UB per vector core: DQ_ROWS x 128 x (2 + 2 + 4 + 4 + 2 sizeof(t)) bytes (two code buffers, half, int32,
+// f32, two output buffers) + the 1 KiB table (164,864 bytes for f32; expert_ffn_fp8 sizes its SwiGLU rows
+// to the rest).
 
 constexpr uint32_t FP8_BLOCK = 128;  // rows and columns of weight per scale (DeepSeek-V3's weight_block_size)
 constexpr uint32_t DQ_ROWS = 64;     // weight rows per dequantization pass
+// Columns of K per panel, i.e. per cube request (four scale blocks, dequantized one after the other):
+// fewer, longer requests. Mirrored as FP8_PANEL_K in src/launch/fp8.rs (the workspace size).
+constexpr uint32_t PANEL_K = 4 * FP8_BLOCK;
 
 template <HardEvent E>
 __aicore__ inline void Serialize() {
@@ -404,60 +410,43 @@ class Fp8Dequant {
 public:
     __aicore__ inline void Init(TPipe& pipe) {
         constexpr uint32_t E = DQ_ROWS * FP8_BLOCK;
-        pipe.InitBuffer(codes_, E);
+        pipe.InitBuffer(codes_, 2 * E);
         pipe.InitBuffer(halves_, E * sizeof(half));
         pipe.InitBuffer(offsets_, E * sizeof(int32_t));
         pipe.InitBuffer(values_, E * sizeof(float));
-        pipe.InitBuffer(out_, E * sizeof(T));
+        pipe.InitBuffer(out_, 2 * E * sizeof(T));
         pipe.InitBuffer(table_, 256 * sizeof(float));
         LocalTensor<float> table = table_.Get<float>();
         for (uint32_t c = 0; c < 256; ++c) table.SetValue(c, E4m3Value(c));
         // Row padding of the codes holds defined (zero) codes, so the whole pass can be converted.
-        Duplicate(codes_.Get<uint8_t>().ReinterpretCast<half>(), static_cast<half>(0.0f), static_cast<int32_t>(E / 2));
+        Duplicate(codes_.Get<uint8_t>().ReinterpretCast<half>(), static_cast<half>(0.0f), static_cast<int32_t>(E));
         Serialize<HardEvent::S_V>();
         Serialize<HardEvent::V_MTE2>();
     }
 
-    // panel[r, c] = t(e4m3(w[row0 + r, kc + c]) * scale[(row0 + r) / 128, kc / 128]) for r < rows, c < kw;
-    // w is [*, k] codes, scale [*, sCols] (both from the group's start), panel compact [rows, kw].
+    // panel[r, c] = t(e4m3(w[row0 + r, kc + c]) * scale[(row0 + r) / 128, (kc + c) / 128]) for r < rows,
+    // c < kw; w is [*, k] codes, scale [*, sCols] (both from the group's start), panel compact [rows, kw].
+    // Walked in items of (128 columns: one scale column, DQ_ROWS rows) with the codes and the output rows
+    // double-buffered (event ids 0 and 1 per buffer): the next item's codes load (MTE2) and the previous
+    // item's rows store (MTE3) run under this item's vector work.
     __aicore__ inline void Panel(const GlobalTensor<uint8_t>& w, uint32_t k, const GlobalTensor<float>& scale,
                                  uint32_t sCols, uint32_t row0, uint32_t rows, uint32_t kc, uint32_t kw,
                                  const GlobalTensor<T>& panel) {
-        LocalTensor<uint8_t> codes = codes_.Get<uint8_t>();
-        LocalTensor<half> halves = halves_.Get<half>();
-        LocalTensor<int32_t> offsets = offsets_.Get<int32_t>();
-        LocalTensor<float> values = values_.Get<float>();
-        LocalTensor<float> table = table_.Get<float>();
-        LocalTensor<T> out = out_.Get<T>();
-        const uint32_t codeGap = (FP8_BLOCK - AlignUp(kw, UB_BLOCK)) / UB_BLOCK;
-        const uint32_t outGap = (FP8_BLOCK * sizeof(T) - AlignUp(kw * sizeof(T), UB_BLOCK)) / UB_BLOCK;
-        for (uint32_t r0 = 0; r0 < rows; r0 += DQ_ROWS) {
-            const uint32_t n = Min(DQ_ROWS, rows - r0);
-            const int32_t count = static_cast<int32_t>(n * FP8_BLOCK);
-            DataCopyPad(codes, w[static_cast<uint64_t>(row0 + r0) * k + kc],
-                        DataCopyExtParams(static_cast<uint16_t>(n), kw, k - kw, codeGap, 0),
-                        DataCopyPadExtParams<uint8_t>(false, 0, 0, 0));
-            Serialize<HardEvent::MTE2_V>();
-            Cast(halves, codes, RoundMode::CAST_NONE, static_cast<uint32_t>(count));
-            Cast(offsets, halves, RoundMode::CAST_ROUND, static_cast<uint32_t>(count));
-            Muls(offsets, offsets, static_cast<int32_t>(sizeof(float)), count);
-            Gather(values, table, offsets.ReinterpretCast<uint32_t>(), 0, static_cast<uint32_t>(count));
-            // One Muls per run of rows in the same 128-row block.
-            for (uint32_t a = 0; a < n;) {
-                const uint32_t blockRow = (row0 + r0 + a) / FP8_BLOCK;
-                const uint32_t b = Min(n, (blockRow + 1) * FP8_BLOCK - row0 - r0);
-                const float s = scale.GetValue(static_cast<uint64_t>(blockRow) * sCols + kc / FP8_BLOCK);
-                Muls(values[a * FP8_BLOCK], values[a * FP8_BLOCK], s, static_cast<int32_t>((b - a) * FP8_BLOCK));
-                a = b;
-            }
-            FromFloat(out, values, static_cast<uint32_t>(count));
-            Serialize<HardEvent::V_MTE3>();
-            DataCopyPad(panel[static_cast<uint64_t>(r0) * kw], out,
-                        DataCopyExtParams(static_cast<uint16_t>(n), static_cast<uint32_t>(kw * sizeof(T)), outGap,
-                                          0, 0));
-            Serialize<HardEvent::MTE3_V>();  // the next pass rewrites out
-            Serialize<HardEvent::V_MTE2>();  // the next pass reloads the codes this one converted
+        const uint32_t passes = CeilDiv(rows, DQ_ROWS);
+        const uint32_t items = passes * CeilDiv(kw, FP8_BLOCK);
+        SetFlag<HardEvent::V_MTE2>(0);  // both code buffers and both output buffers start free
+        SetFlag<HardEvent::V_MTE2>(1);
+        SetFlag<HardEvent::MTE3_V>(0);
+        SetFlag<HardEvent::MTE3_V>(1);
+        Load(w, k, row0, rows, kc, kw, passes, 0);
+        for (uint32_t i = 0; i < items; ++i) {
+            if (i + 1 < items) Load(w, k, row0, rows, kc, kw, passes, i + 1);
+            Convert(scale, sCols, row0, rows, kc, kw, panel, passes, i);
         }
+        WaitFlag<HardEvent::V_MTE2>(0);
+        WaitFlag<HardEvent::V_MTE2>(1);
+        WaitFlag<HardEvent::MTE3_V>(0);
+        WaitFlag<HardEvent::MTE3_V>(1);
     }
 
     // y[r, c] (pitch ldy) = t(acc[r, c]) (pitch n) for r < m, c < n: the 16-bit epilogue.
@@ -487,6 +476,75 @@ public:
     }
 
 private:
+    // Item i of a panel: column block i / passes, rows [(i % passes) DQ_ROWS, ...).
+    __aicore__ inline void Item(uint32_t i, uint32_t passes, uint32_t rows, uint32_t kw, uint32_t& r0, uint32_t& n,
+                                uint32_t& c0, uint32_t& cw) {
+        r0 = i % passes * DQ_ROWS;
+        n = Min(DQ_ROWS, rows - r0);
+        c0 = i / passes * FP8_BLOCK;
+        cw = Min(FP8_BLOCK, kw - c0);
+    }
+
+    // The codes of item i into buffer i % 2 (after the vector unit is done with its last item).
+    __aicore__ inline void Load(const GlobalTensor<uint8_t>& w, uint32_t k, uint32_t row0, uint32_t rows, uint32_t kc,
+                                uint32_t kw, uint32_t passes, uint32_t i) {
+        uint32_t r0, n, c0, cw;
+        Item(i, passes, rows, kw, r0, n, c0, cw);
+        const uint32_t b = i % 2;
+        LocalTensor<uint8_t> codes = codes_.Get<uint8_t>()[b * DQ_ROWS * FP8_BLOCK];
+        const uint32_t codeGap = (FP8_BLOCK - AlignUp(cw, UB_BLOCK)) / UB_BLOCK;
+        WaitFlag<HardEvent::V_MTE2>(b);
+        DataCopyPad(codes, w[static_cast<uint64_t>(row0 + r0) * k + kc + c0],
+                    DataCopyExtParams(static_cast<uint16_t>(n), cw, k - cw, codeGap, 0),
+                    DataCopyPadExtParams<uint8_t>(false, 0, 0, 0));
+        SetFlag<HardEvent::MTE2_V>(b);
+    }
+
+    // Item i: codes -> t values (vector unit), then its rows to the panel from output buffer i % 2.
+    __aicore__ inline void Convert(const GlobalTensor<float>& scale, uint32_t sCols, uint32_t row0, uint32_t rows,
+                                   uint32_t kc, uint32_t kw, const GlobalTensor<T>& panel, uint32_t passes,
+                                   uint32_t i) {
+        uint32_t r0, n, c0, cw;
+        Item(i, passes, rows, kw, r0, n, c0, cw);
+        const uint32_t b = i % 2;
+        LocalTensor<uint8_t> codes = codes_.Get<uint8_t>()[b * DQ_ROWS * FP8_BLOCK];
+        LocalTensor<half> halves = halves_.Get<half>();
+        LocalTensor<int32_t> offsets = offsets_.Get<int32_t>();
+        LocalTensor<float> values = values_.Get<float>();
+        LocalTensor<float> table = table_.Get<float>();
+        LocalTensor<T> out = out_.Get<T>()[b * DQ_ROWS * FP8_BLOCK];
+        const int32_t count = static_cast<int32_t>(n * FP8_BLOCK);
+        // The scales first: scalar GM reads, before the vector work that uses them.
+        const uint32_t firstBlock = (row0 + r0) / FP8_BLOCK, lastBlock = (row0 + r0 + n - 1) / FP8_BLOCK;
+        float s[DQ_ROWS / FP8_BLOCK + 2];
+        for (uint32_t blk = firstBlock; blk <= lastBlock; ++blk) {
+            s[blk - firstBlock] = scale.GetValue(static_cast<uint64_t>(blk) * sCols + (kc + c0) / FP8_BLOCK);
+        }
+        WaitFlag<HardEvent::MTE2_V>(b);
+        Cast(halves, codes, RoundMode::CAST_NONE, static_cast<uint32_t>(count));
+        SetFlag<HardEvent::V_MTE2>(b);  // this code buffer may take the item after next
+        Cast(offsets, halves, RoundMode::CAST_ROUND, static_cast<uint32_t>(count));
+        Muls(offsets, offsets, static_cast<int32_t>(sizeof(float)), count);
+        Gather(values, table, offsets.ReinterpretCast<uint32_t>(), 0, static_cast<uint32_t>(count));
+        // One Muls per run of rows in the same 128-row block.
+        for (uint32_t a = 0; a < n;) {
+            const uint32_t blk = (row0 + r0 + a) / FP8_BLOCK;
+            const uint32_t e = Min(n, (blk + 1) * FP8_BLOCK - row0 - r0);
+            Muls(values[a * FP8_BLOCK], values[a * FP8_BLOCK], s[blk - firstBlock],
+                 static_cast<int32_t>((e - a) * FP8_BLOCK));
+            a = e;
+        }
+        WaitFlag<HardEvent::MTE3_V>(b);  // the store two items back has left this output buffer
+        FromFloat(out, values, static_cast<uint32_t>(count));
+        SetFlag<HardEvent::V_MTE3>(b);
+        WaitFlag<HardEvent::V_MTE3>(b);
+        const uint32_t outGap = (FP8_BLOCK * sizeof(T) - AlignUp(cw * sizeof(T), UB_BLOCK)) / UB_BLOCK;
+        DataCopyPad(panel[static_cast<uint64_t>(r0) * kw + c0], out,
+                    DataCopyExtParams(static_cast<uint16_t>(n), static_cast<uint32_t>(cw * sizeof(T)), outGap,
+                                      static_cast<uint32_t>((kw - cw) * sizeof(T)), 0));
+        SetFlag<HardEvent::MTE3_V>(b);
+    }
+
     TBuf<TPosition::VECCALC> codes_, halves_, offsets_, values_, out_, table_;
 };
 
@@ -500,14 +558,14 @@ public:
 
     // Bytes of one block's share of the workspace.
     __aicore__ static inline uint64_t BlockBytes(uint32_t singleM, uint32_t singleN) {
-        const uint64_t panel = AlignUp(singleN * FP8_BLOCK * static_cast<uint32_t>(sizeof(T)), UB_BLOCK);
+        const uint64_t panel = AlignUp(singleN * PANEL_K * static_cast<uint32_t>(sizeof(T)), UB_BLOCK);
         return panel + (kF32 ? 0 : static_cast<uint64_t>(singleM) * singleN * sizeof(float));
     }
 
     __aicore__ inline void Init(TPipe& pipe, GM_ADDR blockWs, uint32_t singleM, uint32_t singleN) {
         dq_.Init(pipe);
-        const uint64_t panel = AlignUp(singleN * FP8_BLOCK * static_cast<uint32_t>(sizeof(T)), UB_BLOCK);
-        panel_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(blockWs), static_cast<uint64_t>(singleN) * FP8_BLOCK);
+        const uint64_t panel = AlignUp(singleN * PANEL_K * static_cast<uint32_t>(sizeof(T)), UB_BLOCK);
+        panel_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(blockWs), static_cast<uint64_t>(singleN) * PANEL_K);
         if (!kF32) {
             tile_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(blockWs + panel),
                                   static_cast<uint64_t>(singleM) * singleN);
@@ -516,13 +574,16 @@ public:
 
     // c[i, j] (pitch ldc, f32) = sum_k a[i, k] w[j, k] for i < m, j < n: a at the task's first row (pitch
     // k), w the codes at the task's first weight row `row0` of its group (pitch k), scale the group's
-    // scales ([*, ceil(k / 128)]).
-    __aicore__ inline void Accumulate(Mm& mm, const GlobalTensor<T>& a, uint32_t m, const GlobalTensor<uint8_t>& w,
-                                      const GlobalTensor<float>& scale, uint32_t row0, uint32_t n, uint32_t k,
-                                      const GlobalTensor<float>& c, uint32_t ldc) {
+    // scales ([*, ceil(k / 128)]); `cube` is mm's tiling. When C is one base tile of it, the panels'
+    // products add up in L0C (Iterate with enPartialSum) and C goes to GM once; otherwise each panel's
+    // product is added to C in GM (IterateAll with enAtomic).
+    __aicore__ inline void Accumulate(Mm& mm, const TCubeTiling& cube, const GlobalTensor<T>& a, uint32_t m,
+                                      const GlobalTensor<uint8_t>& w, const GlobalTensor<float>& scale, uint32_t row0,
+                                      uint32_t n, uint32_t k, const GlobalTensor<float>& c, uint32_t ldc) {
         const uint32_t sCols = CeilDiv(k, FP8_BLOCK);
-        for (uint32_t kc = 0; kc < k; kc += FP8_BLOCK) {
-            const uint32_t kw = Min(FP8_BLOCK, k - kc);
+        const bool inL0c = m <= static_cast<uint32_t>(cube.baseM) && n <= static_cast<uint32_t>(cube.baseN);
+        for (uint32_t kc = 0; kc < k; kc += PANEL_K) {
+            const uint32_t kw = Min(PANEL_K, k - kc);
             dq_.Panel(w, k, scale, sCols, row0, n, kc, kw, panel_);
             PipeBarrier<PIPE_ALL>();  // the panel is in GM before the cube loads it
             mm.SetOrgShape(static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), static_cast<int>(kw),
@@ -530,20 +591,29 @@ public:
             mm.SetTensorA(a[kc]);
             mm.SetTensorB(panel_, true);
             mm.SetTail(static_cast<int>(m), static_cast<int>(n), static_cast<int>(kw));
-            mm.IterateAll(c, kc == 0 ? 0 : 1);
+            if (inL0c) {
+                mm.Iterate(kc > 0);
+            } else {
+                mm.IterateAll(c, kc == 0 ? 0 : 1);
+                mm.End();
+            }
+            PipeBarrier<PIPE_ALL>();  // the cube is done with the panel (and C is in GM)
+        }
+        if (inL0c) {
+            mm.GetTensorC(c);
             mm.End();
-            PipeBarrier<PIPE_ALL>();  // C is in GM, and the cube is done with the panel
+            PipeBarrier<PIPE_ALL>();  // C is in GM
         }
     }
 
     // y (pitch ldy) = the task's product, through the f32 tile for a 16-bit t.
-    __aicore__ inline void Product(Mm& mm, const GlobalTensor<T>& a, uint32_t m, const GlobalTensor<uint8_t>& w,
-                                   const GlobalTensor<float>& scale, uint32_t row0, uint32_t n, uint32_t k,
-                                   const GlobalTensor<T>& y, uint32_t ldy) {
+    __aicore__ inline void Product(Mm& mm, const TCubeTiling& cube, const GlobalTensor<T>& a, uint32_t m,
+                                   const GlobalTensor<uint8_t>& w, const GlobalTensor<float>& scale, uint32_t row0,
+                                   uint32_t n, uint32_t k, const GlobalTensor<T>& y, uint32_t ldy) {
         if constexpr (kF32) {
-            Accumulate(mm, a, m, w, scale, row0, n, k, y, ldy);
+            Accumulate(mm, cube, a, m, w, scale, row0, n, k, y, ldy);
         } else {
-            Accumulate(mm, a, m, w, scale, row0, n, k, tile_, n);
+            Accumulate(mm, cube, a, m, w, scale, row0, n, k, tile_, n);
             dq_.Narrow(tile_, m, n, y, ldy);
             PipeBarrier<PIPE_ALL>();
         }
@@ -572,7 +642,6 @@ __aicore__ inline void GroupedMatmulFp8(GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_
     yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), static_cast<uint64_t>(t.rows) * t.n);
     if (hasList) listGm.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
 
-    // The host's base K (at most 64) lies within one 128-column scale block, as each chunk needs.
     TCubeTiling cube = ToCubeTiling(t.cube);
     TPipe pipe;
     typename Fp8Gemm<T>::Mm mm;
@@ -587,7 +656,7 @@ __aicore__ inline void GroupedMatmulFp8(GM_ADDR x, GM_ADDR w, GM_ADDR scale, GM_
     Task task;
     while (tasks.Next(task)) {
         const uint64_t g = task.group;
-        gemm.Product(mm, xGm[static_cast<uint64_t>(task.row0) * t.k], task.m, wGm[g * t.n * t.k],
+        gemm.Product(mm, cube, xGm[static_cast<uint64_t>(task.row0) * t.k], task.m, wGm[g * t.n * t.k],
                      sGm[g * sRows * sCols], task.col0, task.n, t.k,
                      yGm[static_cast<uint64_t>(task.row0) * t.n + task.col0], t.n);
     }
@@ -619,7 +688,6 @@ public:
         hWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(workspace + 2 * rows * inter * sizeof(float)), rows * inter);
         const uint64_t shared = (rows * inter * (8 + sizeof(T)) + UB_BLOCK - 1) / UB_BLOCK * UB_BLOCK;
         gemmWs_ = workspace + shared;
-        // The host's base K (at most 64) is within one 128-column scale block, as each chunk needs.
         up = ToCubeTiling(t.cube_up);
         down = ToCubeTiling(t.cube_down);
     }
@@ -641,7 +709,7 @@ public:
         DealRuns(second);
         while (second.Next(task)) {
             const uint64_t g = task.group;
-            gemm_.Product(mmDown, hWs_[static_cast<uint64_t>(task.row0) * t_.inter], task.m,
+            gemm_.Product(mmDown, down, hWs_[static_cast<uint64_t>(task.row0) * t_.inter], task.m,
                           wDownGm_[g * t_.hidden * t_.inter], sDownGm_[g * sUpLen_], task.col0, task.n, t_.inter,
                           yGm_[static_cast<uint64_t>(task.row0) * t_.hidden + task.col0], t_.hidden);
         }
@@ -653,10 +721,10 @@ private:
         const uint64_t c = static_cast<uint64_t>(task.row0) * t_.inter + task.col0;
         const GlobalTensor<T> a = xGm_[static_cast<uint64_t>(task.row0) * t_.hidden];
         const uint64_t w = g * t_.inter * t_.hidden;
-        gemm_.Accumulate(mmUp, a, task.m, wGateGm_[w], sGateGm_[g * sUpLen_], task.col0, task.n, t_.hidden,
+        gemm_.Accumulate(mmUp, up, a, task.m, wGateGm_[w], sGateGm_[g * sUpLen_], task.col0, task.n, t_.hidden,
                          gateWs_[c], t_.inter);
-        gemm_.Accumulate(mmUp, a, task.m, wUpGm_[w], sUpGm_[g * sUpLen_], task.col0, task.n, t_.hidden, upWs_[c],
-                         t_.inter);
+        gemm_.Accumulate(mmUp, up, a, task.m, wUpGm_[w], sUpGm_[g * sUpLen_], task.col0, task.n, t_.hidden,
+                         upWs_[c], t_.inter);
         for (uint32_t r0 = 0; r0 < task.m; r0 += t_.swiglu_rows) {
             swiglu_.Run(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
         }

@@ -1,10 +1,10 @@
 //! Launchers of the FP8-weight GEMMs `linear_fp8_<t>`, `grouped_matmul_fp8_<t>` and `expert_ffn_fp8_<t>`
 //! (`src/ascendc/moe_grouped_matmul.cpp`): weights stay FP8 e4m3 codes on the device with their f32
-//! 128×128 block scales (`weight_scale_inv`), and the kernels dequantize them tile by tile (128 columns
-//! of K of a task's rows at a time, on the vector unit, into a per-block panel of the activation type
+//! 128×128 block scales (`weight_scale_inv`), and the kernels dequantize them tile by tile (512 columns
+//! of K of a task's rows at a time, one 128-column scale block after the other, on the vector unit, into a per-vector-core panel of the activation type
 //! that the cube multiplies). The dequantized weight never exists whole in device memory: the workspace
-//! holds one `[single_n, 128]` panel per block (plus, for 16-bit activations, the block's f32
-//! accumulator tile).
+//! holds one `[single_n, 512]` panel ([`FP8_PANEL_K`] columns) per vector core (plus, for 16-bit
+//! activations, its f32 accumulator tile).
 //!
 //! `<t>` is the activations' type (f32, f16 or bf16); the panel is `t`, so with 16-bit activations the
 //! dequantized values are rounded to `t` (what dequantizing at load to a 16-bit device copy gives).
@@ -23,6 +23,9 @@ use crate::{
 
 /// Rows and columns of weight per block scale (DeepSeek-V3's `weight_block_size`).
 pub const FP8_BLOCK: usize = 128;
+
+/// Columns of K the kernels dequantize into a panel per cube request (`PANEL_K` in the source).
+const FP8_PANEL_K: u64 = 4 * FP8_BLOCK as u64;
 
 /// Weight rows the kernels dequantize per Unified Buffer pass (`DQ_ROWS` in the source).
 const DQ_ROWS: u64 = 64;
@@ -43,17 +46,17 @@ pub fn fp8_scale_len(groups: usize, n: usize, k: usize) -> usize {
         .saturating_mul(k.div_ceil(FP8_BLOCK))
 }
 
-/// Unified Buffer the dequantization takes per block (codes, half, int32 offsets, f32 values and the
-/// `t` panel rows of a pass, plus the 256-entry f32 table).
+/// Unified Buffer the dequantization takes per vector core (two code buffers, half, int32 offsets, f32
+/// values and two buffers of `t` panel rows of a pass, plus the 256-entry f32 table).
 fn dequant_ub_bytes(dtype: KernelDtype) -> u64 {
-    DQ_ROWS * FP8_BLOCK as u64 * (1 + 2 + 4 + 4 + u64::from(dtype.size())) + 256 * 4
+    DQ_ROWS * FP8_BLOCK as u64 * (2 + 2 + 4 + 4 + 2 * u64::from(dtype.size())) + 256 * 4
 }
 
-/// One block's workspace: the `[single_n, 128]` panel in `dtype`, then (16-bit) the f32
+/// One vector core's workspace: the `[single_n, 512]` panel in `dtype`, then (16-bit) the f32
 /// `[single_m, single_n]` accumulator tile (`Fp8Gemm::BlockBytes` in the source).
 fn block_bytes(dtype: KernelDtype, single_m: u32, single_n: u32) -> u64 {
     let panel = round_up(
-        u64::from(single_n) * FP8_BLOCK as u64 * u64::from(dtype.size()),
+        u64::from(single_n) * FP8_PANEL_K * u64::from(dtype.size()),
         32,
     );
     let tile = if dtype == KernelDtype::F32 {
@@ -147,13 +150,19 @@ fn fp8_gemm<T: KernelElem>(
     let GroupedShape { rows, groups, n, k } = shape;
     let cube = lib.hardware().cube;
     let list_kind = group_list.as_ref().map_or(MoeList::Count, |l| l.kind);
+    // A task's time is mostly its dequantization, on the vector core that takes it: tile for the
+    // vector cores (two per cube core) so that every one of them gets a task where the shape allows.
+    let workers = CoreBudget {
+        cores: 2 * cube.cores,
+        ..cube
+    };
     let tiling = GroupedMatmulTiling::new(
         rows as u64,
         groups as u64,
         n as u64,
         k as u64,
         list_kind,
-        cube,
+        workers,
     )?;
     expect_len(name, "x", x.len(), product(name, "rows * k", rows, k)?)?;
     expect_len(name, "y", y.len(), product(name, "rows * n", rows, n)?)?;
