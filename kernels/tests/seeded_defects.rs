@@ -521,6 +521,28 @@ fn partial_sums_stay_in_l0c_until_get_tensor_c() {
 }
 
 #[test]
+fn an_asynchronous_request_orders_nothing_until_it_is_waited_for() {
+    checks_are_on();
+    // Overwriting the operand of a request still in flight races with the cube core's load of it.
+    let (out, _, _, _) = run_kfc(10, 1);
+    let m = out.only_failure();
+    assert!(m.starts_with("race: "), "{m}");
+    assert!(
+        m.contains("Matmul::IterateAll on MTE2 of AIC") && m.contains("DataCopyPad on MTE3 of AIV"),
+        "{m}"
+    );
+    // Waiting for it first: clean, and the product is of the operand as it was.
+    let (out, a, w, got) = run_kfc(11, 2);
+    assert!(
+        out.failures.is_empty() && out.warnings.is_empty(),
+        "{:?} {:?}",
+        out.failures,
+        out.warnings
+    );
+    assert_twice_product(&a, &w, &got, 2);
+}
+
+#[test]
 fn an_operand_written_on_mte3_without_a_flag_races_with_the_cube() {
     checks_are_on();
     let (out, _, _, _) = run_kfc(1, 1);

@@ -559,15 +559,18 @@ public:
     // Bytes of one block's share of the workspace.
     __aicore__ static inline uint64_t BlockBytes(uint32_t singleM, uint32_t singleN) {
         const uint64_t panel = AlignUp(singleN * PANEL_K * static_cast<uint32_t>(sizeof(T)), UB_BLOCK);
-        return panel + (kF32 ? 0 : static_cast<uint64_t>(singleM) * singleN * sizeof(float));
+        return 2 * panel + (kF32 ? 0 : static_cast<uint64_t>(singleM) * singleN * sizeof(float));
     }
 
     __aicore__ inline void Init(TPipe& pipe, GM_ADDR blockWs, uint32_t singleM, uint32_t singleN) {
         dq_.Init(pipe);
         const uint64_t panel = AlignUp(singleN * PANEL_K * static_cast<uint32_t>(sizeof(T)), UB_BLOCK);
-        panel_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(blockWs), static_cast<uint64_t>(singleN) * PANEL_K);
+        for (uint32_t i = 0; i < 2; ++i) {
+            panel_[i].SetGlobalBuffer(reinterpret_cast<__gm__ T*>(blockWs + i * panel),
+                                      static_cast<uint64_t>(singleN) * PANEL_K);
+        }
         if (!kF32) {
-            tile_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(blockWs + panel),
+            tile_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(blockWs + 2 * panel),
                                   static_cast<uint64_t>(singleM) * singleN);
         }
     }
@@ -582,28 +585,29 @@ public:
                                       uint32_t n, uint32_t k, const GlobalTensor<float>& c, uint32_t ldc) {
         const uint32_t sCols = CeilDiv(k, FP8_BLOCK);
         const bool inL0c = m <= static_cast<uint32_t>(cube.baseM) && n <= static_cast<uint32_t>(cube.baseN);
-        for (uint32_t kc = 0; kc < k; kc += PANEL_K) {
+        uint32_t slot = 0;
+        for (uint32_t kc = 0; kc < k; kc += PANEL_K, slot ^= 1u) {
             const uint32_t kw = Min(PANEL_K, k - kc);
-            dq_.Panel(w, k, scale, sCols, row0, n, kc, kw, panel_);
+            // The cube may still multiply the other slot's panel (its request is in flight); the one
+            // before it, which read this slot, was waited for when that request was made.
+            dq_.Panel(w, k, scale, sCols, row0, n, kc, kw, panel_[slot]);
             PipeBarrier<PIPE_ALL>();  // the panel is in GM before the cube loads it
             mm.SetOrgShape(static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), static_cast<int>(kw),
                            static_cast<int>(ldc));
             mm.SetTensorA(a[kc]);
-            mm.SetTensorB(panel_, true);
+            mm.SetTensorB(panel_[slot], true);
             mm.SetTail(static_cast<int>(m), static_cast<int>(n), static_cast<int>(kw));
+            // Asynchronous: the next panel's dequantization overlaps this product (the request made
+            // next waits for this one first, so the products add up in order).
             if (inL0c) {
-                mm.Iterate(kc > 0);
+                mm.template Iterate<false>(kc > 0);
             } else {
-                mm.IterateAll(c, kc == 0 ? 0 : 1);
-                mm.End();
+                mm.template IterateAll<false>(c, kc == 0 ? 0 : 1);
             }
-            PipeBarrier<PIPE_ALL>();  // the cube is done with the panel (and C is in GM)
         }
-        if (inL0c) {
-            mm.GetTensorC(c);
-            mm.End();
-            PipeBarrier<PIPE_ALL>();  // C is in GM
-        }
+        if (inL0c) mm.GetTensorC(c);
+        mm.End();
+        PipeBarrier<PIPE_ALL>();  // C is in GM before the vector unit reads it
     }
 
     // y (pitch ldy) = the task's product, through the f32 tile for a 16-bit t.
@@ -620,7 +624,7 @@ public:
     }
 
     Fp8Dequant<T> dq_;
-    GlobalTensor<T> panel_;
+    GlobalTensor<T> panel_[2];
     GlobalTensor<float> tile_;
 };
 

@@ -55,7 +55,7 @@
  * selftest_kfc(a, w, out, workspace, tiling): a 1:2 mix kernel whose vector cores drive the cube core's
  *   Matmul through REGIST_MATMUL_OBJ, and SyncAll in a mix launch. a and w are 16 x 16 f32; per block the
  *   user workspace holds C (16 x 16 f32) and a copy of a (16 x 16); out is 16 x 16 f32 per block (modes
- *   0-3, 6-9) or 4 * blocks int32 (modes 4, 5). Vector core s of every block asks for rows [8s, 8s + 8)
+ *   0-3, 6-11) or 4 * blocks int32 (modes 4, 5). Vector core s of every block asks for rows [8s, 8s + 8)
  *   of C = a * w^T (IterateAll into the workspace), copies them in, doubles them and writes them to out.
  *   0  as above                                                                       -- none
  *   1  A is the vector core's own copy of its rows of a, written by MTE3 just before the request with
@@ -71,6 +71,9 @@
  *   8  as 0, but C is two products over the k halves (Iterate, then Iterate(true) on the second
  *      operand pair: summed in L0C), moved out once by GetTensorC                      -- none
  *   9  as 8 without the first Iterate: nothing in L0C to add to                        -- fault
+ *   10 IterateAll<false> (asynchronous) on the vector core's own copy of its rows of a, which it
+ *      overwrites (MTE3) before WaitIterateAll: the cube core's load of it is unordered  -- race (GM)
+ *   11 as 10 with WaitIterateAll before the overwrite                                  -- none
  * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
  *   (a multiple of `arg`, the tile length, itself a multiple of 8):
  *   0  copy a -> b through a depth-1 TQueBind<VECIN, VECOUT> in tiles            -- copy in/out serialized
@@ -740,6 +743,21 @@ __aicore__ inline void KfcMatmul(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR ou
             WaitFlag<HardEvent::MTE3_S>(0);
         }
         aRows = aWs[r0];
+    }
+    if (mode == 10 || mode == 11) {
+        // An asynchronous request on the vector core's own copy of A, which it then overwrites.
+        KfcRows(pipe, aGm[r0], aWs[r0], false);
+        SetFlag<HardEvent::MTE3_S>(0);
+        WaitFlag<HardEvent::MTE3_S>(0);
+        mm.SetTensorA(aWs[r0]);
+        mm.SetTensorB(wGm, true);
+        mm.template IterateAll<false>(cWs[r0]);
+        if (mode == 11) mm.WaitIterateAll();
+        KfcRows(pipe, aGm[r0], aWs[r0], true);
+        mm.WaitIterateAll();
+        mm.End();
+        KfcRows(pipe, cWs[r0], o[r0], true);
+        return;
     }
     if (mode == 8 || mode == 9) {
         // The k halves as two operand pairs, summed in L0C (enPartialSum), moved out once.

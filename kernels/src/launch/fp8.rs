@@ -52,7 +52,8 @@ fn dequant_ub_bytes(dtype: KernelDtype) -> u64 {
     DQ_ROWS * FP8_BLOCK as u64 * (2 + 2 + 4 + 4 + 2 * u64::from(dtype.size())) + 256 * 4
 }
 
-/// One vector core's workspace: the `[single_n, 512]` panel in `dtype`, then (16-bit) the f32
+/// One vector core's workspace: two `[single_n, 512]` panels in `dtype` (one dequantized while the cube
+/// multiplies the other), then (16-bit) the f32
 /// `[single_m, single_n]` accumulator tile (`Fp8Gemm::BlockBytes` in the source).
 fn block_bytes(dtype: KernelDtype, single_m: u32, single_n: u32) -> u64 {
     let panel = round_up(
@@ -64,7 +65,7 @@ fn block_bytes(dtype: KernelDtype, single_m: u32, single_n: u32) -> u64 {
     } else {
         u64::from(single_m) * u64::from(single_n) * 4
     };
-    panel + tile
+    2 * panel + tile
 }
 
 fn check_weights(

@@ -19,8 +19,10 @@
 // from the calling function; on a vector core it initialises the objects as clients. A client's Set*
 // calls stay local; IterateAll, Iterate, GetTensorC and End are requests (mix.h's kChanKfcRequest) that
 // the cube core runs on its instance for that vector core (one per vector core, as CANN's server keeps),
-// with the client's operands. Every request is synchronous here: the vector core resumes after the cube
-// served it (the reply orders the cube's MTE2, M and FIX work before the client's later instructions),
+// with the client's operands as they were when it asked. A request is synchronous (the vector core resumes
+// after the cube served it: the reply orders the cube's MTE2, M and FIX work before the client's later
+// instructions) unless made with IterateAll<false> / Iterate<false>: then it stays in flight while the
+// vector core goes on, until WaitIterateAll, End or the next request waits for it (one in flight at most),
 // and the request is ordered after what the client's scalar unit issued or waited for, so an operand the
 // client wrote to GM on MTE3 needs an MTE3_S flag before the call (the race check reports it otherwise).
 // Iterate(true) (enPartialSum) adds a product to the tile still in L0C; GetTensorC moves it out once.
@@ -175,10 +177,13 @@ public:
         if (tailK != -1) k_ = tailK;
     }
 
-    // Compute the whole C block and write it to `gm` (adding to it with enAtomic = 1).
+    // Compute the whole C block and write it to `gm` (adding to it with enAtomic = 1). sync = false, from
+    // a vector core: the request stays in flight while the vector core goes on (WaitIterateAll, the next
+    // request or End waits for it); on the cube core itself the call runs in place either way.
+    template <bool sync = true>
     __aicore__ inline void IterateAll(const GlobalTensor<C>& gm, uint8_t enAtomic = 0) {
         if (client_) {
-            kfc_call([&](Matmul& s) { s.IterateAll(gm, enAtomic); });
+            kfc_call([gm, enAtomic](Matmul& s) { s.IterateAll(gm, enAtomic); }, sync);
             return;
         }
         const char* op = "Matmul::IterateAll";
@@ -200,10 +205,17 @@ public:
     // tile (singleCoreM <= baseM, singleCoreN <= baseN; here the current tail shape) and the same tile
     // extent; returns true. This is how a sum over operand pieces that are not one strided matrix (cache
     // rows in scattered pages) stays in L0C instead of going to GM and back per piece.
+    // sync = false, from a vector core: as IterateAll<false>, and returns true (the result is not known
+    // yet; use it for a C of one tile).
+    template <bool sync = true>
     __aicore__ inline bool Iterate(bool enPartialSum = false) {
         if (client_) {
+            if (!sync) {
+                kfc_call([enPartialSum](Matmul& s) { (void)s.Iterate(enPartialSum); }, false);
+                return true;
+            }
             bool more = false;
-            kfc_call([&](Matmul& s) { more = s.Iterate(enPartialSum); });
+            kfc_call([&more, enPartialSum](Matmul& s) { more = s.Iterate(enPartialSum); });
             return more;
         }
         const char* op = "Matmul::Iterate";
@@ -239,7 +251,7 @@ public:
     // or with enSequentialWrite compactly at `gm` (tile rows x tile columns, row pitch = tile columns).
     __aicore__ inline void GetTensorC(const GlobalTensor<C>& gm, uint8_t enAtomic = 0, bool enSequentialWrite = false) {
         if (client_) {
-            kfc_call([&](Matmul& s) { s.GetTensorC(gm, enAtomic, enSequentialWrite); });
+            kfc_call([gm, enAtomic, enSequentialWrite](Matmul& s) { s.GetTensorC(gm, enAtomic, enSequentialWrite); });
             return;
         }
         const char* op = "Matmul::GetTensorC";
@@ -249,6 +261,10 @@ public:
             enSequentialWrite ? gm : gm[static_cast<uint64_t>(tile_m0_ * ldc + tile_n0_)];
         store_tile(op, at, ldc, tile_bm_, tile_bn_, enAtomic);
         tile_bm_ = 0;
+    }
+    // Waits for the asynchronous request in flight (none: nothing to wait for).
+    __aicore__ inline void WaitIterateAll() {
+        if (client_) kfc_drain();
     }
     __aicore__ inline void End() {
         if (client_) kfc_call([](Matmul& s) { s.End(); });
@@ -269,40 +285,65 @@ public:
     }
 
 private:
-    // The operands and shapes a client set, taken over by the cube core's instance for each request.
-    void adopt(const Matmul& c) {
-        t_ = c.t_;
-        a_ = c.a_;
-        b_ = c.b_;
-        bias_ = c.bias_;
-        m_ = c.m_;
-        n_ = c.n_;
-        k_ = c.k_;
-        org_kc_ = c.org_kc_;
-        trans_a_ = c.trans_a_;
-        trans_b_ = c.trans_b_;
-        has_a_ = c.has_a_;
-        has_b_ = c.has_b_;
-        has_bias_ = c.has_bias_;
-        bias_on_ = c.bias_on_;
+    // The operands and shapes a client set: what a request carries to the cube core's instance, taken
+    // when the request is made (an asynchronous one runs later, after the client may have set others).
+    struct Operands {
+        TCubeTiling t;
+        GlobalTensor<A> a;
+        GlobalTensor<B> b;
+        GlobalTensor<Bias> bias;
+        int m, n, k, org_kc;
+        bool trans_a, trans_b, has_a, has_b, has_bias, bias_on;
+    };
+    Operands operands() const {
+        return Operands{t_, a_, b_, bias_, m_, n_, k_, org_kc_, trans_a_, trans_b_, has_a_, has_b_, has_bias_, bias_on_};
     }
-    // Runs `f` on the cube core's instance of this object (with this client's operands) and waits for it.
+    void adopt(const Operands& c) {
+        t_ = c.t;
+        a_ = c.a;
+        b_ = c.b;
+        bias_ = c.bias;
+        m_ = c.m;
+        n_ = c.n;
+        k_ = c.k;
+        org_kc_ = c.org_kc;
+        trans_a_ = c.trans_a;
+        trans_b_ = c.trans_b;
+        has_a_ = c.has_a;
+        has_b_ = c.has_b;
+        has_bias_ = c.has_bias;
+        bias_on_ = c.bias_on;
+    }
+    // Sends `f` to run on the cube core's instance of this object with this client's operands as they
+    // are now; with `sync` waits for it, else leaves it in flight (at most one: the next request,
+    // WaitIterateAll or End waits for it first).
     template <class F>
-    void kfc_call(F&& f) {
+    void kfc_call(F f, bool sync = true) {
         namespace h = ::dsnpu::host;
+        kfc_drain();
         h::BlockState& b = h::block();
         const uint32_t me = h::core_slot(b);
         h::Pipeline& pl = h::pipeline();
         pl.cost().flag_op(h::kPipeS);
         b.group->kfc_request(me, kfc_index_, dsnpu_type_tag(),
-                             [this, &f](void* server) {
+                             [ops = operands(), f](void* server) {
                                  Matmul& s = *static_cast<Matmul*>(server);
-                                 s.adopt(*this);
+                                 s.adopt(ops);
                                  f(s);
                              },
                              pl.publish(h::kPipeS));
+        in_flight_ = true;
+        if (sync) kfc_drain();
+    }
+    // Waits for the request in flight, if any: the client's scalar unit resumes after the cube's work.
+    void kfc_drain() {
+        namespace h = ::dsnpu::host;
+        if (!in_flight_) return;
+        in_flight_ = false;
+        h::BlockState& b = h::block();
+        h::Pipeline& pl = h::pipeline();
         h::Edge done;
-        const std::string r = b.group->wait_channel(me, h::kChanKfcReply, &done);
+        const std::string r = b.group->wait_channel(h::core_slot(b), h::kChanKfcReply, &done);
         if (r == "abort") throw h::BlockAbort{};
         if (!r.empty()) h::fail_msg(r.c_str());
         pl.cost().flag_op(h::kPipeS);
@@ -508,7 +549,7 @@ private:
     std::vector<float> af_, bf_, acc_;
     bool trans_a_ = false, trans_b_ = false;
     bool has_a_ = false, has_b_ = false, has_bias_ = false, bias_on_ = false, init_ = false;
-    bool client_ = false;
+    bool client_ = false, in_flight_ = false;
     uint32_t kfc_index_ = 0;
 };
 
