@@ -88,8 +88,8 @@ impl MlaDecodePlan {
     /// equal pieces (within [`MLA_MIN_CHUNK`, `MLA_MAX_CHUNK`]), the one with the least estimated time,
     /// the longer on ties. The estimate is the larger of (a) every byte the plan makes the kernel move —
     /// the cache rows, per task the query panel plus its partial output and `(m, l)` written and
-    /// read back by the combine, and once per vector core its score scratch (written back by L2) — at
-    /// HBM speed, and (b) the busiest core (tasks dealt round-robin, as the
+    /// read back by the combine (an unsplit sequence's are read back from L2 by the core that wrote
+    /// them), and once per vector core its score scratch (written back by L2) — at HBM speed, and (b) the busiest core (tasks dealt round-robin, as the
     /// kernel does), each task costing the larger of its bytes at one core's copy rate and its
     /// multiply-adds at one cube core's rate. Cutting more spreads the work over more cores but adds a
     /// partial output per piece: a memory-bound decode is cut until about seven cores saturate HBM, a
@@ -210,8 +210,10 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
     let (dl, dr) = (f64::from(shape.latent_dim), f64::from(shape.rope_dim));
     let sz = f64::from(shape.dtype.size());
     let key_bytes = (dl + dr) * sz;
-    // Per task: the query panel in, the partial output and (m, l) out and back in.
-    let task_bytes = rows * (dl + dr) * sz + 2.0 * rows * (dl + 2.0) * 4.0;
+    // Per task: the query panel in, the partial output and (m, l) out and back in (an unsplit
+    // sequence's back in from its block's L2: not counted).
+    let partial = rows * (dl + 2.0) * 4.0;
+    let query = rows * (dl + dr) * sz;
     let key_macs = rows * (2.0 * dl + dr);
     let mut per_task = Vec::new();
     let mut total = 0.0;
@@ -219,6 +221,7 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
         let len = len as u64;
         let n = len.div_ceil(chunk).max(1);
         let piece = len.div_ceil(n);
+        let task_bytes = query + if n == 1 { partial } else { 2.0 * partial };
         for i in 0..n {
             let c = (((i + 1) * piece).min(len) - (i * piece).min(len)) as f64;
             let bytes = c * key_bytes + task_bytes;

@@ -20,9 +20,12 @@
  *      l = sum p; p rounded to t into the P workspace; (m, l) per row into the task's ml workspace;
  *   3. cube: O[G, Dl] = P . latent, per base tile of O summed over the segments in L0C (Iterate with
  *      enPartialSum), then once into the task's partial workspace (unnormalised: sum_j exp(s_j - m) latent_j).
- * SyncAll (vector cores); then the combine phase, rows (b, r) split over the vector cores: M = max of the
- * tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out = t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0
- * saw no visible key: skipped). A 1:2 mix kernel: the vector cores run step 2 and the combine and drive
+ * Phase 2, the combine: M = max of the tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out =
+ * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). A sequence served by one
+ * task that sees keys (a "whole" one: the plan did not cut it) is combined at once by the vector core that
+ * served it, while its partial is in that block's L2 (FlashMLA likewise finishes unsplit sequences without
+ * the combine kernel); then SyncAll (vector cores), and the other sequences' rows (b, r) are split over the
+ * vector cores. A 1:2 mix kernel: the vector cores run step 2 and the combine and drive
  * their cube core's Matmul for steps 1 and 3 (REGIST_MATMUL_OBJ; the cube core only serves). Rows past a
  * sequence's visible length are never read.
  *
@@ -105,10 +108,18 @@ public:
             for (uint32_t k = me; k < t_.tasks; k += blocks) Task(k);
             pipe_.Reset();
         }
-        // The combine needs every task's partial results.
+        if (t_.combine_rows > 0) {
+            InitPhase2();
+            // The sequences this core served alone first: their one partial is still in this block's L2.
+            for (uint32_t k = me; k < t_.tasks; k += blocks) {
+                uint32_t b, C;
+                int64_t len, c0;
+                if (Span(k, b, len, c0, C) && Whole(b)) CombineRows(b, 0, G_);
+            }
+        }
+        // The combine of the other sequences needs every task's partial results.
         SyncAll();
         if (t_.combine_rows == 0) return;
-        InitPhase2();
         const uint64_t rows = static_cast<uint64_t>(t_.batch) * G_;
         const uint64_t per = (rows + blocks - 1) / blocks;
         const uint64_t r0 = per * me;
@@ -118,12 +129,19 @@ public:
         while (r < r1) {
             const uint32_t b = static_cast<uint32_t>(r / G_);
             const uint64_t seqEnd = static_cast<uint64_t>(b + 1) * G_;
-            uint64_t end = r + t_.combine_rows;
-            if (end > r1) end = r1;
-            if (end > seqEnd) end = seqEnd;
-            Combine(b, static_cast<uint32_t>(r - static_cast<uint64_t>(b) * G_), static_cast<uint32_t>(end - r));
+            const uint64_t end = seqEnd < r1 ? seqEnd : r1;
+            // A whole sequence was combined by the core that served it.
+            if (!Whole(b)) {
+                CombineRows(b, static_cast<uint32_t>(r - static_cast<uint64_t>(b) * G_),
+                            static_cast<uint32_t>(end - r));
+            }
             r = end;
         }
+    }
+
+    // Rows [r0, r0 + n) of sequence b, in slabs of combine_rows.
+    __aicore__ inline void CombineRows(uint32_t b, uint32_t r0, uint32_t n) {
+        for (uint32_t r = r0; r < r0 + n; r += t_.combine_rows) Combine(b, r, Min(t_.combine_rows, r0 + n - r));
     }
 
 private:
@@ -172,17 +190,37 @@ private:
         return n;
     }
 
-    __aicore__ inline void Task(uint32_t k) {
+    // Task k's sequence, first position and length (clamped to the sequence); false for a bad entry.
+    __aicore__ inline bool Span(uint32_t k, uint32_t& b, int64_t& len, int64_t& c0, uint32_t& C) {
         const uint64_t at = 2 * static_cast<uint64_t>(t_.batch) + 3 * static_cast<uint64_t>(k);
         const int32_t bRaw = planGm_.GetValue(at);
-        if (bRaw < 0 || static_cast<uint32_t>(bRaw) >= t_.batch) return;
-        const uint32_t b = static_cast<uint32_t>(bRaw);
-        const int64_t len = SeqLen(b);
-        int64_t c0 = planGm_.GetValue(at + 1), c1 = planGm_.GetValue(at + 2);
+        if (bRaw < 0 || static_cast<uint32_t>(bRaw) >= t_.batch) return false;
+        b = static_cast<uint32_t>(bRaw);
+        len = SeqLen(b);
+        c0 = planGm_.GetValue(at + 1);
+        int64_t c1 = planGm_.GetValue(at + 2);
         if (c1 > len) c1 = len;
         if (c1 - c0 > static_cast<int64_t>(t_.chunk)) c1 = c0 + t_.chunk;
         if (c0 < 0) c0 = 0;
-        const uint32_t C = c1 > c0 ? static_cast<uint32_t>(c1 - c0) : 0;
+        C = c1 > c0 ? static_cast<uint32_t>(c1 - c0) : 0;
+        return true;
+    }
+
+    // Whether sequence b is served by one task that sees keys: that task writes its output and lse
+    // itself (P normalised, P . latent rounded to t by the cube), and the combine skips the sequence.
+    __aicore__ inline bool Whole(uint32_t b) {
+        if (planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1) != 1) return false;
+        const int32_t first = planGm_.GetValue(2 * static_cast<uint64_t>(b));
+        if (first < 0 || static_cast<uint32_t>(first) >= t_.tasks) return false;
+        uint32_t tb, C;
+        int64_t len, c0;
+        return Span(static_cast<uint32_t>(first), tb, len, c0, C) && tb == b && C > 0;
+    }
+
+    __aicore__ inline void Task(uint32_t k) {
+        uint32_t b, C;
+        int64_t len, c0;
+        if (!Span(k, b, len, c0, C)) return;
         const uint64_t qRow = static_cast<uint64_t>(b) * G_;
         // 1. scores = q . k^T, one cube call per cache-block segment (and one for the rope part).
         for (uint32_t p = 0; p < C;) {
@@ -219,20 +257,28 @@ private:
             const uint32_t rows = Min(t_.pv_base_m, G_ - m0);
             for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
                 const uint32_t cols = Min(t_.pv_base_n, Dl - n0);
-                for (uint32_t p = 0; p < C;) {
-                    const uint32_t pos = static_cast<uint32_t>(c0) + p;
-                    const uint64_t slot = Slot(b, pos);
-                    const uint32_t n = Run(b, pos, C - p);
-                    mmPv.SetOrgShape(G_, Dl, pPitch_, pPitch_);
-                    mmPv.SetTensorA(pWs_[static_cast<uint64_t>(m0) * pPitch_ + p]);
-                    mmPv.SetTensorB(latentGm_[slot * Dl + n0]);
-                    mmPv.SetTail(static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(n));
-                    mmPv.Iterate(p > 0);
-                    p += n;
-                }
+                PvTile(b, static_cast<uint32_t>(c0), C, m0, rows, n0, cols);
                 mmPv.GetTensorC(partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0]);
                 mmPv.End();
             }
+        }
+    }
+
+    // The base tile [m0, m0 + rows) x [n0, n0 + cols) of P . latent over the chunk's runs, left in L0C.
+    __aicore__ inline void PvTile(uint32_t b, uint32_t c0, uint32_t C, uint32_t m0, uint32_t rows, uint32_t n0,
+                                  uint32_t cols) {
+        MmPv& mm = mmPv;
+        const uint32_t Dl = t_.latent_dim;
+        for (uint32_t p = 0; p < C;) {
+            const uint32_t pos = c0 + p;
+            const uint64_t slot = Slot(b, pos);
+            const uint32_t n = Run(b, pos, C - p);
+            mm.SetOrgShape(G_, Dl, pPitch_, pPitch_);
+            mm.SetTensorA(pWs_[static_cast<uint64_t>(m0) * pPitch_ + p]);
+            mm.SetTensorB(latentGm_[slot * Dl + n0]);
+            mm.SetTail(static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(n));
+            mm.Iterate(p > 0);
+            p += n;
         }
     }
 
