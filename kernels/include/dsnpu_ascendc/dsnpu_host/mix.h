@@ -242,7 +242,7 @@ public:
 
     // --- the block's slice of the L2 model (cost.h), shared by its three cores ------------------------
     L2Slice* l2(uint64_t capacity) {
-        if (l2_ == nullptr) l2_.reset(new L2Slice(capacity));
+        if (l2_.get() == nullptr) l2_.take()->reset(capacity);
         return l2_.get();
     }
 
@@ -426,7 +426,7 @@ private:
     std::vector<KfcRequest> kfc_queue_;
     uint32_t sync_arrived_ = 0;
     Edge sync_edge_;
-    std::unique_ptr<L2Slice> l2_;
+    Lease<L2Slice> l2_;
     uint32_t sets_[kCoreSlots][kCrossFlags] = {};
 
     std::map<uint64_t, GmSeg> segs_;
