@@ -232,16 +232,22 @@ public:
     Lease() = default;
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
-    ~Lease() {
-        if (t_ != nullptr) thread_pool<T>().give(std::move(t_));
-    }
-    // Takes an object (it must not hold one yet); throws std::bad_alloc if none could be allocated.
-    T* take() {
+    ~Lease() { release(); }
+    // Takes an object (it must not hold one yet); nullptr if none could be allocated.
+    T* try_take() noexcept {
         t_ = thread_pool<T>().take();
-        if (t_ == nullptr) throw std::bad_alloc();
+        return t_.get();
+    }
+    // The same, throwing std::bad_alloc instead of returning nullptr.
+    T* take() {
+        if (try_take() == nullptr) throw std::bad_alloc();
         return t_.get();
     }
     T* get() const { return t_.get(); }
+    // Gives the object back now.
+    void release() noexcept {
+        if (t_ != nullptr) thread_pool<T>().give(std::move(t_));
+    }
 
 private:
     std::unique_ptr<T> t_;

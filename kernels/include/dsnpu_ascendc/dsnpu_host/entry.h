@@ -206,7 +206,20 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
         run_core(ctx, name, fn, nullptr, CoreKind::kAiv, 0, &scratch, &pipeline);  // reports and returns
         return;
     }
-    MixGroup group;
+    // The group goes back to the pool reset, holding no L2 slice: the thread's pools are destroyed at
+    // thread exit in an order of their own, so an idle object must not hold another pool's.
+    struct GroupLease {
+        Lease<MixGroup> lease;
+        ~GroupLease() {
+            if (lease.get() != nullptr) lease.get()->reset();
+        }
+    } group_lease;
+    if (group_lease.lease.try_take() == nullptr) {
+        ctx->fail(ctx->sim, "internal: out of host memory for the block's mix group");
+        return;
+    }
+    MixGroup& group = *group_lease.lease.get();
+    group.reset();
     dsnpu_sim_counters c[kCoreSlots]{};
     Lease<Pipeline> pl[kCoreSlots];
     bool faulted[kCoreSlots] = {false, false, false};

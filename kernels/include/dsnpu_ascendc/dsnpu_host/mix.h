@@ -44,6 +44,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -94,6 +95,10 @@ public:
     size_t size() const { return v_.size() - head_; }
     const Edge& front() const { return v_[head_]; }
     void pop_front() { ++head_; }
+    void clear() {
+        v_.clear();
+        head_ = 0;
+    }
     void push_back(const Edge& e) {
         if (empty()) {
             v_.clear();
@@ -112,6 +117,31 @@ private:
 class MixGroup {
 public:
     enum class State : uint8_t { kRunning, kWaiting, kDone };
+
+    // The state of a new MixGroup (entry.h reuses a thread's groups from block to block): every member
+    // below, keeping the queues' allocations.
+    void reset() {
+        for (uint32_t k = 0; k < kCoreSlots; ++k) {
+            state_[k] = State::kRunning;
+            waiting_[k] = 0;
+        }
+        aborted_ = false;
+        for (auto& per_core : ready_) {
+            for (EdgeQueue& q : per_core) q.clear();
+        }
+        for (auto& per_core : pending_) {
+            for (auto& per_flag : per_core) {
+                for (EdgeQueue& q : per_flag) q.clear();
+            }
+        }
+        kfc_objects_.clear();
+        kfc_queue_.clear();
+        sync_arrived_ = 0;
+        sync_edge_ = Edge{};
+        l2_.release();
+        std::memset(sets_, 0, sizeof sets_);
+        segs_.clear();
+    }
 
     // --- cross-core flags -----------------------------------------------------------------------------
     // Returns an empty string, or the sync finding.
