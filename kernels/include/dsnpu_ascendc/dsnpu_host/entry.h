@@ -218,8 +218,8 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
         ctx->fail(ctx->sim, "internal: out of host memory for the block's mix group");
         return;
     }
+    // New, or given back reset.
     MixGroup& group = *group_lease.lease.get();
-    group.reset();
     dsnpu_sim_counters c[kCoreSlots]{};
     Lease<Pipeline> pl[kCoreSlots];
     bool faulted[kCoreSlots] = {false, false, false};

@@ -95,9 +95,12 @@ public:
     size_t size() const { return v_.size() - head_; }
     const Edge& front() const { return v_[head_]; }
     void pop_front() { ++head_; }
+    // Empty, keeping the allocation (most of a group's queues are never used: no store for them).
     void clear() {
-        v_.clear();
-        head_ = 0;
+        if (!v_.empty()) {
+            v_.clear();
+            head_ = 0;
+        }
     }
     void push_back(const Edge& e) {
         if (empty()) {
