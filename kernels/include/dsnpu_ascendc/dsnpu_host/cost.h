@@ -244,6 +244,8 @@ private:
     // The line's index in lines_, made the most recently used; a missing line takes a free entry or
     // the least recently used one's, emptied.
     uint32_t find(uint64_t line) {
+        // Already the most recently used (a run of accesses to one line): nothing moves.
+        if (head_ != kNone && lines_[head_].tag == line) return head_;
         uint64_t slot = slot_of(line);
         uint32_t n;
         if (index_[slot] != 0) {
