@@ -222,6 +222,7 @@ mod context {
         let top = (base as usize + len) & !15;
         let frame = (top - 256) as *mut u64;
         let mut words = [0u64; 32];
+        let start = dsnpu_sim_coop_start as unsafe extern "C" fn() as usize as u64;
         #[cfg(target_arch = "x86_64")]
         {
             let mut mxcsr: u32 = 0;
@@ -238,7 +239,7 @@ mod context {
             };
             words[0] = u64::from(mxcsr) | (u64::from(fpcw) << 32);
             words[4] = entry as usize as u64; // r12
-            words[7] = dsnpu_sim_coop_start as unsafe extern "C" fn() as usize as u64; // return address
+            words[7] = start; // return address
         }
         #[cfg(target_arch = "aarch64")]
         {
@@ -246,7 +247,7 @@ mod context {
             // SAFETY: reads this thread's FPCR.
             unsafe { std::arch::asm!("mrs {0}, fpcr", out(reg) fpcr, options(nomem, nostack)) };
             words[0] = entry as usize as u64; // x19
-            words[11] = dsnpu_sim_coop_start as unsafe extern "C" fn() as usize as u64; // x30
+            words[11] = start; // x30
             words[20] = fpcr;
         }
         // SAFETY: `frame` .. `frame + 32` words lie inside the stack range (per the contract) and

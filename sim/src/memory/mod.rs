@@ -179,7 +179,10 @@ impl GmCache {
 
     /// The allocation holding `[ptr, ptr + len)`, if known.
     fn find(&mut self, ptr: usize, len: usize) -> Option<&mut Known> {
-        let i = self.known.partition_point(|k| k.start <= ptr).checked_sub(1)?;
+        let i = self
+            .known
+            .partition_point(|k| k.start <= ptr)
+            .checked_sub(1)?;
         let k = &mut self.known[i];
         (ptr - k.start < k.len && len <= k.len - (ptr - k.start)).then_some(k)
     }

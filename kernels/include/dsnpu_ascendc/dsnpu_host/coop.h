@@ -188,9 +188,10 @@ private:
     size_t len_ = 0, guard_ = 0;
 };
 
-// Objects a thread lends to the cores it runs (their stacks, their Unified Buffers): the three cores of a
-// mix block hold one each, and so does every block of a SyncAll launch the simulator runs cooperatively on
-// the thread (a block waiting in SyncAll keeps what it holds). Given back objects are kept for later runs.
+// Objects a thread lends to the cores it runs (their stacks, Unified Buffers, Pipelines, L2 slices, mix
+// groups): the three cores of a mix block hold one each, and so does every block of a SyncAll launch the
+// simulator runs cooperatively on the thread (a block waiting in SyncAll keeps what it holds). Given back
+// objects are kept for later runs.
 template <class T>
 class IdlePool {
 public:
