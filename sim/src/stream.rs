@@ -9,7 +9,7 @@
 //! reports progress only, not the error.
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
 use crate::config::SimConfig;
@@ -184,24 +184,28 @@ impl Stream {
     }
 }
 
-fn worker_loop(shared: &Shared, env: &WorkerEnv, device: i32) {
+/// The next task (waiting for one), or None once the stream is closed and drained.
+fn next_task(shared: &Shared, mut s: MutexGuard<'_, State>) -> Option<(u64, TaskKind, bool)> {
     loop {
-        let (seq, task, faulted) = {
-            let mut s = lock(&shared.state);
-            loop {
-                if let Some((seq, task)) = s.queue.pop_front() {
-                    break (seq, task, s.error.is_some());
-                }
-                if s.closed {
-                    return;
-                }
-                s.worker_idle = true;
-                s = wait(&shared.work, s);
-                s.worker_idle = false;
-            }
-        };
+        if let Some((seq, task)) = s.queue.pop_front() {
+            return Some((seq, task, s.error.is_some()));
+        }
+        if s.closed {
+            return None;
+        }
+        s.worker_idle = true;
+        s = wait(&shared.work, s);
+        s.worker_idle = false;
+    }
+}
+
+fn worker_loop(shared: &Shared, env: &WorkerEnv, device: i32) {
+    let mut next = next_task(shared, lock(&shared.state));
+    while let Some((seq, task, faulted)) = next {
         let outcome = catch_unwind(AssertUnwindSafe(|| run_task(task, faulted, env, device)))
             .unwrap_or_else(|p| Outcome::Failed(SimError::Internal(panic_message(p.as_ref()))));
+        // One lock for the completion and the next task: the host thread queueing work contends
+        // for it less.
         let mut s = lock(&shared.state);
         let failure = match outcome {
             Outcome::Done => None,
@@ -221,6 +225,7 @@ fn worker_loop(shared: &Shared, env: &WorkerEnv, device: i32) {
             s.wake_at = None;
             shared.done.notify_all();
         }
+        next = next_task(shared, s);
     }
 }
 

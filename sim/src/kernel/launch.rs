@@ -83,6 +83,9 @@ struct LaunchShared<'a> {
     /// host frees it meanwhile; and the validated allocations, so the next block's check of the same
     /// buffer needs no table lookup.
     gm: Mutex<(Pins, GmCache)>,
+    /// The launch's registered argument buffer `[start, end)` (empty until registered): valid for
+    /// every block, no lookup needed.
+    args: (usize, usize),
 }
 
 impl LaunchShared<'_> {
@@ -146,6 +149,11 @@ impl BlockSim<'_> {
     }
 
     fn check_gm(&self, ptr: *const c_void, len: usize) -> c_int {
+        let (start, end) = self.shared.args;
+        let p = ptr as usize;
+        if p >= start && p < end && len <= end - p {
+            return 0;
+        }
         let mut gm = lock(&self.shared.gm);
         let (pins, cache) = &mut *gm;
         c_int::from(!self.shared.memory.check_gm_cached(
@@ -340,6 +348,11 @@ fn install_args(memory: &Memory, device: i32, args: &LaunchArgs) -> Result<usize
     Ok(base)
 }
 
+thread_local! {
+    /// What this stream worker's launches validated (kept while nothing is freed).
+    static GM_CACHE: Cell<GmCache> = Cell::new(GmCache::default());
+}
+
 /// Runs `launch` on `device`. The record is produced whether or not the launch failed.
 pub(crate) fn run_launch(
     launch: &Launch,
@@ -357,6 +370,14 @@ pub(crate) fn run_launch(
     // SyncAll blocks run cooperatively on this thread while they are short (see the module doc).
     let cooperative = launch.func.coop
         && launch.func.block_nanos.load(Ordering::Relaxed) <= INLINE_BLOCK.as_nanos() as u64;
+    let mut gm_cache = GM_CACHE.take();
+    gm_cache.next_launch();
+    // Registered before the blocks run; only read by them.
+    let installed = install_args(memory, device, &launch.args);
+    let args = match &installed {
+        Ok(base) => (*base, *base + launch.args.bytes.len().max(1)),
+        Err(_) => (0, 0),
+    };
     let shared = LaunchShared {
         kernel,
         memory,
@@ -368,10 +389,11 @@ pub(crate) fn run_launch(
         fault: Mutex::new(None),
         warnings: AtomicU64::new(0),
         init_check: config.init_check,
-        gm: Mutex::new((Pins::default(), GmCache::default())),
+        gm: Mutex::new((Pins::default(), gm_cache)),
+        args,
     };
     let mut counters = vec![Counters::default(); n as usize];
-    match install_args(memory, device, &launch.args) {
+    match installed {
         Ok(args) => {
             let wave = shared.resident as usize;
             let entry = launch.func.entry;
@@ -447,6 +469,12 @@ pub(crate) fn run_launch(
             .block_nanos
             .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
+    let (pins, gm_cache) = shared
+        .gm
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    drop(pins);
+    GM_CACHE.set(gm_cache);
     let mut totals = Counters::default();
     counters.iter().for_each(|c| totals.accumulate(c));
     totals.model_launch(&counters, shared.resident as usize);

@@ -37,7 +37,7 @@ pub(crate) mod written;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use crate::error::SimError;
 use crate::sync::{read, write};
@@ -147,19 +147,52 @@ struct Table {
     host_used: u64,
 }
 
-/// Allocations a launch's blocks already validated through [`Memory::check_gm_cached`], valid while
-/// the table's generation is `generation`: a range inside one of them needs no table lookup.
+/// Device allocations of one device that launches already validated through
+/// [`Memory::check_gm_cached`], valid while the table's generation is `generation` (no allocation
+/// was freed since): a range inside one of them needs no table lookup. A stream worker keeps one
+/// from launch to launch; [`GmCache::next_launch`] starts a launch, which pins each allocation it
+/// finds here once. Launch-argument buffers are not kept (they come and go with every launch).
 #[derive(Default)]
 pub(crate) struct GmCache {
     generation: u64,
-    /// `(start, len)` of each allocation.
-    ranges: Vec<(usize, usize)>,
+    device: i32,
+    /// The launch being run (see `Known::pinned_in`).
+    launch: u64,
+    /// Sorted by start, disjoint.
+    known: Vec<Known>,
+}
+
+struct Known {
+    start: usize,
+    len: usize,
+    /// The allocation's block: alive while the generation is unchanged (the table holds it).
+    block: Weak<Backing>,
+    /// The launch that last pinned it.
+    pinned_in: u64,
+}
+
+impl GmCache {
+    /// The next launch begins: its pins start empty.
+    pub(crate) fn next_launch(&mut self) {
+        self.launch += 1;
+    }
+
+    /// The allocation holding `[ptr, ptr + len)`, if known.
+    fn find(&mut self, ptr: usize, len: usize) -> Option<&mut Known> {
+        let i = self
+            .known
+            .partition_point(|k| k.start <= ptr)
+            .checked_sub(1)?;
+        let k = &mut self.known[i];
+        (ptr - k.start < k.len && len <= k.len - (ptr - k.start)).then_some(k)
+    }
 }
 
 /// The allocation table of all devices plus pinned host memory.
 pub(crate) struct Memory {
     table: RwLock<Table>,
-    /// Counts the table's changes (allocations added or removed), under its write lock.
+    /// Counts the frees of device and pinned memory (what invalidates a [`GmCache`]), under the
+    /// table's write lock.
     generation: AtomicU64,
     /// Capacity of each device.
     capacity: u64,
@@ -272,7 +305,7 @@ impl Memory {
             }
             Arc::new(Written::new(len))
         });
-        self.generation.fetch_add(1, Ordering::Release);
+        // No generation bump: a new allocation leaves every validated one valid.
         t.allocs.insert(
             addr,
             Alloc {
@@ -387,7 +420,7 @@ impl Memory {
     pub(crate) fn remove_args(&self, addr: usize) {
         let mut t = write(&self.table);
         if matches!(t.allocs.get(&addr), Some(a) if matches!(a.space, Space::LaunchArgs(_))) {
-            self.generation.fetch_add(1, Ordering::Release);
+            // No generation bump: GmCache keeps no argument buffers.
             t.allocs.remove(&addr);
         }
     }
@@ -537,20 +570,27 @@ impl Memory {
         cache: &mut GmCache,
         pins: &mut Pins,
     ) -> bool {
-        let inside = |c: &GmCache| {
-            c.ranges
-                .iter()
-                .any(|&(start, n)| ptr >= start && ptr - start < n && len <= n - (ptr - start))
-        };
-        if cache.generation == self.generation.load(Ordering::Acquire) && inside(cache) {
-            return true;
+        if cache.generation == self.generation.load(Ordering::Acquire) && cache.device == device {
+            let launch = cache.launch;
+            if let Some(k) = cache.find(ptr, len) {
+                if k.pinned_in == launch {
+                    return true;
+                }
+                // Alive: nothing was freed since it was validated.
+                if let Some(block) = k.block.upgrade() {
+                    k.pinned_in = launch;
+                    pins.hold(Pin(block));
+                    return true;
+                }
+            }
         }
         let t = read(&self.table);
         // Stable while the read lock is held.
         let generation = self.generation.load(Ordering::Acquire);
-        if cache.generation != generation {
+        if cache.generation != generation || cache.device != device {
             cache.generation = generation;
-            cache.ranges.clear();
+            cache.device = device;
+            cache.known.clear();
         }
         match Self::locate_with_start(&t, ptr, len) {
             Ok(Some((start, a))) if matches!(a.space, Space::Device(d) | Space::LaunchArgs(d) if d == device) =>
@@ -558,7 +598,20 @@ impl Memory {
                 if !pins.0.contains_key(&start) {
                     pins.hold(a.pin());
                 }
-                cache.ranges.push((start, a.len));
+                if matches!(a.space, Space::Device(_)) {
+                    let i = cache.known.partition_point(|k| k.start < start);
+                    if cache.known.get(i).is_none_or(|k| k.start != start) {
+                        cache.known.insert(
+                            i,
+                            Known {
+                                start,
+                                len: a.len,
+                                block: Arc::downgrade(&a.block),
+                                pinned_in: cache.launch,
+                            },
+                        );
+                    }
+                }
                 true
             }
             _ => false,

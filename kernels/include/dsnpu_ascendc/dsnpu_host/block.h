@@ -62,6 +62,7 @@ struct BlockState {
     uintptr_t valid_lo[kValidRanges] = {};
     uintptr_t valid_hi[kValidRanges] = {};
     uint32_t valid_next = 0;
+    uint32_t valid_last = 0;  // the range that validated the last access: looked at first
 };
 
 inline thread_local BlockState* t_block = nullptr;
@@ -124,9 +125,14 @@ __attribute__((format(printf, 1, 2))) inline void warn(const char* fmt, ...) {
 inline dsnpu_sim_counters& counters() { return *block().counters; }
 
 // Whether the simulator already validated a range holding [p, p + bytes) for this block.
-inline bool gm_validated(const BlockState& b, uintptr_t p, uint64_t bytes) {
+inline bool gm_validated(BlockState& b, uintptr_t p, uint64_t bytes) {
+    const uint32_t last = b.valid_last;
+    if (p >= b.valid_lo[last] && p < b.valid_hi[last] && bytes <= b.valid_hi[last] - p) return true;
     for (uint32_t i = 0; i < BlockState::kValidRanges; ++i) {
-        if (p >= b.valid_lo[i] && p < b.valid_hi[i] && bytes <= b.valid_hi[i] - p) return true;
+        if (p >= b.valid_lo[i] && p < b.valid_hi[i] && bytes <= b.valid_hi[i] - p) {
+            b.valid_last = i;
+            return true;
+        }
     }
     return false;
 }

@@ -114,11 +114,8 @@ struct L2Split {
 // launches of a small model's decode step). Once at capacity, no allocation per access.
 class L2Slice {
 public:
-    explicit L2Slice(uint64_t capacity) {
-        cap_ = capacity / cost::kL2Line;
-        if (cap_ == 0) cap_ = 1;
-        if (cap_ > kNone / 2) cap_ = kNone / 2;
-    }
+    explicit L2Slice(uint64_t capacity) { set_capacity(capacity); }
+    L2Slice() = default;
     ~L2Slice() {
         std::free(index_);
         std::free(lines_);
@@ -127,6 +124,30 @@ public:
     L2Slice& operator=(const L2Slice&) = delete;
 
     uint64_t capacity() const { return cap_ * cost::kL2Line; }
+
+    // Empties the slice for a new block: afterwards it behaves exactly as L2Slice(capacity) (the same
+    // hits, misses and LRU victims); it only keeps its arrays, unless they are large, to save their
+    // allocation and growth.
+    void reset(uint64_t capacity) {
+        if (lines_len_ > kKeepLines) {
+            std::free(index_);
+            std::free(lines_);
+            index_ = nullptr;
+            lines_ = nullptr;
+            lines_len_ = buckets_ = 0;
+        } else {
+            // Each line in [0, used_) has exactly one index entry (n + 1) on its probe run from home:
+            // scanning for it past entries already cleared finds it.
+            for (uint64_t n = 0; n < used_; ++n) {
+                uint64_t i = home(lines_[n].tag);
+                while (index_[i] != n + 1) i = (i + 1) & (buckets_ - 1);
+                index_[i] = 0;
+            }
+        }
+        used_ = 0;
+        head_ = tail_ = kNone;
+        set_capacity(capacity);
+    }
 
     // Looks up GM bytes [addr, addr + len) in address order, updates the slice, returns the split.
     // If its arrays cannot grow (out of host memory), the slice keeps the lines it has: LRU over fewer.
@@ -146,22 +167,23 @@ public:
             // find() may move lines_ (growth): index after it returns (lines_[find()] reads lines_ first).
             const uint32_t at = find(line);
             Line& l = lines_[at];
-            uint64_t s = a;
-            while (s < stop) {
-                const uint64_t sector = (s % cost::kL2Line) / cost::kL2Sector;
-                const uint64_t sec_end = line * cost::kL2Line + (sector + 1) * cost::kL2Sector;
-                const uint64_t t = stop < sec_end ? stop : sec_end;
-                const uint16_t bit = static_cast<uint16_t>(1u << sector);
-                const uint16_t have = write ? l.dirty : l.valid;
-                if (have & bit) {
-                    r.hit += t - s;
-                } else {
-                    r.miss += cost::kL2Sector;
-                    l.valid = static_cast<uint16_t>(l.valid | bit);
-                    if (write) l.dirty = static_cast<uint16_t>(l.dirty | bit);
-                }
-                s = t;
+            // The sectors [first, last] the piece [a, stop) touches, as a mask, and those it misses.
+            const uint32_t first = static_cast<uint32_t>((a % cost::kL2Line) / cost::kL2Sector);
+            const uint32_t last = static_cast<uint32_t>(((stop - 1) % cost::kL2Line) / cost::kL2Sector);
+            const uint16_t touched = static_cast<uint16_t>(((2u << last) - 1) & ~((1u << first) - 1));
+            const uint16_t missing = static_cast<uint16_t>(touched & ~(write ? l.dirty : l.valid));
+            // Each missing sector costs a whole sector; the piece's bytes in the others are hits.
+            uint64_t missed_bytes = 0;
+            if (missing != 0) {
+                const uint64_t sectors = static_cast<uint64_t>(__builtin_popcount(missing));
+                r.miss += sectors * cost::kL2Sector;
+                missed_bytes = sectors * cost::kL2Sector;
+                if (missing & (1u << first)) missed_bytes -= a % cost::kL2Sector;
+                if (missing & (1u << last)) missed_bytes -= line * cost::kL2Line + (last + 1) * cost::kL2Sector - stop;
+                l.valid = static_cast<uint16_t>(l.valid | missing);
+                if (write) l.dirty = static_cast<uint16_t>(l.dirty | missing);
             }
+            r.hit += (stop - a) - missed_bytes;
             a = stop;
         }
         return r;
@@ -169,6 +191,13 @@ public:
 
 private:
     static constexpr uint32_t kNone = 0xFFFFFFFFu;
+    static constexpr uint64_t kKeepLines = uint64_t{1} << 14;  // reset() keeps arrays up to 384 KiB of lines
+
+    void set_capacity(uint64_t capacity) {
+        cap_ = capacity / cost::kL2Line;
+        if (cap_ == 0) cap_ = 1;
+        if (cap_ > kNone / 2) cap_ = kNone / 2;
+    }
     struct Line {
         uint64_t tag;        // line number
         uint32_t prev, next;  // LRU list: towards the most / the least recently used
@@ -215,6 +244,8 @@ private:
     // The line's index in lines_, made the most recently used; a missing line takes a free entry or
     // the least recently used one's, emptied.
     uint32_t find(uint64_t line) {
+        // Already the most recently used (a run of accesses to one line): nothing moves.
+        if (head_ != kNone && lines_[head_].tag == line) return head_;
         uint64_t slot = slot_of(line);
         uint32_t n;
         if (index_[slot] != 0) {

@@ -107,7 +107,7 @@ inline int sync_all_keep_state(void* sim) {
 template <typename... Args>
 inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn)(Args...), MixGroup* group,
                      CoreKind kind, uint8_t sub_block, dsnpu_sim_counters* counters,
-                     std::unique_ptr<Pipeline>* keep) {
+                     Lease<Pipeline>* keep) {
     constexpr size_t n = sizeof...(Args);
     BlockState st;
     st.ctx = ctx;
@@ -120,7 +120,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     uint8_t* ub = nullptr;
     std::unique_ptr<ThreadUb> ub_keep;
     dsnpu_sim_block_ctx own{};
-    std::unique_ptr<L2Slice> l2;
+    Lease<L2Slice> l2;
     bool faulted = false;
     BlockState* saved = t_block;
     t_block = &st;
@@ -140,14 +140,14 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         if (ub_keep == nullptr) throw std::bad_alloc();
         ub = ub_keep->get(st.ub_capacity);
         st.ub = ub;
-        keep->reset(new Pipeline(parse_checks(std::getenv("DSNPU_SIM_CHECK")), ctx->block_num));
+        Pipeline* pipeline = keep->take();
+        pipeline->reset(parse_checks(std::getenv("DSNPU_SIM_CHECK")), ctx->block_num);
         if (group != nullptr) {
             st.l2 = group->l2(l2_slice_bytes(ctx->block_num));
         } else {
-            l2.reset(new L2Slice(l2_slice_bytes(ctx->block_num)));
-            st.l2 = l2.get();
+            st.l2 = l2.take();
+            st.l2->reset(l2_slice_bytes(ctx->block_num));
         }
-        Pipeline* pipeline = keep->get();
         pipeline->set_slot(group == nullptr ? 0 : core_slot(st));
         st.pipeline = pipeline;
         uint64_t a[n];
@@ -183,7 +183,7 @@ inline void run_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*
     static_assert(sizeof...(Args) > 0, "Ascend C kernels take at least the tiling pointer");
     if (ctx == nullptr) return;
     dsnpu_sim_counters scratch{};
-    std::unique_ptr<Pipeline> pipeline;
+    Lease<Pipeline> pipeline;
     run_core(ctx, name, fn, nullptr, CoreKind::kAiv, 0, ctx->counters != nullptr ? ctx->counters : &scratch,
              &pipeline);
 }
@@ -201,14 +201,27 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
     // The ABI checks once for the block, before its cores start (each core would repeat them).
     constexpr size_t n = sizeof...(Args);
     if (ctx->abi_version != DSNPU_SIM_KERNEL_ABI || ctx->args_size != n * sizeof(uint64_t) || ctx->args == nullptr) {
-        std::unique_ptr<Pipeline> pipeline;
+        Lease<Pipeline> pipeline;
         dsnpu_sim_counters scratch{};
         run_core(ctx, name, fn, nullptr, CoreKind::kAiv, 0, &scratch, &pipeline);  // reports and returns
         return;
     }
-    MixGroup group;
+    // The group goes back to the pool reset, holding no L2 slice: the thread's pools are destroyed at
+    // thread exit in an order of their own, so an idle object must not hold another pool's.
+    struct GroupLease {
+        Lease<MixGroup> lease;
+        ~GroupLease() {
+            if (lease.get() != nullptr) lease.get()->reset();
+        }
+    } group_lease;
+    if (group_lease.lease.try_take() == nullptr) {
+        ctx->fail(ctx->sim, "internal: out of host memory for the block's mix group");
+        return;
+    }
+    // New, or given back reset.
+    MixGroup& group = *group_lease.lease.get();
     dsnpu_sim_counters c[kCoreSlots]{};
-    std::unique_ptr<Pipeline> pl[kCoreSlots];
+    Lease<Pipeline> pl[kCoreSlots];
     bool faulted[kCoreSlots] = {false, false, false};
     auto core = [&](uint32_t slot) {
         const CoreKind kind = slot == 0 ? CoreKind::kAic : CoreKind::kAiv;
@@ -238,14 +251,16 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
         out.hbm_read_bytes += c[s].hbm_read_bytes;
         out.hbm_write_bytes += c[s].hbm_write_bytes;
         out.ub_high_water = out.ub_high_water > c[s].ub_high_water ? out.ub_high_water : c[s].ub_high_water;
-        if (pl[s] != nullptr) t = t > pl[s]->cost().block_cycles() ? t : pl[s]->cost().block_cycles();
+        const Pipeline* p = pl[s].get();
+        if (p != nullptr) t = t > p->cost().block_cycles() ? t : p->cost().block_cycles();
     }
     out.model_cycles = static_cast<uint64_t>(std::llround(t));
     uint64_t packed = 0;
     for (uint32_t p = 0; p < kPipeCount; ++p) {
         double f = 0;
         for (uint32_t s = 0; s < kCoreSlots; ++s) {
-            if (pl[s] != nullptr && t > 0) f = f > pl[s]->cost().busy(p) / t ? f : pl[s]->cost().busy(p) / t;
+            const Pipeline* q = pl[s].get();
+            if (q != nullptr && t > 0) f = f > q->cost().busy(p) / t ? f : q->cost().busy(p) / t;
         }
         if (f > 1) f = 1;
         packed |= static_cast<uint64_t>(std::lround(f * 255)) << (8 * p);

@@ -44,6 +44,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -94,6 +95,13 @@ public:
     size_t size() const { return v_.size() - head_; }
     const Edge& front() const { return v_[head_]; }
     void pop_front() { ++head_; }
+    // Empty, keeping the allocation (most of a group's queues are never used: no store for them).
+    void clear() {
+        if (!v_.empty()) {
+            v_.clear();
+            head_ = 0;
+        }
+    }
     void push_back(const Edge& e) {
         if (empty()) {
             v_.clear();
@@ -112,6 +120,31 @@ private:
 class MixGroup {
 public:
     enum class State : uint8_t { kRunning, kWaiting, kDone };
+
+    // The state of a new MixGroup (entry.h reuses a thread's groups from block to block): every member
+    // below, keeping the queues' allocations.
+    void reset() {
+        for (uint32_t k = 0; k < kCoreSlots; ++k) {
+            state_[k] = State::kRunning;
+            waiting_[k] = 0;
+        }
+        aborted_ = false;
+        for (auto& per_core : ready_) {
+            for (EdgeQueue& q : per_core) q.clear();
+        }
+        for (auto& per_core : pending_) {
+            for (auto& per_flag : per_core) {
+                for (EdgeQueue& q : per_flag) q.clear();
+            }
+        }
+        kfc_objects_.clear();
+        kfc_queue_.clear();
+        sync_arrived_ = 0;
+        sync_edge_ = Edge{};
+        l2_.release();
+        std::memset(sets_, 0, sizeof sets_);
+        segs_.clear();
+    }
 
     // --- cross-core flags -----------------------------------------------------------------------------
     // Returns an empty string, or the sync finding.
@@ -242,7 +275,7 @@ public:
 
     // --- the block's slice of the L2 model (cost.h), shared by its three cores ------------------------
     L2Slice* l2(uint64_t capacity) {
-        if (l2_ == nullptr) l2_.reset(new L2Slice(capacity));
+        if (l2_.get() == nullptr) l2_.take()->reset(capacity);
         return l2_.get();
     }
 
@@ -426,7 +459,7 @@ private:
     std::vector<KfcRequest> kfc_queue_;
     uint32_t sync_arrived_ = 0;
     Edge sync_edge_;
-    std::unique_ptr<L2Slice> l2_;
+    Lease<L2Slice> l2_;
     uint32_t sets_[kCoreSlots][kCrossFlags] = {};
 
     std::map<uint64_t, GmSeg> segs_;

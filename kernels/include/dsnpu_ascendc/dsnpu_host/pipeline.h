@@ -136,12 +136,34 @@ struct UbRegion {
 
 class Pipeline {
 public:
-    Pipeline(uint32_t checks, uint32_t blocks_sharing_hbm)
-        : checks_(checks), cost_(blocks_sharing_hbm) {
-        for (uint32_t p = 0; p < kPipeCount; ++p) epoch_[p] = 1;
+    Pipeline(uint32_t checks, uint32_t blocks_sharing_hbm) : cost_(blocks_sharing_hbm) {
+        reset(checks, blocks_sharing_hbm);
+    }
+    Pipeline() : Pipeline(kCheckMem, 1) {}
+
+    // The state of a new Pipeline(checks, blocks_sharing_hbm), keeping the allocations (entry.h reuses
+    // a thread's pipelines from core to core).
+    void reset(uint32_t checks, uint32_t blocks_sharing_hbm) {
+        checks_ = checks;
+        slot_ = 0;
+        cost_ = CostModel(blocks_sharing_hbm);
+        for (uint32_t p = 0; p < kPipeCount; ++p) {
+            clock_[p] = Clock{};
+            epoch_[p] = 1;
+            log_next_[p] = 0;
+        }
         // The race shadow and the defined bits cover the UB the block reserves (add_region grows them):
         // zeroing them for all 192 KiB per block cost more than a small kernel's whole run.
-        if (checks_ & kCheckRace) log_.reset(new LogEntry[static_cast<size_t>(kPipeCount) * kLogSize]);
+        shadow_.clear();
+        defined_.clear();
+        // Only entries written since (log_next_) are ever read.
+        if ((checks_ & kCheckRace) && log_ == nullptr) {
+            log_.reset(new LogEntry[static_cast<size_t>(kPipeCount) * kLogSize]);
+        }
+        std::memset(flag_set_, 0, sizeof flag_set_);
+        regions_.clear();
+        cur_op_ = nullptr;
+        cur_pipe_ = kPipeS;
     }
 
     // This core's slot in the clocks (0 on a plain block and on a mix block's AIC, 1 + sub-block on its
@@ -375,11 +397,11 @@ private:
              other_write ? "wrote" : "read", theirs, pipe_name(q), pipe_name(cur_pipe_));
     }
 
-    uint32_t checks_;
+    uint32_t checks_ = kCheckMem;
     uint32_t slot_ = 0;
     CostModel cost_;
     Clock clock_[kPipeCount];
-    uint32_t epoch_[kPipeCount];
+    uint32_t epoch_[kPipeCount] = {};
     std::vector<Granule> shadow_;
     std::vector<uint8_t> defined_;
     std::unique_ptr<LogEntry[]> log_;
