@@ -531,6 +531,15 @@ fn an_asynchronous_request_orders_nothing_until_it_is_waited_for() {
         m.contains("Matmul::IterateAll on MTE2 of AIC") && m.contains("DataCopyPad on MTE3 of AIV"),
         "{m}"
     );
+    // Returning without waiting for it.
+    let (out, _, _, _) = run_kfc(12, 1);
+    let m = out.only_failure();
+    assert!(
+        m.starts_with(
+            "sync: AIV 0 returned with an asynchronous Matmul request it never waited for"
+        ),
+        "{m}"
+    );
     // Waiting for it first: clean, and the product is of the operand as it was.
     let (out, a, w, got) = run_kfc(11, 2);
     assert!(

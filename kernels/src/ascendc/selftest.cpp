@@ -55,7 +55,7 @@
  * selftest_kfc(a, w, out, workspace, tiling): a 1:2 mix kernel whose vector cores drive the cube core's
  *   Matmul through REGIST_MATMUL_OBJ, and SyncAll in a mix launch. a and w are 16 x 16 f32; per block the
  *   user workspace holds C (16 x 16 f32) and a copy of a (16 x 16); out is 16 x 16 f32 per block (modes
- *   0-3, 6-11) or 4 * blocks int32 (modes 4, 5). Vector core s of every block asks for rows [8s, 8s + 8)
+ *   0-3, 6-12) or 4 * blocks int32 (modes 4, 5). Vector core s of every block asks for rows [8s, 8s + 8)
  *   of C = a * w^T (IterateAll into the workspace), copies them in, doubles them and writes them to out.
  *   0  as above                                                                       -- none
  *   1  A is the vector core's own copy of its rows of a, written by MTE3 just before the request with
@@ -74,6 +74,7 @@
  *   10 IterateAll<false> (asynchronous) on the vector core's own copy of its rows of a, which it
  *      overwrites (MTE3) before WaitIterateAll: the cube core's load of it is unordered  -- race (GM)
  *   11 as 10 with WaitIterateAll before the overwrite                                  -- none
+ *   12 as 10, returning right after the asynchronous request                           -- sync
  * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
  *   (a multiple of `arg`, the tile length, itself a multiple of 8):
  *   0  copy a -> b through a depth-1 TQueBind<VECIN, VECOUT> in tiles            -- copy in/out serialized
@@ -744,7 +745,7 @@ __aicore__ inline void KfcMatmul(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR ou
         }
         aRows = aWs[r0];
     }
-    if (mode == 10 || mode == 11) {
+    if (mode == 10 || mode == 11 || mode == 12) {
         // An asynchronous request on the vector core's own copy of A, which it then overwrites.
         KfcRows(pipe, aGm[r0], aWs[r0], false);
         SetFlag<HardEvent::MTE3_S>(0);
@@ -752,6 +753,7 @@ __aicore__ inline void KfcMatmul(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR ou
         mm.SetTensorA(aWs[r0]);
         mm.SetTensorB(wGm, true);
         mm.template IterateAll<false>(cWs[r0]);
+        if (mode == 12) return;  // never waited for
         if (mode == 11) mm.WaitIterateAll();
         KfcRows(pipe, aGm[r0], aWs[r0], true);
         mm.WaitIterateAll();

@@ -139,6 +139,7 @@ public:
         }
         kfc_objects_.clear();
         kfc_queue_.clear();
+        for (bool& f : kfc_in_flight_) f = false;
         sync_arrived_ = 0;
         sync_edge_ = Edge{};
         l2_.release();
@@ -242,7 +243,8 @@ public:
     };
     void kfc_publish(std::vector<KfcObject> objects) { kfc_objects_ = std::move(objects); }
     // Vector core `from` asks the cube core to run `run` on its instance of object `index` (of type
-    // `type`); the caller then waits on kChanKfcReply. Requests are synchronous, so at most two queue.
+    // `type`); the caller waits on kChanKfcReply, at once or (an asynchronous request, kfc_in_flight)
+    // before its next request of any object, so at most two queue: one per vector core.
     void kfc_request(uint32_t from, uint32_t index, const void* type, std::function<void(void*)> run,
                      const Edge& e) {
         kfc_queue_.push_back(KfcRequest{from, index, type, std::move(run)});
@@ -272,6 +274,8 @@ public:
         return kfc_objects_[r.index].inst[r.from == 2 ? 1 : 0];
     }
     void kfc_reply(uint32_t to, const Edge& e) { ready_[to][kChanKfcReply].push_back(e); }
+    // Whether vector core `slot` has a request whose reply it has not waited for yet.
+    bool& kfc_in_flight(uint32_t slot) { return kfc_in_flight_[slot]; }
 
     // --- the block's slice of the L2 model (cost.h), shared by its three cores ------------------------
     L2Slice* l2(uint64_t capacity) {
@@ -312,9 +316,19 @@ public:
         return first;
     }
 
-    // After all three cores returned: the first flag left set, or empty.
+    // After all three cores returned: a Matmul request never waited for, the first flag left set, or
+    // empty.
     std::string leftover() {
         char msg[256];
+        for (uint32_t r = 0; r < kCoreSlots; ++r) {
+            if (kfc_in_flight_[r]) {
+                std::snprintf(msg, sizeof msg,
+                              "sync: %s returned with an asynchronous Matmul request it never waited for "
+                              "(WaitIterateAll or End first)",
+                              slot_name(r));
+                return msg;
+            }
+        }
         for (uint32_t r = 0; r < kCoreSlots; ++r) {
             for (uint32_t f = 0; f < kCrossFlags; ++f) {
                 size_t n = ready_[r][f].size();
@@ -457,6 +471,7 @@ private:
     EdgeQueue pending_[kCoreSlots][kCrossFlags][kCoreSlots];
     std::vector<KfcObject> kfc_objects_;
     std::vector<KfcRequest> kfc_queue_;
+    bool kfc_in_flight_[kCoreSlots] = {};
     uint32_t sync_arrived_ = 0;
     Edge sync_edge_;
     Lease<L2Slice> l2_;

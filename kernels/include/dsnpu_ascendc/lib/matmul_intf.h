@@ -22,7 +22,8 @@
 // with the client's operands as they were when it asked. A request is synchronous (the vector core resumes
 // after the cube served it: the reply orders the cube's MTE2, M and FIX work before the client's later
 // instructions) unless made with IterateAll<false> / Iterate<false>: then it stays in flight while the
-// vector core goes on, until WaitIterateAll, End or the next request waits for it (one in flight at most),
+// vector core goes on, until WaitIterateAll, End or its next request of any object waits for it (one in
+// flight per vector core),
 // and the request is ordered after what the client's scalar unit issued or waited for, so an operand the
 // client wrote to GM on MTE3 needs an MTE3_S flag before the call (the race check reports it otherwise).
 // Iterate(true) (enPartialSum) adds a product to the tile still in L0C; GetTensorC moves it out once.
@@ -315,8 +316,8 @@ private:
         bias_on_ = c.bias_on;
     }
     // Sends `f` to run on the cube core's instance of this object with this client's operands as they
-    // are now; with `sync` waits for it, else leaves it in flight (at most one: the next request,
-    // WaitIterateAll or End waits for it first).
+    // are now; with `sync` waits for it, else leaves it in flight (one per vector core, whatever the
+    // object: its next request, WaitIterateAll or End waits for it first, so replies come in order).
     template <class F>
     void kfc_call(F f, bool sync = true) {
         namespace h = ::dsnpu::host;
@@ -332,15 +333,17 @@ private:
                                  f(s);
                              },
                              pl.publish(h::kPipeS));
-        in_flight_ = true;
+        b.group->kfc_in_flight(me) = true;
         if (sync) kfc_drain();
     }
-    // Waits for the request in flight, if any: the client's scalar unit resumes after the cube's work.
+    // Waits for this vector core's request in flight, if any: its scalar unit resumes after the cube's
+    // work.
     void kfc_drain() {
         namespace h = ::dsnpu::host;
-        if (!in_flight_) return;
-        in_flight_ = false;
         h::BlockState& b = h::block();
+        bool& in_flight = b.group->kfc_in_flight(h::core_slot(b));
+        if (!in_flight) return;
+        in_flight = false;
         h::Pipeline& pl = h::pipeline();
         h::Edge done;
         const std::string r = b.group->wait_channel(h::core_slot(b), h::kChanKfcReply, &done);
@@ -549,7 +552,7 @@ private:
     std::vector<float> af_, bf_, acc_;
     bool trans_a_ = false, trans_b_ = false;
     bool has_a_ = false, has_b_ = false, has_bias_ = false, bias_on_ = false, init_ = false;
-    bool client_ = false, in_flight_ = false;
+    bool client_ = false;
     uint32_t kfc_index_ = 0;
 };
 
