@@ -86,7 +86,8 @@ public:
         const uint64_t scoreElems = static_cast<uint64_t>(G_) * t.pitch;
         GM_ADDR mine = ws + VectorWorker() * (scoreElems * sizeof(float));
         scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems);
-        // P row r overwrites the start of score row r (read before): half the scratch HBM writes back.
+        // P row r overwrites the start of score row r (read before): 4 bytes of scratch per score, not
+        // 4 + sizeof(T), for the L2 to write back.
         pPitch_ = t.pitch * static_cast<uint32_t>(sizeof(float) / sizeof(T));
         pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine), static_cast<uint64_t>(G_) * pPitch_);
         GM_ADDR partial = ws + static_cast<uint64_t>(t.ws_partial_at_lo) + (static_cast<uint64_t>(t.ws_partial_at_hi) << 32);
@@ -206,8 +207,8 @@ private:
         return true;
     }
 
-    // Whether sequence b is served by one task that sees keys: that task writes its output and lse
-    // itself (P normalised, P . latent rounded to t by the cube), and the combine skips the sequence.
+    // Whether sequence b is served by one task that sees keys: the vector core that ran it combines it
+    // before SyncAll, and the combine after SyncAll skips it.
     __aicore__ inline bool Whole(uint32_t b) {
         if (planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1) != 1) return false;
         const int32_t first = planGm_.GetValue(2 * static_cast<uint64_t>(b));
@@ -267,17 +268,16 @@ private:
     // The base tile [m0, m0 + rows) x [n0, n0 + cols) of P . latent over the chunk's runs, left in L0C.
     __aicore__ inline void PvTile(uint32_t b, uint32_t c0, uint32_t C, uint32_t m0, uint32_t rows, uint32_t n0,
                                   uint32_t cols) {
-        MmPv& mm = mmPv;
         const uint32_t Dl = t_.latent_dim;
         for (uint32_t p = 0; p < C;) {
             const uint32_t pos = c0 + p;
             const uint64_t slot = Slot(b, pos);
             const uint32_t n = Run(b, pos, C - p);
-            mm.SetOrgShape(G_, Dl, pPitch_, pPitch_);
-            mm.SetTensorA(pWs_[static_cast<uint64_t>(m0) * pPitch_ + p]);
-            mm.SetTensorB(latentGm_[slot * Dl + n0]);
-            mm.SetTail(static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(n));
-            mm.Iterate(p > 0);
+            mmPv.SetOrgShape(G_, Dl, pPitch_, pPitch_);
+            mmPv.SetTensorA(pWs_[static_cast<uint64_t>(m0) * pPitch_ + p]);
+            mmPv.SetTensorB(latentGm_[slot * Dl + n0]);
+            mmPv.SetTail(static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(n));
+            mmPv.Iterate(p > 0);
             p += n;
         }
     }

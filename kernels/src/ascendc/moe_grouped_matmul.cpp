@@ -346,7 +346,8 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
 // [task n, <= 512] of t in the workspace, and the cube multiplies that panel (Matmul with B = the panel,
 // A = x's 512 columns). The panels' products add up in L0C (Iterate with enPartialSum; C goes out once)
 // when the task's C is one base tile, else in an f32 accumulator in GM (IterateAll's enAtomic). The whole
-// dequantized weight never exists in GM: at most one [single_n, 512] panel per vector core.
+// dequantized weight never exists in GM: at most two [single_n, 512] panels per vector core (the cube
+// multiplies one, in an asynchronous request, while the vector unit fills the other).
 //
 // Dequantization of a panel, DQ_ROWS weight rows of one scale column per UB pass (all on PIPE_V after the
 // codes' MTE2 copy; the next pass's copy in and the last one's copy out overlap it):
@@ -360,7 +361,7 @@ __aicore__ inline void ExpertFfn(GM_ADDR x, GM_ADDR wGate, GM_ADDR wUp, GM_ADDR 
 // Accumulator: with t = f32 the chunks accumulate in y (or the f32 gate/up workspace) directly; with a
 // 16-bit t they accumulate in a per-vector-core f32 tile [single_m, single_n] in the workspace that the vector
 // unit then rounds to t into y. Workspace per vector core (after the system workspace and expert_ffn's
-// gate/up/h): the panel round_up(single_n * 512 * sizeof(t), 32) bytes, then (16-bit t) the f32 tile
+// gate/up/h): two panels of round_up(single_n * 512 * sizeof(t), 32) bytes, then (16-bit t) the f32 tile
 // single_m * single_n * 4.
 //
 // All three are 1:2 mix kernels built like expert_ffn: the vector cores take the tasks (each block's run,
