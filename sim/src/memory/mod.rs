@@ -636,8 +636,13 @@ impl Memory {
             if p == 0 || p < lo || p >= hi {
                 continue;
             }
-            if let Ok(Some(a)) = Self::locate(&t, p, 1) {
-                if a.space == Space::Device(device) {
+            // What `locate(p, 1)` finds, with one tree lookup: one byte never overlaps a later
+            // allocation, so only the allocation starting at or before `p` can hold it.
+            if let Some((&start, a)) = t.allocs.range(..=p).next_back() {
+                if p < start + a.block_len()
+                    && p < start + a.len
+                    && a.space == Space::Device(device)
+                {
                     pins.hold(a.pin());
                 }
             }

@@ -27,6 +27,17 @@ struct BlockAbort {};
 
 class Pipeline;
 class MixGroup;
+
+// GM ranges the simulator already validated (check_gm): it pins their allocations until the launch
+// ends, so an access inside one needs no second look. Filled round robin. The three cores of a mix
+// block share one (they run on one thread, and validate the same kernel arguments).
+struct GmValid {
+    static constexpr uint32_t kRanges = 16;
+    uintptr_t lo[kRanges] = {};
+    uintptr_t hi[kRanges] = {};
+    uint32_t next = 0;
+    uint32_t last = 0;  // the range that validated the last access: looked at first
+};
 class L2Slice;
 
 // The core a kernel body runs on. A plain launch runs each block on one vector core (kAiv, the only
@@ -56,13 +67,9 @@ struct BlockState {
     // The simulator's sync_all: the core's ctx is a copy whose sync_all (entry.h) restores this thread's
     // block state after the simulator ran other blocks of the launch on this thread meanwhile.
     int (*sim_sync_all)(void* sim) = nullptr;
-    // GM ranges the simulator already validated for this block (check_gm): it pins their allocations
-    // until the block returns, so an access inside one needs no second look. Filled round robin.
-    static constexpr uint32_t kValidRanges = 8;
-    uintptr_t valid_lo[kValidRanges] = {};
-    uintptr_t valid_hi[kValidRanges] = {};
-    uint32_t valid_next = 0;
-    uint32_t valid_last = 0;  // the range that validated the last access: looked at first
+    // GM ranges the simulator already validated for this core; a mix core uses its group's instead.
+    GmValid own_valid;
+    GmValid* shared_valid = nullptr;
 };
 
 inline thread_local BlockState* t_block = nullptr;
@@ -125,12 +132,15 @@ __attribute__((format(printf, 1, 2))) inline void warn(const char* fmt, ...) {
 inline dsnpu_sim_counters& counters() { return *block().counters; }
 
 // Whether the simulator already validated a range holding [p, p + bytes) for this block.
+inline GmValid& gm_valid(BlockState& b) { return b.shared_valid != nullptr ? *b.shared_valid : b.own_valid; }
+
 inline bool gm_validated(BlockState& b, uintptr_t p, uint64_t bytes) {
-    const uint32_t last = b.valid_last;
-    if (p >= b.valid_lo[last] && p < b.valid_hi[last] && bytes <= b.valid_hi[last] - p) return true;
-    for (uint32_t i = 0; i < BlockState::kValidRanges; ++i) {
-        if (p >= b.valid_lo[i] && p < b.valid_hi[i] && bytes <= b.valid_hi[i] - p) {
-            b.valid_last = i;
+    GmValid& v = gm_valid(b);
+    const uint32_t last = v.last;
+    if (p >= v.lo[last] && p < v.hi[last] && bytes <= v.hi[last] - p) return true;
+    for (uint32_t i = 0; i < GmValid::kRanges; ++i) {
+        if (p >= v.lo[i] && p < v.hi[i] && bytes <= v.hi[i] - p) {
+            v.last = i;
             return true;
         }
     }
@@ -142,9 +152,10 @@ inline bool gm_validate(BlockState& b, uintptr_t p, uint64_t bytes) {
     if (b.ctx->check_gm(b.ctx->sim, reinterpret_cast<const void*>(p), static_cast<size_t>(bytes)) != 0) {
         return false;
     }
-    const uint32_t i = b.valid_next++ % BlockState::kValidRanges;
-    b.valid_lo[i] = p;
-    b.valid_hi[i] = p + bytes;
+    GmValid& v = gm_valid(b);
+    const uint32_t i = v.next++ % GmValid::kRanges;
+    v.lo[i] = p;
+    v.hi[i] = p + bytes;
     return true;
 }
 

@@ -114,6 +114,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     st.kind = kind;
     st.sub_block = sub_block;
     st.group = group;
+    if (group != nullptr) st.shared_valid = group->gm_valid();
     // The AIC has L1/L0 buffers, no Unified Buffer.
     st.ub_capacity = kind == CoreKind::kAic ? 0 : ctx->ub_capacity;
     st.counters = counters;

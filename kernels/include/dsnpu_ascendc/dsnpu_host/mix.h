@@ -145,7 +145,10 @@ public:
         l2_.release();
         std::memset(sets_, 0, sizeof sets_);
         segs_.clear();
+        gm_valid_ = GmValid{};
     }
+    // The GM ranges the block's cores validated (block.h).
+    GmValid* gm_valid() { return &gm_valid_; }
 
     // --- cross-core flags -----------------------------------------------------------------------------
     // Returns an empty string, or the sync finding.
@@ -478,6 +481,7 @@ private:
     uint32_t sets_[kCoreSlots][kCrossFlags] = {};
 
     std::map<uint64_t, GmSeg> segs_;
+    GmValid gm_valid_;
 };
 
 inline bool mix_claim_fault(MixGroup* g) { return g->claim_fault(); }
