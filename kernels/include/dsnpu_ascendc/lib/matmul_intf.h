@@ -42,6 +42,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -319,20 +320,33 @@ private:
     // are now; with `sync` waits for it, else leaves it in flight (one per vector core, whatever the
     // object: its next request, WaitIterateAll or End waits for it first, so replies come in order).
     template <class F>
-    void kfc_call(F f, bool sync = true) {
+    void kfc_call(F&& f, bool sync = true) {
         namespace h = ::dsnpu::host;
         kfc_drain();
         h::BlockState& b = h::block();
         const uint32_t me = h::core_slot(b);
         h::Pipeline& pl = h::pipeline();
         pl.cost().flag_op(h::kPipeS);
-        b.group->kfc_request(me, kfc_index_, dsnpu_type_tag(),
-                             [ops = operands(), f](void* server) {
-                                 Matmul& s = *static_cast<Matmul*>(server);
-                                 s.adopt(ops);
-                                 f(s);
-                             },
-                             pl.publish(h::kPipeS));
+        std::function<void(void*)> run;
+        if (sync) {
+            // The client waits below, so its operands and `f` stay as they are until the cube ran it (and
+            // the closure is small enough to need no allocation).
+            run = [this, &f](void* server) {
+                Matmul& s = *static_cast<Matmul*>(server);
+                s.adopt(operands());
+                f(s);
+            };
+        } else {
+            // Runs after the client may have set other operands: from a snapshot, which the next request
+            // may overwrite only after waiting for this one.
+            async_ops_ = operands();
+            run = [ops = &async_ops_, g = std::forward<F>(f)](void* server) {
+                Matmul& s = *static_cast<Matmul*>(server);
+                s.adopt(*ops);
+                g(s);
+            };
+        }
+        b.group->kfc_request(me, kfc_index_, dsnpu_type_tag(), std::move(run), pl.publish(h::kPipeS));
         b.group->kfc_in_flight(me) = true;
         if (sync) kfc_drain();
     }
@@ -554,6 +568,7 @@ private:
     bool has_a_ = false, has_b_ = false, has_bias_ = false, bias_on_ = false, init_ = false;
     bool client_ = false;
     uint32_t kfc_index_ = 0;
+    Operands async_ops_{};  // the operands of this client's asynchronous request
 };
 
 }  // namespace AscendC
