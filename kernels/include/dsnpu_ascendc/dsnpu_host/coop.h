@@ -344,18 +344,6 @@ private:
         finished_[s] = false;
         return true;
     }
-
-    // A core's first code on its own stack. It never returns: when the body is done it switches to the
-    // scheduler for good (nothing resumes a finished core; its stack is reused by a later prepare).
-    static void entry() {
-        CoopCores* c = t_coop;
-        const uint32_t slot = c->cur_;
-        (*c->body_)(slot);
-        c->finished_[slot] = true;
-        Context dead;
-        switch_to(dead, c->sched_);
-        std::abort();  // unreachable
-    }
 #else
     struct Context {
         ucontext_t uc{};
@@ -377,15 +365,22 @@ private:
         finished_[s] = false;
         return true;
     }
+#endif
 
+    // A core's first code on its own stack. With the fast switch it never returns: when the body is done
+    // it switches to the scheduler for good (nothing resumes a finished core; its stack is reused by a
+    // later prepare). With ucontext, returning resumes uc_link: the scheduler.
     static void entry() {
         CoopCores* c = t_coop;
         const uint32_t slot = c->cur_;
         (*c->body_)(slot);
         c->finished_[slot] = true;
-        // Returning resumes uc_link: the scheduler.
-    }
+#ifdef DSNPU_COOP_FAST_SWITCH
+        Context dead;
+        switch_to(dead, c->sched_);
+        std::abort();  // unreachable
 #endif
+    }
 
     Context sched_{};
     Context core_[kCoreSlots]{};
