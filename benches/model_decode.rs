@@ -29,7 +29,9 @@
 //! against the CPU backend's `Generator` with the same prompts, both on the small test checkpoint
 //! `model/tests/data/v3_base` (hidden 64: launch overhead dominates); and of batch 1 on a checkpoint of
 //! the width the device engine's issue measured (hidden 1024, 16 heads, 32 experts top-8, 4 layers,
-//! bf16 random weights), written once by this bench under `target/bench-data/v3_w1024`.
+//! bf16 random weights), written once by this bench under `target/bench-data/v3_w1024`. Before each
+//! pair of criterion cases it prints the decode steps alone (prefill excluded) per step on both, and
+//! their ratio: the figure the device-resident issue's "no slower than 2x the CPU backend" is about.
 
 use std::time::Duration;
 
@@ -865,6 +867,7 @@ fn decode_cases(
                     .collect()
             })
             .collect();
+        decode_ratio(dir, &mut engine, &model, &prompts, STEPS);
         g.bench_function(format!("engine on the simulator/B={batch}"), |b| {
             b.iter(|| {
                 let ids: Vec<_> = prompts
@@ -890,6 +893,69 @@ fn decode_cases(
             })
         });
     }
+}
+
+/// Prints the decode steps alone (the prefill excluded) on the device engine on the simulator against
+/// the CPU backend's `Generator`, per step, as the median of five runs of `steps` steps each: the
+/// device-resident issue's target compares these two.
+fn decode_ratio(
+    dir: &std::path::Path,
+    engine: &mut dsnpu_model::device::Engine,
+    model: &dsnpu_model::DeepseekV3,
+    prompts: &[Vec<i32>],
+    steps: usize,
+) {
+    const RUNS: usize = 5;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let sim = median(
+        (0..RUNS)
+            .map(|_| {
+                let ids: Vec<_> = prompts
+                    .iter()
+                    .map(|p| engine.add_sequence(p).expect("prompt"))
+                    .collect();
+                engine.step().expect("prefill");
+                let start = std::time::Instant::now();
+                for _ in 0..steps {
+                    engine.step().expect("decode");
+                }
+                let secs = start.elapsed().as_secs_f64();
+                for id in ids {
+                    engine.remove_sequence(id).expect("remove");
+                }
+                secs / steps as f64
+            })
+            .collect(),
+    );
+    let refs: Vec<&[i32]> = prompts.iter().map(Vec::as_slice).collect();
+    let cpu = median(
+        (0..RUNS)
+            .map(|_| {
+                let opts = dsnpu_model::GenerateOptions::greedy(steps + 1);
+                let gen = dsnpu_model::Generator::new(model, opts).expect("generator");
+                // The callback runs after each step: the first is the prefill's.
+                let mut first = None;
+                gen.generate_batch_with(&refs, &mut |n| {
+                    if n == 1 {
+                        first = Some(std::time::Instant::now());
+                    }
+                })
+                .expect("generate");
+                first.expect("a prefill step").elapsed().as_secs_f64() / steps as f64
+            })
+            .collect(),
+    );
+    println!(
+        "decode alone, {} B={}: simulator {:.3} ms/step, CPU backend {:.3} ms/step, ratio {:.2} (median of {RUNS} runs of {steps} steps)",
+        dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        prompts.len(),
+        sim * 1e3,
+        cpu * 1e3,
+        sim / cpu
+    );
 }
 
 fn model_decode(c: &mut Criterion) {
