@@ -252,15 +252,24 @@ fn build_host_binary_cached(
 }
 
 /// The C++ compiler the `cc` crate picks (CXX, the target's default), with the flags the cargo profile
-/// adds (debug info) left out so that every profile compiles the same binary.
+/// adds (debug info) left out so that every profile compiles the same binary. GCC's `-O2` vectorizes
+/// only loops that need no runtime checks or remainder ("very cheap" cost model), which leaves the host
+/// Matmul's inner loop and most element-wise loops scalar; its dynamic cost model vectorizes them (what
+/// clang does at `-O2`). The results do not change: each vector lane computes one output with the same
+/// operations in the same order (no reassociation without `-ffast-math`, no contraction with
+/// `-ffp-contract=off`).
 fn host_compiler() -> cc::Tool {
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .opt_level(2)
         .debug(false)
         .pic(true)
-        .cargo_metadata(false)
-        .get_compiler()
+        .cargo_metadata(false);
+    if build.get_compiler().is_like_gnu() {
+        build.flag("-fvect-cost-model=dynamic");
+    }
+    build.get_compiler()
 }
 
 /// A hash of the compiler, its flags and the contents of every source and header the binary is built from.
