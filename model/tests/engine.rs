@@ -383,3 +383,81 @@ fn bf16_compute_stays_within_five_percent_of_the_f32_logits() {
         );
     }
 }
+
+#[test]
+fn prefix_caching_shares_full_prompt_blocks_and_keeps_the_ids() {
+    // Blocks of 4 tokens; the prompts share their first 9 tokens, so two full blocks (8 tokens).
+    let base: &[i32] = &[3, 1, 4, 1, 5, 9, 2, 6, 5];
+    let p1 = [base, &[3, 5]].concat();
+    let p2 = [base, &[8]].concat();
+    // Its own last token is never shared: (9 - 1) / 4 = 2 blocks, like the others.
+    let p3 = base.to_vec();
+    let long: Vec<i32> = (0..30).map(|i| i * 37 % 127).collect();
+    // Two full blocks, the second holding its last token: only the first is shared.
+    let p4 = base[..8].to_vec();
+    // A block's key is its tokens after its whole prefix: the tokens of p6's second block make p5's
+    // first block, which shares nothing.
+    let p6 = [&base[..4], &[9, 9, 9, 9], &[2]].concat();
+    let p5 = [&[9, 9, 9, 9], &base[4..8], &[1]].concat();
+    let mut plain = engine("v3_base", 16);
+    let want: Vec<Vec<i32>> = [&p1, &p2, &p3, &long, &p4, &p5, &p6]
+        .iter()
+        .map(|p| alone(&mut plain, p, 5))
+        .collect();
+    assert_eq!(plain.stats().prefix_hit_tokens, 0);
+
+    let opts = EngineOptions {
+        num_blocks: 9,
+        block_size: 4,
+        prefix_caching: true,
+        ..EngineOptions::default()
+    };
+    let mut e = Engine::load(data_dir("v3_base"), opts, &mut |_, _| {}).unwrap();
+    // One after the other: the second finds the first's two full prompt blocks cached.
+    assert_eq!(alone(&mut e, &p1, 5), want[0]);
+    assert_eq!(
+        (e.stats().prefix_hit_tokens, e.stats().prefill.count),
+        (0, 11)
+    );
+    assert_eq!(e.free_blocks(), 9, "cached blocks count as available");
+    assert_eq!(alone(&mut e, &p2, 5), want[1]);
+    assert_eq!(
+        (e.stats().prefix_hit_tokens, e.stats().prefill.count),
+        (8, 13)
+    );
+
+    // Together: p3 joins while p1 decodes, sharing the blocks p1 holds.
+    let i1 = e.add_sequence(&p1).unwrap();
+    let (mut got1, mut got3, mut i3) = (Vec::new(), Vec::new(), None);
+    for step in 0..7 {
+        if step == 2 {
+            i3 = Some(e.add_sequence(&p3).unwrap());
+        }
+        for (id, t) in e.step().unwrap() {
+            if id == i1 && got1.len() < 5 {
+                got1.push(t);
+            } else if Some(id) == i3 && got3.len() < 5 {
+                got3.push(t);
+            }
+        }
+    }
+    assert_eq!((got1, got3), (want[0].clone(), want[2].clone()));
+    assert_eq!(e.stats().prefix_hit_tokens, 24);
+    e.remove_sequence(i1).unwrap();
+    e.remove_sequence(i3.unwrap()).unwrap();
+    assert_eq!(e.free_blocks(), 9);
+    assert_eq!(alone(&mut e, &p4, 5), want[4]);
+    assert_eq!(e.stats().prefix_hit_tokens, 28);
+    assert_eq!(alone(&mut e, &p6, 5), want[6]);
+    assert_eq!(e.stats().prefix_hit_tokens, 32);
+    assert_eq!(alone(&mut e, &p5, 5), want[5]);
+    assert_eq!(e.stats().prefix_hit_tokens, 32);
+
+    // A prompt that needs every block evicts the cached ones, and the evicted prefix is prefilled
+    // again in full.
+    assert_eq!(alone(&mut e, &long, 5), want[3]);
+    let hits = e.stats().prefix_hit_tokens;
+    assert_eq!(alone(&mut e, &p2, 5), want[1]);
+    assert_eq!(e.stats().prefix_hit_tokens, hits);
+    assert_eq!(e.free_blocks(), 9);
+}

@@ -293,14 +293,21 @@ class Model:
     ``backend="npu"``: the device-resident engine on device 0 (the simulator without CANN), with a
     paged cache of ``max_tokens`` tokens; ``backend="cpu"``: the host model on the CPU references.
     Both compute in float32 and stop after the config's ``eos_token_id`` (included).
+    ``prefix_caching=True`` (npu): the engine keeps the full cache blocks of earlier prompts, and a
+    prompt that starts with the same tokens shares them instead of prefilling them again.
     """
 
-    def __init__(self, path, backend="npu", max_tokens=1024):
-        self._model = _dsnpu.Model(str(path), backend, max_tokens)
+    def __init__(self, path, backend="npu", max_tokens=1024, prefix_caching=False):
+        self._model = _dsnpu.Model(str(path), backend, max_tokens, prefix_caching)
 
     @property
     def backend(self):
         return self._model.backend
+
+    @property
+    def prefix_hit_tokens(self):
+        """Prompt tokens whose cache rows were shared from earlier prompts (prefix caching)."""
+        return self._model.prefix_hit_tokens
 
     @property
     def vocab_size(self):

@@ -3,7 +3,10 @@
 //! - `backend="npu"`: the device-resident [`Engine`] on device 0 (the simulator without CANN): weights
 //!   uploaded once, the paged cache in device memory (`max_tokens` tokens of it, shared by the calls),
 //!   every operator on the device. The engine fixes its sampling options when loaded, so a `generate`
-//!   with other `temperature`/`top_p`/`seed` than the loaded engine's loads it again.
+//!   with other `temperature`/`top_p`/`seed` than the loaded engine's loads it again. With
+//!   `prefix_caching=True` the engine keeps the full cache blocks of earlier prompts and a later prompt
+//!   that starts with the same tokens shares them instead of prefilling them again
+//!   (`prefix_hit_tokens` counts the prompt tokens served so).
 //! - `backend="cpu"`: the host model ([`DeepseekV3`] on the CPU references) and its [`Generator`].
 //!
 //! Both stop after the config's `eos_token_id` (included), like `dsnpu generate`. Validation is the
@@ -46,6 +49,7 @@ enum Inner {
     Npu {
         dir: PathBuf,
         max_tokens: usize,
+        prefix_caching: bool,
         loaded: Box<Loaded>,
     },
 }
@@ -56,7 +60,12 @@ pub struct Model {
     inner: Inner,
 }
 
-fn load_engine(dir: &PathBuf, max_tokens: usize, sampling: (f32, f32, u64)) -> PyResult<Loaded> {
+fn load_engine(
+    dir: &PathBuf,
+    max_tokens: usize,
+    prefix_caching: bool,
+    sampling: (f32, f32, u64),
+) -> PyResult<Loaded> {
     let (temperature, top_p, seed) = sampling;
     let opts = EngineOptions {
         num_blocks: max_tokens.div_ceil(BLOCK_SIZE).max(1),
@@ -64,6 +73,7 @@ fn load_engine(dir: &PathBuf, max_tokens: usize, sampling: (f32, f32, u64)) -> P
         temperature,
         top_p,
         seed,
+        prefix_caching,
         ..EngineOptions::default()
     };
     let engine = Engine::load(dir, opts, &mut |_, _| {}).map_err(model_err)?;
@@ -73,18 +83,29 @@ fn load_engine(dir: &PathBuf, max_tokens: usize, sampling: (f32, f32, u64)) -> P
 #[pymethods]
 impl Model {
     #[new]
-    #[pyo3(signature = (path, backend = "npu", max_tokens = 1024))]
-    fn new(path: PathBuf, backend: &str, max_tokens: usize) -> PyResult<Model> {
+    #[pyo3(signature = (path, backend = "npu", max_tokens = 1024, prefix_caching = false))]
+    fn new(
+        path: PathBuf,
+        backend: &str,
+        max_tokens: usize,
+        prefix_caching: bool,
+    ) -> PyResult<Model> {
         let inner = match backend {
             "cpu" => Inner::Cpu(Box::new(DeepseekV3::load(&path).map_err(model_err)?)),
             "npu" => {
                 if max_tokens == 0 {
                     return Err(PyValueError::new_err("max_tokens must be positive"));
                 }
-                let loaded = Box::new(load_engine(&path, max_tokens, (0.0, 1.0, 0))?);
+                let loaded = Box::new(load_engine(
+                    &path,
+                    max_tokens,
+                    prefix_caching,
+                    (0.0, 1.0, 0),
+                )?);
                 Inner::Npu {
                     dir: path,
                     max_tokens,
+                    prefix_caching,
                     loaded,
                 }
             }
@@ -103,6 +124,16 @@ impl Model {
         match self.inner {
             Inner::Cpu(_) => "cpu",
             Inner::Npu { .. } => "npu",
+        }
+    }
+
+    /// Prompt tokens whose cache rows the engine shared from earlier prompts (0 without
+    /// `prefix_caching`, and on the cpu backend); counted since the engine was last loaded.
+    #[getter]
+    fn prefix_hit_tokens(&self) -> u64 {
+        match &self.inner {
+            Inner::Cpu(_) => 0,
+            Inner::Npu { loaded, .. } => loaded.engine.stats().prefix_hit_tokens,
         }
     }
 
@@ -141,6 +172,7 @@ impl Model {
             Inner::Npu {
                 dir,
                 max_tokens,
+                prefix_caching,
                 loaded,
             } => {
                 if max_new_tokens == 0 {
@@ -154,7 +186,12 @@ impl Model {
                     )));
                 }
                 if loaded.sampling != (temperature, top_p, seed) {
-                    **loaded = load_engine(dir, *max_tokens, (temperature, top_p, seed))?;
+                    **loaded = load_engine(
+                        dir,
+                        *max_tokens,
+                        *prefix_caching,
+                        (temperature, top_p, seed),
+                    )?;
                 }
                 let engine = &mut loaded.engine;
                 let stop = engine.config().eos_token_ids.clone();

@@ -75,6 +75,21 @@ def test_sampled_generation_is_reproducible_and_seeded(models, reference):
     assert len(a) == 6 and ((a >= 0) & (a < m.vocab_size)).all()
 
 
+def test_prefix_caching_shares_an_earlier_prompts_blocks(models, reference):
+    prompt = [int(i) for i in reference["prompt_ids"]]
+    plain = models["npu"]
+    m = dsnpu.Model(CHECKPOINT, backend="npu", max_tokens=64, prefix_caching=True)
+    # 16-token cache blocks: a 20-token system prompt has one full block to share.
+    system = [(7 * i + 3) % m.vocab_size for i in range(20)]
+    first = m.generate(system + prompt, max_new_tokens=4)
+    assert m.prefix_hit_tokens == 0
+    second = m.generate(system + prompt[:2], max_new_tokens=4)
+    assert m.prefix_hit_tokens == 16
+    np.testing.assert_array_equal(first, plain.generate(system + prompt, max_new_tokens=4))
+    np.testing.assert_array_equal(second, plain.generate(system + prompt[:2], max_new_tokens=4))
+    assert plain.prefix_hit_tokens == 0
+
+
 def test_bad_model_inputs_raise(models):
     with pytest.raises(ValueError):
         models["npu"].generate([], max_new_tokens=2)

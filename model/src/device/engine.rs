@@ -21,6 +21,12 @@
 //!   the simulator the ids are the CPU sampler's bit for bit given the same logits). Per-pass uploads are
 //!   the new token ids and the small metadata (positions, slots, block table, lengths, per-head row
 //!   counts, picked rows, the uniforms).
+//! - Prefix caching ([`EngineOptions::prefix_caching`], off by default): a prefilled prompt's full
+//!   cache blocks stay cached after its sequence ends, and a new prompt whose first tokens fill the
+//!   same blocks (same tokens after the same prefix) shares them — held, never written again — and
+//!   prefills only the rest, over them; cached blocks no sequence holds are evicted, least recently
+//!   released first, when fresh blocks run out ([`EngineStats::prefix_hit_tokens`] counts the shared
+//!   prompt tokens). See `prefix.rs`.
 //! - Errors: no live sequence ([`ModelError::NoLiveSequences`]); a sequence that outgrows the cache
 //!   ([`ModelError::OutOfBlocks`], the step changes nothing) or `max_position_embeddings`; a failed pass
 //!   rolls its cache reservation back.
@@ -42,9 +48,10 @@ use dsnpu_runtime::{
 
 use super::ep::MoeLayer;
 use super::ops::{Act, Buf, Ctx};
+use super::prefix::Blocks;
 use super::tensor::{DType, Elem, Tensor};
 use super::weights::{AttentionW, DeviceWeights, FfnW, MlpW, MoeW, QueryW};
-use crate::cache::{BlockAllocator, SeqId};
+use crate::cache::SeqId;
 use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, LATENT_NORM_EPS};
 use crate::error::{invalid_input, ModelError, Result};
@@ -64,6 +71,12 @@ pub struct EngineOptions {
     pub seed: u64,
     /// Compute dtype: [`DType::F32`] or [`DType::BF16`].
     pub dtype: DType,
+    /// Keep the full cache blocks of prefilled prompts after their sequences end, and let a later
+    /// prompt that starts with the same tokens share them instead of prefilling them again (automatic
+    /// prefix caching, see `prefix.rs`). Off by default: a shared prefix gives the same cache rows,
+    /// but the prompt's other tokens are then prefilled in a pass of their own, whose sums may round
+    /// differently from a pass over the whole prompt.
+    pub prefix_caching: bool,
 }
 
 impl Default for EngineOptions {
@@ -76,6 +89,7 @@ impl Default for EngineOptions {
             top_p: 1.0,
             seed: 0,
             dtype: DType::F32,
+            prefix_caching: false,
         }
     }
 }
@@ -99,6 +113,9 @@ pub struct EngineStats {
     /// Bytes of the paged cache (all layers).
     pub cache_bytes: u64,
     pub prefill: PhaseStats,
+    /// Prompt tokens whose cache rows were shared from earlier prompts instead of prefilled (prefix
+    /// caching); `prefill.count` counts the others.
+    pub prefix_hit_tokens: u64,
     pub decode: PhaseStats,
     /// Kernel launches by operator.
     pub ops: BTreeMap<&'static str, u64>,
@@ -175,7 +192,7 @@ pub struct Engine {
     sin: Buf,
     table_rows: usize,
     caches: Vec<LayerCache>,
-    allocator: BlockAllocator,
+    blocks: Blocks,
     seqs: BTreeMap<SeqId, Seq>,
     next_id: SeqId,
     stats: EngineStats,
@@ -269,7 +286,7 @@ impl Engine {
         };
         Ok(Engine {
             table_rows: table.max_positions(),
-            allocator: BlockAllocator::new(opts.num_blocks),
+            blocks: Blocks::new(opts.num_blocks, opts.block_size, opts.prefix_caching),
             cfg,
             opts,
             ctx: Ctx {
@@ -381,14 +398,15 @@ impl Engine {
             .remove(&id)
             .ok_or_else(|| invalid_input(format!("unknown sequence {id}")))?;
         for b in seq.blocks {
-            self.allocator.free(b)?;
+            self.blocks.release(b)?;
         }
         Ok(())
     }
 
-    /// Free cache blocks.
+    /// Cache blocks a sequence can still get: the free ones, and with prefix caching the cached ones
+    /// no live sequence holds (evicted when needed).
     pub fn free_blocks(&self) -> usize {
-        self.allocator.num_free()
+        self.blocks.available()
     }
 
     /// One token for every live sequence (see the module docs).
@@ -435,12 +453,31 @@ impl Engine {
             let prompt = self.seqs[&id].prompt.clone().expect("filtered above");
             let start = Instant::now();
             let before = transfer_stats();
-            let ids = self.pass(&[(id, prompt.clone())], true)?;
+            // With prefix caching, the cached blocks of the prompt's first tokens are shared and only
+            // the rest is prefilled (on top of them, as a chunked prefill).
+            let shared = self.blocks.share_prefix(&prompt);
+            let cached = shared.len() * self.opts.block_size;
+            let seq = self.seqs.get_mut(&id).expect("live");
+            (seq.blocks, seq.len) = (shared, cached);
+            let ids = match self.pass(&[(id, prompt[cached..].to_vec())], true) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    let seq = self.seqs.get_mut(&id).expect("live");
+                    seq.len = 0;
+                    for b in std::mem::take(&mut seq.blocks) {
+                        self.blocks.release(b)?;
+                    }
+                    return Err(e);
+                }
+            };
             self.stats.prefill.transfers =
                 add(self.stats.prefill.transfers, transfer_stats() - before);
             self.stats.prefill.seconds += start.elapsed().as_secs_f64();
-            self.stats.prefill.count += prompt.len() as u64;
-            self.seqs.get_mut(&id).expect("live").prompt = None;
+            self.stats.prefill.count += (prompt.len() - cached) as u64;
+            self.stats.prefix_hit_tokens += cached as u64;
+            let seq = self.seqs.get_mut(&id).expect("live");
+            seq.prompt = None;
+            self.blocks.remember_prompt(&prompt, &seq.blocks);
             out.push((id, ids[0]));
         }
         for &(id, t) in &out {
@@ -505,7 +542,7 @@ impl Engine {
             }
             needed += (seq.len + n).div_ceil(bs) - seq.blocks.len();
         }
-        let mut fresh = self.allocator.allocate(needed)?.into_iter();
+        let mut fresh = self.blocks.allocate(needed)?.into_iter();
         let mut slots = Vec::new();
         let mut undo = Vec::new();
         for &(id, n) in batch {
@@ -528,7 +565,7 @@ impl Engine {
             if let Some(seq) = self.seqs.get_mut(&id) {
                 seq.len = len;
                 for b in seq.blocks.drain(nblocks..) {
-                    let _ = self.allocator.free(b);
+                    let _ = self.blocks.release(b);
                 }
             }
         }

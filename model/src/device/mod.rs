@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod ep;
 mod ops;
+mod prefix;
 pub mod tensor;
 pub mod weights;
 
