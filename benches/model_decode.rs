@@ -32,6 +32,8 @@
 //! bf16 random weights), written once by this bench under `target/bench-data/v3_w1024`. Before each
 //! pair of criterion cases it prints the decode steps alone (prefill excluded) per step on both, and
 //! their ratio: the figure the device-resident issue's "no slower than 2x the CPU backend" is about.
+//! It also prints, for both checkpoints, the engine's prefill of a prompt whose first blocks an earlier
+//! prompt left in the cache (prefix caching on) against the same prefill with nothing cached.
 
 use std::time::Duration;
 
@@ -958,9 +960,71 @@ fn decode_ratio(
     );
 }
 
+/// Prints the prefill of a `len`-token prompt whose first `shared` tokens another prompt left in the
+/// cache (prefix caching on) against the same prefill with nothing cached (prefix caching off), on the
+/// device engine on the simulator: the median of five runs, each with another last block of tokens (so
+/// only the shared prefix is cached when it runs).
+fn prefix_ratio(dir: &std::path::Path, len: usize, shared: usize, vocab: i32) {
+    const RUNS: usize = 5;
+    const BLOCK: usize = 16;
+    let load = |prefix_caching| {
+        let opts = dsnpu_model::device::EngineOptions {
+            num_blocks: 4 * len.div_ceil(BLOCK),
+            block_size: BLOCK,
+            prefix_caching,
+            ..Default::default()
+        };
+        dsnpu_model::device::Engine::load(dir, opts, &mut |_, _| {}).expect("engine")
+    };
+    let prompt = |run: usize| -> Vec<i32> {
+        (0..len)
+            .map(|i| {
+                let salt = if i < shared { 0 } else { 1 + run };
+                ((i * 37 + salt * 101) % vocab as usize) as i32
+            })
+            .collect()
+    };
+    let prefill = |e: &mut dsnpu_model::device::Engine, p: &[i32]| {
+        let id = e.add_sequence(p).expect("prompt");
+        let start = std::time::Instant::now();
+        e.step().expect("prefill");
+        let secs = start.elapsed().as_secs_f64();
+        e.remove_sequence(id).expect("remove");
+        secs
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut cached = load(true);
+    prefill(&mut cached, &prompt(RUNS));
+    let with = median(
+        (0..RUNS)
+            .map(|r| prefill(&mut cached, &prompt(r)))
+            .collect(),
+    );
+    let hits = cached.stats().prefix_hit_tokens as usize;
+    assert_eq!(
+        hits,
+        RUNS * (shared / BLOCK * BLOCK),
+        "every run shares the prefix's full blocks"
+    );
+    let mut plain = load(false);
+    let without = median((0..RUNS).map(|r| prefill(&mut plain, &prompt(r))).collect());
+    println!(
+        "prefix caching, {} {len}-token prompt with its first {shared} tokens cached: prefill {:.2} ms, {:.2} ms with nothing cached, ratio {:.2} (median of {RUNS})",
+        dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        with * 1e3,
+        without * 1e3,
+        with / without
+    );
+}
+
 fn model_decode(c: &mut Criterion) {
     layer_report();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    prefix_ratio(&root.join("model/tests/data/v3_base"), 60, 48, 128);
+    prefix_ratio(&wide_checkpoint(), 256, 224, 8192);
     let mut g = c.benchmark_group("model_decode_8_steps_v3_base");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
