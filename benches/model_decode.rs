@@ -33,7 +33,8 @@
 //! pair of criterion cases it prints the decode steps alone (prefill excluded) per step on both, and
 //! their ratio: the figure the device-resident issue's "no slower than 2x the CPU backend" is about.
 //! It also prints, for both checkpoints, the engine's prefill of a prompt whose first blocks an earlier
-//! prompt left in the cache (prefix caching on) against the same prefill with nothing cached.
+//! prompt left in the cache (prefix caching on) against the same prefill with nothing cached, and for
+//! the hidden-1024 one the device memory and time of a long prompt's prefill in one pass and in chunks.
 
 use std::time::Duration;
 
@@ -1020,11 +1021,49 @@ fn prefix_ratio(dir: &std::path::Path, len: usize, shared: usize, vocab: i32) {
     );
 }
 
+/// Prints the device memory the stream's pool held at most (activations and workspaces: the weights
+/// and the cache are allocated outside it) and the time of the prefill of a `len`-token prompt in one
+/// pass and in passes of `chunk` tokens (chunked prefill), on the device engine on the simulator.
+fn chunked_prefill_peak(dir: &std::path::Path, len: usize, chunk: usize, vocab: i32) {
+    let run = |max_prefill_tokens| {
+        let opts = dsnpu_model::device::EngineOptions {
+            num_blocks: 2 * len.div_ceil(16),
+            block_size: 16,
+            max_prefill_tokens,
+            ..Default::default()
+        };
+        let mut e = dsnpu_model::device::Engine::load(dir, opts, &mut |_, _| {}).expect("engine");
+        let before = e.device_peak_bytes();
+        let prompt: Vec<i32> = (0..len)
+            .map(|i| ((i * 37) % vocab as usize) as i32)
+            .collect();
+        e.add_sequence(&prompt).expect("prompt");
+        let start = std::time::Instant::now();
+        let id = e.step().expect("prefill")[0].1;
+        (
+            e.device_peak_bytes() - before,
+            start.elapsed().as_secs_f64(),
+            id,
+        )
+    };
+    let (whole, t_whole, id_whole) = run(0);
+    let (chunked, t_chunked, id_chunked) = run(chunk);
+    println!(
+        "chunked prefill, {} {len}-token prompt: the stream pool's peak grew {:.1} MiB in one pass, {:.1} MiB in {chunk}-token passes; prefill {:.0} ms and {:.0} ms; first id {id_whole} and {id_chunked}",
+        dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        whole as f64 / (1u64 << 20) as f64,
+        chunked as f64 / (1u64 << 20) as f64,
+        t_whole * 1e3,
+        t_chunked * 1e3,
+    );
+}
+
 fn model_decode(c: &mut Criterion) {
     layer_report();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     prefix_ratio(&root.join("model/tests/data/v3_base"), 60, 48, 128);
     prefix_ratio(&wide_checkpoint(), 256, 224, 8192);
+    chunked_prefill_peak(&wide_checkpoint(), 1024, 128, 8192);
     let mut g = c.benchmark_group("model_decode_8_steps_v3_base");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))

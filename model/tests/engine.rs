@@ -461,3 +461,47 @@ fn prefix_caching_shares_full_prompt_blocks_and_keeps_the_ids() {
     assert_eq!(e.stats().prefix_hit_tokens, hits);
     assert_eq!(e.free_blocks(), 9);
 }
+
+#[test]
+fn chunked_prefill_keeps_the_ids_and_the_sampler() {
+    let prompts: [Vec<i32>; 3] = [
+        (0..23).map(|i| i * 11 % 127).collect(),
+        vec![5, 9, 14, 2, 7, 1, 8, 3],
+        vec![42],
+    ];
+    for temperature in [0.0, 0.8] {
+        let load = |max_prefill_tokens, prefix_caching| {
+            let opts = EngineOptions {
+                num_blocks: 32,
+                block_size: 4,
+                temperature,
+                top_p: 0.9,
+                seed: 5,
+                prefix_caching,
+                max_prefill_tokens,
+                ..EngineOptions::default()
+            };
+            Engine::load(data_dir("v3_base"), opts, &mut |_, _| {}).unwrap()
+        };
+        let mut whole = load(0, false);
+        let want: Vec<Vec<i32>> = prompts.iter().map(|p| alone(&mut whole, p, 4)).collect();
+        // Chunks of 5 (23 tokens: 5 passes, the last of 3), alone and over a cached prefix.
+        let mut chunked = load(5, true);
+        let syncs = chunked.stats().prefill.transfers.syncs;
+        for (p, w) in prompts.iter().zip(&want) {
+            assert_eq!(&alone(&mut chunked, p, 4), w, "temperature {temperature}");
+        }
+        let passes = 5 + 2 + 1;
+        assert_eq!(
+            chunked.stats().prefill.transfers.syncs - syncs,
+            passes,
+            "one host wait per pass"
+        );
+        // The fourth sequence of both engines (so the same sampler seed).
+        let again: Vec<i32> = prompts[0][..20].iter().chain(&[1, 2, 3]).copied().collect();
+        let want_again = alone(&mut whole, &again, 4);
+        assert_eq!(alone(&mut chunked, &again, 4), want_again);
+        // 20 shared tokens (five 4-token blocks), then 3 in one chunk.
+        assert_eq!(chunked.stats().prefix_hit_tokens, 20);
+    }
+}

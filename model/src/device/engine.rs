@@ -12,15 +12,17 @@
 //!   `max_position_embeddings`) and queues it; [`Engine::remove_sequence`] forgets a sequence and frees its
 //!   cache blocks for reuse. Both may be called between any two steps.
 //! - [`Engine::step`] advances every live sequence by one token and returns `(id, next token)` for each,
-//!   in id order: sequences added since the last step are prefilled (one device pass per sequence, its
-//!   whole prompt written to the cache by the fused cache-write kernel and attended absorbed, causally,
-//!   by `mla_decode`), the others decode together in one pass. A pass queues all its kernels on the one
-//!   stream and the host waits once, for the sampled ids (`[rows]` i32): greedy `argmax` on the device,
-//!   or with temperature > 0 `sample_top_p` on the device, with the CPU [`Sampler`]'s contract (each
-//!   sequence's sampler supplies the counter-based uniform of its next draw, uploaded with the pass; on
-//!   the simulator the ids are the CPU sampler's bit for bit given the same logits). Per-pass uploads are
-//!   the new token ids and the small metadata (positions, slots, block table, lengths, per-head row
-//!   counts, picked rows, the uniforms).
+//!   in id order: sequences added since the last step are prefilled (one device pass per sequence, or
+//!   one per [`EngineOptions::max_prefill_tokens`] tokens of it; its prompt written to the cache by the
+//!   fused cache-write kernel and attended, expanded and causally, by `mla_prefill` over the cached
+//!   keys), the others decode together in one pass (absorbed, `mla_decode`). A pass queues all its
+//!   kernels on the one stream and the host waits once, for the sampled ids (`[rows]` i32): greedy
+//!   `argmax` on the device, or with temperature > 0 `sample_top_p` on the device, with the CPU
+//!   [`Sampler`]'s contract (each sequence's sampler supplies the counter-based uniform of its next
+//!   draw, uploaded with the pass; on the simulator the ids are the CPU sampler's bit for bit given the
+//!   same logits). Per-pass uploads are the new token ids and the small metadata (positions, slots,
+//!   block table, lengths, per-head row counts, picked rows, the uniforms). An earlier chunk of a
+//!   chunked prefill returns nothing: the host waits for it, and neither samples nor reads its logits.
 //! - Prefix caching ([`EngineOptions::prefix_caching`], off by default): a prefilled prompt's full
 //!   cache blocks stay cached after its sequence ends, and a new prompt whose first tokens fill the
 //!   same blocks (same tokens after the same prefix) shares them — held, never written again — and
@@ -77,6 +79,12 @@ pub struct EngineOptions {
     /// but the prompt's other tokens are then prefilled in a pass of their own, whose sums may round
     /// differently from a pass over the whole prompt.
     pub prefix_caching: bool,
+    /// Most prompt tokens one prefill pass takes (0: a whole prompt in one pass). A longer prompt is
+    /// prefilled in passes of at most this many tokens within its step, each over the cache rows the
+    /// earlier ones wrote (chunked prefill): a pass's activations and workspaces stay bounded by the
+    /// chunk, not the prompt. As with prefix caching, the later chunks' sums may round differently
+    /// from one pass over the whole prompt.
+    pub max_prefill_tokens: usize,
 }
 
 impl Default for EngineOptions {
@@ -90,6 +98,7 @@ impl Default for EngineOptions {
             seed: 0,
             dtype: DType::F32,
             prefix_caching: false,
+            max_prefill_tokens: 0,
         }
     }
 }
@@ -442,7 +451,7 @@ impl Engine {
                 .collect();
             let start = Instant::now();
             let before = transfer_stats();
-            let ids = self.pass(&feeds, false)?;
+            let ids = self.pass(&feeds, false, Output::Ids)?;
             self.stats.decode.transfers =
                 add(self.stats.decode.transfers, transfer_stats() - before);
             self.stats.decode.seconds += start.elapsed().as_secs_f64();
@@ -459,7 +468,7 @@ impl Engine {
             let cached = shared.len() * self.opts.block_size;
             let seq = self.seqs.get_mut(&id).expect("live");
             (seq.blocks, seq.len) = (shared, cached);
-            let ids = match self.pass(&[(id, prompt[cached..].to_vec())], true) {
+            let ids = match self.prefill_chunks(id, &prompt[cached..]) {
                 Ok(ids) => ids,
                 Err(e) => {
                     let seq = self.seqs.get_mut(&id).expect("live");
@@ -495,7 +504,7 @@ impl Engine {
         let r = self
             .reserve(&[(id, prompt.len())])
             .and_then(|(slots, undo)| {
-                let r = self.run_pass(&[(id, prompt.to_vec())], &slots, true, true);
+                let r = self.run_pass(&[(id, prompt.to_vec())], &slots, true, Output::Logits);
                 if r.is_err() {
                     self.rollback(undo);
                 }
@@ -571,11 +580,34 @@ impl Engine {
         }
     }
 
-    /// Feeds each sequence its tokens (all the same count, or one prefill), returns the next ids.
-    fn pass(&mut self, feeds: &[(SeqId, Vec<i32>)], prefill: bool) -> Result<Vec<i32>> {
+    /// Prefills `tokens` of sequence `id` after what its cache holds, in passes of at most
+    /// `max_prefill_tokens` (all at once when 0); returns the next id after the last one. Only the last
+    /// pass samples (an earlier one's logits are not read, and its sampler does not advance).
+    fn prefill_chunks(&mut self, id: SeqId, tokens: &[i32]) -> Result<Vec<i32>> {
+        let chunk = match self.opts.max_prefill_tokens {
+            0 => tokens.len(),
+            n => n,
+        };
+        let mut rest = tokens;
+        while rest.len() > chunk {
+            let (now, later) = rest.split_at(chunk);
+            self.pass(&[(id, now.to_vec())], true, Output::Nothing)?;
+            rest = later;
+        }
+        self.pass(&[(id, rest.to_vec())], true, Output::Ids)
+    }
+
+    /// Feeds each sequence its tokens (all the same count, or one prefill), returns the next ids (none
+    /// with `Output::Nothing`).
+    fn pass(
+        &mut self,
+        feeds: &[(SeqId, Vec<i32>)],
+        prefill: bool,
+        out: Output,
+    ) -> Result<Vec<i32>> {
         let batch: Vec<(SeqId, usize)> = feeds.iter().map(|(id, t)| (*id, t.len())).collect();
         let (slots, undo) = self.reserve(&batch)?;
-        match self.run_pass(feeds, &slots, prefill, false) {
+        match self.run_pass(feeds, &slots, prefill, out) {
             Ok(PassOut::Ids(ids)) => Ok(ids),
             Ok(PassOut::Logits(_)) => unreachable!("only prompt_logits asks for logits"),
             Err(e) => {
@@ -694,11 +726,11 @@ impl Engine {
         feeds: &[(SeqId, Vec<i32>)],
         slots: &[i32],
         prefill: bool,
-        all_logits: bool,
+        out: Output,
     ) -> Result<PassOut> {
         match self.opts.dtype {
-            DType::BF16 => self.run_pass_as::<half::bf16>(feeds, slots, prefill, all_logits),
-            _ => self.run_pass_as::<f32>(feeds, slots, prefill, all_logits),
+            DType::BF16 => self.run_pass_as::<half::bf16>(feeds, slots, prefill, out),
+            _ => self.run_pass_as::<f32>(feeds, slots, prefill, out),
         }
     }
 
@@ -707,15 +739,24 @@ impl Engine {
         feeds: &[(SeqId, Vec<i32>)],
         slots: &[i32],
         prefill: bool,
-        all_logits: bool,
+        out: Output,
     ) -> Result<PassOut> {
+        let all_logits = out == Output::Logits;
         let p = self.upload_pass(feeds, slots, all_logits, prefill)?;
         let (logits, rows) = self.forward_pass::<T>(&p)?;
         let v = self.cfg.vocab_size;
-        if all_logits {
-            self.ctx.stream.synchronize()?;
-            let logits: Vec<f32> = logits.to_vec()?.into_iter().map(|x| x.to_f32()).collect();
-            return Ok(PassOut::Logits(logits));
+        match out {
+            Output::Logits => {
+                self.ctx.stream.synchronize()?;
+                let logits: Vec<f32> = logits.to_vec()?.into_iter().map(|x| x.to_f32()).collect();
+                return Ok(PassOut::Logits(logits));
+            }
+            // The pass's cache rows are what it was for; waiting here surfaces its errors.
+            Output::Nothing => {
+                self.ctx.stream.synchronize()?;
+                return Ok(PassOut::Ids(Vec::new()));
+            }
+            Output::Ids => {}
         }
         let mut ids = self.ctx.alloc::<i32>(rows)?;
         if self.opts.temperature == 0.0 {
@@ -1129,6 +1170,17 @@ impl Env<'_> {
         ctx.note_launch("mla_prefill", r)?;
         ctx.linear(&out, &a.o, t)
     }
+}
+
+/// What a pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// The next id of each sequence.
+    Ids,
+    /// The logits of every row.
+    Logits,
+    /// Nothing: an earlier chunk of a chunked prefill.
+    Nothing,
 }
 
 enum PassOut {
