@@ -503,5 +503,27 @@ fn chunked_prefill_keeps_the_ids_and_the_sampler() {
         assert_eq!(alone(&mut chunked, &again, 4), want_again);
         // 20 shared tokens (five 4-token blocks), then 3 in one chunk.
         assert_eq!(chunked.stats().prefix_hit_tokens, 20);
+
+        // The passes a step runs, announced before it (expert parallelism matches the ranks' passes
+        // with it): each pass waits once.
+        let waits =
+            |e: &Engine| e.stats().prefill.transfers.syncs + e.stats().decode.transfers.syncs;
+        let ids = [
+            chunked.add_sequence(&prompts[1]).unwrap(),
+            chunked
+                .add_sequence(&(100..123).collect::<Vec<i32>>())
+                .unwrap(),
+        ];
+        // prompts[1]: one cached block, 4 tokens in one pass; the new 23 tokens: 5 passes.
+        for want in [1 + 5, 1] {
+            assert_eq!(chunked.passes_next_step(), want);
+            let before = waits(&chunked);
+            chunked.step().unwrap();
+            assert_eq!(waits(&chunked) - before, want as u64);
+        }
+        for id in ids {
+            chunked.remove_sequence(id).unwrap();
+        }
+        assert_eq!(chunked.passes_next_step(), 0);
     }
 }

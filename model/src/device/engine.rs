@@ -418,6 +418,27 @@ impl Engine {
         self.blocks.available()
     }
 
+    /// The device passes the next [`step`](Self::step) will run: one for the decoding sequences (if
+    /// any), and for each sequence to prefill one per `max_prefill_tokens` of its prompt not shared from
+    /// the prefix cache. Expert parallelism matches the ranks' passes with it.
+    pub fn passes_next_step(&self) -> usize {
+        let mut passes = 0;
+        let mut decoding = false;
+        for seq in self.seqs.values() {
+            match &seq.prompt {
+                None => decoding = true,
+                Some(p) => {
+                    let rest = p.len() - self.blocks.shareable(p);
+                    passes += match self.opts.max_prefill_tokens {
+                        0 => 1,
+                        n => rest.div_ceil(n),
+                    };
+                }
+            }
+        }
+        passes + usize::from(decoding)
+    }
+
     /// One token for every live sequence (see the module docs).
     pub fn step(&mut self) -> Result<Vec<(SeqId, i32)>> {
         if self.seqs.is_empty() {

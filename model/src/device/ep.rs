@@ -13,8 +13,9 @@
 //!   residual) — the single-device layer's arithmetic, in f32.
 //! - Attention is data-parallel: [`EpEngine::generate`] gives prompt `i` to rank `i mod W`, each rank
 //!   steps its own sequences, and every collective is matched across ranks by running the same number
-//!   of passes per step: the ranks agree on it (an AllReduce max), and a rank with fewer passes of
-//!   its own runs idle ones (its MoE layers over zero tokens, still serving its experts).
+//!   of passes per step: the ranks agree on it (an AllReduce max of [`Engine::passes_next_step`], which
+//!   counts chunked prefills' passes), and a rank with fewer passes of its own runs idle ones (its MoE
+//!   layers over zero tokens, still serving its experts).
 //! - Validated: the world and rank, that the experts divide over the ranks. Trusted: that every rank
 //!   runs the same command on the same checkpoint with the same prompts (a rank that does not is a
 //!   collective mismatch or timeout, reported by HCCL as an error, never a hang).
@@ -334,10 +335,8 @@ impl EpEngine {
                 owner.insert(self.engine.add_sequence(p)?, i);
             }
         }
-        let mut fresh = owner.len();
         loop {
-            let decoding = owner.len() - fresh;
-            let mine = usize::from(decoding > 0) + fresh;
+            let mine = self.engine.passes_next_step();
             let more = self.matched_passes(mine, |engine| {
                 for (id, t) in engine.step()? {
                     let i = owner[&id];
@@ -349,7 +348,6 @@ impl EpEngine {
                 }
                 Ok(())
             })?;
-            fresh = 0;
             if !more {
                 break;
             }
