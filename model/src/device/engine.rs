@@ -24,14 +24,16 @@
 //!   block table, lengths, per-head row counts, picked rows, the uniforms). An earlier chunk of a
 //!   chunked prefill returns nothing: the host waits for it, and neither samples nor reads its logits.
 //! - Prefix caching ([`EngineOptions::prefix_caching`], off by default): a prefilled prompt's full
-//!   cache blocks stay cached after its sequence ends, and a new prompt whose first tokens fill the
-//!   same blocks (same tokens after the same prefix) shares them — held, never written again — and
-//!   prefills only the rest, over them; cached blocks no sequence holds are evicted, least recently
+//!   cache blocks stay cached after its sequence ends, and a prompt added later whose first tokens
+//!   fill the same blocks (same tokens after the same prefix) shares them — held from `add_sequence`
+//!   on, never written again — and prefills only the rest, over them (prompts added before the same
+//!   step do not share with each other); cached blocks no sequence holds are evicted, least recently
 //!   released first, when fresh blocks run out ([`EngineStats::prefix_hit_tokens`] counts the shared
 //!   prompt tokens). See `prefix.rs`.
 //! - Errors: no live sequence ([`ModelError::NoLiveSequences`]); a sequence that outgrows the cache
-//!   ([`ModelError::OutOfBlocks`], the step changes nothing) or `max_position_embeddings`; a failed pass
-//!   rolls its cache reservation back.
+//!   ([`ModelError::OutOfBlocks`]: the failing pass reserves nothing) or `max_position_embeddings`; a
+//!   failed pass rolls its cache reservation back (a chunked prefill keeps its earlier chunks and goes
+//!   on from them at the next step).
 //! - Trusted: the kernels' contracts; the block tables and slots built here are valid by construction
 //!   (the kernels would fault on a bad one on the simulator).
 
@@ -362,6 +364,13 @@ impl Engine {
     /// [`add_sequence`](Self::add_sequence) with the sampler seeded with `seed` itself: a prompt added
     /// with the same seed to an engine with the same options samples the same ids.
     pub fn add_sequence_seeded(&mut self, prompt: &[i32], seed: u64) -> Result<SeqId> {
+        self.insert_sequence(prompt, seed, true)
+    }
+
+    /// A new sequence for `prompt`; with `share` and prefix caching it holds the cached blocks of its
+    /// first tokens at once (so nothing can evict them before its prefill, and
+    /// [`passes_next_step`](Self::passes_next_step) knows what is left to prefill).
+    fn insert_sequence(&mut self, prompt: &[i32], seed: u64, share: bool) -> Result<SeqId> {
         if prompt.is_empty() {
             return Err(invalid_input("an empty prompt"));
         }
@@ -387,11 +396,18 @@ impl Engine {
             .then(|| Sampler::new(self.opts.temperature, self.opts.top_p, seed))
             .transpose()?;
         self.next_id += 1;
+        let blocks = if share {
+            self.blocks.share_prefix(prompt)
+        } else {
+            Vec::new()
+        };
+        let len = blocks.len() * self.opts.block_size;
+        self.stats.prefix_hit_tokens += len as u64;
         self.seqs.insert(
             id,
             Seq {
-                blocks: Vec::new(),
-                len: 0,
+                blocks,
+                len,
                 prompt: Some(prompt.to_vec()),
                 next: None,
                 sampler,
@@ -428,7 +444,7 @@ impl Engine {
             match &seq.prompt {
                 None => decoding = true,
                 Some(p) => {
-                    let rest = p.len() - self.blocks.shareable(p);
+                    let rest = p.len() - seq.len;
                     passes += match self.opts.max_prefill_tokens {
                         0 => 1,
                         n => rest.div_ceil(n),
@@ -483,28 +499,14 @@ impl Engine {
             let prompt = self.seqs[&id].prompt.clone().expect("filtered above");
             let start = Instant::now();
             let before = transfer_stats();
-            // With prefix caching, the cached blocks of the prompt's first tokens are shared and only
-            // the rest is prefilled (on top of them, as a chunked prefill).
-            let shared = self.blocks.share_prefix(&prompt);
-            let cached = shared.len() * self.opts.block_size;
-            let seq = self.seqs.get_mut(&id).expect("live");
-            (seq.blocks, seq.len) = (shared, cached);
-            let ids = match self.prefill_chunks(id, &prompt[cached..]) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    let seq = self.seqs.get_mut(&id).expect("live");
-                    seq.len = 0;
-                    for b in std::mem::take(&mut seq.blocks) {
-                        self.blocks.release(b)?;
-                    }
-                    return Err(e);
-                }
-            };
+            // What the cache holds already (blocks shared from the prefix cache when the sequence was
+            // added, and the chunks of a prefill an error interrupted) is not prefilled again.
+            let cached = self.seqs[&id].len;
+            let ids = self.prefill_chunks(id, &prompt[cached..])?;
             self.stats.prefill.transfers =
                 add(self.stats.prefill.transfers, transfer_stats() - before);
             self.stats.prefill.seconds += start.elapsed().as_secs_f64();
             self.stats.prefill.count += (prompt.len() - cached) as u64;
-            self.stats.prefix_hit_tokens += cached as u64;
             let seq = self.seqs.get_mut(&id).expect("live");
             seq.prompt = None;
             self.blocks.remember_prompt(&prompt, &seq.blocks);
@@ -519,7 +521,9 @@ impl Engine {
 
     /// Full logits `[len, V]` of a prompt (`forward`): a temporary sequence, prefilled and removed.
     pub fn prompt_logits(&mut self, prompt: &[i32]) -> Result<Vec<f32>> {
-        let id = self.add_sequence(prompt)?;
+        // All of the prompt's rows are computed: its logits are what `forward` returns.
+        let seed = self.opts.seed.wrapping_add(self.next_id);
+        let id = self.insert_sequence(prompt, seed, false)?;
         let start = Instant::now();
         let before = transfer_stats();
         let r = self

@@ -84,22 +84,6 @@ impl Blocks {
         held
     }
 
-    /// Tokens of `prompt` that [`Blocks::share_prefix`] would share now, without holding anything.
-    pub(super) fn shareable(&self, prompt: &[i32]) -> usize {
-        if !self.sharing || prompt.is_empty() {
-            return 0;
-        }
-        let mut parent = NO_PARENT;
-        let mut blocks = 0;
-        for chunk in prompt[..prompt.len() - 1].chunks_exact(self.block_size) {
-            match self.index.get(&(parent, chunk.to_vec())) {
-                Some(&b) => (parent, blocks) = (b, blocks + 1),
-                None => break,
-            }
-        }
-        blocks * self.block_size
-    }
-
     /// Remembers the full blocks of a prefilled `prompt` (held by one sequence, `blocks` in order) for
     /// later prompts; blocks already cached (shared) or keyed the same as a cached one stay as they are.
     pub(super) fn remember_prompt(&mut self, prompt: &[i32], blocks: &[u32]) {
@@ -231,7 +215,6 @@ mod tests {
         // The partial third block is freed, the two full ones stay cached (and available).
         assert_eq!(b.available(), 4);
         // Same first four tokens: both blocks; the last token is never shared.
-        assert_eq!(b.shareable(&[1, 2, 3, 4, 9]), 4);
         assert_eq!(b.share_prefix(&[1, 2, 3, 4, 9]), first[..2]);
         assert_eq!(b.share_prefix(&[1, 2, 3, 4]), first[..1]);
         // Another second block, or another first one: no match past the difference.
