@@ -527,3 +527,33 @@ fn chunked_prefill_keeps_the_ids_and_the_sampler() {
         assert_eq!(chunked.passes_next_step(), 0);
     }
 }
+
+#[test]
+fn a_failed_step_leaves_every_sequence_as_it_was() {
+    // Six blocks of 4 tokens. a decodes while b (2 blocks) and c (5 blocks) are prefilled in the same
+    // step: c runs out of blocks after a's decode and b's prefill succeeded. Both are undone, so once c
+    // is gone the step is redone whole and a and b continue as they would alone.
+    let a: &[i32] = &[5, 9, 14, 2];
+    let b: &[i32] = &[3, 1, 4, 1, 5, 9, 2, 6];
+    let c: Vec<i32> = (0..20).collect();
+    let mut e = engine("v3_base", 6);
+    let (want_a, want_b) = (alone(&mut e, a, 4), alone(&mut e, b, 3));
+    let ia = e.add_sequence(a).unwrap();
+    let first = e.step().unwrap();
+    let (ib, ic) = (e.add_sequence(b).unwrap(), e.add_sequence(&c).unwrap());
+    let free = e.free_blocks();
+    assert!(matches!(e.step(), Err(ModelError::OutOfBlocks { .. })));
+    assert_eq!(e.free_blocks(), free, "the step's blocks are back");
+    e.remove_sequence(ic).unwrap();
+    let (mut got_a, mut got_b) = (vec![first[0].1], Vec::new());
+    for _ in 0..3 {
+        for (id, t) in e.step().unwrap() {
+            if id == ia {
+                got_a.push(t);
+            } else if id == ib {
+                got_b.push(t);
+            }
+        }
+    }
+    assert_eq!((got_a, got_b), (want_a, want_b));
+}

@@ -31,9 +31,9 @@
 //!   released first, when fresh blocks run out ([`EngineStats::prefix_hit_tokens`] counts the shared
 //!   prompt tokens). See `prefix.rs`.
 //! - Errors: no live sequence ([`ModelError::NoLiveSequences`]); a sequence that outgrows the cache
-//!   ([`ModelError::OutOfBlocks`]: the failing pass reserves nothing) or `max_position_embeddings`; a
-//!   failed pass rolls its cache reservation back (a chunked prefill keeps its earlier chunks and goes
-//!   on from them at the next step).
+//!   ([`ModelError::OutOfBlocks`]) or `max_position_embeddings`; a step that fails leaves every
+//!   sequence as it was before it (the passes it ran before the failing one are undone: cache lengths,
+//!   blocks, next tokens, prompts and samplers restored), so the next step redoes it whole.
 //! - Trusted: the kernels' contracts; the block tables and slots built here are valid by construction
 //!   (the kernels would fault on a bad one on the simulator).
 
@@ -142,6 +142,36 @@ struct Seq {
     /// The token to feed next (the last one returned).
     next: Option<i32>,
     sampler: Option<Sampler>,
+}
+
+/// What a step may change in a sequence (see `Engine::step`).
+struct SeqMark {
+    blocks: usize,
+    len: usize,
+    prompt: Option<Vec<i32>>,
+    next: Option<i32>,
+    sampler: Option<Sampler>,
+}
+
+impl Seq {
+    fn mark(&self) -> SeqMark {
+        SeqMark {
+            blocks: self.blocks.len(),
+            len: self.len,
+            prompt: self.prompt.clone(),
+            next: self.next,
+            sampler: self.sampler.clone(),
+        }
+    }
+
+    /// Back to `mark`; returns the blocks taken since, for the caller to release.
+    fn restore(&mut self, mark: SeqMark) -> Vec<u32> {
+        self.len = mark.len;
+        self.prompt = mark.prompt;
+        self.next = mark.next;
+        self.sampler = mark.sampler;
+        self.blocks.split_off(mark.blocks.min(self.blocks.len()))
+    }
 }
 
 /// The layer caches, in the compute dtype.
@@ -460,6 +490,23 @@ impl Engine {
         if self.seqs.is_empty() {
             return Err(ModelError::NoLiveSequences);
         }
+        // A step is several passes (the decode, each prefill or chunk of one); if one fails, the ones
+        // before it are undone too, so the sequences' cache lengths, next tokens, prompts and samplers
+        // stay what the caller saw (their tokens would be lost with the error otherwise).
+        let before: Vec<(SeqId, SeqMark)> =
+            self.seqs.iter().map(|(&id, s)| (id, s.mark())).collect();
+        self.step_passes().inspect_err(|_| {
+            for (id, mark) in before {
+                if let Some(seq) = self.seqs.get_mut(&id) {
+                    for b in seq.restore(mark) {
+                        let _ = self.blocks.release(b);
+                    }
+                }
+            }
+        })
+    }
+
+    fn step_passes(&mut self) -> Result<Vec<(SeqId, i32)>> {
         let mut out = Vec::with_capacity(self.seqs.len());
         let new: Vec<SeqId> = self
             .seqs
@@ -499,8 +546,7 @@ impl Engine {
             let prompt = self.seqs[&id].prompt.clone().expect("filtered above");
             let start = Instant::now();
             let before = transfer_stats();
-            // What the cache holds already (blocks shared from the prefix cache when the sequence was
-            // added, and the chunks of a prefill an error interrupted) is not prefilled again.
+            // The blocks shared from the prefix cache when the sequence was added are not prefilled.
             let cached = self.seqs[&id].len;
             let ids = self.prefill_chunks(id, &prompt[cached..])?;
             self.stats.prefill.transfers =
