@@ -43,6 +43,17 @@ pub fn check_dtype(d: DtypeChoice, backend: BackendChoice) -> Result<(), CliErro
     }
 }
 
+/// Refuses what is not built: chunked prefill on the CPU backend (its prefill is one pass).
+pub fn check_max_prefill_tokens(n: usize, backend: BackendChoice) -> Result<(), CliError> {
+    match (n, backend) {
+        (1.., BackendChoice::Cpu) => Err(CliError::Usage(
+            "--max-prefill-tokens: the CPU backend prefills a prompt in one pass; chunked prefill runs on --backend npu"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Tokens per cache block the commands use.
 const BLOCK_SIZE: usize = 16;
 
@@ -51,6 +62,7 @@ fn load(
     tokens: usize,
     (temperature, top_p, seed): (f32, f32, u64),
     dtype: DtypeChoice,
+    max_prefill_tokens: usize,
 ) -> Result<Engine, CliError> {
     let start = Instant::now();
     let opts = EngineOptions {
@@ -60,6 +72,7 @@ fn load(
         top_p,
         seed,
         dtype: dtype.engine_dtype(),
+        max_prefill_tokens,
         ..EngineOptions::default()
     };
     let bar = indicatif::ProgressBar::new(0);
@@ -78,13 +91,14 @@ fn load(
     Ok(engine)
 }
 
-/// Greedy or sampled generation of one prompt on the engine; stops after a stop id (included).
+/// Greedy or sampled generation of one prompt on the engine (prefilled in passes of at most
+/// `max_prefill_tokens`, 0: one); stops after a stop id (included).
 pub fn generate(
     dir: &Path,
     prompt: &[i32],
     max_new_tokens: usize,
     sampling: (f32, f32, u64),
-    dtype: DtypeChoice,
+    (dtype, max_prefill_tokens): (DtypeChoice, usize),
     stats_json: Option<&Path>,
 ) -> Result<Vec<i32>, CliError> {
     if max_new_tokens == 0 {
@@ -100,7 +114,7 @@ pub fn generate(
             prompt.len()
         ))));
     }
-    let mut engine = load(dir, positions + 1, sampling, dtype)?;
+    let mut engine = load(dir, positions + 1, sampling, dtype, max_prefill_tokens)?;
     let stop = engine.config().eos_token_ids.clone();
     let start = Instant::now();
     let id = engine.add_sequence(prompt)?;
@@ -127,14 +141,15 @@ pub fn generate(
     Ok(out)
 }
 
-/// Logits `[len, V]` of every prompt position on the engine.
+/// Logits `[len, V]` of every prompt position on the engine (in passes of at most
+/// `max_prefill_tokens`, 0: one).
 pub fn forward(
     dir: &Path,
     ids: &[i32],
-    dtype: DtypeChoice,
+    (dtype, max_prefill_tokens): (DtypeChoice, usize),
     stats_json: Option<&Path>,
 ) -> Result<ndarray::Array2<f32>, CliError> {
-    let mut engine = load(dir, ids.len(), (0.0, 1.0, 0), dtype)?;
+    let mut engine = load(dir, ids.len(), (0.0, 1.0, 0), dtype, max_prefill_tokens)?;
     let start = Instant::now();
     let logits = engine.prompt_logits(ids)?;
     eprintln!(

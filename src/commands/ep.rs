@@ -120,6 +120,7 @@ pub fn generate(args: &GenerateArgs, n: usize) -> Result<(), CliError> {
         temperature: args.temperature,
         top_p: args.top_p,
         seed: args.seed,
+        max_prefill_tokens: args.max_prefill_tokens,
         ..EngineOptions::default()
     };
     let mut ep = load(&args.model, opts, group)?;
@@ -168,6 +169,7 @@ pub fn forward(args: &ForwardArgs, n: usize) -> Result<(), CliError> {
     let opts = EngineOptions {
         num_blocks: ids.len().div_ceil(BLOCK_SIZE).max(1),
         block_size: BLOCK_SIZE,
+        max_prefill_tokens: args.max_prefill_tokens,
         ..EngineOptions::default()
     };
     let mut ep = load(&args.model, opts, group)?;

@@ -27,6 +27,9 @@ pub struct ForwardArgs {
     /// Compute dtype of the activations.
     #[arg(long, value_enum, default_value_t = DtypeChoice::F32)]
     pub dtype: DtypeChoice,
+    /// Run the prompt in passes of at most N tokens (--backend npu; 0: one pass).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_prefill_tokens: usize,
     /// Write load/prefill transfer and timing statistics as JSON to FILE (with `--ep`, rank k writes
     /// FILE.rank<k>).
     #[arg(long, value_name = "FILE")]
@@ -43,6 +46,7 @@ pub fn run(args: &ForwardArgs) -> Result<(), CliError> {
     }
     let ids = parse_ids(&args.prompt_ids)?;
     device_run::check_dtype(args.dtype, args.backend)?;
+    device_run::check_max_prefill_tokens(args.max_prefill_tokens, args.backend)?;
     let logits = match args.backend {
         BackendChoice::Cpu => {
             let start = Instant::now();
@@ -62,9 +66,12 @@ pub fn run(args: &ForwardArgs) -> Result<(), CliError> {
             }
             logits
         }
-        BackendChoice::Npu => {
-            device_run::forward(&args.model, &ids, args.dtype, args.stats_json.as_deref())?
-        }
+        BackendChoice::Npu => device_run::forward(
+            &args.model,
+            &ids,
+            (args.dtype, args.max_prefill_tokens),
+            args.stats_json.as_deref(),
+        )?,
     };
     write_logits(&args.out, &logits)
 }
@@ -120,7 +127,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("model/tests/data/v3_base");
         let mut logits = Vec::new();
-        for (name, backend) in [("cpu", BackendChoice::Cpu), ("npu", BackendChoice::Npu)] {
+        // The npu backend also in passes of 3 tokens (3 + 3 + 2).
+        for (name, backend, chunk) in [
+            ("cpu", BackendChoice::Cpu, 0),
+            ("npu", BackendChoice::Npu, 0),
+            ("npu-chunked", BackendChoice::Npu, 3),
+        ] {
             let out = dir.join(format!("{name}.safetensors"));
             let args = ForwardArgs {
                 model: model.clone(),
@@ -128,6 +140,7 @@ mod tests {
                 out: out.clone(),
                 backend,
                 dtype: DtypeChoice::F32,
+                max_prefill_tokens: chunk,
                 stats_json: None,
                 ep: None,
             };
@@ -135,7 +148,7 @@ mod tests {
             logits.push(read_logits(&out));
         }
         let _ = std::fs::remove_dir_all(&dir);
-        let (cpu, npu) = (&logits[0], &logits[1]);
+        let cpu = &logits[0];
         assert_eq!(
             cpu.len(),
             8 * 128,
@@ -144,14 +157,30 @@ mod tests {
         // Device kernels round differently from the references (see model/tests/npu_backend.rs):
         // 1e-5 of the logits' scale.
         let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let worst = cpu
-            .iter()
-            .zip(npu)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            worst <= 1e-5 * scale,
-            "max |npu - cpu| {worst}, scale {scale}"
-        );
+        for npu in &logits[1..] {
+            let worst = cpu
+                .iter()
+                .zip(npu)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "max |npu - cpu| {worst}, scale {scale}"
+            );
+        }
         assert!(scale > 1.0);
+        // Chunked prefill on the CPU backend is refused.
+        let args = ForwardArgs {
+            model,
+            prompt_ids: "1,2".into(),
+            out: dir.join("never.safetensors"),
+            backend: BackendChoice::Cpu,
+            dtype: DtypeChoice::F32,
+            max_prefill_tokens: 1,
+            stats_json: None,
+            ep: None,
+        };
+        assert!(
+            matches!(run(&args), Err(CliError::Usage(m)) if m.contains("--max-prefill-tokens"))
+        );
     }
 }

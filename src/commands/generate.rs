@@ -41,6 +41,9 @@ pub struct GenerateArgs {
     /// Compute dtype of the activations.
     #[arg(long, value_enum, default_value_t = DtypeChoice::F32)]
     pub dtype: DtypeChoice,
+    /// Prefill the prompt in passes of at most N tokens (--backend npu; 0: one pass).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_prefill_tokens: usize,
     /// Write load/prefill/decode transfer and timing statistics as JSON to FILE (with `--ep`, rank k
     /// writes FILE.rank<k>).
     #[arg(long, value_name = "FILE")]
@@ -98,6 +101,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
 pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
     let prompt = parse_ids(&args.prompt_ids)?;
     device_run::check_dtype(args.dtype, args.backend)?;
+    device_run::check_max_prefill_tokens(args.max_prefill_tokens, args.backend)?;
     match args.backend {
         BackendChoice::Cpu => {
             let start = Instant::now();
@@ -123,7 +127,7 @@ pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
             &prompt,
             args.max_new_tokens,
             (args.temperature, args.top_p, args.seed),
-            args.dtype,
+            (args.dtype, args.max_prefill_tokens),
             args.stats_json.as_deref(),
         ),
     }
@@ -270,7 +274,12 @@ mod tests {
     #[test]
     fn both_backends_generate_transformers_greedy_ids() {
         let (dir, prompt, generated) = v3_base();
-        for backend in [BackendChoice::Cpu, BackendChoice::Npu] {
+        // The npu backend also prefilling in passes of 2 tokens.
+        for (backend, chunk) in [
+            (BackendChoice::Cpu, 0),
+            (BackendChoice::Npu, 0),
+            (BackendChoice::Npu, 2),
+        ] {
             let args = GenerateArgs {
                 model: dir.clone(),
                 prompt_ids: format_ids(&prompt),
@@ -280,10 +289,15 @@ mod tests {
                 seed: 0,
                 backend,
                 dtype: DtypeChoice::F32,
+                max_prefill_tokens: chunk,
                 stats_json: None,
                 ep: None,
             };
-            assert_eq!(generate_ids(&args).unwrap(), generated, "{backend:?}");
+            assert_eq!(
+                generate_ids(&args).unwrap(),
+                generated,
+                "{backend:?} {chunk}"
+            );
         }
     }
 

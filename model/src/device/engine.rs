@@ -82,9 +82,9 @@ pub struct EngineOptions {
     /// differently from a pass over the whole prompt.
     pub prefix_caching: bool,
     /// Most prompt tokens one prefill pass takes (0: a whole prompt in one pass). A longer prompt is
-    /// prefilled in passes of at most this many tokens within its step, each over the cache rows the
-    /// earlier ones wrote (chunked prefill): a pass's activations and workspaces stay bounded by the
-    /// chunk, not the prompt. As with prefix caching, the later chunks' sums may round differently
+    /// prefilled in passes of at most this many tokens within its step (and `prompt_logits` computes
+    /// its logits so), each over the cache rows the earlier ones wrote (chunked prefill): a pass's
+    /// activations and workspaces stay bounded by the chunk, not the prompt. As with prefix caching, the later chunks' sums may round differently
     /// from one pass over the whole prompt.
     pub max_prefill_tokens: usize,
 }
@@ -565,30 +565,20 @@ impl Engine {
         Ok(out)
     }
 
-    /// Full logits `[len, V]` of a prompt (`forward`): a temporary sequence, prefilled and removed.
+    /// Full logits `[len, V]` of a prompt (`forward`): a temporary sequence, prefilled (in
+    /// [`prompt_passes`](Self::prompt_passes) passes) and removed.
     pub fn prompt_logits(&mut self, prompt: &[i32]) -> Result<Vec<f32>> {
         // All of the prompt's rows are computed: its logits are what `forward` returns.
         let seed = self.opts.seed.wrapping_add(self.next_id);
         let id = self.insert_sequence(prompt, seed, false)?;
         let start = Instant::now();
         let before = transfer_stats();
-        let r = self
-            .reserve(&[(id, prompt.len())])
-            .and_then(|(slots, undo)| {
-                let r = self.run_pass(&[(id, prompt.to_vec())], &slots, true, Output::Logits);
-                if r.is_err() {
-                    self.rollback(undo);
-                }
-                r
-            });
+        let r = self.logits_in_passes(id, prompt);
         self.stats.prefill.transfers = add(self.stats.prefill.transfers, transfer_stats() - before);
         self.stats.prefill.seconds += start.elapsed().as_secs_f64();
         self.stats.prefill.count += prompt.len() as u64;
         let removed = self.remove_sequence(id);
-        let logits = match r? {
-            PassOut::Logits(l) => l,
-            PassOut::Ids(_) => unreachable!("all_logits asks for logits"),
-        };
+        let logits = r?;
         removed?;
         // The downloaded logits are checked on the host: no forward returns non-finite logits. The
         // device's earlier stages are not checked one by one (the CPU backend names the first stage).
@@ -599,6 +589,37 @@ impl Engine {
                 index: vec![flat / vocab.max(1), flat % vocab.max(1)],
                 value,
             });
+        }
+        Ok(logits)
+    }
+
+    /// The passes [`prompt_logits`](Self::prompt_logits) runs for a `len`-token prompt: one per
+    /// `max_prefill_tokens` of it (one when that is 0).
+    pub fn prompt_passes(&self, len: usize) -> usize {
+        match self.opts.max_prefill_tokens {
+            0 => 1,
+            n => len.div_ceil(n).max(1),
+        }
+    }
+
+    /// Every row's logits of `prompt` fed to the empty sequence `id`, in passes of at most
+    /// `max_prefill_tokens` tokens.
+    fn logits_in_passes(&mut self, id: SeqId, prompt: &[i32]) -> Result<Vec<f32>> {
+        let chunk = match self.opts.max_prefill_tokens {
+            0 => prompt.len(),
+            n => n,
+        };
+        let mut logits = Vec::with_capacity(prompt.len() * self.cfg.vocab_size);
+        for part in prompt.chunks(chunk.max(1)) {
+            let (slots, undo) = self.reserve(&[(id, part.len())])?;
+            match self.run_pass(&[(id, part.to_vec())], &slots, true, Output::Logits) {
+                Ok(PassOut::Logits(l)) => logits.extend(l),
+                Ok(PassOut::Ids(_)) => unreachable!("Output::Logits asks for logits"),
+                Err(e) => {
+                    self.rollback(undo);
+                    return Err(e);
+                }
+            }
         }
         Ok(logits)
     }

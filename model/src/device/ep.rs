@@ -7,7 +7,7 @@
 //!   `dsnpu_kernels::ep` expects; `E` must divide over the ranks). It then joins the HCCL group
 //!   through the root-info file of [`EpGroup`] (rank 0 writes it, the others wait for it) on the
 //!   engine's stream.
-//! - Every MoE layer of every pass runs [`EpMoe`]: gating on this rank's tokens, `ep_dispatch` (each
+//! - Every MoE layer of every pass runs `EpMoe`: gating on this rank's tokens, `ep_dispatch` (each
 //!   token's row sent once to each rank holding one of its experts), the grouped expert FFN over the
 //!   local experts, `ep_combine` (the results sent back and weighted, plus the shared experts and the
 //!   residual) — the single-device layer's arithmetic, in f32.
@@ -379,7 +379,11 @@ impl EpEngine {
     /// Logits `[len, V]` of every position of `prompt`, computed on rank 0 (the others serve their
     /// experts): `Some` on rank 0, `None` elsewhere.
     pub fn prompt_logits(&mut self, prompt: &[i32]) -> Result<Option<Vec<f32>>> {
-        let mine = usize::from(self.group.rank == 0);
+        let mine = if self.group.rank == 0 {
+            self.engine.prompt_passes(prompt.len())
+        } else {
+            0
+        };
         let mut logits = None;
         self.matched_passes(mine, |engine| {
             logits = Some(engine.prompt_logits(prompt)?);
