@@ -295,10 +295,16 @@ class Model:
     Both compute in float32 and stop after the config's ``eos_token_id`` (included).
     ``prefix_caching=True`` (npu): the engine keeps the full cache blocks of earlier prompts, and a
     prompt that starts with the same tokens shares them instead of prefilling them again.
+    ``max_prefill_tokens=N`` (npu): a prompt goes through the model in passes of at most N tokens
+    (chunked prefill, ``forward`` too); 0 is one pass.
     """
 
-    def __init__(self, path, backend="npu", max_tokens=1024, prefix_caching=False):
-        self._model = _dsnpu.Model(str(path), backend, max_tokens, prefix_caching)
+    def __init__(
+        self, path, backend="npu", max_tokens=1024, prefix_caching=False, max_prefill_tokens=0
+    ):
+        self._model = _dsnpu.Model(
+            str(path), backend, max_tokens, prefix_caching, max_prefill_tokens
+        )
 
     @property
     def backend(self):

@@ -6,7 +6,8 @@
 //!   with other `temperature`/`top_p`/`seed` than the loaded engine's loads it again. With
 //!   `prefix_caching=True` the engine keeps the full cache blocks of earlier prompts and a later prompt
 //!   that starts with the same tokens shares them instead of prefilling them again
-//!   (`prefix_hit_tokens` counts the prompt tokens served so).
+//!   (`prefix_hit_tokens` counts the prompt tokens served so); with `max_prefill_tokens=N` a prompt
+//!   goes through the model in passes of at most N tokens (chunked prefill; `forward` too).
 //! - `backend="cpu"`: the host model ([`DeepseekV3`] on the CPU references) and its [`Generator`].
 //!
 //! Both stop after the config's `eos_token_id` (included), like `dsnpu generate`. Validation is the
@@ -49,7 +50,7 @@ enum Inner {
     Npu {
         dir: PathBuf,
         max_tokens: usize,
-        prefix_caching: bool,
+        engine: EngineChoice,
         loaded: Box<Loaded>,
     },
 }
@@ -60,10 +61,17 @@ pub struct Model {
     inner: Inner,
 }
 
+/// The engine options a `Model` keeps across reloads.
+#[derive(Clone, Copy)]
+struct EngineChoice {
+    prefix_caching: bool,
+    max_prefill_tokens: usize,
+}
+
 fn load_engine(
     dir: &PathBuf,
     max_tokens: usize,
-    prefix_caching: bool,
+    engine: EngineChoice,
     sampling: (f32, f32, u64),
 ) -> PyResult<Loaded> {
     let (temperature, top_p, seed) = sampling;
@@ -73,7 +81,8 @@ fn load_engine(
         temperature,
         top_p,
         seed,
-        prefix_caching,
+        prefix_caching: engine.prefix_caching,
+        max_prefill_tokens: engine.max_prefill_tokens,
         ..EngineOptions::default()
     };
     let engine = Engine::load(dir, opts, &mut |_, _| {}).map_err(model_err)?;
@@ -83,12 +92,13 @@ fn load_engine(
 #[pymethods]
 impl Model {
     #[new]
-    #[pyo3(signature = (path, backend = "npu", max_tokens = 1024, prefix_caching = false))]
+    #[pyo3(signature = (path, backend = "npu", max_tokens = 1024, prefix_caching = false, max_prefill_tokens = 0))]
     fn new(
         path: PathBuf,
         backend: &str,
         max_tokens: usize,
         prefix_caching: bool,
+        max_prefill_tokens: usize,
     ) -> PyResult<Model> {
         let inner = match backend {
             "cpu" => Inner::Cpu(Box::new(DeepseekV3::load(&path).map_err(model_err)?)),
@@ -96,16 +106,15 @@ impl Model {
                 if max_tokens == 0 {
                     return Err(PyValueError::new_err("max_tokens must be positive"));
                 }
-                let loaded = Box::new(load_engine(
-                    &path,
-                    max_tokens,
+                let engine = EngineChoice {
                     prefix_caching,
-                    (0.0, 1.0, 0),
-                )?);
+                    max_prefill_tokens,
+                };
+                let loaded = Box::new(load_engine(&path, max_tokens, engine, (0.0, 1.0, 0))?);
                 Inner::Npu {
                     dir: path,
                     max_tokens,
-                    prefix_caching,
+                    engine,
                     loaded,
                 }
             }
@@ -172,7 +181,7 @@ impl Model {
             Inner::Npu {
                 dir,
                 max_tokens,
-                prefix_caching,
+                engine,
                 loaded,
             } => {
                 if max_new_tokens == 0 {
@@ -186,12 +195,7 @@ impl Model {
                     )));
                 }
                 if loaded.sampling != (temperature, top_p, seed) {
-                    **loaded = load_engine(
-                        dir,
-                        *max_tokens,
-                        *prefix_caching,
-                        (temperature, top_p, seed),
-                    )?;
+                    **loaded = load_engine(dir, *max_tokens, *engine, (temperature, top_p, seed))?;
                 }
                 let engine = &mut loaded.engine;
                 let stop = engine.config().eos_token_ids.clone();

@@ -90,6 +90,14 @@ def test_prefix_caching_shares_an_earlier_prompts_blocks(models, reference):
     assert plain.prefix_hit_tokens == 0
 
 
+def test_chunked_prefill_keeps_ids_and_logits(models, reference):
+    prompt = reference["prompt_ids"]
+    want = reference["generated_ids"]
+    m = dsnpu.Model(CHECKPOINT, backend="npu", max_tokens=64, max_prefill_tokens=2)
+    np.testing.assert_array_equal(m.generate(prompt, max_new_tokens=len(want)), want)
+    np.testing.assert_allclose(m.forward(prompt), models["npu"].forward(prompt), atol=1e-5, rtol=1e-5)
+
+
 def test_bad_model_inputs_raise(models):
     with pytest.raises(ValueError):
         models["npu"].generate([], max_new_tokens=2)
