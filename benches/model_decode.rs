@@ -898,6 +898,20 @@ fn decode_cases(
     }
 }
 
+/// The middle value of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A checkpoint directory's last component, for the printed lines.
+fn checkpoint_name(dir: &std::path::Path) -> String {
+    dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// Prints the decode steps alone (the prefill excluded) on the device engine on the simulator against
 /// the CPU backend's `Generator`, per step, as the median of five runs of `steps` steps each: the
 /// device-resident issue's target compares these two.
@@ -909,10 +923,6 @@ fn decode_ratio(
     steps: usize,
 ) {
     const RUNS: usize = 5;
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let sim = median(
         (0..RUNS)
             .map(|_| {
@@ -953,7 +963,7 @@ fn decode_ratio(
     );
     println!(
         "decode alone, {} B={}: simulator {:.3} ms/step, CPU backend {:.3} ms/step, ratio {:.2} (median of {RUNS} runs of {steps} steps)",
-        dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        checkpoint_name(dir),
         prompts.len(),
         sim * 1e3,
         cpu * 1e3,
@@ -993,10 +1003,6 @@ fn prefix_ratio(dir: &std::path::Path, len: usize, shared: usize, vocab: i32) {
         e.remove_sequence(id).expect("remove");
         secs
     };
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let mut cached = load(true);
     prefill(&mut cached, &prompt(RUNS));
     let with = median(
@@ -1014,7 +1020,7 @@ fn prefix_ratio(dir: &std::path::Path, len: usize, shared: usize, vocab: i32) {
     let without = median((0..RUNS).map(|r| prefill(&mut plain, &prompt(r))).collect());
     println!(
         "prefix caching, {} {len}-token prompt with its first {shared} tokens cached: prefill {:.2} ms, {:.2} ms with nothing cached, ratio {:.2} (median of {RUNS})",
-        dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        checkpoint_name(dir),
         with * 1e3,
         without * 1e3,
         with / without
@@ -1050,7 +1056,7 @@ fn chunked_prefill_peak(dir: &std::path::Path, len: usize, chunk: usize, vocab: 
     let (chunked, t_chunked, id_chunked) = run(chunk);
     println!(
         "chunked prefill, {} {len}-token prompt: the stream pool's peak grew {:.1} MiB in one pass, {:.1} MiB in {chunk}-token passes; prefill {:.0} ms and {:.0} ms; first id {id_whole} and {id_chunked}",
-        dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        checkpoint_name(dir),
         whole as f64 / (1u64 << 20) as f64,
         chunked as f64 / (1u64 << 20) as f64,
         t_whole * 1e3,

@@ -474,11 +474,7 @@ impl Engine {
             match &seq.prompt {
                 None => decoding = true,
                 Some(p) => {
-                    let rest = p.len() - seq.len;
-                    passes += match self.opts.max_prefill_tokens {
-                        0 => 1,
-                        n => rest.div_ceil(n),
-                    };
+                    passes += self.prompt_passes(p.len() - seq.len);
                 }
             }
         }
@@ -593,24 +589,25 @@ impl Engine {
         Ok(logits)
     }
 
-    /// The passes [`prompt_logits`](Self::prompt_logits) runs for a `len`-token prompt: one per
-    /// `max_prefill_tokens` of it (one when that is 0).
+    /// The passes that prefill `len` prompt tokens (and that [`prompt_logits`](Self::prompt_logits)
+    /// runs for a `len`-token prompt): one per `max_prefill_tokens` of them (one when that is 0).
     pub fn prompt_passes(&self, len: usize) -> usize {
+        len.div_ceil(self.chunk_len(len)).max(1)
+    }
+
+    /// Tokens per pass when `len` prompt tokens are prefilled.
+    fn chunk_len(&self, len: usize) -> usize {
         match self.opts.max_prefill_tokens {
-            0 => 1,
-            n => len.div_ceil(n).max(1),
+            0 => len.max(1),
+            n => n,
         }
     }
 
     /// Every row's logits of `prompt` fed to the empty sequence `id`, in passes of at most
     /// `max_prefill_tokens` tokens.
     fn logits_in_passes(&mut self, id: SeqId, prompt: &[i32]) -> Result<Vec<f32>> {
-        let chunk = match self.opts.max_prefill_tokens {
-            0 => prompt.len(),
-            n => n,
-        };
         let mut logits = Vec::with_capacity(prompt.len() * self.cfg.vocab_size);
-        for part in prompt.chunks(chunk.max(1)) {
+        for part in prompt.chunks(self.chunk_len(prompt.len())) {
             let (slots, undo) = self.reserve(&[(id, part.len())])?;
             match self.run_pass(&[(id, part.to_vec())], &slots, true, Output::Logits) {
                 Ok(PassOut::Logits(l)) => logits.extend(l),
@@ -676,10 +673,7 @@ impl Engine {
     /// `max_prefill_tokens` (all at once when 0); returns the next id after the last one. Only the last
     /// pass samples (an earlier one's logits are not read, and its sampler does not advance).
     fn prefill_chunks(&mut self, id: SeqId, tokens: &[i32]) -> Result<Vec<i32>> {
-        let chunk = match self.opts.max_prefill_tokens {
-            0 => tokens.len(),
-            n => n,
-        };
+        let chunk = self.chunk_len(tokens.len());
         let mut rest = tokens;
         while rest.len() > chunk {
             let (now, later) = rest.split_at(chunk);
