@@ -20,11 +20,9 @@
 //! multiply-adds, about an hour). The 1-head run is tiled for one cube core, so its one block's two vector
 //! cores run the head's 32 query tiles as two contiguous runs of 16 on the block's cube core, as each of
 //! the 24 blocks of the 128-head launch runs its contiguous run of ~171 tasks (about 5.3 whole heads) on
-//! its two vector cores: the L2 model (one slice per block, shared by its cores) then sees each head as
-//! a block of the real launch does. Two corrections, both pessimistic: the heads whose tasks
-//! are split between two blocks (at most 23; 16 here) have their K and V read from HBM twice
-//! (23 · 4096 · 320 · 2 bytes are added to the HBM reads), and the real launch's 24 blocks have 8 MiB L2 slices where the 1-block run has
-//! the whole 192 MiB (one head's K, V, q and out are 5.6 MB, so the hits are the same).
+//! its two vector cores: the L2 model then sees each head as a block of the real launch does (the
+//! launch's HBM counters replay all its blocks through the die's one 192 MiB L2, so a head whose tasks
+//! two blocks share is read from HBM once either way; one head's K, V, q and out are 5.6 MB).
 //! Its minimum: q, k, v read once, out and lse written once; its necessary work:
 //! `H · T(T+1)/2 · (192 + 128)` multiply-adds.
 //!
@@ -35,11 +33,16 @@
 //! rope part is accumulated onto the latent part), P and the f32 partial output of every segment go
 //! through the workspace; the combine reads every chunk's f32 partial back. That measures 2.2–2.5× the
 //! minimum at 16 heads and 4.3–6.6× at 128 heads (the f32 scores and partials grow with the heads).
-//! The host layer's L2 model (`dsnpu_host/cost.h`: a private 192 MiB / blocks slice per block, shared by
-//! the block's cube and vector cores) splits
+//! The host layer's L2 model (`dsnpu_host/cost.h`, `l2_die.h`: the launch's accesses replayed through the
+//! die's one 192 MiB L2) splits
 //! that GM traffic into L2 hits and HBM traffic (`HBM bytes`: read misses and dirtied lines' write-backs);
-//! the modelled time is max(HBM bytes / 1.6 TB/s, GM bytes / L2 bandwidth (a GUESS, 5.5 TB/s), cube,
-//! vector): `crate::roofline`'s `times_l2`.
+//! the die-level time is max(HBM bytes / 1.6 TB/s, GM bytes / L2 bandwidth (a GUESS, 5.5 TB/s), cube,
+//! vector): `crate::roofline`'s `times_l2`. `core µs` is the host layer's cycle model of the launch's
+//! busiest core (`dsnpu_host/cost.h`: per-transfer GM latency, scalar GM accesses, flag round trips,
+//! `SyncAll`, the Matmul's base steps; launch latency excluded, as in the roofline; for the prefill, the
+//! one-head block's cycles times the heads each of the 24 blocks of the real launch runs). `model µs` is
+//! the slower of the two, and `bound` names what bounds it (a pipe, or `latency` when no pipe of the
+//! busiest core is busy half the time).
 //! The split-KV plan is `MlaDecodePlan::for_shape` (it weighs the partial outputs against spreading
 //! the work over the cores).
 
@@ -47,12 +50,13 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
+use dsnpu_kernels::cost_model::{PipeModel, CLOCK_HZ};
 use dsnpu_kernels::launch::{
     self, Hardware, KernelLibrary, MlaDecodeInputs, MlaDecodeShape, MlaPrefillInputs,
 };
-use dsnpu_kernels::roofline::ASCEND_910B2;
+use dsnpu_kernels::roofline::{Times, ASCEND_910B2};
 use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaOperand, MlaPlanShape, MlaPrefillDims};
-use dsnpu_runtime::sim_counters::{self, LaunchCounters};
+use dsnpu_runtime::sim_counters::{self, LaunchCounters, ModelCounters};
 use dsnpu_runtime::{Device, DeviceBuffer, Stream};
 use half::bf16;
 
@@ -179,11 +183,29 @@ fn micros(seconds: f64) -> f64 {
     seconds * 1e6
 }
 
-fn row(d: &Decode, c: &LaunchCounters, cores: u32) -> BenchCase {
+/// The modelled time of a launch: the slower of the die-level model of its counters (`times_l2`) and
+/// the host layer's cycle model of its busiest core (`core_us`, launch latency excluded as in the
+/// roofline), with what bounds it.
+fn modelled(times: &Times, core: &PipeModel, core_us: f64) -> (f64, &'static str) {
+    let die = micros(times.modelled());
+    if core_us > die {
+        (core_us, core.bound())
+    } else {
+        (die, times.bound().name())
+    }
+}
+
+fn row(d: &Decode, c: &LaunchCounters, m: &ModelCounters, cores: u32) -> BenchCase {
     let t = c.totals;
     let gm = t.gm_bytes();
     let times = ASCEND_910B2.times_l2(gm, t.hbm_bytes(), t.cube_macs, t.vector_elem_ops);
     let roof = ASCEND_910B2.roofline(d.minimal_bytes(), d.minimal_macs());
+    let core = PipeModel {
+        cycles: m.cycles,
+        pipe_busy: m.pipe_busy,
+    };
+    let core_us = m.cycles as f64 / CLOCK_HZ * 1e6;
+    let (model_us, bound) = modelled(&times, &core, core_us);
     let case = BenchCase {
         kernel: c.kernel.clone(),
         shape: d.shape(),
@@ -193,14 +215,14 @@ fn row(d: &Decode, c: &LaunchCounters, cores: u32) -> BenchCase {
         minimal_bytes: d.minimal_bytes(),
         cube_macs: t.cube_macs,
         vector_ops: t.vector_elem_ops,
-        model_us: micros(times.modelled()),
+        model_us,
         roof_us: micros(roof),
-        bound: times.bound().name().into(),
+        bound: bound.into(),
         hbm_read_bytes: Some(t.hbm_read_bytes),
         hbm_write_bytes: Some(t.hbm_write_bytes),
     };
     println!(
-        "| {:<24} | {:>5} | {:>6}/{:<2} | {:>12} | {:>12} | {:>12} | {:>6.2} | {:>13} | {:>11} | {:>9.2} | {:>9.2} | {:>9.2} | {:>9.2} | {:<6} | {:>8.2} | {:>6.2} |",
+        "| {:<24} | {:>5} | {:>6}/{:<2} | {:>12} | {:>12} | {:>12} | {:>6.2} | {:>13} | {:>11} | {:>9.2} | {:>9.2} | {:>9.2} | {:>9.2} | {:>9.2} | {:<7} | {:>8.2} | {:>6.2} |",
         case.shape,
         d.plan.tasks(),
         c.num_blocks,
@@ -214,6 +236,7 @@ fn row(d: &Decode, c: &LaunchCounters, cores: u32) -> BenchCase {
         micros(times.mem),
         micros(times.l2),
         micros(times.cube),
+        core_us,
         case.model_us,
         case.bound,
         case.roof_us,
@@ -275,20 +298,24 @@ fn prefill_case(
     let f = (scale_heads / heads) as u64;
     let tt = c.totals;
     let (rd, wr) = (tt.gm_to_ub_bytes * f, tt.ub_to_gm_bytes * f);
-    // The heads split between two blocks of the real launch (one fewer than its blocks) read K and V
-    // twice (see the module docs).
-    let split_heads = u64::from(ASCEND_CUBE_CORES - 1);
-    let kv_head = t * (DQK + DV) as u64 * E;
-    let (hrd, hwr) = (
-        tt.hbm_read_bytes * f + split_heads * kv_head,
-        tt.hbm_write_bytes * f,
-    );
+    let (hrd, hwr) = (tt.hbm_read_bytes * f, tt.hbm_write_bytes * f);
     let (macs, vops) = (tt.cube_macs * f, tt.vector_elem_ops * f);
     let hh = scale_heads as u64;
     let minimal_bytes = t * hh * (2 * DQK as u64 + 2 * DV as u64) * E + t * hh * 4;
     let minimal_macs = hh * t * (t + 1) / 2 * (DQK + DV) as u64;
     let times = ASCEND_910B2.times_l2(rd + wr, hrd + hwr, macs, vops);
     let roof = ASCEND_910B2.roofline(minimal_bytes, minimal_macs);
+    // The one block ran one head's tasks; each of the real launch's blocks runs heads / blocks of them.
+    let m = sim_counters::last_launch_model(s)
+        .expect("the simulator's counters")
+        .expect("a completed launch");
+    let core = PipeModel {
+        cycles: m.cycles,
+        pipe_busy: m.pipe_busy,
+    };
+    let core_us = m.cycles as f64 / CLOCK_HZ * 1e6 * (scale_heads / heads) as f64
+        / f64::from(ASCEND_CUBE_CORES);
+    let (model_us, bound) = modelled(&times, &core, core_us);
     let case = BenchCase {
         kernel: c.kernel.clone(),
         shape: format!("T={tokens} H={scale_heads} Dqk=192 Dv=128 causal"),
@@ -298,14 +325,14 @@ fn prefill_case(
         minimal_bytes,
         cube_macs: macs,
         vector_ops: vops,
-        model_us: micros(times.modelled()),
+        model_us,
         roof_us: micros(roof),
-        bound: times.bound().name().into(),
+        bound: bound.into(),
         hbm_read_bytes: Some(hrd),
         hbm_write_bytes: Some(hwr),
     };
     println!(
-        "| {:<32} | {:>7} | {:>14} | {:>13} | {:>12} | {:>6.2} | {:>15} | {:>13} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:<6} | {:>8.1} | {:>5.1}% |",
+        "| {:<32} | {:>7} | {:>14} | {:>13} | {:>12} | {:>6.2} | {:>15} | {:>13} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:>9.1} | {:<7} | {:>8.1} | {:>5.1}% |",
         case.shape,
         l.tiling.tasks as usize * scale_heads / heads,
         rd + wr,
@@ -318,6 +345,7 @@ fn prefill_case(
         micros(times.l2),
         micros(times.cube),
         micros(times.vector),
+        core_us,
         case.model_us,
         case.bound,
         case.roof_us,
@@ -335,8 +363,8 @@ fn mla_kernels(c: &mut Criterion) {
     let mut report = BenchReport::new("mla_kernels");
 
     println!("\nMLA decode (mla_decode_bf16, split-KV), Dl 512, Dr 64, block 128; modelled on one 910B2 die\n");
-    println!("| shape                    | tasks | blocks    |     GM bytes |    HBM bytes |    minimal B |  ratio |     cube MACs |  vector ops |  t_hbm µs |   t_l2 µs | t_cube µs |  model µs | bound  |  roof µs | x roof |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| shape                    | tasks | blocks    |     GM bytes |    HBM bytes |    minimal B |  ratio |     cube MACs |  vector ops |  t_hbm µs |   t_l2 µs | t_cube µs | core µs   |  model µs | bound   |  roof µs | x roof |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for batch in [1usize, 8, 64] {
         for ctx in [512usize, 4096, 32768] {
             for heads in [16usize, 128] {
@@ -354,15 +382,18 @@ fn mla_kernels(c: &mut Criterion) {
                 let counters = sim_counters::last_launch_counters(&stream)
                     .expect("the simulator's counters")
                     .expect("a completed launch");
+                let model = sim_counters::last_launch_model(&stream)
+                    .expect("the simulator's counters")
+                    .expect("a completed launch");
                 assert_eq!((counters.kernel.as_str(), counters.warnings), (symbol, 0));
-                report.cases.push(row(&d, &counters, cores));
+                report.cases.push(row(&d, &counters, &model, cores));
             }
         }
     }
     println!();
     println!("MLA prefill (mla_prefill_bf16, flash-style, expanded form); run with 1 head, counters × 128\n");
-    println!("| shape                            |   tasks |       GM bytes |     HBM bytes |    minimal B |  ratio |       cube MACs |    vector ops |  t_hbm µs |   t_l2 µs | t_cube µs |  t_vec µs |  model µs | bound  |  roof µs | roof/model |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| shape                            |   tasks |       GM bytes |     HBM bytes |    minimal B |  ratio |       cube MACs |    vector ops |  t_hbm µs |   t_l2 µs | t_cube µs |  t_vec µs |   core µs |  model µs | bound   |  roof µs | roof/model |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     // One block runs the head's tasks in a row, as every block of the 128-head launch does (module docs).
     let one_core = KernelLibrary::load_with(&device, Hardware::with_cores(1, 48))
         .expect("load kernels for one cube core");

@@ -11,9 +11,10 @@
 //! the worst case for this rank), one shared expert; context 4096 (block size 128), batch 1, 16, 64.
 //! - `GM bytes` (both directions, workspaces included) against the minimum: every weight and the KV
 //!   cache read once, plus the layer's input and output and the new cache rows;
-//! - `HBM bytes (L2 model)`: the part of that traffic that misses the host layer's L2 model (each core a
-//!   private LRU slice of the 192 MiB L2, emptied per block: data shared between cores misses once per
-//!   core, so this is an upper bound of what a shared L2 would let through), and its ratio to the minimum;
+//! - `HBM bytes (L2 model)`: the part of that traffic that misses the host layer's L2 model (the launch's
+//!   accesses replayed through one 192 MiB LRU L2 for the die, empty at every launch: data that several
+//!   cores share misses once, data that successive launches share once per launch), and its ratio to
+//!   the minimum;
 //! - `model µs`: the sum over launches of the 910B2 model of each launch's counters
 //!   (`dsnpu_kernels::roofline`'s `times_l2`, the model the kernel benches use: HBM bytes at HBM rate,
 //!   GM bytes at the L2's rate, multiply-adds and vector operations at their units' rates, the slowest

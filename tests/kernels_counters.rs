@@ -5,7 +5,9 @@
 //! count), each vector instruction counts its element count, the cube counts multiply-adds and the bytes
 //! of the panels it streams, and a block's UB high-water mark is the sum of its `InitBuffer`s (each
 //! rounded up to 32 bytes; a queue of depth 2 takes twice its length). Totals are summed over blocks,
-//! except the high-water mark, which is the largest block's.
+//! except the high-water mark, which is the largest block's, and the HBM bytes, which are the launch's
+//! GM accesses replayed through the die's one L2 model (32-byte sectors: a read miss fetches the whole
+//! sector, a write dirties it and is written back once).
 //!
 //! The library tiles for a 910B2 (48 vector, 24 cube cores) whatever the simulator's configuration, so
 //! the block counts are fixed too.
@@ -87,9 +89,9 @@ fn rms_norm_2x16_f32_on_two_blocks() {
             // Per block: x queue 2 x 64 (depth 2 of one 64-byte row) + weight 64 + scratch row 64
             // + ReduceSum result 32 + work round_up(ceil(16 / 64) x 4, 32) = 32.
             ub_high_water: 2 * 64 + 64 + 64 + 32 + 32,
-            // The L2 model: every block's slice starts empty and nothing is read twice by one block,
-            // so every GM byte goes to HBM (the weight once per block).
-            hbm_read_bytes: 2 * (64 + 64),
+            // The L2 model, replayed for the die (one L2 for every block): each x row and the
+            // weight miss once (the second block's weight read hits), each y row is written back.
+            hbm_read_bytes: 2 * 64 + 64,
             hbm_write_bytes: 2 * 64,
         }
     );
@@ -170,10 +172,11 @@ fn rope_2_tokens_half_split_f32_on_two_blocks() {
             // Per block: x queue 2 x 32 (a 16-byte row padded to 32), cos and sin rows 2 x 32, and
             // seven 32-byte f32 rows (cos2, sin2, two temporaries, swap and table offsets, signs).
             ub_high_water: 2 * 32 + 2 * 32 + 7 * 32,
-            // Each block reads its rows once from its own (empty) L2 slice: all misses, each a whole
-            // 32-byte sector from HBM; its 16-byte output row dirties one sector.
-            hbm_read_bytes: 2 * 3 * 32,
-            hbm_write_bytes: 2 * 32,
+            // The die's L2 fetches whole 32-byte sectors: both tokens' x rows (bytes 0..16 and
+            // 16..32) are one sector, so are cos rows 0 and 2 (bytes 0..8 and 16..24) and the sin
+            // rows: three sectors from HBM for both blocks. Both 16-byte output rows dirty one sector.
+            hbm_read_bytes: 3 * 32,
+            hbm_write_bytes: 32,
         }
     );
     // Half-split pairs (x0, x2), (x1, x3): a' = a cos - b sin, b' = b cos + a sin.
@@ -217,8 +220,7 @@ fn linear_2x3x4_f32_with_bias_on_one_cube_block() {
             cube_macs: 2 * 3 * 4,
             // Vector core 0: 8 rows x 16 f32 in, the same out, one 16-f32 bias row.
             ub_high_water: 512 + 512 + 64,
-            // The mix block's cores share its L2 slice, so the vector core's read of the tile the cube
-            // wrote hits. In 32-byte sectors: x 1, w (48 B) 2 and bias 1 read from HBM; the tile and y
+            // The vector core's read of the tile the cube wrote hits in the L2. In 32-byte sectors: x 1, w (48 B) 2 and bias 1 read from HBM; the tile and y
             // (24 B each) dirty one sector each.
             hbm_read_bytes: (1 + 2 + 1) * 32,
             hbm_write_bytes: 2 * 32,

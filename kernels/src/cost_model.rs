@@ -12,10 +12,12 @@
 //! transfer is looked up in an L2 model (192 MiB, 512-byte lines, fully associative LRU, write-back;
 //! cost.h) and
 //! its hits cost L2 bandwidth, its misses (and the first write of each dirtied line) the block's share
-//! of HBM; the counters `hbm_read_bytes` / `hbm_write_bytes` are that HBM traffic. To stay
-//! deterministic the L2 is modelled as one private slice per core (192 MiB / concurrent blocks), empty
-//! at the start of every block: data shared between blocks, between a mix block's cube and vector
-//! cores, or between launches misses once per core (pessimistic for such data). It does not see
+//! of HBM. To stay deterministic the timing looks each block up in a private slice (192 MiB /
+//! concurrent blocks, shared by a mix block's cores), empty at the start of every block: data shared
+//! between blocks or between launches misses once per block there (pessimistic for such data). The
+//! launch's counters `hbm_read_bytes` / `hbm_write_bytes` come from replaying every core's lookups, in a
+//! fixed order, through one L2 of the die's size (`dsnpu_host/l2_die.h`): shared data misses once per
+//! launch; nothing is carried between launches. It does not see
 //! register-only scalar work between API calls (loops, address arithmetic), bank conflicts, or the wait
 //! of a `SyncAll` for slower blocks.
 

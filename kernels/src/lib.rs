@@ -85,7 +85,7 @@ pub static HOST_KERNELS: &[u8] = include_bytes!(env!("DSNPU_HOST_KERNELS_PATH"))
 pub const AICORE_KERNELS_PATH: &str = env!("DSNPU_AICORE_KERNELS_PATH");
 
 /// The ABI version the host kernel binary exports (`DSNPU_SIM_KERNEL_ABI`).
-pub const HOST_KERNEL_ABI: u32 = 4;
+pub const HOST_KERNEL_ABI: u32 = 5;
 
 /// Element types the kernels are instantiated for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

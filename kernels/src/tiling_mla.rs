@@ -87,10 +87,11 @@ impl MlaDecodePlan {
     /// which also takes `s_q · h_q`): of the chunk lengths that cut the longest sequence into 1, 2, …
     /// equal pieces (within [`MLA_MIN_CHUNK`, `MLA_MAX_CHUNK`]), the one with the least estimated time,
     /// the longer on ties. The estimate is the larger of (a) every byte the plan makes the kernel move —
-    /// the cache rows, per task the query panel plus its partial output and `(m, l)` written and
-    /// read back by the combine (an unsplit sequence's are read back from L2 by the core that wrote
-    /// them), and once per vector core its score scratch (written back by L2) — at HBM speed, and (b) the busiest core (tasks dealt round-robin, as the
-    /// kernel does), each task costing the larger of its bytes at one core's copy rate and its
+    /// the cache rows, the query panel once per sequence, per task its partial output and `(m, l)`
+    /// (written back once: the combine reads them from the die's L2), and once per vector core its
+    /// score scratch (written back by L2) — at HBM speed, and (b) the busiest core (tasks dealt
+    /// round-robin, as the kernel does), each task costing the largest of the bytes its cube core loads
+    /// (its cache rows, the query panel) and stores (its partial) at one core's copy rate each, and its
     /// multiply-adds at one cube core's rate. Cutting more spreads the work over more cores but adds a
     /// partial output per piece: a memory-bound decode is cut until about seven cores saturate HBM, a
     /// cube-bound one (many heads) further, and a short context with many heads hardly at all.
@@ -210,8 +211,9 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
     let (dl, dr) = (f64::from(shape.latent_dim), f64::from(shape.rope_dim));
     let sz = f64::from(shape.dtype.size());
     let key_bytes = (dl + dr) * sz;
-    // Per task: the query panel in, the partial output and (m, l) out and back in (an unsplit
-    // sequence's back in from its block's L2: not counted).
+    // Per task, through its core: the query panel in, the partial output and (m, l) out. From HBM: the
+    // query panel once per sequence (its other tasks find it in the die's L2) and each partial once,
+    // written back (the combine reads it from L2).
     let partial = rows * (dl + 2.0) * 4.0;
     let query = rows * (dl + dr) * sz;
     let key_macs = rows * (2.0 * dl + dr);
@@ -221,12 +223,14 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
         let len = len as u64;
         let n = len.div_ceil(chunk).max(1);
         let piece = len.div_ceil(n);
-        let task_bytes = query + if n == 1 { partial } else { 2.0 * partial };
+        total += query;
         for i in 0..n {
             let c = (((i + 1) * piece).min(len) - (i * piece).min(len)) as f64;
-            let bytes = c * key_bytes + task_bytes;
-            total += bytes;
-            per_task.push((bytes / PLAN_CORE_BYTES_PER_S).max(c * key_macs / PLAN_CORE_MACS_PER_S));
+            total += c * key_bytes + partial;
+            // The cube core loads the rows and the panel (MTE2) while its FIX pipe stores the partial.
+            let loads = (c * key_bytes + query) / PLAN_CORE_BYTES_PER_S;
+            let store = partial / PLAN_CORE_BYTES_PER_S;
+            per_task.push(loads.max(store).max(c * key_macs / PLAN_CORE_MACS_PER_S));
         }
     }
     // Each vector core with a task dirties its score scratch ([rows, chunk] f32, P written over it)

@@ -5,6 +5,9 @@
 //! associative, LRU);
 //! its HBM share is 1.6e12 / 1.8e9 / 24 ≈ 37.04 B/cycle and its L2 share min(128, 3072 / 24) = 128
 //! B/cycle. The expected counts below are worked out by hand from those numbers.
+//!
+//! A launch's HBM totals come from the die-wide replay (`dsnpu_host/l2_die.h`): every block's accesses
+//! through one 192 MiB L2, so data that several blocks read misses once, not once per block.
 
 mod common;
 
@@ -19,8 +22,19 @@ const L2_SHARE: f64 = 128.0;
 const LATENCY: f64 = 500.0;
 
 /// Per-block counters of `selftest_l2` over `tiles` tiles per block, `passes` passes, writing back
-/// with `write`: (counters of block 0, every block's counters equal).
+/// with `write`: (counters of block 0, every block's counters equal). Every block streams its own
+/// region, so the die-wide replay sees the blocks' sums.
 fn stream(tiles: u32, passes: u32, write: bool) -> Counters {
+    let (c, die) = launch_l2(tiles, passes, u32::from(write));
+    let n = u64::from(BLOCKS);
+    assert_eq!(die, (n * c.hbm_read_bytes, n * c.hbm_write_bytes));
+    c
+}
+
+/// `selftest_l2` with the tiling's `arg` as given: block 0's counters (every block's are equal) and the
+/// launch's die-wide HBM (read, written).
+fn launch_l2(tiles: u32, passes: u32, arg: u32) -> (Counters, (u64, u64)) {
+    let write = arg & 1 != 0;
     let mut dev = Device::new();
     // Each region starts at the first 512-byte boundary of the buffer: 512 spare bytes.
     let bytes = BLOCKS as usize * tiles as usize * TILE as usize + 512;
@@ -29,7 +43,7 @@ fn stream(tiles: u32, passes: u32, write: bool) -> Counters {
     let t = dev.upload_tiling(&SelftestTiling {
         mode: passes,
         count: tiles,
-        arg: u32::from(write),
+        arg,
         reserved: 0,
     });
     let out = dev.launch(
@@ -43,7 +57,7 @@ fn stream(tiles: u32, passes: u32, write: bool) -> Counters {
     for (i, c) in out.counters.iter().enumerate() {
         assert_eq!(c, &first, "block {i} differs from block 0");
     }
-    first
+    (first, out.die_hbm.expect("the launch was replayed"))
 }
 
 fn cycles(c: &Counters) -> f64 {
@@ -119,4 +133,20 @@ fn rewritten_lines_are_written_back_once() {
     let c = stream(32, 4, true);
     assert_eq!((c.gm_to_ub_bytes, c.ub_to_gm_bytes), (4 * MIB, 4 * MIB));
     assert_eq!((c.hbm_read_bytes, c.hbm_write_bytes), (MIB, MIB));
+}
+
+#[test]
+fn data_every_block_reads_misses_once_on_the_die() {
+    // All 24 blocks read the same 1 MiB twice (arg bit 1). Each block's slice starts empty, so each
+    // block's counters show the first pass as 1 MiB of misses (24 MiB summed over the blocks); the die's
+    // one L2 fetches the 1 MiB once. With write-back (bit 0) every block also dirties its own 1 MiB of
+    // b: 24 MiB of HBM writes either way.
+    let (c, die) = launch_l2(32, 2, 2);
+    assert_eq!((c.gm_to_ub_bytes, c.hbm_read_bytes), (2 * MIB, MIB));
+    assert_eq!(die, (MIB, 0));
+    let (c, die) = launch_l2(32, 2, 3);
+    assert_eq!((c.hbm_read_bytes, c.hbm_write_bytes), (MIB, MIB));
+    assert_eq!(die, (MIB, 24 * MIB));
+    // The replay's order is fixed: the same launch, the same totals.
+    assert_eq!(launch_l2(32, 2, 3).1, die);
 }

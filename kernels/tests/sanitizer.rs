@@ -173,10 +173,10 @@ fn entry_checks_the_abi_and_the_arguments() {
         out.only_failure(),
         "entry: kernel selftest_fault takes 4 8-byte GM addresses, the launch passed 24 argument bytes"
     );
-    let out = dev.launch_with("selftest_fault", 1, &good, UB_910B, 3);
+    let out = dev.launch_with("selftest_fault", 1, &good, UB_910B, 4);
     assert_eq!(
         out.only_failure(),
-        "entry: simulator ABI 3, kernel binary ABI 4"
+        "entry: simulator ABI 4, kernel binary ABI 5"
     );
     // A tiling pointer outside every allocation.
     let out = dev.launch("selftest_fault", 1, &[0, 0, 0, 64]);

@@ -31,7 +31,7 @@
 extern "C" {
 #endif
 
-#define DSNPU_SIM_KERNEL_ABI 4u
+#define DSNPU_SIM_KERNEL_ABI 5u
 
 /* The suffix of the object that declares a kernel's blocks meet in sync_all (see above). */
 #define DSNPU_SIM_SYNC_ALL_SUFFIX "__dsnpu_sync_all"
@@ -57,7 +57,10 @@ typedef struct dsnpu_sim_counters {
     uint64_t pipe_busy_q8;
     /* ABI 3. The HBM traffic of the GM traffic above under the host layer's L2 model (cost.h): the 32-byte
      * sectors that reads miss (fetched whole), and the sectors that writes dirty (each written back once).
-     * The GM counters above stay all GM traffic, L2 hits included. */
+     * The GM counters above stay all GM traffic, L2 hits included. Per block: the misses of the block's
+     * own slice of the L2 (what its cycles were timed with). In a launch's totals, when the binary exports
+     * the launch hooks below and dsnpu_sim_launch_end replayed the launch: the misses of the die's one
+     * L2 (data several blocks read misses once); otherwise the blocks' sum. */
     uint64_t hbm_read_bytes;
     uint64_t hbm_write_bytes;
 } dsnpu_sim_counters;
@@ -86,12 +89,25 @@ typedef struct dsnpu_sim_block_ctx {
      * collective or kernel store) records an "init: " fault naming `op` and returns non-zero, and the block
      * should return. Device allocations start filled with 0xFF bytes while the check is on. */
     int (*gm_access)(void *sim, const char *op, const void *ptr, size_t len, int write);
+    /* ABI 5. What dsnpu_sim_launch_begin returned for this launch (NULL if the binary has no launch hooks
+     * or the simulator keeps none): the kernel records its GM accesses there for the launch's HBM
+     * counters. Every block of the launch gets the same pointer. */
+    void *launch_l2;
 } dsnpu_sim_block_ctx;
 
 typedef void (*dsnpu_sim_kernel_fn)(const dsnpu_sim_block_ctx *ctx);
 
 /* Exported by every host kernel binary. */
 uint32_t dsnpu_sim_kernel_abi_version(void);
+
+/* ABI 5, optional launch hooks (a binary exports both or neither). The simulator calls
+ * dsnpu_sim_launch_begin(numBlocks) before a launch's first block and passes the result to every block
+ * as ctx->launch_l2; after the last block returned (the launch failed or not) it calls
+ * dsnpu_sim_launch_end(that pointer, the launch's summed counters) exactly once, which releases it and may
+ * replace the totals' hbm_read_bytes / hbm_write_bytes with the die-wide figures; it returns 1 if it did,
+ * 0 if it left them (the blocks' sums). */
+void *dsnpu_sim_launch_begin(uint32_t num_blocks);
+int dsnpu_sim_launch_end(void *launch, dsnpu_sim_counters *totals);
 
 /* ---------------------------------------------------------------------------------------------
  * Simulator extensions, exported by libdsnpu_sim.so next to the AscendCL symbols (not AscendCL).

@@ -51,11 +51,12 @@
 #include "dsnpu_sim_kernel.h"
 
 /* The layout the simulator (sim/src/kernel/abi.rs) assumes, on LP64 targets. */
-_Static_assert(sizeof(void *) != 8 || sizeof(dsnpu_sim_block_ctx) == 88, "block ctx size");
+_Static_assert(sizeof(void *) != 8 || sizeof(dsnpu_sim_block_ctx) == 96, "block ctx size");
 _Static_assert(sizeof(void *) != 8 || offsetof(dsnpu_sim_block_ctx, args) == 16, "args offset");
 _Static_assert(sizeof(void *) != 8 || offsetof(dsnpu_sim_block_ctx, sim) == 40, "sim offset");
 _Static_assert(sizeof(void *) != 8 || offsetof(dsnpu_sim_block_ctx, warn) == 72, "warn offset");
 _Static_assert(sizeof(void *) != 8 || offsetof(dsnpu_sim_block_ctx, gm_access) == 80, "gm_access offset");
+_Static_assert(sizeof(void *) != 8 || offsetof(dsnpu_sim_block_ctx, launch_l2) == 88, "launch_l2 offset");
 _Static_assert(sizeof(dsnpu_sim_counters) == 72, "counters size");
 _Static_assert(offsetof(dsnpu_sim_counters, ub_high_water) == 32, "ub_high_water offset");
 _Static_assert(sizeof(dsnpu_sim_launch_counters) == 232, "launch counters size");

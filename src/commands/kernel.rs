@@ -125,6 +125,10 @@ const HOST_HEADERS: &[(&str, &str)] = &[
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/entry.h"),
     ),
     (
+        "dsnpu_host/l2_die.h",
+        include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/l2_die.h"),
+    ),
+    (
         "dsnpu_host/macros.h",
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/macros.h"),
     ),
@@ -257,9 +261,7 @@ fn wrapper_source(src: &Path, entries: &[String], sync_all: bool, mix: bool) -> 
         };
         w.push_str(&format!("#undef {e}\n{entry}({e})\n"));
     }
-    w.push_str(
-        "DSNPU_HOST_EXPORT uint32_t dsnpu_sim_kernel_abi_version(void) { return DSNPU_SIM_KERNEL_ABI; }\n",
-    );
+    w.push_str("DSNPU_HOST_ABI_EXPORTS()\n");
     w
 }
 

@@ -1,7 +1,7 @@
 /*
- * The host kernel binary's ABI marker (dsnpu_sim_kernel.h): the simulator refuses a binary whose version
- * differs from its own.
+ * The host kernel binary's ABI exports (dsnpu_sim_kernel.h): its version (the simulator refuses a binary
+ * whose version differs from its own) and the launch hooks of the die-wide L2 replay.
  */
 #include "dsnpu_kernels/entry.h"
 
-DSNPU_HOST_EXPORT uint32_t dsnpu_sim_kernel_abi_version(void) { return DSNPU_SIM_KERNEL_ABI; }
+DSNPU_HOST_ABI_EXPORTS()

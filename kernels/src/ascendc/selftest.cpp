@@ -82,10 +82,11 @@
  *   2  depth 2 with a PipeBarrier<PIPE_ALL> after every tile                      -- the overlap is gone
  *   3  b[0] = max of a by a scalar GetValue loop                                   -- scalar bound
  *   4  b[0] = max of a by one ReduceMax                                            -- vectorized
- * selftest_l2(a, b, workspace, tiling): the L2 model (dsnpu_host/cost.h). Block i streams its own region of
- *   `count` tiles of 32 KiB (8192 f32), starting at the first 512-byte boundary of a (and of b) plus
- *   i * count * 32 KiB, `mode` times in a row (mode 0 = once) through a depth-2 queue; with arg 1 every
- *   tile is also written back to the same place in b. Nothing is computed: only the traffic matters.
+ * selftest_l2(a, b, workspace, tiling): the L2 model (dsnpu_host/cost.h, l2_die.h). Block i streams its own
+ *   region of `count` tiles of 32 KiB (8192 f32), starting at the first 512-byte boundary of a (and of b)
+ *   plus i * count * 32 KiB, `mode` times in a row (mode 0 = once) through a depth-2 queue; with arg bit 0
+ *   every tile is also written back to the same place in b; with arg bit 1 every block reads block 0's
+ *   region of a instead of its own. Nothing is computed: only the traffic matters.
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
@@ -495,8 +496,9 @@ __aicore__ inline void L2Stream(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling&
     const uint64_t blocks = static_cast<uint64_t>(GetBlockNum());
     GlobalTensor<float> ag, bg;
     ag.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(a), blocks * region + 128);
-    ag = ag[LineAligned(a) + static_cast<uint64_t>(GetBlockIdx()) * region];
-    if (t.arg == 1) {
+    const bool write = (t.arg & 1) != 0, shared = (t.arg & 2) != 0;
+    ag = ag[LineAligned(a) + (shared ? 0 : static_cast<uint64_t>(GetBlockIdx()) * region)];
+    if (write) {
         bg.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(b), blocks * region + 128);
         bg = bg[LineAligned(b) + static_cast<uint64_t>(GetBlockIdx()) * region];
     }
@@ -509,7 +511,7 @@ __aicore__ inline void L2Stream(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling&
             DataCopy(x, ag[static_cast<uint64_t>(i) * L2_TILE], L2_TILE);
             q.EnQue(x);
             x = q.DeQue<float>();
-            if (t.arg == 1) DataCopy(bg[static_cast<uint64_t>(i) * L2_TILE], x, L2_TILE);
+            if (write) DataCopy(bg[static_cast<uint64_t>(i) * L2_TILE], x, L2_TILE);
             q.FreeTensor(x);
         }
     }

@@ -45,7 +45,12 @@ pub struct BlockCtx {
     pub gm_access: Option<
         unsafe extern "C" fn(*mut c_void, *const c_char, *const c_void, usize, c_int) -> c_int,
     >,
+    /// ABI 5: the launch's die-wide L2 record (`dsnpu_sim_launch_begin`).
+    pub launch_l2: *mut c_void,
 }
+
+type LaunchBeginFn = unsafe extern "C" fn(u32) -> *mut c_void;
+type LaunchEndFn = unsafe extern "C" fn(*mut c_void, *mut Counters) -> c_int;
 
 type KernelFn = unsafe extern "C" fn(*const BlockCtx);
 
@@ -188,6 +193,20 @@ impl Device {
             warnings: Mutex::new(Vec::new()),
         };
         let mut counters = vec![Counters::default(); blocks as usize];
+        // SAFETY: the ABI 5 launch hooks have these types (dsnpu_sim_kernel.h).
+        let (begin, end) = unsafe {
+            (
+                *library()
+                    .get::<LaunchBeginFn>(b"dsnpu_sim_launch_begin")
+                    .expect("dsnpu_sim_launch_begin"),
+                *library()
+                    .get::<LaunchEndFn>(b"dsnpu_sim_launch_end")
+                    .expect("dsnpu_sim_launch_end"),
+            )
+        };
+        // SAFETY: a plain call; the result is handed to every block and then to `end` once.
+        let die = unsafe { begin(blocks) };
+        let die_addr = die as usize;
         std::thread::scope(|s| {
             for (idx, ctr) in counters.iter_mut().enumerate() {
                 let launch = &launch;
@@ -210,6 +229,7 @@ impl Device {
                         fail: cb_fail,
                         warn: cb_warn,
                         gm_access: None,
+                        launch_l2: die_addr as *mut c_void,
                     };
                     // SAFETY: `ctx` and everything it points to (args, counters, sim) outlive the call.
                     unsafe { f(&ctx) };
@@ -217,10 +237,14 @@ impl Device {
                 });
             }
         });
+        let mut totals = Counters::default();
+        // SAFETY: `die` came from `begin` and every block has returned; `end` releases it.
+        let replayed = unsafe { end(die, &mut totals) } == 1;
         Outcome {
             failures: launch.failures.into_inner().unwrap(),
             warnings: launch.warnings.into_inner().unwrap(),
             counters,
+            die_hbm: replayed.then_some((totals.hbm_read_bytes, totals.hbm_write_bytes)),
         }
     }
 }
@@ -231,6 +255,8 @@ pub struct Outcome {
     pub failures: Vec<(u32, String)>,
     pub warnings: Vec<(u32, String)>,
     pub counters: Vec<Counters>,
+    /// HBM bytes (read, written) of the launch under the die-wide L2 replay, if it ran.
+    pub die_hbm: Option<(u64, u64)>,
 }
 
 impl Outcome {

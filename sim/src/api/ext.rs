@@ -35,7 +35,7 @@ pub unsafe extern "C" fn dsnpu_sim_last_launch_counters(
             c.status = r.status;
             c.elapsed_ns = u64::try_from(r.elapsed.as_nanos()).unwrap_or(u64::MAX);
             c.warnings = r.warnings;
-            c.totals = r.totals;
+            c.totals = r.counters();
             c.set_kernel_name(&r.kernel);
         }
         // SAFETY: checked non-null out-parameter (export contract).

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_int, c_void};
 
 /// `DSNPU_SIM_KERNEL_ABI`.
-pub const DSNPU_SIM_KERNEL_ABI: u32 = 4;
+pub const DSNPU_SIM_KERNEL_ABI: u32 = 5;
 
 /// `DSNPU_SIM_SYNC_ALL_SUFFIX`: `<kernel><suffix>`, a `uint8_t` object, declares that the kernel's blocks
 /// meet in `sync_all` (ABI 4).
@@ -32,7 +32,8 @@ pub struct Counters {
     /// Busy fraction of each pipe (S, V, M, MTE1, MTE2, MTE3, FIX in bytes 0..6, 255 = always).
     pub pipe_busy_q8: u64,
     /// ABI 3: HBM bytes read for the GM reads that missed the host layer's L2 model (whole 32-byte
-    /// sectors).
+    /// sectors): a block's own L2 slice; in a launch's reported counters, the die-wide replay when the
+    /// binary records one (ABI 5, [`super::replay`]).
     pub hbm_read_bytes: u64,
     /// ABI 3: HBM bytes written back for the 32-byte sectors GM writes dirtied (once per residency).
     pub hbm_write_bytes: u64,
@@ -102,7 +103,18 @@ pub struct BlockCtx {
     pub fail: Option<MessageFn>,
     pub warn: Option<MessageFn>,
     pub gm_access: Option<GmAccessFn>,
+    /// ABI 5: what the binary's `dsnpu_sim_launch_begin` returned for this launch, or null.
+    pub launch_l2: *mut c_void,
 }
+
+/// ABI 5, optional: `void *dsnpu_sim_launch_begin(uint32_t num_blocks)`, called before a launch's blocks.
+pub type LaunchBeginFn = unsafe extern "C" fn(num_blocks: u32) -> *mut c_void;
+/// ABI 5, optional: `int dsnpu_sim_launch_end(void *launch, dsnpu_sim_counters *totals)`, called once after
+/// the launch's blocks: releases `launch`; 1 if it replaced the totals' HBM counters.
+pub type LaunchEndFn = unsafe extern "C" fn(launch: *mut c_void, totals: *mut Counters) -> c_int;
+/// The launch hook symbols, NUL-terminated.
+pub const LAUNCH_BEGIN_SYMBOL: &[u8] = b"dsnpu_sim_launch_begin\0";
+pub const LAUNCH_END_SYMBOL: &[u8] = b"dsnpu_sim_launch_end\0";
 
 /// `dsnpu_sim_kernel_fn`.
 pub type KernelFn = unsafe extern "C" fn(ctx: *const BlockCtx);
@@ -164,11 +176,12 @@ impl LaunchCounters {
 #[cfg(target_pointer_width = "64")]
 const _: () = {
     use std::mem::{offset_of, size_of};
-    assert!(size_of::<BlockCtx>() == 88);
+    assert!(size_of::<BlockCtx>() == 96);
     assert!(offset_of!(BlockCtx, args) == 16);
     assert!(offset_of!(BlockCtx, sim) == 40);
     assert!(offset_of!(BlockCtx, warn) == 72);
     assert!(offset_of!(BlockCtx, gm_access) == 80);
+    assert!(offset_of!(BlockCtx, launch_l2) == 88);
     assert!(size_of::<Counters>() == 72);
     assert!(offset_of!(Counters, ub_high_water) == 32);
     assert!(size_of::<LaunchCounters>() == 232);

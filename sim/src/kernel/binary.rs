@@ -25,7 +25,8 @@ use libloading::os::unix::{Library as UnixLibrary, RTLD_LOCAL, RTLD_NOW};
 use libloading::Library;
 
 use super::abi::{
-    AbiVersionFn, KernelFn, ABI_VERSION_SYMBOL, COOP_SUFFIX, DSNPU_SIM_KERNEL_ABI, SYNC_ALL_SUFFIX,
+    AbiVersionFn, KernelFn, LaunchBeginFn, LaunchEndFn, ABI_VERSION_SYMBOL, COOP_SUFFIX,
+    DSNPU_SIM_KERNEL_ABI, LAUNCH_BEGIN_SYMBOL, LAUNCH_END_SYMBOL, SYNC_ALL_SUFFIX,
 };
 use super::elf;
 use crate::error::SimError;
@@ -40,9 +41,19 @@ pub(crate) struct Binary {
     pub origin: String,
     /// Functions the binary defines itself.
     functions: BTreeSet<String>,
+    /// ABI 5: the launch hooks, if the binary exports both.
+    pub launch_hooks: Option<LaunchHooks>,
     // Field order is drop order: the library is closed before its memory file.
     lib: Library,
     _memfd: File,
+}
+
+/// A binary's optional launch hooks (ABI 5, `dsnpu_sim_kernel.h`): `begin` before a launch's blocks, its
+/// result handed to every block, `end` once after them with the launch's summed counters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LaunchHooks {
+    pub begin: LaunchBeginFn,
+    pub end: LaunchEndFn,
 }
 
 /// A kernel looked up in a binary; keeps the binary loaded while it (or a launch of it) lives.
@@ -163,10 +174,25 @@ impl Binary {
                 "it implements kernel ABI version {version}, the simulator implements {DSNPU_SIM_KERNEL_ABI}"
             )));
         }
+        // SAFETY: by the ABI these symbols, if exported, have the declared types; they are only
+        // called while the library is loaded (a launch holds its Function's Arc of this Binary).
+        let launch_hooks = unsafe {
+            match (
+                lib.get::<LaunchBeginFn>(LAUNCH_BEGIN_SYMBOL),
+                lib.get::<LaunchEndFn>(LAUNCH_END_SYMBOL),
+            ) {
+                (Ok(begin), Ok(end)) => Some(LaunchHooks {
+                    begin: *begin,
+                    end: *end,
+                }),
+                _ => None,
+            }
+        };
         Ok(Binary {
             id,
             origin,
             functions,
+            launch_hooks,
             lib: Library::from(lib),
             _memfd: memfd,
         })
@@ -179,10 +205,12 @@ impl Binary {
                 "kernelName must not be empty".into(),
             ));
         }
-        if name.as_bytes() == &ABI_VERSION_SYMBOL[..ABI_VERSION_SYMBOL.len() - 1] {
-            return Err(SimError::InvalidParam(format!(
-                "{name} is the ABI version function, not a kernel"
-            )));
+        for abi in [ABI_VERSION_SYMBOL, LAUNCH_BEGIN_SYMBOL, LAUNCH_END_SYMBOL] {
+            if name.as_bytes() == &abi[..abi.len() - 1] {
+                return Err(SimError::InvalidParam(format!(
+                    "{name} is a function of the kernel ABI, not a kernel"
+                )));
+            }
         }
         let not_found = || SimError::KernelNotFound {
             name: name.to_string(),

@@ -37,6 +37,7 @@ use super::barrier::{BlockBarrier, SyncOutcome};
 use super::binary::Function;
 use super::coop;
 use super::pool;
+use super::replay::PendingReplay;
 use crate::config::{SimConfig, UB_CAPACITY};
 use crate::error::SimError;
 use crate::memory::{GmCache, Memory, Pins};
@@ -64,7 +65,23 @@ pub(crate) struct LaunchRecord {
     pub status: sys::aclError,
     pub elapsed: Duration,
     pub warnings: u64,
+    /// The blocks' summed counters (HBM: each block's own L2 slice); see [`LaunchRecord::counters`].
     pub totals: Counters,
+    /// The launch's recorded GM accesses for the die-wide L2 replay (ABI 5), if the binary records.
+    pub replay: Option<Arc<PendingReplay>>,
+}
+
+impl LaunchRecord {
+    /// The launch's counters as `dsnpu_sim_last_launch_counters` reports them: the totals, with the HBM
+    /// bytes of the die-wide replay when the binary recorded the launch (replayed on the first call).
+    pub fn counters(&self) -> Counters {
+        let mut c = self.totals;
+        if let Some((read, written)) = self.replay.as_ref().and_then(|r| r.hbm()) {
+            c.hbm_read_bytes = read;
+            c.hbm_write_bytes = written;
+        }
+        c
+    }
 }
 
 struct LaunchShared<'a> {
@@ -86,6 +103,9 @@ struct LaunchShared<'a> {
     /// The launch's registered argument buffer `[start, end)` (empty until registered): valid for
     /// every block, no lookup needed.
     args: (usize, usize),
+    /// What the binary's `dsnpu_sim_launch_begin` returned (ABI 5; 0 without hooks), as an address:
+    /// every block gets it, only the binary looks behind it.
+    launch_l2: usize,
 }
 
 impl LaunchShared<'_> {
@@ -304,6 +324,7 @@ fn run_block(
         gm_access: shared
             .init_check
             .then_some(cb_gm_access as super::abi::GmAccessFn),
+        launch_l2: shared.launch_l2 as *mut c_void,
     };
     // SAFETY: `entry` is a kernel of a binary kept loaded by the launch's Function; the context,
     // the counters, the registered argument buffer (unregistered only after every block returned)
@@ -378,6 +399,8 @@ pub(crate) fn run_launch(
         Ok(base) => (*base, *base + launch.args.bytes.len().max(1)),
         Err(_) => (0, 0),
     };
+    let replay = PendingReplay::begin(&launch.func.binary, n);
+    let launch_l2 = replay.as_ref().map_or(0, |r| r.launch_l2() as usize);
     let shared = LaunchShared {
         kernel,
         memory,
@@ -391,6 +414,7 @@ pub(crate) fn run_launch(
         init_check: config.init_check,
         gm: Mutex::new((Pins::default(), gm_cache)),
         args,
+        launch_l2,
     };
     let mut counters = vec![Counters::default(); n as usize];
     match installed {
@@ -492,6 +516,8 @@ pub(crate) fn run_launch(
         elapsed: started.elapsed(),
         warnings: shared.warnings.load(Ordering::Relaxed),
         totals,
+        // Every block has returned: the record may be replayed from now on.
+        replay: replay.map(Arc::new),
     };
     (result, record)
 }

@@ -7,6 +7,7 @@ pub(crate) mod coop;
 pub(crate) mod elf;
 pub(crate) mod launch;
 pub(crate) mod pool;
+pub(crate) mod replay;
 
 pub(crate) use args::{KernelArgs, LaunchArgs};
 pub(crate) use binary::{Binary, Function};

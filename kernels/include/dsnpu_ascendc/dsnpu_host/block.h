@@ -39,6 +39,7 @@ struct GmValid {
     uint32_t last = 0;  // the range that validated the last access: looked at first
 };
 class L2Slice;
+class LaunchL2;
 
 // The core a kernel body runs on. A plain launch runs each block on one vector core (kAiv, the only
 // kind the non-mix kernels know); a mix launch (DSNPU_HOST_ENTRY_MIX, mix.h) runs each block as one
@@ -55,6 +56,10 @@ struct BlockState {
     dsnpu_sim_counters* counters = nullptr;
     Pipeline* pipeline = nullptr;  // pipes, sanitizer and cycle model of this block (pipeline.h)
     L2Slice* l2 = nullptr;         // this core's slice of the L2 model (cost.h); nullptr: everything misses
+    // The launch's die-wide L2 record (l2_die.h, ABI 5; nullptr when the simulator keeps none) and the
+    // SyncAll barriers this core has passed, which order its records there.
+    LaunchL2* launch_l2 = nullptr;
+    uint32_t epoch = 0;
     // Mix launches (mix.h): this core's kind, its sub-block index among the group's vector cores, and
     // the group the three cores of one block share (cross-core flags, GM race shadow). Plain launches:
     // kAiv, 0, nullptr.

@@ -53,9 +53,13 @@
 //   instead (192 MiB / the launch's concurrent blocks, at most 48; the AIC and two AIVs of a 1:2 mix block
 //   share their block's slice, looked up in the order the block's cooperatively run cores issue), so the
 //   same launch always gets the same hits and cycles whatever the host threads' interleaving.
-//   Consequences: data read by several blocks misses once per block instead of once per die
-//   (pessimistic), and a slice starts empty at every block: nothing is carried between the blocks of a
-//   launch or between launches.
+//   Consequences for the timing: data read by several blocks misses once per block instead of once per
+//   die (pessimistic), and a slice starts empty at every block: nothing is carried between the blocks of
+//   a launch or between launches.
+// - the launch's HBM counters: every core also records its lookups, and when the launch ends they are
+//   replayed in a fixed order through one L2 of the die's 192 MiB (l2_die.h), so data several blocks
+//   share misses once per launch there. Each block's own counters keep its slice's misses. Still
+//   nothing is carried between launches.
 #ifndef DSNPU_ASCENDC_HOST_COST_H
 #define DSNPU_ASCENDC_HOST_COST_H
 
@@ -326,6 +330,13 @@ public:
             if (end > done_[p]) done_[p] = end;
         }
         busy_[p] += busy;
+    }
+    // How far the core has got: the latest time any pipe is busy until. It only grows (an instruction
+    // or a wait only moves a pipe's free time later), so it orders the core's GM transfers (l2_die.h).
+    double progress() const {
+        double t = 0;
+        for (uint32_t p = 0; p < kPipes; ++p) t = t > free_[p] ? t : free_[p];
+        return t;
     }
     // When everything issued to p so far has completed.
     double done(uint32_t p) const { return done_[p] > free_[p] ? done_[p] : free_[p]; }

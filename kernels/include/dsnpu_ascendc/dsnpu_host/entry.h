@@ -9,8 +9,10 @@
 // cores, run cooperatively on the block's thread (coop.h, mix.h). Each block (each core) gets a Pipeline (pipeline.h) with the checks of DSNPU_SIM_CHECK; when the kernel returns,
 // flags left set are a sync finding, and the block's modelled cycles and per-pipe busy fractions go into
 // the counters (model_cycles, pipe_busy_q8). Each block also gets its slice of the L2 model (cost.h), empty
-// at the start of the block and shared by a mix block's three cores; the HBM counters (hbm_read_bytes,
-// hbm_write_bytes) count each core's misses.
+// at the start of the block and shared by a mix block's three cores; the block's HBM counters
+// (hbm_read_bytes, hbm_write_bytes) count each core's misses there, and every lookup is also recorded in
+// the launch's LaunchL2 (ctx->launch_l2, l2_die.h), whose replay through the die's one L2 gives the
+// launch's HBM totals (DSNPU_HOST_ABI_EXPORTS' dsnpu_sim_launch_end).
 #ifndef DSNPU_ASCENDC_HOST_ENTRY_H
 #define DSNPU_ASCENDC_HOST_ENTRY_H
 
@@ -137,6 +139,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         own.sync_all = &sync_all_keep_state;
         st.sim_sync_all = ctx->sync_all;
         st.ctx = &own;
+        st.launch_l2 = static_cast<LaunchL2*>(ctx->launch_l2);
         ub_keep = thread_ubs().take();
         if (ub_keep == nullptr) throw std::bad_alloc();
         ub = ub_keep->get(st.ub_capacity);
@@ -271,6 +274,27 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
 
 }  // namespace host
 }  // namespace dsnpu
+
+// The functions every host kernel binary exports once (dsnpu_sim_kernel.h): its ABI version, and the
+// launch hooks of ABI 5 — a LaunchL2 (l2_die.h) handed to the launch's blocks, replayed when they are done
+// into the launch's HBM counters.
+#define DSNPU_HOST_ABI_EXPORTS()                                                                         \
+    DSNPU_HOST_EXPORT uint32_t dsnpu_sim_kernel_abi_version(void) { return DSNPU_SIM_KERNEL_ABI; }      \
+    DSNPU_HOST_EXPORT void* dsnpu_sim_launch_begin(uint32_t num_blocks) {                               \
+        return new (std::nothrow)::dsnpu::host::LaunchL2(num_blocks);                                   \
+    }                                                                                                    \
+    DSNPU_HOST_EXPORT int dsnpu_sim_launch_end(void* launch, dsnpu_sim_counters* totals) {              \
+        ::dsnpu::host::LaunchL2* l = static_cast<::dsnpu::host::LaunchL2*>(launch);                     \
+        int replayed = 0;                                                                                \
+        if (l != nullptr && totals != nullptr) {                                                         \
+            try {                                                                                        \
+                replayed = l->replay(&totals->hbm_read_bytes, &totals->hbm_write_bytes) ? 1 : 0;        \
+            } catch (...) {                                                                              \
+            }                                                                                            \
+        }                                                                                                \
+        delete l;                                                                                        \
+        return replayed;                                                                                 \
+    }
 
 // Export the ABI symbol `name` for the kernel defined as DSNPU_KERNEL(name) in the same translation unit.
 #define DSNPU_HOST_ENTRY(name)                                              \

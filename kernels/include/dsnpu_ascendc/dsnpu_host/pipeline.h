@@ -50,6 +50,7 @@
 
 #include "block.h"
 #include "cost.h"
+#include "l2_die.h"
 
 namespace dsnpu {
 namespace host {
@@ -442,13 +443,21 @@ inline void gm_access(const char* op, const void* p, uint64_t bytes, bool write)
 // the core's slice and (with `count`) the HBM counters; time the instruction with
 // `pipeline().cost().mte_cycles(split)`. Scalar GlobalTensor accesses pass `count` false: they are not in
 // the GM counters either, and the HBM counters are the HBM side of those.
+// The access is also recorded for the launch's die-wide replay (l2_die.h), which sets the launch's HBM
+// counters; the block's own counters keep its slice's misses.
 inline L2Split l2_access(const void* p, uint64_t bytes, bool write, bool count = true) {
     BlockState& b = block();
     L2Split s;
+    const uint64_t addr = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
     if (b.l2 != nullptr) {
-        s = b.l2->access(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)), bytes, write);
+        s = b.l2->access(addr, bytes, write);
     } else {
         s.miss = bytes;
+    }
+    if (b.launch_l2 != nullptr) {
+        const uint32_t slot = b.group == nullptr || b.kind == CoreKind::kAic ? 0u : 1u + b.sub_block;
+        const double now = b.pipeline != nullptr ? b.pipeline->cost().progress() : 0.0;
+        b.launch_l2->record(b.ctx->block_idx, slot, addr, bytes, write, count, b.epoch, now);
     }
     if (!count) return s;
     if (write) {

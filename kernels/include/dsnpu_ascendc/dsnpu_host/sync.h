@@ -124,11 +124,13 @@ __aicore__ inline void SyncAll() {
             if (!r.empty()) h::fail_msg(r.c_str());
         }
         for (uint32_t p = 0; p < h::kPipeCount; ++p) pl.wait(p, all);
+        ++b.epoch;
         return;
     }
     if (b.ctx->sync_all(b.ctx->sim) != 0) {
         throw h::BlockAbort{};
     }
+    ++b.epoch;
 }
 
 }  // namespace AscendC

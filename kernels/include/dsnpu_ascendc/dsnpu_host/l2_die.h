@@ -1,0 +1,195 @@
+// The die's L2 for a launch's HBM counters (kernel ABI 5, dsnpu_sim_kernel.h).
+//
+// Each block times its GM transfers against a private slice of the L2 model (cost.h), so that its cycles
+// do not depend on how the host threads interleave; but the 910B's L2 is one cache shared by every core
+// of the die, and slices count data that several blocks read (a GEMM's activations, a query panel, a
+// partial result that another block combines) as a miss per block. So every core also records the GM
+// transfers it looks up — address, length, read or write, the SyncAll barriers it has passed (its epoch)
+// and how far its modelled pipes have got (CostModel::progress) — and when the launch ends (dsnpu_sim_launch_end), the
+// records of all cores are replayed in one order through a single L2 of the die's capacity, with the same
+// lines, sectors and write-back rules as a slice. The launch's HBM counters are that replay's misses.
+//
+// The order is deterministic: by epoch, then wave (blocks beyond the concurrently running ones start after
+// them), then time, then core. A core's own records are in that order already (its progress only grows),
+// so the replay merges the cores' streams. The times of different blocks are each block's own clock from
+// its start: blocks are taken to start together, as a wave does on the device.
+//
+// Accesses adjacent to the core's previous record (same direction, epoch and counting) extend it. A launch
+// that records more than kMaxRecords transfers (or cannot allocate them) keeps the per-block sums instead;
+// dsnpu_sim_launch_end reports which.
+#ifndef DSNPU_ASCENDC_HOST_L2_DIE_H
+#define DSNPU_ASCENDC_HOST_L2_DIE_H
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <new>
+#include <queue>
+#include <vector>
+
+#include "cost.h"
+
+namespace dsnpu {
+namespace host {
+
+// One GM transfer as a core looked it up in its slice, in 16 bytes: the address in the low 48 bits of
+// `key` (user-space addresses), then a write bit, a counted bit (in the HBM counters: scalar GlobalTensor
+// accesses only move lines) and the epoch (SyncAll barriers the core has passed, saturating at 2^14 - 1);
+// the core's progress (CostModel::progress, cycles since its block started) as a float, which orders
+// records to about one part in 10^7.
+struct L2Record {
+    uint64_t key;
+    uint32_t len;
+    float time;
+
+    static constexpr uint64_t kAddrMask = (uint64_t{1} << 48) - 1;
+    static constexpr uint64_t kWrite = uint64_t{1} << 48, kCounted = uint64_t{1} << 49;
+    static constexpr uint32_t kEpochShift = 50, kMaxEpoch = (1u << 14) - 1;
+    uint64_t addr() const { return key & kAddrMask; }
+    uint64_t flags() const { return key & ~kAddrMask; }
+    bool write() const { return (key & kWrite) != 0; }
+    bool counted() const { return (key & kCounted) != 0; }
+    uint32_t epoch() const { return static_cast<uint32_t>(key >> kEpochShift); }
+};
+
+class LaunchL2 {
+public:
+    // Records kept per launch (16 bytes each): 128 MiB in all.
+    static constexpr uint64_t kMaxRecords = uint64_t{1} << 23;
+    // Record capacity kept for later launches once theirs are released: 32 MiB.
+    static constexpr uint64_t kPooledRecords = uint64_t{1} << 21;
+    // Record streams per block: a mix block's AIC and two AIVs (a plain block uses the first).
+    static constexpr uint32_t kCoresPerBlock = 3;
+
+    explicit LaunchL2(uint32_t blocks) : blocks_(blocks), cores_(static_cast<size_t>(blocks) * kCoresPerBlock) {}
+    ~LaunchL2() {
+        for (std::vector<L2Record>& v : cores_) give_back(std::move(v));
+    }
+    LaunchL2(const LaunchL2&) = delete;
+    LaunchL2& operator=(const LaunchL2&) = delete;
+
+    // Core `slot` of block `block` looked up [addr, addr + len). Called by that core only: each core has
+    // its own stream, so cores on different threads never touch the same vector.
+    void record(uint32_t block, uint32_t slot, uint64_t addr, uint64_t len, bool write, bool counted,
+                uint32_t epoch, double time) noexcept {
+        if (len == 0 || block >= blocks_ || slot >= kCoresPerBlock || (addr & ~L2Record::kAddrMask) != 0 ||
+            dropped_.load(std::memory_order_relaxed)) {
+            return;
+        }
+        std::vector<L2Record>& v = cores_[static_cast<size_t>(block) * kCoresPerBlock + slot];
+        const uint64_t e = epoch < L2Record::kMaxEpoch ? epoch : L2Record::kMaxEpoch;
+        const uint64_t flags = (write ? L2Record::kWrite : 0) | (counted ? L2Record::kCounted : 0) |
+                               (e << L2Record::kEpochShift);
+        if (!v.empty()) {
+            L2Record& last = v.back();
+            if (last.flags() == flags && last.addr() + last.len == addr && last.len + len <= UINT32_MAX) {
+                last.len += static_cast<uint32_t>(len);
+                return;
+            }
+        }
+        try {
+            if (v.size() == v.capacity()) {
+                // The shared count moves only when a stream grows: no contention per record.
+                const uint64_t before = v.capacity();
+                if (before == 0) v = take_pooled();
+                if (v.size() == v.capacity()) v.reserve(v.capacity() < 1024 ? 1024 : 2 * v.capacity());
+                const uint64_t grown = v.capacity() - before;
+                if (reserved_.fetch_add(grown, std::memory_order_relaxed) + grown > kMaxRecords) {
+                    dropped_.store(true, std::memory_order_relaxed);
+                    return;
+                }
+            }
+            while (len > UINT32_MAX) {  // never from one transfer; kept exact anyway
+                v.push_back(L2Record{addr | flags, UINT32_MAX, static_cast<float>(time)});
+                addr += UINT32_MAX;
+                len -= UINT32_MAX;
+            }
+            v.push_back(L2Record{addr | flags, static_cast<uint32_t>(len), static_cast<float>(time)});
+        } catch (const std::bad_alloc&) {
+            dropped_.store(true, std::memory_order_relaxed);
+        }
+    }
+
+    // Replays every record through one L2 of the die's capacity and sets the HBM bytes read and written;
+    // false (and nothing set) if records were dropped.
+    bool replay(uint64_t* read, uint64_t* written) {
+        if (dropped_.load()) return false;
+        // Blocks of one wave run together: as many as the L2 slices are cut for (entry.h).
+        const uint32_t wave = blocks_ < cost::kMaxConcurrentCores ? (blocks_ == 0 ? 1 : blocks_) : cost::kMaxConcurrentCores;
+        struct Cursor {
+            uint32_t core;
+            size_t next;
+        };
+        auto later = [&](const Cursor& a, const Cursor& b) {
+            const L2Record& x = cores_[a.core][a.next];
+            const L2Record& y = cores_[b.core][b.next];
+            if (x.epoch() != y.epoch()) return x.epoch() > y.epoch();
+            const uint32_t wx = a.core / kCoresPerBlock / wave, wy = b.core / kCoresPerBlock / wave;
+            if (wx != wy) return wx > wy;
+            if (x.time != y.time) return x.time > y.time;
+            return a.core > b.core;
+        };
+        std::priority_queue<Cursor, std::vector<Cursor>, decltype(later)> heads(later);
+        for (uint32_t c = 0; c < cores_.size(); ++c) {
+            if (!cores_[c].empty()) heads.push(Cursor{c, 0});
+        }
+        L2Slice die(cost::kL2Bytes);
+        uint64_t r = 0, w = 0;
+        while (!heads.empty()) {
+            Cursor cur = heads.top();
+            heads.pop();
+            const L2Record& rec = cores_[cur.core][cur.next];
+            const L2Split s = die.access(rec.addr(), rec.len, rec.write());
+            if (rec.counted()) (rec.write() ? w : r) += s.miss;
+            if (++cur.next < cores_[cur.core].size()) heads.push(cur);
+        }
+        *read = r;
+        *written = w;
+        return true;
+    }
+
+private:
+    // Released launches' record vectors, kept (emptied) up to kPooledRecords of capacity: a decode step
+    // is hundreds of launches, and fresh vectors would fault their pages in every time.
+    struct Pool {
+        std::mutex mu;
+        std::vector<std::vector<L2Record>> free;
+        uint64_t capacity = 0;
+    };
+    static Pool& pool() {
+        static Pool* p = new Pool();  // never destroyed: launches may end during static destruction
+        return *p;
+    }
+    static std::vector<L2Record> take_pooled() {
+        Pool& p = pool();
+        std::lock_guard<std::mutex> g(p.mu);
+        if (p.free.empty()) return {};
+        std::vector<L2Record> v = std::move(p.free.back());
+        p.free.pop_back();
+        p.capacity -= v.capacity();
+        return v;
+    }
+    static void give_back(std::vector<L2Record>&& v) {
+        if (v.capacity() == 0) return;
+        v.clear();
+        Pool& p = pool();
+        std::lock_guard<std::mutex> g(p.mu);
+        if (p.capacity + v.capacity() > kPooledRecords) return;  // v is freed on return
+        p.capacity += v.capacity();
+        try {
+            p.free.push_back(std::move(v));
+        } catch (const std::bad_alloc&) {
+            p.capacity -= v.capacity();
+        }
+    }
+
+    uint32_t blocks_;
+    std::vector<std::vector<L2Record>> cores_;
+    std::atomic<uint64_t> reserved_{0};
+    std::atomic<bool> dropped_{false};
+};
+
+}  // namespace host
+}  // namespace dsnpu
+
+#endif
