@@ -15,10 +15,12 @@
 //!   accesses replayed through one 192 MiB LRU L2 for the die, empty at every launch: data that several
 //!   cores share misses once, data that successive launches share once per launch), and its ratio to
 //!   the minimum;
-//! - `model µs`: the sum over launches of the 910B2 model of each launch's counters
-//!   (`dsnpu_kernels::roofline`'s `times_l2`, the model the kernel benches use: HBM bytes at HBM rate,
-//!   GM bytes at the L2's rate, multiply-adds and vector operations at their units' rates, the slowest
-//!   of them per launch) and `roof µs`: the layer's
+//! - `die µs`: the sum over launches of the die-level 910B2 model of each launch's counters
+//!   (`dsnpu_kernels::roofline`'s `times_l2`: HBM bytes at HBM rate, GM bytes at the L2's rate,
+//!   multiply-adds and vector operations at their units' rates, the slowest of them per launch);
+//!   `core µs`: the sum of each launch's busiest core under the host layer's cycle model
+//!   (`dsnpu_host/cost.h`; launch latency excluded); `model µs`: the sum of the slower of the two per
+//!   launch, as `mla_kernels` models a launch; and `roof µs`: the layer's
 //!   roofline (its minimal bytes at HBM rate against its minimal multiply-adds at cube rate).
 //!
 //! The host emulates the cube with scalar loops, so a case above `DSNPU_BENCH_MAX_MACS` multiply-adds
@@ -41,6 +43,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
+use dsnpu_kernels::cost_model::CLOCK_HZ;
 use dsnpu_kernels::launch::{self, Hardware, KernelLibrary, RowSource};
 use dsnpu_kernels::roofline::ASCEND_910B2;
 use dsnpu_kernels::{
@@ -192,6 +195,10 @@ struct Meter<'a> {
     hbm_write: u64,
     macs: u64,
     vector: u64,
+    /// Summed over launches: the die-level model of the counters, the cycle model of the busiest core,
+    /// and per launch the slower of the two.
+    die_s: f64,
+    core_s: f64,
     model_s: f64,
     launches: u32,
     /// GM and HBM bytes (both directions) by kernel symbol, for the breakdown under the table.
@@ -213,11 +220,20 @@ impl Meter<'_> {
         self.hbm_write += t.hbm_write_bytes;
         self.macs += t.cube_macs;
         self.vector += t.vector_elem_ops;
-        // As the kernel benches model a launch: HBM bytes (the L2 model's misses) at HBM speed, every
-        // GM byte at L2 speed, the MACs and vector operations at their units' rates.
-        self.model_s += ASCEND_910B2
+        // As mla_kernels models a launch: the die-level rates (HBM bytes, the L2 model's misses, at HBM
+        // speed, every GM byte at L2 speed, the MACs and vector operations at their units' rates) or the
+        // cycle model of the busiest core, whichever is slower.
+        let die = ASCEND_910B2
             .times_l2(t.gm_bytes(), t.hbm_bytes(), t.cube_macs, t.vector_elem_ops)
             .modelled();
+        let core = sim_counters::last_launch_model(self.s)
+            .expect("the simulator's counters")
+            .expect("a completed launch")
+            .cycles as f64
+            / CLOCK_HZ;
+        self.die_s += die;
+        self.core_s += core;
+        self.model_s += die.max(core);
         self.launches += 1;
         let e = self.by_kernel.entry(symbol).or_default();
         e.0 += t.gm_bytes();
@@ -610,8 +626,8 @@ fn layer_report() {
     let mut report = BenchReport::new("model_decode");
     let mut breakdown = Vec::new();
     println!("\nOne DeepSeek-V3 decoder layer, decode step, bf16, context {CTX}; modelled on one 910B2 die\n");
-    println!("| shape | launches | GM bytes | minimal B | ratio | HBM bytes (L2 model) | HBM ratio | cube MACs | vector ops | model µs | roof µs | x roof |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| shape | launches | GM bytes | minimal B | ratio | HBM bytes (L2 model) | HBM ratio | cube MACs | vector ops | die µs | core µs | model µs | roof µs | x roof |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for heads in [16usize, 128] {
         let d = Dims {
             hidden: env_usize("DSNPU_BENCH_HIDDEN", 7168),
@@ -648,6 +664,8 @@ fn layer_report() {
                 hbm_write: 0,
                 macs: 0,
                 vector: 0,
+                die_s: 0.0,
+                core_s: 0.0,
                 model_s: 0.0,
                 launches: 0,
                 by_kernel: Default::default(),
@@ -672,7 +690,7 @@ fn layer_report() {
             };
             let hbm = m.hbm_read + m.hbm_write;
             println!(
-                "| {shape} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} | {:.1} | {:.1} | {:.2} |",
+                "| {shape} | {} | {} | {} | {:.2} | {} | {:.2} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
                 m.launches,
                 m.gm_read + m.gm_write,
                 minimal,
@@ -681,6 +699,8 @@ fn layer_report() {
                 hbm as f64 / minimal as f64,
                 m.macs,
                 m.vector,
+                m.die_s * 1e6,
+                m.core_s * 1e6,
                 case.model_us,
                 case.roof_us,
                 case.model_us / case.roof_us
