@@ -13,9 +13,11 @@
  * Task k runs on vector core k % (2 * GetBlockNum()) (the deal of the FP8 GEMMs: consecutive tasks on
  * different cube cores first). A task serves ALL G = S * H query rows of its sequence (q rows
  * of b are contiguous, row r = s * H + h), so each cache row of the chunk is streamed once per sequence:
- *   1. cube: scores[G, C] = q_nope . latent^T (+ q_rope . rope^T, accumulated) per segment of the chunk
- *      (a run of cache blocks the block table numbers consecutively, so one block at worst), into this
- *      vector core's f32 score workspace (Matmul API, operands in GM);
+ *   1. cube: scores[G, C] = q_nope . latent^T + q_rope . rope^T per segment of the chunk (a run of cache
+ *      blocks the block table numbers consecutively, so one block at worst), into this vector core's f32
+ *      score workspace (Matmul API, operands in GM): a segment whose scores are one base tile sums both
+ *      products in L0C (Iterate, Iterate(true), GetTensorC: written once); a longer one is one IterateAll
+ *      per product, the rope part added in GM (fewer, larger requests);
  *   2. vector: per row, scale, causal mask (at most S - 1 positions of the last chunk), max m, p = exp(s - m),
  *      l = sum p; p rounded to t into the P workspace; (m, l) per row into the task's ml workspace;
  *   3. cube: O[G, Dl] = P . latent, per base tile of O summed over the segments in L0C (Iterate with
@@ -223,22 +225,20 @@ private:
         int64_t len, c0;
         if (!Span(k, b, len, c0, C)) return;
         const uint64_t qRow = static_cast<uint64_t>(b) * G_;
-        // 1. scores = q . k^T, one cube call per cache-block segment (and one for the rope part).
+        // 1. scores = q . k^T per segment (a run of cache blocks). A segment whose scores are one base tile
+        //    sums the latent and the rope products in L0C (Iterate with enPartialSum) and writes them once;
+        //    a longer one takes one request per product (all its tiles each), the rope part added in GM.
+        const bool oneTile = G_ <= static_cast<uint32_t>(qk.baseM);
         for (uint32_t p = 0; p < C;) {
             const uint32_t pos = static_cast<uint32_t>(c0) + p;
             const uint64_t slot = Slot(b, pos);
             const uint32_t n = Run(b, pos, C - p);
-            mmQk.SetOrgShape(G_, t_.pitch, t_.latent_dim, t_.latent_dim);
-            mmQk.SetTensorA(qNopeGm_[qRow * t_.latent_dim]);
-            mmQk.SetTensorB(latentGm_[slot * t_.latent_dim], true);
-            mmQk.SetTail(static_cast<int>(G_), static_cast<int>(n), static_cast<int>(t_.latent_dim));
-            mmQk.IterateAll(scoresWs_[p]);
-            mmQk.End();
-            mmQk.SetOrgShape(G_, t_.pitch, t_.rope_dim, t_.rope_dim);
-            mmQk.SetTensorA(qRopeGm_[qRow * t_.rope_dim]);
-            mmQk.SetTensorB(ropeGm_[slot * t_.rope_dim], true);
-            mmQk.SetTail(static_cast<int>(G_), static_cast<int>(n), static_cast<int>(t_.rope_dim));
-            mmQk.IterateAll(scoresWs_[p], 1);
+            if (oneTile && n <= static_cast<uint32_t>(qk.baseN)) {
+                QkTile(qRow, slot, n);
+                mmQk.GetTensorC(scoresWs_[p]);
+            } else {
+                QkAll(qRow, slot, n, p);
+            }
             mmQk.End();
             p += n;
         }
@@ -263,6 +263,35 @@ private:
                 mmPv.End();
             }
         }
+    }
+
+    // The operands of q_nope . latent^T (rope = false) or q_rope . rope^T for the sequence's query rows
+    // (from `row`) and `cols` cache slots from `slot`.
+    __aicore__ inline void QkOperands(bool rope, uint64_t row, uint64_t slot, uint32_t cols) {
+        const uint32_t d = rope ? t_.rope_dim : t_.latent_dim;
+        mmQk.SetOrgShape(G_, t_.pitch, d, d);
+        mmQk.SetTensorA(rope ? qRopeGm_[row * d] : qNopeGm_[row * d]);
+        mmQk.SetTensorB(rope ? ropeGm_[slot * d] : latentGm_[slot * d], true);
+        mmQk.SetTail(static_cast<int>(G_), static_cast<int>(cols), static_cast<int>(d));
+    }
+
+    // Scores against `cols` slots that are one base tile: the latent product, then the rope product added
+    // in L0C; left there for GetTensorC.
+    __aicore__ inline void QkTile(uint64_t row, uint64_t slot, uint32_t cols) {
+        QkOperands(false, row, slot, cols);
+        mmQk.Iterate();
+        QkOperands(true, row, slot, cols);
+        mmQk.Iterate(true);
+    }
+
+    // Scores against `cols` slots, into score columns from `p`: each product over all its tiles, the rope
+    // part added to the latent part in GM.
+    __aicore__ inline void QkAll(uint64_t row, uint64_t slot, uint32_t cols, uint32_t p) {
+        QkOperands(false, row, slot, cols);
+        mmQk.IterateAll(scoresWs_[p]);
+        mmQk.End();
+        QkOperands(true, row, slot, cols);
+        mmQk.IterateAll(scoresWs_[p], 1);
     }
 
     // The base tile [m0, m0 + rows) x [n0, n0 + cols) of P . latent over the chunk's runs, left in L0C.
