@@ -218,7 +218,7 @@ int main(void) {
     FIELD(DsnpuMlaDecodeTiling, ws_partial_at_lo)
     FIELD(DsnpuMlaDecodeTiling, ws_partial_at_hi)
     FIELD(DsnpuMlaDecodeTiling, mutation)
-    FIELD(DsnpuMlaDecodeTiling, reserved)
+    FIELD(DsnpuMlaDecodeTiling, combine_tasks)
     FIELD(DsnpuMlaDecodeTiling, qk_cube)
     FIELD(DsnpuMlaDecodeTiling, pv_cube)
     STRUCT_END()

@@ -28,6 +28,8 @@ pub const MLA_MAX_CHUNK: u32 = 2048;
 /// Fewest positions a chunk is cut to (a cube fractal's rows): shorter chunks cost more in partial
 /// results than they gain in parallelism.
 pub const MLA_MIN_CHUNK: u32 = 16;
+/// Most tasks whose `(m, l)` the combine holds in UB at once (a sequence with more is read in groups).
+const MLA_COMBINE_TASKS: u64 = 16;
 /// Most rows of a UB slab in either phase.
 const MAX_SLAB_ROWS: u64 = 64;
 /// L0A / L0B bytes and L0C bytes (as f32) of the cube's base tiles.
@@ -166,6 +168,14 @@ impl MlaDecodePlan {
         self.tasks
     }
 
+    /// The most tasks any one sequence was cut into.
+    pub fn max_tasks_per_sequence(&self) -> u32 {
+        (0..self.batch as usize)
+            .map(|b| self.words[2 * b + 1].max(0) as u32)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Longest chunk, positions.
     pub fn chunk(&self) -> u32 {
         self.chunk
@@ -244,6 +254,18 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
     }
     let busiest = busy.iter().copied().fold(0.0, f64::max);
     busiest.max(total / PLAN_HBM_BYTES_PER_S)
+}
+
+/// UB bytes of the combine phase for slabs of `q` rows (the kernel's formula): the f32 accumulator, the
+/// partials' and the output's double-buffered queues, the lse queue (a 32-byte block per row), and the
+/// `(m, l)` of `tasks` tasks (each task's padded to 32 bytes) with their weights.
+fn phase2_ub(q: u64, latent_pitch: u64, sz: u64, tasks: u64) -> u64 {
+    q * latent_pitch * 4
+        + 2 * q * latent_pitch * 4
+        + 2 * q * latent_pitch * sz
+        + 2 * UB_BLOCK * q
+        + tasks * round_up(8 * q, UB_BLOCK)
+        + round_up(4 * tasks * q, UB_BLOCK)
 }
 
 /// The extents of an MLA decode.
@@ -353,16 +375,16 @@ impl MlaDecodeTiling {
         while softmax_rows > 0 && softmax_rows * p1_row + p1_ml(softmax_rows) + p1_fixed > ub {
             softmax_rows -= 1;
         }
-        let p2_row = latent_pitch * 4 * 3 + 2 * latent_pitch * sz + 2 * UB_BLOCK;
-        let p2_fixed = 2 * UB_BLOCK;
+        let combine_tasks = u64::from(plan.max_tasks_per_sequence()).clamp(1, MLA_COMBINE_TASKS);
+        let p2 = |q: u64| phase2_ub(q, latent_pitch, sz, combine_tasks);
         let mut combine_rows = g.min(MAX_SLAB_ROWS);
-        while combine_rows > 0 && combine_rows * p2_row + p2_fixed > ub {
+        while combine_rows > 0 && p2(combine_rows) > ub {
             combine_rows -= 1;
         }
         if softmax_rows == 0 || combine_rows == 0 {
             return Err(KernelError::DoesNotFit {
                 kernel: K,
-                needed: (p1_row + p1_ml(1) + p1_fixed).max(p2_row + p2_fixed),
+                needed: (p1_row + p1_ml(1) + p1_fixed).max(p2(1)),
                 available: ub,
             });
         }
@@ -418,7 +440,7 @@ impl MlaDecodeTiling {
             ws_partial_at_lo: partial_at as u32,
             ws_partial_at_hi: (partial_at >> 32) as u32,
             mutation: mutation(),
-            reserved: 0,
+            combine_tasks: combine_tasks as u32,
             qk_cube,
             pv_cube,
         })
@@ -433,8 +455,12 @@ impl MlaDecodeTiling {
             + 2 * round_up(8 * r, UB_BLOCK)
             + round_up(u64::from(self.work_elems) * 4, UB_BLOCK)
             + 2 * UB_BLOCK;
-        let (q, l) = (u64::from(self.combine_rows), u64::from(self.latent_pitch));
-        let phase2 = q * l * 4 + 2 * q * l * 4 + 2 * q * l * sz + 2 * UB_BLOCK * q + 2 * UB_BLOCK;
+        let phase2 = phase2_ub(
+            u64::from(self.combine_rows),
+            u64::from(self.latent_pitch),
+            sz,
+            u64::from(self.combine_tasks),
+        );
         phase1.max(phase2)
     }
 

@@ -50,7 +50,7 @@ fn mla_tiling_layout_matches_the_c_header() {
                 ws_partial_at_lo,
                 ws_partial_at_hi,
                 mutation,
-                reserved,
+                combine_tasks,
                 qk_cube,
                 pv_cube,
             ]
@@ -203,7 +203,7 @@ fn tiling_bytes_are_the_fields_in_order() {
         ws_partial_at_lo: 23,
         ws_partial_at_hi: 24,
         mutation: 25,
-        reserved: 26,
+        combine_tasks: 26,
         qk_cube: CubeTiling {
             M: 27,
             ..CubeTiling::default()

@@ -262,7 +262,7 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t ws_partial_at_lo;
     uint32_t ws_partial_at_hi;
     uint32_t mutation;
-    uint32_t reserved;
+    uint32_t combine_tasks; /* tasks whose (m, l) the combine loads into UB at once */
     DsnpuCubeTiling qk_cube; /* scores: [s_q * heads, pitch] = q [.., latent_dim] x cache^T (tiling_mla.rs) */
     DsnpuCubeTiling pv_cube; /* partial: [s_q * heads, latent_dim] = P [.., pitch] x cache */
 } DsnpuMlaDecodeTiling;

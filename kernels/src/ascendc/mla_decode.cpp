@@ -23,7 +23,8 @@
  *   3. cube: O[G, Dl] = P . latent, per base tile of O summed over the segments in L0C (Iterate with
  *      enPartialSum), then once into the task's partial workspace (unnormalised: sum_j exp(s_j - m) latent_j).
  * Phase 2, the combine: M = max of the tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out =
- * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). A sequence served by one
+ * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). The (m, l) of a row
+ * slab come into UB combine_tasks tasks per copy, and their w in one Exp. A sequence served by one
  * task that sees keys (a "whole" one: the plan did not cut it) is combined at once by the vector core that
  * served it, while its partial is in that block's L2 (FlashMLA likewise finishes unsplit sequences without
  * the combine kernel); then SyncAll (vector cores), and the other sequences' rows (b, r) are split over the
@@ -37,8 +38,9 @@
  * per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
  *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 64.
- * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16)): Q L 4 (acc) + 2 Q L 4 (partials queue)
- *   + 2 Q L sz (out queue) + 2 * 32 Q (lse queue) + 64.
+ * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16), K = combine_tasks): Q L 4 (acc) + 2 Q L 4 (partials
+ *   queue) + 2 Q L sz (out queue) + 2 * 32 Q (lse queue) + K round_up(8 Q, 32) ((m, l) of K tasks)
+ *   + K Q 4 (their weights, rounded up to 32).
  *
  * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla.rs): 1 scales the
  * softmax scale by 1.001, 2 the combine's denominator L by 1.001, 3 the combine weights by 1.001.
@@ -396,75 +398,124 @@ private:
 
     // ---------------------------------------------------------------- phase 2: combine the partials
     __aicore__ inline void InitPhase2() {
-        const uint32_t Q = t_.combine_rows, L = t_.latent_pitch;
+        const uint32_t Q = t_.combine_rows, L = t_.latent_pitch, K = t_.combine_tasks;
         pipe_.InitBuffer(acc_, Q * L * sizeof(float));
         pipe_.InitBuffer(oQue_, BUFFER_NUM, Q * L * sizeof(float));
         pipe_.InitBuffer(outQue_, BUFFER_NUM, Q * L * sizeof(T));
         pipe_.InitBuffer(lseQue_, BUFFER_NUM, Q * UB_BLOCK);
-        pipe_.InitBuffer(small2_, 2 * UB_BLOCK);
+        pipe_.InitBuffer(mlBuf_, K * AlignUp(2 * Q * sizeof(float), UB_BLOCK));
+        pipe_.InitBuffer(wBuf_, K * Q * sizeof(float));
     }
 
-    // exp(x) through the vector unit (no scalar transcendental on the AI Core).
-    __aicore__ inline float VecExp(float x) {
-        LocalTensor<float> e = small2_.Get<float>();
+    // (m, l) of rows [r0, r0 + Q) of tasks [k0, k0 + n) into mlBuf_ (task i at i * mlPitch floats), for
+    // the scalar unit: one copy instead of a scalar GM read per value.
+    __aicore__ inline LocalTensor<float> LoadMl(uint32_t k0, uint32_t n, uint32_t r0, uint32_t Q) {
+        LocalTensor<float> ml = mlBuf_.Get<float>();
+        // The scalar reads of the previous group are done before the copy overwrites them.
+        SetFlag<HardEvent::S_MTE2>(0);
+        WaitFlag<HardEvent::S_MTE2>(0);
+        DataCopyPad(ml, mlWs_[(static_cast<uint64_t>(k0) * G_ + r0) * 2],
+                    DataCopyExtParams(static_cast<uint16_t>(n), 2 * Q * static_cast<uint32_t>(sizeof(float)),
+                                      (G_ - Q) * 2 * static_cast<uint32_t>(sizeof(float)), 0, 0),
+                    DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+        SetFlag<HardEvent::MTE2_S>(0);
+        WaitFlag<HardEvent::MTE2_S>(0);
+        return ml;
+    }
+
+    // w[i * Q + r] = exp(m - M[r]) for task i of the loaded group (0 where l = 0: that task saw none of
+    // the row's keys), one Exp for the group; readable by the scalar unit on return.
+    __aicore__ inline LocalTensor<float> Weights(const LocalTensor<float>& ml, uint32_t n, uint32_t Q,
+                                                 const float* mMax) {
+        const uint32_t mlPitch = AlignUp(2 * Q * sizeof(float), UB_BLOCK) / sizeof(float);
+        LocalTensor<float> w = wBuf_.Get<float>();
+        // The previous group's Exp has been read (V_S at its end); its scalar reads are done before these writes.
+        for (uint32_t i = 0; i < n; ++i) {
+            for (uint32_t r = 0; r < Q; ++r) {
+                const float m = ml.GetValue(i * mlPitch + 2 * r), l = ml.GetValue(i * mlPitch + 2 * r + 1);
+                w.SetValue(i * Q + r, l > 0.0f ? m - mMax[r] : NEG_INF);
+            }
+        }
         SetFlag<HardEvent::S_V>(0);
         WaitFlag<HardEvent::S_V>(0);
-        Duplicate(e, x, 8);
-        Exp(e, e, 8);
+        Exp(w, w, static_cast<int32_t>(n * Q));
         SetFlag<HardEvent::V_S>(0);
         WaitFlag<HardEvent::V_S>(0);
-        return e.GetValue(0);
+        return w;
     }
 
-    // Rows [r0, r0 + Q) of sequence b (all in b).
+    // Rows [r0, r0 + Q) of sequence b (all in b), its tasks' (m, l) taken combine_tasks at a time.
     __aicore__ inline void Combine(uint32_t b, uint32_t r0, uint32_t Q) {
         constexpr uint32_t MAXQ = 64;
-        const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim;
+        const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim, K = t_.combine_tasks;
+        const uint32_t mlPitch = AlignUp(2 * Q * sizeof(float), UB_BLOCK) / sizeof(float);
         int64_t first = planGm_.GetValue(2 * static_cast<uint64_t>(b));
         int64_t count = planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1);
         if (first < 0) first = 0;
         if (count < 0) count = 0;
         if (first > t_.tasks) first = t_.tasks;
         if (first + count > t_.tasks) count = t_.tasks - first;
+        const uint32_t k0 = static_cast<uint32_t>(first), k1 = static_cast<uint32_t>(first + count);
+        // M: the row maxima over the tasks that saw keys; L = sum exp(m - M) l.
         float mMax[MAXQ], lSum[MAXQ];
-        for (uint32_t i = 0; i < Q; ++i) {
-            mMax[i] = NEG_INF;
-            lSum[i] = 0.0f;
-            for (int64_t k = first; k < first + count; ++k) {
-                const uint64_t at = (static_cast<uint64_t>(k) * G_ + r0 + i) * 2;
-                const float m = mlWs_.GetValue(at), l = mlWs_.GetValue(at + 1);
-                if (l > 0.0f && m > mMax[i]) mMax[i] = m;
-            }
-            for (int64_t k = first; k < first + count; ++k) {
-                const uint64_t at = (static_cast<uint64_t>(k) * G_ + r0 + i) * 2;
-                const float m = mlWs_.GetValue(at), l = mlWs_.GetValue(at + 1);
-                if (l > 0.0f) lSum[i] += VecExp(m - mMax[i]) * l;
-            }
-            if (t_.mutation == 2) lSum[i] *= MUTATE;
+        for (uint32_t r = 0; r < Q; ++r) {
+            mMax[r] = NEG_INF;
+            lSum[r] = 0.0f;
         }
+        const bool oneGroup = k1 - k0 <= K;
+        LocalTensor<float> ml;
+        for (uint32_t g = k0; g < k1; g += K) {
+            const uint32_t n = Min(K, k1 - g);
+            ml = LoadMl(g, n, r0, Q);
+            for (uint32_t i = 0; i < n; ++i) {
+                for (uint32_t r = 0; r < Q; ++r) {
+                    const float m = ml.GetValue(i * mlPitch + 2 * r), l = ml.GetValue(i * mlPitch + 2 * r + 1);
+                    if (l > 0.0f && m > mMax[r]) mMax[r] = m;
+                }
+            }
+        }
+        LocalTensor<float> w;
+        for (uint32_t g = k0; g < k1; g += K) {
+            const uint32_t n = Min(K, k1 - g);
+            if (!oneGroup) ml = LoadMl(g, n, r0, Q);
+            w = Weights(ml, n, Q, mMax);
+            for (uint32_t i = 0; i < n; ++i) {
+                for (uint32_t r = 0; r < Q; ++r) lSum[r] += w.GetValue(i * Q + r) * ml.GetValue(i * mlPitch + 2 * r + 1);
+            }
+        }
+        if (t_.mutation == 2) {
+            for (uint32_t r = 0; r < Q; ++r) lSum[r] *= MUTATE;
+        }
+        // out = sum_k (w_k / L) O_k, the partials streamed through a double-buffered queue.
         LocalTensor<float> acc = acc_.Get<float>();
         Duplicate(acc, 0.0f, static_cast<int32_t>(Q * L));
         const uint32_t gap = (L - AlignUp(Dl, 8)) * sizeof(float) / UB_BLOCK;
-        for (int64_t k = first; k < first + count; ++k) {
-            LocalTensor<float> o = oQue_.AllocTensor<float>();
-            DataCopyPad(o, partialWs_[(static_cast<uint64_t>(k) * G_ + r0) * Dl],
-                        DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(float)), 0, gap,
-                                          0),
-                        DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
-            oQue_.EnQue(o);
-            o = oQue_.DeQue<float>();
-            for (uint32_t i = 0; i < Q; ++i) {
-                const uint64_t at = (static_cast<uint64_t>(k) * G_ + r0 + i) * 2;
-                const float m = mlWs_.GetValue(at), l = mlWs_.GetValue(at + 1);
-                if (!(l > 0.0f)) continue;  // this chunk saw none of the row's keys (its O was not written)
-                float w = VecExp(m - mMax[i]) / lSum[i];
-                if (t_.mutation == 3) w *= MUTATE;
-                SetFlag<HardEvent::S_V>(0);
-                WaitFlag<HardEvent::S_V>(0);
-                Muls(o[i * L], o[i * L], w, static_cast<int32_t>(Dl));
-                Add(acc[i * L], acc[i * L], o[i * L], static_cast<int32_t>(Dl));
+        for (uint32_t g = k0; g < k1; g += K) {
+            const uint32_t n = Min(K, k1 - g);
+            if (!oneGroup) {
+                ml = LoadMl(g, n, r0, Q);
+                w = Weights(ml, n, Q, mMax);
             }
-            oQue_.FreeTensor(o);
+            for (uint32_t i = 0; i < n; ++i) {
+                LocalTensor<float> o = oQue_.AllocTensor<float>();
+                DataCopyPad(o, partialWs_[(static_cast<uint64_t>(g + i) * G_ + r0) * Dl],
+                            DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(float)), 0,
+                                              gap, 0),
+                            DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+                oQue_.EnQue(o);
+                o = oQue_.DeQue<float>();
+                for (uint32_t r = 0; r < Q; ++r) {
+                    // This chunk saw none of the row's keys (its O was not written).
+                    if (!(ml.GetValue(i * mlPitch + 2 * r + 1) > 0.0f)) continue;
+                    float c = w.GetValue(i * Q + r) / lSum[r];
+                    if (t_.mutation == 3) c *= MUTATE;
+                    SetFlag<HardEvent::S_V>(0);
+                    WaitFlag<HardEvent::S_V>(0);
+                    Muls(o[r * L], o[r * L], c, static_cast<int32_t>(Dl));
+                    Add(acc[r * L], acc[r * L], o[r * L], static_cast<int32_t>(Dl));
+                }
+                oQue_.FreeTensor(o);
+            }
         }
         LocalTensor<T> out = outQue_.AllocTensor<T>();
         FromFloat(out, acc, Q * L);
@@ -477,19 +528,19 @@ private:
         // lse[b, h, s] = M + ln L, one 32-byte UB block per row.
         LocalTensor<float> lse = lseQue_.AllocTensor<float>();
         const uint32_t per = UB_BLOCK / sizeof(float);
-        for (uint32_t i = 0; i < Q; ++i) {
+        for (uint32_t r = 0; r < Q; ++r) {
             SetFlag<HardEvent::S_V>(0);
             WaitFlag<HardEvent::S_V>(0);
-            Duplicate(lse[i * per], lSum[i], static_cast<int32_t>(per));
-            Ln(lse[i * per], lse[i * per], static_cast<int32_t>(per));
-            Adds(lse[i * per], lse[i * per], mMax[i], static_cast<int32_t>(per));
+            Duplicate(lse[r * per], lSum[r], static_cast<int32_t>(per));
+            Ln(lse[r * per], lse[r * per], static_cast<int32_t>(per));
+            Adds(lse[r * per], lse[r * per], mMax[r], static_cast<int32_t>(per));
         }
         lseQue_.EnQue(lse);
         lse = lseQue_.DeQue<float>();
-        for (uint32_t i = 0; i < Q; ++i) {
-            const uint32_t r = r0 + i, s = r / t_.heads, h = r % t_.heads;
+        for (uint32_t r = 0; r < Q; ++r) {
+            const uint32_t row = r0 + r, s = row / t_.heads, h = row % t_.heads;
             const uint64_t at = (static_cast<uint64_t>(b) * t_.heads + h) * t_.s_q + s;
-            DataCopyPad(lseGm_[at], lse[i * per], DataCopyExtParams(1, static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
+            DataCopyPad(lseGm_[at], lse[r * per], DataCopyExtParams(1, static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
         }
         lseQue_.FreeTensor(lse);
     }
@@ -503,7 +554,7 @@ public:
 private:
     TQue<TPosition::VECIN, BUFFER_NUM> scQue_, oQue_;
     TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, mlQue_, outQue_, lseQue_;
-    TBuf<TPosition::VECCALC> work_, small_, acc_, small2_;
+    TBuf<TPosition::VECCALC> work_, small_, acc_, mlBuf_, wBuf_;
     GlobalTensor<T> qNopeGm_, qRopeGm_, latentGm_, ropeGm_, outGm_, pWs_;
     GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_;
     GlobalTensor<int32_t> tableGm_, lensGm_, planGm_;
