@@ -228,13 +228,7 @@ private:
                 continue;
             }
             Muls(row, row, scale_, static_cast<int32_t>(N));
-            if (vis < N) {
-                SetFlag<HardEvent::V_S>(0);
-                WaitFlag<HardEvent::V_S>(0);
-                for (uint32_t j = static_cast<uint32_t>(vis); j < N; ++j) row.SetValue(j, NEG_INF);
-                SetFlag<HardEvent::S_V>(0);
-                WaitFlag<HardEvent::S_V>(0);
-            }
+            if (vis < N) MaskFrom(row, static_cast<uint32_t>(vis), N);
             ReduceMax(red, row, work_.Get<float>(), static_cast<int32_t>(N));
             const float tileMax = Scalar(red);
             const float mNew = tileMax > m_[r] ? tileMax : m_[r];
@@ -262,6 +256,19 @@ private:
                     DataCopyExtParams(static_cast<uint16_t>(R), N * static_cast<uint32_t>(sizeof(T)), tGap,
                                       (P - N) * static_cast<uint32_t>(sizeof(T)), 0));
         pQue_.FreeTensor(pt);
+    }
+
+    // row[vis, N) = -inf (the causal mask): the scalar unit up to the next 32-byte boundary, then one
+    // Duplicate (a vector instruction starts on a 32-byte boundary of UB) instead of a scalar write per key.
+    __aicore__ inline void MaskFrom(const LocalTensor<float>& row, uint32_t vis, uint32_t N) {
+        constexpr uint32_t PER_BLOCK = UB_BLOCK / sizeof(float);
+        const uint32_t head = Min(AlignUp(vis, PER_BLOCK), N);
+        SetFlag<HardEvent::V_S>(0);
+        WaitFlag<HardEvent::V_S>(0);
+        for (uint32_t j = vis; j < head; ++j) row.SetValue(j, NEG_INF);
+        SetFlag<HardEvent::S_V>(0);
+        WaitFlag<HardEvent::S_V>(0);
+        if (head < N) Duplicate(row[head], NEG_INF, static_cast<int32_t>(N - head));
     }
 
     // acc[r] = alpha[r] acc[r] + O[r] for rows [r0, r0 + R).
