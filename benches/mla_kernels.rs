@@ -29,10 +29,11 @@
 //! Why the ratios exceed 1 (the kernel's design under the host Matmul API, see the kernel's source):
 //! the cube's operands come from GM, so the latent rows are streamed twice (q·Kᵀ and P·V), the query
 //! panel once per segment (a run of consecutively numbered cache blocks: one block in the interleaved
-//! tables used here at batch > 1, the whole chunk at batch 1), and the scores (f32, written twice: the
-//! rope part is accumulated onto the latent part), P and the f32 partial output of every segment go
-//! through the workspace; the combine reads every chunk's f32 partial back. That measures 2.2–2.5× the
-//! minimum at 16 heads and 4.3–6.6× at 128 heads (the f32 scores and partials grow with the heads).
+//! tables used here at batch > 1, the whole chunk at batch 1), and the scores (f32; a segment longer
+//! than one base tile writes them twice, the rope part added onto the latent part in GM), P and the f32
+//! partial output of every segment go through the workspace; the combine reads every chunk's f32
+//! partial back. That measures 2.2–2.8× the minimum at 16 heads and 3.8–7.1× at 128 heads (the f32
+//! scores and partials grow with the heads).
 //! The host layer's L2 model (`dsnpu_host/cost.h`, `l2_die.h`: the launch's accesses replayed through the
 //! die's one 192 MiB L2) splits
 //! that GM traffic into L2 hits and HBM traffic (`HBM bytes`: read misses and dirtied lines' write-backs);

@@ -201,8 +201,9 @@ struct Meter<'a> {
     core_s: f64,
     model_s: f64,
     launches: u32,
-    /// GM and HBM bytes (both directions) by kernel symbol, for the breakdown under the table.
-    by_kernel: std::collections::BTreeMap<&'static str, (u64, u64)>,
+    /// GM and HBM bytes (both directions) and modelled seconds by kernel symbol, for the breakdown
+    /// under the table.
+    by_kernel: std::collections::BTreeMap<&'static str, (u64, u64, f64)>,
 }
 
 impl Meter<'_> {
@@ -238,6 +239,7 @@ impl Meter<'_> {
         let e = self.by_kernel.entry(symbol).or_default();
         e.0 += t.gm_bytes();
         e.1 += t.hbm_read_bytes + t.hbm_write_bytes;
+        e.2 += die.max(core);
     }
 
     fn alloc<T: dsnpu_runtime::DeviceRepr>(&self, n: usize) -> DeviceBuffer<T> {
@@ -709,14 +711,21 @@ fn layer_report() {
             breakdown.push((shape, m.by_kernel));
         }
     }
-    println!("\nGM bytes (HBM bytes) by kernel, largest first:");
+    println!("\nGM bytes (HBM bytes; model µs) by kernel, largest first:");
     for (shape, by_kernel) in breakdown {
         let mut k: Vec<_> = by_kernel.into_iter().collect();
         k.sort_by_key(|(_, b)| std::cmp::Reverse(b.0));
         let top: Vec<String> = k
             .iter()
             .take(6)
-            .map(|(s, b)| format!("{s} {:.1} MB ({:.1})", b.0 as f64 / 1e6, b.1 as f64 / 1e6))
+            .map(|(s, b)| {
+                format!(
+                    "{s} {:.1} MB ({:.1}; {:.1})",
+                    b.0 as f64 / 1e6,
+                    b.1 as f64 / 1e6,
+                    b.2 * 1e6
+                )
+            })
             .collect();
         println!("- {shape}: {}", top.join(", "));
     }

@@ -71,6 +71,9 @@ const PLAN_HBM_BYTES_PER_S: f64 = 1.6e12;
 const PLAN_CORE_BYTES_PER_S: f64 = 128.0 * 1.8e9;
 /// Multiply-adds per second of one cube core (16×16×16 per cycle at 1.8 GHz).
 const PLAN_CORE_MACS_PER_S: f64 = 4096.0 * 1.8e9;
+/// Seconds the combine spends per piece of a cut sequence: a partial's rows come in through a
+/// double-buffered queue, about half the host layer's 500-cycle GM latency each (cost.h, a GUESS there).
+const PLAN_COMBINE_PER_PIECE_S: f64 = 250.0 / 1.8e9;
 
 impl MlaDecodePlan {
     /// Plans `seq_lens` (cached tokens per sequence, queries included) over `cores` cores without
@@ -93,8 +96,9 @@ impl MlaDecodePlan {
     /// (written back once: the combine reads them from the die's L2), and once per vector core its
     /// score scratch (written back by L2) — at HBM speed, and (b) the busiest core (tasks dealt
     /// round-robin, as the kernel does), each task costing the largest of the bytes its cube core loads
-    /// (its cache rows, the query panel) and stores (its partial) at one core's copy rate each, and its
-    /// multiply-adds at one cube core's rate. Cutting more spreads the work over more cores but adds a
+    /// (its cache rows and the query panel for q·Kᵀ, the latent rows again and P for P·V) and stores
+    /// (its partial) at one core's copy rate each, and its multiply-adds at one cube core's rate; plus
+    /// the combine, which reads a cut sequence's partials one piece after another. Cutting more spreads the work over more cores but adds a
     /// partial output per piece: a memory-bound decode is cut until about seven cores saturate HBM, a
     /// cube-bound one (many heads) further, and a short context with many heads hardly at all.
     pub fn for_shape(seq_lens: &[usize], shape: MlaPlanShape, cores: u32) -> Result<Self> {
@@ -229,16 +233,23 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
     let key_macs = rows * (2.0 * dl + dr);
     let mut per_task = Vec::new();
     let mut total = 0.0;
+    let mut combine: f64 = 0.0;
     for &len in seq_lens {
         let len = len as u64;
         let n = len.div_ceil(chunk).max(1);
         let piece = len.div_ceil(n);
         total += query;
+        // The combine of a cut sequence reads each piece's partial rows in turn (the rows are spread
+        // over the vector cores, the pieces are not).
+        if n > 1 {
+            combine = combine.max(n as f64 * PLAN_COMBINE_PER_PIECE_S);
+        }
         for i in 0..n {
             let c = (((i + 1) * piece).min(len) - (i * piece).min(len)) as f64;
             total += c * key_bytes + partial;
-            // The cube core loads the rows and the panel (MTE2) while its FIX pipe stores the partial.
-            let loads = (c * key_bytes + query) / PLAN_CORE_BYTES_PER_S;
+            // The cube core loads the rows, the query panel, then the latent rows again and P for P·V
+            // (MTE2), while its FIX pipe stores the partial.
+            let loads = (c * (key_bytes + dl * sz + rows * sz) + query) / PLAN_CORE_BYTES_PER_S;
             let store = partial / PLAN_CORE_BYTES_PER_S;
             per_task.push(loads.max(store).max(c * key_macs / PLAN_CORE_MACS_PER_S));
         }
@@ -253,7 +264,7 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
         busy[k % blocks] += t;
     }
     let busiest = busy.iter().copied().fold(0.0, f64::max);
-    busiest.max(total / PLAN_HBM_BYTES_PER_S)
+    busiest.max(total / PLAN_HBM_BYTES_PER_S) + combine
 }
 
 /// UB bytes of the combine phase for slabs of `q` rows (the kernel's formula): the f32 accumulator, the
