@@ -292,7 +292,7 @@ int main(void) {
     FIELD(DsnpuGatherRowsTiling, src_len)
     FIELD(DsnpuGatherRowsTiling, rows_per_block)
     FIELD(DsnpuGatherRowsTiling, cols_per_tile)
-    FIELD(DsnpuGatherRowsTiling, reserved)
+    FIELD(DsnpuGatherRowsTiling, rows_per_tile)
     STRUCT_END()
     STRUCT_BEGIN(DsnpuArgmaxTiling)
     FIELD(DsnpuArgmaxTiling, rows)

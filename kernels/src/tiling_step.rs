@@ -15,6 +15,8 @@ pub use crate::tiling_structs::{ArgmaxTiling, GatherRowsTiling, SoftmaxTiling};
 
 /// Most elements one tile of either kernel holds.
 pub const STEP_MAX_TILE: u32 = 8192;
+/// Most rows one copy of gather_rows_<t> moves (DataCopy's block count is 16-bit).
+const GATHER_MAX_ROWS_PER_COPY: u32 = 4095;
 
 /// The addressing of a row gather: `y[r] = x[offset + i·stride_a + j·stride_b (+ idx[r]·stride_idx)
 /// .. + cols]` for `r = i·inner + j`.
@@ -67,9 +69,24 @@ impl GatherRowsTiling {
         to_u32(K, "rows * cols", d.rows.saturating_mul(d.cols))?;
         to_u32(K, "source reach", reach)?;
         let rows = to_u32(K, "rows", d.rows)?;
-        let cap = (u64::from(budget.ub_bytes) / u64::from(dtype.size())) as u32;
-        let cols_per_tile = (d.cols as u32).min(STEP_MAX_TILE).min(cap);
+        // Two tiles in flight (gather_rows_<t>'s queue).
+        let sz = u64::from(dtype.size());
+        let half = u64::from(budget.ub_bytes) / 2;
+        let cols_per_tile = (d.cols as u32).min(STEP_MAX_TILE).min((half / sz) as u32);
         let (rows_per_block, _) = split(rows, budget.cores);
+        // Whole rows without an index list, each a row stride after the last (stride_b, or stride_a
+        // when inner is 1): several per copy.
+        let pitch = round_up(u64::from(cols_per_tile) * sz, UB_BLOCK);
+        let stride = if d.inner == 1 { d.stride_a } else { d.stride_b };
+        let rows_per_tile =
+            if d.stride_idx.is_none() && d.cols == u64::from(cols_per_tile) && stride >= d.cols {
+                (half / pitch)
+                    .min(u64::from(GATHER_MAX_ROWS_PER_COPY))
+                    .min(u64::from(rows_per_block))
+                    .max(1) as u32
+            } else {
+                1
+            };
         Ok(GatherRowsTiling {
             rows,
             inner: d.inner as u32,
@@ -82,8 +99,18 @@ impl GatherRowsTiling {
             src_len: to_u32(K, "src_len", d.src_len)?,
             rows_per_block,
             cols_per_tile,
-            reserved: 0,
+            rows_per_tile,
         })
+    }
+
+    /// Unified Buffer bytes of gather_rows_<t> (`dtype`: its element type): two tiles of
+    /// `rows_per_tile` rows of `cols_per_tile` elements, each row padded to 32 bytes.
+    pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
+        2 * u64::from(self.rows_per_tile)
+            * round_up(
+                u64::from(self.cols_per_tile) * u64::from(dtype.size()),
+                UB_BLOCK,
+            )
     }
 
     /// Blocks to launch.
@@ -221,8 +248,41 @@ mod tests {
     fn a_permutation_reaches_exactly_the_source_end_or_is_refused() {
         let t = GatherRowsTiling::new(dims(), KernelDtype::F32, B).unwrap();
         assert_eq!(
-            (t.rows_per_block, t.block_dim(), t.cols_per_tile),
-            (1, 12, 16)
+            (
+                t.rows_per_block,
+                t.block_dim(),
+                t.cols_per_tile,
+                t.rows_per_tile
+            ),
+            (1, 12, 16, 1)
+        );
+        // On two cores a block runs 6 rows: whole rows without an index list go several per copy (the
+        // kernel stops a copy at the end of an outer index); with an index list, or rows that overlap
+        // in the source (stride_b < cols), one at a time.
+        let two = CoreBudget { cores: 2, ..B };
+        let t = GatherRowsTiling::new(dims(), KernelDtype::F32, two).unwrap();
+        assert_eq!((t.rows_per_block, t.rows_per_tile), (6, 6));
+        assert_eq!(t.ub_bytes(KernelDtype::F32), 2 * 6 * 64);
+        let by_index = GatherRowsDims {
+            stride_idx: Some(24),
+            idx_rows: 1,
+            ..dims()
+        };
+        assert_eq!(
+            GatherRowsTiling::new(by_index, KernelDtype::F32, two)
+                .unwrap()
+                .rows_per_tile,
+            1
+        );
+        let overlapping = GatherRowsDims {
+            stride_b: 8,
+            ..dims()
+        };
+        assert_eq!(
+            GatherRowsTiling::new(overlapping, KernelDtype::F32, two)
+                .unwrap()
+                .rows_per_tile,
+            1
         );
         // Shifting every row by 9 puts the last one past the end (3·24 + 2·96 + 9 + 16 > 288).
         assert!(GatherRowsTiling::new(

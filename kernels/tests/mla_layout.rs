@@ -136,7 +136,7 @@ fn mla_tiling_layout_matches_the_c_header() {
                 src_len,
                 rows_per_block,
                 cols_per_tile,
-                reserved
+                rows_per_tile
             ]
         ),
         rust_layout!(

@@ -109,6 +109,50 @@ fn gathers<T: KernelElem + FromF32 + PartialEq + std::fmt::Debug>(symbol: &str) 
         }
     }
     assert_eq!(y.to_vec().unwrap(), want);
+
+    // Enough rows for a block to run several, whole rows without an index list: they go several per
+    // copy (gather_rows_<t>'s rows_per_tile), a copy never crossing an outer index. [T=37, H=40, 9]
+    // -> [H, T, 7] from offset 1 (an odd row length: 14 or 28 bytes, not a 32-byte multiple); then
+    // rows picked with inner 1 (each row a stride of 11 after the last).
+    let (t_, h_, c, stride) = (37usize, 40usize, 7usize, 9usize);
+    let x = values::<T>(t_ * h_ * stride);
+    let xd = s.upload(&x).unwrap();
+    let src = RowSource::swap_leading(t_, h_, c, stride, 1);
+    let mut y = s.alloc::<T>(t_ * h_ * c).unwrap();
+    let l = launch::gather_rows(&lib, &s, &xd, None, &mut y, src).unwrap();
+    assert!(
+        l.tiling.rows_per_tile > 1 && l.tiling.rows_per_block > 1,
+        "{:?}",
+        l.tiling
+    );
+    clean(&s, symbol);
+    let mut want = Vec::new();
+    for h in 0..h_ {
+        for t in 0..t_ {
+            let at = (t * h_ + h) * stride + 1;
+            want.extend_from_slice(&x[at..at + c]);
+        }
+    }
+    assert_eq!(y.to_vec().unwrap(), want);
+    let picks = RowSource {
+        rows: 300,
+        inner: 1,
+        cols: c,
+        offset: 2,
+        stride_a: 11,
+        stride_b: 0,
+        by_index: None,
+    };
+    let x = values::<T>(300 * 11);
+    let xd = s.upload(&x).unwrap();
+    let mut y = s.alloc::<T>(300 * c).unwrap();
+    let l = launch::gather_rows(&lib, &s, &xd, None, &mut y, picks).unwrap();
+    assert!(l.tiling.rows_per_tile > 1, "{:?}", l.tiling);
+    clean(&s, symbol);
+    let want: Vec<T> = (0..300)
+        .flat_map(|r| x[2 + r * 11..2 + r * 11 + c].to_vec())
+        .collect();
+    assert_eq!(y.to_vec().unwrap(), want);
 }
 
 #[test]

@@ -342,7 +342,8 @@ typedef struct DsnpuMlaCacheWriteTiling {
 /* gather_rows_<t>: y[r, :cols] = x[src(r) .. src(r) + cols] for r < rows, r = i * inner + j, with
  * src(r) = offset + i * stride_a + j * stride_b (+ idx[r] * stride_idx when has_idx; idx i32 [rows]).
  * Embedding lookups (idx = token ids), row selection and axis permutations of activations. x holds src_len
- * elements; rows are split into runs of rows_per_block per block and copied cols_per_tile at a time. */
+ * elements; rows are split into runs of rows_per_block per block and copied cols_per_tile at a time, or
+ * rows_per_tile whole rows at a time. */
 typedef struct DsnpuGatherRowsTiling {
     uint32_t rows;
     uint32_t inner;
@@ -355,7 +356,7 @@ typedef struct DsnpuGatherRowsTiling {
     uint32_t src_len;
     uint32_t rows_per_block;
     uint32_t cols_per_tile;
-    uint32_t reserved;
+    uint32_t rows_per_tile; /* rows per copy (gather_rows_<t> only); 1 unless whole rows without an index list */
 } DsnpuGatherRowsTiling;
 
 /* argmax_<t>: out[r] = the lowest index of the largest of x[r, :cols] (i32), compared in f32. Rows are

@@ -8,9 +8,14 @@
  * stride_idx = hidden), picking rows (each sequence's last token), and permutations of two leading axes
  * ([A, B, c] <-> [B, A, c] through the strides). Pure data movement, no arithmetic: GM -> UB -> GM.
  *
- * Rows are split into runs of rows_per_block per block; each row moves in chunks of cols_per_tile elements
- * through one UB buffer (MTE2 in, MTE3 out, the two ordered by flags). An index outside x faults on the
- * checked GM read (negative indices read as huge unsigned ones). UB use: round_up_32(cols_per_tile * s).
+ * Rows are split into runs of rows_per_block per block. gather_rows_<t> moves them through a queue of two
+ * tiles (the next comes in on MTE2 while one goes out on MTE3): rows_per_tile > 1 (whole rows, no index
+ * list, the row stride >= cols) moves up to that many rows of one outer index per copy each way (with
+ * inner 1, consecutive outer rows); otherwise each
+ * row goes in chunks of cols_per_tile elements. gather_rows_<t>_f32 moves one chunk at a time through two
+ * buffers (t, then f32), ordered by flags. An index outside x faults on the checked GM read (negative
+ * indices read as huge unsigned ones). UB use: gather_rows_<t> 2 * rows_per_tile * round_up_32(cols_per_tile
+ * * s); gather_rows_<t>_f32 round_up_32(cols_per_tile * s) + round_up_32(cols_per_tile * 4).
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
@@ -24,18 +29,43 @@ template <typename T>
 __aicore__ inline void GatherRows(GM_ADDR x, GM_ADDR idx, GM_ADDR y, GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuGatherRowsTiling, t, tiling);
     const uint64_t first = static_cast<uint64_t>(GetBlockIdx()) * t.rows_per_block;
-    if (first >= t.rows || t.cols == 0 || t.inner == 0 || t.cols_per_tile == 0) return;
+    if (first >= t.rows || t.cols == 0 || t.inner == 0 || t.cols_per_tile == 0 || t.rows_per_tile == 0) return;
     const uint32_t n = Min(t.rows_per_block, static_cast<uint32_t>(t.rows - first));
     GlobalTensor<T> xGm, yGm;
     GlobalTensor<int32_t> idxGm;
     xGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), t.src_len);
     yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), static_cast<uint64_t>(t.rows) * t.cols);
     if (t.has_idx != 0) idxGm.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(idx), t.rows);
+    // Two tiles in flight: the next one comes in (MTE2) while this one goes out (MTE3).
     TPipe pipe;
-    TBuf<TPosition::VECCALC> buf;
-    pipe.InitBuffer(buf, AlignUp(t.cols_per_tile * sizeof(T), UB_BLOCK));
-    LocalTensor<T> row = buf.Get<T>();
+    TQueBind<TPosition::VECIN, TPosition::VECOUT, 2> q;
+    const uint32_t pitch = AlignUp(t.cols_per_tile * sizeof(T), UB_BLOCK);
+    pipe.InitBuffer(q, 2, t.rows_per_tile * pitch);
     const DataCopyPadExtParams<T> noPad(false, 0, 0, T(0));
+    const uint32_t rowBytes = t.cols * static_cast<uint32_t>(sizeof(T));
+    if (t.rows_per_tile > 1) {
+        // Whole rows, no index list (the tiling's promise): up to rows_per_tile rows of one outer index
+        // are stride_b apart in x (stride_a when inner is 1) and consecutive in y, so one copy each way
+        // moves them all.
+        const uint32_t stride = t.inner == 1 ? t.stride_a : t.stride_b;
+        const uint32_t gap = (stride - t.cols) * static_cast<uint32_t>(sizeof(T));
+        for (uint32_t k = 0; k < n;) {
+            const uint32_t r = static_cast<uint32_t>(first) + k;
+            const uint32_t i = r / t.inner, j = r % t.inner;
+            const uint32_t m = Min(t.rows_per_tile, t.inner == 1 ? n - k : Min(t.inner - j, n - k));
+            const uint64_t src = static_cast<uint64_t>(t.offset) + static_cast<uint64_t>(i) * t.stride_a +
+                                 static_cast<uint64_t>(j) * t.stride_b;
+            LocalTensor<T> tile = q.AllocTensor<T>();
+            DataCopyPad(tile, xGm[src], DataCopyExtParams(static_cast<uint16_t>(m), rowBytes, gap, 0, 0), noPad);
+            q.EnQue(tile);
+            tile = q.DeQue<T>();
+            DataCopyPad(yGm[static_cast<uint64_t>(r) * t.cols], tile,
+                        DataCopyExtParams(static_cast<uint16_t>(m), rowBytes, 0, 0, 0));
+            q.FreeTensor(tile);
+            k += m;
+        }
+        return;
+    }
     for (uint32_t k = 0; k < n; ++k) {
         const uint32_t r = static_cast<uint32_t>(first) + k;
         const uint32_t i = r / t.inner, j = r % t.inner;
@@ -49,12 +79,12 @@ __aicore__ inline void GatherRows(GM_ADDR x, GM_ADDR idx, GM_ADDR y, GM_ADDR til
         for (uint32_t c0 = 0; c0 < t.cols; c0 += t.cols_per_tile) {
             const uint32_t c = Min(t.cols_per_tile, t.cols - c0);
             const DataCopyExtParams p(1, c * static_cast<uint32_t>(sizeof(T)), 0, 0, 0);
-            DataCopyPad(row, xGm[src + c0], p, noPad);
-            SetFlag<HardEvent::MTE2_MTE3>(0);
-            WaitFlag<HardEvent::MTE2_MTE3>(0);
-            DataCopyPad(yGm[dst + c0], row, p);
-            SetFlag<HardEvent::MTE3_MTE2>(0);
-            WaitFlag<HardEvent::MTE3_MTE2>(0);
+            LocalTensor<T> tile = q.AllocTensor<T>();
+            DataCopyPad(tile, xGm[src + c0], p, noPad);
+            q.EnQue(tile);
+            tile = q.DeQue<T>();
+            DataCopyPad(yGm[dst + c0], tile, p);
+            q.FreeTensor(tile);
         }
     }
 }

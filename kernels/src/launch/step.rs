@@ -144,7 +144,8 @@ fn gather<S: KernelElem, D: KernelElem>(
     // in f32 (the callers pair `kernel` with D); the tiling gives x's GlobalTensor exactly x.len()
     // elements (src_len) and y rows x cols (checked), idx `rows` i32 when has_idx (checked; null
     // otherwise and then never read); every read is a checked GM access, so a bad index faults rather
-    // than leaving x. UB: cols_per_tile elements (of S, or of S and f32 in half the UB). Only y is
+    // than leaving x. UB: two tiles of rows_per_tile rows of cols_per_tile elements of S (gather_rows_<s>),
+    // or cols_per_tile elements of S and of f32 in half the UB (the widening kernel). Only y is
     // written (arg_mut); the workspace is unused.
     unsafe {
         let mut a = f.builder(stream);
