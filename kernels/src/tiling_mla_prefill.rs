@@ -184,7 +184,8 @@ impl MlaPrefillTiling {
                 + 2 * r * dv_pitch * (4 + sz)
                 + 2 * round_up(bm * 4, UB_BLOCK)
                 + round_up(work_elems * 4, UB_BLOCK)
-                + 2 * UB_BLOCK
+                + r * UB_BLOCK
+                + round_up(bm * 4, UB_BLOCK)
         };
         let mut block_m = MLA_PREFILL_MAX_BLOCK_M;
         let mut rows = MAX_SLAB_ROWS;
@@ -286,7 +287,8 @@ impl MlaPrefillTiling {
             + 2 * r * dp * (4 + sz)
             + 2 * round_up(bm * 4, UB_BLOCK)
             + round_up(u64::from(self.work_elems) * 4, UB_BLOCK)
-            + 2 * UB_BLOCK
+            + r * UB_BLOCK
+            + round_up(bm * 4, UB_BLOCK)
     }
 
     /// Blocks to launch: one per task up to the cores.

@@ -25,7 +25,7 @@
  *      workspace (Matmul API, operands in GM with their token strides as the original shape);
  *   2. vector, per slab of softmax_rows rows: scale, causal mask (only tiles crossing the diagonal),
  *      m' = max(m, rowmax), p = exp(s - m'), alpha = exp(m - m'), l = alpha l + sum p; p rounded to t into
- *      the P workspace;
+ *      the P workspace (the slab's maxima and sums are read back once per slab, its alphas from one Exp);
  *   3. cube: O[M, dv] = P . V into the f32 O workspace;
  *   4. vector: acc = alpha acc + O.
  * Then out = t(acc / l) (rows scattered with the head stride), lse = m + ln l (contiguous per head).
@@ -35,7 +35,8 @@
  * Workspace (bytes), the system workspace, then per vector core: S f32 [block_m, block_n] | P t [block_m, block_n] | O f32 [block_m, dv].
  * UB (R = softmax_rows, N = block_n, D = dv_pitch, sz = sizeof(t)): block_m D 4 (acc)
  *   + 2 R N 4 (score queue) + 2 R N sz (P queue) + 2 R D 4 (O queue) + 2 R D sz (out queue)
- *   + 2 * round_up(block_m 4, 32) (lse queue) + work_elems 4 + 2 * 32.
+ *   + 2 * round_up(block_m 4, 32) (lse queue) + work_elems 4 + R 32 + round_up(block_m 4, 32) (the slab's
+ *   reductions, a 32-byte block per row, then a vector of up to block_m values).
  *
  * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla_prefill.rs): 1 scales
  * the softmax scale by 1.001, 2 the final denominator l by 1.001, 3 the P weights fed to P . V by 1.001.
@@ -53,6 +54,7 @@ namespace {
 constexpr float NEG_INF = -__builtin_inff();
 constexpr float MUTATE = 1.001f;
 constexpr uint32_t MAX_BLOCK_M = 128;
+constexpr uint32_t MAX_SLAB_ROWS = 32;  // tiling_mla_prefill.rs caps softmax_rows at this
 
 template <typename T>
 class KernelMlaPrefill {
@@ -105,7 +107,8 @@ public:
         pipe_.InitBuffer(outQue_, BUFFER_NUM, R * D * sizeof(T));
         pipe_.InitBuffer(lseQue_, BUFFER_NUM, AlignUp(t_.block_m * sizeof(float), UB_BLOCK));
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));
-        pipe_.InitBuffer(small_, 2 * UB_BLOCK);
+        // The slab's reductions (a 32-byte block per row), then a vector of up to block_m values.
+        pipe_.InitBuffer(small_, R * UB_BLOCK + AlignUp(t_.block_m * sizeof(float), UB_BLOCK));
         const uint32_t perHead = t_.tasks / t_.heads;  // query tiles of all sequences, for one head
         if (perHead == 0) return;
         const uint64_t lo = static_cast<uint64_t>(t_.tasks) * me / blocks;
@@ -216,35 +219,63 @@ private:
                     DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
         scQue_.EnQue(sc);
         sc = scQue_.DeQue<float>();
+        // Row i's reductions land at red[i * PER] (a 32-byte block each), so the slab needs one V -> S
+        // round trip per step, not per row; the rows' rescale factors come from one Exp over `vec`.
+        constexpr uint32_t PER = UB_BLOCK / sizeof(float);
         LocalTensor<float> red = small_.Get<float>();
+        LocalTensor<float> vec = red[t_.softmax_rows * PER];
+        bool live[MAX_SLAB_ROWS];
+        float mNew[MAX_SLAB_ROWS];
+        // 1. scale, causal mask, the rows' maxima over the tile.
         for (uint32_t i = 0; i < R; ++i) {
             const uint32_t r = r0 + i;
             int64_t vis = diag + r + 1;
             if (vis > N) vis = N;
             LocalTensor<float> row = sc[i * P];
-            if (vis <= 0) {  // none of this tile's keys is visible to the row
+            live[i] = vis > 0;
+            if (!live[i]) {  // none of this tile's keys is visible to the row
                 Duplicate(row, 0.0f, static_cast<int32_t>(N));
-                alpha_[r] = 1.0f;
                 continue;
             }
             Muls(row, row, scale_, static_cast<int32_t>(N));
             if (vis < N) MaskFrom(row, static_cast<uint32_t>(vis), N);
-            ReduceMax(red, row, work_.Get<float>(), static_cast<int32_t>(N));
-            const float tileMax = Scalar(red);
-            const float mNew = tileMax > m_[r] ? tileMax : m_[r];
-            const float alpha = VecExp(m_[r] - mNew);  // exp(-inf) = 0 on the first visible tile
-            Adds(row, row, -mNew, static_cast<int32_t>(N));
-            Exp(row, row, static_cast<int32_t>(N));
-            ReduceSum(red, row, work_.Get<float>(), static_cast<int32_t>(N));
-            const float sum = Scalar(red);
-            l_[r] = alpha * l_[r] + sum;
-            m_[r] = mNew;
-            alpha_[r] = alpha;
-            if (t_.mutation == 3) {
-                SetFlag<HardEvent::S_V>(0);
-                WaitFlag<HardEvent::S_V>(0);
-                Muls(row, row, MUTATE, static_cast<int32_t>(N));
+            ReduceMax(red[i * PER], row, work_.Get<float>(), static_cast<int32_t>(N));
+        }
+        SetFlag<HardEvent::V_S>(0);
+        WaitFlag<HardEvent::V_S>(0);
+        // 2. the new running maxima; alpha = exp(m - m') for every row at once (exp(-inf) = 0 on a row's
+        //    first visible tile; a row with nothing visible keeps alpha 1).
+        for (uint32_t i = 0; i < R; ++i) {
+            const uint32_t r = r0 + i;
+            if (!live[i]) {
+                vec.SetValue(i, 0.0f);
+                continue;
             }
+            const float tileMax = red.GetValue(i * PER);
+            mNew[i] = tileMax > m_[r] ? tileMax : m_[r];
+            vec.SetValue(i, m_[r] - mNew[i]);
+        }
+        SetFlag<HardEvent::S_V>(0);
+        WaitFlag<HardEvent::S_V>(0);
+        Exp(vec, vec, static_cast<int32_t>(R));
+        // 3. p = exp(s - m'), the rows' sums.
+        for (uint32_t i = 0; i < R; ++i) {
+            if (!live[i]) continue;
+            LocalTensor<float> row = sc[i * P];
+            Adds(row, row, -mNew[i], static_cast<int32_t>(N));
+            Exp(row, row, static_cast<int32_t>(N));
+            ReduceSum(red[i * PER], row, work_.Get<float>(), static_cast<int32_t>(N));
+            if (t_.mutation == 3) Muls(row, row, MUTATE, static_cast<int32_t>(N));
+        }
+        SetFlag<HardEvent::V_S>(0);
+        WaitFlag<HardEvent::V_S>(0);
+        for (uint32_t i = 0; i < R; ++i) {
+            const uint32_t r = r0 + i;
+            const float alpha = vec.GetValue(i);
+            alpha_[r] = alpha;
+            if (!live[i]) continue;
+            l_[r] = alpha * l_[r] + red.GetValue(i * PER);
+            m_[r] = mNew[i];
         }
         LocalTensor<T> pt = pQue_.AllocTensor<T>();
         FromFloat(pt, sc, R * P);
@@ -322,17 +353,15 @@ private:
             lse.SetValue(r, l_[r] > 0.0f ? m_[r] : NEG_INF);
             lnArg_[r] = l_[r] > 0.0f ? l_[r] : 1.0f;
         }
-        // ln l through the vector unit, one row at a time into a scratch vector.
-        LocalTensor<float> e = small_.Get<float>();
-        for (uint32_t r = 0; r < M; ++r) {
-            SetFlag<HardEvent::S_V>(0);
-            WaitFlag<HardEvent::S_V>(0);
-            Duplicate(e, lnArg_[r], 8);
-            Ln(e, e, 8);
-            SetFlag<HardEvent::V_S>(0);
-            WaitFlag<HardEvent::V_S>(0);
-            lse.SetValue(r, lse.GetValue(r) + e.GetValue(0));
-        }
+        // ln l through the vector unit: one Ln over the tile's rows.
+        LocalTensor<float> e = small_.Get<float>()[t_.softmax_rows * (UB_BLOCK / sizeof(float))];
+        for (uint32_t r = 0; r < M; ++r) e.SetValue(r, lnArg_[r]);
+        SetFlag<HardEvent::S_V>(0);
+        WaitFlag<HardEvent::S_V>(0);
+        Ln(e, e, static_cast<int32_t>(M));
+        SetFlag<HardEvent::V_S>(0);
+        WaitFlag<HardEvent::V_S>(0);
+        for (uint32_t r = 0; r < M; ++r) lse.SetValue(r, lse.GetValue(r) + e.GetValue(r));
         lseQue_.EnQue(lse);
         lse = lseQue_.DeQue<float>();
         // The values were written on the scalar unit: MTE3 waits for S, and the next scalar writes for MTE3.
@@ -345,24 +374,7 @@ private:
         lseQue_.FreeTensor(lse);
     }
 
-    // dst[0] after a reduction, on the scalar unit.
-    __aicore__ inline float Scalar(const LocalTensor<float>& r) {
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);
-        return r.GetValue(0);
-    }
 
-    // exp(x) through the vector unit (no scalar transcendental on the AI Core).
-    __aicore__ inline float VecExp(float x) {
-        LocalTensor<float> e = small_.Get<float>()[8];
-        SetFlag<HardEvent::S_V>(0);
-        WaitFlag<HardEvent::S_V>(0);
-        Duplicate(e, x, 8);
-        Exp(e, e, 8);
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);
-        return e.GetValue(0);
-    }
 
 public:
     TPipe pipe_;
@@ -387,7 +399,7 @@ __aicore__ inline void MlaPrefill(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR kNope, G
                                   GM_ADDR cuK, GM_ADDR out, GM_ADDR lse, GM_ADDR workspace, GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuMlaPrefillTiling, t, tiling);
     if (t.heads == 0 || t.dn == 0 || t.dv == 0 || t.block_m == 0 || t.block_m > MAX_BLOCK_M || t.block_n == 0 ||
-        t.softmax_rows == 0) {
+        t.softmax_rows == 0 || t.softmax_rows > MAX_SLAB_ROWS) {
         return;
     }
     KernelMlaPrefill<T> op;
