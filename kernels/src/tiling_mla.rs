@@ -379,8 +379,8 @@ impl MlaDecodeTiling {
         let ub = u64::from(budget.ub_bytes);
         let work_elems = round_up(2 * pitch.div_ceil(64), 8);
         // Phase 1 per slab row, and what does not scale with the rows.
-        let p1_row = 2 * pitch * 4 + 2 * pitch * sz;
-        let p1_fixed = round_up(work_elems * 4, UB_BLOCK) + 2 * UB_BLOCK;
+        let p1_row = 2 * pitch * 4 + 2 * pitch * sz + UB_BLOCK;
+        let p1_fixed = round_up(work_elems * 4, UB_BLOCK);
         let p1_ml = |r: u64| 2 * round_up(8 * r, UB_BLOCK);
         let mut softmax_rows = g.min(MAX_SLAB_ROWS);
         while softmax_rows > 0 && softmax_rows * p1_row + p1_ml(softmax_rows) + p1_fixed > ub {
@@ -465,7 +465,7 @@ impl MlaDecodeTiling {
             + 2 * r * p * sz
             + 2 * round_up(8 * r, UB_BLOCK)
             + round_up(u64::from(self.work_elems) * 4, UB_BLOCK)
-            + 2 * UB_BLOCK;
+            + r * UB_BLOCK;
         let phase2 = phase2_ub(
             u64::from(self.combine_rows),
             u64::from(self.latent_pitch),

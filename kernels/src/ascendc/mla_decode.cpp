@@ -37,7 +37,7 @@
  * pitch * 4 / sizeof(t) elements of t);
  * per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
- *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 64.
+ *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 32 R (the slab's reductions, a 32-byte block per row).
  * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16), K = combine_tasks): Q L 4 (acc) + 2 Q L 4 (partials
  *   queue) + 2 Q L sz (out queue) + 2 * 32 Q (lse queue) + K round_up(8 Q, 32) ((m, l) of K tasks)
  *   + K Q 4 (their weights, rounded up to 32).
@@ -57,6 +57,7 @@ namespace {
 
 constexpr float NEG_INF = -__builtin_inff();
 constexpr float MUTATE = 1.001f;
+constexpr uint32_t MAX_SLAB_ROWS = 64;  // tiling_mla.rs caps softmax_rows and combine_rows at this
 
 template <typename T>
 class KernelMlaDecode {
@@ -157,7 +158,7 @@ private:
         pipe_.InitBuffer(pQue_, BUFFER_NUM, R * P * sizeof(T));
         pipe_.InitBuffer(mlQue_, BUFFER_NUM, AlignUp(2 * R * sizeof(float), UB_BLOCK));
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));
-        pipe_.InitBuffer(small_, 2 * UB_BLOCK);
+        pipe_.InitBuffer(small_, R * UB_BLOCK);  // the slab's reductions, a 32-byte block per row
     }
 
     __aicore__ inline int64_t SeqLen(uint32_t b) {
@@ -327,17 +328,21 @@ private:
                         DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
             scQue_.EnQue(sc);
             sc = scQue_.DeQue<float>();
+            // Row i's reductions land at red[i * PER] (a 32-byte block each): one V -> S round trip per
+            // step of the slab, not per row.
+            constexpr uint32_t PER = UB_BLOCK / sizeof(float);
             LocalTensor<float> red = small_.Get<float>();
+            bool live[MAX_SLAB_ROWS];
+            float m[MAX_SLAB_ROWS];
+            // 1. scale, causal mask (at most S - 1 positions of the last chunk), the rows' maxima.
             for (uint32_t i = 0; i < R; ++i) {
-                const uint32_t r = r0 + i;
-                const uint32_t s = r / t_.heads;
+                const uint32_t s = (r0 + i) / t_.heads;
                 int64_t vis = len - static_cast<int64_t>(t_.s_q) + s + 1 - c0;  // visible columns of the chunk
                 if (vis > C) vis = C;
                 LocalTensor<float> row = sc[i * P];
-                if (vis <= 0) {
+                live[i] = vis > 0;
+                if (!live[i]) {
                     Duplicate(row, 0.0f, static_cast<int32_t>(C));
-                    ml.SetValue(2 * i, NEG_INF);
-                    ml.SetValue(2 * i + 1, 0.0f);
                     continue;
                 }
                 Muls(row, row, scale_, static_cast<int32_t>(C));
@@ -348,16 +353,26 @@ private:
                     SetFlag<HardEvent::S_V>(0);
                     WaitFlag<HardEvent::S_V>(0);
                 }
-                ReduceMax(red, row, work_.Get<float>(), static_cast<int32_t>(C));
-                const float m = Scalar(red);
-                SetFlag<HardEvent::S_V>(0);
-                WaitFlag<HardEvent::S_V>(0);
-                Adds(row, row, -m, static_cast<int32_t>(C));
+                ReduceMax(red[i * PER], row, work_.Get<float>(), static_cast<int32_t>(C));
+            }
+            SetFlag<HardEvent::V_S>(0);
+            WaitFlag<HardEvent::V_S>(0);
+            for (uint32_t i = 0; i < R; ++i) m[i] = live[i] ? red.GetValue(i * PER) : NEG_INF;
+            SetFlag<HardEvent::S_V>(0);
+            WaitFlag<HardEvent::S_V>(0);
+            // 2. p = exp(s - m), the rows' sums.
+            for (uint32_t i = 0; i < R; ++i) {
+                if (!live[i]) continue;
+                LocalTensor<float> row = sc[i * P];
+                Adds(row, row, -m[i], static_cast<int32_t>(C));
                 Exp(row, row, static_cast<int32_t>(C));
-                ReduceSum(red, row, work_.Get<float>(), static_cast<int32_t>(C));
-                const float l = Scalar(red);
-                ml.SetValue(2 * i, m);
-                ml.SetValue(2 * i + 1, l);
+                ReduceSum(red[i * PER], row, work_.Get<float>(), static_cast<int32_t>(C));
+            }
+            SetFlag<HardEvent::V_S>(0);
+            WaitFlag<HardEvent::V_S>(0);
+            for (uint32_t i = 0; i < R; ++i) {
+                ml.SetValue(2 * i, m[i]);
+                ml.SetValue(2 * i + 1, live[i] ? red.GetValue(i * PER) : 0.0f);
             }
             FromFloat(pt, sc, R * P);
             scQue_.FreeTensor(sc);
@@ -389,12 +404,6 @@ private:
         pQue_.FreeTensor(pt);
     }
 
-    // dst[0] after a reduction, on the scalar unit.
-    __aicore__ inline float Scalar(const LocalTensor<float>& r) {
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);
-        return r.GetValue(0);
-    }
 
     // ---------------------------------------------------------------- phase 2: combine the partials
     __aicore__ inline void InitPhase2() {
@@ -569,7 +578,10 @@ __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, G
                                  GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuMlaDecodeTiling, t, tiling);
     // The same tiling on every core: all return here, or none.
-    if (t.s_q == 0 || t.heads == 0 || t.latent_dim == 0 || t.pitch == 0 || t.combine_rows > 64) return;
+    if (t.s_q == 0 || t.heads == 0 || t.latent_dim == 0 || t.pitch == 0 || t.combine_rows > MAX_SLAB_ROWS ||
+        t.softmax_rows > MAX_SLAB_ROWS) {
+        return;
+    }
     KernelMlaDecode<T> op;
     op.Init(qNope, qRope, latent, rope, blockTable, seqLens, plan, out, lse, workspace, t);
     // The cube core serves the vector cores' Matmul requests here and returns when both are done.
