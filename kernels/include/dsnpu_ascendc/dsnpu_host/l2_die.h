@@ -5,9 +5,10 @@
 // of the die, and slices count data that several blocks read (a GEMM's activations, a query panel, a
 // partial result that another block combines) as a miss per block. So every core also records the GM
 // transfers it looks up — address, length, read or write, the SyncAll barriers it has passed (its epoch)
-// and how far its modelled pipes have got (CostModel::progress) — and when the launch ends (dsnpu_sim_launch_end), the
-// records of all cores are replayed in one order through a single L2 of the die's capacity, with the same
-// lines, sectors and write-back rules as a slice. The launch's HBM counters are that replay's misses.
+// and how far its modelled pipes have got (CostModel::progress) — and dsnpu_sim_launch_end (which the
+// simulator calls once every block has returned, when the launch's counters are read) replays the records
+// of all cores in one order through a single L2 of the die's capacity, with the same lines, sectors and
+// write-back rules as a slice. The launch's HBM counters are that replay's misses.
 //
 // The order is deterministic: by epoch, then wave (blocks beyond the concurrently running ones start after
 // them), then time, then core. A core's own records are in that order already (its progress only grows),
