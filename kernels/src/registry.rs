@@ -9,7 +9,8 @@
 //! row here.
 //!
 //! Plain data with no dependencies: `build.rs` and `tests/ascend_plan.rs` include this file by path.
-//! The host layer's self-test kernels (`selftest.cpp`) are not operators and keep their entries in the source.
+//! The host layer's self-test kernels (`selftest.cpp`, `selftest_cube.cpp`) are not operators and keep their
+//! entries in the source.
 
 /// Which AI Core units a source's kernels run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     source("src/ascendc/silu_mul.cpp", CoreKind::Vector),
     source("src/ascendc/linear.cpp", CoreKind::Mix),
     source("src/ascendc/selftest.cpp", CoreKind::HostOnly),
+    source("src/ascendc/selftest_cube.cpp", CoreKind::HostOnly),
     source("src/ascendc/moe_gating_topk.cpp", CoreKind::Vector),
     source("src/ascendc/moe_init_routing.cpp", CoreKind::Vector),
     source("src/ascendc/moe_grouped_matmul.cpp", CoreKind::Mix),

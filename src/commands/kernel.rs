@@ -117,6 +117,10 @@ const HOST_HEADERS: &[(&str, &str)] = &[
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/cost.h"),
     ),
     (
+        "dsnpu_host/cube.h",
+        include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/cube.h"),
+    ),
+    (
         "dsnpu_host/data_copy.h",
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/data_copy.h"),
     ),

@@ -16,6 +16,7 @@
 #include "dsnpu_host/pipe.h"
 #include "dsnpu_host/sync.h"
 #include "dsnpu_host/data_copy.h"
+#include "dsnpu_host/cube.h"
 #include "dsnpu_host/vector.h"
 #include "dsnpu_host/tiling_data.h"
 #include "dsnpu_host/entry.h"

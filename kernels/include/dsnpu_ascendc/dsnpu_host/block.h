@@ -46,6 +46,26 @@ class LaunchL2;
 // cube core and two vector cores.
 enum class CoreKind : uint8_t { kAiv = 0, kAic = 1 };
 
+// The memories a LocalTensor can live in: the vector core's Unified Buffer, or one of the cube core's
+// buffers (cube.h): L1 (TPosition A1/B1/TSCM), L0A (A2), L0B (B2) and L0C (CO1). The cube core's four
+// are one host allocation (BlockState::cube), at the offsets below.
+enum class Mem : uint8_t { kUb = 0, kL1, kL0A, kL0B, kL0C };
+constexpr uint32_t kCubeMems = 4;  // L1, L0A, L0B, L0C
+constexpr uint32_t kCubeBytes[kCubeMems] = {512 * 1024, 64 * 1024, 64 * 1024, 128 * 1024};
+constexpr uint32_t kCubeAt[kCubeMems] = {0, 512 * 1024, 576 * 1024, 640 * 1024};
+constexpr uint32_t kCubeTotal = 768 * 1024;
+// Buffer alignment the hardware requires (ascend-facts: L1 32 bytes, L0A/L0B 512, L0C 64).
+constexpr uint32_t kCubeAlign[kCubeMems] = {32, 512, 512, 64};
+inline const char* mem_name(Mem m) {
+    switch (m) {
+        case Mem::kL1: return "L1";
+        case Mem::kL0A: return "L0A";
+        case Mem::kL0B: return "L0B";
+        case Mem::kL0C: return "L0C";
+        default: return "the Unified Buffer";
+    }
+}
+
 struct BlockState {
     const dsnpu_sim_block_ctx* ctx = nullptr;
     uint8_t* ub = nullptr;      // this block's Unified Buffer, ub_capacity bytes, 64-byte aligned
@@ -53,6 +73,10 @@ struct BlockState {
     uint32_t ub_used = 0;       // bytes handed out by the current TPipe
     uint32_t ub_peak = 0;       // the most ub_used has been: what the block may have written (entry.h refills it)
     uint32_t ub_buffers = 0;    // buffers handed out by the current TPipe
+    // The cube core's L1, L0A, L0B and L0C (kCubeTotal bytes, Mem order); nullptr on a vector core.
+    uint8_t* cube = nullptr;
+    uint32_t cube_used[kCubeMems] = {};  // bytes handed out by the current TPipe, per memory
+    bool cube_touched = false;           // whether any cube buffer was handed out (entry.h refills them)
     dsnpu_sim_counters* counters = nullptr;
     Pipeline* pipeline = nullptr;  // pipes, sanitizer and cycle model of this block (pipeline.h)
     L2Slice* l2 = nullptr;         // this core's slice of the L2 model (cost.h); nullptr: everything misses

@@ -19,6 +19,9 @@
 // | GlobalTensor GetValue / SetValue | S | 100 (GUESS: scalar cache miss to GM); 30 on an L2 hit (GUESS) | - |
 // | DataCopy GM->UB / UB->GM | MTE2 / MTE3 | miss bytes / share + hit bytes / l2_share | 500 (GUESS, GM latency) |
 // | Matmul base step | MTE2 (A, B), M, FIX (C) | fractals: 1 per cycle for 16-bit, 2 for int8, 1/2 for f32 (GUESS) | - |
+// | DataCopy GM->L1 (ND2NZ), Fixpipe L0C->GM | MTE2 / FIX | as DataCopy GM->UB / UB->GM | 500 |
+// | LoadData L1->L0A/L0B | MTE1 | bytes / 256 (GUESS) | 30 (GUESS) |
+// | Mmad | M | 16x16x16 fractals as the Matmul step | - |
 // | SetFlag / WaitFlag | the pipe | 1 | - |
 // | PipeBarrier<PIPE_X> | X | drains X, +10 (GUESS) | - |
 // | PipeBarrier<PIPE_ALL> | all | drains all, +10 | - |
@@ -88,6 +91,8 @@ constexpr uint64_t kL2Bytes = 192ull << 20;
 constexpr uint64_t kL2Line = 512;
 constexpr uint64_t kL2Sector = 32;
 constexpr double kL2BytesPerCycle = 24 * 128;
+constexpr double kMte1BytesPerCycle = 256;
+constexpr double kMte1Latency = 30;
 
 // Cycles per 256-byte repeat by instruction class.
 enum class VecClass { kSimple, kDivSqrt, kTranscendental, kReduce };

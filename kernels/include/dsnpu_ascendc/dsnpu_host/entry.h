@@ -121,7 +121,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     st.ub_capacity = kind == CoreKind::kAic ? 0 : ctx->ub_capacity;
     st.counters = counters;
     uint8_t* ub = nullptr;
-    std::unique_ptr<ThreadUb> ub_keep;
+    std::unique_ptr<ThreadUb> ub_keep, cube_keep;
     dsnpu_sim_block_ctx own{};
     Lease<L2Slice> l2;
     bool faulted = false;
@@ -144,6 +144,12 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         if (ub_keep == nullptr) throw std::bad_alloc();
         ub = ub_keep->get(st.ub_capacity);
         st.ub = ub;
+        if (kind == CoreKind::kAic) {
+            // L1, L0A, L0B and L0C (cube.h): from the same pool of this thread's idle buffers.
+            cube_keep = thread_ubs().take();
+            if (cube_keep == nullptr) throw std::bad_alloc();
+            st.cube = cube_keep->get(kCubeTotal);
+        }
         Pipeline* pipeline = keep->take();
         pipeline->reset(parse_checks(std::getenv("DSNPU_SIM_CHECK")), ctx->block_num);
         if (group != nullptr) {
@@ -177,6 +183,11 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     if (ub_keep != nullptr) {
         if (ub != nullptr) ub_keep->refill(st.ub_peak);
         thread_ubs().give(std::move(ub_keep));
+    }
+    if (cube_keep != nullptr) {
+        // What the next core finds in L1/L0 is 0xFF again, whatever this one left there.
+        if (st.cube_touched) cube_keep->refill(kCubeTotal);
+        thread_ubs().give(std::move(cube_keep));
     }
     t_block = saved;
     return faulted;

@@ -1,8 +1,11 @@
-// TPipe, TQue (and TQueBind) and TBuf: Unified Buffer allocation of the host Ascend C layer.
+// TPipe, TQue (and TQueBind) and TBuf: local memory allocation of the host Ascend C layer.
 //
-// Contract: TPipe::InitBuffer hands out UB space linearly from address 0, each buffer's length rounded up
-// to 32 bytes, at most 64 buffers per pipe; asking for more than the block's UB capacity (from the
-// simulator's context: 192 KiB on 910B/910C) or more buffers is a fault. The pipe records the block's UB
+// Contract: TPipe::InitBuffer hands out space linearly from address 0 of the memory its position names:
+// the Unified Buffer for VECIN / VECOUT / VECCALC, and on a cube core L1 for A1 / B1 / TSCM, L0A for A2,
+// L0B for B2 and L0C for CO1 (capacities 512, 64, 64 and 128 KiB). Each buffer's length is rounded up to
+// the memory's alignment (32 bytes; 512 in L0A/L0B, 64 in L0C), at most 64 buffers per pipe; asking for
+// more than the memory's capacity (the UB's from the simulator's context: 192 KiB on 910B/910C), for cube
+// memory on a vector core or UB on the cube core, or for more buffers is a fault. The pipe records the block's UB
 // high-water mark in the counters. A queue of `num` buffers cycles through them in order (num = 2 is
 // double buffering); AllocTensor with every buffer taken, EnQue/FreeTensor of a tensor that is not one of
 // the queue's buffers, and DeQue of an empty queue are faults (on the device they would hang or corrupt).
@@ -24,10 +27,52 @@ namespace host {
 constexpr uint32_t kMaxPipeBuffers = 64;
 constexpr uint32_t kMaxQueBuffers = 8;
 
+// The memory a buffer at `pos` lives in.
+constexpr Mem mem_of(AscendC::TPosition pos) {
+    return pos == AscendC::TPosition::A1 || pos == AscendC::TPosition::B1 || pos == AscendC::TPosition::TSCM ? Mem::kL1
+           : pos == AscendC::TPosition::A2                                                                 ? Mem::kL0A
+           : pos == AscendC::TPosition::B2                                                                 ? Mem::kL0B
+           : pos == AscendC::TPosition::CO1                                                                ? Mem::kL0C
+                                                                                                           : Mem::kUb;
+}
+
+// `len` rounded up to the alignment of `mem`.
+inline uint32_t round_for(Mem mem, uint32_t len) {
+    const uint32_t a = mem == Mem::kUb ? kUbBlock : kCubeAlign[static_cast<uint32_t>(mem) - 1];
+    return (len + a - 1) / a * a;
+}
+
+// Reserve `num` buffers of `len` bytes (already rounded) in the cube core's memory `mem`; the first address.
+inline uint32_t cube_reserve(const char* op, Mem mem, uint32_t num, uint32_t len) {
+    BlockState& b = block();
+    if (num == 0) fail("%s: a buffer count of 0", op);
+    if (b.cube == nullptr) {
+        fail("%s: a buffer in %s: this is a vector core; only the cube core (AIC) has L1 and L0", op, mem_name(mem));
+    }
+    if (b.ub_buffers + num > kMaxPipeBuffers) {
+        fail("%s: %u more buffers would exceed the pipe's limit of %u (already %u)", op, num, kMaxPipeBuffers,
+             b.ub_buffers);
+    }
+    const uint32_t m = static_cast<uint32_t>(mem) - 1;
+    const uint64_t bytes = static_cast<uint64_t>(num) * len;
+    if (b.cube_used[m] + bytes > kCubeBytes[m]) {
+        fail("%s: %llu bytes on top of %u in use exceed %s's %u bytes", op, static_cast<unsigned long long>(bytes),
+             b.cube_used[m], mem_name(mem), kCubeBytes[m]);
+    }
+    const uint32_t addr = b.cube_used[m];
+    b.cube_used[m] += static_cast<uint32_t>(bytes);
+    b.ub_buffers += num;
+    b.cube_touched = true;
+    return addr;
+}
+
 // Reserve `num` buffers of `len` bytes (already rounded) and return the first address.
 inline uint32_t ub_reserve(const char* op, uint32_t num, uint32_t len, const char* kind = "TBuf") {
     BlockState& b = block();
     if (num == 0) fail("%s: a buffer count of 0", op);
+    if (b.kind == CoreKind::kAic && b.group != nullptr) {
+        fail("%s: a Unified Buffer buffer on the cube core (AIC), which has none", op);
+    }
     if (b.ub_buffers + num > kMaxPipeBuffers) {
         fail("%s: %u more buffers would exceed the pipe's limit of %u (already %u)", op, num, kMaxPipeBuffers,
              b.ub_buffers);
@@ -52,8 +97,8 @@ public:
     void dsnpu_init(const char* op, uint8_t num, uint32_t len) {
         if (num_ != 0) fail("%s: the queue already has buffers", op);
         if (num > kMaxQueBuffers) fail("%s: %u buffers in one queue (at most %u)", op, num, kMaxQueBuffers);
-        const uint32_t rounded = static_cast<uint32_t>(round_up32(len));
-        const uint32_t base = ub_reserve(op, num, rounded, kind_);
+        const uint32_t rounded = round_for(mem_, len);
+        const uint32_t base = mem_ == Mem::kUb ? ub_reserve(op, num, rounded, kind_) : cube_reserve(op, mem_, num, rounded);
         num_ = num;
         len_ = rounded;
         for (uint32_t i = 0; i < num_; ++i) {
@@ -66,10 +111,11 @@ public:
 
 protected:
     // The pipes that fill (producer) and drain (consumer) the queue's buffers, and its name in messages.
-    void set_pipes(uint32_t producer, uint32_t consumer, const char* kind) {
+    void set_pipes(uint32_t producer, uint32_t consumer, const char* kind, Mem mem) {
         producer_ = producer;
         consumer_ = consumer;
         kind_ = kind;
+        mem_ = mem;
     }
     enum State : uint8_t { kFree, kHeld, kQueued };
 
@@ -135,19 +181,20 @@ protected:
     uint32_t producer_ = kPipeV;
     uint32_t consumer_ = kPipeV;
     const char* kind_ = "TQue";
+    Mem mem_ = Mem::kUb;
 };
 
 // The pipe that fills a buffer at position `pos`, and the one that drains it.
 constexpr uint32_t producer_of(AscendC::TPosition pos) {
     return pos == AscendC::TPosition::VECIN ? kPipeMte2
-           : pos == AscendC::TPosition::A1 || pos == AscendC::TPosition::B1 ? kPipeMte2
+           : pos == AscendC::TPosition::A1 || pos == AscendC::TPosition::B1 || pos == AscendC::TPosition::TSCM ? kPipeMte2
            : pos == AscendC::TPosition::A2 || pos == AscendC::TPosition::B2 ? kPipeMte1
            : pos == AscendC::TPosition::CO1 ? kPipeM
                                             : kPipeV;
 }
 constexpr uint32_t consumer_of(AscendC::TPosition pos) {
     return pos == AscendC::TPosition::VECOUT ? kPipeMte3
-           : pos == AscendC::TPosition::A1 || pos == AscendC::TPosition::B1 ? kPipeMte1
+           : pos == AscendC::TPosition::A1 || pos == AscendC::TPosition::B1 || pos == AscendC::TPosition::TSCM ? kPipeMte1
            : pos == AscendC::TPosition::A2 || pos == AscendC::TPosition::B2 ? kPipeM
            : pos == AscendC::TPosition::CO1 ? kPipeFix
                                             : kPipeV;
@@ -172,13 +219,14 @@ class TQueBind : public ::dsnpu::host::QueBase {
 public:
     // VECIN -> VECOUT binds GM -> UB -> GM: MTE2 fills, MTE3 drains.
     TQueBind() {
+        static_assert(::dsnpu::host::mem_of(src) == ::dsnpu::host::mem_of(dst), "a queue's positions share one memory");
         set_pipes(::dsnpu::host::producer_of(src), ::dsnpu::host::consumer_of(dst),
-                  src == dst ? ::dsnpu::host::position_name(src) : "TQueBind");
+                  src == dst ? ::dsnpu::host::position_name(src) : "TQueBind", ::dsnpu::host::mem_of(src));
     }
     template <typename T>
     __aicore__ inline LocalTensor<T> AllocTensor() {
         const uint32_t i = alloc("TQue::AllocTensor");
-        return LocalTensor<T>::dsnpu_make(addr_[i], static_cast<uint32_t>(len_ / sizeof(T)));
+        return LocalTensor<T>::dsnpu_make(addr_[i], static_cast<uint32_t>(len_ / sizeof(T)), mem_);
     }
     template <typename T>
     __aicore__ inline bool EnQue(const LocalTensor<T>& tensor) {
@@ -188,7 +236,7 @@ public:
     template <typename T>
     __aicore__ inline LocalTensor<T> DeQue() {
         const uint32_t i = deque("TQue::DeQue");
-        return LocalTensor<T>::dsnpu_make(addr_[i], static_cast<uint32_t>(len_ / sizeof(T)));
+        return LocalTensor<T>::dsnpu_make(addr_[i], static_cast<uint32_t>(len_ / sizeof(T)), mem_);
     }
     template <typename T>
     __aicore__ inline void FreeTensor(LocalTensor<T>& tensor) {
@@ -208,7 +256,7 @@ public:
     template <typename T>
     __aicore__ inline LocalTensor<T> Get() const {
         check_init("TBuf::Get");
-        return LocalTensor<T>::dsnpu_make(addr_, static_cast<uint32_t>(len_ / sizeof(T)));
+        return LocalTensor<T>::dsnpu_make(addr_, static_cast<uint32_t>(len_ / sizeof(T)), kMem);
     }
     // The first `len` elements.
     template <typename T>
@@ -218,7 +266,7 @@ public:
             ::dsnpu::host::fail("TBuf::Get: %u elements of %zu bytes exceed the buffer's %u bytes", len,
                                 sizeof(T), len_);
         }
-        return LocalTensor<T>::dsnpu_make(addr_, len);
+        return LocalTensor<T>::dsnpu_make(addr_, len, kMem);
     }
     // `size` elements starting `bufOffset` bytes in.
     template <typename T>
@@ -228,17 +276,19 @@ public:
             ::dsnpu::host::fail("TBuf::GetWithOffset: %u elements at byte %u exceed the buffer's %u bytes", size,
                                 bufOffset, len_);
         }
-        return LocalTensor<T>::dsnpu_make(addr_ + bufOffset, size);
+        return LocalTensor<T>::dsnpu_make(addr_ + bufOffset, size, kMem);
     }
 
     void dsnpu_init(uint32_t len) {
         if (init_) ::dsnpu::host::fail("TPipe::InitBuffer: the TBuf already has a buffer");
-        len_ = static_cast<uint32_t>(::dsnpu::host::round_up32(len));
-        addr_ = ::dsnpu::host::ub_reserve("TPipe::InitBuffer", 1, len_, "TBuf");
+        len_ = ::dsnpu::host::round_for(kMem, len);
+        addr_ = kMem == ::dsnpu::host::Mem::kUb ? ::dsnpu::host::ub_reserve("TPipe::InitBuffer", 1, len_, "TBuf")
+                                                : ::dsnpu::host::cube_reserve("TPipe::InitBuffer", kMem, 1, len_);
         init_ = true;
     }
 
 private:
+    static constexpr ::dsnpu::host::Mem kMem = ::dsnpu::host::mem_of(pos);
     void check_init(const char* op) const {
         if (!init_) ::dsnpu::host::fail("%s: the TBuf has no buffer (missing TPipe::InitBuffer?)", op);
     }
@@ -249,7 +299,7 @@ private:
 
 class TPipe {
 public:
-    // A pipe owns the whole Unified Buffer of its block.
+    // A pipe owns the whole Unified Buffer of its block (and the cube core's L1 and L0).
     __aicore__ inline TPipe() { Reset(); }
 
     template <class Q>
@@ -267,6 +317,7 @@ public:
         ::dsnpu::host::BlockState& b = ::dsnpu::host::block();
         b.ub_used = 0;
         b.ub_buffers = 0;
+        for (uint32_t& u : b.cube_used) u = 0;
         ::dsnpu::host::pipeline().reset_regions();
     }
     __aicore__ inline void Destroy() { Reset(); }

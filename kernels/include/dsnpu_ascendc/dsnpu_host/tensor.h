@@ -2,10 +2,12 @@
 //
 // Contract: a GlobalTensor is a GM address plus, when SetGlobalBuffer was given one, a size in elements;
 // views made with operator[] remember their offset into that buffer. Every access through it (GetValue/SetValue here, DataCopy/DataCopyPad/Matmul elsewhere) is checked
-// against that size and against the simulator's allocation table (check_gm). A LocalTensor is a UB byte
-// address plus an extent in elements; every access is checked against the extent, and vector/copy
-// operations also check the 32-byte alignment the hardware requires of UB operands. LocalTensor views made
-// with operator[] shrink the extent from the front; a view past the end has extent 0.
+// against that size and against the simulator's allocation table (check_gm). A LocalTensor is a byte
+// address in one local memory (the Unified Buffer, or the cube core's L1 / L0A / L0B / L0C: cube.h) plus an
+// extent in elements; every access is checked against the extent and the memory (a vector, scalar or
+// UB copy operand must be in the UB; the cube instructions name theirs), and vector/copy operations also
+// check the 32-byte alignment the hardware requires of UB operands. LocalTensor views made with
+// operator[] shrink the extent from the front; a view past the end has extent 0.
 #ifndef DSNPU_ASCENDC_HOST_TENSOR_H
 #define DSNPU_ASCENDC_HOST_TENSOR_H
 
@@ -164,31 +166,49 @@ public:
         LocalTensor r;
         r.addr_ = addr_ + offset * static_cast<uint32_t>(sizeof(T));
         r.len_ = offset <= len_ ? len_ - offset : 0;
+        r.mem_ = mem_;
         return r;
     }
 
     // The same bytes seen as another element type.
     template <typename U>
     __aicore__ inline LocalTensor<U> ReinterpretCast() const {
-        return LocalTensor<U>::dsnpu_make(addr_, static_cast<uint32_t>(len_ * sizeof(T) / sizeof(U)));
+        return LocalTensor<U>::dsnpu_make(addr_, static_cast<uint32_t>(len_ * sizeof(T) / sizeof(U)), mem_);
     }
 
     __aicore__ inline uint32_t GetSize() const { return len_; }
     __aicore__ inline uint32_t GetLength() const { return len_ * static_cast<uint32_t>(sizeof(T)); }
-    // The UB byte address.
+    // The byte address in its memory.
     __aicore__ inline uint64_t GetPhyAddr() const { return addr_; }
 
     // Host only.
-    static LocalTensor dsnpu_make(uint32_t ub_addr, uint32_t len) {
+    static LocalTensor dsnpu_make(uint32_t addr, uint32_t len, ::dsnpu::host::Mem mem = ::dsnpu::host::Mem::kUb) {
         LocalTensor t;
-        t.addr_ = ub_addr;
+        t.addr_ = addr;
         t.len_ = len;
+        t.mem_ = mem;
         return t;
     }
     uint32_t dsnpu_addr() const { return addr_; }
+    ::dsnpu::host::Mem dsnpu_mem() const { return mem_; }
+    // The host address of the first `count` elements of a tensor in the cube core's memory `want`, after
+    // checking the memory and the extent. `what` names the operand.
+    T* dsnpu_cube_span(const char* op, const char* what, ::dsnpu::host::Mem want, uint64_t count) const {
+        namespace h = ::dsnpu::host;
+        if (mem_ != want) {
+            h::fail("%s: %s is in %s, the instruction takes it from %s", op, what, h::mem_name(mem_), h::mem_name(want));
+        }
+        if (count > len_) {
+            h::fail("%s: %llu elements of %s exceed its LocalTensor extent of %u elements", op,
+                    static_cast<unsigned long long>(count), what, len_);
+        }
+        const uint32_t m = static_cast<uint32_t>(mem_) - 1;
+        return reinterpret_cast<T*>(h::block().cube + h::kCubeAt[m] + addr_);
+    }
     // The host address of elements [0, count) after checking the extent and, when `aligned`, the
     // 32-byte UB alignment vector and copy instructions need. `what` names the operand.
     T* dsnpu_span(const char* op, const char* what, uint64_t count, bool aligned = true) const {
+        in_ub(op, what);
         if (count > len_) {
             ::dsnpu::host::fail("%s: %llu elements of %s exceed its LocalTensor extent of %u elements", op,
                                 static_cast<unsigned long long>(count), what, len_);
@@ -200,15 +220,23 @@ public:
     }
 
 private:
+    void in_ub(const char* op, const char* what) const {
+        if (mem_ != ::dsnpu::host::Mem::kUb) {
+            ::dsnpu::host::fail("%s: %s is in the cube core's %s; the instruction works on the Unified Buffer", op,
+                                what, ::dsnpu::host::mem_name(mem_));
+        }
+    }
     T* element(const char* op, uint32_t index) const {
+        in_ub(op, "the tensor");
         if (index >= len_) {
             ::dsnpu::host::fail("%s: index %u is outside a LocalTensor of %u elements", op, index, len_);
         }
         return reinterpret_cast<T*>(::dsnpu::host::block().ub + addr_ + index * sizeof(T));
     }
 
-    uint32_t addr_ = 0;  // UB byte address
+    uint32_t addr_ = 0;  // byte address in mem_
     uint32_t len_ = 0;   // extent in elements
+    ::dsnpu::host::Mem mem_ = ::dsnpu::host::Mem::kUb;
 };
 
 }  // namespace AscendC
