@@ -219,7 +219,7 @@ int main(void) {
     FIELD(DsnpuMlaDecodeTiling, ws_partial_at_hi)
     FIELD(DsnpuMlaDecodeTiling, mutation)
     FIELD(DsnpuMlaDecodeTiling, combine_tasks)
-    FIELD(DsnpuMlaDecodeTiling, qk_cube)
+    FIELD(DsnpuMlaDecodeTiling, key_buffers)
     FIELD(DsnpuMlaDecodeTiling, pv_cube)
     STRUCT_END()
     STRUCT_BEGIN(DsnpuMlaPrefillTiling)

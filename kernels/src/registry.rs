@@ -17,9 +17,10 @@
 pub enum CoreKind {
     /// Vector unit only: compiled once for `dav-c220-vec`.
     Vector,
-    /// Cube work through the high-level `Matmul` API, driven from the vector cores: compiled for both
-    /// `dav-c220-cube` and `dav-c220-vec` and linked side by side (a MIX_AIC_1_2 kernel, the 910B default
-    /// for Matmul; hicann/pyasc python/asc/runtime/compiler.py picks it for `asc.compile_mix` modules).
+    /// Cube and vector work (the `Matmul` API, driven from either core kind, or the cube's basic
+    /// instructions): compiled for both `dav-c220-cube` and `dav-c220-vec` and linked side by side (a
+    /// MIX_AIC_1_2 kernel, the 910B default for Matmul; hicann/pyasc python/asc/runtime/compiler.py picks
+    /// it for `asc.compile_mix` modules).
     Mix,
     /// Part of the host kernel binary only (the simulator ABI marker, the deliberately faulting self-tests):
     /// not compiled for the AI Core.

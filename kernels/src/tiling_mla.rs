@@ -20,20 +20,72 @@ use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::MlaDecodeTiling;
 
-/// Most cache positions one task (one chunk of one sequence) covers. A block's two vector cores run a
-/// task each, and their cube requests interleave: two chunks' latent and rope rows (2 × 2048 × 576 × 2
-/// bytes in bf16, 4.7 MB) fit in a block's L2 slice (8 MiB at 24 blocks), so P·V reads the rows q·Kᵀ
-/// just loaded from L2 instead of HBM.
+/// Most cache positions one task (one chunk of one sequence) covers in any plan. The kernel's own limit
+/// is lower and depends on the shape ([`mla_decode_max_chunk`]): a chunk's rows stay in the cube core's
+/// L1 from q·Kᵀ to P·V.
 pub const MLA_MAX_CHUNK: u32 = 2048;
 /// Fewest positions a chunk is cut to (a cube fractal's rows): shorter chunks cost more in partial
 /// results than they gain in parallelism.
 pub const MLA_MIN_CHUNK: u32 = 16;
-/// Most tasks whose `(m, l)` the combine holds in UB at once (a sequence with more is read in groups).
-const MLA_COMBINE_TASKS: u64 = 16;
+/// Most tasks whose `(m, l)` the combine holds in UB at once (a sequence with more is read in groups;
+/// fewer when the UB is short).
+const MLA_COMBINE_TASKS: u64 = 128;
 /// Most rows of a UB slab in either phase.
 const MAX_SLAB_ROWS: u64 = 64;
 /// L0A / L0B bytes and L0C bytes (as f32) of the cube's base tiles.
 const L0AB: u64 = 64 * 1024;
+/// The cube core's L1, bytes.
+const L1_BYTES: u64 = 512 * 1024;
+/// One of the two buffers the kernel splits L0A (and L0B) into, and one of L0C's two, bytes.
+const L0AB_BUF: u64 = 32 * 1024;
+const L0C_BUF: u64 = 64 * 1024;
+
+/// Rows of the query panel (and of P) the cube core holds at once: up to 128.
+fn panel_rows(query_rows: u64) -> u64 {
+    round_up(query_rows, 16).min(128)
+}
+
+/// Elements of one cache row in L1: the latent and the rope part each rounded up to the 32-byte
+/// fractal width.
+fn key_width(latent_dim: u64, rope_dim: u64, sz: u64) -> u64 {
+    let c0 = 32 / sz;
+    round_up(latent_dim, c0) + round_up(rope_dim, c0)
+}
+
+/// L1 bytes of the decode kernel's cube core for a chunk pitch `pitch` and `key_buffers` chunks held at
+/// once: the query panel, the chunks' cache rows and (16-bit types) P, as the kernel allocates them.
+fn l1_bytes(
+    query_rows: u64,
+    latent_dim: u64,
+    rope_dim: u64,
+    sz: u64,
+    pitch: u64,
+    key_buffers: u64,
+) -> u64 {
+    let (m, w) = (panel_rows(query_rows), key_width(latent_dim, rope_dim, sz));
+    m * w * sz + key_buffers * pitch * w * sz + if sz == 2 { m * pitch * sz } else { 0 }
+}
+
+/// The longest chunk (a multiple of 16) whose rows the decode kernel's cube core holds in L1 for
+/// `shape` with `key_buffers` (1 or 2) chunks at once, or 0 if not even 16 fit.
+pub fn mla_decode_max_chunk(shape: &MlaPlanShape, key_buffers: u32) -> u32 {
+    let (g, dl, dr) = (
+        u64::from(shape.query_rows),
+        u64::from(shape.latent_dim),
+        u64::from(shape.rope_dim),
+    );
+    let sz = u64::from(shape.dtype.size());
+    let kb = u64::from(key_buffers);
+    let mut c = u64::from(MLA_MAX_CHUNK);
+    while c >= 16 && l1_bytes(g, dl, dr, sz, c, kb) > L1_BYTES {
+        c -= 16;
+    }
+    if c < 16 {
+        0
+    } else {
+        c as u32
+    }
+}
 
 /// The split-KV work plan of one decode step: every sequence's visible keys cut into chunks so that
 /// there are about as many (sequence, chunk) tasks as cores, even at batch 1.
@@ -46,6 +98,7 @@ pub struct MlaDecodePlan {
     batch: u32,
     tasks: u32,
     chunk: u32,
+    key_buffers: u32,
     words: Vec<i32>,
 }
 
@@ -74,64 +127,122 @@ const PLAN_CORE_MACS_PER_S: f64 = 4096.0 * 1.8e9;
 /// Seconds the combine spends per piece of a cut sequence: a partial's rows come in through a
 /// double-buffered queue, about half the host layer's 500-cycle GM latency each (cost.h, a GUESS there).
 const PLAN_COMBINE_PER_PIECE_S: f64 = 250.0 / 1.8e9;
+/// Seconds of a task's fixed cost: the hand-over between its cube and vector cores (the scores out and
+/// in, P and (m, l) out and in, the partial out: about eight of the host layer's 500-cycle GM
+/// latencies, a GUESS there), the flags and the softmax's instruction issue. Calibrated against the
+/// host layer's cycle model (`cargo bench --bench mla_kernels`, bf16, 16 heads, one key buffer).
+const PLAN_TASK_FIXED_S: f64 = 5000.0 / 1.8e9;
+/// Vector cycles of the softmax per query row besides its per-score work: the instructions' issue and
+/// the reductions' tails (cost.h's GUESSes summed over the row's steps).
+const PLAN_SOFTMAX_ROW_CYCLES: f64 = 80.0;
+/// Bytes per second of a cube core's L1 -> L0 loads (256 bytes per cycle, cost.h's GUESS).
+const PLAN_MTE1_BYTES_PER_S: f64 = 256.0 * 1.8e9;
 
 impl MlaDecodePlan {
     /// Plans `seq_lens` (cached tokens per sequence, queries included) over `cores` cores without
     /// knowing the heads: the chunk length is the total over the cores, within [`MLA_MIN_CHUNK`,
     /// `MLA_MAX_CHUNK`]; each sequence is then cut into that many equal pieces. An empty sequence gets
-    /// one empty task. Prefer [`MlaDecodePlan::for_shape`], which also weighs the partial results.
+    /// one empty task. Its chunks may be longer than the kernel holds in L1 for a given shape
+    /// ([`MlaDecodeTiling::new`] refuses those); [`MlaDecodePlan::for_shape`] never makes one, and also
+    /// weighs the partial results.
     pub fn new(seq_lens: &[usize], cores: u32) -> Result<Self> {
         let total = validate_lens(seq_lens, cores)?;
         let chunk = total
             .div_ceil(u64::from(cores))
             .clamp(u64::from(MLA_MIN_CHUNK), u64::from(MLA_MAX_CHUNK));
-        Self::cut(seq_lens, chunk)
+        Self::cut(seq_lens, chunk, 1)
     }
 
     /// Plans `seq_lens` for a decode of `shape` over `cores` cores (FlashMLA's `get_mla_metadata`,
     /// which also takes `s_q · h_q`): of the chunk lengths that cut the longest sequence into 1, 2, …
-    /// equal pieces (within [`MLA_MIN_CHUNK`, `MLA_MAX_CHUNK`]), the one with the least estimated time,
-    /// the longer on ties. The estimate is the larger of (a) every byte the plan makes the kernel move —
-    /// the cache rows, the query panel once per sequence, per task its partial output and `(m, l)`
-    /// (written back once: the combine reads them from the die's L2), and once per vector core its
-    /// score scratch (written back by L2) — at HBM speed, and (b) the busiest core (tasks dealt
-    /// round-robin, as the kernel does), each task costing the largest of the bytes its cube core loads
-    /// (its cache rows and the query panel for q·Kᵀ, the latent rows again and P for P·V) and stores
-    /// (its partial) at one core's copy rate each, and its multiply-adds at one cube core's rate; plus
-    /// the combine, which reads a cut sequence's partials one piece after another. Cutting more spreads the work over more cores but adds a
-    /// partial output per piece: a memory-bound decode is cut until about seven cores saturate HBM, a
-    /// cube-bound one (many heads) further, and a short context with many heads hardly at all.
+    /// equal pieces (within [`MLA_MIN_CHUNK`] and what the kernel holds in L1,
+    /// [`mla_decode_max_chunk`]), the one with the least estimated time, the longer on ties. The
+    /// estimate is the larger of (a) every byte the plan makes the kernel move — the cache rows, the
+    /// query panel once per sequence, per task its partial output and `(m, l)` (written back once: the
+    /// combine reads them from the die's L2), and once per block its score scratch (written back by
+    /// L2) — at HBM speed, and (b) the busiest block (tasks dealt round-robin, as the kernel does), each
+    /// task costing the largest of the bytes its cube core loads (its cache rows once, the query panel,
+    /// P; for f32 the latent rows again) and stores (its partial) at one core's copy rate each, and its
+    /// multiply-adds at one cube core's rate; plus the combine, which reads a cut sequence's partials
+    /// one piece after another. Cutting more spreads the work over more cores but adds a partial output
+    /// per piece: a memory-bound decode is cut until about seven cores saturate HBM, a cube-bound one
+    /// (many heads) further, and a short context with many heads hardly at all.
     pub fn for_shape(seq_lens: &[usize], shape: MlaPlanShape, cores: u32) -> Result<Self> {
+        Self::plan(seq_lens, shape, cores, &[1, 2])
+    }
+
+    /// As [`MlaDecodePlan::for_shape`] with the kernel's key buffers pinned to `key_buffers` (1 or 2)
+    /// instead of chosen by the estimate: for tests of both pipelines and for measuring them.
+    pub fn for_shape_pinned(
+        seq_lens: &[usize],
+        shape: MlaPlanShape,
+        cores: u32,
+        key_buffers: u32,
+    ) -> Result<Self> {
+        if !(1..=2).contains(&key_buffers) {
+            return Err(invalid(
+                "mla_decode plan",
+                format!("{key_buffers} key buffers (1 or 2)"),
+            ));
+        }
+        Self::plan(seq_lens, shape, cores, &[key_buffers])
+    }
+
+    fn plan(
+        seq_lens: &[usize],
+        shape: MlaPlanShape,
+        cores: u32,
+        key_buffers: &[u32],
+    ) -> Result<Self> {
         const K: &str = "mla_decode plan";
         validate_lens(seq_lens, cores)?;
         if shape.query_rows == 0 || shape.latent_dim == 0 {
             return Err(invalid(K, "no query rows or an empty latent"));
         }
         let longest = seq_lens.iter().copied().max().unwrap_or(0) as u64;
-        let (lo, hi) = (u64::from(MLA_MIN_CHUNK), u64::from(MLA_MAX_CHUNK));
-        let mut best: Option<(f64, u64)> = None;
-        let mut last = 0;
-        // Pieces of the longest sequence: beyond four per core nothing can gain.
-        for pieces in 1..=(4 * u64::from(cores)).max(1) {
-            let chunk = round_up(longest.div_ceil(pieces).max(1), 16).clamp(lo, hi);
-            if chunk == last {
+        let mut best: Option<(f64, u64, u32)> = None;
+        for &key_buffers in key_buffers {
+            let cap = mla_decode_max_chunk(&shape, key_buffers);
+            if cap == 0 {
                 continue;
             }
-            last = chunk;
-            let t = plan_estimate(seq_lens, chunk, &shape, cores);
-            if best.is_none_or(|(bt, _)| t < bt) {
-                best = Some((t, chunk));
-            }
-            if chunk == lo {
-                break;
+            let (lo, hi) = (u64::from(MLA_MIN_CHUNK), u64::from(cap));
+            let mut last = 0;
+            // Pieces of the longest sequence: beyond four per core nothing can gain.
+            for pieces in 1..=(4 * u64::from(cores)).max(1) {
+                let chunk = round_up(longest.div_ceil(pieces).max(1), 16).clamp(lo, hi);
+                if chunk == last {
+                    continue;
+                }
+                last = chunk;
+                let t = plan_estimate(seq_lens, chunk, &shape, cores, key_buffers);
+                if best.is_none_or(|(bt, _, _)| t < bt) {
+                    best = Some((t, chunk, key_buffers));
+                }
+                if chunk == lo {
+                    break;
+                }
             }
         }
-        let chunk = best.map_or(hi, |(_, c)| c);
-        Self::cut(seq_lens, chunk)
+        let Some((_, chunk, key_buffers)) = best else {
+            return Err(KernelError::DoesNotFit {
+                kernel: "mla_decode",
+                needed: l1_bytes(
+                    u64::from(shape.query_rows),
+                    u64::from(shape.latent_dim),
+                    u64::from(shape.rope_dim),
+                    u64::from(shape.dtype.size()),
+                    16,
+                    1,
+                ),
+                available: L1_BYTES,
+            });
+        };
+        Self::cut(seq_lens, chunk, key_buffers)
     }
 
     /// Every sequence cut into `ceil(len / chunk)` equal pieces (one empty task for an empty one).
-    fn cut(seq_lens: &[usize], chunk: u64) -> Result<Self> {
+    fn cut(seq_lens: &[usize], chunk: u64, key_buffers: u32) -> Result<Self> {
         const K: &str = "mla_decode plan";
         let batch = to_u32(K, "batch", seq_lens.len() as u64)?;
         let mut seq = Vec::with_capacity(2 * seq_lens.len());
@@ -158,6 +269,7 @@ impl MlaDecodePlan {
             batch,
             tasks: n_tasks,
             chunk: (longest as u32).max(1),
+            key_buffers,
             words: seq,
         })
     }
@@ -183,6 +295,12 @@ impl MlaDecodePlan {
     /// Longest chunk, positions.
     pub fn chunk(&self) -> u32 {
         self.chunk
+    }
+
+    /// Chunks whose cache rows the kernel's cube core holds in L1 at once: 2 lets it load and score a
+    /// task while the vector cores still work on the previous one, at half the chunk length.
+    pub fn key_buffers(&self) -> u32 {
+        self.key_buffers
     }
 
     /// The plan as the kernel reads it (see the type's docs).
@@ -220,7 +338,13 @@ fn validate_lens(seq_lens: &[usize], cores: u32) -> Result<u64> {
 
 /// Estimated seconds of a decode of `shape` cut into chunks of `chunk` positions (see
 /// [`MlaDecodePlan::for_shape`]).
-fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u32) -> f64 {
+fn plan_estimate(
+    seq_lens: &[usize],
+    chunk: u64,
+    shape: &MlaPlanShape,
+    cores: u32,
+    key_buffers: u32,
+) -> f64 {
     let rows = f64::from(shape.query_rows);
     let (dl, dr) = (f64::from(shape.latent_dim), f64::from(shape.rope_dim));
     let sz = f64::from(shape.dtype.size());
@@ -231,6 +355,15 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
     let partial = rows * (dl + 2.0) * 4.0;
     let query = rows * (dl + dr) * sz;
     let key_macs = rows * (2.0 * dl + dr);
+    // Each block's copy engine gets its share of HBM while the blocks stream together.
+    let n_tasks: u64 = seq_lens
+        .iter()
+        .map(|&l| (l as u64).div_ceil(chunk).max(1))
+        .sum();
+    let active = n_tasks.min(u64::from(cores)).max(1) as f64;
+    let core_rate = PLAN_CORE_BYTES_PER_S.min(PLAN_HBM_BYTES_PER_S / active);
+    // Panels of up to 128 query rows: the keys go from L1 to L0 once per panel, for q·Kᵀ and P·V.
+    let panels = (rows / 128.0).ceil();
     let mut per_task = Vec::new();
     let mut total = 0.0;
     let mut combine: f64 = 0.0;
@@ -247,21 +380,39 @@ fn plan_estimate(seq_lens: &[usize], chunk: u64, shape: &MlaPlanShape, cores: u3
         for i in 0..n {
             let c = (((i + 1) * piece).min(len) - (i * piece).min(len)) as f64;
             total += c * key_bytes + partial;
-            // The cube core loads the rows, the query panel, then the latent rows again and P for P·V
-            // (MTE2), while its FIX pipe stores the partial.
-            let loads = (c * (key_bytes + dl * sz + rows * sz) + query) / PLAN_CORE_BYTES_PER_S;
-            let store = partial / PLAN_CORE_BYTES_PER_S;
-            per_task.push(loads.max(store).max(c * key_macs / PLAN_CORE_MACS_PER_S));
+            // The cube core loads the rows once (they stay in L1), the query panel and P (MTE2); f32
+            // loads the latent rows again for P·V (the Matmul API); its FIX pipe stores the partial.
+            let again = if shape.dtype.size() == 2 {
+                0.0
+            } else {
+                dl * sz
+            };
+            let loads = (c * (key_bytes + again + rows * sz) + query) / core_rate;
+            let store = partial / core_rate;
+            let l0 = 2.0 * panels * c * key_bytes / PLAN_MTE1_BYTES_PER_S;
+            let work = l0.max(c * key_macs / PLAN_CORE_MACS_PER_S).max(store) + PLAN_TASK_FIXED_S;
+            // The vector cores' softmax: each of the two takes half the rows, a few instructions per
+            // row of `c` scores.
+            let softmax = (rows / 2.0).ceil() * (PLAN_SOFTMAX_ROW_CYCLES + 6.0 * c / 64.0) / 1.8e9;
+            // One key buffer: the load, the cube's work, the softmax and the hand-over one after
+            // another. Two: the next task's load and scores run during this one's softmax, but not the
+            // load while P·V still reads the buffer it refills (half the shorter side, measured).
+            // (a block's first task, its later ones): a block's first task overlaps nothing.
+            let serial = loads + work + softmax;
+            per_task.push(if key_buffers == 2 {
+                (serial, loads.max(work).max(softmax) + 0.5 * loads.min(work))
+            } else {
+                (serial, serial)
+            });
         }
     }
-    // Each vector core with a task dirties its score scratch ([rows, chunk] f32, P written over it)
-    // once: L2 writes it back to HBM, however many of its tasks reuse it.
-    let workers = per_task.len().min(2 * cores as usize) as f64;
-    total += workers * rows * round_up(chunk, 16) as f64 * 4.0;
+    // Each block with a task dirties its score scratch slots ([rows, chunk] f32, P written over them)
+    // once: L2 writes them back to HBM, however many of its tasks reuse them.
     let blocks = per_task.len().min(cores as usize).max(1);
+    total += blocks as f64 * f64::from(key_buffers) * rows * round_up(chunk, 16) as f64 * 4.0;
     let mut busy = vec![0.0f64; blocks];
-    for (k, t) in per_task.iter().enumerate() {
-        busy[k % blocks] += t;
+    for (k, &(first, later)) in per_task.iter().enumerate() {
+        busy[k % blocks] += if k < blocks { first } else { later };
     }
     let busiest = busy.iter().copied().fold(0.0, f64::max);
     busiest.max(total / PLAN_HBM_BYTES_PER_S) + combine
@@ -386,44 +537,66 @@ impl MlaDecodeTiling {
         while softmax_rows > 0 && softmax_rows * p1_row + p1_ml(softmax_rows) + p1_fixed > ub {
             softmax_rows -= 1;
         }
-        let combine_tasks = u64::from(plan.max_tasks_per_sequence()).clamp(1, MLA_COMBINE_TASKS);
-        let p2 = |q: u64| phase2_ub(q, latent_pitch, sz, combine_tasks);
+        // The combine's slab rows first (as many as fit with one task's (m, l)), then as many tasks'
+        // (m, l) per copy as the rest of the UB holds: a sequence cut into more pieces reads them in
+        // groups, each group's loads a GM round trip.
+        let p2 = |q: u64, k: u64| phase2_ub(q, latent_pitch, sz, k);
         let mut combine_rows = g.min(MAX_SLAB_ROWS);
-        while combine_rows > 0 && p2(combine_rows) > ub {
+        while combine_rows > 0 && p2(combine_rows, 1) > ub {
             combine_rows -= 1;
+        }
+        let mut combine_tasks =
+            u64::from(plan.max_tasks_per_sequence()).clamp(1, MLA_COMBINE_TASKS);
+        while combine_tasks > 1 && p2(combine_rows, combine_tasks) > ub {
+            combine_tasks -= 1;
         }
         if softmax_rows == 0 || combine_rows == 0 {
             return Err(KernelError::DoesNotFit {
                 kernel: K,
-                needed: (p1_row + p1_ml(1) + p1_fixed).max(p2(1)),
+                needed: (p1_row + p1_ml(1) + p1_fixed).max(p2(1, 1)),
                 available: ub,
             });
         }
-        // Cube base tiles: M covers up to 128 query rows so a cache row is streamed once per 128 rows;
-        // N as wide as L0C holds (f32) up to 512, since the host Matmul streams A (the query panel,
-        // P) once per output tile: a wide N reads it once per segment (a run of cache blocks).
+        // The cube core's L1: the query panel, the chunk's cache rows (kept from q·Kᵀ to P·V) and P.
+        let key_buffers = plan.key_buffers;
+        let l1 = l1_bytes(
+            g,
+            d.latent_dim,
+            d.rope_dim,
+            sz,
+            pitch,
+            u64::from(key_buffers),
+        );
+        if l1 > L1_BYTES {
+            return Err(KernelError::DoesNotFit {
+                kernel: K,
+                needed: l1,
+                available: L1_BYTES,
+            });
+        }
+        // q·Kᵀ tiles for the cube's basic instructions: m up to 128 query rows, n up to 128 keys (an
+        // f32 tile of 64 KiB, one of L0C's two buffers), k steps whose A and B panels each fill at most
+        // one of L0A's / L0B's two 32 KiB buffers (a multiple of the fractal width).
+        let m = panel_rows(g);
+        let c0 = 32 / sz;
+        let qk_n = pitch.min(128);
+        let qk_k = (L0AB_BUF / (m.max(qk_n) * sz) / c0 * c0).max(c0);
+        // P·V (16-bit): n up to the latent width within one L0C buffer, k steps of 16 keys that fit L0A
+        // and L0B. f32 takes P·V through the Matmul API: its base tiles as before.
         let base_m = round_up(g, 16).min(128);
         let l0c_n = down16(2 * L0AB / (base_m * 4)).min(512);
-        let qk_base_n = round_up(chunk, 16).min(l0c_n);
-        let qk_base_k = down16(L0AB / (base_m.max(qk_base_n) * sz)).min(256);
-        let pv_base_n = round_up(d.latent_dim, 16).min(l0c_n);
-        let pv_base_k = down16(L0AB / (base_m.max(pv_base_n) * sz)).min(256);
-        let qk_cube = task_cube(
-            K,
-            (g, pitch, d.latent_dim),
-            (base_m, qk_base_n, qk_base_k),
-            sz,
-        )?;
-        let pv_cube = task_cube(
-            K,
-            (g, d.latent_dim, pitch),
-            (base_m, pv_base_n, pv_base_k),
-            sz,
-        )?;
-        // Scratch per vector core: two per block of the mix launch.
+        let mm_pv_n = round_up(d.latent_dim, 16).min(l0c_n);
+        let mm_pv_k = down16(L0AB / (base_m.max(mm_pv_n) * sz)).min(256);
+        let (pv_n, pv_k) = if sz == 2 {
+            let n = round_up(d.latent_dim, 16).min(down16(L0C_BUF / (m * 4)));
+            (n, down16(L0AB_BUF / (m.max(n) * sz)))
+        } else {
+            (mm_pv_n, mm_pv_k)
+        };
+        let pv_cube = task_cube(K, (g, d.latent_dim, pitch), (base_m, mm_pv_n, mm_pv_k), sz)?;
+        // Scratch per block: key_buffers slots of scores f32 [g, pitch], P written over them.
         let blocks = u64::from(plan.tasks.min(budget.cores).max(1));
-        // Scores f32 [g, pitch] per vector core; P is written over them.
-        let scratch = 2 * blocks * g * pitch * 4;
+        let scratch = blocks * u64::from(key_buffers) * g * pitch * 4;
         let partial_at = round_up(scratch, UB_BLOCK);
         Ok(MlaDecodeTiling {
             batch: d.batch as u32,
@@ -442,17 +615,17 @@ impl MlaDecodeTiling {
             combine_rows: combine_rows as u32,
             latent_pitch: latent_pitch as u32,
             work_elems: work_elems as u32,
-            qk_base_m: base_m as u32,
-            qk_base_n: qk_base_n as u32,
-            qk_base_k: qk_base_k as u32,
-            pv_base_m: base_m as u32,
-            pv_base_n: pv_base_n as u32,
-            pv_base_k: pv_base_k as u32,
+            qk_base_m: m as u32,
+            qk_base_n: qk_n as u32,
+            qk_base_k: qk_k as u32,
+            pv_base_m: if sz == 2 { m } else { base_m } as u32,
+            pv_base_n: pv_n as u32,
+            pv_base_k: pv_k as u32,
             ws_partial_at_lo: partial_at as u32,
             ws_partial_at_hi: (partial_at >> 32) as u32,
             mutation: mutation(),
             combine_tasks: combine_tasks as u32,
-            qk_cube,
+            key_buffers,
             pv_cube,
         })
     }
@@ -601,36 +774,76 @@ mod tests {
         let p = MlaDecodePlan::for_shape(&[4096], shape(16), 24).unwrap();
         assert!(p.tasks() > 4 && p.tasks() < 24, "{p:?}");
         assert_tiles(&p, &[4096]);
-        // A long context is cut at least far enough for the cores to saturate HBM (about seven), but
-        // with 128 heads not into a piece per vector core: each worker's score scratch ([128, chunk]
-        // f32) is written back once, and a partial output per piece.
+        // A long context is cut at least as far as the cube core's L1 requires (each chunk's rows stay
+        // there from q·Kᵀ to P·V), into a piece for every core at least.
         for rows in [16, 128] {
             let q = MlaDecodePlan::for_shape(&[32768], shape(rows), 24).unwrap();
-            assert!(q.tasks() >= 8 && q.tasks() < 48, "{rows}: {q:?}");
+            let cap = mla_decode_max_chunk(&shape(rows), q.key_buffers());
+            assert!(q.chunk() <= cap && q.tasks() >= 24, "{rows}: {q:?}");
             assert_tiles(&q, &[32768]);
         }
         // A short context with 128 heads is cut less than the head-blind plan cuts it.
         let s = MlaDecodePlan::for_shape(&[512], shape(128), 24).unwrap();
         assert!(s.tasks() < MlaDecodePlan::new(&[512], 24).unwrap().tasks());
-        // Many sequences: one task each.
-        let lens = vec![512; 64];
-        let p = MlaDecodePlan::for_shape(&lens, shape(128), 24).unwrap();
-        assert_eq!(p.tasks(), 64);
-        assert_tiles(&p, &lens);
+        // Many sequences: every core has work without cutting; L1 may still require pieces.
+        for (len, rows) in [(400, 16), (512, 128)] {
+            let lens = vec![len; 64];
+            let p = MlaDecodePlan::for_shape(&lens, shape(rows), 24).unwrap();
+            let cap = mla_decode_max_chunk(&shape(rows), p.key_buffers()) as usize;
+            assert_eq!(p.tasks() as usize, 64 * len.div_ceil(cap), "{p:?}");
+            assert_tiles(&p, &lens);
+        }
         // Ragged, with empty sequences and the chunk cap.
         let lens = [1, 0, 100_000, 5];
         let p = MlaDecodePlan::for_shape(&lens, shape(16), 2).unwrap();
-        assert!(p.chunk() <= MLA_MAX_CHUNK);
+        assert!(p.chunk() <= mla_decode_max_chunk(&shape(16), p.key_buffers()));
         assert_tiles(&p, &lens);
-        // The chosen chunk is never estimated slower than the head-blind one.
-        for (lens, rows) in [(vec![4096], 16), (vec![512], 128), (vec![4096; 8], 128)] {
+        // The chosen plan is never estimated slower than the head-blind one (where that one fits L1).
+        for (lens, rows) in [(vec![4096], 16), (vec![512], 128), (vec![512; 8], 128)] {
             let a = MlaDecodePlan::for_shape(&lens, shape(rows), 24).unwrap();
             let b = MlaDecodePlan::new(&lens, 24).unwrap();
-            let est = |c: u32| plan_estimate(&lens, u64::from(c), &shape(rows), 24);
-            assert!(est(a.chunk()) <= est(b.chunk()) * 1.0001, "{a:?} {b:?}");
+            assert!(b.chunk() <= mla_decode_max_chunk(&shape(rows), 1), "{b:?}");
+            let est = |p: &MlaDecodePlan| {
+                plan_estimate(
+                    &lens,
+                    u64::from(p.chunk()),
+                    &shape(rows),
+                    24,
+                    p.key_buffers(),
+                )
+            };
+            assert!(est(&a) <= est(&b) * 1.0001, "{a:?} {b:?}");
         }
         assert!(MlaDecodePlan::for_shape(&[4], shape(0), 24).is_err());
         assert!(MlaDecodePlan::for_shape(&[], shape(16), 24).is_err());
+    }
+
+    fn sz_of(dt: KernelDtype) -> u64 {
+        u64::from(dt.size())
+    }
+
+    #[test]
+    fn chunks_fit_the_cube_cores_l1() {
+        // bf16, 16 heads: a 16-row query panel (18 KiB) beside 416 rows of 1152 bytes and P (2 bytes per
+        // row and query row); with two chunks held, 208 each.
+        assert_eq!(mla_decode_max_chunk(&shape(16), 1), 416);
+        assert_eq!(mla_decode_max_chunk(&shape(16), 2), 208);
+        // 128 heads: a 128-row panel (144 KiB) leaves 256 rows (144 for two chunks).
+        assert_eq!(mla_decode_max_chunk(&shape(128), 1), 256);
+        assert_eq!(mla_decode_max_chunk(&shape(128), 2), 144);
+        // 512 rows (128 heads, s_q 4): the panel and P are taken 128 rows at a time.
+        assert_eq!(mla_decode_max_chunk(&shape(512), 1), 256);
+        let f32_16 = MlaPlanShape {
+            dtype: KernelDtype::F32,
+            ..shape(16)
+        };
+        assert_eq!(mla_decode_max_chunk(&f32_16, 1), 208);
+        // A plan made without the shape can exceed it: the tiling says so.
+        let p = MlaDecodePlan::new(&[32768], 2).unwrap();
+        assert!(matches!(
+            MlaDecodeTiling::new(dims(1, 1, 16, 128), &p, 0.1, KernelDtype::Bf16, CUBE),
+            Err(KernelError::DoesNotFit { .. })
+        ));
     }
 
     #[test]
@@ -647,9 +860,44 @@ mod tests {
                 (1, 4, 128, vec![32768]),
                 (64, 2, 128, vec![512; 64]),
             ] {
-                let p = MlaDecodePlan::new(&lens, CUBE.cores).unwrap();
+                let shape = MlaPlanShape {
+                    query_rows: (s_q * heads) as u32,
+                    latent_dim: 512,
+                    rope_dim: 64,
+                    dtype: dt,
+                };
+                let p = MlaDecodePlan::for_shape(&lens, shape, CUBE.cores).unwrap();
+                assert!(
+                    p.chunk() <= mla_decode_max_chunk(&shape, p.key_buffers()),
+                    "{p:?}"
+                );
                 let t = MlaDecodeTiling::new(dims(batch, s_q, heads, 128), &p, 0.1352, dt, CUBE)
                     .unwrap();
+                // The cube core's L1 and L0 buffers as the kernel allocates them.
+                let (m, w) = (u64::from(t.qk_base_m), key_width(512, 64, sz_of(dt)));
+                let pitch = u64::from(t.pitch);
+                let sz = sz_of(dt);
+                let kb = u64::from(t.key_buffers);
+                assert!(
+                    m * w * sz + kb * pitch * w * sz + if sz == 2 { m * pitch * sz } else { 0 }
+                        <= L1_BYTES
+                );
+                assert!(u64::from(t.qk_base_m) * u64::from(t.qk_base_n) * 4 <= L0C_BUF);
+                assert!(
+                    u64::from(t.qk_base_m).max(u64::from(t.qk_base_n))
+                        * u64::from(t.qk_base_k)
+                        * sz
+                        <= L0AB_BUF
+                );
+                if sz == 2 {
+                    assert!(u64::from(t.pv_base_m) * u64::from(t.pv_base_n) * 4 <= L0C_BUF);
+                    assert!(
+                        u64::from(t.pv_base_m.max(t.pv_base_n)) * u64::from(t.pv_base_k) * sz
+                            <= L0AB_BUF
+                    );
+                    assert!(t.pv_base_k >= 16 && t.pv_base_k.is_multiple_of(16));
+                }
+                assert!(t.qk_base_k.is_multiple_of(32 / sz as u32));
                 assert!(t.ub_bytes(dt) <= u64::from(CUBE.ub_bytes), "{t:?}");
                 assert!(t.softmax_rows >= 1 && t.combine_rows >= 1, "{t:?}");
                 let sz = u64::from(dt.size());

@@ -51,7 +51,7 @@ fn mla_tiling_layout_matches_the_c_header() {
                 ws_partial_at_hi,
                 mutation,
                 combine_tasks,
-                qk_cube,
+                key_buffers,
                 pv_cube,
             ]
         ),
@@ -170,8 +170,8 @@ fn mla_tiling_layout_matches_the_c_header() {
         assert_eq!(csize, rsize, "{cname} size");
         assert_eq!(cfields.to_vec(), *rfields, "{cname} fields");
     }
-    // 26 four-byte fields and two TCubeTilings (33 int32 each), no padding.
-    assert_eq!(size_of::<MlaDecodeTiling>(), 104 + 2 * 132);
+    // 27 four-byte fields and one TCubeTiling (33 int32), no padding.
+    assert_eq!(size_of::<MlaDecodeTiling>(), 108 + 132);
     assert_eq!(size_of::<MlaCacheWriteTiling>(), 40);
 }
 
@@ -204,17 +204,15 @@ fn tiling_bytes_are_the_fields_in_order() {
         ws_partial_at_hi: 24,
         mutation: 25,
         combine_tasks: 26,
-        qk_cube: CubeTiling {
-            M: 27,
-            ..CubeTiling::default()
-        },
+        key_buffers: 27,
         pv_cube: CubeTiling {
             usedCoreNum: 28,
+            M: 29,
             ..CubeTiling::default()
         },
     };
     let cube_bytes = |c: &CubeTiling| c.as_bytes().to_vec();
-    let want: Vec<u8> = (1u32..=26)
+    let want: Vec<u8> = (1u32..=27)
         .flat_map(|v| {
             if v == 9 {
                 0.5f32.to_ne_bytes()
@@ -222,11 +220,10 @@ fn tiling_bytes_are_the_fields_in_order() {
                 v.to_ne_bytes()
             }
         })
-        .chain(cube_bytes(&t.qk_cube))
         .chain(cube_bytes(&t.pv_cube))
         .collect();
     // TCubeTiling's first two fields are usedCoreNum and M.
-    assert_eq!(&want[26 * 4 + 4..26 * 4 + 8], &27i32.to_ne_bytes());
-    assert_eq!(&want[26 * 4 + 132..26 * 4 + 136], &28i32.to_ne_bytes());
+    assert_eq!(&want[27 * 4..27 * 4 + 4], &28i32.to_ne_bytes());
+    assert_eq!(&want[27 * 4 + 4..27 * 4 + 8], &29i32.to_ne_bytes());
     assert_eq!(t.as_bytes(), want.as_slice());
 }

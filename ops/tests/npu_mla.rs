@@ -211,3 +211,130 @@ fn consecutive_runs<T: Float>() {
         assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
     }
 }
+
+/// Both of the kernel's pipelines — one chunk's cache rows in the cube core's L1 at a time, or two
+/// (the next task loaded and scored while the vector cores still work on the previous one) — against
+/// the CPU reference: plans pinned to each ([`dsnpu_kernels::MlaDecodePlan::for_shape_pinned`]) on a
+/// ragged batch whose long sequences are cut into many chunks, so a block runs several tasks in a row
+/// and reuses its score slots; f32 (P·V through the Matmul API) and bf16 (P·V from L1).
+#[test]
+fn both_key_buffer_pipelines_match_the_reference() {
+    pinned::<f32, f32>();
+    pinned::<bf16, bf16>();
+}
+
+fn pinned<T, E>()
+where
+    T: Float + Into<E> + Copy,
+    E: dsnpu_runtime::DeviceRepr + dsnpu_kernels::launch::KernelElem + Into<f32> + Copy,
+{
+    use dsnpu_kernels::launch::{self, MlaDecodeInputs, MlaDecodeShape};
+    use dsnpu_kernels::{MlaDecodePlan, MlaPlanShape};
+    let npu = checked_npu();
+    let s = npu.stream();
+    let mut rng = CaseRng::new(12);
+    let spec = DecodeSpec {
+        block_size: 64,
+        heads: 16,
+        latent_dim: 512,
+        rope_dim: 64,
+        s_q: 2,
+        seq_lens: vec![9000, 2, 4000, 65],
+        spare_blocks: 1,
+        extra_cols: 1,
+        scale: 0.1352,
+    };
+    let case = DecodeCase::<T>::build(&mut rng, &spec).unwrap();
+    let (want_out, want_lse) = case.run(&Cpu).unwrap();
+    let up = |a: &[T]| {
+        s.upload(&a.iter().map(|&v| v.into()).collect::<Vec<E>>())
+            .unwrap()
+    };
+    let (qn, qr) = (
+        up(case.q_nope.as_slice().unwrap()),
+        up(case.q_rope.as_slice().unwrap()),
+    );
+    let (lat, rope) = (
+        up(case.cache.latent.as_slice().unwrap()),
+        up(case.cache.rope.as_slice().unwrap()),
+    );
+    let table = s
+        .upload(&case.block_table.iter().copied().collect::<Vec<i32>>())
+        .unwrap();
+    let lens = s.upload(&case.seq_lens.to_vec()).unwrap();
+    let host_lens: Vec<usize> = spec.seq_lens.clone();
+    let cores = npu.library().hardware().cube.cores;
+    let plan_shape = MlaPlanShape {
+        query_rows: (spec.s_q * spec.heads) as u32,
+        latent_dim: 512,
+        rope_dim: 64,
+        dtype: E::DTYPE,
+    };
+    let rows = spec.seq_lens.len() * spec.s_q * spec.heads;
+    for key_buffers in [1, 2] {
+        let plan =
+            MlaDecodePlan::for_shape_pinned(&host_lens, plan_shape, cores, key_buffers).unwrap();
+        assert_eq!(plan.key_buffers(), key_buffers);
+        assert!(plan.tasks() > cores, "several tasks per block: {plan:?}");
+        let words = s.upload(plan.words()).unwrap();
+        let mut out = s.alloc_zeroed::<E>(rows * 512).unwrap();
+        let mut lse = s.alloc_zeroed::<f32>(rows).unwrap();
+        launch::mla_decode(
+            npu.library(),
+            s,
+            MlaDecodeInputs {
+                q_nope: &qn,
+                q_rope: &qr,
+                latent: &lat,
+                rope: &rope,
+                block_table: &table,
+                seq_lens: &lens,
+                plan: &plan,
+                plan_words: &words,
+            },
+            &mut out,
+            &mut lse,
+            MlaDecodeShape {
+                batch: spec.seq_lens.len(),
+                s_q: spec.s_q,
+                heads: spec.heads,
+                latent_dim: 512,
+                rope_dim: 64,
+                block_size: spec.block_size,
+                num_blocks: case.cache.num_blocks(),
+                max_blocks: case.block_table.ncols(),
+            },
+            spec.scale,
+        )
+        .unwrap();
+        s.synchronize().unwrap();
+        let c = sim_counters::last_launch_counters(s)
+            .unwrap()
+            .expect("a completed launch");
+        assert_eq!((c.status, c.warnings), (0, 0), "{c:?}");
+        let out: Vec<T> = out
+            .to_vec()
+            .unwrap()
+            .into_iter()
+            .map(|v| T::from_f32(v.into()))
+            .collect();
+        let out = Array4::from_shape_vec(want_out.dim(), out).unwrap();
+        let lse = ndarray::Array3::from_shape_vec(want_lse.dim(), lse.to_vec().unwrap()).unwrap();
+        let what = format!(
+            "pinned {key_buffers} key buffer(s), {}",
+            std::any::type_name::<T>()
+        );
+        assert_close(
+            &format!("{what} out"),
+            out.view(),
+            want_out.view(),
+            Tolerance::of::<T>(),
+        );
+        assert_close(
+            &format!("{what} lse"),
+            lse.view(),
+            want_lse.view(),
+            Tolerance::of::<T>(),
+        );
+    }
+}

@@ -233,8 +233,9 @@ typedef struct DsnpuMoeFinalizeTiling {
  * Tasks are the (sequence, chunk) entries of the host plan, each at most `chunk` cache positions and all
  * s_q * heads query rows; `pitch` = round_up(chunk, 16) is the column pitch of the per-block score and P
  * workspaces; softmax_rows / combine_rows the rows per UB slab of the two phases; latent_pitch the UB pitch
- * of a latent row (round_up(latent_dim, 16)); work_elems the f32 work space of the reductions; qk_* and
- * pv_* the cube base tiles of the two matmuls; the partial outputs start ws_partial_at (lo | hi << 32)
+ * of a latent row (round_up(latent_dim, 16)); work_elems the f32 work space of the reductions; qk_base_*
+ * the q.K^T tiles of the cube's basic instructions (m rows, n keys, k step), pv_base_* those of P.V (f32:
+ * the base tiles of pv_cube, the Matmul API's); the partial outputs start ws_partial_at (lo | hi << 32)
  * bytes into the workspace. mutation is 0 except in the mutation tests (tiling_mla.rs). */
 typedef struct DsnpuMlaDecodeTiling {
     uint32_t batch;
@@ -263,8 +264,8 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t ws_partial_at_hi;
     uint32_t mutation;
     uint32_t combine_tasks; /* tasks whose (m, l) the combine loads into UB at once */
-    DsnpuCubeTiling qk_cube; /* scores: [s_q * heads, pitch] = q [.., latent_dim] x cache^T (tiling_mla.rs) */
-    DsnpuCubeTiling pv_cube; /* partial: [s_q * heads, latent_dim] = P [.., pitch] x cache */
+    uint32_t key_buffers;   /* chunks whose cache rows the cube core holds in L1 at once: 1 or 2 (the plan's) */
+    DsnpuCubeTiling pv_cube; /* f32 partial: [s_q * heads, latent_dim] = P [.., pitch] x cache (Matmul API) */
 } DsnpuMlaDecodeTiling;
 
 /* mla_prefill_<t>: flash-style causal attention over packed variable-length sequences (the expanded

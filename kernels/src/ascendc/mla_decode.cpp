@@ -8,34 +8,43 @@
  * with position j in row j % block_size of cache block block_table[b, j / block_size].
  *
  * Work: the host plan (tiling_mla.rs, MlaDecodePlan) cuts every sequence's keys into chunks of at most
- * `chunk` positions so that there are about as many chunks as blocks, even at batch 1. The plan is an
- * int32 device buffer: [batch x 2] (first task, task count of the sequence), then [tasks x 3] (b, c0, c1).
- * Task k runs on vector core k % (2 * GetBlockNum()) (the deal of the FP8 GEMMs: consecutive tasks on
- * different cube cores first). A task serves ALL G = S * H query rows of its sequence (q rows
- * of b are contiguous, row r = s * H + h), so each cache row of the chunk is streamed once per sequence:
- *   1. cube: scores[G, C] = q_nope . latent^T + q_rope . rope^T per segment of the chunk (a run of cache
- *      blocks the block table numbers consecutively, so one block at worst), into this vector core's f32
- *      score workspace (Matmul API, operands in GM): a segment whose scores are one base tile sums both
- *      products in L0C (Iterate, Iterate(true), GetTensorC: written once); a longer one is one IterateAll
- *      per product, the rope part added in GM (fewer, larger requests);
- *   2. vector: per row, scale, causal mask (at most S - 1 positions of the last chunk), max m, p = exp(s - m),
- *      l = sum p; p rounded to t into the P workspace; (m, l) per row into the task's ml workspace;
- *   3. cube: O[G, Dl] = P . latent, per base tile of O summed over the segments in L0C (Iterate with
- *      enPartialSum), then once into the task's partial workspace (unnormalised: sum_j exp(s_j - m) latent_j).
+ * `chunk` positions, short enough that a chunk's cache rows fit in the cube core's L1 beside a query panel
+ * and P. The plan is an int32 device buffer: [batch x 2] (first task, task count of the sequence), then
+ * [tasks x 3] (b, c0, c1). Task k runs on AI Core k % GetBlockNum(): its cube core and both its vector
+ * cores. A task serves ALL G = S * H query rows of its sequence (q rows of b are contiguous, row
+ * r = s * H + h), so each cache row of the chunk comes from GM once per sequence, and once only:
+ *   1. cube: the chunk's latent and rope rows into L1 (ND2NZ, one copy per run of consecutive cache slots:
+ *      one block at worst) as K [C, Dl' + Dr] (Dl' = Dl rounded up to the 32-byte fractal width), the
+ *      query panel of up to qk_base_m rows beside it; scores [G, C] = q . K^T in L0C tiles of
+ *      qk_base_m x qk_base_n over k steps of qk_base_k (LoadData, Mmad), each tile to the block's f32
+ *      score workspace (Fixpipe); then CrossCoreSetFlag(S) to both vector cores;
+ *   2. vector core s of the block, rows [s * G1, (s + 1) * G1) (G1 = ceil(G / 2)): per row, scale, causal
+ *      mask (at most S - 1 positions of the last chunk), max m, p = exp(s - m), l = sum p; p rounded to t
+ *      into the P workspace over the scores; (m, l) per row into the task's ml workspace;
+ *      CrossCoreSetFlag(P);
+ *   3. cube, after both flags: O [G, Dl] = P . latent from the same L1 rows (16-bit t: P into L1 by ND2NZ,
+ *      the latent fractals transposed by LoadData on their way to L0B; O in L0C tiles of pv_base_m x
+ *      pv_base_n, summed over k steps of pv_base_k positions), each tile once into the task's partial
+ *      workspace (unnormalised: sum_j exp(s_j - m) latent_j). f32 has no transposing LoadData here: its
+ *      P . latent is the Matmul API on the cube core (operands in GM: the latent rows come from GM again).
+ * After its last task the cube core sets flag O, which the vector cores wait for before phase 2.
  * Phase 2, the combine: M = max of the tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out =
  * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). The (m, l) of a row
  * slab come into UB combine_tasks tasks per copy, and their w in one Exp. A sequence served by one
- * task that sees keys (a "whole" one: the plan did not cut it) is combined at once by the vector core that
- * served it, while its partial is in that block's L2 (FlashMLA likewise finishes unsplit sequences without
- * the combine kernel); then SyncAll (vector cores), and the other sequences' rows (b, r) are split over the
- * vector cores. A 1:2 mix kernel: the vector cores run step 2 and the combine and drive
- * their cube core's Matmul for steps 1 and 3 (REGIST_MATMUL_OBJ; the cube core only serves). Rows past a
- * sequence's visible length are never read.
+ * task that sees keys (a "whole" one: the plan did not cut it) is combined at once by the block that
+ * served it (each vector core its rows), while its partial is in that block's L2 (FlashMLA likewise
+ * finishes unsplit sequences without the combine kernel); then SyncAll (vector cores), and the other
+ * sequences' rows (b, r) are split over the vector cores. Rows past a sequence's visible length are never
+ * read.
  *
- * Workspace (bytes, offsets in the tiling, after the system workspace): per vector core: scores f32
- * [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
- * pitch * 4 / sizeof(t) elements of t);
- * per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
+ * Workspace (bytes, offsets in the tiling, after the system workspace): per block, key_buffers slots of
+ * scores f32 [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
+ * pitch * 4 / sizeof(t) elements of t); per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
+ * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
+ * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
+ * (P, 16-bit t only). With B = 2 the cube core loads task j's rows and computes its scores before it
+ * takes task j - 1's P . latent (the score and P workspaces then have two slots per block);
+ * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them).
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
  *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 32 R (the slab's reductions, a 32-byte block per row).
  * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16), K = combine_tasks): Q L 4 (acc) + 2 Q L 4 (partials
@@ -58,11 +67,16 @@ namespace {
 constexpr float NEG_INF = -__builtin_inff();
 constexpr float MUTATE = 1.001f;
 constexpr uint32_t MAX_SLAB_ROWS = 64;  // tiling_mla.rs caps softmax_rows and combine_rows at this
+// Cross-core flags: the scores of a task are in the workspace (cube -> vector cores), its P and (m, l)
+// are (vector cores -> cube), every partial of the block is written (cube -> vector cores, once).
+constexpr uint16_t FLAG_S = 0, FLAG_P = 1, FLAG_O = 2;
+constexpr uint32_t L0AB_BUF = 32 * 1024;  // one of L0A's (L0B's) two buffers
+constexpr uint32_t L0C_BUF = 64 * 1024;   // one of L0C's two buffers
 
 template <typename T>
 class KernelMlaDecode {
-    using MmQk = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, T, true>,
-                        MatmulType<TPosition::GM, CubeFormat::ND, float>>;
+    static constexpr uint32_t C0 = 32 / sizeof(T);  // elements of a fractal row
+    static constexpr uint32_t FRAC = 16 * C0;       // elements of a fractal
     using MmPv = Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, T>,
                         MatmulType<TPosition::GM, CubeFormat::ND, float>>;
 
@@ -88,46 +102,93 @@ public:
         lseGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(lse), rowsQ);
 
         GM_ADDR ws = GetUserWorkspace(workspace);
-        const uint64_t scoreElems = static_cast<uint64_t>(G_) * t.pitch;
-        GM_ADDR mine = ws + VectorWorker() * (scoreElems * sizeof(float));
-        scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems);
+        // key_buffers score slots per block: task j of the block uses slot j % key_buffers.
+        scoreElems_ = static_cast<uint64_t>(G_) * t.pitch;
+        GM_ADDR mine = ws + Block() * (scoreElems_ * sizeof(float) * t.key_buffers);
+        scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems_ * t.key_buffers);
         // P row r overwrites the start of score row r (read before): 4 bytes of scratch per score, not
         // 4 + sizeof(T), for the L2 to write back.
         pPitch_ = t.pitch * static_cast<uint32_t>(sizeof(float) / sizeof(T));
-        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine), static_cast<uint64_t>(G_) * pPitch_);
+        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine), static_cast<uint64_t>(G_) * pPitch_ * t.key_buffers);
         GM_ADDR partial = ws + static_cast<uint64_t>(t.ws_partial_at_lo) + (static_cast<uint64_t>(t.ws_partial_at_hi) << 32);
         const uint64_t perTask = static_cast<uint64_t>(G_) * t.latent_dim;
         partialWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial), perTask * t.tasks);
         mlWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial + perTask * t.tasks * sizeof(float)),
                               2 * static_cast<uint64_t>(G_) * t.tasks);
 
-        qk = ToCubeTiling(t.qk_cube);
         pv = ToCubeTiling(t.pv_cube);
+        // Vector core s of the block takes query rows [s * G1, (s + 1) * G1) of every task.
+        const uint32_t g1 = (G_ + 1) / 2;
+        myRow0_ = static_cast<uint32_t>(GetSubBlockIdx()) * g1;
+        if (myRow0_ > G_) myRow0_ = G_;
+        myRows_ = Min(g1, G_ - myRow0_);
     }
 
-    // A vector core (after REGIST_MATMUL_OBJ made mmQk and mmPv its clients): both phases.
-    __aicore__ inline void Process() {
-        const uint32_t blocks = static_cast<uint32_t>(VectorWorkers());
-        const uint32_t me = static_cast<uint32_t>(VectorWorker());
-        if (t_.tasks > 0 && t_.softmax_rows > 0) {
-            InitPhase1();
-            for (uint32_t k = me; k < t_.tasks; k += blocks) Task(k);
-            pipe_.Reset();
-        }
-        if (t_.combine_rows > 0) {
-            InitPhase2();
-            // The sequences this core served alone first: their one partial is still in this block's L2.
-            for (uint32_t k = me; k < t_.tasks; k += blocks) {
-                uint32_t b, C;
-                int64_t len, c0;
-                if (Span(k, b, len, c0, C) && Whole(b)) CombineRows(b, 0, G_);
+    // The AI Core (block) of this core: tasks k with k % GetBlockNum() == Block() are its.
+    __aicore__ inline uint32_t Block() const { return static_cast<uint32_t>(GetBlockIdx() / GetTaskRation()); }
+
+    // Task j of this block works in score slot j % key_buffers: where its scores and P start.
+    __aicore__ inline void UseSlot(uint32_t j) {
+        const uint64_t s = j % t_.key_buffers;
+        scoreAt_ = s * scoreElems_;
+        pAt_ = s * static_cast<uint64_t>(G_) * pPitch_;
+    }
+
+    // ================================================================ the cube core: steps 1 and 3
+    // With two key buffers the tasks overlap: task j's keys are loaded and its scores computed while the
+    // vector cores still work on task j - 1's softmax, whose P . latent follows.
+    __aicore__ inline void CubeProcess() {
+        const uint32_t blocks = static_cast<uint32_t>(GetBlockNum());
+        CubeInit();
+        Pending prev;
+        uint32_t j = 0;
+        for (uint32_t k = Block(); k < t_.tasks; k += blocks) {
+            Pending cur;
+            if (!Span(k, cur.b, cur.len, cur.c0, cur.C)) continue;  // the vector cores skip it too
+            cur.k = k;
+            cur.j = j++;
+            UseSlot(cur.j);
+            if (cur.C > 0) {
+                cur.keys = LoadKeys(cur.b, static_cast<uint32_t>(cur.c0), cur.C);
+                for (uint32_t m0 = 0; m0 < G_; m0 += t_.qk_base_m) {
+                    Scores(cur.b, m0, Min(t_.qk_base_m, G_ - m0), cur.keys, cur.C);
+                }
             }
+            CrossCoreSetFlag<2, PIPE_FIX>(FLAG_S);
+            if (t_.key_buffers == 1) {
+                Finish(cur);
+            } else {
+                if (prev.valid) Finish(prev);
+                prev = cur;
+                prev.valid = true;
+            }
+        }
+        if (prev.valid) Finish(prev);
+        // Every partial of this block is written: the vector cores may combine.
+        CrossCoreSetFlag<2, PIPE_FIX>(FLAG_O);
+    }
+
+    // ================================================================ a vector core: step 2, phase 2
+    __aicore__ inline void Process() {
+        const uint32_t blocks = static_cast<uint32_t>(GetBlockNum());
+        const uint32_t workers = static_cast<uint32_t>(VectorWorkers());
+        const uint32_t me = static_cast<uint32_t>(VectorWorker());
+        InitPhase1();
+        uint32_t j = 0;
+        for (uint32_t k = Block(); k < t_.tasks; k += blocks) Task(k, j);
+        pipe_.Reset();
+        CrossCoreWaitFlag(FLAG_O);
+        InitPhase2();
+        // The sequences this block served alone first: their one partial is still in its L2.
+        for (uint32_t k = Block(); k < t_.tasks; k += blocks) {
+            uint32_t b, C;
+            int64_t len, c0;
+            if (Span(k, b, len, c0, C) && Whole(b) && myRows_ > 0) CombineRows(b, myRow0_, myRows_);
         }
         // The combine of the other sequences needs every task's partial results.
         SyncAll();
-        if (t_.combine_rows == 0) return;
         const uint64_t rows = static_cast<uint64_t>(t_.batch) * G_;
-        const uint64_t per = (rows + blocks - 1) / blocks;
+        const uint64_t per = (rows + workers - 1) / workers;
         const uint64_t r0 = per * me;
         const uint64_t r1 = r0 + per < rows ? r0 + per : rows;
         // Slabs of combine_rows rows, never across a sequence.
@@ -223,94 +284,222 @@ private:
         return Span(static_cast<uint32_t>(first), tb, len, c0, C) && tb == b && C > 0;
     }
 
-    __aicore__ inline void Task(uint32_t k) {
+    // Step 2 of task k (the block's j-th valid one, counted here) on this vector core: its rows of the
+    // scores the cube core wrote.
+    __aicore__ inline void Task(uint32_t k, uint32_t& j) {
         uint32_t b, C;
         int64_t len, c0;
+        // The cube core skips a bad entry too (the same plan words): no flags, no slot for it.
         if (!Span(k, b, len, c0, C)) return;
-        const uint64_t qRow = static_cast<uint64_t>(b) * G_;
-        // 1. scores = q . k^T per segment (a run of cache blocks). A segment whose scores are one base tile
-        //    sums the latent and the rope products in L0C (Iterate with enPartialSum) and writes them once;
-        //    a longer one takes one request per product (all its tiles each), the rope part added in GM.
-        const bool oneTile = G_ <= static_cast<uint32_t>(qk.baseM);
+        UseSlot(j++);
+        CrossCoreWaitFlag(FLAG_S);
+        for (uint32_t r = myRow0_; r < myRow0_ + myRows_; r += t_.softmax_rows) {
+            Softmax(k, r, Min(t_.softmax_rows, myRow0_ + myRows_ - r), len, static_cast<uint32_t>(c0), C);
+        }
+        // P and (m, l) went out on MTE3: the set orders them before the cube core's loads.
+        CrossCoreSetFlag<2, PIPE_MTE3>(FLAG_P);
+    }
+
+    // ---------------------------------------------------------------- the cube core's buffers and steps
+    // Widths in L1 (elements): the latent part rounded up to the fractal width, then the rope part.
+    __aicore__ inline uint32_t LatentW() const { return AlignUp(t_.latent_dim, C0); }
+    __aicore__ inline uint32_t KeyW() const { return LatentW() + AlignUp(t_.rope_dim, C0); }
+
+    __aicore__ inline void CubeInit() {
+        const uint32_t M = t_.qk_base_m, P = t_.pitch, W = KeyW();
+        pipe_.InitBuffer(qL1_, 1, M * W * sizeof(T));
+        pipe_.InitBuffer(kL1_, static_cast<uint8_t>(t_.key_buffers), P * W * sizeof(T));
+        if constexpr (sizeof(T) == 2) pipe_.InitBuffer(pL1_, 1, M * P * sizeof(T));
+        pipe_.InitBuffer(l0a_, 2, L0AB_BUF);
+        pipe_.InitBuffer(l0b_, 2, L0AB_BUF);
+        pipe_.InitBuffer(l0c_, 2, L0C_BUF);
+        if constexpr (sizeof(T) == 4) mmPv.Init(&pv);
+    }
+
+    // A task whose scores are out and whose P . latent is still to do.
+    struct Pending {
+        uint32_t k = 0, j = 0, b = 0, C = 0;
+        int64_t len = 0, c0 = 0;
+        LocalTensor<T> keys;
+        bool valid = false;
+    };
+
+    // Step 3 of task `t`, once the vector cores have set its P.
+    __aicore__ inline void Finish(const Pending& t) {
+        CrossCoreWaitFlag(FLAG_P);
+        if (t.C == 0) return;  // every row has l = 0: the combine skips this task
+        UseSlot(t.j);
+        const uint64_t oAt = static_cast<uint64_t>(t.k) * G_ * t_.latent_dim;
+        if constexpr (sizeof(T) == 2) {
+            for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) Output(m0, Min(t_.pv_base_m, G_ - m0), t.keys, t.C, oAt);
+        } else {
+            OutputMatmul(t.b, static_cast<uint32_t>(t.c0), t.C, oAt);
+        }
+        LocalTensor<T> keys = t.keys;
+        kL1_.FreeTensor(keys);
+        // A later task's scores overwrite the P these loads read (MTE2, then FIX).
+        SetFlag<HardEvent::MTE2_FIX>(0);
+        WaitFlag<HardEvent::MTE2_FIX>(0);
+    }
+
+    // The chunk's cache rows [c0, c0 + C) of sequence b into L1 as K [C, KeyW()] in NZ (rows padded to
+    // pitch), one ND2NZ per run of consecutive slots and part.
+    __aicore__ inline LocalTensor<T> LoadKeys(uint32_t b, uint32_t c0, uint32_t C) {
+        const uint32_t P = t_.pitch, Dl = t_.latent_dim, Dr = t_.rope_dim;
+        LocalTensor<T> keys = kL1_.AllocTensor<T>();
         for (uint32_t p = 0; p < C;) {
-            const uint32_t pos = static_cast<uint32_t>(c0) + p;
+            const uint32_t pos = c0 + p;
             const uint64_t slot = Slot(b, pos);
             const uint32_t n = Run(b, pos, C - p);
-            if (oneTile && n <= static_cast<uint32_t>(qk.baseN)) {
-                QkTile(qRow, slot, n);
-                mmQk.GetTensorC(scoresWs_[p]);
-            } else {
-                QkAll(qRow, slot, n, p);
+            DataCopy(keys[p * C0], latentGm_[slot * Dl],
+                     Nd2NzParams(1, static_cast<uint16_t>(n), static_cast<uint16_t>(Dl), 0, static_cast<uint16_t>(Dl),
+                                 static_cast<uint16_t>(P), 1, 0));
+            if (Dr > 0) {
+                DataCopy(keys[(LatentW() / C0 * P + p) * C0], ropeGm_[slot * Dr],
+                         Nd2NzParams(1, static_cast<uint16_t>(n), static_cast<uint16_t>(Dr), 0,
+                                     static_cast<uint16_t>(Dr), static_cast<uint16_t>(P), 1, 0));
             }
-            mmQk.End();
             p += n;
         }
-        // 2. the row softmax of the chunk.
-        for (uint32_t r = 0; r < G_; r += t_.softmax_rows) {
-            Softmax(k, r, Min(t_.softmax_rows, G_ - r), len, static_cast<uint32_t>(c0), C);
+        kL1_.EnQue(keys);
+        return kL1_.DeQue<T>();
+    }
+
+    // Scores of query rows [m0, m0 + rows) against the chunk's C keys, into the block's score workspace.
+    __aicore__ inline void Scores(uint32_t b, uint32_t m0, uint32_t rows, const LocalTensor<T>& keys, uint32_t C) {
+        const uint32_t Dl = t_.latent_dim, Dr = t_.rope_dim, P = t_.pitch, W = KeyW();
+        const uint32_t r16 = AlignUp(rows, 16);
+        const uint64_t qRow = static_cast<uint64_t>(b) * G_ + m0;
+        LocalTensor<T> q = qL1_.AllocTensor<T>();
+        DataCopy(q, qNopeGm_[qRow * Dl],
+                 Nd2NzParams(1, static_cast<uint16_t>(rows), static_cast<uint16_t>(Dl), 0, static_cast<uint16_t>(Dl),
+                             static_cast<uint16_t>(r16), 1, 0));
+        if (Dr > 0) {
+            DataCopy(q[LatentW() / C0 * r16 * C0], qRopeGm_[qRow * Dr],
+                     Nd2NzParams(1, static_cast<uint16_t>(rows), static_cast<uint16_t>(Dr), 0,
+                                 static_cast<uint16_t>(Dr), static_cast<uint16_t>(r16), 1, 0));
         }
-        // P went out on MTE3: the cube may load it only after those copies (the request follows S).
-        SetFlag<HardEvent::MTE3_S>(0);
-        WaitFlag<HardEvent::MTE3_S>(0);
-        // 3. O = P . latent: each base tile of O sums its products over the segments in L0C (Iterate with
-        //    enPartialSum) and goes to the partial workspace once, not once per segment.
-        const uint64_t oAt = static_cast<uint64_t>(k) * G_ * t_.latent_dim;
-        if (C == 0) return;  // every row has l = 0: the combine skips this task
+        qL1_.EnQue(q);
+        q = qL1_.DeQue<T>();
+        const uint32_t KT = t_.qk_base_k;
+        for (uint32_t n0 = 0; n0 < C; n0 += t_.qk_base_n) {
+            const uint32_t cols = Min(t_.qk_base_n, C - n0);
+            const uint32_t nBlocks = AlignUp(cols, 16) / 16;
+            LocalTensor<float> acc = l0c_.AllocTensor<float>();
+            for (uint32_t k0 = 0; k0 < W; k0 += KT) {
+                const uint32_t kt = Min(KT, W - k0), kBlocks = kt / C0;
+                LocalTensor<T> a = l0a_.AllocTensor<T>();
+                // ZZ: each 16-row block's k fractals, a column block of q's NZ apart.
+                for (uint32_t i = 0; i < r16 / 16; ++i) {
+                    LoadData(a[i * kBlocks * FRAC], q[(k0 / C0 * r16 + i * 16) * C0],
+                             LoadData2DParams(0, static_cast<uint8_t>(kBlocks), static_cast<uint16_t>(r16 / 16), 0, 0,
+                                              false, 0));
+                }
+                l0a_.EnQue(a);
+                LocalTensor<T> bt = l0b_.AllocTensor<T>();
+                // K's NZ is K^T's ZN: per k fractal column, the tile's row blocks as they are.
+                for (uint32_t kb = 0; kb < kBlocks; ++kb) {
+                    LoadData(bt[kb * nBlocks * FRAC], keys[((k0 / C0 + kb) * P + n0) * C0],
+                             LoadData2DParams(0, static_cast<uint8_t>(nBlocks), 1, 0, 0, false, 0));
+                }
+                l0b_.EnQue(bt);
+                a = l0a_.DeQue<T>();
+                bt = l0b_.DeQue<T>();
+                MmadParams mp;
+                mp.m = static_cast<uint16_t>(rows);
+                mp.n = static_cast<uint16_t>(cols);
+                mp.k = static_cast<uint16_t>(kt);
+                mp.cmatrixInitVal = k0 == 0;
+                Mmad(acc, a, bt, mp);
+                l0a_.FreeTensor(a);
+                l0b_.FreeTensor(bt);
+            }
+            l0c_.EnQue(acc);
+            acc = l0c_.DeQue<float>();
+            Fixpipe<float, float, CFG_ROW_MAJOR>(scoresWs_[scoreAt_ + static_cast<uint64_t>(m0) * P + n0], acc,
+                                                 FixpipeParamsV220(static_cast<uint16_t>(cols), static_cast<uint16_t>(rows),
+                                                                   static_cast<uint16_t>(r16), P, false));
+            l0c_.FreeTensor(acc);
+        }
+        qL1_.FreeTensor(q);
+    }
+
+    // O rows [m0, m0 + rows) = P . latent over the chunk's C keys in L1 (16-bit t), into the partial at oAt.
+    __aicore__ inline void Output(uint32_t m0, uint32_t rows, const LocalTensor<T>& keys, uint32_t C, uint64_t oAt) {
+        const uint32_t Dl = t_.latent_dim, P = t_.pitch;
+        const uint32_t r16 = AlignUp(rows, 16);
+        LocalTensor<T> pm = pL1_.AllocTensor<T>();
+        DataCopy(pm, pWs_[pAt_ + static_cast<uint64_t>(m0) * pPitch_],
+                 Nd2NzParams(1, static_cast<uint16_t>(rows), static_cast<uint16_t>(C), 0, static_cast<uint16_t>(pPitch_),
+                             static_cast<uint16_t>(r16), 1, 0));
+        pL1_.EnQue(pm);
+        pm = pL1_.DeQue<T>();
+        const uint32_t KT = t_.pv_base_k;
+        for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
+            const uint32_t cols = Min(t_.pv_base_n, Dl - n0);
+            const uint32_t nBlocks = AlignUp(cols, 16) / 16;
+            LocalTensor<float> acc = l0c_.AllocTensor<float>();
+            for (uint32_t k0 = 0; k0 < C; k0 += KT) {
+                const uint32_t kt = Min(KT, C - k0), kBlocks = AlignUp(kt, 16) / 16;
+                LocalTensor<T> a = l0a_.AllocTensor<T>();
+                for (uint32_t i = 0; i < r16 / 16; ++i) {
+                    LoadData(a[i * kBlocks * FRAC], pm[(k0 / 16 * r16 + i * 16) * 16],
+                             LoadData2DParams(0, static_cast<uint8_t>(kBlocks), static_cast<uint16_t>(r16 / 16), 0, 0,
+                                              false, 0));
+                }
+                l0a_.EnQue(a);
+                LocalTensor<T> bt = l0b_.AllocTensor<T>();
+                // latent [C, Dl] is B as stored: each 16 x 16 fractal transposed, per 16 keys the tile's
+                // column blocks (a column block of K's NZ apart).
+                for (uint32_t kb = 0; kb < kBlocks; ++kb) {
+                    LoadData(bt[kb * nBlocks * FRAC], keys[(n0 / 16 * P + k0 + kb * 16) * 16],
+                             LoadData2DParams(0, static_cast<uint8_t>(nBlocks), static_cast<uint16_t>(P / 16), 0, 0,
+                                              true, 0));
+                }
+                l0b_.EnQue(bt);
+                a = l0a_.DeQue<T>();
+                bt = l0b_.DeQue<T>();
+                MmadParams mp;
+                mp.m = static_cast<uint16_t>(rows);
+                mp.n = static_cast<uint16_t>(cols);
+                mp.k = static_cast<uint16_t>(kt);
+                mp.cmatrixInitVal = k0 == 0;
+                Mmad(acc, a, bt, mp);
+                l0a_.FreeTensor(a);
+                l0b_.FreeTensor(bt);
+            }
+            l0c_.EnQue(acc);
+            acc = l0c_.DeQue<float>();
+            Fixpipe<float, float, CFG_ROW_MAJOR>(partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0], acc,
+                                                 FixpipeParamsV220(static_cast<uint16_t>(cols), static_cast<uint16_t>(rows),
+                                                                   static_cast<uint16_t>(r16), Dl, false));
+            l0c_.FreeTensor(acc);
+        }
+        pL1_.FreeTensor(pm);
+    }
+
+    // O = P . latent for f32 through the Matmul API on this cube core, operands in GM: per base tile of O
+    // the products of the chunk's runs summed in L0C (Iterate with enPartialSum), written once.
+    __aicore__ inline void OutputMatmul(uint32_t b, uint32_t c0, uint32_t C, uint64_t oAt) {
         const uint32_t Dl = t_.latent_dim;
         for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) {
             const uint32_t rows = Min(t_.pv_base_m, G_ - m0);
             for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
                 const uint32_t cols = Min(t_.pv_base_n, Dl - n0);
-                PvTile(b, static_cast<uint32_t>(c0), C, m0, rows, n0, cols);
+                for (uint32_t p = 0; p < C;) {
+                    const uint32_t pos = c0 + p;
+                    const uint64_t slot = Slot(b, pos);
+                    const uint32_t n = Run(b, pos, C - p);
+                    mmPv.SetOrgShape(G_, Dl, pPitch_, pPitch_);
+                    mmPv.SetTensorA(pWs_[pAt_ + static_cast<uint64_t>(m0) * pPitch_ + p]);
+                    mmPv.SetTensorB(latentGm_[slot * Dl + n0]);
+                    mmPv.SetTail(static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(n));
+                    mmPv.Iterate(p > 0);
+                    p += n;
+                }
                 mmPv.GetTensorC(partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0]);
                 mmPv.End();
             }
-        }
-    }
-
-    // The operands of q_nope . latent^T (rope = false) or q_rope . rope^T for the sequence's query rows
-    // (from `row`) and `cols` cache slots from `slot`.
-    __aicore__ inline void QkOperands(bool rope, uint64_t row, uint64_t slot, uint32_t cols) {
-        const uint32_t d = rope ? t_.rope_dim : t_.latent_dim;
-        mmQk.SetOrgShape(G_, t_.pitch, d, d);
-        mmQk.SetTensorA(rope ? qRopeGm_[row * d] : qNopeGm_[row * d]);
-        mmQk.SetTensorB(rope ? ropeGm_[slot * d] : latentGm_[slot * d], true);
-        mmQk.SetTail(static_cast<int>(G_), static_cast<int>(cols), static_cast<int>(d));
-    }
-
-    // Scores against `cols` slots that are one base tile: the latent product, then the rope product added
-    // in L0C; left there for GetTensorC.
-    __aicore__ inline void QkTile(uint64_t row, uint64_t slot, uint32_t cols) {
-        QkOperands(false, row, slot, cols);
-        mmQk.Iterate();
-        QkOperands(true, row, slot, cols);
-        mmQk.Iterate(true);
-    }
-
-    // Scores against `cols` slots, into score columns from `p`: each product over all its tiles, the rope
-    // part added to the latent part in GM.
-    __aicore__ inline void QkAll(uint64_t row, uint64_t slot, uint32_t cols, uint32_t p) {
-        QkOperands(false, row, slot, cols);
-        mmQk.IterateAll(scoresWs_[p]);
-        mmQk.End();
-        QkOperands(true, row, slot, cols);
-        mmQk.IterateAll(scoresWs_[p], 1);
-    }
-
-    // The base tile [m0, m0 + rows) x [n0, n0 + cols) of P . latent over the chunk's runs, left in L0C.
-    __aicore__ inline void PvTile(uint32_t b, uint32_t c0, uint32_t C, uint32_t m0, uint32_t rows, uint32_t n0,
-                                  uint32_t cols) {
-        const uint32_t Dl = t_.latent_dim;
-        for (uint32_t p = 0; p < C;) {
-            const uint32_t pos = c0 + p;
-            const uint64_t slot = Slot(b, pos);
-            const uint32_t n = Run(b, pos, C - p);
-            mmPv.SetOrgShape(G_, Dl, pPitch_, pPitch_);
-            mmPv.SetTensorA(pWs_[static_cast<uint64_t>(m0) * pPitch_ + p]);
-            mmPv.SetTensorB(latentGm_[slot * Dl + n0]);
-            mmPv.SetTail(static_cast<int>(rows), static_cast<int>(cols), static_cast<int>(n));
-            mmPv.Iterate(p > 0);
-            p += n;
         }
     }
 
@@ -322,7 +511,7 @@ private:
         if (C > 0) {
             LocalTensor<float> sc = scQue_.AllocTensor<float>();
             const uint32_t f32Gap = (P * sizeof(float) - AlignUp(C * sizeof(float), UB_BLOCK)) / UB_BLOCK;
-            DataCopyPad(sc, scoresWs_[static_cast<uint64_t>(r0) * P],
+            DataCopyPad(sc, scoresWs_[scoreAt_ + static_cast<uint64_t>(r0) * P],
                         DataCopyExtParams(static_cast<uint16_t>(R), C * static_cast<uint32_t>(sizeof(float)),
                                           (P - C) * static_cast<uint32_t>(sizeof(float)), f32Gap, 0),
                         DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
@@ -397,7 +586,7 @@ private:
         pt = pQue_.DeQue<T>();
         if (C > 0) {
             const uint32_t tGap = (P * sizeof(T) - AlignUp(C * sizeof(T), UB_BLOCK)) / UB_BLOCK;
-            DataCopyPad(pWs_[static_cast<uint64_t>(r0) * pPitch_], pt,
+            DataCopyPad(pWs_[pAt_ + static_cast<uint64_t>(r0) * pPitch_], pt,
                         DataCopyExtParams(static_cast<uint16_t>(R), C * static_cast<uint32_t>(sizeof(T)), tGap,
                                           (pPitch_ - C) * static_cast<uint32_t>(sizeof(T)), 0));
         }
@@ -495,33 +684,42 @@ private:
         if (t_.mutation == 2) {
             for (uint32_t r = 0; r < Q; ++r) lSum[r] *= MUTATE;
         }
-        // out = sum_k (w_k / L) O_k, the partials streamed through a double-buffered queue.
+        // out = sum_k (w_k / L) O_k, the partials streamed through a double-buffered queue of
+        // combine_rows rows: a slab of fewer rows takes several tasks' partials per buffer, their copies
+        // in flight together.
         LocalTensor<float> acc = acc_.Get<float>();
         Duplicate(acc, 0.0f, static_cast<int32_t>(Q * L));
         const uint32_t gap = (L - AlignUp(Dl, 8)) * sizeof(float) / UB_BLOCK;
+        const uint32_t perCopy = t_.combine_rows / Q > 0 ? t_.combine_rows / Q : 1;
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
             if (!oneGroup) {
                 ml = LoadMl(g, n, r0, Q);
                 w = Weights(ml, n, Q, mMax);
             }
-            for (uint32_t i = 0; i < n; ++i) {
+            for (uint32_t i0 = 0; i0 < n; i0 += perCopy) {
+                const uint32_t np = Min(perCopy, n - i0);
                 LocalTensor<float> o = oQue_.AllocTensor<float>();
-                DataCopyPad(o, partialWs_[(static_cast<uint64_t>(g + i) * G_ + r0) * Dl],
-                            DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(float)), 0,
-                                              gap, 0),
-                            DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+                for (uint32_t i = 0; i < np; ++i) {
+                    DataCopyPad(o[i * Q * L], partialWs_[(static_cast<uint64_t>(g + i0 + i) * G_ + r0) * Dl],
+                                DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(float)),
+                                                  0, gap, 0),
+                                DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+                }
                 oQue_.EnQue(o);
                 o = oQue_.DeQue<float>();
-                for (uint32_t r = 0; r < Q; ++r) {
-                    // This chunk saw none of the row's keys (its O was not written).
-                    if (!(ml.GetValue(i * mlPitch + 2 * r + 1) > 0.0f)) continue;
-                    float c = w.GetValue(i * Q + r) / lSum[r];
-                    if (t_.mutation == 3) c *= MUTATE;
-                    SetFlag<HardEvent::S_V>(0);
-                    WaitFlag<HardEvent::S_V>(0);
-                    Muls(o[r * L], o[r * L], c, static_cast<int32_t>(Dl));
-                    Add(acc[r * L], acc[r * L], o[r * L], static_cast<int32_t>(Dl));
+                for (uint32_t i = i0; i < i0 + np; ++i) {
+                    for (uint32_t r = 0; r < Q; ++r) {
+                        // This chunk saw none of the row's keys (its O was not written).
+                        if (!(ml.GetValue(i * mlPitch + 2 * r + 1) > 0.0f)) continue;
+                        float c = w.GetValue(i * Q + r) / lSum[r];
+                        if (t_.mutation == 3) c *= MUTATE;
+                        SetFlag<HardEvent::S_V>(0);
+                        WaitFlag<HardEvent::S_V>(0);
+                        const uint32_t at = ((i - i0) * Q + r) * L;
+                        Muls(o[at], o[at], c, static_cast<int32_t>(Dl));
+                        Add(acc[r * L], acc[r * L], o[at], static_cast<int32_t>(Dl));
+                    }
                 }
                 oQue_.FreeTensor(o);
             }
@@ -556,11 +754,15 @@ private:
 
 public:
     TPipe pipe_;
-    TCubeTiling qk, pv;
-    MmQk mmQk;
+    TCubeTiling pv;
     MmPv mmPv;
 
 private:
+    TQue<TPosition::A1, 1> qL1_, pL1_;
+    TQue<TPosition::B1, 2> kL1_;
+    TQue<TPosition::A2, 2> l0a_;
+    TQue<TPosition::B2, 2> l0b_;
+    TQue<TPosition::CO1, 2> l0c_;
     TQue<TPosition::VECIN, BUFFER_NUM> scQue_, oQue_;
     TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, mlQue_, outQue_, lseQue_;
     TBuf<TPosition::VECCALC> work_, small_, acc_, mlBuf_, wBuf_;
@@ -568,7 +770,8 @@ private:
     GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_;
     GlobalTensor<int32_t> tableGm_, lensGm_, planGm_;
     DsnpuMlaDecodeTiling t_{};
-    uint32_t G_ = 0, pPitch_ = 0;
+    uint32_t G_ = 0, pPitch_ = 0, myRow0_ = 0, myRows_ = 0;
+    uint64_t scoreElems_ = 0, scoreAt_ = 0, pAt_ = 0;
     float scale_ = 1.0f;
 };
 
@@ -579,14 +782,18 @@ __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, G
     GET_TILING_DATA_WITH_STRUCT(DsnpuMlaDecodeTiling, t, tiling);
     // The same tiling on every core: all return here, or none.
     if (t.s_q == 0 || t.heads == 0 || t.latent_dim == 0 || t.pitch == 0 || t.combine_rows > MAX_SLAB_ROWS ||
-        t.softmax_rows > MAX_SLAB_ROWS) {
+        t.softmax_rows > MAX_SLAB_ROWS || t.softmax_rows == 0 || t.combine_rows == 0 || t.key_buffers == 0 ||
+        t.key_buffers > 2 || t.qk_base_m == 0 || t.qk_base_n == 0 || t.qk_base_k == 0 || t.pv_base_m == 0 ||
+        t.pv_base_n == 0 || t.pv_base_k == 0) {
         return;
     }
     KernelMlaDecode<T> op;
     op.Init(qNope, qRope, latent, rope, blockTable, seqLens, plan, out, lse, workspace, t);
-    // The cube core serves the vector cores' Matmul requests here and returns when both are done.
-    REGIST_MATMUL_OBJ(&op.pipe_, GetSysWorkSpacePtr(), op.mmQk, &op.qk, op.mmPv, &op.pv);
-    op.Process();
+    if ASCEND_IS_AIC {
+        op.CubeProcess();
+    } else {
+        op.Process();
+    }
 }
 
 }  // namespace
