@@ -133,7 +133,10 @@ pub struct DsnpuMlaDecodePlan {
 /// the device on `stream` (the call returns once they are there). Free it with
 /// [`dsnpu_mla_decode_plan_destroy`]. This plan knows only the lengths; when the query shape is
 /// known, [`dsnpu_mla_decode_plan_create_for_shape`] plans better (how finely to split each
-/// sequence's keys depends on the query rows and widths).
+/// sequence's keys depends on the query rows and widths). Its chunks (about the total length over
+/// the cube cores) can be longer than the kernel's cube core holds in L1 for the shape decoded
+/// (416 positions at 16 heads in bf16, fewer with more heads or f32): [`dsnpu_mla_decode`] then
+/// fails with an error saying so.
 ///
 /// # Safety
 /// `ctx` is a live context and `stream` a live stream of its device; `host_seq_lens` is null (an
@@ -162,7 +165,9 @@ pub unsafe extern "C" fn dsnpu_mla_decode_plan_create(
 /// `heads` heads per sequence, `latent_dim` and `rope_dim` (as they will be passed to
 /// [`dsnpu_mla_decode`]). The split of each sequence's keys weighs the partial results' traffic
 /// against keeping every core busy for that shape (`MlaDecodePlan::for_shape`, what the Rust engine
-/// uses); any shape the plan was not made for still decodes correctly.
+/// uses), within what the kernel holds in L1 for it. A shape with more query rows, wider rows or a
+/// wider dtype than the plan was made for may not fit its chunks: [`dsnpu_mla_decode`] then fails
+/// with an error saying so (results are never wrong).
 ///
 /// # Safety
 /// As for [`dsnpu_mla_decode_plan_create`].

@@ -64,7 +64,9 @@ pub use tiling::{
 };
 pub use tiling_cache_write::{MlaCacheWriteDims, MlaCacheWriteTiling};
 pub use tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
-pub use tiling_mla::{MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling, MlaPlanShape};
+pub use tiling_mla::{
+    mla_decode_max_chunk, MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling, MlaPlanShape,
+};
 pub use tiling_mla_prefill::{MlaOperand, MlaPrefillDims, MlaPrefillTiling};
 pub use tiling_moe::{
     ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,

@@ -52,8 +52,17 @@ fn key_width(latent_dim: u64, rope_dim: u64, sz: u64) -> u64 {
     round_up(latent_dim, c0) + round_up(rope_dim, c0)
 }
 
+/// P·V's tiles for 16-bit types (`(n, k)`: output columns within one L0C buffer, k steps of 16 keys
+/// that fit L0A's and L0B's buffers) for a panel of `m` rows.
+fn pv_tiles(m: u64, latent_dim: u64, sz: u64) -> (u64, u64) {
+    let n = round_up(latent_dim, 16).min(down16(L0C_BUF / (m * 4)));
+    (n, down16(L0AB_BUF / (m.max(n) * sz)))
+}
+
 /// L1 bytes of the decode kernel's cube core for a chunk pitch `pitch` and `key_buffers` chunks held at
 /// once: the query panel, the chunks' cache rows and (16-bit types) P, as the kernel allocates them.
+/// `key_buffers` 0 (16-bit types only): the keys streamed through two staging tiles (q·Kᵀ's key tiles
+/// of up to 128 rows, P·V's latent tiles) and P per k step.
 fn l1_bytes(
     query_rows: u64,
     latent_dim: u64,
@@ -63,11 +72,17 @@ fn l1_bytes(
     key_buffers: u64,
 ) -> u64 {
     let (m, w) = (panel_rows(query_rows), key_width(latent_dim, rope_dim, sz));
+    if key_buffers == 0 {
+        let (pv_n, pv_k) = pv_tiles(m, latent_dim, sz);
+        let tile = (pitch.min(128) * w).max(pv_k * pv_n);
+        return m * w * sz + 2 * tile * sz + m * pv_k * sz;
+    }
     m * w * sz + key_buffers * pitch * w * sz + if sz == 2 { m * pitch * sz } else { 0 }
 }
 
-/// The longest chunk (a multiple of 16) whose rows the decode kernel's cube core holds in L1 for
-/// `shape` with `key_buffers` (1 or 2) chunks at once, or 0 if not even 16 fit.
+/// The longest chunk (a multiple of 16) the decode kernel takes for `shape` with `key_buffers`: 1 or
+/// 2 chunks' rows held in L1 at once, or 0 for the keys streamed (16-bit types: any chunk up to
+/// [`MLA_MAX_CHUNK`] when the staging tiles fit). 0 if not even 16 positions fit.
 pub fn mla_decode_max_chunk(shape: &MlaPlanShape, key_buffers: u32) -> u32 {
     let (g, dl, dr) = (
         u64::from(shape.query_rows),
@@ -76,6 +91,10 @@ pub fn mla_decode_max_chunk(shape: &MlaPlanShape, key_buffers: u32) -> u32 {
     );
     let sz = u64::from(shape.dtype.size());
     let kb = u64::from(key_buffers);
+    if kb == 0 {
+        let fits = sz == 2 && l1_bytes(g, dl, dr, sz, u64::from(MLA_MAX_CHUNK), 0) <= L1_BYTES;
+        return if fits { MLA_MAX_CHUNK } else { 0 };
+    }
     let mut c = u64::from(MLA_MAX_CHUNK);
     while c >= 16 && l1_bytes(g, dl, dr, sz, c, kb) > L1_BYTES {
         c -= 16;
@@ -135,6 +154,8 @@ const PLAN_TASK_FIXED_S: f64 = 5000.0 / 1.8e9;
 /// Vector cycles of the softmax per query row besides its per-score work: the instructions' issue and
 /// the reductions' tails (cost.h's GUESSes summed over the row's steps).
 const PLAN_SOFTMAX_ROW_CYCLES: f64 = 80.0;
+/// The die's L2 (192 MiB on a 910B2, as the host layer's L2 model).
+const PLAN_L2_BYTES: f64 = (192u64 << 20) as f64;
 /// Bytes per second of a cube core's L1 -> L0 loads (256 bytes per cycle, cost.h's GUESS).
 const PLAN_MTE1_BYTES_PER_S: f64 = 256.0 * 1.8e9;
 
@@ -168,21 +189,22 @@ impl MlaDecodePlan {
     /// per piece: a memory-bound decode is cut until about seven cores saturate HBM, a cube-bound one
     /// (many heads) further, and a short context with many heads hardly at all.
     pub fn for_shape(seq_lens: &[usize], shape: MlaPlanShape, cores: u32) -> Result<Self> {
-        Self::plan(seq_lens, shape, cores, &[1, 2])
+        Self::plan(seq_lens, shape, cores, &[1, 2, 0])
     }
 
-    /// As [`MlaDecodePlan::for_shape`] with the kernel's key buffers pinned to `key_buffers` (1 or 2)
-    /// instead of chosen by the estimate: for tests of both pipelines and for measuring them.
+    /// As [`MlaDecodePlan::for_shape`] with the kernel's key buffers pinned to `key_buffers` (1, 2, or
+    /// 0 for streamed keys) instead of chosen by the estimate: for tests of every pipeline and for
+    /// measuring them. An error when the shape leaves that pipeline no chunk (0 with f32).
     pub fn for_shape_pinned(
         seq_lens: &[usize],
         shape: MlaPlanShape,
         cores: u32,
         key_buffers: u32,
     ) -> Result<Self> {
-        if !(1..=2).contains(&key_buffers) {
+        if key_buffers > 2 {
             return Err(invalid(
                 "mla_decode plan",
-                format!("{key_buffers} key buffers (1 or 2)"),
+                format!("{key_buffers} key buffers (0, 1 or 2)"),
             ));
         }
         Self::plan(seq_lens, shape, cores, &[key_buffers])
@@ -298,7 +320,9 @@ impl MlaDecodePlan {
     }
 
     /// Chunks whose cache rows the kernel's cube core holds in L1 at once: 2 lets it load and score a
-    /// task while the vector cores still work on the previous one, at half the chunk length.
+    /// task while the vector cores still work on the previous one, at half the chunk length; 0 streams
+    /// the keys through L1 tile by tile (read twice, for q·Kᵀ and P·V, but any chunk length: fewer
+    /// partial outputs when many query rows make them large).
     pub fn key_buffers(&self) -> u32 {
         self.key_buffers
     }
@@ -367,6 +391,8 @@ fn plan_estimate(
     let mut per_task = Vec::new();
     let mut total = 0.0;
     let mut combine: f64 = 0.0;
+    // The partials of cut sequences, which the combine reads back after the SyncAll.
+    let mut cut_partials = 0.0;
     for &len in seq_lens {
         let len = len as u64;
         let n = len.div_ceil(chunk).max(1);
@@ -376,6 +402,7 @@ fn plan_estimate(
         // over the vector cores, the pieces are not).
         if n > 1 {
             combine = combine.max(n as f64 * PLAN_COMBINE_PER_PIECE_S);
+            cut_partials += n as f64 * partial;
         }
         for i in 0..n {
             let c = (((i + 1) * piece).min(len) - (i * piece).min(len)) as f64;
@@ -386,6 +413,12 @@ fn plan_estimate(
                 0.0
             } else {
                 dl * sz
+            };
+            // Streamed keys come in again for P·V (the latent part, once per panel of rows).
+            let again = if key_buffers == 0 {
+                panels * dl * sz
+            } else {
+                again
             };
             let loads = (c * (key_bytes + again + rows * sz) + query) / core_rate;
             let store = partial / core_rate;
@@ -406,10 +439,15 @@ fn plan_estimate(
             });
         }
     }
+    // Partials beyond half the die's L2 are evicted before the combine reads them: from HBM again.
+    if cut_partials > PLAN_L2_BYTES / 2.0 {
+        total += cut_partials;
+    }
     // Each block with a task dirties its score scratch slots ([rows, chunk] f32, P written over them)
     // once: L2 writes them back to HBM, however many of its tasks reuse them.
     let blocks = per_task.len().min(cores as usize).max(1);
-    total += blocks as f64 * f64::from(key_buffers) * rows * round_up(chunk, 16) as f64 * 4.0;
+    let slots = if key_buffers == 2 { 2.0 } else { 1.0 };
+    total += blocks as f64 * slots * rows * round_up(chunk, 16) as f64 * 4.0;
     let mut busy = vec![0.0f64; blocks];
     for (k, &(first, later)) in per_task.iter().enumerate() {
         busy[k % blocks] += if k < blocks { first } else { later };
@@ -559,6 +597,12 @@ impl MlaDecodeTiling {
         }
         // The cube core's L1: the query panel, the chunk's cache rows (kept from q·Kᵀ to P·V) and P.
         let key_buffers = plan.key_buffers;
+        if key_buffers == 0 && sz != 2 {
+            return Err(invalid(
+                K,
+                "streamed keys (a plan with 0 key buffers) need a 16-bit dtype",
+            ));
+        }
         let l1 = l1_bytes(
             g,
             d.latent_dim,
@@ -588,15 +632,15 @@ impl MlaDecodeTiling {
         let mm_pv_n = round_up(d.latent_dim, 16).min(l0c_n);
         let mm_pv_k = down16(L0AB / (base_m.max(mm_pv_n) * sz)).min(256);
         let (pv_n, pv_k) = if sz == 2 {
-            let n = round_up(d.latent_dim, 16).min(down16(L0C_BUF / (m * 4)));
-            (n, down16(L0AB_BUF / (m.max(n) * sz)))
+            pv_tiles(m, d.latent_dim, sz)
         } else {
             (mm_pv_n, mm_pv_k)
         };
         let pv_cube = task_cube(K, (g, d.latent_dim, pitch), (base_m, mm_pv_n, mm_pv_k), sz)?;
         // Scratch per block: key_buffers slots of scores f32 [g, pitch], P written over them.
         let blocks = u64::from(plan.tasks.min(budget.cores).max(1));
-        let scratch = blocks * u64::from(key_buffers) * g * pitch * 4;
+        let slots = if key_buffers == 2 { 2 } else { 1 };
+        let scratch = blocks * slots * g * pitch * 4;
         let partial_at = round_up(scratch, UB_BLOCK);
         Ok(MlaDecodeTiling {
             batch: d.batch as u32,
@@ -838,6 +882,11 @@ mod tests {
             ..shape(16)
         };
         assert_eq!(mla_decode_max_chunk(&f32_16, 1), 208);
+        // Streamed keys: any chunk in 16-bit types, none in f32.
+        assert_eq!(mla_decode_max_chunk(&shape(128), 0), MLA_MAX_CHUNK);
+        assert_eq!(mla_decode_max_chunk(&f32_16, 0), 0);
+        assert!(MlaDecodePlan::for_shape_pinned(&[4096], f32_16, 24, 0).is_err());
+        assert!(MlaDecodePlan::for_shape_pinned(&[4096], shape(16), 24, 3).is_err());
         // A plan made without the shape can exceed it: the tiling says so.
         let p = MlaDecodePlan::new(&[32768], 2).unwrap();
         assert!(matches!(
@@ -874,14 +923,13 @@ mod tests {
                 let t = MlaDecodeTiling::new(dims(batch, s_q, heads, 128), &p, 0.1352, dt, CUBE)
                     .unwrap();
                 // The cube core's L1 and L0 buffers as the kernel allocates them.
-                let (m, w) = (u64::from(t.qk_base_m), key_width(512, 64, sz_of(dt)));
-                let pitch = u64::from(t.pitch);
-                let sz = sz_of(dt);
+                let (pitch, sz) = (u64::from(t.pitch), sz_of(dt));
                 let kb = u64::from(t.key_buffers);
                 assert!(
-                    m * w * sz + kb * pitch * w * sz + if sz == 2 { m * pitch * sz } else { 0 }
-                        <= L1_BYTES
+                    l1_bytes(s_q * heads, 512, 64, sz, pitch, kb) <= L1_BYTES,
+                    "{t:?}"
                 );
+                assert!(kb > 0 || sz == 2);
                 assert!(u64::from(t.qk_base_m) * u64::from(t.qk_base_n) * 4 <= L0C_BUF);
                 assert!(
                     u64::from(t.qk_base_m).max(u64::from(t.qk_base_n))

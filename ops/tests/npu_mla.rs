@@ -212,28 +212,14 @@ fn consecutive_runs<T: Float>() {
     }
 }
 
-/// Both of the kernel's pipelines — one chunk's cache rows in the cube core's L1 at a time, or two
-/// (the next task loaded and scored while the vector cores still work on the previous one) — against
-/// the CPU reference: plans pinned to each ([`dsnpu_kernels::MlaDecodePlan::for_shape_pinned`]) on a
+/// The kernel's pipelines — one chunk's cache rows in the cube core's L1 at a time, two (the next task
+/// loaded and scored while the vector cores still work on the previous one), or none (the keys
+/// streamed through L1 tile by tile, 16-bit types) — against the CPU reference: plans pinned to each ([`dsnpu_kernels::MlaDecodePlan::for_shape_pinned`]) on a
 /// ragged batch whose long sequences are cut into many chunks, so a block runs several tasks in a row
 /// and reuses its score slots; f32 (P·V through the Matmul API) and bf16 (P·V from L1).
 #[test]
-fn both_key_buffer_pipelines_match_the_reference() {
-    pinned::<f32, f32>();
-    pinned::<bf16, bf16>();
-}
-
-fn pinned<T, E>()
-where
-    T: Float + Into<E> + Copy,
-    E: dsnpu_runtime::DeviceRepr + dsnpu_kernels::launch::KernelElem + Into<f32> + Copy,
-{
-    use dsnpu_kernels::launch::{self, MlaDecodeInputs, MlaDecodeShape};
-    use dsnpu_kernels::{MlaDecodePlan, MlaPlanShape};
-    let npu = checked_npu();
-    let s = npu.stream();
-    let mut rng = CaseRng::new(12);
-    let spec = DecodeSpec {
+fn every_key_buffer_pipeline_matches_the_reference() {
+    let long = DecodeSpec {
         block_size: 64,
         heads: 16,
         latent_dim: 512,
@@ -244,7 +230,32 @@ where
         extra_cols: 1,
         scale: 0.1352,
     };
-    let case = DecodeCase::<T>::build(&mut rng, &spec).unwrap();
+    pinned::<f32, f32>(&long, true);
+    pinned::<bf16, bf16>(&long, true);
+    // 64 query rows: P·V's output in two column tiles of 256 (the streamed latent tiles start at a
+    // column offset).
+    let wide = DecodeSpec {
+        heads: 64,
+        s_q: 1,
+        seq_lens: vec![1200, 3, 500],
+        ..long
+    };
+    pinned::<bf16, bf16>(&wide, false);
+}
+
+/// `spec` decoded under each pipeline's plan; `many_tasks`: each held-keys plan has more tasks than
+/// blocks and the streamed one chunks longer than L1 holds.
+fn pinned<T, E>(spec: &DecodeSpec, many_tasks: bool)
+where
+    T: Float + Into<E> + Copy,
+    E: dsnpu_runtime::DeviceRepr + dsnpu_kernels::launch::KernelElem + Into<f32> + Copy,
+{
+    use dsnpu_kernels::launch::{self, MlaDecodeInputs, MlaDecodeShape};
+    use dsnpu_kernels::{MlaDecodePlan, MlaPlanShape};
+    let npu = checked_npu();
+    let s = npu.stream();
+    let mut rng = CaseRng::new(12);
+    let case = DecodeCase::<T>::build(&mut rng, spec).unwrap();
     let (want_out, want_lse) = case.run(&Cpu).unwrap();
     let up = |a: &[T]| {
         s.upload(&a.iter().map(|&v| v.into()).collect::<Vec<E>>())
@@ -271,11 +282,23 @@ where
         dtype: E::DTYPE,
     };
     let rows = spec.seq_lens.len() * spec.s_q * spec.heads;
-    for key_buffers in [1, 2] {
+    // Streamed keys (0) exist for 16-bit types only.
+    let pipelines: &[u32] = if E::DTYPE == dsnpu_kernels::KernelDtype::F32 {
+        &[1, 2]
+    } else {
+        &[1, 2, 0]
+    };
+    for &key_buffers in pipelines {
         let plan =
             MlaDecodePlan::for_shape_pinned(&host_lens, plan_shape, cores, key_buffers).unwrap();
         assert_eq!(plan.key_buffers(), key_buffers);
-        assert!(plan.tasks() > cores, "several tasks per block: {plan:?}");
+        if many_tasks && key_buffers == 0 {
+            // Streamed: chunks longer than L1 could hold.
+            let held = dsnpu_kernels::mla_decode_max_chunk(&plan_shape, 1);
+            assert!(plan.chunk() > held, "{plan:?}");
+        } else if many_tasks {
+            assert!(plan.tasks() > cores, "several tasks per block: {plan:?}");
+        }
         let words = s.upload(plan.words()).unwrap();
         let mut out = s.alloc_zeroed::<E>(rows * 512).unwrap();
         let mut lse = s.alloc_zeroed::<f32>(rows).unwrap();

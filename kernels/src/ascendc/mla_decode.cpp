@@ -102,14 +102,14 @@ public:
         lseGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(lse), rowsQ);
 
         GM_ADDR ws = GetUserWorkspace(workspace);
-        // key_buffers score slots per block: task j of the block uses slot j % key_buffers.
+        // Score slots per block (two with two key buffers): task j of the block uses slot j % Slots().
         scoreElems_ = static_cast<uint64_t>(G_) * t.pitch;
-        GM_ADDR mine = ws + Block() * (scoreElems_ * sizeof(float) * t.key_buffers);
-        scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems_ * t.key_buffers);
+        GM_ADDR mine = ws + Block() * (scoreElems_ * sizeof(float) * Slots());
+        scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems_ * Slots());
         // P row r overwrites the start of score row r (read before): 4 bytes of scratch per score, not
         // 4 + sizeof(T), for the L2 to write back.
         pPitch_ = t.pitch * static_cast<uint32_t>(sizeof(float) / sizeof(T));
-        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine), static_cast<uint64_t>(G_) * pPitch_ * t.key_buffers);
+        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine), static_cast<uint64_t>(G_) * pPitch_ * Slots());
         GM_ADDR partial = ws + static_cast<uint64_t>(t.ws_partial_at_lo) + (static_cast<uint64_t>(t.ws_partial_at_hi) << 32);
         const uint64_t perTask = static_cast<uint64_t>(G_) * t.latent_dim;
         partialWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial), perTask * t.tasks);
@@ -127,9 +127,12 @@ public:
     // The AI Core (block) of this core: tasks k with k % GetBlockNum() == Block() are its.
     __aicore__ inline uint32_t Block() const { return static_cast<uint32_t>(GetBlockIdx() / GetTaskRation()); }
 
-    // Task j of this block works in score slot j % key_buffers: where its scores and P start.
+    // Score slots per block: two when two tasks overlap (two key buffers), else one.
+    __aicore__ inline uint32_t Slots() const { return t_.key_buffers == 2 ? 2 : 1; }
+
+    // Task j of this block works in score slot j % Slots(): where its scores and P start.
     __aicore__ inline void UseSlot(uint32_t j) {
-        const uint64_t s = j % t_.key_buffers;
+        const uint64_t s = j % Slots();
         scoreAt_ = s * scoreElems_;
         pAt_ = s * static_cast<uint64_t>(G_) * pPitch_;
     }
@@ -149,13 +152,13 @@ public:
             cur.j = j++;
             UseSlot(cur.j);
             if (cur.C > 0) {
-                cur.keys = LoadKeys(cur.b, static_cast<uint32_t>(cur.c0), cur.C);
+                if (!Streamed()) cur.keys = LoadKeys(cur.b, static_cast<uint32_t>(cur.c0), cur.C);
                 for (uint32_t m0 = 0; m0 < G_; m0 += t_.qk_base_m) {
-                    Scores(cur.b, m0, Min(t_.qk_base_m, G_ - m0), cur.keys, cur.C);
+                    Scores(cur, m0, Min(t_.qk_base_m, G_ - m0));
                 }
             }
             CrossCoreSetFlag<2, PIPE_FIX>(FLAG_S);
-            if (t_.key_buffers == 1) {
+            if (t_.key_buffers != 2) {
                 Finish(cur);
             } else {
                 if (prev.valid) Finish(prev);
@@ -305,11 +308,24 @@ private:
     __aicore__ inline uint32_t LatentW() const { return AlignUp(t_.latent_dim, C0); }
     __aicore__ inline uint32_t KeyW() const { return LatentW() + AlignUp(t_.rope_dim, C0); }
 
+    // Whether the chunk's keys are streamed through L1 tile by tile (key_buffers 0, 16-bit t) instead
+    // of held there from q . K^T to P . V.
+    __aicore__ inline bool Streamed() const { return t_.key_buffers == 0; }
+
     __aicore__ inline void CubeInit() {
         const uint32_t M = t_.qk_base_m, P = t_.pitch, W = KeyW();
         pipe_.InitBuffer(qL1_, 1, M * W * sizeof(T));
-        pipe_.InitBuffer(kL1_, static_cast<uint8_t>(t_.key_buffers), P * W * sizeof(T));
-        if constexpr (sizeof(T) == 2) pipe_.InitBuffer(pL1_, 1, M * P * sizeof(T));
+        if (Streamed()) {
+            // Two staging tiles: q . K^T's key tiles (qk_base_n rows, all columns) and P . V's latent
+            // tiles (pv_base_k rows, pv_base_n columns); P per k step.
+            const uint32_t qkTile = t_.qk_base_n * W, pvTile = t_.pv_base_k * t_.pv_base_n;
+            const uint32_t tile = qkTile > pvTile ? qkTile : pvTile;
+            pipe_.InitBuffer(kL1_, 2, tile * sizeof(T));
+            pipe_.InitBuffer(pL1_, 1, M * t_.pv_base_k * sizeof(T));
+        } else {
+            pipe_.InitBuffer(kL1_, static_cast<uint8_t>(t_.key_buffers), P * W * sizeof(T));
+            if constexpr (sizeof(T) == 2) pipe_.InitBuffer(pL1_, 1, M * P * sizeof(T));
+        }
         pipe_.InitBuffer(l0a_, 2, L0AB_BUF);
         pipe_.InitBuffer(l0b_, 2, L0AB_BUF);
         pipe_.InitBuffer(l0c_, 2, L0C_BUF);
@@ -331,12 +347,14 @@ private:
         UseSlot(t.j);
         const uint64_t oAt = static_cast<uint64_t>(t.k) * G_ * t_.latent_dim;
         if constexpr (sizeof(T) == 2) {
-            for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) Output(m0, Min(t_.pv_base_m, G_ - m0), t.keys, t.C, oAt);
+            for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) Output(t, m0, Min(t_.pv_base_m, G_ - m0), oAt);
         } else {
             OutputMatmul(t.b, static_cast<uint32_t>(t.c0), t.C, oAt);
         }
-        LocalTensor<T> keys = t.keys;
-        kL1_.FreeTensor(keys);
+        if (!Streamed()) {
+            LocalTensor<T> keys = t.keys;
+            kL1_.FreeTensor(keys);
+        }
         // A later task's scores overwrite the P these loads read (MTE2, then FIX).
         SetFlag<HardEvent::MTE2_FIX>(0);
         WaitFlag<HardEvent::MTE2_FIX>(0);
@@ -345,28 +363,37 @@ private:
     // The chunk's cache rows [c0, c0 + C) of sequence b into L1 as K [C, KeyW()] in NZ (rows padded to
     // pitch), one ND2NZ per run of consecutive slots and part.
     __aicore__ inline LocalTensor<T> LoadKeys(uint32_t b, uint32_t c0, uint32_t C) {
-        const uint32_t P = t_.pitch, Dl = t_.latent_dim, Dr = t_.rope_dim;
         LocalTensor<T> keys = kL1_.AllocTensor<T>();
-        for (uint32_t p = 0; p < C;) {
-            const uint32_t pos = c0 + p;
-            const uint64_t slot = Slot(b, pos);
-            const uint32_t n = Run(b, pos, C - p);
-            DataCopy(keys[p * C0], latentGm_[slot * Dl],
-                     Nd2NzParams(1, static_cast<uint16_t>(n), static_cast<uint16_t>(Dl), 0, static_cast<uint16_t>(Dl),
-                                 static_cast<uint16_t>(P), 1, 0));
-            if (Dr > 0) {
-                DataCopy(keys[(LatentW() / C0 * P + p) * C0], ropeGm_[slot * Dr],
-                         Nd2NzParams(1, static_cast<uint16_t>(n), static_cast<uint16_t>(Dr), 0,
-                                     static_cast<uint16_t>(Dr), static_cast<uint16_t>(P), 1, 0));
-            }
-            p += n;
-        }
+        Stage(keys, b, c0, C, t_.pitch, 0, t_.latent_dim, true);
         kL1_.EnQue(keys);
         return kL1_.DeQue<T>();
     }
 
-    // Scores of query rows [m0, m0 + rows) against the chunk's C keys, into the block's score workspace.
-    __aicore__ inline void Scores(uint32_t b, uint32_t m0, uint32_t rows, const LocalTensor<T>& keys, uint32_t C) {
+    // Cache rows [pos0, pos0 + n) of sequence b, latent columns [col, col + cols) (and the whole rope
+    // part with `rope`), into `dst` as NZ with row pitch `pitch`: one ND2NZ per run and part.
+    __aicore__ inline void Stage(const LocalTensor<T>& dst, uint32_t b, uint32_t pos0, uint32_t n, uint32_t pitch,
+                                 uint32_t col, uint32_t cols, bool rope) {
+        const uint32_t Dl = t_.latent_dim, Dr = t_.rope_dim;
+        for (uint32_t p = 0; p < n;) {
+            const uint32_t pos = pos0 + p;
+            const uint64_t slot = Slot(b, pos);
+            const uint32_t r = Run(b, pos, n - p);
+            DataCopy(dst[p * C0], latentGm_[slot * Dl + col],
+                     Nd2NzParams(1, static_cast<uint16_t>(r), static_cast<uint16_t>(cols), 0, static_cast<uint16_t>(Dl),
+                                 static_cast<uint16_t>(pitch), 1, 0));
+            if (rope && Dr > 0) {
+                DataCopy(dst[(LatentW() / C0 * pitch + p) * C0], ropeGm_[slot * Dr],
+                         Nd2NzParams(1, static_cast<uint16_t>(r), static_cast<uint16_t>(Dr), 0,
+                                     static_cast<uint16_t>(Dr), static_cast<uint16_t>(pitch), 1, 0));
+            }
+            p += r;
+        }
+    }
+
+    // Scores of query rows [m0, m0 + rows) against task t's C keys (held in L1, or staged tile by tile),
+    // into the block's score workspace.
+    __aicore__ inline void Scores(const Pending& t, uint32_t m0, uint32_t rows) {
+        const uint32_t b = t.b, C = t.C;
         const uint32_t Dl = t_.latent_dim, Dr = t_.rope_dim, P = t_.pitch, W = KeyW();
         const uint32_t r16 = AlignUp(rows, 16);
         const uint64_t qRow = static_cast<uint64_t>(b) * G_ + m0;
@@ -385,6 +412,17 @@ private:
         for (uint32_t n0 = 0; n0 < C; n0 += t_.qk_base_n) {
             const uint32_t cols = Min(t_.qk_base_n, C - n0);
             const uint32_t nBlocks = AlignUp(cols, 16) / 16;
+            // The keys of this tile: rows n0.. of the held chunk, or the tile staged alone.
+            LocalTensor<T> keys = t.keys;
+            uint32_t kp = P, kn0 = n0;
+            if (Streamed()) {
+                keys = kL1_.AllocTensor<T>();
+                kp = AlignUp(cols, 16);
+                kn0 = 0;
+                Stage(keys, b, static_cast<uint32_t>(t.c0) + n0, cols, kp, 0, Dl, true);
+                kL1_.EnQue(keys);
+                keys = kL1_.DeQue<T>();
+            }
             LocalTensor<float> acc = l0c_.AllocTensor<float>();
             for (uint32_t k0 = 0; k0 < W; k0 += KT) {
                 const uint32_t kt = Min(KT, W - k0), kBlocks = kt / C0;
@@ -399,7 +437,7 @@ private:
                 LocalTensor<T> bt = l0b_.AllocTensor<T>();
                 // K's NZ is K^T's ZN: per k fractal column, the tile's row blocks as they are.
                 for (uint32_t kb = 0; kb < kBlocks; ++kb) {
-                    LoadData(bt[kb * nBlocks * FRAC], keys[((k0 / C0 + kb) * P + n0) * C0],
+                    LoadData(bt[kb * nBlocks * FRAC], keys[((k0 / C0 + kb) * kp + kn0) * C0],
                              LoadData2DParams(0, static_cast<uint8_t>(nBlocks), 1, 0, 0, false, 0));
                 }
                 l0b_.EnQue(bt);
@@ -414,6 +452,7 @@ private:
                 l0a_.FreeTensor(a);
                 l0b_.FreeTensor(bt);
             }
+            if (Streamed()) kL1_.FreeTensor(keys);
             l0c_.EnQue(acc);
             acc = l0c_.DeQue<float>();
             Fixpipe<float, float, CFG_ROW_MAJOR>(scoresWs_[scoreAt_ + static_cast<uint64_t>(m0) * P + n0], acc,
@@ -424,16 +463,24 @@ private:
         qL1_.FreeTensor(q);
     }
 
-    // O rows [m0, m0 + rows) = P . latent over the chunk's C keys in L1 (16-bit t), into the partial at oAt.
-    __aicore__ inline void Output(uint32_t m0, uint32_t rows, const LocalTensor<T>& keys, uint32_t C, uint64_t oAt) {
-        const uint32_t Dl = t_.latent_dim, P = t_.pitch;
-        const uint32_t r16 = AlignUp(rows, 16);
+    // P rows [m0, m0 + rows), columns [k0, k0 + kt) into pL1_ as NZ (rows padded to r16).
+    __aicore__ inline LocalTensor<T> LoadP(uint32_t m0, uint32_t rows, uint32_t r16, uint32_t k0, uint32_t kt) {
         LocalTensor<T> pm = pL1_.AllocTensor<T>();
-        DataCopy(pm, pWs_[pAt_ + static_cast<uint64_t>(m0) * pPitch_],
-                 Nd2NzParams(1, static_cast<uint16_t>(rows), static_cast<uint16_t>(C), 0, static_cast<uint16_t>(pPitch_),
+        DataCopy(pm, pWs_[pAt_ + static_cast<uint64_t>(m0) * pPitch_ + k0],
+                 Nd2NzParams(1, static_cast<uint16_t>(rows), static_cast<uint16_t>(kt), 0, static_cast<uint16_t>(pPitch_),
                              static_cast<uint16_t>(r16), 1, 0));
         pL1_.EnQue(pm);
-        pm = pL1_.DeQue<T>();
+        return pL1_.DeQue<T>();
+    }
+
+    // O rows [m0, m0 + rows) = P . latent over task t's C keys (16-bit t), into the partial at oAt. Held
+    // keys: P comes into L1 once and both operands are read from L1; streamed: per k step the latent rows'
+    // tile columns and P's columns are staged.
+    __aicore__ inline void Output(const Pending& t, uint32_t m0, uint32_t rows, uint64_t oAt) {
+        const uint32_t Dl = t_.latent_dim, P = t_.pitch, C = t.C;
+        const uint32_t r16 = AlignUp(rows, 16);
+        LocalTensor<T> pm;
+        if (!Streamed()) pm = LoadP(m0, rows, r16, 0, C);
         const uint32_t KT = t_.pv_base_k;
         for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
             const uint32_t cols = Min(t_.pv_base_n, Dl - n0);
@@ -441,22 +488,40 @@ private:
             LocalTensor<float> acc = l0c_.AllocTensor<float>();
             for (uint32_t k0 = 0; k0 < C; k0 += KT) {
                 const uint32_t kt = Min(KT, C - k0), kBlocks = AlignUp(kt, 16) / 16;
+                // Where this k step's P and latent fractals are: in the held buffers at column k0, or in
+                // freshly staged tiles at column 0.
+                LocalTensor<T> keys = t.keys;
+                uint32_t pk0 = k0, kp = P, kn0 = n0;
+                if (Streamed()) {
+                    pm = LoadP(m0, rows, r16, k0, kt);
+                    keys = kL1_.AllocTensor<T>();
+                    kp = kBlocks * 16;
+                    kn0 = 0;
+                    pk0 = 0;
+                    Stage(keys, t.b, static_cast<uint32_t>(t.c0) + k0, kt, kp, n0, cols, false);
+                    kL1_.EnQue(keys);
+                    keys = kL1_.DeQue<T>();
+                }
                 LocalTensor<T> a = l0a_.AllocTensor<T>();
                 for (uint32_t i = 0; i < r16 / 16; ++i) {
-                    LoadData(a[i * kBlocks * FRAC], pm[(k0 / 16 * r16 + i * 16) * 16],
+                    LoadData(a[i * kBlocks * FRAC], pm[(pk0 / 16 * r16 + i * 16) * 16],
                              LoadData2DParams(0, static_cast<uint8_t>(kBlocks), static_cast<uint16_t>(r16 / 16), 0, 0,
                                               false, 0));
                 }
                 l0a_.EnQue(a);
                 LocalTensor<T> bt = l0b_.AllocTensor<T>();
                 // latent [C, Dl] is B as stored: each 16 x 16 fractal transposed, per 16 keys the tile's
-                // column blocks (a column block of K's NZ apart).
+                // column blocks (a column block of the NZ apart).
                 for (uint32_t kb = 0; kb < kBlocks; ++kb) {
-                    LoadData(bt[kb * nBlocks * FRAC], keys[(n0 / 16 * P + k0 + kb * 16) * 16],
-                             LoadData2DParams(0, static_cast<uint8_t>(nBlocks), static_cast<uint16_t>(P / 16), 0, 0,
+                    LoadData(bt[kb * nBlocks * FRAC], keys[(kn0 / 16 * kp + pk0 + kb * 16) * 16],
+                             LoadData2DParams(0, static_cast<uint8_t>(nBlocks), static_cast<uint16_t>(kp / 16), 0, 0,
                                               true, 0));
                 }
                 l0b_.EnQue(bt);
+                if (Streamed()) {
+                    kL1_.FreeTensor(keys);
+                    pL1_.FreeTensor(pm);
+                }
                 a = l0a_.DeQue<T>();
                 bt = l0b_.DeQue<T>();
                 MmadParams mp;
@@ -475,7 +540,7 @@ private:
                                                                    static_cast<uint16_t>(r16), Dl, false));
             l0c_.FreeTensor(acc);
         }
-        pL1_.FreeTensor(pm);
+        if (!Streamed()) pL1_.FreeTensor(pm);
     }
 
     // O = P . latent for f32 through the Matmul API on this cube core, operands in GM: per base tile of O
@@ -782,8 +847,8 @@ __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, G
     GET_TILING_DATA_WITH_STRUCT(DsnpuMlaDecodeTiling, t, tiling);
     // The same tiling on every core: all return here, or none.
     if (t.s_q == 0 || t.heads == 0 || t.latent_dim == 0 || t.pitch == 0 || t.combine_rows > MAX_SLAB_ROWS ||
-        t.softmax_rows > MAX_SLAB_ROWS || t.softmax_rows == 0 || t.combine_rows == 0 || t.key_buffers == 0 ||
-        t.key_buffers > 2 || t.qk_base_m == 0 || t.qk_base_n == 0 || t.qk_base_k == 0 || t.pv_base_m == 0 ||
+        t.softmax_rows > MAX_SLAB_ROWS || t.softmax_rows == 0 || t.combine_rows == 0 ||
+        (t.key_buffers == 0 && sizeof(T) != 2) || t.key_buffers > 2 || t.qk_base_m == 0 || t.qk_base_n == 0 || t.qk_base_k == 0 || t.pv_base_m == 0 ||
         t.pv_base_n == 0 || t.pv_base_k == 0) {
         return;
     }
