@@ -26,13 +26,13 @@
 //! Its minimum: q, k, v read once, out and lse written once; its necessary work:
 //! `H · T(T+1)/2 · (192 + 128)` multiply-adds.
 //!
-//! Why the ratios exceed 1 (the kernel's design, see its source): each chunk's cache rows come from GM
-//! once (they stay in the cube core's L1 from q·Kᵀ to P·V), but cube and vector cores share only GM, so
-//! the scores (f32), P and the f32 partial output of every chunk go through the workspace, and the
-//! combine reads every chunk's partial back; chunks are at most what L1 holds (416 positions at 16
-//! heads, 256 at 128; half that with the two-key-buffer pipeline), so long contexts have many. That
-//! measures 1.37–1.94× the minimum at 16 heads and 4.1–7.2× at 128 heads (the f32 scores and partials
-//! grow with the heads).
+//! Why the ratios exceed 1 (the kernel's design, see its source): a held chunk's cache rows come from GM
+//! once (they stay in the cube core's L1 from q·Kᵀ to P·V; streamed keys, which the plan picks for
+//! long 128-head chunks, come twice), but cube and vector cores share only GM, so the scores (f32), P
+//! and the f32 partial output of every chunk go through the workspace, and the combine reads every
+//! chunk's partial back; held chunks are at most what L1 holds (416 positions at 16 heads, 256 at 128;
+//! about half with the two-key-buffer pipeline), so long contexts have many. That measures 1.37–1.94×
+//! the minimum at 16 heads and 4.1–7.2× at 128 heads (the f32 scores and partials grow with the heads).
 //! The host layer's L2 model (`dsnpu_host/cost.h`, `l2_die.h`: the launch's accesses replayed through the
 //! die's one 192 MiB L2) splits
 //! that GM traffic into L2 hits and HBM traffic (`HBM bytes`: read misses and dirtied lines' write-backs);
@@ -44,7 +44,7 @@
 //! the slower of the two, and `bound` names what bounds it (a pipe, or `latency` when no pipe of the
 //! busiest core is busy half the time).
 //! The split-KV plan is `MlaDecodePlan::for_shape` (it weighs the partial outputs against spreading
-//! the work over the cores, and picks one or two key buffers).
+//! the work over the cores, and picks one, two or no key buffers).
 
 use std::time::Duration;
 

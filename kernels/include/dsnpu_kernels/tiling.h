@@ -264,7 +264,7 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t ws_partial_at_hi;
     uint32_t mutation;
     uint32_t combine_tasks; /* tasks whose (m, l) the combine loads into UB at once */
-    uint32_t key_buffers;   /* chunks whose cache rows the cube core holds in L1 at once: 1 or 2 (the plan's) */
+    uint32_t key_buffers;   /* chunks whose cache rows the cube core holds in L1 at once: 1 or 2; 0 = streamed (the plan's) */
     DsnpuCubeTiling pv_cube; /* f32 partial: [s_q * heads, latent_dim] = P [.., pitch] x cache (Matmul API) */
 } DsnpuMlaDecodeTiling;
 

@@ -27,6 +27,11 @@
  *      pv_base_n, summed over k steps of pv_base_k positions), each tile once into the task's partial
  *      workspace (unnormalised: sum_j exp(s_j - m) latent_j). f32 has no transposing LoadData here: its
  *      P . latent is the Matmul API on the cube core (operands in GM: the latent rows come from GM again).
+ * With key_buffers 0 (16-bit t; the plan picks it where long chunks pay, e.g. many query rows whose
+ * partials would outweigh the keys) the chunk is not held: q . K^T stages each tile of qk_base_n keys
+ * into L1 (two staging buffers), and P . latent stages per k step the latent rows' pv_base_n columns
+ * and P's columns, so the latent part comes from GM twice (as the old Matmul-API kernel read it), but a
+ * chunk can be any length.
  * After its last task the cube core sets flag O, which the vector cores wait for before phase 2.
  * Phase 2, the combine: M = max of the tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out =
  * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). The (m, l) of a row
@@ -42,7 +47,8 @@
  * pitch * 4 / sizeof(t) elements of t); per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
- * (P, 16-bit t only). With B = 2 the cube core loads task j's rows and computes its scores before it
+ * (P, 16-bit t only); with B = 0: M W sz + 2 max(qk_base_n W, pv_base_k pv_base_n) sz (staging) +
+ * M pv_base_k sz (P's k step). With B = 2 the cube core loads task j's rows and computes its scores before it
  * takes task j - 1's P . latent (the score and P workspaces then have two slots per block);
  * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them).
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)

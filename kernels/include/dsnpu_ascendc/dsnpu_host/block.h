@@ -76,7 +76,7 @@ struct BlockState {
     // The cube core's L1, L0A, L0B and L0C (kCubeTotal bytes, Mem order); nullptr on a vector core.
     uint8_t* cube = nullptr;
     uint32_t cube_used[kCubeMems] = {};  // bytes handed out by the current TPipe, per memory
-    bool cube_touched = false;           // whether any cube buffer was handed out (entry.h refills them)
+    uint32_t cube_peak[kCubeMems] = {};  // the most cube_used has been: what entry.h refills
     dsnpu_sim_counters* counters = nullptr;
     Pipeline* pipeline = nullptr;  // pipes, sanitizer and cycle model of this block (pipeline.h)
     L2Slice* l2 = nullptr;         // this core's slice of the L2 model (cost.h); nullptr: everything misses

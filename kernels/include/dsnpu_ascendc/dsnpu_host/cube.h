@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "block.h"
 #include "pipeline.h"
@@ -239,20 +240,37 @@ __aicore__ inline void Mmad(const LocalTensor<T>& c, const LocalTensor<U>& a, co
     const double fractals = static_cast<double>(mb) * nb * std::ceil(p.k / 16.0);
     const double rate = sizeof(U) == 1 ? 2.0 : sizeof(U) == 4 ? 0.5 : 1.0;  // fractals per cycle (cost.h)
     pl.issue(h::kPipeM, op, fractals / rate);
-    const uint32_t M = mb * 16, N = nb * 16;
+    // Unpack A [M, k] and B [k, N] to f32 row-major once, then accumulate each output in ascending k
+    // (one rounded product and one rounded sum per step, as the Matmul model), along rows of outputs.
+    const uint32_t M = mb * 16, N = nb * 16, K = p.k;
+    thread_local std::vector<float> af, bf, cf;
+    af.resize(static_cast<size_t>(M) * K);
+    bf.resize(static_cast<size_t>(K) * N);
+    cf.resize(static_cast<size_t>(M) * N);
     for (uint32_t i = 0; i < M; ++i) {
-        for (uint32_t j = 0; j < N; ++j) {
-            float& acc = pc[(static_cast<uint64_t>(j / 16) * mb + i / 16) * 256 + (i % 16) * 16 + j % 16];
-            float sum = p.cmatrixInitVal ? 0.0f : acc;
-            for (uint32_t kk = 0; kk < p.k; ++kk) {
-                const float x = static_cast<float>(h::Elem<U>::to_d(
-                    pa[(static_cast<uint64_t>(i / 16) * kb + kk / C0) * 16 * C0 + (i % 16) * C0 + kk % C0]));
-                const float y = static_cast<float>(h::Elem<S>::to_d(
-                    pb[(static_cast<uint64_t>(kk / C0) * nb + j / 16) * 16 * C0 + (j % 16) * C0 + kk % C0]));
-                sum += x * y;
-            }
-            acc = sum;
+        for (uint32_t kk = 0; kk < K; ++kk) {
+            af[static_cast<size_t>(i) * K + kk] = static_cast<float>(h::Elem<U>::to_d(
+                pa[(static_cast<uint64_t>(i / 16) * kb + kk / C0) * 16 * C0 + (i % 16) * C0 + kk % C0]));
         }
+    }
+    for (uint32_t kk = 0; kk < K; ++kk) {
+        for (uint32_t j = 0; j < N; ++j) {
+            bf[static_cast<size_t>(kk) * N + j] = static_cast<float>(h::Elem<S>::to_d(
+                pb[(static_cast<uint64_t>(kk / C0) * nb + j / 16) * 16 * C0 + (j % 16) * C0 + kk % C0]));
+        }
+    }
+    auto at = [&](uint32_t i, uint32_t j) -> float& {
+        return pc[(static_cast<uint64_t>(j / 16) * mb + i / 16) * 256 + (i % 16) * 16 + j % 16];
+    };
+    for (uint32_t i = 0; i < M; ++i) {
+        float* __restrict c = &cf[static_cast<size_t>(i) * N];
+        for (uint32_t j = 0; j < N; ++j) c[j] = p.cmatrixInitVal ? 0.0f : at(i, j);
+        for (uint32_t kk = 0; kk < K; ++kk) {
+            const float x = af[static_cast<size_t>(i) * K + kk];
+            const float* __restrict y = &bf[static_cast<size_t>(kk) * N];
+            for (uint32_t j = 0; j < N; ++j) c[j] += x * y[j];
+        }
+        for (uint32_t j = 0; j < N; ++j) at(i, j) = c[j];
     }
     h::counters().cube_macs += static_cast<uint64_t>(p.m) * p.n * p.k;
 }

@@ -78,7 +78,12 @@ public:
         }
         return p_;
     }
-    void refill(uint64_t used) { std::memset(p_, 0xFF, used < len_ ? used : len_); }
+    void refill(uint64_t used) { refill(0, used); }
+    // Bytes [at, at + len) (clipped to the buffer) back to 0xFF.
+    void refill(uint64_t at, uint64_t len) {
+        if (at >= len_) return;
+        std::memset(p_ + at, 0xFF, len < len_ - at ? len : len_ - at);
+    }
 
 private:
     uint8_t* p_ = nullptr;
@@ -186,7 +191,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     }
     if (cube_keep != nullptr) {
         // What the next core finds in L1/L0 is 0xFF again, whatever this one left there.
-        if (st.cube_touched) cube_keep->refill(kCubeTotal);
+        for (uint32_t m = 0; m < kCubeMems; ++m) cube_keep->refill(kCubeAt[m], st.cube_peak[m]);
         thread_ubs().give(std::move(cube_keep));
     }
     t_block = saved;

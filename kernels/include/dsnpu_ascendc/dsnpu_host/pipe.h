@@ -62,7 +62,7 @@ inline uint32_t cube_reserve(const char* op, Mem mem, uint32_t num, uint32_t len
     const uint32_t addr = b.cube_used[m];
     b.cube_used[m] += static_cast<uint32_t>(bytes);
     b.ub_buffers += num;
-    b.cube_touched = true;
+    if (b.cube_used[m] > b.cube_peak[m]) b.cube_peak[m] = b.cube_used[m];
     return addr;
 }
 
