@@ -62,7 +62,7 @@ fn pv_tiles(m: u64, latent_dim: u64, sz: u64) -> (u64, u64) {
 /// L1 bytes of the decode kernel's cube core for a chunk pitch `pitch` and `key_buffers` chunks held at
 /// once: the query panel, the chunks' cache rows and (16-bit types) P, as the kernel allocates them.
 /// `key_buffers` 0 (16-bit types only): the keys streamed through two staging tiles (q·Kᵀ's key tiles
-/// of up to 128 rows, P·V's latent tiles) and P per k step.
+/// of up to 128 rows, P·V's latent tiles) and P's k steps (two).
 fn l1_bytes(
     query_rows: u64,
     latent_dim: u64,
@@ -75,7 +75,7 @@ fn l1_bytes(
     if key_buffers == 0 {
         let (pv_n, pv_k) = pv_tiles(m, latent_dim, sz);
         let tile = (pitch.min(128) * w).max(pv_k * pv_n);
-        return m * w * sz + 2 * tile * sz + m * pv_k * sz;
+        return m * w * sz + 2 * tile * sz + 2 * m * pv_k * sz;
     }
     m * w * sz + key_buffers * pitch * w * sz + if sz == 2 { m * pitch * sz } else { 0 }
 }
@@ -154,6 +154,9 @@ const PLAN_TASK_FIXED_S: f64 = 5000.0 / 1.8e9;
 /// Vector cycles of the softmax per query row besides its per-score work: the instructions' issue and
 /// the reductions' tails (cost.h's GUESSes summed over the row's steps).
 const PLAN_SOFTMAX_ROW_CYCLES: f64 = 80.0;
+/// Seconds a streamed-keys task loses per staging step (a tile's keys, or a k step's latent columns
+/// and P): calibrated as `PLAN_TASK_FIXED_S`.
+const PLAN_STREAM_STEP_S: f64 = 250.0 / 1.8e9;
 /// The die's L2 (192 MiB on a 910B2, as the host layer's L2 model).
 const PLAN_L2_BYTES: f64 = (192u64 << 20) as f64;
 /// Bytes per second of a cube core's L1 -> L0 loads (256 bytes per cycle, cost.h's GUESS).
@@ -432,10 +435,19 @@ fn plan_estimate(
             // load while P·V still reads the buffer it refills (half the shorter side, measured).
             // (a block's first task, its later ones): a block's first task overlaps nothing.
             let serial = loads + work + softmax;
-            per_task.push(if key_buffers == 2 {
-                (serial, loads.max(work).max(softmax) + 0.5 * loads.min(work))
-            } else {
-                (serial, serial)
+            per_task.push(match key_buffers {
+                2 => (serial, loads.max(work).max(softmax) + 0.5 * loads.min(work)),
+                // Streamed: each tile's load overlaps the previous tile's cube work, but every staging
+                // step (q·Kᵀ's key tiles, P·V's k steps per output tile) adds its own hand-over.
+                0 => {
+                    let (pv_n, pv_k) =
+                        pv_tiles(panel_rows(rows as u64), u64::from(shape.latent_dim), 2);
+                    let steps = (c / 128.0).ceil()
+                        + panels * (c / pv_k as f64).ceil() * (dl / pv_n as f64).ceil();
+                    let t = loads.max(work) + softmax + steps * PLAN_STREAM_STEP_S;
+                    (t, t)
+                }
+                _ => (serial, serial),
             });
         }
     }

@@ -48,7 +48,7 @@
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
  * (P, 16-bit t only); with B = 0: M W sz + 2 max(qk_base_n W, pv_base_k pv_base_n) sz (staging) +
- * M pv_base_k sz (P's k step). With B = 2 the cube core loads task j's rows and computes its scores before it
+ * 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows and computes its scores before it
  * takes task j - 1's P . latent (the score and P workspaces then have two slots per block);
  * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them).
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
@@ -323,11 +323,11 @@ private:
         pipe_.InitBuffer(qL1_, 1, M * W * sizeof(T));
         if (Streamed()) {
             // Two staging tiles: q . K^T's key tiles (qk_base_n rows, all columns) and P . V's latent
-            // tiles (pv_base_k rows, pv_base_n columns); P per k step.
+            // tiles (pv_base_k rows, pv_base_n columns); P per k step, also two.
             const uint32_t qkTile = t_.qk_base_n * W, pvTile = t_.pv_base_k * t_.pv_base_n;
             const uint32_t tile = qkTile > pvTile ? qkTile : pvTile;
             pipe_.InitBuffer(kL1_, 2, tile * sizeof(T));
-            pipe_.InitBuffer(pL1_, 1, M * t_.pv_base_k * sizeof(T));
+            pipe_.InitBuffer(pL1_, 2, M * t_.pv_base_k * sizeof(T));
         } else {
             pipe_.InitBuffer(kL1_, static_cast<uint8_t>(t_.key_buffers), P * W * sizeof(T));
             if constexpr (sizeof(T) == 2) pipe_.InitBuffer(pL1_, 1, M * P * sizeof(T));
@@ -829,7 +829,8 @@ public:
     MmPv mmPv;
 
 private:
-    TQue<TPosition::A1, 1> qL1_, pL1_;
+    TQue<TPosition::A1, 1> qL1_;
+    TQue<TPosition::A1, 2> pL1_;
     TQue<TPosition::B1, 2> kL1_;
     TQue<TPosition::A2, 2> l0a_;
     TQue<TPosition::B2, 2> l0b_;
