@@ -73,6 +73,23 @@ fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_trans: bool) -> 
     c
 }
 
+/// `v` exactly in half and in bf16 (small integers).
+fn halves(v: &[f32]) -> Vec<f16> {
+    v.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+fn bf16s(v: &[f32]) -> Vec<bf16> {
+    v.iter().map(|&x| bf16::from_f32(x)).collect()
+}
+
+/// [`matmul`] as f32 (exact for these inputs).
+fn exact(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_trans: bool) -> Vec<f32> {
+    matmul(a, b, m, k, n, b_trans)
+        .iter()
+        .map(|&v| v as f32)
+        .collect()
+}
+
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
@@ -96,17 +113,10 @@ const F32_SHAPES: &[(usize, usize, usize)] =
 fn half_with_b_transposed_in_gm_loads_b_fractals_as_they_are() {
     for &(m, k, n) in SHAPES {
         let (a, b) = (ints(m * k, 1), ints(n * k, 2));
-        let (ah, bh): (Vec<f16>, Vec<f16>) = (
-            a.iter().map(|&x| f16::from_f32(x)).collect(),
-            b.iter().map(|&x| f16::from_f32(x)).collect(),
-        );
+        let (ah, bh) = (halves(&a), halves(&b));
         let (out, c) = run(0, m, k, n, &ah, &bh, 4);
         out.assert_ok();
-        let want: Vec<f32> = matmul(&a, &b, m, k, n, true)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        assert_eq!(f32s(&c), want, "{m}x{k}x{n}");
+        assert_eq!(f32s(&c), exact(&a, &b, m, k, n, true), "{m}x{k}x{n}");
         let tot = out.total();
         assert_eq!(tot.cube_macs, (m * n * k) as u64);
         // ND2NZ reads A and B once; Fixpipe writes C once.
@@ -119,17 +129,10 @@ fn half_with_b_transposed_in_gm_loads_b_fractals_as_they_are() {
 fn half_with_b_in_gm_order_transposes_each_fractal_on_the_way_to_l0b() {
     for &(m, k, n) in SHAPES {
         let (a, b) = (ints(m * k, 3), ints(k * n, 4));
-        let (ah, bh): (Vec<f16>, Vec<f16>) = (
-            a.iter().map(|&x| f16::from_f32(x)).collect(),
-            b.iter().map(|&x| f16::from_f32(x)).collect(),
-        );
+        let (ah, bh) = (halves(&a), halves(&b));
         let (out, c) = run(1, m, k, n, &ah, &bh, 4);
         out.assert_ok();
-        let want: Vec<f32> = matmul(&a, &b, m, k, n, false)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        assert_eq!(f32s(&c), want, "{m}x{k}x{n}");
+        assert_eq!(f32s(&c), exact(&a, &b, m, k, n, false), "{m}x{k}x{n}");
     }
 }
 
@@ -138,10 +141,7 @@ fn bf16_accumulates_in_l0c_and_fixpipe_rounds_to_bf16() {
     for &(m, k, n) in SHAPES {
         // Sums up to 2 * 16 * 192 need more than bf16's 8 significant bits: the rounding is exercised.
         let (a, b) = (ints(m * k, 5), ints(n * k, 6));
-        let (ab, bb): (Vec<bf16>, Vec<bf16>) = (
-            a.iter().map(|&x| bf16::from_f32(x)).collect(),
-            b.iter().map(|&x| bf16::from_f32(x)).collect(),
-        );
+        let (ab, bb) = (bf16s(&a), bf16s(&b));
         let (out, c) = run(2, m, k, n, &ab, &bb, 2);
         out.assert_ok();
         let want: Vec<u16> = matmul(&a, &b, m, k, n, true)
@@ -157,10 +157,7 @@ fn bf16_accumulates_in_l0c_and_fixpipe_rounds_to_bf16() {
 fn bf16_inputs_with_a_half_result() {
     let (m, k, n) = (30, 70, 50);
     let (a, b) = (ints(m * k, 7), ints(k * n, 8));
-    let (ab, bb): (Vec<bf16>, Vec<bf16>) = (
-        a.iter().map(|&x| bf16::from_f32(x)).collect(),
-        b.iter().map(|&x| bf16::from_f32(x)).collect(),
-    );
+    let (ab, bb) = (bf16s(&a), bf16s(&b));
     let (out, c) = run(3, m, k, n, &ab, &bb, 2);
     out.assert_ok();
     let want: Vec<u16> = matmul(&a, &b, m, k, n, false)
@@ -176,11 +173,7 @@ fn f32_uses_eight_column_fractals() {
         let (a, b) = (ints(m * k, 9), ints(n * k, 10));
         let (out, c) = run(4, m, k, n, &a, &b, 4);
         out.assert_ok();
-        let want: Vec<f32> = matmul(&a, &b, m, k, n, true)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        assert_eq!(f32s(&c), want, "{m}x{k}x{n}");
+        assert_eq!(f32s(&c), exact(&a, &b, m, k, n, true), "{m}x{k}x{n}");
     }
 }
 
@@ -188,7 +181,7 @@ fn f32_uses_eight_column_fractals() {
 fn misuse_is_a_fault_that_names_the_instruction() {
     let (m, k, n) = (16, 16, 16);
     let a = ints(m * k, 1);
-    let ah: Vec<f16> = a.iter().map(|&x| f16::from_f32(x)).collect();
+    let ah = halves(&a);
     let (out, _) = run(5, m, k, n, &a, &a, 4);
     let msg = out.only_failure();
     assert!(

@@ -396,6 +396,32 @@ private:
         }
     }
 
+    // A [r16 rows, kBlocks fractal columns] from the NZ matrix `nz` (r16 rows), its first fractal `at`
+    // elements in, into an L0A buffer in ZZ (each 16-row block's fractals, a column block of the NZ
+    // apart), queued for Multiply.
+    __aicore__ inline void LoadA(const LocalTensor<T>& nz, uint32_t at, uint32_t r16, uint32_t kBlocks) {
+        LocalTensor<T> a = l0a_.AllocTensor<T>();
+        for (uint32_t i = 0; i < r16 / 16; ++i) {
+            LoadData(a[i * kBlocks * FRAC], nz[at + i * 16 * C0],
+                     LoadData2DParams(0, static_cast<uint8_t>(kBlocks), static_cast<uint16_t>(r16 / 16), 0, 0, false, 0));
+        }
+        l0a_.EnQue(a);
+    }
+
+    // acc [m, n] = (init) or += the queued L0A and L0B operands over k; frees them.
+    __aicore__ inline void Multiply(LocalTensor<float>& acc, uint32_t m, uint32_t n, uint32_t k, bool init) {
+        LocalTensor<T> a = l0a_.DeQue<T>();
+        LocalTensor<T> bt = l0b_.DeQue<T>();
+        MmadParams mp;
+        mp.m = static_cast<uint16_t>(m);
+        mp.n = static_cast<uint16_t>(n);
+        mp.k = static_cast<uint16_t>(k);
+        mp.cmatrixInitVal = init;
+        Mmad(acc, a, bt, mp);
+        l0a_.FreeTensor(a);
+        l0b_.FreeTensor(bt);
+    }
+
     // Scores of query rows [m0, m0 + rows) against task t's C keys (held in L1, or staged tile by tile),
     // into the block's score workspace.
     __aicore__ inline void Scores(const Pending& t, uint32_t m0, uint32_t rows) {
@@ -432,14 +458,7 @@ private:
             LocalTensor<float> acc = l0c_.AllocTensor<float>();
             for (uint32_t k0 = 0; k0 < W; k0 += KT) {
                 const uint32_t kt = Min(KT, W - k0), kBlocks = kt / C0;
-                LocalTensor<T> a = l0a_.AllocTensor<T>();
-                // ZZ: each 16-row block's k fractals, a column block of q's NZ apart.
-                for (uint32_t i = 0; i < r16 / 16; ++i) {
-                    LoadData(a[i * kBlocks * FRAC], q[(k0 / C0 * r16 + i * 16) * C0],
-                             LoadData2DParams(0, static_cast<uint8_t>(kBlocks), static_cast<uint16_t>(r16 / 16), 0, 0,
-                                              false, 0));
-                }
-                l0a_.EnQue(a);
+                LoadA(q, k0 / C0 * r16 * C0, r16, kBlocks);
                 LocalTensor<T> bt = l0b_.AllocTensor<T>();
                 // K's NZ is K^T's ZN: per k fractal column, the tile's row blocks as they are.
                 for (uint32_t kb = 0; kb < kBlocks; ++kb) {
@@ -447,16 +466,7 @@ private:
                              LoadData2DParams(0, static_cast<uint8_t>(nBlocks), 1, 0, 0, false, 0));
                 }
                 l0b_.EnQue(bt);
-                a = l0a_.DeQue<T>();
-                bt = l0b_.DeQue<T>();
-                MmadParams mp;
-                mp.m = static_cast<uint16_t>(rows);
-                mp.n = static_cast<uint16_t>(cols);
-                mp.k = static_cast<uint16_t>(kt);
-                mp.cmatrixInitVal = k0 == 0;
-                Mmad(acc, a, bt, mp);
-                l0a_.FreeTensor(a);
-                l0b_.FreeTensor(bt);
+                Multiply(acc, rows, cols, kt, k0 == 0);
             }
             if (Streamed()) kL1_.FreeTensor(keys);
             l0c_.EnQue(acc);
@@ -508,13 +518,7 @@ private:
                     kL1_.EnQue(keys);
                     keys = kL1_.DeQue<T>();
                 }
-                LocalTensor<T> a = l0a_.AllocTensor<T>();
-                for (uint32_t i = 0; i < r16 / 16; ++i) {
-                    LoadData(a[i * kBlocks * FRAC], pm[(pk0 / 16 * r16 + i * 16) * 16],
-                             LoadData2DParams(0, static_cast<uint8_t>(kBlocks), static_cast<uint16_t>(r16 / 16), 0, 0,
-                                              false, 0));
-                }
-                l0a_.EnQue(a);
+                LoadA(pm, pk0 / 16 * r16 * 16, r16, kBlocks);
                 LocalTensor<T> bt = l0b_.AllocTensor<T>();
                 // latent [C, Dl] is B as stored: each 16 x 16 fractal transposed, per 16 keys the tile's
                 // column blocks (a column block of the NZ apart).
@@ -528,16 +532,7 @@ private:
                     kL1_.FreeTensor(keys);
                     pL1_.FreeTensor(pm);
                 }
-                a = l0a_.DeQue<T>();
-                bt = l0b_.DeQue<T>();
-                MmadParams mp;
-                mp.m = static_cast<uint16_t>(rows);
-                mp.n = static_cast<uint16_t>(cols);
-                mp.k = static_cast<uint16_t>(kt);
-                mp.cmatrixInitVal = k0 == 0;
-                Mmad(acc, a, bt, mp);
-                l0a_.FreeTensor(a);
-                l0b_.FreeTensor(bt);
+                Multiply(acc, rows, cols, kt, k0 == 0);
             }
             l0c_.EnQue(acc);
             acc = l0c_.DeQue<float>();
