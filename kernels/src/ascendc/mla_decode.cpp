@@ -8,11 +8,11 @@
  * with position j in row j % block_size of cache block block_table[b, j / block_size].
  *
  * Work: the host plan (tiling_mla.rs, MlaDecodePlan) cuts every sequence's keys into chunks of at most
- * `chunk` positions, short enough that a chunk's cache rows fit in the cube core's L1 beside a query panel
- * and P. The plan is an int32 device buffer: [batch x 2] (first task, task count of the sequence), then
+ * `chunk` positions (for key_buffers 1 or 2, short enough that the chunks' cache rows fit in the cube
+ * core's L1 beside a query panel and P; key_buffers 0, below, streams them). The plan is an int32 device buffer: [batch x 2] (first task, task count of the sequence), then
  * [tasks x 3] (b, c0, c1). Task k runs on AI Core k % GetBlockNum(): its cube core and both its vector
  * cores. A task serves ALL G = S * H query rows of its sequence (q rows of b are contiguous, row
- * r = s * H + h), so each cache row of the chunk comes from GM once per sequence, and once only:
+ * r = s * H + h), so each cache row of the chunk comes from GM once per sequence (once only when held):
  *   1. cube: the chunk's latent and rope rows into L1 (ND2NZ, one copy per run of consecutive cache slots:
  *      one block at worst) as K [C, Dl' + Dr] (Dl' = Dl rounded up to the 32-byte fractal width), the
  *      query panel of up to qk_base_m rows beside it; scores [G, C] = q . K^T in L0C tiles of
@@ -42,14 +42,15 @@
  * sequences' rows (b, r) are split over the vector cores. Rows past a sequence's visible length are never
  * read.
  *
- * Workspace (bytes, offsets in the tiling, after the system workspace): per block, key_buffers slots of
- * scores f32 [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
+ * Workspace (bytes, offsets in the tiling, after the system workspace): per block, one slot (two with
+ * key_buffers 2) of scores f32 [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
  * pitch * 4 / sizeof(t) elements of t); per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
  * (P, 16-bit t only); with B = 0: M W sz + 2 max(qk_base_n W, pv_base_k pv_base_n) sz (staging) +
- * 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows and computes its scores before it
- * takes task j - 1's P . latent (the score and P workspaces then have two slots per block);
+ * 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows and
+ * computes its scores before it takes task j - 1's P . latent (the score and P workspaces then have two
+ * slots per block);
  * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them).
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
  *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 32 R (the slab's reductions, a 32-byte block per row).
