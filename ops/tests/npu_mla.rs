@@ -230,8 +230,8 @@ fn every_key_buffer_pipeline_matches_the_reference() {
         extra_cols: 1,
         scale: 0.1352,
     };
-    pinned::<f32, f32>(&long, true);
-    pinned::<bf16, bf16>(&long, true);
+    pinned::<f32>(&long, true);
+    pinned::<bf16>(&long, true);
     // 64 query rows: P·V's output in two column tiles of 256 (the streamed latent tiles start at a
     // column offset).
     let wide = DecodeSpec {
@@ -240,57 +240,37 @@ fn every_key_buffer_pipeline_matches_the_reference() {
         seq_lens: vec![1200, 3, 500],
         ..long
     };
-    pinned::<bf16, bf16>(&wide, false);
+    pinned::<bf16>(&wide, false);
 }
 
 /// `spec` decoded under each pipeline's plan; `many_tasks`: each held-keys plan has more tasks than
 /// blocks and the streamed one chunks longer than L1 holds.
-fn pinned<T, E>(spec: &DecodeSpec, many_tasks: bool)
-where
-    T: Float + Into<E> + Copy,
-    E: dsnpu_runtime::DeviceRepr + dsnpu_kernels::launch::KernelElem + Into<f32> + Copy,
-{
-    use dsnpu_kernels::launch::{self, MlaDecodeInputs, MlaDecodeShape};
-    use dsnpu_kernels::{MlaDecodePlan, MlaPlanShape};
+fn pinned<T: Float>(spec: &DecodeSpec, many_tasks: bool) {
+    use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaPlanShape};
     let npu = checked_npu();
-    let s = npu.stream();
     let mut rng = CaseRng::new(12);
     let case = DecodeCase::<T>::build(&mut rng, spec).unwrap();
     let (want_out, want_lse) = case.run(&Cpu).unwrap();
-    let up = |a: &[T]| {
-        s.upload(&a.iter().map(|&v| v.into()).collect::<Vec<E>>())
-            .unwrap()
-    };
-    let (qn, qr) = (
-        up(case.q_nope.as_slice().unwrap()),
-        up(case.q_rope.as_slice().unwrap()),
-    );
-    let (lat, rope) = (
-        up(case.cache.latent.as_slice().unwrap()),
-        up(case.cache.rope.as_slice().unwrap()),
-    );
-    let table = s
-        .upload(&case.block_table.iter().copied().collect::<Vec<i32>>())
-        .unwrap();
-    let lens = s.upload(&case.seq_lens.to_vec()).unwrap();
-    let host_lens: Vec<usize> = spec.seq_lens.clone();
     let cores = npu.library().hardware().cube.cores;
     let plan_shape = MlaPlanShape {
         query_rows: (spec.s_q * spec.heads) as u32,
         latent_dim: 512,
         rope_dim: 64,
-        dtype: E::DTYPE,
+        // The plan weighs only the element size.
+        dtype: match std::mem::size_of::<T>() {
+            4 => KernelDtype::F32,
+            _ => KernelDtype::Bf16,
+        },
     };
-    let rows = spec.seq_lens.len() * spec.s_q * spec.heads;
     // Streamed keys (0) exist for 16-bit types only.
-    let pipelines: &[u32] = if E::DTYPE == dsnpu_kernels::KernelDtype::F32 {
+    let pipelines: &[u32] = if plan_shape.dtype == KernelDtype::F32 {
         &[1, 2]
     } else {
         &[1, 2, 0]
     };
     for &key_buffers in pipelines {
-        let plan =
-            MlaDecodePlan::for_shape_pinned(&host_lens, plan_shape, cores, key_buffers).unwrap();
+        let plan = MlaDecodePlan::for_shape_pinned(&spec.seq_lens, plan_shape, cores, key_buffers)
+            .unwrap();
         assert_eq!(plan.key_buffers(), key_buffers);
         if many_tasks && key_buffers == 0 {
             // Streamed: chunks longer than L1 could hold.
@@ -299,50 +279,18 @@ where
         } else if many_tasks {
             assert!(plan.tasks() > cores, "several tasks per block: {plan:?}");
         }
-        let words = s.upload(plan.words()).unwrap();
-        let mut out = s.alloc_zeroed::<E>(rows * 512).unwrap();
-        let mut lse = s.alloc_zeroed::<f32>(rows).unwrap();
-        launch::mla_decode(
-            npu.library(),
-            s,
-            MlaDecodeInputs {
-                q_nope: &qn,
-                q_rope: &qr,
-                latent: &lat,
-                rope: &rope,
-                block_table: &table,
-                seq_lens: &lens,
-                plan: &plan,
-                plan_words: &words,
-            },
-            &mut out,
-            &mut lse,
-            MlaDecodeShape {
-                batch: spec.seq_lens.len(),
-                s_q: spec.s_q,
-                heads: spec.heads,
-                latent_dim: 512,
-                rope_dim: 64,
-                block_size: spec.block_size,
-                num_blocks: case.cache.num_blocks(),
-                max_blocks: case.block_table.ncols(),
-            },
-            spec.scale,
-        )
-        .unwrap();
-        s.synchronize().unwrap();
-        let c = sim_counters::last_launch_counters(s)
-            .unwrap()
-            .expect("a completed launch");
-        assert_eq!((c.status, c.warnings), (0, 0), "{c:?}");
-        let out: Vec<T> = out
-            .to_vec()
-            .unwrap()
-            .into_iter()
-            .map(|v| T::from_f32(v.into()))
-            .collect();
-        let out = Array4::from_shape_vec(want_out.dim(), out).unwrap();
-        let lse = ndarray::Array3::from_shape_vec(want_lse.dim(), lse.to_vec().unwrap()).unwrap();
+        // The checked backend fails the launch on any fault or sanitizer finding.
+        let (out, lse) = npu
+            .mla_decode_planned(
+                case.q_nope.view(),
+                case.q_rope.view(),
+                &case.cache,
+                case.block_table.view(),
+                case.seq_lens.view(),
+                case.scale,
+                &plan,
+            )
+            .unwrap();
         let what = format!(
             "pinned {key_buffers} key buffer(s), {}",
             std::any::type_name::<T>()
@@ -360,4 +308,21 @@ where
             Tolerance::of::<T>(),
         );
     }
+    // A plan made for other lengths is refused before anything runs.
+    let mut other = spec.seq_lens.clone();
+    other[0] += 1;
+    let plan = MlaDecodePlan::for_shape(&other, plan_shape, cores).unwrap();
+    let r = npu.mla_decode_planned(
+        case.q_nope.view(),
+        case.q_rope.view(),
+        &case.cache,
+        case.block_table.view(),
+        case.seq_lens.view(),
+        case.scale,
+        &plan,
+    );
+    assert!(
+        matches!(r, Err(dsnpu_ops::OpsError::InvalidArgument { .. })),
+        "{r:?}"
+    );
 }

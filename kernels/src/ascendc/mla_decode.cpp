@@ -423,6 +423,17 @@ private:
         l0b_.FreeTensor(bt);
     }
 
+    // The finished L0C tile acc [rows, cols] (r16 rows in L0C) to f32 rows of `pitch` at `dst`; frees it.
+    __aicore__ inline void Store(LocalTensor<float>& acc, const GlobalTensor<float>& dst, uint32_t rows, uint32_t cols,
+                                 uint32_t r16, uint32_t pitch) {
+        l0c_.EnQue(acc);
+        acc = l0c_.DeQue<float>();
+        Fixpipe<float, float, CFG_ROW_MAJOR>(dst, acc,
+                                             FixpipeParamsV220(static_cast<uint16_t>(cols), static_cast<uint16_t>(rows),
+                                                               static_cast<uint16_t>(r16), pitch, false));
+        l0c_.FreeTensor(acc);
+    }
+
     // Scores of query rows [m0, m0 + rows) against task t's C keys (held in L1, or staged tile by tile),
     // into the block's score workspace.
     __aicore__ inline void Scores(const Pending& t, uint32_t m0, uint32_t rows) {
@@ -470,12 +481,7 @@ private:
                 Multiply(acc, rows, cols, kt, k0 == 0);
             }
             if (Streamed()) kL1_.FreeTensor(keys);
-            l0c_.EnQue(acc);
-            acc = l0c_.DeQue<float>();
-            Fixpipe<float, float, CFG_ROW_MAJOR>(scoresWs_[scoreAt_ + static_cast<uint64_t>(m0) * P + n0], acc,
-                                                 FixpipeParamsV220(static_cast<uint16_t>(cols), static_cast<uint16_t>(rows),
-                                                                   static_cast<uint16_t>(r16), P, false));
-            l0c_.FreeTensor(acc);
+            Store(acc, scoresWs_[scoreAt_ + static_cast<uint64_t>(m0) * P + n0], rows, cols, r16, P);
         }
         qL1_.FreeTensor(q);
     }
@@ -535,12 +541,7 @@ private:
                 }
                 Multiply(acc, rows, cols, kt, k0 == 0);
             }
-            l0c_.EnQue(acc);
-            acc = l0c_.DeQue<float>();
-            Fixpipe<float, float, CFG_ROW_MAJOR>(partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0], acc,
-                                                 FixpipeParamsV220(static_cast<uint16_t>(cols), static_cast<uint16_t>(rows),
-                                                                   static_cast<uint16_t>(r16), Dl, false));
-            l0c_.FreeTensor(acc);
+            Store(acc, partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0], rows, cols, r16, Dl);
         }
         if (!Streamed()) pL1_.FreeTensor(pm);
     }

@@ -1,5 +1,6 @@
-//! [`MlaOps`] on the device: `mla_decode` plans the split-KV work ([`MlaDecodePlan`]) and runs the
-//! `mla_decode_<t>` kernel ([`dsnpu_kernels::launch::mla_decode`]; cube and vector cores); `mla_prefill`
+//! [`MlaOps`] on the device: `mla_decode` plans the split-KV work ([`MlaDecodePlan`]; or takes one,
+//! checked against the lengths, in [`Npu::mla_decode_planned`]) and runs the `mla_decode_<t>` kernel
+//! ([`dsnpu_kernels::launch::mla_decode`]; cube and vector cores); `mla_prefill`
 //! runs `mla_prefill_<t>` (`mla_prefill.rs`); `mla_cache_write_fused` runs `mla_cache_write_<t>`
 //! ([`Npu::mla_cache_write_fused`], `mla_cache_write.rs`). `mla_cache_write` is
 //! [`OpsError::Unsupported`](crate::OpsError) here (the [`Fallback`](crate::backend::Fallback) backend
@@ -19,6 +20,7 @@ use ndarray::{Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayV
 
 use super::{by_dtype, DevElem, Npu};
 use crate::backend::MlaOps;
+use crate::error::invalid;
 use crate::mla::decode::check_mla_decode;
 use crate::mla::{CacheWriteParams, PagedLatentCache};
 use crate::{Float, Result};
@@ -26,6 +28,63 @@ use crate::{Float, Result};
 const NO_KERNEL: &str = "no device kernel yet (the Fallback backend runs it on the CPU)";
 
 impl Npu {
+    /// [`MlaOps::mla_decode`] with the split-KV work plan given (made from these `seq_lens`; checked)
+    /// instead of [`MlaDecodePlan::for_shape`]'s: to pin the kernel's pipeline
+    /// ([`MlaDecodePlan::for_shape_pinned`]) or reuse one plan for every layer of a step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mla_decode_planned<T: Float>(
+        &self,
+        q_nope: ArrayView4<T>,
+        q_rope: ArrayView4<T>,
+        cache: &PagedLatentCache<T>,
+        block_table: ArrayView2<i32>,
+        seq_lens: ArrayView1<i32>,
+        scale: f32,
+        plan: &MlaDecodePlan,
+    ) -> Result<(Array4<T>, Array3<f32>)> {
+        self.mla_decode_with(
+            q_nope,
+            q_rope,
+            cache,
+            block_table,
+            seq_lens,
+            scale,
+            Some(plan),
+        )
+    }
+
+    /// Validation, the empty batch, then the kernel for T's device type, planned here unless `plan`.
+    #[allow(clippy::too_many_arguments)]
+    fn mla_decode_with<T: Float>(
+        &self,
+        q_nope: ArrayView4<T>,
+        q_rope: ArrayView4<T>,
+        cache: &PagedLatentCache<T>,
+        block_table: ArrayView2<i32>,
+        seq_lens: ArrayView1<i32>,
+        scale: f32,
+        plan: Option<&MlaDecodePlan>,
+    ) -> Result<(Array4<T>, Array3<f32>)> {
+        const OP: &str = "mla_decode";
+        check_mla_decode(&q_nope, &q_rope, cache, &block_table, &seq_lens, scale)?;
+        if let Some(plan) = plan {
+            check_plan(plan, seq_lens)?;
+        }
+        let (batch, s_q, heads, dl) = q_nope.dim();
+        if batch == 0 {
+            return Ok((
+                Array4::default((0, s_q, heads, dl)),
+                Array3::zeros((0, heads, s_q)),
+            ));
+        }
+        by_dtype!(
+            self,
+            OP,
+            T,
+            mla_decode_as(q_nope, q_rope, cache, block_table, seq_lens, scale, plan)
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn mla_decode_as<T: Float, E: DevElem>(
         &self,
@@ -35,6 +94,7 @@ impl Npu {
         block_table: ArrayView2<i32>,
         seq_lens: ArrayView1<i32>,
         scale: f32,
+        plan: Option<&MlaDecodePlan>,
     ) -> Result<(Array4<T>, Array3<f32>)> {
         const OP: &str = "mla_decode";
         let (batch, s_q, heads, dl) = q_nope.dim();
@@ -62,8 +122,19 @@ impl Npu {
             rope_dim: cache.rope_dim() as u32,
             dtype: <E as dsnpu_kernels::launch::KernelElem>::DTYPE,
         };
-        let plan = MlaDecodePlan::for_shape(&host_lens, plan_shape, self.lib.hardware().cube.cores)
-            .map_err(|e| self.fail(OP, e))?;
+        let planned;
+        let plan = match plan {
+            Some(p) => p,
+            None => {
+                planned = MlaDecodePlan::for_shape(
+                    &host_lens,
+                    plan_shape,
+                    self.lib.hardware().cube.cores,
+                )
+                .map_err(|e| self.fail(OP, e))?;
+                &planned
+            }
+        };
         let words = self.upload_raw(OP, plan.words())?;
         let rows = batch * s_q * heads;
         let mut out = self.alloc::<E>(OP, rows * dl)?;
@@ -78,7 +149,7 @@ impl Npu {
                 rope: &rope,
                 block_table: &table,
                 seq_lens: &lens,
-                plan: &plan,
+                plan,
                 plan_words: &words,
             },
             &mut out,
@@ -96,6 +167,38 @@ impl Npu {
             .expect("the lse output holds B x H x S elements");
         Ok((out, lse))
     }
+}
+
+/// A given plan covers exactly the given sequences: each one's tasks tile `[0, seq_len)` in order (the
+/// kernel trusts the plan; one made for other lengths would skip or repeat keys).
+fn check_plan(plan: &MlaDecodePlan, seq_lens: ArrayView1<i32>) -> Result<()> {
+    let bad = |reason: String| invalid("mla_decode", "plan", reason);
+    if plan.batch() as usize != seq_lens.len() {
+        return Err(bad(format!(
+            "made for {} sequences, the call has {}",
+            plan.batch(),
+            seq_lens.len()
+        )));
+    }
+    let words = plan.words();
+    let mut k = 0;
+    for (b, &len) in seq_lens.iter().enumerate() {
+        let count = words[2 * b + 1].max(0) as u32;
+        let mut next = 0;
+        for _ in 0..count {
+            match plan.task(k) {
+                Some((tb, c0, c1)) if tb as usize == b && c0 == next => next = c1,
+                _ => return Err(bad(format!("task {k} does not continue sequence {b}"))),
+            }
+            k += 1;
+        }
+        if next as i64 != i64::from(len) {
+            return Err(bad(format!(
+                "sequence {b} of {len} tokens is planned to {next}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl MlaOps for Npu {
@@ -129,21 +232,7 @@ impl MlaOps for Npu {
         seq_lens: ArrayView1<i32>,
         scale: f32,
     ) -> Result<(Array4<T>, Array3<f32>)> {
-        const OP: &str = "mla_decode";
-        check_mla_decode(&q_nope, &q_rope, cache, &block_table, &seq_lens, scale)?;
-        let (batch, s_q, heads, dl) = q_nope.dim();
-        if batch == 0 {
-            return Ok((
-                Array4::default((0, s_q, heads, dl)),
-                Array3::zeros((0, heads, s_q)),
-            ));
-        }
-        by_dtype!(
-            self,
-            OP,
-            T,
-            mla_decode_as(q_nope, q_rope, cache, block_table, seq_lens, scale)
-        )
+        self.mla_decode_with(q_nope, q_rope, cache, block_table, seq_lens, scale, None)
     }
 
     fn mla_prefill<T: Float>(
