@@ -281,14 +281,14 @@ fn pinned<T: Float>(spec: &DecodeSpec, many_tasks: bool) {
         }
         // The checked backend fails the launch on any fault or sanitizer finding.
         let (out, lse) = npu
-            .mla_decode_planned(
+            .mla_decode_with_plan(
                 case.q_nope.view(),
                 case.q_rope.view(),
                 &case.cache,
                 case.block_table.view(),
                 case.seq_lens.view(),
                 case.scale,
-                &plan,
+                Some(&plan),
             )
             .unwrap();
         let what = format!(
@@ -312,14 +312,14 @@ fn pinned<T: Float>(spec: &DecodeSpec, many_tasks: bool) {
     let mut other = spec.seq_lens.clone();
     other[0] += 1;
     let plan = MlaDecodePlan::for_shape(&other, plan_shape, cores).unwrap();
-    let r = npu.mla_decode_planned(
+    let r = npu.mla_decode_with_plan(
         case.q_nope.view(),
         case.q_rope.view(),
         &case.cache,
         case.block_table.view(),
         case.seq_lens.view(),
         case.scale,
-        &plan,
+        Some(&plan),
     );
     assert!(
         matches!(r, Err(dsnpu_ops::OpsError::InvalidArgument { .. })),

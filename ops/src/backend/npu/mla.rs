@@ -1,5 +1,5 @@
 //! [`MlaOps`] on the device: `mla_decode` plans the split-KV work ([`MlaDecodePlan`]; or takes one,
-//! checked against the lengths, in [`Npu::mla_decode_planned`]) and runs the `mla_decode_<t>` kernel
+//! checked against the lengths, in [`Npu::mla_decode_with_plan`]) and runs the `mla_decode_<t>` kernel
 //! ([`dsnpu_kernels::launch::mla_decode`]; cube and vector cores); `mla_prefill`
 //! runs `mla_prefill_<t>` (`mla_prefill.rs`); `mla_cache_write_fused` runs `mla_cache_write_<t>`
 //! ([`Npu::mla_cache_write_fused`], `mla_cache_write.rs`). `mla_cache_write` is
@@ -29,33 +29,10 @@ const NO_KERNEL: &str = "no device kernel yet (the Fallback backend runs it on t
 
 impl Npu {
     /// [`MlaOps::mla_decode`] with the split-KV work plan given (made from these `seq_lens`; checked)
-    /// instead of [`MlaDecodePlan::for_shape`]'s: to pin the kernel's pipeline
+    /// instead of [`MlaDecodePlan::for_shape`]'s when `plan` is `Some`: to pin the kernel's pipeline
     /// ([`MlaDecodePlan::for_shape_pinned`]) or reuse one plan for every layer of a step.
     #[allow(clippy::too_many_arguments)]
-    pub fn mla_decode_planned<T: Float>(
-        &self,
-        q_nope: ArrayView4<T>,
-        q_rope: ArrayView4<T>,
-        cache: &PagedLatentCache<T>,
-        block_table: ArrayView2<i32>,
-        seq_lens: ArrayView1<i32>,
-        scale: f32,
-        plan: &MlaDecodePlan,
-    ) -> Result<(Array4<T>, Array3<f32>)> {
-        self.mla_decode_with(
-            q_nope,
-            q_rope,
-            cache,
-            block_table,
-            seq_lens,
-            scale,
-            Some(plan),
-        )
-    }
-
-    /// Validation, the empty batch, then the kernel for T's device type, planned here unless `plan`.
-    #[allow(clippy::too_many_arguments)]
-    fn mla_decode_with<T: Float>(
+    pub fn mla_decode_with_plan<T: Float>(
         &self,
         q_nope: ArrayView4<T>,
         q_rope: ArrayView4<T>,
@@ -232,7 +209,7 @@ impl MlaOps for Npu {
         seq_lens: ArrayView1<i32>,
         scale: f32,
     ) -> Result<(Array4<T>, Array3<f32>)> {
-        self.mla_decode_with(q_nope, q_rope, cache, block_table, seq_lens, scale, None)
+        self.mla_decode_with_plan(q_nope, q_rope, cache, block_table, seq_lens, scale, None)
     }
 
     fn mla_prefill<T: Float>(
