@@ -31,7 +31,7 @@
 //! [`tiling_sample`]), the FP8-weight GEMMs `linear_fp8_<t>`, `grouped_matmul_fp8_<t>` and
 //! `expert_ffn_fp8_<t>` (`<t>` the activations; e4m3 codes and 128×128 block scales dequantized tile by
 //! tile, see [`launch::linear_fp8`]), and the layer's self-tests
-//! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_sync_all`.
+//! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_repeat`, `selftest_sync_all`.
 
 pub mod bench_report;
 pub mod cost_model;

@@ -1,6 +1,7 @@
 //! Host Ascend C layer probes: Cast rounding modes against hand-worked values and the `half` crate,
-//! ReduceMax/ReduceSum (lowest index on ties), SyncAll with really concurrent blocks, the exported
-//! symbol set and the tiling struct layouts.
+//! ReduceMax/ReduceSum (lowest index on ties), the repeat forms of the vector instructions (strides,
+//! masks, WholeReduce, Brcb, their faults) and the row helpers of `row_ops.h` on padded tiles, SyncAll
+//! with really concurrent blocks, the exported symbol set and the tiling struct layouts.
 mod common;
 
 use common::*;
@@ -192,6 +193,738 @@ fn reductions_take_the_lowest_index_on_ties() {
     assert_eq!((r[0], r[1].to_bits()), (50.0, 7));
     let sum: f32 = v.iter().sum();
     assert_eq!(r[2], sum);
+}
+
+// --- selftest_repeat: the repeat forms (dsnpu_host/vector_repeat.h) and row_ops.h built on them ---
+
+/// What the padding columns of a tile hold: far above every value, so a read of one shows in a max or
+/// a sum, and a write to one changes it.
+const PAD: f32 = 1e30;
+
+/// `rows` x `pitch` f32 with `vals` (rows x cols, row-major) in the first `cols` columns, PAD after.
+fn padded(vals: &[f32], rows: usize, cols: usize, pitch: usize) -> Vec<f32> {
+    assert_eq!(vals.len(), rows * cols);
+    let mut t = vec![PAD; rows * pitch];
+    for r in 0..rows {
+        t[r * pitch..r * pitch + cols].copy_from_slice(&vals[r * cols..(r + 1) * cols]);
+    }
+    t
+}
+
+/// Random values in [-range, range) on a grid of 1/64: sums of a few hundred of them are exact in f32
+/// whatever the order, so a row sum has one right answer.
+fn dyadic(n: usize, seed: u64, range: f32) -> Vec<f32> {
+    random::<f32>(n, seed, range)
+        .into_iter()
+        .map(|v| (v * 64.0).round() / 64.0)
+        .collect()
+}
+
+/// selftest_repeat row mode `mode` on a tile of `rows` x `cols` at `pitch`; `a` as the header lays it out.
+fn row_op(mode: u32, rows: usize, cols: usize, pitch: usize, a: &[f32], reserved: u32) -> Vec<f32> {
+    let mut dev = Device::new();
+    let a = dev.upload(a);
+    let out = if mode <= 1 { rows } else { rows * pitch };
+    let b = dev.alloc(out * size_of::<f32>());
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode,
+        count: rows as u32,
+        arg: cols as u32 | (pitch as u32) << 16,
+        reserved,
+    });
+    dev.launch(
+        "selftest_repeat",
+        1,
+        &[dev.addr(a), dev.addr(b), 0, dev.addr(t)],
+    )
+    .assert_ok();
+    dev.download(b)
+}
+
+/// Tile shapes (rows, cols, pitch): rows not a multiple of 8; columns above 64 (the segment fold, with
+/// a partial last segment), below 64, exactly 64 without padding, and three segments.
+const ROW_SHAPES: [(usize, usize, usize); 4] =
+    [(13, 100, 104), (5, 40, 48), (3, 64, 64), (9, 130, 136)];
+
+/// Assert that `got`'s padding columns are bit for bit `want`'s.
+fn assert_padding_kept(
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    rows: usize,
+    cols: usize,
+    pitch: usize,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for r in 0..rows {
+        for c in cols..pitch {
+            let i = r * pitch + c;
+            assert_eq!(
+                got[i].to_bits(),
+                want[i].to_bits(),
+                "{what}: padding [{r}][{c}] changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn row_max_and_row_sum_ignore_the_row_padding() {
+    for (k, &(rows, cols, pitch)) in ROW_SHAPES.iter().enumerate() {
+        let mut vals = dyadic(rows * cols, 60 + k as u64, 8.0);
+        // Row 1 entirely negative: a maximum that started from 0 would show.
+        for v in &mut vals[cols..2 * cols] {
+            *v = -v.abs() - 1.0;
+        }
+        let a = padded(&vals, rows, cols, pitch);
+        let want_max: Vec<f32> = vals
+            .chunks(cols)
+            .map(|row| row.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+            .collect();
+        let want_sum: Vec<f32> = vals
+            .chunks(cols)
+            .map(|row| row.iter().map(|&v| f64::from(v)).sum::<f64>() as f32)
+            .collect();
+        let what = format!("{rows}x{cols} at pitch {pitch}");
+        assert_eq!(
+            row_op(0, rows, cols, pitch, &a, 0),
+            want_max,
+            "RowMax {what}"
+        );
+        assert_eq!(
+            row_op(1, rows, cols, pitch, &a, 0),
+            want_sum,
+            "RowSum {what}"
+        );
+    }
+}
+
+#[test]
+fn row_sum_adds_the_segments_of_each_column() {
+    // Hand-worked: 1 row of 130 columns, value c + 1 in column c, so the sum is 130 * 131 / 2 = 8515;
+    // the maximum (130) sits in the last, partial segment.
+    let vals: Vec<f32> = (1..=130).map(|v| v as f32).collect();
+    let a = padded(&vals, 1, 130, 136);
+    assert_eq!(row_op(0, 1, 130, 136, &a, 0), vec![130.0]);
+    assert_eq!(row_op(1, 1, 130, 136, &a, 0), vec![8515.0]);
+}
+
+#[test]
+fn row_add_and_row_mul_broadcast_one_value_per_row() {
+    for (k, &(rows, cols, pitch)) in ROW_SHAPES.iter().enumerate() {
+        let vals = random::<f32>(rows * cols, 70 + k as u64, 4.0);
+        let v = random::<f32>(rows, 80 + k as u64, 3.0);
+        let tile = padded(&vals, rows, cols, pitch);
+        let a: Vec<f32> = tile.iter().chain(&v).copied().collect();
+        let what = format!("{rows}x{cols} at pitch {pitch}");
+        for (mode, name) in [(2, "RowAdd"), (3, "RowMul")] {
+            let got = row_op(mode, rows, cols, pitch, &a, 0);
+            for r in 0..rows {
+                for c in 0..cols {
+                    let x = tile[r * pitch + c];
+                    let want = if mode == 2 { x + v[r] } else { x * v[r] };
+                    assert_eq!(got[r * pitch + c], want, "{name} {what} [{r}][{c}]");
+                }
+            }
+            assert_padding_kept(&format!("{name} {what}"), &got, &tile, rows, cols, pitch);
+        }
+    }
+}
+
+#[test]
+fn tile_exp_muls_and_add_keep_the_row_padding() {
+    for (k, &(rows, cols, pitch)) in ROW_SHAPES.iter().enumerate() {
+        let what = format!("{rows}x{cols} at pitch {pitch}");
+        let x = padded(
+            &random::<f32>(rows * cols, 90 + k as u64, 4.0),
+            rows,
+            cols,
+            pitch,
+        );
+        let y = padded(
+            &random::<f32>(rows * cols, 100 + k as u64, 4.0),
+            rows,
+            cols,
+            pitch,
+        );
+        let body = |i: usize| i % pitch < cols;
+
+        let got = row_op(4, rows, cols, pitch, &x, 0);
+        for i in (0..rows * pitch).filter(|&i| body(i)) {
+            let want = f64::from(x[i]).exp();
+            let g = f64::from(got[i]);
+            assert!(
+                (g - want).abs() <= 1e-6 * want,
+                "TileExp {what} [{i}]: got {g}, want {want}"
+            );
+        }
+        assert_padding_kept(&format!("TileExp {what}"), &got, &x, rows, cols, pitch);
+
+        let s = -0.3f32;
+        let got = row_op(5, rows, cols, pitch, &x, s.to_bits());
+        for i in (0..rows * pitch).filter(|&i| body(i)) {
+            assert_eq!(got[i], x[i] * s, "TileMuls {what} [{i}]");
+        }
+        assert_padding_kept(&format!("TileMuls {what}"), &got, &x, rows, cols, pitch);
+
+        let a: Vec<f32> = x.iter().chain(&y).copied().collect();
+        let got = row_op(6, rows, cols, pitch, &a, 0);
+        for i in (0..rows * pitch).filter(|&i| body(i)) {
+            assert_eq!(got[i], x[i] + y[i], "TileAdd {what} [{i}]");
+        }
+        assert_padding_kept(&format!("TileAdd {what}"), &got, &x, rows, cols, pitch);
+    }
+}
+
+// Instruction modes of selftest_repeat: 10 + op for f32, 110 + op for half.
+const OP_ADD: u32 = 0;
+const OP_SUB: u32 = 1;
+const OP_MUL: u32 = 2;
+const OP_MAX: u32 = 3;
+const OP_MIN: u32 = 4;
+const OP_ADDS: u32 = 5;
+const OP_MULS: u32 = 6;
+const OP_MAXS: u32 = 7;
+const OP_EXP: u32 = 8;
+const OP_LN: u32 = 9;
+const OP_WHOLE_MAX_INDEX: u32 = 10;
+const OP_WHOLE_MAX: u32 = 11;
+const OP_WHOLE_SUM: u32 = 12;
+const OP_BRCB: u32 = 13;
+
+/// The repeat-form operands (one-source instructions use src0's strides for their source).
+#[derive(Debug, Clone, Copy)]
+struct Rep {
+    mask: u32,
+    repeats: u32,
+    blk: [u32; 3], // dst, src0, src1
+    rep: [u32; 3],
+}
+
+impl Rep {
+    /// The default strides of the repeat parameter structs: contiguous blocks, 8 blocks per repeat.
+    fn dense(mask: u32, repeats: u32) -> Self {
+        Rep {
+            mask,
+            repeats,
+            blk: [1, 1, 1],
+            rep: [8, 8, 8],
+        }
+    }
+    /// Element offset of element `i` of repeat `r` of operand `k`, `per` elements to a 32-byte block:
+    /// repeat r starts r * rep blocks in, and the i-th element is in its (i / per)-th block, which is
+    /// blk blocks after the one before.
+    fn at(&self, k: usize, per: usize, r: usize, i: usize) -> usize {
+        (r * self.rep[k] as usize + i / per * self.blk[k] as usize) * per + i % per
+    }
+}
+
+trait RepElem: Pod + std::fmt::Debug {
+    const MODE_BASE: u32;
+    const PER_BLOCK: usize;
+    fn f64(self) -> f64;
+    fn round(v: f64) -> Self;
+    fn index(self) -> u32;
+}
+
+impl RepElem for f32 {
+    const MODE_BASE: u32 = 10;
+    const PER_BLOCK: usize = 8;
+    fn f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn round(v: f64) -> Self {
+        v as f32
+    }
+    fn index(self) -> u32 {
+        self.to_bits()
+    }
+}
+
+impl RepElem for f16 {
+    const MODE_BASE: u32 = 110;
+    const PER_BLOCK: usize = 16;
+    fn f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn round(v: f64) -> Self {
+        f16::from_f64(v)
+    }
+    fn index(self) -> u32 {
+        u32::from(self.to_bits())
+    }
+}
+
+/// selftest_repeat instruction `op` on element type T: the launch and dst afterwards.
+fn repeat_run<T: RepElem>(op: u32, r: Rep, src0: &[T], src1: &[T], dst: &[T]) -> (Outcome, Vec<T>) {
+    let n = dst.len();
+    assert!(
+        src0.len() == n && src1.len() == n,
+        "three operands of one length"
+    );
+    assert!(r.mask < 256 && r.repeats < 256 && r.blk.iter().chain(&r.rep).all(|&s| s < 256));
+    let mut dev = Device::new();
+    let all: Vec<T> = src0.iter().chain(src1).chain(dst).copied().collect();
+    let a = dev.upload(&all);
+    let b = dev.alloc(std::mem::size_of_val(dst));
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode: T::MODE_BASE + op,
+        count: n as u32,
+        arg: r.mask | r.repeats << 8 | r.blk[0] << 16 | r.blk[1] << 24,
+        reserved: r.blk[2] | r.rep[0] << 8 | r.rep[1] << 16 | r.rep[2] << 24,
+    });
+    let out = dev.launch(
+        "selftest_repeat",
+        1,
+        &[dev.addr(a), dev.addr(b), 0, dev.addr(t)],
+    );
+    (out, dev.download(b))
+}
+
+fn repeat_op<T: RepElem>(op: u32, r: Rep, src0: &[T], src1: &[T], dst: &[T]) -> Vec<T> {
+    let (out, got) = repeat_run(op, r, src0, src1, dst);
+    out.assert_ok();
+    got
+}
+
+/// dst after an element-wise repeat instruction, modelled: `f` on the walked elements, the rest kept.
+fn model_elementwise<T: RepElem>(
+    r: Rep,
+    src0: &[T],
+    src1: &[T],
+    dst: &[T],
+    f: impl Fn(f64, f64) -> f64,
+) -> Vec<T> {
+    let per = T::PER_BLOCK;
+    let mut out = dst.to_vec();
+    for rep in 0..r.repeats as usize {
+        for i in 0..r.mask as usize {
+            let x = src0[r.at(1, per, rep, i)].f64();
+            let y = src1[r.at(2, per, rep, i)].f64();
+            out[r.at(0, per, rep, i)] = T::round(f(x, y));
+        }
+    }
+    out
+}
+
+/// Distinct values no instruction here produces, to see which dst elements were written.
+fn sentinels<T: RepElem>(n: usize) -> Vec<T> {
+    (0..n).map(|i| T::round(-1000.0 - i as f64)).collect()
+}
+
+/// An instruction of the tests: its op, its name and what it computes in exact arithmetic.
+type OpFn = (u32, &'static str, fn(f64, f64) -> f64);
+
+fn binary_fns() -> [OpFn; 5] {
+    [
+        (OP_ADD, "Add", |a, b| a + b),
+        (OP_SUB, "Sub", |a, b| a - b),
+        (OP_MUL, "Mul", |a, b| a * b),
+        (OP_MAX, "Max", f64::max),
+        (OP_MIN, "Min", f64::min),
+    ]
+}
+
+#[test]
+fn binary_repeat_broadcasts_a_block_and_skips_blocks() {
+    // src1 block stride 0 and repeat stride 1: repeat r reads src1's block r for each of its blocks
+    // (one 32-byte block broadcast to a repeat); dst every other block, repeats 17 blocks apart; src0
+    // contiguous blocks 10 apart. 60 of the 64 lanes: the last block half done.
+    let r = Rep {
+        mask: 60,
+        repeats: 3,
+        blk: [2, 1, 0],
+        rep: [17, 10, 1],
+    };
+    let n = 400; // dst reaches element (2 * 17 + 7 * 2) * 8 + 3 = 387
+    let src0 = random::<f32>(n, 110, 5.0);
+    let src1 = random::<f32>(n, 111, 5.0);
+    let dst = sentinels::<f32>(n);
+    for (op, name, f) in binary_fns() {
+        let got = repeat_op(op, r, &src0, &src1, &dst);
+        assert_eq!(got, model_elementwise(r, &src0, &src1, &dst, f), "{name}");
+    }
+    // Hand-worked for Add: repeat 1, lane 13 (block 1, element 5): dst (17 + 2) * 8 + 5 = 157 from
+    // src0 (10 + 1) * 8 + 5 = 93 and src1 block 1 element 5 = 13; lane 5 reads the same src1 element.
+    let got = repeat_op(OP_ADD, r, &src0, &src1, &dst);
+    assert_eq!(got[157], src0[93] + src1[13]);
+    assert_eq!(got[(17) * 8 + 5], src0[10 * 8 + 5] + src1[13]);
+    // Lanes 60..64 of repeat 0 (block 7, elements 4..8 at dst 7 * 2 * 8 + 4..) and the skipped blocks.
+    assert_eq!(&got[116..120], &dst[116..120]);
+    assert_eq!(&got[8..16], &dst[8..16]);
+    // A full repeat of half (128 lanes, 16 to a block) with the same kind of walk.
+    let r = Rep {
+        mask: 128,
+        repeats: 2,
+        blk: [1, 2, 0],
+        rep: [9, 16, 1],
+    };
+    let n = 512; // src0 reaches (16 + 7 * 2) * 16 + 15 = 495
+    let h = |v: Vec<f32>| v.into_iter().map(f16::from_f32).collect::<Vec<f16>>();
+    let (src0, src1, dst) = (
+        h(random(n, 112, 5.0)),
+        h(random(n, 113, 5.0)),
+        sentinels::<f16>(n),
+    );
+    for (op, name, f) in binary_fns() {
+        let got = repeat_op(op, r, &src0, &src1, &dst);
+        let want = model_elementwise(r, &src0, &src1, &dst, f);
+        let bits = |v: &[f16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "half {name}");
+    }
+}
+
+#[test]
+fn repeat_forms_with_no_lanes_or_no_repeats_do_nothing() {
+    let n = 64;
+    let src = random::<f32>(n, 114, 1.0);
+    let dst = sentinels::<f32>(n);
+    assert_eq!(repeat_op(OP_ADD, Rep::dense(0, 1), &src, &src, &dst), dst);
+    assert_eq!(repeat_op(OP_EXP, Rep::dense(64, 0), &src, &src, &dst), dst);
+    assert_eq!(
+        repeat_op(OP_WHOLE_SUM, Rep::dense(0, 4), &src, &src, &dst),
+        dst
+    );
+    assert_eq!(repeat_op(OP_BRCB, Rep::dense(0, 0), &src, &src, &dst), dst);
+}
+
+#[test]
+fn unary_repeat_forms_walk_their_strides() {
+    // 20 lanes (2.5 blocks), source blocks 3 apart and repeats 9 blocks apart, dst contiguous with
+    // repeats 4 blocks apart.
+    let r = Rep {
+        mask: 20,
+        repeats: 4,
+        blk: [1, 3, 0],
+        rep: [4, 9, 0],
+    };
+    let n = 288; // src0 reaches (3 * 9 + 2 * 3) * 8 + 3 = 267
+    let src0: Vec<f32> = random::<f32>(n, 120, 2.0).iter().map(|v| v + 2.5).collect(); // > 0 for Ln
+    let mut src1 = vec![0.0f32; n];
+    src1[0] = 1.75; // the scalar of Adds / Muls / Maxs
+    let dst = sentinels::<f32>(n);
+    let s = 1.75f64;
+    let exact: [OpFn; 3] = [
+        (OP_ADDS, "Adds", |a, s| a + s),
+        (OP_MULS, "Muls", |a, s| a * s),
+        (OP_MAXS, "Maxs", f64::max),
+    ];
+    for (op, name, f) in exact {
+        let got = repeat_op(op, r, &src0, &src1, &dst);
+        assert_eq!(
+            got,
+            model_elementwise(r, &src0, &src1, &dst, |a, _| f(a, s)),
+            "{name}"
+        );
+    }
+    for (op, name, f) in [
+        (OP_EXP, "Exp", f64::exp as fn(f64) -> f64),
+        (OP_LN, "Ln", f64::ln),
+    ] {
+        let got = repeat_op(op, r, &src0, &src1, &dst);
+        let want = model_elementwise(r, &src0, &src1, &dst, |a, _| f(a));
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let (g, w) = (f64::from(g), f64::from(w));
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs(),
+                "{name}[{i}]: got {g}, want {w}"
+            );
+        }
+        // Untouched elements are exactly the sentinels (the model keeps them).
+        let touched: Vec<usize> = (0..4)
+            .flat_map(|k| (0..20).map(move |i| r.at(0, 8, k, i)))
+            .collect();
+        for i in (0..n).filter(|i| !touched.contains(i)) {
+            assert_eq!(got[i], dst[i], "{name}: dst[{i}] written");
+        }
+    }
+    // Half: Adds and Muls round the exact result once to half.
+    let h = |v: Vec<f32>| v.into_iter().map(f16::from_f32).collect::<Vec<f16>>();
+    let r = Rep {
+        mask: 100,
+        repeats: 2,
+        blk: [1, 1, 0],
+        rep: [8, 10, 0],
+    };
+    let n = 272; // src0 reaches (10 + 6) * 16 + 3 = 259
+    let src0 = h(random(n, 121, 30.0));
+    let mut src1 = vec![f16::ZERO; n];
+    src1[0] = f16::from_f32(-0.7);
+    let s = src1[0].to_f64();
+    let dst = sentinels::<f16>(n);
+    for (op, name, f) in exact {
+        let got = repeat_op(op, r, &src0, &src1, &dst);
+        let want = model_elementwise(r, &src0, &src1, &dst, |a, _| f(a, s));
+        let bits = |v: &[f16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want), "half {name}");
+    }
+}
+
+/// (value, index) of the first largest of `vals`.
+fn first_max(vals: &[f64]) -> (f64, u32) {
+    let mut best = 0;
+    for (i, &v) in vals.iter().enumerate() {
+        if v > vals[best] {
+            best = i;
+        }
+    }
+    (vals[best], best as u32)
+}
+
+/// The `mask` values of each repeat of the source walk (operand 1) of `r`.
+fn repeat_values<T: RepElem>(r: Rep, src: &[T]) -> Vec<Vec<f64>> {
+    (0..r.repeats as usize)
+        .map(|k| {
+            (0..r.mask as usize)
+                .map(|i| src[r.at(1, T::PER_BLOCK, k, i)].f64())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn whole_reduce_max_returns_the_first_maximum_of_each_repeat() {
+    // f32: 50 of 64 lanes, 4 repeats, (value, index) pairs 3 pairs apart.
+    let r = Rep {
+        mask: 50,
+        repeats: 4,
+        blk: [0, 1, 0],
+        rep: [3, 8, 0],
+    };
+    let n = 256;
+    let mut src = dyadic(n, 130, 4.0);
+    src[3] = 9.0; // repeat 0: ties at 3 and 40 -> 3
+    src[40] = 9.0;
+    src[64 + 55] = 50.0; // repeat 1: past the mask, ignored; the maximum is the last lane, 49
+    src[64 + 49] = 8.0;
+    for v in &mut src[128..192] {
+        *v = 0.5; // repeat 2: all equal -> index 0
+    }
+    for v in &mut src[192..256] {
+        *v = -v.abs() - 1.0; // repeat 3: all negative, ties at 17 and 33 -> 17
+    }
+    src[192 + 17] = -0.25;
+    src[192 + 33] = -0.25;
+    let dst = sentinels::<f32>(n);
+    let got = repeat_op(OP_WHOLE_MAX_INDEX, r, &src, &dst, &dst);
+    let mut want = dst.clone();
+    for (k, vals) in repeat_values(r, &src).iter().enumerate() {
+        let (v, i) = first_max(vals);
+        want[2 * 3 * k] = v as f32;
+        want[2 * 3 * k + 1] = f32::from_bits(i);
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+    // The hand-worked pairs.
+    let pairs: Vec<(f32, u32)> = (0..4)
+        .map(|k| (got[6 * k], got[6 * k + 1].index()))
+        .collect();
+    assert_eq!(pairs[0], (9.0, 3));
+    assert_eq!(pairs[1], (8.0, 49));
+    assert_eq!(pairs[2], (0.5, 0));
+    assert_eq!(pairs[3], (-0.25, 17));
+
+    // Half: 100 of 128 lanes, 3 repeats, pairs 2 apart (a pair is 4 bytes: index in 16 bits).
+    let r = Rep {
+        mask: 100,
+        repeats: 3,
+        blk: [0, 1, 0],
+        rep: [2, 8, 0],
+    };
+    let n = 384;
+    let mut src: Vec<f16> = (0..n)
+        .map(|i| f16::from_f32(((i * 37) % 23) as f32 - 11.0))
+        .collect();
+    src[5] = f16::from_f32(100.0); // repeat 0: ties at 5 and 99 -> 5
+    src[99] = f16::from_f32(100.0);
+    src[128 + 120] = f16::from_f32(200.0); // repeat 1: past the mask
+    src[128 + 77] = f16::from_f32(60.0);
+    for v in &mut src[256..384] {
+        *v = f16::from_f32(-3.0); // repeat 2: all equal -> 0
+    }
+    let dst = sentinels::<f16>(n);
+    let got = repeat_op(OP_WHOLE_MAX_INDEX, r, &src, &dst, &dst);
+    let mut want = dst.clone();
+    for (k, vals) in repeat_values(r, &src).iter().enumerate() {
+        let (v, i) = first_max(vals);
+        want[4 * k] = f16::from_f64(v);
+        want[4 * k + 1] = f16::from_bits(i as u16);
+    }
+    let bits = |v: &[f16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+    let pairs: Vec<(f32, u32)> = (0..3)
+        .map(|k| (got[4 * k].to_f32(), got[4 * k + 1].index()))
+        .collect();
+    assert_eq!(pairs, vec![(100.0, 5), (60.0, 77), (-3.0, 0)]);
+}
+
+#[test]
+fn whole_reduce_value_and_sum_walk_strided_blocks() {
+    // f32, every other source block, repeats 16 blocks apart, results 3 elements apart.
+    let r = Rep {
+        mask: 64,
+        repeats: 5,
+        blk: [0, 2, 0],
+        rep: [3, 16, 0],
+    };
+    let n = 640; // the source reaches (4 * 16 + 7 * 2) * 8 + 7 = 631
+    let src = dyadic(n, 140, 6.0);
+    let dst = sentinels::<f32>(n);
+    let vals = repeat_values(r, &src);
+    let max = repeat_op(OP_WHOLE_MAX, r, &src, &dst, &dst);
+    let sum = repeat_op(OP_WHOLE_SUM, r, &src, &dst, &dst);
+    let (mut want_max, mut want_sum) = (dst.clone(), dst.clone());
+    for (k, v) in vals.iter().enumerate() {
+        want_max[3 * k] = first_max(v).0 as f32;
+        want_sum[3 * k] = v.iter().sum::<f64>() as f32;
+    }
+    assert_eq!(max, want_max, "WholeReduceMax ORDER_ONLY_VALUE");
+    assert_eq!(sum, want_sum, "WholeReduceSum");
+    // Half sums round once: 128 lanes of 1 and one of 2^-11 (below half's resolution at 128).
+    let r = Rep::dense(128, 2);
+    let n = 256;
+    let mut src = vec![f16::ONE; n];
+    src[0] = f16::from_f32(2f32.powi(-11));
+    src[128] = f16::from_f32(0.5);
+    let dst = sentinels::<f16>(n);
+    let sum = repeat_op(
+        OP_WHOLE_SUM,
+        Rep {
+            rep: [1, 8, 0],
+            ..r
+        },
+        &src,
+        &dst,
+        &dst,
+    );
+    // Repeat 0: 127 + 2^-11 rounds to 127; repeat 1: 127.5 is exact in half.
+    assert_eq!((sum[0].to_f32(), sum[1].to_f32()), (127.0, 127.5));
+    assert_eq!(&sum[2..], &dst[2..]);
+}
+
+#[test]
+fn brcb_fills_one_block_per_source_element() {
+    // f32: 2 repeats, destination blocks 2 apart, repeats 20 blocks apart.
+    let r = Rep {
+        mask: 0,
+        repeats: 2,
+        blk: [2, 0, 0],
+        rep: [20, 0, 0],
+    };
+    let n = 288; // dst reaches (20 + 7 * 2) * 8 + 7 = 279
+    let src = random::<f32>(n, 150, 3.0);
+    let dst = sentinels::<f32>(n);
+    let got = repeat_op(OP_BRCB, r, &src, &dst, &dst);
+    let mut want = dst.clone();
+    for k in 0..2 {
+        for j in 0..8 {
+            let at = (k * 20 + j * 2) * 8;
+            want[at..at + 8].fill(src[8 * k + j]);
+        }
+    }
+    assert_eq!(got, want);
+    // Half: 16 to a block, the default walk.
+    let n = 256;
+    let src: Vec<f16> = (0..n).map(|i| f16::from_f32(i as f32 * 0.25)).collect();
+    let dst = sentinels::<f16>(n);
+    let got = repeat_op(
+        OP_BRCB,
+        Rep {
+            blk: [1, 0, 0],
+            rep: [8, 0, 0],
+            ..r
+        },
+        &src,
+        &dst,
+        &dst,
+    );
+    let want: Vec<f16> = (0..n).map(|i| src[i / 16]).collect();
+    assert_eq!(got, want);
+    // A destination block stride of 0 is taken as 1 (the Brcb API page): the same as the default walk.
+    let got0 = repeat_op(
+        OP_BRCB,
+        Rep {
+            blk: [0, 0, 0],
+            rep: [8, 0, 0],
+            ..r
+        },
+        &src,
+        &dst,
+        &dst,
+    );
+    assert_eq!(got0, want);
+}
+
+/// The one fault of a repeat instruction that must fail.
+fn repeat_fault<T: RepElem>(op: u32, r: Rep, n: usize) -> String {
+    let src = vec![T::round(1.0); n];
+    let (out, _) = repeat_run(op, r, &src, &src, &src);
+    out.only_failure().to_string()
+}
+
+#[test]
+fn repeat_forms_fault_on_a_mask_above_one_repeat() {
+    for (op, name) in [
+        (OP_ADD, "Add"),
+        (OP_EXP, "Exp"),
+        (OP_WHOLE_MAX_INDEX, "WholeReduceMax"),
+    ] {
+        let m = repeat_fault::<f32>(op, Rep::dense(65, 1), 128);
+        assert!(
+            m.starts_with(&format!("{name}: ")) && m.contains("exceeds") && m.contains("65"),
+            "{m}"
+        );
+    }
+    let m = repeat_fault::<f16>(OP_WHOLE_SUM, Rep::dense(129, 1), 256);
+    assert!(
+        m.starts_with("WholeReduceSum: ") && m.contains("exceeds") && m.contains("129"),
+        "{m}"
+    );
+}
+
+#[test]
+fn repeat_forms_fault_on_a_walk_past_the_local_tensor() {
+    // src1's repeats 8 blocks apart while dst and src0 stay on block 0: only src1 leaves its 64 f32.
+    let r = Rep {
+        rep: [0, 0, 8],
+        ..Rep::dense(64, 2)
+    };
+    let m = repeat_fault::<f32>(OP_MUL, r, 64);
+    assert!(
+        m.starts_with("Mul: ") && m.contains("src1") && m.contains("exceed"),
+        "{m}"
+    );
+    // dst's last block: (7 * 2) * 8 + 8 = 120 elements of a 64-element tensor.
+    let r = Rep {
+        blk: [2, 1, 1],
+        rep: [0, 0, 0],
+        ..Rep::dense(64, 1)
+    };
+    let m = repeat_fault::<f32>(OP_ADD, r, 64);
+    assert!(
+        m.starts_with("Add: ") && m.contains("dst") && m.contains("exceed"),
+        "{m}"
+    );
+    let m = repeat_fault::<f32>(OP_BRCB, r, 64);
+    assert!(
+        m.starts_with("Brcb: ") && m.contains("dst") && m.contains("exceed"),
+        "{m}"
+    );
+    // The source of a reduction and of a one-source instruction.
+    let m = repeat_fault::<f32>(OP_WHOLE_SUM, Rep::dense(64, 2), 64);
+    assert!(
+        m.starts_with("WholeReduceSum: ") && m.contains("src") && m.contains("exceed"),
+        "{m}"
+    );
+    let r = Rep {
+        rep: [0, 8, 0],
+        ..Rep::dense(64, 2)
+    };
+    let m = repeat_fault::<f32>(OP_EXP, r, 64);
+    assert!(
+        m.starts_with("Exp: ") && m.contains("src") && m.contains("exceed"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -169,6 +169,10 @@ const HOST_HEADERS: &[(&str, &str)] = &[
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/vector.h"),
     ),
     (
+        "dsnpu_host/vector_repeat.h",
+        include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/vector_repeat.h"),
+    ),
+    (
         "dsnpu_sim_kernel.h",
         include_str!("../../sim/include/dsnpu_sim_kernel.h"),
     ),

@@ -18,6 +18,7 @@
 #include "dsnpu_host/data_copy.h"
 #include "dsnpu_host/cube.h"
 #include "dsnpu_host/vector.h"
+#include "dsnpu_host/vector_repeat.h"
 #include "dsnpu_host/tiling_data.h"
 #include "dsnpu_host/entry.h"
 

@@ -18,6 +18,30 @@
  *   CAST_RINT and then divide by 3 in that type (16-bit arithmetic, rounded once from the exact quotient).
  * selftest_reduce(a, b, workspace, tiling): over `count` elements of a (f32 for mode 0, half for mode 1):
  *   b[0] = ReduceMax value, b[1] = its index bits, b[2] = ReduceSum.
+ * selftest_repeat(a, b, workspace, tiling): the repeat forms of the vector instructions (dsnpu_host/
+ *   vector_repeat.h) and the row helpers built on them (dsnpu_kernels/row_ops.h). Row modes (f32): a tile
+ *   of `count` rows of `arg & 0xffff` columns at a row pitch of `arg >> 16` elements (the whole pitch, row
+ *   padding included, is copied in and, for the modes writing the tile, back out):
+ *   0  a = tile; b[r] = RowMax of row r (`count` f32)
+ *   1  a = tile; b[r] = RowSum of row r
+ *   2  a = tile then v (`count` f32); RowBroadcast of v, RowAdd: b = the tile, tile[r][c] + v[r]
+ *   3  as 2 with RowMul: tile[r][c] * v[r]
+ *   4  a = tile; TileExp: b = the tile
+ *   5  a = tile; TileMuls by the f32 whose bits are `reserved`: b = the tile
+ *   6  a = dst tile then src tile; TileAdd: b = dst
+ *   Instruction modes 10 + op (f32) and 110 + op (half): a = src0, src1, dst (`count` elements each,
+ *   each copied into a LocalTensor of its own), b = dst after one instruction (all `count` elements);
+ *   arg = mask | repeatTime << 8 | dstBlkStride << 16 | src0BlkStride << 24, reserved = src1BlkStride |
+ *   dstRepStride << 8 | src0RepStride << 16 | src1RepStride << 24 (src0: the source of a one-source op).
+ *   op 0-4   Add, Sub, Mul, Max, Min (BinaryRepeatParams)
+ *   op 5-7   Adds, Muls, Maxs with the scalar src1[0] (UnaryRepeatParams)
+ *   op 8, 9  Exp, Ln (UnaryRepeatParams)
+ *   op 10    WholeReduceMax(dst, src0, mask, repeatTime, dstRepStride, src0BlkStride, src0RepStride,
+ *            ORDER_VALUE_INDEX); op 11 the same with ORDER_ONLY_VALUE
+ *   op 12    WholeReduceSum with the same operands
+ *   op 13    Brcb(dst, src0, repeatTime, BrcbRepeatParams(dstBlkStride, dstRepStride))
+ *   Operands outside the instruction's contract (a mask above a repeat, a walk past a LocalTensor)
+ *   are the faults to expect.
  * selftest_sync_all(out, workspace, tiling): block i sets out[i] = i + 1, SyncAll, then
  *   out[n + i] = out[(i + 1) % n] (only correct if every block wrote before any read).
  * selftest_defect(a, b, workspace, tiling): seeded defects for the sanitizer (DSNPU_SIM_CHECK), each with
@@ -89,6 +113,7 @@
  *   region of a instead of its own. Nothing is computed: only the traffic matters.
  */
 #include "dsnpu_kernels/kernel_util.h"
+#include "dsnpu_kernels/row_ops.h"
 #include "dsnpu_kernels/tiling.h"
 #include "lib/matmul_intf.h"
 
@@ -574,6 +599,144 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_reduce)(GM_ADDR a, G
     }
 }
 
+namespace {
+
+// selftest_repeat: see the header.
+constexpr uint32_t kRowModes = 7;
+
+__aicore__ inline float BitsToFloat(uint32_t b) {
+    union {
+        uint32_t u;
+        float f;
+    } v;
+    v.u = b;
+    return v.f;
+}
+
+__aicore__ inline void RowProbe(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
+    const RowTile tile{t.count, t.arg & 0xffff, t.arg >> 16};
+    if (tile.rows == 0 || tile.pitch == 0) return;  // the limits of row_ops.h are the caller's to keep
+    const uint32_t rows8 = AlignUp(tile.rows, 8), elems = tile.rows * tile.pitch;
+    const bool reduce = t.mode <= 1, perRow = t.mode == 2 || t.mode == 3, twoTiles = t.mode == 6;
+    GlobalTensor<float> ag, bg;
+    ag.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(a), elems + (perRow ? tile.rows : twoTiles ? elems : 0));
+    bg.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(b), reduce ? tile.rows : elems);
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> xBuf, yBuf, vBuf, bcastBuf, workBuf;
+    pipe.InitBuffer(xBuf, elems * sizeof(float));
+    pipe.InitBuffer(yBuf, (twoTiles ? elems : 8) * sizeof(float));
+    pipe.InitBuffer(vBuf, rows8 * sizeof(float));
+    pipe.InitBuffer(bcastBuf, 8 * rows8 * sizeof(float));
+    pipe.InitBuffer(workBuf, ROW_SEG * tile.rows * sizeof(float));
+    LocalTensor<float> x = xBuf.Get<float>(), y = yBuf.Get<float>(), v = vBuf.Get<float>();
+    LocalTensor<float> bcast = bcastBuf.Get<float>(), work = workBuf.Get<float>();
+    const DataCopyPadExtParams<float> pad(false, 0, 0, 0.0f);
+    const DataCopyExtParams whole(1, elems * static_cast<uint32_t>(sizeof(float)), 0, 0, 0);
+    const DataCopyExtParams perRowVec(1, tile.rows * static_cast<uint32_t>(sizeof(float)), 0, 0, 0);
+    DataCopyPad(x, ag, whole, pad);
+    if (perRow) DataCopyPad(v, ag[elems], perRowVec, pad);
+    if (twoTiles) DataCopyPad(y, ag[elems], whole, pad);
+    SetFlag<HardEvent::MTE2_V>(0);
+    WaitFlag<HardEvent::MTE2_V>(0);
+    switch (t.mode) {
+        case 0: RowMax(v, x, work, tile); break;
+        case 1: RowSum(v, x, work, tile); break;
+        case 2:
+            RowBroadcast(bcast, v, tile.rows);
+            RowAdd(x, bcast, tile);
+            break;
+        case 3:
+            RowBroadcast(bcast, v, tile.rows);
+            RowMul(x, bcast, tile);
+            break;
+        case 4: TileExp(x, tile); break;
+        case 5: TileMuls(x, BitsToFloat(t.reserved), tile); break;
+        default: TileAdd(x, y, tile); break;
+    }
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
+    if (reduce) {
+        DataCopyPad(bg, v, perRowVec);
+    } else {
+        DataCopyPad(bg, x, whole);
+    }
+}
+
+template <typename T>
+__aicore__ inline void RepeatInstr(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t, uint32_t op) {
+    const uint32_t n = t.count;
+    if (n == 0) return;
+    GlobalTensor<T> ag, bg;
+    ag.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(a), 3 * static_cast<uint64_t>(n));
+    bg.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(b), n);
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> b0, b1, bd;
+    pipe.InitBuffer(b0, n * sizeof(T));
+    pipe.InitBuffer(b1, n * sizeof(T));
+    pipe.InitBuffer(bd, n * sizeof(T));
+    LocalTensor<T> s0 = b0.Get<T>(), s1 = b1.Get<T>(), d = bd.Get<T>();
+    const DataCopyExtParams p(1, n * static_cast<uint32_t>(sizeof(T)), 0, 0, 0);
+    const DataCopyPadExtParams<T> pad(false, 0, 0, T(0));
+    DataCopyPad(s0, ag, p, pad);
+    DataCopyPad(s1, ag[n], p, pad);
+    DataCopyPad(d, ag[2 * static_cast<uint64_t>(n)], p, pad);
+    SetFlag<HardEvent::MTE2_V>(0);
+    WaitFlag<HardEvent::MTE2_V>(0);
+    T s = T(0);
+    if (op >= 5 && op <= 7) {
+        SetFlag<HardEvent::MTE2_S>(0);
+        WaitFlag<HardEvent::MTE2_S>(0);
+        s = s1.GetValue(0);
+    }
+    const uint8_t mask = static_cast<uint8_t>(t.arg), rep = static_cast<uint8_t>(t.arg >> 8);
+    const uint8_t dstBlk = static_cast<uint8_t>(t.arg >> 16), src0Blk = static_cast<uint8_t>(t.arg >> 24);
+    const uint8_t src1Blk = static_cast<uint8_t>(t.reserved), dstRep = static_cast<uint8_t>(t.reserved >> 8);
+    const uint8_t src0Rep = static_cast<uint8_t>(t.reserved >> 16), src1Rep = static_cast<uint8_t>(t.reserved >> 24);
+    const BinaryRepeatParams bp(dstBlk, src0Blk, src1Blk, dstRep, src0Rep, src1Rep);
+    const UnaryRepeatParams up(dstBlk, src0Blk, dstRep, src0Rep);
+    switch (op) {
+        case 0: Add(d, s0, s1, mask, rep, bp); break;
+        case 1: Sub(d, s0, s1, mask, rep, bp); break;
+        case 2: Mul(d, s0, s1, mask, rep, bp); break;
+        case 3: Max(d, s0, s1, mask, rep, bp); break;
+        case 4: Min(d, s0, s1, mask, rep, bp); break;
+        case 5: Adds(d, s0, s, mask, rep, up); break;
+        case 6: Muls(d, s0, s, mask, rep, up); break;
+        case 7: Maxs(d, s0, s, mask, rep, up); break;
+        case 8: Exp(d, s0, mask, rep, up); break;
+        case 9: Ln(d, s0, mask, rep, up); break;
+        case 10:
+        case 11:
+            WholeReduceMax(d, s0, mask, rep, dstRep, src0Blk, src0Rep,
+                           op == 10 ? ReduceOrder::ORDER_VALUE_INDEX : ReduceOrder::ORDER_ONLY_VALUE);
+            break;
+        case 12: WholeReduceSum(d, s0, mask, rep, dstRep, src0Blk, src0Rep); break;
+        default: Brcb(d, s0, rep, BrcbRepeatParams(dstBlk, dstRep)); break;
+    }
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
+    DataCopyPad(bg, d, p);
+}
+
+__aicore__ inline void RepeatProbe(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
+    if (t.mode < kRowModes) {
+        RowProbe(a, b, t);
+    } else if (t.mode >= 10 && t.mode <= 23) {
+        RepeatInstr<float>(a, b, t, t.mode - 10);
+    } else if (t.mode >= 110 && t.mode <= 123) {
+        RepeatInstr<half>(a, b, t, t.mode - 110);
+    }
+}
+
+}  // namespace
+
+extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_repeat)(GM_ADDR a, GM_ADDR b, GM_ADDR workspace,
+                                                                    GM_ADDR tiling) {
+    (void)workspace;
+    GET_TILING_DATA_WITH_STRUCT(DsnpuSelftestTiling, t, tiling);
+    RepeatProbe(a, b, t);
+}
+
 extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_sync_all)(GM_ADDR out, GM_ADDR workspace,
                                                                       GM_ADDR tiling) {
     (void)workspace;
@@ -804,6 +967,7 @@ DSNPU_HOST_ENTRY(selftest_cost)
 DSNPU_HOST_ENTRY(selftest_l2)
 DSNPU_HOST_ENTRY(selftest_cast)
 DSNPU_HOST_ENTRY(selftest_reduce)
+DSNPU_HOST_ENTRY(selftest_repeat)
 DSNPU_HOST_ENTRY_SYNC(selftest_sync_all)
 DSNPU_HOST_ENTRY_MIX(selftest_mix)
 DSNPU_HOST_ENTRY_MIX_SYNC(selftest_kfc)

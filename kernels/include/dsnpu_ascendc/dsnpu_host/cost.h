@@ -14,6 +14,7 @@
 // | Div, Sqrt, Rsqrt, Reciprocal | V | 8 + repeats * 2 (GUESS) | - |
 // | Exp, Ln | V | 8 + repeats * 4 (GUESS) | - |
 // | ReduceSum / ReduceMax | V | 8 + repeats + 16 (GUESS: log-tree tail) | - |
+// | repeat forms (vector_repeat.h), WholeReduceMax/Sum, Brcb | V | 8 + repeatTime * the class's cycles (GUESS: a reduction per repeat pipelines like an add) | - |
 // | Gather | V | 8 + ceil(count / 8) (GUESS) | - |
 // | GetValue / SetValue on UB | S | 2 (GUESS) | - |
 // | GlobalTensor GetValue / SetValue | S | 100 (GUESS: scalar cache miss to GM); 30 on an L2 hit (GUESS) | - |
@@ -107,6 +108,8 @@ inline double vector(uint64_t bytes, VecClass c) {
     const double repeats = std::ceil(static_cast<double>(bytes) / kRepeatBytes);
     return kVecIssue + repeats * per_repeat(c) + (c == VecClass::kReduce ? 16 : 0);
 }
+// A repeat-form instruction (vector_repeat.h): one 256-byte step per repeat, whatever its mask.
+inline double repeats(uint64_t n, VecClass c) { return kVecIssue + static_cast<double>(n) * per_repeat(c); }
 }  // namespace cost
 
 // Bytes of one GM transfer that hit the L2 model, and bytes it moves to or from HBM (whole 32-byte sectors

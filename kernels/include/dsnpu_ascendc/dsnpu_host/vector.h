@@ -242,7 +242,8 @@ __aicore__ inline void ReduceMax(const LocalTensor<T>& dst, const LocalTensor<T>
     detail::count_ops(n);
 }
 
-// dst[0] = the sum of src[0, count), accumulated exactly (in double) and rounded once.
+// dst[0] = the sum of src[0, count), added in double in order (exact unless the values span more than
+// double's 53 bits) and rounded once.
 template <typename T>
 __aicore__ inline void ReduceSum(const LocalTensor<T>& dst, const LocalTensor<T>& src, const LocalTensor<T>& work,
                                  const int32_t count) {
