@@ -30,6 +30,24 @@ const MAX_SLAB_ROWS: u64 = 32;
 /// L0A / L0B bytes of the cube's base tiles.
 const L0AB: u64 = 64 * 1024;
 
+/// f32 values per row of the slab's fold work (one 256-byte repeat: row_ops.h).
+const ROW_FOLD: u64 = 64;
+
+/// The kernel's UB bytes per vector core for `bm` query rows, `r` slab rows, `n` keys per tile, value rows
+/// `dp` apart and `sz`-byte elements (the source's formula): acc, the score / P / O / out queues, the lse
+/// queue, the fold work, the slab's three per-row vectors, the task's m, l and alpha, and the per-row
+/// broadcast blocks.
+fn ub_formula(bm: u64, r: u64, n: u64, dp: u64, sz: u64) -> u64 {
+    bm * dp * 4
+        + 2 * r * n * (4 + sz)
+        + 2 * r * dp * (4 + sz)
+        + 2 * round_up(bm * 4, UB_BLOCK)
+        + ROW_FOLD * r * 4
+        + 3 * round_up(r, 8) * 4
+        + 3 * bm * 4
+        + bm * UB_BLOCK
+}
+
 /// How the kernel addresses one operand: element `d` of token `t`, head `h` is at
 /// `off + t·tok + h·head + d` of a buffer of `len` elements (`head` 0: one row shared by every head).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,17 +194,10 @@ impl MlaPrefillTiling {
 
         let sz = u64::from(dtype.size());
         let dv_pitch = round_up(d.dv, 16);
-        let work_elems = round_up(2 * BLOCK_N.div_ceil(64), 8);
         let ub = u64::from(budget.ub_bytes);
-        let ub_of = |bm: u64, r: u64| {
-            bm * dv_pitch * 4
-                + 2 * r * BLOCK_N * (4 + sz)
-                + 2 * r * dv_pitch * (4 + sz)
-                + 2 * round_up(bm * 4, UB_BLOCK)
-                + round_up(work_elems * 4, UB_BLOCK)
-                + r * UB_BLOCK
-                + round_up(bm * 4, UB_BLOCK)
-        };
+        let ub_of = |bm: u64, r: u64| ub_formula(bm, r, BLOCK_N, dv_pitch, sz);
+        // Slab rows and block_m stay multiples of 8: the per-row vectors of a slab start on 32-byte
+        // boundaries (row_ops.h).
         let mut block_m = MLA_PREFILL_MAX_BLOCK_M;
         let mut rows = MAX_SLAB_ROWS;
         while ub_of(block_m, rows) > ub {
@@ -194,8 +205,6 @@ impl MlaPrefillTiling {
                 rows /= 2;
             } else if block_m > 16 {
                 block_m /= 2;
-            } else if rows > 1 {
-                rows -= 1;
             } else {
                 return Err(KernelError::DoesNotFit {
                     kernel: K,
@@ -259,7 +268,7 @@ impl MlaPrefillTiling {
             block_n: BLOCK_N as u32,
             dv_pitch: u("dv_pitch", dv_pitch)?,
             softmax_rows: rows as u32,
-            work_elems: work_elems as u32,
+            work_elems: (ROW_FOLD * rows) as u32,
             qk_base_m: base_m as u32,
             qk_base_n: qk_base_n as u32,
             qk_base_k: qk_base_k as u32,
@@ -282,13 +291,7 @@ impl MlaPrefillTiling {
             u64::from(self.block_n),
             u64::from(self.dv_pitch),
         );
-        bm * dp * 4
-            + 2 * r * n * (4 + sz)
-            + 2 * r * dp * (4 + sz)
-            + 2 * round_up(bm * 4, UB_BLOCK)
-            + round_up(u64::from(self.work_elems) * 4, UB_BLOCK)
-            + r * UB_BLOCK
-            + round_up(bm * 4, UB_BLOCK)
+        ub_formula(bm, r, n, dp, sz)
     }
 
     /// Blocks to launch: one per task up to the cores.
@@ -297,11 +300,12 @@ impl MlaPrefillTiling {
     }
 
     /// Device workspace the launch (a mix launch) needs for `blocks` blocks, bytes: the system
-    /// workspace, then per vector core (two per block) the f32 scores and the `t` P of one tile, and
-    /// the f32 P·V of one tile.
+    /// workspace, then per vector core (two per block) two tiles' f32 scores (the next tile's are
+    /// computed while the vector core works on this one), the `t` P of one tile, and the f32 P·V of
+    /// one tile.
     pub fn workspace_bytes(&self, dtype: KernelDtype, blocks: u32) -> u64 {
         let (bm, n) = (u64::from(self.block_m), u64::from(self.block_n));
-        let per = bm * n * (4 + u64::from(dtype.size())) + bm * u64::from(self.dv) * 4;
+        let per = bm * n * (2 * 4 + u64::from(dtype.size())) + bm * u64::from(self.dv) * 4;
         SYS_WORKSPACE_BYTES + 2 * u64::from(blocks) * per
     }
 }

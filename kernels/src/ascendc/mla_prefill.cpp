@@ -20,28 +20,36 @@
  * which then stay in L2 (a head's K and V are read from HBM about once per block that touches the head,
  * not once per query tile). There is no cross-block step. Per task, over key tiles of block_n keys up to the
  * tile's last visible key (flash attention: no [T, T] score matrix anywhere, the running max m, sum l
- * and f32 accumulator acc [block_m, dv] stay on the vector core):
- *   1. cube: S[M, N] = q_nope . k_nope^T (+ q_rope . k_rope^T, accumulated) into the vector core's f32 score
- *      workspace (Matmul API, operands in GM with their token strides as the original shape);
- *   2. vector, per slab of softmax_rows rows: scale, causal mask (only tiles crossing the diagonal),
- *      m' = max(m, rowmax), p = exp(s - m'), alpha = exp(m - m'), l = alpha l + sum p; p rounded to t into
- *      the P workspace (the slab's maxima and sums are read back once per slab, its alphas from one Exp);
+ * and f32 accumulator acc [block_m, dv] stay on the vector core, m and l as UB vectors):
+ *   1. cube: S[M, N] = q_nope . k_nope^T (+ q_rope . k_rope^T, accumulated) into one of the vector core's
+ *      two f32 score slots (Matmul API, operands in GM with their token strides as the original shape);
+ *   2. vector, per slab of softmax_rows rows, whole-slab instructions (dsnpu_kernels/row_ops.h: a repeat
+ *      per row and 64-column segment, not an instruction per row): scale, causal mask (only tiles
+ *      crossing the diagonal), m' = max(m, rowmax), alpha = exp(m - m'), p = exp(s - m'), l = alpha l +
+ *      sum p; p rounded to t into the P workspace;
  *   3. cube: O[M, dv] = P . V into the f32 O workspace;
- *   4. vector: acc = alpha acc + O.
+ *   4. vector: acc = alpha acc + O (a broadcast multiply and an add per slab).
+ * Pipelined: step 1 of tile j + 1 is asked for (asynchronously) before the vector core starts on tile j,
+ * step 3 of tile j is left in flight while the vector core goes on, and step 4 of tile j runs at the
+ * start of tile j + 1, so the cube works while the vector core does (the Matmul API keeps one request
+ * in flight per vector core: each request first waits for the one before).
  * Then out = t(acc / l) (rows scattered with the head stride), lse = m + ln l (contiguous per head).
  * A 1:2 mix kernel: the vector cores run steps 2 and 4 and drive their cube core's Matmul for steps 1
- * and 3 (REGIST_MATMUL_OBJ; the cube core only serves), as in mla_decode.
+ * and 3 (REGIST_MATMUL_OBJ; the cube core only serves).
  *
- * Workspace (bytes), the system workspace, then per vector core: S f32 [block_m, block_n] | P t [block_m, block_n] | O f32 [block_m, dv].
+ * Workspace (bytes), the system workspace, then per vector core: S f32 [2, block_m, block_n] (two slots) |
+ * P t [block_m, block_n] | O f32 [block_m, dv].
  * UB (R = softmax_rows, N = block_n, D = dv_pitch, sz = sizeof(t)): block_m D 4 (acc)
  *   + 2 R N 4 (score queue) + 2 R N sz (P queue) + 2 R D 4 (O queue) + 2 R D sz (out queue)
- *   + 2 * round_up(block_m 4, 32) (lse queue) + work_elems 4 + R 32 + round_up(block_m 4, 32) (the slab's
- *   reductions, a 32-byte block per row, then a vector of up to block_m values).
+ *   + 2 * round_up(block_m 4, 32) (lse queue) + work_elems 4 (= 64 R: the row folds) + 3 round_up(R, 8) 4
+ *   (the slab's row maxima, sums and -m') + 3 block_m 4 (m, l, alpha) + 32 block_m (per-row broadcast
+ *   blocks). block_m and R are multiples of 8.
  *
  * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla_prefill.rs): 1 scales
  * the softmax scale by 1.001, 2 the final denominator l by 1.001, 3 the P weights fed to P . V by 1.001.
  */
 #include "dsnpu_kernels/kernel_util.h"
+#include "dsnpu_kernels/row_ops.h"
 #include "dsnpu_kernels/tiling.h"
 #include "lib/matmul_intf.h"
 #include "dsnpu_kernels/cube_tiling.h"
@@ -52,6 +60,8 @@ using namespace dsnpu_kernels;
 namespace {
 
 constexpr float NEG_INF = -__builtin_inff();
+constexpr float FLT_MAX_VALUE = 3.402823466e38f;
+constexpr float FLT_MIN_VALUE = 1.175494351e-38f;  // the smallest normal f32
 constexpr float MUTATE = 1.001f;
 constexpr uint32_t MAX_BLOCK_M = 128;
 constexpr uint32_t MAX_SLAB_ROWS = 32;  // tiling_mla_prefill.rs caps softmax_rows at this
@@ -85,11 +95,12 @@ public:
         GM_ADDR ws = GetUserWorkspace(workspace);
         const uint64_t sElems = static_cast<uint64_t>(t.block_m) * t.block_n;
         const uint64_t oElems = static_cast<uint64_t>(t.block_m) * t.dv;
-        const uint64_t perBlock = sElems * (sizeof(float) + sizeof(T)) + oElems * sizeof(float);
+        const uint64_t perBlock = sElems * (2 * sizeof(float) + sizeof(T)) + oElems * sizeof(float);
         GM_ADDR mine = ws + static_cast<uint64_t>(GetBlockIdx()) * perBlock;  // per vector core
-        scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), sElems);
-        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine + sElems * sizeof(float)), sElems);
-        oWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine + sElems * (sizeof(float) + sizeof(T))), oElems);
+        scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), 2 * sElems);  // two slots
+        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine + 2 * sElems * sizeof(float)), sElems);
+        oWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine + sElems * (2 * sizeof(float) + sizeof(T))),
+                             oElems);
 
         qk = ToCubeTiling(t.qk_cube);
         pv = ToCubeTiling(t.pv_cube);
@@ -107,8 +118,13 @@ public:
         pipe_.InitBuffer(outQue_, BUFFER_NUM, R * D * sizeof(T));
         pipe_.InitBuffer(lseQue_, BUFFER_NUM, AlignUp(t_.block_m * sizeof(float), UB_BLOCK));
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));
-        // The slab's reductions (a 32-byte block per row), then a vector of up to block_m values.
-        pipe_.InitBuffer(small_, R * UB_BLOCK + AlignUp(t_.block_m * sizeof(float), UB_BLOCK));
+        // The slab's row maxima, sums and -m' (R rounded up to 8 each); the task's m, l and alpha; the
+        // per-row operand of RowAdd / RowMul (a 32-byte block per row).
+        pipe_.InitBuffer(small_, 3 * AlignUp(R, 8) * sizeof(float));
+        pipe_.InitBuffer(m_, t_.block_m * sizeof(float));
+        pipe_.InitBuffer(l_, t_.block_m * sizeof(float));
+        pipe_.InitBuffer(alpha_, t_.block_m * sizeof(float));
+        pipe_.InitBuffer(bcast_, t_.block_m * UB_BLOCK);
         const uint32_t perHead = t_.tasks / t_.heads;  // query tiles of all sequences, for one head
         if (perHead == 0) return;
         const uint64_t lo = static_cast<uint64_t>(t_.tasks) * me / blocks;
@@ -160,123 +176,129 @@ private:
         if (kEnd <= 0) return;
         const uint64_t qTok = static_cast<uint64_t>(q0) + i0;
 
-        for (uint32_t i = 0; i < M; ++i) {
-            m_[i] = NEG_INF;
-            l_[i] = 0.0f;
-        }
+        Duplicate(m_.Get<float>(), NEG_INF, static_cast<int32_t>(t_.block_m));
+        Duplicate(l_.Get<float>(), 0.0f, static_cast<int32_t>(t_.block_m));
         LocalTensor<float> acc = acc_.Get<float>();
         Duplicate(acc, 0.0f, static_cast<int32_t>(M * t_.dv_pitch));
 
-        for (int64_t c0 = 0; c0 < kEnd; c0 += BN) {
+        // Pipelined over the key tiles: while the vector core works on tile j, the cube computes tile
+        // j + 1's scores (into the other score slot), then tile j's P . V; tile j's O is added to acc at
+        // the start of tile j + 1 (one request in flight per vector core: each request waits for the last).
+        const uint32_t tiles = static_cast<uint32_t>((kEnd + BN - 1) / BN);
+        Scores(h, qTok, M, static_cast<uint64_t>(k0), 0, kEnd, true);
+        for (uint32_t j = 0; j < tiles; ++j) {
+            const int64_t c0 = static_cast<int64_t>(j) * BN;
             const uint32_t N = static_cast<uint32_t>(kEnd - c0 < BN ? kEnd - c0 : BN);
-            const uint64_t kTok = static_cast<uint64_t>(k0) + static_cast<uint64_t>(c0);
-            // 1. S = q . k^T (nope, then rope accumulated).
-            mmQk.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qn_tok),
-                              static_cast<int>(t_.kn_tok));
-            mmQk.SetTensorA(qnGm_[t_.qn_off + qTok * t_.qn_tok + static_cast<uint64_t>(h) * t_.qn_head]);
-            mmQk.SetTensorB(knGm_[t_.kn_off + kTok * t_.kn_tok + static_cast<uint64_t>(h) * t_.kn_head], true);
-            mmQk.SetTail(static_cast<int>(M), static_cast<int>(N), static_cast<int>(t_.dn));
-            mmQk.IterateAll(scoresWs_);
-            mmQk.End();
-            if (t_.dr > 0) {
-                mmQk.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qr_tok),
-                                  static_cast<int>(t_.kr_tok));
-                mmQk.SetTensorA(qrGm_[t_.qr_off + qTok * t_.qr_tok + static_cast<uint64_t>(h) * t_.qr_head]);
-                mmQk.SetTensorB(krGm_[t_.kr_off + kTok * t_.kr_tok + static_cast<uint64_t>(h) * t_.kr_head], true);
-                mmQk.SetTail(static_cast<int>(M), static_cast<int>(N), static_cast<int>(t_.dr));
-                mmQk.IterateAll(scoresWs_, 1);
-                mmQk.End();
+            if (j + 1 < tiles) {
+                Scores(h, qTok, M, static_cast<uint64_t>(k0), j + 1, kEnd, false);  // waits for P . V of j - 1
+            } else {
+                mmPv.WaitIterateAll();
             }
-            // 2. the online softmax of the tile.
+            if (j > 0) {  // acc = alpha acc + O of tile j - 1 (its alpha, before tile j's softmax replaces it)
+                for (uint32_t r = 0; r < M; r += t_.softmax_rows) Accumulate(r, Min(t_.softmax_rows, M - r));
+            }
+            // The online softmax of tile j (its scores are in: the request after them waited for them).
+            const GlobalTensor<float> scores = scoresWs_[static_cast<uint64_t>(j % 2) * t_.block_m * BN];
             for (uint32_t r = 0; r < M; r += t_.softmax_rows) {
-                Softmax(r, Min(t_.softmax_rows, M - r), prefix + i0 - c0, N);
+                Softmax(scores, r, Min(t_.softmax_rows, M - r), prefix + i0 - c0, N);
             }
             // P went out on MTE3: the cube may load it only after those copies (the request follows S).
             SetFlag<HardEvent::MTE3_S>(0);
             WaitFlag<HardEvent::MTE3_S>(0);
-            // 3. O = P . V.
+            // O = P . V (in flight while the next tile's scores wait in the queue behind it).
+            const uint64_t kTok = static_cast<uint64_t>(k0) + static_cast<uint64_t>(c0);
             mmPv.SetOrgShape(static_cast<int>(M), static_cast<int>(t_.v_tok), static_cast<int>(BN),
                               static_cast<int>(BN), static_cast<int>(t_.dv));
             mmPv.SetTensorA(pWs_);
             mmPv.SetTensorB(vGm_[t_.v_off + kTok * t_.v_tok + static_cast<uint64_t>(h) * t_.v_head]);
             mmPv.SetTail(static_cast<int>(M), static_cast<int>(t_.dv), static_cast<int>(N));
-            mmPv.IterateAll(oWs_);
-            mmPv.End();
-            // 4. acc = alpha acc + O.
-            for (uint32_t r = 0; r < M; r += t_.softmax_rows) Accumulate(r, Min(t_.softmax_rows, M - r));
+            mmPv.template IterateAll<false>(oWs_);
         }
+        mmPv.WaitIterateAll();
+        for (uint32_t r = 0; r < M; r += t_.softmax_rows) Accumulate(r, Min(t_.softmax_rows, M - r));
+        mmQk.End();
+        mmPv.End();
         Finish(h, qTok, M);
     }
 
-    // Rows [r0, r0 + R) of the tile's scores; row i sees the tile's columns j < diag + i + 1.
-    __aicore__ inline void Softmax(uint32_t r0, uint32_t R, int64_t diag, uint32_t N) {
+    // Asks the cube for key tile j's scores S = q . k^T (nope, then rope accumulated) into score slot j % 2:
+    // synchronously, or left in flight (with a rope part, the nope product is waited for when the rope
+    // one is asked for).
+    __aicore__ inline void Scores(uint32_t h, uint64_t qTok, uint32_t M, uint64_t k0, uint32_t j, int64_t kEnd,
+                                  bool sync) {
+        const uint32_t BN = t_.block_n;
+        const int64_t c0 = static_cast<int64_t>(j) * BN;
+        const uint32_t N = static_cast<uint32_t>(kEnd - c0 < BN ? kEnd - c0 : BN);
+        const uint64_t kTok = k0 + static_cast<uint64_t>(c0);
+        const GlobalTensor<float> slot = scoresWs_[static_cast<uint64_t>(j % 2) * t_.block_m * BN];
+        mmQk.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qn_tok),
+                          static_cast<int>(t_.kn_tok));
+        mmQk.SetTensorA(qnGm_[t_.qn_off + qTok * t_.qn_tok + static_cast<uint64_t>(h) * t_.qn_head]);
+        mmQk.SetTensorB(knGm_[t_.kn_off + kTok * t_.kn_tok + static_cast<uint64_t>(h) * t_.kn_head], true);
+        mmQk.SetTail(static_cast<int>(M), static_cast<int>(N), static_cast<int>(t_.dn));
+        if (sync && t_.dr == 0) {
+            mmQk.IterateAll(slot);
+        } else {
+            mmQk.template IterateAll<false>(slot);
+        }
+        if (t_.dr > 0) {
+            mmQk.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qr_tok),
+                              static_cast<int>(t_.kr_tok));
+            mmQk.SetTensorA(qrGm_[t_.qr_off + qTok * t_.qr_tok + static_cast<uint64_t>(h) * t_.qr_head]);
+            mmQk.SetTensorB(krGm_[t_.kr_off + kTok * t_.kr_tok + static_cast<uint64_t>(h) * t_.kr_head], true);
+            mmQk.SetTail(static_cast<int>(M), static_cast<int>(N), static_cast<int>(t_.dr));
+            if (sync) {
+                mmQk.IterateAll(slot, 1);
+            } else {
+                mmQk.template IterateAll<false>(slot, 1);
+            }
+        }
+    }
+
+    // Rows [r0, r0 + R) of the tile's scores; row i sees the tile's columns j < diag + i + 1. Whole-slab
+    // instructions (row_ops.h); the running max m, sum l and the rescale factors alpha are UB vectors.
+    __aicore__ inline void Softmax(const GlobalTensor<float>& scores, uint32_t r0, uint32_t R, int64_t diag,
+                                   uint32_t N) {
         const uint32_t P = t_.block_n;
         LocalTensor<float> sc = scQue_.AllocTensor<float>();
         const uint32_t f32Gap = (P * sizeof(float) - AlignUp(N * sizeof(float), UB_BLOCK)) / UB_BLOCK;
-        DataCopyPad(sc, scoresWs_[static_cast<uint64_t>(r0) * P],
+        DataCopyPad(sc, scores[static_cast<uint64_t>(r0) * P],
                     DataCopyExtParams(static_cast<uint16_t>(R), N * static_cast<uint32_t>(sizeof(float)),
                                       (P - N) * static_cast<uint32_t>(sizeof(float)), f32Gap, 0),
                     DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
         scQue_.EnQue(sc);
         sc = scQue_.DeQue<float>();
-        // Row i's reductions land at red[i * PER] (a 32-byte block each), so the slab needs one V -> S
-        // round trip per step, not per row; the rows' rescale factors come from one Exp over `vec`.
-        constexpr uint32_t PER = UB_BLOCK / sizeof(float);
-        LocalTensor<float> red = small_.Get<float>();
-        LocalTensor<float> vec = red[t_.softmax_rows * PER];
-        bool live[MAX_SLAB_ROWS];
-        float mNew[MAX_SLAB_ROWS];
-        // 1. scale, causal mask, the rows' maxima over the tile.
-        for (uint32_t i = 0; i < R; ++i) {
-            const uint32_t r = r0 + i;
-            int64_t vis = diag + r + 1;
-            if (vis > N) vis = N;
-            LocalTensor<float> row = sc[i * P];
-            live[i] = vis > 0;
-            if (!live[i]) {  // none of this tile's keys is visible to the row
-                Duplicate(row, 0.0f, static_cast<int32_t>(N));
-                continue;
+        const RowTile tile{R, N, P};
+        const uint32_t R8 = AlignUp(R, 8);
+        LocalTensor<float> vecs = small_.Get<float>();
+        LocalTensor<float> tileMax = vecs, tileSum = vecs[R8], negM = vecs[2 * R8];
+        LocalTensor<float> m = m_.Get<float>()[r0], l = l_.Get<float>()[r0], alpha = alpha_.Get<float>()[r0];
+        LocalTensor<float> work = work_.Get<float>(), bcast = bcast_.Get<float>();
+        // 1. scale, causal mask (a row that sees none of the tile is all -inf: p = 0, m and l unchanged).
+        TileMuls(sc, scale_, tile);
+        if (diag + static_cast<int64_t>(r0) + 1 < static_cast<int64_t>(N)) {  // the slab's first row sees least
+            for (uint32_t i = 0; i < R; ++i) {
+                const int64_t vis = diag + r0 + i + 1;
+                if (vis < static_cast<int64_t>(N)) MaskFrom(sc[i * P], vis > 0 ? static_cast<uint32_t>(vis) : 0, N);
             }
-            Muls(row, row, scale_, static_cast<int32_t>(N));
-            if (vis < N) MaskFrom(row, static_cast<uint32_t>(vis), N);
-            ReduceMax(red[i * PER], row, work_.Get<float>(), static_cast<int32_t>(N));
         }
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);
-        // 2. the new running maxima; alpha = exp(m - m') for every row at once (exp(-inf) = 0 on a row's
-        //    first visible tile; a row with nothing visible keeps alpha 1).
-        for (uint32_t i = 0; i < R; ++i) {
-            const uint32_t r = r0 + i;
-            if (!live[i]) {
-                vec.SetValue(i, 0.0f);
-                continue;
-            }
-            const float tileMax = red.GetValue(i * PER);
-            mNew[i] = tileMax > m_[r] ? tileMax : m_[r];
-            vec.SetValue(i, m_[r] - mNew[i]);
-        }
-        SetFlag<HardEvent::S_V>(0);
-        WaitFlag<HardEvent::S_V>(0);
-        Exp(vec, vec, static_cast<int32_t>(R));
-        // 3. p = exp(s - m'), the rows' sums.
-        for (uint32_t i = 0; i < R; ++i) {
-            if (!live[i]) continue;
-            LocalTensor<float> row = sc[i * P];
-            Adds(row, row, -mNew[i], static_cast<int32_t>(N));
-            Exp(row, row, static_cast<int32_t>(N));
-            ReduceSum(red[i * PER], row, work_.Get<float>(), static_cast<int32_t>(N));
-            if (t_.mutation == 3) Muls(row, row, MUTATE, static_cast<int32_t>(N));
-        }
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);
-        for (uint32_t i = 0; i < R; ++i) {
-            const uint32_t r = r0 + i;
-            const float alpha = vec.GetValue(i);
-            alpha_[r] = alpha;
-            if (!live[i]) continue;
-            l_[r] = alpha * l_[r] + red.GetValue(i * PER);
-            m_[r] = mNew[i];
-        }
+        RowMax(tileMax, sc, work, tile);
+        // 2. m' = max(m, tile max); alpha = exp(m - m'), p = exp(s - m'), with m' floored at -FLT_MAX so that a
+        //    row with nothing visible yet gets alpha = exp(-inf) = 0 and p = 0 instead of NaN (its l is 0).
+        Max(tileMax, tileMax, m, static_cast<int32_t>(R));
+        Maxs(negM, tileMax, -FLT_MAX_VALUE, static_cast<int32_t>(R));
+        Sub(alpha, m, negM, static_cast<int32_t>(R));
+        Exp(alpha, alpha, static_cast<int32_t>(R));
+        Adds(m, tileMax, 0.0f, static_cast<int32_t>(R));
+        Muls(negM, negM, -1.0f, static_cast<int32_t>(R));
+        RowBroadcast(bcast, negM, R);
+        RowAdd(sc, bcast, tile);
+        TileExp(sc, tile);
+        // 3. l = alpha l + the rows' sums.
+        RowSum(tileSum, sc, work, tile);
+        Mul(l, l, alpha, static_cast<int32_t>(R));
+        Add(l, l, tileSum, static_cast<int32_t>(R));
+        if (t_.mutation == 3) TileMuls(sc, MUTATE, tile);
         LocalTensor<T> pt = pQue_.AllocTensor<T>();
         FromFloat(pt, sc, R * P);
         scQue_.FreeTensor(sc);
@@ -294,11 +316,13 @@ private:
     __aicore__ inline void MaskFrom(const LocalTensor<float>& row, uint32_t vis, uint32_t N) {
         constexpr uint32_t PER_BLOCK = UB_BLOCK / sizeof(float);
         const uint32_t head = Min(AlignUp(vis, PER_BLOCK), N);
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);
-        for (uint32_t j = vis; j < head; ++j) row.SetValue(j, NEG_INF);
-        SetFlag<HardEvent::S_V>(0);
-        WaitFlag<HardEvent::S_V>(0);
+        if (vis < head) {
+            SetFlag<HardEvent::V_S>(0);
+            WaitFlag<HardEvent::V_S>(0);
+            for (uint32_t j = vis; j < head; ++j) row.SetValue(j, NEG_INF);
+            SetFlag<HardEvent::S_V>(0);
+            WaitFlag<HardEvent::S_V>(0);
+        }
         if (head < N) Duplicate(row[head], NEG_INF, static_cast<int32_t>(N - head));
     }
 
@@ -312,29 +336,27 @@ private:
                     DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
         oQue_.EnQue(o);
         o = oQue_.DeQue<float>();
-        LocalTensor<float> acc = acc_.Get<float>();
-        SetFlag<HardEvent::S_V>(0);
-        WaitFlag<HardEvent::S_V>(0);
-        for (uint32_t i = 0; i < R; ++i) {
-            const uint32_t r = r0 + i;
-            LocalTensor<float> a = acc[r * D];
-            Muls(a, a, alpha_[r], static_cast<int32_t>(dv));
-            Add(a, a, o[i * D], static_cast<int32_t>(dv));
-        }
+        LocalTensor<float> acc = acc_.Get<float>()[r0 * D], bcast = bcast_.Get<float>();
+        const RowTile tile{R, dv, D};
+        RowBroadcast(bcast, alpha_.Get<float>()[r0], R);
+        RowMul(acc, bcast, tile);
+        TileAdd(acc, o, tile);
         oQue_.FreeTensor(o);
     }
 
-    // out = t(acc / l), lse = m + ln l for the tile's M rows (query tokens qTok.., head h).
+    // out = t(acc / l), lse = m + ln l for the tile's M rows (query tokens qTok.., head h); a row with l = 0
+    // (nothing visible: not in a causal prefill, kept safe) gets out 0 and lse -inf.
     __aicore__ inline void Finish(uint32_t h, uint64_t qTok, uint32_t M) {
         const uint32_t D = t_.dv_pitch, dv = t_.dv, H = t_.heads;
-        LocalTensor<float> acc = acc_.Get<float>();
-        for (uint32_t r = 0; r < M; ++r) {
-            const float l = t_.mutation == 2 ? l_[r] * MUTATE : l_[r];
-            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-            SetFlag<HardEvent::S_V>(0);
-            WaitFlag<HardEvent::S_V>(0);
-            Muls(acc[r * D], acc[r * D], inv, static_cast<int32_t>(dv));
-        }
+        const int32_t m8 = static_cast<int32_t>(AlignUp(M, 8));
+        LocalTensor<float> acc = acc_.Get<float>(), l = l_.Get<float>(), inv = alpha_.Get<float>();
+        LocalTensor<float> bcast = bcast_.Get<float>();
+        // inv = 1 / max(l, FLT_MIN): 0 * that = 0 for an empty row.
+        Maxs(inv, l, FLT_MIN_VALUE, m8);
+        if (t_.mutation == 2) Muls(inv, inv, MUTATE, m8);
+        Reciprocal(inv, inv, m8);
+        RowBroadcast(bcast, inv, M);
+        RowMul(acc, bcast, RowTile{M, dv, D});
         for (uint32_t r0 = 0; r0 < M; r0 += t_.softmax_rows) {
             const uint32_t R = Min(t_.softmax_rows, M - r0);
             LocalTensor<T> ot = outQue_.AllocTensor<T>();
@@ -347,34 +369,16 @@ private:
                                           (H - 1) * dv * static_cast<uint32_t>(sizeof(T)), 0));
             outQue_.FreeTensor(ot);
         }
-        // lse rows of head h are contiguous in [H, T]: one vector of M values.
+        // lse rows of head h are contiguous in [H, T]: lse = m + ln l (ln 0 = -inf), one vector of M values.
         LocalTensor<float> lse = lseQue_.AllocTensor<float>();
-        for (uint32_t r = 0; r < M; ++r) {
-            lse.SetValue(r, l_[r] > 0.0f ? m_[r] : NEG_INF);
-            lnArg_[r] = l_[r] > 0.0f ? l_[r] : 1.0f;
-        }
-        // ln l through the vector unit: one Ln over the tile's rows.
-        LocalTensor<float> e = small_.Get<float>()[t_.softmax_rows * (UB_BLOCK / sizeof(float))];
-        for (uint32_t r = 0; r < M; ++r) e.SetValue(r, lnArg_[r]);
-        SetFlag<HardEvent::S_V>(0);
-        WaitFlag<HardEvent::S_V>(0);
-        Ln(e, e, static_cast<int32_t>(M));
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);
-        for (uint32_t r = 0; r < M; ++r) lse.SetValue(r, lse.GetValue(r) + e.GetValue(r));
+        Ln(lse, l, m8);
+        Add(lse, lse, m_.Get<float>(), m8);
         lseQue_.EnQue(lse);
         lse = lseQue_.DeQue<float>();
-        // The values were written on the scalar unit: MTE3 waits for S, and the next scalar writes for MTE3.
-        SetFlag<HardEvent::S_MTE3>(0);
-        WaitFlag<HardEvent::S_MTE3>(0);
         DataCopyPad(lseGm_[static_cast<uint64_t>(h) * t_.tokens_q + qTok], lse,
                     DataCopyExtParams(1, M * static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
-        SetFlag<HardEvent::MTE3_S>(0);
-        WaitFlag<HardEvent::MTE3_S>(0);
         lseQue_.FreeTensor(lse);
     }
-
-
 
 public:
     TPipe pipe_;
@@ -385,13 +389,12 @@ public:
 private:
     TQue<TPosition::VECIN, BUFFER_NUM> scQue_, oQue_;
     TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, outQue_, lseQue_;
-    TBuf<TPosition::VECCALC> acc_, work_, small_;
+    TBuf<TPosition::VECCALC> acc_, work_, small_, m_, l_, alpha_, bcast_;
     GlobalTensor<T> qnGm_, qrGm_, knGm_, krGm_, vGm_, outGm_, pWs_;
     GlobalTensor<float> lseGm_, scoresWs_, oWs_;
     GlobalTensor<int32_t> cuQGm_, cuKGm_;
     DsnpuMlaPrefillTiling t_{};
     float scale_ = 1.0f;
-    float m_[MAX_BLOCK_M], l_[MAX_BLOCK_M], alpha_[MAX_BLOCK_M], lnArg_[MAX_BLOCK_M];
 };
 
 template <typename T>
@@ -399,7 +402,8 @@ __aicore__ inline void MlaPrefill(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR kNope, G
                                   GM_ADDR cuK, GM_ADDR out, GM_ADDR lse, GM_ADDR workspace, GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuMlaPrefillTiling, t, tiling);
     if (t.heads == 0 || t.dn == 0 || t.dv == 0 || t.block_m == 0 || t.block_m > MAX_BLOCK_M || t.block_n == 0 ||
-        t.softmax_rows == 0 || t.softmax_rows > MAX_SLAB_ROWS) {
+        t.softmax_rows == 0 || t.softmax_rows > MAX_SLAB_ROWS || t.softmax_rows % 8 != 0 || t.block_m % 8 != 0 ||
+        !RowTile{t.softmax_rows, t.block_n, t.block_n}.Valid() || !RowTile{t.block_m, t.dv, t.dv_pitch}.Valid()) {
         return;
     }
     KernelMlaPrefill<T> op;
