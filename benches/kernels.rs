@@ -18,7 +18,8 @@
 //!
 //! Where the ratio exceeds 1 it is the kernels' design, not noise: every block of `rms_norm` and
 //! `add_rms_norm` reads the whole weight row (16 blocks → 16 copies), and `linear`'s grid blocks read
-//! their rows of `x` once per 256 output columns and of `w` once per 128 output rows (the host Matmul
+//! their rows of `x` once per base_n output columns (256 at 128 rows, up to 1024 at 16 or 32: what L0C
+//! holds) and of `w` once per 128 output rows (the host Matmul
 //! has no L1 reuse; L2 hits show only in the HBM counters, within a block). `LinearTiling` picks the
 //! grid that weighs those re-reads against using every core.
 //!

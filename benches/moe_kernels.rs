@@ -31,11 +31,13 @@
 //!   on-chip FFN would not move it).
 //!
 //! Where the ratio exceeds 1 it is the design, not noise: the router's `linear` grid blocks re-read
-//! their rows of x per 256 output columns (GM bytes count every transfer; L2 hits show only in the HBM
-//! counters, and only within a block); every gating block reads the whole bias; and
-//! the expert FFN is tiled, as the layer launches it, for the room of every pair (T·K rows) because
-//! the dispatched count stays on the device, and the Matmul layout re-reads each expert's rows once
-//! per 256-column base block (8 times for gate/up at hidden 7168), plus the f32 workspace round trip.
+//! their rows of x per base block of output columns (256 to 1024 wide: what L0C holds at the block's
+//! rows; GM bytes count every transfer, L2 hits show only in the HBM counters, and only within a
+//! block); every gating block reads the whole bias; and the expert FFN is tiled, as the layer launches
+//! it, for the room of every pair (T·K rows) because the dispatched count stays on the device: the
+//! kernel cuts its column tiles per launch from the group list (as few as keep the 24 cube cores even),
+//! and the Matmul layout re-reads an expert's rows once per task and 256-column base block (128-row
+//! bases, for a hot expert's sake), plus the f32 workspace round trip.
 //!
 //! Criterion's timings afterwards measure the **simulator** (host threads running host code), not an
 //! NPU; the counters are the figures. The expert FFN is timed at T = 1 only (at T = 512 one simulated

@@ -167,6 +167,7 @@ int main(void) {
     FIELD(DsnpuExpertFfnTiling, base_n2)
     FIELD(DsnpuExpertFfnTiling, base_k2)
     FIELD(DsnpuExpertFfnTiling, swiglu_rows)
+    FIELD(DsnpuExpertFfnTiling, adapt_tasks)
     FIELD(DsnpuExpertFfnTiling, cube_up)
     FIELD(DsnpuExpertFfnTiling, cube_down)
     STRUCT_END()

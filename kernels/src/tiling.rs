@@ -6,7 +6,7 @@
 //! kernel's source states and allocates — fits `CoreBudget::ub_bytes`. The kernels trust these values.
 //! `block_dim()` is the number of blocks to launch.
 
-use crate::tiling_cube::{CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
+use crate::tiling_cube::{wide_bases, CubeProblem, CubeTiling, SYS_WORKSPACE_BYTES};
 use crate::{KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::{
@@ -382,7 +382,7 @@ impl LinearTiling {
                 single_n: plan.single_n,
                 single_k: k,
                 used_cores: m_blocks * n_blocks,
-                base: linear_bases(plan.single_m, plan.single_n, k),
+                base: wide_bases(plan.single_m, plan.single_n, k),
                 a_bytes: u64::from(dtype.size()),
                 b_bytes: u64::from(dtype.size()),
                 bias: false,
@@ -415,16 +415,6 @@ impl LinearTiling {
         let tile = self.cube.baseM.max(0) as u64 * self.cube.baseN.max(0) as u64 * 4;
         SYS_WORKSPACE_BYTES + u64::from(self.block_dim()) * Self::WORKSPACE_TILES * tile
     }
-}
-
-/// Base (cube step) sizes within L0A/L0B 64 KiB and L0C 128 KiB (as f32) for every element type:
-/// 128 x 64 x 4 B = 32 KiB, 64 x 256 x 4 B = 64 KiB, 128 x 256 x 4 B = 128 KiB.
-fn linear_bases(single_m: u64, single_n: u64, k: u64) -> (u64, u64, u64) {
-    (
-        round_up(single_m, FRACTAL).min(128),
-        round_up(single_n, FRACTAL).min(256),
-        round_up(k, FRACTAL).min(64),
-    )
 }
 
 /// The product a linear tiling is chosen for.
@@ -463,7 +453,7 @@ impl LinearPlan {
 impl LinearShape {
     /// The grid of blocks `single_m x single_n` (the last row/column of blocks holds the rest).
     fn plan(&self, single_m: u64, single_n: u64) -> LinearPlan {
-        let (base_m, base_n, _) = linear_bases(single_m, single_n, self.k);
+        let (base_m, base_n, _) = wide_bases(single_m, single_n, self.k);
         let (m_tiles, n_tiles) = (self.m.div_ceil(single_m), self.n.div_ceil(single_n));
         let x_passes = |cols: u64| cols.div_ceil(base_n);
         let w_passes = |rows: u64| rows.div_ceil(base_m);
@@ -728,16 +718,26 @@ mod tests {
             (4, 160_000, 48_640)
         );
         assert_eq!(p.block_cube, 140.0);
-        // A block wider than base_n = 256 streams x once per 256 columns: 576 columns -> 3 passes of
-        // 16 x 64 x 2 B, plus w 576 x 64 x 2 B and y 16 x 576 x 2 B.
+        // A block streams x once per base_n columns, base_n as wide as L0C holds at its rows: 16 rows
+        // take 1024 columns (then L0B's 16-deep base bounds it), 128 rows 256. 1536 columns of 16 rows
+        // -> 2 passes of 16 x 64 x 2 B, plus w 1536 x 64 x 2 B and y 16 x 1536 x 2 B; 576 columns of
+        // 128 rows -> 3 passes of 128 x 64 x 2 B, plus w 576 x 64 x 2 B and y 128 x 576 x 2 B.
         let s = LinearShape {
             m: 16,
+            n: 1536,
+            k: 64,
+            elem: 2,
+            has_bias: false,
+        };
+        assert_eq!(s.plan(16, 1536).total_bytes, 2 * 2048 + 196_608 + 49_152);
+        let s = LinearShape {
+            m: 128,
             n: 576,
             k: 64,
             elem: 2,
             has_bias: false,
         };
-        assert_eq!(s.plan(16, 576).total_bytes, 3 * 2048 + 73_728 + 18_432);
+        assert_eq!(s.plan(128, 576).total_bytes, 3 * 16_384 + 73_728 + 147_456);
     }
 
     #[test]

@@ -26,6 +26,24 @@ pub const L0C_BYTES: u64 = 128 * 1024;
 /// Mirrors `kSysWorkspaceBytes` in `dsnpu_host/block.h`.
 pub const SYS_WORKSPACE_BYTES: u64 = 1024 * 1024;
 
+/// Base (cube step) sizes for a task of `single_m x single_n` over `k` when the task's rows should stream
+/// as few times as the cube's buffers allow (the Matmul API streams A once per base_n columns): base_m
+/// the rows (at most 128), base_n as wide as L0C (128 KiB of f32 at base_m rows) and L0B (a 16-deep
+/// base of 4-byte inputs: 1024 columns) allow, base_k as deep as L0B then allows (16 to 64). Sized for
+/// 4-byte inputs, a bound for every element type; L0B and L0C are then single-buffered at the widest.
+pub fn wide_bases(single_m: u64, single_n: u64, k: u64) -> (u64, u64, u64) {
+    const FRACTAL: u64 = 16;
+    let up = |v: u64| v.div_ceil(FRACTAL) * FRACTAL;
+    let base_m = up(single_m).min(128);
+    let base_n = up(single_n)
+        .min(L0C_BYTES / 4 / base_m / FRACTAL * FRACTAL)
+        .min(L0AB_BYTES / (FRACTAL * 4));
+    let base_k = (L0AB_BYTES / (base_n * 4) / FRACTAL * FRACTAL)
+        .clamp(FRACTAL, 64)
+        .min(up(k));
+    (base_m, base_n, base_k)
+}
+
 /// One cube core's problem: `C[m, n] = A[m, k] * B[k, n]` out of the original `[M, Ka] x [Kb, N]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CubeProblem {

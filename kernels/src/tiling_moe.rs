@@ -22,7 +22,7 @@ use crate::tiling::{
     invalid, largest_fit, round_up, split, to_u32, FRACTAL, GM_BYTES_PER_CORE_CYCLE,
     MAX_ROWS_PER_COPY, UB_BLOCK,
 };
-use crate::tiling_cube::{CubeTiling, SYS_WORKSPACE_BYTES};
+use crate::tiling_cube::{wide_bases, CubeTiling, SYS_WORKSPACE_BYTES};
 use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::{
@@ -464,6 +464,12 @@ fn base_sizes(single_m: u64, single_n: u64, k: u64) -> (u32, u32, u32) {
     )
 }
 
+/// [`wide_bases`] as the tiling's u32 fields.
+fn wide_base_sizes(single_m: u64, single_n: u64, k: u64) -> (u32, u32, u32) {
+    let (m, n, kk) = wide_bases(single_m, single_n, k);
+    (m as u32, n as u32, kk as u32)
+}
+
 /// The `TCubeTiling` of one grouped GEMM task (`single_m x single_n x k` out of `[rows, n, k]`), sized
 /// for 4-byte inputs: an upper bound for every element type the kernels take (f32, f16, bf16, and the
 /// FP8 kernels' dequantized panels), so the Matmul's own check with its real types passes as well.
@@ -586,7 +592,12 @@ impl GroupedMatmulTiling {
 impl ExpertFfnTiling {
     /// `x [rows, hidden]` through `groups` experts with gate/up `[groups, inter, hidden]` and down
     /// `[groups, hidden, inter]`, on `budget.cores` cores (cube cores, each with the UB of a vector core
-    /// for the SwiGLU). Empty inputs (`rows == 0`) are an error: launch nothing.
+    /// for the SwiGLU), for `expert_ffn_<t>`: tasks sized per launch (`adapt_tasks`). The rows' split
+    /// over the groups stays on the device, so the kernel cuts the columns from the group list: as few
+    /// tiles as still give every core a task (`GroupTasks::DealRuns` in moe_grouped_matmul.cpp), a
+    /// group's rows then read once per tile and 256-to-1024-column base block (`wide_base_sizes`).
+    /// single_n1 / single_n2 are the widest tasks. Empty inputs (`rows == 0`) are an error: launch
+    /// nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         rows: u64,
@@ -596,6 +607,36 @@ impl ExpertFfnTiling {
         list: MoeList,
         dtype: KernelDtype,
         budget: CoreBudget,
+    ) -> Result<Self> {
+        Self::build(rows, groups, hidden, inter, list, dtype, budget, true)
+    }
+
+    /// As [`Self::new`] with task widths fixed on the host (`expert_ffn_fp8_<t>`, whose per-core
+    /// workspace holds single_n-wide weight panels): chosen by the cost model for both a hot group and
+    /// evenly spread rows (`grouped_single_n`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_static(
+        rows: u64,
+        groups: u64,
+        hidden: u64,
+        inter: u64,
+        list: MoeList,
+        dtype: KernelDtype,
+        budget: CoreBudget,
+    ) -> Result<Self> {
+        Self::build(rows, groups, hidden, inter, list, dtype, budget, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        rows: u64,
+        groups: u64,
+        hidden: u64,
+        inter: u64,
+        list: MoeList,
+        dtype: KernelDtype,
+        budget: CoreBudget,
+        adapt: bool,
     ) -> Result<Self> {
         const K: &str = "expert_ffn";
         let budget = budget.validate()?;
@@ -639,10 +680,24 @@ impl ExpertFfnTiling {
             elem,
             out_bytes: elem,
         };
-        let single_n1 = grouped_single_n(rows, groups, single_m, gate_up, max_cols, budget.cores);
-        let single_n2 = grouped_single_n(rows, groups, single_m, down, hidden, budget.cores);
-        let (base_m, base_n1, base_k1) = base_sizes(single_m, single_n1, hidden);
-        let (_, base_n2, base_k2) = base_sizes(single_m, single_n2, inter);
+        let (single_n1, single_n2, (base_m, base_n1, base_k1), (_, base_n2, base_k2)) = if adapt {
+            let (n1, n2) = (inter.min(max_cols), hidden);
+            (
+                n1,
+                n2,
+                wide_base_sizes(single_m, n1, hidden),
+                wide_base_sizes(single_m, n2, inter),
+            )
+        } else {
+            let n1 = grouped_single_n(rows, groups, single_m, gate_up, max_cols, budget.cores);
+            let n2 = grouped_single_n(rows, groups, single_m, down, hidden, budget.cores);
+            (
+                n1,
+                n2,
+                base_sizes(single_m, n1, hidden),
+                base_sizes(single_m, n2, inter),
+            )
+        };
         let per_row = round_up(single_n1, FRACTAL) * per_col;
         let cap = single_m.min(u64::from(MAX_ROWS_PER_COPY)) as u32;
         let swiglu_rows = largest_fit(K, 0, per_row, cap, budget.ub_bytes)?;
@@ -681,6 +736,7 @@ impl ExpertFfnTiling {
             base_n2,
             base_k2,
             swiglu_rows,
+            adapt_tasks: u32::from(adapt),
             cube_up,
             cube_down,
         })
@@ -705,19 +761,27 @@ impl ExpertFfnTiling {
             u64::from(self.groups),
             u64::from(self.single_m),
         );
+        // An adapting kernel may cut the columns down to 16-wide tiles.
+        let narrowest = |n: u32| {
+            if self.adapt_tasks != 0 {
+                FRACTAL
+            } else {
+                u64::from(n)
+            }
+        };
         let tasks = max_tasks(
             rows,
             groups,
             m,
             u64::from(self.inter),
-            u64::from(self.single_n1),
+            narrowest(self.single_n1),
         )
         .max(max_tasks(
             rows,
             groups,
             m,
             u64::from(self.hidden),
-            u64::from(self.single_n2),
+            narrowest(self.single_n2),
         ));
         tasks.min(u64::from(budget.cores)).max(1) as u32
     }
@@ -1037,11 +1101,11 @@ mod tests {
     }
 
     #[test]
-    fn expert_ffn_tiles_do_not_re_read_the_rows_per_narrow_tile() {
+    fn static_expert_ffn_tiles_do_not_re_read_the_rows_per_narrow_tile() {
         // DeepSeek-V3 at T = 512 on a rank of 8 experts: room for 512 x 8 = 4096 rows; routed, they
         // average 512 x 8 / 256 = 16 rows per expert.
         let (rows, groups, hidden, inter) = (4096u64, 8u64, 7168u64, 2048u64);
-        let t = ExpertFfnTiling::new(
+        let t = ExpertFfnTiling::new_static(
             rows,
             groups,
             hidden,
@@ -1076,8 +1140,9 @@ mod tests {
         assert_eq!(t.block_dim(C), 24);
 
         // Decode: 8 rows, one hot expert still spreads over every core in both phases.
-        let t = ExpertFfnTiling::new(8, 8, hidden, inter, MoeList::Count, KernelDtype::Bf16, C)
-            .unwrap();
+        let t =
+            ExpertFfnTiling::new_static(8, 8, hidden, inter, MoeList::Count, KernelDtype::Bf16, C)
+                .unwrap();
         assert_eq!(t.single_m, 8);
         assert!(inter.div_ceil(u64::from(t.single_n1)) >= 24, "{t:?}");
         assert!(hidden.div_ceil(u64::from(t.single_n2)) >= 24, "{t:?}");
@@ -1087,10 +1152,55 @@ mod tests {
             cores: 2,
             ub_bytes: 896,
         };
-        let t =
-            ExpertFfnTiling::new(64, 2, 64, 256, MoeList::Count, KernelDtype::F32, small).unwrap();
-        assert!(t.single_n1 <= 32 && t.single_n1.is_multiple_of(16), "{t:?}");
-        assert!(t.ub_bytes(KernelDtype::F32) <= 896);
+        for adapt in [false, true] {
+            let t = ExpertFfnTiling::build(
+                64,
+                2,
+                64,
+                256,
+                MoeList::Count,
+                KernelDtype::F32,
+                small,
+                adapt,
+            )
+            .unwrap();
+            assert!(t.single_n1 <= 32 && t.single_n1.is_multiple_of(16), "{t:?}");
+            assert!(t.ub_bytes(KernelDtype::F32) <= 896);
+        }
+    }
+
+    #[test]
+    fn adapting_expert_ffn_tiles_are_as_wide_as_the_buffers_allow() {
+        // The kernel picks the task widths per launch (moe_traffic.rs measures them); the host gives the
+        // widest and bases as wide as L0C / L0B take at the task's rows, so a group's rows stream once
+        // per 256 to 1024 columns.
+        let (groups, hidden, inter) = (8u64, 7168u64, 2048u64);
+        for (rows, base_m, base_n, base_k) in [(8u64, 16, 1024, 16), (128, 128, 256, 64)] {
+            let t = ExpertFfnTiling::new(
+                rows,
+                groups,
+                hidden,
+                inter,
+                MoeList::Count,
+                KernelDtype::Bf16,
+                C,
+            )
+            .unwrap();
+            assert_eq!(t.adapt_tasks, 1);
+            assert_eq!((t.single_n1, t.single_n2), (2048, 7168), "{t:?}");
+            assert_eq!((t.base_m, t.base_n1, t.base_k1), (base_m, base_n, base_k));
+            assert_eq!((t.base_n2, t.base_k2), (base_n, base_k));
+            for c in [&t.cube_up, &t.cube_down] {
+                c.validate("expert_ffn", 4, 4).unwrap();
+            }
+            // One hot group still spreads over every core: the kernel may cut 16-column tiles.
+            assert_eq!(t.block_dim(C), 24);
+        }
+        let t = ExpertFfnTiling::new(64, 4, 64, 48, MoeList::Count, KernelDtype::F32, C).unwrap();
+        // 64 rows in 16-row m-tiles (so that 24 cores can have work); narrow columns stay whole.
+        assert_eq!((t.single_m, t.single_n1, t.base_n1), (16, 48, 48));
+        // At most ((64 - 4) / 16 + 4) m-tiles x 4 16-column tiles of down = 28 tasks: every core.
+        assert_eq!(t.block_dim(C), 24);
     }
 
     #[test]

@@ -83,6 +83,7 @@ fn moe_tiling_layouts_match_the_c_header() {
                 base_n2,
                 base_k2,
                 swiglu_rows,
+                adapt_tasks,
                 cube_up,
                 cube_down
             ]

@@ -248,3 +248,59 @@ fn a_hot_expert_uses_every_cube_core_and_empty_experts_cost_nothing() {
     assert!(macs.iter().all(|&m| m > 0), "idle cube cores: {macs:?}");
     assert_eq!(macs.iter().sum::<u64>(), (3 * rows * hidden * inter) as u64);
 }
+
+#[test]
+fn expert_ffn_reads_a_groups_rows_once_per_task_when_rows_are_spread() {
+    // 8 experts with 16 rows each (a decode batch of 16 spread over the rank's experts) on 24 cube cores:
+    // the kernel cuts each phase's columns into 3 tiles per expert (8 x 3 = 24 tasks), 176 columns of
+    // the 512 intermediate ones and 352 of the 1024 hidden ones; with 128-row bases (single_m 128 for a
+    // hot expert's sake) a base is 256 columns wide, so a task streams its rows once per gate or up
+    // product (176 <= 256) and twice for down (352 > 256). By hand, bytes read:
+    //   gate + up weights 8 x 2 x 512 x 1024 x 2, down weights 8 x 1024 x 512 x 2 (once each: 16 rows
+    //   are one base of rows);
+    //   x: 8 experts x 3 tasks x 2 products x 16 x 1024 x 2; h: 8 x 3 tasks x 2 bases x 16 x 512 x 2;
+    //   the SwiGLU's f32 gate and up: 2 x 128 x 512 x 4.
+    // Written: gate and up f32 2 x 128 x 512 x 4, h 128 x 512 x 2, y 128 x 1024 x 2.
+    // (The tiling fixed on the host, as expert_ffn_fp8 keeps it, cuts 64-column tiles for a hot
+    // expert's sake and reads x 8 x 2 x 8 times.)
+    let (rows, groups, hidden, inter) = (128usize, 8usize, 1024usize, 512usize);
+    let mut rng = CaseRng::new(0x5eed);
+    let x: Vec<f16> = rng.uniform::<f16, _>(rows * hidden, -1.0, 1.0).to_vec();
+    let wg: Vec<f16> = rng
+        .uniform::<f16, _>(groups * inter * hidden, -0.05, 0.05)
+        .to_vec();
+    let wd: Vec<f16> = rng
+        .uniform::<f16, _>(groups * hidden * inter, -0.05, 0.05)
+        .to_vec();
+    let counts = vec![16i64; groups];
+    let (_, ffn) = B2
+        .expert_ffn(
+            &x,
+            rows,
+            hidden,
+            &wg,
+            &wg,
+            &wd,
+            groups,
+            inter,
+            &counts,
+            MoeList::Count,
+        )
+        .unwrap();
+    let c = ffn.outcome.total();
+    let weights = (groups * 2 * inter * hidden * 2 + groups * hidden * inter * 2) as u64;
+    let x_reads = (groups * 3 * 2 * 16 * hidden * 2) as u64;
+    let h_reads = (groups * 3 * 2 * 16 * inter * 2) as u64;
+    let f32_tiles = (2 * rows * inter * 4) as u64;
+    println!(
+        "expert_ffn 8 x 16 rows: read {} bytes, written {}",
+        c.gm_to_ub_bytes, c.ub_to_gm_bytes
+    );
+    assert_eq!(c.gm_to_ub_bytes, weights + x_reads + h_reads + f32_tiles);
+    assert_eq!(
+        c.ub_to_gm_bytes,
+        f32_tiles + (rows * inter * 2 + rows * hidden * 2) as u64
+    );
+    let macs: Vec<u64> = ffn.outcome.counters.iter().map(|c| c.cube_macs).collect();
+    assert!(macs.iter().all(|&m| m > 0), "idle cube cores: {macs:?}");
+}

@@ -191,8 +191,9 @@ typedef struct DsnpuGroupedMatmulTiling {
  * w_down [groups, hidden, inter]. Phase 1 deals (group, m-tile, inter-tile) tasks of single_m x single_n1
  * (gate and up GEMMs into f32 workspace, then SwiGLU in UB tiles of swiglu_rows rows into the intermediate
  * h, rounded to t); after SyncAll, phase 2 deals (group, m-tile, hidden-tile) tasks of single_m x single_n2
- * (the down GEMM). Workspace: the system workspace, then rows * inter * (4 + 4 + sizeof(t)) bytes (gate f32,
- * up f32, h). */
+ * (the down GEMM); with adapt_tasks the kernel narrows single_n1 / single_n2 per launch from the group list
+ * (moe_grouped_matmul.cpp). Workspace: the system workspace, then rows * inter * (4 + 4 + sizeof(t)) bytes
+ * (gate f32, up f32, h). */
 typedef struct DsnpuExpertFfnTiling {
     uint32_t rows;
     uint32_t groups;
@@ -208,6 +209,7 @@ typedef struct DsnpuExpertFfnTiling {
     uint32_t base_n2;
     uint32_t base_k2;
     uint32_t swiglu_rows;
+    uint32_t adapt_tasks; /* 1: single_n1/n2 are the widest tasks, narrowed per launch until every core has one */
     DsnpuCubeTiling cube_up;   /* gate and up: single_m x single_n1 x hidden, from tiling_moe.rs */
     DsnpuCubeTiling cube_down; /* down: single_m x single_n2 x inter */
 } DsnpuExpertFfnTiling;
@@ -308,7 +310,7 @@ typedef struct DsnpuMlaPrefillTiling {
     uint32_t block_n;
     uint32_t dv_pitch;
     uint32_t softmax_rows;
-    uint32_t work_elems;
+    uint32_t work_elems; /* f32 of the row folds: 64 per slab row (row_ops.h) */
     uint32_t qk_base_m;
     uint32_t qk_base_n;
     uint32_t qk_base_k;

@@ -27,7 +27,11 @@
  * cube run its task's gate and up GEMMs into f32 workspace tiles (IterateAll), then streams them through
  * UB (double-buffered queues, swiglu_rows rows at a time) as h = t(silu(g) * u) into the workspace.
  * SyncAll (vector cores; it orders every h row before phase 2 reads it). Phase 2: the down-GEMM tasks on h,
- * written to y by the cube. Workspace: the system workspace, then gate f32 [R, inter] | up f32
+ * written to y by the cube. With tiling.adapt_tasks (expert_ffn, not expert_ffn_fp8) single_n1 / single_n2
+ * are the widest tasks and each phase cuts its columns per launch from the group list
+ * (GroupTasks::AdaptWidth): as few tiles as still give every block a task, since the Matmul API streams a
+ * task's rows once per base_n columns and a narrow tile (what a hot group needs) would stream an expert's
+ * rows once per tile. Workspace: the system workspace, then gate f32 [R, inter] | up f32
  * [R, inter] | h t [R, inter].
  *
  * UB use of expert_ffn per vector core (R = swiglu_rows, P = round_up(single_n1, 16)):
@@ -78,18 +82,28 @@ public:
     // their rows stay in its L2 slice across the run's n-tiles; T costs a scan of the group list (one
     // scalar load per group). Call before the first Next.
     __aicore__ inline void DealRuns(uint64_t cores, uint64_t core, uint64_t subs, uint64_t sub) {
-        uint64_t total = 0;
+        uint64_t mTiles = 0;
         uint32_t start = 0;
         for (uint32_t g = 0; g < groups_; ++g) {
             const uint32_t end = GroupEnd(g, start);
-            total += static_cast<uint64_t>(CeilDiv(end - start, singleM_)) * nTiles_;
+            mTiles += CeilDiv(end - start, singleM_);
             start = end;
         }
+        if (adapt_) Adapt(mTiles, cores);
+        const uint64_t total = mTiles * nTiles_;
         const uint64_t lo = total * core / cores;
         first_ = lo + sub;
         step_ = subs;
         last_ = total * (core + 1) / cores;
     }
+
+    // Size the column tiles from this launch's groups (call before DealRuns): with M (group, m-tile)
+    // pairs, the fewest tiles, at least ceil(cores / M) and ceil(cols / singleN), of equal width in whole
+    // fractals (the last one narrower) whose deal leaves no block more than 10 % above an even share of
+    // the columns (M = 7 on 24 blocks: 10 tiles of 208, not 4 of 512, of which 4 blocks would take two):
+    // as wide as keeps the blocks even, so a group's rows are read once per tile. singleN (the tiling's)
+    // is the widest; a tile is at least one 16-column fractal.
+    __aicore__ inline void AdaptWidth() { adapt_ = true; }
 
     // The next task of this worker, or false when none is left.
     __aicore__ inline bool Next(Task& task) {
@@ -121,6 +135,26 @@ public:
     }
 
 private:
+    __aicore__ inline void Adapt(uint64_t mTiles, uint64_t cores) {
+        constexpr uint32_t FRACTAL = 16;
+        if (mTiles == 0) return;
+        const uint64_t most = CeilDiv(cols_, FRACTAL);
+        uint64_t tiles = CeilDiv(cols_, singleN_);
+        const uint64_t spread = (cores + mTiles - 1) / mTiles;
+        if (spread > tiles) tiles = spread;
+        uint32_t width = singleN_;
+        for (; tiles <= most; ++tiles) {
+            width = Min(AlignUp(CeilDiv(cols_, static_cast<uint32_t>(tiles)), FRACTAL), singleN_);
+            // The busiest block's columns (tasks dealt in runs: ceil(tasks / cores) each) within 10 % of
+            // an even share of mTiles x cols.
+            const uint64_t n = CeilDiv(cols_, width);
+            const uint64_t busiest = (mTiles * n + cores - 1) / cores * width;
+            if (busiest * cores * 10 <= 11 * mTiles * cols_) break;
+        }
+        singleN_ = width;
+        nTiles_ = CeilDiv(cols_, singleN_);
+    }
+
     // The end row of group g starting at row `start`, from the list clamped to [start, rows].
     __aicore__ inline uint32_t GroupEnd(uint32_t g, uint32_t start) {
         const int64_t v = hasList_ ? list_.GetValue(g) : static_cast<int64_t>(rows_);
@@ -132,7 +166,7 @@ private:
     GlobalTensor<int64_t> list_;
     uint32_t groups_ = 0, rows_ = 0, listType_ = 0, singleM_ = 1, cols_ = 0, singleN_ = 1, nTiles_ = 1;
     uint64_t first_ = 0, step_ = 1, last_ = ~0ull;
-    bool open_ = false, hasList_ = true;
+    bool open_ = false, hasList_ = true, adapt_ = false;
     uint32_t group_ = 0, start_ = 0, end_ = 0;
     uint64_t taskBase_ = 0, groupTasks_ = 0, local_ = 0;
 };
@@ -185,16 +219,28 @@ public:
         upWs_ = up;
         hWs_ = h;
         inter_ = inter;
-        pad_ = AlignUp(maxCols, 16);
-        pipe.InitBuffer(gQue_, BUFFER_NUM, tileRows * pad_ * sizeof(float));
-        pipe.InitBuffer(uQue_, BUFFER_NUM, tileRows * pad_ * sizeof(float));
-        pipe.InitBuffer(tmp_, tileRows * pad_ * sizeof(float));
-        pipe.InitBuffer(hQue_, BUFFER_NUM, tileRows * pad_ * sizeof(T));
+        capacity_ = tileRows * AlignUp(maxCols, 16);
+        pipe.InitBuffer(gQue_, BUFFER_NUM, capacity_ * sizeof(float));
+        pipe.InitBuffer(uQue_, BUFFER_NUM, capacity_ * sizeof(float));
+        pipe.InitBuffer(tmp_, capacity_ * sizeof(float));
+        pipe.InitBuffer(hQue_, BUFFER_NUM, capacity_ * sizeof(T));
     }
 
-    // `rows` rows of `cols` columns at element `at` of the workspaces.
-    // Rows sit in UB pad_ elements apart for both f32 and t (pad_ is a multiple of 16).
+    // `rows` rows of `cols` columns at element `at` of the workspaces (row pitch inter), as many rows per
+    // UB pass as the buffers hold at this width: a task narrower than the widest is not computed over
+    // the widest's padding.
+    __aicore__ inline void Rows(uint64_t at, uint32_t rows, uint32_t cols) {
+        const uint32_t fit = capacity_ / AlignUp(cols, 16);
+        const uint32_t perPass = fit > 0 ? fit : 1;
+        for (uint32_t r0 = 0; r0 < rows; r0 += perPass) {
+            Run(at + static_cast<uint64_t>(r0) * inter_, Min(perPass, rows - r0), cols);
+        }
+    }
+
+private:
+    // One UB pass. Rows sit in UB pad_ = round_up(cols, 16) elements apart for both f32 and t.
     __aicore__ inline void Run(uint64_t at, uint32_t rows, uint32_t cols) {
+        pad_ = AlignUp(cols, 16);
         const uint32_t gmGap = (inter_ - cols);
         const uint32_t f32Gap = (pad_ * sizeof(float) - AlignUp(cols * sizeof(float), UB_BLOCK)) / UB_BLOCK;
         const DataCopyExtParams in(static_cast<uint16_t>(rows), cols * static_cast<uint32_t>(sizeof(float)),
@@ -230,13 +276,12 @@ public:
         hQue_.FreeTensor(h);
     }
 
-private:
     TQue<TPosition::VECIN, BUFFER_NUM> gQue_, uQue_;
     TQue<TPosition::VECOUT, BUFFER_NUM> hQue_;
     TBuf<TPosition::VECCALC> tmp_;
     GlobalTensor<float> gateWs_, upWs_;
     GlobalTensor<T> hWs_;
-    uint32_t inter_ = 0, pad_ = 0;
+    uint32_t inter_ = 0, pad_ = 0, capacity_ = 0;
 };
 
 template <typename T, typename W = T>
@@ -272,12 +317,14 @@ public:
         Task task;
         GroupTasks first;
         first.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.inter, t_.single_n1);
+        if (t_.adapt_tasks != 0) first.AdaptWidth();
         DealRuns(first);
         while (first.Next(task)) GateUp(task);
         // Phase 2 needs whole rows of h, produced by many vector cores.
         SyncAll();
         GroupTasks second;
         second.Init(listGm_, t_.groups, t_.rows, t_.list_type, t_.single_m, t_.hidden, t_.single_n2);
+        if (t_.adapt_tasks != 0) second.AdaptWidth();
         DealRuns(second);
         while (second.Next(task)) Down(task);
     }
@@ -302,9 +349,7 @@ private:
         mmUp.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
         mmUp.IterateAll(upWs_[c]);
         mmUp.End();
-        for (uint32_t r0 = 0; r0 < task.m; r0 += t_.swiglu_rows) {
-            swiglu_.Run(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
-        }
+        swiglu_.Rows(c, task.m, task.n);
     }
 
     __aicore__ inline void Down(const Task& task) {
@@ -730,9 +775,7 @@ private:
                          gateWs_[c], t_.inter);
         gemm_.Accumulate(mmUp, up, a, task.m, wUpGm_[w], sUpGm_[g * sUpLen_], task.col0, task.n, t_.hidden,
                          upWs_[c], t_.inter);
-        for (uint32_t r0 = 0; r0 < task.m; r0 += t_.swiglu_rows) {
-            swiglu_.Run(c + static_cast<uint64_t>(r0) * t_.inter, Min(t_.swiglu_rows, task.m - r0), task.n);
-        }
+        swiglu_.Rows(c, task.m, task.n);
     }
 
 public:

@@ -244,7 +244,7 @@ pub fn expert_ffn_fp8<T: KernelElem>(
         cores: cube.cores,
         ub_bytes: ub as u32,
     };
-    let tiling = ExpertFfnTiling::new(
+    let tiling = ExpertFfnTiling::new_static(
         rows as u64,
         groups as u64,
         hidden as u64,
