@@ -29,10 +29,11 @@
  *      sum p; p rounded to t into the P workspace;
  *   3. cube: O[M, dv] = P . V into the f32 O workspace;
  *   4. vector: acc = alpha acc + O (a broadcast multiply and an add per slab).
- * Pipelined: step 1 of tile j + 1 is asked for (asynchronously) before the vector core starts on tile j,
- * step 3 of tile j is left in flight while the vector core goes on, and step 4 of tile j runs at the
- * start of tile j + 1, so the cube works while the vector core does (the Matmul API keeps one request
- * in flight per vector core: each request first waits for the one before).
+ * Pipelined: step 1 of tile j + 1 (after a task's last tile, of the next task's first tile) is asked for
+ * (asynchronously) before the vector core starts on tile j, step 3 of tile j is left in flight while the
+ * vector core goes on, and step 4 of tile j runs at the start of tile j + 1, so the cube works while the
+ * vector core does (the Matmul API keeps one request in flight per vector core: each request first
+ * waits for the one before). The two score slots alternate across the vector core's whole run.
  * Then out = t(acc / l) (rows scattered with the head stride), lse = m + ln l (contiguous per head).
  * A 1:2 mix kernel: the vector cores run steps 2 and 4 and drive their cube core's Matmul for steps 1
  * and 3 (REGIST_MATMUL_OBJ; the cube core only serves).
@@ -129,9 +130,13 @@ public:
         if (perHead == 0) return;
         const uint64_t lo = static_cast<uint64_t>(t_.tasks) * me / blocks;
         const uint64_t hi = static_cast<uint64_t>(t_.tasks) * (me + 1) / blocks;
+        // Each task asks for the next one's first scores before its own last tile (Task).
+        Geometry cur = Locate(lo, perHead, hi), next;
+        bool asked = false;
         for (uint64_t k = lo; k < hi; ++k) {
-            const uint32_t h = static_cast<uint32_t>(k / perHead), p = static_cast<uint32_t>(k % perHead);
-            Task(h, p % 2 == 0 ? p / 2 : perHead - 1 - p / 2);
+            next = Locate(k + 1, perHead, hi);
+            asked = Task(cur, next, asked);
+            cur = next;
         }
     }
 
@@ -145,12 +150,27 @@ private:
         return c;
     }
 
-    // Query tile `tile` (numbered sequence by sequence) of head h.
-    __aicore__ inline void Task(uint32_t h, uint32_t tile) {
-        const uint32_t BM = t_.block_m, BN = t_.block_n;
-        // Find the sequence and query tile of this task: tiles are numbered sequence by sequence.
+    // Where task k (of this vector core's run, which ends at `hi`) works: its head, query rows and keys.
+    struct Geometry {
+        bool valid = false;  // a task with visible keys
+        uint32_t h = 0, M = 0, i0 = 0;
+        uint64_t qTok = 0, k0 = 0;
+        int64_t prefix = 0, kEnd = 0;
+        __aicore__ inline uint32_t Tiles(uint32_t bn) const { return static_cast<uint32_t>((kEnd + bn - 1) / bn); }
+    };
+
+    // Task k: head k / perHead, and query tile (numbered sequence by sequence) p = k % perHead of it in
+    // zig-zag order (0, n-1, 1, n-2, ...).
+    __aicore__ inline Geometry Locate(uint64_t k, uint32_t perHead, uint64_t hi) {
+        Geometry g;
+        if (k >= hi) return g;
+        const uint32_t BM = t_.block_m;
+        g.h = static_cast<uint32_t>(k / perHead);
+        const uint32_t p = static_cast<uint32_t>(k % perHead);
+        uint32_t tile = p % 2 == 0 ? p / 2 : perHead - 1 - p / 2;
+        // Find the sequence of this query tile: tiles are numbered sequence by sequence.
         uint32_t b = 0;
-        int64_t q0 = 0, q1 = 0, k0 = 0, k1 = 0;
+        int64_t q0 = 0, q1 = 0;
         bool found = false;
         for (; b < t_.batch; ++b) {
             q0 = Cu(cuQGm_, b, t_.tokens_q);
@@ -163,18 +183,29 @@ private:
             }
             tile -= n;
         }
-        if (!found) return;
-        k0 = Cu(cuKGm_, b, t_.tokens_k);
-        k1 = Cu(cuKGm_, b + 1, t_.tokens_k);
+        if (!found) return g;
+        const int64_t k0 = Cu(cuKGm_, b, t_.tokens_k), k1 = Cu(cuKGm_, b + 1, t_.tokens_k);
         const int64_t lq = q1 - q0, lk = k1 > k0 ? k1 - k0 : 0;
-        const int64_t prefix = lk - lq;  // the host checked lk >= lq
-        const uint32_t i0 = tile * BM;
-        const uint32_t M = Min(BM, static_cast<uint32_t>(lq) - i0);
+        g.prefix = lk - lq;  // the host checked lk >= lq
+        g.i0 = tile * BM;
+        g.M = Min(BM, static_cast<uint32_t>(lq) - g.i0);
         // Keys visible to the tile's last row: [0, prefix + i0 + M).
-        int64_t kEnd = prefix + i0 + M;
-        if (kEnd > lk) kEnd = lk;
-        if (kEnd <= 0) return;
-        const uint64_t qTok = static_cast<uint64_t>(q0) + i0;
+        g.kEnd = g.prefix + g.i0 + g.M;
+        if (g.kEnd > lk) g.kEnd = lk;
+        g.qTok = static_cast<uint64_t>(q0) + g.i0;
+        g.k0 = static_cast<uint64_t>(k0);
+        g.valid = g.kEnd > 0;
+        return g;
+    }
+
+    // Task g, whose first tile's scores were asked for already when `asked`; returns whether it asked for
+    // the next task's (task n's) first scores.
+    __aicore__ inline bool Task(const Geometry& g, const Geometry& n, bool asked) {
+        if (!g.valid) return false;
+        const uint32_t BN = t_.block_n, M = g.M, h = g.h;
+        const uint64_t qTok = g.qTok, k0 = g.k0;
+        const int64_t kEnd = g.kEnd, prefix = g.prefix;
+        const uint32_t i0 = g.i0;
 
         Duplicate(m_.Get<float>(), NEG_INF, static_cast<int32_t>(t_.block_m));
         Duplicate(l_.Get<float>(), 0.0f, static_cast<int32_t>(t_.block_m));
@@ -182,15 +213,21 @@ private:
         Duplicate(acc, 0.0f, static_cast<int32_t>(M * t_.dv_pitch));
 
         // Pipelined over the key tiles: while the vector core works on tile j, the cube computes tile
-        // j + 1's scores (into the other score slot), then tile j's P . V; tile j's O is added to acc at
-        // the start of tile j + 1 (one request in flight per vector core: each request waits for the last).
-        const uint32_t tiles = static_cast<uint32_t>((kEnd + BN - 1) / BN);
-        Scores(h, qTok, M, static_cast<uint64_t>(k0), 0, kEnd, true);
+        // j + 1's scores (into the other score slot; after the last tile, the next task's first), then
+        // tile j's P . V; tile j's O is added to acc at the start of tile j + 1 (one request in flight per
+        // vector core: each request waits for the last).
+        const uint32_t tiles = g.Tiles(BN);
+        if (!asked) Scores(h, qTok, M, k0, 0, kEnd, slot_, true);
+        bool askedNext = false;
         for (uint32_t j = 0; j < tiles; ++j) {
             const int64_t c0 = static_cast<int64_t>(j) * BN;
             const uint32_t N = static_cast<uint32_t>(kEnd - c0 < BN ? kEnd - c0 : BN);
+            const uint32_t mine = (slot_ + j) % 2;
             if (j + 1 < tiles) {
-                Scores(h, qTok, M, static_cast<uint64_t>(k0), j + 1, kEnd, false);  // waits for P . V of j - 1
+                Scores(h, qTok, M, k0, j + 1, kEnd, 1 - mine, false);  // waits for P . V of j - 1
+            } else if (n.valid) {
+                Scores(n.h, n.qTok, n.M, n.k0, 0, n.kEnd, 1 - mine, false);
+                askedNext = true;
             } else {
                 mmPv.WaitIterateAll();
             }
@@ -198,15 +235,15 @@ private:
                 for (uint32_t r = 0; r < M; r += t_.softmax_rows) Accumulate(r, Min(t_.softmax_rows, M - r));
             }
             // The online softmax of tile j (its scores are in: the request after them waited for them).
-            const GlobalTensor<float> scores = scoresWs_[static_cast<uint64_t>(j % 2) * t_.block_m * BN];
+            const GlobalTensor<float> scores = scoresWs_[static_cast<uint64_t>(mine) * t_.block_m * BN];
             for (uint32_t r = 0; r < M; r += t_.softmax_rows) {
                 Softmax(scores, r, Min(t_.softmax_rows, M - r), prefix + i0 - c0, N);
             }
             // P went out on MTE3: the cube may load it only after those copies (the request follows S).
             SetFlag<HardEvent::MTE3_S>(0);
             WaitFlag<HardEvent::MTE3_S>(0);
-            // O = P . V (in flight while the next tile's scores wait in the queue behind it).
-            const uint64_t kTok = static_cast<uint64_t>(k0) + static_cast<uint64_t>(c0);
+            // O = P . V (in flight while the vector core goes on).
+            const uint64_t kTok = k0 + static_cast<uint64_t>(c0);
             mmPv.SetOrgShape(static_cast<int>(M), static_cast<int>(t_.v_tok), static_cast<int>(BN),
                               static_cast<int>(BN), static_cast<int>(t_.dv));
             mmPv.SetTensorA(pWs_);
@@ -214,23 +251,27 @@ private:
             mmPv.SetTail(static_cast<int>(M), static_cast<int>(t_.dv), static_cast<int>(N));
             mmPv.template IterateAll<false>(oWs_);
         }
+        slot_ = (slot_ + tiles) % 2;  // the next task's first tile: the slot after this task's last
         mmPv.WaitIterateAll();
         for (uint32_t r = 0; r < M; r += t_.softmax_rows) Accumulate(r, Min(t_.softmax_rows, M - r));
-        mmQk.End();
-        mmPv.End();
+        if (!askedNext) {
+            mmQk.End();
+            mmPv.End();
+        }
         Finish(h, qTok, M);
+        return askedNext;
     }
 
-    // Asks the cube for key tile j's scores S = q . k^T (nope, then rope accumulated) into score slot j % 2:
+    // Asks the cube for key tile j's scores S = q . k^T (nope, then rope accumulated) into score slot `into`:
     // synchronously, or left in flight (with a rope part, the nope product is waited for when the rope
     // one is asked for).
     __aicore__ inline void Scores(uint32_t h, uint64_t qTok, uint32_t M, uint64_t k0, uint32_t j, int64_t kEnd,
-                                  bool sync) {
+                                  uint32_t into, bool sync) {
         const uint32_t BN = t_.block_n;
         const int64_t c0 = static_cast<int64_t>(j) * BN;
         const uint32_t N = static_cast<uint32_t>(kEnd - c0 < BN ? kEnd - c0 : BN);
         const uint64_t kTok = k0 + static_cast<uint64_t>(c0);
-        const GlobalTensor<float> slot = scoresWs_[static_cast<uint64_t>(j % 2) * t_.block_m * BN];
+        const GlobalTensor<float> slot = scoresWs_[static_cast<uint64_t>(into) * t_.block_m * BN];
         mmQk.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qn_tok),
                           static_cast<int>(t_.kn_tok));
         mmQk.SetTensorA(qnGm_[t_.qn_off + qTok * t_.qn_tok + static_cast<uint64_t>(h) * t_.qn_head]);
@@ -395,6 +436,7 @@ private:
     GlobalTensor<int32_t> cuQGm_, cuKGm_;
     DsnpuMlaPrefillTiling t_{};
     float scale_ = 1.0f;
+    uint32_t slot_ = 0;  // the score slot of the next task's first tile
 };
 
 template <typename T>
