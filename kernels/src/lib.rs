@@ -69,8 +69,8 @@ pub use tiling_mla::{
 };
 pub use tiling_mla_prefill::{MlaOperand, MlaPrefillDims, MlaPrefillTiling};
 pub use tiling_moe::{
-    ExpertFfnTiling, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling, MoeGatingTiling,
-    MoeInitRoutingTiling, MoeList, MoeScore,
+    ExpertFfnTiling, FfnTaskWidths, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling,
+    MoeGatingTiling, MoeInitRoutingTiling, MoeList, MoeScore,
 };
 pub use tiling_sample::SampleTopPTiling;
 pub use tiling_step::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling, SoftmaxTiling};

@@ -589,14 +589,24 @@ impl GroupedMatmulTiling {
     }
 }
 
+/// How an expert FFN's tasks are cut along the columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FfnTaskWidths {
+    /// By the kernel per launch, from the group list (`expert_ffn_<t>`): the rows' split over the
+    /// groups stays on the device, so the kernel cuts the columns as few times as keeps every core busy
+    /// and even (`GroupTasks::AdaptWidth` in moe_grouped_matmul.cpp); a group's rows are then read once
+    /// per task and 256-to-1024-column base block ([`wide_bases`]). single_n1 / single_n2 are the
+    /// widest tasks.
+    PerLaunch,
+    /// On the host (`expert_ffn_fp8_<t>`, whose per-core workspace holds single_n-wide weight panels):
+    /// chosen by the cost model for both a hot group and evenly spread rows (`grouped_single_n`).
+    Fixed,
+}
+
 impl ExpertFfnTiling {
     /// `x [rows, hidden]` through `groups` experts with gate/up `[groups, inter, hidden]` and down
     /// `[groups, hidden, inter]`, on `budget.cores` cores (cube cores, each with the UB of a vector core
-    /// for the SwiGLU), for `expert_ffn_<t>`: tasks sized per launch (`adapt_tasks`). The rows' split
-    /// over the groups stays on the device, so the kernel cuts the columns from the group list: as few
-    /// tiles as still give every core a task (`GroupTasks::DealRuns` in moe_grouped_matmul.cpp), a
-    /// group's rows then read once per tile and 256-to-1024-column base block (`wide_base_sizes`).
-    /// single_n1 / single_n2 are the widest tasks. Empty inputs (`rows == 0`) are an error: launch
+    /// for the SwiGLU), with tasks cut as `widths` says. Empty inputs (`rows == 0`) are an error: launch
     /// nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -607,37 +617,9 @@ impl ExpertFfnTiling {
         list: MoeList,
         dtype: KernelDtype,
         budget: CoreBudget,
+        widths: FfnTaskWidths,
     ) -> Result<Self> {
-        Self::build(rows, groups, hidden, inter, list, dtype, budget, true)
-    }
-
-    /// As [`Self::new`] with task widths fixed on the host (`expert_ffn_fp8_<t>`, whose per-core
-    /// workspace holds single_n-wide weight panels): chosen by the cost model for both a hot group and
-    /// evenly spread rows (`grouped_single_n`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new_static(
-        rows: u64,
-        groups: u64,
-        hidden: u64,
-        inter: u64,
-        list: MoeList,
-        dtype: KernelDtype,
-        budget: CoreBudget,
-    ) -> Result<Self> {
-        Self::build(rows, groups, hidden, inter, list, dtype, budget, false)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        rows: u64,
-        groups: u64,
-        hidden: u64,
-        inter: u64,
-        list: MoeList,
-        dtype: KernelDtype,
-        budget: CoreBudget,
-        adapt: bool,
-    ) -> Result<Self> {
+        let adapt = widths == FfnTaskWidths::PerLaunch;
         const K: &str = "expert_ffn";
         let budget = budget.validate()?;
         check_gemm_dims(
@@ -1105,7 +1087,7 @@ mod tests {
         // DeepSeek-V3 at T = 512 on a rank of 8 experts: room for 512 x 8 = 4096 rows; routed, they
         // average 512 x 8 / 256 = 16 rows per expert.
         let (rows, groups, hidden, inter) = (4096u64, 8u64, 7168u64, 2048u64);
-        let t = ExpertFfnTiling::new_static(
+        let t = ExpertFfnTiling::new(
             rows,
             groups,
             hidden,
@@ -1113,6 +1095,7 @@ mod tests {
             MoeList::Count,
             KernelDtype::Bf16,
             C,
+            FfnTaskWidths::Fixed,
         )
         .unwrap();
         let (m, n1, n2) = (
@@ -1140,9 +1123,17 @@ mod tests {
         assert_eq!(t.block_dim(C), 24);
 
         // Decode: 8 rows, one hot expert still spreads over every core in both phases.
-        let t =
-            ExpertFfnTiling::new_static(8, 8, hidden, inter, MoeList::Count, KernelDtype::Bf16, C)
-                .unwrap();
+        let t = ExpertFfnTiling::new(
+            8,
+            8,
+            hidden,
+            inter,
+            MoeList::Count,
+            KernelDtype::Bf16,
+            C,
+            FfnTaskWidths::Fixed,
+        )
+        .unwrap();
         assert_eq!(t.single_m, 8);
         assert!(inter.div_ceil(u64::from(t.single_n1)) >= 24, "{t:?}");
         assert!(hidden.div_ceil(u64::from(t.single_n2)) >= 24, "{t:?}");
@@ -1152,8 +1143,8 @@ mod tests {
             cores: 2,
             ub_bytes: 896,
         };
-        for adapt in [false, true] {
-            let t = ExpertFfnTiling::build(
+        for widths in [FfnTaskWidths::Fixed, FfnTaskWidths::PerLaunch] {
+            let t = ExpertFfnTiling::new(
                 64,
                 2,
                 64,
@@ -1161,7 +1152,7 @@ mod tests {
                 MoeList::Count,
                 KernelDtype::F32,
                 small,
-                adapt,
+                widths,
             )
             .unwrap();
             assert!(t.single_n1 <= 32 && t.single_n1.is_multiple_of(16), "{t:?}");
@@ -1184,6 +1175,7 @@ mod tests {
                 MoeList::Count,
                 KernelDtype::Bf16,
                 C,
+                FfnTaskWidths::PerLaunch,
             )
             .unwrap();
             assert_eq!(t.adapt_tasks, 1);
@@ -1196,7 +1188,17 @@ mod tests {
             // One hot group still spreads over every core: the kernel may cut 16-column tiles.
             assert_eq!(t.block_dim(C), 24);
         }
-        let t = ExpertFfnTiling::new(64, 4, 64, 48, MoeList::Count, KernelDtype::F32, C).unwrap();
+        let t = ExpertFfnTiling::new(
+            64,
+            4,
+            64,
+            48,
+            MoeList::Count,
+            KernelDtype::F32,
+            C,
+            FfnTaskWidths::PerLaunch,
+        )
+        .unwrap();
         // 64 rows in 16-row m-tiles (so that 24 cores can have work); narrow columns stay whole.
         assert_eq!((t.single_m, t.single_n1, t.base_n1), (16, 48, 48));
         // At most ((64 - 4) / 16 + 4) m-tiles x 4 16-column tiles of down = 28 tasks: every core.
@@ -1232,8 +1234,17 @@ mod tests {
             for bytes in [2, 4] {
                 c.validate("grouped_matmul", bytes, bytes).unwrap();
             }
-            let f = ExpertFfnTiling::new(rows, groups, k, n, MoeList::Count, KernelDtype::F32, C)
-                .unwrap();
+            let f = ExpertFfnTiling::new(
+                rows,
+                groups,
+                k,
+                n,
+                MoeList::Count,
+                KernelDtype::F32,
+                C,
+                FfnTaskWidths::PerLaunch,
+            )
+            .unwrap();
             assert_eq!(f.cube_up.singleCoreN, f.single_n1 as i32);
             assert_eq!(f.cube_down.singleCoreN, f.single_n2 as i32);
             assert_eq!((f.cube_up.Ka, f.cube_down.Ka), (k as i32, n as i32));
@@ -1245,7 +1256,17 @@ mod tests {
     #[test]
     fn expert_ffn_fits_and_sizes_its_workspace() {
         for dt in KernelDtype::ALL {
-            let t = ExpertFfnTiling::new(4096, 256, 7168, 2048, MoeList::Count, dt, C).unwrap();
+            let t = ExpertFfnTiling::new(
+                4096,
+                256,
+                7168,
+                2048,
+                MoeList::Count,
+                dt,
+                C,
+                FfnTaskWidths::PerLaunch,
+            )
+            .unwrap();
             assert!(t.swiglu_rows >= 1 && t.ub_bytes(dt) <= u64::from(C.ub_bytes));
             assert_eq!(
                 t.workspace_bytes(dt),
@@ -1258,7 +1279,16 @@ mod tests {
             ub_bytes: 256,
         };
         assert!(matches!(
-            ExpertFfnTiling::new(8, 2, 64, 64, MoeList::Count, KernelDtype::F32, tiny),
+            ExpertFfnTiling::new(
+                8,
+                2,
+                64,
+                64,
+                MoeList::Count,
+                KernelDtype::F32,
+                tiny,
+                FfnTaskWidths::PerLaunch,
+            ),
             Err(KernelError::DoesNotFit { .. })
         ));
     }

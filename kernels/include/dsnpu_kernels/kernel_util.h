@@ -24,6 +24,24 @@ __aicore__ inline constexpr uint32_t CeilDiv(uint32_t a, uint32_t b) { return (a
 __aicore__ inline constexpr uint32_t AlignUp(uint32_t a, uint32_t b) { return CeilDiv(a, b) * b; }
 __aicore__ inline constexpr uint32_t Min(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
+// An f32's bit pattern and back.
+__aicore__ inline uint32_t FloatToBits(float f) {
+    union {
+        float f;
+        uint32_t u;
+    } v;
+    v.f = f;
+    return v.u;
+}
+__aicore__ inline float BitsToFloat(uint32_t b) {
+    union {
+        uint32_t u;
+        float f;
+    } v;
+    v.u = b;
+    return v.f;
+}
+
 // The vector cores of a 1:2 mix launch as workers: vector core s of block b is worker s * blocks + b
 // of 2 * blocks, so a deal of tasks i % workers reaches different cube cores first.
 __aicore__ inline uint64_t VectorWorker() {

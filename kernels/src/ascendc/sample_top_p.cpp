@@ -53,24 +53,6 @@ using namespace dsnpu_kernels;
 
 namespace {
 
-__aicore__ inline uint32_t FloatToBits(float f) {
-    union {
-        float f;
-        uint32_t u;
-    } v;
-    v.f = f;
-    return v.u;
-}
-
-__aicore__ inline float BitsToFloat(uint32_t b) {
-    union {
-        uint32_t u;
-        float f;
-    } v;
-    v.u = b;
-    return v.f;
-}
-
 template <typename T>
 class SampleTopP {
 public:

@@ -604,15 +604,6 @@ namespace {
 // selftest_repeat: see the header.
 constexpr uint32_t kRowModes = 7;
 
-__aicore__ inline float BitsToFloat(uint32_t b) {
-    union {
-        uint32_t u;
-        float f;
-    } v;
-    v.u = b;
-    return v.f;
-}
-
 __aicore__ inline void RowProbe(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
     const RowTile tile{t.count, t.arg & 0xffff, t.arg >> 16};
     if (tile.rows == 0 || tile.pitch == 0) return;  // the limits of row_ops.h are the caller's to keep

@@ -17,8 +17,8 @@ use super::{device_error, expect_len, product, FfnShape, GroupList, GroupedShape
 use super::{KernelLibrary, Launched};
 use crate::tiling::{invalid, round_up};
 use crate::{
-    CoreBudget, ExpertFfnTiling, GroupedMatmulTiling, Kernel, KernelDtype, MoeList, Result,
-    SYS_WORKSPACE_BYTES,
+    CoreBudget, ExpertFfnTiling, FfnTaskWidths, GroupedMatmulTiling, Kernel, KernelDtype, MoeList,
+    Result, SYS_WORKSPACE_BYTES,
 };
 
 /// Rows and columns of weight per block scale (DeepSeek-V3's `weight_block_size`).
@@ -244,7 +244,7 @@ pub fn expert_ffn_fp8<T: KernelElem>(
         cores: cube.cores,
         ub_bytes: ub as u32,
     };
-    let tiling = ExpertFfnTiling::new_static(
+    let tiling = ExpertFfnTiling::new(
         rows as u64,
         groups as u64,
         hidden as u64,
@@ -252,6 +252,7 @@ pub fn expert_ffn_fp8<T: KernelElem>(
         kind,
         T::DTYPE,
         budget,
+        FfnTaskWidths::Fixed,
     )?;
     let rh = product(K, "rows * hidden", rows, hidden)?;
     expect_len(K, "x", x.len(), rh)?;

@@ -16,7 +16,9 @@ use super::{
     device_error, expect_len, product, weight_kernel, KernelElem, KernelLibrary, Launched,
 };
 use crate::tiling::invalid;
-use crate::{ExpertFfnTiling, GroupedMatmulTiling, Kernel, KernelError, MoeList, Result};
+use crate::{
+    ExpertFfnTiling, FfnTaskWidths, GroupedMatmulTiling, Kernel, KernelError, MoeList, Result,
+};
 
 /// `groups` consecutive entries of a device list of per-group rows, starting at entry `first`.
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +179,7 @@ pub fn expert_ffn<T: KernelElem, W: KernelElem>(
         group_list.kind,
         T::DTYPE,
         cube,
+        FfnTaskWidths::PerLaunch,
     )?;
     let rh = product(K, "rows * hidden", rows, hidden)?;
     expect_len(K, "x", x.len(), rh)?;

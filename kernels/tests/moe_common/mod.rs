@@ -8,8 +8,8 @@ use std::ops::Range;
 
 use crate::common::{Device, Gm, Outcome, Pod};
 use dsnpu_kernels::{
-    CoreBudget, ExpertFfnTiling, GatingParams, GroupedMatmulTiling, Kernel, KernelDtype,
-    MoeFinalizeTiling, MoeGatingTiling, MoeInitRoutingTiling, MoeList,
+    CoreBudget, ExpertFfnTiling, FfnTaskWidths, GatingParams, GroupedMatmulTiling, Kernel,
+    KernelDtype, MoeFinalizeTiling, MoeGatingTiling, MoeInitRoutingTiling, MoeList,
 };
 use dsnpu_ops::half::{bf16, f16};
 use dsnpu_ops::{DType, Float};
@@ -369,6 +369,7 @@ impl MoeDevice {
             list,
             dt,
             self.cube,
+            FfnTaskWidths::PerLaunch,
         )
         .map_err(|e| e.to_string())?;
         let mut dev = Device::new();
