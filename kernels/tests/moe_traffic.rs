@@ -223,27 +223,7 @@ fn a_hot_expert_uses_every_cube_core_and_empty_experts_cost_nothing() {
 
     // The fused FFN too: both phases give every core work.
     let (hidden, inter) = (512, 384);
-    let xs: Vec<f16> = rng.uniform::<f16, _>(rows * hidden, -1.0, 1.0).to_vec();
-    let wg: Vec<f16> = rng
-        .uniform::<f16, _>(groups * inter * hidden, -0.05, 0.05)
-        .to_vec();
-    let wd: Vec<f16> = rng
-        .uniform::<f16, _>(groups * hidden * inter, -0.05, 0.05)
-        .to_vec();
-    let (_, ffn) = B2
-        .expert_ffn(
-            &xs,
-            rows,
-            hidden,
-            &wg,
-            &wg,
-            &wd,
-            groups,
-            inter,
-            &counts,
-            MoeList::Count,
-        )
-        .unwrap();
+    let ffn = random_ffn_on_b2(&mut rng, rows, groups, hidden, inter, &counts);
     let macs: Vec<u64> = ffn.outcome.counters.iter().map(|c| c.cube_macs).collect();
     assert!(macs.iter().all(|&m| m > 0), "idle cube cores: {macs:?}");
     assert_eq!(macs.iter().sum::<u64>(), (3 * rows * hidden * inter) as u64);
@@ -264,29 +244,15 @@ fn expert_ffn_reads_a_groups_rows_once_per_task_when_rows_are_spread() {
     // (The tiling fixed on the host, as expert_ffn_fp8 keeps it, cuts 64-column tiles for a hot
     // expert's sake and reads x 8 x 2 x 8 times.)
     let (rows, groups, hidden, inter) = (128usize, 8usize, 1024usize, 512usize);
-    let mut rng = CaseRng::new(0x5eed);
-    let x: Vec<f16> = rng.uniform::<f16, _>(rows * hidden, -1.0, 1.0).to_vec();
-    let wg: Vec<f16> = rng
-        .uniform::<f16, _>(groups * inter * hidden, -0.05, 0.05)
-        .to_vec();
-    let wd: Vec<f16> = rng
-        .uniform::<f16, _>(groups * hidden * inter, -0.05, 0.05)
-        .to_vec();
     let counts = vec![16i64; groups];
-    let (_, ffn) = B2
-        .expert_ffn(
-            &x,
-            rows,
-            hidden,
-            &wg,
-            &wg,
-            &wd,
-            groups,
-            inter,
-            &counts,
-            MoeList::Count,
-        )
-        .unwrap();
+    let ffn = random_ffn_on_b2(
+        &mut CaseRng::new(0x5eed),
+        rows,
+        groups,
+        hidden,
+        inter,
+        &counts,
+    );
     let c = ffn.outcome.total();
     let weights = (groups * 2 * inter * hidden * 2 + groups * hidden * inter * 2) as u64;
     let x_reads = (groups * 3 * 2 * 16 * hidden * 2) as u64;
@@ -303,4 +269,36 @@ fn expert_ffn_reads_a_groups_rows_once_per_task_when_rows_are_spread() {
     );
     let macs: Vec<u64> = ffn.outcome.counters.iter().map(|c| c.cube_macs).collect();
     assert!(macs.iter().all(|&m| m > 0), "idle cube cores: {macs:?}");
+}
+
+/// `expert_ffn` (f16, gate = up) on the 910B2 budget with random x and weights: its launch.
+fn random_ffn_on_b2(
+    rng: &mut CaseRng,
+    rows: usize,
+    groups: usize,
+    hidden: usize,
+    inter: usize,
+    counts: &[i64],
+) -> moe_common::Launch {
+    let x: Vec<f16> = rng.uniform::<f16, _>(rows * hidden, -1.0, 1.0).to_vec();
+    let wg: Vec<f16> = rng
+        .uniform::<f16, _>(groups * inter * hidden, -0.05, 0.05)
+        .to_vec();
+    let wd: Vec<f16> = rng
+        .uniform::<f16, _>(groups * hidden * inter, -0.05, 0.05)
+        .to_vec();
+    B2.expert_ffn(
+        &x,
+        rows,
+        hidden,
+        &wg,
+        &wg,
+        &wd,
+        groups,
+        inter,
+        counts,
+        MoeList::Count,
+    )
+    .unwrap()
+    .1
 }
