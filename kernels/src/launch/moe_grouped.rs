@@ -144,8 +144,10 @@ pub struct FfnShape {
 
 /// The fused expert FFN (dsnpu-ops' `expert_ffn`): per group, `h = t(silu(x·w_gateᵀ) · (x·w_upᵀ))`
 /// (gate, up and SwiGLU in f32, h rounded to T once) and `y = h·w_downᵀ`. Both phases are spread over
-/// the cube cores as (group, tile) tasks of the non-empty groups, so a hot expert still uses every core
-/// and an empty one costs a scalar load. The f32 gate/up and T h workspace (`[rows, inter]` each) is
+/// the cube cores as (group, tile) tasks of the non-empty groups, the column tiles cut by the kernel
+/// from the group list (`FfnTaskWidths::PerLaunch`): a hot expert still uses every core, spread rows
+/// are read in few wide tasks, and an empty expert costs a scalar load. The f32 gate/up and T h
+/// workspace (`[rows, inter]` each) is
 /// allocated from the stream's pool.
 ///
 /// `rows` may exceed the groups' total (a dispatch's room for every pair): only the groups' rows are
