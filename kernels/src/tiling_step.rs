@@ -103,7 +103,7 @@ impl GatherRowsTiling {
         })
     }
 
-    /// Unified Buffer bytes of gather_rows_<t> (`dtype`: its element type): two tiles of
+    /// Unified Buffer bytes of `gather_rows_<t>` (`dtype`: its element type): two tiles of
     /// `rows_per_tile` rows of `cols_per_tile` elements, each row padded to 32 bytes.
     pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
         2 * u64::from(self.rows_per_tile)
