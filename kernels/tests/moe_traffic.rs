@@ -302,3 +302,31 @@ fn random_ffn_on_b2(
     .unwrap()
     .1
 }
+
+#[test]
+fn expert_ffn_cuts_narrow_columns_into_fractals_for_a_hot_expert() {
+    // 64 rows, all in expert 0 of 2, intermediate 32 and hidden 48 on 24 cube cores: 16-row m-tiles
+    // (4 of them), and at most one 16-column fractal per tile, so phase 1 can make 4 x 2 = 8 tasks and
+    // phase 2 4 x 3 = 12, each on a block of its own (the launch has 15: every task count the groups
+    // could need), so at least 12 blocks get work (the whole-width tiles would give 4 and 4).
+    let (rows, groups, hidden, inter) = (64usize, 2usize, 48usize, 32usize);
+    let counts = vec![rows as i64, 0];
+    let ffn = random_ffn_on_b2(
+        &mut CaseRng::new(0x40),
+        rows,
+        groups,
+        hidden,
+        inter,
+        &counts,
+    );
+    let busy = ffn
+        .outcome
+        .counters
+        .iter()
+        .filter(|c| c.cube_macs > 0)
+        .count();
+    assert_eq!(ffn.blocks, 15);
+    assert!(busy >= 12, "{busy} busy blocks: {:?}", ffn.outcome.counters);
+    let macs: u64 = ffn.outcome.counters.iter().map(|c| c.cube_macs).sum();
+    assert_eq!(macs, (3 * rows * hidden * inter) as u64);
+}

@@ -142,6 +142,7 @@ private:
         uint64_t tiles = CeilDiv(cols_, singleN_);
         const uint64_t spread = (cores + mTiles - 1) / mTiles;
         if (spread > tiles) tiles = spread;
+        if (tiles > most) tiles = most;
         uint32_t width = singleN_;
         for (; tiles <= most; ++tiles) {
             width = Min(AlignUp(CeilDiv(cols_, static_cast<uint32_t>(tiles)), FRACTAL), singleN_);
