@@ -193,6 +193,18 @@ inline void vec_reduce(const char* op, uint32_t dst, uint64_t dst_bytes, uint32_
     pl.set_defined(dst, dst_bytes, def);
 }
 
+// A reduction's index as an unsigned integer of the element's size, in an element's place (read it
+// through ReinterpretCast).
+template <typename T>
+inline void store_index(T* at, uint32_t index) {
+    if (sizeof(T) == 2) {
+        const uint16_t idx = static_cast<uint16_t>(index);
+        std::memcpy(at, &idx, sizeof idx);
+    } else {
+        std::memcpy(at, &index, sizeof index);
+    }
+}
+
 // Work space the count-form reductions need: one partial result per 256-byte repeat (two with the
 // index), rounded up to a 32-byte block.
 template <typename T>
@@ -231,14 +243,7 @@ __aicore__ inline void ReduceMax(const LocalTensor<T>& dst, const LocalTensor<T>
         }
     }
     d[0] = s[best];
-    if (calIndex) {
-        if (sizeof(T) == 2) {
-            const uint16_t idx = static_cast<uint16_t>(best);
-            std::memcpy(&d[1], &idx, sizeof idx);
-        } else {
-            std::memcpy(&d[1], &best, sizeof best);
-        }
-    }
+    if (calIndex) detail::store_index(&d[1], best);
     detail::count_ops(n);
 }
 

@@ -291,14 +291,7 @@ __aicore__ inline void WholeReduceMax(const LocalTensor<T>& dst, const LocalTens
                                  if (v[i] > v[best]) best = i;
                              }
                              out[0] = ::dsnpu::host::Elem<T>::from_d(v[best]);
-                             if (withIndex) {
-                                 if (sizeof(T) == 2) {
-                                     const uint16_t idx = static_cast<uint16_t>(best);
-                                     std::memcpy(&out[1], &idx, sizeof idx);
-                                 } else {
-                                     std::memcpy(&out[1], &best, sizeof best);
-                                 }
-                             }
+                             if (withIndex) detail::store_index(&out[1], best);
                          });
 }
 
