@@ -48,9 +48,9 @@
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
  * (P, 16-bit t only); with B = 0: M W sz + 2 max(qk_base_n W, pv_base_k pv_base_n) sz (staging) +
- * 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows and
- * computes its scores before it takes task j - 1's P . latent (the score and P workspaces then have two
- * slots per block);
+ * 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows (while
+ * the vector cores work on task j - 1's softmax), then takes task j - 1's P . latent, then task j's
+ * scores (the score and P workspaces then have two slots per block);
  * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them).
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
  *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 32 R (the slab's reductions, a 32-byte block per row).
@@ -145,8 +145,8 @@ public:
     }
 
     // ================================================================ the cube core: steps 1 and 3
-    // With two key buffers the tasks overlap: task j's keys are loaded and its scores computed while the
-    // vector cores still work on task j - 1's softmax, whose P . latent follows.
+    // With two key buffers the tasks overlap: task j's keys are loaded while the vector cores still work
+    // on task j - 1's softmax, whose P . latent follows, then task j's scores.
     __aicore__ inline void CubeProcess() {
         const uint32_t blocks = static_cast<uint32_t>(GetBlockNum());
         CubeInit();
@@ -157,9 +157,14 @@ public:
             if (!Span(k, cur.b, cur.len, cur.c0, cur.C)) continue;  // the vector cores skip it too
             cur.k = k;
             cur.j = j++;
+            if (cur.C > 0 && !Streamed()) cur.keys = LoadKeys(cur.b, static_cast<uint32_t>(cur.c0), cur.C);
+            // Two key buffers: the previous task's P . latent goes before this task's scores. The next
+            // task's keys go into the buffer it reads, and MTE1 serves the two products in program order:
+            // after the scores, it would wait for this task's keys as well as for the vector cores.
+            if (prev.valid) Finish(prev);
+            prev.valid = false;
             UseSlot(cur.j);
             if (cur.C > 0) {
-                if (!Streamed()) cur.keys = LoadKeys(cur.b, static_cast<uint32_t>(cur.c0), cur.C);
                 for (uint32_t m0 = 0; m0 < G_; m0 += t_.qk_base_m) {
                     Scores(cur, m0, Min(t_.qk_base_m, G_ - m0));
                 }
@@ -168,7 +173,6 @@ public:
             if (t_.key_buffers != 2) {
                 Finish(cur);
             } else {
-                if (prev.valid) Finish(prev);
                 prev = cur;
                 prev.valid = true;
             }
