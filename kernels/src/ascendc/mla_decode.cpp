@@ -157,12 +157,32 @@ public:
             if (!Span(k, cur.b, cur.len, cur.c0, cur.C)) continue;  // the vector cores skip it too
             cur.k = k;
             cur.j = j++;
-            if (cur.C > 0 && !Streamed()) cur.keys = LoadKeys(cur.b, static_cast<uint32_t>(cur.c0), cur.C);
-            // Two key buffers: the previous task's P . latent goes before this task's scores. The next
-            // task's keys go into the buffer it reads, and MTE1 serves the two products in program order:
-            // after the scores, it would wait for this task's keys as well as for the vector cores.
-            if (prev.valid) Finish(prev);
-            prev.valid = false;
+            if (t_.key_buffers == 2) {
+                // The previous task's P . latent goes between this task's keys and its scores, so that
+                // MTE1 (in program order) need not wait for these keys before it, and the next task's
+                // keys (into the buffer it reads) need not wait for this task's scores. Its P comes in
+                // between two parts of these keys: the first part goes in while the vector cores still
+                // work on that P, the second while P . latent reads its rows from L1.
+                LocalTensor<T> ahead;
+                if (cur.C > 0) {
+                    cur.keys = kL1_.AllocTensor<T>();
+                    const uint32_t first = prev.valid ? KeysBeforeP(cur.C) : cur.C;
+                    StageKeys(cur, 0, first);
+                    if (prev.valid) ahead = WaitP(prev);
+                    StageKeys(cur, first, cur.C);
+                    kL1_.EnQue(cur.keys);
+                } else if (prev.valid) {
+                    ahead = WaitP(prev);
+                }
+                if (prev.valid) Finish(prev, ahead);
+                prev.valid = false;
+                if (cur.C > 0) cur.keys = kL1_.DeQue<T>();
+            } else if (cur.C > 0 && !Streamed()) {
+                cur.keys = kL1_.AllocTensor<T>();
+                StageKeys(cur, 0, cur.C);
+                kL1_.EnQue(cur.keys);
+                cur.keys = kL1_.DeQue<T>();
+            }
             UseSlot(cur.j);
             if (cur.C > 0) {
                 for (uint32_t m0 = 0; m0 < G_; m0 += t_.qk_base_m) {
@@ -171,13 +191,13 @@ public:
             }
             CrossCoreSetFlag<2, PIPE_FIX>(FLAG_S);
             if (t_.key_buffers != 2) {
-                Finish(cur);
+                Finish(cur, WaitP(cur));
             } else {
                 prev = cur;
                 prev.valid = true;
             }
         }
-        if (prev.valid) Finish(prev);
+        if (prev.valid) Finish(prev, WaitP(prev));
         // Every partial of this block is written: the vector cores may combine.
         CrossCoreSetFlag<2, PIPE_FIX>(FLAG_O);
     }
@@ -351,14 +371,44 @@ private:
         bool valid = false;
     };
 
-    // Step 3 of task `t`, once the vector cores have set its P.
-    __aicore__ inline void Finish(const Pending& t) {
+    // Rows of a chunk of C keys loaded before the previous task's P (two key buffers): about three
+    // quarters, for the vector cores' softmax of that task to end within the first part's load and P .
+    // latent's reads of the other buffer within the second's (measured: `cargo bench --bench
+    // mla_kernels`, between two thirds and four fifths made no difference at 16 heads).
+    __aicore__ inline uint32_t KeysBeforeP(uint32_t C) const { return Min(C, AlignUp(C * 3 / 4, 16)); }
+
+    // Rows [r0, r1) of task t's chunk into its keys buffer in L1, K [C, KeyW()] in NZ with rows padded
+    // to pitch (nothing when r0 >= r1).
+    __aicore__ inline void StageKeys(const Pending& t, uint32_t r0, uint32_t r1) {
+        if (r0 < r1) {
+            Stage(t.keys[r0 * C0], t.b, static_cast<uint32_t>(t.c0) + r0, r1 - r0, t_.pitch, 0, t_.latent_dim, true);
+        }
+    }
+
+    // Waits for task t's P from the vector cores; with held keys (16-bit t) loads its first row panel
+    // into L1 for Finish, so that the load is issued now, in MTE2's program order (else an empty tensor).
+    __aicore__ inline LocalTensor<T> WaitP(const Pending& t) {
         CrossCoreWaitFlag(FLAG_P);
+        LocalTensor<T> pm;
+        if constexpr (sizeof(T) == 2) {
+            if (t.C > 0 && !Streamed()) {
+                UseSlot(t.j);
+                const uint32_t rows = Min(t_.pv_base_m, G_);
+                pm = LoadP(0, rows, AlignUp(rows, 16), 0, t.C);
+            }
+        }
+        return pm;
+    }
+
+    // Step 3 of task `t`, after WaitP(t) returned `ahead`.
+    __aicore__ inline void Finish(const Pending& t, const LocalTensor<T>& ahead) {
         if (t.C == 0) return;  // every row has l = 0: the combine skips this task
         UseSlot(t.j);
         const uint64_t oAt = static_cast<uint64_t>(t.k) * G_ * t_.latent_dim;
         if constexpr (sizeof(T) == 2) {
-            for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) Output(t, m0, Min(t_.pv_base_m, G_ - m0), oAt);
+            for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) {
+                Output(t, m0, Min(t_.pv_base_m, G_ - m0), oAt, ahead);
+            }
         } else {
             OutputMatmul(t.b, static_cast<uint32_t>(t.c0), t.C, oAt);
         }
@@ -369,15 +419,6 @@ private:
         // A later task's scores overwrite the P these loads read (MTE2, then FIX).
         SetFlag<HardEvent::MTE2_FIX>(0);
         WaitFlag<HardEvent::MTE2_FIX>(0);
-    }
-
-    // The chunk's cache rows [c0, c0 + C) of sequence b into L1 as K [C, KeyW()] in NZ (rows padded to
-    // pitch), one ND2NZ per run of consecutive slots and part.
-    __aicore__ inline LocalTensor<T> LoadKeys(uint32_t b, uint32_t c0, uint32_t C) {
-        LocalTensor<T> keys = kL1_.AllocTensor<T>();
-        Stage(keys, b, c0, C, t_.pitch, 0, t_.latent_dim, true);
-        kL1_.EnQue(keys);
-        return kL1_.DeQue<T>();
     }
 
     // Cache rows [pos0, pos0 + n) of sequence b, latent columns [col, col + cols) (and the whole rope
@@ -503,11 +544,13 @@ private:
     // O rows [m0, m0 + rows) = P . latent over task t's C keys (16-bit t), into the partial at oAt. Held
     // keys: P comes into L1 once and both operands are read from L1; streamed: per k step the latent rows'
     // tile columns and P's columns are staged.
-    __aicore__ inline void Output(const Pending& t, uint32_t m0, uint32_t rows, uint64_t oAt) {
+    // `ahead`: the first row panel's P, loaded by WaitP (held keys).
+    __aicore__ inline void Output(const Pending& t, uint32_t m0, uint32_t rows, uint64_t oAt,
+                                  const LocalTensor<T>& ahead) {
         const uint32_t Dl = t_.latent_dim, P = t_.pitch, C = t.C;
         const uint32_t r16 = AlignUp(rows, 16);
         LocalTensor<T> pm;
-        if (!Streamed()) pm = LoadP(m0, rows, r16, 0, C);
+        if (!Streamed()) pm = m0 == 0 ? ahead : LoadP(m0, rows, r16, 0, C);
         const uint32_t KT = t_.pv_base_k;
         for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
             const uint32_t cols = Min(t_.pv_base_n, Dl - n0);
@@ -643,6 +686,16 @@ private:
                 ml.SetValue(2 * i + 1, 0.0f);
             }
         }
+        // P first: the (m, l) copy below waits for its own completion, which P's need not.
+        pQue_.EnQue(pt);
+        pt = pQue_.DeQue<T>();
+        if (C > 0) {
+            const uint32_t tGap = (P * sizeof(T) - AlignUp(C * sizeof(T), UB_BLOCK)) / UB_BLOCK;
+            DataCopyPad(pWs_[pAt_ + static_cast<uint64_t>(r0) * pPitch_], pt,
+                        DataCopyExtParams(static_cast<uint16_t>(R), C * static_cast<uint32_t>(sizeof(T)), tGap,
+                                          (pPitch_ - C) * static_cast<uint32_t>(sizeof(T)), 0));
+        }
+        pQue_.FreeTensor(pt);
         mlQue_.EnQue(ml);
         ml = mlQue_.DeQue<float>();
         // (m, l) were written on the scalar unit: the queue's V->MTE3 edge does not cover them, so
@@ -654,15 +707,6 @@ private:
         SetFlag<HardEvent::MTE3_S>(0);
         WaitFlag<HardEvent::MTE3_S>(0);
         mlQue_.FreeTensor(ml);
-        pQue_.EnQue(pt);
-        pt = pQue_.DeQue<T>();
-        if (C > 0) {
-            const uint32_t tGap = (P * sizeof(T) - AlignUp(C * sizeof(T), UB_BLOCK)) / UB_BLOCK;
-            DataCopyPad(pWs_[pAt_ + static_cast<uint64_t>(r0) * pPitch_], pt,
-                        DataCopyExtParams(static_cast<uint16_t>(R), C * static_cast<uint32_t>(sizeof(T)), tGap,
-                                          (pPitch_ - C) * static_cast<uint32_t>(sizeof(T)), 0));
-        }
-        pQue_.FreeTensor(pt);
     }
 
 
