@@ -431,9 +431,12 @@ fn plan_estimate(
             // row of `c` scores.
             let softmax = (rows / 2.0).ceil() * (PLAN_SOFTMAX_ROW_CYCLES + 6.0 * c / 64.0) / 1.8e9;
             // One key buffer: the load, the cube's work, the softmax and the hand-over one after
-            // another. Two: the next task's load and scores run during this one's softmax, but not the
-            // load while P·V still reads the buffer it refills (half the shorter side, measured).
-            // (a block's first task, its later ones): a block's first task overlaps nothing.
+            // another. Two: the next task's load runs during this one's softmax and P·V, less half the
+            // shorter side (measured when the next load waited for P·V; since P comes in between two
+            // parts of the keys, 16-head decodes stream their keys back to back, but counting no loss
+            // changes two plans of `cargo bench --bench mla_kernels`: one 2 % faster at 16 heads, one
+            // 58 % slower at 128). (a block's first task, its later ones): a block's first task
+            // overlaps nothing.
             let serial = loads + work + softmax;
             per_task.push(match key_buffers {
                 2 => (serial, loads.max(work).max(softmax) + 0.5 * loads.min(work)),
