@@ -235,7 +235,7 @@ impl MlaDecodePlan {
             let mut last = 0;
             // Pieces of the longest sequence: beyond four per core nothing can gain.
             for pieces in 1..=(4 * u64::from(cores)).max(1) {
-                let chunk = round_up(longest.div_ceil(pieces).max(1), 16).clamp(lo, hi);
+                let chunk = longest.div_ceil(pieces).max(1).clamp(lo, hi);
                 if chunk == last {
                     continue;
                 }
