@@ -214,7 +214,7 @@ public:
         CrossCoreWaitFlag(FLAG_O);
         InitPhase2();
         // The sequences this block served alone first: their one partial is still in its L2.
-        for (uint32_t k = Block(); k < t_.tasks; k += blocks) {
+        for (uint32_t k = Block(); anyWhole_ && k < t_.tasks; k += blocks) {
             uint32_t b, C;
             int64_t len, c0;
             if (Span(k, b, len, c0, C) && Whole(b) && myRows_ > 0) CombineRows(b, myRow0_, myRows_);
@@ -326,6 +326,9 @@ private:
         // The cube core skips a bad entry too (the same plan words): no flags, no slot for it.
         if (!Span(k, b, len, c0, C)) return;
         UseSlot(j++);
+        // Read while the cube core works: whether phase 2 must look for whole sequences among this
+        // block's tasks (each a few scalar GM reads per task).
+        anyWhole_ = anyWhole_ || Whole(b);
         CrossCoreWaitFlag(FLAG_S);
         for (uint32_t r = myRow0_; r < myRow0_ + myRows_; r += t_.softmax_rows) {
             Softmax(k, r, Min(t_.softmax_rows, myRow0_ + myRows_ - r), len, static_cast<uint32_t>(c0), C);
@@ -888,6 +891,7 @@ private:
     GlobalTensor<int32_t> tableGm_, lensGm_, planGm_;
     DsnpuMlaDecodeTiling t_{};
     uint32_t G_ = 0, pPitch_ = 0, myRow0_ = 0, myRows_ = 0;
+    bool anyWhole_ = false;  // a task of this block serves a whole sequence (phase 1 finds out)
     uint64_t scoreElems_ = 0, scoreAt_ = 0, pAt_ = 0;
     float scale_ = 1.0f;
 };
