@@ -185,9 +185,16 @@ public:
             }
             UseSlot(cur.j);
             if (cur.C > 0) {
+                // One query panel that the block's next task (often the next chunk of the same sequence)
+                // reads too stays in L1 for it.
+                uint32_t nb = 0, nC = 0;
+                int64_t nLen = 0, nC0 = 0;
+                const bool keep = G_ <= t_.qk_base_m && k + blocks < t_.tasks &&
+                                  Span(k + blocks, nb, nLen, nC0, nC) && nb == cur.b;
                 for (uint32_t m0 = 0; m0 < G_; m0 += t_.qk_base_m) {
                     Scores(cur, m0, Min(t_.qk_base_m, G_ - m0));
                 }
+                if (!keep) DropQueryPanel();
             }
             CrossCoreSetFlag<2, PIPE_FIX>(FLAG_S);
             if (t_.key_buffers != 2) {
@@ -198,6 +205,7 @@ public:
             }
         }
         if (prev.valid) Finish(prev, WaitP(prev));
+        DropQueryPanel();
         // Every partial of this block is written: the vector cores may combine.
         CrossCoreSetFlag<2, PIPE_FIX>(FLAG_O);
     }
@@ -486,20 +494,9 @@ private:
     // into the block's score workspace.
     __aicore__ inline void Scores(const Pending& t, uint32_t m0, uint32_t rows) {
         const uint32_t b = t.b, C = t.C;
-        const uint32_t Dl = t_.latent_dim, Dr = t_.rope_dim, P = t_.pitch, W = KeyW();
+        const uint32_t Dl = t_.latent_dim, P = t_.pitch, W = KeyW();
         const uint32_t r16 = AlignUp(rows, 16);
-        const uint64_t qRow = static_cast<uint64_t>(b) * G_ + m0;
-        LocalTensor<T> q = qL1_.AllocTensor<T>();
-        DataCopy(q, qNopeGm_[qRow * Dl],
-                 Nd2NzParams(1, static_cast<uint16_t>(rows), static_cast<uint16_t>(Dl), 0, static_cast<uint16_t>(Dl),
-                             static_cast<uint16_t>(r16), 1, 0));
-        if (Dr > 0) {
-            DataCopy(q[LatentW() / C0 * r16 * C0], qRopeGm_[qRow * Dr],
-                     Nd2NzParams(1, static_cast<uint16_t>(rows), static_cast<uint16_t>(Dr), 0,
-                                 static_cast<uint16_t>(Dr), static_cast<uint16_t>(r16), 1, 0));
-        }
-        qL1_.EnQue(q);
-        q = qL1_.DeQue<T>();
+        const LocalTensor<T> q = QueryPanel(b, m0, rows);
         const uint32_t KT = t_.qk_base_k;
         for (uint32_t n0 = 0; n0 < C; n0 += t_.qk_base_n) {
             const uint32_t cols = Min(t_.qk_base_n, C - n0);
@@ -531,7 +528,35 @@ private:
             if (Streamed()) kL1_.FreeTensor(keys);
             Store(acc, scoresWs_[scoreAt_ + static_cast<uint64_t>(m0) * P + n0], rows, cols, r16, P);
         }
-        qL1_.FreeTensor(q);
+    }
+
+    // Query rows [m0, m0 + rows) of sequence b in L1 as NZ (rows padded to 16): loaded unless they are
+    // the panel still held (CubeProcess keeps it for a next task of the same sequence, and drops it as
+    // soon as it is not: the release orders the next load after the MTE1 work issued before it).
+    __aicore__ inline LocalTensor<T> QueryPanel(uint32_t b, uint32_t m0, uint32_t rows) {
+        if (qHeld_ && qB_ == b && qM0_ == m0) return q_;
+        DropQueryPanel();
+        const uint32_t Dl = t_.latent_dim, Dr = t_.rope_dim, r16 = AlignUp(rows, 16);
+        const uint64_t qRow = static_cast<uint64_t>(b) * G_ + m0;
+        q_ = qL1_.AllocTensor<T>();
+        DataCopy(q_, qNopeGm_[qRow * Dl],
+                 Nd2NzParams(1, static_cast<uint16_t>(rows), static_cast<uint16_t>(Dl), 0, static_cast<uint16_t>(Dl),
+                             static_cast<uint16_t>(r16), 1, 0));
+        if (Dr > 0) {
+            DataCopy(q_[LatentW() / C0 * r16 * C0], qRopeGm_[qRow * Dr],
+                     Nd2NzParams(1, static_cast<uint16_t>(rows), static_cast<uint16_t>(Dr), 0,
+                                 static_cast<uint16_t>(Dr), static_cast<uint16_t>(r16), 1, 0));
+        }
+        qL1_.EnQue(q_);
+        q_ = qL1_.DeQue<T>();
+        qHeld_ = true;
+        qB_ = b;
+        qM0_ = m0;
+        return q_;
+    }
+    __aicore__ inline void DropQueryPanel() {
+        if (qHeld_) qL1_.FreeTensor(q_);
+        qHeld_ = false;
     }
 
     // P rows [m0, m0 + rows), columns [k0, k0 + kt) into pL1_ as NZ (rows padded to r16).
@@ -878,6 +903,9 @@ public:
 
 private:
     TQue<TPosition::A1, 1> qL1_;
+    LocalTensor<T> q_;  // the query panel held in qL1_ (QueryPanel): rows [qM0_, ..) of sequence qB_
+    bool qHeld_ = false;
+    uint32_t qB_ = 0, qM0_ = 0;
     TQue<TPosition::A1, 2> pL1_;
     TQue<TPosition::B1, 2> kL1_;
     TQue<TPosition::A2, 2> l0a_;
