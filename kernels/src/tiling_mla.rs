@@ -184,7 +184,7 @@ impl MlaDecodePlan {
     /// estimate is the larger of (a) every byte the plan makes the kernel move — the cache rows, the
     /// query panel once per sequence, per task its partial output and `(m, l)` (written back once: the
     /// combine reads them from the die's L2), and once per block its score scratch (written back by
-    /// L2) — at HBM speed, and (b) the busiest block (tasks dealt round-robin, as the kernel does), each
+    /// L2) — at HBM speed, and (b) the busiest block (each a contiguous run of tasks, as the kernel deals them), each
     /// task costing the largest of the bytes its cube core loads (its cache rows once, the query panel,
     /// P; for f32 the latent rows again) and stores (its partial) at one core's copy rate each, and its
     /// multiply-adds at one cube core's rate; plus the combine, which reads a cut sequence's partials
@@ -463,9 +463,16 @@ fn plan_estimate(
     let blocks = per_task.len().min(cores as usize).max(1);
     let slots = if key_buffers == 2 { 2.0 } else { 1.0 };
     total += blocks as f64 * slots * rows * round_up(chunk, 16) as f64 * 4.0;
+    // Block i runs the contiguous run of tasks [i n / blocks, (i + 1) n / blocks), as the kernel does.
+    let n = per_task.len();
     let mut busy = vec![0.0f64; blocks];
-    for (k, &(first, later)) in per_task.iter().enumerate() {
-        busy[k % blocks] += if k < blocks { first } else { later };
+    for (i, b) in busy.iter_mut().enumerate() {
+        let run = &per_task[i * n / blocks..(i + 1) * n / blocks];
+        *b = run
+            .iter()
+            .enumerate()
+            .map(|(j, &(first, later))| if j == 0 { first } else { later })
+            .sum();
     }
     let busiest = busy.iter().copied().fold(0.0, f64::max);
     busiest.max(total / PLAN_HBM_BYTES_PER_S) + combine

@@ -10,8 +10,9 @@
  * Work: the host plan (tiling_mla.rs, MlaDecodePlan) cuts every sequence's keys into chunks of at most
  * `chunk` positions (for key_buffers 1 or 2, short enough that the chunks' cache rows fit in the cube
  * core's L1 beside a query panel and P; key_buffers 0, below, streams them). The plan is an int32 device buffer: [batch x 2] (first task, task count of the sequence), then
- * [tasks x 3] (b, c0, c1). Task k runs on AI Core k % GetBlockNum(): its cube core and both its vector
- * cores. A task serves ALL G = S * H query rows of its sequence (q rows of b are contiguous, row
+ * [tasks x 3] (b, c0, c1). AI Core i of n (GetBlockNum()) runs the contiguous run of tasks
+ * [i * tasks / n, (i + 1) * tasks / n): its cube core and both its vector cores, so consecutive tasks of a
+ * core are mostly consecutive chunks of one sequence (its query panel stays in L1). A task serves ALL G = S * H query rows of its sequence (q rows of b are contiguous, row
  * r = s * H + h), so each cache row of the chunk comes from GM once per sequence (once only when held):
  *   1. cube: the chunk's latent and rope rows into L1 (ND2NZ, one copy per run of consecutive cache slots:
  *      one block at worst) as K [C, Dl' + Dr] (Dl' = Dl rounded up to the 32-byte fractal width), the
@@ -131,8 +132,15 @@ public:
         myRows_ = Min(g1, G_ - myRow0_);
     }
 
-    // The AI Core (block) of this core: tasks k with k % GetBlockNum() == Block() are its.
+    // The AI Core (block) of this core.
     __aicore__ inline uint32_t Block() const { return static_cast<uint32_t>(GetBlockIdx() / GetTaskRation()); }
+    // Its run of tasks [First(), Last()): a contiguous share of the plan's tasks.
+    __aicore__ inline uint32_t First() const {
+        return static_cast<uint32_t>(static_cast<uint64_t>(t_.tasks) * Block() / GetBlockNum());
+    }
+    __aicore__ inline uint32_t Last() const {
+        return static_cast<uint32_t>(static_cast<uint64_t>(t_.tasks) * (Block() + 1) / GetBlockNum());
+    }
 
     // Score slots per block: two when two tasks overlap (two key buffers), else one.
     __aicore__ inline uint32_t Slots() const { return t_.key_buffers == 2 ? 2 : 1; }
@@ -148,11 +156,11 @@ public:
     // With two key buffers the tasks overlap: task j's keys are loaded while the vector cores still work
     // on task j - 1's softmax, whose P . latent follows, then task j's scores.
     __aicore__ inline void CubeProcess() {
-        const uint32_t blocks = static_cast<uint32_t>(GetBlockNum());
         CubeInit();
         Pending prev;
         uint32_t j = 0;
-        for (uint32_t k = Block(); k < t_.tasks; k += blocks) {
+        const uint32_t last = Last();
+        for (uint32_t k = First(); k < last; ++k) {
             Pending cur;
             if (!Span(k, cur.b, cur.len, cur.c0, cur.C)) continue;  // the vector cores skip it too
             cur.k = k;
@@ -189,8 +197,8 @@ public:
                 // reads too stays in L1 for it.
                 uint32_t nb = 0, nC = 0;
                 int64_t nLen = 0, nC0 = 0;
-                const bool keep = G_ <= t_.qk_base_m && k + blocks < t_.tasks &&
-                                  Span(k + blocks, nb, nLen, nC0, nC) && nb == cur.b;
+                const bool keep = G_ <= t_.qk_base_m && k + 1 < last && Span(k + 1, nb, nLen, nC0, nC) &&
+                                  nb == cur.b;
                 for (uint32_t m0 = 0; m0 < G_; m0 += t_.qk_base_m) {
                     Scores(cur, m0, Min(t_.qk_base_m, G_ - m0));
                 }
@@ -212,17 +220,17 @@ public:
 
     // ================================================================ a vector core: step 2, phase 2
     __aicore__ inline void Process() {
-        const uint32_t blocks = static_cast<uint32_t>(GetBlockNum());
         const uint32_t workers = static_cast<uint32_t>(VectorWorkers());
         const uint32_t me = static_cast<uint32_t>(VectorWorker());
+        const uint32_t last = Last();
         InitPhase1();
         uint32_t j = 0;
-        for (uint32_t k = Block(); k < t_.tasks; k += blocks) Task(k, j);
+        for (uint32_t k = First(); k < last; ++k) Task(k, j);
         pipe_.Reset();
         CrossCoreWaitFlag(FLAG_O);
         InitPhase2();
         // The sequences this block served alone first: their one partial is still in its L2.
-        for (uint32_t k = Block(); anyWhole_ && k < t_.tasks; k += blocks) {
+        for (uint32_t k = First(); anyWhole_ && k < last; ++k) {
             uint32_t b, C;
             int64_t len, c0;
             if (Span(k, b, len, c0, C) && Whole(b) && myRows_ > 0) CombineRows(b, myRow0_, myRows_);
