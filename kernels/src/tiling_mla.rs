@@ -434,8 +434,8 @@ fn plan_estimate(
             // another. Two: the next task's load runs during this one's softmax and P·V, less half the
             // shorter side (measured when the next load waited for P·V; since P comes in between two
             // parts of the keys, 16-head decodes stream their keys back to back, but counting no loss
-            // changes two plans of `cargo bench --bench mla_kernels`: one 2 % faster at 16 heads, one
-            // 58 % slower at 128). (a block's first task, its later ones): a block's first task
+            // changes two plans of `cargo bench --bench mla_kernels`: one 4 % faster at 16 heads, one
+            // 57 % slower at 128). (a block's first task, its later ones): a block's first task
             // overlaps nothing.
             let serial = loads + work + softmax;
             per_task.push(match key_buffers {
