@@ -590,6 +590,8 @@ fn layer_step(m: &mut Meter<'_>, d: &Dims, w: &Layer, bt: &mut Batch) {
         launch::FfnShape {
             rows,
             groups: d.experts,
+            // Each token's top-k experts are distinct: an expert gets at most every token once.
+            max_group_rows: t,
             hidden: h,
             inter: d.inter,
         },

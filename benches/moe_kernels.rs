@@ -36,8 +36,9 @@
 //! block); every gating block reads the whole bias; and the expert FFN is tiled, as the layer launches
 //! it, for the room of every pair (T·K rows) because the dispatched count stays on the device: the
 //! kernel cuts its column tiles per launch from the group list (as few as keep the 24 cube cores even),
-//! and the Matmul layout re-reads an expert's rows once per task and 256-column base block (128-row
-//! bases, for a hot expert's sake), plus the f32 workspace round trip.
+//! and the Matmul layout re-reads an expert's rows once per task and base block (row tiles as tall as
+//! the T tokens an expert can get at most, up to 128 rows: 256-column bases at T 512, 512 at T 64),
+//! plus the f32 workspace round trip.
 //!
 //! Criterion's timings afterwards measure the **simulator** (host threads running host code), not an
 //! NPU; the counters are the figures. The expert FFN is timed at T = 1 only (at T = 512 one simulated
@@ -408,6 +409,8 @@ fn stages(lib: &Arc<KernelLibrary>, s: &Stream, t: usize, rows: &mut Vec<Row>) -
     let ffn = FfnShape {
         rows: pairs,
         groups: LOCAL,
+        // Top-k picks distinct experts: an expert gets each token at most once.
+        max_group_rows: t,
         hidden: h,
         inter: INTER,
     };

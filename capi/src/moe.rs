@@ -347,6 +347,7 @@ pub unsafe extern "C" fn dsnpu_expert_ffn(
         let shape = FfnShape {
             rows: size(F, "rows", rows)?,
             groups: size(F, "groups", groups)?,
+            max_group_rows: size(F, "rows", rows)?,
             hidden: size(F, "hidden", hidden)?,
             inter: size(F, "inter", inter)?,
         };

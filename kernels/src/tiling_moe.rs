@@ -333,16 +333,20 @@ impl MoeInitRoutingTiling {
 /// Rows per task of the grouped GEMMs: the cube's sweet spot for one L0A tile.
 const GROUPED_SINGLE_M: u64 = 128;
 
-/// Choose single_m for `rows` rows split into groups and `n` output columns on `cores` blocks: up to
-/// 128 rows, fewer only when n alone cannot make `cores` tiles for one group holding every row
-/// (splitting m re-reads the weights, splitting n re-reads only the rows).
-fn grouped_single_m(rows: u64, n: u64, cores: u32) -> u64 {
+/// Choose single_m for `rows` rows split into groups, of which one holds at most `group_rows`, and
+/// `n` output columns on `cores` blocks: as many as the fullest group's rows up to 128, fewer only
+/// when n alone cannot make `cores` tiles for that group (splitting m re-reads the weights, splitting
+/// n re-reads only the rows). Fewer rows per tile allow wider base blocks ([`wide_bases`]: 1024
+/// columns at 16 or 32 rows, 256 at 128), each of which streams a task's rows once.
+fn grouped_single_m(rows: u64, group_rows: u64, n: u64, cores: u32) -> u64 {
     let cores = u64::from(cores);
     let max_n_tiles = n.div_ceil(FRACTAL);
-    let single_m = round_up(rows, FRACTAL).min(GROUPED_SINGLE_M).min(rows);
-    if rows.div_ceil(single_m) * max_n_tiles < cores {
+    let single_m = round_up(group_rows, FRACTAL)
+        .min(GROUPED_SINGLE_M)
+        .min(rows);
+    if group_rows.div_ceil(single_m) * max_n_tiles < cores {
         let m_tiles = cores.div_ceil(max_n_tiles);
-        return round_up(rows.div_ceil(m_tiles), FRACTAL).min(single_m);
+        return round_up(group_rows.div_ceil(m_tiles), FRACTAL).min(single_m);
     }
     single_m
 }
@@ -535,7 +539,7 @@ impl GroupedMatmulTiling {
         const K: &str = "grouped_matmul";
         let budget = budget.validate()?;
         check_gemm_dims(K, &[("rows", rows), ("groups", groups), ("n", n), ("k", k)])?;
-        let single_m = grouped_single_m(rows, n, budget.cores);
+        let single_m = grouped_single_m(rows, rows, n, budget.cores);
         // The tiling does not know the element type: modelled as 2-byte (bf16 / f16) inputs.
         let phase = GroupedPhase {
             n,
@@ -606,12 +610,15 @@ pub enum FfnTaskWidths {
 impl ExpertFfnTiling {
     /// `x [rows, hidden]` through `groups` experts with gate/up `[groups, inter, hidden]` and down
     /// `[groups, hidden, inter]`, on `budget.cores` cores (cube cores, each with the UB of a vector core
-    /// for the SwiGLU), with tasks cut as `widths` says. Empty inputs (`rows == 0`) are an error: launch
-    /// nothing.
+    /// for the SwiGLU), with tasks cut as `widths` says. `max_group_rows` bounds the rows any one group
+    /// gets (`rows` when nothing better is known; top-k routing to distinct experts: the tokens): it
+    /// sizes the row tiles, and a group beyond it only takes more of them (its weights read once per
+    /// tile). Empty inputs (`rows == 0`) and a bound of 0 are errors: launch nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         rows: u64,
         groups: u64,
+        max_group_rows: u64,
         hidden: u64,
         inter: u64,
         list: MoeList,
@@ -633,6 +640,12 @@ impl ExpertFfnTiling {
         )?;
         to_u32(K, "hidden * 4", hidden * 4)?;
         to_u32(K, "inter * 4", inter * 4)?;
+        if max_group_rows == 0 {
+            return Err(invalid(
+                K,
+                "max_group_rows is 0 (rows when no smaller bound is known)",
+            ));
+        }
         // One SwiGLU row of single_n1 columns must fit in UB.
         let per_col = Self::swiglu_bytes_per_col(dtype);
         let max_cols = u64::from(budget.ub_bytes) / per_col / FRACTAL * FRACTAL;
@@ -644,7 +657,7 @@ impl ExpertFfnTiling {
             });
         }
         // Both phases share single_m (the kernel tiles h's rows as it tiled x's).
-        let single_m = grouped_single_m(rows, inter, budget.cores);
+        let single_m = grouped_single_m(rows, max_group_rows.min(rows), inter, budget.cores);
         let elem = u64::from(dtype.size());
         // Phase 1: gate and up from x; their f32 tiles are written, read back by the SwiGLU, and h
         // written. Phase 2: down from h.
@@ -1090,6 +1103,7 @@ mod tests {
         let t = ExpertFfnTiling::new(
             rows,
             groups,
+            rows,
             hidden,
             inter,
             MoeList::Count,
@@ -1126,6 +1140,7 @@ mod tests {
         let t = ExpertFfnTiling::new(
             8,
             8,
+            8,
             hidden,
             inter,
             MoeList::Count,
@@ -1147,6 +1162,7 @@ mod tests {
             let t = ExpertFfnTiling::new(
                 64,
                 2,
+                64,
                 64,
                 256,
                 MoeList::Count,
@@ -1170,6 +1186,7 @@ mod tests {
             let t = ExpertFfnTiling::new(
                 rows,
                 groups,
+                rows,
                 hidden,
                 inter,
                 MoeList::Count,
@@ -1191,6 +1208,7 @@ mod tests {
         let t = ExpertFfnTiling::new(
             64,
             4,
+            64,
             64,
             48,
             MoeList::Count,
@@ -1237,6 +1255,7 @@ mod tests {
             let f = ExpertFfnTiling::new(
                 rows,
                 groups,
+                rows,
                 k,
                 n,
                 MoeList::Count,
@@ -1259,6 +1278,7 @@ mod tests {
             let t = ExpertFfnTiling::new(
                 4096,
                 256,
+                4096,
                 7168,
                 2048,
                 MoeList::Count,
@@ -1282,6 +1302,7 @@ mod tests {
             ExpertFfnTiling::new(
                 8,
                 2,
+                8,
                 64,
                 64,
                 MoeList::Count,
@@ -1291,6 +1312,28 @@ mod tests {
             ),
             Err(KernelError::DoesNotFit { .. })
         ));
+        // A bound of 0 rows per group is refused; a bound above `rows` is taken as `rows`.
+        let b2 = CoreBudget::ASCEND_910B2_CUBE;
+        let ffn = |bound| {
+            ExpertFfnTiling::new(
+                128,
+                8,
+                bound,
+                7168,
+                2048,
+                MoeList::Count,
+                KernelDtype::Bf16,
+                b2,
+                FfnTaskWidths::PerLaunch,
+            )
+        };
+        assert!(matches!(ffn(0), Err(KernelError::InvalidShape { .. })));
+        assert_eq!(ffn(1000).unwrap(), ffn(128).unwrap());
+        // 16 rows per expert at most (16 tokens, top-k to distinct experts): 16-row tiles, whose base
+        // blocks reach 1024 columns (256 for 128-row tiles).
+        let (bounded, open) = (ffn(16).unwrap(), ffn(128).unwrap());
+        assert_eq!((bounded.single_m, open.single_m), (16, 128));
+        assert_eq!((bounded.base_n2, open.base_n2), (1024, 256));
     }
 
     #[test]

@@ -261,6 +261,7 @@ fn ep_rank() {
                     FfnShape {
                         rows: rows_alloc,
                         groups: L,
+                        max_group_rows: rows_alloc,
                         hidden: H,
                         inter: INTER,
                     },

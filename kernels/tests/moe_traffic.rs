@@ -223,7 +223,7 @@ fn a_hot_expert_uses_every_cube_core_and_empty_experts_cost_nothing() {
 
     // The fused FFN too: both phases give every core work.
     let (hidden, inter) = (512, 384);
-    let ffn = random_ffn_on_b2(&mut rng, rows, groups, hidden, inter, &counts);
+    let ffn = random_ffn_on_b2(&mut rng, rows, groups, hidden, inter, &counts, rows);
     let macs: Vec<u64> = ffn.outcome.counters.iter().map(|c| c.cube_macs).collect();
     assert!(macs.iter().all(|&m| m > 0), "idle cube cores: {macs:?}");
     assert_eq!(macs.iter().sum::<u64>(), (3 * rows * hidden * inter) as u64);
@@ -252,6 +252,7 @@ fn expert_ffn_reads_a_groups_rows_once_per_task_when_rows_are_spread() {
         hidden,
         inter,
         &counts,
+        rows,
     );
     let c = ffn.outcome.total();
     let weights = (groups * 2 * inter * hidden * 2 + groups * hidden * inter * 2) as u64;
@@ -271,7 +272,47 @@ fn expert_ffn_reads_a_groups_rows_once_per_task_when_rows_are_spread() {
     assert!(macs.iter().all(|&m| m > 0), "idle cube cores: {macs:?}");
 }
 
-/// `expert_ffn` (f16, gate = up) on the 910B2 budget with random x and weights: its launch.
+#[test]
+fn expert_ffn_reads_a_tasks_rows_once_when_groups_are_bounded_by_the_tokens() {
+    // The previous case's 8 experts x 16 rows, now tiled knowing that no expert gets more than 16 rows
+    // (top-k routing of 16 tokens to distinct experts): 16-row tiles, so base blocks as wide as L0A/L0B
+    // hold at 16 rows (512 columns for gate and up, 1024 for down). The kernel still cuts each phase
+    // into 3 tiles per expert (176 and 352 columns), each now one base wide: by hand, x is read
+    // 8 x 3 x 2 times as before, h 8 x 3 x 1 times (was x 2), everything else as before.
+    let (rows, groups, hidden, inter) = (128usize, 8usize, 1024usize, 512usize);
+    let counts = vec![16i64; groups];
+    let ffn = random_ffn_on_b2(
+        &mut CaseRng::new(0x5eed),
+        rows,
+        groups,
+        hidden,
+        inter,
+        &counts,
+        16,
+    );
+    let c = ffn.outcome.total();
+    let weights = (groups * 2 * inter * hidden * 2 + groups * hidden * inter * 2) as u64;
+    let x_reads = (groups * 3 * 2 * 16 * hidden * 2) as u64;
+    let h_reads = (groups * 3 * 16 * inter * 2) as u64;
+    let f32_tiles = (2 * rows * inter * 4) as u64;
+    assert_eq!(c.gm_to_ub_bytes, weights + x_reads + h_reads + f32_tiles);
+    assert_eq!(
+        c.ub_to_gm_bytes,
+        f32_tiles + (rows * inter * 2 + rows * hidden * 2) as u64
+    );
+    // A group beyond the bound (all 128 rows in one expert) is still computed, in 16-row tiles, each
+    // reading that expert's weights: correct, only slower.
+    let mut hot = vec![0i64; groups];
+    hot[3] = rows as i64;
+    let ffn = random_ffn_on_b2(&mut CaseRng::new(7), rows, groups, hidden, inter, &hot, 16);
+    let macs: u64 = ffn.outcome.counters.iter().map(|c| c.cube_macs).sum();
+    assert_eq!(macs, (3 * rows * hidden * inter) as u64);
+    let expert_weights = (3 * inter * hidden * 2) as u64;
+    assert!(ffn.outcome.total().gm_to_ub_bytes >= 8 * expert_weights);
+}
+
+/// `expert_ffn` (f16, gate = up) on the 910B2 budget with random x and weights, tiled for groups of at
+/// most `max_group_rows` rows: its launch.
 fn random_ffn_on_b2(
     rng: &mut CaseRng,
     rows: usize,
@@ -279,6 +320,7 @@ fn random_ffn_on_b2(
     hidden: usize,
     inter: usize,
     counts: &[i64],
+    max_group_rows: usize,
 ) -> moe_common::Launch {
     let x: Vec<f16> = rng.uniform::<f16, _>(rows * hidden, -1.0, 1.0).to_vec();
     let wg: Vec<f16> = rng
@@ -287,7 +329,7 @@ fn random_ffn_on_b2(
     let wd: Vec<f16> = rng
         .uniform::<f16, _>(groups * hidden * inter, -0.05, 0.05)
         .to_vec();
-    B2.expert_ffn(
+    B2.expert_ffn_bounded(
         &x,
         rows,
         hidden,
@@ -298,6 +340,7 @@ fn random_ffn_on_b2(
         inter,
         counts,
         MoeList::Count,
+        max_group_rows,
     )
     .unwrap()
     .1
@@ -318,6 +361,7 @@ fn expert_ffn_cuts_narrow_columns_into_fractals_for_a_hot_expert() {
         hidden,
         inter,
         &counts,
+        rows,
     );
     let busy = ffn
         .outcome

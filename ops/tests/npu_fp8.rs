@@ -318,6 +318,7 @@ fn ffn_case<T: Act>(lib: &KernelLibrary, s: &Stream, dense: bool) {
     let shape = FfnShape {
         rows,
         groups,
+        max_group_rows: rows,
         hidden,
         inter,
     };
@@ -397,6 +398,7 @@ fn expert_ffn_fp8_matches_the_dequantized_reference_in_every_dtype() {
     let shape = FfnShape {
         rows: 1,
         groups: 2,
+        max_group_rows: 1,
         hidden: 16,
         inter: 16,
     };

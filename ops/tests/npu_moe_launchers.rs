@@ -316,6 +316,7 @@ fn a_group_window_reads_the_entries_it_names() {
     let ffn = FfnShape {
         rows: 3,
         groups: 2,
+        max_group_rows: 3,
         hidden,
         inter,
     };

@@ -534,6 +534,8 @@ pub fn moe_cases(
         let ffn = FfnShape {
             rows: pairs,
             groups: g,
+            // Top-k picks distinct experts: an expert gets each token at most once.
+            max_group_rows: t,
             hidden: h,
             inter,
         };

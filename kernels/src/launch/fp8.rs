@@ -222,6 +222,7 @@ pub fn expert_ffn_fp8<T: KernelElem>(
     let FfnShape {
         rows,
         groups,
+        max_group_rows,
         hidden,
         inter,
     } = shape;
@@ -247,6 +248,7 @@ pub fn expert_ffn_fp8<T: KernelElem>(
     let tiling = ExpertFfnTiling::new(
         rows as u64,
         groups as u64,
+        max_group_rows as u64,
         hidden as u64,
         inter as u64,
         kind,

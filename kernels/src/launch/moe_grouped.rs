@@ -138,6 +138,11 @@ pub fn grouped_matmul<T: KernelElem, W: KernelElem>(
 pub struct FfnShape {
     pub rows: usize,
     pub groups: usize,
+    /// The most rows any one group can get: `rows` when nothing better is known; with top-k routing
+    /// to distinct experts, the tokens. It sizes the row tiles (fewer rows per tile allow wider base
+    /// blocks, each of which reads a task's rows once); a group beyond it takes more tiles, its weights
+    /// read once per tile. 0 is an error.
+    pub max_group_rows: usize,
     pub hidden: usize,
     pub inter: usize,
 }
@@ -169,6 +174,7 @@ pub fn expert_ffn<T: KernelElem, W: KernelElem>(
     let FfnShape {
         rows,
         groups,
+        max_group_rows,
         hidden,
         inter,
     } = shape;
@@ -176,6 +182,7 @@ pub fn expert_ffn<T: KernelElem, W: KernelElem>(
     let tiling = ExpertFfnTiling::new(
         rows as u64,
         groups as u64,
+        max_group_rows as u64,
         hidden as u64,
         inter as u64,
         group_list.kind,

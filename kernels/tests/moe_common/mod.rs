@@ -345,7 +345,7 @@ impl MoeDevice {
         Ok((download(&dev, gy, rows * n), launch))
     }
 
-    /// `expert_ffn`: `y [rows, hidden]`.
+    /// `expert_ffn`: `y [rows, hidden]`, with no bound on a group's rows below `rows`.
     #[allow(clippy::too_many_arguments)]
     pub fn expert_ffn<T: Float>(
         &self,
@@ -360,10 +360,32 @@ impl MoeDevice {
         group_list: &[i64],
         list: MoeList,
     ) -> Result<(Vec<T>, Launch), String> {
+        self.expert_ffn_bounded(
+            x, rows, hidden, w_gate, w_up, w_down, groups, inter, group_list, list, rows,
+        )
+    }
+
+    /// `expert_ffn` tiled for groups of at most `max_group_rows` rows (`ExpertFfnTiling::new`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn expert_ffn_bounded<T: Float>(
+        &self,
+        x: &[T],
+        rows: usize,
+        hidden: usize,
+        w_gate: &[T],
+        w_up: &[T],
+        w_down: &[T],
+        groups: usize,
+        inter: usize,
+        group_list: &[i64],
+        list: MoeList,
+        max_group_rows: usize,
+    ) -> Result<(Vec<T>, Launch), String> {
         let dt = kernel_dtype::<T>();
         let t = ExpertFfnTiling::new(
             rows as u64,
             groups as u64,
+            max_group_rows as u64,
             hidden as u64,
             inter as u64,
             list,

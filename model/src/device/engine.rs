@@ -981,6 +981,8 @@ impl Engine {
                         launch::FfnShape {
                             rows: t * k,
                             groups: e,
+                            // Top-k picks distinct experts: at most every token once each.
+                            max_group_rows: t,
                             hidden: hid,
                             inter,
                         },

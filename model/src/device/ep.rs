@@ -124,6 +124,7 @@ impl MoeLayer for EpMoe {
                 FfnShape {
                     rows: expand_x.len() / hid,
                     groups: w.gate.shape()[0],
+                    max_group_rows: expand_x.len() / hid,
                     hidden: hid,
                     inter,
                 },

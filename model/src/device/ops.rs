@@ -338,6 +338,7 @@ impl Ctx {
         let shape = launch::FfnShape {
             rows,
             groups: 1,
+            max_group_rows: rows,
             hidden,
             inter,
         };

@@ -368,6 +368,7 @@ impl Npu {
             FfnShape {
                 rows,
                 groups,
+                max_group_rows: rows,
                 hidden,
                 inter,
             },

@@ -174,6 +174,8 @@ impl Npu {
                 let shape = FfnShape {
                     rows: pairs,
                     groups: n_local,
+                    // The gating picks distinct experts: each gets a token at most once.
+                    max_group_rows: tokens,
                     hidden,
                     inter,
                 };
