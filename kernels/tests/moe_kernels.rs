@@ -426,6 +426,7 @@ fn expert_ffn_at_deepseek_hidden_size() {
             inter,
             &counts,
             MoeList::Count,
+            rows,
         )
         .unwrap();
     assert_close(
@@ -630,6 +631,7 @@ fn layer_of_an_expert_parallel_rank_at_deepseek_shapes() {
             inter,
             &d.expert_tokens[local.clone()],
             MoeList::Count,
+            d.rows,
         )
         .unwrap()
         .0

@@ -233,16 +233,41 @@ fn a_hot_expert_uses_every_cube_core_and_empty_experts_cost_nothing() {
 fn expert_ffn_reads_a_groups_rows_once_per_task_when_rows_are_spread() {
     // 8 experts with 16 rows each (a decode batch of 16 spread over the rank's experts) on 24 cube cores:
     // the kernel cuts each phase's columns into 3 tiles per expert (8 x 3 = 24 tasks), 176 columns of
-    // the 512 intermediate ones and 352 of the 1024 hidden ones; with 128-row bases (single_m 128 for a
-    // hot expert's sake) a base is 256 columns wide, so a task streams its rows once per gate or up
-    // product (176 <= 256) and twice for down (352 > 256). By hand, bytes read:
-    //   gate + up weights 8 x 2 x 512 x 1024 x 2, down weights 8 x 1024 x 512 x 2 (once each: 16 rows
-    //   are one base of rows);
-    //   x: 8 experts x 3 tasks x 2 products x 16 x 1024 x 2; h: 8 x 3 tasks x 2 bases x 16 x 512 x 2;
-    //   the SwiGLU's f32 gate and up: 2 x 128 x 512 x 4.
-    // Written: gate and up f32 2 x 128 x 512 x 4, h 128 x 512 x 2, y 128 x 1024 x 2.
+    // the 512 intermediate ones and 352 of the 1024 hidden ones. Not knowing how many rows one expert
+    // may get, the tiling takes 128-row tiles, whose bases are 256 columns wide, so a task streams its
+    // rows once per gate or up product (176 <= 256) and twice for down (352 > 256).
     // (The tiling fixed on the host, as expert_ffn_fp8 keeps it, cuts 64-column tiles for a hot
     // expert's sake and reads x 8 x 2 x 8 times.)
+    spread_experts_read_their_rows(128, 2);
+}
+
+#[test]
+fn expert_ffn_reads_a_tasks_rows_once_when_groups_are_bounded_by_the_tokens() {
+    // The same, tiled knowing that no expert gets more than 16 rows (top-k routing of 16 tokens to
+    // distinct experts): 16-row tiles, whose bases are as wide as L0A/L0B hold at 16 rows (512 columns
+    // for gate and up, 1024 for down), so a task streams its rows once for down too.
+    spread_experts_read_their_rows(16, 1);
+    // A group beyond the bound (all 128 rows in one expert) is still computed, in 16-row tiles, each
+    // reading that expert's weights: correct, only slower.
+    let (rows, groups, hidden, inter) = (128usize, 8usize, 1024usize, 512usize);
+    let mut hot = vec![0i64; groups];
+    hot[3] = rows as i64;
+    let ffn = random_ffn_on_b2(&mut CaseRng::new(7), rows, groups, hidden, inter, &hot, 16);
+    let macs: u64 = ffn.outcome.counters.iter().map(|c| c.cube_macs).sum();
+    assert_eq!(macs, (3 * rows * hidden * inter) as u64);
+    let expert_weights = (3 * inter * hidden * 2) as u64;
+    assert!(ffn.outcome.total().gm_to_ub_bytes >= 8 * expert_weights);
+}
+
+/// 8 experts x 16 rows, hidden 1024, intermediate 512 on the 910B2's 24 cube cores, tiled for groups of
+/// at most `max_group_rows` rows: the bytes read and written equal a by-hand count, with each down task
+/// streaming its 16 rows of h `down_bases` times. By hand, bytes read:
+///   gate + up weights 8 x 2 x 512 x 1024 x 2, down weights 8 x 1024 x 512 x 2 (once each: 16 rows are
+///   one tile of rows);
+///   x: 8 experts x 3 tasks x 2 products x 16 x 1024 x 2; h: 8 x 3 tasks x down_bases x 16 x 512 x 2;
+///   the SwiGLU's f32 gate and up: 2 x 128 x 512 x 4.
+/// Written: gate and up f32 2 x 128 x 512 x 4, h 128 x 512 x 2, y 128 x 1024 x 2.
+fn spread_experts_read_their_rows(max_group_rows: usize, down_bases: usize) {
     let (rows, groups, hidden, inter) = (128usize, 8usize, 1024usize, 512usize);
     let counts = vec![16i64; groups];
     let ffn = random_ffn_on_b2(
@@ -252,15 +277,15 @@ fn expert_ffn_reads_a_groups_rows_once_per_task_when_rows_are_spread() {
         hidden,
         inter,
         &counts,
-        rows,
+        max_group_rows,
     );
     let c = ffn.outcome.total();
     let weights = (groups * 2 * inter * hidden * 2 + groups * hidden * inter * 2) as u64;
     let x_reads = (groups * 3 * 2 * 16 * hidden * 2) as u64;
-    let h_reads = (groups * 3 * 2 * 16 * inter * 2) as u64;
+    let h_reads = (groups * 3 * down_bases * 16 * inter * 2) as u64;
     let f32_tiles = (2 * rows * inter * 4) as u64;
     println!(
-        "expert_ffn 8 x 16 rows: read {} bytes, written {}",
+        "expert_ffn 8 x 16 rows, at most {max_group_rows} per expert: read {} bytes, written {}",
         c.gm_to_ub_bytes, c.ub_to_gm_bytes
     );
     assert_eq!(c.gm_to_ub_bytes, weights + x_reads + h_reads + f32_tiles);
@@ -270,45 +295,6 @@ fn expert_ffn_reads_a_groups_rows_once_per_task_when_rows_are_spread() {
     );
     let macs: Vec<u64> = ffn.outcome.counters.iter().map(|c| c.cube_macs).collect();
     assert!(macs.iter().all(|&m| m > 0), "idle cube cores: {macs:?}");
-}
-
-#[test]
-fn expert_ffn_reads_a_tasks_rows_once_when_groups_are_bounded_by_the_tokens() {
-    // The previous case's 8 experts x 16 rows, now tiled knowing that no expert gets more than 16 rows
-    // (top-k routing of 16 tokens to distinct experts): 16-row tiles, so base blocks as wide as L0A/L0B
-    // hold at 16 rows (512 columns for gate and up, 1024 for down). The kernel still cuts each phase
-    // into 3 tiles per expert (176 and 352 columns), each now one base wide: by hand, x is read
-    // 8 x 3 x 2 times as before, h 8 x 3 x 1 times (was x 2), everything else as before.
-    let (rows, groups, hidden, inter) = (128usize, 8usize, 1024usize, 512usize);
-    let counts = vec![16i64; groups];
-    let ffn = random_ffn_on_b2(
-        &mut CaseRng::new(0x5eed),
-        rows,
-        groups,
-        hidden,
-        inter,
-        &counts,
-        16,
-    );
-    let c = ffn.outcome.total();
-    let weights = (groups * 2 * inter * hidden * 2 + groups * hidden * inter * 2) as u64;
-    let x_reads = (groups * 3 * 2 * 16 * hidden * 2) as u64;
-    let h_reads = (groups * 3 * 16 * inter * 2) as u64;
-    let f32_tiles = (2 * rows * inter * 4) as u64;
-    assert_eq!(c.gm_to_ub_bytes, weights + x_reads + h_reads + f32_tiles);
-    assert_eq!(
-        c.ub_to_gm_bytes,
-        f32_tiles + (rows * inter * 2 + rows * hidden * 2) as u64
-    );
-    // A group beyond the bound (all 128 rows in one expert) is still computed, in 16-row tiles, each
-    // reading that expert's weights: correct, only slower.
-    let mut hot = vec![0i64; groups];
-    hot[3] = rows as i64;
-    let ffn = random_ffn_on_b2(&mut CaseRng::new(7), rows, groups, hidden, inter, &hot, 16);
-    let macs: u64 = ffn.outcome.counters.iter().map(|c| c.cube_macs).sum();
-    assert_eq!(macs, (3 * rows * hidden * inter) as u64);
-    let expert_weights = (3 * inter * hidden * 2) as u64;
-    assert!(ffn.outcome.total().gm_to_ub_bytes >= 8 * expert_weights);
 }
 
 /// `expert_ffn` (f16, gate = up) on the 910B2 budget with random x and weights, tiled for groups of at
@@ -329,7 +315,7 @@ fn random_ffn_on_b2(
     let wd: Vec<f16> = rng
         .uniform::<f16, _>(groups * hidden * inter, -0.05, 0.05)
         .to_vec();
-    B2.expert_ffn_bounded(
+    B2.expert_ffn(
         &x,
         rows,
         hidden,

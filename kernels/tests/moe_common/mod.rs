@@ -345,29 +345,9 @@ impl MoeDevice {
         Ok((download(&dev, gy, rows * n), launch))
     }
 
-    /// `expert_ffn`: `y [rows, hidden]`, with no bound on a group's rows below `rows`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn expert_ffn<T: Float>(
-        &self,
-        x: &[T],
-        rows: usize,
-        hidden: usize,
-        w_gate: &[T],
-        w_up: &[T],
-        w_down: &[T],
-        groups: usize,
-        inter: usize,
-        group_list: &[i64],
-        list: MoeList,
-    ) -> Result<(Vec<T>, Launch), String> {
-        self.expert_ffn_bounded(
-            x, rows, hidden, w_gate, w_up, w_down, groups, inter, group_list, list, rows,
-        )
-    }
-
     /// `expert_ffn` tiled for groups of at most `max_group_rows` rows (`ExpertFfnTiling::new`).
     #[allow(clippy::too_many_arguments)]
-    pub fn expert_ffn_bounded<T: Float>(
+    pub fn expert_ffn<T: Float>(
         &self,
         x: &[T],
         rows: usize,
