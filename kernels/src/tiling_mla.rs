@@ -431,15 +431,13 @@ fn plan_estimate(
             // row of `c` scores.
             let softmax = (rows / 2.0).ceil() * (PLAN_SOFTMAX_ROW_CYCLES + 6.0 * c / 64.0) / 1.8e9;
             // One key buffer: the load, the cube's work, the softmax and the hand-over one after
-            // another. Two: the next task's load runs during this one's softmax and P·V, less half the
-            // shorter side (measured when the next load waited for P·V; since P comes in between two
-            // parts of the keys, 16-head decodes stream their keys back to back, but counting no loss
-            // changes two plans of `cargo bench --bench mla_kernels`: one 4 % faster at 16 heads, one
-            // 57 % slower at 128). (a block's first task, its later ones): a block's first task
-            // overlaps nothing.
+            // another. Two: the keys of the next tasks load while this one's scores, softmax and P·V
+            // run (P comes in between two parts of the next keys), but those three follow one another:
+            // a task takes the longer of its load and that chain. (a block's first task, its later
+            // ones): a block's first task overlaps nothing.
             let serial = loads + work + softmax;
             per_task.push(match key_buffers {
-                2 => (serial, loads.max(work).max(softmax) + 0.5 * loads.min(work)),
+                2 => (serial, loads.max(work + softmax)),
                 // Streamed: each tile's load overlaps the previous tile's cube work, but every staging
                 // step (q·Kᵀ's key tiles, P·V's k steps per output tile) adds its own hand-over.
                 0 => {
