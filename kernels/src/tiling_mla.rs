@@ -184,11 +184,12 @@ impl MlaDecodePlan {
     /// estimate is the larger of (a) every byte the plan makes the kernel move — the cache rows, the
     /// query panel once per sequence, per task its partial output and `(m, l)` (written back once: the
     /// combine reads them from the die's L2), and once per block its score scratch (written back by
-    /// L2) — at HBM speed, and (b) the busiest block (each a contiguous run of tasks, as the kernel deals them), each
-    /// task costing the largest of the bytes its cube core loads (its cache rows once, the query panel,
-    /// P; for f32 the latent rows again) and stores (its partial) at one core's copy rate each, and its
-    /// multiply-adds at one cube core's rate; plus the combine, which reads a cut sequence's partials
-    /// one piece after another. Cutting more spreads the work over more cores but adds a partial output
+    /// L2) — at HBM speed, and (b) the busiest block (each runs a contiguous run of the tasks, as the
+    /// kernel deals them), each task costing the largest of the bytes its cube core loads (its cache
+    /// rows once, the query panel, P; for f32 the latent rows again) and stores (its partial) at one
+    /// core's copy rate each, and its multiply-adds at one cube core's rate (with two key buffers, the
+    /// longer of its loads and its scores–softmax–P·V chain); plus the combine, which reads a cut
+    /// sequence's partials one piece after another. Cutting more spreads the work over more cores but adds a partial output
     /// per piece: a memory-bound decode is cut until about seven cores saturate HBM, a cube-bound one
     /// (many heads) further, and a short context with many heads hardly at all.
     pub fn for_shape(seq_lens: &[usize], shape: MlaPlanShape, cores: u32) -> Result<Self> {

@@ -9,11 +9,13 @@
  *
  * Work: the host plan (tiling_mla.rs, MlaDecodePlan) cuts every sequence's keys into chunks of at most
  * `chunk` positions (for key_buffers 1 or 2, short enough that the chunks' cache rows fit in the cube
- * core's L1 beside a query panel and P; key_buffers 0, below, streams them). The plan is an int32 device buffer: [batch x 2] (first task, task count of the sequence), then
- * [tasks x 3] (b, c0, c1). AI Core i of n (GetBlockNum()) runs the contiguous run of tasks
- * [i * tasks / n, (i + 1) * tasks / n): its cube core and both its vector cores, so consecutive tasks of a
- * core are mostly consecutive chunks of one sequence (its query panel stays in L1). A task serves ALL G = S * H query rows of its sequence (q rows of b are contiguous, row
- * r = s * H + h), so each cache row of the chunk comes from GM once per sequence (once only when held):
+ * core's L1 beside a query panel and P; key_buffers 0, below, streams them). The plan is an int32 device
+ * buffer: [batch x 2] (first task, task count of the sequence), then [tasks x 3] (b, c0, c1). AI Core i
+ * of n (GetBlockNum()) runs the contiguous run of tasks [i * tasks / n, (i + 1) * tasks / n): its cube
+ * core and both its vector cores, so consecutive tasks of a core are mostly consecutive chunks of one
+ * sequence (its query panel stays in L1). A task serves ALL G = S * H query rows of its sequence (q rows
+ * of b are contiguous, row r = s * H + h), so each cache row of the chunk comes from GM once per
+ * sequence (once only when held):
  *   1. cube: the chunk's latent and rope rows into L1 (ND2NZ, one copy per run of consecutive cache slots:
  *      one block at worst) as K [C, Dl' + Dr] (Dl' = Dl rounded up to the 32-byte fractal width), the
  *      query panel of up to qk_base_m rows beside it; scores [G, C] = q . K^T in L0C tiles of
@@ -392,8 +394,8 @@ private:
 
     // Rows of a chunk of C keys loaded before the previous task's P (two key buffers): about three
     // quarters, for the vector cores' softmax of that task to end within the first part's load and P .
-    // latent's reads of the other buffer within the second's (measured: `cargo bench --bench
-    // mla_kernels`, between two thirds and four fifths made no difference at 16 heads).
+    // latent's reads of the other buffer within the second's (`cargo bench --bench mla_kernels`, batch
+    // 64, context 4096, 16 heads: 70 % and 80 % within 0.2 %, 60 % 4 % slower, no split 11 % slower).
     __aicore__ inline uint32_t KeysBeforeP(uint32_t C) const { return Min(C, AlignUp(C * 3 / 4, 16)); }
 
     // Rows [r0, r1) of task t's chunk into its keys buffer in L1, K [C, KeyW()] in NZ with rows padded
