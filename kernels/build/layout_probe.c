@@ -265,7 +265,7 @@ int main(void) {
     FIELD(DsnpuMlaPrefillTiling, pv_base_n)
     FIELD(DsnpuMlaPrefillTiling, pv_base_k)
     FIELD(DsnpuMlaPrefillTiling, mutation)
-    FIELD(DsnpuMlaPrefillTiling, reserved)
+    FIELD(DsnpuMlaPrefillTiling, out_rows)
     FIELD(DsnpuMlaPrefillTiling, qk_cube)
     FIELD(DsnpuMlaPrefillTiling, pv_cube)
     STRUCT_END()

@@ -33,18 +33,22 @@ const L0AB: u64 = 64 * 1024;
 /// f32 values per row of the slab's fold work (one 256-byte repeat: row_ops.h).
 const ROW_FOLD: u64 = 64;
 
-/// The kernel's UB bytes per vector core for `bm` query rows, `r` slab rows, `n` keys per tile, value rows
-/// `dp` apart and `sz`-byte elements (the source's formula): acc, the score / P / O / out queues, the lse
-/// queue, the fold work, the slab's three per-row vectors, the task's m, l and alpha, and the per-row
-/// broadcast blocks.
-fn ub_formula(bm: u64, r: u64, n: u64, dp: u64, sz: u64) -> u64 {
+/// Rows of a P·V / output slab: the O and out queues are a small part of the UB, so the score slab
+/// gets the rest (the softmax's instructions each cover one slab: more rows, fewer instructions).
+const OUT_ROWS: u64 = 8;
+
+/// The kernel's UB bytes per vector core for `bm` query rows, `r` score slab rows, `ro` output slab rows,
+/// `n` keys per tile, value rows `dp` apart and `sz`-byte elements (the source's formula): acc, the
+/// score / P / O / out queues, the lse queue, the fold work, the slab's three per-row vectors, m and l of
+/// two tasks and alpha of two steps, and the per-row broadcast blocks.
+fn ub_formula(bm: u64, r: u64, ro: u64, n: u64, dp: u64, sz: u64) -> u64 {
     bm * dp * 4
         + 2 * r * n * (4 + sz)
-        + 2 * r * dp * (4 + sz)
+        + 2 * ro * dp * (4 + sz)
         + 2 * round_up(bm * 4, UB_BLOCK)
         + ROW_FOLD * r * 4
         + 3 * round_up(r, 8) * 4
-        + 3 * bm * 4
+        + 6 * bm * 4
         + bm * UB_BLOCK
 }
 
@@ -195,7 +199,7 @@ impl MlaPrefillTiling {
         let sz = u64::from(dtype.size());
         let dv_pitch = round_up(d.dv, 16);
         let ub = u64::from(budget.ub_bytes);
-        let ub_of = |bm: u64, r: u64| ub_formula(bm, r, BLOCK_N, dv_pitch, sz);
+        let ub_of = |bm: u64, r: u64| ub_formula(bm, r, OUT_ROWS, BLOCK_N, dv_pitch, sz);
         // Slab rows and block_m stay multiples of 8: the per-row vectors of a slab start on 32-byte
         // boundaries (row_ops.h).
         let mut block_m = MLA_PREFILL_MAX_BLOCK_M;
@@ -276,7 +280,7 @@ impl MlaPrefillTiling {
             pv_base_n: pv_base_n as u32,
             pv_base_k: pv_base_k as u32,
             mutation: mutation(),
-            reserved: 0,
+            out_rows: OUT_ROWS as u32,
             qk_cube,
             pv_cube,
         })
@@ -285,13 +289,14 @@ impl MlaPrefillTiling {
     /// The kernel's Unified Buffer use per block, bytes (the source's formula).
     pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
         let sz = u64::from(dtype.size());
-        let (bm, r, n, dp) = (
+        let (bm, r, ro, n, dp) = (
             u64::from(self.block_m),
             u64::from(self.softmax_rows),
+            u64::from(self.out_rows),
             u64::from(self.block_n),
             u64::from(self.dv_pitch),
         );
-        ub_formula(bm, r, n, dp, sz)
+        ub_formula(bm, r, ro, n, dp, sz)
     }
 
     /// Blocks to launch: one per task up to the cores.
@@ -301,11 +306,11 @@ impl MlaPrefillTiling {
 
     /// Device workspace the launch (a mix launch) needs for `blocks` blocks, bytes: the system
     /// workspace, then per vector core (two per block) two tiles' f32 scores (the next tile's are
-    /// computed while the vector core works on this one), the `t` P of one tile, and the f32 P·V of
-    /// one tile.
+    /// computed while the vector core works on this one), the `t` P of two tiles (the next tile's is
+    /// written while the cube reads this one's), and the f32 P·V of one tile.
     pub fn workspace_bytes(&self, dtype: KernelDtype, blocks: u32) -> u64 {
         let (bm, n) = (u64::from(self.block_m), u64::from(self.block_n));
-        let per = bm * n * (2 * 4 + u64::from(dtype.size())) + bm * u64::from(self.dv) * 4;
+        let per = bm * n * 2 * (4 + u64::from(dtype.size())) + bm * u64::from(self.dv) * 4;
         SYS_WORKSPACE_BYTES + 2 * u64::from(blocks) * per
     }
 }

@@ -100,7 +100,7 @@ fn mla_tiling_layout_matches_the_c_header() {
                 pv_base_n,
                 pv_base_k,
                 mutation,
-                reserved,
+                out_rows,
                 qk_cube,
                 pv_cube,
             ]

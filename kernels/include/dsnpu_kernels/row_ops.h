@@ -32,7 +32,8 @@ struct RowTile {
 };
 
 // dst[r] = max (kMax) or sum of row r. Wider rows first fold their 64-column segments into `work` (one
-// instruction per segment for all rows), then one WholeReduce takes each row's 64 values.
+// instruction per segment for all rows; the first two segments in one, from a row of at least 128), then
+// one WholeReduce takes each row's 64 values.
 template <bool kMax>
 __aicore__ inline void RowReduce(const AscendC::LocalTensor<float>& dst, const AscendC::LocalTensor<float>& src,
                                  const AscendC::LocalTensor<float>& work, RowTile t) {
@@ -48,8 +49,18 @@ __aicore__ inline void RowReduce(const AscendC::LocalTensor<float>& dst, const A
         return;
     }
     const uint8_t rep = t.RepStride();
-    Muls(work, src, 1.0f, first, static_cast<uint8_t>(t.rows), UnaryRepeatParams(1, 1, 8, rep));  // exact copy
-    for (uint32_t c = ROW_SEG; c < t.cols; c += ROW_SEG) {
+    uint32_t c = ROW_SEG;
+    if (t.cols >= 2 * ROW_SEG) {  // the first fold reads the first two whole segments
+        if (kMax) {
+            Max(work, src, src[ROW_SEG], ROW_SEG, static_cast<uint8_t>(t.rows), BinaryRepeatParams(1, 1, 1, 8, rep, rep));
+        } else {
+            Add(work, src, src[ROW_SEG], ROW_SEG, static_cast<uint8_t>(t.rows), BinaryRepeatParams(1, 1, 1, 8, rep, rep));
+        }
+        c = 2 * ROW_SEG;
+    } else {
+        Muls(work, src, 1.0f, first, static_cast<uint8_t>(t.rows), UnaryRepeatParams(1, 1, 8, rep));  // exact copy
+    }
+    for (; c < t.cols; c += ROW_SEG) {
         const uint32_t n = Min(ROW_SEG, t.cols - c);
         if (kMax) {
             Max(work, work, src[c], n, static_cast<uint8_t>(t.rows), BinaryRepeatParams(1, 1, 1, 8, 8, rep));

@@ -318,7 +318,7 @@ typedef struct DsnpuMlaPrefillTiling {
     uint32_t pv_base_n;
     uint32_t pv_base_k;
     uint32_t mutation;
-    uint32_t reserved;
+    uint32_t out_rows; /* rows of a P.V / output slab (a multiple of 8) */
     DsnpuCubeTiling qk_cube; /* scores: [block_m, block_n] over dn (tiling_mla_prefill.rs) */
     DsnpuCubeTiling pv_cube; /* output: [block_m, dv] over block_n */
 } DsnpuMlaPrefillTiling;

@@ -23,28 +23,33 @@
  * and f32 accumulator acc [block_m, dv] stay on the vector core, m and l as UB vectors):
  *   1. cube: S[M, N] = q_nope . k_nope^T (+ q_rope . k_rope^T, accumulated) into one of the vector core's
  *      two f32 score slots (Matmul API, operands in GM with their token strides as the original shape);
- *   2. vector, per slab of softmax_rows rows, whole-slab instructions (dsnpu_kernels/row_ops.h: a repeat
- *      per row and 64-column segment, not an instruction per row): scale, causal mask (only tiles
- *      crossing the diagonal), m' = max(m, rowmax), alpha = exp(m - m'), p = exp(s - m'), l = alpha l +
- *      sum p; p rounded to t into the P workspace;
+ *   2. vector, per slab of softmax_rows rows at the tile's full width block_n (the columns a row does not
+ *      see, causally or past a short tile's N, set to -inf first), whole-slab instructions
+ *      (dsnpu_kernels/row_ops.h; scale, exp and the cast one instruction per slab): scale, m' = max(m,
+ *      rowmax), alpha = exp(m - m'), p = exp(s - m'), l = alpha l + sum p; p rounded to t into one of two
+ *      P slots;
  *   3. cube: O[M, dv] = P . V into the f32 O workspace;
- *   4. vector: acc = alpha acc + O (a broadcast multiply and an add per slab).
- * Pipelined: step 1 of tile j + 1 (after a task's last tile, of the next task's first tile) is asked for
- * (asynchronously) before the vector core starts on tile j, step 3 of tile j is left in flight while the
- * vector core goes on, and step 4 of tile j runs at the start of tile j + 1, so the cube works while the
- * vector core does (the Matmul API keeps one request in flight per vector core: each request first
- * waits for the one before). The two score slots alternate across the vector core's whole run.
+ *   4. vector: acc = alpha acc + O (one broadcast multiply, then an add per slab of out_rows rows).
+ * Each key tile is a step s of one pipeline over the vector core's whole run of tasks:
+ *   softmax of the first half of step s's rows   (cube: P . V of step s - 1)
+ *   ask for step s + 1's scores                  (the request waits for that P . V)
+ *   step 4 of step s - 1 (and its task's output if that was the task's last tile)
+ *   softmax of the second half                   (cube: step s + 1's scores)
+ *   ask for P . V of step s                      (the request waits for those scores)
+ * The Matmul API keeps one request in flight per vector core (each request first waits for the one
+ * before), so each request gets half a tile of vector work to hide behind. Score slots, P slots and alpha
+ * alternate by step, m and l by task (a task's first step overlaps the last one's accumulation).
  * Then out = t(acc / l) (rows scattered with the head stride), lse = m + ln l (contiguous per head).
  * A 1:2 mix kernel: the vector cores run steps 2 and 4 and drive their cube core's Matmul for steps 1
  * and 3 (REGIST_MATMUL_OBJ; the cube core only serves).
  *
  * Workspace (bytes), the system workspace, then per vector core: S f32 [2, block_m, block_n] (two slots) |
- * P t [block_m, block_n] | O f32 [block_m, dv].
- * UB (R = softmax_rows, N = block_n, D = dv_pitch, sz = sizeof(t)): block_m D 4 (acc)
- *   + 2 R N 4 (score queue) + 2 R N sz (P queue) + 2 R D 4 (O queue) + 2 R D sz (out queue)
+ * P t [2, block_m, block_n] (two slots) | O f32 [block_m, dv].
+ * UB (R = softmax_rows, RO = out_rows, N = block_n, D = dv_pitch, sz = sizeof(t)): block_m D 4 (acc)
+ *   + 2 R N 4 (score queue) + 2 R N sz (P queue) + 2 RO D 4 (O queue) + 2 RO D sz (out queue)
  *   + 2 * round_up(block_m 4, 32) (lse queue) + work_elems 4 (= 64 R: the row folds) + 3 round_up(R, 8) 4
- *   (the slab's row maxima, sums and -m') + 3 block_m 4 (m, l, alpha) + 32 block_m (per-row broadcast
- *   blocks). block_m and R are multiples of 8.
+ *   (the slab's row maxima, sums and -m') + 6 block_m 4 (m and l of two tasks, alpha of two steps)
+ *   + 32 block_m (per-row broadcast blocks). block_m, R and RO are multiples of 8.
  *
  * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla_prefill.rs): 1 scales
  * the softmax scale by 1.001, 2 the final denominator l by 1.001, 3 the P weights fed to P . V by 1.001.
@@ -96,11 +101,11 @@ public:
         GM_ADDR ws = GetUserWorkspace(workspace);
         const uint64_t sElems = static_cast<uint64_t>(t.block_m) * t.block_n;
         const uint64_t oElems = static_cast<uint64_t>(t.block_m) * t.dv;
-        const uint64_t perBlock = sElems * (2 * sizeof(float) + sizeof(T)) + oElems * sizeof(float);
+        const uint64_t perBlock = sElems * 2 * (sizeof(float) + sizeof(T)) + oElems * sizeof(float);
         GM_ADDR mine = ws + static_cast<uint64_t>(GetBlockIdx()) * perBlock;  // per vector core
         scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), 2 * sElems);  // two slots
-        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine + 2 * sElems * sizeof(float)), sElems);
-        oWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine + sElems * (2 * sizeof(float) + sizeof(T))),
+        pWs_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(mine + 2 * sElems * sizeof(float)), 2 * sElems);
+        oWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine + 2 * sElems * (sizeof(float) + sizeof(T))),
                              oElems);
 
         qk = ToCubeTiling(t.qk_cube);
@@ -111,33 +116,67 @@ public:
     __aicore__ inline void Process() {
         const uint32_t blocks = static_cast<uint32_t>(VectorWorkers());
         const uint32_t me = static_cast<uint32_t>(GetBlockIdx());
-        const uint32_t R = t_.softmax_rows, N = t_.block_n, D = t_.dv_pitch;
+        const uint32_t R = t_.softmax_rows, RO = t_.out_rows, N = t_.block_n, D = t_.dv_pitch;
         pipe_.InitBuffer(acc_, t_.block_m * D * sizeof(float));
         pipe_.InitBuffer(scQue_, BUFFER_NUM, R * N * sizeof(float));
         pipe_.InitBuffer(pQue_, BUFFER_NUM, R * N * sizeof(T));
-        pipe_.InitBuffer(oQue_, BUFFER_NUM, R * D * sizeof(float));
-        pipe_.InitBuffer(outQue_, BUFFER_NUM, R * D * sizeof(T));
+        pipe_.InitBuffer(oQue_, BUFFER_NUM, RO * D * sizeof(float));
+        pipe_.InitBuffer(outQue_, BUFFER_NUM, RO * D * sizeof(T));
         pipe_.InitBuffer(lseQue_, BUFFER_NUM, AlignUp(t_.block_m * sizeof(float), UB_BLOCK));
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));
-        // The slab's row maxima, sums and -m' (R rounded up to 8 each); the task's m, l and alpha; the
-        // per-row operand of RowAdd / RowMul (a 32-byte block per row).
+        // The slab's row maxima, sums and -m' (R rounded up to 8 each); m and l of two tasks and alpha of
+        // two steps (the pipeline below overlaps a task's first step with the last one's accumulation);
+        // the per-row operand of RowAdd / RowMul (a 32-byte block per row).
         pipe_.InitBuffer(small_, 3 * AlignUp(R, 8) * sizeof(float));
-        pipe_.InitBuffer(m_, t_.block_m * sizeof(float));
-        pipe_.InitBuffer(l_, t_.block_m * sizeof(float));
-        pipe_.InitBuffer(alpha_, t_.block_m * sizeof(float));
+        pipe_.InitBuffer(m_, 2 * t_.block_m * sizeof(float));
+        pipe_.InitBuffer(l_, 2 * t_.block_m * sizeof(float));
+        pipe_.InitBuffer(alpha_, 2 * t_.block_m * sizeof(float));
         pipe_.InitBuffer(bcast_, t_.block_m * UB_BLOCK);
-        const uint32_t perHead = t_.tasks / t_.heads;  // query tiles of all sequences, for one head
-        if (perHead == 0) return;
-        const uint64_t lo = static_cast<uint64_t>(t_.tasks) * me / blocks;
-        const uint64_t hi = static_cast<uint64_t>(t_.tasks) * (me + 1) / blocks;
-        // Each task asks for the next one's first scores before its own last tile (Task).
-        Geometry cur = Locate(lo, perHead, hi), next;
-        bool asked = false;
-        for (uint64_t k = lo; k < hi; ++k) {
-            next = Locate(k + 1, perHead, hi);
-            asked = Task(cur, next, asked);
-            cur = next;
+        perHead_ = t_.tasks / t_.heads;  // query tiles of all sequences, for one head
+        if (perHead_ == 0) return;
+        hi_ = static_cast<uint64_t>(t_.tasks) * (me + 1) / blocks;
+        Step cur = Next(Step{}, static_cast<uint64_t>(t_.tasks) * me / blocks);
+        if (!cur.valid) return;
+        Begin(cur);
+        Scores(cur, 0, true);
+        // The steps' pipeline (header comment): step s is key tile cur.j of task cur.task.
+        Step prev;
+        for (uint32_t s = 0; cur.valid; ++s) {
+            const Step nxt = Next(cur, cur.k + 1);
+            if (cur.j == 0 && s > 0) Begin(cur);
+            const uint32_t M = cur.g.M, R = t_.softmax_rows;
+            const uint32_t half = Min(M, CeilDiv(CeilDiv(M, R), 2u) * R);  // whole slabs
+            SoftmaxRows(cur, s, 0, half);
+            if (nxt.valid) {
+                Scores(nxt, (s + 1) % 2, false);
+            } else {
+                mmPv.WaitIterateAll();
+            }
+            if (prev.valid) {
+                Accumulate(prev.g.M, (s + 1) % 2);
+                if (prev.task != cur.task) {
+                    Finish(prev, (s + 1) % 2);
+                    Duplicate(acc_.Get<float>(), 0.0f, static_cast<int32_t>(M * t_.dv_pitch));
+                }
+            }
+            SoftmaxRows(cur, s, half, M);
+            // P went out on MTE3 and O came in on MTE2: the cube may read P and write O only after those
+            // (the request follows the scalar unit; V waited for MTE2).
+            SetFlag<HardEvent::MTE3_S>(0);
+            WaitFlag<HardEvent::MTE3_S>(0);
+            SetFlag<HardEvent::V_S>(0);
+            WaitFlag<HardEvent::V_S>(0);
+            ValuesTimesP(cur, s % 2);
+            prev = cur;
+            cur = nxt;
+            if (!cur.valid) {
+                mmPv.WaitIterateAll();
+                Accumulate(prev.g.M, s % 2);
+                Finish(prev, (s + 1) % 2);
+            }
         }
+        mmQk.End();
+        mmPv.End();
     }
 
 private:
@@ -158,6 +197,69 @@ private:
         int64_t prefix = 0, kEnd = 0;
         __aicore__ inline uint32_t Tiles(uint32_t bn) const { return static_cast<uint32_t>((kEnd + bn - 1) / bn); }
     };
+
+    // One step of the run: key tile j of task k (the task-th valid task of the run).
+    struct Step {
+        bool valid = false;
+        Geometry g;
+        uint64_t k = 0;
+        uint32_t j = 0, task = 0;
+    };
+
+    // The step after `st`: its next key tile, else the first tile of the first task from k on with keys.
+    __aicore__ inline Step Next(const Step& st, uint64_t k) {
+        if (st.valid && st.j + 1 < st.g.Tiles(t_.block_n)) {
+            Step n = st;
+            ++n.j;
+            return n;
+        }
+        Step n;
+        for (; k < hi_; ++k) {
+            n.g = Locate(k, perHead_, hi_);
+            if (n.g.valid) {
+                n.valid = true;
+                n.k = k;
+                n.task = st.valid ? st.task + 1 : 0;
+                return n;
+            }
+        }
+        return n;
+    }
+
+    // A task's first step: its m = -inf and l = 0 (the other task's pair may still be finishing).
+    __aicore__ inline void Begin(const Step& st) {
+        const uint32_t o = (st.task % 2) * t_.block_m;
+        Duplicate(m_.Get<float>()[o], NEG_INF, static_cast<int32_t>(t_.block_m));
+        Duplicate(l_.Get<float>()[o], 0.0f, static_cast<int32_t>(t_.block_m));
+        if (st.task == 0) Duplicate(acc_.Get<float>(), 0.0f, static_cast<int32_t>(st.g.M * t_.dv_pitch));
+    }
+
+    // The online softmax of step s's rows [r0, r1), slab by slab (the scores are in).
+    __aicore__ inline void SoftmaxRows(const Step& st, uint32_t s, uint32_t r0, uint32_t r1) {
+        const uint32_t BN = t_.block_n;
+        const int64_t c0 = static_cast<int64_t>(st.j) * BN;
+        const uint32_t N = static_cast<uint32_t>(st.g.kEnd - c0 < BN ? st.g.kEnd - c0 : BN);
+        const GlobalTensor<float> scores = scoresWs_[static_cast<uint64_t>(s % 2) * t_.block_m * BN];
+        const GlobalTensor<T> p = pWs_[static_cast<uint64_t>(s % 2) * t_.block_m * BN];
+        const uint32_t ml = (st.task % 2) * t_.block_m, a = (s % 2) * t_.block_m;
+        for (uint32_t r = r0; r < r1; r += t_.softmax_rows) {
+            Softmax(scores, p, r, Min(t_.softmax_rows, r1 - r), st.g.prefix + st.g.i0 - c0, N, ml, a);
+        }
+    }
+
+    // Asks the cube for O = P . V of step st (P in slot `slot`), left in flight.
+    __aicore__ inline void ValuesTimesP(const Step& st, uint32_t slot) {
+        const uint32_t BN = t_.block_n;
+        const int64_t c0 = static_cast<int64_t>(st.j) * BN;
+        const uint32_t N = static_cast<uint32_t>(st.g.kEnd - c0 < BN ? st.g.kEnd - c0 : BN);
+        const uint64_t kTok = st.g.k0 + static_cast<uint64_t>(c0);
+        mmPv.SetOrgShape(static_cast<int>(st.g.M), static_cast<int>(t_.v_tok), static_cast<int>(BN),
+                          static_cast<int>(BN), static_cast<int>(t_.dv));
+        mmPv.SetTensorA(pWs_[static_cast<uint64_t>(slot) * t_.block_m * BN]);
+        mmPv.SetTensorB(vGm_[t_.v_off + kTok * t_.v_tok + static_cast<uint64_t>(st.g.h) * t_.v_head]);
+        mmPv.SetTail(static_cast<int>(st.g.M), static_cast<int>(t_.dv), static_cast<int>(N));
+        mmPv.template IterateAll<false>(oWs_);
+    }
 
     // Task k: head k / perHead, and query tile (numbered sequence by sequence) p = k % perHead of it in
     // zig-zag order (0, n-1, 1, n-2, ...).
@@ -198,79 +300,15 @@ private:
         return g;
     }
 
-    // Task g, whose first tile's scores were asked for already when `asked`; returns whether it asked for
-    // the next task's (task n's) first scores.
-    __aicore__ inline bool Task(const Geometry& g, const Geometry& n, bool asked) {
-        if (!g.valid) return false;
-        const uint32_t BN = t_.block_n, M = g.M, h = g.h;
-        const uint64_t qTok = g.qTok, k0 = g.k0;
-        const int64_t kEnd = g.kEnd, prefix = g.prefix;
-        const uint32_t i0 = g.i0;
-
-        Duplicate(m_.Get<float>(), NEG_INF, static_cast<int32_t>(t_.block_m));
-        Duplicate(l_.Get<float>(), 0.0f, static_cast<int32_t>(t_.block_m));
-        LocalTensor<float> acc = acc_.Get<float>();
-        Duplicate(acc, 0.0f, static_cast<int32_t>(M * t_.dv_pitch));
-
-        // Pipelined over the key tiles: while the vector core works on tile j, the cube computes tile
-        // j + 1's scores (into the other score slot; after the last tile, the next task's first), then
-        // tile j's P . V; tile j's O is added to acc at the start of tile j + 1 (one request in flight per
-        // vector core: each request waits for the last).
-        const uint32_t tiles = g.Tiles(BN);
-        if (!asked) Scores(h, qTok, M, k0, 0, kEnd, slot_, true);
-        bool askedNext = false;
-        for (uint32_t j = 0; j < tiles; ++j) {
-            const int64_t c0 = static_cast<int64_t>(j) * BN;
-            const uint32_t N = static_cast<uint32_t>(kEnd - c0 < BN ? kEnd - c0 : BN);
-            const uint32_t mine = (slot_ + j) % 2;
-            if (j + 1 < tiles) {
-                Scores(h, qTok, M, k0, j + 1, kEnd, 1 - mine, false);  // waits for P . V of j - 1
-            } else if (n.valid) {
-                Scores(n.h, n.qTok, n.M, n.k0, 0, n.kEnd, 1 - mine, false);
-                askedNext = true;
-            } else {
-                mmPv.WaitIterateAll();
-            }
-            if (j > 0) {  // acc = alpha acc + O of tile j - 1 (its alpha, before tile j's softmax replaces it)
-                for (uint32_t r = 0; r < M; r += t_.softmax_rows) Accumulate(r, Min(t_.softmax_rows, M - r));
-            }
-            // The online softmax of tile j (its scores are in: the request after them waited for them).
-            const GlobalTensor<float> scores = scoresWs_[static_cast<uint64_t>(mine) * t_.block_m * BN];
-            for (uint32_t r = 0; r < M; r += t_.softmax_rows) {
-                Softmax(scores, r, Min(t_.softmax_rows, M - r), prefix + i0 - c0, N);
-            }
-            // P went out on MTE3: the cube may load it only after those copies (the request follows S).
-            SetFlag<HardEvent::MTE3_S>(0);
-            WaitFlag<HardEvent::MTE3_S>(0);
-            // O = P . V (in flight while the vector core goes on).
-            const uint64_t kTok = k0 + static_cast<uint64_t>(c0);
-            mmPv.SetOrgShape(static_cast<int>(M), static_cast<int>(t_.v_tok), static_cast<int>(BN),
-                              static_cast<int>(BN), static_cast<int>(t_.dv));
-            mmPv.SetTensorA(pWs_);
-            mmPv.SetTensorB(vGm_[t_.v_off + kTok * t_.v_tok + static_cast<uint64_t>(h) * t_.v_head]);
-            mmPv.SetTail(static_cast<int>(M), static_cast<int>(t_.dv), static_cast<int>(N));
-            mmPv.template IterateAll<false>(oWs_);
-        }
-        slot_ = (slot_ + tiles) % 2;  // the next task's first tile: the slot after this task's last
-        mmPv.WaitIterateAll();
-        for (uint32_t r = 0; r < M; r += t_.softmax_rows) Accumulate(r, Min(t_.softmax_rows, M - r));
-        if (!askedNext) {
-            mmQk.End();
-            mmPv.End();
-        }
-        Finish(h, qTok, M);
-        return askedNext;
-    }
-
-    // Asks the cube for key tile j's scores S = q . k^T (nope, then rope accumulated) into score slot `into`:
-    // synchronously, or left in flight (with a rope part, the nope product is waited for when the rope
-    // one is asked for).
-    __aicore__ inline void Scores(uint32_t h, uint64_t qTok, uint32_t M, uint64_t k0, uint32_t j, int64_t kEnd,
-                                  uint32_t into, bool sync) {
-        const uint32_t BN = t_.block_n;
-        const int64_t c0 = static_cast<int64_t>(j) * BN;
-        const uint32_t N = static_cast<uint32_t>(kEnd - c0 < BN ? kEnd - c0 : BN);
-        const uint64_t kTok = k0 + static_cast<uint64_t>(c0);
+    // Asks the cube for step st's scores S = q . k^T (nope, then rope accumulated) into score slot
+    // `into`: synchronously, or left in flight (with a rope part, the nope product is waited for when the
+    // rope one is asked for).
+    __aicore__ inline void Scores(const Step& st, uint32_t into, bool sync) {
+        const uint32_t BN = t_.block_n, M = st.g.M, h = st.g.h;
+        const uint64_t qTok = st.g.qTok;
+        const int64_t c0 = static_cast<int64_t>(st.j) * BN;
+        const uint32_t N = static_cast<uint32_t>(st.g.kEnd - c0 < BN ? st.g.kEnd - c0 : BN);
+        const uint64_t kTok = st.g.k0 + static_cast<uint64_t>(c0);
         const GlobalTensor<float> slot = scoresWs_[static_cast<uint64_t>(into) * t_.block_m * BN];
         mmQk.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qn_tok),
                           static_cast<int>(t_.kn_tok));
@@ -297,9 +335,13 @@ private:
     }
 
     // Rows [r0, r0 + R) of the tile's scores; row i sees the tile's columns j < diag + i + 1. Whole-slab
-    // instructions (row_ops.h); the running max m, sum l and the rescale factors alpha are UB vectors.
-    __aicore__ inline void Softmax(const GlobalTensor<float>& scores, uint32_t r0, uint32_t R, int64_t diag,
-                                   uint32_t N) {
+    // instructions over the slab's full width P (row_ops.h): the columns a row does not see, and those past
+    // a short tile's N, are -inf first, so the max, exp and sum need no per-row masks, and the
+    // elementwise steps are one instruction for the whole slab. The running max m, sum l and the rescale
+    // factors alpha are UB vectors.
+    // P goes to `p`; m and l are at offset ml of their buffers, alpha at offset a.
+    __aicore__ inline void Softmax(const GlobalTensor<float>& scores, const GlobalTensor<T>& p, uint32_t r0,
+                                   uint32_t R, int64_t diag, uint32_t N, uint32_t ml, uint32_t a) {
         const uint32_t P = t_.block_n;
         LocalTensor<float> sc = scQue_.AllocTensor<float>();
         const uint32_t f32Gap = (P * sizeof(float) - AlignUp(N * sizeof(float), UB_BLOCK)) / UB_BLOCK;
@@ -309,18 +351,25 @@ private:
                     DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
         scQue_.EnQue(sc);
         sc = scQue_.DeQue<float>();
-        const RowTile tile{R, N, P};
+        const RowTile tile{R, P, P};
         const uint32_t R8 = AlignUp(R, 8);
         LocalTensor<float> vecs = small_.Get<float>();
         LocalTensor<float> tileMax = vecs, tileSum = vecs[R8], negM = vecs[2 * R8];
-        LocalTensor<float> m = m_.Get<float>()[r0], l = l_.Get<float>()[r0], alpha = alpha_.Get<float>()[r0];
+        LocalTensor<float> m = m_.Get<float>()[ml + r0], l = l_.Get<float>()[ml + r0];
+        LocalTensor<float> alpha = alpha_.Get<float>()[a + r0];
         LocalTensor<float> work = work_.Get<float>(), bcast = bcast_.Get<float>();
-        // 1. scale, causal mask (a row that sees none of the tile is all -inf: p = 0, m and l unchanged).
-        TileMuls(sc, scale_, tile);
-        if (diag + static_cast<int64_t>(r0) + 1 < static_cast<int64_t>(N)) {  // the slab's first row sees least
+        // 1. scale (the N columns copied in), then -inf from each row's first unseen column to the end of
+        //    the slab (a row that sees none of the tile is all -inf: p = 0, m and l unchanged).
+        if (N == P) {
+            Muls(sc, sc, scale_, static_cast<int32_t>(R * P));
+        } else {
+            TileMuls(sc, scale_, RowTile{R, N, P});
+        }
+        if (N < P || diag + static_cast<int64_t>(r0) + 1 < static_cast<int64_t>(N)) {  // the first row sees least
             for (uint32_t i = 0; i < R; ++i) {
-                const int64_t vis = diag + r0 + i + 1;
-                if (vis < static_cast<int64_t>(N)) MaskFrom(sc[i * P], vis > 0 ? static_cast<uint32_t>(vis) : 0, N);
+                int64_t vis = diag + r0 + i + 1;
+                if (vis > static_cast<int64_t>(N)) vis = N;
+                if (vis < static_cast<int64_t>(P)) MaskFrom(sc[i * P], vis > 0 ? static_cast<uint32_t>(vis) : 0, P);
             }
         }
         RowMax(tileMax, sc, work, tile);
@@ -334,29 +383,29 @@ private:
         Muls(negM, negM, -1.0f, static_cast<int32_t>(R));
         RowBroadcast(bcast, negM, R);
         RowAdd(sc, bcast, tile);
-        TileExp(sc, tile);
+        Exp(sc, sc, static_cast<int32_t>(R * P));
         // 3. l = alpha l + the rows' sums.
         RowSum(tileSum, sc, work, tile);
         Mul(l, l, alpha, static_cast<int32_t>(R));
         Add(l, l, tileSum, static_cast<int32_t>(R));
-        if (t_.mutation == 3) TileMuls(sc, MUTATE, tile);
+        if (t_.mutation == 3) Muls(sc, sc, MUTATE, static_cast<int32_t>(R * P));
         LocalTensor<T> pt = pQue_.AllocTensor<T>();
         FromFloat(pt, sc, R * P);
         scQue_.FreeTensor(sc);
         pQue_.EnQue(pt);
         pt = pQue_.DeQue<T>();
         const uint32_t tGap = (P * sizeof(T) - AlignUp(N * sizeof(T), UB_BLOCK)) / UB_BLOCK;
-        DataCopyPad(pWs_[static_cast<uint64_t>(r0) * P], pt,
+        DataCopyPad(p[static_cast<uint64_t>(r0) * P], pt,
                     DataCopyExtParams(static_cast<uint16_t>(R), N * static_cast<uint32_t>(sizeof(T)), tGap,
                                       (P - N) * static_cast<uint32_t>(sizeof(T)), 0));
         pQue_.FreeTensor(pt);
     }
 
-    // row[vis, N) = -inf (the causal mask): the scalar unit up to the next 32-byte boundary, then one
+    // row[vis, end) = -inf (the causal mask): the scalar unit up to the next 32-byte boundary, then one
     // Duplicate (a vector instruction starts on a 32-byte boundary of UB) instead of a scalar write per key.
-    __aicore__ inline void MaskFrom(const LocalTensor<float>& row, uint32_t vis, uint32_t N) {
+    __aicore__ inline void MaskFrom(const LocalTensor<float>& row, uint32_t vis, uint32_t end) {
         constexpr uint32_t PER_BLOCK = UB_BLOCK / sizeof(float);
-        const uint32_t head = Min(AlignUp(vis, PER_BLOCK), N);
+        const uint32_t head = Min(AlignUp(vis, PER_BLOCK), end);
         if (vis < head) {
             SetFlag<HardEvent::V_S>(0);
             WaitFlag<HardEvent::V_S>(0);
@@ -364,33 +413,45 @@ private:
             SetFlag<HardEvent::S_V>(0);
             WaitFlag<HardEvent::S_V>(0);
         }
-        if (head < N) Duplicate(row[head], NEG_INF, static_cast<int32_t>(N - head));
+        if (head < end) Duplicate(row[head], NEG_INF, static_cast<int32_t>(end - head));
     }
 
-    // acc[r] = alpha[r] acc[r] + O[r] for rows [r0, r0 + R).
-    __aicore__ inline void Accumulate(uint32_t r0, uint32_t R) {
+    // acc = alpha acc + O for the task's M rows (alpha of slot a: the step's): the rescale as one broadcast
+    // multiply, then O added in slabs of out_rows rows as it comes in.
+    __aicore__ inline void Accumulate(uint32_t M, uint32_t a) {
         const uint32_t D = t_.dv_pitch, dv = t_.dv;
-        LocalTensor<float> o = oQue_.AllocTensor<float>();
+        LocalTensor<float> acc = acc_.Get<float>(), bcast = bcast_.Get<float>();
+        RowBroadcast(bcast, alpha_.Get<float>()[a * t_.block_m], M);
+        RowMul(acc, bcast, RowTile{M, dv, D});
         const uint32_t gap = (D - AlignUp(dv, 8)) * sizeof(float) / UB_BLOCK;
-        DataCopyPad(o, oWs_[static_cast<uint64_t>(r0) * dv],
-                    DataCopyExtParams(static_cast<uint16_t>(R), dv * static_cast<uint32_t>(sizeof(float)), 0, gap, 0),
-                    DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
-        oQue_.EnQue(o);
-        o = oQue_.DeQue<float>();
-        LocalTensor<float> acc = acc_.Get<float>()[r0 * D], bcast = bcast_.Get<float>();
-        const RowTile tile{R, dv, D};
-        RowBroadcast(bcast, alpha_.Get<float>()[r0], R);
-        RowMul(acc, bcast, tile);
-        TileAdd(acc, o, tile);
-        oQue_.FreeTensor(o);
+        for (uint32_t r0 = 0; r0 < M; r0 += t_.out_rows) {
+            const uint32_t R = Min(t_.out_rows, M - r0);
+            LocalTensor<float> o = oQue_.AllocTensor<float>();
+            DataCopyPad(o, oWs_[static_cast<uint64_t>(r0) * dv],
+                        DataCopyExtParams(static_cast<uint16_t>(R), dv * static_cast<uint32_t>(sizeof(float)), 0,
+                                          gap, 0),
+                        DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+            oQue_.EnQue(o);
+            o = oQue_.DeQue<float>();
+            if (D == dv) {
+                Add(acc[r0 * D], acc[r0 * D], o, static_cast<int32_t>(R * D));
+            } else {
+                TileAdd(acc[r0 * D], o, RowTile{R, dv, D});
+            }
+            oQue_.FreeTensor(o);
+        }
     }
 
-    // out = t(acc / l), lse = m + ln l for the tile's M rows (query tokens qTok.., head h); a row with l = 0
-    // (nothing visible: not in a causal prefill, kept safe) gets out 0 and lse -inf.
-    __aicore__ inline void Finish(uint32_t h, uint64_t qTok, uint32_t M) {
-        const uint32_t D = t_.dv_pitch, dv = t_.dv, H = t_.heads;
+    // out = t(acc / l), lse = m + ln l for the M rows of st's task (query tokens qTok.., head h), with alpha
+    // slot `scratch` (consumed) as scratch; a row with l = 0 (nothing visible: not in a causal prefill, kept
+    // safe) gets out 0 and lse -inf.
+    __aicore__ inline void Finish(const Step& st, uint32_t scratch) {
+        const uint32_t D = t_.dv_pitch, dv = t_.dv, H = t_.heads, M = st.g.M, h = st.g.h;
+        const uint64_t qTok = st.g.qTok;
+        const uint32_t ml = (st.task % 2) * t_.block_m;
         const int32_t m8 = static_cast<int32_t>(AlignUp(M, 8));
-        LocalTensor<float> acc = acc_.Get<float>(), l = l_.Get<float>(), inv = alpha_.Get<float>();
+        LocalTensor<float> acc = acc_.Get<float>(), l = l_.Get<float>()[ml];
+        LocalTensor<float> inv = alpha_.Get<float>()[scratch * t_.block_m];
         LocalTensor<float> bcast = bcast_.Get<float>();
         // inv = 1 / max(l, FLT_MIN): 0 * that = 0 for an empty row.
         Maxs(inv, l, FLT_MIN_VALUE, m8);
@@ -398,8 +459,8 @@ private:
         Reciprocal(inv, inv, m8);
         RowBroadcast(bcast, inv, M);
         RowMul(acc, bcast, RowTile{M, dv, D});
-        for (uint32_t r0 = 0; r0 < M; r0 += t_.softmax_rows) {
-            const uint32_t R = Min(t_.softmax_rows, M - r0);
+        for (uint32_t r0 = 0; r0 < M; r0 += t_.out_rows) {
+            const uint32_t R = Min(t_.out_rows, M - r0);
             LocalTensor<T> ot = outQue_.AllocTensor<T>();
             FromFloat(ot, acc[r0 * D], R * D);
             outQue_.EnQue(ot);
@@ -413,7 +474,7 @@ private:
         // lse rows of head h are contiguous in [H, T]: lse = m + ln l (ln 0 = -inf), one vector of M values.
         LocalTensor<float> lse = lseQue_.AllocTensor<float>();
         Ln(lse, l, m8);
-        Add(lse, lse, m_.Get<float>(), m8);
+        Add(lse, lse, m_.Get<float>()[ml], m8);
         lseQue_.EnQue(lse);
         lse = lseQue_.DeQue<float>();
         DataCopyPad(lseGm_[static_cast<uint64_t>(h) * t_.tokens_q + qTok], lse,
@@ -436,7 +497,8 @@ private:
     GlobalTensor<int32_t> cuQGm_, cuKGm_;
     DsnpuMlaPrefillTiling t_{};
     float scale_ = 1.0f;
-    uint32_t slot_ = 0;  // the score slot of the next task's first tile
+    uint32_t perHead_ = 0;  // query tiles of all sequences, for one head
+    uint64_t hi_ = 0;       // the end of this vector core's run of tasks
 };
 
 template <typename T>
@@ -445,6 +507,7 @@ __aicore__ inline void MlaPrefill(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR kNope, G
     GET_TILING_DATA_WITH_STRUCT(DsnpuMlaPrefillTiling, t, tiling);
     if (t.heads == 0 || t.dn == 0 || t.dv == 0 || t.block_m == 0 || t.block_m > MAX_BLOCK_M || t.block_n == 0 ||
         t.softmax_rows == 0 || t.softmax_rows > MAX_SLAB_ROWS || t.softmax_rows % 8 != 0 || t.block_m % 8 != 0 ||
+        t.out_rows == 0 || t.out_rows % 8 != 0 || t.out_rows > t.block_m ||
         !RowTile{t.softmax_rows, t.block_n, t.block_n}.Valid() || !RowTile{t.block_m, t.dv, t.dv_pitch}.Valid()) {
         return;
     }
