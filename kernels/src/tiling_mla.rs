@@ -143,9 +143,12 @@ const PLAN_HBM_BYTES_PER_S: f64 = 1.6e12;
 const PLAN_CORE_BYTES_PER_S: f64 = 128.0 * 1.8e9;
 /// Multiply-adds per second of one cube core (16×16×16 per cycle at 1.8 GHz).
 const PLAN_CORE_MACS_PER_S: f64 = 4096.0 * 1.8e9;
-/// Seconds the combine spends per piece of a cut sequence: a partial's rows come in through a
-/// double-buffered queue, about half the host layer's 500-cycle GM latency each (cost.h, a GUESS there).
-const PLAN_COMBINE_PER_PIECE_S: f64 = 250.0 / 1.8e9;
+/// Seconds the combine spends on a cut sequence: a fixed part (its first partial's GM latency, the
+/// division and the output's store) and a part per piece (a partial's rows through a double-buffered
+/// queue). Fitted to the host layer's cycle model (cost.h's GUESSes) at batch 1, context 4096, 16 heads
+/// cut into 12 and 24 pieces (`cargo bench --bench mla_kernels`: about 2.9 k and 4.0 k cycles).
+const PLAN_COMBINE_FIXED_S: f64 = 1850.0 / 1.8e9;
+const PLAN_COMBINE_PER_PIECE_S: f64 = 90.0 / 1.8e9;
 /// Seconds of a task's fixed cost: the hand-over between its cube and vector cores (the scores out and
 /// in, P and (m, l) out and in, the partial out: about eight of the host layer's 500-cycle GM
 /// latencies, a GUESS there), the flags and the softmax's instruction issue. Calibrated against the
@@ -226,7 +229,9 @@ impl MlaDecodePlan {
             return Err(invalid(K, "no query rows or an empty latent"));
         }
         let longest = seq_lens.iter().copied().max().unwrap_or(0) as u64;
+        let fill = fills_every_core(seq_lens, &shape, cores);
         let mut best: Option<(f64, u64, u32)> = None;
+        let mut best_filling: Option<(f64, u64, u32)> = None;
         for &key_buffers in key_buffers {
             let cap = mla_decode_max_chunk(&shape, key_buffers);
             if cap == 0 {
@@ -242,6 +247,14 @@ impl MlaDecodePlan {
                 }
                 last = chunk;
                 let t = plan_estimate(seq_lens, chunk, &shape, cores, key_buffers);
+                let tasks: u64 = seq_lens
+                    .iter()
+                    .map(|&l| (l as u64).div_ceil(chunk).max(1))
+                    .sum();
+                if fill && tasks >= u64::from(cores) && best_filling.is_none_or(|(bt, _, _)| t < bt)
+                {
+                    best_filling = Some((t, chunk, key_buffers));
+                }
                 if best.is_none_or(|(bt, _, _)| t < bt) {
                     best = Some((t, chunk, key_buffers));
                 }
@@ -250,7 +263,7 @@ impl MlaDecodePlan {
                 }
             }
         }
-        let Some((_, chunk, key_buffers)) = best else {
+        let Some((_, chunk, key_buffers)) = best_filling.or(best) else {
             return Err(KernelError::DoesNotFit {
                 kernel: "mla_decode",
                 needed: l1_bytes(
@@ -366,6 +379,19 @@ fn validate_lens(seq_lens: &[usize], cores: u32) -> Result<u64> {
 
 /// Estimated seconds of a decode of `shape` cut into chunks of `chunk` positions (see
 /// [`MlaDecodePlan::for_shape`]).
+/// Whether a decode of `shape` has enough cache to give every core a piece worth its partial output: the
+/// cache rows of one core's share at least twice the partial (f32 output rows and (m, l)) its piece adds.
+/// Such a plan cuts into at least `cores` tasks (FlashMLA's metadata keeps every SM busy): the estimate
+/// alone can prefer fewer, longer pieces by less than its own error (batch 1, context 4096, 16 heads:
+/// 12 pieces estimated 8 % faster than 24, modelled 1 % slower). With many heads the partials are as
+/// large as the pieces' keys, and cutting further is left to the estimate.
+fn fills_every_core(seq_lens: &[usize], shape: &MlaPlanShape, cores: u32) -> bool {
+    let total: u64 = seq_lens.iter().map(|&l| l as u64).sum();
+    let key_bytes = u64::from(shape.latent_dim + shape.rope_dim) * u64::from(shape.dtype.size());
+    let partial = u64::from(shape.query_rows) * (u64::from(shape.latent_dim) + 2) * 4;
+    total / u64::from(cores.max(1)) * key_bytes >= 2 * partial
+}
+
 fn plan_estimate(
     seq_lens: &[usize],
     chunk: u64,
@@ -405,7 +431,7 @@ fn plan_estimate(
         // The combine of a cut sequence reads each piece's partial rows in turn (the rows are spread
         // over the vector cores, the pieces are not).
         if n > 1 {
-            combine = combine.max(n as f64 * PLAN_COMBINE_PER_PIECE_S);
+            combine = combine.max(PLAN_COMBINE_FIXED_S + n as f64 * PLAN_COMBINE_PER_PIECE_S);
             cut_partials += n as f64 * partial;
         }
         for i in 0..n {
@@ -834,9 +860,13 @@ mod tests {
 
     #[test]
     fn shaped_plans_weigh_the_partials_against_the_cores() {
-        // Batch 1, 4096 positions, 16 heads: cut across several cores, but not into 24 pieces whose
-        // 24 partial outputs would cost a third of the cache's bytes.
+        // Batch 1, 4096 positions, 16 heads: a piece for every core (each core's 171 cache rows are
+        // 197 KB, its partial output 33 KB); with 128 heads (a 263 KB partial per piece) fewer pieces,
+        // but still several.
         let p = MlaDecodePlan::for_shape(&[4096], shape(16), 24).unwrap();
+        assert_eq!(p.tasks(), 24, "{p:?}");
+        assert_tiles(&p, &[4096]);
+        let p = MlaDecodePlan::for_shape(&[4096], shape(128), 24).unwrap();
         assert!(p.tasks() > 4 && p.tasks() < 24, "{p:?}");
         assert_tiles(&p, &[4096]);
         // A long context is cut at least as far as the cube core's L1 requires (each chunk's rows stay
