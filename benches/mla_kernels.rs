@@ -31,8 +31,9 @@
 //! long 128-head chunks, come twice), but cube and vector cores share only GM, so the scores (f32), P
 //! and the f32 partial output of every chunk go through the workspace, and the combine reads every
 //! chunk's partial back; held chunks are at most what L1 holds (416 positions at 16 heads, 256 at 128;
-//! about half with the two-key-buffer pipeline), so long contexts have many. That measures 1.37–2.11×
-//! the minimum at 16 heads and 3.6–8.2× at 128 heads (the f32 scores and partials grow with the heads).
+//! about half with the two-key-buffer pipeline), so long contexts have many. That measures 1.44–3.05×
+//! the minimum at 16 heads and 3.6–9.0× at 128 heads (the f32 scores and partials grow with the heads;
+//! the largest ratios are at context 512, where the plan spreads a short sequence over 8 cores).
 //! The host layer's L2 model (`dsnpu_host/cost.h`, `l2_die.h`: the launch's accesses replayed through the
 //! die's one 192 MiB L2) splits
 //! that GM traffic into L2 hits and HBM traffic (`HBM bytes`: read misses and dirtied lines' write-backs);
