@@ -157,6 +157,10 @@ const PLAN_TASK_FIXED_S: f64 = 5000.0 / 1.8e9;
 /// Vector cycles of the softmax per query row besides its per-score work: the instructions' issue and
 /// the reductions' tails (cost.h's GUESSes summed over the row's steps).
 const PLAN_SOFTMAX_ROW_CYCLES: f64 = 80.0;
+/// Vector cycles of the softmax per 64 scores of a row (its passes over them): measured in the host
+/// layer's cycle model at 128 heads, one chunk of 1366 positions per block (each vector core's 64 rows
+/// take about 19 k cycles).
+const PLAN_SOFTMAX_SEGMENT_CYCLES: f64 = 10.0;
 /// Seconds a streamed-keys task loses per staging step (a tile's keys, or a k step's latent columns
 /// and P): calibrated as `PLAN_TASK_FIXED_S`.
 const PLAN_STREAM_STEP_S: f64 = 250.0 / 1.8e9;
@@ -454,9 +458,11 @@ fn plan_estimate(
             let store = partial / core_rate;
             let l0 = 2.0 * panels * c * key_bytes / PLAN_MTE1_BYTES_PER_S;
             let work = l0.max(c * key_macs / PLAN_CORE_MACS_PER_S).max(store) + PLAN_TASK_FIXED_S;
-            // The vector cores' softmax: each of the two takes half the rows, a few instructions per
-            // row of `c` scores.
-            let softmax = (rows / 2.0).ceil() * (PLAN_SOFTMAX_ROW_CYCLES + 6.0 * c / 64.0) / 1.8e9;
+            // The vector cores' softmax: each of the two takes half the rows, a few passes over each
+            // row's `c` scores.
+            let softmax = (rows / 2.0).ceil()
+                * (PLAN_SOFTMAX_ROW_CYCLES + PLAN_SOFTMAX_SEGMENT_CYCLES * c / 64.0)
+                / 1.8e9;
             // One key buffer: the load, the cube's work, the softmax and the hand-over one after
             // another. Two: the keys of the next tasks load while this one's scores, softmax and P·V
             // run (P comes in between two parts of the next keys), but those three follow one another:
@@ -466,14 +472,15 @@ fn plan_estimate(
             per_task.push(match key_buffers {
                 2 => (serial, loads.max(work + softmax)),
                 // Streamed: each tile's load overlaps the previous tile's cube work, but every staging
-                // step (q·Kᵀ's key tiles, P·V's k steps per output tile) adds its own hand-over.
+                // step (q·Kᵀ's key tiles, P·V's k steps per output tile) adds its own hand-over; a later
+                // task's scores overlap the previous task's softmax.
                 0 => {
                     let (pv_n, pv_k) =
                         pv_tiles(panel_rows(rows as u64), u64::from(shape.latent_dim), 2);
                     let steps = (c / 128.0).ceil()
                         + panels * (c / pv_k as f64).ceil() * (dl / pv_n as f64).ceil();
-                    let t = loads.max(work) + softmax + steps * PLAN_STREAM_STEP_S;
-                    (t, t)
+                    let cube = loads.max(work) + steps * PLAN_STREAM_STEP_S;
+                    (cube + softmax, cube)
                 }
                 _ => (serial, serial),
             });
@@ -486,7 +493,7 @@ fn plan_estimate(
     // Each block with a task dirties its score scratch slots ([rows, chunk] f32, P written over them)
     // once: L2 writes them back to HBM, however many of its tasks reuse them.
     let blocks = per_task.len().min(cores as usize).max(1);
-    let slots = if key_buffers == 2 { 2.0 } else { 1.0 };
+    let slots = if key_buffers == 1 { 1.0 } else { 2.0 };
     total += blocks as f64 * slots * rows * round_up(chunk, 16) as f64 * 4.0;
     // Block i runs the contiguous run of tasks [i n / blocks, (i + 1) n / blocks), as the kernel does.
     let n = per_task.len();
@@ -684,9 +691,10 @@ impl MlaDecodeTiling {
             (mm_pv_n, mm_pv_k)
         };
         let pv_cube = task_cube(K, (g, d.latent_dim, pitch), (base_m, mm_pv_n, mm_pv_k), sz)?;
-        // Scratch per block: key_buffers slots of scores f32 [g, pitch], P written over them.
+        // Scratch per block: two slots (one with one key buffer) of scores f32 [g, pitch], P written
+        // over them.
         let blocks = u64::from(plan.tasks.min(budget.cores).max(1));
-        let slots = if key_buffers == 2 { 2 } else { 1 };
+        let slots = if key_buffers == 1 { 1 } else { 2 };
         let scratch = blocks * slots * g * pitch * 4;
         let partial_at = round_up(scratch, UB_BLOCK);
         Ok(MlaDecodeTiling {

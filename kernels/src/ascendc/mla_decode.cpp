@@ -34,7 +34,8 @@
  * partials would outweigh the keys) the chunk is not held: q . K^T stages each tile of qk_base_n keys
  * into L1 (two staging buffers), and P . latent stages per k step the latent rows' pv_base_n columns
  * and P's columns, so the latent part comes from GM twice (as the old Matmul-API kernel read it), but a
- * chunk can be any length.
+ * chunk can be any length; the cube core computes task j's scores before task j - 1's P . latent, so the
+ * vector cores' softmax of task j - 1 overlaps them (two score slots per block).
  * After its last task the cube core sets flag O, which the vector cores wait for before phase 2.
  * Phase 2, the combine: M = max of the tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out =
  * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). The (m, l) of a row
@@ -45,8 +46,8 @@
  * sequences' rows (b, r) are split over the vector cores. Rows past a sequence's visible length are never
  * read.
  *
- * Workspace (bytes, offsets in the tiling, after the system workspace): per block, one slot (two with
- * key_buffers 2) of scores f32 [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
+ * Workspace (bytes, offsets in the tiling, after the system workspace): per block, two slots (one with
+ * key_buffers 1) of scores f32 [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
  * pitch * 4 / sizeof(t) elements of t); per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
@@ -112,7 +113,7 @@ public:
         lseGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(lse), rowsQ);
 
         GM_ADDR ws = GetUserWorkspace(workspace);
-        // Score slots per block (two with two key buffers): task j of the block uses slot j % Slots().
+        // Score slots per block (two unless one key buffer): task j of the block uses slot j % Slots().
         scoreElems_ = static_cast<uint64_t>(G_) * t.pitch;
         GM_ADDR mine = ws + Block() * (scoreElems_ * sizeof(float) * Slots());
         scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems_ * Slots());
@@ -145,7 +146,7 @@ public:
     }
 
     // Score slots per block: two when two tasks overlap (two key buffers), else one.
-    __aicore__ inline uint32_t Slots() const { return t_.key_buffers == 2 ? 2 : 1; }
+    __aicore__ inline uint32_t Slots() const { return t_.key_buffers == 1 ? 1 : 2; }
 
     // Task j of this block works in score slot j % Slots(): where its scores and P start.
     __aicore__ inline void UseSlot(uint32_t j) {
@@ -207,7 +208,13 @@ public:
                 if (!keep) DropQueryPanel();
             }
             CrossCoreSetFlag<2, PIPE_FIX>(FLAG_S);
-            if (t_.key_buffers != 2) {
+            if (Streamed()) {
+                // The previous task's P . latent after this task's scores: the vector cores' softmax of
+                // that task ran while the cube computed them.
+                if (prev.valid) Finish(prev, WaitP(prev));
+                prev = cur;
+                prev.valid = true;
+            } else if (t_.key_buffers == 1) {
                 Finish(cur, WaitP(cur));
             } else {
                 prev = cur;
