@@ -195,10 +195,12 @@ impl MlaDecodePlan {
     /// kernel deals them), each task costing the largest of the bytes its cube core loads (its cache
     /// rows once, the query panel, P; for f32 the latent rows again) and stores (its partial) at one
     /// core's copy rate each, and its multiply-adds at one cube core's rate (with two key buffers, the
-    /// longer of its loads and its scores–softmax–P·V chain); plus the combine, which reads a cut
-    /// sequence's partials one piece after another. Cutting more spreads the work over more cores but adds a partial output
+    /// longer of its loads and its scores–softmax–P·V chain; with streamed keys, a block's later tasks
+    /// hide the softmax behind their scores); plus the combine, which reads a cut sequence's partials
+    /// one piece after another. Cutting more spreads the work over more cores but adds a partial output
     /// per piece: a memory-bound decode is cut until about seven cores saturate HBM, a cube-bound one
-    /// (many heads) further, and a short context with many heads hardly at all.
+    /// (many heads) further, and a short context with many heads hardly at all. When one core's share
+    /// of the cache is at least twice a piece's partial, the plan cuts into a piece per core at least.
     pub fn for_shape(seq_lens: &[usize], shape: MlaPlanShape, cores: u32) -> Result<Self> {
         Self::plan(seq_lens, shape, cores, &[1, 2, 0])
     }
