@@ -364,6 +364,10 @@ mod tests {
             )
             .unwrap();
             assert_eq!((t.block_m, t.block_n), (128, 512));
+            // The output side's slabs stay small, so the score slabs get the UB: 16 rows with a
+            // 16-bit dtype, 8 in f32.
+            let slab = if dtype.size() == 4 { 8 } else { 16 };
+            assert_eq!((t.softmax_rows, t.out_rows), (slab, 8), "{dtype:?}");
             assert_eq!(t.tasks, 32 * 128);
             assert!(t.ub_bytes(dtype) <= 196_608, "{t:?}");
             assert_eq!(t.block_dim(CUBE), 24);

@@ -145,7 +145,8 @@ public:
         return static_cast<uint32_t>(static_cast<uint64_t>(t_.tasks) * (Block() + 1) / GetBlockNum());
     }
 
-    // Score slots per block: two when two tasks overlap (two key buffers), else one.
+    // Score slots per block: two where consecutive tasks overlap (two key buffers, streamed keys), one with
+    // one key buffer.
     __aicore__ inline uint32_t Slots() const { return t_.key_buffers == 1 ? 1 : 2; }
 
     // Task j of this block works in score slot j % Slots(): where its scores and P start.
