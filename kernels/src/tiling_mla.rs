@@ -253,11 +253,9 @@ impl MlaDecodePlan {
                 }
                 last = chunk;
                 let t = plan_estimate(seq_lens, chunk, &shape, cores, key_buffers);
-                let tasks: u64 = seq_lens
-                    .iter()
-                    .map(|&l| (l as u64).div_ceil(chunk).max(1))
-                    .sum();
-                if fill && tasks >= u64::from(cores) && best_filling.is_none_or(|(bt, _, _)| t < bt)
+                if fill
+                    && task_count(seq_lens, chunk) >= u64::from(cores)
+                    && best_filling.is_none_or(|(bt, _, _)| t < bt)
                 {
                     best_filling = Some((t, chunk, key_buffers));
                 }
@@ -383,8 +381,6 @@ fn validate_lens(seq_lens: &[usize], cores: u32) -> Result<u64> {
     Ok(total)
 }
 
-/// Estimated seconds of a decode of `shape` cut into chunks of `chunk` positions (see
-/// [`MlaDecodePlan::for_shape`]).
 /// Whether a decode of `shape` has enough cache to give every core a piece worth its partial output: the
 /// cache rows of one core's share at least twice the partial (f32 output rows and (m, l)) its piece adds.
 /// Such a plan cuts into at least `cores` tasks (FlashMLA's metadata keeps every SM busy): the estimate
@@ -398,6 +394,16 @@ fn fills_every_core(seq_lens: &[usize], shape: &MlaPlanShape, cores: u32) -> boo
     total / u64::from(cores.max(1)) * key_bytes >= 2 * partial
 }
 
+/// Tasks of a plan cutting `seq_lens` into chunks of `chunk` positions (one for an empty sequence).
+fn task_count(seq_lens: &[usize], chunk: u64) -> u64 {
+    seq_lens
+        .iter()
+        .map(|&l| (l as u64).div_ceil(chunk).max(1))
+        .sum()
+}
+
+/// Estimated seconds of a decode of `shape` cut into chunks of `chunk` positions (see
+/// [`MlaDecodePlan::for_shape`]).
 fn plan_estimate(
     seq_lens: &[usize],
     chunk: u64,
@@ -416,10 +422,7 @@ fn plan_estimate(
     let query = rows * (dl + dr) * sz;
     let key_macs = rows * (2.0 * dl + dr);
     // Each block's copy engine gets its share of HBM while the blocks stream together.
-    let n_tasks: u64 = seq_lens
-        .iter()
-        .map(|&l| (l as u64).div_ceil(chunk).max(1))
-        .sum();
+    let n_tasks = task_count(seq_lens, chunk);
     let active = n_tasks.min(u64::from(cores)).max(1) as f64;
     let core_rate = PLAN_CORE_BYTES_PER_S.min(PLAN_HBM_BYTES_PER_S / active);
     // Panels of up to 128 query rows: the keys go from L1 to L0 once per panel, for q·Kᵀ and P·V.

@@ -204,6 +204,12 @@ private:
         Geometry g;
         uint64_t k = 0;
         uint32_t j = 0, task = 0;
+        // The tile's first key and its key count (the last tile may be short).
+        __aicore__ inline int64_t Col0(uint32_t bn) const { return static_cast<int64_t>(j) * bn; }
+        __aicore__ inline uint32_t Keys(uint32_t bn) const {
+            const int64_t left = g.kEnd - Col0(bn);
+            return static_cast<uint32_t>(left < bn ? left : bn);
+        }
     };
 
     // The step after `st`: its next key tile, else the first tile of the first task from k on with keys.
@@ -237,8 +243,8 @@ private:
     // The online softmax of step s's rows [r0, r1), slab by slab (the scores are in).
     __aicore__ inline void SoftmaxRows(const Step& st, uint32_t s, uint32_t r0, uint32_t r1) {
         const uint32_t BN = t_.block_n;
-        const int64_t c0 = static_cast<int64_t>(st.j) * BN;
-        const uint32_t N = static_cast<uint32_t>(st.g.kEnd - c0 < BN ? st.g.kEnd - c0 : BN);
+        const int64_t c0 = st.Col0(BN);
+        const uint32_t N = st.Keys(BN);
         const GlobalTensor<float> scores = scoresWs_[static_cast<uint64_t>(s % 2) * t_.block_m * BN];
         const GlobalTensor<T> p = pWs_[static_cast<uint64_t>(s % 2) * t_.block_m * BN];
         const uint32_t ml = (st.task % 2) * t_.block_m, a = (s % 2) * t_.block_m;
@@ -250,8 +256,8 @@ private:
     // Asks the cube for O = P . V of step st (P in slot `slot`), left in flight.
     __aicore__ inline void ValuesTimesP(const Step& st, uint32_t slot) {
         const uint32_t BN = t_.block_n;
-        const int64_t c0 = static_cast<int64_t>(st.j) * BN;
-        const uint32_t N = static_cast<uint32_t>(st.g.kEnd - c0 < BN ? st.g.kEnd - c0 : BN);
+        const int64_t c0 = st.Col0(BN);
+        const uint32_t N = st.Keys(BN);
         const uint64_t kTok = st.g.k0 + static_cast<uint64_t>(c0);
         mmPv.SetOrgShape(static_cast<int>(st.g.M), static_cast<int>(t_.v_tok), static_cast<int>(BN),
                           static_cast<int>(BN), static_cast<int>(t_.dv));
@@ -306,8 +312,8 @@ private:
     __aicore__ inline void Scores(const Step& st, uint32_t into, bool sync) {
         const uint32_t BN = t_.block_n, M = st.g.M, h = st.g.h;
         const uint64_t qTok = st.g.qTok;
-        const int64_t c0 = static_cast<int64_t>(st.j) * BN;
-        const uint32_t N = static_cast<uint32_t>(st.g.kEnd - c0 < BN ? st.g.kEnd - c0 : BN);
+        const int64_t c0 = st.Col0(BN);
+        const uint32_t N = st.Keys(BN);
         const uint64_t kTok = st.g.k0 + static_cast<uint64_t>(c0);
         const GlobalTensor<float> slot = scoresWs_[static_cast<uint64_t>(into) * t_.block_m * BN];
         mmQk.SetOrgShape(static_cast<int>(M), static_cast<int>(BN), static_cast<int>(t_.qn_tok),
