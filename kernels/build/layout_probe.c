@@ -221,6 +221,7 @@ int main(void) {
     FIELD(DsnpuMlaDecodeTiling, mutation)
     FIELD(DsnpuMlaDecodeTiling, combine_tasks)
     FIELD(DsnpuMlaDecodeTiling, key_buffers)
+    FIELD(DsnpuMlaDecodeTiling, carry)
     FIELD(DsnpuMlaDecodeTiling, pv_cube)
     STRUCT_END()
     STRUCT_BEGIN(DsnpuMlaPrefillTiling)

@@ -39,6 +39,9 @@ const L1_BYTES: u64 = 512 * 1024;
 /// One of the two buffers the kernel splits L0A (and L0B) into, and one of L0C's two, bytes.
 const L0AB_BUF: u64 = 32 * 1024;
 const L0C_BUF: u64 = 64 * 1024;
+/// Bytes per task of the two vector cores' segment words (a 32-byte block each), in the workspace and
+/// in the combine's UB.
+const SEGMENT_WORDS_BYTES: u64 = 64;
 
 /// Rows of the query panel (and of P) the cube core holds at once: up to 128.
 fn panel_rows(query_rows: u64) -> u64 {
@@ -57,6 +60,21 @@ fn key_width(latent_dim: u64, rope_dim: u64, sz: u64) -> u64 {
 fn pv_tiles(m: u64, latent_dim: u64, sz: u64) -> (u64, u64) {
     let n = round_up(latent_dim, 16).min(down16(L0C_BUF / (m * 4)));
     (n, down16(L0AB_BUF / (m.max(n) * sz)))
+}
+
+/// Whether the decode kernel can carry P·V from one task to the next of a block for this shape (its
+/// half of [`MlaDecodeTiling::carries`]' condition; the tiling adds that a block runs two tasks of one
+/// sequence and that each vector core's rows fit one softmax slab): a 16-bit type with held keys, at
+/// least two query rows, all of them in one P·V output tile, and the score tiles within half an L0C
+/// buffer (the carried sum takes a buffer of its own).
+fn carry_fits(query_rows: u64, latent_dim: u64, sz: u64, key_buffers: u32, pitch: u64) -> bool {
+    let m = panel_rows(query_rows);
+    sz == 2
+        && key_buffers != 0
+        && query_rows >= 2
+        && m >= query_rows
+        && pv_tiles(m, latent_dim, sz).0 >= latent_dim
+        && m * pitch.min(128) * 4 <= L0C_BUF / 2
 }
 
 /// L1 bytes of the decode kernel's cube core for a chunk pitch `pitch` and `key_buffers` chunks held at
@@ -353,6 +371,16 @@ impl MlaDecodePlan {
         &self.words
     }
 
+    /// Whether some block of `blocks` (each running its contiguous share of the tasks, as the kernel
+    /// deals them) runs two consecutive tasks of one sequence: only then can it carry P·V from one
+    /// task to the next ([`MlaDecodeTiling::carries`]).
+    pub fn runs_a_sequence_on_a_block(&self, blocks: u32) -> bool {
+        let (n, blocks) = (u64::from(self.tasks), u64::from(blocks.max(1)));
+        let seq = |k: u64| self.task(k as u32).map(|(b, _, _)| b);
+        (0..blocks)
+            .any(|i| ((i * n / blocks + 1)..((i + 1) * n / blocks)).any(|k| seq(k) == seq(k - 1)))
+    }
+
     /// Task `k` as (sequence, first position, end position).
     pub fn task(&self, k: u32) -> Option<(u32, u32, u32)> {
         let at = 2 * self.batch as usize + 3 * k as usize;
@@ -427,69 +455,102 @@ fn plan_estimate(
     let core_rate = PLAN_CORE_BYTES_PER_S.min(PLAN_HBM_BYTES_PER_S / active);
     // Panels of up to 128 query rows: the keys go from L1 to L0 once per panel, for q·Kᵀ and P·V.
     let panels = (rows / 128.0).ceil();
-    let mut per_task = Vec::new();
-    let mut total = 0.0;
-    let mut combine: f64 = 0.0;
-    // The partials of cut sequences, which the combine reads back after the SyncAll.
-    let mut cut_partials = 0.0;
-    for &len in seq_lens {
+    // The tasks as the plan cuts them, (sequence, positions), and the block that runs each (a
+    // contiguous run of them, as the kernel deals them).
+    let mut tasks: Vec<(usize, u64)> = Vec::new();
+    for (b, &len) in seq_lens.iter().enumerate() {
         let len = len as u64;
         let n = len.div_ceil(chunk).max(1);
         let piece = len.div_ceil(n);
-        total += query;
-        // The combine of a cut sequence reads each piece's partial rows in turn (the rows are spread
-        // over the vector cores, the pieces are not).
+        tasks.extend((0..n).map(|i| (b, ((i + 1) * piece).min(len) - (i * piece).min(len))));
+    }
+    let blocks = tasks.len().min(cores as usize).max(1);
+    let block_of: Vec<usize> = (0..blocks)
+        .flat_map(|i| {
+            let n = tasks.len();
+            std::iter::repeat_n(i, (i + 1) * n / blocks - i * n / blocks)
+        })
+        .collect();
+    // With carry only a block's last task of each sequence writes a partial (its segments' sum).
+    let carry = carry_fits(
+        u64::from(shape.query_rows),
+        u64::from(shape.latent_dim),
+        u64::from(shape.dtype.size()),
+        key_buffers,
+        round_up(chunk, 16),
+    );
+    let writes_partial = |k: usize| {
+        !carry
+            || k + 1 == tasks.len()
+            || tasks[k + 1].0 != tasks[k].0
+            || block_of[k + 1] != block_of[k]
+    };
+    let mut per_task = Vec::new();
+    let mut total = seq_lens.len() as f64 * query;
+    // Per sequence: its tasks and the partials they write.
+    let mut pieces = vec![(0u64, 0u64); seq_lens.len()];
+    for (k, &(b, _)) in tasks.iter().enumerate() {
+        pieces[b].0 += 1;
+        pieces[b].1 += u64::from(writes_partial(k));
+    }
+    let mut combine: f64 = 0.0;
+    // The partials of cut sequences, which the combine reads back after the SyncAll.
+    let mut cut_partials = 0.0;
+    for &(n, written) in &pieces {
+        // The combine of a cut sequence reads each partial's rows in turn (the rows are spread over
+        // the vector cores, the partials are not).
         if n > 1 {
-            combine = combine.max(PLAN_COMBINE_FIXED_S + n as f64 * PLAN_COMBINE_PER_PIECE_S);
-            cut_partials += n as f64 * partial;
+            combine = combine.max(PLAN_COMBINE_FIXED_S + written as f64 * PLAN_COMBINE_PER_PIECE_S);
+            cut_partials += written as f64 * partial;
         }
-        for i in 0..n {
-            let c = (((i + 1) * piece).min(len) - (i * piece).min(len)) as f64;
-            total += c * key_bytes + partial;
-            // The cube core loads the rows once (they stay in L1), the query panel and P (MTE2); f32
-            // loads the latent rows again for P·V (the Matmul API); its FIX pipe stores the partial.
-            let again = if shape.dtype.size() == 2 {
-                0.0
-            } else {
-                dl * sz
-            };
-            // Streamed keys come in again for P·V (the latent part, once per panel of rows).
-            let again = if key_buffers == 0 {
-                panels * dl * sz
-            } else {
-                again
-            };
-            let loads = (c * (key_bytes + again + rows * sz) + query) / core_rate;
-            let store = partial / core_rate;
-            let l0 = 2.0 * panels * c * key_bytes / PLAN_MTE1_BYTES_PER_S;
-            let work = l0.max(c * key_macs / PLAN_CORE_MACS_PER_S).max(store) + PLAN_TASK_FIXED_S;
-            // The vector cores' softmax: each of the two takes half the rows, a few passes over each
-            // row's `c` scores.
-            let softmax = (rows / 2.0).ceil()
-                * (PLAN_SOFTMAX_ROW_CYCLES + PLAN_SOFTMAX_SEGMENT_CYCLES * c / 64.0)
-                / 1.8e9;
-            // One key buffer: the load, the cube's work, the softmax and the hand-over one after
-            // another. Two: the keys of the next tasks load while this one's scores, softmax and P·V
-            // run (P comes in between two parts of the next keys), but those three follow one another:
-            // a task takes the longer of its load and that chain. (a block's first task, its later
-            // ones): a block's first task overlaps nothing.
-            let serial = loads + work + softmax;
-            per_task.push(match key_buffers {
-                2 => (serial, loads.max(work + softmax)),
-                // Streamed: each tile's load overlaps the previous tile's cube work, but every staging
-                // step (q·Kᵀ's key tiles, P·V's k steps per output tile) adds its own hand-over; a later
-                // task's scores overlap the previous task's softmax.
-                0 => {
-                    let (pv_n, pv_k) =
-                        pv_tiles(panel_rows(rows as u64), u64::from(shape.latent_dim), 2);
-                    let steps = (c / 128.0).ceil()
-                        + panels * (c / pv_k as f64).ceil() * (dl / pv_n as f64).ceil();
-                    let cube = loads.max(work) + steps * PLAN_STREAM_STEP_S;
-                    (cube + softmax, cube)
-                }
-                _ => (serial, serial),
-            });
-        }
+    }
+    for (k, &(_, c)) in tasks.iter().enumerate() {
+        let c = c as f64;
+        let partial = if writes_partial(k) { partial } else { 0.0 };
+        total += c * key_bytes + partial;
+        // The cube core loads the rows once (they stay in L1), the query panel and P (MTE2); f32
+        // loads the latent rows again for P·V (the Matmul API); its FIX pipe stores the partial.
+        let again = if shape.dtype.size() == 2 {
+            0.0
+        } else {
+            dl * sz
+        };
+        // Streamed keys come in again for P·V (the latent part, once per panel of rows).
+        let again = if key_buffers == 0 {
+            panels * dl * sz
+        } else {
+            again
+        };
+        let loads = (c * (key_bytes + again + rows * sz) + query) / core_rate;
+        let store = partial / core_rate;
+        let l0 = 2.0 * panels * c * key_bytes / PLAN_MTE1_BYTES_PER_S;
+        let work = l0.max(c * key_macs / PLAN_CORE_MACS_PER_S).max(store) + PLAN_TASK_FIXED_S;
+        // The vector cores' softmax: each of the two takes half the rows, a few passes over each
+        // row's `c` scores.
+        let softmax = (rows / 2.0).ceil()
+            * (PLAN_SOFTMAX_ROW_CYCLES + PLAN_SOFTMAX_SEGMENT_CYCLES * c / 64.0)
+            / 1.8e9;
+        // One key buffer: the load, the cube's work, the softmax and the hand-over one after
+        // another. Two: the keys of the next tasks load while this one's scores, softmax and P·V
+        // run (P comes in between two parts of the next keys), but those three follow one another:
+        // a task takes the longer of its load and that chain. (a block's first task, its later
+        // ones): a block's first task overlaps nothing.
+        let serial = loads + work + softmax;
+        per_task.push(match key_buffers {
+            2 => (serial, loads.max(work + softmax)),
+            // Streamed: each tile's load overlaps the previous tile's cube work, but every staging
+            // step (q·Kᵀ's key tiles, P·V's k steps per output tile) adds its own hand-over; a later
+            // task's scores overlap the previous task's softmax.
+            0 => {
+                let (pv_n, pv_k) =
+                    pv_tiles(panel_rows(rows as u64), u64::from(shape.latent_dim), 2);
+                let steps = (c / 128.0).ceil()
+                    + panels * (c / pv_k as f64).ceil() * (dl / pv_n as f64).ceil();
+                let cube = loads.max(work) + steps * PLAN_STREAM_STEP_S;
+                (cube + softmax, cube)
+            }
+            _ => (serial, serial),
+        });
     }
     // Partials beyond half the die's L2 are evicted before the combine reads them: from HBM again.
     if cut_partials > PLAN_L2_BYTES / 2.0 {
@@ -497,7 +558,6 @@ fn plan_estimate(
     }
     // Each block with a task dirties its score scratch slots ([rows, chunk] f32, P written over them)
     // once: L2 writes them back to HBM, however many of its tasks reuse them.
-    let blocks = per_task.len().min(cores as usize).max(1);
     let slots = if key_buffers == 1 { 1.0 } else { 2.0 };
     total += blocks as f64 * slots * rows * round_up(chunk, 16) as f64 * 4.0;
     // Block i runs the contiguous run of tasks [i n / blocks, (i + 1) n / blocks), as the kernel does.
@@ -517,14 +577,20 @@ fn plan_estimate(
 
 /// UB bytes of the combine phase for slabs of `q` rows (the kernel's formula): the f32 accumulator, the
 /// partials' and the output's double-buffered queues, the lse queue (a 32-byte block per row), and the
-/// `(m, l)` of `tasks` tasks (each task's padded to 32 bytes) with their weights.
-fn phase2_ub(q: u64, latent_pitch: u64, sz: u64, tasks: u64) -> u64 {
+/// `(m, l)` of `tasks` tasks (each task's padded to 32 bytes) with their weights, and with carry their
+/// segment words.
+fn phase2_ub(q: u64, latent_pitch: u64, sz: u64, tasks: u64, carry: bool) -> u64 {
     q * latent_pitch * 4
         + 2 * q * latent_pitch * 4
         + 2 * q * latent_pitch * sz
         + 2 * UB_BLOCK * q
         + tasks * round_up(8 * q, UB_BLOCK)
         + round_up(4 * tasks * q, UB_BLOCK)
+        + if carry {
+            tasks * SEGMENT_WORDS_BYTES
+        } else {
+            0
+        }
 }
 
 /// The extents of an MLA decode.
@@ -629,30 +695,10 @@ impl MlaDecodeTiling {
         // Phase 1 per slab row, and what does not scale with the rows.
         let p1_row = 2 * pitch * 4 + 2 * pitch * sz + UB_BLOCK;
         let p1_fixed = round_up(work_elems * 4, UB_BLOCK);
-        let p1_ml = |r: u64| 2 * round_up(8 * r, UB_BLOCK);
+        let p1_ml = |r: u64| 2 * (round_up(8 * r, UB_BLOCK) + UB_BLOCK);
         let mut softmax_rows = g.min(MAX_SLAB_ROWS);
         while softmax_rows > 0 && softmax_rows * p1_row + p1_ml(softmax_rows) + p1_fixed > ub {
             softmax_rows -= 1;
-        }
-        // The combine's slab rows first (as many as fit with one task's (m, l)), then as many tasks'
-        // (m, l) per copy as the rest of the UB holds: a sequence cut into more pieces reads them in
-        // groups, each group's loads a GM round trip.
-        let p2 = |q: u64, k: u64| phase2_ub(q, latent_pitch, sz, k);
-        let mut combine_rows = g.min(MAX_SLAB_ROWS);
-        while combine_rows > 0 && p2(combine_rows, 1) > ub {
-            combine_rows -= 1;
-        }
-        let mut combine_tasks =
-            u64::from(plan.max_tasks_per_sequence()).clamp(1, MLA_COMBINE_TASKS);
-        while combine_tasks > 1 && p2(combine_rows, combine_tasks) > ub {
-            combine_tasks -= 1;
-        }
-        if softmax_rows == 0 || combine_rows == 0 {
-            return Err(KernelError::DoesNotFit {
-                kernel: K,
-                needed: (p1_row + p1_ml(1) + p1_fixed).max(p2(1, 1)),
-                available: ub,
-            });
         }
         // The cube core's L1: the query panel, the chunk's cache rows (kept from q·Kᵀ to P·V) and P.
         let key_buffers = plan.key_buffers;
@@ -696,9 +742,36 @@ impl MlaDecodeTiling {
             (mm_pv_n, mm_pv_k)
         };
         let pv_cube = task_cube(K, (g, d.latent_dim, pitch), (base_m, mm_pv_n, mm_pv_k), sz)?;
+        // Carry (the kernel's conditions): held keys in a 16-bit type, P·V of all rows in one L0C tile
+        // (a buffer of its own: the score tiles' two take half the room each), each vector core's rows
+        // (both have some) in one softmax slab; and a block with two tasks of one sequence to carry over.
+        let blocks = plan.tasks.min(budget.cores).max(1);
+        let carry = carry_fits(g, d.latent_dim, sz, key_buffers, pitch)
+            && plan.runs_a_sequence_on_a_block(blocks)
+            && softmax_rows >= g.div_ceil(2);
+        // The combine's slab rows first (as many as fit with one task's (m, l)), then as many tasks'
+        // (m, l) per copy as the rest of the UB holds: a sequence cut into more pieces reads them in
+        // groups, each group's loads a GM round trip.
+        let p2 = |q: u64, k: u64| phase2_ub(q, latent_pitch, sz, k, carry);
+        let mut combine_rows = g.min(MAX_SLAB_ROWS);
+        while combine_rows > 0 && p2(combine_rows, 1) > ub {
+            combine_rows -= 1;
+        }
+        let mut combine_tasks =
+            u64::from(plan.max_tasks_per_sequence()).clamp(1, MLA_COMBINE_TASKS);
+        while combine_tasks > 1 && p2(combine_rows, combine_tasks) > ub {
+            combine_tasks -= 1;
+        }
+        if softmax_rows == 0 || combine_rows == 0 {
+            return Err(KernelError::DoesNotFit {
+                kernel: K,
+                needed: (p1_row + p1_ml(1) + p1_fixed).max(p2(1, 1)),
+                available: ub,
+            });
+        }
         // Scratch per block: two slots (one with one key buffer) of scores f32 [g, pitch], P written
         // over them.
-        let blocks = u64::from(plan.tasks.min(budget.cores).max(1));
+        let blocks = u64::from(blocks);
         let slots = if key_buffers == 1 { 1 } else { 2 };
         let scratch = blocks * slots * g * pitch * 4;
         let partial_at = round_up(scratch, UB_BLOCK);
@@ -730,6 +803,7 @@ impl MlaDecodeTiling {
             mutation: mutation(),
             combine_tasks: combine_tasks as u32,
             key_buffers,
+            carry: u32::from(carry),
             pv_cube,
         })
     }
@@ -740,7 +814,7 @@ impl MlaDecodeTiling {
         let (r, p) = (u64::from(self.softmax_rows), u64::from(self.pitch));
         let phase1 = 2 * r * p * 4
             + 2 * r * p * sz
-            + 2 * round_up(8 * r, UB_BLOCK)
+            + 2 * (round_up(8 * r, UB_BLOCK) + UB_BLOCK)
             + round_up(u64::from(self.work_elems) * 4, UB_BLOCK)
             + r * UB_BLOCK;
         let phase2 = phase2_ub(
@@ -748,6 +822,7 @@ impl MlaDecodeTiling {
             u64::from(self.latent_pitch),
             sz,
             u64::from(self.combine_tasks),
+            self.carries(),
         );
         phase1.max(phase2)
     }
@@ -763,12 +838,19 @@ impl MlaDecodeTiling {
     }
 
     /// Device workspace the launch needs, bytes: the per-block score and P scratch, then per task the
-    /// f32 partial output `[S·H, Dl]` and `(m, l)` per row.
+    /// f32 partial output `[S·H, Dl]`, `(m, l)` per row and the two vector cores' segment words.
     pub fn workspace_bytes(&self) -> u64 {
         let g = u64::from(self.s_q) * u64::from(self.heads);
         SYS_WORKSPACE_BYTES
             + self.partial_offset()
-            + u64::from(self.tasks) * g * (u64::from(self.latent_dim) + 2) * 4
+            + u64::from(self.tasks)
+                * (g * (u64::from(self.latent_dim) + 2) * 4 + SEGMENT_WORDS_BYTES)
+    }
+
+    /// Whether the kernel sums the P·V of a block's consecutive tasks of one sequence in L0C, writing a
+    /// partial output per segment instead of per task (`carry` in the kernel's source).
+    pub fn carries(&self) -> bool {
+        self.carry != 0
     }
 }
 
@@ -963,6 +1045,48 @@ mod tests {
     fn rejects_empty_plans() {
         assert!(MlaDecodePlan::new(&[], 24).is_err());
         assert!(MlaDecodePlan::new(&[3], 0).is_err());
+    }
+
+    /// Carry holds where the kernel can take it and there is something to carry: 16-bit DeepSeek widths
+    /// with 16 heads and 1 or 2 query tokens under held keys with blocks running several chunks of one
+    /// sequence; not with one task per block, streamed keys, f32, or 64 query rows (P·V in two tiles).
+    #[test]
+    fn carry_where_a_block_runs_chunks_of_one_sequence() {
+        let tiling = |s_q: u64, lens: &[usize], dt: KernelDtype, kb: Option<u32>| {
+            let shape = MlaPlanShape {
+                query_rows: (s_q * 16) as u32,
+                latent_dim: 512,
+                rope_dim: 64,
+                dtype: dt,
+            };
+            let p = match kb {
+                Some(kb) => MlaDecodePlan::for_shape_pinned(lens, shape, CUBE.cores, kb),
+                None => MlaDecodePlan::for_shape(lens, shape, CUBE.cores),
+            }
+            .unwrap();
+            let t = MlaDecodeTiling::new(dims(lens.len() as u64, s_q, 16, 128), &p, 0.1, dt, CUBE)
+                .unwrap();
+            (p, t)
+        };
+        for s_q in [1, 2] {
+            for kb in [1, 2] {
+                let (p, t) = tiling(s_q, &[32768], KernelDtype::Bf16, Some(kb));
+                assert!(p.runs_a_sequence_on_a_block(CUBE.cores), "{p:?}");
+                assert!(t.carries(), "{t:?}");
+                // The combine's UB holds the segment words too.
+                assert!(t.ub_bytes(KernelDtype::Bf16) <= u64::from(CUBE.ub_bytes));
+            }
+            assert!(!tiling(s_q, &[32768], KernelDtype::Bf16, Some(0))
+                .1
+                .carries());
+            assert!(!tiling(s_q, &[32768], KernelDtype::F32, Some(1)).1.carries());
+        }
+        assert!(tiling(1, &[32768], KernelDtype::F16, Some(2)).1.carries());
+        assert!(!tiling(4, &[32768], KernelDtype::Bf16, Some(2)).1.carries());
+        // Batch 8 at context 512: 24 tasks, one per block.
+        let (p, t) = tiling(1, &[512; 8], KernelDtype::Bf16, None);
+        assert_eq!(p.tasks(), CUBE.cores, "{p:?}");
+        assert!(!p.runs_a_sequence_on_a_block(CUBE.cores) && !t.carries());
     }
 
     #[test]

@@ -52,6 +52,7 @@ fn mla_tiling_layout_matches_the_c_header() {
                 mutation,
                 combine_tasks,
                 key_buffers,
+                carry,
                 pv_cube,
             ]
         ),
@@ -170,8 +171,8 @@ fn mla_tiling_layout_matches_the_c_header() {
         assert_eq!(csize, rsize, "{cname} size");
         assert_eq!(cfields.to_vec(), *rfields, "{cname} fields");
     }
-    // 27 four-byte fields and one TCubeTiling (33 int32), no padding.
-    assert_eq!(size_of::<MlaDecodeTiling>(), 108 + 132);
+    // 28 four-byte fields and one TCubeTiling (33 int32), no padding.
+    assert_eq!(size_of::<MlaDecodeTiling>(), 112 + 132);
     assert_eq!(size_of::<MlaCacheWriteTiling>(), 40);
 }
 
@@ -205,14 +206,15 @@ fn tiling_bytes_are_the_fields_in_order() {
         mutation: 25,
         combine_tasks: 26,
         key_buffers: 27,
+        carry: 28,
         pv_cube: CubeTiling {
-            usedCoreNum: 28,
-            M: 29,
+            usedCoreNum: 29,
+            M: 30,
             ..CubeTiling::default()
         },
     };
     let cube_bytes = |c: &CubeTiling| c.as_bytes().to_vec();
-    let want: Vec<u8> = (1u32..=27)
+    let want: Vec<u8> = (1u32..=28)
         .flat_map(|v| {
             if v == 9 {
                 0.5f32.to_ne_bytes()
@@ -223,7 +225,7 @@ fn tiling_bytes_are_the_fields_in_order() {
         .chain(cube_bytes(&t.pv_cube))
         .collect();
     // TCubeTiling's first two fields are usedCoreNum and M.
-    assert_eq!(&want[27 * 4..27 * 4 + 4], &28i32.to_ne_bytes());
-    assert_eq!(&want[27 * 4 + 4..27 * 4 + 8], &29i32.to_ne_bytes());
+    assert_eq!(&want[28 * 4..28 * 4 + 4], &29i32.to_ne_bytes());
+    assert_eq!(&want[28 * 4 + 4..28 * 4 + 8], &30i32.to_ne_bytes());
     assert_eq!(t.as_bytes(), want.as_slice());
 }

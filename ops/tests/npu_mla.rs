@@ -326,3 +326,114 @@ fn pinned<T: Float>(spec: &DecodeSpec, many_tasks: bool) {
         "{r:?}"
     );
 }
+
+/// Carry (a block sums the P·V of its consecutive chunks of one sequence in L0C, with each row's
+/// exp offset fixed at the first scores its segment sees): scores that rise along the sequence, far
+/// past what P holds relative to the first chunks' maxima (f16 overflows beyond e^11, bf16 beyond
+/// e^88), must start new segments. The keys grow with their position (×1 at the start, ×61 at the
+/// end); with one query token only heads 0..7 see the rise (the other heads' queries are scaled down,
+/// so only one vector core's rows ask for a new segment), with two every head of the first token does
+/// (both vector cores' rows). The rise is asserted first, then f16 and bf16 against the CPU
+/// reference under both held-keys pipelines.
+#[test]
+fn carried_segments_restart_when_the_scores_rise() {
+    rising::<half::f16>();
+    rising::<bf16>();
+}
+
+fn rising<T: Float>() {
+    use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaPlanShape};
+    let npu = checked_npu();
+    let cores = npu.library().hardware().cube.cores;
+    let mut rng = CaseRng::new(13);
+    for s_q in [1usize, 2] {
+        let spec = DecodeSpec {
+            block_size: 128,
+            heads: 16,
+            latent_dim: 512,
+            rope_dim: 64,
+            s_q,
+            seq_lens: vec![16000, 300],
+            spare_blocks: 1,
+            extra_cols: 1,
+            scale: 0.1352,
+        };
+        let mut case = DecodeCase::<T>::build(&mut rng, &spec).unwrap();
+        let bs = spec.block_size;
+        // Sequence 0's keys grow; sequence 1 (one task) keeps its values.
+        let len = spec.seq_lens[0];
+        for pos in 0..len {
+            let grow = 1.0 + 60.0 * pos as f32 / len as f32;
+            let (blk, row) = (case.block_table[[0, pos / bs]] as usize, pos % bs);
+            for v in case.cache.latent.slice_mut(ndarray::s![blk, row, ..]) {
+                *v = T::from_f32(v.to_f32() * grow);
+            }
+            for v in case.cache.rope.slice_mut(ndarray::s![blk, row, ..]) {
+                *v = T::from_f32(v.to_f32() * grow);
+            }
+        }
+        if s_q == 1 {
+            for h in 8..16 {
+                case.q_nope
+                    .slice_mut(ndarray::s![.., .., h, ..])
+                    .mapv_inplace(|v| T::from_f32(v.to_f32() * 0.02));
+                case.q_rope
+                    .slice_mut(ndarray::s![.., .., h, ..])
+                    .mapv_inplace(|v| T::from_f32(v.to_f32() * 0.02));
+            }
+        }
+        // Head 0 of sequence 0's first token: the last 256 positions' best score beats the first 256's
+        // by far more than P holds in f16 or bf16 relative to the first.
+        let score = |pos: usize| -> f64 {
+            let (blk, row) = (case.block_table[[0, pos / bs]] as usize, pos % bs);
+            let dot = |q: ndarray::ArrayView1<T>, k: ndarray::ArrayView1<T>| -> f64 {
+                q.iter()
+                    .zip(k)
+                    .map(|(a, b)| f64::from(a.to_f32()) * f64::from(b.to_f32()))
+                    .sum()
+            };
+            let qn = case.q_nope.slice(ndarray::s![0, 0, 0, ..]);
+            let qr = case.q_rope.slice(ndarray::s![0, 0, 0, ..]);
+            let kn = case.cache.latent.slice(ndarray::s![blk, row, ..]);
+            let kr = case.cache.rope.slice(ndarray::s![blk, row, ..]);
+            f64::from(case.scale) * (dot(qn, kn) + dot(qr, kr))
+        };
+        let best = |r: std::ops::Range<usize>| r.map(score).fold(f64::MIN, f64::max);
+        let rise = best(16000 - s_q - 256..16000 - s_q) - best(0..256);
+        assert!(rise > 100.0, "the scores rise by {rise}");
+
+        let (want_out, want_lse) = case.run(&Cpu).unwrap();
+        let shape = MlaPlanShape {
+            query_rows: (s_q * spec.heads) as u32,
+            latent_dim: 512,
+            rope_dim: 64,
+            dtype: KernelDtype::Bf16,
+        };
+        for key_buffers in [1, 2] {
+            let plan =
+                MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, key_buffers).unwrap();
+            assert!(plan.tasks() > cores, "several tasks per block: {plan:?}");
+            let (out, lse) = npu
+                .mla_decode_with_plan(
+                    case.q_nope.view(),
+                    case.q_rope.view(),
+                    &case.cache,
+                    case.block_table.view(),
+                    case.seq_lens.view(),
+                    case.scale,
+                    Some(&plan),
+                )
+                .unwrap();
+            let what = format!(
+                "rising scores S={s_q}, {key_buffers} key buffer(s), {}",
+                std::any::type_name::<T>()
+            );
+            // Widened: values up to 61 times the usual size meet P's rounding (the same with every task
+            // writing its own partial). A missing new segment is inf or NaN in f16 (and in bf16 past
+            // e^88), a misplaced partial an error of the values' size.
+            let tol = Tolerance::of::<T>().widened(4.0);
+            assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
+            assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
+        }
+    }
+}

@@ -267,6 +267,7 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t mutation;
     uint32_t combine_tasks; /* tasks whose (m, l) the combine loads into UB at once */
     uint32_t key_buffers;   /* chunks whose cache rows the cube core holds in L1 at once: 1 or 2; 0 = streamed (the plan's) */
+    uint32_t carry;         /* 1: a block's consecutive tasks of one sequence sum P . latent in L0C (see mla_decode.cpp) */
     DsnpuCubeTiling pv_cube; /* f32 partial: [s_q * heads, latent_dim] = P [.., pitch] x cache (Matmul API) */
 } DsnpuMlaDecodeTiling;
 

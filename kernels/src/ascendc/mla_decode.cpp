@@ -36,6 +36,17 @@
  * and P's columns, so the latent part comes from GM twice (as the old Matmul-API kernel read it), but a
  * chunk can be any length; the cube core computes task j's scores before task j - 1's P . latent, so the
  * vector cores' softmax of task j - 1 overlaps them (two score slots per block).
+ * Carry (tiling.carry: 16-bit t, held keys, O of all G rows in one L0C tile, each vector core's rows in
+ * one softmax slab): the tasks a block runs of one sequence (a "group") sum their P . latent in one L0C
+ * tile, written once per segment instead of once per task. The rows' exp offset is then a reference r
+ * fixed at the first scores a segment sees for the row (its max), and p = exp(s - r) may exceed 1: while
+ * every new max of a vector core's rows stays within CARRY_HEADROOM of r (P <= e^8, within f16's range),
+ * the segment goes on; else that vector core asks for a new one (the rows take new references). A task's
+ * (m, l) record is then (r, its own sum of p), and each vector core writes a word per task: 1 if it
+ * starts a segment (its group's first task, or a new reference). Before task k's P . latent the cube core
+ * reads both words; if either is set it writes the sum so far as the partial of the segment's last task
+ * first. A task ends a segment if it is its sequence's last or the next task starts one: only those have
+ * a partial, and the combine reads only those.
  * After its last task the cube core sets flag O, which the vector cores wait for before phase 2.
  * Phase 2, the combine: M = max of the tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out =
  * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). The (m, l) of a row
@@ -48,19 +59,22 @@
  *
  * Workspace (bytes, offsets in the tiling, after the system workspace): per block, two slots (one with
  * key_buffers 1) of scores f32 [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
- * pitch * 4 / sizeof(t) elements of t); per task: O f32 [G, Dl] | ml f32 [G, 2]. pitch = round_up(chunk, 16).
+ * pitch * 4 / sizeof(t) elements of t); per task: O f32 [G, Dl] | ml f32 [G, 2] | the segment words,
+ * f32 [2, 8] (vector core v's at 8 v). pitch = round_up(chunk, 16).
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
  * (P, 16-bit t only); with B = 0: M W sz + 2 max(qk_base_n W, pv_base_k pv_base_n) sz (staging) +
  * 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows (while
  * the vector cores work on task j - 1's softmax), then takes task j - 1's P . latent, then task j's
  * scores (the score and P workspaces then have two slots per block);
- * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them).
+ * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them); with carry
+ * two 32 KiB for the score tiles and one 64 KiB for the segment's sum.
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
- *   + 2 * 32 * ceil(2 R * 4 / 32) (ml queue) + work + 32 R (the slab's reductions, a 32-byte block per row).
+ *   + 2 * (32 * ceil(2 R * 4 / 32) + 32) (ml queue: (m, l), then the segment word)
+ *   + work + 32 R (the slab's reductions, a 32-byte block per row).
  * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16), K = combine_tasks): Q L 4 (acc) + 2 Q L 4 (partials
  *   queue) + 2 Q L sz (out queue) + 2 * 32 Q (lse queue) + K round_up(8 Q, 32) ((m, l) of K tasks)
- *   + K Q 4 (their weights, rounded up to 32).
+ *   + K Q 4 (their weights, rounded up to 32) [+ 64 K with carry: the segment words of K tasks].
  *
  * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla.rs): 1 scales the
  * softmax scale by 1.001, 2 the combine's denominator L by 1.001, 3 the combine weights by 1.001.
@@ -83,6 +97,11 @@ constexpr uint32_t MAX_SLAB_ROWS = 64;  // tiling_mla.rs caps softmax_rows and c
 constexpr uint16_t FLAG_S = 0, FLAG_P = 1, FLAG_O = 2;
 constexpr uint32_t L0AB_BUF = 32 * 1024;  // one of L0A's (L0B's) two buffers
 constexpr uint32_t L0C_BUF = 64 * 1024;   // one of L0C's two buffers
+// Carry: how far (in the scores' units) a row's max may rise above its segment's reference before the
+// segment ends: p <= e^8 = 2981, well within f16 (65504), and no f32 sum comes near overflow.
+constexpr float CARRY_HEADROOM = 8.0f;
+constexpr uint32_t SEG_WORDS = 16;  // f32 per task: each vector core's segment word in its own 32 bytes
+constexpr uint32_t MLA_COMBINE_TASKS_MAX = 128;  // tiling_mla.rs caps combine_tasks at this
 
 template <typename T>
 class KernelMlaDecode {
@@ -124,8 +143,11 @@ public:
         GM_ADDR partial = ws + static_cast<uint64_t>(t.ws_partial_at_lo) + (static_cast<uint64_t>(t.ws_partial_at_hi) << 32);
         const uint64_t perTask = static_cast<uint64_t>(G_) * t.latent_dim;
         partialWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial), perTask * t.tasks);
-        mlWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(partial + perTask * t.tasks * sizeof(float)),
-                              2 * static_cast<uint64_t>(G_) * t.tasks);
+        GM_ADDR mlAt = partial + perTask * t.tasks * sizeof(float);
+        mlWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mlAt), 2 * static_cast<uint64_t>(G_) * t.tasks);
+        segWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mlAt + 2 * static_cast<uint64_t>(G_) * t.tasks *
+                                                                          sizeof(float)),
+                               static_cast<uint64_t>(SEG_WORDS) * t.tasks);
 
         pv = ToCubeTiling(t.pv_cube);
         // Vector core s of the block takes query rows [s * G1, (s + 1) * G1) of every task.
@@ -149,6 +171,9 @@ public:
     // one key buffer.
     __aicore__ inline uint32_t Slots() const { return t_.key_buffers == 1 ? 1 : 2; }
 
+    // Whether the block's tasks of one sequence sum P . latent in L0C (see the head of the file).
+    __aicore__ inline bool Carry() const { return t_.carry != 0; }
+
     // Task j of this block works in score slot j % Slots(): where its scores and P start.
     __aicore__ inline void UseSlot(uint32_t j) {
         const uint64_t s = j % Slots();
@@ -162,13 +187,19 @@ public:
     __aicore__ inline void CubeProcess() {
         CubeInit();
         Pending prev;
-        uint32_t j = 0;
+        uint32_t j = 0, prevB = 0;
         const uint32_t last = Last();
         for (uint32_t k = First(); k < last; ++k) {
             Pending cur;
             if (!Span(k, cur.b, cur.len, cur.c0, cur.C)) continue;  // the vector cores skip it too
             cur.k = k;
+            cur.groupStart = j == 0 || cur.b != prevB;
+            prevB = cur.b;
             cur.j = j++;
+            // Whether the block's next task is of the same sequence.
+            uint32_t nb = 0, nC = 0;
+            int64_t nLen = 0, nC0 = 0;
+            cur.groupEnd = !(k + 1 < last && Span(k + 1, nb, nLen, nC0, nC) && nb == cur.b);
             if (t_.key_buffers == 2) {
                 // The previous task's P . latent goes between this task's keys and its scores, so that
                 // MTE1 (in program order) need not wait for these keys before it, and the next task's
@@ -199,10 +230,7 @@ public:
             if (cur.C > 0) {
                 // One query panel that the block's next task (often the next chunk of the same sequence)
                 // reads too stays in L1 for it.
-                uint32_t nb = 0, nC = 0;
-                int64_t nLen = 0, nC0 = 0;
-                const bool keep = G_ <= t_.qk_base_m && k + 1 < last && Span(k + 1, nb, nLen, nC0, nC) &&
-                                  nb == cur.b;
+                const bool keep = G_ <= t_.qk_base_m && !cur.groupEnd;
                 for (uint32_t m0 = 0; m0 < G_; m0 += t_.qk_base_m) {
                     Scores(cur, m0, Min(t_.qk_base_m, G_ - m0));
                 }
@@ -277,7 +305,7 @@ private:
         const uint32_t R = t_.softmax_rows, P = t_.pitch;
         pipe_.InitBuffer(scQue_, BUFFER_NUM, R * P * sizeof(float));
         pipe_.InitBuffer(pQue_, BUFFER_NUM, R * P * sizeof(T));
-        pipe_.InitBuffer(mlQue_, BUFFER_NUM, AlignUp(2 * R * sizeof(float), UB_BLOCK));
+        pipe_.InitBuffer(mlQue_, BUFFER_NUM, AlignUp(2 * R * sizeof(float), UB_BLOCK) + UB_BLOCK);
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));
         pipe_.InitBuffer(small_, R * UB_BLOCK);  // the slab's reductions, a 32-byte block per row
     }
@@ -351,13 +379,15 @@ private:
         int64_t len, c0;
         // The cube core skips a bad entry too (the same plan words): no flags, no slot for it.
         if (!Span(k, b, len, c0, C)) return;
+        const bool groupStart = j == 0 || b != prevB_;
+        prevB_ = b;
         UseSlot(j++);
         // Read while the cube core works: whether phase 2 must look for whole sequences among this
         // block's tasks (each a few scalar GM reads per task).
         anyWhole_ = anyWhole_ || Whole(b);
         CrossCoreWaitFlag(FLAG_S);
         for (uint32_t r = myRow0_; r < myRow0_ + myRows_; r += t_.softmax_rows) {
-            Softmax(k, r, Min(t_.softmax_rows, myRow0_ + myRows_ - r), len, static_cast<uint32_t>(c0), C);
+            Softmax(k, r, Min(t_.softmax_rows, myRow0_ + myRows_ - r), len, static_cast<uint32_t>(c0), C, groupStart);
         }
         // P and (m, l) went out on MTE3: the set orders them before the cube core's loads.
         CrossCoreSetFlag<2, PIPE_MTE3>(FLAG_P);
@@ -388,7 +418,13 @@ private:
         }
         pipe_.InitBuffer(l0a_, 2, L0AB_BUF);
         pipe_.InitBuffer(l0b_, 2, L0AB_BUF);
-        pipe_.InitBuffer(l0c_, 2, L0C_BUF);
+        // With carry a segment's sum holds a buffer of its own: the score tiles keep two, in half the room.
+        if (Carry()) {
+            pipe_.InitBuffer(l0c_, 2, L0C_BUF / 2);
+            pipe_.InitBuffer(carryL0c_, 1, L0C_BUF);
+        } else {
+            pipe_.InitBuffer(l0c_, 2, L0C_BUF);
+        }
         if constexpr (sizeof(T) == 4) mmPv.Init(&pv);
     }
 
@@ -398,6 +434,7 @@ private:
         int64_t len = 0, c0 = 0;
         LocalTensor<T> keys;
         bool valid = false;
+        bool groupStart = false, groupEnd = false;  // the block's first / last task of its sequence
     };
 
     // Rows of a chunk of C keys loaded before the previous task's P (two key buffers): about three
@@ -431,12 +468,16 @@ private:
 
     // Step 3 of task `t`, after WaitP(t) returned `ahead`.
     __aicore__ inline void Finish(const Pending& t, const LocalTensor<T>& ahead) {
+        if (Carry()) {
+            FinishCarried(t, ahead);
+            return;
+        }
         if (t.C == 0) return;  // every row has l = 0: the combine skips this task
         UseSlot(t.j);
         const uint64_t oAt = static_cast<uint64_t>(t.k) * G_ * t_.latent_dim;
         if constexpr (sizeof(T) == 2) {
             for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) {
-                Output(t, m0, Min(t_.pv_base_m, G_ - m0), oAt, ahead);
+                Output(t, m0, Min(t_.pv_base_m, G_ - m0), oAt, ahead, nullptr, true);
             }
         } else {
             OutputMatmul(t.b, static_cast<uint32_t>(t.c0), t.C, oAt);
@@ -448,6 +489,51 @@ private:
         // A later task's scores overwrite the P these loads read (MTE2, then FIX).
         SetFlag<HardEvent::MTE2_FIX>(0);
         WaitFlag<HardEvent::MTE2_FIX>(0);
+    }
+
+    // Step 3 with carry: t's P . latent joins its segment's sum in L0C (carry_), which goes out once, as
+    // the partial of the segment's last task: before t's product if t starts a new segment, after it if
+    // t is the last of its group.
+    __aicore__ inline void FinishCarried(const Pending& t, const LocalTensor<T>& ahead) {
+        const bool fresh = t.groupStart || NewSegmentAsked(t.k);
+        if (fresh && carrying_) FlushCarry();
+        if (t.C > 0) {
+            UseSlot(t.j);
+            if (!carrying_) carry_ = carryL0c_.AllocTensor<float>();
+            Output(t, 0, G_, 0, ahead, &carry_, !carrying_);
+            carrying_ = true;
+            LocalTensor<T> keys = t.keys;
+            kL1_.FreeTensor(keys);
+            SetFlag<HardEvent::MTE2_FIX>(0);
+            WaitFlag<HardEvent::MTE2_FIX>(0);
+        }
+        carryK_ = t.k;
+        if (t.groupEnd && carrying_) FlushCarry();
+    }
+
+    // Whether either vector core asked task k to start a segment (its words are out: both set flag P
+    // after writing them). Scalar reads of GM another core wrote: the data cache line goes first.
+    __aicore__ inline bool NewSegmentAsked(uint32_t k) {
+        bool asked = false;
+        for (uint32_t v = 0; v < 2; ++v) {
+            const GlobalTensor<float> word = segWs_[static_cast<uint64_t>(k) * SEG_WORDS + 8 * v];
+            DataCacheCleanAndInvalid<float, CacheLine::SINGLE_CACHE_LINE, DcciDst::CACHELINE_OUT>(word);
+            asked = asked || word.GetValue(0) != 0.0f;
+        }
+        return asked;
+    }
+
+    // The segment's sum to the partial of its last task so far (carryK_); frees the L0C tile.
+    __aicore__ inline void FlushCarry() {
+        carryL0c_.EnQue(carry_);
+        carry_ = carryL0c_.DeQue<float>();
+        Fixpipe<float, float, CFG_ROW_MAJOR>(partialWs_[static_cast<uint64_t>(carryK_) * G_ * t_.latent_dim], carry_,
+                                             FixpipeParamsV220(static_cast<uint16_t>(t_.latent_dim),
+                                                               static_cast<uint16_t>(G_),
+                                                               static_cast<uint16_t>(AlignUp(G_, 16)),
+                                                               t_.latent_dim, false));
+        carryL0c_.FreeTensor(carry_);
+        carrying_ = false;
     }
 
     // Cache rows [pos0, pos0 + n) of sequence b, latent columns [col, col + cols) (and the whole rope
@@ -590,9 +676,10 @@ private:
     // O rows [m0, m0 + rows) = P . latent over task t's C keys (16-bit t), into the partial at oAt. Held
     // keys: P comes into L1 once and both operands are read from L1; streamed: per k step the latent rows'
     // tile columns and P's columns are staged.
-    // `ahead`: the first row panel's P, loaded by WaitP (held keys).
+    // `ahead`: the first row panel's P, loaded by WaitP (held keys). With `carry` (one output tile) the
+    // product is summed into that L0C tile (over what it holds unless `init`) and stays there.
     __aicore__ inline void Output(const Pending& t, uint32_t m0, uint32_t rows, uint64_t oAt,
-                                  const LocalTensor<T>& ahead) {
+                                  const LocalTensor<T>& ahead, LocalTensor<float>* carry, bool init) {
         const uint32_t Dl = t_.latent_dim, P = t_.pitch, C = t.C;
         const uint32_t r16 = AlignUp(rows, 16);
         LocalTensor<T> pm;
@@ -601,7 +688,7 @@ private:
         for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
             const uint32_t cols = Min(t_.pv_base_n, Dl - n0);
             const uint32_t nBlocks = AlignUp(cols, 16) / 16;
-            LocalTensor<float> acc = l0c_.AllocTensor<float>();
+            LocalTensor<float> acc = carry != nullptr ? *carry : l0c_.AllocTensor<float>();
             for (uint32_t k0 = 0; k0 < C; k0 += KT) {
                 const uint32_t kt = Min(KT, C - k0), kBlocks = AlignUp(kt, 16) / 16;
                 // Where this k step's P and latent fractals are: in the held buffers at column k0, or in
@@ -632,9 +719,9 @@ private:
                     kL1_.FreeTensor(keys);
                     pL1_.FreeTensor(pm);
                 }
-                Multiply(acc, rows, cols, kt, k0 == 0);
+                Multiply(acc, rows, cols, kt, k0 == 0 && init);
             }
-            Store(acc, partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0], rows, cols, r16, Dl);
+            if (carry == nullptr) Store(acc, partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0], rows, cols, r16, Dl);
         }
         if (!Streamed()) pL1_.FreeTensor(pm);
     }
@@ -664,11 +751,16 @@ private:
         }
     }
 
-    // Rows [r0, r0 + R) of task k's scores: mask, max, exp, sum; P rows in t and (m, l) out.
-    __aicore__ inline void Softmax(uint32_t k, uint32_t r0, uint32_t R, int64_t len, uint32_t c0, uint32_t C) {
+    // Rows [r0, r0 + R) of task k's scores: mask, max, exp, sum; P rows in t and (m, l) out. With carry
+    // (R = all of this vector core's rows), exp's offset is the rows' segment reference (see the head of
+    // the file) and the task's segment word goes out too.
+    __aicore__ inline void Softmax(uint32_t k, uint32_t r0, uint32_t R, int64_t len, uint32_t c0, uint32_t C,
+                                   bool groupStart) {
         const uint32_t P = t_.pitch;
+        const uint32_t mlPitch = AlignUp(2 * R * sizeof(float), UB_BLOCK) / sizeof(float);
         LocalTensor<float> ml = mlQue_.AllocTensor<float>();
         LocalTensor<T> pt = pQue_.AllocTensor<T>();
+        bool fresh = groupStart;
         if (C > 0) {
             LocalTensor<float> sc = scQue_.AllocTensor<float>();
             const uint32_t f32Gap = (P * sizeof(float) - AlignUp(C * sizeof(float), UB_BLOCK)) / UB_BLOCK;
@@ -708,6 +800,18 @@ private:
             SetFlag<HardEvent::V_S>(0);
             WaitFlag<HardEvent::V_S>(0);
             for (uint32_t i = 0; i < R; ++i) m[i] = live[i] ? red.GetValue(i * PER) : NEG_INF;
+            // The exp offsets: the maxima, or with carry the segment's references (a new segment when a
+            // row's max rose past its reference's headroom).
+            if (Carry()) {
+                for (uint32_t i = 0; i < R; ++i) {
+                    if (live[i] && mRef_[i] > NEG_INF && m[i] > mRef_[i] + CARRY_HEADROOM) fresh = true;
+                }
+                for (uint32_t i = 0; i < R; ++i) {
+                    if (fresh) mRef_[i] = NEG_INF;
+                    if (live[i] && mRef_[i] == NEG_INF) mRef_[i] = m[i];
+                    m[i] = mRef_[i];
+                }
+            }
             SetFlag<HardEvent::S_V>(0);
             WaitFlag<HardEvent::S_V>(0);
             // 2. p = exp(s - m), the rows' sums.
@@ -728,10 +832,12 @@ private:
             scQue_.FreeTensor(sc);
         } else {
             for (uint32_t i = 0; i < R; ++i) {
-                ml.SetValue(2 * i, NEG_INF);
+                if (Carry() && fresh) mRef_[i] = NEG_INF;
+                ml.SetValue(2 * i, Carry() ? mRef_[i] : NEG_INF);
                 ml.SetValue(2 * i + 1, 0.0f);
             }
         }
+        if (Carry()) ml.SetValue(mlPitch, fresh ? 1.0f : 0.0f);
         // P first: the (m, l) copy below waits for its own completion, which P's need not.
         pQue_.EnQue(pt);
         pt = pQue_.DeQue<T>();
@@ -750,6 +856,10 @@ private:
         WaitFlag<HardEvent::S_MTE3>(0);
         DataCopyPad(mlWs_[(static_cast<uint64_t>(k) * G_ + r0) * 2], ml,
                     DataCopyExtParams(1, 2 * R * static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
+        if (Carry()) {
+            DataCopyPad(segWs_[static_cast<uint64_t>(k) * SEG_WORDS + 8 * static_cast<uint64_t>(GetSubBlockIdx())], ml[mlPitch],
+                        DataCopyExtParams(1, static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
+        }
         SetFlag<HardEvent::MTE3_S>(0);
         WaitFlag<HardEvent::MTE3_S>(0);
         mlQue_.FreeTensor(ml);
@@ -765,6 +875,33 @@ private:
         pipe_.InitBuffer(lseQue_, BUFFER_NUM, Q * UB_BLOCK);
         pipe_.InitBuffer(mlBuf_, K * AlignUp(2 * Q * sizeof(float), UB_BLOCK));
         pipe_.InitBuffer(wBuf_, K * Q * sizeof(float));
+        if (Carry()) pipe_.InitBuffer(segBuf_, K * SEG_WORDS * sizeof(float));
+    }
+
+    // With carry: the segment words of tasks [k0 + 1, k0 + 1 + n) of a sequence whose tasks end at k1 into
+    // segBuf_, for Ends (one copy); nothing without carry (every task has its partial).
+    __aicore__ inline void LoadSegments(uint32_t k0, uint32_t n, uint32_t k1) {
+        const uint32_t m = k0 + 1 + n <= k1 ? n : k1 - k0 - 1;
+        if (!Carry() || m == 0) return;
+        LocalTensor<float> seg = segBuf_.Get<float>();
+        SetFlag<HardEvent::S_MTE2>(0);
+        WaitFlag<HardEvent::S_MTE2>(0);
+        // Each word (the first 4 bytes of its 32, the rest never written) into a 32-byte block of its own.
+        DataCopyPad(seg, segWs_[static_cast<uint64_t>(k0 + 1) * SEG_WORDS],
+                    DataCopyExtParams(static_cast<uint16_t>(2 * m), static_cast<uint32_t>(sizeof(float)),
+                                      UB_BLOCK - static_cast<uint32_t>(sizeof(float)), 0, 0),
+                    DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+        SetFlag<HardEvent::MTE2_S>(0);
+        WaitFlag<HardEvent::MTE2_S>(0);
+    }
+
+    // Whether task k0 + i (of the group LoadSegments loaded) ends a segment, so that its partial holds
+    // the segment's sum: always without carry; with carry, the sequence's last task or one whose next
+    // task starts a segment.
+    __aicore__ inline bool Ends(uint32_t k0, uint32_t i, uint32_t k1) {
+        if (!Carry() || k0 + i + 1 >= k1) return true;
+        const LocalTensor<float> seg = segBuf_.Get<float>();
+        return seg.GetValue(i * SEG_WORDS) != 0.0f || seg.GetValue(i * SEG_WORDS + 8) != 0.0f;
     }
 
     // (m, l) of rows [r0, r0 + Q) of tasks [k0, k0 + n) into mlBuf_ (task i at i * mlPitch floats), for
@@ -783,8 +920,15 @@ private:
         return ml;
     }
 
-    // w[i * Q + r] = exp(m - M[r]) for task i of the loaded group (0 where l = 0: that task saw none of
-    // the row's keys), one Exp for the group; readable by the scalar unit on return.
+    // Whether the (m, l) record at `at` says its task's segment saw keys of its row, so that the record's
+    // weight counts (and, at the segment's end, its partial): l > 0 without carry, a reference m with it
+    // (a later task of a segment may see none of the row's keys and still end the segment).
+    __aicore__ inline bool Seen(const LocalTensor<float>& ml, uint32_t at) const {
+        return Carry() ? ml.GetValue(at) > NEG_INF : ml.GetValue(at + 1) > 0.0f;
+    }
+
+    // w[i * Q + r] = exp(m - M[r]) for task i of the loaded group (0 where m = -inf: that task's segment
+    // saw none of the row's keys so far), one Exp for the group; readable by the scalar unit on return.
     __aicore__ inline LocalTensor<float> Weights(const LocalTensor<float>& ml, uint32_t n, uint32_t Q,
                                                  const float* mMax) {
         const uint32_t mlPitch = AlignUp(2 * Q * sizeof(float), UB_BLOCK) / sizeof(float);
@@ -792,8 +936,8 @@ private:
         // The previous group's Exp has been read (V_S at its end); its scalar reads are done before these writes.
         for (uint32_t i = 0; i < n; ++i) {
             for (uint32_t r = 0; r < Q; ++r) {
-                const float m = ml.GetValue(i * mlPitch + 2 * r), l = ml.GetValue(i * mlPitch + 2 * r + 1);
-                w.SetValue(i * Q + r, l > 0.0f ? m - mMax[r] : NEG_INF);
+                const uint32_t at = i * mlPitch + 2 * r;
+                w.SetValue(i * Q + r, Seen(ml, at) ? ml.GetValue(at) - mMax[r] : NEG_INF);
             }
         }
         SetFlag<HardEvent::S_V>(0);
@@ -846,39 +990,46 @@ private:
         if (t_.mutation == 2) {
             for (uint32_t r = 0; r < Q; ++r) lSum[r] *= MUTATE;
         }
-        // out = sum_k (w_k / L) O_k, the partials streamed through a double-buffered queue of
-        // combine_rows rows: a slab of fewer rows takes several tasks' partials per buffer, their copies
-        // in flight together.
+        // out = sum_k (w_k / L) O_k over the tasks that end a segment (every task without carry), the
+        // partials streamed through a double-buffered queue of combine_rows rows: a slab of fewer rows
+        // takes several tasks' partials per buffer, their copies in flight together.
         LocalTensor<float> acc = acc_.Get<float>();
         Duplicate(acc, 0.0f, static_cast<int32_t>(Q * L));
         const uint32_t gap = (L - AlignUp(Dl, 8)) * sizeof(float) / UB_BLOCK;
         const uint32_t perCopy = t_.combine_rows / Q > 0 ? t_.combine_rows / Q : 1;
+        uint32_t ends[MLA_COMBINE_TASKS_MAX];
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
             if (!oneGroup) {
                 ml = LoadMl(g, n, r0, Q);
                 w = Weights(ml, n, Q, mMax);
             }
-            for (uint32_t i0 = 0; i0 < n; i0 += perCopy) {
-                const uint32_t np = Min(perCopy, n - i0);
+            LoadSegments(g, n, k1);
+            uint32_t nEnds = 0;
+            for (uint32_t i = 0; i < n; ++i) {
+                if (Ends(g, i, k1)) ends[nEnds++] = i;
+            }
+            for (uint32_t e0 = 0; e0 < nEnds; e0 += perCopy) {
+                const uint32_t np = Min(perCopy, nEnds - e0);
                 LocalTensor<float> o = oQue_.AllocTensor<float>();
-                for (uint32_t i = 0; i < np; ++i) {
-                    DataCopyPad(o[i * Q * L], partialWs_[(static_cast<uint64_t>(g + i0 + i) * G_ + r0) * Dl],
+                for (uint32_t e = 0; e < np; ++e) {
+                    DataCopyPad(o[e * Q * L], partialWs_[(static_cast<uint64_t>(g + ends[e0 + e]) * G_ + r0) * Dl],
                                 DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(float)),
                                                   0, gap, 0),
                                 DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
                 }
                 oQue_.EnQue(o);
                 o = oQue_.DeQue<float>();
-                for (uint32_t i = i0; i < i0 + np; ++i) {
+                for (uint32_t e = 0; e < np; ++e) {
+                    const uint32_t i = ends[e0 + e];
                     for (uint32_t r = 0; r < Q; ++r) {
-                        // This chunk saw none of the row's keys (its O was not written).
-                        if (!(ml.GetValue(i * mlPitch + 2 * r + 1) > 0.0f)) continue;
+                        // This segment saw none of the row's keys (its O was not written).
+                        if (!Seen(ml, i * mlPitch + 2 * r)) continue;
                         float c = w.GetValue(i * Q + r) / lSum[r];
                         if (t_.mutation == 3) c *= MUTATE;
                         SetFlag<HardEvent::S_V>(0);
                         WaitFlag<HardEvent::S_V>(0);
-                        const uint32_t at = ((i - i0) * Q + r) * L;
+                        const uint32_t at = (e * Q + r) * L;
                         Muls(o[at], o[at], c, static_cast<int32_t>(Dl));
                         Add(acc[r * L], acc[r * L], o[at], static_cast<int32_t>(Dl));
                     }
@@ -929,15 +1080,23 @@ private:
     TQue<TPosition::A2, 2> l0a_;
     TQue<TPosition::B2, 2> l0b_;
     TQue<TPosition::CO1, 2> l0c_;
+    TQue<TPosition::CO1, 1> carryL0c_;
     TQue<TPosition::VECIN, BUFFER_NUM> scQue_, oQue_;
     TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, mlQue_, outQue_, lseQue_;
-    TBuf<TPosition::VECCALC> work_, small_, acc_, mlBuf_, wBuf_;
+    TBuf<TPosition::VECCALC> work_, small_, acc_, mlBuf_, wBuf_, segBuf_;
     GlobalTensor<T> qNopeGm_, qRopeGm_, latentGm_, ropeGm_, outGm_, pWs_;
-    GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_;
+    GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_, segWs_;
     GlobalTensor<int32_t> tableGm_, lensGm_, planGm_;
     DsnpuMlaDecodeTiling t_{};
     uint32_t G_ = 0, pPitch_ = 0, myRow0_ = 0, myRows_ = 0;
     bool anyWhole_ = false;  // a task of this block serves a whole sequence (phase 1 finds out)
+    // Carry, vector cores: the sequence of the previous task, this core's rows' segment references.
+    uint32_t prevB_ = 0;
+    float mRef_[MAX_SLAB_ROWS] = {};
+    // Carry, cube core: the segment's sum in L0C (while carrying_), and its last task so far.
+    LocalTensor<float> carry_;
+    bool carrying_ = false;
+    uint32_t carryK_ = 0;
     uint64_t scoreElems_ = 0, scoreAt_ = 0, pAt_ = 0;
     float scale_ = 1.0f;
 };
@@ -950,7 +1109,11 @@ __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, G
     // The same tiling on every core: all return here, or none.
     if (t.s_q == 0 || t.heads == 0 || t.latent_dim == 0 || t.pitch == 0 || t.combine_rows > MAX_SLAB_ROWS ||
         t.softmax_rows > MAX_SLAB_ROWS || t.softmax_rows == 0 || t.combine_rows == 0 ||
-        (t.key_buffers == 0 && sizeof(T) != 2) || t.key_buffers > 2 || t.qk_base_m == 0 || t.qk_base_n == 0 || t.qk_base_k == 0 || t.pv_base_m == 0 ||
+        (t.key_buffers == 0 && sizeof(T) != 2) || t.key_buffers > 2 || t.combine_tasks > MLA_COMBINE_TASKS_MAX ||
+        (t.carry != 0 && (sizeof(T) != 2 || t.key_buffers == 0 || t.s_q * t.heads < 2 ||
+                          t.pv_base_m < t.s_q * t.heads || t.pv_base_n < t.latent_dim ||
+                          t.qk_base_m * t.qk_base_n * 4 > L0C_BUF / 2 ||
+                          t.softmax_rows < (t.s_q * t.heads + 1) / 2)) || t.qk_base_m == 0 || t.qk_base_n == 0 || t.qk_base_k == 0 || t.pv_base_m == 0 ||
         t.pv_base_n == 0 || t.pv_base_k == 0) {
         return;
     }

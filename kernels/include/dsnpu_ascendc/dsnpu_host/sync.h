@@ -1,4 +1,5 @@
-// SetFlag / WaitFlag, PipeBarrier and SyncAll of the host Ascend C layer: the edges of pipeline.h.
+// SetFlag / WaitFlag, PipeBarrier, SyncAll and DataCacheCleanAndInvalid of the host Ascend C layer: the
+// edges of pipeline.h.
 //
 // HardEvent X_Y names the source pipe X and the destination pipe Y: "MTE2_V: PIPE_V waits for PIPE_MTE2"
 // (asc-devkit docs/api/context/SetFlag-WaitFlag(ISASI).md). SyncAll makes every block of the launch meet
@@ -12,6 +13,7 @@
 #include "block.h"
 #include "mix.h"
 #include "pipeline.h"
+#include "tensor.h"
 
 namespace dsnpu {
 namespace host {
@@ -131,6 +133,19 @@ __aicore__ inline void SyncAll() {
         throw h::BlockAbort{};
     }
     ++b.epoch;
+}
+
+// The scalar unit reaches GM through a per-core data cache that DMA (DataCopy, Fixpipe) bypasses: a
+// GetValue of bytes another core wrote must be preceded by this, or it may read a stale line
+// (DataCacheCleanAndInvalid.md, asc_dcci.md). The host layer has no data cache (its GetValue reads GM, and
+// the race check orders it by the cross-core flags): this costs the scalar unit a GM round trip.
+enum class CacheLine : uint8_t { SINGLE_CACHE_LINE, ENTIRE_DATA_CACHE };
+enum class DcciDst : uint8_t { CACHELINE_ALL, CACHELINE_UB, CACHELINE_OUT, CACHELINE_ATOMIC };
+
+template <typename T, CacheLine entire, DcciDst dst>
+__aicore__ inline void DataCacheCleanAndInvalid(const GlobalTensor<T>& line) {
+    (void)line;
+    ::dsnpu::host::issue(::dsnpu::host::kPipeS, "DataCacheCleanAndInvalid", ::dsnpu::host::cost::kScalarGm);
 }
 
 }  // namespace AscendC
