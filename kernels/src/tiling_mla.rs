@@ -29,7 +29,7 @@ pub const MLA_MAX_CHUNK: u32 = 2048;
 pub const MLA_MIN_CHUNK: u32 = 16;
 /// Most tasks whose `(m, l)` the combine holds in UB at once (a sequence with more is read in groups;
 /// fewer when the UB is short).
-const MLA_COMBINE_TASKS: u64 = 128;
+const MLA_COMBINE_TASKS: u64 = 256;
 /// Most rows of a UB slab in either phase.
 const MAX_SLAB_ROWS: u64 = 64;
 /// L0A / L0B bytes and L0C bytes (as f32) of the cube's base tiles.

@@ -437,3 +437,49 @@ fn rising<T: Float>() {
         }
     }
 }
+
+/// A sequence cut into more tasks than the combine holds `(m, l)` records of at once (256): the combine
+/// walks its tasks in groups, each group's records and (with carry) segment words loaded together, and
+/// only the partials that end a segment are read. bf16, 16 heads, two key buffers (chunks of about 200
+/// positions, so about 300 tasks), against the CPU reference.
+#[test]
+fn a_sequence_of_more_tasks_than_one_combine_group() {
+    use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaPlanShape};
+    let npu = checked_npu();
+    let cores = npu.library().hardware().cube.cores;
+    let spec = DecodeSpec {
+        block_size: 128,
+        heads: 16,
+        latent_dim: 512,
+        rope_dim: 64,
+        s_q: 1,
+        seq_lens: vec![60000],
+        spare_blocks: 1,
+        extra_cols: 1,
+        scale: 0.1352,
+    };
+    let case = DecodeCase::<bf16>::build(&mut CaseRng::new(14), &spec).unwrap();
+    let shape = MlaPlanShape {
+        query_rows: 16,
+        latent_dim: 512,
+        rope_dim: 64,
+        dtype: KernelDtype::Bf16,
+    };
+    let plan = MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, 2).unwrap();
+    assert!(plan.tasks() > 256, "{plan:?}");
+    let (want_out, want_lse) = case.run(&Cpu).unwrap();
+    let (out, lse) = npu
+        .mla_decode_with_plan(
+            case.q_nope.view(),
+            case.q_rope.view(),
+            &case.cache,
+            case.block_table.view(),
+            case.seq_lens.view(),
+            case.scale,
+            Some(&plan),
+        )
+        .unwrap();
+    let tol = Tolerance::of::<bf16>();
+    assert_close("300 tasks out", out.view(), want_out.view(), tol);
+    assert_close("300 tasks lse", lse.view(), want_lse.view(), tol);
+}

@@ -101,7 +101,7 @@ constexpr uint32_t L0C_BUF = 64 * 1024;   // one of L0C's two buffers
 // segment ends: p <= e^8 = 2981, well within f16 (65504), and no f32 sum comes near overflow.
 constexpr float CARRY_HEADROOM = 8.0f;
 constexpr uint32_t SEG_WORDS = 16;  // f32 per task: each vector core's segment word in its own 32 bytes
-constexpr uint32_t MLA_COMBINE_TASKS_MAX = 128;  // tiling_mla.rs caps combine_tasks at this
+constexpr uint32_t MLA_COMBINE_TASKS_MAX = 256;  // tiling_mla.rs caps combine_tasks at this
 
 template <typename T>
 class KernelMlaDecode {
@@ -879,20 +879,16 @@ private:
     }
 
     // With carry: the segment words of tasks [k0 + 1, k0 + 1 + n) of a sequence whose tasks end at k1 into
-    // segBuf_, for Ends (one copy); nothing without carry (every task has its partial).
+    // segBuf_, for Ends (one copy, waited for with LoadMl's); nothing without carry (every task has its
+    // partial).
     __aicore__ inline void LoadSegments(uint32_t k0, uint32_t n, uint32_t k1) {
         const uint32_t m = k0 + 1 + n <= k1 ? n : k1 - k0 - 1;
         if (!Carry() || m == 0) return;
-        LocalTensor<float> seg = segBuf_.Get<float>();
-        SetFlag<HardEvent::S_MTE2>(0);
-        WaitFlag<HardEvent::S_MTE2>(0);
         // Each word (the first 4 bytes of its 32, the rest never written) into a 32-byte block of its own.
-        DataCopyPad(seg, segWs_[static_cast<uint64_t>(k0 + 1) * SEG_WORDS],
+        DataCopyPad(segBuf_.Get<float>(), segWs_[static_cast<uint64_t>(k0 + 1) * SEG_WORDS],
                     DataCopyExtParams(static_cast<uint16_t>(2 * m), static_cast<uint32_t>(sizeof(float)),
                                       UB_BLOCK - static_cast<uint32_t>(sizeof(float)), 0, 0),
                     DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
-        SetFlag<HardEvent::MTE2_S>(0);
-        WaitFlag<HardEvent::MTE2_S>(0);
     }
 
     // Whether task k0 + i (of the group LoadSegments loaded) ends a segment, so that its partial holds
@@ -905,8 +901,9 @@ private:
     }
 
     // (m, l) of rows [r0, r0 + Q) of tasks [k0, k0 + n) into mlBuf_ (task i at i * mlPitch floats), for
-    // the scalar unit: one copy instead of a scalar GM read per value.
-    __aicore__ inline LocalTensor<float> LoadMl(uint32_t k0, uint32_t n, uint32_t r0, uint32_t Q) {
+    // the scalar unit: one copy instead of a scalar GM read per value; with `k1` (the sequence's end) the
+    // group's segment words too (LoadSegments).
+    __aicore__ inline LocalTensor<float> LoadMl(uint32_t k0, uint32_t n, uint32_t r0, uint32_t Q, uint32_t k1 = 0) {
         LocalTensor<float> ml = mlBuf_.Get<float>();
         // The scalar reads of the previous group are done before the copy overwrites them.
         SetFlag<HardEvent::S_MTE2>(0);
@@ -915,6 +912,7 @@ private:
                     DataCopyExtParams(static_cast<uint16_t>(n), 2 * Q * static_cast<uint32_t>(sizeof(float)),
                                       (G_ - Q) * 2 * static_cast<uint32_t>(sizeof(float)), 0, 0),
                     DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+        if (k1 > 0) LoadSegments(k0, n, k1);
         SetFlag<HardEvent::MTE2_S>(0);
         WaitFlag<HardEvent::MTE2_S>(0);
         return ml;
@@ -970,7 +968,7 @@ private:
         LocalTensor<float> ml;
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
-            ml = LoadMl(g, n, r0, Q);
+            ml = LoadMl(g, n, r0, Q, oneGroup ? k1 : 0);
             for (uint32_t i = 0; i < n; ++i) {
                 for (uint32_t r = 0; r < Q; ++r) {
                     const float m = ml.GetValue(i * mlPitch + 2 * r), l = ml.GetValue(i * mlPitch + 2 * r + 1);
@@ -1001,10 +999,9 @@ private:
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
             if (!oneGroup) {
-                ml = LoadMl(g, n, r0, Q);
+                ml = LoadMl(g, n, r0, Q, k1);
                 w = Weights(ml, n, Q, mMax);
             }
-            LoadSegments(g, n, k1);
             uint32_t nEnds = 0;
             for (uint32_t i = 0; i < n; ++i) {
                 if (Ends(g, i, k1)) ends[nEnds++] = i;
