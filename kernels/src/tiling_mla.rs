@@ -162,11 +162,13 @@ const PLAN_CORE_BYTES_PER_S: f64 = 128.0 * 1.8e9;
 /// Multiply-adds per second of one cube core (16×16×16 per cycle at 1.8 GHz).
 const PLAN_CORE_MACS_PER_S: f64 = 4096.0 * 1.8e9;
 /// Seconds the combine spends on a cut sequence: a fixed part (its first partial's GM latency, the
-/// division and the output's store) and a part per piece (a partial's rows through a double-buffered
-/// queue). Fitted to the host layer's cycle model (cost.h's GUESSes) at batch 1, context 4096, 16 heads
-/// cut into 12 and 24 pieces (`cargo bench --bench mla_kernels`: about 2.9 k and 4.0 k cycles).
+/// division and the output's store) and a part per piece and row a vector core takes (a partial's row
+/// through a double-buffered queue, scaled and added). Fitted to the host layer's cycle model (cost.h's
+/// GUESSes) at batch 1, context 4096, 16 heads (a row per vector core) cut into 12 and 24 pieces (`cargo
+/// bench --bench mla_kernels`: about 2.9 k and 4.0 k cycles).
 const PLAN_COMBINE_FIXED_S: f64 = 1850.0 / 1.8e9;
-const PLAN_COMBINE_PER_PIECE_S: f64 = 90.0 / 1.8e9;
+const PLAN_COMBINE_PER_PIECE_S: f64 = 60.0 / 1.8e9;
+const PLAN_COMBINE_PER_ROW_S: f64 = 30.0 / 1.8e9;
 /// Seconds of a task's fixed cost: the hand-over between its cube and vector cores (the scores out and
 /// in, P and (m, l) out and in, the partial out: about eight of the host layer's 500-cycle GM
 /// latencies, a GUESS there), the flags and the softmax's instruction issue. Calibrated against the
@@ -182,6 +184,12 @@ const PLAN_SOFTMAX_SEGMENT_CYCLES: f64 = 10.0;
 /// Seconds a streamed-keys task loses per staging step (a tile's keys, or a k step's latent columns
 /// and P): calibrated as `PLAN_TASK_FIXED_S`.
 const PLAN_STREAM_STEP_S: f64 = 250.0 / 1.8e9;
+/// Estimates within this fraction of the best are ties, broken towards fewer tasks: every task adds a
+/// partial output and a hand-over that the estimate underrates as tasks grow. At 128 heads (`cargo
+/// bench --bench model_decode`, `mla_kernels`): batch 16 context 4096, 96 tasks estimated 0.1 % faster
+/// than 48, modelled 10 % slower; batch 1 context 512, 8 tasks 0.6 % faster than 7, modelled 4 % faster;
+/// batch 1 context 32768, 48 tasks 1.5 % faster than 24, modelled 12 % faster.
+const PLAN_TIE: f64 = 0.005;
 /// The die's L2 (192 MiB on a 910B2, as the host layer's L2 model).
 const PLAN_L2_BYTES: f64 = (192u64 << 20) as f64;
 /// Bytes per second of a cube core's L1 -> L0 loads (256 bytes per cycle, cost.h's GUESS).
@@ -205,17 +213,20 @@ impl MlaDecodePlan {
     /// Plans `seq_lens` for a decode of `shape` over `cores` cores (FlashMLA's `get_mla_metadata`,
     /// which also takes `s_q · h_q`): of the chunk lengths that cut the longest sequence into 1, 2, …
     /// equal pieces (within [`MLA_MIN_CHUNK`] and what the kernel holds in L1,
-    /// [`mla_decode_max_chunk`]), the one with the least estimated time, the longer on ties. The
+    /// [`mla_decode_max_chunk`]), the one with the least estimated time, the fewest tasks among
+    /// estimates within half a percent of the least, then the longer chunk. The
     /// estimate is the larger of (a) every byte the plan makes the kernel move — the cache rows, the
-    /// query panel once per sequence, per task its partial output and `(m, l)` (written back once: the
-    /// combine reads them from the die's L2), and once per block its score scratch (written back by
-    /// L2) — at HBM speed, and (b) the busiest block (each runs a contiguous run of the tasks, as the
-    /// kernel deals them), each task costing the largest of the bytes its cube core loads (its cache
-    /// rows once, the query panel, P; for f32 the latent rows again) and stores (its partial) at one
-    /// core's copy rate each, and its multiply-adds at one cube core's rate (with two key buffers, the
-    /// longer of its loads and its scores–softmax–P·V chain; with streamed keys, a block's later tasks
-    /// hide the softmax behind their scores); plus the combine, which reads a cut sequence's partials
-    /// one piece after another. Cutting more spreads the work over more cores but adds a partial output
+    /// query panel once per sequence, per task its partial output and `(m, l)` (with carry only a
+    /// block's last task of each sequence writes a partial; written back once: the combine reads them
+    /// from the die's L2), and once per block its score scratch (written back by L2) — at HBM speed,
+    /// and (b) the busiest block (each runs a contiguous run of the tasks, as the kernel deals them),
+    /// each task costing the largest of the bytes its cube core loads (its cache rows once, the query
+    /// panel unless the block's previous task was of the same sequence, P; for f32 the latent rows
+    /// again) and stores (its partial) at one core's copy rate each, and its multiply-adds at one cube
+    /// core's rate (with two key buffers, the longer of its loads and its scores–softmax–P·V chain; with
+    /// streamed keys, a block's later tasks hide the softmax behind their scores); plus the combine,
+    /// which reads a cut sequence's partials one piece after another for each row a vector core takes.
+    /// Cutting more spreads the work over more cores but adds a partial output
     /// per piece: a memory-bound decode is cut until about seven cores saturate HBM, a cube-bound one
     /// (many heads) further, and a short context with many heads hardly at all. When one core's share
     /// of the cache is at least twice a piece's partial, the plan cuts into a piece per core at least.
@@ -254,8 +265,8 @@ impl MlaDecodePlan {
         }
         let longest = seq_lens.iter().copied().max().unwrap_or(0) as u64;
         let fill = fills_every_core(seq_lens, &shape, cores);
-        let mut best: Option<(f64, u64, u32)> = None;
-        let mut best_filling: Option<(f64, u64, u32)> = None;
+        // (estimate, chunk, key buffers, tasks) of every plan weighed.
+        let mut candidates: Vec<(f64, u64, u32, u64)> = Vec::new();
         for &key_buffers in key_buffers {
             let cap = mla_decode_max_chunk(&shape, key_buffers);
             if cap == 0 {
@@ -271,21 +282,29 @@ impl MlaDecodePlan {
                 }
                 last = chunk;
                 let t = plan_estimate(seq_lens, chunk, &shape, cores, key_buffers);
-                if fill
-                    && task_count(seq_lens, chunk) >= u64::from(cores)
-                    && best_filling.is_none_or(|(bt, _, _)| t < bt)
-                {
-                    best_filling = Some((t, chunk, key_buffers));
-                }
-                if best.is_none_or(|(bt, _, _)| t < bt) {
-                    best = Some((t, chunk, key_buffers));
-                }
+                candidates.push((t, chunk, key_buffers, task_count(seq_lens, chunk)));
                 if chunk == lo {
                     break;
                 }
             }
         }
-        let Some((_, chunk, key_buffers)) = best_filling.or(best) else {
+        // Of the plans within PLAN_TIE of the best estimate, the one with the fewest tasks (then the
+        // lower estimate, then the first weighed: the longer chunk, the fewer key buffers); with `fill`,
+        // among the plans with a task per core if there are any.
+        let pick = |filling: bool| {
+            let eligible = || {
+                candidates
+                    .iter()
+                    .filter(move |c| !filling || c.3 >= u64::from(cores))
+            };
+            let best = eligible().map(|c| c.0).fold(f64::INFINITY, f64::min);
+            eligible()
+                .filter(|c| c.0 <= best * (1.0 + PLAN_TIE))
+                .min_by(|a, b| a.3.cmp(&b.3).then(a.0.total_cmp(&b.0)))
+                .copied()
+        };
+        let chosen = if fill { pick(true) } else { None }.or_else(|| pick(false));
+        let Some((_, chunk, key_buffers, _)) = chosen else {
             return Err(KernelError::DoesNotFit {
                 kernel: "mla_decode",
                 needed: l1_bytes(
@@ -493,14 +512,19 @@ fn plan_estimate(
         pieces[b].0 += 1;
         pieces[b].1 += u64::from(writes_partial(k));
     }
+    // The combine after the SyncAll splits the query rows of all sequences over the vector cores
+    // (contiguous runs, never a row in two) and reads each of a cut sequence's partials per row in turn.
+    let rows_per_worker = (seq_lens.len() as f64 * rows / (2.0 * f64::from(cores.max(1)))).ceil();
     let mut combine: f64 = 0.0;
     // The partials of cut sequences, which the combine reads back after the SyncAll.
     let mut cut_partials = 0.0;
     for &(n, written) in &pieces {
-        // The combine of a cut sequence reads each partial's rows in turn (the rows are spread over
-        // the vector cores, the partials are not).
         if n > 1 {
-            combine = combine.max(PLAN_COMBINE_FIXED_S + written as f64 * PLAN_COMBINE_PER_PIECE_S);
+            combine = combine.max(
+                PLAN_COMBINE_FIXED_S
+                    + written as f64
+                        * (PLAN_COMBINE_PER_PIECE_S + rows_per_worker * PLAN_COMBINE_PER_ROW_S),
+            );
             cut_partials += written as f64 * partial;
         }
     }
@@ -521,6 +545,12 @@ fn plan_estimate(
         } else {
             again
         };
+        // The query panel (up to 128 rows) stays in L1 for the block's next task of the same sequence.
+        let kept = rows <= 128.0
+            && k > 0
+            && block_of[k - 1] == block_of[k]
+            && tasks[k - 1].0 == tasks[k].0;
+        let query = if kept { 0.0 } else { query };
         let loads = (c * (key_bytes + again + rows * sz) + query) / core_rate;
         let store = partial / core_rate;
         let l0 = 2.0 * panels * c * key_bytes / PLAN_MTE1_BYTES_PER_S;
@@ -988,7 +1018,8 @@ mod tests {
         let p = MlaDecodePlan::for_shape(&lens, shape(16), 2).unwrap();
         assert!(p.chunk() <= mla_decode_max_chunk(&shape(16), p.key_buffers()));
         assert_tiles(&p, &lens);
-        // The chosen plan is never estimated slower than the head-blind one (where that one fits L1).
+        // The chosen plan is never estimated slower than the head-blind one (where that one fits L1) by
+        // more than a tie.
         for (lens, rows) in [(vec![4096], 16), (vec![512], 128), (vec![512; 8], 128)] {
             let a = MlaDecodePlan::for_shape(&lens, shape(rows), 24).unwrap();
             let b = MlaDecodePlan::new(&lens, 24).unwrap();
@@ -1002,10 +1033,21 @@ mod tests {
                     p.key_buffers(),
                 )
             };
-            assert!(est(&a) <= est(&b) * 1.0001, "{a:?} {b:?}");
+            assert!(est(&a) <= est(&b) * (1.0 + PLAN_TIE), "{a:?} {b:?}");
         }
         assert!(MlaDecodePlan::for_shape(&[4], shape(0), 24).is_err());
         assert!(MlaDecodePlan::for_shape(&[], shape(16), 24).is_err());
+    }
+
+    /// Near ties go to fewer tasks, clear gains to more: with 128 heads, batch 16 at context 4096 keeps
+    /// three streamed tasks per sequence (six estimated 0.1 % faster, modelled 10 % slower) and batch 1
+    /// at context 32768 takes two per block (estimated 1.5 % faster, modelled 12 % faster).
+    #[test]
+    fn near_ties_go_to_fewer_tasks() {
+        let p = MlaDecodePlan::for_shape(&[4096; 16], shape(128), 24).unwrap();
+        assert_eq!((p.tasks(), p.key_buffers()), (48, 0), "{p:?}");
+        let p = MlaDecodePlan::for_shape(&[32768], shape(128), 24).unwrap();
+        assert_eq!((p.tasks(), p.key_buffers()), (48, 0), "{p:?}");
     }
 
     fn sz_of(dt: KernelDtype) -> u64 {
