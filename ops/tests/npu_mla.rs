@@ -15,7 +15,7 @@ use dsnpu_ops::mla::PagedLatentCache;
 use dsnpu_ops::Float;
 use dsnpu_runtime::sim_counters;
 use half::bf16;
-use ndarray::{Array1, Array2, Array4, Axis};
+use ndarray::{Array1, Array2, Array3, Array4, Axis};
 
 /// A checked backend on device 0 with a stream of its own; the first one keeps the device open.
 fn checked_npu() -> Npu {
@@ -212,6 +212,25 @@ fn consecutive_runs<T: Float>() {
     }
 }
 
+/// `case` decoded on `npu` under `plan` (the checked backend fails the launch on any fault or sanitizer
+/// finding).
+fn decode_with_plan<T: Float>(
+    npu: &Npu,
+    case: &DecodeCase<T>,
+    plan: &dsnpu_kernels::MlaDecodePlan,
+) -> (Array4<T>, Array3<f32>) {
+    npu.mla_decode_with_plan(
+        case.q_nope.view(),
+        case.q_rope.view(),
+        &case.cache,
+        case.block_table.view(),
+        case.seq_lens.view(),
+        case.scale,
+        Some(plan),
+    )
+    .unwrap()
+}
+
 /// The kernel's pipelines — one chunk's cache rows in the cube core's L1 at a time, two (the next task
 /// loaded and scored while the vector cores still work on the previous one), or none (the keys
 /// streamed through L1 tile by tile, 16-bit types) — against the CPU reference: plans pinned to each ([`dsnpu_kernels::MlaDecodePlan::for_shape_pinned`]) on a
@@ -279,18 +298,7 @@ fn pinned<T: Float>(spec: &DecodeSpec, many_tasks: bool) {
         } else if many_tasks {
             assert!(plan.tasks() > cores, "several tasks per block: {plan:?}");
         }
-        // The checked backend fails the launch on any fault or sanitizer finding.
-        let (out, lse) = npu
-            .mla_decode_with_plan(
-                case.q_nope.view(),
-                case.q_rope.view(),
-                &case.cache,
-                case.block_table.view(),
-                case.seq_lens.view(),
-                case.scale,
-                Some(&plan),
-            )
-            .unwrap();
+        let (out, lse) = decode_with_plan(&npu, &case, &plan);
         let what = format!(
             "pinned {key_buffers} key buffer(s), {}",
             std::any::type_name::<T>()
@@ -413,17 +421,7 @@ fn rising<T: Float>() {
             let plan =
                 MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, key_buffers).unwrap();
             assert!(plan.tasks() > cores, "several tasks per block: {plan:?}");
-            let (out, lse) = npu
-                .mla_decode_with_plan(
-                    case.q_nope.view(),
-                    case.q_rope.view(),
-                    &case.cache,
-                    case.block_table.view(),
-                    case.seq_lens.view(),
-                    case.scale,
-                    Some(&plan),
-                )
-                .unwrap();
+            let (out, lse) = decode_with_plan(&npu, &case, &plan);
             let what = format!(
                 "rising scores S={s_q}, {key_buffers} key buffer(s), {}",
                 std::any::type_name::<T>()
@@ -468,17 +466,7 @@ fn a_sequence_of_more_tasks_than_one_combine_group() {
     let plan = MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, 2).unwrap();
     assert!(plan.tasks() > 256, "{plan:?}");
     let (want_out, want_lse) = case.run(&Cpu).unwrap();
-    let (out, lse) = npu
-        .mla_decode_with_plan(
-            case.q_nope.view(),
-            case.q_rope.view(),
-            &case.cache,
-            case.block_table.view(),
-            case.seq_lens.view(),
-            case.scale,
-            Some(&plan),
-        )
-        .unwrap();
+    let (out, lse) = decode_with_plan(&npu, &case, &plan);
     let tol = Tolerance::of::<bf16>();
     assert_close("300 tasks out", out.view(), want_out.view(), tol);
     assert_close("300 tasks lse", lse.view(), want_lse.view(), tol);
