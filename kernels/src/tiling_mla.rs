@@ -274,8 +274,12 @@ impl MlaDecodePlan {
             }
             let (lo, hi) = (u64::from(MLA_MIN_CHUNK), u64::from(cap));
             let mut last = 0;
-            // Pieces of the longest sequence: beyond four per core nothing can gain.
-            for pieces in 1..=(4 * u64::from(cores)).max(1) {
+            // Pieces of the longest sequence: at least as many as L1 requires, and beyond four per core
+            // (or a core's worth past what L1 requires: a count the blocks share evenly) nothing can
+            // gain.
+            let fewest = longest.div_ceil(hi).max(1);
+            let most = (4 * u64::from(cores)).max(fewest + u64::from(cores));
+            for pieces in fewest..=most {
                 let chunk = longest.div_ceil(pieces).max(1).clamp(lo, hi);
                 if chunk == last {
                     continue;
