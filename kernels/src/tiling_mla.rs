@@ -165,7 +165,9 @@ const PLAN_CORE_MACS_PER_S: f64 = 4096.0 * 1.8e9;
 /// division and the output's store) and a part per piece and row a vector core takes (a partial's row
 /// through a double-buffered queue, scaled and added). Fitted to the host layer's cycle model (cost.h's
 /// GUESSes) at batch 1, context 4096, 16 heads (a row per vector core) cut into 12 and 24 pieces (`cargo
-/// bench --bench mla_kernels`: about 2.9 k and 4.0 k cycles).
+/// bench --bench mla_kernels`: about 2.9 k and 4.0 k cycles, 90 cycles per piece), split 60 per piece
+/// (its copies' latency and issue) and 30 per row (its multiply-add), which keeps 128 heads at batch 8
+/// context 4096 at 48 tasks (144 model 32 % slower).
 const PLAN_COMBINE_FIXED_S: f64 = 1850.0 / 1.8e9;
 const PLAN_COMBINE_PER_PIECE_S: f64 = 60.0 / 1.8e9;
 const PLAN_COMBINE_PER_ROW_S: f64 = 30.0 / 1.8e9;
