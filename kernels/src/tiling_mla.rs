@@ -20,10 +20,11 @@ use crate::{CoreBudget, KernelDtype, KernelError, Result};
 
 pub use crate::tiling_structs::MlaDecodeTiling;
 
-/// Most cache positions one task (one chunk of one sequence) covers in any plan. The kernel's own limit
-/// is lower and depends on the shape ([`mla_decode_max_chunk`]): a chunk's rows stay in the cube core's
-/// L1 from q·Kᵀ to P·V.
-pub const MLA_MAX_CHUNK: u32 = 2048;
+/// Most cache positions one task (one chunk of one sequence) covers in any plan: the softmax's
+/// whole-slab instructions step from row to row by a repeat stride of at most 255 32-byte blocks. With
+/// held keys the kernel's limit is lower and depends on the shape ([`mla_decode_max_chunk`]): a chunk's
+/// rows stay in the cube core's L1 from q·Kᵀ to P·V.
+pub const MLA_MAX_CHUNK: u32 = 2032;
 /// Fewest positions a chunk is cut to (a cube fractal's rows): shorter chunks cost more in partial
 /// results than they gain in parallelism.
 pub const MLA_MIN_CHUNK: u32 = 16;
@@ -176,12 +177,14 @@ const PLAN_COMBINE_PER_ROW_S: f64 = 30.0 / 1.8e9;
 /// latencies, a GUESS there), the flags and the softmax's instruction issue. Calibrated against the
 /// host layer's cycle model (`cargo bench --bench mla_kernels`, bf16, 16 heads, one key buffer).
 const PLAN_TASK_FIXED_S: f64 = 5000.0 / 1.8e9;
-/// Vector cycles of the softmax per query row besides its per-score work: the instructions' issue and
-/// the reductions' tails (cost.h's GUESSes summed over the row's steps).
+/// Vector cycles charged per query row, and per 64 scores of a row, for a task's softmax step: the
+/// chain the vector cores stand in (scores in, the softmax, P and (m, l) out) that a block's next task
+/// can hide. The softmax's whole-slab instructions alone take about 20 and 8 now (`cargo bench --bench
+/// mla_kernels`: at 128 heads one chunk of 256 positions, each vector core's 64 rows in about 3.4 k
+/// cycles), but charged that little the estimate loses the overlap of two streamed tasks per block at
+/// 128 heads (batch 1 context 32768: 24 tasks, 68.7 µs, instead of 48, 58.1): the values fitted to the
+/// per-row softmax before it (64 rows × 1366 positions in about 19 k cycles) stay.
 const PLAN_SOFTMAX_ROW_CYCLES: f64 = 80.0;
-/// Vector cycles of the softmax per 64 scores of a row (its passes over them): measured in the host
-/// layer's cycle model at 128 heads, one chunk of 1366 positions per block (each vector core's 64 rows
-/// take about 19 k cycles).
 const PLAN_SOFTMAX_SEGMENT_CYCLES: f64 = 10.0;
 /// Seconds a streamed-keys task loses per staging step (a tile's keys, or a k step's latent columns
 /// and P): calibrated as `PLAN_TASK_FIXED_S`.
@@ -611,6 +614,17 @@ fn plan_estimate(
     busiest.max(total / PLAN_HBM_BYTES_PER_S) + combine
 }
 
+/// UB bytes of the softmax phase for slabs of `r` rows of `pitch` scores (the kernel's formula): the
+/// scores' and P's double-buffered queues, the `(m, l)` queue (with the segment word), the row folds (64
+/// values per row) and the rows' maxima, sums, offsets and their broadcast blocks.
+fn phase1_ub(r: u64, pitch: u64, sz: u64) -> u64 {
+    2 * r * pitch * 4
+        + 2 * r * pitch * sz
+        + 2 * (round_up(8 * r, UB_BLOCK) + UB_BLOCK)
+        + 64 * r * 4
+        + 11 * round_up(r, 8) * 4
+}
+
 /// UB bytes of the combine phase for slabs of `q` rows (the kernel's formula): the f32 accumulator, the
 /// partials' and the output's double-buffered queues, the lse queue (a 32-byte block per row), and the
 /// `(m, l)` of `tasks` tasks (each task's padded to 32 bytes) with their weights, and with carry their
@@ -727,15 +741,12 @@ impl MlaDecodeTiling {
         let pitch = round_up(chunk, 16);
         let latent_pitch = round_up(d.latent_dim, 16);
         let ub = u64::from(budget.ub_bytes);
-        let work_elems = round_up(2 * pitch.div_ceil(64), 8);
-        // Phase 1 per slab row, and what does not scale with the rows.
-        let p1_row = 2 * pitch * 4 + 2 * pitch * sz + UB_BLOCK;
-        let p1_fixed = round_up(work_elems * 4, UB_BLOCK);
-        let p1_ml = |r: u64| 2 * (round_up(8 * r, UB_BLOCK) + UB_BLOCK);
         let mut softmax_rows = g.min(MAX_SLAB_ROWS);
-        while softmax_rows > 0 && softmax_rows * p1_row + p1_ml(softmax_rows) + p1_fixed > ub {
+        while softmax_rows > 0 && phase1_ub(softmax_rows, pitch, sz) > ub {
             softmax_rows -= 1;
         }
+        // The row folds of the softmax's whole-slab reductions (row_ops.h): 64 values per row.
+        let work_elems = 64 * softmax_rows;
         // The cube core's L1: the query panel, the chunk's cache rows (kept from q·Kᵀ to P·V) and P.
         let key_buffers = plan.key_buffers;
         if key_buffers == 0 && sz != 2 {
@@ -801,7 +812,7 @@ impl MlaDecodeTiling {
         if softmax_rows == 0 || combine_rows == 0 {
             return Err(KernelError::DoesNotFit {
                 kernel: K,
-                needed: (p1_row + p1_ml(1) + p1_fixed).max(p2(1, 1)),
+                needed: phase1_ub(1, pitch, sz).max(p2(1, 1)),
                 available: ub,
             });
         }
@@ -848,11 +859,7 @@ impl MlaDecodeTiling {
     pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
         let sz = u64::from(dtype.size());
         let (r, p) = (u64::from(self.softmax_rows), u64::from(self.pitch));
-        let phase1 = 2 * r * p * 4
-            + 2 * r * p * sz
-            + 2 * (round_up(8 * r, UB_BLOCK) + UB_BLOCK)
-            + round_up(u64::from(self.work_elems) * 4, UB_BLOCK)
-            + r * UB_BLOCK;
+        let phase1 = phase1_ub(r, p, sz);
         let phase2 = phase2_ub(
             u64::from(self.combine_rows),
             u64::from(self.latent_pitch),
@@ -955,8 +962,8 @@ mod tests {
         }
         // Ragged: a long sequence among short ones gets the chunks, each at most MLA_MAX_CHUNK.
         let p = MlaDecodePlan::new(&[1, 32768, 5], 2).unwrap();
-        assert_eq!(p.chunk(), MLA_MAX_CHUNK);
-        let n = (32768 / MLA_MAX_CHUNK) as i32;
+        let n = 32768u32.div_ceil(MLA_MAX_CHUNK) as i32;
+        assert_eq!(p.chunk(), 32768u32.div_ceil(n as u32));
         assert_eq!(p.tasks(), 1 + n as u32 + 1);
         assert_eq!(&p.words()[..6], &[0, 1, 1, n, 1 + n, 1]);
     }

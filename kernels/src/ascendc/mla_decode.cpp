@@ -71,7 +71,7 @@
  * two 32 KiB for the score tiles and one 64 KiB for the segment's sum.
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
  *   + 2 * (32 * ceil(2 R * 4 / 32) + 32) (ml queue: (m, l), then the segment word)
- *   + work + 32 R (the slab's reductions, a 32-byte block per row).
+ *   + 64 R 4 (work: the row folds) + 11 round_up(R, 8) 4 (the rows' maxima, sums, offsets, broadcasts).
  * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16), K = combine_tasks): Q L 4 (acc) + 2 Q L 4 (partials
  *   queue) + 2 Q L sz (out queue) + 2 * 32 Q (lse queue) + K round_up(8 Q, 32) ((m, l) of K tasks)
  *   + K Q 4 (their weights, rounded up to 32) [+ 64 K with carry: the segment words of K tasks].
@@ -80,6 +80,7 @@
  * softmax scale by 1.001, 2 the combine's denominator L by 1.001, 3 the combine weights by 1.001.
  */
 #include "dsnpu_kernels/kernel_util.h"
+#include "dsnpu_kernels/row_ops.h"
 #include "dsnpu_kernels/tiling.h"
 #include "lib/matmul_intf.h"
 #include "dsnpu_kernels/cube_tiling.h"
@@ -306,8 +307,9 @@ private:
         pipe_.InitBuffer(scQue_, BUFFER_NUM, R * P * sizeof(float));
         pipe_.InitBuffer(pQue_, BUFFER_NUM, R * P * sizeof(T));
         pipe_.InitBuffer(mlQue_, BUFFER_NUM, AlignUp(2 * R * sizeof(float), UB_BLOCK) + UB_BLOCK);
-        pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));
-        pipe_.InitBuffer(small_, R * UB_BLOCK);  // the slab's reductions, a 32-byte block per row
+        pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));  // 64 R: the row folds
+        // The slab's row maxima, sums and negated offsets (AlignUp(R, 8) each), their broadcast blocks (8 each).
+        pipe_.InitBuffer(small_, 11 * AlignUp(R, 8) * sizeof(float));
     }
 
     __aicore__ inline int64_t SeqLen(uint32_t b) {
@@ -770,36 +772,42 @@ private:
                         DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
             scQue_.EnQue(sc);
             sc = scQue_.DeQue<float>();
-            // Row i's reductions land at red[i * PER] (a 32-byte block each): one V -> S round trip per
-            // step of the slab, not per row.
-            constexpr uint32_t PER = UB_BLOCK / sizeof(float);
-            LocalTensor<float> red = small_.Get<float>();
+            // Whole-slab instructions (dsnpu_kernels/row_ops.h): one per 64-column segment for all R rows,
+            // where per-row instructions would pay their issue R times. small_ holds the rows' maxima,
+            // sums and negated exp offsets (a vector of V each) and their broadcast blocks.
+            const RowTile tile{R, C, P};
+            const uint32_t V = AlignUp(R, 8);
+            LocalTensor<float> vec = small_.Get<float>();
+            LocalTensor<float> rowMax = vec, rowSum = vec[V], negOffset = vec[2 * V], bcast = vec[3 * V];
+            LocalTensor<float> work = work_.Get<float>();
             bool live[MAX_SLAB_ROWS];
             float m[MAX_SLAB_ROWS];
-            // 1. scale, causal mask (at most S - 1 positions of the last chunk), the rows' maxima.
+            // 1. scale, causal mask (at most S - 1 positions of the last chunk; -inf over a row that sees
+            // none, whose offset is then 0 and its p 0), the rows' maxima.
+            TileMuls(sc, scale_, tile);
+            int64_t vis[MAX_SLAB_ROWS];
+            bool partial = false;
             for (uint32_t i = 0; i < R; ++i) {
                 const uint32_t s = (r0 + i) / t_.heads;
-                int64_t vis = len - static_cast<int64_t>(t_.s_q) + s + 1 - c0;  // visible columns of the chunk
-                if (vis > C) vis = C;
-                LocalTensor<float> row = sc[i * P];
-                live[i] = vis > 0;
-                if (!live[i]) {
-                    Duplicate(row, 0.0f, static_cast<int32_t>(C));
-                    continue;
-                }
-                Muls(row, row, scale_, static_cast<int32_t>(C));
-                if (vis < C) {
-                    SetFlag<HardEvent::V_S>(0);
-                    WaitFlag<HardEvent::V_S>(0);
-                    for (uint32_t j = static_cast<uint32_t>(vis); j < C; ++j) row.SetValue(j, NEG_INF);
-                    SetFlag<HardEvent::S_V>(0);
-                    WaitFlag<HardEvent::S_V>(0);
-                }
-                ReduceMax(red[i * PER], row, work_.Get<float>(), static_cast<int32_t>(C));
+                vis[i] = len - static_cast<int64_t>(t_.s_q) + s + 1 - c0;  // visible columns of the chunk
+                if (vis[i] > C) vis[i] = C;
+                live[i] = vis[i] > 0;
+                if (!live[i]) Duplicate(sc[i * P], NEG_INF, static_cast<int32_t>(C));
+                partial = partial || (live[i] && vis[i] < C);
             }
+            if (partial) {
+                SetFlag<HardEvent::V_S>(0);
+                WaitFlag<HardEvent::V_S>(0);
+                for (uint32_t i = 0; i < R; ++i) {
+                    for (int64_t j = live[i] ? vis[i] : C; j < C; ++j) sc.SetValue(i * P + static_cast<uint32_t>(j), NEG_INF);
+                }
+                SetFlag<HardEvent::S_V>(0);
+                WaitFlag<HardEvent::S_V>(0);
+            }
+            RowMax(rowMax, sc, work, tile);
             SetFlag<HardEvent::V_S>(0);
             WaitFlag<HardEvent::V_S>(0);
-            for (uint32_t i = 0; i < R; ++i) m[i] = live[i] ? red.GetValue(i * PER) : NEG_INF;
+            for (uint32_t i = 0; i < R; ++i) m[i] = live[i] ? rowMax.GetValue(i) : NEG_INF;
             // The exp offsets: the maxima, or with carry the segment's references (a new segment when a
             // row's max rose past its reference's headroom).
             if (Carry()) {
@@ -812,21 +820,19 @@ private:
                     m[i] = mRef_[i];
                 }
             }
+            for (uint32_t i = 0; i < R; ++i) negOffset.SetValue(i, live[i] ? -m[i] : 0.0f);
             SetFlag<HardEvent::S_V>(0);
             WaitFlag<HardEvent::S_V>(0);
             // 2. p = exp(s - m), the rows' sums.
-            for (uint32_t i = 0; i < R; ++i) {
-                if (!live[i]) continue;
-                LocalTensor<float> row = sc[i * P];
-                Adds(row, row, -m[i], static_cast<int32_t>(C));
-                Exp(row, row, static_cast<int32_t>(C));
-                ReduceSum(red[i * PER], row, work_.Get<float>(), static_cast<int32_t>(C));
-            }
+            RowBroadcast(bcast, negOffset, R);
+            RowAdd(sc, bcast, tile);
+            TileExp(sc, tile);
+            RowSum(rowSum, sc, work, tile);
             SetFlag<HardEvent::V_S>(0);
             WaitFlag<HardEvent::V_S>(0);
             for (uint32_t i = 0; i < R; ++i) {
                 ml.SetValue(2 * i, m[i]);
-                ml.SetValue(2 * i + 1, live[i] ? red.GetValue(i * PER) : 0.0f);
+                ml.SetValue(2 * i + 1, live[i] ? rowSum.GetValue(i) : 0.0f);
             }
             FromFloat(pt, sc, R * P);
             scQue_.FreeTensor(sc);
@@ -1106,6 +1112,7 @@ __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, G
     // The same tiling on every core: all return here, or none.
     if (t.s_q == 0 || t.heads == 0 || t.latent_dim == 0 || t.pitch == 0 || t.combine_rows > MAX_SLAB_ROWS ||
         t.softmax_rows > MAX_SLAB_ROWS || t.softmax_rows == 0 || t.combine_rows == 0 ||
+        !RowTile{t.softmax_rows, t.pitch, t.pitch}.Valid() || t.work_elems < 64 * t.softmax_rows ||
         (t.key_buffers == 0 && sizeof(T) != 2) || t.key_buffers > 2 || t.combine_tasks > MLA_COMBINE_TASKS_MAX ||
         (t.carry != 0 && (sizeof(T) != 2 || t.key_buffers == 0 || t.s_q * t.heads < 2 ||
                           t.pv_base_m < t.s_q * t.heads || t.pv_base_n < t.latent_dim ||
