@@ -218,7 +218,7 @@ fn decode_with_plan<T: Float>(
     npu: &Npu,
     case: &DecodeCase<T>,
     plan: &dsnpu_kernels::MlaDecodePlan,
-) -> (Array4<T>, Array3<f32>) {
+) -> dsnpu_ops::Result<(Array4<T>, Array3<f32>)> {
     npu.mla_decode_with_plan(
         case.q_nope.view(),
         case.q_rope.view(),
@@ -228,7 +228,6 @@ fn decode_with_plan<T: Float>(
         case.scale,
         Some(plan),
     )
-    .unwrap()
 }
 
 /// The kernel's pipelines — one chunk's cache rows in the cube core's L1 at a time, two (the next task
@@ -298,7 +297,7 @@ fn pinned<T: Float>(spec: &DecodeSpec, many_tasks: bool) {
         } else if many_tasks {
             assert!(plan.tasks() > cores, "several tasks per block: {plan:?}");
         }
-        let (out, lse) = decode_with_plan(&npu, &case, &plan);
+        let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
         let what = format!(
             "pinned {key_buffers} key buffer(s), {}",
             std::any::type_name::<T>()
@@ -320,15 +319,7 @@ fn pinned<T: Float>(spec: &DecodeSpec, many_tasks: bool) {
     let mut other = spec.seq_lens.clone();
     other[0] += 1;
     let plan = MlaDecodePlan::for_shape(&other, plan_shape, cores).unwrap();
-    let r = npu.mla_decode_with_plan(
-        case.q_nope.view(),
-        case.q_rope.view(),
-        &case.cache,
-        case.block_table.view(),
-        case.seq_lens.view(),
-        case.scale,
-        Some(&plan),
-    );
+    let r = decode_with_plan(&npu, &case, &plan);
     assert!(
         matches!(r, Err(dsnpu_ops::OpsError::InvalidArgument { .. })),
         "{r:?}"
@@ -421,7 +412,7 @@ fn rising<T: Float>() {
             let plan =
                 MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, key_buffers).unwrap();
             assert!(plan.tasks() > cores, "several tasks per block: {plan:?}");
-            let (out, lse) = decode_with_plan(&npu, &case, &plan);
+            let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
             let what = format!(
                 "rising scores S={s_q}, {key_buffers} key buffer(s), {}",
                 std::any::type_name::<T>()
@@ -466,7 +457,7 @@ fn a_sequence_of_more_tasks_than_one_combine_group() {
     let plan = MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, 2).unwrap();
     assert!(plan.tasks() > 256, "{plan:?}");
     let (want_out, want_lse) = case.run(&Cpu).unwrap();
-    let (out, lse) = decode_with_plan(&npu, &case, &plan);
+    let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
     let tol = Tolerance::of::<bf16>();
     assert_close("300 tasks out", out.view(), want_out.view(), tol);
     assert_close("300 tasks lse", lse.view(), want_lse.view(), tol);
