@@ -92,21 +92,26 @@ fn deepseek_width_decode_matches_the_reference() {
     deepseek_width::<bf16>("mla_decode_bf16");
 }
 
+/// A decode at DeepSeek-V3's widths as at TP8 (16 heads, latent 512, rope 64, block 128).
+fn deepseek_spec(s_q: usize, seq_lens: Vec<usize>) -> DecodeSpec {
+    DecodeSpec {
+        block_size: 128,
+        heads: 16,
+        latent_dim: 512,
+        rope_dim: 64,
+        s_q,
+        seq_lens,
+        spare_blocks: 1,
+        extra_cols: 1,
+        scale: 0.1352,
+    }
+}
+
 fn deepseek_width<T: Float>(symbol: &str) {
     let npu = checked_npu();
     let mut rng = CaseRng::new(0x4D4C_0DEC);
     for (s_q, seq_lens) in [(1usize, vec![1024usize]), (2, vec![1000, 1031])] {
-        let spec = DecodeSpec {
-            block_size: 128,
-            heads: 16,
-            latent_dim: 512,
-            rope_dim: 64,
-            s_q,
-            seq_lens: seq_lens.clone(),
-            spare_blocks: 1,
-            extra_cols: 1,
-            scale: 0.1352,
-        };
+        let spec = deepseek_spec(s_q, seq_lens.clone());
         let case = DecodeCase::<T>::build(&mut rng, &spec).unwrap();
         let (want_out, want_lse) = case.run(&Cpu).unwrap();
         let (out, lse) = case.run(&npu).unwrap();
@@ -239,14 +244,7 @@ fn decode_with_plan<T: Float>(
 fn every_key_buffer_pipeline_matches_the_reference() {
     let long = DecodeSpec {
         block_size: 64,
-        heads: 16,
-        latent_dim: 512,
-        rope_dim: 64,
-        s_q: 2,
-        seq_lens: vec![9000, 2, 4000, 65],
-        spare_blocks: 1,
-        extra_cols: 1,
-        scale: 0.1352,
+        ..deepseek_spec(2, vec![9000, 2, 4000, 65])
     };
     pinned::<f32>(&long, true);
     pinned::<bf16>(&long, true);
@@ -346,17 +344,7 @@ fn rising<T: Float>() {
     let cores = npu.library().hardware().cube.cores;
     let mut rng = CaseRng::new(13);
     for s_q in [1usize, 2] {
-        let spec = DecodeSpec {
-            block_size: 128,
-            heads: 16,
-            latent_dim: 512,
-            rope_dim: 64,
-            s_q,
-            seq_lens: vec![16000, 300],
-            spare_blocks: 1,
-            extra_cols: 1,
-            scale: 0.1352,
-        };
+        let spec = deepseek_spec(s_q, vec![16000, 300]);
         let mut case = DecodeCase::<T>::build(&mut rng, &spec).unwrap();
         let bs = spec.block_size;
         // Sequence 0's keys grow; sequence 1 (one task) keeps its values.
@@ -436,17 +424,7 @@ fn a_sequence_of_more_tasks_than_one_combine_group() {
     use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaPlanShape};
     let npu = checked_npu();
     let cores = npu.library().hardware().cube.cores;
-    let spec = DecodeSpec {
-        block_size: 128,
-        heads: 16,
-        latent_dim: 512,
-        rope_dim: 64,
-        s_q: 1,
-        seq_lens: vec![60000],
-        spare_blocks: 1,
-        extra_cols: 1,
-        scale: 0.1352,
-    };
+    let spec = deepseek_spec(1, vec![60000]);
     let case = DecodeCase::<bf16>::build(&mut CaseRng::new(14), &spec).unwrap();
     let shape = MlaPlanShape {
         query_rows: 16,

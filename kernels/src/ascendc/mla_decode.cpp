@@ -468,49 +468,40 @@ private:
         return pm;
     }
 
-    // Step 3 of task `t`, after WaitP(t) returned `ahead`.
+    // Step 3 of task `t`, after WaitP(t) returned `ahead`. With carry t's P . latent joins its segment's
+    // sum in L0C (carry_), which goes out once, as the partial of the segment's last task: before t's
+    // product if t starts a new segment, after it if t is the last of its group.
     __aicore__ inline void Finish(const Pending& t, const LocalTensor<T>& ahead) {
-        if (Carry()) {
-            FinishCarried(t, ahead);
-            return;
-        }
-        if (t.C == 0) return;  // every row has l = 0: the combine skips this task
-        UseSlot(t.j);
-        const uint64_t oAt = static_cast<uint64_t>(t.k) * G_ * t_.latent_dim;
-        if constexpr (sizeof(T) == 2) {
-            for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) {
-                Output(t, m0, Min(t_.pv_base_m, G_ - m0), oAt, ahead, nullptr, true);
-            }
-        } else {
-            OutputMatmul(t.b, static_cast<uint32_t>(t.c0), t.C, oAt);
-        }
-        if (!Streamed()) {
-            LocalTensor<T> keys = t.keys;
-            kL1_.FreeTensor(keys);
-        }
-        // A later task's scores overwrite the P these loads read (MTE2, then FIX).
-        SetFlag<HardEvent::MTE2_FIX>(0);
-        WaitFlag<HardEvent::MTE2_FIX>(0);
-    }
-
-    // Step 3 with carry: t's P . latent joins its segment's sum in L0C (carry_), which goes out once, as
-    // the partial of the segment's last task: before t's product if t starts a new segment, after it if
-    // t is the last of its group.
-    __aicore__ inline void FinishCarried(const Pending& t, const LocalTensor<T>& ahead) {
-        const bool fresh = t.groupStart || NewSegmentAsked(t.k);
-        if (fresh && carrying_) FlushCarry();
+        if (Carry() && carrying_ && (t.groupStart || NewSegmentAsked(t.k))) FlushCarry();
+        // C = 0: every row has l = 0, and the combine skips this task (or it only extends a segment).
         if (t.C > 0) {
             UseSlot(t.j);
-            if (!carrying_) carry_ = carryL0c_.AllocTensor<float>();
-            Output(t, 0, G_, 0, ahead, &carry_, !carrying_);
-            carrying_ = true;
-            LocalTensor<T> keys = t.keys;
-            kL1_.FreeTensor(keys);
+            const uint64_t oAt = static_cast<uint64_t>(t.k) * G_ * t_.latent_dim;
+            if constexpr (sizeof(T) == 2) {
+                if (Carry()) {
+                    if (!carrying_) carry_ = carryL0c_.AllocTensor<float>();
+                    Output(t, 0, G_, oAt, ahead, &carry_, !carrying_);
+                    carrying_ = true;
+                } else {
+                    for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) {
+                        Output(t, m0, Min(t_.pv_base_m, G_ - m0), oAt, ahead, nullptr, true);
+                    }
+                }
+            } else {
+                OutputMatmul(t.b, static_cast<uint32_t>(t.c0), t.C, oAt);
+            }
+            if (!Streamed()) {
+                LocalTensor<T> keys = t.keys;
+                kL1_.FreeTensor(keys);
+            }
+            // A later task's scores overwrite the P these loads read (MTE2, then FIX).
             SetFlag<HardEvent::MTE2_FIX>(0);
             WaitFlag<HardEvent::MTE2_FIX>(0);
         }
-        carryK_ = t.k;
-        if (t.groupEnd && carrying_) FlushCarry();
+        if (Carry()) {
+            carryK_ = t.k;
+            if (t.groupEnd && carrying_) FlushCarry();
+        }
     }
 
     // Whether either vector core asked task k to start a segment (its words are out: both set flag P
@@ -527,14 +518,8 @@ private:
 
     // The segment's sum to the partial of its last task so far (carryK_); frees the L0C tile.
     __aicore__ inline void FlushCarry() {
-        carryL0c_.EnQue(carry_);
-        carry_ = carryL0c_.DeQue<float>();
-        Fixpipe<float, float, CFG_ROW_MAJOR>(partialWs_[static_cast<uint64_t>(carryK_) * G_ * t_.latent_dim], carry_,
-                                             FixpipeParamsV220(static_cast<uint16_t>(t_.latent_dim),
-                                                               static_cast<uint16_t>(G_),
-                                                               static_cast<uint16_t>(AlignUp(G_, 16)),
-                                                               t_.latent_dim, false));
-        carryL0c_.FreeTensor(carry_);
+        Store(carryL0c_, carry_, partialWs_[static_cast<uint64_t>(carryK_) * G_ * t_.latent_dim], G_, t_.latent_dim,
+              AlignUp(G_, 16), t_.latent_dim);
         carrying_ = false;
     }
 
@@ -585,15 +570,17 @@ private:
         l0b_.FreeTensor(bt);
     }
 
-    // The finished L0C tile acc [rows, cols] (r16 rows in L0C) to f32 rows of `pitch` at `dst`; frees it.
-    __aicore__ inline void Store(LocalTensor<float>& acc, const GlobalTensor<float>& dst, uint32_t rows, uint32_t cols,
-                                 uint32_t r16, uint32_t pitch) {
-        l0c_.EnQue(acc);
-        acc = l0c_.DeQue<float>();
+    // The finished L0C tile acc [rows, cols] (r16 rows in L0C) of `que` to f32 rows of `pitch` at `dst`;
+    // frees it.
+    template <typename Que>
+    __aicore__ inline void Store(Que& que, LocalTensor<float>& acc, const GlobalTensor<float>& dst, uint32_t rows,
+                                 uint32_t cols, uint32_t r16, uint32_t pitch) {
+        que.EnQue(acc);
+        acc = que.template DeQue<float>();
         Fixpipe<float, float, CFG_ROW_MAJOR>(dst, acc,
                                              FixpipeParamsV220(static_cast<uint16_t>(cols), static_cast<uint16_t>(rows),
                                                                static_cast<uint16_t>(r16), pitch, false));
-        l0c_.FreeTensor(acc);
+        que.FreeTensor(acc);
     }
 
     // Scores of query rows [m0, m0 + rows) against task t's C keys (held in L1, or staged tile by tile),
@@ -632,7 +619,7 @@ private:
                 Multiply(acc, rows, cols, kt, k0 == 0);
             }
             if (Streamed()) kL1_.FreeTensor(keys);
-            Store(acc, scoresWs_[scoreAt_ + static_cast<uint64_t>(m0) * P + n0], rows, cols, r16, P);
+            Store(l0c_, acc, scoresWs_[scoreAt_ + static_cast<uint64_t>(m0) * P + n0], rows, cols, r16, P);
         }
     }
 
@@ -723,7 +710,7 @@ private:
                 }
                 Multiply(acc, rows, cols, kt, k0 == 0 && init);
             }
-            if (carry == nullptr) Store(acc, partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0], rows, cols, r16, Dl);
+            if (carry == nullptr) Store(l0c_, acc, partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0], rows, cols, r16, Dl);
         }
         if (!Streamed()) pL1_.FreeTensor(pm);
     }
