@@ -222,6 +222,7 @@ int main(void) {
     FIELD(DsnpuMlaDecodeTiling, combine_tasks)
     FIELD(DsnpuMlaDecodeTiling, key_buffers)
     FIELD(DsnpuMlaDecodeTiling, carry)
+    FIELD(DsnpuMlaDecodeTiling, p_whole)
     FIELD(DsnpuMlaDecodeTiling, pv_cube)
     STRUCT_END()
     STRUCT_BEGIN(DsnpuMlaPrefillTiling)

@@ -92,11 +92,68 @@ fn l1_bytes(
 ) -> u64 {
     let (m, w) = (panel_rows(query_rows), key_width(latent_dim, rope_dim, sz));
     if key_buffers == 0 {
-        let (pv_n, pv_k) = pv_tiles(m, latent_dim, sz);
-        let tile = (pitch.min(128) * w).max(pv_k * pv_n);
-        return m * w * sz + 2 * tile * sz + 2 * m * pv_k * sz;
+        let layout = streamed_layout(query_rows, latent_dim, rope_dim, sz, pitch);
+        return streamed_l1(m, w, sz, pitch, layout, pv_tiles(m, latent_dim, sz));
     }
     m * w * sz + key_buffers * pitch * w * sz + if sz == 2 { m * pitch * sz } else { 0 }
+}
+
+/// How the cube core's L1 is laid out for streamed keys at a chunk pitch: q·Kᵀ's key tiles of `qk_n`
+/// rows, and whether a task's P comes in whole (once) instead of per k step of every P·V output tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StreamedLayout {
+    qk_n: u64,
+    p_whole: bool,
+}
+
+/// Fewest key rows of q·Kᵀ's staging tiles narrowed so that P fits whole: narrower tiles add more
+/// copies and hand-overs than P's reads cost.
+const MIN_STREAMED_QK_ROWS: u64 = 32;
+
+/// L1 bytes of the streamed layout: the query panel, two staging tiles (q·Kᵀ's key tiles and P·V's
+/// latent tiles share them) and P, whole or two k steps of it.
+fn streamed_l1(m: u64, w: u64, sz: u64, pitch: u64, l: StreamedLayout, pv: (u64, u64)) -> u64 {
+    let (pv_n, pv_k) = pv;
+    let tile = (l.qk_n * w).max(pv_k * pv_n);
+    let p = if l.p_whole {
+        m * pitch * sz
+    } else {
+        2 * m * pv_k * sz
+    };
+    m * w * sz + 2 * tile * sz + p
+}
+
+/// The streamed layout for `pitch`: P whole where P·V has more than one output tile (with one, P is
+/// read once either way) and it fits beside staging tiles of at least [`MIN_STREAMED_QK_ROWS`] rows
+/// (the widest that fit: at 128 query rows, chunks up to 1184 positions); else 128-row tiles (or the
+/// chunk's) and P per k step.
+fn streamed_layout(
+    query_rows: u64,
+    latent_dim: u64,
+    rope_dim: u64,
+    sz: u64,
+    pitch: u64,
+) -> StreamedLayout {
+    let (m, w) = (panel_rows(query_rows), key_width(latent_dim, rope_dim, sz));
+    let pv = pv_tiles(m, latent_dim, sz);
+    let widest = pitch.min(128);
+    if pv.0 < latent_dim {
+        let mut qk_n = widest;
+        while qk_n >= MIN_STREAMED_QK_ROWS.min(widest) {
+            let l = StreamedLayout {
+                qk_n,
+                p_whole: true,
+            };
+            if streamed_l1(m, w, sz, pitch, l, pv) <= L1_BYTES {
+                return l;
+            }
+            qk_n -= 16;
+        }
+    }
+    StreamedLayout {
+        qk_n: widest,
+        p_whole: false,
+    }
 }
 
 /// The longest chunk (a multiple of 16) the decode kernel takes for `shape` with `key_buffers`: 1 or
@@ -775,7 +832,14 @@ impl MlaDecodeTiling {
         // one of L0A's / L0B's two 32 KiB buffers (a multiple of the fractal width).
         let m = panel_rows(g);
         let c0 = 32 / sz;
-        let qk_n = pitch.min(128);
+        // Streamed keys narrow q·Kᵀ's staging tiles where that lets P come into L1 whole; with held
+        // keys 16-bit P always does (f32's P·V reads it through the Matmul API).
+        let (qk_n, p_whole) = if key_buffers == 0 {
+            let l = streamed_layout(g, d.latent_dim, d.rope_dim, sz, pitch);
+            (l.qk_n, l.p_whole)
+        } else {
+            (pitch.min(128), sz == 2)
+        };
         let qk_k = (L0AB_BUF / (m.max(qk_n) * sz) / c0 * c0).max(c0);
         // P·V (16-bit): n up to the latent width within one L0C buffer, k steps of 16 keys that fit L0A
         // and L0B. f32 takes P·V through the Matmul API: its base tiles as before.
@@ -851,6 +915,7 @@ impl MlaDecodeTiling {
             combine_tasks: combine_tasks as u32,
             key_buffers,
             carry: u32::from(carry),
+            p_whole: u32::from(p_whole),
             pv_cube,
         })
     }
@@ -1142,6 +1207,86 @@ mod tests {
         let (p, t) = tiling(1, &[512; 8], KernelDtype::Bf16, None);
         assert_eq!(p.tasks(), CUBE.cores, "{p:?}");
         assert!(!p.runs_a_sequence_on_a_block(CUBE.cores) && !t.carries());
+    }
+
+    /// Streamed keys take P into L1 whole where P·V has several output tiles and P fits beside
+    /// narrowed q·Kᵀ staging tiles (at 128 query rows: chunks up to 1184 positions), else P per k step.
+    #[test]
+    fn streamed_p_comes_in_whole_where_it_fits() {
+        let layout = |rows: u64, pitch: u64| streamed_layout(rows, 512, 64, 2, pitch);
+        // 128 rows (four 128-column output tiles): the widest staging tiles that leave room for P.
+        assert_eq!(
+            layout(128, 256),
+            StreamedLayout {
+                qk_n: 128,
+                p_whole: true
+            }
+        );
+        assert_eq!(
+            layout(128, 688),
+            StreamedLayout {
+                qk_n: 80,
+                p_whole: true
+            }
+        );
+        assert_eq!(
+            layout(128, 1184),
+            StreamedLayout {
+                qk_n: 32,
+                p_whole: true
+            }
+        );
+        assert_eq!(
+            layout(128, 1200),
+            StreamedLayout {
+                qk_n: 128,
+                p_whole: false
+            }
+        );
+        // 64 rows (two output tiles): always; 16 rows (one): never, P is read once either way.
+        assert_eq!(
+            layout(64, 2032),
+            StreamedLayout {
+                qk_n: 80,
+                p_whole: true
+            }
+        );
+        assert_eq!(
+            layout(16, 256),
+            StreamedLayout {
+                qk_n: 128,
+                p_whole: false
+            }
+        );
+        // Each layout is what L1 holds, and the tiling carries it (held 16-bit keys: P always whole).
+        for (rows, pitch) in [(128, 688), (128, 1184), (128, 1200), (64, 2032), (16, 256)] {
+            let m = panel_rows(rows);
+            let l = layout(rows, pitch);
+            let bytes = streamed_l1(m, key_width(512, 64, 2), 2, pitch, l, pv_tiles(m, 512, 2));
+            assert!(bytes <= L1_BYTES, "{rows} rows, pitch {pitch}: {bytes}");
+            assert_eq!(l1_bytes(rows, 512, 64, 2, pitch, 0), bytes);
+        }
+        let shape = MlaPlanShape {
+            query_rows: 128,
+            latent_dim: 512,
+            rope_dim: 64,
+            dtype: KernelDtype::Bf16,
+        };
+        for kb in [0, 1] {
+            let p = MlaDecodePlan::for_shape_pinned(&[4096; 8], shape, CUBE.cores, kb).unwrap();
+            let t = MlaDecodeTiling::new(dims(8, 1, 128, 128), &p, 0.1, KernelDtype::Bf16, CUBE)
+                .unwrap();
+            let l = layout(128, u64::from(t.pitch));
+            if kb == 0 {
+                assert_eq!(
+                    (t.qk_base_n, t.p_whole),
+                    (l.qk_n as u32, u32::from(l.p_whole)),
+                    "{t:?}"
+                );
+            } else {
+                assert_eq!(t.p_whole, 1, "{t:?}");
+            }
+        }
     }
 
     #[test]

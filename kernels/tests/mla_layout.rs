@@ -53,6 +53,7 @@ fn mla_tiling_layout_matches_the_c_header() {
                 combine_tasks,
                 key_buffers,
                 carry,
+                p_whole,
                 pv_cube,
             ]
         ),
@@ -172,7 +173,7 @@ fn mla_tiling_layout_matches_the_c_header() {
         assert_eq!(cfields.to_vec(), *rfields, "{cname} fields");
     }
     // 28 four-byte fields and one TCubeTiling (33 int32), no padding.
-    assert_eq!(size_of::<MlaDecodeTiling>(), 112 + 132);
+    assert_eq!(size_of::<MlaDecodeTiling>(), 116 + 132);
     assert_eq!(size_of::<MlaCacheWriteTiling>(), 40);
 }
 
@@ -207,14 +208,15 @@ fn tiling_bytes_are_the_fields_in_order() {
         combine_tasks: 26,
         key_buffers: 27,
         carry: 28,
+        p_whole: 29,
         pv_cube: CubeTiling {
-            usedCoreNum: 29,
-            M: 30,
+            usedCoreNum: 30,
+            M: 31,
             ..CubeTiling::default()
         },
     };
     let cube_bytes = |c: &CubeTiling| c.as_bytes().to_vec();
-    let want: Vec<u8> = (1u32..=28)
+    let want: Vec<u8> = (1u32..=29)
         .flat_map(|v| {
             if v == 9 {
                 0.5f32.to_ne_bytes()
@@ -225,7 +227,7 @@ fn tiling_bytes_are_the_fields_in_order() {
         .chain(cube_bytes(&t.pv_cube))
         .collect();
     // TCubeTiling's first two fields are usedCoreNum and M.
-    assert_eq!(&want[28 * 4..28 * 4 + 4], &29i32.to_ne_bytes());
-    assert_eq!(&want[28 * 4 + 4..28 * 4 + 8], &30i32.to_ne_bytes());
+    assert_eq!(&want[29 * 4..29 * 4 + 4], &30i32.to_ne_bytes());
+    assert_eq!(&want[29 * 4 + 4..29 * 4 + 8], &31i32.to_ne_bytes());
     assert_eq!(t.as_bytes(), want.as_slice());
 }

@@ -259,6 +259,50 @@ fn every_key_buffer_pipeline_matches_the_reference() {
     pinned::<bf16>(&wide, false);
 }
 
+/// Streamed keys at 128 query rows (P·V in four output tiles of 128 columns): P comes into the cube
+/// core's L1 whole where it fits beside narrowed q·Kᵀ staging tiles (short chunks), and per k step of
+/// each output tile where it does not (a chunk of 1500 positions); both against the CPU reference.
+#[test]
+fn streamed_keys_take_p_whole_or_per_step() {
+    use dsnpu_kernels::{KernelDtype, MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling, MlaPlanShape};
+    let npu = checked_npu();
+    let spec = DecodeSpec {
+        heads: 128,
+        ..deepseek_spec(1, vec![1500, 37])
+    };
+    let case = DecodeCase::<bf16>::build(&mut CaseRng::new(21), &spec).unwrap();
+    let (want_out, want_lse) = case.run(&Cpu).unwrap();
+    let shape = MlaPlanShape {
+        query_rows: 128,
+        latent_dim: 512,
+        rope_dim: 64,
+        dtype: KernelDtype::Bf16,
+    };
+    let budget = npu.library().hardware().cube;
+    let dims = MlaDecodeDims {
+        batch: 2,
+        s_q: 1,
+        heads: 128,
+        latent_dim: 512,
+        rope_dim: 64,
+        block_size: 128,
+        num_blocks: case.cache.latent.shape()[0] as u64,
+        max_blocks: case.block_table.ncols() as u64,
+    };
+    // Planned for two cores the long sequence is cut in two (chunks of 750: P whole beside 80-row
+    // staging tiles, six k steps of P·V); for one core it stays whole (1500: P per k step).
+    for (cores, whole) in [(2, 1), (1, 0)] {
+        let plan = MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, 0).unwrap();
+        let t = MlaDecodeTiling::new(dims, &plan, spec.scale, KernelDtype::Bf16, budget).unwrap();
+        assert_eq!((t.key_buffers, t.p_whole), (0, whole), "{t:?}");
+        let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
+        let what = format!("streamed, P whole {whole}");
+        let tol = Tolerance::of::<bf16>();
+        assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
+        assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
+    }
+}
+
 /// `spec` decoded under each pipeline's plan; `many_tasks`: each held-keys plan has more tasks than
 /// blocks and the streamed one chunks longer than L1 holds.
 fn pinned<T: Float>(spec: &DecodeSpec, many_tasks: bool) {

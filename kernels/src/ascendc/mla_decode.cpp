@@ -32,10 +32,12 @@
  *      P . latent is the Matmul API on the cube core (operands in GM: the latent rows come from GM again).
  * With key_buffers 0 (16-bit t; the plan picks it where long chunks pay, e.g. many query rows whose
  * partials would outweigh the keys) the chunk is not held: q . K^T stages each tile of qk_base_n keys
- * into L1 (two staging buffers), and P . latent stages per k step the latent rows' pv_base_n columns
- * and P's columns, so the latent part comes from GM twice (as the old Matmul-API kernel read it), but a
- * chunk can be any length; the cube core computes task j's scores before task j - 1's P . latent, so the
- * vector cores' softmax of task j - 1 overlaps them (two score slots per block).
+ * into L1 (two staging buffers), and P . latent stages per k step the latent rows' pv_base_n columns,
+ * so the latent part comes from GM twice (as the old Matmul-API kernel read it), but a chunk can be any
+ * length. P comes into L1 whole where the tiling found room for it (p_whole: narrower q . K^T tiles),
+ * else per k step with the latent columns (once per output tile: four times at 128 query rows). The
+ * cube core computes task j's scores before task j - 1's P . latent, so the vector cores' softmax of
+ * task j - 1 overlaps them (two score slots per block).
  * Carry (tiling.carry: 16-bit t, held keys, O of all G rows in one L0C tile, each vector core's rows in
  * one softmax slab): the tasks a block runs of one sequence (a "group") sum their P . latent in one L0C
  * tile, written once per segment instead of once per task. The rows' exp offset is then a reference r
@@ -64,7 +66,7 @@
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
  * (P, 16-bit t only); with B = 0: M W sz + 2 max(qk_base_n W, pv_base_k pv_base_n) sz (staging) +
- * 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows (while
+ * M pitch sz (P whole) or 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows (while
  * the vector cores work on task j - 1's softmax), then takes task j - 1's P . latent, then task j's
  * scores (the score and P workspaces then have two slots per block);
  * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them); with carry
@@ -403,17 +405,24 @@ private:
     // Whether the chunk's keys are streamed through L1 tile by tile (key_buffers 0, 16-bit t) instead
     // of held there from q . K^T to P . V.
     __aicore__ inline bool Streamed() const { return t_.key_buffers == 0; }
+    // Whether a task's P comes into L1 whole, once (16-bit t: with held keys, and with streamed keys where
+    // the tiling found room), instead of per k step of each P . V output tile.
+    __aicore__ inline bool PWhole() const { return t_.p_whole != 0; }
 
     __aicore__ inline void CubeInit() {
         const uint32_t M = t_.qk_base_m, P = t_.pitch, W = KeyW();
         pipe_.InitBuffer(qL1_, 1, M * W * sizeof(T));
         if (Streamed()) {
             // Two staging tiles: q . K^T's key tiles (qk_base_n rows, all columns) and P . V's latent
-            // tiles (pv_base_k rows, pv_base_n columns); P per k step, also two.
+            // tiles (pv_base_k rows, pv_base_n columns); P whole, or per k step (also two).
             const uint32_t qkTile = t_.qk_base_n * W, pvTile = t_.pv_base_k * t_.pv_base_n;
             const uint32_t tile = qkTile > pvTile ? qkTile : pvTile;
             pipe_.InitBuffer(kL1_, 2, tile * sizeof(T));
-            pipe_.InitBuffer(pL1_, 2, M * t_.pv_base_k * sizeof(T));
+            if (PWhole()) {
+                pipe_.InitBuffer(pL1_, 1, M * P * sizeof(T));
+            } else {
+                pipe_.InitBuffer(pL1_, 2, M * t_.pv_base_k * sizeof(T));
+            }
         } else {
             pipe_.InitBuffer(kL1_, static_cast<uint8_t>(t_.key_buffers), P * W * sizeof(T));
             if constexpr (sizeof(T) == 2) pipe_.InitBuffer(pL1_, 1, M * P * sizeof(T));
@@ -453,13 +462,13 @@ private:
         }
     }
 
-    // Waits for task t's P from the vector cores; with held keys (16-bit t) loads its first row panel
-    // into L1 for Finish, so that the load is issued now, in MTE2's program order (else an empty tensor).
+    // Waits for task t's P from the vector cores; with P whole loads its first row panel into L1 for
+    // Finish, so that the load is issued now, in MTE2's program order (else an empty tensor).
     __aicore__ inline LocalTensor<T> WaitP(const Pending& t) {
         CrossCoreWaitFlag(FLAG_P);
         LocalTensor<T> pm;
         if constexpr (sizeof(T) == 2) {
-            if (t.C > 0 && !Streamed()) {
+            if (t.C > 0 && PWhole()) {
                 UseSlot(t.j);
                 const uint32_t rows = Min(t_.pv_base_m, G_);
                 pm = LoadP(0, rows, AlignUp(rows, 16), 0, t.C);
@@ -663,16 +672,16 @@ private:
     }
 
     // O rows [m0, m0 + rows) = P . latent over task t's C keys (16-bit t), into the partial at oAt. Held
-    // keys: P comes into L1 once and both operands are read from L1; streamed: per k step the latent rows'
-    // tile columns and P's columns are staged.
-    // `ahead`: the first row panel's P, loaded by WaitP (held keys). With `carry` (one output tile) the
+    // keys: both operands are read from L1; streamed: per k step the latent rows' tile columns are staged.
+    // P comes into L1 whole (PWhole) or per k step with the latent.
+    // `ahead`: the first row panel's P, loaded by WaitP (P whole). With `carry` (one output tile) the
     // product is summed into that L0C tile (over what it holds unless `init`) and stays there.
     __aicore__ inline void Output(const Pending& t, uint32_t m0, uint32_t rows, uint64_t oAt,
                                   const LocalTensor<T>& ahead, LocalTensor<float>* carry, bool init) {
         const uint32_t Dl = t_.latent_dim, P = t_.pitch, C = t.C;
         const uint32_t r16 = AlignUp(rows, 16);
         LocalTensor<T> pm;
-        if (!Streamed()) pm = m0 == 0 ? ahead : LoadP(m0, rows, r16, 0, C);
+        if (PWhole()) pm = m0 == 0 ? ahead : LoadP(m0, rows, r16, 0, C);
         const uint32_t KT = t_.pv_base_k;
         for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
             const uint32_t cols = Min(t_.pv_base_n, Dl - n0);
@@ -680,16 +689,19 @@ private:
             LocalTensor<float> acc = carry != nullptr ? *carry : l0c_.AllocTensor<float>();
             for (uint32_t k0 = 0; k0 < C; k0 += KT) {
                 const uint32_t kt = Min(KT, C - k0), kBlocks = AlignUp(kt, 16) / 16;
-                // Where this k step's P and latent fractals are: in the held buffers at column k0, or in
-                // freshly staged tiles at column 0.
+                // Where this k step's P and latent fractals are: in the held buffers at column (row) k0,
+                // or in freshly staged tiles at 0.
                 LocalTensor<T> keys = t.keys;
-                uint32_t pk0 = k0, kp = P, kn0 = n0;
-                if (Streamed()) {
+                uint32_t pk0 = k0, kk0 = k0, kp = P, kn0 = n0;
+                if (!PWhole()) {
                     pm = LoadP(m0, rows, r16, k0, kt);
+                    pk0 = 0;
+                }
+                if (Streamed()) {
                     keys = kL1_.AllocTensor<T>();
                     kp = kBlocks * 16;
+                    kk0 = 0;
                     kn0 = 0;
-                    pk0 = 0;
                     Stage(keys, t.b, static_cast<uint32_t>(t.c0) + k0, kt, kp, n0, cols, false);
                     kL1_.EnQue(keys);
                     keys = kL1_.DeQue<T>();
@@ -699,20 +711,18 @@ private:
                 // latent [C, Dl] is B as stored: each 16 x 16 fractal transposed, per 16 keys the tile's
                 // column blocks (a column block of the NZ apart).
                 for (uint32_t kb = 0; kb < kBlocks; ++kb) {
-                    LoadData(bt[kb * nBlocks * FRAC], keys[(kn0 / 16 * kp + pk0 + kb * 16) * 16],
+                    LoadData(bt[kb * nBlocks * FRAC], keys[(kn0 / 16 * kp + kk0 + kb * 16) * 16],
                              LoadData2DParams(0, static_cast<uint8_t>(nBlocks), static_cast<uint16_t>(kp / 16), 0, 0,
                                               true, 0));
                 }
                 l0b_.EnQue(bt);
-                if (Streamed()) {
-                    kL1_.FreeTensor(keys);
-                    pL1_.FreeTensor(pm);
-                }
+                if (Streamed()) kL1_.FreeTensor(keys);
+                if (!PWhole()) pL1_.FreeTensor(pm);
                 Multiply(acc, rows, cols, kt, k0 == 0 && init);
             }
             if (carry == nullptr) Store(l0c_, acc, partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0], rows, cols, r16, Dl);
         }
-        if (!Streamed()) pL1_.FreeTensor(pm);
+        if (PWhole()) pL1_.FreeTensor(pm);
     }
 
     // O = P . latent for f32 through the Matmul API on this cube core, operands in GM: per base tile of O
@@ -1101,6 +1111,7 @@ __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, G
         t.softmax_rows > MAX_SLAB_ROWS || t.softmax_rows == 0 || t.combine_rows == 0 ||
         !RowTile{t.softmax_rows, t.pitch, t.pitch}.Valid() || t.work_elems < 64 * t.softmax_rows ||
         (t.key_buffers == 0 && sizeof(T) != 2) || t.key_buffers > 2 || t.combine_tasks > MLA_COMBINE_TASKS_MAX ||
+        (sizeof(T) != 2 && t.p_whole != 0) || (sizeof(T) == 2 && t.key_buffers != 0 && t.p_whole == 0) ||
         (t.carry != 0 && (sizeof(T) != 2 || t.key_buffers == 0 || t.s_q * t.heads < 2 ||
                           t.pv_base_m < t.s_q * t.heads || t.pv_base_n < t.latent_dim ||
                           t.qk_base_m * t.qk_base_n * 4 > L0C_BUF / 2 ||
