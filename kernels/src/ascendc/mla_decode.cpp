@@ -52,7 +52,9 @@
  * After its last task the cube core sets flag O, which the vector cores wait for before phase 2.
  * Phase 2, the combine: M = max of the tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out =
  * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). The (m, l) of a row
- * slab come into UB combine_tasks tasks per copy, and their w in one Exp. A sequence served by one
+ * slab come into UB combine_tasks tasks per copy, and their w in one Exp; the partials come in batches
+ * through a double-buffered queue, the first asked for before the (m, l) are waited for, each next one
+ * before the current is added. A sequence served by one
  * task that sees keys (a "whole" one: the plan did not cut it) is combined at once by the block that
  * served it (each vector core its rows), while its partial is in that block's L2 (FlashMLA likewise
  * finishes unsplit sequences without the combine kernel); then SyncAll (vector cores), and the other
@@ -907,6 +909,14 @@ private:
     // the scalar unit: one copy instead of a scalar GM read per value; with `k1` (the sequence's end) the
     // group's segment words too (LoadSegments).
     __aicore__ inline LocalTensor<float> LoadMl(uint32_t k0, uint32_t n, uint32_t r0, uint32_t Q, uint32_t k1 = 0) {
+        IssueMl(k0, n, r0, Q, k1);
+        WaitFlag<HardEvent::MTE2_S>(0);
+        return mlBuf_.Get<float>();
+    }
+
+    // LoadMl's copies and the flag its WaitFlag<MTE2_S> waits for: copies issued in between (the first
+    // partials) are not waited for, and their GM latency overlaps that of the (m, l).
+    __aicore__ inline void IssueMl(uint32_t k0, uint32_t n, uint32_t r0, uint32_t Q, uint32_t k1) {
         LocalTensor<float> ml = mlBuf_.Get<float>();
         // The scalar reads of the previous group are done before the copy overwrites them.
         SetFlag<HardEvent::S_MTE2>(0);
@@ -917,8 +927,20 @@ private:
                     DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
         if (k1 > 0) LoadSegments(k0, n, k1);
         SetFlag<HardEvent::MTE2_S>(0);
-        WaitFlag<HardEvent::MTE2_S>(0);
-        return ml;
+    }
+
+    // Partials of rows [r0, r0 + Q) of the np tasks ends[0 .. np) (of the group at g) into a buffer of
+    // oQue_, queued.
+    __aicore__ inline void LoadPartials(uint32_t g, const uint32_t* ends, uint32_t np, uint32_t r0, uint32_t Q) {
+        const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim;
+        const uint32_t gap = (L - AlignUp(Dl, 8)) * sizeof(float) / UB_BLOCK;
+        LocalTensor<float> o = oQue_.AllocTensor<float>();
+        for (uint32_t e = 0; e < np; ++e) {
+            DataCopyPad(o[e * Q * L], partialWs_[(static_cast<uint64_t>(g + ends[e]) * G_ + r0) * Dl],
+                        DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(float)), 0, gap, 0),
+                        DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+        }
+        oQue_.EnQue(o);
     }
 
     // Whether the (m, l) record at `at` says its task's segment saw keys of its row, so that the record's
@@ -968,10 +990,26 @@ private:
             lSum[r] = 0.0f;
         }
         const bool oneGroup = k1 - k0 <= K;
+        const uint32_t perCopy = t_.combine_rows / Q > 0 ? t_.combine_rows / Q : 1;
+        // With one group, the first partials are asked for before the (m, l) are waited for, so that the
+        // two GM latencies overlap (the weights do not decide which partials to load): without carry
+        // every task ends its segment, the first perCopy; with carry the sequence's last task does.
+        uint32_t ends[MLA_COMBINE_TASKS_MAX];
+        const bool early = oneGroup && k1 > k0;
+        uint32_t asked = 0;  // ends already asked for (the first batch)
         LocalTensor<float> ml;
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
-            ml = LoadMl(g, n, r0, Q, oneGroup ? k1 : 0);
+            if (early) {
+                IssueMl(g, n, r0, Q, k1);
+                asked = Carry() ? 1 : Min(perCopy, n);
+                for (uint32_t i = 0; i < asked; ++i) ends[i] = Carry() ? n - 1 : i;
+                LoadPartials(g, ends, asked, r0, Q);
+                WaitFlag<HardEvent::MTE2_S>(0);
+                ml = mlBuf_.Get<float>();
+            } else {
+                ml = LoadMl(g, n, r0, Q, oneGroup ? k1 : 0);
+            }
             for (uint32_t i = 0; i < n; ++i) {
                 for (uint32_t r = 0; r < Q; ++r) {
                     const float m = ml.GetValue(i * mlPitch + 2 * r), l = ml.GetValue(i * mlPitch + 2 * r + 1);
@@ -996,30 +1034,26 @@ private:
         // takes several tasks' partials per buffer, their copies in flight together.
         LocalTensor<float> acc = acc_.Get<float>();
         Duplicate(acc, 0.0f, static_cast<int32_t>(Q * L));
-        const uint32_t gap = (L - AlignUp(Dl, 8)) * sizeof(float) / UB_BLOCK;
-        const uint32_t perCopy = t_.combine_rows / Q > 0 ? t_.combine_rows / Q : 1;
-        uint32_t ends[MLA_COMBINE_TASKS_MAX];
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
             if (!oneGroup) {
                 ml = LoadMl(g, n, r0, Q, k1);
                 w = Weights(ml, n, Q, mMax);
             }
-            uint32_t nEnds = 0;
+            // The ends in the order their partials are consumed (oQue_ is FIFO): those asked for early
+            // first (with carry the last task, which always ends a segment, then the others).
+            uint32_t nEnds = asked;
             for (uint32_t i = 0; i < n; ++i) {
-                if (Ends(g, i, k1)) ends[nEnds++] = i;
+                if (Ends(g, i, k1) && !(early && (Carry() ? i == n - 1 : i < asked))) ends[nEnds++] = i;
             }
-            for (uint32_t e0 = 0; e0 < nEnds; e0 += perCopy) {
-                const uint32_t np = Min(perCopy, nEnds - e0);
-                LocalTensor<float> o = oQue_.AllocTensor<float>();
-                for (uint32_t e = 0; e < np; ++e) {
-                    DataCopyPad(o[e * Q * L], partialWs_[(static_cast<uint64_t>(g + ends[e0 + e]) * G_ + r0) * Dl],
-                                DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(float)),
-                                                  0, gap, 0),
-                                DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
-                }
-                oQue_.EnQue(o);
-                o = oQue_.DeQue<float>();
+            // Batch by batch, the next batch's copies in flight while this one is added.
+            uint32_t np = early ? asked : Min(perCopy, nEnds);
+            if (!early && np > 0) LoadPartials(g, ends, np, r0, Q);
+            for (uint32_t e0 = 0; e0 < nEnds;) {
+                const uint32_t e1 = e0 + np;
+                const uint32_t nextNp = e1 < nEnds ? Min(perCopy, nEnds - e1) : 0;
+                if (nextNp > 0) LoadPartials(g, &ends[e1], nextNp, r0, Q);
+                LocalTensor<float> o = oQue_.DeQue<float>();
                 for (uint32_t e = 0; e < np; ++e) {
                     const uint32_t i = ends[e0 + e];
                     for (uint32_t r = 0; r < Q; ++r) {
@@ -1035,6 +1069,8 @@ private:
                     }
                 }
                 oQue_.FreeTensor(o);
+                e0 = e1;
+                np = nextNp;
             }
         }
         LocalTensor<T> out = outQue_.AllocTensor<T>();
