@@ -461,26 +461,33 @@ fn rising<T: Float>() {
 
 /// A sequence cut into more tasks than the combine holds `(m, l)` records of at once (256): the combine
 /// walks its tasks in groups, each group's records and (with carry) segment words loaded together, and
-/// only the partials that end a segment are read. bf16, 16 heads, two key buffers (chunks of about 200
-/// positions, so about 300 tasks), against the CPU reference.
+/// only the partials that end a segment are read. 16 heads, two key buffers (chunks of about 200
+/// positions in bf16, so about 300 tasks; shorter in f32), against the CPU reference: bf16 carries,
+/// f32 does not (every task's partial read, the first ones asked for with the records).
 #[test]
 fn a_sequence_of_more_tasks_than_one_combine_group() {
-    use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaPlanShape};
+    more_tasks_than_one_combine_group::<bf16>(dsnpu_kernels::KernelDtype::Bf16);
+    more_tasks_than_one_combine_group::<f32>(dsnpu_kernels::KernelDtype::F32);
+}
+
+fn more_tasks_than_one_combine_group<T: Float>(dtype: dsnpu_kernels::KernelDtype) {
+    use dsnpu_kernels::{MlaDecodePlan, MlaPlanShape};
     let npu = checked_npu();
     let cores = npu.library().hardware().cube.cores;
     let spec = deepseek_spec(1, vec![60000]);
-    let case = DecodeCase::<bf16>::build(&mut CaseRng::new(14), &spec).unwrap();
+    let case = DecodeCase::<T>::build(&mut CaseRng::new(14), &spec).unwrap();
     let shape = MlaPlanShape {
         query_rows: 16,
         latent_dim: 512,
         rope_dim: 64,
-        dtype: KernelDtype::Bf16,
+        dtype,
     };
     let plan = MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, 2).unwrap();
     assert!(plan.tasks() > 256, "{plan:?}");
     let (want_out, want_lse) = case.run(&Cpu).unwrap();
     let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
-    let tol = Tolerance::of::<bf16>();
-    assert_close("300 tasks out", out.view(), want_out.view(), tol);
-    assert_close("300 tasks lse", lse.view(), want_lse.view(), tol);
+    let tol = Tolerance::of::<T>();
+    let what = format!("{} tasks, {dtype:?}", plan.tasks());
+    assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
+    assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
 }

@@ -971,10 +971,21 @@ private:
         return w;
     }
 
-    // Rows [r0, r0 + Q) of sequence b (all in b), its tasks' (m, l) taken combine_tasks at a time.
+    // Tasks whose (m, l) of Q rows the combine loads at once: the tiling's combine_tasks are sized for
+    // slabs of combine_rows; a slab of fewer rows fits more in the same buffers (with carry the segment
+    // words' buffer, one block per task, keeps combine_tasks), up to the ends' array.
+    __aicore__ inline uint32_t GroupTasks(uint32_t Q) const {
+        const uint32_t K = t_.combine_tasks, R = t_.combine_rows;
+        if (Carry() || Q >= R) return K;
+        const uint32_t byMl = K * AlignUp(2 * R * sizeof(float), UB_BLOCK) / AlignUp(2 * Q * sizeof(float), UB_BLOCK);
+        const uint32_t byW = K * R / Q;
+        return Min(MLA_COMBINE_TASKS_MAX, Min(byMl, byW));
+    }
+
+    // Rows [r0, r0 + Q) of sequence b (all in b), its tasks' (m, l) taken GroupTasks(Q) at a time.
     __aicore__ inline void Combine(uint32_t b, uint32_t r0, uint32_t Q) {
         constexpr uint32_t MAXQ = 64;
-        const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim, K = t_.combine_tasks;
+        const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim, K = GroupTasks(Q);
         const uint32_t mlPitch = AlignUp(2 * Q * sizeof(float), UB_BLOCK) / sizeof(float);
         int64_t first = planGm_.GetValue(2 * static_cast<uint64_t>(b));
         int64_t count = planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1);
