@@ -1092,16 +1092,17 @@ private:
         DataCopyPad(outGm_[(static_cast<uint64_t>(b) * G_ + r0) * Dl], out,
                     DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(T)), tGap, 0, 0));
         outQue_.FreeTensor(out);
-        // lse[b, h, s] = M + ln L, one 32-byte UB block per row.
+        // lse[b, h, s] = M + ln L, one 32-byte UB block per row: L and M broadcast to a block per row (M's
+        // in acc_, whose sum is in out by now), then ln and the add once for the slab.
         LocalTensor<float> lse = lseQue_.AllocTensor<float>();
+        LocalTensor<float> mBlocks = acc_.Get<float>();
         const uint32_t per = UB_BLOCK / sizeof(float);
         for (uint32_t r = 0; r < Q; ++r) {
-            SetFlag<HardEvent::S_V>(0);
-            WaitFlag<HardEvent::S_V>(0);
             Duplicate(lse[r * per], lSum[r], static_cast<int32_t>(per));
-            Ln(lse[r * per], lse[r * per], static_cast<int32_t>(per));
-            Adds(lse[r * per], lse[r * per], mMax[r], static_cast<int32_t>(per));
+            Duplicate(mBlocks[r * per], mMax[r], static_cast<int32_t>(per));
         }
+        Ln(lse, lse, static_cast<int32_t>(Q * per));
+        Add(lse, lse, mBlocks, static_cast<int32_t>(Q * per));
         lseQue_.EnQue(lse);
         lse = lseQue_.DeQue<float>();
         for (uint32_t r = 0; r < Q; ++r) {
