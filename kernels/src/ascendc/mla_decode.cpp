@@ -53,8 +53,8 @@
  * Phase 2, the combine: M = max of the tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out =
  * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). The (m, l) of a row
  * slab come into UB combine_tasks tasks per copy, and their w in one Exp; the partials come in batches
- * through a double-buffered queue, the first asked for before the (m, l) are waited for, each next one
- * before the current is added. A sequence served by one
+ * through a double-buffered queue, the first (of the tasks that end a segment whatever the scores do)
+ * asked for before the (m, l) are waited for, each next one before the current is added. A sequence served by one
  * task that sees keys (a "whole" one: the plan did not cut it) is combined at once by the block that
  * served it (each vector core its rows), while its partial is in that block's L2 (FlashMLA likewise
  * finishes unsplit sequences without the combine kernel); then SyncAll (vector cores), and the other
@@ -70,7 +70,8 @@
  * (P, 16-bit t only); with B = 0: M W sz + 2 max(qk_base_n W, pv_base_k pv_base_n) sz (staging) +
  * M pitch sz (P whole) or 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows (while
  * the vector cores work on task j - 1's softmax), then takes task j - 1's P . latent, then task j's
- * scores (the score and P workspaces then have two slots per block);
+ * scores (the score and P workspaces then have two slots per block); the block's last task takes its
+ * scores before task j - 1's P . latent (no keys load after it);
  * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them); with carry
  * two 32 KiB for the score tiles and one 64 KiB for the segment's sum.
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
@@ -205,7 +206,16 @@ public:
             uint32_t nb = 0, nC = 0;
             int64_t nLen = 0, nC0 = 0;
             cur.groupEnd = !(k + 1 < last && Span(k + 1, nb, nLen, nC0, nC) && nb == cur.b);
-            if (t_.key_buffers == 2) {
+            // The block's last task, after another: no keys load after its own, so its scores go before
+            // the previous task's P . latent (as with streamed keys), and the vector cores' softmax of it
+            // overlaps that product instead of following it.
+            const bool scoresFirst = t_.key_buffers == 2 && k + 1 == last && prev.valid && cur.C > 0;
+            if (scoresFirst) {
+                cur.keys = kL1_.AllocTensor<T>();
+                StageKeys(cur, 0, cur.C);
+                kL1_.EnQue(cur.keys);
+                cur.keys = kL1_.DeQue<T>();
+            } else if (t_.key_buffers == 2) {
                 // The previous task's P . latent goes between this task's keys and its scores, so that
                 // MTE1 (in program order) need not wait for these keys before it, and the next task's
                 // keys (into the buffer it reads) need not wait for this task's scores. Its P comes in
@@ -242,7 +252,7 @@ public:
                 if (!keep) DropQueryPanel();
             }
             CrossCoreSetFlag<2, PIPE_FIX>(FLAG_S);
-            if (Streamed()) {
+            if (Streamed() || scoresFirst) {
                 // The previous task's P . latent after this task's scores: the vector cores' softmax of
                 // that task ran while the cube computed them.
                 if (prev.valid) Finish(prev, WaitP(prev));
@@ -883,6 +893,18 @@ private:
         if (Carry()) pipe_.InitBuffer(segBuf_, K * SEG_WORDS * sizeof(float));
     }
 
+    // Whether task g + i of a sequence whose tasks end at k1 ends a segment whatever its scores: without
+    // carry every task; with carry the sequence's last task and a block's last (the next task starts a
+    // block: its cube core's group, and so a segment, starts there). Ends() says for certain.
+    __aicore__ inline bool Predicted(uint32_t g, uint32_t i, uint32_t k1) const {
+        const uint32_t next = g + i + 1;
+        if (!Carry() || next >= k1) return true;
+        // Block c starts at tasks * c / blocks: the first block starting at or after `next` starts there?
+        const uint64_t tasks = t_.tasks, blocks = GetBlockNum();
+        const uint64_t c = (static_cast<uint64_t>(next) * blocks + tasks - 1) / tasks;
+        return tasks * c / blocks == next;
+    }
+
     // With carry: the segment words of tasks [k0 + 1, k0 + 1 + n) of a sequence whose tasks end at k1 into
     // segBuf_, for Ends (one copy, waited for with LoadMl's); nothing without carry (every task has its
     // partial).
@@ -1003,8 +1025,8 @@ private:
         const bool oneGroup = k1 - k0 <= K;
         const uint32_t perCopy = t_.combine_rows / Q > 0 ? t_.combine_rows / Q : 1;
         // With one group, the first partials are asked for before the (m, l) are waited for, so that the
-        // two GM latencies overlap (the weights do not decide which partials to load): without carry
-        // every task ends its segment, the first perCopy; with carry the sequence's last task does.
+        // two GM latencies overlap (the weights do not decide which partials to load): up to perCopy of
+        // the tasks that end a segment whatever the scores did (Predicted), in order.
         uint32_t ends[MLA_COMBINE_TASKS_MAX];
         const bool early = oneGroup && k1 > k0;
         uint32_t asked = 0;  // ends already asked for (the first batch)
@@ -1013,8 +1035,9 @@ private:
             const uint32_t n = Min(K, k1 - g);
             if (early) {
                 IssueMl(g, n, r0, Q, k1);
-                asked = Carry() ? 1 : Min(perCopy, n);
-                for (uint32_t i = 0; i < asked; ++i) ends[i] = Carry() ? n - 1 : i;
+                for (uint32_t i = 0; i < n && asked < perCopy; ++i) {
+                    if (Predicted(g, i, k1)) ends[asked++] = i;
+                }
                 LoadPartials(g, ends, asked, r0, Q);
                 WaitFlag<HardEvent::MTE2_S>(0);
                 ml = mlBuf_.Get<float>();
@@ -1052,10 +1075,11 @@ private:
                 w = Weights(ml, n, Q, mMax);
             }
             // The ends in the order their partials are consumed (oQue_ is FIFO): those asked for early
-            // first (with carry the last task, which always ends a segment, then the others).
+            // first, then the others.
             uint32_t nEnds = asked;
             for (uint32_t i = 0; i < n; ++i) {
-                if (Ends(g, i, k1) && !(early && (Carry() ? i == n - 1 : i < asked))) ends[nEnds++] = i;
+                const bool wasAsked = asked > 0 && i <= ends[asked - 1] && Predicted(g, i, k1);
+                if (!wasAsked && Ends(g, i, k1)) ends[nEnds++] = i;
             }
             // Batch by batch, the next batch's copies in flight while this one is added.
             uint32_t np = early ? asked : Min(perCopy, nEnds);
@@ -1067,6 +1091,8 @@ private:
                 LocalTensor<float> o = oQue_.DeQue<float>();
                 for (uint32_t e = 0; e < np; ++e) {
                     const uint32_t i = ends[e0 + e];
+                    // Predicted, yet extended by the next task (not expected: see Predicted).
+                    if (e0 + e < asked && !Ends(g, i, k1)) continue;
                     for (uint32_t r = 0; r < Q; ++r) {
                         // This segment saw none of the row's keys (its O was not written).
                         if (!Seen(ml, i * mlPitch + 2 * r)) continue;
