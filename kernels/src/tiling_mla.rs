@@ -106,6 +106,12 @@ struct StreamedLayout {
     p_whole: bool,
 }
 
+/// Most key rows of q·Kᵀ's staging tiles: the last tile's product runs after its keys are in (at 128
+/// query rows 2.3 k cycles for 128 rows), and narrower tiles leave less of it exposed (`cargo bench
+/// --bench mla_kernels`, 128 heads: batch 1 context 4096 19.05 µs at 128 rows, 18.21 at 64, 18.68 at 32;
+/// batch 64 context 512 65.60, 64.63, 67.15).
+const MAX_STREAMED_QK_ROWS: u64 = 64;
+
 /// Fewest key rows q·Kᵀ's staging tiles are narrowed to so that P fits whole (each tile is a copy, an
 /// L0C store and a hand-over of its own; at 128 query rows 32 rows leave P room for 1184 positions).
 const MIN_STREAMED_QK_ROWS: u64 = 32;
@@ -125,8 +131,8 @@ fn streamed_l1(m: u64, w: u64, sz: u64, pitch: u64, l: StreamedLayout, pv: (u64,
 
 /// The streamed layout for `pitch`: P whole where P·V has more than one output tile (with one, P is
 /// read once either way) and it fits beside staging tiles of at least [`MIN_STREAMED_QK_ROWS`] rows
-/// (the widest that fit: at 128 query rows, chunks up to 1184 positions); else 128-row tiles (or the
-/// chunk's) and P per k step.
+/// (the widest that fit: at 128 query rows, chunks up to 1184 positions); else tiles of
+/// [`MAX_STREAMED_QK_ROWS`] (or the chunk's) and P per k step.
 fn streamed_layout(
     query_rows: u64,
     latent_dim: u64,
@@ -136,7 +142,7 @@ fn streamed_layout(
 ) -> StreamedLayout {
     let (m, w) = (panel_rows(query_rows), key_width(latent_dim, rope_dim, sz));
     let pv = pv_tiles(m, latent_dim, sz);
-    let widest = pitch.min(128);
+    let widest = pitch.min(MAX_STREAMED_QK_ROWS);
     if pv.0 < latent_dim {
         let mut qk_n = widest;
         while qk_n >= MIN_STREAMED_QK_ROWS.min(widest) {
@@ -1219,16 +1225,18 @@ mod tests {
             p_whole: true,
         };
         let per_step = StreamedLayout {
-            qk_n: 128,
+            qk_n: MAX_STREAMED_QK_ROWS,
             p_whole: false,
         };
-        // 128 rows (four 128-column output tiles): the widest staging tiles that leave room for P.
-        assert_eq!(layout(128, 256), whole(128));
-        assert_eq!(layout(128, 688), whole(80));
+        // 128 rows (four 128-column output tiles): the widest staging tiles, up to 64 rows, that leave
+        // room for P.
+        assert_eq!(layout(128, 256), whole(64));
+        assert_eq!(layout(128, 688), whole(64));
+        assert_eq!(layout(128, 1024), whole(48));
         assert_eq!(layout(128, 1184), whole(32));
         assert_eq!(layout(128, 1200), per_step);
         // 64 rows (two output tiles): every chunk; 16 rows (one): none, P is read once either way.
-        assert_eq!(layout(64, 2032), whole(80));
+        assert_eq!(layout(64, 2032), whole(64));
         assert_eq!(layout(16, 256), per_step);
         // Each layout is what L1 holds, and the tiling carries it (held 16-bit keys: P always whole).
         for (rows, pitch) in [(128, 688), (128, 1184), (128, 1200), (64, 2032), (16, 256)] {

@@ -289,12 +289,16 @@ fn streamed_keys_take_p_whole_or_per_step() {
         num_blocks: case.cache.latent.shape()[0] as u64,
         max_blocks: case.block_table.ncols() as u64,
     };
-    // Planned for two cores the long sequence is cut in two (chunks of 750: P whole beside 80-row
+    // Planned for two cores the long sequence is cut in two (chunks of 750: P whole beside 64-row
     // staging tiles, six k steps of P·V); for one core it stays whole (1500: P per k step).
     for (cores, whole) in [(2, 1), (1, 0)] {
         let plan = MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, 0).unwrap();
         let t = MlaDecodeTiling::new(dims, &plan, spec.scale, KernelDtype::Bf16, budget).unwrap();
-        assert_eq!((t.key_buffers, t.p_whole), (0, whole), "{t:?}");
+        assert_eq!(
+            (t.key_buffers, t.p_whole, t.qk_base_n),
+            (0, whole, 64),
+            "{t:?}"
+        );
         let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
         let what = format!("streamed, P whole {whole}");
         let tol = Tolerance::of::<bf16>();
