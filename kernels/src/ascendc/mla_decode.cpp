@@ -279,6 +279,7 @@ public:
         InitPhase1();
         uint32_t j = 0;
         for (uint32_t k = First(); k < last; ++k) Task(k, j);
+        WaitMlCopy();
         pipe_.Reset();
         CrossCoreWaitFlag(FLAG_O);
         InitPhase2();
@@ -402,8 +403,13 @@ private:
         // block's tasks (each a few scalar GM reads per task).
         anyWhole_ = anyWhole_ || Whole(b);
         CrossCoreWaitFlag(FLAG_S);
-        for (uint32_t r = myRow0_; r < myRow0_ + myRows_; r += t_.softmax_rows) {
-            Softmax(k, r, Min(t_.softmax_rows, myRow0_ + myRows_ - r), len, static_cast<uint32_t>(c0), C, groupStart);
+        // Each slab's scores are asked for before the previous slab's softmax, so that their GM latency
+        // overlaps it (the score queue holds two slabs).
+        const uint32_t end = myRow0_ + myRows_, R = t_.softmax_rows;
+        if (C > 0 && myRows_ > 0) LoadScores(myRow0_, Min(R, myRows_), C);
+        for (uint32_t r = myRow0_; r < end; r += R) {
+            const uint32_t next = r + R < end ? Min(R, end - r - R) : 0;
+            Softmax(k, r, Min(R, end - r), len, static_cast<uint32_t>(c0), C, groupStart, next);
         }
         // P and (m, l) went out on MTE3: the set orders them before the cube core's loads.
         CrossCoreSetFlag<2, PIPE_MTE3>(FLAG_P);
@@ -765,22 +771,30 @@ private:
     // Rows [r0, r0 + R) of task k's scores: mask, max, exp, sum; P rows in t and (m, l) out. With carry
     // (R = all of this vector core's rows), exp's offset is the rows' segment reference (see the head of
     // the file) and the task's segment word goes out too.
+    // Score rows [r0, r0 + R) of the task's C columns into a buffer of scQue_, queued for Softmax.
+    __aicore__ inline void LoadScores(uint32_t r0, uint32_t R, uint32_t C) {
+        const uint32_t P = t_.pitch;
+        LocalTensor<float> sc = scQue_.AllocTensor<float>();
+        const uint32_t f32Gap = (P * sizeof(float) - AlignUp(C * sizeof(float), UB_BLOCK)) / UB_BLOCK;
+        DataCopyPad(sc, scoresWs_[scoreAt_ + static_cast<uint64_t>(r0) * P],
+                    DataCopyExtParams(static_cast<uint16_t>(R), C * static_cast<uint32_t>(sizeof(float)),
+                                      (P - C) * static_cast<uint32_t>(sizeof(float)), f32Gap, 0),
+                    DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+        scQue_.EnQue(sc);
+    }
+
+    // The softmax of the slab of rows [r0, r0 + R), whose scores LoadScores queued (C > 0); asks for the
+    // next slab's `nextRows` rows first.
     __aicore__ inline void Softmax(uint32_t k, uint32_t r0, uint32_t R, int64_t len, uint32_t c0, uint32_t C,
-                                   bool groupStart) {
+                                   bool groupStart, uint32_t nextRows) {
         const uint32_t P = t_.pitch;
         const uint32_t mlPitch = AlignUp(2 * R * sizeof(float), UB_BLOCK) / sizeof(float);
         LocalTensor<float> ml = mlQue_.AllocTensor<float>();
         LocalTensor<T> pt = pQue_.AllocTensor<T>();
         bool fresh = groupStart;
         if (C > 0) {
-            LocalTensor<float> sc = scQue_.AllocTensor<float>();
-            const uint32_t f32Gap = (P * sizeof(float) - AlignUp(C * sizeof(float), UB_BLOCK)) / UB_BLOCK;
-            DataCopyPad(sc, scoresWs_[scoreAt_ + static_cast<uint64_t>(r0) * P],
-                        DataCopyExtParams(static_cast<uint16_t>(R), C * static_cast<uint32_t>(sizeof(float)),
-                                          (P - C) * static_cast<uint32_t>(sizeof(float)), f32Gap, 0),
-                        DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
-            scQue_.EnQue(sc);
-            sc = scQue_.DeQue<float>();
+            LocalTensor<float> sc = scQue_.DeQue<float>();
+            if (nextRows > 0) LoadScores(r0 + R, nextRows, C);
             // Whole-slab instructions (dsnpu_kernels/row_ops.h): one per 64-column segment for all R rows,
             // where per-row instructions would pay their issue R times. small_ holds the rows' maxima,
             // sums and negated exp offsets (a vector of V each) and their broadcast blocks.
@@ -839,6 +853,7 @@ private:
             RowSum(rowSum, sc, work, tile);
             SetFlag<HardEvent::V_S>(0);
             WaitFlag<HardEvent::V_S>(0);
+            WaitMlCopy();
             for (uint32_t i = 0; i < R; ++i) {
                 ml.SetValue(2 * i, m[i]);
                 ml.SetValue(2 * i + 1, live[i] ? rowSum.GetValue(i) : 0.0f);
@@ -846,6 +861,7 @@ private:
             FromFloat(pt, sc, R * P);
             scQue_.FreeTensor(sc);
         } else {
+            WaitMlCopy();
             for (uint32_t i = 0; i < R; ++i) {
                 if (Carry() && fresh) mRef_[i] = NEG_INF;
                 ml.SetValue(2 * i, Carry() ? mRef_[i] : NEG_INF);
@@ -866,7 +882,8 @@ private:
         mlQue_.EnQue(ml);
         ml = mlQue_.DeQue<float>();
         // (m, l) were written on the scalar unit: the queue's V->MTE3 edge does not cover them, so
-        // MTE3 waits for S, and the next tile's scalar writes wait for this copy (MTE3->S).
+        // MTE3 waits for S, and the next slab's scalar writes wait for this copy (MTE3->S, WaitMlCopy:
+        // there, not here, so that the scalar unit goes on issuing meanwhile).
         SetFlag<HardEvent::S_MTE3>(0);
         WaitFlag<HardEvent::S_MTE3>(0);
         DataCopyPad(mlWs_[(static_cast<uint64_t>(k) * G_ + r0) * 2], ml,
@@ -876,8 +893,15 @@ private:
                         DataCopyExtParams(1, static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
         }
         SetFlag<HardEvent::MTE3_S>(0);
-        WaitFlag<HardEvent::MTE3_S>(0);
+        mlCopyPending_ = true;
         mlQue_.FreeTensor(ml);
+    }
+
+    // Waits for the last (m, l) copy (SetFlag MTE3_S at its issue) before the scalar unit writes
+    // (m, l) again, or before phase 1's buffers go.
+    __aicore__ inline void WaitMlCopy() {
+        if (mlCopyPending_) WaitFlag<HardEvent::MTE3_S>(0);
+        mlCopyPending_ = false;
     }
 
 
@@ -1170,6 +1194,7 @@ private:
     // Carry, cube core: the segment's sum in L0C (while carrying_), and its last task so far.
     LocalTensor<float> carry_;
     bool carrying_ = false;
+    bool mlCopyPending_ = false;  // a (m, l) copy's MTE3_S flag is set and not yet waited for
     uint32_t carryK_ = 0;
     uint64_t scoreElems_ = 0, scoreAt_ = 0, pAt_ = 0;
     float scale_ = 1.0f;
