@@ -646,7 +646,15 @@ fn plan_estimate(
             0 => {
                 let (pv_n, pv_k) =
                     pv_tiles(panel_rows(rows as u64), u64::from(shape.latent_dim), 2);
-                let steps = (c / 128.0).ceil()
+                let qk_n = streamed_layout(
+                    rows as u64,
+                    u64::from(shape.latent_dim),
+                    u64::from(shape.rope_dim),
+                    2,
+                    round_up(chunk, 16),
+                )
+                .qk_n;
+                let steps = (c / qk_n as f64).ceil()
                     + panels * (c / pv_k as f64).ceil() * (dl / pv_n as f64).ceil();
                 let cube = loads.max(work) + steps * PLAN_STREAM_STEP_S;
                 (cube + softmax, cube)
