@@ -223,6 +223,7 @@ int main(void) {
     FIELD(DsnpuMlaDecodeTiling, key_buffers)
     FIELD(DsnpuMlaDecodeTiling, carry)
     FIELD(DsnpuMlaDecodeTiling, p_whole)
+    FIELD(DsnpuMlaDecodeTiling, uncut)
     FIELD(DsnpuMlaDecodeTiling, pv_cube)
     STRUCT_END()
     STRUCT_BEGIN(DsnpuMlaPrefillTiling)

@@ -444,6 +444,13 @@ impl MlaDecodePlan {
             .unwrap_or(0)
     }
 
+    /// Whether every sequence is one task that sees keys: the kernel then combines each where it was
+    /// served, with no SyncAll.
+    pub fn cuts_no_sequence(&self) -> bool {
+        self.tasks == self.batch
+            && (0..self.tasks).all(|k| self.task(k).is_some_and(|(_, c0, c1)| c1 > c0))
+    }
+
     /// Longest chunk, positions.
     pub fn chunk(&self) -> u32 {
         self.chunk
@@ -930,6 +937,7 @@ impl MlaDecodeTiling {
             key_buffers,
             carry: u32::from(carry),
             p_whole: u32::from(p_whole),
+            uncut: u32::from(plan.cuts_no_sequence()),
             pv_cube,
         })
     }

@@ -54,6 +54,7 @@ fn mla_tiling_layout_matches_the_c_header() {
                 key_buffers,
                 carry,
                 p_whole,
+                uncut,
                 pv_cube,
             ]
         ),
@@ -172,8 +173,8 @@ fn mla_tiling_layout_matches_the_c_header() {
         assert_eq!(csize, rsize, "{cname} size");
         assert_eq!(cfields.to_vec(), *rfields, "{cname} fields");
     }
-    // 28 four-byte fields and one TCubeTiling (33 int32), no padding.
-    assert_eq!(size_of::<MlaDecodeTiling>(), 116 + 132);
+    // 30 four-byte fields and one TCubeTiling (33 int32), no padding.
+    assert_eq!(size_of::<MlaDecodeTiling>(), 120 + 132);
     assert_eq!(size_of::<MlaCacheWriteTiling>(), 40);
 }
 
@@ -209,14 +210,15 @@ fn tiling_bytes_are_the_fields_in_order() {
         key_buffers: 27,
         carry: 28,
         p_whole: 29,
+        uncut: 30,
         pv_cube: CubeTiling {
-            usedCoreNum: 30,
-            M: 31,
+            usedCoreNum: 31,
+            M: 32,
             ..CubeTiling::default()
         },
     };
     let cube_bytes = |c: &CubeTiling| c.as_bytes().to_vec();
-    let want: Vec<u8> = (1u32..=29)
+    let want: Vec<u8> = (1u32..=30)
         .flat_map(|v| {
             if v == 9 {
                 0.5f32.to_ne_bytes()
@@ -227,7 +229,7 @@ fn tiling_bytes_are_the_fields_in_order() {
         .chain(cube_bytes(&t.pv_cube))
         .collect();
     // TCubeTiling's first two fields are usedCoreNum and M.
-    assert_eq!(&want[29 * 4..29 * 4 + 4], &30i32.to_ne_bytes());
-    assert_eq!(&want[29 * 4 + 4..29 * 4 + 8], &31i32.to_ne_bytes());
+    assert_eq!(&want[30 * 4..30 * 4 + 4], &31i32.to_ne_bytes());
+    assert_eq!(&want[30 * 4 + 4..30 * 4 + 8], &32i32.to_ne_bytes());
     assert_eq!(t.as_bytes(), want.as_slice());
 }

@@ -259,6 +259,50 @@ fn every_key_buffer_pipeline_matches_the_reference() {
     pinned::<bf16>(&wide, false);
 }
 
+/// A plan that cuts no sequence (one task each, planned for one core) tells the kernel so
+/// (`tiling.uncut`): every block combines the sequences it served and none waits at a SyncAll for a
+/// combine phase. Against the CPU reference, with that plan and with one for every core that cuts the
+/// long sequence (the combine after the SyncAll); f32 and bf16.
+#[test]
+fn a_plan_that_cuts_no_sequence_needs_no_combine_phase() {
+    uncut_and_cut::<f32>();
+    uncut_and_cut::<bf16>();
+}
+
+fn uncut_and_cut<T: Float>() {
+    use dsnpu_kernels::{KernelDtype, MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling};
+    let npu = checked_npu();
+    let spec = deepseek_spec(2, vec![37, 100, 5]);
+    let case = DecodeCase::<T>::build(&mut CaseRng::new(23), &spec).unwrap();
+    let (want_out, want_lse) = case.run(&Cpu).unwrap();
+    let budget = npu.library().hardware().cube;
+    let dims = MlaDecodeDims {
+        batch: 3,
+        s_q: 2,
+        heads: 16,
+        latent_dim: 512,
+        rope_dim: 64,
+        block_size: 128,
+        num_blocks: case.cache.latent.shape()[0] as u64,
+        max_blocks: case.block_table.ncols() as u64,
+    };
+    for (cores, uncut) in [(1, 1), (budget.cores, 0)] {
+        let plan = MlaDecodePlan::new(&spec.seq_lens, cores).unwrap();
+        // The flag depends on the plan alone, whatever the type.
+        let t = MlaDecodeTiling::new(dims, &plan, spec.scale, KernelDtype::Bf16, budget).unwrap();
+        assert_eq!(
+            (plan.tasks() == 3, t.uncut),
+            (uncut == 1, uncut),
+            "{plan:?}"
+        );
+        let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
+        let what = format!("{} tasks", plan.tasks());
+        let tol = Tolerance::of::<T>();
+        assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
+        assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
+    }
+}
+
 /// Streamed keys at 128 query rows (P·V in four output tiles of 128 columns): P comes into the cube
 /// core's L1 whole where it fits beside narrowed q·Kᵀ staging tiles (short chunks), and per k step of
 /// each output tile where it does not (a chunk of 1500 positions); both against the CPU reference.

@@ -269,6 +269,7 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t key_buffers;   /* chunks whose cache rows the cube core holds in L1 at once: 1 or 2; 0 = streamed (the plan's) */
     uint32_t carry;         /* 1: a block's consecutive tasks of one sequence sum P . latent in L0C (see mla_decode.cpp) */
     uint32_t p_whole;       /* 1: a task's P comes into the cube core's L1 once (16-bit, held keys; streamed keys where it fits) */
+    uint32_t uncut;         /* 1: the plan cuts no sequence (one task each, with keys): no combine after a SyncAll */
     DsnpuCubeTiling pv_cube; /* f32 partial: [s_q * heads, latent_dim] = P [.., pitch] x cache (Matmul API) */
 } DsnpuMlaDecodeTiling;
 

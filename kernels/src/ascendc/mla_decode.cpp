@@ -58,8 +58,8 @@
  * task that sees keys (a "whole" one: the plan did not cut it) is combined at once by the block that
  * served it (each vector core its rows), while its partial is in that block's L2 (FlashMLA likewise
  * finishes unsplit sequences without the combine kernel); then SyncAll (vector cores), and the other
- * sequences' rows (b, r) are split over the vector cores. Rows past a sequence's visible length are never
- * read.
+ * sequences' rows (b, r) are split over the vector cores; when the plan cut no sequence (tiling.uncut)
+ * there are none, and no SyncAll. Rows past a sequence's visible length are never read.
  *
  * Workspace (bytes, offsets in the tiling, after the system workspace): per block, two slots (one with
  * key_buffers 1) of scores f32 [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
@@ -289,6 +289,8 @@ public:
             int64_t len, c0;
             if (Span(k, b, len, c0, C) && Whole(b) && myRows_ > 0) CombineRows(b, myRow0_, myRows_);
         }
+        // No sequence cut (the plan's words say so): every row is combined by now.
+        if (t_.uncut != 0) return;
         // The combine of the other sequences needs every task's partial results.
         SyncAll();
         const uint64_t rows = static_cast<uint64_t>(t_.batch) * G_;
