@@ -58,7 +58,8 @@
  * task that sees keys (a "whole" one: the plan did not cut it) is combined at once by the block that
  * served it (each vector core its rows), while its partial is in that block's L2 (FlashMLA likewise
  * finishes unsplit sequences without the combine kernel); then SyncAll (vector cores), and the other
- * sequences' rows (b, r) are split over the vector cores; when the plan cut no sequence (tiling.uncut)
+ * sequences' rows (b, r) are split over the vector cores (fewer rows than vector cores: (row, column
+ * segment) pairs, the lse by segment 0's core); when the plan cut no sequence (tiling.uncut)
  * there are none, and no SyncAll. Rows past a sequence's visible length are never read.
  *
  * Workspace (bytes, offsets in the tiling, after the system workspace): per block, two slots (one with
@@ -294,6 +295,10 @@ public:
         // The combine of the other sequences needs every task's partial results.
         SyncAll();
         const uint64_t rows = static_cast<uint64_t>(t_.batch) * G_;
+        if (rows < workers) {
+            CombineSegment(rows, workers, me);
+            return;
+        }
         const uint64_t per = (rows + workers - 1) / workers;
         const uint64_t r0 = per * me;
         const uint64_t r1 = r0 + per < rows ? r0 + per : rows;
@@ -310,6 +315,20 @@ public:
             }
             r = end;
         }
+    }
+
+    // Fewer rows than vector cores: each row's latent columns are cut into segments of whole 16-column
+    // groups, a (row, segment) per vector core, so that every vector core reads a share of the
+    // partials instead of some reading whole rows while the others wait.
+    __aicore__ inline void CombineSegment(uint64_t rows, uint32_t workers, uint32_t me) {
+        const uint32_t Dl = t_.latent_dim;
+        const uint32_t segs = static_cast<uint32_t>(workers / rows);
+        const uint32_t width = AlignUp((Dl + segs - 1) / segs, 16);
+        const uint64_t row = me / segs;
+        const uint32_t c0 = (me % segs) * width;
+        if (row >= rows || c0 >= Dl) return;
+        const uint32_t b = static_cast<uint32_t>(row / G_);
+        if (!Whole(b)) Combine(b, static_cast<uint32_t>(row - static_cast<uint64_t>(b) * G_), 1, c0, Min(width, Dl - c0));
     }
 
     // Rows [r0, r0 + n) of sequence b, in slabs of combine_rows.
@@ -977,15 +996,17 @@ private:
         SetFlag<HardEvent::MTE2_S>(0);
     }
 
-    // Partials of rows [r0, r0 + Q) of the np tasks ends[0 .. np) (of the group at g) into a buffer of
-    // oQue_, queued.
-    __aicore__ inline void LoadPartials(uint32_t g, const uint32_t* ends, uint32_t np, uint32_t r0, uint32_t Q) {
+    // Partials of rows [r0, r0 + Q), latent columns [c0, c0 + nc), of the np tasks ends[0 .. np) (of the
+    // group at g) into a buffer of oQue_, queued.
+    __aicore__ inline void LoadPartials(uint32_t g, const uint32_t* ends, uint32_t np, uint32_t r0, uint32_t Q,
+                                        uint32_t c0, uint32_t nc) {
         const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim;
-        const uint32_t gap = (L - AlignUp(Dl, 8)) * sizeof(float) / UB_BLOCK;
+        const uint32_t gap = (L - AlignUp(nc, 8)) * sizeof(float) / UB_BLOCK;
         LocalTensor<float> o = oQue_.AllocTensor<float>();
         for (uint32_t e = 0; e < np; ++e) {
-            DataCopyPad(o[e * Q * L], partialWs_[(static_cast<uint64_t>(g + ends[e]) * G_ + r0) * Dl],
-                        DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(float)), 0, gap, 0),
+            DataCopyPad(o[e * Q * L], partialWs_[(static_cast<uint64_t>(g + ends[e]) * G_ + r0) * Dl + c0],
+                        DataCopyExtParams(static_cast<uint16_t>(Q), nc * static_cast<uint32_t>(sizeof(float)),
+                                          (Dl - nc) * static_cast<uint32_t>(sizeof(float)), gap, 0),
                         DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
         }
         oQue_.EnQue(o);
@@ -1030,10 +1051,12 @@ private:
         return Min(MLA_COMBINE_TASKS_MAX, Min(byMl, byW));
     }
 
-    // Rows [r0, r0 + Q) of sequence b (all in b), its tasks' (m, l) taken GroupTasks(Q) at a time.
-    __aicore__ inline void Combine(uint32_t b, uint32_t r0, uint32_t Q) {
+    // Rows [r0, r0 + Q) of sequence b (all in b), latent columns [c0, c0 + nc) (all of them unless
+    // given; the lse with column 0), its tasks' (m, l) taken GroupTasks(Q) at a time.
+    __aicore__ inline void Combine(uint32_t b, uint32_t r0, uint32_t Q, uint32_t c0 = 0, uint32_t nc = 0) {
         constexpr uint32_t MAXQ = 64;
         const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim, K = GroupTasks(Q);
+        if (nc == 0) nc = Dl;
         const uint32_t mlPitch = AlignUp(2 * Q * sizeof(float), UB_BLOCK) / sizeof(float);
         int64_t first = planGm_.GetValue(2 * static_cast<uint64_t>(b));
         int64_t count = planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1);
@@ -1064,7 +1087,7 @@ private:
                 for (uint32_t i = 0; i < n && asked < perCopy; ++i) {
                     if (Predicted(g, i, k1)) ends[asked++] = i;
                 }
-                LoadPartials(g, ends, asked, r0, Q);
+                LoadPartials(g, ends, asked, r0, Q, c0, nc);
                 WaitFlag<HardEvent::MTE2_S>(0);
                 ml = mlBuf_.Get<float>();
             } else {
@@ -1109,11 +1132,11 @@ private:
             }
             // Batch by batch, the next batch's copies in flight while this one is added.
             uint32_t np = early ? asked : Min(perCopy, nEnds);
-            if (!early && np > 0) LoadPartials(g, ends, np, r0, Q);
+            if (!early && np > 0) LoadPartials(g, ends, np, r0, Q, c0, nc);
             for (uint32_t e0 = 0; e0 < nEnds;) {
                 const uint32_t e1 = e0 + np;
                 const uint32_t nextNp = e1 < nEnds ? Min(perCopy, nEnds - e1) : 0;
-                if (nextNp > 0) LoadPartials(g, &ends[e1], nextNp, r0, Q);
+                if (nextNp > 0) LoadPartials(g, &ends[e1], nextNp, r0, Q, c0, nc);
                 LocalTensor<float> o = oQue_.DeQue<float>();
                 for (uint32_t e = 0; e < np; ++e) {
                     const uint32_t i = ends[e0 + e];
@@ -1127,8 +1150,8 @@ private:
                         SetFlag<HardEvent::S_V>(0);
                         WaitFlag<HardEvent::S_V>(0);
                         const uint32_t at = (e * Q + r) * L;
-                        Muls(o[at], o[at], c, static_cast<int32_t>(Dl));
-                        Add(acc[r * L], acc[r * L], o[at], static_cast<int32_t>(Dl));
+                        Muls(o[at], o[at], c, static_cast<int32_t>(nc));
+                        Add(acc[r * L], acc[r * L], o[at], static_cast<int32_t>(nc));
                     }
                 }
                 oQue_.FreeTensor(o);
@@ -1140,10 +1163,12 @@ private:
         FromFloat(out, acc, Q * L);
         outQue_.EnQue(out);
         out = outQue_.DeQue<T>();
-        const uint32_t tGap = (L * sizeof(T) - AlignUp(Dl * sizeof(T), UB_BLOCK)) / UB_BLOCK;
-        DataCopyPad(outGm_[(static_cast<uint64_t>(b) * G_ + r0) * Dl], out,
-                    DataCopyExtParams(static_cast<uint16_t>(Q), Dl * static_cast<uint32_t>(sizeof(T)), tGap, 0, 0));
+        const uint32_t tGap = (L * sizeof(T) - AlignUp(nc * sizeof(T), UB_BLOCK)) / UB_BLOCK;
+        DataCopyPad(outGm_[(static_cast<uint64_t>(b) * G_ + r0) * Dl + c0], out,
+                    DataCopyExtParams(static_cast<uint16_t>(Q), nc * static_cast<uint32_t>(sizeof(T)), tGap,
+                                      (Dl - nc) * static_cast<uint32_t>(sizeof(T)), 0));
         outQue_.FreeTensor(out);
+        if (c0 > 0) return;  // the lse is column 0's
         // lse[b, h, s] = M + ln L, one 32-byte UB block per row: L and M broadcast to a block per row (M's
         // in acc_, whose sum is in out by now), then ln and the add once for the slab.
         LocalTensor<float> lse = lseQue_.AllocTensor<float>();
