@@ -219,6 +219,20 @@ fn consecutive_runs<T: Float>() {
 
 /// `case` decoded on `npu` under `plan` (the checked backend fails the launch on any fault or sanitizer
 /// finding).
+/// The kernel's dimensions of a decode case (its tiling, as the backend computes it).
+fn kernel_dims<T: Float>(spec: &DecodeSpec, case: &DecodeCase<T>) -> dsnpu_kernels::MlaDecodeDims {
+    dsnpu_kernels::MlaDecodeDims {
+        batch: spec.seq_lens.len() as u64,
+        s_q: spec.s_q as u64,
+        heads: spec.heads as u64,
+        latent_dim: spec.latent_dim as u64,
+        rope_dim: spec.rope_dim as u64,
+        block_size: spec.block_size as u64,
+        num_blocks: case.cache.latent.shape()[0] as u64,
+        max_blocks: case.block_table.ncols() as u64,
+    }
+}
+
 fn decode_with_plan<T: Float>(
     npu: &Npu,
     case: &DecodeCase<T>,
@@ -270,22 +284,13 @@ fn a_plan_that_cuts_no_sequence_needs_no_combine_phase() {
 }
 
 fn uncut_and_cut<T: Float>() {
-    use dsnpu_kernels::{KernelDtype, MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling};
+    use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaDecodeTiling};
     let npu = checked_npu();
     let spec = deepseek_spec(2, vec![37, 100, 5]);
     let case = DecodeCase::<T>::build(&mut CaseRng::new(23), &spec).unwrap();
     let (want_out, want_lse) = case.run(&Cpu).unwrap();
     let budget = npu.library().hardware().cube;
-    let dims = MlaDecodeDims {
-        batch: 3,
-        s_q: 2,
-        heads: 16,
-        latent_dim: 512,
-        rope_dim: 64,
-        block_size: 128,
-        num_blocks: case.cache.latent.shape()[0] as u64,
-        max_blocks: case.block_table.ncols() as u64,
-    };
+    let dims = kernel_dims(&spec, &case);
     for (cores, uncut) in [(1, 1), (budget.cores, 0)] {
         let plan = MlaDecodePlan::new(&spec.seq_lens, cores).unwrap();
         // The flag depends on the plan alone, whatever the type.
@@ -308,7 +313,7 @@ fn uncut_and_cut<T: Float>() {
 /// each output tile where it does not (a chunk of 1500 positions); both against the CPU reference.
 #[test]
 fn streamed_keys_take_p_whole_or_per_step() {
-    use dsnpu_kernels::{KernelDtype, MlaDecodeDims, MlaDecodePlan, MlaDecodeTiling, MlaPlanShape};
+    use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaDecodeTiling, MlaPlanShape};
     let npu = checked_npu();
     let spec = DecodeSpec {
         heads: 128,
@@ -323,16 +328,7 @@ fn streamed_keys_take_p_whole_or_per_step() {
         dtype: KernelDtype::Bf16,
     };
     let budget = npu.library().hardware().cube;
-    let dims = MlaDecodeDims {
-        batch: 2,
-        s_q: 1,
-        heads: 128,
-        latent_dim: 512,
-        rope_dim: 64,
-        block_size: 128,
-        num_blocks: case.cache.latent.shape()[0] as u64,
-        max_blocks: case.block_table.ncols() as u64,
-    };
+    let dims = kernel_dims(&spec, &case);
     // Planned for two cores the long sequence is cut in two (chunks of 750: P whole beside 64-row
     // staging tiles, six k steps of P·V); for one core it stays whole (1500: P per k step).
     for (cores, whole) in [(2, 1), (1, 0)] {
