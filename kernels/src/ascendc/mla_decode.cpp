@@ -789,9 +789,6 @@ private:
         }
     }
 
-    // Rows [r0, r0 + R) of task k's scores: mask, max, exp, sum; P rows in t and (m, l) out. With carry
-    // (R = all of this vector core's rows), exp's offset is the rows' segment reference (see the head of
-    // the file) and the task's segment word goes out too.
     // Score rows [r0, r0 + R) of the task's C columns into a buffer of scQue_, queued for Softmax.
     __aicore__ inline void LoadScores(uint32_t r0, uint32_t R, uint32_t C) {
         const uint32_t P = t_.pitch;
@@ -804,8 +801,10 @@ private:
         scQue_.EnQue(sc);
     }
 
-    // The softmax of the slab of rows [r0, r0 + R), whose scores LoadScores queued (C > 0); asks for the
-    // next slab's `nextRows` rows first.
+    // Rows [r0, r0 + R) of task k's scores, which LoadScores queued (C > 0; this first asks it for the
+    // next slab's `nextRows` rows): mask, max, exp, sum; P rows in t and (m, l) out. With carry (R = all
+    // of this vector core's rows), exp's offset is the rows' segment reference (see the head of the file)
+    // and the task's segment word goes out too.
     __aicore__ inline void Softmax(uint32_t k, uint32_t r0, uint32_t R, int64_t len, uint32_t c0, uint32_t C,
                                    bool groupStart, uint32_t nextRows) {
         const uint32_t P = t_.pitch;
