@@ -166,13 +166,13 @@ public:
 
     // The AI Core (block) of this core.
     __aicore__ inline uint32_t Block() const { return static_cast<uint32_t>(GetBlockIdx() / GetTaskRation()); }
-    // Its run of tasks [First(), Last()): a contiguous share of the plan's tasks.
-    __aicore__ inline uint32_t First() const {
-        return static_cast<uint32_t>(static_cast<uint64_t>(t_.tasks) * Block() / GetBlockNum());
+    // Its run of tasks [First(), Last()): a contiguous share of the plan's tasks, block c's starting at
+    // RunStart(c).
+    __aicore__ inline uint32_t RunStart(uint64_t c) const {
+        return static_cast<uint32_t>(static_cast<uint64_t>(t_.tasks) * c / GetBlockNum());
     }
-    __aicore__ inline uint32_t Last() const {
-        return static_cast<uint32_t>(static_cast<uint64_t>(t_.tasks) * (Block() + 1) / GetBlockNum());
-    }
+    __aicore__ inline uint32_t First() const { return RunStart(Block()); }
+    __aicore__ inline uint32_t Last() const { return RunStart(Block() + 1); }
 
     // Score slots per block: two where consecutive tasks overlap (two key buffers, streamed keys), one with
     // one key buffer.
@@ -943,10 +943,9 @@ private:
     __aicore__ inline bool Predicted(uint32_t g, uint32_t i, uint32_t k1) const {
         const uint32_t next = g + i + 1;
         if (!Carry() || next >= k1) return true;
-        // Block c starts at tasks * c / blocks: the first block starting at or after `next` starts there?
+        // Whether the first run that starts at or after `next` starts there.
         const uint64_t tasks = t_.tasks, blocks = GetBlockNum();
-        const uint64_t c = (static_cast<uint64_t>(next) * blocks + tasks - 1) / tasks;
-        return tasks * c / blocks == next;
+        return RunStart((static_cast<uint64_t>(next) * blocks + tasks - 1) / tasks) == next;
     }
 
     // With carry: the segment words of tasks [k0 + 1, k0 + 1 + n) of a sequence whose tasks end at k1 into
