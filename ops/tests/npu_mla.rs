@@ -217,8 +217,6 @@ fn consecutive_runs<T: Float>() {
     }
 }
 
-/// `case` decoded on `npu` under `plan` (the checked backend fails the launch on any fault or sanitizer
-/// finding).
 /// The kernel's dimensions of a decode case (its tiling, as the backend computes it).
 fn kernel_dims<T: Float>(spec: &DecodeSpec, case: &DecodeCase<T>) -> dsnpu_kernels::MlaDecodeDims {
     dsnpu_kernels::MlaDecodeDims {
@@ -233,6 +231,8 @@ fn kernel_dims<T: Float>(spec: &DecodeSpec, case: &DecodeCase<T>) -> dsnpu_kerne
     }
 }
 
+/// `case` decoded on `npu` under `plan` (the checked backend fails the launch on any fault or sanitizer
+/// finding).
 fn decode_with_plan<T: Float>(
     npu: &Npu,
     case: &DecodeCase<T>,
