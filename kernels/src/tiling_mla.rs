@@ -607,10 +607,25 @@ fn plan_estimate(
             cut_partials += written as f64 * partial;
         }
     }
-    for (k, &(_, c)) in tasks.iter().enumerate() {
+    // A whole (uncut) sequence's O goes to one of its block's two whole slots, which the L2 writes back
+    // to HBM once each however many of the block's tasks reuse them.
+    let mut whole_slots_used = vec![0u32; blocks];
+    for (k, &(b, c)) in tasks.iter().enumerate() {
+        let whole = pieces[b].0 == 1 && c > 0;
         let c = c as f64;
         let partial = if writes_partial(k) { partial } else { 0.0 };
-        total += c * key_bytes + partial;
+        let written_back = if whole {
+            let used = &mut whole_slots_used[block_of[k]];
+            *used += 1;
+            if *used <= 2 {
+                partial
+            } else {
+                0.0
+            }
+        } else {
+            partial
+        };
+        total += c * key_bytes + written_back;
         // The cube core loads the rows once (they stay in L1), the query panel and P (MTE2); f32
         // loads the latent rows again for P·V (the Matmul API); its FIX pipe stores the partial.
         let again = if shape.dtype.size() == 2 {
@@ -692,15 +707,21 @@ fn plan_estimate(
     busiest.max(total / PLAN_HBM_BYTES_PER_S) + combine
 }
 
-/// UB bytes of the softmax phase for slabs of `r` rows of `pitch` scores (the kernel's formula): the
-/// scores' and P's double-buffered queues, the `(m, l)` queue (with the segment word), the row folds (64
-/// values per row) and the rows' maxima, sums, offsets and their broadcast blocks.
-fn phase1_ub(r: u64, pitch: u64, sz: u64) -> u64 {
-    2 * r * pitch * 4
-        + 2 * r * pitch * sz
+/// UB bytes of the softmax phase for slabs of `r` rows of `pitch` scores and `g` query rows (the
+/// kernel's formula): the scores' and P's double-buffered queues (each buffer at least one row of a
+/// whole sequence's O, `latent_pitch` values, which they also carry), the `(m, l)` queue (with the segment
+/// word), a whole sequence's lse queue (a 32-byte block per row), the row folds (64 values per row), the
+/// rows' maxima, sums, offsets and their broadcast blocks, and 1 / l of a vector core's rows of two whole
+/// sequences.
+fn phase1_ub(r: u64, pitch: u64, sz: u64, latent_pitch: u64, g: u64) -> u64 {
+    let elems = (r * pitch).max(latent_pitch);
+    2 * elems * 4
+        + 2 * elems * sz
         + 2 * (round_up(8 * r, UB_BLOCK) + UB_BLOCK)
+        + 2 * round_up(r, 8) * UB_BLOCK
         + 64 * r * 4
         + 11 * round_up(r, 8) * 4
+        + 2 * round_up(g.div_ceil(2), 8) * 4
 }
 
 /// UB bytes of the combine phase for slabs of `q` rows (the kernel's formula): the f32 accumulator, the
@@ -820,7 +841,7 @@ impl MlaDecodeTiling {
         let latent_pitch = round_up(d.latent_dim, 16);
         let ub = u64::from(budget.ub_bytes);
         let mut softmax_rows = g.min(MAX_SLAB_ROWS);
-        while softmax_rows > 0 && phase1_ub(softmax_rows, pitch, sz) > ub {
+        while softmax_rows > 0 && phase1_ub(softmax_rows, pitch, sz, latent_pitch, g) > ub {
             softmax_rows -= 1;
         }
         // The row folds of the softmax's whole-slab reductions (row_ops.h): 64 values per row.
@@ -897,15 +918,15 @@ impl MlaDecodeTiling {
         if softmax_rows == 0 || combine_rows == 0 {
             return Err(KernelError::DoesNotFit {
                 kernel: K,
-                needed: phase1_ub(1, pitch, sz).max(p2(1, 1)),
+                needed: phase1_ub(1, pitch, sz, latent_pitch, g).max(p2(1, 1)),
                 available: ub,
             });
         }
         // Scratch per block: two slots (one with one key buffer) of scores f32 [g, pitch], P written
-        // over them.
+        // over them; then two slots of a whole sequence's O f32 [g, Dl] (32-byte multiples).
         let blocks = u64::from(blocks);
         let slots = if key_buffers == 1 { 1 } else { 2 };
-        let scratch = blocks * slots * g * pitch * 4;
+        let scratch = blocks * (slots * g * pitch + 2 * round_up(g * d.latent_dim, 8)) * 4;
         let partial_at = round_up(scratch, UB_BLOCK);
         Ok(MlaDecodeTiling {
             batch: d.batch as u32,
@@ -946,7 +967,8 @@ impl MlaDecodeTiling {
     pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
         let sz = u64::from(dtype.size());
         let (r, p) = (u64::from(self.softmax_rows), u64::from(self.pitch));
-        let phase1 = phase1_ub(r, p, sz);
+        let g = u64::from(self.s_q) * u64::from(self.heads);
+        let phase1 = phase1_ub(r, p, sz, u64::from(self.latent_pitch), g);
         let phase2 = phase2_ub(
             u64::from(self.combine_rows),
             u64::from(self.latent_pitch),
@@ -967,7 +989,8 @@ impl MlaDecodeTiling {
         u64::from(self.ws_partial_at_lo) | (u64::from(self.ws_partial_at_hi) << 32)
     }
 
-    /// Device workspace the launch needs, bytes: the per-block score and P scratch, then per task the
+    /// Device workspace the launch needs, bytes: the per-block score and P scratch (and two whole
+    /// sequences' outputs `[S·H, Dl]` f32), then per task the
     /// f32 partial output `[S·H, Dl]`, `(m, l)` per row and the two vector cores' segment words.
     pub fn workspace_bytes(&self) -> u64 {
         let g = u64::from(self.s_q) * u64::from(self.heads);

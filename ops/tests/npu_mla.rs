@@ -308,6 +308,67 @@ fn uncut_and_cut<T: Float>() {
     }
 }
 
+/// Sequences the plan does not cut ("whole": one task each) finish without the combine: the cube core
+/// writes their P·latent into one of its block's two whole slots, used in turn, and the vector cores
+/// divide their rows by l after their next task. 61 sequences (one cut, it is longer than a chunk) on
+/// the 24 cube cores put three or more whole tasks in a block, beside cut ones, so the slots are reused
+/// while the previous one is still being finished; S 1 and 2 (the lse's strided runs), every key-buffer
+/// pipeline (with carry at two key buffers), f32 and bf16, against the CPU reference.
+#[test]
+fn whole_sequences_finish_through_the_blocks_two_slots() {
+    use dsnpu_kernels::KernelDtype;
+    whole_sequences::<f32>(KernelDtype::F32, &[1, 2]);
+    whole_sequences::<bf16>(KernelDtype::Bf16, &[0, 1, 2]);
+}
+
+fn whole_sequences<T: Float>(dtype: dsnpu_kernels::KernelDtype, key_buffers: &[u32]) {
+    use dsnpu_kernels::{MlaDecodePlan, MlaPlanShape};
+    let npu = checked_npu();
+    let budget = npu.library().hardware().cube;
+    for s_q in [1, 2] {
+        // Short ragged sequences, and one the plan must cut (longer than MLA_MAX_CHUNK).
+        let lens: Vec<usize> = (0..60).map(|i| 2 + (i * 37) % 90).chain([2500]).collect();
+        let spec = deepseek_spec(s_q, lens);
+        let case = DecodeCase::<T>::build(&mut CaseRng::new(31), &spec).unwrap();
+        let (want_out, want_lse) = case.run(&Cpu).unwrap();
+        let shape = MlaPlanShape {
+            query_rows: (s_q * spec.heads) as u32,
+            latent_dim: 512,
+            rope_dim: 64,
+            dtype,
+        };
+        for &kb in key_buffers {
+            let plan =
+                MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, budget.cores, kb).unwrap();
+            // Each sequence's (first task, task count) leads the plan's words; block c runs tasks
+            // [T c / n, T (c + 1) / n) of T on n blocks.
+            let words = plan.words();
+            let whole: Vec<bool> = (0..spec.seq_lens.len())
+                .map(|b| words[2 * b + 1] == 1)
+                .collect();
+            assert!(whole.contains(&false), "{plan:?}");
+            let (t, n) = (
+                plan.tasks() as usize,
+                plan.tasks().min(budget.cores) as usize,
+            );
+            let first = |k: usize| words[2 * spec.seq_lens.len() + 3 * k] as usize;
+            let most = (0..n)
+                .map(|c| {
+                    (t * c / n..t * (c + 1) / n)
+                        .filter(|&k| whole[first(k)])
+                        .count()
+                })
+                .max();
+            assert!(most >= Some(3), "{plan:?}");
+            let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
+            let what = format!("S {s_q}, {kb} key buffers");
+            let tol = Tolerance::of::<T>();
+            assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
+            assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
+        }
+    }
+}
+
 /// Streamed keys at 128 query rows (P·V in four output tiles of 128 columns): P comes into the cube
 /// core's L1 whole where it fits beside narrowed q·Kᵀ staging tiles (short chunks), and per k step of
 /// each output tile where it does not (a chunk of 1500 positions); both against the CPU reference.

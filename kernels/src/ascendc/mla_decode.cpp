@@ -28,8 +28,9 @@
  *   3. cube, after both flags: O [G, Dl] = P . latent from the same L1 rows (16-bit t: P into L1 by ND2NZ,
  *      the latent fractals transposed by LoadData on their way to L0B; O in L0C tiles of pv_base_m x
  *      pv_base_n, summed over k steps of pv_base_k positions), each tile once into the task's partial
- *      workspace (unnormalised: sum_j exp(s_j - m) latent_j). f32 has no transposing LoadData here: its
- *      P . latent is the Matmul API on the cube core (operands in GM: the latent rows come from GM again).
+ *      workspace (unnormalised: sum_j exp(s_j - m) latent_j; a whole sequence's into a whole slot,
+ *      below). f32 has no transposing LoadData here: its P . latent is the Matmul API on the cube core
+ *      (operands in GM: the latent rows come from GM again).
  * With key_buffers 0 (16-bit t; the plan picks it where long chunks pay, e.g. many query rows whose
  * partials would outweigh the keys) the chunk is not held: q . K^T stages each tile of qk_base_n keys
  * into L1 (two staging buffers), and P . latent stages per k step the latent rows' pv_base_n columns,
@@ -54,17 +55,24 @@
  * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). The (m, l) of a row
  * slab come into UB combine_tasks tasks per copy, and their w in one Exp; the partials come in batches
  * through a double-buffered queue, the first (of the tasks that end a segment whatever the scores do)
- * asked for before the (m, l) are waited for, each next one before the current is added. A sequence served by one
- * task that sees keys (a "whole" one: the plan did not cut it) is combined at once by the block that
- * served it (each vector core its rows), while its partial is in that block's L2 (FlashMLA likewise
- * finishes unsplit sequences without the combine kernel); then SyncAll (vector cores), and the other
- * sequences' rows (b, r) are split over the vector cores (fewer rows than vector cores: (row, column
- * segment) pairs, the lse by segment 0's core); when the plan cut no sequence (tiling.uncut)
- * there are none, and no SyncAll. Rows past a sequence's visible length are never read.
+ * asked for before the (m, l) are waited for, each next one before the current is added.
+ * A sequence served by one task that sees keys (a "whole" one: the plan did not cut it) needs no combine
+ * and no partial: its task's softmax sees every key of its rows, so in step 2 the vector cores write its
+ * lse = m + ln l to the output and keep 1 / l; the cube core's step 3 writes P . latent into one of the
+ * block's two whole slots (used in turn, so the L2 writes back two per block, not one partial per task)
+ * and sets flag W; and each vector core, after its next task's softmax (or after its last task), divides
+ * its rows of that O by l and writes them to out (step 4, FinishWhole), while the cube core works on.
+ * P stays unnormalised (its row maxima exactly 1), as for every task: rounding p / l to t instead would
+ * round every row's largest weight too. (FlashMLA likewise finishes unsplit sequences without the
+ * combine kernel.) After SyncAll (vector cores) the other sequences' rows (b, r) are split
+ * over the vector cores (fewer rows than vector cores: (row, column segment) pairs, the lse by segment
+ * 0's core); when the plan cut no sequence (tiling.uncut) there are none, and no SyncAll. Rows past a
+ * sequence's visible length are never read.
  *
  * Workspace (bytes, offsets in the tiling, after the system workspace): per block, two slots (one with
  * key_buffers 1) of scores f32 [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
- * pitch * 4 / sizeof(t) elements of t); per task: O f32 [G, Dl] | ml f32 [G, 2] | the segment words,
+ * pitch * 4 / sizeof(t) elements of t), then its two whole slots, O f32 [G, Dl] each (rounded up to
+ * 32 bytes); per task: O f32 [G, Dl] | ml f32 [G, 2] | the segment words,
  * f32 [2, 8] (vector core v's at 8 v). pitch = round_up(chunk, 16).
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
@@ -75,15 +83,19 @@
  * scores before task j - 1's P . latent (no keys load after it);
  * L0A / L0B two 32 KiB buffers each, L0C two 64 KiB (tiling_mla.rs sizes the tiles to them); with carry
  * two 32 KiB for the score tiles and one 64 KiB for the segment's sum.
- * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t)): 2 R P 4 (scores queue) + 2 R P sz (P queue)
- *   + 2 * (32 * ceil(2 R * 4 / 32) + 32) (ml queue: (m, l), then the segment word)
+ * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t), E = max(R P, round_up(Dl, 16)): the scores
+ *   and P buffers also carry a whole sequence's O rows in step 4): 2 E 4 (scores queue) + 2 E sz (P queue)
+ *   + 2 * (32 * ceil(2 R * 4 / 32) + 32) (ml queue: (m, l), then the segment word) + 2 * 32 round_up(R, 8)
+ *   (a whole sequence's lse queue, a block per row) + 2 * 4 round_up(ceil(G / 2), 8) (1 / l of this core's
+ *   rows of two whole sequences)
  *   + 64 R 4 (work: the row folds) + 11 round_up(R, 8) 4 (the rows' maxima, sums, offsets, broadcasts).
  * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16), K = combine_tasks): Q L 4 (acc) + 2 Q L 4 (partials
  *   queue) + 2 Q L sz (out queue) + 2 * 32 Q (lse queue) + K round_up(8 Q, 32) ((m, l) of K tasks)
  *   + K Q 4 (their weights, rounded up to 32) [+ 64 K with carry: the segment words of K tasks].
  *
  * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla.rs): 1 scales the
- * softmax scale by 1.001, 2 the combine's denominator L by 1.001, 3 the combine weights by 1.001.
+ * softmax scale by 1.001, 2 the combine's denominator L by 1.001, 3 the combine weights by 1.001 (a
+ * whole sequence's l and 1 / l likewise).
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/row_ops.h"
@@ -102,6 +114,8 @@ constexpr uint32_t MAX_SLAB_ROWS = 64;  // tiling_mla.rs caps softmax_rows and c
 // Cross-core flags: the scores of a task are in the workspace (cube -> vector cores), its P and (m, l)
 // are (vector cores -> cube), every partial of the block is written (cube -> vector cores, once).
 constexpr uint16_t FLAG_S = 0, FLAG_P = 1, FLAG_O = 2;
+// A whole sequence's O is in the block's whole slot (cube -> vector cores, once per such task).
+constexpr uint16_t FLAG_W = 3;
 constexpr uint32_t L0AB_BUF = 32 * 1024;  // one of L0A's (L0B's) two buffers
 constexpr uint32_t L0C_BUF = 64 * 1024;   // one of L0C's two buffers
 // Carry: how far (in the scores' units) a row's max may rise above its segment's reference before the
@@ -141,8 +155,11 @@ public:
         GM_ADDR ws = GetUserWorkspace(workspace);
         // Score slots per block (two unless one key buffer): task j of the block uses slot j % Slots().
         scoreElems_ = static_cast<uint64_t>(G_) * t.pitch;
-        GM_ADDR mine = ws + Block() * (scoreElems_ * sizeof(float) * Slots());
+        // Then two slots of a whole sequence's O f32 [G, Dl] (WholeSlot).
+        const uint64_t wholeElems = AlignUp(static_cast<uint64_t>(G_) * t.latent_dim, 8);
+        GM_ADDR mine = ws + Block() * (scoreElems_ * Slots() + 2 * wholeElems) * sizeof(float);
         scoresWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine), scoreElems_ * Slots());
+        wholeWs_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(mine) + scoreElems_ * Slots(), 2 * wholeElems);
         // P row r overwrites the start of score row r (read before): 4 bytes of scratch per score, not
         // 4 + sizeof(T), for the L2 to write back.
         pPitch_ = t.pitch * static_cast<uint32_t>(sizeof(float) / sizeof(T));
@@ -280,18 +297,14 @@ public:
         InitPhase1();
         uint32_t j = 0;
         for (uint32_t k = First(); k < last; ++k) Task(k, j);
+        if (wholePending_) FinishWhole();
         WaitMlCopy();
         pipe_.Reset();
         CrossCoreWaitFlag(FLAG_O);
-        InitPhase2();
-        // The sequences this block served alone first: their one partial is still in its L2.
-        for (uint32_t k = First(); anyWhole_ && k < last; ++k) {
-            uint32_t b, C;
-            int64_t len, c0;
-            if (Span(k, b, len, c0, C) && Whole(b) && myRows_ > 0) CombineRows(b, myRow0_, myRows_);
-        }
-        // No sequence cut (the plan's words say so): every row is combined by now.
+        // No sequence cut (the plan's words say so): every row is finished by now (whole sequences end in
+        // phase 1).
         if (t_.uncut != 0) return;
+        InitPhase2();
         // The combine of the other sequences needs every task's partial results.
         SyncAll();
         const uint64_t rows = static_cast<uint64_t>(t_.batch) * G_;
@@ -340,12 +353,17 @@ private:
     // ---------------------------------------------------------------- phase 1: one (sequence, chunk) task
     __aicore__ inline void InitPhase1() {
         const uint32_t R = t_.softmax_rows, P = t_.pitch;
-        pipe_.InitBuffer(scQue_, BUFFER_NUM, R * P * sizeof(float));
-        pipe_.InitBuffer(pQue_, BUFFER_NUM, R * P * sizeof(T));
+        // The score and P buffers also take a whole sequence's O rows (f32 in, t out): at least one row.
+        const uint32_t elems = R * P > t_.latent_pitch ? R * P : t_.latent_pitch;
+        pipe_.InitBuffer(scQue_, BUFFER_NUM, elems * sizeof(float));
+        pipe_.InitBuffer(pQue_, BUFFER_NUM, elems * sizeof(T));
         pipe_.InitBuffer(mlQue_, BUFFER_NUM, AlignUp(2 * R * sizeof(float), UB_BLOCK) + UB_BLOCK);
+        pipe_.InitBuffer(lseQue1_, BUFFER_NUM, AlignUp(R, 8) * UB_BLOCK);  // a whole sequence's lse, a block per row
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));  // 64 R: the row folds
         // The slab's row maxima, sums and negated offsets (AlignUp(R, 8) each), their broadcast blocks (8 each).
         pipe_.InitBuffer(small_, 11 * AlignUp(R, 8) * sizeof(float));
+        // 1 / l of this core's rows of the two whole-sequence tasks in flight (FinishWhole).
+        pipe_.InitBuffer(invL_, 2 * AlignUp(myRows_, 8) * sizeof(float));
     }
 
     __aicore__ inline int64_t SeqLen(uint32_t b) {
@@ -399,8 +417,9 @@ private:
         return true;
     }
 
-    // Whether sequence b is served by one task that sees keys: the vector core that ran it combines it
-    // before SyncAll, and the combine after SyncAll skips it.
+    // Whether sequence b is served by one task that sees keys: that task finishes it in phase 1 (its P
+    // normalised, its P . latent written to out by the cube core, its lse by the vector cores), and the
+    // combine skips it.
     __aicore__ inline bool Whole(uint32_t b) {
         if (planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1) != 1) return false;
         const int32_t first = planGm_.GetValue(2 * static_cast<uint64_t>(b));
@@ -408,6 +427,12 @@ private:
         uint32_t tb, C;
         int64_t len, c0;
         return Span(static_cast<uint32_t>(first), tb, len, c0, C) && tb == b && C > 0;
+    }
+    // Whether task k (of sequence b, C keys) is the one task of a whole sequence: Whole(b) as seen from the
+    // task, in two scalar reads (both core kinds ask it of every task, and must agree).
+    __aicore__ inline bool WholeTask(uint32_t k, uint32_t b, uint32_t C) {
+        return C > 0 && planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1) == 1 &&
+               planGm_.GetValue(2 * static_cast<uint64_t>(b)) == static_cast<int32_t>(k);
     }
 
     // Step 2 of task k (the block's j-th valid one, counted here) on this vector core: its rows of the
@@ -420,9 +445,9 @@ private:
         const bool groupStart = j == 0 || b != prevB_;
         prevB_ = b;
         UseSlot(j++);
-        // Read while the cube core works: whether phase 2 must look for whole sequences among this
-        // block's tasks (each a few scalar GM reads per task).
-        anyWhole_ = anyWhole_ || Whole(b);
+        // Read while the cube core works.
+        const bool whole = WholeTask(k, b, C);
+        if (whole) invAt_ = (wholeSeen_++ % 2) * AlignUp(myRows_, 8);
         CrossCoreWaitFlag(FLAG_S);
         // Each slab's scores are asked for before the previous slab's softmax, so that their GM latency
         // overlaps it (the score queue holds two slabs).
@@ -430,10 +455,55 @@ private:
         if (C > 0 && myRows_ > 0) LoadScores(myRow0_, Min(R, myRows_), C);
         for (uint32_t r = myRow0_; r < end; r += R) {
             const uint32_t next = r + R < end ? Min(R, end - r - R) : 0;
-            Softmax(k, r, Min(R, end - r), len, static_cast<uint32_t>(c0), C, groupStart, next);
+            Softmax(k, b, r, Min(R, end - r), len, static_cast<uint32_t>(c0), C, groupStart, whole, next);
         }
         // P and (m, l) went out on MTE3: the set orders them before the cube core's loads.
         CrossCoreSetFlag<2, PIPE_MTE3>(FLAG_P);
+        // The previous whole sequence's O is out by now or soon (the cube core computes it while this
+        // task's softmax runs): finish it before the next task's scores.
+        if (wholePending_) FinishWhole();
+        if (whole) {
+            wholePending_ = true;
+            wholeB_ = b;
+        }
+    }
+
+    // Step 4 of the block's oldest whole-sequence task not finished (sequence wholeB_ of the latest,
+    // one at most pending): this core's rows of its O, from the block's whole slot, times 1 / l
+    // (Softmax kept them), rounded to t into out, in slabs of the score buffers' size. Every vector core
+    // takes flag W, with rows or without.
+    __aicore__ inline void FinishWhole() {
+        const uint32_t w = wholeDone_++, Dl = t_.latent_dim, L = t_.latent_pitch;
+        // The sequence's one partial enters out with weight 1 / l: mutation 3 (the combine weights) scales it.
+        const float weight = t_.mutation == 3 ? MUTATE : 1.0f;
+        wholePending_ = false;
+        CrossCoreWaitFlag(FLAG_W);
+        if (myRows_ == 0) return;
+        const GlobalTensor<float> o = wholeWs_[static_cast<uint64_t>(w % 2) * AlignUp(static_cast<uint64_t>(G_) * Dl, 8)];
+        const LocalTensor<float> inv = invL_.Get<float>()[(w % 2) * AlignUp(myRows_, 8)];
+        const uint32_t room = t_.softmax_rows * t_.pitch, per = room > L ? room / L : 1;
+        const uint32_t f32Gap = (L * sizeof(float) - AlignUp(Dl * sizeof(float), UB_BLOCK)) / UB_BLOCK;
+        const uint32_t tGap = (L * sizeof(T) - AlignUp(Dl * sizeof(T), UB_BLOCK)) / UB_BLOCK;
+        for (uint32_t i = 0; i < myRows_; i += per) {
+            const uint32_t n = Min(per, myRows_ - i), r = myRow0_ + i;
+            LocalTensor<float> rows = scQue_.AllocTensor<float>();
+            DataCopyPad(rows, o[static_cast<uint64_t>(r) * Dl],
+                        DataCopyExtParams(static_cast<uint16_t>(n), Dl * static_cast<uint32_t>(sizeof(float)), 0, f32Gap, 0),
+                        DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+            scQue_.EnQue(rows);
+            rows = scQue_.DeQue<float>();
+            for (uint32_t q = 0; q < n; ++q) {
+                Muls(rows[q * L], rows[q * L], inv.GetValue(i + q) * weight, static_cast<int32_t>(Dl));
+            }
+            LocalTensor<T> out = pQue_.AllocTensor<T>();
+            FromFloat(out, rows, n * L);
+            scQue_.FreeTensor(rows);
+            pQue_.EnQue(out);
+            out = pQue_.DeQue<T>();
+            DataCopyPad(outGm_[(static_cast<uint64_t>(wholeB_) * G_ + r) * Dl], out,
+                        DataCopyExtParams(static_cast<uint16_t>(n), Dl * static_cast<uint32_t>(sizeof(T)), tGap, 0, 0));
+            pQue_.FreeTensor(out);
+        }
     }
 
     // ---------------------------------------------------------------- the cube core's buffers and steps
@@ -485,6 +555,7 @@ private:
         LocalTensor<T> keys;
         bool valid = false;
         bool groupStart = false, groupEnd = false;  // the block's first / last task of its sequence
+        bool whole = false;  // the one task of a whole sequence (WholeTask; WaitP sets it)
     };
 
     // Rows of a chunk of C keys loaded before the previous task's P (two key buffers): about three
@@ -502,8 +573,10 @@ private:
     }
 
     // Waits for task t's P from the vector cores; with P whole loads its first row panel into L1 for
-    // Finish, so that the load is issued now, in MTE2's program order (else an empty tensor).
-    __aicore__ inline LocalTensor<T> WaitP(const Pending& t) {
+    // Finish, so that the load is issued now, in MTE2's program order (else an empty tensor). Finds out
+    // first (its scalar reads overlapping the wait) whether t is a whole sequence's task.
+    __aicore__ inline LocalTensor<T> WaitP(Pending& t) {
+        t.whole = WholeTask(t.k, t.b, t.C);
         CrossCoreWaitFlag(FLAG_P);
         LocalTensor<T> pm;
         if constexpr (sizeof(T) == 2) {
@@ -518,26 +591,30 @@ private:
 
     // Step 3 of task `t`, after WaitP(t) returned `ahead`. With carry t's P . latent joins its segment's
     // sum in L0C (carry_), which goes out once, as the partial of the segment's last task: before t's
-    // product if t starts a new segment, after it if t is the last of its group.
+    // product if t starts a new segment, after it if t is the last of its group. A whole sequence's O
+    // goes to the block's whole slot instead, and flag W tells the vector cores.
     __aicore__ inline void Finish(const Pending& t, const LocalTensor<T>& ahead) {
         if (Carry() && carrying_ && (t.groupStart || NewSegmentAsked(t.k))) FlushCarry();
         // C = 0: every row has l = 0, and the combine skips this task (or it only extends a segment).
         if (t.C > 0) {
             UseSlot(t.j);
-            const uint64_t oAt = static_cast<uint64_t>(t.k) * G_ * t_.latent_dim;
+            const GlobalTensor<float> o = t.whole ? WholeSlot(wholeDone_)
+                                                  : partialWs_[static_cast<uint64_t>(t.k) * G_ * t_.latent_dim];
             if constexpr (sizeof(T) == 2) {
                 if (Carry()) {
                     if (!carrying_) carry_ = carryL0c_.AllocTensor<float>();
-                    Output(t, 0, G_, oAt, ahead, &carry_, !carrying_);
+                    Output(t, 0, G_, o, ahead, &carry_, !carrying_);
                     carrying_ = true;
+                    carryWhole_ = t.whole;
                 } else {
                     for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) {
-                        Output(t, m0, Min(t_.pv_base_m, G_ - m0), oAt, ahead, nullptr, true);
+                        Output(t, m0, Min(t_.pv_base_m, G_ - m0), o, ahead, nullptr, true);
                     }
                 }
             } else {
-                OutputMatmul(t.b, static_cast<uint32_t>(t.c0), t.C, oAt);
+                OutputMatmul(t, o);
             }
+            if (t.whole && !Carry()) WholeOut();
             if (!Streamed()) {
                 LocalTensor<T> keys = t.keys;
                 kL1_.FreeTensor(keys);
@@ -552,6 +629,18 @@ private:
         }
     }
 
+    // The block's slot for the O of its w-th whole-sequence task (two, used in turn: the vector cores
+    // finish one while the cube core writes the next), in the block's scratch after its score slots.
+    __aicore__ inline GlobalTensor<float> WholeSlot(uint32_t w) const {
+        return wholeWs_[static_cast<uint64_t>(w % 2) * G_ * t_.latent_dim];
+    }
+
+    // A whole sequence's O is out (FIX): flag W to the vector cores, which finish it (FinishWhole).
+    __aicore__ inline void WholeOut() {
+        CrossCoreSetFlag<2, PIPE_FIX>(FLAG_W);
+        ++wholeDone_;
+    }
+
     // Whether either vector core asked task k to start a segment (its words are out: both set flag P
     // after writing them). Scalar reads of GM another core wrote: the data cache line goes first.
     __aicore__ inline bool NewSegmentAsked(uint32_t k) {
@@ -564,11 +653,14 @@ private:
         return asked;
     }
 
-    // The segment's sum to the partial of its last task so far (carryK_); frees the L0C tile.
+    // The segment's sum to the partial of its last task so far (carryK_), or a whole sequence's to its
+    // slot; frees the L0C tile.
     __aicore__ inline void FlushCarry() {
-        Store(carryL0c_, carry_, partialWs_[static_cast<uint64_t>(carryK_) * G_ * t_.latent_dim], G_, t_.latent_dim,
-              AlignUp(G_, 16), t_.latent_dim);
+        const GlobalTensor<float> o = carryWhole_ ? WholeSlot(wholeDone_)
+                                                  : partialWs_[static_cast<uint64_t>(carryK_) * G_ * t_.latent_dim];
+        Store(carryL0c_, carry_, o, G_, t_.latent_dim, AlignUp(G_, 16), t_.latent_dim);
         carrying_ = false;
+        if (carryWhole_) WholeOut();
     }
 
     // Cache rows [pos0, pos0 + n) of sequence b, latent columns [col, col + cols) (and the whole rope
@@ -710,12 +802,13 @@ private:
         return pL1_.DeQue<T>();
     }
 
-    // O rows [m0, m0 + rows) = P . latent over task t's C keys (16-bit t), into the partial at oAt. Held
+    // O rows [m0, m0 + rows) = P . latent over task t's C keys (16-bit t), into `o` (the task's partial or
+    // whole slot). Held
     // keys: both operands are read from L1; streamed: per k step the latent rows' tile columns are staged.
     // P comes into L1 whole (PWhole) or per k step with the latent.
     // `ahead`: the first row panel's P, loaded by WaitP (P whole). With `carry` (one output tile) the
     // product is summed into that L0C tile (over what it holds unless `init`) and stays there.
-    __aicore__ inline void Output(const Pending& t, uint32_t m0, uint32_t rows, uint64_t oAt,
+    __aicore__ inline void Output(const Pending& t, uint32_t m0, uint32_t rows, const GlobalTensor<float>& o,
                                   const LocalTensor<T>& ahead, LocalTensor<float>* carry, bool init) {
         const uint32_t Dl = t_.latent_dim, P = t_.pitch, C = t.C;
         const uint32_t r16 = AlignUp(rows, 16);
@@ -759,15 +852,16 @@ private:
                 if (!PWhole()) pL1_.FreeTensor(pm);
                 Multiply(acc, rows, cols, kt, k0 == 0 && init);
             }
-            if (carry == nullptr) Store(l0c_, acc, partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0], rows, cols, r16, Dl);
+            if (carry == nullptr) Store(l0c_, acc, o[static_cast<uint64_t>(m0) * Dl + n0], rows, cols, r16, Dl);
         }
         if (PWhole()) pL1_.FreeTensor(pm);
     }
 
-    // O = P . latent for f32 through the Matmul API on this cube core, operands in GM: per base tile of O
-    // the products of the chunk's runs summed in L0C (Iterate with enPartialSum), written once.
-    __aicore__ inline void OutputMatmul(uint32_t b, uint32_t c0, uint32_t C, uint64_t oAt) {
-        const uint32_t Dl = t_.latent_dim;
+    // O = P . latent of task t for f32 through the Matmul API on this cube core, operands in GM: per base
+    // tile of O the products of the chunk's runs summed in L0C (Iterate with enPartialSum), written once
+    // into `o`.
+    __aicore__ inline void OutputMatmul(const Pending& t, const GlobalTensor<float>& o) {
+        const uint32_t Dl = t_.latent_dim, b = t.b, c0 = static_cast<uint32_t>(t.c0), C = t.C;
         for (uint32_t m0 = 0; m0 < G_; m0 += t_.pv_base_m) {
             const uint32_t rows = Min(t_.pv_base_m, G_ - m0);
             for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
@@ -783,7 +877,7 @@ private:
                     mmPv.Iterate(p > 0);
                     p += n;
                 }
-                mmPv.GetTensorC(partialWs_[oAt + static_cast<uint64_t>(m0) * Dl + n0]);
+                mmPv.GetTensorC(o[static_cast<uint64_t>(m0) * Dl + n0]);
                 mmPv.End();
             }
         }
@@ -801,15 +895,17 @@ private:
         scQue_.EnQue(sc);
     }
 
-    // Rows [r0, r0 + R) of task k's scores, which LoadScores queued (C > 0; this first asks it for the
-    // next slab's `nextRows` rows): mask, max, exp, sum; P rows in t and (m, l) out. With carry (R = all
-    // of this vector core's rows), exp's offset is the rows' segment reference (see the head of the file)
-    // and the task's segment word goes out too.
-    __aicore__ inline void Softmax(uint32_t k, uint32_t r0, uint32_t R, int64_t len, uint32_t c0, uint32_t C,
-                                   bool groupStart, uint32_t nextRows) {
+    // Rows [r0, r0 + R) of task k's scores (sequence b), which LoadScores queued (C > 0; this first asks
+    // it for the next slab's `nextRows` rows): mask, max, exp, sum; P rows in t and (m, l) out. With carry
+    // (R = all of this vector core's rows), exp's offset is the rows' segment reference (see the head of
+    // the file) and the task's segment word goes out too. The task of a `whole` sequence (WholeTask) sees
+    // every key its rows see: P is normalised (p / l) and the rows' lse go to the output instead.
+    __aicore__ inline void Softmax(uint32_t k, uint32_t b, uint32_t r0, uint32_t R, int64_t len, uint32_t c0,
+                                   uint32_t C, bool groupStart, bool whole, uint32_t nextRows) {
         const uint32_t P = t_.pitch;
         const uint32_t mlPitch = AlignUp(2 * R * sizeof(float), UB_BLOCK) / sizeof(float);
-        LocalTensor<float> ml = mlQue_.AllocTensor<float>();
+        LocalTensor<float> ml;
+        if (!whole) ml = mlQue_.AllocTensor<float>();
         LocalTensor<T> pt = pQue_.AllocTensor<T>();
         bool fresh = groupStart;
         if (C > 0) {
@@ -873,13 +969,18 @@ private:
             RowSum(rowSum, sc, work, tile);
             SetFlag<HardEvent::V_S>(0);
             WaitFlag<HardEvent::V_S>(0);
-            WaitMlCopy();
-            for (uint32_t i = 0; i < R; ++i) {
-                ml.SetValue(2 * i, m[i]);
-                ml.SetValue(2 * i + 1, live[i] ? rowSum.GetValue(i) : 0.0f);
+            if (whole) {
+                KeepInverse(r0, tile.rows, live, rowMax, rowSum);
+            } else {
+                WaitMlCopy();
+                for (uint32_t i = 0; i < R; ++i) {
+                    ml.SetValue(2 * i, m[i]);
+                    ml.SetValue(2 * i + 1, live[i] ? rowSum.GetValue(i) : 0.0f);
+                }
             }
             FromFloat(pt, sc, R * P);
             scQue_.FreeTensor(sc);
+            if (whole) WriteLse(b, r0, R, rowSum);
         } else {
             WaitMlCopy();
             for (uint32_t i = 0; i < R; ++i) {
@@ -888,7 +989,7 @@ private:
                 ml.SetValue(2 * i + 1, 0.0f);
             }
         }
-        if (Carry()) ml.SetValue(mlPitch, fresh ? 1.0f : 0.0f);
+        if (Carry() && !whole) ml.SetValue(mlPitch, fresh ? 1.0f : 0.0f);
         // P first: the (m, l) copy below waits for its own completion, which P's need not.
         pQue_.EnQue(pt);
         pt = pQue_.DeQue<T>();
@@ -899,6 +1000,7 @@ private:
                                           (pPitch_ - C) * static_cast<uint32_t>(sizeof(T)), 0));
         }
         pQue_.FreeTensor(pt);
+        if (whole) return;
         mlQue_.EnQue(ml);
         ml = mlQue_.DeQue<float>();
         // (m, l) were written on the scalar unit: the queue's V->MTE3 edge does not cover them, so
@@ -915,6 +1017,40 @@ private:
         SetFlag<HardEvent::MTE3_S>(0);
         mlCopyPending_ = true;
         mlQue_.FreeTensor(ml);
+    }
+
+    // A whole sequence's rows [r0, r0 + R): 1 / l into invL_ for FinishWhole (0 for a row that sees no
+    // key: its O is 0), and rowSum = lse = m + ln l (rowMax holds m: -inf, l = 0 for such a row). Mutation
+    // 2 (the denominator) scales l by 1.001 here as in the combine.
+    __aicore__ inline void KeepInverse(uint32_t r0, uint32_t R, const bool* live, const LocalTensor<float>& rowMax,
+                                       const LocalTensor<float>& rowSum) {
+        const float mutate = t_.mutation == 2 ? MUTATE : 1.0f;
+        const LocalTensor<float> inv = invL_.Get<float>();
+        for (uint32_t i = 0; i < R; ++i) {
+            inv.SetValue(invAt_ + r0 - myRow0_ + i, live[i] ? 1.0f / (rowSum.GetValue(i) * mutate) : 0.0f);
+        }
+        const int32_t n = static_cast<int32_t>(R);
+        if (mutate != 1.0f) Muls(rowSum, rowSum, mutate, n);
+        Ln(rowSum, rowSum, n);
+        Add(rowSum, rowSum, rowMax, n);
+    }
+
+    // lse[b, h, s] of rows [r0, r0 + R) of sequence b from `lse` (R values): a 32-byte block per row,
+    // one copy per run of rows of one query position s (consecutive heads, s_q floats apart in GM).
+    __aicore__ inline void WriteLse(uint32_t b, uint32_t r0, uint32_t R, const LocalTensor<float>& lse) {
+        LocalTensor<float> blocks = lseQue1_.AllocTensor<float>();
+        Brcb(blocks, lse, static_cast<uint8_t>(CeilDiv(R, 8)), BrcbRepeatParams(1, 8));
+        lseQue1_.EnQue(blocks);
+        blocks = lseQue1_.DeQue<float>();
+        const uint32_t H = t_.heads, per = UB_BLOCK / sizeof(float);
+        for (uint32_t i = 0; i < R;) {
+            const uint32_t row = r0 + i, s = row / H, h = row % H, n = Min(R - i, H - h);
+            DataCopyPad(lseGm_[(static_cast<uint64_t>(b) * H + h) * t_.s_q + s], blocks[i * per],
+                        DataCopyExtParams(static_cast<uint16_t>(n), static_cast<uint32_t>(sizeof(float)), 0,
+                                          (t_.s_q - 1) * static_cast<uint32_t>(sizeof(float)), 0));
+            i += n;
+        }
+        lseQue1_.FreeTensor(blocks);
     }
 
     // Waits for the last (m, l) copy (SetFlag MTE3_S at its issue) before the scalar unit writes
@@ -1205,20 +1341,24 @@ private:
     TQue<TPosition::CO1, 2> l0c_;
     TQue<TPosition::CO1, 1> carryL0c_;
     TQue<TPosition::VECIN, BUFFER_NUM> scQue_, oQue_;
-    TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, mlQue_, outQue_, lseQue_;
-    TBuf<TPosition::VECCALC> work_, small_, acc_, mlBuf_, wBuf_, segBuf_;
+    TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, mlQue_, lseQue1_, outQue_, lseQue_;
+    TBuf<TPosition::VECCALC> work_, small_, invL_, acc_, mlBuf_, wBuf_, segBuf_;
     GlobalTensor<T> qNopeGm_, qRopeGm_, latentGm_, ropeGm_, outGm_, pWs_;
-    GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_, segWs_;
+    GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_, segWs_, wholeWs_;
     GlobalTensor<int32_t> tableGm_, lensGm_, planGm_;
     DsnpuMlaDecodeTiling t_{};
     uint32_t G_ = 0, pPitch_ = 0, myRow0_ = 0, myRows_ = 0;
-    bool anyWhole_ = false;  // a task of this block serves a whole sequence (phase 1 finds out)
     // Carry, vector cores: the sequence of the previous task, this core's rows' segment references.
     uint32_t prevB_ = 0;
     float mRef_[MAX_SLAB_ROWS] = {};
+    // Whole sequences, vector cores: the tasks seen and finished, where the latest's 1 / l go in invL_,
+    // and whether (and of which sequence) one is still to finish.
+    uint32_t wholeSeen_ = 0, invAt_ = 0, wholeB_ = 0;
+    bool wholePending_ = false;
     // Carry, cube core: the segment's sum in L0C (while carrying_), and its last task so far.
     LocalTensor<float> carry_;
-    bool carrying_ = false;
+    bool carrying_ = false, carryWhole_ = false;
+    uint32_t wholeDone_ = 0;  // whole-sequence tasks this core finished (its share of them, both core kinds)
     bool mlCopyPending_ = false;  // a (m, l) copy's MTE3_S flag is set and not yet waited for
     uint32_t carryK_ = 0;
     uint64_t scoreElems_ = 0, scoreAt_ = 0, pAt_ = 0;
