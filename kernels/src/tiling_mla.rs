@@ -444,8 +444,8 @@ impl MlaDecodePlan {
             .unwrap_or(0)
     }
 
-    /// Whether every sequence is one task that sees keys: the kernel then combines each where it was
-    /// served, with no SyncAll.
+    /// Whether every sequence is one task that sees keys: the kernel then finishes each where it was
+    /// served, with no SyncAll and no combine.
     pub fn cuts_no_sequence(&self) -> bool {
         self.tasks == self.batch
             && (0..self.tasks).all(|k| self.task(k).is_some_and(|(_, c0, c1)| c1 > c0))

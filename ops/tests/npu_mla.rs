@@ -274,7 +274,7 @@ fn every_key_buffer_pipeline_matches_the_reference() {
 }
 
 /// A plan that cuts no sequence (one task each, planned for one core) tells the kernel so
-/// (`tiling.uncut`): every block combines the sequences it served and none waits at a SyncAll for a
+/// (`tiling.uncut`): every block finishes the sequences it served and none waits at a SyncAll for a
 /// combine phase. Against the CPU reference, with that plan and with one for every core that cuts the
 /// long sequence (the combine after the SyncAll); f32 and bf16.
 #[test]
