@@ -312,8 +312,8 @@ fn uncut_and_cut<T: Float>() {
 /// writes their P·latent into one of its block's two whole slots, used in turn, and the vector cores
 /// divide their rows by l after their next task. 61 sequences (one cut, it is longer than a chunk) on
 /// the 24 cube cores put three or more whole tasks in a block, beside cut ones, so the slots are reused
-/// while the previous one is still being finished; S 1 and 2 (the lse's strided runs), every key-buffer
-/// pipeline (with carry at two key buffers), f32 and bf16, against the CPU reference.
+/// while the previous one is still being finished; S 1 and 2 (the lse's strided runs), a narrow latent,
+/// every key-buffer pipeline (with carry at two key buffers), f32 and bf16, against the CPU reference.
 #[test]
 fn whole_sequences_finish_through_the_blocks_two_slots() {
     use dsnpu_kernels::KernelDtype;
@@ -325,16 +325,29 @@ fn whole_sequences<T: Float>(dtype: dsnpu_kernels::KernelDtype, key_buffers: &[u
     use dsnpu_kernels::{MlaDecodePlan, MlaPlanShape};
     let npu = checked_npu();
     let budget = npu.library().hardware().cube;
-    for s_q in [1, 2] {
-        // Short ragged sequences, and one the plan must cut (longer than MLA_MAX_CHUNK).
-        let lens: Vec<usize> = (0..60).map(|i| 2 + (i * 37) % 90).chain([2500]).collect();
-        let spec = deepseek_spec(s_q, lens);
+    // Short ragged sequences, and one the plan must cut (longer than MLA_MAX_CHUNK).
+    let lens: Vec<usize> = (0..60).map(|i| 2 + (i * 37) % 90).chain([2500]).collect();
+    // DeepSeek widths with S 1 and 2, and one query row of a latent 36 wide (a slot of 36 values: the
+    // slots' 32-byte rounding matters).
+    let narrow = DecodeSpec {
+        block_size: 16,
+        heads: 1,
+        latent_dim: 36,
+        rope_dim: 12,
+        ..deepseek_spec(1, lens.clone())
+    };
+    for spec in [
+        deepseek_spec(1, lens.clone()),
+        deepseek_spec(2, lens),
+        narrow,
+    ] {
+        let s_q = spec.s_q;
         let case = DecodeCase::<T>::build(&mut CaseRng::new(31), &spec).unwrap();
         let (want_out, want_lse) = case.run(&Cpu).unwrap();
         let shape = MlaPlanShape {
             query_rows: (s_q * spec.heads) as u32,
-            latent_dim: 512,
-            rope_dim: 64,
+            latent_dim: spec.latent_dim as u32,
+            rope_dim: spec.rope_dim as u32,
             dtype,
         };
         for &kb in key_buffers {
@@ -361,7 +374,7 @@ fn whole_sequences<T: Float>(dtype: dsnpu_kernels::KernelDtype, key_buffers: &[u
                 .max();
             assert!(most >= Some(3), "{plan:?}");
             let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
-            let what = format!("S {s_q}, {kb} key buffers");
+            let what = format!("S {s_q}, {} heads, {kb} key buffers", spec.heads);
             let tol = Tolerance::of::<T>();
             assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
             assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);

@@ -94,8 +94,8 @@
  *   + K Q 4 (their weights, rounded up to 32) [+ 64 K with carry: the segment words of K tasks].
  *
  * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla.rs): 1 scales the
- * softmax scale by 1.001, 2 the combine's denominator L by 1.001, 3 the combine weights by 1.001 (a
- * whole sequence's l and 1 / l likewise).
+ * softmax scale by 1.001, 2 the combine's denominator L by 1.001, 3 the combine weights by 1.001 (for a
+ * whole sequence: 2 its l, 3 its weight 1 / l).
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/row_ops.h"
@@ -417,9 +417,8 @@ private:
         return true;
     }
 
-    // Whether sequence b is served by one task that sees keys: that task finishes it in phase 1 (its P
-    // normalised, its P . latent written to out by the cube core, its lse by the vector cores), and the
-    // combine skips it.
+    // Whether sequence b is served by one task that sees keys: that task finishes it in phase 1 (its
+    // lse and then its output written by the vector cores, FinishWhole), and the combine skips it.
     __aicore__ inline bool Whole(uint32_t b) {
         if (planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1) != 1) return false;
         const int32_t first = planGm_.GetValue(2 * static_cast<uint64_t>(b));
@@ -479,7 +478,7 @@ private:
         wholePending_ = false;
         CrossCoreWaitFlag(FLAG_W);
         if (myRows_ == 0) return;
-        const GlobalTensor<float> o = wholeWs_[static_cast<uint64_t>(w % 2) * AlignUp(static_cast<uint64_t>(G_) * Dl, 8)];
+        const GlobalTensor<float> o = WholeSlot(w);
         const LocalTensor<float> inv = invL_.Get<float>()[(w % 2) * AlignUp(myRows_, 8)];
         const uint32_t room = t_.softmax_rows * t_.pitch, per = room > L ? room / L : 1;
         const uint32_t f32Gap = (L * sizeof(float) - AlignUp(Dl * sizeof(float), UB_BLOCK)) / UB_BLOCK;
@@ -632,7 +631,7 @@ private:
     // The block's slot for the O of its w-th whole-sequence task (two, used in turn: the vector cores
     // finish one while the cube core writes the next), in the block's scratch after its score slots.
     __aicore__ inline GlobalTensor<float> WholeSlot(uint32_t w) const {
-        return wholeWs_[static_cast<uint64_t>(w % 2) * G_ * t_.latent_dim];
+        return wholeWs_[static_cast<uint64_t>(w % 2) * AlignUp(static_cast<uint64_t>(G_) * t_.latent_dim, 8)];
     }
 
     // A whole sequence's O is out (FIX): flag W to the vector cores, which finish it (FinishWhole).
@@ -803,8 +802,8 @@ private:
     }
 
     // O rows [m0, m0 + rows) = P . latent over task t's C keys (16-bit t), into `o` (the task's partial or
-    // whole slot). Held
-    // keys: both operands are read from L1; streamed: per k step the latent rows' tile columns are staged.
+    // a whole slot). Held keys: both operands are read from L1; streamed: per k step the latent rows' tile
+    // columns are staged.
     // P comes into L1 whole (PWhole) or per k step with the latent.
     // `ahead`: the first row panel's P, loaded by WaitP (P whole). With `carry` (one output tile) the
     // product is summed into that L0C tile (over what it holds unless `init`) and stays there.
@@ -899,7 +898,7 @@ private:
     // it for the next slab's `nextRows` rows): mask, max, exp, sum; P rows in t and (m, l) out. With carry
     // (R = all of this vector core's rows), exp's offset is the rows' segment reference (see the head of
     // the file) and the task's segment word goes out too. The task of a `whole` sequence (WholeTask) sees
-    // every key its rows see: P is normalised (p / l) and the rows' lse go to the output instead.
+    // every key its rows see: instead of (m, l) its rows' lse go to the output, and 1 / l to invL_.
     __aicore__ inline void Softmax(uint32_t k, uint32_t b, uint32_t r0, uint32_t R, int64_t len, uint32_t c0,
                                    uint32_t C, bool groupStart, bool whole, uint32_t nextRows) {
         const uint32_t P = t_.pitch;
