@@ -313,7 +313,8 @@ fn uncut_and_cut<T: Float>() {
 /// divide their rows by l after their next task. 61 sequences (one cut, it is longer than a chunk) on
 /// the 24 cube cores put three or more whole tasks in a block, beside cut ones, so the slots are reused
 /// while the previous one is still being finished; S 1 and 2 (the lse's strided runs), a narrow latent,
-/// every key-buffer pipeline (with carry at two key buffers), f32 and bf16, against the CPU reference.
+/// every key-buffer pipeline (with carry where the keys are held in bf16), f32 and bf16, against the CPU
+/// reference.
 #[test]
 fn whole_sequences_finish_through_the_blocks_two_slots() {
     use dsnpu_kernels::KernelDtype;
@@ -322,7 +323,7 @@ fn whole_sequences_finish_through_the_blocks_two_slots() {
 }
 
 fn whole_sequences<T: Float>(dtype: dsnpu_kernels::KernelDtype, key_buffers: &[u32]) {
-    use dsnpu_kernels::{MlaDecodePlan, MlaPlanShape};
+    use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaDecodeTiling, MlaPlanShape};
     let npu = checked_npu();
     let budget = npu.library().hardware().cube;
     // Short ragged sequences, and one the plan must cut (longer than MLA_MAX_CHUNK).
@@ -373,6 +374,12 @@ fn whole_sequences<T: Float>(dtype: dsnpu_kernels::KernelDtype, key_buffers: &[u
                 })
                 .max();
             assert!(most >= Some(3), "{plan:?}");
+            // Held keys in bf16 at 16 heads carry P·latent across a block's tasks of one sequence.
+            let t =
+                MlaDecodeTiling::new(kernel_dims(&spec, &case), &plan, spec.scale, dtype, budget)
+                    .unwrap();
+            let carry = dtype == KernelDtype::Bf16 && kb != 0 && spec.heads == 16;
+            assert_eq!(t.carries(), carry, "{t:?}");
             let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
             let what = format!("S {s_q}, {} heads, {kb} key buffers", spec.heads);
             let tol = Tolerance::of::<T>();
