@@ -358,7 +358,8 @@ private:
         pipe_.InitBuffer(scQue_, BUFFER_NUM, elems * sizeof(float));
         pipe_.InitBuffer(pQue_, BUFFER_NUM, elems * sizeof(T));
         pipe_.InitBuffer(mlQue_, BUFFER_NUM, AlignUp(2 * R * sizeof(float), UB_BLOCK) + UB_BLOCK);
-        pipe_.InitBuffer(lseQue1_, BUFFER_NUM, AlignUp(R, 8) * UB_BLOCK);  // a whole sequence's lse, a block per row
+        // A whole sequence's lse, a 32-byte block per row.
+        pipe_.InitBuffer(wholeLseQue_, BUFFER_NUM, AlignUp(R, 8) * UB_BLOCK);
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));  // 64 R: the row folds
         // The slab's row maxima, sums and negated offsets (AlignUp(R, 8) each), their broadcast blocks (8 each).
         pipe_.InitBuffer(small_, 11 * AlignUp(R, 8) * sizeof(float));
@@ -487,7 +488,8 @@ private:
             const uint32_t n = Min(per, myRows_ - i), r = myRow0_ + i;
             LocalTensor<float> rows = scQue_.AllocTensor<float>();
             DataCopyPad(rows, o[static_cast<uint64_t>(r) * Dl],
-                        DataCopyExtParams(static_cast<uint16_t>(n), Dl * static_cast<uint32_t>(sizeof(float)), 0, f32Gap, 0),
+                        DataCopyExtParams(static_cast<uint16_t>(n), Dl * static_cast<uint32_t>(sizeof(float)), 0,
+                                          f32Gap, 0),
                         DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
             scQue_.EnQue(rows);
             rows = scQue_.DeQue<float>();
@@ -1037,10 +1039,10 @@ private:
     // lse[b, h, s] of rows [r0, r0 + R) of sequence b from `lse` (R values): a 32-byte block per row,
     // one copy per run of rows of one query position s (consecutive heads, s_q floats apart in GM).
     __aicore__ inline void WriteLse(uint32_t b, uint32_t r0, uint32_t R, const LocalTensor<float>& lse) {
-        LocalTensor<float> blocks = lseQue1_.AllocTensor<float>();
+        LocalTensor<float> blocks = wholeLseQue_.AllocTensor<float>();
         Brcb(blocks, lse, static_cast<uint8_t>(CeilDiv(R, 8)), BrcbRepeatParams(1, 8));
-        lseQue1_.EnQue(blocks);
-        blocks = lseQue1_.DeQue<float>();
+        wholeLseQue_.EnQue(blocks);
+        blocks = wholeLseQue_.DeQue<float>();
         const uint32_t H = t_.heads, per = UB_BLOCK / sizeof(float);
         for (uint32_t i = 0; i < R;) {
             const uint32_t row = r0 + i, s = row / H, h = row % H, n = Min(R - i, H - h);
@@ -1049,7 +1051,7 @@ private:
                                           (t_.s_q - 1) * static_cast<uint32_t>(sizeof(float)), 0));
             i += n;
         }
-        lseQue1_.FreeTensor(blocks);
+        wholeLseQue_.FreeTensor(blocks);
     }
 
     // Waits for the last (m, l) copy (SetFlag MTE3_S at its issue) before the scalar unit writes
@@ -1340,7 +1342,7 @@ private:
     TQue<TPosition::CO1, 2> l0c_;
     TQue<TPosition::CO1, 1> carryL0c_;
     TQue<TPosition::VECIN, BUFFER_NUM> scQue_, oQue_;
-    TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, mlQue_, lseQue1_, outQue_, lseQue_;
+    TQue<TPosition::VECOUT, BUFFER_NUM> pQue_, mlQue_, wholeLseQue_, outQue_, lseQue_;
     TBuf<TPosition::VECCALC> work_, small_, invL_, acc_, mlBuf_, wBuf_, segBuf_;
     GlobalTensor<T> qNopeGm_, qRopeGm_, latentGm_, ropeGm_, outGm_, pWs_;
     GlobalTensor<float> lseGm_, scoresWs_, partialWs_, mlWs_, segWs_, wholeWs_;
