@@ -589,6 +589,34 @@ fn repeat_forms_with_no_lanes_or_no_repeats_do_nothing() {
 }
 
 #[test]
+fn axpy_adds_the_scaled_source_to_dst() {
+    const OP_AXPY: u32 = 14;
+    // The count form over every element (the mask and strides are not used): dst = src0 * s + dst,
+    // rounded once, with s = src1[0].
+    fn check<T: RepElem>(src0: &[T], s: T, dst: &[T]) {
+        let mut src1 = dst.to_vec();
+        src1[0] = s;
+        let got = repeat_op(OP_AXPY, Rep::dense(0, 0), src0, &src1, dst);
+        for (i, g) in got.iter().enumerate() {
+            let want = T::round(src0[i].f64() * s.f64() + dst[i].f64());
+            assert_eq!(
+                g.index(),
+                want.index(),
+                "Axpy[{i}]: got {g:?}, want {want:?}"
+            );
+        }
+    }
+    let n = 100; // not a whole number of repeats
+    check::<f32>(&random(n, 130, 4.0), 0.37, &random(n, 131, 4.0));
+    let h = |v: Vec<f32>| v.into_iter().map(f16::from_f32).collect::<Vec<f16>>();
+    check::<f16>(
+        &h(random(n, 132, 8.0)),
+        f16::from_f32(-1.25),
+        &h(random(n, 133, 8.0)),
+    );
+}
+
+#[test]
 fn unary_repeat_forms_walk_their_strides() {
     // 20 lanes (2.5 blocks), source blocks 3 apart and repeats 9 blocks apart, dst contiguous with
     // repeats 4 blocks apart.

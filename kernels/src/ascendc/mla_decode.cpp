@@ -1284,9 +1284,7 @@ private:
                         if (t_.mutation == 3) c *= MUTATE;
                         SetFlag<HardEvent::S_V>(0);
                         WaitFlag<HardEvent::S_V>(0);
-                        const uint32_t at = (e * Q + r) * L;
-                        Muls(o[at], o[at], c, static_cast<int32_t>(nc));
-                        Add(acc[r * L], acc[r * L], o[at], static_cast<int32_t>(nc));
+                        Axpy(acc[r * L], o[(e * Q + r) * L], c, static_cast<int32_t>(nc));
                     }
                 }
                 oQue_.FreeTensor(o);

@@ -40,6 +40,7 @@
  *            ORDER_VALUE_INDEX); op 11 the same with ORDER_ONLY_VALUE
  *   op 12    WholeReduceSum with the same operands
  *   op 13    Brcb(dst, src0, repeatTime, BrcbRepeatParams(dstBlkStride, dstRepStride))
+ *   op 14    Axpy(dst, src0, src1[0], count): the count form over all `count` elements (arg ignored)
  *   Operands outside the instruction's contract (a mask above a repeat, a walk past a LocalTensor)
  *   are the faults to expect.
  * selftest_sync_all(out, workspace, tiling): block i sets out[i] = i + 1, SyncAll, then
@@ -674,7 +675,7 @@ __aicore__ inline void RepeatInstr(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTili
     SetFlag<HardEvent::MTE2_V>(0);
     WaitFlag<HardEvent::MTE2_V>(0);
     T s = T(0);
-    if (op >= 5 && op <= 7) {
+    if ((op >= 5 && op <= 7) || op == 14) {
         SetFlag<HardEvent::MTE2_S>(0);
         WaitFlag<HardEvent::MTE2_S>(0);
         s = s1.GetValue(0);
@@ -702,7 +703,8 @@ __aicore__ inline void RepeatInstr(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTili
                            op == 10 ? ReduceOrder::ORDER_VALUE_INDEX : ReduceOrder::ORDER_ONLY_VALUE);
             break;
         case 12: WholeReduceSum(d, s0, mask, rep, dstRep, src0Blk, src0Rep); break;
-        default: Brcb(d, s0, rep, BrcbRepeatParams(dstBlk, dstRep)); break;
+        case 13: Brcb(d, s0, rep, BrcbRepeatParams(dstBlk, dstRep)); break;
+        default: Axpy(d, s0, s, static_cast<int32_t>(n)); break;
     }
     SetFlag<HardEvent::V_MTE3>(0);
     WaitFlag<HardEvent::V_MTE3>(0);
@@ -712,9 +714,9 @@ __aicore__ inline void RepeatInstr(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTili
 __aicore__ inline void RepeatProbe(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
     if (t.mode < kRowModes) {
         RowProbe(a, b, t);
-    } else if (t.mode >= 10 && t.mode <= 23) {
+    } else if (t.mode >= 10 && t.mode <= 24) {
         RepeatInstr<float>(a, b, t, t.mode - 10);
-    } else if (t.mode >= 110 && t.mode <= 123) {
+    } else if (t.mode >= 110 && t.mode <= 124) {
         RepeatInstr<half>(a, b, t, t.mode - 110);
     }
 }

@@ -1,5 +1,5 @@
-// Vector instructions (count forms) of the host Ascend C layer: element-wise binary and scalar ops, unary
-// math, Duplicate, ReduceMax/ReduceSum, Cast and Gather.
+// Vector instructions (count forms) of the host Ascend C layer: element-wise binary and scalar ops, Axpy,
+// unary math, Duplicate, ReduceMax/ReduceSum, Cast and Gather.
 //
 // Contract: every operand is a LocalTensor whose UB address is 32-byte aligned and whose extent covers the
 // `count` elements touched (a fault otherwise); a negative count is a fault. Results are computed in
@@ -137,6 +137,17 @@ __aicore__ inline void Mins(const LocalTensor<T>& dst, const LocalTensor<T>& src
                             const ::dsnpu::host::nondeduced<T>& scalar, const int32_t& count) {
     const double s = ::dsnpu::host::Elem<T>::to_d(scalar);
     detail::unary("Mins", dst, src, count, [s](double a) { return detail::min_d(a, s); });
+}
+
+// dst = src * scalar + dst (the basic API's count form; (float, float) and (half, half) only: the
+// (half, float) mixed form is not modelled). Rounded once from the exact value like the others (GUESS:
+// whether the device rounds the product before the add is not documented).
+template <typename T, typename U>
+__aicore__ inline void Axpy(const LocalTensor<T>& dst, const LocalTensor<U>& src, const U& scalarValue,
+                            const int32_t& count) {
+    static_assert(std::is_same<T, U>::value, "host layer: Axpy with different dst and src types is not modelled");
+    const double s = ::dsnpu::host::Elem<U>::to_d(scalarValue);
+    detail::binary("Axpy", dst, src, dst, count, [s](double a, double d) { return a * s + d; });
 }
 
 template <typename T>
