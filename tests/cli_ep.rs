@@ -142,6 +142,28 @@ fn a_batch_spread_over_the_ranks_prints_each_prompts_single_device_ids() {
     for n in [2, 4] {
         assert_eq!(generate("v3_base", &batch, n, &[]), ep1, "--ep {n}");
     }
+    // Sampled: prompt i draws with seed 5 + i whatever rank runs it, as in the single-device batch.
+    let sampled = ["--temperature", "0.8", "--top-p", "0.9", "--seed", "5"];
+    let mut one_device = vec![
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt-ids",
+        &batch,
+        "--max-new-tokens",
+        "6",
+        "--backend",
+        "npu",
+    ];
+    one_device.extend_from_slice(&sampled);
+    let one_device = ok(&one_device);
+    for n in [1, 2] {
+        assert_eq!(
+            generate("v3_base", &batch, n, &sampled),
+            one_device,
+            "sampled, --ep {n}"
+        );
+    }
     // Chunked prefill: the ranks run different numbers of passes per step (a 9-token prompt in
     // passes of 2 is 5), matched by idle ones.
     assert_eq!(

@@ -74,7 +74,7 @@ fn prompt_ids() -> impl Strategy<Value = String> {
             .prop_map(|v| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
         1 => proptest::sample::select(vec![
             "", "1,,2", "-1", "128", "2147483647", "2147483648", "99999999999999999999", "1,2,", " 3 , 4",
-            "0x10", "1;2", "\u{0660}",
+            "0x10", "1;2", "\u{0660}", "3,4;5", "1;;2", ";", "1,2;",
         ])
         .prop_map(String::from),
         1 => "[0-9,\\- a]{0,12}",

@@ -148,6 +148,78 @@ fn joining_and_leaving_reproduce_each_sequence_alone() {
 }
 
 #[test]
+fn generate_seeds_prompt_i_with_seed_plus_i_and_cleans_up_after_an_error() {
+    let prompts = vec![
+        vec![5, 9, 14, 2],
+        vec![3, 1, 4, 1, 5, 9, 2, 6, 5],
+        vec![7, 7],
+    ];
+    let sampled = |seed| {
+        let opts = EngineOptions {
+            num_blocks: 16,
+            block_size: 4,
+            temperature: 0.8,
+            top_p: 0.9,
+            seed,
+            ..EngineOptions::default()
+        };
+        Engine::load(data_dir("v3_base"), opts, &mut |_, _| {}).unwrap()
+    };
+    let mut e = sampled(11);
+    let got = e.generate(&prompts, 5, &[]).unwrap();
+    assert!(e.live().is_empty());
+    assert_eq!(e.free_blocks(), 16);
+    // Each prompt alone with seed 11 + i, and the CPU Generator's batch with seed 11.
+    for (i, p) in prompts.iter().enumerate() {
+        let alone = sampled(11 + i as u64)
+            .generate(std::slice::from_ref(p), 5, &[])
+            .unwrap();
+        assert_eq!(alone[0], got[i], "prompt {i}");
+    }
+    let model = dsnpu_model::DeepseekV3::load(data_dir("v3_base")).unwrap();
+    let opts = dsnpu_model::GenerateOptions {
+        temperature: 0.8,
+        top_p: 0.9,
+        seed: 11,
+        block_size: 4,
+        ..dsnpu_model::GenerateOptions::greedy(5)
+    };
+    let refs: Vec<&[i32]> = prompts.iter().map(Vec::as_slice).collect();
+    let cpu = dsnpu_model::Generator::new(&model, opts)
+        .unwrap()
+        .generate_batch(&refs)
+        .unwrap();
+    assert_eq!(cpu, got);
+    // A stop id ends each sequence that emits it (the id included), the others run on.
+    let stop = got[0][1];
+    let cut: Vec<Vec<i32>> = got
+        .iter()
+        .map(|ids| match ids.iter().position(|&t| t == stop) {
+            Some(k) => ids[..=k].to_vec(),
+            None => ids.clone(),
+        })
+        .collect();
+    assert_eq!(sampled(11).generate(&prompts, 5, &[stop]).unwrap(), cut);
+    // Errors: a live sequence of the caller's; a bad prompt after good ones (those are removed).
+    let id = e.add_sequence(&[1, 2]).unwrap();
+    assert!(matches!(
+        e.generate(&prompts, 5, &[]),
+        Err(ModelError::InvalidInput(_))
+    ));
+    assert_eq!(e.live(), vec![id]);
+    e.remove_sequence(id).unwrap();
+    let bad = vec![vec![1, 2], vec![10_000]];
+    assert!(matches!(
+        e.generate(&bad, 5, &[]),
+        Err(ModelError::InvalidInput(_))
+    ));
+    assert!(e.live().is_empty());
+    assert_eq!(e.free_blocks(), 16);
+    // The seeds go by the prompts' places, not by the engine's sequence ids (now past 5).
+    assert_eq!(e.generate(&prompts, 5, &[]).unwrap(), got);
+}
+
+#[test]
 fn errors_are_typed() {
     let mut e = engine("v3_base", 2);
     assert!(matches!(e.step(), Err(ModelError::NoLiveSequences)));

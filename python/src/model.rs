@@ -197,23 +197,13 @@ impl Model {
                 if loaded.sampling != (temperature, top_p, seed) {
                     **loaded = load_engine(dir, *max_tokens, *engine, (temperature, top_p, seed))?;
                 }
+                // The engine was loaded with this seed: its batch of one samples with it.
                 let engine = &mut loaded.engine;
                 let stop = engine.config().eos_token_ids.clone();
-                let id = engine.add_sequence_seeded(&ids, seed).map_err(model_err)?;
-                let mut new = Vec::with_capacity(max_new_tokens);
-                let result = (|| {
-                    while new.len() < max_new_tokens {
-                        let t = engine.step()?[0].1;
-                        new.push(t);
-                        if stop.contains(&t) {
-                            break;
-                        }
-                    }
-                    Ok(())
-                })();
-                engine.remove_sequence(id).map_err(model_err)?;
-                result.map_err(model_err)?;
-                Ok(new)
+                let mut new = engine
+                    .generate(&[ids], max_new_tokens, &stop)
+                    .map_err(model_err)?;
+                Ok(new.pop().unwrap_or_default())
             }
         }
     }

@@ -91,54 +91,65 @@ fn load(
     Ok(engine)
 }
 
-/// Greedy or sampled generation of one prompt on the engine (prefilled in passes of at most
-/// `max_prefill_tokens`, 0: one); stops after a stop id (included).
+/// Greedy or sampled generation of a batch of prompts on the engine ([`Engine::generate`]: prompt `i`
+/// samples with seed `seed + i`; prefilled in passes of at most `max_prefill_tokens`, 0: one); a
+/// sequence stops after a stop id (included).
 pub fn generate(
     dir: &Path,
-    prompt: &[i32],
+    prompts: &[Vec<i32>],
     max_new_tokens: usize,
     sampling: (f32, f32, u64),
     (dtype, max_prefill_tokens): (DtypeChoice, usize),
     stats_json: Option<&Path>,
-) -> Result<Vec<i32>, CliError> {
+) -> Result<Vec<Vec<i32>>, CliError> {
     if max_new_tokens == 0 {
-        return Ok(Vec::new());
+        return Ok(vec![Vec::new(); prompts.len()]);
     }
-    // The length check comes before the load: the cache is sized from it, and a length past usize
+    // The length checks come before the load: the cache is sized from them, and a length past usize
     // (`--max-new-tokens 18446744073709551615`) must be refused, not overflow.
     let max = ModelConfig::from_file(dir.join("config.json"))?.max_position_embeddings;
-    let positions = prompt.len().saturating_add(max_new_tokens - 1);
-    if positions > max {
-        return Err(CliError::Model(dsnpu_model::ModelError::InvalidInput(format!(
-            "prompt 0: {} prompt + {max_new_tokens} new tokens need {positions} positions, max_position_embeddings is {max}",
-            prompt.len()
-        ))));
+    let mut blocks = 0usize;
+    for (i, p) in prompts.iter().enumerate() {
+        let positions = p.len().saturating_add(max_new_tokens - 1);
+        if positions > max {
+            return Err(CliError::Model(dsnpu_model::ModelError::InvalidInput(format!(
+                "prompt {i}: {} prompt + {max_new_tokens} new tokens need {positions} positions, max_position_embeddings is {max}",
+                p.len()
+            ))));
+        }
+        blocks += (positions + 1).div_ceil(BLOCK_SIZE);
     }
-    let mut engine = load(dir, positions + 1, sampling, dtype, max_prefill_tokens)?;
+    let mut engine = load(
+        dir,
+        blocks * BLOCK_SIZE,
+        sampling,
+        dtype,
+        max_prefill_tokens,
+    )?;
     let stop = engine.config().eos_token_ids.clone();
     let start = Instant::now();
-    let id = engine.add_sequence(prompt)?;
-    let mut out = Vec::with_capacity(max_new_tokens);
-    while out.len() < max_new_tokens {
-        let t = engine.step()?[0].1;
-        out.push(t);
-        if stop.contains(&t) {
-            break;
-        }
-    }
-    engine.remove_sequence(id)?;
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "generated {} tokens from a {}-token prompt in {secs:.3} s ({:.1} tokens/s)",
-        out.len(),
-        prompt.len(),
-        out.len() as f64 / secs.max(1e-9)
-    );
+    let ids = engine.generate(prompts, max_new_tokens, &stop)?;
+    report_generated(&ids, prompts, start.elapsed().as_secs_f64());
     report(&engine);
     if let Some(path) = stats_json {
         write_stats(path, &engine_stats_json(&engine))?;
     }
-    Ok(out)
+    Ok(ids)
+}
+
+/// `generated N tokens from a P-token prompt in S s (R tokens/s)` on stderr (`from K prompts of P
+/// tokens` for a batch).
+pub fn report_generated(ids: &[Vec<i32>], prompts: &[Vec<i32>], secs: f64) {
+    let n: usize = ids.iter().map(Vec::len).sum();
+    let p: usize = prompts.iter().map(Vec::len).sum();
+    let from = match prompts.len() {
+        1 => format!("a {p}-token prompt"),
+        k => format!("{k} prompts of {p} tokens"),
+    };
+    eprintln!(
+        "generated {n} tokens from {from} in {secs:.3} s ({:.1} tokens/s)",
+        n as f64 / secs.max(1e-9)
+    );
 }
 
 /// Logits `[len, V]` of every prompt position on the engine (in passes of at most

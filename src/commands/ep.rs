@@ -14,20 +14,20 @@
 //! non-zero with the failing rank's last lines as soon as one worker fails (the others are killed).
 //!
 //! # Output
-//! `generate --ep` accepts several prompts in `--prompt-ids`, separated by `;` (prompt `i` runs on
-//! rank `i mod N`); rank 0 prints each prompt's ids on its own line. `forward --ep` computes on rank 0
+//! `generate --ep` runs the prompts of `--prompt-ids` (separated by `;`) prompt `i` on rank `i mod N`,
+//! seeded as on one device; rank 0 prints each prompt's ids on its own line. `forward --ep` computes on rank 0
 //! (the others serve their experts) and rank 0 writes `--out`. With `--stats-json FILE`, rank `k`
 //! writes `FILE.rank<k>`: the device engine's report plus `hccl: {sent_bytes, recv_bytes}` and
 //! `ep: {rank, world, experts: [first, end)}`.
 
 use super::device_run;
 use super::forward::{write_logits, ForwardArgs};
-use super::generate::{format_ids, parse_ids, GenerateArgs};
+use super::generate::{parse_ids, parse_prompts, print_lines, GenerateArgs};
 use crate::error::CliError;
 use dsnpu_model::device::{EngineOptions, EpEngine, EpGroup};
 use serde_json::json;
 use std::ffi::OsString;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -147,13 +147,7 @@ pub fn generate(args: &GenerateArgs, n: usize) -> Result<(), CliError> {
     );
     finish(&ep, args.stats_json.as_deref())?;
     if rank == 0 {
-        let mut out = std::io::stdout().lock();
-        for row in &ids {
-            writeln!(out, "{}", format_ids(row)).map_err(|source| CliError::Io {
-                path: "<stdout>".into(),
-                source,
-            })?;
-        }
+        print_lines(&ids)?;
     }
     Ok(())
 }
@@ -182,11 +176,6 @@ pub fn forward(args: &ForwardArgs, n: usize) -> Result<(), CliError> {
         write_logits(&args.out, &logits)?;
     }
     Ok(())
-}
-
-/// `1,2;3,4` → two prompts.
-pub fn parse_prompts(text: &str) -> Result<Vec<Vec<i32>>, CliError> {
-    text.split(';').map(parse_ids).collect()
 }
 
 fn load(dir: &Path, opts: EngineOptions, group: EpGroup) -> Result<EpEngine, CliError> {

@@ -1,7 +1,9 @@
 //! `dsnpu generate --model DIR --prompt-ids 1,2,3 --max-new-tokens N [--temperature T --top-p P --seed S]
-//! [--backend cpu|npu]`: prints the generated token ids, comma-separated, on one line of stdout.
-//! Generation stops early at the config's `eos_token_id` (which is printed). Timing, the loading progress
-//! bar and which operators ran on which backend go to stderr.
+//! [--backend cpu|npu]`: prints the generated token ids, comma-separated, one line of stdout per prompt.
+//! Several prompts (`--prompt-ids "1,2,3;4,5"`) run as one batch; prompt `i` samples with seed `S + i`,
+//! so each line is what that prompt prints alone with that seed. A sequence stops early at the config's
+//! `eos_token_id` (which is printed). Timing, the loading progress bar and which operators ran on which
+//! backend go to stderr.
 //!
 //! Also the backend choice both model commands share: `cpu` runs the CPU references; `npu` runs
 //! `Fallback<Npu, Cpu>` on device 0 (the simulator when no CANN is installed): dsnpu's kernels where
@@ -20,7 +22,7 @@ pub struct GenerateArgs {
     /// Checkpoint directory: config.json and model.safetensors (or shards with their index).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// Prompt token ids, comma-separated (e.g. 1,2,3).
+    /// Prompt token ids, comma-separated (e.g. 1,2,3); several prompts separated by `;` run as one batch.
     #[arg(long, value_name = "IDS")]
     pub prompt_ids: String,
     /// Most tokens to generate.
@@ -49,7 +51,7 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Run on N devices, one worker process each: attention data-parallel, MoE expert-parallel over
-    /// HCCL (always the device engine; `--prompt-ids` may then hold several prompts separated by `;`).
+    /// HCCL (always the device engine).
     #[arg(long, value_name = "N")]
     pub ep: Option<usize>,
 }
@@ -90,16 +92,24 @@ pub fn run(args: &GenerateArgs) -> Result<(), CliError> {
         return super::ep::generate(args, n);
     }
     let ids = generate_ids(args)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", format_ids(&ids)).map_err(|source| CliError::Io {
-        path: "<stdout>".into(),
-        source,
-    })
+    print_lines(&ids)
 }
 
-/// The tokens `run` prints.
-pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
-    let prompt = parse_ids(&args.prompt_ids)?;
+/// One line of comma-separated ids per prompt on stdout.
+pub fn print_lines(ids: &[Vec<i32>]) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    for row in ids {
+        writeln!(out, "{}", format_ids(row)).map_err(|source| CliError::Io {
+            path: "<stdout>".into(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The tokens `run` prints: each prompt's.
+pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<Vec<i32>>, CliError> {
+    let prompts = parse_prompts(&args.prompt_ids)?;
     device_run::check_dtype(args.dtype, args.backend)?;
     device_run::check_max_prefill_tokens(args.max_prefill_tokens, args.backend)?;
     match args.backend {
@@ -107,16 +117,22 @@ pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
             let start = Instant::now();
             let model = load_model(&args.model)?;
             let load_seconds = start.elapsed().as_secs_f64();
-            let (ids, prefill_s, decode_s) = generate_with(&model, &prompt, args)?;
+            let (ids, prefill_s, decode_s) = generate_with(&model, &prompts, args)?;
             eprintln!("ops on cpu: all");
             if let Some(path) = &args.stats_json {
                 let weight_bytes = 4 * model_elements(&model);
-                let steps = ids.len().saturating_sub(1) as u64;
+                let tokens: usize = prompts.iter().map(Vec::len).sum();
+                let steps = ids
+                    .iter()
+                    .map(Vec::len)
+                    .max()
+                    .unwrap_or(0)
+                    .saturating_sub(1);
                 let v = device_run::cpu_stats_json(
                     load_seconds,
                     weight_bytes,
-                    (prompt.len() as u64, prefill_s),
-                    (steps, decode_s),
+                    (tokens as u64, prefill_s),
+                    (steps as u64, decode_s),
                 );
                 device_run::write_stats(path, &v)?;
             }
@@ -124,7 +140,7 @@ pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<i32>, CliError> {
         }
         BackendChoice::Npu => device_run::generate(
             &args.model,
-            &prompt,
+            &prompts,
             args.max_new_tokens,
             (args.temperature, args.top_p, args.seed),
             (args.dtype, args.max_prefill_tokens),
@@ -168,12 +184,12 @@ pub(crate) fn model_elements<B>(model: &DeepseekV3<B>) -> u64 {
     n as u64
 }
 
-/// Ids, then the seconds to the first token (prefill) and after it (decode).
+/// Each prompt's ids, then the seconds to the first token (prefill) and after it (decode).
 fn generate_with<B: ModelBackend>(
     model: &DeepseekV3<B>,
-    prompt: &[i32],
+    prompts: &[Vec<i32>],
     args: &GenerateArgs,
-) -> Result<(Vec<i32>, f64, f64), CliError> {
+) -> Result<(Vec<Vec<i32>>, f64, f64), CliError> {
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -185,21 +201,21 @@ fn generate_with<B: ModelBackend>(
     let generator = Generator::new(model, opts)?;
     let start = Instant::now();
     let mut first = None;
-    let ids = generator.generate_batch_with(&[prompt], &mut |n| {
+    let refs: Vec<&[i32]> = prompts.iter().map(Vec::as_slice).collect();
+    let ids = generator.generate_batch_with(&refs, &mut |n| {
         if n == 1 {
             first = Some(start.elapsed().as_secs_f64());
         }
     })?;
-    let ids = ids.into_iter().next().unwrap_or_default();
     let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "generated {} tokens from a {}-token prompt in {secs:.3} s ({:.1} tokens/s)",
-        ids.len(),
-        prompt.len(),
-        ids.len() as f64 / secs.max(1e-9)
-    );
+    device_run::report_generated(&ids, prompts, secs);
     let prefill = first.unwrap_or(secs);
     Ok((ids, prefill, secs - prefill))
+}
+
+/// `1,2;3,4` → two prompts (each as [`parse_ids`]).
+pub fn parse_prompts(text: &str) -> Result<Vec<Vec<i32>>, CliError> {
+    text.split(';').map(parse_ids).collect()
 }
 
 /// `1,2,3` → `[1, 2, 3]`; spaces around ids are allowed, empty or non-numeric entries are a usage error.
@@ -295,10 +311,50 @@ mod tests {
             };
             assert_eq!(
                 generate_ids(&args).unwrap(),
-                generated,
+                vec![generated.clone()],
                 "{backend:?} {chunk}"
             );
         }
+    }
+
+    #[test]
+    fn a_batch_prints_what_each_prompt_prints_alone_with_its_seed() {
+        let (dir, _, _) = v3_base();
+        let prompts = ["5,9,14,2,7", "3,1,4", "77", "8,8,8,8,1,2,3,4,5"];
+        let args = |prompt_ids: &str, seed: u64, temperature: f32, backend| GenerateArgs {
+            model: dir.clone(),
+            prompt_ids: prompt_ids.into(),
+            max_new_tokens: 6,
+            temperature,
+            top_p: 0.9,
+            seed,
+            backend,
+            dtype: DtypeChoice::F32,
+            max_prefill_tokens: 0,
+            stats_json: None,
+            ep: None,
+        };
+        for temperature in [0.0, 0.8] {
+            let mut lines = Vec::new();
+            for backend in [BackendChoice::Cpu, BackendChoice::Npu] {
+                let batch =
+                    generate_ids(&args(&prompts.join(";"), 3, temperature, backend)).unwrap();
+                assert_eq!(batch.len(), prompts.len());
+                for (i, p) in prompts.iter().enumerate() {
+                    let alone = generate_ids(&args(p, 3 + i as u64, temperature, backend)).unwrap();
+                    assert_eq!(
+                        alone,
+                        vec![batch[i].clone()],
+                        "{backend:?} T={temperature} prompt {i}"
+                    );
+                }
+                lines.push(batch);
+            }
+            assert_eq!(lines[0], lines[1], "cpu and npu, T={temperature}");
+        }
+        // An empty prompt in the list is a usage error.
+        let empty = generate_ids(&args("1,2;;3", 0, 0.0, BackendChoice::Npu));
+        assert!(matches!(empty, Err(CliError::Usage(_))));
     }
 
     #[test]
@@ -320,6 +376,7 @@ mod tests {
     fn prompt_ids_parse_and_print_back() {
         assert_eq!(parse_ids("1,2, 3").unwrap(), vec![1, 2, 3]);
         assert_eq!(format_ids(&[7, 0, 12]), "7,0,12");
+        assert_eq!(parse_prompts("1,2; 3").unwrap(), vec![vec![1, 2], vec![3]]);
         for bad in ["", "1,,2", "a", "-1", "1,2,"] {
             assert!(matches!(parse_ids(bad), Err(CliError::Usage(_))), "{bad:?}");
         }

@@ -8,6 +8,8 @@
 //!   GEMMs accumulate in f32 and the norm/softmax kernels keep their statistics in f32 in both; the
 //!   router runs in f32 on an f32 copy of its input and gating is f32. Weights keep their 16-bit
 //!   checkpoint dtype on the device (see [`DeviceWeights`]).
+//! - [`Engine::generate`] runs a batch of prompts to their ends on an otherwise idle engine (what
+//!   `generate --backend npu` calls): prompt `i` samples with seed `seed + i`, as the CPU `Generator`.
 //! - [`Engine::add_sequence`] validates a prompt (non-empty, ids `< vocab_size`, fits
 //!   `max_position_embeddings`) and queues it; [`Engine::remove_sequence`] forgets a sequence and frees its
 //!   cache blocks for reuse. Both may be called between any two steps.
@@ -444,6 +446,58 @@ impl Engine {
             },
         );
         Ok(id)
+    }
+
+    /// Generates for a batch of prompts on an engine with no live sequence: prompt `i` is added with
+    /// its sampler seeded `seed + i` (as the CPU [`Generator`](crate::Generator) seeds a batch, so each
+    /// prompt's ids are those of its run alone with that seed), the batch steps until every sequence
+    /// has `max_new_tokens` ids or emitted a stop id (included), and each sequence leaves the batch as
+    /// it finishes (its blocks freed for the others). On an error the prompts' sequences are removed.
+    pub fn generate(
+        &mut self,
+        prompts: &[Vec<i32>],
+        max_new_tokens: usize,
+        stop: &[i32],
+    ) -> Result<Vec<Vec<i32>>> {
+        if !self.seqs.is_empty() {
+            return Err(invalid_input(format!(
+                "generate runs a batch of its own, but {} sequences are live",
+                self.seqs.len()
+            )));
+        }
+        let mut outs = vec![Vec::new(); prompts.len()];
+        if max_new_tokens == 0 {
+            return Ok(outs);
+        }
+        let mut owner: BTreeMap<SeqId, usize> = BTreeMap::new();
+        let run = (|| {
+            for (i, p) in prompts.iter().enumerate() {
+                owner.insert(self.add_sequence_seeded(p, self.batch_seed(i))?, i);
+            }
+            while !owner.is_empty() {
+                for (id, t) in self.step()? {
+                    let i = owner[&id];
+                    outs[i].push(t);
+                    if outs[i].len() >= max_new_tokens || stop.contains(&t) {
+                        self.remove_sequence(id)?;
+                        owner.remove(&id);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = run {
+            for id in owner.into_keys() {
+                let _ = self.remove_sequence(id);
+            }
+            return Err(e);
+        }
+        Ok(outs)
+    }
+
+    /// The sampler seed of prompt `i` of a batch ([`generate`](Self::generate)): the engine's seed + i.
+    pub(crate) fn batch_seed(&self, i: usize) -> u64 {
+        self.opts.seed.wrapping_add(i as u64)
     }
 
     /// Forgets a sequence and frees its cache blocks.

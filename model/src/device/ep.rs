@@ -319,9 +319,10 @@ impl EpEngine {
         Ok(most > 0)
     }
 
-    /// Generates up to `max_new_tokens` for every prompt (greedy or as the engine options sample),
-    /// prompt `i` on rank `i mod W`; a sequence stops after a `stop` id (included). Every rank
-    /// returns every prompt's ids (gathered with an AllReduce).
+    /// Generates up to `max_new_tokens` for every prompt (greedy or as the engine options sample,
+    /// prompt `i` with seed `seed + i` as on one device: [`Engine::generate`]), prompt `i` on rank
+    /// `i mod W`; a sequence stops after a `stop` id (included). Every rank returns every prompt's ids
+    /// (gathered with an AllReduce).
     pub fn generate(
         &mut self,
         prompts: &[Vec<i32>],
@@ -333,7 +334,8 @@ impl EpEngine {
         let mut outs: Vec<Vec<i32>> = vec![Vec::new(); prompts.len()];
         if max_new_tokens > 0 {
             for (i, p) in prompts.iter().enumerate().filter(|(i, _)| i % w == r) {
-                owner.insert(self.engine.add_sequence(p)?, i);
+                let seed = self.engine.batch_seed(i);
+                owner.insert(self.engine.add_sequence_seeded(p, seed)?, i);
             }
         }
         loop {
