@@ -279,14 +279,21 @@ proptest! {
                 }
             }
             Some(0) if args[0] == "generate" => {
+                // One line per prompt of --prompt-ids (`;`-separated).
+                let prompts = args
+                    .iter()
+                    .position(|a| a == "--prompt-ids")
+                    .map_or(1, |i| args[i + 1].split(';').count());
                 let lines: Vec<&str> = r.stdout.lines().collect();
-                prop_assert_eq!(lines.len(), 1, "{}", ctx);
+                prop_assert_eq!(lines.len(), prompts, "{}", ctx);
                 // Empty when --max-new-tokens is 0.
-                prop_assert!(
-                    lines[0].is_empty()
-                        || lines[0].split(',').all(|t| t.parse::<u32>().is_ok_and(|t| t < 128)),
-                    "{ctx}"
-                );
+                for line in lines {
+                    prop_assert!(
+                        line.is_empty()
+                            || line.split(',').all(|t| t.parse::<u32>().is_ok_and(|t| t < 128)),
+                        "{ctx}"
+                    );
+                }
             }
             Some(0) if args[0] == "forward" => {
                 let path = out_file.clone();

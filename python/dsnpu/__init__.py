@@ -42,6 +42,7 @@ __all__ = [
     "mla_prefill_cached",
     "mla_cache_write",
     "Model",
+    "Engine",
     "cases",
 ]
 
@@ -329,6 +330,96 @@ class Model:
         """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]
         return _array(self._model.forward(ids))
+
+
+class Engine:
+    """The device-resident engine stepped by the caller: the API a serving loop drives.
+
+    Loads a checkpoint onto ``device`` (the simulator without CANN) with a paged cache of
+    ``num_blocks * block_size`` tokens shared by its sequences; ``dtype`` is the compute dtype
+    (``"f32"`` or ``"bf16"``). Sequences join (``add_sequence``) and leave (``remove_sequence``) between
+    steps; ``step()`` returns ``[(id, token), ...]`` for every live sequence, prefilling the new ones.
+    With ``temperature > 0`` each sequence samples top-p with its own seed (``seed + id`` unless given).
+    ``prefix_caching`` and ``max_prefill_tokens`` are the engine options of ``Model``. Rejected input,
+    no live sequence, a sequence outgrowing the cache or an unknown id raise ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        path,
+        num_blocks=64,
+        block_size=16,
+        dtype="f32",
+        temperature=0.0,
+        top_p=1.0,
+        seed=0,
+        prefix_caching=False,
+        max_prefill_tokens=0,
+        device=0,
+    ):
+        self._engine = _dsnpu.Engine(
+            str(path),
+            num_blocks,
+            block_size,
+            dtype,
+            temperature,
+            top_p,
+            seed,
+            prefix_caching,
+            max_prefill_tokens,
+            device,
+        )
+
+    def add_sequence(self, ids, seed=None):
+        """Queues the prompt ``ids`` for the next step; returns its sequence id."""
+        return self._engine.add_sequence([int(i) for i in np.asarray(ids).reshape(-1)], seed)
+
+    def remove_sequence(self, seq_id):
+        """Forgets a sequence and frees its cache blocks."""
+        self._engine.remove_sequence(int(seq_id))
+
+    def step(self):
+        """One new token for every live sequence: ``[(id, token), ...]`` in id order."""
+        return self._engine.step()
+
+    def generate(self, prompts, max_new_tokens=16, stop=None):
+        """Each prompt's new ids (``int32`` arrays), run as one batch on an engine with no live sequence.
+
+        Prompt ``i`` samples with seed ``seed + i``; a sequence stops after a ``stop`` id (included;
+        default the config's ``eos_token_id``).
+        """
+        prompts = [[int(i) for i in np.asarray(p).reshape(-1)] for p in prompts]
+        stop = None if stop is None else [int(i) for i in stop]
+        return [np.asarray(ids, dtype=np.int32) for ids in self._engine.generate(prompts, max_new_tokens, stop)]
+
+    def forward(self, ids):
+        """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""
+        return _array(self._engine.forward([int(i) for i in np.asarray(ids).reshape(-1)]))
+
+    @property
+    def live(self):
+        """The live sequences' ids."""
+        return self._engine.live
+
+    @property
+    def free_blocks(self):
+        """Cache blocks a sequence can still get."""
+        return self._engine.free_blocks
+
+    @property
+    def vocab_size(self):
+        return self._engine.vocab_size
+
+    @property
+    def eos_token_ids(self):
+        return self._engine.eos_token_ids
+
+    def stats(self):
+        """Counters since load (a dict): bytes between host and device, host waits and seconds per
+        phase (``load``, ``prefill`` with its ``tokens``, ``decode`` with its ``steps``),
+        ``weight_bytes``, ``cache_bytes``, ``prefix_hit_tokens``, ``device_peak_bytes`` and kernel
+        launches by operator (``ops``)."""
+        return self._engine.stats()
 
 
 class cases:

@@ -12,6 +12,7 @@
 // pyo3 0.22's #[pyfunction] expansion converts PyErr into PyErr, which newer clippy flags in our code.
 #![allow(clippy::useless_conversion)]
 
+mod engine;
 mod model;
 
 use std::sync::Mutex;
@@ -941,5 +942,6 @@ fn _dsnpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rope_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(uniform, m)?)?;
     m.add_class::<model::Model>()?;
+    m.add_class::<engine::Engine>()?;
     Ok(())
 }

@@ -26,7 +26,7 @@ use super::{out, Out};
 /// Tokens per cache block of the engine.
 const BLOCK_SIZE: usize = 16;
 
-fn model_err(e: ModelError) -> PyErr {
+pub(crate) fn model_err(e: ModelError) -> PyErr {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(c) = src {

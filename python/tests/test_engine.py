@@ -1,0 +1,111 @@
+"""dsnpu.Engine: the device-resident engine stepped from Python (continuous batching).
+
+The cases load the committed tiny checkpoint model/tests/data/v3_base and compare with what the CPU
+model (``dsnpu.Model(backend="cpu")``, the references) computes for each prompt alone.
+"""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import dsnpu
+
+CHECKPOINT = pathlib.Path(__file__).resolve().parents[2] / "model" / "tests" / "data" / "v3_base"
+PROMPTS = [[5, 9, 14, 2], [3, 1, 4, 1, 5, 9, 2, 6, 5], [7, 7]]
+
+
+@pytest.fixture(scope="module")
+def cpu():
+    return dsnpu.Model(CHECKPOINT, backend="cpu")
+
+
+def test_sequences_joining_and_leaving_match_each_prompt_alone(cpu):
+    e = dsnpu.Engine(CHECKPOINT, num_blocks=16, block_size=4)
+    want = [list(cpu.generate(p, 6)) for p in PROMPTS]
+    got = {}
+    ids = {}
+    for step in range(9):
+        # Prompt 1 joins at the third step, prompt 2 at the fourth; each leaves after 6 tokens.
+        for i, at in ((0, 0), (1, 2), (2, 3)):
+            if step == at:
+                ids[e.add_sequence(PROMPTS[i])] = i
+        for sid, token in e.step():
+            got.setdefault(ids[sid], []).append(token)
+            if len(got[ids[sid]]) == 6:
+                e.remove_sequence(sid)
+    assert e.live == []
+    assert e.free_blocks == 16
+    for i, w in enumerate(want):
+        # The CPU model stops after an eos id; the stepped engine does not.
+        assert got[i][: len(w)] == w, f"prompt {i}"
+
+
+def test_generate_samples_prompt_i_with_seed_plus_i(cpu):
+    e = dsnpu.Engine(CHECKPOINT, num_blocks=16, block_size=4, temperature=0.8, top_p=0.9, seed=4)
+    outs = e.generate(PROMPTS, 5)
+    assert e.live == [] and e.free_blocks == 16
+    for i, p in enumerate(PROMPTS):
+        alone = cpu.generate(p, 5, temperature=0.8, top_p=0.9, seed=4 + i)
+        np.testing.assert_array_equal(outs[i], alone, err_msg=f"prompt {i}")
+    # An explicit seed on add_sequence samples as that prompt alone with it.
+    sid = e.add_sequence(PROMPTS[1], seed=4 + 1)
+    steps = [e.step()[0][1] for _ in range(len(outs[1]))]
+    e.remove_sequence(sid)
+    assert steps == list(outs[1])
+
+
+def test_a_decode_step_uploads_metadata_and_downloads_one_id_per_sequence():
+    e = dsnpu.Engine(CHECKPOINT, num_blocks=16, block_size=4)
+    for p in PROMPTS:
+        e.add_sequence(p)
+    e.step()  # the prefills
+    before = e.stats()["decode"]
+    steps = 4
+    for _ in range(steps):
+        assert len(e.step()) == len(PROMPTS)
+    after = e.stats()["decode"]
+    batch = len(PROMPTS)
+    assert after["steps"] - before["steps"] == steps
+    assert after["syncs"] - before["syncs"] == steps
+    assert after["d2h_bytes"] - before["d2h_bytes"] == 4 * batch * steps
+    assert 0 < after["h2d_bytes"] - before["h2d_bytes"] <= 1024 * batch * steps
+    s = e.stats()
+    assert s["weight_bytes"] > 0 and s["cache_bytes"] > 0
+    assert s["ops"]["mla_decode"] > 0 and s["prefill"]["tokens"] == sum(map(len, PROMPTS))
+
+
+def test_forward_matches_the_cpu_logits_in_f32_and_bf16(cpu):
+    ref = cpu.forward(PROMPTS[1])
+    scale = float(np.abs(ref).max())
+    for dtype, tol in (("f32", 1e-3), ("bf16", 5e-2)):
+        e = dsnpu.Engine(CHECKPOINT, num_blocks=16, block_size=4, dtype=dtype)
+        got = e.forward(PROMPTS[1]).astype(np.float32)
+        assert got.shape == (len(PROMPTS[1]), e.vocab_size)
+        assert np.abs(got - ref).max() <= tol * scale, dtype
+
+
+def test_errors_raise_value_error():
+    with pytest.raises(ValueError, match="dtype"):
+        dsnpu.Engine(CHECKPOINT, dtype="f64")
+    with pytest.raises(ValueError):
+        dsnpu.Engine(CHECKPOINT.parent / "no-such-checkpoint")
+    e = dsnpu.Engine(CHECKPOINT, num_blocks=2, block_size=4)
+    with pytest.raises(ValueError):
+        e.step()  # no live sequence
+    with pytest.raises(ValueError):
+        e.add_sequence([])
+    with pytest.raises(ValueError):
+        e.add_sequence([e.vocab_size])
+    with pytest.raises(ValueError):
+        e.remove_sequence(12345)
+    # Two blocks of 4 tokens: a 7-token prompt fits, then outgrows the cache on its second token.
+    sid = e.add_sequence([1, 2, 3, 4, 5, 6, 7])
+    e.step()
+    e.step()
+    with pytest.raises(ValueError):
+        e.step()
+    with pytest.raises(ValueError, match="live"):
+        e.generate([[1, 2]], 2)
+    e.remove_sequence(sid)
+    assert e.free_blocks == 2
