@@ -36,6 +36,10 @@
 // A bug in dsnpu (a caught panic); the message says where.
 #define DSNPU_STATUS_INTERNAL 4
 
+// The engine's paged cache has no block left for a sequence that needs one (free a sequence and
+// step again).
+#define DSNPU_STATUS_OUT_OF_BLOCKS 5
+
 // 32-bit IEEE float tensors.
 #define DSNPU_DTYPE_F32 0
 
@@ -66,10 +70,33 @@
 // An opened device with dsnpu's kernels loaded (opaque to C).
 typedef struct DsnpuContext DsnpuContext;
 
+// A checkpoint loaded onto a device with its paged cache (opaque to C).
+typedef struct DsnpuEngine DsnpuEngine;
+
 // A split-KV decode plan: how the visible keys of every sequence of a batch are cut into chunks so
 // that every core has work (made on the host from the sequence lengths, its words on the device).
 // Opaque to C; one plan serves every layer of a decode step with those lengths.
 typedef struct DsnpuMlaDecodePlan DsnpuMlaDecodePlan;
+
+// What [`dsnpu_engine_load`] builds; [`dsnpu_engine_options_default`] fills the defaults.
+typedef struct DsnpuEngineOptions {
+  // Device ordinal.
+  int32_t device;
+  // Compute dtype: `DSNPU_DTYPE_F32` (the transformers-pinned numerics) or `DSNPU_DTYPE_BF16`.
+  int32_t dtype;
+  // Cache blocks shared by all sequences, and tokens per block.
+  uint64_t num_blocks;
+  uint64_t block_size;
+  // 0: greedy; else top-p sampling with `top_p` in (0, 1].
+  float temperature;
+  float top_p;
+  // Sequence `id` samples with `seed + id` unless added with a seed of its own.
+  uint64_t seed;
+  // Non-zero: prompts that start with the full cache blocks of earlier ones share them.
+  int32_t prefix_caching;
+  // Most prompt tokens per prefill pass (0: a whole prompt in one pass).
+  uint64_t max_prefill_tokens;
+} DsnpuEngineOptions;
 
 #ifdef __cplusplus
 extern "C" {
@@ -183,6 +210,90 @@ int32_t dsnpu_linear(const struct DsnpuContext *ctx,
                      int64_t m,
                      int64_t k,
                      int64_t n);
+
+// Fills `*out` with the defaults: device 0, f32, 64 blocks of 16 tokens, greedy (top_p 1, seed 0),
+// no prefix caching, whole-prompt prefill passes.
+//
+// # Safety
+// `out` is null (an error) or valid for writing one `DsnpuEngineOptions`.
+int32_t dsnpu_engine_options_default(struct DsnpuEngineOptions *out);
+
+// Loads the checkpoint directory `path` (a Hugging Face `config.json` and safetensors) onto the
+// device of `opts` (NULL: the defaults) and stores the engine in `*out`.
+//
+// # Safety
+// `path` is null (an error) or a NUL-terminated string; `opts` is null or points to a
+// `DsnpuEngineOptions`; `out` is null (an error) or valid for writing one pointer.
+int32_t dsnpu_engine_load(const char *path,
+                          const struct DsnpuEngineOptions *opts,
+                          struct DsnpuEngine **out);
+
+// Frees the engine's device memory and closes its device when nothing else of this library uses it.
+// `engine` must not be used afterwards. NULL is a no-op.
+//
+// # Safety
+// `engine` is null or a pointer from [`dsnpu_engine_load`] not yet destroyed, used by no other
+// thread.
+int32_t dsnpu_engine_destroy(struct DsnpuEngine *engine);
+
+// Queues the prompt `ids[0 .. len)` for the next step (sampling with the engine's seed + its id);
+// stores its sequence id in `*out_id`.
+//
+// # Safety
+// `engine` as in [`dsnpu_engine_step`]; `ids` is readable for `len` ids; `out_id` is writable.
+int32_t dsnpu_engine_add_sequence(struct DsnpuEngine *engine,
+                                  const int32_t *ids,
+                                  int64_t len,
+                                  uint64_t *out_id);
+
+// [`dsnpu_engine_add_sequence`] with the sequence's sampler seeded with `seed` itself (a prompt
+// added with the same seed to an engine with the same options samples the same ids).
+//
+// # Safety
+// As [`dsnpu_engine_add_sequence`].
+int32_t dsnpu_engine_add_sequence_seeded(struct DsnpuEngine *engine,
+                                         const int32_t *ids,
+                                         int64_t len,
+                                         uint64_t seed,
+                                         uint64_t *out_id);
+
+// Forgets sequence `id` and frees its cache blocks.
+//
+// # Safety
+// `engine` as in [`dsnpu_engine_step`].
+int32_t dsnpu_engine_remove_sequence(struct DsnpuEngine *engine, uint64_t id);
+
+// One token for every live sequence: `ids[i]`, `tokens[i]` for `i < *out_count`, in id order.
+// `capacity` must be at least the number of live sequences ([`dsnpu_engine_live_count`]); if it is
+// smaller, nothing is stepped, `*out_count` says how many are live and the status is
+// `DSNPU_STATUS_INVALID_ARGUMENT`.
+//
+// # Safety
+// `engine` is null or a live engine used by no other thread; `ids` and `tokens` are writable for
+// `capacity` elements; `out_count` is writable.
+int32_t dsnpu_engine_step(struct DsnpuEngine *engine,
+                          uint64_t *ids,
+                          int32_t *tokens,
+                          int64_t capacity,
+                          int64_t *out_count);
+
+// Stores the number of live sequences in `*out`.
+//
+// # Safety
+// `engine` as in [`dsnpu_engine_step`]; `out` is writable.
+int32_t dsnpu_engine_live_count(struct DsnpuEngine *engine, int64_t *out);
+
+// Stores the cache blocks a sequence can still get in `*out`.
+//
+// # Safety
+// `engine` as in [`dsnpu_engine_step`]; `out` is writable.
+int32_t dsnpu_engine_free_blocks(struct DsnpuEngine *engine, int64_t *out);
+
+// Stores the model's vocabulary size in `*out`.
+//
+// # Safety
+// `engine` as in [`dsnpu_engine_step`]; `out` is writable.
+int32_t dsnpu_engine_vocab_size(struct DsnpuEngine *engine, int64_t *out);
 
 // The message of the last failed call on this thread, or NULL if the last call succeeded (or none
 // was made). The string is owned by the library and valid until the next call on this thread.

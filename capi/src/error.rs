@@ -9,11 +9,12 @@ use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use dsnpu_kernels::KernelError;
+use dsnpu_model::ModelError;
 use dsnpu_runtime::RuntimeError;
 
 use crate::{
     DSNPU_STATUS_DEVICE, DSNPU_STATUS_INTERNAL, DSNPU_STATUS_INVALID_ARGUMENT, DSNPU_STATUS_OK,
-    DSNPU_STATUS_UNSUPPORTED,
+    DSNPU_STATUS_OUT_OF_BLOCKS, DSNPU_STATUS_UNSUPPORTED,
 };
 
 /// Why a call failed.
@@ -50,6 +51,12 @@ pub enum CapiError {
         #[source]
         source: RuntimeError,
     },
+    #[error("{func}: {source}")]
+    Model {
+        func: &'static str,
+        #[source]
+        source: ModelError,
+    },
 }
 
 impl CapiError {
@@ -71,6 +78,15 @@ impl CapiError {
             CapiError::Runtime { source, .. } => match source {
                 RuntimeError::InvalidArgument(_) => DSNPU_STATUS_INVALID_ARGUMENT,
                 _ => DSNPU_STATUS_DEVICE,
+            },
+            CapiError::Model { source, .. } => match source {
+                ModelError::OutOfBlocks { .. } => DSNPU_STATUS_OUT_OF_BLOCKS,
+                ModelError::DeviceMemory { .. } => DSNPU_STATUS_UNSUPPORTED,
+                ModelError::Device(_)
+                | ModelError::Kernel(_)
+                | ModelError::Ops(_)
+                | ModelError::NonFiniteOutput { .. } => DSNPU_STATUS_DEVICE,
+                _ => DSNPU_STATUS_INVALID_ARGUMENT,
             },
         }
     }
@@ -137,6 +153,7 @@ pub extern "C" fn dsnpu_status_name(status: i32) -> *const c_char {
         DSNPU_STATUS_UNSUPPORTED => b"DSNPU_STATUS_UNSUPPORTED\0",
         DSNPU_STATUS_DEVICE => b"DSNPU_STATUS_DEVICE\0",
         DSNPU_STATUS_INTERNAL => b"DSNPU_STATUS_INTERNAL\0",
+        DSNPU_STATUS_OUT_OF_BLOCKS => b"DSNPU_STATUS_OUT_OF_BLOCKS\0",
         _ => b"unknown status\0",
     };
     name.as_ptr().cast()

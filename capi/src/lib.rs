@@ -19,6 +19,10 @@
 //! - Every entry point catches panics: a bug inside returns `DSNPU_STATUS_INTERNAL` rather than
 //!   unwinding into C.
 //!
+//! The model engine ([`DsnpuEngine`], `dsnpu_engine_*`) is the other entry point: a checkpoint
+//! resident on a device with its paged cache, stepped by the caller (continuous batching); it owns its
+//! device memory and stream (see its module for the contract).
+//!
 //! The library's own queued work on a stream (the tiling upload of each launch, workspaces) uses
 //! memory from the context's pool, ordered on that stream: call [`dsnpu_context_release_stream`]
 //! before destroying a stream the context has used, and [`dsnpu_context_destroy`] at the end.
@@ -26,6 +30,7 @@
 mod args;
 mod context;
 mod dense;
+mod engine;
 mod error;
 mod mla;
 mod moe;
@@ -34,6 +39,12 @@ pub use context::{
     dsnpu_context_create, dsnpu_context_destroy, dsnpu_context_release_stream, DsnpuContext,
 };
 pub use dense::{dsnpu_add_rms_norm, dsnpu_linear, dsnpu_rms_norm, dsnpu_rope, dsnpu_silu_mul};
+pub use engine::{
+    dsnpu_engine_add_sequence, dsnpu_engine_add_sequence_seeded, dsnpu_engine_destroy,
+    dsnpu_engine_free_blocks, dsnpu_engine_live_count, dsnpu_engine_load,
+    dsnpu_engine_options_default, dsnpu_engine_remove_sequence, dsnpu_engine_step,
+    dsnpu_engine_vocab_size, DsnpuEngine, DsnpuEngineOptions,
+};
 pub use error::{dsnpu_last_error, dsnpu_status_name};
 pub use mla::{
     dsnpu_mla_decode, dsnpu_mla_decode_plan_create, dsnpu_mla_decode_plan_create_for_shape,
@@ -55,6 +66,9 @@ pub const DSNPU_STATUS_UNSUPPORTED: i32 = 2;
 pub const DSNPU_STATUS_DEVICE: i32 = 3;
 /// A bug in dsnpu (a caught panic); the message says where.
 pub const DSNPU_STATUS_INTERNAL: i32 = 4;
+/// The engine's paged cache has no block left for a sequence that needs one (free a sequence and
+/// step again).
+pub const DSNPU_STATUS_OUT_OF_BLOCKS: i32 = 5;
 
 /// 32-bit IEEE float tensors.
 pub const DSNPU_DTYPE_F32: i32 = 0;

@@ -1,7 +1,8 @@
 //! The C test program (`tests/c/test_dsnpu.c`) compiled with the system C compiler against
 //! `include/dsnpu.h` and `libdsnpu.so`, run on the simulator: it allocates with `aclrtMalloc`, calls
 //! every entry point on a stream of its own, checks the results against values it computes itself,
-//! and checks that bad arguments return error statuses. See the program for the cases.
+//! and checks that bad arguments return error statuses; then it drives the model engine on the tiny
+//! checkpoint against the CPU model's greedy ids (computed here). See the program for the cases.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,7 +59,18 @@ fn the_c_program_passes_on_the_simulator() {
         .status()
         .expect("run the C compiler");
     assert!(status.success(), "compiling the C test program failed");
+    // The engine cases: a prompt and the CPU model's greedy ids for it (the oracle).
+    let checkpoint = root.join("model/tests/data/v3_base");
+    let prompt = [5, 9, 14, 2];
+    let model = dsnpu_model::DeepseekV3::load(&checkpoint).expect("the tiny checkpoint");
+    let want = dsnpu_model::Generator::new(&model, dsnpu_model::GenerateOptions::greedy(6))
+        .and_then(|g| g.generate(&prompt))
+        .expect("CPU ids");
+    let csv = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
     let out = Command::new(&exe)
+        .env("DSNPU_TEST_CHECKPOINT", &checkpoint)
+        .env("DSNPU_TEST_PROMPT", csv(&prompt))
+        .env("DSNPU_TEST_GENERATED", csv(&want))
         .env("DSNPU_ACL_LIB", &sim)
         .env_remove("ASCEND_HOME_PATH")
         .env_remove("ASCEND_TOOLKIT_HOME")
@@ -74,8 +86,9 @@ fn the_c_program_passes_on_the_simulator() {
     );
     // 29 result checks over the 16 kernel entry points (prefill: f32 and bf16 without a prefix, f32
     // with one; prefill from the paged cache with a prefix; decode with the length-only plan and with
-    // the plan for its query shape), 26 bad-argument cases and a decode plan made for another batch size.
-    assert!(stdout.contains("all 56 checks passed"), "{stdout}");
+    // the plan for its query shape), 26 bad-argument cases and a decode plan made for another batch
+    // size; then the engine: 2 id checks and 9 error cases.
+    assert!(stdout.contains("all 67 checks passed"), "{stdout}");
 }
 
 /// The target triple this test was built for (the cc crate wants one outside build scripts).

@@ -2,8 +2,9 @@
  * The C ABI from C: allocates with aclrtMalloc on the AscendCL library named by DSNPU_ACL_LIB (the
  * simulator in the tests; libdsnpu.so loads the same file), calls each dsnpu entry point on a stream
  * of its own, and checks the results against values computed here. Then bad arguments: each must
- * return an error status with a message, never crash. Prints one line per check; exits non-zero on
- * the first failure.
+ * return an error status with a message, never crash. Then the model engine (dsnpu_engine_*) on the
+ * tiny checkpoint the Rust harness names. Prints one line per check; exits non-zero on the first
+ * failure.
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -796,6 +797,124 @@ static void test_bad_arguments(void) {
     acl_free(a), acl_free(b), acl_free(c);
 }
 
+/* "1,2,3" -> ids; returns the count. */
+static int parse_ids(const char *text, int32_t *ids, int cap) {
+    int n = 0;
+    for (const char *p = text; *p && n < cap;) {
+        ids[n++] = (int32_t)strtol(p, (char **)&p, 10);
+        if (*p == ',') p++;
+    }
+    return n;
+}
+
+/* One step of `e`, expecting `live` sequences; their tokens by id into tokens_by_id. */
+static void step_into(DsnpuEngine *e, int live, int32_t *tokens_by_id, int *counts) {
+    uint64_t ids[8];
+    int32_t tokens[8];
+    int64_t n = -1;
+    OK(dsnpu_engine_step(e, ids, tokens, 8, &n));
+    if (n != live) FAIL("step returned %lld tokens, want %d", (long long)n, live);
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && ids[i] <= ids[i - 1]) FAIL("step ids out of order");
+        tokens_by_id[ids[i] * 16 + counts[ids[i]]++] = tokens[i];
+    }
+}
+
+/* The model engine on the tiny checkpoint named by DSNPU_TEST_CHECKPOINT: a prompt alone and in a
+ * batch others join and leave gives the greedy ids of the CPU model (DSNPU_TEST_GENERATED, computed
+ * by the Rust harness), then the engine's errors. */
+static void test_engine(void) {
+    const char *dir = getenv("DSNPU_TEST_CHECKPOINT");
+    const char *prompt_text = getenv("DSNPU_TEST_PROMPT");
+    const char *want_text = getenv("DSNPU_TEST_GENERATED");
+    if (!dir || !prompt_text || !want_text) FAIL("DSNPU_TEST_CHECKPOINT/PROMPT/GENERATED are not set");
+    int32_t prompt[64], want[16];
+    const int np = parse_ids(prompt_text, prompt, 64), nw = parse_ids(want_text, want, 16);
+    DsnpuEngineOptions o;
+    OK(dsnpu_engine_options_default(&o));
+    if (o.num_blocks != 64 || o.block_size != 16 || o.dtype != DSNPU_DTYPE_F32 || o.temperature != 0.0f)
+        FAIL("engine option defaults");
+    o.num_blocks = 16;
+    o.block_size = 4;
+    DsnpuEngine *e = NULL;
+    OK(dsnpu_engine_load(dir, &o, &e));
+    int64_t vocab = 0, live = -1, free_blocks = -1;
+    OK(dsnpu_engine_vocab_size(e, &vocab));
+    if (vocab <= 0) FAIL("vocab size %lld", (long long)vocab);
+
+    /* Alone: sequence 0. */
+    int32_t got[8 * 16];
+    int counts[8] = {0};
+    uint64_t a = 99;
+    OK(dsnpu_engine_add_sequence(e, prompt, np, &a));
+    if (a != 0) FAIL("first sequence id %llu", (unsigned long long)a);
+    for (int t = 0; t < nw; t++) step_into(e, 1, got, counts);
+    for (int t = 0; t < nw; t++)
+        if (got[0 * 16 + t] != want[t]) FAIL("alone: token %d is %d, want %d", t, got[t], want[t]);
+    OK(dsnpu_engine_remove_sequence(e, a));
+    checks++;
+    printf("ok engine: a prompt alone gives the CPU model's %d greedy ids\n", nw);
+
+    /* In a batch: sequence 1 (the prompt), sequence 2 joins after two steps and leaves first. */
+    const int32_t other[2] = {7, 7};
+    uint64_t b = 0, c = 0;
+    OK(dsnpu_engine_add_sequence(e, prompt, np, &b));
+    step_into(e, 1, got, counts);
+    step_into(e, 1, got, counts);
+    OK(dsnpu_engine_add_sequence(e, other, 2, &c));
+    OK(dsnpu_engine_live_count(e, &live));
+    if (live != 2) FAIL("live %lld, want 2", (long long)live);
+    while (counts[b] < nw) {
+        step_into(e, counts[c] < 3 ? 2 : 1, got, counts);
+        if (counts[c] == 3) {
+            OK(dsnpu_engine_remove_sequence(e, c));
+            counts[c]++; /* left */
+        }
+    }
+    for (int t = 0; t < nw; t++)
+        if (got[b * 16 + t] != want[t]) FAIL("batched: token %d is %d, want %d", t, got[b * 16 + t], want[t]);
+    OK(dsnpu_engine_remove_sequence(e, b));
+    OK(dsnpu_engine_live_count(e, &live));
+    OK(dsnpu_engine_free_blocks(e, &free_blocks));
+    if (live != 0 || free_blocks != 16) FAIL("after removals: live %lld, free %lld", (long long)live, (long long)free_blocks);
+    checks++;
+    printf("ok engine: the same ids with a sequence joining and leaving\n");
+
+    /* Errors. */
+    const int32_t INV = DSNPU_STATUS_INVALID_ARGUMENT;
+    uint64_t ids[1];
+    int32_t tokens[1];
+    int64_t n = -1;
+    expect_error("a step with no live sequence", dsnpu_engine_step(e, ids, tokens, 1, &n), INV, "live sequence");
+    expect_error("an empty prompt", dsnpu_engine_add_sequence(e, prompt, 0, &a), INV, "empty prompt");
+    const int32_t past = (int32_t)vocab;
+    expect_error("an id past the vocabulary", dsnpu_engine_add_sequence(e, &past, 1, &a), INV, "invalid input");
+    expect_error("an unknown sequence", dsnpu_engine_remove_sequence(e, 12345), INV, "unknown sequence");
+    expect_error("a null engine", dsnpu_engine_step(NULL, ids, tokens, 1, &n), INV, "`engine`");
+    OK(dsnpu_engine_add_sequence(e, prompt, np, &a));
+    expect_error("too small a step buffer", dsnpu_engine_step(e, ids, tokens, 0, &n), INV, "capacity");
+    if (n != 1) FAIL("too small a step buffer: out_count %lld, want 1", (long long)n);
+    OK(dsnpu_engine_remove_sequence(e, a));
+    OK(dsnpu_engine_destroy(e));
+    o.dtype = DSNPU_DTYPE_F16;
+    expect_error("an f16 engine", dsnpu_engine_load(dir, &o, &e), INV, "dtype");
+    expect_error("a missing checkpoint", dsnpu_engine_load("/nonexistent/checkpoint", NULL, &e), INV, "/nonexistent/checkpoint");
+    /* Two blocks of 4 tokens: a 7-token prompt fits, then outgrows the cache on its second token. */
+    o.dtype = DSNPU_DTYPE_F32;
+    o.num_blocks = 2;
+    OK(dsnpu_engine_load(dir, &o, &e));
+    const int32_t seven[7] = {1, 2, 3, 4, 5, 6, 7};
+    OK(dsnpu_engine_add_sequence_seeded(e, seven, 7, 3, &a));
+    OK(dsnpu_engine_step(e, ids, tokens, 1, &n));
+    OK(dsnpu_engine_step(e, ids, tokens, 1, &n));
+    expect_error("a sequence outgrowing the cache", dsnpu_engine_step(e, ids, tokens, 1, &n), DSNPU_STATUS_OUT_OF_BLOCKS, "out of blocks");
+    OK(dsnpu_engine_remove_sequence(e, a));
+    OK(dsnpu_engine_free_blocks(e, &free_blocks));
+    if (free_blocks != 2) FAIL("after the failed step: free %lld, want 2", (long long)free_blocks);
+    OK(dsnpu_engine_destroy(e));
+    OK(dsnpu_engine_destroy(NULL));
+}
+
 int main(void) {
     const char *path = getenv("DSNPU_ACL_LIB");
     if (!path) FAIL("DSNPU_ACL_LIB is not set");
@@ -826,6 +945,7 @@ int main(void) {
     test_mla_prefill();
     test_mla_prefill_cached();
     test_bad_arguments();
+    test_engine();
     OK(dsnpu_context_destroy(ctx));
     printf("all %d checks passed\n", checks);
     return 0;
