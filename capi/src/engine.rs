@@ -347,20 +347,33 @@ pub unsafe extern "C" fn dsnpu_engine_step(
     })
 }
 
+/// Stores `value(engine)` in `*out`: the getters below.
+///
+/// # Safety
+/// `engine` as in [`dsnpu_engine_step`]; `out` is null (an error) or writable.
+unsafe fn get(
+    func: &'static str,
+    engine: *mut DsnpuEngine,
+    out: *mut i64,
+    value: impl FnOnce(&Engine) -> usize,
+) -> i32 {
+    guard(func, || {
+        // SAFETY: the caller's contract.
+        let e = unsafe { engine_mut(func, engine) }?;
+        let v = value(e) as i64;
+        // SAFETY: the caller's contract.
+        unsafe { put(func, "out", out, v) }
+    })
+}
+
 /// Stores the number of live sequences in `*out`.
 ///
 /// # Safety
 /// `engine` as in [`dsnpu_engine_step`]; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_engine_live_count(engine: *mut DsnpuEngine, out: *mut i64) -> i32 {
-    const F: &str = "dsnpu_engine_live_count";
-    guard(F, || {
-        // SAFETY: the caller's contract.
-        let e = unsafe { engine_mut(F, engine) }?;
-        let n = e.live().len() as i64;
-        // SAFETY: the caller's contract.
-        unsafe { put(F, "out", out, n) }
-    })
+    // SAFETY: the caller's contract.
+    unsafe { get("dsnpu_engine_live_count", engine, out, |e| e.live().len()) }
 }
 
 /// Stores the cache blocks a sequence can still get in `*out`.
@@ -369,14 +382,8 @@ pub unsafe extern "C" fn dsnpu_engine_live_count(engine: *mut DsnpuEngine, out: 
 /// `engine` as in [`dsnpu_engine_step`]; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_engine_free_blocks(engine: *mut DsnpuEngine, out: *mut i64) -> i32 {
-    const F: &str = "dsnpu_engine_free_blocks";
-    guard(F, || {
-        // SAFETY: the caller's contract.
-        let e = unsafe { engine_mut(F, engine) }?;
-        let n = e.free_blocks() as i64;
-        // SAFETY: the caller's contract.
-        unsafe { put(F, "out", out, n) }
-    })
+    // SAFETY: the caller's contract.
+    unsafe { get("dsnpu_engine_free_blocks", engine, out, Engine::free_blocks) }
 }
 
 /// Stores the model's vocabulary size in `*out`.
@@ -385,12 +392,10 @@ pub unsafe extern "C" fn dsnpu_engine_free_blocks(engine: *mut DsnpuEngine, out:
 /// `engine` as in [`dsnpu_engine_step`]; `out` is writable.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_engine_vocab_size(engine: *mut DsnpuEngine, out: *mut i64) -> i32 {
-    const F: &str = "dsnpu_engine_vocab_size";
-    guard(F, || {
-        // SAFETY: the caller's contract.
-        let e = unsafe { engine_mut(F, engine) }?;
-        let n = e.config().vocab_size as i64;
-        // SAFETY: the caller's contract.
-        unsafe { put(F, "out", out, n) }
-    })
+    // SAFETY: the caller's contract.
+    unsafe {
+        get("dsnpu_engine_vocab_size", engine, out, |e| {
+            e.config().vocab_size
+        })
+    }
 }

@@ -475,14 +475,7 @@ impl Engine {
                 owner.insert(self.add_sequence_seeded(p, self.batch_seed(i))?, i);
             }
             while !owner.is_empty() {
-                for (id, t) in self.step()? {
-                    let i = owner[&id];
-                    outs[i].push(t);
-                    if outs[i].len() >= max_new_tokens || stop.contains(&t) {
-                        self.remove_sequence(id)?;
-                        owner.remove(&id);
-                    }
-                }
+                self.step_batch(&mut owner, &mut outs, max_new_tokens, stop)?;
             }
             Ok(())
         })();
@@ -493,6 +486,27 @@ impl Engine {
             return Err(e);
         }
         Ok(outs)
+    }
+
+    /// One step of a batch run to its ends (`generate`, and expert parallelism's): each token to its
+    /// prompt's ids (`owner`: sequence → prompt), and the sequences with `max_new_tokens` ids or a
+    /// `stop` id removed.
+    pub(crate) fn step_batch(
+        &mut self,
+        owner: &mut BTreeMap<SeqId, usize>,
+        outs: &mut [Vec<i32>],
+        max_new_tokens: usize,
+        stop: &[i32],
+    ) -> Result<()> {
+        for (id, t) in self.step()? {
+            let i = owner[&id];
+            outs[i].push(t);
+            if outs[i].len() >= max_new_tokens || stop.contains(&t) {
+                self.remove_sequence(id)?;
+                owner.remove(&id);
+            }
+        }
+        Ok(())
     }
 
     /// The sampler seed of prompt `i` of a batch ([`generate`](Self::generate)): the engine's seed + i.

@@ -341,15 +341,7 @@ impl EpEngine {
         loop {
             let mine = self.engine.passes_next_step();
             let more = self.matched_passes(mine, |engine| {
-                for (id, t) in engine.step()? {
-                    let i = owner[&id];
-                    outs[i].push(t);
-                    if outs[i].len() >= max_new_tokens || stop.contains(&t) {
-                        engine.remove_sequence(id)?;
-                        owner.remove(&id);
-                    }
-                }
-                Ok(())
+                engine.step_batch(&mut owner, &mut outs, max_new_tokens, stop)
             })?;
             if !more {
                 break;
