@@ -82,11 +82,8 @@ impl CapiError {
             CapiError::Model { source, .. } => match source {
                 ModelError::OutOfBlocks { .. } => DSNPU_STATUS_OUT_OF_BLOCKS,
                 ModelError::DeviceMemory { .. } => DSNPU_STATUS_UNSUPPORTED,
-                ModelError::Device(_)
-                | ModelError::Kernel(_)
-                | ModelError::Ops(_)
-                | ModelError::NonFiniteOutput { .. } => DSNPU_STATUS_DEVICE,
-                _ => DSNPU_STATUS_INVALID_ARGUMENT,
+                e if e.is_caller_error() => DSNPU_STATUS_INVALID_ARGUMENT,
+                _ => DSNPU_STATUS_DEVICE,
             },
         }
     }

@@ -94,6 +94,26 @@ pub enum ModelError {
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
+impl ModelError {
+    /// Whether the caller's input caused the error — a checkpoint, a prompt, an option, a request the
+    /// cache or the device memory cannot hold — rather than the device or the library failing: what
+    /// the C and Python entry points report as an invalid argument (`ValueError`).
+    pub fn is_caller_error(&self) -> bool {
+        match self {
+            ModelError::Device(_) | ModelError::Kernel(_) | ModelError::NonFiniteOutput { .. } => {
+                false
+            }
+            ModelError::Ops(e) => matches!(
+                e,
+                dsnpu_ops::OpsError::Shape { .. }
+                    | dsnpu_ops::OpsError::IndexOutOfRange { .. }
+                    | dsnpu_ops::OpsError::InvalidArgument { .. }
+            ),
+            _ => true,
+        }
+    }
+}
+
 /// `[3, 5]`: an element index as the messages print it.
 pub fn fmt_index(index: &[usize]) -> String {
     let parts: Vec<String> = index.iter().map(usize::to_string).collect();

@@ -30,12 +30,17 @@ pub(crate) fn model_err(e: ModelError) -> PyErr {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(c) = src {
-        msg += &format!(": {c}");
+        // Errors that print their source (`device: {0}`) already hold its text.
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg += &format!(": {text}");
+        }
         src = c.source();
     }
-    match e {
-        ModelError::Device(_) | ModelError::Ops(_) => PyRuntimeError::new_err(msg),
-        _ => PyValueError::new_err(msg),
+    if e.is_caller_error() {
+        PyValueError::new_err(msg)
+    } else {
+        PyRuntimeError::new_err(msg)
     }
 }
 

@@ -90,6 +90,14 @@ def test_errors_raise_value_error():
         dsnpu.Engine(CHECKPOINT, dtype="f64")
     with pytest.raises(ValueError):
         dsnpu.Engine(CHECKPOINT.parent / "no-such-checkpoint")
+    with pytest.raises(ValueError, match="temperature"):
+        dsnpu.Engine(CHECKPOINT, temperature=-1.0)
+    with pytest.raises(ValueError, match="top_p"):
+        dsnpu.Engine(CHECKPOINT, top_p=0.0)
+    # A device failure is a RuntimeError, its cause said once.
+    with pytest.raises(RuntimeError) as missing:
+        dsnpu.Engine(CHECKPOINT, device=7)
+    assert str(missing.value).count("device 7 does not exist") == 1, str(missing.value)
     e = dsnpu.Engine(CHECKPOINT, num_blocks=2, block_size=4)
     with pytest.raises(ValueError):
         e.step()  # no live sequence

@@ -896,6 +896,9 @@ static void test_engine(void) {
     if (n != 1) FAIL("too small a step buffer: out_count %lld, want 1", (long long)n);
     OK(dsnpu_engine_remove_sequence(e, a));
     OK(dsnpu_engine_destroy(e));
+    o.temperature = -1.0f;
+    expect_error("a negative temperature", dsnpu_engine_load(dir, &o, &e), INV, "temperature");
+    o.temperature = 0.0f;
     o.dtype = DSNPU_DTYPE_F16;
     expect_error("an f16 engine", dsnpu_engine_load(dir, &o, &e), INV, "dtype");
     expect_error("a missing checkpoint", dsnpu_engine_load("/nonexistent/checkpoint", NULL, &e), INV, "/nonexistent/checkpoint");
