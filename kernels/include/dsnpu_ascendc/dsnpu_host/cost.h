@@ -70,6 +70,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <vector>
 
 namespace dsnpu {
 namespace host {
@@ -315,6 +316,16 @@ private:
     uint32_t head_ = kNone, tail_ = kNone;
 };
 
+// One record of a core's timeline (trace.h writes them): an instruction ('I') on `pipe` from `start`,
+// occupying it `cycles`, complete `latency` after; or a wait ('W'): `pipe` stalled from `start` for
+// `cycles`.
+struct TraceEvent {
+    char kind;
+    uint8_t pipe;
+    const char* op;  // a string literal (the instruction's name), or nullptr
+    double start, cycles, latency;
+};
+
 class CostModel {
 public:
     explicit CostModel(uint32_t concurrent_blocks) {
@@ -327,17 +338,19 @@ public:
     }
 
     // An instruction on pipe p: starts when the pipe is free and the scalar unit has issued it.
-    void issue(uint32_t p, double busy, double latency) {
+    void issue(uint32_t p, double busy, double latency, const char* op = nullptr) {
+        double start = free_[0];
         if (p == 0) {
             free_[0] += busy;
             done_[0] = free_[0];
         } else {
-            const double start = free_[p] > free_[0] ? free_[p] : free_[0];
+            start = free_[p] > free_[0] ? free_[p] : free_[0];
             free_[p] = start + busy;
             const double end = free_[p] + latency;
             if (end > done_[p]) done_[p] = end;
         }
         busy_[p] += busy;
+        if (trace_ != nullptr) trace_->push_back({'I', static_cast<uint8_t>(p), op, start, busy, latency});
     }
     // How far the core has got: the latest time any pipe is busy until. It only grows (an instruction
     // or a wait only moves a pipe's free time later), so it orders the core's GM transfers (l2_die.h).
@@ -351,11 +364,14 @@ public:
     // Pipe p blocks until time t (a WaitFlag; issued by the scalar unit like any instruction).
     void wait(uint32_t p, double t) {
         double s = free_[p] > free_[0] ? free_[p] : free_[0];
-        if (t > s) s = t;
+        if (t > s) {
+            if (trace_ != nullptr) trace_->push_back({'W', static_cast<uint8_t>(p), nullptr, s, t - s, 0});
+            s = t;
+        }
         free_[p] = s;
         if (p == 0) done_[0] = s;
     }
-    void flag_op(uint32_t p) { issue(p, cost::kFlag, 0); }
+    void flag_op(uint32_t p) { issue(p, cost::kFlag, 0, "flag"); }
     void drain(uint32_t p) { wait(p, done(p) + cost::kBarrier); }
 
     double mte_cycles(uint64_t bytes) const { return static_cast<double>(bytes) / mte_bytes_per_cycle_; }
@@ -383,6 +399,9 @@ public:
         return packed;
     }
 
+    // Records every instruction and wait into `events` from now on (nullptr: stops); trace.h.
+    void set_trace(std::vector<TraceEvent>* events) { trace_ = events; }
+
 private:
     static constexpr uint32_t kPipes = 7;
     double free_[kPipes] = {};  // when the pipe can start its next instruction (S: the issue point)
@@ -390,6 +409,7 @@ private:
     double busy_[kPipes] = {};
     double mte_bytes_per_cycle_ = 1;
     double l2_bytes_per_cycle_ = 1;
+    std::vector<TraceEvent>* trace_ = nullptr;
 };
 
 }  // namespace host

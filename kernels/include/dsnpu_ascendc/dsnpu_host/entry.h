@@ -35,6 +35,7 @@
 #include "mix.h"
 #include "pipeline.h"
 #include "sync.h"
+#include "trace.h"
 
 namespace dsnpu {
 namespace host {
@@ -163,8 +164,12 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
             st.l2 = l2.take();
             st.l2->reset(l2_slice_bytes(ctx->block_num));
         }
-        pipeline->set_slot(group == nullptr ? 0 : core_slot(st));
+        const uint32_t slot = group == nullptr ? 0 : core_slot(st);
+        pipeline->set_slot(slot);
         st.pipeline = pipeline;
+        std::vector<TraceEvent> trace;
+        const bool traced = trace_wanted(name, ctx->block_idx);
+        if (traced) pipeline->cost().set_trace(&trace);
         uint64_t a[n];
         std::memcpy(a, ctx->args, sizeof a);
         // A mix operator's workspace argument (second to last) starts with the system workspace.
@@ -173,6 +178,10 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         pipeline->finish(event_names());
         counters->model_cycles = static_cast<uint64_t>(std::llround(pipeline->cost().block_cycles()));
         counters->pipe_busy_q8 = pipeline->cost().busy_q8();
+        if (traced) {
+            pipeline->cost().set_trace(nullptr);
+            trace_append(name, ctx->block_idx, slot, trace);
+        }
     } catch (const BlockAbort&) {
         // Already reported (or the launch is being abandoned by another block's fault).
         faulted = true;

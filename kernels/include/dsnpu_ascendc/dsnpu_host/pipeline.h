@@ -187,7 +187,7 @@ public:
     // Returns nothing; the access hooks below tag memory with the pipe's current epoch.
     void issue(uint32_t p, const char* op, double busy, double latency = 0) {
         if (p != kPipeS) clock_[p].join(clock_[kPipeS]);
-        cost_.issue(p, busy, latency);
+        cost_.issue(p, busy, latency, op);
         cur_op_ = op;
         cur_pipe_ = p;
     }
