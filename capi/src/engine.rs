@@ -325,7 +325,8 @@ pub unsafe extern "C" fn dsnpu_engine_step(
             }
         }
         let live = e.live().len();
-        if usize::try_from(capacity).map_or(true, |c| c < live) {
+        let capacity_ok = usize::try_from(capacity).is_ok_and(|c| c >= live);
+        if !capacity_ok {
             // SAFETY: non-null and writable (the caller's contract).
             unsafe { out_count.write(live as i64) };
             return Err(CapiError::Invalid {
@@ -334,8 +335,19 @@ pub unsafe extern "C" fn dsnpu_engine_step(
             });
         }
         let step = e.step().map_err(model(F))?;
+        // The engine returns one token per live sequence; checked, since the writes below rely on it.
+        if step.len() > live {
+            return Err(CapiError::Invalid {
+                func: F,
+                reason: format!(
+                    "a step returned {} tokens for {live} live sequences",
+                    step.len()
+                ),
+            });
+        }
         for (i, (id, t)) in step.iter().enumerate() {
-            // SAFETY: i < live <= capacity, the writable extent (the caller's contract).
+            // SAFETY: i < step.len() <= live <= capacity (checked above), the extent the caller made
+            // writable.
             unsafe {
                 ids.add(i).write(*id);
                 tokens.add(i).write(*t);
