@@ -224,6 +224,38 @@ unsafe fn prompt<'a>(func: &'static str, ids: *const i32, len: i64) -> Result<&'
     Ok(unsafe { std::slice::from_raw_parts(ids, n) })
 }
 
+/// Both `add_sequence` entry points: the prompt queued, its sampler seeded with `seed` (the engine's
+/// seed + its id when None), its id through `out_id`.
+///
+/// # Safety
+/// As [`dsnpu_engine_add_sequence`].
+unsafe fn add(
+    func: &'static str,
+    engine: *mut DsnpuEngine,
+    ids: *const i32,
+    len: i64,
+    seed: Option<u64>,
+    out_id: *mut u64,
+) -> i32 {
+    guard(func, || {
+        // SAFETY: the caller's contract.
+        let (e, p) = unsafe { (engine_mut(func, engine)?, prompt(func, ids, len)?) };
+        if out_id.is_null() {
+            return Err(CapiError::Null {
+                func,
+                arg: "out_id",
+            });
+        }
+        let id = match seed {
+            Some(s) => e.add_sequence_seeded(p, s),
+            None => e.add_sequence(p),
+        }
+        .map_err(model(func))?;
+        // SAFETY: non-null and writable (the caller's contract).
+        unsafe { put(func, "out_id", out_id, id) }
+    })
+}
+
 /// Queues the prompt `ids[0 .. len)` for the next step (sampling with the engine's seed + its id);
 /// stores its sequence id in `*out_id`.
 ///
@@ -236,20 +268,8 @@ pub unsafe extern "C" fn dsnpu_engine_add_sequence(
     len: i64,
     out_id: *mut u64,
 ) -> i32 {
-    const F: &str = "dsnpu_engine_add_sequence";
-    guard(F, || {
-        // SAFETY: the caller's contract.
-        let (e, p) = unsafe { (engine_mut(F, engine)?, prompt(F, ids, len)?) };
-        if out_id.is_null() {
-            return Err(CapiError::Null {
-                func: F,
-                arg: "out_id",
-            });
-        }
-        let id = e.add_sequence(p).map_err(model(F))?;
-        // SAFETY: non-null and writable (the caller's contract).
-        unsafe { put(F, "out_id", out_id, id) }
-    })
+    // SAFETY: the caller's contract.
+    unsafe { add("dsnpu_engine_add_sequence", engine, ids, len, None, out_id) }
 }
 
 /// [`dsnpu_engine_add_sequence`] with the sequence's sampler seeded with `seed` itself (a prompt
@@ -265,20 +285,17 @@ pub unsafe extern "C" fn dsnpu_engine_add_sequence_seeded(
     seed: u64,
     out_id: *mut u64,
 ) -> i32 {
-    const F: &str = "dsnpu_engine_add_sequence_seeded";
-    guard(F, || {
-        // SAFETY: the caller's contract.
-        let (e, p) = unsafe { (engine_mut(F, engine)?, prompt(F, ids, len)?) };
-        if out_id.is_null() {
-            return Err(CapiError::Null {
-                func: F,
-                arg: "out_id",
-            });
-        }
-        let id = e.add_sequence_seeded(p, seed).map_err(model(F))?;
-        // SAFETY: non-null and writable (the caller's contract).
-        unsafe { put(F, "out_id", out_id, id) }
-    })
+    // SAFETY: the caller's contract.
+    unsafe {
+        add(
+            "dsnpu_engine_add_sequence_seeded",
+            engine,
+            ids,
+            len,
+            Some(seed),
+            out_id,
+        )
+    }
 }
 
 /// Forgets sequence `id` and frees its cache blocks.
