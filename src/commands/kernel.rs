@@ -161,6 +161,10 @@ const HOST_HEADERS: &[(&str, &str)] = &[
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/tiling_data.h"),
     ),
     (
+        "dsnpu_host/trace.h",
+        include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/trace.h"),
+    ),
+    (
         "dsnpu_host/types.h",
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/types.h"),
     ),
