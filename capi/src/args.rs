@@ -183,6 +183,11 @@ pub fn kernel(func: &'static str) -> impl Fn(dsnpu_kernels::KernelError) -> Capi
     move |source| CapiError::Kernel { func, source }
 }
 
+/// The model engine's error in entry point `func`.
+pub fn model(func: &'static str) -> impl Fn(dsnpu_model::ModelError) -> CapiError {
+    move |source| CapiError::Model { func, source }
+}
+
 /// The tensor plumbing every entry point shares, from one list of its tensor arguments: checks each
 /// (`input` and `output` non-null, `optional` may be null; byte sizes overflow-free), checks that the
 /// outputs are disjoint from every other argument, gets the caller's stream as `$s`, and rebinds each

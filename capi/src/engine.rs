@@ -24,6 +24,7 @@ use std::ffi::{c_char, CStr};
 use dsnpu_model::device::{DType, Engine, EngineOptions};
 use dsnpu_model::SeqId;
 
+use crate::args::{code, model, non_null, size};
 use crate::error::{guard, CapiError, Result};
 use crate::{DSNPU_DTYPE_BF16, DSNPU_DTYPE_F32};
 
@@ -56,16 +57,14 @@ pub struct DsnpuEngineOptions {
 
 impl DsnpuEngineOptions {
     fn engine_options(&self, func: &'static str) -> Result<EngineOptions> {
-        let dtype = match self.dtype {
+        let dtype = match code(
+            func,
+            "engine dtype (F32 or BF16)",
+            self.dtype,
+            &[DSNPU_DTYPE_F32, DSNPU_DTYPE_BF16],
+        )? {
             DSNPU_DTYPE_F32 => DType::F32,
-            DSNPU_DTYPE_BF16 => DType::BF16,
-            code => {
-                return Err(CapiError::UnknownCode {
-                    func,
-                    what: "engine dtype (F32 or BF16)",
-                    code,
-                })
-            }
+            _ => DType::BF16,
         };
         let size = |what: &'static str, v: u64| {
             usize::try_from(v).map_err(|_| CapiError::Invalid {
@@ -92,9 +91,7 @@ impl DsnpuEngineOptions {
 /// # Safety
 /// `out` is null (an error) or valid for writing one `T`.
 unsafe fn put<T>(func: &'static str, arg: &'static str, out: *mut T, what: T) -> Result<()> {
-    if out.is_null() {
-        return Err(CapiError::Null { func, arg });
-    }
+    non_null(func, arg, out)?;
     // SAFETY: non-null and writable (the caller's contract).
     unsafe { out.write(what) };
     Ok(())
@@ -113,10 +110,6 @@ unsafe fn engine_mut<'a>(func: &'static str, engine: *mut DsnpuEngine) -> Result
             func,
             arg: "engine",
         })
-}
-
-fn model(func: &'static str) -> impl Fn(dsnpu_model::ModelError) -> CapiError {
-    move |source| CapiError::Model { func, source }
 }
 
 /// Fills `*out` with the defaults: device 0, f32, 64 blocks of 16 tokens, greedy (top_p 1, seed 0),
@@ -159,18 +152,8 @@ pub unsafe extern "C" fn dsnpu_engine_load(
 ) -> i32 {
     const F: &str = "dsnpu_engine_load";
     guard(F, || {
-        if path.is_null() {
-            return Err(CapiError::Null {
-                func: F,
-                arg: "path",
-            });
-        }
-        if out.is_null() {
-            return Err(CapiError::Null {
-                func: F,
-                arg: "out",
-            });
-        }
+        non_null(F, "path", path)?;
+        non_null(F, "out", out)?;
         // SAFETY: non-null and NUL-terminated (the caller's contract).
         let path = unsafe { CStr::from_ptr(path) };
         let path = path.to_str().map_err(|_| CapiError::Invalid {
@@ -213,13 +196,8 @@ pub unsafe extern "C" fn dsnpu_engine_destroy(engine: *mut DsnpuEngine) -> i32 {
 /// # Safety
 /// `ids` is null (an error) or valid for reading `len` ids.
 unsafe fn prompt<'a>(func: &'static str, ids: *const i32, len: i64) -> Result<&'a [i32]> {
-    if ids.is_null() {
-        return Err(CapiError::Null { func, arg: "ids" });
-    }
-    let n = usize::try_from(len).map_err(|_| CapiError::Invalid {
-        func,
-        reason: format!("`len` is {len}"),
-    })?;
+    non_null(func, "ids", ids)?;
+    let n = size(func, "len", len)?;
     // SAFETY: non-null and readable for `len` ids (the caller's contract).
     Ok(unsafe { std::slice::from_raw_parts(ids, n) })
 }
@@ -240,12 +218,7 @@ unsafe fn add(
     guard(func, || {
         // SAFETY: the caller's contract.
         let (e, p) = unsafe { (engine_mut(func, engine)?, prompt(func, ids, len)?) };
-        if out_id.is_null() {
-            return Err(CapiError::Null {
-                func,
-                arg: "out_id",
-            });
-        }
+        non_null(func, "out_id", out_id)?;
         let id = match seed {
             Some(s) => e.add_sequence_seeded(p, s),
             None => e.add_sequence(p),
@@ -332,15 +305,9 @@ pub unsafe extern "C" fn dsnpu_engine_step(
     guard(F, || {
         // SAFETY: the caller's contract.
         let e = unsafe { engine_mut(F, engine) }?;
-        for (arg, null) in [
-            ("ids", ids.is_null()),
-            ("tokens", tokens.is_null()),
-            ("out_count", out_count.is_null()),
-        ] {
-            if null {
-                return Err(CapiError::Null { func: F, arg });
-            }
-        }
+        non_null(F, "ids", ids)?;
+        non_null(F, "tokens", tokens)?;
+        non_null(F, "out_count", out_count)?;
         let live = e.live().len();
         let capacity_ok = usize::try_from(capacity).is_ok_and(|c| c >= live);
         if !capacity_ok {
