@@ -507,17 +507,27 @@ fn validate_lens(seq_lens: &[usize], cores: u32) -> Result<u64> {
     Ok(total)
 }
 
-/// Whether a decode of `shape` has enough cache to give every core a piece worth its partial output: the
-/// cache rows of one core's share at least twice the partial (f32 output rows and (m, l)) its piece adds.
+/// Cache positions per core from which every core gets a piece whatever the heads: a 128-position cache
+/// block each. At 128 heads the estimate prefers fewer pieces there, by less than its error: batch 1,
+/// context 4096 cut into 24 pieces models 16.63 µs against 16.44 for the 16 the estimate picks, and
+/// batch 8 context 512 16.97 against 16.68 (`cargo bench --bench mla_kernels`), while the idle cores'
+/// copy engines would sit out the cache stream. Shorter shares lose more (batch 1, context 512, 16 heads:
+/// 24 pieces of 21 positions 7 % slower than 8).
+const MLA_FILL_POSITIONS: u64 = 128;
+
+/// Whether a decode of `shape` has enough cache to give every core a piece worth its partial output: a
+/// share of at least [`MLA_FILL_POSITIONS`] positions, or cache rows of one core's share at least twice
+/// the partial (f32 output rows and (m, l)) its piece adds.
 /// Such a plan cuts into at least `cores` tasks (FlashMLA's metadata keeps every SM busy): the estimate
 /// alone can prefer fewer, longer pieces by less than its own error (batch 1, context 4096, 16 heads:
-/// 12 pieces estimated 8 % faster than 24, modelled 1 % slower). With many heads the partials are as
-/// large as the pieces' keys, and cutting further is left to the estimate.
+/// 12 pieces estimated 8 % faster than 24, modelled 1 % slower). Below that, with many heads the partials
+/// are as large as the pieces' keys, and cutting further is left to the estimate.
 fn fills_every_core(seq_lens: &[usize], shape: &MlaPlanShape, cores: u32) -> bool {
     let total: u64 = seq_lens.iter().map(|&l| l as u64).sum();
+    let share = total / u64::from(cores.max(1));
     let key_bytes = u64::from(shape.latent_dim + shape.rope_dim) * u64::from(shape.dtype.size());
     let partial = u64::from(shape.query_rows) * (u64::from(shape.latent_dim) + 2) * 4;
-    total / u64::from(cores.max(1)) * key_bytes >= 2 * partial
+    share >= MLA_FILL_POSITIONS || share * key_bytes >= 2 * partial
 }
 
 /// Tasks of a plan cutting `seq_lens` into chunks of `chunk` positions (one for an empty sequence).
@@ -646,7 +656,8 @@ fn plan_estimate(
             && tasks[k - 1].0 == tasks[k].0;
         let query = if kept { 0.0 } else { query };
         let loads = (c * (key_bytes + again + rows * sz) + query) / core_rate;
-        let store = partial / core_rate;
+        // Stores land in the L2 at a core's full copy rate (the host layer's cycle model, cost.h).
+        let store = partial / PLAN_CORE_BYTES_PER_S;
         let l0 = 2.0 * panels * c * key_bytes / PLAN_MTE1_BYTES_PER_S;
         let work = l0.max(c * key_macs / PLAN_CORE_MACS_PER_S).max(store) + PLAN_TASK_FIXED_S;
         // The vector cores' softmax: each of the two takes half the rows, a few passes over each
@@ -1108,15 +1119,14 @@ mod tests {
 
     #[test]
     fn shaped_plans_weigh_the_partials_against_the_cores() {
-        // Batch 1, 4096 positions, 16 heads: a piece for every core (each core's 171 cache rows are
-        // 197 KB, its partial output 33 KB); with 128 heads (a 263 KB partial per piece) fewer pieces,
-        // but still several.
-        let p = MlaDecodePlan::for_shape(&[4096], shape(16), 24).unwrap();
-        assert_eq!(p.tasks(), 24, "{p:?}");
-        assert_tiles(&p, &[4096]);
-        let p = MlaDecodePlan::for_shape(&[4096], shape(128), 24).unwrap();
-        assert!(p.tasks() > 4 && p.tasks() < 24, "{p:?}");
-        assert_tiles(&p, &[4096]);
+        // Batch 1, 4096 positions: a piece for every core, with 16 heads (each core's 171 cache rows
+        // are 197 KB, its partial output 33 KB) and with 128 (a 263 KB partial per piece, but 171
+        // positions per core: MLA_FILL_POSITIONS).
+        for rows in [16, 128] {
+            let p = MlaDecodePlan::for_shape(&[4096], shape(rows), 24).unwrap();
+            assert_eq!(p.tasks(), 24, "{rows}: {p:?}");
+            assert_tiles(&p, &[4096]);
+        }
         // A long context is cut at least as far as the cube core's L1 requires (each chunk's rows stay
         // there from q·Kᵀ to P·V), into a piece for every core at least.
         for rows in [16, 128] {

@@ -136,6 +136,19 @@ fn rewritten_lines_are_written_back_once() {
 }
 
 #[test]
+fn stores_leave_at_the_l2_rate_and_are_written_back_once() {
+    // 9 MiB of stores per block (arg bits 0 and 2: one tile read, then written to 288 tiles of b), more
+    // than the 8 MiB slice: every sector is dirtied once, so 9 MiB of HBM writes (the die's replay: 24
+    // times that), but a store's time is the L2's (the write-back drains behind the core): 288 x 256
+    // busy cycles at 128 B/cycle, about 73.7k, where HBM-rate stores would take 288 x 884.7 ≈ 254.8k.
+    let (c, die) = launch_l2(288, 1, 5);
+    assert_eq!((c.ub_to_gm_bytes, c.hbm_write_bytes), (9 * MIB, 9 * MIB));
+    assert_eq!(die.1, 24 * 9 * MIB);
+    let busy = TILE as f64 / L2_SHARE;
+    assert_near("stores", cycles(&c), 288.0 * busy + loads(1, HBM_SHARE));
+}
+
+#[test]
 fn data_every_block_reads_misses_once_on_the_die() {
     // All 24 blocks read the same 1 MiB twice (arg bit 1). Each block's slice starts empty, so each
     // block's counters show the first pass as 1 MiB of misses (24 MiB summed over the blocks); the die's

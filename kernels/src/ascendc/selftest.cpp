@@ -111,7 +111,8 @@
  *   region of `count` tiles of 32 KiB (8192 f32), starting at the first 512-byte boundary of a (and of b)
  *   plus i * count * 32 KiB, `mode` times in a row (mode 0 = once) through a depth-2 queue; with arg bit 0
  *   every tile is also written back to the same place in b; with arg bit 1 every block reads block 0's
- *   region of a instead of its own. Nothing is computed: only the traffic matters.
+ *   region of a instead of its own; with arg bit 2 (and bit 0) only the first tile is read, and written to
+ *   every tile of b (a stream of stores). Nothing is computed: only the traffic matters.
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/row_ops.h"
@@ -522,7 +523,7 @@ __aicore__ inline void L2Stream(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling&
     const uint64_t blocks = static_cast<uint64_t>(GetBlockNum());
     GlobalTensor<float> ag, bg;
     ag.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(a), blocks * region + 128);
-    const bool write = (t.arg & 1) != 0, shared = (t.arg & 2) != 0;
+    const bool write = (t.arg & 1) != 0, shared = (t.arg & 2) != 0, stores = write && (t.arg & 4) != 0;
     ag = ag[LineAligned(a) + (shared ? 0 : static_cast<uint64_t>(GetBlockIdx()) * region)];
     if (write) {
         bg.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(b), blocks * region + 128);
@@ -531,6 +532,17 @@ __aicore__ inline void L2Stream(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling&
     TPipe pipe;
     TQueBind<TPosition::VECIN, TPosition::VECOUT, 2> q;
     pipe.InitBuffer(q, 2, L2_TILE * sizeof(float));
+    if (stores) {
+        LocalTensor<float> x = q.AllocTensor<float>();
+        DataCopy(x, ag, L2_TILE);
+        q.EnQue(x);
+        x = q.DeQue<float>();
+        for (uint32_t p = 0; p < passes; ++p) {
+            for (uint32_t i = 0; i < tiles; ++i) DataCopy(bg[static_cast<uint64_t>(i) * L2_TILE], x, L2_TILE);
+        }
+        q.FreeTensor(x);
+        return;
+    }
     for (uint32_t p = 0; p < passes; ++p) {
         for (uint32_t i = 0; i < tiles; ++i) {
             LocalTensor<float> x = q.AllocTensor<float>();

@@ -48,7 +48,11 @@
 // - writes: write-allocate, write-back. A sector that a write makes dirty is charged once as 32 bytes of
 //   HBM write at that moment (it is written back exactly once, whenever that happens: at its eviction or
 //   after the launch); bytes rewritten in a sector already dirty are L2 hits. A line evicted and dirtied
-//   again is charged again. A written sector is valid for later reads.
+//   again is charged again. A written sector is valid for later reads. A write's time is all L2 (every
+//   byte at `l2_share`, below): the L2 takes it, and its write-back drains to HBM behind the core's back
+//   (CANN's docs on L2 cache hints describe an operator's large output being written back during the
+//   next operator); the HBM bytes of those write-backs still count in the launch's HBM total, which the
+//   readers of the counters hold against the die's HBM bandwidth (kernels/src/cost_model.rs).
 // - hits cost `l2_share` = min(128 bytes per cycle per core, 3072 bytes per cycle of the whole L2 divided
 //   among the concurrent blocks). GUESS: no L2 bandwidth is published; 128 B/cycle is the MTE cap above
 //   and 3072 = 24 AI Cores x 128 B/cycle (~5.5 TB/s at 1.8 GHz), i.e. the L2 is assumed to serve every AI
@@ -118,6 +122,7 @@ inline double repeats(uint64_t n, VecClass c) { return kVecIssue + static_cast<d
 struct L2Split {
     uint64_t hit = 0;
     uint64_t miss = 0;
+    bool write = false;  // the transfer stores: its time is all L2 (see writes above)
 };
 
 // One block's slice of the L2 (see the table above): fully associative, LRU. Two arrays: the lines with
@@ -166,6 +171,7 @@ public:
     // If its arrays cannot grow (out of host memory), the slice keeps the lines it has: LRU over fewer.
     L2Split access(uint64_t addr, uint64_t len, bool write) {
         L2Split r;
+        r.write = write;
         if (len == 0) return r;
         if (used_ == 0 && !grow()) {  // no memory for even one line: everything misses
             r.miss = len;
@@ -375,8 +381,10 @@ public:
     void drain(uint32_t p) { wait(p, done(p) + cost::kBarrier); }
 
     double mte_cycles(uint64_t bytes) const { return static_cast<double>(bytes) / mte_bytes_per_cycle_; }
-    // A transfer split by the L2 model: misses at the HBM share, hits at the L2 share.
+    // A transfer split by the L2 model: a read's misses at the HBM share and its hits at the L2 share; a
+    // write all at the L2 share (its write-backs are the L2's).
     double mte_cycles(const L2Split& s) const {
+        if (s.write) return static_cast<double>(s.hit + s.miss) / l2_bytes_per_cycle_;
         return static_cast<double>(s.miss) / mte_bytes_per_cycle_ + static_cast<double>(s.hit) / l2_bytes_per_cycle_;
     }
     double block_cycles() const {

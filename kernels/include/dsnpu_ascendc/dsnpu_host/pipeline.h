@@ -453,6 +453,7 @@ inline L2Split l2_access(const void* p, uint64_t bytes, bool write, bool count =
         s = b.l2->access(addr, bytes, write);
     } else {
         s.miss = bytes;
+        s.write = write;
     }
     if (b.launch_l2 != nullptr) {
         const uint32_t slot = b.group == nullptr || b.kind == CoreKind::kAic ? 0u : 1u + b.sub_block;
@@ -470,6 +471,7 @@ inline L2Split l2_access(const void* p, uint64_t bytes, bool write, bool count =
 inline void add_split(L2Split& into, const L2Split& s) {
     into.hit += s.hit;
     into.miss += s.miss;
+    into.write = s.write;  // the pieces of one transfer go one way
 }
 
 inline void gm_read(const char* op, const void* p, uint64_t bytes) { gm_access(op, p, bytes, false); }
