@@ -289,23 +289,42 @@ fn edit_f32_tensor(dir: &Path, name: &str, edit: impl FnOnce(&mut [f32])) {
 
 #[test]
 fn generate_with_the_largest_max_new_tokens_fails_without_wrapping() {
+    // Every way to run `generate` checks the lengths the same way, with the same words: on the CPU, on
+    // one device and over expert-parallel ranks (whose coordinator refuses before it spawns a rank).
     let model = checkpoint("v3_base");
-    let out = dsnpu_within_60s(&[
-        "generate",
-        "--model",
-        model.to_str().unwrap(),
-        "--prompt-ids",
-        "1,2,3",
-        "--max-new-tokens",
-        "18446744073709551615",
-    ]);
-    let line = error_line(&out);
-    assert_eq!(
-        line,
-        "error: invalid input: prompt 0: 3 prompt + 18446744073709551615 new tokens need more than the 64 \
-         positions of max_position_embeddings"
-    );
-    assert!(out.stdout.is_empty());
+    for backend in [&[][..], &["--backend", "npu"], &["--ep", "2"]] {
+        for (n, positions) in [
+            ("18446744073709551615", None),
+            ("62", Some(64)),
+            ("63", None),
+        ] {
+            let mut args = vec![
+                "generate",
+                "--model",
+                model.to_str().unwrap(),
+                "--prompt-ids",
+                "1,2,3",
+                "--max-new-tokens",
+                n,
+            ];
+            args.extend_from_slice(backend);
+            let out = dsnpu_within_60s(&args);
+            if positions.is_some() {
+                // 3 prompt + 62 new tokens need exactly the 64 positions there are.
+                assert!(out.status.success(), "{backend:?} {n}: {out:?}");
+                continue;
+            }
+            assert_eq!(
+                error_line(&out),
+                format!(
+                    "error: invalid input: prompt 0: 3 prompt + {n} new tokens need more than the 64 \
+                     positions of max_position_embeddings"
+                ),
+                "{backend:?}"
+            );
+            assert!(out.stdout.is_empty());
+        }
+    }
 }
 
 #[test]

@@ -91,17 +91,8 @@ impl<'m, B: ModelBackend> Generator<'m, B> {
             if p.is_empty() {
                 return Err(invalid_input(format!("prompt {i} is empty")));
             }
-            // The last new token is never fed back, so it needs no position.
-            // Checked: `n_new` comes from the caller (the command line) unbounded.
-            let positions = p.len().checked_add(n_new - 1);
-            let Some(positions) = positions.filter(|&n| n <= cfg.max_position_embeddings) else {
-                return Err(invalid_input(format!(
-                    "prompt {i}: {} prompt + {n_new} new tokens need more than the {} positions of max_position_embeddings",
-                    p.len(),
-                    cfg.max_position_embeddings
-                )));
-            };
-            blocks += positions.div_ceil(bs);
+            blocks +=
+                positions_needed(i, p.len(), n_new, cfg.max_position_embeddings)?.div_ceil(bs);
         }
         let mut cache = self.model.new_cache(blocks, bs)?;
         let mut samplers = (0..prompts.len())
@@ -140,4 +131,20 @@ impl<'m, B: ModelBackend> Generator<'m, B> {
         }
         Ok(out)
     }
+}
+
+/// Cache positions prompt `i` of `prompt_len` tokens needs to generate `max_new` tokens (the last new
+/// token is never fed back, so it needs none), or the invalid-input error every entry point reports when
+/// that is more than `max` (the model's `max_position_embeddings`). `max_new` comes from callers
+/// unbounded (the command line): the sum is checked, never wrapped.
+pub fn positions_needed(i: usize, prompt_len: usize, max_new: usize, max: usize) -> Result<usize> {
+    prompt_len
+        .checked_add(max_new.max(1) - 1)
+        .filter(|&n| n <= max)
+        .ok_or_else(|| {
+            invalid_input(format!(
+                "prompt {i}: {prompt_len} prompt + {max_new} new tokens need more than the {max} positions of \
+                 max_position_embeddings"
+            ))
+        })
 }

@@ -110,13 +110,7 @@ pub fn generate(
     let max = ModelConfig::from_file(dir.join("config.json"))?.max_position_embeddings;
     let mut blocks = 0usize;
     for (i, p) in prompts.iter().enumerate() {
-        let positions = p.len().saturating_add(max_new_tokens - 1);
-        if positions > max {
-            return Err(CliError::Model(dsnpu_model::ModelError::InvalidInput(format!(
-                "prompt {i}: {} prompt + {max_new_tokens} new tokens need {positions} positions, max_position_embeddings is {max}",
-                p.len()
-            ))));
-        }
+        let positions = dsnpu_model::positions_needed(i, p.len(), max_new_tokens, max)?;
         blocks += (positions + 1).div_ceil(BLOCK_SIZE);
     }
     let mut engine = load(

@@ -25,6 +25,7 @@ use super::forward::{write_logits, ForwardArgs};
 use super::generate::{parse_ids, parse_prompts, print_lines, GenerateArgs};
 use crate::error::CliError;
 use dsnpu_model::device::{EngineOptions, EpEngine, EpGroup};
+use dsnpu_model::ModelConfig;
 use serde_json::json;
 use std::ffi::OsString;
 use std::io::BufRead;
@@ -106,16 +107,21 @@ pub fn generate(args: &GenerateArgs, n: usize) -> Result<(), CliError> {
     check_ep(n)?;
     let prompts = parse_prompts(&args.prompt_ids)?;
     check_ep_dtype(args.dtype)?;
+    // The lengths before any rank is spawned or loads: the cache is sized from them, and a length past
+    // usize (`--max-new-tokens 18446744073709551615`) must be refused as on one device, not wrap.
+    let max = ModelConfig::from_file(args.model.join("config.json"))?.max_position_embeddings;
+    let mut positions = 0usize;
+    let mut blocks = 0usize;
+    for (i, p) in prompts.iter().enumerate() {
+        let n = dsnpu_model::positions_needed(i, p.len(), args.max_new_tokens, max)?;
+        positions += n;
+        blocks += (n + 1).div_ceil(BLOCK_SIZE);
+    }
     let Some(group) = worker_group(n)? else {
         return spawn_workers(n);
     };
-    let tokens: usize = prompts.iter().map(|p| p.len() + args.max_new_tokens).sum();
     let opts = EngineOptions {
-        num_blocks: prompts
-            .iter()
-            .map(|p| (p.len() + args.max_new_tokens).div_ceil(BLOCK_SIZE))
-            .sum::<usize>()
-            .max(1),
+        num_blocks: blocks.max(1),
         block_size: BLOCK_SIZE,
         temperature: args.temperature,
         top_p: args.top_p,
@@ -125,23 +131,12 @@ pub fn generate(args: &GenerateArgs, n: usize) -> Result<(), CliError> {
     };
     let mut ep = load(&args.model, opts, group)?;
     let cfg = ep.engine().config().clone();
-    for (i, p) in prompts.iter().enumerate() {
-        let positions = p.len() + args.max_new_tokens.max(1) - 1;
-        if positions > cfg.max_position_embeddings {
-            return Err(CliError::Model(dsnpu_model::ModelError::InvalidInput(format!(
-                "prompt {i}: {} prompt + {} new tokens need {positions} positions, max_position_embeddings is {}",
-                p.len(),
-                args.max_new_tokens,
-                cfg.max_position_embeddings
-            ))));
-        }
-    }
     let start = std::time::Instant::now();
     let ids = ep.generate(&prompts, args.max_new_tokens, &cfg.eos_token_ids)?;
     let secs = start.elapsed().as_secs_f64();
     let rank = ep.group().rank;
     eprintln!(
-        "rank {rank}: generated {} tokens for {} prompts ({tokens} positions) in {secs:.3} s",
+        "rank {rank}: generated {} tokens for {} prompts ({positions} positions) in {secs:.3} s",
         ids.iter().map(Vec::len).sum::<usize>(),
         prompts.len()
     );
