@@ -215,6 +215,20 @@ fn generate_seeds_prompt_i_with_seed_plus_i_and_cleans_up_after_an_error() {
     ));
     assert!(e.live().is_empty());
     assert_eq!(e.free_blocks(), 16);
+    // A batch that cannot reach its length is refused before it starts, in the CPU `Generator`'s words
+    // (the checkpoint has 64 positions; `usize::MAX` new tokens must not wrap).
+    let max = e.config().max_position_embeddings;
+    for n in [max, usize::MAX] {
+        match e.generate(&prompts, n, &[]) {
+            Err(ModelError::InvalidInput(m)) => assert!(
+                m.contains(&format!("new tokens need more than the {max} positions")),
+                "{m}"
+            ),
+            other => panic!("{n} new tokens: {other:?}"),
+        }
+        assert!(e.live().is_empty());
+        assert_eq!(e.free_blocks(), 16);
+    }
     // The seeds go by the prompts' places, not by the engine's sequence ids (now past 5).
     assert_eq!(e.generate(&prompts, 5, &[]).unwrap(), got);
 }

@@ -469,6 +469,11 @@ impl Engine {
         if max_new_tokens == 0 {
             return Ok(outs);
         }
+        // As the CPU `Generator`: a batch that cannot reach its length is refused before it starts.
+        let max = self.config().max_position_embeddings;
+        for (i, p) in prompts.iter().enumerate() {
+            crate::positions_needed(i, p.len(), max_new_tokens, max)?;
+        }
         let mut owner: BTreeMap<SeqId, usize> = BTreeMap::new();
         let run = (|| {
             for (i, p) in prompts.iter().enumerate() {
