@@ -493,6 +493,30 @@ fn vector_cores_drive_the_cube_matmul() {
 }
 
 #[test]
+fn a_panel_held_in_l1_is_loaded_once_per_request() {
+    checks_are_on();
+    // Per block: each vector core's request is C [8, 16] = A [8, 16] · Bᵀ (B [16, 16]), f32. With one
+    // 16-wide base tile (mode 0) it loads A (512 B) and B (1 KiB) once; with two 8-wide tiles (mode 13)
+    // B comes in half by half (2 × 512 B) and A, whose one k step depthA1 holds, only for the first
+    // tile: the same 1.5 KiB per request (3 KiB without the reuse). The vector cores then read their
+    // 8 rows of C: 2 × 512 B.
+    let per_block = 2 * (512 + 1024) + 2 * 512;
+    for mode in [0, 13] {
+        let (out, a, w, got) = run_kfc(mode, 2);
+        assert!(
+            out.failures.is_empty() && out.warnings.is_empty(),
+            "mode {mode}: {:?} {:?}",
+            out.failures,
+            out.warnings
+        );
+        assert_twice_product(&a, &w, &got, 2);
+        for c in &out.counters {
+            assert_eq!(c.gm_to_ub_bytes, per_block as u64, "mode {mode}");
+        }
+    }
+}
+
+#[test]
 fn partial_sums_stay_in_l0c_until_get_tensor_c() {
     checks_are_on();
     for blocks in [1u32, 2] {

@@ -80,7 +80,7 @@
  * selftest_kfc(a, w, out, workspace, tiling): a 1:2 mix kernel whose vector cores drive the cube core's
  *   Matmul through REGIST_MATMUL_OBJ, and SyncAll in a mix launch. a and w are 16 x 16 f32; per block the
  *   user workspace holds C (16 x 16 f32) and a copy of a (16 x 16); out is 16 x 16 f32 per block (modes
- *   0-3, 6-12) or 4 * blocks int32 (modes 4, 5). Vector core s of every block asks for rows [8s, 8s + 8)
+ *   0-3, 6-13) or 4 * blocks int32 (modes 4, 5). Vector core s of every block asks for rows [8s, 8s + 8)
  *   of C = a * w^T (IterateAll into the workspace), copies them in, doubles them and writes them to out.
  *   0  as above                                                                       -- none
  *   1  A is the vector core's own copy of its rows of a, written by MTE3 just before the request with
@@ -100,6 +100,8 @@
  *      overwrites (MTE3) before WaitIterateAll: the cube core's load of it is unordered  -- race (GM)
  *   11 as 10 with WaitIterateAll before the overwrite                                  -- none
  *   12 as 10, returning right after the asynchronous request                           -- sync
+ *   13 as 0 with base tiles 16 x 8: each request's two output tiles share its A rows, which (K in one
+ *      step, depthA1 1) stay in L1: A comes from GM once per request, B once per tile      -- none
  * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
  *   (a multiple of `arg`, the tile length, itself a multiple of 8):
  *   0  copy a -> b through a depth-1 TQueBind<VECIN, VECOUT> in tiles            -- copy in/out serialized
@@ -893,6 +895,7 @@ __aicore__ inline void KfcMatmul(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR ou
     o.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(out) + tile * block, tile);
     TPipe pipe;
     TCubeTiling tiling = KfcTiling();
+    if (mode == 13) tiling.baseN = kKfcN / 2;
     KfcMm mm;
     if (mode == 6) {
         if ASCEND_IS_AIC {

@@ -30,9 +30,14 @@
 // C goes to GM only (GetTensorC into a LocalTensor is not implemented). A Matmul used on a vector core of
 // a mix launch without REGIST_MATMUL_OBJ faults.
 //
-// Counters: cube_macs += m*n*k of each step (no padding to 16x16x16 fractals); GM traffic follows a
-// no-reuse model: every output tile streams its A and B panels (and bias) once, counted in gm_to_ub_bytes,
-// and writes its C tile once, counted in ub_to_gm_bytes (on the device these go through L1/L0C, not UB).
+// Counters: cube_macs += m*n*k of each step (no padding to 16x16x16 fractals); GM traffic: every output
+// tile streams its A and B panels (and bias) once, counted in gm_to_ub_bytes, unless the tile before it
+// (in the same IterateAll, or the same run of Iterate calls) used the same panel and the tiling's depth
+// holds all of its k steps (depthA1 >= stepM * k steps, depthB1 >= stepN * k steps): then it is still in
+// L1 and moves nothing, as CANN's NORM Matmul keeps a fully loaded K in its CubeInBuffer (asc-devkit's
+// copy_cube_in_norm.h and cube_in_buffer_normal.h: a k step's tile hits until SetTensorA/B resets the
+// buffer). Each tile writes its C tile once, counted in ub_to_gm_bytes (on the device these go through
+// L1/L0C, not UB).
 // Cycle model (dsnpu_host/cost.h): each base step loads its A and B panels on MTE2, multiplies on M in
 // 16x16x16 fractals (each padded dimension rounded up to 16) after its load, and each output tile leaves
 // through FIX after its last step; L0 double buffering is assumed, so loads overlap the previous step.
@@ -160,11 +165,13 @@ public:
         a_ = gm;
         trans_a_ = isTransposeA;
         has_a_ = true;
+        panel_a_.valid = false;  // CANN's SetInput resets the operand's L1 buffer
     }
     __aicore__ inline void SetTensorB(const GlobalTensor<B>& gm, bool isTransposeB = false) {
         b_ = gm;
         trans_b_ = isTransposeB;
         has_b_ = true;
+        panel_b_.valid = false;
     }
     __aicore__ inline void SetBias(const GlobalTensor<Bias>& gm) {
         bias_ = gm;
@@ -190,6 +197,7 @@ public:
         }
         const char* op = "Matmul::IterateAll";
         check_ready(op);
+        drop_panels();
         const int64_t ldc = org_kc_ != 0 ? org_kc_ : t_.N;
         for (int64_t m0 = 0; m0 < m_; m0 += t_.baseM) {
             const int64_t bm = std::min<int64_t>(t_.baseM, m_ - m0);
@@ -231,9 +239,11 @@ public:
                                     op, m_, n_, t_.baseM, t_.baseN, static_cast<long long>(tile_bm_),
                                     static_cast<long long>(tile_bn_));
             }
+            drop_panels();
             compute_tile(op, 0, tile_bm_, 0, tile_bn_, true);
             return true;
         }
+        if (iter_ == 0) drop_panels();
         const int64_t mt = (m_ + t_.baseM - 1) / t_.baseM, nt = (n_ + t_.baseN - 1) / t_.baseN;
         if (iter_ >= mt * nt) {
             iter_ = 0;
@@ -301,6 +311,9 @@ private:
         return Operands{t_, a_, b_, bias_, m_, n_, k_, org_kc_, trans_a_, trans_b_, has_a_, has_b_, has_bias_, bias_on_};
     }
     void adopt(const Operands& c) {
+        // New operands (a client's SetTensorA / SetTensorB between two requests) are new panels.
+        if (c.a.GetPhyAddr() != a_.GetPhyAddr() || c.trans_a != trans_a_) panel_a_.valid = false;
+        if (c.b.GetPhyAddr() != b_.GetPhyAddr() || c.trans_b != trans_b_) panel_b_.valid = false;
         t_ = c.t;
         a_ = c.a;
         b_ = c.b;
@@ -431,11 +444,31 @@ private:
         const int64_t ldb = trans_b_ ? t_.Kb : t_.N;
         dsnpu_sim_counters& ctr = ::dsnpu::host::counters();
         if (!accumulate) acc_.assign(static_cast<size_t>(bm * bn), 0.0f);
+        // The A panel of rows [m0, m0 + bm) and the B panel of columns [n0, n0 + bn), whole K, held in L1
+        // by the tile before when the depths hold every k step (a hit moves nothing from GM).
+        const int64_t k_steps = (k_ + t_.baseK - 1) / t_.baseK;
+        const bool keep_a = t_.depthA1 >= static_cast<int64_t>(t_.stepM) * k_steps;
+        const bool keep_b = t_.depthB1 >= static_cast<int64_t>(t_.stepN) * k_steps;
+        const bool hit_a = keep_a && panel_a_.holds(m0, bm, k_);
+        const bool hit_b = keep_b && panel_b_.holds(n0, bn, k_);
+        if (keep_a && !hit_a) panel_a_.begin(m0, bm, k_, k_steps);
+        if (keep_b && !hit_b) panel_b_.begin(n0, bn, k_, k_steps);
         for (int64_t k0 = 0; k0 < k_; k0 += t_.baseK) {
             const int64_t bk = std::min<int64_t>(t_.baseK, k_ - k0);
-            model_load(bm, bn, bk, lda, ldb, m0, n0, k0);
-            load(op, a_, trans_a_, lda, m0, bm, k0, bk, af_, false);  // af[i*bk + kk]
-            load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf_, true);   // bf[kk*bn + j]
+            const size_t step = static_cast<size_t>(k0 / t_.baseK);
+            model_load(bm, bn, bk, lda, ldb, m0, n0, k0, hit_a, hit_b);
+            if (hit_a) {
+                af_ = panel_a_.steps[step];
+            } else {
+                load(op, a_, trans_a_, lda, m0, bm, k0, bk, af_, false);  // af[i*bk + kk]
+                if (keep_a) panel_a_.steps[step] = af_;
+            }
+            if (hit_b) {
+                bf_ = panel_b_.steps[step];
+            } else {
+                load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf_, true);  // bf[kk*bn + j]
+                if (keep_b) panel_b_.steps[step] = bf_;
+            }
             // Each output accumulates in f32, in ascending k, one rounded product and one rounded sum
             // per step (the order of a dot product per output); the loop runs along j, over
             // independent outputs, so it pipelines (and vectorizes) instead of waiting on one sum.
@@ -450,8 +483,11 @@ private:
             }
             ctr.cube_macs += static_cast<uint64_t>(bm * bn * bk);
             model_mmad(bm, bn, bk);
-            ctr.gm_to_ub_bytes += static_cast<uint64_t>(bm * bk) * sizeof(A) + static_cast<uint64_t>(bk * bn) * sizeof(B);
+            if (!hit_a) ctr.gm_to_ub_bytes += static_cast<uint64_t>(bm * bk) * sizeof(A);
+            if (!hit_b) ctr.gm_to_ub_bytes += static_cast<uint64_t>(bk * bn) * sizeof(B);
         }
+        if (keep_a) panel_a_.valid = true;
+        if (keep_b) panel_b_.valid = true;
         if (bias_on_) {
             const Bias* bp = bias_.dsnpu_span(op, static_cast<uint64_t>(n0), static_cast<uint64_t>(bn));
             (void)::dsnpu::host::l2_access(bp, static_cast<uint64_t>(bn) * sizeof(Bias), false);  // untimed, as before
@@ -488,12 +524,15 @@ private:
     // The cycle model of one base step: MTE2 loads (issued before the loads' GM accesses, which the race
     // check tags with it), then M, ordered after its load.
     // The L2 model sees the GM rows load() below reads, in the same order.
-    void model_load(int64_t bm, int64_t bn, int64_t bk, int64_t lda, int64_t ldb, int64_t m0, int64_t n0, int64_t k0) {
+    // A panel held in L1 (`hit_a` / `hit_b`) loads nothing; with both held the step issues no load.
+    void model_load(int64_t bm, int64_t bn, int64_t bk, int64_t lda, int64_t ldb, int64_t m0, int64_t n0, int64_t k0,
+                    bool hit_a, bool hit_b) {
         namespace h = ::dsnpu::host;
+        if (hit_a && hit_b) return;
         h::Pipeline& pl = h::pipeline();
         h::L2Split split;
-        l2_rows(a_, trans_a_, lda, m0, bm, k0, bk, split);
-        l2_rows(b_, !trans_b_, ldb, n0, bn, k0, bk, split);
+        if (!hit_a) l2_rows(a_, trans_a_, lda, m0, bm, k0, bk, split);
+        if (!hit_b) l2_rows(b_, !trans_b_, ldb, n0, bn, k0, bk, split);
         pl.issue(h::kPipeMte2, "Matmul(load A/B)", pl.cost().mte_cycles(split), h::cost::kMteLatency);
     }
     template <typename T>
@@ -557,7 +596,31 @@ private:
         }
     }
 
+    // One operand's panel (rows or columns [r0, r0 + rows), all of K) held in L1 across output tiles, as
+    // CANN's NORM Matmul keeps it when depthA1 (depthB1) holds every k step of stepM (stepN) base blocks
+    // (its CubeInBuffer: "k full load", a k step's tile hits while the buffer holds it): here within one
+    // IterateAll or one run of Iterate calls, for the tiles that follow each other with the same panel.
+    // Host side: the f32 values of each k step, so a hit reads nothing from GM.
+    struct Panel {
+        bool valid = false;
+        int64_t r0 = 0, rows = 0, k = 0;
+        std::vector<std::vector<float>> steps;
+        bool holds(int64_t at, int64_t n, int64_t kk) const { return valid && r0 == at && rows == n && k == kk; }
+        void begin(int64_t at, int64_t n, int64_t kk, int64_t k_steps) {
+            valid = false;
+            r0 = at;
+            rows = n;
+            k = kk;
+            steps.resize(static_cast<size_t>(k_steps));
+        }
+    };
+    void drop_panels() {
+        panel_a_.valid = false;
+        panel_b_.valid = false;
+    }
+
     TCubeTiling t_{};
+    Panel panel_a_, panel_b_;
     GlobalTensor<A> a_;
     GlobalTensor<B> b_;
     GlobalTensor<Bias> bias_;
