@@ -91,10 +91,18 @@ private:
     uint32_t len_ = 0;
 };
 
-// The Unified Buffers of this thread not in use (IdlePool, coop.h): a core takes one for its run.
+// The Unified Buffers of this thread not in use (IdlePool, coop.h): a vector core takes one for its run.
 inline IdlePool<ThreadUb>& thread_ubs() {
     thread_local IdlePool<ThreadUb> ubs;
     return ubs;
+}
+
+// The cube cores' L1/L0 memories of this thread not in use: a pool of their own, so that a cube core's
+// 768 KiB never comes from a 192 KiB Unified Buffer (which it would regrow, and fill, every mix launch:
+// a quarter of a small model's decode step on the simulator went to that memset and its page faults).
+inline IdlePool<ThreadUb>& thread_cubes() {
+    thread_local IdlePool<ThreadUb> cubes;
+    return cubes;
 }
 
 // The sync_all of a core's ctx: the simulator may run other blocks on this thread while this one waits
@@ -146,13 +154,15 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         st.sim_sync_all = ctx->sync_all;
         st.ctx = &own;
         st.launch_l2 = static_cast<LaunchL2*>(ctx->launch_l2);
-        ub_keep = thread_ubs().take();
-        if (ub_keep == nullptr) throw std::bad_alloc();
-        ub = ub_keep->get(st.ub_capacity);
-        st.ub = ub;
+        if (st.ub_capacity > 0) {
+            ub_keep = thread_ubs().take();
+            if (ub_keep == nullptr) throw std::bad_alloc();
+            ub = ub_keep->get(st.ub_capacity);
+            st.ub = ub;
+        }
         if (kind == CoreKind::kAic) {
-            // L1, L0A, L0B and L0C (cube.h): from the same pool of this thread's idle buffers.
-            cube_keep = thread_ubs().take();
+            // L1, L0A, L0B and L0C (cube.h).
+            cube_keep = thread_cubes().take();
             if (cube_keep == nullptr) throw std::bad_alloc();
             st.cube = cube_keep->get(kCubeTotal);
         }
@@ -201,7 +211,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     if (cube_keep != nullptr) {
         // What the next core finds in L1/L0 is 0xFF again, whatever this one left there.
         for (uint32_t m = 0; m < kCubeMems; ++m) cube_keep->refill(kCubeAt[m], st.cube_peak[m]);
-        thread_ubs().give(std::move(cube_keep));
+        thread_cubes().give(std::move(cube_keep));
     }
     t_block = saved;
     return faulted;
