@@ -39,8 +39,8 @@ const OUT_ROWS: u64 = 8;
 
 /// The kernel's UB bytes per vector core for `bm` query rows, `r` score slab rows, `ro` output slab rows,
 /// `n` keys per tile, value rows `dp` apart and `sz`-byte elements (the source's formula): acc, the
-/// score / P / O / out queues, the lse queue, the fold work, the slab's three per-row vectors, m and l of
-/// two tasks and alpha of two steps, and the per-row broadcast blocks.
+/// score / P / O / out queues, the lse queue, the fold work, the slab's three per-row vectors and the
+/// scale block, m and l of two tasks and alpha of two steps, and the per-row broadcast blocks.
 fn ub_formula(bm: u64, r: u64, ro: u64, n: u64, dp: u64, sz: u64) -> u64 {
     bm * dp * 4
         + 2 * r * n * (4 + sz)
@@ -48,6 +48,7 @@ fn ub_formula(bm: u64, r: u64, ro: u64, n: u64, dp: u64, sz: u64) -> u64 {
         + 2 * round_up(bm * 4, UB_BLOCK)
         + ROW_FOLD * r * 4
         + 3 * round_up(r, 8) * 4
+        + UB_BLOCK
         + 6 * bm * 4
         + bm * UB_BLOCK
 }

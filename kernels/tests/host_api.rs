@@ -332,6 +332,37 @@ fn row_add_and_row_mul_broadcast_one_value_per_row() {
 }
 
 #[test]
+fn row_scale_add_multiplies_and_adds_with_one_rounding() {
+    // s * x + v[r] rounded once (FusedMulAdd): the f64 evaluation rounded to f32, which differs from
+    // rounding the product first for some of these random operands (checked below, so the test can see
+    // a two-rounding implementation).
+    let s = 0.1352f32;
+    let mut two_roundings_differ = false;
+    for (k, &(rows, cols, pitch)) in ROW_SHAPES.iter().enumerate() {
+        let vals = random::<f32>(rows * cols, 170 + k as u64, 4.0);
+        let v = random::<f32>(rows, 180 + k as u64, 3.0);
+        let tile = padded(&vals, rows, cols, pitch);
+        let a: Vec<f32> = tile.iter().chain(&v).copied().collect();
+        let what = format!("RowScaleAdd {rows}x{cols} at pitch {pitch}");
+        let got = row_op(7, rows, cols, pitch, &a, s.to_bits());
+        for r in 0..rows {
+            for c in 0..cols {
+                let x = tile[r * pitch + c];
+                let want = (f64::from(s) * f64::from(x) + f64::from(v[r])) as f32;
+                two_roundings_differ |= (s * x + v[r]).to_bits() != want.to_bits();
+                assert_eq!(
+                    got[r * pitch + c].to_bits(),
+                    want.to_bits(),
+                    "{what} [{r}][{c}]"
+                );
+            }
+        }
+        assert_padding_kept(&what, &got, &tile, rows, cols, pitch);
+    }
+    assert!(two_roundings_differ);
+}
+
+#[test]
 fn tile_exp_muls_and_add_keep_the_row_padding() {
     for (k, &(rows, cols, pitch)) in ROW_SHAPES.iter().enumerate() {
         let what = format!("{rows}x{cols} at pitch {pitch}");

@@ -116,6 +116,17 @@ __aicore__ inline void RowMul(const AscendC::LocalTensor<float>& tile, const Asc
     RowApply<true>(tile, bcast, t);
 }
 
+// tile[r, c] = s * tile[r, c] + bcast[r] for c < cols, one rounding (FusedMulAdd): `scale` a 32-byte block
+// of s (read for every data block: block and repeat stride 0), bcast from RowBroadcast.
+__aicore__ inline void RowScaleAdd(const AscendC::LocalTensor<float>& tile, const AscendC::LocalTensor<float>& scale,
+                                   const AscendC::LocalTensor<float>& bcast, RowTile t) {
+    const uint8_t rep = t.RepStride();
+    for (uint32_t c = 0; c < t.cols; c += ROW_SEG) {
+        AscendC::FusedMulAdd(tile[c], scale, bcast, Min(ROW_SEG, t.cols - c), static_cast<uint8_t>(t.rows),
+                             AscendC::BinaryRepeatParams(1, 0, 0, rep, 0, 1));
+    }
+}
+
 // tile = exp(tile) and tile = s * tile, and dst += src (both tiles with t's shape and pitch), over the
 // cols columns only.
 __aicore__ inline void TileExp(const AscendC::LocalTensor<float>& tile, RowTile t) {

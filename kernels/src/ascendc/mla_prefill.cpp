@@ -25,9 +25,10 @@
  *      two f32 score slots (Matmul API, operands in GM with their token strides as the original shape);
  *   2. vector, per slab of softmax_rows rows at the tile's full width block_n (the columns a row does not
  *      see, causally or past a short tile's N, set to -inf first), whole-slab instructions
- *      (dsnpu_kernels/row_ops.h; scale, exp and the cast one instruction per slab): scale, m' = max(m,
- *      rowmax), alpha = exp(m - m'), p = exp(s - m'), l = alpha l + sum p; p rounded to t into one of two
- *      P slots;
+ *      (dsnpu_kernels/row_ops.h; exp and the cast one instruction per slab): m' = max(m, scale rowmax),
+ *      alpha = exp(m - m'), p = exp(scale s - m') (scale s - m' one FusedMulAdd when the scale is
+ *      positive, else the scores scaled first), l = alpha l + sum p; p rounded to t into one of two P
+ *      slots;
  *   3. cube: O[M, dv] = P . V into the f32 O workspace;
  *   4. vector: acc = alpha acc + O (one broadcast multiply, then an add per slab of out_rows rows).
  * Each key tile is a step s of one pipeline over the vector core's whole run of tasks:
@@ -48,7 +49,8 @@
  * UB (R = softmax_rows, RO = out_rows, N = block_n, D = dv_pitch, sz = sizeof(t)): block_m D 4 (acc)
  *   + 2 R N 4 (score queue) + 2 R N sz (P queue) + 2 RO D 4 (O queue) + 2 RO D sz (out queue)
  *   + 2 * round_up(block_m 4, 32) (lse queue) + work_elems 4 (= 64 R: the row folds) + 3 round_up(R, 8) 4
- *   (the slab's row maxima, sums and -m') + 6 block_m 4 (m and l of two tasks, alpha of two steps)
+ *   (the slab's row maxima, sums and -m') + 32 (the scale, a block) + 6 block_m 4 (m and l of two tasks,
+ *   alpha of two steps)
  *   + 32 block_m (per-row broadcast blocks). block_m, R and RO are multiples of 8.
  *
  * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla_prefill.rs): 1 scales
@@ -127,11 +129,13 @@ public:
         // The slab's row maxima, sums and -m' (R rounded up to 8 each); m and l of two tasks and alpha of
         // two steps (the pipeline below overlaps a task's first step with the last one's accumulation);
         // the per-row operand of RowAdd / RowMul (a 32-byte block per row).
-        pipe_.InitBuffer(small_, 3 * AlignUp(R, 8) * sizeof(float));
+        pipe_.InitBuffer(small_, 3 * AlignUp(R, 8) * sizeof(float) + UB_BLOCK);
         pipe_.InitBuffer(m_, 2 * t_.block_m * sizeof(float));
         pipe_.InitBuffer(l_, 2 * t_.block_m * sizeof(float));
         pipe_.InitBuffer(alpha_, 2 * t_.block_m * sizeof(float));
         pipe_.InitBuffer(bcast_, t_.block_m * UB_BLOCK);
+        // The scale as a 32-byte block after the slab's three per-row vectors: FusedMulAdd's per-lane factor.
+        Duplicate(small_.Get<float>()[3 * AlignUp(R, 8)], scale_, static_cast<int32_t>(UB_BLOCK / sizeof(float)));
         perHead_ = t_.tasks / t_.heads;  // query tiles of all sequences, for one head
         if (perHead_ == 0) return;
         hi_ = static_cast<uint64_t>(t_.tasks) * (me + 1) / blocks;
@@ -364,11 +368,15 @@ private:
         LocalTensor<float> m = m_.Get<float>()[ml + r0], l = l_.Get<float>()[ml + r0];
         LocalTensor<float> alpha = alpha_.Get<float>()[a + r0];
         LocalTensor<float> work = work_.Get<float>(), bcast = bcast_.Get<float>();
-        // 1. scale (the N columns copied in), then -inf from each row's first unseen column to the end of
-        //    the slab (a row that sees none of the tile is all -inf: p = 0, m and l unchanged).
-        if (N == P) {
+        // With a positive scale, max(scale s) = scale max(s) (rounding is monotonic): the row maxima come from
+        // the raw scores and the scale rides on the exponent's argument, scale s - m' in one FusedMulAdd,
+        // instead of a pass of its own over the slab.
+        const bool fold = scale_ > 0.0f;
+        // 1. scale (the N columns copied in) unless folded, then -inf from each row's first unseen column to
+        //    the end of the slab (a row that sees none of the tile is all -inf: p = 0, m and l unchanged).
+        if (!fold && N == P) {
             Muls(sc, sc, scale_, static_cast<int32_t>(R * P));
-        } else {
+        } else if (!fold) {
             TileMuls(sc, scale_, RowTile{R, N, P});
         }
         if (N < P || diag + static_cast<int64_t>(r0) + 1 < static_cast<int64_t>(N)) {  // the first row sees least
@@ -379,6 +387,7 @@ private:
             }
         }
         RowMax(tileMax, sc, work, tile);
+        if (fold) Muls(tileMax, tileMax, scale_, static_cast<int32_t>(R));
         // 2. m' = max(m, tile max); alpha = exp(m - m'), p = exp(s - m'), with m' floored at -FLT_MAX so that a
         //    row with nothing visible yet gets alpha = exp(-inf) = 0 and p = 0 instead of NaN (its l is 0).
         Max(tileMax, tileMax, m, static_cast<int32_t>(R));
@@ -388,7 +397,11 @@ private:
         Adds(m, tileMax, 0.0f, static_cast<int32_t>(R));
         Muls(negM, negM, -1.0f, static_cast<int32_t>(R));
         RowBroadcast(bcast, negM, R);
-        RowAdd(sc, bcast, tile);
+        if (fold) {
+            RowScaleAdd(sc, vecs[3 * AlignUp(t_.softmax_rows, 8)], bcast, tile);  // the block Process filled
+        } else {
+            RowAdd(sc, bcast, tile);
+        }
         Exp(sc, sc, static_cast<int32_t>(R * P));
         // 3. l = alpha l + the rows' sums.
         RowSum(tileSum, sc, work, tile);

@@ -29,6 +29,7 @@
  *   4  a = tile; TileExp: b = the tile
  *   5  a = tile; TileMuls by the f32 whose bits are `reserved`: b = the tile
  *   6  a = dst tile then src tile; TileAdd: b = dst
+ *   7  as 2 with RowScaleAdd by the f32 whose bits are `reserved`: s * tile[r][c] + v[r] (FusedMulAdd)
  *   Instruction modes 10 + op (f32) and 110 + op (half): a = src0, src1, dst (`count` elements each,
  *   each copied into a LocalTensor of its own), b = dst after one instruction (all `count` elements);
  *   arg = mask | repeatTime << 8 | dstBlkStride << 16 | src0BlkStride << 24, reserved = src1BlkStride |
@@ -617,13 +618,13 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_reduce)(GM_ADDR a, G
 namespace {
 
 // selftest_repeat: see the header.
-constexpr uint32_t kRowModes = 7;
+constexpr uint32_t kRowModes = 8;
 
 __aicore__ inline void RowProbe(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
     const RowTile tile{t.count, t.arg & 0xffff, t.arg >> 16};
     if (tile.rows == 0 || tile.pitch == 0) return;  // the limits of row_ops.h are the caller's to keep
     const uint32_t rows8 = AlignUp(tile.rows, 8), elems = tile.rows * tile.pitch;
-    const bool reduce = t.mode <= 1, perRow = t.mode == 2 || t.mode == 3, twoTiles = t.mode == 6;
+    const bool reduce = t.mode <= 1, perRow = t.mode == 2 || t.mode == 3 || t.mode == 7, twoTiles = t.mode == 6;
     GlobalTensor<float> ag, bg;
     ag.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(a), elems + (perRow ? tile.rows : twoTiles ? elems : 0));
     bg.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(b), reduce ? tile.rows : elems);
@@ -657,6 +658,11 @@ __aicore__ inline void RowProbe(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling&
             break;
         case 4: TileExp(x, tile); break;
         case 5: TileMuls(x, BitsToFloat(t.reserved), tile); break;
+        case 7:
+            Duplicate(y, BitsToFloat(t.reserved), 8);  // the scale block
+            RowBroadcast(bcast, v, tile.rows);
+            RowScaleAdd(x, y, bcast, tile);
+            break;
         default: TileAdd(x, y, tile); break;
     }
     SetFlag<HardEvent::V_MTE3>(0);

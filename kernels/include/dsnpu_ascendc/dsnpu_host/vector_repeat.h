@@ -6,7 +6,7 @@
 // block of a repeat (blk stride 0), or reduce every repeat to one value (WholeReduceMax / WholeReduceSum),
 // where the count forms (vector.h) need an instruction per row.
 //
-// Here: the binary forms of Add, Sub, Mul, Max, Min with BinaryRepeatParams; Adds, Muls, Maxs, Exp, Ln with
+// Here: the binary forms of Add, Sub, Mul, Max, Min and FusedMulAdd with BinaryRepeatParams; Adds, Muls, Maxs, Exp, Ln with
 // UnaryRepeatParams; WholeReduceMax (ReduceOrder ORDER_VALUE_INDEX or ORDER_ONLY_VALUE), WholeReduceSum;
 // Brcb (each of 8 source elements per repeat fills one 32-byte destination block). Not here: the bitwise
 // mask mode (mask[2]), isSetMask = false with SetVectorMask, counter mode.
@@ -171,6 +171,45 @@ inline void repeat_elementwise(const char* op, const LocalTensor<T>& dst, Walk d
     count_ops(static_cast<uint64_t>(mask) * repeats);
 }
 
+// dst = src0 * dst + src1 over `repeats` repeats of `mask` elements (FusedMulAdd): the destination is
+// also a source, walked by its own strides; rounded once from the exact value (GUESS, as Axpy: whether
+// the device rounds the product first is not documented).
+template <typename T>
+inline void repeat_fma(const char* op, const LocalTensor<T>& dst, const LocalTensor<T>& src0,
+                       const LocalTensor<T>& src1, uint64_t mask64, uint32_t repeats, const BinaryRepeatParams& p) {
+    using E = ::dsnpu::host::Elem<T>;
+    check_mask(op, mask64, kPerRepeat<T>);
+    const uint32_t mask = static_cast<uint32_t>(mask64);
+    if (mask == 0 || repeats == 0) return;
+    const Walk dw{p.dstBlkStride, p.dstRepStride}, aw{p.src0BlkStride, p.src0RepStride},
+        bw{p.src1BlkStride, p.src1RepStride};
+    T* d = dst.dsnpu_span(op, "dst", walk_extent<T>(dw, mask, repeats));
+    const T* x = src0.dsnpu_span(op, "src0", walk_extent<T>(aw, mask, repeats));
+    const T* y = src1.dsnpu_span(op, "src1", walk_extent<T>(bw, mask, repeats));
+    ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
+    pl.issue(::dsnpu::host::kPipeV, op, ::dsnpu::host::cost::repeats(repeats, VecClass::kSimple));
+    T out[kPerRepeat<T>];
+    bool def[kPerRepeat<T>];
+    for (uint32_t r = 0; r < repeats; ++r) {
+        walk_access(src0, aw, r, mask, false);
+        walk_access(src1, bw, r, mask, false);
+        walk_access(dst, dw, r, mask, false);
+        walk_access(dst, dw, r, mask, true);
+        for (uint32_t i = 0; i < mask; ++i) {
+            const double a = E::to_d(x[walk_offset<T>(aw, r, i)]), b = E::to_d(y[walk_offset<T>(bw, r, i)]);
+            out[i] = E::from_d(a * E::to_d(d[walk_offset<T>(dw, r, i)]) + b);
+            if (pl.init_on()) {
+                def[i] = walk_defined(src0, aw, r, i) && walk_defined(src1, bw, r, i) && walk_defined(dst, dw, r, i);
+            }
+        }
+        for (uint32_t i = 0; i < mask; ++i) {
+            d[walk_offset<T>(dw, r, i)] = out[i];
+            if (pl.init_on()) walk_set_defined(dst, dw, r, i, def[i]);
+        }
+    }
+    count_ops(static_cast<uint64_t>(mask) * repeats);
+}
+
 template <typename T, typename F>
 inline void repeat_binary(const char* op, const LocalTensor<T>& dst, const LocalTensor<T>& src0,
                           const LocalTensor<T>& src1, uint64_t mask, uint8_t repeatTime, const BinaryRepeatParams& p,
@@ -244,6 +283,14 @@ DSNPU_REPEAT_BINARY(Mul, a * b, kSimple)
 DSNPU_REPEAT_BINARY(Max, detail::max_d(a, b), kSimple)
 DSNPU_REPEAT_BINARY(Min, detail::min_d(a, b), kSimple)
 #undef DSNPU_REPEAT_BINARY
+
+// dst = src0 * dst + src1 (Atlas A2: half, float). The count form is not modelled.
+template <typename T>
+__aicore__ inline void FusedMulAdd(const LocalTensor<T>& dst, const LocalTensor<T>& src0, const LocalTensor<T>& src1,
+                                   uint64_t mask, const uint8_t repeatTime, const BinaryRepeatParams& repeatParams) {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, half>::value, "FusedMulAdd takes half or float");
+    detail::repeat_fma("FusedMulAdd", dst, src0, src1, mask, repeatTime, repeatParams);
+}
 
 #define DSNPU_REPEAT_SCALAR(NAME, EXPR)                                                                           \
     template <typename T>                                                                                         \
