@@ -722,8 +722,8 @@ fn plan_estimate(
 /// kernel's formula): the scores' and P's double-buffered queues (each buffer at least one row of a
 /// whole sequence's O, `latent_pitch` values, which they also carry), the `(m, l)` queue (with the segment
 /// word), a whole sequence's lse queue (a 32-byte block per row), the row folds (64 values per row), the
-/// rows' maxima, sums, offsets and their broadcast blocks, and 1 / l of a vector core's rows of two whole
-/// sequences.
+/// rows' maxima, sums, offsets and their broadcast blocks, the scale block, and 1 / l of a vector core's
+/// rows of two whole sequences.
 fn phase1_ub(r: u64, pitch: u64, sz: u64, latent_pitch: u64, g: u64) -> u64 {
     let elems = (r * pitch).max(latent_pitch);
     2 * elems * 4
@@ -732,6 +732,7 @@ fn phase1_ub(r: u64, pitch: u64, sz: u64, latent_pitch: u64, g: u64) -> u64 {
         + 2 * round_up(r, 8) * UB_BLOCK
         + 64 * r * 4
         + 11 * round_up(r, 8) * 4
+        + UB_BLOCK
         + 2 * round_up(g.div_ceil(2), 8) * 4
 }
 

@@ -22,7 +22,8 @@
  *      qk_base_m x qk_base_n over k steps of qk_base_k (LoadData, Mmad), each tile to the block's f32
  *      score workspace (Fixpipe); then CrossCoreSetFlag(S) to both vector cores;
  *   2. vector core s of the block, rows [s * G1, (s + 1) * G1) (G1 = ceil(G / 2)): per row, scale, causal
- *      mask (at most S - 1 positions of the last chunk), max m, p = exp(s - m), l = sum p; p rounded to t
+ *      mask (at most S - 1 positions of the last chunk), max m, p = exp(s - m), l = sum p (a positive scale
+ *      folded: m = scale max(raw), exp's argument scale raw - m in one FusedMulAdd); p rounded to t
  *      into the P workspace over the scores; (m, l) per row into the task's ml workspace;
  *      CrossCoreSetFlag(P);
  *   3. cube, after both flags: O [G, Dl] = P . latent from the same L1 rows (16-bit t: P into L1 by ND2NZ,
@@ -88,7 +89,8 @@
  *   + 2 * (32 * ceil(2 R * 4 / 32) + 32) (ml queue: (m, l), then the segment word) + 2 * 32 round_up(R, 8)
  *   (a whole sequence's lse queue, a block per row) + 2 * 4 round_up(ceil(G / 2), 8) (1 / l of this core's
  *   rows of two whole sequences)
- *   + 64 R 4 (work: the row folds) + 11 round_up(R, 8) 4 (the rows' maxima, sums, offsets, broadcasts).
+ *   + 64 R 4 (work: the row folds) + 11 round_up(R, 8) 4 (the rows' maxima, sums, offsets, broadcasts)
+ *   + 32 (the scale, a block).
  * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16), K = combine_tasks): Q L 4 (acc) + 2 Q L 4 (partials
  *   queue) + 2 Q L sz (out queue) + 2 * 32 Q (lse queue) + K round_up(8 Q, 32) ((m, l) of K tasks)
  *   + K Q 4 (their weights, rounded up to 32) [+ 64 K with carry: the segment words of K tasks].
@@ -361,8 +363,10 @@ private:
         // A whole sequence's lse, a 32-byte block per row.
         pipe_.InitBuffer(wholeLseQue_, BUFFER_NUM, AlignUp(R, 8) * UB_BLOCK);
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));  // 64 R: the row folds
-        // The slab's row maxima, sums and negated offsets (AlignUp(R, 8) each), their broadcast blocks (8 each).
-        pipe_.InitBuffer(small_, 11 * AlignUp(R, 8) * sizeof(float));
+        // The slab's row maxima, sums and negated offsets (AlignUp(R, 8) each), their broadcast blocks (8 each),
+        // then the scale as a 32-byte block (FusedMulAdd's per-lane factor, Softmax).
+        pipe_.InitBuffer(small_, 11 * AlignUp(R, 8) * sizeof(float) + UB_BLOCK);
+        Duplicate(small_.Get<float>()[11 * AlignUp(R, 8)], scale_, static_cast<int32_t>(UB_BLOCK / sizeof(float)));
         // 1 / l of this core's rows of the two whole-sequence tasks in flight (FinishWhole).
         pipe_.InitBuffer(invL_, 2 * AlignUp(myRows_, 8) * sizeof(float));
     }
@@ -923,8 +927,11 @@ private:
             bool live[MAX_SLAB_ROWS];
             float m[MAX_SLAB_ROWS];
             // 1. scale, causal mask (at most S - 1 positions of the last chunk; -inf over a row that sees
-            // none, whose offset is then 0 and its p 0), the rows' maxima.
-            TileMuls(sc, scale_, tile);
+            // none, whose offset is then 0 and its p 0), the rows' maxima. A positive scale is not a pass
+            // of its own: max(scale s) = scale max(s) (rounding is monotonic), so the maxima come from the
+            // raw scores and scale s - offset is one FusedMulAdd in step 2.
+            const bool fold = scale_ > 0.0f;
+            if (!fold) TileMuls(sc, scale_, tile);
             int64_t vis[MAX_SLAB_ROWS];
             bool partial = false;
             for (uint32_t i = 0; i < R; ++i) {
@@ -945,6 +952,7 @@ private:
                 WaitFlag<HardEvent::S_V>(0);
             }
             RowMax(rowMax, sc, work, tile);
+            if (fold) Muls(rowMax, rowMax, scale_, static_cast<int32_t>(R));
             SetFlag<HardEvent::V_S>(0);
             WaitFlag<HardEvent::V_S>(0);
             for (uint32_t i = 0; i < R; ++i) m[i] = live[i] ? rowMax.GetValue(i) : NEG_INF;
@@ -965,7 +973,11 @@ private:
             WaitFlag<HardEvent::S_V>(0);
             // 2. p = exp(s - m), the rows' sums.
             RowBroadcast(bcast, negOffset, R);
-            RowAdd(sc, bcast, tile);
+            if (fold) {
+                RowScaleAdd(sc, vec[11 * AlignUp(t_.softmax_rows, 8)], bcast, tile);  // the block Init filled
+            } else {
+                RowAdd(sc, bcast, tile);
+            }
             TileExp(sc, tile);
             RowSum(rowSum, sc, work, tile);
             SetFlag<HardEvent::V_S>(0);
