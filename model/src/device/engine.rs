@@ -469,11 +469,7 @@ impl Engine {
         if max_new_tokens == 0 {
             return Ok(outs);
         }
-        // As the CPU `Generator`: a batch that cannot reach its length is refused before it starts.
-        let max = self.config().max_position_embeddings;
-        for (i, p) in prompts.iter().enumerate() {
-            crate::positions_needed(i, p.len(), max_new_tokens, max)?;
-        }
+        self.check_lengths(prompts, max_new_tokens)?;
         let mut owner: BTreeMap<SeqId, usize> = BTreeMap::new();
         let run = (|| {
             for (i, p) in prompts.iter().enumerate() {
@@ -491,6 +487,16 @@ impl Engine {
             return Err(e);
         }
         Ok(outs)
+    }
+
+    /// As the CPU [`Generator`](crate::Generator): a batch that cannot reach its length is refused
+    /// before it starts (`generate`, and expert parallelism's on every rank alike, before any collective).
+    pub(crate) fn check_lengths(&self, prompts: &[Vec<i32>], max_new_tokens: usize) -> Result<()> {
+        let max = self.config().max_position_embeddings;
+        for (i, p) in prompts.iter().enumerate() {
+            crate::positions_needed(i, p.len(), max_new_tokens, max)?;
+        }
+        Ok(())
     }
 
     /// One step of a batch run to its ends (`generate`, and expert parallelism's): each token to its

@@ -333,6 +333,8 @@ impl EpEngine {
         let mut owner: std::collections::BTreeMap<SeqId, usize> = Default::default();
         let mut outs: Vec<Vec<i32>> = vec![Vec::new(); prompts.len()];
         if max_new_tokens > 0 {
+            // Every rank checks every prompt, so all refuse together (and `gather`'s table is bounded).
+            self.engine.check_lengths(prompts, max_new_tokens)?;
             for (i, p) in prompts.iter().enumerate().filter(|(i, _)| i % w == r) {
                 let seed = self.engine.batch_seed(i);
                 owner.insert(self.engine.add_sequence_seeded(p, seed)?, i);

@@ -457,27 +457,20 @@ private:
             const int64_t bk = std::min<int64_t>(t_.baseK, k_ - k0);
             const size_t step = static_cast<size_t>(k0 / t_.baseK);
             model_load(bm, bn, bk, lda, ldb, m0, n0, k0, hit_a, hit_b);
-            if (hit_a) {
-                af_ = panel_a_.steps[step];
-            } else {
-                load(op, a_, trans_a_, lda, m0, bm, k0, bk, af_, false);  // af[i*bk + kk]
-                if (keep_a) panel_a_.steps[step] = af_;
-            }
-            if (hit_b) {
-                bf_ = panel_b_.steps[step];
-            } else {
-                load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf_, true);  // bf[kk*bn + j]
-                if (keep_b) panel_b_.steps[step] = bf_;
-            }
+            // A held panel's step is read where it is kept; a panel being kept is loaded there.
+            std::vector<float>& af = keep_a ? panel_a_.steps[step] : af_;
+            std::vector<float>& bf = keep_b ? panel_b_.steps[step] : bf_;
+            if (!hit_a) load(op, a_, trans_a_, lda, m0, bm, k0, bk, af, false);  // af[i*bk + kk]
+            if (!hit_b) load(op, b_, !trans_b_, ldb, n0, bn, k0, bk, bf, true);  // bf[kk*bn + j]
             // Each output accumulates in f32, in ascending k, one rounded product and one rounded sum
             // per step (the order of a dot product per output); the loop runs along j, over
             // independent outputs, so it pipelines (and vectorizes) instead of waiting on one sum.
             for (int64_t i = 0; i < bm; ++i) {
-                const float* ar = &af_[static_cast<size_t>(i * bk)];
+                const float* ar = &af[static_cast<size_t>(i * bk)];
                 float* __restrict acc = &acc_[static_cast<size_t>(i * bn)];
                 for (int64_t kk = 0; kk < bk; ++kk) {
                     const float a = ar[kk];
-                    const float* __restrict br = &bf_[static_cast<size_t>(kk * bn)];
+                    const float* __restrict br = &bf[static_cast<size_t>(kk * bn)];
                     for (int64_t j = 0; j < bn; ++j) acc[j] += a * br[j];
                 }
             }
