@@ -138,8 +138,8 @@ inline void walk_set_defined(const LocalTensor<T>& t, Walk w, uint32_t r, uint32
         t.dsnpu_addr() + static_cast<uint32_t>(walk_offset<T>(w, r, i) * sizeof(T)), sizeof(T), d);
 }
 
-// dst = f(src0, src1) (src1 null: f(src0)) over `repeats` repeats of `mask` elements.
-template <typename T, typename F>
+// dst = f(src0, src1) (src1 null: f(src0); kDstIn: f(src0, src1, dst)) over `repeats` repeats of `mask` elements.
+template <typename T, typename F, bool kDstIn = false>
 inline void repeat_elementwise(const char* op, const LocalTensor<T>& dst, Walk dw, const LocalTensor<T>& a, Walk aw,
                                const LocalTensor<T>* b, Walk bw, uint64_t mask64, uint32_t repeats, F f,
                                VecClass c) {
@@ -157,11 +157,20 @@ inline void repeat_elementwise(const char* op, const LocalTensor<T>& dst, Walk d
     for (uint32_t r = 0; r < repeats; ++r) {
         walk_access(a, aw, r, mask, false);
         if (b != nullptr) walk_access(*b, bw, r, mask, false);
+        if (kDstIn) walk_access(dst, dw, r, mask, false);
         walk_access(dst, dw, r, mask, true);
         for (uint32_t i = 0; i < mask; ++i) {
             const double u = E::to_d(x[walk_offset<T>(aw, r, i)]);
-            out[i] = E::from_d(y != nullptr ? f(u, E::to_d(y[walk_offset<T>(bw, r, i)])) : f(u, 0.0));
-            if (pl.init_on()) def[i] = walk_defined(a, aw, r, i) && (b == nullptr || walk_defined(*b, bw, r, i));
+            const double v = y != nullptr ? E::to_d(y[walk_offset<T>(bw, r, i)]) : 0.0;
+            if constexpr (kDstIn) {
+                out[i] = E::from_d(f(u, v, E::to_d(d[walk_offset<T>(dw, r, i)])));
+            } else {
+                out[i] = E::from_d(f(u, v));
+            }
+            if (pl.init_on()) {
+                def[i] = walk_defined(a, aw, r, i) && (b == nullptr || walk_defined(*b, bw, r, i)) &&
+                         (!kDstIn || walk_defined(dst, dw, r, i));
+            }
         }
         for (uint32_t i = 0; i < mask; ++i) {
             d[walk_offset<T>(dw, r, i)] = out[i];
@@ -176,38 +185,12 @@ inline void repeat_elementwise(const char* op, const LocalTensor<T>& dst, Walk d
 // the device rounds the product first is not documented).
 template <typename T>
 inline void repeat_fma(const char* op, const LocalTensor<T>& dst, const LocalTensor<T>& src0,
-                       const LocalTensor<T>& src1, uint64_t mask64, uint32_t repeats, const BinaryRepeatParams& p) {
-    using E = ::dsnpu::host::Elem<T>;
-    check_mask(op, mask64, kPerRepeat<T>);
-    const uint32_t mask = static_cast<uint32_t>(mask64);
-    if (mask == 0 || repeats == 0) return;
-    const Walk dw{p.dstBlkStride, p.dstRepStride}, aw{p.src0BlkStride, p.src0RepStride},
-        bw{p.src1BlkStride, p.src1RepStride};
-    T* d = dst.dsnpu_span(op, "dst", walk_extent<T>(dw, mask, repeats));
-    const T* x = src0.dsnpu_span(op, "src0", walk_extent<T>(aw, mask, repeats));
-    const T* y = src1.dsnpu_span(op, "src1", walk_extent<T>(bw, mask, repeats));
-    ::dsnpu::host::Pipeline& pl = ::dsnpu::host::pipeline();
-    pl.issue(::dsnpu::host::kPipeV, op, ::dsnpu::host::cost::repeats(repeats, VecClass::kSimple));
-    T out[kPerRepeat<T>];
-    bool def[kPerRepeat<T>];
-    for (uint32_t r = 0; r < repeats; ++r) {
-        walk_access(src0, aw, r, mask, false);
-        walk_access(src1, bw, r, mask, false);
-        walk_access(dst, dw, r, mask, false);
-        walk_access(dst, dw, r, mask, true);
-        for (uint32_t i = 0; i < mask; ++i) {
-            const double a = E::to_d(x[walk_offset<T>(aw, r, i)]), b = E::to_d(y[walk_offset<T>(bw, r, i)]);
-            out[i] = E::from_d(a * E::to_d(d[walk_offset<T>(dw, r, i)]) + b);
-            if (pl.init_on()) {
-                def[i] = walk_defined(src0, aw, r, i) && walk_defined(src1, bw, r, i) && walk_defined(dst, dw, r, i);
-            }
-        }
-        for (uint32_t i = 0; i < mask; ++i) {
-            d[walk_offset<T>(dw, r, i)] = out[i];
-            if (pl.init_on()) walk_set_defined(dst, dw, r, i, def[i]);
-        }
-    }
-    count_ops(static_cast<uint64_t>(mask) * repeats);
+                       const LocalTensor<T>& src1, uint64_t mask, uint32_t repeats, const BinaryRepeatParams& p) {
+    auto fma = [](double a, double b, double d) { return a * d + b; };
+    repeat_elementwise<T, decltype(fma), true>(op, dst, Walk{p.dstBlkStride, p.dstRepStride}, src0,
+                                               Walk{p.src0BlkStride, p.src0RepStride}, &src1,
+                                               Walk{p.src1BlkStride, p.src1RepStride}, mask, repeats, fma,
+                                               VecClass::kSimple);
 }
 
 template <typename T, typename F>
