@@ -14,11 +14,14 @@
  *
  * Work: a task is (query tile of at most block_m rows of one sequence, head). Tasks are numbered head by
  * head (all query tiles of head 0, then of head 1, ...), the tiles of a head in zig-zag order (0, n-1, 1,
- * n-2, ...: a light causal tile next to a heavy one), and vector core i (GetBlockIdx, 2 per block) runs
- * the contiguous run of tasks [i * tasks / W, (i + 1) * tasks / W), W = 2 * blocks: the runs carry about
- * the same work, and a block's two vector cores work on neighbouring runs of one head's keys and values,
- * which then stay in L2 (a head's K and V are read from HBM about once per block that touches the head,
- * not once per query tile). There is no cross-block step. Per task, over key tiles of block_n keys up to the
+ * n-2, ...: a light causal tile next to a heavy one), and block b runs the contiguous run of tasks
+ * [b * tasks / B, (b + 1) * tasks / B) (B blocks): the runs carry about the same work. Its two vector cores
+ * take the run's pairs of tasks in turn (sub-block 0 tasks 0, 1, 4, 5, ... of the run, sub-block 1 tasks
+ * 2, 3, 6, 7, ...; a pair is a light and a heavy tile), so both work on one head at a time and its keys
+ * and values stay in the block's share of the L2 (a head's K and V are read from HBM about once per block
+ * that touches the head, not once per query tile; with a contiguous half of the run each, the two cores
+ * worked on two heads at once, whose K and V took the whole 8 MiB share, and re-read them from HBM).
+ * There is no cross-block step. Per task, over key tiles of block_n keys up to the
  * tile's last visible key (flash attention: no [T, T] score matrix anywhere, the running max m, sum l
  * and f32 accumulator acc [block_m, dv] stay on the vector core, m and l as UB vectors):
  *   1. cube: S[M, N] = q_nope . k_nope^T (+ q_rope . k_rope^T, accumulated) into one of the vector core's
@@ -116,8 +119,7 @@ public:
 
     // A vector core (after REGIST_MATMUL_OBJ made mmQk and mmPv its clients).
     __aicore__ inline void Process() {
-        const uint32_t blocks = static_cast<uint32_t>(VectorWorkers());
-        const uint32_t me = static_cast<uint32_t>(GetBlockIdx());
+        const uint64_t blocks = GetBlockNum(), block = GetBlockIdx() / GetTaskRation();
         const uint32_t R = t_.softmax_rows, RO = t_.out_rows, N = t_.block_n, D = t_.dv_pitch;
         pipe_.InitBuffer(acc_, t_.block_m * D * sizeof(float));
         pipe_.InitBuffer(scQue_, BUFFER_NUM, R * N * sizeof(float));
@@ -138,8 +140,10 @@ public:
         Duplicate(small_.Get<float>()[3 * AlignUp(R, 8)], scale_, static_cast<int32_t>(UB_BLOCK / sizeof(float)));
         perHead_ = t_.tasks / t_.heads;  // query tiles of all sequences, for one head
         if (perHead_ == 0) return;
-        hi_ = static_cast<uint64_t>(t_.tasks) * (me + 1) / blocks;
-        Step cur = Next(Step{}, static_cast<uint64_t>(t_.tasks) * me / blocks);
+        lo_ = static_cast<uint64_t>(t_.tasks) * block / blocks;
+        hi_ = static_cast<uint64_t>(t_.tasks) * (block + 1) / blocks;
+        sub_ = static_cast<uint32_t>(GetSubBlockIdx());
+        Step cur = Next(Step{}, lo_);
         if (!cur.valid) return;
         Begin(cur);
         Scores(cur, 0, true);
@@ -224,7 +228,7 @@ private:
             return n;
         }
         Step n;
-        for (; k < hi_; ++k) {
+        for (k = Own(k); k < hi_; k = Own(k + 1)) {
             n.g = Locate(k, perHead_, hi_);
             if (n.g.valid) {
                 n.valid = true;
@@ -234,6 +238,14 @@ private:
             }
         }
         return n;
+    }
+
+    // The first task from k on (k >= lo_) that this vector core runs: of its block's run, the pairs of
+    // tasks (k - lo_) / 2 with the parity of its sub-block (a zig-zag pair, a light and a heavy tile,
+    // carries about the same work as the next).
+    __aicore__ inline uint64_t Own(uint64_t k) const {
+        const uint64_t pair = (k - lo_) / 2;
+        return pair % 2 == sub_ ? k : lo_ + 2 * (pair + 1);
     }
 
     // A task's first step: its m = -inf and l = 0 (the other task's pair may still be finishing).
@@ -517,7 +529,8 @@ private:
     DsnpuMlaPrefillTiling t_{};
     float scale_ = 1.0f;
     uint32_t perHead_ = 0;  // query tiles of all sequences, for one head
-    uint64_t hi_ = 0;       // the end of this vector core's run of tasks
+    uint64_t lo_ = 0, hi_ = 0;  // the block's run of tasks, which its two vector cores deal by pairs (Own)
+    uint32_t sub_ = 0;          // this vector core's sub-block: which pairs it takes
 };
 
 template <typename T>
