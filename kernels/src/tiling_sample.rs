@@ -6,8 +6,8 @@
 //! i32) and the parameters (temperature finite and > 0 — greedy is `argmax_<t>` —, top_p in (0, 1]) and
 //! returns a tiling whose Unified Buffer plan fits the budget, or a typed error.
 
-use crate::tiling::{invalid, round_up, split, to_u32, UB_BLOCK};
-use crate::tiling_step::STEP_MAX_TILE;
+use crate::tiling::{invalid, round_up, UB_BLOCK};
+use crate::tiling_step::{arg_scan_ub, check_ub, row_scan};
 use crate::{CoreBudget, KernelDtype, Result};
 
 pub use crate::tiling_structs::SampleTopPTiling;
@@ -23,12 +23,7 @@ impl SampleTopPTiling {
     ) -> Result<Self> {
         const K: &str = "sample_top_p";
         let budget = budget.validate()?;
-        if rows == 0 || cols == 0 {
-            return Err(invalid(K, format!("empty input [{rows}, {cols}]")));
-        }
-        if cols > i32::MAX as u64 {
-            return Err(invalid(K, format!("{cols} columns exceed i32 ids")));
-        }
+        let (rows, cols, rows_per_block, cols_per_tile) = row_scan(K, rows, cols, true, budget)?;
         if !(temperature.is_finite() && temperature > 0.0) {
             return Err(invalid(
                 K,
@@ -45,26 +40,17 @@ impl SampleTopPTiling {
         if !(top_p > 0.0 && top_p <= 1.0) {
             return Err(invalid(K, format!("top_p must be in (0, 1], got {top_p}")));
         }
-        to_u32(K, "rows * cols", rows.saturating_mul(cols))?;
-        let rows = rows as u32;
-        let (rows_per_block, _) = split(rows, budget.cores);
         let mut t = SampleTopPTiling {
             rows,
-            cols: cols as u32,
+            cols,
             rows_per_block,
-            cols_per_tile: (cols as u32).min(STEP_MAX_TILE),
+            cols_per_tile,
             inv_temperature,
             top_p,
             list_capacity: 0,
         };
         let needed = t.ub_bytes(dtype);
-        if needed > u64::from(budget.ub_bytes) {
-            return Err(crate::KernelError::DoesNotFit {
-                kernel: K,
-                needed,
-                available: u64::from(budget.ub_bytes),
-            });
-        }
+        check_ub(K, needed, budget)?;
         // The rest of the budget, in whole 32-byte blocks of f32, no more than a row.
         let spare = (u64::from(budget.ub_bytes) - needed) / UB_BLOCK * (UB_BLOCK / 4);
         t.list_capacity = spare.min(u64::from(t.cols)) as u32;
@@ -73,18 +59,7 @@ impl SampleTopPTiling {
 
     /// The kernel's Unified Buffer use per block, bytes (the formula of its source).
     pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
-        let c = u64::from(self.cols_per_tile);
-        let s = u64::from(dtype.size());
-        let tile = round_up(c * s, UB_BLOCK);
-        let wide = if dtype == KernelDtype::F32 {
-            0
-        } else {
-            tile / s * 4
-        };
-        tile + wide
-            + UB_BLOCK
-            + round_up(c.div_ceil(64) * 2 * 4, UB_BLOCK)
-            + round_up(u64::from(self.rows_per_block) * 4, UB_BLOCK)
+        arg_scan_ub(self.cols_per_tile, self.rows_per_block, dtype)
             + round_up(u64::from(self.list_capacity) * 4, UB_BLOCK)
     }
 
@@ -97,6 +72,7 @@ impl SampleTopPTiling {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tiling_step::STEP_MAX_TILE;
 
     const B: CoreBudget = CoreBudget::ASCEND_910B2_VECTOR;
 

@@ -119,10 +119,28 @@ impl GatherRowsTiling {
     }
 }
 
-/// The row split both row-scanning kernels (`argmax_<t>`, `softmax_<t>`) use: (rows, cols,
-/// rows_per_block, cols_per_tile), rows over the cores and each row in tiles of at most
+/// UB bytes of a kernel that scans rows for the largest value and its id (`argmax_<t>`, and
+/// `sample_top_p_<t>` before its candidate list): a tile of `cols_per_tile` values (and its f32 copy
+/// for 16-bit types), a block, the per-64-column (value, id) pairs, the block's row results.
+pub(crate) fn arg_scan_ub(cols_per_tile: u32, rows_per_block: u32, dtype: KernelDtype) -> u64 {
+    let c = u64::from(cols_per_tile);
+    let s = u64::from(dtype.size());
+    let tile = round_up(c * s, UB_BLOCK);
+    let wide = if dtype == KernelDtype::F32 {
+        0
+    } else {
+        tile / s * 4
+    };
+    tile + wide
+        + UB_BLOCK
+        + round_up(c.div_ceil(64) * 2 * 4, UB_BLOCK)
+        + round_up(u64::from(rows_per_block) * 4, UB_BLOCK)
+}
+
+/// The row split the row-scanning kernels (`argmax_<t>`, `softmax_<t>`, `sample_top_p_<t>`) use:
+/// (rows, cols, rows_per_block, cols_per_tile), rows over the cores and each row in tiles of at most
 /// [`STEP_MAX_TILE`] elements; with `ids`, column indices must fit in i32 (argmax returns them).
-fn row_scan(
+pub(crate) fn row_scan(
     k: &'static str,
     rows: u64,
     cols: u64,
@@ -142,7 +160,7 @@ fn row_scan(
 }
 
 /// DoesNotFit unless `needed` UB bytes fit the budget.
-fn check_ub(k: &'static str, needed: u64, budget: CoreBudget) -> Result<()> {
+pub(crate) fn check_ub(k: &'static str, needed: u64, budget: CoreBudget) -> Result<()> {
     if needed > u64::from(budget.ub_bytes) {
         return Err(crate::KernelError::DoesNotFit {
             kernel: k,
@@ -170,18 +188,7 @@ impl ArgmaxTiling {
 
     /// The kernel's Unified Buffer use per block, bytes (the formula of its source).
     pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
-        let c = u64::from(self.cols_per_tile);
-        let s = u64::from(dtype.size());
-        let tile = round_up(c * s, UB_BLOCK);
-        let wide = if dtype == KernelDtype::F32 {
-            0
-        } else {
-            tile / s * 4
-        };
-        tile + wide
-            + UB_BLOCK
-            + round_up(c.div_ceil(64) * 2 * 4, UB_BLOCK)
-            + round_up(u64::from(self.rows_per_block) * 4, UB_BLOCK)
+        arg_scan_ub(self.cols_per_tile, self.rows_per_block, dtype)
     }
 
     /// Blocks to launch.

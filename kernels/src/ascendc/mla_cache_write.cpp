@@ -23,6 +23,7 @@
  * DeepSeek-V3 (Dl 512, Dr 64) needs about 10 KiB.
  */
 #include "dsnpu_kernels/kernel_util.h"
+#include "dsnpu_kernels/rope_ops.h"
 #include "dsnpu_kernels/tiling.h"
 
 using namespace AscendC;
@@ -89,7 +90,7 @@ public:
 
     __aicore__ inline void Process() {
         if (tokens_ == 0) return;
-        BuildIndices();
+        RopeIndices(swap_.Get<uint32_t>(), tidx_.Get<uint32_t>(), sign_.Get<float>(), dr_, layout_);
         LoadWeight();
         for (uint32_t i = 0; i < tokens_; ++i) {
             const uint32_t token = first_ + i;
@@ -103,31 +104,6 @@ public:
     }
 
 private:
-    // Byte offsets of each rope element's pair partner and table entry, and the sign of its sin term.
-    __aicore__ inline void BuildIndices() {
-        LocalTensor<uint32_t> swap = swap_.Get<uint32_t>();
-        LocalTensor<uint32_t> tidx = tidx_.Get<uint32_t>();
-        LocalTensor<float> sign = sign_.Get<float>();
-        for (uint32_t j = 0; j < dr_; ++j) {
-            uint32_t partner, entry;
-            bool first;
-            if (layout_ == DSNPU_ROPE_INTERLEAVED) {
-                partner = j ^ 1u;
-                entry = j / 2;
-                first = (j % 2) == 0;
-            } else {
-                partner = j < half_ ? j + half_ : j - half_;
-                entry = j < half_ ? j : j - half_;
-                first = j < half_;
-            }
-            swap.SetValue(j, partner * static_cast<uint32_t>(sizeof(float)));
-            tidx.SetValue(j, entry * static_cast<uint32_t>(sizeof(float)));
-            sign.SetValue(j, first ? -1.0f : 1.0f);
-        }
-        SetFlag<HardEvent::S_V>(0);
-        WaitFlag<HardEvent::S_V>(0);
-    }
-
     __aicore__ inline DataCopyExtParams Row(uint32_t n) const {
         return DataCopyExtParams(1, n * static_cast<uint32_t>(sizeof(T)), 0, 0, 0);
     }
@@ -193,12 +169,9 @@ private:
 
     __aicore__ inline void Rotate() {
         LocalTensor<float> cs = cs_.Get<float>();
-        LocalTensor<uint32_t> tidx = tidx_.Get<uint32_t>();
         LocalTensor<float> cos2 = cos2_.Get<float>();
         LocalTensor<float> sin2 = sin2_.Get<float>();
-        Gather(cos2, cs, tidx, 0, dr_);
-        Gather(sin2, cs[tableBytes_ / sizeof(float)], tidx, 0, dr_);
-        Mul(sin2, sin2, sign_.Get<float>(), dr_);
+        RopeTables(cos2, sin2, cs, cs[tableBytes_ / sizeof(float)], tidx_.Get<uint32_t>(), sign_.Get<float>(), dr_);
         LocalTensor<T> rp = rope_.Get<T>();
         LocalTensor<float> row;
         if constexpr (IS_F32) {
@@ -207,17 +180,7 @@ private:
             row = ropeF_.Get<float>();
             ToFloat(row, rp, ropePad_);
         }
-        LocalTensor<float> a = tmpA_.Get<float>();
-        LocalTensor<float> b = tmpB_.Get<float>();
-        Gather(b, row, swap_.Get<uint32_t>(), 0, dr_);
-        Mul(a, row, cos2, dr_);
-        Mul(b, b, sin2, dr_);
-        if constexpr (IS_F32) {
-            Add(row, a, b, dr_);
-        } else {
-            Add(a, a, b, dr_);
-            Cast(rp, a, RoundMode::CAST_RINT, dr_);
-        }
+        RopeRow(rp, row, tmpA_.Get<float>(), tmpB_.Get<float>(), cos2, sin2, swap_.Get<uint32_t>(), dr_);
         SetFlag<HardEvent::V_MTE3>(0);
         WaitFlag<HardEvent::V_MTE3>(0);
     }

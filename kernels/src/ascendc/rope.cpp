@@ -7,9 +7,8 @@
  * written back to the same places. Any scaling (YaRN's frequencies and attention factor) is already in the
  * tables.
  *
- * Vector form: per token, the tables are expanded to cos2[j] = c_{i(j)} and sin2[j] = -+s_{i(j)} (minus on
- * each pair's first element) with Gather; per row, xs = x with each pair swapped (Gather), then
- * y = x * cos2 + xs * sin2. Tokens are split across blocks and streamed in tiles of tokens_per_tile
+ * Vector form (dsnpu_kernels/rope_ops.h, shared with mla_cache_write): per token the table rows are
+ * expanded once (cos2, sin2), each row rotated with a Gather and three vector instructions. Tokens are split across blocks and streamed in tiles of tokens_per_tile
  * tokens (tokens_per_tile * heads rows, each padded to 32 bytes in UB) through a double-buffered queue;
  * each rotated row goes back into the buffer it came from and out from there. UB use (R =
  * tokens_per_tile * heads, P = round_up_32(dim * sizeof(t)), F = P / sizeof(t) * 4,
@@ -18,6 +17,7 @@
  *   temporaries, swap and table offsets, signs).
  */
 #include "dsnpu_kernels/kernel_util.h"
+#include "dsnpu_kernels/rope_ops.h"
 #include "dsnpu_kernels/tiling.h"
 
 using namespace AscendC;
@@ -74,7 +74,7 @@ public:
 
     __aicore__ inline void Process() {
         if (tokens_ == 0) return;
-        BuildIndices();
+        RopeIndices(swap_.Get<uint32_t>(), tidx_.Get<uint32_t>(), sign_.Get<float>(), dim_, layout_);
         for (uint32_t t0 = 0; t0 < tokens_; t0 += tileTokens_) {
             const uint32_t n = Min(tileTokens_, tokens_ - t0);
             CopyIn(t0, n);
@@ -85,31 +85,6 @@ public:
     }
 
 private:
-    // Byte offsets of each element's pair partner and table entry, and the sign of its sin term.
-    __aicore__ inline void BuildIndices() {
-        LocalTensor<uint32_t> swap = swap_.Get<uint32_t>();
-        LocalTensor<uint32_t> tidx = tidx_.Get<uint32_t>();
-        LocalTensor<float> sign = sign_.Get<float>();
-        for (uint32_t j = 0; j < dim_; ++j) {
-            uint32_t partner, entry;
-            bool first;
-            if (layout_ == DSNPU_ROPE_INTERLEAVED) {
-                partner = j ^ 1u;
-                entry = j / 2;
-                first = (j % 2) == 0;
-            } else {
-                partner = j < half_ ? j + half_ : j - half_;
-                entry = j < half_ ? j : j - half_;
-                first = j < half_;
-            }
-            swap.SetValue(j, partner * static_cast<uint32_t>(sizeof(float)));
-            tidx.SetValue(j, entry * static_cast<uint32_t>(sizeof(float)));
-            sign.SetValue(j, first ? -1.0f : 1.0f);
-        }
-        SetFlag<HardEvent::S_V>(0);
-        WaitFlag<HardEvent::S_V>(0);
-    }
-
     __aicore__ inline uint64_t RowOffset(uint32_t token) const {
         return static_cast<uint64_t>(first_ + token) * heads_ * stride_;
     }
@@ -142,12 +117,7 @@ private:
         DataCopyPad(s, sinGm_[at], row, noPad);
         SetFlag<HardEvent::MTE2_V>(0);
         WaitFlag<HardEvent::MTE2_V>(0);
-        LocalTensor<uint32_t> tidx = tidx_.Get<uint32_t>();
-        LocalTensor<float> cos2 = cos2_.Get<float>();
-        LocalTensor<float> sin2 = sin2_.Get<float>();
-        Gather(cos2, c, tidx, 0, dim_);
-        Gather(sin2, s, tidx, 0, dim_);
-        Mul(sin2, sin2, sign_.Get<float>(), dim_);
+        RopeTables(cos2_.Get<float>(), sin2_.Get<float>(), c, s, tidx_.Get<uint32_t>(), sign_.Get<float>(), dim_);
     }
 
     __aicore__ inline void Compute(uint32_t t0, uint32_t n) {
@@ -169,16 +139,7 @@ private:
             LoadTables(pos);
             for (uint32_t h = 0; h < heads_; ++h) {
                 const uint32_t r = (tt * heads_ + h) * dimPad_;
-                LocalTensor<float> row = xf[r];
-                Gather(b, row, swap, 0, dim_);
-                Mul(a, row, cos2, dim_);
-                Mul(b, b, sin2, dim_);
-                if constexpr (IS_F32) {
-                    Add(row, a, b, dim_);
-                } else {
-                    Add(a, a, b, dim_);
-                    Cast(x_[r], a, RoundMode::CAST_RINT, dim_);
-                }
+                RopeRow(x_[r], xf[r], a, b, cos2, sin2, swap, dim_);
             }
         }
         SetFlag<HardEvent::V_MTE3>(0);
