@@ -27,6 +27,13 @@ pub enum CapiError {
     },
     #[error("{func}: {reason}")]
     Invalid { func: &'static str, reason: String },
+    #[error("{func}: argument `{arg}` ({addr:#x}) is not aligned to {align} bytes")]
+    Misaligned {
+        func: &'static str,
+        arg: &'static str,
+        addr: usize,
+        align: usize,
+    },
     #[error("{func}: unknown {what} code {code}")]
     UnknownCode {
         func: &'static str,
@@ -63,6 +70,7 @@ impl CapiError {
     fn status(&self) -> i32 {
         match self {
             CapiError::Null { .. }
+            | CapiError::Misaligned { .. }
             | CapiError::Invalid { .. }
             | CapiError::UnknownCode { .. }
             | CapiError::Overlap { .. } => DSNPU_STATUS_INVALID_ARGUMENT,
