@@ -400,3 +400,31 @@ fn bad_ep_arguments_are_usage_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ep needs at least 1 rank"));
 }
+
+#[test]
+fn rank_counts_the_experts_do_not_divide_over_fail_before_any_rank_is_spawned() {
+    // `--ep 18446744073709551615` used to panic allocating the workers' table, and `--ep 16` started
+    // 16 workers that each failed on their own: the coordinator now refuses both itself.
+    let model = data("v3_base");
+    let m = model.to_str().unwrap();
+    let out_file = scratch("count").join("logits.safetensors");
+    for n in ["18446744073709551615", "9223372036854775808", "16", "3"] {
+        for cmd in ["generate", "forward"] {
+            let mut args = vec![cmd, "--model", m, "--prompt-ids", "5", "--ep", n];
+            if cmd == "generate" {
+                args.extend(["--max-new-tokens", "1"]);
+            } else {
+                args.extend(["--out", out_file.to_str().unwrap()]);
+            }
+            let (out, _) = run(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{cmd} --ep {n}: {err}");
+            assert_eq!(
+                err.trim_end(),
+                format!("error: --ep {n}: 8 routed experts do not divide over {n} ranks"),
+                "{cmd}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(out_file.parent().unwrap());
+}

@@ -41,6 +41,10 @@ pub struct ForwardArgs {
 }
 
 pub fn run(args: &ForwardArgs) -> Result<(), CliError> {
+    super::check_output("--out", &args.out)?;
+    if let Some(path) = &args.stats_json {
+        super::check_output("--stats-json", path)?;
+    }
     if let Some(n) = args.ep {
         return super::ep::forward(args, n);
     }

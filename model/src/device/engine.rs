@@ -465,11 +465,12 @@ impl Engine {
                 self.seqs.len()
             )));
         }
+        // Before the shortcut: a request for no tokens is refused when its prompts are.
+        self.check_prompts(prompts, max_new_tokens)?;
         let mut outs = vec![Vec::new(); prompts.len()];
         if max_new_tokens == 0 {
             return Ok(outs);
         }
-        self.check_lengths(prompts, max_new_tokens)?;
         let mut owner: BTreeMap<SeqId, usize> = BTreeMap::new();
         let run = (|| {
             for (i, p) in prompts.iter().enumerate() {
@@ -489,12 +490,14 @@ impl Engine {
         Ok(outs)
     }
 
-    /// As the CPU [`Generator`](crate::Generator): a batch that cannot reach its length is refused
-    /// before it starts (`generate`, and expert parallelism's on every rank alike, before any collective).
-    pub(crate) fn check_lengths(&self, prompts: &[Vec<i32>], max_new_tokens: usize) -> Result<()> {
-        let max = self.config().max_position_embeddings;
+    /// As the CPU [`Generator`](crate::Generator): a batch with an empty prompt, an id outside the
+    /// vocabulary or a prompt that cannot reach its length is refused before it starts (`generate`, and
+    /// expert parallelism's on every rank alike, before any collective).
+    pub(crate) fn check_prompts(&self, prompts: &[Vec<i32>], max_new_tokens: usize) -> Result<()> {
+        let cfg = self.config();
         for (i, p) in prompts.iter().enumerate() {
-            crate::positions_needed(i, p.len(), max_new_tokens, max)?;
+            crate::generate::check_prompt(i, p, cfg.vocab_size)?;
+            crate::positions_needed(i, p.len(), max_new_tokens, cfg.max_position_embeddings)?;
         }
         Ok(())
     }

@@ -332,9 +332,10 @@ impl EpEngine {
         let (w, r) = (self.group.world, self.group.rank);
         let mut owner: std::collections::BTreeMap<SeqId, usize> = Default::default();
         let mut outs: Vec<Vec<i32>> = vec![Vec::new(); prompts.len()];
+        // Every rank checks every prompt, so all refuse together (and `gather`'s table is bounded),
+        // also when no token is asked for.
+        self.engine.check_prompts(prompts, max_new_tokens)?;
         if max_new_tokens > 0 {
-            // Every rank checks every prompt, so all refuse together (and `gather`'s table is bounded).
-            self.engine.check_lengths(prompts, max_new_tokens)?;
             for (i, p) in prompts.iter().enumerate().filter(|(i, _)| i % w == r) {
                 let seed = self.engine.batch_seed(i);
                 owner.insert(self.engine.add_sequence_seeded(p, seed)?, i);
