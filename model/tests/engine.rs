@@ -239,6 +239,15 @@ fn errors_are_typed() {
     assert!(matches!(e.step(), Err(ModelError::NoLiveSequences)));
     assert!(e.add_sequence(&[]).is_err());
     assert!(e.add_sequence(&[10_000]).is_err());
+    // A prompt larger than the whole cache is refused when added: it used to be queued and fail every
+    // step with OutOfBlocks, which asks the caller to free sequences that could never make room.
+    let err = e.add_sequence(&[1; 9]).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::InvalidInput(m)
+            if m == "a 9-token prompt needs 3 cache blocks of 4 tokens; the cache has 2 in all"),
+        "{err}"
+    );
+    assert!(e.live().is_empty());
     // Two blocks of 4 tokens: a 7-token prompt fits, then it outgrows the cache on its second token.
     let id = e.add_sequence(&[1, 2, 3, 4, 5, 6, 7]).unwrap();
     e.step().unwrap();

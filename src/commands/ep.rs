@@ -55,6 +55,23 @@ fn worker_group(n: usize) -> Result<Option<EpGroup>, CliError> {
     let Some(root_file) = std::env::var_os(ENV_ROOT_FILE) else {
         return Ok(None);
     };
+    // Rank 0 writes the file into an existing folder and the others wait up to 120 s for it: a path
+    // that can never be written would fail rank 0 and leave the others waiting out the timeout.
+    let root_path = PathBuf::from(&root_file);
+    if root_path.as_os_str().is_empty() {
+        return Err(usage(format!(
+            "{ENV_ROOT_FILE} is set but empty: give the path rank 0 writes the HCCL root info to"
+        )));
+    }
+    if let Some(dir) = root_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(usage(format!(
+                "{ENV_ROOT_FILE}={}: the folder {} does not exist",
+                root_path.display(),
+                dir.display()
+            )));
+        }
+    }
     let int = |name: &str| -> Result<Option<usize>, CliError> {
         match std::env::var(name) {
             Err(_) => Ok(None),
@@ -81,7 +98,7 @@ fn worker_group(n: usize) -> Result<Option<EpGroup>, CliError> {
         rank,
         world,
         local_rank: int(ENV_LOCAL_RANK)?.unwrap_or(rank),
-        root_file: PathBuf::from(root_file),
+        root_file: root_path,
     }))
 }
 

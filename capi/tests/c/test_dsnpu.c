@@ -920,7 +920,9 @@ static void test_engine(void) {
     o.dtype = DSNPU_DTYPE_F32;
     o.num_blocks = 2;
     OK(dsnpu_engine_load(dir, &o, &e));
-    const int32_t seven[7] = {1, 2, 3, 4, 5, 6, 7};
+    const int32_t seven[7] = {1, 2, 3, 4, 5, 6, 7}, nine[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    /* Nine tokens need three blocks: refused when added rather than failing every step. */
+    expect_error("a prompt larger than the cache", dsnpu_engine_add_sequence(e, nine, 9, &a), INV, "the cache has 2 in all");
     OK(dsnpu_engine_add_sequence_seeded(e, seven, 7, 3, &a));
     OK(dsnpu_engine_step(e, ids, tokens, 1, &n));
     OK(dsnpu_engine_step(e, ids, tokens, 1, &n));

@@ -423,6 +423,16 @@ impl Engine {
                 self.cfg.max_position_embeddings
             )));
         }
+        // A prompt larger than the whole cache could only ever fail its prefill with OutOfBlocks, which
+        // tells the caller to free a sequence: no number of frees would make it fit.
+        let (bs, total) = (self.opts.block_size, self.opts.num_blocks);
+        if prompt.len().div_ceil(bs) > total {
+            return Err(invalid_input(format!(
+                "a {}-token prompt needs {} cache blocks of {bs} tokens; the cache has {total} in all",
+                prompt.len(),
+                prompt.len().div_ceil(bs)
+            )));
+        }
         let id = self.next_id;
         let sampler = (self.opts.temperature != 0.0)
             .then(|| Sampler::new(self.opts.temperature, self.opts.top_p, seed))

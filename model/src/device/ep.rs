@@ -240,8 +240,13 @@ impl EpEngine {
         }
         let cfg = ModelConfig::from_file(dir.join("config.json"))?;
         let experts = group.experts(cfg.n_routed_experts)?;
-        let device = i32::try_from(group.local_rank)
-            .map_err(|_| invalid_input(format!("local rank {}", group.local_rank)))?;
+        let device = i32::try_from(group.local_rank).map_err(|_| {
+            invalid_input(format!(
+                "local rank {} is not a device ordinal (at most {})",
+                group.local_rank,
+                i32::MAX
+            ))
+        })?;
         let opts = EngineOptions { device, ..opts };
         let mut engine = Engine::load_sharded(dir, opts, Some(experts), progress)?;
         let stream = engine.moe_parts().0.stream.clone();
