@@ -473,6 +473,9 @@ pub fn finding_of(kernel: &str, message: &str) -> Finding {
     }
 }
 
+/// Most blocks of one launch (`aclrtLaunchKernel*`'s `numBlocks`).
+const MAX_BLOCKS: u32 = 65535;
+
 fn run_kernel(args: &RunArgs) -> Result<(), CliError> {
     let checks = parse_checks(&args.check)?;
     let specs = args
@@ -489,8 +492,13 @@ fn run_kernel(args: &RunArgs) -> Result<(), CliError> {
             Some(std::fs::read(path).map_err(io_err(path))?)
         }
     };
-    if args.blocks == 0 {
-        return Err(CliError::Usage("--blocks must be at least 1".into()));
+    // AscendCL's range for a launch's blocks; past it the launch itself is refused, which the report
+    // would otherwise present as the kernel's own (mem) finding.
+    if !(1..=MAX_BLOCKS).contains(&args.blocks) {
+        return Err(CliError::Usage(format!(
+            "--blocks {}: a launch has 1 to {MAX_BLOCKS} blocks",
+            args.blocks
+        )));
     }
     // Before the simulator starts: it reads the checks at aclInit, the host layer at every block.
     std::env::set_var("DSNPU_SIM_CHECK", checks.join(","));
