@@ -89,7 +89,9 @@ impl CapiError {
             },
             CapiError::Model { source, .. } => match source {
                 ModelError::OutOfBlocks { .. } => DSNPU_STATUS_OUT_OF_BLOCKS,
-                ModelError::DeviceMemory { .. } => DSNPU_STATUS_UNSUPPORTED,
+                ModelError::DeviceMemory { .. } | ModelError::CacheMemory { .. } => {
+                    DSNPU_STATUS_UNSUPPORTED
+                }
                 e if e.is_caller_error() => DSNPU_STATUS_INVALID_ARGUMENT,
                 _ => DSNPU_STATUS_DEVICE,
             },

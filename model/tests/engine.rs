@@ -301,6 +301,38 @@ fn a_checkpoint_larger_than_device_memory_is_a_typed_error() {
     );
 }
 
+#[test]
+fn a_cache_larger_than_device_memory_is_a_typed_error() {
+    // 2^30 slots of 3 layers × (32 + 8) f32: 515 GB. It used to surface as the allocator's bare
+    // out-of-memory (a device failure, RuntimeError in Python) that did not name the cache.
+    let opts = EngineOptions {
+        num_blocks: 1 << 20,
+        block_size: 1 << 10,
+        ..EngineOptions::default()
+    };
+    match Engine::load(data_dir("v3_base"), opts, &mut |_, _| {}) {
+        Err(e @ ModelError::CacheMemory { .. }) => {
+            let ModelError::CacheMemory {
+                slots,
+                needed,
+                free,
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!((slots, needed), (1 << 30, 3 * (1 << 30) * 40 * 4));
+            assert!(needed > free, "{needed} vs {free}");
+            assert!(e.is_caller_error());
+            assert!(
+                e.to_string().contains("lower num_blocks or block_size"),
+                "{e}"
+            );
+        }
+        Err(e) => panic!("expected a cache-memory error, got {e}"),
+        Ok(_) => panic!("a 515 GB cache loaded"),
+    }
+}
+
 /// The bytes the device should hold for `variant` computed in `compute`, from the checkpoint's headers
 /// alone: norm weights in the compute dtype, the router and its bias in f32, FP8 GEMM weights as stored
 /// (one byte per element, plus their f32 `weight_scale_inv`) except `kv_b_proj` and the embedding

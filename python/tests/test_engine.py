@@ -94,6 +94,9 @@ def test_errors_raise_value_error():
         dsnpu.Engine(CHECKPOINT, temperature=-1.0)
     with pytest.raises(ValueError, match="top_p"):
         dsnpu.Engine(CHECKPOINT, top_p=0.0)
+    # A cache larger than the device: the options' fault, named (was the allocator's RuntimeError).
+    with pytest.raises(ValueError, match="paged cache of 1073741824 slots"):
+        dsnpu.Engine(CHECKPOINT, num_blocks=2**20, block_size=2**10)
     # A device failure is a RuntimeError, its cause said once.
     with pytest.raises(RuntimeError) as missing:
         dsnpu.Engine(CHECKPOINT, device=7)

@@ -49,7 +49,8 @@ use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaOperand, MlaPlanShape, MoeLis
 use dsnpu_ops::rope::RopeTable;
 use dsnpu_ops::sampling::Sampler;
 use dsnpu_runtime::{
-    transfer_stats, Device, DeviceBuffer, DeviceRepr, HostBuffer, Stream, TransferStats,
+    transfer_stats, Device, DeviceBuffer, DeviceRepr, HostBuffer, RuntimeError, Stream,
+    TransferStats,
 };
 
 use super::ep::MoeLayer;
@@ -301,6 +302,21 @@ impl Engine {
         let cos = stream.upload(table.cos.as_slice().expect("a standard-layout table"))?;
         let sin = stream.upload(table.sin.as_slice().expect("a standard-layout table"))?;
         let (dl, dr) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
+        let cache_bytes = cfg
+            .num_hidden_layers
+            .saturating_mul(slots)
+            .saturating_mul(dl + dr)
+            .saturating_mul(dtype.size()) as u64;
+        // Named as the cache: a bare out-of-memory of the allocator would not say that the options
+        // asked for too much.
+        let cache_oom = |e: ModelError| match e {
+            ModelError::Device(RuntimeError::OutOfMemory { .. }) => ModelError::CacheMemory {
+                slots,
+                needed: cache_bytes,
+                free: device.mem_info().map_or(0, |m| m.free as u64),
+            },
+            other => other,
+        };
         let caches = (0..cfg.num_hidden_layers)
             .map(|_| {
                 let zeroed = |n: usize| -> Result<Tensor> {
@@ -318,13 +334,14 @@ impl Engine {
                     rope: zeroed(slots * dr)?,
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()
+            .map_err(cache_oom)?;
         stream.synchronize()?;
         let stats = EngineStats {
             load: transfer_stats() - before,
             load_seconds: start.elapsed().as_secs_f64(),
             weight_bytes: weights.bytes,
-            cache_bytes: (cfg.num_hidden_layers * slots * (dl + dr) * dtype.size()) as u64,
+            cache_bytes,
             ..EngineStats::default()
         };
         Ok(Engine {
