@@ -23,6 +23,13 @@ pub enum CliError {
     /// A check the command ran did not pass (`dsnpu verify`).
     #[error("{0}")]
     Failed(String),
+    /// An output path that cannot be written, found before the work that would fill it.
+    #[error("{flag} {}: {reason}", .path.display())]
+    OutputPath {
+        flag: &'static str,
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,

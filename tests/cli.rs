@@ -336,7 +336,11 @@ fn an_os_error_is_printed_once() {
         "--prompt-ids",
         "1",
         "--out",
-        "/nonexistent/out.safetensors",
+        // A writable folder: a missing one is refused first (outputs are checked before the model).
+        std::env::temp_dir()
+            .join("dsnpu-never-written.safetensors")
+            .to_str()
+            .unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = error_line(&out);
@@ -350,6 +354,124 @@ fn an_os_error_is_printed_once() {
         "{stderr}"
     );
     assert!(!stderr.contains("caused by"), "{stderr}");
+}
+
+#[test]
+fn max_new_tokens_0_still_checks_the_checkpoint_the_options_and_the_prompts() {
+    // Asking for no tokens used to skip every check on the device engine (a missing checkpoint exited
+    // 0) and the prompt check on the CPU: now each way to run `generate` refuses what it would refuse
+    // for one token, and answers a valid request with one empty line per prompt.
+    let model = checkpoint("v3_base");
+    let m = model.to_str().unwrap();
+    for backend in [&[][..], &["--backend", "npu"], &["--ep", "2"]] {
+        let run = |model: &str, ids: &str, extra: &[&str]| {
+            let mut args = vec![
+                "generate",
+                "--model",
+                model,
+                "--prompt-ids",
+                ids,
+                "--max-new-tokens",
+                "0",
+            ];
+            args.extend_from_slice(backend);
+            args.extend_from_slice(extra);
+            dsnpu_within_60s(&args)
+        };
+        let out = run("/nonexistent/dsnpu-model", "1", &[]);
+        assert!(
+            error_line(&out).ends_with(
+                "/nonexistent/dsnpu-model/config.json: No such file or directory (os error 2)"
+            ),
+            "{backend:?}: {out:?}"
+        );
+        let out = run(m, "1,2;5,128", &[]);
+        assert!(
+            error_line(&out).contains(
+                "invalid input: prompt 1: token 1 is 128, outside the vocabulary (0..128)"
+            ),
+            "{backend:?}: {out:?}"
+        );
+        let out = run(m, "1", &["--temperature", "nan"]);
+        assert!(
+            error_line(&out).contains("argument `temperature` is invalid"),
+            "{backend:?}: {out:?}"
+        );
+        let out = run(m, "1,2;3", &[]);
+        assert!(out.status.success(), "{backend:?}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "\n\n", "{backend:?}");
+    }
+}
+
+#[test]
+fn outputs_that_cannot_be_created_are_refused_before_the_model_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let missing = tmp.path().join("no-such-folder/logits.safetensors");
+    let model = checkpoint("v3_base");
+    let m = model.to_str().unwrap();
+    for backend in ["cpu", "npu"] {
+        let forward = |out: &str, extra: &[&str]| {
+            let mut args = vec![
+                "forward",
+                "--model",
+                m,
+                "--prompt-ids",
+                "1,2",
+                "--out",
+                out,
+                "--backend",
+                backend,
+            ];
+            args.extend_from_slice(extra);
+            dsnpu_within_60s(&args)
+        };
+        for (out, extra, want) in [
+            (
+                missing.to_str().unwrap(),
+                &[][..],
+                format!(
+                    "error: --out {}: the folder {} does not exist",
+                    missing.display(),
+                    missing.parent().unwrap().display()
+                ),
+            ),
+            (
+                dir,
+                &[],
+                format!("error: --out {dir}: is a directory, not a file"),
+            ),
+            (
+                &format!("{dir}/logits.safetensors"),
+                &["--stats-json", dir],
+                format!("error: --stats-json {dir}: is a directory, not a file"),
+            ),
+        ] {
+            let run = forward(out, extra);
+            assert_eq!(error_line(&run), want, "{backend}");
+            // Nothing was loaded or computed first.
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert!(!stderr.contains("loaded"), "{backend}: {stderr}");
+        }
+        let run = dsnpu_within_60s(&[
+            "generate",
+            "--model",
+            m,
+            "--prompt-ids",
+            "1",
+            "--max-new-tokens",
+            "1",
+            "--backend",
+            backend,
+            "--stats-json",
+            dir,
+        ]);
+        assert_eq!(
+            error_line(&run),
+            format!("error: --stats-json {dir}: is a directory, not a file")
+        );
+        assert!(run.stdout.is_empty());
+    }
 }
 
 #[test]

@@ -225,3 +225,50 @@ fn op_selects_cases_and_an_unknown_op_is_refused() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn outputs_and_launch_counts_are_checked_before_any_case_runs() {
+    let dir = temp_dir("outputs");
+    let d = dir.to_str().unwrap();
+    let chart = dir.join("chart");
+    let missing = dir.join("no-such-folder/roofline.png");
+    for (args, want) in [
+        // plotters chose its encoder by the extension and failed, after the whole run, with a debug
+        // dump of its error.
+        (
+            vec!["--plot", chart.to_str().unwrap()],
+            format!(
+                "error: --plot {}: the chart is a PNG: the file name must end in .png",
+                chart.display()
+            ),
+        ),
+        (
+            vec!["--plot", missing.to_str().unwrap()],
+            format!(
+                "error: --plot {}: the folder {} does not exist",
+                missing.display(),
+                missing.parent().unwrap().display()
+            ),
+        ),
+        (
+            vec!["--json", d],
+            format!("error: --json {d}: is a directory, not a file"),
+        ),
+        // The timings are held in memory: u64::MAX launches was an allocation that could not succeed.
+        (
+            vec!["--repeats", "18446744073709551615"],
+            "error: --warmup 5 --repeats 18446744073709551615: at most 1000000 launches each"
+                .into(),
+        ),
+    ] {
+        let mut all = vec!["--preset", "quick", "--op", "rms_norm"];
+        all.extend(&args);
+        let out = bench(&all);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end(), want, "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
+    }
+    assert!(!chart.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -400,3 +400,86 @@ fn bad_ep_arguments_are_usage_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ep needs at least 1 rank"));
 }
+
+#[test]
+fn rank_counts_the_experts_do_not_divide_over_fail_before_any_rank_is_spawned() {
+    // `--ep 18446744073709551615` used to panic allocating the workers' table, and `--ep 16` started
+    // 16 workers that each failed on their own: the coordinator now refuses both itself.
+    let model = data("v3_base");
+    let m = model.to_str().unwrap();
+    let out_file = scratch("count").join("logits.safetensors");
+    for n in ["18446744073709551615", "9223372036854775808", "16", "3"] {
+        for cmd in ["generate", "forward"] {
+            let mut args = vec![cmd, "--model", m, "--prompt-ids", "5", "--ep", n];
+            if cmd == "generate" {
+                args.extend(["--max-new-tokens", "1"]);
+            } else {
+                args.extend(["--out", out_file.to_str().unwrap()]);
+            }
+            let (out, _) = run(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{cmd} --ep {n}: {err}");
+            assert_eq!(
+                err.trim_end(),
+                format!("error: --ep {n}: 8 routed experts do not divide over {n} ranks"),
+                "{cmd}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(out_file.parent().unwrap());
+}
+
+#[test]
+fn a_worker_whose_root_file_can_never_be_read_fails_at_once_naming_it() {
+    // Rank 1 used to wait out the 120 s rendezvous for a root file that could never appear.
+    let dir = scratch("root");
+    let model = data("v3_base");
+    let garbage = dir.join("garbage");
+    std::fs::write(&garbage, "garbage").unwrap();
+    let missing = dir.join("no-such-folder/root");
+    for (root, want) in [
+        (
+            String::new(),
+            "error: DSNPU_EP_ROOT_FILE is set but empty: give the path rank 0 writes the HCCL root info to"
+                .to_string(),
+        ),
+        (
+            missing.display().to_string(),
+            format!(
+                "error: DSNPU_EP_ROOT_FILE={}: the folder {} does not exist",
+                missing.display(),
+                missing.parent().unwrap().display()
+            ),
+        ),
+        (
+            dir.display().to_string(),
+            format!(
+                "error: device: invalid argument: root info file {}: Is a directory (os error 21)",
+                dir.display()
+            ),
+        ),
+        (
+            garbage.display().to_string(),
+            format!(
+                "error: device: invalid argument: root info file {}: a root info is 4108 bytes, got 7",
+                garbage.display()
+            ),
+        ),
+    ] {
+        let start = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_dsnpu"))
+            .args(["generate", "--model", model.to_str().unwrap()])
+            .args(["--prompt-ids", "5", "--max-new-tokens", "1", "--ep", "2"])
+            .env("DSNPU_SIM_DEVICES", "2")
+            .env("DSNPU_EP_ROOT_FILE", &root)
+            .env("RANK", "1")
+            .env("WORLD_SIZE", "2")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{root:?}: {err}");
+        assert_eq!(err.trim_end(), want, "{root:?}");
+        assert!(start.elapsed() < Duration::from_secs(30), "{root:?} waited");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

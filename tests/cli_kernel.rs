@@ -146,3 +146,32 @@ fn a_source_without_entries_is_refused() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn block_counts_outside_a_launch_s_range_are_usage_errors() {
+    // 4294967295 blocks used to be launched, refused by AscendCL and reported as the kernel's own `mem`
+    // finding.
+    let dir = tempfile::tempdir().unwrap();
+    let so = build(dir.path(), "copy.cpp");
+    for blocks in ["0", "65536", "4294967295"] {
+        let o = dsnpu(&[
+            "kernel",
+            "run",
+            so.to_str().unwrap(),
+            "--kernel",
+            "copy_f32",
+            "--blocks",
+            blocks,
+            "--arg",
+            "2048",
+            "--arg",
+            "2048",
+        ]);
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr).trim_end(),
+            format!("error: --blocks {blocks}: a launch has 1 to 65535 blocks")
+        );
+        assert!(o.stdout.is_empty(), "nothing was launched");
+    }
+}

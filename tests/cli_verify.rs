@@ -92,6 +92,27 @@ fn a_broken_kernel_fails_and_is_named() {
 }
 
 #[test]
+fn a_json_report_in_a_missing_folder_is_refused_before_the_suites_run() {
+    let out = verify(
+        &[
+            "--op",
+            "rms_norm",
+            "--dtype",
+            "f32",
+            "--json",
+            "/nonexistent/dsnpu/verify.json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "error: --json /nonexistent/dsnpu/verify.json: the folder /nonexistent/dsnpu does not exist"
+    );
+    assert!(out.stdout.is_empty(), "no suite ran: {}", text(&out.stdout));
+}
+
+#[test]
 fn unknown_operators_are_a_usage_error() {
     let out = verify(&["--op", "flash_attention"], None);
     assert!(!out.status.success());

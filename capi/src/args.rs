@@ -62,6 +62,49 @@ pub fn non_null<P>(func: &'static str, arg: &'static str, p: *const P) -> Result
     }
 }
 
+/// Fails when a pointer the library reads or writes as a `T` on the host (a handle, an out pointer, a
+/// host array) is null or not aligned for `T`: a reference or slice made from a misaligned pointer is
+/// undefined behaviour (debug builds abort on it), while the check is a clean error.
+pub fn host_ptr<T>(func: &'static str, arg: &'static str, p: *const T) -> Result<()> {
+    non_null(func, arg, p)?;
+    if !p.is_aligned() {
+        return Err(CapiError::Misaligned {
+            func,
+            arg,
+            addr: p as usize,
+            align: std::mem::align_of::<T>(),
+        });
+    }
+    Ok(())
+}
+
+/// The caller's host array `p[0 .. len)` as a slice, after [`host_ptr`]'s checks and a check that
+/// `len` elements fit one allocation (at most `isize::MAX` bytes): a longer slice is undefined
+/// behaviour whatever the memory holds, so such a `len` is refused rather than trusted.
+///
+/// # Safety
+/// `p` is null (an error) or valid for reading `len` elements of `T` for `'a`.
+pub unsafe fn host_slice<'a, T>(
+    func: &'static str,
+    arg: &'static str,
+    p: *const T,
+    len: usize,
+) -> Result<&'a [T]> {
+    host_ptr(func, arg, p)?;
+    let max = isize::MAX as usize / std::mem::size_of::<T>().max(1);
+    if len > max {
+        return Err(CapiError::Invalid {
+            func,
+            reason: format!(
+                "`{arg}` has {len} elements, more than the {max} one allocation can hold"
+            ),
+        });
+    }
+    // SAFETY: non-null, aligned, at most isize::MAX bytes (checked above) and readable for `len`
+    // elements (this function's contract).
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
 /// `len` elements of `T` at the caller's device address `ptr`, as a buffer that frees nothing.
 ///
 /// # Safety

@@ -56,8 +56,9 @@ pub unsafe fn context<'a>(
     func: &'static str,
     ctx: *const DsnpuContext,
 ) -> Result<&'a DsnpuContext> {
-    // SAFETY: the caller's contract above.
-    unsafe { ctx.as_ref() }.ok_or(CapiError::Null { func, arg: "ctx" })
+    crate::args::host_ptr(func, "ctx", ctx)?;
+    // SAFETY: non-null and aligned (checked above), a live context (the caller's contract above).
+    Ok(unsafe { &*ctx })
 }
 
 /// Opens device `device` (`aclInit` and `aclrtSetDevice` as needed, in the device's default context)
@@ -70,12 +71,7 @@ pub unsafe fn context<'a>(
 pub unsafe extern "C" fn dsnpu_context_create(device: i32, out: *mut *mut DsnpuContext) -> i32 {
     const F: &str = "dsnpu_context_create";
     guard(F, || {
-        if out.is_null() {
-            return Err(CapiError::Null {
-                func: F,
-                arg: "out",
-            });
-        }
+        crate::args::host_ptr(F, "out", out)?;
         let dev = Device::new(device).map_err(|source| CapiError::Runtime { func: F, source })?;
         let lib =
             KernelLibrary::get(&dev).map_err(|source| CapiError::Kernel { func: F, source })?;
@@ -129,6 +125,8 @@ pub unsafe extern "C" fn dsnpu_context_destroy(ctx: *mut DsnpuContext) -> i32 {
     const F: &str = "dsnpu_context_destroy";
     guard(F, || {
         if !ctx.is_null() {
+            // No context is misaligned: refused rather than handed to the allocator.
+            crate::args::host_ptr(F, "ctx", ctx)?;
             // SAFETY: from Box::into_raw in dsnpu_context_create, destroyed once (the contract).
             drop(unsafe { Box::from_raw(ctx) });
         }

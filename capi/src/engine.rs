@@ -14,8 +14,9 @@
 //! - Errors: a status and [`dsnpu_last_error`](crate::dsnpu_last_error): a bad checkpoint, a rejected
 //!   prompt, a step with no live sequence or an unknown id are `DSNPU_STATUS_INVALID_ARGUMENT`; a
 //!   sequence that outgrows the cache is `DSNPU_STATUS_OUT_OF_BLOCKS` (free a sequence and step
-//!   again); weights larger than the device's free memory `DSNPU_STATUS_UNSUPPORTED`; AscendCL
-//!   failures `DSNPU_STATUS_DEVICE`. A failed step leaves every sequence as it was before it.
+//!   again); weights or a paged cache larger than the device's free memory
+//!   `DSNPU_STATUS_UNSUPPORTED`; AscendCL failures `DSNPU_STATUS_DEVICE`. A failed step leaves every
+//!   sequence as it was before it.
 //! - An engine is used by one thread at a time, the thread that loaded it (AscendCL binds the device
 //!   context to it).
 
@@ -24,7 +25,7 @@ use std::ffi::{c_char, CStr};
 use dsnpu_model::device::{DType, Engine, EngineOptions};
 use dsnpu_model::SeqId;
 
-use crate::args::{code, model, non_null, size};
+use crate::args::{code, host_ptr, host_slice, model, size};
 use crate::error::{guard, CapiError, Result};
 use crate::{DSNPU_DTYPE_BF16, DSNPU_DTYPE_F32};
 
@@ -91,8 +92,8 @@ impl DsnpuEngineOptions {
 /// # Safety
 /// `out` is null (an error) or valid for writing one `T`.
 unsafe fn put<T>(func: &'static str, arg: &'static str, out: *mut T, what: T) -> Result<()> {
-    non_null(func, arg, out)?;
-    // SAFETY: non-null and writable (the caller's contract).
+    host_ptr(func, arg, out)?;
+    // SAFETY: non-null and aligned (checked above), writable (the caller's contract).
     unsafe { out.write(what) };
     Ok(())
 }
@@ -103,13 +104,10 @@ unsafe fn put<T>(func: &'static str, arg: &'static str, out: *mut T, what: T) ->
 /// `engine` is null or a pointer from [`dsnpu_engine_load`] not yet destroyed, used by no other
 /// thread.
 unsafe fn engine_mut<'a>(func: &'static str, engine: *mut DsnpuEngine) -> Result<&'a mut Engine> {
-    // SAFETY: the caller's contract above.
-    unsafe { engine.as_mut() }
-        .map(|e| &mut e.engine)
-        .ok_or(CapiError::Null {
-            func,
-            arg: "engine",
-        })
+    // A misaligned pointer cannot be an engine; catching it costs nothing.
+    host_ptr(func, "engine", engine)?;
+    // SAFETY: non-null and aligned (checked above), a live engine (the caller's contract above).
+    Ok(unsafe { &mut (*engine).engine })
 }
 
 /// Fills `*out` with the defaults: device 0, f32, 64 blocks of 16 tokens, greedy (top_p 1, seed 0),
@@ -152,22 +150,25 @@ pub unsafe extern "C" fn dsnpu_engine_load(
 ) -> i32 {
     const F: &str = "dsnpu_engine_load";
     guard(F, || {
-        non_null(F, "path", path)?;
-        non_null(F, "out", out)?;
+        host_ptr(F, "path", path)?;
+        host_ptr(F, "out", out)?;
         // SAFETY: non-null and NUL-terminated (the caller's contract).
         let path = unsafe { CStr::from_ptr(path) };
         let path = path.to_str().map_err(|_| CapiError::Invalid {
             func: F,
             reason: "`path` is not UTF-8".into(),
         })?;
-        // SAFETY: null or a valid options struct (the caller's contract).
-        let opts = match unsafe { opts.as_ref() } {
-            Some(o) => o.engine_options(F)?,
-            None => EngineOptions::default(),
+        let opts = if opts.is_null() {
+            EngineOptions::default()
+        } else {
+            host_ptr(F, "opts", opts)?;
+            // SAFETY: non-null and aligned (checked above), a valid options struct (the caller's
+            // contract).
+            unsafe { &*opts }.engine_options(F)?
         };
         let engine = Engine::load(path, opts, &mut |_, _| {}).map_err(model(F))?;
         let boxed = Box::into_raw(Box::new(DsnpuEngine { engine }));
-        // SAFETY: non-null and writable (checked above, the caller's contract).
+        // SAFETY: non-null and aligned (checked above), writable (the caller's contract).
         unsafe { out.write(boxed) };
         Ok(())
     })
@@ -184,6 +185,8 @@ pub unsafe extern "C" fn dsnpu_engine_destroy(engine: *mut DsnpuEngine) -> i32 {
     const F: &str = "dsnpu_engine_destroy";
     guard(F, || {
         if !engine.is_null() {
+            // No engine is misaligned: refused rather than handed to the allocator.
+            host_ptr(F, "engine", engine)?;
             // SAFETY: from Box::into_raw in dsnpu_engine_load, destroyed once (the contract).
             drop(unsafe { Box::from_raw(engine) });
         }
@@ -196,10 +199,9 @@ pub unsafe extern "C" fn dsnpu_engine_destroy(engine: *mut DsnpuEngine) -> i32 {
 /// # Safety
 /// `ids` is null (an error) or valid for reading `len` ids.
 unsafe fn prompt<'a>(func: &'static str, ids: *const i32, len: i64) -> Result<&'a [i32]> {
-    non_null(func, "ids", ids)?;
     let n = size(func, "len", len)?;
-    // SAFETY: non-null and readable for `len` ids (the caller's contract).
-    Ok(unsafe { std::slice::from_raw_parts(ids, n) })
+    // SAFETY: readable for `len` ids (the caller's contract); the rest is checked there.
+    unsafe { host_slice(func, "ids", ids, n) }
 }
 
 /// Both `add_sequence` entry points: the prompt queued, its sampler seeded with `seed` (the engine's
@@ -218,7 +220,7 @@ unsafe fn add(
     guard(func, || {
         // SAFETY: the caller's contract.
         let (e, p) = unsafe { (engine_mut(func, engine)?, prompt(func, ids, len)?) };
-        non_null(func, "out_id", out_id)?;
+        host_ptr(func, "out_id", out_id)?;
         let id = match seed {
             Some(s) => e.add_sequence_seeded(p, s),
             None => e.add_sequence(p),
@@ -305,13 +307,13 @@ pub unsafe extern "C" fn dsnpu_engine_step(
     guard(F, || {
         // SAFETY: the caller's contract.
         let e = unsafe { engine_mut(F, engine) }?;
-        non_null(F, "ids", ids)?;
-        non_null(F, "tokens", tokens)?;
-        non_null(F, "out_count", out_count)?;
+        host_ptr(F, "ids", ids)?;
+        host_ptr(F, "tokens", tokens)?;
+        host_ptr(F, "out_count", out_count)?;
         let live = e.live().len();
         let capacity_ok = usize::try_from(capacity).is_ok_and(|c| c >= live);
         if !capacity_ok {
-            // SAFETY: non-null and writable (the caller's contract).
+            // SAFETY: non-null and aligned (checked above), writable (the caller's contract).
             unsafe { out_count.write(live as i64) };
             return Err(CapiError::Invalid {
                 func: F,
@@ -337,7 +339,7 @@ pub unsafe extern "C" fn dsnpu_engine_step(
                 tokens.add(i).write(*t);
             }
         }
-        // SAFETY: non-null and writable (the caller's contract).
+        // SAFETY: non-null and aligned (checked above), writable (the caller's contract).
         unsafe { out_count.write(step.len() as i64) };
         Ok(())
     })

@@ -27,6 +27,13 @@ pub enum CapiError {
     },
     #[error("{func}: {reason}")]
     Invalid { func: &'static str, reason: String },
+    #[error("{func}: argument `{arg}` ({addr:#x}) is not aligned to {align} bytes")]
+    Misaligned {
+        func: &'static str,
+        arg: &'static str,
+        addr: usize,
+        align: usize,
+    },
     #[error("{func}: unknown {what} code {code}")]
     UnknownCode {
         func: &'static str,
@@ -63,6 +70,7 @@ impl CapiError {
     fn status(&self) -> i32 {
         match self {
             CapiError::Null { .. }
+            | CapiError::Misaligned { .. }
             | CapiError::Invalid { .. }
             | CapiError::UnknownCode { .. }
             | CapiError::Overlap { .. } => DSNPU_STATUS_INVALID_ARGUMENT,
@@ -81,7 +89,9 @@ impl CapiError {
             },
             CapiError::Model { source, .. } => match source {
                 ModelError::OutOfBlocks { .. } => DSNPU_STATUS_OUT_OF_BLOCKS,
-                ModelError::DeviceMemory { .. } => DSNPU_STATUS_UNSUPPORTED,
+                ModelError::DeviceMemory { .. } | ModelError::CacheMemory { .. } => {
+                    DSNPU_STATUS_UNSUPPORTED
+                }
                 e if e.is_caller_error() => DSNPU_STATUS_INVALID_ARGUMENT,
                 _ => DSNPU_STATUS_DEVICE,
             },

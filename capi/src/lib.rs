@@ -7,7 +7,8 @@
 //!   Layouts are row-major and contiguous; each function's documentation gives the shapes.
 //! - Validated before anything is queued, each failure an error status with a message from
 //!   [`dsnpu_last_error`]: null context, stream or tensor pointers (optional tensors may be null),
-//!   negative sizes, products that overflow, an unknown dtype code, shapes the kernel cannot take,
+//!   handles, out pointers and host arrays not aligned for their type, host arrays longer than one
+//!   allocation can be, negative sizes, products that overflow, an unknown dtype code, shapes the kernel cannot take,
 //!   and outputs whose memory overlaps another argument.
 //! - Not validated (device data the host does not read): the values of indices (positions, expert
 //!   ids, row indices, group lists, block tables, sequence lengths), and that each pointer really

@@ -229,18 +229,10 @@ unsafe fn make_plan(
 ) -> Result<()> {
     // SAFETY: the caller's contract.
     let ctx = unsafe { context(func, ctx) }?;
-    if out.is_null() {
-        return Err(CapiError::Null { func, arg: "out" });
-    }
-    if host_seq_lens.is_null() {
-        return Err(CapiError::Null {
-            func,
-            arg: "host_seq_lens",
-        });
-    }
+    crate::args::host_ptr(func, "out", out)?;
     let batch = size(func, "batch", batch)?;
-    // SAFETY: non-null and valid for `batch` reads (the caller's contract).
-    let lens = unsafe { std::slice::from_raw_parts(host_seq_lens, batch) };
+    // SAFETY: valid for `batch` reads (the caller's contract); the rest is checked there.
+    let lens = unsafe { crate::args::host_slice(func, "host_seq_lens", host_seq_lens, batch) }?;
     let lens = lens
         .iter()
         .map(|&l| {
@@ -256,8 +248,8 @@ unsafe fn make_plan(
     let mut words = s.alloc::<i32>(plan.words().len()).map_err(runtime)?;
     words.copy_from_host(plan.words()).map_err(runtime)?;
     let boxed = Box::new(DsnpuMlaDecodePlan { plan, words });
-    // SAFETY: `out` is non-null and valid for writing (the caller's contract).
-    unsafe { *out = Box::into_raw(boxed) };
+    // SAFETY: `out` is non-null and aligned (checked above), valid for writing (the caller's contract).
+    unsafe { out.write(Box::into_raw(boxed)) };
     Ok(())
 }
 
@@ -321,11 +313,9 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
     guard(F, || {
         // SAFETY: the caller's contract.
         let ctx = unsafe { context(F, ctx) }?;
-        // SAFETY: null or a live plan (the caller's contract).
-        let plan = unsafe { plan.as_ref() }.ok_or(CapiError::Null {
-            func: F,
-            arg: "plan",
-        })?;
+        crate::args::host_ptr(F, "plan", plan)?;
+        // SAFETY: non-null and aligned (checked above), a live plan (the caller's contract).
+        let plan = unsafe { &*plan };
         if plan.plan.batch() as i64 != batch {
             return Err(CapiError::Invalid {
                 func: F,
@@ -468,11 +458,8 @@ pub unsafe extern "C" fn dsnpu_mla_prefill(
             reason: "batch + 1 overflows".into(),
         })?;
         let host_cu = |name: &'static str, p: *const i32| -> Result<Vec<i32>> {
-            if p.is_null() {
-                return Err(CapiError::Null { func: F, arg: name });
-            }
-            // SAFETY: non-null and valid for `batch + 1` reads (the caller's contract).
-            Ok(unsafe { std::slice::from_raw_parts(p, entries) }.to_vec())
+            // SAFETY: valid for `batch + 1` reads (the caller's contract); the rest is checked there.
+            Ok(unsafe { crate::args::host_slice(F, name, p, entries) }?.to_vec())
         };
         let (hq, hk) = (
             host_cu("host_cu_q", host_cu_q)?,
@@ -558,11 +545,8 @@ unsafe fn host_list(
     p: *const i32,
     len: usize,
 ) -> Result<Vec<i32>> {
-    if p.is_null() {
-        return Err(CapiError::Null { func, arg });
-    }
-    // SAFETY: non-null and valid for `len` reads (this function's contract).
-    Ok(unsafe { std::slice::from_raw_parts(p, len) }.to_vec())
+    // SAFETY: valid for `len` reads (this function's contract); the rest is checked there.
+    Ok(unsafe { crate::args::host_slice(func, arg, p, len) }?.to_vec())
 }
 
 /// Chunked MLA prefill straight from the paged latent cache (vLLM's chunked prefill / prefix reuse):

@@ -81,6 +81,14 @@ pub enum ModelError {
         needed: u64,
         free: u64,
     },
+    /// The paged cache the options ask for does not fit in the device memory the weights left: its
+    /// slots (`num_blocks × block_size`), the bytes it needs over all layers and the bytes that were free.
+    #[error("device memory: the paged cache of {slots} slots needs {needed} bytes over all layers, {free} bytes were free after the weights (lower num_blocks or block_size)")]
+    CacheMemory {
+        slots: usize,
+        needed: u64,
+        free: u64,
+    },
     /// A device runtime call failed.
     #[error("device: {0}")]
     Device(#[from] dsnpu_runtime::RuntimeError),

@@ -82,17 +82,17 @@ impl<'m, B: ModelBackend> Generator<'m, B> {
         let n_new = self.opts.max_new_tokens;
         let cfg = self.model.config();
         let mut out: Vec<Vec<i32>> = vec![Vec::new(); prompts.len()];
-        if prompts.is_empty() || n_new == 0 {
-            return Ok(out);
-        }
+        // Checked before the shortcut below: a request for no tokens is still refused when its prompts
+        // are, rather than answered as if they were valid.
         let bs = self.opts.block_size;
         let mut blocks = 0;
         for (i, p) in prompts.iter().enumerate() {
-            if p.is_empty() {
-                return Err(invalid_input(format!("prompt {i} is empty")));
-            }
+            check_prompt(i, p, cfg.vocab_size)?;
             blocks +=
                 positions_needed(i, p.len(), n_new, cfg.max_position_embeddings)?.div_ceil(bs);
+        }
+        if prompts.is_empty() || n_new == 0 {
+            return Ok(out);
         }
         let mut cache = self.model.new_cache(blocks, bs)?;
         let mut samplers = (0..prompts.len())
@@ -130,6 +130,24 @@ impl<'m, B: ModelBackend> Generator<'m, B> {
             logits = self.model.decode(&mut cache, &batch)?;
         }
         Ok(out)
+    }
+}
+
+/// Prompt `i` of a batch is not empty and holds only ids of the vocabulary (`0..vocab`), or the
+/// invalid-input error naming the first bad token.
+pub fn check_prompt(i: usize, prompt: &[i32], vocab: usize) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(invalid_input(format!("prompt {i} is empty")));
+    }
+    match prompt
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t < 0 || t as usize >= vocab)
+    {
+        Some((j, t)) => Err(invalid_input(format!(
+            "prompt {i}: token {j} is {t}, outside the vocabulary (0..{vocab})"
+        ))),
+        None => Ok(()),
     }
 }
 

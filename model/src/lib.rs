@@ -39,5 +39,5 @@ pub use cache::{BlockAllocator, KvCache, SeqId};
 pub use checkpoint::Checkpoint;
 pub use config::{ModelConfig, ModelType};
 pub use error::{ModelError, Result};
-pub use generate::{positions_needed, GenerateOptions, Generator};
+pub use generate::{check_prompt, positions_needed, GenerateOptions, Generator};
 pub use model::DeepseekV3;

@@ -239,6 +239,15 @@ fn errors_are_typed() {
     assert!(matches!(e.step(), Err(ModelError::NoLiveSequences)));
     assert!(e.add_sequence(&[]).is_err());
     assert!(e.add_sequence(&[10_000]).is_err());
+    // A prompt larger than the whole cache is refused when added: it used to be queued and fail every
+    // step with OutOfBlocks, which asks the caller to free sequences that could never make room.
+    let err = e.add_sequence(&[1; 9]).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::InvalidInput(m)
+            if m == "a 9-token prompt needs 3 cache blocks of 4 tokens; the cache has 2 in all"),
+        "{err}"
+    );
+    assert!(e.live().is_empty());
     // Two blocks of 4 tokens: a 7-token prompt fits, then it outgrows the cache on its second token.
     let id = e.add_sequence(&[1, 2, 3, 4, 5, 6, 7]).unwrap();
     e.step().unwrap();
@@ -290,6 +299,38 @@ fn a_checkpoint_larger_than_device_memory_is_a_typed_error() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_cache_larger_than_device_memory_is_a_typed_error() {
+    // 2^30 slots of 3 layers × (32 + 8) f32: 515 GB. It used to surface as the allocator's bare
+    // out-of-memory (a device failure, RuntimeError in Python) that did not name the cache.
+    let opts = EngineOptions {
+        num_blocks: 1 << 20,
+        block_size: 1 << 10,
+        ..EngineOptions::default()
+    };
+    match Engine::load(data_dir("v3_base"), opts, &mut |_, _| {}) {
+        Err(e @ ModelError::CacheMemory { .. }) => {
+            let ModelError::CacheMemory {
+                slots,
+                needed,
+                free,
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!((slots, needed), (1 << 30, 3 * (1 << 30) * 40 * 4));
+            assert!(needed > free, "{needed} vs {free}");
+            assert!(e.is_caller_error());
+            assert!(
+                e.to_string().contains("lower num_blocks or block_size"),
+                "{e}"
+            );
+        }
+        Err(e) => panic!("expected a cache-memory error, got {e}"),
+        Ok(_) => panic!("a 515 GB cache loaded"),
+    }
 }
 
 /// The bytes the device should hold for `variant` computed in `compute`, from the checkpoint's headers

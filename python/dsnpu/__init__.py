@@ -69,6 +69,24 @@ def _wire(a, dtype=None):
     return (np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes(), list(a.shape), code)
 
 
+def _token_ids(ids, what="ids"):
+    """A prompt (any array-like of integers) as a list of Python ints, refusing what is not one: floats
+    and booleans would otherwise be truncated by ``int()`` into valid-looking ids, and ids past int32 would
+    fail in the extension without saying which argument held them."""
+    a = np.asarray(ids)
+    flat = a.reshape(-1)
+    if a.dtype == object:  # integers beyond int64 make an object array
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in flat):
+            raise TypeError(f"{what}: token ids must be integers")
+    elif flat.size and a.dtype.kind not in "iu":
+        raise TypeError(f"{what}: token ids must be integers, got {a.dtype}")
+    out = [int(i) for i in flat]
+    for i in out:
+        if not -(2**31) <= i < 2**31:
+            raise ValueError(f"{what}: token id {i} does not fit in int32")
+    return out
+
+
 def _opt(a, dtype=None):
     return None if a is None else _wire(a, dtype)
 
@@ -322,14 +340,12 @@ class Model:
 
     def generate(self, ids, max_new_tokens=16, temperature=0.0, top_p=1.0, seed=0):
         """Up to ``max_new_tokens`` new token ids (``int32``) after the prompt ``ids``; greedy at 0."""
-        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
-        new = self._model.generate(ids, max_new_tokens, temperature, top_p, seed)
+        new = self._model.generate(_token_ids(ids), max_new_tokens, temperature, top_p, seed)
         return np.asarray(new, dtype=np.int32)
 
     def forward(self, ids):
         """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""
-        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
-        return _array(self._model.forward(ids))
+        return _array(self._model.forward(_token_ids(ids)))
 
 
 class Engine:
@@ -372,7 +388,7 @@ class Engine:
 
     def add_sequence(self, ids, seed=None):
         """Queues the prompt ``ids`` for the next step; returns its sequence id."""
-        return self._engine.add_sequence([int(i) for i in np.asarray(ids).reshape(-1)], seed)
+        return self._engine.add_sequence(_token_ids(ids), seed)
 
     def remove_sequence(self, seq_id):
         """Forgets a sequence and frees its cache blocks."""
@@ -388,13 +404,13 @@ class Engine:
         Prompt ``i`` samples with seed ``seed + i``; a sequence stops after a ``stop`` id (included;
         default the config's ``eos_token_id``).
         """
-        prompts = [[int(i) for i in np.asarray(p).reshape(-1)] for p in prompts]
-        stop = None if stop is None else [int(i) for i in stop]
+        prompts = [_token_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        stop = None if stop is None else _token_ids(stop, "stop")
         return [np.asarray(ids, dtype=np.int32) for ids in self._engine.generate(prompts, max_new_tokens, stop)]
 
     def forward(self, ids):
         """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""
-        return _array(self._engine.forward([int(i) for i in np.asarray(ids).reshape(-1)]))
+        return _array(self._engine.forward(_token_ids(ids)))
 
     @property
     def live(self):

@@ -106,8 +106,16 @@ fn arr<T: Elem, D: Dimension>(name: &str, t: &In<'_>) -> PyResult<ndarray::Array
         )));
     }
     let data = bytes.as_bytes();
-    let n: usize = shape.iter().product();
-    if data.len() != n * T::SIZE {
+    // Checked: a shape is any list of ints here, and a wrapped product must not pass for the size.
+    let n = shape
+        .iter()
+        .try_fold(T::SIZE, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{name}: shape {shape:?} of {dtype} overflows the address space"
+            ))
+        })?;
+    if data.len() != n {
         return Err(PyValueError::new_err(format!(
             "{name}: {} bytes for shape {shape:?} of {dtype}",
             data.len()

@@ -189,9 +189,8 @@ impl Model {
                 engine,
                 loaded,
             } => {
-                if max_new_tokens == 0 {
-                    return Ok(Vec::new());
-                }
+                // No shortcut for `max_new_tokens=0`: the options and the prompt are checked as for
+                // any other count (the engine answers it with no ids).
                 let need = ids.len().saturating_add(max_new_tokens);
                 if need > *max_tokens {
                     return Err(PyValueError::new_err(format!(

@@ -94,6 +94,9 @@ def test_errors_raise_value_error():
         dsnpu.Engine(CHECKPOINT, temperature=-1.0)
     with pytest.raises(ValueError, match="top_p"):
         dsnpu.Engine(CHECKPOINT, top_p=0.0)
+    # A cache larger than the device: the options' fault, named (was the allocator's RuntimeError).
+    with pytest.raises(ValueError, match="paged cache of 1073741824 slots"):
+        dsnpu.Engine(CHECKPOINT, num_blocks=2**20, block_size=2**10)
     # A device failure is a RuntimeError, its cause said once.
     with pytest.raises(RuntimeError) as missing:
         dsnpu.Engine(CHECKPOINT, device=7)
@@ -117,3 +120,28 @@ def test_errors_raise_value_error():
         e.generate([[1, 2]], 2)
     e.remove_sequence(sid)
     assert e.free_blocks == 2
+
+
+def test_ids_that_are_not_token_ids_are_refused_and_zero_tokens_still_checks_the_prompts():
+    e = dsnpu.Engine(CHECKPOINT, num_blocks=4, block_size=4)
+    # Floats and booleans were truncated by int() into valid-looking ids (1.7 ran as token 1).
+    for bad in ([1.7], [True], np.array([1.0, 2.0])):
+        with pytest.raises(TypeError, match="integers"):
+            e.add_sequence(bad)
+    # Past int32 (and past int64) the extension failed without naming the value.
+    with pytest.raises(ValueError, match="2199023255552 does not fit in int32"):
+        e.add_sequence([2**41])
+    with pytest.raises(ValueError, match="does not fit in int32"):
+        e.add_sequence([2**70])
+    with pytest.raises(TypeError, match="stop"):
+        e.generate([[1]], 2, stop=[0.5])
+    with pytest.raises(TypeError, match=r"prompts\[1\]"):
+        e.generate([[1], [2.5]], 2)
+    assert e.live == []
+    # Asking for no tokens used to return before the prompts were looked at.
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        e.generate([[1], [e.vocab_size]], 0)
+    with pytest.raises(ValueError, match="empty"):
+        e.generate([[1], []], 0)
+    assert [list(o) for o in e.generate([[1], [2]], 0)] == [[], []]
+    assert e.live == [] and e.free_blocks == 4

@@ -105,6 +105,16 @@ def test_bad_model_inputs_raise(models):
         models["cpu"].generate([10**6], max_new_tokens=2)
     with pytest.raises(ValueError):
         models["npu"].generate([1, 2], max_new_tokens=100)  # beyond max_tokens=64
+    for backend in ("cpu", "npu"):
+        # No tokens asked for: the prompt and the options are still checked (the npu backend
+        # returned [] for anything).
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            models[backend].generate([1, models[backend].vocab_size], max_new_tokens=0)
+        with pytest.raises(ValueError, match="temperature"):
+            models[backend].generate([1], max_new_tokens=0, temperature=float("nan"))
+        assert list(models[backend].generate([1, 2], max_new_tokens=0)) == []
+        with pytest.raises(TypeError, match="integers"):
+            models[backend].generate([1.5], max_new_tokens=2)
     with pytest.raises(ValueError):
         dsnpu.Model(CHECKPOINT, backend="tpu")
     with pytest.raises(ValueError):

@@ -369,6 +369,9 @@ def test_bad_input_raises_value_error(backend):
         dsnpu.silu_mul(np.zeros((2, 4), dtype=np.float64), backend=backend)
     with pytest.raises(ValueError, match="backend"):
         dsnpu.silu_mul(x, backend="gpu")
+    # A wire triple whose shape's size wraps usize: a panic (PanicException) before it was checked.
+    with pytest.raises(ValueError, match="overflows the address space"):
+        dsnpu._dsnpu.rms_norm((b"", [2**62, 8], "f32"), (b"", [8], "f32"), 1e-6, backend)
 
 
 def test_case_generators_are_the_suites():

@@ -143,9 +143,19 @@ impl RootInfo {
     /// Waits up to `timeout` for another rank's [`RootInfo::write_file`] at `path`.
     pub fn wait_for_file(path: &Path, timeout: Duration) -> Result<RootInfo> {
         let deadline = Instant::now() + timeout;
+        let named = |e: RuntimeError| match e {
+            RuntimeError::InvalidArgument(m) => {
+                RuntimeError::InvalidArgument(format!("root info file {}: {m}", path.display()))
+            }
+            other => other,
+        };
         loop {
             match std::fs::read(path) {
-                Ok(bytes) => return RootInfo::from_bytes(&bytes),
+                Ok(bytes) => return RootInfo::from_bytes(&bytes).map_err(named),
+                // Never becomes a file to read: no point waiting out the timeout.
+                Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {
+                    return Err(named(RuntimeError::InvalidArgument(e.to_string())))
+                }
                 Err(e) if Instant::now() >= deadline => {
                     return Err(RuntimeError::InvalidArgument(format!(
                         "no root info at {} within {timeout:?}: {e}",

@@ -95,6 +95,9 @@ pub fn draw(path: &Path, points: &[Point], modelled: bool) -> Result<(), PlotErr
         path: path.display().to_string(),
         source: e,
     };
+    // Opened here first so that an unwritable path fails with the OS's words; plotters reports it
+    // only as a debug dump of its encoder's error.
+    std::fs::File::create(path).map_err(|e| fail(e.into()))?;
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     draw_chart(&root, points, modelled).map_err(fail)?;
     root.present().map_err(|e| fail(e.into()))

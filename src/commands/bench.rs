@@ -65,6 +65,10 @@ impl Preset {
     }
 }
 
+/// Most warm-up or timed launches of a case: the timings are held in memory, and more than this is a
+/// typo, not a measurement.
+const MAX_REPEATS: usize = 1_000_000;
+
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let unknown = cases::unknown_ops(&args.ops);
     if !unknown.is_empty() {
@@ -72,6 +76,29 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             "unknown operator(s) {}; the bench has {}",
             unknown.join(", "),
             cases::OPS.join(", ")
+        )));
+    }
+    if let Some(path) = &args.json {
+        super::check_output("--json", path)?;
+    }
+    if let Some(path) = &args.plot {
+        super::check_output("--plot", path)?;
+        // plotters picks the encoder by the extension and fails on any other with a debug dump.
+        let png = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        if !png {
+            return Err(CliError::OutputPath {
+                flag: "--plot",
+                path: path.clone(),
+                reason: "the chart is a PNG: the file name must end in .png".into(),
+            });
+        }
+    }
+    if args.repeats > MAX_REPEATS || args.warmup > MAX_REPEATS {
+        return Err(CliError::Usage(format!(
+            "--warmup {} --repeats {}: at most {MAX_REPEATS} launches each",
+            args.warmup, args.repeats
         )));
     }
     let shapes = args.preset.shapes();

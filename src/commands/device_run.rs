@@ -102,9 +102,8 @@ pub fn generate(
     (dtype, max_prefill_tokens): (DtypeChoice, usize),
     stats_json: Option<&Path>,
 ) -> Result<Vec<Vec<i32>>, CliError> {
-    if max_new_tokens == 0 {
-        return Ok(vec![Vec::new(); prompts.len()]);
-    }
+    // No shortcut for `--max-new-tokens 0`: the checkpoint, the sampling options and the prompts are
+    // checked as for any other count (the engine answers it with no ids once it has loaded).
     // The length checks come before the load: the cache is sized from them, and a length past usize
     // (`--max-new-tokens 18446744073709551615`) must be refused, not overflow.
     let max = ModelConfig::from_file(dir.join("config.json"))?.max_position_embeddings;

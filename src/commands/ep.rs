@@ -55,6 +55,23 @@ fn worker_group(n: usize) -> Result<Option<EpGroup>, CliError> {
     let Some(root_file) = std::env::var_os(ENV_ROOT_FILE) else {
         return Ok(None);
     };
+    // Rank 0 writes the file into an existing folder and the others wait up to 120 s for it: a path
+    // that can never be written would fail rank 0 and leave the others waiting out the timeout.
+    let root_path = PathBuf::from(&root_file);
+    if root_path.as_os_str().is_empty() {
+        return Err(usage(format!(
+            "{ENV_ROOT_FILE} is set but empty: give the path rank 0 writes the HCCL root info to"
+        )));
+    }
+    if let Some(dir) = root_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(usage(format!(
+                "{ENV_ROOT_FILE}={}: the folder {} does not exist",
+                root_path.display(),
+                dir.display()
+            )));
+        }
+    }
     let int = |name: &str| -> Result<Option<usize>, CliError> {
         match std::env::var(name) {
             Err(_) => Ok(None),
@@ -81,7 +98,7 @@ fn worker_group(n: usize) -> Result<Option<EpGroup>, CliError> {
         rank,
         world,
         local_rank: int(ENV_LOCAL_RANK)?.unwrap_or(rank),
-        root_file: PathBuf::from(root_file),
+        root_file: root_path,
     }))
 }
 
@@ -90,6 +107,26 @@ fn check_ep(n: usize) -> Result<(), CliError> {
         return Err(usage("--ep needs at least 1 rank"));
     }
     Ok(())
+}
+
+/// The checkpoint's config, with its routed experts dividing over `n` ranks: checked before any rank
+/// is spawned, so a bad `--ep` fails once, here, instead of in N workers (or in allocating for
+/// `--ep 18446744073709551615` of them).
+fn ep_config(dir: &Path, n: usize) -> Result<ModelConfig, CliError> {
+    let cfg = ModelConfig::from_file(dir.join("config.json"))?;
+    let e = cfg.n_routed_experts;
+    if e == 0 && n > 1 {
+        return Err(usage(format!(
+            "--ep {n}: the checkpoint has no routed experts (n_routed_experts = 0) to spread over ranks"
+        )));
+    }
+    // The same words as the workers' own check (`EpGroup::experts`).
+    if !e.is_multiple_of(n) {
+        return Err(usage(format!(
+            "--ep {n}: {e} routed experts do not divide over {n} ranks"
+        )));
+    }
+    Ok(cfg)
 }
 
 /// The expert-parallel layer computes in f32 only.
@@ -106,13 +143,20 @@ fn check_ep_dtype(d: device_run::DtypeChoice) -> Result<(), CliError> {
 pub fn generate(args: &GenerateArgs, n: usize) -> Result<(), CliError> {
     check_ep(n)?;
     let prompts = parse_prompts(&args.prompt_ids)?;
+    if let Some(path) = &args.stats_json {
+        super::check_output("--stats-json", path)?;
+    }
     check_ep_dtype(args.dtype)?;
     // The lengths before any rank is spawned or loads: the cache is sized from them, and a length past
     // usize (`--max-new-tokens 18446744073709551615`) must be refused as on one device, not wrap.
-    let max = ModelConfig::from_file(args.model.join("config.json"))?.max_position_embeddings;
+    // So are the prompts and the sampling options: refused once here, not by N workers.
+    let cfg = ep_config(&args.model, n)?;
+    dsnpu_ops::sampling::Sampler::new(args.temperature, args.top_p, args.seed)?;
+    let max = cfg.max_position_embeddings;
     let mut positions = 0usize;
     let mut blocks = 0usize;
     for (i, p) in prompts.iter().enumerate() {
+        dsnpu_model::check_prompt(i, p, cfg.vocab_size)?;
         let n = dsnpu_model::positions_needed(i, p.len(), args.max_new_tokens, max)?;
         positions += n;
         blocks += (n + 1).div_ceil(BLOCK_SIZE);
@@ -152,6 +196,7 @@ pub fn forward(args: &ForwardArgs, n: usize) -> Result<(), CliError> {
     check_ep(n)?;
     let ids = parse_ids(&args.prompt_ids)?;
     check_ep_dtype(args.dtype)?;
+    ep_config(&args.model, n)?;
     let Some(group) = worker_group(n)? else {
         return spawn_workers(n);
     };

@@ -41,6 +41,10 @@ pub struct ForwardArgs {
 }
 
 pub fn run(args: &ForwardArgs) -> Result<(), CliError> {
+    super::check_output("--out", &args.out)?;
+    if let Some(path) = &args.stats_json {
+        super::check_output("--stats-json", path)?;
+    }
     if let Some(n) = args.ep {
         return super::ep::forward(args, n);
     }
@@ -172,7 +176,8 @@ mod tests {
         let args = ForwardArgs {
             model,
             prompt_ids: "1,2".into(),
-            out: dir.join("never.safetensors"),
+            // In a folder that exists (`dir` is gone): an output that cannot be created is refused first.
+            out: std::env::temp_dir().join("dsnpu-never-written.safetensors"),
             backend: BackendChoice::Cpu,
             dtype: DtypeChoice::F32,
             max_prefill_tokens: 1,

@@ -110,6 +110,9 @@ pub fn print_lines(ids: &[Vec<i32>]) -> Result<(), CliError> {
 /// The tokens `run` prints: each prompt's.
 pub fn generate_ids(args: &GenerateArgs) -> Result<Vec<Vec<i32>>, CliError> {
     let prompts = parse_prompts(&args.prompt_ids)?;
+    if let Some(path) = &args.stats_json {
+        super::check_output("--stats-json", path)?;
+    }
     device_run::check_dtype(args.dtype, args.backend)?;
     device_run::check_max_prefill_tokens(args.max_prefill_tokens, args.backend)?;
     match args.backend {

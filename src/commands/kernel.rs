@@ -403,6 +403,10 @@ pub fn parse_arg(spec: &str) -> Result<(usize, Fill), CliError> {
     if n == 0 {
         return Err(bad("BYTES must be at least 1"));
     }
+    // Named here: past it the allocator's own message does not say which argument asked.
+    if n > isize::MAX as usize {
+        return Err(bad("BYTES is larger than an allocation can be"));
+    }
     let fill = match fill.map(str::trim) {
         None | Some("fill=zero") => Fill::Zero,
         Some("fill=poison") => Fill::Poison,
@@ -473,6 +477,9 @@ pub fn finding_of(kernel: &str, message: &str) -> Finding {
     }
 }
 
+/// Most blocks of one launch (`aclrtLaunchKernel*`'s `numBlocks`).
+const MAX_BLOCKS: u32 = 65535;
+
 fn run_kernel(args: &RunArgs) -> Result<(), CliError> {
     let checks = parse_checks(&args.check)?;
     let specs = args
@@ -489,8 +496,19 @@ fn run_kernel(args: &RunArgs) -> Result<(), CliError> {
             Some(std::fs::read(path).map_err(io_err(path))?)
         }
     };
-    if args.blocks == 0 {
-        return Err(CliError::Usage("--blocks must be at least 1".into()));
+    if args.workspace > isize::MAX as usize {
+        return Err(CliError::Usage(format!(
+            "--workspace {}: larger than an allocation can be",
+            args.workspace
+        )));
+    }
+    // AscendCL's range for a launch's blocks; past it the launch itself is refused, which the report
+    // would otherwise present as the kernel's own (mem) finding.
+    if !(1..=MAX_BLOCKS).contains(&args.blocks) {
+        return Err(CliError::Usage(format!(
+            "--blocks {}: a launch has 1 to {MAX_BLOCKS} blocks",
+            args.blocks
+        )));
     }
     // Before the simulator starts: it reads the checks at aclInit, the host layer at every block.
     std::env::set_var("DSNPU_SIM_CHECK", checks.join(","));
@@ -659,6 +677,8 @@ extern "C" void not_a_kernel(int);
         assert_eq!(parse_arg("8:fill=rand").unwrap(), (8, Fill::Rand));
         assert!(parse_arg("0").is_err());
         assert!(parse_arg("x").is_err());
+        assert!(matches!(parse_arg("18446744073709551615"),
+            Err(CliError::Usage(m)) if m == "--arg \"18446744073709551615\": BYTES is larger than an allocation can be"));
         assert!(parse_arg("8:fill=ones").is_err());
         assert!(parse_checks("mem,race").is_ok());
         assert!(parse_checks("mem,racy").is_err());

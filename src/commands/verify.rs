@@ -112,6 +112,9 @@ pub fn selection(args: &VerifyArgs) -> Result<Vec<(Op, DType)>, CliError> {
 
 pub fn run(args: &VerifyArgs) -> Result<(), CliError> {
     let plan = selection(args)?;
+    if let Some(path) = &args.json {
+        super::check_output("--json", path)?;
+    }
     let broken =
         match std::env::var(BREAK_ENV) {
             Ok(name) if !name.is_empty() => Some(runner::op_named(&name).ok_or_else(|| {

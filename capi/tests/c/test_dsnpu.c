@@ -8,6 +8,7 @@
  */
 #include <dlfcn.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -791,6 +792,14 @@ static void test_bad_arguments(void) {
     expect_error("unknown list type", dsnpu_grouped_matmul(ctx, s, DSNPU_DTYPE_F32, a, b, b, c, 2, 1, 2, 2, 3), INV, "list type code 3");
     expect_error("active range past the experts", dsnpu_moe_init_routing(ctx, s, DSNPU_DTYPE_F32, a, b, c, c, c, 1, 1, 1, 4, 0, 5, DSNPU_LIST_COUNT), INV, "active experts 0..5");
     expect_error("size overflow", dsnpu_linear(ctx, s, DSNPU_DTYPE_F32, a, b, NULL, c, 1LL << 40, 1LL << 40, 1), INV, "overflows");
+    /* Host arrays and handles the library dereferences: a length past what one allocation can hold
+     * and misaligned pointers are refused, not read (both aborted debug builds). */
+    const int32_t lens[2] = {4, 4};
+    DsnpuMlaDecodePlan *plan = NULL;
+    expect_error("a host list longer than memory", dsnpu_mla_decode_plan_create(ctx, s, lens, INT64_MAX, &plan), INV, "one allocation can hold");
+    expect_error("a misaligned host list", dsnpu_mla_decode_plan_create(ctx, s, (const int32_t *)((const char *)lens + 1), 1, &plan), INV, "`host_seq_lens`");
+    expect_error("a misaligned out pointer", dsnpu_mla_decode_plan_create(ctx, s, lens, 2, (DsnpuMlaDecodePlan **)((char *)&plan + 1)), INV, "not aligned");
+    expect_error("a misaligned context", dsnpu_silu_mul((const DsnpuContext *)((const char *)ctx + 1), s, DSNPU_DTYPE_F32, a, c, 2, 4), INV, "`ctx`");
     /* A failure leaves the stream usable: a good call on it still succeeds. */
     OK(dsnpu_silu_mul(ctx, s, DSNPU_DTYPE_F32, a, c, 2, 4));
     done_stream(s);
@@ -891,6 +900,11 @@ static void test_engine(void) {
     expect_error("an id past the vocabulary", dsnpu_engine_add_sequence(e, &past, 1, &a), INV, "invalid input");
     expect_error("an unknown sequence", dsnpu_engine_remove_sequence(e, 12345), INV, "unknown sequence");
     expect_error("a null engine", dsnpu_engine_step(NULL, ids, tokens, 1, &n), INV, "`engine`");
+    expect_error("a prompt longer than memory", dsnpu_engine_add_sequence(e, prompt, INT64_MAX, &a), INV, "one allocation can hold");
+    expect_error("a misaligned prompt", dsnpu_engine_add_sequence(e, (const int32_t *)((const char *)prompt + 1), 1, &a), INV, "`ids`");
+    expect_error("a misaligned engine", dsnpu_engine_live_count((DsnpuEngine *)((char *)e + 1), &live), INV, "`engine`");
+    expect_error("a misaligned step buffer", dsnpu_engine_step(e, (uint64_t *)((char *)ids + 4), tokens, 1, &n), INV, "not aligned");
+    expect_error("destroying a misaligned engine", dsnpu_engine_destroy((DsnpuEngine *)((char *)e + 1)), INV, "`engine`");
     OK(dsnpu_engine_add_sequence(e, prompt, np, &a));
     expect_error("too small a step buffer", dsnpu_engine_step(e, ids, tokens, 0, &n), INV, "capacity");
     if (n != 1) FAIL("too small a step buffer: out_count %lld, want 1", (long long)n);
@@ -906,7 +920,9 @@ static void test_engine(void) {
     o.dtype = DSNPU_DTYPE_F32;
     o.num_blocks = 2;
     OK(dsnpu_engine_load(dir, &o, &e));
-    const int32_t seven[7] = {1, 2, 3, 4, 5, 6, 7};
+    const int32_t seven[7] = {1, 2, 3, 4, 5, 6, 7}, nine[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    /* Nine tokens need three blocks: refused when added rather than failing every step. */
+    expect_error("a prompt larger than the cache", dsnpu_engine_add_sequence(e, nine, 9, &a), INV, "the cache has 2 in all");
     OK(dsnpu_engine_add_sequence_seeded(e, seven, 7, 3, &a));
     OK(dsnpu_engine_step(e, ids, tokens, 1, &n));
     OK(dsnpu_engine_step(e, ids, tokens, 1, &n));

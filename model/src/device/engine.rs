@@ -49,7 +49,8 @@ use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaOperand, MlaPlanShape, MoeLis
 use dsnpu_ops::rope::RopeTable;
 use dsnpu_ops::sampling::Sampler;
 use dsnpu_runtime::{
-    transfer_stats, Device, DeviceBuffer, DeviceRepr, HostBuffer, Stream, TransferStats,
+    transfer_stats, Device, DeviceBuffer, DeviceRepr, HostBuffer, RuntimeError, Stream,
+    TransferStats,
 };
 
 use super::ep::MoeLayer;
@@ -301,6 +302,21 @@ impl Engine {
         let cos = stream.upload(table.cos.as_slice().expect("a standard-layout table"))?;
         let sin = stream.upload(table.sin.as_slice().expect("a standard-layout table"))?;
         let (dl, dr) = (cfg.kv_lora_rank, cfg.qk_rope_head_dim);
+        let cache_bytes = cfg
+            .num_hidden_layers
+            .saturating_mul(slots)
+            .saturating_mul(dl + dr)
+            .saturating_mul(dtype.size()) as u64;
+        // Named as the cache: a bare out-of-memory of the allocator would not say that the options
+        // asked for too much.
+        let cache_oom = |e: ModelError| match e {
+            ModelError::Device(RuntimeError::OutOfMemory { .. }) => ModelError::CacheMemory {
+                slots,
+                needed: cache_bytes,
+                free: device.mem_info().map_or(0, |m| m.free as u64),
+            },
+            other => other,
+        };
         let caches = (0..cfg.num_hidden_layers)
             .map(|_| {
                 let zeroed = |n: usize| -> Result<Tensor> {
@@ -318,13 +334,14 @@ impl Engine {
                     rope: zeroed(slots * dr)?,
                 })
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()
+            .map_err(cache_oom)?;
         stream.synchronize()?;
         let stats = EngineStats {
             load: transfer_stats() - before,
             load_seconds: start.elapsed().as_secs_f64(),
             weight_bytes: weights.bytes,
-            cache_bytes: (cfg.num_hidden_layers * slots * (dl + dr) * dtype.size()) as u64,
+            cache_bytes,
             ..EngineStats::default()
         };
         Ok(Engine {
@@ -423,6 +440,16 @@ impl Engine {
                 self.cfg.max_position_embeddings
             )));
         }
+        // A prompt larger than the whole cache could only ever fail its prefill with OutOfBlocks, which
+        // tells the caller to free a sequence: no number of frees would make it fit.
+        let (bs, total) = (self.opts.block_size, self.opts.num_blocks);
+        if prompt.len().div_ceil(bs) > total {
+            return Err(invalid_input(format!(
+                "a {}-token prompt needs {} cache blocks of {bs} tokens; the cache has {total} in all",
+                prompt.len(),
+                prompt.len().div_ceil(bs)
+            )));
+        }
         let id = self.next_id;
         let sampler = (self.opts.temperature != 0.0)
             .then(|| Sampler::new(self.opts.temperature, self.opts.top_p, seed))
@@ -465,11 +492,12 @@ impl Engine {
                 self.seqs.len()
             )));
         }
+        // Before the shortcut: a request for no tokens is refused when its prompts are.
+        self.check_prompts(prompts, max_new_tokens)?;
         let mut outs = vec![Vec::new(); prompts.len()];
         if max_new_tokens == 0 {
             return Ok(outs);
         }
-        self.check_lengths(prompts, max_new_tokens)?;
         let mut owner: BTreeMap<SeqId, usize> = BTreeMap::new();
         let run = (|| {
             for (i, p) in prompts.iter().enumerate() {
@@ -489,12 +517,14 @@ impl Engine {
         Ok(outs)
     }
 
-    /// As the CPU [`Generator`](crate::Generator): a batch that cannot reach its length is refused
-    /// before it starts (`generate`, and expert parallelism's on every rank alike, before any collective).
-    pub(crate) fn check_lengths(&self, prompts: &[Vec<i32>], max_new_tokens: usize) -> Result<()> {
-        let max = self.config().max_position_embeddings;
+    /// As the CPU [`Generator`](crate::Generator): a batch with an empty prompt, an id outside the
+    /// vocabulary or a prompt that cannot reach its length is refused before it starts (`generate`, and
+    /// expert parallelism's on every rank alike, before any collective).
+    pub(crate) fn check_prompts(&self, prompts: &[Vec<i32>], max_new_tokens: usize) -> Result<()> {
+        let cfg = self.config();
         for (i, p) in prompts.iter().enumerate() {
-            crate::positions_needed(i, p.len(), max_new_tokens, max)?;
+            crate::generate::check_prompt(i, p, cfg.vocab_size)?;
+            crate::positions_needed(i, p.len(), max_new_tokens, cfg.max_position_embeddings)?;
         }
         Ok(())
     }

@@ -240,8 +240,13 @@ impl EpEngine {
         }
         let cfg = ModelConfig::from_file(dir.join("config.json"))?;
         let experts = group.experts(cfg.n_routed_experts)?;
-        let device = i32::try_from(group.local_rank)
-            .map_err(|_| invalid_input(format!("local rank {}", group.local_rank)))?;
+        let device = i32::try_from(group.local_rank).map_err(|_| {
+            invalid_input(format!(
+                "local rank {} is not a device ordinal (at most {})",
+                group.local_rank,
+                i32::MAX
+            ))
+        })?;
         let opts = EngineOptions { device, ..opts };
         let mut engine = Engine::load_sharded(dir, opts, Some(experts), progress)?;
         let stream = engine.moe_parts().0.stream.clone();
@@ -332,9 +337,10 @@ impl EpEngine {
         let (w, r) = (self.group.world, self.group.rank);
         let mut owner: std::collections::BTreeMap<SeqId, usize> = Default::default();
         let mut outs: Vec<Vec<i32>> = vec![Vec::new(); prompts.len()];
+        // Every rank checks every prompt, so all refuse together (and `gather`'s table is bounded),
+        // also when no token is asked for.
+        self.engine.check_prompts(prompts, max_new_tokens)?;
         if max_new_tokens > 0 {
-            // Every rank checks every prompt, so all refuse together (and `gather`'s table is bounded).
-            self.engine.check_lengths(prompts, max_new_tokens)?;
             for (i, p) in prompts.iter().enumerate().filter(|(i, _)| i % w == r) {
                 let seed = self.engine.batch_seed(i);
                 owner.insert(self.engine.add_sequence_seeded(p, seed)?, i);
