@@ -16,16 +16,16 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The newest of `names` in `dir` and its `deps/`: `cargo test` rebuilds the library in `deps/` and
+/// leaves the copy a `cargo build` put in `dir` as it was, so the first found may be stale.
 fn find(dir: &Path, names: &[&str]) -> PathBuf {
-    for name in names {
-        for d in [dir.to_path_buf(), dir.join("deps")] {
-            let p = d.join(name);
-            if p.exists() {
-                return p;
-            }
-        }
-    }
-    panic!("none of {names:?} in {} or its deps/", dir.display());
+    names
+        .iter()
+        .flat_map(|name| [dir.join(name), dir.join("deps").join(name)])
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max_by_key(|(modified, _)| *modified)
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("none of {names:?} in {} or its deps/", dir.display()))
 }
 
 #[test]
