@@ -129,6 +129,59 @@ fn corrupt_safetensors_headers_name_the_file() {
     }
 }
 
+/// Rewrites the JSON header of the safetensors file at `path` (its data bytes unchanged).
+fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(header.as_object_mut().unwrap());
+    let mut json = serde_json::to_vec(&header).unwrap();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn headers_that_are_json_but_not_safetensors_name_the_tensor_and_the_field() {
+    let name = "model.norm.weight";
+    type Edit = fn(&mut serde_json::Map<String, serde_json::Value>);
+    let cases: [(Edit, &str); 4] = [
+        (
+            |h| h["model.norm.weight"]["dtype"] = "Q4_K".into(),
+            "an unknown dtype `Q4_K`",
+        ),
+        (
+            |h| h["model.norm.weight"]["shape"] = serde_json::json!([64, -1]),
+            "its shape is not",
+        ),
+        (
+            |h| h["model.norm.weight"]["data_offsets"] = serde_json::json!([0]),
+            "its data_offsets are not",
+        ),
+        (
+            |h| h["model.norm.weight"] = serde_json::json!("F32"),
+            "is not a JSON object",
+        ),
+    ];
+    for (edit, want) in cases {
+        let (_tmp, dir) = copy_variant("v3_base");
+        let path = dir.join("model.safetensors");
+        edit_header(&path, edit);
+        match load_err(&dir) {
+            ModelError::Safetensors { path: p, reason } => {
+                assert_eq!(p, path);
+                assert!(
+                    reason.contains(&format!("tensor `{name}`")) && reason.contains(want),
+                    "{want}: {reason}"
+                );
+            }
+            other => panic!("{want}: unexpected error {other}"),
+        }
+    }
+}
+
 #[test]
 fn offsets_pointing_outside_the_data_are_rejected() {
     let (_tmp, dir) = copy_variant("v3_base");

@@ -135,7 +135,12 @@ impl Checkpoint {
             let (header_len, metadata) =
                 SafeTensors::read_metadata(&map).map_err(|e| ModelError::Safetensors {
                     path: path.clone(),
-                    reason: describe(&e),
+                    reason: match e {
+                        safetensors::SafeTensorError::InvalidHeaderDeserialization => {
+                            explain_header(&map).unwrap_or_else(|| describe(&e))
+                        }
+                        _ => describe(&e),
+                    },
                 })?;
             let file = files.len();
             for (tensor, info) in metadata.tensors() {
@@ -411,6 +416,45 @@ fn describe(e: &safetensors::SafeTensorError) -> String {
         #[allow(unreachable_patterns)]
         _ => "header is not a valid safetensors header".into(),
     }
+}
+
+/// Why a header that is valid JSON is still no safetensors header (safetensors only says that it is not):
+/// the first entry that is not an object, has no known dtype, or whose shape or data offsets are not
+/// non-negative integers (two offsets). None when the header is not JSON at all or nothing is found.
+fn explain_header(file: &[u8]) -> Option<String> {
+    use serde_json::Value;
+    let len = usize::try_from(u64::from_le_bytes(file.get(..8)?.try_into().ok()?)).ok()?;
+    let header: Value = serde_json::from_slice(file.get(8..8usize.checked_add(len)?)?).ok()?;
+    let Some(entries) = header.as_object() else {
+        return Some("header is JSON but not an object of tensors".into());
+    };
+    let naturals = |v: Option<&Value>| {
+        v.and_then(Value::as_array)
+            .map(|a| a.iter().all(|x| x.as_u64().is_some()).then_some(a.len()))
+    };
+    for (name, entry) in entries.iter().filter(|(name, _)| *name != "__metadata__") {
+        let Some(entry) = entry.as_object() else {
+            return Some(format!("tensor `{name}` is not a JSON object"));
+        };
+        match entry.get("dtype").and_then(Value::as_str) {
+            None => return Some(format!("tensor `{name}` has no dtype")),
+            Some(d) if serde_json::from_value::<Dtype>(Value::from(d)).is_err() => {
+                return Some(format!("tensor `{name}` has an unknown dtype `{d}`"))
+            }
+            Some(_) => {}
+        }
+        if naturals(entry.get("shape")).flatten().is_none() {
+            return Some(format!(
+                "tensor `{name}`: its shape is not a list of non-negative integers"
+            ));
+        }
+        if naturals(entry.get("data_offsets")).flatten() != Some(2) {
+            return Some(format!(
+                "tensor `{name}`: its data_offsets are not two non-negative integers"
+            ));
+        }
+    }
+    None
 }
 
 /// A dtype as safetensors headers spell it (`F8_E4M3`, `I32`): the name of its unit variant.
