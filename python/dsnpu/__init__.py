@@ -87,6 +87,17 @@ def _token_ids(ids, what="ids"):
     return out
 
 
+def _count(value, what, bits=64):
+    """``value`` as a Python int in ``0 .. 2**bits``: the extension's conversions refuse the rest with an
+    ``OverflowError`` or ``TypeError`` that does not say which argument held it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what} must be an integer, got {type(value).__name__}")
+    v = int(value)
+    if not 0 <= v < 2**bits:
+        raise ValueError(f"{what} must be in 0 .. 2**{bits}, got {v}")
+    return v
+
+
 def _opt(a, dtype=None):
     return None if a is None else _wire(a, dtype)
 
@@ -322,7 +333,11 @@ class Model:
         self, path, backend="npu", max_tokens=1024, prefix_caching=False, max_prefill_tokens=0
     ):
         self._model = _dsnpu.Model(
-            str(path), backend, max_tokens, prefix_caching, max_prefill_tokens
+            str(path),
+            backend,
+            _count(max_tokens, "max_tokens"),
+            prefix_caching,
+            _count(max_prefill_tokens, "max_prefill_tokens"),
         )
 
     @property
@@ -340,7 +355,9 @@ class Model:
 
     def generate(self, ids, max_new_tokens=16, temperature=0.0, top_p=1.0, seed=0):
         """Up to ``max_new_tokens`` new token ids (``int32``) after the prompt ``ids``; greedy at 0."""
-        new = self._model.generate(_token_ids(ids), max_new_tokens, temperature, top_p, seed)
+        new = self._model.generate(
+            _token_ids(ids), _count(max_new_tokens, "max_new_tokens"), temperature, top_p, _count(seed, "seed")
+        )
         return np.asarray(new, dtype=np.int32)
 
     def forward(self, ids):
@@ -375,24 +392,24 @@ class Engine:
     ):
         self._engine = _dsnpu.Engine(
             str(path),
-            num_blocks,
-            block_size,
+            _count(num_blocks, "num_blocks"),
+            _count(block_size, "block_size"),
             dtype,
             temperature,
             top_p,
-            seed,
+            _count(seed, "seed"),
             prefix_caching,
-            max_prefill_tokens,
-            device,
+            _count(max_prefill_tokens, "max_prefill_tokens"),
+            _count(device, "device", bits=31),
         )
 
     def add_sequence(self, ids, seed=None):
         """Queues the prompt ``ids`` for the next step; returns its sequence id."""
-        return self._engine.add_sequence(_token_ids(ids), seed)
+        return self._engine.add_sequence(_token_ids(ids), None if seed is None else _count(seed, "seed"))
 
     def remove_sequence(self, seq_id):
         """Forgets a sequence and frees its cache blocks."""
-        self._engine.remove_sequence(int(seq_id))
+        self._engine.remove_sequence(_count(seq_id, "seq_id"))
 
     def step(self):
         """One new token for every live sequence: ``[(id, token), ...]`` in id order."""
@@ -406,7 +423,8 @@ class Engine:
         """
         prompts = [_token_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         stop = None if stop is None else _token_ids(stop, "stop")
-        return [np.asarray(ids, dtype=np.int32) for ids in self._engine.generate(prompts, max_new_tokens, stop)]
+        new = self._engine.generate(prompts, _count(max_new_tokens, "max_new_tokens"), stop)
+        return [np.asarray(ids, dtype=np.int32) for ids in new]
 
     def forward(self, ids):
         """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""

@@ -85,6 +85,29 @@ def test_forward_matches_the_cpu_logits_in_f32_and_bf16(cpu):
         assert np.abs(got - ref).max() <= tol * scale, dtype
 
 
+def test_counts_outside_their_range_name_the_argument():
+    for kwargs, name in [
+        (dict(num_blocks=-1), "num_blocks"),
+        (dict(block_size=2**64), "block_size"),
+        (dict(seed=-5), "seed"),
+        (dict(max_prefill_tokens=-1), "max_prefill_tokens"),
+        (dict(device=-1), "device"),
+        (dict(device=2**31), "device"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            dsnpu.Engine(CHECKPOINT, **kwargs)
+    with pytest.raises(TypeError, match="num_blocks"):
+        dsnpu.Engine(CHECKPOINT, num_blocks=2.5)
+    e = dsnpu.Engine(CHECKPOINT, num_blocks=4, block_size=4)
+    with pytest.raises(ValueError, match="seed"):
+        e.add_sequence([1, 2], seed=-1)
+    with pytest.raises(ValueError, match="seq_id"):
+        e.remove_sequence(-3)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        e.generate([[1, 2]], max_new_tokens=-1)
+    assert e.live == [] and e.free_blocks == 4
+
+
 def test_errors_raise_value_error():
     with pytest.raises(ValueError, match="dtype"):
         dsnpu.Engine(CHECKPOINT, dtype="f64")

@@ -115,8 +115,14 @@ def test_bad_model_inputs_raise(models):
         assert list(models[backend].generate([1, 2], max_new_tokens=0)) == []
         with pytest.raises(TypeError, match="integers"):
             models[backend].generate([1.5], max_new_tokens=2)
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            models[backend].generate([1], max_new_tokens=-1)
+        with pytest.raises(ValueError, match="seed"):
+            models[backend].generate([1], max_new_tokens=1, seed=-1)
     with pytest.raises(ValueError):
         dsnpu.Model(CHECKPOINT, backend="tpu")
+    with pytest.raises(ValueError, match="max_tokens"):
+        dsnpu.Model(CHECKPOINT, backend="cpu", max_tokens=-1)
     with pytest.raises(ValueError):
         dsnpu.Model(CHECKPOINT.parent / "no-such-checkpoint", backend="cpu")
 
