@@ -24,8 +24,8 @@
 //!   roofline (its minimal bytes at HBM rate against its minimal multiply-adds at cube rate).
 //!
 //! A case above `DSNPU_BENCH_MAX_MACS` host multiply-adds (default 100 G: every case; the largest, 128
-//! heads at batch 64, takes 74 G, under a minute here) is listed as not run; set it lower for a quicker
-//! look.
+//! heads at batch 64, takes 74 G; the whole bench ran in 96 s here) is listed as not run; set it lower for
+//! a quicker look.
 //! `DSNPU_BENCH_HIDDEN` (default 7168) and `DSNPU_BENCH_INTER` (default 2048) shrink the layer.
 //!
 //! Part 2 (criterion): wall time of a prefill and 8 greedy decode steps of batches of 1, 16 and 64
