@@ -123,6 +123,17 @@ fn an_input_nothing_wrote_is_an_init_finding() {
 }
 
 #[test]
+fn a_zero_filled_input_counts_as_written() {
+    // `fill=zero` is a device memset (no host copy of the argument): the init check sees it as written.
+    let dir = tempfile::tempdir().unwrap();
+    let so = build(dir.path(), "copy.cpp");
+    let (ok, v) = run_json(&so, "copy_f32", "zero");
+    assert!(ok, "{v}");
+    assert_eq!(v["findings"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["counters"]["gm_to_ub_bytes"], 2048, "{v}");
+}
+
+#[test]
 fn a_source_without_entries_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("empty.cpp");

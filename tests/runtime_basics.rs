@@ -143,6 +143,13 @@ fn async_copies_run_in_stream_order() {
     s.memcpy_dtoh(&dev, &mut out_zeroed).unwrap();
     assert_eq!(out_copy.as_slice().unwrap(), &values[..]);
     assert!(out_zeroed.as_slice().unwrap().iter().all(|&v| v == 0));
+    s.memset_bytes(&mut dev, 0xA5).unwrap();
+    s.memcpy_dtoh(&dev, &mut out_zeroed).unwrap();
+    assert!(out_zeroed
+        .as_slice()
+        .unwrap()
+        .iter()
+        .all(|&v| v == 0xA5A5_A5A5));
     // Host access waited for the copies; the pinned source can be rewritten and reused.
     src.as_slice().unwrap();
     let mut src = src;

@@ -525,11 +525,13 @@ fn run_kernel(args: &RunArgs) -> Result<(), CliError> {
     let mut bufs: Vec<DeviceBuffer<u8>> = Vec::new();
     for (i, &(n, fill)) in specs.iter().enumerate() {
         let mut b = s.alloc_uncached::<u8>(n)?;
+        // Zero and poison fills are device memsets (no host copy of a large argument); only the
+        // random bytes come from the host.
         match fill {
-            Fill::Zero => b.copy_from_host(&vec![0u8; n])?,
+            Fill::Zero => s.memset_zeros(&mut b)?,
             Fill::Rand => b.copy_from_host(&rand_bytes(n, i as u64 + 1))?,
             // Under the init check fresh memory is already poisoned and unwritten.
-            Fill::Poison if !init_on => b.copy_from_host(&vec![0xFFu8; n])?,
+            Fill::Poison if !init_on => s.memset_bytes(&mut b, 0xFF)?,
             Fill::Poison => {}
         }
         bufs.push(b);

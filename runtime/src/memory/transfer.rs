@@ -151,7 +151,13 @@ impl Stream {
 
     /// Queues a fill of `dst` with zero bytes.
     pub fn memset_zeros<T: DeviceRepr>(&self, dst: &mut DeviceBuffer<T>) -> Result<()> {
-        self.check_device("memset_zeros", dst)?;
+        self.memset_bytes(dst, 0)
+    }
+
+    /// Queues a fill of every byte of `dst` with `value` (`aclrtMemsetAsync`): no host memory is involved,
+    /// whatever the buffer's size.
+    pub fn memset_bytes<T: DeviceRepr>(&self, dst: &mut DeviceBuffer<T>, value: u8) -> Result<()> {
+        self.check_device("memset_bytes", dst)?;
         let bytes = dst.num_bytes();
         if bytes == 0 {
             return Ok(());
@@ -160,7 +166,15 @@ impl Stream {
         s.core().bind()?;
         run_ordered(s, &[&dst.track], || {
             // SAFETY: device memory of `bytes` bytes, ordered on `s`.
-            unsafe { result::memory::memset_async(dst.device_ptr(), bytes, 0, bytes, s.handle())? };
+            unsafe {
+                result::memory::memset_async(
+                    dst.device_ptr(),
+                    bytes,
+                    i32::from(value),
+                    bytes,
+                    s.handle(),
+                )?
+            };
             Ok(())
         })
     }
