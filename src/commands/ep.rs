@@ -25,7 +25,7 @@ use super::forward::{write_logits, ForwardArgs};
 use super::generate::{parse_ids, parse_prompts, print_lines, GenerateArgs};
 use crate::error::CliError;
 use dsnpu_model::device::{EngineOptions, EpEngine, EpGroup};
-use dsnpu_model::ModelConfig;
+use dsnpu_model::{ModelConfig, ModelError};
 use serde_json::json;
 use std::ffi::OsString;
 use std::io::BufRead;
@@ -114,19 +114,11 @@ fn check_ep(n: usize) -> Result<(), CliError> {
 /// `--ep 18446744073709551615` of them).
 fn ep_config(dir: &Path, n: usize) -> Result<ModelConfig, CliError> {
     let cfg = ModelConfig::from_file(dir.join("config.json"))?;
-    let e = cfg.n_routed_experts;
-    if e == 0 && n > 1 {
-        return Err(usage(format!(
-            "--ep {n}: the checkpoint has no routed experts (n_routed_experts = 0) to spread over ranks"
-        )));
+    match EpGroup::experts_per_rank(cfg.n_routed_experts, n) {
+        Ok(_) => Ok(cfg),
+        Err(ModelError::InvalidInput(why)) => Err(usage(format!("--ep {n}: {why}"))),
+        Err(other) => Err(other.into()),
     }
-    // The same words as the workers' own check (`EpGroup::experts`).
-    if !e.is_multiple_of(n) {
-        return Err(usage(format!(
-            "--ep {n}: {e} routed experts do not divide over {n} ranks"
-        )));
-    }
-    Ok(cfg)
 }
 
 /// The expert-parallel layer computes in f32 only.

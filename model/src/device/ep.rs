@@ -67,14 +67,24 @@ pub struct EpGroup {
 impl EpGroup {
     /// The routed experts rank `rank` holds.
     pub fn experts(&self, n_experts: usize) -> Result<std::ops::Range<usize>> {
-        if self.world == 0 || !n_experts.is_multiple_of(self.world) {
+        let l = Self::experts_per_rank(n_experts, self.world)?;
+        Ok(self.rank * l..(self.rank + 1) * l)
+    }
+
+    /// Routed experts per rank when `n_experts` spread over `world` ranks: they must divide evenly, and
+    /// more than one rank needs some to spread. The rule every rank and the launching process apply.
+    pub fn experts_per_rank(n_experts: usize, world: usize) -> Result<usize> {
+        if n_experts == 0 && world > 1 {
             return Err(invalid_input(format!(
-                "{n_experts} routed experts do not divide over {} ranks",
-                self.world
+                "the checkpoint has no routed experts (n_routed_experts = 0) to spread over {world} ranks"
             )));
         }
-        let l = n_experts / self.world;
-        Ok(self.rank * l..(self.rank + 1) * l)
+        if world == 0 || !n_experts.is_multiple_of(world) {
+            return Err(invalid_input(format!(
+                "{n_experts} routed experts do not divide over {world} ranks"
+            )));
+        }
+        Ok(n_experts / world)
     }
 }
 
