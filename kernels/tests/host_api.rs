@@ -1010,6 +1010,79 @@ fn sync_all_meets_with_concurrent_blocks() {
     assert_eq!(got, want);
 }
 
+/// A `selftest_sync_all` timing probe (modes 1-3) on `n` blocks over regions of `count` f32 (the 3n
+/// regions' initial values are `init`): each block's modelled cycles, and the regions afterwards.
+fn sync_all_probe(n: usize, mode: u32, count: usize, init: &[f32]) -> (Vec<u64>, Vec<f32>) {
+    let mut dev = Device::new();
+    let out = dev.upload(init);
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode,
+        count: count as u32,
+        arg: 0,
+        reserved: 0,
+    });
+    let o = dev.launch(
+        "selftest_sync_all",
+        n as u32,
+        &[dev.addr(out), 0, dev.addr(t)],
+    );
+    o.assert_ok();
+    let cycles = o.counters.iter().map(|c| c.reserved[0]).collect();
+    (cycles, dev.download(out))
+}
+
+#[test]
+fn sync_all_lets_every_block_go_on_only_when_the_slowest_arrives() {
+    // Block 0 copies 64 KiB in and out before the barrier; the other three arrive at once. All four
+    // leave together, when block 0 arrives: every block's modelled time is block 0's.
+    let (n, count) = (4, 16384);
+    let (cycles, _) = sync_all_probe(n, 1, count, &vec![0.5; 3 * n * count]);
+    // Hand-worked floor of block 0's arrival: 64 KiB each way at no more than 128 bytes per cycle, the
+    // GM latency (500) once each way, and SyncAll's 2000.
+    let floor = 2 * (count as u64 * 4 / 128 + 500) + 2000;
+    assert!(cycles[0] >= floor, "{cycles:?} (floor {floor})");
+    assert!(cycles.iter().all(|&c| c == cycles[0]), "{cycles:?}");
+}
+
+#[test]
+fn after_sync_all_data_another_block_wrote_is_read_from_the_l2() {
+    // 24 blocks (a 910B2's AI Cores): each block's share of HBM is 1/24 of 1.6 TB/s, 37.04 bytes per
+    // cycle at 1.8 GHz, while an L2 hit streams at 128. After the barrier each block reads 64 KiB that
+    // the next block wrote before it (mode 2: in the die's L2) or that no block touched (mode 3: from
+    // HBM); everything else the two modes do is the same.
+    let (n, count) = (24, 16384);
+    let init: Vec<f32> = (0..3 * n * count).map(|k| (k % 97) as f32).collect();
+    let (written, got) = sync_all_probe(n, 2, count, &init);
+    for i in 0..n {
+        let want = ((i + 1) % n + 1) as f32;
+        assert!(
+            got[(n + i) * count..(n + i + 1) * count]
+                .iter()
+                .all(|&v| v == want),
+            "block {i}"
+        );
+    }
+    let (untouched, got) = sync_all_probe(n, 3, count, &init);
+    for i in 0..n {
+        let from = (2 * n + (i + 1) % n) * count;
+        assert_eq!(
+            got[(n + i) * count..(n + i + 1) * count],
+            init[from..from + count],
+            "block {i}"
+        );
+    }
+    let bytes = (count * 4) as f64;
+    let share = 1.6e12 / 1.8e9 / n as f64;
+    let want = bytes / share - bytes / 128.0;
+    for i in 0..n {
+        let diff = untouched[i] as f64 - written[i] as f64;
+        assert!(
+            (diff - want).abs() <= 2.0,
+            "block {i}: {diff} cycles, want {want:.1}"
+        );
+    }
+}
+
 #[test]
 fn every_kernel_symbol_is_exported() {
     let lib = library();

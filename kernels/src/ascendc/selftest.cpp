@@ -44,8 +44,12 @@
  *   op 14    Axpy(dst, src0, src1[0], count): the count form over all `count` elements (arg ignored)
  *   Operands outside the instruction's contract (a mask above a repeat, a walk past a LocalTensor)
  *   are the faults to expect.
- * selftest_sync_all(out, workspace, tiling): block i sets out[i] = i + 1, SyncAll, then
- *   out[n + i] = out[(i + 1) % n] (only correct if every block wrote before any read).
+ * selftest_sync_all(out, workspace, tiling): mode 0: block i sets out[i] = i + 1, SyncAll, then
+ *   out[n + i] = out[(i + 1) % n] (only correct if every block wrote before any read). Modes 1-3 probe the
+ *   cycle model's SyncAll; out is 3n regions of `count` f32 (count a multiple of 8, one UB buffer):
+ *   1  block 0 copies region 0 to UB and back, then every block SyncAlls (the others arrive at once)
+ *   2  block i fills region i with i + 1, SyncAll, copies region (i + 1) % n to region n + i
+ *   3  as 2, but copies region 2n + (i + 1) % n (which no block wrote) to region n + i
  * selftest_defect(a, b, workspace, tiling): seeded defects for the sanitizer (DSNPU_SIM_CHECK), each with
  *   the finding it must raise; modes >= 100 are the correctly synchronized variants, which compute
  *   b[i] = 2 a[i] for i < count (count a multiple of 8, at most 4096) and raise nothing.
@@ -750,10 +754,53 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_repeat)(GM_ADDR a, G
     RepeatProbe(a, b, t);
 }
 
+namespace {
+
+// selftest_sync_all modes 1-3 (the header): regions of `count` f32 of out, copied through UB.
+__aicore__ inline void SyncAllTiming(GM_ADDR out, const DsnpuSelftestTiling& t) {
+    const uint64_t n = static_cast<uint64_t>(GetBlockNum());
+    const uint64_t i = static_cast<uint64_t>(GetBlockIdx());
+    const uint32_t count = t.count;
+    GlobalTensor<float> o;
+    o.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(out), 3 * n * count);
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> buf;
+    pipe.InitBuffer(buf, count * sizeof(float));
+    LocalTensor<float> u = buf.Get<float>();
+    if (t.mode == 1) {
+        if (i == 0) {  // the others arrive at once
+            DataCopy(u, o, count);
+            SetFlag<HardEvent::MTE2_MTE3>(0);
+            WaitFlag<HardEvent::MTE2_MTE3>(0);
+            DataCopy(o, u, count);
+        }
+        SyncAll();
+        return;
+    }
+    Duplicate(u, static_cast<float>(i + 1), static_cast<int32_t>(count));
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
+    DataCopy(o[i * count], u, count);
+    SyncAll();
+    const uint64_t from = (t.mode == 2 ? 0 : 2 * n) + (i + 1) % n;
+    SetFlag<HardEvent::MTE3_MTE2>(0);
+    WaitFlag<HardEvent::MTE3_MTE2>(0);
+    DataCopy(u, o[from * count], count);
+    SetFlag<HardEvent::MTE2_MTE3>(0);
+    WaitFlag<HardEvent::MTE2_MTE3>(0);
+    DataCopy(o[(n + i) * count], u, count);
+}
+
+}  // namespace
+
 extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_sync_all)(GM_ADDR out, GM_ADDR workspace,
                                                                       GM_ADDR tiling) {
     (void)workspace;
-    (void)tiling;
+    GET_TILING_DATA_WITH_STRUCT(DsnpuSelftestTiling, t, tiling);
+    if (t.mode != 0) {
+        SyncAllTiming(out, t);
+        return;
+    }
     const uint64_t n = static_cast<uint64_t>(GetBlockNum());
     const uint64_t i = static_cast<uint64_t>(GetBlockIdx());
     GlobalTensor<int32_t> o;

@@ -26,7 +26,7 @@
 // | SetFlag / WaitFlag | the pipe | 1 | - |
 // | PipeBarrier<PIPE_X> | X | drains X, +10 (GUESS) | - |
 // | PipeBarrier<PIPE_ALL> | all | drains all, +10 | - |
-// | SyncAll | all | drains all, +2000 (GUESS: GM-flag barrier across cores) | - |
+// | SyncAll | all | drains all, +2000 (GUESS: GM-flag barrier across cores); every block leaves at the latest block's arrival (sync.h) | - |
 // `share` = HBM bytes per cycle (1.6e12 / 1.8e9) divided among the launch's concurrently running blocks
 // (at most 48), capped at 128 bytes per cycle per core (GUESS). Launch latency (3 us, GUESS) is added by
 // the reader of the counters (kernels/src/cost_model.rs), not here.
@@ -63,7 +63,10 @@
 //   same launch always gets the same hits and cycles whatever the host threads' interleaving.
 //   Consequences for the timing: data read by several blocks misses once per block instead of once per
 //   die (pessimistic), and a slice starts empty at every block: nothing is carried between the blocks of
-//   a launch or between launches.
+//   a launch or between launches. Except across a SyncAll: at each barrier the records of every core so
+//   far are replayed into a view of the die's L2 (l2_die.h, LaunchL2::reach), and until the next one a
+//   read that misses a block's slice but finds its sectors in that view is a hit (another block brought
+//   or wrote them there before the barrier: a split-KV decode's partials, which its combine reads).
 // - the launch's HBM counters: every core also records its lookups, and when the launch ends they are
 //   replayed in a fixed order through one L2 of the die's 192 MiB (l2_die.h), so data several blocks
 //   share misses once per launch there. Each block's own counters keep its slice's misses. Still
@@ -169,7 +172,9 @@ public:
 
     // Looks up GM bytes [addr, addr + len) in address order, updates the slice, returns the split.
     // If its arrays cannot grow (out of host memory), the slice keeps the lines it has: LRU over fewer.
-    L2Split access(uint64_t addr, uint64_t len, bool write) {
+    // A read's sectors that miss here but are valid in `die` (the die's L2 at the launch's last SyncAll,
+    // l2_die.h) are hits: another block brought them in before the barrier.
+    L2Split access(uint64_t addr, uint64_t len, bool write, const L2Slice* die = nullptr) {
         L2Split r;
         r.write = write;
         if (len == 0) return r;
@@ -191,14 +196,18 @@ public:
             const uint32_t last = static_cast<uint32_t>(((stop - 1) % cost::kL2Line) / cost::kL2Sector);
             const uint16_t touched = static_cast<uint16_t>(((2u << last) - 1) & ~((1u << first) - 1));
             const uint16_t missing = static_cast<uint16_t>(touched & ~(write ? l.dirty : l.valid));
-            // Each missing sector costs a whole sector; the piece's bytes in the others are hits.
+            // Each sector missing from the L2 costs a whole sector; the piece's bytes in the others are hits.
+            const uint16_t from_hbm =
+                write || die == nullptr || missing == 0 ? missing : static_cast<uint16_t>(missing & ~die->held(line));
             uint64_t missed_bytes = 0;
-            if (missing != 0) {
-                const uint64_t sectors = static_cast<uint64_t>(__builtin_popcount(missing));
+            if (from_hbm != 0) {
+                const uint64_t sectors = static_cast<uint64_t>(__builtin_popcount(from_hbm));
                 r.miss += sectors * cost::kL2Sector;
                 missed_bytes = sectors * cost::kL2Sector;
-                if (missing & (1u << first)) missed_bytes -= a % cost::kL2Sector;
-                if (missing & (1u << last)) missed_bytes -= line * cost::kL2Line + (last + 1) * cost::kL2Sector - stop;
+                if (from_hbm & (1u << first)) missed_bytes -= a % cost::kL2Sector;
+                if (from_hbm & (1u << last)) missed_bytes -= line * cost::kL2Line + (last + 1) * cost::kL2Sector - stop;
+            }
+            if (missing != 0) {
                 l.valid = static_cast<uint16_t>(l.valid | missing);
                 if (write) l.dirty = static_cast<uint16_t>(l.dirty | missing);
             }
@@ -206,6 +215,14 @@ public:
             a = stop;
         }
         return r;
+    }
+
+    // The sectors of line number `line` this slice holds (a bit each), without touching the LRU order: a
+    // lookup other cores may make while nothing changes the slice.
+    uint16_t held(uint64_t line) const {
+        if (used_ == 0) return 0;
+        const uint32_t n = index_[slot_of(line)];
+        return n == 0 ? 0 : lines_[n - 1].valid;
     }
 
 private:

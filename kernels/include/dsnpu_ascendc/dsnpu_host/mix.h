@@ -298,8 +298,10 @@ public:
         *all = sync_edge_;
         return true;
     }
-    // The last core came through the launch-wide barrier: release the others of `parties`.
-    void release_sync_all(uint32_t slot, uint32_t parties) {
+    // The last core came through the launch-wide barrier, which every block leaves at `leave` (sync.h):
+    // release the others of `parties`.
+    void release_sync_all(uint32_t slot, uint32_t parties, double leave) {
+        if (leave > sync_edge_.time) sync_edge_.time = leave;
         for (uint32_t k = 0; k < kCoreSlots; ++k) {
             if (k != slot && (parties & (1u << k)) != 0) ready_[k][kChanSyncAll].push_back(sync_edge_);
         }

@@ -450,7 +450,7 @@ inline L2Split l2_access(const void* p, uint64_t bytes, bool write, bool count =
     L2Split s;
     const uint64_t addr = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
     if (b.l2 != nullptr) {
-        s = b.l2->access(addr, bytes, write);
+        s = b.l2->access(addr, bytes, write, b.launch_l2 != nullptr ? b.launch_l2->view() : nullptr);
     } else {
         s.miss = bytes;
         s.write = write;

@@ -52,6 +52,23 @@ inline const char* const* event_names() {
     return names;
 }
 
+// The launch-wide half of SyncAll, for the core that takes its block through the simulator's barrier:
+// publishes the block's arrival (`arrival`, modelled cycles since the block started) and returns once
+// every block has arrived, with the latest arrival in *leave: a barrier lets every block go on only when
+// the slowest is there. Block 0 then brings the launch's view of the die's L2 up to the barrier
+// (LaunchL2::reach) while the others wait in a second barrier of the simulator (no cost in the model).
+// Non-zero: the launch is being abandoned.
+inline int launch_sync_all(BlockState& b, double arrival, double* leave) {
+    *leave = arrival;
+    LaunchL2* l = b.launch_l2;
+    if (l != nullptr) l->arrive(b.epoch, arrival);
+    if (b.ctx->sync_all(b.ctx->sim) != 0) return 1;
+    if (l == nullptr) return 0;
+    *leave = l->latest(b.epoch);
+    if (b.ctx->block_idx == 0) l->reach(b.epoch);
+    return b.ctx->sync_all(b.ctx->sim);
+}
+
 }  // namespace host
 }  // namespace dsnpu
 
@@ -115,11 +132,13 @@ __aicore__ inline void SyncAll() {
         h::Edge all;
         if (b.group->arrive_sync_all(me, parties, pl.publish(h::kPipeS), &all)) {
             // The block's other parties wait on this thread: nothing else of the block can run meanwhile.
-            if (b.ctx->sync_all(b.ctx->sim) != 0) {
+            double leave = all.time;
+            if (h::launch_sync_all(b, all.time, &leave) != 0) {
                 h::mix_claim_fault(b.group);
                 throw h::BlockAbort{};
             }
-            b.group->release_sync_all(me, parties);
+            if (leave > all.time) all.time = leave;
+            b.group->release_sync_all(me, parties, all.time);
         } else {
             const std::string r = b.group->wait_channel(me, h::kChanSyncAll, &all);
             if (r == "abort") throw h::BlockAbort{};
@@ -129,8 +148,14 @@ __aicore__ inline void SyncAll() {
         ++b.epoch;
         return;
     }
-    if (b.ctx->sync_all(b.ctx->sim) != 0) {
+    h::Edge all = h::pipeline().publish(h::kPipeS);
+    double leave = all.time;
+    if (h::launch_sync_all(b, all.time, &leave) != 0) {
         throw h::BlockAbort{};
+    }
+    if (leave > all.time) {
+        all.time = leave;
+        for (uint32_t p = 0; p < h::kPipeCount; ++p) h::pipeline().wait(p, all);
     }
     ++b.epoch;
 }
