@@ -728,7 +728,7 @@ fn phase1_ub(r: u64, pitch: u64, sz: u64, latent_pitch: u64, g: u64) -> u64 {
     let elems = (r * pitch).max(latent_pitch);
     2 * elems * 4
         + 2 * elems * sz
-        + 2 * (round_up(8 * r, UB_BLOCK) + UB_BLOCK)
+        + 2 * (2 * round_up(4 * r, UB_BLOCK) + UB_BLOCK)
         + 2 * round_up(r, 8) * UB_BLOCK
         + 64 * r * 4
         + 11 * round_up(r, 8) * 4
@@ -737,16 +737,18 @@ fn phase1_ub(r: u64, pitch: u64, sz: u64, latent_pitch: u64, g: u64) -> u64 {
 }
 
 /// UB bytes of the combine phase for slabs of `q` rows (the kernel's formula): the f32 accumulator, the
-/// partials' and the output's double-buffered queues, the lse queue (a 32-byte block per row), and the
-/// `(m, l)` of `tasks` tasks (each task's padded to 32 bytes) with their weights, and with carry their
-/// segment words.
+/// partials' and the output's double-buffered queues, the lse queue (a 32-byte block per row, rows
+/// rounded up to 8), the `m` and `l` of `tasks` tasks (each task's `q` values padded to 32 bytes), their
+/// weights and the folds' scratch as large, the rows' four vectors (M, M floored, L, 1 / L), and with
+/// carry the tasks' segment words.
 fn phase2_ub(q: u64, latent_pitch: u64, sz: u64, tasks: u64, carry: bool) -> u64 {
+    let block = round_up(4 * q, UB_BLOCK);
     q * latent_pitch * 4
         + 2 * q * latent_pitch * 4
         + 2 * q * latent_pitch * sz
-        + 2 * UB_BLOCK * q
-        + tasks * round_up(8 * q, UB_BLOCK)
-        + round_up(4 * tasks * q, UB_BLOCK)
+        + 2 * UB_BLOCK * round_up(q, 8)
+        + 4 * tasks * block
+        + 4 * block
         + if carry {
             tasks * SEGMENT_WORDS_BYTES
         } else {

@@ -53,8 +53,10 @@
  * a partial, and the combine reads only those.
  * After its last task the cube core sets flag O, which the vector cores wait for before phase 2.
  * Phase 2, the combine: M = max of the tasks' m, w_i = exp(m_i - M), L = sum w_i l_i, out =
- * t(sum w_i O_i / L), lse = M + ln L (tasks with l = 0 saw no visible key: skipped). The (m, l) of a row
- * slab come into UB combine_tasks tasks per copy, and their w in one Exp; the partials come in batches
+ * t(sum w_i O_i / L), lse = M + ln L (a task that saw no visible key has m = -inf, w = 0: skipped). The m
+ * and l of a row slab come into UB combine_tasks tasks per copy (a task's rows a 32-byte-aligned run), and
+ * the vector unit reduces them over the tasks (folds in halves: M, then L) and computes every w / L at
+ * once; the scalar unit only reads those factors for the Axpy of each partial. The partials come in batches
  * through a double-buffered queue, the first (of the tasks that end a segment whatever the scores do)
  * asked for before the (m, l) are waited for, each next one before the current is added.
  * A sequence served by one task that sees keys (a "whole" one: the plan did not cut it) needs no combine
@@ -73,7 +75,7 @@
  * Workspace (bytes, offsets in the tiling, after the system workspace): per block, two slots (one with
  * key_buffers 1) of scores f32 [G, pitch], P t written over them (row r of P at the start of score row r, read before: row pitch
  * pitch * 4 / sizeof(t) elements of t), then its two whole slots, O f32 [G, Dl] each (rounded up to
- * 32 bytes); per task: O f32 [G, Dl] | ml f32 [G, 2] | the segment words,
+ * 32 bytes); per task: O f32 [G, Dl] | ml f32 [2, G] (m of every row, then l) | the segment words,
  * f32 [2, 8] (vector core v's at 8 v). pitch = round_up(chunk, 16).
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
@@ -86,14 +88,15 @@
  * two 32 KiB for the score tiles and one 64 KiB for the segment's sum.
  * UB, phase 1 (R = softmax_rows, P = pitch, sz = sizeof(t), E = max(R P, round_up(Dl, 16)): the scores
  *   and P buffers also carry a whole sequence's O rows in step 4): 2 E 4 (scores queue) + 2 E sz (P queue)
- *   + 2 * (32 * ceil(2 R * 4 / 32) + 32) (ml queue: (m, l), then the segment word) + 2 * 32 round_up(R, 8)
+ *   + 2 * (2 * 32 * ceil(R * 4 / 32) + 32) (ml queue: m, l, then the segment word) + 2 * 32 round_up(R, 8)
  *   (a whole sequence's lse queue, a block per row) + 2 * 4 round_up(ceil(G / 2), 8) (1 / l of this core's
  *   rows of two whole sequences)
  *   + 64 R 4 (work: the row folds) + 11 round_up(R, 8) 4 (the rows' maxima, sums, offsets, broadcasts)
  *   + 32 (the scale, a block).
  * UB, phase 2 (Q = combine_rows, L = round_up(Dl, 16), K = combine_tasks): Q L 4 (acc) + 2 Q L 4 (partials
- *   queue) + 2 Q L sz (out queue) + 2 * 32 Q (lse queue) + K round_up(8 Q, 32) ((m, l) of K tasks)
- *   + K Q 4 (their weights, rounded up to 32) [+ 64 K with carry: the segment words of K tasks].
+ *   queue) + 2 Q L sz (out queue) + 2 * 32 round_up(Q, 8) (lse queue) + 2 K B (m and l of K tasks, B =
+ *   round_up(4 Q, 32)) + 2 K B (their weights, the folds' scratch) + 4 B (the rows' M, M floored, L, 1 / L)
+ *   [+ 64 K with carry: the segment words of K tasks].
  *
  * Test-only mutations (tiling.mutation, 0 in every normal launch; see tiling_mla.rs): 1 scales the
  * softmax scale by 1.001, 2 the combine's denominator L by 1.001, 3 the combine weights by 1.001 (for a
@@ -112,6 +115,8 @@ namespace {
 
 constexpr float NEG_INF = -__builtin_inff();
 constexpr float MUTATE = 1.001f;
+constexpr float FLT_MAX_VALUE = 3.402823466e38f;
+constexpr float FLT_MIN_VALUE = 1.175494351e-38f;  // the smallest normal f32
 constexpr uint32_t MAX_SLAB_ROWS = 64;  // tiling_mla.rs caps softmax_rows and combine_rows at this
 // Cross-core flags: the scores of a task are in the workspace (cube -> vector cores), its P and (m, l)
 // are (vector cores -> cube), every partial of the block is written (cube -> vector cores, once).
@@ -359,7 +364,8 @@ private:
         const uint32_t elems = R * P > t_.latent_pitch ? R * P : t_.latent_pitch;
         pipe_.InitBuffer(scQue_, BUFFER_NUM, elems * sizeof(float));
         pipe_.InitBuffer(pQue_, BUFFER_NUM, elems * sizeof(T));
-        pipe_.InitBuffer(mlQue_, BUFFER_NUM, AlignUp(2 * R * sizeof(float), UB_BLOCK) + UB_BLOCK);
+        // A slab's m, then its l (a block-aligned run each), then the segment word.
+        pipe_.InitBuffer(mlQue_, BUFFER_NUM, 2 * AlignUp(R * sizeof(float), UB_BLOCK) + UB_BLOCK);
         // A whole sequence's lse, a 32-byte block per row.
         pipe_.InitBuffer(wholeLseQue_, BUFFER_NUM, AlignUp(R, 8) * UB_BLOCK);
         pipe_.InitBuffer(work_, t_.work_elems * sizeof(float));  // 64 R: the row folds
@@ -908,7 +914,7 @@ private:
     __aicore__ inline void Softmax(uint32_t k, uint32_t b, uint32_t r0, uint32_t R, int64_t len, uint32_t c0,
                                    uint32_t C, bool groupStart, bool whole, uint32_t nextRows) {
         const uint32_t P = t_.pitch;
-        const uint32_t mlPitch = AlignUp(2 * R * sizeof(float), UB_BLOCK) / sizeof(float);
+        const uint32_t RP = AlignUp(R, 8);  // in ml: m at 0, l at RP, the segment word at 2 RP
         LocalTensor<float> ml;
         if (!whole) ml = mlQue_.AllocTensor<float>();
         LocalTensor<T> pt = pQue_.AllocTensor<T>();
@@ -987,8 +993,8 @@ private:
             } else {
                 WaitMlCopy();
                 for (uint32_t i = 0; i < R; ++i) {
-                    ml.SetValue(2 * i, m[i]);
-                    ml.SetValue(2 * i + 1, live[i] ? rowSum.GetValue(i) : 0.0f);
+                    ml.SetValue(i, m[i]);
+                    ml.SetValue(RP + i, live[i] ? rowSum.GetValue(i) : 0.0f);
                 }
             }
             FromFloat(pt, sc, R * P);
@@ -998,11 +1004,11 @@ private:
             WaitMlCopy();
             for (uint32_t i = 0; i < R; ++i) {
                 if (Carry() && fresh) mRef_[i] = NEG_INF;
-                ml.SetValue(2 * i, Carry() ? mRef_[i] : NEG_INF);
-                ml.SetValue(2 * i + 1, 0.0f);
+                ml.SetValue(i, Carry() ? mRef_[i] : NEG_INF);
+                ml.SetValue(RP + i, 0.0f);
             }
         }
-        if (Carry() && !whole) ml.SetValue(mlPitch, fresh ? 1.0f : 0.0f);
+        if (Carry() && !whole) ml.SetValue(2 * RP, fresh ? 1.0f : 0.0f);
         // P first: the (m, l) copy below waits for its own completion, which P's need not.
         pQue_.EnQue(pt);
         pt = pQue_.DeQue<T>();
@@ -1021,10 +1027,12 @@ private:
         // there, not here, so that the scalar unit goes on issuing meanwhile).
         SetFlag<HardEvent::S_MTE3>(0);
         WaitFlag<HardEvent::S_MTE3>(0);
-        DataCopyPad(mlWs_[(static_cast<uint64_t>(k) * G_ + r0) * 2], ml,
-                    DataCopyExtParams(1, 2 * R * static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
+        // Task k's m of all G rows, then their l (the combine reads a row slab of each across tasks).
+        const DataCopyExtParams run(1, R * static_cast<uint32_t>(sizeof(float)), 0, 0, 0);
+        DataCopyPad(mlWs_[static_cast<uint64_t>(k) * 2 * G_ + r0], ml, run);
+        DataCopyPad(mlWs_[static_cast<uint64_t>(k) * 2 * G_ + G_ + r0], ml[RP], run);
         if (Carry()) {
-            DataCopyPad(segWs_[static_cast<uint64_t>(k) * SEG_WORDS + 8 * static_cast<uint64_t>(GetSubBlockIdx())], ml[mlPitch],
+            DataCopyPad(segWs_[static_cast<uint64_t>(k) * SEG_WORDS + 8 * static_cast<uint64_t>(GetSubBlockIdx())], ml[2 * RP],
                         DataCopyExtParams(1, static_cast<uint32_t>(sizeof(float)), 0, 0, 0));
         }
         SetFlag<HardEvent::MTE3_S>(0);
@@ -1080,9 +1088,12 @@ private:
         pipe_.InitBuffer(acc_, Q * L * sizeof(float));
         pipe_.InitBuffer(oQue_, BUFFER_NUM, Q * L * sizeof(float));
         pipe_.InitBuffer(outQue_, BUFFER_NUM, Q * L * sizeof(T));
-        pipe_.InitBuffer(lseQue_, BUFFER_NUM, Q * UB_BLOCK);
-        pipe_.InitBuffer(mlBuf_, K * AlignUp(2 * Q * sizeof(float), UB_BLOCK));
-        pipe_.InitBuffer(wBuf_, K * Q * sizeof(float));
+        pipe_.InitBuffer(lseQue_, BUFFER_NUM, AlignUp(Q, 8) * UB_BLOCK);
+        // The (m, l) of K tasks (m then l, a task's Q values padded to a 32-byte block); their weights and
+        // the folds' scratch, the same size; then the rows' M, floored M, L and 1 / L (a block each).
+        const uint32_t QP = AlignUp(Q, 8);
+        pipe_.InitBuffer(mlBuf_, 2 * K * QP * sizeof(float));
+        pipe_.InitBuffer(wBuf_, (2 * K * QP + 4 * QP) * sizeof(float));
         if (Carry()) pipe_.InitBuffer(segBuf_, K * SEG_WORDS * sizeof(float));
     }
 
@@ -1119,29 +1130,42 @@ private:
         return seg.GetValue(i * SEG_WORDS) != 0.0f || seg.GetValue(i * SEG_WORDS + 8) != 0.0f;
     }
 
-    // (m, l) of rows [r0, r0 + Q) of tasks [k0, k0 + n) into mlBuf_ (task i at i * mlPitch floats), for
-    // the scalar unit: one copy instead of a scalar GM read per value; with `k1` (the sequence's end) the
-    // group's segment words too (LoadSegments).
-    __aicore__ inline LocalTensor<float> LoadMl(uint32_t k0, uint32_t n, uint32_t r0, uint32_t Q, uint32_t k1 = 0) {
+    // m and l of rows [r0, r0 + Q) of tasks [k0, k0 + n): task i's m at i * QP of mlBuf_, its l at
+    // i * QP of its second half (QP = Q rounded up to 8: a 32-byte block per task, padded with -inf and
+    // 0), for the vector unit; with `k1` (the sequence's end) the group's segment words too
+    // (LoadSegments). WaitMl waits for them.
+    __aicore__ inline void LoadMl(uint32_t k0, uint32_t n, uint32_t r0, uint32_t Q, uint32_t k1 = 0) {
         IssueMl(k0, n, r0, Q, k1);
-        WaitFlag<HardEvent::MTE2_S>(0);
-        return mlBuf_.Get<float>();
+        WaitMl();
     }
 
-    // LoadMl's copies and the flag its WaitFlag<MTE2_S> waits for: copies issued in between (the first
-    // partials) are not waited for, and their GM latency overlaps that of the (m, l).
+    // LoadMl's copies and the flags WaitMl waits for: copies issued in between (the first partials) are
+    // not waited for, and their GM latency overlaps that of the (m, l).
     __aicore__ inline void IssueMl(uint32_t k0, uint32_t n, uint32_t r0, uint32_t Q, uint32_t k1) {
-        LocalTensor<float> ml = mlBuf_.Get<float>();
-        // The scalar reads of the previous group are done before the copy overwrites them.
+        const uint32_t QP = AlignUp(Q, 8);
+        const LocalTensor<float> m = mlBuf_.Get<float>(), l = m[MlHalf()];
+        // The previous group's vector and scalar reads are done before the copies overwrite them.
+        SetFlag<HardEvent::V_MTE2>(0);
+        WaitFlag<HardEvent::V_MTE2>(0);
         SetFlag<HardEvent::S_MTE2>(0);
         WaitFlag<HardEvent::S_MTE2>(0);
-        DataCopyPad(ml, mlWs_[(static_cast<uint64_t>(k0) * G_ + r0) * 2],
-                    DataCopyExtParams(static_cast<uint16_t>(n), 2 * Q * static_cast<uint32_t>(sizeof(float)),
-                                      (G_ - Q) * 2 * static_cast<uint32_t>(sizeof(float)), 0, 0),
-                    DataCopyPadExtParams<float>(false, 0, 0, 0.0f));
+        const DataCopyExtParams rows(static_cast<uint16_t>(n), Q * static_cast<uint32_t>(sizeof(float)),
+                                     (2 * G_ - Q) * static_cast<uint32_t>(sizeof(float)), 0, 0);
+        const uint8_t pad = static_cast<uint8_t>(QP - Q);
+        const uint64_t at = static_cast<uint64_t>(k0) * 2 * G_ + r0;
+        DataCopyPad(m, mlWs_[at], rows, DataCopyPadExtParams<float>(pad > 0, 0, pad, NEG_INF));
+        DataCopyPad(l, mlWs_[at + G_], rows, DataCopyPadExtParams<float>(pad > 0, 0, pad, 0.0f));
         if (k1 > 0) LoadSegments(k0, n, k1);
+        SetFlag<HardEvent::MTE2_V>(0);
         SetFlag<HardEvent::MTE2_S>(0);
     }
+    __aicore__ inline void WaitMl() {
+        WaitFlag<HardEvent::MTE2_V>(0);
+        WaitFlag<HardEvent::MTE2_S>(0);
+    }
+    // Where the l of a group start in mlBuf_ (and the folds' scratch in wBuf_): after the m of as many
+    // tasks as the buffer holds at combine_rows.
+    __aicore__ inline uint32_t MlHalf() const { return t_.combine_tasks * AlignUp(t_.combine_rows, 8); }
 
     // Partials of rows [r0, r0 + Q), latent columns [c0, c0 + nc), of the np tasks ends[0 .. np) (of the
     // group at g) into a buffer of oQue_, queued.
@@ -1159,31 +1183,43 @@ private:
         oQue_.EnQue(o);
     }
 
-    // Whether the (m, l) record at `at` says its task's segment saw keys of its row, so that the record's
-    // weight counts (and, at the segment's end, its partial): l > 0 without carry, a reference m with it
-    // (a later task of a segment may see none of the row's keys and still end the segment).
-    __aicore__ inline bool Seen(const LocalTensor<float>& ml, uint32_t at) const {
-        return Carry() ? ml.GetValue(at) > NEG_INF : ml.GetValue(at + 1) > 0.0f;
+    // buf[r] = max (or sum) over tasks i < n of buf[i * QP + r], for r < QP: a fold in halves, each step
+    // one instruction over the upper tasks into the lower ones.
+    __aicore__ inline void FoldTasks(const LocalTensor<float>& buf, uint32_t n, uint32_t QP, bool max) {
+        for (uint32_t cnt = n; cnt > 1;) {
+            const uint32_t h = cnt / 2;
+            const LocalTensor<float> upper = buf[(cnt - h) * QP];
+            if (max) {
+                Max(buf, buf, upper, static_cast<int32_t>(h * QP));
+            } else {
+                Add(buf, buf, upper, static_cast<int32_t>(h * QP));
+            }
+            cnt -= h;
+        }
     }
 
-    // w[i * Q + r] = exp(m - M[r]) for task i of the loaded group (0 where m = -inf: that task's segment
-    // saw none of the row's keys so far), one Exp for the group; readable by the scalar unit on return.
-    __aicore__ inline LocalTensor<float> Weights(const LocalTensor<float>& ml, uint32_t n, uint32_t Q,
-                                                 const float* mMax) {
-        const uint32_t mlPitch = AlignUp(2 * Q * sizeof(float), UB_BLOCK) / sizeof(float);
-        LocalTensor<float> w = wBuf_.Get<float>();
-        // The previous group's Exp has been read (V_S at its end); its scalar reads are done before these writes.
-        for (uint32_t i = 0; i < n; ++i) {
-            for (uint32_t r = 0; r < Q; ++r) {
-                const uint32_t at = i * mlPitch + 2 * r;
-                w.SetValue(i * Q + r, Seen(ml, at) ? ml.GetValue(at) - mMax[r] : NEG_INF);
+    // dst[i * QP + r] = a[i * QP + r] - v[r] (sub) or * v[r], tasks i < n: one repeat per task, v read
+    // again by each (its repeat stride 0).
+    __aicore__ inline void EachTask(const LocalTensor<float>& dst, const LocalTensor<float>& a,
+                                    const LocalTensor<float>& v, uint32_t n, uint32_t QP, bool sub) {
+        const uint8_t rep = static_cast<uint8_t>(QP / 8);
+        for (uint32_t i = 0; i < n; i += 255) {
+            const uint8_t k = static_cast<uint8_t>(Min(255u, n - i));
+            const BinaryRepeatParams p(1, 1, 1, rep, rep, 0);
+            if (sub) {
+                Sub(dst[i * QP], a[i * QP], v, QP, k, p);
+            } else {
+                Mul(dst[i * QP], a[i * QP], v, QP, k, p);
             }
         }
-        SetFlag<HardEvent::S_V>(0);
-        WaitFlag<HardEvent::S_V>(0);
-        Exp(w, w, static_cast<int32_t>(n * Q));
-        SetFlag<HardEvent::V_S>(0);
-        WaitFlag<HardEvent::V_S>(0);
+    }
+
+    // The loaded group's weights w[i * QP + r] = exp(m - M'[r]) (M' the rows' maxima floored at -FLT_MAX,
+    // so a task that saw none of a row's keys, m = -inf, weighs 0, never NaN).
+    __aicore__ inline LocalTensor<float> Weights(uint32_t n, uint32_t QP, const LocalTensor<float>& mFloor) {
+        const LocalTensor<float> w = wBuf_.Get<float>();
+        EachTask(w, mlBuf_.Get<float>(), mFloor, n, QP, true);
+        Exp(w, w, static_cast<int32_t>(n * QP));
         return w;
     }
 
@@ -1193,18 +1229,16 @@ private:
     __aicore__ inline uint32_t GroupTasks(uint32_t Q) const {
         const uint32_t K = t_.combine_tasks, R = t_.combine_rows;
         if (Carry() || Q >= R) return K;
-        const uint32_t byMl = K * AlignUp(2 * R * sizeof(float), UB_BLOCK) / AlignUp(2 * Q * sizeof(float), UB_BLOCK);
-        const uint32_t byW = K * R / Q;
-        return Min(MLA_COMBINE_TASKS_MAX, Min(byMl, byW));
+        return Min(MLA_COMBINE_TASKS_MAX, K * AlignUp(R, 8) / AlignUp(Q, 8));
     }
 
     // Rows [r0, r0 + Q) of sequence b (all in b), latent columns [c0, c0 + nc) (all of them unless
-    // given; the lse with column 0), its tasks' (m, l) taken GroupTasks(Q) at a time.
+    // given; the lse with column 0), its tasks' (m, l) taken GroupTasks(Q) at a time. The (m, l) are
+    // reduced over the tasks on the vector unit (FoldTasks): M = max m, w = exp(m - M), L = sum w l;
+    // the scalar unit only reads each partial's weight w / L.
     __aicore__ inline void Combine(uint32_t b, uint32_t r0, uint32_t Q, uint32_t c0 = 0, uint32_t nc = 0) {
-        constexpr uint32_t MAXQ = 64;
-        const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim, K = GroupTasks(Q);
+        const uint32_t L = t_.latent_pitch, Dl = t_.latent_dim, K = GroupTasks(Q), QP = AlignUp(Q, 8);
         if (nc == 0) nc = Dl;
-        const uint32_t mlPitch = AlignUp(2 * Q * sizeof(float), UB_BLOCK) / sizeof(float);
         int64_t first = planGm_.GetValue(2 * static_cast<uint64_t>(b));
         int64_t count = planGm_.GetValue(2 * static_cast<uint64_t>(b) + 1);
         if (first < 0) first = 0;
@@ -1212,12 +1246,12 @@ private:
         if (first > t_.tasks) first = t_.tasks;
         if (first + count > t_.tasks) count = t_.tasks - first;
         const uint32_t k0 = static_cast<uint32_t>(first), k1 = static_cast<uint32_t>(first + count);
-        // M: the row maxima over the tasks that saw keys; L = sum exp(m - M) l.
-        float mMax[MAXQ], lSum[MAXQ];
-        for (uint32_t r = 0; r < Q; ++r) {
-            mMax[r] = NEG_INF;
-            lSum[r] = 0.0f;
-        }
+        const LocalTensor<float> mv = mlBuf_.Get<float>(), lv = mv[MlHalf()];
+        const LocalTensor<float> scratch = wBuf_.Get<float>()[MlHalf()];
+        // The rows' M, M floored at -FLT_MAX, L and 1 / max(L, FLT_MIN) (a task that saw none of a row's
+        // keys has w = 0, so a row no task saw gets weights 0 and L = 0, out 0 and lse -inf).
+        const LocalTensor<float> mMax = scratch[MlHalf()], mFloor = mMax[QP], lSum = mFloor[QP], lInv = lSum[QP];
+        const int32_t q8 = static_cast<int32_t>(QP);
         const bool oneGroup = k1 - k0 <= K;
         const uint32_t perCopy = t_.combine_rows / Q > 0 ? t_.combine_rows / Q : 1;
         // With one group, the first partials are asked for before the (m, l) are waited for, so that the
@@ -1226,7 +1260,7 @@ private:
         uint32_t ends[MLA_COMBINE_TASKS_MAX];
         const bool early = oneGroup && k1 > k0;
         uint32_t asked = 0;  // ends already asked for (the first batch)
-        LocalTensor<float> ml;
+        Duplicate(mMax, NEG_INF, q8);
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
             if (early) {
@@ -1235,30 +1269,27 @@ private:
                     if (Predicted(g, i, k1)) ends[asked++] = i;
                 }
                 LoadPartials(g, ends, asked, r0, Q, c0, nc);
-                WaitFlag<HardEvent::MTE2_S>(0);
-                ml = mlBuf_.Get<float>();
+                WaitMl();
             } else {
-                ml = LoadMl(g, n, r0, Q, oneGroup ? k1 : 0);
+                LoadMl(g, n, r0, Q, oneGroup ? k1 : 0);
             }
-            for (uint32_t i = 0; i < n; ++i) {
-                for (uint32_t r = 0; r < Q; ++r) {
-                    const float m = ml.GetValue(i * mlPitch + 2 * r), l = ml.GetValue(i * mlPitch + 2 * r + 1);
-                    if (l > 0.0f && m > mMax[r]) mMax[r] = m;
-                }
-            }
+            Adds(scratch, mv, 0.0f, static_cast<int32_t>(n * QP));
+            FoldTasks(scratch, n, QP, true);
+            Max(mMax, mMax, scratch, q8);
         }
-        LocalTensor<float> w;
+        Maxs(mFloor, mMax, -FLT_MAX_VALUE, q8);
+        Duplicate(lSum, 0.0f, q8);
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
-            if (!oneGroup) ml = LoadMl(g, n, r0, Q);
-            w = Weights(ml, n, Q, mMax);
-            for (uint32_t i = 0; i < n; ++i) {
-                for (uint32_t r = 0; r < Q; ++r) lSum[r] += w.GetValue(i * Q + r) * ml.GetValue(i * mlPitch + 2 * r + 1);
-            }
+            if (!oneGroup) LoadMl(g, n, r0, Q);
+            const LocalTensor<float> w = Weights(n, QP, mFloor);
+            Mul(scratch, w, lv, static_cast<int32_t>(n * QP));
+            FoldTasks(scratch, n, QP, false);
+            Add(lSum, lSum, scratch, q8);
         }
-        if (t_.mutation == 2) {
-            for (uint32_t r = 0; r < Q; ++r) lSum[r] *= MUTATE;
-        }
+        if (t_.mutation == 2) Muls(lSum, lSum, MUTATE, q8);
+        Maxs(lInv, lSum, FLT_MIN_VALUE, q8);
+        Reciprocal(lInv, lInv, q8);
         // out = sum_k (w_k / L) O_k over the tasks that end a segment (every task without carry), the
         // partials streamed through a double-buffered queue of combine_rows rows: a slab of fewer rows
         // takes several tasks' partials per buffer, their copies in flight together.
@@ -1266,10 +1297,12 @@ private:
         Duplicate(acc, 0.0f, static_cast<int32_t>(Q * L));
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
-            if (!oneGroup) {
-                ml = LoadMl(g, n, r0, Q, k1);
-                w = Weights(ml, n, Q, mMax);
-            }
+            if (!oneGroup) LoadMl(g, n, r0, Q, k1);
+            // c = w / L per task and row, for the scalar unit (the Axpy factors).
+            const LocalTensor<float> c = Weights(n, QP, mFloor);
+            EachTask(c, c, lInv, n, QP, false);
+            SetFlag<HardEvent::V_S>(0);
+            WaitFlag<HardEvent::V_S>(0);
             // The ends in the order their partials are consumed (oQue_ is FIFO): those asked for early
             // first, then the others.
             uint32_t nEnds = asked;
@@ -1290,19 +1323,22 @@ private:
                     // Predicted, yet extended by the next task (not expected: see Predicted).
                     if (e0 + e < asked && !Ends(g, i, k1)) continue;
                     for (uint32_t r = 0; r < Q; ++r) {
-                        // This segment saw none of the row's keys (its O was not written).
-                        if (!Seen(ml, i * mlPitch + 2 * r)) continue;
-                        float c = w.GetValue(i * Q + r) / lSum[r];
-                        if (t_.mutation == 3) c *= MUTATE;
+                        float f = c.GetValue(i * QP + r);
+                        // This segment saw none of the row's keys (its O was not written), or weighs nothing.
+                        if (f == 0.0f) continue;
+                        if (t_.mutation == 3) f *= MUTATE;
                         SetFlag<HardEvent::S_V>(0);
                         WaitFlag<HardEvent::S_V>(0);
-                        Axpy(acc[r * L], o[(e * Q + r) * L], c, static_cast<int32_t>(nc));
+                        Axpy(acc[r * L], o[(e * Q + r) * L], f, static_cast<int32_t>(nc));
                     }
                 }
                 oQue_.FreeTensor(o);
                 e0 = e1;
                 np = nextNp;
             }
+            // The factors' scalar reads are done before the next group's vector writes.
+            SetFlag<HardEvent::S_V>(0);
+            WaitFlag<HardEvent::S_V>(0);
         }
         LocalTensor<T> out = outQue_.AllocTensor<T>();
         FromFloat(out, acc, Q * L);
@@ -1314,17 +1350,12 @@ private:
                                       (Dl - nc) * static_cast<uint32_t>(sizeof(T)), 0));
         outQue_.FreeTensor(out);
         if (c0 > 0) return;  // the lse is column 0's
-        // lse[b, h, s] = M + ln L, one 32-byte UB block per row: L and M broadcast to a block per row (M's
-        // in acc_, whose sum is in out by now), then ln and the add once for the slab.
+        // lse[b, h, s] = M + ln L (ln 0 = -inf for a row no task saw), then a 32-byte UB block per row.
+        Ln(lSum, lSum, q8);
+        Add(lSum, lSum, mFloor, q8);
         LocalTensor<float> lse = lseQue_.AllocTensor<float>();
-        LocalTensor<float> mBlocks = acc_.Get<float>();
         const uint32_t per = UB_BLOCK / sizeof(float);
-        for (uint32_t r = 0; r < Q; ++r) {
-            Duplicate(lse[r * per], lSum[r], static_cast<int32_t>(per));
-            Duplicate(mBlocks[r * per], mMax[r], static_cast<int32_t>(per));
-        }
-        Ln(lse, lse, static_cast<int32_t>(Q * per));
-        Add(lse, lse, mBlocks, static_cast<int32_t>(Q * per));
+        Brcb(lse, lSum, static_cast<uint8_t>(QP / 8), BrcbRepeatParams(1, 8));
         lseQue_.EnQue(lse);
         lse = lseQue_.DeQue<float>();
         for (uint32_t r = 0; r < Q; ++r) {
