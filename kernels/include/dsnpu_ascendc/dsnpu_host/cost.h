@@ -63,10 +63,11 @@
 //   same launch always gets the same hits and cycles whatever the host threads' interleaving.
 //   Consequences for the timing: data read by several blocks misses once per block instead of once per
 //   die (pessimistic), and a slice starts empty at every block: nothing is carried between the blocks of
-//   a launch or between launches. Except across a SyncAll: at each barrier the records of every core so
-//   far are replayed into a view of the die's L2 (l2_die.h, LaunchL2::reach), and until the next one a
-//   read that misses a block's slice but finds its sectors in that view is a hit (another block brought
-//   or wrote them there before the barrier: a split-KV decode's partials, which its combine reads).
+//   a launch or between launches. Except across a SyncAll: at each barrier the sectors every core wrote
+//   so far go into a view of the die's L2 (l2_die.h, LaunchL2::reach), and until the next one a read
+//   that misses a block's slice but finds its sectors in that view is a hit (another block wrote them
+//   before the barrier: a split-KV decode's partials, which its combine reads). Data blocks only read
+//   still misses once per block.
 // - the launch's HBM counters: every core also records its lookups, and when the launch ends they are
 //   replayed in a fixed order through one L2 of the die's 192 MiB (l2_die.h), so data several blocks
 //   share misses once per launch there. Each block's own counters keep its slice's misses. Still
@@ -172,8 +173,8 @@ public:
 
     // Looks up GM bytes [addr, addr + len) in address order, updates the slice, returns the split.
     // If its arrays cannot grow (out of host memory), the slice keeps the lines it has: LRU over fewer.
-    // A read's sectors that miss here but are valid in `die` (the die's L2 at the launch's last SyncAll,
-    // l2_die.h) are hits: another block brought them in before the barrier.
+    // A read's sectors that miss here but are valid in `die` (the sectors written before the launch's last
+    // SyncAll, l2_die.h) are hits: another block wrote them to the L2 before the barrier.
     L2Split access(uint64_t addr, uint64_t len, bool write, const L2Slice* die = nullptr) {
         L2Split r;
         r.write = write;

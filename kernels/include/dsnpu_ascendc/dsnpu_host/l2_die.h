@@ -15,8 +15,8 @@
 // so the replay merges the cores' streams. The times of different blocks are each block's own clock from
 // its start: blocks are taken to start together, as a wave does on the device.
 //
-// The same replay, run incrementally at each SyncAll over the records so far (LaunchL2::reach), is the
-// die's L2 as the blocks' slices see it after the barrier (cost.h), and the barrier's arrival times
+// At each SyncAll the write records so far go into a view of the die's L2 that the blocks' slices look
+// their misses up in after the barrier (LaunchL2::reach, cost.h), and the barrier's arrival times
 // (arrive, latest) make every block leave it when the last one arrives (sync.h).
 //
 // Accesses adjacent to the core's previous record (same direction, epoch and counting) extend it. A launch
@@ -119,20 +119,43 @@ public:
     // false (and nothing set) if records were dropped.
     bool replay(uint64_t* read, uint64_t* written) {
         if (dropped_.load()) return false;
+        // Blocks of one wave run together: as many as the L2 slices are cut for (entry.h).
+        const uint32_t wave = blocks_ < cost::kMaxConcurrentCores ? (blocks_ == 0 ? 1 : blocks_) : cost::kMaxConcurrentCores;
+        struct Cursor {
+            uint32_t core;
+            size_t next;
+        };
+        auto later = [&](const Cursor& a, const Cursor& b) {
+            const L2Record& x = cores_[a.core][a.next];
+            const L2Record& y = cores_[b.core][b.next];
+            if (x.epoch() != y.epoch()) return x.epoch() > y.epoch();
+            const uint32_t wx = a.core / kCoresPerBlock / wave, wy = b.core / kCoresPerBlock / wave;
+            if (wx != wy) return wx > wy;
+            if (x.time != y.time) return x.time > y.time;
+            return a.core > b.core;
+        };
+        std::priority_queue<Cursor, std::vector<Cursor>, decltype(later)> heads(later);
+        for (uint32_t c = 0; c < cores_.size(); ++c) {
+            if (!cores_[c].empty()) heads.push(Cursor{c, 0});
+        }
         L2Slice die(cost::kL2Bytes);
-        std::vector<size_t> from(cores_.size(), 0);
         uint64_t r = 0, w = 0;
-        merge(die, from, UINT32_MAX, [&](const L2Record& rec, const L2Split& s) {
+        while (!heads.empty()) {
+            Cursor cur = heads.top();
+            heads.pop();
+            const L2Record& rec = cores_[cur.core][cur.next];
+            const L2Split s = die.access(rec.addr(), rec.len, rec.write());
             if (rec.counted()) (rec.write() ? w : r) += s.miss;
-        });
+            if (++cur.next < cores_[cur.core].size()) heads.push(cur);
+        }
         *read = r;
         *written = w;
         return true;
     }
 
     // --- SyncAll (sync.h) ---------------------------------------------------------------------------------
-    // The core that takes block `block` through SyncAll number `epoch` arrives at modelled time `time`
-    // (its block's cycles since it started). Before the simulator's barrier.
+    // The core that takes its block through SyncAll number `epoch` arrives at modelled time `time` (its
+    // block's cycles since it started). Before the simulator's barrier.
     void arrive(uint32_t epoch, double time) {
         std::lock_guard<std::mutex> g(barrier_mu_);
         double& t = latest_[epoch % 2];
@@ -144,10 +167,14 @@ public:
         return latest_[epoch % 2];
     }
     // After every block arrived at SyncAll `epoch` and before any goes on (one core of the launch, between
-    // the simulator's two barriers, sync.h): the die's L2 as it is at the barrier — every record of the
-    // epochs up to it replayed, in the replay's order, into `view_` — for the blocks' slices to look up
-    // their misses in until the next SyncAll (view()). Also clears the arrival time of the next SyncAll,
-    // whose slot nobody reads now (the reads of it for SyncAll epoch - 1 were before this barrier).
+    // the simulator's two barriers, sync.h): the sectors every core wrote up to this barrier (its write
+    // records of the epochs up to it, core after core) go into `view_`, the L2 as the blocks' slices see
+    // it until the next SyncAll (view()): data another block wrote before the barrier is in the die's L2
+    // (write-back: dirty lines stay until evicted). What blocks only read is left out — it would mean
+    // replaying every read in time order, a cost on every SyncAll launch's wall time (the decode's combine
+    // reads partials the cube cores wrote) — so such data still misses once per block, as before. Also
+    // clears the arrival time of the next SyncAll, whose slot nobody reads now (the reads of it for
+    // SyncAll epoch - 1 were before this barrier).
     // Safe without a lock: at this moment every other core of the launch waits in the barrier or in its
     // block (a mix block's cores run on the thread of the core waiting in the barrier, mix.h), so no
     // stream grows and no slice reads the view. A launch that dropped records gets no view.
@@ -162,48 +189,23 @@ public:
         }
         try {
             if (view_cursor_.size() != cores_.size()) view_cursor_.assign(cores_.size(), 0);
-            merge(view_, view_cursor_, epoch + 1, [](const L2Record&, const L2Split&) {});
+            for (size_t c = 0; c < cores_.size(); ++c) {
+                const std::vector<L2Record>& v = cores_[c];
+                size_t& k = view_cursor_[c];
+                for (; k < v.size() && v[k].epoch() <= epoch; ++k) {
+                    if (v[k].write()) view_.access(v[k].addr(), v[k].len, true);
+                }
+            }
             view_on_ = true;
         } catch (const std::bad_alloc&) {
             view_on_ = false;
         }
     }
-    // The die's L2 at the last SyncAll the launch passed (nullptr before the first, or without records).
+    // The sectors written before the last SyncAll the launch passed (nullptr before the first, or when
+    // records were dropped).
     const L2Slice* view() const { return view_on_ ? &view_ : nullptr; }
 
 private:
-    // Replays the records of every core from from[core] on whose epoch is below `epoch_limit` through
-    // `die`, in the launch's deterministic order (by epoch, then wave — blocks beyond the concurrently
-    // running ones start after them — then time, then core), calling seen(record, its split) for each;
-    // from[] is left at each core's first record not replayed.
-    template <typename Seen>
-    void merge(L2Slice& die, std::vector<size_t>& from, uint32_t epoch_limit, Seen seen) {
-        // Blocks of one wave run together: as many as the L2 slices are cut for (entry.h).
-        const uint32_t wave = blocks_ < cost::kMaxConcurrentCores ? (blocks_ == 0 ? 1 : blocks_) : cost::kMaxConcurrentCores;
-        auto later = [&](uint32_t a, uint32_t b) {
-            const L2Record& x = cores_[a][from[a]];
-            const L2Record& y = cores_[b][from[b]];
-            if (x.epoch() != y.epoch()) return x.epoch() > y.epoch();
-            const uint32_t wx = a / kCoresPerBlock / wave, wy = b / kCoresPerBlock / wave;
-            if (wx != wy) return wx > wy;
-            if (x.time != y.time) return x.time > y.time;
-            return a > b;
-        };
-        auto due = [&](uint32_t c) { return from[c] < cores_[c].size() && cores_[c][from[c]].epoch() < epoch_limit; };
-        std::priority_queue<uint32_t, std::vector<uint32_t>, decltype(later)> heads(later);
-        for (uint32_t c = 0; c < cores_.size(); ++c) {
-            if (due(c)) heads.push(c);
-        }
-        while (!heads.empty()) {
-            const uint32_t c = heads.top();
-            heads.pop();
-            const L2Record& rec = cores_[c][from[c]];
-            seen(rec, die.access(rec.addr(), rec.len, rec.write()));
-            ++from[c];
-            if (due(c)) heads.push(c);
-        }
-    }
-
     // Released launches' record vectors, kept (emptied) up to kPooledRecords of capacity: a decode step
     // is hundreds of launches, and fresh vectors would fault their pages in every time.
     struct Pool {
@@ -243,7 +245,7 @@ private:
     std::atomic<uint64_t> reserved_{0};
     std::atomic<bool> dropped_{false};
     // SyncAll: the latest arrival at the current barrier and the next (by the epoch's parity), and the
-    // die's L2 at the last barrier with each core's first record not yet in it.
+    // sectors written up to the last barrier with each core's first record not yet looked at.
     std::mutex barrier_mu_;
     double latest_[2] = {0, 0};
     L2Slice view_{cost::kL2Bytes};
