@@ -509,9 +509,9 @@ fn validate_lens(seq_lens: &[usize], cores: u32) -> Result<u64> {
 
 /// Cache positions per core from which every core gets a piece whatever the heads: a 128-position cache
 /// block each. At 128 heads the estimate prefers fewer pieces there, by less than its error: batch 1,
-/// context 4096 cut into 24 pieces models 16.51 µs against 16.31 for the 16 the estimate picks, and
-/// batch 8 context 512 16.85 against 16.54 (`cargo bench --bench mla_kernels`), while the idle cores'
-/// copy engines would sit out the cache stream. Shorter shares lose more (batch 1, context 512, 16 heads:
+/// context 4096 cut into 24 pieces modelled 16.51 µs against 16.31 for the 16 the estimate picks, and
+/// batch 8 context 512 16.85 against 16.54 (`cargo bench --bench mla_kernels`, when this rule was set;
+/// 15.28 and 15.82 now), while the idle cores' copy engines would sit out the cache stream. Shorter shares lose more (batch 1, context 512, 16 heads:
 /// 24 pieces of 21 positions 7 % slower than 8).
 const MLA_FILL_POSITIONS: u64 = 128;
 
