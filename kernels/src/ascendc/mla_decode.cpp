@@ -1089,7 +1089,7 @@ private:
         pipe_.InitBuffer(oQue_, BUFFER_NUM, Q * L * sizeof(float));
         pipe_.InitBuffer(outQue_, BUFFER_NUM, Q * L * sizeof(T));
         pipe_.InitBuffer(lseQue_, BUFFER_NUM, AlignUp(Q, 8) * UB_BLOCK);
-        // The (m, l) of K tasks (m then l, a task's Q values padded to a 32-byte block); their weights and
+        // The (m, l) of K tasks (m then l, a task's Q values padded to whole 32-byte blocks); their weights and
         // the folds' scratch, the same size; then the rows' M, floored M, L and 1 / L (a block each).
         const uint32_t QP = AlignUp(Q, 8);
         pipe_.InitBuffer(mlBuf_, 2 * K * QP * sizeof(float));
@@ -1131,8 +1131,8 @@ private:
     }
 
     // m and l of rows [r0, r0 + Q) of tasks [k0, k0 + n): task i's m at i * QP of mlBuf_, its l at
-    // i * QP of its second half (QP = Q rounded up to 8: a 32-byte block per task, padded with -inf and
-    // 0), for the vector unit; with `k1` (the sequence's end) the group's segment words too
+    // i * QP of its second half (QP = Q rounded up to 8: whole 32-byte blocks per task, padded with -inf
+    // and 0), for the vector unit; with `k1` (the sequence's end) the group's segment words too
     // (LoadSegments). WaitMl waits for them.
     __aicore__ inline void LoadMl(uint32_t k0, uint32_t n, uint32_t r0, uint32_t Q, uint32_t k1 = 0) {
         IssueMl(k0, n, r0, Q, k1);
@@ -1251,7 +1251,7 @@ private:
         // The rows' M, M floored at -FLT_MAX, L and 1 / max(L, FLT_MIN) (a task that saw none of a row's
         // keys has w = 0, so a row no task saw gets weights 0 and L = 0, out 0 and lse -inf).
         const LocalTensor<float> mMax = scratch[MlHalf()], mFloor = mMax[QP], lSum = mFloor[QP], lInv = lSum[QP];
-        const int32_t q8 = static_cast<int32_t>(QP);
+        const int32_t qp = static_cast<int32_t>(QP);
         const bool oneGroup = k1 - k0 <= K;
         const uint32_t perCopy = t_.combine_rows / Q > 0 ? t_.combine_rows / Q : 1;
         // With one group, the first partials are asked for before the (m, l) are waited for, so that the
@@ -1260,7 +1260,7 @@ private:
         uint32_t ends[MLA_COMBINE_TASKS_MAX];
         const bool early = oneGroup && k1 > k0;
         uint32_t asked = 0;  // ends already asked for (the first batch)
-        Duplicate(mMax, NEG_INF, q8);
+        Duplicate(mMax, NEG_INF, qp);
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
             if (early) {
@@ -1275,21 +1275,21 @@ private:
             }
             Adds(scratch, mv, 0.0f, static_cast<int32_t>(n * QP));
             FoldTasks(scratch, n, QP, true);
-            Max(mMax, mMax, scratch, q8);
+            Max(mMax, mMax, scratch, qp);
         }
-        Maxs(mFloor, mMax, -FLT_MAX_VALUE, q8);
-        Duplicate(lSum, 0.0f, q8);
+        Maxs(mFloor, mMax, -FLT_MAX_VALUE, qp);
+        Duplicate(lSum, 0.0f, qp);
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
             if (!oneGroup) LoadMl(g, n, r0, Q);
             const LocalTensor<float> w = Weights(n, QP, mFloor);
             Mul(scratch, w, lv, static_cast<int32_t>(n * QP));
             FoldTasks(scratch, n, QP, false);
-            Add(lSum, lSum, scratch, q8);
+            Add(lSum, lSum, scratch, qp);
         }
-        if (t_.mutation == 2) Muls(lSum, lSum, MUTATE, q8);
-        Maxs(lInv, lSum, FLT_MIN_VALUE, q8);
-        Reciprocal(lInv, lInv, q8);
+        if (t_.mutation == 2) Muls(lSum, lSum, MUTATE, qp);
+        Maxs(lInv, lSum, FLT_MIN_VALUE, qp);
+        Reciprocal(lInv, lInv, qp);
         // out = sum_k (w_k / L) O_k over the tasks that end a segment (every task without carry), the
         // partials streamed through a double-buffered queue of combine_rows rows: a slab of fewer rows
         // takes several tasks' partials per buffer, their copies in flight together.
@@ -1351,8 +1351,8 @@ private:
         outQue_.FreeTensor(out);
         if (c0 > 0) return;  // the lse is column 0's
         // lse[b, h, s] = M + ln L (ln 0 = -inf for a row no task saw), then a 32-byte UB block per row.
-        Ln(lSum, lSum, q8);
-        Add(lSum, lSum, mFloor, q8);
+        Ln(lSum, lSum, qp);
+        Add(lSum, lSum, mFloor, qp);
         LocalTensor<float> lse = lseQue_.AllocTensor<float>();
         const uint32_t per = UB_BLOCK / sizeof(float);
         Brcb(lse, lSum, static_cast<uint8_t>(QP / 8), BrcbRepeatParams(1, 8));
