@@ -34,6 +34,8 @@ int main(void) {
     FIELD(DsnpuRopeTiling, layout)
     FIELD(DsnpuRopeTiling, tokens_per_block)
     FIELD(DsnpuRopeTiling, tokens_per_tile)
+    FIELD(DsnpuRopeTiling, rows_at_once)
+    FIELD(DsnpuRopeTiling, reserved)
     STRUCT_END()
 
     STRUCT_BEGIN(DsnpuSiluMulTiling)

@@ -213,10 +213,19 @@ impl RopeTiling {
             "table elements",
             u64::from(table_rows) * u64::from(dim / 2),
         )?;
-        let (fixed, per_token) = Self::ub_plan(heads, dim, dtype);
         let (tokens_per_block, _) = split(tokens, budget.cores);
         let cap = tokens_per_block.min(MAX_ROWS_PER_COPY / heads);
-        let tokens_per_tile = largest_fit(K, fixed, per_token, cap, budget.ub_bytes)?;
+        // A token's rows in one instruction each step (one 64-lane repeat per row, the tables broadcast
+        // to every repeat) where a row fits a repeat and the temporaries for all of them fit; else row
+        // by row.
+        let fit = |at_once: u32| {
+            let (fixed, per_token) = Self::ub_plan(heads, dim, dtype, at_once);
+            largest_fit(K, fixed, per_token, cap, budget.ub_bytes)
+        };
+        let (rows_at_once, tokens_per_tile) = match fit(heads) {
+            Ok(n) if dim <= 64 => (heads, n),
+            _ => (1, fit(1)?),
+        };
         Ok(RopeTiling {
             tokens,
             heads,
@@ -226,20 +235,30 @@ impl RopeTiling {
             layout: layout as u32,
             tokens_per_block,
             tokens_per_tile,
+            rows_at_once,
+            reserved: 0,
         })
     }
 
-    fn ub_plan(heads: u32, dim: u32, dtype: KernelDtype) -> (u64, u64) {
+    /// (fixed, per token) UB bytes (the kernel's formula): the tables' rows, cos2, sin2, the table
+    /// offsets and signs (a padded f32 row each), two temporaries and the pair offsets for
+    /// `rows_at_once` rows; per token its rows twice (the double-buffered queue) and, for 16-bit types,
+    /// once in f32.
+    fn ub_plan(heads: u32, dim: u32, dtype: KernelDtype, rows_at_once: u32) -> (u64, u64) {
         let p = round_up(u64::from(dim) * u64::from(dtype.size()), UB_BLOCK);
         let f = p / u64::from(dtype.size()) * 4;
         let tables = 2 * round_up(u64::from(dim / 2) * 4, UB_BLOCK);
         let widened = if dtype == KernelDtype::F32 { 0 } else { f };
-        (tables + 7 * f, u64::from(heads) * (2 * p + widened))
+        (
+            tables + 4 * f + 3 * u64::from(rows_at_once) * f,
+            u64::from(heads) * (2 * p + widened),
+        )
     }
 
     /// The kernel's Unified Buffer use per block, bytes.
     pub fn ub_bytes(&self, dtype: KernelDtype) -> u64 {
-        let (fixed, per_token) = Self::ub_plan(self.heads, self.dim, dtype);
+        let (fixed, per_token) =
+            Self::ub_plan(self.heads, self.dim, dtype, self.rows_at_once.max(1));
         fixed + per_token * u64::from(self.tokens_per_tile)
     }
 
@@ -652,6 +671,26 @@ mod tests {
         assert!(t.tokens_per_tile * t.heads <= MAX_ROWS_PER_COPY);
         assert!(t.ub_bytes(KernelDtype::Bf16) <= 196_608);
         assert_eq!(t.layout, 1);
+        // 64-wide rows fit a repeat: a token's 128 at once (their temporaries 96 KiB).
+        assert_eq!(t.rows_at_once, 128);
+        // Wider rows, or temporaries for all heads past the UB: row by row.
+        let rows = |heads: u64, dim: u64| {
+            RopeTiling::new(
+                16,
+                heads,
+                dim,
+                dim,
+                64,
+                RopeLayout::Interleaved,
+                KernelDtype::F32,
+                SMALL,
+            )
+            .unwrap()
+            .rows_at_once
+        };
+        assert_eq!(rows(4, 72), 1);
+        assert_eq!(rows(4, 64), 4);
+        assert_eq!(rows(256, 64), 1);
     }
 
     #[test]

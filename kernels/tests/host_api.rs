@@ -1150,7 +1150,9 @@ fn tiling_structs_match_the_c_header() {
                 table_rows,
                 layout,
                 tokens_per_block,
-                tokens_per_tile
+                tokens_per_tile,
+                rows_at_once,
+                reserved
             ]
         ),
         rust_layout!(

@@ -149,8 +149,16 @@ fn all_cases<T: Elem>() {
         stride: 14,
         table_rows: 11,
     };
+    // Wider than one 64-lane repeat: rotated row by row.
+    let wide = Case {
+        tokens: 6,
+        heads: 2,
+        dim: 72,
+        stride: 76,
+        table_rows: 5,
+    };
     for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
-        for case in [&plain, &sliced] {
+        for case in [&plain, &sliced, &wide] {
             check::<T>(case, layout, roomy, false);
             check::<T>(case, layout, two_token_budget::<T>(case, layout), true);
         }

@@ -42,6 +42,8 @@ typedef struct DsnpuRopeTiling {
     uint32_t layout;
     uint32_t tokens_per_block;
     uint32_t tokens_per_tile;
+    uint32_t rows_at_once; /* 1: a row at a time; heads: a token's rows per instruction (dim <= 64) */
+    uint32_t reserved;
 } DsnpuRopeTiling;
 
 /* silu_mul_<t>: gate_up [rows, 2 * inter] -> out [rows, inter]. Rows split into runs of rows_per_block per

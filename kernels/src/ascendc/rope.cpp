@@ -8,13 +8,17 @@
  * tables.
  *
  * Vector form (dsnpu_kernels/rope_ops.h, shared with mla_cache_write): per token the table rows are
- * expanded once (cos2, sin2), each row rotated with a Gather and three vector instructions. Tokens are split across blocks and streamed in tiles of tokens_per_tile
- * tokens (tokens_per_tile * heads rows, each padded to 32 bytes in UB) through a double-buffered queue;
- * each rotated row goes back into the buffer it came from and out from there. UB use (R =
- * tokens_per_tile * heads, P = round_up_32(dim * sizeof(t)), F = P / sizeof(t) * 4,
- * H = round_up_32(dim / 2 * 4)):
- *   2 R P (x queue) [+ R F (x in f32, 16-bit t only)] + 2 H (cos, sin rows) + 7 F (cos2, sin2, two
- *   temporaries, swap and table offsets, signs).
+ * expanded once (cos2, sin2), then its rows rotated: with tiling.rows_at_once = heads (a row fits one
+ * 64-lane repeat, dim <= 64) all of them at once — one Gather swaps every pair of every row (offsets
+ * built once per launch), and the multiplies by cos2 and sin2 and the add are one repeat-form
+ * instruction each, a repeat per row with the table row read again by every repeat (its repeat stride
+ * 0) — else each row with a Gather and three vector instructions (RopeRow). Tokens are split across
+ * blocks and streamed in tiles of tokens_per_tile tokens (tokens_per_tile * heads rows, each padded to
+ * 32 bytes in UB) through a double-buffered queue; each rotated row goes back into the buffer it came
+ * from and out from there. UB use (R = tokens_per_tile * heads, P = round_up_32(dim * sizeof(t)),
+ * F = P / sizeof(t) * 4, H = round_up_32(dim / 2 * 4), A = rows_at_once):
+ *   2 R P (x queue) [+ R F (x in f32, 16-bit t only)] + 2 H (cos, sin rows) + 4 F (cos2, sin2, table
+ *   offsets, signs) + 3 A F (two temporaries, the pairs' offsets).
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/rope_ops.h"
@@ -58,6 +62,8 @@ public:
         const uint32_t tileRows = tileTokens_ * heads_;
         const uint32_t f32Row = dimPad_ * sizeof(float);
         tableBytes_ = AlignUp(half_ * sizeof(float), UB_BLOCK);
+        // A token's rows at once only as the tiling planned it, and only where a row fits one repeat.
+        atOnce_ = t.rows_at_once == heads_ && dim_ <= REPEAT_F32 ? heads_ : 1;
         pipe_.InitBuffer(xQue_, BUFFER_NUM, tileRows * rowBytes_);
         if constexpr (!IS_F32) {
             pipe_.InitBuffer(xF_, tileRows * f32Row);
@@ -65,9 +71,9 @@ public:
         pipe_.InitBuffer(cs_, 2 * tableBytes_);
         pipe_.InitBuffer(cos2_, f32Row);
         pipe_.InitBuffer(sin2_, f32Row);
-        pipe_.InitBuffer(tmpA_, f32Row);
-        pipe_.InitBuffer(tmpB_, f32Row);
-        pipe_.InitBuffer(swap_, f32Row);
+        pipe_.InitBuffer(tmpA_, atOnce_ * f32Row);
+        pipe_.InitBuffer(tmpB_, atOnce_ * f32Row);
+        pipe_.InitBuffer(swap_, atOnce_ * f32Row);
         pipe_.InitBuffer(tidx_, f32Row);
         pipe_.InitBuffer(sign_, f32Row);
     }
@@ -75,6 +81,7 @@ public:
     __aicore__ inline void Process() {
         if (tokens_ == 0) return;
         RopeIndices(swap_.Get<uint32_t>(), tidx_.Get<uint32_t>(), sign_.Get<float>(), dim_, layout_);
+        if (atOnce_ > 1) SpreadOffsets();
         for (uint32_t t0 = 0; t0 < tokens_; t0 += tileTokens_) {
             const uint32_t n = Min(tileTokens_, tokens_ - t0);
             CopyIn(t0, n);
@@ -85,6 +92,49 @@ public:
     }
 
 private:
+    static constexpr uint32_t REPEAT_F32 = 64;  // f32 lanes of one vector repeat (256 bytes)
+
+    // The pair offsets of atOnce_ rows dimPad_ apart (row h's at h * dimPad_, each its row's own plus
+    // h * dimPad_ floats; a padding lane its own offset), from row 0's (RopeIndices): the padding lanes by
+    // the scalar unit, then doubling the rows built so far with one Adds each. The temporaries' padding
+    // lanes are zeroed once (the repeat-form instructions leave them; the Cast reads them).
+    __aicore__ inline void SpreadOffsets() {
+        LocalTensor<uint32_t> swap = swap_.Get<uint32_t>();
+        for (uint32_t j = dim_; j < dimPad_; ++j) swap.SetValue(j, j * static_cast<uint32_t>(sizeof(float)));
+        SetFlag<HardEvent::S_V>(0);
+        WaitFlag<HardEvent::S_V>(0);
+        LocalTensor<int32_t> off = swap.ReinterpretCast<int32_t>();
+        for (uint32_t done = 1; done < atOnce_;) {
+            const uint32_t n = Min(done, atOnce_ - done);
+            Adds(off[done * dimPad_], off, static_cast<int32_t>(done * dimPad_ * sizeof(float)),
+                 static_cast<int32_t>(n * dimPad_));
+            done += n;
+        }
+        Duplicate(tmpA_.Get<float>(), 0.0f, static_cast<int32_t>(atOnce_ * dimPad_));
+        Duplicate(tmpB_.Get<float>(), 0.0f, static_cast<int32_t>(atOnce_ * dimPad_));
+    }
+
+    // Rotates the token's heads_ rows at xf (into dst for 16-bit t), all at once (header).
+    __aicore__ inline void RopeToken(const LocalTensor<T>& dst, const LocalTensor<float>& xf) {
+        LocalTensor<float> a = tmpA_.Get<float>(), b = tmpB_.Get<float>();
+        const LocalTensor<float> cos2 = cos2_.Get<float>(), sin2 = sin2_.Get<float>();
+        const uint8_t rep = static_cast<uint8_t>(dimPad_ * sizeof(float) / UB_BLOCK);
+        const BinaryRepeatParams table(1, 1, 1, rep, rep, 0), rows(1, 1, 1, rep, rep, rep);
+        Gather(b, xf, swap_.Get<uint32_t>(), 0, heads_ * dimPad_);
+        for (uint32_t h = 0; h < heads_; h += 255) {
+            const uint8_t k = static_cast<uint8_t>(Min(255u, heads_ - h));
+            const uint32_t r = h * dimPad_;
+            Mul(a[r], xf[r], cos2, dim_, k, table);
+            Mul(b[r], b[r], sin2, dim_, k, table);
+            if constexpr (IS_F32) {
+                Add(xf[r], a[r], b[r], dim_, k, rows);
+            } else {
+                Add(a[r], a[r], b[r], dim_, k, rows);
+            }
+        }
+        if constexpr (!IS_F32) Cast(dst, a, RoundMode::CAST_RINT, heads_ * dimPad_);
+    }
+
     __aicore__ inline uint64_t RowOffset(uint32_t token) const {
         return static_cast<uint64_t>(first_ + token) * heads_ * stride_;
     }
@@ -137,6 +187,11 @@ private:
         for (uint32_t tt = 0; tt < n; ++tt) {
             const int32_t pos = posGm_.GetValue(first_ + t0 + tt);
             LoadTables(pos);
+            if (atOnce_ > 1) {
+                const uint32_t r = tt * heads_ * dimPad_;
+                RopeToken(x_[r], xf[r]);
+                continue;
+            }
             for (uint32_t h = 0; h < heads_; ++h) {
                 const uint32_t r = (tt * heads_ + h) * dimPad_;
                 RopeRow(x_[r], xf[r], a, b, cos2, sin2, swap, dim_);
@@ -162,6 +217,7 @@ private:
     GlobalTensor<float> cosGm_, sinGm_;
     uint32_t heads_ = 0, dim_ = 0, half_ = 0, stride_ = 0, layout_ = 0, tileTokens_ = 0;
     uint32_t tokens_ = 0, first_ = 0, rowBytes_ = 0, dimPad_ = 0, tableBytes_ = 0;
+    uint32_t atOnce_ = 1;  // rows rotated per instruction: heads_ or 1 (header)
 };
 
 template <typename T>
