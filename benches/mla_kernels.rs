@@ -2,7 +2,7 @@
 //! reported through the simulator's per-launch counters and written to
 //! `target/bench-reports/mla_kernels.json` (`dsnpu_kernels::bench_report`).
 //!
-//! Run: `cargo bench --bench mla_kernels` (about three minutes; criterion then times one small launch,
+//! Run: `cargo bench --bench mla_kernels` (about six minutes; criterion then times one small launch,
 //! which measures the simulator, not an NPU). The table has, per case:
 //! - GM bytes the launch issued (counted by the host Ascend C layer, workspace traffic included) against
 //!   FlashMLA's minimum: `Σ seqlen · 576 · 2` bytes of cache + the queries + the outputs (and lse);
@@ -27,17 +27,16 @@
 //! long 128-head chunks, come twice), but cube and vector cores share only GM, so the scores (f32), P
 //! and the f32 partial output of every chunk go through the workspace, and the combine reads every
 //! chunk's partial back; held chunks are at most what L1 holds (416 positions at 16 heads, 256 at 128;
-//! about half with the two-key-buffer pipeline), so long contexts have many. That measures 1.44–3.05×
-//! the minimum at 16 heads and 3.6–9.0× at 128 heads (the f32 scores and partials grow with the heads;
-//! the largest ratios are at context 512, where the plan spreads a short sequence over 8 cores).
+//! about half with the two-key-buffer pipeline), so long contexts have many. That measures 1.17–3.05×
+//! the minimum at 16 heads and 3.1–8.5× at 128 heads (the f32 scores and partials grow with the heads;
+//! the largest ratios are at batch 1 context 512, where the plan spreads a short sequence over 8 cores).
 //! The host layer's L2 model (`dsnpu_host/cost.h`, `l2_die.h`: the launch's accesses replayed through the
 //! die's one 192 MiB L2) splits
 //! that GM traffic into L2 hits and HBM traffic (`HBM bytes`: read misses and dirtied lines' write-backs);
 //! the die-level time is max(HBM bytes / 1.6 TB/s, GM bytes / L2 bandwidth (a GUESS, 5.5 TB/s), cube,
 //! vector): `crate::roofline`'s `times_l2`. `core µs` is the host layer's cycle model of the launch's
 //! busiest core (`dsnpu_host/cost.h`: per-transfer GM latency, scalar GM accesses, flag round trips,
-//! `SyncAll`, the Matmul's base steps; launch latency excluded, as in the roofline; for the prefill, the
-//! one-head block's cycles times the heads each of the 24 blocks of the real launch runs). `model µs` is
+//! `SyncAll`, the Matmul's base steps; launch latency excluded, as in the roofline). `model µs` is
 //! the slower of the two, and `bound` names what bounds it (a pipe, or `latency` when no pipe of the
 //! busiest core is busy half the time).
 //! The split-KV plan is `MlaDecodePlan::for_shape` (it weighs the partial outputs against spreading

@@ -14,12 +14,14 @@
 //! its hits cost L2 bandwidth, its misses (and the first write of each dirtied line) the block's share
 //! of HBM. To stay deterministic the timing looks each block up in a private slice (192 MiB /
 //! concurrent blocks, shared by a mix block's cores), empty at the start of every block: data shared
-//! between blocks or between launches misses once per block there (pessimistic for such data). The
-//! launch's counters `hbm_read_bytes` / `hbm_write_bytes` come from replaying every core's lookups, in a
-//! fixed order, through one L2 of the die's size (`dsnpu_host/l2_die.h`): shared data misses once per
-//! launch; nothing is carried between launches. It does not see
-//! register-only scalar work between API calls (loops, address arithmetic), bank conflicts, or the wait
-//! of a `SyncAll` for slower blocks.
+//! between blocks or between launches misses once per block there (pessimistic for such data), except
+//! that after a `SyncAll` what any block wrote before it is a hit (`LaunchL2`, `dsnpu_host/sync.h`). A
+//! `SyncAll` lets every block go on at the latest block's arrival. The launch's counters
+//! `hbm_read_bytes` / `hbm_write_bytes` come from replaying every core's lookups, in a fixed order,
+//! through one L2 of the die's size (`dsnpu_host/l2_die.h`): shared data misses once per launch; nothing
+//! is carried between launches. It does not see register-only scalar work between API calls (loops,
+//! address arithmetic), bank conflicts, or the HBM bandwidth a block could take over from blocks that
+//! have finished (each keeps its fixed share: pessimistic for unbalanced launches).
 
 /// AI Core clock of the 910B2 (the roofline's figure).
 pub const CLOCK_HZ: f64 = 1.8e9;
