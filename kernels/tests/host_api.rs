@@ -1083,6 +1083,58 @@ fn after_sync_all_data_another_block_wrote_is_read_from_the_l2() {
     }
 }
 
+/// `selftest_sync_all` in `mode` on `n` blocks over regions of `count` f32 (zeros): the outcome and
+/// the address of `out`.
+fn sync_all_outcome(n: usize, mode: u32, count: usize) -> (Outcome, u64) {
+    let mut dev = Device::new();
+    let out = dev.upload(&vec![0.0f32; 3 * n * count]);
+    let t = dev.upload_tiling(&SelftestTiling {
+        mode,
+        count: count as u32,
+        arg: 0,
+        reserved: 0,
+    });
+    let o = dev.launch(
+        "selftest_sync_all",
+        n as u32,
+        &[dev.addr(out), 0, dev.addr(t)],
+    );
+    (o, dev.addr(out))
+}
+
+#[test]
+fn blocks_touching_the_same_gm_between_two_barriers_race() {
+    let (n, count) = (4, 64);
+    let region = (count * 4) as u64;
+    // Mode 4: block i copies region (i + 1) % n, which block i + 1 writes, with no SyncAll between: the
+    // lowest such bytes are region 0's, written by block 0 and read by block n - 1.
+    let (o, out) = sync_all_outcome(n, 4, count);
+    assert_eq!(
+        o.only_failure(),
+        format!(
+            "race: GM bytes [{:#x}, {:#x}) are written by block 0 and read by block {} with no SyncAll \
+             between them (after 0 barriers): blocks are ordered only by SyncAll",
+            out,
+            out + region,
+            n - 1
+        )
+    );
+    // Mode 5: every block writes region 0 (a SyncAll after that does not order the writes).
+    let (o, out) = sync_all_outcome(n, 5, count);
+    let msg = o.only_failure();
+    let head = format!(
+        "race: GM bytes [{:#x}, {:#x}) are written by block ",
+        out,
+        out + region
+    );
+    assert!(msg.starts_with(&head), "{msg}");
+    assert!(msg.contains(" and written by block "), "{msg}");
+    // Mode 2: the same traffic as mode 4 with the SyncAll between the writes and the reads.
+    let (o, _) = sync_all_outcome(n, 2, count);
+    o.assert_ok();
+    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+}
+
 #[test]
 fn every_kernel_symbol_is_exported() {
     let lib = library();

@@ -545,6 +545,29 @@ fn partial_sums_stay_in_l0c_until_get_tensor_c() {
 }
 
 #[test]
+fn a_cube_core_is_past_the_barrier_its_vector_cores_passed_before_their_request() {
+    checks_are_on();
+    // Mode 14: each block's cube core reads the NEXT block's copy of a, written before a SyncAll<true>
+    // that only the vector cores call; their request after it orders the cube core's read after it too.
+    let (out, a, w, got) = run_kfc(14, 3);
+    assert!(
+        out.failures.is_empty() && out.warnings.is_empty(),
+        "{:?} {:?}",
+        out.failures,
+        out.warnings
+    );
+    assert_twice_product(&a, &w, &got, 3);
+    // Mode 15, the same without the SyncAll: nothing orders that read after the other block's write.
+    let (out, _, _, _) = run_kfc(15, 3);
+    let m = out.only_failure();
+    assert!(
+        m.starts_with("race: GM bytes [")
+            && m.contains("with no SyncAll between them (after 0 barriers)"),
+        "{m}"
+    );
+}
+
+#[test]
 fn an_asynchronous_request_orders_nothing_until_it_is_waited_for() {
     checks_are_on();
     // Overwriting the operand of a request still in flight races with the cube core's load of it.

@@ -50,6 +50,9 @@
  *   1  block 0 copies region 0 to UB and back, then every block SyncAlls (the others arrive at once)
  *   2  block i fills region i with i + 1, SyncAll, copies region (i + 1) % n to region n + i
  *   3  as 2, but copies region 2n + (i + 1) % n (which no block wrote) to region n + i
+ *   Modes 4-5 seed races between blocks (DSNPU_SIM_CHECK race; mode 2 is their synchronized variant):
+ *   4  as 2 without the SyncAll: block i reads region (i + 1) % n while block i + 1 may still write it
+ *   5  every block fills region 0 with i + 1 (which value stays depends on timing), then SyncAll
  * selftest_defect(a, b, workspace, tiling): seeded defects for the sanitizer (DSNPU_SIM_CHECK), each with
  *   the finding it must raise; modes >= 100 are the correctly synchronized variants, which compute
  *   b[i] = 2 a[i] for i < count (count a multiple of 8, at most 4096) and raise nothing.
@@ -107,6 +110,11 @@
  *   12 as 10, returning right after the asynchronous request                           -- sync
  *   13 as 0 with base tiles 16 x 8: each request's two output tiles share its A rows, which (K in one
  *      step, depthA1 1) stay in L1: A comes from GM once per request, B once per tile      -- none
+ *   14 the vector cores copy their rows of a into the block's workspace copy (MTE3, MTE3_S flag),
+ *      SyncAll, then ask for C from the NEXT block's copy: the cube core's load of it comes after the
+ *      barrier through the request (the race check between blocks counts it as such)    -- none
+ *   15 as 14 without the SyncAll: the cube core reads what another block's vector core writes
+ *                                                                                     -- race (between blocks)
  * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
  *   (a multiple of `arg`, the tile length, itself a multiple of 8):
  *   0  copy a -> b through a depth-1 TQueBind<VECIN, VECOUT> in tiles            -- copy in/out serialized
@@ -756,7 +764,7 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_repeat)(GM_ADDR a, G
 
 namespace {
 
-// selftest_sync_all modes 1-3 (the header): regions of `count` f32 of out, copied through UB.
+// selftest_sync_all modes 1-5 (the header): regions of `count` f32 of out, copied through UB.
 __aicore__ inline void SyncAllTiming(GM_ADDR out, const DsnpuSelftestTiling& t) {
     const uint64_t n = static_cast<uint64_t>(GetBlockNum());
     const uint64_t i = static_cast<uint64_t>(GetBlockIdx());
@@ -780,9 +788,13 @@ __aicore__ inline void SyncAllTiming(GM_ADDR out, const DsnpuSelftestTiling& t) 
     Duplicate(u, static_cast<float>(i + 1), static_cast<int32_t>(count));
     SetFlag<HardEvent::V_MTE3>(0);
     WaitFlag<HardEvent::V_MTE3>(0);
-    DataCopy(o[i * count], u, count);
-    SyncAll();
-    const uint64_t from = (t.mode == 2 ? 0 : 2 * n) + (i + 1) % n;
+    DataCopy(o[(t.mode == 5 ? 0 : i) * count], u, count);
+    if (t.mode == 5) {
+        SyncAll();
+        return;
+    }
+    if (t.mode != 4) SyncAll();
+    const uint64_t from = (t.mode == 3 ? 2 * n : 0) + (i + 1) % n;
     SetFlag<HardEvent::MTE3_MTE2>(0);
     WaitFlag<HardEvent::MTE3_MTE2>(0);
     DataCopy(u, o[from * count], count);
@@ -970,6 +982,17 @@ __aicore__ inline void KfcMatmul(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR ou
             WaitFlag<HardEvent::MTE3_S>(0);
         }
         aRows = aWs[r0];
+    }
+    if (mode == 14 || mode == 15) {
+        KfcRows(pipe, aGm[r0], aWs[r0], false);
+        SetFlag<HardEvent::MTE3_S>(0);
+        WaitFlag<HardEvent::MTE3_S>(0);
+        if (mode == 14) SyncAll();
+        const uint32_t next = (block + 1) % static_cast<uint32_t>(GetBlockNum());
+        GlobalTensor<float> theirs;
+        theirs.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(GetUserWorkspace(workspace)) + 2 * tile * next + tile,
+                               tile);
+        aRows = theirs[r0];
     }
     if (mode == 10 || mode == 11 || mode == 12) {
         // An asynchronous request on the vector core's own copy of A, which it then overwrites.

@@ -218,14 +218,33 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     return faulted;
 }
 
+// A block of the launch has returned: the last one (of a launch no block of which faulted) checks the
+// launch's GM accesses for races between blocks (LaunchL2::cross_block_race) when DSNPU_SIM_CHECK has race.
+// A launch whose records overflowed (l2_die.h: kMaxRecords; its HBM counters are then the blocks' sums,
+// which the simulator reports) is not checked: e.g. the expert FFN at 512 tokens, whose Matmul records
+// every row of every weight panel.
+inline void block_returned(const dsnpu_sim_block_ctx* ctx, bool faulted) {
+    LaunchL2* l = static_cast<LaunchL2*>(ctx->launch_l2);
+    if (l == nullptr || !l->block_returned(ctx->block_num, faulted)) return;
+    if ((parse_checks(std::getenv("DSNPU_SIM_CHECK")) & kCheckRace) == 0) return;
+    std::string finding;
+    try {
+        finding = l->cross_block_race();
+    } catch (const std::bad_alloc&) {
+        return;  // not checked, as with dropped records
+    }
+    if (!finding.empty()) ctx->fail(ctx->sim, finding.c_str());
+}
+
 template <typename... Args>
 inline void run_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn)(Args...)) {
     static_assert(sizeof...(Args) > 0, "Ascend C kernels take at least the tiling pointer");
     if (ctx == nullptr) return;
     dsnpu_sim_counters scratch{};
     Lease<Pipeline> pipeline;
-    run_core(ctx, name, fn, nullptr, CoreKind::kAiv, 0, ctx->counters != nullptr ? ctx->counters : &scratch,
-             &pipeline);
+    const bool faulted = run_core(ctx, name, fn, nullptr, CoreKind::kAiv, 0,
+                                  ctx->counters != nullptr ? ctx->counters : &scratch, &pipeline);
+    block_returned(ctx, faulted);
 }
 
 // A block of a 1:2 mix launch: its AIC and two AIVs, each on its own stack on this thread, sharing a MixGroup
@@ -274,12 +293,15 @@ inline void run_mix_kernel(const dsnpu_sim_block_ctx* ctx, const char* name, voi
         ctx->fail(ctx->sim, "internal: cannot map the stacks of the block's cores");
         return;
     }
-    if (!faulted[0] && !faulted[1] && !faulted[2]) {
+    bool block_faulted = faulted[0] || faulted[1] || faulted[2];
+    if (!block_faulted) {
         const std::string left = group.leftover();
         if (!left.empty() && (parse_checks(std::getenv("DSNPU_SIM_CHECK")) & kCheckSync) != 0) {
             ctx->fail(ctx->sim, left.c_str());
+            block_faulted = true;
         }
     }
+    block_returned(ctx, block_faulted);
     dsnpu_sim_counters& out = *(ctx->counters != nullptr ? ctx->counters : &c[0]);
     if (&out == &c[0]) return;
     double t = 0;

@@ -4,11 +4,13 @@
 // do not depend on how the host threads interleave; but the 910B's L2 is one cache shared by every core
 // of the die, and slices count data that several blocks read (a GEMM's activations, a query panel, a
 // partial result that another block combines) as a miss per block. So every core also records the GM
-// transfers it looks up — address, length, read or write, the SyncAll barriers it has passed (its epoch)
-// and how far its modelled pipes have got (CostModel::progress) — and dsnpu_sim_launch_end (which the
-// simulator calls once every block has returned, when the launch's counters are read) replays the records
-// of all cores in one order through a single L2 of the die's capacity, with the same lines, sectors and
-// write-back rules as a slice. The launch's HBM counters are that replay's misses.
+// transfers it looks up — address, length, read or write, the SyncAll barriers the access comes after
+// (its epoch: the core's own count, or on a mix block's cube core the count its vector cores' flags
+// carry, pipeline.h) and how far its modelled pipes have got (CostModel::progress) — and
+// dsnpu_sim_launch_end (which the simulator calls once every block has returned, when the launch's
+// counters are read) replays the records of all cores in one order through a single L2 of the die's
+// capacity, with the same lines, sectors and write-back rules as a slice. The launch's HBM counters are
+// that replay's misses.
 //
 // The order is deterministic: by epoch, then wave (blocks beyond the concurrently running ones start after
 // them), then time, then core. A core's own records are in that order already (its progress only grows),
@@ -19,17 +21,24 @@
 // their misses up in after the barrier (LaunchL2::reach, cost.h), and the barrier's arrival times
 // (arrive, latest) make every block leave it when the last one arrives (sync.h).
 //
+// The same records are the GM race check between blocks (DSNPU_SIM_CHECK race): the last block to return
+// looks for accesses of different blocks in the same epoch that overlap, one a write
+// (cross_block_race, entry.h).
+//
 // Accesses adjacent to the core's previous record (same direction, epoch and counting) extend it. A launch
 // that records more than kMaxRecords transfers (or cannot allocate them) keeps the per-block sums instead;
 // dsnpu_sim_launch_end reports which.
 #ifndef DSNPU_ASCENDC_HOST_L2_DIE_H
 #define DSNPU_ASCENDC_HOST_L2_DIE_H
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <mutex>
 #include <new>
 #include <queue>
+#include <string>
 #include <vector>
 
 #include "cost.h"
@@ -153,6 +162,110 @@ public:
         return true;
     }
 
+    // --- the GM race check between blocks -------------------------------------------------------------------
+    // A block of the launch returned (every block calls this once, whatever became of it); true for the
+    // last of `blocks`, which then sees every core's records complete (the other blocks' pushes happen
+    // before their calls here).
+    // `faulted`: the block reported a fault (then the launch has failed already and nobody checks).
+    bool block_returned(uint32_t blocks, bool faulted) {
+        if (faulted) any_fault_.store(true, std::memory_order_relaxed);
+        return returned_.fetch_add(1, std::memory_order_acq_rel) + 1 == blocks &&
+               !any_fault_.load(std::memory_order_relaxed);
+    }
+
+    // Blocks synchronize with each other only at SyncAll: two GM accesses of different blocks between the
+    // same two barriers (the records' epochs; a cube core's epoch counts the barriers of its vector cores
+    // that reached it, pipeline.h) are unordered, and if they overlap and one is a write, what the other sees, or
+    // which write lands last, depends on timing (a race, as the device would have it). The first such
+    // pair, lowest epoch and address first, as a "race: ..." finding; empty when there is none, or when
+    // records were dropped (not checked). After block_returned said this is the last block.
+    //
+    // Each core's records are sorted and merged into intervals per (epoch, direction); then per epoch one
+    // sweep in address order keeps, for writes and for reads, the two furthest-reaching intervals of
+    // different blocks: an interval overlaps one of another block that started before it exactly when
+    // it starts below the furthest of those that is not its own block's.
+    std::string cross_block_race() const {
+        if (dropped_.load()) return {};
+        struct Iv {
+            uint64_t lo, hi;
+            uint32_t epoch, block;
+            bool write;
+        };
+        std::vector<Iv> all;
+        std::vector<Iv> mine;
+        for (size_t c = 0; c < cores_.size(); ++c) {
+            const uint32_t block = static_cast<uint32_t>(c / kCoresPerBlock);
+            mine.clear();
+            for (const L2Record& r : cores_[c]) {
+                mine.push_back(Iv{r.addr(), r.addr() + r.len, r.epoch(), block, r.write()});
+            }
+            std::sort(mine.begin(), mine.end(), [](const Iv& a, const Iv& b) {
+                if (a.epoch != b.epoch) return a.epoch < b.epoch;
+                if (a.write != b.write) return a.write < b.write;
+                return a.lo < b.lo;
+            });
+            for (const Iv& v : mine) {
+                if (!all.empty() && all.back().block == block && all.back().epoch == v.epoch &&
+                    all.back().write == v.write && v.lo <= all.back().hi) {
+                    if (v.hi > all.back().hi) all.back().hi = v.hi;
+                } else {
+                    all.push_back(v);
+                }
+            }
+        }
+        std::sort(all.begin(), all.end(), [](const Iv& a, const Iv& b) {
+            if (a.epoch != b.epoch) return a.epoch < b.epoch;
+            return a.lo < b.lo;
+        });
+        constexpr uint32_t kNone = UINT32_MAX;
+        // The two intervals reaching furthest whose blocks differ.
+        struct Reach {
+            Iv top{0, 0, 0, kNone, false}, second{0, 0, 0, kNone, false};
+            // top: the furthest of all; second: the furthest of the other blocks'.
+            void add(const Iv& v) {
+                if (v.block == top.block) {
+                    if (v.hi > top.hi) top = v;
+                } else if (v.hi > top.hi) {
+                    second = top;
+                    top = v;
+                } else if (v.hi > second.hi) {
+                    second = v;
+                }
+            }
+            // An interval of another block than v's that overlaps v (starting no later), or nullptr.
+            const Iv* other(const Iv& v) const {
+                if (top.block != kNone && top.block != v.block && top.hi > v.lo) return &top;
+                if (second.block != kNone && second.block != v.block && second.hi > v.lo) return &second;
+                return nullptr;
+            }
+        };
+        Reach writes, reads;
+        uint32_t epoch = kNone;
+        for (const Iv& v : all) {
+            if (v.epoch != epoch) {
+                writes = Reach{};
+                reads = Reach{};
+                epoch = v.epoch;
+            }
+            const Iv* o = writes.other(v);
+            if (o == nullptr && v.write) o = reads.other(v);
+            if (o != nullptr) {
+                const uint64_t lo = v.lo > o->lo ? v.lo : o->lo, hi = v.hi < o->hi ? v.hi : o->hi;
+                const Iv& w = o->write ? *o : v;
+                const Iv& x = o->write ? v : *o;
+                char msg[320];
+                std::snprintf(msg, sizeof msg,
+                              "race: GM bytes [0x%llx, 0x%llx) are written by block %u and %s by block %u with no "
+                              "SyncAll between them (after %u barriers): blocks are ordered only by SyncAll",
+                              static_cast<unsigned long long>(lo), static_cast<unsigned long long>(hi), w.block,
+                              x.write ? "written" : "read", x.block, v.epoch);
+                return msg;
+            }
+            (v.write ? writes : reads).add(v);
+        }
+        return {};
+    }
+
     // --- SyncAll (sync.h) ---------------------------------------------------------------------------------
     // The core that takes its block through SyncAll number `epoch` arrives at modelled time `time` (its
     // block's cycles since it started). Before the simulator's barrier.
@@ -242,6 +355,8 @@ private:
 
     uint32_t blocks_;
     std::vector<std::vector<L2Record>> cores_;
+    std::atomic<uint32_t> returned_{0};
+    std::atomic<bool> any_fault_{false};
     std::atomic<uint64_t> reserved_{0};
     std::atomic<bool> dropped_{false};
     // SyncAll: the latest arrival at the current barrier and the next (by the epoch's parity), and the

@@ -90,11 +90,16 @@ constexpr uint32_t kCoreSlots = 3;
 constexpr uint32_t kClockSlots = kCoreSlots * kPipeCount;
 
 // What a pipe's next instruction is ordered after: for each pipe (of each core), the newest epoch of it
-// that is.
+// that is; and how many of the launch's SyncAll barriers (`barriers`): a core that passes its n-th sets n
+// on all its pipes, and flags carry it on, so a mix block's cube core that waits for its vector cores
+// after their SyncAll<true> is known to be past it too (the launch's GM race check between blocks,
+// l2_die.h).
 struct Clock {
     uint32_t e[kClockSlots] = {};
+    uint32_t barriers = 0;
     void join(const Clock& o) {
         for (uint32_t i = 0; i < kClockSlots; ++i) e[i] = e[i] > o.e[i] ? e[i] : o.e[i];
+        barriers = barriers > o.barriers ? barriers : o.barriers;
     }
 };
 
@@ -247,6 +252,20 @@ public:
         if (!e.valid) return;
         clock_[p].join(e.clock);
         cost_.wait(p, e.time);
+    }
+    // Every pipe has passed the launch's n-th SyncAll (sync.h): nothing else changes.
+    void pass_barrier(uint32_t n) {
+        for (uint32_t p = 0; p < kPipeCount; ++p) {
+            if (clock_[p].barriers < n) clock_[p].barriers = n;
+        }
+    }
+    // How many of the launch's SyncAll barriers some pipe of this core is ordered after: each GM access is
+    // taken to be after them (program order and flags carry the count; a cube core counts its vector
+    // cores' barriers once a flag or a request from them reaches it).
+    uint32_t barriers() const {
+        uint32_t n = 0;
+        for (uint32_t p = 0; p < kPipeCount; ++p) n = n > clock_[p].barriers ? n : clock_[p].barriers;
+        return n;
     }
 
     void set_flag(uint32_t event, uint32_t src, int32_t id, const char* name) {
@@ -458,7 +477,11 @@ inline L2Split l2_access(const void* p, uint64_t bytes, bool write, bool count =
     if (b.launch_l2 != nullptr) {
         const uint32_t slot = b.group == nullptr || b.kind == CoreKind::kAic ? 0u : 1u + b.sub_block;
         const double now = b.pipeline != nullptr ? b.pipeline->cost().progress() : 0.0;
-        b.launch_l2->record(b.ctx->block_idx, slot, addr, bytes, write, count, b.epoch, now);
+        // The barriers this access is after: the core's own SyncAll count, or more on a cube core whose
+        // vector cores passed theirs (SyncAll<true>) and told it so.
+        uint32_t epoch = b.epoch;
+        if (b.pipeline != nullptr && b.pipeline->barriers() > epoch) epoch = b.pipeline->barriers();
+        b.launch_l2->record(b.ctx->block_idx, slot, addr, bytes, write, count, epoch, now);
     }
     if (!count) return s;
     if (write) {

@@ -146,6 +146,7 @@ __aicore__ inline void SyncAll() {
         }
         for (uint32_t p = 0; p < h::kPipeCount; ++p) pl.wait(p, all);
         ++b.epoch;
+        pl.pass_barrier(b.epoch);
         return;
     }
     h::Edge all = h::pipeline().publish(h::kPipeS);
@@ -158,6 +159,7 @@ __aicore__ inline void SyncAll() {
         for (uint32_t p = 0; p < h::kPipeCount; ++p) h::pipeline().wait(p, all);
     }
     ++b.epoch;
+    h::pipeline().pass_barrier(b.epoch);
 }
 
 // The scalar unit reaches GM through a per-core data cache that DMA (DataCopy, Fixpipe) bypasses: a
