@@ -221,8 +221,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
 // A block of the launch has returned: the last one (of a launch no block of which faulted) checks the
 // launch's GM accesses for races between blocks (LaunchL2::cross_block_race) when DSNPU_SIM_CHECK has race.
 // A launch whose records overflowed (l2_die.h: kMaxRecords; its HBM counters are then the blocks' sums,
-// which the simulator reports) is not checked: e.g. the expert FFN at 512 tokens, whose Matmul records
-// every row of every weight panel.
+// which the simulator reports) is not checked.
 inline void block_returned(const dsnpu_sim_block_ctx* ctx, bool faulted) {
     LaunchL2* l = static_cast<LaunchL2*>(ctx->launch_l2);
     if (l == nullptr || !l->block_returned(ctx->block_num, faulted)) return;

@@ -68,8 +68,10 @@ struct L2Record {
 
 class LaunchL2 {
 public:
-    // Records kept per launch (16 bytes each): 128 MiB in all.
-    static constexpr uint64_t kMaxRecords = uint64_t{1} << 23;
+    // Record capacity per launch (16 bytes each): 256 MiB in all. The expert FFN at 512 tokens of
+    // DeepSeek-V3 records 5.0 M transfers (its Matmul records every row of every weight panel), which
+    // the streams' doubling capacity took past the 8 M this was before.
+    static constexpr uint64_t kMaxRecords = uint64_t{1} << 24;
     // Record capacity kept for later launches once theirs are released: 32 MiB.
     static constexpr uint64_t kPooledRecords = uint64_t{1} << 21;
     // Record streams per block: a mix block's AIC and two AIVs (a plain block uses the first).
