@@ -1010,9 +1010,9 @@ fn sync_all_meets_with_concurrent_blocks() {
     assert_eq!(got, want);
 }
 
-/// A `selftest_sync_all` timing probe (modes 1-3) on `n` blocks over regions of `count` f32 (the 3n
-/// regions' initial values are `init`): each block's modelled cycles, and the regions afterwards.
-fn sync_all_probe(n: usize, mode: u32, count: usize, init: &[f32]) -> (Vec<u64>, Vec<f32>) {
+/// `selftest_sync_all` in `mode` (1-5) on `n` blocks over regions of `count` f32 (the 3n regions'
+/// initial values are `init`): the outcome, the regions afterwards and the address of the first.
+fn sync_all_run(n: usize, mode: u32, count: usize, init: &[f32]) -> (Outcome, Vec<f32>, u64) {
     let mut dev = Device::new();
     let out = dev.upload(init);
     let t = dev.upload_tiling(&SelftestTiling {
@@ -1026,9 +1026,15 @@ fn sync_all_probe(n: usize, mode: u32, count: usize, init: &[f32]) -> (Vec<u64>,
         n as u32,
         &[dev.addr(out), 0, dev.addr(t)],
     );
+    (o, dev.download(out), dev.addr(out))
+}
+
+/// A `selftest_sync_all` timing probe (modes 1-3): each block's modelled cycles, and the regions
+/// afterwards.
+fn sync_all_probe(n: usize, mode: u32, count: usize, init: &[f32]) -> (Vec<u64>, Vec<f32>) {
+    let (o, regions, _) = sync_all_run(n, mode, count, init);
     o.assert_ok();
-    let cycles = o.counters.iter().map(|c| c.reserved[0]).collect();
-    (cycles, dev.download(out))
+    (o.counters.iter().map(|c| c.reserved[0]).collect(), regions)
 }
 
 #[test]
@@ -1083,32 +1089,14 @@ fn after_sync_all_data_another_block_wrote_is_read_from_the_l2() {
     }
 }
 
-/// `selftest_sync_all` in `mode` on `n` blocks over regions of `count` f32 (zeros): the outcome and
-/// the address of `out`.
-fn sync_all_outcome(n: usize, mode: u32, count: usize) -> (Outcome, u64) {
-    let mut dev = Device::new();
-    let out = dev.upload(&vec![0.0f32; 3 * n * count]);
-    let t = dev.upload_tiling(&SelftestTiling {
-        mode,
-        count: count as u32,
-        arg: 0,
-        reserved: 0,
-    });
-    let o = dev.launch(
-        "selftest_sync_all",
-        n as u32,
-        &[dev.addr(out), 0, dev.addr(t)],
-    );
-    (o, dev.addr(out))
-}
-
 #[test]
 fn blocks_touching_the_same_gm_between_two_barriers_race() {
     let (n, count) = (4, 64);
     let region = (count * 4) as u64;
+    let zeros = vec![0.0f32; 3 * n * count];
     // Mode 4: block i copies region (i + 1) % n, which block i + 1 writes, with no SyncAll between: the
     // lowest such bytes are region 0's, written by block 0 and read by block n - 1.
-    let (o, out) = sync_all_outcome(n, 4, count);
+    let (o, _, out) = sync_all_run(n, 4, count, &zeros);
     assert_eq!(
         o.only_failure(),
         format!(
@@ -1120,7 +1108,7 @@ fn blocks_touching_the_same_gm_between_two_barriers_race() {
         )
     );
     // Mode 5: every block writes region 0 (a SyncAll after that does not order the writes).
-    let (o, out) = sync_all_outcome(n, 5, count);
+    let (o, _, out) = sync_all_run(n, 5, count, &zeros);
     let msg = o.only_failure();
     let head = format!(
         "race: GM bytes [{:#x}, {:#x}) are written by block ",
@@ -1130,7 +1118,7 @@ fn blocks_touching_the_same_gm_between_two_barriers_race() {
     assert!(msg.starts_with(&head), "{msg}");
     assert!(msg.contains(" and written by block "), "{msg}");
     // Mode 2: the same traffic as mode 4 with the SyncAll between the writes and the reads.
-    let (o, _) = sync_all_outcome(n, 2, count);
+    let (o, _, _) = sync_all_run(n, 2, count, &zeros);
     o.assert_ok();
     assert!(o.warnings.is_empty(), "{:?}", o.warnings);
 }
