@@ -2,7 +2,7 @@
 //! reported through the simulator's per-launch counters and written to
 //! `target/bench-reports/mla_kernels.json` (`dsnpu_kernels::bench_report`).
 //!
-//! Run: `cargo bench --bench mla_kernels` (about six minutes; criterion then times one small launch,
+//! Run: `cargo bench --bench mla_kernels` (four to six minutes here; criterion then times one small launch,
 //! which measures the simulator, not an NPU). The table has, per case:
 //! - GM bytes the launch issued (counted by the host Ascend C layer, workspace traffic included) against
 //!   FlashMLA's minimum: `Σ seqlen · 576 · 2` bytes of cache + the queries + the outputs (and lse);
