@@ -1100,8 +1100,9 @@ fn blocks_touching_the_same_gm_between_two_barriers_race() {
     assert_eq!(
         o.only_failure(),
         format!(
-            "race: GM bytes [{:#x}, {:#x}) are written by block 0 and read by block {} with no SyncAll \
-             between them (after 0 barriers): blocks are ordered only by SyncAll",
+            "race: GM bytes [{:#x}, {:#x}) (argument 0 of 3, offset 0) are written by block 0 and read \
+             by block {} with no SyncAll between them (after 0 barriers): blocks are ordered only by \
+             SyncAll",
             out,
             out + region,
             n - 1
@@ -1111,7 +1112,7 @@ fn blocks_touching_the_same_gm_between_two_barriers_race() {
     let (o, _, out) = sync_all_run(n, 5, count, &zeros);
     let msg = o.only_failure();
     let head = format!(
-        "race: GM bytes [{:#x}, {:#x}) are written by block ",
+        "race: GM bytes [{:#x}, {:#x}) (argument 0 of 3, offset 0) are written by block ",
         out,
         out + region
     );

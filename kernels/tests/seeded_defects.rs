@@ -557,11 +557,13 @@ fn a_cube_core_is_past_the_barrier_its_vector_cores_passed_before_their_request(
         out.warnings
     );
     assert_twice_product(&a, &w, &got, 3);
-    // Mode 15, the same without the SyncAll: nothing orders that read after the other block's write.
+    // Mode 15, the same without the SyncAll: nothing orders that read after the other block's write (in
+    // the workspace, the fourth of the kernel's five arguments).
     let (out, _, _, _) = run_kfc(15, 3);
     let m = out.only_failure();
     assert!(
         m.starts_with("race: GM bytes [")
+            && m.contains("(argument 3 of 5, offset ")
             && m.contains("with no SyncAll between them (after 0 barriers)"),
         "{m}"
     );

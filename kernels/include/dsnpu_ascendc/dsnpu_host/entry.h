@@ -16,10 +16,11 @@
 #ifndef DSNPU_ASCENDC_HOST_ENTRY_H
 #define DSNPU_ASCENDC_HOST_ENTRY_H
 
-#include <cstdint>
-#include <cstring>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <new>
@@ -222,17 +223,42 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
 // launch's GM accesses for races between blocks (LaunchL2::cross_block_race) when DSNPU_SIM_CHECK has race.
 // A launch whose records overflowed (l2_die.h: kMaxRecords; its HBM counters are then the blocks' sums,
 // which the simulator reports) is not checked.
+// The finding names the bytes by the kernel argument they are in (the one whose address is the closest
+// at or below them: arguments are GM buffers, the workspace usually second to last).
 inline void block_returned(const dsnpu_sim_block_ctx* ctx, bool faulted) {
     LaunchL2* l = static_cast<LaunchL2*>(ctx->launch_l2);
     if (l == nullptr || !l->block_returned(ctx->block_num, faulted)) return;
     if ((parse_checks(std::getenv("DSNPU_SIM_CHECK")) & kCheckRace) == 0) return;
-    std::string finding;
+    LaunchL2::BlockRace r;
     try {
-        finding = l->cross_block_race();
+        r = l->cross_block_race();
     } catch (const std::bad_alloc&) {
         return;  // not checked, as with dropped records
     }
-    if (!finding.empty()) ctx->fail(ctx->sim, finding.c_str());
+    if (!r.found) return;
+    const size_t n = ctx->args != nullptr ? ctx->args_size / sizeof(uint64_t) : 0;
+    size_t arg = n;
+    uint64_t base = 0;
+    for (size_t i = 0; i < n; ++i) {
+        uint64_t a;
+        std::memcpy(&a, static_cast<const uint8_t*>(ctx->args) + i * sizeof a, sizeof a);
+        if (a != 0 && a <= r.lo && (arg == n || a > base)) {
+            arg = i;
+            base = a;
+        }
+    }
+    char where[64] = "";
+    if (arg < n) {
+        std::snprintf(where, sizeof where, " (argument %zu of %zu, offset %llu)", arg, n,
+                      static_cast<unsigned long long>(r.lo - base));
+    }
+    char msg[400];
+    std::snprintf(msg, sizeof msg,
+                  "race: GM bytes [0x%llx, 0x%llx)%s are written by block %u and %s by block %u with no SyncAll "
+                  "between them (after %u barriers): blocks are ordered only by SyncAll",
+                  static_cast<unsigned long long>(r.lo), static_cast<unsigned long long>(r.hi), where, r.writer,
+                  r.other_writes ? "written" : "read", r.other, r.epoch);
+    ctx->fail(ctx->sim, msg);
 }
 
 template <typename... Args>

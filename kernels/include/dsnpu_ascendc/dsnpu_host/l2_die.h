@@ -34,11 +34,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <cstdio>
 #include <mutex>
 #include <new>
 #include <queue>
-#include <string>
 #include <vector>
 
 #include "cost.h"
@@ -179,14 +177,21 @@ public:
     // same two barriers (the records' epochs; a cube core's epoch counts the barriers of its vector cores
     // that reached it, pipeline.h) are unordered, and if they overlap and one is a write, what the other sees, or
     // which write lands last, depends on timing (a race, as the device would have it). The first such
-    // pair, lowest epoch and address first, as a "race: ..." finding; empty when there is none, or when
-    // records were dropped (not checked). After block_returned said this is the last block.
+    // pair, lowest epoch and address first (`found` false when there is none, or when records were
+    // dropped: not checked). After block_returned said this is the last block.
     //
     // Each core's records are sorted and merged into intervals per (epoch, direction); then per epoch one
     // sweep in address order keeps, for writes and for reads, the two furthest-reaching intervals of
     // different blocks: an interval overlaps one of another block that started before it exactly when
     // it starts below the furthest of those that is not its own block's.
-    std::string cross_block_race() const {
+    struct BlockRace {
+        bool found = false;
+        uint64_t lo = 0, hi = 0;  // the bytes both touch
+        uint32_t epoch = 0;       // barriers both come after
+        uint32_t writer = 0, other = 0;
+        bool other_writes = false;
+    };
+    BlockRace cross_block_race() const {
         if (dropped_.load()) return {};
         struct Iv {
             uint64_t lo, hi;
@@ -252,16 +257,17 @@ public:
             const Iv* o = writes.other(v);
             if (o == nullptr && v.write) o = reads.other(v);
             if (o != nullptr) {
-                const uint64_t lo = v.lo > o->lo ? v.lo : o->lo, hi = v.hi < o->hi ? v.hi : o->hi;
                 const Iv& w = o->write ? *o : v;
                 const Iv& x = o->write ? v : *o;
-                char msg[320];
-                std::snprintf(msg, sizeof msg,
-                              "race: GM bytes [0x%llx, 0x%llx) are written by block %u and %s by block %u with no "
-                              "SyncAll between them (after %u barriers): blocks are ordered only by SyncAll",
-                              static_cast<unsigned long long>(lo), static_cast<unsigned long long>(hi), w.block,
-                              x.write ? "written" : "read", x.block, v.epoch);
-                return msg;
+                BlockRace r;
+                r.found = true;
+                r.lo = v.lo > o->lo ? v.lo : o->lo;
+                r.hi = v.hi < o->hi ? v.hi : o->hi;
+                r.epoch = v.epoch;
+                r.writer = w.block;
+                r.other = x.block;
+                r.other_writes = x.write;
+                return r;
             }
             (v.write ? writes : reads).add(v);
         }
