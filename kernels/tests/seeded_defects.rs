@@ -99,6 +99,24 @@ fn reload_under_a_vector_read_is_a_race() {
 }
 
 #[test]
+fn reading_back_gm_the_core_stored_needs_a_flag_from_the_storing_pipe() {
+    // GM ordering inside one core: MTE3 stores b, then MTE2 (mode 16) or the scalar unit (mode 17)
+    // reads it back with no flag from MTE3.
+    let m = finding(16, "race");
+    assert!(
+        m.contains("DataCopy on MTE2 of the core reads GM bytes")
+            && m.contains("the earlier DataCopy on MTE3 of the core wrote them, with no flag from MTE3 to MTE2"),
+        "{m}"
+    );
+    let m = finding(17, "race");
+    assert!(
+        m.contains("GlobalTensor::GetValue on S of the core reads GM bytes")
+            && m.contains("with no flag from MTE3 to S"),
+        "{m}"
+    );
+}
+
+#[test]
 fn copying_out_unwritten_ub_is_an_init_finding() {
     let m = finding(6, "init");
     assert!(m.contains("DataCopy on MTE3 copies to GM UB byte 0"), "{m}");
@@ -175,7 +193,7 @@ fn ub_overflow_is_a_mem_fault() {
 #[test]
 fn synchronized_variants_raise_nothing_and_compute_the_result() {
     checks_are_on();
-    for mode in [101, 102, 103, 104, 105, 106] {
+    for mode in [101, 102, 103, 104, 105, 106, 116, 117] {
         let (out, a, b) = run(mode);
         assert!(
             out.failures.is_empty() && out.warnings.is_empty(),

@@ -129,6 +129,10 @@ const HOST_HEADERS: &[(&str, &str)] = &[
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/entry.h"),
     ),
     (
+        "dsnpu_host/gm_race.h",
+        include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/gm_race.h"),
+    ),
+    (
         "dsnpu_host/l2_die.h",
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/l2_die.h"),
     ),

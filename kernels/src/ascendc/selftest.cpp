@@ -74,6 +74,9 @@
  *   15       b += 2 a: reads its output b back from GM before writing it; a finding only when nothing
  *            wrote b since its allocation (the GM side of init, simulator); after a copy or memset
  *            into b it is the correct variant and computes b + 2 a                  -- init (simulator)
+ *   16 / 116 b = 2 a by MTE3, then b read back by MTE2 (and written again) with no / an MTE3_MTE2
+ *            flag: GM ordering inside one core                                     -- race (GM)
+ *   17 / 117 as 16, b[0] read back by the scalar unit with no / an MTE3_S flag     -- race (GM)
  *   106      the 1 / 101 pipeline with PipeBarrier<PIPE_ALL> instead of flags
  * selftest_mix(a, w, out, workspace, tiling): a 1:2 mix kernel (one cube and two vector cores per block);
  *   a and w are 16 x 16 f32, out 16 x 16 f32 (modes 0-3) or 12 int32 per block (mode 4). The cube core
@@ -397,6 +400,42 @@ __aicore__ inline void AccumulateInto(GlobalTensor<float>& ag, GlobalTensor<floa
     DataCopy(bg, y, n);
 }
 
+// b = 2 a, then b read back from GM and written again (mode 16/116: by MTE2 and MTE3; 17/117: b[0] by the
+// scalar unit, written back as it was), with or without the flag that orders the read after the
+// core's own MTE3 store.
+__aicore__ inline void DefectReadBack(GlobalTensor<float>& ag, GlobalTensor<float>& bg, uint32_t n, uint32_t mode) {
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> in, back;
+    pipe.InitBuffer(in, n * sizeof(float));
+    pipe.InitBuffer(back, n * sizeof(float));
+    LocalTensor<float> t = in.Get<float>();
+    LocalTensor<float> u = back.Get<float>();
+    DataCopy(t, ag, n);
+    SetFlag<HardEvent::MTE2_V>(0);
+    WaitFlag<HardEvent::MTE2_V>(0);
+    Muls(t, t, 2.0f, static_cast<int32_t>(n));
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
+    DataCopy(bg, t, n);
+    if (mode == 16 || mode == 116) {
+        if (mode == 116) {
+            SetFlag<HardEvent::MTE3_MTE2>(0);
+            WaitFlag<HardEvent::MTE3_MTE2>(0);
+        }
+        DataCopy(u, bg, n);
+        SetFlag<HardEvent::MTE2_MTE3>(0);
+        WaitFlag<HardEvent::MTE2_MTE3>(0);
+        DataCopy(bg, u, n);
+        return;
+    }
+    if (mode == 117) {
+        SetFlag<HardEvent::MTE3_S>(0);
+        WaitFlag<HardEvent::MTE3_S>(0);
+        DataCacheCleanAndInvalid<float, CacheLine::SINGLE_CACHE_LINE, DcciDst::CACHELINE_OUT>(bg);
+    }
+    bg.SetValue(0, bg.GetValue(0));
+}
+
 __aicore__ inline void Defect(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
     GlobalTensor<float> ag, bg;
     const uint32_t n = t.count;
@@ -408,6 +447,7 @@ __aicore__ inline void Defect(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t
         case 3: case 103: DefectScalar(ag, bg, n, t.mode == 103); break;
         case 4: case 104: DefectQueueReuse(ag, bg, n, t.mode == 104); break;
         case 5: case 105: DefectReload(ag, bg, n, t.mode == 105); break;
+        case 16: case 116: case 17: case 117: DefectReadBack(ag, bg, n, t.mode); break;
         case 6: {
             TPipe pipe;
             TBuf<TPosition::VECCALC> buf;

@@ -40,6 +40,7 @@ struct GmValid {
 };
 class L2Slice;
 class LaunchL2;
+class GmRaces;
 
 // The core a kernel body runs on. A plain launch runs each block on one vector core (kAiv, the only
 // kind the non-mix kernels know); a mix launch (DSNPU_HOST_ENTRY_MIX, mix.h) runs each block as one
@@ -90,6 +91,8 @@ struct BlockState {
     CoreKind kind = CoreKind::kAiv;
     uint8_t sub_block = 0;
     MixGroup* group = nullptr;
+    // A plain block's GM race check inside its core (gm_race.h; a mix block's is its group's).
+    GmRaces* gm_races = nullptr;
     // The system workspace (GetSysWorkSpacePtr): set by the mix entry from the kernel's workspace
     // argument, as CANN's framework does for operators built with a workspace; SetSysWorkspace sets it.
     uint8_t* sys_workspace = nullptr;

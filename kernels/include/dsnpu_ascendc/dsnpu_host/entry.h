@@ -33,6 +33,7 @@
 #include "block.h"
 #include "coop.h"
 #include "macros.h"
+#include "gm_race.h"
 #include "mix.h"
 #include "pipeline.h"
 #include "sync.h"
@@ -140,6 +141,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     std::unique_ptr<ThreadUb> ub_keep, cube_keep;
     dsnpu_sim_block_ctx own{};
     Lease<L2Slice> l2;
+    Lease<GmRaces> races;
     bool faulted = false;
     BlockState* saved = t_block;
     t_block = &st;
@@ -174,6 +176,8 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
             st.l2 = group->l2(l2_slice_bytes(ctx->block_num));
         } else {
             st.l2 = l2.take();
+            st.gm_races = races.take();
+            st.gm_races->clear();
             st.l2->reset(l2_slice_bytes(ctx->block_num));
         }
         const uint32_t slot = group == nullptr ? 0 : core_slot(st);

@@ -21,11 +21,11 @@
 // publishes the setting pipe's clock (pipeline.h) into the waiting core's counter queue; a wait pops it
 // and joins it into the scalar unit's clock, which orders every later instruction of the core. Clocks
 // carry all three cores' pipes, so the same vector clocks order GM accesses across cores:
-// - race (GM): every GM access of a mix core is tagged (core, pipe, epoch) in a per-group interval map;
-//   two accesses to overlapping GM bytes from different cores of the group, one a write, with no
-//   cross-core flag chain between them, are a finding that names both instructions. Accesses of one
-//   core to its own GM writes are not checked (GM ordering inside a core is left to the kernel, as
-//   before), nor are accesses of different blocks.
+// - race (GM): every GM access of a mix core is tagged (core, pipe, epoch) in a per-group interval map
+//   (gm_race.h); two accesses to overlapping GM bytes from different cores of the group, one a write,
+//   with no cross-core flag chain between them, are a finding that names both instructions, and so are
+//   two of one core on different pipes with no flag between them. Blocks are checked against each other
+//   at the end of the launch (l2_die.h).
 // - sync: a CrossCoreWaitFlag that can never be satisfied (every other core of the group has returned
 //   or waits itself with nothing to release it: a hang on the device), a counter set more than 15 times
 //   without a wait, a flagId outside 0..10, and flags left set when all three cores have returned.
@@ -53,6 +53,7 @@
 
 #include "block.h"
 #include "coop.h"
+#include "gm_race.h"
 #include "pipeline.h"
 
 namespace dsnpu {
@@ -72,21 +73,6 @@ inline const char* slot_name(uint32_t s) { return s == 0 ? "AIC" : s == 1 ? "AIV
 inline uint32_t core_slot(const BlockState& b) {
     return b.kind == CoreKind::kAic ? kSlotAic : 1u + b.sub_block;
 }
-
-// One GM access remembered for the race check.
-struct GmTag {
-    const char* op = nullptr;
-    uint32_t epoch = 0;
-    uint8_t slot = 0, pipe = 0;
-    bool valid = false;
-};
-
-// A GM byte range with the same history: its last write and each core's last read.
-struct GmSeg {
-    uint64_t end = 0;
-    GmTag w;
-    GmTag r[kCoreSlots];
-};
 
 // A FIFO of released edges that allocates nothing until its first push (a group has 132, mostly unused).
 class EdgeQueue {
@@ -144,7 +130,7 @@ public:
         sync_edge_ = Edge{};
         l2_.release();
         std::memset(sets_, 0, sizeof sets_);
-        segs_.clear();
+        gm_races_.clear();
         gm_valid_ = GmValid{};
     }
     // The GM ranges the block's cores validated (block.h).
@@ -355,38 +341,7 @@ public:
     // [a, a + len). Returns an empty string or the race finding.
     std::string gm(uint32_t slot, uint32_t pipe, uint32_t epoch, const Clock& clock, const char* op, uint64_t a,
                    uint64_t len, bool write) {
-        const uint64_t b = a + len;
-        split(a);
-        split(b);
-        GmTag me;
-        me.op = op;
-        me.epoch = epoch;
-        me.slot = static_cast<uint8_t>(slot);
-        me.pipe = static_cast<uint8_t>(pipe);
-        me.valid = true;
-        uint64_t cur = a;
-        auto it = segs_.lower_bound(a);
-        while (cur < b) {
-            if (it == segs_.end() || it->first > cur) {
-                GmSeg fresh;
-                fresh.end = (it == segs_.end() || it->first > b) ? b : it->first;
-                it = segs_.emplace_hint(it, cur, fresh);
-            }
-            GmSeg& s = it->second;
-            if (!ordered(s.w, slot, clock)) return race(me, write, s.w, true, it->first, s.end);
-            if (write) {
-                for (uint32_t k = 0; k < kCoreSlots; ++k) {
-                    if (!ordered(s.r[k], slot, clock)) return race(me, write, s.r[k], false, it->first, s.end);
-                }
-                s.w = me;
-                for (uint32_t k = 0; k < kCoreSlots; ++k) s.r[k] = GmTag{};
-            } else {
-                s.r[slot] = me;
-            }
-            cur = s.end;
-            ++it;
-        }
-        return std::string();
+        return gm_races_.access(slot, pipe, epoch, clock, op, a, len, write, true);
     }
 
 private:
@@ -442,33 +397,6 @@ private:
         }
     }
 
-    void split(uint64_t at) {
-        auto it = segs_.upper_bound(at);
-        if (it == segs_.begin()) return;
-        --it;
-        if (it->first < at && at < it->second.end) {
-            GmSeg right = it->second;
-            it->second.end = at;
-            segs_.emplace(at, right);
-        }
-    }
-    static bool ordered(const GmTag& t, uint32_t slot, const Clock& clock) {
-        if (!t.valid || t.slot == slot) return true;
-        return t.epoch <= clock.e[t.slot * kPipeCount + t.pipe];
-    }
-    static std::string race(const GmTag& me, bool write, const GmTag& other, bool other_write, uint64_t lo,
-                            uint64_t hi) {
-        char msg[512];
-        std::snprintf(msg, sizeof msg,
-                      "race: %s on %s of %s %s GM bytes [%#llx, %#llx), and the earlier %s on %s of %s %s them, with "
-                      "no cross-core flag between %s and %s",
-                      me.op != nullptr ? me.op : "?", pipe_name(me.pipe), slot_name(me.slot), write ? "writes" : "reads",
-                      static_cast<unsigned long long>(lo), static_cast<unsigned long long>(hi),
-                      other.op != nullptr ? other.op : "?", pipe_name(other.pipe), slot_name(other.slot),
-                      other_write ? "wrote" : "read", slot_name(other.slot), slot_name(me.slot));
-        return msg;
-    }
-
     State state_[kCoreSlots] = {State::kRunning, State::kRunning, State::kRunning};
     uint32_t waiting_[kCoreSlots] = {};
     bool aborted_ = false;
@@ -482,7 +410,7 @@ private:
     Lease<L2Slice> l2_;
     uint32_t sets_[kCoreSlots][kCrossFlags] = {};
 
-    std::map<uint64_t, GmSeg> segs_;
+    GmRaces gm_races_;
     GmValid gm_valid_;
 };
 

@@ -450,11 +450,19 @@ inline Pipeline& pipeline() { return *block().pipeline; }
 // naming `op` and the block ends. Off unless DSNPU_SIM_CHECK has init and the simulator passes the callback.
 // The GM side of the race check between the cores of a mix block (mix.h).
 void mix_gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write);
+// The same inside the one core of a plain block (gm_race.h).
+void plain_gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write);
 
 inline void gm_access(const char* op, const void* p, uint64_t bytes, bool write) {
     if (bytes == 0) return;
     BlockState& b = block();
-    if (b.group != nullptr && b.pipeline != nullptr && b.pipeline->race_on()) mix_gm_race(b, op, p, bytes, write);
+    if (b.pipeline != nullptr && b.pipeline->race_on()) {
+        if (b.group != nullptr) {
+            mix_gm_race(b, op, p, bytes, write);
+        } else if (b.gm_races != nullptr) {
+            plain_gm_race(b, op, p, bytes, write);
+        }
+    }
     if (b.ctx->gm_access == nullptr || b.pipeline == nullptr || !b.pipeline->init_on()) return;
     if (b.ctx->gm_access(b.ctx->sim, op, p, static_cast<size_t>(bytes), write ? 1 : 0) != 0) throw BlockAbort{};
 }
