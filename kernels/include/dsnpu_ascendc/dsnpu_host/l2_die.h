@@ -66,9 +66,9 @@ struct L2Record {
 
 class LaunchL2 {
 public:
-    // Record capacity per launch (16 bytes each): 256 MiB in all. The expert FFN at 512 tokens of
-    // DeepSeek-V3 records 5.0 M transfers (its Matmul records every row of every weight panel), which
-    // the streams' doubling capacity took past the 8 M this was before.
+    // Record capacity per launch (16 bytes each): 256 MiB in all. The streams' capacity grows by
+    // doubling, so this holds ~8 M records: the expert FFN at 512 tokens of DeepSeek-V3 records 5.0 M
+    // (its Matmul records every row of every weight panel).
     static constexpr uint64_t kMaxRecords = uint64_t{1} << 24;
     // Record capacity kept for later launches once theirs are released: 32 MiB.
     static constexpr uint64_t kPooledRecords = uint64_t{1} << 21;
