@@ -91,7 +91,7 @@ struct BlockState {
     CoreKind kind = CoreKind::kAiv;
     uint8_t sub_block = 0;
     MixGroup* group = nullptr;
-    // A plain block's GM race check inside its core (gm_race.h; a mix block's is its group's).
+    // The block's GM race map (gm_race.h): a plain block's own, or its mix group's.
     GmRaces* gm_races = nullptr;
     // The system workspace (GetSysWorkSpacePtr): set by the mix entry from the kernel's workspace
     // argument, as CANN's framework does for operators built with a workspace; SetSysWorkspace sets it.

@@ -174,6 +174,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         pipeline->reset(parse_checks(std::getenv("DSNPU_SIM_CHECK")), ctx->block_num);
         if (group != nullptr) {
             st.l2 = group->l2(l2_slice_bytes(ctx->block_num));
+            st.gm_races = group->gm_races();
         } else {
             st.l2 = l2.take();
             st.gm_races = races.take();

@@ -126,12 +126,14 @@ private:
     std::map<uint64_t, GmSeg> segs_;
 };
 
-inline void plain_gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write) {
+// The current instruction of the core accesses GM [p, p + bytes): checked in its block's map (a mix
+// group's, shared by its three cores, or a plain block's own).
+inline void gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write) {
     Pipeline& pl = *b.pipeline;
     const uint32_t pipe = pl.cur_pipe();
-    const std::string r = b.gm_races->access(0, pipe, pl.epoch(pipe), pl.clock(pipe), op,
+    const std::string r = b.gm_races->access(pl.slot(), pipe, pl.epoch(pipe), pl.clock(pipe), op,
                                              static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)), bytes, write,
-                                             false);
+                                             b.group != nullptr);
     if (!r.empty()) fail_msg(r.c_str());
 }
 

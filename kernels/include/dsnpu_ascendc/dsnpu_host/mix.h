@@ -336,13 +336,8 @@ public:
         return std::string();
     }
 
-    // --- GM race check --------------------------------------------------------------------------------
-    // Core `slot`'s current instruction (pipe `pipe`, epoch `epoch`, ordered after `clock`) accesses GM
-    // [a, a + len). Returns an empty string or the race finding.
-    std::string gm(uint32_t slot, uint32_t pipe, uint32_t epoch, const Clock& clock, const char* op, uint64_t a,
-                   uint64_t len, bool write) {
-        return gm_races_.access(slot, pipe, epoch, clock, op, a, len, write, true);
-    }
+    // The GM race map the group's three cores share (gm_race.h).
+    GmRaces* gm_races() { return &gm_races_; }
 
 private:
     // Pushes a released edge to `r`'s counter; false (with msg) past 15 sets.
@@ -415,14 +410,6 @@ private:
 };
 
 inline bool mix_claim_fault(MixGroup* g) { return g->claim_fault(); }
-
-inline void mix_gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write) {
-    Pipeline& pl = *b.pipeline;
-    const uint32_t pipe = pl.cur_pipe();
-    const std::string r = b.group->gm(core_slot(b), pipe, pl.epoch(pipe), pl.clock(pipe), op,
-                                      static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)), bytes, write);
-    if (!r.empty()) fail_msg(r.c_str());
-}
 
 inline MixGroup* mix_group_or_fail(const char* op) {
     BlockState& b = block();

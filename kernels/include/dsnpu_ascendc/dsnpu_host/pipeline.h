@@ -443,26 +443,18 @@ private:
 
 inline Pipeline& pipeline() { return *block().pipeline; }
 
-// The GM side of the init check (gm_access in dsnpu_sim_kernel.h, ABI 2), and in a mix block the GM
-// race check between its cores (mix_gm_race): every GM store of the layer's
+// The GM side of the init check (gm_access in dsnpu_sim_kernel.h, ABI 2), and the GM race check of the
+// block's cores (gm_race, gm_race.h): every GM store of the layer's
 // operations marks its bytes written, every GM load asks the simulator whether something (a copy, memset,
 // collective or kernel store) wrote them since allocation; if not, the simulator records an "init: " finding
 // naming `op` and the block ends. Off unless DSNPU_SIM_CHECK has init and the simulator passes the callback.
 // The GM side of the race check between the cores of a mix block (mix.h).
-void mix_gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write);
-// The same inside the one core of a plain block (gm_race.h).
-void plain_gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write);
+void gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write);
 
 inline void gm_access(const char* op, const void* p, uint64_t bytes, bool write) {
     if (bytes == 0) return;
     BlockState& b = block();
-    if (b.pipeline != nullptr && b.pipeline->race_on()) {
-        if (b.group != nullptr) {
-            mix_gm_race(b, op, p, bytes, write);
-        } else if (b.gm_races != nullptr) {
-            plain_gm_race(b, op, p, bytes, write);
-        }
-    }
+    if (b.gm_races != nullptr && b.pipeline != nullptr && b.pipeline->race_on()) gm_race(b, op, p, bytes, write);
     if (b.ctx->gm_access == nullptr || b.pipeline == nullptr || !b.pipeline->init_on()) return;
     if (b.ctx->gm_access(b.ctx->sim, op, p, static_cast<size_t>(bytes), write ? 1 : 0) != 0) throw BlockAbort{};
 }
@@ -487,8 +479,8 @@ inline L2Split l2_access(const void* p, uint64_t bytes, bool write, bool count =
         const double now = b.pipeline != nullptr ? b.pipeline->cost().progress() : 0.0;
         // The barriers this access is after: the core's own SyncAll count, or more on a cube core whose
         // vector cores passed theirs (SyncAll<true>) and told it so.
-        uint32_t epoch = b.epoch;
-        if (b.pipeline != nullptr && b.pipeline->barriers() > epoch) epoch = b.pipeline->barriers();
+        const uint32_t passed = b.pipeline != nullptr ? b.pipeline->barriers() : 0;
+        const uint32_t epoch = passed > b.epoch ? passed : b.epoch;
         b.launch_l2->record(b.ctx->block_idx, slot, addr, bytes, write, count, epoch, now);
     }
     if (!count) return s;
