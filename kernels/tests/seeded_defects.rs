@@ -117,6 +117,44 @@ fn reading_back_gm_the_core_stored_needs_a_flag_from_the_storing_pipe() {
 }
 
 #[test]
+fn the_scalar_unit_s_data_cache_needs_a_clean_and_invalidate() {
+    // Each GM byte range is the first line of b (b[0..16), 64 bytes): where the hardware's data cache
+    // would differ from GM. The address is the device's, so only its length is asserted.
+    let span = |m: &str| -> u64 {
+        let r = m.split("GM bytes [").nth(1).expect("a GM range");
+        let (lo, hi) = r.split_once(", ").expect("a range");
+        let hi = hi.split(')').next().expect("a range");
+        let p = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex");
+        p(hi) - p(lo)
+    };
+    // A stale read: b[0]'s 4 bytes, cached as a[0] before MTE3 wrote 2 a[0].
+    let m = finding(18, "race");
+    assert!(
+        m.contains("GlobalTensor::GetValue of the core reads GM bytes")
+            && m.contains("from its data cache, which took them before they changed in GM"),
+        "{m}"
+    );
+    assert_eq!(span(&m), 4, "{m}");
+    // An unpublished write: MTE2 reads b while b's SetValues are still in the cache (all of b).
+    let m = finding(19, "race");
+    assert!(
+        m.contains("DataCopy of the core reads GM bytes")
+            && m.contains("which a GlobalTensor::SetValue of the core left in its data cache"),
+        "{m}"
+    );
+    assert_eq!(span(&m), u64::from(N) * 4, "{m}");
+    // A lost write: the kernel's end writes b[0]'s line back over b[1..16), which MTE3 rewrote. The bytes
+    // that differ run from byte 2 of b[1] (a[1] = -2.5 is 0xC0200000, 2 a[1] = -5 is 0xC0A00000) to the
+    // last byte of b[15] (4.5 is 0x40900000, 9 is 0x41100000): bytes 6..64 of the line.
+    let m = finding(20, "race");
+    assert!(
+        m.contains("the data cache of the core writes back its 64-byte line at the kernel's end, overwriting GM bytes"),
+        "{m}"
+    );
+    assert_eq!(span(&m), 58, "{m}");
+}
+
+#[test]
 fn copying_out_unwritten_ub_is_an_init_finding() {
     let m = finding(6, "init");
     assert!(m.contains("DataCopy on MTE3 copies to GM UB byte 0"), "{m}");
@@ -193,7 +231,7 @@ fn ub_overflow_is_a_mem_fault() {
 #[test]
 fn synchronized_variants_raise_nothing_and_compute_the_result() {
     checks_are_on();
-    for mode in [101, 102, 103, 104, 105, 106, 116, 117] {
+    for mode in [101, 102, 103, 104, 105, 106, 116, 117, 118, 119, 120] {
         let (out, a, b) = run(mode);
         assert!(
             out.failures.is_empty() && out.warnings.is_empty(),
@@ -385,9 +423,15 @@ fn run_tile_kernel(
 #[test]
 fn mix_launch_indices_are_as_documented() {
     // 2 blocks of a 1:2 mix launch: AIC i has GetBlockIdx i; its AIVs 2i and 2i + 1, sub-blocks 0 and
-    // 1; GetBlockNum is 2 everywhere; GetTaskRation 1 on the AIC, 2 on the AIVs.
+    // 1; GetBlockNum is 2 everywhere; GetTaskRation 1 on the AIC, 2 on the AIVs. Each core writes the
+    // first 4 int32 of a 64-byte line of its own.
     let (out, _, _, got) = run_mix(4, 2);
     out.assert_ok();
+    let got: Vec<u32> = got
+        .chunks(16)
+        .take(6)
+        .flat_map(|l| l[..4].to_vec())
+        .collect();
     let want: Vec<u32> = [
         [0, 2, 0, 1],
         [0, 2, 0, 2],

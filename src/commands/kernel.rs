@@ -125,6 +125,10 @@ const HOST_HEADERS: &[(&str, &str)] = &[
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/data_copy.h"),
     ),
     (
+        "dsnpu_host/dcache.h",
+        include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/dcache.h"),
+    ),
+    (
         "dsnpu_host/entry.h",
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/entry.h"),
     ),

@@ -45,7 +45,9 @@
  *   Operands outside the instruction's contract (a mask above a repeat, a walk past a LocalTensor)
  *   are the faults to expect.
  * selftest_sync_all(out, workspace, tiling): mode 0: block i sets out[i] = i + 1, SyncAll, then
- *   out[n + i] = out[(i + 1) % n] (only correct if every block wrote before any read). Modes 1-3 probe the
+ *   out[n + i] = out[(i + 1) % n] (only correct if every block wrote before any read), each int32 moved by
+ *   DMA (ExchangeInts: the blocks' scalar data caches would need DataCacheCleanAndInvalid on both sides,
+ *   and blocks writing one 64-byte line with SetValue overwrite each other's). Modes 1-3 probe the
  *   cycle model's SyncAll; out is 3n regions of `count` f32 (count a multiple of 8, one UB buffer):
  *   1  block 0 copies region 0 to UB and back, then every block SyncAlls (the others arrive at once)
  *   2  block i fills region i with i + 1, SyncAll, copies region (i + 1) % n to region n + i
@@ -77,6 +79,14 @@
  *   16 / 116 b = 2 a by MTE3, then b read back by MTE2 (and written again) with no / an MTE3_MTE2
  *            flag: GM ordering inside one core                                     -- race (GM)
  *   17 / 117 as 16, b[0] read back by the scalar unit with no / an MTE3_S flag     -- race (GM)
+ *   The scalar unit's data cache (dsnpu_host/dcache.h):
+ *   18 / 118 b = a by MTE3, b[0] read by the scalar unit (its line cached), b = 2 a by MTE3, b[0] read
+ *            again with no / a DataCacheCleanAndInvalid first: a stale read          -- race (GM)
+ *   19 / 119 b = 2 a by SetValue, then read back by MTE2 (and written again) with no / a
+ *            DataCacheCleanAndInvalid of every line of b first: an unpublished write -- race (GM)
+ *   20 / 120 b = a by MTE3, b[0] = 2 a[0] by SetValue, b = 2 a by MTE3; the kernel's end writes b[0]'s
+ *            line back over b[1..16) unless a DataCacheCleanAndInvalid follows the SetValue: a lost
+ *            write                                                                    -- race (GM)
  *   106      the 1 / 101 pipeline with PipeBarrier<PIPE_ALL> instead of flags
  * selftest_mix(a, w, out, workspace, tiling): a 1:2 mix kernel (one cube and two vector cores per block);
  *   a and w are 16 x 16 f32, out 16 x 16 f32 (modes 0-3) or 12 int32 per block (mode 4). The cube core
@@ -86,8 +96,9 @@
  *   1  no cross-core flag: the vector cores read the tile the cube writes            -- race (GM)
  *   2  as 0, then the vector cores wait for flag 1, which nobody sets                 -- sync
  *   3  as 0, and the cube sets flag 0 a second time that nobody waits for             -- sync
- *   4  every core writes {GetBlockIdx, GetBlockNum, GetSubBlockIdx, GetTaskRation} to out[4 * core],
- *      core = 3 * block + (0 for the AIC, 1 + GetSubBlockIdx for an AIV)              -- none
+ *   4  every core writes {GetBlockIdx, GetBlockNum, GetSubBlockIdx, GetTaskRation} to out[16 * core]
+ *      with SetValue (a 64-byte line per core: on the device, cores writing one line with SetValue
+ *      overwrite each other's), core = 3 * block + (0 for the AIC, 1 + GetSubBlockIdx for an AIV) -- none
  * selftest_kfc(a, w, out, workspace, tiling): a 1:2 mix kernel whose vector cores drive the cube core's
  *   Matmul through REGIST_MATMUL_OBJ, and SyncAll in a mix launch. a and w are 16 x 16 f32; per block the
  *   user workspace holds C (16 x 16 f32) and a copy of a (16 x 16); out is 16 x 16 f32 per block (modes
@@ -99,7 +110,7 @@
  *   2  as 1 with SetFlag/WaitFlag<MTE3_S> before the request                          -- none
  *   3  as 0, then vector core 0 waits for cross-core flag 0, which the serving cube core never sets
  *                                                                                     -- sync
- *   4  no Matmul: vector core v (GetBlockIdx) writes out[v] = v + 1, SyncAll, then
+ *   4  no Matmul: vector core v (GetBlockIdx) writes out[v] = v + 1 by DMA (ExchangeInts), SyncAll, then
  *      out[n + v] = out[(v + 1) % n], n = 2 * blocks (only right if all wrote first)  -- none
  *   5  as 4 but vector core 1 of each block returns before the SyncAll                 -- sync
  *   6  a Matmul used on a vector core without REGIST_MATMUL_OBJ                        -- fault
@@ -436,6 +447,62 @@ __aicore__ inline void DefectReadBack(GlobalTensor<float>& ag, GlobalTensor<floa
     bg.SetValue(0, bg.GetValue(0));
 }
 
+// Modes 18-20 and 118-120 (the data cache): b = 2 a in the end, the scalar unit's GM accesses with or
+// without the DataCacheCleanAndInvalid the hardware needs.
+__aicore__ inline void DefectDataCache(GlobalTensor<float>& ag, GlobalTensor<float>& bg, uint32_t n, uint32_t mode) {
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> in;
+    pipe.InitBuffer(in, n * sizeof(float));
+    LocalTensor<float> t = in.Get<float>();
+    const bool clean = mode >= 100;
+    const auto dcci = [](const GlobalTensor<float>& line) {
+        DataCacheCleanAndInvalid<float, CacheLine::SINGLE_CACHE_LINE, DcciDst::CACHELINE_OUT>(line);
+    };
+    if (mode % 100 == 19) {
+        for (uint32_t i = 0; i < n; ++i) bg.SetValue(i, 2.0f * ag.GetValue(i));
+        if (clean) {
+            for (uint32_t i = 0; i < n; i += 16) dcci(bg[i]);
+        }
+        SetFlag<HardEvent::S_MTE2>(0);
+        WaitFlag<HardEvent::S_MTE2>(0);
+        DataCopy(t, bg, n);
+        SetFlag<HardEvent::MTE2_MTE3>(0);
+        WaitFlag<HardEvent::MTE2_MTE3>(0);
+        DataCopy(bg, t, n);
+        return;
+    }
+    // b = a.
+    DataCopy(t, ag, n);
+    SetFlag<HardEvent::MTE2_MTE3>(0);
+    WaitFlag<HardEvent::MTE2_MTE3>(0);
+    DataCopy(bg, t, n);
+    SetFlag<HardEvent::MTE3_S>(0);
+    WaitFlag<HardEvent::MTE3_S>(0);
+    if (mode % 100 == 18) {
+        (void)bg.GetValue(0);
+        SetFlag<HardEvent::S_MTE3>(0);
+        WaitFlag<HardEvent::S_MTE3>(0);
+    } else {
+        bg.SetValue(0, 2.0f * ag.GetValue(0));
+        if (clean) dcci(bg);
+        SetFlag<HardEvent::S_MTE3>(0);
+        WaitFlag<HardEvent::S_MTE3>(0);
+    }
+    // b = 2 a.
+    SetFlag<HardEvent::MTE3_V>(0);
+    WaitFlag<HardEvent::MTE3_V>(0);
+    Muls(t, t, 2.0f, static_cast<int32_t>(n));
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
+    DataCopy(bg, t, n);
+    if (mode % 100 == 18) {
+        SetFlag<HardEvent::MTE3_S>(0);
+        WaitFlag<HardEvent::MTE3_S>(0);
+        if (clean) dcci(bg);
+        (void)bg.GetValue(0);
+    }
+}
+
 __aicore__ inline void Defect(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t) {
     GlobalTensor<float> ag, bg;
     const uint32_t n = t.count;
@@ -448,6 +515,7 @@ __aicore__ inline void Defect(GM_ADDR a, GM_ADDR b, const DsnpuSelftestTiling& t
         case 4: case 104: DefectQueueReuse(ag, bg, n, t.mode == 104); break;
         case 5: case 105: DefectReload(ag, bg, n, t.mode == 105); break;
         case 16: case 116: case 17: case 117: DefectReadBack(ag, bg, n, t.mode); break;
+        case 18: case 118: case 19: case 119: case 20: case 120: DefectDataCache(ag, bg, n, t.mode); break;
         case 6: {
             TPipe pipe;
             TBuf<TPosition::VECCALC> buf;
@@ -845,6 +913,32 @@ __aicore__ inline void SyncAllTiming(GM_ADDR out, const DsnpuSelftestTiling& t) 
 
 }  // namespace
 
+namespace {
+
+// Core `me` of `n` (all of which call this) writes o[me] = me + 1, SyncAll, then o[n + me] = o[(me + 1) % n]:
+// every int32 by DMA (DataCopyPad of 4 bytes), which no scalar data cache holds (dsnpu_host/dcache.h).
+__aicore__ inline void ExchangeInts(const GlobalTensor<int32_t>& o, uint32_t me, uint32_t n) {
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> buf;
+    pipe.InitBuffer(buf, 3 * 32);
+    LocalTensor<int32_t> put = buf.Get<int32_t>(), got = put[8], fwd = put[16];
+    const DataCopyExtParams one(1, static_cast<uint32_t>(sizeof(int32_t)), 0, 0, 0);
+    put.SetValue(0, static_cast<int32_t>(me + 1));
+    SetFlag<HardEvent::S_MTE3>(0);
+    WaitFlag<HardEvent::S_MTE3>(0);
+    DataCopyPad(o[me], put, one);
+    SyncAll();
+    DataCopyPad(got, o[(me + 1) % n], one, DataCopyPadExtParams<int32_t>(false, 0, 0, 0));
+    SetFlag<HardEvent::MTE2_S>(0);
+    WaitFlag<HardEvent::MTE2_S>(0);
+    fwd.SetValue(0, got.GetValue(0));
+    SetFlag<HardEvent::S_MTE3>(0);
+    WaitFlag<HardEvent::S_MTE3>(0);
+    DataCopyPad(o[static_cast<uint64_t>(n) + me], fwd, one);
+}
+
+}  // namespace
+
 extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_sync_all)(GM_ADDR out, GM_ADDR workspace,
                                                                       GM_ADDR tiling) {
     (void)workspace;
@@ -853,13 +947,10 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_sync_all)(GM_ADDR ou
         SyncAllTiming(out, t);
         return;
     }
-    const uint64_t n = static_cast<uint64_t>(GetBlockNum());
-    const uint64_t i = static_cast<uint64_t>(GetBlockIdx());
+    const uint32_t n = static_cast<uint32_t>(GetBlockNum());
     GlobalTensor<int32_t> o;
-    o.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(out), 2 * n);
-    o.SetValue(i, static_cast<int32_t>(i + 1));
-    SyncAll();
-    o.SetValue(n + i, o.GetValue((i + 1) % n));
+    o.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(out), 2 * static_cast<uint64_t>(n));
+    ExchangeInts(o, static_cast<uint32_t>(GetBlockIdx()), n);
 }
 
 
@@ -870,7 +961,7 @@ __aicore__ inline void MixProbe(GM_ADDR out) {
     GlobalTensor<int32_t> o;
     const int64_t block = GetBlockIdx() / GetTaskRation();
     const int64_t core = 3 * block + (ASCEND_IS_AIC ? 0 : 1 + GetSubBlockIdx());
-    o.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(out) + 4 * core, 4);
+    o.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(out) + 16 * core, 4);
     o.SetValue(0, static_cast<int32_t>(GetBlockIdx()));
     o.SetValue(1, static_cast<int32_t>(GetBlockNum()));
     o.SetValue(2, static_cast<int32_t>(GetSubBlockIdx()));
@@ -984,9 +1075,7 @@ __aicore__ inline void KfcSyncAll(uint32_t mode, GM_ADDR out) {
     GlobalTensor<int32_t> o;
     o.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(out), 2 * n);
     if (mode == 5 && GetSubBlockIdx() == 1) return;
-    o.SetValue(v, static_cast<int32_t>(v + 1));
-    SyncAll();
-    o.SetValue(n + v, o.GetValue((v + 1) % n));
+    ExchangeInts(o, v, n);
 }
 
 __aicore__ inline void KfcMatmul(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR out, GM_ADDR workspace) {

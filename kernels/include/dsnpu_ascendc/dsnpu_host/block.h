@@ -41,6 +41,7 @@ struct GmValid {
 class L2Slice;
 class LaunchL2;
 class GmRaces;
+class DataCache;
 
 // The core a kernel body runs on. A plain launch runs each block on one vector core (kAiv, the only
 // kind the non-mix kernels know); a mix launch (DSNPU_HOST_ENTRY_MIX, mix.h) runs each block as one
@@ -93,6 +94,9 @@ struct BlockState {
     MixGroup* group = nullptr;
     // The block's GM race map (gm_race.h): a plain block's own, or its mix group's.
     GmRaces* gm_races = nullptr;
+    // The core's scalar data cache (dcache.h), with the race check: a plain block's own, or one of its
+    // mix group's three.
+    DataCache* dcache = nullptr;
     // The system workspace (GetSysWorkSpacePtr): set by the mix entry from the kernel's workspace
     // argument, as CANN's framework does for operators built with a workspace; SetSysWorkspace sets it.
     uint8_t* sys_workspace = nullptr;
@@ -126,6 +130,8 @@ inline const char* core_suffix(const BlockState& b) {
 // Mix blocks (mix.h): true for the first fault of the block's three cores, which alone is reported;
 // it also releases the others' cross-core waits, which then end without a finding of their own.
 bool mix_claim_fault(MixGroup* g);
+// The data cache of the group's core `slot` (mix.h).
+DataCache* mix_dcache(MixGroup* g, uint32_t slot);
 
 [[noreturn]] inline void fail_msg(const char* msg) {
     BlockState& b = block();

@@ -142,6 +142,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
     dsnpu_sim_block_ctx own{};
     Lease<L2Slice> l2;
     Lease<GmRaces> races;
+    Lease<DataCache> dcache;
     bool faulted = false;
     BlockState* saved = t_block;
     t_block = &st;
@@ -182,6 +183,14 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
             st.l2->reset(l2_slice_bytes(ctx->block_num));
         }
         const uint32_t slot = group == nullptr ? 0 : core_slot(st);
+        if (pipeline->race_on()) {
+            if (group != nullptr) {
+                st.dcache = group->dcache(slot);
+            } else {
+                st.dcache = dcache.take();
+                st.dcache->clear();
+            }
+        }
         pipeline->set_slot(slot);
         st.pipeline = pipeline;
         std::vector<TraceEvent> trace;
@@ -192,6 +201,7 @@ inline bool run_core(const dsnpu_sim_block_ctx* ctx, const char* name, void (*fn
         // A mix operator's workspace argument (second to last) starts with the system workspace.
         if (group != nullptr && n >= 2) st.sys_workspace = reinterpret_cast<uint8_t*>(static_cast<uintptr_t>(a[n - 2]));
         call_with_addrs(fn, a, std::make_index_sequence<n>{});
+        dcache_end();
         pipeline->finish(event_names());
         counters->model_cycles = static_cast<uint64_t>(std::llround(pipeline->cost().block_cycles()));
         counters->pipe_busy_q8 = pipeline->cost().busy_q8();

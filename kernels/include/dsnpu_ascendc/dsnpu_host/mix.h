@@ -53,6 +53,7 @@
 
 #include "block.h"
 #include "coop.h"
+#include "dcache.h"
 #include "gm_race.h"
 #include "pipeline.h"
 
@@ -131,6 +132,7 @@ public:
         l2_.release();
         std::memset(sets_, 0, sizeof sets_);
         gm_races_.clear();
+        for (DataCache& c : dcaches_) c.clear();
         gm_valid_ = GmValid{};
     }
     // The GM ranges the block's cores validated (block.h).
@@ -338,6 +340,8 @@ public:
 
     // The GM race map the group's three cores share (gm_race.h).
     GmRaces* gm_races() { return &gm_races_; }
+    // The data cache of core `slot` (dcache.h).
+    DataCache* dcache(uint32_t slot) { return &dcaches_[slot]; }
 
 private:
     // Pushes a released edge to `r`'s counter; false (with msg) past 15 sets.
@@ -406,10 +410,12 @@ private:
     uint32_t sets_[kCoreSlots][kCrossFlags] = {};
 
     GmRaces gm_races_;
+    DataCache dcaches_[kCoreSlots];
     GmValid gm_valid_;
 };
 
 inline bool mix_claim_fault(MixGroup* g) { return g->claim_fault(); }
+inline DataCache* mix_dcache(MixGroup* g, uint32_t slot) { return g->dcache(slot); }
 
 inline MixGroup* mix_group_or_fail(const char* op) {
     BlockState& b = block();

@@ -450,11 +450,17 @@ inline Pipeline& pipeline() { return *block().pipeline; }
 // naming `op` and the block ends. Off unless DSNPU_SIM_CHECK has init and the simulator passes the callback.
 // The GM side of the race check between the cores of a mix block (mix.h).
 void gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write);
+// The data cache side of the race check (dcache.h): a read of bytes a SetValue left in a data cache
+// the reader goes around; `scalar` for the core's own scalar unit (GetValue), which reads its cache.
+void dcache_read(BlockState& b, const char* op, const void* p, uint64_t bytes, bool scalar);
 
-inline void gm_access(const char* op, const void* p, uint64_t bytes, bool write) {
+inline void gm_access(const char* op, const void* p, uint64_t bytes, bool write, bool scalar = false) {
     if (bytes == 0) return;
     BlockState& b = block();
-    if (b.gm_races != nullptr && b.pipeline != nullptr && b.pipeline->race_on()) gm_race(b, op, p, bytes, write);
+    if (b.gm_races != nullptr && b.pipeline != nullptr && b.pipeline->race_on()) {
+        gm_race(b, op, p, bytes, write);
+        if (!write && b.dcache != nullptr) dcache_read(b, op, p, bytes, scalar);
+    }
     if (b.ctx->gm_access == nullptr || b.pipeline == nullptr || !b.pipeline->init_on()) return;
     if (b.ctx->gm_access(b.ctx->sim, op, p, static_cast<size_t>(bytes), write ? 1 : 0) != 0) throw BlockAbort{};
 }

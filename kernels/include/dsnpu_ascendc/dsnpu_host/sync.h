@@ -164,15 +164,16 @@ __aicore__ inline void SyncAll() {
 
 // The scalar unit reaches GM through a per-core data cache that DMA (DataCopy, Fixpipe) bypasses: a
 // GetValue of bytes another core wrote must be preceded by this, or it may read a stale line
-// (DataCacheCleanAndInvalid.md, asc_dcci.md). The host layer has no data cache (its GetValue reads GM, and
-// the race check orders it by the cross-core flags): this costs the scalar unit a GM round trip.
+// (DataCacheCleanAndInvalid.md, asc_dcci.md), and a SetValue reaches GM only when this writes its line
+// back. The host layer's GetValue and SetValue go to GM directly; the race check keeps the cache's lines
+// to find where the hardware would differ (dcache.h). This costs the scalar unit a GM round trip.
 enum class CacheLine : uint8_t { SINGLE_CACHE_LINE, ENTIRE_DATA_CACHE };
 enum class DcciDst : uint8_t { CACHELINE_ALL, CACHELINE_UB, CACHELINE_OUT, CACHELINE_ATOMIC };
 
 template <typename T, CacheLine entire, DcciDst dst>
 __aicore__ inline void DataCacheCleanAndInvalid(const GlobalTensor<T>& line) {
-    (void)line;
     ::dsnpu::host::issue(::dsnpu::host::kPipeS, "DataCacheCleanAndInvalid", ::dsnpu::host::cost::kScalarGm);
+    ::dsnpu::host::dcache_clean(line.GetPhyAddr(), entire == CacheLine::ENTIRE_DATA_CACHE);
 }
 
 }  // namespace AscendC

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "block.h"
+#include "dcache.h"
 #include "pipeline.h"
 #include "types.h"
 
@@ -72,7 +73,8 @@ public:
         const bool hit = ::dsnpu::host::l2_access(p, sizeof(T), false, false).miss == 0;
         ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::GetValue",
                              hit ? ::dsnpu::host::cost::kScalarGmHit : ::dsnpu::host::cost::kScalarGm);
-        ::dsnpu::host::gm_read("GlobalTensor::GetValue", p, sizeof(T));
+        ::dsnpu::host::gm_access("GlobalTensor::GetValue", p, sizeof(T), false, true);
+        ::dsnpu::host::dcache_get("GlobalTensor::GetValue", p, sizeof(T), dsnpu_lo(), dsnpu_hi());
         T v;
         std::memcpy(&v, p, sizeof(T));
         return v;
@@ -83,7 +85,8 @@ public:
         ::dsnpu::host::l2_access(p, sizeof(T), true, false);
         ::dsnpu::host::issue(::dsnpu::host::kPipeS, "GlobalTensor::SetValue", ::dsnpu::host::cost::kScalarGmHit);
         std::memcpy(p, &value, sizeof(T));
-        ::dsnpu::host::gm_wrote("GlobalTensor::SetValue", p, sizeof(T));
+        ::dsnpu::host::gm_access("GlobalTensor::SetValue", p, sizeof(T), true, true);
+        ::dsnpu::host::dcache_set(p, sizeof(T), dsnpu_lo(), dsnpu_hi());
     }
 
     // A view starting `offset` elements in.
@@ -119,6 +122,9 @@ public:
         return p;
     }
     bool dsnpu_sized() const { return sized_; }
+    // Host only: the SetGlobalBuffer range as addresses [lo, hi) (lo == hi unsized).
+    uint64_t dsnpu_lo() const { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(addr_)) - origin_ * sizeof(T); }
+    uint64_t dsnpu_hi() const { return sized_ ? dsnpu_lo() + root_size_ * sizeof(T) : dsnpu_lo(); }
 
 private:
     // Address arithmetic in integers: a view may point outside any allocation until it is accessed.
