@@ -1010,7 +1010,7 @@ fn sync_all_meets_with_concurrent_blocks() {
     assert_eq!(got, want);
 }
 
-/// `selftest_sync_all` in `mode` (1-5) on `n` blocks over regions of `count` f32 (the 3n regions'
+/// `selftest_sync_all` in `mode` (1-7) on `n` blocks over regions of `count` f32 (the 3n regions'
 /// initial values are `init`): the outcome, the regions afterwards and the address of the first.
 fn sync_all_run(n: usize, mode: u32, count: usize, init: &[f32]) -> (Outcome, Vec<f32>, u64) {
     let mut dev = Device::new();
@@ -1122,6 +1122,44 @@ fn blocks_touching_the_same_gm_between_two_barriers_race() {
     let (o, _, _) = sync_all_run(n, 2, count, &zeros);
     o.assert_ok();
     assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+}
+
+#[test]
+fn a_set_value_reaches_other_blocks_only_through_a_clean_and_invalidate() {
+    // Block i writes the first f32 of region i with SetValue, SyncAll, then copies region (i + 1) % n:
+    // without a DataCacheCleanAndInvalid (mode 6) the value is still in block i's data cache, so the
+    // reader of region w is block w - 1 and the bytes are the f32 block w wrote. Every block that reads
+    // before the launch is abandoned reports its own.
+    let (n, count) = (4, 16);
+    let region = (count * 4) as u64;
+    let zeros = vec![0.0f32; 3 * n * count];
+    let (o, _, out) = sync_all_run(n, 6, count, &zeros);
+    assert!(!o.failures.is_empty());
+    for (reader, msg) in &o.failures {
+        let w = (*reader as usize + 1) % n;
+        let at = out + w as u64 * region;
+        assert_eq!(
+            msg.as_str(),
+            format!(
+                "race: DataCopy of the core reads GM bytes [{:#x}, {:#x}), which a GlobalTensor::SetValue of \
+                 block {w} left in a data cache at the SyncAll before: a SetValue reaches GM only when \
+                 DataCacheCleanAndInvalid writes its line back, and another block sees it only after the \
+                 next SyncAll",
+                at,
+                at + 4
+            )
+        );
+    }
+    // Mode 7 writes the line back before the barrier: no finding, and region n + i starts with block
+    // (i + 1) % n's value.
+    let (o, regions, _) = sync_all_run(n, 7, count, &zeros);
+    o.assert_ok();
+    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+    for i in 0..n {
+        let got = &regions[(n + i) * count..(n + i + 1) * count];
+        assert_eq!(got[0], ((i + 1) % n + 1) as f32, "region {}", n + i);
+        assert!(got[1..].iter().all(|&x| x == 0.0), "region {}", n + i);
+    }
 }
 
 #[test]

@@ -55,6 +55,11 @@
  *   Modes 4-5 seed races between blocks (DSNPU_SIM_CHECK race; mode 2 is their synchronized variant):
  *   4  as 2 without the SyncAll: block i reads region (i + 1) % n while block i + 1 may still write it
  *   5  every block fills region 0 with i + 1 (which value stays depends on timing), then SyncAll
+ *   Modes 6-7 pass a SetValue between blocks (the scalar data cache, dsnpu_host/dcache.h; count a
+ *   multiple of 16: a region per 64-byte line):
+ *   6  block i writes the first f32 of region i with SetValue, SyncAll, then copies region (i + 1) % n
+ *      to region n + i by DMA: the SetValue is still in block i's data cache   -- race
+ *   7  as 6 with a DataCacheCleanAndInvalid of the line after the SetValue     -- none
  * selftest_defect(a, b, workspace, tiling): seeded defects for the sanitizer (DSNPU_SIM_CHECK), each with
  *   the finding it must raise; modes >= 100 are the correctly synchronized variants, which compute
  *   b[i] = 2 a[i] for i < count (count a multiple of 8, at most 4096) and raise nothing.
@@ -891,6 +896,16 @@ __aicore__ inline void SyncAllTiming(GM_ADDR out, const DsnpuSelftestTiling& t) 
             DataCopy(o, u, count);
         }
         SyncAll();
+        return;
+    }
+    if (t.mode == 6 || t.mode == 7) {
+        o.SetValue(i * count, static_cast<float>(i + 1));
+        if (t.mode == 7) DataCacheCleanAndInvalid<float, CacheLine::SINGLE_CACHE_LINE, DcciDst::CACHELINE_OUT>(o[i * count]);
+        SyncAll();
+        DataCopy(u, o[(i + 1) % n * count], count);
+        SetFlag<HardEvent::MTE2_MTE3>(0);
+        WaitFlag<HardEvent::MTE2_MTE3>(0);
+        DataCopy(o[(n + i) * count], u, count);
         return;
     }
     Duplicate(u, static_cast<float>(i + 1), static_cast<int32_t>(count));

@@ -94,8 +94,8 @@ struct BlockState {
     MixGroup* group = nullptr;
     // The block's GM race map (gm_race.h): a plain block's own, or its mix group's.
     GmRaces* gm_races = nullptr;
-    // The core's scalar data cache (dcache.h), with the race check: a plain block's own, or one of its
-    // mix group's three.
+    // The core's scalar data cache (dcache.h): a plain block's own, or one of its mix group's three;
+    // nullptr unless DSNPU_SIM_CHECK has race.
     DataCache* dcache = nullptr;
     // The system workspace (GetSysWorkSpacePtr): set by the mix entry from the kernel's workspace
     // argument, as CANN's framework does for operators built with a workspace; SetSysWorkspace sets it.
@@ -119,6 +119,11 @@ inline BlockState& block() {
     }
     return *t_block;
 }
+
+// A core of a mix block by its slot (0 the AIC, 1 + sub-block an AIV), as findings name it.
+inline const char* slot_name(uint32_t s) { return s == 0 ? "AIC" : s == 1 ? "AIV 0" : "AIV 1"; }
+// A core in a finding: its slot's name on a mix block, "the core" on a plain one.
+inline const char* core_name(uint32_t slot, bool mix) { return mix ? slot_name(slot) : "the core"; }
 
 // The " (on AIC)" / " (on AIV 1)" suffix of a mix core's findings; empty on a plain launch.
 inline const char* core_suffix(const BlockState& b) {

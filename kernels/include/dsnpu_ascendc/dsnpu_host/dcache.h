@@ -10,7 +10,7 @@
 // - a stale read: a GetValue of cached bytes that GM no longer holds (a DMA of the core, or another core,
 //   wrote them after the line was cached);
 // - an unpublished write: a DMA of any core of the block, or another core's scalar unit, reads bytes a
-//   SetValue left dirty in a cache;
+//   SetValue left dirty in a cache (or, after a SyncAll, bytes another block's cache held dirty at it);
 // - a lost write: a write-back (DataCacheCleanAndInvalid, or the kernel's end) of a line whose bytes
 //   changed in GM since they were cached; the line goes out whole and overwrites them (two cores writing one
 //   64-byte line with SetValue, or a DMA into a line a SetValue dirtied).
@@ -19,7 +19,9 @@
 // validated, or the GlobalTensor's buffer, else the accessed bytes), so a change beside them is not seen:
 // the check can miss a hazard, never invent one. The cache never evicts (its capacity is not modelled:
 // a kernel that counts on an eviction is wrong anyway). GUESS: the kernel's end writes every dirty line
-// back. Blocks are not checked against each other here (their scalar caches meet only across SyncAll).
+// back. Between blocks, which meet only in SyncAll, a read is checked against the bytes other blocks'
+// caches held dirty at the barrier before it (LaunchL2::unpublished); stale reads and lost writes are
+// seen whichever core changed GM.
 #ifndef DSNPU_ASCENDC_HOST_DCACHE_H
 #define DSNPU_ASCENDC_HOST_DCACHE_H
 
@@ -99,6 +101,24 @@ public:
         return d;
     }
 
+    // Every run of dirty bytes, as [lo, hi) ranges within a line, to `out`.
+    template <typename F>
+    void each_dirty(F&& out) const {
+        if (dirty_lines_ == 0) return;
+        for (const auto& [l, line] : lines_) {
+            uint64_t x = 0;
+            while (x < kLine) {
+                if (((line.dirty >> x) & 1u) == 0) {
+                    ++x;
+                    continue;
+                }
+                const uint64_t s = x;
+                while (x < kLine && ((line.dirty >> x) & 1u) != 0) ++x;
+                out(l + s, l + x);
+            }
+        }
+    }
+
     // DataCacheCleanAndInvalid of the bytes from `a` to the end of its line (SINGLE_CACHE_LINE), or of
     // every line (`entire`): a line with dirty bytes there writes all its cached bytes there back, and
     // they leave the cache. Returns the bytes the write-back overwrites that GM holds otherwise.
@@ -171,15 +191,22 @@ private:
 
 // --- the hooks of the GM accesses (pipeline.h, tensor.h, sync.h, entry.h) --------------------------------
 
-inline const char* dcache_core(const BlockState& b) {
-    if (b.group == nullptr) return "the core";
-    if (b.kind == CoreKind::kAic) return "AIC";
-    return b.sub_block == 0 ? "AIV 0" : "AIV 1";
+// The SyncAll barriers the core's current access is after (as l2_access counts them).
+inline uint32_t dcache_epoch(const BlockState& b) {
+    const uint32_t passed = b.pipeline != nullptr ? b.pipeline->barriers() : 0;
+    return passed > b.epoch ? passed : b.epoch;
+}
+
+// The core is at a SyncAll (before its b.epoch + 1-th barrier): the bytes its SetValues left dirty are
+// what other blocks cannot see after the barrier (LaunchL2::unpublished).
+inline void dcache_at_barrier(BlockState& b) {
+    if (b.dcache == nullptr || b.launch_l2 == nullptr || !b.dcache->has_dirty()) return;
+    b.dcache->each_dirty([&](uint64_t lo, uint64_t hi) { b.launch_l2->unpublished(b.ctx->block_idx, b.epoch + 1, lo, hi); });
 }
 
 // A read of GM [p, p + bytes) by `op` of the core: a finding if a data cache it goes around (every cache
 // of the block for a DMA; the other cores' for a GetValue, which reads its own) holds some of the bytes
-// dirty.
+// dirty, or another block's held them at the SyncAll before (dcache_at_barrier).
 inline void dcache_read(BlockState& b, const char* op, const void* p, uint64_t bytes, bool scalar) {
     const uint64_t a = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
     const uint32_t cores = b.group != nullptr ? kCoreSlots : 1;
@@ -189,13 +216,25 @@ inline void dcache_read(BlockState& b, const char* op, const void* p, uint64_t b
         const DataCache* c = b.group != nullptr ? mix_dcache(b.group, k) : b.dcache;
         const GmRange d = c->dirty(a, bytes);
         if (d.empty()) continue;
-        const char* writer = b.group == nullptr ? "the core" : k == 0 ? "AIC" : k == 1 ? "AIV 0" : "AIV 1";
         char msg[512];
         std::snprintf(msg, sizeof msg,
                       "race: %s of %s reads GM bytes [%#llx, %#llx), which a GlobalTensor::SetValue of %s left in "
                       "its data cache: a SetValue reaches GM only when DataCacheCleanAndInvalid writes its line back",
-                      op, dcache_core(b), static_cast<unsigned long long>(d.lo), static_cast<unsigned long long>(d.hi),
-                      writer);
+                      op, core_name(me, b.group != nullptr), static_cast<unsigned long long>(d.lo),
+                      static_cast<unsigned long long>(d.hi), core_name(k, b.group != nullptr));
+        fail_msg(msg);
+    }
+    uint32_t writer = 0;
+    uint64_t lo = 0, hi = 0;
+    if (b.launch_l2 != nullptr &&
+        b.launch_l2->unpublished_read(b.ctx->block_idx, dcache_epoch(b), a, bytes, &writer, &lo, &hi)) {
+        char msg[512];
+        std::snprintf(msg, sizeof msg,
+                      "race: %s of %s reads GM bytes [%#llx, %#llx), which a GlobalTensor::SetValue of block %u left in "
+                      "a data cache at the SyncAll before: a SetValue reaches GM only when DataCacheCleanAndInvalid "
+                      "writes its line back, and another block sees it only after the next SyncAll",
+                      op, core_name(me, b.group != nullptr), static_cast<unsigned long long>(lo),
+                      static_cast<unsigned long long>(hi), writer);
         fail_msg(msg);
     }
 }
@@ -217,7 +256,7 @@ inline GmRange dcache_fill_range(BlockState& b, uint64_t a, uint64_t n, uint64_t
 // bytes from before GM changed.
 inline void dcache_get(const char* op, const void* p, uint64_t n, uint64_t lo, uint64_t hi) {
     BlockState& b = block();
-    if (b.dcache == nullptr || b.pipeline == nullptr || !b.pipeline->race_on()) return;
+    if (b.dcache == nullptr) return;
     const uint64_t a = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
     const GmRange f = dcache_fill_range(b, a, n, lo, hi);
     const GmRange stale = b.dcache->load(a, n, f.lo, f.hi);
@@ -227,7 +266,7 @@ inline void dcache_get(const char* op, const void* p, uint64_t n, uint64_t lo, u
                   "race: %s of %s reads GM bytes [%#llx, %#llx) from its data cache, which took them before they "
                   "changed in GM (a DMA or another core wrote them since): DataCacheCleanAndInvalid the line before "
                   "reading it again",
-                  op, dcache_core(b), static_cast<unsigned long long>(stale.lo),
+                  op, core_name(b.pipeline->slot(), b.group != nullptr), static_cast<unsigned long long>(stale.lo),
                   static_cast<unsigned long long>(stale.hi));
     fail_msg(msg);
 }
@@ -236,7 +275,7 @@ inline void dcache_get(const char* op, const void* p, uint64_t n, uint64_t lo, u
 // core's data cache until a write-back.
 inline void dcache_set(const void* p, uint64_t n, uint64_t lo, uint64_t hi) {
     BlockState& b = block();
-    if (b.dcache == nullptr || b.pipeline == nullptr || !b.pipeline->race_on()) return;
+    if (b.dcache == nullptr) return;
     const uint64_t a = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
     const GmRange f = dcache_fill_range(b, a, n, lo, hi);
     b.dcache->store(a, n, f.lo, f.hi);
@@ -249,7 +288,7 @@ inline void dcache_lost(BlockState& b, const GmRange& lost, const char* when) {
                   "race: the data cache of %s writes back its 64-byte line at %s, overwriting GM bytes [%#llx, %#llx) "
                   "that changed after it took the line (another core, or a DMA, wrote them): lines written with "
                   "SetValue must not be shared",
-                  dcache_core(b), when, static_cast<unsigned long long>(lost.lo),
+                  core_name(b.pipeline->slot(), b.group != nullptr), when, static_cast<unsigned long long>(lost.lo),
                   static_cast<unsigned long long>(lost.hi));
     fail_msg(msg);
 }
@@ -257,7 +296,7 @@ inline void dcache_lost(BlockState& b, const GmRange& lost, const char* when) {
 // DataCacheCleanAndInvalid of the line holding `p` (from p on), or of the whole cache.
 inline void dcache_clean(const void* p, bool entire) {
     BlockState& b = block();
-    if (b.dcache == nullptr || b.pipeline == nullptr || !b.pipeline->race_on()) return;
+    if (b.dcache == nullptr) return;
     const uint64_t a = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
     dcache_lost(b, b.dcache->clean(a, entire), "DataCacheCleanAndInvalid");
 }

@@ -99,9 +99,6 @@ private:
         if (!t.valid || (t.slot == me.slot && t.pipe == me.pipe)) return true;
         return t.epoch <= clock.e[t.slot * kPipeCount + t.pipe];
     }
-    static const char* core_name(uint32_t slot, bool mix) {
-        return !mix ? "the core" : slot == 0 ? "AIC" : slot == 1 ? "AIV 0" : "AIV 1";
-    }
     static std::string race(const GmTag& me, bool write, const GmTag& other, bool other_write, uint64_t lo,
                             uint64_t hi, bool mix) {
         char between[96];

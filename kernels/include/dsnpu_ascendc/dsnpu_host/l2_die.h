@@ -326,6 +326,30 @@ public:
     // records were dropped).
     const L2Slice* view() const { return view_on_ ? &view_ : nullptr; }
 
+    // GM bytes [lo, hi) that a SetValue of `block` left in a data cache of its cores when they passed
+    // their `epoch`-th SyncAll (dcache.h): until its next barrier, a read of them by another block does not
+    // see them, whether or not the block writes them back meanwhile (that write-back is unordered with it).
+    void unpublished(uint32_t block, uint32_t epoch, uint64_t lo, uint64_t hi) {
+        std::lock_guard<std::mutex> g(unpublished_mu_);
+        unpublished_.push_back(Unpublished{block, epoch, lo, hi});
+        any_unpublished_.store(true, std::memory_order_release);
+    }
+    // The first of those bytes in [a, a + n) of a block other than `block`, left there at barrier `epoch`:
+    // true with the writer and the range.
+    bool unpublished_read(uint32_t block, uint32_t epoch, uint64_t a, uint64_t n, uint32_t* writer, uint64_t* lo,
+                          uint64_t* hi) {
+        if (!any_unpublished_.load(std::memory_order_acquire)) return false;
+        std::lock_guard<std::mutex> g(unpublished_mu_);
+        for (const Unpublished& u : unpublished_) {
+            if (u.block == block || u.epoch != epoch || u.hi <= a || a + n <= u.lo) continue;
+            *writer = u.block;
+            *lo = u.lo > a ? u.lo : a;
+            *hi = u.hi < a + n ? u.hi : a + n;
+            return true;
+        }
+        return false;
+    }
+
 private:
     // Released launches' record vectors, kept (emptied) up to kPooledRecords of capacity: a decode step
     // is hundreds of launches, and fresh vectors would fault their pages in every time.
@@ -374,6 +398,13 @@ private:
     L2Slice view_{cost::kL2Bytes};
     std::vector<size_t> view_cursor_;
     bool view_on_ = false;
+    struct Unpublished {
+        uint32_t block, epoch;
+        uint64_t lo, hi;
+    };
+    std::mutex unpublished_mu_;
+    std::vector<Unpublished> unpublished_;
+    std::atomic<bool> any_unpublished_{false};
 };
 
 }  // namespace host

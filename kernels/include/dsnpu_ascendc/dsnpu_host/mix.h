@@ -69,8 +69,6 @@ constexpr uint32_t kChannels = kCrossFlags + 3;
 constexpr uint32_t kCrossFlagMax = 15;   // sets a counter holds
 constexpr uint32_t kSlotAic = 0;         // core slots: AIC, AIV 0, AIV 1
 
-inline const char* slot_name(uint32_t s) { return s == 0 ? "AIC" : s == 1 ? "AIV 0" : "AIV 1"; }
-
 inline uint32_t core_slot(const BlockState& b) {
     return b.kind == CoreKind::kAic ? kSlotAic : 1u + b.sub_block;
 }

@@ -457,10 +457,8 @@ void dcache_read(BlockState& b, const char* op, const void* p, uint64_t bytes, b
 inline void gm_access(const char* op, const void* p, uint64_t bytes, bool write, bool scalar = false) {
     if (bytes == 0) return;
     BlockState& b = block();
-    if (b.gm_races != nullptr && b.pipeline != nullptr && b.pipeline->race_on()) {
-        gm_race(b, op, p, bytes, write);
-        if (!write && b.dcache != nullptr) dcache_read(b, op, p, bytes, scalar);
-    }
+    if (b.gm_races != nullptr && b.pipeline != nullptr && b.pipeline->race_on()) gm_race(b, op, p, bytes, write);
+    if (!write && b.dcache != nullptr) dcache_read(b, op, p, bytes, scalar);
     if (b.ctx->gm_access == nullptr || b.pipeline == nullptr || !b.pipeline->init_on()) return;
     if (b.ctx->gm_access(b.ctx->sim, op, p, static_cast<size_t>(bytes), write ? 1 : 0) != 0) throw BlockAbort{};
 }

@@ -122,6 +122,7 @@ __aicore__ inline void SyncAll() {
     namespace h = ::dsnpu::host;
     h::BlockState& b = h::block();
     h::pipeline().barrier_all(h::cost::kSyncAll);
+    h::dcache_at_barrier(b);
     if (b.group != nullptr) {
         if (isAIVOnly && b.kind == h::CoreKind::kAic) {
             h::fail("SyncAll<true> (vector cores only) called on the cube core of a mix launch");
