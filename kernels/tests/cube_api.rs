@@ -178,6 +178,28 @@ fn f32_uses_eight_column_fractals() {
 }
 
 #[test]
+fn fixpipe_under_set_atomic_add_adds_to_gm() {
+    // C out once as a store, then again with SetAtomicAdd<float>: 2 A B^T, exact in f32.
+    for &(m, k, n) in SHAPES {
+        let (a, b) = (ints(m * k, 5), ints(n * k, 6));
+        let (ah, bh) = (halves(&a), halves(&b));
+        let (out, c) = run(8, m, k, n, &ah, &bh, 4);
+        out.assert_ok();
+        let want: Vec<f32> = exact(&a, &b, m, k, n, true).iter().map(|x| 2.0 * x).collect();
+        assert_eq!(f32s(&c), want, "{m}x{k}x{n}");
+    }
+    // An atomic mode of another type than the f32 Fixpipe moves.
+    let (m, k, n) = (16, 16, 16);
+    let ah = halves(&ints(m * k, 1));
+    let (out, _) = run(9, m, k, n, &ah, &ah, 4);
+    let msg = out.only_failure();
+    assert!(
+        msg.starts_with("Fixpipe: the core's atomic mode (SetAtomicAdd<half>) is for another type than the 4-byte"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn misuse_is_a_fault_that_names_the_instruction() {
     let (m, k, n) = (16, 16, 16);
     let a = ints(m * k, 1);

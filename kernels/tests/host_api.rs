@@ -1010,7 +1010,7 @@ fn sync_all_meets_with_concurrent_blocks() {
     assert_eq!(got, want);
 }
 
-/// `selftest_sync_all` in `mode` (1-7) on `n` blocks over regions of `count` f32 (the 3n regions'
+/// `selftest_sync_all` in `mode` (1-10) on `n` blocks over regions of `count` f32 (the 3n regions'
 /// initial values are `init`): the outcome, the regions afterwards and the address of the first.
 fn sync_all_run(n: usize, mode: u32, count: usize, init: &[f32]) -> (Outcome, Vec<f32>, u64) {
     let mut dev = Device::new();
@@ -1159,6 +1159,44 @@ fn a_set_value_reaches_other_blocks_only_through_a_clean_and_invalidate() {
         let got = &regions[(n + i) * count..(n + i + 1) * count];
         assert_eq!(got[0], ((i + 1) % n + 1) as f32, "region {}", n + i);
         assert!(got[1..].iter().all(|&x| x == 0.0), "region {}", n + i);
+    }
+}
+
+#[test]
+fn atomic_adds_of_many_blocks_sum_and_race_only_with_other_accesses() {
+    let (n, count) = (4, 16);
+    let region = (count * 4) as u64;
+    // Region 0 starts at 0.5: every block adds its i + 1, so after the barrier it holds 0.5 + 1 + 2 + 3 + 4,
+    // which every block copies to its region n + i.
+    let mut init = vec![0.0f32; 3 * n * count];
+    init[..count].fill(0.5);
+    let (o, regions, _) = sync_all_run(n, 8, count, &init);
+    o.assert_ok();
+    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+    let want = 0.5 + (n * (n + 1) / 2) as f32;
+    assert!(
+        regions[..count].iter().all(|&x| x == want),
+        "{:?}",
+        &regions[..count]
+    );
+    for i in 0..n {
+        let got = &regions[(n + i) * count..(n + i + 1) * count];
+        assert!(got.iter().all(|&x| x == want), "region {}: {got:?}", n + i);
+    }
+    // Mode 9: no barrier between the adds and the reads. Mode 10: block 0 stores where the others add.
+    for (mode, a, b) in [
+        (9, "SetAtomicAdd-updated by block", "read by block"),
+        (10, "written by block 0", "SetAtomicAdd-updated by block"),
+    ] {
+        let (o, _, out) = sync_all_run(n, mode, count, &init);
+        let msg = o.only_failure();
+        let head = format!(
+            "race: GM bytes [{:#x}, {:#x}) (argument 0 of 3, offset 0) are ",
+            out,
+            out + region
+        );
+        assert!(msg.starts_with(&head), "mode {mode}: {msg}");
+        assert!(msg.contains(a) && msg.contains(b), "mode {mode}: {msg}");
     }
 }
 

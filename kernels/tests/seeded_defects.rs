@@ -707,6 +707,37 @@ fn sync_all_in_a_mix_launch_orders_every_vector_core() {
 }
 
 #[test]
+fn atomic_adds_of_the_cores_of_a_block_need_no_flag_between_them() {
+    checks_are_on();
+    // Mode 16: both vector cores of every block add GetBlockIdx + 1 to out[0..8): the sum over the
+    // 2 * blocks vector cores, with no finding (atomic adds commute, across cores and blocks).
+    for blocks in [1u32, 3] {
+        let (out, _, _, got) = run_kfc(16, blocks);
+        assert!(
+            out.failures.is_empty() && out.warnings.is_empty(),
+            "{blocks} blocks: {:?} {:?}",
+            out.failures,
+            out.warnings
+        );
+        let n = 2 * blocks;
+        let want = (n * (n + 1) / 2) as f32;
+        let row: Vec<f32> = got[..8].iter().map(|&b| f32::from_bits(b)).collect();
+        assert_eq!(row, vec![want; 8], "{blocks} blocks");
+        assert!(got[8..].iter().all(|&b| b == 0), "{blocks} blocks");
+    }
+    // Mode 17: AIV 1 stores instead of adding, with no flag from AIV 0's add: a race.
+    let (out, _, _, _) = run_kfc(17, 1);
+    let m = out.only_failure();
+    assert!(
+        m.starts_with("race: DataCopy on MTE3 of AIV 1 writes GM bytes")
+            && m.contains(
+                "the earlier DataCopy on MTE3 of AIV 0 wrote them, with no cross-core flag"
+            ),
+        "{m}"
+    );
+}
+
+#[test]
 fn sync_all_some_cores_skip_is_a_sync_finding() {
     checks_are_on();
     let (out, _, _, _) = run_kfc(5, 1);

@@ -105,6 +105,10 @@ const HOST_HEADERS: &[(&str, &str)] = &[
         include_str!("../../kernels/include/dsnpu_ascendc/lib/matmul_intf.h"),
     ),
     (
+        "dsnpu_host/atomic.h",
+        include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/atomic.h"),
+    ),
+    (
         "dsnpu_host/block.h",
         include_str!("../../kernels/include/dsnpu_ascendc/dsnpu_host/block.h"),
     ),

@@ -15,6 +15,7 @@
 #include "dsnpu_host/tensor.h"
 #include "dsnpu_host/pipe.h"
 #include "dsnpu_host/sync.h"
+#include "dsnpu_host/atomic.h"
 #include "dsnpu_host/data_copy.h"
 #include "dsnpu_host/cube.h"
 #include "dsnpu_host/vector.h"

@@ -60,6 +60,11 @@
  *   6  block i writes the first f32 of region i with SetValue, SyncAll, then copies region (i + 1) % n
  *      to region n + i by DMA: the SetValue is still in block i's data cache   -- race
  *   7  as 6 with a DataCacheCleanAndInvalid of the line after the SetValue     -- none
+ *   Modes 8-10 add into one region from every block (DMA atomics, dsnpu_host/atomic.h):
+ *   8  every block adds i + 1 to region 0 (SetAtomicAdd<float>), SyncAll, then copies region 0 to
+ *      region n + i: each holds region 0's first values plus n (n + 1) / 2       -- none
+ *   9  as 8 without the SyncAll: a block reads region 0 while others add to it  -- race
+ *   10 as 8 but block 0 stores i + 1 into region 0 instead of adding             -- race
  * selftest_defect(a, b, workspace, tiling): seeded defects for the sanitizer (DSNPU_SIM_CHECK), each with
  *   the finding it must raise; modes >= 100 are the correctly synchronized variants, which compute
  *   b[i] = 2 a[i] for i < count (count a multiple of 8, at most 4096) and raise nothing.
@@ -134,6 +139,9 @@
  *      barrier through the request (the race check between blocks counts it as such)    -- none
  *   15 as 14 without the SyncAll: the cube core reads what another block's vector core writes
  *                                                                                     -- race (between blocks)
+ *   16 no Matmul: both vector cores of every block add (GetBlockIdx + 1) to out[0..8) with
+ *      SetAtomicAdd<float>, with no flag between them                                -- none
+ *   17 as 16 but AIV 1 stores instead of adding                                      -- race (GM)
  * selftest_cost(a, b, workspace, tiling): kernels that isolate one effect of the cycle model; `count` f32
  *   (a multiple of `arg`, the tile length, itself a multiple of 8):
  *   0  copy a -> b through a depth-1 TQueBind<VECIN, VECOUT> in tiles            -- copy in/out serialized
@@ -898,6 +906,22 @@ __aicore__ inline void SyncAllTiming(GM_ADDR out, const DsnpuSelftestTiling& t) 
         SyncAll();
         return;
     }
+    if (t.mode >= 8 && t.mode <= 10) {
+        Duplicate(u, static_cast<float>(i + 1), static_cast<int32_t>(count));
+        SetFlag<HardEvent::V_MTE3>(0);
+        WaitFlag<HardEvent::V_MTE3>(0);
+        if (t.mode != 10 || i != 0) SetAtomicAdd<float>();
+        DataCopy(o, u, count);
+        SetAtomicNone();
+        if (t.mode != 9) SyncAll();
+        SetFlag<HardEvent::MTE3_MTE2>(0);
+        WaitFlag<HardEvent::MTE3_MTE2>(0);
+        DataCopy(u, o, count);
+        SetFlag<HardEvent::MTE2_MTE3>(0);
+        WaitFlag<HardEvent::MTE2_MTE3>(0);
+        DataCopy(o[(n + i) * count], u, count);
+        return;
+    }
     if (t.mode == 6 || t.mode == 7) {
         o.SetValue(i * count, static_cast<float>(i + 1));
         if (t.mode == 7) DataCacheCleanAndInvalid<float, CacheLine::SINGLE_CACHE_LINE, DcciDst::CACHELINE_OUT>(o[i * count]);
@@ -1093,6 +1117,25 @@ __aicore__ inline void KfcSyncAll(uint32_t mode, GM_ADDR out) {
     ExchangeInts(o, v, n);
 }
 
+// Modes 16 and 17: the vector cores add into one row of out (atomic.h).
+__aicore__ inline void KfcAtomicAdd(uint32_t mode, GM_ADDR out) {
+    if ASCEND_IS_AIC {
+        return;
+    }
+    GlobalTensor<float> o;
+    o.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(out), 8);
+    TPipe pipe;
+    TBuf<TPosition::VECCALC> buf;
+    pipe.InitBuffer(buf, 8 * sizeof(float));
+    LocalTensor<float> u = buf.Get<float>();
+    Duplicate(u, static_cast<float>(GetBlockIdx() + 1), 8);
+    SetFlag<HardEvent::V_MTE3>(0);
+    WaitFlag<HardEvent::V_MTE3>(0);
+    if (mode == 16 || GetSubBlockIdx() == 0) SetAtomicAdd<float>();
+    DataCopy(o, u, 8);
+    SetAtomicNone();
+}
+
 __aicore__ inline void KfcMatmul(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR out, GM_ADDR workspace) {
     const uint32_t block = static_cast<uint32_t>(GetBlockIdx() / GetTaskRation());
     const uint64_t tile = static_cast<uint64_t>(kKfcN) * kKfcN;
@@ -1182,7 +1225,9 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_kfc)(GM_ADDR a, GM_A
                                                                  GM_ADDR tiling) {
     KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);
     GET_TILING_DATA_WITH_STRUCT(DsnpuSelftestTiling, t, tiling);
-    if (t.mode == 4 || t.mode == 5) {
+    if (t.mode == 16 || t.mode == 17) {
+        KfcAtomicAdd(t.mode, out);
+    } else if (t.mode == 4 || t.mode == 5) {
         KfcSyncAll(t.mode, out);
     } else {
         KfcMatmul(t.mode, a, w, out, workspace);

@@ -13,6 +13,8 @@
  *   5  float A, B: LoadData with ifTranspose on 32-bit data     -- fault
  *   6  as 0 with Mmad's B taken from an L1 tensor               -- fault (wrong memory)
  *   7  as 0 with an A1 queue of 600 KiB                          -- fault (L1 overflow)
+ *   8  as 0, then C moved out again with SetAtomicAdd<float>: C = 2 A B^T (dsnpu_host/atomic.h)
+ *   9  as 0 with SetAtomicAdd<half> before the f32 Fixpipe      -- fault (the mode's type)
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
@@ -114,7 +116,13 @@ __aicore__ inline void CubeTile(uint32_t mode, GM_ADDR a, GM_ADDR w, GM_ADDR out
     cL0 = c1.DeQue<float>();
     FixpipeParamsV220 fp(static_cast<uint16_t>(n), static_cast<uint16_t>(m), static_cast<uint16_t>(mAl), n, false);
     fp.quantPre = quant;
+    if (mode == 9) SetAtomicAdd<half>();
     Fixpipe<D, float, CFG_ROW_MAJOR>(cGm, cL0, fp);
+    if (mode == 8) {
+        SetAtomicAdd<float>();
+        Fixpipe<D, float, CFG_ROW_MAJOR>(cGm, cL0, fp);
+        SetAtomicNone();
+    }
     c1.FreeTensor(cL0);
 }
 
@@ -138,6 +146,8 @@ extern "C" __global__ __aicore__ void DSNPU_KERNEL(selftest_cube)(GM_ADDR a, GM_
         case 5: CubeTile<float, float>(t.mode, a, w, out, m, k, n, false, false, QuantMode_t::NoQuant); break;
         case 6: CubeTile<half, float>(t.mode, a, w, out, m, k, n, true, false, QuantMode_t::NoQuant); break;
         case 7: CubeTile<half, float>(t.mode, a, w, out, m, k, n, true, false, QuantMode_t::NoQuant); break;
+        case 8: CubeTile<half, float>(t.mode, a, w, out, m, k, n, true, false, QuantMode_t::NoQuant); break;
+        case 9: CubeTile<half, float>(t.mode, a, w, out, m, k, n, true, false, QuantMode_t::NoQuant); break;
         default: break;
     }
 }

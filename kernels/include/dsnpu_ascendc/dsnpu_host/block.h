@@ -48,6 +48,10 @@ class DataCache;
 // cube core and two vector cores.
 enum class CoreKind : uint8_t { kAiv = 0, kAic = 1 };
 
+// The combination a core's transfers to GM make with what is there (atomic.h): none (a store), or an
+// atomic sum, maximum or minimum.
+enum class AtomicOp : uint8_t { kNone = 0, kAdd, kMax, kMin };
+
 // The memories a LocalTensor can live in: the vector core's Unified Buffer, or one of the cube core's
 // buffers (cube.h): L1 (TPosition A1/B1/TSCM), L0A (A2), L0B (B2) and L0C (CO1). The cube core's four
 // are one host allocation (BlockState::cube), at the offsets below.
@@ -97,6 +101,9 @@ struct BlockState {
     // The core's scalar data cache (dcache.h): a plain block's own, or one of its mix group's three;
     // nullptr unless DSNPU_SIM_CHECK has race.
     DataCache* dcache = nullptr;
+    // The core's DMA atomic mode (SetAtomicAdd and its kin, atomic.h) and its element type.
+    AtomicOp atomic_op = AtomicOp::kNone;
+    uint8_t atomic_type = 0;
     // The system workspace (GetSysWorkSpacePtr): set by the mix entry from the kernel's workspace
     // argument, as CANN's framework does for operators built with a workspace; SetSysWorkspace sets it.
     uint8_t* sys_workspace = nullptr;

@@ -47,6 +47,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "atomic.h"
 #include "block.h"
 #include "pipeline.h"
 #include "tensor.h"
@@ -301,18 +302,27 @@ __aicore__ inline void Fixpipe(const GlobalTensor<T>& dst, const LocalTensor<U>&
     }
     h::Pipeline& pl = h::pipeline();
     pl.issue(h::kPipeFix, op, pl.cost().mte_cycles(split), h::cost::kMteLatency);
+    // With the core's atomic mode set (atomic.h) each row goes through a staging row.
+    const bool atomic = h::block().atomic_op != h::AtomicOp::kNone;
+    std::vector<T> staged(atomic ? p.nSize : 0);
     for (uint32_t i = 0; i < p.mSize; ++i) {
         T* o = dst.dsnpu_span(op, static_cast<uint64_t>(i) * p.dstStride, p.nSize);
+        T* row = atomic ? staged.data() : o;
         for (uint32_t j = 0; j < p.nSize; ++j) {
             float v = pc[static_cast<uint64_t>(j / 16) * p.srcStride * 16 + i * 16 + j % 16];
             if (p.reluEn && v < 0.0f) v = 0.0f;
             if constexpr (sizeof(T) == 4) {
-                std::memcpy(&o[j], &v, 4);
+                std::memcpy(&row[j], &v, 4);
             } else {
-                o[j] = h::Elem<T>::from_d(v);
+                row[j] = h::Elem<T>::from_d(v);
             }
         }
-        h::gm_wrote(op, o, static_cast<uint64_t>(p.nSize) * sizeof(T));
+        const uint64_t bytes = static_cast<uint64_t>(p.nSize) * sizeof(T);
+        if (atomic) {
+            h::atomic_reads(op, o, bytes);
+            h::gm_store<T>(op, o, row, bytes);
+        }
+        h::gm_wrote(op, o, bytes);
     }
     h::counters().ub_to_gm_bytes += static_cast<uint64_t>(p.mSize) * p.nSize * sizeof(T);
 }

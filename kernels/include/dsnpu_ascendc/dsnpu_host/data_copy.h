@@ -14,13 +14,15 @@
 // against the LocalTensor's extent. Bytes moved are added to the block's gm_to_ub / ub_to_gm counters.
 // Pipes (pipeline.h): GM -> UB issues on MTE2 and writes (defines) the UB bytes it fills; UB -> GM issues
 // on MTE3, reads its UB bytes and requires them defined; UB -> UB issues on V. Under the init check GM loads
-// must read bytes something wrote, and GM stores mark theirs written (gm_access, pipeline.h).
+// must read bytes something wrote, and GM stores mark theirs written (gm_access, pipeline.h). A store
+// obeys the core's atomic mode (atomic.h).
 #ifndef DSNPU_ASCENDC_HOST_DATA_COPY_H
 #define DSNPU_ASCENDC_HOST_DATA_COPY_H
 
 #include <cstdint>
 #include <cstring>
 
+#include "atomic.h"
 #include "block.h"
 #include "pipeline.h"
 #include "tensor.h"
@@ -106,7 +108,8 @@ __aicore__ inline void DataCopy(const GlobalTensor<T>& dst, const LocalTensor<T>
     pl.issue(::dsnpu::host::kPipeMte3, "DataCopy", pl.cost().mte_cycles(split), ::dsnpu::host::cost::kMteLatency);
     pl.ub_read(src.dsnpu_addr(), bytes);
     pl.require_defined(src.dsnpu_addr(), bytes, "copies to GM");
-    std::memcpy(d, s, bytes);
+    ::dsnpu::host::atomic_reads("DataCopy", d, bytes);
+    ::dsnpu::host::gm_store<T>("DataCopy", d, s, bytes);
     ::dsnpu::host::gm_wrote("DataCopy", d, bytes);
     ::dsnpu::host::counters().ub_to_gm_bytes += bytes;
 }
@@ -165,7 +168,8 @@ inline void block_copy(const char* op, bool to_ub, const LocalTensor<T>& ub, con
         } else {
             pl.ub_read(at, block_bytes);
             pl.require_defined(at, block_bytes, "copies to GM");
-            std::memcpy(gm_p, ub_p, block_bytes);
+            ::dsnpu::host::atomic_reads(op, gm_p, block_bytes);
+            ::dsnpu::host::gm_store<T>(op, gm_p, ub_p, block_bytes);
             ::dsnpu::host::gm_wrote(op, gm_p, block_bytes);
         }
     }

@@ -267,12 +267,18 @@ inline void block_returned(const dsnpu_sim_block_ctx* ctx, bool faulted) {
         std::snprintf(where, sizeof where, " (argument %zu of %zu, offset %llu)", arg, n,
                       static_cast<unsigned long long>(r.lo - base));
     }
+    // How each touched the bytes: a store, a read, or an atomic transfer (named by its mode's call).
+    const auto how = [](bool write, uint8_t atomic) -> const char* {
+        if (!write) return "read";
+        if (atomic == 0) return "written";
+        return atomic == 1 ? "SetAtomicAdd-updated" : atomic == 2 ? "SetAtomicMax-updated" : "SetAtomicMin-updated";
+    };
     char msg[400];
     std::snprintf(msg, sizeof msg,
-                  "race: GM bytes [0x%llx, 0x%llx)%s are written by block %u and %s by block %u with no SyncAll "
+                  "race: GM bytes [0x%llx, 0x%llx)%s are %s by block %u and %s by block %u with no SyncAll "
                   "between them (after %u barriers): blocks are ordered only by SyncAll",
-                  static_cast<unsigned long long>(r.lo), static_cast<unsigned long long>(r.hi), where, r.writer,
-                  r.other_writes ? "written" : "read", r.other, r.epoch);
+                  static_cast<unsigned long long>(r.lo), static_cast<unsigned long long>(r.hi), where,
+                  how(true, r.writer_atomic), r.writer, how(r.other_writes, r.other_atomic), r.other, r.epoch);
     ctx->fail(ctx->sim, msg);
 }
 

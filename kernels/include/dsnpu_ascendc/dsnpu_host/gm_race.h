@@ -7,6 +7,7 @@
 //   AI Core run independently, so an MTE2 load of GM bytes the core's MTE3 stored needs an MTE3_MTE2
 //   flag, and a scalar GetValue of them an MTE3_S one (GetValue-SetValue docs: the MTE writes go around
 //   the scalar unit's data cache). Instructions of one pipe are in order.
+// Two atomic transfers of one operation (atomic.h) need no order between them.
 // Blocks are checked against each other at the end of the launch instead (l2_die.h), since they meet
 // only in SyncAll. Each range remembers one write and one read per core (the latest), so a read that a
 // later read of the same core replaced is not checked against later writes: the check can miss a race,
@@ -29,6 +30,7 @@ struct GmTag {
     const char* op = nullptr;
     uint32_t epoch = 0;
     uint8_t slot = 0, pipe = 0;
+    uint8_t atomic = 0;  // a write's AtomicOp (atomic.h): 0 for a store
     bool valid = false;
 };
 
@@ -44,10 +46,11 @@ public:
     void clear() { segs_.clear(); }
 
     // Core `slot`'s current instruction (pipe `pipe`, epoch `epoch`, ordered after `clock`) accesses GM
-    // [a, a + len). `mix`: the core is one of a mix block's (slot names AIC / AIV 0 / AIV 1). Returns an
-    // empty string or the race finding.
+    // [a, a + len); `atomic`: the AtomicOp of an atomic transfer, which needs no order with earlier ones
+    // of its operation. `mix`: the core is one of a mix block's (slot names AIC / AIV 0 / AIV 1). Returns
+    // an empty string or the race finding.
     std::string access(uint32_t slot, uint32_t pipe, uint32_t epoch, const Clock& clock, const char* op, uint64_t a,
-                       uint64_t len, bool write, bool mix) {
+                       uint64_t len, bool write, uint8_t atomic, bool mix) {
         const uint64_t b = a + len;
         split(a);
         split(b);
@@ -56,6 +59,7 @@ public:
         me.epoch = epoch;
         me.slot = static_cast<uint8_t>(slot);
         me.pipe = static_cast<uint8_t>(pipe);
+        me.atomic = atomic;
         me.valid = true;
         uint64_t cur = a;
         auto it = segs_.lower_bound(a);
@@ -66,7 +70,8 @@ public:
                 it = segs_.emplace_hint(it, cur, fresh);
             }
             GmSeg& s = it->second;
-            if (!ordered(s.w, me, clock)) return race(me, write, s.w, true, it->first, s.end, mix);
+            const bool commute = atomic != 0 && s.w.atomic == atomic;
+            if (!commute && !ordered(s.w, me, clock)) return race(me, write, s.w, true, it->first, s.end, mix);
             if (write) {
                 for (uint32_t k = 0; k < kCoreSlots; ++k) {
                     if (!ordered(s.r[k], me, clock)) return race(me, write, s.r[k], false, it->first, s.end, mix);
@@ -128,9 +133,12 @@ private:
 inline void gm_race(BlockState& b, const char* op, const void* p, uint64_t bytes, bool write) {
     Pipeline& pl = *b.pipeline;
     const uint32_t pipe = pl.cur_pipe();
+    // The core's atomic mode governs its transfers out of UB (MTE3) and L0C (FIX).
+    const uint8_t atomic =
+        write && (pipe == kPipeMte3 || pipe == kPipeFix) ? static_cast<uint8_t>(b.atomic_op) : uint8_t{0};
     const std::string r = b.gm_races->access(pl.slot(), pipe, pl.epoch(pipe), pl.clock(pipe), op,
                                              static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)), bytes, write,
-                                             b.group != nullptr);
+                                             atomic, b.group != nullptr);
     if (!r.empty()) fail_msg(r.c_str());
 }
 

@@ -46,7 +46,8 @@ namespace host {
 
 // One GM transfer as a core looked it up in its slice, in 16 bytes: the address in the low 48 bits of
 // `key` (user-space addresses), then a write bit, a counted bit (in the HBM counters: scalar GlobalTensor
-// accesses only move lines) and the epoch (SyncAll barriers the core has passed, saturating at 2^14 - 1);
+// accesses only move lines), the epoch (SyncAll barriers the core has passed, saturating at 2^12 - 1) and
+// in the top two bits the atomic operation of a write (AtomicOp, atomic.h: 0 for a store);
 // the core's progress (CostModel::progress, cycles since its block started) as a float, which orders
 // records to about one part in 10^7.
 struct L2Record {
@@ -56,12 +57,13 @@ struct L2Record {
 
     static constexpr uint64_t kAddrMask = (uint64_t{1} << 48) - 1;
     static constexpr uint64_t kWrite = uint64_t{1} << 48, kCounted = uint64_t{1} << 49;
-    static constexpr uint32_t kEpochShift = 50, kMaxEpoch = (1u << 14) - 1;
+    static constexpr uint32_t kEpochShift = 50, kMaxEpoch = (1u << 12) - 1, kAtomicShift = 62;
     uint64_t addr() const { return key & kAddrMask; }
     uint64_t flags() const { return key & ~kAddrMask; }
     bool write() const { return (key & kWrite) != 0; }
     bool counted() const { return (key & kCounted) != 0; }
-    uint32_t epoch() const { return static_cast<uint32_t>(key >> kEpochShift); }
+    uint32_t epoch() const { return static_cast<uint32_t>(key >> kEpochShift) & kMaxEpoch; }
+    uint8_t atomic() const { return static_cast<uint8_t>(key >> kAtomicShift); }
 };
 
 class LaunchL2 {
@@ -85,7 +87,7 @@ public:
     // Core `slot` of block `block` looked up [addr, addr + len). Called by that core only: each core has
     // its own stream, so cores on different threads never touch the same vector.
     void record(uint32_t block, uint32_t slot, uint64_t addr, uint64_t len, bool write, bool counted,
-                uint32_t epoch, double time) noexcept {
+                uint32_t epoch, double time, uint8_t atomic = 0) noexcept {
         if (len == 0 || block >= blocks_ || slot >= kCoresPerBlock || (addr & ~L2Record::kAddrMask) != 0 ||
             dropped_.load(std::memory_order_relaxed)) {
             return;
@@ -93,7 +95,8 @@ public:
         std::vector<L2Record>& v = cores_[static_cast<size_t>(block) * kCoresPerBlock + slot];
         const uint64_t e = epoch < L2Record::kMaxEpoch ? epoch : L2Record::kMaxEpoch;
         const uint64_t flags = (write ? L2Record::kWrite : 0) | (counted ? L2Record::kCounted : 0) |
-                               (e << L2Record::kEpochShift);
+                               (e << L2Record::kEpochShift) |
+                               (static_cast<uint64_t>(atomic & 3u) << L2Record::kAtomicShift);
         if (!v.empty()) {
             L2Record& last = v.back();
             if (last.flags() == flags && last.addr() + last.len == addr && last.len + len <= UINT32_MAX) {
@@ -180,23 +183,31 @@ public:
     // pair, lowest epoch and address first (`found` false when there is none, or when records were
     // dropped: not checked). After block_returned said this is the last block.
     //
-    // Each core's records are sorted and merged into intervals per (epoch, direction); then per epoch one
-    // sweep in address order keeps, for writes and for reads, the two furthest-reaching intervals of
-    // different blocks: an interval overlaps one of another block that started before it exactly when
-    // it starts below the furthest of those that is not its own block's.
+    // Atomic transfers of one operation (atomic.h) commute: two of them are no race; an atomic transfer
+    // and a store or a read are.
+    //
+    // Each core's records are sorted and merged into intervals per (epoch, kind: read, store, or atomic
+    // operation); then per epoch one sweep in address order keeps, for each kind, the two
+    // furthest-reaching intervals of different blocks: an interval overlaps one of another block that
+    // started before it exactly when it starts below the furthest of those that is not its own block's.
     struct BlockRace {
         bool found = false;
         uint64_t lo = 0, hi = 0;  // the bytes both touch
         uint32_t epoch = 0;       // barriers both come after
         uint32_t writer = 0, other = 0;
         bool other_writes = false;
+        uint8_t writer_atomic = 0, other_atomic = 0;  // AtomicOp of each (0: a store or a read)
     };
     BlockRace cross_block_race() const {
         if (dropped_.load()) return {};
+        // kind: 0 a read, 1 a store, 2 + (AtomicOp - 1) an atomic transfer.
+        static constexpr uint8_t kKinds = 5;
         struct Iv {
             uint64_t lo, hi;
             uint32_t epoch, block;
-            bool write;
+            uint8_t kind;
+            bool write() const { return kind != 0; }
+            uint8_t atomic() const { return kind >= 2 ? static_cast<uint8_t>(kind - 1) : 0; }
         };
         std::vector<Iv> all;
         std::vector<Iv> mine;
@@ -204,16 +215,17 @@ public:
             const uint32_t block = static_cast<uint32_t>(c / kCoresPerBlock);
             mine.clear();
             for (const L2Record& r : cores_[c]) {
-                mine.push_back(Iv{r.addr(), r.addr() + r.len, r.epoch(), block, r.write()});
+                const uint8_t kind = !r.write() ? 0 : r.atomic() == 0 ? 1 : static_cast<uint8_t>(1 + r.atomic());
+                mine.push_back(Iv{r.addr(), r.addr() + r.len, r.epoch(), block, kind});
             }
             std::sort(mine.begin(), mine.end(), [](const Iv& a, const Iv& b) {
                 if (a.epoch != b.epoch) return a.epoch < b.epoch;
-                if (a.write != b.write) return a.write < b.write;
+                if (a.kind != b.kind) return a.kind < b.kind;
                 return a.lo < b.lo;
             });
             for (const Iv& v : mine) {
                 if (!all.empty() && all.back().block == block && all.back().epoch == v.epoch &&
-                    all.back().write == v.write && v.lo <= all.back().hi) {
+                    all.back().kind == v.kind && v.lo <= all.back().hi) {
                     if (v.hi > all.back().hi) all.back().hi = v.hi;
                 } else {
                     all.push_back(v);
@@ -227,7 +239,7 @@ public:
         constexpr uint32_t kNone = UINT32_MAX;
         // The two intervals reaching furthest whose blocks differ.
         struct Reach {
-            Iv top{0, 0, 0, kNone, false}, second{0, 0, 0, kNone, false};
+            Iv top{0, 0, 0, kNone, 0}, second{0, 0, 0, kNone, 0};
             // top: the furthest of all; second: the furthest of the other blocks'.
             void add(const Iv& v) {
                 if (v.block == top.block) {
@@ -246,19 +258,22 @@ public:
                 return nullptr;
             }
         };
-        Reach writes, reads;
+        Reach reach[kKinds];
         uint32_t epoch = kNone;
         for (const Iv& v : all) {
             if (v.epoch != epoch) {
-                writes = Reach{};
-                reads = Reach{};
+                for (Reach& r : reach) r = Reach{};
                 epoch = v.epoch;
             }
-            const Iv* o = writes.other(v);
-            if (o == nullptr && v.write) o = reads.other(v);
+            const Iv* o = nullptr;
+            for (uint8_t k = 0; k < kKinds && o == nullptr; ++k) {
+                // Reads do not race with reads, nor atomic transfers with those of their own operation.
+                if ((k == 0 && v.kind == 0) || (k >= 2 && k == v.kind)) continue;
+                o = reach[k].other(v);
+            }
             if (o != nullptr) {
-                const Iv& w = o->write ? *o : v;
-                const Iv& x = o->write ? v : *o;
+                const Iv& w = o->write() ? *o : v;
+                const Iv& x = o->write() ? v : *o;
                 BlockRace r;
                 r.found = true;
                 r.lo = v.lo > o->lo ? v.lo : o->lo;
@@ -266,10 +281,12 @@ public:
                 r.epoch = v.epoch;
                 r.writer = w.block;
                 r.other = x.block;
-                r.other_writes = x.write;
+                r.other_writes = x.write();
+                r.writer_atomic = w.atomic();
+                r.other_atomic = x.atomic();
                 return r;
             }
-            (v.write ? writes : reads).add(v);
+            reach[v.kind].add(v);
         }
         return {};
     }

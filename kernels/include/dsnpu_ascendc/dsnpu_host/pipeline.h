@@ -480,12 +480,14 @@ inline L2Split l2_access(const void* p, uint64_t bytes, bool write, bool count =
     }
     if (b.launch_l2 != nullptr) {
         const uint32_t slot = b.group == nullptr || b.kind == CoreKind::kAic ? 0u : 1u + b.sub_block;
+        // A counted write is a transfer out of UB or L0C, which the core's atomic mode governs.
+        const AtomicOp atomic = write && count ? b.atomic_op : AtomicOp::kNone;
         const double now = b.pipeline != nullptr ? b.pipeline->cost().progress() : 0.0;
         // The barriers this access is after: the core's own SyncAll count, or more on a cube core whose
         // vector cores passed theirs (SyncAll<true>) and told it so.
         const uint32_t passed = b.pipeline != nullptr ? b.pipeline->barriers() : 0;
         const uint32_t epoch = passed > b.epoch ? passed : b.epoch;
-        b.launch_l2->record(b.ctx->block_idx, slot, addr, bytes, write, count, epoch, now);
+        b.launch_l2->record(b.ctx->block_idx, slot, addr, bytes, write, count, epoch, now, static_cast<uint8_t>(atomic));
     }
     if (!count) return s;
     if (write) {

@@ -495,6 +495,12 @@ private:
     }
     // acc_ (bm x bn) to GM rows of pitch ldc starting at `at`, rounded to C (+ what is there with enAtomic).
     void store_tile(const char* op, const GlobalTensor<C>& at, int64_t ldc, int64_t bm, int64_t bn, uint8_t enAtomic) {
+        // The output's own enAtomic is modelled; the core's DMA atomic mode (SetAtomicAdd, atomic.h) is not.
+        if (::dsnpu::host::block().atomic_op != ::dsnpu::host::AtomicOp::kNone) {
+            ::dsnpu::host::fail("%s: the core's atomic mode (SetAtomicAdd and its kin) is set: Matmul output under "
+                                "it is not modelled (use the output's enAtomic)",
+                                op);
+        }
         ::dsnpu::host::L2Split split;
         for (int64_t i = 0; i < bm; ++i) {
             ::dsnpu::host::add_split(split, ::dsnpu::host::l2_access(at.GetPhyAddr(static_cast<uint64_t>(i * ldc)),
