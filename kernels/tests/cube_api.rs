@@ -185,7 +185,10 @@ fn fixpipe_under_set_atomic_add_adds_to_gm() {
         let (ah, bh) = (halves(&a), halves(&b));
         let (out, c) = run(8, m, k, n, &ah, &bh, 4);
         out.assert_ok();
-        let want: Vec<f32> = exact(&a, &b, m, k, n, true).iter().map(|x| 2.0 * x).collect();
+        let want: Vec<f32> = exact(&a, &b, m, k, n, true)
+            .iter()
+            .map(|x| 2.0 * x)
+            .collect();
         assert_eq!(f32s(&c), want, "{m}x{k}x{n}");
     }
     // An atomic mode of another type than the f32 Fixpipe moves.
