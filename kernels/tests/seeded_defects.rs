@@ -148,7 +148,7 @@ fn the_scalar_unit_s_data_cache_needs_a_clean_and_invalidate() {
     // last byte of b[15] (4.5 is 0x40900000, 9 is 0x41100000): bytes 6..64 of the line.
     let m = finding(20, "race");
     assert!(
-        m.contains("the data cache of the core writes back its 64-byte line at the kernel's end, overwriting GM bytes"),
+        m.contains("the data cache of the core writes a 64-byte line back at the kernel's end, overwriting GM bytes"),
         "{m}"
     );
     assert_eq!(span(&m), 58, "{m}");

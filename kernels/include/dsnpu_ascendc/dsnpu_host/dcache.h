@@ -285,7 +285,7 @@ inline void dcache_lost(BlockState& b, const GmRange& lost, const char* when) {
     if (lost.empty()) return;
     char msg[512];
     std::snprintf(msg, sizeof msg,
-                  "race: the data cache of %s writes back its 64-byte line at %s, overwriting GM bytes [%#llx, %#llx) "
+                  "race: the data cache of %s writes a 64-byte line back at %s, overwriting GM bytes [%#llx, %#llx) "
                   "that changed after it took the line (another core, or a DMA, wrote them): lines written with "
                   "SetValue must not be shared",
                   core_name(b.pipeline->slot(), b.group != nullptr), when, static_cast<unsigned long long>(lost.lo),
