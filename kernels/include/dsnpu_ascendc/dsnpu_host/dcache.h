@@ -26,9 +26,7 @@
 #define DSNPU_ASCENDC_HOST_DCACHE_H
 
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
-#include <string>
 #include <unordered_map>
 
 #include "block.h"
@@ -216,26 +214,20 @@ inline void dcache_read(BlockState& b, const char* op, const void* p, uint64_t b
         const DataCache* c = b.group != nullptr ? mix_dcache(b.group, k) : b.dcache;
         const GmRange d = c->dirty(a, bytes);
         if (d.empty()) continue;
-        char msg[512];
-        std::snprintf(msg, sizeof msg,
-                      "race: %s of %s reads GM bytes [%#llx, %#llx), which a GlobalTensor::SetValue of %s left in "
-                      "its data cache: a SetValue reaches GM only when DataCacheCleanAndInvalid writes its line back",
-                      op, core_name(me, b.group != nullptr), static_cast<unsigned long long>(d.lo),
-                      static_cast<unsigned long long>(d.hi), core_name(k, b.group != nullptr));
-        fail_msg(msg);
+        fail("race: %s of %s reads GM bytes [%#llx, %#llx), which a GlobalTensor::SetValue of %s left in "
+             "its data cache: a SetValue reaches GM only when DataCacheCleanAndInvalid writes its line back",
+             op, core_name(me, b.group != nullptr), static_cast<unsigned long long>(d.lo),
+             static_cast<unsigned long long>(d.hi), core_name(k, b.group != nullptr));
     }
     uint32_t writer = 0;
     uint64_t lo = 0, hi = 0;
     if (b.launch_l2 != nullptr &&
         b.launch_l2->unpublished_read(b.ctx->block_idx, dcache_epoch(b), a, bytes, &writer, &lo, &hi)) {
-        char msg[512];
-        std::snprintf(msg, sizeof msg,
-                      "race: %s of %s reads GM bytes [%#llx, %#llx), which a GlobalTensor::SetValue of block %u left in "
-                      "a data cache at the SyncAll before: a SetValue reaches GM only when DataCacheCleanAndInvalid "
-                      "writes its line back, and another block sees it only after the next SyncAll",
-                      op, core_name(me, b.group != nullptr), static_cast<unsigned long long>(lo),
-                      static_cast<unsigned long long>(hi), writer);
-        fail_msg(msg);
+        fail("race: %s of %s reads GM bytes [%#llx, %#llx), which a GlobalTensor::SetValue of block %u left in "
+             "a data cache at the SyncAll before: a SetValue reaches GM only when DataCacheCleanAndInvalid "
+             "writes its line back, and another block sees it only after the next SyncAll",
+             op, core_name(me, b.group != nullptr), static_cast<unsigned long long>(lo),
+             static_cast<unsigned long long>(hi), writer);
     }
 }
 
@@ -261,14 +253,11 @@ inline void dcache_get(const char* op, const void* p, uint64_t n, uint64_t lo, u
     const GmRange f = dcache_fill_range(b, a, n, lo, hi);
     const GmRange stale = b.dcache->load(a, n, f.lo, f.hi);
     if (stale.empty()) return;
-    char msg[512];
-    std::snprintf(msg, sizeof msg,
-                  "race: %s of %s reads GM bytes [%#llx, %#llx) from its data cache, which took them before they "
-                  "changed in GM (a DMA or another core wrote them since): DataCacheCleanAndInvalid the line before "
-                  "reading it again",
-                  op, core_name(b.pipeline->slot(), b.group != nullptr), static_cast<unsigned long long>(stale.lo),
-                  static_cast<unsigned long long>(stale.hi));
-    fail_msg(msg);
+    fail("race: %s of %s reads GM bytes [%#llx, %#llx) from its data cache, which took them before they "
+         "changed in GM (a DMA or another core wrote them since): DataCacheCleanAndInvalid the line before "
+         "reading it again",
+         op, core_name(b.pipeline->slot(), b.group != nullptr), static_cast<unsigned long long>(stale.lo),
+         static_cast<unsigned long long>(stale.hi));
 }
 
 // A SetValue of GM [p, p + n), which the host has written (race check on): the bytes are dirty in the
@@ -283,14 +272,11 @@ inline void dcache_set(const void* p, uint64_t n, uint64_t lo, uint64_t hi) {
 
 inline void dcache_lost(BlockState& b, const GmRange& lost, const char* when) {
     if (lost.empty()) return;
-    char msg[512];
-    std::snprintf(msg, sizeof msg,
-                  "race: the data cache of %s writes a 64-byte line back at %s, overwriting GM bytes [%#llx, %#llx) "
-                  "that changed after it took the line (another core, or a DMA, wrote them): lines written with "
-                  "SetValue must not be shared",
-                  core_name(b.pipeline->slot(), b.group != nullptr), when, static_cast<unsigned long long>(lost.lo),
-                  static_cast<unsigned long long>(lost.hi));
-    fail_msg(msg);
+    fail("race: the data cache of %s writes a 64-byte line back at %s, overwriting GM bytes [%#llx, %#llx) "
+         "that changed after it took the line (another core, or a DMA, wrote them): lines written with "
+         "SetValue must not be shared",
+         core_name(b.pipeline->slot(), b.group != nullptr), when, static_cast<unsigned long long>(lost.lo),
+         static_cast<unsigned long long>(lost.hi));
 }
 
 // DataCacheCleanAndInvalid of the line holding `p` (from p on), or of the whole cache.
