@@ -21,7 +21,8 @@
 //! their rows of `x` once per base_n output columns (256 at 128 rows, up to 1024 at 16 or 32: what L0C
 //! holds) and of `w` once per 128 output rows (the host Matmul
 //! has no L1 reuse; L2 hits show only in the HBM counters, within a block). `LinearTiling` picks the
-//! grid that weighs those re-reads against using every core.
+//! grid that weighs those re-reads against using every core, and for few rows over a long k splits k
+//! too (`linear_splitk_<t>`: each block reads its slice of `x`, and the f32 partials make a round trip).
 //!
 //! Criterion's timings measure the **simulator** (host threads running host code) and say nothing
 //! about an NPU; the counters are the figures.

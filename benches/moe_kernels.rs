@@ -33,7 +33,7 @@
 //! Where the ratio exceeds 1 it is the design, not noise: the router's `linear` grid blocks re-read
 //! their rows of x per base block of output columns (256 to 1024 wide: what L0C holds at the block's
 //! rows; GM bytes count every transfer, L2 hits show only in the HBM counters, and only within a
-//! block); every gating block reads the whole bias; and the expert FFN is tiled, as the layer launches
+//! block), or with k split (T 64: 8 slices) their slice of x, plus the f32 partials' round trip; every gating block reads the whole bias; and the expert FFN is tiled, as the layer launches
 //! it, for the room of every pair (T·K rows) because the dispatched count stays on the device: the
 //! kernel cuts its column tiles per launch from the group list (as few as keep the 24 cube cores even),
 //! and the Matmul layout re-reads an expert's rows once per task and base block (row tiles as tall as

@@ -92,6 +92,8 @@ int main(void) {
     FIELD(DsnpuLinearTiling, single_m)
     FIELD(DsnpuLinearTiling, single_n)
     FIELD(DsnpuLinearTiling, has_bias)
+    FIELD(DsnpuLinearTiling, k_blocks)
+    FIELD(DsnpuLinearTiling, single_k)
     FIELD(DsnpuLinearTiling, cube)
     STRUCT_END()
 

@@ -146,11 +146,19 @@ pub const KERNELS: &[KernelSpec] = &[
     ),
     kernel(
         "Linear",
-        "`(x, w, bias, y, workspace, tiling)` with [`LinearTiling`]; bias is f32 and may be null; a 1:2 mix kernel (cube + two vector cores per block) whose workspace is [`LinearTiling::workspace_bytes`].",
+        "`(x, w, bias, y, workspace, tiling)` with [`LinearTiling`] (`k_blocks` 1); bias is f32 and may be null; a 1:2 mix kernel (cube + two vector cores per block) whose workspace is [`LinearTiling::workspace_bytes`].",
         ["linear_f32", "linear_f16", "linear_bf16"],
         6,
         "src/ascendc/linear.cpp",
         Mix,
+    ),
+    kernel(
+        "LinearSplitK",
+        "[`Kernel::Linear`] for a [`LinearTiling`] that splits k (`k_blocks` > 1): each block's partial product to the workspace, then the vector cores meet in SyncAll and sum them.",
+        ["linear_splitk_f32", "linear_splitk_f16", "linear_splitk_bf16"],
+        6,
+        "src/ascendc/linear.cpp",
+        MixSyncAll,
     ),
     kernel(
         "MoeGatingTopK",
@@ -271,6 +279,14 @@ pub const KERNELS: &[KernelSpec] = &[
         6,
         "src/ascendc/linear.cpp",
         Mix,
+    ),
+    kernel(
+        "LinearSplitKF32W",
+        "[`Kernel::LinearF32W`] for a [`LinearTiling`] that splits k, as [`Kernel::LinearSplitK`].",
+        ["linear_splitk_f32_wf32", "linear_splitk_f32_wf16", "linear_splitk_f32_wbf16"],
+        6,
+        "src/ascendc/linear.cpp",
+        MixSyncAll,
     ),
     kernel(
         "GroupedMatmulF32W",

@@ -347,10 +347,13 @@ pub(crate) const GM_BYTES_PER_PORT_CYCLE: f64 = 128.0;
 impl LinearTiling {
     /// `y[m, n] = x[m, k] * w[n, k]^T (+ bias)` on at most `budget.cores` cube cores.
     ///
-    /// The grid is a split of y into `m_blocks x n_blocks` blocks of whole 16-row/column fractals. Each
+    /// The grid is a split of y into `m_blocks x n_blocks` blocks of whole 16-row/column fractals, and
+    /// of k into `k_blocks` slices (1, or up to 8 when few rows meet a long k: then each block writes an
+    /// f32 partial that the vector cores sum after a SyncAll, `linear_splitk_<t>`). Each
     /// grid is modelled (`LinearPlan`) as the max of the die's GM traffic at the die's HBM rate (every
     /// block re-reads its rows of x and columns of w, so more blocks move more bytes), the slowest
-    /// block's traffic at one core's rate, and its cube cycles at 16x16x16 per cycle. One core's rate
+    /// block's traffic at one core's rate, and its cube cycles at 16x16x16 per cycle, plus with k split
+    /// the barrier and a vector core's share of the reduction. One core's rate
     /// is uncertain, so each grid is timed twice — at the fair share (`GM_BYTES_PER_CORE_CYCLE`,
     /// which favours many blocks) and at one port (`GM_BYTES_PER_PORT_CYCLE`, which lets few blocks
     /// save the re-reads) — and the grid whose worse ratio to each rate's best grid is smallest wins;
@@ -390,7 +393,11 @@ impl LinearTiling {
             has_bias,
         };
         let plan = shape.best_plan(u64::from(budget.cores));
-        let (m_blocks, n_blocks) = (m.div_ceil(plan.single_m), n.div_ceil(plan.single_n));
+        let (m_blocks, n_blocks, k_blocks) = (
+            m.div_ceil(plan.single_m),
+            n.div_ceil(plan.single_n),
+            k.div_ceil(plan.single_k),
+        );
         let cube = CubeTiling::new(
             K,
             CubeProblem {
@@ -399,9 +406,9 @@ impl LinearTiling {
                 org_k: k,
                 single_m: plan.single_m,
                 single_n: plan.single_n,
-                single_k: k,
-                used_cores: m_blocks * n_blocks,
-                base: wide_bases(plan.single_m, plan.single_n, k),
+                single_k: plan.single_k,
+                used_cores: m_blocks * n_blocks * k_blocks,
+                base: wide_bases(plan.single_m, plan.single_n, plan.single_k),
                 a_bytes: u64::from(dtype.size()),
                 b_bytes: u64::from(dtype.size()),
                 bias: false,
@@ -416,21 +423,28 @@ impl LinearTiling {
             single_m: plan.single_m as u32,
             single_n: plan.single_n as u32,
             has_bias: u32::from(has_bias),
+            k_blocks: k_blocks as u32,
+            single_k: plan.single_k as u32,
             cube,
         })
     }
 
     /// Blocks (AI Cores: one cube and two vector cores each) to launch.
     pub fn block_dim(&self) -> u32 {
-        self.m_blocks * self.n_blocks
+        self.m_blocks * self.n_blocks * self.k_blocks.max(1)
     }
 
     /// The cube's output tiles in flight per AI Core (the workspace's double buffer).
     pub const WORKSPACE_TILES: u64 = 2;
 
     /// Device workspace of one launch: the system part, then per block two f32 tiles of
-    /// `baseM x baseN` (the cube writes one while the vector cores read the other).
+    /// `baseM x baseN` (the cube writes one while the vector cores read the other); with k split, one
+    /// f32 `[m, n]` plane of partial sums per k slice instead.
     pub fn workspace_bytes(&self) -> u64 {
+        if self.k_blocks > 1 {
+            let plane = u64::from(self.m) * u64::from(self.n) * 4;
+            return SYS_WORKSPACE_BYTES + u64::from(self.k_blocks) * plane;
+        }
         let tile = self.cube.baseM.max(0) as u64 * self.cube.baseN.max(0) as u64 * 4;
         SYS_WORKSPACE_BYTES + u64::from(self.block_dim()) * Self::WORKSPACE_TILES * tile
     }
@@ -447,17 +461,24 @@ struct LinearShape {
 }
 
 /// One candidate grid and what it costs: the Matmul API streams a block's x rows once per base_n
-/// columns and its w rows (and f32 bias) once per base_m rows, and writes y once.
+/// columns and its w rows (and f32 bias) once per base_m rows, and writes y once; with k split, each
+/// block writes its f32 partial instead, and after a SyncAll the vector cores read every partial back
+/// and write y.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct LinearPlan {
     single_m: u64,
     single_n: u64,
+    single_k: u64,
     blocks: u64,
     /// GM bytes of the whole launch.
     total_bytes: u64,
     /// GM bytes and padded cube cycles of the largest (first) block, the slowest.
     block_bytes: u64,
     block_cube: f64,
+    /// With k split: the bytes one vector core reduces after the SyncAll (its share of the partials
+    /// and of y), and the cycles of the barrier and the copies' latency.
+    reduce_bytes: u64,
+    reduce_fixed: f64,
 }
 
 impl LinearPlan {
@@ -466,14 +487,24 @@ impl LinearPlan {
         (self.total_bytes as f64 / GM_BYTES_PER_DIE_CYCLE)
             .max(self.block_bytes as f64 / core_bytes_per_cycle)
             .max(self.block_cube)
+            + self.reduce_fixed
+            + self.reduce_bytes as f64 / core_bytes_per_cycle
     }
 }
 
+/// Most k slices of a split-k linear (the reduction holds a row segment of each in UB).
+const LINEAR_MAX_K_BLOCKS: u64 = 8;
+/// Cycles a split-k linear adds for its SyncAll (the host layer's cost.h, a GUESS there) and the
+/// reduction's first copies in and last copy out (500 each, also cost.h's).
+const LINEAR_SPLIT_FIXED_CYCLES: f64 = 2000.0 + 1500.0;
+
 impl LinearShape {
-    /// The grid of blocks `single_m x single_n` (the last row/column of blocks holds the rest).
-    fn plan(&self, single_m: u64, single_n: u64) -> LinearPlan {
-        let (base_m, base_n, _) = wide_bases(single_m, single_n, self.k);
+    /// The grid of blocks `single_m x single_n x single_k` (the last row/column/slice of blocks holds the
+    /// rest).
+    fn plan(&self, single_m: u64, single_n: u64, single_k: u64) -> LinearPlan {
+        let (base_m, base_n, _) = wide_bases(single_m, single_n, single_k);
         let (m_tiles, n_tiles) = (self.m.div_ceil(single_m), self.n.div_ceil(single_n));
+        let k_tiles = self.k.div_ceil(single_k);
         let x_passes = |cols: u64| cols.div_ceil(base_n);
         let w_passes = |rows: u64| rows.div_ceil(base_m);
         // Passes summed over the grid's column (row) tiles: each block of a column tile reads x's rows
@@ -483,42 +514,72 @@ impl LinearShape {
         let w_total =
             (m_tiles - 1) * w_passes(single_m) + w_passes(self.m - (m_tiles - 1) * single_m);
         let bias = u64::from(self.has_bias) * 4;
-        let total_bytes = self.k * self.elem * (self.m * x_total + self.n * w_total)
-            + self.m * self.n * self.elem
-            + self.n * bias * w_total;
-        let block_bytes =
-            self.k * self.elem * (single_m * x_passes(single_n) + single_n * w_passes(single_m))
-                + single_m * single_n * self.elem
-                + single_n * bias * w_passes(single_m);
+        let blocks = m_tiles * n_tiles * k_tiles;
+        let y = self.m * self.n * self.elem;
+        let operands = self.k * self.elem * (self.m * x_total + self.n * w_total);
+        let block_operands =
+            single_k * self.elem * (single_m * x_passes(single_n) + single_n * w_passes(single_m));
         let pad = |v: u64| round_up(v, FRACTAL) as f64;
+        let block_cube = pad(single_m) * pad(single_n) * pad(single_k) / FRACTAL.pow(3) as f64;
+        if k_tiles == 1 {
+            return LinearPlan {
+                single_m,
+                single_n,
+                single_k,
+                blocks,
+                total_bytes: operands + y + self.n * bias * w_total,
+                block_bytes: block_operands
+                    + single_m * single_n * self.elem
+                    + single_n * bias * w_passes(single_m),
+                block_cube,
+                reduce_bytes: 0,
+                reduce_fixed: 0.0,
+            };
+        }
+        // The partials out and in again, y out, and the bias once per segment a vector core starts.
+        let partials = k_tiles * self.m * self.n * 4;
+        let reduced = partials + y + self.m * self.n * bias;
         LinearPlan {
             single_m,
             single_n,
-            blocks: m_tiles * n_tiles,
-            total_bytes,
-            block_bytes,
-            block_cube: pad(single_m) * pad(single_n) * pad(self.k) / FRACTAL.pow(3) as f64,
+            single_k,
+            blocks,
+            total_bytes: operands + partials + reduced,
+            block_bytes: block_operands + single_m * single_n * 4,
+            block_cube,
+            reduce_bytes: reduced.div_ceil(2 * blocks),
+            reduce_fixed: LINEAR_SPLIT_FIXED_CYCLES,
         }
     }
 
     /// Every grid of at most `cores` blocks, each side split into tiles of whole fractals (each
-    /// distinct width once; the n tiles bounded by what the m tiles leave, so O(cores log cores) grids).
+    /// distinct width once; the n tiles bounded by what the m tiles leave, so O(cores log cores) grids),
+    /// k whole or (when the partial planes' offsets fit the kernel's 32-bit copy strides) split into up
+    /// to [`LINEAR_MAX_K_BLOCKS`] slices.
     fn plans(&self, cores: u64) -> Vec<LinearPlan> {
         let side = |len: u64, tiles: u64| round_up(len.div_ceil(tiles), FRACTAL).min(len);
+        let split_k = self.m * self.n * 4 <= u64::from(u32::MAX);
         let mut plans = Vec::new();
-        for mt in 1..=cores.min(self.m.div_ceil(FRACTAL)) {
-            let sm = side(self.m, mt);
-            if mt > 1 && sm == side(self.m, mt - 1) {
+        for kt in 1..=LINEAR_MAX_K_BLOCKS.min(self.k.div_ceil(FRACTAL)) {
+            let sk = side(self.k, kt);
+            if kt > 1 && (!split_k || sk == side(self.k, kt - 1) || self.k.div_ceil(sk) == 1) {
                 continue;
             }
-            // sm >= m / mt, so m needs at most mt <= cores tiles of it.
-            let max_nt = cores / self.m.div_ceil(sm);
-            for nt in 1..=max_nt.min(self.n.div_ceil(FRACTAL)) {
-                let sn = side(self.n, nt);
-                if nt > 1 && sn == side(self.n, nt - 1) {
+            let k_tiles = self.k.div_ceil(sk);
+            for mt in 1..=(cores / k_tiles).min(self.m.div_ceil(FRACTAL)) {
+                let sm = side(self.m, mt);
+                if mt > 1 && sm == side(self.m, mt - 1) {
                     continue;
                 }
-                plans.push(self.plan(sm, sn));
+                // sm >= m / mt, so m needs at most mt tiles of it.
+                let max_nt = cores / (self.m.div_ceil(sm) * k_tiles);
+                for nt in 1..=max_nt.min(self.n.div_ceil(FRACTAL)) {
+                    let sn = side(self.n, nt);
+                    if nt > 1 && sn == side(self.n, nt - 1) {
+                        continue;
+                    }
+                    plans.push(self.plan(sm, sn, sk));
+                }
             }
         }
         plans
@@ -738,7 +799,7 @@ mod tests {
             elem: 4,
             has_bias: true,
         };
-        let p = s.plan(2, 3);
+        let p = s.plan(2, 3, s.k);
         assert_eq!((p.blocks, p.total_bytes, p.block_bytes), (1, 116, 116));
         // [40, 100] x [300, 100]^T bf16 in 32 x 160 blocks: 2 x 2 blocks (rows 32 + 8, columns
         // 160 + 140), each reading its x rows and w rows once (bases 32 x 160). x moves 2 times
@@ -751,7 +812,7 @@ mod tests {
             elem: 2,
             has_bias: false,
         };
-        let p = s.plan(32, 160);
+        let p = s.plan(32, 160, s.k);
         assert_eq!(
             (p.blocks, p.total_bytes, p.block_bytes),
             (4, 160_000, 48_640)
@@ -768,7 +829,10 @@ mod tests {
             elem: 2,
             has_bias: false,
         };
-        assert_eq!(s.plan(16, 1536).total_bytes, 2 * 2048 + 196_608 + 49_152);
+        assert_eq!(
+            s.plan(16, 1536, s.k).total_bytes,
+            2 * 2048 + 196_608 + 49_152
+        );
         let s = LinearShape {
             m: 128,
             n: 576,
@@ -776,7 +840,10 @@ mod tests {
             elem: 2,
             has_bias: false,
         };
-        assert_eq!(s.plan(128, 576).total_bytes, 3 * 16_384 + 73_728 + 147_456);
+        assert_eq!(
+            s.plan(128, 576, s.k).total_bytes,
+            3 * 16_384 + 73_728 + 147_456
+        );
     }
 
     #[test]
@@ -788,7 +855,12 @@ mod tests {
         // and w twice: 6 x 1_835_008 + 2 x 7_340_032 + 65_536 = 25_755_648 B (28_975 cycles), and the
         // slowest block's 2_299_904 B take 62_097 cycles at the fair share, 17_968 at 128 B/cycle. Its
         // worse ratio (62_097 / 49_628 = 1.25) beats the 24-block grid's (45_490 / 28_975 = 1.57),
-        // and no grid does better on both (checked with an independent model of the same rules).
+        // and no grid with k whole does better on both (checked with an independent model of the same
+        // rules). Split k does better on both: 8 slices of 896, 16 blocks of 64 x 128, each reading its
+        // x rows and w rows over its slice once, (64 + 128) x 896 x 4 B, and writing a 64 x 128 f32
+        // partial: 720_896 B, 19_462 cycles at the fair share. After the SyncAll each of the 32 vector
+        // cores reduces 18_432 B (the 8 partials and y, 64 x 256 x (8 + 1) x 4 B over 32): with the
+        // barrier's 3_500 cycles, 23_462 in all at the fair share and 17_284 at 128 B/cycle.
         let t = LinearTiling::new(
             64,
             256,
@@ -798,10 +870,8 @@ mod tests {
             CoreBudget::ASCEND_910B2_CUBE,
         )
         .unwrap();
-        assert_eq!(
-            (t.m_blocks, t.n_blocks, t.single_m, t.single_n),
-            (2, 6, 32, 48)
-        );
+        assert_eq!((t.m_blocks, t.n_blocks, t.k_blocks), (1, 2, 8), "{t:?}");
+        assert_eq!((t.single_m, t.single_n, t.single_k), (64, 128, 896));
         let s = LinearShape {
             m: 64,
             n: 256,
@@ -809,9 +879,23 @@ mod tests {
             elem: 4,
             has_bias: false,
         };
-        assert_eq!(s.plan(32, 48).total_bytes, 25_755_648);
+        let split = s.plan(64, 128, 896);
         assert_eq!(
-            s.plan(16, 48).total_bytes,
+            (split.blocks, split.block_bytes, split.reduce_bytes),
+            (16, 720_896, 18_432)
+        );
+        assert_eq!(
+            split.total_bytes,
+            7168 * 4 * (64 * 2 + 256) + 2 * 8 * 65_536 + 65_536
+        );
+        assert!((split.cycles(GM_BYTES_PER_CORE_CYCLE) - 23_462.0).abs() < 1.0);
+        assert!(
+            split.cycles(GM_BYTES_PER_CORE_CYCLE)
+                < s.plan(32, 48, s.k).cycles(GM_BYTES_PER_PORT_CYCLE)
+        );
+        assert_eq!(s.plan(32, 48, s.k).total_bytes, 25_755_648);
+        assert_eq!(
+            s.plan(16, 48, s.k).total_bytes,
             6 * 1_835_008 + 4 * 7_340_032 + 65_536
         );
         // A block moving few bytes next to its cube work keeps every core busy: a [2048, 2048] x

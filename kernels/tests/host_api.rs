@@ -1326,7 +1326,7 @@ fn tiling_structs_match_the_c_header() {
         rust_layout!(
             LinearTiling,
             "DsnpuLinearTiling",
-            [m, n, k, m_blocks, n_blocks, single_m, single_n, has_bias, cube]
+            [m, n, k, m_blocks, n_blocks, single_m, single_n, has_bias, k_blocks, single_k, cube]
         ),
         rust_layout!(
             SelftestTiling,

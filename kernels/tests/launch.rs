@@ -197,6 +197,57 @@ fn linear_f16_with_bias() {
     assert_eq!(y.to_vec().unwrap(), h(&[3.25, -0.5, 7.25, -1.5]));
 }
 
+/// DeepSeek-V3's q_a projection at 16 tokens, [16, 7168] x [1536, 7168]^T: the tiling splits k, so the
+/// launcher picks the split-k symbols, whose blocks meet in SyncAll (the simulator runs them all at once)
+/// and sum their slices' partial products. f32 activations with bf16 weights (linear_f32_w<w>) and bf16
+/// throughout, against an f64 product of the same inputs with bias.
+#[test]
+fn a_long_k_over_few_rows_is_split_and_summed() {
+    let (lib, s) = setup(Hardware::ASCEND_910B2);
+    let (m, n, k) = (16usize, 1536usize, 7168usize);
+    // Small integers times powers of two: every product and partial sum is exact in f32, so the f64
+    // reference is the kernel's exact result before rounding to the output type.
+    let xf: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 64.0)
+        .collect();
+    let wf: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 32.0)
+        .collect();
+    let bf: Vec<f32> = (0..n).map(|j| (j % 9) as f32 - 4.0).collect();
+    let mut want = vec![0.0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k)
+                .map(|kk| f64::from(xf[i * k + kk]) * f64::from(wf[j * k + kk]))
+                .sum();
+            want[i * n + j] = dot + f64::from(bf[j]);
+        }
+    }
+    let to_bf = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
+    let w = s.upload(&to_bf(&wf)).unwrap();
+    let bias = s.upload(&bf).unwrap();
+
+    let x = s.upload(&xf).unwrap();
+    let mut y = s.alloc::<f32>(m * n).unwrap();
+    let l = launch::linear(&lib, &s, &x, &w, Some(&bias), &mut y, m, n, k).unwrap();
+    assert!(l.tiling.k_blocks > 1, "{:?}", l.tiling);
+    assert_eq!(l.symbol, "linear_splitk_f32_wbf16");
+    s.synchronize().unwrap();
+    let got = y.to_vec().unwrap();
+    assert_eq!(got, want.iter().map(|&v| v as f32).collect::<Vec<_>>());
+
+    let x = s.upload(&to_bf(&xf)).unwrap();
+    let mut y = s.alloc::<bf16>(m * n).unwrap();
+    let l = launch::linear(&lib, &s, &x, &w, Some(&bias), &mut y, m, n, k).unwrap();
+    assert_eq!(l.symbol, "linear_splitk_bf16");
+    s.synchronize().unwrap();
+    let got = y.to_vec().unwrap();
+    assert_eq!(
+        got,
+        want.iter().map(|&v| bf16::from_f64(v)).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn rope_bf16_rounds_the_rotated_pair_once() {
     let (lib, s) = setup(Hardware::ASCEND_910B2);

@@ -38,7 +38,12 @@ fn run<T: Elem>(m: usize, n: usize, k: usize, bias: bool, t: &LinearTiling) {
     let (gx, gw) = (dev.upload(&x), dev.upload(&w));
     let gb = bias.then(|| dev.upload(&b));
     let gy = dev.alloc(m * n * std::mem::size_of::<T>());
-    let out = launch(&mut dev, Kernel::Linear.symbol(T::DT), t, [gx, gw], gb, gy);
+    let kernel = if t.k_blocks > 1 {
+        Kernel::LinearSplitK
+    } else {
+        Kernel::Linear
+    };
+    let out = launch(&mut dev, kernel.symbol(T::DT), t, [gx, gw], gb, gy);
     out.assert_ok();
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     assert_eq!(out.total().cube_macs, (m * n * k) as u64);
@@ -100,19 +105,45 @@ fn all_cases<T: Elem>() {
     run::<T>(37, 45, 70, true, &t);
 }
 
+/// Few rows over a long k: the tiling splits k (each block a slice's partial product, summed after a
+/// SyncAll by every vector core): one column of blocks and a short last slice, with bias; several
+/// columns and a short last slice; and y rows of two 1024-column segments with bias, DeepSeek-V3's q_a
+/// projection at 16 tokens.
+fn split_k_cases<T: Elem>() {
+    for (m, n, k, bias, cores, n_blocks) in [
+        (61, 100, 4100, true, 8, 1),
+        (20, 130, 6000, false, 24, 2),
+        (16, 1536, 7168, true, 24, 3),
+    ] {
+        let budget = CoreBudget {
+            cores,
+            ub_bytes: UB_910B,
+        };
+        let t = LinearTiling::new(m as u64, n as u64, k as u64, bias, T::DT, budget).unwrap();
+        assert!(
+            t.k_blocks > 1 && t.n_blocks >= n_blocks,
+            "{m}x{n}x{k}: {t:?}"
+        );
+        run::<T>(m, n, k, bias, &t);
+    }
+}
+
 #[test]
 fn linear_f32() {
     all_cases::<f32>();
+    split_k_cases::<f32>();
 }
 
 #[test]
 fn linear_f16() {
     all_cases::<f16>();
+    split_k_cases::<f16>();
 }
 
 #[test]
 fn linear_bf16() {
     all_cases::<bf16>();
+    split_k_cases::<bf16>();
 }
 
 /// A 4 x 4 x 4 f32 tiling (one block) whose cube fields `edit` changes, launched: its only fault.
@@ -136,7 +167,7 @@ fn fault_of(edit: impl Fn(&mut dsnpu_kernels::CubeTiling)) -> String {
         dev.upload(&[1f32; 16]),
         dev.alloc(64),
     );
-    assert_eq!(t.as_bytes().len(), 8 * 4 + 33 * 4);
+    assert_eq!(t.as_bytes().len(), 10 * 4 + 33 * 4);
     let out = launch(&mut dev, "linear_f32", &t, [gx, gw], None, gy);
     out.only_failure().to_string()
 }

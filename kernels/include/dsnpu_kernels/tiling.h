@@ -97,7 +97,8 @@ typedef struct DsnpuCubeTiling {
     int32_t dbL0C;
 } DsnpuCubeTiling;
 
-/* linear_<t>: a 1:2 mix kernel; the cube's Matmul tiling (no bias: the vector cores add it) in `cube`. */
+/* linear_<t>: a 1:2 mix kernel; the cube's Matmul tiling (no bias: the vector cores add it) in `cube`.
+ * k_blocks > 1 splits k too: each block's product over its single_k slice is a partial sum. */
 typedef struct DsnpuLinearTiling {
     uint32_t m;
     uint32_t n;
@@ -107,6 +108,8 @@ typedef struct DsnpuLinearTiling {
     uint32_t single_m;
     uint32_t single_n;
     uint32_t has_bias;
+    uint32_t k_blocks;
+    uint32_t single_k;
     DsnpuCubeTiling cube;
 } DsnpuLinearTiling;
 

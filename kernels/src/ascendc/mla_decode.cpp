@@ -39,7 +39,14 @@
  * length. P comes into L1 whole where the tiling found room for it (p_whole: narrower q . K^T tiles),
  * else per k step with the latent columns (once per output tile: four times at 128 query rows). The
  * cube core computes task j's scores before task j - 1's P . latent, so the vector cores' softmax of
- * task j - 1 overlaps them (two score slots per block).
+ * task j - 1 overlaps them (two score slots per block). The two phases still run one after the other on
+ * the cube core (task j's keys on MTE2, then task j - 1's products on M): interleaving them, with staging
+ * tiles and L0C buffers of their own, was measured and does not pay. MTE2 carries both the keys from HBM
+ * and P . latent's latent tiles and P from the L2 (78 % busy at 128 heads, batch 8, context 4096), and
+ * task j's softmax loses the cover of task j - 1's whole P . latent: 49.7 us against 47.6 at the best
+ * split of 48 tasks. A third score slot gives the softmax its cover back, but the latent's second read is
+ * then two tasks after the first and misses the L2 at long contexts (batch 64, context 32768: twice the
+ * HBM bytes).
  * Carry (tiling.carry: 16-bit t, held keys, O of all G rows in one L0C tile, each vector core's rows in
  * one softmax slab): the tasks a block runs of one sequence (a "group") sum their P . latent in one L0C
  * tile, written once per segment instead of once per task. The rows' exp offset is then a reference r

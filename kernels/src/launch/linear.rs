@@ -42,7 +42,13 @@ pub fn linear<T: KernelElem, W: KernelElem>(
         T::DTYPE,
         lib.hardware().cube,
     )?;
-    let (kernel, dtype) = weight_kernel(K, Kernel::Linear, Kernel::LinearF32W, T::DTYPE, W::DTYPE)?;
+    // A tiling that splits k needs the symbols whose blocks meet in SyncAll.
+    let (same, widened) = if tiling.k_blocks > 1 {
+        (Kernel::LinearSplitK, Kernel::LinearSplitKF32W)
+    } else {
+        (Kernel::Linear, Kernel::LinearF32W)
+    };
+    let (kernel, dtype) = weight_kernel(K, same, widened, T::DTYPE, W::DTYPE)?;
     let symbol = kernel.symbol(dtype);
     let f = lib.function(kernel, dtype)?;
     let blocks = tiling.block_dim();
@@ -51,11 +57,13 @@ pub fn linear<T: KernelElem, W: KernelElem>(
     let mut workspace = stream
         .alloc::<u8>(ws_bytes)
         .map_err(|e| device_error(symbol, e))?;
-    // SAFETY: linear_<t> / linear_f32_w<w>(x, w, bias, y, workspace, tiling), a 1:2 mix kernel; x holds
-    // m x k and y m x n elements of T, w n x k of W (the kernel's weight type, picked by weight_kernel),
-    // bias (when given, and only then is has_bias set) n f32 (checked above): the sizes the kernel gives
-    // its GlobalTensors. Written: y and the workspace (arg_mut), which is workspace_bytes(): the system
-    // part, then two f32 baseM x baseN tiles per block.
+    // SAFETY: linear_<t> / linear_f32_w<w> (or their split-k symbols, for a tiling with k_blocks > 1)
+    // (x, w, bias, y, workspace, tiling), a 1:2 mix kernel; x holds m x k and y m x n elements of T, w
+    // n x k of W (the kernel's weight type, picked by weight_kernel), bias (when given, and only then is
+    // has_bias set) n f32 (checked above): the sizes the kernel gives its GlobalTensors. Written: y and
+    // the workspace (arg_mut), which is workspace_bytes(): the system part, then two f32 baseM x baseN
+    // tiles per block, or with k split one f32 [m, n] plane per slice. The launch has block_dim()
+    // blocks, at most the cores of the library's hardware, so a split launch's SyncAll has them all.
     unsafe {
         let mut args = f.builder(stream);
         args.arg(x).arg(w);
