@@ -57,23 +57,37 @@ struct TileWalk {
     __aicore__ inline uint32_t Cols(uint32_t t) const { return Min(baseN, tailN - N0(t)); }
 };
 
+// The cube core's Matmul of a block: x rows [m0, m0 + tailM) times w rows [n0, n0 + tailN), over k
+// [k0, k0 + tailK) (the whole k unless the tiling splits it). The tiling lives as long as the object.
 template <typename T, typename W>
-__aicore__ inline void LinearCube(const DsnpuLinearTiling& t, GM_ADDR x, GM_ADDR w, uint32_t m0, uint32_t n0,
-                                  uint32_t tailM, uint32_t tailN, const GlobalTensor<float>& slots,
-                                  uint32_t tileElems) {
-    GlobalTensor<T> xGm;
-    GlobalTensor<W> wGm;
-    xGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), static_cast<uint64_t>(t.m) * t.k);
-    wGm.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(w), static_cast<uint64_t>(t.n) * t.k);
-    const TCubeTiling cube = ToCubeTiling(t.cube);
+struct BlockMatmul {
+    TCubeTiling cube;
     TPipe pipe;
     Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, W, true>,
            MatmulType<TPosition::GM, CubeFormat::ND, float>>
         mm;
-    mm.Init(&cube, &pipe);
-    mm.SetTensorA(xGm[static_cast<uint64_t>(m0) * t.k]);
-    mm.SetTensorB(wGm[static_cast<uint64_t>(n0) * t.k], true);
-    mm.SetTail(static_cast<int>(tailM), static_cast<int>(tailN));
+
+    __aicore__ inline void Init(const DsnpuLinearTiling& t, GM_ADDR x, GM_ADDR w, uint32_t m0, uint32_t n0,
+                                uint32_t k0, uint32_t tailM, uint32_t tailN, uint32_t tailK) {
+        GlobalTensor<T> xGm;
+        GlobalTensor<W> wGm;
+        xGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), static_cast<uint64_t>(t.m) * t.k);
+        wGm.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(w), static_cast<uint64_t>(t.n) * t.k);
+        cube = ToCubeTiling(t.cube);
+        mm.Init(&cube, &pipe);
+        mm.SetTensorA(xGm[static_cast<uint64_t>(m0) * t.k + k0]);
+        mm.SetTensorB(wGm[static_cast<uint64_t>(n0) * t.k + k0], true);
+        mm.SetTail(static_cast<int>(tailM), static_cast<int>(tailN), static_cast<int>(tailK));
+    }
+};
+
+template <typename T, typename W>
+__aicore__ inline void LinearCube(const DsnpuLinearTiling& t, GM_ADDR x, GM_ADDR w, uint32_t m0, uint32_t n0,
+                                  uint32_t tailM, uint32_t tailN, const GlobalTensor<float>& slots,
+                                  uint32_t tileElems) {
+    BlockMatmul<T, W> b;
+    b.Init(t, x, w, m0, n0, 0, tailM, tailN, t.k);
+    auto& mm = b.mm;
     uint32_t tile = 0;
     while (mm.Iterate()) {
         const uint32_t slot = tile % SLOTS;
@@ -162,19 +176,9 @@ template <typename T, typename W>
 __aicore__ inline void LinearCubePartial(const DsnpuLinearTiling& t, GM_ADDR x, GM_ADDR w, uint32_t m0, uint32_t n0,
                                          uint32_t k0, uint32_t tailM, uint32_t tailN, uint32_t tailK,
                                          const GlobalTensor<float>& plane) {
-    GlobalTensor<T> xGm;
-    GlobalTensor<W> wGm;
-    xGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), static_cast<uint64_t>(t.m) * t.k);
-    wGm.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(w), static_cast<uint64_t>(t.n) * t.k);
-    const TCubeTiling cube = ToCubeTiling(t.cube);
-    TPipe pipe;
-    Matmul<MatmulType<TPosition::GM, CubeFormat::ND, T>, MatmulType<TPosition::GM, CubeFormat::ND, W, true>,
-           MatmulType<TPosition::GM, CubeFormat::ND, float>>
-        mm;
-    mm.Init(&cube, &pipe);
-    mm.SetTensorA(xGm[static_cast<uint64_t>(m0) * t.k + k0]);
-    mm.SetTensorB(wGm[static_cast<uint64_t>(n0) * t.k + k0], true);
-    mm.SetTail(static_cast<int>(tailM), static_cast<int>(tailN), static_cast<int>(tailK));
+    BlockMatmul<T, W> b;
+    b.Init(t, x, w, m0, n0, k0, tailM, tailN, tailK);
+    auto& mm = b.mm;
     mm.IterateAll(plane[static_cast<uint64_t>(m0) * t.n + n0]);
     mm.End();
     CrossCoreSetFlag<2, PIPE_FIX>(DONE);
