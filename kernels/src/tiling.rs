@@ -536,7 +536,8 @@ impl LinearShape {
                 reduce_fixed: 0.0,
             };
         }
-        // The partials out and in again, y out, and the bias once per segment a vector core starts.
+        // The partials out and in again, y out, and the bias (counted per row: the kernel reloads it
+        // only when a vector core's segment changes).
         let partials = k_tiles * self.m * self.n * 4;
         let reduced = partials + y + self.m * self.n * bias;
         LinearPlan {

@@ -21,15 +21,16 @@
  *   (the slot's last reader), adds the bias row, rounds to t and copies the rows out to y.
  * UB per vector core: the f32 rows (<= 64 x 256 x 4 = 64 KiB), the t rows (<= 64 KiB), the bias row
  * (1 KiB).
- * Split k (k_blocks > 1, the tiling's choice for few rows over a long k: every block of an n column would
- * otherwise read all of x's rows, as many bytes as its share of w when m is 64 and n is short): block
- * (i, j, s) multiplies k slice s, [s * single_k, ...), and its cube core writes that partial product
- * (IterateAll, f32) into slice s's [m, n] plane of the workspace, then sets DONE. Its vector cores wait for
- * DONE and meet every block's at SyncAll; then all vector cores of the launch share y's row segments
- * of SPLIT_SEG columns (segment by segment): each one's k_blocks partial rows come in by one strided copy, are summed in
- * slice order (the same sum whatever the timing), the bias added, rounded to t and written. UB per
- * vector core: the partial rows (k_blocks x 4 KiB, two buffers), the bias segment (4 KiB), the t segment
- * (<= 4 KiB, two buffers). k_blocks <= 8 and 4 m n < 2^32 (tiling.rs).
+ * Split k (linear_splitk_*: k_blocks > 1, the tiling's choice for few rows over a long k, where every
+ * block of an n column would otherwise read all of x's rows, as many bytes as its share of w when m is
+ * 64 and n is short): block (i, j, s) multiplies k slice s, [s * single_k, ...), and its cube core
+ * writes that partial product (IterateAll, f32) into slice s's [m, n] plane of the workspace, then sets
+ * DONE. Its vector cores wait for DONE and meet every block's at SyncAll; then all vector cores of the
+ * launch share y's row segments of SPLIT_SEG columns (segment by segment): a segment's k_blocks partial
+ * rows come in by one strided copy and are summed in slice order (the same sum whatever the timing),
+ * the bias is added, and the sum rounded to t and written. UB per vector core: the partial rows
+ * (k_blocks x 4 KiB, two buffers), the bias segment (4 KiB), the t segment (<= 4 KiB, two buffers).
+ * k_blocks <= 8 and 4 m n < 2^32 (tiling.rs).
  */
 #include "dsnpu_kernels/kernel_util.h"
 #include "dsnpu_kernels/tiling.h"
