@@ -220,6 +220,7 @@ int main(void) {
     FIELD(DsnpuMlaDecodeTiling, pv_base_m)
     FIELD(DsnpuMlaDecodeTiling, pv_base_n)
     FIELD(DsnpuMlaDecodeTiling, pv_base_k)
+    FIELD(DsnpuMlaDecodeTiling, pv_pass_tiles)
     FIELD(DsnpuMlaDecodeTiling, ws_partial_at_lo)
     FIELD(DsnpuMlaDecodeTiling, ws_partial_at_hi)
     FIELD(DsnpuMlaDecodeTiling, mutation)

@@ -63,6 +63,22 @@ fn pv_tiles(m: u64, latent_dim: u64, sz: u64) -> (u64, u64) {
     (n, down16(L0AB_BUF / (m.max(n) * sz)))
 }
 
+/// Output tiles one P·V pass of the decode kernel sums at once: two (both L0C buffers) for streamed
+/// keys with P per k step, so that each k step's P comes in once per two output tiles instead of once
+/// per tile (at 128 query rows P·V has four tiles: P read twice, not four times); else one.
+fn pv_pass_tiles(key_buffers: u32, p_whole: bool, pv_n: u64, latent_dim: u64) -> u64 {
+    if key_buffers == 0 && !p_whole && pv_n < latent_dim {
+        2
+    } else {
+        1
+    }
+}
+
+/// The latent columns one streamed P·V staging tile holds: a pass's output tiles, at most the latent.
+fn pv_pass_cols(pv_n: u64, tiles: u64, latent_dim: u64) -> u64 {
+    (pv_n * tiles).min(round_up(latent_dim, 16))
+}
+
 /// Whether the decode kernel can carry P·V from one task to the next of a block for this shape (its
 /// half of [`MlaDecodeTiling::carries`]' condition; the tiling adds that a block runs two tasks of one
 /// sequence and that each vector core's rows fit one softmax slab): a 16-bit type with held keys, at
@@ -93,7 +109,15 @@ fn l1_bytes(
     let (m, w) = (panel_rows(query_rows), key_width(latent_dim, rope_dim, sz));
     if key_buffers == 0 {
         let layout = streamed_layout(query_rows, latent_dim, rope_dim, sz, pitch);
-        return streamed_l1(m, w, sz, pitch, layout, pv_tiles(m, latent_dim, sz));
+        return streamed_l1(
+            m,
+            w,
+            sz,
+            pitch,
+            layout,
+            pv_tiles(m, latent_dim, sz),
+            latent_dim,
+        );
     }
     m * w * sz + key_buffers * pitch * w * sz + if sz == 2 { m * pitch * sz } else { 0 }
 }
@@ -117,10 +141,19 @@ const MAX_STREAMED_QK_ROWS: u64 = 64;
 const MIN_STREAMED_QK_ROWS: u64 = 32;
 
 /// L1 bytes of the streamed layout: the query panel, two staging tiles (q·Kᵀ's key tiles and P·V's
-/// latent tiles share them) and P, whole or two k steps of it.
-fn streamed_l1(m: u64, w: u64, sz: u64, pitch: u64, l: StreamedLayout, pv: (u64, u64)) -> u64 {
+/// latent tiles, a pass's columns, share them) and P, whole or two k steps of it.
+fn streamed_l1(
+    m: u64,
+    w: u64,
+    sz: u64,
+    pitch: u64,
+    l: StreamedLayout,
+    pv: (u64, u64),
+    latent_dim: u64,
+) -> u64 {
     let (pv_n, pv_k) = pv;
-    let tile = (l.qk_n * w).max(pv_k * pv_n);
+    let tiles = pv_pass_tiles(0, l.p_whole, pv_n, latent_dim);
+    let tile = (l.qk_n * w).max(pv_k * pv_pass_cols(pv_n, tiles, latent_dim));
     let p = if l.p_whole {
         m * pitch * sz
     } else {
@@ -150,7 +183,7 @@ fn streamed_layout(
                 qk_n,
                 p_whole: true,
             };
-            if streamed_l1(m, w, sz, pitch, l, pv) <= L1_BYTES {
+            if streamed_l1(m, w, sz, pitch, l, pv, latent_dim) <= L1_BYTES {
                 return l;
             }
             qk_n -= 16;
@@ -675,7 +708,11 @@ fn plan_estimate(
             2 => (serial, loads.max(work + softmax)),
             // Streamed: each tile's load overlaps the previous tile's cube work, but every staging
             // step (q·Kᵀ's key tiles, P·V's k steps per output tile) adds its own hand-over; a later
-            // task's scores overlap the previous task's softmax.
+            // task's scores overlap the previous task's softmax. The k steps are counted per output
+            // tile although a pass with P per k step stages two tiles at once (pv_pass_tiles): counted
+            // per pass, the estimate picks plans the host layer's model finds slower (`cargo bench
+            // --bench mla_kernels`, 128 heads: batch 1 context 32768 one task per block, 55.4 µs
+            // against 46.9 for two; batch 8 context 4096 55.9 against 47.6).
             0 => {
                 let (pv_n, pv_k) =
                     pv_tiles(panel_rows(rows as u64), u64::from(shape.latent_dim), 2);
@@ -908,6 +945,11 @@ impl MlaDecodeTiling {
         } else {
             (mm_pv_n, mm_pv_k)
         };
+        let pv_pass_tiles = if sz == 2 {
+            pv_pass_tiles(key_buffers, p_whole, pv_n, d.latent_dim)
+        } else {
+            1
+        };
         let pv_cube = task_cube(K, (g, d.latent_dim, pitch), (base_m, mm_pv_n, mm_pv_k), sz)?;
         // Carry (the kernel's conditions): held keys in a 16-bit type, P·V of all rows in one L0C tile
         // (a buffer of its own: the score tiles' two take half the room each), each vector core's rows
@@ -965,6 +1007,7 @@ impl MlaDecodeTiling {
             pv_base_m: if sz == 2 { m } else { base_m } as u32,
             pv_base_n: pv_n as u32,
             pv_base_k: pv_k as u32,
+            pv_pass_tiles: pv_pass_tiles as u32,
             ws_partial_at_lo: partial_at as u32,
             ws_partial_at_hi: (partial_at >> 32) as u32,
             mutation: mutation(),
@@ -1294,10 +1337,21 @@ mod tests {
         for (rows, pitch) in [(128, 688), (128, 1184), (128, 1200), (64, 2032), (16, 256)] {
             let m = panel_rows(rows);
             let l = layout(rows, pitch);
-            let bytes = streamed_l1(m, key_width(512, 64, 2), 2, pitch, l, pv_tiles(m, 512, 2));
+            let pv = pv_tiles(m, 512, 2);
+            let bytes = streamed_l1(m, key_width(512, 64, 2), 2, pitch, l, pv, 512);
             assert!(bytes <= L1_BYTES, "{rows} rows, pitch {pitch}: {bytes}");
             assert_eq!(l1_bytes(rows, 512, 64, 2, pitch, 0), bytes);
+            // P per k step: each pass sums two output tiles (one at 16 rows, whose tile is the latent).
+            let tiles = pv_pass_tiles(0, l.p_whole, pv.0, 512);
+            assert_eq!(tiles, if l.p_whole || rows == 16 { 1 } else { 2 });
         }
+        // By hand, 128 rows and P per k step: the query panel 128 x 576, two staging tiles of the wider
+        // of 64 key rows x 576 (36,864) and 128 latent rows x a pass's 256 columns (32,768), and two k
+        // steps of P (128 x 128), all bf16.
+        assert_eq!(
+            l1_bytes(128, 512, 64, 2, 1200, 0),
+            (128 * 576 + 2 * 64 * 576 + 2 * 128 * 128) * 2
+        );
         let shape = MlaPlanShape {
             query_rows: 128,
             latent_dim: 512,

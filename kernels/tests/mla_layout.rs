@@ -47,6 +47,7 @@ fn mla_tiling_layout_matches_the_c_header() {
                 pv_base_m,
                 pv_base_n,
                 pv_base_k,
+                pv_pass_tiles,
                 ws_partial_at_lo,
                 ws_partial_at_hi,
                 mutation,
@@ -173,8 +174,8 @@ fn mla_tiling_layout_matches_the_c_header() {
         assert_eq!(csize, rsize, "{cname} size");
         assert_eq!(cfields.to_vec(), *rfields, "{cname} fields");
     }
-    // 30 four-byte fields and one TCubeTiling (33 int32), no padding.
-    assert_eq!(size_of::<MlaDecodeTiling>(), 120 + 132);
+    // 31 four-byte fields and one TCubeTiling (33 int32), no padding.
+    assert_eq!(size_of::<MlaDecodeTiling>(), 124 + 132);
     assert_eq!(size_of::<MlaCacheWriteTiling>(), 40);
 }
 
@@ -203,22 +204,23 @@ fn tiling_bytes_are_the_fields_in_order() {
         pv_base_m: 20,
         pv_base_n: 21,
         pv_base_k: 22,
-        ws_partial_at_lo: 23,
-        ws_partial_at_hi: 24,
-        mutation: 25,
-        combine_tasks: 26,
-        key_buffers: 27,
-        carry: 28,
-        p_whole: 29,
-        uncut: 30,
+        pv_pass_tiles: 23,
+        ws_partial_at_lo: 24,
+        ws_partial_at_hi: 25,
+        mutation: 26,
+        combine_tasks: 27,
+        key_buffers: 28,
+        carry: 29,
+        p_whole: 30,
+        uncut: 31,
         pv_cube: CubeTiling {
-            usedCoreNum: 31,
-            M: 32,
+            usedCoreNum: 32,
+            M: 33,
             ..CubeTiling::default()
         },
     };
     let cube_bytes = |c: &CubeTiling| c.as_bytes().to_vec();
-    let want: Vec<u8> = (1u32..=30)
+    let want: Vec<u8> = (1u32..=31)
         .flat_map(|v| {
             if v == 9 {
                 0.5f32.to_ne_bytes()
@@ -229,7 +231,7 @@ fn tiling_bytes_are_the_fields_in_order() {
         .chain(cube_bytes(&t.pv_cube))
         .collect();
     // TCubeTiling's first two fields are usedCoreNum and M.
-    assert_eq!(&want[30 * 4..30 * 4 + 4], &31i32.to_ne_bytes());
-    assert_eq!(&want[30 * 4 + 4..30 * 4 + 8], &32i32.to_ne_bytes());
+    assert_eq!(&want[31 * 4..31 * 4 + 4], &32i32.to_ne_bytes());
+    assert_eq!(&want[31 * 4 + 4..31 * 4 + 8], &33i32.to_ne_bytes());
     assert_eq!(t.as_bytes(), want.as_slice());
 }

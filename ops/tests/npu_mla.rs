@@ -391,7 +391,8 @@ fn whole_sequences<T: Float>(dtype: dsnpu_kernels::KernelDtype, key_buffers: &[u
 
 /// Streamed keys at 128 query rows (P·V in four output tiles of 128 columns): P comes into the cube
 /// core's L1 whole where it fits beside narrowed q·Kᵀ staging tiles (short chunks), and per k step of
-/// each output tile where it does not (a chunk of 1500 positions); both against the CPU reference.
+/// each pass of two output tiles where it does not (a chunk of 1500 positions); both against the CPU
+/// reference.
 #[test]
 fn streamed_keys_take_p_whole_or_per_step() {
     use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaDecodeTiling, MlaPlanShape};
@@ -416,8 +417,8 @@ fn streamed_keys_take_p_whole_or_per_step() {
         let plan = MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, 0).unwrap();
         let t = MlaDecodeTiling::new(dims, &plan, spec.scale, KernelDtype::Bf16, budget).unwrap();
         assert_eq!(
-            (t.key_buffers, t.p_whole, t.qk_base_n),
-            (0, whole, 64),
+            (t.key_buffers, t.p_whole, t.qk_base_n, t.pv_pass_tiles),
+            (0, whole, 64, 2 - whole),
             "{t:?}"
         );
         let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();

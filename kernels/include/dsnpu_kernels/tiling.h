@@ -267,6 +267,7 @@ typedef struct DsnpuMlaDecodeTiling {
     uint32_t pv_base_m;
     uint32_t pv_base_n;
     uint32_t pv_base_k;
+    uint32_t pv_pass_tiles; /* output tiles of pv_base_n columns one P . latent pass sums at once: 1, or 2 (both L0C buffers) */
     uint32_t ws_partial_at_lo;
     uint32_t ws_partial_at_hi;
     uint32_t mutation;

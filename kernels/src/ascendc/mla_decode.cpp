@@ -34,10 +34,12 @@
  *      (operands in GM: the latent rows come from GM again).
  * With key_buffers 0 (16-bit t; the plan picks it where long chunks pay, e.g. many query rows whose
  * partials would outweigh the keys) the chunk is not held: q . K^T stages each tile of qk_base_n keys
- * into L1 (two staging buffers), and P . latent stages per k step the latent rows' pv_base_n columns,
- * so the latent part comes from GM twice (as the old Matmul-API kernel read it), but a chunk can be any
- * length. P comes into L1 whole where the tiling found room for it (p_whole: narrower q . K^T tiles),
- * else per k step with the latent columns (once per output tile: four times at 128 query rows). The
+ * into L1 (two staging buffers), and P . latent stages per k step the latent rows' columns of a pass
+ * (pv_pass_tiles output tiles of pv_base_n columns, summed at once in L0C's two buffers), so the latent
+ * part comes from GM twice (as the old Matmul-API kernel read it), but a chunk can be any length. P
+ * comes into L1 whole where the tiling found room for it (p_whole: narrower q . K^T tiles), else per k
+ * step with the latent columns, once per pass (two passes of two tiles at 128 query rows: P read twice,
+ * not four times as with a pass per tile; batch 8, context 32768: 334.7 -> 311.6 us modelled). The
  * cube core computes task j's scores before task j - 1's P . latent, so the vector cores' softmax of
  * task j - 1 overlaps them (two score slots per block). The two phases still run one after the other on
  * the cube core (task j's keys on MTE2, then task j - 1's products on M): interleaving them, with staging
@@ -86,8 +88,9 @@
  * f32 [2, 8] (vector core v's at 8 v). pitch = round_up(chunk, 16).
  * L1 (cube core; M = qk_base_m, W = Dl' + Dr', the latent and rope widths rounded up to the fractal width
  * 32 / sizeof(t), B = key_buffers): M W sz (query panel) + B pitch W sz (the chunks' rows) + M pitch sz
- * (P, 16-bit t only); with B = 0: M W sz + 2 max(qk_base_n W, pv_base_k pv_base_n) sz (staging) +
- * M pitch sz (P whole) or 2 M pv_base_k sz (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows (while
+ * (P, 16-bit t only); with B = 0: M W sz + 2 max(qk_base_n W, pv_base_k N) sz (staging; N, a pass's
+ * columns, = min(pv_pass_tiles pv_base_n, round_up(Dl, 16))) + M pitch sz (P whole) or 2 M pv_base_k sz
+ * (P's k steps, double-buffered). With B = 2 the cube core loads task j's rows (while
  * the vector cores work on task j - 1's softmax), then takes task j - 1's P . latent, then task j's
  * scores (the score and P workspaces then have two slots per block); the block's last task takes its
  * scores before task j - 1's P . latent (no keys load after it);
@@ -137,6 +140,7 @@ constexpr uint32_t L0C_BUF = 64 * 1024;   // one of L0C's two buffers
 constexpr float CARRY_HEADROOM = 8.0f;
 constexpr uint32_t SEG_WORDS = 16;  // f32 per task: each vector core's segment word in its own 32 bytes
 constexpr uint32_t MLA_COMBINE_TASKS_MAX = 256;  // tiling_mla.rs caps combine_tasks at this
+constexpr uint32_t MAX_PASS_TILES = 2;  // P . latent output tiles summed at once: one per L0C buffer
 
 template <typename T>
 class KernelMlaDecode {
@@ -542,7 +546,9 @@ private:
         if (Streamed()) {
             // Two staging tiles: q . K^T's key tiles (qk_base_n rows, all columns) and P . V's latent
             // tiles (pv_base_k rows, pv_base_n columns); P whole, or per k step (also two).
-            const uint32_t qkTile = t_.qk_base_n * W, pvTile = t_.pv_base_k * t_.pv_base_n;
+            // (A pass's columns: pv_pass_tiles output tiles, at most the latent's, tiling_mla.rs pv_pass_cols.)
+            const uint32_t passCols = Min(t_.pv_base_n * t_.pv_pass_tiles, AlignUp(t_.latent_dim, 16));
+            const uint32_t qkTile = t_.qk_base_n * W, pvTile = t_.pv_base_k * passCols;
             const uint32_t tile = qkTile > pvTile ? qkTile : pvTile;
             pipe_.InitBuffer(kL1_, 2, tile * sizeof(T));
             if (PWhole()) {
@@ -717,6 +723,12 @@ private:
     // acc [m, n] = (init) or += the queued L0A and L0B operands over k; frees them.
     __aicore__ inline void Multiply(LocalTensor<float>& acc, uint32_t m, uint32_t n, uint32_t k, bool init) {
         LocalTensor<T> a = l0a_.DeQue<T>();
+        MultiplyB(acc, a, m, n, k, init);
+        l0a_.FreeTensor(a);
+    }
+    // The same with A already taken from L0A's queue (the caller frees it): frees only the L0B operand.
+    __aicore__ inline void MultiplyB(LocalTensor<float>& acc, const LocalTensor<T>& a, uint32_t m, uint32_t n,
+                                     uint32_t k, bool init) {
         LocalTensor<T> bt = l0b_.DeQue<T>();
         MmadParams mp;
         mp.m = static_cast<uint16_t>(m);
@@ -724,7 +736,6 @@ private:
         mp.k = static_cast<uint16_t>(k);
         mp.cmatrixInitVal = init;
         Mmad(acc, a, bt, mp);
-        l0a_.FreeTensor(a);
         l0b_.FreeTensor(bt);
     }
 
@@ -821,22 +832,25 @@ private:
     }
 
     // O rows [m0, m0 + rows) = P . latent over task t's C keys (16-bit t), into `o` (the task's partial or
-    // a whole slot). Held keys: both operands are read from L1; streamed: per k step the latent rows' tile
+    // a whole slot). Held keys: both operands are read from L1; streamed: per k step the latent rows' pass
     // columns are staged.
-    // P comes into L1 whole (PWhole) or per k step with the latent.
+    // P comes into L1 whole (PWhole) or per k step with the latent, once per pass: a pass sums
+    // pv_pass_tiles output tiles of pv_base_n columns at once, one L0C buffer each, so each k step's P
+    // and its L0A copy serve them all.
     // `ahead`: the first row panel's P, loaded by WaitP (P whole). With `carry` (one output tile) the
     // product is summed into that L0C tile (over what it holds unless `init`) and stays there.
     __aicore__ inline void Output(const Pending& t, uint32_t m0, uint32_t rows, const GlobalTensor<float>& o,
                                   const LocalTensor<T>& ahead, LocalTensor<float>* carry, bool init) {
-        const uint32_t Dl = t_.latent_dim, P = t_.pitch, C = t.C;
+        const uint32_t Dl = t_.latent_dim, P = t_.pitch, C = t.C, TN = t_.pv_base_n;
         const uint32_t r16 = AlignUp(rows, 16);
+        const uint32_t passN = TN * t_.pv_pass_tiles;  // 1 or 2 tiles (MlaDecode checks; 1 with carry)
         LocalTensor<T> pm;
         if (PWhole()) pm = m0 == 0 ? ahead : LoadP(m0, rows, r16, 0, C);
         const uint32_t KT = t_.pv_base_k;
-        for (uint32_t n0 = 0; n0 < Dl; n0 += t_.pv_base_n) {
-            const uint32_t cols = Min(t_.pv_base_n, Dl - n0);
-            const uint32_t nBlocks = AlignUp(cols, 16) / 16;
-            LocalTensor<float> acc = carry != nullptr ? *carry : l0c_.AllocTensor<float>();
+        for (uint32_t n0 = 0; n0 < Dl; n0 += passN) {
+            const uint32_t span = Min(passN, Dl - n0), tiles = CeilDiv(span, TN);
+            LocalTensor<float> acc[MAX_PASS_TILES];  // L0C's two buffers
+            for (uint32_t i = 0; i < tiles; ++i) acc[i] = carry != nullptr ? *carry : l0c_.AllocTensor<float>();
             for (uint32_t k0 = 0; k0 < C; k0 += KT) {
                 const uint32_t kt = Min(KT, C - k0), kBlocks = AlignUp(kt, 16) / 16;
                 // Where this k step's P and latent fractals are: in the held buffers at column (row) k0,
@@ -852,25 +866,39 @@ private:
                     kp = kBlocks * 16;
                     kk0 = 0;
                     kn0 = 0;
-                    Stage(keys, t.b, static_cast<uint32_t>(t.c0) + k0, kt, kp, n0, cols, false);
+                    Stage(keys, t.b, static_cast<uint32_t>(t.c0) + k0, kt, kp, n0, span, false);
                     kL1_.EnQue(keys);
                     keys = kL1_.DeQue<T>();
                 }
                 LoadA(pm, pk0 / 16 * r16 * 16, r16, kBlocks);
-                LocalTensor<T> bt = l0b_.AllocTensor<T>();
                 // latent [C, Dl] is B as stored: each 16 x 16 fractal transposed, per 16 keys the tile's
-                // column blocks (a column block of the NZ apart).
-                for (uint32_t kb = 0; kb < kBlocks; ++kb) {
-                    LoadData(bt[kb * nBlocks * FRAC], keys[(kn0 / 16 * kp + kk0 + kb * 16) * 16],
-                             LoadData2DParams(0, static_cast<uint8_t>(nBlocks), static_cast<uint16_t>(kp / 16), 0, 0,
-                                              true, 0));
+                // column blocks (a column block of the NZ apart). Every tile's B before the products, so
+                // that the staging buffers are free as early as with one tile.
+                for (uint32_t i = 0; i < tiles; ++i) {
+                    const uint32_t nBlocks = AlignUp(Min(TN, span - i * TN), 16) / 16;
+                    const uint32_t col0 = (kn0 + i * TN) / 16;
+                    LocalTensor<T> bt = l0b_.AllocTensor<T>();
+                    for (uint32_t kb = 0; kb < kBlocks; ++kb) {
+                        LoadData(bt[kb * nBlocks * FRAC], keys[(col0 * kp + kk0 + kb * 16) * 16],
+                                 LoadData2DParams(0, static_cast<uint8_t>(nBlocks), static_cast<uint16_t>(kp / 16), 0,
+                                                  0, true, 0));
+                    }
+                    l0b_.EnQue(bt);
                 }
-                l0b_.EnQue(bt);
                 if (Streamed()) kL1_.FreeTensor(keys);
                 if (!PWhole()) pL1_.FreeTensor(pm);
-                Multiply(acc, rows, cols, kt, k0 == 0 && init);
+                LocalTensor<T> a = l0a_.DeQue<T>();
+                for (uint32_t i = 0; i < tiles; ++i) {
+                    MultiplyB(acc[i], a, rows, Min(TN, span - i * TN), kt, k0 == 0 && init);
+                }
+                l0a_.FreeTensor(a);
             }
-            if (carry == nullptr) Store(l0c_, acc, o[static_cast<uint64_t>(m0) * Dl + n0], rows, cols, r16, Dl);
+            if (carry == nullptr) {
+                for (uint32_t i = 0; i < tiles; ++i) {
+                    Store(l0c_, acc[i], o[static_cast<uint64_t>(m0) * Dl + n0 + i * TN], rows, Min(TN, span - i * TN),
+                          r16, Dl);
+                }
+            }
         }
         if (PWhole()) pL1_.FreeTensor(pm);
     }
@@ -1429,7 +1457,8 @@ __aicore__ inline void MlaDecode(GM_ADDR qNope, GM_ADDR qRope, GM_ADDR latent, G
                           t.pv_base_m < t.s_q * t.heads || t.pv_base_n < t.latent_dim ||
                           t.qk_base_m * t.qk_base_n * 4 > L0C_BUF / 2 ||
                           t.softmax_rows < (t.s_q * t.heads + 1) / 2)) || t.qk_base_m == 0 || t.qk_base_n == 0 || t.qk_base_k == 0 || t.pv_base_m == 0 ||
-        t.pv_base_n == 0 || t.pv_base_k == 0) {
+        t.pv_base_n == 0 || t.pv_base_k == 0 || t.pv_pass_tiles == 0 || t.pv_pass_tiles > MAX_PASS_TILES ||
+        (t.pv_pass_tiles > 1 && t.carry != 0)) {
         return;
     }
     KernelMlaDecode<T> op;
