@@ -391,38 +391,45 @@ fn whole_sequences<T: Float>(dtype: dsnpu_kernels::KernelDtype, key_buffers: &[u
 
 /// Streamed keys at 128 query rows (P·V in four output tiles of 128 columns): P comes into the cube
 /// core's L1 whole where it fits beside narrowed q·Kᵀ staging tiles (short chunks), and per k step of
-/// each pass of two output tiles where it does not (a chunk of 1500 positions); both against the CPU
-/// reference.
+/// each pass of two output tiles where it does not (a chunk of 1500 positions; with a 320-wide latent
+/// the second pass has one tile, of 64 columns); each against the CPU reference.
 #[test]
 fn streamed_keys_take_p_whole_or_per_step() {
     use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaDecodeTiling, MlaPlanShape};
     let npu = checked_npu();
-    let spec = DecodeSpec {
-        heads: 128,
-        ..deepseek_spec(1, vec![1500, 37])
-    };
-    let case = DecodeCase::<bf16>::build(&mut CaseRng::new(21), &spec).unwrap();
-    let (want_out, want_lse) = case.run(&Cpu).unwrap();
-    let shape = MlaPlanShape {
-        query_rows: 128,
-        latent_dim: 512,
-        rope_dim: 64,
-        dtype: KernelDtype::Bf16,
-    };
     let budget = npu.library().hardware().cube;
-    let dims = kernel_dims(&spec, &case);
     // Planned for two cores the long sequence is cut in two (chunks of 750: P whole beside 64-row
     // staging tiles, six k steps of P·V); for one core it stays whole (1500: P per k step).
-    for (cores, whole) in [(2, 1), (1, 0)] {
+    for (latent_dim, cores, whole) in [(512, 2, 1), (512, 1, 0), (320, 1, 0)] {
+        let spec = DecodeSpec {
+            heads: 128,
+            latent_dim,
+            ..deepseek_spec(1, vec![1500, 37])
+        };
+        let case = DecodeCase::<bf16>::build(&mut CaseRng::new(21), &spec).unwrap();
+        let (want_out, want_lse) = case.run(&Cpu).unwrap();
+        let shape = MlaPlanShape {
+            query_rows: 128,
+            latent_dim: latent_dim as u32,
+            rope_dim: 64,
+            dtype: KernelDtype::Bf16,
+        };
         let plan = MlaDecodePlan::for_shape_pinned(&spec.seq_lens, shape, cores, 0).unwrap();
+        let dims = kernel_dims(&spec, &case);
         let t = MlaDecodeTiling::new(dims, &plan, spec.scale, KernelDtype::Bf16, budget).unwrap();
         assert_eq!(
-            (t.key_buffers, t.p_whole, t.qk_base_n, t.pv_pass_tiles),
-            (0, whole, 64, 2 - whole),
+            (
+                t.key_buffers,
+                t.p_whole,
+                t.qk_base_n,
+                t.pv_base_n,
+                t.pv_pass_tiles
+            ),
+            (0, whole, 64, 128, 2 - whole),
             "{t:?}"
         );
         let (out, lse) = decode_with_plan(&npu, &case, &plan).unwrap();
-        let what = format!("streamed, P whole {whole}");
+        let what = format!("streamed, latent {latent_dim}, P whole {whole}");
         let tol = Tolerance::of::<bf16>();
         assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
         assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
