@@ -49,6 +49,7 @@ use dsnpu_kernels::launch::{self, Hardware, KernelLibrary, RowSource};
 use dsnpu_kernels::roofline::ASCEND_910B2;
 use dsnpu_kernels::{
     GatingParams, KernelDtype, MlaDecodePlan, MlaPlanShape, MoeList, MoeScore, RopeLayout,
+    RowLayout,
 };
 use dsnpu_runtime::sim_counters;
 use dsnpu_runtime::{DeviceBuffer, Stream};
@@ -280,22 +281,32 @@ impl Meter<'_> {
         y
     }
 
-    fn grouped(
+    /// One GEMM per head (`w [H, n, k]`) from `x [T, H, x_head]` (each head's first k columns) into
+    /// a new `[T, H, n]` (`y_head` = n), through `grouped_matmul_strided` as the engine does.
+    fn per_head(
         &mut self,
         x: &DeviceBuffer<bf16>,
         w: &DeviceBuffer<bf16>,
-        counts: &DeviceBuffer<i64>,
-        shape: launch::GroupedShape,
+        t: usize,
+        (n, k): (usize, usize),
+        (x_head, y_head): (usize, usize),
     ) -> DeviceBuffer<bf16> {
-        let mut y = self.alloc(shape.rows * shape.n);
-        let r = launch::grouped_matmul(
+        let heads = w.len() / (n * k);
+        let mut y = self.alloc(t * heads * y_head);
+        let r = launch::grouped_matmul_strided(
             self.lib,
             self.s,
             x,
             w,
-            launch::GroupList::all(counts, MoeList::Count),
             &mut y,
-            shape,
+            launch::StridedGroupedShape {
+                groups: heads,
+                rows: t,
+                n,
+                k,
+                x: RowLayout::token_major(heads as u64, x_head as u64),
+                y: RowLayout::token_major(heads as u64, y_head as u64),
+            },
         );
         self.count(r);
         y
@@ -312,7 +323,6 @@ struct Batch {
     lens: DeviceBuffer<i32>,
     plan: MlaDecodePlan,
     words: DeviceBuffer<i32>,
-    head_counts: DeviceBuffer<i64>,
     latent: DeviceBuffer<bf16>,
     rope: DeviceBuffer<bf16>,
     cos: DeviceBuffer<f32>,
@@ -355,7 +365,6 @@ impl Batch {
             lens: s.upload(&vec![CTX as i32; b]).expect("upload"),
             words: s.upload(plan.words()).expect("upload"),
             plan,
-            head_counts: s.upload(&vec![b as i64; d.heads]).expect("upload"),
             latent: rb(s, blocks * BLOCK * d.kv_lora, 21, 1.0),
             rope: rb(s, blocks * BLOCK * d.rope, 22, 1.0),
             cos: s.upload(&cos).expect("upload"),
@@ -381,7 +390,6 @@ fn layer_step(m: &mut Meter<'_>, d: &Dims, w: &Layer, bt: &mut Batch) {
     let qa = m.linear(&xn, &w.q_a, t, d.q_lora, h);
     let qa = m.norm(&qa, &w.q_a_norm, t);
     let q = m.linear(&qa, &w.q_b, t, hd * d.q_head(), d.q_lora);
-    let q_nope = m.gather(&q, RowSource::swap_leading(t, hd, d.nope, d.q_head(), 0));
     let q_pe = m.gather(
         &q,
         RowSource {
@@ -432,20 +440,13 @@ fn layer_step(m: &mut Meter<'_>, d: &Dims, w: &Layer, bt: &mut Batch) {
         1e-6,
     );
     m.count(r);
-    let q_abs = m.grouped(
-        &q_nope,
+    // q_nope · W_UK per head on q's rows as they are, into [T, H, Dl].
+    let q_lat = m.per_head(
+        &q,
         &w.w_uk_t,
-        &bt.head_counts,
-        launch::GroupedShape {
-            rows: hd * t,
-            groups: hd,
-            n: d.kv_lora,
-            k: d.nope,
-        },
-    );
-    let q_lat = m.gather(
-        &q_abs,
-        RowSource::swap_leading(hd, t, d.kv_lora, d.kv_lora, 0),
+        t,
+        (d.kv_lora, d.nope),
+        (d.q_head(), d.kv_lora),
     );
     let mut out = m.alloc::<bf16>(t * hd * d.kv_lora);
     let mut lse = m.alloc::<f32>(t * hd);
@@ -478,22 +479,7 @@ fn layer_step(m: &mut Meter<'_>, d: &Dims, w: &Layer, bt: &mut Batch) {
         0.1352,
     );
     m.count(r);
-    let out_h = m.gather(
-        &out,
-        RowSource::swap_leading(t, hd, d.kv_lora, d.kv_lora, 0),
-    );
-    let v = m.grouped(
-        &out_h,
-        &w.w_uv,
-        &bt.head_counts,
-        launch::GroupedShape {
-            rows: hd * t,
-            groups: hd,
-            n: d.v,
-            k: d.kv_lora,
-        },
-    );
-    let v = m.gather(&v, RowSource::swap_leading(hd, t, d.v, d.v, 0));
+    let v = m.per_head(&out, &w.w_uv, t, (d.v, d.kv_lora), (d.kv_lora, d.v));
     let attn = m.linear(&v, &w.o, t, h, hd * d.v);
     let mut xn2 = m.alloc::<bf16>(t * h);
     let mut res = m.alloc::<bf16>(t * h);

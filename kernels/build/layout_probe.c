@@ -153,6 +153,11 @@ int main(void) {
     FIELD(DsnpuGroupedMatmulTiling, base_m)
     FIELD(DsnpuGroupedMatmulTiling, base_n)
     FIELD(DsnpuGroupedMatmulTiling, base_k)
+    FIELD(DsnpuGroupedMatmulTiling, group_rows)
+    FIELD(DsnpuGroupedMatmulTiling, x_ld)
+    FIELD(DsnpuGroupedMatmulTiling, x_group)
+    FIELD(DsnpuGroupedMatmulTiling, y_ld)
+    FIELD(DsnpuGroupedMatmulTiling, y_group)
     FIELD(DsnpuGroupedMatmulTiling, cube)
     STRUCT_END()
 

@@ -70,7 +70,7 @@ pub use tiling_mla::{
 pub use tiling_mla_prefill::{MlaOperand, MlaPrefillDims, MlaPrefillTiling};
 pub use tiling_moe::{
     ExpertFfnTiling, FfnTaskWidths, GatingParams, GroupedMatmulTiling, MoeFinalizeTiling,
-    MoeGatingTiling, MoeInitRoutingTiling, MoeList, MoeScore,
+    MoeGatingTiling, MoeInitRoutingTiling, MoeList, MoeScore, RowLayout,
 };
 pub use tiling_sample::SampleTopPTiling;
 pub use tiling_step::{ArgmaxTiling, GatherRowsDims, GatherRowsTiling, SoftmaxTiling};

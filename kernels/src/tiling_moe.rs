@@ -571,8 +571,70 @@ impl GroupedMatmulTiling {
             base_m,
             base_n,
             base_k,
+            group_rows: 0,
+            x_ld: 0,
+            x_group: 0,
+            y_ld: 0,
+            y_group: 0,
             cube,
         })
+    }
+
+    /// The strided form (`grouped_matmul_strided`): `groups` equal groups of `group_rows` rows, row `i`
+    /// of group `g` at element `g · x.group + i · x.ld` of x (its `k` columns) and `g · y.group + i ·
+    /// y.ld` of y (`n` columns); tiled as the grouped form of `groups · group_rows` rows. The rows of x
+    /// may overlap (they are only read); y's must not: its rows are disjoint either token-major
+    /// (`y.group ≥ n` and `y.ld` past the last group's row: `[T, H, n]` written per head) or group-major
+    /// (`y.ld ≥ n` and `y.group` past the last row).
+    pub fn strided(
+        groups: u64,
+        group_rows: u64,
+        n: u64,
+        k: u64,
+        x: RowLayout,
+        y: RowLayout,
+        budget: CoreBudget,
+    ) -> Result<Self> {
+        const K: &str = "grouped_matmul_strided";
+        check_gemm_dims(K, &[("groups", groups), ("group_rows", group_rows)])?;
+        let rows = groups
+            .checked_mul(group_rows)
+            .ok_or_else(|| invalid(K, "groups x group_rows overflows"))?;
+        if x.ld < k {
+            return Err(invalid(
+                K,
+                format!("x rows {} apart overlap their {k} columns", x.ld),
+            ));
+        }
+        if y.ld < n {
+            return Err(invalid(
+                K,
+                format!("y rows {} apart overlap their {n} columns", y.ld),
+            ));
+        }
+        // Each token's groups side by side within ld, or each group's rows within group.
+        let spans = |step: u64, count: u64| step.checked_mul(count - 1)?.checked_add(n);
+        let token_major = y.group >= n && spans(y.group, groups).is_some_and(|e| y.ld >= e);
+        let group_major = spans(y.ld, group_rows).is_some_and(|e| y.group >= e);
+        if !(token_major || group_major) {
+            return Err(invalid(
+                K,
+                format!(
+                    "y rows of {groups} groups x {group_rows} at (group {}, ld {}) overlap: {n} columns \
+                     need the groups' rows side by side within ld or each group's rows within group",
+                    y.group, y.ld
+                ),
+            ));
+        }
+        // The leading dimensions go to the Matmul API's int32 SetOrgShape.
+        check_gemm_dims(K, &[("x.ld", x.ld), ("y.ld", y.ld)])?;
+        let mut t = Self::new(rows, groups, n, k, MoeList::Count, budget)?;
+        t.group_rows = to_u32(K, "group_rows", group_rows)?;
+        t.x_ld = to_u32(K, "x.ld", x.ld)?;
+        t.x_group = to_u32(K, "x.group", x.group)?;
+        t.y_ld = to_u32(K, "y.ld", y.ld)?;
+        t.y_group = to_u32(K, "y.group", y.group)?;
+        Ok(t)
     }
 
     /// Blocks to launch: the cores, or fewer when there cannot be that many tasks.
@@ -590,6 +652,27 @@ impl GroupedMatmulTiling {
     /// Device workspace the launch needs: none.
     pub fn workspace_bytes(&self) -> u64 {
         0
+    }
+}
+
+/// Where the rows of a strided grouped GEMM's operand are: row `i` of group `g` starts at element
+/// `g · group + i · ld`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowLayout {
+    /// Elements between a group's consecutive rows.
+    pub ld: u64,
+    /// Elements between the first rows of consecutive groups.
+    pub group: u64,
+}
+
+impl RowLayout {
+    /// `[T, G, width]` stored token-major, group `g` the `width` columns at `g · stride` of each
+    /// token's `groups · stride` (an attention head's slice of `[T, H, d]`, `stride = d`).
+    pub fn token_major(groups: u64, stride: u64) -> Self {
+        RowLayout {
+            ld: groups.saturating_mul(stride),
+            group: stride,
+        }
     }
 }
 

@@ -63,7 +63,10 @@ fn moe_tiling_layouts_match_the_c_header() {
         rust_layout!(
             GroupedMatmulTiling,
             "DsnpuGroupedMatmulTiling",
-            [rows, groups, n, k, list_type, single_m, single_n, base_m, base_n, base_k, cube]
+            [
+                rows, groups, n, k, list_type, single_m, single_n, base_m, base_n, base_k,
+                group_rows, x_ld, x_group, y_ld, y_group, cube
+            ]
         ),
         rust_layout!(
             ExpertFfnTiling,

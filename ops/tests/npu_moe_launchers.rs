@@ -330,3 +330,209 @@ fn a_group_window_reads_the_entries_it_names() {
     assert!(y[2] == 0.0 && close(y[3], 2.0 * h), "{y:?}");
     assert_eq!(&y[4..], &[-7.0, -7.0]);
 }
+
+/// An element type of the strided tests: exact conversions of the small dyadic values they use.
+trait Val: launch::KernelElem + Copy + PartialEq + std::fmt::Debug {
+    fn of(v: f64) -> Self;
+}
+impl Val for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+}
+impl Val for half::f16 {
+    fn of(v: f64) -> Self {
+        half::f16::from_f64(v)
+    }
+}
+impl Val for half::bf16 {
+    fn of(v: f64) -> Self {
+        half::bf16::from_f64(v)
+    }
+}
+
+/// Multiples of 1/8 in [-1, 1] (exact in every type; their products' sums over k are exact in f32,
+/// so the kernel's output is the exact product rounded once to T).
+fn eighths(n: usize, seed: u64) -> Vec<f64> {
+    let mut z = seed;
+    (0..n)
+        .map(|_| {
+            z = z
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((z >> 33) % 17) as f64 / 8.0 - 1.0
+        })
+        .collect()
+}
+
+/// `grouped_matmul_strided` with x in T (`Val`) and weights in W against the exact product, on
+/// `hw`: every row of y where the layout puts it (bit-exact: one rounding of an exact sum), every
+/// element between the rows still the sentinel it was filled with.
+fn strided_case<T: Val, W: Val>(
+    hw: Hardware,
+    shape: launch::StridedGroupedShape,
+    x_len: usize,
+    y_len: usize,
+) {
+    let (lib, s) = setup(hw);
+    let launch::StridedGroupedShape {
+        groups,
+        rows,
+        n,
+        k,
+        x: xl,
+        y: yl,
+    } = shape;
+    let xv = eighths(x_len, 1);
+    let wv = eighths(groups * n * k, 2);
+    let x = s
+        .upload(&xv.iter().map(|&v| T::of(v)).collect::<Vec<_>>())
+        .unwrap();
+    let w = s
+        .upload(&wv.iter().map(|&v| W::of(v)).collect::<Vec<_>>())
+        .unwrap();
+    let sentinel = T::of(7.0);
+    let mut y = s.upload(&vec![sentinel; y_len]).unwrap();
+    let l = launch::grouped_matmul_strided(&lib, &s, &x, &w, &mut y, shape).unwrap();
+    assert_clean(&s, l.symbol);
+    let got = y.to_vec().unwrap();
+    let mut want = vec![sentinel; y_len];
+    for g in 0..groups {
+        for i in 0..rows {
+            let (xa, ya) = (
+                g * xl.group as usize + i * xl.ld as usize,
+                g * yl.group as usize + i * yl.ld as usize,
+            );
+            for j in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|kk| xv[xa + kk] * wv[(g * n + j) * k + kk])
+                    .sum();
+                want[ya + j] = T::of(dot);
+            }
+        }
+    }
+    for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "{}: y[{e}] of {shape:?}", l.symbol);
+    }
+}
+
+/// Attention's per-head products on `[T, H, d]` rows: x the first k columns of each head's wider
+/// slice, y written token-major into wider slices; and both group-major with gaps between the rows
+/// and between the groups. On 24 cube cores and on 2; f32, f16, bf16, and f32 activations with bf16
+/// weights (`grouped_matmul_f32_w<bf16>`).
+#[test]
+fn a_strided_grouped_gemm_reads_and_writes_rows_where_the_layout_puts_them() {
+    let (h, t) = (5usize, 7usize);
+    let token_major = launch::StridedGroupedShape {
+        groups: h,
+        rows: t,
+        n: 24,
+        k: 40,
+        x: dsnpu_kernels::RowLayout::token_major(h as u64, 56),
+        y: dsnpu_kernels::RowLayout::token_major(h as u64, 32),
+    };
+    let (n, k) = (24usize, 40usize);
+    let group_major = launch::StridedGroupedShape {
+        x: dsnpu_kernels::RowLayout {
+            ld: k as u64,
+            group: (t * k) as u64,
+        },
+        y: dsnpu_kernels::RowLayout {
+            ld: (n + 3) as u64,
+            group: (t * (n + 3) + 5) as u64,
+        },
+        ..token_major
+    };
+    for hw in [Hardware::ASCEND_910B2, Hardware::with_cores(2, 4)] {
+        strided_case::<f32, f32>(hw, token_major, t * h * 56, t * h * 32);
+        strided_case::<half::f16, half::f16>(hw, token_major, t * h * 56, t * h * 32);
+        strided_case::<half::bf16, half::bf16>(hw, token_major, t * h * 56, t * h * 32);
+        strided_case::<f32, half::bf16>(hw, token_major, t * h * 56, t * h * 32);
+        let y_len = (h - 1) * (t * (n + 3) + 5) + (t - 1) * (n + 3) + n;
+        strided_case::<half::bf16, half::bf16>(hw, group_major, h * t * k, y_len);
+        strided_case::<f32, f32>(hw, group_major, h * t * k, y_len);
+    }
+}
+
+#[test]
+fn a_strided_grouped_gemm_refuses_overlapping_rows_and_short_buffers() {
+    let (lib, s) = setup(Hardware::ASCEND_910B2);
+    let (groups, rows, n, k) = (3usize, 4usize, 8usize, 16usize);
+    let x = s.alloc_zeroed::<f32>(groups * rows * k).unwrap();
+    let w = s.alloc_zeroed::<f32>(groups * n * k).unwrap();
+    let mut y = s.alloc_zeroed::<f32>(groups * rows * n).unwrap();
+    let contiguous = dsnpu_kernels::RowLayout {
+        ld: k as u64,
+        group: (rows * k) as u64,
+    };
+    let shape = launch::StridedGroupedShape {
+        groups,
+        rows,
+        n,
+        k,
+        x: contiguous,
+        y: dsnpu_kernels::RowLayout {
+            ld: n as u64,
+            group: (rows * n) as u64,
+        },
+    };
+    let invalid = |shape| {
+        matches!(
+            launch::grouped_matmul_strided(
+                &lib,
+                &s,
+                &x,
+                &w,
+                &mut s.alloc_zeroed::<f32>(1 << 12).unwrap(),
+                shape
+            ),
+            Err(KernelError::InvalidShape {
+                kernel: "grouped_matmul_strided",
+                ..
+            })
+        )
+    };
+    // Groups whose rows interleave in y without room for n columns each, or y rows closer than n.
+    assert!(invalid(launch::StridedGroupedShape {
+        y: dsnpu_kernels::RowLayout {
+            ld: (groups * n) as u64,
+            group: (n - 1) as u64,
+        },
+        ..shape
+    }));
+    assert!(invalid(launch::StridedGroupedShape {
+        y: dsnpu_kernels::RowLayout {
+            ld: (n - 1) as u64,
+            group: (rows * n) as u64,
+        },
+        ..shape
+    }));
+    // x rows closer than k, and no rows.
+    assert!(invalid(launch::StridedGroupedShape {
+        x: dsnpu_kernels::RowLayout {
+            ld: (k - 1) as u64,
+            group: (rows * k) as u64,
+        },
+        ..shape
+    }));
+    assert!(invalid(launch::StridedGroupedShape { rows: 0, ..shape }));
+    // x one element short of its last row, y one short.
+    let short_x = s.alloc_zeroed::<f32>(groups * rows * k - 1).unwrap();
+    assert_eq!(
+        launch::grouped_matmul_strided(&lib, &s, &short_x, &w, &mut y, shape).unwrap_err(),
+        KernelError::BufferLength {
+            kernel: "grouped_matmul_strided",
+            arg: "x",
+            expected: groups * rows * k,
+            actual: groups * rows * k - 1,
+        }
+    );
+    let mut short_y = s.alloc_zeroed::<f32>(groups * rows * n - 1).unwrap();
+    assert!(matches!(
+        launch::grouped_matmul_strided(&lib, &s, &x, &w, &mut short_y, shape).unwrap_err(),
+        KernelError::BufferLength { arg: "y", .. }
+    ));
+    // The valid shape launches.
+    let l = launch::grouped_matmul_strided(&lib, &s, &x, &w, &mut y, shape).unwrap();
+    assert_clean(&s, l.symbol);
+}

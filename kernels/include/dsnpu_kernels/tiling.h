@@ -177,7 +177,11 @@ typedef struct DsnpuMoeInitRoutingTiling {
 /* grouped_matmul_<t>: y[rows, n] = x[rows, k] * w[g, n, k]^T for the rows of group g, the groups given by
  * group_list (int64[groups], DSNPU_MOE_LIST_* form list_type). The work is the (group, m-tile, n-tile)
  * tasks of single_m x single_n output blocks over the non-empty groups, dealt round-robin to the blocks;
- * each task runs in base_m x base_n x base_k cube steps. */
+ * each task runs in base_m x base_n x base_k cube steps.
+ * group_rows > 0 is the strided form (grouped_matmul_strided, one GEMM per attention head): every group
+ * has group_rows rows (rows = groups * group_rows; the list is not read), and row i of group g starts at
+ * element g * x_group + i * x_ld of x (k columns) and g * y_group + i * y_ld of y (n columns). With
+ * group_rows 0 those four are 0 and the rows are contiguous: row r at r * k of x and r * n of y. */
 typedef struct DsnpuGroupedMatmulTiling {
     uint32_t rows;
     uint32_t groups;
@@ -189,6 +193,11 @@ typedef struct DsnpuGroupedMatmulTiling {
     uint32_t base_m;
     uint32_t base_n;
     uint32_t base_k;
+    uint32_t group_rows;
+    uint32_t x_ld;
+    uint32_t x_group;
+    uint32_t y_ld;
+    uint32_t y_group;
     DsnpuCubeTiling cube; /* one task's Matmul (single_m x single_n x k), from tiling_moe.rs */
 } DsnpuGroupedMatmulTiling;
 

@@ -6,6 +6,11 @@
  *   expert_ffn:     h[r] = t(silu(x[r] w_gate[g]^T) * (x[r] w_up[g]^T))     (gate, up and SwiGLU in f32,
  *                   y[r] = h[r] * w_down[g]^T                                h rounded to t once)
  *
+ * grouped_matmul's strided form (tiling.group_rows > 0, launch::grouped_matmul_strided): groups of
+ * group_rows rows each and no list; row i of group g at element g * x_group + i * x_ld of x and g * y_group
+ * + i * y_ld of y (the Matmul API's SetOrgShape leading dimensions): attention's per-head products on
+ * [T, H, d] activations as the model holds them.
+ *
  * grouped_matmul_f32_w<t> and expert_ffn_f32_w<t>: the same with f32 activations (x, y, the h workspace)
  * and weights stored in t, each weight tile widened to f32 on its way into the cube (exact), so 16-bit
  * checkpoints computed in f32 keep their weights 16-bit in GM (see linear.cpp).
@@ -48,10 +53,12 @@ using namespace dsnpu_kernels;
 
 namespace {
 
-// One task of a grouped GEMM: rows [row0, row0 + m) of group `group`, columns [col0, col0 + n).
+// One task of a grouped GEMM: rows [row0, row0 + m) of group `group` (its rows [local, local + m)),
+// columns [col0, col0 + n).
 struct Task {
     uint32_t group;
     uint32_t row0;
+    uint32_t local;
     uint32_t m;
     uint32_t col0;
     uint32_t n;
@@ -97,6 +104,9 @@ public:
         last_ = total * (core + 1) / cores;
     }
 
+    // Every group `rows` rows (the strided form of grouped_matmul): the list is not read.
+    __aicore__ inline void EqualGroups(uint32_t rows) { equalRows_ = rows; }
+
     // Size the column tiles from this launch's groups (call before DealRuns): with M (group, m-tile)
     // pairs, the fewest tiles, at least ceil(cores / M) and ceil(cols / singleN), of equal width in whole
     // fractals (the last one narrower) whose deal leaves no block more than 10 % above an even share of
@@ -112,7 +122,8 @@ public:
                 const uint32_t mi = static_cast<uint32_t>(local_ / nTiles_);
                 const uint32_t ni = static_cast<uint32_t>(local_ % nTiles_);
                 task.group = group_;
-                task.row0 = start_ + mi * singleM_;
+                task.local = mi * singleM_;
+                task.row0 = start_ + task.local;
                 task.m = Min(singleM_, end_ - task.row0);
                 task.col0 = ni * singleN_;
                 task.n = Min(singleN_, cols_ - task.col0);
@@ -158,6 +169,7 @@ private:
 
     // The end row of group g starting at row `start`, from the list clamped to [start, rows].
     __aicore__ inline uint32_t GroupEnd(uint32_t g, uint32_t start) {
+        if (equalRows_ != 0) return Min(start + equalRows_, rows_);
         const int64_t v = hasList_ ? list_.GetValue(g) : static_cast<int64_t>(rows_);
         int64_t end = listType_ == DSNPU_MOE_LIST_COUNT ? static_cast<int64_t>(start) + v : v;
         end = end < static_cast<int64_t>(start) ? start : (end > static_cast<int64_t>(rows_) ? rows_ : end);
@@ -166,6 +178,7 @@ private:
 
     GlobalTensor<int64_t> list_;
     uint32_t groups_ = 0, rows_ = 0, listType_ = 0, singleM_ = 1, cols_ = 0, singleN_ = 1, nTiles_ = 1;
+    uint32_t equalRows_ = 0;
     uint64_t first_ = 0, step_ = 1, last_ = ~0ull;
     bool open_ = false, hasList_ = true, adapt_ = false;
     uint32_t group_ = 0, start_ = 0, end_ = 0;
@@ -178,17 +191,30 @@ __aicore__ inline void DealRuns(GroupTasks& tasks) {
                    static_cast<uint64_t>(GetTaskRation()), static_cast<uint64_t>(GetSubBlockIdx()));
 }
 
+// Elements from the first row of a strided operand to the end of its last: row i of group g at
+// g * group + i * ld, `width` long.
+__aicore__ inline uint64_t StridedExtent(uint32_t groups, uint32_t group, uint32_t rows, uint32_t ld,
+                                         uint32_t width) {
+    return static_cast<uint64_t>(groups - 1) * group + static_cast<uint64_t>(rows - 1) * ld + width;
+}
+
 template <typename T, typename W = T>
 __aicore__ inline void GroupedMatmul(GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM_ADDR y, GM_ADDR tiling) {
     GET_TILING_DATA_WITH_STRUCT(DsnpuGroupedMatmulTiling, t, tiling);
     if (t.single_m == 0 || t.single_n == 0 || t.rows == 0) return;
+    // The strided form: equal groups, rows where x_ld / x_group (y_ld / y_group) put them (tiling.h).
+    const bool strided = t.group_rows != 0;
     GlobalTensor<T> xGm, yGm;
     GlobalTensor<W> wGm;
     GlobalTensor<int64_t> listGm;
-    xGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), static_cast<uint64_t>(t.rows) * t.k);
+    xGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x),
+                        strided ? StridedExtent(t.groups, t.x_group, t.group_rows, t.x_ld, t.k)
+                                : static_cast<uint64_t>(t.rows) * t.k);
     wGm.SetGlobalBuffer(reinterpret_cast<__gm__ W*>(w), static_cast<uint64_t>(t.groups) * t.n * t.k);
-    yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), static_cast<uint64_t>(t.rows) * t.n);
-    listGm.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
+    yGm.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y),
+                        strided ? StridedExtent(t.groups, t.y_group, t.group_rows, t.y_ld, t.n)
+                                : static_cast<uint64_t>(t.rows) * t.n);
+    if (!strided) listGm.SetGlobalBuffer(reinterpret_cast<__gm__ int64_t*>(groupList), t.groups);
 
     TCubeTiling cube = ToCubeTiling(t.cube);
     TPipe pipe;
@@ -198,13 +224,22 @@ __aicore__ inline void GroupedMatmul(GM_ADDR x, GM_ADDR w, GM_ADDR groupList, GM
     REGIST_MATMUL_OBJ(&pipe, GetSysWorkSpacePtr(), mm, &cube);
     GroupTasks tasks;
     tasks.Init(listGm, t.groups, t.rows, t.list_type, t.single_m, t.n, t.single_n);
+    if (strided) {
+        tasks.EqualGroups(t.group_rows);
+        // A's rows x_ld apart, C's y_ld apart (B as the tiling has it).
+        mm.SetOrgShape(static_cast<int>(t.rows), static_cast<int>(t.n), static_cast<int>(t.x_ld),
+                       static_cast<int>(t.k), static_cast<int>(t.y_ld));
+    }
     tasks.DealRuns(static_cast<uint64_t>(GetBlockNum()), static_cast<uint64_t>(GetBlockIdx()), 1, 0);
     Task task;
     while (tasks.Next(task)) {
-        mm.SetTensorA(xGm[static_cast<uint64_t>(task.row0) * t.k]);
+        const uint64_t g = task.group, i = task.local, r = task.row0;
+        const uint64_t a = strided ? g * t.x_group + i * t.x_ld : r * t.k;
+        const uint64_t c = strided ? g * t.y_group + i * t.y_ld : r * t.n;
+        mm.SetTensorA(xGm[a]);
         mm.SetTensorB(wGm[(static_cast<uint64_t>(task.group) * t.n + task.col0) * t.k], true);
         mm.SetTail(static_cast<int>(task.m), static_cast<int>(task.n));
-        mm.IterateAll(yGm[static_cast<uint64_t>(task.row0) * t.n + task.col0]);
+        mm.IterateAll(yGm[c + task.col0]);
         mm.End();
     }
 }

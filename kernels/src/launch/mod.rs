@@ -53,7 +53,10 @@ pub use mla_prefill::{
 };
 pub use moe_finalize::{moe_finalize_routing, CombineShape};
 pub use moe_gating::moe_gating_topk;
-pub use moe_grouped::{expert_ffn, grouped_matmul, FfnShape, GroupList, GroupedShape};
+pub use moe_grouped::{
+    expert_ffn, grouped_matmul, grouped_matmul_strided, FfnShape, GroupList, GroupedShape, Operand,
+    StridedGroupedShape,
+};
 pub use moe_routing::{moe_init_routing, moe_init_routing_quant, RoutingShape};
 pub use norm::{add_rms_norm, rms_norm};
 pub use rope::{rope, RopeShape};

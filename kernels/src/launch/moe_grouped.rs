@@ -1,5 +1,7 @@
 //! Launchers of `grouped_matmul_<t>` and `expert_ffn_<t>` (`src/ascendc/moe_grouped_matmul.cpp`):
-//! GEMMs over expert groups along M, the groups given by a device-resident list.
+//! GEMMs over expert groups along M, the groups given by a device-resident list; and the same kernel's
+//! strided form, one GEMM per attention head over rows laid out as the model holds them
+//! ([`grouped_matmul_strided`]).
 //!
 //! The list may be a window of a longer one ([`GroupList::first`]): the per-expert counts a dispatch
 //! writes for all E experts, of which a rank holds the weights of `first..first + groups`. The window
@@ -18,6 +20,7 @@ use super::{
 use crate::tiling::invalid;
 use crate::{
     ExpertFfnTiling, FfnTaskWidths, GroupedMatmulTiling, Kernel, KernelError, MoeList, Result,
+    RowLayout,
 };
 
 /// `groups` consecutive entries of a device list of per-group rows, starting at entry `first`.
@@ -119,6 +122,122 @@ pub fn grouped_matmul<T: KernelElem, W: KernelElem>(
             .arg(x)
             .arg(w)
             .arg_at(group_list.list, group_list.first)
+            .arg_mut(y)
+            .null()
+            .tiling(&tiling)
+            .launch(blocks)
+    }
+    .map_err(|e| device_error(symbol, e))?;
+    Ok(Launched {
+        symbol,
+        blocks,
+        tiling,
+    })
+}
+
+/// The shape of a strided grouped GEMM: `groups` GEMMs `y_g [rows, n] = x_g [rows, k] · w[g]ᵀ` (`w
+/// [groups, n, k]`), the rows of x_g and y_g where `x` and `y` put them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StridedGroupedShape {
+    pub groups: usize,
+    /// Rows of every group.
+    pub rows: usize,
+    pub n: usize,
+    pub k: usize,
+    pub x: RowLayout,
+    pub y: RowLayout,
+}
+
+/// An operand of a strided grouped GEMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operand {
+    X,
+    Y,
+}
+
+impl StridedGroupedShape {
+    /// Elements `x` (`k` columns a row) or `y` (`n`) must hold: to the end of the last group's last
+    /// row (0 without rows; `None` past `usize`).
+    pub fn extent(&self, operand: Operand) -> Option<usize> {
+        let (l, width) = match operand {
+            Operand::X => (self.x, self.k),
+            Operand::Y => (self.y, self.n),
+        };
+        if self.groups == 0 || self.rows == 0 {
+            return Some(0);
+        }
+        let last_group = u64::try_from(self.groups - 1).ok()?.checked_mul(l.group)?;
+        let last_row = u64::try_from(self.rows - 1).ok()?.checked_mul(l.ld)?;
+        let end = last_group
+            .checked_add(last_row)?
+            .checked_add(width as u64)?;
+        usize::try_from(end).ok()
+    }
+}
+
+/// `y_g = x_g · w[g]ᵀ` for every group `g`, each group's rows read from and written to where
+/// [`StridedGroupedShape::x`] / [`StridedGroupedShape::y`] say: the per-head products of absorbed MLA
+/// straight on `[T, H, d]` activations (`RowLayout::token_major`), without the transposes to and from
+/// `[H, T, d]` that [`grouped_matmul`] would need. The same kernels as [`grouped_matmul`] (no group
+/// list: the groups are equal); f32 accumulation; weights of another type than `T` need f32
+/// activations. Elements of `y` between the rows are left as they are.
+pub fn grouped_matmul_strided<T: KernelElem, W: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    x: &DeviceBuffer<T>,
+    w: &DeviceBuffer<W>,
+    y: &mut DeviceBuffer<T>,
+    shape: StridedGroupedShape,
+) -> Result<Launched<GroupedMatmulTiling>> {
+    const K: &str = "grouped_matmul_strided";
+    let StridedGroupedShape {
+        groups,
+        rows,
+        n,
+        k,
+        x: xl,
+        y: yl,
+    } = shape;
+    let cube = lib.hardware().cube;
+    let tiling =
+        GroupedMatmulTiling::strided(groups as u64, rows as u64, n as u64, k as u64, xl, yl, cube)?;
+    for (arg, operand, len) in [("x", Operand::X, x.len()), ("y", Operand::Y, y.len())] {
+        let expected = shape
+            .extent(operand)
+            .ok_or_else(|| invalid(K, format!("{arg}'s extent overflows")))?;
+        if len < expected {
+            return Err(KernelError::BufferLength {
+                kernel: K,
+                arg,
+                expected,
+                actual: len,
+            });
+        }
+    }
+    let gn = product(K, "groups * n", groups, n)?;
+    expect_len(K, "w", w.len(), product(K, "groups * n * k", gn, k)?)?;
+    let (kernel, dtype) = weight_kernel(
+        K,
+        Kernel::GroupedMatmul,
+        Kernel::GroupedMatmulF32W,
+        T::DTYPE,
+        W::DTYPE,
+    )?;
+    let symbol = kernel.symbol(dtype);
+    let f = lib.function(kernel, dtype)?;
+    let blocks = tiling.block_dim(cube);
+    // SAFETY: grouped_matmul_<t> / grouped_matmul_f32_w<w>(x, w, group_list, y, workspace, tiling) in
+    // its strided form (tiling.group_rows > 0): the kernel reads x and writes y only within the extents
+    // of their row layouts (its StridedExtent, the formula of StridedGroupedShape::extent), which x and
+    // y hold (checked above), and w's groups x n x k elements of W (checked; the kernel's weight type
+    // is W, picked by weight_kernel). It reads no group list (NULL). The tiling rejected layouts whose
+    // y rows overlap, so no two tasks write the same element. Only y is written (arg_mut); the
+    // workspace is unused.
+    unsafe {
+        f.builder(stream)
+            .arg(x)
+            .arg(w)
+            .null()
             .arg_mut(y)
             .null()
             .tiling(&tiling)

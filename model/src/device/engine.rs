@@ -45,7 +45,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use dsnpu_kernels::launch::{self, KernelLibrary, RowSource};
-use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaOperand, MlaPlanShape, MoeList};
+use dsnpu_kernels::{KernelDtype, MlaDecodePlan, MlaOperand, MlaPlanShape, MoeList, RowLayout};
 use dsnpu_ops::rope::RopeTable;
 use dsnpu_ops::sampling::Sampler;
 use dsnpu_runtime::{
@@ -199,7 +199,6 @@ struct Pass {
     /// words on the device.
     plan: MlaDecodePlan,
     plan_words: DeviceBuffer<i32>,
-    head_counts: DeviceBuffer<i64>,
     /// Rows of the step whose logits are wanted (`None` = all).
     picked: Option<(DeviceBuffer<i32>, usize)>,
     /// A prefill pass's keys for `mla_prefill` (`None` in decode passes, which run `mla_decode`).
@@ -223,7 +222,6 @@ struct PrefillKeys {
 #[derive(Default)]
 struct Staged {
     i32s: Vec<HostBuffer<i32>>,
-    i64s: Vec<HostBuffer<i64>>,
 }
 
 /// The model on a device (see the module docs).
@@ -875,7 +873,6 @@ impl Engine {
             self.ctx.lib.hardware().cube.cores,
         )?;
         let plan_words = stage(dev, st, plan.words(), &mut staged.i32s)?;
-        let head_counts = stage(dev, st, &vec![tokens as i64; heads], &mut staged.i64s)?;
         let prefill = if prefill {
             let bs = self.opts.block_size;
             let (mut key_slots, mut cu_q, mut cu_k) = (Vec::new(), vec![0i32], vec![0i32]);
@@ -909,7 +906,6 @@ impl Engine {
             seq_lens,
             plan,
             plan_words,
-            head_counts,
             picked,
             prefill,
             _staged: staged,
@@ -1192,8 +1188,7 @@ impl Env<'_> {
             }
             QueryW::Full(m) => ctx.linear(x, m, t)?,
         };
-        // [T, H, dn+dr] -> q_nope [H, T, dn] and q_pe [T, H, dr].
-        let q_nope = ctx.rearrange(&q, RowSource::swap_leading(t, heads, dn, dn + dr, 0))?;
+        // [T, H, dn+dr] -> q_pe [T, H, dr] (q_nope is read in place below).
         let q_pe = ctx.gather(
             &q,
             None,
@@ -1251,9 +1246,15 @@ impl Env<'_> {
         if let Some(pk) = &p.prefill {
             return self.prefill_attention(a, cache, &q, &q_rope, pk, t);
         }
-        // q_nope · W_UK per head: [H, T, dn] x [H, Dl, dn]ᵀ -> [H, T, Dl] -> [T, H, Dl].
-        let q_abs = ctx.grouped(&q_nope, &a.w_uk_t, &p.head_counts, heads * t)?;
-        let q_lat = ctx.rearrange(&q_abs, RowSource::swap_leading(heads, t, dl, dl, 0))?;
+        // q_nope · W_UK per head, on q's rows as they are: head h's first dn columns of [T, H, dn+dr]
+        // times [Dl, dn]ᵀ into [T, H, Dl].
+        let q_lat = ctx.per_head(
+            &q,
+            &a.w_uk_t,
+            t,
+            RowLayout::token_major(heads as u64, (dn + dr) as u64),
+            RowLayout::token_major(heads as u64, dl as u64),
+        )?;
         let mut out = ctx.alloc::<T>(t * heads * dl)?;
         let mut lse = ctx.alloc::<f32>(t * heads)?;
         let r = launch::mla_decode(
@@ -1284,10 +1285,14 @@ impl Env<'_> {
             cfg.softmax_scale(),
         );
         ctx.note_launch("mla_decode", r)?;
-        // [T, H, Dl] -> [H, T, Dl], times W_UV per head -> [H, T, dv] -> [T, H·dv], then o_proj.
-        let out_h = ctx.rearrange(&out, RowSource::swap_leading(t, heads, dl, dl, 0))?;
-        let v = ctx.grouped(&out_h, &a.w_uv, &p.head_counts, heads * t)?;
-        let v = ctx.rearrange(&v, RowSource::swap_leading(heads, t, dv, dv, 0))?;
+        // [T, H, Dl] times W_UV per head -> [T, H·dv], then o_proj.
+        let v = ctx.per_head(
+            &out,
+            &a.w_uv,
+            t,
+            RowLayout::token_major(heads as u64, dl as u64),
+            RowLayout::token_major(heads as u64, dv as u64),
+        )?;
         ctx.linear(&v, &a.o, t)
     }
 

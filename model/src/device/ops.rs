@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dsnpu_kernels::launch::{self, KernelElem, KernelLibrary, Launched, RowSource};
-use dsnpu_kernels::KernelError;
+use dsnpu_kernels::{KernelError, RowLayout};
 use dsnpu_ops::Float;
 use dsnpu_runtime::{DeviceBuffer, Stream};
 use half::{bf16, f16};
@@ -35,23 +35,6 @@ pub(crate) struct Ctx {
 }
 
 pub(crate) type Buf<T = f32> = DeviceBuffer<T>;
-
-/// The rows [`Ctx::rearrange`] asked for: the source itself when they are already in place, else a
-/// fresh buffer.
-pub(crate) enum Rows<'a, T: Act> {
-    InPlace(&'a Buf<T>),
-    Copied(Buf<T>),
-}
-
-impl<T: Act> std::ops::Deref for Rows<'_, T> {
-    type Target = Buf<T>;
-    fn deref(&self) -> &Buf<T> {
-        match self {
-            Rows::InPlace(b) => b,
-            Rows::Copied(b) => b,
-        }
-    }
-}
 
 /// Runs `$body` with `$W` the Rust type of weight tensor `$w`'s dtype (f32, f16 or bf16).
 macro_rules! by_weight {
@@ -195,15 +178,6 @@ impl Ctx {
         Ok(y)
     }
 
-    /// The rows `src` selects from `x` without an index list: `x` itself when `src` keeps every row
-    /// where it is (a head/token swap with one token or one head), else a [`gather`](Self::gather).
-    pub fn rearrange<'a, T: Act>(&self, x: &'a Buf<T>, src: RowSource) -> Result<Rows<'a, T>> {
-        if src.is_identity() && Some(x.len()) == src.rows.checked_mul(src.cols) {
-            return Ok(Rows::InPlace(x));
-        }
-        self.gather(x, None, src).map(Rows::Copied)
-    }
-
     /// Rows of a weight table (the embedding) picked by `idx`, in the compute type: a plain gather when
     /// the table is stored in `T`, else (f32 compute over a 16-bit table) widened on the way.
     pub fn lookup<T: Act>(
@@ -246,39 +220,38 @@ impl Ctx {
         Ok(y)
     }
 
-    /// `y [rows, n]` with rows grouped by `counts` (i64 `[groups]`), group `g` times `w[g]ᵀ` (`w [G, n, k]`).
-    pub fn grouped<T: Act>(
+    /// One GEMM per group (attention head) on rows where the layouts put them: group `g`'s `rows` rows
+    /// of `x` (its `k` columns at `x_rows`) times `w[g]ᵀ` (`w [G, n, k]`, 16-bit or f32, not FP8) into
+    /// a new `y` laid out as `y_rows` says (`grouped_matmul_strided`: no transposes to and from
+    /// group-major rows).
+    pub fn per_head<T: Act>(
         &self,
         x: &Buf<T>,
         w: &Tensor,
-        counts: &DeviceBuffer<i64>,
         rows: usize,
+        x_rows: RowLayout,
+        y_rows: RowLayout,
     ) -> Result<Buf<T>> {
         let (groups, n, k) = (w.shape()[0], w.shape()[1], w.shape()[2]);
-        let mut y = self.alloc(rows * n)?;
-        let list = launch::GroupList::all(counts, dsnpu_kernels::MoeList::Count);
-        let shape = launch::GroupedShape { rows, groups, n, k };
-        if w.dtype() == DType::F8E4M3 {
-            let r = launch::grouped_matmul_fp8(
-                &self.lib,
-                &self.stream,
-                x,
-                fp8(w)?,
-                list,
-                &mut y,
-                shape,
-            );
-            self.note("grouped_matmul_fp8", r)?;
-            return Ok(y);
-        }
-        let r = by_weight!(w, W => Ok(launch::grouped_matmul(
+        let shape = launch::StridedGroupedShape {
+            groups,
+            rows,
+            n,
+            k,
+            x: x_rows,
+            y: y_rows,
+        };
+        let len = shape.extent(launch::Operand::Y).ok_or_else(|| {
+            invalid_input(format!("per-head GEMM {shape:?}: y's extent overflows"))
+        })?;
+        let mut y = self.alloc(len)?;
+        let r = by_weight!(w, W => Ok(launch::grouped_matmul_strided(
             &self.lib,
             &self.stream,
             x,
             w.device::<W>()?,
-            launch::GroupList::all(counts, dsnpu_kernels::MoeList::Count),
             &mut y,
-            launch::GroupedShape { rows, groups, n, k },
+            shape,
         )))?;
         self.note("grouped_matmul", r)?;
         Ok(y)

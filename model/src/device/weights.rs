@@ -30,8 +30,9 @@
 //!   tensor, and every buffer of the partial load is freed and returned to the device.
 //! - Load-time rearrangements (done once): dense gate/up stacked into `[2I, hidden]`; experts stacked
 //!   into `[E, I, hidden]` / `[E, hidden, I]`; `kv_b_proj` split into the per-head key up-projection
-//!   transposed, `w_uk_t [H, Dl, dn]` (the absorbed query is `q_nope · W_UK`, a grouped matmul with
-//!   weights `[n = Dl, k = dn]`), and the value up-projection `w_uv [H, dv, Dl]` (its rows as stored).
+//!   transposed, `w_uk_t [H, Dl, dn]` (the absorbed query is `q_nope · W_UK`, one GEMM per head with
+//!   weights `[n = Dl, k = dn]`, `grouped_matmul_strided` on the query's `[T, H, dn + dr]` rows), and
+//!   the value up-projection `w_uv [H, dv, Dl]` (its rows as stored).
 //!   `kv_b_proj` itself is also kept, as stored (`[H·(dn + dv), Dl]`): prefill runs in the expanded
 //!   form and up-projects the cached latent with it (`launch::mla_prefill_from_cache`).
 //! - Expert parallelism ([`DeviceWeights::load_experts`]): only the routed experts of a contiguous range
