@@ -104,6 +104,29 @@ fn a_batch_of_three_keeps_to_the_transfer_budget() {
     );
 }
 
+/// A decode step of several sequences runs attention's per-head products on the `[T, H, d]` rows as
+/// they are (`grouped_matmul_strided`): per layer two `grouped_matmul` launches and one `gather_rows`
+/// (the rope part of the query), no transposes to and from head-major rows around them.
+#[test]
+fn a_decode_step_moves_no_rows_between_token_and_head_order() {
+    let mut e = engine("v3_base", 32);
+    for p in [&[5, 9, 14][..], &[3, 1, 4, 1], &[7]] {
+        e.add_sequence(p).unwrap();
+    }
+    e.step().unwrap();
+    let before = e.stats().ops;
+    let steps = 3u64;
+    for _ in 0..steps {
+        e.step().unwrap();
+    }
+    let after = e.stats().ops;
+    let ran = |op| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    let layers = e.config().num_hidden_layers as u64;
+    assert_eq!(ran("mla_decode"), layers * steps, "{after:?}");
+    assert_eq!(ran("grouped_matmul"), 2 * layers * steps, "{after:?}");
+    assert_eq!(ran("gather_rows"), layers * steps, "{after:?}");
+}
+
 #[test]
 fn joining_and_leaving_reproduce_each_sequence_alone() {
     let mut e = engine("v3_base", 16);
