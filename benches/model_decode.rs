@@ -274,13 +274,6 @@ impl Meter<'_> {
         y
     }
 
-    fn gather(&mut self, x: &DeviceBuffer<bf16>, src: RowSource) -> DeviceBuffer<bf16> {
-        let mut y = self.alloc(src.rows * src.cols);
-        let r = launch::gather_rows(self.lib, self.s, x, None, &mut y, src);
-        self.count(r);
-        y
-    }
-
     /// One GEMM per head (`w [H, n, k]`) from `x [T, H, x_head]` (each head's first k columns) into
     /// a new `[T, H, n]` (`y_head` = n), through `grouped_matmul_strided` as the engine does.
     fn per_head(
@@ -390,28 +383,16 @@ fn layer_step(m: &mut Meter<'_>, d: &Dims, w: &Layer, bt: &mut Batch) {
     let qa = m.linear(&xn, &w.q_a, t, d.q_lora, h);
     let qa = m.norm(&qa, &w.q_a_norm, t);
     let q = m.linear(&qa, &w.q_b, t, hd * d.q_head(), d.q_lora);
-    let q_pe = m.gather(
-        &q,
-        RowSource {
-            rows: t * hd,
-            inner: hd,
-            cols: d.rope,
-            offset: d.nope,
-            stride_a: hd * d.q_head(),
-            stride_b: d.q_head(),
-            by_index: None,
-        },
-    );
     let mut q_rope = m.alloc::<bf16>(t * hd * d.rope);
     let r = launch::rope(
         lib,
         s,
-        &q_pe,
+        &q,
         &bt.positions,
         &bt.cos,
         &bt.sin,
         &mut q_rope,
-        launch::RopeShape::dense(t, hd, d.rope, CTX, RopeLayout::Interleaved),
+        launch::RopeShape::tail_of(t, hd, d.q_head(), d.rope, CTX, RopeLayout::Interleaved),
     );
     m.count(r);
     let kv = m.linear(&xn, &w.kv_a, t, d.kv_lora + d.rope, h);

@@ -35,7 +35,7 @@ int main(void) {
     FIELD(DsnpuRopeTiling, tokens_per_block)
     FIELD(DsnpuRopeTiling, tokens_per_tile)
     FIELD(DsnpuRopeTiling, rows_at_once)
-    FIELD(DsnpuRopeTiling, reserved)
+    FIELD(DsnpuRopeTiling, y_row_stride)
     STRUCT_END()
 
     STRUCT_BEGIN(DsnpuSiluMulTiling)

@@ -236,8 +236,30 @@ impl RopeTiling {
             tokens_per_block,
             tokens_per_tile,
             rows_at_once,
-            reserved: 0,
+            y_row_stride: row_stride,
         })
+    }
+
+    /// The same rotation written to y rows `y_row_stride` elements apart (x's stay `row_stride`):
+    /// a rope slice of a wider head rotated into rows of its own.
+    pub fn with_y_row_stride(mut self, y_row_stride: u64) -> Result<Self> {
+        const K: &str = "rope";
+        if y_row_stride < u64::from(self.dim) {
+            return Err(invalid(
+                K,
+                format!(
+                    "y row stride {y_row_stride} is shorter than dim {}",
+                    self.dim
+                ),
+            ));
+        }
+        self.y_row_stride = to_u32(K, "y_row_stride", y_row_stride)?;
+        to_u32(
+            K,
+            "rows * y_row_stride",
+            u64::from(self.tokens) * u64::from(self.heads) * y_row_stride,
+        )?;
+        Ok(self)
     }
 
     /// (fixed, per token) UB bytes (the kernel's formula): the tables' rows, cos2, sin2, the table

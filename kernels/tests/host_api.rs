@@ -1269,7 +1269,7 @@ fn tiling_structs_match_the_c_header() {
                 tokens_per_block,
                 tokens_per_tile,
                 rows_at_once,
-                reserved
+                y_row_stride
             ]
         ),
         rust_layout!(

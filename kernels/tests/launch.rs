@@ -265,3 +265,64 @@ fn rope_bf16_rounds_the_rotated_pair_once() {
     let got: Vec<f32> = y.to_vec().unwrap().iter().map(|v| v.to_f32()).collect();
     assert_eq!(got, vec![0.601_562_5, 0.800_781_25]);
 }
+
+/// The rope part of `[T, H, head_dim]` rows (their last `dim` elements, as a query's `[nope | rope]`
+/// heads hold it) rotated into rows of its own (`RopeShape::tail_of`): bit for bit what the dense
+/// rope gives on a host copy of those parts, for both layouts, f32 and bf16, over several blocks.
+#[test]
+fn rope_rotates_the_tail_of_wider_rows_into_rows_of_its_own() {
+    let (lib, s) = setup(Hardware::with_cores(2, 3));
+    let (tokens, heads, head_dim, dim, table_rows) = (5usize, 3usize, 24usize, 8usize, 6usize);
+    let xf: Vec<f32> = (0..tokens * heads * head_dim)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 16.0)
+        .collect();
+    let tail: Vec<f32> = xf
+        .chunks(head_dim)
+        .flat_map(|row| row[head_dim - dim..].to_vec())
+        .collect();
+    let pos = s.upload(&[4i32, 0, 5, 2, 2]).unwrap();
+    let angles: Vec<f64> = (0..table_rows * dim / 2).map(|i| i as f64 * 0.37).collect();
+    let cos = s
+        .upload(&angles.iter().map(|a| a.cos() as f32).collect::<Vec<_>>())
+        .unwrap();
+    let sin = s
+        .upload(&angles.iter().map(|a| a.sin() as f32).collect::<Vec<_>>())
+        .unwrap();
+    for layout in [RopeLayout::Interleaved, RopeLayout::HalfSplit] {
+        let dense = RopeShape::dense(tokens, heads, dim, table_rows, layout);
+        let strided = RopeShape::tail_of(tokens, heads, head_dim, dim, table_rows, layout);
+        let rotate = |x: &[f32], shape: RopeShape| -> (Vec<f32>, Vec<bf16>) {
+            let out = tokens * heads * dim;
+            let (x32, mut y32) = (s.upload(x).unwrap(), s.alloc::<f32>(out).unwrap());
+            launch::rope(&lib, &s, &x32, &pos, &cos, &sin, &mut y32, shape).unwrap();
+            let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+            let (x16, mut y16) = (s.upload(&xb).unwrap(), s.alloc::<bf16>(out).unwrap());
+            launch::rope(&lib, &s, &x16, &pos, &cos, &sin, &mut y16, shape).unwrap();
+            s.synchronize().unwrap();
+            (y32.to_vec().unwrap(), y16.to_vec().unwrap())
+        };
+        let want = rotate(&tail, dense);
+        assert_eq!(rotate(&xf, strided), want, "{layout:?}");
+        // The rotation moved something (not a copy of the tail).
+        assert_ne!(want.0, tail, "{layout:?}");
+    }
+    // y sized for x's wider rows is refused.
+    let (x, mut y) = (s.upload(&xf).unwrap(), s.alloc::<f32>(xf.len()).unwrap());
+    let shape = RopeShape::tail_of(
+        tokens,
+        heads,
+        head_dim,
+        dim,
+        table_rows,
+        RopeLayout::Interleaved,
+    );
+    assert_eq!(
+        launch::rope(&lib, &s, &x, &pos, &cos, &sin, &mut y, shape).unwrap_err(),
+        KernelError::BufferLength {
+            kernel: "rope",
+            arg: "y",
+            expected: tokens * heads * dim,
+            actual: xf.len(),
+        }
+    );
+}

@@ -28,7 +28,8 @@ typedef struct DsnpuRmsNormTiling {
 } DsnpuRmsNormTiling;
 
 /* rope_<t>: x and y are [tokens, heads, dim] with consecutive (token, head) rows `row_stride` elements apart
- * (row_stride >= dim, so a rope slice of a wider head can be rotated in place); positions int32[tokens];
+ * in x and `y_row_stride` apart in y (both >= dim, so a rope slice of a wider head can be rotated in place, or
+ * into rows of its own); positions int32[tokens];
  * cos and sin f32[table_rows, dim / 2]. Tokens are split into runs of tokens_per_block per block, walked in
  * tiles of tokens_per_tile tokens. layout: DSNPU_ROPE_INTERLEAVED or DSNPU_ROPE_HALF_SPLIT. */
 #define DSNPU_ROPE_INTERLEAVED 0u
@@ -43,7 +44,7 @@ typedef struct DsnpuRopeTiling {
     uint32_t tokens_per_block;
     uint32_t tokens_per_tile;
     uint32_t rows_at_once; /* 1: a row at a time; heads: a token's rows per instruction (dim <= 64) */
-    uint32_t reserved;
+    uint32_t y_row_stride;
 } DsnpuRopeTiling;
 
 /* silu_mul_<t>: gate_up [rows, 2 * inter] -> out [rows, inter]. Rows split into runs of rows_per_block per

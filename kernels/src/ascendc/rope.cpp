@@ -4,7 +4,7 @@
  * For a row x of `dim` elements at position p, with c_i = cos[p, i], s_i = sin[p, i] (i < dim / 2) and the
  * pair (a, b) = (x[2i], x[2i+1]) (interleaved) or (x[i], x[i + dim/2]) (half-split):
  *   a' = a c_i - b s_i,   b' = b c_i + a s_i,
- * written back to the same places. Any scaling (YaRN's frequencies and attention factor) is already in the
+ * written to the same places of y (rows row_stride apart in x, y_row_stride in y). Any scaling (YaRN's frequencies and attention factor) is already in the
  * tables.
  *
  * Vector form (dsnpu_kernels/rope_ops.h, shared with mla_cache_write): per token the table rows are
@@ -40,6 +40,7 @@ public:
         dim_ = t.dim;
         half_ = t.dim / 2;
         stride_ = t.row_stride;
+        yStride_ = t.y_row_stride;
         layout_ = t.layout;
         tileTokens_ = t.tokens_per_tile;
         const uint64_t first = static_cast<uint64_t>(GetBlockIdx()) * t.tokens_per_block;
@@ -50,9 +51,8 @@ public:
         }
         first_ = static_cast<uint32_t>(first);
         const uint64_t rows = static_cast<uint64_t>(t.tokens) * heads_;
-        const uint64_t xSize = (rows - 1) * stride_ + dim_;
-        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), xSize);
-        yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), xSize);
+        xGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(x), (rows - 1) * stride_ + dim_);
+        yGm_.SetGlobalBuffer(reinterpret_cast<__gm__ T*>(y), (rows - 1) * yStride_ + dim_);
         posGm_.SetGlobalBuffer(reinterpret_cast<__gm__ int32_t*>(positions), t.tokens);
         cosGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(cosTable), static_cast<uint64_t>(t.table_rows) * half_);
         sinGm_.SetGlobalBuffer(reinterpret_cast<__gm__ float*>(sinTable), static_cast<uint64_t>(t.table_rows) * half_);
@@ -135,12 +135,14 @@ private:
         if constexpr (!IS_F32) Cast(dst, a, RoundMode::CAST_RINT, heads_ * dimPad_);
     }
 
-    __aicore__ inline uint64_t RowOffset(uint32_t token) const {
-        return static_cast<uint64_t>(first_ + token) * heads_ * stride_;
+    // Where the token's first row starts in x (rows `stride` apart) or y.
+    __aicore__ inline uint64_t RowOffset(uint32_t token, uint32_t stride) const {
+        return static_cast<uint64_t>(first_ + token) * heads_ * stride;
     }
 
+    // n tokens' rows between GM (x's rows `stride_` apart, y's `yStride_`) and the tile (dimPad_ apart).
     __aicore__ inline DataCopyExtParams Rows(uint32_t n, bool toUb) const {
-        const uint32_t gap = (stride_ - dim_) * static_cast<uint32_t>(sizeof(T));
+        const uint32_t gap = ((toUb ? stride_ : yStride_) - dim_) * static_cast<uint32_t>(sizeof(T));
         return DataCopyExtParams(static_cast<uint16_t>(n * heads_), dim_ * static_cast<uint32_t>(sizeof(T)),
                                  toUb ? gap : 0, toUb ? 0 : gap, 0);
     }
@@ -148,7 +150,7 @@ private:
     __aicore__ inline void CopyIn(uint32_t t0, uint32_t n) {
         xOut_.BeforeRefill();
         LocalTensor<T> x = xQue_.AllocTensor<T>();
-        DataCopyPad(x, xGm_[RowOffset(t0)], Rows(n, true), DataCopyPadExtParams<T>(false, 0, 0, T(0)));
+        DataCopyPad(x, xGm_[RowOffset(t0, stride_)], Rows(n, true), DataCopyPadExtParams<T>(false, 0, 0, T(0)));
         xQue_.EnQue(x);
     }
 
@@ -202,7 +204,7 @@ private:
     }
 
     __aicore__ inline void CopyOut(uint32_t t0, uint32_t n) {
-        DataCopyPad(yGm_[RowOffset(t0)], x_, Rows(n, false));
+        DataCopyPad(yGm_[RowOffset(t0, yStride_)], x_, Rows(n, false));
         xOut_.CopiedOut();
         xQue_.FreeTensor(x_);
     }
@@ -215,7 +217,7 @@ private:
     GlobalTensor<T> xGm_, yGm_;
     GlobalTensor<int32_t> posGm_;
     GlobalTensor<float> cosGm_, sinGm_;
-    uint32_t heads_ = 0, dim_ = 0, half_ = 0, stride_ = 0, layout_ = 0, tileTokens_ = 0;
+    uint32_t heads_ = 0, dim_ = 0, half_ = 0, stride_ = 0, yStride_ = 0, layout_ = 0, tileTokens_ = 0;
     uint32_t tokens_ = 0, first_ = 0, rowBytes_ = 0, dimPad_ = 0, tableBytes_ = 0;
     uint32_t atOnce_ = 1;  // rows rotated per instruction: heads_ or 1 (header)
 };

@@ -14,6 +14,11 @@ pub struct RopeShape {
     pub dim: usize,
     /// Elements from one (token, head) row to the next (`>= dim`: a rope slice of a wider head).
     pub row_stride: usize,
+    /// Where x's first row starts in `x` (a rope slice after the rest of a head: `[T, H, dn + dr]`'s
+    /// rope part starts at `dn`).
+    pub x_offset: usize,
+    /// Elements between y's rows (`>= dim`; `row_stride` when y has x's layout).
+    pub y_row_stride: usize,
     /// Rows of the cos and sin tables (positions they cover).
     pub table_rows: usize,
     pub layout: RopeLayout,
@@ -33,13 +38,45 @@ impl RopeShape {
             heads,
             dim,
             row_stride: dim,
+            x_offset: 0,
+            y_row_stride: dim,
             table_rows,
             layout,
         }
     }
 
-    /// Elements of `x` (and `y`) the kernel reaches: up to the last row's `dim` elements.
-    fn extent(&self) -> Result<usize> {
+    /// The rope part of `[tokens, heads, head_dim]` rows (its last `dim` elements), rotated into rows
+    /// of their own, `[tokens, heads, dim]`.
+    pub fn tail_of(
+        tokens: usize,
+        heads: usize,
+        head_dim: usize,
+        dim: usize,
+        table_rows: usize,
+        layout: RopeLayout,
+    ) -> RopeShape {
+        RopeShape {
+            row_stride: head_dim,
+            x_offset: head_dim.saturating_sub(dim),
+            ..RopeShape::dense(tokens, heads, dim, table_rows, layout)
+        }
+    }
+
+    /// Elements of `x` (rows `row_stride` apart from `x_offset` on) and `y` (`y_row_stride` apart)
+    /// the kernel reaches: up to the last row's `dim` elements.
+    fn extents(&self) -> Result<(usize, usize)> {
+        let x = self
+            .extent(self.row_stride)?
+            .checked_add(self.x_offset)
+            .ok_or_else(|| KernelError::InvalidShape {
+                kernel: "rope",
+                reason: "x extent overflows".into(),
+            })?;
+        Ok((x, self.extent(self.y_row_stride)?))
+    }
+
+    /// Elements from the first row to the end of the last, rows `row_stride` apart.
+    fn extent(&self, row_stride: usize) -> Result<usize> {
         const K: &str = "rope";
         let rows = product(K, "tokens * heads", self.tokens, self.heads)?;
         if rows == 0 {
@@ -48,23 +85,25 @@ impl RopeShape {
                 reason: format!("{} tokens of {} heads", self.tokens, self.heads),
             });
         }
-        product(K, "rows * row_stride", rows - 1, self.row_stride)?
+        product(K, "rows * row_stride", rows - 1, row_stride)?
             .checked_add(self.dim)
             .ok_or_else(|| KernelError::InvalidShape {
                 kernel: K,
-                reason: "x extent overflows".into(),
+                reason: "extent overflows".into(),
             })
     }
 }
 
-/// Rotates `x` into `y` (`[tokens, heads, dim]` rows `row_stride` apart; elements between rows are
-/// not touched) at `positions[t]` (i32, `tokens` of them) with the f32 tables `cos` and `sin`
-/// (`[table_rows, dim / 2]`, any scaling already applied):
-/// `a' = a cos - b sin`, `b' = b cos + a sin` for each pair `(a, b)` of `shape.layout`.
+/// Rotates `x` into `y` (`[tokens, heads, dim]` rows, `row_stride` apart in x from element
+/// `x_offset` on and `y_row_stride` apart in y; elements between rows are not touched) at
+/// `positions[t]` (i32, `tokens` of them) with the f32 tables `cos` and `sin` (`[table_rows, dim /
+/// 2]`, any scaling already applied): `a' = a cos - b sin`, `b' = b cos + a sin` for each pair `(a, b)`
+/// of `shape.layout`.
 ///
-/// `x` and `y` must hold exactly the rows' extent, `(tokens * heads - 1) * row_stride + dim`
-/// elements. Positions are device data the launcher cannot check: each must be in
-/// `0..table_rows` (see the module docs for what happens otherwise).
+/// `x` and `y` must hold exactly the rows' extents, `x_offset + (tokens * heads - 1) * row_stride +
+/// dim` and `(tokens * heads - 1) * y_row_stride + dim` elements. Positions are device data the
+/// launcher cannot check: each must be in `0..table_rows` (see the module docs for what happens
+/// otherwise).
 #[allow(clippy::too_many_arguments)]
 pub fn rope<T: KernelElem>(
     lib: &KernelLibrary,
@@ -86,10 +125,11 @@ pub fn rope<T: KernelElem>(
         shape.layout,
         T::DTYPE,
         lib.hardware().vector,
-    )?;
-    let extent = shape.extent()?;
-    expect_len(K, "x", x.len(), extent)?;
-    expect_len(K, "y", y.len(), extent)?;
+    )?
+    .with_y_row_stride(shape.y_row_stride as u64)?;
+    let (x_extent, y_extent) = shape.extents()?;
+    expect_len(K, "x", x.len(), x_extent)?;
+    expect_len(K, "y", y.len(), y_extent)?;
     expect_len(K, "positions", positions.len(), shape.tokens)?;
     let table = product(K, "table_rows * dim / 2", shape.table_rows, shape.dim / 2)?;
     expect_len(K, "cos", cos.len(), table)?;
@@ -97,14 +137,14 @@ pub fn rope<T: KernelElem>(
     let symbol = Kernel::Rope.symbol(T::DTYPE);
     let f = lib.function(Kernel::Rope, T::DTYPE)?;
     let blocks = tiling.block_dim();
-    // SAFETY: rope_<t>(x, positions, cos, sin, y, workspace, tiling); x and y hold the rows' extent
-    // of T, positions `tokens` i32, cos and sin table_rows x dim/2 f32 (checked above), the sizes the
+    // SAFETY: rope_<t>(x, positions, cos, sin, y, workspace, tiling); x from element x_offset on and y
+    // hold their rows' extents of T (x passed as the address of element x_offset), positions `tokens` i32, cos and sin table_rows x dim/2 f32 (checked above), the sizes the
     // kernel gives its GlobalTensors for this tiling; every table read goes through a size-checked
     // GlobalTensor, so a bad position faults instead of leaving the table; only y is written (arg_mut);
     // the workspace is unused.
     unsafe {
         f.builder(stream)
-            .arg(x)
+            .arg_at(x, shape.x_offset)
             .arg(positions)
             .arg(cos)
             .arg(sin)
@@ -128,12 +168,17 @@ mod tests {
     #[test]
     fn extent_reaches_the_last_rows_dim() {
         let mut s = RopeShape::dense(3, 2, 8, 16, RopeLayout::Interleaved);
-        assert_eq!(s.extent().unwrap(), 48);
+        assert_eq!(s.extents().unwrap(), (48, 48));
         // A 64-wide rope slice of 192-wide heads: 6 rows, the last one ending 64 into its head.
         s.dim = 64;
         s.row_stride = 192;
-        assert_eq!(s.extent().unwrap(), 5 * 192 + 64);
+        s.y_row_stride = 192;
+        assert_eq!(s.extents().unwrap(), (5 * 192 + 64, 5 * 192 + 64));
+        // The same slice after 128 elements of each head, into rows of its own: x ends with its buffer.
+        let t = RopeShape::tail_of(3, 2, 192, 64, 16, RopeLayout::Interleaved);
+        assert_eq!((t.x_offset, t.row_stride, t.y_row_stride), (128, 192, 64));
+        assert_eq!(t.extents().unwrap(), (6 * 192, 6 * 64));
         s.tokens = 0;
-        assert!(matches!(s.extent(), Err(KernelError::InvalidShape { .. })));
+        assert!(matches!(s.extents(), Err(KernelError::InvalidShape { .. })));
     }
 }

@@ -1188,31 +1188,19 @@ impl Env<'_> {
             }
             QueryW::Full(m) => ctx.linear(x, m, t)?,
         };
-        // [T, H, dn+dr] -> q_pe [T, H, dr] (q_nope is read in place below).
-        let q_pe = ctx.gather(
-            &q,
-            None,
-            RowSource {
-                rows: t * heads,
-                inner: heads,
-                cols: dr,
-                offset: dn,
-                stride_a: heads * (dn + dr),
-                stride_b: dn + dr,
-                by_index: None,
-            },
-        )?;
+        // The rope part of q [T, H, dn+dr], rotated into q_rope [T, H, dr] (q_nope is read in place
+        // below).
         let layout = crate::device::kernel_layout(cfg.rope_layout);
         let mut q_rope = ctx.alloc::<T>(t * heads * dr)?;
         let r = launch::rope(
             &ctx.lib,
             &ctx.stream,
-            &q_pe,
+            &q,
             &p.positions,
             self.cos,
             self.sin,
             &mut q_rope,
-            launch::RopeShape::dense(t, heads, dr, self.table_rows, layout),
+            launch::RopeShape::tail_of(t, heads, dn + dr, dr, self.table_rows, layout),
         );
         ctx.note_launch("rope", r)?;
         let kv = ctx.linear(x, &a.kv_a, t)?;
