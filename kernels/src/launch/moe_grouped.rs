@@ -101,8 +101,35 @@ pub fn grouped_matmul<T: KernelElem, W: KernelElem>(
     expect_len(K, "w", w.len(), product(K, "groups * n * k", gn, k)?)?;
     expect_len(K, "y", y.len(), product(K, "rows * n", rows, n)?)?;
     check_window(K, &group_list, groups)?;
+    // SAFETY: x holds rows x k and y rows x n elements of T, w groups x n x k of W (checked above), the
+    // sizes the kernel gives its GlobalTensors in the grouped form (tiling.group_rows 0); it reads
+    // `groups` i64 of the list from entry `first` on (first + groups <= its length, checked by
+    // `check_window`), and the rows of a task come from the list clamped to [0, rows].
+    unsafe { launch_grouped(lib, stream, K, x, w, Some(&group_list), y, tiling) }
+}
+
+/// Launches `grouped_matmul_<t>`, or `grouped_matmul_f32_w<w>` for weights of another type than T
+/// (f32 activations only), with `tiling` on `list` (the grouped form) or on no list (the strided form).
+/// Only y is written (arg_mut); the workspace is unused.
+///
+/// # Safety
+/// `x`, `w` and `y` hold every element the kernel reaches under `tiling` (the grouped form: rows x k,
+/// groups x n x k and rows x n; the strided form: the extents of the row layouts), `list` holds the
+/// `groups` entries from its `first` on that the grouped form reads, and no two of the tiling's rows of
+/// y overlap.
+#[allow(clippy::too_many_arguments)]
+unsafe fn launch_grouped<T: KernelElem, W: KernelElem>(
+    lib: &KernelLibrary,
+    stream: &Stream,
+    kernel_name: &'static str,
+    x: &DeviceBuffer<T>,
+    w: &DeviceBuffer<W>,
+    list: Option<&GroupList<'_>>,
+    y: &mut DeviceBuffer<T>,
+    tiling: GroupedMatmulTiling,
+) -> Result<Launched<GroupedMatmulTiling>> {
     let (kernel, dtype) = weight_kernel(
-        K,
+        kernel_name,
         Kernel::GroupedMatmul,
         Kernel::GroupedMatmulF32W,
         T::DTYPE,
@@ -110,24 +137,18 @@ pub fn grouped_matmul<T: KernelElem, W: KernelElem>(
     )?;
     let symbol = kernel.symbol(dtype);
     let f = lib.function(kernel, dtype)?;
-    let blocks = tiling.block_dim(cube);
-    // SAFETY: grouped_matmul_<t> / grouped_matmul_f32_w<w>(x, w, group_list, y, workspace, tiling); x
-    // holds rows x k and y rows x n elements of T, w groups x n x k of W (checked above; the kernel's
-    // weight type is W, picked by weight_kernel), the sizes the kernel gives its
-    // GlobalTensors; it reads `groups` i64 of the list from entry `first` on (first + groups <= its
-    // length, checked by `check_window`). Rows of a task come from the list clamped to [0, rows].
-    // Only y is written (arg_mut); the workspace is unused.
-    unsafe {
-        f.builder(stream)
-            .arg(x)
-            .arg(w)
-            .arg_at(group_list.list, group_list.first)
-            .arg_mut(y)
-            .null()
-            .tiling(&tiling)
-            .launch(blocks)
-    }
-    .map_err(|e| device_error(symbol, e))?;
+    let blocks = tiling.block_dim(lib.hardware().cube);
+    let mut args = f.builder(stream);
+    args.arg(x).arg(w);
+    match list {
+        Some(l) => args.arg_at(l.list, l.first),
+        None => args.null(),
+    };
+    // SAFETY: grouped_matmul_<t> / grouped_matmul_f32_w<w>(x, w, group_list, y, workspace, tiling) with
+    // the kernel's weight type W (picked by weight_kernel); every buffer holds what the tiling makes the
+    // kernel reach (this function's contract).
+    unsafe { args.arg_mut(y).null().tiling(&tiling).launch(blocks) }
+        .map_err(|e| device_error(symbol, e))?;
     Ok(Launched {
         symbol,
         blocks,
@@ -216,39 +237,11 @@ pub fn grouped_matmul_strided<T: KernelElem, W: KernelElem>(
     }
     let gn = product(K, "groups * n", groups, n)?;
     expect_len(K, "w", w.len(), product(K, "groups * n * k", gn, k)?)?;
-    let (kernel, dtype) = weight_kernel(
-        K,
-        Kernel::GroupedMatmul,
-        Kernel::GroupedMatmulF32W,
-        T::DTYPE,
-        W::DTYPE,
-    )?;
-    let symbol = kernel.symbol(dtype);
-    let f = lib.function(kernel, dtype)?;
-    let blocks = tiling.block_dim(cube);
-    // SAFETY: grouped_matmul_<t> / grouped_matmul_f32_w<w>(x, w, group_list, y, workspace, tiling) in
-    // its strided form (tiling.group_rows > 0): the kernel reads x and writes y only within the extents
-    // of their row layouts (its StridedExtent, the formula of StridedGroupedShape::extent), which x and
-    // y hold (checked above), and w's groups x n x k elements of W (checked; the kernel's weight type
-    // is W, picked by weight_kernel). It reads no group list (NULL). The tiling rejected layouts whose
-    // y rows overlap, so no two tasks write the same element. Only y is written (arg_mut); the
-    // workspace is unused.
-    unsafe {
-        f.builder(stream)
-            .arg(x)
-            .arg(w)
-            .null()
-            .arg_mut(y)
-            .null()
-            .tiling(&tiling)
-            .launch(blocks)
-    }
-    .map_err(|e| device_error(symbol, e))?;
-    Ok(Launched {
-        symbol,
-        blocks,
-        tiling,
-    })
+    // SAFETY: in the strided form (tiling.group_rows > 0) the kernel reads x and writes y only within
+    // the extents of their row layouts (its StridedExtent, the formula of StridedGroupedShape::extent),
+    // which x and y hold, and w's groups x n x k elements (checked above); it reads no list. The tiling
+    // rejected layouts whose y rows overlap, so no two tasks write the same element.
+    unsafe { launch_grouped(lib, stream, K, x, w, None, y, tiling) }
 }
 
 /// The shape of an expert FFN: `x [rows, hidden]`, gate/up `[groups, inter, hidden]`, down
