@@ -4,8 +4,8 @@
  * For a row x of `dim` elements at position p, with c_i = cos[p, i], s_i = sin[p, i] (i < dim / 2) and the
  * pair (a, b) = (x[2i], x[2i+1]) (interleaved) or (x[i], x[i + dim/2]) (half-split):
  *   a' = a c_i - b s_i,   b' = b c_i + a s_i,
- * written to the same places of y (rows row_stride apart in x, y_row_stride in y). Any scaling (YaRN's frequencies and attention factor) is already in the
- * tables.
+ * written to the same places of y (rows row_stride apart in x, y_row_stride in y). Any scaling (YaRN's
+ * frequencies and attention factor) is already in the tables.
  *
  * Vector form (dsnpu_kernels/rope_ops.h, shared with mla_cache_write): per token the table rows are
  * expanded once (cos2, sin2), then its rows rotated: with tiling.rows_at_once = heads (a row fits one
