@@ -628,6 +628,34 @@ int32_t dsnpu_grouped_matmul(const struct DsnpuContext *ctx,
                              int64_t k,
                              int32_t list_type);
 
+// Grouped matmul over `groups` equal groups of `rows` rows laid out with strides, with no group list:
+// `y_g = x_g · w[g]ᵀ`, row `i` of group `g` read from element `g · x_group + i · x_ld` of `x` (`k`
+// values) and written at element `g · y_group + i · y_ld` of `y` (`n` values); the elements of `y`
+// between those rows keep what they hold. `w`: `T [groups, n, k]`. `x` holds at least
+// `(groups − 1) · x_group + (rows − 1) · x_ld + k` elements, `y` the same with its strides and `n`.
+// The per-head products of absorbed MLA on `[T, H, d]` activations without transposing them: for
+// `q [T, H, 192]` times `W_UK [H, 512, 128]` on each head's first 128 columns into `[T, H, 512]`,
+// `groups = H`, `rows = T`, `n = 512`, `k = 128`, `x_ld = 192 · H`, `x_group = 192`, `y_ld = 512 · H`,
+// `y_group = 512`. Rows of `x` closer than `k` apart, and `y` layouts whose rows overlap, are
+// `DSNPU_STATUS_INVALID_ARGUMENT`.
+//
+// # Safety
+// As [`dsnpu_moe_gating_topk`], with the sizes above.
+int32_t dsnpu_grouped_matmul_strided(const struct DsnpuContext *ctx,
+                                     void *stream,
+                                     int32_t dtype,
+                                     const void *x,
+                                     const void *w,
+                                     void *y,
+                                     int64_t groups,
+                                     int64_t rows,
+                                     int64_t n,
+                                     int64_t k,
+                                     int64_t x_ld,
+                                     int64_t x_group,
+                                     int64_t y_ld,
+                                     int64_t y_group);
+
 // The fused expert FFN: per group `g` (as in [`dsnpu_grouped_matmul`]), `h = silu(x · w_gate[g]ᵀ) *
 // (x · w_up[g]ᵀ)` (f32, rounded to `T` once) and `y = h · w_down[g]ᵀ`. `x`, `y`: `T [rows, hidden]`;
 // `w_gate`, `w_up`: `T [groups, inter, hidden]`; `w_down`: `T [groups, hidden, inter]`. Workspace

@@ -52,8 +52,9 @@ pub use mla::{
     dsnpu_mla_decode_plan_destroy, dsnpu_mla_prefill, dsnpu_mla_prefill_cached, DsnpuMlaDecodePlan,
 };
 pub use moe::{
-    dsnpu_expert_ffn, dsnpu_grouped_matmul, dsnpu_moe_finalize_routing, dsnpu_moe_gating_topk,
-    dsnpu_moe_init_routing, dsnpu_moe_init_routing_quant,
+    dsnpu_expert_ffn, dsnpu_grouped_matmul, dsnpu_grouped_matmul_strided,
+    dsnpu_moe_finalize_routing, dsnpu_moe_gating_topk, dsnpu_moe_init_routing,
+    dsnpu_moe_init_routing_quant,
 };
 
 /// Success.

@@ -1,12 +1,15 @@
 //! Entry points of the MoE kernels: gating top-k, dispatch (init routing, plain and int8), grouped
-//! matmul, the fused expert FFN, and combine (finalize routing). Shapes are row-major; `T` is the
+//! matmul (by a group list, or equal groups laid out with strides), the fused expert FFN, and combine (finalize routing). Shapes are row-major; `T` is the
 //! dtype of the float tensors (`DSNPU_DTYPE_*`); ids and row indices are `int32`, token counts and
 //! group lists `int64`, weights and scales `float`.
 
 use std::ffi::c_void;
 
-use dsnpu_kernels::launch::{self, CombineShape, FfnShape, GroupList, GroupedShape, RoutingShape};
-use dsnpu_kernels::{GatingParams, MoeList, MoeScore};
+use dsnpu_kernels::launch::{
+    self, CombineShape, FfnShape, GroupList, GroupedShape, Operand, RoutingShape,
+    StridedGroupedShape,
+};
+use dsnpu_kernels::{GatingParams, MoeList, MoeScore, RowLayout};
 
 use crate::args::{code, device_tensors, kernel, product, size, with_dtype};
 use crate::context::{context, DsnpuContext};
@@ -309,6 +312,77 @@ pub unsafe extern "C" fn dsnpu_grouped_matmul(
                 output y: T [rn],
             );
             launch::grouped_matmul(ctx.lib(), &s, &x, &w, GroupList::all(&group_list, kind), &mut y, shape)
+                .map_err(kernel(F))?;
+            Ok(())
+        })
+    })
+}
+
+/// Grouped matmul over `groups` equal groups of `rows` rows laid out with strides, with no group list:
+/// `y_g = x_g · w[g]ᵀ`, row `i` of group `g` read from element `g · x_group + i · x_ld` of `x` (`k`
+/// values) and written at element `g · y_group + i · y_ld` of `y` (`n` values); the elements of `y`
+/// between those rows keep what they hold. `w`: `T [groups, n, k]`. `x` holds at least
+/// `(groups − 1) · x_group + (rows − 1) · x_ld + k` elements, `y` the same with its strides and `n`.
+/// The per-head products of absorbed MLA on `[T, H, d]` activations without transposing them: for
+/// `q [T, H, 192]` times `W_UK [H, 512, 128]` on each head's first 128 columns into `[T, H, 512]`,
+/// `groups = H`, `rows = T`, `n = 512`, `k = 128`, `x_ld = 192 · H`, `x_group = 192`, `y_ld = 512 · H`,
+/// `y_group = 512`. Rows of `x` closer than `k` apart, and `y` layouts whose rows overlap, are
+/// `DSNPU_STATUS_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// As [`dsnpu_moe_gating_topk`], with the sizes above.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn dsnpu_grouped_matmul_strided(
+    ctx: *const DsnpuContext,
+    stream: *mut c_void,
+    dtype: i32,
+    x: *const c_void,
+    w: *const c_void,
+    y: *mut c_void,
+    groups: i64,
+    rows: i64,
+    n: i64,
+    k: i64,
+    x_ld: i64,
+    x_group: i64,
+    y_ld: i64,
+    y_group: i64,
+) -> i32 {
+    const F: &str = "dsnpu_grouped_matmul_strided";
+    guard(F, || {
+        // SAFETY: the caller's contract.
+        let ctx = unsafe { context(F, ctx) }?;
+        let stride = |name, v| size(F, name, v).map(|v| v as u64);
+        let shape = StridedGroupedShape {
+            groups: size(F, "groups", groups)?,
+            rows: size(F, "rows", rows)?,
+            n: size(F, "n", n)?,
+            k: size(F, "k", k)?,
+            x: RowLayout {
+                ld: stride("x_ld", x_ld)?,
+                group: stride("x_group", x_group)?,
+            },
+            y: RowLayout {
+                ld: stride("y_ld", y_ld)?,
+                group: stride("y_group", y_group)?,
+            },
+        };
+        let extent = |operand, what: &str| {
+            shape.extent(operand).ok_or_else(|| CapiError::Invalid {
+                func: F,
+                reason: format!("the extent of {what} overflows"),
+            })
+        };
+        let (x_len, y_len) = (extent(Operand::X, "x")?, extent(Operand::Y, "y")?);
+        let gnk = product(F, "groups * n * k", &[shape.groups, shape.n, shape.k])?;
+        with_dtype!(F, dtype, T => {
+            device_tensors!(F, ctx, stream => s;
+                input x: T [x_len],
+                input w: T [gnk],
+                output y: T [y_len],
+            );
+            launch::grouped_matmul_strided(ctx.lib(), &s, &x, &w, &mut y, shape)
                 .map_err(kernel(F))?;
             Ok(())
         })

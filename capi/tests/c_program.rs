@@ -28,10 +28,56 @@ fn find(dir: &Path, names: &[&str]) -> PathBuf {
         .unwrap_or_else(|| panic!("none of {names:?} in {} or its deps/", dir.display()))
 }
 
+/// The newest modification time of the files under `dir`, recursively.
+fn newest_under(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            if p.is_dir() {
+                newest_under(&p)
+            } else {
+                Some((p.metadata().ok()?.modified().ok()?, p))
+            }
+        })
+        .max_by_key(|(modified, _)| *modified)
+}
+
+/// Fails when `lib` is older than the crate's own sources: `cargo test -p dsnpu-capi` does not build
+/// the cdylib (nothing of this package links it; the root package's dev-dependency on it is what makes
+/// `cargo test --workspace` build it), and a C program linked against a stale library tests old code.
+fn check_fresh(lib: &Path) {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = lib
+        .metadata()
+        .and_then(|m| m.modified())
+        .expect("libdsnpu.so's modification time");
+    let newest = [crate_dir.join("src"), crate_dir.join("Cargo.toml")]
+        .iter()
+        .filter_map(|p| {
+            if p.is_dir() {
+                newest_under(p)
+            } else {
+                Some((p.metadata().ok()?.modified().ok()?, p.clone()))
+            }
+        })
+        .max_by_key(|(modified, _)| *modified);
+    if let Some((modified, path)) = newest {
+        assert!(
+            modified <= built,
+            "{} is older than {}: build it first (`cargo build -p dsnpu-capi`, or run `cargo test \
+             --workspace`, which builds it)",
+            lib.display(),
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn the_c_program_passes_on_the_simulator() {
     let target = target_dir();
     let lib = find(&target, &["libdsnpu.so"]);
+    check_fresh(&lib);
     let sim = find(&target, &["libdsnpu_sim.so"]);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test_dsnpu_c");
@@ -84,11 +130,11 @@ fn the_c_program_passes_on_the_simulator() {
         out.status.success(),
         "C test program failed\n{stdout}\n{stderr}"
     );
-    // 29 result checks over the 16 kernel entry points (prefill: f32 and bf16 without a prefix, f32
+    // 30 result checks over the 17 kernel entry points (prefill: f32 and bf16 without a prefix, f32
     // with one; prefill from the paged cache with a prefix; decode with the length-only plan and with
-    // the plan for its query shape), 30 bad-argument cases and a decode plan made for another batch
+    // the plan for its query shape), 31 bad-argument cases and a decode plan made for another batch
     // size; then the engine: 2 id checks and 16 error cases.
-    assert!(stdout.contains("all 78 checks passed"), "{stdout}");
+    assert!(stdout.contains("all 80 checks passed"), "{stdout}");
 }
 
 /// The target triple this test was built for (the cc crate wants one outside build scripts).

@@ -427,6 +427,38 @@ static void test_grouped(void) {
     acl_free(dxf), acl_free(dwg), acl_free(dwu), acl_free(dwd), acl_free(dcs), acl_free(dyf);
 }
 
+/* The per-head product of absorbed MLA on token-major rows: x [T, H, XW] with each head's first K
+ * columns the operand, y [T, H, YW] with each head's first N columns written and the rest (sentinels)
+ * kept; then a y layout whose rows overlap is refused. */
+static void test_grouped_strided(void) {
+    enum { T = 3, H = 2, K = 3, XW = 5, N = 4, YW = 6 };
+    const float SENTINEL = -7.5f;
+    float x[T * H * XW], w[H * N * K], y[T * H * YW], want[T * H * YW];
+    fill(x, T * H * XW, 20);
+    fill(w, H * N * K, 21);
+    for (int i = 0; i < T * H * YW; i++) y[i] = want[i] = SENTINEL;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++)
+            for (int n = 0; n < N; n++) {
+                double acc = 0;
+                for (int k = 0; k < K; k++) acc += (double)x[(t * H + h) * XW + k] * w[(h * N + n) * K + k];
+                want[(t * H + h) * YW + n] = (float)acc;
+            }
+    void *s = new_stream();
+    void *dx = dev_upload(x, sizeof x), *dw = dev_upload(w, sizeof w), *dy = dev_upload(y, sizeof y);
+    OK(dsnpu_grouped_matmul_strided(ctx, s, DSNPU_DTYPE_F32, dx, dw, dy, H, T, N, K, H * XW, XW, H * YW, YW));
+    ACL(acl_sync_stream(s));
+    download(y, dy, sizeof y);
+    close_to("grouped_matmul_strided f32 (token-major heads, sentinels between rows)", y, want, T * H * YW, 1e-5f,
+             1e-5f);
+    /* y rows 2 elements apart hold N = 4 values each: they overlap. */
+    expect_error("grouped_matmul_strided with overlapping y rows",
+                 dsnpu_grouped_matmul_strided(ctx, s, DSNPU_DTYPE_F32, dx, dw, dy, H, T, N, K, H * XW, XW, 2, YW),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "overlap");
+    done_stream(s);
+    acl_free(dx), acl_free(dw), acl_free(dy);
+}
+
 static void test_finalize(void) {
     enum { T = 2, K = 2, H = 4, R = 3 };
     float y[R * H], wts[T * K] = {0.25f, 0.75f, 0.5f, 2.0f}, res[T * H], out[T * H], want[T * H];
@@ -958,6 +990,7 @@ int main(void) {
     test_gating();
     test_init_routing();
     test_grouped();
+    test_grouped_strided();
     test_finalize();
     test_mla_decode();
     test_mla_cache_write();
