@@ -1234,19 +1234,30 @@ private:
     }
 
     // dst[i * QP + r] = a[i * QP + r] - v[r] (sub) or * v[r], tasks i < n: one repeat per task, v read
-    // again by each (its repeat stride 0).
+    // again by each (its repeat stride 0); with QP = 8 (a task's rows one block) eight tasks per repeat,
+    // v's block read for each of them (its block stride 0 too), the last repeat masked to the tasks left.
     __aicore__ inline void EachTask(const LocalTensor<float>& dst, const LocalTensor<float>& a,
                                     const LocalTensor<float>& v, uint32_t n, uint32_t QP, bool sub) {
-        const uint8_t rep = static_cast<uint8_t>(QP / 8);
-        for (uint32_t i = 0; i < n; i += 255) {
-            const uint8_t k = static_cast<uint8_t>(Min(255u, n - i));
-            const BinaryRepeatParams p(1, 1, 1, rep, rep, 0);
-            if (sub) {
-                Sub(dst[i * QP], a[i * QP], v, QP, k, p);
-            } else {
-                Mul(dst[i * QP], a[i * QP], v, QP, k, p);
+        const auto op = [&](uint32_t at, uint64_t mask, uint32_t repeats, const BinaryRepeatParams& p) {
+            for (uint32_t i = 0; i < repeats; i += 255) {
+                const uint8_t k = static_cast<uint8_t>(Min(255u, repeats - i));
+                const uint32_t o = at + i * p.dstRepStride * 8;
+                if (sub) {
+                    Sub(dst[o], a[o], v, mask, k, p);
+                } else {
+                    Mul(dst[o], a[o], v, mask, k, p);
+                }
             }
+        };
+        if (QP == 8) {
+            const uint32_t full = n / 8, rest = n % 8;
+            const BinaryRepeatParams p(1, 1, 0, 8, 8, 0);
+            if (full > 0) op(0, 64, full, p);
+            if (rest > 0) op(full * 64, rest * 8, 1, p);
+            return;
         }
+        const uint8_t rep = static_cast<uint8_t>(QP / 8);
+        op(0, QP, n, BinaryRepeatParams(1, 1, 1, rep, rep, 0));
     }
 
     // The loaded group's weights w[i * QP + r] = exp(m - M'[r]) (M' the rows' maxima floored at -FLT_MAX,
@@ -1333,8 +1344,9 @@ private:
         for (uint32_t g = k0; g < k1; g += K) {
             const uint32_t n = Min(K, k1 - g);
             if (!oneGroup) LoadMl(g, n, r0, Q, k1);
-            // c = w / L per task and row, for the scalar unit (the Axpy factors).
-            const LocalTensor<float> c = Weights(n, QP, mFloor);
+            // c = w / L per task and row, for the scalar unit (the Axpy factors); one group's w are still
+            // where the sum of L left them.
+            const LocalTensor<float> c = oneGroup ? wBuf_.Get<float>() : Weights(n, QP, mFloor);
             EachTask(c, c, lInv, n, QP, false);
             SetFlag<HardEvent::V_S>(0);
             WaitFlag<HardEvent::V_S>(0);
