@@ -619,15 +619,8 @@ impl LinearShape {
     /// [`LINEAR_TIE`]: the smaller mean ratio, then fewer blocks, then the first found: fewer m tiles,
     /// then fewer n tiles).
     fn best_plan(&self, cores: u64) -> LinearPlan {
-        let rates = [GM_BYTES_PER_CORE_CYCLE, GM_BYTES_PER_PORT_CYCLE];
         let plans = self.plans(cores);
-        let best = rates.map(|r| {
-            plans
-                .iter()
-                .map(|p| p.cycles(r))
-                .fold(f64::INFINITY, f64::min)
-        });
-        let ratios = |p: &LinearPlan| [0, 1].map(|i| p.cycles(rates[i]) / best[i]);
+        let ratios = ratios_to_best(&plans);
         let worst = |p: &LinearPlan| ratios(p).into_iter().fold(0.0, f64::max);
         let mean = |p: &LinearPlan| ratios(p).iter().sum::<f64>() / 2.0;
         let least = plans.iter().map(worst).fold(f64::INFINITY, f64::min);
@@ -637,6 +630,20 @@ impl LinearShape {
             .min_by(|a, b| mean(a).total_cmp(&mean(b)).then(a.blocks.cmp(&b.blocks)))
             .expect("m, n >= 1 and cores >= 1 give the one-block grid")
     }
+}
+
+/// The per-core rates each grid is timed at ([`LinearTiling::new`]): the fair share and one port.
+const LINEAR_RATES: [f64; 2] = [GM_BYTES_PER_CORE_CYCLE, GM_BYTES_PER_PORT_CYCLE];
+
+/// A grid's cycles at each of [`LINEAR_RATES`] over the least of `plans` at that rate.
+fn ratios_to_best(plans: &[LinearPlan]) -> impl Fn(&LinearPlan) -> [f64; 2] {
+    let best = LINEAR_RATES.map(|r| {
+        plans
+            .iter()
+            .map(|p| p.cycles(r))
+            .fold(f64::INFINITY, f64::min)
+    });
+    move |p| [0, 1].map(|i| p.cycles(LINEAR_RATES[i]) / best[i])
 }
 
 #[cfg(test)]
@@ -956,15 +963,7 @@ mod tests {
             elem: 2,
             has_bias: false,
         };
-        let plans = s.plans(24);
-        let rates = [GM_BYTES_PER_CORE_CYCLE, GM_BYTES_PER_PORT_CYCLE];
-        let best = rates.map(|r| {
-            plans
-                .iter()
-                .map(|p| p.cycles(r))
-                .fold(f64::INFINITY, f64::min)
-        });
-        let ratios = |p: &LinearPlan| [0, 1].map(|i| p.cycles(rates[i]) / best[i]);
+        let ratios = ratios_to_best(&s.plans(24));
         let (whole, split) = (s.plan(64, 320, 16384), s.plan(64, 896, 5472));
         let (w, sp) = (ratios(&whole), ratios(&split));
         assert_eq!(sp[0], 1.0);
