@@ -8,7 +8,7 @@
  *   expert_tokens[e] = rows of expert e (0 outside the active range), as counts or inclusive cumsum
  *
  * Block b owns tokens [b * tokens_per_block, ...) and so the pairs of those tokens. Three phases, two
- * SyncAll (every launched block takes part in both):
+ * SyncAll (every launched block takes part in both; a launch of one block only drains its pipes there):
  *   A. count: stream the block's ids through UB in chunks of tokens_per_chunk tokens and count its pairs
  *      per active expert (scalar); write the histogram to workspace row b.
  *   B. prefix over blocks: block b takes experts [b * experts_per_block, ...), reads that column slice of
@@ -107,15 +107,26 @@ public:
 
     __aicore__ inline void Process() {
         Count();
-        SyncAll();
+        PhasesMeet();
         PrefixOverBlocks();
-        SyncAll();
+        PhasesMeet();
         if (tokens_ == 0) return;
         FirstRows();
         Scatter();
     }
 
 private:
+    // Between phases every block's workspace writes are in GM before any block reads them: SyncAll; a
+    // launch of one block (a decode step of one token) only drains its own pipes, which is all SyncAll
+    // would do for it, without the launch-wide barrier.
+    __aicore__ inline void PhasesMeet() {
+        if (GetBlockNum() == 1) {
+            PipeBarrier<PIPE_ALL>();
+        } else {
+            SyncAll();
+        }
+    }
+
     __aicore__ inline bool Active(int32_t e) const {
         return e >= static_cast<int32_t>(t_.active_start) && e < static_cast<int32_t>(t_.active_end);
     }
