@@ -1,7 +1,8 @@
 //! Entry points of the MoE kernels: gating top-k, dispatch (init routing, plain and int8), grouped
-//! matmul (by a group list, or equal groups laid out with strides), the fused expert FFN, and combine (finalize routing). Shapes are row-major; `T` is the
-//! dtype of the float tensors (`DSNPU_DTYPE_*`); ids and row indices are `int32`, token counts and
-//! group lists `int64`, weights and scales `float`.
+//! matmul (by a group list, or equal groups laid out with strides), the fused expert FFN, and combine
+//! (finalize routing). Shapes are row-major; `T` is the dtype of the float tensors
+//! (`DSNPU_DTYPE_*`); ids and row indices are `int32`, token counts and group lists `int64`, weights
+//! and scales `float`.
 
 use std::ffi::c_void;
 
