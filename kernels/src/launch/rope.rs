@@ -137,11 +137,11 @@ pub fn rope<T: KernelElem>(
     let symbol = Kernel::Rope.symbol(T::DTYPE);
     let f = lib.function(Kernel::Rope, T::DTYPE)?;
     let blocks = tiling.block_dim();
-    // SAFETY: rope_<t>(x, positions, cos, sin, y, workspace, tiling); x from element x_offset on and y
-    // hold their rows' extents of T (x passed as the address of element x_offset), positions `tokens` i32, cos and sin table_rows x dim/2 f32 (checked above), the sizes the
-    // kernel gives its GlobalTensors for this tiling; every table read goes through a size-checked
-    // GlobalTensor, so a bad position faults instead of leaving the table; only y is written (arg_mut);
-    // the workspace is unused.
+    // SAFETY: rope_<t>(x, positions, cos, sin, y, workspace, tiling); x from element x_offset on (x is
+    // passed as that element's address) and y hold their rows' extents of T, positions `tokens` i32,
+    // cos and sin table_rows x dim/2 f32 (checked above), the sizes the kernel gives its GlobalTensors
+    // for this tiling; every table read goes through a size-checked GlobalTensor, so a bad position
+    // faults instead of leaving the table; only y is written (arg_mut); the workspace is unused.
     unsafe {
         f.builder(stream)
             .arg_at(x, shape.x_offset)
