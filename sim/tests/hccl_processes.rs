@@ -19,11 +19,28 @@ const TIMEOUT_MS: u64 = 1500;
 // ---------------------------------------------------------------------------------------------
 // The parent side.
 
-fn scratch(tag: &str) -> PathBuf {
+/// A test's scratch directory (the root info file, the killed-peer handshake), removed when the test
+/// ends, pass or fail.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(tag: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("dsnpu-hccl-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 /// How the root info reaches the ranks.
