@@ -262,7 +262,7 @@ inline void block_returned(const dsnpu_sim_block_ctx* ctx, bool faulted) {
             base = a;
         }
     }
-    char where[64] = "";
+    char where[96] = "";  // fits the format with three 20-digit numbers
     if (arg < n) {
         std::snprintf(where, sizeof where, " (argument %zu of %zu, offset %llu)", arg, n,
                       static_cast<unsigned long long>(r.lo - base));
