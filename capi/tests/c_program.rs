@@ -43,22 +43,35 @@ fn newest_under(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
         .max_by_key(|(modified, _)| *modified)
 }
 
-/// Fails when `lib` is older than the crate's own sources: `cargo test -p dsnpu-capi` does not build
+/// Fails when `lib` is older than the sources it is built from: `cargo test -p dsnpu-capi` does not build
 /// the cdylib (nothing of this package links it; the root package's dev-dependency on it is what makes
 /// `cargo test --workspace` build it), and a C program linked against a stale library tests old code.
 fn check_fresh(lib: &Path) {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate_dir.parent().expect("the workspace holds capi/");
     let built = lib
         .metadata()
         .and_then(|m| m.modified())
         .expect("libdsnpu.so's modification time");
-    let newest = [crate_dir.join("src"), crate_dir.join("Cargo.toml")]
+    // This crate and the workspace crates it links (the model pulls in the operators).
+    const SOURCES: [&str; 8] = [
+        "capi/src",
+        "capi/Cargo.toml",
+        "ffi/src",
+        "runtime/src",
+        "kernels/src",
+        "kernels/include",
+        "ops/src",
+        "model/src",
+    ];
+    let newest = SOURCES
         .iter()
+        .map(|p| root.join(p))
         .filter_map(|p| {
             if p.is_dir() {
-                newest_under(p)
+                newest_under(&p)
             } else {
-                Some((p.metadata().ok()?.modified().ok()?, p.clone()))
+                Some((p.metadata().ok()?.modified().ok()?, p))
             }
         })
         .max_by_key(|(modified, _)| *modified);
@@ -118,6 +131,9 @@ fn the_c_program_passes_on_the_simulator() {
         .env("DSNPU_TEST_PROMPT", csv(&prompt))
         .env("DSNPU_TEST_GENERATED", csv(&want))
         .env("DSNPU_ACL_LIB", &sim)
+        // The loader searches LD_LIBRARY_PATH before the rpath, and cargo's holds target/<profile>,
+        // where an older uplifted libdsnpu.so can sit: only the library checked above may load.
+        .env("LD_LIBRARY_PATH", lib.parent().unwrap())
         .env_remove("ASCEND_HOME_PATH")
         .env_remove("ASCEND_TOOLKIT_HOME")
         .output()
