@@ -83,7 +83,7 @@ functions=(
     aclrtBinaryLoadFromFile aclrtBinaryLoadFromData aclrtBinaryUnLoad aclrtBinaryGetFunction
     aclrtKernelArgsInit aclrtKernelArgsAppend aclrtKernelArgsAppendPlaceHolder aclrtKernelArgsFinalize
     aclrtLaunchKernelWithConfig aclrtLaunchKernelWithHostArgs
-    aclrtGetVersion aclrtGetSocName aclGetRecentErrMsg
+    aclrtGetVersion aclrtGetSocName aclGetDeviceCapability aclGetRecentErrMsg
     HcclGetRootInfo HcclCommInitRootInfo HcclCommInitAll HcclCommDestroy HcclAllReduce HcclAllGather
     HcclAlltoAllV HcclGetRankSize HcclGetRankId HcclGetErrorString HcclBroadcast HcclReduceScatter
     HcclSend HcclRecv
@@ -106,7 +106,7 @@ trap 'rm -f "$tmp"' EXIT
         --allowlist-type '^aclrtMemMallocPolicy$' --allowlist-type '^aclrtMemcpyKind$' \
         --allowlist-type '^aclrtMemAttr$' --allowlist-type '^aclrtEventRecordedStatus$' \
         --allowlist-type '^aclrtLaunchKernelCfg$' --allowlist-type '^aclrtPlaceHolderInfo$' \
-        --allowlist-type '^aclDataType$' --allowlist-type '^HcclDataType$' --allowlist-type '^HcclReduceOp$' \
+        --allowlist-type '^aclDataType$' --allowlist-type '^aclDeviceInfo$' --allowlist-type '^HcclDataType$' --allowlist-type '^HcclReduceOp$' \
         --allowlist-type '^HcclResult$' --allowlist-type '^HcclRootInfo$' \
         -- -x c++ -std=c++14 -I "$inc" -I "$inc/third_party/acl/inc"
 } >"$tmp"

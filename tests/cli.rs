@@ -66,6 +66,26 @@ fn info_reports_the_simulator_and_its_device() {
     assert!(stdout.contains("devices: 1"), "{stdout}");
     // The simulator's default capacity is 64 GiB.
     assert!(stdout.contains("68719476736 bytes) total"), "{stdout}");
+    if std::env::var_os("DSNPU_SIM_AICORE_NUM").is_none() {
+        assert!(
+            stdout.contains("; 24 AI Cores (cube), 48 vector cores"),
+            "{stdout}"
+        );
+    }
+    // The cores as the simulator is configured.
+    let out = Command::new(env!("CARGO_BIN_EXE_dsnpu"))
+        .arg("info")
+        .env_remove("DSNPU_ACL_LIB")
+        .env_remove("ASCEND_HOME_PATH")
+        .env_remove("ASCEND_TOOLKIT_HOME")
+        .env("DSNPU_SIM_AICORE_NUM", "20,40")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("; 20 AI Cores (cube), 40 vector cores"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -41,7 +41,7 @@ fn counters(s: &Stream, kernel: &str, blocks: u32) -> LaunchCounters {
 fn the_simulator_is_detected_and_a_fresh_stream_has_no_launch() {
     assert!(sim_counters::is_simulator().unwrap());
     let dev = Device::new(0).unwrap();
-    let cores = sim_counters::simulated_core_counts(&dev).unwrap();
+    let cores = dev.core_counts().unwrap();
     if std::env::var_os("DSNPU_SIM_AICORE_NUM").is_none() {
         assert_eq!((cores.cube, cores.vector), (24, 48));
         assert_eq!(Hardware::detect(&dev).unwrap(), Hardware::ASCEND_910B2);

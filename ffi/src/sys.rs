@@ -381,6 +381,15 @@ pub mod aclDataType {
     #[allow(unused_imports)]
     use super::*;
 }
+pub mod aclDeviceInfo {
+    pub type Type = ::core::ffi::c_int;
+    pub const ACL_DEVICE_INFO_UNDEFINED: Type = -1;
+    pub const ACL_DEVICE_INFO_AI_CORE_NUM: Type = 0;
+    pub const ACL_DEVICE_INFO_VECTOR_CORE_NUM: Type = 1;
+    pub const ACL_DEVICE_INFO_L2_SIZE: Type = 2;
+    #[allow(unused_imports)]
+    use super::*;
+}
 pub mod aclrtEventRecordedStatus {
     pub type Type = ::core::ffi::c_uint;
     pub const ACL_EVENT_RECORDED_STATUS_NOT_READY: Type = 0;
@@ -544,6 +553,11 @@ pub mod HcclDataType {
 }
 unsafe extern "C" {
     pub fn aclrtGetSocName() -> *const ::core::ffi::c_char;
+    pub fn aclGetDeviceCapability(
+        deviceId: u32,
+        deviceInfo: aclDeviceInfo::Type,
+        value: *mut i64,
+    ) -> aclError;
     pub fn aclInit(configPath: *const ::core::ffi::c_char) -> aclError;
     pub fn aclFinalize() -> aclError;
     pub fn aclGetRecentErrMsg() -> *const ::core::ffi::c_char;
@@ -827,6 +841,11 @@ pub type PFN_HcclSend = unsafe extern "C" fn(
     stream: aclrtStream,
 ) -> HcclResult::Type;
 pub type PFN_aclFinalize = unsafe extern "C" fn() -> aclError;
+pub type PFN_aclGetDeviceCapability = unsafe extern "C" fn(
+    deviceId: u32,
+    deviceInfo: aclDeviceInfo::Type,
+    value: *mut i64,
+) -> aclError;
 pub type PFN_aclGetRecentErrMsg = unsafe extern "C" fn() -> *const ::core::ffi::c_char;
 pub type PFN_aclInit = unsafe extern "C" fn(configPath: *const ::core::ffi::c_char) -> aclError;
 pub type PFN_aclrtBinaryGetFunction = unsafe extern "C" fn(
@@ -973,6 +992,7 @@ macro_rules! for_each_acl_function {
             HcclReduceScatter: PFN_HcclReduceScatter,
             HcclSend: PFN_HcclSend,
             aclFinalize: PFN_aclFinalize,
+            aclGetDeviceCapability: PFN_aclGetDeviceCapability,
             aclGetRecentErrMsg: PFN_aclGetRecentErrMsg,
             aclInit: PFN_aclInit,
             aclrtBinaryGetFunction: PFN_aclrtBinaryGetFunction,

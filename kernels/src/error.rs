@@ -26,7 +26,8 @@ pub enum KernelError {
         needed: u64,
         available: u64,
     },
-    /// A hardware description with no cores or no Unified Buffer.
+    /// A hardware description with no cores or no Unified Buffer, or with more cores than the device
+    /// runs at once; or no description to be had from the device.
     #[error("invalid hardware description: {0}")]
     InvalidHardware(String),
     /// A device buffer passed to a launcher does not hold what the shape needs.

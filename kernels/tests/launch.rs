@@ -47,6 +47,27 @@ fn a_hardware_description_without_cores_is_rejected() {
     ));
 }
 
+/// The simulated device runs 24 cube and 48 vector cores at once (this binary's default): a library
+/// tiled for more would launch blocks that wait at `SyncAll` for blocks that cannot start.
+#[test]
+fn a_library_tiled_for_more_cores_than_the_device_runs_is_refused() {
+    let dev = Device::new(0).unwrap();
+    let has = dev.core_counts().unwrap();
+    assert_eq!(
+        Hardware::detect(&dev).unwrap(),
+        Hardware::with_cores(has.cube, has.vector)
+    );
+    for hw in [
+        Hardware::with_cores(has.cube + 1, has.vector),
+        Hardware::with_cores(has.cube, has.vector + 1),
+    ] {
+        let e = KernelLibrary::load_with(&dev, hw).unwrap_err();
+        assert!(matches!(e, KernelError::InvalidHardware(_)), "{e}");
+        assert!(e.to_string().contains("at once"), "{e}");
+    }
+    assert!(KernelLibrary::load_with(&dev, Hardware::with_cores(has.cube, has.vector)).is_ok());
+}
+
 #[test]
 fn buffers_must_hold_what_the_shape_needs() {
     let (lib, s) = setup(Hardware::ASCEND_910B2);

@@ -137,6 +137,14 @@ pub struct MemInfo {
     pub total: usize,
 }
 
+/// The compute cores of a device (`aclGetDeviceCapability`). On the 910B/910C's separated
+/// architecture an AI Core is one cube core with its vector cores, so `cube` counts AI Cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoreCounts {
+    pub cube: u32,
+    pub vector: u32,
+}
+
 /// A handle to one device. Cheap to clone; all handles of an ordinal share one state and one
 /// default memory pool.
 #[derive(Clone)]
@@ -203,6 +211,25 @@ impl Device {
         self.shared.core.bind()?;
         let (free, total) = result::device::mem_info(sys::aclrtMemAttr::ACL_HBM_MEM)?;
         Ok(MemInfo { free, total })
+    }
+
+    /// The device's AI Core (cube) and vector core counts: how many blocks of a kernel run at once.
+    /// `Unsupported` from a CANN too old to export `aclGetDeviceCapability`.
+    pub fn core_counts(&self) -> Result<CoreCounts> {
+        let id = self.ordinal() as u32; // non-negative: checked in `Device::new`
+        let count = |info, what: &str| -> Result<u32> {
+            let v = result::device::capability(id, info)?;
+            u32::try_from(v).ok().filter(|&n| n > 0).ok_or_else(|| {
+                RuntimeError::InvalidArgument(format!(
+                    "aclGetDeviceCapability reported {v} {what} for device {id}"
+                ))
+            })
+        };
+        use sys::aclDeviceInfo::{ACL_DEVICE_INFO_AI_CORE_NUM, ACL_DEVICE_INFO_VECTOR_CORE_NUM};
+        Ok(CoreCounts {
+            cube: count(ACL_DEVICE_INFO_AI_CORE_NUM, "AI Cores")?,
+            vector: count(ACL_DEVICE_INFO_VECTOR_CORE_NUM, "vector cores")?,
+        })
     }
 
     /// The device's stream-ordered caching allocator, shared by every stream that allocates from

@@ -33,7 +33,7 @@ pub mod stream;
 pub mod transfer_stats;
 
 pub use comm::{Communicator, HcclElem, ReduceOp, RootInfo, Traffic};
-pub use device::{Device, MemInfo};
+pub use device::{CoreCounts, Device, MemInfo};
 pub use error::{Result, RuntimeError};
 pub use event::{Event, EventFlags};
 pub use init::{finalize, init, library, soc_name, version};

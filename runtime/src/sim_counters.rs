@@ -14,13 +14,11 @@ use std::time::Duration;
 
 use dsnpu_ffi::{loader, result, sys, AclError, FfiError, LibraryKind};
 
-use crate::device::Device;
 use crate::error::{Result, RuntimeError};
 use crate::init::library;
 use crate::stream::Stream;
 
 const LAST_LAUNCH_SYMBOL: &str = "dsnpu_sim_last_launch_counters";
-const CORE_NUM_SYMBOL: &str = "dsnpu_sim_get_core_num";
 
 /// `dsnpu_sim_counters`.
 #[repr(C)]
@@ -63,7 +61,6 @@ const _: () = {
 };
 
 type LastLaunchFn = unsafe extern "C" fn(sys::aclrtStream, *mut RawLaunchCounters) -> sys::aclError;
-type CoreNumFn = unsafe extern "C" fn(i32, *mut u32, *mut u32) -> sys::aclError;
 
 /// Traffic and work of one launch, summed over its blocks (the UB high-water mark is the largest
 /// block's).
@@ -229,26 +226,6 @@ pub fn last_launch_counters(stream: &Stream) -> Result<Option<LaunchCounters>> {
             hbm_write_bytes: t.hbm_write_bytes,
         },
     }))
-}
-
-/// Cube and vector core counts of a simulated device (the simulator's `DSNPU_SIM_AICORE_NUM`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CoreCounts {
-    pub cube: u32,
-    pub vector: u32,
-}
-
-/// The simulated core counts of `device`; `Unsupported` on a CANN install.
-pub fn simulated_core_counts(device: &Device) -> Result<CoreCounts> {
-    // SAFETY: the header declares `int dsnpu_sim_get_core_num(int32_t, uint32_t *, uint32_t *)`.
-    let f = unsafe { extension::<CoreNumFn>(CORE_NUM_SYMBOL)? };
-    device.core().bind()?;
-    let (mut cube, mut vector) = (0u32, 0u32);
-    // SAFETY: two valid u32 out-parameters for the duration of the call.
-    check(CORE_NUM_SYMBOL, unsafe {
-        f(device.ordinal(), &mut cube, &mut vector)
-    })?;
-    Ok(CoreCounts { cube, vector })
 }
 
 #[cfg(test)]

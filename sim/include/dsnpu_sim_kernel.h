@@ -134,9 +134,6 @@ const char *dsnpu_sim_version(void);
  * stream call. */
 int dsnpu_sim_last_launch_counters(void *stream, dsnpu_sim_launch_counters *out);
 
-/* The simulated core counts of a device (DSNPU_SIM_AICORE_NUM; default 24 cube, 48 vector). */
-int dsnpu_sim_get_core_num(int32_t device_id, uint32_t *cube_cores, uint32_t *vector_cores);
-
 /* Bytes an HCCL communicator's rank has sent to / received from each peer (completed calls; a rank's
  * data to itself is not counted), into two arrays of `len` = rank size entries. Returns an HcclResult. */
 int dsnpu_sim_hccl_traffic(void *comm, uint64_t *sent, uint64_t *received, uint32_t len);

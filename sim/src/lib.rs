@@ -70,7 +70,8 @@
 //! # Reported identity
 //! `aclrtGetSocName` returns `"dsnpu-sim (Ascend910B2 model)"`; `aclrtGetVersion` returns the
 //! simulator crate's version (0.1.0 now), not a CANN version; `dsnpu_sim_version()` returns
-//! `"dsnpu-sim <version>"` so a loader can tell it loaded the simulator.
+//! `"dsnpu-sim <version>"` so a loader can tell it loaded the simulator. `aclGetDeviceCapability`
+//! reports the configured cube (AI Core) and vector cores and the 910B2's 192 MiB of L2.
 
 pub mod api;
 pub mod config;

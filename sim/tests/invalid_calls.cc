@@ -214,6 +214,13 @@ static void group_device(void) {
     EXPECT(aclrtGetVersion(NULL, &b, &c), ACL_ERROR_INVALID_PARAM);
     EXPECT(aclrtGetVersion(&a, &b, NULL), ACL_ERROR_INVALID_PARAM);
     EXPECT_TRUE(aclrtGetSocName() != NULL);
+    int64_t cap = 0;
+    EXPECT(aclGetDeviceCapability(0, ACL_DEVICE_INFO_AI_CORE_NUM, NULL), ACL_ERROR_INVALID_PARAM);
+    EXPECT(aclGetDeviceCapability(count, ACL_DEVICE_INFO_AI_CORE_NUM, &cap), ACL_ERROR_RT_INVALID_DEVICEID);
+    EXPECT(aclGetDeviceCapability(0, ACL_DEVICE_INFO_UNDEFINED, &cap), ACL_ERROR_INVALID_PARAM);
+    EXPECT(aclGetDeviceCapability(0, (aclDeviceInfo)7, &cap), ACL_ERROR_INVALID_PARAM);
+    MUST(aclGetDeviceCapability(0, ACL_DEVICE_INFO_VECTOR_CORE_NUM, &cap));
+    EXPECT_TRUE(cap > 0);
 }
 
 static void group_memory(void) {

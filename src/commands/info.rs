@@ -37,9 +37,14 @@ pub fn report() -> Result<String, CliError> {
     for ordinal in 0..count {
         let device = Device::new(ordinal as i32)?;
         let mem = device.mem_info()?;
+        // An older CANN without aclGetDeviceCapability still gets the rest of the report.
+        let cores = match device.core_counts() {
+            Ok(c) => format!("{} AI Cores (cube), {} vector cores", c.cube, c.vector),
+            Err(e) => format!("cores unknown ({e})"),
+        };
         let _ = writeln!(
             out,
-            "  device {ordinal}: memory {} free / {} total",
+            "  device {ordinal}: memory {} free / {} total; {cores}",
             human_bytes(mem.free),
             human_bytes(mem.total)
         );

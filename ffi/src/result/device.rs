@@ -45,6 +45,18 @@ pub fn mem_info(attr: sys::aclrtMemAttr::Type) -> Result<(usize, usize)> {
     Ok((free, total))
 }
 
+/// `aclGetDeviceCapability(device, info)`: one of the device's specifications (`aclDeviceInfo`: AI
+/// Core count, vector core count, L2 bytes).
+pub fn capability(device: u32, info: sys::aclDeviceInfo::Type) -> Result<i64> {
+    let f = acl()?.aclGetDeviceCapability()?;
+    let mut value = 0i64;
+    // SAFETY: plain integer arguments and a valid out-pointer.
+    check("aclGetDeviceCapability", unsafe {
+        f(device, info, &mut value)
+    })?;
+    Ok(value)
+}
+
 /// `aclrtCreateContext`: a new context on `device`, made current on this thread.
 pub fn create_context(device: i32) -> Result<sys::aclrtContext> {
     let f = acl()?.aclrtCreateContext()?;

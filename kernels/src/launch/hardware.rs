@@ -1,12 +1,12 @@
 //! What a device offers the kernels: vector and cube cores and the Unified Buffer per core.
 //!
-//! On the simulator the core counts are its configuration (`DSNPU_SIM_AICORE_NUM`, read through the
-//! simulator's `dsnpu_sim_get_core_num`), so a launch never asks for more blocks than the simulated
-//! device runs at once; on a CANN install they come from the SoC name (`aclrtGetSocName`) and the
-//! per-SoC table below (CANN's `platform_config`, per die). Every 910B/910C vector core has 192 KiB of
-//! UB, which is also what the simulator gives each block.
+//! The core counts come from the device itself (`aclGetDeviceCapability`: on the simulator its
+//! configuration, `DSNPU_SIM_AICORE_NUM`), so a launch never asks for more blocks than the device runs
+//! at once; a CANN too old to answer falls back to the SoC name (`aclrtGetSocName`) and the per-SoC
+//! table below (CANN's `platform_config`, per die). Every 910B/910C vector core has 192 KiB of UB,
+//! which is also what the simulator gives each block.
 
-use dsnpu_runtime::{sim_counters, Device};
+use dsnpu_runtime::Device;
 
 use super::device_error;
 use crate::{CoreBudget, KernelError, Result};
@@ -54,17 +54,19 @@ impl Hardware {
         Some(Hardware::with_cores(cube, vector))
     }
 
-    /// The hardware of `device`: the simulator's configuration, or the table entry of the SoC name.
+    /// The hardware of `device`: the core counts it reports, else the table entry of its SoC name.
     pub fn detect(device: &Device) -> Result<Hardware> {
-        let err = |e| device_error("hardware detection", e);
-        if sim_counters::is_simulator().map_err(err)? {
-            let c = sim_counters::simulated_core_counts(device).map_err(err)?;
-            return Ok(Hardware::with_cores(c.cube, c.vector));
-        }
-        let soc = dsnpu_runtime::soc_name().map_err(err)?.unwrap_or_default();
+        let asked = match device.core_counts() {
+            Ok(c) => return Ok(Hardware::with_cores(c.cube, c.vector)),
+            Err(e) => e,
+        };
+        let soc = dsnpu_runtime::soc_name()
+            .map_err(|e| device_error("hardware detection", e))?
+            .unwrap_or_default();
         Hardware::for_soc(&soc).ok_or_else(|| {
             KernelError::InvalidHardware(format!(
-                "unknown SoC {soc:?}: give the core counts with KernelLibrary::load_with"
+                "the device did not report its cores ({asked}) and SoC {soc:?} is not in the table: \
+                 give the core counts with KernelLibrary::load_with"
             ))
         })
     }

@@ -51,13 +51,26 @@ impl KernelLibrary {
         Ok(lib)
     }
 
-    /// A separately loaded library whose launchers tile for `hardware`.
+    /// A separately loaded library whose launchers tile for `hardware`: at most the cores `device`
+    /// runs at once (where it reports them), since a launch of more blocks than that would wait
+    /// forever at its first `SyncAll` for blocks that only start once others have finished.
     pub fn load_with(device: &Device, hardware: Hardware) -> Result<Arc<KernelLibrary>> {
-        for (what, b) in [("vector", hardware.vector), ("cube", hardware.cube)] {
+        let has = device.core_counts().ok();
+        for (what, b, runs) in [
+            ("vector", hardware.vector, has.map(|c| c.vector)),
+            ("cube", hardware.cube, has.map(|c| c.cube)),
+        ] {
             if b.cores == 0 || b.ub_bytes == 0 {
                 return Err(KernelError::InvalidHardware(format!(
                     "{what}: {} cores with {} bytes of UB",
                     b.cores, b.ub_bytes
+                )));
+            }
+            if let Some(runs) = runs.filter(|&n| b.cores > n) {
+                return Err(KernelError::InvalidHardware(format!(
+                    "{} {what} cores, but device {} runs {runs} at once",
+                    b.cores,
+                    device.ordinal()
                 )));
             }
         }

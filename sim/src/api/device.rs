@@ -1,7 +1,8 @@
-//! Devices and contexts.
-use dsnpu_ffi::sys::{aclError, aclrtContext};
+//! Devices and contexts, and what a device has (`aclGetDeviceCapability`).
+use dsnpu_ffi::sys::{aclDeviceInfo, aclError, aclrtContext};
 
 use super::{out, put};
+use crate::error::SimError;
 use crate::guard::acl_call;
 use crate::handles::to_ptr;
 use crate::runtime::runtime;
@@ -23,6 +24,35 @@ pub unsafe extern "C" fn aclrtGetDevice(device_id: *mut i32) -> aclError {
         let dev = runtime()?.current_context()?.device;
         // SAFETY: checked non-null out-parameter (export contract).
         unsafe { put(o, dev) };
+        Ok(())
+    })
+}
+
+/// The die's L2 (910B2), as the host kernel layer's cost model holds it (`cost.h`, `kL2Bytes`).
+const L2_BYTES: i64 = 192 << 20;
+
+#[no_mangle]
+pub unsafe extern "C" fn aclGetDeviceCapability(
+    device_id: u32,
+    device_info: aclDeviceInfo::Type,
+    value: *mut i64,
+) -> aclError {
+    acl_call("aclGetDeviceCapability", || {
+        let o = out(value, "value")?;
+        let rt = runtime()?;
+        rt.check_device(i32::try_from(device_id).unwrap_or(i32::MAX))?;
+        let v = match device_info {
+            aclDeviceInfo::ACL_DEVICE_INFO_AI_CORE_NUM => i64::from(rt.config.cube_cores),
+            aclDeviceInfo::ACL_DEVICE_INFO_VECTOR_CORE_NUM => i64::from(rt.config.vector_cores),
+            aclDeviceInfo::ACL_DEVICE_INFO_L2_SIZE => L2_BYTES,
+            other => {
+                return Err(SimError::InvalidParam(format!(
+                    "deviceInfo {other} is not an aclDeviceInfo (0 AI cores, 1 vector cores, 2 L2 size)"
+                )))
+            }
+        };
+        // SAFETY: checked non-null out-parameter (export contract).
+        unsafe { put(o, v) };
         Ok(())
     })
 }

@@ -45,28 +45,6 @@ pub unsafe extern "C" fn dsnpu_sim_last_launch_counters(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn dsnpu_sim_get_core_num(
-    device_id: i32,
-    cube_cores: *mut u32,
-    vector_cores: *mut u32,
-) -> aclError {
-    acl_call("dsnpu_sim_get_core_num", || {
-        let (c, v) = (
-            out(cube_cores, "cube_cores")?,
-            out(vector_cores, "vector_cores")?,
-        );
-        let rt = runtime()?;
-        rt.check_device(device_id)?;
-        // SAFETY: checked non-null out-parameters (export contract).
-        unsafe {
-            put(c, rt.config.cube_cores);
-            put(v, rt.config.vector_cores);
-        }
-        Ok(())
-    })
-}
-
-#[no_mangle]
 pub unsafe extern "C" fn aclrtKernelArgsGetPlaceHolderBuffer(
     args_handle: aclrtArgsHandle,
     param_handle: aclrtParamHandle,

@@ -204,12 +204,33 @@ fn identity_and_double_init() {
         let mut n = 0;
         ok(aclrtGetDeviceCount(&mut n));
         assert_eq!(n, 4);
-        let (mut cube, mut vector) = (0, 0);
-        ok(dsnpu_sim_get_core_num(1, &mut cube, &mut vector));
-        assert_eq!((cube, vector), (4, 8));
+        use sys::aclDeviceInfo::*;
+        let mut v = 0i64;
+        ok(aclGetDeviceCapability(
+            1,
+            ACL_DEVICE_INFO_AI_CORE_NUM,
+            &mut v,
+        ));
+        assert_eq!(v, 4);
+        ok(aclGetDeviceCapability(
+            1,
+            ACL_DEVICE_INFO_VECTOR_CORE_NUM,
+            &mut v,
+        ));
+        assert_eq!(v, 8);
+        ok(aclGetDeviceCapability(0, ACL_DEVICE_INFO_L2_SIZE, &mut v));
+        assert_eq!(v, 192 << 20);
         fails(
-            dsnpu_sim_get_core_num(4, &mut cube, &mut vector),
+            aclGetDeviceCapability(4, ACL_DEVICE_INFO_AI_CORE_NUM, &mut v),
             sys::ACL_ERROR_RT_INVALID_DEVICEID,
+        );
+        fails(
+            aclGetDeviceCapability(0, ACL_DEVICE_INFO_UNDEFINED, &mut v),
+            sys::ACL_ERROR_INVALID_PARAM,
+        );
+        fails(
+            aclGetDeviceCapability(0, ACL_DEVICE_INFO_AI_CORE_NUM, null_mut()),
+            sys::ACL_ERROR_INVALID_PARAM,
         );
         fails(
             aclrtGetDeviceCount(null_mut()),
