@@ -31,14 +31,23 @@ const KERNELS: [&str; 20] = [
 ];
 
 fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dsnpu"))
-        .arg("bench")
+    bench_on(args, None)
+}
+
+/// `dsnpu bench` on the simulator, with the simulated cores `cores` (`DSNPU_SIM_AICORE_NUM`) or its
+/// default, one 910B2 die.
+fn bench_on(args: &[&str], cores: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dsnpu"));
+    cmd.arg("bench")
         .args(args)
         .env_remove("DSNPU_ACL_LIB")
         .env_remove("ASCEND_HOME_PATH")
         .env_remove("ASCEND_TOOLKIT_HOME")
-        .output()
-        .expect("run dsnpu bench")
+        .env_remove("DSNPU_SIM_AICORE_NUM");
+    if let Some(c) = cores {
+        cmd.env("DSNPU_SIM_AICORE_NUM", c);
+    }
+    cmd.output().expect("run dsnpu bench")
 }
 
 fn text(b: &[u8]) -> String {
@@ -271,4 +280,19 @@ fn outputs_and_launch_counts_are_checked_before_any_case_runs() {
     }
     assert!(!chart.exists());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The simulator's bench models a 910B2 die: a simulated device with fewer cores is told so before
+/// anything runs (its launches would otherwise ask for blocks the device never runs at once).
+#[test]
+fn a_simulated_device_smaller_than_a_910b2_is_refused() {
+    let out = bench_on(&["--preset", "quick", "--op", "rms_norm"], Some("20,40"));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "error: on the simulator, bench models one 910B2 die and needs its 24 cube and 48 vector \
+         cores; the simulated device has 20 and 40 (DSNPU_SIM_AICORE_NUM)"
+    );
+    assert!(out.stdout.is_empty(), "nothing ran");
 }

@@ -105,7 +105,15 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let simulator = sim_counters::is_simulator()?;
     let device = Device::new(0)?;
     let lib = if simulator {
-        KernelLibrary::load_with(&device, Hardware::ASCEND_910B2)?
+        let (want, has) = (Hardware::ASCEND_910B2, device.core_counts()?);
+        if has.cube < want.cube.cores || has.vector < want.vector.cores {
+            return Err(CliError::Usage(format!(
+                "on the simulator, bench models one 910B2 die and needs its {} cube and {} vector \
+                 cores; the simulated device has {} and {} (DSNPU_SIM_AICORE_NUM)",
+                want.cube.cores, want.vector.cores, has.cube, has.vector
+            )));
+        }
+        KernelLibrary::load_with(&device, want)?
     } else {
         KernelLibrary::get(&device)?
     };
