@@ -216,6 +216,7 @@ impl Device {
     /// The device's AI Core (cube) and vector core counts: how many blocks of a kernel run at once.
     /// `Unsupported` from a CANN too old to export `aclGetDeviceCapability`.
     pub fn core_counts(&self) -> Result<CoreCounts> {
+        use sys::aclDeviceInfo::{ACL_DEVICE_INFO_AI_CORE_NUM, ACL_DEVICE_INFO_VECTOR_CORE_NUM};
         let id = self.ordinal() as u32; // non-negative: checked in `Device::new`
         let count = |info, what: &str| -> Result<u32> {
             let v = result::device::capability(id, info)?;
@@ -225,7 +226,6 @@ impl Device {
                 ))
             })
         };
-        use sys::aclDeviceInfo::{ACL_DEVICE_INFO_AI_CORE_NUM, ACL_DEVICE_INFO_VECTOR_CORE_NUM};
         Ok(CoreCounts {
             cube: count(ACL_DEVICE_INFO_AI_CORE_NUM, "AI Cores")?,
             vector: count(ACL_DEVICE_INFO_VECTOR_CORE_NUM, "vector cores")?,
