@@ -218,13 +218,17 @@ impl Device {
     pub fn core_counts(&self) -> Result<CoreCounts> {
         use sys::aclDeviceInfo::{ACL_DEVICE_INFO_AI_CORE_NUM, ACL_DEVICE_INFO_VECTOR_CORE_NUM};
         let id = self.ordinal() as u32; // non-negative: checked in `Device::new`
-        let count = |info, what: &str| -> Result<u32> {
-            let v = result::device::capability(id, info)?;
-            u32::try_from(v).ok().filter(|&n| n > 0).ok_or_else(|| {
-                RuntimeError::InvalidArgument(format!(
-                    "aclGetDeviceCapability reported {v} {what} for device {id}"
-                ))
-            })
+        let count = |info, what| -> Result<u32> {
+            let value = result::device::capability(id, info)?;
+            u32::try_from(value)
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(RuntimeError::ImplausibleReport {
+                    call: "aclGetDeviceCapability",
+                    what,
+                    value,
+                    device: id,
+                })
         };
         Ok(CoreCounts {
             cube: count(ACL_DEVICE_INFO_AI_CORE_NUM, "AI Cores")?,

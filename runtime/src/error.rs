@@ -41,6 +41,14 @@ pub enum RuntimeError {
     },
     #[error("elapsed time needs two events created with EventFlags::TIME_LINE")]
     EventNotTimed,
+    /// A query succeeded with a value that cannot be right (no cores, a negative count).
+    #[error("{call} reported {value} {what} for device {device}")]
+    ImplausibleReport {
+        call: &'static str,
+        what: &'static str,
+        value: i64,
+        device: u32,
+    },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// Loading a kernel binary failed; `origin` names the file (or the byte count).
