@@ -165,3 +165,75 @@ fn deepseek_v3_layer_f16() {
 fn deepseek_v3_layer_f32() {
     deepseek_layer::<f32>(&[1, 64]);
 }
+
+/// Router logits that are not finite are rejected as the reference rejects them (`moe_gating_topk`,
+/// `logits`, the same first offender), and only then: a non-finite router with no tokens has no
+/// logits (the reference answers an empty output), and finite inputs whose product overflows f32 are
+/// rejected although no input is itself non-finite.
+#[test]
+fn router_logits_are_checked_like_the_reference() {
+    let npu = checked_npu();
+    let (experts, hidden, inter) = (4, 4, 2);
+    let cfg = GatingConfig {
+        top_k: 2,
+        n_group: 1,
+        topk_group: 1,
+        ..GatingConfig::deepseek_v3()
+    };
+    let w = Array3::<f32>::from_elem((experts, inter, hidden), 0.1);
+    let wd = Array3::<f32>::from_elem((experts, hidden, inter), 0.1);
+    let mut nan_router = Array2::<f32>::from_elem((experts, hidden), 0.1);
+    nan_router[[1, 2]] = f32::NAN;
+    let ones = Array2::<f32>::ones((experts, hidden));
+    let mut inf_x = Array2::<f32>::from_elem((2, hidden), 0.5);
+    inf_x[[1, 3]] = f32::INFINITY;
+    let cases = [
+        (
+            "no tokens, NaN router",
+            Array2::<f32>::zeros((0, hidden)),
+            &nan_router,
+        ),
+        (
+            "NaN router",
+            Array2::<f32>::from_elem((2, hidden), 0.5),
+            &nan_router,
+        ),
+        ("infinite x", inf_x, &ones),
+        (
+            "overflowing product",
+            Array2::<f32>::from_elem((1, hidden), 3e38),
+            &ones,
+        ),
+    ];
+    for (what, x, router) in cases {
+        let params = MoeLayerParams {
+            router: router.view(),
+            bias: None,
+            gating: cfg,
+            w_gate: w.view(),
+            w_up: w.view(),
+            w_down: wd.view(),
+            local: None,
+        };
+        let want = Cpu.moe_layer(x.view(), &params, None, None);
+        let got = npu.moe_layer(x.view(), &params, None, None);
+        match (want, got) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}"),
+            (Err(a), Err(b)) => {
+                assert!(
+                    matches!(
+                        b,
+                        dsnpu_ops::OpsError::InvalidArgument {
+                            op: "moe_gating_topk",
+                            arg: "logits",
+                            ..
+                        }
+                    ),
+                    "{what}: {b:?}"
+                );
+                assert_eq!(a.to_string(), b.to_string(), "{what}");
+            }
+            (a, b) => panic!("{what}: the reference gives {a:?}, the device {b:?}"),
+        }
+    }
+}

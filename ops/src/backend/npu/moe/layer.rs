@@ -10,8 +10,10 @@
 //! stream is synchronized once, when `out` is read back: no stage waits for the host (unless the
 //! stream is launch-blocking, the checked debugging mode of the parent module).
 //! - **Router** in f32 like the reference (`x` and the router as f32, f32 accumulation in the cube),
-//!   so the logits are not rounded to t before gating. A product that overflows f32 from finite inputs
-//!   is not detected (the reference rejects its non-finite logits; here routing is then unspecified).
+//!   so the logits are not rounded to t before gating. The reference rejects non-finite logits; they
+//!   are never read back here, so `check_router_logits` decides on the host, from the inputs, with
+//!   the reference's error. (Only a product within rounding of `f32::MAX` can be finite on the host
+//!   and overflow in the cube's summation order; routing is then unspecified.)
 //! - **Rows are not counted on the host**: the dispatch writes the local experts' rows first, and the
 //!   FFN and combine are sized for the room of every pair (`T·K` rows). The FFN takes its groups from
 //!   the dispatch's per-expert counts on the device, the local window of them
@@ -27,7 +29,7 @@ use ndarray::{Array2, ArrayView2};
 
 use super::super::{by_dtype, DevElem, Npu};
 use super::{array2, gating_params};
-use crate::moe::{finalize, gating, grouped, MoeLayerParams};
+use crate::moe::{finalize, gating, grouped, router_logits, MoeLayerParams};
 use crate::{Float, Result};
 
 const OP: &str = "moe_layer";
@@ -50,8 +52,7 @@ impl Npu {
             params.bias.as_ref(),
             &params.gating,
         )?;
-        gating::check_finite(OP, "x", &x)?;
-        gating::check_finite(OP, "router", &params.router)?;
+        check_router_logits(&x, &params.router)?;
         grouped::check_ffn_weights(hidden, &params.w_gate, &params.w_up, &params.w_down)?;
         finalize::check_extras(tokens, hidden, shared.as_ref(), residual.as_ref())?;
         if tokens == 0 || hidden == 0 {
@@ -215,6 +216,34 @@ impl Npu {
         self.finish(OP)?;
         Ok(array2(tokens, hidden, self.download::<T, E>(OP, &out)?))
     }
+}
+
+/// Rejects exactly what the reference's `moe_gating_topk` rejects in the router logits `x · routerᵀ`
+/// (`logits`, naming the first non-finite one), without computing them when they cannot be: with every
+/// input finite and `max_t Σ_j |x_tj| · max |router|`, grown by f32's rounding over `hidden + 1` steps,
+/// below `f32::MAX`, no summation order overflows. Otherwise (a non-finite input, or a product that may
+/// overflow) the reference's logits are computed on the host and checked as it checks them: a
+/// non-finite input with no tokens (or no experts) makes no logit, and is accepted like there.
+fn check_router_logits<T: Float>(x: &ArrayView2<T>, router: &ArrayView2<T>) -> Result<()> {
+    let finite = |a: &ArrayView2<T>| a.iter().all(|v| v.to_f32().is_finite());
+    if finite(x) && finite(router) {
+        let row_sum = x
+            .rows()
+            .into_iter()
+            .map(|r| r.iter().map(|v| f64::from(v.to_f32().abs())).sum::<f64>())
+            .fold(0.0, f64::max);
+        let w_max = router
+            .iter()
+            .map(|v| f64::from(v.to_f32().abs()))
+            .fold(0.0, f64::max);
+        // Each product and partial sum rounds up by at most a factor 1 + 2^-24.
+        let growth = ((x.ncols() as f64 + 1.0) * f64::from(f32::EPSILON) / 2.0).exp();
+        if row_sum * w_max * growth < f64::from(f32::MAX) {
+            return Ok(());
+        }
+    }
+    let logits = router_logits(x.view(), router.view())?;
+    gating::check_finite("moe_gating_topk", "logits", &logits.view())
 }
 
 /// `buf` as an f32 buffer when its element type is f32.
