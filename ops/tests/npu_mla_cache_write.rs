@@ -181,3 +181,18 @@ fn bad_inputs_are_the_references_errors() {
     assert_eq!(cache.latent, c.cache.latent);
     assert_eq!(cache.rope, c.cache.rope);
 }
+
+/// A slot that repeats keeps the last token's row, as in the reference (which writes in token order),
+/// instead of being refused or raced over by the kernel's blocks.
+#[test]
+fn a_repeated_slot_keeps_the_last_row_like_the_reference() {
+    let npu = checked_npu();
+    let mut c = case::<f32>(11, 6, (16, 8), (2, 4), RopeLayout::HalfSplit, false, 0.0);
+    c.slots = ndarray::array![5, 1, 5, -1, 1, 5];
+    let got = c.run(&npu).unwrap();
+    compare("repeated slots", &c, &got);
+    // The rows of slot 5 are token 5's, not token 0's or 2's (and slot 1's token 4's).
+    let mut only_last = c.clone();
+    only_last.slots = ndarray::array![-1, -1, -1, -1, 1, 5];
+    compare("only the last writers", &only_last, &got);
+}

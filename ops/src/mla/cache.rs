@@ -9,8 +9,8 @@
 //!   rejected call leaves the cache untouched. Slot `-1` marks a padding token and is skipped; any
 //!   other negative slot or a slot `≥ capacity` is an [`OpsError::IndexOutOfRange`].
 //! - Rows are written in token order: if a slot repeats, the reference keeps the last row. Device
-//!   kernels scatter in parallel and need not agree, so callers must not repeat slots (the
-//!   conformance cases never do).
+//!   kernels scatter in parallel and must not be given a repeated slot; the device backend keeps the
+//!   last row too, by skipping the earlier tokens of the slot before it launches.
 //! - The fields are public (a backend uploads them as they are), so a cache may be built by hand;
 //!   every operator therefore re-checks it with [`PagedLatentCache::check`] rather than trusting it.
 use crate::error::expect_shape;

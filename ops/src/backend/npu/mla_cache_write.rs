@@ -3,12 +3,13 @@
 //! [`MlaOps::mla_cache_write_fused`](crate::backend::MlaOps::mla_cache_write_fused)) has the reference's arguments
 //! ([`crate::mla::mla_cache_write_fused`]) and runs the reference's checks first
 //! ([`check_mla_cache_write_fused`]), so the same inputs are rejected with the same errors and the
-//! kernel only gets slots and positions it can trust. The host cache is uploaded, written on the device
+//! kernel only gets slots and positions it can trust. A slot that repeats keeps the last token's row,
+//! as in the reference: the earlier tokens of that slot are skipped before the launch. The host cache is uploaded, written on the device
 //! and downloaded whole (for conformance; the device-resident model keeps its cache on the device and
 //! calls the launcher directly).
 
 use dsnpu_kernels::launch::{self, MlaCacheWriteInputs, MlaCacheWriteShape};
-use ndarray::{Array3, ArrayView1, ArrayView2};
+use ndarray::{Array1, Array3, ArrayView1, ArrayView2};
 
 use super::{by_dtype, DevElem, Npu};
 use crate::mla::cache_write::{check_mla_cache_write_fused, CacheWriteParams};
@@ -26,6 +27,20 @@ pub(crate) fn kernel_layout(layout: RopeLayout) -> dsnpu_kernels::RopeLayout {
     }
 }
 
+/// `slot_mapping` with every token but the last one of a repeated slot skipped (-1): the reference
+/// writes rows in token order, so the last row of a slot wins, while the kernel's blocks scatter in
+/// parallel (a repeated slot would be a race between them).
+fn last_writers(slot_mapping: ArrayView1<i32>) -> Array1<i32> {
+    let mut seen = std::collections::HashSet::with_capacity(slot_mapping.len());
+    let mut slots = slot_mapping.to_owned();
+    for s in slots.iter_mut().rev() {
+        if *s >= 0 && !seen.insert(*s) {
+            *s = -1;
+        }
+    }
+    slots
+}
+
 impl Npu {
     /// See [`crate::mla::mla_cache_write_fused`]: RMSNorm of `kv[:, :Dl]`, rope of `kv[:, Dl:]`, both
     /// scattered into `cache` at `slot_mapping` (−1 skips), by the fused kernel.
@@ -37,24 +52,11 @@ impl Npu {
         slot_mapping: ArrayView1<i32>,
     ) -> Result<()> {
         check_mla_cache_write_fused(cache, &kv, &params, &slot_mapping)?;
-        // The kernel's blocks scatter in parallel: a repeated slot would be a race, not "the last row
-        // wins" as in the reference, so it is refused here where the slots are still on the host.
-        let mut seen = std::collections::HashSet::with_capacity(slot_mapping.len());
-        if let Some((t, s)) = slot_mapping
-            .iter()
-            .enumerate()
-            .find(|&(_, &s)| s >= 0 && !seen.insert(s))
-        {
-            return Err(crate::error::invalid(
-                OP,
-                "slot_mapping",
-                format!("slot {s} repeats at position {t}: the device scatters rows in parallel"),
-            ));
-        }
         if slot_mapping.is_empty() {
             return Ok(());
         }
-        by_dtype!(self, OP, T, cache_write_as(cache, kv, params, slot_mapping))
+        let slots = last_writers(slot_mapping);
+        by_dtype!(self, OP, T, cache_write_as(cache, kv, params, slots.view()))
     }
 
     fn cache_write_as<T: Float, E: DevElem>(
