@@ -7,7 +7,7 @@
 //! | `DSNPU_SIM_HOST_MEM_BYTES` | host memory all devices and pinned buffers may commit together (same syntax) | estimated at `aclInit` from `MemAvailable` and the memory cgroup, see `memory::host` |
 //! | `DSNPU_SIM_AICORE_NUM` | cores per device: `C` (cube C, vector 2C) or `C,V` | 24,48 |
 //! | `DSNPU_SIM_HCCL_TIMEOUT_MS` | how long a collective waits for its other ranks | 120000 |
-//! | `DSNPU_SIM_CHECK` | kernel sanitizer checks: comma-separated `mem`, `race`, `init`, `sync`, or `all` (read by the host kernel layer at each block; validated here) | `mem` |
+//! | `DSNPU_SIM_CHECK` | kernel sanitizer checks: comma-separated `mem`, `race`, `init`, `sync`, or `all`, no spaces (read by the host kernel layer at each block; validated here) | `mem` |
 //!
 //! A set but malformed variable makes `aclInit` fail with `ACL_ERROR_INVALID_PARAM` naming it.
 use std::time::Duration;
@@ -117,15 +117,17 @@ impl SimConfig {
             cfg.hccl_timeout = Duration::from_millis(ms);
         }
         if let Some(v) = get("DSNPU_SIM_CHECK") {
+            // Words exactly as the host kernel layer reads them (`parse_checks` in pipeline.h, at each
+            // block): it does not trim, so " race" would pass here and leave the race check off there.
             let known = ["mem", "race", "init", "sync", "all"];
-            if v.split(',').any(|w| !known.contains(&w.trim())) {
+            if v.split(',').any(|w| !known.contains(&w)) {
                 return Err(bad(
                     "DSNPU_SIM_CHECK",
                     &v,
-                    "a comma-separated list of mem, race, init, sync, all",
+                    "a comma-separated list of mem, race, init, sync, all, without spaces",
                 ));
             }
-            cfg.init_check = v.split(',').any(|w| matches!(w.trim(), "init" | "all"));
+            cfg.init_check = v.split(',').any(|w| matches!(w, "init" | "all"));
         }
         Ok(cfg)
     }
@@ -337,6 +339,12 @@ mod tests {
         assert!(cfg(&[("DSNPU_SIM_CHECK", "mem,init")]).unwrap().init_check);
         assert!(cfg(&[("DSNPU_SIM_CHECK", "all")]).unwrap().init_check);
         assert!(!cfg(&[("DSNPU_SIM_CHECK", "mem,race")]).unwrap().init_check);
+        // The kernel layer reads the words untrimmed: a padded word would be a check silently off.
+        for padded in ["mem, race", " init", "sync ", "mem,\trace"] {
+            let err = cfg(&[("DSNPU_SIM_CHECK", padded)]).unwrap_err();
+            assert_eq!(err.acl_code(), 100000, "{padded:?}");
+            assert!(err.to_string().contains("without spaces"), "{err}");
+        }
         let c = cfg(&[
             ("DSNPU_SIM_DEVICES", "4"),
             ("DSNPU_SIM_MEM_BYTES", "1G"),
