@@ -633,3 +633,44 @@ fn more_tasks_than_one_combine_group<T: Float>(dtype: dsnpu_kernels::KernelDtype
     assert_close(&format!("{what} out"), out.view(), want_out.view(), tol);
     assert_close(&format!("{what} lse"), lse.view(), want_lse.view(), tol);
 }
+
+/// A shape the reference takes but no decode plan fits (a latent row too wide for L1) is
+/// `Unsupported`, like the launcher's shape errors, so `Fallback(Npu, Cpu)` answers it on the CPU.
+#[test]
+fn a_shape_no_plan_fits_is_unsupported_and_falls_back() {
+    use dsnpu_ops::backend::Fallback;
+    use dsnpu_ops::OpsError;
+    let npu = checked_npu();
+    let dl = 100_000;
+    let mut cache = PagedLatentCache::<f32>::new(1, 2, dl, 1).unwrap();
+    cache
+        .latent
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = (i % 5) as f32 * 0.1);
+    let q = Array4::<f32>::from_elem((1, 1, 1, dl), 0.001);
+    let qr = Array4::<f32>::zeros((1, 1, 1, 1));
+    let table = Array2::<i32>::zeros((1, 1));
+    let lens = Array1::from(vec![2]);
+    let args = (q.view(), qr.view(), &cache, table.view(), lens.view(), 1.0);
+    let e = npu
+        .mla_decode(args.0, args.1, args.2, args.3, args.4, args.5)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            OpsError::Unsupported {
+                op: "mla_decode",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let (out, lse) = Fallback::new(npu, Cpu)
+        .mla_decode(args.0, args.1, args.2, args.3, args.4, args.5)
+        .unwrap();
+    let (want_out, want_lse) = Cpu
+        .mla_decode(args.0, args.1, args.2, args.3, args.4, args.5)
+        .unwrap();
+    assert_eq!((out, lse), (want_out, want_lse));
+}

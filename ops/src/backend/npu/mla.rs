@@ -93,10 +93,14 @@ impl Npu {
         let table = self.upload_raw(OP, &table)?;
         let lens = self.upload_raw(OP, &seq_lens.to_vec())?;
         let host_lens: Vec<usize> = seq_lens.iter().map(|&l| l as usize).collect();
+        // Extents past u32 are beyond the kernel (its tiling says so for a given plan, too).
+        let narrow = |what: &str, v: usize| {
+            u32::try_from(v).map_err(|_| self.unsupported(OP, format!("{what} = {v} exceeds u32")))
+        };
         let plan_shape = MlaPlanShape {
-            query_rows: (s_q * heads) as u32,
-            latent_dim: dl as u32,
-            rope_dim: cache.rope_dim() as u32,
+            query_rows: narrow("s_q * heads", s_q.saturating_mul(heads))?,
+            latent_dim: narrow("latent_dim", dl)?,
+            rope_dim: narrow("rope_dim", cache.rope_dim())?,
             dtype: <E as dsnpu_kernels::launch::KernelElem>::DTYPE,
         };
         let planned;
@@ -108,7 +112,9 @@ impl Npu {
                     plan_shape,
                     self.lib.hardware().cube.cores,
                 )
-                .map_err(|e| self.fail(OP, e))?;
+                // A shape no plan fits (L1) is one the kernel cannot take: Unsupported, as for the
+                // launcher's own shape errors, so a Fallback backend answers it on the CPU.
+                .map_err(|e| self.kernel_error(OP, e))?;
                 &planned
             }
         };
