@@ -62,16 +62,13 @@ impl Npu {
     ) -> Result<(Array3<T>, Array2<f32>)> {
         const OP: &str = "mla_prefill_cached";
         let (tq, heads, width) = q.dim();
-        // Each key's slot (the block table resolved here, as the reference's expansion does).
-        let mut slots = Vec::new();
-        let mut cu_k = vec![0i32];
-        let bs = cache.block_size();
-        for (b, &len) in seq_lens.iter().enumerate() {
-            for p in 0..len as usize {
-                slots.push(block_table[[b, p / bs]] * bs as i32 + (p % bs) as i32);
-            }
-            cu_k.push(slots.len() as i32);
-        }
+        let (slots, cu_k) =
+            key_slots(block_table, seq_lens, cache.block_size()).ok_or_else(|| {
+                self.unsupported(
+                    OP,
+                    "a key slot or the key count exceeds the kernel's int32 indices",
+                )
+            })?;
         let host_cu_q = cu_q.to_vec();
         let qd = self.upload::<T, E>(OP, q.iter())?;
         let lat = self.upload::<T, E>(OP, cache.latent.iter())?;
@@ -218,5 +215,47 @@ impl Npu {
         let lse =
             Array2::from_shape_vec((heads, tq), lse).expect("the lse output holds H x T elements");
         Ok((out, lse))
+    }
+}
+
+/// Each key's cache slot (the block table resolved, as the reference's expansion does) and the keys'
+/// cumulative counts per sequence, for checked arguments; `None` when a slot or the key count does not
+/// fit the kernel's int32 (a cache of more than `i32::MAX` slots).
+fn key_slots(
+    block_table: ArrayView2<i32>,
+    seq_lens: ArrayView1<i32>,
+    block_size: usize,
+) -> Option<(Vec<i32>, Vec<i32>)> {
+    let bs = i32::try_from(block_size).ok()?;
+    let mut slots = Vec::new();
+    let mut cu_k = vec![0i32];
+    for (b, &len) in seq_lens.iter().enumerate() {
+        for p in 0..len.max(0) {
+            let block = block_table[[b, (p / bs) as usize]];
+            slots.push(block.checked_mul(bs)?.checked_add(p % bs)?);
+        }
+        cu_k.push(i32::try_from(slots.len()).ok()?);
+    }
+    Some((slots, cu_k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_slots;
+    use ndarray::array;
+
+    #[test]
+    fn key_slots_resolve_the_table_and_refuse_what_int32_cannot_index() {
+        let (slots, cu) = key_slots(array![[1, 0], [2, 2]].view(), array![3, 1].view(), 2).unwrap();
+        assert_eq!((slots, cu), (vec![2, 3, 0, 4], vec![0, 3, 4]));
+        // Block 3 of 2^30 slots each starts past i32::MAX.
+        assert_eq!(
+            key_slots(array![[3]].view(), array![1].view(), 1 << 30),
+            None
+        );
+        assert_eq!(
+            key_slots(array![[0]].view(), array![1].view(), 1 << 31),
+            None
+        );
     }
 }
