@@ -19,8 +19,10 @@
 //! `f32` images (`T -> f32 -> kernel type` and back), which is exact for those three types.
 //!
 //! An [`Npu`] owns one stream; clones share it. Several threads may use one `Npu`, but a fault of one
-//! call may then be reported to another call synchronizing the same stream: give each thread its own
-//! ([`Npu::new`] shares the device's loaded kernels and memory pool, and costs one stream).
+//! call may then be reported to another call synchronizing the same stream, and on a launch-blocking
+//! stream one call's launch check may find another call's launch as the stream's last and fail: give
+//! each thread its own ([`Npu::new`] shares the device's loaded kernels and memory pool, and costs one
+//! stream).
 
 mod dense;
 mod mla;
