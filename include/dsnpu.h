@@ -496,8 +496,9 @@ int32_t dsnpu_mla_prefill(const struct DsnpuContext *ctx,
 // `host_cu_q`, `host_cu_k` the same values in host memory; `out`: `T [tokens_q, heads, dv]`; `lse`:
 // `float [heads, tokens_q]`. DeepSeek-V3: `dn = 128`, `dr = 64`, `dv = 128`, `latent_dim = 512`.
 //
-// Validated: pointers, sizes, overlap, the dtype; `batch`, `heads`, `dn`, `dv`, `latent_dim` ≥ 1,
-// `tokens_k` ≥ 1; a finite `scale`; the host lists as for [`dsnpu_mla_prefill`]. Not validated
+// Validated: pointers, sizes (the workspace's too), overlap, the dtype; `batch`, `heads`, `dn`,
+// `dv`, `latent_dim` ≥ 1, `tokens_k` ≥ 1; a finite `scale`; the host lists as for
+// [`dsnpu_mla_prefill`]. Not validated
 // (device data): the slots (each must be in `0..num_slots`; one outside faults the gather on the
 // simulator and reads unspecified memory on an NPU) and that the device lists equal the host lists.
 // Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements.

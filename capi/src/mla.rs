@@ -569,8 +569,9 @@ unsafe fn host_list(
 /// `host_cu_q`, `host_cu_k` the same values in host memory; `out`: `T [tokens_q, heads, dv]`; `lse`:
 /// `float [heads, tokens_q]`. DeepSeek-V3: `dn = 128`, `dr = 64`, `dv = 128`, `latent_dim = 512`.
 ///
-/// Validated: pointers, sizes, overlap, the dtype; `batch`, `heads`, `dn`, `dv`, `latent_dim` ≥ 1,
-/// `tokens_k` ≥ 1; a finite `scale`; the host lists as for [`dsnpu_mla_prefill`]. Not validated
+/// Validated: pointers, sizes (the workspace's too), overlap, the dtype; `batch`, `heads`, `dn`,
+/// `dv`, `latent_dim` ≥ 1, `tokens_k` ≥ 1; a finite `scale`; the host lists as for
+/// [`dsnpu_mla_prefill`]. Not validated
 /// (device data): the slots (each must be in `0..num_slots`; one outside faults the gather on the
 /// simulator and reads unspecified memory on an NPU) and that the device lists equal the host lists.
 /// Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements.
@@ -655,15 +656,36 @@ pub unsafe extern "C" fn dsnpu_mla_prefill_cached(
             func: F,
             reason: "dn + dr overflows".into(),
         })?;
-        let kv_rows = product(F, "heads * (dn + dv)", &[h, dn.saturating_add(dv)])?;
+        let kv_width = dn.checked_add(dv).ok_or_else(|| CapiError::Invalid {
+            func: F,
+            reason: "dn + dv overflows".into(),
+        })?;
+        let kv_rows = product(F, "heads * (dn + dv)", &[h, kv_width])?;
         let nq = product(F, "tokens_q * heads * (dn + dr)", &[tq, h, width])?;
         let nl = product(F, "num_slots * latent_dim", &[slots, dl])?;
         let nr = product(F, "num_slots * dr", &[slots, dr])?;
         let nw = product(F, "heads * (dn + dv) * latent_dim", &[kv_rows, dl])?;
         let no = product(F, "tokens_q * heads * dv", &[tq, h, dv])?;
         let rows = product(F, "tokens_q * heads", &[tq, h])?;
+        // The launcher sizes its workspace (the gathered latent and rope rows, the expanded keys and
+        // values) from these without checking.
+        let key_width = [dl, dr, kv_rows]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)
+            .ok_or_else(|| CapiError::Invalid {
+                func: F,
+                reason: "latent_dim + dr + heads * (dn + dv) overflows".into(),
+            })?;
+        let workspace = product(
+            F,
+            "the workspace, tokens_k * (latent_dim + dr + heads * (dn + dv)) elements,",
+            &[tk, key_width],
+        )?;
+        // Checked here, not only through `nq`: with no queries (`tokens_q` = 0) that product is 0
+        // whatever the row width.
+        let row = product(F, "heads * (dn + dr)", &[h, width])?;
         // The views' fields are u64; usize is no wider on the targets dsnpu builds for.
-        let (tok, head) = ((h * width) as u64, width as u64);
+        let (tok, head) = (row as u64, width as u64);
         let shape = MlaCacheShape {
             heads: h,
             dn,
@@ -686,6 +708,7 @@ pub unsafe extern "C" fn dsnpu_mla_prefill_cached(
             },
         };
         with_dtype!(F, dtype, T => {
+            product(F, "the workspace's bytes", &[workspace, std::mem::size_of::<T>()])?;
             device_tensors!(F, ctx, stream => s;
                 input q: T [nq],
                 input latent: T [nl],

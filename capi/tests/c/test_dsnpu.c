@@ -794,6 +794,22 @@ static void test_mla_prefill_cached(void) {
                  dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, dw, dsl, dcq, dck, cu_q, cu_k, dout,
                                           dlse, B, TQ, TK - 1, H, DN, DR, DV, DLAT, SLOTS, scale),
                  DSNPU_STATUS_INVALID_ARGUMENT, "cu_k ends at 12");
+    /* Sizes whose products overflow only in the query row width (no queries) or in the workspace the
+     * keys are expanded into: refused as arguments, not a caught overflow (DSNPU_STATUS_INTERNAL). */
+    const int32_t no_q[B + 1] = {0, 0, 0};
+    expect_error("mla_prefill_cached heads * (dn + dr) overflowing",
+                 dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, dw, dsl, dcq, dck, no_q, cu_k, dout,
+                                          dlse, B, 0, TK, 1LL << 32, DN, 1LL << 32, DV, DLAT, SLOTS, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "heads * (dn + dr) overflows");
+    /* 2^32 key slots and a latent width of 2^32: the key slots and kv_b at addresses past both outputs,
+     * so that only the workspace is wrong (never read: the call must fail before queuing anything). */
+    const uintptr_t ends = (uintptr_t)dout > (uintptr_t)dlse ? (uintptr_t)dout : (uintptr_t)dlse;
+    const void *far_slots = (const void *)(ends + sizeof out + sizeof lse);
+    const void *far_kvb = (const void *)(ends + sizeof out + sizeof lse + (4ULL << 32));
+    expect_error("mla_prefill_cached workspace overflowing",
+                 dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, far_kvb, far_slots, dcq, dck, cu_q,
+                                          cu_k, dout, dlse, B, TQ, 1LL << 32, H, DN, DR, DV, 1LL << 32, 0, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "workspace");
     done_stream(s);
     acl_free(dq), acl_free(dl), acl_free(dr), acl_free(dw), acl_free(dsl), acl_free(dcq), acl_free(dck);
     acl_free(dout), acl_free(dlse);
