@@ -62,7 +62,7 @@ pub unsafe fn context<'a>(
 }
 
 /// Opens device `device` (`aclInit` and `aclrtSetDevice` as needed, in the device's default context)
-/// and loads dsnpu's kernels on it; stores the context in `*out`. On a CANN install the AI Core
+/// and loads dsnpu's kernels on it; stores the context in `*out` (NULL when it fails). On a CANN install the AI Core
 /// kernel build is required; with the simulator the host kernels load.
 ///
 /// # Safety
@@ -71,7 +71,8 @@ pub unsafe fn context<'a>(
 pub unsafe extern "C" fn dsnpu_context_create(device: i32, out: *mut *mut DsnpuContext) -> i32 {
     const F: &str = "dsnpu_context_create";
     guard(F, || {
-        crate::args::host_ptr(F, "out", out)?;
+        // SAFETY: writable if non-null (the caller's contract).
+        unsafe { crate::args::clear_out(F, out) }?;
         let dev = Device::new(device).map_err(|source| CapiError::Runtime { func: F, source })?;
         let lib =
             KernelLibrary::get(&dev).map_err(|source| CapiError::Kernel { func: F, source })?;

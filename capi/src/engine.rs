@@ -137,7 +137,7 @@ pub unsafe extern "C" fn dsnpu_engine_options_default(out: *mut DsnpuEngineOptio
 }
 
 /// Loads the checkpoint directory `path` (a Hugging Face `config.json` and safetensors) onto the
-/// device of `opts` (NULL: the defaults) and stores the engine in `*out`.
+/// device of `opts` (NULL: the defaults) and stores the engine in `*out` (NULL when it fails).
 ///
 /// # Safety
 /// `path` is null (an error) or a NUL-terminated string; `opts` is null or points to a
@@ -150,8 +150,9 @@ pub unsafe extern "C" fn dsnpu_engine_load(
 ) -> i32 {
     const F: &str = "dsnpu_engine_load";
     guard(F, || {
+        // SAFETY: writable if non-null (the caller's contract).
+        unsafe { crate::args::clear_out(F, out) }?;
         host_ptr(F, "path", path)?;
-        host_ptr(F, "out", out)?;
         // SAFETY: non-null and NUL-terminated (the caller's contract).
         let path = unsafe { CStr::from_ptr(path) };
         let path = path.to_str().map_err(|_| CapiError::Invalid {

@@ -129,7 +129,7 @@ pub struct DsnpuMlaDecodePlan {
 }
 
 /// Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
-/// sequence including the new ones) and stores the plan in `*out`. The plan's words are copied to
+/// sequence including the new ones) and stores the plan in `*out` (NULL when it fails). The plan's words are copied to
 /// the device on `stream` (the call returns once they are there). Free it with
 /// [`dsnpu_mla_decode_plan_destroy`]. This plan knows only the lengths; when the query shape is
 /// known, [`dsnpu_mla_decode_plan_create_for_shape`] plans better (how finely to split each
@@ -152,6 +152,8 @@ pub unsafe extern "C" fn dsnpu_mla_decode_plan_create(
 ) -> i32 {
     const F: &str = "dsnpu_mla_decode_plan_create";
     guard(F, || {
+        // SAFETY: writable if non-null (the caller's contract).
+        unsafe { crate::args::clear_out(F, out) }?;
         // SAFETY: the caller's contract.
         unsafe {
             make_plan(F, ctx, stream, host_seq_lens, batch, out, |lens, cores| {
@@ -187,6 +189,8 @@ pub unsafe extern "C" fn dsnpu_mla_decode_plan_create_for_shape(
 ) -> i32 {
     const F: &str = "dsnpu_mla_decode_plan_create_for_shape";
     guard(F, || {
+        // SAFETY: writable if non-null (the caller's contract).
+        unsafe { crate::args::clear_out(F, out) }?;
         let rows = product(
             F,
             "s_q * heads",
@@ -229,7 +233,6 @@ unsafe fn make_plan(
 ) -> Result<()> {
     // SAFETY: the caller's contract.
     let ctx = unsafe { context(func, ctx) }?;
-    crate::args::host_ptr(func, "out", out)?;
     let batch = size(func, "batch", batch)?;
     // SAFETY: valid for `batch` reads (the caller's contract); the rest is checked there.
     let lens = unsafe { crate::args::host_slice(func, "host_seq_lens", host_seq_lens, batch) }?;
@@ -248,7 +251,8 @@ unsafe fn make_plan(
     let mut words = s.alloc::<i32>(plan.words().len()).map_err(runtime)?;
     words.copy_from_host(plan.words()).map_err(runtime)?;
     let boxed = Box::new(DsnpuMlaDecodePlan { plan, words });
-    // SAFETY: `out` is non-null and aligned (checked above), valid for writing (the caller's contract).
+    // SAFETY: `out` is non-null and aligned (checked by both constructors' `clear_out` first), valid
+    // for writing (the caller's contract).
     unsafe { out.write(Box::into_raw(boxed)) };
     Ok(())
 }

@@ -847,6 +847,15 @@ static void test_bad_arguments(void) {
     expect_error("a host list longer than memory", dsnpu_mla_decode_plan_create(ctx, s, lens, INT64_MAX, &plan), INV, "one allocation can hold");
     expect_error("a misaligned host list", dsnpu_mla_decode_plan_create(ctx, s, (const int32_t *)((const char *)lens + 1), 1, &plan), INV, "`host_seq_lens`");
     expect_error("a misaligned out pointer", dsnpu_mla_decode_plan_create(ctx, s, lens, 2, (DsnpuMlaDecodePlan **)((char *)&plan + 1)), INV, "not aligned");
+    /* A failed create stores NULL: the handle a caller then destroys (or passes on) is a no-op (or an
+     * error), never the garbage its variable held. */
+    DsnpuMlaDecodePlan *stale_plan = (DsnpuMlaDecodePlan *)&plan;
+    const int32_t negative[1] = {-1};
+    expect_error("a negative sequence length", dsnpu_mla_decode_plan_create(ctx, s, negative, 1, &stale_plan), INV, "negative");
+    if (stale_plan != NULL) FAIL("a failed plan create left %p in *out", (void *)stale_plan);
+    DsnpuContext *stale_ctx = (DsnpuContext *)&plan;
+    expect_error("a device that does not exist", dsnpu_context_create(99, &stale_ctx), DSNPU_STATUS_DEVICE, "device 99");
+    if (stale_ctx != NULL) FAIL("a failed context create left %p in *out", (void *)stale_ctx);
     expect_error("a misaligned context", dsnpu_silu_mul((const DsnpuContext *)((const char *)ctx + 1), s, DSNPU_DTYPE_F32, a, c, 2, 4), INV, "`ctx`");
     /* A failure leaves the stream usable: a good call on it still succeeds. */
     OK(dsnpu_silu_mul(ctx, s, DSNPU_DTYPE_F32, a, c, 2, 4));
@@ -963,7 +972,9 @@ static void test_engine(void) {
     o.temperature = 0.0f;
     o.dtype = DSNPU_DTYPE_F16;
     expect_error("an f16 engine", dsnpu_engine_load(dir, &o, &e), INV, "dtype");
+    e = (DsnpuEngine *)&o; /* what a failed load must not leave behind */
     expect_error("a missing checkpoint", dsnpu_engine_load("/nonexistent/checkpoint", NULL, &e), INV, "/nonexistent/checkpoint");
+    if (e != NULL) FAIL("a failed engine load left %p in *out", (void *)e);
     /* Two blocks of 4 tokens: a 7-token prompt fits, then outgrows the cache on its second token. */
     o.dtype = DSNPU_DTYPE_F32;
     o.num_blocks = 2;
