@@ -168,3 +168,42 @@ def test_ids_that_are_not_token_ids_are_refused_and_zero_tokens_still_checks_the
         e.generate([[1], []], 0)
     assert [list(o) for o in e.generate([[1], [2]], 0)] == [[], []]
     assert e.live == [] and e.free_blocks == 4
+
+
+def _in_another_thread(f):
+    """What ``f()`` raised in a thread of its own (None if nothing), as a BaseException: pyo3's
+    ``PanicException`` is not an ``Exception``."""
+    import threading
+
+    raised = []
+
+    def run():
+        try:
+            f()
+        except BaseException as e:  # noqa: B036 - the point is to see a PanicException too
+            raised.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return raised[0] if raised else None
+
+
+def test_use_from_another_thread_is_a_runtime_error_not_a_panic():
+    # The extension's objects are bound to the thread that made them (pyo3 `unsendable`): pyo3 answered
+    # a call from another thread with a PanicException (a BaseException `except Exception` misses).
+    e = dsnpu.Engine(CHECKPOINT, num_blocks=4, block_size=4)
+    m = dsnpu.Model(CHECKPOINT, backend="cpu")
+    for what, call in [
+        ("Engine", lambda: e.add_sequence([1, 2])),
+        ("Engine", lambda: e.live),
+        ("Engine", e.stats),
+        ("Model", lambda: m.generate([1, 2], 1)),
+        ("Model", lambda: m.vocab_size),
+    ]:
+        err = _in_another_thread(call)
+        assert type(err) is RuntimeError, repr(err)
+        assert f"dsnpu.{what} is used from a thread other than the one that created it" in str(err)
+    # Nothing happened to either, and the creating thread still uses them.
+    assert e.live == [] and e.free_blocks == 4
+    assert len(m.generate([1, 2], 1)) == 1
