@@ -27,7 +27,7 @@ use dsnpu_ops::moe::{ExpertTokensMode, GatingConfig, GroupListType, ScoreFunc};
 use dsnpu_ops::rope::{RopeConfig, RopeLayout, RopeTable};
 use dsnpu_ops::{Float, OpsError};
 use ndarray::{ArrayD, Dimension, IntoDimension, Ix1, Ix2, Ix3, Ix4};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -913,6 +913,33 @@ fn uniform(
     hi: f32,
     dtype: &str,
 ) -> PyResult<Out> {
+    let size = match dtype {
+        "f32" => 4,
+        "f16" | "bf16" => 2,
+        d => {
+            return Err(PyValueError::new_err(format!(
+                "dtype {d}: expected f32, f16 or bf16"
+            )))
+        }
+    };
+    // The generator trusts its shape: one whose size overflows panics in ndarray, and one that fits
+    // the address space but not memory aborts the interpreter when the array is allocated. So the
+    // size is checked, and its bytes reserved (and freed: the generator allocates them next), where a
+    // failure is a MemoryError.
+    let bytes = shape
+        .iter()
+        .try_fold(size, |acc: usize, &d| acc.checked_mul(d))
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "uniform: shape {shape:?} of {dtype} overflows the address space"
+            ))
+        })?;
+    Vec::<u8>::new().try_reserve_exact(bytes).map_err(|_| {
+        PyMemoryError::new_err(format!(
+            "uniform: {bytes} bytes for shape {shape:?} of {dtype} cannot be allocated"
+        ))
+    })?;
     let mut rng = CaseRng::new(seed);
     let dim = shape.clone().into_dimension();
     Ok(match dtype {

@@ -384,3 +384,17 @@ def test_case_generators_are_the_suites():
     assert (3, 7000, 5) in dsnpu.cases.matmul_shapes()
     b = dsnpu.cases.uniform(7, (3, 4), -1.0, 1.0, dtype="bf16")
     np.testing.assert_array_equal(f64(b), f64(a.astype(BF16)))
+
+
+def test_case_generator_shapes_past_memory_raise():
+    # Were a PanicException (ndarray's shape overflow; a capacity overflow) and, for a shape that fits
+    # the address space but not memory, an abort of the interpreter (allocation failure).
+    with pytest.raises(ValueError, match=r"uniform: shape \[1099511627776, 1099511627776\] of f32 overflows"):
+        dsnpu.cases.uniform(0, (2**40, 2**40))
+    with pytest.raises(ValueError, match="overflows the address space"):
+        dsnpu.cases.uniform(0, (2**62,), dtype="bf16")
+    with pytest.raises(MemoryError, match="uniform: 562949953421312 bytes"):
+        dsnpu.cases.uniform(0, (2**47,))
+    with pytest.raises(ValueError, match="dtype f64"):
+        dsnpu.cases.uniform(0, (2**62,), dtype="f64")
+    assert dsnpu.cases.uniform(0, (0, 3)).shape == (0, 3)
