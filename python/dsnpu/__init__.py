@@ -119,6 +119,23 @@ class _Owned:
         return self._obj
 
 
+def _active(active):
+    """The active expert range ``(start, end)`` of the init-routing operators as two counts, or None."""
+    if active is None:
+        return None
+    if not isinstance(active, (tuple, list)) or len(active) != 2:
+        raise ValueError(f"active must be a (start, end) pair of expert ids, got {active!r}")
+    return (_count(active[0], "active[0]"), _count(active[1], "active[1]"))
+
+
+def _max_positions(max_positions, positions):
+    """The rope table's rows: ``max_positions``, or by default enough for the largest position (at least
+    one row, so that a negative position is reported as a position)."""
+    if max_positions is None:
+        return max(int(positions.max()) + 1, 1) if positions.size else 1
+    return _count(max_positions, "max_positions")
+
+
 def _opt(a, dtype=None):
     return None if a is None else _wire(a, dtype)
 
@@ -152,8 +169,7 @@ def rope(x, positions, theta=10000.0, max_positions=None, interleaved=False, bac
     ``(x[2i], x[2i+1])`` when ``interleaved``, else ``(x[i], x[i + D/2])``; frequency
     ``theta ** (-2i / D)``."""
     positions = np.asarray(positions, dtype=np.int32)
-    if max_positions is None:
-        max_positions = int(positions.max()) + 1 if positions.size else 1
+    max_positions = _max_positions(max_positions, positions)
     return _array(_dsnpu.rope(_wire(x, dtype), _wire(positions), theta, max_positions, interleaved, backend))
 
 
@@ -182,7 +198,15 @@ def moe_gating_topk(
     """DeepSeek-V3 routing of ``logits [T, E]``: ``(ids int32 [T, top_k], weights float32 [T, top_k])``."""
     b = None if bias is None else _wire(np.asarray(bias, dtype=np.float32))
     ids, w = _dsnpu.moe_gating_topk(
-        _wire(logits, dtype), b, top_k, n_group, topk_group, score, normalize, routed_scaling_factor, backend
+        _wire(logits, dtype),
+        b,
+        _count(top_k, "top_k"),
+        _count(n_group, "n_group"),
+        _count(topk_group, "topk_group"),
+        score,
+        normalize,
+        routed_scaling_factor,
+        backend,
     )
     return _array(ids), _array(w)
 
@@ -190,14 +214,16 @@ def moe_gating_topk(
 def moe_init_routing(x, ids, num_experts, active=None, cumsum=False, backend="npu", dtype=None):
     """Dispatch: ``(expanded_x, expanded_row_idx, expert_tokens)`` (see dsnpu_ops::moe)."""
     ids = np.asarray(ids, dtype=np.int32)
-    r = _dsnpu.moe_init_routing(_wire(x, dtype), _wire(ids), num_experts, active, cumsum, backend)
+    experts, active = _count(num_experts, "num_experts"), _active(active)
+    r = _dsnpu.moe_init_routing(_wire(x, dtype), _wire(ids), experts, active, cumsum, backend)
     return tuple(_array(t) for t in r)
 
 
 def moe_init_routing_quant(x, ids, num_experts, active=None, cumsum=False, backend="npu", dtype=None):
     """Dispatch with int8 rows: ``(codes int8, scales float32, expanded_row_idx, expert_tokens)``."""
     ids = np.asarray(ids, dtype=np.int32)
-    r = _dsnpu.moe_init_routing_quant(_wire(x, dtype), _wire(ids), num_experts, active, cumsum, backend)
+    experts, active = _count(num_experts, "num_experts"), _active(active)
+    r = _dsnpu.moe_init_routing_quant(_wire(x, dtype), _wire(ids), experts, active, cumsum, backend)
     return tuple(_array(t) for t in r)
 
 
@@ -320,8 +346,7 @@ def mla_cache_write(
     ``interleaved`` pairs or half-split) of ``kv[t, Dl:]`` at ``positions[t]``.
     """
     positions = np.asarray(positions, dtype=np.int32)
-    if max_positions is None:
-        max_positions = int(positions.max()) + 1 if positions.size else 1
+    max_positions = _max_positions(max_positions, positions)
     r = _dsnpu.mla_cache_write(
         _wire(latent_cache, dtype),
         _wire(rope_cache, dtype),
@@ -491,4 +516,5 @@ class cases:
     @staticmethod
     def uniform(seed, shape, lo=-1.0, hi=1.0, dtype="f32"):
         """Seeded values uniform in ``[lo, hi)`` (the suites' ChaCha8 stream), rounded to ``dtype``."""
-        return _array(_dsnpu.uniform(seed, list(shape), lo, hi, dtype))
+        dims = [_count(d, f"shape[{i}]") for i, d in enumerate(shape)]
+        return _array(_dsnpu.uniform(_count(seed, "seed"), dims, lo, hi, dtype))

@@ -398,3 +398,43 @@ def test_case_generator_shapes_past_memory_raise():
     with pytest.raises(ValueError, match="dtype f64"):
         dsnpu.cases.uniform(0, (2**62,), dtype="f64")
     assert dsnpu.cases.uniform(0, (0, 3)).shape == (0, 3)
+
+
+def test_operator_counts_outside_their_range_name_the_argument(backend):
+    # The extension's integer conversions answered these with an OverflowError ("can't convert
+    # negative int to unsigned") or a bare TypeError that named no argument.
+    logits = np.zeros((2, 8), dtype=np.float32)
+    for kwargs, name in [
+        (dict(top_k=-1), "top_k"),
+        (dict(top_k=2**64), "top_k"),
+        (dict(top_k=2, n_group=-1), "n_group"),
+        (dict(top_k=2, topk_group=-2), "topk_group"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            dsnpu.moe_gating_topk(logits, backend=backend, **kwargs)
+    with pytest.raises(TypeError, match="top_k"):
+        dsnpu.moe_gating_topk(logits, 1.5, backend=backend)
+    x, ids = np.zeros((2, 8), dtype=np.float32), np.zeros((2, 2), dtype=np.int32)
+    for route in (dsnpu.moe_init_routing, dsnpu.moe_init_routing_quant):
+        with pytest.raises(ValueError, match="num_experts"):
+            route(x, ids, -4, backend=backend)
+        with pytest.raises(ValueError, match=r"active\[0\]"):
+            route(x, ids, 4, active=(-1, 2), backend=backend)
+        with pytest.raises(ValueError, match="active"):
+            route(x, ids, 4, active=(0, 1, 2), backend=backend)
+    q = np.zeros((1, 1, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="max_positions"):
+        dsnpu.rope(q, [0], max_positions=-1, backend=backend)
+    # A negative position is reported as the position it is, not as a max_positions never passed.
+    with pytest.raises(ValueError, match="`positions` holds index -3"):
+        dsnpu.rope(q, [-3], backend=backend)
+    lat, rp = np.zeros((2, 4, 16), dtype=np.float32), np.zeros((2, 4, 8), dtype=np.float32)
+    kv, nw = np.zeros((1, 24), dtype=np.float32), np.ones(16, dtype=np.float32)
+    with pytest.raises(ValueError, match="max_positions"):
+        dsnpu.mla_cache_write(lat, rp, kv, nw, [0], [0], max_positions=-1, backend=backend)
+    with pytest.raises(ValueError, match="`positions` holds index -2"):
+        dsnpu.mla_cache_write(lat, rp, kv, nw, [-2], [0], backend=backend)
+    with pytest.raises(ValueError, match="seed"):
+        dsnpu.cases.uniform(-1, (2,))
+    with pytest.raises(ValueError, match=r"shape\[1\]"):
+        dsnpu.cases.uniform(0, (2, -1))
