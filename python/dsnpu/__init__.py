@@ -61,11 +61,14 @@ _TYPES = {"f32": np.float32, "f16": np.float16, "i32": np.int32, "i64": np.int64
 def _wire(a, dtype=None):
     """A numpy array as the extension's (bytes, shape, dtype) triple."""
     a = np.asarray(a)
-    if dtype == "bf16" or (BFLOAT16 is not None and a.dtype == BFLOAT16):
-        if a.dtype not in (np.dtype(np.uint16), BFLOAT16):
+    # Looked up in native byte order: a big-endian float32 is float32 (converted to little-endian below).
+    native = a.dtype.newbyteorder("=")
+    if dtype == "bf16" or (BFLOAT16 is not None and native == BFLOAT16):
+        if native not in (np.dtype(np.uint16), BFLOAT16):
             raise ValueError(f"bf16 tensors must be ml_dtypes.bfloat16 or uint16 bit patterns, got {a.dtype}")
-        return (np.ascontiguousarray(a).view(np.uint16).astype("<u2").tobytes(), list(a.shape), "bf16")
-    code = _CODES.get(a.dtype)
+        bits = np.ascontiguousarray(a).astype(native).view(np.uint16)
+        return (bits.astype("<u2").tobytes(), list(a.shape), "bf16")
+    code = _CODES.get(native)
     if code is None:
         raise ValueError(f"unsupported dtype {a.dtype}")
     return (np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes(), list(a.shape), code)
