@@ -213,3 +213,12 @@ def test_use_from_another_thread_is_a_runtime_error_not_a_panic():
     assert e.live == [] and e.free_blocks == 4
     assert len(m.generate([1, 2], 1)) == 1
 
+
+def test_engine_and_model_calls_release_the_gil(runs_during):
+    # Engine.generate/step/forward and Model.generate/forward held the GIL for the whole call.
+    e = dsnpu.Engine(CHECKPOINT, num_blocks=64, block_size=16)
+    ran, seconds = runs_during(lambda: e.generate([[1, 2, 3]] * 4, 40, stop=[]))
+    assert ran >= 2, f"another thread ran {ran} times in the middle of a {seconds:.3f} s generate"
+    m = dsnpu.Model(CHECKPOINT)
+    ran, seconds = runs_during(lambda: m.forward(list(range(1, 60))))
+    assert ran >= 2, f"another thread ran {ran} times in the middle of a {seconds:.3f} s forward"

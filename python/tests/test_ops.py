@@ -460,3 +460,11 @@ def test_non_native_byte_order_is_the_same_dtype(backend):
     got = dsnpu.moe_init_routing(x, ids, 4, backend=backend)
     for a, b in zip(got, dsnpu.moe_init_routing(x, ids.astype(np.int32), 4, backend=backend)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_long_operator_call_releases_the_gil(backend, runs_during):
+    # The operators held the GIL while the kernels ran (on the simulator they run on the host): every
+    # other Python thread stopped for the whole call.
+    x, w = np.ones((128, 2048), dtype=np.float32), np.ones((512, 2048), dtype=np.float32)
+    ran, seconds = runs_during(lambda: dsnpu.linear(x, w, backend=backend))
+    assert ran >= 2, f"another thread ran {ran} times in the middle of a {seconds:.3f} s call"
