@@ -320,6 +320,8 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
         crate::args::host_ptr(F, "plan", plan)?;
         // SAFETY: non-null and aligned (checked above), a live plan (the caller's contract).
         let plan = unsafe { &*plan };
+        // Before the plan's batch is compared: a negative one is named as such.
+        size(F, "batch", batch)?;
         if plan.plan.batch() as i64 != batch {
             return Err(CapiError::Invalid {
                 func: F,

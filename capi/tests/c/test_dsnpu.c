@@ -534,6 +534,11 @@ static void test_mla_decode(void) {
                  dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, B + 1, S,
                                   H, DL, DR, BS, NB, MB, scale),
                  DSNPU_STATUS_INVALID_ARGUMENT, "plan is for");
+    /* A negative batch is named as the negative size it is (it was "the plan is for 1 sequences, not -1"). */
+    expect_error("negative batch",
+                 dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, -1, S, H, DL,
+                                  DR, BS, NB, MB, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`batch` is -1, must be >= 0");
     dsnpu_mla_decode_plan_destroy(plan);
     /* The plan made for the query shape gives the same results. */
     plan = NULL;
