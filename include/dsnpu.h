@@ -384,7 +384,8 @@ int32_t dsnpu_mla_decode_plan_create_for_shape(const struct DsnpuContext *ctx,
                                                struct DsnpuMlaDecodePlan **out);
 
 // Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it
-// must have been enqueued (they hold the device words until they ran).
+// must have been enqueued (they hold the device words until they ran). A misaligned pointer (no plan
+// is) is not freed: [`dsnpu_last_error`](crate::dsnpu_last_error) says so.
 //
 // # Safety
 // `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`] not freed before.

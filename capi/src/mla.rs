@@ -258,16 +258,24 @@ unsafe fn make_plan(
 }
 
 /// Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it
-/// must have been enqueued (they hold the device words until they ran).
+/// must have been enqueued (they hold the device words until they ran). A misaligned pointer (no plan
+/// is) is not freed: [`dsnpu_last_error`](crate::dsnpu_last_error) says so.
 ///
 /// # Safety
 /// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`] not freed before.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_mla_decode_plan_destroy(plan: *mut DsnpuMlaDecodePlan) {
-    if !plan.is_null() {
-        // SAFETY: made by Box::into_raw in dsnpu_mla_decode_plan_create and not freed before.
-        drop(unsafe { Box::from_raw(plan) });
-    }
+    const F: &str = "dsnpu_mla_decode_plan_destroy";
+    // No status to return (the signature predates it): the outcome is the last error's.
+    guard(F, || {
+        if !plan.is_null() {
+            // Refused rather than handed to the allocator, as the other destroy functions do.
+            crate::args::host_ptr(F, "plan", plan)?;
+            // SAFETY: made by Box::into_raw in a plan create and not freed before (the contract).
+            drop(unsafe { Box::from_raw(plan) });
+        }
+        Ok(())
+    });
 }
 
 /// MLA decode (absorbed, DeepSeek-V3's decode path) over a paged latent cache. For each sequence `b`

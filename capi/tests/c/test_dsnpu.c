@@ -539,7 +539,11 @@ static void test_mla_decode(void) {
                  dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, -1, S, H, DL,
                                   DR, BS, NB, MB, scale),
                  DSNPU_STATUS_INVALID_ARGUMENT, "`batch` is -1, must be >= 0");
+    /* Destroying a misaligned plan frees nothing and says so (it was dropped through: a segfault). */
+    dsnpu_mla_decode_plan_destroy((DsnpuMlaDecodePlan *)((char *)plan + 1));
+    expect_error("destroying a misaligned plan", DSNPU_STATUS_INVALID_ARGUMENT, DSNPU_STATUS_INVALID_ARGUMENT, "`plan`");
     dsnpu_mla_decode_plan_destroy(plan);
+    if (dsnpu_last_error() != NULL) FAIL("destroying a plan left an error message");
     /* The plan made for the query shape gives the same results. */
     plan = NULL;
     OK(dsnpu_mla_decode_plan_create_for_shape(ctx, s, lens, B, DSNPU_DTYPE_F32, S, H, DL, DR, &plan));
