@@ -8,7 +8,8 @@ reference implementations the conformance suites use as the oracle).
 Float tensors are ``float32``, ``float16`` or bfloat16: ``ml_dtypes.bfloat16`` arrays when
 ``ml_dtypes`` is installed, or ``uint16`` arrays of bf16 bit patterns passed with ``dtype="bf16"``.
 Results come back in the inputs' type (bf16 results as ``ml_dtypes.bfloat16`` when available, else
-``uint16`` bit patterns). Ids and row indices are ``int32``, token counts and group lists ``int64``.
+``uint16`` bit patterns). Ids and row indices are ``int32``, token counts and group lists ``int64``
+(any integer array whose values fit; floats and booleans raise ``TypeError``).
 Invalid inputs raise ``ValueError`` with the operator's message.
 """
 
@@ -122,6 +123,25 @@ class _Owned:
         return self._obj
 
 
+def _index(a, what, dtype=np.int32):
+    """An index argument (ids, positions, slots, lengths, offsets, group lists) as an array of ``dtype``,
+    refusing what is not one: ``np.asarray(a, dtype=...)`` truncates floats and booleans into
+    valid-looking indices and wraps integers past the type (2**32 + 1 as int32 is 1)."""
+    a = np.asarray(a)
+    flat = a.reshape(-1)
+    if a.dtype == object:  # integers beyond int64 make an object array
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in flat):
+            raise TypeError(f"{what}: indices must be integers")
+    elif flat.size and a.dtype.kind not in "iu":
+        raise TypeError(f"{what}: indices must be integers, got {a.dtype}")
+    if flat.size:
+        info = np.iinfo(dtype)
+        for v in (flat.min(), flat.max()):
+            if not info.min <= int(v) <= info.max:
+                raise ValueError(f"{what}: {int(v)} does not fit in {np.dtype(dtype).name}")
+    return a.astype(dtype)
+
+
 def _active(active):
     """The active expert range ``(start, end)`` of the init-routing operators as two counts, or None."""
     if active is None:
@@ -171,7 +191,7 @@ def rope(x, positions, theta=10000.0, max_positions=None, interleaved=False, bac
     """Rotary embedding of ``x [T, heads, D]`` at ``positions [T]`` (no YaRN scaling): pairs
     ``(x[2i], x[2i+1])`` when ``interleaved``, else ``(x[i], x[i + D/2])``; frequency
     ``theta ** (-2i / D)``."""
-    positions = np.asarray(positions, dtype=np.int32)
+    positions = _index(positions, "positions")
     max_positions = _max_positions(max_positions, positions)
     return _array(_dsnpu.rope(_wire(x, dtype), _wire(positions), theta, max_positions, interleaved, backend))
 
@@ -216,7 +236,7 @@ def moe_gating_topk(
 
 def moe_init_routing(x, ids, num_experts, active=None, cumsum=False, backend="npu", dtype=None):
     """Dispatch: ``(expanded_x, expanded_row_idx, expert_tokens)`` (see dsnpu_ops::moe)."""
-    ids = np.asarray(ids, dtype=np.int32)
+    ids = _index(ids, "ids")
     experts, active = _count(num_experts, "num_experts"), _active(active)
     r = _dsnpu.moe_init_routing(_wire(x, dtype), _wire(ids), experts, active, cumsum, backend)
     return tuple(_array(t) for t in r)
@@ -224,7 +244,7 @@ def moe_init_routing(x, ids, num_experts, active=None, cumsum=False, backend="np
 
 def moe_init_routing_quant(x, ids, num_experts, active=None, cumsum=False, backend="npu", dtype=None):
     """Dispatch with int8 rows: ``(codes int8, scales float32, expanded_row_idx, expert_tokens)``."""
-    ids = np.asarray(ids, dtype=np.int32)
+    ids = _index(ids, "ids")
     experts, active = _count(num_experts, "num_experts"), _active(active)
     r = _dsnpu.moe_init_routing_quant(_wire(x, dtype), _wire(ids), experts, active, cumsum, backend)
     return tuple(_array(t) for t in r)
@@ -232,13 +252,13 @@ def moe_init_routing_quant(x, ids, num_experts, active=None, cumsum=False, backe
 
 def grouped_matmul(x, w, group_list, cumsum=False, backend="npu", dtype=None):
     """``y[r] = x[r] @ w[g].T`` for the rows of group ``g`` (``group_list`` counts or cumsums)."""
-    gl = np.asarray(group_list, dtype=np.int64)
+    gl = _index(group_list, "group_list", np.int64)
     return _array(_dsnpu.grouped_matmul(_wire(x, dtype), _wire(w, dtype), _wire(gl), cumsum, backend))
 
 
 def expert_ffn(x, w_gate, w_up, w_down, group_list, cumsum=False, backend="npu", dtype=None):
     """Per group: ``(silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T``."""
-    gl = np.asarray(group_list, dtype=np.int64)
+    gl = _index(group_list, "group_list", np.int64)
     return _array(
         _dsnpu.expert_ffn(
             _wire(x, dtype), _wire(w_gate, dtype), _wire(w_up, dtype), _wire(w_down, dtype), _wire(gl), cumsum, backend
@@ -248,7 +268,7 @@ def expert_ffn(x, w_gate, w_up, w_down, group_list, cumsum=False, backend="npu",
 
 def moe_finalize_routing(y, expanded_row_idx, weights, shared=None, residual=None, backend="npu", dtype=None):
     """Combine: ``sum_k weights[t,k] * y[idx[t*K+k]] (+ shared) (+ residual)``; index -1 drops a pair."""
-    idx = np.asarray(expanded_row_idx, dtype=np.int32)
+    idx = _index(expanded_row_idx, "expanded_row_idx")
     w = np.asarray(weights, dtype=np.float32)
     return _array(
         _dsnpu.moe_finalize_routing(
@@ -266,8 +286,8 @@ def mla_decode(q_nope, q_rope, latent, rope_cache, block_table, seq_lens, scale,
             _wire(q_rope, dtype),
             _wire(latent, dtype),
             _wire(rope_cache, dtype),
-            _wire(np.asarray(block_table, dtype=np.int32)),
-            _wire(np.asarray(seq_lens, dtype=np.int32)),
+            _wire(_index(block_table, "block_table")),
+            _wire(_index(seq_lens, "seq_lens")),
             scale,
             backend,
         )
@@ -289,7 +309,7 @@ def mla_prefill(q, k, v, cu_seqlens, scale, backend="npu", dtype=None):
             _wire(q, dtype),
             _wire(k, dtype),
             _wire(v, dtype),
-            _wire(np.asarray(cu_seqlens, dtype=np.int32)),
+            _wire(_index(cu_seqlens, "cu_seqlens")),
             scale,
             backend,
         )
@@ -313,11 +333,11 @@ def mla_prefill_cached(q, cu_q, latent, rope_cache, block_table, seq_lens, kv_b,
         _array(t)
         for t in _dsnpu.mla_prefill_cached(
             _wire(q, dtype),
-            _wire(np.asarray(cu_q, dtype=np.int32)),
+            _wire(_index(cu_q, "cu_q")),
             _wire(latent, dtype),
             _wire(rope_cache, dtype),
-            _wire(np.asarray(block_table, dtype=np.int32)),
-            _wire(np.asarray(seq_lens, dtype=np.int32)),
+            _wire(_index(block_table, "block_table")),
+            _wire(_index(seq_lens, "seq_lens")),
             _wire(kv_b, dtype),
             scale,
             backend,
@@ -348,7 +368,7 @@ def mla_cache_write(
     ``slot_mapping[t]``, RMSNorm(``eps``) of ``kv[t, :Dl]`` and plain RoPE (base ``theta``, no YaRN;
     ``interleaved`` pairs or half-split) of ``kv[t, Dl:]`` at ``positions[t]``.
     """
-    positions = np.asarray(positions, dtype=np.int32)
+    positions = _index(positions, "positions")
     max_positions = _max_positions(max_positions, positions)
     r = _dsnpu.mla_cache_write(
         _wire(latent_cache, dtype),
@@ -356,7 +376,7 @@ def mla_cache_write(
         _wire(kv, dtype),
         _wire(norm_weight, dtype),
         _wire(positions),
-        _wire(np.asarray(slot_mapping, dtype=np.int32)),
+        _wire(_index(slot_mapping, "slot_mapping")),
         eps,
         theta,
         max_positions,

@@ -468,3 +468,37 @@ def test_a_long_operator_call_releases_the_gil(backend, runs_during):
     x, w = np.ones((128, 2048), dtype=np.float32), np.ones((512, 2048), dtype=np.float32)
     ran, seconds = runs_during(lambda: dsnpu.linear(x, w, backend=backend))
     assert ran >= 2, f"another thread ran {ran} times in the middle of a {seconds:.3f} s call"
+
+
+def test_index_arguments_are_integers_that_fit(backend):
+    # Index arguments were cast with np.asarray(..., dtype=np.int32): floats and booleans truncated into
+    # valid-looking indices, and int64 values past int32 wrapped (2**32 + 1 ran as 1), silently.
+    x = np.arange(16, dtype=np.float32).reshape(2, 8)
+    ids = np.array([[0, 1], [2, 3]], dtype=np.int32)
+    for bad in (ids + 0.7, ids.astype(bool)):
+        with pytest.raises(TypeError, match="ids"):
+            dsnpu.moe_init_routing(x, bad, 4, backend=backend)
+    with pytest.raises(ValueError, match="ids: 4294967297 does not fit in int32"):
+        dsnpu.moe_init_routing(x, ids.astype(np.int64) + np.int64(2**32) + 1, 6, backend=backend)
+    q = np.ones((1, 1, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="positions: 4294967297 does not fit in int32"):
+        dsnpu.rope(q, np.array([2**32 + 1]), max_positions=4, backend=backend)
+    with pytest.raises(TypeError, match="positions"):
+        dsnpu.rope(q, [0.5], max_positions=4, backend=backend)
+    with pytest.raises(ValueError, match="does not fit in int32"):
+        dsnpu.rope(q, [2**70], max_positions=4, backend=backend)
+    y = np.ones((4, 8), dtype=np.float32)
+    with pytest.raises(TypeError, match="expanded_row_idx"):
+        dsnpu.moe_finalize_routing(y, [0.0, 1.0, 2.0, 3.0], np.ones((2, 2)), backend=backend)
+    xg, wg = np.ones((4, 8), dtype=np.float32), np.ones((2, 3, 8), dtype=np.float32)
+    with pytest.raises(TypeError, match="group_list"):
+        dsnpu.grouped_matmul(xg, wg, [2.5, 1.5], backend=backend)
+    qp, vp = np.ones((3, 2, 16), dtype=np.float32), np.ones((3, 2, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="cu_seqlens: 4294967299 does not fit in int32"):
+        dsnpu.mla_prefill(qp, qp, vp, np.array([0, 2**32 + 3]), 0.1, backend=backend)
+    # Integers of any width that fit, and empty lists, still pass.
+    a = dsnpu.moe_init_routing(x, ids.astype(np.uint8), 4, backend=backend)
+    b = dsnpu.moe_init_routing(x, ids, 4, backend=backend)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert dsnpu.rope(np.ones((0, 1, 8), dtype=np.float32), [], backend=backend).shape == (0, 1, 8)
