@@ -59,19 +59,25 @@ _CODES = {
 _TYPES = {"f32": np.float32, "f16": np.float16, "i32": np.int32, "i64": np.int64, "i8": np.int8}
 
 
-def _wire(a, dtype=None):
-    """A numpy array as the extension's (bytes, shape, dtype) triple."""
+def _wire(a, dtype=None, what=None):
+    """A numpy array as the extension's (bytes, shape, dtype) triple; ``what`` names the argument in
+    errors."""
     a = np.asarray(a)
     # Looked up in native byte order: a big-endian float32 is float32 (converted to little-endian below).
     native = a.dtype.newbyteorder("=")
     if dtype == "bf16" or (BFLOAT16 is not None and native == BFLOAT16):
         if native not in (np.dtype(np.uint16), BFLOAT16):
-            raise ValueError(f"bf16 tensors must be ml_dtypes.bfloat16 or uint16 bit patterns, got {a.dtype}")
+            raise ValueError(
+                f"{what or 'a tensor'}: bf16 tensors must be ml_dtypes.bfloat16 or uint16 bit patterns, got {a.dtype}"
+            )
         bits = np.ascontiguousarray(a).astype(native).view(np.uint16)
         return (bits.astype("<u2").tobytes(), list(a.shape), "bf16")
     code = _CODES.get(native)
     if code is None:
-        raise ValueError(f"unsupported dtype {a.dtype}")
+        raise ValueError(
+            f"{what or 'a tensor'}: unsupported dtype {a.dtype}, expected float32, float16 or bfloat16"
+            " (ml_dtypes.bfloat16, or uint16 bit patterns with dtype='bf16')"
+        )
     return (np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes(), list(a.shape), code)
 
 
@@ -159,8 +165,8 @@ def _max_positions(max_positions, positions):
     return _count(max_positions, "max_positions")
 
 
-def _opt(a, dtype=None):
-    return None if a is None else _wire(a, dtype)
+def _opt(a, dtype=None, what=None):
+    return None if a is None else _wire(a, dtype, what)
 
 
 def _array(t):
@@ -178,12 +184,14 @@ def backend_name(backend="npu"):
 
 def rms_norm(x, weight, eps=1e-6, backend="npu", dtype=None):
     """``x [T, H] / sqrt(mean(x**2, -1) + eps) * weight [H]``, in f32, rounded once."""
-    return _array(_dsnpu.rms_norm(_wire(x, dtype), _wire(weight, dtype), eps, backend))
+    return _array(_dsnpu.rms_norm(_wire(x, dtype, "x"), _wire(weight, dtype, "weight"), eps, backend))
 
 
 def add_rms_norm(x, residual, weight, eps=1e-6, backend="npu", dtype=None):
     """``(rms_norm(s) * weight, s)`` with ``s = x + residual`` rounded to the dtype."""
-    y, s = _dsnpu.add_rms_norm(_wire(x, dtype), _wire(residual, dtype), _wire(weight, dtype), eps, backend)
+    y, s = _dsnpu.add_rms_norm(
+        _wire(x, dtype, "x"), _wire(residual, dtype, "residual"), _wire(weight, dtype, "weight"), eps, backend
+    )
     return _array(y), _array(s)
 
 
@@ -193,17 +201,17 @@ def rope(x, positions, theta=10000.0, max_positions=None, interleaved=False, bac
     ``theta ** (-2i / D)``."""
     positions = _index(positions, "positions")
     max_positions = _max_positions(max_positions, positions)
-    return _array(_dsnpu.rope(_wire(x, dtype), _wire(positions), theta, max_positions, interleaved, backend))
+    return _array(_dsnpu.rope(_wire(x, dtype, "x"), _wire(positions), theta, max_positions, interleaved, backend))
 
 
 def silu_mul(gate_up, backend="npu", dtype=None):
     """``silu(g) * u`` for ``gate_up [T, 2I] = [g | u]``."""
-    return _array(_dsnpu.silu_mul(_wire(gate_up, dtype), backend))
+    return _array(_dsnpu.silu_mul(_wire(gate_up, dtype, "gate_up"), backend))
 
 
 def linear(x, w, bias=None, backend="npu", dtype=None):
     """``x [M, K] @ w[N, K].T (+ bias [N])``."""
-    return _array(_dsnpu.linear(_wire(x, dtype), _wire(w, dtype), _opt(bias, dtype), backend))
+    return _array(_dsnpu.linear(_wire(x, dtype, "x"), _wire(w, dtype, "w"), _opt(bias, dtype, "bias"), backend))
 
 
 def moe_gating_topk(
@@ -221,7 +229,7 @@ def moe_gating_topk(
     """DeepSeek-V3 routing of ``logits [T, E]``: ``(ids int32 [T, top_k], weights float32 [T, top_k])``."""
     b = None if bias is None else _wire(np.asarray(bias, dtype=np.float32))
     ids, w = _dsnpu.moe_gating_topk(
-        _wire(logits, dtype),
+        _wire(logits, dtype, "logits"),
         b,
         _count(top_k, "top_k"),
         _count(n_group, "n_group"),
@@ -238,7 +246,7 @@ def moe_init_routing(x, ids, num_experts, active=None, cumsum=False, backend="np
     """Dispatch: ``(expanded_x, expanded_row_idx, expert_tokens)`` (see dsnpu_ops::moe)."""
     ids = _index(ids, "ids")
     experts, active = _count(num_experts, "num_experts"), _active(active)
-    r = _dsnpu.moe_init_routing(_wire(x, dtype), _wire(ids), experts, active, cumsum, backend)
+    r = _dsnpu.moe_init_routing(_wire(x, dtype, "x"), _wire(ids), experts, active, cumsum, backend)
     return tuple(_array(t) for t in r)
 
 
@@ -246,14 +254,14 @@ def moe_init_routing_quant(x, ids, num_experts, active=None, cumsum=False, backe
     """Dispatch with int8 rows: ``(codes int8, scales float32, expanded_row_idx, expert_tokens)``."""
     ids = _index(ids, "ids")
     experts, active = _count(num_experts, "num_experts"), _active(active)
-    r = _dsnpu.moe_init_routing_quant(_wire(x, dtype), _wire(ids), experts, active, cumsum, backend)
+    r = _dsnpu.moe_init_routing_quant(_wire(x, dtype, "x"), _wire(ids), experts, active, cumsum, backend)
     return tuple(_array(t) for t in r)
 
 
 def grouped_matmul(x, w, group_list, cumsum=False, backend="npu", dtype=None):
     """``y[r] = x[r] @ w[g].T`` for the rows of group ``g`` (``group_list`` counts or cumsums)."""
     gl = _index(group_list, "group_list", np.int64)
-    return _array(_dsnpu.grouped_matmul(_wire(x, dtype), _wire(w, dtype), _wire(gl), cumsum, backend))
+    return _array(_dsnpu.grouped_matmul(_wire(x, dtype, "x"), _wire(w, dtype, "w"), _wire(gl), cumsum, backend))
 
 
 def expert_ffn(x, w_gate, w_up, w_down, group_list, cumsum=False, backend="npu", dtype=None):
@@ -261,7 +269,13 @@ def expert_ffn(x, w_gate, w_up, w_down, group_list, cumsum=False, backend="npu",
     gl = _index(group_list, "group_list", np.int64)
     return _array(
         _dsnpu.expert_ffn(
-            _wire(x, dtype), _wire(w_gate, dtype), _wire(w_up, dtype), _wire(w_down, dtype), _wire(gl), cumsum, backend
+            _wire(x, dtype, "x"),
+            _wire(w_gate, dtype, "w_gate"),
+            _wire(w_up, dtype, "w_up"),
+            _wire(w_down, dtype, "w_down"),
+            _wire(gl),
+            cumsum,
+            backend,
         )
     )
 
@@ -272,7 +286,12 @@ def moe_finalize_routing(y, expanded_row_idx, weights, shared=None, residual=Non
     w = np.asarray(weights, dtype=np.float32)
     return _array(
         _dsnpu.moe_finalize_routing(
-            _wire(y, dtype), _wire(idx), _wire(w), _opt(shared, dtype), _opt(residual, dtype), backend
+            _wire(y, dtype, "y"),
+            _wire(idx),
+            _wire(w),
+            _opt(shared, dtype, "shared"),
+            _opt(residual, dtype, "residual"),
+            backend,
         )
     )
 
@@ -282,10 +301,10 @@ def mla_decode(q_nope, q_rope, latent, rope_cache, block_table, seq_lens, scale,
     return tuple(
         _array(t)
         for t in _dsnpu.mla_decode(
-            _wire(q_nope, dtype),
-            _wire(q_rope, dtype),
-            _wire(latent, dtype),
-            _wire(rope_cache, dtype),
+            _wire(q_nope, dtype, "q_nope"),
+            _wire(q_rope, dtype, "q_rope"),
+            _wire(latent, dtype, "latent"),
+            _wire(rope_cache, dtype, "rope_cache"),
             _wire(_index(block_table, "block_table")),
             _wire(_index(seq_lens, "seq_lens")),
             scale,
@@ -306,9 +325,9 @@ def mla_prefill(q, k, v, cu_seqlens, scale, backend="npu", dtype=None):
     return tuple(
         _array(t)
         for t in _dsnpu.mla_prefill(
-            _wire(q, dtype),
-            _wire(k, dtype),
-            _wire(v, dtype),
+            _wire(q, dtype, "q"),
+            _wire(k, dtype, "k"),
+            _wire(v, dtype, "v"),
             _wire(_index(cu_seqlens, "cu_seqlens")),
             scale,
             backend,
@@ -332,13 +351,13 @@ def mla_prefill_cached(q, cu_q, latent, rope_cache, block_table, seq_lens, kv_b,
     return tuple(
         _array(t)
         for t in _dsnpu.mla_prefill_cached(
-            _wire(q, dtype),
+            _wire(q, dtype, "q"),
             _wire(_index(cu_q, "cu_q")),
-            _wire(latent, dtype),
-            _wire(rope_cache, dtype),
+            _wire(latent, dtype, "latent"),
+            _wire(rope_cache, dtype, "rope_cache"),
             _wire(_index(block_table, "block_table")),
             _wire(_index(seq_lens, "seq_lens")),
-            _wire(kv_b, dtype),
+            _wire(kv_b, dtype, "kv_b"),
             scale,
             backend,
         )
@@ -371,10 +390,10 @@ def mla_cache_write(
     positions = _index(positions, "positions")
     max_positions = _max_positions(max_positions, positions)
     r = _dsnpu.mla_cache_write(
-        _wire(latent_cache, dtype),
-        _wire(rope_cache, dtype),
-        _wire(kv, dtype),
-        _wire(norm_weight, dtype),
+        _wire(latent_cache, dtype, "latent_cache"),
+        _wire(rope_cache, dtype, "rope_cache"),
+        _wire(kv, dtype, "kv"),
+        _wire(norm_weight, dtype, "norm_weight"),
         _wire(positions),
         _wire(_index(slot_mapping, "slot_mapping")),
         eps,

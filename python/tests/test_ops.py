@@ -502,3 +502,15 @@ def test_index_arguments_are_integers_that_fit(backend):
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
     assert dsnpu.rope(np.ones((0, 1, 8), dtype=np.float32), [], backend=backend).shape == (0, 1, 8)
+
+
+def test_an_unsupported_dtype_names_the_argument(backend):
+    # Was "unsupported dtype float64" alone, whichever of the arguments held it (np.random.rand and
+    # lists of Python floats make float64).
+    x, w = np.ones((2, 8), dtype=np.float32), np.ones(8, dtype=np.float32)
+    with pytest.raises(ValueError, match="weight: unsupported dtype float64, expected float32, float16 or bf"):
+        dsnpu.rms_norm(x, w.astype(np.float64), backend=backend)
+    with pytest.raises(ValueError, match="residual: unsupported dtype float64"):
+        dsnpu.add_rms_norm(x, np.ones((2, 8)), w, backend=backend)
+    with pytest.raises(ValueError, match="bias: unsupported dtype float64"):
+        dsnpu.linear(x, np.ones((3, 8), dtype=np.float32), bias=[1.0, 2.0, 3.0], backend=backend)
