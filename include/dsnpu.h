@@ -223,8 +223,9 @@ int32_t dsnpu_engine_options_default(struct DsnpuEngineOptions *out);
 // device of `opts` (NULL: the defaults) and stores the engine in `*out` (NULL when it fails).
 //
 // # Safety
-// `path` is null (an error) or a NUL-terminated string; `opts` is null or points to a
-// `DsnpuEngineOptions`; `out` is null (an error) or valid for writing one pointer.
+// `path` is null (an error) or a NUL-terminated string (any bytes: a path need not be UTF-8);
+// `opts` is null or points to a `DsnpuEngineOptions`; `out` is null (an error) or valid for writing
+// one pointer.
 int32_t dsnpu_engine_load(const char *path,
                           const struct DsnpuEngineOptions *opts,
                           struct DsnpuEngine **out);

@@ -20,7 +20,9 @@
 //! - An engine is used by one thread at a time, the thread that loaded it (AscendCL binds the device
 //!   context to it).
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use dsnpu_model::device::{DType, Engine, EngineOptions};
 use dsnpu_model::SeqId;
@@ -140,8 +142,9 @@ pub unsafe extern "C" fn dsnpu_engine_options_default(out: *mut DsnpuEngineOptio
 /// device of `opts` (NULL: the defaults) and stores the engine in `*out` (NULL when it fails).
 ///
 /// # Safety
-/// `path` is null (an error) or a NUL-terminated string; `opts` is null or points to a
-/// `DsnpuEngineOptions`; `out` is null (an error) or valid for writing one pointer.
+/// `path` is null (an error) or a NUL-terminated string (any bytes: a path need not be UTF-8);
+/// `opts` is null or points to a `DsnpuEngineOptions`; `out` is null (an error) or valid for writing
+/// one pointer.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_engine_load(
     path: *const c_char,
@@ -155,10 +158,8 @@ pub unsafe extern "C" fn dsnpu_engine_load(
         host_ptr(F, "path", path)?;
         // SAFETY: non-null and NUL-terminated (the caller's contract).
         let path = unsafe { CStr::from_ptr(path) };
-        let path = path.to_str().map_err(|_| CapiError::Invalid {
-            func: F,
-            reason: "`path` is not UTF-8".into(),
-        })?;
+        // A path is bytes (it need not be UTF-8).
+        let path = Path::new(OsStr::from_bytes(path.to_bytes()));
         let opts = if opts.is_null() {
             EngineOptions::default()
         } else {

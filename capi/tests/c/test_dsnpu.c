@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dsnpu.h"
 
@@ -984,6 +985,20 @@ static void test_engine(void) {
     e = (DsnpuEngine *)&o; /* what a failed load must not leave behind */
     expect_error("a missing checkpoint", dsnpu_engine_load("/nonexistent/checkpoint", NULL, &e), INV, "/nonexistent/checkpoint");
     if (e != NULL) FAIL("a failed engine load left %p in *out", (void *)e);
+    /* A path that is not UTF-8 is a path (Linux paths are bytes): the checkpoint through a symlink named
+     * "ckpt-\xff" loads (it was refused: "`path` is not UTF-8"). */
+    char tmp[] = "/tmp/dsnpu-c-test-XXXXXX", link_path[64];
+    if (!mkdtemp(tmp)) FAIL("mkdtemp");
+    snprintf(link_path, sizeof link_path, "%s/ckpt-\xff", tmp);
+    char real[4096];
+    if (!realpath(dir, real) || symlink(real, link_path) != 0) FAIL("symlink %s", link_path);
+    o.dtype = DSNPU_DTYPE_F32;
+    OK(dsnpu_engine_load(link_path, &o, &e));
+    OK(dsnpu_engine_destroy(e));
+    unlink(link_path);
+    rmdir(tmp);
+    checks++;
+    printf("ok engine: a checkpoint path that is not UTF-8 loads\n");
     /* Two blocks of 4 tokens: a 7-token prompt fits, then outgrows the cache on its second token. */
     o.dtype = DSNPU_DTYPE_F32;
     o.num_blocks = 2;
