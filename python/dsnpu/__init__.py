@@ -13,6 +13,7 @@ Results come back in the inputs' type (bf16 results as ``ml_dtypes.bfloat16`` wh
 Invalid inputs raise ``ValueError`` with the operator's message.
 """
 
+import os
 import threading
 
 import numpy as np
@@ -146,6 +147,13 @@ def _index(a, what, dtype=np.int32):
             if not info.min <= int(v) <= info.max:
                 raise ValueError(f"{what}: {int(v)} does not fit in {np.dtype(dtype).name}")
     return a.astype(dtype)
+
+
+def _path(path):
+    """A checkpoint directory as the extension takes it: ``str``, ``bytes`` (decoded as the file system
+    does, so that any path round-trips) or ``os.PathLike``; anything else a ``TypeError`` (``str()``
+    made the directories "None" and "b'/...'")."""
+    return os.fsdecode(path)
 
 
 def _active(active):
@@ -422,7 +430,7 @@ class Model:
         self, path, backend="npu", max_tokens=1024, prefix_caching=False, max_prefill_tokens=0
     ):
         args = (
-            str(path),
+            _path(path),
             backend,
             _count(max_tokens, "max_tokens"),
             prefix_caching,
@@ -482,7 +490,7 @@ class Engine:
         device=0,
     ):
         args = (
-            str(path),
+            _path(path),
             _count(num_blocks, "num_blocks"),
             _count(block_size, "block_size"),
             dtype,

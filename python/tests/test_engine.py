@@ -222,3 +222,16 @@ def test_engine_and_model_calls_release_the_gil(runs_during):
     m = dsnpu.Model(CHECKPOINT)
     ran, seconds = runs_during(lambda: m.forward(list(range(1, 60))))
     assert ran >= 2, f"another thread ran {ran} times in the middle of a {seconds:.3f} s forward"
+
+
+def test_a_checkpoint_path_is_a_path():
+    # Paths went through str(): None and 42 became the directories "None" and "42", and a bytes path
+    # "b'/...'" (each "No such file" under a name the caller never gave).
+    import os
+
+    for cls in (dsnpu.Engine, dsnpu.Model):
+        for bad in (None, 42):
+            with pytest.raises(TypeError, match="os.PathLike"):
+                cls(bad)
+        obj = cls(os.fsencode(str(CHECKPOINT)))
+        assert obj.vocab_size > 0
