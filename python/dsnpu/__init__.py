@@ -85,8 +85,11 @@ def _wire(a, dtype=None, what=None):
 def _token_ids(ids, what="ids"):
     """A prompt (any array-like of integers) as a list of Python ints, refusing what is not one: floats
     and booleans would otherwise be truncated by ``int()`` into valid-looking ids, and ids past int32 would
-    fail in the extension without saying which argument held them."""
+    fail in the extension without saying which argument held them. More than one dimension is refused
+    too: flattened, a batch of prompts would run as one."""
     a = np.asarray(ids)
+    if a.ndim > 1:
+        raise ValueError(f"{what}: token ids are a 1-D sequence, got shape {a.shape}")
     flat = a.reshape(-1)
     if a.dtype == object:  # integers beyond int64 make an object array
         if not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in flat):

@@ -235,3 +235,18 @@ def test_a_checkpoint_path_is_a_path():
                 cls(bad)
         obj = cls(os.fsencode(str(CHECKPOINT)))
         assert obj.vocab_size > 0
+
+
+def test_a_prompt_of_more_than_one_dimension_is_refused(cpu):
+    # Token ids were flattened: a batch of two prompts passed where one is expected ran as a single
+    # prompt of their concatenation.
+    e = dsnpu.Engine(CHECKPOINT, num_blocks=4, block_size=4)
+    with pytest.raises(ValueError, match=r"ids: token ids are a 1-D sequence, got shape \(2, 2\)"):
+        e.add_sequence([[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match=r"prompts\[0\]: token ids are a 1-D sequence"):
+        e.generate([np.array([[1, 2]])], 1)
+    with pytest.raises(ValueError, match="ids: token ids are a 1-D sequence"):
+        cpu.generate(np.array([[1, 2], [3, 4]]), 1)
+    with pytest.raises(ValueError, match="ids: token ids are a 1-D sequence"):
+        e.forward([[1, 2]])
+    assert e.live == [] and e.free_blocks == 4
