@@ -120,12 +120,12 @@ int32_t dsnpu_context_create(int32_t device,
 int32_t dsnpu_context_release_stream(const struct DsnpuContext *ctx, void *stream);
 
 // Releases every stream of the context (waiting for their work), unloads the kernels and closes the
-// device when nothing else of this library uses it. `ctx` must not be used afterwards. NULL is a
-// no-op.
+// device when nothing else of this library uses it. `ctx` must not be used afterwards: a destroyed
+// context passed again (here or to any entry point) is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a
+// later create got the same address. NULL is a no-op.
 //
 // # Safety
-// `ctx` is null or a pointer from [`dsnpu_context_create`] not yet destroyed; no other thread uses
-// it.
+// `ctx` is null or a pointer from [`dsnpu_context_create`]; no other thread uses it.
 int32_t dsnpu_context_destroy(struct DsnpuContext *ctx);
 
 // RMSNorm: `y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) * weight`, computed in f32 and rounded
@@ -231,11 +231,11 @@ int32_t dsnpu_engine_load(const char *path,
                           struct DsnpuEngine **out);
 
 // Frees the engine's device memory and closes its device when nothing else of this library uses it.
-// `engine` must not be used afterwards. NULL is a no-op.
+// `engine` must not be used afterwards: a destroyed engine passed again (here or to any entry point)
+// is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a later load got the same address. NULL is a no-op.
 //
 // # Safety
-// `engine` is null or a pointer from [`dsnpu_engine_load`] not yet destroyed, used by no other
-// thread.
+// `engine` is null or a pointer from [`dsnpu_engine_load`], used by no other thread.
 int32_t dsnpu_engine_destroy(struct DsnpuEngine *engine);
 
 // Queues the prompt `ids[0 .. len)` for the next step (sampling with the engine's seed + its id);
@@ -386,10 +386,12 @@ int32_t dsnpu_mla_decode_plan_create_for_shape(const struct DsnpuContext *ctx,
 
 // Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it
 // must have been enqueued (they hold the device words until they ran). A misaligned pointer (no plan
-// is) is not freed: [`dsnpu_last_error`](crate::dsnpu_last_error) says so.
+// is) or a plan destroyed already is not freed: [`dsnpu_last_error`](crate::dsnpu_last_error) says
+// so. A destroyed plan passed to [`dsnpu_mla_decode`] is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a
+// later create got the same address.
 //
 // # Safety
-// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`] not freed before.
+// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`].
 void dsnpu_mla_decode_plan_destroy(struct DsnpuMlaDecodePlan *plan);
 
 // MLA decode (absorbed, DeepSeek-V3's decode path) over a paged latent cache. For each sequence `b`

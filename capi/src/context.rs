@@ -57,7 +57,8 @@ pub unsafe fn context<'a>(
     ctx: *const DsnpuContext,
 ) -> Result<&'a DsnpuContext> {
     crate::args::host_ptr(func, "ctx", ctx)?;
-    // SAFETY: non-null and aligned (checked above), a live context (the caller's contract above).
+    crate::handles::check(func, "ctx", "context", ctx)?;
+    // SAFETY: non-null, aligned and live (checked above), not being destroyed (the caller's contract).
     Ok(unsafe { &*ctx })
 }
 
@@ -76,12 +77,12 @@ pub unsafe extern "C" fn dsnpu_context_create(device: i32, out: *mut *mut DsnpuC
         let dev = Device::new(device).map_err(|source| CapiError::Runtime { func: F, source })?;
         let lib =
             KernelLibrary::get(&dev).map_err(|source| CapiError::Kernel { func: F, source })?;
-        let ctx = Box::new(DsnpuContext {
+        let ctx = crate::handles::register(DsnpuContext {
             lib,
             streams: Mutex::default(),
         });
         // SAFETY: `out` is non-null and writable (the caller's contract).
-        unsafe { out.write(Box::into_raw(ctx)) };
+        unsafe { out.write(ctx) };
         Ok(())
     })
 }
@@ -115,12 +116,12 @@ pub unsafe extern "C" fn dsnpu_context_release_stream(
 }
 
 /// Releases every stream of the context (waiting for their work), unloads the kernels and closes the
-/// device when nothing else of this library uses it. `ctx` must not be used afterwards. NULL is a
-/// no-op.
+/// device when nothing else of this library uses it. `ctx` must not be used afterwards: a destroyed
+/// context passed again (here or to any entry point) is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a
+/// later create got the same address. NULL is a no-op.
 ///
 /// # Safety
-/// `ctx` is null or a pointer from [`dsnpu_context_create`] not yet destroyed; no other thread uses
-/// it.
+/// `ctx` is null or a pointer from [`dsnpu_context_create`]; no other thread uses it.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_context_destroy(ctx: *mut DsnpuContext) -> i32 {
     const F: &str = "dsnpu_context_destroy";
@@ -128,8 +129,9 @@ pub unsafe extern "C" fn dsnpu_context_destroy(ctx: *mut DsnpuContext) -> i32 {
         if !ctx.is_null() {
             // No context is misaligned: refused rather than handed to the allocator.
             crate::args::host_ptr(F, "ctx", ctx)?;
-            // SAFETY: from Box::into_raw in dsnpu_context_create, destroyed once (the contract).
-            drop(unsafe { Box::from_raw(ctx) });
+            // SAFETY: a live one came from dsnpu_context_create; no other thread uses it (the
+            // contract). A destroyed one is refused.
+            drop(unsafe { crate::handles::take(F, "ctx", "context", ctx) }?);
         }
         Ok(())
     })

@@ -108,7 +108,8 @@ unsafe fn put<T>(func: &'static str, arg: &'static str, out: *mut T, what: T) ->
 unsafe fn engine_mut<'a>(func: &'static str, engine: *mut DsnpuEngine) -> Result<&'a mut Engine> {
     // A misaligned pointer cannot be an engine; catching it costs nothing.
     host_ptr(func, "engine", engine)?;
-    // SAFETY: non-null and aligned (checked above), a live engine (the caller's contract above).
+    crate::handles::check(func, "engine", "engine", engine)?;
+    // SAFETY: non-null, aligned and live (checked above), used by no other thread (the contract).
     Ok(unsafe { &mut (*engine).engine })
 }
 
@@ -169,7 +170,7 @@ pub unsafe extern "C" fn dsnpu_engine_load(
             unsafe { &*opts }.engine_options(F)?
         };
         let engine = Engine::load(path, opts, &mut |_, _| {}).map_err(model(F))?;
-        let boxed = Box::into_raw(Box::new(DsnpuEngine { engine }));
+        let boxed = crate::handles::register(DsnpuEngine { engine });
         // SAFETY: non-null and aligned (checked above), writable (the caller's contract).
         unsafe { out.write(boxed) };
         Ok(())
@@ -177,11 +178,11 @@ pub unsafe extern "C" fn dsnpu_engine_load(
 }
 
 /// Frees the engine's device memory and closes its device when nothing else of this library uses it.
-/// `engine` must not be used afterwards. NULL is a no-op.
+/// `engine` must not be used afterwards: a destroyed engine passed again (here or to any entry point)
+/// is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a later load got the same address. NULL is a no-op.
 ///
 /// # Safety
-/// `engine` is null or a pointer from [`dsnpu_engine_load`] not yet destroyed, used by no other
-/// thread.
+/// `engine` is null or a pointer from [`dsnpu_engine_load`], used by no other thread.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_engine_destroy(engine: *mut DsnpuEngine) -> i32 {
     const F: &str = "dsnpu_engine_destroy";
@@ -189,8 +190,9 @@ pub unsafe extern "C" fn dsnpu_engine_destroy(engine: *mut DsnpuEngine) -> i32 {
         if !engine.is_null() {
             // No engine is misaligned: refused rather than handed to the allocator.
             host_ptr(F, "engine", engine)?;
-            // SAFETY: from Box::into_raw in dsnpu_engine_load, destroyed once (the contract).
-            drop(unsafe { Box::from_raw(engine) });
+            // SAFETY: a live one came from dsnpu_engine_load; no other thread uses it (the
+            // contract). A destroyed one is refused.
+            drop(unsafe { crate::handles::take(F, "engine", "engine", engine) }?);
         }
         Ok(())
     })

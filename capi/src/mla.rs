@@ -250,19 +250,21 @@ unsafe fn make_plan(
     let runtime = |source| CapiError::Runtime { func, source };
     let mut words = s.alloc::<i32>(plan.words().len()).map_err(runtime)?;
     words.copy_from_host(plan.words()).map_err(runtime)?;
-    let boxed = Box::new(DsnpuMlaDecodePlan { plan, words });
+    let boxed = crate::handles::register(DsnpuMlaDecodePlan { plan, words });
     // SAFETY: `out` is non-null and aligned (checked by both constructors' `clear_out` first), valid
     // for writing (the caller's contract).
-    unsafe { out.write(Box::into_raw(boxed)) };
+    unsafe { out.write(boxed) };
     Ok(())
 }
 
 /// Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it
 /// must have been enqueued (they hold the device words until they ran). A misaligned pointer (no plan
-/// is) is not freed: [`dsnpu_last_error`](crate::dsnpu_last_error) says so.
+/// is) or a plan destroyed already is not freed: [`dsnpu_last_error`](crate::dsnpu_last_error) says
+/// so. A destroyed plan passed to [`dsnpu_mla_decode`] is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a
+/// later create got the same address.
 ///
 /// # Safety
-/// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`] not freed before.
+/// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`].
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_mla_decode_plan_destroy(plan: *mut DsnpuMlaDecodePlan) {
     const F: &str = "dsnpu_mla_decode_plan_destroy";
@@ -271,8 +273,9 @@ pub unsafe extern "C" fn dsnpu_mla_decode_plan_destroy(plan: *mut DsnpuMlaDecode
         if !plan.is_null() {
             // Refused rather than handed to the allocator, as the other destroy functions do.
             crate::args::host_ptr(F, "plan", plan)?;
-            // SAFETY: made by Box::into_raw in a plan create and not freed before (the contract).
-            drop(unsafe { Box::from_raw(plan) });
+            // SAFETY: a live one came from a plan create; no launch is still being enqueued with
+            // it (the contract). A destroyed one is refused.
+            drop(unsafe { crate::handles::take(F, "plan", "plan", plan) }?);
         }
         Ok(())
     });
@@ -326,7 +329,8 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
         // SAFETY: the caller's contract.
         let ctx = unsafe { context(F, ctx) }?;
         crate::args::host_ptr(F, "plan", plan)?;
-        // SAFETY: non-null and aligned (checked above), a live plan (the caller's contract).
+        crate::handles::check(F, "plan", "plan", plan)?;
+        // SAFETY: non-null, aligned and live (checked above), not being destroyed (the contract).
         let plan = unsafe { &*plan };
         // Before the plan's batch is compared: a negative one is named as such.
         size(F, "batch", batch)?;

@@ -545,6 +545,15 @@ static void test_mla_decode(void) {
     expect_error("destroying a misaligned plan", DSNPU_STATUS_INVALID_ARGUMENT, DSNPU_STATUS_INVALID_ARGUMENT, "`plan`");
     dsnpu_mla_decode_plan_destroy(plan);
     if (dsnpu_last_error() != NULL) FAIL("destroying a plan left an error message");
+    /* A destroyed plan is known to be gone (until another plan happens to get its address): used or
+     * destroyed again, it is an error, not a read of freed memory or a double free. */
+    expect_error("a plan used after destroy",
+                 dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, B, S, H, DL, DR,
+                                  BS, NB, MB, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`plan` is not a live plan");
+    dsnpu_mla_decode_plan_destroy(plan);
+    expect_error("a plan destroyed twice", DSNPU_STATUS_INVALID_ARGUMENT, DSNPU_STATUS_INVALID_ARGUMENT,
+                 "`plan` is not a live plan");
     /* The plan made for the query shape gives the same results. */
     plan = NULL;
     OK(dsnpu_mla_decode_plan_create_for_shape(ctx, s, lens, B, DSNPU_DTYPE_F32, S, H, DL, DR, &plan));
@@ -1015,6 +1024,8 @@ static void test_engine(void) {
     if (free_blocks != 2) FAIL("after the failed step: free %lld, want 2", (long long)free_blocks);
     OK(dsnpu_engine_destroy(e));
     OK(dsnpu_engine_destroy(NULL));
+    expect_error("an engine used after destroy", dsnpu_engine_live_count(e, &live), INV, "`engine` is not a live engine");
+    expect_error("an engine destroyed twice", dsnpu_engine_destroy(e), INV, "`engine` is not a live engine");
 }
 
 int main(void) {
@@ -1050,6 +1061,11 @@ int main(void) {
     test_bad_arguments();
     test_engine();
     OK(dsnpu_context_destroy(ctx));
+    float nothing[4];
+    expect_error("a context used after destroy", dsnpu_silu_mul(ctx, nothing, DSNPU_DTYPE_F32, nothing, nothing, 1, 1),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`ctx` is not a live context");
+    expect_error("a context destroyed twice", dsnpu_context_destroy(ctx), DSNPU_STATUS_INVALID_ARGUMENT,
+                 "`ctx` is not a live context");
     printf("all %d checks passed\n", checks);
     return 0;
 }
