@@ -103,13 +103,12 @@ extern "C" {
 #endif // __cplusplus
 
 // Opens device `device` (`aclInit` and `aclrtSetDevice` as needed, in the device's default context)
-// and loads dsnpu's kernels on it; stores the context in `*out` (NULL when it fails). On a CANN install the AI Core
-// kernel build is required; with the simulator the host kernels load.
+// and loads dsnpu's kernels on it; stores the context in `*out` (NULL when it fails). On a CANN
+// install the AI Core kernel build is required; with the simulator the host kernels load.
 //
 // # Safety
 // `out` is null (an error) or valid for writing one pointer.
-int32_t dsnpu_context_create(int32_t device,
-                             struct DsnpuContext **out);
+int32_t dsnpu_context_create(int32_t device, struct DsnpuContext **out);
 
 // Waits for the work this library queued on `stream` and forgets its wrapper. Call it before
 // `aclrtDestroyStream` on a stream passed to any entry point. Releasing a stream never used is a
@@ -344,8 +343,8 @@ int32_t dsnpu_mla_cache_write(const struct DsnpuContext *ctx,
                               float eps);
 
 // Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
-// sequence including the new ones) and stores the plan in `*out` (NULL when it fails). The plan's words are copied to
-// the device on `stream` (the call returns once they are there). Free it with
+// sequence including the new ones) and stores the plan in `*out` (NULL when it fails). The plan's
+// words are copied to the device on `stream` (the call returns once they are there). Free it with
 // [`dsnpu_mla_decode_plan_destroy`]. This plan knows only the lengths; when the query shape is
 // known, [`dsnpu_mla_decode_plan_create_for_shape`] plans better (how finely to split each
 // sequence's keys depends on the query rows and widths). Its chunks (about the total length over

@@ -63,8 +63,8 @@ pub unsafe fn context<'a>(
 }
 
 /// Opens device `device` (`aclInit` and `aclrtSetDevice` as needed, in the device's default context)
-/// and loads dsnpu's kernels on it; stores the context in `*out` (NULL when it fails). On a CANN install the AI Core
-/// kernel build is required; with the simulator the host kernels load.
+/// and loads dsnpu's kernels on it; stores the context in `*out` (NULL when it fails). On a CANN
+/// install the AI Core kernel build is required; with the simulator the host kernels load.
 ///
 /// # Safety
 /// `out` is null (an error) or valid for writing one pointer.

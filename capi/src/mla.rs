@@ -129,8 +129,8 @@ pub struct DsnpuMlaDecodePlan {
 }
 
 /// Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
-/// sequence including the new ones) and stores the plan in `*out` (NULL when it fails). The plan's words are copied to
-/// the device on `stream` (the call returns once they are there). Free it with
+/// sequence including the new ones) and stores the plan in `*out` (NULL when it fails). The plan's
+/// words are copied to the device on `stream` (the call returns once they are there). Free it with
 /// [`dsnpu_mla_decode_plan_destroy`]. This plan knows only the lengths; when the query shape is
 /// known, [`dsnpu_mla_decode_plan_create_for_shape`] plans better (how finely to split each
 /// sequence's keys depends on the query rows and widths). Its chunks (about the total length over
