@@ -103,8 +103,8 @@ extern "C" {
 #endif // __cplusplus
 
 // Opens device `device` (`aclInit` and `aclrtSetDevice` as needed, in the device's default context)
-// and loads dsnpu's kernels on it; stores the context in `*out`. On a CANN install the AI Core
-// kernel build is required; with the simulator the host kernels load.
+// and loads dsnpu's kernels on it; stores the context in `*out` (NULL when it fails). On a CANN
+// install the AI Core kernel build is required; with the simulator the host kernels load.
 //
 // # Safety
 // `out` is null (an error) or valid for writing one pointer.
@@ -119,12 +119,12 @@ int32_t dsnpu_context_create(int32_t device, struct DsnpuContext **out);
 int32_t dsnpu_context_release_stream(const struct DsnpuContext *ctx, void *stream);
 
 // Releases every stream of the context (waiting for their work), unloads the kernels and closes the
-// device when nothing else of this library uses it. `ctx` must not be used afterwards. NULL is a
-// no-op.
+// device when nothing else of this library uses it. `ctx` must not be used afterwards: a destroyed
+// context passed again (here or to any entry point) is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a
+// later create got the same address. NULL is a no-op.
 //
 // # Safety
-// `ctx` is null or a pointer from [`dsnpu_context_create`] not yet destroyed; no other thread uses
-// it.
+// `ctx` is null or a pointer from [`dsnpu_context_create`]; no other thread uses it.
 int32_t dsnpu_context_destroy(struct DsnpuContext *ctx);
 
 // RMSNorm: `y[r, :] = x[r, :] / sqrt(mean(x[r, :]²) + eps) * weight`, computed in f32 and rounded
@@ -219,21 +219,22 @@ int32_t dsnpu_linear(const struct DsnpuContext *ctx,
 int32_t dsnpu_engine_options_default(struct DsnpuEngineOptions *out);
 
 // Loads the checkpoint directory `path` (a Hugging Face `config.json` and safetensors) onto the
-// device of `opts` (NULL: the defaults) and stores the engine in `*out`.
+// device of `opts` (NULL: the defaults) and stores the engine in `*out` (NULL when it fails).
 //
 // # Safety
-// `path` is null (an error) or a NUL-terminated string; `opts` is null or points to a
-// `DsnpuEngineOptions`; `out` is null (an error) or valid for writing one pointer.
+// `path` is null (an error) or a NUL-terminated string (any bytes: a path need not be UTF-8);
+// `opts` is null or points to a `DsnpuEngineOptions`; `out` is null (an error) or valid for writing
+// one pointer.
 int32_t dsnpu_engine_load(const char *path,
                           const struct DsnpuEngineOptions *opts,
                           struct DsnpuEngine **out);
 
 // Frees the engine's device memory and closes its device when nothing else of this library uses it.
-// `engine` must not be used afterwards. NULL is a no-op.
+// `engine` must not be used afterwards: a destroyed engine passed again (here or to any entry point)
+// is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a later load got the same address. NULL is a no-op.
 //
 // # Safety
-// `engine` is null or a pointer from [`dsnpu_engine_load`] not yet destroyed, used by no other
-// thread.
+// `engine` is null or a pointer from [`dsnpu_engine_load`], used by no other thread.
 int32_t dsnpu_engine_destroy(struct DsnpuEngine *engine);
 
 // Queues the prompt `ids[0 .. len)` for the next step (sampling with the engine's seed + its id);
@@ -342,8 +343,8 @@ int32_t dsnpu_mla_cache_write(const struct DsnpuContext *ctx,
                               float eps);
 
 // Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
-// sequence including the new ones) and stores the plan in `*out`. The plan's words are copied to
-// the device on `stream` (the call returns once they are there). Free it with
+// sequence including the new ones) and stores the plan in `*out` (NULL when it fails). The plan's
+// words are copied to the device on `stream` (the call returns once they are there). Free it with
 // [`dsnpu_mla_decode_plan_destroy`]. This plan knows only the lengths; when the query shape is
 // known, [`dsnpu_mla_decode_plan_create_for_shape`] plans better (how finely to split each
 // sequence's keys depends on the query rows and widths). Its chunks (about the total length over
@@ -383,10 +384,13 @@ int32_t dsnpu_mla_decode_plan_create_for_shape(const struct DsnpuContext *ctx,
                                                struct DsnpuMlaDecodePlan **out);
 
 // Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it
-// must have been enqueued (they hold the device words until they ran).
+// must have been enqueued (they hold the device words until they ran). A misaligned pointer (no plan
+// is) or a plan destroyed already is not freed: [`dsnpu_last_error`](crate::dsnpu_last_error) says
+// so. A destroyed plan passed to [`dsnpu_mla_decode`] is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a
+// later create got the same address.
 //
 // # Safety
-// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`] not freed before.
+// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`].
 void dsnpu_mla_decode_plan_destroy(struct DsnpuMlaDecodePlan *plan);
 
 // MLA decode (absorbed, DeepSeek-V3's decode path) over a paged latent cache. For each sequence `b`
@@ -496,8 +500,9 @@ int32_t dsnpu_mla_prefill(const struct DsnpuContext *ctx,
 // `host_cu_q`, `host_cu_k` the same values in host memory; `out`: `T [tokens_q, heads, dv]`; `lse`:
 // `float [heads, tokens_q]`. DeepSeek-V3: `dn = 128`, `dr = 64`, `dv = 128`, `latent_dim = 512`.
 //
-// Validated: pointers, sizes, overlap, the dtype; `batch`, `heads`, `dn`, `dv`, `latent_dim` ≥ 1,
-// `tokens_k` ≥ 1; a finite `scale`; the host lists as for [`dsnpu_mla_prefill`]. Not validated
+// Validated: pointers, sizes (the workspace's too), overlap, the dtype; `batch`, `heads`, `dn`,
+// `dv`, `latent_dim` ≥ 1, `tokens_k` ≥ 1; a finite `scale`; the host lists as for
+// [`dsnpu_mla_prefill`]. Not validated
 // (device data): the slots (each must be in `0..num_slots`; one outside faults the gather on the
 // simulator and reads unspecified memory on an NPU) and that the device lists equal the host lists.
 // Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements.

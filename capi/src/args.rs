@@ -78,6 +78,19 @@ pub fn host_ptr<T>(func: &'static str, arg: &'static str, p: *const T) -> Result
     Ok(())
 }
 
+/// Checks a create's out pointer as [`host_ptr`] does and stores NULL there, before anything can
+/// fail: a failed create then leaves NULL (which the destroy functions take as a no-op and the other
+/// entry points refuse), never the caller's previous value.
+///
+/// # Safety
+/// `out` is null (an error) or valid for writing one pointer.
+pub unsafe fn clear_out<T>(func: &'static str, out: *mut *mut T) -> Result<()> {
+    host_ptr(func, "out", out)?;
+    // SAFETY: non-null and aligned (checked above), writable (this function's contract).
+    unsafe { out.write(std::ptr::null_mut()) };
+    Ok(())
+}
+
 /// The caller's host array `p[0 .. len)` as a slice, after [`host_ptr`]'s checks and a check that
 /// `len` elements fit one allocation (at most `isize::MAX` bytes): a longer slice is undefined
 /// behaviour whatever the memory holds, so such a `len` is refused rather than trusted.

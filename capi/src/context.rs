@@ -57,13 +57,14 @@ pub unsafe fn context<'a>(
     ctx: *const DsnpuContext,
 ) -> Result<&'a DsnpuContext> {
     crate::args::host_ptr(func, "ctx", ctx)?;
-    // SAFETY: non-null and aligned (checked above), a live context (the caller's contract above).
+    crate::handles::check(func, "ctx", "context", ctx)?;
+    // SAFETY: non-null, aligned and live (checked above), not being destroyed (the caller's contract).
     Ok(unsafe { &*ctx })
 }
 
 /// Opens device `device` (`aclInit` and `aclrtSetDevice` as needed, in the device's default context)
-/// and loads dsnpu's kernels on it; stores the context in `*out`. On a CANN install the AI Core
-/// kernel build is required; with the simulator the host kernels load.
+/// and loads dsnpu's kernels on it; stores the context in `*out` (NULL when it fails). On a CANN
+/// install the AI Core kernel build is required; with the simulator the host kernels load.
 ///
 /// # Safety
 /// `out` is null (an error) or valid for writing one pointer.
@@ -71,16 +72,17 @@ pub unsafe fn context<'a>(
 pub unsafe extern "C" fn dsnpu_context_create(device: i32, out: *mut *mut DsnpuContext) -> i32 {
     const F: &str = "dsnpu_context_create";
     guard(F, || {
-        crate::args::host_ptr(F, "out", out)?;
+        // SAFETY: writable if non-null (the caller's contract).
+        unsafe { crate::args::clear_out(F, out) }?;
         let dev = Device::new(device).map_err(|source| CapiError::Runtime { func: F, source })?;
         let lib =
             KernelLibrary::get(&dev).map_err(|source| CapiError::Kernel { func: F, source })?;
-        let ctx = Box::new(DsnpuContext {
+        let ctx = crate::handles::register(DsnpuContext {
             lib,
             streams: Mutex::default(),
         });
         // SAFETY: `out` is non-null and writable (the caller's contract).
-        unsafe { out.write(Box::into_raw(ctx)) };
+        unsafe { out.write(ctx) };
         Ok(())
     })
 }
@@ -114,12 +116,12 @@ pub unsafe extern "C" fn dsnpu_context_release_stream(
 }
 
 /// Releases every stream of the context (waiting for their work), unloads the kernels and closes the
-/// device when nothing else of this library uses it. `ctx` must not be used afterwards. NULL is a
-/// no-op.
+/// device when nothing else of this library uses it. `ctx` must not be used afterwards: a destroyed
+/// context passed again (here or to any entry point) is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a
+/// later create got the same address. NULL is a no-op.
 ///
 /// # Safety
-/// `ctx` is null or a pointer from [`dsnpu_context_create`] not yet destroyed; no other thread uses
-/// it.
+/// `ctx` is null or a pointer from [`dsnpu_context_create`]; no other thread uses it.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_context_destroy(ctx: *mut DsnpuContext) -> i32 {
     const F: &str = "dsnpu_context_destroy";
@@ -127,8 +129,9 @@ pub unsafe extern "C" fn dsnpu_context_destroy(ctx: *mut DsnpuContext) -> i32 {
         if !ctx.is_null() {
             // No context is misaligned: refused rather than handed to the allocator.
             crate::args::host_ptr(F, "ctx", ctx)?;
-            // SAFETY: from Box::into_raw in dsnpu_context_create, destroyed once (the contract).
-            drop(unsafe { Box::from_raw(ctx) });
+            // SAFETY: a live one came from dsnpu_context_create; no other thread uses it (the
+            // contract). A destroyed one is refused.
+            drop(unsafe { crate::handles::take(F, "ctx", "context", ctx) }?);
         }
         Ok(())
     })

@@ -20,7 +20,9 @@
 //! - An engine is used by one thread at a time, the thread that loaded it (AscendCL binds the device
 //!   context to it).
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use dsnpu_model::device::{DType, Engine, EngineOptions};
 use dsnpu_model::SeqId;
@@ -106,7 +108,8 @@ unsafe fn put<T>(func: &'static str, arg: &'static str, out: *mut T, what: T) ->
 unsafe fn engine_mut<'a>(func: &'static str, engine: *mut DsnpuEngine) -> Result<&'a mut Engine> {
     // A misaligned pointer cannot be an engine; catching it costs nothing.
     host_ptr(func, "engine", engine)?;
-    // SAFETY: non-null and aligned (checked above), a live engine (the caller's contract above).
+    crate::handles::check(func, "engine", "engine", engine)?;
+    // SAFETY: non-null, aligned and live (checked above), used by no other thread (the contract).
     Ok(unsafe { &mut (*engine).engine })
 }
 
@@ -137,11 +140,12 @@ pub unsafe extern "C" fn dsnpu_engine_options_default(out: *mut DsnpuEngineOptio
 }
 
 /// Loads the checkpoint directory `path` (a Hugging Face `config.json` and safetensors) onto the
-/// device of `opts` (NULL: the defaults) and stores the engine in `*out`.
+/// device of `opts` (NULL: the defaults) and stores the engine in `*out` (NULL when it fails).
 ///
 /// # Safety
-/// `path` is null (an error) or a NUL-terminated string; `opts` is null or points to a
-/// `DsnpuEngineOptions`; `out` is null (an error) or valid for writing one pointer.
+/// `path` is null (an error) or a NUL-terminated string (any bytes: a path need not be UTF-8);
+/// `opts` is null or points to a `DsnpuEngineOptions`; `out` is null (an error) or valid for writing
+/// one pointer.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_engine_load(
     path: *const c_char,
@@ -150,14 +154,13 @@ pub unsafe extern "C" fn dsnpu_engine_load(
 ) -> i32 {
     const F: &str = "dsnpu_engine_load";
     guard(F, || {
+        // SAFETY: writable if non-null (the caller's contract).
+        unsafe { crate::args::clear_out(F, out) }?;
         host_ptr(F, "path", path)?;
-        host_ptr(F, "out", out)?;
         // SAFETY: non-null and NUL-terminated (the caller's contract).
         let path = unsafe { CStr::from_ptr(path) };
-        let path = path.to_str().map_err(|_| CapiError::Invalid {
-            func: F,
-            reason: "`path` is not UTF-8".into(),
-        })?;
+        // A path is bytes (it need not be UTF-8).
+        let path = Path::new(OsStr::from_bytes(path.to_bytes()));
         let opts = if opts.is_null() {
             EngineOptions::default()
         } else {
@@ -167,7 +170,7 @@ pub unsafe extern "C" fn dsnpu_engine_load(
             unsafe { &*opts }.engine_options(F)?
         };
         let engine = Engine::load(path, opts, &mut |_, _| {}).map_err(model(F))?;
-        let boxed = Box::into_raw(Box::new(DsnpuEngine { engine }));
+        let boxed = crate::handles::register(DsnpuEngine { engine });
         // SAFETY: non-null and aligned (checked above), writable (the caller's contract).
         unsafe { out.write(boxed) };
         Ok(())
@@ -175,11 +178,11 @@ pub unsafe extern "C" fn dsnpu_engine_load(
 }
 
 /// Frees the engine's device memory and closes its device when nothing else of this library uses it.
-/// `engine` must not be used afterwards. NULL is a no-op.
+/// `engine` must not be used afterwards: a destroyed engine passed again (here or to any entry point)
+/// is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a later load got the same address. NULL is a no-op.
 ///
 /// # Safety
-/// `engine` is null or a pointer from [`dsnpu_engine_load`] not yet destroyed, used by no other
-/// thread.
+/// `engine` is null or a pointer from [`dsnpu_engine_load`], used by no other thread.
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_engine_destroy(engine: *mut DsnpuEngine) -> i32 {
     const F: &str = "dsnpu_engine_destroy";
@@ -187,8 +190,9 @@ pub unsafe extern "C" fn dsnpu_engine_destroy(engine: *mut DsnpuEngine) -> i32 {
         if !engine.is_null() {
             // No engine is misaligned: refused rather than handed to the allocator.
             host_ptr(F, "engine", engine)?;
-            // SAFETY: from Box::into_raw in dsnpu_engine_load, destroyed once (the contract).
-            drop(unsafe { Box::from_raw(engine) });
+            // SAFETY: a live one came from dsnpu_engine_load; no other thread uses it (the
+            // contract). A destroyed one is refused.
+            drop(unsafe { crate::handles::take(F, "engine", "engine", engine) }?);
         }
         Ok(())
     })

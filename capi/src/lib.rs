@@ -33,6 +33,7 @@ mod context;
 mod dense;
 mod engine;
 mod error;
+mod handles;
 mod mla;
 mod moe;
 

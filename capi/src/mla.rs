@@ -129,8 +129,8 @@ pub struct DsnpuMlaDecodePlan {
 }
 
 /// Plans a decode step from the host copy of `seq_lens` (`int32 [batch]`, cached tokens per
-/// sequence including the new ones) and stores the plan in `*out`. The plan's words are copied to
-/// the device on `stream` (the call returns once they are there). Free it with
+/// sequence including the new ones) and stores the plan in `*out` (NULL when it fails). The plan's
+/// words are copied to the device on `stream` (the call returns once they are there). Free it with
 /// [`dsnpu_mla_decode_plan_destroy`]. This plan knows only the lengths; when the query shape is
 /// known, [`dsnpu_mla_decode_plan_create_for_shape`] plans better (how finely to split each
 /// sequence's keys depends on the query rows and widths). Its chunks (about the total length over
@@ -152,6 +152,8 @@ pub unsafe extern "C" fn dsnpu_mla_decode_plan_create(
 ) -> i32 {
     const F: &str = "dsnpu_mla_decode_plan_create";
     guard(F, || {
+        // SAFETY: writable if non-null (the caller's contract).
+        unsafe { crate::args::clear_out(F, out) }?;
         // SAFETY: the caller's contract.
         unsafe {
             make_plan(F, ctx, stream, host_seq_lens, batch, out, |lens, cores| {
@@ -187,6 +189,8 @@ pub unsafe extern "C" fn dsnpu_mla_decode_plan_create_for_shape(
 ) -> i32 {
     const F: &str = "dsnpu_mla_decode_plan_create_for_shape";
     guard(F, || {
+        // SAFETY: writable if non-null (the caller's contract).
+        unsafe { crate::args::clear_out(F, out) }?;
         let rows = product(
             F,
             "s_q * heads",
@@ -229,7 +233,6 @@ unsafe fn make_plan(
 ) -> Result<()> {
     // SAFETY: the caller's contract.
     let ctx = unsafe { context(func, ctx) }?;
-    crate::args::host_ptr(func, "out", out)?;
     let batch = size(func, "batch", batch)?;
     // SAFETY: valid for `batch` reads (the caller's contract); the rest is checked there.
     let lens = unsafe { crate::args::host_slice(func, "host_seq_lens", host_seq_lens, batch) }?;
@@ -247,23 +250,35 @@ unsafe fn make_plan(
     let runtime = |source| CapiError::Runtime { func, source };
     let mut words = s.alloc::<i32>(plan.words().len()).map_err(runtime)?;
     words.copy_from_host(plan.words()).map_err(runtime)?;
-    let boxed = Box::new(DsnpuMlaDecodePlan { plan, words });
-    // SAFETY: `out` is non-null and aligned (checked above), valid for writing (the caller's contract).
-    unsafe { out.write(Box::into_raw(boxed)) };
+    let boxed = crate::handles::register(DsnpuMlaDecodePlan { plan, words });
+    // SAFETY: `out` is non-null and aligned (checked by both constructors' `clear_out` first), valid
+    // for writing (the caller's contract).
+    unsafe { out.write(boxed) };
     Ok(())
 }
 
 /// Frees a plan made by [`dsnpu_mla_decode_plan_create`] (null is a no-op). The launches that use it
-/// must have been enqueued (they hold the device words until they ran).
+/// must have been enqueued (they hold the device words until they ran). A misaligned pointer (no plan
+/// is) or a plan destroyed already is not freed: [`dsnpu_last_error`](crate::dsnpu_last_error) says
+/// so. A destroyed plan passed to [`dsnpu_mla_decode`] is `DSNPU_STATUS_INVALID_ARGUMENT`, unless a
+/// later create got the same address.
 ///
 /// # Safety
-/// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`] not freed before.
+/// `plan` is null or a plan from [`dsnpu_mla_decode_plan_create`].
 #[no_mangle]
 pub unsafe extern "C" fn dsnpu_mla_decode_plan_destroy(plan: *mut DsnpuMlaDecodePlan) {
-    if !plan.is_null() {
-        // SAFETY: made by Box::into_raw in dsnpu_mla_decode_plan_create and not freed before.
-        drop(unsafe { Box::from_raw(plan) });
-    }
+    const F: &str = "dsnpu_mla_decode_plan_destroy";
+    // No status to return (the signature predates it): the outcome is the last error's.
+    guard(F, || {
+        if !plan.is_null() {
+            // Refused rather than handed to the allocator, as the other destroy functions do.
+            crate::args::host_ptr(F, "plan", plan)?;
+            // SAFETY: a live one came from a plan create; no launch is still being enqueued with
+            // it (the contract). A destroyed one is refused.
+            drop(unsafe { crate::handles::take(F, "plan", "plan", plan) }?);
+        }
+        Ok(())
+    });
 }
 
 /// MLA decode (absorbed, DeepSeek-V3's decode path) over a paged latent cache. For each sequence `b`
@@ -314,8 +329,11 @@ pub unsafe extern "C" fn dsnpu_mla_decode(
         // SAFETY: the caller's contract.
         let ctx = unsafe { context(F, ctx) }?;
         crate::args::host_ptr(F, "plan", plan)?;
-        // SAFETY: non-null and aligned (checked above), a live plan (the caller's contract).
+        crate::handles::check(F, "plan", "plan", plan)?;
+        // SAFETY: non-null, aligned and live (checked above), not being destroyed (the contract).
         let plan = unsafe { &*plan };
+        // Before the plan's batch is compared: a negative one is named as such.
+        size(F, "batch", batch)?;
         if plan.plan.batch() as i64 != batch {
             return Err(CapiError::Invalid {
                 func: F,
@@ -569,8 +587,9 @@ unsafe fn host_list(
 /// `host_cu_q`, `host_cu_k` the same values in host memory; `out`: `T [tokens_q, heads, dv]`; `lse`:
 /// `float [heads, tokens_q]`. DeepSeek-V3: `dn = 128`, `dr = 64`, `dv = 128`, `latent_dim = 512`.
 ///
-/// Validated: pointers, sizes, overlap, the dtype; `batch`, `heads`, `dn`, `dv`, `latent_dim` ≥ 1,
-/// `tokens_k` ≥ 1; a finite `scale`; the host lists as for [`dsnpu_mla_prefill`]. Not validated
+/// Validated: pointers, sizes (the workspace's too), overlap, the dtype; `batch`, `heads`, `dn`,
+/// `dv`, `latent_dim` ≥ 1, `tokens_k` ≥ 1; a finite `scale`; the host lists as for
+/// [`dsnpu_mla_prefill`]. Not validated
 /// (device data): the slots (each must be in `0..num_slots`; one outside faults the gather on the
 /// simulator and reads unspecified memory on an NPU) and that the device lists equal the host lists.
 /// Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements.
@@ -655,15 +674,36 @@ pub unsafe extern "C" fn dsnpu_mla_prefill_cached(
             func: F,
             reason: "dn + dr overflows".into(),
         })?;
-        let kv_rows = product(F, "heads * (dn + dv)", &[h, dn.saturating_add(dv)])?;
+        let kv_width = dn.checked_add(dv).ok_or_else(|| CapiError::Invalid {
+            func: F,
+            reason: "dn + dv overflows".into(),
+        })?;
+        let kv_rows = product(F, "heads * (dn + dv)", &[h, kv_width])?;
         let nq = product(F, "tokens_q * heads * (dn + dr)", &[tq, h, width])?;
         let nl = product(F, "num_slots * latent_dim", &[slots, dl])?;
         let nr = product(F, "num_slots * dr", &[slots, dr])?;
         let nw = product(F, "heads * (dn + dv) * latent_dim", &[kv_rows, dl])?;
         let no = product(F, "tokens_q * heads * dv", &[tq, h, dv])?;
         let rows = product(F, "tokens_q * heads", &[tq, h])?;
+        // The launcher sizes its workspace (the gathered latent and rope rows, the expanded keys and
+        // values) from these without checking.
+        let key_width = [dl, dr, kv_rows]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)
+            .ok_or_else(|| CapiError::Invalid {
+                func: F,
+                reason: "latent_dim + dr + heads * (dn + dv) overflows".into(),
+            })?;
+        let workspace = product(
+            F,
+            "the workspace, tokens_k * (latent_dim + dr + heads * (dn + dv)) elements,",
+            &[tk, key_width],
+        )?;
+        // Checked here, not only through `nq`: with no queries (`tokens_q` = 0) that product is 0
+        // whatever the row width.
+        let row = product(F, "heads * (dn + dr)", &[h, width])?;
         // The views' fields are u64; usize is no wider on the targets dsnpu builds for.
-        let (tok, head) = ((h * width) as u64, width as u64);
+        let (tok, head) = (row as u64, width as u64);
         let shape = MlaCacheShape {
             heads: h,
             dn,
@@ -686,6 +726,7 @@ pub unsafe extern "C" fn dsnpu_mla_prefill_cached(
             },
         };
         with_dtype!(F, dtype, T => {
+            product(F, "the workspace's bytes", &[workspace, std::mem::size_of::<T>()])?;
             device_tensors!(F, ctx, stream => s;
                 input q: T [nq],
                 input latent: T [nl],

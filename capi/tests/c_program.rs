@@ -148,9 +148,12 @@ fn the_c_program_passes_on_the_simulator() {
     );
     // 30 result checks over the 17 kernel entry points (prefill: f32 and bf16 without a prefix, f32
     // with one; prefill from the paged cache with a prefix; decode with the length-only plan and with
-    // the plan for its query shape), 31 bad-argument cases and a decode plan made for another batch
-    // size; then the engine: 2 id checks and 16 error cases.
-    assert!(stdout.contains("all 80 checks passed"), "{stdout}");
+    // the plan for its query shape), 33 bad-argument cases (2 of them failed creates, which must
+    // store NULL), 2 overflowing prefill_cached shapes, a decode plan made for another batch size, a
+    // negative batch and a misaligned plan destroyed; then the engine: 2 id checks, 16 error cases and
+    // a checkpoint path that is not UTF-8; then a plan, an engine and the context each used after
+    // destroy and destroyed twice.
+    assert!(stdout.contains("all 93 checks passed"), "{stdout}");
 }
 
 /// The target triple this test was built for (the cc crate wants one outside build scripts).

@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::model::model_err;
-use super::{out, Out};
+use super::{nogil_here, out, Out};
 
 /// A checkpoint resident on a device, stepped by the caller (see the module docs).
 #[pyclass(unsendable, module = "dsnpu._dsnpu")]
@@ -108,8 +108,9 @@ impl Engine {
     }
 
     /// One token for every live sequence: `[(id, token), ...]` in id order.
-    fn step(&mut self) -> PyResult<Vec<(u64, i32)>> {
-        self.inner.step().map_err(model_err)
+    fn step(&mut self, py: Python<'_>) -> PyResult<Vec<(u64, i32)>> {
+        let inner = &mut self.inner;
+        nogil_here(py, || inner.step()).map_err(model_err)
     }
 
     /// Each prompt's new ids, run as one batch on an engine with no live sequence (prompt `i` samples
@@ -118,21 +119,22 @@ impl Engine {
     #[pyo3(signature = (prompts, max_new_tokens, stop = None))]
     fn generate(
         &mut self,
+        py: Python<'_>,
         prompts: Vec<Vec<i32>>,
         max_new_tokens: usize,
         stop: Option<Vec<i32>>,
     ) -> PyResult<Vec<Vec<i32>>> {
         let stop = stop.unwrap_or_else(|| self.inner.config().eos_token_ids.clone());
-        self.inner
-            .generate(&prompts, max_new_tokens, &stop)
-            .map_err(model_err)
+        let inner = &mut self.inner;
+        nogil_here(py, || inner.generate(&prompts, max_new_tokens, &stop)).map_err(model_err)
     }
 
     /// Logits `f32 [len(ids), vocab_size]` of every position of `ids` (a temporary sequence, removed
     /// after), as a wire triple.
     fn forward(&mut self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
         let v = self.inner.config().vocab_size;
-        let flat = self.inner.prompt_logits(&ids).map_err(model_err)?;
+        let inner = &mut self.inner;
+        let flat = nogil_here(py, || inner.prompt_logits(&ids)).map_err(model_err)?;
         let logits = ndarray::Array2::from_shape_vec((ids.len(), v), flat)
             .map_err(|e| PyValueError::new_err(format!("engine logits: {e}")))?;
         Ok(out(py, logits))

@@ -27,7 +27,7 @@ use dsnpu_ops::moe::{ExpertTokensMode, GatingConfig, GroupListType, ScoreFunc};
 use dsnpu_ops::rope::{RopeConfig, RopeLayout, RopeTable};
 use dsnpu_ops::{Float, OpsError};
 use ndarray::{ArrayD, Dimension, IntoDimension, Ix1, Ix2, Ix3, Ix4};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -153,6 +153,34 @@ fn out<T: Elem, D: Dimension>(py: Python<'_>, a: ndarray::Array<T, D>) -> Out {
     )
 }
 
+/// Runs an operator without holding the GIL: on the simulator a kernel runs on the host and can take
+/// seconds, during which the interpreter's other threads should run. The arrays are the extension's
+/// own copies, so nothing of Python's is touched meanwhile.
+fn nogil<R: Send>(py: Python<'_>, f: impl FnOnce() -> R + Send) -> R {
+    py.allow_threads(f)
+}
+
+/// [`nogil`] for a closure over the model engine, which is not `Send` (its MoE layer is a `dyn` trait
+/// object). `Python::allow_threads` asks for `Send` to keep GIL-bound values out of the closure, not
+/// because the closure moves: it runs on the calling thread. And no other thread can reach the
+/// object meanwhile: the pyclasses holding an engine are `unsendable` (pyo3 refuses their use from
+/// another thread) and the call holds their mutable borrow.
+fn nogil_here<R: Send>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
+    struct Here<F>(F);
+    // SAFETY: see above: the wrapped closure runs on the thread that made it, inside
+    // `allow_threads`, and reaches no Python object.
+    unsafe impl<F> Send for Here<F> {}
+    impl<F: FnOnce() -> R, R> Here<F> {
+        // A method, so that the closure below captures the whole wrapper (a field access would
+        // capture only the field, which is not `Send`).
+        fn call(self) -> R {
+            (self.0)()
+        }
+    }
+    let here = Here(f);
+    py.allow_threads(move || here.call())
+}
+
 fn ops_err(e: OpsError) -> PyErr {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -220,7 +248,7 @@ fn rms_norm_t<B: DenseOps, T: Float + Elem>(
     let (x, w) = (arr::<T, Ix2>("x", x)?, arr::<T, Ix1>("weight", w)?);
     Ok(out(
         py,
-        b.rms_norm(x.view(), w.view(), eps).map_err(ops_err)?,
+        nogil(py, || b.rms_norm(x.view(), w.view(), eps)).map_err(ops_err)?,
     ))
 }
 
@@ -242,9 +270,8 @@ fn add_rms_norm_t<B: DenseOps, T: Float + Elem>(
         arr::<T, Ix2>("residual", r)?,
         arr::<T, Ix1>("weight", w)?,
     );
-    let (y, s) = b
-        .add_rms_norm(x.view(), r.view(), w.view(), eps)
-        .map_err(ops_err)?;
+    let (y, s) =
+        nogil(py, || b.add_rms_norm(x.view(), r.view(), w.view(), eps)).map_err(ops_err)?;
     Ok((out(py, y), out(py, s)))
 }
 
@@ -275,8 +302,7 @@ fn rope_t<B: DenseOps, T: Float + Elem>(
     let (x, pos) = (arr::<T, Ix3>("x", x)?, arr::<i32, Ix1>("positions", pos)?);
     Ok(out(
         py,
-        b.rope(x.view(), pos.view(), table, layout)
-            .map_err(ops_err)?,
+        nogil(py, || b.rope(x.view(), pos.view(), table, layout)).map_err(ops_err)?,
     ))
 }
 
@@ -313,7 +339,10 @@ fn rope(
 
 fn silu_mul_t<B: DenseOps, T: Float + Elem>(b: &B, py: Python<'_>, gu: &In) -> PyResult<Out> {
     let gu = arr::<T, Ix2>("gate_up", gu)?;
-    Ok(out(py, b.silu_mul(gu.view()).map_err(ops_err)?))
+    Ok(out(
+        py,
+        nogil(py, || b.silu_mul(gu.view())).map_err(ops_err)?,
+    ))
 }
 
 #[pyfunction]
@@ -332,8 +361,10 @@ fn linear_t<B: DenseOps, T: Float + Elem>(
     let bias = opt_arr::<T, Ix1>("bias", bias)?;
     Ok(out(
         py,
-        b.linear(x.view(), w.view(), bias.as_ref().map(|b| b.view()))
-            .map_err(ops_err)?,
+        nogil(py, || {
+            b.linear(x.view(), w.view(), bias.as_ref().map(|b| b.view()))
+        })
+        .map_err(ops_err)?,
     ))
 }
 
@@ -352,9 +383,10 @@ fn gating_t<B: MoeOps, T: Float + Elem>(
 ) -> PyResult<(Out, Out)> {
     let logits = arr::<T, Ix2>("logits", logits)?;
     let bias = opt_arr::<f32, Ix1>("bias", bias)?;
-    let (ids, w) = b
-        .moe_gating_topk(logits.view(), bias.as_ref().map(|b| b.view()), cfg)
-        .map_err(ops_err)?;
+    let (ids, w) = nogil(py, || {
+        b.moe_gating_topk(logits.view(), bias.as_ref().map(|b| b.view()), cfg)
+    })
+    .map_err(ops_err)?;
     Ok((out(py, ids), out(py, w)))
 }
 
@@ -425,15 +457,16 @@ fn init_routing_t<B: MoeOps, T: Float + Elem>(
     cumsum: bool,
 ) -> PyResult<Dispatched> {
     let (x, ids) = (arr::<T, Ix2>("x", x)?, arr::<i32, Ix2>("ids", ids)?);
-    let r = b
-        .moe_init_routing(
+    let r = nogil(py, || {
+        b.moe_init_routing(
             x.view(),
             ids.view(),
             experts,
             active.map(|(a, e)| a..e),
             mode(cumsum),
         )
-        .map_err(ops_err)?;
+    })
+    .map_err(ops_err)?;
     Ok((
         out(py, r.expanded_x),
         out(py, r.expanded_row_idx),
@@ -469,15 +502,16 @@ fn init_routing_quant_t<B: MoeOps, T: Float + Elem>(
     cumsum: bool,
 ) -> PyResult<(Out, Out, Out, Out)> {
     let (x, ids) = (arr::<T, Ix2>("x", x)?, arr::<i32, Ix2>("ids", ids)?);
-    let r = b
-        .moe_init_routing_quant(
+    let r = nogil(py, || {
+        b.moe_init_routing_quant(
             x.view(),
             ids.view(),
             experts,
             active.map(|(a, e)| a..e),
             mode(cumsum),
         )
-        .map_err(ops_err)?;
+    })
+    .map_err(ops_err)?;
     Ok((
         out(py, r.expanded_x),
         out(py, r.scales),
@@ -519,8 +553,10 @@ fn grouped_t<B: MoeOps, T: Float + Elem>(
     );
     Ok(out(
         py,
-        b.grouped_matmul(x.view(), w.view(), gl.view(), list_type(cumsum))
-            .map_err(ops_err)?,
+        nogil(py, || {
+            b.grouped_matmul(x.view(), w.view(), gl.view(), list_type(cumsum))
+        })
+        .map_err(ops_err)?,
     ))
 }
 
@@ -558,8 +594,8 @@ fn ffn_t<B: MoeOps, T: Float + Elem>(
         arr::<T, Ix3>("w_down", wd)?,
     );
     let gl = arr::<i64, Ix1>("group_list", gl)?;
-    let y = b
-        .expert_ffn(
+    let y = nogil(py, || {
+        b.expert_ffn(
             x.view(),
             wg.view(),
             wu.view(),
@@ -567,7 +603,8 @@ fn ffn_t<B: MoeOps, T: Float + Elem>(
             gl.view(),
             list_type(cumsum),
         )
-        .map_err(ops_err)?;
+    })
+    .map_err(ops_err)?;
     Ok(out(py, y))
 }
 
@@ -609,15 +646,16 @@ fn finalize_t<B: MoeOps, T: Float + Elem>(
         opt_arr::<T, Ix2>("shared", shared)?,
         opt_arr::<T, Ix2>("residual", residual)?,
     );
-    let o = b
-        .moe_finalize_routing(
+    let o = nogil(py, || {
+        b.moe_finalize_routing(
             y.view(),
             idx.view(),
             w.view(),
             sh.as_ref().map(|a| a.view()),
             re.as_ref().map(|a| a.view()),
         )
-        .map_err(ops_err)?;
+    })
+    .map_err(ops_err)?;
     Ok(out(py, o))
 }
 
@@ -660,8 +698,8 @@ fn mla_decode_t<B: MlaOps, T: Float + Elem>(
         arr::<i32, Ix2>("block_table", table)?,
         arr::<i32, Ix1>("seq_lens", lens)?,
     );
-    let (o, lse) = b
-        .mla_decode(
+    let (o, lse) = nogil(py, || {
+        b.mla_decode(
             qn.view(),
             qr.view(),
             &cache,
@@ -669,7 +707,8 @@ fn mla_decode_t<B: MlaOps, T: Float + Elem>(
             lens.view(),
             scale,
         )
-        .map_err(ops_err)?;
+    })
+    .map_err(ops_err)?;
     Ok((out(py, o), out(py, lse)))
 }
 
@@ -718,9 +757,10 @@ fn mla_prefill_t<B: MlaOps, T: Float + Elem>(
         arr::<T, Ix3>("v", v)?,
     );
     let cu = arr::<i32, Ix1>("cu_seqlens", cu)?;
-    let (o, lse) = b
-        .mla_prefill(q.view(), k.view(), v.view(), cu.view(), scale)
-        .map_err(ops_err)?;
+    let (o, lse) = nogil(py, || {
+        b.mla_prefill(q.view(), k.view(), v.view(), cu.view(), scale)
+    })
+    .map_err(ops_err)?;
     Ok((out(py, o), out(py, lse)))
 }
 
@@ -771,10 +811,10 @@ fn mla_prefill_cached_t<T: Float + Elem>(
         lens.view(),
         kv_b.view(),
     );
-    let (o, lse) = match be {
+    let (o, lse) = nogil(py, || match be {
         Be::Cpu(_) => cpu_mla_prefill_cached(qv, cv, &cache, tv, lv, wv, scale),
         Be::Npu(npu) => npu.mla_prefill_cached(qv, cv, &cache, tv, lv, wv, scale),
-    }
+    })
     .map_err(ops_err)?;
     Ok((out(py, o), out(py, lse)))
 }
@@ -833,10 +873,10 @@ fn mla_cache_write_t<T: Float + Elem>(
         table,
         layout,
     };
-    match be {
+    nogil(py, || match be {
         Be::Cpu(_) => mla_cache_write_fused(&mut cache, kv.view(), params, slots.view()),
         Be::Npu(npu) => npu.mla_cache_write_fused(&mut cache, kv.view(), params, slots.view()),
-    }
+    })
     .map_err(ops_err)?;
     Ok((out(py, cache.latent), out(py, cache.rope)))
 }
@@ -913,6 +953,33 @@ fn uniform(
     hi: f32,
     dtype: &str,
 ) -> PyResult<Out> {
+    let size = match dtype {
+        "f32" => 4,
+        "f16" | "bf16" => 2,
+        d => {
+            return Err(PyValueError::new_err(format!(
+                "dtype {d}: expected f32, f16 or bf16"
+            )))
+        }
+    };
+    // The generator trusts its shape: one whose size overflows panics in ndarray, and one that fits
+    // the address space but not memory aborts the interpreter when the array is allocated. So the
+    // size is checked, and its bytes reserved (and freed: the generator allocates them next), where a
+    // failure is a MemoryError.
+    let bytes = shape
+        .iter()
+        .try_fold(size, |acc: usize, &d| acc.checked_mul(d))
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "uniform: shape {shape:?} of {dtype} overflows the address space"
+            ))
+        })?;
+    Vec::<u8>::new().try_reserve_exact(bytes).map_err(|_| {
+        PyMemoryError::new_err(format!(
+            "uniform: {bytes} bytes for shape {shape:?} of {dtype} cannot be allocated"
+        ))
+    })?;
     let mut rng = CaseRng::new(seed);
     let dim = shape.clone().into_dimension();
     Ok(match dtype {

@@ -21,7 +21,7 @@ use dsnpu_model::{DeepseekV3, GenerateOptions, Generator, ModelError};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::{out, Out};
+use super::{nogil_here, out, Out};
 
 /// Tokens per cache block of the engine.
 const BLOCK_SIZE: usize = 16;
@@ -164,13 +164,15 @@ impl Model {
     #[pyo3(signature = (ids, max_new_tokens, temperature = 0.0, top_p = 1.0, seed = 0))]
     fn generate(
         &mut self,
+        py: Python<'_>,
         ids: Vec<i32>,
         max_new_tokens: usize,
         temperature: f32,
         top_p: f32,
         seed: u64,
     ) -> PyResult<Vec<i32>> {
-        match &mut self.inner {
+        // Nothing below touches a Python object (errors are made lazily).
+        nogil_here(py, || match &mut self.inner {
             Inner::Cpu(model) => {
                 let opts = GenerateOptions {
                     temperature,
@@ -209,12 +211,12 @@ impl Model {
                     .map_err(model_err)?;
                 Ok(new.pop().unwrap_or_default())
             }
-        }
+        })
     }
 
     /// Logits `f32 [len(ids), vocab_size]` of every position of `ids`, as a wire triple.
     fn forward(&mut self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
-        let logits = match &mut self.inner {
+        let logits = nogil_here(py, || match &mut self.inner {
             Inner::Cpu(model) => model.forward(&ids).map_err(model_err),
             Inner::Npu {
                 max_tokens, loaded, ..
@@ -230,7 +232,7 @@ impl Model {
                 ndarray::Array2::from_shape_vec((ids.len(), v), flat)
                     .map_err(|e| PyRuntimeError::new_err(format!("engine logits: {e}")))
             }
-        }?;
+        })?;
         Ok(out(py, logits))
     }
 }

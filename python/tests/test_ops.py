@@ -384,3 +384,164 @@ def test_case_generators_are_the_suites():
     assert (3, 7000, 5) in dsnpu.cases.matmul_shapes()
     b = dsnpu.cases.uniform(7, (3, 4), -1.0, 1.0, dtype="bf16")
     np.testing.assert_array_equal(f64(b), f64(a.astype(BF16)))
+
+
+def test_case_generator_shapes_past_memory_raise():
+    # Were a PanicException (ndarray's shape overflow; a capacity overflow) and, for a shape that fits
+    # the address space but not memory, an abort of the interpreter (allocation failure).
+    with pytest.raises(ValueError, match=r"uniform: shape \[1099511627776, 1099511627776\] of f32 overflows"):
+        dsnpu.cases.uniform(0, (2**40, 2**40))
+    with pytest.raises(ValueError, match="overflows the address space"):
+        dsnpu.cases.uniform(0, (2**62,), dtype="bf16")
+    with pytest.raises(MemoryError, match="uniform: 562949953421312 bytes"):
+        dsnpu.cases.uniform(0, (2**47,))
+    with pytest.raises(ValueError, match="dtype f64"):
+        dsnpu.cases.uniform(0, (2**62,), dtype="f64")
+    assert dsnpu.cases.uniform(0, (0, 3)).shape == (0, 3)
+
+
+def test_operator_counts_outside_their_range_name_the_argument(backend):
+    # The extension's integer conversions answered these with an OverflowError ("can't convert
+    # negative int to unsigned") or a bare TypeError that named no argument.
+    logits = np.zeros((2, 8), dtype=np.float32)
+    for kwargs, name in [
+        (dict(top_k=-1), "top_k"),
+        (dict(top_k=2**64), "top_k"),
+        (dict(top_k=2, n_group=-1), "n_group"),
+        (dict(top_k=2, topk_group=-2), "topk_group"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            dsnpu.moe_gating_topk(logits, backend=backend, **kwargs)
+    with pytest.raises(TypeError, match="top_k"):
+        dsnpu.moe_gating_topk(logits, 1.5, backend=backend)
+    x, ids = np.zeros((2, 8), dtype=np.float32), np.zeros((2, 2), dtype=np.int32)
+    for route in (dsnpu.moe_init_routing, dsnpu.moe_init_routing_quant):
+        with pytest.raises(ValueError, match="num_experts"):
+            route(x, ids, -4, backend=backend)
+        with pytest.raises(ValueError, match=r"active\[0\]"):
+            route(x, ids, 4, active=(-1, 2), backend=backend)
+        with pytest.raises(ValueError, match="active"):
+            route(x, ids, 4, active=(0, 1, 2), backend=backend)
+    q = np.zeros((1, 1, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="max_positions"):
+        dsnpu.rope(q, [0], max_positions=-1, backend=backend)
+    # A negative position is reported as the position it is, not as a max_positions never passed.
+    with pytest.raises(ValueError, match="`positions` holds index -3"):
+        dsnpu.rope(q, [-3], backend=backend)
+    lat, rp = np.zeros((2, 4, 16), dtype=np.float32), np.zeros((2, 4, 8), dtype=np.float32)
+    kv, nw = np.zeros((1, 24), dtype=np.float32), np.ones(16, dtype=np.float32)
+    with pytest.raises(ValueError, match="max_positions"):
+        dsnpu.mla_cache_write(lat, rp, kv, nw, [0], [0], max_positions=-1, backend=backend)
+    with pytest.raises(ValueError, match="`positions` holds index -2"):
+        dsnpu.mla_cache_write(lat, rp, kv, nw, [-2], [0], backend=backend)
+    with pytest.raises(ValueError, match="seed"):
+        dsnpu.cases.uniform(-1, (2,))
+    with pytest.raises(ValueError, match=r"shape\[1\]"):
+        dsnpu.cases.uniform(0, (2, -1))
+
+
+def test_non_native_byte_order_is_the_same_dtype(backend):
+    # A big-endian float32 array is float32: it was refused as "unsupported dtype >f4" (the lookup
+    # compared byte orders too, before the conversion to little-endian that follows it).
+    rng = np.random.default_rng(21)
+    x, w = rnd(rng, (3, 16), "f32"), rnd(rng, 16, "f32", 0.5, 1.5)
+    want = dsnpu.rms_norm(x, w, backend=backend)
+    np.testing.assert_array_equal(dsnpu.rms_norm(x.astype(">f4"), w.astype(">f4"), backend=backend), want)
+    h = x.astype(np.float16)
+    np.testing.assert_array_equal(
+        dsnpu.silu_mul(h.astype(">f2"), backend=backend), dsnpu.silu_mul(h, backend=backend)
+    )
+    bits = x.astype(BF16).view(np.uint16)
+    np.testing.assert_array_equal(
+        f64(dsnpu.rms_norm(bits.astype(">u2"), w.astype(BF16).view(np.uint16), backend=backend, dtype="bf16")),
+        f64(dsnpu.rms_norm(bits, w.astype(BF16).view(np.uint16), backend=backend, dtype="bf16")),
+    )
+    ids = np.array([[0, 1], [2, 3], [1, 0]], dtype=">i4")
+    got = dsnpu.moe_init_routing(x, ids, 4, backend=backend)
+    for a, b in zip(got, dsnpu.moe_init_routing(x, ids.astype(np.int32), 4, backend=backend)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_long_operator_call_releases_the_gil(backend, runs_during):
+    # The operators held the GIL while the kernels ran (on the simulator they run on the host): every
+    # other Python thread stopped for the whole call.
+    x, w = np.ones((128, 2048), dtype=np.float32), np.ones((512, 2048), dtype=np.float32)
+    ran, seconds = runs_during(lambda: dsnpu.linear(x, w, backend=backend))
+    assert ran >= 2, f"another thread ran {ran} times in the middle of a {seconds:.3f} s call"
+
+
+def test_index_arguments_are_integers_that_fit(backend):
+    # Index arguments were cast with np.asarray(..., dtype=np.int32): floats and booleans truncated into
+    # valid-looking indices, and int64 values past int32 wrapped (2**32 + 1 ran as 1), silently.
+    x = np.arange(16, dtype=np.float32).reshape(2, 8)
+    ids = np.array([[0, 1], [2, 3]], dtype=np.int32)
+    for bad in (ids + 0.7, ids.astype(bool)):
+        with pytest.raises(TypeError, match="ids"):
+            dsnpu.moe_init_routing(x, bad, 4, backend=backend)
+    with pytest.raises(ValueError, match="ids: 4294967297 does not fit in int32"):
+        dsnpu.moe_init_routing(x, ids.astype(np.int64) + np.int64(2**32) + 1, 6, backend=backend)
+    q = np.ones((1, 1, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="positions: 4294967297 does not fit in int32"):
+        dsnpu.rope(q, np.array([2**32 + 1]), max_positions=4, backend=backend)
+    with pytest.raises(TypeError, match="positions"):
+        dsnpu.rope(q, [0.5], max_positions=4, backend=backend)
+    with pytest.raises(ValueError, match="does not fit in int32"):
+        dsnpu.rope(q, [2**70], max_positions=4, backend=backend)
+    y = np.ones((4, 8), dtype=np.float32)
+    with pytest.raises(TypeError, match="expanded_row_idx"):
+        dsnpu.moe_finalize_routing(y, [0.0, 1.0, 2.0, 3.0], np.ones((2, 2)), backend=backend)
+    xg, wg = np.ones((4, 8), dtype=np.float32), np.ones((2, 3, 8), dtype=np.float32)
+    with pytest.raises(TypeError, match="group_list"):
+        dsnpu.grouped_matmul(xg, wg, [2.5, 1.5], backend=backend)
+    qp, vp = np.ones((3, 2, 16), dtype=np.float32), np.ones((3, 2, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="cu_seqlens: 4294967299 does not fit in int32"):
+        dsnpu.mla_prefill(qp, qp, vp, np.array([0, 2**32 + 3]), 0.1, backend=backend)
+    # Integers of any width that fit, and empty lists, still pass.
+    a = dsnpu.moe_init_routing(x, ids.astype(np.uint8), 4, backend=backend)
+    b = dsnpu.moe_init_routing(x, ids, 4, backend=backend)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    assert dsnpu.rope(np.ones((0, 1, 8), dtype=np.float32), [], backend=backend).shape == (0, 1, 8)
+
+
+def test_an_unsupported_dtype_names_the_argument(backend):
+    # Was "unsupported dtype float64" alone, whichever of the arguments held it (np.random.rand and
+    # lists of Python floats make float64).
+    x, w = np.ones((2, 8), dtype=np.float32), np.ones(8, dtype=np.float32)
+    with pytest.raises(ValueError, match="weight: unsupported dtype float64, expected float32, float16 or bf"):
+        dsnpu.rms_norm(x, w.astype(np.float64), backend=backend)
+    with pytest.raises(ValueError, match="residual: unsupported dtype float64"):
+        dsnpu.add_rms_norm(x, np.ones((2, 8)), w, backend=backend)
+    with pytest.raises(ValueError, match="bias: unsupported dtype float64"):
+        dsnpu.linear(x, np.ones((3, 8), dtype=np.float32), bias=[1.0, 2.0, 3.0], backend=backend)
+
+
+def test_operators_from_several_threads_at_once_give_the_serial_results(backend):
+    # Without the GIL held during a call, calls from several threads run at once on the shared backend.
+    import threading
+
+    rng = np.random.default_rng(31)
+    xs = [rnd(rng, (16, 64), "f32") for _ in range(4)]
+    w, g = rnd(rng, (32, 64), "f32"), rnd(rng, 64, "f32", 0.5, 1.5)
+
+    def calls(x):
+        return (dsnpu.linear(x, w, backend=backend), dsnpu.rms_norm(x, g, backend=backend))
+
+    want = [calls(x) for x in xs]
+    bad = []
+
+    def run(k):
+        try:
+            for i in range(6):
+                j = (k + i) % len(xs)
+                if not all(np.array_equal(a, b) for a, b in zip(calls(xs[j]), want[j])):
+                    bad.append((k, i))
+        except Exception as e:
+            bad.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dsnpu.h"
 
@@ -534,7 +535,25 @@ static void test_mla_decode(void) {
                  dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, B + 1, S,
                                   H, DL, DR, BS, NB, MB, scale),
                  DSNPU_STATUS_INVALID_ARGUMENT, "plan is for");
+    /* A negative batch is named as the negative size it is (it was "the plan is for 1 sequences, not -1"). */
+    expect_error("negative batch",
+                 dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, -1, S, H, DL,
+                                  DR, BS, NB, MB, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`batch` is -1, must be >= 0");
+    /* Destroying a misaligned plan frees nothing and says so (it was dropped through: a segfault). */
+    dsnpu_mla_decode_plan_destroy((DsnpuMlaDecodePlan *)((char *)plan + 1));
+    expect_error("destroying a misaligned plan", DSNPU_STATUS_INVALID_ARGUMENT, DSNPU_STATUS_INVALID_ARGUMENT, "`plan`");
     dsnpu_mla_decode_plan_destroy(plan);
+    if (dsnpu_last_error() != NULL) FAIL("destroying a plan left an error message");
+    /* A destroyed plan is known to be gone (until another plan happens to get its address): used or
+     * destroyed again, it is an error, not a read of freed memory or a double free. */
+    expect_error("a plan used after destroy",
+                 dsnpu_mla_decode(ctx, s, DSNPU_DTYPE_F32, dqn, dqr, dl, drp, dt, dn, plan, dout, dlse, B, S, H, DL, DR,
+                                  BS, NB, MB, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`plan` is not a live plan");
+    dsnpu_mla_decode_plan_destroy(plan);
+    expect_error("a plan destroyed twice", DSNPU_STATUS_INVALID_ARGUMENT, DSNPU_STATUS_INVALID_ARGUMENT,
+                 "`plan` is not a live plan");
     /* The plan made for the query shape gives the same results. */
     plan = NULL;
     OK(dsnpu_mla_decode_plan_create_for_shape(ctx, s, lens, B, DSNPU_DTYPE_F32, S, H, DL, DR, &plan));
@@ -794,6 +813,22 @@ static void test_mla_prefill_cached(void) {
                  dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, dw, dsl, dcq, dck, cu_q, cu_k, dout,
                                           dlse, B, TQ, TK - 1, H, DN, DR, DV, DLAT, SLOTS, scale),
                  DSNPU_STATUS_INVALID_ARGUMENT, "cu_k ends at 12");
+    /* Sizes whose products overflow only in the query row width (no queries) or in the workspace the
+     * keys are expanded into: refused as arguments, not a caught overflow (DSNPU_STATUS_INTERNAL). */
+    const int32_t no_q[B + 1] = {0, 0, 0};
+    expect_error("mla_prefill_cached heads * (dn + dr) overflowing",
+                 dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, dw, dsl, dcq, dck, no_q, cu_k, dout,
+                                          dlse, B, 0, TK, 1LL << 32, DN, 1LL << 32, DV, DLAT, SLOTS, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "heads * (dn + dr) overflows");
+    /* 2^32 key slots and a latent width of 2^32: the key slots and kv_b at addresses past both outputs,
+     * so that only the workspace is wrong (never read: the call must fail before queuing anything). */
+    const uintptr_t ends = (uintptr_t)dout > (uintptr_t)dlse ? (uintptr_t)dout : (uintptr_t)dlse;
+    const void *far_slots = (const void *)(ends + sizeof out + sizeof lse);
+    const void *far_kvb = (const void *)(ends + sizeof out + sizeof lse + (4ULL << 32));
+    expect_error("mla_prefill_cached workspace overflowing",
+                 dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, far_kvb, far_slots, dcq, dck, cu_q,
+                                          cu_k, dout, dlse, B, TQ, 1LL << 32, H, DN, DR, DV, 1LL << 32, 0, scale),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "workspace");
     done_stream(s);
     acl_free(dq), acl_free(dl), acl_free(dr), acl_free(dw), acl_free(dsl), acl_free(dcq), acl_free(dck);
     acl_free(dout), acl_free(dlse);
@@ -831,6 +866,15 @@ static void test_bad_arguments(void) {
     expect_error("a host list longer than memory", dsnpu_mla_decode_plan_create(ctx, s, lens, INT64_MAX, &plan), INV, "one allocation can hold");
     expect_error("a misaligned host list", dsnpu_mla_decode_plan_create(ctx, s, (const int32_t *)((const char *)lens + 1), 1, &plan), INV, "`host_seq_lens`");
     expect_error("a misaligned out pointer", dsnpu_mla_decode_plan_create(ctx, s, lens, 2, (DsnpuMlaDecodePlan **)((char *)&plan + 1)), INV, "not aligned");
+    /* A failed create stores NULL: the handle a caller then destroys (or passes on) is a no-op (or an
+     * error), never the garbage its variable held. */
+    DsnpuMlaDecodePlan *stale_plan = (DsnpuMlaDecodePlan *)&plan;
+    const int32_t negative[1] = {-1};
+    expect_error("a negative sequence length", dsnpu_mla_decode_plan_create(ctx, s, negative, 1, &stale_plan), INV, "negative");
+    if (stale_plan != NULL) FAIL("a failed plan create left %p in *out", (void *)stale_plan);
+    DsnpuContext *stale_ctx = (DsnpuContext *)&plan;
+    expect_error("a device that does not exist", dsnpu_context_create(99, &stale_ctx), DSNPU_STATUS_DEVICE, "device 99");
+    if (stale_ctx != NULL) FAIL("a failed context create left %p in *out", (void *)stale_ctx);
     expect_error("a misaligned context", dsnpu_silu_mul((const DsnpuContext *)((const char *)ctx + 1), s, DSNPU_DTYPE_F32, a, c, 2, 4), INV, "`ctx`");
     /* A failure leaves the stream usable: a good call on it still succeeds. */
     OK(dsnpu_silu_mul(ctx, s, DSNPU_DTYPE_F32, a, c, 2, 4));
@@ -947,7 +991,23 @@ static void test_engine(void) {
     o.temperature = 0.0f;
     o.dtype = DSNPU_DTYPE_F16;
     expect_error("an f16 engine", dsnpu_engine_load(dir, &o, &e), INV, "dtype");
+    e = (DsnpuEngine *)&o; /* what a failed load must not leave behind */
     expect_error("a missing checkpoint", dsnpu_engine_load("/nonexistent/checkpoint", NULL, &e), INV, "/nonexistent/checkpoint");
+    if (e != NULL) FAIL("a failed engine load left %p in *out", (void *)e);
+    /* A path that is not UTF-8 is a path (Linux paths are bytes): the checkpoint through a symlink named
+     * "ckpt-\xff" loads (it was refused: "`path` is not UTF-8"). */
+    char tmp[] = "/tmp/dsnpu-c-test-XXXXXX", link_path[64];
+    if (!mkdtemp(tmp)) FAIL("mkdtemp");
+    snprintf(link_path, sizeof link_path, "%s/ckpt-\xff", tmp);
+    char real[4096];
+    if (!realpath(dir, real) || symlink(real, link_path) != 0) FAIL("symlink %s", link_path);
+    o.dtype = DSNPU_DTYPE_F32;
+    OK(dsnpu_engine_load(link_path, &o, &e));
+    OK(dsnpu_engine_destroy(e));
+    unlink(link_path);
+    rmdir(tmp);
+    checks++;
+    printf("ok engine: a checkpoint path that is not UTF-8 loads\n");
     /* Two blocks of 4 tokens: a 7-token prompt fits, then outgrows the cache on its second token. */
     o.dtype = DSNPU_DTYPE_F32;
     o.num_blocks = 2;
@@ -964,6 +1024,8 @@ static void test_engine(void) {
     if (free_blocks != 2) FAIL("after the failed step: free %lld, want 2", (long long)free_blocks);
     OK(dsnpu_engine_destroy(e));
     OK(dsnpu_engine_destroy(NULL));
+    expect_error("an engine used after destroy", dsnpu_engine_live_count(e, &live), INV, "`engine` is not a live engine");
+    expect_error("an engine destroyed twice", dsnpu_engine_destroy(e), INV, "`engine` is not a live engine");
 }
 
 int main(void) {
@@ -999,6 +1061,11 @@ int main(void) {
     test_bad_arguments();
     test_engine();
     OK(dsnpu_context_destroy(ctx));
+    float nothing[4];
+    expect_error("a context used after destroy", dsnpu_silu_mul(ctx, nothing, DSNPU_DTYPE_F32, nothing, nothing, 1, 1),
+                 DSNPU_STATUS_INVALID_ARGUMENT, "`ctx` is not a live context");
+    expect_error("a context destroyed twice", dsnpu_context_destroy(ctx), DSNPU_STATUS_INVALID_ARGUMENT,
+                 "`ctx` is not a live context");
     printf("all %d checks passed\n", checks);
     return 0;
 }

@@ -1,0 +1,33 @@
+"""Shared helpers of the dsnpu Python tests."""
+
+import threading
+import time
+
+import pytest
+
+
+def _runs_during(call):
+    """How often another Python thread ran in the middle half of ``call()`` (it wakes every millisecond),
+    and how long the call took: a call that holds the GIL throughout lets it run 0 times there."""
+    ticks, stop = [], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    time.sleep(0.02)
+    t0 = time.perf_counter()
+    call()
+    t1 = time.perf_counter()
+    stop.set()
+    t.join()
+    quarter = (t1 - t0) / 4
+    return sum(1 for s in ticks if t0 + quarter < s < t1 - quarter), t1 - t0
+
+
+@pytest.fixture
+def runs_during():
+    return _runs_during
