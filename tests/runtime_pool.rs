@@ -163,3 +163,55 @@ fn malloc_and_free_move_device_memory() {
     drop(pool);
     assert_eq!(d.mem_info().unwrap().free, before);
 }
+
+/// A borrowed stream released by its owner is never reached again by the pool: other threads'
+/// allocations that take the blocks it used last (and order themselves after it) while the owner
+/// releases and destroys it must neither fail nor touch the destroyed handle. Before
+/// `Stream::release`, an allocation that had just upgraded its weak reference recorded an event on
+/// the stream its owner destroyed a moment later (`aclrtRecordEvent`: invalid stream handle).
+#[test]
+fn a_released_borrowed_stream_is_not_reached_by_other_threads_allocations() {
+    let (d, _g) = setup();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let borrowers: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), RuntimeError> {
+                    d.bind_to_thread()?;
+                    for _ in 0..200 {
+                        let raw = dsnpu_ffi::result::stream::create()?;
+                        // SAFETY: `raw` is live on device 0's default context (bound above) and
+                        // destroyed only after its one wrapper is released.
+                        let s = unsafe { dsnpu_runtime::Stream::borrow_raw(&d, raw) }?;
+                        let mut b = s.alloc::<u32>(4096)?;
+                        s.memset_zeros(&mut b)?;
+                        drop(b); // cached, its last use on `s`
+                        s.release()?;
+                        // SAFETY: released above; nothing of this crate reaches it any more.
+                        unsafe { dsnpu_ffi::result::stream::destroy(raw) }?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let taker = scope.spawn(|| -> Result<usize, RuntimeError> {
+            let s = d.new_stream()?;
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut b = s.alloc::<u32>(4096)?;
+                s.memset_zeros(&mut b)?;
+                s.synchronize()?;
+                rounds += 1;
+            }
+            Ok(rounds)
+        });
+        // Stop the taker before any assertion, so that a failure cannot leave it running.
+        let borrowed: Vec<_> = borrowers.into_iter().map(|b| b.join().unwrap()).collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let rounds = taker.join().unwrap();
+        for r in borrowed {
+            r.expect("a borrower's stream work");
+        }
+        assert!(rounds.expect("the taker's allocations") > 0);
+    });
+}

@@ -108,7 +108,9 @@ pub unsafe extern "C" fn dsnpu_context_release_stream(
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(stream as usize));
         if let Some(s) = removed {
-            s.synchronize()
+            // Not a mere drop: another thread's allocation may hold the wrapper for a moment and
+            // would then reach the stream after the caller destroyed it.
+            s.release()
                 .map_err(|source| CapiError::Runtime { func: F, source })?;
         }
         Ok(())
@@ -131,7 +133,14 @@ pub unsafe extern "C" fn dsnpu_context_destroy(ctx: *mut DsnpuContext) -> i32 {
             crate::args::host_ptr(F, "ctx", ctx)?;
             // SAFETY: a live one came from dsnpu_context_create; no other thread uses it (the
             // contract). A destroyed one is refused.
-            drop(unsafe { crate::handles::take(F, "ctx", "context", ctx) }?);
+            let ctx = unsafe { crate::handles::take(F, "ctx", "context", ctx) }?;
+            let streams =
+                std::mem::take(&mut *ctx.streams.lock().unwrap_or_else(|e| e.into_inner()));
+            // Released as dsnpu_context_release_stream does, not merely dropped. A failure of their
+            // work is the synchronizing calls' to report (as before); the context goes regardless.
+            for s in streams.into_values() {
+                let _ = s.release();
+            }
         }
         Ok(())
     })

@@ -59,10 +59,9 @@ impl Drop for ModuleInner {
                 .get_mut()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        let mut all_done = true;
-        for s in list.iter().filter_map(WeakStream::upgrade_or_drained) {
-            all_done &= s.synchronize().is_ok();
-        }
+        let all_done = list
+            .iter()
+            .all(|w| w.with_live(|s| s.synchronize().is_ok()).unwrap_or(true));
         if all_done && self.core.bind().is_ok() {
             // SAFETY: the handle is live and no queued launch uses its functions any more.
             let _ = unsafe { result::kernel::binary_unload(self.handle) };

@@ -7,7 +7,7 @@
 //! launch synchronizes, so such a failure is reported by the launch that caused it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
 
 use dsnpu_ffi::{result, sys};
 
@@ -80,6 +80,19 @@ impl WeakStream {
         None
     }
 
+    /// `f` of the stream while a handle to it lives and it is not released ([`Stream::release`]);
+    /// `None` once its work is finished: its drop synchronized it (waited for here if another thread
+    /// is dropping it right now), or its release did. The release waits for `f` to return, so `f` may
+    /// use the raw handle of a borrowed stream that its owner destroys once released.
+    pub(crate) fn with_live<R>(&self, f: impl FnOnce(&StreamInner) -> R) -> Option<R> {
+        let stream = self.upgrade_or_drained()?;
+        let released = stream.released.read().unwrap_or_else(|e| e.into_inner());
+        if *released {
+            return None;
+        }
+        Some(f(&stream))
+    }
+
     /// Whether this refers to `stream`.
     pub(crate) fn is(&self, stream: &Arc<StreamInner>) -> bool {
         std::ptr::eq(self.stream.as_ptr(), Arc::as_ptr(stream))
@@ -107,6 +120,10 @@ pub(crate) struct StreamInner {
     core: Arc<DeviceCore>,
     /// Set at the end of `Drop`, after the stream's work finished (see [`WeakStream`]).
     drained: Arc<Drained>,
+    /// Set by [`Stream::release`] once the work is finished: the raw handle is then its owner's to
+    /// destroy, so the bookkeeping that reaches the stream through a [`WeakStream`] must not touch it
+    /// (it read-locks this while it does, and the release write-locks it).
+    released: RwLock<bool>,
 }
 
 // SAFETY: the stream handle is a process-wide AscendCL object; AscendCL accepts work for one stream
@@ -169,8 +186,11 @@ impl StreamInner {
 impl Drop for StreamInner {
     fn drop(&mut self) {
         // AscendCL wants a stream's work finished before it is destroyed; errors cannot be reported
-        // from drop, and the staging buffers are freed only once their copies are done.
-        let _ = self.synchronize();
+        // from drop, and the staging buffers are freed only once their copies are done. A released
+        // stream is finished, and its owner may have destroyed it already.
+        if !*self.released.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            let _ = self.synchronize();
+        }
         self.staging.clear();
         if self.owned && self.core.bind().is_ok() {
             // SAFETY: the stream is live, idle, and no handle to it remains.
@@ -221,6 +241,7 @@ impl Stream {
                 pool,
                 core,
                 drained: Arc::default(),
+                released: RwLock::new(false),
             }),
         })
     }
@@ -233,10 +254,9 @@ impl Stream {
     /// # Safety
     /// - `handle` is a live stream created on `device` in the device's default context (the one
     ///   `aclrtSetDevice` makes current; AscendCL refuses launches on a stream of another context);
-    /// - it stays live until every handle made from it here, every buffer used on it, and the
-    ///   device's pool are done with it: in practice, drop the returned `Stream` (which waits for its
-    ///   work) before `aclrtDestroyStream`, and do not destroy it while work queued here may still be
-    ///   pending in the pool's bookkeeping;
+    /// - it stays live until [`Stream::release`] has returned (or, without a release, until every
+    ///   handle made from it here, every buffer used on it, and the device's pool are done with it);
+    ///   after the release, no handle or buffer of it queues more work;
     /// - the same raw stream is not wrapped twice at once: two wrappers would not know each other's
     ///   pending work (their ids differ), so the pool could hand one's memory to the other early.
     pub unsafe fn borrow_raw(device: &Device, handle: sys::aclrtStream) -> Result<Stream> {
@@ -257,8 +277,34 @@ impl Stream {
                 pool: device.pool().clone(),
                 core: device.core().clone(),
                 drained: Arc::default(),
+                released: RwLock::new(false),
             }),
         })
+    }
+
+    /// Waits for the stream's work, then lets go of it for good: the memory pool's bookkeeping, which
+    /// may still reach the stream from other threads (a cached block it used last, handed to another
+    /// stream, is ordered after it), treats it as finished from here on and never touches its handle
+    /// again. Call it before `aclrtDestroyStream` on a stream of [`Stream::borrow_raw`]: merely dropping
+    /// the last handle leaves a window in which another thread's allocation can still record an event
+    /// on it. Queuing work through another handle of the stream afterwards breaks that contract.
+    ///
+    /// For a stream this crate created, it synchronizes and drops this handle (the last handle's
+    /// drop destroys it). Returns the synchronization's error, if any; the stream is released either
+    /// way.
+    pub fn release(self) -> Result<()> {
+        if self.inner.owned {
+            return self.inner.synchronize();
+        }
+        // The write lock waits for bookkeeping that reached the stream before this call.
+        let mut released = self
+            .inner
+            .released
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let synchronized = self.inner.synchronize();
+        *released = true;
+        synchronized
     }
 
     /// The raw AscendCL handle (for calls this crate does not wrap; the stream stays owned here).

@@ -149,24 +149,27 @@ impl PoolInner {
         let mut failed: Vec<u64> = Vec::new();
         let mut released = 0;
         for (key, block) in blocks {
-            let live = block
+            let idle = block
                 .stream
                 .as_ref()
-                .and_then(WeakStream::upgrade_or_drained);
-            let idle = match live {
-                None => true,
-                Some(s) if synced.contains(&s.id()) => true,
-                Some(s) if failed.contains(&s.id()) => false,
-                Some(s) => {
-                    let ok = s.synchronize().is_ok();
-                    if ok {
-                        synced.push(s.id())
-                    } else {
-                        failed.push(s.id())
-                    }
-                    ok
-                }
-            };
+                .and_then(|w| {
+                    w.with_live(|s| {
+                        if synced.contains(&s.id()) {
+                            true
+                        } else if failed.contains(&s.id()) {
+                            false
+                        } else {
+                            let ok = s.synchronize().is_ok();
+                            if ok {
+                                synced.push(s.id())
+                            } else {
+                                failed.push(s.id())
+                            }
+                            ok
+                        }
+                    })
+                })
+                .unwrap_or(true);
             // A block whose stream reported an error may still be in use: keep it cached.
             if idle && self.core.bind().is_ok() {
                 // SAFETY: the block came from aclrtMalloc on this device, is owned by the cache, and
@@ -268,15 +271,13 @@ impl MemPool {
         if let Some((key, mut free)) = state.take_fit(size, stream.id()) {
             let size = key.0;
             if free.stream_id != stream.id() {
-                if let Some(prev) = free
+                let ordered = free
                     .stream
-                    .as_ref()
-                    .and_then(WeakStream::upgrade_or_drained)
-                {
-                    if let Err(e) = Self::order_after(&mut free, &prev, stream) {
-                        state.free.insert(key, free);
-                        return Err(e);
-                    }
+                    .clone()
+                    .and_then(|w| w.with_live(|prev| Self::order_after(&mut free, prev, stream)));
+                if let Some(Err(e)) = ordered {
+                    state.free.insert(key, free);
+                    return Err(e);
                 }
             }
             state.stats.hits += 1;
