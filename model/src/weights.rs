@@ -2,8 +2,9 @@
 //!
 //! # Contract
 //! - Before anything is allocated, `num_hidden_layers` and `n_routed_experts` are checked against the layers
-//!   and experts the checkpoint holds tensors for (the config bounds every other size, see
-//!   [`crate::config::MAX_ELEMENTS`]); the error names the field, its value and the checkpoint's count.
+//!   and experts the checkpoint holds tensors for, counted from 0 without a gap (the config bounds every
+//!   other size, see [`crate::config::MAX_ELEMENTS`]); the error names the field, its value and the
+//!   checkpoint's count.
 //! - Every tensor the configuration implies is read with the shape it implies; a missing or mis-shaped tensor
 //!   fails with its full name. Tensors the model does not use (the multi-token-prediction layer at index
 //!   `num_hidden_layers`, rotary caches, `weight_scale_inv` consumed by dequantization) are ignored.
@@ -19,6 +20,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, ModelType};
 use crate::error::{config_err, Result};
 use ndarray::{concatenate, Array1, Array2, Array3, Axis};
+use std::collections::BTreeSet;
 
 /// Query projection: low-rank with a norm in between, or one matrix.
 #[derive(Debug, Clone)]
@@ -127,9 +129,12 @@ impl ModelWeights {
 
 /// The counts the checkpoint bounds: `num_hidden_layers` by the layers it holds tensors for and
 /// `n_routed_experts` by the experts it holds, so an overstated count fails here with both numbers instead
-/// of on an allocation sized by it (or after reading every tensor up to the first missing one).
-fn check_counts_against(cfg: &ModelConfig, ckpt: &Checkpoint) -> Result<()> {
-    let (mut layers, mut experts) = (0usize, 0usize);
+/// of on an allocation sized by it (or after reading every tensor up to the first missing one). A count is
+/// the indices held from 0 without a gap, not the largest index named: one stray (even empty) tensor
+/// named `model.layers.999999999999.x` must not let a config claim 10^12 layers, which every loader sizes
+/// allocations by. Counted so, neither count exceeds the number of tensors the header lists.
+pub(crate) fn check_counts_against(cfg: &ModelConfig, ckpt: &Checkpoint) -> Result<()> {
+    let (mut layers, mut experts) = (BTreeSet::new(), BTreeSet::new());
     for name in ckpt.names() {
         let Some((layer, rest)) = name
             .strip_prefix("model.layers.")
@@ -140,15 +145,18 @@ fn check_counts_against(cfg: &ModelConfig, ckpt: &Checkpoint) -> Result<()> {
         let Ok(layer) = layer.parse::<usize>() else {
             continue;
         };
-        layers = layers.max(layer.saturating_add(1));
+        layers.insert(layer);
         let expert = rest
             .strip_prefix("mlp.experts.")
             .and_then(|r| r.split_once('.'))
             .and_then(|(x, _)| x.parse::<usize>().ok());
         if let Some(x) = expert {
-            experts = experts.max(x.saturating_add(1));
+            experts.insert(x);
         }
     }
+    // The first index not held (sorted and distinct: index i is held iff the i-th element is i).
+    let held = |set: &BTreeSet<usize>| set.iter().enumerate().take_while(|(i, x)| i == *x).count();
+    let (layers, experts) = (held(&layers), held(&experts));
     if cfg.num_hidden_layers > layers {
         return Err(config_err(
             "num_hidden_layers",

@@ -403,6 +403,73 @@ fn layer_counts_beyond_the_checkpoint_are_refused_before_allocating() {
     }
 }
 
+/// Loading `dir` on the device engine (the simulator) must fail; the error.
+fn engine_load_err(dir: &Path) -> ModelError {
+    dsnpu_model::device::Engine::load(
+        dir,
+        dsnpu_model::device::EngineOptions::default(),
+        &mut |_, _| {},
+    )
+    .expect_err("a broken checkpoint must not load on the device")
+}
+
+#[test]
+fn the_device_engine_checks_the_counts_against_the_checkpoint_too() {
+    // It used to upload layers 0..2 and fail on layer 3's first tensor; with 10^12 layers it listed a
+    // plan entry per layer's tensor until the process ran out of memory.
+    for layers in [5u64, 1_000_000_000_000] {
+        let (_tmp, dir) = copy_variant("v3_base");
+        edit_config(&dir, |c| {
+            c.insert("num_hidden_layers".into(), layers.into());
+        });
+        let err = engine_load_err(&dir);
+        assert!(
+            matches!(&err, ModelError::Config { field, .. } if field == "num_hidden_layers"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&format!(
+                "{layers} exceeds the 3 layers the checkpoint holds"
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_stray_tensor_far_past_the_last_layer_or_expert_does_not_raise_the_counts() {
+    // An empty tensor named for layer (or expert) 10^12 used to count as 10^12 + 1 layers held, so a
+    // config claiming that many passed the check and the loader aborted allocating room for them.
+    let n = 1_000_000_000_000u64;
+    for (stray, field, msg) in [
+        (
+            format!("model.layers.{n}.input_layernorm.weight"),
+            "num_hidden_layers",
+            format!("{n} exceeds the 3 layers the checkpoint holds"),
+        ),
+        (
+            format!("model.layers.1.mlp.experts.{n}.up_proj.weight"),
+            "n_routed_experts",
+            format!("{n} exceeds the 8 routed experts the checkpoint holds"),
+        ),
+    ] {
+        let (_tmp, dir) = copy_variant("v3_base");
+        edit_tensors(&dir, "model.safetensors", |t| {
+            t.insert(stray.clone(), (Dtype::F32, vec![0], Vec::new()));
+        });
+        edit_config(&dir, |c| {
+            c.insert(field.into(), n.into());
+        });
+        for err in [load_err(&dir), engine_load_err(&dir)] {
+            assert!(
+                matches!(&err, ModelError::Config { field: f, .. } if f == field),
+                "{stray}: {err}"
+            );
+            assert!(err.to_string().contains(&msg), "{stray}: {err}");
+        }
+    }
+}
+
 #[test]
 fn huge_expert_counts_are_refused_for_deepseek_v2() {
     // Small enough that the stacked experts fit in memory's address space: the checkpoint bounds it.

@@ -25,6 +25,8 @@
 //!     blocks; ~0.2% of DeepSeek-V3's weights), the embedding table (read by a row gather), any FP8
 //!     tensor whose gate/up/down companions are not all FP8, and every FP8 tensor of a checkpoint whose
 //!     `weight_block_size` is not 128×128.
+//! - Before anything is planned, `num_hidden_layers` and `n_routed_experts` are checked against the
+//!   checkpoint as [`crate::weights`] does.
 //! - Before anything is uploaded, the bytes all tensors need are compared with the device's free memory;
 //!   a shortfall, or a device allocation failing on the way, is [`ModelError::DeviceMemory`] naming the
 //!   tensor, and every buffer of the partial load is freed and returned to the device.
@@ -541,6 +543,9 @@ impl DeviceWeights {
         experts: Range<usize>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
+        // Before `plan`, which lists tensors per layer and expert: a config claiming 10^12 layers must
+        // fail here, not on that list's allocation.
+        crate::weights::check_counts_against(cfg, ckpt)?;
         if experts.end > cfg.n_routed_experts || (experts.is_empty() && cfg.n_routed_experts > 0) {
             return Err(ModelError::InvalidInput(format!(
                 "experts {experts:?} are not a non-empty range within 0..{}",
