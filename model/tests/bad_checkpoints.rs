@@ -471,6 +471,30 @@ fn a_stray_tensor_far_past_the_last_layer_or_expert_does_not_raise_the_counts() 
 }
 
 #[test]
+fn weights_whose_bytes_add_up_past_u64_are_a_device_memory_error() {
+    // Each table is 2^61 - 2^30 elements, within the config's bound; their f32 bytes, embedding and
+    // lm_head together, exceed u64. The sum used to overflow (a panic in debug builds, a wrapped and
+    // too small total in release).
+    let (_tmp, dir) = copy_variant("v3_base");
+    edit_config(&dir, |c| {
+        c.insert("vocab_size".into(), (i32::MAX as u64).into());
+        c.insert("hidden_size".into(), (1u64 << 30).into());
+    });
+    match engine_load_err(&dir) {
+        ModelError::DeviceMemory {
+            tensor,
+            needed,
+            free,
+        } => {
+            assert_eq!(tensor, "model.embed_tokens.weight");
+            assert_eq!(needed, u64::MAX, "saturated");
+            assert!(free < needed);
+        }
+        other => panic!("expected a device-memory error, got {other}"),
+    }
+}
+
+#[test]
 fn huge_expert_counts_are_refused_for_deepseek_v2() {
     // Small enough that the stacked experts fit in memory's address space: the checkpoint bounds it.
     let (field, msg) = config_error("v2_lite", &[("n_routed_experts", (1u64 << 40).into())]);
