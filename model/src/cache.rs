@@ -27,11 +27,20 @@ pub struct BlockAllocator {
 }
 
 impl BlockAllocator {
-    pub fn new(num_blocks: usize) -> Self {
-        BlockAllocator {
-            free: (0..num_blocks as u32).rev().collect(),
+    /// An allocator of `num_blocks` blocks, ids `0..num_blocks`; more than `u32::MAX` is
+    /// [`ModelError::InvalidInput`] (block ids are u32: the count used to be truncated to its low 32
+    /// bits, so such an allocator reported `num_blocks` blocks and handed out none or a few).
+    pub fn new(num_blocks: usize) -> Result<Self> {
+        let top = u32::try_from(num_blocks).map_err(|_| {
+            invalid_input(format!(
+                "{num_blocks} cache blocks: block ids are u32, at most {}",
+                u32::MAX
+            ))
+        })?;
+        Ok(BlockAllocator {
+            free: (0..top).rev().collect(),
             in_use: vec![false; num_blocks],
-        }
+        })
     }
 
     pub fn num_blocks(&self) -> usize {
@@ -122,7 +131,7 @@ impl KvCache {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(KvCache {
             layers,
-            allocator: BlockAllocator::new(num_blocks),
+            allocator: BlockAllocator::new(num_blocks)?,
             block_size,
             seqs: BTreeMap::new(),
         })
@@ -253,7 +262,7 @@ mod tests {
 
     #[test]
     fn allocator_hands_out_lowest_first_and_refuses_double_free() {
-        let mut a = BlockAllocator::new(4);
+        let mut a = BlockAllocator::new(4).unwrap();
         assert_eq!(a.allocate(2).unwrap(), vec![0, 1]);
         assert!(matches!(
             a.allocate(3),

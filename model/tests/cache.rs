@@ -254,3 +254,19 @@ fn positions_beyond_the_rope_table_are_rejected() {
         Err(ModelError::InvalidInput(_))
     ));
 }
+
+#[test]
+fn a_block_allocator_of_more_blocks_than_u32_ids_is_refused() {
+    // It used to truncate the count to 32 bits: 2^32 + 2 blocks reported that many and handed out 2.
+    let n = (1usize << 32) + 2;
+    match dsnpu_model::BlockAllocator::new(n) {
+        Err(ModelError::InvalidInput(m)) => assert_eq!(
+            m,
+            "4294967298 cache blocks: block ids are u32, at most 4294967295"
+        ),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(a) => panic!("accepted: {} blocks, {} free", a.num_blocks(), a.num_free()),
+    }
+    let mut a = dsnpu_model::BlockAllocator::new(3).unwrap();
+    assert_eq!(a.allocate(3).unwrap(), vec![0, 1, 2]);
+}

@@ -344,7 +344,7 @@ impl Engine {
         };
         Ok(Engine {
             table_rows: table.max_positions(),
-            blocks: Blocks::new(opts.num_blocks, opts.block_size, opts.prefix_caching),
+            blocks: Blocks::new(opts.num_blocks, opts.block_size, opts.prefix_caching)?,
             cfg,
             opts,
             ctx: Ctx {
