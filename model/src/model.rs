@@ -111,6 +111,7 @@ impl<B: ModelBackend> DeepseekV3<B> {
         weights: ModelWeights,
         backend: B,
     ) -> Result<Self> {
+        weights.check_against(&config)?;
         let rope = RopeTable::new(&config.rope, config.max_position_embeddings)?;
         Ok(DeepseekV3 {
             config,

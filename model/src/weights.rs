@@ -18,7 +18,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, ModelType};
-use crate::error::{config_err, Result};
+use crate::error::{config_err, invalid_input, ModelError, Result};
 use ndarray::{concatenate, Array1, Array2, Array3, Axis};
 use std::collections::BTreeSet;
 
@@ -124,6 +124,175 @@ impl ModelWeights {
             norm,
             lm_head,
         })
+    }
+}
+
+impl ModelWeights {
+    /// Checks that these weights are what [`ModelWeights::load`] builds for `cfg`: one layer per
+    /// `num_hidden_layers`, dense or MoE as `first_k_dense_replace` says, the query projection
+    /// `q_lora_rank` implies, V3's correction bias, and every array's shape. A tensor of another shape
+    /// is [`ModelError::TensorShape`] under its hub name (`w_uk`/`w_uv_t`, split from `kv_b_proj`,
+    /// under that name with the part added); anything else is [`ModelError::InvalidInput`]. Weights
+    /// built by hand and handed to [`crate::DeepseekV3::from_parts`] are checked so: the model indexes
+    /// the cache by layer and reshapes by the config's sizes, and panicked on a mismatch.
+    pub fn check_against(&self, cfg: &ModelConfig) -> Result<()> {
+        let (h, v, heads) = (cfg.hidden_size, cfg.vocab_size, cfg.num_attention_heads);
+        let (dn, dr, dv, dl) = (
+            cfg.qk_nope_head_dim,
+            cfg.qk_rope_head_dim,
+            cfg.v_head_dim,
+            cfg.kv_lora_rank,
+        );
+        if cfg.rope.dim != dr {
+            return Err(config_err(
+                "qk_rope_head_dim",
+                format!("{dr}, but the rope configuration rotates {}", cfg.rope.dim),
+            ));
+        }
+        if self.layers.len() != cfg.num_hidden_layers {
+            return Err(invalid_input(format!(
+                "the weights hold {} layers, num_hidden_layers is {}",
+                self.layers.len(),
+                cfg.num_hidden_layers
+            )));
+        }
+        // The config may not have been validated (its fields are public): sizes are computed checked.
+        let size = |terms: &[usize], factor: usize| {
+            terms
+                .iter()
+                .try_fold(0usize, |s, &t| s.checked_add(t))
+                .and_then(|sum| sum.checked_mul(factor))
+                .ok_or_else(|| invalid_input("the configuration's sizes overflow usize"))
+        };
+        let shape = |name: &str, got: &[usize], expected: &[usize]| {
+            if got == expected {
+                Ok(())
+            } else {
+                Err(ModelError::TensorShape {
+                    name: name.to_string(),
+                    got: got.to_vec(),
+                    expected: expected.to_vec(),
+                })
+            }
+        };
+        let mlp = |p: &str, m: &MlpWeights, inter: usize| -> Result<()> {
+            shape(
+                &format!("{p}gate_proj.weight + up_proj.weight"),
+                m.gate_up.shape(),
+                &[size(&[inter], 2)?, h],
+            )?;
+            shape(&format!("{p}down_proj.weight"), m.down.shape(), &[h, inter])
+        };
+        shape("model.embed_tokens.weight", self.embed.shape(), &[v, h])?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}.");
+            shape(
+                &format!("{p}input_layernorm.weight"),
+                l.input_norm.shape(),
+                &[h],
+            )?;
+            let a = &l.attention;
+            let sa = format!("{p}self_attn.");
+            let q_out = size(&[dn, dr], heads)?;
+            match (&a.q, cfg.q_lora_rank) {
+                (QueryProj::LowRank { a, a_norm, b }, Some(r)) => {
+                    shape(&format!("{sa}q_a_proj.weight"), a.shape(), &[r, h])?;
+                    shape(&format!("{sa}q_a_layernorm.weight"), a_norm.shape(), &[r])?;
+                    shape(&format!("{sa}q_b_proj.weight"), b.shape(), &[q_out, r])?;
+                }
+                (QueryProj::Full(q), None) => {
+                    shape(&format!("{sa}q_proj.weight"), q.shape(), &[q_out, h])?
+                }
+                (_, r) => {
+                    return Err(invalid_input(format!(
+                        "layer {i}: the query projection is {}, but q_lora_rank is {}",
+                        match &a.q {
+                            QueryProj::LowRank { .. } => "low-rank",
+                            QueryProj::Full(_) => "one matrix",
+                        },
+                        r.map_or("null".to_string(), |r| r.to_string())
+                    )))
+                }
+            }
+            let kv_b = format!("{sa}kv_b_proj.weight");
+            shape(
+                &format!("{sa}kv_a_proj_with_mqa.weight"),
+                a.kv_a.shape(),
+                &[size(&[dl, dr], 1)?, h],
+            )?;
+            shape(
+                &format!("{sa}kv_a_layernorm.weight"),
+                a.kv_a_norm.shape(),
+                &[dl],
+            )?;
+            shape(&kv_b, a.kv_b.shape(), &[size(&[dn, dv], heads)?, dl])?;
+            shape(&format!("{kv_b} (w_uk)"), a.w_uk.shape(), &[heads, dn, dl])?;
+            shape(
+                &format!("{kv_b} (w_uv_t)"),
+                a.w_uv_t.shape(),
+                &[heads, dl, dv],
+            )?;
+            shape(
+                &format!("{sa}o_proj.weight"),
+                a.o.shape(),
+                &[h, size(&[dv], heads)?],
+            )?;
+            shape(
+                &format!("{p}post_attention_layernorm.weight"),
+                l.post_attention_norm.shape(),
+                &[h],
+            )?;
+            let m = format!("{p}mlp.");
+            match (&l.ffn, cfg.is_moe_layer(i)) {
+                (FfnWeights::Dense(d), false) => mlp(&m, d, cfg.intermediate_size)?,
+                (FfnWeights::Moe(moe), true) => {
+                    let (e, inter) = (cfg.n_routed_experts, cfg.moe_intermediate_size);
+                    shape(&format!("{m}gate.weight"), moe.router.shape(), &[e, h])?;
+                    let bias = format!("{m}gate.e_score_correction_bias");
+                    match (&moe.bias, cfg.model_type) {
+                        (Some(b), ModelType::DeepseekV3) => shape(&bias, b.shape(), &[e])?,
+                        (None, ModelType::DeepseekV2) => {}
+                        (b, _) => {
+                            return Err(invalid_input(format!(
+                                "layer {i}: {} `{bias}`, but the model type is {:?}",
+                                if b.is_some() { "a" } else { "no" },
+                                cfg.model_type
+                            )))
+                        }
+                    }
+                    shape(
+                        &format!("{m}experts.*.gate_proj.weight"),
+                        moe.gate.shape(),
+                        &[e, inter, h],
+                    )?;
+                    shape(
+                        &format!("{m}experts.*.up_proj.weight"),
+                        moe.up.shape(),
+                        &[e, inter, h],
+                    )?;
+                    shape(
+                        &format!("{m}experts.*.down_proj.weight"),
+                        moe.down.shape(),
+                        &[e, h, inter],
+                    )?;
+                    mlp(
+                        &format!("{m}shared_experts."),
+                        &moe.shared,
+                        size(&[inter], cfg.n_shared_experts)?,
+                    )?;
+                }
+                (_, moe) => {
+                    return Err(invalid_input(format!(
+                        "layer {i}: a {} MLP, but first_k_dense_replace {} makes it {}",
+                        if moe { "dense" } else { "MoE" },
+                        cfg.first_k_dense_replace,
+                        if moe { "MoE" } else { "dense" }
+                    )))
+                }
+            }
+        }
+        shape("model.norm.weight", self.norm.shape(), &[h])?;
+        shape("lm_head.weight", self.lm_head.shape(), &[v, h])
     }
 }
 

@@ -677,6 +677,55 @@ fn a_nan_row_in_lm_head_is_rejected_at_load() {
 // ---- Non-finite activations: no step returns them (issue 15) ----
 
 #[test]
+fn from_parts_refuses_weights_that_do_not_match_the_config() {
+    // These used to be accepted: a fourth layer (or a config of two) then panicked indexing the cache by
+    // layer in prefill, a config of 2 heads panicked reshaping the query, a missing layer ran a 2-layer
+    // model, and a 100-row lm_head returned 100 logits per position.
+    let model = DeepseekV3::load(data_dir("v3_base")).unwrap();
+    type Edit = fn(&mut dsnpu_model::ModelConfig, &mut dsnpu_model::weights::ModelWeights);
+    let cases: [(Edit, &str); 6] = [
+        (
+            |_, w| w.layers.push(w.layers[2].clone()),
+            "invalid input: the weights hold 4 layers, num_hidden_layers is 3",
+        ),
+        (
+            |c, _| c.num_hidden_layers = 2,
+            "invalid input: the weights hold 3 layers, num_hidden_layers is 2",
+        ),
+        (
+            |c, _| c.num_attention_heads = 2,
+            "tensor `model.layers.0.self_attn.q_b_proj.weight` has shape [96, 32], expected [48, 32]",
+        ),
+        (
+            |_, w| w.layers[0].attention.w_uk = ndarray::Array3::zeros((4, 16, 31)),
+            "tensor `model.layers.0.self_attn.kv_b_proj.weight (w_uk)` has shape [4, 16, 31], expected [4, 16, 32]",
+        ),
+        (
+            |_, w| w.lm_head = w.lm_head.slice(ndarray::s![..100, ..]).to_owned(),
+            "tensor `lm_head.weight` has shape [100, 64], expected [128, 64]",
+        ),
+        (
+            |c, _| c.first_k_dense_replace = 0,
+            "invalid input: layer 0: a dense MLP, but first_k_dense_replace 0 makes it MoE",
+        ),
+    ];
+    for (edit, msg) in cases {
+        let (mut config, mut weights) = (model.config().clone(), model.weights().clone());
+        edit(&mut config, &mut weights);
+        match DeepseekV3::from_parts(config, weights) {
+            Err(e) => assert_eq!(e.to_string(), msg),
+            Ok(m) => panic!(
+                "accepted ({msg}); forward: {:?}",
+                m.forward(&[1, 2, 3]).map(|l| l.dim())
+            ),
+        }
+    }
+    // The weights load builds pass.
+    let (config, weights) = (model.config().clone(), model.weights().clone());
+    assert!(DeepseekV3::from_parts(config, weights).is_ok());
+}
+
+#[test]
 fn an_overflowing_lm_head_fails_the_step_naming_it() {
     // Finite weights whose product overflows f32: 64 columns of 3e38 times a normed hidden state.
     let mut model = DeepseekV3::load(data_dir("v3_base")).unwrap();
