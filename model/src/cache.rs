@@ -173,6 +173,31 @@ impl KvCache {
         self.seqs.get(&id).map(|s| s.blocks.as_slice())
     }
 
+    /// Checks that this cache was made for `cfg` (by [`crate::DeepseekV3::new_cache`] of a model with
+    /// it): one layer per `num_hidden_layers`, each `kv_lora_rank` + `qk_rope_head_dim` wide. A cache of
+    /// another model is [`ModelError::InvalidInput`]; with fewer layers it used to panic indexing them.
+    pub fn check_fits(&self, cfg: &ModelConfig) -> Result<()> {
+        let fits = self.layers.len() == cfg.num_hidden_layers
+            && self.layers.iter().all(|l| {
+                l.latent_dim() == cfg.kv_lora_rank && l.rope_dim() == cfg.qk_rope_head_dim
+            });
+        if fits {
+            return Ok(());
+        }
+        let (latent, rope) = self
+            .layers
+            .first()
+            .map_or((0, 0), |l| (l.latent_dim(), l.rope_dim()));
+        Err(invalid_input(format!(
+            "the cache holds {} layers of {latent} + {rope} values per token, the model {} of {} + {}: \
+             it was made for another model",
+            self.layers.len(),
+            cfg.num_hidden_layers,
+            cfg.kv_lora_rank,
+            cfg.qk_rope_head_dim
+        )))
+    }
+
     pub fn layer(&self, l: usize) -> Option<&PagedLatentCache<f32>> {
         self.layers.get(l)
     }
