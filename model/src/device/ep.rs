@@ -392,6 +392,9 @@ impl EpEngine {
     /// Logits `[len, V]` of every position of `prompt`, computed on rank 0 (the others serve their
     /// experts): `Some` on rank 0, `None` elsewhere.
     pub fn prompt_logits(&mut self, prompt: &[i32]) -> Result<Option<Vec<f32>>> {
+        // Every rank checks the prompt, so all refuse together: refused on rank 0 alone, the others
+        // waited in their idle passes' collectives for a rank that never came, until HCCL's timeout.
+        self.engine.check_new_prompt(prompt)?;
         let mine = if self.group.rank == 0 {
             self.engine.prompt_passes(prompt.len())
         } else {
