@@ -711,9 +711,10 @@ fn a_failed_step_leaves_every_sequence_as_it_was() {
 }
 
 #[test]
-fn every_rank_of_an_ep_group_refuses_a_bad_prompt_for_prompt_logits() {
-    // Rank 0 alone used to check the prompt: it failed at once while rank 1 waited in its idle pass's
-    // collective for it until HCCL's timeout. Two ranks need two simulated devices, which the simulator
+fn every_rank_of_an_ep_group_refuses_a_bad_prompt() {
+    // Rank 0 alone used to check the prompt of prompt_logits (and a prompt's owner alone whether the
+    // cache holds it, in generate): it failed at once while the other rank waited in a collective for
+    // it until HCCL's timeout. Two ranks need two simulated devices, which the simulator
     // reads at its first use in the process: this runs in a child process with a 5 s timeout.
     if std::env::var_os("EP_PROMPT_CHILD").is_some() {
         let root = std::env::temp_dir().join(format!("dsnpu-ep-prompt-{}", std::process::id()));
@@ -742,14 +743,21 @@ fn every_rank_of_an_ep_group_refuses_a_bad_prompt_for_prompt_logits() {
                     .unwrap();
                     let start = std::time::Instant::now();
                     let err = ep.prompt_logits(&[1, 200]).unwrap_err();
-                    (err.to_string(), start.elapsed())
+                    // Prompt 1 (rank 1's) needs 5 of the 4 blocks of 4 tokens.
+                    let gen = ep.generate(&[vec![1], vec![1; 20]], 2, &[]).unwrap_err();
+                    (err.to_string(), gen.to_string(), start.elapsed())
                 })
             })
             .collect();
         for (rank, h) in ranks.into_iter().enumerate() {
-            let (err, took) = h.join().unwrap();
+            let (err, gen, took) = h.join().unwrap();
             assert_eq!(
                 err, "invalid input: prompt token 1 is 200, outside the vocabulary of 128",
+                "rank {rank}"
+            );
+            assert_eq!(
+                gen,
+                "invalid input: a 20-token prompt needs 5 cache blocks of 4 tokens; the cache has 4 in all",
                 "rank {rank}"
             );
             assert!(took.as_secs() < 4, "rank {rank} took {took:?}");
@@ -760,7 +768,7 @@ fn every_rank_of_an_ep_group_refuses_a_bad_prompt_for_prompt_logits() {
     }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "every_rank_of_an_ep_group_refuses_a_bad_prompt_for_prompt_logits",
+            "every_rank_of_an_ep_group_refuses_a_bad_prompt",
             "--exact",
             "--nocapture",
         ])

@@ -350,6 +350,10 @@ impl EpEngine {
         // Every rank checks every prompt, so all refuse together (and `gather`'s table is bounded),
         // also when no token is asked for.
         self.engine.check_prompts(prompts, max_new_tokens)?;
+        // And each against the cache, which the owner alone would find too small (as prompt_logits).
+        for p in prompts {
+            self.engine.check_new_prompt(p)?;
+        }
         if max_new_tokens > 0 {
             for (i, p) in prompts.iter().enumerate().filter(|(i, _)| i % w == r) {
                 let seed = self.engine.batch_seed(i);
