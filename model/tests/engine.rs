@@ -784,3 +784,28 @@ fn every_rank_of_an_ep_group_refuses_a_bad_prompt() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_ep_rank_outside_its_group_has_no_experts() {
+    // It used to give experts 20..24 of 8 for rank 5 of 2, and overflow for rank usize::MAX.
+    for rank in [2, 5, usize::MAX] {
+        let group = dsnpu_model::device::EpGroup {
+            rank,
+            world: 2,
+            local_rank: 0,
+            root_file: "unused".into(),
+        };
+        let err = group.experts(8).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("invalid input: rank {rank} of a 2-rank group")
+        );
+    }
+    let group = dsnpu_model::device::EpGroup {
+        rank: 1,
+        world: 2,
+        local_rank: 1,
+        root_file: "unused".into(),
+    };
+    assert_eq!(group.experts(8).unwrap(), 4..8);
+}

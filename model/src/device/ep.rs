@@ -66,8 +66,17 @@ pub struct EpGroup {
 
 impl EpGroup {
     /// The routed experts rank `rank` holds.
+    /// A rank outside the group is [`crate::ModelError::InvalidInput`] (it used to give a range past
+    /// `n_experts`, or overflow).
     pub fn experts(&self, n_experts: usize) -> Result<std::ops::Range<usize>> {
         let l = Self::experts_per_rank(n_experts, self.world)?;
+        if self.rank >= self.world {
+            return Err(invalid_input(format!(
+                "rank {} of a {}-rank group",
+                self.rank, self.world
+            )));
+        }
+        // rank < world and l · world = n_experts: no product overflows.
         Ok(self.rank * l..(self.rank + 1) * l)
     }
 
