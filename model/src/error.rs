@@ -14,7 +14,7 @@ pub enum ModelError {
         source: std::io::Error,
     },
     /// A path that must be a regular file (after following symlinks) is something else: a directory, a FIFO,
-    /// a device, a socket, or a symbolic link whose target does not exist. Checked before opening, so a FIFO
+    /// a device, a socket, or a symbolic link whose target does not exist or that loops. Checked before opening, so a FIFO
     /// never blocks the loader.
     #[error("{path}: expected a regular file, found {found}")]
     NotAFile { path: PathBuf, found: String },

@@ -802,11 +802,16 @@ fn a_fifo_config_is_reported_without_blocking() {
 #[test]
 fn weights_that_are_not_regular_files_say_what_they_are() {
     type Make = fn(&Path);
-    let cases: [(&str, Make); 4] = [
+    let cases: [(&str, Make); 5] = [
         ("a directory", |p| std::fs::create_dir(p).unwrap()),
         ("a symbolic link to `", |p| {
             std::os::unix::fs::symlink(p.with_extension("gone"), p).unwrap()
         }),
+        // A link to itself used to be reported as a link to a file that does not exist.
+        (
+            "a symbolic link to `model.safetensors` that cannot be followed: ",
+            |p| std::os::unix::fs::symlink("model.safetensors", p).unwrap(),
+        ),
         ("a character device", |p| {
             std::os::unix::fs::symlink("/dev/zero", p).unwrap()
         }),
