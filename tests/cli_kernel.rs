@@ -252,3 +252,34 @@ fn sources_and_tiling_files_that_are_not_regular_files_are_refused_before_readin
         );
     }
 }
+
+#[test]
+fn an_output_that_cannot_be_created_is_refused_before_compiling() {
+    // It used to compile the source and fail in the linker (`cannot open output file`).
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kernels/copy.cpp");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing/k.so");
+    for (out, reason) in [
+        (
+            dir.path().to_path_buf(),
+            "is a directory, not a file".to_string(),
+        ),
+        (
+            missing.clone(),
+            format!(
+                "the folder {} does not exist",
+                missing.parent().unwrap().display()
+            ),
+        ),
+    ] {
+        let (code, err) = dsnpu_within_20s(&[
+            "kernel",
+            "build",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(1), "{err}");
+        assert_eq!(err.trim(), format!("error: -o {}: {reason}", out.display()));
+    }
+}

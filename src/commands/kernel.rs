@@ -318,6 +318,9 @@ impl Drop for TempDir {
 }
 
 fn build(args: &BuildArgs) -> Result<(), CliError> {
+    // Before the compiler runs (seconds for the host layer's headers): its linker would only say so
+    // at the end.
+    super::check_output("-o", &args.out)?;
     let text = String::from_utf8(super::read_input("source", &args.src)?)
         .map_err(|e| io_err(&args.src)(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     let entries = find_entries(&text);
