@@ -30,6 +30,14 @@ pub enum CliError {
         path: std::path::PathBuf,
         reason: String,
     },
+    /// An input file that is not a regular file (a FIFO, a device, a directory), found with `stat`
+    /// before it is opened: a FIFO would block the read and `/dev/zero` never ends it.
+    #[error("{what} {}: {reason}", .path.display())]
+    InputPath {
+        what: &'static str,
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,

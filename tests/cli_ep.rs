@@ -402,6 +402,40 @@ fn bad_ep_arguments_are_usage_errors() {
 }
 
 #[test]
+fn forward_refuses_a_bad_prompt_before_any_rank_is_spawned() {
+    // It used to start the workers, and report rank 0's failure (the others stopped) with its lines.
+    let model = data("v3_base");
+    let out_file = scratch("fwd-prompt").join("logits.safetensors");
+    let long = vec!["1"; 65].join(",");
+    for (ids, msg) in [
+        (
+            "1,200",
+            "error: invalid input: prompt 0: token 1 is 200, outside the vocabulary (0..128)",
+        ),
+        (
+            long.as_str(),
+            "error: invalid input: prompt 0: 65 prompt + 0 new tokens need more than the 64 positions of max_position_embeddings",
+        ),
+    ] {
+        let (out, _) = run(&[
+            "forward",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt-ids",
+            ids,
+            "--out",
+            out_file.to_str().unwrap(),
+            "--ep",
+            "2",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim_end(), msg);
+    }
+    let _ = std::fs::remove_dir_all(out_file.parent().unwrap());
+}
+
+#[test]
 fn rank_counts_the_experts_do_not_divide_over_fail_before_any_rank_is_spawned() {
     // `--ep 18446744073709551615` used to panic allocating the workers' table, and `--ep 16` started
     // 16 workers that each failed on their own: the coordinator now refuses both itself.

@@ -186,3 +186,100 @@ fn block_counts_outside_a_launch_s_range_are_usage_errors() {
         assert!(o.stdout.is_empty(), "nothing was launched");
     }
 }
+
+/// `dsnpu args`, killed after 20 s (a read blocked on a FIFO, or one of /dev/zero that never ends,
+/// fails the test instead of hanging it or filling memory): (exit code, stderr).
+fn dsnpu_within_20s(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dsnpu"))
+        .args(args)
+        .env_remove("DSNPU_ACL_LIB")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dsnpu");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dsnpu {args:?} did not end within 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn sources_and_tiling_files_that_are_not_regular_files_are_refused_before_reading() {
+    // A FIFO used to block `kernel build` and `kernel run --tiling` for ever, and /dev/zero to be read
+    // into memory until the process died.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("kernel.cpp");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let fifo = fifo.to_str().unwrap();
+    let out = dir.path().join("k.so");
+    let out = out.to_str().unwrap();
+    for (src, found) in [(fifo, "a FIFO (named pipe)"), ("/dev/zero", "a device")] {
+        let (code, err) = dsnpu_within_20s(&["kernel", "build", src, "-o", out]);
+        assert_eq!(code, Some(1), "{err}");
+        assert_eq!(
+            err.trim(),
+            format!("error: source {src}: is {found}, not a regular file")
+        );
+        let tiling = format!("@{src}");
+        let (code, err) = dsnpu_within_20s(&[
+            "kernel",
+            "run",
+            "/nonexistent.so",
+            "--kernel",
+            "k",
+            "--tiling",
+            &tiling,
+        ]);
+        assert_eq!(code, Some(1), "{err}");
+        assert_eq!(
+            err.trim(),
+            format!("error: --tiling {src}: is {found}, not a regular file")
+        );
+    }
+}
+
+#[test]
+fn an_output_that_cannot_be_created_is_refused_before_compiling() {
+    // It used to compile the source and fail in the linker (`cannot open output file`).
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/kernels/copy.cpp");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing/k.so");
+    for (out, reason) in [
+        (
+            dir.path().to_path_buf(),
+            "is a directory, not a file".to_string(),
+        ),
+        (
+            missing.clone(),
+            format!(
+                "the folder {} does not exist",
+                missing.parent().unwrap().display()
+            ),
+        ),
+    ] {
+        let (code, err) = dsnpu_within_20s(&[
+            "kernel",
+            "build",
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(1), "{err}");
+        assert_eq!(err.trim(), format!("error: -o {}: {reason}", out.display()));
+    }
+}

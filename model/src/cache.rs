@@ -27,11 +27,20 @@ pub struct BlockAllocator {
 }
 
 impl BlockAllocator {
-    pub fn new(num_blocks: usize) -> Self {
-        BlockAllocator {
-            free: (0..num_blocks as u32).rev().collect(),
+    /// An allocator of `num_blocks` blocks, ids `0..num_blocks`; more than `u32::MAX` is
+    /// [`ModelError::InvalidInput`] (block ids are u32: the count used to be truncated to its low 32
+    /// bits, so such an allocator reported `num_blocks` blocks and handed out none or a few).
+    pub fn new(num_blocks: usize) -> Result<Self> {
+        let top = u32::try_from(num_blocks).map_err(|_| {
+            invalid_input(format!(
+                "{num_blocks} cache blocks: block ids are u32, at most {}",
+                u32::MAX
+            ))
+        })?;
+        Ok(BlockAllocator {
+            free: (0..top).rev().collect(),
             in_use: vec![false; num_blocks],
-        }
+        })
     }
 
     pub fn num_blocks(&self) -> usize {
@@ -122,7 +131,7 @@ impl KvCache {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(KvCache {
             layers,
-            allocator: BlockAllocator::new(num_blocks),
+            allocator: BlockAllocator::new(num_blocks)?,
             block_size,
             seqs: BTreeMap::new(),
         })
@@ -162,6 +171,31 @@ impl KvCache {
     /// Blocks of `id` in order.
     pub fn blocks(&self, id: SeqId) -> Option<&[u32]> {
         self.seqs.get(&id).map(|s| s.blocks.as_slice())
+    }
+
+    /// Checks that this cache was made for `cfg` (by [`crate::DeepseekV3::new_cache`] of a model with
+    /// it): one layer per `num_hidden_layers`, each `kv_lora_rank` + `qk_rope_head_dim` wide. A cache of
+    /// another model is [`ModelError::InvalidInput`]; with fewer layers it used to panic indexing them.
+    pub fn check_fits(&self, cfg: &ModelConfig) -> Result<()> {
+        let fits = self.layers.len() == cfg.num_hidden_layers
+            && self.layers.iter().all(|l| {
+                l.latent_dim() == cfg.kv_lora_rank && l.rope_dim() == cfg.qk_rope_head_dim
+            });
+        if fits {
+            return Ok(());
+        }
+        let (latent, rope) = self
+            .layers
+            .first()
+            .map_or((0, 0), |l| (l.latent_dim(), l.rope_dim()));
+        Err(invalid_input(format!(
+            "the cache holds {} layers of {latent} + {rope} values per token, the model {} of {} + {}: \
+             it was made for another model",
+            self.layers.len(),
+            cfg.num_hidden_layers,
+            cfg.kv_lora_rank,
+            cfg.qk_rope_head_dim
+        )))
     }
 
     pub fn layer(&self, l: usize) -> Option<&PagedLatentCache<f32>> {
@@ -253,7 +287,7 @@ mod tests {
 
     #[test]
     fn allocator_hands_out_lowest_first_and_refuses_double_free() {
-        let mut a = BlockAllocator::new(4);
+        let mut a = BlockAllocator::new(4).unwrap();
         assert_eq!(a.allocate(2).unwrap(), vec![0, 1]);
         assert!(matches!(
             a.allocate(3),

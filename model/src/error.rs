@@ -14,7 +14,7 @@ pub enum ModelError {
         source: std::io::Error,
     },
     /// A path that must be a regular file (after following symlinks) is something else: a directory, a FIFO,
-    /// a device, a socket, or a symbolic link whose target does not exist. Checked before opening, so a FIFO
+    /// a device, a socket, or a symbolic link whose target does not exist or that loops. Checked before opening, so a FIFO
     /// never blocks the loader.
     #[error("{path}: expected a regular file, found {found}")]
     NotAFile { path: PathBuf, found: String },
@@ -74,7 +74,8 @@ pub enum ModelError {
     #[error("KV cache out of blocks: need {needed}, {free} free")]
     OutOfBlocks { needed: usize, free: usize },
     /// The weights do not fit in device memory: the first tensor that could not be placed, the bytes
-    /// all the weights need and the bytes the device had free before loading. Nothing stays allocated.
+    /// all the weights need (at most `u64::MAX`: a sum that does not fit is printed as that) and the bytes
+    /// the device had free before loading. Nothing stays allocated.
     #[error("device memory: tensor `{tensor}` does not fit: the weights need {needed} bytes in all, {free} bytes were free")]
     DeviceMemory {
         tensor: String,

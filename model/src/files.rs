@@ -5,8 +5,8 @@
 //!   `config.json` is reported instead of blocking the loader on an open that waits for a writer, and
 //!   `/dev/zero` named `model.safetensors` is reported instead of being mapped.
 //! - A path that does not exist at all is [`ModelError::Io`] (`NotFound`), as an open would report it; a
-//!   symbolic link whose target does not exist, a directory, a FIFO, a device or a socket is
-//!   [`ModelError::NotAFile`] saying which.
+//!   symbolic link whose target does not exist or that cannot be followed (a loop), a directory, a
+//!   FIFO, a device or a socket is [`ModelError::NotAFile`] saying which.
 //! - Trusted: that the file is not replaced between this check and the open that follows.
 
 use crate::error::{ModelError, Result};
@@ -29,9 +29,16 @@ pub(crate) fn require_regular_file(path: &Path) -> Result<u64> {
         Ok(meta) if meta.is_file() => Ok(meta.len()),
         Ok(meta) => Err(not_a_file(describe(meta.file_type()).into())),
         Err(source) => match std::fs::read_link(path) {
-            // `stat` failed but the link itself exists: its target does not (or is unreachable).
+            // `stat` failed but the link itself exists: its target does not, or it cannot be followed
+            // (a loop: `stat` says ELOOP, and the target "does not exist" would be wrong).
+            Ok(target) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(not_a_file(format!(
+                    "a symbolic link to `{}`, which does not exist",
+                    target.display()
+                )))
+            }
             Ok(target) => Err(not_a_file(format!(
-                "a symbolic link to `{}`, which does not exist",
+                "a symbolic link to `{}` that cannot be followed: {source}",
                 target.display()
             ))),
             Err(_) => Err(ModelError::Io {

@@ -111,6 +111,7 @@ impl<B: ModelBackend> DeepseekV3<B> {
         weights: ModelWeights,
         backend: B,
     ) -> Result<Self> {
+        weights.check_against(&config)?;
         let rope = RopeTable::new(&config.rope, config.max_position_embeddings)?;
         Ok(DeepseekV3 {
             config,
@@ -174,6 +175,7 @@ impl<B: ModelBackend> DeepseekV3<B> {
         seqs: &[(SeqId, &[i32])],
         which: Logits,
     ) -> Result<Vec<Array2<f32>>> {
+        cache.check_fits(&self.config)?;
         for &(id, _) in seqs {
             if let Some(n) = cache.seq_len(id).filter(|&n| n > 0) {
                 return Err(invalid_input(format!(
@@ -263,6 +265,7 @@ impl<B: ModelBackend> DeepseekV3<B> {
         seqs: &[(SeqId, &[i32])],
         which: Logits,
     ) -> Result<Array2<f32>> {
+        cache.check_fits(&self.config)?;
         let s = seqs.first().map_or(0, |(_, ids)| ids.len());
         if seqs.is_empty() || s == 0 {
             return Err(invalid_input(

@@ -2,8 +2,9 @@
 //!
 //! # Contract
 //! - Before anything is allocated, `num_hidden_layers` and `n_routed_experts` are checked against the layers
-//!   and experts the checkpoint holds tensors for (the config bounds every other size, see
-//!   [`crate::config::MAX_ELEMENTS`]); the error names the field, its value and the checkpoint's count.
+//!   and experts the checkpoint holds tensors for, counted from 0 without a gap (the config bounds every
+//!   other size, see [`crate::config::MAX_ELEMENTS`]); the error names the field, its value and the
+//!   checkpoint's count.
 //! - Every tensor the configuration implies is read with the shape it implies; a missing or mis-shaped tensor
 //!   fails with its full name. Tensors the model does not use (the multi-token-prediction layer at index
 //!   `num_hidden_layers`, rotary caches, `weight_scale_inv` consumed by dequantization) are ignored.
@@ -17,8 +18,9 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{ModelConfig, ModelType};
-use crate::error::{config_err, Result};
+use crate::error::{config_err, invalid_input, ModelError, Result};
 use ndarray::{concatenate, Array1, Array2, Array3, Axis};
+use std::collections::BTreeSet;
 
 /// Query projection: low-rank with a norm in between, or one matrix.
 #[derive(Debug, Clone)]
@@ -125,11 +127,183 @@ impl ModelWeights {
     }
 }
 
+impl ModelWeights {
+    /// Checks that these weights are what [`ModelWeights::load`] builds for `cfg`: one layer per
+    /// `num_hidden_layers`, dense or MoE as `first_k_dense_replace` says, the query projection
+    /// `q_lora_rank` implies, V3's correction bias, and every array's shape. A tensor of another shape
+    /// is [`ModelError::TensorShape`] under its hub name (`w_uk`/`w_uv_t`, split from `kv_b_proj`,
+    /// under that name with the part added); anything else is [`ModelError::InvalidInput`]. Weights
+    /// built by hand and handed to [`crate::DeepseekV3::from_parts`] are checked so: the model indexes
+    /// the cache by layer and reshapes by the config's sizes, and panicked on a mismatch.
+    pub fn check_against(&self, cfg: &ModelConfig) -> Result<()> {
+        let (h, v, heads) = (cfg.hidden_size, cfg.vocab_size, cfg.num_attention_heads);
+        let (dn, dr, dv, dl) = (
+            cfg.qk_nope_head_dim,
+            cfg.qk_rope_head_dim,
+            cfg.v_head_dim,
+            cfg.kv_lora_rank,
+        );
+        if cfg.rope.dim != dr {
+            return Err(config_err(
+                "qk_rope_head_dim",
+                format!("{dr}, but the rope configuration rotates {}", cfg.rope.dim),
+            ));
+        }
+        if self.layers.len() != cfg.num_hidden_layers {
+            return Err(invalid_input(format!(
+                "the weights hold {} layers, num_hidden_layers is {}",
+                self.layers.len(),
+                cfg.num_hidden_layers
+            )));
+        }
+        // The config may not have been validated (its fields are public): sizes are computed checked.
+        let size = |terms: &[usize], factor: usize| {
+            terms
+                .iter()
+                .try_fold(0usize, |s, &t| s.checked_add(t))
+                .and_then(|sum| sum.checked_mul(factor))
+                .ok_or_else(|| invalid_input("the configuration's sizes overflow usize"))
+        };
+        let shape = |name: &str, got: &[usize], expected: &[usize]| {
+            if got == expected {
+                Ok(())
+            } else {
+                Err(ModelError::TensorShape {
+                    name: name.to_string(),
+                    got: got.to_vec(),
+                    expected: expected.to_vec(),
+                })
+            }
+        };
+        let mlp = |p: &str, m: &MlpWeights, inter: usize| -> Result<()> {
+            shape(
+                &format!("{p}gate_proj.weight + up_proj.weight"),
+                m.gate_up.shape(),
+                &[size(&[inter], 2)?, h],
+            )?;
+            shape(&format!("{p}down_proj.weight"), m.down.shape(), &[h, inter])
+        };
+        shape("model.embed_tokens.weight", self.embed.shape(), &[v, h])?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}.");
+            shape(
+                &format!("{p}input_layernorm.weight"),
+                l.input_norm.shape(),
+                &[h],
+            )?;
+            let a = &l.attention;
+            let sa = format!("{p}self_attn.");
+            let q_out = size(&[dn, dr], heads)?;
+            match (&a.q, cfg.q_lora_rank) {
+                (QueryProj::LowRank { a, a_norm, b }, Some(r)) => {
+                    shape(&format!("{sa}q_a_proj.weight"), a.shape(), &[r, h])?;
+                    shape(&format!("{sa}q_a_layernorm.weight"), a_norm.shape(), &[r])?;
+                    shape(&format!("{sa}q_b_proj.weight"), b.shape(), &[q_out, r])?;
+                }
+                (QueryProj::Full(q), None) => {
+                    shape(&format!("{sa}q_proj.weight"), q.shape(), &[q_out, h])?
+                }
+                (_, r) => {
+                    return Err(invalid_input(format!(
+                        "layer {i}: the query projection is {}, but q_lora_rank is {}",
+                        match &a.q {
+                            QueryProj::LowRank { .. } => "low-rank",
+                            QueryProj::Full(_) => "one matrix",
+                        },
+                        r.map_or("null".to_string(), |r| r.to_string())
+                    )))
+                }
+            }
+            let kv_b = format!("{sa}kv_b_proj.weight");
+            shape(
+                &format!("{sa}kv_a_proj_with_mqa.weight"),
+                a.kv_a.shape(),
+                &[size(&[dl, dr], 1)?, h],
+            )?;
+            shape(
+                &format!("{sa}kv_a_layernorm.weight"),
+                a.kv_a_norm.shape(),
+                &[dl],
+            )?;
+            shape(&kv_b, a.kv_b.shape(), &[size(&[dn, dv], heads)?, dl])?;
+            shape(&format!("{kv_b} (w_uk)"), a.w_uk.shape(), &[heads, dn, dl])?;
+            shape(
+                &format!("{kv_b} (w_uv_t)"),
+                a.w_uv_t.shape(),
+                &[heads, dl, dv],
+            )?;
+            shape(
+                &format!("{sa}o_proj.weight"),
+                a.o.shape(),
+                &[h, size(&[dv], heads)?],
+            )?;
+            shape(
+                &format!("{p}post_attention_layernorm.weight"),
+                l.post_attention_norm.shape(),
+                &[h],
+            )?;
+            let m = format!("{p}mlp.");
+            match (&l.ffn, cfg.is_moe_layer(i)) {
+                (FfnWeights::Dense(d), false) => mlp(&m, d, cfg.intermediate_size)?,
+                (FfnWeights::Moe(moe), true) => {
+                    let (e, inter) = (cfg.n_routed_experts, cfg.moe_intermediate_size);
+                    shape(&format!("{m}gate.weight"), moe.router.shape(), &[e, h])?;
+                    let bias = format!("{m}gate.e_score_correction_bias");
+                    match (&moe.bias, cfg.model_type) {
+                        (Some(b), ModelType::DeepseekV3) => shape(&bias, b.shape(), &[e])?,
+                        (None, ModelType::DeepseekV2) => {}
+                        (b, _) => {
+                            return Err(invalid_input(format!(
+                                "layer {i}: {} `{bias}`, but the model type is {:?}",
+                                if b.is_some() { "a" } else { "no" },
+                                cfg.model_type
+                            )))
+                        }
+                    }
+                    shape(
+                        &format!("{m}experts.*.gate_proj.weight"),
+                        moe.gate.shape(),
+                        &[e, inter, h],
+                    )?;
+                    shape(
+                        &format!("{m}experts.*.up_proj.weight"),
+                        moe.up.shape(),
+                        &[e, inter, h],
+                    )?;
+                    shape(
+                        &format!("{m}experts.*.down_proj.weight"),
+                        moe.down.shape(),
+                        &[e, h, inter],
+                    )?;
+                    mlp(
+                        &format!("{m}shared_experts."),
+                        &moe.shared,
+                        size(&[inter], cfg.n_shared_experts)?,
+                    )?;
+                }
+                (_, moe) => {
+                    return Err(invalid_input(format!(
+                        "layer {i}: a {} MLP, but first_k_dense_replace {} makes it {}",
+                        if moe { "dense" } else { "MoE" },
+                        cfg.first_k_dense_replace,
+                        if moe { "MoE" } else { "dense" }
+                    )))
+                }
+            }
+        }
+        shape("model.norm.weight", self.norm.shape(), &[h])?;
+        shape("lm_head.weight", self.lm_head.shape(), &[v, h])
+    }
+}
+
 /// The counts the checkpoint bounds: `num_hidden_layers` by the layers it holds tensors for and
 /// `n_routed_experts` by the experts it holds, so an overstated count fails here with both numbers instead
-/// of on an allocation sized by it (or after reading every tensor up to the first missing one).
-fn check_counts_against(cfg: &ModelConfig, ckpt: &Checkpoint) -> Result<()> {
-    let (mut layers, mut experts) = (0usize, 0usize);
+/// of on an allocation sized by it (or after reading every tensor up to the first missing one). A count is
+/// the indices held from 0 without a gap, not the largest index named: one stray (even empty) tensor
+/// named `model.layers.999999999999.x` must not let a config claim 10^12 layers, which every loader sizes
+/// allocations by. Counted so, neither count exceeds the number of tensors the header lists.
+pub(crate) fn check_counts_against(cfg: &ModelConfig, ckpt: &Checkpoint) -> Result<()> {
+    let (mut layers, mut experts) = (BTreeSet::new(), BTreeSet::new());
     for name in ckpt.names() {
         let Some((layer, rest)) = name
             .strip_prefix("model.layers.")
@@ -140,15 +314,18 @@ fn check_counts_against(cfg: &ModelConfig, ckpt: &Checkpoint) -> Result<()> {
         let Ok(layer) = layer.parse::<usize>() else {
             continue;
         };
-        layers = layers.max(layer.saturating_add(1));
+        layers.insert(layer);
         let expert = rest
             .strip_prefix("mlp.experts.")
             .and_then(|r| r.split_once('.'))
             .and_then(|(x, _)| x.parse::<usize>().ok());
         if let Some(x) = expert {
-            experts = experts.max(x.saturating_add(1));
+            experts.insert(x);
         }
     }
+    // The first index not held (sorted and distinct: index i is held iff the i-th element is i).
+    let held = |set: &BTreeSet<usize>| set.iter().enumerate().take_while(|(i, x)| i == *x).count();
+    let (layers, experts) = (held(&layers), held(&experts));
     if cfg.num_hidden_layers > layers {
         return Err(config_err(
             "num_hidden_layers",

@@ -403,6 +403,97 @@ fn layer_counts_beyond_the_checkpoint_are_refused_before_allocating() {
     }
 }
 
+/// Loading `dir` on the device engine (the simulator) must fail; the error.
+fn engine_load_err(dir: &Path) -> ModelError {
+    dsnpu_model::device::Engine::load(
+        dir,
+        dsnpu_model::device::EngineOptions::default(),
+        &mut |_, _| {},
+    )
+    .expect_err("a broken checkpoint must not load on the device")
+}
+
+#[test]
+fn the_device_engine_checks_the_counts_against_the_checkpoint_too() {
+    // It used to upload layers 0..2 and fail on layer 3's first tensor; with 10^12 layers it listed a
+    // plan entry per layer's tensor until the process ran out of memory.
+    for layers in [5u64, 1_000_000_000_000] {
+        let (_tmp, dir) = copy_variant("v3_base");
+        edit_config(&dir, |c| {
+            c.insert("num_hidden_layers".into(), layers.into());
+        });
+        let err = engine_load_err(&dir);
+        assert!(
+            matches!(&err, ModelError::Config { field, .. } if field == "num_hidden_layers"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&format!(
+                "{layers} exceeds the 3 layers the checkpoint holds"
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_stray_tensor_far_past_the_last_layer_or_expert_does_not_raise_the_counts() {
+    // An empty tensor named for layer (or expert) 10^12 used to count as 10^12 + 1 layers held, so a
+    // config claiming that many passed the check and the loader aborted allocating room for them.
+    let n = 1_000_000_000_000u64;
+    for (stray, field, msg) in [
+        (
+            format!("model.layers.{n}.input_layernorm.weight"),
+            "num_hidden_layers",
+            format!("{n} exceeds the 3 layers the checkpoint holds"),
+        ),
+        (
+            format!("model.layers.1.mlp.experts.{n}.up_proj.weight"),
+            "n_routed_experts",
+            format!("{n} exceeds the 8 routed experts the checkpoint holds"),
+        ),
+    ] {
+        let (_tmp, dir) = copy_variant("v3_base");
+        edit_tensors(&dir, "model.safetensors", |t| {
+            t.insert(stray.clone(), (Dtype::F32, vec![0], Vec::new()));
+        });
+        edit_config(&dir, |c| {
+            c.insert(field.into(), n.into());
+        });
+        for err in [load_err(&dir), engine_load_err(&dir)] {
+            assert!(
+                matches!(&err, ModelError::Config { field: f, .. } if f == field),
+                "{stray}: {err}"
+            );
+            assert!(err.to_string().contains(&msg), "{stray}: {err}");
+        }
+    }
+}
+
+#[test]
+fn weights_whose_bytes_add_up_past_u64_are_a_device_memory_error() {
+    // Each table is 2^61 - 2^30 elements, within the config's bound; their f32 bytes, embedding and
+    // lm_head together, exceed u64. The sum used to overflow (a panic in debug builds, a wrapped and
+    // too small total in release).
+    let (_tmp, dir) = copy_variant("v3_base");
+    edit_config(&dir, |c| {
+        c.insert("vocab_size".into(), (i32::MAX as u64).into());
+        c.insert("hidden_size".into(), (1u64 << 30).into());
+    });
+    match engine_load_err(&dir) {
+        ModelError::DeviceMemory {
+            tensor,
+            needed,
+            free,
+        } => {
+            assert_eq!(tensor, "model.embed_tokens.weight");
+            assert_eq!(needed, u64::MAX, "saturated");
+            assert!(free < needed);
+        }
+        other => panic!("expected a device-memory error, got {other}"),
+    }
+}
+
 #[test]
 fn huge_expert_counts_are_refused_for_deepseek_v2() {
     // Small enough that the stacked experts fit in memory's address space: the checkpoint bounds it.
@@ -586,6 +677,55 @@ fn a_nan_row_in_lm_head_is_rejected_at_load() {
 // ---- Non-finite activations: no step returns them (issue 15) ----
 
 #[test]
+fn from_parts_refuses_weights_that_do_not_match_the_config() {
+    // These used to be accepted: a fourth layer (or a config of two) then panicked indexing the cache by
+    // layer in prefill, a config of 2 heads panicked reshaping the query, a missing layer ran a 2-layer
+    // model, and a 100-row lm_head returned 100 logits per position.
+    let model = DeepseekV3::load(data_dir("v3_base")).unwrap();
+    type Edit = fn(&mut dsnpu_model::ModelConfig, &mut dsnpu_model::weights::ModelWeights);
+    let cases: [(Edit, &str); 6] = [
+        (
+            |_, w| w.layers.push(w.layers[2].clone()),
+            "invalid input: the weights hold 4 layers, num_hidden_layers is 3",
+        ),
+        (
+            |c, _| c.num_hidden_layers = 2,
+            "invalid input: the weights hold 3 layers, num_hidden_layers is 2",
+        ),
+        (
+            |c, _| c.num_attention_heads = 2,
+            "tensor `model.layers.0.self_attn.q_b_proj.weight` has shape [96, 32], expected [48, 32]",
+        ),
+        (
+            |_, w| w.layers[0].attention.w_uk = ndarray::Array3::zeros((4, 16, 31)),
+            "tensor `model.layers.0.self_attn.kv_b_proj.weight (w_uk)` has shape [4, 16, 31], expected [4, 16, 32]",
+        ),
+        (
+            |_, w| w.lm_head = w.lm_head.slice(ndarray::s![..100, ..]).to_owned(),
+            "tensor `lm_head.weight` has shape [100, 64], expected [128, 64]",
+        ),
+        (
+            |c, _| c.first_k_dense_replace = 0,
+            "invalid input: layer 0: a dense MLP, but first_k_dense_replace 0 makes it MoE",
+        ),
+    ];
+    for (edit, msg) in cases {
+        let (mut config, mut weights) = (model.config().clone(), model.weights().clone());
+        edit(&mut config, &mut weights);
+        match DeepseekV3::from_parts(config, weights) {
+            Err(e) => assert_eq!(e.to_string(), msg),
+            Ok(m) => panic!(
+                "accepted ({msg}); forward: {:?}",
+                m.forward(&[1, 2, 3]).map(|l| l.dim())
+            ),
+        }
+    }
+    // The weights load builds pass.
+    let (config, weights) = (model.config().clone(), model.weights().clone());
+    assert!(DeepseekV3::from_parts(config, weights).is_ok());
+}
+
+#[test]
 fn an_overflowing_lm_head_fails_the_step_naming_it() {
     // Finite weights whose product overflows f32: 64 columns of 3e38 times a normed hidden state.
     let mut model = DeepseekV3::load(data_dir("v3_base")).unwrap();
@@ -662,11 +802,16 @@ fn a_fifo_config_is_reported_without_blocking() {
 #[test]
 fn weights_that_are_not_regular_files_say_what_they_are() {
     type Make = fn(&Path);
-    let cases: [(&str, Make); 4] = [
+    let cases: [(&str, Make); 5] = [
         ("a directory", |p| std::fs::create_dir(p).unwrap()),
         ("a symbolic link to `", |p| {
             std::os::unix::fs::symlink(p.with_extension("gone"), p).unwrap()
         }),
+        // A link to itself used to be reported as a link to a file that does not exist.
+        (
+            "a symbolic link to `model.safetensors` that cannot be followed: ",
+            |p| std::os::unix::fs::symlink("model.safetensors", p).unwrap(),
+        ),
         ("a character device", |p| {
             std::os::unix::fs::symlink("/dev/zero", p).unwrap()
         }),

@@ -254,3 +254,40 @@ fn positions_beyond_the_rope_table_are_rejected() {
         Err(ModelError::InvalidInput(_))
     ));
 }
+
+#[test]
+fn a_block_allocator_of_more_blocks_than_u32_ids_is_refused() {
+    // It used to truncate the count to 32 bits: 2^32 + 2 blocks reported that many and handed out 2.
+    let n = (1usize << 32) + 2;
+    match dsnpu_model::BlockAllocator::new(n) {
+        Err(ModelError::InvalidInput(m)) => assert_eq!(
+            m,
+            "4294967298 cache blocks: block ids are u32, at most 4294967295"
+        ),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(a) => panic!("accepted: {} blocks, {} free", a.num_blocks(), a.num_free()),
+    }
+    let mut a = dsnpu_model::BlockAllocator::new(3).unwrap();
+    assert_eq!(a.allocate(3).unwrap(), vec![0, 1, 2]);
+}
+
+#[test]
+fn a_cache_made_for_another_model_is_refused() {
+    // v2_lite's cache has 2 layers, v3_base 3: prefill and decode used to panic indexing layer 2.
+    let v3 = DeepseekV3::load(data_dir("v3_base")).unwrap();
+    let v2 = DeepseekV3::load(data_dir("v2_lite")).unwrap();
+    let mut cache = v2.new_cache(8, 4).unwrap();
+    let msg = "invalid input: the cache holds 2 layers of 32 + 8 values per token, the model 3 of 32 + 8: \
+               it was made for another model";
+    let err = v3.prefill(&mut cache, &[(0, &[1, 2, 3][..])]).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidInput(_)), "{err}");
+    assert_eq!(err.to_string(), msg);
+    // The cache is left as it was: the sequence can be prefilled by its own model.
+    assert_eq!(cache.seq_len(0), None);
+    v2.prefill(&mut cache, &[(0, &[1, 2, 3][..])]).unwrap();
+    assert_eq!(
+        v3.decode(&mut cache, &[(0, 4)]).unwrap_err().to_string(),
+        msg
+    );
+    assert_eq!(cache.seq_len(0), Some(3));
+}

@@ -709,3 +709,103 @@ fn a_failed_step_leaves_every_sequence_as_it_was() {
     }
     assert_eq!((got_a, got_b), (want_a, want_b));
 }
+
+#[test]
+fn every_rank_of_an_ep_group_refuses_a_bad_prompt() {
+    // Rank 0 alone used to check the prompt of prompt_logits (and a prompt's owner alone whether the
+    // cache holds it, in generate): it failed at once while the other rank waited in a collective for
+    // it until HCCL's timeout. Two ranks need two simulated devices, which the simulator
+    // reads at its first use in the process: this runs in a child process with a 5 s timeout.
+    if std::env::var_os("EP_PROMPT_CHILD").is_some() {
+        let root = std::env::temp_dir().join(format!("dsnpu-ep-prompt-{}", std::process::id()));
+        let _ = std::fs::remove_file(&root);
+        let ranks: Vec<_> = (0..2)
+            .map(|rank| {
+                let root = root.clone();
+                std::thread::spawn(move || {
+                    let group = dsnpu_model::device::EpGroup {
+                        rank,
+                        world: 2,
+                        local_rank: rank,
+                        root_file: root,
+                    };
+                    let opts = EngineOptions {
+                        num_blocks: 4,
+                        block_size: 4,
+                        ..EngineOptions::default()
+                    };
+                    let mut ep = dsnpu_model::device::EpEngine::load(
+                        data_dir("v3_base"),
+                        opts,
+                        group,
+                        &mut |_, _| {},
+                    )
+                    .unwrap();
+                    let start = std::time::Instant::now();
+                    let err = ep.prompt_logits(&[1, 200]).unwrap_err();
+                    // Prompt 1 (rank 1's) needs 5 of the 4 blocks of 4 tokens.
+                    let gen = ep.generate(&[vec![1], vec![1; 20]], 2, &[]).unwrap_err();
+                    (err.to_string(), gen.to_string(), start.elapsed())
+                })
+            })
+            .collect();
+        for (rank, h) in ranks.into_iter().enumerate() {
+            let (err, gen, took) = h.join().unwrap();
+            assert_eq!(
+                err, "invalid input: prompt token 1 is 200, outside the vocabulary of 128",
+                "rank {rank}"
+            );
+            assert_eq!(
+                gen,
+                "invalid input: a 20-token prompt needs 5 cache blocks of 4 tokens; the cache has 4 in all",
+                "rank {rank}"
+            );
+            assert!(took.as_secs() < 4, "rank {rank} took {took:?}");
+        }
+        let _ = std::fs::remove_file(&root);
+        println!("EP-PROMPT-OK");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "every_rank_of_an_ep_group_refuses_a_bad_prompt",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("EP_PROMPT_CHILD", "1")
+        .env("DSNPU_SIM_DEVICES", "2")
+        .env("DSNPU_SIM_HCCL_TIMEOUT_MS", "5000")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("EP-PROMPT-OK"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_ep_rank_outside_its_group_has_no_experts() {
+    // It used to give experts 20..24 of 8 for rank 5 of 2, and overflow for rank usize::MAX.
+    for rank in [2, 5, usize::MAX] {
+        let group = dsnpu_model::device::EpGroup {
+            rank,
+            world: 2,
+            local_rank: 0,
+            root_file: "unused".into(),
+        };
+        let err = group.experts(8).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("invalid input: rank {rank} of a 2-rank group")
+        );
+    }
+    let group = dsnpu_model::device::EpGroup {
+        rank: 1,
+        world: 2,
+        local_rank: 1,
+        root_file: "unused".into(),
+    };
+    assert_eq!(group.experts(8).unwrap(), 4..8);
+}

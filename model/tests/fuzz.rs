@@ -7,7 +7,9 @@
 //! error is one line, non-empty, free of Rust debug formatting and of wrapped numbers: any number above
 //! `MAX_ELEMENTS` (2^61 - 1, the bound every computed size is checked against) that it prints must be one the
 //! input holds or a documented limit; a computed size is never that large, a wrapped one usually is. A model that loads must run a short
-//! forward pass to finite logits or a clean error.
+//! forward pass to finite logits or a clean error. Mutated configs and safetensors files also go through the
+//! device engine's own loader (`Engine::load` on the simulator, which plans and sizes its uploads and cache
+//! itself), then its prompt logits and a short greedy generation.
 //!
 //! Case counts are fixed per property (below) so the suite runs in well under a minute; `PROPTEST_CASES`
 //! raises them for a longer run.
@@ -16,6 +18,7 @@ mod common;
 
 use common::{data_dir, VARIANTS};
 use dsnpu_model::config::{MAX_ELEMENTS, MAX_POSITIONS};
+use dsnpu_model::device::{Engine, EngineOptions};
 use dsnpu_model::{Checkpoint, DeepseekV3, ModelConfig, ModelError};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -136,6 +139,36 @@ fn load_and_run_inner(dir: &Path, input: &str) -> String {
                 }
             }
         }
+    }
+}
+
+/// Loads `dir` on the device engine (the simulator); if it loads, a prompt's logits must be finite and
+/// a short greedy generation must give ids inside the vocabulary, or a clean error.
+fn load_and_run_on_device(dir: &Path, input: &str) {
+    let opts = EngineOptions {
+        num_blocks: 4,
+        block_size: 16,
+        ..EngineOptions::default()
+    };
+    let mut engine = match Engine::load(dir, opts, &mut |_, _| {}) {
+        Err(err) => return assert_clean(&err, input),
+        Ok(e) => e,
+    };
+    let vocab = engine.config().vocab_size;
+    let ids: Vec<i32> = [1, 2, 3].iter().map(|i| i % vocab as i32).collect();
+    match engine.prompt_logits(&ids) {
+        Ok(logits) => {
+            assert_eq!(logits.len(), 3 * vocab);
+            assert!(logits.iter().all(|v| v.is_finite()), "non-finite logits");
+        }
+        Err(err) => assert_clean(&err, input),
+    }
+    match engine.generate(&[ids], 2, &[]) {
+        Ok(out) => assert!(
+            out[0].iter().all(|&t| t >= 0 && (t as usize) < vocab),
+            "{out:?}"
+        ),
+        Err(err) => assert_clean(&err, input),
     }
 }
 
@@ -362,6 +395,19 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(150))]
+
+    /// 150 mutated configs loaded with the seed's real weights on the device engine, and run when they
+    /// load: the engine plans and sizes its uploads and cache from the config on its own.
+    #[test]
+    fn mutated_configs_load_cleanly_on_the_device_engine((variant, edits) in edits()) {
+        let text = mutated_config(variant, &edits);
+        let tmp = checkpoint_with_config(VARIANTS[variant], &text);
+        load_and_run_on_device(tmp.path(), &text);
+    }
+}
+
 // ---- model.safetensors ----
 
 /// The single-file seeds (v3_yarn is sharded).
@@ -584,5 +630,6 @@ proptest! {
             }
         }
         load_and_run(tmp.path(), &text);
+        load_and_run_on_device(tmp.path(), &text);
     }
 }

@@ -188,7 +188,11 @@ pub fn forward(args: &ForwardArgs, n: usize) -> Result<(), CliError> {
     check_ep(n)?;
     let ids = parse_ids(&args.prompt_ids)?;
     check_ep_dtype(args.dtype)?;
-    ep_config(&args.model, n)?;
+    let cfg = ep_config(&args.model, n)?;
+    // As `generate` does: a prompt outside the vocabulary or longer than the positions is refused once
+    // here, not by N workers (and reported as a rank's failure).
+    dsnpu_model::check_prompt(0, &ids, cfg.vocab_size)?;
+    dsnpu_model::positions_needed(0, ids.len(), 0, cfg.max_position_embeddings)?;
     let Some(group) = worker_group(n)? else {
         return spawn_workers(n);
     };

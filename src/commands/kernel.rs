@@ -318,7 +318,11 @@ impl Drop for TempDir {
 }
 
 fn build(args: &BuildArgs) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(&args.src).map_err(io_err(&args.src))?;
+    // Before the compiler runs (seconds for the host layer's headers): its linker would only say so
+    // at the end.
+    super::check_output("-o", &args.out)?;
+    let text = String::from_utf8(super::read_input("source", &args.src)?)
+        .map_err(|e| io_err(&args.src)(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     let entries = find_entries(&text);
     if entries.is_empty() {
         return Err(CliError::Usage(format!(
@@ -505,7 +509,7 @@ fn run_kernel(args: &RunArgs) -> Result<(), CliError> {
             let path = Path::new(t.strip_prefix('@').ok_or_else(|| {
                 CliError::Usage(format!("--tiling {t:?}: give the file as @FILE"))
             })?);
-            Some(std::fs::read(path).map_err(io_err(path))?)
+            Some(super::read_input("--tiling", path)?)
         }
     };
     if args.workspace > isize::MAX as usize {

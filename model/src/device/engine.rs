@@ -344,7 +344,7 @@ impl Engine {
         };
         Ok(Engine {
             table_rows: table.max_positions(),
-            blocks: Blocks::new(opts.num_blocks, opts.block_size, opts.prefix_caching),
+            blocks: Blocks::new(opts.num_blocks, opts.block_size, opts.prefix_caching)?,
             cfg,
             opts,
             ctx: Ctx {
@@ -418,6 +418,35 @@ impl Engine {
     /// first tokens at once (so nothing can evict them before its prefill, and
     /// [`passes_next_step`](Self::passes_next_step) knows what is left to prefill).
     fn insert_sequence(&mut self, prompt: &[i32], seed: u64, share: bool) -> Result<SeqId> {
+        self.check_new_prompt(prompt)?;
+        let id = self.next_id;
+        let sampler = (self.opts.temperature != 0.0)
+            .then(|| Sampler::new(self.opts.temperature, self.opts.top_p, seed))
+            .transpose()?;
+        self.next_id += 1;
+        let blocks = if share {
+            self.blocks.share_prefix(prompt)
+        } else {
+            Vec::new()
+        };
+        let len = blocks.len() * self.opts.block_size;
+        self.stats.prefix_hit_tokens += len as u64;
+        self.seqs.insert(
+            id,
+            Seq {
+                blocks,
+                len,
+                prompt: Some(prompt.to_vec()),
+                next: None,
+                sampler,
+            },
+        );
+        Ok(id)
+    }
+
+    /// What [`add_sequence`](Self::add_sequence) refuses: an empty prompt, an id outside the
+    /// vocabulary, more tokens than `max_position_embeddings` or than the whole cache holds.
+    pub(crate) fn check_new_prompt(&self, prompt: &[i32]) -> Result<()> {
         if prompt.is_empty() {
             return Err(invalid_input("an empty prompt"));
         }
@@ -448,29 +477,7 @@ impl Engine {
                 prompt.len().div_ceil(bs)
             )));
         }
-        let id = self.next_id;
-        let sampler = (self.opts.temperature != 0.0)
-            .then(|| Sampler::new(self.opts.temperature, self.opts.top_p, seed))
-            .transpose()?;
-        self.next_id += 1;
-        let blocks = if share {
-            self.blocks.share_prefix(prompt)
-        } else {
-            Vec::new()
-        };
-        let len = blocks.len() * self.opts.block_size;
-        self.stats.prefix_hit_tokens += len as u64;
-        self.seqs.insert(
-            id,
-            Seq {
-                blocks,
-                len,
-                prompt: Some(prompt.to_vec()),
-                next: None,
-                sampler,
-            },
-        );
-        Ok(id)
+        Ok(())
     }
 
     /// Generates for a batch of prompts on an engine with no live sequence: prompt `i` is added with

@@ -66,8 +66,17 @@ pub struct EpGroup {
 
 impl EpGroup {
     /// The routed experts rank `rank` holds.
+    /// A rank outside the group is [`crate::ModelError::InvalidInput`] (it used to give a range past
+    /// `n_experts`, or overflow).
     pub fn experts(&self, n_experts: usize) -> Result<std::ops::Range<usize>> {
         let l = Self::experts_per_rank(n_experts, self.world)?;
+        if self.rank >= self.world {
+            return Err(invalid_input(format!(
+                "rank {} of a {}-rank group",
+                self.rank, self.world
+            )));
+        }
+        // rank < world and l · world = n_experts: no product overflows.
         Ok(self.rank * l..(self.rank + 1) * l)
     }
 
@@ -350,6 +359,10 @@ impl EpEngine {
         // Every rank checks every prompt, so all refuse together (and `gather`'s table is bounded),
         // also when no token is asked for.
         self.engine.check_prompts(prompts, max_new_tokens)?;
+        // And each against the cache, which the owner alone would find too small (as prompt_logits).
+        for p in prompts {
+            self.engine.check_new_prompt(p)?;
+        }
         if max_new_tokens > 0 {
             for (i, p) in prompts.iter().enumerate().filter(|(i, _)| i % w == r) {
                 let seed = self.engine.batch_seed(i);
@@ -392,6 +405,9 @@ impl EpEngine {
     /// Logits `[len, V]` of every position of `prompt`, computed on rank 0 (the others serve their
     /// experts): `Some` on rank 0, `None` elsewhere.
     pub fn prompt_logits(&mut self, prompt: &[i32]) -> Result<Option<Vec<f32>>> {
+        // Every rank checks the prompt, so all refuse together: refused on rank 0 alone, the others
+        // waited in their idle passes' collectives for a rank that never came, until HCCL's timeout.
+        self.engine.check_new_prompt(prompt)?;
         let mine = if self.group.rank == 0 {
             self.engine.prompt_passes(prompt.len())
         } else {

@@ -44,9 +44,9 @@ pub(super) struct Blocks {
 const NO_PARENT: u32 = u32::MAX;
 
 impl Blocks {
-    pub(super) fn new(num_blocks: usize, block_size: usize, sharing: bool) -> Blocks {
-        Blocks {
-            allocator: BlockAllocator::new(num_blocks),
+    pub(super) fn new(num_blocks: usize, block_size: usize, sharing: bool) -> Result<Blocks> {
+        Ok(Blocks {
+            allocator: BlockAllocator::new(num_blocks)?,
             block_size,
             sharing,
             refs: vec![0; num_blocks],
@@ -56,7 +56,7 @@ impl Blocks {
             idle: BTreeMap::new(),
             idle_since: vec![None; num_blocks],
             clock: 0,
-        }
+        })
     }
 
     /// Blocks a sequence can still get: the free ones and the cached ones no sequence holds.
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn without_sharing_blocks_are_plain_allocations() {
-        let mut b = Blocks::new(4, 2, false);
+        let mut b = Blocks::new(4, 2, false).unwrap();
         assert!(b.share_prefix(&[1, 2, 3, 4, 5]).is_empty());
         let got = b.allocate(3).unwrap();
         b.remember_prompt(&[1, 2, 3, 4, 5], &got);
@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn full_prompt_blocks_are_shared_then_evicted_leaf_first() {
         // Blocks of 2 tokens; prompt [1 2 | 3 4 | 5]: two full blocks are kept.
-        let mut b = Blocks::new(4, 2, true);
+        let mut b = Blocks::new(4, 2, true).unwrap();
         let first = b.allocate(3).unwrap();
         b.remember_prompt(&[1, 2, 3, 4, 5], &first);
         for &x in &first {
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_held_block_is_not_evicted() {
-        let mut b = Blocks::new(2, 1, true);
+        let mut b = Blocks::new(2, 1, true).unwrap();
         let p = b.allocate(2).unwrap();
         b.remember_prompt(&[7, 8, 9], &p);
         b.release(p[1]).unwrap();

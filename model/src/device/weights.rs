@@ -25,6 +25,8 @@
 //!     blocks; ~0.2% of DeepSeek-V3's weights), the embedding table (read by a row gather), any FP8
 //!     tensor whose gate/up/down companions are not all FP8, and every FP8 tensor of a checkpoint whose
 //!     `weight_block_size` is not 128×128.
+//! - Before anything is planned, `num_hidden_layers` and `n_routed_experts` are checked against the
+//!   checkpoint as [`crate::weights`] does.
 //! - Before anything is uploaded, the bytes all tensors need are compared with the device's free memory;
 //!   a shortfall, or a device allocation failing on the way, is [`ModelError::DeviceMemory`] naming the
 //!   tensor, and every buffer of the partial load is freed and returned to the device.
@@ -541,6 +543,9 @@ impl DeviceWeights {
         experts: Range<usize>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
+        // Before `plan`, which lists tensors per layer and expert: a config claiming 10^12 layers must
+        // fail here, not on that list's allocation.
+        crate::weights::check_counts_against(cfg, ckpt)?;
         if experts.end > cfg.n_routed_experts || (experts.is_empty() && cfg.n_routed_experts > 0) {
             return Err(ModelError::InvalidInput(format!(
                 "experts {experts:?} are not a non-empty range within 0..{}",
@@ -558,12 +563,14 @@ impl DeviceWeights {
         let sized: Vec<(String, u64)> = plan(cfg, tied, experts.len() as u64)
             .into_iter()
             .map(|(n, elems, kind)| {
+                // Saturating: each count is bounded by the config's validation, but not their sum, nor
+                // their bytes in every dtype (two 2^61-element tables are 2^64 bytes).
                 let bytes = match kind {
-                    Kind::F32 => elems * 4,
-                    Kind::Compute => elems * compute.size() as u64,
+                    Kind::F32 => elems.saturating_mul(4),
+                    Kind::Compute => elems.saturating_mul(compute.size() as u64),
                     Kind::Dense(name) => {
                         let stored = ckpt.meta(&name).map(|m| m.dtype);
-                        elems * weight_dtype(compute, stored, false).size() as u64
+                        elems.saturating_mul(weight_dtype(compute, stored, false).size() as u64)
                     }
                     Kind::Weight(name) => {
                         let stored = ckpt.meta(&name).map(|m| m.dtype);
@@ -571,26 +578,32 @@ impl DeviceWeights {
                             // The codes, and the block scales of each of the `elems / one` tensors.
                             DType::F8E4M3 => {
                                 let count = |n: &str| {
-                                    ckpt.meta(n)
-                                        .map_or(0, |m| m.shape.iter().map(|&d| d as u64).product())
+                                    ckpt.meta(n).map_or(0, |m| {
+                                        m.shape
+                                            .iter()
+                                            .fold(1u64, |p, &d| p.saturating_mul(d as u64))
+                                    })
                                 };
                                 let one = count(&name).max(1);
-                                elems + elems / one * count(&format!("{name}_scale_inv")) * 4
+                                let scales = (elems / one)
+                                    .saturating_mul(count(&format!("{name}_scale_inv")))
+                                    .saturating_mul(4);
+                                elems.saturating_add(scales)
                             }
-                            d => elems * d.size() as u64,
+                            d => elems.saturating_mul(d.size() as u64),
                         }
                     }
                 };
                 (n, bytes)
             })
             .collect();
-        let needed: u64 = sized.iter().map(|(_, b)| b).sum();
+        let needed: u64 = sized.iter().fold(0, |sum, (_, b)| sum.saturating_add(*b));
         if needed > free {
-            let mut sum = 0;
+            let mut sum = 0u64;
             let first = sized
                 .iter()
                 .find(|(_, b)| {
-                    sum += b;
+                    sum = sum.saturating_add(*b);
                     sum > free
                 })
                 .map_or_else(String::new, |(n, _)| n.clone());
