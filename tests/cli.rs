@@ -547,7 +547,7 @@ fn dev_zero_as_the_weights_is_named_a_character_device() {
 }
 
 #[test]
-fn forward_refuses_nan_weights_and_never_writes_non_finite_logits() {
+fn nan_weights_are_refused_and_non_finite_logits_never_written_or_sampled() {
     // A NaN in the final norm: rejected at load.
     let (_tmp, dir) = copy_checkpoint("v3_base");
     edit_f32_tensor(&dir, "model.norm.weight", |v| v[3] = f32::NAN);
@@ -595,6 +595,27 @@ fn forward_refuses_nan_weights_and_never_writes_non_finite_logits() {
             "{backend}: {line}"
         );
         assert!(!out_file.exists(), "{backend}");
+    }
+    // Greedy generation: the device engine downloads only the ids, and its argmax marks the row whose
+    // logits are not finite instead of returning an id from it (it used to exit 0 with ids).
+    for backend in ["cpu", "npu"] {
+        let out = dsnpu_within_60s(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-ids",
+            "1,2,3",
+            "--max-new-tokens",
+            "2",
+            "--backend",
+            backend,
+        ]);
+        let line = error_line(&out);
+        let named = match backend {
+            "cpu" => "error: lm_head (linear) produced ",
+            _ => "error: the device's logits (lm_head; ",
+        };
+        assert!(line.starts_with(named), "{backend}: {line}");
     }
 }
 

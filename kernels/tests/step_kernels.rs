@@ -227,6 +227,21 @@ fn argmaxes<T: KernelElem + FromF32>(symbol: &str) {
     launch::argmax(&lib, &s, &xd, &mut out, 3, cols).unwrap();
     clean(&s, symbol);
     assert_eq!(out.to_vec().unwrap(), vec![17_000, 5, 0]);
+
+    // A NaN or an infinity anywhere in a row (here in its second or third tile, after the maximum)
+    // marks the row -1; a finite row beside them keeps its id.
+    let bad = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+    let mut x = vec![T::of(-1.0); 4 * cols];
+    x[3] = T::of(3.0);
+    for (r, &v) in bad.iter().enumerate() {
+        x[(r + 1) * cols + 7] = T::of(3.0);
+        x[(r + 1) * cols + 9_000 + 5_000 * r] = T::of(v);
+    }
+    let xd = s.upload(&x).unwrap();
+    let mut out = s.alloc::<i32>(4).unwrap();
+    launch::argmax(&lib, &s, &xd, &mut out, 4, cols).unwrap();
+    clean(&s, symbol);
+    assert_eq!(out.to_vec().unwrap(), vec![3, -1, -1, -1], "{symbol}");
 }
 
 #[test]

@@ -4,8 +4,11 @@
  *
  * Rows are split into runs of rows_per_block per block; a row is scanned cols_per_tile elements at a time:
  * ReduceMax with its index over the tile (the lowest index of the tile's maximum), and a later tile replaces
- * the running best only when strictly larger, so ties keep the lowest index overall. NaN compares as not
- * larger (the host validates finiteness where it matters).
+ * the running best only when strictly larger, so ties keep the lowest index overall. A row holding a NaN or
+ * an infinity gets -1 instead (each tile's x - x, summed: 0 when every element is finite, NaN otherwise), so
+ * that greedy decoding on the device cannot return an id from non-finite logits unnoticed; the caller
+ * decides (the ops backend answers such rows on the host as the reference does, the model engine refuses
+ * the step).
  * UB use (bytes, s = sizeof(t), C = cols_per_tile): round_up_32(C s) [+ round_up_32(C 4), 16-bit t]
  *   + 32 (result) + round_up_32(ceil(C / 64) * 2 * 4) (ReduceMax work) + round_up_32(rows_per_block * 4)
  *   (the block's ids, copied out once).
@@ -45,7 +48,8 @@ __aicore__ inline void Argmax(GM_ADDR x, GM_ADDR out, GM_ADDR tiling) {
         const uint64_t r = first + k;
         float best = 0.0f;
         int32_t bestIdx = -1;
-        for (uint32_t c0 = 0; c0 < t.cols; c0 += t.cols_per_tile) {
+        bool finite = true;
+        for (uint32_t c0 = 0; c0 < t.cols && finite; c0 += t.cols_per_tile) {
             const uint32_t c = Min(t.cols_per_tile, t.cols - c0);
             LocalTensor<T> tile = raw.Get<T>();
             DataCopyPad(tile, xGm[r * t.cols + c0], DataCopyExtParams(1, c * static_cast<uint32_t>(sizeof(T)), 0, 0, 0),
@@ -69,11 +73,20 @@ __aicore__ inline void Argmax(GM_ADDR x, GM_ADDR out, GM_ADDR tiling) {
                 best = v;
                 bestIdx = static_cast<int32_t>(c0 + at);
             }
+            // The tile is no longer needed: x - x in place, summed into m (read above).
+            SetFlag<HardEvent::S_V>(0);
+            WaitFlag<HardEvent::S_V>(0);
+            Sub(f, f, f, static_cast<int32_t>(c));
+            ReduceSum(m, f, work.Get<float>(), static_cast<int32_t>(c));
+            SetFlag<HardEvent::V_S>(0);
+            WaitFlag<HardEvent::V_S>(0);
+            const float sum = m.GetValue(0);
+            finite = sum == sum;
             // The next tile's load overwrites what the vector unit just read.
             SetFlag<HardEvent::V_MTE2>(0);
             WaitFlag<HardEvent::V_MTE2>(0);
         }
-        found.SetValue(k, bestIdx);
+        found.SetValue(k, finite ? bestIdx : -1);
     }
     SetFlag<HardEvent::S_MTE3>(0);
     WaitFlag<HardEvent::S_MTE3>(0);

@@ -165,7 +165,7 @@ fn gather<S: KernelElem, D: KernelElem>(
 }
 
 /// `out[r]` = the lowest index of the largest of `x[r, :cols]`, compared in f32 (`x [rows, cols]`,
-/// `out` i32 `[rows]`).
+/// `out` i32 `[rows]`), or -1 when the row holds a NaN or an infinity.
 pub fn argmax<T: KernelElem>(
     lib: &KernelLibrary,
     stream: &Stream,

@@ -961,7 +961,11 @@ impl Engine {
             let r = launch::argmax(&self.ctx.lib, &self.ctx.stream, &logits, &mut ids, rows, v);
             self.ctx.note_launch("argmax", r)?;
             self.ctx.stream.synchronize()?;
-            return Ok(PassOut::Ids(ids.to_vec()?));
+            let ids = ids.to_vec()?;
+            return match ids.iter().position(|&id| id < 0) {
+                Some(r) => Err(non_finite_logits(r)),
+                None => Ok(PassOut::Ids(ids)),
+            };
         }
         // Sampling on the device: each row's next uniform (the counter-based value its CPU Sampler would
         // draw) goes up with the pass, the ids come back; the samplers advance once the pass succeeded.
@@ -994,12 +998,7 @@ impl Engine {
         let ids = ids.to_vec()?;
         if let Some(r) = ids.iter().position(|&id| id < 0) {
             // The kernel marks a row it cannot sample (NaN, +inf or only -inf logits).
-            return Err(ModelError::NonFiniteOutput {
-                op: "the device's sampled logits (lm_head; run --backend cpu to name the first stage)"
-                    .into(),
-                index: vec![r],
-                value: f32::NAN,
-            });
+            return Err(non_finite_logits(r));
         }
         for ((id, _), sampler) in feeds.iter().zip(advanced) {
             self.seqs.get_mut(id).expect("live").sampler = Some(sampler);
@@ -1383,6 +1382,16 @@ enum Output {
 enum PassOut {
     Ids(Vec<i32>),
     Logits(Vec<f32>),
+}
+
+/// Row `r` of a pass's logits held a NaN or an infinity: `argmax` and `sample_top_p` mark such a row
+/// -1 instead of an id (only the ids come back, so the stage that made it is not known here).
+fn non_finite_logits(r: usize) -> ModelError {
+    ModelError::NonFiniteOutput {
+        op: "the device's logits (lm_head; run --backend cpu to name the first stage)".into(),
+        index: vec![r],
+        value: f32::NAN,
+    }
 }
 
 /// `v` in a fresh pinned buffer (kept in `keep`) and a device buffer its copy is queued into.

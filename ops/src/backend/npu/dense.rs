@@ -1,8 +1,8 @@
 //! [`DenseOps`] on the device: rms_norm, add_rms_norm, rope, silu_mul and linear run their kernels;
 //! batched_matmul runs the linear kernel once per batch on the host-transposed right operand;
 //! embedding gathers the table's rows with `gather_rows_<t>` (ids checked on the host first) and argmax
-//! runs `argmax_<t>` (rows holding NaN are answered on the host: the kernel never takes NaN as the
-//! maximum); sample_top_p is [`Npu::sample`] (`sample_top_p_<t>`, `sampling.rs`); softmax runs
+//! runs `argmax_<t>` (rows holding NaN or an infinity, which the kernel marks -1, are answered on the
+//! host by the reference); sample_top_p is [`Npu::sample`] (`sample_top_p_<t>`, `sampling.rs`); softmax runs
 //! `softmax_<t>`.
 //!
 //! Validation is the reference's own: each method first calls the `check_*` function its reference
@@ -180,33 +180,21 @@ impl Npu {
         Ok(array2(rows, hidden, self.download::<T, E>(OP, &yd)?))
     }
 
-    /// The first maximum of each row through `argmax_<t>`. The kernel compares in f32 and never takes
-    /// NaN as larger; the reference returns a row's first NaN, so rows holding NaN are answered on the
-    /// host from the same scan that converts the values for the upload.
+    /// The first maximum of each row through `argmax_<t>`. The kernel compares in f32 and answers -1
+    /// for a row holding a NaN or an infinity: those rows are answered on the host by the reference
+    /// (a row's first NaN, else its first largest value).
     fn argmax_as<T: Float, E: DevElem>(&self, x: ArrayView2<T>) -> Result<Array1<i32>> {
         const OP: &str = "argmax";
         let (rows, cols) = x.dim();
-        let mut first_nan: Vec<Option<usize>> = vec![None; rows];
-        let mut host = Vec::with_capacity(rows * cols);
-        for (row, nan) in x.rows().into_iter().zip(first_nan.iter_mut()) {
-            for (i, v) in row.iter().enumerate() {
-                let f = v.to_f32();
-                if f.is_nan() && nan.is_none() {
-                    *nan = Some(i);
-                }
-                host.push(E::from_f32(f));
-            }
-        }
-        let xd = self.upload_raw(OP, &host)?;
+        let xd = self.upload::<T, E>(OP, x.iter())?;
         let mut outd = self.alloc::<i32>(OP, rows)?;
         launch::argmax(&self.lib, &self.stream, &xd, &mut outd, rows, cols)
             .map_err(|e| self.kernel_error(OP, e))?;
         self.finish(OP)?;
         let mut out = outd.to_vec().map_err(|e| self.fail(OP, e))?;
-        for (o, nan) in out.iter_mut().zip(first_nan) {
-            if let Some(i) = nan {
-                // cols <= i32::MAX (checked by the caller).
-                *o = i as i32;
+        for (r, o) in out.iter_mut().enumerate() {
+            if *o < 0 {
+                *o = crate::sampling::argmax(x.slice(ndarray::s![r..=r, ..]))?[0];
             }
         }
         Ok(Array1::from(out))
