@@ -1,6 +1,6 @@
 //! Seeded temperature/top-p sampling on the device: [`Npu::sample`] draws one id per row of logits with
 //! one CPU [`Sampler`] per row, through `sample_top_p_<t>` (or `argmax_<t>` when the samplers are
-//! greedy), and gives the ids `Sampler::sample` gives for the same logits and sampler state: the kernel
+//! greedy; a row holding -inf, which it marks, is then answered on the host), and gives the ids `Sampler::sample` gives for the same logits and sampler state: the kernel
 //! performs the reference's f32 operations in the same order, so on the simulator the ids are equal
 //! (the conformance suite requires it); on hardware whose `exp` differs in the last ulp they can differ
 //! only where a draw or the nucleus cut lands within rounding of a boundary.
@@ -77,7 +77,16 @@ impl Npu {
             self.launched(OP, r)?;
         }
         self.finish(OP)?;
-        let ids = out.to_vec().map_err(|e| self.fail(OP, e))?;
+        let mut ids = out.to_vec().map_err(|e| self.fail(OP, e))?;
+        if temperature == 0.0 {
+            // argmax marks a row holding an infinity -1, and the checks above let -inf through: the
+            // greedy sampler answers such a row on the host (it consumes no draw).
+            for (r, id) in ids.iter_mut().enumerate() {
+                if *id < 0 {
+                    *id = samplers[r].sample(logits.row(r))?;
+                }
+            }
+        }
         if let Some(r) = ids.iter().position(|&id| id < 0 || id as usize >= cols) {
             // The rows were checked above: the kernel broke its contract.
             return Err(OpsError::Backend {
