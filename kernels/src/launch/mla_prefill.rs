@@ -207,7 +207,9 @@ pub fn mla_prefill_from_cache<T: KernelElem, W: KernelElem>(
         return Err(invalid(K, "no keys"));
     }
     let map = |e| device_error(K, e);
-    let mut lat = stream.alloc::<T>(tk * s.latent_dim).map_err(map)?;
+    let mut lat = stream
+        .alloc::<T>(product(K, "keys * Dl", tk, s.latent_dim)?)
+        .map_err(map)?;
     gather_rows(
         lib,
         stream,
@@ -216,7 +218,9 @@ pub fn mla_prefill_from_cache<T: KernelElem, W: KernelElem>(
         &mut lat,
         RowSource::lookup(tk, s.latent_dim, s.num_slots),
     )?;
-    let mut k_rope = stream.alloc::<T>(tk * s.dr).map_err(map)?;
+    let mut k_rope = stream
+        .alloc::<T>(product(K, "keys * dr", tk, s.dr)?)
+        .map_err(map)?;
     gather_rows(
         lib,
         stream,
@@ -225,7 +229,9 @@ pub fn mla_prefill_from_cache<T: KernelElem, W: KernelElem>(
         &mut k_rope,
         RowSource::lookup(tk, s.dr, s.num_slots),
     )?;
-    let mut kv = stream.alloc::<T>(tk * kv_w).map_err(map)?;
+    let mut kv = stream
+        .alloc::<T>(product(K, "keys * H * (dn + dv)", tk, kv_w)?)
+        .map_err(map)?;
     linear(
         lib,
         stream,
