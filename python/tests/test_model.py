@@ -184,11 +184,24 @@ def test_mla_cache_write(backend, dtype, interleaved):
     np.testing.assert_allclose(got_r.astype(np.float64), want_r, atol=atol + 1e-4 * 4, rtol=rtol)
 
 
-def test_mla_cache_write_rejects_repeated_slots_and_bad_widths():
+@pytest.mark.parametrize("backend", ["cpu", "npu"])
+def test_mla_cache_write_keeps_the_last_row_of_a_repeated_slot(backend):
+    rng = np.random.default_rng(11)
+    latent, rope = np.zeros((2, 16, 512), np.float32), np.zeros((2, 16, 64), np.float32)
+    kv, w = rng.uniform(-2, 2, (2, 576)).astype(np.float32), np.ones(512, np.float32)
+    got_l, got_r = dsnpu.mla_cache_write(
+        latent, rope, kv, w, [0, 1], [5, 5], eps=1e-6, interleaved=False, backend=backend
+    )
+    # Rows are written in token order: slot 5 holds token 1's row, as if token 0 were skipped.
+    want_l, want_r = np_cache_write(latent, rope, kv, w, np.array([0, 1]), np.array([-1, 5]), 1e-6, False)
+    atol, rtol = TOL["f32"]
+    np.testing.assert_allclose(got_l.astype(np.float64), want_l, atol=atol, rtol=rtol)
+    np.testing.assert_allclose(got_r.astype(np.float64), want_r, atol=atol, rtol=rtol)
+
+
+def test_mla_cache_write_rejects_bad_widths_and_slots():
     latent, rope = np.zeros((2, 16, 512), np.float32), np.zeros((2, 16, 64), np.float32)
     kv, w = np.ones((2, 576), np.float32), np.ones(512, np.float32)
-    with pytest.raises(ValueError):
-        dsnpu.mla_cache_write(latent, rope, kv, w, [0, 1], [5, 5], backend="npu")
     with pytest.raises(ValueError):
         dsnpu.mla_cache_write(latent, rope, kv[:, :500], w, [0, 1], [5, 6], backend="npu")
     with pytest.raises(ValueError):
