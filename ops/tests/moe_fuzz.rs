@@ -2,45 +2,13 @@
 //! error, never panics. When an operator accepts its input, the output has the documented shape.
 use dsnpu_ops::moe::{
     expert_ffn, grouped_matmul, moe_finalize_routing, moe_gating_topk, moe_init_routing,
-    moe_init_routing_quant, moe_layer, ExpertTokensMode, GatingConfig, GroupListType,
-    MoeLayerParams, ScoreFunc,
+    moe_init_routing_quant, moe_layer, ExpertTokensMode, GroupListType, MoeLayerParams,
 };
 use ndarray::{Array1, Array2, Array3};
 use proptest::prelude::*;
 
-fn small_f32() -> impl Strategy<Value = f32> {
-    prop_oneof![8 => -4.0f32..4.0, 1 => Just(0.0), 1 => Just(f32::NAN), 1 => Just(f32::INFINITY)]
-}
-
-fn matrix(rows: usize, cols: usize) -> impl Strategy<Value = Array2<f32>> {
-    proptest::collection::vec(small_f32(), rows * cols)
-        .prop_map(move |v| Array2::from_shape_vec((rows, cols), v).unwrap())
-}
-
-fn gating_config() -> impl Strategy<Value = GatingConfig> {
-    (
-        0usize..10,
-        0usize..6,
-        0usize..6,
-        any::<bool>(),
-        any::<bool>(),
-        small_f32(),
-    )
-        .prop_map(
-            |(top_k, n_group, topk_group, sigmoid, normalize, f)| GatingConfig {
-                top_k,
-                n_group,
-                topk_group,
-                score: if sigmoid {
-                    ScoreFunc::Sigmoid
-                } else {
-                    ScoreFunc::Softmax
-                },
-                normalize,
-                routed_scaling_factor: f,
-            },
-        )
-}
+mod moe_inputs;
+use moe_inputs::{gating_config, matrix};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]

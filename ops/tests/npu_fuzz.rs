@@ -9,10 +9,13 @@
 use std::sync::OnceLock;
 
 use dsnpu_ops::backend::{Cpu, MoeOps, Npu};
-use dsnpu_ops::moe::{ExpertTokensMode, GatingConfig, GroupListType, MoeLayerParams, ScoreFunc};
+use dsnpu_ops::moe::{ExpertTokensMode, GroupListType, MoeLayerParams};
 use dsnpu_ops::OpsError;
 use ndarray::{Array1, Array2, Array3};
 use proptest::prelude::*;
+
+mod moe_inputs;
+use moe_inputs::{gating_config, matrix};
 
 /// A launch-blocking backend of its own for each test (threads sharing one stream would see each
 /// other's launches in the checks), on the kernels loaded once.
@@ -22,40 +25,6 @@ fn npu() -> Npu {
     let npu = Npu::with_library(first.library().clone()).expect("a stream on device 0");
     npu.stream().set_launch_blocking(true);
     npu
-}
-
-fn small_f32() -> impl Strategy<Value = f32> {
-    prop_oneof![8 => -4.0f32..4.0, 1 => Just(0.0), 1 => Just(f32::NAN), 1 => Just(f32::INFINITY)]
-}
-
-fn matrix(rows: usize, cols: usize) -> impl Strategy<Value = Array2<f32>> {
-    proptest::collection::vec(small_f32(), rows * cols)
-        .prop_map(move |v| Array2::from_shape_vec((rows, cols), v).unwrap())
-}
-
-fn gating_config() -> impl Strategy<Value = GatingConfig> {
-    (
-        0usize..10,
-        0usize..6,
-        0usize..6,
-        any::<bool>(),
-        any::<bool>(),
-        small_f32(),
-    )
-        .prop_map(
-            |(top_k, n_group, topk_group, sigmoid, normalize, f)| GatingConfig {
-                top_k,
-                n_group,
-                topk_group,
-                score: if sigmoid {
-                    ScoreFunc::Sigmoid
-                } else {
-                    ScoreFunc::Softmax
-                },
-                normalize,
-                routed_scaling_factor: f,
-            },
-        )
 }
 
 /// What a rejection names: the variant, the operator and the argument.
