@@ -110,7 +110,8 @@ impl Engine {
     /// One token for every live sequence: `[(id, token), ...]` in id order.
     fn step(&mut self, py: Python<'_>) -> PyResult<Vec<(u64, i32)>> {
         let inner = &mut self.inner;
-        nogil_here(py, || inner.step()).map_err(model_err)
+        // SAFETY: the engine's own Rust state only; this unsendable object's `&mut` borrow.
+        unsafe { nogil_here(py, || inner.step()) }.map_err(model_err)
     }
 
     /// Each prompt's new ids, run as one batch on an engine with no live sequence (prompt `i` samples
@@ -126,7 +127,9 @@ impl Engine {
     ) -> PyResult<Vec<Vec<i32>>> {
         let stop = stop.unwrap_or_else(|| self.inner.config().eos_token_ids.clone());
         let inner = &mut self.inner;
-        nogil_here(py, || inner.generate(&prompts, max_new_tokens, &stop)).map_err(model_err)
+        // SAFETY: the engine's own Rust state only; this unsendable object's `&mut` borrow.
+        unsafe { nogil_here(py, || inner.generate(&prompts, max_new_tokens, &stop)) }
+            .map_err(model_err)
     }
 
     /// Logits `f32 [len(ids), vocab_size]` of every position of `ids` (a temporary sequence, removed
@@ -134,7 +137,8 @@ impl Engine {
     fn forward(&mut self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
         let v = self.inner.config().vocab_size;
         let inner = &mut self.inner;
-        let flat = nogil_here(py, || inner.prompt_logits(&ids)).map_err(model_err)?;
+        // SAFETY: the engine's own Rust state only; this unsendable object's `&mut` borrow.
+        let flat = unsafe { nogil_here(py, || inner.prompt_logits(&ids)) }.map_err(model_err)?;
         let logits = ndarray::Array2::from_shape_vec((ids.len(), v), flat)
             .map_err(|e| PyValueError::new_err(format!("engine logits: {e}")))?;
         Ok(out(py, logits))

@@ -165,10 +165,14 @@ fn nogil<R: Send>(py: Python<'_>, f: impl FnOnce() -> R + Send) -> R {
 /// because the closure moves: it runs on the calling thread. And no other thread can reach the
 /// object meanwhile: the pyclasses holding an engine are `unsendable` (pyo3 refuses their use from
 /// another thread) and the call holds their mutable borrow.
-fn nogil_here<R: Send>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
+///
+/// # Safety
+/// `f` touches no Python object (nothing GIL-bound: it runs without the GIL), and what it uses is
+/// reachable from no other thread while it runs.
+unsafe fn nogil_here<R: Send>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
     struct Here<F>(F);
-    // SAFETY: see above: the wrapped closure runs on the thread that made it, inside
-    // `allow_threads`, and reaches no Python object.
+    // SAFETY: the wrapped closure runs on the thread that made it, inside `allow_threads`, and
+    // reaches no Python object and nothing another thread uses (the caller's contract).
     unsafe impl<F> Send for Here<F> {}
     impl<F: FnOnce() -> R, R> Here<F> {
         // A method, so that the closure below captures the whole wrapper (a field access would

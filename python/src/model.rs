@@ -171,8 +171,7 @@ impl Model {
         top_p: f32,
         seed: u64,
     ) -> PyResult<Vec<i32>> {
-        // Nothing below touches a Python object (errors are made lazily).
-        nogil_here(py, || match &mut self.inner {
+        let run = || match &mut self.inner {
             Inner::Cpu(model) => {
                 let opts = GenerateOptions {
                     temperature,
@@ -211,12 +210,15 @@ impl Model {
                     .map_err(model_err)?;
                 Ok(new.pop().unwrap_or_default())
             }
-        })
+        };
+        // SAFETY: nothing in `run` touches a Python object (its errors are made lazily), and this
+        // unsendable object's `&mut` borrow keeps other threads out of what it uses.
+        unsafe { nogil_here(py, run) }
     }
 
     /// Logits `f32 [len(ids), vocab_size]` of every position of `ids`, as a wire triple.
     fn forward(&mut self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
-        let logits = nogil_here(py, || match &mut self.inner {
+        let run = || match &mut self.inner {
             Inner::Cpu(model) => model.forward(&ids).map_err(model_err),
             Inner::Npu {
                 max_tokens, loaded, ..
@@ -232,7 +234,10 @@ impl Model {
                 ndarray::Array2::from_shape_vec((ids.len(), v), flat)
                     .map_err(|e| PyRuntimeError::new_err(format!("engine logits: {e}")))
             }
-        })?;
+        };
+        // SAFETY: nothing in `run` touches a Python object (its errors are made lazily), and this
+        // unsendable object's `&mut` borrow keeps other threads out of what it uses.
+        let logits = unsafe { nogil_here(py, run) }?;
         Ok(out(py, logits))
     }
 }
