@@ -12,7 +12,7 @@ use std::sync::Arc;
 use dsnpu_ffi::sys;
 use dsnpu_kernels::launch::{self, KernelLibrary, RopeShape};
 use dsnpu_kernels::{KernelError, RopeLayout, SelftestTiling};
-use dsnpu_runtime::{Device, DeviceBuffer, RuntimeError, Stream};
+use dsnpu_runtime::{Device, DeviceBuffer, LaunchFlag, RuntimeError, Stream};
 
 const AICORE_EXCEPTION: i32 = sys::ACL_ERROR_RT_AICORE_EXCEPTION;
 
@@ -230,4 +230,29 @@ fn sanitizer_findings_fail_the_launch_with_their_kind() {
     // The synchronized variant runs clean on the same stream and computes b = 2a.
     defect(&lib, &s, &a, &mut b, 104, 1).unwrap();
     assert_eq!(b.to_vec().unwrap(), vec![2.0; 64]);
+}
+
+#[test]
+fn a_launch_blocking_launch_fails_on_its_own_sanitizer_warnings() {
+    // Mode 6 copies 13 f32 (52 bytes, not a multiple of 32): the sanitizer warns twice and the
+    // launch completes.
+    let (lib, s) = setup();
+    let (a, mut b) = buffers(&s);
+    s.set_launch_blocking(false);
+    selftest(&lib, &s, &a, &mut b, (6, 13, 0)).unwrap();
+
+    s.set_launch_blocking(true);
+    let e = selftest(&lib, &s, &a, &mut b, (6, 13, 0)).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            RuntimeError::Kernel { kernel, source }
+                if kernel == "selftest_fault"
+                    && matches!(**source, RuntimeError::LaunchFlagged(LaunchFlag::Warnings(2)))
+        ),
+        "{e}"
+    );
+    assert_eq!(e.acl_code(), None, "{e}");
+    // A clean launch on the same stream passes its check.
+    selftest(&lib, &s, &a, &mut b, (0, 16, 0)).unwrap();
 }

@@ -2,6 +2,8 @@
 
 use dsnpu_ffi::FfiError;
 
+use crate::sim_counters::LaunchFlag;
+
 /// Every way a runtime operation can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -58,6 +60,9 @@ pub enum RuntimeError {
         #[source]
         source: Box<RuntimeError>,
     },
+    /// A launch on a launch-blocking stream whose own report from the simulator is not clean.
+    #[error("the simulator flagged the launch: {0}")]
+    LaunchFlagged(#[source] LaunchFlag),
     /// Looking up or launching a kernel failed.
     #[error("kernel `{kernel}`: {source}")]
     Kernel {
@@ -75,6 +80,7 @@ impl RuntimeError {
             RuntimeError::Kernel { source, .. } | RuntimeError::KernelBinary { source, .. } => {
                 source.acl_code()
             }
+            RuntimeError::LaunchFlagged(LaunchFlag::Status(code)) => Some(*code),
             _ => None,
         }
     }

@@ -24,6 +24,7 @@ use crate::error::{Result, RuntimeError};
 use crate::memory::device_buffer::DeviceBuffer;
 use crate::memory::repr::{as_bytes, DeviceRepr};
 use crate::memory::tracker::{run_ordered, Tracker};
+use crate::sim_counters;
 use crate::stream::{Stream, StreamInner, WeakStream};
 
 struct ModuleInner {
@@ -377,7 +378,9 @@ impl<'a> LaunchArgs<'a> {
     ///   caller.
     ///
     /// Under those conditions the launch is ordered after every earlier operation on its buffers,
-    /// and later operations on them wait for it.
+    /// and later operations on them wait for it. On a launch-blocking stream
+    /// ([`Stream::set_launch_blocking`]) it also waits for the kernel and, on the simulator, fails
+    /// with [`RuntimeError::LaunchFlagged`] when its own report shows a failure or sanitizer warnings.
     pub unsafe fn launch(&mut self, num_blocks: u32) -> Result<()> {
         let name = self.func.name.clone();
         self.launch_inner(num_blocks)
@@ -399,6 +402,10 @@ impl<'a> LaunchArgs<'a> {
         module.core.bind()?;
         let mut trackers = self.trackers.clone();
         trackers.extend(self.uploads.iter().map(|b| &b.track));
+        let blocking = self.stream.launch_blocking();
+        // Kept until a launch-blocking launch's own report is read below: another thread's launch on
+        // this stream would otherwise be the last completed one.
+        let _turn = stream.launch_turn();
         run_ordered(stream, &trackers, || {
             // SAFETY: the function handle is live (its module is held); the argument bytes and the
             // validity of the addresses in them are the caller's `launch` contract; every buffer is
@@ -414,8 +421,9 @@ impl<'a> LaunchArgs<'a> {
             Ok(())
         })?;
         module.note_launch(stream);
-        if self.stream.launch_blocking() {
+        if blocking {
             self.stream.synchronize()?;
+            sim_counters::check_own_launch(self.stream, &self.func.name)?;
         }
         Ok(())
     }

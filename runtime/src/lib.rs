@@ -42,7 +42,7 @@ pub use memory::device_buffer::DeviceBuffer;
 pub use memory::host_buffer::HostBuffer;
 pub use memory::pool::{MemPool, PoolStats};
 pub use memory::repr::DeviceRepr;
-pub use sim_counters::{KernelCounters, LaunchCounters};
+pub use sim_counters::{KernelCounters, LaunchCounters, LaunchFlag};
 pub use stream::{Stream, LAUNCH_BLOCKING_ENV};
 pub use transfer_stats::{transfer_stats, TransferStats};
 

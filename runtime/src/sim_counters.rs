@@ -228,9 +228,94 @@ pub fn last_launch_counters(stream: &Stream) -> Result<Option<LaunchCounters>> {
     }))
 }
 
+/// What is wrong with a launch on a launch-blocking stream, by the simulator's report read right
+/// after it (inside [`RuntimeError::LaunchFlagged`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchFlag {
+    #[error("the simulator recorded no completed launch on the stream")]
+    Missing,
+    /// The stream's last completed launch is another kernel's: the launch turn was not kept.
+    #[error("the stream's last completed launch is `{0}`")]
+    OtherKernel(String),
+    #[error("the launch failed with status {0}")]
+    Status(i32),
+    #[error("the sanitizer reported {0} warning(s) (printed on stderr)")]
+    Warnings(u64),
+}
+
+/// The simulator keeps this many bytes of a kernel's name.
+const SIM_NAME_BYTES: usize = 127;
+
+/// What is wrong with `report`, the stream's last completed launch read right after `kernel` was
+/// launched and waited for, if anything.
+pub(crate) fn judge(kernel: &str, report: Option<&LaunchCounters>) -> Option<LaunchFlag> {
+    let Some(c) = report else {
+        return Some(LaunchFlag::Missing);
+    };
+    let kept = &kernel.as_bytes()[..kernel.len().min(SIM_NAME_BYTES)];
+    if c.kernel.as_bytes() != kept {
+        Some(LaunchFlag::OtherKernel(c.kernel.clone()))
+    } else if c.status != 0 {
+        Some(LaunchFlag::Status(c.status))
+    } else if c.warnings != 0 {
+        Some(LaunchFlag::Warnings(c.warnings))
+    } else {
+        None
+    }
+}
+
+/// On the simulator, the report of the launch of `kernel` that just completed on `stream` must be
+/// clean; elsewhere there is no report to read.
+pub(crate) fn check_own_launch(stream: &Stream, kernel: &str) -> Result<()> {
+    if !is_simulator()? {
+        return Ok(());
+    }
+    match judge(kernel, last_launch_counters(stream)?.as_ref()) {
+        None => Ok(()),
+        Some(flag) => Err(RuntimeError::LaunchFlagged(flag)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(kernel: &str, status: i32, warnings: u64) -> LaunchCounters {
+        LaunchCounters {
+            launch_seq: 1,
+            kernel: kernel.to_string(),
+            num_blocks: 1,
+            status,
+            elapsed: Duration::ZERO,
+            warnings,
+            totals: KernelCounters::default(),
+        }
+    }
+
+    #[test]
+    fn a_launch_is_judged_by_its_own_report() {
+        assert_eq!(judge("argmax_f32", Some(&report("argmax_f32", 0, 0))), None);
+        assert_eq!(judge("argmax_f32", None), Some(LaunchFlag::Missing));
+        assert_eq!(
+            judge("argmax_f32", Some(&report("linear_f32", 0, 0))),
+            Some(LaunchFlag::OtherKernel("linear_f32".into()))
+        );
+        assert_eq!(
+            judge("argmax_f32", Some(&report("argmax_f32", 507015, 0))),
+            Some(LaunchFlag::Status(507015))
+        );
+        assert_eq!(
+            judge("argmax_f32", Some(&report("argmax_f32", 0, 2))),
+            Some(LaunchFlag::Warnings(2))
+        );
+        // The simulator keeps 127 bytes of a name.
+        let long = "k".repeat(200);
+        assert_eq!(judge(&long, Some(&report(&long[..127], 0, 0))), None);
+        assert_eq!(
+            RuntimeError::LaunchFlagged(LaunchFlag::Status(507015)).acl_code(),
+            Some(507015)
+        );
+    }
 
     #[test]
     fn gm_bytes_add_both_directions() {

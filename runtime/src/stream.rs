@@ -4,7 +4,11 @@
 //! the last handle and the last buffer that used it are gone. Work is enqueued from any thread;
 //! asynchronous failures (a faulting kernel) are reported by the next synchronizing call. With
 //! `DSNPU_LAUNCH_BLOCKING=1` in the environment (or [`Stream::set_launch_blocking`]) every kernel
-//! launch synchronizes, so such a failure is reported by the launch that caused it.
+//! launch synchronizes, so such a failure is reported by the launch that caused it; on the simulator
+//! the launch also reads its own report and fails on sanitizer warnings
+//! ([`RuntimeError::LaunchFlagged`](crate::RuntimeError::LaunchFlagged)). Launches on one stream are
+//! queued one at a time, and a launch-blocking one keeps the stream until its report is read, so
+//! threads sharing a stream each see their own launch.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, Weak};
@@ -124,6 +128,9 @@ pub(crate) struct StreamInner {
     /// destroy, so the bookkeeping that reaches the stream through a [`WeakStream`] must not touch it
     /// (it read-locks this while it does, and the release write-locks it).
     released: RwLock<bool>,
+    /// Held while a launch is queued and, on a launch-blocking stream, until the launch's own report
+    /// is read: another thread's launch cannot come between them (`kernel.rs`).
+    launch_turn: Mutex<()>,
 }
 
 // SAFETY: the stream handle is a process-wide AscendCL object; AscendCL accepts work for one stream
@@ -135,6 +142,11 @@ unsafe impl Sync for StreamInner {}
 impl StreamInner {
     pub(crate) fn handle(&self) -> sys::aclrtStream {
         self.handle
+    }
+
+    /// The stream's launch turn (see `launch_turn`); a poisoned lock guards nothing broken.
+    pub(crate) fn launch_turn(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.launch_turn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -242,6 +254,7 @@ impl Stream {
                 core,
                 drained: Arc::default(),
                 released: RwLock::new(false),
+                launch_turn: Mutex::new(()),
             }),
         })
     }
@@ -278,6 +291,7 @@ impl Stream {
                 core: device.core().clone(),
                 drained: Arc::default(),
                 released: RwLock::new(false),
+                launch_turn: Mutex::new(()),
             }),
         })
     }

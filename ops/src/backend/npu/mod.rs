@@ -18,11 +18,17 @@
 //! Element types: `f32`, `f16` and `bf16` map to the kernels of that type. Values cross as their
 //! `f32` images (`T -> f32 -> kernel type` and back), which is exact for those three types.
 //!
+//! **Checked launches.** On a launch-blocking stream ([`dsnpu_runtime::Stream::set_launch_blocking`]
+//! or `DSNPU_LAUNCH_BLOCKING=1`, the debugging mode) every launch waits for its kernel and, on the
+//! simulator, reads its own report: a fault or a single warning of the host Ascend C layer's sanitizer
+//! fails the operator with [`OpsError::Backend`] (the runtime's
+//! [`LaunchFlagged`](dsnpu_runtime::RuntimeError::LaunchFlagged)). Without it launches stay
+//! asynchronous.
+//!
 //! An [`Npu`] owns one stream; clones share it. Several threads may use one `Npu`, but a fault of one
-//! call may then be reported to another call synchronizing the same stream, and on a launch-blocking
-//! stream one call's launch check may find another call's launch as the stream's last and fail: give
-//! each thread its own ([`Npu::new`] shares the device's loaded kernels and memory pool, and costs one
-//! stream).
+//! call may then be reported to another call synchronizing the same stream (on a launch-blocking
+//! stream each launch's own check still sees only its own launch): give each thread its own
+//! ([`Npu::new`] shares the device's loaded kernels and memory pool, and costs one stream).
 
 mod dense;
 mod mla;
@@ -33,7 +39,7 @@ mod sampling;
 
 use std::sync::Arc;
 
-use dsnpu_kernels::launch::KernelLibrary;
+use dsnpu_kernels::launch::{KernelLibrary, Launched};
 use dsnpu_kernels::KernelError;
 use dsnpu_runtime::{sim_counters, Device, DeviceBuffer, DeviceRepr, Stream};
 use half::{bf16, f16};
@@ -89,6 +95,15 @@ impl Npu {
         e: impl std::error::Error + Send + Sync + 'static,
     ) -> OpsError {
         backend_error(op, &self.name, e)
+    }
+
+    /// A launcher's result (on a launch-blocking stream the runtime has checked the launch: module docs).
+    fn launched<L>(
+        &self,
+        op: &'static str,
+        r: std::result::Result<Launched<L>, KernelError>,
+    ) -> Result<Launched<L>> {
+        r.map_err(|e| self.kernel_error(op, e))
     }
 
     /// A launcher's error: shapes the kernel cannot take are `Unsupported`, the rest backend failures.

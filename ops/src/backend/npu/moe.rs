@@ -10,12 +10,6 @@
 //! dispatch of zero-width rows and a combine of zero pairs, by the reference itself (no row is moved
 //! or multiplied there). Shapes past the kernels' limits (gating over more than 512 experts or top-k
 //! above 16, sizes past their 32-bit indices) are [`OpsError::Unsupported`](crate::OpsError).
-//!
-//! **Checked launches.** With a launch-blocking stream ([`dsnpu_runtime::Stream::set_launch_blocking`]
-//! or `DSNPU_LAUNCH_BLOCKING=1`, the debugging mode) every launch here is also checked on the
-//! simulator against its counters: the completed launch must be this kernel, without a fault and
-//! without a single warning of the host Ascend C layer's sanitizer; otherwise the operator fails with
-//! [`OpsError::Backend`](crate::OpsError). Without it launches stay asynchronous.
 
 mod layer;
 
@@ -25,7 +19,7 @@ use dsnpu_kernels::launch::{
     self, CombineShape, FfnShape, GroupList, GroupedShape, Launched, RoutingShape,
 };
 use dsnpu_kernels::{GatingParams, KernelError, MoeList, MoeScore};
-use dsnpu_runtime::{sim_counters, DeviceBuffer, DeviceRepr, LaunchCounters};
+use dsnpu_runtime::{DeviceBuffer, DeviceRepr};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayView3};
 
 use super::{by_dtype, DevElem, Npu};
@@ -56,21 +50,6 @@ fn gating_params(cfg: &GatingConfig, has_bias: bool) -> GatingParams {
     }
 }
 
-/// What is wrong with the stream's last completed launch `c` when `symbol` was just launched and
-/// waited for, if anything: another kernel (or none), a failure status, or sanitizer warnings.
-fn judge(symbol: &str, c: Option<&LaunchCounters>) -> Option<String> {
-    match c {
-        None => Some("no completed launch on the stream".to_string()),
-        Some(c) if c.kernel != symbol => Some(format!("the last completed launch is {}", c.kernel)),
-        Some(c) if c.status != 0 => Some(format!("the launch failed with status {}", c.status)),
-        Some(c) if c.warnings != 0 => Some(format!(
-            "the sanitizer reported {} warning(s) (printed on stderr)",
-            c.warnings
-        )),
-        Some(_) => None,
-    }
-}
-
 fn list_kind(t: GroupListType) -> MoeList {
     match t {
         GroupListType::Counts => MoeList::Count,
@@ -95,19 +74,6 @@ fn dispatched_rows(list: &[i64], mode: ExpertTokensMode) -> usize {
 }
 
 impl Npu {
-    /// A launcher's result; with a launch-blocking stream, also the counter check (module docs).
-    pub(super) fn launched<L>(
-        &self,
-        op: &'static str,
-        r: std::result::Result<Launched<L>, KernelError>,
-    ) -> Result<Launched<L>> {
-        let l = r.map_err(|e| self.kernel_error(op, e))?;
-        if self.stream.launch_blocking() {
-            self.check_launch(op, l.symbol)?;
-        }
-        Ok(l)
-    }
-
     /// A launch's `[rows, cols]` output `buf` on the host, once the launch is checked and the stream
     /// has finished.
     fn output<T: Float, E: DevElem, L>(
@@ -120,26 +86,6 @@ impl Npu {
         self.launched(op, r)?;
         self.finish(op)?;
         Ok(array2(rows, cols, self.download::<T, E>(op, buf)?))
-    }
-
-    /// The stream's last completed launch must be `symbol`'s, clean: no fault, no warning.
-    fn check_launch(&self, op: &'static str, symbol: &'static str) -> Result<()> {
-        if !sim_counters::is_simulator().unwrap_or(false) {
-            return Ok(());
-        }
-        self.finish(op)?;
-        let c = sim_counters::last_launch_counters(&self.stream).map_err(|e| self.fail(op, e))?;
-        match judge(symbol, c.as_ref()) {
-            None => Ok(()),
-            Some(message) => Err(self.fail(
-                op,
-                KernelError::Device {
-                    kernel: symbol.to_string(),
-                    code: c.filter(|c| c.status != 0).map(|c| c.status),
-                    message,
-                },
-            )),
-        }
     }
 
     fn gating_as<T: Float, E: DevElem>(
@@ -579,40 +525,6 @@ impl MoeOps for Npu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dsnpu_runtime::KernelCounters;
-    use std::time::Duration;
-
-    fn counters(kernel: &str, status: i32, warnings: u64) -> LaunchCounters {
-        LaunchCounters {
-            launch_seq: 3,
-            kernel: kernel.to_string(),
-            num_blocks: 4,
-            status,
-            elapsed: Duration::from_micros(5),
-            warnings,
-            totals: KernelCounters::default(),
-        }
-    }
-
-    #[test]
-    fn only_a_clean_launch_of_the_same_kernel_passes() {
-        let k = "moe_init_routing_bf16";
-        assert_eq!(judge(k, Some(&counters(k, 0, 0))), None);
-        assert_eq!(
-            judge(k, Some(&counters(k, 0, 2))).as_deref(),
-            Some("the sanitizer reported 2 warning(s) (printed on stderr)")
-        );
-        assert_eq!(
-            judge(k, Some(&counters(k, 507015, 0))).as_deref(),
-            Some("the launch failed with status 507015")
-        );
-        assert_eq!(
-            judge(k, Some(&counters("linear_f32", 0, 0))).as_deref(),
-            Some("the last completed launch is linear_f32")
-        );
-        assert!(judge(k, None).is_some());
-    }
-
     #[test]
     fn dispatched_rows_come_from_either_list_form() {
         assert_eq!(dispatched_rows(&[2, 0, 3], ExpertTokensMode::Count), 5);
