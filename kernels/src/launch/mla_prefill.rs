@@ -144,6 +144,33 @@ pub struct MlaCacheShape {
     pub q_rope: MlaOperand,
 }
 
+/// Elements of [`mla_prefill_from_cache`]'s scratch buffers for `keys` keys: the gathered latent and
+/// rope rows and the expanded `kv [keys, H, dn + dv]` (`kv_width` = `H·(dn + dv)` per key), every
+/// size a checked product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CacheScratch {
+    kv_width: usize,
+    latent: usize,
+    rope: usize,
+    kv: usize,
+}
+
+impl CacheScratch {
+    fn new(s: &MlaCacheShape, keys: usize) -> Result<CacheScratch> {
+        const K: &str = "mla_prefill";
+        let head_width =
+            s.dn.checked_add(s.dv)
+                .ok_or_else(|| invalid(K, format!("dn + dv = {} + {} overflows", s.dn, s.dv)))?;
+        let kv_width = product(K, "H * (dn + dv)", s.heads, head_width)?;
+        Ok(CacheScratch {
+            kv_width,
+            latent: product(K, "keys * Dl", keys, s.latent_dim)?,
+            rope: product(K, "keys * dr", keys, s.dr)?,
+            kv: product(K, "keys * H * (dn + dv)", keys, kv_width)?,
+        })
+    }
+}
+
 /// The inputs of [`mla_prefill_from_cache`]: the new tokens' queries (`q_nope`, and `q_rope` rotated,
 /// as the shape's views describe: both views of one `[Tq, H, dn + dr]` buffer, or two buffers), the cache `latent [slots, Dl]` and `rope [slots, dr]`, `kv_b [H·(dn + dv), Dl]`
 /// (kv_b_proj as stored), and for every key of every sequence (prefix then new tokens, in order) its
@@ -196,7 +223,8 @@ pub fn mla_prefill_from_cache<T: KernelElem, W: KernelElem>(
         i.rope.len(),
         product(K, "slots * dr", s.num_slots, s.dr)?,
     )?;
-    let kv_w = product(K, "H * (dn + dv)", s.heads, s.dn + s.dv)?;
+    let scratch = CacheScratch::new(&s, tk)?;
+    let kv_w = scratch.kv_width;
     expect_len(
         K,
         "kv_b",
@@ -207,9 +235,7 @@ pub fn mla_prefill_from_cache<T: KernelElem, W: KernelElem>(
         return Err(invalid(K, "no keys"));
     }
     let map = |e| device_error(K, e);
-    let mut lat = stream
-        .alloc::<T>(product(K, "keys * Dl", tk, s.latent_dim)?)
-        .map_err(map)?;
+    let mut lat = stream.alloc::<T>(scratch.latent).map_err(map)?;
     gather_rows(
         lib,
         stream,
@@ -218,9 +244,7 @@ pub fn mla_prefill_from_cache<T: KernelElem, W: KernelElem>(
         &mut lat,
         RowSource::lookup(tk, s.latent_dim, s.num_slots),
     )?;
-    let mut k_rope = stream
-        .alloc::<T>(product(K, "keys * dr", tk, s.dr)?)
-        .map_err(map)?;
+    let mut k_rope = stream.alloc::<T>(scratch.rope).map_err(map)?;
     gather_rows(
         lib,
         stream,
@@ -229,9 +253,7 @@ pub fn mla_prefill_from_cache<T: KernelElem, W: KernelElem>(
         &mut k_rope,
         RowSource::lookup(tk, s.dr, s.num_slots),
     )?;
-    let mut kv = stream
-        .alloc::<T>(product(K, "keys * H * (dn + dv)", tk, kv_w)?)
-        .map_err(map)?;
+    let mut kv = stream.alloc::<T>(scratch.kv).map_err(map)?;
     linear(
         lib,
         stream,
@@ -292,4 +314,55 @@ pub fn mla_prefill_from_cache<T: KernelElem, W: KernelElem>(
         lse,
         scale,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KernelError;
+
+    fn shape(heads: usize, dn: usize, dv: usize, latent_dim: usize) -> MlaCacheShape {
+        MlaCacheShape {
+            heads,
+            dn,
+            dr: 64,
+            dv,
+            latent_dim,
+            num_slots: 256,
+            tokens_q: 4,
+            q_nope: MlaOperand::default(),
+            q_rope: MlaOperand::default(),
+        }
+    }
+
+    #[test]
+    fn scratch_sizes_of_deepseek_v3() {
+        let s = CacheScratch::new(&shape(128, 128, 128, 512), 10).unwrap();
+        assert_eq!(
+            s,
+            CacheScratch {
+                kv_width: 128 * 256,
+                latent: 10 * 512,
+                rope: 10 * 64,
+                kv: 10 * 128 * 256,
+            }
+        );
+    }
+
+    /// Each size that overflows is an `InvalidShape` naming it (no launch could hold such buffers, so
+    /// only this function reaches these extents).
+    #[test]
+    fn scratch_sizes_that_overflow_are_invalid_shapes() {
+        let named = |s: MlaCacheShape, keys: usize| match CacheScratch::new(&s, keys) {
+            Err(KernelError::InvalidShape { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(named(shape(1, usize::MAX, 1, 512), 1).starts_with("dn + dv = "));
+        assert!(named(shape(1 << 44, 1 << 20, 1 << 20, 512), 1).starts_with("H * (dn + dv) = "));
+        assert!(named(shape(1, 128, 128, 1 << 40), 1 << 30).starts_with("keys * Dl = "));
+        assert!(named(shape(1 << 20, 128, 128, 1), 1 << 40).starts_with("keys * H * (dn + dv) = "));
+        let mut s = shape(1, 128, 128, 1);
+        s.dr = 1 << 40;
+        assert!(named(s, 1 << 30).starts_with("keys * dr = "));
+    }
 }
