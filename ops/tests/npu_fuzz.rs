@@ -6,9 +6,7 @@
 //! checked (launch-blocking stream: no fault, zero sanitizer warnings). Quantized dispatch values of
 //! non-finite rows are unspecified (`moe::quant`), so only its routing is compared there.
 
-use std::sync::OnceLock;
-
-use dsnpu_ops::backend::{Cpu, MoeOps, Npu};
+use dsnpu_ops::backend::{Cpu, MoeOps};
 use dsnpu_ops::moe::{ExpertTokensMode, GroupListType, MoeLayerParams};
 use dsnpu_ops::OpsError;
 use ndarray::{Array1, Array2, Array3};
@@ -17,15 +15,8 @@ use proptest::prelude::*;
 mod moe_inputs;
 use moe_inputs::{gating_config, matrix};
 
-/// A launch-blocking backend of its own for each test (threads sharing one stream would see each
-/// other's launches in the checks), on the kernels loaded once.
-fn npu() -> Npu {
-    static FIRST: OnceLock<Npu> = OnceLock::new();
-    let first = FIRST.get_or_init(|| Npu::new(0).expect("open device 0 and load the kernels"));
-    let npu = Npu::with_library(first.library().clone()).expect("a stream on device 0");
-    npu.stream().set_launch_blocking(true);
-    npu
-}
+mod npu_backend;
+use npu_backend::checked_npu as npu;
 
 /// What a rejection names: the variant, the operator and the argument.
 fn named(e: &OpsError) -> Option<(&'static str, &'static str, &'static str)> {

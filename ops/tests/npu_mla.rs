@@ -5,8 +5,6 @@
 //! (H = 16, Dl = 512, Dr = 64, ~1024 cached tokens) against the CPU reference with its launch
 //! counters.
 
-use std::sync::OnceLock;
-
 use dsnpu_ops::backend::{Cpu, MlaOps, Npu};
 use dsnpu_ops::conformance::cases::CaseRng;
 use dsnpu_ops::conformance::mla::{DecodeCase, DecodeSpec};
@@ -17,14 +15,8 @@ use dsnpu_runtime::sim_counters;
 use half::bf16;
 use ndarray::{Array1, Array2, Array3, Array4, Axis};
 
-/// A checked backend on device 0 with a stream of its own; the first one keeps the device open.
-fn checked_npu() -> Npu {
-    static FIRST: OnceLock<Npu> = OnceLock::new();
-    let first = FIRST.get_or_init(|| Npu::new(0).expect("open device 0 and load the kernels"));
-    let npu = Npu::with_library(first.library().clone()).expect("a stream on device 0");
-    npu.stream().set_launch_blocking(true);
-    npu
-}
+mod npu_backend;
+use npu_backend::checked_npu;
 
 dsnpu_ops::mla_conformance!(checked_npu());
 

@@ -5,9 +5,7 @@
 //! DeepSeek-width case with its traffic counters, the reference's errors (each variant), and a mutation
 //! check that the comparison sees a 0.1% error in the norm weight and a wrong layout.
 
-use std::sync::OnceLock;
-
-use dsnpu_ops::backend::{Cpu, Npu};
+use dsnpu_ops::backend::Cpu;
 use dsnpu_ops::conformance::mla_cache_write::{self, random_case, table, Case};
 use dsnpu_ops::conformance::tolerance::{check_close, Tolerance};
 use dsnpu_ops::conformance::{self, cases::CaseRng};
@@ -18,13 +16,8 @@ use dsnpu_runtime::sim_counters;
 use half::{bf16, f16};
 use ndarray::s;
 
-fn checked_npu() -> Npu {
-    static FIRST: OnceLock<Npu> = OnceLock::new();
-    let first = FIRST.get_or_init(|| Npu::new(0).expect("open device 0 and load the kernels"));
-    let npu = Npu::with_library(first.library().clone()).expect("a stream on device 0");
-    npu.stream().set_launch_blocking(true);
-    npu
-}
+mod npu_backend;
+use npu_backend::checked_npu;
 
 /// A suite case (`conformance::mla_cache_write::random_case`) from `seed`, with a 300-row table.
 #[allow(clippy::too_many_arguments)]

@@ -8,8 +8,6 @@
 //! - chunked prefill over the paged cache (`Npu::mla_prefill_cached`: dn 128, dr 64, dv 128, Dl 512,
 //!   block 128, 16 heads) with and without a cached prefix per sequence.
 
-use std::sync::OnceLock;
-
 use dsnpu_ops::backend::{MlaOps, Npu};
 use dsnpu_ops::conformance::cases::CaseRng;
 use dsnpu_ops::conformance::mla_prefill::{check_prefill, CachedCase, CachedSpec, PrefillCase};
@@ -17,13 +15,8 @@ use dsnpu_ops::Float;
 use dsnpu_runtime::sim_counters;
 use half::{bf16, f16};
 
-fn checked_npu() -> Npu {
-    static FIRST: OnceLock<Npu> = OnceLock::new();
-    let first = FIRST.get_or_init(|| Npu::new(0).expect("open device 0 and load the kernels"));
-    let npu = Npu::with_library(first.library().clone()).expect("a stream on device 0");
-    npu.stream().set_launch_blocking(true);
-    npu
-}
+mod npu_backend;
+use npu_backend::checked_npu;
 
 /// The last launch was `mla_prefill_<t>`, clean, within the Unified Buffer.
 fn check_counters<T: Float>(npu: &Npu) {

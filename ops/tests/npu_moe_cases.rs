@@ -8,6 +8,7 @@
 //! bit-exactly, int8 codes within one step (and every code dequantizing to within 1.5 steps of its
 //! input), values within the dtype's tolerance (twice it for the two chained GEMMs of the FFN).
 
+mod npu_backend;
 mod npu_moe_common;
 
 use std::ops::Range;
@@ -23,7 +24,7 @@ use dsnpu_ops::half::{bf16, f16};
 use dsnpu_ops::moe::{ExpertTokensMode, GatingConfig, GroupListType, ScoreFunc};
 use dsnpu_ops::ndarray::{Array2, Array3};
 use dsnpu_ops::{DType, Float};
-use npu_moe_common::checked_npu;
+use npu_backend::checked_npu;
 
 const E: usize = 256;
 

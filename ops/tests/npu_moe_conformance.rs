@@ -6,12 +6,13 @@
 //! The check is only as good as the counters it reads, so the last test shows that a launch the
 //! sanitizer warns about does carry its warnings in them.
 
+mod npu_backend;
 mod npu_moe_common;
 
 use dsnpu_kernels::launch::KernelLibrary;
 use dsnpu_kernels::SelftestTiling;
 use dsnpu_runtime::{sim_counters, Device};
-use npu_moe_common::checked_npu;
+use npu_backend::checked_npu;
 
 dsnpu_ops::moe_conformance!(checked_npu());
 

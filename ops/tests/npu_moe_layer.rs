@@ -11,6 +11,7 @@
 //! conformance suites' rule): a reordered f32 sum may not flip an expert choice. Tolerance: the dtype's,
 //! twice (two chained GEMMs with the intermediate rounded between them, as in the suites).
 
+mod npu_backend;
 mod npu_moe_common;
 
 use dsnpu_ops::backend::{Cpu, MoeOps};
@@ -21,7 +22,7 @@ use dsnpu_ops::half::{bf16, f16};
 use dsnpu_ops::moe::{router_logits, GatingConfig, MoeLayerParams};
 use dsnpu_ops::ndarray::{s, Array1, Array2, Array3};
 use dsnpu_ops::Float;
-use npu_moe_common::checked_npu;
+use npu_backend::checked_npu;
 
 const HIDDEN: usize = 7168;
 const EXPERTS: usize = 256;

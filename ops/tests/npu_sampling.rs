@@ -4,10 +4,7 @@
 //! the kernel's -1 for a row it cannot sample, and a mutation check that the comparison sees a changed
 //! top_p. Every launch is checked (launch-blocking stream).
 
-use std::sync::OnceLock;
-
 use dsnpu_kernels::launch;
-use dsnpu_ops::backend::Npu;
 use dsnpu_ops::conformance::{self, cases::CaseRng};
 use dsnpu_ops::sampling::{uniform, Sampler};
 use dsnpu_ops::OpsError;
@@ -15,13 +12,8 @@ use dsnpu_runtime::sim_counters;
 use half::{bf16, f16};
 use ndarray::{array, Array2};
 
-fn checked_npu() -> Npu {
-    static FIRST: OnceLock<Npu> = OnceLock::new();
-    let first = FIRST.get_or_init(|| Npu::new(0).expect("open device 0 and load the kernels"));
-    let npu = Npu::with_library(first.library().clone()).expect("a stream on device 0");
-    npu.stream().set_launch_blocking(true);
-    npu
-}
+mod npu_backend;
+use npu_backend::checked_npu;
 
 fn samplers(rows: usize, temperature: f32, top_p: f32, seed: u64) -> Vec<Sampler> {
     (0..rows)

@@ -2,26 +2,19 @@
 //! check. Each thread runs a different operator, so a check that read the stream's last launch instead
 //! of its own would find another thread's kernel and fail a correct call.
 
-use std::sync::OnceLock;
-
-use dsnpu_ops::backend::{Cpu, DenseOps, MoeOps, Npu};
+use dsnpu_ops::backend::{Cpu, DenseOps, MoeOps};
 use dsnpu_ops::conformance::cases::CaseRng;
 use dsnpu_ops::moe::GatingConfig;
 use dsnpu_ops::sampling::Sampler;
 use ndarray::Array2;
 
-fn shared_npu() -> Npu {
-    static FIRST: OnceLock<Npu> = OnceLock::new();
-    let first = FIRST.get_or_init(|| Npu::new(0).expect("open device 0 and load the kernels"));
-    let npu = Npu::with_library(first.library().clone()).expect("a stream on device 0");
-    npu.stream().set_launch_blocking(true);
-    npu
-}
+mod npu_backend;
+use npu_backend::checked_npu;
 
 #[test]
 fn threads_sharing_a_launch_blocking_npu_each_see_their_own_launch() {
     const CALLS: usize = 300;
-    let npu = shared_npu();
+    let npu = checked_npu();
     let logits: Array2<f32> = CaseRng::new(7).normalish((4, 256), 2.0);
     let router: Array2<f32> = CaseRng::new(8).normalish((4, 256), 1.0);
     let cfg = GatingConfig::deepseek_v3();
