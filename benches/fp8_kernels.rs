@@ -1,14 +1,15 @@
-//! The FP8-weight GEMM (`linear_fp8_bf16`: e4m3 codes + 128×128 block scales, dequantized 128 columns
-//! at a time into a per-block bf16 panel) against `linear_bf16` on bf16 weights of the same values, at
+//! The FP8-weight GEMM (`linear_fp8_bf16`: e4m3 codes + 128×128 block scales, dequantized 512 columns
+//! of K at a time into a per-vector-core bf16 panel) against `linear_bf16` on bf16 weights of the same values, at
 //! DeepSeek-V3 decode shapes (16 tokens), on the simulator with a 910B2's cores.
 //!
 //! Run: `DSNPU_SIM_CHECK=mem cargo bench --bench fp8_kernels`. Per case it prints and writes to
 //! `target/bench-reports/fp8_kernels.json`: the GM bytes the kernel issued (host Ascend C layer's
 //! counters) against the minimal bytes of the operator in that weight format (x, the weights as stored
 //! — codes and scales for FP8 —, y, each once), the device bytes the weights occupy, and the cycle
-//! model's time next to the roofline. The simulator models no L2: the FP8 kernel's panel round trip
-//! (each weight element written as bf16 and read back by the cube, per m-tile) counts as GM traffic,
-//! which on a 910B would mostly stay in L2. Criterion is not used: the counters are the figures.
+//! model's time next to the roofline. The FP8 kernel's panel round trip (each weight element written as
+//! bf16 and read back by the cube, per m-tile) counts as GM traffic; the JSON's `hbm_read_bytes` /
+//! `hbm_write_bytes` are the part of it the host layer's L2 model sends to HBM. Criterion is not used:
+//! the counters are the figures.
 
 use dsnpu_kernels::bench_report::{BenchCase, BenchReport};
 use dsnpu_kernels::cost_model::PipeModel;

@@ -2,7 +2,7 @@
 //! the CPU backend.
 //!
 //! Run: `cargo bench --bench model_decode`. Part 1 prints (and writes to
-//! `target/bench-reports/model_decode.json`, the DEVELOPERS.md format, one case per layer step) the
+//! `target/bench-reports/model_decode.json`, the `dsnpu_kernels::bench_report` format, one case per layer step) the
 //! simulator's counters summed over every launch of one layer's decode step, built from the kernels'
 //! launchers exactly as the engine composes them (`model/src/device/engine.rs`), in bf16 with random
 //! weights made here: hidden 7168, q_lora 1536, MLA with kv_lora 512 / rope 64 / nope 128 / v 128 at 16

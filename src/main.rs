@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Show the AscendCL library in use (real or simulator), its version, SoC and devices.
     Info(commands::info::InfoArgs),
-    /// Generate tokens from a DeepSeek checkpoint; prints the new ids comma-separated.
+    /// Generate tokens from a DeepSeek checkpoint; prints the new ids comma-separated, a line per prompt.
     Generate(commands::generate::GenerateArgs),
     /// Run a forward pass and write the logits of every prompt position to a safetensors file.
     Forward(commands::forward::ForwardArgs),

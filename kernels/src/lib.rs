@@ -21,17 +21,22 @@
 //! - [`ep`] chains the routing and combine kernels with HCCL AlltoAllV into expert-parallel MoE
 //!   dispatch and combine across ranks.
 //!
-//! Exported kernels (`<t>` is `f32`, `f16` or `bf16`, see [`Kernel::symbol`]): `rms_norm_<t>`,
-//! `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`, `linear_<t>`, the mixture-of-experts kernels
+//! Exported kernels (`<t>` is `f32`, `f16` or `bf16`, see [`Kernel::symbol`]; the one list is
+//! [`registry::KERNELS`]): `rms_norm_<t>`, `add_rms_norm_<t>`, `rope_<t>`, `silu_mul_<t>`,
+//! `linear_<t>` and its split-k form `linear_splitk_<t>`, the mixture-of-experts kernels
 //! `moe_gating_topk_<t>`, `moe_init_routing_<t>`, `moe_init_routing_quant_<t>`, `grouped_matmul_<t>`,
-//! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), the MLA decode
-//! `mla_decode_<t>` (tiling in [`tiling_mla`]), the MLA prefill `mla_prefill_<t>` (tiling in
-//! [`tiling_mla_prefill`]), the fused MLA cache write `mla_cache_write_<t>` (tiling in
-//! [`tiling_cache_write`]), the step kernels `gather_rows_<t>` and `argmax_<t>` (tilings in [`tiling_step`]), the top-p sampler `sample_top_p_<t>` (tiling in
-//! [`tiling_sample`]), the FP8-weight GEMMs `linear_fp8_<t>`, `grouped_matmul_fp8_<t>` and
-//! `expert_ffn_fp8_<t>` (`<t>` the activations; e4m3 codes and 128×128 block scales dequantized tile by
-//! tile, see [`launch::linear_fp8`]), and the layer's self-tests
-//! `selftest_fault`, `selftest_cast`, `selftest_reduce`, `selftest_repeat`, `selftest_sync_all`.
+//! `expert_ffn_<t>`, `moe_finalize_routing_<t>` (tilings in [`tiling_moe`]), the f32-activation GEMMs
+//! over `<t>` weights `linear_f32_w<t>`, `linear_splitk_f32_w<t>`, `grouped_matmul_f32_w<t>` and
+//! `expert_ffn_f32_w<t>`, the MLA decode `mla_decode_<t>` (tiling in [`tiling_mla`]), the MLA prefill
+//! `mla_prefill_<t>` (tiling in [`tiling_mla_prefill`]), the fused MLA cache write
+//! `mla_cache_write_<t>` (tiling in [`tiling_cache_write`]), the step kernels `gather_rows_<t>`,
+//! `gather_rows_<t>_f32`, `argmax_<t>` and `softmax_<t>` (tilings in [`tiling_step`]), the top-p
+//! sampler `sample_top_p_<t>` (tiling in [`tiling_sample`]), the FP8-weight GEMMs `linear_fp8_<t>`,
+//! `grouped_matmul_fp8_<t>` and `expert_ffn_fp8_<t>` (`<t>` the activations; e4m3 codes and 128×128
+//! block scales dequantized tile by tile, see [`launch::linear_fp8`]), and the layer's self-tests
+//! `selftest_fault`, `selftest_defect`, `selftest_cost`, `selftest_l2`, `selftest_cast`,
+//! `selftest_reduce`, `selftest_repeat`, `selftest_sync_all`, `selftest_mix`, `selftest_kfc` and
+//! `selftest_cube`.
 
 pub mod bench_report;
 pub mod cost_model;

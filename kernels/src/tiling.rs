@@ -379,7 +379,7 @@ impl LinearTiling {
     /// is uncertain, so each grid is timed twice — at the fair share (`GM_BYTES_PER_CORE_CYCLE`,
     /// which favours many blocks) and at one port (`GM_BYTES_PER_PORT_CYCLE`, which lets few blocks
     /// save the re-reads) — and the grid whose worse ratio to each rate's best grid is smallest wins;
-    /// grids within [`LINEAR_TIE`] of that are ties, which go to the smaller mean of the two ratios,
+    /// grids within `LINEAR_TIE` (0.2 %) of that are ties, which go to the smaller mean of the two ratios,
     /// then to fewer blocks.
     pub fn new(
         m: u64,

@@ -2,7 +2,7 @@
 //!
 //! AscendCL keeps a *current context* per thread, and most calls act on it. Every object of this
 //! crate remembers its device's context and binds it on the calling thread before each call
-//! ([`DeviceCore::bind`]), so objects can move between and be shared by threads. A thread-local
+//! (`DeviceCore::bind`), so objects can move between and be shared by threads. A thread-local
 //! cache skips the bind when the thread is already on that context; code that changes the current
 //! context through the raw FFI must call [`Device::bind_to_thread`] again before using this crate.
 //!

@@ -3,7 +3,7 @@
 //! a CANN install or the workspace's simulator alike.
 //!
 //! Contracts, layer by layer (details in each module):
-//! - [`init`]: `aclInit` once per process, on first use; [`finalize`] only when asked.
+//! - [`init`](mod@init): `aclInit` once per process, on first use; [`finalize`] only when asked.
 //! - [`device`]: every call binds the right context on the calling thread, so every type here is
 //!   `Send + Sync`; a device is reset when its last user is dropped.
 //! - [`memory`]: buffers know their device and length; copies check lengths and devices;
@@ -12,7 +12,7 @@
 //!   reuses blocks in stream order, retries after releasing its cache on out-of-memory, and counts.
 //! - [`kernel`]: loading and lookup are safe; launching is `unsafe` because the kernel's parameter
 //!   list and memory accesses cannot be checked from the host.
-//! - [`transfer_stats`]: every host↔device copy and host wait, counted where it is made, per thread.
+//! - [`transfer_stats`](mod@transfer_stats): every host↔device copy and host wait, counted where it is made, per thread.
 //! - [`comm`]: HCCL communicators own their stream like buffers do; collectives are ordered with the
 //!   buffers' other work and check devices and lengths; the matching calls on the other ranks are
 //!   trusted (HCCL reports a mismatch or a dead peer as a stream error).

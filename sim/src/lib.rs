@@ -30,7 +30,8 @@
 //! clock), device-side caches, memory bandwidth, link bandwidth (HCCL moves bytes through `/dev/shm` at
 //! host speed), graph capture, binary load options and launch attributes (accepted, ignored),
 //! and reclaiming memory on `aclrtResetDevice` (allocations live until freed or `aclFinalize`).
-//! Device memory reads as zeros rather than uninitialized. The host budget is an estimate taken
+//! Device memory reads as zeros rather than uninitialized (with the `init` check of `DSNPU_SIM_CHECK`
+//! on, allocations of up to 64 MiB are filled with `0xFF` instead). The host budget is an estimate taken
 //! once: memory other processes take later is not seen (`DSNPU_SIM_HOST_MEM_BYTES` overrides it). A launch with more blocks than
 //! simulated cores runs in waves, as on the hardware; `SyncAll` then fails the launch.
 //!

@@ -4,7 +4,8 @@
 //! - On the simulator every figure is **modelled**: one launch per case, its counters (GM bytes read
 //!   and written, cube multiply-adds, vector element operations), the pipe model's time (`model_us`)
 //!   and the operator's roofline (`roof_us`) on one 910B2 die. The kernels are tiled for a 910B2
-//!   whatever the simulator's configuration, so the counters are those of a 910B2 launch.
+//!   whatever the simulator's configuration (a simulated device with fewer than its 24 cube and 48
+//!   vector cores is refused), so the counters are those of a 910B2 launch.
 //! - On a real device they are **measured**: `--warmup` launches, then `--repeats` launches each timed
 //!   by timeline events; the median, and the GB/s and TFLOPS the operator's minimal bytes and
 //!   necessary FLOPs reach in it.

@@ -1,5 +1,5 @@
 //! `generate` and `forward` on `--backend npu`: thin layers over the device-resident
-//! [`Engine`](dsnpu_model::device::Engine) (weights uploaded once, the cache in device memory, every
+//! [`Engine`] (weights uploaded once, the cache in device memory, every
 //! operator of a step on the device, one host wait per step), plus the `--stats-json` report both
 //! backends write and the `--dtype` choice.
 
@@ -17,8 +17,8 @@ pub enum DtypeChoice {
     /// f32 activations (the transformers-pinned numerics).
     #[default]
     F32,
-    /// bf16 activations with f32 accumulation, f32 norm/softmax statistics and f32 gating (device
-    /// engine only).
+    /// bf16 activations with f32 accumulation, f32 norm/softmax statistics and f32 gating (--backend
+    /// npu only; not with --ep).
     Bf16,
 }
 

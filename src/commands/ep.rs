@@ -1,6 +1,6 @@
 //! `generate --ep N` and `forward --ep N`: the model over N devices, one worker process per device,
 //! attention data-parallel and the MoE layers expert-parallel over HCCL
-//! ([`EpEngine`](dsnpu_model::device::EpEngine)). `--ep` always runs the device engine.
+//! ([`EpEngine`]). `--ep` always runs the device engine.
 //!
 //! # Launch
 //! A process is a **worker** when `DSNPU_EP_ROOT_FILE` is set, in the style of torchrun:

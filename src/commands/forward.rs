@@ -27,11 +27,11 @@ pub struct ForwardArgs {
     /// Compute dtype of the activations.
     #[arg(long, value_enum, default_value_t = DtypeChoice::F32)]
     pub dtype: DtypeChoice,
-    /// Run the prompt in passes of at most N tokens (--backend npu; 0: one pass).
+    /// Run the prompt in passes of at most N tokens (--backend npu or --ep; 0: one pass).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_prefill_tokens: usize,
     /// Write load/prefill transfer and timing statistics as JSON to FILE (with `--ep`, rank k writes
-    /// FILE.rank<k>).
+    /// `FILE.rank<k>`).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Run on N devices, one worker process each (MoE expert-parallel over HCCL; rank 0 computes the

@@ -5,9 +5,9 @@
 //! `eos_token_id` (which is printed). Timing, the loading progress bar and which operators ran on which
 //! backend go to stderr.
 //!
-//! Also the backend choice both model commands share: `cpu` runs the CPU references; `npu` runs
-//! `Fallback<Npu, Cpu>` on device 0 (the simulator when no CANN is installed): dsnpu's kernels where
-//! they exist, the references for the other operators.
+//! Also the backend choice both model commands share: `cpu` runs the model on the CPU references; `npu`
+//! runs the device-resident engine on device 0 (the simulator when no CANN is installed; see
+//! [`device_run`]), every operator of a step on the device.
 
 use super::device_run::{self, DtypeChoice};
 use crate::error::CliError;
@@ -43,11 +43,11 @@ pub struct GenerateArgs {
     /// Compute dtype of the activations.
     #[arg(long, value_enum, default_value_t = DtypeChoice::F32)]
     pub dtype: DtypeChoice,
-    /// Prefill the prompt in passes of at most N tokens (--backend npu; 0: one pass).
+    /// Prefill the prompt in passes of at most N tokens (--backend npu or --ep; 0: one pass).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub max_prefill_tokens: usize,
     /// Write load/prefill/decode transfer and timing statistics as JSON to FILE (with `--ep`, rank k
-    /// writes FILE.rank<k>).
+    /// writes `FILE.rank<k>`).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Run on N devices, one worker process each: attention data-parallel, MoE expert-parallel over
@@ -66,7 +66,8 @@ pub enum BackendChoice {
     Npu,
 }
 
-/// The device path: the kernels on device 0, the CPU references for what they do not cover.
+/// The CPU model's operators on the kernels of device 0, the CPU references for what they do not
+/// cover (`--backend npu` runs the device engine instead, [`device_run`]).
 pub type DeviceBackend = Fallback<Npu, Cpu>;
 
 /// Opens device 0 and loads its kernels.

@@ -44,7 +44,7 @@ pub struct VerifyArgs {
     /// Only this element type (repeatable).
     #[arg(long = "dtype", value_enum)]
     pub dtypes: Vec<VerifyDtype>,
-    /// Leave out the whole-layer suite (see the module docs).
+    /// Leave out the whole MoE layer suite (moe_layer), the slowest.
     #[arg(long)]
     pub quick: bool,
     /// Also write the results as JSON.

@@ -6,7 +6,7 @@
 //! - Reuse on the same stream needs no synchronization: the block's old work precedes the new work
 //!   in stream order. Reuse on another stream queues a device-side wait for an event recorded on the
 //!   old stream (no host block). A block whose stream is gone is idle once that stream's drop has
-//!   synchronized it; reuse during the drop waits for that ([`WeakStream`]), since the last handle
+//!   synchronized it; reuse during the drop waits for that (`WeakStream`), since the last handle
 //!   is released before the drop's synchronization finishes.
 //! - When `aclrtMalloc` reports out-of-memory, every cached block is released (after its stream
 //!   finishes) and the allocation is retried once; a second failure is

@@ -33,7 +33,7 @@ pub struct Counters {
     pub pipe_busy_q8: u64,
     /// ABI 3: HBM bytes read for the GM reads that missed the host layer's L2 model (whole 32-byte
     /// sectors): a block's own L2 slice; in a launch's reported counters, the die-wide replay when the
-    /// binary records one (ABI 5, [`super::replay`]).
+    /// binary records one (ABI 5, `sim/src/kernel/replay.rs`).
     pub hbm_read_bytes: u64,
     /// ABI 3: HBM bytes written back for the 32-byte sectors GM writes dirtied (once per residency).
     pub hbm_write_bytes: u64,
