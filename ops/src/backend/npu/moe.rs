@@ -137,6 +137,7 @@ impl Npu {
                     kernel: symbol.to_string(),
                     code: c.filter(|c| c.status != 0).map(|c| c.status),
                     message,
+                    source: None,
                 },
             )),
         }
