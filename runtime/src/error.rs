@@ -31,6 +31,16 @@ pub enum RuntimeError {
         expected: usize,
         actual: usize,
     },
+    /// A copy into elements `offset .. offset + len` of a buffer of `buffer_len` elements: past its end.
+    #[error(
+        "{op}: elements [{offset}, {offset} + {len}) are past the end of a buffer of {buffer_len}"
+    )]
+    OutOfRange {
+        op: &'static str,
+        offset: usize,
+        len: usize,
+        buffer_len: usize,
+    },
     #[error("{len} elements of {elem_size} bytes overflow the address space")]
     SizeOverflow { len: usize, elem_size: usize },
     #[error("{op}: an object of device {actual} was used on device {expected}")]
