@@ -27,10 +27,12 @@
 // outputs, or a shape the operator does not define (e.g. `top_k` larger than `experts`).
 #define DSNPU_STATUS_INVALID_ARGUMENT 1
 
-// A well-formed shape that dsnpu's kernel cannot take (too large for its tiling).
+// A well-formed shape that dsnpu's kernel cannot take (too large for its tiling), from a kernel entry
+// point or inside the engine.
 #define DSNPU_STATUS_UNSUPPORTED 2
 
-// AscendCL failed (opening the device, loading the kernels, queuing the launch).
+// AscendCL failed (opening the device, loading the kernels, queuing the launch). Device memory running
+// out is `DSNPU_STATUS_OUT_OF_MEMORY` instead.
 #define DSNPU_STATUS_DEVICE 3
 
 // A bug in dsnpu (a caught panic); the message says where.
@@ -39,6 +41,11 @@
 // The engine's paged cache has no block left for a sequence that needs one (free a sequence and
 // step again).
 #define DSNPU_STATUS_OUT_OF_BLOCKS 5
+
+// Device memory ran out, whichever call met it: a kernel's workspace (from the context's pool), a
+// decode plan's words, the engine's weights or paged cache at load, or its buffers during a step. The
+// message gives the bytes asked for and free; free device memory (or load a smaller cache) and retry.
+#define DSNPU_STATUS_OUT_OF_MEMORY 6
 
 // 32-bit IEEE float tensors.
 #define DSNPU_DTYPE_F32 0
@@ -505,7 +512,8 @@ int32_t dsnpu_mla_prefill(const struct DsnpuContext *ctx,
 // [`dsnpu_mla_prefill`]. Not validated
 // (device data): the slots (each must be in `0..num_slots`; one outside faults the gather on the
 // simulator and reads unspecified memory on an NPU) and that the device lists equal the host lists.
-// Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements.
+// Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements
+// (more than the device has free: `DSNPU_STATUS_OUT_OF_MEMORY`).
 // With `tokens_q = 0` nothing is queued.
 //
 // # Safety

@@ -101,6 +101,30 @@ fn synchronous_round_trips_and_size_checks() {
 }
 
 #[test]
+fn a_copy_at_an_offset_writes_only_its_range() {
+    let d = setup();
+    let s = d.new_stream().unwrap();
+    let mut a = s.upload(&[0u32; 10]).unwrap();
+    a.copy_from_host_at(3, &[7, 8, 9]).unwrap();
+    a.copy_from_host_at(9, &[1]).unwrap();
+    a.copy_from_host_at(10, &[]).unwrap();
+    assert_eq!(a.to_vec().unwrap(), [0, 0, 0, 7, 8, 9, 0, 0, 0, 1]);
+    // Past the end, or an end that overflows: refused, nothing written.
+    for (offset, len) in [(8, 3), (11, 0), (usize::MAX, 1)] {
+        match a.copy_from_host_at(offset, &vec![5; len]) {
+            Err(RuntimeError::OutOfRange {
+                offset: o,
+                len: l,
+                buffer_len: 10,
+                ..
+            }) if (o, l) == (offset, len) => {}
+            other => panic!("offset {offset}, len {len}: {other:?}"),
+        }
+    }
+    assert_eq!(a.to_vec().unwrap(), [0, 0, 0, 7, 8, 9, 0, 0, 0, 1]);
+}
+
+#[test]
 fn buffers_of_another_device_are_rejected() {
     let d0 = setup();
     let d1 = Device::new(1).unwrap();

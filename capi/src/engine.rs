@@ -14,9 +14,9 @@
 //! - Errors: a status and [`dsnpu_last_error`](crate::dsnpu_last_error): a bad checkpoint, a rejected
 //!   prompt, a step with no live sequence or an unknown id are `DSNPU_STATUS_INVALID_ARGUMENT`; a
 //!   sequence that outgrows the cache is `DSNPU_STATUS_OUT_OF_BLOCKS` (free a sequence and step
-//!   again); weights or a paged cache larger than the device's free memory
-//!   `DSNPU_STATUS_UNSUPPORTED`; AscendCL failures `DSNPU_STATUS_DEVICE`. A failed step leaves every
-//!   sequence as it was before it.
+//!   again); weights or a paged cache larger than the device's free memory, or a step whose buffers
+//!   do not fit, `DSNPU_STATUS_OUT_OF_MEMORY` (as for a kernel's workspace); AscendCL failures
+//!   `DSNPU_STATUS_DEVICE`. A failed step leaves every sequence as it was before it.
 //! - An engine is used by one thread at a time, the thread that loaded it (AscendCL binds the device
 //!   context to it).
 

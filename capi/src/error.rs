@@ -14,7 +14,7 @@ use dsnpu_runtime::RuntimeError;
 
 use crate::{
     DSNPU_STATUS_DEVICE, DSNPU_STATUS_INTERNAL, DSNPU_STATUS_INVALID_ARGUMENT, DSNPU_STATUS_OK,
-    DSNPU_STATUS_OUT_OF_BLOCKS, DSNPU_STATUS_UNSUPPORTED,
+    DSNPU_STATUS_OUT_OF_BLOCKS, DSNPU_STATUS_OUT_OF_MEMORY, DSNPU_STATUS_UNSUPPORTED,
 };
 
 /// Why a call failed.
@@ -68,6 +68,14 @@ pub enum CapiError {
 
 impl CapiError {
     fn status(&self) -> i32 {
+        // Failures any entry point can meet, wrapped or not: found by type along the cause chain, so
+        // that a kernel's workspace and an engine's weights running out of memory (say) are one code.
+        if causes(self).any(is_out_of_memory) {
+            return DSNPU_STATUS_OUT_OF_MEMORY;
+        }
+        if causes(self).any(is_untileable) {
+            return DSNPU_STATUS_UNSUPPORTED;
+        }
         match self {
             CapiError::Null { .. }
             | CapiError::Misaligned { .. }
@@ -89,14 +97,38 @@ impl CapiError {
             },
             CapiError::Model { source, .. } => match source {
                 ModelError::OutOfBlocks { .. } => DSNPU_STATUS_OUT_OF_BLOCKS,
-                ModelError::DeviceMemory { .. } | ModelError::CacheMemory { .. } => {
-                    DSNPU_STATUS_UNSUPPORTED
-                }
                 e if e.is_caller_error() => DSNPU_STATUS_INVALID_ARGUMENT,
                 _ => DSNPU_STATUS_DEVICE,
             },
         }
     }
+}
+
+/// `e` and its causes, outermost first.
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+/// Device memory ran out: the runtime's out-of-memory (the pool's, or `aclrtMalloc`'s code), or the
+/// model's weights or paged cache not fitting in the device's free memory.
+fn is_out_of_memory(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(e) = e.downcast_ref::<RuntimeError>() {
+        return e.is_out_of_memory();
+    }
+    matches!(
+        e.downcast_ref::<ModelError>(),
+        Some(ModelError::DeviceMemory { .. } | ModelError::CacheMemory { .. })
+    )
+}
+
+/// A well-formed shape whose tiles do not fit the core's buffers.
+fn is_untileable(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<KernelError>(),
+        Some(KernelError::DoesNotFit { .. } | KernelError::CubeBufferOverflow { .. })
+    )
 }
 
 pub type Result<T> = std::result::Result<T, CapiError>;
@@ -161,7 +193,155 @@ pub extern "C" fn dsnpu_status_name(status: i32) -> *const c_char {
         DSNPU_STATUS_DEVICE => b"DSNPU_STATUS_DEVICE\0",
         DSNPU_STATUS_INTERNAL => b"DSNPU_STATUS_INTERNAL\0",
         DSNPU_STATUS_OUT_OF_BLOCKS => b"DSNPU_STATUS_OUT_OF_BLOCKS\0",
+        DSNPU_STATUS_OUT_OF_MEMORY => b"DSNPU_STATUS_OUT_OF_MEMORY\0",
         _ => b"unknown status\0",
     };
     name.as_ptr().cast()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsnpu_kernels::launch::device_error;
+
+    fn oom() -> RuntimeError {
+        RuntimeError::OutOfMemory {
+            device: 0,
+            requested: 1 << 30,
+            free: 1 << 20,
+            cached: 0,
+            allocated: 0,
+        }
+    }
+
+    fn fault() -> RuntimeError {
+        RuntimeError::Ffi(dsnpu_ffi::AclError::new("aclrtSynchronizeStream", 507015, None).into())
+    }
+
+    const F: &str = "f";
+
+    #[test]
+    fn device_memory_running_out_is_one_status_however_it_is_wrapped() {
+        let does_not_fit = ModelError::DeviceMemory {
+            tensor: "w".into(),
+            needed: 2,
+            free: 1,
+        };
+        let cache = ModelError::CacheMemory {
+            slots: 1,
+            needed: 2,
+            free: 1,
+        };
+        let uncached =
+            RuntimeError::Ffi(dsnpu_ffi::AclError::new("aclrtMalloc", 207001, None).into());
+        let cases = [
+            CapiError::Runtime {
+                func: F,
+                source: oom(),
+            },
+            CapiError::Runtime {
+                func: F,
+                source: uncached,
+            },
+            CapiError::Kernel {
+                func: F,
+                source: device_error("k", oom()),
+            },
+            CapiError::Model {
+                func: F,
+                source: ModelError::Device(oom()),
+            },
+            CapiError::Model {
+                func: F,
+                source: ModelError::Kernel(device_error("k", oom())),
+            },
+            CapiError::Model {
+                func: F,
+                source: does_not_fit,
+            },
+            CapiError::Model {
+                func: F,
+                source: cache,
+            },
+        ];
+        for e in cases {
+            assert_eq!(e.status(), DSNPU_STATUS_OUT_OF_MEMORY, "{e}");
+        }
+    }
+
+    #[test]
+    fn other_failures_keep_their_status() {
+        let untileable = KernelError::DoesNotFit {
+            kernel: "k",
+            needed: 2,
+            available: 1,
+        };
+        let cases = [
+            (
+                CapiError::Kernel {
+                    func: F,
+                    source: device_error("k", fault()),
+                },
+                DSNPU_STATUS_DEVICE,
+            ),
+            (
+                CapiError::Model {
+                    func: F,
+                    source: ModelError::Device(fault()),
+                },
+                DSNPU_STATUS_DEVICE,
+            ),
+            (
+                CapiError::Runtime {
+                    func: F,
+                    source: RuntimeError::InvalidArgument("x".into()),
+                },
+                DSNPU_STATUS_INVALID_ARGUMENT,
+            ),
+            (
+                CapiError::Kernel {
+                    func: F,
+                    source: untileable.clone(),
+                },
+                DSNPU_STATUS_UNSUPPORTED,
+            ),
+            // The same shape refused inside the engine: it was DSNPU_STATUS_DEVICE there.
+            (
+                CapiError::Model {
+                    func: F,
+                    source: ModelError::Kernel(untileable),
+                },
+                DSNPU_STATUS_UNSUPPORTED,
+            ),
+            (
+                CapiError::Model {
+                    func: F,
+                    source: ModelError::OutOfBlocks { needed: 2, free: 1 },
+                },
+                DSNPU_STATUS_OUT_OF_BLOCKS,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.status(), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn every_status_has_a_name() {
+        let name = |s| {
+            // SAFETY: dsnpu_status_name returns a static NUL-terminated string.
+            unsafe { std::ffi::CStr::from_ptr(dsnpu_status_name(s)) }
+                .to_str()
+                .unwrap()
+        };
+        assert_eq!(
+            name(DSNPU_STATUS_OUT_OF_MEMORY),
+            "DSNPU_STATUS_OUT_OF_MEMORY"
+        );
+        assert_eq!(
+            name(DSNPU_STATUS_OUT_OF_BLOCKS),
+            "DSNPU_STATUS_OUT_OF_BLOCKS"
+        );
+        assert_eq!(name(7), "unknown status");
+    }
 }

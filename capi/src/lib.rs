@@ -19,6 +19,8 @@
 //!   written to the outputs until the stream runs it; inputs must stay valid until then.
 //! - Every entry point catches panics: a bug inside returns `DSNPU_STATUS_INTERNAL` rather than
 //!   unwinding into C.
+//! - Device memory running out is `DSNPU_STATUS_OUT_OF_MEMORY` from every entry point (a kernel's
+//!   workspace, the engine's weights, cache or step buffers).
 //!
 //! The model engine ([`DsnpuEngine`], `dsnpu_engine_*`) is the other entry point: a checkpoint
 //! resident on a device with its paged cache, stepped by the caller (continuous batching); it owns its
@@ -63,15 +65,21 @@ pub const DSNPU_STATUS_OK: i32 = 0;
 /// A null pointer, a negative or overflowing size, an unknown dtype or enum code, overlapping
 /// outputs, or a shape the operator does not define (e.g. `top_k` larger than `experts`).
 pub const DSNPU_STATUS_INVALID_ARGUMENT: i32 = 1;
-/// A well-formed shape that dsnpu's kernel cannot take (too large for its tiling).
+/// A well-formed shape that dsnpu's kernel cannot take (too large for its tiling), from a kernel entry
+/// point or inside the engine.
 pub const DSNPU_STATUS_UNSUPPORTED: i32 = 2;
-/// AscendCL failed (opening the device, loading the kernels, queuing the launch).
+/// AscendCL failed (opening the device, loading the kernels, queuing the launch). Device memory running
+/// out is `DSNPU_STATUS_OUT_OF_MEMORY` instead.
 pub const DSNPU_STATUS_DEVICE: i32 = 3;
 /// A bug in dsnpu (a caught panic); the message says where.
 pub const DSNPU_STATUS_INTERNAL: i32 = 4;
 /// The engine's paged cache has no block left for a sequence that needs one (free a sequence and
 /// step again).
 pub const DSNPU_STATUS_OUT_OF_BLOCKS: i32 = 5;
+/// Device memory ran out, whichever call met it: a kernel's workspace (from the context's pool), a
+/// decode plan's words, the engine's weights or paged cache at load, or its buffers during a step. The
+/// message gives the bytes asked for and free; free device memory (or load a smaller cache) and retry.
+pub const DSNPU_STATUS_OUT_OF_MEMORY: i32 = 6;
 
 /// 32-bit IEEE float tensors.
 pub const DSNPU_DTYPE_F32: i32 = 0;

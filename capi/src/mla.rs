@@ -592,7 +592,8 @@ unsafe fn host_list(
 /// [`dsnpu_mla_prefill`]. Not validated
 /// (device data): the slots (each must be in `0..num_slots`; one outside faults the gather on the
 /// simulator and reads unspecified memory on an NPU) and that the device lists equal the host lists.
-/// Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements.
+/// Workspace from the context's pool: `tokens_k * (latent_dim + dr + heads * (dn + dv))` elements
+/// (more than the device has free: `DSNPU_STATUS_OUT_OF_MEMORY`).
 /// With `tokens_q = 0` nothing is queued.
 ///
 /// # Safety

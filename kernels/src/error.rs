@@ -1,5 +1,9 @@
 //! The crate's error type.
 
+use std::sync::Arc;
+
+use dsnpu_runtime::RuntimeError;
+
 /// Why a tiling could not be computed or a launch failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
@@ -38,15 +42,57 @@ pub enum KernelError {
         expected: usize,
         actual: usize,
     },
-    /// The runtime failed to load, look up or launch a kernel, or the launch faulted. `message` is the
-    /// runtime error's full text (for a fault it names the kernel, block and operation); `code` its
-    /// AscendCL error code, if it has one (`ACL_ERROR_RT_AICORE_EXCEPTION` = 507015 for a fault).
+    /// The runtime failed to allocate, load, look up or launch a kernel, or the launch faulted.
+    /// `message` is the runtime error's full text (for a fault it names the kernel, block and
+    /// operation); `code` its AscendCL error code, if it has one (`ACL_ERROR_RT_AICORE_EXCEPTION` =
+    /// 507015 for a fault); `source` the runtime error itself when there is one, so that callers can
+    /// tell its kind (e.g. [`RuntimeError::is_out_of_memory`]) by type rather than by text.
     #[error("{kernel}: {message}")]
     Device {
         kernel: String,
         code: Option<i32>,
         message: String,
+        #[source]
+        source: Option<RuntimeCause>,
     },
+}
+
+/// The [`RuntimeError`] behind a [`KernelError::Device`], shared so that [`KernelError`] stays `Clone`.
+/// Its [`source`](std::error::Error::source) is that runtime error; two are equal when they are the
+/// same error (clones of one another).
+#[derive(Debug, Clone)]
+pub struct RuntimeCause(Arc<RuntimeError>);
+
+impl RuntimeCause {
+    pub fn new(e: RuntimeError) -> Self {
+        RuntimeCause(Arc::new(e))
+    }
+
+    /// The runtime error.
+    pub fn get(&self) -> &RuntimeError {
+        &self.0
+    }
+}
+
+impl PartialEq for RuntimeCause {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for RuntimeCause {}
+
+impl std::fmt::Display for RuntimeCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for RuntimeCause {
+    // The runtime error itself, not its source: a cause chain reaches the typed `RuntimeError`.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.get())
+    }
 }
 
 /// Result with [`KernelError`].

@@ -62,7 +62,7 @@ mod tiling_structs {
     include!(concat!(env!("OUT_DIR"), "/tiling_structs.rs"));
 }
 
-pub use error::{KernelError, Result};
+pub use error::{KernelError, Result, RuntimeCause};
 pub use tiling::{
     CoreBudget, LinearTiling, RmsNormTiling, RopeLayout, RopeTiling, SelftestTiling, SiluMulTiling,
     Tiling,

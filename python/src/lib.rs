@@ -189,7 +189,11 @@ fn ops_err(e: OpsError) -> PyErr {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
     while let Some(c) = src {
-        msg += &format!(": {c}");
+        // Errors that print their source (a backend's kernel error) already hold its text.
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg += &format!(": {text}");
+        }
         src = c.source();
     }
     PyValueError::new_err(msg)

@@ -33,6 +33,16 @@ pub enum RuntimeError {
         expected: usize,
         actual: usize,
     },
+    /// A copy into elements `offset .. offset + len` of a buffer of `buffer_len` elements: past its end.
+    #[error(
+        "{op}: elements [{offset}, {offset} + {len}) are past the end of a buffer of {buffer_len}"
+    )]
+    OutOfRange {
+        op: &'static str,
+        offset: usize,
+        len: usize,
+        buffer_len: usize,
+    },
     #[error("{len} elements of {elem_size} bytes overflow the address space")]
     SizeOverflow { len: usize, elem_size: usize },
     #[error("{op}: an object of device {actual} was used on device {expected}")]
@@ -85,6 +95,22 @@ impl RuntimeError {
         }
     }
 
+    /// Whether device memory ran out: the pool's [`RuntimeError::OutOfMemory`], or `aclrtMalloc`'s own
+    /// out-of-memory code from an allocation that bypasses the pool ([`crate::Stream::alloc_uncached`]),
+    /// also when the error is wrapped as a kernel's. One test for callers that report both alike.
+    pub fn is_out_of_memory(&self) -> bool {
+        match self {
+            RuntimeError::OutOfMemory { .. } => true,
+            RuntimeError::Ffi(dsnpu_ffi::FfiError::Acl(e)) => {
+                e.function == "aclrtMalloc" && crate::memory::pool::is_oom_code(e.code)
+            }
+            RuntimeError::Kernel { source, .. } | RuntimeError::KernelBinary { source, .. } => {
+                source.is_out_of_memory()
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn in_kernel(self, kernel: &str) -> RuntimeError {
         RuntimeError::Kernel {
             kernel: kernel.to_string(),
@@ -117,6 +143,27 @@ mod tests {
             "kernel `vec_add`: aclrtSynchronizeStream failed: ACL_ERROR_RT_AICORE_EXCEPTION (507015)"
         );
         assert_eq!(RuntimeError::EventNotTimed.acl_code(), None);
+    }
+
+    #[test]
+    fn out_of_memory_is_recognized_from_the_pool_and_from_acl_rt_malloc() {
+        let pool = RuntimeError::OutOfMemory {
+            device: 0,
+            requested: 1,
+            free: 0,
+            cached: 0,
+            allocated: 0,
+        };
+        assert!(pool.is_out_of_memory());
+        let acl = |function, code| RuntimeError::Ffi(AclError::new(function, code, None).into());
+        for code in [207001, 200000, 207018] {
+            assert!(acl("aclrtMalloc", code).is_out_of_memory(), "{code}");
+        }
+        assert!(acl("aclrtMalloc", 207001).in_kernel("k").is_out_of_memory());
+        // Pinned host memory and other codes are not device memory running out.
+        assert!(!acl("aclrtMallocHost", 207001).is_out_of_memory());
+        assert!(!acl("aclrtMalloc", 507015).is_out_of_memory());
+        assert!(!RuntimeError::EventNotTimed.is_out_of_memory());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::process::Command;
 
 use dsnpu_kernels::cost_model::PipeModel;
 use dsnpu_kernels::roofline::ASCEND_910B2;
-use dsnpu_runtime::{sim_counters, Device, DeviceBuffer, Module};
+use dsnpu_runtime::{sim_counters, Device, DeviceBuffer, Module, RuntimeError};
 
 use crate::error::CliError;
 
@@ -446,17 +446,44 @@ pub fn parse_checks(s: &str) -> Result<Vec<String>, CliError> {
     Ok(words)
 }
 
-fn rand_bytes(n: usize, seed: u64) -> Vec<u8> {
-    // xorshift64*: reproducible filler, not cryptographic.
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-        })
-        .collect()
+/// Host memory a random fill stages at a time: an argument of any size costs at most this much.
+const RAND_CHUNK: usize = 64 << 20;
+
+/// xorshift64*: reproducible filler, not cryptographic. One byte per step, so the stream does not
+/// depend on how it is cut into pieces.
+struct RandBytes(u64);
+
+impl RandBytes {
+    fn new(seed: u64) -> Self {
+        RandBytes(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next `out.len()` bytes of the stream.
+    fn fill(&mut self, out: &mut [u8]) {
+        let x = &mut self.0;
+        for byte in out {
+            *x ^= *x >> 12;
+            *x ^= *x << 25;
+            *x ^= *x >> 27;
+            *byte = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+        }
+    }
+}
+
+/// Writes the first `b.len()` bytes of `RandBytes::new(seed)` into `b`, staging at most `chunk` bytes
+/// on the host at a time (each piece copied to its offset).
+fn fill_rand(b: &mut DeviceBuffer<u8>, seed: u64, chunk: usize) -> Result<(), RuntimeError> {
+    let mut stream = RandBytes::new(seed);
+    let cap = chunk.clamp(1, b.len().max(1));
+    let mut staging = vec![0u8; cap];
+    let mut at = 0;
+    while at < b.len() {
+        let piece = &mut staging[..(b.len() - at).min(cap)];
+        stream.fill(piece);
+        b.copy_from_host_at(at, piece)?;
+        at += piece.len();
+    }
+    Ok(())
 }
 
 /// One sanitizer finding or fault of a launch.
@@ -542,10 +569,10 @@ fn run_kernel(args: &RunArgs) -> Result<(), CliError> {
     for (i, &(n, fill)) in specs.iter().enumerate() {
         let mut b = s.alloc_uncached::<u8>(n)?;
         // Zero and poison fills are device memsets (no host copy of a large argument); only the
-        // random bytes come from the host.
+        // random bytes come from the host, through a bounded staging buffer.
         match fill {
             Fill::Zero => s.memset_zeros(&mut b)?,
-            Fill::Rand => b.copy_from_host(&rand_bytes(n, i as u64 + 1))?,
+            Fill::Rand => fill_rand(&mut b, i as u64 + 1, RAND_CHUNK)?,
             // Under the init check fresh memory is already poisoned and unwritten.
             Fill::Poison if !init_on => s.memset_bytes(&mut b, 0xFF)?,
             Fill::Poison => {}
@@ -700,6 +727,42 @@ extern "C" void not_a_kernel(int);
         assert!(parse_arg("8:fill=ones").is_err());
         assert!(parse_checks("mem,race").is_ok());
         assert!(parse_checks("mem,racy").is_err());
+    }
+
+    /// The random fill as it was made before it was chunked: the whole argument at once.
+    fn rand_bytes_at_once(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_chunked_random_fill_writes_the_same_bytes_as_one_piece() {
+        let dev = Device::new(0).unwrap();
+        let s = dev.new_stream().unwrap();
+        let n = 10_007;
+        // Several chunks with a short last one, chunks dividing n, one chunk, more than n.
+        for (chunk, seed) in [
+            (1000, 1),
+            (7, 2),
+            (1, 3),
+            (n, 4),
+            (2 * n, 5),
+            (RAND_CHUNK, 6),
+        ] {
+            let mut b = s.alloc_uncached::<u8>(n).unwrap();
+            fill_rand(&mut b, seed, chunk).unwrap();
+            assert!(
+                b.to_vec().unwrap() == rand_bytes_at_once(n, seed),
+                "chunk {chunk}"
+            );
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
  * simulator in the tests; libdsnpu.so loads the same file), calls each dsnpu entry point on a stream
  * of its own, and checks the results against values computed here. Then bad arguments: each must
  * return an error status with a message, never crash. Then the model engine (dsnpu_engine_*) on the
- * tiny checkpoint the Rust harness names. Prints one line per check; exits non-zero on the first
- * failure.
+ * tiny checkpoint the Rust harness names. With DSNPU_TEST_OUT_OF_MEMORY set, only the out-of-memory
+ * cases (test_out_of_memory), on the small device the harness gives. Prints one line per check; exits
+ * non-zero on the first failure.
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -1008,6 +1009,14 @@ static void test_engine(void) {
     rmdir(tmp);
     checks++;
     printf("ok engine: a checkpoint path that is not UTF-8 loads\n");
+    /* 2^30 cache slots (hundreds of GB): the cache does not fit, the same status as a kernel's workspace
+     * that does not (test_out_of_memory). */
+    o.num_blocks = 1ULL << 20;
+    o.block_size = 1ULL << 10;
+    expect_error("a paged cache larger than the device", dsnpu_engine_load(dir, &o, &e), DSNPU_STATUS_OUT_OF_MEMORY,
+                 "lower num_blocks or block_size");
+    if (e != NULL) FAIL("a failed engine load left %p in *out", (void *)e);
+    o.block_size = 4;
     /* Two blocks of 4 tokens: a 7-token prompt fits, then outgrows the cache on its second token. */
     o.dtype = DSNPU_DTYPE_F32;
     o.num_blocks = 2;
@@ -1028,6 +1037,45 @@ static void test_engine(void) {
     expect_error("an engine destroyed twice", dsnpu_engine_destroy(e), INV, "`engine` is not a live engine");
 }
 
+/* Run alone on a device of DSNPU_SIM_MEM_BYTES (the harness gives a small one): a kernel whose workspace
+ * does not fit and a checkpoint whose weights do not fit must fail with the same status,
+ * DSNPU_STATUS_OUT_OF_MEMORY (they were DSNPU_STATUS_DEVICE and DSNPU_STATUS_UNSUPPORTED). */
+static void test_out_of_memory(void) {
+    /* mla_prefill_cached gathers the latent rows of its TK keys into a workspace of TK * DLAT floats
+     * (512 KiB), before its other workspaces: more than the device has, while every input is small. */
+    enum { H = 4, DN = 16, DR = 16, DV = 16, DLAT = 32, TQ = 1, TK = 4096, SLOTS = 1 };
+    static float q[TQ * H * (DN + DR)], lat[SLOTS * DLAT], rp[SLOTS * DR], kvb[H * (DN + DV) * DLAT];
+    static int32_t slots[TK]; /* all slot 0 */
+    const int32_t cu_q[2] = {0, TQ}, cu_k[2] = {0, TK};
+    void *s = new_stream();
+    void *dq = dev_upload(q, sizeof q), *dl = dev_upload(lat, sizeof lat), *dr = dev_upload(rp, sizeof rp);
+    void *dw = dev_upload(kvb, sizeof kvb), *dsl = dev_upload(slots, sizeof slots);
+    void *dcq = dev_upload(cu_q, sizeof cu_q), *dck = dev_upload(cu_k, sizeof cu_k);
+    void *dout = dev_alloc(TQ * H * DV * sizeof(float)), *dlse = dev_alloc(H * TQ * sizeof(float));
+    const int32_t kernel_status =
+        dsnpu_mla_prefill_cached(ctx, s, DSNPU_DTYPE_F32, dq, dl, dr, dw, dsl, dcq, dck, cu_q, cu_k, dout, dlse, 1,
+                                 TQ, TK, H, DN, DR, DV, DLAT, SLOTS, 1.0f);
+    expect_error("a kernel workspace larger than the device", kernel_status, DSNPU_STATUS_OUT_OF_MEMORY,
+                 "out of memory on device 0");
+    done_stream(s);
+    acl_free(dq), acl_free(dl), acl_free(dr), acl_free(dw), acl_free(dsl), acl_free(dcq), acl_free(dck);
+    acl_free(dout), acl_free(dlse);
+
+    const char *dir = getenv("DSNPU_TEST_CHECKPOINT");
+    if (!dir) FAIL("DSNPU_TEST_CHECKPOINT is not set");
+    DsnpuEngineOptions o;
+    OK(dsnpu_engine_options_default(&o));
+    DsnpuEngine *e = (DsnpuEngine *)&o;
+    const int32_t engine_status = dsnpu_engine_load(dir, &o, &e);
+    expect_error("weights larger than the device", engine_status, DSNPU_STATUS_OUT_OF_MEMORY, "does not fit");
+    if (e != NULL) FAIL("a failed engine load left %p in *out", (void *)e);
+    if (kernel_status != engine_status)
+        FAIL("out of memory: the kernel returned %s, the engine %s", dsnpu_status_name(kernel_status),
+             dsnpu_status_name(engine_status));
+    checks++;
+    printf("ok out of memory: a kernel and the engine both return %s\n", dsnpu_status_name(engine_status));
+}
+
 int main(void) {
     const char *path = getenv("DSNPU_ACL_LIB");
     if (!path) FAIL("DSNPU_ACL_LIB is not set");
@@ -1044,6 +1092,12 @@ int main(void) {
     ACL(acl_init(NULL));
     ACL(acl_set_device(0));
     OK(dsnpu_context_create(0, &ctx));
+    if (getenv("DSNPU_TEST_OUT_OF_MEMORY")) {
+        test_out_of_memory();
+        OK(dsnpu_context_destroy(ctx));
+        printf("all %d checks passed\n", checks);
+        return 0;
+    }
     test_rms_norm();
     test_add_rms_norm();
     test_rope();

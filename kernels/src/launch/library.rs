@@ -134,5 +134,6 @@ fn load_aicore_binary(_device: &Device) -> Result<Module> {
         message: "this AscendCL is not the dsnpu simulator, and the host kernel binary runs only there; \
                   build dsnpu-kernels with `--features ascend` (ASCEND_HOME_PATH set) for a CANN device"
             .into(),
+        source: None,
     })
 }

@@ -100,6 +100,7 @@ pub fn device_error(kernel: &str, e: RuntimeError) -> KernelError {
         kernel: kernel.to_string(),
         code: e.acl_code(),
         message: e.to_string(),
+        source: Some(crate::RuntimeCause::new(e)),
     }
 }
 
@@ -183,6 +184,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("block 0: DataCopy"), "{text}");
+        // The runtime error is kept, typed, as the source.
+        let source = std::error::Error::source(&e).expect("a source");
+        let runtime = source
+            .source()
+            .and_then(|s| s.downcast_ref::<RuntimeError>());
+        assert_eq!(runtime.and_then(RuntimeError::acl_code), Some(507015));
         assert_eq!(
             KernelError::InvalidHardware("x".into()).acl_code(),
             None,

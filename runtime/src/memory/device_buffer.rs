@@ -1,7 +1,7 @@
 //! [`DeviceBuffer<T>`]: typed device memory that knows its device, length and stream order.
 //!
-//! Validated: lengths of every copy, the device of every stream a buffer is used on, byte-size
-//! overflow. Ordering: see `tracker` — every operation is ordered after the buffer's earlier ones,
+//! Validated: lengths of every copy (the range of a copy at an offset), the device of every stream
+//! a buffer is used on, byte-size overflow. Ordering: see `tracker` — every operation is ordered after the buffer's earlier ones,
 //! whatever stream they were on; dropping returns the memory in stream order (pooled) or waits for
 //! the last operation before `aclrtFree` (uncached). Contents start uninitialized (any bit pattern
 //! is a valid `T`, see [`DeviceRepr`]).
@@ -192,17 +192,41 @@ impl<T: DeviceRepr> DeviceBuffer<T> {
     /// Synchronous copy from host memory, after the buffer's queued work completes.
     pub fn copy_from_host(&mut self, src: &[T]) -> Result<()> {
         self.check_len("copy_from_host", src.len())?;
-        if self.num_bytes() == 0 {
+        self.copy_from_host_at(0, src)
+    }
+
+    /// Synchronous copy from host memory into elements `offset .. offset + src.len()` of this buffer,
+    /// after the buffer's queued work completes; the other elements are left as they are. A range
+    /// past the buffer's end is [`RuntimeError::OutOfRange`] (nothing is copied). Lets a large buffer
+    /// be filled through a bounded host staging area, one piece at a time.
+    pub fn copy_from_host_at(&mut self, offset: usize, src: &[T]) -> Result<()> {
+        let out_of_range = || RuntimeError::OutOfRange {
+            op: "copy_from_host_at",
+            offset,
+            len: src.len(),
+            buffer_len: self.len,
+        };
+        let end = offset.checked_add(src.len()).ok_or_else(out_of_range)?;
+        if end > self.len {
+            return Err(out_of_range());
+        }
+        // In bounds, so neither product overflows (the buffer's byte size was checked at allocation).
+        let (at, bytes) = (
+            offset * std::mem::size_of::<T>(),
+            std::mem::size_of_val(src),
+        );
+        if bytes == 0 {
             return Ok(());
         }
         self.track.get_mut().settle()?;
         self.core.bind()?;
-        let bytes = self.num_bytes();
-        // SAFETY: destination is this buffer's device memory (`bytes` long, nothing queued on it
-        // after settle), source is a host slice of exactly `bytes` bytes.
+        // SAFETY: destination is bytes `at .. at + bytes` of this buffer's device memory (in bounds:
+        // checked above; nothing queued on it after settle), source is a host slice of exactly `bytes`
+        // bytes.
         unsafe {
             result::memory::memcpy(
-                self.ptr,
+                // A device address: offset arithmetic only, never dereferenced on the host.
+                self.ptr.cast::<u8>().wrapping_add(at).cast(),
                 bytes,
                 src.as_ptr().cast(),
                 bytes,

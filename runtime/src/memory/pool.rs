@@ -70,13 +70,16 @@ fn reuse_limit(size: usize) -> usize {
 }
 
 fn is_oom(e: &dsnpu_ffi::FfiError) -> bool {
+    e.acl_code().is_some_and(is_oom_code)
+}
+
+/// The codes `aclrtMalloc` fails with when device memory is exhausted.
+pub(crate) fn is_oom_code(code: sys::aclError) -> bool {
     matches!(
-        e.acl_code(),
-        Some(
-            sys::ACL_ERROR_RT_MEMORY_ALLOCATION
-                | sys::ACL_ERROR_BAD_ALLOC
-                | sys::ACL_ERROR_RT_DEVICE_OOM
-        )
+        code,
+        sys::ACL_ERROR_RT_MEMORY_ALLOCATION
+            | sys::ACL_ERROR_BAD_ALLOC
+            | sys::ACL_ERROR_RT_DEVICE_OOM
     )
 }
 
