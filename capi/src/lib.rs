@@ -51,8 +51,9 @@ pub use engine::{
 };
 pub use error::{dsnpu_last_error, dsnpu_status_name};
 pub use mla::{
-    dsnpu_mla_decode, dsnpu_mla_decode_plan_create, dsnpu_mla_decode_plan_create_for_shape,
-    dsnpu_mla_decode_plan_destroy, dsnpu_mla_prefill, dsnpu_mla_prefill_cached, DsnpuMlaDecodePlan,
+    dsnpu_mla_cache_write, dsnpu_mla_decode, dsnpu_mla_decode_plan_create,
+    dsnpu_mla_decode_plan_create_for_shape, dsnpu_mla_decode_plan_destroy, dsnpu_mla_prefill,
+    dsnpu_mla_prefill_cached, DsnpuMlaDecodePlan,
 };
 pub use moe::{
     dsnpu_expert_ffn, dsnpu_grouped_matmul, dsnpu_grouped_matmul_strided,
