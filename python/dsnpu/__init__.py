@@ -114,23 +114,23 @@ def _count(value, what, bits=64):
     return v
 
 
-class _Owned:
-    """The extension object of ``Model`` or ``Engine``, reached only from the thread that made it: the
-    extension binds it to that thread (the device context is that thread's), and pyo3 answers a call from
-    any other with a ``PanicException``, which is not even an ``Exception``."""
+class _Serial:
+    """The extension object of ``Model`` or ``Engine``, reached by one thread at a time: ``with obj as o``.
 
-    def __init__(self, what, make):
-        self._what = what
-        self._thread = threading.get_ident()
+    The object may be used and freed on any thread (every device call binds the device on the calling
+    thread), but pyo3 answers a call that overlaps another on the same object with ``RuntimeError``
+    ("Already borrowed"); the lock makes the second thread wait for the first call instead."""
+
+    def __init__(self, make):
+        self._lock = threading.Lock()
         self._obj = make()
 
-    def __call__(self):
-        if threading.get_ident() != self._thread:
-            raise RuntimeError(
-                f"dsnpu.{self._what} is used from a thread other than the one that created it; "
-                "create one in each thread that needs it"
-            )
+    def __enter__(self):
+        self._lock.acquire()
         return self._obj
+
+    def __exit__(self, *exc):
+        self._lock.release()
 
 
 def _index(a, what, dtype=np.int32):
@@ -425,8 +425,8 @@ class Model:
     ``prefix_caching=True`` (npu): the engine keeps the full cache blocks of earlier prompts, and a
     prompt that starts with the same tokens shares them instead of prefilling them again.
     ``max_prefill_tokens=N`` (npu): a prompt goes through the model in passes of at most N tokens
-    (chunked prefill, ``forward`` too); 0 is one pass. A model is used from the thread that created it
-    (a call from another raises ``RuntimeError``).
+    (chunked prefill, ``forward`` too); 0 is one pass. A model may be used and freed on any thread;
+    calls from several threads run one at a time.
     """
 
     def __init__(
@@ -439,31 +439,38 @@ class Model:
             prefix_caching,
             _count(max_prefill_tokens, "max_prefill_tokens"),
         )
-        self._model = _Owned("Model", lambda: _dsnpu.Model(*args))
+        self._model = _Serial(lambda: _dsnpu.Model(*args))
 
     @property
     def backend(self):
-        return self._model().backend
+        with self._model as m:
+            return m.backend
 
     @property
     def prefix_hit_tokens(self):
         """Prompt tokens whose cache rows were shared from earlier prompts (prefix caching)."""
-        return self._model().prefix_hit_tokens
+        with self._model as m:
+            return m.prefix_hit_tokens
 
     @property
     def vocab_size(self):
-        return self._model().vocab_size
+        with self._model as m:
+            return m.vocab_size
 
     def generate(self, ids, max_new_tokens=16, temperature=0.0, top_p=1.0, seed=0):
         """Up to ``max_new_tokens`` new token ids (``int32``) after the prompt ``ids``; greedy at 0."""
-        new = self._model().generate(
+        args = (
             _token_ids(ids), _count(max_new_tokens, "max_new_tokens"), temperature, top_p, _count(seed, "seed")
         )
+        with self._model as m:
+            new = m.generate(*args)
         return np.asarray(new, dtype=np.int32)
 
     def forward(self, ids):
         """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""
-        return _array(self._model().forward(_token_ids(ids)))
+        ids = _token_ids(ids)
+        with self._model as m:
+            return _array(m.forward(ids))
 
 
 class Engine:
@@ -475,8 +482,8 @@ class Engine:
     steps; ``step()`` returns ``[(id, token), ...]`` for every live sequence, prefilling the new ones.
     With ``temperature > 0`` each sequence samples top-p with its own seed (``seed + id`` unless given).
     ``prefix_caching`` and ``max_prefill_tokens`` are the engine options of ``Model``. Rejected input,
-    no live sequence, a sequence outgrowing the cache or an unknown id raise ``ValueError``. An engine is
-    used from the thread that created it (a call from another raises ``RuntimeError``).
+    no live sequence, a sequence outgrowing the cache or an unknown id raise ``ValueError``. An engine may
+    be used and freed on any thread; calls from several threads run one at a time.
     """
 
     def __init__(
@@ -504,19 +511,24 @@ class Engine:
             _count(max_prefill_tokens, "max_prefill_tokens"),
             _count(device, "device", bits=31),
         )
-        self._engine = _Owned("Engine", lambda: _dsnpu.Engine(*args))
+        self._engine = _Serial(lambda: _dsnpu.Engine(*args))
 
     def add_sequence(self, ids, seed=None):
         """Queues the prompt ``ids`` for the next step; returns its sequence id."""
-        return self._engine().add_sequence(_token_ids(ids), None if seed is None else _count(seed, "seed"))
+        args = (_token_ids(ids), None if seed is None else _count(seed, "seed"))
+        with self._engine as e:
+            return e.add_sequence(*args)
 
     def remove_sequence(self, seq_id):
         """Forgets a sequence and frees its cache blocks."""
-        self._engine().remove_sequence(_count(seq_id, "seq_id"))
+        seq_id = _count(seq_id, "seq_id")
+        with self._engine as e:
+            e.remove_sequence(seq_id)
 
     def step(self):
         """One new token for every live sequence: ``[(id, token), ...]`` in id order."""
-        return self._engine().step()
+        with self._engine as e:
+            return e.step()
 
     def generate(self, prompts, max_new_tokens=16, stop=None):
         """Each prompt's new ids (``int32`` arrays), run as one batch on an engine with no live sequence.
@@ -526,37 +538,46 @@ class Engine:
         """
         prompts = [_token_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         stop = None if stop is None else _token_ids(stop, "stop")
-        new = self._engine().generate(prompts, _count(max_new_tokens, "max_new_tokens"), stop)
+        max_new_tokens = _count(max_new_tokens, "max_new_tokens")
+        with self._engine as e:
+            new = e.generate(prompts, max_new_tokens, stop)
         return [np.asarray(ids, dtype=np.int32) for ids in new]
 
     def forward(self, ids):
         """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""
-        return _array(self._engine().forward(_token_ids(ids)))
+        ids = _token_ids(ids)
+        with self._engine as e:
+            return _array(e.forward(ids))
 
     @property
     def live(self):
         """The live sequences' ids."""
-        return self._engine().live
+        with self._engine as e:
+            return e.live
 
     @property
     def free_blocks(self):
         """Cache blocks a sequence can still get."""
-        return self._engine().free_blocks
+        with self._engine as e:
+            return e.free_blocks
 
     @property
     def vocab_size(self):
-        return self._engine().vocab_size
+        with self._engine as e:
+            return e.vocab_size
 
     @property
     def eos_token_ids(self):
-        return self._engine().eos_token_ids
+        with self._engine as e:
+            return e.eos_token_ids
 
     def stats(self):
         """Counters since load (a dict): bytes between host and device, host waits and seconds per
         phase (``load``, ``prefill`` with its ``tokens``, ``decode`` with its ``steps``),
         ``weight_bytes``, ``cache_bytes``, ``prefix_hit_tokens``, ``device_peak_bytes`` and kernel
         launches by operator (``ops``)."""
-        return self._engine().stats()
+        with self._engine as e:
+            return e.stats()
 
 
 class cases:

@@ -8,6 +8,10 @@
 //! prompts to their ends on an idle engine. Errors keep the engine's contract: a rejected prompt, no
 //! live sequence, a sequence that outgrows the cache, an unknown id raise `ValueError`; device
 //! failures `RuntimeError` (a failed step leaves every sequence as it was).
+//!
+//! The object may be called and freed on any thread (the runtime binds the device's context on the
+//! calling thread before each AscendCL call); pyo3's borrow check refuses a call that overlaps another
+//! on the same object with `RuntimeError`, which the Python class avoids by taking a lock.
 
 use std::path::PathBuf;
 
@@ -17,10 +21,10 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::model::model_err;
-use super::{nogil_here, out, Out};
+use super::{nogil, out, Out};
 
 /// A checkpoint resident on a device, stepped by the caller (see the module docs).
-#[pyclass(unsendable, module = "dsnpu._dsnpu")]
+#[pyclass(module = "dsnpu._dsnpu")]
 pub struct Engine {
     inner: dsnpu_model::device::Engine,
 }
@@ -110,8 +114,7 @@ impl Engine {
     /// One token for every live sequence: `[(id, token), ...]` in id order.
     fn step(&mut self, py: Python<'_>) -> PyResult<Vec<(u64, i32)>> {
         let inner = &mut self.inner;
-        // SAFETY: the engine's own Rust state only; this unsendable object's `&mut` borrow.
-        unsafe { nogil_here(py, || inner.step()) }.map_err(model_err)
+        nogil(py, || inner.step()).map_err(model_err)
     }
 
     /// Each prompt's new ids, run as one batch on an engine with no live sequence (prompt `i` samples
@@ -127,9 +130,7 @@ impl Engine {
     ) -> PyResult<Vec<Vec<i32>>> {
         let stop = stop.unwrap_or_else(|| self.inner.config().eos_token_ids.clone());
         let inner = &mut self.inner;
-        // SAFETY: the engine's own Rust state only; this unsendable object's `&mut` borrow.
-        unsafe { nogil_here(py, || inner.generate(&prompts, max_new_tokens, &stop)) }
-            .map_err(model_err)
+        nogil(py, || inner.generate(&prompts, max_new_tokens, &stop)).map_err(model_err)
     }
 
     /// Logits `f32 [len(ids), vocab_size]` of every position of `ids` (a temporary sequence, removed
@@ -137,8 +138,7 @@ impl Engine {
     fn forward(&mut self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
         let v = self.inner.config().vocab_size;
         let inner = &mut self.inner;
-        // SAFETY: the engine's own Rust state only; this unsendable object's `&mut` borrow.
-        let flat = unsafe { nogil_here(py, || inner.prompt_logits(&ids)) }.map_err(model_err)?;
+        let flat = nogil(py, || inner.prompt_logits(&ids)).map_err(model_err)?;
         let logits = ndarray::Array2::from_shape_vec((ids.len(), v), flat)
             .map_err(|e| PyValueError::new_err(format!("engine logits: {e}")))?;
         Ok(out(py, logits))

@@ -153,36 +153,11 @@ fn out<T: Elem, D: Dimension>(py: Python<'_>, a: ndarray::Array<T, D>) -> Out {
     )
 }
 
-/// Runs an operator without holding the GIL: on the simulator a kernel runs on the host and can take
-/// seconds, during which the interpreter's other threads should run. The arrays are the extension's
-/// own copies, so nothing of Python's is touched meanwhile.
+/// Runs an operator or a model call without holding the GIL: on the simulator a kernel runs on the
+/// host and can take seconds, during which the interpreter's other threads should run. The arrays are
+/// the extension's own copies, so nothing of Python's is touched meanwhile.
 fn nogil<R: Send>(py: Python<'_>, f: impl FnOnce() -> R + Send) -> R {
     py.allow_threads(f)
-}
-
-/// [`nogil`] for a closure over the model engine, which is not `Send` (its MoE layer is a `dyn` trait
-/// object). `Python::allow_threads` asks for `Send` to keep GIL-bound values out of the closure, not
-/// because the closure moves: it runs on the calling thread. And no other thread can reach the
-/// object meanwhile: the pyclasses holding an engine are `unsendable` (pyo3 refuses their use from
-/// another thread) and the call holds their mutable borrow.
-///
-/// # Safety
-/// `f` touches no Python object (nothing GIL-bound: it runs without the GIL), and what it uses is
-/// reachable from no other thread while it runs.
-unsafe fn nogil_here<R: Send>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
-    struct Here<F>(F);
-    // SAFETY: the wrapped closure runs on the thread that made it, inside `allow_threads`, and
-    // reaches no Python object and nothing another thread uses (the caller's contract).
-    unsafe impl<F> Send for Here<F> {}
-    impl<F: FnOnce() -> R, R> Here<F> {
-        // A method, so that the closure below captures the whole wrapper (a field access would
-        // capture only the field, which is not `Send`).
-        fn call(self) -> R {
-            (self.0)()
-        }
-    }
-    let here = Here(f);
-    py.allow_threads(move || here.call())
 }
 
 fn ops_err(e: OpsError) -> PyErr {

@@ -12,7 +12,8 @@
 //!
 //! Both stop after the config's `eos_token_id` (included), like `dsnpu generate`. Validation is the
 //! model crate's: a bad checkpoint, an empty prompt, an id outside the vocabulary or too many positions
-//! raise `ValueError` with its message (device failures `RuntimeError`).
+//! raise `ValueError` with its message (device failures `RuntimeError`). Like `Engine`, a `Model` may be
+//! called and freed on any thread.
 
 use std::path::PathBuf;
 
@@ -21,7 +22,7 @@ use dsnpu_model::{DeepseekV3, GenerateOptions, Generator, ModelError};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::{nogil_here, out, Out};
+use super::{nogil, out, Out};
 
 /// Tokens per cache block of the engine.
 const BLOCK_SIZE: usize = 16;
@@ -61,7 +62,7 @@ enum Inner {
 }
 
 /// A checkpoint loaded on a backend (see the module docs).
-#[pyclass(unsendable, module = "dsnpu._dsnpu")]
+#[pyclass(module = "dsnpu._dsnpu")]
 pub struct Model {
     inner: Inner,
 }
@@ -211,9 +212,8 @@ impl Model {
                 Ok(new.pop().unwrap_or_default())
             }
         };
-        // SAFETY: nothing in `run` touches a Python object (its errors are made lazily), and this
-        // unsendable object's `&mut` borrow keeps other threads out of what it uses.
-        unsafe { nogil_here(py, run) }
+        // Nothing in `run` touches a Python object: its errors are made lazily.
+        nogil(py, run)
     }
 
     /// Logits `f32 [len(ids), vocab_size]` of every position of `ids`, as a wire triple.
@@ -235,9 +235,8 @@ impl Model {
                     .map_err(|e| PyRuntimeError::new_err(format!("engine logits: {e}")))
             }
         };
-        // SAFETY: nothing in `run` touches a Python object (its errors are made lazily), and this
-        // unsendable object's `&mut` borrow keeps other threads out of what it uses.
-        let logits = unsafe { nogil_here(py, run) }?;
+        // Nothing in `run` touches a Python object: its errors are made lazily.
+        let logits = nogil(py, run)?;
         Ok(out(py, logits))
     }
 }

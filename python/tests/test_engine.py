@@ -170,50 +170,6 @@ def test_ids_that_are_not_token_ids_are_refused_and_zero_tokens_still_checks_the
     assert e.live == [] and e.free_blocks == 4
 
 
-def _in_another_thread(f):
-    """What ``f()`` raised in a thread of its own (None if nothing), as a BaseException: pyo3's
-    ``PanicException`` is not an ``Exception``."""
-    import threading
-
-    raised = []
-
-    def run():
-        try:
-            f()
-        except BaseException as e:  # noqa: B036 - the point is to see a PanicException too
-            raised.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join()
-    if not raised:
-        return None
-    # Its traceback holds `run`'s frame, which holds `raised`: a cycle that would keep `f`'s objects for
-    # the cyclic GC, which may run on another thread (where pyo3 refuses to drop them: they leak).
-    raised[0].__traceback__ = None
-    return raised[0]
-
-
-def test_use_from_another_thread_is_a_runtime_error_not_a_panic():
-    # The extension's objects are bound to the thread that made them (pyo3 `unsendable`): pyo3 answered
-    # a call from another thread with a PanicException (a BaseException `except Exception` misses).
-    e = dsnpu.Engine(CHECKPOINT, num_blocks=4, block_size=4)
-    m = dsnpu.Model(CHECKPOINT, backend="cpu")
-    for what, call in [
-        ("Engine", lambda: e.add_sequence([1, 2])),
-        ("Engine", lambda: e.live),
-        ("Engine", e.stats),
-        ("Model", lambda: m.generate([1, 2], 1)),
-        ("Model", lambda: m.vocab_size),
-    ]:
-        err = _in_another_thread(call)
-        assert type(err) is RuntimeError, repr(err)
-        assert f"dsnpu.{what} is used from a thread other than the one that created it" in str(err)
-    # Nothing happened to either, and the creating thread still uses them.
-    assert e.live == [] and e.free_blocks == 4
-    assert len(m.generate([1, 2], 1)) == 1
-
-
 def test_engine_and_model_calls_release_the_gil(runs_during):
     # Engine.generate/step/forward and Model.generate/forward held the GIL for the whole call.
     e = dsnpu.Engine(CHECKPOINT, num_blocks=64, block_size=16)

@@ -39,8 +39,9 @@ use crate::error::{invalid_input, Result};
 /// How long a rank waits for rank 0's root-info file.
 const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A MoE layer that replaces the engine's single-device one (the engine's hook).
-pub(crate) trait MoeLayer {
+/// A MoE layer that replaces the engine's single-device one (the engine's hook). `Send`, as the engine
+/// that holds it is.
+pub(crate) trait MoeLayer: Send {
     /// `residual + shared(x) + Σ_k w_k · expert_k(x)` over `tokens` rows of `x [tokens, hidden]`.
     fn forward(
         &self,

@@ -21,3 +21,13 @@ pub(crate) fn kernel_layout(layout: dsnpu_ops::rope::RopeLayout) -> dsnpu_kernel
         dsnpu_ops::rope::RopeLayout::HalfSplit => dsnpu_kernels::RopeLayout::HalfSplit,
     }
 }
+
+// Engines move between threads (the Python extension drops and calls them on any thread): a field
+// that is not `Send` fails the build here rather than in a user. That is sound because the runtime
+// binds the device's context on the calling thread before every AscendCL call, drops included.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<Engine>();
+    send::<EpEngine>();
+    send::<crate::DeepseekV3>();
+};
