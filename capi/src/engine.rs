@@ -17,8 +17,8 @@
 //!   again); weights or a paged cache larger than the device's free memory, or a step whose buffers
 //!   do not fit, `DSNPU_STATUS_OUT_OF_MEMORY` (as for a kernel's workspace); AscendCL failures
 //!   `DSNPU_STATUS_DEVICE`. A failed step leaves every sequence as it was before it.
-//! - An engine is used by one thread at a time, the thread that loaded it (AscendCL binds the device
-//!   context to it).
+//! - An engine is used by one thread at a time, which need not be the one that loaded it: every device
+//!   call binds the device's context on the calling thread, its destroy included.
 
 use std::ffi::{c_char, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
