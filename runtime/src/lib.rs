@@ -12,7 +12,8 @@
 //!   reuses blocks in stream order, retries after releasing its cache on out-of-memory, and counts.
 //! - [`kernel`]: loading and lookup are safe; launching is `unsafe` because the kernel's parameter
 //!   list and memory accesses cannot be checked from the host.
-//! - [`transfer_stats`](mod@transfer_stats): every host↔device copy and host wait, counted where it is made, per thread.
+//! - [`transfer_stats`](mod@transfer_stats): every host↔device copy and host wait, counted where it
+//!   is made, per thread.
 //! - [`comm`]: HCCL communicators own their stream like buffers do; collectives are ordered with the
 //!   buffers' other work and check devices and lengths; the matching calls on the other ranks are
 //!   trusted (HCCL reports a mismatch or a dead peer as a stream error).

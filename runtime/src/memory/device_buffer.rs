@@ -1,10 +1,10 @@
 //! [`DeviceBuffer<T>`]: typed device memory that knows its device, length and stream order.
 //!
 //! Validated: lengths of every copy (the range of a copy at an offset), the device of every stream
-//! a buffer is used on, byte-size overflow. Ordering: see `tracker` — every operation is ordered after the buffer's earlier ones,
-//! whatever stream they were on; dropping returns the memory in stream order (pooled) or waits for
-//! the last operation before `aclrtFree` (uncached). Contents start uninitialized (any bit pattern
-//! is a valid `T`, see [`DeviceRepr`]).
+//! a buffer is used on, byte-size overflow. Ordering: see `tracker` — every operation is ordered
+//! after the buffer's earlier ones, whatever stream they were on; dropping returns the memory in
+//! stream order (pooled) or waits for the last operation before `aclrtFree` (uncached). Contents
+//! start uninitialized (any bit pattern is a valid `T`, see [`DeviceRepr`]).
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
