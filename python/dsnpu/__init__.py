@@ -82,6 +82,16 @@ def _wire(a, dtype=None, what=None):
     return (np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes(), list(a.shape), code)
 
 
+def _require_integers(a, flat, what):
+    """Raises ``TypeError`` unless the array ``a`` (``flat``: its elements) holds integers; floats and
+    booleans would otherwise be truncated into valid-looking values."""
+    if a.dtype == object:  # integers beyond int64 make an object array
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in flat):
+            raise TypeError(f"{what} must be integers")
+    elif flat.size and a.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be integers, got {a.dtype}")
+
+
 def _token_ids(ids, what="ids"):
     """A prompt (any array-like of integers) as a list of Python ints, refusing what is not one: floats
     and booleans would otherwise be truncated by ``int()`` into valid-looking ids, and ids past int32 would
@@ -91,11 +101,7 @@ def _token_ids(ids, what="ids"):
     if a.ndim > 1:
         raise ValueError(f"{what}: token ids are a 1-D sequence, got shape {a.shape}")
     flat = a.reshape(-1)
-    if a.dtype == object:  # integers beyond int64 make an object array
-        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in flat):
-            raise TypeError(f"{what}: token ids must be integers")
-    elif flat.size and a.dtype.kind not in "iu":
-        raise TypeError(f"{what}: token ids must be integers, got {a.dtype}")
+    _require_integers(a, flat, f"{what}: token ids")
     out = [int(i) for i in flat]
     for i in out:
         if not -(2**31) <= i < 2**31:
@@ -139,11 +145,7 @@ def _index(a, what, dtype=np.int32):
     valid-looking indices and wraps integers past the type (2**32 + 1 as int32 is 1)."""
     a = np.asarray(a)
     flat = a.reshape(-1)
-    if a.dtype == object:  # integers beyond int64 make an object array
-        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in flat):
-            raise TypeError(f"{what}: indices must be integers")
-    elif flat.size and a.dtype.kind not in "iu":
-        raise TypeError(f"{what}: indices must be integers, got {a.dtype}")
+    _require_integers(a, flat, f"{what}: indices")
     if flat.size:
         info = np.iinfo(dtype)
         for v in (flat.min(), flat.max()):

@@ -31,3 +31,27 @@ def _runs_during(call):
 @pytest.fixture
 def runs_during():
     return _runs_during
+
+
+def _in_threads(work, n):
+    """Runs ``work(k)`` for k = 0 .. n-1 on ``n`` threads at once; returns what they raised."""
+    errors = []
+
+    def run(k):
+        try:
+            work(k)
+        except BaseException as err:  # noqa: B036
+            err.__traceback__ = None  # no reference cycle through the thread's frames
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+@pytest.fixture
+def in_threads():
+    return _in_threads

@@ -172,34 +172,25 @@ def test_a_model_used_from_another_thread_gives_its_owner_threads_ids():
         np.testing.assert_array_equal(m.generate(PROMPTS[0], 4, temperature=0.8, seed=2), sampled)
 
 
-def test_calls_from_several_threads_at_once_run_one_at_a_time():
+def test_calls_from_several_threads_at_once_run_one_at_a_time(in_threads):
     # The GIL is released during a call, so two threads' calls overlap: pyo3 refused the second
     # ("Already borrowed"); the Python class serializes them instead.
     e = dsnpu.Engine(CHECKPOINT, num_blocks=64, block_size=4)
     m = dsnpu.Model(CHECKPOINT, max_tokens=64)
     want = [list(x) for x in e.generate(PROMPTS, 8, stop=[])]
     want_m = list(m.generate(PROMPTS[1], 8))
-    results, errors = [], []
+    results = []
     start = threading.Barrier(4)
 
     def work(k):
-        try:
-            start.wait()
-            for _ in range(3):
-                if k % 2:
-                    results.append(("e", [list(x) for x in e.generate(PROMPTS, 8, stop=[])]))
-                else:
-                    results.append(("m", list(m.generate(PROMPTS[1], 8))))
-        except BaseException as err:  # noqa: B036
-            err.__traceback__ = None
-            errors.append(err)
+        start.wait()
+        for _ in range(3):
+            if k % 2:
+                results.append(("e", [list(x) for x in e.generate(PROMPTS, 8, stop=[])]))
+            else:
+                results.append(("m", list(m.generate(PROMPTS[1], 8))))
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert in_threads(work, 4) == []
     assert len(results) == 12
     for kind, got in results:
         assert got == (want if kind == "e" else want_m)
