@@ -580,6 +580,12 @@ private:
             for (int64_t r = 0; r < rows; ++r) {
                 const T* p = g.dsnpu_span(op, static_cast<uint64_t>((r0 + r) * ld + k0), static_cast<uint64_t>(bk));
                 ::dsnpu::host::gm_read(op, p, static_cast<uint64_t>(bk) * sizeof(T));
+                // The next k step reads the bytes after these in every row: a few cache lines per row, too
+                // short a run for the host's stream prefetcher, so a decode's weight load waited on memory
+                // latency row by row. Asking for them now overlaps that wait (a prefetch never faults).
+                for (int64_t b = 0; b < bk * static_cast<int64_t>(sizeof(T)); b += 64) {
+                    __builtin_prefetch(reinterpret_cast<const char*>(p + bk) + b, 0, 1);
+                }
                 for (int64_t kk = 0; kk < bk; ++kk) {
                     o[r * r_step + kk * k_step] = static_cast<float>(::dsnpu::host::Elem<T>::to_d(p[kk]));
                 }
