@@ -56,11 +56,14 @@ mod exceptions {
 use exceptions::OutOfMemoryError;
 
 // pyo3 (from 0.23) requires its classes to be `Sync`, and their methods lock their state with the
-// GIL released, which needs it too: a field that breaks it fails the build here.
+// GIL released, which needs it too; the state behind the locks is `Send + Sync` itself (the model
+// crate's engine keeps no `RefCell`). A field that breaks it fails the build here.
 const _: fn() = || {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<model::Model>();
     send_sync::<engine::Engine>();
+    send_sync::<dsnpu_model::device::Engine>();
+    send_sync::<dsnpu_model::DeepseekV3>();
 };
 
 /// A tensor as it arrives from Python.

@@ -65,8 +65,7 @@ pub struct Model {
     inner: Mutex<Inner>,
 }
 
-// The state the lock guards moves between threads with the calls (`locked` needs `Send`); `Sync` is
-// what pyo3's classes will require of their fields.
+// The state behind the lock is `Send + Sync` itself, like the class (see the check in lib.rs).
 const _: fn() = || {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Inner>();
