@@ -28,7 +28,9 @@ use super::model::model_err;
 use super::{locked, out, Out};
 
 /// A checkpoint resident on a device, stepped by the caller (see the module docs).
-#[pyclass(module = "dsnpu._dsnpu")]
+// Frozen: no method takes `&mut self`, so pyo3 keeps no borrow flag (which refused an overlapping
+// call with "Already borrowed"); the mutex serializes the calls instead.
+#[pyclass(module = "dsnpu._dsnpu", frozen)]
 pub struct Engine {
     /// Locked by each call (`locked`): calls from several threads run one at a time.
     inner: Mutex<dsnpu_model::device::Engine>,

@@ -59,7 +59,9 @@ enum Inner {
 }
 
 /// A checkpoint loaded on a backend (see the module docs).
-#[pyclass(module = "dsnpu._dsnpu")]
+// Frozen: no method takes `&mut self`, so pyo3 keeps no borrow flag (which refused an overlapping
+// call with "Already borrowed"); the mutex serializes the calls instead.
+#[pyclass(module = "dsnpu._dsnpu", frozen)]
 pub struct Model {
     /// Locked by each call (`locked`): calls from several threads run one at a time.
     inner: Mutex<Inner>,
