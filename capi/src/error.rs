@@ -70,7 +70,8 @@ impl CapiError {
     fn status(&self) -> i32 {
         // Failures any entry point can meet, wrapped or not: found by type along the cause chain, so
         // that a kernel's workspace and an engine's weights running out of memory (say) are one code.
-        if causes(self).any(is_out_of_memory) {
+        // Out of memory is the model crate's test, the one the Python extension asks too.
+        if dsnpu_model::error::out_of_memory_in_chain(self) {
             return DSNPU_STATUS_OUT_OF_MEMORY;
         }
         if causes(self).any(is_untileable) {
@@ -109,18 +110,6 @@ fn causes<'a>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(e), |e| e.source())
-}
-
-/// Device memory ran out: the runtime's out-of-memory (the pool's, or `aclrtMalloc`'s code), or the
-/// model's weights or paged cache not fitting in the device's free memory.
-fn is_out_of_memory(e: &(dyn std::error::Error + 'static)) -> bool {
-    if let Some(e) = e.downcast_ref::<RuntimeError>() {
-        return e.is_out_of_memory();
-    }
-    matches!(
-        e.downcast_ref::<ModelError>(),
-        Some(ModelError::DeviceMemory { .. } | ModelError::CacheMemory { .. })
-    )
 }
 
 /// A well-formed shape whose tiles do not fit the core's buffers.

@@ -106,7 +106,9 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 impl ModelError {
     /// Whether the caller's input caused the error — a checkpoint, a prompt, an option, a request the
     /// cache or the device memory cannot hold — rather than the device or the library failing: what
-    /// the C and Python entry points report as an invalid argument (`ValueError`).
+    /// the C and Python entry points report as an invalid argument (`ValueError`), except that both
+    /// ask [`is_out_of_memory`](Self::is_out_of_memory) first (weights or a cache that do not fit are
+    /// `DSNPU_STATUS_OUT_OF_MEMORY` and `dsnpu.OutOfMemoryError` there).
     pub fn is_caller_error(&self) -> bool {
         match self {
             ModelError::Device(_) | ModelError::Kernel(_) | ModelError::NonFiniteOutput { .. } => {
@@ -121,6 +123,34 @@ impl ModelError {
             _ => true,
         }
     }
+}
+
+impl ModelError {
+    /// Whether device memory ran out: the weights or the paged cache not fitting
+    /// ([`DeviceMemory`](Self::DeviceMemory), [`CacheMemory`](Self::CacheMemory)), or a runtime
+    /// out-of-memory anywhere along the cause chain (a device call's, a kernel's, an operator's). The
+    /// entry points report all of these as one kind of failure.
+    pub fn is_out_of_memory(&self) -> bool {
+        out_of_memory_in_chain(self)
+    }
+}
+
+/// Whether device memory ran out anywhere along `e`'s cause chain (`e` included): a
+/// [`RuntimeError`](dsnpu_runtime::RuntimeError) for which
+/// [`is_out_of_memory`](dsnpu_runtime::RuntimeError::is_out_of_memory) holds, or a [`ModelError`] whose
+/// weights or cache did not fit. Found by type, not by message, so that any wrapping (an operator's
+/// boxed source, a kernel's shared cause, another crate's error) is seen through: the one definition
+/// the model's, the C API's and the Python extension's errors share.
+pub fn out_of_memory_in_chain(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        if let Some(r) = e.downcast_ref::<dsnpu_runtime::RuntimeError>() {
+            return r.is_out_of_memory();
+        }
+        matches!(
+            e.downcast_ref::<ModelError>(),
+            Some(ModelError::DeviceMemory { .. } | ModelError::CacheMemory { .. })
+        )
+    })
 }
 
 /// `[3, 5]`: an element index as the messages print it.
@@ -138,4 +168,116 @@ pub(crate) fn config_err(field: &str, reason: impl Into<String>) -> ModelError {
 
 pub(crate) fn invalid_input(reason: impl Into<String>) -> ModelError {
     ModelError::InvalidInput(reason.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dsnpu_kernels::launch::device_error;
+    use dsnpu_kernels::KernelError;
+    use dsnpu_ops::OpsError;
+    use dsnpu_runtime::RuntimeError;
+
+    fn oom() -> RuntimeError {
+        RuntimeError::OutOfMemory {
+            device: 0,
+            requested: 1 << 30,
+            free: 1 << 20,
+            cached: 0,
+            allocated: 0,
+        }
+    }
+
+    /// A runtime failure that is not memory running out.
+    fn other() -> RuntimeError {
+        RuntimeError::InvalidArgument("stream of another device".into())
+    }
+
+    /// `e` failing operator `op` on the device backend, boxed as the backend boxes it.
+    fn backend(e: impl std::error::Error + Send + Sync + 'static) -> OpsError {
+        OpsError::Backend {
+            op: "linear",
+            backend: "sim:0".into(),
+            source: Box::new(e),
+        }
+    }
+
+    #[test]
+    fn device_memory_running_out_is_found_however_it_is_wrapped() {
+        let cases = [
+            ModelError::DeviceMemory {
+                tensor: "w".into(),
+                needed: 2,
+                free: 1,
+            },
+            ModelError::CacheMemory {
+                slots: 1,
+                needed: 2,
+                free: 1,
+            },
+            ModelError::Device(oom()),
+            // The runtime's own wrapping of a kernel's failure.
+            ModelError::Device(RuntimeError::Kernel {
+                kernel: "k".into(),
+                source: Box::new(oom()),
+            }),
+            ModelError::Kernel(device_error("k", oom())),
+            ModelError::Ops(backend(oom())),
+            ModelError::Ops(backend(device_error("k", oom()))),
+            // An operator failing with a model error (a backend over the engine) is seen through too.
+            ModelError::Ops(backend(ModelError::CacheMemory {
+                slots: 1,
+                needed: 2,
+                free: 1,
+            })),
+        ];
+        for e in cases {
+            assert!(e.is_out_of_memory(), "{e}");
+            // The cause chain is seen from outside too, by the same test.
+            let outer = backend(e);
+            assert!(out_of_memory_in_chain(&outer), "{outer}");
+        }
+    }
+
+    #[test]
+    fn other_failures_are_not_out_of_memory() {
+        let no_cause = KernelError::Device {
+            kernel: "k".into(),
+            code: Some(507015),
+            message: "aicore exception".into(),
+            source: None,
+        };
+        let cases = [
+            ModelError::Device(other()),
+            ModelError::Device(RuntimeError::Kernel {
+                kernel: "k".into(),
+                source: Box::new(other()),
+            }),
+            ModelError::Kernel(device_error("k", other())),
+            ModelError::Kernel(no_cause),
+            ModelError::Kernel(KernelError::DoesNotFit {
+                kernel: "k",
+                needed: 2,
+                available: 1,
+            }),
+            ModelError::Ops(backend(other())),
+            // Only the type counts: a message that talks of memory is not memory running out.
+            ModelError::Ops(OpsError::Backend {
+                op: "linear",
+                backend: "sim:0".into(),
+                source: "out of memory".into(),
+            }),
+            ModelError::Ops(OpsError::InvalidArgument {
+                op: "linear",
+                arg: "x",
+                reason: "out of memory".into(),
+            }),
+            ModelError::OutOfBlocks { needed: 2, free: 1 },
+            ModelError::InvalidInput("out of device memory".into()),
+            ModelError::NoLiveSequences,
+        ];
+        for e in cases {
+            assert!(!e.is_out_of_memory(), "{e}");
+        }
+    }
 }

@@ -10,11 +10,13 @@ Float tensors are ``float32``, ``float16`` or bfloat16: ``ml_dtypes.bfloat16`` a
 Results come back in the inputs' type (bf16 results as ``ml_dtypes.bfloat16`` when available, else
 ``uint16`` bit patterns). Ids and row indices are ``int32``, token counts and group lists ``int64``
 (any integer array whose values fit; floats and booleans raise ``TypeError``).
-Invalid inputs raise ``ValueError`` with the operator's message.
+Invalid inputs raise ``ValueError`` with the operator's message. The device failing while it runs an
+operator raises ``RuntimeError``; device memory running out, here or in ``Model`` and ``Engine`` (weights
+or a paged cache that do not fit, a step that finds no memory), raises :class:`OutOfMemoryError`, a
+``RuntimeError``.
 """
 
 import os
-import threading
 
 import numpy as np
 
@@ -28,7 +30,10 @@ except ImportError:  # pragma: no cover - exercised only without ml_dtypes
     ml_dtypes = None
     BFLOAT16 = None
 
+OutOfMemoryError = _dsnpu.OutOfMemoryError
+
 __all__ = [
+    "OutOfMemoryError",
     "backend_name",
     "rms_norm",
     "add_rms_norm",
@@ -118,25 +123,6 @@ def _count(value, what, bits=64):
     if not 0 <= v < 2**bits:
         raise ValueError(f"{what} must be in 0 .. 2**{bits}, got {v}")
     return v
-
-
-class _Serial:
-    """The extension object of ``Model`` or ``Engine``, reached by one thread at a time: ``with obj as o``.
-
-    The object may be used and freed on any thread (every device call binds the device on the calling
-    thread), but pyo3 answers a call that overlaps another on the same object with ``RuntimeError``
-    ("Already borrowed"); the lock makes the second thread wait for the first call instead."""
-
-    def __init__(self, make):
-        self._lock = threading.Lock()
-        self._obj = make()
-
-    def __enter__(self):
-        self._lock.acquire()
-        return self._obj
-
-    def __exit__(self, *exc):
-        self._lock.release()
 
 
 def _index(a, what, dtype=np.int32):
@@ -427,8 +413,10 @@ class Model:
     ``prefix_caching=True`` (npu): the engine keeps the full cache blocks of earlier prompts, and a
     prompt that starts with the same tokens shares them instead of prefilling them again.
     ``max_prefill_tokens=N`` (npu): a prompt goes through the model in passes of at most N tokens
-    (chunked prefill, ``forward`` too); 0 is one pass. A model may be used and freed on any thread;
-    calls from several threads run one at a time.
+    (chunked prefill, ``forward`` too); 0 is one pass. Bad input raises ``ValueError``; device memory
+    running out (weights or a cache that do not fit, a step) :class:`OutOfMemoryError`; other device
+    failures ``RuntimeError``. A model may be used and freed on any thread; calls from several threads
+    run one at a time (the extension object serializes them: a call waits for the one before it).
     """
 
     def __init__(
@@ -441,38 +429,33 @@ class Model:
             prefix_caching,
             _count(max_prefill_tokens, "max_prefill_tokens"),
         )
-        self._model = _Serial(lambda: _dsnpu.Model(*args))
+        self._model = _dsnpu.Model(*args)
 
     @property
     def backend(self):
-        with self._model as m:
-            return m.backend
+        return self._model.backend
 
     @property
     def prefix_hit_tokens(self):
         """Prompt tokens whose cache rows were shared from earlier prompts (prefix caching)."""
-        with self._model as m:
-            return m.prefix_hit_tokens
+        return self._model.prefix_hit_tokens
 
     @property
     def vocab_size(self):
-        with self._model as m:
-            return m.vocab_size
+        return self._model.vocab_size
 
     def generate(self, ids, max_new_tokens=16, temperature=0.0, top_p=1.0, seed=0):
         """Up to ``max_new_tokens`` new token ids (``int32``) after the prompt ``ids``; greedy at 0."""
         args = (
             _token_ids(ids), _count(max_new_tokens, "max_new_tokens"), temperature, top_p, _count(seed, "seed")
         )
-        with self._model as m:
-            new = m.generate(*args)
+        new = self._model.generate(*args)
         return np.asarray(new, dtype=np.int32)
 
     def forward(self, ids):
         """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""
         ids = _token_ids(ids)
-        with self._model as m:
-            return _array(m.forward(ids))
+        return _array(self._model.forward(ids))
 
 
 class Engine:
@@ -484,8 +467,11 @@ class Engine:
     steps; ``step()`` returns ``[(id, token), ...]`` for every live sequence, prefilling the new ones.
     With ``temperature > 0`` each sequence samples top-p with its own seed (``seed + id`` unless given).
     ``prefix_caching`` and ``max_prefill_tokens`` are the engine options of ``Model``. Rejected input,
-    no live sequence, a sequence outgrowing the cache or an unknown id raise ``ValueError``. An engine may
-    be used and freed on any thread; calls from several threads run one at a time.
+    no live sequence, a sequence outgrowing the cache or an unknown id raise ``ValueError``; device memory
+    running out (weights or a cache that do not fit, a step) :class:`OutOfMemoryError`; other device
+    failures ``RuntimeError`` (a failed step leaves every sequence as it was). An engine may be used and
+    freed on any thread; calls from several threads run one at a time (the extension object serializes
+    them: a call waits for the one before it).
     """
 
     def __init__(
@@ -513,24 +499,21 @@ class Engine:
             _count(max_prefill_tokens, "max_prefill_tokens"),
             _count(device, "device", bits=31),
         )
-        self._engine = _Serial(lambda: _dsnpu.Engine(*args))
+        self._engine = _dsnpu.Engine(*args)
 
     def add_sequence(self, ids, seed=None):
         """Queues the prompt ``ids`` for the next step; returns its sequence id."""
         args = (_token_ids(ids), None if seed is None else _count(seed, "seed"))
-        with self._engine as e:
-            return e.add_sequence(*args)
+        return self._engine.add_sequence(*args)
 
     def remove_sequence(self, seq_id):
         """Forgets a sequence and frees its cache blocks."""
         seq_id = _count(seq_id, "seq_id")
-        with self._engine as e:
-            e.remove_sequence(seq_id)
+        self._engine.remove_sequence(seq_id)
 
     def step(self):
         """One new token for every live sequence: ``[(id, token), ...]`` in id order."""
-        with self._engine as e:
-            return e.step()
+        return self._engine.step()
 
     def generate(self, prompts, max_new_tokens=16, stop=None):
         """Each prompt's new ids (``int32`` arrays), run as one batch on an engine with no live sequence.
@@ -541,45 +524,38 @@ class Engine:
         prompts = [_token_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         stop = None if stop is None else _token_ids(stop, "stop")
         max_new_tokens = _count(max_new_tokens, "max_new_tokens")
-        with self._engine as e:
-            new = e.generate(prompts, max_new_tokens, stop)
+        new = self._engine.generate(prompts, max_new_tokens, stop)
         return [np.asarray(ids, dtype=np.int32) for ids in new]
 
     def forward(self, ids):
         """Logits ``float32 [len(ids), vocab_size]`` of every position of the prompt ``ids``."""
         ids = _token_ids(ids)
-        with self._engine as e:
-            return _array(e.forward(ids))
+        return _array(self._engine.forward(ids))
 
     @property
     def live(self):
         """The live sequences' ids."""
-        with self._engine as e:
-            return e.live
+        return self._engine.live
 
     @property
     def free_blocks(self):
         """Cache blocks a sequence can still get."""
-        with self._engine as e:
-            return e.free_blocks
+        return self._engine.free_blocks
 
     @property
     def vocab_size(self):
-        with self._engine as e:
-            return e.vocab_size
+        return self._engine.vocab_size
 
     @property
     def eos_token_ids(self):
-        with self._engine as e:
-            return e.eos_token_ids
+        return self._engine.eos_token_ids
 
     def stats(self):
         """Counters since load (a dict): bytes between host and device, host waits and seconds per
         phase (``load``, ``prefill`` with its ``tokens``, ``decode`` with its ``steps``),
         ``weight_bytes``, ``cache_bytes``, ``prefix_hit_tokens``, ``device_peak_bytes`` and kernel
         launches by operator (``ops``)."""
-        with self._engine as e:
-            return e.stats()
+        return self._engine.stats()
 
 
 class cases:

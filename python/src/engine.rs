@@ -6,14 +6,18 @@
 //! added (`add_sequence`) and removed (`remove_sequence`) between steps; `step` returns one
 //! `(sequence id, token)` per live sequence, prefilling the new ones. `generate` runs a batch of
 //! prompts to their ends on an idle engine. Errors keep the engine's contract: a rejected prompt, no
-//! live sequence, a sequence that outgrows the cache, an unknown id raise `ValueError`; device
-//! failures `RuntimeError` (a failed step leaves every sequence as it was).
+//! live sequence, a sequence that outgrows the cache, an unknown id raise `ValueError`; device memory
+//! running out (weights or a cache that do not fit when loaded, a step that finds no memory)
+//! `OutOfMemoryError`, a `RuntimeError`; other device failures `RuntimeError` (a failed step leaves
+//! every sequence as it was).
 //!
 //! The object may be called and freed on any thread (the runtime binds the device's context on the
-//! calling thread before each AscendCL call); pyo3's borrow check refuses a call that overlaps another
-//! on the same object with `RuntimeError`, which the Python class avoids by taking a lock.
+//! calling thread before each AscendCL call). It serializes its own calls: the engine sits behind a
+//! mutex that every method, getters included, takes with the GIL released, so a call that overlaps
+//! another on the same object waits for it while the interpreter's other threads run.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use dsnpu_model::device::{DType, EngineOptions, PhaseStats};
 use pyo3::exceptions::PyValueError;
@@ -21,12 +25,15 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::model::model_err;
-use super::{nogil, out, Out};
+use super::{locked, out, Out};
 
 /// A checkpoint resident on a device, stepped by the caller (see the module docs).
-#[pyclass(module = "dsnpu._dsnpu")]
+// Frozen: no method takes `&mut self`, so pyo3 keeps no borrow flag (which refused an overlapping
+// call with "Already borrowed"); the mutex serializes the calls instead.
+#[pyclass(module = "dsnpu._dsnpu", frozen)]
 pub struct Engine {
-    inner: dsnpu_model::device::Engine,
+    /// Locked by each call (`locked`): calls from several threads run one at a time.
+    inner: Mutex<dsnpu_model::device::Engine>,
 }
 
 /// `{h2d_bytes, d2h_bytes, syncs}`: what crossed between host and device, and the host's waits.
@@ -92,29 +99,30 @@ impl Engine {
         };
         let inner =
             dsnpu_model::device::Engine::load(&path, opts, &mut |_, _| {}).map_err(model_err)?;
-        Ok(Engine { inner })
+        Ok(Engine {
+            inner: Mutex::new(inner),
+        })
     }
 
     /// Queues a prompt for the next step; returns its sequence id. Its sampler is seeded with `seed`,
     /// or with the engine's seed + the id when `seed` is None.
     #[pyo3(signature = (ids, seed = None))]
-    fn add_sequence(&mut self, ids: Vec<i32>, seed: Option<u64>) -> PyResult<u64> {
-        match seed {
-            Some(s) => self.inner.add_sequence_seeded(&ids, s),
-            None => self.inner.add_sequence(&ids),
-        }
+    fn add_sequence(&self, py: Python<'_>, ids: Vec<i32>, seed: Option<u64>) -> PyResult<u64> {
+        locked(py, &self.inner, |e| match seed {
+            Some(s) => e.add_sequence_seeded(&ids, s),
+            None => e.add_sequence(&ids),
+        })
         .map_err(model_err)
     }
 
     /// Forgets a sequence and frees its cache blocks.
-    fn remove_sequence(&mut self, id: u64) -> PyResult<()> {
-        self.inner.remove_sequence(id).map_err(model_err)
+    fn remove_sequence(&self, py: Python<'_>, id: u64) -> PyResult<()> {
+        locked(py, &self.inner, |e| e.remove_sequence(id)).map_err(model_err)
     }
 
     /// One token for every live sequence: `[(id, token), ...]` in id order.
-    fn step(&mut self, py: Python<'_>) -> PyResult<Vec<(u64, i32)>> {
-        let inner = &mut self.inner;
-        nogil(py, || inner.step()).map_err(model_err)
+    fn step(&self, py: Python<'_>) -> PyResult<Vec<(u64, i32)>> {
+        locked(py, &self.inner, |e| e.step()).map_err(model_err)
     }
 
     /// Each prompt's new ids, run as one batch on an engine with no live sequence (prompt `i` samples
@@ -122,23 +130,26 @@ impl Engine {
     /// `eos_token_id`).
     #[pyo3(signature = (prompts, max_new_tokens, stop = None))]
     fn generate(
-        &mut self,
+        &self,
         py: Python<'_>,
         prompts: Vec<Vec<i32>>,
         max_new_tokens: usize,
         stop: Option<Vec<i32>>,
     ) -> PyResult<Vec<Vec<i32>>> {
-        let stop = stop.unwrap_or_else(|| self.inner.config().eos_token_ids.clone());
-        let inner = &mut self.inner;
-        nogil(py, || inner.generate(&prompts, max_new_tokens, &stop)).map_err(model_err)
+        locked(py, &self.inner, |e| {
+            let stop = stop.unwrap_or_else(|| e.config().eos_token_ids.clone());
+            e.generate(&prompts, max_new_tokens, &stop)
+        })
+        .map_err(model_err)
     }
 
     /// Logits `f32 [len(ids), vocab_size]` of every position of `ids` (a temporary sequence, removed
     /// after), as a wire triple.
-    fn forward(&mut self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
-        let v = self.inner.config().vocab_size;
-        let inner = &mut self.inner;
-        let flat = nogil(py, || inner.prompt_logits(&ids)).map_err(model_err)?;
+    fn forward(&self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
+        let (v, flat) = locked(py, &self.inner, |e| -> dsnpu_model::Result<_> {
+            Ok((e.config().vocab_size, e.prompt_logits(&ids)?))
+        })
+        .map_err(model_err)?;
         let logits = ndarray::Array2::from_shape_vec((ids.len(), v), flat)
             .map_err(|e| PyValueError::new_err(format!("engine logits: {e}")))?;
         Ok(out(py, logits))
@@ -146,31 +157,32 @@ impl Engine {
 
     /// The live sequences' ids, in order.
     #[getter]
-    fn live(&self) -> Vec<u64> {
-        self.inner.live()
+    fn live(&self, py: Python<'_>) -> Vec<u64> {
+        locked(py, &self.inner, |e| e.live())
     }
 
     /// Cache blocks a sequence can still get.
     #[getter]
-    fn free_blocks(&self) -> usize {
-        self.inner.free_blocks()
+    fn free_blocks(&self, py: Python<'_>) -> usize {
+        locked(py, &self.inner, |e| e.free_blocks())
     }
 
     #[getter]
-    fn vocab_size(&self) -> usize {
-        self.inner.config().vocab_size
+    fn vocab_size(&self, py: Python<'_>) -> usize {
+        locked(py, &self.inner, |e| e.config().vocab_size)
     }
 
     #[getter]
-    fn eos_token_ids(&self) -> Vec<i32> {
-        self.inner.config().eos_token_ids.clone()
+    fn eos_token_ids(&self, py: Python<'_>) -> Vec<i32> {
+        locked(py, &self.inner, |e| e.config().eos_token_ids.clone())
     }
 
     /// Counters since load: `weight_bytes`, `cache_bytes`, `load` / `prefill` / `decode` (bytes that
     /// crossed between host and device, host waits, seconds; prompt `tokens` and decode `steps`),
     /// `prefix_hit_tokens`, `device_peak_bytes` and kernel launches by operator (`ops`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.stats();
+        // Read under the lock, turned into Python objects after it (with the GIL back).
+        let (s, peak) = locked(py, &self.inner, |e| (e.stats(), e.device_peak_bytes()));
         let d = PyDict::new_bound(py);
         d.set_item("weight_bytes", s.weight_bytes)?;
         d.set_item("cache_bytes", s.cache_bytes)?;
@@ -180,7 +192,7 @@ impl Engine {
         d.set_item("prefill", phase(py, &s.prefill, "tokens")?)?;
         d.set_item("decode", phase(py, &s.decode, "steps")?)?;
         d.set_item("prefix_hit_tokens", s.prefix_hit_tokens)?;
-        d.set_item("device_peak_bytes", self.inner.device_peak_bytes())?;
+        d.set_item("device_peak_bytes", peak)?;
         let ops = PyDict::new_bound(py);
         for (op, n) in &s.ops {
             ops.set_item(*op, *n)?;

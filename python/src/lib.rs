@@ -6,8 +6,14 @@
 //! operator runs on a backend named by a string: `"npu"` (dsnpu's kernels on device 0 through
 //! `dsnpu_ops::backend::Npu`: the simulator without CANN; operators without a kernel are refused with
 //! the backend's `Unsupported` error) or `"cpu"` (the CPU references). Validation is the operators'
-//! own (`dsnpu_ops`); an `OpsError` becomes a `ValueError` with its message, a malformed triple a
-//! `ValueError` naming the argument.
+//! own (`dsnpu_ops`); an `OpsError` becomes a `ValueError` with its message (its causes' texts
+//! appended), a malformed triple a `ValueError` naming the argument. The exception is
+//! `OpsError::Backend`, the device failing while it ran the operator: `RuntimeError`, or
+//! `OutOfMemoryError` (a `RuntimeError`) when device memory ran out somewhere along its cause chain.
+//!
+//! `OutOfMemoryError` is the one exception for device memory running out, whatever ran out of it: an
+//! operator here, or `Model` and `Engine` (weights or a paged cache that do not fit when loaded, a step
+//! that finds no memory), like the C API's one `DSNPU_STATUS_OUT_OF_MEMORY`.
 
 // pyo3 0.22's #[pyfunction] expansion converts PyErr into PyErr, which newer clippy flags in our code.
 #![allow(clippy::useless_conversion)]
@@ -15,8 +21,9 @@
 mod engine;
 mod model;
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
+use dsnpu_model::error::out_of_memory_in_chain;
 use dsnpu_ops::backend::{Backend, Cpu, DenseOps, MlaOps, MoeOps, Npu};
 use dsnpu_ops::conformance::{cases, cases::CaseRng};
 use dsnpu_ops::mla::{
@@ -30,6 +37,34 @@ use ndarray::{ArrayD, Dimension, IntoDimension, Ix1, Ix2, Ix3, Ix4};
 use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+
+mod exceptions {
+    // pyo3 0.22's macro tests pyo3's own `gil-refs` feature in the calling crate.
+    #![allow(unexpected_cfgs)]
+
+    use pyo3::create_exception;
+    use pyo3::exceptions::PyRuntimeError;
+
+    create_exception!(
+        dsnpu,
+        OutOfMemoryError,
+        PyRuntimeError,
+        "Device memory ran out: weights or a paged cache that do not fit, or an operator or a step \
+         that found no memory. A RuntimeError, as torch.cuda.OutOfMemoryError is."
+    );
+}
+use exceptions::OutOfMemoryError;
+
+// pyo3 (from 0.23) requires its classes to be `Sync`, and their methods lock their state with the
+// GIL released, which needs it too; the state behind the locks is `Send + Sync` itself (the model
+// crate's engine keeps no `RefCell`). A field that breaks it fails the build here.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<model::Model>();
+    send_sync::<engine::Engine>();
+    send_sync::<dsnpu_model::device::Engine>();
+    send_sync::<dsnpu_model::DeepseekV3>();
+};
 
 /// A tensor as it arrives from Python.
 type In<'py> = (Bound<'py, PyBytes>, Vec<usize>, String);
@@ -160,18 +195,45 @@ fn nogil<R: Send>(py: Python<'_>, f: impl FnOnce() -> R + Send) -> R {
     py.allow_threads(f)
 }
 
-fn ops_err(e: OpsError) -> PyErr {
+/// Runs `f` on the state behind `state` without holding the GIL: a call that overlaps another on the
+/// same object waits for it. The GIL is released before the lock is taken: a thread waiting for the
+/// lock with the GIL held would block the thread holding the lock, which needs the GIL to return.
+fn locked<T: Send, R: Send>(
+    py: Python<'_>,
+    state: &Mutex<T>,
+    f: impl FnOnce(&mut T) -> R + Send,
+) -> R {
+    py.allow_threads(|| {
+        // A call that panicked (a PanicException in Python) poisons the lock; the object stays usable,
+        // as it was when pyo3's borrow flag guarded it.
+        let mut guard = state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    })
+}
+
+/// `e`'s message, then its causes' texts that it does not already hold.
+fn message(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
+    let mut src = e.source();
     while let Some(c) = src {
-        // Errors that print their source (a backend's kernel error) already hold its text.
+        // Errors that print their source (a backend's kernel error, `device: {0}`) already hold its text.
         let text = c.to_string();
         if !msg.contains(&text) {
             msg += &format!(": {text}");
         }
         src = c.source();
     }
-    PyValueError::new_err(msg)
+    msg
+}
+
+fn ops_err(e: OpsError) -> PyErr {
+    let msg = message(&e);
+    match e {
+        // The device failed while it ran the operator: not a bad argument.
+        OpsError::Backend { .. } if out_of_memory_in_chain(&e) => OutOfMemoryError::new_err(msg),
+        OpsError::Backend { .. } => PyRuntimeError::new_err(msg),
+        _ => PyValueError::new_err(msg),
+    }
 }
 
 /// The backends, by name.
@@ -187,7 +249,7 @@ fn backend(name: &str) -> PyResult<Be> {
         "npu" => {
             let mut slot = NPU.lock().unwrap_or_else(|e| e.into_inner());
             if slot.is_none() {
-                *slot = Some(Npu::new(0).map_err(|e| PyRuntimeError::new_err(e.to_string()))?);
+                *slot = Some(Npu::new(0).map_err(ops_err)?);
             }
             Ok(Be::Npu(slot.clone().expect("set above")))
         }
@@ -999,6 +1061,10 @@ fn _dsnpu(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(matmul_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(rope_shapes, m)?)?;
     m.add_function(wrap_pyfunction!(uniform, m)?)?;
+    m.add(
+        "OutOfMemoryError",
+        m.py().get_type_bound::<OutOfMemoryError>(),
+    )?;
     m.add_class::<model::Model>()?;
     m.add_class::<engine::Engine>()?;
     Ok(())

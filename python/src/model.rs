@@ -12,33 +12,30 @@
 //!
 //! Both stop after the config's `eos_token_id` (included), like `dsnpu generate`. Validation is the
 //! model crate's: a bad checkpoint, an empty prompt, an id outside the vocabulary or too many positions
-//! raise `ValueError` with its message (device failures `RuntimeError`). Like `Engine`, a `Model` may be
-//! called and freed on any thread.
+//! raise `ValueError` with its message; device memory running out (weights or a cache that do not fit
+//! when loaded, a step that finds no memory) raises `OutOfMemoryError`, other device failures
+//! `RuntimeError`. Like `Engine`, a `Model` may be called and freed on any thread, and serializes its
+//! own calls: one that overlaps another waits for it (with the GIL released).
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use dsnpu_model::device::{Engine, EngineOptions};
 use dsnpu_model::{DeepseekV3, GenerateOptions, Generator, ModelError};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::{nogil, out, Out};
+use super::{locked, message, out, Out, OutOfMemoryError};
 
 /// Tokens per cache block of the engine.
 const BLOCK_SIZE: usize = 16;
 
 pub(crate) fn model_err(e: ModelError) -> PyErr {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(c) = src {
-        // Errors that print their source (`device: {0}`) already hold its text.
-        let text = c.to_string();
-        if !msg.contains(&text) {
-            msg += &format!(": {text}");
-        }
-        src = c.source();
-    }
-    if e.is_caller_error() {
+    let msg = message(&e);
+    // Out of memory first: weights or a cache that do not fit also count as the caller's error.
+    if e.is_out_of_memory() {
+        OutOfMemoryError::new_err(msg)
+    } else if e.is_caller_error() {
         PyValueError::new_err(msg)
     } else {
         PyRuntimeError::new_err(msg)
@@ -62,10 +59,19 @@ enum Inner {
 }
 
 /// A checkpoint loaded on a backend (see the module docs).
-#[pyclass(module = "dsnpu._dsnpu")]
+// Frozen: no method takes `&mut self`, so pyo3 keeps no borrow flag (which refused an overlapping
+// call with "Already borrowed"); the mutex serializes the calls instead.
+#[pyclass(module = "dsnpu._dsnpu", frozen)]
 pub struct Model {
-    inner: Inner,
+    /// Locked by each call (`locked`): calls from several threads run one at a time.
+    inner: Mutex<Inner>,
 }
+
+// The state behind the lock is `Send + Sync` itself, like the class (see the check in lib.rs).
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Inner>();
+};
 
 /// The engine options a `Model` keeps across reloads.
 #[derive(Clone, Copy)]
@@ -130,41 +136,43 @@ impl Model {
                 )))
             }
         };
-        Ok(Model { inner })
+        Ok(Model {
+            inner: Mutex::new(inner),
+        })
     }
 
     /// `"cpu"` or `"npu"`.
     #[getter]
-    fn backend(&self) -> &'static str {
-        match self.inner {
+    fn backend(&self, py: Python<'_>) -> &'static str {
+        locked(py, &self.inner, |inner| match inner {
             Inner::Cpu(_) => "cpu",
             Inner::Npu { .. } => "npu",
-        }
+        })
     }
 
     /// Prompt tokens whose cache rows the engine shared from earlier prompts (0 without
     /// `prefix_caching`, and on the cpu backend); counted since the engine was last loaded.
     #[getter]
-    fn prefix_hit_tokens(&self) -> u64 {
-        match &self.inner {
+    fn prefix_hit_tokens(&self, py: Python<'_>) -> u64 {
+        locked(py, &self.inner, |inner| match inner {
             Inner::Cpu(_) => 0,
             Inner::Npu { loaded, .. } => loaded.engine.stats().prefix_hit_tokens,
-        }
+        })
     }
 
     /// The vocabulary size (the width of `forward`'s logits).
     #[getter]
-    fn vocab_size(&self) -> usize {
-        match &self.inner {
+    fn vocab_size(&self, py: Python<'_>) -> usize {
+        locked(py, &self.inner, |inner| match inner {
             Inner::Cpu(m) => m.config().vocab_size,
             Inner::Npu { loaded, .. } => loaded.engine.config().vocab_size,
-        }
+        })
     }
 
     /// Up to `max_new_tokens` new ids after `ids`, greedy when `temperature` is 0.
     #[pyo3(signature = (ids, max_new_tokens, temperature = 0.0, top_p = 1.0, seed = 0))]
     fn generate(
-        &mut self,
+        &self,
         py: Python<'_>,
         ids: Vec<i32>,
         max_new_tokens: usize,
@@ -172,7 +180,7 @@ impl Model {
         top_p: f32,
         seed: u64,
     ) -> PyResult<Vec<i32>> {
-        let run = || match &mut self.inner {
+        let run = |inner: &mut Inner| match inner {
             Inner::Cpu(model) => {
                 let opts = GenerateOptions {
                     temperature,
@@ -213,12 +221,12 @@ impl Model {
             }
         };
         // Nothing in `run` touches a Python object: its errors are made lazily.
-        nogil(py, run)
+        locked(py, &self.inner, run)
     }
 
     /// Logits `f32 [len(ids), vocab_size]` of every position of `ids`, as a wire triple.
-    fn forward(&mut self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
-        let run = || match &mut self.inner {
+    fn forward(&self, py: Python<'_>, ids: Vec<i32>) -> PyResult<Out> {
+        let run = |inner: &mut Inner| match inner {
             Inner::Cpu(model) => model.forward(&ids).map_err(model_err),
             Inner::Npu {
                 max_tokens, loaded, ..
@@ -236,7 +244,7 @@ impl Model {
             }
         };
         // Nothing in `run` touches a Python object: its errors are made lazily.
-        let logits = nogil(py, run)?;
+        let logits = locked(py, &self.inner, run)?;
         Ok(out(py, logits))
     }
 }

@@ -1,5 +1,8 @@
 """Shared helpers of the dsnpu Python tests."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -55,3 +58,19 @@ def _in_threads(work, n):
 @pytest.fixture
 def in_threads():
     return _in_threads
+
+
+def _on_small_device(device_bytes, script, *args):
+    """``script`` run by this interpreter in a process of its own on a simulated device of
+    ``device_bytes`` (``DSNPU_SIM_MEM_BYTES``: the simulator reads it once, when it starts)."""
+    env = dict(os.environ, DSNPU_SIM_MEM_BYTES=str(device_bytes))
+    for var in ("DSNPU_ACL_LIB", "ASCEND_HOME_PATH", "ASCEND_TOOLKIT_HOME"):
+        env.pop(var, None)
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture
+def on_small_device():
+    return _on_small_device

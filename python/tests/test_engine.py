@@ -117,9 +117,12 @@ def test_errors_raise_value_error():
         dsnpu.Engine(CHECKPOINT, temperature=-1.0)
     with pytest.raises(ValueError, match="top_p"):
         dsnpu.Engine(CHECKPOINT, top_p=0.0)
-    # A cache larger than the device: the options' fault, named (was the allocator's RuntimeError).
-    with pytest.raises(ValueError, match="paged cache of 1073741824 slots"):
+    # A cache larger than the device: named (was the allocator's bare RuntimeError), and device memory
+    # running out like any other (it was a ValueError).
+    with pytest.raises(dsnpu.OutOfMemoryError, match="paged cache of 1073741824 slots") as cache:
         dsnpu.Engine(CHECKPOINT, num_blocks=2**20, block_size=2**10)
+    assert isinstance(cache.value, RuntimeError)
+    assert not isinstance(cache.value, ValueError)
     # A device failure is a RuntimeError, its cause said once.
     with pytest.raises(RuntimeError) as missing:
         dsnpu.Engine(CHECKPOINT, device=7)

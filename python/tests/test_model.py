@@ -123,6 +123,10 @@ def test_bad_model_inputs_raise(models):
         dsnpu.Model(CHECKPOINT, backend="tpu")
     with pytest.raises(ValueError, match="max_tokens"):
         dsnpu.Model(CHECKPOINT, backend="cpu", max_tokens=-1)
+    # A cache larger than the device is device memory running out (it was a ValueError).
+    with pytest.raises(dsnpu.OutOfMemoryError, match="paged cache of 1073741824 slots") as cache:
+        dsnpu.Model(CHECKPOINT, max_tokens=2**30)
+    assert isinstance(cache.value, RuntimeError)
     with pytest.raises(ValueError):
         dsnpu.Model(CHECKPOINT.parent / "no-such-checkpoint", backend="cpu")
 

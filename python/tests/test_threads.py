@@ -2,7 +2,8 @@
 
 They were bound to the thread that made them (pyo3 ``unsendable``): dropped on another thread (a thread
 pool's worker, the cyclic GC running there), pyo3 refused to drop them and leaked them, device memory
-included; and a call from another thread raised ``RuntimeError``.
+included; and a call from another thread raised ``RuntimeError``. Calls from several threads at once run
+one at a time: each extension object waits for the call before (pyo3 refused the overlapping one).
 """
 
 import os
@@ -174,7 +175,7 @@ def test_a_model_used_from_another_thread_gives_its_owner_threads_ids():
 
 def test_calls_from_several_threads_at_once_run_one_at_a_time(in_threads):
     # The GIL is released during a call, so two threads' calls overlap: pyo3 refused the second
-    # ("Already borrowed"); the Python class serializes them instead.
+    # ("Already borrowed"); the extension objects under the Python classes serialize them now.
     e = dsnpu.Engine(CHECKPOINT, num_blocks=64, block_size=4)
     m = dsnpu.Model(CHECKPOINT, max_tokens=64)
     want = [list(x) for x in e.generate(PROMPTS, 8, stop=[])]
@@ -195,3 +196,40 @@ def test_calls_from_several_threads_at_once_run_one_at_a_time(in_threads):
     for kind, got in results:
         assert got == (want if kind == "e" else want_m)
     assert e.live == []
+
+
+def test_the_extension_objects_serialize_their_own_calls(in_threads):
+    # The extension classes themselves, without the Python classes over them (which used to take a lock
+    # of their own): calls from several threads overlap, as each releases the GIL, and pyo3 refused
+    # the second ("Already borrowed"). Each object now waits for the call before, getters included.
+    raw = dsnpu._dsnpu
+    e = raw.Engine(str(CHECKPOINT), num_blocks=64, block_size=4)
+    m = raw.Model(str(CHECKPOINT), max_tokens=64)
+    want = e.generate(PROMPTS, 8, [])
+    want_m = m.generate(PROMPTS[1], 8)
+    want_logits = m.forward(PROMPTS[0])
+    steps = e.stats()["decode"]["steps"]
+    results = []
+    start = threading.Barrier(6)
+
+    def work(k):
+        start.wait()
+        for _ in range(3):
+            if k % 3 == 0:
+                results.append(("e", e.generate(PROMPTS, 8, [])))
+            elif k % 3 == 1:
+                results.append(("m", m.generate(PROMPTS[1], 8)))
+                results.append(("f", m.forward(PROMPTS[0])))
+            else:
+                # A generate adds and removes its sequences within one call: a getter that waits
+                # for it never sees them.
+                for _ in range(20):
+                    results.append(("live", (e.live, e.free_blocks, m.vocab_size)))
+                    results.append(("stats", e.stats()["decode"]["steps"] % steps))
+
+    assert in_threads(work, 6) == []
+    assert len(results) == 2 * 3 + 2 * 6 + 2 * 3 * 40
+    expected = {"e": want, "m": want_m, "f": want_logits, "live": ([], 64, m.vocab_size), "stats": 0}
+    for kind, got in results:
+        assert got == expected[kind], kind
+    assert e.stats()["decode"]["steps"] == steps * 7

@@ -39,9 +39,9 @@
 //! - Trusted: the kernels' contracts; the block tables and slots built here are valid by construction
 //!   (the kernels would fault on a bad one on the simulator).
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use dsnpu_kernels::launch::{self, KernelLibrary, RowSource};
@@ -350,7 +350,7 @@ impl Engine {
             ctx: Ctx {
                 lib,
                 stream,
-                ops: RefCell::new(BTreeMap::new()),
+                ops: Mutex::new(BTreeMap::new()),
             },
             weights,
             cos,
@@ -386,7 +386,7 @@ impl Engine {
     /// Counters since load (the operator counts as of now).
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats.clone();
-        s.ops = self.ctx.ops.borrow().clone();
+        s.ops = self.ctx.op_counts();
         s
     }
 

@@ -39,9 +39,9 @@ use crate::error::{invalid_input, Result};
 /// How long a rank waits for rank 0's root-info file.
 const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A MoE layer that replaces the engine's single-device one (the engine's hook). `Send`, as the engine
-/// that holds it is.
-pub(crate) trait MoeLayer: Send {
+/// A MoE layer that replaces the engine's single-device one (the engine's hook). `Send + Sync`, as the
+/// engine that holds it is.
+pub(crate) trait MoeLayer: Send + Sync {
     /// `residual + shared(x) + Σ_k w_k · expert_k(x)` over `tokens` rows of `x [tokens, hidden]`.
     fn forward(
         &self,
@@ -174,7 +174,7 @@ impl MoeLayer for EpMoe {
 }
 
 fn count(ctx: &Ctx, op: &'static str) {
-    *ctx.ops.borrow_mut().entry(op).or_default() += 1;
+    ctx.count(op);
 }
 
 /// The router (f32) and top-k gating of `t` tokens: ids `[t, K]` (global expert ids) and weights

@@ -24,10 +24,12 @@ pub(crate) fn kernel_layout(layout: dsnpu_ops::rope::RopeLayout) -> dsnpu_kernel
 
 // Engines move between threads (the Python extension drops and calls them on any thread): a field
 // that is not `Send` fails the build here rather than in a user. That is sound because the runtime
-// binds the device's context on the calling thread before every AscendCL call, drops included.
+// binds the device's context on the calling thread before every AscendCL call, drops included. The
+// models are `Sync` too, as pyo3's classes must be (the Python classes still call them one at a time).
 const _: fn() = || {
     fn send<T: Send>() {}
-    send::<Engine>();
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Engine>();
     send::<EpEngine>();
-    send::<crate::DeepseekV3>();
+    send_sync::<crate::DeepseekV3>();
 };

@@ -8,9 +8,8 @@
 //! block scales, which the `*_fp8` kernels dequantize tile by tile (any activation type). Any other
 //! pairing is a typed error from the launcher.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dsnpu_kernels::launch::{self, KernelElem, KernelLibrary, Launched, RowSource};
 use dsnpu_kernels::{KernelError, RowLayout};
@@ -31,7 +30,9 @@ impl Act for bf16 {}
 pub(crate) struct Ctx {
     pub lib: Arc<KernelLibrary>,
     pub stream: Stream,
-    pub ops: RefCell<BTreeMap<&'static str, u64>>,
+    /// A mutex, not a `RefCell`: the engine is `Sync` (the Python classes require it). Only the
+    /// engine's own calls lock it, one at a time, so it is never contended.
+    pub ops: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 pub(crate) type Buf<T = f32> = DeviceBuffer<T>;
@@ -81,8 +82,23 @@ impl Ctx {
         r: std::result::Result<Launched<L>, KernelError>,
     ) -> Result<()> {
         r?;
-        *self.ops.borrow_mut().entry(op).or_default() += 1;
+        self.count(op);
         Ok(())
+    }
+
+    /// Counts one launch of `op`.
+    pub fn count(&self, op: &'static str) {
+        // A panic while counting leaves the counts consistent: a poisoned lock is still usable.
+        let mut ops = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
+        *ops.entry(op).or_default() += 1;
+    }
+
+    /// The launches by operator so far.
+    pub fn op_counts(&self) -> BTreeMap<&'static str, u64> {
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn alloc<T: dsnpu_runtime::DeviceRepr>(&self, len: usize) -> Result<DeviceBuffer<T>> {

@@ -1,0 +1,157 @@
+"""Device memory running out is one exception, ``dsnpu.OutOfMemoryError`` (a ``RuntimeError``), wherever
+it runs out: weights or a paged cache that do not fit when a checkpoint loads, or an operator's buffers.
+
+Weights and cache were a ``ValueError`` and an operator's allocation a ``ValueError`` too (every operator
+error was); a step that ran out a ``RuntimeError``. The cases that need a small device run in a process
+of their own, as the simulator reads its size (``DSNPU_SIM_MEM_BYTES``) once, when it starts.
+"""
+
+import pathlib
+import textwrap
+
+import numpy as np
+import pytest
+
+import dsnpu
+
+CHECKPOINT = pathlib.Path(__file__).resolve().parents[2] / "model" / "tests" / "data" / "v3_base"
+
+
+def _ok(r):
+    out = f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert r.returncode == 0, out
+    assert r.stdout.splitlines()[-1] == "done", out
+    return r.stdout
+
+
+def test_the_exception_is_exported_and_a_runtime_error():
+    assert dsnpu.OutOfMemoryError is dsnpu._dsnpu.OutOfMemoryError
+    assert "OutOfMemoryError" in dsnpu.__all__
+    assert issubclass(dsnpu.OutOfMemoryError, RuntimeError)
+    assert not issubclass(dsnpu.OutOfMemoryError, ValueError)
+    assert dsnpu.OutOfMemoryError.__module__ == "dsnpu"
+
+
+# The tiny checkpoint's weights take ~600 KB in f32: on a 256 KiB device they do not fit.
+WEIGHTS = textwrap.dedent(
+    """
+    import sys
+    import dsnpu
+
+    for make in (lambda: dsnpu.Engine(sys.argv[1], num_blocks=1, block_size=1),
+                 lambda: dsnpu.Model(sys.argv[1], max_tokens=1),
+                 lambda: dsnpu._dsnpu.Engine(sys.argv[1], num_blocks=1, block_size=1)):
+        try:
+            make()
+        except dsnpu.OutOfMemoryError as e:
+            assert isinstance(e, RuntimeError)
+            print(type(e).__name__, e)
+        else:
+            raise SystemExit("loaded")
+    print("done")
+    """
+)
+
+
+def test_weights_that_do_not_fit_raise_out_of_memory_error(on_small_device):
+    out = _ok(on_small_device("256K", WEIGHTS, CHECKPOINT))
+    lines = out.splitlines()[:-1]
+    assert len(lines) == 3, out
+    for line in lines:
+        assert line.startswith("OutOfMemoryError device memory: tensor `"), out
+        assert "does not fit: the weights need" in line, out
+
+
+# On a 2 MiB device the weights and the cache fit, but not the prefill's attention workspace (~9 MB):
+# every step that prefills runs out, and a failed step leaves its sequence as it was.
+STEP = textwrap.dedent(
+    """
+    import sys
+    import dsnpu
+
+    e = dsnpu.Engine(sys.argv[1], num_blocks=4, block_size=16)
+    sid = e.add_sequence([1, 2, 3])
+    m = dsnpu.Model(sys.argv[1], max_tokens=64)
+    for call in (e.step, lambda: e.forward([1, 2, 3]), lambda: m.generate([1, 2, 3], 2)):
+        try:
+            call()
+        except dsnpu.OutOfMemoryError as err:
+            assert isinstance(err, RuntimeError)
+            print(type(err).__name__, err)
+        else:
+            raise SystemExit("ran")
+    assert e.live == [sid], e.live
+    print("done")
+    """
+)
+
+
+def test_a_step_that_runs_out_of_device_memory_raises_out_of_memory_error(on_small_device):
+    # It was a RuntimeError like any device failure.
+    out = _ok(on_small_device("2M", STEP, CHECKPOINT))
+    lines = out.splitlines()[:-1]
+    assert len(lines) == 3, out
+    for line in lines:
+        assert line.startswith("OutOfMemoryError kernel: "), out
+        assert ": out of memory on device 0: requested " in line, out
+
+
+# An operator whose device memory runs out (OpsError::Backend over the runtime's out-of-memory, which
+# was a ValueError): on a 2 MiB device the upload of 4 MiB inputs; on a 512 KiB device the linear
+# kernel's ~1 MiB workspace, with inputs of a few bytes. Before and after, what fits runs.
+OPERATOR = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import dsnpu
+
+    x, w = np.ones((4, 8), np.float32), np.ones((2, 8), np.float32)
+    big = np.ones((1024, 1024), np.float32)
+    if dsnpu._dsnpu.backend_name("npu") != "sim:0":
+        raise SystemExit("not the simulator")
+    calls = {
+        "inputs": [lambda: dsnpu.linear(big, big), lambda: dsnpu.rms_norm(big, big[0])],
+        "workspace": [lambda: dsnpu.linear(x, w)],
+    }
+    small = [lambda: dsnpu.rms_norm(x, x[0])]
+    if sys.argv[1] == "inputs":
+        small.append(lambda: dsnpu.linear(x, w))
+    for call in small:
+        call()
+    for call in calls[sys.argv[1]]:
+        try:
+            call()
+        except dsnpu.OutOfMemoryError as e:
+            assert isinstance(e, RuntimeError)
+            print(type(e).__name__, e)
+        else:
+            raise SystemExit("ran")
+    # The failed calls gave their memory back; the host references need none.
+    for call in small:
+        call()
+    assert dsnpu.linear(big, big, backend="cpu").shape == (1024, 1024)
+    print("done")
+    """
+)
+
+
+def test_an_operator_that_runs_out_of_device_memory_raises_out_of_memory_error(on_small_device):
+    out = _ok(on_small_device("2M", OPERATOR, "inputs"))
+    lines = out.splitlines()[:-1]
+    assert len(lines) == 2, out
+    assert lines[0].startswith("OutOfMemoryError linear: backend `sim:0` failed: out of memory"), out
+    assert lines[1].startswith("OutOfMemoryError rms_norm: backend `sim:0` failed: out of memory"), out
+    out = _ok(on_small_device("512K", OPERATOR, "workspace"))
+    lines = out.splitlines()[:-1]
+    # The kernel's own error (its name first), the runtime's out-of-memory under it.
+    assert lines == [lines[0]] and lines[0].startswith(
+        "OutOfMemoryError linear: backend `sim:0` failed: linear_f32: out of memory"
+    ), out
+
+
+def test_bad_operator_arguments_stay_value_errors():
+    x, w = np.ones((2, 8), np.float32), np.ones(7, np.float32)
+    for backend in ("npu", "cpu"):
+        with pytest.raises(ValueError, match="rms_norm") as bad:
+            dsnpu.rms_norm(x, w, backend=backend)
+        assert not isinstance(bad.value, RuntimeError)
