@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use dsnpu_model::device::{DType, EngineOptions, PhaseStats};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -150,8 +150,9 @@ impl Engine {
             Ok((e.config().vocab_size, e.prompt_logits(&ids)?))
         })
         .map_err(model_err)?;
+        // The engine made these logits: a shape that does not match is its failure, not the caller's.
         let logits = ndarray::Array2::from_shape_vec((ids.len(), v), flat)
-            .map_err(|e| PyValueError::new_err(format!("engine logits: {e}")))?;
+            .map_err(|e| PyRuntimeError::new_err(format!("engine logits: {e}")))?;
         Ok(out(py, logits))
     }
 
