@@ -123,9 +123,7 @@ impl ModelError {
             _ => true,
         }
     }
-}
 
-impl ModelError {
     /// Whether device memory ran out: the weights or the paged cache not fitting
     /// ([`DeviceMemory`](Self::DeviceMemory), [`CacheMemory`](Self::CacheMemory)), or a runtime
     /// out-of-memory anywhere along the cause chain (a device call's, a kernel's, an operator's). The
