@@ -17,11 +17,13 @@ import dsnpu
 CHECKPOINT = pathlib.Path(__file__).resolve().parents[2] / "model" / "tests" / "data" / "v3_base"
 
 
-def _ok(r):
+def _oom_lines(r):
+    """The lines `expect_oom` printed, of a script that ran to its end."""
     out = f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
     assert r.returncode == 0, out
-    assert r.stdout.splitlines()[-1] == "done", out
-    return r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "done", out
+    return lines[:-1]
 
 
 def test_the_exception_is_exported_and_a_runtime_error():
@@ -32,54 +34,53 @@ def test_the_exception_is_exported_and_a_runtime_error():
     assert dsnpu.OutOfMemoryError.__module__ == "dsnpu"
 
 
-# The tiny checkpoint's weights take ~600 KB in f32: on a 256 KiB device they do not fit.
-WEIGHTS = textwrap.dedent(
+# The start of every script below: `expect_oom(call)` prints the OutOfMemoryError `call()` raises, and
+# ends the script with an error if it raises nothing.
+PRELUDE = textwrap.dedent(
     """
     import sys
+    import numpy as np
     import dsnpu
 
-    for make in (lambda: dsnpu.Engine(sys.argv[1], num_blocks=1, block_size=1),
-                 lambda: dsnpu.Model(sys.argv[1], max_tokens=1),
-                 lambda: dsnpu._dsnpu.Engine(sys.argv[1], num_blocks=1, block_size=1)):
+    def expect_oom(call):
         try:
-            make()
+            call()
         except dsnpu.OutOfMemoryError as e:
             assert isinstance(e, RuntimeError)
             print(type(e).__name__, e)
         else:
-            raise SystemExit("loaded")
+            raise SystemExit("no OutOfMemoryError")
+    """
+)
+
+# The tiny checkpoint's weights take ~600 KB in f32: on a 256 KiB device they do not fit.
+WEIGHTS = PRELUDE + textwrap.dedent(
+    """
+    expect_oom(lambda: dsnpu.Engine(sys.argv[1], num_blocks=1, block_size=1))
+    expect_oom(lambda: dsnpu.Model(sys.argv[1], max_tokens=1))
+    expect_oom(lambda: dsnpu._dsnpu.Engine(sys.argv[1], num_blocks=1, block_size=1))
     print("done")
     """
 )
 
 
 def test_weights_that_do_not_fit_raise_out_of_memory_error(on_small_device):
-    out = _ok(on_small_device("256K", WEIGHTS, CHECKPOINT))
-    lines = out.splitlines()[:-1]
-    assert len(lines) == 3, out
+    lines = _oom_lines(on_small_device("256K", WEIGHTS, CHECKPOINT))
+    assert len(lines) == 3, lines
     for line in lines:
-        assert line.startswith("OutOfMemoryError device memory: tensor `"), out
-        assert "does not fit: the weights need" in line, out
+        assert line.startswith("OutOfMemoryError device memory: tensor `"), lines
+        assert "does not fit: the weights need" in line, lines
 
 
 # On a 2 MiB device the weights and the cache fit, but not the prefill's attention workspace (~9 MB):
 # every step that prefills runs out, and a failed step leaves its sequence as it was.
-STEP = textwrap.dedent(
+STEP = PRELUDE + textwrap.dedent(
     """
-    import sys
-    import dsnpu
-
     e = dsnpu.Engine(sys.argv[1], num_blocks=4, block_size=16)
     sid = e.add_sequence([1, 2, 3])
     m = dsnpu.Model(sys.argv[1], max_tokens=64)
     for call in (e.step, lambda: e.forward([1, 2, 3]), lambda: m.generate([1, 2, 3], 2)):
-        try:
-            call()
-        except dsnpu.OutOfMemoryError as err:
-            assert isinstance(err, RuntimeError)
-            print(type(err).__name__, err)
-        else:
-            raise SystemExit("ran")
+        expect_oom(call)
     assert e.live == [sid], e.live
     print("done")
     """
@@ -88,23 +89,18 @@ STEP = textwrap.dedent(
 
 def test_a_step_that_runs_out_of_device_memory_raises_out_of_memory_error(on_small_device):
     # It was a RuntimeError like any device failure.
-    out = _ok(on_small_device("2M", STEP, CHECKPOINT))
-    lines = out.splitlines()[:-1]
-    assert len(lines) == 3, out
+    lines = _oom_lines(on_small_device("2M", STEP, CHECKPOINT))
+    assert len(lines) == 3, lines
     for line in lines:
-        assert line.startswith("OutOfMemoryError kernel: "), out
-        assert ": out of memory on device 0: requested " in line, out
+        assert line.startswith("OutOfMemoryError kernel: "), lines
+        assert ": out of memory on device 0: requested " in line, lines
 
 
 # An operator whose device memory runs out (OpsError::Backend over the runtime's out-of-memory, which
 # was a ValueError): on a 2 MiB device the upload of 4 MiB inputs; on a 512 KiB device the linear
 # kernel's ~1 MiB workspace, with inputs of a few bytes. Before and after, what fits runs.
-OPERATOR = textwrap.dedent(
+OPERATOR = PRELUDE + textwrap.dedent(
     """
-    import sys
-    import numpy as np
-    import dsnpu
-
     x, w = np.ones((4, 8), np.float32), np.ones((2, 8), np.float32)
     big = np.ones((1024, 1024), np.float32)
     if dsnpu._dsnpu.backend_name("npu") != "sim:0":
@@ -119,13 +115,7 @@ OPERATOR = textwrap.dedent(
     for call in small:
         call()
     for call in calls[sys.argv[1]]:
-        try:
-            call()
-        except dsnpu.OutOfMemoryError as e:
-            assert isinstance(e, RuntimeError)
-            print(type(e).__name__, e)
-        else:
-            raise SystemExit("ran")
+        expect_oom(call)
     # The failed calls gave their memory back; the host references need none.
     for call in small:
         call()
@@ -136,17 +126,15 @@ OPERATOR = textwrap.dedent(
 
 
 def test_an_operator_that_runs_out_of_device_memory_raises_out_of_memory_error(on_small_device):
-    out = _ok(on_small_device("2M", OPERATOR, "inputs"))
-    lines = out.splitlines()[:-1]
-    assert len(lines) == 2, out
-    assert lines[0].startswith("OutOfMemoryError linear: backend `sim:0` failed: out of memory"), out
-    assert lines[1].startswith("OutOfMemoryError rms_norm: backend `sim:0` failed: out of memory"), out
-    out = _ok(on_small_device("512K", OPERATOR, "workspace"))
-    lines = out.splitlines()[:-1]
+    lines = _oom_lines(on_small_device("2M", OPERATOR, "inputs"))
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("OutOfMemoryError linear: backend `sim:0` failed: out of memory"), lines
+    assert lines[1].startswith("OutOfMemoryError rms_norm: backend `sim:0` failed: out of memory"), lines
+    lines = _oom_lines(on_small_device("512K", OPERATOR, "workspace"))
     # The kernel's own error (its name first), the runtime's out-of-memory under it.
     assert lines == [lines[0]] and lines[0].startswith(
         "OutOfMemoryError linear: backend `sim:0` failed: linear_f32: out of memory"
-    ), out
+    ), lines
 
 
 def test_bad_operator_arguments_stay_value_errors():
